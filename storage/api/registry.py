@@ -1,0 +1,103 @@
+"""Every resource Stowage serves: its kind, REST names, group and scope.
+
+One table drives the API server's routes and discovery documents, the
+command line's short names, and the store's resource keys (the plural).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    kind: str
+    plural: str
+    singular: str
+    group: str  # "" for the core group
+    version: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    has_status: bool = True
+    # apiVersions accepted on input and converted to the served one.
+    legacy_api_versions: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_version(self) -> str:
+        return self.api_version
+
+    def accepts(self, api_version: str) -> bool:
+        return api_version == self.api_version or api_version in self.legacy_api_versions
+
+
+RESOURCES: tuple[ResourceInfo, ...] = (
+    ResourceInfo("PersistentVolume", "persistentvolumes", "persistentvolume", "", "v1", False, ("pv",)),
+    ResourceInfo("PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", "", "v1", True, ("pvc",)),
+    ResourceInfo("Pod", "pods", "pod", "", "v1", True, ("po",)),
+    ResourceInfo("Service", "services", "service", "", "v1", True, ("svc",)),
+    ResourceInfo("Endpoints", "endpoints", "endpoints", "", "v1", True, ("ep",), has_status=False),
+    ResourceInfo("Node", "nodes", "node", "", "v1", False, ("no",)),
+    ResourceInfo("Namespace", "namespaces", "namespace", "", "v1", False, ("ns",)),
+    ResourceInfo("Secret", "secrets", "secret", "", "v1", True, (), has_status=False),
+    ResourceInfo("ConfigMap", "configmaps", "configmap", "", "v1", True, ("cm",), has_status=False),
+    ResourceInfo("Event", "events", "event", "", "v1", True, ("ev",), has_status=False),
+    ResourceInfo("ReplicationController", "replicationcontrollers", "replicationcontroller", "", "v1", True, ("rc",)),
+    ResourceInfo(
+        "StorageClass", "storageclasses", "storageclass", "storage.k8s.io", "v1", False, ("sc",),
+        has_status=False, legacy_api_versions=("storage.k8s.io/v1beta1",),
+    ),
+    ResourceInfo("VolumeAttachment", "volumeattachments", "volumeattachment", "storage.k8s.io", "v1", False, ()),
+    ResourceInfo(
+        "StatefulSet", "statefulsets", "statefulset", "apps", "v1", True, ("sts",),
+        legacy_api_versions=("apps/v1beta1", "apps/v1beta2"),
+    ),
+    ResourceInfo(
+        "DaemonSet", "daemonsets", "daemonset", "apps", "v1", True, ("ds",),
+        legacy_api_versions=("apps/v1beta2", "extensions/v1beta1"),
+    ),
+    ResourceInfo(
+        "ReplicaSet", "replicasets", "replicaset", "apps", "v1", True, ("rs",),
+        legacy_api_versions=("apps/v1beta2", "extensions/v1beta1"),
+    ),
+    ResourceInfo(
+        "ControllerRevision", "controllerrevisions", "controllerrevision", "apps", "v1", True, (),
+        has_status=False, legacy_api_versions=("apps/v1beta1", "apps/v1beta2"),
+    ),
+)
+
+_BY_KIND = {r.kind: r for r in RESOURCES}
+_BY_PLURAL = {r.plural: r for r in RESOURCES}
+_BY_ANY_NAME: dict[str, ResourceInfo] = {}
+for _r in RESOURCES:
+    for _n in (_r.kind.lower(), _r.plural, _r.singular, *_r.short_names):
+        _BY_ANY_NAME[_n] = _r
+
+
+def by_kind(kind: str) -> ResourceInfo | None:
+    return _BY_KIND.get(kind)
+
+
+def by_plural(plural: str) -> ResourceInfo | None:
+    return _BY_PLURAL.get(plural)
+
+
+def by_name(name: str) -> ResourceInfo | None:
+    """Look up by plural, singular, kind or short name, as kubectl does (``pvc``, ``pods``, ``StatefulSet``)."""
+    key = name.lower()
+    if "." in key:  # "statefulsets.apps", "storageclasses.storage.k8s.io"
+        base, _, group = key.partition(".")
+        info = _BY_ANY_NAME.get(base)
+        return info if info is not None and info.group == group else None
+    return _BY_ANY_NAME.get(key)
+
+
+def groups() -> dict[str, list[ResourceInfo]]:
+    """Served resources by group/version ("v1", "apps/v1", "storage.k8s.io/v1")."""
+    out: dict[str, list[ResourceInfo]] = {}
+    for r in RESOURCES:
+        out.setdefault(r.api_version, []).append(r)
+    return out

@@ -1,0 +1,166 @@
+"""Errors shared by every layer, each mapping to a Kubernetes ``Status``.
+
+The API server turns any ``StowageError`` into the HTTP status and ``Status``
+body that a Kubernetes client expects; the client turns them back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One field problem, as Kubernetes reports it in ``Status.details.causes``."""
+
+    field: str
+    reason: str  # e.g. "Invalid value", "Required value", "Unsupported value", "Forbidden"
+    detail: str = ""
+    value: Any = None
+    has_value: bool = False
+
+    def message(self) -> str:
+        if self.has_value:
+            shown = f'"{self.value}"' if isinstance(self.value, str) else repr(self.value)
+            text = f"{self.field}: {self.reason}: {shown}"
+        else:
+            text = f"{self.field}: {self.reason}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+    def cause(self) -> dict[str, str]:
+        reason_type = {
+            "Invalid value": "FieldValueInvalid",
+            "Required value": "FieldValueRequired",
+            "Unsupported value": "FieldValueNotSupported",
+            "Forbidden": "FieldValueForbidden",
+            "Duplicate value": "FieldValueDuplicate",
+            "Too long": "FieldValueTooLong",
+        }.get(self.reason, "FieldValueInvalid")
+        return {"reason": reason_type, "message": self.message(), "field": self.field}
+
+
+class StowageError(Exception):
+    code: int = 500
+    reason: str = "InternalError"
+
+    def __init__(self, message: str = "", *, kind: str = "", name: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.name = name
+
+    def to_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        details: dict[str, Any] = {}
+        if self.name:
+            details["name"] = self.name
+        if self.kind:
+            details["kind"] = self.kind
+        if details:
+            status["details"] = details
+        return status
+
+
+class BadRequest(StowageError):
+    code, reason = 400, "BadRequest"
+
+
+class Unauthorized(StowageError):
+    code, reason = 401, "Unauthorized"
+
+
+class Forbidden(StowageError):
+    code, reason = 403, "Forbidden"
+
+
+class NotFound(StowageError):
+    code, reason = 404, "NotFound"
+
+
+class MethodNotAllowed(StowageError):
+    code, reason = 405, "MethodNotAllowed"
+
+
+class AlreadyExists(StowageError):
+    code, reason = 409, "AlreadyExists"
+
+
+class Conflict(StowageError):
+    """The object changed since it was read (resourceVersion mismatch): re-read and retry."""
+
+    code, reason = 409, "Conflict"
+
+
+class Gone(StowageError):
+    """A watch asked for a revision that has been compacted away."""
+
+    code, reason = 410, "Expired"
+
+
+class Invalid(StowageError):
+    code, reason = 422, "Invalid"
+
+    def __init__(self, errors: list[FieldError], *, kind: str = "", name: str = "") -> None:
+        self.errors = list(errors)
+        joined = ", ".join(e.message() for e in self.errors)
+        if kind or name:
+            message = f'{kind} "{name}" is invalid: {joined}' if len(self.errors) == 1 else f'{kind} "{name}" is invalid: [{joined}]'
+        else:
+            message = joined
+        super().__init__(message, kind=kind, name=name)
+
+    def to_status(self) -> dict[str, Any]:
+        status = super().to_status()
+        status.setdefault("details", {})["causes"] = [e.cause() for e in self.errors]
+        return status
+
+
+class TemporaryError(StowageError):
+    """A backend said 'not now': retry after ``delay`` seconds."""
+
+    code, reason = 503, "ServiceUnavailable"
+
+    def __init__(self, message: str = "", delay: float = 1.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentError(StowageError):
+    """A backend said 'never': record it on the object and in an Event, do not retry blindly."""
+
+    code, reason = 500, "InternalError"
+
+
+_BY_CODE_REASON: dict[tuple[int, str], type[StowageError]] = {
+    (cls.code, cls.reason): cls
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, AlreadyExists, Conflict, Gone, Invalid)
+}
+
+
+def from_status(status: dict[str, Any], http_code: int) -> StowageError:
+    """Rebuild the matching error from a Kubernetes ``Status`` body (used by the client)."""
+    reason = str(status.get("reason", ""))
+    code = int(status.get("code", http_code) or http_code)
+    message = str(status.get("message", "")) or f"HTTP {code}"
+    details = status.get("details") or {}
+    cls = _BY_CODE_REASON.get((code, reason))
+    if cls is None:
+        cls = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: Gone, 422: Invalid}.get(code, StowageError)
+    if cls is Invalid:
+        causes = details.get("causes") or []
+        err = Invalid([FieldError(c.get("field", ""), c.get("reason", "Invalid value"), c.get("message", "")) for c in causes])
+        err.message = message
+        err.args = (message,)
+        return err
+    err = cls(message, kind=str(details.get("kind", "")), name=str(details.get("name", "")))
+    if cls is StowageError:
+        err.code = code
+    return err
