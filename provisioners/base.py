@@ -1,0 +1,117 @@
+"""The control-path driver interface: create, delete and grow volumes at a backend.
+
+A provisioner never sees the store or the controllers: it takes plain wire
+dicts and returns results. The volume name ``pvc-<claim uid>`` is the
+idempotency key: a backend resource is named or tagged with it, so calling
+``provision`` again after a crash finds what the first call made instead of
+making a second one.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+
+
+@dataclass(frozen=True)
+class ProvisionRequest:
+    volume_name: str  # pvc-<claim uid>: the idempotency key
+    claim: dict[str, Any]
+    storage_class: dict[str, Any]
+    selected_node: dict[str, Any] | None = None  # the Node object under WaitForFirstConsumer
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return dict(self.storage_class.get("parameters") or {})
+
+    @property
+    def mount_options(self) -> list[str]:
+        return list(self.storage_class.get("mountOptions") or [])
+
+    @property
+    def reclaim_policy(self) -> str:
+        return self.storage_class.get("reclaimPolicy") or "Delete"
+
+    @property
+    def requested_bytes(self) -> int:
+        from storage.controllers.binder_index import claim_request  # exact quantity arithmetic
+
+        value = claim_request(self.claim)
+        return int(value) if value == int(value) else int(value) + 1
+
+    @property
+    def access_modes(self) -> list[str]:
+        return list((self.claim.get("spec") or {}).get("accessModes") or [])
+
+    @property
+    def volume_mode(self) -> str:
+        return (self.claim.get("spec") or {}).get("volumeMode") or "Filesystem"
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    """``finished``: the volume exists; ``source`` is merged into the PV spec
+    (e.g. ``{"hostPath": {"path": ...}}``), ``capacity`` is a quantity string.
+    ``in_progress``: ask again later. ``reschedule``: this node cannot host it."""
+
+    status: Literal["finished", "in_progress", "reschedule"]
+    source: dict[str, Any] = field(default_factory=dict)
+    capacity: str = ""
+    node_affinity: dict[str, Any] | None = None
+    message: str = ""
+    retry_after: float = 1.0
+
+    @classmethod
+    def finished(cls, source: dict[str, Any], capacity: str, node_affinity: dict[str, Any] | None = None) -> "ProvisionResult":
+        return cls("finished", source=source, capacity=capacity, node_affinity=node_affinity)
+
+    @classmethod
+    def in_progress(cls, message: str = "", retry_after: float = 1.0) -> "ProvisionResult":
+        return cls("in_progress", message=message, retry_after=retry_after)
+
+    @classmethod
+    def reschedule(cls, message: str) -> "ProvisionResult":
+        return cls("reschedule", message=message)
+
+
+class Provisioner(ABC):
+    name: ClassVar[str]  # the StorageClass ``provisioner`` value, e.g. "stowage.io/hostpath"
+    supports_recycle: ClassVar[bool] = False
+    # Parameters this provisioner understands; anything else is rejected (PermanentError).
+    known_parameters: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def provision(self, req: ProvisionRequest) -> ProvisionResult:
+        """Create (or find, by ``req.volume_name``) the backend volume."""
+
+    @abstractmethod
+    def delete(self, pv: dict[str, Any]) -> None:
+        """Remove the backend volume. Already gone: success. Not ours: ignore."""
+
+    def expand(self, pv: dict[str, Any], new_size: int) -> int:
+        """Grow the backend volume to at least ``new_size`` bytes; return the new capacity in bytes."""
+        raise NotImplementedError(f"provisioner {self.name} does not support expansion")
+
+    def can_recycle(self, pv: dict[str, Any]) -> bool:
+        return False
+
+    def recycle(self, pv: dict[str, Any]) -> None:
+        """Scrub the volume's contents so it can serve a new claim."""
+        raise NotImplementedError(f"provisioner {self.name} does not support recycling")
+
+    def check_parameters(self, parameters: dict[str, str]) -> None:
+        """PermanentError naming every parameter this provisioner does not understand."""
+        from storage.errors import PermanentError
+
+        unknown = sorted(set(parameters) - set(self.known_parameters))
+        if unknown:
+            raise PermanentError(
+                f"invalid parameter(s) for provisioner {self.name}: {', '.join(repr(u) for u in unknown)}"
+                f" (known: {', '.join(sorted(self.known_parameters)) or 'none'})"
+            )
+
+    def owns(self, pv: dict[str, Any]) -> bool:
+        annotations = (pv.get("metadata") or {}).get("annotations") or {}
+        return annotations.get(ANN_PROVISIONED_BY) == self.name

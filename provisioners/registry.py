@@ -1,0 +1,78 @@
+"""Provisioners by name: installed ones through the ``stowage.provisioners``
+entry-point group (so a third party adds one without editing Stowage), plus
+in-process registration (tests, embedded setups).
+
+An entry point names a ``Provisioner`` subclass or a zero-argument factory;
+its key is informational, the provisioner's ``name`` is what classes refer to.
+"""
+from __future__ import annotations
+
+import threading
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import structlog
+
+from provisioners.base import Provisioner
+
+log = structlog.get_logger(__name__)
+
+GROUP = "stowage.provisioners"
+
+_lock = threading.Lock()
+_registered: dict[str, Provisioner] = {}
+_loaded: dict[str, Provisioner] | None = None
+
+
+def register(provisioner: Provisioner) -> None:
+    """Make ``provisioner`` available under its ``name`` in this process (overrides an entry point)."""
+    with _lock:
+        _registered[provisioner.name] = provisioner
+
+
+def unregister(name: str) -> None:
+    with _lock:
+        _registered.pop(name, None)
+
+
+def _load_entry_points() -> dict[str, Provisioner]:
+    found: dict[str, Provisioner] = {}
+    for ep in entry_points(group=GROUP):
+        try:
+            factory: Callable[[], Any] = ep.load()
+            provisioner = factory()
+        except Exception as exc:  # one broken plugin must not hide the others
+            log.warning("provisioner_load_failed", entry_point=ep.name, error=str(exc))
+            continue
+        if not isinstance(provisioner, Provisioner):
+            log.warning("provisioner_not_a_provisioner", entry_point=ep.name)
+            continue
+        found[provisioner.name] = provisioner
+    return found
+
+
+def get(name: str) -> Provisioner | None:
+    global _loaded
+    with _lock:
+        if name in _registered:
+            return _registered[name]
+        if _loaded is None:
+            _loaded = _load_entry_points()
+        return _loaded.get(name)
+
+
+def all_provisioners() -> list[Provisioner]:
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = _load_entry_points()
+        merged = dict(_loaded)
+        merged.update(_registered)
+        return list(merged.values())
+
+
+def find_recycler(pv: dict[str, Any]) -> Provisioner | None:
+    for provisioner in all_provisioners():
+        if provisioner.supports_recycle and provisioner.can_recycle(pv):
+            return provisioner
+    return None

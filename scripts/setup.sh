@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything Stowage needs on a Debian 12 machine (run as root):
+# the host tools the node agent and the tests drive, then the Python package.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(
+  e2fsprogs xfsprogs btrfs-progs util-linux mount kmod   # mkfs, losetup, blkid, mount
+  runc                                                     # pod containers
+  fio                                                      # benchmarks
+  postgresql                                               # the multi-host store, and its tests
+  etcd-server etcd-client                                  # the clustered-database example
+  iproute2 procps psmisc curl ca-certificates
+)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # postgresql's package starts the machine's default cluster; the project never
+  # uses it (tests run a private throw-away server), so ask invoke-rc.d not to.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  ((created_policy)) && rm -f "$policy"
+fi
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "setup: Python 3.11 or newer is required (found $("$PYTHON" --version))" >&2
+  exit 1
+fi
+extras=${STOWAGE_EXTRAS:-dev,aws}
+echo "setup: installing the stowage Python package [$extras]"
+"$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[${extras}]"
+echo "setup: done ($(command -v stowage))"

@@ -1,0 +1,310 @@
+"""The node's local storage pool: capacity-enforced volumes carved from one filesystem.
+
+A pool is a directory (normally the mount point of a dedicated disk). A whole
+block device can be given instead: ``Pool.on_device`` formats it once (only if
+blank, through the safe ``Mounter``), mounts it at the pool directory and uses
+that directory.
+
+Each volume is ``<pool>/volumes/<name>.img``, a sparse file of exactly the
+volume's size, attached to a loop device with direct I/O, holding its own
+filesystem (ext4, xfs, btrfs) or nothing (volumeMode Block). The filesystem
+cannot grow past the file, so writing past the size fails with ENOSPC.
+``<pool>/volumes/<name>.json`` records name, size, fsType, mode and state; the
+records, not memory, are the truth after a restart.
+
+Capacity accounting counts every record, reserved ones included, under a lock
+(a thread lock plus ``flock`` on ``<pool>/.lock`` for other processes), so a
+burst of concurrent requests can never promise more than the pool holds.
+Sparse files mean the pool's filesystem is not filled up front: ``capacity``
+(default: the filesystem's size) is what is handed out.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import structlog
+
+from storage.errors import AlreadyExists, BadRequest, Conflict, NotFound, TemporaryError
+from storage.system import blockdev, loop, mounts
+from storage.system.executor import Executor, default_executor
+from volume_plugins.mounter import Mounter
+
+log = structlog.get_logger(__name__)
+
+State = Literal["Reserved", "Creating", "Ready"]
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+FILESYSTEM_TYPES = ("ext4", "xfs", "btrfs")
+
+
+class PoolFull(TemporaryError):
+    """Not enough free capacity: the provisioner should pick another node or wait."""
+
+
+@dataclass
+class PoolVolume:
+    name: str
+    size: int
+    fs_type: str | None  # None for volumeMode Block
+    mode: str  # "Filesystem" | "Block"
+    state: State
+    resize_pending: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class Pool:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        capacity: int | None = None,
+        executor: Executor | None = None,
+        mounter: Mounter | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.volumes_dir = self.root / "volumes"
+        self.volumes_dir.mkdir(parents=True, exist_ok=True)
+        self.executor = executor or default_executor()
+        self.mounter = mounter or Mounter(self.root / "state", self.executor)
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._name_locks: dict[str, threading.Lock] = {}
+
+    @classmethod
+    def on_device(
+        cls, device: str, mount_path: str | os.PathLike[str], *, fs_type: str = "xfs", executor: Executor | None = None, state_dir: str | os.PathLike[str]
+    ) -> "Pool":
+        """A pool on a whole block device: formatted once if blank, never again, mounted at ``mount_path``."""
+        mounter = Mounter(state_dir, executor)
+        mounter.format_and_mount(device, mount_path, fs_type, key="pool-device")
+        return cls(mount_path, executor=executor)
+
+    # ---- records -------------------------------------------------------
+
+    def image_path(self, name: str) -> Path:
+        return self.volumes_dir / f"{name}.img"
+
+    def _record_path(self, name: str) -> Path:
+        return self.volumes_dir / f"{name}.json"
+
+    def _load(self, name: str) -> PoolVolume | None:
+        try:
+            raw = json.loads(self._record_path(name).read_text())
+        except FileNotFoundError:
+            return None
+        return PoolVolume(**raw)
+
+    def _save(self, vol: PoolVolume) -> None:
+        path = self._record_path(vol.name)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(vol.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def list(self) -> list[PoolVolume]:
+        out = []
+        for rec in sorted(self.volumes_dir.glob("*.json")):
+            vol = self._load(rec.stem)
+            if vol is not None:
+                out.append(vol)
+        return out
+
+    def get(self, name: str) -> PoolVolume | None:
+        return self._load(name)
+
+    def device(self, name: str) -> str | None:
+        return loop.find_by_backing_file(self.image_path(name))
+
+    # ---- locking and accounting -----------------------------------------
+
+    @contextmanager
+    def _accounting(self) -> Iterator[None]:
+        with self._lock:
+            with open(self.root / ".lock", "a+") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _name_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._name_locks.setdefault(name, threading.Lock())
+
+    def total(self) -> int:
+        if self._capacity is not None:
+            return self._capacity
+        st = os.statvfs(self.root)
+        return st.f_blocks * st.f_frsize
+
+    def _committed(self) -> int:
+        return sum(v.size for v in self.list())
+
+    def usage(self) -> tuple[int, int]:
+        """(total, free) in bytes; reserved volumes count as used."""
+        with self._accounting():
+            total = self.total()
+            return total, max(0, total - self._committed())
+
+    @staticmethod
+    def _validate(name: str, size: int) -> None:
+        if not _NAME.match(name):
+            raise BadRequest(f'name: Invalid value: "{name}": must be a lowercase RFC 1123 subdomain')
+        if not isinstance(size, int) or size <= 0:
+            raise BadRequest(f"size: Invalid value: {size!r}: must be a positive number of bytes")
+
+    def reserve(self, name: str, size: int) -> PoolVolume:
+        """Set ``size`` bytes aside for ``name``; idempotent; PoolFull when it does not fit."""
+        self._validate(name, size)
+        with self._accounting():
+            existing = self._load(name)
+            if existing is not None:
+                if existing.size != size:
+                    raise AlreadyExists(f"pool volume {name} already exists with size {existing.size}, not {size}")
+                return existing
+            total = self.total()
+            free = total - self._committed()
+            if size > free:
+                raise PoolFull(f"pool {self.root} has {free} bytes free, {size} requested for {name}", delay=10.0)
+            vol = PoolVolume(name, size, None, "Filesystem", "Reserved")
+            self._save(vol)
+            log.info("pool.reserved", name=name, size=size, free=free - size)
+            return vol
+
+    def release(self, name: str) -> None:
+        """Give back a reservation that was never created (e.g. provisioning went elsewhere)."""
+        with self._accounting():
+            vol = self._load(name)
+            if vol is not None and vol.state == "Reserved":
+                self._record_path(name).unlink(missing_ok=True)
+
+    # ---- lifecycle ------------------------------------------------------
+
+    def create(self, name: str, size: int, fs_type: str | None = "ext4", mode: str = "Filesystem") -> PoolVolume:
+        """Create (or finish creating) a volume; creating it twice gives one volume."""
+        if mode not in ("Filesystem", "Block"):
+            raise BadRequest(f'volumeMode: Unsupported value: "{mode}": supported values: "Block", "Filesystem"')
+        if mode == "Filesystem":
+            fs_type = fs_type or "ext4"
+            if fs_type not in FILESYSTEM_TYPES:
+                raise BadRequest(f'fsType: Unsupported value: "{fs_type}": supported values: {", ".join(FILESYSTEM_TYPES)}')
+        else:
+            fs_type = None
+        with self._name_lock(name):
+            vol = self.reserve(name, size)
+            if vol.state == "Ready":
+                if (vol.fs_type, vol.mode) != (fs_type, mode):
+                    raise AlreadyExists(f"pool volume {name} already exists as {vol.mode}/{vol.fs_type}")
+                return vol
+            vol.fs_type, vol.mode, vol.state = fs_type, mode, "Creating"
+            with self._accounting():
+                self._save(vol)
+            image = self.image_path(name)
+            with open(image, "ab") as f:
+                if os.fstat(f.fileno()).st_size < size:
+                    f.truncate(size)  # sparse: no blocks are written
+            device = self.device(name) or loop.attach(image, executor=self.executor)
+            if fs_type:
+                self.mounter.ensure_formatted(device, fs_type, key=f"pool-{name}")
+                self.mounter.forget(f"pool-{name}")
+            vol.state = "Ready"
+            with self._accounting():
+                self._save(vol)
+            log.info("pool.created", name=name, size=size, fs_type=fs_type, mode=mode, device=device)
+            return vol
+
+    def delete(self, name: str) -> None:
+        """Remove a volume; deleting what is gone succeeds. Refuses while it is mounted."""
+        with self._name_lock(name):
+            image = self.image_path(name)
+            devices = loop.find_all_by_backing_file(image)
+            for dev in devices:
+                used = mounts.mounts_of_device(dev)
+                if used:
+                    raise Conflict(f"pool volume {name} is in use: {dev} mounted at {used[0].mount_point}")
+            for dev in devices:
+                loop.detach(dev, executor=self.executor)
+            image.unlink(missing_ok=True)
+            self.mounter.forget(f"pool-{name}")
+            with self._accounting():
+                self._record_path(name).unlink(missing_ok=True)
+            log.info("pool.deleted", name=name)
+
+    def expand(self, name: str, new_size: int) -> PoolVolume:
+        """Grow a volume: the file, the loop device, and the filesystem: online when it
+        is mounted (ext4, xfs, btrfs), offline for an unmounted ext4. An unmounted xfs
+        or btrfs keeps ``resize_pending`` until ``complete_resize`` runs while mounted.
+        (Online ext4 growth needs CAP_SYS_RESOURCE.)"""
+        with self._name_lock(name):
+            with self._accounting():
+                vol = self._load(name)
+                if vol is None or vol.state != "Ready":
+                    raise NotFound(f"pool volume {name} not found", name=name)
+                if new_size < vol.size:
+                    raise BadRequest(f"size: Invalid value: {new_size}: volumes can only grow (now {vol.size})")
+                if new_size > vol.size:
+                    free = self.total() - self._committed()
+                    if new_size - vol.size > free:
+                        raise PoolFull(f"pool {self.root} has {free} bytes free, {new_size - vol.size} more requested for {name}", delay=10.0)
+                    vol.size = new_size
+                    vol.resize_pending = vol.fs_type is not None
+                    self._save(vol)
+            with open(self.image_path(name), "ab") as f:
+                if os.fstat(f.fileno()).st_size < new_size:
+                    f.truncate(new_size)
+            for dev in loop.find_all_by_backing_file(self.image_path(name)):
+                loop.refresh_capacity(dev, executor=self.executor)
+            if vol.resize_pending:
+                self._grow_if_mounted(vol)
+            return vol
+
+    def complete_resize(self, name: str) -> bool:
+        """Finish a pending filesystem resize if the volume is now mounted. True when done."""
+        with self._name_lock(name):
+            vol = self._load(name)
+            if vol is None:
+                raise NotFound(f"pool volume {name} not found", name=name)
+            if vol.resize_pending:
+                self._grow_if_mounted(vol)
+            return not vol.resize_pending
+
+    def _grow_if_mounted(self, vol: PoolVolume) -> None:
+        dev = self.device(vol.name)
+        if dev is None or vol.fs_type is None:
+            return
+        used = [e for e in mounts.mounts_of_device(dev) if e.root == "/"] or mounts.mounts_of_device(dev)
+        if used:
+            blockdev.resize_filesystem(dev, used[0].mount_point, vol.fs_type, executor=self.executor)
+        elif vol.fs_type.startswith("ext"):
+            # ext4 also grows offline; resize2fs insists on a fresh check first.
+            usable, output = blockdev.fsck(dev, vol.fs_type, executor=self.executor)
+            if not usable:
+                raise Conflict(f"pool volume {vol.name}: filesystem check failed before resize: {output[-300:]}")
+            blockdev.resize_filesystem(dev, None, vol.fs_type, executor=self.executor)
+        else:
+            return
+        vol.resize_pending = False
+        with self._accounting():
+            self._save(vol)
+        log.info("pool.resized", name=vol.name, size=vol.size)
+
+    def reattach_all(self) -> dict[str, str]:
+        """After a restart: attach every created volume whose loop device is gone. name -> device."""
+        out: dict[str, str] = {}
+        for vol in self.list():
+            image = self.image_path(vol.name)
+            if vol.state == "Reserved" or not image.exists():
+                continue
+            out[vol.name] = self.device(vol.name) or loop.attach(image, executor=self.executor)
+        return out

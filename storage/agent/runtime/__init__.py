@@ -1,0 +1,5 @@
+"""The pod runtime: containers as isolated host processes (runc, overlay of the host's /)."""
+from .envvars import EnvError, EnvSources, StaticEnvSources
+from .runtime import PodRuntime
+
+__all__ = ["EnvError", "EnvSources", "PodRuntime", "StaticEnvSources"]

@@ -1,0 +1,60 @@
+"""Pod IPs: one loopback address per pod, so pods on one host can listen on the same port."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from pathlib import Path
+
+IP_FILE = "runtime/ip"
+
+
+class LoopbackAllocator:
+    """Hands out addresses from a loopback range, persisted in each pod's directory.
+
+    The address is recorded in ``<pods dir>/<uid>/runtime/ip``; it stays taken as long
+    as that file exists, so a restarted agent keeps every pod's address and never
+    gives it to another pod while the pod directory exists.
+    """
+
+    def __init__(self, pods_dir: Path, network: str = "127.1.0.0/16") -> None:
+        self.pods_dir = pods_dir
+        self.network = ipaddress.ip_network(network)
+        if not self.network.subnet_of(ipaddress.ip_network("127.0.0.0/8")):
+            raise ValueError(f"ip_range: Invalid value: {network!r}: must lie inside 127.0.0.0/8")
+        self._lock = threading.Lock()
+
+    def _taken(self) -> dict[str, str]:
+        taken: dict[str, str] = {}
+        if self.pods_dir.is_dir():
+            for pod_dir in self.pods_dir.iterdir():
+                try:
+                    taken[(pod_dir / IP_FILE).read_text().strip()] = pod_dir.name
+                except OSError:
+                    continue
+        return taken
+
+    def get(self, uid: str) -> str | None:
+        try:
+            return (self.pods_dir / uid / IP_FILE).read_text().strip()
+        except OSError:
+            return None
+
+    def allocate(self, uid: str) -> str:
+        with self._lock:
+            existing = self.get(uid)
+            if existing:
+                return existing
+            taken = self._taken()
+            for address in self.network.hosts():
+                text = str(address)
+                # .0 and .255 are skipped: some programs refuse them as host addresses.
+                if text in taken or text.endswith((".0", ".255")):
+                    continue
+                path = self.pods_dir / uid / IP_FILE
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(text + "\n")
+                os.replace(tmp, path)
+                return text
+            raise RuntimeError(f"no free pod address left in {self.network}")

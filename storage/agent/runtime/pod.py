@@ -1,0 +1,593 @@
+"""One pod on this node: its containers' lifecycle, restarts, probes and status.
+
+A ``PodWorker`` thread watches the containers (exit files written by the shim),
+restarts them per restartPolicy with back-off, acts on probe results and calls
+``on_change`` whenever the pod's status changes. Everything it needs to resume
+after an agent restart is persisted in the pod directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import structlog
+
+from . import hosts as hostsfile
+from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
+from .oci import build_config
+from .probes import ProbeWorker, make_probe
+from .runc import Runc, mount_rootfs, unmount_rootfs
+
+log = structlog.get_logger(__name__)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Settings:
+    """Runtime-wide knobs; the back-off base is small in tests."""
+
+    runc: Runc
+    data_dir: Path
+    host_ip: str
+    node_name: str
+    backoff_base: float = 10.0
+    backoff_max: float = 300.0
+    backoff_reset: float = 600.0
+    scratch_size: str = "256m"
+    poll_interval: float = 0.1
+
+
+@dataclass
+class Instance:
+    """One run of a container (one runc container, one log file)."""
+
+    restart: int
+    container_id: str
+    started_at: str
+    started_wall: float
+    shim_pid: int
+    shim_created: float
+    proc: subprocess.Popen[bytes] | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    started_gate: threading.Event = field(default_factory=threading.Event)
+    probes: dict[str, ProbeWorker] = field(default_factory=dict)
+    kill_reason: str = ""
+    killing: bool = False
+    never_ran: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"restart": self.restart, "containerID": self.container_id, "startedAt": self.started_at,
+                "startedWall": self.started_wall, "shimPid": self.shim_pid, "shimCreated": self.shim_created}
+
+
+@dataclass
+class ContainerState:
+    name: str
+    init: bool
+    restart_count: int = 0
+    instance: Instance | None = None
+    last_terminated: dict[str, Any] | None = None
+    final: bool = False  # terminated and will not run again
+    succeeded: bool = False  # init containers: completed with exit 0
+    next_start: float = 0.0  # wall clock
+    backoff_exp: int = 0
+    waiting_reason: str = "ContainerCreating"
+    waiting_message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"restartCount": self.restart_count, "lastTerminated": self.last_terminated, "final": self.final,
+                "succeeded": self.succeeded, "nextStart": self.next_start, "backoffExp": self.backoff_exp,
+                "instance": self.instance.to_json() if self.instance else None}
+
+
+class PodWorker:
+    def __init__(self, settings: Settings, uid: str, pod: dict[str, Any], pod_ip: str,
+                 on_change: Callable[[str], None]) -> None:
+        self.s = settings
+        self.uid = uid
+        self.pod = pod
+        self.pod_ip = pod_ip
+        self.on_change = on_change
+        self.volumes: dict[str, str] = {}
+        self.hosts: hostsfile.HostEntries = []
+        self.env_sources: EnvSources | None = None
+        self.lock = threading.RLock()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.dir = settings.data_dir / "pods" / uid
+        self.state_dir = self.dir / "runtime"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.containers: dict[str, ContainerState] = {}
+        self.conditions: dict[str, tuple[str, str]] = {}
+        self.start_time = now_iso()
+        self.last_status: dict[str, Any] | None = None
+        self.thread = threading.Thread(target=self._loop, name=f"pod-{uid[:8]}", daemon=True)
+
+    # ---- persistence -------------------------------------------------------------------
+    def save(self) -> None:
+        state = {"startTime": self.start_time, "conditions": self.conditions,
+                 "containers": {n: c.to_json() for n, c in self.containers.items()}}
+        for name, value in (("pod.json", self.pod), ("volumes.json", self.volumes),
+                            ("hosts.json", self.hosts), ("state.json", state)):
+            tmp = self.state_dir / (name + ".tmp")
+            tmp.write_text(json.dumps(value))
+            os.replace(tmp, self.state_dir / name)
+
+    def load(self) -> None:
+        """Adopt what a previous agent left: running containers keep running."""
+        self.volumes = json.loads((self.state_dir / "volumes.json").read_text())
+        self.hosts = [(ip, list(names)) for ip, names in json.loads((self.state_dir / "hosts.json").read_text())]
+        state = json.loads((self.state_dir / "state.json").read_text())
+        self.start_time = state.get("startTime", self.start_time)
+        self.conditions = {k: (v[0], v[1]) for k, v in (state.get("conditions") or {}).items()}
+        self._ensure_container_states()
+        for name, saved in (state.get("containers") or {}).items():
+            cs = self.containers.get(name)
+            if cs is None:
+                continue
+            cs.restart_count = saved["restartCount"]
+            cs.last_terminated = saved["lastTerminated"]
+            cs.final, cs.succeeded = saved["final"], saved["succeeded"]
+            cs.next_start, cs.backoff_exp = saved["nextStart"], saved["backoffExp"]
+            inst = saved.get("instance")
+            if inst:
+                cs.instance = Instance(restart=inst["restart"], container_id=inst["containerID"],
+                                       started_at=inst["startedAt"], started_wall=inst["startedWall"],
+                                       shim_pid=inst["shimPid"], shim_created=inst["shimCreated"])
+                self._start_probes(cs, self._container_spec(name), adopted=True)
+        log.info("pod adopted", uid=self.uid, running=[n for n, c in self.containers.items() if c.instance])
+
+    # ---- spec helpers ------------------------------------------------------------------
+    def _specs(self, key: str) -> list[dict[str, Any]]:
+        return list((self.pod.get("spec") or {}).get(key) or [])
+
+    def _container_spec(self, name: str) -> dict[str, Any]:
+        for c in self._specs("initContainers") + self._specs("containers"):
+            if c.get("name") == name:
+                return c
+        return {}
+
+    def _ensure_container_states(self) -> None:
+        for c in self._specs("initContainers"):
+            self.containers.setdefault(c["name"], ContainerState(c["name"], init=True))
+        for c in self._specs("containers"):
+            self.containers.setdefault(c["name"], ContainerState(c["name"], init=False))
+
+    def _policy(self) -> str:
+        return str((self.pod.get("spec") or {}).get("restartPolicy") or "Always")
+
+    def _container_dir(self, name: str) -> Path:
+        return self.dir / "containers" / name
+
+    def _runc_id(self, name: str) -> str:
+        return f"stowage-{self.uid}-{name}"
+
+    # ---- public, called with or without the lock held by the runtime ----------------------
+    def update(self, pod: dict[str, Any], volumes: dict[str, str], env_sources: EnvSources,
+               hosts: hostsfile.HostEntries) -> dict[str, Any]:
+        with self.lock:
+            self.pod, self.volumes, self.env_sources = pod, dict(volumes), env_sources
+            self.hosts = [(ip, list(names)) for ip, names in hosts]
+            self._ensure_container_states()
+            self.write_hosts()
+            self._step()
+            status = self.status()
+            self.save()
+        self.wake.set()
+        return status
+
+    def write_hosts(self) -> None:
+        hostsfile.write_in_place(self.state_dir / "etc-hosts", hostsfile.render(self.pod, self.pod_ip, self.hosts))
+
+    def set_hosts(self, entries: hostsfile.HostEntries) -> None:
+        with self.lock:
+            self.hosts = [(ip, list(names)) for ip, names in entries]
+            self.write_hosts()
+            self.save()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop_thread(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        if self.thread.is_alive() and threading.current_thread() is not self.thread:
+            self.thread.join(timeout=30)
+
+    def is_running(self, name: str, restart: int) -> bool:
+        with self.lock:
+            cs = self.containers.get(name)
+            return bool(cs and cs.instance and cs.instance.restart == restart)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self.lock:
+                    if self.stopping.is_set():
+                        break
+                    self._step()
+                    status = self.status()
+                    changed = status != self.last_status
+                    if changed:
+                        self.last_status = status
+                        self.save()
+                if changed:
+                    self.on_change(self.uid)
+            except Exception:  # the worker must survive one bad step and try again
+                log.exception("pod worker step failed", uid=self.uid)
+            self.wake.wait(self.s.poll_interval)
+            self.wake.clear()
+
+    def _step(self) -> None:
+        policy = self._policy()
+        for spec in self._specs("initContainers"):
+            cs = self.containers[spec["name"]]
+            if cs.succeeded:
+                continue
+            self._observe(cs, spec, "OnFailure" if policy == "Always" else policy)
+            if cs.succeeded:
+                continue
+            if not cs.final and cs.instance is None:
+                self._maybe_start(cs, spec)
+            return  # init containers run one at a time, in order
+        for spec in self._specs("containers"):
+            cs = self.containers[spec["name"]]
+            self._observe(cs, spec, policy)
+            if not cs.final and cs.instance is None:
+                self._maybe_start(cs, spec)
+
+    # ---- one container -------------------------------------------------------------------
+    def _exit_code(self, cs: ContainerState) -> tuple[int, float] | None:
+        """(exit code, finished wall time) once the instance is gone, else None."""
+        inst = cs.instance
+        assert inst is not None
+        exit_file = self._container_dir(cs.name) / "exit"
+        if inst.proc is not None:
+            inst.proc.poll()  # reap the shim if it is our child
+        try:
+            return int(exit_file.read_text().strip() or "137"), exit_file.stat().st_mtime
+        except (OSError, ValueError):
+            pass
+        if inst.proc is not None:
+            if inst.proc.returncode is None:
+                return None
+        else:
+            try:
+                shim = psutil.Process(inst.shim_pid)
+                if abs(shim.create_time() - inst.shim_created) < 1 and shim.status() != psutil.STATUS_ZOMBIE:
+                    return None
+            except psutil.Error:
+                pass
+        try:  # the shim may have written the file just now
+            return int(exit_file.read_text().strip()), exit_file.stat().st_mtime
+        except (OSError, ValueError):
+            return 137, time.time()  # lost track of it: ContainerStatusUnknown, as the kubelet says
+
+    def _observe(self, cs: ContainerState, spec: dict[str, Any], policy: str) -> None:
+        inst = cs.instance
+        if inst is None:
+            return
+        result = self._exit_code(cs)
+        if result is None:
+            if inst.kill_reason and not inst.killing:
+                inst.killing = True
+                grace = float(spec.get("livenessProbe", {}).get("terminationGracePeriodSeconds")
+                              or self._grace())
+                threading.Thread(target=self._stop_instance, args=(cs, inst, grace), daemon=True).start()
+            return
+        code, finished = result
+        inst.stop.set()
+        reason = "Completed" if code == 0 else ("OOMKilled" if self._oom_killed(cs) else "Error")
+        message = inst.kill_reason
+        if inst.never_ran or (code != 0 and time.time() - inst.started_wall < 0.5 and not message):
+            message = self._log_tail(cs.name, inst.restart)
+        cs.last_terminated = {"exitCode": code, "reason": reason, "startedAt": inst.started_at,
+                              "finishedAt": iso(finished), "containerID": f"runc://{inst.container_id}"}
+        if message:
+            cs.last_terminated["message"] = message
+        if code >= 128:
+            cs.last_terminated["signal"] = code - 128
+        self._teardown(cs.name)
+        cs.instance = None
+        ran_for = finished - inst.started_wall
+        restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+        if cs.init and code == 0:
+            cs.succeeded, restart = True, False
+        log.info("container exited", uid=self.uid, container=cs.name, exit_code=code, restart=restart)
+        if not restart:
+            cs.final = True
+            return
+        if ran_for >= self.s.backoff_reset:
+            cs.backoff_exp = 0
+        delay = 0.0 if cs.backoff_exp == 0 else min(self.s.backoff_base * 2 ** (cs.backoff_exp - 1), self.s.backoff_max)
+        cs.backoff_exp += 1
+        cs.next_start = finished + delay
+        cs.waiting_reason = "CrashLoopBackOff"
+        cs.waiting_message = (f"back-off {delay:g}s restarting failed container={cs.name} "
+                              f"pod={(self.pod.get('metadata') or {}).get('name')}_"
+                              f"{(self.pod.get('metadata') or {}).get('namespace', 'default')}({self.uid})")
+
+    def _oom_killed(self, cs: ContainerState) -> bool:
+        return False  # the memory cgroup is gone with the container; see the runtime docs
+
+    def _log_tail(self, name: str, restart: int) -> str:
+        try:
+            lines = (self.dir / "logs" / name / f"{restart}.log").read_text(errors="replace").strip().splitlines()
+            return lines[-1][:512] if lines else ""
+        except OSError:
+            return ""
+
+    def _grace(self) -> float:
+        value = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+        return float(30 if value is None else value)
+
+    def _maybe_start(self, cs: ContainerState, spec: dict[str, Any]) -> None:
+        if time.time() < cs.next_start:
+            return
+        if self.env_sources is None:
+            cs.waiting_reason, cs.waiting_message = "ContainerCreating", "waiting for the agent to resync the pod"
+            return
+        restart = cs.restart_count + (1 if cs.last_terminated else 0)
+        try:
+            env = resolve_env(spec, EnvContext(self.pod, self.pod_ip, self.s.host_ip, self.env_sources,
+                                               node_cpu=os.cpu_count() or 1,
+                                               node_memory=psutil.virtual_memory().total))
+            argv = command_line(spec, env)
+            config = build_config(pod=self.pod, container=spec, argv=argv, env=env, volumes=self.volumes,
+                                  hostname=hostsfile.pod_hostname(self.pod),
+                                  hosts_file=self.state_dir / "etc-hosts",
+                                  masked_dirs=[str(self.s.data_dir.resolve())])
+        except EnvError as exc:
+            cs.waiting_reason, cs.waiting_message = "CreateContainerConfigError", str(exc)
+            cs.next_start = time.time() + 1.0  # ConfigMaps and Secrets may appear later
+            return
+        cdir = self._container_dir(cs.name)
+        cdir.mkdir(parents=True, exist_ok=True)
+        (cdir / "exit").unlink(missing_ok=True)
+        try:
+            mount_rootfs(cdir, self.s.scratch_size)
+        except OSError as exc:
+            cs.waiting_reason, cs.waiting_message = "CreateContainerError", str(exc)
+            cs.next_start = time.time() + 1.0
+            return
+        (cdir / "config.json").write_text(json.dumps(config, indent=1))
+        container_id = self._runc_id(cs.name)
+        log_path = self.dir / "logs" / cs.name / f"{restart}.log"
+        started_wall = time.time()
+        proc = self.s.runc.start(container_id, cdir, log_path, cdir / "exit")
+        try:
+            created = psutil.Process(proc.pid).create_time()
+        except psutil.Error:
+            created = 0.0
+        inst = Instance(restart=restart, container_id=container_id, started_at=iso(started_wall),
+                        started_wall=started_wall, shim_pid=proc.pid, shim_created=created, proc=proc)
+        inst.never_ran = not self._wait_created(container_id, cdir / "exit", proc)
+        if cs.last_terminated is not None:
+            cs.restart_count = restart
+        cs.instance = inst
+        cs.waiting_reason = cs.waiting_message = ""
+        if not spec.get("startupProbe"):
+            inst.started_gate.set()
+        self._start_probes(cs, spec, adopted=False)
+        log.info("container started", uid=self.uid, container=cs.name, restart=restart, runc_id=container_id)
+        self.save()
+
+    def _wait_created(self, container_id: str, exit_file: Path, proc: subprocess.Popen[bytes]) -> bool:
+        """Wait until runc reports the container (so exec and kill work), or it failed."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = self.s.runc.state(container_id)
+            if state and state.get("status") in ("running", "stopped"):
+                return True
+            if exit_file.exists() or proc.poll() is not None:
+                return False
+            time.sleep(0.02)
+        return False
+
+    def _start_probes(self, cs: ContainerState, spec: dict[str, Any], adopted: bool) -> None:
+        inst = cs.instance
+        assert inst is not None
+        started_mono = time.monotonic() - max(0.0, time.time() - inst.started_wall)
+        if adopted:
+            inst.started_gate.set()  # a container that was running before the restart has started
+        for kind in ("startup", "liveness", "readiness"):
+            probe = spec.get(f"{kind}Probe")
+            if not probe or cs.init or (adopted and kind == "startup"):
+                continue
+            run = make_probe(probe, spec, inst.container_id, self.pod_ip, self.s.runc)
+            worker = ProbeWorker(kind, probe, run, started_mono,
+                                 on_change=lambda k, ok, cs=cs, inst=inst: self._probe_changed(cs, inst, k, ok),
+                                 stop=inst.stop, gate=None if kind == "startup" else inst.started_gate)
+            inst.probes[kind] = worker
+            worker.start()
+
+    def _probe_changed(self, cs: ContainerState, inst: Instance, kind: str, ok: bool) -> None:
+        with self.lock:
+            if cs.instance is not inst:
+                return
+            if kind == "startup" and ok:
+                inst.started_gate.set()
+            elif kind in ("liveness", "startup") and not ok:
+                inst.kill_reason = (f"Container {cs.name} failed {kind} probe, will be restarted: "
+                                    f"{inst.probes[kind].state.message}".strip())
+                log.info("probe failed, killing container", uid=self.uid, container=cs.name, probe=kind)
+        self.wake.set()
+
+    # ---- stopping ------------------------------------------------------------------------
+    def _stop_instance(self, cs: ContainerState, inst: Instance, grace: float) -> None:
+        """SIGTERM to PID 1, then SIGKILL after the grace period; returns when it is gone."""
+        exit_file = self._container_dir(cs.name) / "exit"
+        deadline = time.monotonic() + grace
+        while not exit_file.exists():
+            if self.s.runc.kill(inst.container_id, "TERM"):
+                break
+            if self.s.runc.state(inst.container_id) is None and (inst.proc is None or inst.proc.poll() is not None):
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kill_deadline = time.monotonic() + 30
+        while not exit_file.exists() and time.monotonic() < kill_deadline:
+            self.s.runc.kill(inst.container_id, "KILL")
+            time.sleep(0.05)
+            if inst.proc is not None and inst.proc.poll() is not None:
+                break
+        self.wake.set()
+
+    def pre_stop(self, cs: ContainerState, timeout: float) -> None:
+        hook = ((self._container_spec(cs.name).get("lifecycle") or {}).get("preStop") or {}).get("exec")
+        if hook and cs.instance and timeout > 0:
+            code, out = self.s.runc.exec(cs.instance.container_id, list(hook.get("command") or []), timeout)
+            log.info("preStop hook ran", uid=self.uid, container=cs.name, exit_code=code)
+
+    def kill_all(self, grace: float) -> None:
+        """Stop every container (preStop hooks, then SIGTERM, SIGKILL after grace) and clean up."""
+        self.stop_thread()
+        with self.lock:
+            running = [cs for cs in self.containers.values() if cs.instance is not None]
+            for cs in running:
+                cs.instance.stop.set()  # type: ignore[union-attr]
+            started = time.monotonic()
+            hooks = [threading.Thread(target=self.pre_stop, args=(cs, grace)) for cs in running]
+            for t in hooks:
+                t.start()
+            for t in hooks:
+                t.join()
+            remaining = max(0.0, grace - (time.monotonic() - started))
+            stops = [threading.Thread(target=self._stop_instance, args=(cs, cs.instance, remaining)) for cs in running]
+            for t in stops:
+                t.start()
+            for t in stops:
+                t.join()
+            for cs in running:
+                self._observe(cs, self._container_spec(cs.name), "Never")
+            for name in list(self.containers):
+                self._teardown(name)
+            shutil.rmtree(self.dir / "containers", ignore_errors=True)
+            self.last_status = self.status()
+
+    def _teardown(self, name: str) -> None:
+        cdir = self._container_dir(name)
+        if not cdir.exists():
+            return
+        self.s.runc.delete(self._runc_id(name))
+        unmount_rootfs(cdir)
+        for sub in ("rootfs", "scratch"):
+            path = cdir / sub
+            if path.exists() and not os.path.ismount(path):
+                shutil.rmtree(path, ignore_errors=True)
+        (cdir / "config.json").unlink(missing_ok=True)
+
+    # ---- status --------------------------------------------------------------------------
+    def _container_status(self, spec: dict[str, Any]) -> dict[str, Any]:
+        cs = self.containers[spec["name"]]
+        inst = cs.instance
+        status: dict[str, Any] = {"name": cs.name, "image": spec.get("image", ""), "imageID": "",
+                                  "restartCount": cs.restart_count, "ready": False, "started": False}
+        if inst is not None:
+            status["containerID"] = f"runc://{inst.container_id}"
+            status["state"] = {"running": {"startedAt": inst.started_at}}
+            started = inst.started_gate.is_set()
+            status["started"] = started
+            readiness = inst.probes.get("readiness")
+            status["ready"] = started and not cs.init and (readiness is None or readiness.state.result is True)
+            if cs.last_terminated:
+                status["lastState"] = {"terminated": cs.last_terminated}
+            else:
+                status["lastState"] = {}
+        elif cs.final or (cs.succeeded and cs.last_terminated):
+            status["state"] = {"terminated": cs.last_terminated or {"exitCode": 0, "reason": "Completed"}}
+            status["containerID"] = (cs.last_terminated or {}).get("containerID", "")
+            status["lastState"] = {}
+        else:
+            waiting: dict[str, Any] = {"reason": cs.waiting_reason or "ContainerCreating"}
+            if cs.waiting_message:
+                waiting["message"] = cs.waiting_message
+            status["state"] = {"waiting": waiting}
+            status["lastState"] = {"terminated": cs.last_terminated} if cs.last_terminated else {}
+        return status
+
+    def _set_condition(self, kind: str, value: bool) -> None:
+        text = "True" if value else "False"
+        if self.conditions.get(kind, ("",))[0] != text:
+            self.conditions[kind] = (text, now_iso())
+
+    def status(self) -> dict[str, Any]:
+        inits = [self._container_status(c) for c in self._specs("initContainers")]
+        apps = [self._container_status(c) for c in self._specs("containers")]
+        init_states = [self.containers[c["name"]] for c in self._specs("initContainers")]
+        initialized = all(cs.succeeded for cs in init_states)
+        init_failed = any(cs.final and not cs.succeeded for cs in init_states)
+        phase = self._phase(apps, initialized, init_failed)
+        containers_ready = initialized and bool(apps) and all(s["ready"] for s in apps)
+        self._set_condition("PodScheduled", True)
+        self._set_condition("Initialized", initialized)
+        self._set_condition("ContainersReady", containers_ready)
+        self._set_condition("Ready", containers_ready)
+        conditions = []
+        for kind in ("Initialized", "Ready", "ContainersReady", "PodScheduled"):
+            value, when = self.conditions[kind]
+            cond = {"type": kind, "status": value, "lastProbeTime": None, "lastTransitionTime": when}
+            if value == "False" and kind in ("Ready", "ContainersReady"):
+                not_ready = [s["name"] for s in apps if not s["ready"]]
+                cond["reason"] = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
+                cond["message"] = f"containers with unready status: [{' '.join(not_ready)}]"
+            elif value == "False" and kind == "Initialized":
+                pending = [s["name"] for s in inits if "terminated" not in s["state"] or s["state"]["terminated"]["exitCode"] != 0]
+                cond["reason"] = "ContainersNotInitialized"
+                cond["message"] = f"containers with incomplete status: [{' '.join(pending)}]"
+            conditions.append(cond)
+        status: dict[str, Any] = {
+            "phase": phase, "conditions": conditions, "hostIP": self.s.host_ip, "hostIPs": [{"ip": self.s.host_ip}],
+            "podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}], "startTime": self.start_time,
+            "containerStatuses": apps, "qosClass": "BestEffort",
+        }
+        if inits:
+            status["initContainerStatuses"] = inits
+        return status
+
+    def _phase(self, apps: list[dict[str, Any]], initialized: bool, init_failed: bool) -> str:
+        if init_failed:
+            return "Failed"
+        if not initialized:
+            return "Pending"
+        pending = running = succeeded = failed = 0
+        for s in apps:
+            state = s["state"]
+            if "running" in state:
+                running += 1
+            elif "terminated" in state:
+                if state["terminated"]["exitCode"] == 0:
+                    succeeded += 1
+                else:
+                    failed += 1
+            elif s["lastState"].get("terminated"):
+                running += 1  # restarting (back-off) counts as running, as in the kubelet
+            else:
+                pending += 1
+        if pending:
+            return "Pending"
+        if running:
+            return "Running"
+        if failed:
+            return "Failed"
+        return "Succeeded" if succeeded else "Pending"

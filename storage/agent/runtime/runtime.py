@@ -1,0 +1,202 @@
+"""PodRuntime: the node agent's interface to running pods as isolated host processes."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import structlog
+
+from .envvars import EnvSources
+from .hosts import HostEntries
+from .ipam import LoopbackAllocator
+from .pod import PodWorker, Settings
+from .runc import Runc
+
+log = structlog.get_logger(__name__)
+
+
+class PodRuntime:
+    """Runs pods given as Kubernetes v1 Pod dicts.
+
+    ``sync_pod`` is level-triggered and idempotent; the runtime's own threads
+    restart containers and run probes between calls and call
+    ``on_status_change(uid)`` whenever a pod's status changes.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        node_name: str,
+        *,
+        host_ip: str = "127.0.0.1",
+        ip_range: str = "127.1.0.0/16",
+        on_status_change: Callable[[str], None] | None = None,
+        backoff_base: float = 10.0,
+        backoff_max: float = 300.0,
+        runc_binary: str = "runc",
+        scratch_size: str = "256m",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.pods_dir = self.data_dir / "pods"
+        self.pods_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = Settings(runc=Runc(self.data_dir / "runc", runc_binary), data_dir=self.data_dir,
+                                 host_ip=host_ip, node_name=node_name, backoff_base=backoff_base,
+                                 backoff_max=backoff_max, scratch_size=scratch_size)
+        self.ips = LoopbackAllocator(self.pods_dir, ip_range)
+        self.on_status_change = on_status_change or (lambda uid: None)
+        self._lock = threading.Lock()
+        self._pods: dict[str, PodWorker] = {}
+        self._adopt()
+
+    def _notify(self, uid: str) -> None:
+        try:
+            self.on_status_change(uid)
+        except Exception:  # a failing listener must not stop the pod's worker
+            log.exception("on_status_change failed", uid=uid)
+
+    def _adopt(self) -> None:
+        for pod_dir in sorted(self.pods_dir.iterdir()):
+            pod_file = pod_dir / "runtime" / "pod.json"
+            if not pod_file.exists():
+                continue
+            uid = pod_dir.name
+            try:
+                pod = json.loads(pod_file.read_text())
+                worker = PodWorker(self.settings, uid, pod, self.ips.allocate(uid), self._notify)
+                worker.load()
+            except (OSError, ValueError, KeyError):
+                # One damaged pod directory must not keep the others from being adopted.
+                log.exception("cannot adopt pod", uid=uid)
+                continue
+            self._pods[uid] = worker
+            worker.start()
+
+    # ---- the agent's calls -------------------------------------------------------------
+    def sync_pod(self, pod: dict[str, Any], volumes: dict[str, str], env_sources: EnvSources,
+                 hosts: HostEntries | None = None) -> dict[str, Any]:
+        """Start what is missing and return the pod's current status (``status`` of a v1 Pod)."""
+        uid = (pod.get("metadata") or {}).get("uid")
+        if not uid:
+            raise ValueError("metadata.uid: Required value: the runtime names pod directories by uid")
+        if not (pod.get("spec") or {}).get("containers"):
+            raise ValueError("spec.containers: Required value: a pod needs at least one container")
+        with self._lock:
+            worker = self._pods.get(uid)
+            new = worker is None
+            if worker is None:
+                worker = PodWorker(self.settings, uid, pod, self.ips.allocate(uid), self._notify)
+                self._pods[uid] = worker
+        status = worker.update(pod, volumes, env_sources, hosts or [])
+        if new:
+            worker.start()
+        return status
+
+    def pod_status(self, uid: str) -> dict[str, Any] | None:
+        worker = self._pods.get(uid)
+        if worker is None:
+            return None
+        with worker.lock:
+            return worker.status()
+
+    def pod_ip(self, uid: str) -> str | None:
+        return self.ips.get(uid)
+
+    def kill_pod(self, uid: str, grace_seconds: float | None = None) -> dict[str, Any] | None:
+        """Stop every container (SIGTERM, SIGKILL after the grace period) and return the final status.
+
+        Logs and the pod's address stay until ``remove_pod``.
+        """
+        with self._lock:
+            worker = self._pods.pop(uid, None)
+        if worker is None:
+            return None
+        grace = worker._grace() if grace_seconds is None else float(grace_seconds)
+        worker.kill_all(grace)
+        for name in ("pod.json", "state.json", "volumes.json", "hosts.json"):
+            (worker.state_dir / name).unlink(missing_ok=True)
+        log.info("pod killed", uid=uid)
+        return worker.last_status
+
+    def remove_pod(self, uid: str) -> None:
+        """Forget a killed pod: its logs, hosts file and address (the volume manager owns the rest)."""
+        if uid in self._pods:
+            raise RuntimeError(f"pod {uid} is still running; kill it first")
+        pod_dir = self.pods_dir / uid
+        for sub in ("containers", "logs", "runtime"):
+            shutil.rmtree(pod_dir / sub, ignore_errors=True)
+
+    def running_pods(self) -> set[str]:
+        """Uids of every pod this runtime manages, including those adopted after a restart."""
+        with self._lock:
+            return set(self._pods)
+
+    def update_hosts(self, uid: str, entries: HostEntries) -> None:
+        worker = self._pods.get(uid)
+        if worker is None:
+            raise KeyError(f"pod {uid} is not running here")
+        worker.set_hosts(entries)
+
+    def close(self) -> None:
+        """Stop the runtime's threads; containers keep running and are adopted by the next runtime."""
+        with self._lock:
+            workers = list(self._pods.values())
+            self._pods.clear()
+        for worker in workers:
+            worker.stop_thread()
+            with worker.lock:
+                for cs in worker.containers.values():
+                    if cs.instance is not None:
+                        cs.instance.stop.set()
+
+    # ---- logs ----------------------------------------------------------------------------
+    def _log_files(self, uid: str, container: str) -> list[Path]:
+        directory = self.pods_dir / uid / "logs" / container
+        if not directory.is_dir():
+            return []
+        return sorted((p for p in directory.glob("*.log") if p.stem.isdigit()), key=lambda p: int(p.stem))
+
+    def logs(self, uid: str, container: str, *, follow: bool = False, tail: int | None = None,
+             previous: bool = False) -> Iterator[str]:
+        """Lines (without newline) of the container's current or previous run; ``follow`` waits
+        for more until that run ends."""
+        files = self._log_files(uid, container)
+        index = len(files) - (2 if previous else 1)
+        if index < 0:
+            what = "previous terminated" if previous else "any"
+            raise FileNotFoundError(f'container "{container}" in pod {uid} has no {what} logs')
+        path = files[index]
+        return self._read(uid, container, path, follow and not previous, tail)
+
+    def _read(self, uid: str, container: str, path: Path, follow: bool, tail: int | None) -> Iterator[str]:
+        restart = int(path.stem)
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+            partial = lines.pop()
+            if tail is not None:
+                lines = lines[-tail:] if tail > 0 else []
+            for line in lines:
+                yield line.decode("utf-8", "replace")
+            if not follow:
+                if partial:
+                    yield partial.decode("utf-8", "replace")
+                return
+            while True:
+                chunk = f.read()
+                if chunk:
+                    parts = (partial + chunk).split(b"\n")
+                    partial = parts.pop()
+                    for line in parts:
+                        yield line.decode("utf-8", "replace")
+                    continue
+                worker = self._pods.get(uid)
+                if worker is None or not worker.is_running(container, restart):
+                    rest = partial + f.read()
+                    for line in rest.split(b"\n"):
+                        if line:
+                            yield line.decode("utf-8", "replace")
+                    return
+                time.sleep(0.1)  # the file has no change notification we can wait on portably

@@ -1,0 +1,359 @@
+"""Desired vs actual volumes of the pods on this node (SEMANTICS A4-A7).
+
+Layout under the data directory (Kubernetes' own)::
+
+    pods/<uid>/volumes/<plugin-dir>/<volume>        filesystem volumes
+    pods/<uid>/volumeDevices/<plugin-dir>/<volume>  raw block devices (a bind of the device node)
+    plugins/<plugin>/mounts/<pv>                    one mount per device per node
+    state/                                          mkfs intent markers
+
+The state is these directories plus the mount table, never memory: after a
+restart ``reconstruct`` reads them back and the next ``sync`` keeps what is
+still wanted (remounting what is missing) and removes what is orphaned.
+Every step is idempotent, so a crash at any point is healed by running
+``sync`` again.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from storage.agent.volumes_paths import apply_fs_group, resolve_subpath
+from storage.errors import BadRequest, StowageError, TemporaryError
+from storage.system import loop, mounts
+from storage.system.blockdev import resize_filesystem
+from storage.system.executor import Executor, default_executor
+from storage.system.faults import fault_point
+from volume_plugins.base import Device, DevicePlugin, VolumeContext, VolumePlugin
+from volume_plugins.mounter import Mounter
+from volume_plugins.registry import PluginRegistry
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["VolumeRequest", "PodVolumes", "SyncResult", "ActualVolume", "VolumeManager", "resolve_subpath"]
+
+_SAFE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,251}[A-Za-z0-9])?$")
+VOLUMES = "volumes"
+DEVICES = "volumeDevices"
+
+
+@dataclass(frozen=True)
+class VolumeRequest:
+    name: str
+    plugin_source: dict[str, Any]  # the inline pod volume source, or the bound PV's spec for a claim
+    read_only: bool = False
+    fs_group: int | None = None
+    pv_name: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    mode: Literal["Filesystem", "Block"] = "Filesystem"
+
+
+@dataclass(frozen=True)
+class PodVolumes:
+    uid: str
+    namespace: str
+    name: str
+    volumes: list[VolumeRequest] = field(default_factory=list)
+
+
+@dataclass
+class SyncResult:
+    paths: dict[str, dict[str, str]] = field(default_factory=dict)  # uid -> volume -> host path
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)  # uid -> volume -> message
+    teardown_errors: dict[str, str] = field(default_factory=dict)  # uid -> message
+
+
+@dataclass(frozen=True)
+class ActualVolume:
+    pod_uid: str
+    kind: str  # "volumes" | "volumeDevices"
+    plugin_dir: str
+    name: str
+    path: Path
+    mounted: bool
+
+
+def _check_name(value: str, field_name: str) -> str:
+    if not _SAFE.match(value or ""):
+        raise BadRequest(f'{field_name}: Invalid value: "{value}": must be a DNS-style name (letters, digits, "-", ".", "_")')
+    return value
+
+
+class VolumeManager:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        registry: PluginRegistry,
+        *,
+        executor: Executor | None = None,
+        mounter: Mounter | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.pods_dir = self.data_dir / "pods"
+        self.plugins_dir = self.data_dir / "plugins"
+        self.registry = registry
+        self.executor = executor or default_executor()
+        self.mounter = mounter or Mounter(self.data_dir / "state", self.executor)
+        for d in (self.pods_dir, self.plugins_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        # Only a cache for Node status between syncs; rebuilt from disk by reconstruct().
+        self._devices: dict[str, str] = {}  # unique volume name -> device path
+
+    # ---- paths ---------------------------------------------------------
+
+    def pod_dir(self, uid: str) -> Path:
+        return self.pods_dir / _check_name(uid, "pod uid")
+
+    def volume_path(self, uid: str, plugin: VolumePlugin, name: str, mode: str = "Filesystem") -> Path:
+        kind = DEVICES if mode == "Block" else VOLUMES
+        return self.pod_dir(uid) / kind / plugin.dir_name / _check_name(name, "volume name")
+
+    def global_path(self, plugin: VolumePlugin, global_name: str) -> Path:
+        return self.plugins_dir / plugin.name / "mounts" / _check_name(global_name, "volume")
+
+    @staticmethod
+    def unique_name(plugin: VolumePlugin, global_name: str) -> str:
+        return f"{plugin.name}/{global_name}"
+
+    # ---- actual state --------------------------------------------------
+
+    def reconstruct(self) -> list[ActualVolume]:
+        """Read back what exists: pod volume directories and the mount table."""
+        found: list[ActualVolume] = []
+        mounted = {e.mount_point for e in mounts.mounts_under(self.pods_dir)}
+        for pod in sorted(self.pods_dir.iterdir()) if self.pods_dir.exists() else []:
+            for kind in (VOLUMES, DEVICES):
+                for plugin_dir in sorted((pod / kind).glob("*")):
+                    for vol in sorted(plugin_dir.iterdir()):
+                        found.append(ActualVolume(pod.name, kind, plugin_dir.name, vol.name, vol,
+                                                  os.path.realpath(vol) in mounted))
+        self._devices = {}
+        for entry in self._global_mounts():
+            plugin_name, global_name = self._split_global(entry.mount_point)
+            self._devices[f"{plugin_name}/{global_name}"] = entry.source
+        log.info("volume_manager.reconstructed", volumes=len(found), global_mounts=len(self._devices))
+        return found
+
+    def _global_mounts(self) -> list[mounts.MountEntry]:
+        out = []
+        for entry in mounts.mounts_under(self.plugins_dir):
+            rel = Path(entry.mount_point).relative_to(os.path.realpath(self.plugins_dir))
+            if len(rel.parts) >= 3 and rel.parts[-2] == "mounts":
+                out.append(entry)
+        return out
+
+    def _split_global(self, mount_point: str) -> tuple[str, str]:
+        rel = Path(mount_point).relative_to(os.path.realpath(self.plugins_dir))
+        return "/".join(rel.parts[:-2]), rel.parts[-1]
+
+    # ---- sync ----------------------------------------------------------
+
+    def sync(self, desired: list[PodVolumes]) -> SyncResult:
+        result = SyncResult()
+        wanted_globals: set[str] = set()
+        devices: dict[str, str] = {}
+        wanted_uids = set()
+        for pod in desired:
+            try:
+                self.pod_dir(pod.uid)
+            except BadRequest as exc:
+                result.teardown_errors[pod.uid] = str(exc)
+                continue
+            wanted_uids.add(pod.uid)
+            paths = result.paths.setdefault(pod.uid, {})
+            wanted_paths: set[Path] = set()
+            for req in pod.volumes:
+                try:
+                    path, target, unique, device = self._setup(pod, req)
+                    paths[req.name] = str(path)
+                    wanted_paths.add(target)
+                    if unique:
+                        wanted_globals.add(unique)
+                        if device:
+                            devices[unique] = device
+                except Exception as exc:  # one bad volume must not block the pod's others
+                    message = str(exc) if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
+                    result.errors.setdefault(pod.uid, {})[req.name] = message
+                    log.warning("volume.setup_failed", pod=f"{pod.namespace}/{pod.name}", volume=req.name, error=message)
+                    # Keep whatever is already there for it; a failed update must not tear the volume down.
+                    for plugin in self.registry.plugins():
+                        for mode in ("Filesystem", "Block"):
+                            try:
+                                wanted_paths.add(self.volume_path(pod.uid, plugin, req.name, mode))
+                            except BadRequest:
+                                pass
+            self._remove_stale_volumes(pod.uid, wanted_paths, result)
+        for pod_dir in sorted(self.pods_dir.iterdir()):
+            if pod_dir.name not in wanted_uids:
+                try:
+                    self.teardown_pod(pod_dir.name)
+                except Exception as exc:
+                    result.teardown_errors[pod_dir.name] = str(exc)
+                    log.warning("pod.teardown_failed", uid=pod_dir.name, error=str(exc))
+        self._collect_global_mounts(wanted_globals)
+        self._devices = devices
+        return result
+
+    def _setup(self, pod: PodVolumes, req: VolumeRequest) -> tuple[Path, Path, str | None, str | None]:
+        """Returns (host path for the runtime, pod path, unique device volume name, device)."""
+        plugin = self.registry.find(req.plugin_source)
+        ctx = VolumeContext(
+            pod_uid=pod.uid, pod_namespace=pod.namespace, pod_name=pod.name, volume_name=req.name,
+            source=req.plugin_source, target=self.volume_path(pod.uid, plugin, req.name, req.mode),
+            read_only=req.read_only, fs_group=req.fs_group, pv_name=req.pv_name, data=req.data,
+            mode=req.mode, executor=self.executor,
+        )
+        if isinstance(plugin, DevicePlugin) and plugin.device_mode(ctx):
+            return self._setup_device(plugin, ctx)
+        if req.mode == "Block":
+            raise BadRequest(f"volume {req.name}: volumeMode Block is not supported by {plugin.name}")
+        fresh = not ctx.target.exists()
+        path = plugin.setup(ctx)
+        if req.fs_group is not None and fresh and not req.read_only and path == ctx.target:
+            apply_fs_group(path, req.fs_group)
+        return path, ctx.target, None, None
+
+    def _setup_device(self, plugin: DevicePlugin, ctx: VolumeContext) -> tuple[Path, Path, str, str]:
+        device: Device | None
+        if plugin.attachable:
+            device = plugin.find_device(ctx)
+            if device is None:
+                raise TemporaryError(f"waiting for volume {ctx.pv_name or ctx.volume_name} to be attached to this node", delay=2.0)
+        else:
+            device = plugin.connect(ctx)
+        global_name = plugin.global_name(ctx)
+        unique = self.unique_name(plugin, global_name)
+        target = ctx.target
+        if ctx.mode == "Block":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            top = mounts.top_mount(target)
+            if top is None:
+                if not target.exists():
+                    target.touch(mode=0o600)
+                mounts.bind_mount(device.path, target, ctx.read_only, executor=self.executor)
+                fault_point("after_bind")
+            return target, target, unique, device.path
+        global_path = self.global_path(plugin, global_name)
+        self.mounter.format_and_mount(
+            device.path, global_path, device.fs_type, key=f"{plugin.dir_name}-{global_name}",
+            options=device.mount_options, read_only=ctx.read_only,
+        )
+        if not mounts.is_mount_point(target):
+            target.mkdir(parents=True, exist_ok=True)
+            if ctx.fs_group is not None and not ctx.read_only:
+                apply_fs_group(global_path, ctx.fs_group)
+            mounts.bind_mount(global_path, target, ctx.read_only, executor=self.executor)
+            fault_point("after_bind")
+        return target, target, unique, device.path
+
+    # ---- teardown ------------------------------------------------------
+
+    def _remove_volume_path(self, path: Path) -> None:
+        mounts.unmount_all_under(path, executor=self.executor)
+        if mounts.mounts_under(path):
+            raise StowageError(f"{path} is still mounted; not removing it")
+        if path.is_dir() and not path.is_symlink():
+            # Only the pod's own files remain (emptyDir, projected files): never a mount.
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    def _remove_stale_volumes(self, uid: str, wanted: set[Path], result: SyncResult) -> None:
+        pod = self.pod_dir(uid)
+        for kind in (VOLUMES, DEVICES):
+            for plugin_dir in (pod / kind).glob("*"):
+                for vol in plugin_dir.iterdir():
+                    if vol not in wanted:
+                        try:
+                            self._remove_volume_path(vol)
+                        except Exception as exc:
+                            result.errors.setdefault(uid, {})[vol.name] = f"cleanup failed: {exc}"
+
+    def teardown_pod(self, uid: str) -> None:
+        """Unmount and remove everything of a pod that is no longer wanted on this node."""
+        pod = self.pod_dir(uid)
+        if not pod.exists():
+            return
+        log.info("pod.teardown", uid=uid)
+        first = True
+        for kind in (VOLUMES, DEVICES):
+            for plugin_dir in sorted((pod / kind).glob("*")):
+                plugin = self.registry.by_dir_name(plugin_dir.name)
+                for vol in sorted(plugin_dir.iterdir()):
+                    mounts.unmount_all_under(vol, executor=self.executor)
+                    if first:
+                        fault_point("during_teardown")
+                        first = False
+                    if plugin is not None:
+                        plugin.teardown(vol, self.executor)
+                    self._remove_volume_path(vol)
+        # Anything else mounted under the pod (e.g. by a runtime that crashed) goes too.
+        mounts.unmount_all_under(pod, executor=self.executor)
+        if mounts.mounts_under(pod):
+            raise StowageError(f"{pod} is still mounted; not removing it")
+        shutil.rmtree(pod)
+
+    def _collect_global_mounts(self, wanted: set[str]) -> None:
+        """Unmount per-node global mounts that no desired pod uses and no pod path still binds."""
+        pod_mounts = mounts.mounts_under(self.pods_dir)
+        for entry in self._global_mounts():
+            plugin_name, global_name = self._split_global(entry.mount_point)
+            if f"{plugin_name}/{global_name}" in wanted:
+                continue
+            if any(m.major_minor == entry.major_minor for m in pod_mounts):
+                continue
+            device = entry.source
+            mounts.unmount(entry.mount_point, executor=self.executor)
+            os.rmdir(entry.mount_point)
+            plugin = self.registry.by_name(plugin_name)
+            if isinstance(plugin, DevicePlugin):
+                plugin.disconnect(device, self.executor)
+            log.info("global_mount.removed", volume=f"{plugin_name}/{global_name}", device=device)
+        # Leftover empty global directories (a crash between mkdir and mount).
+        for d in self.plugins_dir.glob("**/mounts/*"):
+            if d.is_dir() and not mounts.is_mount_point(d):
+                plugin_name, global_name = self._split_global(str(Path(os.path.realpath(d))))
+                if f"{plugin_name}/{global_name}" not in wanted:
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+
+    # ---- node status and expansion ---------------------------------------
+
+    def volumes_in_use(self) -> list[str]:
+        """Unique names of device volumes mounted or wanted on this node (Node.status.volumesInUse)."""
+        names = set(self._devices)
+        for entry in self._global_mounts():
+            plugin_name, global_name = self._split_global(entry.mount_point)
+            names.add(f"{plugin_name}/{global_name}")
+        return sorted(names)
+
+    def volumes_attached(self) -> list[dict[str, str]]:
+        """Node.status.volumesAttached: unique name and device path."""
+        found = dict(self._devices)
+        for entry in self._global_mounts():
+            plugin_name, global_name = self._split_global(entry.mount_point)
+            found.setdefault(f"{plugin_name}/{global_name}", entry.source)
+        return [{"name": n, "devicePath": d} for n, d in sorted(found.items())]
+
+    def finish_resize(self, pv_name: str) -> bool:
+        """Grow the mounted filesystem of ``pv_name`` to its device (FileSystemResizePending -> done).
+        False when the volume is not mounted on this node (the resize waits for the next mount)."""
+        _check_name(pv_name, "volume")
+        for entry in self._global_mounts():
+            _, global_name = self._split_global(entry.mount_point)
+            if global_name != pv_name:
+                continue
+            if entry.source.startswith("/dev/loop"):
+                loop.refresh_capacity(entry.source, executor=self.executor)
+            resize_filesystem(entry.source, entry.mount_point, entry.fstype, executor=self.executor)
+            log.info("volume.resized", pv=pv_name, device=entry.source)
+            return True
+        return False

@@ -1,0 +1,86 @@
+"""Pydantic models for every kind Stowage serves, with wire-form helpers.
+
+Objects travel and are stored as plain dicts in wire form; these models are
+for validation and for typed code that wants them. ``from_dict`` picks the
+class from ``kind``; ``to_dict`` gives back the wire form (camelCase, no
+``None``, canonical quantities, unknown fields unchanged).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from storage.api.modelbase import WireModel, dump
+from storage.api.models.apps import ControllerRevision, DaemonSet, ReplicaSet, StatefulSet
+from storage.api.models.core import (
+    ConfigMap,
+    Endpoints,
+    Event,
+    Namespace,
+    Node,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Pod,
+    ReplicationController,
+    Secret,
+    Service,
+)
+from storage.api.models.meta import ObjectMeta, ObjectReference, OwnerReference
+from storage.api.models.pod import Container, PodSpec, PodTemplateSpec
+from storage.api.models.storage_kinds import StorageClass, VolumeAttachment
+from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES, Volume
+from storage.api.registry import RESOURCES
+from storage.api.selectors import LabelSelector, LabelSelectorRequirement
+from storage.errors import BadRequest
+
+MODELS: dict[str, type[BaseModel]] = {
+    "PersistentVolume": PersistentVolume,
+    "PersistentVolumeClaim": PersistentVolumeClaim,
+    "StorageClass": StorageClass,
+    "Pod": Pod,
+    "Service": Service,
+    "Endpoints": Endpoints,
+    "Node": Node,
+    "Namespace": Namespace,
+    "Secret": Secret,
+    "ConfigMap": ConfigMap,
+    "Event": Event,
+    "VolumeAttachment": VolumeAttachment,
+    "StatefulSet": StatefulSet,
+    "DaemonSet": DaemonSet,
+    "ReplicaSet": ReplicaSet,
+    "ReplicationController": ReplicationController,
+    "ControllerRevision": ControllerRevision,
+}
+
+_missing = {r.kind for r in RESOURCES} - set(MODELS)
+assert not _missing, f"registry kinds without a model: {_missing}"
+
+
+def to_dict(model: BaseModel) -> dict[str, Any]:
+    """The wire form of a model."""
+    return dump(model)
+
+
+def from_dict(obj: dict[str, Any]) -> BaseModel:
+    """Build the model for ``obj['kind']``; raises ``BadRequest`` for an unknown kind.
+
+    Raises pydantic's ``ValidationError`` on shape errors; ``storage.api.validation.validate``
+    turns those into Kubernetes field errors.
+    """
+    kind = obj.get("kind")
+    cls = MODELS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise BadRequest(f'no kind "{kind}" is registered' if kind else "Object 'Kind' is missing")
+    return cls.model_validate(obj)
+
+
+__all__ = [
+    "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
+    "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "Endpoints", "Event", "LabelSelector",
+    "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
+    "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodSpec", "PodTemplateSpec", "ReplicaSet",
+    "ReplicationController", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment",
+    "WireModel", "from_dict", "to_dict",
+]

@@ -1,0 +1,58 @@
+"""``storage.k8s.io/v1`` kinds."""
+from __future__ import annotations
+
+from storage.api.modelbase import WireModel
+from storage.api.models.core import PersistentVolumeSpec
+from storage.api.models.meta import Resource
+
+
+class TopologySelectorLabelRequirement(WireModel):
+    key: str | None = None
+    values: list[str] | None = None
+
+
+class TopologySelectorTerm(WireModel):
+    match_label_expressions: list[TopologySelectorLabelRequirement] | None = None
+
+
+class StorageClass(Resource):
+    # A StorageClass has no spec: its fields sit at the top level.
+    provisioner: str | None = None
+    parameters: dict[str, str] | None = None
+    reclaim_policy: str | None = None
+    mount_options: list[str] | None = None
+    allow_volume_expansion: bool | None = None
+    volume_binding_mode: str | None = None
+    allowed_topologies: list[TopologySelectorTerm] | None = None
+
+
+class VolumeAttachmentSource(WireModel):
+    persistent_volume_name: str | None = None
+    inline_volume_spec: PersistentVolumeSpec | None = None
+
+
+class VolumeAttachmentSpec(WireModel):
+    attacher: str | None = None
+    source: VolumeAttachmentSource | None = None
+    node_name: str | None = None
+
+
+class VolumeError(WireModel):
+    time: str | None = None
+    message: str | None = None
+    error_code: int | None = None
+
+
+class VolumeAttachmentStatus(WireModel):
+    attached: bool | None = None
+    attachment_metadata: dict[str, str] | None = None
+    attach_error: VolumeError | None = None
+    detach_error: VolumeError | None = None
+
+
+class VolumeAttachment(Resource):
+    spec: VolumeAttachmentSpec | None = None
+    status: VolumeAttachmentStatus | None = None
+
+
+__all__ = ["StorageClass", "VolumeAttachment", "VolumeAttachmentSpec", "VolumeAttachmentStatus"]

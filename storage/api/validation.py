@@ -1,0 +1,1220 @@
+"""Validation of objects on every API write, with Kubernetes' field paths and wording.
+
+``validate(obj, old)`` returns the normalized object (served apiVersion,
+canonical quantities) or raises ``Invalid`` carrying every field error found.
+Call ``apply_defaults`` first, as the API server does: update checks compare
+defaulted objects with defaulted stored ones.
+
+Field paths follow Kubernetes (``spec.containers[0].name``), except that keys
+of resource maps are written as dotted names (``spec.resources.requests.storage``).
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, Iterable
+
+from pydantic import ValidationError
+
+from storage.api.conversion import convert
+from storage.api.modelbase import dump
+from storage.api.models import MODELS
+from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES
+from storage.api.names import (
+    is_config_map_key,
+    is_dns1035_label,
+    is_dns1123_label,
+    is_dns1123_subdomain,
+    is_port_name,
+    is_qualified_name,
+    is_valid_label_value,
+)
+from storage.api.quantity import parse_quantity
+from storage.api.registry import ResourceInfo, by_kind
+from storage.errors import BadRequest, FieldError, Invalid
+
+__all__ = ["validate", "validate_status"]
+
+ACCESS_MODES = ("ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod")
+PV_RECLAIM_POLICIES = ("Delete", "Recycle", "Retain")
+SC_RECLAIM_POLICIES = ("Delete", "Retain")
+BINDING_MODES = ("Immediate", "WaitForFirstConsumer")
+VOLUME_MODES = ("Block", "Filesystem")
+RESTART_POLICIES = ("Always", "Never", "OnFailure")
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+PROTOCOLS = ("SCTP", "TCP", "UDP")
+TERMINATION_MESSAGE_POLICIES = ("FallbackToLogsOnError", "File")
+HOST_PATH_TYPES = ("", "BlockDevice", "CharDevice", "Directory", "DirectoryOrCreate", "File", "FileOrCreate", "Socket")
+SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
+SESSION_AFFINITIES = ("ClientIP", "None")
+TAINT_EFFECTS = ("NoExecute", "NoSchedule", "PreferNoSchedule")
+TOLERATION_OPERATORS = ("Equal", "Exists")
+SELECTOR_OPERATORS = ("DoesNotExist", "Exists", "In", "NotIn")
+NODE_SELECTOR_OPERATORS = ("DoesNotExist", "Exists", "Gt", "In", "Lt", "NotIn")
+RETENTION_POLICIES = ("Delete", "Retain")
+PV_PHASES = ("Available", "Bound", "Failed", "Pending", "Released")
+PVC_PHASES = ("Bound", "Lost", "Pending")
+POD_PHASES = ("Failed", "Pending", "Running", "Succeeded", "Unknown")
+NAMESPACE_PHASES = ("Active", "Terminating")
+ENV_FIELD_PATHS = (
+    "metadata.annotations", "metadata.labels", "metadata.name", "metadata.namespace", "metadata.uid",
+    "spec.nodeName", "spec.serviceAccountName", "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs",
+)
+ENV_RESOURCES = (
+    "limits.cpu", "limits.ephemeral-storage", "limits.memory",
+    "requests.cpu", "requests.ephemeral-storage", "requests.memory",
+)
+_ENV_FIELD_PATH_KEYED = re.compile(r"metadata\.(labels|annotations)\['([^']*)'\]")
+TOTAL_ANNOTATION_SIZE = 256 * 1024
+
+# Fields each volume source needs (Kubernetes: "<source>.<field>: Required value").
+_SOURCE_REQUIRED: dict[str, tuple[str, ...]] = {
+    "hostPath": ("path",),
+    "local": ("path",),
+    "nfs": ("server", "path"),
+    "iscsi": ("targetPortal", "iqn"),
+    "rbd": ("monitors", "image"),
+    "cephfs": ("monitors",),
+    "glusterfs": ("endpoints", "path"),
+    "awsElasticBlockStore": ("volumeID",),
+    "gcePersistentDisk": ("pdName",),
+    "azureDisk": ("diskName", "diskURI"),
+    "azureFile": ("secretName", "shareName"),
+    "vsphereVolume": ("volumePath",),
+    "quobyte": ("registry", "volume"),
+    "gitRepo": ("repository",),
+    "secret": ("secretName",),
+    "configMap": ("name",),
+    "persistentVolumeClaim": ("claimName",),
+    "flexVolume": ("driver",),
+    "csi": ("driver",),
+    "cinder": ("volumeID",),
+    "portworxVolume": ("volumeID",),
+    "photonPersistentDisk": ("pdID",),
+    "scaleIO": ("gateway", "system", "volumeName"),
+    "storageos": ("volumeName",),
+    "ephemeral": ("volumeClaimTemplate",),
+}
+_PYDANTIC_TYPE_TAGS = re.compile(r"^(int|str|float|bool|none|dict\[.*\]|list\[.*\]|function-.*|[a-z-]+\[.*\])$")
+
+
+def _quoted(values: Iterable[str]) -> str:
+    return ", ".join(f'"{v}"' for v in values)
+
+
+def _d(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def _l(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else []
+
+
+class _Errors:
+    """Collects field errors; one per call site, all reported together."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldError] = []
+
+    def required(self, path: str, detail: str = "") -> None:
+        self.items.append(FieldError(path, "Required value", detail))
+
+    def invalid(self, path: str, value: Any, detail: str) -> None:
+        self.items.append(FieldError(path, "Invalid value", detail, value, True))
+
+    def unsupported(self, path: str, value: Any, supported: Iterable[str]) -> None:
+        self.items.append(FieldError(path, "Unsupported value", f"supported values: {_quoted(supported)}", value, True))
+
+    def forbidden(self, path: str, detail: str) -> None:
+        self.items.append(FieldError(path, "Forbidden", detail))
+
+    def duplicate(self, path: str, value: Any) -> None:
+        self.items.append(FieldError(path, "Duplicate value", "", value, True))
+
+    def not_found(self, path: str, value: Any) -> None:
+        self.items.append(FieldError(path, "Not found", "", value, True))
+
+    def too_long(self, path: str, limit: int) -> None:
+        self.items.append(FieldError(path, "Too long", f"must have at most {limit} bytes"))
+
+    # --- common shapes ---
+
+    def names(self, path: str, value: Any, check: Callable[[str], list[str]]) -> None:
+        if isinstance(value, str):
+            for msg in check(value):
+                self.invalid(path, value, msg)
+
+    def enum(self, path: str, value: Any, supported: tuple[str, ...]) -> None:
+        if value is not None and value not in supported:
+            self.unsupported(path, value, supported)
+
+    def non_negative(self, path: str, value: Any) -> None:
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            self.invalid(path, value, "must be greater than or equal to 0")
+
+    def port(self, path: str, value: Any) -> None:
+        if isinstance(value, int) and not 1 <= value <= 65535:
+            self.invalid(path, value, "must be between 1 and 65535, inclusive")
+
+    def port_or_name(self, path: str, value: Any) -> None:
+        if isinstance(value, int):
+            self.port(path, value)
+        elif isinstance(value, str):
+            self.names(path, value, is_port_name)
+
+    def immutable(self, path: str, new: Any, old: Any) -> None:
+        if new != old:
+            self.invalid(path, new, "field is immutable")
+
+
+# --- metadata ------------------------------------------------------------------
+
+_NAME_CHECK: dict[str, Callable[[str], list[str]]] = {
+    "Namespace": is_dns1123_label,
+    "Service": is_dns1035_label,
+}
+
+
+def _labels(errs: _Errors, path: str, labels: Any) -> None:
+    for key, value in _d(labels).items():
+        for msg in is_qualified_name(key):
+            errs.invalid(path, key, msg)
+        if isinstance(value, str):
+            for msg in is_valid_label_value(value):
+                errs.invalid(path, value, msg)
+
+
+def _annotations(errs: _Errors, path: str, annotations: Any) -> None:
+    total = 0
+    for key, value in _d(annotations).items():
+        for msg in is_qualified_name(key.lower()):
+            errs.invalid(path, key, msg)
+        total += len(key) + (len(value) if isinstance(value, str) else 0)
+    if total > TOTAL_ANNOTATION_SIZE:
+        errs.too_long(path, TOTAL_ANNOTATION_SIZE)
+
+
+def _owner_references(errs: _Errors, path: str, refs: Any) -> None:
+    controllers = []
+    for ref in _l(refs):
+        ref = _d(ref)
+        for field_name, what in (("apiVersion", "version"), ("kind", "kind"), ("name", "name"), ("uid", "uid")):
+            if not ref.get(field_name):
+                errs.invalid(f"{path}.{field_name}", "", f"{what} must not be empty")
+        if ref.get("controller") is True:
+            controllers.append(f"{ref.get('kind')}/{ref.get('name')}")
+    if len(controllers) > 1:
+        errs.invalid(
+            path, refs,
+            f'Only one reference can have Controller set to true. Found "true" in references for {" and ".join(controllers)}',
+        )
+
+
+def _object_meta(errs: _Errors, meta: Any, info: ResourceInfo | None, path: str = "metadata",
+                 name_check: Callable[[str], list[str]] | None = None, require_name: bool = True) -> None:
+    meta = _d(meta)
+    name = meta.get("name")
+    check = name_check or (_NAME_CHECK.get(info.kind, is_dns1123_subdomain) if info else is_dns1123_subdomain)
+    if not name:
+        if require_name and not meta.get("generateName"):
+            errs.required(f"{path}.name", "name or generateName is required")
+    else:
+        errs.names(f"{path}.name", name, check)
+    namespace = meta.get("namespace")
+    if info is not None:
+        if info.namespaced:
+            if namespace:
+                errs.names(f"{path}.namespace", namespace, is_dns1123_label)
+        elif namespace:
+            errs.forbidden(f"{path}.namespace", "not allowed on this type")
+    _labels(errs, f"{path}.labels", meta.get("labels"))
+    _annotations(errs, f"{path}.annotations", meta.get("annotations"))
+    _owner_references(errs, f"{path}.ownerReferences", meta.get("ownerReferences"))
+    for i, fin in enumerate(_l(meta.get("finalizers"))):
+        errs.names(f"{path}.finalizers[{i}]", fin, is_qualified_name)
+
+
+def _object_meta_update(errs: _Errors, new: Any, old: Any) -> None:
+    new, old = _d(new), _d(old)
+    errs.immutable("metadata.name", new.get("name"), old.get("name"))
+    # Server-managed fields are compared only when the writer sent them.
+    for key in ("namespace", "uid", "creationTimestamp"):
+        if new.get(key):
+            errs.immutable(f"metadata.{key}", new.get(key), old.get(key))
+
+
+# --- quantities and selectors --------------------------------------------------------------
+
+
+def _quantity(value: Any) -> Any:
+    """The value of a quantity, or None when it does not parse (the model already said so)."""
+    try:
+        return parse_quantity(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def _label_selector(errs: _Errors, path: str, selector: Any) -> None:
+    selector = _d(selector)
+    _labels(errs, f"{path}.matchLabels", selector.get("matchLabels"))
+    for i, expr in enumerate(_l(selector.get("matchExpressions"))):
+        p = f"{path}.matchExpressions[{i}]"
+        expr = _d(expr)
+        op, values = expr.get("operator"), _l(expr.get("values"))
+        if op in ("In", "NotIn"):
+            if not values:
+                errs.required(f"{p}.values", "must be specified when `operator` is 'In' or 'NotIn'")
+        elif op in ("Exists", "DoesNotExist"):
+            if values:
+                errs.forbidden(f"{p}.values", "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")
+        else:
+            errs.unsupported(f"{p}.operator", op, SELECTOR_OPERATORS)
+        key = expr.get("key")
+        if isinstance(key, str):
+            for msg in is_qualified_name(key):
+                errs.invalid(f"{p}.key", key, msg)
+        for j, v in enumerate(values):
+            if isinstance(v, str):
+                for msg in is_valid_label_value(v):
+                    errs.invalid(f"{p}.values[{j}]", v, msg)
+
+
+def _selector_matches(selector: dict[str, Any], labels: dict[str, Any]) -> bool:
+    from storage.api.selectors import selector_matches
+
+    return selector_matches(selector, labels)
+
+
+def _node_selector(errs: _Errors, path: str, selector: Any) -> None:
+    terms = _l(_d(selector).get("nodeSelectorTerms"))
+    if not terms:
+        errs.required(f"{path}.nodeSelectorTerms", "must have at least one node selector term")
+    for i, term in enumerate(terms):
+        for kind in ("matchExpressions", "matchFields"):
+            for j, req in enumerate(_l(_d(term).get(kind))):
+                p = f"{path}.nodeSelectorTerms[{i}].{kind}[{j}]"
+                req = _d(req)
+                op, values = req.get("operator"), _l(req.get("values"))
+                if op in ("In", "NotIn") and not values:
+                    errs.required(f"{p}.values", "must be specified when `operator` is 'In' or 'NotIn'")
+                elif op in ("Exists", "DoesNotExist") and values:
+                    errs.forbidden(f"{p}.values", "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")
+                elif op in ("Gt", "Lt") and len(values) != 1:
+                    errs.required(f"{p}.values", "must be specified single value when `operator` is 'Lt' or 'Gt'")
+                elif op not in NODE_SELECTOR_OPERATORS:
+                    errs.unsupported(f"{p}.operator", op, NODE_SELECTOR_OPERATORS)
+                if kind == "matchExpressions":
+                    errs.names(f"{p}.key", req.get("key"), is_qualified_name)
+
+
+# --- volumes -------------------------------------------------------------------------------
+
+
+def _volume_source(errs: _Errors, holder: dict[str, Any], sources: tuple[str, ...], path: str, prefix: str) -> str | None:
+    """Exactly one source; returns its name. ``prefix`` is where the source keys hang (``spec.``)."""
+    present = [s for s in sources if holder.get(s) is not None]
+    if not present:
+        errs.required(path, "must specify a volume type")
+        return None
+    for extra in present[1:]:
+        errs.forbidden(f"{prefix}{extra}", "may not specify more than 1 volume type")
+    source = present[0]
+    body = _d(holder.get(source))
+    sp = f"{prefix}{source}"
+    for field_name in _SOURCE_REQUIRED.get(source, ()):
+        if not body.get(field_name):
+            errs.required(f"{sp}.{field_name}")
+    if source == "hostPath":
+        errs.enum(f"{sp}.type", body.get("type"), HOST_PATH_TYPES)
+    elif source == "nfs":
+        nfs_path = body.get("path")
+        if isinstance(nfs_path, str) and nfs_path and not nfs_path.startswith("/"):
+            errs.invalid(f"{sp}.path", nfs_path, "must be an absolute path")
+    elif source == "iscsi":
+        lun = body.get("lun")
+        if isinstance(lun, int) and not 0 <= lun <= 255:
+            errs.invalid(f"{sp}.lun", lun, "must be between 0 and 255, inclusive")
+    elif source == "emptyDir":
+        medium = body.get("medium")
+        if medium and medium not in ("Memory", "HugePages") and not str(medium).startswith("HugePages-"):
+            errs.unsupported(f"{sp}.medium", medium, ("", "HugePages", "Memory"))
+    elif source == "azureDisk":
+        errs.enum(f"{sp}.cachingMode", body.get("cachingMode"), ("None", "ReadOnly", "ReadWrite"))
+        errs.enum(f"{sp}.kind", body.get("kind"), ("Dedicated", "Managed", "Shared"))
+    elif source == "flocker":
+        if bool(body.get("datasetName")) == bool(body.get("datasetUUID")):
+            errs.required(sp, "one of datasetName and datasetUUID is required")
+    elif source == "fc":
+        if bool(body.get("targetWWNs")) == bool(body.get("wwids")):
+            errs.required(f"{sp}.targetWWNs", "must specify either targetWWNs or wwids, but not both")
+    elif source == "gitRepo":
+        directory = body.get("directory")
+        if isinstance(directory, str) and ".." in directory.split("/"):
+            errs.invalid(f"{sp}.directory", directory, "must not contain '..'")
+    elif source == "csi" and sources is PV_VOLUME_SOURCES:
+        if not body.get("volumeHandle"):
+            errs.required(f"{sp}.volumeHandle")
+    elif source == "downwardAPI":
+        for i, item in enumerate(_l(body.get("items"))):
+            _relative_path(errs, f"{sp}.items[{i}].path", _d(item).get("path"), required=True)
+    return source
+
+
+def _relative_path(errs: _Errors, path: str, value: Any, required: bool = False) -> None:
+    if not value:
+        if required:
+            errs.required(path)
+        return
+    if not isinstance(value, str):
+        return
+    if value.startswith("/"):
+        errs.invalid(path, value, "must be a relative path")
+    if ".." in value.replace("\\", "/").split("/"):
+        errs.invalid(path, value, "must not contain '..'")
+
+
+def _pod_volumes(errs: _Errors, volumes: Any, path: str) -> set[str]:
+    names: set[str] = set()
+    for i, vol in enumerate(_l(volumes)):
+        vol = _d(vol)
+        p = f"{path}[{i}]"
+        name = vol.get("name")
+        if not name:
+            errs.required(f"{p}.name")
+        else:
+            errs.names(f"{p}.name", name, is_dns1123_label)
+            if name in names:
+                errs.duplicate(f"{p}.name", name)
+            names.add(name)
+        _volume_source(errs, vol, POD_VOLUME_SOURCES, p, f"{p}.")
+        template = _d(_d(vol.get("ephemeral")).get("volumeClaimTemplate"))
+        if template:
+            _pvc_spec(errs, template.get("spec"), f"{p}.ephemeral.volumeClaimTemplate.spec")
+    return names
+
+
+# --- pods ----------------------------------------------------------------------------------
+
+
+def _resources(errs: _Errors, resources: Any, path: str) -> None:
+    resources = _d(resources)
+    limits = _d(resources.get("limits"))
+    for section in ("limits", "requests"):
+        for name, value in _d(resources.get(section)).items():
+            q = _quantity(value)
+            p = f"{path}.{section}.{name}"
+            errs.names(p, name, is_qualified_name)
+            if q is not None and q < 0:
+                errs.invalid(p, value, "must be greater than or equal to 0")
+            if section == "requests" and q is not None and name in limits:
+                limit = _quantity(limits[name])
+                if limit is not None and q > limit:
+                    errs.invalid(p, value, f"must be less than or equal to {name} limit of {limits[name]}")
+
+
+def _probe(errs: _Errors, probe: Any, path: str, liveness_like: bool) -> None:
+    if probe is None:
+        return
+    probe = _d(probe)
+    handlers = [h for h in ("exec", "httpGet", "tcpSocket", "grpc") if probe.get(h) is not None]
+    if not handlers:
+        errs.required(path, "must specify a handler type")
+    for extra in handlers[1:]:
+        errs.forbidden(f"{path}.{extra}", "may not specify more than 1 handler type")
+    _handler(errs, probe, path)
+    for key in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"):
+        errs.non_negative(f"{path}.{key}", probe.get(key))
+    success = probe.get("successThreshold")
+    if liveness_like and isinstance(success, int) and success != 1:
+        errs.invalid(f"{path}.successThreshold", success, "must be 1")
+
+
+def _handler(errs: _Errors, handler: dict[str, Any], path: str) -> None:
+    if "exec" in handler and handler["exec"] is not None and not _d(handler["exec"]).get("command"):
+        errs.required(f"{path}.exec.command")
+    http = handler.get("httpGet")
+    if http is not None:
+        http = _d(http)
+        errs.port_or_name(f"{path}.httpGet.port", http.get("port"))
+        errs.enum(f"{path}.httpGet.scheme", http.get("scheme"), ("HTTP", "HTTPS"))
+    tcp = handler.get("tcpSocket")
+    if tcp is not None:
+        errs.port_or_name(f"{path}.tcpSocket.port", _d(tcp).get("port"))
+    grpc = handler.get("grpc")
+    if grpc is not None:
+        errs.port(f"{path}.grpc.port", _d(grpc).get("port"))
+
+
+def _env(errs: _Errors, env: Any, path: str) -> None:
+    for i, var in enumerate(_l(env)):
+        var = _d(var)
+        p = f"{path}[{i}]"
+        name = var.get("name")
+        if not name:
+            errs.required(f"{p}.name")
+        elif isinstance(name, str) and ("=" in name or not name.isprintable() or not name.isascii()):
+            errs.invalid(f"{p}.name", name, "a valid environment variable name must consist only of printable ASCII characters other than '='")
+        source = var.get("valueFrom")
+        if source is None:
+            continue
+        source = _d(source)
+        vp = f"{p}.valueFrom"
+        if var.get("value"):
+            errs.invalid(vp, "", "may not be specified when `value` is not empty")
+        refs = [r for r in ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef") if source.get(r) is not None]
+        if not refs:
+            errs.invalid(vp, "", "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`")
+        elif len(refs) > 1:
+            errs.invalid(vp, "", "may not have more than one field specified at a time")
+        field_ref = source.get("fieldRef")
+        if field_ref is not None:
+            fp = _d(field_ref).get("fieldPath")
+            if not fp:
+                errs.required(f"{vp}.fieldRef.fieldPath")
+            elif fp not in ENV_FIELD_PATHS and not _ENV_FIELD_PATH_KEYED.fullmatch(str(fp)):
+                errs.unsupported(f"{vp}.fieldRef.fieldPath", fp, ENV_FIELD_PATHS)
+        rf = source.get("resourceFieldRef")
+        if rf is not None:
+            res = _d(rf).get("resource")
+            if not res:
+                errs.required(f"{vp}.resourceFieldRef.resource")
+            elif res not in ENV_RESOURCES:
+                errs.unsupported(f"{vp}.resourceFieldRef.resource", res, ENV_RESOURCES)
+        for ref in ("configMapKeyRef", "secretKeyRef"):
+            if source.get(ref) is not None:
+                key = _d(source[ref]).get("key")
+                if not key:
+                    errs.required(f"{vp}.{ref}.key")
+                else:
+                    errs.names(f"{vp}.{ref}.key", key, is_config_map_key)
+
+
+def _container(errs: _Errors, c: Any, path: str, volumes: set[str], seen: set[str], init: bool) -> None:
+    c = _d(c)
+    name = c.get("name")
+    if not name:
+        errs.required(f"{path}.name")
+    else:
+        errs.names(f"{path}.name", name, is_dns1123_label)
+        if name in seen:
+            errs.duplicate(f"{path}.name", name)
+        seen.add(name)
+    if not c.get("image"):
+        errs.required(f"{path}.image")
+    port_names: set[str] = set()
+    for i, port in enumerate(_l(c.get("ports"))):
+        port = _d(port)
+        p = f"{path}.ports[{i}]"
+        if port.get("containerPort") is None:
+            errs.required(f"{p}.containerPort")
+        errs.port(f"{p}.containerPort", port.get("containerPort"))
+        if port.get("hostPort"):
+            errs.port(f"{p}.hostPort", port.get("hostPort"))
+        errs.enum(f"{p}.protocol", port.get("protocol"), PROTOCOLS)
+        pname = port.get("name")
+        if pname:
+            errs.names(f"{p}.name", pname, is_port_name)
+            if pname in port_names:
+                errs.duplicate(f"{p}.name", pname)
+            port_names.add(pname)
+    _env(errs, c.get("env"), f"{path}.env")
+    for i, src in enumerate(_l(c.get("envFrom"))):
+        src = _d(src)
+        refs = [r for r in ("configMapRef", "secretRef") if src.get(r) is not None]
+        if len(refs) != 1:
+            errs.invalid(f"{path}.envFrom[{i}]", "", "may not have more than one field specified at a time" if refs else "must specify one of: `configMapRef` or `secretRef`")
+    mount_paths: set[str] = set()
+    for i, mount in enumerate(_l(c.get("volumeMounts"))):
+        mount = _d(mount)
+        p = f"{path}.volumeMounts[{i}]"
+        mname = mount.get("name")
+        if not mname:
+            errs.required(f"{p}.name")
+        elif mname not in volumes:
+            errs.not_found(f"{p}.name", mname)
+        mpath = mount.get("mountPath")
+        if not mpath:
+            errs.required(f"{p}.mountPath")
+        elif mpath in mount_paths:
+            errs.invalid(f"{p}.mountPath", mpath, "must be unique")
+        else:
+            mount_paths.add(mpath)
+        _relative_path(errs, f"{p}.subPath", mount.get("subPath"))
+        if mount.get("subPath") and mount.get("subPathExpr"):
+            errs.invalid(f"{p}.subPathExpr", mount.get("subPathExpr"), "subPathExpr and subPath are mutually exclusive")
+        errs.enum(f"{p}.mountPropagation", mount.get("mountPropagation"), ("Bidirectional", "HostToContainer", "None"))
+    for i, dev in enumerate(_l(c.get("volumeDevices"))):
+        dev = _d(dev)
+        if dev.get("name") and dev.get("name") not in volumes:
+            errs.not_found(f"{path}.volumeDevices[{i}].name", dev.get("name"))
+        if not dev.get("devicePath"):
+            errs.required(f"{path}.volumeDevices[{i}].devicePath")
+    _resources(errs, c.get("resources"), f"{path}.resources")
+    for probe, liveness_like in (("livenessProbe", True), ("readinessProbe", False), ("startupProbe", True)):
+        if init and c.get(probe) is not None and c.get("restartPolicy") != "Always":
+            errs.forbidden(f"{path}.{probe}", "may not be set for init containers")
+            continue
+        _probe(errs, c.get(probe), f"{path}.{probe}", liveness_like)
+    lifecycle = _d(c.get("lifecycle"))
+    for hook in ("postStart", "preStop"):
+        if lifecycle.get(hook) is not None:
+            _handler(errs, _d(lifecycle[hook]), f"{path}.lifecycle.{hook}")
+    errs.enum(f"{path}.imagePullPolicy", c.get("imagePullPolicy"), PULL_POLICIES)
+    errs.enum(f"{path}.terminationMessagePolicy", c.get("terminationMessagePolicy"), TERMINATION_MESSAGE_POLICIES)
+
+
+def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, ...] = RESTART_POLICIES) -> None:
+    spec = _d(spec)
+    volumes = _pod_volumes(errs, spec.get("volumes"), f"{path}.volumes")
+    seen: set[str] = set()
+    containers = _l(spec.get("containers"))
+    if not containers:
+        errs.required(f"{path}.containers")
+    for i, c in enumerate(_l(spec.get("initContainers"))):
+        _container(errs, c, f"{path}.initContainers[{i}]", volumes, seen, init=True)
+    for i, c in enumerate(containers):
+        _container(errs, c, f"{path}.containers[{i}]", volumes, seen, init=False)
+    errs.enum(f"{path}.restartPolicy", spec.get("restartPolicy"), restart_policies)
+    errs.enum(f"{path}.dnsPolicy", spec.get("dnsPolicy"), DNS_POLICIES)
+    errs.non_negative(f"{path}.terminationGracePeriodSeconds", spec.get("terminationGracePeriodSeconds"))
+    deadline = spec.get("activeDeadlineSeconds")
+    if isinstance(deadline, int) and deadline <= 0:
+        errs.invalid(f"{path}.activeDeadlineSeconds", deadline, "must be between 1 and 2147483647, inclusive")
+    for key in ("hostname", "subdomain"):
+        if spec.get(key):
+            errs.names(f"{path}.{key}", spec.get(key), is_dns1123_label)
+    if spec.get("nodeName"):
+        errs.names(f"{path}.nodeName", spec.get("nodeName"), is_dns1123_subdomain)
+    _labels(errs, f"{path}.nodeSelector", spec.get("nodeSelector"))
+    security = _d(spec.get("securityContext"))
+    errs.non_negative(f"{path}.securityContext.fsGroup", security.get("fsGroup"))
+    errs.enum(f"{path}.securityContext.fsGroupChangePolicy", security.get("fsGroupChangePolicy"), ("Always", "OnRootMismatch"))
+    for i, tol in enumerate(_l(spec.get("tolerations"))):
+        tol = _d(tol)
+        p = f"{path}.tolerations[{i}]"
+        errs.enum(f"{p}.operator", tol.get("operator"), TOLERATION_OPERATORS)
+        if tol.get("operator") == "Exists" and tol.get("value"):
+            errs.invalid(f"{p}.operator", tol.get("value"), "value must be empty when `operator` is 'Exists'")
+        if tol.get("effect"):
+            errs.enum(f"{p}.effect", tol.get("effect"), TAINT_EFFECTS)
+        if tol.get("key"):
+            errs.names(f"{p}.key", tol.get("key"), is_qualified_name)
+    affinity = _d(spec.get("affinity"))
+    node_aff = _d(affinity.get("nodeAffinity"))
+    required = node_aff.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is not None:
+        _node_selector(errs, f"{path}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution", required)
+    for kind in ("podAffinity", "podAntiAffinity"):
+        block = _d(affinity.get(kind))
+        for i, term in enumerate(_l(block.get("requiredDuringSchedulingIgnoredDuringExecution"))):
+            p = f"{path}.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
+            _affinity_term(errs, _d(term), p)
+        for i, wterm in enumerate(_l(block.get("preferredDuringSchedulingIgnoredDuringExecution"))):
+            p = f"{path}.affinity.{kind}.preferredDuringSchedulingIgnoredDuringExecution[{i}]"
+            weight = _d(wterm).get("weight")
+            if isinstance(weight, int) and not 1 <= weight <= 100:
+                errs.invalid(f"{p}.weight", weight, "must be in the range 1-100")
+            _affinity_term(errs, _d(_d(wterm).get("podAffinityTerm")), f"{p}.podAffinityTerm")
+
+
+def _affinity_term(errs: _Errors, term: dict[str, Any], path: str) -> None:
+    if not term.get("topologyKey"):
+        errs.required(f"{path}.topologyKey", "can not be empty")
+    else:
+        errs.names(f"{path}.topologyKey", term.get("topologyKey"), is_qualified_name)
+    if term.get("labelSelector") is not None:
+        _label_selector(errs, f"{path}.labelSelector", term.get("labelSelector"))
+
+
+def _pod_template(errs: _Errors, template: Any, path: str, selector_check: Callable[[dict[str, Any]], bool] | None,
+                  restart_policies: tuple[str, ...]) -> None:
+    if template is None:
+        errs.required(path)
+        return
+    template = _d(template)
+    meta = _d(template.get("metadata"))
+    _labels(errs, f"{path}.metadata.labels", meta.get("labels"))
+    _annotations(errs, f"{path}.metadata.annotations", meta.get("annotations"))
+    labels = _d(meta.get("labels"))
+    if selector_check is not None and not selector_check(labels):
+        errs.invalid(f"{path}.metadata.labels", labels, "`selector` does not match template `labels`")
+    _pod_spec(errs, template.get("spec"), f"{path}.spec", restart_policies)
+    if _d(template.get("spec")).get("activeDeadlineSeconds") is not None:
+        errs.forbidden(f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported")
+
+
+# --- persistent volumes and claims --------------------------------------------------------------------
+
+
+def _access_modes(errs: _Errors, modes: Any, path: str, detail: str = "") -> None:
+    modes = _l(modes)
+    if not modes:
+        errs.required(path, detail)
+        return
+    for mode in modes:
+        if mode not in ACCESS_MODES:
+            errs.unsupported(path, mode, ACCESS_MODES)
+    if "ReadWriteOncePod" in modes and len(modes) > 1:
+        errs.forbidden(path, "may not use ReadWriteOncePod with other access modes")
+
+
+def _pv(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    _access_modes(errs, spec.get("accessModes"), "spec.accessModes")
+    capacity = _d(spec.get("capacity"))
+    if not capacity:
+        errs.required("spec.capacity")
+    elif "storage" not in capacity or len(capacity) > 1:
+        errs.unsupported("spec.capacity", capacity, ("storage",))
+    for name, value in capacity.items():
+        q = _quantity(value)
+        if q is not None and q <= 0:
+            errs.invalid(f"spec.capacity.{name}", value, "must be greater than zero")
+    source = _volume_source(errs, spec, PV_VOLUME_SOURCES, "spec", "spec.")
+    errs.enum("spec.persistentVolumeReclaimPolicy", spec.get("persistentVolumeReclaimPolicy"), PV_RECLAIM_POLICIES)
+    if spec.get("persistentVolumeReclaimPolicy") == "Recycle" and source not in (None, "hostPath", "nfs"):
+        errs.unsupported("spec.persistentVolumeReclaimPolicy", "Recycle", ("Delete", "Retain"))
+    if spec.get("storageClassName"):
+        errs.names("spec.storageClassName", spec.get("storageClassName"), is_dns1123_subdomain)
+    errs.enum("spec.volumeMode", spec.get("volumeMode"), VOLUME_MODES)
+    affinity = spec.get("nodeAffinity")
+    if affinity is not None:
+        required = _d(affinity).get("required")
+        if required is None:
+            errs.required("spec.nodeAffinity.required", "must specify required node constraints")
+        else:
+            _node_selector(errs, "spec.nodeAffinity.required", required)
+    elif source == "local":
+        errs.required("spec.nodeAffinity", "Local volume requires node affinity")
+
+
+def _pv_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    ns, os_ = _d(new.get("spec")), _d(old.get("spec"))
+    if {k: ns.get(k) for k in PV_VOLUME_SOURCES} != {k: os_.get(k) for k in PV_VOLUME_SOURCES}:
+        errs.forbidden("spec.persistentvolumesource", "spec.persistentvolumesource is immutable after creation")
+    errs.immutable("spec.volumeMode", ns.get("volumeMode"), os_.get("volumeMode"))
+    if os_.get("nodeAffinity") is not None:
+        errs.immutable("spec.nodeAffinity", ns.get("nodeAffinity"), os_.get("nodeAffinity"))
+
+
+def _pvc_spec(errs: _Errors, spec: Any, path: str) -> None:
+    spec = _d(spec)
+    _access_modes(errs, spec.get("accessModes"), f"{path}.accessModes", "at least 1 access mode is required")
+    if spec.get("selector") is not None:
+        _label_selector(errs, f"{path}.selector", spec.get("selector"))
+    requests = _d(_d(spec.get("resources")).get("requests"))
+    storage_path = f"{path}.resources.requests.storage"
+    if "storage" not in requests:
+        errs.required(storage_path)
+    else:
+        q = _quantity(requests["storage"])
+        if q is not None and q <= 0:  # Q3
+            errs.invalid(storage_path, requests["storage"], "must be greater than zero")
+    if spec.get("storageClassName"):
+        errs.names(f"{path}.storageClassName", spec.get("storageClassName"), is_dns1123_subdomain)
+    errs.enum(f"{path}.volumeMode", spec.get("volumeMode"), VOLUME_MODES)
+    if spec.get("volumeName"):
+        errs.names(f"{path}.volumeName", spec.get("volumeName"), is_dns1123_subdomain)
+
+
+def _pvc(errs: _Errors, obj: dict[str, Any]) -> None:
+    _pvc_spec(errs, obj.get("spec"), "spec")
+
+
+def _pvc_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    ns, os_ = _d(new.get("spec")), _d(old.get("spec"))
+    bound = _d(old.get("status")).get("phase") == "Bound" or _d(new.get("status")).get("phase") == "Bound"
+    new_cmp, old_cmp = dict(ns), dict(os_)
+    # The binder fills volumeName once; P3 may give a class to a claim that had none.
+    if not os_.get("volumeName"):
+        new_cmp.pop("volumeName", None)
+    if os_.get("storageClassName") is None:
+        new_cmp.pop("storageClassName", None)
+        old_cmp.pop("storageClassName", None)
+    if bound:  # P4: a bound claim may change its requests (growth is checked below)
+        for spec in (new_cmp, old_cmp):
+            resources = dict(_d(spec.get("resources")))
+            resources.pop("requests", None)
+            spec["resources"] = resources
+    if new_cmp != old_cmp:
+        errs.forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims")
+    new_size = _quantity(_d(_d(ns.get("resources")).get("requests")).get("storage"))
+    old_size = _quantity(_d(_d(os_.get("resources")).get("requests")).get("storage"))
+    if new_size is not None and old_size is not None and new_size < old_size:
+        errs.forbidden("spec.resources.requests.storage", "field can not be less than previous value")
+    errs.immutable("spec.volumeMode", ns.get("volumeMode"), os_.get("volumeMode"))
+
+
+# --- storage classes and attachments --------------------------------------------------------------
+
+
+def _storage_class(errs: _Errors, obj: dict[str, Any]) -> None:
+    provisioner = obj.get("provisioner")
+    if not provisioner:
+        errs.required("provisioner")
+    elif isinstance(provisioner, str):
+        if len(provisioner) > 253:
+            errs.too_long("provisioner", 253)
+        for msg in is_qualified_name(provisioner.lower()):
+            errs.invalid("provisioner", provisioner, msg)
+    params = _d(obj.get("parameters"))
+    if len(params) > 512:
+        errs.too_long("parameters", 512)
+    for key in params:
+        if not key:
+            errs.invalid("parameters", key, "key must be non-empty")
+    errs.enum("reclaimPolicy", obj.get("reclaimPolicy"), SC_RECLAIM_POLICIES)
+    errs.enum("volumeBindingMode", obj.get("volumeBindingMode"), BINDING_MODES)
+    for i, term in enumerate(_l(obj.get("allowedTopologies"))):
+        exprs = _l(_d(term).get("matchLabelExpressions"))
+        if not exprs:
+            errs.required(f"allowedTopologies[{i}].matchLabelExpressions", "must have at least one label expression")
+        for j, expr in enumerate(exprs):
+            p = f"allowedTopologies[{i}].matchLabelExpressions[{j}]"
+            errs.names(f"{p}.key", _d(expr).get("key"), is_qualified_name)
+            if not _l(_d(expr).get("values")):
+                errs.required(f"{p}.values", "must specify as least one value")
+
+
+def _storage_class_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    if (new.get("parameters") or {}) != (old.get("parameters") or {}):
+        errs.forbidden("parameters", "updates to parameters are forbidden.")
+    if new.get("provisioner") != old.get("provisioner"):
+        errs.forbidden("provisioner", "updates to provisioner are forbidden.")
+    if new.get("reclaimPolicy") != old.get("reclaimPolicy"):
+        errs.forbidden("reclaimPolicy", "updates to reclaimPolicy are forbidden.")
+    errs.immutable("volumeBindingMode", new.get("volumeBindingMode"), old.get("volumeBindingMode"))
+
+
+def _volume_attachment(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    if not spec.get("attacher"):
+        errs.required("spec.attacher")
+    else:
+        errs.names("spec.attacher", spec.get("attacher"), lambda v: is_qualified_name(v.lower()))
+    if not spec.get("nodeName"):
+        errs.required("spec.nodeName")
+    source = _d(spec.get("source"))
+    has_pv, has_inline = source.get("persistentVolumeName") is not None, source.get("inlineVolumeSpec") is not None
+    if has_pv == has_inline:
+        errs.required("spec.source", "must specify exactly one of inlineVolumeSpec and persistentVolumeName")
+    elif has_pv and not source.get("persistentVolumeName"):
+        errs.required("spec.source.persistentVolumeName", "must specify non empty persistentVolumeName")
+
+
+def _spec_immutable(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    if new.get("spec") != old.get("spec"):
+        errs.invalid("spec", new.get("spec"), "field is immutable")
+
+
+# --- workloads -----------------------------------------------------------------------------------
+
+
+def _workload_selector(errs: _Errors, spec: dict[str, Any], what: str) -> Callable[[dict[str, Any]], bool] | None:
+    selector = spec.get("selector")
+    if selector is None:
+        errs.required("spec.selector")
+        return None
+    _label_selector(errs, "spec.selector", selector)
+    sel = _d(selector)
+    if not sel.get("matchLabels") and not sel.get("matchExpressions"):
+        errs.invalid("spec.selector", selector, f"empty selector is invalid for {what}")
+        return None
+    return lambda labels: _selector_matches(sel, labels)
+
+
+def _statefulset(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    errs.non_negative("spec.replicas", spec.get("replicas"))
+    errs.non_negative("spec.minReadySeconds", spec.get("minReadySeconds"))
+    errs.non_negative("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
+    policy = spec.get("podManagementPolicy")
+    if policy is not None and policy not in ("OrderedReady", "Parallel"):
+        errs.invalid("spec.podManagementPolicy", policy, "must be 'OrderedReady' or 'Parallel'")
+    strategy = spec.get("updateStrategy")
+    if strategy is not None:
+        strategy = _d(strategy)
+        stype = strategy.get("type")
+        rolling = strategy.get("rollingUpdate")
+        if not stype:
+            errs.required("spec.updateStrategy")
+        elif stype == "OnDelete":
+            if rolling is not None:
+                errs.invalid("spec.updateStrategy.rollingUpdate", rolling, "only allowed for updateStrategy 'RollingUpdate'")
+        elif stype == "RollingUpdate":
+            rolling = _d(rolling)
+            errs.non_negative("spec.updateStrategy.rollingUpdate.partition", rolling.get("partition"))
+            _max_unavailable(errs, rolling.get("maxUnavailable"), "spec.updateStrategy.rollingUpdate.maxUnavailable")
+        else:
+            errs.invalid("spec.updateStrategy", strategy, "must be 'RollingUpdate' or 'OnDelete'")
+    retention = _d(spec.get("persistentVolumeClaimRetentionPolicy"))
+    for key in ("whenDeleted", "whenScaled"):
+        errs.enum(f"spec.persistentVolumeClaimRetentionPolicy.{key}", retention.get(key), RETENTION_POLICIES)
+    errs.non_negative("spec.ordinals.start", _d(spec.get("ordinals")).get("start"))
+    if spec.get("serviceName"):
+        errs.names("spec.serviceName", spec.get("serviceName"), is_dns1123_label)
+    for i, claim in enumerate(_l(spec.get("volumeClaimTemplates"))):
+        claim = _d(claim)
+        _object_meta(errs, claim.get("metadata"), None, f"spec.volumeClaimTemplates[{i}].metadata")
+        _pvc_spec(errs, claim.get("spec"), f"spec.volumeClaimTemplates[{i}].spec")
+    check = _workload_selector(errs, spec, "statefulset")
+    _pod_template(errs, spec.get("template"), "spec.template", check, ("Always",))
+
+
+def _max_unavailable(errs: _Errors, value: Any, path: str) -> None:
+    if isinstance(value, int) and value < 1:
+        errs.invalid(path, value, "must be greater than 0")
+    elif isinstance(value, str) and not re.fullmatch(r"[0-9]+%", value):
+        errs.invalid(path, value, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")
+
+
+_STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy", "minReadySeconds")
+
+
+def _statefulset_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    ns = {k: v for k, v in _d(new.get("spec")).items() if k not in _STS_MUTABLE}
+    os_ = {k: v for k, v in _d(old.get("spec")).items() if k not in _STS_MUTABLE}
+    if ns != os_:  # S6
+        errs.forbidden(
+            "spec",
+            "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', "
+            "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+        )
+
+
+def _daemonset(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    errs.non_negative("spec.minReadySeconds", spec.get("minReadySeconds"))
+    errs.non_negative("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
+    strategy = spec.get("updateStrategy")
+    if strategy is not None:
+        stype = _d(strategy).get("type")
+        if not stype:
+            errs.required("spec.updateStrategy.type")
+        else:
+            errs.enum("spec.updateStrategy.type", stype, ("OnDelete", "RollingUpdate"))
+    check = _workload_selector(errs, spec, "daemonset")
+    _pod_template(errs, spec.get("template"), "spec.template", check, ("Always",))
+
+
+def _replicaset(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    errs.non_negative("spec.replicas", spec.get("replicas"))
+    errs.non_negative("spec.minReadySeconds", spec.get("minReadySeconds"))
+    check = _workload_selector(errs, spec, "deployment")
+    _pod_template(errs, spec.get("template"), "spec.template", check, ("Always",))
+
+
+def _replication_controller(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    errs.non_negative("spec.replicas", spec.get("replicas"))
+    errs.non_negative("spec.minReadySeconds", spec.get("minReadySeconds"))
+    selector = _d(spec.get("selector"))
+    _labels(errs, "spec.selector", selector)
+    if not selector:
+        errs.required("spec.selector")
+    check = (lambda labels: all(labels.get(k) == v for k, v in selector.items())) if selector else None
+    if spec.get("template") is not None:
+        _pod_template(errs, spec.get("template"), "spec.template", check, ("Always",))
+    elif spec.get("replicas", 1):
+        errs.required("spec.template")
+
+
+def _selector_immutable(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    new_sel, old_sel = _d(new.get("spec")).get("selector"), _d(old.get("spec")).get("selector")
+    errs.immutable("spec.selector", new_sel, old_sel)
+
+
+# --- other core kinds ------------------------------------------------------------------------------
+
+
+def _pod(errs: _Errors, obj: dict[str, Any]) -> None:
+    _pod_spec(errs, obj.get("spec"), "spec")
+
+
+_POD_MUTABLE_MESSAGE = (
+    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,"
+    "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),"
+    "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"
+)
+
+
+def _pod_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    def stripped(spec: dict[str, Any], keep_node: bool) -> dict[str, Any]:
+        out = dict(spec)
+        for key in ("containers", "initContainers"):
+            out[key] = [{k: v for k, v in _d(c).items() if k != "image"} for c in _l(spec.get(key))]
+        for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
+            out.pop(key, None)
+        if not keep_node:
+            out.pop("nodeName", None)
+        return out
+
+    ns, os_ = _d(new.get("spec")), _d(old.get("spec"))
+    # The scheduler places a pod by setting nodeName once.
+    placed = bool(os_.get("nodeName"))
+    if stripped(ns, placed) != stripped(os_, placed):
+        errs.forbidden("spec", _POD_MUTABLE_MESSAGE)
+    old_tols = _l(os_.get("tolerations"))
+    new_tols = _l(ns.get("tolerations"))
+    if any(t not in new_tols for t in old_tols):
+        errs.forbidden("spec.tolerations", "existing toleration can not be modified except its tolerationSeconds")
+
+
+def _service(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    stype = spec.get("type")
+    errs.enum("spec.type", stype, SERVICE_TYPES)
+    errs.enum("spec.sessionAffinity", spec.get("sessionAffinity"), SESSION_AFFINITIES)
+    ports = _l(spec.get("ports"))
+    headless = spec.get("clusterIP") == "None"
+    if stype == "ExternalName":
+        if not spec.get("externalName"):
+            errs.required("spec.externalName")
+        else:
+            errs.names("spec.externalName", str(spec.get("externalName")).rstrip("."), is_dns1123_subdomain)
+    elif not ports and not headless:
+        errs.required("spec.ports")
+    names: set[str] = set()
+    for i, port in enumerate(ports):
+        port = _d(port)
+        p = f"spec.ports[{i}]"
+        name = port.get("name")
+        if len(ports) > 1 and not name:
+            errs.required(f"{p}.name")
+        elif name:
+            errs.names(f"{p}.name", name, is_dns1123_label)
+            if name in names:
+                errs.duplicate(f"{p}.name", name)
+            names.add(name)
+        if port.get("port") is None:
+            errs.required(f"{p}.port")
+        errs.port(f"{p}.port", port.get("port"))
+        errs.enum(f"{p}.protocol", port.get("protocol"), PROTOCOLS)
+        errs.port_or_name(f"{p}.targetPort", port.get("targetPort"))
+        if port.get("nodePort") is not None:
+            errs.port(f"{p}.nodePort", port.get("nodePort"))
+    _labels(errs, "spec.selector", spec.get("selector"))
+
+
+def _endpoints(errs: _Errors, obj: dict[str, Any]) -> None:
+    for i, subset in enumerate(_l(obj.get("subsets"))):
+        subset = _d(subset)
+        for kind in ("addresses", "notReadyAddresses"):
+            for j, addr in enumerate(_l(subset.get(kind))):
+                if not _d(addr).get("ip"):
+                    errs.required(f"subsets[{i}].{kind}[{j}].ip")
+        for j, port in enumerate(_l(subset.get("ports"))):
+            port = _d(port)
+            errs.port(f"subsets[{i}].ports[{j}].port", port.get("port"))
+            errs.enum(f"subsets[{i}].ports[{j}].protocol", port.get("protocol"), PROTOCOLS)
+
+
+def _node(errs: _Errors, obj: dict[str, Any]) -> None:
+    for i, taint in enumerate(_l(_d(obj.get("spec")).get("taints"))):
+        taint = _d(taint)
+        p = f"spec.taints[{i}]"
+        if not taint.get("key"):
+            errs.required(f"{p}.key")
+        else:
+            errs.names(f"{p}.key", taint.get("key"), is_qualified_name)
+        if not taint.get("effect"):
+            errs.required(f"{p}.effect")
+        else:
+            errs.enum(f"{p}.effect", taint.get("effect"), TAINT_EFFECTS)
+
+
+def _data_keys(errs: _Errors, obj: dict[str, Any], sections: tuple[str, ...]) -> None:
+    seen: set[str] = set()
+    for section in sections:
+        for key in _d(obj.get(section)):
+            errs.names(f"{section}[{key}]", key, is_config_map_key)
+            if key in seen:
+                errs.invalid(f"{section}[{key}]", key, "duplicate of key present in data")
+            seen.add(key)
+
+
+def _secret(errs: _Errors, obj: dict[str, Any]) -> None:
+    _data_keys(errs, obj, ("data",))
+    _data_keys(errs, obj, ("stringData",))
+
+
+def _config_map(errs: _Errors, obj: dict[str, Any]) -> None:
+    _data_keys(errs, obj, ("data", "binaryData"))
+
+
+def _immutable_data_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    if old.get("immutable") is True:
+        if new.get("immutable") is not True:
+            errs.forbidden("immutable", "field is immutable when `immutable` is set")
+        for section in ("data", "binaryData", "stringData"):
+            if new.get(section) != old.get(section):
+                errs.forbidden(section, "field is immutable when `immutable` is set")
+
+
+def _event(errs: _Errors, obj: dict[str, Any]) -> None:
+    involved = _d(obj.get("involvedObject"))
+    ns = _d(obj.get("metadata")).get("namespace")
+    if involved.get("namespace") and ns and involved.get("namespace") != ns:
+        errs.invalid("involvedObject.namespace", involved.get("namespace"), "does not match event.namespace")
+    errs.enum("type", obj.get("type") or None, ("Normal", "Warning"))
+
+
+def _controller_revision(errs: _Errors, obj: dict[str, Any]) -> None:
+    errs.non_negative("revision", obj.get("revision"))
+
+
+def _controller_revision_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    errs.immutable("data", new.get("data"), old.get("data"))
+
+
+def _nothing(errs: _Errors, obj: dict[str, Any]) -> None:
+    return None
+
+
+_Rule = Callable[[_Errors, dict[str, Any]], None]
+_UpdateRule = Callable[[_Errors, dict[str, Any], dict[str, Any]], None]
+
+_CREATE_RULES: dict[str, _Rule] = {
+    "PersistentVolume": _pv,
+    "PersistentVolumeClaim": _pvc,
+    "StorageClass": _storage_class,
+    "Pod": _pod,
+    "Service": _service,
+    "Endpoints": _endpoints,
+    "Node": _node,
+    "Namespace": _nothing,
+    "Secret": _secret,
+    "ConfigMap": _config_map,
+    "Event": _event,
+    "VolumeAttachment": _volume_attachment,
+    "StatefulSet": _statefulset,
+    "DaemonSet": _daemonset,
+    "ReplicaSet": _replicaset,
+    "ReplicationController": _replication_controller,
+    "ControllerRevision": _controller_revision,
+}
+_UPDATE_RULES: dict[str, _UpdateRule] = {
+    "PersistentVolume": _pv_update,
+    "PersistentVolumeClaim": _pvc_update,
+    "StorageClass": _storage_class_update,
+    "Pod": _pod_update,
+    "VolumeAttachment": _spec_immutable,
+    "StatefulSet": _statefulset_update,
+    "DaemonSet": _selector_immutable,
+    "ReplicaSet": _selector_immutable,
+    "Secret": _immutable_data_update,
+    "ConfigMap": _immutable_data_update,
+    "ControllerRevision": _controller_revision_update,
+}
+_STATUS_PHASES: dict[str, tuple[str, ...]] = {
+    "PersistentVolume": PV_PHASES,
+    "PersistentVolumeClaim": PVC_PHASES,
+    "Pod": POD_PHASES,
+    "Namespace": NAMESPACE_PHASES,
+}
+
+
+# --- entry points --------------------------------------------------------------------------------
+
+
+def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
+    out: list[FieldError] = []
+    seen: set[str] = set()
+    for err in exc.errors(include_url=False):
+        parts = [p for p in err["loc"] if not (isinstance(p, str) and _PYDANTIC_TYPE_TAGS.match(p))]
+        path = ""
+        for p in parts:
+            path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
+        if path in seen:  # one report per field even when a union tried several types
+            continue
+        seen.add(path)
+        if err["type"] == "missing":
+            out.append(FieldError(path, "Required value"))
+            continue
+        msg = str(err["msg"])
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        value = err.get("input")
+        if not isinstance(value, (str, int, float, bool)) or value is None:
+            value = json.dumps(value, default=str) if value is not None else "null"
+        out.append(FieldError(path, "Invalid value", msg, value, True))
+    return out
+
+
+def _resource_info(obj: Any) -> ResourceInfo:
+    if not isinstance(obj, dict):
+        raise BadRequest("the object must be a JSON object")
+    kind = obj.get("kind")
+    if not kind:
+        raise BadRequest("Object 'Kind' is missing")
+    info = by_kind(kind) if isinstance(kind, str) else None
+    if info is None:
+        raise BadRequest(f'no kind "{kind}" is registered')
+    version = obj.get("apiVersion")
+    if version and not info.accepts(version):
+        raise BadRequest(f'no kind "{kind}" is registered for version "{version}"')
+    return info
+
+
+def _normalize(obj: dict[str, Any], info: ResourceInfo, errs: _Errors) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(normalized object or None when the shape is wrong, the dict that rules should read)."""
+    work = convert(obj)
+    try:
+        out = dump(MODELS[info.kind].model_validate(work))
+    except ValidationError as exc:
+        errs.items.extend(_pydantic_errors(exc))
+        return None, work
+    return out, out
+
+
+def _name(obj: dict[str, Any]) -> str:
+    meta = _d(obj.get("metadata"))
+    return str(meta.get("name") or meta.get("generateName") or "")
+
+
+def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The normalized object (served apiVersion, canonical quantities), or ``Invalid`` with every field error.
+
+    ``old`` is the stored object on update: immutability rules then apply.
+    Raises ``BadRequest`` for an unknown kind or apiVersion.
+    """
+    info = _resource_info(obj)
+    errs = _Errors()
+    out, data = _normalize(obj, info, errs)
+    _object_meta(errs, data.get("metadata"), info)
+    _CREATE_RULES[info.kind](errs, data)
+    if old is not None:
+        _object_meta_update(errs, data.get("metadata"), old.get("metadata"))
+        update_rule = _UPDATE_RULES.get(info.kind)
+        if update_rule is not None:
+            update_rule(errs, data, old)
+    if errs.items or out is None:
+        raise Invalid(errs.items, kind=info.kind, name=_name(obj))
+    return out
+
+
+def validate_status(obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Checks for a status subresource write: metadata identity and phase names; returns the normalized object."""
+    info = _resource_info(obj)
+    errs = _Errors()
+    out, data = _normalize(obj, info, errs)
+    if old is not None:
+        _object_meta_update(errs, data.get("metadata"), old.get("metadata"))
+    else:
+        _object_meta(errs, data.get("metadata"), info)
+    status = _d(data.get("status"))
+    phases = _STATUS_PHASES.get(info.kind)
+    if phases is not None:
+        errs.enum("status.phase", status.get("phase"), phases)
+    if info.kind == "PersistentVolumeClaim":
+        for mode in _l(status.get("accessModes")):
+            errs.enum("status.accessModes", mode, ACCESS_MODES)
+        for name, value in _d(status.get("capacity")).items():
+            q = _quantity(value)
+            if q is not None and q < 0:
+                errs.invalid(f"status.capacity.{name}", value, "must be greater than or equal to 0")
+    if errs.items or out is None:
+        raise Invalid(errs.items, kind=info.kind, name=_name(obj))
+    return out

@@ -1,0 +1,90 @@
+"""Discovery documents kubectl and the kubernetes client read before anything else.
+
+Built once from the registry: they never change while the server runs.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+from storage.api.registry import ResourceInfo, groups
+
+GIT_VERSION = "v1.30.0-stowage"
+STATUS_VERBS = ["get", "patch", "update"]
+
+
+def version_info() -> dict[str, str]:
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    return {
+        "major": "1",
+        "minor": "30",
+        "gitVersion": GIT_VERSION,
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": f"python{sys.version_info.major}.{sys.version_info.minor}",
+        "compiler": "cpython",
+        "platform": f"linux/{machine}",
+    }
+
+
+def api_versions() -> dict[str, Any]:
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+    }
+
+
+def _group(name: str, versions: list[str]) -> dict[str, Any]:
+    entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+    return {"name": name, "versions": entries, "preferredVersion": entries[0]}
+
+
+def named_groups() -> dict[str, list[str]]:
+    """Group name -> versions, for every non-core group."""
+    out: dict[str, list[str]] = {}
+    for gv in groups():
+        if "/" in gv:
+            name, _, version = gv.partition("/")
+            out.setdefault(name, []).append(version)
+    return out
+
+
+def api_group_list() -> dict[str, Any]:
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [_group(name, versions) for name, versions in named_groups().items()],
+    }
+
+
+def api_group(name: str) -> dict[str, Any] | None:
+    versions = named_groups().get(name)
+    if versions is None:
+        return None
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name, versions)}
+
+
+def api_resource_list(group_version: str) -> dict[str, Any] | None:
+    infos: list[ResourceInfo] | None = groups().get(group_version)
+    if infos is None:
+        return None
+    resources: list[dict[str, Any]] = []
+    for r in infos:
+        resources.append(
+            {
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": list(r.verbs),
+                **({"shortNames": list(r.short_names)} if r.short_names else {}),
+            }
+        )
+        if r.has_status:
+            resources.append(
+                {"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": STATUS_VERBS}
+            )
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}

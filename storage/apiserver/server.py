@@ -1,0 +1,190 @@
+"""Run the API server under uvicorn, in the calling thread or a background one."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import structlog
+import uvicorn
+
+from storage.apiserver.admission import Admission
+from storage.apiserver.app import create_app
+from storage.apiserver.auth import TokenAuth, ensure_admin_token, load_token_auth
+from storage.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+# Long-lived watch streams are ended by the app itself; this only bounds a stuck request at shutdown.
+_GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, ready: threading.Event | None) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # serve() handles signals itself: uvicorn's own handling re-raises them afterwards, killing the
+        # process before the caller's cleanup (closing the store) can run.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._ready is not None and not self.should_exit:
+            self._ready.set()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before starting uvicorn so port 0 resolves to a real port the caller can report."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    store: Store,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    data_dir: str | os.PathLike[str],
+    stop_event: threading.Event | None = None,
+    ready: threading.Event | None = None,
+    admission: Admission | None = None,
+    tokens: TokenAuth | None = None,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread)."""
+    tokens = tokens if tokens is not None else load_token_auth(data_dir)
+    app = create_app(store, tokens, admission=admission)
+    sock = sock if sock is not None else bind_socket(host, port)
+    real_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off",
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    server = _Server(config, ready)
+    stop_event = stop_event if stop_event is not None else threading.Event()
+
+    def wait_for_stop() -> None:
+        stop_event.wait()
+        # End watch streams first: uvicorn otherwise waits for them until the grace period runs out.
+        app.state.watches.close_all()
+        server.should_exit = True
+
+    watcher = threading.Thread(target=wait_for_stop, name="apiserver-stop", daemon=True)
+    watcher.start()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop_event.set())
+    log.info("api server listening", host=host, port=real_port)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        app.state.watches.close_all()
+        stop_event.set()
+        sock.close()
+        log.info("api server stopped", port=real_port)
+
+
+@dataclass
+class RunningServer:
+    url: str
+    port: int
+    token: str
+    data_dir: Path
+    store: Store
+    kubeconfig: Path | None = None
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _errors: list[BaseException] = field(default_factory=list, repr=False)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def client(self) -> Any:
+        from storage.client import Client
+
+        return Client(self.url, self.token)
+
+    def __enter__(self) -> "RunningServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_in_thread(
+    store: Store,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    data_dir: str | os.PathLike[str],
+    admission: Admission | None = None,
+    kubeconfig: str | os.PathLike[str] | None = None,
+    startup_timeout: float = 30.0,
+) -> RunningServer:
+    """Start serving in a daemon thread; returns once the server accepts connections."""
+    data = Path(data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    token = ensure_admin_token(data)
+    sock = bind_socket(host, port)
+    real_port = sock.getsockname()[1]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{real_port}"
+    ready = threading.Event()
+    running = RunningServer(url, real_port, token, data, store)
+
+    def run() -> None:
+        try:
+            serve(store, host=host, port=real_port, data_dir=data, stop_event=running._stop, ready=ready,
+                  admission=admission, sock=sock)
+        except BaseException as e:  # surfaced to the starter, which would otherwise wait forever
+            running._errors.append(e)
+            ready.set()
+
+    thread = threading.Thread(target=run, name=f"apiserver-{real_port}", daemon=True)
+    running._thread = thread
+    thread.start()
+    if not ready.wait(startup_timeout) or running._errors:
+        running.stop()
+        raise RuntimeError(f"api server did not start: {running._errors[0] if running._errors else 'timeout'}")
+    if kubeconfig is not None:
+        from storage.client.kubeconfig import write_kubeconfig
+
+        write_kubeconfig(kubeconfig, url, token)
+        running.kubeconfig = Path(kubeconfig)
+    return running
+
+
+def main() -> None:  # pragma: no cover - exercised through the CLI
+    """``python -m storage.apiserver.server DATA_DIR [PORT]``: serve a SQLite store until a signal."""
+    import sys
+
+    from storage.store import open_store
+
+    data_dir = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    store = open_store(str(data_dir / "stowage.db"))
+    try:
+        serve(store, port=port, data_dir=data_dir)
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

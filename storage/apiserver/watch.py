@@ -1,0 +1,204 @@
+"""Watch streams: newline-delimited JSON events over one long HTTP response.
+
+A pump thread blocks on the store's ``Watcher`` and hands events to the
+event loop, so a watch costs one thread that sleeps, not a worker from the
+request pool. Closing the stream (client gone, timeout, server stopping)
+closes the watcher, which ends the thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+import anyio
+import orjson
+import structlog
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from storage.api.registry import ResourceInfo
+from storage.apiserver.handlers import with_type
+from storage.errors import StowageError
+from storage.store.base import WatchEvent, Watcher
+
+log = structlog.get_logger(__name__)
+
+# How long a pump waits on the store before looking at its stop flag again.
+_PUMP_POLL = 1.0
+
+
+@dataclass
+class WatchFilter:
+    name: str = ""
+    label_matches: Callable[[dict[str, str]], bool] | None = None
+    field_matches: Callable[[dict[str, Any]], bool] | None = None
+
+    @property
+    def selective(self) -> bool:
+        return bool(self.name or self.label_matches or self.field_matches)
+
+    def matches(self, obj: dict[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        if self.name and meta.get("name") != self.name:
+            return False
+        if self.label_matches is not None and not self.label_matches(meta.get("labels") or {}):
+            return False
+        if self.field_matches is not None and not self.field_matches(obj):
+            return False
+        return True
+
+
+def line(event_type: str, obj: dict[str, Any]) -> bytes:
+    return orjson.dumps({"type": event_type, "object": obj}) + b"\n"
+
+
+class WatchRegistry:
+    """Every open watch, so a stopping server can end them instead of waiting on them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: set[Watcher] = set()
+        self.stopping = threading.Event()
+
+    def add(self, watcher: Watcher) -> None:
+        with self._lock:
+            self._open.add(watcher)
+        if self.stopping.is_set():
+            watcher.close()
+
+    def discard(self, watcher: Watcher) -> None:
+        with self._lock:
+            self._open.discard(watcher)
+
+    def close_all(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            watchers = list(self._open)
+        for w in watchers:
+            w.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+
+async def stream_events(
+    info: ResourceInfo,
+    watcher: Watcher,
+    initial: list[dict[str, Any]],
+    revision: int,
+    flt: WatchFilter,
+    registry: WatchRegistry,
+    timeout: float | None,
+    bookmark_interval: float | None,
+    *,
+    knows_all: bool,
+) -> AsyncIterator[bytes]:
+    """``knows_all``: the stream began with the full list, so which objects the client has seen is known."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[WatchEvent | BaseException | None] = asyncio.Queue()
+    done = threading.Event()
+
+    def deliver(item: WatchEvent | BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone: nobody is listening any more
+            done.set()
+
+    def pump() -> None:
+        try:
+            while not done.is_set() and not registry.stopping.is_set():
+                event = watcher.get(timeout=_PUMP_POLL)
+                if event is not None:
+                    deliver(event)
+        except BaseException as e:  # handed to the stream, which reports it as an ERROR event
+            deliver(e)
+        finally:
+            deliver(None)
+
+    registry.add(watcher)
+    thread = threading.Thread(target=pump, name=f"watch-{info.plural}", daemon=True)
+    thread.start()
+    # Objects that matched the filter: a change that makes one stop matching is a DELETED to this watcher.
+    visible: set[tuple[str, str]] = set()
+    try:
+        for obj in initial:
+            if flt.selective:
+                visible.add(_key(obj))
+            yield line("ADDED", with_type(info, obj))
+        deadline = loop.time() + timeout if timeout else None
+        next_bookmark = loop.time() + bookmark_interval if bookmark_interval else None
+        while True:
+            now = loop.time()
+            waits = [t - now for t in (deadline, next_bookmark) if t is not None]
+            wait = max(0.0, min(waits)) if waits else None
+            try:
+                item = await asyncio.wait_for(queue.get(), wait)
+            except (asyncio.TimeoutError, TimeoutError):
+                if deadline is not None and loop.time() >= deadline:
+                    return
+                if next_bookmark is not None:
+                    next_bookmark = loop.time() + (bookmark_interval or 0)
+                    yield line("BOOKMARK", {"kind": info.kind, "apiVersion": info.api_version,
+                                            "metadata": {"resourceVersion": str(revision)}})
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                status = item.to_status() if isinstance(item, StowageError) else StowageError(str(item)).to_status()
+                log.warning("watch failed", resource=info.plural, error=str(item))
+                yield line("ERROR", status)
+                return
+            revision = item.revision
+            obj = item.object
+            event_type: str = item.type
+            if flt.selective:
+                key = _key(obj)
+                if event_type != "DELETED" and flt.matches(obj):
+                    if knows_all and key not in visible and event_type == "MODIFIED":
+                        event_type = "ADDED"
+                    visible.add(key)
+                elif key in visible:
+                    visible.discard(key)
+                    event_type = "DELETED"
+                elif event_type == "DELETED" and flt.matches(obj):
+                    pass
+                else:
+                    continue
+            yield line(event_type, with_type(info, obj))
+    finally:
+        done.set()
+        registry.discard(watcher)
+        watcher.close()
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
+
+
+class WatchResponse(StreamingResponse):
+    """A streaming response that notices a client hanging up even while no event is due.
+
+    Starlette's own one only notices on the next write under ASGI 2.4, which
+    for a quiet watch may be never; the stream would hold its thread forever.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def run_stream() -> None:
+                try:
+                    await self.stream_response(send)
+                except OSError:
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(run_stream)
+            await self.listen_for_disconnect(receive)
+            tg.cancel_scope.cancel()
+        aclose = getattr(self.body_iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,266 @@
+"""``stowage up`` and ``stowage serve``: run a control plane in the foreground.
+
+``up`` is the single-host default (embedded SQLite, API server, controllers
+and, later, the local node agent in one process); ``serve`` is the same
+control plane without the agent, for many hosts sharing one PostgreSQL.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Callable
+
+import click
+import structlog
+
+from storage.cli.errors import CommandError
+
+DEFAULT_LISTEN = "127.0.0.1:6443"
+DATA_DIR_ENV = "STOWAGE_DATA_DIR"
+DB_FILE = "stowage.db"
+KUBECONFIG_FILE = "kubeconfig"
+
+log = structlog.get_logger("stowage.up")
+
+
+def default_data_dir() -> str:
+    return os.environ.get(DATA_DIR_ENV) or str(Path.home() / ".stowage")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise CommandError(f'--listen: expected HOST:PORT, got "{value}"')
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise CommandError(f'--listen: port must be a number, got "{port_text}"') from None
+    if not 0 <= port <= 65535:
+        raise CommandError(f"--listen: port must be between 0 and 65535, got {port}")
+    return host.strip("[]"), port
+
+
+def configure_logging(fmt: str) -> None:
+    """Structured logs on stderr; JSON for machines, a console renderer for people."""
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password, fit for a log line."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+@dataclass
+class ControlPlane:
+    """Everything ``up``/``serve`` started, so that shutdown can stop it in reverse order."""
+
+    store: Any
+    server: Any
+    server_url: str
+    kubeconfig: Path
+    stop: threading.Event
+    threads: list[threading.Thread]
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+            if thread.is_alive():
+                log.warning("thread did not stop in time", thread=thread.name)
+        _stop_server(self.server)
+        self.store.close()
+
+
+def _stop_server(server: Any) -> None:
+    for method in ("stop", "shutdown", "close"):
+        fn = getattr(server, method, None)
+        if callable(fn):
+            fn()
+            return
+
+
+def _server_url(server: Any, host: str, port: int) -> str:
+    url = getattr(server, "url", None)
+    if isinstance(url, str) and url:
+        return url
+    real_port = getattr(server, "port", None) or port
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{real_port}"
+
+
+def _start_controllers(store: Any, stop: threading.Event) -> list[threading.Thread]:
+    try:
+        manager = importlib.import_module("storage.controllers.manager")
+    except ModuleNotFoundError as exc:
+        if exc.name != "storage.controllers.manager":
+            raise
+        log.warning("no controllers present: objects are stored but nothing reconciles them")
+        return []
+    run: Callable[[Any, threading.Event], Any] = getattr(manager, "run_controllers")
+    thread = threading.Thread(target=_guarded(run, store, stop), name="controllers", daemon=True)
+    thread.start()
+    log.info("controllers started")
+    return [thread]
+
+
+def _guarded(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
+    def body() -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("controllers stopped with an error")
+
+    return body
+
+
+def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: threading.Event) -> list[threading.Thread]:
+    """HOOK: start the node agent for this host inside ``up`` (registers a Node, runs pods and volumes).
+
+    The node agent is not written yet; when it is, start it here in a thread
+    with its own node token and return that thread so shutdown waits for it.
+    """
+    log.info("local node agent not available yet: pods will not run on this host")
+    return []
+
+
+def _apply_manifests(files: tuple[str, ...], kubeconfig: Path) -> None:
+    """Apply ``-f`` manifests through the API, exactly as ``stowage apply`` would."""
+    from storage.cli.main import main as cli_main
+
+    args = ["apply", "--kubeconfig", str(kubeconfig)]
+    for f in files:
+        args += ["-f", f]
+    code = cli_main(args)
+    if code != 0:
+        log.error("applying manifests failed", files=list(files))
+    else:
+        log.info("manifests applied", files=list(files))
+
+
+def start_control_plane(
+    data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event
+) -> ControlPlane:
+    from storage.apiserver.server import start_in_thread
+    from storage.store import open_store
+
+    host, port = parse_listen(listen)  # checked again here for callers other than run_foreground
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)  # holds the token file and the database
+    url = store_url or str(data_dir / DB_FILE)
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise CommandError(f"--store: {exc}") from None
+    log.info("store opened", store=_redact(url))
+    kubeconfig = data_dir / KUBECONFIG_FILE
+    try:
+        # Makes the admin token on first start and writes the kubeconfig once the port is known.
+        server = start_in_thread(store, host=host, port=port, data_dir=data_dir, kubeconfig=kubeconfig)
+    except OSError as exc:
+        store.close()
+        raise CommandError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    except BaseException:
+        store.close()
+        raise
+    server_url = _server_url(server, host, port)
+    threads = _start_controllers(store, stop)
+    if with_agent:
+        threads += _start_local_agent(store, server_url, data_dir, stop)
+    return ControlPlane(store, server, server_url, kubeconfig, stop, threads)
+
+
+def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tuple[str, ...],
+                   log_format: str, with_agent: bool) -> None:
+    parse_listen(listen)  # a typo should fail before anything is created
+    configure_logging(log_format)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        plane = start_control_plane(Path(data_dir).expanduser().resolve(), listen, store_url, with_agent, stop)
+        try:
+            if files and not stop.is_set():
+                _apply_manifests(files, plane.kubeconfig)
+            log.info(
+                "stowage is ready",
+                server=plane.server_url,
+                kubeconfig=str(plane.kubeconfig),
+                hint=f"export KUBECONFIG={plane.kubeconfig}; stowage get pv",
+            )
+            stop.wait()
+        finally:
+            plane.shutdown()
+            log.info("stopped")
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+_common = [
+    click.option("--data-dir", default=default_data_dir, show_default="~/.stowage or $STOWAGE_DATA_DIR",
+                 help="Where the database, tokens and kubeconfig live."),
+    click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT for the API (port 0: any free port)."),
+    click.option("-f", "--filename", "files", multiple=True, metavar="FILE|DIR",
+                 help="Manifests to apply once the API is ready."),
+    click.option("--log-format", type=click.Choice(["console", "json"]), default=None,
+                 help="Log format (default: console on a terminal, else JSON)."),
+]
+
+
+def _with_common(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_common):
+        f = option(f)
+    return f
+
+
+def _log_format(value: str | None) -> str:
+    return value or ("console" if sys.stderr.isatty() else "json")
+
+
+@click.command("up")
+@_with_common
+@click.option("--store", "store_url", default=None, help="Store URL (default: SQLite file in the data dir).")
+def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None, store_url: str | None) -> None:
+    """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
+    run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True)
+
+
+@click.command("serve")
+@_with_common
+@click.option("--store", "store_url", default=None,
+              help="Store URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
+def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None, store_url: str | None) -> None:
+    """Run the control plane only (API server and controllers), for hosts that run `stowage agent`."""
+    run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False)

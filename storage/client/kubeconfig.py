@@ -1,0 +1,80 @@
+"""Kubeconfig files: the same format and search order kubectl uses."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def default_kubeconfig_path() -> Path:
+    """``$STOWAGE_DATA_DIR/kubeconfig`` when that is set, else ``~/.stowage/kubeconfig``."""
+    data_dir = os.environ.get("STOWAGE_DATA_DIR")
+    if data_dir:
+        return Path(data_dir) / "kubeconfig"
+    return Path.home() / ".stowage" / "kubeconfig"
+
+
+def write_kubeconfig(
+    path: str | os.PathLike[str], server: str, token: str, context: str = "stowage"
+) -> Path:
+    """Write a one-context kubeconfig, private to its owner (it holds a token)."""
+    config: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [{"name": context, "cluster": {"server": server}}],
+        "users": [{"name": context, "user": {"token": token}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": "default"}}],
+        "current-context": context,
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    os.replace(tmp, target)  # readers never see half a file
+    return target
+
+
+def resolve_kubeconfig_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """kubectl's order: an explicit path, then the first file of ``$KUBECONFIG``, then the default."""
+    if path:
+        return Path(path)
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        for candidate in env.split(os.pathsep):
+            if candidate and Path(candidate).exists():
+                return Path(candidate)
+        first = next((c for c in env.split(os.pathsep) if c), None)
+        if first:
+            return Path(first)
+    return default_kubeconfig_path()
+
+
+def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | None = None) -> tuple[str, str | None]:
+    """``(server, token)`` of the current (or given) context."""
+    source = resolve_kubeconfig_path(path)
+    try:
+        config = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"kubeconfig: no file at {source}: start a server (stowage up) or pass --kubeconfig") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"kubeconfig {source}: not valid YAML: {e}") from None
+    name = context or config.get("current-context")
+    contexts = {c.get("name"): c.get("context") or {} for c in config.get("contexts") or []}
+    if not name or name not in contexts:
+        raise ValueError(f"kubeconfig {source}: current-context: context {name!r} not found")
+    ctx = contexts[name]
+    clusters = {c.get("name"): c.get("cluster") or {} for c in config.get("clusters") or []}
+    users = {u.get("name"): u.get("user") or {} for u in config.get("users") or []}
+    cluster = clusters.get(ctx.get("cluster"))
+    if not cluster or not cluster.get("server"):
+        raise ValueError(f"kubeconfig {source}: contexts[{name}].cluster: cluster {ctx.get('cluster')!r} has no server")
+    user = users.get(ctx.get("user")) or {}
+    token = user.get("token")
+    if not token and user.get("tokenFile"):
+        token = Path(user["tokenFile"]).read_text(encoding="utf-8").strip()
+    return str(cluster["server"]), token or None

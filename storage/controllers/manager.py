@@ -1,0 +1,404 @@
+"""The controller runtime: one shared informer, per-reconciler work queues, workers.
+
+The informer lists every resource, then follows one ``store.watch(None)``
+stream into an in-memory cache (re-listing on Gone). Each change is turned
+into keys for the reconcilers that care (their primary resource, and the
+mappers of ``Reconciler.watches``). A key is queued at most once at a time and
+never processed by two workers at once; errors back off per key with jitter.
+Nothing polls: workers block on their queue, timers on a heap.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+from collections import deque
+from typing import Any, Callable, Iterable
+
+import structlog
+
+from storage.api.registry import RESOURCES
+from storage.api.selectors import parse_label_selector
+from storage.controllers.base import ControllerContext, Reconciler, Result, object_key
+from storage.controllers.events import StoreEventRecorder
+from storage.errors import Conflict, Gone, TemporaryError
+from storage.store.base import Store, WatchEvent
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], None]
+
+
+def _rv(obj: dict[str, Any] | None) -> int | None:
+    if not obj:
+        return None
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _nskey(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta["name"])
+
+
+class InformerCache:
+    """The ``Cache`` of storage/controllers/base.py, plus change handlers and write-through.
+
+    Write-through lets a reconciler publish what it just wrote so the next
+    decision in this process sees it before the watch event arrives; an
+    older version (from a lagging event) never replaces a newer one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._handlers: dict[str, list[Handler]] = {}
+
+    # -- read side (Cache protocol)
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._objects.get(resource, {}).get((namespace or "", name))
+
+    def list(self, resource: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            items = list(self._objects.get(resource, {}).values())
+        if namespace is not None:
+            items = [o for o in items if ((o.get("metadata") or {}).get("namespace") or "") == namespace]
+        if label_selector:
+            selector = parse_label_selector(label_selector)
+            items = [o for o in items if selector.matches((o.get("metadata") or {}).get("labels"))]
+        return items
+
+    # -- handlers: called under the cache lock, in change order; keep them cheap
+    def add_handler(self, resource: str, handler: Handler) -> None:
+        """``handler(resource, old, new)`` for every change; called at once for every object already cached."""
+        with self._lock:
+            self._handlers.setdefault(resource, []).append(handler)
+            for obj in self._objects.get(resource, {}).values():
+                handler(resource, None, obj)
+
+    def _notify(self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        for handler in self._handlers.get(resource, ()):
+            handler(resource, old, new)
+
+    # -- write side
+    def apply(self, resource: str, event_type: str, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
+        """Apply a change; return (old, new) or None when it was stale."""
+        key = _nskey(obj)
+        with self._lock:
+            objects = self._objects.setdefault(resource, {})
+            old = objects.get(key)
+            old_rv, new_rv = _rv(old), _rv(obj)
+            if old_rv is not None and new_rv is not None and new_rv < old_rv:
+                return None
+            if event_type == "DELETED":
+                if old is None:
+                    return None
+                if old_rv is not None and new_rv is not None and old_rv > new_rv:
+                    return None
+                del objects[key]
+                self._notify(resource, old, None)
+                return (old, None)
+            if old is not None and old_rv is not None and old_rv == new_rv:
+                return None
+            objects[key] = obj
+            self._notify(resource, old, obj)
+            return (old, obj)
+
+    def write_through(self, resource: str, obj: dict[str, Any]) -> None:
+        self.apply(resource, "MODIFIED", obj)
+
+    def forget(self, resource: str, namespace: str, name: str) -> None:
+        """Drop an object we just deleted (its DELETED event will be a no-op)."""
+        with self._lock:
+            old = self._objects.get(resource, {}).pop((namespace or "", name), None)
+            if old is not None:
+                self._notify(resource, old, None)
+
+    def replace(self, resource: str, items: list[dict[str, Any]]) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+        """Swap in a fresh listing; return the differences as (old, new) pairs."""
+        changes: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
+        fresh = {_nskey(o): o for o in items}
+        with self._lock:
+            current = self._objects.setdefault(resource, {})
+            for key in list(current):
+                if key not in fresh:
+                    old = current.pop(key)
+                    self._notify(resource, old, None)
+                    changes.append((old, None))
+            for key, obj in fresh.items():
+                old = current.get(key)
+                if old is not None and _rv(old) is not None and _rv(obj) is not None and _rv(old) >= _rv(obj):  # type: ignore[operator]
+                    continue
+                current[key] = obj
+                self._notify(resource, old, obj)
+                changes.append((old, obj))
+        return changes
+
+
+class WorkQueue:
+    """De-duplicating queue: a key waits at most once, and is never handed to two workers at once."""
+
+    def __init__(self, base_delay: float = 0.005, max_delay: float = 300.0) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[str] = deque()
+        self._dirty: set[str] = set()
+        self._processing: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._shutdown = False
+        self._timers: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._timer_thread = threading.Thread(target=self._run_timers, name="workqueue-timers", daemon=True)
+        self._timer_thread.start()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def add(self, key: str) -> None:
+        with self._cond:
+            if self._shutdown or key in self._dirty:
+                return
+            self._dirty.add(key)
+            if key not in self._processing:
+                self._queue.append(key)
+                self._cond.notify()
+
+    def add_after(self, key: str, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        import time
+
+        with self._cond:
+            if self._shutdown:
+                return
+            heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), key))
+            self._cond.notify_all()
+
+    def add_rate_limited(self, key: str) -> float:
+        with self._cond:
+            n = self._failures.get(key, 0)
+            self._failures[key] = n + 1
+        delay = min(self.max_delay, self.base_delay * (2**n))
+        delay = delay * (0.5 + random.random())  # jitter spreads retries of many replicas
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: str) -> None:
+        with self._cond:
+            self._failures.pop(key, None)
+
+    def get(self) -> str | None:
+        with self._cond:
+            while not self._queue and not self._shutdown:
+                self._cond.wait()
+            if self._shutdown:
+                return None
+            key = self._queue.popleft()
+            self._processing.add(key)
+            self._dirty.discard(key)
+            return key
+
+    def done(self, key: str) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._queue.append(key)
+                self._cond.notify()
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._queue and not self._processing and not self._timers
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._shutdown = True
+            self._cond.notify_all()
+        self._timer_thread.join(timeout=5)
+
+    def _run_timers(self) -> None:
+        import time
+
+        with self._cond:
+            while not self._shutdown:
+                if not self._timers:
+                    self._cond.wait()
+                    continue
+                due, _, key = self._timers[0]
+                now = time.monotonic()
+                if due > now:
+                    self._cond.wait(due - now)
+                    continue
+                heapq.heappop(self._timers)
+                if key not in self._dirty:
+                    self._dirty.add(key)
+                    if key not in self._processing:
+                        self._queue.append(key)
+                        self._cond.notify_all()
+
+
+class _Controller:
+    def __init__(self, reconciler: Reconciler, workers: int) -> None:
+        self.reconciler = reconciler
+        self.queue = WorkQueue()
+        self.workers = workers
+        self.watches = reconciler.watches()
+        self.threads: list[threading.Thread] = []
+
+    def keys_for(self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
+        keys: set[str] = set()
+        objs = [o for o in (old, new) if o is not None]
+        if resource == self.reconciler.primary:
+            keys.update(object_key(o) for o in objs)
+        mapper = self.watches.get(resource)
+        if mapper is not None:
+            for o in objs:
+                keys.update(mapper(o))
+        return keys
+
+    def start(self, stop: threading.Event) -> None:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"{self.reconciler.name}-{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _work(self) -> None:
+        name = self.reconciler.name
+        while True:
+            key = self.queue.get()
+            if key is None:
+                return
+            try:
+                result = self.reconciler.reconcile(key)
+            except Conflict:
+                self.queue.done(key)
+                self.queue.add(key)  # someone else wrote first: re-read and retry now
+                continue
+            except TemporaryError as exc:
+                self.queue.done(key)
+                self.queue.add_after(key, exc.delay)
+                log.info("reconcile_retry", controller=name, key=key, delay=exc.delay, error=str(exc))
+                continue
+            except Exception as exc:
+                self.queue.done(key)
+                delay = self.queue.add_rate_limited(key)
+                log.warning("reconcile_failed", controller=name, key=key, retry_in=round(delay, 3), error=repr(exc))
+                continue
+            self.queue.forget(key)
+            self.queue.done(key)
+            if result is not None and result.requeue_after is not None:
+                self.queue.add_after(key, result.requeue_after)
+
+
+class ControllerManager:
+    def __init__(self, store: Store, reconcilers: Iterable[type[Reconciler]], *, workers: int = 2,
+                 component: str = "stowage-controller-manager", resources: Iterable[str] | None = None) -> None:
+        self.store = store
+        self.cache = InformerCache()
+        self.events = StoreEventRecorder(store, component=component)
+        self.ctx = ControllerContext(store=store, cache=self.cache, events=self.events)
+        self.controllers = [_Controller(cls(self.ctx), workers) for cls in reconcilers]
+        self.resources = list(resources) if resources is not None else [r.plural for r in RESOURCES]
+        self.synced = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _dispatch(self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        for controller in self.controllers:
+            for key in controller.keys_for(resource, old, new):
+                controller.queue.add(key)
+
+    def _list_all(self) -> int:
+        revisions = []
+        for resource in self.resources:
+            items, revision = self.store.list(resource)
+            revisions.append(revision)
+            for old, new in self.cache.replace(resource, items):
+                self._dispatch(resource, old, new)
+        return min(revisions) if revisions else self.store.current_revision()
+
+    def _run_informer(self) -> None:
+        wanted = set(self.resources)
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                revision = self._list_all()
+                self.synced.set()
+                with self.store.watch(None, since=revision) as watcher:
+                    failures = 0
+                    while not self._stop.is_set():
+                        event: WatchEvent | None = watcher.get(timeout=0.5)
+                        if event is None:
+                            continue
+                        if event.resource not in wanted:
+                            continue
+                        change = self.cache.apply(event.resource, event.type, event.object)
+                        if change is not None:
+                            self._dispatch(event.resource, *change)
+            except Gone:
+                log.info("informer_relist", reason="watch revision compacted")
+            except Exception as exc:
+                failures += 1
+                delay = min(30.0, 0.1 * 2**failures) * (0.5 + random.random())
+                log.warning("informer_failed", error=repr(exc), retry_in=round(delay, 2))
+                self._stop.wait(delay)
+
+    def start(self) -> None:
+        for controller in self.controllers:
+            controller.start(self._stop)
+        self._thread = threading.Thread(target=self._run_informer, name="informer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for controller in self.controllers:
+            controller.queue.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for controller in self.controllers:
+            for t in controller.threads:
+                t.join(timeout=10)
+
+    def idle(self) -> bool:
+        return all(c.queue.idle() for c in self.controllers)
+
+
+def _default_reconcilers() -> list[type[Reconciler]]:
+    from storage.controllers.binder import ALL_RECONCILERS
+
+    return list(ALL_RECONCILERS)
+
+
+# Later controllers (scheduler, statefulset, endpoints, ...) append themselves here.
+DEFAULT_RECONCILERS: list[type[Reconciler]] = _default_reconcilers()
+
+
+def run_controllers(store: Store, stop_event: threading.Event, *, reconcilers: list[type[Reconciler]] | None = None,
+                    workers: int = 2, component: str = "stowage-controller-manager",
+                    ready: threading.Event | None = None, manager_out: list[ControllerManager] | None = None) -> None:
+    """Run the reconcilers against ``store`` until ``stop_event`` is set.
+
+    ``ready`` is set once the first listing is in the cache; ``manager_out``
+    receives the manager (tests and benchmarks inspect its cache and queues).
+    """
+    manager = ControllerManager(store, DEFAULT_RECONCILERS if reconcilers is None else reconcilers,
+                                workers=workers, component=component)
+    if manager_out is not None:
+        manager_out.append(manager)
+    manager.start()
+    log.info("controllers_started", controllers=[c.reconciler.name for c in manager.controllers])
+    try:
+        if ready is not None:
+            while not stop_event.is_set() and not manager.synced.wait(0.1):
+                pass
+            ready.set()
+        stop_event.wait()
+    finally:
+        manager.stop()
+        log.info("controllers_stopped")

@@ -1,0 +1,445 @@
+"""The scheduler: places pending pods on nodes and picks nodes for late-bound claims.
+
+``place(pod, snapshot)`` is a pure function over a consistent view of nodes,
+pods, claims, volumes and classes; the reconciler feeds it from the cache and
+writes the outcome: ``volume.kubernetes.io/selected-node`` on each
+WaitForFirstConsumer claim (SEMANTICS B8) first, then ``spec.nodeName`` and the
+``PodScheduled`` condition. An unschedulable pod gets Kubernetes' summary
+(``0/3 nodes are available: 1 node(s) had volume node affinity conflict, ...``)
+on its condition and in a ``FailedScheduling`` event.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from storage.api.node_affinity import pod_admits_node, volume_admits_node
+from storage.api.quantity import parse_quantity
+from storage.api.selectors import selector_matches
+from storage.controllers.base import Reconciler, Result, object_key, split_key
+from storage.errors import Conflict, NotFound
+
+Obj = dict[str, Any]
+
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
+BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
+LOCAL_PROVISIONER = "stowage.io/local"
+HOSTNAME_KEY = "kubernetes.io/hostname"
+
+# Kubernetes' wording for each failed predicate, as `describe pod` shows it.
+R_NOT_READY = "node(s) were not ready"
+R_UNSCHEDULABLE = "node(s) were unschedulable"
+R_TAINT = "node(s) had untolerated taint"
+R_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+R_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
+R_POD_AFFINITY = "node(s) didn't match pod affinity rules"
+R_VOLUME_AFFINITY = "node(s) had volume node affinity conflict"
+R_NO_STORAGE = "node(s) did not have enough free storage"
+R_NO_VOLUME = "node(s) didn't find available persistent volumes to bind"
+R_RWOP = "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode"
+
+
+@dataclass
+class Snapshot:
+    nodes: list[Obj]
+    pods: list[Obj]
+    claims: dict[tuple[str, str], Obj]
+    volumes: dict[str, Obj]
+    classes: dict[str, Obj]
+
+
+@dataclass
+class Placement:
+    node: str | None
+    # claims (namespace, name) that need the selected-node annotation for this node
+    select_claims: list[tuple[str, str]] = field(default_factory=list)
+    message: str = ""  # why no node fits
+    waiting_reason: str = ""  # a non-node reason (missing claim, unbound immediate claim)
+
+
+def _meta(obj: Obj) -> Obj:
+    return obj.get("metadata") or {}
+
+
+def claim_class(claim: Obj) -> str:
+    """SEMANTICS B1: the beta annotation (even empty) wins over the field."""
+    annotations = _meta(claim).get("annotations") or {}
+    if BETA_CLASS in annotations:
+        return annotations[BETA_CLASS] or ""
+    return (claim.get("spec") or {}).get("storageClassName") or ""
+
+
+def _request_bytes(claim: Obj) -> int:
+    raw = (((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage", "0")
+    return int(parse_quantity(raw))
+
+
+def _capacity_bytes(pv: Obj) -> int:
+    raw = ((pv.get("spec") or {}).get("capacity") or {}).get("storage", "0")
+    return int(parse_quantity(raw))
+
+
+def _is_terminated(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def node_ready(node: Obj) -> bool:
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def _tolerates(pod: Obj, taint: Obj) -> bool:
+    if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+        return True
+    for tol in (pod.get("spec") or {}).get("tolerations") or []:
+        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
+            continue
+        op = tol.get("operator", "Equal")
+        if not tol.get("key") and op == "Exists":
+            return True
+        if tol.get("key") != taint.get("key"):
+            continue
+        if op == "Exists" or tol.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def pod_claim_names(pod: Obj) -> list[str]:
+    names = []
+    for vol in (pod.get("spec") or {}).get("volumes") or []:
+        pvc = vol.get("persistentVolumeClaim")
+        if pvc and pvc.get("claimName"):
+            names.append(pvc["claimName"])
+    return names
+
+
+def _topology_domain(node: Obj, key: str) -> str | None:
+    return (_meta(node).get("labels") or {}).get(key)
+
+
+def _term_selects(term: Obj, pod: Obj, other: Obj) -> bool:
+    namespaces = term.get("namespaces") or [_meta(pod).get("namespace", "default")]
+    if _meta(other).get("namespace", "default") not in namespaces:
+        return False
+    return selector_matches(term.get("labelSelector") or {}, _meta(other).get("labels") or {})
+
+
+def _pod_affinity_ok(pod: Obj, node: Obj, nodes_by_name: dict[str, Obj], placed: list[Obj]) -> tuple[bool, str]:
+    affinity = (pod.get("spec") or {}).get("affinity") or {}
+    anti_terms = (affinity.get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
+    for term in anti_terms:
+        key = term.get("topologyKey") or HOSTNAME_KEY
+        domain = _topology_domain(node, key)
+        if domain is None:
+            continue
+        for other in placed:
+            other_node = nodes_by_name.get((other.get("spec") or {}).get("nodeName", ""))
+            if other_node is not None and _topology_domain(other_node, key) == domain and _term_selects(term, pod, other):
+                return False, R_ANTI_AFFINITY
+    # Existing pods' anti-affinity also repels this pod (symmetry, as Kubernetes does).
+    for other in placed:
+        other_aff = ((other.get("spec") or {}).get("affinity") or {}).get("podAntiAffinity") or {}
+        for term in other_aff.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
+            key = term.get("topologyKey") or HOSTNAME_KEY
+            other_node = nodes_by_name.get((other.get("spec") or {}).get("nodeName", ""))
+            if other_node is None or _topology_domain(node, key) is None:
+                continue
+            if _topology_domain(other_node, key) == _topology_domain(node, key) and _term_selects(term, other, pod):
+                return False, R_ANTI_AFFINITY
+    aff_terms = (affinity.get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
+    for term in aff_terms:
+        key = term.get("topologyKey") or HOSTNAME_KEY
+        domain = _topology_domain(node, key)
+        matches = [o for o in placed if _term_selects(term, pod, o)]
+        if not matches and _term_selects(term, pod, pod):
+            continue  # the first pod of a self-affine group may go anywhere
+        if domain is None or not any(
+            _topology_domain(nodes_by_name.get((o.get("spec") or {}).get("nodeName", ""), {}), key) == domain
+            for o in matches
+        ):
+            return False, R_POD_AFFINITY
+    return True, ""
+
+
+def pool_free_bytes(node: Obj, snap: Snapshot, pool: str | None = None) -> int:
+    """Free bytes in a node's local pool, counting what is already promised.
+
+    The node reports each pool's total; what is taken is computed here from
+    the volumes placed there and the claims already sent there but not yet
+    provisioned, so a burst of claims never overcommits a pool regardless of
+    how fresh the node's own report is.
+    """
+    name = _meta(node).get("name", "")
+    pools = (node.get("status") or {}).get("storagePools") or []
+    if pool:
+        pools = [p for p in pools if p.get("name") == pool]
+    if not pools:
+        return 0
+    chosen = pools[0]
+    total = int(chosen.get("totalBytes", 0))
+    pool_name = chosen.get("name", "")
+    used = 0
+    provisioned_claims: set[tuple[str, str]] = set()
+    for pv in snap.volumes.values():
+        annotations = _meta(pv).get("annotations") or {}
+        if annotations.get("pv.kubernetes.io/provisioned-by") != LOCAL_PROVISIONER:
+            continue
+        if annotations.get("stowage.io/node") != name or annotations.get("stowage.io/pool", pool_name) != pool_name:
+            continue
+        used += _capacity_bytes(pv)
+        ref = (pv.get("spec") or {}).get("claimRef") or {}
+        provisioned_claims.add((ref.get("namespace", ""), ref.get("name", "")))
+    for (ns, cname), claim in snap.claims.items():
+        annotations = _meta(claim).get("annotations") or {}
+        if annotations.get(SELECTED_NODE) != name or (claim.get("spec") or {}).get("volumeName"):
+            continue
+        if (ns, cname) in provisioned_claims:
+            continue
+        cls = snap.classes.get(claim_class(claim)) or {}
+        if cls.get("provisioner") != LOCAL_PROVISIONER:
+            continue
+        if ((cls.get("parameters") or {}).get("pool") or pool_name) != pool_name:
+            continue
+        used += _request_bytes(claim)
+    return total - used
+
+
+def _volume_fits(claim: Obj, pv: Obj, node: Obj) -> bool:
+    spec = pv.get("spec") or {}
+    if (pv.get("status") or {}).get("phase") != "Available" or spec.get("claimRef") or _meta(pv).get("deletionTimestamp"):
+        return False
+    if (spec.get("storageClassName") or "") != claim_class(claim):
+        return False
+    if not set((claim.get("spec") or {}).get("accessModes") or []) <= set(spec.get("accessModes") or []):
+        return False
+    if (spec.get("volumeMode") or "Filesystem") != ((claim.get("spec") or {}).get("volumeMode") or "Filesystem"):
+        return False
+    if _capacity_bytes(pv) < _request_bytes(claim):
+        return False
+    if not selector_matches((claim.get("spec") or {}).get("selector") or {}, _meta(pv).get("labels") or {}):
+        return False
+    return volume_admits_node(pv, node)
+
+
+def _topology_allows(cls: Obj, node: Obj) -> bool:
+    topologies = cls.get("allowedTopologies") or []
+    if not topologies:
+        return True
+    labels = _meta(node).get("labels") or {}
+    for term in topologies:
+        if all(labels.get(e.get("key")) in (e.get("values") or []) for e in term.get("matchLabelExpressions") or []):
+            return True
+    return False
+
+
+def place(pod: Obj, snap: Snapshot) -> Placement:
+    namespace = _meta(pod).get("namespace", "default")
+    uid = _meta(pod).get("uid")
+    claims: list[Obj] = []
+    for cname in pod_claim_names(pod):
+        claim = snap.claims.get((namespace, cname))
+        if claim is None:
+            return Placement(None, waiting_reason=f'persistentvolumeclaim "{cname}" not found')
+        if _meta(claim).get("deletionTimestamp"):
+            return Placement(None, waiting_reason=f'persistentvolumeclaim "{cname}" is being deleted')
+        claims.append(claim)
+
+    late: list[Obj] = []  # unbound claims whose class waits for the first consumer
+    bound_volumes: list[Obj] = []
+    for claim in claims:
+        volume_name = (claim.get("spec") or {}).get("volumeName")
+        if volume_name:
+            pv = snap.volumes.get(volume_name)
+            if pv is not None:
+                bound_volumes.append(pv)
+            continue
+        cls = snap.classes.get(claim_class(claim))
+        if cls is not None and cls.get("volumeBindingMode") == "WaitForFirstConsumer":
+            late.append(claim)
+        else:
+            return Placement(None, waiting_reason="pod has unbound immediate PersistentVolumeClaims")
+
+    rwop_conflict = False
+    for claim in claims:
+        if "ReadWriteOncePod" in ((claim.get("spec") or {}).get("accessModes") or []):
+            cname = _meta(claim).get("name")
+            for other in snap.pods:
+                if _meta(other).get("uid") == uid or _is_terminated(other):
+                    continue
+                if _meta(other).get("namespace", "default") == namespace and cname in pod_claim_names(other) and (other.get("spec") or {}).get("nodeName"):
+                    rwop_conflict = True
+
+    nodes_by_name = {_meta(n).get("name", ""): n for n in snap.nodes}
+    placed = [p for p in snap.pods if (p.get("spec") or {}).get("nodeName") and not _is_terminated(p) and _meta(p).get("uid") != uid]
+    pods_per_node = Counter((p.get("spec") or {}).get("nodeName") for p in placed)
+    failures: Counter[str] = Counter()
+    feasible: list[tuple[int, str]] = []
+    for node in snap.nodes:
+        name = _meta(node).get("name", "")
+        reason = _node_failure(pod, node, snap, nodes_by_name, placed, bound_volumes, late, rwop_conflict)
+        if reason:
+            failures[reason] += 1
+        else:
+            feasible.append((pods_per_node[name], name))
+    if not feasible:
+        total = len(snap.nodes)
+        parts = sorted(f"{count} {reason}" for reason, count in failures.items())
+        message = f"0/{total} nodes are available: " + ", ".join(parts) + "." if parts else f"0/{total} nodes are available."
+        return Placement(None, message=message)
+    feasible.sort()
+    chosen = feasible[0][1]
+    return Placement(chosen, select_claims=[(namespace, _meta(c).get("name", "")) for c in late])
+
+
+def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, Obj], placed: list[Obj],
+                  bound_volumes: list[Obj], late: list[Obj], rwop_conflict: bool) -> str:
+    if not node_ready(node):
+        return R_NOT_READY
+    if (node.get("spec") or {}).get("unschedulable"):
+        return R_UNSCHEDULABLE
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if not _tolerates(pod, taint):
+            return R_TAINT
+    if not pod_admits_node(pod, node):
+        return R_AFFINITY
+    ok, reason = _pod_affinity_ok(pod, node, nodes_by_name, placed)
+    if not ok:
+        return reason
+    if rwop_conflict:
+        return R_RWOP
+    for pv in bound_volumes:
+        if not volume_admits_node(pv, node):
+            return R_VOLUME_AFFINITY
+    needed_local = 0
+    for claim in late:
+        if any(_volume_fits(claim, pv, node) for pv in snap.volumes.values()):
+            continue
+        cls = snap.classes.get(claim_class(claim)) or {}
+        if not _topology_allows(cls, node):
+            return R_VOLUME_AFFINITY
+        if cls.get("provisioner") == LOCAL_PROVISIONER:
+            needed_local += _request_bytes(claim)
+        elif not cls.get("provisioner") or cls.get("provisioner") == "kubernetes.io/no-provisioner":
+            return R_NO_VOLUME
+    if needed_local:
+        pool = None
+        for claim in late:
+            cls = snap.classes.get(claim_class(claim)) or {}
+            pool = (cls.get("parameters") or {}).get("pool") or pool
+        if pool_free_bytes(node, snap, pool) < needed_local:
+            return R_NO_STORAGE
+    return ""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _set_condition(pod: Obj, status: str, reason: str, message: str) -> bool:
+    """Set PodScheduled; True when something changed."""
+    st = pod.setdefault("status", {})
+    conditions = st.setdefault("conditions", [])
+    for cond in conditions:
+        if cond.get("type") == "PodScheduled":
+            if cond.get("status") == status and cond.get("reason") == reason and cond.get("message") == message:
+                return False
+            cond.update(status=status, reason=reason, message=message, lastTransitionTime=_now())
+            if not reason:
+                cond.pop("reason"); cond.pop("message")
+            return True
+    cond = {"type": "PodScheduled", "status": status, "lastProbeTime": None, "lastTransitionTime": _now()}
+    if reason:
+        cond.update(reason=reason, message=message)
+    conditions.append(cond)
+    return True
+
+
+class SchedulerReconciler(Reconciler):
+    name = "scheduler"
+    primary = "pods"
+
+    def watches(self):  # type: ignore[override]
+        def pending_pods(_obj: Obj) -> Iterable[str]:
+            return [object_key(p) for p in self.ctx.cache.list("pods") if not (p.get("spec") or {}).get("nodeName")]
+        return {"nodes": pending_pods, "persistentvolumeclaims": pending_pods,
+                "persistentvolumes": pending_pods, "storageclasses": pending_pods}
+
+    def _snapshot(self) -> Snapshot:
+        cache = self.ctx.cache
+        return Snapshot(
+            nodes=cache.list("nodes"),
+            pods=cache.list("pods"),
+            claims={(_meta(c).get("namespace", ""), _meta(c).get("name", "")): c for c in cache.list("persistentvolumeclaims")},
+            volumes={_meta(v).get("name", ""): v for v in cache.list("persistentvolumes")},
+            classes={_meta(c).get("name", ""): c for c in cache.list("storageclasses")},
+        )
+
+    def reconcile(self, key: str) -> Result:
+        namespace, name = split_key(key)
+        pod = self.ctx.cache.get("pods", namespace, name)
+        if pod is None or _meta(pod).get("deletionTimestamp") or _is_terminated(pod):
+            return Result()
+        spec = pod.get("spec") or {}
+        if spec.get("schedulerName") not in (None, "", "default-scheduler", "stowage"):
+            return Result()
+        snap = self._snapshot()
+        if spec.get("nodeName"):
+            # Placed by hand: still give its late-bound claims their node (Kubernetes leaves them stuck).
+            self._select_claims(pod, snap, spec["nodeName"])
+            return Result()
+        placement = place(pod, snap)
+        if placement.node is None:
+            message = placement.waiting_reason or placement.message
+            self._mark_unschedulable(pod, message)
+            return Result()
+        self._select_claims(pod, snap, placement.node, placement.select_claims)
+        fresh = self.ctx.store.get("pods", namespace, name)
+        if (fresh.get("spec") or {}).get("nodeName"):
+            return Result()
+        fresh.setdefault("spec", {})["nodeName"] = placement.node
+        _set_condition(fresh, "True", "", "")
+        self.ctx.store.update("pods", fresh)
+        self.ctx.events.record(fresh, "Normal", "Scheduled",
+                               f"Successfully assigned {namespace}/{name} to {placement.node}")
+        return Result()
+
+    def _select_claims(self, pod: Obj, snap: Snapshot, node: str, keys: list[tuple[str, str]] | None = None) -> None:
+        if keys is None:
+            keys = []
+            namespace = _meta(pod).get("namespace", "default")
+            for cname in pod_claim_names(pod):
+                claim = snap.claims.get((namespace, cname))
+                if claim is None or (claim.get("spec") or {}).get("volumeName"):
+                    continue
+                cls = snap.classes.get(claim_class(claim)) or {}
+                if cls.get("volumeBindingMode") == "WaitForFirstConsumer":
+                    keys.append((namespace, cname))
+        for ns, cname in keys:
+            for _attempt in range(5):
+                try:
+                    claim = self.ctx.store.get("persistentvolumeclaims", ns, cname)
+                except NotFound:
+                    break
+                annotations = claim.setdefault("metadata", {}).setdefault("annotations", {})
+                if annotations.get(SELECTED_NODE) == node or (claim.get("spec") or {}).get("volumeName"):
+                    break
+                annotations[SELECTED_NODE] = node
+                try:
+                    self.ctx.store.update("persistentvolumeclaims", claim)
+                    break
+                except Conflict:
+                    continue
+
+    def _mark_unschedulable(self, pod: Obj, message: str) -> None:
+        namespace, name = _meta(pod).get("namespace", ""), _meta(pod).get("name", "")
+        fresh = self.ctx.store.get("pods", namespace, name)
+        if (fresh.get("spec") or {}).get("nodeName"):
+            return
+        if _set_condition(fresh, "False", "Unschedulable", message):
+            fresh.setdefault("status", {}).setdefault("phase", "Pending")
+            self.ctx.store.update("pods", fresh)
+            self.ctx.events.record(fresh, "Warning", "FailedScheduling", message)

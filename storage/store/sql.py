@@ -1,0 +1,888 @@
+"""``SqlStore``: the Store on SQLite or PostgreSQL through SQLAlchemy Core.
+
+Every write takes the next value of one global revision counter inside its
+own transaction, and holds the counter's lock until commit, so commits happen
+in revision order even with several processes writing. A reader that has seen
+revision R has therefore seen every revision below R: that is what lets a
+watch resume from any revision without missing or repeating an event.
+
+Bodies are stored without ``metadata.resourceVersion``; the revision column
+is the truth and is put back into the object on read. This lets PostgreSQL do
+a whole write (counter, object row, event row, notification) in one
+statement.
+
+Watch wake-ups: a write in this process pokes the shared poller at once. On
+PostgreSQL, writes from other processes arrive by LISTEN/NOTIFY (sent inside
+the write transaction, so delivered on commit). On SQLite, which has no
+notification channel between processes, the poller also looks at the events
+table every ``poll_interval`` seconds (0.05 by default) while anyone watches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+import structlog
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import IntegrityError
+
+from storage.api import registry
+from storage.errors import AlreadyExists, Conflict, FieldError, Gone, Invalid, NotFound
+from storage.store.base import EventType, Store, Watcher, WatchEvent
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_KEEP_EVENTS = 100_000
+# Compaction runs when a write lands on a multiple of this revision: exactly one writer does it.
+COMPACT_EVERY = 1_000
+GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet: no vowels, no look-alikes
+GENERATE_NAME_ATTEMPTS = 8
+_STORE_OWNED = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
+
+_md = MetaData()
+meta_table = Table(
+    "stowage_meta",
+    _md,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("compacted", BigInteger, nullable=False),
+)
+objects_table = Table(
+    "stowage_objects",
+    _md,
+    Column("resource", String(128), primary_key=True),
+    Column("namespace", String(253), primary_key=True),
+    Column("name", String(253), primary_key=True),
+    Column("uid", String(36), nullable=False),
+    Column("resource_version", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),
+)
+events_table = Table(
+    "stowage_events",
+    _md,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("resource", String(128), nullable=False),
+    Column("namespace", String(253), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("type", String(8), nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _with_version(body: str, revision: int) -> dict[str, Any]:
+    obj = json.loads(body)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+    return obj
+
+
+def _qualified(resource: str) -> str:
+    """``storageclasses.storage.k8s.io`` as Kubernetes names a resource in messages."""
+    info = registry.by_plural(resource)
+    return f"{resource}.{info.group}" if info is not None and info.group else resource
+
+
+def _not_found(resource: str, name: str) -> NotFound:
+    return NotFound(f'{_qualified(resource)} "{name}" not found', kind=resource, name=name)
+
+
+def _conflict(resource: str, name: str, why: str = "the object has been modified; please apply your changes to the latest version and try again") -> Conflict:
+    return Conflict(f'Operation cannot be fulfilled on {_qualified(resource)} "{name}": {why}', kind=resource, name=name)
+
+
+def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+class _Change:
+    """One row change and its event, written under one revision."""
+
+    __slots__ = ("op", "resource", "namespace", "name", "uid", "body", "type")
+
+    def __init__(self, op: str, resource: str, namespace: str, name: str, uid: str, body: str, type: EventType) -> None:
+        self.op, self.resource, self.namespace, self.name = op, resource, namespace, name
+        self.uid, self.body, self.type = uid, body, type
+
+    def params(self) -> dict[str, Any]:
+        return {"resource": self.resource, "namespace": self.namespace, "name": self.name, "uid": self.uid, "body": self.body, "type": self.type}
+
+
+# --- SQL, shared by both dialects -------------------------------------------------
+_NEXT_REVISION = text("UPDATE stowage_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision")
+_GET = text("SELECT resource_version, body FROM stowage_objects WHERE resource = :resource AND namespace = :namespace AND name = :name")
+_INSERT_OBJECT = text(
+    "INSERT INTO stowage_objects (resource, namespace, name, uid, resource_version, body) "
+    "VALUES (:resource, :namespace, :name, :uid, :revision, :body)"
+)
+_UPDATE_OBJECT = text(
+    "UPDATE stowage_objects SET resource_version = :revision, body = :body "
+    "WHERE resource = :resource AND namespace = :namespace AND name = :name"
+)
+_DELETE_OBJECT = text("DELETE FROM stowage_objects WHERE resource = :resource AND namespace = :namespace AND name = :name")
+_INSERT_EVENT = text(
+    "INSERT INTO stowage_events (revision, resource, namespace, name, type, body) "
+    "VALUES (:revision, :resource, :namespace, :name, :type, :body)"
+)
+# One statement reads the objects and the revision, so both come from the same snapshot.
+_LIST = "SELECT revision, NULL, NULL, NULL FROM stowage_meta WHERE id = 1 UNION ALL SELECT resource_version, body, namespace, name FROM stowage_objects WHERE resource = :resource"
+_LIST_ALL = text(_LIST)
+_LIST_NS = text(_LIST + " AND namespace = :namespace")
+_EVENTS_AFTER = text(
+    "SELECT revision, resource, namespace, name, type, body FROM stowage_events "
+    "WHERE revision > :after AND revision <= :upto ORDER BY revision LIMIT :limit"
+)
+_REVISIONS = text("SELECT revision, compacted FROM stowage_meta WHERE id = 1")
+
+# PostgreSQL: counter, row, event and notification in one round trip.
+_PG_CTE = (
+    "WITH r AS (UPDATE stowage_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision), "
+    "o AS ({object_sql}), "
+    "e AS (INSERT INTO stowage_events (revision, resource, namespace, name, type, body) "
+    "SELECT r.revision, :resource, :namespace, :name, :type, :body FROM r) "
+    "SELECT revision, pg_notify(:channel, '') FROM r"
+)
+_PG_WRITE = {
+    "insert": text(_PG_CTE.format(object_sql=(
+        "INSERT INTO stowage_objects (resource, namespace, name, uid, resource_version, body) "
+        "SELECT :resource, :namespace, :name, :uid, r.revision, :body FROM r"))),
+    "update": text(_PG_CTE.format(object_sql=(
+        "UPDATE stowage_objects SET resource_version = r.revision, body = :body FROM r "
+        "WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
+    "delete": text(_PG_CTE.format(object_sql=(
+        "DELETE FROM stowage_objects WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
+}
+_PG_GET_FOR_UPDATE = text(_GET.text + " FOR UPDATE")
+# An update whose base version this process already knows: one statement, guarded by the
+# version in the row itself; when the guard fails (matched = 0) the caller rolls back.
+_PG_GUARDED = (
+    "WITH r AS (UPDATE stowage_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision), "
+    "o AS ({object_sql} AND resource_version = :expected RETURNING 1), "
+    "e AS (INSERT INTO stowage_events (revision, resource, namespace, name, type, body) "
+    "SELECT r.revision, :resource, :namespace, :name, :type, :body FROM r WHERE EXISTS (SELECT 1 FROM o)) "
+    "SELECT revision, (SELECT count(*) FROM o), pg_notify(:channel, '') FROM r"
+)
+_PG_GUARDED_WRITE = {
+    "update": text(_PG_GUARDED.format(object_sql=(
+        "UPDATE stowage_objects SET resource_version = r.revision, body = :body FROM r "
+        "WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
+    "delete": text(_PG_GUARDED.format(object_sql=(
+        "DELETE FROM stowage_objects WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
+}
+KNOWN_BODIES = 20_000
+
+
+class _GuardFailed(Exception):
+    """The row moved past the version this process knew: take the locked path."""
+
+
+class SqlStore(Store):
+    def __init__(
+        self,
+        url: str,
+        *,
+        keep_events: int = DEFAULT_KEEP_EVENTS,
+        compact_every: int = COMPACT_EVERY,
+        poll_interval: float | None = None,
+    ) -> None:
+        self.url = url
+        self.keep_events = keep_events
+        self.compact_every = compact_every
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self._engine = create_engine(
+                url,
+                isolation_level="AUTOCOMMIT",  # transactions are begun by hand: BEGIN IMMEDIATE for writes
+                connect_args={"check_same_thread": False, "timeout": 60},
+                pool_size=8,
+                max_overflow=32,
+            )
+            event.listen(self._engine, "connect", _sqlite_pragmas)
+        else:
+            self._engine = create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False)
+        # SQLite serializes writers with a file lock whose busy handler sleeps; a
+        # process-local lock queues this process's writers without that latency.
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._poll_interval = poll_interval if poll_interval is not None else (0.05 if self.is_sqlite else 1.0)
+        self._channel = "stowage_events"
+        self._hub: _Hub | None = None
+        self._hub_lock = threading.Lock()
+        self._writer: Any = None
+        # PostgreSQL only: bodies this process wrote, by key, with their version (see _update_known).
+        self._known: dict[tuple[str, str, str], tuple[int, str]] = {}
+        self._closed = False
+        self._init_schema()
+
+    # --- schema ---------------------------------------------------------------
+    def _init_schema(self) -> None:
+        if self.is_sqlite:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                _md.create_all(conn)
+                conn.execute(text("INSERT OR IGNORE INTO stowage_meta (id, revision, compacted) VALUES (1, 0, 0)"))
+                conn.exec_driver_sql("COMMIT")
+            return
+        with self._engine.begin() as conn:
+            # Two processes opening a fresh database at once would race on CREATE TABLE.
+            conn.execute(text("SELECT pg_advisory_xact_lock(7226410931)"))
+            _md.create_all(conn)
+            conn.execute(text("INSERT INTO stowage_meta (id, revision, compacted) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING"))
+            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        # NOTIFY channels are per database: stores in other schemas of it must not wake each other.
+        self._channel = "stowage_" + hashlib.sha1(str(schema).encode()).hexdigest()[:16]
+
+    # --- transactions ---------------------------------------------------------
+    def _write_tx(self) -> Any:
+        return _SqliteWriteTx(self) if self.is_sqlite else self._engine.begin()
+
+    def _sqlite_writer(self) -> Any:
+        """The one connection this process writes SQLite through (writes are serialized anyway).
+
+        Statements go to the driver directly: the pool checkout and statement
+        compilation would otherwise cost more than the write itself.
+        """
+        if self._writer is None:
+            raw = self._engine.raw_connection()
+            driver = raw.driver_connection
+            raw.detach()  # owned by the store, closed in close()
+            driver.isolation_level = None
+            self._writer = driver
+        return self._writer
+
+    def _commit(self, conn: Connection, change: _Change) -> int:
+        """Write one change and its event under the next revision; return that revision."""
+        if not self.is_sqlite:
+            params = change.params()
+            params["channel"] = self._channel
+            return int(conn.execute(_PG_WRITE[change.op], params).scalar_one())
+        revision = int(conn.execute(_NEXT_REVISION).scalar_one())
+        params = change.params()
+        params["revision"] = revision
+        if change.op == "insert":
+            conn.execute(_INSERT_OBJECT, params)
+        elif change.op == "update":
+            conn.execute(_UPDATE_OBJECT, params)
+        else:
+            conn.execute(_DELETE_OBJECT, params)
+        conn.execute(_INSERT_EVENT, params)
+        return revision
+
+    def _after_commit(self, revisions: Sequence[int]) -> None:
+        hub = self._hub
+        if hub is not None:
+            hub.poke()
+        if self.keep_events > 0 and any(r % self.compact_every == 0 for r in revisions):
+            try:
+                self.compact(self.keep_events)
+            except Exception:  # compaction is housekeeping: a failure must not fail the write
+                log.warning("store.compact_failed", exc_info=True)
+
+    def _read_locked(self, conn: Connection, resource: str, namespace: str, name: str) -> Row[Any] | None:
+        stmt = _GET if self.is_sqlite else _PG_GET_FOR_UPDATE
+        return conn.execute(stmt, {"resource": resource, "namespace": namespace, "name": name}).first()
+
+    # --- reads ----------------------------------------------------------------
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
+        with self._engine.connect() as conn:
+            row = conn.execute(_GET, {"resource": resource, "namespace": namespace or "", "name": name}).first()
+            if not self.is_sqlite:
+                conn.rollback()
+        if row is None:
+            raise _not_found(resource, name)
+        return _with_version(row[1], row[0])
+
+    def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        matchers = _matchers(label_selector, field_selector)
+        params: dict[str, Any] = {"resource": resource}
+        stmt = _LIST_ALL
+        if namespace is not None:
+            stmt, params["namespace"] = _LIST_NS, namespace
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt, params).all()
+            if not self.is_sqlite:
+                conn.rollback()
+        revision = 0
+        found: list[tuple[str, str, int, str]] = []
+        for rv, body, ns, name in rows:
+            if body is None:
+                revision = int(rv)
+            else:
+                found.append((ns, name, rv, body))
+        found.sort(key=lambda r: (r[0], r[1]))
+        items = []
+        for _, _, rv, body in found:
+            obj = _with_version(body, rv)
+            if all(match(obj) for match in matchers):
+                items.append(obj)
+        return items, revision
+
+    def current_revision(self) -> int:
+        return self._revisions()[0]
+
+    def _revisions(self) -> tuple[int, int]:
+        with self._engine.connect() as conn:
+            revision, compacted = conn.execute(_REVISIONS).one()
+            if not self.is_sqlite:
+                conn.rollback()
+        return int(revision), int(compacted)
+
+    def _events(self, after: int, upto: int | None, limit: int = 1000) -> list[Row[Any]]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(_EVENTS_AFTER, {"after": after, "upto": upto if upto is not None else 2**62, "limit": limit}).all()
+            if not self.is_sqlite:
+                conn.rollback()
+        return list(rows)
+
+    # --- writes ---------------------------------------------------------------
+    def create(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        return self.create_many(resource, [obj])[0]
+
+    def create_many(self, resource: str, objs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Create several objects in one transaction (each still gets its own revision and event).
+
+        All or nothing: one taken name fails the whole batch with AlreadyExists.
+        """
+        prepared = [self._prepare_create(obj) for obj in objs]
+        for attempt in range(GENERATE_NAME_ATTEMPTS):
+            try:
+                revisions: list[int] = []
+                bodies: list[str] = []
+                with self._write_tx() as conn:
+                    for namespace, name, uid, stored in prepared:
+                        body = _dumps(stored)
+                        bodies.append(body)
+                        revisions.append(self._commit(conn, _Change("insert", resource, namespace, name, uid, body, "ADDED")))
+                break
+            except (IntegrityError, sqlite3.IntegrityError):
+                taken = self._first_taken(resource, prepared)
+                generated = [i for i, p in enumerate(prepared) if (p[0], p[1]) == taken and p[3]["metadata"].get("generateName")]
+                if taken is None or not generated or attempt == GENERATE_NAME_ATTEMPTS - 1:
+                    name = taken[1] if taken is not None else prepared[0][1]
+                    raise AlreadyExists(f'{_qualified(resource)} "{name}" already exists', kind=resource, name=name) from None
+                for i in generated:  # a generated name collided: draw another suffix, as Kubernetes does
+                    ns, _, uid, stored = prepared[i]
+                    stored["metadata"]["name"] = _generated_name(stored["metadata"]["generateName"])
+                    prepared[i] = (ns, stored["metadata"]["name"], uid, stored)
+        for (namespace, name, _, _), body, revision in zip(prepared, bodies, revisions):
+            self._remember(resource, namespace, name, revision, body)
+        self._after_commit(revisions)
+        return [_with_version(body, revision) for body, revision in zip(bodies, revisions)]
+
+    def _first_taken(self, resource: str, prepared: list[tuple[str, str, str, dict[str, Any]]]) -> tuple[str, str] | None:
+        seen: set[tuple[str, str]] = set()
+        for namespace, name, _, _ in prepared:
+            if (namespace, name) in seen:
+                return namespace, name
+            seen.add((namespace, name))
+            try:
+                self.get(resource, namespace, name)
+                return namespace, name
+            except NotFound:
+                continue
+        return None
+
+    def _prepare_create(self, obj: dict[str, Any]) -> tuple[str, str, str, dict[str, Any]]:
+        stored = dict(obj)
+        meta = dict(obj.get("metadata") or {})
+        for owned in _STORE_OWNED:
+            meta.pop(owned, None)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = _generated_name(str(meta["generateName"]))
+        if not meta.get("name"):
+            raise Invalid([FieldError("metadata.name", "Required value", "name or generateName is required")])
+        meta["namespace"] = meta.get("namespace") or ""
+        if not meta["namespace"]:
+            del meta["namespace"]
+        uid = str(uuid.uuid4())
+        meta["uid"] = uid
+        meta["creationTimestamp"] = _now()
+        meta["generation"] = 1
+        stored["metadata"] = meta
+        namespace, name = _key(stored)
+        return namespace, name, uid, stored
+
+    def _remember(self, resource: str, namespace: str, name: str, revision: int | None, body: str) -> None:
+        if self.is_sqlite:
+            return  # a locked read on SQLite is a local call: nothing to save
+        known = self._known
+        key = (resource, namespace, name)
+        known.pop(key, None)
+        if revision is not None:
+            if len(known) >= KNOWN_BODIES:
+                known.pop(next(iter(known)), None)
+            known[key] = (revision, body)
+
+    def _update_known(self, resource: str, obj: dict[str, Any], namespace: str, name: str, wanted: str) -> dict[str, Any] | None:
+        """PostgreSQL fast path: the caller's base version is one this process wrote, so its body
+        is known and the write needs no locked read first. None: take the locked path."""
+        known = self._known.get((resource, namespace, name))
+        if known is None or str(known[0]) != wanted:
+            return None
+        current = json.loads(known[1])
+        stored, body = _merge_update(current, obj)
+        if stored == current:
+            return None
+        meta = stored["metadata"]
+        removed = bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
+        params = {"resource": resource, "namespace": namespace, "name": name, "body": body,
+                  "type": "DELETED" if removed else "MODIFIED", "expected": known[0], "channel": self._channel}
+        try:
+            with self._engine.begin() as conn:
+                revision, matched, _ = conn.execute(_PG_GUARDED_WRITE["delete" if removed else "update"], params).one()
+                if not matched:
+                    raise _GuardFailed
+        except _GuardFailed:
+            return None
+        self._remember(resource, namespace, name, None if removed else int(revision), body)
+        self._after_commit([int(revision)])
+        meta["resourceVersion"] = str(revision)
+        return stored
+
+    def update(self, resource: str, obj: dict[str, Any], *, check_version: bool = True) -> dict[str, Any]:
+        namespace, name = _key(obj)
+        wanted_version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if check_version and wanted_version and not self.is_sqlite:
+            fast = self._update_known(resource, obj, namespace, name, wanted_version)
+            if fast is not None:
+                return fast
+        with self._write_tx() as conn:
+            row = self._read_locked(conn, resource, namespace, name)
+            if row is None:
+                raise _not_found(resource, name)
+            current_version, current_body = int(row[0]), row[1]
+            if check_version and wanted_version and wanted_version != str(current_version):
+                raise _conflict(resource, name)
+            current = json.loads(current_body)
+            stored, body = _merge_update(current, obj)
+            if stored == current:  # Kubernetes skips no-op writes: no new revision, no event
+                current["metadata"]["resourceVersion"] = str(current_version)
+                return current
+            meta = stored["metadata"]
+            removed = bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
+            change = _Change("delete" if removed else "update", resource, namespace, name, meta["uid"], body, "DELETED" if removed else "MODIFIED")
+            revision = self._commit(conn, change)
+        self._remember(resource, namespace, name, None if removed else revision, body)
+        self._after_commit([revision])
+        meta["resourceVersion"] = str(revision)
+        return stored
+
+    def delete(self, resource: str, namespace: str, name: str, *, resource_version: str | None = None) -> dict[str, Any]:
+        namespace = namespace or ""
+        with self._write_tx() as conn:
+            row = self._read_locked(conn, resource, namespace, name)
+            if row is None:
+                raise _not_found(resource, name)
+            current_version = int(row[0])
+            if resource_version and str(resource_version) != str(current_version):
+                raise _conflict(
+                    resource,
+                    name,
+                    f"the ResourceVersion in the precondition ({resource_version}) does not match the "
+                    f"ResourceVersion in record ({current_version}). The object might have been modified",
+                )
+            current = json.loads(row[1])
+            meta = current.setdefault("metadata", {})
+            if meta.get("finalizers"):
+                if meta.get("deletionTimestamp"):  # already marked: nothing changes
+                    meta["resourceVersion"] = str(current_version)
+                    return current
+                meta["deletionTimestamp"] = _now()
+                meta["deletionGracePeriodSeconds"] = 0
+                change = _Change("update", resource, namespace, name, meta.get("uid", ""), _dumps(current), "MODIFIED")
+            else:
+                change = _Change("delete", resource, namespace, name, meta.get("uid", ""), row[1], "DELETED")
+            revision = self._commit(conn, change)
+        self._remember(resource, namespace, name, revision if change.op == "update" else None, change.body)
+        self._after_commit([revision])
+        meta["resourceVersion"] = str(revision)
+        return current
+
+    def compact(self, keep: int) -> int:
+        """Forget events older than the newest ``keep``.
+
+        Returns the compacted revision: ``watch(since=it)`` still works, anything older is Gone.
+        """
+        with self._write_tx() as conn:
+            lock = "" if self.is_sqlite else " FOR UPDATE"
+            revision, compacted = conn.execute(text(_REVISIONS.text + lock)).one()
+            target = max(int(revision) - max(keep, 0), 0)
+            if target <= int(compacted):
+                return int(compacted)
+            conn.execute(text("DELETE FROM stowage_events WHERE revision <= :target"), {"target": target})
+            conn.execute(text("UPDATE stowage_meta SET compacted = :target WHERE id = 1"), {"target": target})
+        log.info("store.compacted", compacted=target, revision=int(revision))
+        return target
+
+    # --- watch ----------------------------------------------------------------
+    def watch(self, resource: str | None, namespace: str | None = None, since: int = 0) -> Watcher:
+        with self._hub_lock:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            if self._hub is None:
+                self._hub = _Hub(self)
+            hub = self._hub
+        watcher = _SqlWatcher(hub, resource, namespace, int(since))
+        hub.register(watcher)
+        return watcher
+
+    def close(self) -> None:
+        with self._hub_lock:
+            self._closed = True
+            hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.close()
+        if self._writer is not None:
+            with self._write_lock:  # type: ignore[union-attr]
+                self._writer.close()
+                self._writer = None
+        self._engine.dispose()
+
+
+def _generated_name(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(GENERATE_NAME_ALPHABET) for _ in range(5))
+
+
+def _merge_update(current: dict[str, Any], incoming: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The object to store: the client's body with the store-owned metadata kept from ``current``."""
+    stored = dict(incoming)
+    meta = dict(incoming.get("metadata") or {})
+    old_meta = current.get("metadata") or {}
+    for owned in _STORE_OWNED:
+        meta.pop(owned, None)
+        if owned in old_meta and owned != "resourceVersion":
+            meta[owned] = old_meta[owned]
+    if _spec_part(stored) != _spec_part(current):
+        meta["generation"] = int(old_meta.get("generation") or 0) + 1
+    meta["name"] = old_meta.get("name", meta.get("name"))
+    if old_meta.get("namespace"):
+        meta["namespace"] = old_meta["namespace"]
+    else:
+        meta.pop("namespace", None)
+    if not meta.get("finalizers"):
+        meta.pop("finalizers", None)  # [] and missing are the same; keep the stored form canonical
+    stored["metadata"] = meta
+    # Round-trip so equality with ``current`` (parsed JSON) is exact and no caller dict is shared.
+    body = _dumps(stored)
+    return json.loads(body), body
+
+
+def _matchers(label_selector: str | None, field_selector: str | None) -> list[Callable[[dict[str, Any]], bool]]:
+    matchers: list[Callable[[dict[str, Any]], bool]] = []
+    if label_selector:
+        from storage.api.selectors import parse_label_selector
+
+        selector = parse_label_selector(label_selector)
+        matchers.append(lambda obj: bool(selector.matches((obj.get("metadata") or {}).get("labels") or {})))
+    if field_selector:
+        from storage.api.selectors import parse_field_selector
+
+        matchers.append(parse_field_selector(field_selector))
+    return matchers
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the process
+        cursor.execute("PRAGMA busy_timeout=60000")
+    finally:
+        cursor.close()
+
+
+class _DriverResult:
+    """The few ``Result`` methods the write path uses, over a DB-API cursor."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def first(self) -> tuple[Any, ...] | None:
+        return self.cursor.fetchone()  # type: ignore[no-any-return]
+
+    def one(self) -> tuple[Any, ...]:
+        row = self.cursor.fetchone()
+        if row is None:
+            raise RuntimeError("expected one row")
+        return row  # type: ignore[no-any-return]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+
+class _SqliteWriteConn:
+    """A ``Connection`` look-alike for SQLite writes: ``text()`` SQL with ``:name`` binds runs as is."""
+
+    def __init__(self, driver: Any) -> None:
+        self.cursor = driver.cursor()
+
+    def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> _DriverResult:
+        self.cursor.execute(stmt.text, params or {})
+        return _DriverResult(self.cursor)
+
+
+class _SqliteWriteTx:
+    """BEGIN IMMEDIATE takes SQLite's write lock up front, so the revision read inside is final."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> Any:
+        lock = self.store._write_lock
+        assert lock is not None
+        lock.acquire()
+        try:
+            self.driver = self.store._sqlite_writer()
+            self.conn = _SqliteWriteConn(self.driver)
+            self.conn.cursor.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            lock.release()
+            raise
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if exc_type is None:
+                try:
+                    self.conn.cursor.execute("COMMIT")
+                except BaseException:
+                    self.conn.cursor.execute("ROLLBACK")
+                    raise
+            else:
+                self.conn.cursor.execute("ROLLBACK")
+        finally:
+            self.conn.cursor.close()
+            self.store._write_lock.release()  # type: ignore[union-attr]
+
+
+class _Hub:
+    """One poller per store: reads new events once and fans them out to every watcher."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._by_resource: dict[str | None, set[_SqlWatcher]] = {}
+        self._count = 0
+        self._position = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="stowage-store-watch", daemon=True)
+        self._listener: threading.Thread | None = None
+        self._thread.start()
+        if not store.is_sqlite:
+            self._listener = threading.Thread(target=self._listen, name="stowage-store-listen", daemon=True)
+            self._listener.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def register(self, watcher: "_SqlWatcher") -> None:
+        since = watcher.last
+        with self._lock:
+            if self._count == 0:
+                # Nobody watched, so the poller did not follow: start from the newest revision.
+                self._position = self.store.current_revision()
+            backlog: list[Row[Any]] = []
+            after = since
+            while after < self._position:
+                rows = self.store._events(after, self._position, limit=5000)
+                if not rows:
+                    break
+                backlog.extend(rows)
+                after = int(rows[-1][0])
+            # Read after the events: a compaction that removed any of them is visible here.
+            _, compacted = self.store._revisions()
+            if since < compacted:
+                raise Gone(f"too old resource version: {since} ({compacted})")
+            watcher.feed(backlog)
+            self._by_resource.setdefault(watcher.resource, set()).add(watcher)
+            self._count += 1
+        self._wake.set()
+
+    def unregister(self, watcher: "_SqlWatcher") -> None:
+        with self._lock:
+            group = self._by_resource.get(watcher.resource)
+            if group is not None and watcher in group:
+                group.discard(watcher)
+                self._count -= 1
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        with self._lock:
+            watchers = [w for group in self._by_resource.values() for w in group]
+        for watcher in watchers:
+            watcher.close()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.store._poll_interval)
+            self._wake.clear()
+            if self._closed:
+                return
+            try:
+                self._poll()
+            except Exception:
+                if self._closed:
+                    return
+                log.warning("store.watch_poll_failed", exc_info=True)
+                time.sleep(self.store._poll_interval)
+
+    def _poll(self) -> None:
+        while True:
+            with self._lock:
+                if self._count == 0:
+                    return
+                start = self._position
+            rows = self.store._events(start, None, limit=1000)
+            if not rows:
+                return
+            if int(rows[0][0]) != start + 1:
+                _, compacted = self.store._revisions()
+                if compacted > start:  # the poller fell behind compaction: its watchers lost events
+                    self._expire(start, compacted)
+            with self._lock:
+                for row in rows:
+                    revision = int(row[0])
+                    if revision <= self._position:
+                        continue
+                    for key in (row[1], None):
+                        for watcher in self._by_resource.get(key, ()):
+                            watcher.offer(row)
+                    self._position = revision
+            if len(rows) < 1000:
+                return
+
+    def _expire(self, start: int, compacted: int) -> None:
+        with self._lock:
+            watchers = [w for group in self._by_resource.values() for w in group]
+        for watcher in watchers:
+            watcher.fail(Gone(f"too old resource version: {start} ({compacted})"))
+
+    def _listen(self) -> None:
+        """PostgreSQL: turn NOTIFY from any process's commit into a poke."""
+        raw = None
+        while not self._closed:
+            try:
+                if raw is None:
+                    pooled = self.store._engine.raw_connection()
+                    raw = driver = pooled.driver_connection
+                    pooled.detach()  # a private connection, never returned to the pool
+                    driver.autocommit = True
+                    driver.execute(f'LISTEN "{self.store._channel}"')
+                    self._wake.set()  # something may have committed before LISTEN took effect
+                for _ in driver.notifies(timeout=0.25, stop_after=1):
+                    self._wake.set()
+            except Exception:
+                if self._closed:
+                    break
+                log.warning("store.listen_failed", exc_info=True)
+                if raw is not None:
+                    try:
+                        raw.close()
+                    except Exception:
+                        pass
+                raw = None
+                time.sleep(0.5)
+        if raw is not None:
+            try:
+                raw.close()
+            except Exception:
+                pass
+
+
+class _SqlWatcher(Watcher):
+    def __init__(self, hub: _Hub, resource: str | None, namespace: str | None, since: int) -> None:
+        self.hub = hub
+        self.resource = resource
+        self.namespace = namespace
+        self.last = since
+        self._cond = threading.Condition()
+        self._queue: deque[Row[Any]] = deque()
+        self._closed = False
+        self._error: Exception | None = None
+
+    def _wanted(self, row: Row[Any]) -> bool:
+        return (self.resource is None or row[1] == self.resource) and (self.namespace is None or row[2] == self.namespace)
+
+    def feed(self, rows: Sequence[Row[Any]]) -> None:
+        with self._cond:
+            for row in rows:
+                self._offer_locked(row)
+            self._cond.notify_all()
+
+    def offer(self, row: Row[Any]) -> None:
+        with self._cond:
+            if self._offer_locked(row):
+                self._cond.notify_all()
+
+    def _offer_locked(self, row: Row[Any]) -> bool:
+        revision = int(row[0])
+        if revision <= self.last or not self._wanted(row):
+            return False
+        self.last = revision
+        self._queue.append(row)
+        return True
+
+    def fail(self, error: Exception) -> None:
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> WatchEvent | None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._queue or self._closed or self._error, timeout):
+                return None
+            if self._closed:
+                return None
+            if not self._queue and self._error is not None:
+                raise self._error
+            row = self._queue.popleft()
+        revision, resource, _, _, type_, body = row
+        return WatchEvent(type=type_, resource=resource, object=_with_version(body, int(revision)), revision=int(revision))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.hub.unregister(self)

@@ -1,0 +1,138 @@
+"""The one place that runs host commands.
+
+Every host command in Stowage goes through an ``Executor`` so that backends
+whose tools cannot run on a given machine (iSCSI, rbd map, cloud metadata)
+can still be tested for the exact command lines they build, using
+``RecordingExecutor``.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import structlog
+
+from storage.errors import StowageError
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TIMEOUT = 120.0
+
+
+class CommandError(StowageError):
+    """A host command failed; the message carries the command and its stderr."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        detail = (stderr or stdout).strip() or "no output"
+        super().__init__(f"{argv[0]} exited with status {returncode}: {detail}")
+
+
+class CommandTimeout(StowageError):
+    def __init__(self, argv: Sequence[str], timeout: float) -> None:
+        self.argv = list(argv)
+        super().__init__(f"{argv[0]} did not finish within {timeout:g}s")
+
+
+def _redact(argv: Sequence[str], secrets: Sequence[str]) -> list[str]:
+    if not secrets:
+        return list(argv)
+    out = []
+    for arg in argv:
+        for secret in secrets:
+            if secret:
+                arg = arg.replace(secret, "***")
+        out.append(arg)
+    return out
+
+
+class Executor:
+    """Runs a command and returns its ``CompletedProcess`` (text mode).
+
+    ``secrets`` lists substrings (keys, passwords) that must never reach the
+    log even though they appear on the command line.
+    """
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        secrets: Sequence[str] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        shown = _redact(argv, secrets)
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                list(argv),
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            log.warning("command.timeout", argv=shown, timeout=timeout)
+            raise CommandTimeout(shown, timeout) from exc
+        except FileNotFoundError as exc:
+            raise CommandError(shown, 127, "", f"command not found: {argv[0]}") from exc
+        log.debug("command.run", argv=shown, rc=proc.returncode, seconds=round(time.monotonic() - started, 3))
+        if check and proc.returncode != 0:
+            stderr = _redact([proc.stderr], secrets)[0]
+            log.info("command.failed", argv=shown, rc=proc.returncode, stderr=stderr.strip()[:500])
+            raise CommandError(shown, proc.returncode, proc.stdout, stderr)
+        return proc
+
+
+@dataclass
+class RecordingExecutor(Executor):
+    """Records every command instead of running it (command-construction tests).
+
+    ``responses`` maps a command prefix (tuple of leading arguments) to a
+    result ``(returncode, stdout, stderr)`` or a callable building one; the
+    longest matching prefix wins, the default is success with no output.
+    """
+
+    responses: dict[tuple[str, ...], tuple[int, str, str] | Callable[[list[str]], tuple[int, str, str]]] = field(
+        default_factory=dict
+    )
+    calls: list[list[str]] = field(default_factory=list)
+    inputs: list[str | None] = field(default_factory=list)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        secrets: Sequence[str] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        args = list(argv)
+        self.calls.append(args)
+        self.inputs.append(input)
+        result: tuple[int, str, str] = (0, "", "")
+        best = -1
+        for prefix, response in self.responses.items():
+            if tuple(args[: len(prefix)]) == prefix and len(prefix) > best:
+                best = len(prefix)
+                result = response(args) if callable(response) else response
+        rc, out, err = result
+        if check and rc != 0:
+            raise CommandError(args, rc, out, err)
+        return subprocess.CompletedProcess(args, rc, out, err)
+
+
+_default = Executor()
+
+
+def default_executor() -> Executor:
+    return _default

@@ -1,0 +1,86 @@
+"""Discovery documents, health endpoints and bearer-token authentication."""
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from storage.api.registry import RESOURCES
+from storage.apiserver.auth import TOKEN_FILE, TokenAuth, User, ensure_admin_token, read_token_file
+from storage.client import Client
+from storage.errors import Unauthorized
+
+
+def get(api_server, path: str, token: str | None = "admin") -> httpx.Response:
+    headers = {}
+    if token == "admin":
+        headers["Authorization"] = f"Bearer {api_server.token}"
+    elif token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.get(api_server.url + path, headers=headers, timeout=30)
+
+
+def test_core_and_group_discovery(api_server) -> None:
+    api = get(api_server, "/api").json()
+    assert api["kind"] == "APIVersions" and api["versions"] == ["v1"]
+    groups = get(api_server, "/apis").json()
+    assert groups["kind"] == "APIGroupList"
+    names = {g["name"]: g for g in groups["groups"]}
+    assert {"apps", "storage.k8s.io"} <= set(names)
+    assert names["apps"]["preferredVersion"] == {"groupVersion": "apps/v1", "version": "v1"}
+    assert get(api_server, "/apis/storage.k8s.io").json()["kind"] == "APIGroup"
+
+
+def test_resource_lists_cover_the_registry(api_server) -> None:
+    seen = {}
+    for path in ("/api/v1", "/apis/apps/v1", "/apis/storage.k8s.io/v1"):
+        doc = get(api_server, path).json()
+        assert doc["kind"] == "APIResourceList"
+        for r in doc["resources"]:
+            seen[(doc["groupVersion"], r["name"])] = r
+    for info in RESOURCES:
+        entry = seen[(info.api_version, info.plural)]
+        assert entry["kind"] == info.kind and entry["namespaced"] == info.namespaced
+        assert entry["singularName"] == info.singular and "watch" in entry["verbs"]
+        assert entry.get("shortNames", []) == list(info.short_names)
+        assert ((info.api_version, f"{info.plural}/status") in seen) == info.has_status
+    assert seen[("v1", "persistentvolumeclaims")]["shortNames"] == ["pvc"]
+
+
+def test_version_and_health_need_no_token(api_server) -> None:
+    version = get(api_server, "/version", token=None)
+    assert version.status_code == 200
+    assert version.json()["gitVersion"].startswith("v1.") and version.json()["gitVersion"].endswith("-stowage")
+    for path in ("/healthz", "/readyz", "/livez"):
+        resp = get(api_server, path, token=None)
+        assert resp.status_code == 200 and resp.text == "ok"
+    assert get(api_server, "/openapi/v2").status_code == 404
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_missing_or_wrong_token_is_401(api_server, token: str | None) -> None:
+    for path in ("/api/v1/persistentvolumes", "/api", "/apis/apps/v1"):
+        resp = get(api_server, path, token=token)
+        assert resp.status_code == 401
+        assert resp.json()["kind"] == "Status" and resp.json()["reason"] == "Unauthorized"
+    with pytest.raises(Unauthorized):
+        Client(api_server.url, token).list("persistentvolumes")
+
+
+def test_admin_token_is_created_once_and_private(tmp_path) -> None:
+    first = ensure_admin_token(tmp_path)
+    assert ensure_admin_token(tmp_path) == first
+    path = tmp_path / TOKEN_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert read_token_file(path)[first].name == "admin"
+
+
+def test_token_file_format_and_user_lookup(tmp_path) -> None:
+    path = tmp_path / TOKEN_FILE
+    path.write_text('# comment\nt1,node-a,uid-1,"system:nodes,extra"\nt2,bob\n')
+    auth = TokenAuth.from_file(path)
+    assert auth.authenticate("Bearer t1") == User("node-a", "uid-1", ("system:nodes", "extra"))
+    assert auth.authenticate("bearer t2").name == "bob"
+    for header in (None, "", "Bearer", "Basic t1", "Bearer t3"):
+        with pytest.raises(Unauthorized):
+            auth.authenticate(header)
+    assert TokenAuth.disabled().authenticate(None).is_admin()

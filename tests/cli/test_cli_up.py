@@ -1,0 +1,162 @@
+"""``stowage up`` as a real foreground process: start, serve, apply -f, stop on SIGTERM, resume."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import pytest
+
+from cliutil import parse_table, stowage_executable
+
+PV = """
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: up-pv}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  hostPath: {path: /srv/up-pv}
+"""
+
+STARTUP_TIMEOUT = 120.0
+
+
+class UpProcess:
+    """A running ``stowage up`` whose JSON log lines are collected as they arrive."""
+
+    def __init__(self, command: str, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [stowage_executable(), command, *args, "--log-format", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        self.lines: "queue.Queue[str | None]" = queue.Queue()
+        self.seen: list[str] = []
+        for stream in (self.proc.stdout, self.proc.stderr):
+            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, event: str) -> dict[str, Any]:
+        """The first log record whose event is ``event``; fails if the process ends first."""
+        ended = 0
+        while True:
+            try:
+                line = self.lines.get(timeout=STARTUP_TIMEOUT)
+            except queue.Empty:
+                pytest.fail(f"no {event!r} log line within {STARTUP_TIMEOUT}s; output so far:\n{''.join(self.seen)}")
+            if line is None:
+                ended += 1
+                if ended == 2:
+                    pytest.fail(f"stowage up ended before {event!r}:\n{''.join(self.seen)}")
+                continue
+            self.seen.append(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == event:
+                return record
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=STARTUP_TIMEOUT)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def start_up(tmp_path: Path) -> Iterator[Any]:
+    started: list[UpProcess] = []
+    env = dict(os.environ)
+    env.pop("KUBECONFIG", None)
+    env["HOME"] = str(tmp_path / "home")  # the default data dir must not be the user's
+
+    def start(*args: str, extra_env: dict[str, str] | None = None, command: str = "up") -> UpProcess:
+        up = UpProcess(command, list(args), {**env, **(extra_env or {})})
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.kill()
+
+
+def _get_pv_names(kubeconfig: str) -> list[str]:
+    proc = subprocess.run([stowage_executable(), "get", "pv", "--kubeconfig", kubeconfig],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    if not proc.stdout:
+        return []
+    headers = ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "REASON", "AGE"]
+    return [row["NAME"] for row in parse_table(proc.stdout, headers)]
+
+
+@pytest.mark.slow
+def test_up_serves_applies_stops_and_resumes(start_up, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    manifest = tmp_path / "pv.yaml"
+    manifest.write_text(PV)
+
+    first = start_up("--data-dir", str(data_dir), "--listen", "127.0.0.1:0", "-f", str(manifest))
+    ready = first.wait_for("stowage is ready")
+    kubeconfig = ready["kubeconfig"]
+    assert Path(kubeconfig) == data_dir / "kubeconfig"
+    assert ready["server"].startswith("http://127.0.0.1:")
+    assert f"export KUBECONFIG={kubeconfig}" in ready["hint"]
+    assert (data_dir / "stowage.db").exists()
+    assert (os.stat(kubeconfig).st_mode & 0o077) == 0  # it holds the admin token
+    assert _get_pv_names(kubeconfig) == ["up-pv"]
+    assert first.stop() == 0
+
+    second = start_up("--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
+    ready_again = second.wait_for("stowage is ready")
+    assert _get_pv_names(ready_again["kubeconfig"]) == ["up-pv"]
+    assert second.stop() == 0
+
+
+@pytest.mark.slow
+def test_up_data_dir_from_environment(start_up, tmp_path: Path) -> None:
+    up = start_up("--listen", "127.0.0.1:0", extra_env={"STOWAGE_DATA_DIR": str(tmp_path / "envdata")})
+    ready = up.wait_for("stowage is ready")
+    assert Path(ready["kubeconfig"]) == tmp_path / "envdata" / "kubeconfig"
+    assert _get_pv_names(ready["kubeconfig"]) == []
+    assert up.stop() == 0
+
+
+@pytest.mark.slow
+def test_serve_runs_the_control_plane_on_each_store(start_up, store_url: str, tmp_path: Path) -> None:
+    """``serve`` takes --store (SQLite or PostgreSQL) and keeps objects across restarts on it."""
+    manifest = tmp_path / "pv.yaml"
+    manifest.write_text(PV)
+    args = ["--data-dir", str(tmp_path / "serve"), "--listen", "127.0.0.1:0", "--store", store_url]
+    first = start_up(*args, "-f", str(manifest), command="serve")
+    ready = first.wait_for("stowage is ready")
+    assert _get_pv_names(ready["kubeconfig"]) == ["up-pv"]
+    assert first.stop() == 0
+    second = start_up(*args, command="serve")
+    assert _get_pv_names(second.wait_for("stowage is ready")["kubeconfig"]) == ["up-pv"]
+    assert second.stop() == 0
+
+
+def test_up_bad_listen_is_a_one_line_error(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["STOWAGE_DATA_DIR"] = str(tmp_path / "envdata")
+    proc = subprocess.run([stowage_executable(), "up", "--listen", "nonsense"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == 'error: --listen: expected HOST:PORT, got "nonsense"\n'
+    assert not (tmp_path / "envdata").exists()

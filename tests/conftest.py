@@ -1,0 +1,77 @@
+"""Session-wide fixtures: a private PostgreSQL server and a ``store`` on each backend.
+
+Any test that takes ``store`` runs once on SQLite and once on PostgreSQL.
+"""
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests and benchmarks share pgserver.py
+
+from pgserver import PostgresServer, PostgresUnavailable  # noqa: E402
+
+from storage.store.sql import SqlStore  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL is not installed: {exc}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A SQLAlchemy URL of a fresh database on the session's private server."""
+    return postgres_server.create_database("stowage_test")
+
+
+def _fresh_schema(postgres_url: str) -> tuple[str, str]:
+    """A new empty schema (much faster than a new database) and a URL whose search_path is it."""
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return schema, f"{postgres_url}?options=-csearch_path%3D{schema}"
+
+
+def _drop_schema(postgres_url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty store: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'stowage.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema, url = _fresh_schema(base)
+    try:
+        yield url
+    finally:
+        _drop_schema(base, schema)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[SqlStore]:
+    s = SqlStore(store_url)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -1,0 +1,97 @@
+"""storage/system: executor, mount table, loop devices, command construction."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage.system import blockdev, devices, loop, mounts
+from storage.system.executor import CommandError, Executor, RecordingExecutor
+
+SAMPLE = (
+    "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n"
+    "37 36 7:3 / /var/lib/x ro,relatime shared:2 - xfs /dev/loop3 ro,attr2\n"
+)
+
+
+def test_parse_mountinfo_unescapes_and_splits_optional_fields() -> None:
+    a, b = mounts.parse_mountinfo(SAMPLE)
+    assert a.mount_point == "/mnt/with space" and a.root == "/mnt1" and a.fstype == "ext3"
+    assert a.source == "/dev/root" and not a.read_only
+    assert b.major_minor == "7:3" and b.read_only and b.super_options == ("ro", "attr2")
+
+
+def test_executor_error_names_the_command_and_its_stderr() -> None:
+    with pytest.raises(CommandError) as info:
+        Executor().run(["sh", "-c", "echo boom >&2; exit 3"])
+    assert info.value.returncode == 3 and "sh exited with status 3: boom" in str(info.value)
+    with pytest.raises(CommandError, match="command not found"):
+        Executor().run(["stowage-no-such-tool"])
+
+
+def test_executor_never_shows_secrets_in_errors() -> None:
+    with pytest.raises(CommandError) as info:
+        Executor().run(["sh", "-c", "echo key=hunter2 >&2; exit 1", "hunter2"], secrets=["hunter2"])
+    assert "hunter2" not in str(info.value) and "hunter2" not in " ".join(info.value.argv)
+
+
+def test_recording_executor_builds_commands_without_running_them() -> None:
+    rec = RecordingExecutor(responses={("blkid",): (2, "", "")})
+    assert blockdev.probe_filesystem("/dev/xvdf", executor=rec) is None
+    blockdev.mkfs("/dev/xvdf", "xfs", executor=rec)
+    blockdev.resize_filesystem("/dev/xvdf", "/mnt/v", "btrfs", executor=rec)
+    mounts.bind_mount("/a", "/b", read_only=True, executor=rec)
+    assert rec.calls == [
+        ["blkid", "-p", "-o", "export", "/dev/xvdf"],
+        ["mkfs.xfs", "-q", "/dev/xvdf"],
+        ["btrfs", "filesystem", "resize", "max", "/mnt/v"],
+        ["mount", "--bind", "/a", "/b"],
+        ["mount", "-o", "remount,bind,ro", "/b"],
+    ]
+
+
+def test_probe_reports_partition_tables_and_ambivalence_as_not_blank() -> None:
+    rec = RecordingExecutor(responses={("blkid",): (0, "PTUUID=1\nPTTYPE=gpt\n", "")})
+    assert blockdev.probe_filesystem("/dev/sdz", executor=rec) == "partition-table:gpt"
+    rec = RecordingExecutor(responses={("blkid",): (8, "", "ambivalent result")})
+    assert blockdev.probe_filesystem("/dev/sdz", executor=rec) == "ambivalent"
+
+
+def test_mkfs_rejects_unknown_filesystems() -> None:
+    with pytest.raises(Exception, match="fsType: Unsupported value"):
+        blockdev.mkfs_argv("/dev/x", "ntfs")
+
+
+def test_loop_attach_find_refresh_detach(node_tmp: Path) -> None:
+    img = node_tmp / "f.img"
+    img.write_bytes(b"")
+    with open(img, "r+b") as f:
+        f.truncate(8 << 20)
+    dev = loop.attach(img)
+    assert loop.find_by_backing_file(img) == dev and loop.direct_io_enabled(dev)
+    assert blockdev.device_size(dev) == 8 << 20
+    with open(img, "r+b") as f:
+        f.truncate(16 << 20)
+    loop.refresh_capacity(dev)
+    assert blockdev.device_size(dev) == 16 << 20
+    assert loop.loops_under(node_tmp) == {dev: str(img)}
+    loop.detach(dev)
+    assert loop.find_by_backing_file(img) is None
+
+
+def test_read_only_bind_and_unmount_all_under(node_tmp: Path) -> None:
+    src, dst = node_tmp / "src", node_tmp / "dst"
+    src.mkdir()
+    dst.mkdir()
+    mounts.mount("tmpfs", src, "tmpfs", ["size=1m"])
+    mounts.bind_mount(src, dst, read_only=True)
+    assert mounts.top_mount(dst).read_only and not mounts.top_mount(src).read_only
+    with pytest.raises(OSError):
+        (dst / "x").write_text("no")
+    assert {e.mount_point for e in mounts.mounts_under(node_tmp)} == {str(dst), str(src)}
+    mounts.unmount_all_under(node_tmp)
+    assert not mounts.mounts_under(node_tmp)
+
+
+def test_find_device_by_unknown_serial_is_none() -> None:
+    assert devices.find_device(serial="vol-does-not-exist", by_id=("nvme-Amazon_missing",)) is None

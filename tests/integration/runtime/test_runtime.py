@@ -1,0 +1,430 @@
+"""Pod runtime against real runc containers (overlay of the host's /, private mount/UTS/PID/IPC namespaces)."""
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from storage.agent.runtime import StaticEnvSources
+
+SLEEP = ["sleep", "1000"]
+
+
+def make_pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    for c in containers:
+        c.setdefault("image", "debian:12")
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": spec.pop("namespace", "default"), "uid": str(uuid.uuid4()),
+                     "labels": spec.pop("labels", {}), "annotations": spec.pop("annotations", {})},
+        "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 1, "containers": containers, **spec},
+    }
+
+
+NO_SOURCES = StaticEnvSources({}, {})
+
+
+def cstatus(status: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in status["containerStatuses"] if c["name"] == name)
+
+
+def condition(status: dict[str, Any], kind: str) -> str:
+    return next(c["status"] for c in status["conditions"] if c["type"] == kind)
+
+
+def terminated(status: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return cstatus(status, name)["state"].get("terminated")
+
+
+def runc_exec(rt: Any, uid: str, container: str, argv: list[str]) -> tuple[int, str]:
+    code, out = rt.settings.runc.exec(f"stowage-{uid}-{container}", argv, 10)
+    return code, out.decode()
+
+
+def uid_of(pod: dict[str, Any]) -> str:
+    return pod["metadata"]["uid"]
+
+
+# ---- volumes -------------------------------------------------------------------------------
+
+def test_two_containers_share_a_volume_at_its_mount_path(harness, tmp_path):
+    """A5: a pod's volume (host dir) is bind-mounted into each container; the host root is untouched."""
+    rt = harness.runtime()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    mount_path = f"/stowage-test-{uuid.uuid4().hex[:8]}"
+    pod = make_pod("share", [
+        {"name": "writer", "command": ["sh", "-c", f"echo hello > {mount_path}/a; exec sleep 1000"],
+         "volumeMounts": [{"name": "data", "mountPath": mount_path}]},
+        {"name": "reader", "command": ["sh", "-c",
+                                       f"while [ ! -f {mount_path}/a ]; do sleep 0.05; done; "
+                                       f"cat {mount_path}/a > {mount_path}/b; exec sleep 1000"],
+         "volumeMounts": [{"name": "data", "mountPath": mount_path}]},
+    ])
+    rt.sync_pod(pod, {"data": str(shared)}, NO_SOURCES, [])
+    harness.wait(rt, uid_of(pod), lambda s: (shared / "b").exists() and (shared / "b").read_text() == "hello\n",
+                 "reader to copy the writer's file")
+    status = rt.pod_status(uid_of(pod))
+    assert status["phase"] == "Running"
+    assert condition(status, "Ready") == "True"
+    assert not os.path.exists(mount_path), "the mountPath must be created in the container's overlay, not on the host"
+
+
+def test_read_only_mount_rejects_writes(harness, tmp_path):
+    """volumeMounts[].readOnly: writes fail inside the container, nothing reaches the host dir."""
+    rt = harness.runtime()
+    (tmp_path / "ro").mkdir()
+    pod = make_pod("ro", [{"name": "c", "command": ["sh", "-c", "touch /ro/x && exit 0 || exit 7"],
+                           "volumeMounts": [{"name": "v", "mountPath": "/ro", "readOnly": True}]}],
+                   restartPolicy="Never")
+    rt.sync_pod(pod, {"v": str(tmp_path / "ro")}, NO_SOURCES, [])
+    status = harness.wait(rt, uid_of(pod), lambda s: s["phase"] == "Failed", "Failed phase")
+    assert terminated(status, "c")["exitCode"] == 7
+    assert not (tmp_path / "ro" / "x").exists()
+
+
+def test_sub_path_is_resolved_under_the_volume_and_escapes_are_refused(harness, tmp_path):
+    rt = harness.runtime()
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "escape").symlink_to(tmp_path)
+    ok = make_pod("sub", [{"name": "c", "command": ["sh", "-c", "echo in > /d/f"], "env": [{"name": "SUB", "value": "x"}],
+                           "volumeMounts": [{"name": "v", "mountPath": "/d", "subPathExpr": "$(SUB)/y"}]}],
+                  restartPolicy="Never")
+    rt.sync_pod(ok, {"v": str(vol)}, NO_SOURCES, [])
+    harness.wait(rt, uid_of(ok), lambda s: s["phase"] == "Succeeded", "Succeeded")
+    assert (vol / "x" / "y" / "f").read_text() == "in\n"
+
+    bad = make_pod("bad", [{"name": "c", "command": SLEEP,
+                            "volumeMounts": [{"name": "v", "mountPath": "/d", "subPath": "escape/z"}]}])
+    status = rt.sync_pod(bad, {"v": str(vol)}, NO_SOURCES, [])
+    waiting = cstatus(status, "c")["state"]["waiting"]
+    assert waiting["reason"] == "CreateContainerConfigError"
+    assert "subPath" in waiting["message"] and "outside the volume" in waiting["message"]
+    assert not (tmp_path / "z").exists()
+    assert status["phase"] == "Pending"
+
+
+# ---- environment, identity -------------------------------------------------------------------
+
+def test_env_field_refs_config_maps_secrets_env_from_and_expansion(harness):
+    rt = harness.runtime()
+    sources = StaticEnvSources(
+        config_maps={("team", "cfg"): {"data": {"mode": "fast", "LEVEL": "3", "bad-name!": "skip"}}},
+        secrets={("team", "sec"): {"data": {"password": base64.b64encode(b"s3cret").decode(),
+                                            "TOKEN": base64.b64encode(b"tok").decode()}}},
+    )
+    pod = make_pod("envpod", [{
+        "name": "c",
+        "command": ["sh", "-c", "env; echo ARGS=$0 $1", "$(GREETING)", "$$(GREETING)"],
+        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CM_"}, {"secretRef": {"name": "sec"}},
+                    {"configMapRef": {"name": "missing", "optional": True}}],
+        "env": [
+            {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+            {"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "nope", "optional": True}}},
+            {"name": "GREETING", "value": "hi-$(NAME)-$(UNDEFINED)"},
+            {"name": "ESCAPED", "value": "$$(NAME)"},
+        ],
+        "resources": {"limits": {"memory": "64Mi"}},
+    }], restartPolicy="Never", namespace="team", labels={"app": "db"})
+    rt.sync_pod(pod, {}, sources, [])
+    harness.wait(rt, uid_of(pod), lambda s: s["phase"] == "Succeeded", "Succeeded")
+    lines = list(rt.logs(uid_of(pod), "c"))
+    env = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("ARGS="))
+    assert env["NAME"] == "envpod" and env["NS"] == "team" and env["UID"] == uid_of(pod)
+    assert env["APP"] == "db" and env["NODE"] == "node-1" and env["MEM"] == "64"
+    assert env["POD_IP"] == rt.pod_ip(uid_of(pod)) == rt.pod_status(uid_of(pod))["podIP"]
+    assert env["MODE"] == "fast" and env["CM_mode"] == "fast" and env["CM_LEVEL"] == "3"
+    assert env["PASSWORD"] == "s3cret" and env["TOKEN"] == "tok"
+    assert "OPT" not in env and not any(k.startswith("CM_bad") for k in env)
+    assert env["GREETING"] == "hi-envpod-$(UNDEFINED)"
+    assert env["ESCAPED"] == "$(NAME)"
+    assert "ARGS=hi-envpod-$(UNDEFINED) $(GREETING)" in lines
+
+
+def test_missing_config_map_is_a_config_error_until_it_appears(harness):
+    rt = harness.runtime()
+    pod = make_pod("cm", [{"name": "c", "command": SLEEP,
+                           "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "k"}}}]}])
+    status = rt.sync_pod(pod, {}, NO_SOURCES, [])
+    waiting = cstatus(status, "c")["state"]["waiting"]
+    assert waiting == {"reason": "CreateContainerConfigError", "message": 'configmap "later" not found'}
+    rt.sync_pod(pod, {}, StaticEnvSources({("default", "later"): {"data": {"k": "v"}}}, {}), [])
+    harness.wait(rt, uid_of(pod), lambda s: "running" in cstatus(s, "c")["state"], "container running")
+
+
+def test_no_command_and_no_args_fails_with_a_clear_reason(harness):
+    rt = harness.runtime()
+    pod = make_pod("noexec", [{"name": "c"}])
+    status = rt.sync_pod(pod, {}, NO_SOURCES, [])
+    waiting = cstatus(status, "c")["state"]["waiting"]
+    assert waiting["reason"] == "CreateContainerConfigError"
+    assert "neither command nor args" in waiting["message"]
+
+
+def test_hostname_fqdn_and_hosts_file_updates(harness):
+    """S1: hostname = spec.hostname (or pod name); with a subdomain /etc/hosts carries the FQDN."""
+    rt = harness.runtime()
+    pod = make_pod("web-0", [{"name": "c", "command": SLEEP}], hostname="web-0", subdomain="nginx",
+                   hostAliases=[{"ip": "127.0.0.9", "hostnames": ["alias.example"]}])
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [("127.1.2.3", ["web-1.nginx.default.svc.cluster.local", "web-1"])])
+    harness.wait(rt, uid, lambda s: "running" in cstatus(s, "c")["state"], "running")
+    code, out = runc_exec(rt, uid, "c", ["hostname"])
+    assert (code, out.strip()) == (0, "web-0")
+    code, hosts = runc_exec(rt, uid, "c", ["cat", "/etc/hosts"])
+    ip = rt.pod_ip(uid)
+    assert f"{ip}\tweb-0.nginx.default.svc.cluster.local\tweb-0" in hosts
+    assert "127.1.2.3\tweb-1.nginx.default.svc.cluster.local\tweb-1" in hosts
+    assert "127.0.0.9\talias.example" in hosts and "127.0.0.1\tlocalhost" in hosts
+
+    rt.update_hosts(uid, [("127.1.2.4", ["web-2.nginx.default.svc.cluster.local", "web-2"])])
+    code, hosts = runc_exec(rt, uid, "c", ["cat", "/etc/hosts"])
+    assert "web-2.nginx.default.svc.cluster.local" in hosts and "web-1" not in hosts
+    code, resolv = runc_exec(rt, uid, "c", ["cat", "/etc/resolv.conf"])
+    assert resolv == Path("/etc/resolv.conf").read_text()
+
+
+def test_capabilities_add_ipc_lock_and_run_as_user_with_fs_group(harness):
+    rt = harness.runtime()
+    cap_ipc_lock = 1 << 14
+    pod = make_pod("caps", [
+        {"name": "locked", "command": ["sh", "-c", "grep CapEff /proc/self/status"],
+         "securityContext": {"capabilities": {"add": ["IPC_LOCK"]}}},
+        {"name": "plain", "command": ["sh", "-c", "grep CapEff /proc/self/status"]},
+        {"name": "user", "command": ["sh", "-c", "echo $(id -u) $(id -g) $(id -G)"],
+         "securityContext": {"runAsUser": 1000, "runAsGroup": 1001}},
+    ], restartPolicy="Never", securityContext={"fsGroup": 2000})
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid_of(pod), lambda s: s["phase"] == "Succeeded", "Succeeded")
+
+    def cap_eff(name: str) -> int:
+        line = next(l for l in rt.logs(uid_of(pod), name) if l.startswith("CapEff"))
+        return int(line.split()[1], 16)
+
+    assert cap_eff("locked") & cap_ipc_lock
+    assert not cap_eff("plain") & cap_ipc_lock
+    uid, gid, *groups = list(rt.logs(uid_of(pod), "user"))[0].split()
+    assert (uid, gid) == ("1000", "1001") and "2000" in groups
+
+
+# ---- addresses and probes ----------------------------------------------------------------------
+
+def _web(name: str, **probe: Any) -> dict[str, Any]:
+    return {"name": "web", "ports": [{"name": "http", "containerPort": 8080}],
+            "command": ["sh", "-c", f"mkdir -p /tmp/www && echo {name} > /tmp/www/who && "
+                                    "exec python3 -m http.server 8080 --bind $(POD_IP) --directory /tmp/www"],
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}], **probe}
+
+
+def test_each_pod_has_its_own_ip_and_two_pods_listen_on_one_port(harness):
+    """Readiness httpGet drives Ready; both pods bind port 8080 on their own address."""
+    rt = harness.runtime()
+    probe = {"readinessProbe": {"httpGet": {"path": "/who", "port": "http", "httpHeaders": [{"name": "X-A", "value": "b"}]},
+                                "periodSeconds": 0.2}}
+    pods = [make_pod(n, [_web(n, **probe)]) for n in ("a", "b")]
+    for pod in pods:
+        rt.sync_pod(pod, {}, NO_SOURCES, [])
+    for pod in pods:
+        harness.wait(rt, uid_of(pod), lambda s: condition(s, "Ready") == "True", "Ready")
+    ips = {rt.pod_ip(uid_of(p)) for p in pods}
+    assert len(ips) == 2
+    for pod in pods:
+        ip = rt.pod_ip(uid_of(pod))
+        assert httpx.get(f"http://{ip}:8080/who").text.strip() == pod["metadata"]["name"]
+
+
+def test_readiness_exec_and_tcp_probes_drive_ready(harness):
+    rt = harness.runtime()
+    pod = make_pod("probes", [
+        {"name": "exec", "command": SLEEP,
+         "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 0.2}},
+        {"name": "tcp", "ports": [{"name": "svc", "containerPort": 9000}],
+         "command": ["sh", "-c", "while [ ! -f /tmp/go ]; do sleep 0.05; done; "
+                                 "exec python3 -m http.server 9000 --bind $(POD_IP)"],
+         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+         "readinessProbe": {"tcpSocket": {"port": "svc"}, "periodSeconds": 0.2}},
+    ])
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    status = harness.wait(rt, uid, lambda s: all("running" in c["state"] for c in s["containerStatuses"]), "running")
+    assert condition(status, "Ready") == "False"
+    assert runc_exec(rt, uid, "exec", ["touch", "/tmp/ready"])[0] == 0
+    status = harness.wait(rt, uid, lambda s: cstatus(s, "exec")["ready"], "exec container ready")
+    assert not cstatus(status, "tcp")["ready"] and condition(status, "Ready") == "False"
+    assert runc_exec(rt, uid, "tcp", ["touch", "/tmp/go"])[0] == 0
+    harness.wait(rt, uid, lambda s: condition(s, "Ready") == "True" and condition(s, "ContainersReady") == "True",
+                 "pod Ready")
+    assert runc_exec(rt, uid, "exec", ["rm", "/tmp/ready"])[0] == 0
+    harness.wait(rt, uid, lambda s: condition(s, "Ready") == "False", "Ready to drop")
+
+
+def test_liveness_failure_restarts_with_growing_back_off(harness):
+    """Liveness failure kills the container (SIGTERM ignored by sleep, then SIGKILL) and restarts it
+    per restartPolicy Always with back-off doubling from the base."""
+    rt = harness.runtime(backoff_base=0.3, backoff_max=5)
+    pod = make_pod("live", [{"name": "c", "command": SLEEP,
+                             "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 0.2, "failureThreshold": 1}}],
+                   terminationGracePeriodSeconds=0.2)
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    status = harness.wait(rt, uid, lambda s: cstatus(s, "c")["restartCount"] >= 3, "three restarts", timeout=120)
+    c = cstatus(status, "c")
+    last = c["lastState"]["terminated"]
+    assert last["exitCode"] == 137 and last["reason"] == "Error" and "liveness probe" in last["message"]
+    messages = {e[1] and cstatus(e[1], "c")["state"].get("waiting", {}).get("message") for e in harness.events if e[0] == uid}
+    assert any(m and m.startswith("back-off 0.3s") for m in messages)
+    assert any(m and m.startswith("back-off 0.6s") for m in messages)
+    assert status["phase"] == "Running"
+    assert {p.name for p in (rt.data_dir / "pods" / uid / "logs" / "c").iterdir()} >= {"0.log", "1.log", "2.log"}
+
+
+@pytest.mark.parametrize("policy, script, phase, restarts", [
+    ("Never", "exit 1", "Failed", 0),
+    ("Never", "exit 0", "Succeeded", 0),
+    ("OnFailure", "exit 0", "Succeeded", 0),
+    ("OnFailure", "if [ -f /v/once ]; then exit 0; fi; touch /v/once; exit 1", "Succeeded", 1),
+])
+def test_restart_policy_phases(harness, tmp_path, policy, script, phase, restarts):
+    rt = harness.runtime()
+    pod = make_pod("policy", [{"name": "c", "command": ["sh", "-c", script],
+                               "volumeMounts": [{"name": "v", "mountPath": "/v"}]}], restartPolicy=policy)
+    rt.sync_pod(pod, {"v": str(tmp_path)}, NO_SOURCES, [])
+    status = harness.wait(rt, uid_of(pod), lambda s: s["phase"] in ("Succeeded", "Failed"), "a final phase")
+    assert status["phase"] == phase
+    assert cstatus(status, "c")["restartCount"] == restarts
+    assert terminated(status, "c")["reason"] == ("Completed" if phase == "Succeeded" else "Error")
+
+
+def test_restart_policy_always_restarts_a_completed_container(harness):
+    rt = harness.runtime()
+    pod = make_pod("always", [{"name": "c", "command": ["true"]}])
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    status = harness.wait(rt, uid_of(pod), lambda s: cstatus(s, "c")["restartCount"] >= 2, "restarts")
+    assert status["phase"] == "Running"
+    assert cstatus(status, "c")["lastState"]["terminated"]["reason"] == "Completed"
+
+
+def test_init_containers_run_first_and_in_order(harness, tmp_path):
+    rt = harness.runtime()
+    pod = make_pod("init", [{"name": "main", "command": ["sh", "-c", "cat /v/order; exec sleep 1000"],
+                             "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
+                   initContainers=[{"name": f"i{n}", "command": ["sh", "-c", f"echo i{n} >> /v/order"],
+                                    "volumeMounts": [{"name": "v", "mountPath": "/v"}]} for n in (1, 2)])
+    rt.sync_pod(pod, {"v": str(tmp_path)}, NO_SOURCES, [])
+    status = harness.wait(rt, uid_of(pod), lambda s: condition(s, "Ready") == "True", "Ready")
+    assert condition(status, "Initialized") == "True"
+    assert (tmp_path / "order").read_text() == "i1\ni2\n"
+    assert [c["state"]["terminated"]["reason"] for c in status["initContainerStatuses"]] == ["Completed"] * 2
+
+
+# ---- stopping, logs, adoption -------------------------------------------------------------------
+
+def test_graceful_stop_escalates_to_sigkill_for_a_sigterm_ignoring_sleep(harness):
+    rt = harness.runtime()
+    stubborn = make_pod("stubborn", [{"name": "c", "command": SLEEP}])
+    polite = make_pod("polite", [{"name": "c", "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"]}])
+    for pod in (stubborn, polite):
+        rt.sync_pod(pod, {}, NO_SOURCES, [])
+        harness.wait(rt, uid_of(pod), lambda s: "running" in cstatus(s, "c")["state"], "running")
+    pid = rt.settings.runc.state(f"stowage-{uid_of(stubborn)}-c")["pid"]
+    base = rt.data_dir / "pods" / uid_of(stubborn)
+
+    final = rt.kill_pod(uid_of(stubborn), 0.5)
+    assert terminated(final, "c")["exitCode"] == 137
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert rt.settings.runc.state(f"stowage-{uid_of(stubborn)}-c") is None
+    with open("/proc/self/mountinfo") as f:
+        assert str(base) not in f.read()
+    assert not (base / "containers").exists() and (base / "logs" / "c" / "0.log").exists()
+    assert uid_of(stubborn) not in rt.running_pods()
+
+    # A generous grace period: it exits on SIGTERM by itself (exit 0, not 137 from SIGKILL).
+    final = rt.kill_pod(uid_of(polite), 120)
+    assert terminated(final, "c")["exitCode"] == 0
+
+
+def test_logs_tail_follow_and_previous(harness):
+    rt = harness.runtime()
+    pod = make_pod("logs", [{"name": "c", "command": ["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done; echo err >&2"]}],
+                   restartPolicy="OnFailure")
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    followed = list(rt.logs(uid, "c", follow=True))
+    assert followed == ["line1", "line2", "line3", "err"]
+    harness.wait(rt, uid, lambda s: s["phase"] == "Succeeded", "Succeeded")
+    assert list(rt.logs(uid, "c", tail=2)) == ["line3", "err"]
+    with pytest.raises(FileNotFoundError):
+        list(rt.logs(uid, "c", previous=True))
+
+    crash = make_pod("crash", [{"name": "c", "command": ["sh", "-c", "n=$(ls /v | wc -l); touch /v/$n; echo run$n; [ $n -ge 1 ]"],
+                                "volumeMounts": [{"name": "v", "mountPath": "/v"}]}], restartPolicy="OnFailure")
+    vol = rt.data_dir / "crash-vol"
+    vol.mkdir()
+    rt.sync_pod(crash, {"v": str(vol)}, NO_SOURCES, [])
+    harness.wait(rt, uid_of(crash), lambda s: s["phase"] == "Succeeded", "Succeeded")
+    assert list(rt.logs(uid_of(crash), "c")) == ["run1"]
+    assert list(rt.logs(uid_of(crash), "c", previous=True)) == ["run0"]
+
+
+def test_restarted_runtime_adopts_running_containers_without_restarting_them(harness):
+    rt = harness.runtime("agent")
+    pod = make_pod("adopt", [{"name": "c", "command": SLEEP,
+                              "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 0.2}}])
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: "running" in cstatus(s, "c")["state"], "running")
+    before = rt.pod_status(uid)
+    pid = rt.settings.runc.state(f"stowage-{uid}-c")["pid"]
+    ip = rt.pod_ip(uid)
+    rt.close()
+
+    again = harness.runtime("agent")
+    assert again.running_pods() == {uid}
+    status = again.pod_status(uid)
+    c = cstatus(status, "c")
+    assert "running" in c["state"] and c["restartCount"] == 0
+    assert c["state"]["running"]["startedAt"] == cstatus(before, "c")["state"]["running"]["startedAt"]
+    assert again.settings.runc.state(f"stowage-{uid}-c")["pid"] == pid
+    assert again.pod_ip(uid) == ip == status["podIP"]
+    # The adopted container's probes run again without a sync_pod call.
+    assert runc_exec(again, uid, "c", ["touch", "/tmp/ready"])[0] == 0
+    harness.wait(again, uid, lambda s: condition(s, "Ready") == "True", "Ready after adoption")
+    # A container that exits while the runtime is down is seen as exited; it is restarted per
+    # restartPolicy once the agent resyncs the pod (ConfigMaps and Secrets come with the resync).
+    again.close()
+    again.settings.runc.kill(f"stowage-{uid}-c", "KILL")
+    third = harness.runtime("agent")
+    harness.wait(third, uid, lambda s: cstatus(s, "c")["lastState"].get("terminated", {}).get("exitCode") == 137,
+                 "exit seen after adoption")
+    third.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(third, uid, lambda s: cstatus(s, "c")["restartCount"] == 1 and "running" in cstatus(s, "c")["state"],
+                 "restart after adoption")
+
+
+def test_pod_ips_are_distinct_and_kept_until_the_pod_is_removed(harness):
+    rt = harness.runtime()
+    pods = [make_pod(f"p{i}", [{"name": "c", "command": SLEEP}]) for i in range(3)]
+    ips = [rt.sync_pod(p, {}, NO_SOURCES, [])["podIP"] for p in pods]
+    assert len(set(ips)) == 3
+    rt.kill_pod(uid_of(pods[0]), 0)
+    newcomer = make_pod("new", [{"name": "c", "command": SLEEP}])
+    assert rt.sync_pod(newcomer, {}, NO_SOURCES, [])["podIP"] not in ips
+    rt.remove_pod(uid_of(pods[0]))
+    late = make_pod("late", [{"name": "c", "command": SLEEP}])
+    assert rt.sync_pod(late, {}, NO_SOURCES, [])["podIP"] == ips[0]

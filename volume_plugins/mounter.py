@@ -1,0 +1,152 @@
+"""Safe format and mount (SEMANTICS A4), shared by every block-backed plugin.
+
+Rules:
+* probe the device with ``blkid -p`` every time, never trust memory;
+* blank -> mkfs with the requested type (default ext4), then mount;
+* any filesystem or partition table -> never format; mount the existing
+  filesystem as it is (Kubernetes mounts the existing filesystem too; a
+  partition table cannot be mounted and fails clearly);
+* blank and read-only -> ``cannot mount unformatted disk``.
+
+Crash safety: an intent marker is written (and fsynced) before mkfs and
+removed once the filesystem is mounted. If the marker is found on a later
+attempt, the earlier format was interrupted: a blank device is formatted
+(nothing was written), a filesystem of the requested type is checked with
+fsck and accepted if usable, anything else fails loudly and is left alone for
+an administrator. mkfs never runs on a device that holds a signature.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import structlog
+
+from storage.errors import PermanentError
+from storage.system import blockdev, mounts
+from storage.system.executor import CommandError, Executor, default_executor
+from storage.system.faults import fault_point
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_FS_TYPE = "ext4"
+
+
+class MountError(PermanentError):
+    pass
+
+
+def _write_durably(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class Mounter:
+    def __init__(self, state_dir: str | os.PathLike[str], executor: Executor | None = None) -> None:
+        # state_dir keeps the mkfs intent markers; it must survive restarts.
+        self.state_dir = Path(state_dir)
+        self.executor = executor or default_executor()
+
+    def _marker(self, key: str) -> Path:
+        safe = key.replace("/", "_")
+        return self.state_dir / f"{safe}.mkfs-intent"
+
+    def ensure_formatted(
+        self,
+        device: str,
+        fs_type: str | None,
+        *,
+        key: str,
+        read_only: bool = False,
+        mkfs_options: Sequence[str] = (),
+    ) -> str:
+        """Return the filesystem type on ``device``, formatting it only if it is blank."""
+        wanted = fs_type or DEFAULT_FS_TYPE
+        marker = self._marker(key)
+        existing = blockdev.probe_filesystem(device, executor=self.executor)
+        if existing is not None:
+            if marker.exists():
+                self._check_interrupted_format(device, existing, wanted, marker)
+            if existing.startswith(blockdev.PARTITION_TABLE_PREFIX):
+                raise MountError(
+                    f"device {device} holds a partition table "
+                    f"({existing[len(blockdev.PARTITION_TABLE_PREFIX):]}); it is never formatted and cannot be mounted as a filesystem"
+                )
+            if existing != wanted:
+                log.warning("mount.fs_type_differs", device=device, requested=wanted, existing=existing)
+            return existing
+        if read_only:
+            raise MountError(f"cannot mount unformatted disk {device} as read-only")
+        if marker.exists():
+            log.warning("mkfs.retry_after_interrupted_format", device=device, key=key)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _write_durably(marker, json.dumps({"device": device, "fsType": wanted}))
+        fault_point("before_mkfs")
+        blockdev.mkfs(device, wanted, mkfs_options, executor=self.executor)
+        # Make the new superblock durable before anything trusts it.
+        self.executor.run(["sync"], check=False)
+        fault_point("after_mkfs")
+        return wanted
+
+    def _check_interrupted_format(self, device: str, existing: str, wanted: str, marker: Path) -> None:
+        if existing != wanted:
+            raise MountError(
+                f"device {device}: an earlier format as {wanted} was interrupted and the device now "
+                f"holds {existing!r}; refusing to format or mount it, an administrator must inspect it "
+                f"(intent marker {marker})"
+            )
+        usable, output = blockdev.fsck(device, existing, executor=self.executor)
+        if not usable:
+            raise MountError(
+                f"device {device}: an earlier format as {wanted} was interrupted and the filesystem "
+                f"fails its check; refusing to reformat it: {output[-300:]}"
+            )
+        log.info("mkfs.interrupted_format_accepted", device=device, fs_type=existing)
+
+    def format_and_mount(
+        self,
+        device: str,
+        target: str | os.PathLike[str],
+        fs_type: str | None,
+        *,
+        key: str,
+        options: Sequence[str] = (),
+        read_only: bool = False,
+    ) -> str:
+        """Mount ``device`` at ``target`` (formatting it first only if blank). Idempotent."""
+        target = Path(target)
+        top = mounts.top_mount(target)
+        if top is not None:
+            if any(e.mount_point == os.path.realpath(target) for e in mounts.mounts_of_device(device)):
+                # A crash after mounting may have left the marker: the mount proves the format finished.
+                self._marker(key).unlink(missing_ok=True)
+                return top.fstype
+            raise MountError(f"{target} is already a mount point of another device ({top.source})")
+        found = self.ensure_formatted(device, fs_type, key=key, read_only=read_only)
+        target.mkdir(parents=True, exist_ok=True)
+        opts = list(options)
+        if read_only and "ro" not in opts:
+            opts.append("ro")
+        mount_type = found if found in blockdev.SUPPORTED_FILESYSTEMS else None
+        try:
+            mounts.mount(device, target, mount_type, opts, executor=self.executor)
+        except CommandError as exc:
+            raise MountError(f"mount of {device} ({found}) at {target} failed: {exc.stderr.strip() or exc}") from exc
+        fault_point("after_mount")
+        self._marker(key).unlink(missing_ok=True)
+        return found
+
+    def forget(self, key: str) -> None:
+        """Drop the intent marker of a volume that is being deleted."""
+        self._marker(key).unlink(missing_ok=True)
