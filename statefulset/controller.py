@@ -21,7 +21,7 @@ from statefulset.update import (
 )
 from storage.controllers.base import Reconciler, Result, split_key
 from storage.controllers.owners import (
-    controller_key, is_controlled_by, labels_of, owner_refs, publish, selector_matches, unpublish,
+    controller_key, is_controlled_by, labels_of, owner_refs, publish, selector_matches,
 )
 from storage.errors import AlreadyExists, Conflict, NotFound
 
@@ -206,8 +206,8 @@ class StatefulSetReconciler(Reconciler):
         return publish(self.ctx.cache, resource, obj)
 
     def _deleted(self, resource: str, last: Obj) -> None:
+        # Only a marked object is published; a removed one leaves the cache through its DELETED
+        # event, which is also what wakes the next pass.
         if meta(last).get("finalizers"):
-            publish(self.ctx.cache, resource, last)  # only marked: it stays until its finalizers go
-        else:
-            unpublish(self.ctx.cache, resource, meta(last).get("namespace", ""), meta(last)["name"])
+            publish(self.ctx.cache, resource, last)
 

@@ -564,9 +564,10 @@ def _container(errs: _Errors, c: Any, path: str, volumes: set[str], seen: set[st
     errs.enum(f"{path}.terminationMessagePolicy", c.get("terminationMessagePolicy"), TERMINATION_MESSAGE_POLICIES)
 
 
-def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, ...] = RESTART_POLICIES) -> None:
+def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, ...] = RESTART_POLICIES,
+              extra_volumes: frozenset[str] = frozenset()) -> None:
     spec = _d(spec)
-    volumes = _pod_volumes(errs, spec.get("volumes"), f"{path}.volumes")
+    volumes = _pod_volumes(errs, spec.get("volumes"), f"{path}.volumes") | extra_volumes
     seen: set[str] = set()
     containers = _l(spec.get("containers"))
     if not containers:
@@ -628,7 +629,7 @@ def _affinity_term(errs: _Errors, term: dict[str, Any], path: str) -> None:
 
 
 def _pod_template(errs: _Errors, template: Any, path: str, selector_check: Callable[[dict[str, Any]], bool] | None,
-                  restart_policies: tuple[str, ...]) -> None:
+                  restart_policies: tuple[str, ...], extra_volumes: frozenset[str] = frozenset()) -> None:
     if template is None:
         errs.required(path)
         return
@@ -639,7 +640,7 @@ def _pod_template(errs: _Errors, template: Any, path: str, selector_check: Calla
     labels = _d(meta.get("labels"))
     if selector_check is not None and not selector_check(labels):
         errs.invalid(f"{path}.metadata.labels", labels, "`selector` does not match template `labels`")
-    _pod_spec(errs, template.get("spec"), f"{path}.spec", restart_policies)
+    _pod_spec(errs, template.get("spec"), f"{path}.spec", restart_policies, extra_volumes)
     if _d(template.get("spec")).get("activeDeadlineSeconds") is not None:
         errs.forbidden(f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported")
 
@@ -859,7 +860,11 @@ def _statefulset(errs: _Errors, obj: dict[str, Any]) -> None:
         _object_meta(errs, claim.get("metadata"), None, f"spec.volumeClaimTemplates[{i}].metadata")
         _pvc_spec(errs, claim.get("spec"), f"spec.volumeClaimTemplates[{i}].spec")
     check = _workload_selector(errs, spec, "statefulset")
-    _pod_template(errs, spec.get("template"), "spec.template", check, ("Always",))
+    # Members mount their claims by template name, so those count as volumes of the pod template.
+    claim_names = frozenset(
+        str(_d(_d(c).get("metadata")).get("name")) for c in _l(spec.get("volumeClaimTemplates"))
+    )
+    _pod_template(errs, spec.get("template"), "spec.template", check, ("Always",), claim_names)
 
 
 def _max_unavailable(errs: _Errors, value: Any, path: str) -> None:

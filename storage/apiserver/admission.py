@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, Sequence
 
+from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo
 from storage.errors import FieldError, Invalid, NotFound
 from storage.store.base import Store
@@ -126,7 +127,11 @@ def _requested_storage(obj: dict[str, Any]) -> str | None:
 
 
 class ClaimResize:
-    """SEMANTICS P4: only a Bound claim may change its request, and only grow, and only if its class allows it."""
+    """SEMANTICS P4: a claim may grow only if its class has ``allowVolumeExpansion: true``.
+
+    Validation already rejects any change of a Pending claim's spec and any
+    shrinking (rules on the claim alone); this adds the rule that needs the class.
+    """
 
     FIELD = "spec.resources.requests.storage"
 
@@ -134,37 +139,19 @@ class ClaimResize:
         if req.operation != "UPDATE" or req.resource.plural != "persistentvolumeclaims" or req.old is None:
             return req.obj
         new_raw, old_raw = _requested_storage(req.obj), _requested_storage(req.old)
-        if new_raw is None or old_raw is None:
-            return req.obj  # validation reports a missing request
-        from storage.api.quantity import parse_quantity
-
-        new_size, old_size = parse_quantity(str(new_raw)), parse_quantity(str(old_raw))
-        if new_size == old_size:
+        if new_raw is None or old_raw is None or parse_quantity(new_raw) <= parse_quantity(old_raw):
             return req.obj
-        phase = (req.old.get("status") or {}).get("phase") or "Pending"
-        if phase != "Bound":
-            raise self._forbidden(
-                req,
-                "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
-                field="spec",
-            )
-        if new_size < old_size:
-            raise self._forbidden(req, "field can not be less than previous value")
         class_name = claim_class(req.old) or ""
         allowed = False
         if class_name:
             try:
-                sc = req.store.get("storageclasses", "", class_name)
-                allowed = sc.get("allowVolumeExpansion") is True
+                allowed = req.store.get("storageclasses", "", class_name).get("allowVolumeExpansion") is True
             except NotFound:  # a missing class cannot allow expansion
                 allowed = False
         if not allowed:
-            raise self._forbidden(req, RESIZE_FORBIDDEN)
+            name = (req.obj.get("metadata") or {}).get("name", "")
+            raise Invalid([FieldError(self.FIELD, "Forbidden", RESIZE_FORBIDDEN)], kind=req.resource.kind, name=name)
         return req.obj
-
-    def _forbidden(self, req: AdmissionRequest, detail: str, field: str = FIELD) -> Invalid:
-        name = (req.obj.get("metadata") or {}).get("name", "")
-        return Invalid([FieldError(field, "Forbidden", detail)], kind=req.resource.kind, name=name)
 
 
 def default_admission() -> Admission:

@@ -14,6 +14,7 @@ from storage.cli.edits import EditError
 from storage.cli.errors import CommandError, server_error_line, transport_error_line
 from storage.cli.manifests import ManifestError
 from storage.cli.read_commands import api_resources_command, describe_command, get_command, version_command
+from storage.cli.agent_command import agent_command
 from storage.cli.up import serve_command, up_command
 from storage.cli.write_commands import (
     annotate_command,
@@ -39,6 +40,7 @@ def cli() -> None:
 for _command in (
     apply_command, create_command, get_command, describe_command, delete_command, patch_command,
     label_command, annotate_command, version_command, api_resources_command, up_command, serve_command,
+    agent_command,
 ):
     cli.add_command(_command)
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(transport_error_line(exc, server), err=True)
         return 1
     except FileNotFoundError as exc:
-        click.echo(f"error: {exc.strerror}: {exc.filename}", err=True)
+        click.echo(f"error: {exc.strerror}: {exc.filename}" if exc.filename else f"error: {exc}", err=True)
         return 1
     except KeyboardInterrupt:
         return 130

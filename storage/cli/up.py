@@ -142,13 +142,29 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
 
 
 def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: threading.Event) -> list[threading.Thread]:
-    """HOOK: start the node agent for this host inside ``up`` (registers a Node, runs pods and volumes).
+    """Start the node agent for this host: registers a Node, runs the pods placed on it."""
+    from provisioners import registry
+    from provisioners.local import LocalProvisioner
+    from storage.agent.agent import AgentConfig
+    from storage.agent.setup import default_node_name, default_pool, start_agent
+    from storage.apiserver.auth import ensure_admin_token
+    from storage.client import Client
+    from storage.errors import NotFound
 
-    The node agent is not written yet; when it is, start it here in a thread
-    with its own node token and return that thread so shutdown waits for it.
-    """
-    log.info("local node agent not available yet: pods will not run on this host")
-    return []
+    token = ensure_admin_token(data_dir)
+
+    def node_lookup(name: str) -> dict[str, Any] | None:
+        try:
+            return store.get("nodes", "", name)
+        except NotFound:
+            return None
+
+    registry.register(LocalProvisioner(token, nodes=node_lookup))
+    config = AgentConfig(node_name=default_node_name(), data_dir=data_dir / "agent", pools=[default_pool(data_dir)],
+                         heartbeat_seconds=10.0)
+    thread = start_agent(Client(server_url, token), config, token, stop)
+    log.info("local node agent started", node=config.node_name)
+    return [thread]
 
 
 def _apply_manifests(files: tuple[str, ...], kubeconfig: Path) -> None:

@@ -710,8 +710,8 @@ class VolumeBinder(_Base):
             log.info("waiting_for_external_deleter", volume=name, provisioner=provisioner_name)
             return Result()
         live = self._still_released(volume)
-        if live is None:
-            return Result()
+        if live is None or is_deleting(live):
+            return Result()  # marked for deletion by us: the backend asset is already gone
         try:
             provisioner.delete(live)
         except TemporaryError:

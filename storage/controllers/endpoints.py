@@ -17,7 +17,7 @@ import copy
 from typing import Any, Callable, Iterable
 
 from storage.controllers.base import Reconciler, Result, split_key
-from storage.controllers.owners import labels_of, publish, selector_matches, unpublish
+from storage.controllers.owners import labels_of, publish, selector_matches
 from storage.errors import AlreadyExists, NotFound
 
 Obj = dict[str, Any]
@@ -142,7 +142,6 @@ class EndpointsReconciler(Reconciler):
                     self.ctx.store.delete("endpoints", namespace, name)
                 except NotFound:
                     pass
-                unpublish(self.ctx.cache, "endpoints", namespace, name)
             return Result()
         if not _spec(service).get("selector"):
             return Result()  # a Service without selector: its Endpoints belong to the user

@@ -22,7 +22,7 @@ import structlog
 
 from storage.api.registry import RESOURCES, by_kind
 from storage.controllers.base import Reconciler, Result, object_key, split_key
-from storage.controllers.owners import owner_refs, publish, unpublish
+from storage.controllers.owners import owner_refs, publish
 from storage.errors import NotFound
 
 Obj = dict[str, Any]
@@ -128,11 +128,7 @@ class GarbageCollector(Reconciler):
     def _drop_finalizer(self, resource: str, owner: Obj, finalizer: str) -> None:
         updated = copy.deepcopy(owner)
         updated["metadata"]["finalizers"] = [f for f in _meta(owner).get("finalizers") or [] if f != finalizer]
-        result = self.ctx.store.update(resource, updated)
-        if _meta(result).get("deletionTimestamp") and not _meta(result).get("finalizers"):
-            unpublish(self.ctx.cache, resource, _meta(owner).get("namespace") or "", _meta(owner)["name"])
-        else:
-            publish(self.ctx.cache, resource, result)
+        self.ctx.store.update(resource, updated)  # its MODIFIED or DELETED event updates the cache
 
     # --- dependent side --------------------------------------------------
     def _owner_state(self, dependent: Obj, ref: Obj) -> str:
@@ -184,10 +180,7 @@ class GarbageCollector(Reconciler):
             last = self.ctx.store.delete(resource, namespace, _meta(obj)["name"],
                                          resource_version=None)
         except NotFound:
-            unpublish(self.ctx.cache, resource, namespace, _meta(obj)["name"])
             return
         if _meta(last).get("finalizers"):
             publish(self.ctx.cache, resource, last)
-        else:
-            unpublish(self.ctx.cache, resource, namespace, _meta(obj)["name"])
 

@@ -9,6 +9,8 @@ Nothing polls: workers block on their queue, timers on a heap.
 """
 from __future__ import annotations
 
+import importlib
+
 import heapq
 import itertools
 import random
@@ -52,10 +54,14 @@ class InformerCache:
     older version (from a lagging event) never replaces a newer one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Handler | None = None) -> None:
         self._lock = threading.RLock()
         self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self._handlers: dict[str, list[Handler]] = {}
+        # Called after the handlers for every accepted change, whether it came
+        # from the watch or from a write-through (which makes the later watch
+        # event a no-op, so it must wake the controllers itself).
+        self.on_change = on_change
 
     # -- read side (Cache protocol)
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -83,6 +89,8 @@ class InformerCache:
     def _notify(self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         for handler in self._handlers.get(resource, ()):
             handler(resource, old, new)
+        if self.on_change is not None:
+            self.on_change(resource, old, new)
 
     # -- write side
     def apply(self, resource: str, event_type: str, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
@@ -167,7 +175,7 @@ class WorkQueue:
             self._dirty.add(key)
             if key not in self._processing:
                 self._queue.append(key)
-                self._cond.notify()
+                self._cond.notify_all()  # the timer thread waits on the same condition
 
     def add_after(self, key: str, delay: float) -> None:
         if delay <= 0:
@@ -210,7 +218,7 @@ class WorkQueue:
             self._processing.discard(key)
             if key in self._dirty:
                 self._queue.append(key)
-                self._cond.notify()
+                self._cond.notify_all()  # the timer thread waits on the same condition
 
     def idle(self) -> bool:
         with self._cond:
@@ -300,7 +308,7 @@ class ControllerManager:
     def __init__(self, store: Store, reconcilers: Iterable[type[Reconciler]], *, workers: int = 2,
                  component: str = "stowage-controller-manager", resources: Iterable[str] | None = None) -> None:
         self.store = store
-        self.cache = InformerCache()
+        self.cache = InformerCache(on_change=self._dispatch)
         self.events = StoreEventRecorder(store, component=component)
         self.ctx = ControllerContext(store=store, cache=self.cache, events=self.events)
         self.controllers = [_Controller(cls(self.ctx), workers) for cls in reconcilers]
@@ -319,8 +327,7 @@ class ControllerManager:
         for resource in self.resources:
             items, revision = self.store.list(resource)
             revisions.append(revision)
-            for old, new in self.cache.replace(resource, items):
-                self._dispatch(resource, old, new)
+            self.cache.replace(resource, items)
         return min(revisions) if revisions else self.store.current_revision()
 
     def _run_informer(self) -> None:
@@ -338,9 +345,7 @@ class ControllerManager:
                             continue
                         if event.resource not in wanted:
                             continue
-                        change = self.cache.apply(event.resource, event.type, event.object)
-                        if change is not None:
-                            self._dispatch(event.resource, *change)
+                        self.cache.apply(event.resource, event.type, event.object)
             except Gone:
                 log.info("informer_relist", reason="watch revision compacted")
             except Exception as exc:
@@ -371,8 +376,16 @@ class ControllerManager:
 
 def _default_reconcilers() -> list[type[Reconciler]]:
     from storage.controllers.binder import ALL_RECONCILERS
+    from storage.controllers.node_lifecycle import NodeLifecycleReconciler
+    from storage.controllers.scheduler import SchedulerReconciler
 
-    return list(ALL_RECONCILERS)
+    found: list[type[Reconciler]] = [*ALL_RECONCILERS, SchedulerReconciler, NodeLifecycleReconciler]
+    # Workload controllers live in their own modules; each exports RECONCILERS.
+    for module_name in ("statefulset.controller", "storage.controllers.endpoints",
+                        "storage.controllers.workloads", "storage.controllers.gc"):
+        module = importlib.import_module(module_name)
+        found += list(getattr(module, "RECONCILERS", []))
+    return found
 
 
 # Later controllers (scheduler, statefulset, endpoints, ...) append themselves here.
@@ -402,3 +415,35 @@ def run_controllers(store: Store, stop_event: threading.Event, *, reconcilers: l
     finally:
         manager.stop()
         log.info("controllers_stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m storage.controllers.manager STORE [--binder-only]``: run until SIGTERM/SIGINT."""
+    import argparse
+    import signal
+
+    from storage.store import open_store
+
+    parser = argparse.ArgumentParser(prog="stowage-controllers")
+    parser.add_argument("store", help="store path or URL")
+    parser.add_argument("--binder-only", action="store_true", help="run only the claim and volume binders")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    store = open_store(args.store)
+    try:
+        chosen = None
+        if args.binder_only:
+            from storage.controllers.binder import BINDER_RECONCILERS
+
+            chosen = list(BINDER_RECONCILERS)
+        run_controllers(store, stop, reconcilers=chosen, workers=args.workers)
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

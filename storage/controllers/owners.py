@@ -23,12 +23,6 @@ def publish(cache: Any, resource: str, obj: Obj) -> Obj:
     return obj
 
 
-def unpublish(cache: Any, resource: str, namespace: str, name: str) -> None:
-    forget = getattr(cache, "forget", None)
-    if forget is not None:
-        forget(resource, namespace, name)
-
-
 def labels_of(obj: Obj) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("labels") or {})
 

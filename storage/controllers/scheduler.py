@@ -188,7 +188,7 @@ def pool_free_bytes(node: Obj, snap: Snapshot, pool: str | None = None) -> int:
         annotations = _meta(pv).get("annotations") or {}
         if annotations.get("pv.kubernetes.io/provisioned-by") != LOCAL_PROVISIONER:
             continue
-        if annotations.get("stowage.io/node") != name or annotations.get("stowage.io/pool", pool_name) != pool_name:
+        if not _local_volume_on(pv, name, str(chosen.get("path", ""))):
             continue
         used += _capacity_bytes(pv)
         ref = (pv.get("spec") or {}).get("claimRef") or {}
@@ -206,6 +206,17 @@ def pool_free_bytes(node: Obj, snap: Snapshot, pool: str | None = None) -> int:
             continue
         used += _request_bytes(claim)
     return total - used
+
+
+def _local_volume_on(pv: Obj, node_name: str, pool_path: str) -> bool:
+    """A pool volume lives on the node its affinity names, under the pool's directory."""
+    spec = pv.get("spec") or {}
+    path = (spec.get("local") or {}).get("path", "")
+    if pool_path and not path.startswith(pool_path.rstrip("/") + "/"):
+        return False
+    terms = (((spec.get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")) or []
+    return any(node_name in (e.get("values") or []) for t in terms for e in t.get("matchExpressions") or []
+               if e.get("key") == HOSTNAME_KEY)
 
 
 def _volume_fits(claim: Obj, pv: Obj, node: Obj) -> bool:

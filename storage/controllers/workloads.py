@@ -19,7 +19,6 @@ from storage.api.node_affinity import pod_admits_node
 from storage.controllers.base import Reconciler, Result, split_key
 from storage.controllers.owners import (
     controller_key, controller_ref, is_controlled_by, labels_of, make_controller_ref, publish, selector_matches,
-    unpublish,
 )
 from storage.errors import NotFound
 
@@ -149,9 +148,7 @@ class _Replicated(Reconciler):
         except NotFound:
             return
         if _meta(last).get("finalizers"):
-            publish(self.ctx.cache, "pods", last)
-        else:
-            unpublish(self.ctx.cache, "pods", pmeta.get("namespace", ""), pmeta["name"])
+            publish(self.ctx.cache, "pods", last)  # a removed pod leaves the cache via its DELETED event
         self.ctx.events.record(owner, "Normal", "SuccessfulDelete", f"Deleted pod: {pmeta['name']}")
 
     def _write_status(self, owner: Obj, active: list[Obj]) -> None:
@@ -246,9 +243,7 @@ class DaemonSetReconciler(Reconciler):
         except NotFound:
             return
         if _meta(last).get("finalizers"):
-            publish(self.ctx.cache, "pods", last)
-        else:
-            unpublish(self.ctx.cache, "pods", pmeta.get("namespace", ""), pmeta["name"])
+            publish(self.ctx.cache, "pods", last)  # a removed pod leaves the cache via its DELETED event
         self.ctx.events.record(ds, "Normal", "SuccessfulDelete", f"Deleted pod: {pmeta['name']}")
 
     def _write_status(self, ds: Obj, desired: int, pods: list[Obj]) -> None:

@@ -168,15 +168,24 @@ def test_merge_json_and_strategic_patches(client: Client) -> None:
                                               {"op": "add", "path": "/metadata/labels", "value": {"x": "y"}}], "default", "json")
     assert jsoned["data"]["b"] == "20" and jsoned["metadata"]["labels"] == {"x": "y"}
 
-    pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
-        "spec": {"containers": [{"name": "a", "image": "i1"}, {"name": "b", "image": "i2"}]},
+    sts = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "serviceName": "web", "replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "a", "image": "i1"}, {"name": "b", "image": "i2"}]}},
+        },
     }
-    client.create(pod)
-    strategic = client.patch("pods", "p", {"spec": {"containers": [{"name": "b", "image": "i3"}]}}, "default", "strategic")
-    assert [(c["name"], c["image"]) for c in strategic["spec"]["containers"]] == [("a", "i1"), ("b", "i3")]
-    plain_merge = client.patch("pods", "p", {"spec": {"containers": [{"name": "b", "image": "i4"}]}}, "default", "merge")
-    assert [c["name"] for c in plain_merge["spec"]["containers"]] == ["b"], "a merge patch replaces lists"
+    client.create(sts)
+
+    def containers(obj: dict) -> list[tuple[str, str]]:
+        return [(c["name"], c["image"]) for c in obj["spec"]["template"]["spec"]["containers"]]
+
+    patch = lambda image: {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": image}]}}}}  # noqa: E731
+    strategic = client.patch("statefulsets", "web", patch("i3"), "default", "strategic")
+    assert containers(strategic) == [("a", "i1"), ("b", "i3")]
+    plain_merge = client.patch("statefulsets", "web", patch("i4"), "default", "merge")
+    assert containers(plain_merge) == [("b", "i4")], "a merge patch replaces lists"
 
 
 def test_bad_json_patch_is_400_and_unknown_patch_type_is_415(api_server, client: Client) -> None:

@@ -429,3 +429,12 @@ def test_get_watch_prints_a_row_per_change_until_interrupted(cli, tmp_path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+def test_beta_class_annotation_passes_through_rule_b1(cli) -> None:
+    legacy = PVC.replace("  labels: {app: web}\n", "  annotations: {volume.beta.kubernetes.io/storage-class: slow}\n")
+    legacy = legacy.replace("  storageClassName: fast\n", "")
+    assert cli.ok("apply", "-f", "-", stdin=legacy) == "persistentvolumeclaim/data created\n"
+    rows = parse_table(cli.ok("get", "pvc"), PVC_HEADERS)
+    assert rows[0]["STORAGECLASS"] == "slow"
+    assert cli.ok("apply", "-f", "-", stdin=legacy) == "persistentvolumeclaim/data unchanged\n"

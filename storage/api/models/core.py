@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage.api.modelbase import WireModel
-from storage.api.models.meta import Condition, ObjectMeta, ObjectReference, Resource, TypedLocalObjectReference, alias
+from storage.api.models.meta import Condition, ObjectReference, Resource, TypedLocalObjectReference, alias
 from storage.api.models.pod import NodeSelector, PodSpec, PodStatus, PodTemplateSpec
 from storage.api.models.volumes import PersistentVolumeSourceFields
 from storage.api.quantity import Quantity

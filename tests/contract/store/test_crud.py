@@ -276,3 +276,31 @@ def test_data_survives_reopening(store_url: str) -> None:
         assert second.current_revision() == int(created["metadata"]["resourceVersion"])
     finally:
         second.close()
+
+
+def test_conflict_detected_between_two_store_instances(store_url: str) -> None:
+    """Each store remembers what it wrote; a write through another instance must still be seen."""
+    first, second = SqlStore(store_url), SqlStore(store_url)
+    try:
+        mine = first.create(PVC, pvc("ns", "c", finalizers=["f"]))
+        theirs = second.get(PVC, "ns", "c")
+        theirs["spec"]["volumeName"] = "pv-theirs"
+        theirs = second.update(PVC, theirs)
+        mine["spec"]["volumeName"] = "pv-mine"
+        with pytest.raises(Conflict):
+            first.update(PVC, mine)
+        assert first.get(PVC, "ns", "c")["spec"]["volumeName"] == "pv-theirs"
+        # From the fresh version, first wins; emptying the finalizers of a marked object removes it.
+        fresh = first.get(PVC, "ns", "c")
+        fresh["metadata"]["labels"] = {"a": "b"}
+        fresh = first.update(PVC, fresh)
+        marked = first.delete(PVC, "ns", "c")
+        marked["metadata"]["finalizers"] = []
+        first.update(PVC, marked)
+        with pytest.raises(NotFound):
+            second.get(PVC, "ns", "c")
+        with pytest.raises(NotFound):
+            first.update(PVC, fresh)
+    finally:
+        first.close()
+        second.close()

@@ -76,9 +76,9 @@ def test_s1_s2_scale_up_is_ordered_and_gated_on_readiness(store, controllers, ku
     # web-1 must not appear while web-0 is not Ready: the blocker is recorded instead (S7).
     wait_for(lambda: "web-0" in (describe_blocker(store.get("statefulsets", "default", "web"),
                                                   store.list("pods", "default")[0]) or ""), what="blocker")
-    cond = wait_for(lambda: [c for c in status(store).get("conditions") or [] if c["type"] == "OrderedReadyBlocked"],
-                    what="blocked condition")
-    assert cond[0]["message"] == "Waiting for pod web-0 to be Running and Ready: readiness probe failing"
+    expected = "Waiting for pod web-0 to be Running and Ready: readiness probe failing"
+    wait_for(lambda: [c["message"] for c in status(store).get("conditions") or []
+                      if c["type"] == "OrderedReadyBlocked"] == [expected], what="blocked condition")
     assert pod_names(store) == ["web-0"]
     kubelet.ready("web-0")
     wait_for(lambda: pod_names(store) == ["web-0", "web-1"], what="web-1")

@@ -169,7 +169,7 @@ def scenario(draw):
     return claim, volumes, draw(st.booleans())
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario())
 def test_property_index_agrees_with_kubernetes_scan(case):
     claim, volumes, delay = case

@@ -1,0 +1,593 @@
+"""The node agent: registers its Node, runs the pods placed on it, heartbeats.
+
+It works only through the API (``storage.client.Client``), so the same code
+runs inside ``stowage up`` and as ``stowage agent`` on another host.
+
+The loop is level-triggered: a watch on this node's pods (and on Endpoints,
+for the pods' hosts files) marks pods dirty; one worker re-reads each dirty
+pod, resolves its volumes, lets the volume manager converge the whole node's
+mounts, lets the runtime converge the pod's containers, and writes back the
+status when it changed. The runtime's own threads (probes, restarts) mark a
+pod dirty too, so status changes reach the API without polling.
+
+A pod the agent starts carries the finalizer ``stowage.io/node-agent`` so a
+deletion only marks it: the agent stops its containers (SIGTERM, then SIGKILL
+after the grace period), tears its volumes down, and then lets it go.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import structlog
+
+from storage.agent.pool import Pool
+from storage.agent.resolve import ApiEnvSources, VolumeNotReady, resolve_pod_volumes
+from storage.agent.runtime import PodRuntime
+from storage.agent.volume_manager import PodVolumes, VolumeManager
+from storage.client import Client
+from storage.errors import Conflict, Gone, NotFound, StowageError
+from volume_plugins.registry import default_registry
+
+log = structlog.get_logger(__name__)
+
+Obj = dict[str, Any]
+AGENT_FINALIZER = "stowage.io/node-agent"
+POOL_RESOURCE = "stowage.io/local-storage"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    path: Path
+    capacity: int | None = None  # bytes handed out; None: the filesystem's size
+
+
+@dataclass
+class AgentConfig:
+    node_name: str
+    data_dir: Path
+    pools: list[PoolSpec] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    zone: str | None = None
+    host_ip: str = "127.0.0.1"
+    heartbeat_seconds: float = 10.0
+    host_path_prefixes: tuple[str, ...] = ()
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    backoff_base: float = 10.0
+    pod_ip_range: str = "127.1.0.0/16"
+
+
+def _meta(obj: Obj) -> Obj:
+    return obj.get("metadata") or {}
+
+
+def _key(obj: Obj) -> tuple[str, str]:
+    return _meta(obj).get("namespace", "default"), _meta(obj).get("name", "")
+
+
+class NodeAgent:
+    def __init__(self, client: Client, config: AgentConfig, *, token: str | None = None) -> None:
+        self.client = client
+        self.config = config
+        self.token = token
+        self.node = config.node_name
+        self.data_dir = Path(config.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pools: dict[str, Pool] = {
+            p.name: Pool(p.path, capacity=p.capacity) for p in config.pools
+        }
+        self.volumes = VolumeManager(self.data_dir, default_registry(host_path_prefixes=config.host_path_prefixes))
+        self.runtime: PodRuntime | None = None
+        self.env_sources = ApiEnvSources(client)
+        self.stop_event = threading.Event()
+        self._lock = threading.Condition()
+        self._pods: dict[str, Obj] = {}  # uid -> pod as last seen
+        self._dirty: set[str] = set()
+        self._waiting: set[str] = set()  # pods whose volumes are not ready yet
+        self._all_dirty = True
+        self._resolved: dict[str, PodVolumes] = {}
+        self._pushed: dict[str, Obj] = {}
+        self._stopping: dict[str, threading.Thread] = {}
+        self._threads: list[threading.Thread] = []
+        self._endpoints: dict[tuple[str, str], Obj] = {}
+        self._server: Any = None
+        self.port = 0
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        for pool in self.pools.values():
+            pool.reattach_all()
+        self.volumes.reconstruct()
+        self.runtime = PodRuntime(self.data_dir, self.node, host_ip=self.config.host_ip,
+                                  ip_range=self.config.pod_ip_range, on_status_change=self._mark_dirty,
+                                  backoff_base=self.config.backoff_base)
+        from storage.agent.server import start_agent_server
+
+        self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token)
+        self.register()
+        for target, name in ((self._watch_pods, "agent-pods"), (self._watch_endpoints, "agent-endpoints"),
+                             (self._watch_claims, "agent-claims"),
+                             (self._work, "agent-worker"), (self._heartbeat, "agent-heartbeat")):
+            thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("agent.started", node=self.node, port=self.port, pools=list(self.pools))
+
+    def stop(self) -> None:
+        """Stop the agent's loops. Containers keep running: a restarted agent adopts them."""
+        self.stop_event.set()
+        with self._lock:
+            self._lock.notify_all()
+        if self._server is not None:
+            self._server.should_exit = True
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self.runtime is not None:
+            self.runtime.close()
+        log.info("agent.stopped", node=self.node)
+
+    def run(self, stop: threading.Event) -> None:
+        self.start()
+        stop.wait()
+        self.stop()
+
+    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            while not self.stop_event.is_set():
+                try:
+                    fn()
+                    return
+                except Exception as exc:  # a loop must survive a bad moment of the API
+                    log.warning("agent.loop_error", loop=fn.__name__, error=str(exc))
+                    self.stop_event.wait(1.0)
+        return run
+
+    # ---- node registration and heartbeat ------------------------------------
+
+    def _pool_status(self) -> list[Obj]:
+        out = []
+        for name, pool in self.pools.items():
+            total, free = pool.usage()
+            out.append({"name": name, "path": str(pool.root), "totalBytes": total, "freeBytes": free,
+                        "fsTypes": ["ext4", "xfs", "btrfs"]})
+        return out
+
+    def _node_status(self) -> Obj:
+        pools = self._pool_status()
+        total_storage = sum(p["totalBytes"] for p in pools)
+        free_storage = sum(p["freeBytes"] for p in pools)
+        stamp = now()
+        return {
+            "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "1000", POOL_RESOURCE: str(total_storage)},
+            "allocatable": {"cpu": str(os.cpu_count() or 1), "pods": "1000", POOL_RESOURCE: str(free_storage)},
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "stowage agent is posting ready status",
+                "lastHeartbeatTime": stamp, "lastTransitionTime": stamp,
+            }],
+            "addresses": [{"type": "InternalIP", "address": self.config.host_ip},
+                          {"type": "Hostname", "address": self.node}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
+            "nodeInfo": {"kubeletVersion": "v1.30.0-stowage", "operatingSystem": "linux",
+                         "architecture": os.uname().machine, "containerRuntimeVersion": "runc"},
+            "storagePools": pools,
+            "volumesInUse": self.volumes.volumes_in_use(),
+            "volumesAttached": self.volumes.volumes_attached(),
+        }
+
+    def register(self) -> None:
+        labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", **self.config.labels}
+        if self.config.zone:
+            labels["topology.kubernetes.io/zone"] = self.config.zone
+        for _attempt in range(10):
+            try:
+                node = self.client.get("nodes", self.node)
+            except NotFound:
+                node = None
+            status = self._node_status()
+            try:
+                if node is None:
+                    node = self.client.create({"apiVersion": "v1", "kind": "Node",
+                                               "metadata": {"name": self.node, "labels": labels}})
+                else:
+                    node["metadata"].setdefault("labels", {}).update(labels)
+                    node = self.client.update(node)
+                previous = _ready(node)
+                if previous and previous.get("status") == "True":
+                    status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
+                node["status"] = status
+                self.client.update_status(node)
+                return
+            except Conflict:
+                continue
+
+    def _heartbeat(self) -> None:
+        while not self.stop_event.wait(self.config.heartbeat_seconds):
+            self.heartbeat_once()
+
+    def heartbeat_once(self) -> None:
+        for _attempt in range(5):
+            try:
+                node = self.client.get("nodes", self.node)
+            except NotFound:
+                self.register()
+                return
+            status = self._node_status()
+            previous = _ready(node)
+            if previous and previous.get("status") == "True":
+                status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
+            node["status"] = {**(node.get("status") or {}), **status}
+            try:
+                self.client.update_status(node)
+                return
+            except Conflict:
+                continue
+
+    # ---- watches -------------------------------------------------------------
+
+    def _watch(self, resource: str, on_list: Callable[[list[Obj]], None], on_event: Callable[[str, Obj], None],
+               field_selector: str | None = None) -> None:
+        """List, then watch from that revision; relist when the revision is compacted away."""
+        while not self.stop_event.is_set():
+            items, rv = self.client.list(resource, field_selector=field_selector)
+            with self._lock:
+                on_list(items)
+                self._lock.notify_all()
+            try:
+                for event in self.client.watch(resource, resource_version=rv, field_selector=field_selector, timeout=300):
+                    if self.stop_event.is_set():
+                        return
+                    with self._lock:
+                        on_event(event["type"], event["object"])
+                        self._lock.notify_all()
+            except Gone:
+                continue
+
+    def _watch_pods(self) -> None:
+        def on_list(items: list[Obj]) -> None:
+            self._pods = {_meta(p)["uid"]: p for p in items}
+            self._all_dirty = True
+
+        def on_event(kind: str, pod: Obj) -> None:
+            uid = _meta(pod).get("uid", "")
+            if kind == "DELETED":
+                self._pods.pop(uid, None)
+            else:
+                self._pods[uid] = pod
+            self._dirty.add(uid)
+
+        self._watch("pods", on_list, on_event, field_selector=f"spec.nodeName={self.node}")
+
+    def _watch_endpoints(self) -> None:
+        def on_list(items: list[Obj]) -> None:
+            self._endpoints = {_key(e): e for e in items}
+            self._all_dirty = True
+
+        def on_event(kind: str, obj: Obj) -> None:
+            if kind == "DELETED":
+                self._endpoints.pop(_key(obj), None)
+            else:
+                self._endpoints[_key(obj)] = obj
+            self._all_dirty = True
+
+        self._watch("endpoints", on_list, on_event)
+
+    def _watch_claims(self) -> None:
+        """A pod waiting for its claim to bind (or grow) is looked at again when the claim changes."""
+        def on_list(_items: list[Obj]) -> None:
+            self._dirty.update(self._waiting)
+
+        def on_event(_kind: str, claim: Obj) -> None:
+            namespace, name = _key(claim)
+            for uid, pod in self._pods.items():
+                if _key(pod)[0] == namespace and name in _claim_names(pod):
+                    self._dirty.add(uid)
+
+        self._watch("persistentvolumeclaims", on_list, on_event)
+
+    def _mark_dirty(self, uid: str) -> None:
+        with self._lock:
+            self._dirty.add(uid)
+            self._lock.notify_all()
+
+    # ---- the worker ------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self.stop_event.is_set():
+            with self._lock:
+                while not self._dirty and not self._all_dirty and not self.stop_event.is_set():
+                    self._lock.wait(timeout=30)
+                if self.stop_event.is_set():
+                    return
+                dirty = set(self._pods) | set(self._resolved) if self._all_dirty else set(self._dirty)
+                self._dirty.clear()
+                self._all_dirty = False
+                pods = dict(self._pods)
+            self.sync(pods, dirty)
+
+    def sync(self, pods: dict[str, Obj], dirty: set[str]) -> None:
+        assert self.runtime is not None
+        active: dict[str, Obj] = {}
+        for uid, pod in pods.items():
+            if _meta(pod).get("deletionTimestamp"):
+                self._begin_stop(uid, pod)
+            else:
+                active[uid] = pod
+        for uid in list(self._resolved):
+            if uid not in pods and uid not in self._stopping:
+                self._begin_stop(uid, None)  # deleted without our finalizer (or force-deleted)
+        # Claims/PVs may have changed for pods still waiting for volumes.
+        waiting: dict[str, str] = {}
+        for uid in dirty:
+            pod = active.get(uid)
+            if pod is None:
+                continue
+            if not self._ensure_finalizer(pod):
+                continue
+            try:
+                self._resolved[uid] = resolve_pod_volumes(pod, self.client)
+            except VolumeNotReady as exc:
+                waiting[uid] = str(exc)
+            except StowageError as exc:
+                waiting[uid] = str(exc)
+        with self._lock:
+            self._waiting = (self._waiting - dirty) | set(waiting)
+        desired = [v for uid, v in self._resolved.items() if uid in active or uid in self._stopping]
+        with self._volume_lock:
+            result = self.volumes.sync(desired)
+        hosts_by_pod = self._hosts_entries(active)
+        for uid in dirty:
+            pod = active.get(uid)
+            if pod is None:
+                continue
+            if uid in waiting or uid not in self._resolved:
+                self._report_waiting(pod, "ContainerCreating", waiting.get(uid, "waiting for volumes"))
+                continue
+            errors = result.errors.get(uid)
+            if errors:
+                message = "; ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
+                self._report_waiting(pod, "ContainerCreating", f"MountVolume.SetUp failed: {message}", event=True)
+                with self._lock:
+                    self._dirty.add(uid)  # try again when something changes; the volume manager is idempotent
+                continue
+            try:
+                status = self.runtime.sync_pod(pod, result.paths.get(uid, {}), self.env_sources, hosts_by_pod.get(uid))
+            except Exception as exc:
+                log.warning("agent.sync_pod_failed", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", error=str(exc))
+                self._report_waiting(pod, "CreateContainerError", str(exc), event=True)
+                continue
+            self._push_status(pod, status)
+
+    def _ensure_finalizer(self, pod: Obj) -> bool:
+        finalizers = _meta(pod).get("finalizers") or []
+        if AGENT_FINALIZER in finalizers:
+            return True
+        namespace, name = _key(pod)
+        for _attempt in range(5):
+            try:
+                fresh = self.client.get("pods", name, namespace)
+            except NotFound:
+                return False
+            if _meta(fresh).get("uid") != _meta(pod).get("uid") or _meta(fresh).get("deletionTimestamp"):
+                return False
+            fresh["metadata"].setdefault("finalizers", []).append(AGENT_FINALIZER)
+            try:
+                updated = self.client.update(fresh)
+            except Conflict:
+                continue
+            with self._lock:
+                self._pods[_meta(updated)["uid"]] = updated
+            pod.clear()
+            pod.update(updated)
+            return True
+        return False
+
+    def _begin_stop(self, uid: str, pod: Obj | None) -> None:
+        if uid in self._stopping:
+            return
+        grace = None
+        if pod is not None:
+            grace = _meta(pod).get("deletionGracePeriodSeconds")
+            if grace is None:
+                grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        thread = threading.Thread(target=self._stop_pod, args=(uid, pod, grace), name=f"agent-stop-{uid[:8]}", daemon=True)
+        self._stopping[uid] = thread
+        thread.start()
+
+    def _stop_pod(self, uid: str, pod: Obj | None, grace: float | None) -> None:
+        assert self.runtime is not None
+        try:
+            final = self.runtime.kill_pod(uid, grace)
+            with self._lock:
+                self._resolved.pop(uid, None)
+                desired = [v for u, v in self._resolved.items()]
+            # The volume manager drops every pod absent from ``desired``; it is not
+            # thread-safe, so serialise through the worker's lock.
+            with self._volume_lock:
+                self.volumes.sync(desired)
+            self.runtime.remove_pod(uid)
+            if pod is not None:
+                if final:
+                    self._push_status(pod, final, force=True)
+                self._remove_finalizer(pod)
+            log.info("agent.pod_stopped", uid=uid)
+        except Exception as exc:
+            log.warning("agent.stop_failed", uid=uid, error=str(exc))
+        finally:
+            self._pushed.pop(uid, None)
+            self._stopping.pop(uid, None)
+            self._mark_dirty(uid)
+
+    _volume_lock = threading.Lock()
+
+    def _remove_finalizer(self, pod: Obj) -> None:
+        namespace, name = _key(pod)
+        for _attempt in range(10):
+            try:
+                fresh = self.client.get("pods", name, namespace)
+            except NotFound:
+                return
+            if _meta(fresh).get("uid") != _meta(pod).get("uid"):
+                return
+            finalizers = [f for f in _meta(fresh).get("finalizers") or [] if f != AGENT_FINALIZER]
+            fresh["metadata"]["finalizers"] = finalizers
+            try:
+                self.client.update(fresh)
+                return
+            except Conflict:
+                continue
+            except NotFound:
+                return
+
+    # ---- status ------------------------------------------------------------
+
+    def _push_status(self, pod: Obj, status: Obj, *, force: bool = False) -> None:
+        uid = _meta(pod).get("uid", "")
+        comparable = _without_times(status)
+        if not force and self._pushed.get(uid) == comparable:
+            return
+        namespace, name = _key(pod)
+        for _attempt in range(5):
+            try:
+                fresh = self.client.get("pods", name, namespace)
+            except NotFound:
+                return
+            if _meta(fresh).get("uid") != uid:
+                return
+            old = fresh.get("status") or {}
+            merged = {**old, **status}
+            merged["conditions"] = _merge_conditions(old.get("conditions") or [], status.get("conditions") or [])
+            fresh["status"] = merged
+            try:
+                self.client.update_status(fresh)
+                self._pushed[uid] = comparable
+                return
+            except Conflict:
+                continue
+
+    def _report_waiting(self, pod: Obj, reason: str, message: str, *, event: bool = False) -> None:
+        containers = (pod.get("spec") or {}).get("containers") or []
+        status = {
+            "phase": "Pending",
+            "hostIP": self.config.host_ip,
+            "containerStatuses": [{
+                "name": c.get("name"), "image": c.get("image", ""), "ready": False, "restartCount": 0,
+                "started": False, "state": {"waiting": {"reason": reason, "message": message}},
+            } for c in containers],
+        }
+        uid = _meta(pod).get("uid", "")
+        if self._pushed.get(uid) == _without_times(status):
+            return
+        self._push_status(pod, status)
+        if event:
+            self._event(pod, "Warning", "FailedMount" if "Mount" in message else "Failed", message)
+
+    def _event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+        namespace, name = _key(obj)
+        stamp = now()
+        try:
+            self.client.create({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": f"{name}.", "namespace": namespace},
+                "involvedObject": {"kind": obj.get("kind", "Pod"), "name": name, "namespace": namespace,
+                                   "uid": _meta(obj).get("uid"), "apiVersion": "v1"},
+                "reason": reason, "message": message, "type": type_, "count": 1,
+                "firstTimestamp": stamp, "lastTimestamp": stamp,
+                "source": {"component": "stowage-agent", "host": self.node},
+            })
+        except StowageError as exc:
+            log.warning("agent.event_failed", error=str(exc))
+
+    # ---- DNS names for /etc/hosts ------------------------------------------
+
+    def _hosts_entries(self, pods: dict[str, Obj]) -> dict[str, list[tuple[str, list[str]]]]:
+        """Every pod on this node sees the ready members of every service in its namespace."""
+        with self._lock:
+            endpoints = list(self._endpoints.values())
+        by_namespace: dict[str, list[tuple[str, list[str]]]] = {}
+        for ep in endpoints:
+            namespace, service = _key(ep)
+            entries = by_namespace.setdefault(namespace, [])
+            fqdn_service = f"{service}.{namespace}.svc.cluster.local"
+            for subset in ep.get("subsets") or []:
+                for address in subset.get("addresses") or []:
+                    ip = address.get("ip")
+                    if not ip:
+                        continue
+                    names = [fqdn_service, f"{service}.{namespace}", service]
+                    hostname = address.get("hostname")
+                    if hostname:
+                        names = [f"{hostname}.{service}.{namespace}.svc.cluster.local", f"{hostname}.{service}"] + names
+                    entries.append((ip, names))
+        return {uid: by_namespace.get(_key(pod)[0], []) for uid, pod in pods.items()}
+
+    # ---- used by the agent's HTTP server --------------------------------------
+
+    def pool(self, name: str | None) -> Pool:
+        if name:
+            found = self.pools.get(name)
+            if found is None:
+                raise NotFound(f'storage pool "{name}" not found on node {self.node}')
+            return found
+        if not self.pools:
+            raise NotFound(f"node {self.node} has no storage pool")
+        return next(iter(self.pools.values()))
+
+    def pod_uid(self, namespace: str, name: str) -> str:
+        with self._lock:
+            for uid, pod in self._pods.items():
+                if _key(pod) == (namespace, name):
+                    return uid
+        raise NotFound(f'pods "{name}" not found on node {self.node}')
+
+
+def _claim_names(pod: Obj) -> list[str]:
+    return [v["persistentVolumeClaim"].get("claimName", "") for v in (pod.get("spec") or {}).get("volumes") or []
+            if v.get("persistentVolumeClaim")]
+
+
+def _ready(node: Obj) -> Obj | None:
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond
+    return None
+
+
+def _without_times(status: Obj) -> Obj:
+    """The part of a status worth a write: timestamps alone never trigger one."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("lastProbeTime", "lastTransitionTime", "lastHeartbeatTime")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+    return strip(status)
+
+
+def _merge_conditions(old: list[Obj], new: list[Obj]) -> list[Obj]:
+    """The runtime's conditions win, but the scheduler's PodScheduled is kept."""
+    merged = {c.get("type"): c for c in old}
+    for cond in new:
+        merged[cond.get("type")] = cond
+    return list(merged.values())
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

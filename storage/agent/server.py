@@ -1,0 +1,151 @@
+"""The node agent's own small HTTP API, for the control plane.
+
+The local provisioner asks the agent on the chosen node to carve, delete or
+grow a pool volume; the API server proxies ``pods/log`` here. Every call
+needs the agent's bearer token.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from storage.errors import BadRequest, StowageError, Unauthorized
+
+if TYPE_CHECKING:
+    from storage.agent.agent import NodeAgent
+
+log = structlog.get_logger(__name__)
+
+
+def _error(exc: StowageError) -> JSONResponse:
+    return JSONResponse(exc.to_status(), status_code=exc.code)
+
+
+def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
+    def authorized(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("Unauthorized")
+
+    async def guarded(request: Request, fn: Any) -> Response:
+        try:
+            authorized(request)
+            return await fn()
+        except StowageError as exc:
+            return _error(exc)
+
+    async def healthz(_request: Request) -> Response:
+        return Response("ok")
+
+    async def create_volume(request: Request) -> Response:
+        async def run() -> Response:
+            body = await request.json()
+            for key in ("name", "sizeBytes"):
+                if key not in body:
+                    raise BadRequest(f"{key}: Required value")
+            pool = agent.pool(body.get("pool"))
+            vol = await run_in_threadpool(pool.create, str(body["name"]), int(body["sizeBytes"]),
+                                          body.get("fsType") or "ext4", body.get("volumeMode") or "Filesystem")
+            return JSONResponse({"name": vol.name, "sizeBytes": vol.size, "fsType": vol.fs_type, "volumeMode": vol.mode,
+                                 "path": str(pool.image_path(vol.name)), "pool": body.get("pool") or next(iter(agent.pools))})
+        return await guarded(request, run)
+
+    async def delete_volume(request: Request) -> Response:
+        async def run() -> Response:
+            pool = agent.pool(request.query_params.get("pool"))
+            await run_in_threadpool(pool.delete, request.path_params["name"])
+            return JSONResponse({"deleted": request.path_params["name"]})
+        return await guarded(request, run)
+
+    async def expand_volume(request: Request) -> Response:
+        async def run() -> Response:
+            body = await request.json()
+            pool = agent.pool(body.get("pool"))
+            vol = await run_in_threadpool(pool.expand, request.path_params["name"], int(body["sizeBytes"]))
+            return JSONResponse({"name": vol.name, "sizeBytes": vol.size, "resizePending": vol.resize_pending})
+        return await guarded(request, run)
+
+    async def finish_resize(request: Request) -> Response:
+        async def run() -> Response:
+            done = await run_in_threadpool(agent.volumes.finish_resize, request.path_params["name"])
+            return JSONResponse({"name": request.path_params["name"], "resized": done})
+        return await guarded(request, run)
+
+    async def pod_log(request: Request) -> Response:
+        async def run() -> Response:
+            assert agent.runtime is not None
+            namespace, name = request.path_params["namespace"], request.path_params["name"]
+            uid = agent.pod_uid(namespace, name)
+            container = request.query_params.get("container") or ""
+            if not container:
+                pod = agent._pods.get(uid) or {}
+                containers = (pod.get("spec") or {}).get("containers") or []
+                if len(containers) != 1:
+                    names = " ".join(c.get("name", "") for c in containers)
+                    raise BadRequest(f"a container name must be specified for pod {name}, choose one of: [{names}]")
+                container = containers[0].get("name", "")
+            follow = request.query_params.get("follow") in ("true", "1")
+            previous = request.query_params.get("previous") in ("true", "1")
+            tail = request.query_params.get("tailLines")
+            lines = agent.runtime.logs(uid, container, follow=follow, tail=int(tail) if tail else None, previous=previous)
+            return StreamingResponse(iterate_in_threadpool(_as_bytes(lines)), media_type="text/plain")
+        return await guarded(request, run)
+
+    return Starlette(routes=[
+        Route("/healthz", healthz),
+        Route("/volumes", create_volume, methods=["POST"]),
+        Route("/volumes/{name}", delete_volume, methods=["DELETE"]),
+        Route("/volumes/{name}/expand", expand_volume, methods=["POST"]),
+        Route("/volumes/{name}/finish-resize", finish_resize, methods=["POST"]),
+        Route("/pods/{namespace}/{name}/log", pod_log),
+    ])
+
+
+def _as_bytes(lines: Any) -> Any:
+    for line in lines:
+        yield line if isinstance(line, bytes) else str(line).encode()
+
+
+def start_agent_server(agent: "NodeAgent", host: str, port: int, token: str | None) -> tuple[uvicorn.Server, int]:
+    config = uvicorn.Config(build_app(agent, token), host=host, port=port, log_level="warning", access_log=False,
+                            lifespan="off")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    started = threading.Event()
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(_serve(server, started))
+
+    thread = threading.Thread(target=run, name="agent-http", daemon=True)
+    thread.start()
+    if not started.wait(15):
+        raise RuntimeError("the agent's HTTP server did not start")
+    sockets = [s for srv in server.servers for s in srv.sockets]
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return server, bound
+
+
+async def _serve(server: uvicorn.Server, started: threading.Event) -> None:
+    config = server.config
+    if not config.loaded:
+        config.load()
+    server.lifespan = config.lifespan_class(config)
+    await server.startup()
+    started.set()
+    await server.main_loop()
+    await server.shutdown()

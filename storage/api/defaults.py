@@ -1,0 +1,268 @@
+"""Kubernetes' defaults for the fields a writer left out.
+
+``apply_defaults`` fills the object **in place** and returns it: the API
+server calls it on a freshly decoded body, then ``validate``. It converts a
+legacy apiVersion first, because some defaults depend on it (an
+``apps/v1beta1`` StatefulSet meant ``OnDelete``). Defaults only fill what is
+missing; nothing present is changed.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from storage.api.conversion import convert
+
+__all__ = ["apply_defaults"]
+
+_PROBE_DEFAULTS = {"timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3}
+_DEFAULT_MODE = 0o644  # 420: the mode Kubernetes gives projected files
+
+
+def _dict(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        value = {}
+        parent[key] = value
+    return value
+
+
+def _each_dict(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _pull_policy(image: Any) -> str:
+    if not isinstance(image, str) or "@" in image:
+        return "IfNotPresent" if isinstance(image, str) else "Always"
+    last = image.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
+def _handler(handler: dict[str, Any]) -> None:
+    http = handler.get("httpGet")
+    if isinstance(http, dict):
+        http.setdefault("path", "/")
+        http.setdefault("scheme", "HTTP")
+
+
+def _container(c: dict[str, Any]) -> None:
+    c.setdefault("imagePullPolicy", _pull_policy(c.get("image")))
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    for port in _each_dict(c.get("ports")):
+        port.setdefault("protocol", "TCP")
+    for var in _each_dict(c.get("env")):
+        source = var.get("valueFrom")
+        if isinstance(source, dict) and isinstance(source.get("fieldRef"), dict):
+            source["fieldRef"].setdefault("apiVersion", "v1")
+    for probe_name in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = c.get(probe_name)
+        if isinstance(probe, dict):
+            for key, value in _PROBE_DEFAULTS.items():
+                probe.setdefault(key, value)
+            _handler(probe)
+    lifecycle = c.get("lifecycle")
+    if isinstance(lifecycle, dict):
+        for hook in ("postStart", "preStop"):
+            if isinstance(lifecycle.get(hook), dict):
+                _handler(lifecycle[hook])
+
+
+def _volume(v: dict[str, Any]) -> None:
+    for source in ("secret", "configMap", "downwardAPI", "projected"):
+        if isinstance(v.get(source), dict):
+            v[source].setdefault("defaultMode", _DEFAULT_MODE)
+    downward = v.get("downwardAPI")
+    if isinstance(downward, dict):
+        for item in _each_dict(downward.get("items")):
+            if isinstance(item.get("fieldRef"), dict):
+                item["fieldRef"].setdefault("apiVersion", "v1")
+    if isinstance(v.get("hostPath"), dict):
+        v["hostPath"].setdefault("type", "")
+    _source_defaults(v)
+    ephemeral = v.get("ephemeral")
+    if isinstance(ephemeral, dict) and isinstance(ephemeral.get("volumeClaimTemplate"), dict):
+        spec = ephemeral["volumeClaimTemplate"].get("spec")
+        if isinstance(spec, dict):
+            spec.setdefault("volumeMode", "Filesystem")
+
+
+def _source_defaults(holder: dict[str, Any]) -> None:
+    """Defaults of volume sources shared by pods and persistent volumes."""
+    if isinstance(holder.get("iscsi"), dict):
+        holder["iscsi"].setdefault("iscsiInterface", "default")
+    if isinstance(holder.get("rbd"), dict):
+        rbd = holder["rbd"]
+        rbd.setdefault("pool", "rbd")
+        rbd.setdefault("user", "admin")
+        rbd.setdefault("keyring", "/etc/ceph/keyring")
+    if isinstance(holder.get("azureDisk"), dict):
+        disk = holder["azureDisk"]
+        disk.setdefault("cachingMode", "ReadWrite")
+        disk.setdefault("fsType", "ext4")
+        disk.setdefault("readOnly", False)
+        disk.setdefault("kind", "Shared")
+    if isinstance(holder.get("scaleIO"), dict):
+        sio = holder["scaleIO"]
+        sio.setdefault("storageMode", "ThinProvisioned")
+        sio.setdefault("fsType", "xfs")
+
+
+def _pod_spec(spec: dict[str, Any]) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("enableServiceLinks", True)
+    for key in ("initContainers", "containers"):
+        for c in _each_dict(spec.get(key)):
+            _container(c)
+    for v in _each_dict(spec.get("volumes")):
+        _volume(v)
+
+
+def _pod_template(spec: dict[str, Any]) -> None:
+    template = spec.get("template")
+    if isinstance(template, dict):
+        _pod_spec(_dict(template, "spec"))
+
+
+def _pv(obj: dict[str, Any]) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
+    spec.setdefault("volumeMode", "Filesystem")
+    _source_defaults(spec)
+    _dict(obj, "status").setdefault("phase", "Pending")
+
+
+def _pvc_spec(spec: dict[str, Any]) -> None:
+    spec.setdefault("volumeMode", "Filesystem")
+
+
+def _pvc(obj: dict[str, Any]) -> None:
+    _pvc_spec(_dict(obj, "spec"))
+    _dict(obj, "status").setdefault("phase", "Pending")
+
+
+def _storage_class(obj: dict[str, Any]) -> None:
+    obj.setdefault("reclaimPolicy", "Delete")
+    obj.setdefault("volumeBindingMode", "Immediate")
+
+
+def _pod(obj: dict[str, Any]) -> None:
+    _pod_spec(_dict(obj, "spec"))
+    _dict(obj, "status").setdefault("phase", "Pending")
+
+
+def _statefulset(obj: dict[str, Any]) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = _dict(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        _dict(strategy, "rollingUpdate").setdefault("partition", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    retention = _dict(spec, "persistentVolumeClaimRetentionPolicy")
+    retention.setdefault("whenDeleted", "Retain")
+    retention.setdefault("whenScaled", "Retain")
+    for claim in _each_dict(spec.get("volumeClaimTemplates")):
+        _pvc_spec(_dict(claim, "spec"))
+        _dict(claim, "status").setdefault("phase", "Pending")
+    _pod_template(spec)
+
+
+def _daemonset(obj: dict[str, Any]) -> None:
+    spec = _dict(obj, "spec")
+    strategy = _dict(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = _dict(strategy, "rollingUpdate")
+        rolling.setdefault("maxUnavailable", 1)
+        rolling.setdefault("maxSurge", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    _pod_template(spec)
+
+
+def _replicaset(obj: dict[str, Any]) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("replicas", 1)
+    _pod_template(spec)
+
+
+def _replication_controller(obj: dict[str, Any]) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("replicas", 1)
+    template = spec.get("template")
+    labels = (template.get("metadata") or {}).get("labels") if isinstance(template, dict) else None
+    if isinstance(labels, dict) and labels:
+        # An RC without selector selects its template's labels, and is labelled like them.
+        if not spec.get("selector"):
+            spec["selector"] = dict(labels)
+        meta = _dict(obj, "metadata")
+        if not meta.get("labels"):
+            meta["labels"] = dict(labels)
+    _pod_template(spec)
+
+
+def _service(obj: dict[str, Any]) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    for port in _each_dict(spec.get("ports")):
+        port.setdefault("protocol", "TCP")
+        if "port" in port:
+            port.setdefault("targetPort", port["port"])
+    if spec["type"] != "ExternalName":
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    if spec["type"] in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+
+
+def _endpoints(obj: dict[str, Any]) -> None:
+    for subset in _each_dict(obj.get("subsets")):
+        for port in _each_dict(subset.get("ports")):
+            port.setdefault("protocol", "TCP")
+
+
+def _secret(obj: dict[str, Any]) -> None:
+    obj.setdefault("type", "Opaque")
+
+
+def _namespace(obj: dict[str, Any]) -> None:
+    _dict(obj, "status").setdefault("phase", "Active")
+
+
+def _event(obj: dict[str, Any]) -> None:
+    obj.setdefault("type", "Normal")
+
+
+_DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "PersistentVolume": _pv,
+    "PersistentVolumeClaim": _pvc,
+    "StorageClass": _storage_class,
+    "Pod": _pod,
+    "StatefulSet": _statefulset,
+    "DaemonSet": _daemonset,
+    "ReplicaSet": _replicaset,
+    "ReplicationController": _replication_controller,
+    "Service": _service,
+    "Endpoints": _endpoints,
+    "Secret": _secret,
+    "Namespace": _namespace,
+    "Event": _event,
+}
+
+
+def apply_defaults(obj: dict[str, Any]) -> dict[str, Any]:
+    """Fill Kubernetes' defaults into ``obj`` (in place) and return it."""
+    converted = convert(obj)
+    if converted is not obj:
+        # convert() shallow-copies what it changes; carry its result back into the caller's dict.
+        obj.clear()
+        obj.update(converted)
+    defaulter = _DEFAULTERS.get(obj.get("kind", ""))
+    if defaulter is not None:
+        defaulter(obj)
+    return obj

@@ -1,0 +1,69 @@
+"""``stowage agent``: the node agent for one host, talking to a control plane through its kubeconfig."""
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+import structlog
+
+from storage.cli.errors import CommandError
+from storage.cli.up import configure_logging, default_data_dir
+
+log = structlog.get_logger(__name__)
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise CommandError(f'{option}: Invalid value: "{value}": expected KEY=VALUE')
+        out[key] = val
+    return out
+
+
+@click.command("agent")
+@click.option("--node", "node_name", default=None, help="Node name (default: this host's name).")
+@click.option("--kubeconfig", "kubeconfig", default=None, help="Kubeconfig of the control plane (server and token).")
+@click.option("--data-dir", default=None, help="Agent state: pod directories, mounts, logs (default: <stowage data dir>/agent).")
+@click.option("--pool", "pools", multiple=True, metavar="NAME=PATH[:SIZE]", help="A local storage pool (repeatable).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A node label (repeatable).")
+@click.option("--zone", default=None, help="topology.kubernetes.io/zone of this node.")
+@click.option("--address", default="127.0.0.1", show_default=True, help="This node's address (the agent listens here).")
+@click.option("--port", default=0, show_default=True, help="The agent's HTTP port (0: any free port).")
+@click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between node status updates.")
+@click.option("--host-path-prefix", "host_paths", multiple=True, help="Host path prefix that hostPath volumes may use (repeatable).")
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
+def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str | None, pools: tuple[str, ...],
+                  labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
+                  host_paths: tuple[str, ...], log_format: str) -> None:
+    """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
+    from storage.agent.agent import AgentConfig
+    from storage.agent.setup import default_node_name, default_pool, parse_pool, start_agent
+    from storage.client import Client
+    from storage.client.kubeconfig import load_kubeconfig
+
+    configure_logging(log_format)
+    root = Path(data_dir) if data_dir else Path(default_data_dir()) / "agent"
+    try:
+        pool_specs = [parse_pool(p, root) for p in pools] or [default_pool(root)]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    server, token = load_kubeconfig(kubeconfig)
+    config = AgentConfig(node_name=node_name or default_node_name(), data_dir=root, pools=pool_specs,
+                         labels=_pairs(labels, "--label"), zone=zone, host_ip=address, listen_host=address,
+                         listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, on_signal)
+    thread = start_agent(Client(server, token), config, token, stop)
+    log.info("agent running", node=config.node_name, server=server)
+    stop.wait()
+    thread.join(timeout=30)

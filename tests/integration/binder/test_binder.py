@@ -1,0 +1,334 @@
+"""The binder, provisioning, reclaim, protection and expansion controllers on a real store (SQLite and PostgreSQL)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from provisioners import registry
+from provisioners.base import ProvisionRequest, ProvisionResult, Provisioner
+from storage.controllers.events import events_for
+from storage.errors import NotFound
+
+from conftest import event_reasons, get_or_none, wait_event, wait_for  # type: ignore[import-not-found]
+
+PV, PVC, SC, POD = "persistentvolumes", "persistentvolumeclaims", "storageclasses", "pods"
+
+
+def mk_pv(name, size="1Gi", modes=("ReadWriteOnce",), cls="", policy="Retain", source=None, claim_ref=None, annotations=None):
+    spec = {"capacity": {"storage": size}, "accessModes": list(modes), "storageClassName": cls,
+            "persistentVolumeReclaimPolicy": policy, **(source or {"local": {"path": "/nonexistent"}})}
+    if claim_ref:
+        spec["claimRef"] = claim_ref
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name, "annotations": annotations or {}},
+            "spec": spec, "status": {"phase": "Pending"}}
+
+
+def mk_pvc(name, size="1Gi", modes=("ReadWriteOnce",), cls: str | None = "", volume_name=None, ns="default", annotations=None):
+    spec = {"accessModes": list(modes), "resources": {"requests": {"storage": size}}}
+    if cls is not None:
+        spec["storageClassName"] = cls
+    if volume_name:
+        spec["volumeName"] = volume_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": ns, "annotations": annotations or {}},
+            "spec": spec, "status": {"phase": "Pending"}}
+
+
+def mk_sc(name, provisioner="stowage.io/hostpath", policy="Delete", params=None, mode="Immediate", expand=False, default=False, mount_options=None):
+    sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name, "annotations": {}},
+          "provisioner": provisioner, "reclaimPolicy": policy, "volumeBindingMode": mode, "parameters": params or {},
+          "allowVolumeExpansion": expand}
+    if default:
+        sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] = "true"
+    if mount_options:
+        sc["mountOptions"] = mount_options
+    return sc
+
+
+def phase(store, resource, ns, name):
+    obj = get_or_none(store, resource, ns, name)
+    return obj and (obj.get("status") or {}).get("phase")
+
+
+def wait_phase(store, resource, ns, name, want, timeout=30):
+    wait_for(lambda: phase(store, resource, ns, name) == want, timeout, f"{resource} {name} {want}")
+    return store.get(resource, ns, name)
+
+
+def test_b6_static_bind_writes_both_sides(store, controllers):
+    store.create(PV, mk_pv("big", "5Gi"))
+    store.create(PV, mk_pv("small", "2Gi"))
+    wait_phase(store, PV, "", "big", "Available")
+    wait_phase(store, PV, "", "small", "Available")
+    claim = store.create(PVC, mk_pvc("data", "1500Mi"))
+    claim = wait_phase(store, PVC, "default", "data", "Bound")
+    assert claim["spec"]["volumeName"] == "small"  # B3 smallest fit
+    ann = claim["metadata"]["annotations"]
+    assert ann["pv.kubernetes.io/bind-completed"] == "yes" and ann["pv.kubernetes.io/bound-by-controller"] == "yes"
+    assert claim["status"]["capacity"] == {"storage": "2Gi"} and claim["status"]["accessModes"] == ["ReadWriteOnce"]
+    vol = wait_phase(store, PV, "", "small", "Bound")
+    assert vol["spec"]["claimRef"]["uid"] == claim["metadata"]["uid"]
+    assert vol["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"] == "yes"
+    assert "kubernetes.io/pv-protection" in vol["metadata"]["finalizers"]
+    assert "kubernetes.io/pvc-protection" in claim["metadata"]["finalizers"]
+    wait_phase(store, PV, "", "big", "Available")
+
+
+def test_b7_no_match_without_class_gives_failed_binding(store, controllers):
+    claim = store.create(PVC, mk_pvc("lonely", "1Gi"))
+    event = wait_event(store, claim, "FailedBinding")
+    assert event["type"] == "Normal"
+    assert event["message"] == "no persistent volumes available for this claim and no storage class is set"
+    # a volume appearing later binds it without any resync (event-driven)
+    store.create(PV, mk_pv("late", "1Gi"))
+    assert wait_phase(store, PVC, "default", "lonely", "Bound")["spec"]["volumeName"] == "late"
+
+
+def test_b5_requested_volume_mismatch_and_bound_elsewhere(store, controllers):
+    store.create(PV, mk_pv("tiny", "1Gi"))
+    claim = store.create(PVC, mk_pvc("wants-tiny", "2Gi", volume_name="tiny"))
+    event = wait_event(store, claim, "VolumeMismatch")
+    assert event["type"] == "Warning"
+    assert event["message"] == 'Cannot bind to requested volume "tiny": requested PV is too small'
+    store.create(PV, mk_pv("gold", "1Gi", cls="gold"))
+    c2 = store.create(PVC, mk_pvc("wants-gold", "1Gi", volume_name="gold"))
+    assert wait_event(store, c2, "VolumeMismatch")["message"].endswith("storageClassName does not match")
+    store.create(PV, mk_pv("taken", "1Gi"))
+    store.create(PVC, mk_pvc("first", "1Gi", volume_name="taken"))
+    wait_phase(store, PVC, "default", "first", "Bound")
+    c3 = store.create(PVC, mk_pvc("second", "1Gi", volume_name="taken"))
+    assert wait_event(store, c3, "FailedBinding")["message"] == 'volume "taken" already bound to a different claim.'
+    assert phase(store, PVC, "default", "second") == "Pending"
+
+
+def test_b3_prebound_volume_binds_by_name_and_missing_volume_stays_pending(store, controllers):
+    store.create(PV, mk_pv("reserved", "9Gi", cls="other", claim_ref={"name": "mine", "namespace": "default"}))
+    store.create(PV, mk_pv("cheap", "1Gi"))
+    wait_phase(store, PV, "", "reserved", "Available")
+    store.create(PVC, mk_pvc("mine", "1Gi"))
+    claim = wait_phase(store, PVC, "default", "mine", "Bound")
+    assert claim["spec"]["volumeName"] == "reserved"
+    vol = store.get(PV, "", "reserved")
+    assert "pv.kubernetes.io/bound-by-controller" not in vol["metadata"]["annotations"]  # the user chose
+    store.create(PVC, mk_pvc("ghost", "1Gi", volume_name="does-not-exist"))
+    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    assert phase(store, PVC, "default", "ghost") == "Pending"
+
+
+def test_b9_claim_lost_when_volume_vanishes(store, controllers):
+    store.create(PV, mk_pv("v", "1Gi"))
+    store.create(PVC, mk_pvc("c", "1Gi"))
+    wait_phase(store, PVC, "default", "c", "Bound")
+    vol = store.get(PV, "", "v")
+    vol["metadata"]["finalizers"] = []
+    store.update(PV, vol, check_version=False)
+    store.delete(PV, "", "v")
+    claim = wait_phase(store, PVC, "default", "c", "Lost")
+    assert ("Warning", "ClaimLost", "Bound claim has lost its PersistentVolume. Data on the volume is lost!") in event_reasons(store, claim)
+
+
+def test_b10_retain_keeps_claim_ref_with_uid(store, controllers):
+    store.create(PV, mk_pv("keep", policy="Retain"))
+    claim = store.create(PVC, mk_pvc("c"))
+    wait_phase(store, PVC, "default", "c", "Bound")
+    store.delete(PVC, "default", "c")
+    vol = wait_phase(store, PV, "", "keep", "Released")
+    assert vol["spec"]["claimRef"]["uid"] == claim["metadata"]["uid"]
+    # admin removes the claimRef -> Available again
+    vol["spec"].pop("claimRef")
+    store.update(PV, vol)
+    wait_phase(store, PV, "", "keep", "Available")
+
+
+def test_b10_recycle_hostpath_scrubs_and_makes_available(store, controllers, hostpath, tmp_path: Path):
+    data = tmp_path / "recycled"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "file").write_text("secret")
+    (data / "top").write_text("x")
+    store.create(PV, mk_pv("rec", policy="Recycle", source={"hostPath": {"path": str(data)}}))
+    store.create(PVC, mk_pvc("c"))
+    wait_phase(store, PVC, "default", "c", "Bound")
+    store.delete(PVC, "default", "c")
+    vol = wait_for(lambda: (v := get_or_none(store, PV, "", "rec")) and v["status"].get("phase") == "Available"
+                   and "claimRef" not in v["spec"] and v, 30, "recycled")
+    assert data.is_dir() and list(data.iterdir()) == []
+    assert ("Normal", "VolumeRecycled", "Volume recycled") in event_reasons(store, vol)
+
+
+def test_b10_recycle_without_recycler_fails(store, controllers):
+    store.create(PV, mk_pv("norec", policy="Recycle"))  # a local volume: nobody can recycle it
+    store.create(PVC, mk_pvc("c"))
+    wait_phase(store, PVC, "default", "c", "Bound")
+    store.delete(PVC, "default", "c")
+    vol = wait_phase(store, PV, "", "norec", "Failed")
+    assert ("Warning", "VolumeFailedRecycle", "No recycler plugin found for the volume!") in event_reasons(store, vol)
+
+
+class FlakyDeleter(Provisioner):
+    name = "test.stowage.io/flaky"
+
+    def __init__(self) -> None:
+        self.failures_left = 2
+        self.deleted: list[str] = []
+
+    def provision(self, req: ProvisionRequest) -> ProvisionResult:
+        return ProvisionResult.finished({"local": {"path": "/x"}}, req.claim["spec"]["resources"]["requests"]["storage"])
+
+    def delete(self, pv) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("backend says: disk is busy")
+        self.deleted.append(pv["metadata"]["name"])
+
+
+def test_b10_delete_failure_goes_failed_then_retries_with_backoff(store, controllers):
+    flaky = FlakyDeleter()
+    registry.register(flaky)
+    try:
+        store.create(SC, mk_sc("flaky", provisioner=flaky.name))
+        claim = store.create(PVC, mk_pvc("c", cls="flaky"))
+        claim = wait_phase(store, PVC, "default", "c", "Bound")
+        pv_name = claim["spec"]["volumeName"]
+        store.delete(PVC, "default", "c")
+        wait_for(lambda: get_or_none(store, PV, "", pv_name) is None, 60, "volume deleted after retries")
+        assert flaky.deleted == [pv_name]
+        assert flaky.failures_left == 0
+    finally:
+        registry.unregister(flaky.name)
+
+
+def test_b10_delete_failure_records_failed_phase(store, controllers):
+    class AlwaysFails(FlakyDeleter):
+        name = "test.stowage.io/always-fails"
+
+        def delete(self, pv) -> None:
+            raise RuntimeError("backend says: no")
+
+    bad = AlwaysFails()
+    registry.register(bad)
+    try:
+        store.create(SC, mk_sc("bad", provisioner=bad.name))
+        store.create(PVC, mk_pvc("c", cls="bad"))
+        claim = wait_phase(store, PVC, "default", "c", "Bound")
+        store.delete(PVC, "default", "c")
+        vol = wait_phase(store, PV, "", claim["spec"]["volumeName"], "Failed")
+        assert vol["status"]["message"] == "backend says: no"
+        assert wait_event(store, vol, "VolumeFailedDelete")["message"] == "backend says: no"
+    finally:
+        registry.unregister(bad.name)
+
+
+def test_p1_p2_provisioning_with_hostpath_then_delete(store, controllers, hostpath):
+    store.create(SC, mk_sc("fast", mount_options=["noatime"]))
+    claim = store.create(PVC, mk_pvc("db", "3Gi", cls="fast"))
+    claim = wait_phase(store, PVC, "default", "db", "Bound")
+    pv_name = f"pvc-{claim['metadata']['uid']}"
+    assert claim["spec"]["volumeName"] == pv_name
+    ann = claim["metadata"]["annotations"]
+    assert ann["volume.kubernetes.io/storage-provisioner"] == "stowage.io/hostpath"
+    assert ann["volume.beta.kubernetes.io/storage-provisioner"] == "stowage.io/hostpath"
+    vol = store.get(PV, "", pv_name)
+    assert vol["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"] == "stowage.io/hostpath"
+    assert vol["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+    assert vol["spec"]["mountOptions"] == ["noatime"]
+    assert vol["spec"]["claimRef"]["uid"] == claim["metadata"]["uid"]
+    path = Path(vol["spec"]["hostPath"]["path"])
+    assert path.is_dir() and path.parent == hostpath.root
+    assert ("Normal", "ProvisioningSucceeded", f"Successfully provisioned volume {pv_name} using stowage.io/hostpath") in event_reasons(store, claim)
+    # B11 + B10 Delete: the claim goes, the backend directory and the PV object go
+    store.delete(PVC, "default", "db")
+    wait_for(lambda: get_or_none(store, PV, "", pv_name) is None, 30, "provisioned volume deleted")
+    assert not path.exists()
+
+
+def test_p2_missing_class_and_unknown_parameter(store, controllers, hostpath):
+    claim = store.create(PVC, mk_pvc("c", cls="nope"))
+    event = wait_event(store, claim, "ProvisioningFailed")
+    assert (event["type"], event["message"]) == ("Warning", 'storageclass.storage.k8s.io "nope" not found')
+    store.create(SC, mk_sc("weird", params={"colour": "blue"}))
+    c2 = store.create(PVC, mk_pvc("c2", cls="weird"))
+    event = wait_event(store, c2, "ProvisioningFailed")
+    assert "colour" in event["message"] and event["message"].startswith('failed to provision volume with StorageClass "weird"')
+    assert phase(store, PVC, "default", "c2") == "Pending"
+
+
+def test_p3_default_class_assigned_later(store, controllers, hostpath):
+    store.create(PVC, mk_pvc("classless", cls=None))
+    store.create(PVC, mk_pvc("opted-out", cls=""))
+    wait_event(store, store.get(PVC, "default", "classless"), "FailedBinding")
+    store.create(SC, mk_sc("std", default=True))
+    claim = wait_phase(store, PVC, "default", "classless", "Bound")
+    assert claim["spec"]["storageClassName"] == "std"
+    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    opted = store.get(PVC, "default", "opted-out")
+    assert opted["spec"]["storageClassName"] == "" and opted["status"]["phase"] == "Pending"
+
+
+def test_b7_b8_wait_for_first_consumer(store, controllers, hostpath):
+    store.create(SC, mk_sc("late", mode="WaitForFirstConsumer"))
+    store.create(PV, mk_pv("static-late", cls="late"))  # WFFC ignores free volumes until a node is chosen
+    claim = store.create(PVC, mk_pvc("w", cls="late", size="2Gi"))
+    event = wait_event(store, claim, "WaitForFirstConsumer")
+    assert (event["type"], event["message"]) == ("Normal", "waiting for first consumer to be created before binding")
+    assert phase(store, PVC, "default", "w") == "Pending"
+    claim = store.get(PVC, "default", "w")
+    claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] = "node-1"
+    store.update(PVC, claim)
+    claim = wait_phase(store, PVC, "default", "w", "Bound")
+    assert claim["spec"]["volumeName"].startswith("pvc-")
+
+
+def test_b11_claim_in_use_stays_until_pod_gone(store, controllers):
+    store.create(PV, mk_pv("v"))
+    store.create(PVC, mk_pvc("c"))
+    wait_phase(store, PVC, "default", "c", "Bound")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+           "spec": {"nodeName": "n1", "containers": [{"name": "x", "image": "x"}],
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "c"}}]},
+           "status": {"phase": "Running"}}
+    store.create(POD, pod)
+    store.delete(PVC, "default", "c")
+    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    claim = store.get(PVC, "default", "c")
+    assert claim["metadata"].get("deletionTimestamp") and claim["status"]["phase"] == "Bound"
+    assert phase(store, PV, "", "v") == "Bound"
+    store.delete(POD, "default", "p")
+    wait_for(lambda: get_or_none(store, PVC, "default", "c") is None, 30, "claim removed")
+    wait_phase(store, PV, "", "v", "Released")
+    # pv-protection: a Released volume may go
+    store.delete(PV, "", "v")
+    wait_for(lambda: get_or_none(store, PV, "", "v") is None, 30, "volume removed")
+
+
+def test_b11_bound_volume_kept_while_bound(store, controllers):
+    store.create(PV, mk_pv("v"))
+    store.create(PVC, mk_pvc("c"))
+    wait_phase(store, PVC, "default", "c", "Bound")
+    store.delete(PV, "", "v")
+    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    vol = store.get(PV, "", "v")
+    assert vol["metadata"].get("deletionTimestamp") and vol["status"]["phase"] == "Bound"
+
+
+def test_p4_expansion_marks_filesystem_resize_pending(store, controllers, hostpath):
+    store.create(SC, mk_sc("grow", expand=True))
+    store.create(PVC, mk_pvc("g", "1Gi", cls="grow"))
+    claim = wait_phase(store, PVC, "default", "g", "Bound")
+    claim["spec"]["resources"]["requests"]["storage"] = "3Gi"
+    store.update(PVC, claim)
+    claim = wait_for(lambda: (c := store.get(PVC, "default", "g"))["status"].get("allocatedResources") and c, 30, "expanded")
+    assert claim["status"]["allocatedResources"] == {"storage": "3Gi"}
+    assert [c["type"] for c in claim["status"]["conditions"]] == ["FileSystemResizePending"]
+    assert claim["status"]["capacity"] == {"storage": "1Gi"}  # the node agent finishes the resize
+    assert store.get(PV, "", claim["spec"]["volumeName"])["spec"]["capacity"]["storage"] == "3Gi"
+
+
+def test_p4_no_expansion_without_allow(store, controllers, hostpath):
+    store.create(SC, mk_sc("fixed", expand=False))
+    store.create(PVC, mk_pvc("f", "1Gi", cls="fixed"))
+    claim = wait_phase(store, PVC, "default", "f", "Bound")
+    claim["spec"]["resources"]["requests"]["storage"] = "3Gi"
+    store.update(PVC, claim)
+    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    assert store.get(PV, "", claim["spec"]["volumeName"])["spec"]["capacity"]["storage"] == "1Gi"
