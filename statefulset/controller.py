@@ -211,3 +211,7 @@ class StatefulSetReconciler(Reconciler):
         if meta(last).get("finalizers"):
             publish(self.ctx.cache, resource, last)
 
+
+
+# Picked up by storage.controllers.manager.DEFAULT_RECONCILERS.
+RECONCILERS = [StatefulSetReconciler]

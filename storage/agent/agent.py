@@ -95,12 +95,17 @@ class NodeAgent:
         self._pods: dict[str, Obj] = {}  # uid -> pod as last seen
         self._dirty: set[str] = set()
         self._waiting: set[str] = set()  # pods whose volumes are not ready yet
-        self._all_dirty = True
+        # Nothing is synced before the first listing of this node's pods: a pass over an
+        # empty pod map would tear down the volumes of every pod a restarted agent adopts.
+        self._pods_listed = threading.Event()
+        self._all_dirty = False
         self._resolved: dict[str, PodVolumes] = {}
         self._pushed: dict[str, Obj] = {}
         self._stopping: dict[str, threading.Thread] = {}
         self._threads: list[threading.Thread] = []
         self._endpoints: dict[tuple[str, str], Obj] = {}
+        self._resizing: set[tuple[str, str]] = set()  # claims with FileSystemResizePending
+        self._resize_warned: set[tuple[str, str]] = set()
         self._server: Any = None
         self.port = 0
 
@@ -133,7 +138,9 @@ class NodeAgent:
         if self._server is not None:
             self._server.should_exit = True
         for thread in self._threads:
-            thread.join(timeout=10)
+            # A watch thread sits in a long HTTP read and notices the stop only at its next
+            # event; it is a daemon touching nothing but this agent's maps, so don't wait for it.
+            thread.join(timeout=0.2 if thread.name in self._watch_threads else 10)
         if self.runtime is not None:
             self.runtime.close()
         log.info("agent.stopped", node=self.node)
@@ -259,6 +266,7 @@ class NodeAgent:
         def on_list(items: list[Obj]) -> None:
             self._pods = {_meta(p)["uid"]: p for p in items}
             self._all_dirty = True
+            self._pods_listed.set()
 
         def on_event(kind: str, pod: Obj) -> None:
             uid = _meta(pod).get("uid", "")
@@ -286,11 +294,15 @@ class NodeAgent:
 
     def _watch_claims(self) -> None:
         """A pod waiting for its claim to bind (or grow) is looked at again when the claim changes."""
-        def on_list(_items: list[Obj]) -> None:
+        def on_list(items: list[Obj]) -> None:
             self._dirty.update(self._waiting)
+            self._resizing.update(_key(c) for c in items if _resize_pending(c))
 
-        def on_event(_kind: str, claim: Obj) -> None:
+        def on_event(kind: str, claim: Obj) -> None:
             namespace, name = _key(claim)
+            if kind != "DELETED" and _resize_pending(claim):
+                self._resizing.add((namespace, name))
+                self._all_dirty = True  # wakes the worker, which finishes resizes after each pass
             for uid, pod in self._pods.items():
                 if _key(pod)[0] == namespace and name in _claim_names(pod):
                     self._dirty.add(uid)
@@ -307,7 +319,8 @@ class NodeAgent:
     def _work(self) -> None:
         while not self.stop_event.is_set():
             with self._lock:
-                while not self._dirty and not self._all_dirty and not self.stop_event.is_set():
+                while (not self._pods_listed.is_set() or (not self._dirty and not self._all_dirty)) \
+                        and not self.stop_event.is_set():
                     self._lock.wait(timeout=30)
                 if self.stop_event.is_set():
                     return
@@ -315,19 +328,31 @@ class NodeAgent:
                 self._dirty.clear()
                 self._all_dirty = False
                 pods = dict(self._pods)
+                resizing = set(self._resizing)
             self.sync(pods, dirty)
+            for key in resizing:
+                self._finish_resize(*key)
 
     def sync(self, pods: dict[str, Obj], dirty: set[str]) -> None:
         assert self.runtime is not None
         active: dict[str, Obj] = {}
         for uid, pod in pods.items():
             if _meta(pod).get("deletionTimestamp"):
+                if uid not in self._resolved and uid not in self._stopping:
+                    # After a restart mid-deletion: keep its volumes wanted until its
+                    # containers are stopped, so nothing is unmounted under a live process.
+                    try:
+                        self._resolved[uid] = resolve_pod_volumes(pod, self.client)
+                    except (VolumeNotReady, StowageError):
+                        pass
                 self._begin_stop(uid, pod)
             else:
                 active[uid] = pod
-        for uid in list(self._resolved):
+        for uid in list(self._resolved) + sorted(self.runtime.running_pods()):
             if uid not in pods and uid not in self._stopping:
-                self._begin_stop(uid, None)  # deleted without our finalizer (or force-deleted)
+                # Deleted without our finalizer, force-deleted, or deleted while the agent was
+                # down: its adopted containers must stop too.
+                self._begin_stop(uid, None)
         # Claims/PVs may have changed for pods still waiting for volumes.
         waiting: dict[str, str] = {}
         for uid in dirty:
@@ -399,9 +424,14 @@ class NodeAgent:
             return
         grace = None
         if pod is not None:
-            grace = _meta(pod).get("deletionGracePeriodSeconds")
-            if grace is None:
-                grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+            # The store marks every finalized deletion with deletionGracePeriodSeconds 0 (no
+            # per-request grace exists yet), so 0 means "the pod's own": honour that, counted
+            # from the deletion mark so a restarted agent does not grant the full period again.
+            grace = _meta(pod).get("deletionGracePeriodSeconds") or (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+            marked = _parse_time(_meta(pod).get("deletionTimestamp"))
+            if marked is not None:
+                elapsed = (dt.datetime.now(dt.timezone.utc) - marked).total_seconds()
+                grace = max(0.0, float(grace) - max(0.0, elapsed))
         thread = threading.Thread(target=self._stop_pod, args=(uid, pod, grace), name=f"agent-stop-{uid[:8]}", daemon=True)
         self._stopping[uid] = thread
         thread.start()
@@ -431,6 +461,7 @@ class NodeAgent:
             self._mark_dirty(uid)
 
     _volume_lock = threading.Lock()
+    _watch_threads = frozenset({"agent-pods", "agent-endpoints", "agent-claims"})
 
     def _remove_finalizer(self, pod: Obj) -> None:
         namespace, name = _key(pod)
@@ -450,6 +481,63 @@ class NodeAgent:
                 continue
             except NotFound:
                 return
+
+    # ---- expansion: the node's half (FileSystemResizePending) -------------------
+
+    def _finish_resize(self, namespace: str, name: str) -> None:
+        """Grow the filesystem of a claim's volume in one of this node's pools, then
+        publish the new capacity on the claim and clear FileSystemResizePending.
+
+        Mounted xfs/btrfs grow online; ext4 grows offline (online resize2fs needs
+        CAP_SYS_RESOURCE, which hosts like containers withhold), so a mounted ext4
+        volume stays pending until its pods are gone; an unmounted xfs/btrfs until mounted.
+        """
+        key = (namespace, name)
+        try:
+            claim = self.client.get("persistentvolumeclaims", name, namespace)
+        except NotFound:
+            claim = None
+        if claim is None or not _resize_pending(claim):
+            with self._lock:
+                self._resizing.discard(key)
+            self._resize_warned.discard(key)
+            return
+        pv_name = (claim.get("spec") or {}).get("volumeName") or ""
+        pool = next((p for p in self.pools.values() if p.get(pv_name) is not None), None)
+        if pool is None:
+            with self._lock:
+                self._resizing.discard(key)  # another node's volume
+            return
+        try:
+            with self._volume_lock:
+                done = pool.complete_resize(pv_name)
+        except Exception as exc:
+            if key not in self._resize_warned:
+                self._resize_warned.add(key)
+                self._event(claim, "Warning", "FileSystemResizeDeferred",
+                            f"filesystem of {pv_name} cannot grow while mounted here; it grows when its pods stop: {exc}")
+            return
+        if not done:
+            return
+        pv = self.client.get("persistentvolumes", pv_name)
+        capacity = ((pv.get("spec") or {}).get("capacity") or {}).get("storage")
+        for _attempt in range(5):
+            status = claim.setdefault("status", {})
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "FileSystemResizePending"]
+            if capacity:
+                status["capacity"] = {**(status.get("capacity") or {}), "storage": capacity}
+            status.pop("allocatedResourceStatuses", None)
+            try:
+                self.client.update_status(claim)
+                break
+            except Conflict:
+                claim = self.client.get("persistentvolumeclaims", name, namespace)
+        with self._lock:
+            self._resizing.discard(key)
+        self._resize_warned.discard(key)
+        self._event(claim, "Normal", "FileSystemResizeSuccessful",
+                    f"MountVolume.NodeExpandVolume succeeded for volume \"{pv_name}\" {self.node}")
+        log.info("agent.resize_finished", claim=f"{namespace}/{name}", volume=pv_name, capacity=capacity)
 
     # ---- status ------------------------------------------------------------
 
@@ -556,6 +644,18 @@ class NodeAgent:
 def _claim_names(pod: Obj) -> list[str]:
     return [v["persistentVolumeClaim"].get("claimName", "") for v in (pod.get("spec") or {}).get("volumes") or []
             if v.get("persistentVolumeClaim")]
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(value or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+
+
+def _resize_pending(claim: Obj) -> bool:
+    return any(c.get("type") == "FileSystemResizePending" and c.get("status") == "True"
+               for c in (claim.get("status") or {}).get("conditions") or [])
 
 
 def _ready(node: Obj) -> Obj | None:

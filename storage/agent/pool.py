@@ -266,7 +266,12 @@ class Pool:
             for dev in loop.find_all_by_backing_file(self.image_path(name)):
                 loop.refresh_capacity(dev, executor=self.executor)
             if vol.resize_pending:
-                self._grow_if_mounted(vol)
+                try:
+                    self._grow_if_mounted(vol)
+                except Exception as exc:
+                    # The device has grown; the filesystem is the node's part (FileSystemResizePending),
+                    # retried by complete_resize: e.g. online ext4 growth without CAP_SYS_RESOURCE.
+                    log.warning("pool.resize_deferred", name=name, error=str(exc))
             return vol
 
     def complete_resize(self, name: str) -> bool:

@@ -115,8 +115,9 @@ def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
 
 
 def _as_bytes(lines: Any) -> Any:
+    # The runtime yields lines without their newline; the wire carries them as a text stream.
     for line in lines:
-        yield line if isinstance(line, bytes) else str(line).encode()
+        yield (line if isinstance(line, bytes) else str(line).encode()) + b"\n"
 
 
 def start_agent_server(agent: "NodeAgent", host: str, port: int, token: str | None) -> tuple[uvicorn.Server, int]:

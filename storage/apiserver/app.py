@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from storage.api import registry
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import discovery
+from storage.apiserver import discovery, proxy
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth
 from storage.apiserver.handlers import Handlers, Target
@@ -123,6 +123,11 @@ def create_app(
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
                 return Response(static[path], media_type=JSON_TYPE)
             parts = path.split("/")[1:]
+            pod_log = proxy.log_target(parts)
+            if pod_log is not None:
+                if request.method != "GET":
+                    raise MethodNotAllowed(f"{request.method} is not supported on pods/log")
+                return await proxy.pod_log(store, *pod_log, request.query_params, request.headers.get("authorization"))
             if len(parts) >= 3 and parts[0] == "api" and parts[1] == "v1":
                 parsed = parse_resource_path("v1", parts[2:])
             elif len(parts) >= 4 and parts[0] == "apis":

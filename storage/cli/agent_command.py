@@ -36,10 +36,12 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--port", default=0, show_default=True, help="The agent's HTTP port (0: any free port).")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between node status updates.")
 @click.option("--host-path-prefix", "host_paths", multiple=True, help="Host path prefix that hostPath volumes may use (repeatable).")
+@click.option("--pod-cidr", default="127.1.0.0/16", show_default=True,
+              help="Loopback range this node's pods take their addresses from (distinct per node on one host).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str | None, pools: tuple[str, ...],
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
-                  host_paths: tuple[str, ...], log_format: str) -> None:
+                  host_paths: tuple[str, ...], pod_cidr: str, log_format: str) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
     from storage.agent.agent import AgentConfig
     from storage.agent.setup import default_node_name, default_pool, parse_pool, start_agent
@@ -55,7 +57,8 @@ def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str |
     server, token = load_kubeconfig(kubeconfig)
     config = AgentConfig(node_name=node_name or default_node_name(), data_dir=root, pools=pool_specs,
                          labels=_pairs(labels, "--label"), zone=zone, host_ip=address, listen_host=address,
-                         listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths)
+                         listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths,
+                         pod_ip_range=pod_cidr)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -67,3 +70,33 @@ def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str |
     log.info("agent running", node=config.node_name, server=server)
     stop.wait()
     thread.join(timeout=30)
+
+
+@click.command("down")
+@click.option("--data-dir", default=default_data_dir, show_default="~/.stowage or $STOWAGE_DATA_DIR")
+@click.option("--grace", default=10.0, show_default=True, help="Seconds each container gets between SIGTERM and SIGKILL.")
+def down_command(data_dir: str, grace: float) -> None:
+    """Stop `stowage up` on DATA_DIR and everything it runs: pods, mounts, loop devices (data is kept)."""
+    import os
+    import time
+
+    from storage.agent.teardown import stop_node
+
+    root = Path(data_dir).expanduser().resolve()
+    if not root.exists():
+        raise CommandError(f"--data-dir: {root} does not exist")
+    pid_file = root / "up.pid"
+    if pid_file.exists():
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            raise CommandError(f"stowage up (pid {pid}) did not stop within 30s")
+        except (ProcessLookupError, ValueError):
+            pass
+        pid_file.unlink(missing_ok=True)
+    counts = stop_node(root, root / "agent", grace)
+    click.echo(f"stopped {counts['pods']} pod(s), released {counts['mounts']} mount(s) and {counts['loop_devices']} loop device(s)")

@@ -211,7 +211,27 @@ def describe_pvc(obj: dict[str, Any], lister: Lister) -> str:
         ("VolumeMode", str(spec.get("volumeMode") or "Filesystem")),
         ("Used By", listing(_pods_using_claim(obj, lister))),
     ]
+    if str(status.get("phase") or "Pending") == "Pending" and not meta.get("deletionTimestamp"):
+        reason = _pending_reason(obj, lister)
+        if reason:
+            pairs.append(("Pending Reason", reason))
     return fields(pairs) + events_section(obj, lister)
+
+
+def _pending_reason(claim: dict[str, Any], lister: Lister) -> str:
+    """Why the binder has not bound the claim, in the binder's own words when it can explain."""
+    try:
+        from storage.controllers.explain import explain_pending_claim
+    except ImportError:
+        return ""
+    volumes = lister.list_objects("persistentvolumes", None)
+    classes = lister.list_objects("storageclasses", None)
+    explained = explain_pending_claim(claim, volumes, classes)
+    if not explained:
+        return ""
+    if isinstance(explained, str):
+        return explained
+    return "\n".join(str(line) for line in explained)
 
 
 def _pods_using_claim(claim: dict[str, Any], lister: Lister) -> list[str]:
@@ -241,46 +261,125 @@ def describe_sc(obj: dict[str, Any], lister: Lister) -> str:
 
 
 def describe_pod(obj: dict[str, Any], lister: Lister) -> str:
-    spec, status, meta = obj.get("spec") or {}, obj.get("status") or {}, _meta(obj)
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    node = str(spec.get("nodeName") or "<none>")
+    if spec.get("nodeName") and status.get("hostIP"):
+        node += f"/{status['hostIP']}"
     pairs = _common(obj, True) + [
-        ("Node", str(spec.get("nodeName") or "<none>")),
-        ("Start Time", str(status.get("startTime") or "")),
+        ("Node", node),
+        ("Start Time", str(status.get("startTime") or "<unset>")),
     ] + _labels_annotations(obj) + [
         ("Status", pod_status(obj)),
         ("IP", str(status.get("podIP") or "")),
         ("Controlled By", _owner(obj)),
     ]
     out = fields(pairs)
-    out += "Containers:\n"
     statuses = {cs.get("name"): cs for cs in status.get("containerStatuses") or []}
+    out += "Containers:\n" if spec.get("containers") else "Containers:  <none>\n"
     for c in spec.get("containers") or []:
-        cs = statuses.get(c.get("name")) or {}
-        state = next(iter((cs.get("state") or {}).keys()), "Waiting").capitalize()
-        mounts = "\n".join(
-            f"{m.get('mountPath')} from {m.get('name')} ({'ro' if m.get('readOnly') else 'rw'})"
-            for m in c.get("volumeMounts") or []
-        )
-        out += f"  {c.get('name')}:\n" + fields([
-            ("Image", str(c.get("image", ""))),
-            ("Command", listing(c.get("command"))),
-            ("State", state),
-            ("Ready", str(bool(cs.get("ready")))),
-            ("Restart Count", str(cs.get("restartCount") or 0)),
-            ("Mounts", mounts or "<none>"),
-        ], indent=4)
-    conditions = status.get("conditions") or []
-    if conditions:
-        out += "Conditions:\n" + "".join(f"  {c.get('type')}  {c.get('status')}\n" for c in conditions)
-    out += "Volumes:\n"
-    volumes = spec.get("volumes") or []
-    if not volumes:
-        out += "  <none>\n"
-    for v in volumes:
-        source = next((k for k in v if k != "name"), "")
-        detail = v.get(source) or {}
-        extra = [(k, str(val)) for k, val in detail.items()] if isinstance(detail, dict) else []
-        out += f"  {v.get('name')}:\n" + fields([("Type", source)] + extra, indent=4)
+        out += _container_section(c, statuses.get(c.get("name")) or {})
+    out += _conditions_table(status.get("conditions") or [], ["Type", "Status"])
+    out += "Volumes:\n" if spec.get("volumes") else "Volumes:  <none>\n"
+    for v in spec.get("volumes") or []:
+        out += f"  {v.get('name')}:\n" + fields(_volume_fields(v), indent=4)
     return out + events_section(obj, lister)
+
+
+def _container_section(c: dict[str, Any], cs: dict[str, Any] | None) -> str:
+    """One container; ``cs`` None for a template's container, which has no state yet."""
+    mounts = "\n".join(
+        f"{m.get('mountPath')} from {m.get('name')} ({'ro' if m.get('readOnly') else 'rw'})"
+        + (f" path=\"{m['subPath']}\"" if m.get("subPath") else "")
+        for m in c.get("volumeMounts") or []
+    )
+    pairs = [("Image", str(c.get("image", "")))]
+    if c.get("command"):
+        pairs.append(("Command", listing(c.get("command"))))
+    if c.get("args"):
+        pairs.append(("Args", listing(c.get("args"))))
+    ports = [f"{p.get('containerPort')}/{p.get('protocol') or 'TCP'}" for p in c.get("ports") or []]
+    if ports:
+        pairs.append(("Port", ", ".join(ports)))
+    if cs is not None:
+        pairs += [("State", _state(cs.get("state")))]
+        if cs.get("lastState"):
+            pairs.append(("Last State", _state(cs.get("lastState"))))
+        pairs += [
+            ("Ready", "True" if cs.get("ready") else "False"),
+            ("Restart Count", str(cs.get("restartCount") or 0)),
+        ]
+    if c.get("readinessProbe"):
+        pairs.append(("Readiness", _probe(c["readinessProbe"])))
+    if c.get("livenessProbe"):
+        pairs.append(("Liveness", _probe(c["livenessProbe"])))
+    env = [f"{e.get('name')}:  {e.get('value', '(from a reference)')}" for e in c.get("env") or []]
+    pairs += [("Environment", listing(env)), ("Mounts", mounts or "<none>")]
+    return f"  {c.get('name')}:\n" + fields(pairs, indent=4)
+
+
+def _state(state: dict[str, Any] | None) -> str:
+    """kubectl's container state block: the state, then its reason, times and exit code."""
+    if not state:
+        return "Waiting"
+    kind, detail = next(iter(state.items()))
+    lines = [kind.capitalize()]
+    detail = detail or {}
+    for key, label in (("reason", "Reason"), ("message", "Message"), ("exitCode", "Exit Code"),
+                       ("startedAt", "Started"), ("finishedAt", "Finished")):
+        if detail.get(key) not in (None, ""):
+            lines.append(f"  {label}:  {detail[key]}")
+    return "\n".join(lines)
+
+
+def _probe(probe: dict[str, Any]) -> str:
+    if probe.get("exec"):
+        how = "exec [" + " ".join((probe["exec"] or {}).get("command") or []) + "]"
+    elif probe.get("httpGet"):
+        get = probe["httpGet"]
+        how = f"http-get {get.get('scheme', 'HTTP').lower()}://:{get.get('port')}{get.get('path', '/')}"
+    elif probe.get("tcpSocket"):
+        how = f"tcp-socket :{(probe['tcpSocket'] or {}).get('port')}"
+    else:
+        how = "<unknown>"
+    return (f"{how} delay={probe.get('initialDelaySeconds', 0)}s timeout={probe.get('timeoutSeconds', 1)}s "
+            f"period={probe.get('periodSeconds', 10)}s #success={probe.get('successThreshold', 1)} "
+            f"#failure={probe.get('failureThreshold', 3)}")
+
+
+_VOLUME_TYPES = {
+    "persistentVolumeClaim": "PersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)",
+    "emptyDir": "EmptyDir (a temporary directory that shares a pod's lifetime)",
+    "hostPath": "HostPath (bare host directory volume)",
+    "configMap": "ConfigMap (a volume populated by a ConfigMap)",
+    "secret": "Secret (a volume populated by a Secret)",
+}
+
+
+def _volume_fields(volume: dict[str, Any]) -> list[Field]:
+    source = next((k for k in volume if k != "name"), "")
+    detail = volume.get(source) or {}
+    pairs: list[Field] = [("Type", _VOLUME_TYPES.get(source, source))]
+    if source == "persistentVolumeClaim":
+        return pairs + [("ClaimName", str(detail.get("claimName", ""))),
+                        ("ReadOnly", "true" if detail.get("readOnly") else "false")]
+    if isinstance(detail, dict):
+        pairs += [(k[:1].upper() + k[1:], str(v)) for k, v in detail.items() if not isinstance(v, (dict, list))]
+    return pairs
+
+
+def _conditions_table(conditions: list[dict[str, Any]], columns: list[str]) -> str:
+    """kubectl's Conditions block: a small table whose columns are condition fields."""
+    if not conditions:
+        return ""
+    keys = {"Type": "type", "Status": "status", "Reason": "reason", "Message": "message",
+            "LastHeartbeatTime": "lastHeartbeatTime", "LastTransitionTime": "lastTransitionTime"}
+    rows = [columns, ["-" * len(c) for c in columns]]
+    rows += [[str(c.get(keys[col]) or "") for col in columns] for c in conditions]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns) - 1)]
+    lines = ["Conditions:"]
+    for r in rows:
+        lines.append(("  " + "".join(cell.ljust(widths[i] + 2) for i, cell in enumerate(r[:-1])) + r[-1]).rstrip())
+    return "\n".join(lines) + "\n"
 
 
 def _owner(obj: dict[str, Any]) -> str:
@@ -290,54 +389,168 @@ def _owner(obj: dict[str, Any]) -> str:
     return "<none>"
 
 
+def _controlled_pods(owner: dict[str, Any], lister: Lister) -> list[dict[str, Any]]:
+    """Pods whose controller reference is ``owner`` (by uid, else by kind and name)."""
+    meta = _meta(owner)
+    out = []
+    for pod in lister.list_objects("pods", meta.get("namespace") or None):
+        for ref in _meta(pod).get("ownerReferences") or []:
+            if not ref.get("controller"):
+                continue
+            if (ref.get("uid") == meta.get("uid")) if ref.get("uid") and meta.get("uid") else (
+                ref.get("kind") == owner.get("kind") and ref.get("name") == meta.get("name")
+            ):
+                out.append(pod)
+            break
+    return out
+
+
+def _blocker(sts: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+    """Which member holds the rollout back and why (S7), from the StatefulSet code when it is present."""
+    try:
+        from statefulset.update import describe_blocker
+    except ImportError:
+        return None
+    return describe_blocker(sts, pods)
+
+
 def describe_sts(obj: dict[str, Any], lister: Lister) -> str:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     replicas = spec.get("replicas")
-    selector = (spec.get("selector") or {}).get("matchLabels") or {}
     strategy = spec.get("updateStrategy") or {}
+    pods = _controlled_pods(obj, lister)
+    phases = [str((p.get("status") or {}).get("phase") or "Pending") for p in pods]
+    strategy_type = str(strategy.get("type") or "RollingUpdate")
     pairs = _common(obj, True) + [
         ("CreationTimestamp", str(_meta(obj).get("creationTimestamp", ""))),
-        ("Selector", ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"),
+        ("Selector", _selector_text(spec.get("selector"))),
     ] + _labels_annotations(obj) + [
         ("Replicas", f"{1 if replicas is None else replicas} desired | {status.get('replicas') or 0} total"),
-        ("Update Strategy", str(strategy.get("type") or "RollingUpdate")),
-        ("Partition", str((strategy.get("rollingUpdate") or {}).get("partition") or 0)),
-        ("Pods Status", f"{status.get('readyReplicas') or 0} Ready / {status.get('currentReplicas') or 0} Current / {status.get('updatedReplicas') or 0} Updated"),
+        ("Update Strategy", strategy_type),
+    ]
+    if strategy_type == "RollingUpdate":
+        pairs.append(("  Partition", str((strategy.get("rollingUpdate") or {}).get("partition") or 0)))
+    pairs += [
+        ("Pods Status", f"{phases.count('Running')} Running / {phases.count('Pending')} Waiting / "
+                        f"{phases.count('Succeeded')} Succeeded / {phases.count('Failed')} Failed"),
         ("Pod Management Policy", str(spec.get("podManagementPolicy") or "OrderedReady")),
         ("Service Name", str(spec.get("serviceName") or "")),
+        ("Current Revision", str(status.get("currentRevision") or "")),
+        ("Update Revision", str(status.get("updateRevision") or "")),
     ]
+    blocker = _blocker(obj, pods)
+    if blocker:
+        pairs.append(("Rollout Blocked", blocker))
     out = fields(pairs)
+    out += _pod_template_section(spec.get("template") or {})
     templates = spec.get("volumeClaimTemplates") or []
     out += "Volume Claims:\n" if templates else "Volume Claims:  <none>\n"
     for t in templates:
         tspec = t.get("spec") or {}
-        out += "  " + fields([
+        out += fields([
             ("Name", str(_meta(t).get("name", ""))),
             ("StorageClass", storage_class_of(t)),
+            ("Labels", mapping(_meta(t).get("labels"))),
+            ("Annotations", mapping(_meta(t).get("annotations"))),
             ("Capacity", str(((tspec.get("resources") or {}).get("requests") or {}).get("storage", ""))),
-            ("Access Modes", ",".join(tspec.get("accessModes") or [])),
-        ], indent=2).lstrip()
+            ("Access Modes", "[" + ", ".join(tspec.get("accessModes") or []) + "]"),
+        ], indent=2)
     return out + events_section(obj, lister)
+
+
+def _selector_text(selector: dict[str, Any] | None) -> str:
+    selector = selector or {}
+    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        terms.append(f"{expr.get('key')} {str(expr.get('operator', '')).lower()} ({','.join(expr.get('values') or [])})")
+    return ",".join(terms) or "<none>"
+
+
+def _pod_template_section(template: dict[str, Any]) -> str:
+    tspec = template.get("spec") or {}
+    out = "Pod Template:\n" + fields([
+        ("Labels", mapping(_meta(template).get("labels"))),
+        ("Annotations", mapping(_meta(template).get("annotations"))),
+    ], indent=2)
+    out += "  Containers:\n" if tspec.get("containers") else "  Containers:  <none>\n"
+    for c in tspec.get("containers") or []:
+        out += "  " + _container_section(c, None).replace("\n", "\n  ").rstrip(" ")
+    out += "  Volumes:\n" if tspec.get("volumes") else "  Volumes:  <none>\n"
+    for v in tspec.get("volumes") or []:
+        out += f"   {v.get('name')}:\n" + fields(_volume_fields(v), indent=4)
+    return out
+
+
+def _size(value: Any) -> str:
+    """Bytes as a binary quantity a person reads at a glance (``20Gi``, ``1.5Ti``)."""
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    for unit in ("", "Ki", "Mi", "Gi", "Ti", "Pi"):
+        if abs(n) < 1024 or unit == "Pi":
+            text = f"{n:.1f}".rstrip("0").rstrip(".")
+            return f"{text}{unit}"
+        n /= 1024
+    return str(value)
 
 
 def describe_node(obj: dict[str, Any], lister: Lister) -> str:
-    status = obj.get("status") or {}
+    status, spec = obj.get("status") or {}, obj.get("spec") or {}
+    info = status.get("nodeInfo") or {}
+    taints = [f"{t.get('key')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect')}" for t in spec.get("taints") or []]
     pairs = _common(obj, False) + _labels_annotations(obj) + [
         ("CreationTimestamp", str(_meta(obj).get("creationTimestamp", ""))),
         ("Status", node_status(obj)),
-        ("Unschedulable", str(bool((obj.get("spec") or {}).get("unschedulable"))).lower()),
-        ("Addresses", listing([f"{a.get('type')}: {a.get('address')}" for a in status.get("addresses") or []])),
-        ("Capacity", mapping(status.get("capacity"))),
-        ("Allocatable", mapping(status.get("allocatable"))),
+        ("Taints", listing(taints)),
+        ("Unschedulable", str(bool(spec.get("unschedulable"))).lower()),
     ]
     out = fields(pairs)
-    conditions = status.get("conditions") or []
-    if conditions:
-        out += "Conditions:\n" + "".join(
-            f"  {c.get('type')}  {c.get('status')}  {c.get('reason', '')}  {c.get('message', '')}".rstrip() + "\n"
-            for c in conditions
-        )
+    out += _conditions_table(status.get("conditions") or [],
+                             ["Type", "Status", "LastHeartbeatTime", "Reason", "Message"])
+    out += "Addresses:\n" + fields([(str(a.get("type")), str(a.get("address"))) for a in status.get("addresses") or []],
+                                   indent=2)
+    for title, key in (("Capacity", "capacity"), ("Allocatable", "allocatable")):
+        values = status.get(key) or {}
+        out += f"{title}:\n" + fields([(k, str(v)) for k, v in sorted(values.items())], indent=2)
+    if info:
+        out += "System Info:\n" + fields([
+            ("Kubelet Version", str(info.get("kubeletVersion", ""))),
+            ("Operating System", str(info.get("operatingSystem", ""))),
+            ("Architecture", str(info.get("architecture", ""))),
+            ("Container Runtime Version", str(info.get("containerRuntimeVersion", ""))),
+        ], indent=2)
+    pools = status.get("storagePools") or []
+    out += "Storage Pools:\n" if pools else "Storage Pools:  <none>\n"
+    if pools:
+        rows = [["Name", "Total", "Free", "Path"], ["----", "-----", "----", "----"]]
+        rows += [[str(p.get("name", "")), _size(p.get("totalBytes")), _size(p.get("freeBytes")), str(p.get("path", ""))]
+                 for p in pools]
+        out += _table(rows, indent=2)
+    in_use = status.get("volumesInUse") or []
+    attached = [f"{a.get('name')} ({a.get('devicePath')})" if isinstance(a, dict) and a.get("devicePath")
+                else str(a.get("name") if isinstance(a, dict) else a) for a in status.get("volumesAttached") or []]
+    out += fields([("Volumes In Use", listing(in_use)), ("Volumes Attached", listing(attached))])
+    pods = [p for p in lister.list_objects("pods", None)
+            if (p.get("spec") or {}).get("nodeName") == _meta(obj).get("name")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    out += f"Non-terminated Pods:  ({len(pods)} in total)\n"
+    if pods:
+        rows = [["Namespace", "Name", "Status", "Age"], ["---------", "----", "------", "---"]]
+        rows += [[str(_meta(p).get("namespace", "")), str(_meta(p).get("name", "")), pod_status(p),
+                  age(_meta(p).get("creationTimestamp"))] for p in sorted(pods, key=lambda p: (
+                      _meta(p).get("namespace", ""), _meta(p).get("name", "")))]
+        out += _table(rows, indent=2)
     return out + events_section(obj, lister)
+
+
+def _table(rows: list[list[str]], indent: int = 0) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    pad = " " * indent
+    return "".join(
+        (pad + "".join(cell.ljust(widths[i] + 2) for i, cell in enumerate(r[:-1])) + r[-1]).rstrip() + "\n"
+        for r in rows
+    )
 
 
 def _generic(obj: dict[str, Any], lister: Lister) -> str:

@@ -141,7 +141,8 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
     return body
 
 
-def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: threading.Event) -> list[threading.Thread]:
+def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: threading.Event,
+                       host_path_prefixes: tuple[str, ...] = ()) -> list[threading.Thread]:
     """Start the node agent for this host: registers a Node, runs the pods placed on it."""
     from provisioners import registry
     from provisioners.local import LocalProvisioner
@@ -161,7 +162,9 @@ def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: thread
 
     registry.register(LocalProvisioner(token, nodes=node_lookup))
     config = AgentConfig(node_name=default_node_name(), data_dir=data_dir / "agent", pools=[default_pool(data_dir)],
-                         heartbeat_seconds=10.0)
+                         heartbeat_seconds=10.0,
+                         # hostPath volumes may use the data dir's own hostpath area and what the admin allows.
+                         host_path_prefixes=(str(data_dir / "hostpath"), *host_path_prefixes))
     thread = start_agent(Client(server_url, token), config, token, stop)
     log.info("local node agent started", node=config.node_name)
     return [thread]
@@ -182,7 +185,8 @@ def _apply_manifests(files: tuple[str, ...], kubeconfig: Path) -> None:
 
 
 def start_control_plane(
-    data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event
+    data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event,
+    host_path_prefixes: tuple[str, ...] = (),
 ) -> ControlPlane:
     from storage.apiserver.server import start_in_thread
     from storage.store import open_store
@@ -209,12 +213,40 @@ def start_control_plane(
     server_url = _server_url(server, host, port)
     threads = _start_controllers(store, stop)
     if with_agent:
-        threads += _start_local_agent(store, server_url, data_dir, stop)
+        threads += _start_local_agent(store, server_url, data_dir, stop, host_path_prefixes)
     return ControlPlane(store, server, server_url, kubeconfig, stop, threads)
 
 
+def _pod_line(pod: dict[str, Any]) -> str:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    ready = sum(1 for c in containers if c.get("ready"))
+    return (f"pod {meta.get('namespace')}/{meta.get('name')} is {status.get('phase', 'Pending')} "
+            f"({ready}/{len((pod.get('spec') or {}).get('containers') or [])} ready) on {((pod.get('spec') or {}).get('nodeName'))} "
+            f"at {status.get('podIP', '-')}")
+
+
+def _report_pods(store: Any, stop: threading.Event) -> None:
+    """Say when each pod starts running or becomes ready, so `up -f` shows its workload come up."""
+    shown: dict[str, tuple[str, bool]] = {}
+    items, revision = store.list("pods")
+    with store.watch("pods", since=revision) as watcher:
+        pending = list(items)
+        while not stop.is_set():
+            for pod in pending:
+                uid = (pod.get("metadata") or {}).get("uid", "")
+                phase = (pod.get("status") or {}).get("phase", "Pending")
+                ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                            for c in (pod.get("status") or {}).get("conditions") or [])
+                if phase in ("Running", "Succeeded", "Failed") and shown.get(uid) != (phase, ready):
+                    shown[uid] = (phase, ready)
+                    log.info(_pod_line(pod))
+            event = watcher.get(timeout=1.0)
+            pending = [event.object] if event is not None and event.type != "DELETED" else []
+
+
 def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tuple[str, ...],
-                   log_format: str, with_agent: bool) -> None:
+                   log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = ()) -> None:
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
@@ -225,7 +257,11 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        plane = start_control_plane(Path(data_dir).expanduser().resolve(), listen, store_url, with_agent, stop)
+        root = Path(data_dir).expanduser().resolve()
+        plane = start_control_plane(root, listen, store_url, with_agent, stop,
+                                    tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes))
+        pid_file = root / "up.pid"
+        pid_file.write_text(f"{os.getpid()}\n")
         try:
             if files and not stop.is_set():
                 _apply_manifests(files, plane.kubeconfig)
@@ -235,9 +271,12 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
                 kubeconfig=str(plane.kubeconfig),
                 hint=f"export KUBECONFIG={plane.kubeconfig}; stowage get pv",
             )
+            if with_agent:
+                threading.Thread(target=_report_pods, args=(plane.store, stop), name="pod-report", daemon=True).start()
             stop.wait()
         finally:
             plane.shutdown()
+            pid_file.unlink(missing_ok=True)
             log.info("stopped")
     finally:
         for s, handler in previous.items():
@@ -268,9 +307,13 @@ def _log_format(value: str | None) -> str:
 @click.command("up")
 @_with_common
 @click.option("--store", "store_url", default=None, help="Store URL (default: SQLite file in the data dir).")
-def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None, store_url: str | None) -> None:
+@click.option("--host-path-prefix", "host_paths", multiple=True, metavar="PATH",
+              help="Host path under which hostPath volumes are allowed (repeatable; default: only <data-dir>/hostpath).")
+def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None, store_url: str | None,
+               host_paths: tuple[str, ...]) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
-    run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True)
+    run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
+                   host_path_prefixes=host_paths)
 
 
 @click.command("serve")

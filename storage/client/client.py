@@ -225,5 +225,34 @@ class Client:
                     raise from_status(status, int(status.get("code") or 500))
                 yield event
 
+    def logs(
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        container: str | None = None,
+        follow: bool = False,
+        previous: bool = False,
+        tail_lines: int | None = None,
+    ) -> Iterator[bytes]:
+        """A pod's log as raw chunks, through the API server's ``pods/log`` proxy; ``follow`` streams until
+        the container ends or the caller stops."""
+        params: dict[str, str] = {}
+        if container:
+            params["container"] = container
+        if follow:
+            params["follow"] = "true"
+        if previous:
+            params["previous"] = "true"
+        if tail_lines is not None:
+            params["tailLines"] = str(tail_lines)
+        info = _info("pods")
+        request_timeout = httpx.Timeout(self._timeout, read=None if follow else self._timeout)
+        url = self.path(info, namespace or "default", name, "log")
+        with self._http.stream("GET", url, params=params, timeout=request_timeout,
+                               headers={"Accept": "*/*"}) as response:
+            _raise_for(response)
+            yield from response.iter_raw()
+
 
 __all__ = ["Client", "StowageError"]

@@ -270,3 +270,7 @@ def dns_entries(pod: Obj, services: list[Obj], endpoints: list[Obj]) -> list[tup
             if address:
                 add(address, *service_names)
     return [(ip, names) for ip, names in lines.items()]
+
+
+# Picked up by storage.controllers.manager.DEFAULT_RECONCILERS.
+RECONCILERS = [EndpointsReconciler]

@@ -184,3 +184,7 @@ class GarbageCollector(Reconciler):
         if _meta(last).get("finalizers"):
             publish(self.ctx.cache, resource, last)
 
+
+
+# Picked up by storage.controllers.manager.DEFAULT_RECONCILERS.
+RECONCILERS = [GarbageCollector]

@@ -266,3 +266,7 @@ class DaemonSetReconciler(Reconciler):
         updated = copy.deepcopy(ds)
         updated["status"] = status
         publish(self.ctx.cache, "daemonsets", self.ctx.store.update("daemonsets", updated))
+
+
+# Picked up by storage.controllers.manager.DEFAULT_RECONCILERS.
+RECONCILERS = [ReplicaSetReconciler, ReplicationControllerReconciler, DaemonSetReconciler]

@@ -92,7 +92,8 @@ def test_dns_entries_for_headless_members_and_services(store, controllers, kubel
     store.create("pods", make_pod("api-x", {"app": "api"}))
     kubelet.ready("api-x")
     wait_for(lambda: len(((get_or_none(store, "endpoints", "default", "nginx") or {}).get("subsets") or [{}])[0]
-                         .get("addresses", [])) == 2 and get_or_none(store, "endpoints", "default", "api"),
+                         .get("addresses", [])) == 2
+             and ((get_or_none(store, "endpoints", "default", "api") or {}).get("subsets") or [{}])[0].get("addresses"),
              what="endpoints")
     pod = store.get("pods", "default", "web-0")
     ip0, ip1 = (store.get("pods", "default", n)["status"]["podIP"] for n in ("web-0", "web-1"))

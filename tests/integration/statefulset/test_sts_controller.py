@@ -50,8 +50,10 @@ def edit(store: Any, mutate) -> Obj:
     raise AssertionError("could not edit the set")
 
 
-def image(store: Any, name: str) -> str:
-    return store.get("pods", "default", name)["spec"]["containers"][0]["image"]
+def image(store: Any, name: str) -> str | None:
+    """The member's image, or None while it is absent (it may be between deletion and recreation)."""
+    pod = get_or_none(store, "pods", "default", name)
+    return None if pod is None else pod["spec"]["containers"][0]["image"]
 
 
 def bring_up(store, kubelet, names: list[str]) -> None:

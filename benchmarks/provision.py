@@ -1,0 +1,278 @@
+"""Provisioning through Stowage against doing the same work by hand.
+
+(a) ``apply`` of a claim (1 GiB ext4, WaitForFirstConsumer, local pool) and a pod
+    until the pod is Running with the volume mounted, against the raw command
+    sequence doing the same: truncate, losetup --direct-io=on, mkfs.ext4, mount,
+    bind mount, and a runc container (overlay of / on a tmpfs, as the agent's
+    runtime does) running a shell; the ratio of medians over several rounds.
+(b) N claims + N pods created at once: seconds until all claims are Bound and
+    until all pods are Running.
+(c) the node agent's RSS (psutil, the ``stowage agent`` process alone) with the
+    pods and volumes of (b) running.
+
+The control plane (API server on SQLite, controllers) runs in this process; the
+agent runs as its own ``stowage agent`` process. Everything is cleaned up.
+
+usage: python benchmarks/provision.py [--rounds 5] [--burst 500] [--rss-pods 100]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+import psutil  # noqa: E402
+
+from provisioners import registry as provisioner_registry  # noqa: E402
+from provisioners.local import LocalProvisioner  # noqa: E402
+from serverutil import running_server  # noqa: E402
+from storage.controllers.manager import run_controllers  # noqa: E402
+from storage.errors import NotFound  # noqa: E402
+from storage.system import loop, mounts  # noqa: E402
+
+GiB = 1 << 30
+LOOP = "trap 'exit 0' TERM; while true; do sleep 60 & wait $!; done"
+
+
+def wait(predicate: Callable[[], Any], what: str, timeout: float = 600.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except NotFound:
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def cleanup(base: Path) -> None:
+    for root in base.glob("**/runc"):
+        listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
+        for cid in listing.stdout.split():
+            subprocess.run(["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True)
+            subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
+    for _ in range(5000):
+        found = mounts.mounts_under(base)
+        if not found:
+            break
+        if subprocess.run(["umount", found[0].mount_point], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", found[0].mount_point], capture_output=True)
+    for dev in loop.loops_under(base):
+        subprocess.run(["losetup", "--detach", dev], capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+# ---- (a) the raw baseline -----------------------------------------------------------------
+
+def raw_once(base: Path, i: int) -> float:
+    work = base / f"raw{i}"
+    (work / "bundle").mkdir(parents=True)
+    image, mnt, bind = work / "vol.img", work / "mnt", work / "pod-data"
+    scratch, rootfs = work / "scratch", work / "bundle" / "rootfs"
+    for d in (mnt, bind, scratch, rootfs):
+        d.mkdir(parents=True, exist_ok=True)
+    run("runc", "spec", "--bundle", str(work / "bundle"))  # prepared in advance, as an image would be
+    config_path = work / "bundle" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["args"] = ["/bin/sh", "-c", LOOP]
+    config["process"]["terminal"] = False
+    config["root"] = {"path": str(rootfs), "readonly": False}
+    config["mounts"].append({"destination": "/data", "type": "bind", "source": str(bind), "options": ["rbind", "rw"]})
+    config_path.write_text(json.dumps(config))
+    root = work / "runc"
+    start = time.perf_counter()
+    run("truncate", "-s", str(GiB), str(image))
+    dev = run("losetup", "--find", "--show", "--direct-io=on", str(image))
+    run("mkfs.ext4", "-q", dev)
+    run("mount", dev, str(mnt))
+    run("mount", "--bind", str(mnt), str(bind))
+    run("mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(scratch))
+    (scratch / "upper").mkdir()
+    (scratch / "work").mkdir()
+    run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work", str(rootfs))
+    run("runc", "--root", str(root), "run", "-d", "--bundle", str(work / "bundle"), f"raw{i}")
+    wait(lambda: json.loads(run("runc", "--root", str(root), "state", f"raw{i}"))["status"] == "running", "raw container")
+    return time.perf_counter() - start
+
+
+# ---- the cluster under test -----------------------------------------------------------------
+
+class Bench:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._server = running_server(base)
+        self.server = self._server.__enter__()
+        self.client = self.server.client()
+        self.stop = threading.Event()
+        provisioner_registry.register(LocalProvisioner(self.server.token, nodes=self._node))
+        ready = threading.Event()
+        self.controllers = threading.Thread(target=run_controllers, args=(self.server.store, self.stop),
+                                            kwargs={"ready": ready}, daemon=True)
+        self.controllers.start()
+        ready.wait(60)
+        self.agent: subprocess.Popen[bytes] | None = None
+
+    def _node(self, name: str) -> Any:
+        try:
+            return self.server.store.get("nodes", "", name)
+        except NotFound:
+            return None
+
+    def start_agent(self, pool_bytes: int) -> None:
+        pool = self.base / "pool"
+        pool.mkdir(exist_ok=True)
+        log = open(self.base / "agent.log", "ab")
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "storage.cli", "agent", "--node", "bench", "--kubeconfig", str(self.server.kubeconfig),
+             "--data-dir", str(self.base / "agent"), "--pool", f"default={pool}:{pool_bytes}", "--heartbeat", "5"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+
+        def ready() -> bool:
+            node = self.client.get("nodes", "bench")
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+        wait(ready, "the agent's node", 120)
+        self.client.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "local"},
+                            "provisioner": "stowage.io/local", "volumeBindingMode": "WaitForFirstConsumer",
+                            "reclaimPolicy": "Delete", "parameters": {"fsType": "ext4"}})
+
+    def claim_and_pod(self, name: str, size: str) -> None:
+        self.client.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "default"},
+                            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local",
+                                     "resources": {"requests": {"storage": size}}}})
+        self.client.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                            "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+                                "name": "main", "image": "debian:12", "command": ["/bin/sh", "-c", LOOP],
+                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": name}}]}})
+
+    def count(self, resource: str, predicate: Callable[[dict], bool]) -> int:
+        items, _ = self.client.list(resource, "default")
+        return sum(1 for o in items if predicate(o))
+
+    def delete_all(self) -> None:
+        for resource in ("pods", "persistentvolumeclaims"):
+            items, _ = self.client.list(resource, "default")
+            for o in items:
+                try:
+                    self.client.delete(resource, o["metadata"]["name"], "default")
+                except NotFound:
+                    pass
+        wait(lambda: not self.client.list("pods", "default")[0] and not self.client.list("persistentvolumes")[0],
+             "everything deleted", 900, 0.5)
+
+    def close(self) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGTERM)
+            try:
+                self.agent.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.agent.pid, signal.SIGKILL)
+        self.stop.set()
+        self.controllers.join(30)
+        provisioner_registry.unregister(LocalProvisioner.name)
+        self._server.__exit__(None, None, None)
+
+
+def running(p: dict) -> bool:
+    return (p.get("status") or {}).get("phase") == "Running"
+
+
+def stowage_once(bench: Bench, i: int) -> float:
+    name = f"single-{i}"
+    start = time.perf_counter()
+    bench.claim_and_pod(name, "1Gi")
+    wait(lambda: running(bench.client.get("pods", name, "default")), "the pod Running")
+    elapsed = time.perf_counter() - start
+    uid = bench.client.get("pods", name, "default")["metadata"]["uid"]
+    target = next((bench.base / "agent" / "pods" / uid / "volumes").glob("*/data"))
+    entry = mounts.top_mount(target)
+    assert entry is not None and entry.fstype == "ext4", "the volume is mounted"
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--rss-pods", type=int, default=100)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (loop devices, mounts, runc)")
+        return 2
+    base = Path(tempfile.mkdtemp(prefix="stowage-bench-"))
+    bench: Bench | None = None
+    try:
+        raw = [raw_once(base, i) for i in range(args.rounds)]
+        cleanup_raw = [p for p in base.iterdir()]
+        for p in cleanup_raw:
+            cleanup(p)
+        bench = Bench(base / "cluster")
+        bench.start_agent(pool_bytes=max(4, args.rounds + 1) * GiB + args.burst * 16 * (1 << 20))
+        ours = []
+        for i in range(args.rounds):
+            ours.append(stowage_once(bench, i))
+        bench.delete_all()
+        print(f"(a) claim+pod to Running with a new 1Gi ext4 volume: stowage median {statistics.median(ours):.3f}s "
+              f"(runs {', '.join(f'{t:.3f}' for t in ours)}); raw commands with runc median {statistics.median(raw):.3f}s; "
+              f"ratio {statistics.median(ours) / statistics.median(raw):.2f}x (aim <= 1.5x)")
+
+        n = args.burst
+        start = time.perf_counter()
+        for i in range(n):
+            bench.claim_and_pod(f"b{i}", "16Mi")
+        created = time.perf_counter() - start
+        bound_at = None
+        while True:
+            bound = bench.count("persistentvolumeclaims", lambda c: (c.get("status") or {}).get("phase") == "Bound")
+            if bound_at is None and bound == n:
+                bound_at = time.perf_counter() - start
+            if bench.count("pods", running) == n:
+                break
+            if time.perf_counter() - start > 1800:
+                raise TimeoutError(f"burst: {bound}/{n} bound after 1800s")
+            time.sleep(0.5)
+        all_running = time.perf_counter() - start
+        print(f"(b) {n} claims + {n} pods (WaitForFirstConsumer) created in {created:.1f}s: all Bound after "
+              f"{bound_at:.1f}s, all Running after {all_running:.1f}s (aim < 60s)")
+        assert bench.agent is not None
+        rss_pods = min(n, args.rss_pods)
+        if rss_pods == n:
+            rss = psutil.Process(bench.agent.pid).memory_info().rss
+            print(f"(c) agent RSS with {n} pods and {n} volumes: {rss / (1 << 20):.1f} MiB (aim < 100 MB)")
+        bench.delete_all()
+        if rss_pods != n:
+            for i in range(rss_pods):
+                bench.claim_and_pod(f"r{i}", "16Mi")
+            wait(lambda: bench.count("pods", running) == rss_pods, "the RSS pods", 900, 0.5)
+            rss = psutil.Process(bench.agent.pid).memory_info().rss
+            print(f"(c) agent RSS with {rss_pods} pods and {rss_pods} volumes: {rss / (1 << 20):.1f} MiB (aim < 100 MB)")
+            bench.delete_all()
+        return 0
+    finally:
+        if bench is not None:
+            bench.close()
+        cleanup(base)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

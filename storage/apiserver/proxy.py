@@ -1,0 +1,187 @@
+"""``GET /api/v1/namespaces/{ns}/pods/{name}/log``: proxied to the node agent running the pod.
+
+The API server checks what it can answer itself (the pod exists, is placed on
+a node, names a real container) so the user gets Kubernetes' messages even
+when the agent is down; the log bytes themselves stream through untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping
+from urllib.parse import quote
+
+import httpx
+import orjson
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from storage.errors import BadRequest, NotFound, StowageError, from_status
+from storage.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+# Connecting to an agent on the same network is quick; a slow answer means it is not there.
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class LogRequest:
+    namespace: str
+    name: str
+    container: str = ""
+    follow: bool = False
+    previous: bool = False
+    tail_lines: int | None = None
+
+
+def log_target(parts: list[str]) -> tuple[str, str] | None:
+    """(namespace, pod) when ``parts`` (the path split on "/", no leading "") is a pod's log path."""
+    if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" and parts[6] == "log":
+        namespace, name = parts[3], parts[5]
+        if namespace and name:
+            return namespace, name
+    return None
+
+
+def _flag(query: Mapping[str, str], key: str) -> bool:
+    value = query.get(key)
+    if value is None or value == "":
+        return False
+    lowered = value.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise BadRequest(f'{key}: Invalid value: "{value}": must be true or false')
+
+
+def parse_log_request(namespace: str, name: str, query: Mapping[str, str]) -> LogRequest:
+    """The log options from the query string; ``timestamps`` and other kubectl extras are accepted and ignored."""
+    tail: int | None = None
+    raw_tail = query.get("tailLines")
+    if raw_tail not in (None, ""):
+        try:
+            tail = int(raw_tail)  # type: ignore[arg-type]
+        except ValueError:
+            raise BadRequest(f'tailLines: Invalid value: "{raw_tail}": must be an integer') from None
+        if tail < 0:
+            raise BadRequest(f"tailLines: Invalid value: {tail}: must be greater than or equal to 0")
+    return LogRequest(
+        namespace, name, query.get("container") or "", _flag(query, "follow"), _flag(query, "previous"), tail,
+    )
+
+
+def resolve_container(pod: dict[str, Any], wanted: str) -> str:
+    """The container the request means, or Kubernetes' BadRequest when it is missing or ambiguous."""
+    name = (pod.get("metadata") or {}).get("name", "")
+    spec = pod.get("spec") or {}
+    containers = [c.get("name", "") for c in spec.get("containers") or []]
+    init = [c.get("name", "") for c in spec.get("initContainers") or []]
+    if not wanted:
+        if len(containers) == 1:
+            return containers[0]
+        choices = " ".join(containers)
+        message = f"a container name must be specified for pod {name}, choose one of: [{choices}]"
+        if init:
+            message += f" or one of the init containers: [{' '.join(init)}]"
+        raise BadRequest(message)
+    if wanted not in containers and wanted not in init:
+        raise BadRequest(f"container {wanted} is not valid for pod {name}")
+    return wanted
+
+
+def _check_previous(pod: dict[str, Any], container: str) -> None:
+    """``previous`` needs a terminated earlier run; the pod's status says whether there is one."""
+    status = pod.get("status") or {}
+    name = (pod.get("metadata") or {}).get("name", "")
+    for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+        if cs.get("name") == container:
+            if int(cs.get("restartCount") or 0) > 0 or (cs.get("lastState") or {}).get("terminated"):
+                return
+            break
+    raise BadRequest(f'previous terminated container "{container}" in pod "{name}" not found')
+
+
+def agent_address(node: dict[str, Any]) -> str:
+    """``http://IP:PORT`` of a node's agent from its status, as the kubelet's is found in Kubernetes."""
+    status = node.get("status") or {}
+    name = (node.get("metadata") or {}).get("name", "")
+    addresses = status.get("addresses") or []
+    by_type = {a.get("type"): a.get("address") for a in addresses if a.get("address")}
+    host = by_type.get("InternalIP") or by_type.get("ExternalIP") or by_type.get("Hostname")
+    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+    if not host or not port:
+        raise StowageError(f"node {name} has not reported the address of its agent (status.addresses and "
+                           "status.daemonEndpoints.kubeletEndpoint.Port)")
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{int(port)}"
+
+
+def _locate(store: Store, req: LogRequest) -> tuple[str, str]:
+    """(agent URL, container) for the request; raises the Kubernetes error when it cannot be served."""
+    pod = store.get("pods", req.namespace, req.name)  # NotFound: pods "x" not found
+    container = resolve_container(pod, req.container)
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if not node_name:
+        raise BadRequest(f"pod {req.name} does not have a host assigned")
+    if req.previous:
+        _check_previous(pod, container)
+    try:
+        node = store.get("nodes", "", node_name)
+    except NotFound:
+        raise StowageError(f'pod {req.name} is placed on node "{node_name}", which is not registered') from None
+    return agent_address(node), container
+
+
+async def pod_log(store: Store, namespace: str, name: str, query: Mapping[str, str],
+                  authorization: str | None) -> Response:
+    """The log response; StowageError for anything the caller should see as a Status."""
+    req = parse_log_request(namespace, name, query)
+    base, container = await run_in_threadpool(_locate, store, req)
+    params = {"container": container}
+    if req.follow:
+        params["follow"] = "true"
+    if req.previous:
+        params["previous"] = "true"
+    if req.tail_lines is not None:
+        params["tailLines"] = str(req.tail_lines)
+    url = f"{base}/pods/{quote(namespace, safe='')}/{quote(name, safe='')}/log"
+    # The caller's own credentials go to the agent: the API server adds no authority of its own.
+    headers = {"Authorization": authorization} if authorization else {}
+    # A followed log may be quiet for hours; only connecting is bounded.
+    client = httpx.AsyncClient(timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None if req.follow else 60.0))
+    try:
+        upstream = await client.send(client.build_request("GET", url, params=params, headers=headers), stream=True)
+    except httpx.TransportError as exc:
+        await client.aclose()
+        log.warning("pod log: agent unreachable", pod=f"{namespace}/{name}", agent=base, error=str(exc))
+        raise StowageError(f'Get "{url}": cannot reach the node agent at {base}: {exc or type(exc).__name__}') from None
+    if upstream.status_code >= 400:
+        body = await upstream.aread()
+        await upstream.aclose()
+        await client.aclose()
+        raise _agent_error(upstream.status_code, body, base)
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        except httpx.TransportError as exc:
+            log.warning("pod log: agent stream ended", pod=f"{namespace}/{name}", error=str(exc))
+        finally:
+            await upstream.aclose()
+            await client.aclose()
+
+    return StreamingResponse(relay(), media_type="text/plain")
+
+
+def _agent_error(code: int, body: bytes, base: str) -> StowageError:
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        decoded = None
+    if isinstance(decoded, dict) and decoded.get("kind") == "Status":
+        return from_status(decoded, code)
+    text = body.decode("utf-8", "replace").strip()[:300] or f"HTTP {code}"
+    return StowageError(f"the node agent at {base} failed to serve the log: {text}")

@@ -1,0 +1,102 @@
+"""Crash safety of ``stowage agent`` (SEMANTICS A5): SIGKILL while a pod runs and mid-deletion.
+
+The agent runs as its own process against a real API server; the controllers
+run in the test process. A killed agent leaves its containers running; the
+restarted agent adopts them (same container id, no restart counted), and
+finishes a deletion it was in the middle of, leaving no mount or loop device.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from conftest import Cluster, claim, condition, local_class, pod, wait_until
+from storage.system import loop, mounts
+
+LOOPING = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"
+
+
+def _container(p: dict) -> dict:
+    return p["status"]["containerStatuses"][0]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _runc_state(cluster: Cluster, name: str) -> dict[str, str]:
+    root = cluster.agent_dir(name) / "runc"
+    out = subprocess.run(["runc", "--root", str(root), "list", "--format", "json"], capture_output=True, text=True)
+    import json
+    return {c["id"]: c["status"] for c in (json.loads(out.stdout or "null") or [])}
+
+
+def _node_ready(cluster: Cluster) -> bool:
+    return condition(cluster.client.get("nodes", "n1"), "Ready") == "True"
+
+
+def test_a5_sigkill_while_running_then_restart_adopts_the_container(cluster: Cluster) -> None:
+    cluster.start_controllers()
+    first = cluster.spawn_agent("n1")
+    wait_until(lambda: _node_ready(cluster), "node n1 registered", timeout=60)
+    cluster.apply(local_class(), claim("data"), pod("keeper", "date >> /data/boots; " + LOOPING, claims={"data": "/data"}))
+    before = cluster.wait_running("keeper", timeout=120)
+    cid = _container(before)["containerID"]
+    assert _container(before)["restartCount"] == 0
+
+    _kill(first)
+    states = _runc_state(cluster, "n1")
+    assert list(states.values()) == ["running"], states  # the container outlives its agent
+
+    cluster.spawn_agent("n1")
+    # The new agent publishes a new endpoint (port 0): wait for that, then for the pod's status.
+    port = cluster.client.get("nodes", "n1")["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+    wait_until(lambda: cluster.client.get("nodes", "n1")["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] != port,
+               "the restarted agent to register", timeout=60)
+    after = cluster.wait_running("keeper")
+    assert _container(after)["containerID"] == cid
+    assert _container(after)["restartCount"] == 0
+    assert list(_runc_state(cluster, "n1").values()) == ["running"]
+    uid = after["metadata"]["uid"]
+    boots = next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/data")) / "boots"
+    assert len(boots.read_text().splitlines()) == 1  # started once, never re-run
+
+
+def test_a5_sigkill_during_deletion_then_restart_finishes_it(cluster: Cluster) -> None:
+    cluster.start_controllers()
+    first = cluster.spawn_agent("n1")
+    wait_until(lambda: _node_ready(cluster), "node n1 registered", timeout=60)
+    # SIGTERM is noted on the volume and otherwise ignored, so the stop lasts the whole grace
+    # period: a wide window to crash in, and proof that the agent was mid-stop when it died.
+    cluster.apply(local_class(), claim("data"),
+                  pod("slow", "echo precious > /data/keep; sync; trap 'echo term > /data/term' TERM; "
+                      "while true; do sleep 1 & wait $!; done", claims={"data": "/data"}, grace=15))
+    running = cluster.wait_running("slow", timeout=120)
+    uid = running["metadata"]["uid"]
+    pod_dir = cluster.agent_dir("n1") / "pods" / uid
+    data = next((pod_dir / "volumes").glob("*/data"))
+    wait_until(lambda: (data / "keep").exists(), "the pod's file")
+
+    cluster.client.delete("pods", "slow", "default")
+    wait_until(lambda: (data / "term").exists(), "the agent to send SIGTERM (graceful stop begun)")
+    assert "running" in _runc_state(cluster, "n1").values()
+    _kill(first)
+
+    cluster.spawn_agent("n1")
+    cluster.wait_gone("pods", "slow", "default", timeout=120)
+    assert _runc_state(cluster, "n1") == {}
+    assert not mounts.mounts_under(cluster.agent_dir("n1")), "mounts left behind for a deleted pod"
+    assert not pod_dir.exists()
+
+    # The data is still on the volume: a new pod reads it back.
+    cluster.apply(pod("reader", "cat /data/keep > /data/read-back; " + LOOPING, claims={"data": "/data"}))
+    reader = cluster.wait_running("reader")
+    back = next((cluster.agent_dir("n1") / "pods" / reader["metadata"]["uid"] / "volumes").glob("*/data")) / "read-back"
+    wait_until(lambda: back.exists() and back.read_text().strip(), "the reader's copy")
+    assert back.read_text().strip() == "precious"
+    cluster.client.delete("pods", "reader", "default")
+    cluster.wait_gone("pods", "reader", "default")
+    cluster.client.delete("persistentvolumeclaims", "data", "default")
+    wait_until(lambda: not loop.loops_under(cluster.base), "the volume's loop device to be detached")

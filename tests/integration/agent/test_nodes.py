@@ -1,0 +1,70 @@
+"""Node registration, heartbeats, NotReady, and two agents on one machine (B8)."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import GiB, Cluster, claim, condition, local_class, pod, wait_until
+from storage.controllers.node_lifecycle import NodeLifecycleReconciler
+from storage.system import loop
+
+
+def test_node_registers_labels_pools_endpoint_and_goes_unknown_without_heartbeats(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(NodeLifecycleReconciler, "grace_seconds", 3.0)
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1", zone="zone-a", pool_bytes=2 * GiB, labels={"disk": "ssd"})
+    node = cluster.client.get("nodes", "n1")
+    labels = node["metadata"]["labels"]
+    assert labels["kubernetes.io/hostname"] == "n1"
+    assert labels["topology.kubernetes.io/zone"] == "zone-a"
+    assert labels["disk"] == "ssd"
+    pools = node["status"]["storagePools"]
+    assert [p["name"] for p in pools] == ["default"]
+    assert pools[0]["totalBytes"] == 2 * GiB and pools[0]["freeBytes"] == 2 * GiB
+    assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == agent.port
+    assert condition(node, "Ready") == "True"
+    # The heartbeat keeps it Ready past the grace period.
+    first_beat = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["lastHeartbeatTime"]
+    wait_until(lambda: next(c for c in cluster.client.get("nodes", "n1")["status"]["conditions"]
+                            if c["type"] == "Ready")["lastHeartbeatTime"] != first_beat, "a heartbeat", timeout=30)
+    assert condition(cluster.client.get("nodes", "n1"), "Ready") == "True"
+
+    cluster.stop_agent("n1")
+    wait_until(lambda: condition(cluster.client.get("nodes", "n1"), "Ready") == "Unknown", "Ready=Unknown", timeout=60)
+    cluster.apply(pod("late"))
+    cluster.wait_pod("late", lambda p: condition(p, "PodScheduled") == "False", "Unschedulable")
+    late = cluster.pod("late")
+    assert "spec" not in late or not late["spec"].get("nodeName")
+    message = next(c for c in late["status"]["conditions"] if c["type"] == "PodScheduled")["message"]
+    assert message == "0/1 nodes are available: 1 node(s) were not ready."
+
+
+def test_b8_two_agents_spread_pods_and_local_volume_brings_pod_back_to_its_node(cluster: Cluster) -> None:
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.add_agent("n2")
+    cluster.apply(local_class(), claim("d0"), claim("d1"))
+    cluster.apply(pod("p0", claims={"d0": "/data"}), pod("p1", claims={"d1": "/data"}))
+    nodes = {cluster.wait_running(n)["spec"]["nodeName"] for n in ("p0", "p1")}
+    assert nodes == {"n1", "n2"}
+    c0 = cluster.client.get("persistentvolumeclaims", "d0", "default")
+    home = cluster.pod("p0")["spec"]["nodeName"]
+    assert c0["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == home
+    assert loop.loops_under(cluster.pool_dir(home)), "the volume lives in its node's pool"
+    # Its file survives a delete and re-create, which must land on the same node (volume node affinity).
+    uid = cluster.pod("p0")["metadata"]["uid"]
+    data = next((cluster.agent_dir(home) / "pods" / uid / "volumes").glob("*/d0"))
+    (data / "keep").write_text("kept")
+    cluster.client.delete("pods", "p0", "default")
+    cluster.wait_gone("pods", "p0", "default")
+    # Two pods pinned to the home node make the other node the emptier one, so spreading alone
+    # would move p0 away: only the volume's node affinity brings it home.
+    cluster.apply(pod("filler-a", nodeName=home), pod("filler-b", nodeName=home))
+    cluster.wait_running("filler-a")
+    cluster.wait_running("filler-b")
+    cluster.apply(pod("p0", "test -e /data/keep && echo found > /data/again; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
+                      claims={"d0": "/data"}))
+    again = cluster.wait_running("p0")
+    assert again["spec"]["nodeName"] == home
+    data = next((cluster.agent_dir(home) / "pods" / again["metadata"]["uid"] / "volumes").glob("*/d0"))
+    wait_until(lambda: (data / "again").exists(), "the re-created pod to find the old file")

@@ -1,0 +1,137 @@
+"""Pods through the real agent: volumes at their mountPath, config, probes, graceful deletion (A5-A7)."""
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+from conftest import GiB, Cluster, claim, condition, local_class, pod, wait_until
+from storage.agent.agent import AGENT_FINALIZER
+from storage.system import loop, mounts
+
+
+def _pv_of(cluster: Cluster, claim_name: str) -> dict:
+    c = cluster.client.get("persistentvolumeclaims", claim_name, "default")
+    return cluster.client.get("persistentvolumes", c["spec"]["volumeName"])
+
+
+def test_a5_pod_runs_with_local_volume_and_deletion_cleans_everything(cluster: Cluster) -> None:
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    cluster.apply(local_class(), claim("data"),
+                  pod("writer", "echo hello-from-pod > /data/hello; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
+                      claims={"data": "/data"}))
+    running = cluster.wait_running("writer")
+    assert running["spec"]["nodeName"] == "n1"
+    assert AGENT_FINALIZER in running["metadata"]["finalizers"]
+    assert running["status"]["podIP"].startswith("127.")
+    pv = _pv_of(cluster, "data")
+    uid = running["metadata"]["uid"]
+    volume_dir = cluster.agent_dir("n1") / "pods" / uid / "volumes"
+    target = next(volume_dir.glob("*/data"))
+    # The file the container wrote is on the volume's own filesystem, backed by a loop device with direct I/O.
+    wait_until(lambda: (target / "hello").exists(), "the container's file on the volume")
+    assert (target / "hello").read_text().strip() == "hello-from-pod"
+    entry = mounts.top_mount(target)
+    assert entry is not None and entry.fstype == "ext4" and entry.source.startswith("/dev/loop")
+    backing = loop.loops_under(cluster.pool_dir("n1"))
+    assert entry.source in backing and backing[entry.source].endswith(f"{pv['metadata']['name']}.img")
+    dio = Path(f"/sys/block/{os.path.basename(entry.source)}/loop/dio").read_text().strip()
+    assert dio == "1"
+    # Node status reports the volume while it is mounted.
+    unique = f"kubernetes.io/local-volume/{pv['metadata']['name']}"
+    node = wait_until(lambda: (lambda n: n if any(pv["metadata"]["name"] in v for v in n["status"].get("volumesInUse") or []) else None)(
+        cluster.client.get("nodes", "n1")), "volumesInUse to list the volume")
+    attached = node["status"].get("volumesAttached") or []
+    assert any(pv["metadata"]["name"] in a["name"] and a["devicePath"] == entry.source for a in attached), (unique, attached)
+
+    cluster.client.delete("pods", "writer", "default")
+    cluster.wait_gone("pods", "writer", "default")
+    assert not mounts.mounts_under(cluster.agent_dir("n1") / "pods"), "pod mounts left behind"
+    assert not (cluster.agent_dir("n1") / "pods" / uid).exists()
+    assert agent.runtime is not None and uid not in agent.runtime.running_pods()
+    # The volume is unused now: deleting the claim deletes the pool volume and its loop device.
+    cluster.client.delete("persistentvolumeclaims", "data", "default")
+    cluster.wait_gone("persistentvolumes", pv["metadata"]["name"])
+    wait_until(lambda: not loop.loops_under(cluster.pool_dir("n1")), "the pool's loop device to be detached")
+
+
+def test_a6_read_only_mount_config_secret_env_and_memory_emptydir(cluster: Cluster) -> None:
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"},
+         "data": {"greeting": "hi-config"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec", "namespace": "default"},
+         "data": {"password": base64.b64encode(b"s3cret").decode()}},
+        local_class(), claim("data"))
+    script = ("echo $(cat /cfg/greeting) > /data/out; echo \"$(cat /sec/password) $GREETING $PASSWORD $MY_NAME\" >> /data/out; "
+              "if touch /ro/x 2>/dev/null; then echo ro-writable >> /data/out; else echo ro-refused >> /data/out; fi; "
+              "df -k /mem | tail -1 | awk '{print \"memsize\", $2}' >> /data/out; "
+              "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done")
+    cluster.apply(pod(
+        "cfgpod", script, claims={"data": "/data"},
+        volumes=[{"name": "cfg", "configMap": {"name": "cfg"}}, {"name": "sec", "secret": {"secretName": "sec"}},
+                 {"name": "ro", "emptyDir": {}},
+                 {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}],
+        mounts_=[{"name": "cfg", "mountPath": "/cfg"}, {"name": "sec", "mountPath": "/sec"},
+                 {"name": "ro", "mountPath": "/ro", "readOnly": True}, {"name": "mem", "mountPath": "/mem"}],
+        container={"env": [
+            {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+            {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}))
+    running = cluster.wait_running("cfgpod")
+    uid = running["metadata"]["uid"]
+    out = next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/data")) / "out"
+    wait_until(lambda: out.exists() and "memsize" in out.read_text(), "the pod's report")
+    lines = out.read_text().splitlines()
+    assert lines[0] == "hi-config"
+    assert lines[1] == "s3cret hi-config s3cret cfgpod"
+    assert lines[2] == "ro-refused"
+    assert lines[3] == f"memsize {8 * 1024}"
+    mem = next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/mem"))
+    entry = mounts.top_mount(mem)
+    assert entry is not None and entry.fstype == "tmpfs"
+
+
+def test_readiness_probe_gates_ready_and_grace_period_escalates(cluster: Cluster) -> None:
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    # The shell ignores SIGTERM (no trap, sleep in the foreground): only SIGKILL after the grace ends it.
+    cluster.apply(pod("gated", "while true; do sleep 1; done", grace=1,
+                      container={"readinessProbe": {"exec": {"command": ["test", "-e", "/tmp/ready"]},
+                                                    "periodSeconds": 1}}))
+    running = cluster.wait_running("gated")
+    assert condition(running, "Ready") != "True"
+    uid = running["metadata"]["uid"]
+    assert agent.runtime is not None
+    container_id = agent.runtime.settings.runc.list()[0]["id"]
+    code, _ = agent.runtime.settings.runc.exec(container_id, ["touch", "/tmp/ready"], timeout=30)
+    assert code == 0
+    cluster.wait_pod("gated", lambda p: condition(p, "Ready") == "True", "Ready after the probe passes")
+    cluster.client.delete("pods", "gated", "default")
+    cluster.wait_gone("pods", "gated", "default")
+    assert agent.runtime.settings.runc.list() == []
+    assert not (cluster.agent_dir("n1") / "pods" / uid).exists()
+
+
+def test_agent_log_endpoint_serves_container_output_with_token(cluster: Cluster) -> None:
+    import httpx
+
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    cluster.apply(pod("talker", "echo line-one; echo line-two; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"))
+    cluster.wait_running("talker")
+    url = f"http://127.0.0.1:{agent.port}/pods/default/talker/log"
+    headers = {"Authorization": f"Bearer {cluster.server.token}"}
+
+    def lines() -> list[str]:
+        response = httpx.get(url, headers=headers, params={"container": "main"}, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.text.splitlines()
+
+    wait_until(lambda: lines()[:2] == ["line-one", "line-two"], "both lines in the log")
+    assert httpx.get(url, timeout=30).status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{agent.port}/pods/default/nobody/log", headers=headers, timeout=30).status_code == 404
+    tail = httpx.get(url, headers=headers, params={"tailLines": "1"}, timeout=30).text.splitlines()
+    assert tail == ["line-two"]
