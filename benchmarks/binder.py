@@ -104,14 +104,15 @@ def end_to_end(store_url: str, pairs: int, tmp: Path) -> dict[str, float]:
     thread.start()
     ready.wait(60)
     manager = out[0]
-    # every claim has a fitting volume: claim i asks for at most what volume i offers, same class and modes
+    # A perfect matching exists and greedy smallest-fit finds it: claim i has volume i's class and exact
+    # mode set (searched first, and holding as many volumes as claims), and asks for no more than any volume.
     vols = [make_volume(i, rng, for_api=True) for i in range(pairs)]
     claims = []
     for i, v in enumerate(vols):
         claims.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                        "metadata": {"name": f"claim-{i:06d}", "namespace": "default"},
-                       "spec": {"accessModes": v["spec"]["accessModes"][:1], "storageClassName": v["spec"]["storageClassName"],
-                                "resources": {"requests": {"storage": v["spec"]["capacity"]["storage"]}}}})
+                       "spec": {"accessModes": v["spec"]["accessModes"], "storageClassName": v["spec"]["storageClassName"],
+                                "resources": {"requests": {"storage": "500Mi"}}}})
     clients = [server.client() for _ in range(4)]
 
     def create_all(objs: list[dict[str, Any]]) -> None:

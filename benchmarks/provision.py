@@ -110,7 +110,9 @@ def raw_once(base: Path, i: int) -> float:
     (scratch / "upper").mkdir()
     (scratch / "work").mkdir()
     run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work", str(rootfs))
-    run("runc", "--root", str(root), "run", "-d", "--bundle", str(work / "bundle"), f"raw{i}")
+    # Detached, the container inherits runc's stdio: give it none, or a captured pipe never closes.
+    subprocess.run(["runc", "--root", str(root), "run", "-d", "--bundle", str(work / "bundle"), f"raw{i}"],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait(lambda: json.loads(run("runc", "--root", str(root), "state", f"raw{i}"))["status"] == "running", "raw container")
     return time.perf_counter() - start
 

@@ -94,6 +94,9 @@ class NodeAgent:
         self._lock = threading.Condition()
         self._pods: dict[str, Obj] = {}  # uid -> pod as last seen
         self._dirty: set[str] = set()
+        # Pods whose only news is their runtime status: pushing it needs no volume pass.
+        self._status_dirty: set[str] = set()
+        self._hosts_dirty = False  # Endpoints changed: rewrite the hosts files, nothing else
         self._waiting: set[str] = set()  # pods whose volumes are not ready yet
         # Nothing is synced before the first listing of this node's pods: a pass over an
         # empty pod map would tear down the volumes of every pod a restarted agent adopts.
@@ -116,7 +119,7 @@ class NodeAgent:
             pool.reattach_all()
         self.volumes.reconstruct()
         self.runtime = PodRuntime(self.data_dir, self.node, host_ip=self.config.host_ip,
-                                  ip_range=self.config.pod_ip_range, on_status_change=self._mark_dirty,
+                                  ip_range=self.config.pod_ip_range, on_status_change=self._status_changed,
                                   backoff_base=self.config.backoff_base)
         from storage.agent.server import start_agent_server
 
@@ -288,7 +291,9 @@ class NodeAgent:
                 self._endpoints.pop(_key(obj), None)
             else:
                 self._endpoints[_key(obj)] = obj
-            self._all_dirty = True
+            # Not a full pass: that re-resolved and re-synced every pod of the node (API reads,
+            # a volume pass) on each readiness change anywhere, and delayed the pod that changed.
+            self._hosts_dirty = True
 
         self._watch("endpoints", on_list, on_event)
 
@@ -314,22 +319,36 @@ class NodeAgent:
             self._dirty.add(uid)
             self._lock.notify_all()
 
+    def _status_changed(self, uid: str) -> None:
+        with self._lock:
+            self._status_dirty.add(uid)
+            self._lock.notify_all()
+
     # ---- the worker ------------------------------------------------------------
 
     def _work(self) -> None:
         while not self.stop_event.is_set():
             with self._lock:
-                while (not self._pods_listed.is_set() or (not self._dirty and not self._all_dirty)) \
+                while (not self._pods_listed.is_set() or not (self._dirty or self._all_dirty or self._status_dirty
+                                                                   or self._hosts_dirty)) \
                         and not self.stop_event.is_set():
                     self._lock.wait(timeout=30)
                 if self.stop_event.is_set():
                     return
                 dirty = set(self._pods) | set(self._resolved) if self._all_dirty else set(self._dirty)
+                status_only = self._status_dirty - dirty
                 self._dirty.clear()
+                self._status_dirty.clear()
                 self._all_dirty = False
+                hosts_changed, self._hosts_dirty = self._hosts_dirty, False
                 pods = dict(self._pods)
                 resizing = set(self._resizing)
-            self.sync(pods, dirty)
+            if dirty:
+                self.sync(pods, dirty)
+            # Status first: a member turning Ready is what an OrderedReady set waits for.
+            self._push_runtime_status(pods, status_only)
+            if hosts_changed:
+                self._refresh_hosts(pods, dirty)
             for key in resizing:
                 self._finish_resize(*key)
 
@@ -394,6 +413,29 @@ class NodeAgent:
                 self._report_waiting(pod, "CreateContainerError", str(exc), event=True)
                 continue
             self._push_status(pod, status)
+
+    def _push_runtime_status(self, pods: dict[str, Obj], uids: set[str]) -> None:
+        """Publish what the runtime reports for running pods; anything else gets a full pass."""
+        assert self.runtime is not None
+        for uid in uids:
+            pod = pods.get(uid)
+            status = self.runtime.pod_status(uid) if pod is not None and uid in self._resolved else None
+            if pod is None or status is None or _meta(pod).get("deletionTimestamp") or uid in self._stopping:
+                self._mark_dirty(uid)
+                continue
+            self._push_status(pod, status)
+
+    def _refresh_hosts(self, pods: dict[str, Obj], synced: set[str]) -> None:
+        """Rewrite the hosts file of every running pod (those just synced already have theirs)."""
+        assert self.runtime is not None
+        running = self.runtime.running_pods()
+        active = {uid: pod for uid, pod in pods.items()
+                  if uid in running and uid not in synced and not _meta(pod).get("deletionTimestamp")}
+        for uid, entries in self._hosts_entries(active).items():
+            try:
+                self.runtime.update_hosts(uid, entries)
+            except KeyError:
+                continue  # stopped meanwhile
 
     def _ensure_finalizer(self, pod: Obj) -> bool:
         finalizers = _meta(pod).get("finalizers") or []

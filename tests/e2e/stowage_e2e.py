@@ -100,17 +100,37 @@ def loop_devices_under(root: Path) -> list[str]:
 
 
 def processes_under(root: Path) -> list[int]:
-    """Host PIDs whose root directory (a container's rootfs) is under ``root``."""
-    out = []
+    """Host PIDs of the containers whose runc state lives under ``root``, with their descendants.
+
+    A container's /proc/PID/root reads as "/" from the host after pivot_root, so
+    containers are found through runc's own state instead.
+    """
+    inits: set[int] = set()
+    for state_root in root.glob("**/runc"):
+        listing = subprocess.run(["runc", "--root", str(state_root), "list", "--format", "json"],
+                                 capture_output=True, text=True)
+        for container in json.loads(listing.stdout or "null") or []:
+            if container.get("pid"):
+                inits.add(int(container["pid"]))
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if _under(os.readlink(entry / "root"), root):
-                out.append(int(entry.name))
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
-    return out
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = sorted(inits)
+    while todo:
+        pid = todo.pop()
+        if pid in found or not Path(f"/proc/{pid}").exists():
+            continue
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return sorted(found)
 
 
 def host_mount_of(device: str, root: Path) -> str | None:
@@ -261,6 +281,12 @@ class Stowage:
                 self.proc.wait()
         if self.api is not None:
             self.api.close()
+        # `up` leaves pods, mounts and pool loop devices for the next `up` to adopt;
+        # `stowage down` is the documented way to release them.
+        down = subprocess.run([stowage_executable(), "down", "--data-dir", str(self.data_dir), "--grace", "5"],
+                              capture_output=True, text=True, timeout=120)
+        if down.returncode != 0:
+            problems.append(f"stowage down failed: {down.stderr.strip()}")
         problems += force_clean(self.data_dir)
         return problems
 

@@ -46,10 +46,14 @@ class LoopbackAllocator:
             if existing:
                 return existing
             taken = self._taken()
+            busy = addresses_in_use()
             for address in self.network.hosts():
                 text = str(address)
                 # .0 and .255 are skipped: some programs refuse them as host addresses.
-                if text in taken or text.endswith((".0", ".255")):
+                # An address something else on the host already listens on (another
+                # node agent on this machine, a leftover process) would make the
+                # pod's servers fail with EADDRINUSE: skip it.
+                if text in taken or text in busy or text.endswith((".0", ".255")):
                     continue
                 path = self.pods_dir / uid / IP_FILE
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,3 +62,19 @@ class LoopbackAllocator:
                 os.replace(tmp, path)
                 return text
             raise RuntimeError(f"no free pod address left in {self.network}")
+
+
+def addresses_in_use() -> set[str]:
+    """IPv4 addresses with a bound TCP or UDP socket on this host (from /proc/net)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/udp"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    local = line.split()[1]
+                    hex_ip = local.split(":")[0]
+                    found.add(str(ipaddress.IPv4Address(bytes.fromhex(hex_ip)[::-1])))
+        except OSError:
+            continue
+    return found

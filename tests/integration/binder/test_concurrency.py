@@ -18,7 +18,7 @@ from storage.store import open_store
 from conftest import wait_for  # type: ignore[import-not-found]
 
 PV, PVC = "persistentvolumes", "persistentvolumeclaims"
-N = int(os.environ.get("STOWAGE_BINDER_CONCURRENCY_N", "1500"))
+N = int(os.environ.get("STOWAGE_BINDER_CONCURRENCY_N", "1000"))
 MODES = [["ReadWriteOnce"], ["ReadWriteMany"], ["ReadWriteOnce", "ReadOnlyMany"], ["ReadWriteOnce", "ReadWriteMany"]]
 SIZES = ["1Gi", "2Gi", "3Gi", "5Gi", "500Mi"]
 

@@ -1,0 +1,61 @@
+"""The controller runtime pieces: work queue de-duplication and delays, event aggregation."""
+from __future__ import annotations
+
+import threading
+
+from storage.controllers.events import StoreEventRecorder, events_for
+from storage.controllers.manager import WorkQueue
+
+
+def test_queue_deduplicates_and_never_hands_a_key_to_two_workers():
+    q = WorkQueue()
+    try:
+        q.add("a"); q.add("a"); q.add("b")
+        assert len(q) == 2
+        assert q.get() == "a"
+        q.add("a")  # while processing: parked, not handed out again
+        assert q.get() == "b"
+        assert len(q) == 0
+        q.done("a")
+        assert q.get() == "a"
+        q.done("a"); q.done("b")
+        assert q.idle()
+    finally:
+        q.shutdown()
+
+
+def test_queue_add_after_and_backoff_deliver_without_polling():
+    q = WorkQueue(base_delay=0.001)
+    try:
+        got = threading.Event()
+        result: list[str] = []
+
+        def worker():
+            result.append(q.get())
+            got.set()
+
+        threading.Thread(target=worker, daemon=True).start()
+        q.add_after("later", 0.01)
+        assert got.wait(10)
+        assert result == ["later"]
+        first = q.add_rate_limited("x")
+        second = q.add_rate_limited("x")
+        assert second > first * 0.9  # exponential growth dominates the jitter (x2 vs x[0.5,1.5])
+        q.forget("x")
+    finally:
+        q.shutdown()
+
+
+def test_event_repeats_bump_count(store):
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c", "namespace": "default", "uid": "u-1", "resourceVersion": "3"}}
+    rec = StoreEventRecorder(store, component="persistentvolume-controller")
+    rec.record(pvc, "Normal", "FailedBinding", "no persistent volumes available for this claim and no storage class is set")
+    rec.record(pvc, "Normal", "FailedBinding", "no persistent volumes available for this claim and no storage class is set")
+    rec.record(pvc, "Warning", "ProvisioningFailed", "x")
+    events = events_for(store, pvc)
+    assert sorted((e["reason"], e["count"]) for e in events) == [("FailedBinding", 2), ("ProvisioningFailed", 1)]
+    e = next(e for e in events if e["reason"] == "FailedBinding")
+    assert e["involvedObject"] == {"kind": "PersistentVolumeClaim", "name": "c", "namespace": "default", "uid": "u-1",
+                                   "apiVersion": "v1", "resourceVersion": "3"}
+    assert e["source"]["component"] == "persistentvolume-controller" and e["type"] == "Normal"
+    assert e["firstTimestamp"] and e["lastTimestamp"]
