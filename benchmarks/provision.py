@@ -236,7 +236,7 @@ def main() -> int:
         bench.delete_all()
         print(f"(a) claim+pod to Running with a new 1Gi ext4 volume: stowage median {statistics.median(ours):.3f}s "
               f"(runs {', '.join(f'{t:.3f}' for t in ours)}); raw commands with runc median {statistics.median(raw):.3f}s; "
-              f"ratio {statistics.median(ours) / statistics.median(raw):.2f}x (aim <= 1.5x)")
+              f"ratio {statistics.median(ours) / statistics.median(raw):.2f}x (aim <= 1.5x)", flush=True)
 
         n = args.burst
         start = time.perf_counter()
@@ -255,7 +255,7 @@ def main() -> int:
             time.sleep(0.5)
         all_running = time.perf_counter() - start
         print(f"(b) {n} claims + {n} pods (WaitForFirstConsumer) created in {created:.1f}s: all Bound after "
-              f"{bound_at:.1f}s, all Running after {all_running:.1f}s (aim < 60s)")
+              f"{bound_at:.1f}s, all Running after {all_running:.1f}s (aim < 60s)", flush=True)
         assert bench.agent is not None
         rss_pods = min(n, args.rss_pods)
         if rss_pods == n:

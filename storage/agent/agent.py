@@ -275,9 +275,14 @@ class NodeAgent:
             uid = _meta(pod).get("uid", "")
             if kind == "DELETED":
                 self._pods.pop(uid, None)
-            else:
-                self._pods[uid] = pod
-            self._dirty.add(uid)
+                self._dirty.add(uid)
+                return
+            previous = self._pods.get(uid)
+            self._pods[uid] = pod
+            # Most updates of a running pod are its own status, written by this agent: they
+            # change nothing to converge, and a full pass for each would delay the next status.
+            if not (previous is not None and uid in self._resolved and _only_status_changed(previous, pod)):
+                self._dirty.add(uid)
 
         self._watch("pods", on_list, on_event, field_selector=f"spec.nodeName={self.node}")
 
@@ -309,7 +314,9 @@ class NodeAgent:
                 self._resizing.add((namespace, name))
                 self._all_dirty = True  # wakes the worker, which finishes resizes after each pass
             for uid, pod in self._pods.items():
-                if _key(pod)[0] == namespace and name in _claim_names(pod):
+                # A running pod's volumes are set up already (growth is handled above): only
+                # pods still waiting for a claim need a pass, which costs a whole volume sync.
+                if uid not in self._resolved and _key(pod)[0] == namespace and name in _claim_names(pod):
                     self._dirty.add(uid)
 
         self._watch("persistentvolumeclaims", on_list, on_event)
@@ -343,12 +350,15 @@ class NodeAgent:
                 hosts_changed, self._hosts_dirty = self._hosts_dirty, False
                 pods = dict(self._pods)
                 resizing = set(self._resizing)
+            began = time.monotonic()
             if dirty:
                 self.sync(pods, dirty)
-            # Status first: a member turning Ready is what an OrderedReady set waits for.
+            synced = time.monotonic()
             self._push_runtime_status(pods, status_only)
             if hosts_changed:
                 self._refresh_hosts(pods, dirty)
+            log.debug("agent.pass", pods=len(dirty), status_only=len(status_only), hosts=hosts_changed,
+                      sync_seconds=round(synced - began, 3), seconds=round(time.monotonic() - began, 3))
             for key in resizing:
                 self._finish_resize(*key)
 
@@ -686,6 +696,17 @@ class NodeAgent:
 def _claim_names(pod: Obj) -> list[str]:
     return [v["persistentVolumeClaim"].get("claimName", "") for v in (pod.get("spec") or {}).get("volumes") or []
             if v.get("persistentVolumeClaim")]
+
+
+_VOLATILE_META = ("resourceVersion", "managedFields")
+
+
+def _only_status_changed(old: Obj, new: Obj) -> bool:
+    """True when two versions of a pod differ only in status (and bookkeeping metadata)."""
+    if old.get("spec") != new.get("spec"):
+        return False
+    strip = lambda m: {k: v for k, v in m.items() if k not in _VOLATILE_META}  # noqa: E731
+    return bool(strip(_meta(old)) == strip(_meta(new)))
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from storage.api import registry
 from storage.api.selectors import parse_field_selector, parse_label_selector
@@ -33,6 +34,7 @@ log = structlog.get_logger(__name__)
 JSON_TYPE = "application/json"
 _PUBLIC = {"/healthz": b"ok", "/readyz": b"ok", "/livez": b"ok"}
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_METHOD_SET = frozenset(_METHODS)
 # Resources a namespaced path segment can never be: "namespaces/<ns>/status" is the namespace's own status.
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
 
@@ -111,7 +113,7 @@ def create_app(
         static[f"/apis/{group}"] = orjson.dumps(discovery.api_group(group))
 
     async def endpoint(request: Request) -> Response:
-        path = request.url.path.rstrip("/") or "/"
+        path = request.scope["path"].rstrip("/") or "/"
         try:
             if path in _PUBLIC:
                 return Response(_PUBLIC[path], media_type="text/plain")
@@ -186,10 +188,10 @@ def create_app(
         else:
             raise MethodNotAllowed(f"{method} is not supported here")
 
-        def run() -> bytes:
-            return orjson.dumps(call())
-
-        payload = await run_in_threadpool(run)
+        # Inline on the event loop, not in a worker thread: a store call is a short local write or one
+        # database round trip, and the thread hop (queue, wake-up, GIL hand-over) cost more than the
+        # call itself. Writes to one store serialize anyway, so threads bought no parallelism.
+        payload = orjson.dumps(call())
         return Response(payload, status_code=status, media_type=JSON_TYPE)
 
     async def _watch(request: Request, t: Target) -> Response:
@@ -231,6 +233,23 @@ def create_app(
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=_METHODS)])
     app.state.store = store
     app.state.watches = watches
+    standard = app.build_middleware_stack()
+
+    async def direct(scope: Scope, receive: Receive, send: Send) -> None:
+        """The common case without Starlette's middleware and router layers.
+
+        ``endpoint`` already turns every error into a Status response, and the
+        single catch-all route matches every path, so those layers only add
+        cost per request. Other methods (HEAD, OPTIONS, ...) and lifespan
+        messages keep the standard stack and its answers.
+        """
+        if scope["type"] == "http" and scope["method"] in _METHOD_SET:
+            response = await endpoint(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await standard(scope, receive, send)
+
+    app.middleware_stack = direct
     return app
 
 

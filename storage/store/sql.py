@@ -28,8 +28,9 @@ import time
 import uuid
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+import psycopg
 import structlog
 from sqlalchemy import (
     BigInteger,
@@ -45,7 +46,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine, Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from storage.api import registry
 from storage.errors import AlreadyExists, Conflict, FieldError, Gone, Invalid, NotFound
@@ -184,7 +185,7 @@ _PG_WRITE = {
     "delete": text(_PG_CTE.format(object_sql=(
         "DELETE FROM stowage_objects WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
 }
-_PG_GET_FOR_UPDATE = text(_GET.text + " FOR UPDATE")
+_PG_LOCK_COUNTER = text("SELECT 1 FROM stowage_meta WHERE id = 1 FOR UPDATE")
 # An update whose base version this process already knows: one statement, guarded by the
 # version in the row itself; when the guard fails (matched = 0) the caller rolls back.
 _PG_GUARDED = (
@@ -192,7 +193,9 @@ _PG_GUARDED = (
     "o AS ({object_sql} AND resource_version = :expected RETURNING 1), "
     "e AS (INSERT INTO stowage_events (revision, resource, namespace, name, type, body) "
     "SELECT r.revision, :resource, :namespace, :name, :type, :body FROM r WHERE EXISTS (SELECT 1 FROM o)) "
-    "SELECT revision, (SELECT count(*) FROM o), pg_notify(:channel, '') FROM r"
+    # 1/0 when the guard failed aborts the whole statement, so the counter does not move either:
+    # the statement runs in autocommit, one round trip with no BEGIN or COMMIT.
+    "SELECT revision, 1 / (SELECT count(*) FROM o), pg_notify(:channel, '') FROM r"
 )
 _PG_GUARDED_WRITE = {
     "update": text(_PG_GUARDED.format(object_sql=(
@@ -201,7 +204,11 @@ _PG_GUARDED_WRITE = {
     "delete": text(_PG_GUARDED.format(object_sql=(
         "DELETE FROM stowage_objects WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
 }
-KNOWN_BODIES = 20_000
+# About 1 KiB each: bounds the memory of the PostgreSQL fast path to tens of MiB.
+KNOWN_BODIES = 50_000
+_TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+_TRANSIENT_ATTEMPTS = 5
+_T = TypeVar("_T")
 
 
 class _GuardFailed(Exception):
@@ -242,6 +249,8 @@ class SqlStore(Store):
         self._writer: Any = None
         # PostgreSQL only: bodies this process wrote, by key, with their version (see _update_known).
         self._known: dict[tuple[str, str, str], tuple[int, str]] = {}
+        # PostgreSQL reads are single statements: autocommit spares the BEGIN and ROLLBACK round trips.
+        self._reader = self._engine if self.is_sqlite else self._engine.execution_options(isolation_level="AUTOCOMMIT")
         self._closed = False
         self._init_schema()
 
@@ -310,17 +319,26 @@ class SqlStore(Store):
                 log.warning("store.compact_failed", exc_info=True)
 
     def _read_locked(self, conn: Connection, resource: str, namespace: str, name: str) -> Row[Any] | None:
-        stmt = _GET if self.is_sqlite else _PG_GET_FOR_UPDATE
-        return conn.execute(stmt, {"resource": resource, "namespace": namespace, "name": name}).first()
+        """The current row, read under the write lock.
+
+        PostgreSQL: every write transaction locks the counter row before any
+        object row (the write statements update the counter first), so this
+        does too. Locking the object row first (FOR UPDATE) and the counter
+        second made a deadlock with any writer already holding the counter and
+        waiting for that object. Holding the counter also keeps every other
+        writer out, so the plain read that follows is current and stays so.
+        """
+        if not self.is_sqlite:
+            conn.execute(_PG_LOCK_COUNTER)
+        return conn.execute(_GET, {"resource": resource, "namespace": namespace, "name": name}).first()
 
     # --- reads ----------------------------------------------------------------
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(_GET, {"resource": resource, "namespace": namespace or "", "name": name}).first()
-            if not self.is_sqlite:
-                conn.rollback()
         if row is None:
             raise _not_found(resource, name)
+        self._remember(resource, namespace or "", name, int(row[0]), row[1])
         return _with_version(row[1], row[0])
 
     def list(
@@ -335,10 +353,8 @@ class SqlStore(Store):
         stmt = _LIST_ALL
         if namespace is not None:
             stmt, params["namespace"] = _LIST_NS, namespace
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(stmt, params).all()
-            if not self.is_sqlite:
-                conn.rollback()
         revision = 0
         found: list[tuple[str, str, int, str]] = []
         for rv, body, ns, name in rows:
@@ -346,6 +362,7 @@ class SqlStore(Store):
                 revision = int(rv)
             else:
                 found.append((ns, name, rv, body))
+                self._remember(resource, ns, name, int(rv), body)
         found.sort(key=lambda r: (r[0], r[1]))
         items = []
         for _, _, rv, body in found:
@@ -358,20 +375,35 @@ class SqlStore(Store):
         return self._revisions()[0]
 
     def _revisions(self) -> tuple[int, int]:
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             revision, compacted = conn.execute(_REVISIONS).one()
-            if not self.is_sqlite:
-                conn.rollback()
         return int(revision), int(compacted)
 
     def _events(self, after: int, upto: int | None, limit: int = 1000) -> list[Row[Any]]:
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(_EVENTS_AFTER, {"after": after, "upto": upto if upto is not None else 2**62, "limit": limit}).all()
-            if not self.is_sqlite:
-                conn.rollback()
+        for revision, resource, namespace, name, type_, body in rows:
+            self._remember(resource, namespace, name, None if type_ == "DELETED" else int(revision), body, at=int(revision))
         return list(rows)
 
     # --- writes ---------------------------------------------------------------
+    def _retrying(self, write: Callable[[], _T]) -> _T:
+        """Run ``write`` again when PostgreSQL aborted it as a deadlock victim or a serialization failure.
+
+        Every write takes the counter lock first, so deadlocks should not occur;
+        this keeps a caller from ever seeing one should a lock-order slip return.
+        Nothing was written by the aborted attempt, so running it again is safe.
+        """
+        for attempt in range(_TRANSIENT_ATTEMPTS):
+            try:
+                return write()
+            except DBAPIError as e:
+                if self.is_sqlite or not isinstance(e.orig, _TRANSIENT) or attempt == _TRANSIENT_ATTEMPTS - 1:
+                    raise
+                log.warning("store.write_retried", reason=type(e.orig).__name__, attempt=attempt + 1)
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def create(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
         return self.create_many(resource, [obj])[0]
 
@@ -380,12 +412,18 @@ class SqlStore(Store):
 
         All or nothing: one taken name fails the whole batch with AlreadyExists.
         """
+        batch = list(objs)
+        return self._retrying(lambda: self._create_many_once(resource, batch))
+
+    def _create_many_once(self, resource: str, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         prepared = [self._prepare_create(obj) for obj in objs]
         for attempt in range(GENERATE_NAME_ATTEMPTS):
             try:
                 revisions: list[int] = []
                 bodies: list[str] = []
-                with self._write_tx() as conn:
+                # One object on PostgreSQL is one statement: autocommit makes it one round trip.
+                single = not self.is_sqlite and len(prepared) == 1
+                with (self._reader.connect() if single else self._write_tx()) as conn:
                     for namespace, name, uid, stored in prepared:
                         body = _dumps(stored)
                         bodies.append(body)
@@ -439,11 +477,21 @@ class SqlStore(Store):
         namespace, name = _key(stored)
         return namespace, name, uid, stored
 
-    def _remember(self, resource: str, namespace: str, name: str, revision: int | None, body: str) -> None:
+    def _remember(self, resource: str, namespace: str, name: str, revision: int | None, body: str,
+                  *, at: int | None = None) -> None:
+        """Note the body an object had at ``revision`` (None: it is gone as of revision ``at``).
+
+        A body at a revision never changes, so one seen on any read or event is
+        as good as one this process wrote; an older sighting never replaces a newer one.
+        """
         if self.is_sqlite:
             return  # a locked read on SQLite is a local call: nothing to save
         known = self._known
         key = (resource, namespace, name)
+        seen = known.get(key)
+        since = revision if revision is not None else at
+        if seen is not None and since is not None and seen[0] > since:
+            return
         known.pop(key, None)
         if revision is not None:
             if len(known) >= KNOWN_BODIES:
@@ -465,18 +513,21 @@ class SqlStore(Store):
         params = {"resource": resource, "namespace": namespace, "name": name, "body": body,
                   "type": "DELETED" if removed else "MODIFIED", "expected": known[0], "channel": self._channel}
         try:
-            with self._engine.begin() as conn:
-                revision, matched, _ = conn.execute(_PG_GUARDED_WRITE["delete" if removed else "update"], params).one()
-                if not matched:
-                    raise _GuardFailed
-        except _GuardFailed:
-            return None
+            with self._reader.connect() as conn:
+                revision, _, _ = conn.execute(_PG_GUARDED_WRITE["delete" if removed else "update"], params).one()
+        except DataError as e:
+            if isinstance(e.orig, psycopg.errors.DivisionByZero):
+                return None
+            raise
         self._remember(resource, namespace, name, None if removed else int(revision), body)
         self._after_commit([int(revision)])
         meta["resourceVersion"] = str(revision)
         return stored
 
     def update(self, resource: str, obj: dict[str, Any], *, check_version: bool = True) -> dict[str, Any]:
+        return self._retrying(lambda: self._update_once(resource, obj, check_version))
+
+    def _update_once(self, resource: str, obj: dict[str, Any], check_version: bool) -> dict[str, Any]:
         namespace, name = _key(obj)
         wanted_version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         if check_version and wanted_version and not self.is_sqlite:
@@ -505,7 +556,9 @@ class SqlStore(Store):
         return stored
 
     def delete(self, resource: str, namespace: str, name: str, *, resource_version: str | None = None) -> dict[str, Any]:
-        namespace = namespace or ""
+        return self._retrying(lambda: self._delete_once(resource, namespace or "", name, resource_version))
+
+    def _delete_once(self, resource: str, namespace: str, name: str, resource_version: str | None) -> dict[str, Any]:
         with self._write_tx() as conn:
             row = self._read_locked(conn, resource, namespace, name)
             if row is None:

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 
-from conftest import Cluster, claim, condition, local_class, pod, wait_until
+from agent_cluster import Cluster, claim, condition, local_class, pod, wait_until
 from storage.system import loop, mounts
 
 LOOPING = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from conftest import Cluster, claim, condition, local_class, pod, wait_until
+from agent_cluster import Cluster, claim, condition, local_class, pod, wait_until
 
 MiB = 1 << 20
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import GiB, Cluster, claim, condition, local_class, pod, wait_until
+from agent_cluster import GiB, Cluster, claim, condition, local_class, pod, wait_until
 from storage.controllers.node_lifecycle import NodeLifecycleReconciler
 from storage.system import loop
 

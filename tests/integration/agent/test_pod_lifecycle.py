@@ -5,7 +5,7 @@ import base64
 import os
 from pathlib import Path
 
-from conftest import GiB, Cluster, claim, condition, local_class, pod, wait_until
+from agent_cluster import GiB, Cluster, claim, condition, local_class, pod, wait_until
 from storage.agent.agent import AGENT_FINALIZER
 from storage.system import loop, mounts
 

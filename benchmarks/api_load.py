@@ -1,0 +1,143 @@
+"""API server write throughput: PersistentVolume creates per second over HTTP.
+
+One API server process (its own store connection, as ``stowage apiserver``
+runs it) and C client processes, each a keep-alive HTTP/1.1 connection
+sending one POST per object and waiting for the answer, as kubectl and
+client-go do. Prints creates/s for each client count.
+
+usage: python benchmarks/api_load.py [--backend sqlite|postgres] [--count 3000] [--clients 1,4] [--profile FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def serve_process(store_url: str, data_dir: str, port_out: Any, stop: Any) -> None:
+    """Child: serve ``store_url`` until ``stop`` is set; reports the bound port through ``port_out``."""
+    import logging
+    import threading
+
+    import structlog
+
+    from storage.apiserver.server import bind_socket, serve
+    from storage.store import open_store
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    store = open_store(store_url)
+    sock = bind_socket("127.0.0.1", 0)
+    port_out.send(sock.getsockname()[1])
+    stop_event = threading.Event()
+    threading.Thread(target=lambda: (stop.wait(), stop_event.set()), daemon=True).start()
+    try:
+        serve(store, port=sock.getsockname()[1], data_dir=data_dir, stop_event=stop_event, sock=sock)
+    finally:
+        store.close()
+
+
+class ApiServerProcess:
+    """An API server in its own process; ``port`` once started."""
+
+    def __init__(self, store_url: str, data_dir: Path) -> None:
+        from storage.apiserver.auth import ensure_admin_token
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.token = ensure_admin_token(data_dir)
+        ctx = mp.get_context("spawn")
+        self._stop = ctx.Event()
+        receive, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=serve_process, args=(store_url, str(data_dir), send, self._stop), daemon=True)
+        self._proc.start()
+        if not receive.poll(60):
+            self.stop()
+            raise RuntimeError("api server process did not report its port")
+        self.port: int = receive.recv()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(10)
+
+
+def post_all(port: int, token: str, paths_and_bodies: list[tuple[str, bytes]]) -> int:
+    """One keep-alive connection, one POST per object, each answer read before the next request."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    failed = 0
+    try:
+        for path, body in paths_and_bodies:
+            conn.request("POST", path, body, headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 201:
+                failed += 1
+    finally:
+        conn.close()
+    return failed
+
+
+def create_through_api(port: int, token: str, objs: list[tuple[str, dict[str, Any]]], clients: int) -> float:
+    """Create ``objs`` (path, body) from ``clients`` processes; returns the seconds taken."""
+    work = [[(p, json.dumps(o).encode()) for p, o in objs[k::clients]] for k in range(clients)]
+    ctx = mp.get_context("fork")
+    with ctx.Pool(clients) as pool:
+        pool.apply(time.sleep, (0,))  # workers are up before the clock starts
+        start = time.perf_counter()
+        failed = sum(pool.starmap(post_all, [(port, token, w) for w in work]))
+        elapsed = time.perf_counter() - start
+    if failed:
+        raise RuntimeError(f"{failed} creates failed")
+    return elapsed
+
+
+def pv(i: int, prefix: str) -> tuple[str, dict[str, Any]]:
+    return "/api/v1/persistentvolumes", {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{prefix}-{i:06d}", "labels": {"zone": "a"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "fast",
+                 "hostPath": {"path": f"/mnt/disks/{i}"}}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--clients", default="1,4")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="stowage-bench-api-") as tmp_name:
+        tmp = Path(tmp_name)
+        pg = None
+        if args.backend == "postgres":
+            from pgserver import PostgresServer
+
+            pg = PostgresServer().start()
+            url = pg.create_database("bench_api")
+        else:
+            url = f"sqlite:///{tmp}/api.db"
+        server = ApiServerProcess(url, tmp / "api")
+        try:
+            for clients in (int(c) for c in args.clients.split(",")):
+                objs = [pv(i, f"c{clients}") for i in range(args.count)]
+                seconds = create_through_api(server.port, server.token, objs, clients)
+                print(f"{args.backend:<9} clients {clients}: {args.count / seconds:,.0f} creates/s "
+                      f"({args.count} in {seconds:.2f} s)", flush=True)
+        finally:
+            server.stop()
+            if pg is not None:
+                pg.stop()
+
+
+if __name__ == "__main__":
+    main()

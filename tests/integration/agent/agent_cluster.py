@@ -1,0 +1,279 @@
+"""A real little cluster for node-agent tests (fixtures re-exported by conftest.py): API server, controllers, agents, runc, loop devices.
+
+``cluster`` gives each test its own temporary directory holding the API
+server's SQLite store, every agent's data directory and every storage pool.
+On the way out (pass or fail) it stops the agents, kills every container
+they created (by runc root, so only ours), unmounts everything under the
+directory and detaches every loop device backed by a file under it.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from provisioners import registry as provisioner_registry
+from provisioners.local import LocalProvisioner
+from storage.agent.agent import AgentConfig, NodeAgent, PoolSpec
+from storage.client import Client
+from storage.controllers.manager import ControllerManager, run_controllers
+from storage.errors import NotFound
+from storage.system import loop, mounts
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/ for serverutil
+from serverutil import running_server  # noqa: E402
+
+pytestmark = pytest.mark.root
+
+Obj = dict[str, Any]
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+def require_root_and_runc() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (loop devices, mounts, namespaces)")
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed")
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except NotFound:
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def kill_containers_under(base: Path) -> None:
+    """Kill and delete every runc container whose state root lies under ``base``."""
+    for root in base.glob("**/runc"):
+        if not root.is_dir():
+            continue
+        listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
+        for cid in listing.stdout.split():
+            subprocess.run(["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True)
+            subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
+
+
+def unmount_and_detach_under(base: Path) -> None:
+    for _ in range(500):
+        found = mounts.mounts_under(base)
+        if not found:
+            break
+        target = found[0].mount_point
+        if subprocess.run(["umount", target], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", target], capture_output=True)
+    for dev in loop.loops_under(base):
+        subprocess.run(["losetup", "--detach", dev], capture_output=True)
+
+
+def cleanup_tree(base: Path) -> None:
+    kill_containers_under(base)
+    unmount_and_detach_under(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def random_ip_range() -> str:
+    # A random /24 keeps parallel runs (and several agents) from sharing pod addresses.
+    return f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.0/24"
+
+
+class Cluster:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._server_cm = running_server(base)
+        self.server = self._server_cm.__enter__()
+        self.client: Client = self.server.client()
+        self.store = self.server.store
+        self.agents: dict[str, NodeAgent] = {}
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.stop_controllers = threading.Event()
+        self.manager: ControllerManager | None = None
+        self._controllers: threading.Thread | None = None
+        provisioner_registry.register(LocalProvisioner(self.server.token, nodes=self._node))
+
+    def _node(self, name: str) -> Obj | None:
+        try:
+            return self.store.get("nodes", "", name)
+        except NotFound:
+            return None
+
+    # ---- components ------------------------------------------------------------------
+
+    def start_controllers(self) -> ControllerManager:
+        ready = threading.Event()
+        out: list[ControllerManager] = []
+        self._controllers = threading.Thread(
+            target=run_controllers, args=(self.store, self.stop_controllers),
+            kwargs={"ready": ready, "manager_out": out}, name="test-controllers", daemon=True)
+        self._controllers.start()
+        assert ready.wait(30), "controllers did not sync"
+        self.manager = out[0]
+        return self.manager
+
+    def agent_dir(self, name: str) -> Path:
+        return self.base / "agents" / name
+
+    def pool_dir(self, name: str) -> Path:
+        return self.base / "pools" / name
+
+    def agent_config(self, name: str, *, pool_bytes: int = 4 * GiB, zone: str | None = None,
+                     heartbeat: float = 1.0, **kwargs: Any) -> AgentConfig:
+        self.pool_dir(name).mkdir(parents=True, exist_ok=True)
+        return AgentConfig(node_name=name, data_dir=self.agent_dir(name),
+                           pools=[PoolSpec("default", self.pool_dir(name), capacity=pool_bytes)],
+                           zone=zone, heartbeat_seconds=heartbeat, backoff_base=0.5,
+                           pod_ip_range=random_ip_range(), **kwargs)
+
+    def add_agent(self, name: str, **kwargs: Any) -> NodeAgent:
+        agent = NodeAgent(self.server.client(), self.agent_config(name, **kwargs), token=self.server.token)
+        agent.start()
+        self.agents[name] = agent
+        return agent
+
+    def stop_agent(self, name: str) -> None:
+        agent = self.agents.pop(name, None)
+        if agent is not None:
+            agent.stop()
+
+    def spawn_agent(self, name: str, *extra: str, pool_bytes: int = 4 * GiB) -> subprocess.Popen[bytes]:
+        """``stowage agent`` as its own process (so it can be SIGKILLed)."""
+        self.pool_dir(name).mkdir(parents=True, exist_ok=True)
+        self.agent_dir(name).mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "storage.cli", "agent", "--node", name,
+                "--kubeconfig", str(self.server.kubeconfig), "--data-dir", str(self.agent_dir(name)),
+                "--pool", f"default={self.pool_dir(name)}:{pool_bytes}", "--heartbeat", "1", *extra]
+        log = open(self.base / f"agent-{name}.log", "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.processes.append(proc)
+        return proc
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def apply(self, *objs: Obj) -> list[Obj]:
+        return [self.client.create(o) for o in objs]
+
+    def pod(self, name: str, namespace: str = "default") -> Obj:
+        return self.client.get("pods", name, namespace)
+
+    def wait_pod(self, name: str, predicate: Callable[[Obj], bool], what: str, timeout: float = 90.0,
+                 namespace: str = "default") -> Obj:
+        return wait_until(lambda: (lambda p: p if predicate(p) else None)(self.pod(name, namespace)),
+                          f"pod {name}: {what}", timeout)
+
+    def wait_running(self, name: str, timeout: float = 90.0, ready: bool = False) -> Obj:
+        def ok(p: Obj) -> bool:
+            status = p.get("status") or {}
+            if status.get("phase") != "Running":
+                return False
+            return not ready or condition(p, "Ready") == "True"
+        return self.wait_pod(name, ok, "Running" + (" and Ready" if ready else ""), timeout)
+
+    def wait_gone(self, resource: str, name: str, namespace: str = "", timeout: float = 90.0) -> None:
+        def gone() -> bool:
+            try:
+                self.client.get(resource, name, namespace)
+            except NotFound:
+                return True
+            return False
+        wait_until(gone, f"{resource} {name} to be gone", timeout)
+
+    def events_for(self, name: str, namespace: str = "default") -> list[Obj]:
+        items, _ = self.client.list("events", namespace)
+        return [e for e in items if (e.get("involvedObject") or {}).get("name") == name]
+
+    def close(self) -> None:
+        for name in list(self.agents):
+            try:
+                self.stop_agent(name)
+            except Exception:
+                pass
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        self.stop_controllers.set()
+        if self._controllers is not None:
+            self._controllers.join(timeout=30)
+        provisioner_registry.unregister(LocalProvisioner.name)
+        self.client.close()
+        self._server_cm.__exit__(None, None, None)
+
+
+def condition(obj: Obj, kind: str) -> str | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return cond.get("status")
+    return None
+
+
+@pytest.fixture
+def tmp_base() -> Iterator[Path]:
+    require_root_and_runc()
+    base = Path(tempfile.mkdtemp(prefix="stowage-agent-"))
+    try:
+        yield base
+    finally:
+        cleanup_tree(base)
+        assert not mounts.mounts_under(base), "mounts left behind"
+        assert not loop.loops_under(base), "loop devices left behind"
+
+
+@pytest.fixture
+def cluster(tmp_base: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_base)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+# ---- manifests ---------------------------------------------------------------------------
+
+def local_class(name: str = "local", *, fs_type: str = "ext4", expand: bool = True) -> Obj:
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+            "provisioner": "stowage.io/local", "volumeBindingMode": "WaitForFirstConsumer",
+            "reclaimPolicy": "Delete", "allowVolumeExpansion": expand, "parameters": {"fsType": fs_type}}
+
+
+def claim(name: str, size: str = "64Mi", storage_class: str = "local", modes: list[str] | None = None) -> Obj:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"accessModes": modes or ["ReadWriteOnce"], "storageClassName": storage_class,
+                     "resources": {"requests": {"storage": size}}}}
+
+
+def pod(name: str, script: str = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done", *,
+        claims: dict[str, str] | None = None, volumes: list[Obj] | None = None,
+        mounts_: list[Obj] | None = None, grace: int = 5, **spec: Any) -> Obj:
+    """A one-container pod running ``script`` under /bin/sh; ``claims`` maps claim name -> mountPath."""
+    vols = list(volumes or [])
+    vmounts = list(mounts_ or [])
+    for cname, path in (claims or {}).items():
+        vols.append({"name": cname, "persistentVolumeClaim": {"claimName": cname}})
+        vmounts.append({"name": cname, "mountPath": path})
+    container: Obj = {"name": "main", "image": "debian:12", "command": ["/bin/sh", "-c", script],
+                      "volumeMounts": vmounts}
+    container.update(spec.pop("container", {}))
+    body: Obj = {"terminationGracePeriodSeconds": grace, "containers": [container], "volumes": vols}
+    body.update(spec)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                                                            "labels": {"app": name}}, "spec": body}
