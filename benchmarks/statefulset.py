@@ -304,7 +304,10 @@ def raw_round(base: Path, replicas: int) -> tuple[float, float]:
 
 def force_clean(base: Path) -> None:
     """Containers, mounts and loop devices under ``base`` only: never anyone else's."""
-    for root in base.glob("**/runc"):
+    # Named, not globbed: a glob would walk into the containers' overlay of the host's /.
+    for root in (base / "runc", base / "data" / "agent" / "runc"):
+        if not root.is_dir():
+            continue
         listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
         for cid in listing.stdout.split():
             subprocess.run(["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True)

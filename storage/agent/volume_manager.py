@@ -12,15 +12,23 @@ restart ``reconstruct`` reads them back and the next ``sync`` keeps what is
 still wanted (remounting what is missing) and removes what is orphaned.
 Every step is idempotent, so a crash at any point is healed by running
 ``sync`` again.
+
+Two ways in: ``sync(desired)`` reconciles the whole node (at start-up and now
+and then); ``setup_pod`` / ``teardown_pod`` touch one pod only, so their cost
+does not grow with the number of pods on the node. Each operation reads the
+mount table once and passes that snapshot around. Per-pod operations run
+concurrently (a lock per pod and per global mount); ``sync`` runs alone.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import structlog
 
@@ -79,6 +87,62 @@ class ActualVolume:
     mounted: bool
 
 
+class _NodeLock:
+    """Many per-pod operations at once, or one whole-node ``sync`` alone."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            # Claimed before the readers drain, so a steady stream of pods cannot starve a sync.
+            self._exclusive = True
+            while self._shared:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class _KeyedLocks:
+    """One lock per key (pod uid, global volume), created on demand."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def drop(self, key: str) -> None:
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is not None and not lock.locked():
+                del self._locks[key]
+
+
 def _check_name(value: str, field_name: str) -> str:
     if not _SAFE.match(value or ""):
         raise BadRequest(f'{field_name}: Invalid value: "{value}": must be a DNS-style name (letters, digits, "-", ".", "_")')
@@ -104,6 +168,10 @@ class VolumeManager:
             d.mkdir(parents=True, exist_ok=True)
         # Only a cache for Node status between syncs; rebuilt from disk by reconstruct().
         self._devices: dict[str, str] = {}  # unique volume name -> device path
+        self._devices_lock = threading.Lock()
+        self._node_lock = _NodeLock()
+        self._pod_locks = _KeyedLocks()
+        self._global_locks = _KeyedLocks()
 
     # ---- paths ---------------------------------------------------------
 
@@ -126,23 +194,26 @@ class VolumeManager:
     def reconstruct(self) -> list[ActualVolume]:
         """Read back what exists: pod volume directories and the mount table."""
         found: list[ActualVolume] = []
-        mounted = {e.mount_point for e in mounts.mounts_under(self.pods_dir)}
+        table = mounts.MountTable.read()
+        mounted = {e.mount_point for e in table.under(self.pods_dir)}
         for pod in sorted(self.pods_dir.iterdir()) if self.pods_dir.exists() else []:
             for kind in (VOLUMES, DEVICES):
                 for plugin_dir in sorted((pod / kind).glob("*")):
                     for vol in sorted(plugin_dir.iterdir()):
                         found.append(ActualVolume(pod.name, kind, plugin_dir.name, vol.name, vol,
                                                   os.path.realpath(vol) in mounted))
-        self._devices = {}
-        for entry in self._global_mounts():
+        devices = {}
+        for entry in self._global_mounts(table):
             plugin_name, global_name = self._split_global(entry.mount_point)
-            self._devices[f"{plugin_name}/{global_name}"] = entry.source
+            devices[f"{plugin_name}/{global_name}"] = entry.source
+        with self._devices_lock:
+            self._devices = devices
         log.info("volume_manager.reconstructed", volumes=len(found), global_mounts=len(self._devices))
         return found
 
-    def _global_mounts(self) -> list[mounts.MountEntry]:
+    def _global_mounts(self, table: mounts.MountTable | None = None) -> list[mounts.MountEntry]:
         out = []
-        for entry in mounts.mounts_under(self.plugins_dir):
+        for entry in (table or mounts.MountTable.read()).under(self.plugins_dir):
             rel = Path(entry.mount_point).relative_to(os.path.realpath(self.plugins_dir))
             if len(rel.parts) >= 3 and rel.parts[-2] == "mounts":
                 out.append(entry)
@@ -152,13 +223,23 @@ class VolumeManager:
         rel = Path(mount_point).relative_to(os.path.realpath(self.plugins_dir))
         return "/".join(rel.parts[:-2]), rel.parts[-1]
 
-    # ---- sync ----------------------------------------------------------
+    # ---- whole node ------------------------------------------------------
 
-    def sync(self, desired: list[PodVolumes]) -> SyncResult:
+    def sync(self, desired: list[PodVolumes] | Callable[[], list[PodVolumes]]) -> SyncResult:
+        """Converge the whole node on ``desired``: set up every wanted volume, tear down every
+        pod not in it, unmount unused global mounts. ``desired`` may be a function, called
+        once no per-pod operation is running, so a caller's view cannot race with them."""
+        with self._node_lock.exclusive():
+            return self._sync(desired() if callable(desired) else desired)
+
+    def _sync(self, desired: list[PodVolumes]) -> SyncResult:
         result = SyncResult()
         wanted_globals: set[str] = set()
         devices: dict[str, str] = {}
         wanted_uids = set()
+        # One snapshot for every check: mounts made during this pass are made by this pass,
+        # which checks each path once; a stale "not mounted" only costs an idempotent re-check.
+        table = mounts.MountTable.read()
         for pod in desired:
             try:
                 self.pod_dir(pod.uid)
@@ -166,41 +247,76 @@ class VolumeManager:
                 result.teardown_errors[pod.uid] = str(exc)
                 continue
             wanted_uids.add(pod.uid)
-            paths = result.paths.setdefault(pod.uid, {})
-            wanted_paths: set[Path] = set()
-            for req in pod.volumes:
-                try:
-                    path, target, unique, device = self._setup(pod, req)
-                    paths[req.name] = str(path)
-                    wanted_paths.add(target)
-                    if unique:
-                        wanted_globals.add(unique)
-                        if device:
-                            devices[unique] = device
-                except Exception as exc:  # one bad volume must not block the pod's others
-                    message = str(exc) if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
-                    result.errors.setdefault(pod.uid, {})[req.name] = message
-                    log.warning("volume.setup_failed", pod=f"{pod.namespace}/{pod.name}", volume=req.name, error=message)
-                    # Keep whatever is already there for it; a failed update must not tear the volume down.
-                    for plugin in self.registry.plugins():
-                        for mode in ("Filesystem", "Block"):
-                            try:
-                                wanted_paths.add(self.volume_path(pod.uid, plugin, req.name, mode))
-                            except BadRequest:
-                                pass
-            self._remove_stale_volumes(pod.uid, wanted_paths, result)
+            paths, errors, used = self._setup_pod(pod, table)
+            result.paths[pod.uid] = paths
+            if errors:
+                result.errors[pod.uid] = errors
+            wanted_globals.update(used)
+            devices.update({k: v for k, v in used.items() if v})
         for pod_dir in sorted(self.pods_dir.iterdir()):
             if pod_dir.name not in wanted_uids:
                 try:
-                    self.teardown_pod(pod_dir.name)
+                    self._teardown_pod(pod_dir.name, table)
                 except Exception as exc:
                     result.teardown_errors[pod_dir.name] = str(exc)
                     log.warning("pod.teardown_failed", uid=pod_dir.name, error=str(exc))
         self._collect_global_mounts(wanted_globals)
-        self._devices = devices
+        with self._devices_lock:
+            self._devices = devices
         return result
 
-    def _setup(self, pod: PodVolumes, req: VolumeRequest) -> tuple[Path, Path, str | None, str | None]:
+    # ---- one pod -----------------------------------------------------------
+
+    def setup_pod(self, pod: PodVolumes) -> tuple[dict[str, str], dict[str, str]]:
+        """Set up (or check) the volumes of one pod and remove its volumes no longer wanted.
+        Returns (volume -> host path, volume -> error message); other pods are not looked at."""
+        self.pod_dir(pod.uid)
+        with self._node_lock.shared(), self._pod_locks(pod.uid):
+            paths, errors, used = self._setup_pod(pod, mounts.MountTable.read())
+        with self._devices_lock:
+            self._devices.update({k: v for k, v in used.items() if v})
+        return paths, errors
+
+    def teardown_pod(self, uid: str) -> None:
+        """Unmount and remove everything of one pod, then the global mounts it was the last user of."""
+        self.pod_dir(uid)
+        with self._node_lock.shared():
+            with self._pod_locks(uid):
+                released = self._teardown_pod(uid, mounts.MountTable.read())
+            for unique in released:
+                if self._collect_global(unique):
+                    with self._devices_lock:
+                        self._devices.pop(unique, None)
+        self._pod_locks.drop(uid)
+
+    def _setup_pod(self, pod: PodVolumes, table: mounts.MountTable) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """(paths, errors, unique global volume -> device) of one pod."""
+        paths: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        used: dict[str, str] = {}
+        wanted_paths: set[Path] = set()
+        for req in pod.volumes:
+            try:
+                path, target, unique, device = self._setup(pod, req, table)
+                paths[req.name] = str(path)
+                wanted_paths.add(target)
+                if unique:
+                    used[unique] = device or ""
+            except Exception as exc:  # one bad volume must not block the pod's others
+                message = str(exc) if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
+                errors[req.name] = message
+                log.warning("volume.setup_failed", pod=f"{pod.namespace}/{pod.name}", volume=req.name, error=message)
+                # Keep whatever is already there for it; a failed update must not tear the volume down.
+                for plugin in self.registry.plugins():
+                    for mode in ("Filesystem", "Block"):
+                        try:
+                            wanted_paths.add(self.volume_path(pod.uid, plugin, req.name, mode))
+                        except BadRequest:
+                            pass
+        self._remove_stale_volumes(pod.uid, wanted_paths, errors, table)
+        return paths, errors, used
+
+    def _setup(self, pod: PodVolumes, req: VolumeRequest, table: mounts.MountTable) -> tuple[Path, Path, str | None, str | None]:
         """Returns (host path for the runtime, pod path, unique device volume name, device)."""
         plugin = self.registry.find(req.plugin_source)
         ctx = VolumeContext(
@@ -210,7 +326,7 @@ class VolumeManager:
             mode=req.mode, executor=self.executor,
         )
         if isinstance(plugin, DevicePlugin) and plugin.device_mode(ctx):
-            return self._setup_device(plugin, ctx)
+            return self._setup_device(plugin, ctx, table)
         if req.mode == "Block":
             raise BadRequest(f"volume {req.name}: volumeMode Block is not supported by {plugin.name}")
         fresh = not ctx.target.exists()
@@ -219,7 +335,7 @@ class VolumeManager:
             apply_fs_group(path, req.fs_group)
         return path, ctx.target, None, None
 
-    def _setup_device(self, plugin: DevicePlugin, ctx: VolumeContext) -> tuple[Path, Path, str, str]:
+    def _setup_device(self, plugin: DevicePlugin, ctx: VolumeContext, table: mounts.MountTable) -> tuple[Path, Path, str, str]:
         device: Device | None
         if plugin.attachable:
             device = plugin.find_device(ctx)
@@ -232,24 +348,28 @@ class VolumeManager:
         target = ctx.target
         if ctx.mode == "Block":
             target.parent.mkdir(parents=True, exist_ok=True)
-            top = mounts.top_mount(target)
-            if top is None:
+            if table.top(target) is None:
                 if not target.exists():
                     target.touch(mode=0o600)
                 mounts.bind_mount(device.path, target, ctx.read_only, executor=self.executor)
                 fault_point("after_bind")
             return target, target, unique, device.path
         global_path = self.global_path(plugin, global_name)
-        self.mounter.format_and_mount(
-            device.path, global_path, device.fs_type, key=f"{plugin.dir_name}-{global_name}",
-            options=device.mount_options, read_only=ctx.read_only,
-        )
-        if not mounts.is_mount_point(target):
-            target.mkdir(parents=True, exist_ok=True)
-            if ctx.fs_group is not None and not ctx.read_only:
-                apply_fs_group(global_path, ctx.fs_group)
-            mounts.bind_mount(global_path, target, ctx.read_only, executor=self.executor)
-            fault_point("after_bind")
+        # The global mount's lock spans mount and bind: a teardown collecting the global
+        # mount must not unmount it between the two.
+        with self._global_locks(unique):
+            if table.is_mount_point(target) and any(e.source == device.path for e in table.at(global_path)):
+                return target, target, unique, device.path  # set up already: the common re-check
+            self.mounter.format_and_mount(
+                device.path, global_path, device.fs_type, key=f"{plugin.dir_name}-{global_name}",
+                options=device.mount_options, read_only=ctx.read_only,
+            )
+            if not mounts.is_mount_point(target):
+                target.mkdir(parents=True, exist_ok=True)
+                if ctx.fs_group is not None and not ctx.read_only:
+                    apply_fs_group(global_path, ctx.fs_group)
+                mounts.bind_mount(global_path, target, ctx.read_only, executor=self.executor)
+                fault_point("after_bind")
         return target, target, unique, device.path
 
     # ---- teardown ------------------------------------------------------
@@ -264,7 +384,7 @@ class VolumeManager:
         else:
             path.unlink(missing_ok=True)
 
-    def _remove_stale_volumes(self, uid: str, wanted: set[Path], result: SyncResult) -> None:
+    def _remove_stale_volumes(self, uid: str, wanted: set[Path], errors: dict[str, str], table: mounts.MountTable) -> None:
         pod = self.pod_dir(uid)
         for kind in (VOLUMES, DEVICES):
             for plugin_dir in (pod / kind).glob("*"):
@@ -273,51 +393,87 @@ class VolumeManager:
                         try:
                             self._remove_volume_path(vol)
                         except Exception as exc:
-                            result.errors.setdefault(uid, {})[vol.name] = f"cleanup failed: {exc}"
+                            errors[vol.name] = f"cleanup failed: {exc}"
 
-    def teardown_pod(self, uid: str) -> None:
-        """Unmount and remove everything of a pod that is no longer wanted on this node."""
+    def _teardown_pod(self, uid: str, table: mounts.MountTable) -> set[str]:
+        """Unmount and remove everything of a pod that is no longer wanted on this node.
+        Returns the unique names of the global mounts its volumes were bound from."""
         pod = self.pod_dir(uid)
         if not pod.exists():
-            return
+            return set()
         log.info("pod.teardown", uid=uid)
+        pod_mounts = table.under(pod)
+        numbers = {e.major_minor for e in pod_mounts}
+        released = set()
+        for entry in self._global_mounts(table):
+            if entry.major_minor in numbers:
+                plugin_name, global_name = self._split_global(entry.mount_point)
+                released.add(f"{plugin_name}/{global_name}")
         first = True
+        done: set[int] = set()
         for kind in (VOLUMES, DEVICES):
             for plugin_dir in sorted((pod / kind).glob("*")):
                 plugin = self.registry.by_dir_name(plugin_dir.name)
                 for vol in sorted(plugin_dir.iterdir()):
-                    mounts.unmount_all_under(vol, executor=self.executor)
+                    entries = table.under(vol)
+                    done.update(e.mount_id for e in entries)
+                    if not mounts.unmount_entries(entries, executor=self.executor):
+                        mounts.unmount_all_under(vol, executor=self.executor)
                     if first:
                         fault_point("during_teardown")
                         first = False
                     if plugin is not None:
                         plugin.teardown(vol, self.executor)
-                    self._remove_volume_path(vol)
         # Anything else mounted under the pod (e.g. by a runtime that crashed) goes too.
-        mounts.unmount_all_under(pod, executor=self.executor)
+        left = [e for e in pod_mounts if e.mount_id not in done]
+        if not mounts.unmount_entries(left, executor=self.executor):
+            mounts.unmount_all_under(pod, executor=self.executor)
+        # One fresh look before deleting anything: rmtree must never reach into a mount.
         if mounts.mounts_under(pod):
-            raise StowageError(f"{pod} is still mounted; not removing it")
+            mounts.unmount_all_under(pod, executor=self.executor)
+            if mounts.mounts_under(pod):
+                raise StowageError(f"{pod} is still mounted; not removing it")
         shutil.rmtree(pod)
+        return released
+
+    def _collect_global(self, unique: str) -> bool:
+        """Unmount one global mount when no pod path binds it any more. True when it is gone."""
+        with self._global_locks(unique):
+            table = mounts.MountTable.read()
+            pod_numbers = {m.major_minor for m in table.under(self.pods_dir)}
+            gone = True
+            for entry in self._global_mounts(table):
+                plugin_name, global_name = self._split_global(entry.mount_point)
+                if f"{plugin_name}/{global_name}" != unique:
+                    continue
+                if entry.major_minor in pod_numbers:
+                    gone = False
+                else:
+                    self._remove_global(entry, plugin_name, global_name)
+        return gone
+
+    def _remove_global(self, entry: mounts.MountEntry, plugin_name: str, global_name: str) -> None:
+        device = entry.source
+        mounts.unmount(entry.mount_point, executor=self.executor)
+        os.rmdir(entry.mount_point)
+        plugin = self.registry.by_name(plugin_name)
+        if isinstance(plugin, DevicePlugin):
+            plugin.disconnect(device, self.executor)
+        log.info("global_mount.removed", volume=f"{plugin_name}/{global_name}", device=device)
 
     def _collect_global_mounts(self, wanted: set[str]) -> None:
         """Unmount per-node global mounts that no desired pod uses and no pod path still binds."""
-        pod_mounts = mounts.mounts_under(self.pods_dir)
-        for entry in self._global_mounts():
+        table = mounts.MountTable.read()
+        pod_numbers = {m.major_minor for m in table.under(self.pods_dir)}
+        for entry in self._global_mounts(table):
             plugin_name, global_name = self._split_global(entry.mount_point)
-            if f"{plugin_name}/{global_name}" in wanted:
+            if f"{plugin_name}/{global_name}" in wanted or entry.major_minor in pod_numbers:
                 continue
-            if any(m.major_minor == entry.major_minor for m in pod_mounts):
-                continue
-            device = entry.source
-            mounts.unmount(entry.mount_point, executor=self.executor)
-            os.rmdir(entry.mount_point)
-            plugin = self.registry.by_name(plugin_name)
-            if isinstance(plugin, DevicePlugin):
-                plugin.disconnect(device, self.executor)
-            log.info("global_mount.removed", volume=f"{plugin_name}/{global_name}", device=device)
+            self._remove_global(entry, plugin_name, global_name)
         # Leftover empty global directories (a crash between mkdir and mount).
+        table = mounts.MountTable.read()
         for d in self.plugins_dir.glob("**/mounts/*"):
-            if d.is_dir() and not mounts.is_mount_point(d):
+            if d.is_dir() and not table.is_mount_point(d):
                 plugin_name, global_name = self._split_global(str(Path(os.path.realpath(d))))
                 if f"{plugin_name}/{global_name}" not in wanted:
                     try:
@@ -329,7 +485,8 @@ class VolumeManager:
 
     def volumes_in_use(self) -> list[str]:
         """Unique names of device volumes mounted or wanted on this node (Node.status.volumesInUse)."""
-        names = set(self._devices)
+        with self._devices_lock:
+            names = set(self._devices)
         for entry in self._global_mounts():
             plugin_name, global_name = self._split_global(entry.mount_point)
             names.add(f"{plugin_name}/{global_name}")
@@ -337,7 +494,8 @@ class VolumeManager:
 
     def volumes_attached(self) -> list[dict[str, str]]:
         """Node.status.volumesAttached: unique name and device path."""
-        found = dict(self._devices)
+        with self._devices_lock:
+            found = dict(self._devices)
         for entry in self._global_mounts():
             plugin_name, global_name = self._split_global(entry.mount_point)
             found.setdefault(f"{plugin_name}/{global_name}", entry.source)

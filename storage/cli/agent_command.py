@@ -62,7 +62,8 @@ def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str |
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+        # Never take the Event's lock inside a signal handler (a second signal would deadlock).
+        threading.Thread(target=stop.set, name="stop", daemon=True).start()
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, on_signal)

@@ -242,6 +242,8 @@ def _report_pods(store: Any, stop: threading.Event) -> None:
                     shown[uid] = (phase, ready)
                     log.info(_pod_line(pod))
             event = watcher.get(timeout=1.0)
+            if event is None and stop.is_set():
+                return
             pending = [event.object] if event is not None and event.type != "DELETED" else []
 
 
@@ -252,8 +254,9 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
+        # Setting an Event takes a lock; a second signal arriving inside that
+        # would deadlock the main thread, so the handler only starts a thread.
+        threading.Thread(target=stop.set, name="stop", daemon=True).start()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -274,6 +277,7 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
             if with_agent:
                 threading.Thread(target=_report_pods, args=(plane.store, stop), name="pod-report", daemon=True).start()
             stop.wait()
+            log.info("stopping")
         finally:
             plane.shutdown()
             pid_file.unlink(missing_ok=True)

@@ -183,7 +183,7 @@ _PG_WRITE = {
         "UPDATE stowage_objects SET resource_version = r.revision, body = :body FROM r "
         "WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
     "delete": text(_PG_CTE.format(object_sql=(
-        "DELETE FROM stowage_objects WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
+        "DELETE FROM stowage_objects USING r WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
 }
 _PG_LOCK_COUNTER = text("SELECT 1 FROM stowage_meta WHERE id = 1 FOR UPDATE")
 # An update whose base version this process already knows: one statement, guarded by the
@@ -201,8 +201,9 @@ _PG_GUARDED_WRITE = {
     "update": text(_PG_GUARDED.format(object_sql=(
         "UPDATE stowage_objects SET resource_version = r.revision, body = :body FROM r "
         "WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
+    # USING r: the row is deleted only after the counter is locked (the lock order every write keeps).
     "delete": text(_PG_GUARDED.format(object_sql=(
-        "DELETE FROM stowage_objects WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
+        "DELETE FROM stowage_objects USING r WHERE resource = :resource AND namespace = :namespace AND name = :name"))),
 }
 # About 1 KiB each: bounds the memory of the PostgreSQL fast path to tens of MiB.
 KNOWN_BODIES = 50_000

@@ -66,9 +66,54 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
     return entries
 
 
+# The last table read and its parse: a node with hundreds of pods has thousands of mounts,
+# and parsing dominates reading, while most reads find the table unchanged.
+_last_parse: tuple[str, list[MountEntry]] = ("", [])
+
+
 def read_mountinfo(path: str = MOUNTINFO) -> list[MountEntry]:
+    global _last_parse
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return parse_mountinfo(f.read())
+        text = f.read()
+    cached_text, cached = _last_parse
+    if text == cached_text and cached:
+        return list(cached)
+    entries = parse_mountinfo(text)
+    _last_parse = (text, entries)
+    return list(entries)
+
+
+class MountTable:
+    """One reading of the mount table, indexed by mount point.
+
+    Pass one around to answer many questions about the same moment without
+    re-reading a table whose size grows with the number of pods. It does not
+    see mounts made after it was read."""
+
+    def __init__(self, entries: list[MountEntry]) -> None:
+        self.entries = entries
+        self._by_point: dict[str, list[MountEntry]] = {}
+        for entry in entries:
+            self._by_point.setdefault(entry.mount_point, []).append(entry)
+
+    @classmethod
+    def read(cls) -> "MountTable":
+        return cls(read_mountinfo())
+
+    def at(self, path: str | os.PathLike[str]) -> list[MountEntry]:
+        """Every mount stacked on ``path``, bottom first."""
+        return list(self._by_point.get(_real(path), ()))
+
+    def is_mount_point(self, path: str | os.PathLike[str]) -> bool:
+        return _real(path) in self._by_point
+
+    def top(self, path: str | os.PathLike[str]) -> MountEntry | None:
+        stacked = self._by_point.get(_real(path))
+        return stacked[-1] if stacked else None
+
+    def under(self, prefix: str | os.PathLike[str]) -> list[MountEntry]:
+        """Mounts at or below ``prefix``, deepest and newest first (the order to unmount them in)."""
+        return _under(self.entries, prefix)
 
 
 def _real(path: str | os.PathLike[str]) -> str:
@@ -77,8 +122,7 @@ def _real(path: str | os.PathLike[str]) -> str:
 
 def mounts_at(path: str | os.PathLike[str]) -> list[MountEntry]:
     """Every mount stacked on ``path``, bottom first."""
-    target = _real(path)
-    return [e for e in read_mountinfo() if e.mount_point == target]
+    return MountTable.read().at(path)
 
 
 def is_mount_point(path: str | os.PathLike[str]) -> bool:
@@ -93,10 +137,14 @@ def top_mount(path: str | os.PathLike[str]) -> MountEntry | None:
 def mounts_under(prefix: str | os.PathLike[str]) -> list[MountEntry]:
     """Mounts at or below ``prefix`` (compared by path component), deepest and newest first,
     which is the order to unmount them in."""
+    return _under(read_mountinfo(), prefix)
+
+
+def _under(entries: list[MountEntry], prefix: str | os.PathLike[str]) -> list[MountEntry]:
     base = _real(prefix).rstrip("/") or "/"
     found = [
         e
-        for e in read_mountinfo()
+        for e in entries
         if e.mount_point == base or e.mount_point.startswith(base + "/") or base == "/"
     ]
     found.sort(key=lambda e: (e.mount_point.count("/"), e.mount_id), reverse=True)
@@ -149,6 +197,19 @@ def unmount(path: str | os.PathLike[str], lazy: bool = False, *, executor: Execu
     (executor or default_executor()).run(argv)
 
 
+def unmount_entries(entries: Sequence[MountEntry], *, executor: Executor | None = None) -> bool:
+    """Unmount the given mounts in order (as ``MountTable.under`` returns them), without
+    re-reading the table between them. False when one would not go: the caller then falls
+    back to ``unmount_all_under``, which re-reads after each unmount."""
+    for entry in entries:
+        try:
+            unmount(entry.mount_point, executor=executor)
+        except Exception as exc:  # gone meanwhile, or busy: the re-reading fallback decides
+            log.info("umount.retry_by_table", target=entry.mount_point, error=str(exc))
+            return False
+    return True
+
+
 def unmount_all_under(prefix: str | os.PathLike[str], *, executor: Executor | None = None) -> None:
     """Unmount everything at or under ``prefix``, deepest first, stacked mounts included."""
     # Re-read after each unmount: stacked mounts and propagation change the table.
@@ -173,8 +234,9 @@ def mounts_of_device(device: str | os.PathLike[str]) -> list[MountEntry]:
     path is compared as well."""
     number = device_number(device)
     dev = _real(device)
-    by_source = {e.major_minor for e in read_mountinfo() if e.source == dev}
-    return [e for e in read_mountinfo() if e.major_minor == number or e.major_minor in by_source]
+    entries = read_mountinfo()
+    by_source = {e.major_minor for e in entries if e.source == dev}
+    return [e for e in entries if e.major_minor == number or e.major_minor in by_source]
 
 
 def is_path_under(path: str | os.PathLike[str], prefix: str | os.PathLike[str]) -> bool:

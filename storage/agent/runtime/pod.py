@@ -38,6 +38,10 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+IDLE_AFTER = 5.0  # seconds without a status change before a pod is polled slowly
+IDLE_POLL_INTERVAL = 1.0
+
+
 @dataclass
 class Settings:
     """Runtime-wide knobs; the back-off base is small in tests."""
@@ -217,6 +221,7 @@ class PodWorker:
 
     # ---- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
+        last_change = time.monotonic()
         while not self.stopping.is_set():
             try:
                 with self.lock:
@@ -229,11 +234,25 @@ class PodWorker:
                         self.last_status = status
                         self.save()
                 if changed:
+                    last_change = time.monotonic()
                     self.on_change(self.uid)
             except Exception:  # the worker must survive one bad step and try again
                 log.exception("pod worker step failed", uid=self.uid)
-            self.wake.wait(self.s.poll_interval)
+            self.wake.wait(self._poll_interval(last_change))
             self.wake.clear()
+
+    def _poll_interval(self, last_change: float) -> float:
+        """Fast while the pod is changing; a settled pod is looked at about once a second
+        (the kubelet's relist period), or when a back-off ends: hundreds of pods polling
+        ten times a second would keep the agent busy doing nothing."""
+        if time.monotonic() - last_change < IDLE_AFTER:
+            return self.s.poll_interval
+        interval = max(self.s.poll_interval, IDLE_POLL_INTERVAL)
+        with self.lock:
+            starts = [cs.next_start for cs in self.containers.values() if cs.instance is None and not cs.final]
+        if starts:
+            interval = min(interval, max(self.s.poll_interval, min(starts) - time.time()))
+        return interval
 
     def _step(self) -> None:
         policy = self._policy()
@@ -391,14 +410,19 @@ class PodWorker:
 
     def _wait_created(self, container_id: str, exit_file: Path, proc: subprocess.Popen[bytes]) -> bool:
         """Wait until runc reports the container (so exec and kill work), or it failed."""
-        deadline = time.monotonic() + 30
+        began = time.monotonic()
+        deadline = began + 30
+        # runc writes its state file once the container exists; a stat is far cheaper than
+        # running `runc state` (a process of its own) every few milliseconds.
+        state_file = self.s.runc.root / container_id / "state.json"
         while time.monotonic() < deadline:
-            state = self.s.runc.state(container_id)
-            if state and state.get("status") in ("running", "stopped"):
-                return True
+            if state_file.exists() or time.monotonic() - began > 1.0:
+                state = self.s.runc.state(container_id)
+                if state and state.get("status") in ("running", "stopped"):
+                    return True
             if exit_file.exists() or proc.poll() is not None:
                 return False
-            time.sleep(0.02)
+            time.sleep(0.005)
         return False
 
     def _start_probes(self, cs: ContainerState, spec: dict[str, Any], adopted: bool) -> None:

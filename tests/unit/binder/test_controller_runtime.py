@@ -38,10 +38,13 @@ def test_queue_add_after_and_backoff_deliver_without_polling():
         q.add_after("later", 0.01)
         assert got.wait(10)
         assert result == ["later"]
-        first = q.add_rate_limited("x")
-        second = q.add_rate_limited("x")
-        assert second > first * 0.9  # exponential growth dominates the jitter (x2 vs x[0.5,1.5])
+        # Each failure doubles the base delay; jitter keeps each delay within [0.5, 1.5) of it.
+        delays = [q.add_rate_limited("x") for _ in range(6)]
+        for n, delay in enumerate(delays):
+            base = 0.001 * 2**n
+            assert 0.5 * base <= delay < 1.5 * base, (n, delay)
         q.forget("x")
+        assert 0.0005 <= q.add_rate_limited("x") < 0.0015  # forget resets the back-off
     finally:
         q.shutdown()
 

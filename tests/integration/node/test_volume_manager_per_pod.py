@@ -1,0 +1,95 @@
+"""Per-pod volume operations: setup_pod / teardown_pod touch only their pod (A5), concurrently."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from storage.agent.pool import Pool
+from storage.agent.volume_manager import PodVolumes, VolumeManager, VolumeRequest
+from storage.system import mounts
+from volume_plugins.registry import default_registry
+
+MiB = 2**20
+GLOBAL = "kubelet/plugins/kubernetes.io/local-volume/mounts"
+
+
+def claim(pool: Pool, name: str) -> VolumeRequest:
+    return VolumeRequest("data", {"local": {"path": str(pool.image_path(name))}}, pv_name=name)
+
+
+def test_a5_setup_pod_and_teardown_pod_leave_other_pods_alone(node_tmp: Path) -> None:
+    pool = Pool(node_tmp / "pool", capacity=512 * MiB)
+    pool.create("pv-a", 32 * MiB, "ext4")
+    pool.create("pv-b", 32 * MiB, "ext4")
+    vm = VolumeManager(node_tmp / "kubelet", default_registry())
+    vm.reconstruct()
+    a = PodVolumes("uid-a", "ns", "a", [claim(pool, "pv-a"), VolumeRequest("scratch", {"emptyDir": {}})])
+    b = PodVolumes("uid-b", "ns", "b", [claim(pool, "pv-b")])
+
+    paths_a, errors_a = vm.setup_pod(a)
+    paths_b, errors_b = vm.setup_pod(b)
+    assert errors_a == {} and errors_b == {}
+    assert mounts.is_mount_point(paths_a["data"]) and mounts.is_mount_point(paths_b["data"])
+    assert vm.setup_pod(a) == (paths_a, {})  # idempotent: the re-check of a set-up pod
+    assert sorted(vm.volumes_in_use()) == ["kubernetes.io/local-volume/pv-a", "kubernetes.io/local-volume/pv-b"]
+
+    vm.teardown_pod("uid-a")
+
+    assert not (node_tmp / "kubelet/pods/uid-a").exists()
+    assert not (node_tmp / GLOBAL / "pv-a").exists()
+    assert mounts.is_mount_point(paths_b["data"]) and mounts.is_mount_point(node_tmp / GLOBAL / "pv-b")
+    assert vm.volumes_in_use() == ["kubernetes.io/local-volume/pv-b"]
+    vm.teardown_pod("uid-b")
+    assert not mounts.mounts_under(node_tmp / "kubelet")
+
+
+def test_a5_shared_global_mount_stays_until_its_last_pod_is_torn_down(node_tmp: Path) -> None:
+    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
+    pool.create("pv-s", 32 * MiB, "ext4")
+    vm = VolumeManager(node_tmp / "kubelet", default_registry())
+    one = PodVolumes("uid-1", "ns", "one", [claim(pool, "pv-s")])
+    two = PodVolumes("uid-2", "ns", "two", [claim(pool, "pv-s")])
+    p1, _ = vm.setup_pod(one)
+    p2, _ = vm.setup_pod(two)
+    Path(p1["data"], "f").write_text("shared")
+    assert Path(p2["data"], "f").read_text() == "shared"
+
+    vm.teardown_pod("uid-1")
+    assert mounts.is_mount_point(node_tmp / GLOBAL / "pv-s")
+    assert Path(p2["data"], "f").read_text() == "shared"
+
+    vm.teardown_pod("uid-2")
+    assert not (node_tmp / GLOBAL / "pv-s").exists()
+    assert not mounts.mounts_under(node_tmp / "kubelet")
+
+
+def test_a5_concurrent_setups_and_a_full_sync_agree(node_tmp: Path) -> None:
+    """Pods set up from several threads at once; a later full sync keeps them all and
+    removes only the pod no longer wanted."""
+    pool = Pool(node_tmp / "pool", capacity=1024 * MiB)
+    pods = []
+    for i in range(6):
+        pool.create(f"pv-{i}", 16 * MiB, "ext4")
+        pods.append(PodVolumes(f"uid-{i}", "ns", f"p{i}", [claim(pool, f"pv-{i}")]))
+    vm = VolumeManager(node_tmp / "kubelet", default_registry())
+    results: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+
+    def run(pod: PodVolumes) -> None:
+        results[pod.uid] = vm.setup_pod(pod)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in pods]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(errors == {} for _paths, errors in results.values()) and len(results) == 6
+
+    res = vm.sync(lambda: pods[1:])
+
+    assert res.errors == {} and res.teardown_errors == {}
+    assert not (node_tmp / "kubelet/pods/uid-0").exists()
+    assert not (node_tmp / GLOBAL / "pv-0").exists()
+    for pod in pods[1:]:
+        assert mounts.is_mount_point(results[pod.uid][0]["data"])
+    vm.sync([])
+    assert not mounts.mounts_under(node_tmp / "kubelet")
