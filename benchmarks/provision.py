@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -39,47 +38,14 @@ import psutil  # noqa: E402
 
 from provisioners import registry as provisioner_registry  # noqa: E402
 from provisioners.local import LocalProvisioner  # noqa: E402
+from raw_volume import GiB, create_volume, mount_pod_root, run, wait  # noqa: E402
 from serverutil import running_server  # noqa: E402
 from storage.controllers.manager import run_controllers  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
-from storage.system import loop, mounts  # noqa: E402
+from storage.system import mounts  # noqa: E402
+from support import cleanup_tree  # noqa: E402
 
-GiB = 1 << 30
 LOOP = "trap 'exit 0' TERM; while true; do sleep 60 & wait $!; done"
-
-
-def wait(predicate: Callable[[], Any], what: str, timeout: float = 600.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except NotFound:
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def run(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def cleanup(base: Path) -> None:
-    for root in base.glob("**/runc"):
-        listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
-        for cid in listing.stdout.split():
-            subprocess.run(["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True)
-            subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
-    for _ in range(5000):
-        found = mounts.mounts_under(base)
-        if not found:
-            break
-        if subprocess.run(["umount", found[0].mount_point], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", found[0].mount_point], capture_output=True)
-    for dev in loop.loops_under(base):
-        subprocess.run(["losetup", "--detach", dev], capture_output=True)
-    shutil.rmtree(base, ignore_errors=True)
 
 
 # ---- (a) the raw baseline -----------------------------------------------------------------
@@ -101,15 +67,8 @@ def raw_once(base: Path, i: int) -> float:
     config_path.write_text(json.dumps(config))
     root = work / "runc"
     start = time.perf_counter()
-    run("truncate", "-s", str(GiB), str(image))
-    dev = run("losetup", "--find", "--show", "--direct-io=on", str(image))
-    run("mkfs.ext4", "-q", dev)
-    run("mount", dev, str(mnt))
-    run("mount", "--bind", str(mnt), str(bind))
-    run("mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(scratch))
-    (scratch / "upper").mkdir()
-    (scratch / "work").mkdir()
-    run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work", str(rootfs))
+    create_volume(image, mnt)
+    mount_pod_root(mnt, bind, scratch, rootfs)
     # Detached, the container inherits runc's stdio: give it none, or a captured pipe never closes.
     subprocess.run(["runc", "--root", str(root), "run", "-d", "--bundle", str(work / "bundle"), f"raw{i}"],
                    check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -227,7 +186,7 @@ def main() -> int:
         raw = [raw_once(base, i) for i in range(args.rounds)]
         cleanup_raw = [p for p in base.iterdir()]
         for p in cleanup_raw:
-            cleanup(p)
+            cleanup_tree(p)
         bench = Bench(base / "cluster")
         bench.start_agent(pool_bytes=max(4, args.rounds + 1) * GiB + args.burst * 16 * (1 << 20))
         ours = []
@@ -273,7 +232,7 @@ def main() -> int:
     finally:
         if bench is not None:
             bench.close()
-        cleanup(base)
+        cleanup_tree(base)
 
 
 if __name__ == "__main__":

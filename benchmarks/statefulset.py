@@ -36,14 +36,15 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 
+from raw_volume import create_volume, mount_pod_root, run, wait  # noqa: E402
 from storage.agent.runtime.hosts import render as render_hosts  # noqa: E402
 from storage.agent.runtime.oci import build_config  # noqa: E402
 from storage.client import Client  # noqa: E402
-from storage.errors import NotFound  # noqa: E402
 from storage.system import loop, mounts  # noqa: E402
+from support import clean_host_under, stowage_executable  # noqa: E402
 
-GiB = 1 << 30
 SET, SERVICE, NAMESPACE = "web", "web", "default"
 SELECTOR = f"app={SET}"
 # Exits promptly on SIGTERM, so a deleted member is gone without waiting for its grace period.
@@ -51,28 +52,6 @@ LOOP = "trap 'exit 0' TERM; while true; do sleep 60 & wait $!; done"
 READY_COMMAND = ["true"]
 MARKER = "written-before-delete"
 Obj = dict[str, Any]
-
-
-def stowage_executable() -> str:
-    beside = Path(sys.executable).parent / "stowage"
-    return str(beside) if beside.exists() else (shutil.which("stowage") or "stowage")
-
-
-def run(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120).stdout.strip()
-
-
-def wait(predicate: Callable[[], Any], what: str, timeout: float = 300.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (NotFound, OSError):
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 # ---- manifests --------------------------------------------------------------------------
@@ -188,7 +167,7 @@ class Up:
             leftovers = mounts.mounts_under(self.base) or loop.loops_under(self.base)
             if down.returncode != 0 or leftovers:
                 print(f"warning: stowage down: rc={down.returncode} {down.stderr.strip()} leftovers={leftovers}")
-                force_clean(self.base)
+                clean_host_under(self.base)
             shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -245,18 +224,10 @@ class RawMember:
         return ["runc", "--root", str(self.runc_root), *args]
 
     def create_volume(self) -> None:
-        run("truncate", "-s", str(GiB), str(self.image))
-        self.device = run("losetup", "--find", "--show", "--direct-io=on", str(self.image))
-        run("mkfs.ext4", "-q", self.device)
-        run("mount", self.device, str(self.mnt))
+        self.device = create_volume(self.image, self.mnt)
 
     def start(self) -> None:
-        run("mount", "--bind", str(self.mnt), str(self.volume))
-        run("mount", "-t", "tmpfs", "-o", "size=256m,mode=0700", "tmpfs", str(self.scratch))
-        (self.scratch / "upper").mkdir()
-        (self.scratch / "work").mkdir()
-        run("mount", "-t", "overlay", "overlay", "-o",
-            f"lowerdir=/,upperdir={self.scratch}/upper,workdir={self.scratch}/work", str(self.rootfs))
+        mount_pod_root(self.mnt, self.volume, self.scratch, self.rootfs, "size=256m,mode=0700")
         pod = {"metadata": {"name": self.name, "namespace": NAMESPACE},
                "spec": {"hostname": self.name, "subdomain": SERVICE, "containers": [container()]}}
         hosts = self.work / "etc-hosts"
@@ -298,29 +269,8 @@ def raw_round(base: Path, replicas: int) -> tuple[float, float]:
         assert (victim.volume / MARKER).read_text() == "kept\n"
         return bring_up, recreate
     finally:
-        force_clean(base)
+        clean_host_under(base)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def force_clean(base: Path) -> None:
-    """Containers, mounts and loop devices under ``base`` only: never anyone else's."""
-    # Named, not globbed: a glob would walk into the containers' overlay of the host's /.
-    for root in (base / "runc", base / "data" / "agent" / "runc"):
-        if not root.is_dir():
-            continue
-        listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
-        for cid in listing.stdout.split():
-            subprocess.run(["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True)
-            subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
-    for _ in range(1000):
-        found = mounts.mounts_under(base)
-        if not found:
-            break
-        target = found[-1].mount_point  # the most recent first: bind mounts before their sources
-        if subprocess.run(["umount", target], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", target], capture_output=True)
-    for device in loop.loops_under(base):
-        subprocess.run(["losetup", "--detach", device], capture_output=True)
 
 
 # ---- report ------------------------------------------------------------------------------

@@ -339,7 +339,6 @@ class SqlStore(Store):
             row = conn.execute(_GET, {"resource": resource, "namespace": namespace or "", "name": name}).first()
         if row is None:
             raise _not_found(resource, name)
-        self._remember(resource, namespace or "", name, int(row[0]), row[1])
         return _with_version(row[1], row[0])
 
     def list(
@@ -363,7 +362,6 @@ class SqlStore(Store):
                 revision = int(rv)
             else:
                 found.append((ns, name, rv, body))
-                self._remember(resource, ns, name, int(rv), body)
         found.sort(key=lambda r: (r[0], r[1]))
         items = []
         for _, _, rv, body in found:
@@ -482,8 +480,9 @@ class SqlStore(Store):
                   *, at: int | None = None) -> None:
         """Note the body an object had at ``revision`` (None: it is gone as of revision ``at``).
 
-        A body at a revision never changes, so one seen on any read or event is
-        as good as one this process wrote; an older sighting never replaces a newer one.
+        A body at a revision never changes, so one seen in a watch event is as
+        good as one this process wrote (a controller's writes mostly follow
+        events it was sent); an older sighting never replaces a newer one.
         """
         if self.is_sqlite:
             return  # a locked read on SQLite is a local call: nothing to save

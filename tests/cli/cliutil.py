@@ -2,25 +2,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-
-def stowage_executable() -> str:
-    """The installed console script, next to this interpreter when possible (the same environment)."""
-    beside = Path(sys.executable).parent / "stowage"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("stowage")
-    if not found:
-        pytest.fail("the stowage console script is not installed (pip install -e .)")
-    return found
+from support import stowage_executable
 
 
 @dataclass

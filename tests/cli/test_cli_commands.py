@@ -10,7 +10,8 @@ import re
 
 import yaml
 
-from cliutil import parse_table, stowage_executable
+from cliutil import parse_table
+from support import stowage_executable
 
 PV_HEADERS = ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "REASON", "AGE"]
 PVC_HEADERS = ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"]

@@ -5,7 +5,6 @@ the agent would write them; the assertions read the key lines a user reads.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 from typing import Any
 
@@ -169,9 +168,8 @@ def test_describe_pvc_shows_users_and_why_it_is_pending(cluster: Cli) -> None:
     assert _line(out, "Status") == "Pending"
     assert _line(out, "StorageClass") == "fast"
     assert _line(out, "Used By") == "web-1"
-    if importlib.util.find_spec("storage.controllers.explain") is not None:
-        # The binder's explanation (B7/P2): the class "fast" does not exist.
-        assert _line(out, "Pending Reason")
+    # The binder's explanation (B7/P2): the class "fast" does not exist.
+    assert _line(out, "Pending Reason") == 'no volume of storage class "fast", and that StorageClass does not exist'
 
 
 def test_describe_pod_shows_node_containers_conditions_and_volumes(cluster: Cli) -> None:

@@ -1,18 +1,15 @@
 """``stowage up`` as a real foreground process: start, serve, apply -f, stop on SIGTERM, resume."""
 from __future__ import annotations
 
-import json
 import os
-import queue
-import signal
 import subprocess
-import threading
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
 import pytest
 
-from cliutil import parse_table, stowage_executable
+from cliutil import parse_table
+from support import UpProcess, stowage_executable
 
 PV = """
 apiVersion: v1
@@ -24,58 +21,6 @@ spec:
   storageClassName: manual
   hostPath: {path: /srv/up-pv}
 """
-
-STARTUP_TIMEOUT = 120.0
-
-
-class UpProcess:
-    """A running ``stowage up`` whose JSON log lines are collected as they arrive."""
-
-    def __init__(self, command: str, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [stowage_executable(), command, *args, "--log-format", "json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )
-        self.lines: "queue.Queue[str | None]" = queue.Queue()
-        self.seen: list[str] = []
-        for stream in (self.proc.stdout, self.proc.stderr):
-            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: IO[str] | None) -> None:
-        assert stream is not None
-        for line in stream:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_for(self, event: str) -> dict[str, Any]:
-        """The first log record whose event is ``event``; fails if the process ends first."""
-        ended = 0
-        while True:
-            try:
-                line = self.lines.get(timeout=STARTUP_TIMEOUT)
-            except queue.Empty:
-                pytest.fail(f"no {event!r} log line within {STARTUP_TIMEOUT}s; output so far:\n{''.join(self.seen)}")
-            if line is None:
-                ended += 1
-                if ended == 2:
-                    pytest.fail(f"stowage up ended before {event!r}:\n{''.join(self.seen)}")
-                continue
-            self.seen.append(line)
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("event") == event:
-                return record
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=STARTUP_TIMEOUT)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture

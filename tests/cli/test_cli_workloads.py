@@ -13,7 +13,8 @@ from typing import IO, Any
 
 import yaml
 
-from cliutil import Cli, stowage_executable
+from cliutil import Cli
+from support import stowage_executable
 from statefulset.revision import new_revision
 
 STS = """

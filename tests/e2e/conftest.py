@@ -6,14 +6,15 @@ from typing import Callable, Iterator
 
 import pytest
 
-from stowage_e2e import Stowage, force_clean, need_host_program, need_root
+from stowage_e2e import Stowage, force_clean
+from support import need_programs, need_root
 
 
 @pytest.fixture(scope="module")
 def start_stowage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[list[Path]], Stowage]]:
     """``start_stowage(files)``: one ``stowage up`` per module, checked and cleaned at the end."""
-    need_root()
-    need_host_program("runc", "losetup", "mkfs.ext4", "nsenter")
+    need_root("pods run in runc containers on loop-backed volumes")
+    need_programs("runc", "losetup", "mkfs.ext4", "nsenter")
     started: list[Stowage] = []
     data_dirs: list[Path] = []
 

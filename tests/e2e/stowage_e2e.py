@@ -10,93 +10,30 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import shutil
-import signal
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
-from typing import IO, Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import pytest
 
 from storage.client import Client
+from support import UpProcess, clean_host_under, stowage_executable, wait_for
 
 T = TypeVar("T")
 STARTUP_TIMEOUT = 180.0
 STOP_TIMEOUT = 120.0
 
 
-def stowage_executable() -> str:
-    beside = Path(sys.executable).parent / "stowage"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("stowage")
-    if not found:
-        pytest.fail("the stowage console script is not installed (pip install -e .)")
-    return found
-
-
-def need_host_program(*programs: str) -> None:
-    for program in programs:
-        if shutil.which(program) is None:
-            pytest.skip(f"host program {program!r} is not installed")
-
-
-def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: pods run in runc containers on loop-backed volumes")
-
-
 def poll(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.5,
          diagnose: Callable[[], str] | None = None) -> T:
-    """``check()``'s first truthy result; fails naming ``what`` when ``timeout`` passes first."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except AssertionError:
-            raise
-        except Exception as exc:  # transient (API restarting, process gone): retried until the deadline
-            last_error = exc
-        if time.monotonic() > deadline:
-            detail = diagnose() if diagnose else ""
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}"
-                        f"{f' (last error: {last_error!r})' if last_error else ''}\n{detail}")
-        time.sleep(interval)
+    """``check()``'s first truthy result; errors (API restarting, process gone) are retried until ``timeout``."""
+    return wait_for(check, what, timeout, interval=interval, retry_on=(Exception,), diagnose=diagnose)
 
 
 # ---- host state under a data dir --------------------------------------------------------
 
 def _under(path: str, root: Path) -> bool:
     return path == str(root) or path.startswith(str(root) + "/")
-
-
-def mounts_under(root: Path) -> list[str]:
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mount_point = line.split()[4].replace("\\040", " ")
-            if _under(mount_point, root):
-                out.append(mount_point)
-    return out
-
-
-def loop_devices_under(root: Path) -> list[str]:
-    out = []
-    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
-        try:
-            target = backing.read_text().strip().removesuffix(" (deleted)")
-        except OSError:
-            continue
-        if _under(target, root):
-            out.append("/dev/" + backing.parts[3])
-    return out
 
 
 def processes_under(root: Path) -> list[int]:
@@ -183,54 +120,19 @@ class Stowage:
         self.data_dir = data_dir
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
-        self.proc = subprocess.Popen(
-            [stowage_executable(), "up", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
-             "--log-format", "json", *[a for f in files for a in ("-f", str(f))]],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
-        )
-        self.log: list[str] = []
-        self._lines: "queue.Queue[str | None]" = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+        self.up = UpProcess("up", ["--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
+                                   *[a for f in files for a in ("-f", str(f))]],
+                            env, timeout=STARTUP_TIMEOUT, new_session=True)
         self.kubeconfig = data_dir / "kubeconfig"
         self.api: Client | None = None
 
     def wait_started(self) -> None:
-        ready = self._wait_for_event("stowage is ready")
+        ready = self.up.wait_for("stowage is ready")
         self.kubeconfig = Path(ready["kubeconfig"])
         self.api = Client.from_kubeconfig(self.kubeconfig)
 
-    def _pump(self, stream: IO[str] | None) -> None:
-        assert stream is not None
-        for line in stream:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _wait_for_event(self, event: str) -> dict[str, Any]:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"stowage up: no {event!r} within {STARTUP_TIMEOUT:.0f}s:\n{self.log_tail()}")
-            if line is None:
-                pytest.fail(f"stowage up exited ({self.proc.wait()}) before {event!r}:\n{self.log_tail()}")
-            self.log.append(line)
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("event") == event:
-                return record
-
     def log_tail(self, lines: int = 60) -> str:
-        while True:  # drain what the pump thread collected since the last look
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.log.append(line)
-        return "".join(self.log[-lines:])
+        return self.up.output(lines)
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([stowage_executable(), *args, "--kubeconfig", str(self.kubeconfig)],
@@ -269,16 +171,14 @@ class Stowage:
     def stop(self) -> list[str]:
         """SIGTERM, wait, then force-clean and report whatever was left behind."""
         problems: list[str] = []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if self.up.proc.poll() is None:
             try:
-                code = self.proc.wait(timeout=STOP_TIMEOUT)
+                code = self.up.stop(STOP_TIMEOUT)
                 if code != 0:
                     problems.append(f"stowage up exited with {code} on SIGTERM")
             except subprocess.TimeoutExpired:
                 problems.append(f"stowage up did not stop within {STOP_TIMEOUT:.0f}s of SIGTERM")
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                self.up.kill()
         if self.api is not None:
             self.api.close()
         # `up` leaves pods, mounts and pool loop devices for the next `up` to adopt;
@@ -292,28 +192,7 @@ class Stowage:
 
 
 def force_clean(root: Path) -> list[str]:
-    problems = []
-    pids = processes_under(root)
-    if pids:
-        problems.append(f"pod processes still running after stop: {pids}")
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    # Deepest first, so a volume bound into a pod directory goes before the mount it comes from.
-    left = sorted(mounts_under(root), key=len, reverse=True)
-    if left:
-        problems.append(f"mounts still present under the data dir after stop: {left}")
-        for mount_point in left:
-            if subprocess.run(["umount", mount_point], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", mount_point], capture_output=True)
-    loops = loop_devices_under(root)
-    if loops:
-        problems.append(f"loop devices still attached after stop: {loops}")
-        for device in loops:
-            subprocess.run(["losetup", "-d", device], capture_output=True)
-    return problems
+    return [f"{leftover} under the data dir after stop" for leftover in clean_host_under(root)]
 
 
 def is_ready(pod: dict[str, Any]) -> bool:

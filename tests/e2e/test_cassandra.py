@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from stowage_e2e import Stowage, cmdline, container_mount, environ, find_pids, host_mount_of, is_ready, poll
+from support import need_programs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cassandra"
 SELECTOR = "app=cassandra"
@@ -52,8 +53,7 @@ def manifests(tmp_path: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def cluster(start_stowage: Any, tmp_path_factory: pytest.TempPathFactory) -> Stowage:
-    if shutil.which("python3") is None:
-        pytest.skip("host program 'python3' is not installed (the start script and stand-in need it)")
+    need_programs("python3")  # the start script and the stand-in are Python
     stowage = start_stowage(manifests(tmp_path_factory.mktemp("cassandra-manifests")))
     stowage.wait_ready(SELECTOR, MEMBERS, timeout=400)  # OrderedReady: one after another (S2)
     return stowage

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from stowage_e2e import Stowage, cmdline, find_pids, is_ready, need_host_program, poll
+from stowage_e2e import Stowage, cmdline, find_pids, is_ready, poll
+from support import need_programs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "etcd"
 SELECTOR = "app=etcd"
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 @pytest.fixture(scope="module")
 def cluster(start_stowage: Any) -> Stowage:
-    need_host_program("etcd", "etcdctl")
+    need_programs("etcd", "etcdctl")
     stowage = start_stowage([EXAMPLE])
     stowage.wait_ready(SELECTOR, MEMBERS, timeout=300)
     return stowage

@@ -9,12 +9,6 @@ backed by a file under it.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,6 +17,7 @@ import pytest
 from storage.client import Client
 from storage.errors import NotFound, StowageError
 from storage.system import loop, mounts
+from support import UpProcess, host_tmp_dir, need_programs, need_root, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -30,83 +25,47 @@ REPO = Path(__file__).resolve().parents[2]
 Obj = dict[str, Any]
 
 
-def stowage_executable() -> str:
-    beside = Path(sys.executable).parent / "stowage"
-    return str(beside) if beside.exists() else (shutil.which("stowage") or "stowage")
-
-
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (NotFound, OSError, StowageError):
-            last = None
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    """Objects not created yet and the API server restarting count as "not yet"."""
+    return wait_for(predicate, what, timeout, interval=0.2, retry_on=(NotFound, OSError, StowageError))
 
 
 def condition(obj: Obj, kind: str) -> str | None:
     return next((c.get("status") for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
 
 
-def cleanup_tree(base: Path) -> None:
-    for root in base.glob("**/runc"):
-        listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
-        for cid in listing.stdout.split():
-            subprocess.run(["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True)
-            subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
-    for _ in range(500):
-        found = mounts.mounts_under(base)
-        if not found:
-            break
-        if subprocess.run(["umount", found[0].mount_point], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", found[0].mount_point], capture_output=True)
-    for dev in loop.loops_under(base):
-        subprocess.run(["losetup", "--detach", dev], capture_output=True)
-    shutil.rmtree(base, ignore_errors=True)
-
-
 class UpRun:
+    """``stowage up`` on ``data_dir`` (port 0, run from the repository so relative manifests resolve), ready."""
+
     def __init__(self, data_dir: Path, *args: str) -> None:
         self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"{data_dir.name}-up.log"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [stowage_executable(), "up", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
-                 "--log-format", "json", *args],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=str(REPO), start_new_session=True)
-        kubeconfig = data_dir / "kubeconfig"
-        wait_until(lambda: self.proc.poll() is None and kubeconfig.exists() and b"stowage is ready" in self.log_path.read_bytes(),
-                   f"stowage up to be ready (log: {self.log_path})")
-        self.client = Client.from_kubeconfig(kubeconfig)
+        env = dict(os.environ)
+        env.pop("KUBECONFIG", None)
+        self.up = UpProcess("up", ["--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *args], env,
+                            new_session=True, cwd=REPO)
+        try:
+            ready = self.up.wait_for("stowage is ready")
+        except BaseException:
+            self.kill()
+            raise
+        self.client = Client.from_kubeconfig(Path(ready["kubeconfig"]))
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+        return self.up.output()[-4000:]
 
     def stop(self, timeout: float = 60.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        return self.up.stop(timeout)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        self.up.kill()
 
 
 @pytest.fixture
 def up_dir() -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("runc") is None:
-        pytest.skip("needs root and runc")
-    base = Path(tempfile.mkdtemp(prefix="stowage-e2e-"))
-    try:
+    need_root("the agent runs pods in runc containers on loop-backed volumes")
+    need_programs("runc", "losetup", "mkfs.ext4")
+    with host_tmp_dir("stowage-e2e-") as base:
         yield base / "data"
-    finally:
-        cleanup_tree(base)
-        assert not mounts.mounts_under(base) and not loop.loops_under(base), "left mounts or loop devices behind"
 
 
 def pod_volume(data_dir: Path, pod: Obj, volume: str) -> Path:

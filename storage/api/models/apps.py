@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage.api.modelbase import WireModel
-from storage.api.models.core import PersistentVolumeClaim
+from storage.api.models.core import PersistentVolumeClaim, ReplicatedPodsSpec, ReplicationControllerStatus
 from storage.api.models.meta import Condition, Resource
 from storage.api.models.pod import PodTemplateSpec
 from storage.api.selectors import LabelSelector
@@ -99,20 +99,12 @@ class DaemonSet(Resource):
     status: DaemonSetStatus | None = None
 
 
-class ReplicaSetSpec(WireModel):
-    replicas: int | None = None
-    min_ready_seconds: int | None = None
+class ReplicaSetSpec(ReplicatedPodsSpec):
     selector: LabelSelector | None = None
-    template: PodTemplateSpec | None = None
 
 
-class ReplicaSetStatus(WireModel):
-    replicas: int | None = None
-    fully_labeled_replicas: int | None = None
-    ready_replicas: int | None = None
-    available_replicas: int | None = None
-    observed_generation: int | None = None
-    conditions: list[Condition] | None = None
+class ReplicaSetStatus(ReplicationControllerStatus):
+    """apps/v1 kept the core/v1 ReplicationController status unchanged."""
 
 
 class ReplicaSet(Resource):

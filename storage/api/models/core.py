@@ -229,11 +229,16 @@ class Event(Resource):
     reporting_instance: str | None = None
 
 
-class ReplicationControllerSpec(WireModel):
+class ReplicatedPodsSpec(WireModel):
+    """The fields ReplicationController and ReplicaSet share; they differ only in the selector's type."""
+
     replicas: int | None = None
     min_ready_seconds: int | None = None
-    selector: dict[str, str] | None = None
     template: PodTemplateSpec | None = None
+
+
+class ReplicationControllerSpec(ReplicatedPodsSpec):
+    selector: dict[str, str] | None = None
 
 
 class ReplicationControllerStatus(WireModel):

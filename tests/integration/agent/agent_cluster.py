@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -28,10 +25,9 @@ from storage.agent.agent import AgentConfig, NodeAgent, PoolSpec
 from storage.client import Client
 from storage.controllers.manager import ControllerManager, run_controllers
 from storage.errors import NotFound
-from storage.system import loop, mounts
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/ for serverutil
-from serverutil import running_server  # noqa: E402
+from serverutil import running_server
+from support import host_tmp_dir, need_programs, need_root, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -40,55 +36,9 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 
-def require_root_and_runc() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (loop devices, mounts, namespaces)")
-    if shutil.which("runc") is None:
-        pytest.skip("runc is not installed")
-
-
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except NotFound:
-            last = None
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def kill_containers_under(base: Path) -> None:
-    """Kill and delete every runc container whose state root lies under ``base``."""
-    for root in base.glob("**/runc"):
-        if not root.is_dir():
-            continue
-        listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
-        for cid in listing.stdout.split():
-            subprocess.run(["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True)
-            subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
-
-
-def unmount_and_detach_under(base: Path) -> None:
-    for _ in range(500):
-        found = mounts.mounts_under(base)
-        if not found:
-            break
-        target = found[0].mount_point
-        if subprocess.run(["umount", target], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", target], capture_output=True)
-    for dev in loop.loops_under(base):
-        subprocess.run(["losetup", "--detach", dev], capture_output=True)
-
-
-def cleanup_tree(base: Path) -> None:
-    kill_containers_under(base)
-    unmount_and_detach_under(base)
-    shutil.rmtree(base, ignore_errors=True)
+    """``wait_for`` where an object not created yet counts as "not yet"."""
+    return wait_for(predicate, what, timeout, interval=interval, retry_on=(NotFound,))
 
 
 def random_ip_range() -> str:
@@ -228,14 +178,10 @@ def condition(obj: Obj, kind: str) -> str | None:
 
 @pytest.fixture
 def tmp_base() -> Iterator[Path]:
-    require_root_and_runc()
-    base = Path(tempfile.mkdtemp(prefix="stowage-agent-"))
-    try:
+    need_root("loop devices, mounts, namespaces")
+    need_programs("runc")
+    with host_tmp_dir("stowage-agent-") as base:
         yield base
-    finally:
-        cleanup_tree(base)
-        assert not mounts.mounts_under(base), "mounts left behind"
-        assert not loop.loops_under(base), "loop devices left behind"
 
 
 @pytest.fixture

@@ -1,17 +1,12 @@
 """The binder, provisioning, reclaim, protection and expansion controllers on a real store (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
-import pytest
-
+from binder_events import event_reasons, wait_event
 from provisioners import registry
 from provisioners.base import ProvisionRequest, ProvisionResult, Provisioner
-from storage.controllers.events import events_for
-from storage.errors import NotFound
-
-from conftest import event_reasons, get_or_none, wait_event, wait_for  # type: ignore[import-not-found]
+from support import get_or_none, wait_for
 
 PV, PVC, SC, POD = "persistentvolumes", "persistentvolumeclaims", "storageclasses", "pods"
 
@@ -52,7 +47,7 @@ def phase(store, resource, ns, name):
 
 
 def wait_phase(store, resource, ns, name, want, timeout=30):
-    wait_for(lambda: phase(store, resource, ns, name) == want, timeout, f"{resource} {name} {want}")
+    wait_for(lambda: phase(store, resource, ns, name) == want, f"{resource} {name} {want}", timeout)
     return store.get(resource, ns, name)
 
 
@@ -112,7 +107,7 @@ def test_b3_prebound_volume_binds_by_name_and_missing_volume_stays_pending(store
     vol = store.get(PV, "", "reserved")
     assert "pv.kubernetes.io/bound-by-controller" not in vol["metadata"]["annotations"]  # the user chose
     store.create(PVC, mk_pvc("ghost", "1Gi", volume_name="does-not-exist"))
-    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    wait_for(lambda: controllers.idle(), "controllers idle", 30)
     assert phase(store, PVC, "default", "ghost") == "Pending"
 
 
@@ -151,7 +146,7 @@ def test_b10_recycle_hostpath_scrubs_and_makes_available(store, controllers, hos
     wait_phase(store, PVC, "default", "c", "Bound")
     store.delete(PVC, "default", "c")
     vol = wait_for(lambda: (v := get_or_none(store, PV, "", "rec")) and v["status"].get("phase") == "Available"
-                   and "claimRef" not in v["spec"] and v, 30, "recycled")
+                   and "claimRef" not in v["spec"] and v, "recycled", 30)
     assert data.is_dir() and list(data.iterdir()) == []
     assert ("Normal", "VolumeRecycled", "Volume recycled") in event_reasons(store, vol)
 
@@ -191,7 +186,7 @@ def test_b10_delete_failure_goes_failed_then_retries_with_backoff(store, control
         claim = wait_phase(store, PVC, "default", "c", "Bound")
         pv_name = claim["spec"]["volumeName"]
         store.delete(PVC, "default", "c")
-        wait_for(lambda: get_or_none(store, PV, "", pv_name) is None, 60, "volume deleted after retries")
+        wait_for(lambda: get_or_none(store, PV, "", pv_name) is None, "volume deleted after retries", 60)
         assert flaky.deleted == [pv_name]
         assert flaky.failures_left == 0
     finally:
@@ -238,7 +233,7 @@ def test_p1_p2_provisioning_with_hostpath_then_delete(store, controllers, hostpa
     assert ("Normal", "ProvisioningSucceeded", f"Successfully provisioned volume {pv_name} using stowage.io/hostpath") in event_reasons(store, claim)
     # B11 + B10 Delete: the claim goes, the backend directory and the PV object go
     store.delete(PVC, "default", "db")
-    wait_for(lambda: get_or_none(store, PV, "", pv_name) is None, 30, "provisioned volume deleted")
+    wait_for(lambda: get_or_none(store, PV, "", pv_name) is None, "provisioned volume deleted", 30)
     assert not path.exists()
 
 
@@ -260,7 +255,7 @@ def test_p3_default_class_assigned_later(store, controllers, hostpath):
     store.create(SC, mk_sc("std", default=True))
     claim = wait_phase(store, PVC, "default", "classless", "Bound")
     assert claim["spec"]["storageClassName"] == "std"
-    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    wait_for(lambda: controllers.idle(), "controllers idle", 30)
     opted = store.get(PVC, "default", "opted-out")
     assert opted["spec"]["storageClassName"] == "" and opted["status"]["phase"] == "Pending"
 
@@ -289,16 +284,16 @@ def test_b11_claim_in_use_stays_until_pod_gone(store, controllers):
            "status": {"phase": "Running"}}
     store.create(POD, pod)
     store.delete(PVC, "default", "c")
-    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    wait_for(lambda: controllers.idle(), "controllers idle", 30)
     claim = store.get(PVC, "default", "c")
     assert claim["metadata"].get("deletionTimestamp") and claim["status"]["phase"] == "Bound"
     assert phase(store, PV, "", "v") == "Bound"
     store.delete(POD, "default", "p")
-    wait_for(lambda: get_or_none(store, PVC, "default", "c") is None, 30, "claim removed")
+    wait_for(lambda: get_or_none(store, PVC, "default", "c") is None, "claim removed", 30)
     wait_phase(store, PV, "", "v", "Released")
     # pv-protection: a Released volume may go
     store.delete(PV, "", "v")
-    wait_for(lambda: get_or_none(store, PV, "", "v") is None, 30, "volume removed")
+    wait_for(lambda: get_or_none(store, PV, "", "v") is None, "volume removed", 30)
 
 
 def test_b11_bound_volume_kept_while_bound(store, controllers):
@@ -306,7 +301,7 @@ def test_b11_bound_volume_kept_while_bound(store, controllers):
     store.create(PVC, mk_pvc("c"))
     wait_phase(store, PVC, "default", "c", "Bound")
     store.delete(PV, "", "v")
-    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    wait_for(lambda: controllers.idle(), "controllers idle", 30)
     vol = store.get(PV, "", "v")
     assert vol["metadata"].get("deletionTimestamp") and vol["status"]["phase"] == "Bound"
 
@@ -317,7 +312,7 @@ def test_p4_expansion_marks_filesystem_resize_pending(store, controllers, hostpa
     claim = wait_phase(store, PVC, "default", "g", "Bound")
     claim["spec"]["resources"]["requests"]["storage"] = "3Gi"
     store.update(PVC, claim)
-    claim = wait_for(lambda: (c := store.get(PVC, "default", "g"))["status"].get("allocatedResources") and c, 30, "expanded")
+    claim = wait_for(lambda: (c := store.get(PVC, "default", "g"))["status"].get("allocatedResources") and c, "expanded", 30)
     assert claim["status"]["allocatedResources"] == {"storage": "3Gi"}
     assert [c["type"] for c in claim["status"]["conditions"]] == ["FileSystemResizePending"]
     assert claim["status"]["capacity"] == {"storage": "1Gi"}  # the node agent finishes the resize
@@ -330,5 +325,5 @@ def test_p4_no_expansion_without_allow(store, controllers, hostpath):
     claim = wait_phase(store, PVC, "default", "f", "Bound")
     claim["spec"]["resources"]["requests"]["storage"] = "3Gi"
     store.update(PVC, claim)
-    wait_for(lambda: controllers.idle(), 30, "controllers idle")
+    wait_for(lambda: controllers.idle(), "controllers idle", 30)
     assert store.get(PV, "", claim["spec"]["volumeName"])["spec"]["capacity"]["storage"] == "1Gi"

@@ -15,7 +15,7 @@ import pytest
 from storage.controllers.binder_index import find_best_volume_linear
 from storage.store import open_store
 
-from conftest import wait_for  # type: ignore[import-not-found]
+from support import wait_for
 
 PV, PVC = "persistentvolumes", "persistentvolumeclaims"
 N = int(os.environ.get("STOWAGE_BINDER_CONCURRENCY_N", "1000"))
@@ -90,7 +90,7 @@ def test_two_binders_never_double_bind_or_lose_binds(store_url: str) -> None:
             return not last
 
         try:
-            wait_for(settled, 600, "binders to converge")
+            wait_for(settled, "binders to converge", 600)
         except AssertionError:
             raise AssertionError(f"{len(last)} problems, e.g. {last[:10]}") from None
         claims, _ = store.list(PVC)

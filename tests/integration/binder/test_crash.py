@@ -14,7 +14,7 @@ import pytest
 from storage.controllers.faults import ENV, POINTS
 from storage.store import open_store
 
-from conftest import wait_for  # type: ignore[import-not-found]
+from support import wait_for
 
 PV, PVC, SC = "persistentvolumes", "persistentvolumeclaims", "storageclasses"
 
@@ -69,13 +69,13 @@ def test_crash_at_each_step_heals_on_restart(store_url: str, tmp_path: Path, poi
             c = store.get(PVC, "default", "db")
             return (c.get("status") or {}).get("phase") == "Bound"
 
-        wait_for(healed, 60, "claim Bound after restart")
+        wait_for(healed, "claim Bound after restart", 60)
         pvs, _ = store.list(PV)
         expected = "static" if static else f"pvc-{claim['metadata']['uid']}"
         assert [p["metadata"]["name"] for p in pvs] == [expected]
         assert pvs[0]["spec"]["claimRef"]["uid"] == claim["metadata"]["uid"]
         assert pvs[0]["status"]["phase"] == "Bound" or wait_for(
-            lambda: store.get(PV, "", pvs[0]["metadata"]["name"])["status"]["phase"] == "Bound", 30, "PV Bound")
+            lambda: store.get(PV, "", pvs[0]["metadata"]["name"])["status"]["phase"] == "Bound", "PV Bound", 30)
         backend = sorted(p.name for p in root.iterdir()) if root.exists() else []
         assert backend == ([] if static else [expected])
         assert store.get(PVC, "default", "db")["spec"]["volumeName"] == pvs[0]["metadata"]["name"]

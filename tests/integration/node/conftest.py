@@ -6,44 +6,22 @@ file lies under it is detached. Nothing else on the machine is touched.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from storage.system import loop, mounts
+from storage.system import loop
+from support import host_tmp_dir, need_root
 
 pytestmark = pytest.mark.root
 
 
-def _cleanup(base: Path) -> None:
-    for _ in range(100):
-        found = mounts.mounts_under(base)
-        if not found:
-            break
-        target = found[0].mount_point
-        if subprocess.run(["umount", target], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", target], capture_output=True)
-    for dev in loop.loops_under(base):
-        subprocess.run(["losetup", "--detach", dev], capture_output=True)
-    shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.fixture
 def node_tmp() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for loop devices and mounts")
-    base = Path(tempfile.mkdtemp(prefix="stowage-node-"))
-    try:
+    need_root("loop devices and mounts")
+    with host_tmp_dir("stowage-node-") as base:
         yield base
-    finally:
-        _cleanup(base)
-        assert not mounts.mounts_under(base), "mounts left behind"
-        assert not loop.loops_under(base), "loop devices left behind"
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Controllers running on a real store through the controller manager, and a stand-in kubelet."""
 from __future__ import annotations
 
-import threading
 from typing import Any, Iterator
 
 import pytest
@@ -9,9 +8,9 @@ import pytest
 from statefulset.controller import StatefulSetReconciler
 from storage.controllers.endpoints import EndpointsReconciler
 from storage.controllers.gc import GarbageCollector
-from storage.controllers.manager import run_controllers
 from storage.controllers.workloads import DaemonSetReconciler, ReplicaSetReconciler, ReplicationControllerReconciler
 from sts_harness import Kubelet
+from support import running_controllers
 
 RECONCILERS = [
     StatefulSetReconciler, EndpointsReconciler, DaemonSetReconciler, ReplicaSetReconciler,
@@ -21,20 +20,8 @@ RECONCILERS = [
 
 @pytest.fixture
 def controllers(store) -> Iterator[Any]:
-    stop = threading.Event()
-    ready = threading.Event()
-    out: list[Any] = []
-    thread = threading.Thread(
-        target=run_controllers, args=(store, stop),
-        kwargs={"reconcilers": RECONCILERS, "ready": ready, "manager_out": out}, daemon=True,
-    )
-    thread.start()
-    try:
-        assert ready.wait(20), "controller manager did not sync"
-        yield out[0]
-    finally:
-        stop.set()
-        thread.join(timeout=20)
+    with running_controllers(store, RECONCILERS, timeout=20) as manager:
+        yield manager
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers for the workload integration tests: polling, and a stand-in kubelet.
+"""Helpers for the workload integration tests: a stand-in kubelet (polling is in support.py).
 
 The kubelet here only writes pod status through the store (scheduled,
 Running, Ready, Failed), so readiness gating is driven deterministically.
@@ -6,25 +6,12 @@ Running, Ready, Failed), so readiness gating is driven deterministically.
 from __future__ import annotations
 
 import copy
-import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from storage.errors import Conflict, NotFound
+from storage.errors import Conflict
 
 Obj = dict[str, Any]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
 def _now() -> str:
@@ -80,10 +67,3 @@ class Kubelet:
 def pod_names(store: Any, namespace: str = "default", prefix: str = "") -> list[str]:
     items, _ = store.list("pods", namespace)
     return sorted(p["metadata"]["name"] for p in items if p["metadata"]["name"].startswith(prefix))
-
-
-def get_or_none(store: Any, resource: str, namespace: str, name: str) -> Obj | None:
-    try:
-        return store.get(resource, namespace, name)
-    except NotFound:
-        return None

@@ -6,7 +6,8 @@ from typing import Any
 
 from storage.controllers.endpoints import dns_entries, service_env
 from storage.errors import Conflict
-from sts_harness import get_or_none, pod_names, wait_for
+from sts_harness import pod_names
+from support import get_or_none, wait_for
 
 Obj = dict[str, Any]
 

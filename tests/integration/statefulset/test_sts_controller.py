@@ -11,7 +11,8 @@ from statefulset.cli_support import undo_patch_for
 from statefulset.controller import describe_blocker
 from storage.controllers.events import events_for
 from storage.errors import Conflict
-from sts_harness import get_or_none, pod_names, wait_for
+from sts_harness import pod_names
+from support import get_or_none, wait_for
 
 Obj = dict[str, Any]
 

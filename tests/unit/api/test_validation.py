@@ -252,7 +252,8 @@ def test_binder_may_set_volume_name_and_p3_class_once():
     new = copy.deepcopy(old)
     new["spec"]["volumeName"] = "pv1"
     new["spec"]["storageClassName"] = "standard"
-    validate(new, old)
+    out = validate(new, old)  # raises Invalid if either change is refused
+    assert (out["spec"]["volumeName"], out["spec"]["storageClassName"]) == ("pv1", "standard")
 
 
 # --- storage classes ---
@@ -362,7 +363,7 @@ def test_pod_spec_mostly_immutable_but_node_name_settable_once():
 # --- statefulsets ---
 
 def test_statefulset_valid_with_empty_service_name():
-    validate(sts(serviceName=""))
+    assert validate(sts(serviceName=""))["spec"]["serviceName"] == ""  # raises Invalid if refused
 
 
 def test_statefulset_selector_must_match_template():
@@ -424,7 +425,8 @@ def test_s6_mutable_statefulset_fields():
     new["spec"]["updateStrategy"] = {"type": "OnDelete"}
     new["spec"]["template"]["spec"]["containers"][0]["image"] = "db:2"
     new["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete", "whenScaled": "Delete"}
-    validate(new, old)
+    out = validate(new, old)  # raises Invalid if any of these changes is refused
+    assert out["spec"]["replicas"] == 5 and out["spec"]["updateStrategy"]["type"] == "OnDelete"
 
 
 def test_legacy_statefulset_gets_selector_from_template():

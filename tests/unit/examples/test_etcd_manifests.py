@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
@@ -24,6 +23,7 @@ from storage.agent.runtime.envvars import EnvContext, StaticEnvSources, command_
 from storage.api.defaults import apply_defaults
 from storage.api.validation import validate
 from storage.errors import Invalid
+from support import need_programs, need_root
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "etcd"
 PEERS = ",".join(f"etcd-{i}=http://etcd-{i}.etcd.default.svc.cluster.local:2380" for i in range(3))
@@ -130,19 +130,10 @@ def test_every_member_advertises_the_entry_the_initial_cluster_gives_it() -> Non
 
 # ---- a real three-member cluster through per-member /etc/hosts files ---------------------------
 
-def _need(program: str) -> str:
-    path = shutil.which(program)
-    if path is None:
-        pytest.skip(f"host program {program!r} is not installed")
-    return path
-
-
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[list[tuple[str, subprocess.Popen[bytes], Path]]]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: each member gets /etc/hosts bind-mounted in its own mount namespace")
-    for program in ("etcd", "etcdctl", "unshare"):
-        _need(program)
+    need_root("each member gets /etc/hosts bind-mounted in its own mount namespace")
+    need_programs("etcd", "etcdctl", "unshare")
     # A random /24 of 127/8 outside the agent's 127.1/16, so a concurrently running node cannot clash.
     base = f"127.{random.randint(60, 250)}.{random.randint(1, 250)}"
     ips = [f"{base}.{i + 1}" for i in range(3)]

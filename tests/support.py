@@ -1,0 +1,285 @@
+"""Helpers every test layer shares: the console script, polling, host cleanup, a ``stowage up`` process.
+
+Imported as ``from support import ...`` (tests/ is on ``sys.path`` through
+tests/conftest.py); the benchmarks import the host cleanup from here as well.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator, Sequence
+
+import pytest
+
+from storage.errors import NotFound
+from storage.system import loop, mounts
+
+__all__ = [
+    "UpProcess", "clean_host_under", "cleanup_tree", "get_or_none", "host_tmp_dir", "kill_containers_under",
+    "need_programs",
+    "need_root", "running_controllers", "runc_roots_under", "stowage_executable", "wait_for",
+]
+
+
+# ---- the console script ----------------------------------------------------------------------
+
+def stowage_executable() -> str:
+    """The installed console script, next to this interpreter when possible (the same environment)."""
+    beside = Path(sys.executable).parent / "stowage"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("stowage")
+    if not found:
+        raise RuntimeError("the stowage console script is not installed (pip install -e .)")
+    return found
+
+
+# ---- what a test needs from the host --------------------------------------------------------
+
+def need_root(why: str) -> None:
+    """Skip, naming ``why``, unless running as root."""
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root: {why}")
+
+
+def need_programs(*programs: str) -> None:
+    """Skip, naming the first missing one, unless every host program is on PATH."""
+    for program in programs:
+        if shutil.which(program) is None:
+            pytest.skip(f"host program {program!r} is not installed")
+
+
+# ---- polling ---------------------------------------------------------------------------------
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0, *, interval: float = 0.05,
+             retry_on: tuple[type[BaseException], ...] = (), diagnose: Callable[[], str] | None = None) -> Any:
+    """``check()``'s first truthy result; AssertionError naming ``what`` once ``timeout`` passes.
+
+    Exceptions in ``retry_on`` count as "not yet" (an object not created yet, a
+    server restarting); an AssertionError from ``check`` always fails at once.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    last_error: BaseException | None = None
+    while True:
+        try:
+            last = check()
+            if last:
+                return last
+        except AssertionError:
+            raise
+        except retry_on as exc:
+            last, last_error = None, exc
+        if time.monotonic() > deadline:
+            detail = f" (last: {last!r})" + (f" (last error: {last_error!r})" if last_error else "")
+            extra = f"\n{diagnose()}" if diagnose else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{extra}")
+        time.sleep(interval)
+
+
+def get_or_none(store: Any, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """``store.get`` that answers None for a missing object."""
+    try:
+        return store.get(resource, namespace, name)
+    except NotFound:
+        return None
+
+
+# ---- controllers on a real store -------------------------------------------------------------
+
+@contextlib.contextmanager
+def running_controllers(store: Any, reconcilers: Sequence[Any] | None = None,
+                        timeout: float = 30.0) -> Iterator[Any]:
+    """The controller manager in a thread on ``store`` (all controllers unless ``reconcilers``), synced."""
+    from storage.controllers.manager import run_controllers
+
+    stop = threading.Event()
+    ready = threading.Event()
+    out: list[Any] = []
+    kwargs: dict[str, Any] = {"ready": ready, "manager_out": out}
+    if reconcilers is not None:
+        kwargs["reconcilers"] = list(reconcilers)
+    thread = threading.Thread(target=run_controllers, args=(store, stop), kwargs=kwargs,
+                              name="test-controllers", daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(timeout), "the controller manager did not sync"
+        yield out[0]
+    finally:
+        stop.set()
+        thread.join(timeout)
+
+
+# ---- host state under a directory: containers, mounts, loop devices -------------------------
+
+def runc_roots_under(base: Path) -> list[Path]:
+    """runc state roots (directories named ``runc``) under ``base``.
+
+    The walk never enters a mount point: a container's root is an overlay of the
+    host's ``/``, and walking into it would reach the whole machine.
+    """
+    roots: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(base):
+        if os.path.basename(dirpath) == "runc":
+            roots.append(Path(dirpath))
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if not os.path.ismount(os.path.join(dirpath, d))]
+    return roots
+
+
+def kill_containers_under(base: Path) -> list[str]:
+    """Kill and delete every runc container whose state root lies under ``base``; their ids."""
+    killed: list[str] = []
+    for root in runc_roots_under(base):
+        listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
+        for cid in listing.stdout.split():
+            subprocess.run(["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True)
+            subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
+            killed.append(cid)
+    return killed
+
+
+def _unmount_under(base: Path) -> list[str]:
+    done: list[str] = []
+    # Re-read after each unmount: stacked mounts and propagation change the table.
+    for _ in range(5000):
+        found = mounts.mounts_under(base)
+        if not found:
+            break
+        target = found[0].mount_point  # deepest and newest first
+        if subprocess.run(["umount", target], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", target], capture_output=True)
+        done.append(target)
+    return done
+
+
+def _detach_loops_under(base: Path) -> list[str]:
+    devices = sorted(loop.loops_under(base))
+    for device in devices:
+        subprocess.run(["losetup", "--detach", device], capture_output=True)
+    return devices
+
+
+def clean_host_under(base: Path) -> list[str]:
+    """Containers, mounts and loop devices under ``base`` only (never anyone else's), removed by force.
+
+    Returns one line per kind of leftover found, so a caller that expected none can fail.
+    """
+    if not base.exists():
+        return []
+    found: list[str] = []
+    containers = kill_containers_under(base)
+    if containers:
+        found.append(f"containers still running: {containers}")
+    unmounted = _unmount_under(base)
+    if unmounted:
+        found.append(f"mounts still present: {unmounted}")
+    loops = _detach_loops_under(base)
+    if loops:
+        found.append(f"loop devices still attached: {loops}")
+    return found
+
+
+def cleanup_tree(base: Path) -> None:
+    """``clean_host_under`` then remove the directory."""
+    clean_host_under(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def host_tmp_dir(prefix: str) -> Iterator[Path]:
+    """A new temp directory; on the way out (pass or fail) every container, mount and loop device
+    under it is removed with it, and an AssertionError says if a mount or loop device would not go."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield base
+    finally:
+        cleanup_tree(base)
+        assert not mounts.mounts_under(base), f"mounts left behind under {base}"
+        assert not loop.loops_under(base), f"loop devices left behind under {base}"
+
+
+# ---- a ``stowage up`` (or ``serve``) process ---------------------------------------------------
+
+class UpProcess:
+    """A running ``stowage COMMAND ARGS --log-format json`` whose output lines are collected as they arrive."""
+
+    def __init__(self, command: str, args: Sequence[str], env: dict[str, str], *, timeout: float = 120.0,
+                 new_session: bool = False, cwd: Path | None = None) -> None:
+        self.timeout = timeout
+        self.new_session = new_session
+        self.proc = subprocess.Popen(
+            [stowage_executable(), command, *args, "--log-format", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+            start_new_session=new_session, cwd=cwd,
+        )
+        self.seen: list[str] = []
+        self._lines: "queue.Queue[str | None]" = queue.Queue()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, event: str, timeout: float | None = None) -> dict[str, Any]:
+        """The first JSON log record whose event is ``event``; fails if the process ends first."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        ended = 0
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no {event!r} log line within {limit:.0f}s; output so far:\n{self.output()}")
+            if line is None:
+                ended += 1
+                if ended == 2:  # both stdout and stderr closed
+                    pytest.fail(f"stowage ended ({self.proc.wait()}) before {event!r}:\n{self.output()}")
+                continue
+            self.seen.append(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == event:
+                return record
+
+    def output(self, lines: int | None = None) -> str:
+        """What the process wrote so far (the last ``lines`` lines when given)."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.seen.append(line)
+        return "".join(self.seen if lines is None else self.seen[-lines:])
+
+    def stop(self, timeout: float | None = None) -> int:
+        """SIGTERM and the exit code; TimeoutExpired if it does not stop in time."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=self.timeout if timeout is None else timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (the whole process group when started in its own session), if still running."""
+        if self.proc.poll() is not None:
+            return
+        if self.new_session:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        else:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
