@@ -324,6 +324,8 @@ class _Base(Reconciler):
 
 class ClaimBinder(_Base):
     """syncClaim: binds, provisions (P1–P3), marks Lost (B5–B9)."""
+    # Provisioning blocks on the backend (a node agent's mkfs, a cloud API): several at once.
+    workers = 8
 
     name = "persistentvolume-binder-claims"
     primary = PVCS

@@ -304,14 +304,22 @@ class _Controller:
                 self.queue.add_after(key, result.requeue_after)
 
 
+DEFAULT_RESYNC_SECONDS = 30.0
+
+
 class ControllerManager:
     def __init__(self, store: Store, reconcilers: Iterable[type[Reconciler]], *, workers: int = 2,
-                 component: str = "stowage-controller-manager", resources: Iterable[str] | None = None) -> None:
+                 component: str = "stowage-controller-manager", resources: Iterable[str] | None = None,
+                 resync_seconds: float = DEFAULT_RESYNC_SECONDS) -> None:
         self.store = store
         self.cache = InformerCache(on_change=self._dispatch)
         self.events = StoreEventRecorder(store, component=component)
         self.ctx = ControllerContext(store=store, cache=self.cache, events=self.events)
-        self.controllers = [_Controller(cls(self.ctx), workers) for cls in reconcilers]
+        # A reconciler that blocks on a backend (provisioning calls a node agent or a
+        # cloud API) asks for more workers through a ``workers`` class attribute.
+        self.controllers = [_Controller(cls(self.ctx), max(workers, getattr(cls, "workers", workers)))
+                            for cls in reconcilers]
+        self.resync_seconds = resync_seconds
         self.resources = list(resources) if resources is not None else [r.plural for r in RESOURCES]
         self.synced = threading.Event()
         self._stop = threading.Event()
@@ -359,6 +367,20 @@ class ControllerManager:
             controller.start(self._stop)
         self._thread = threading.Thread(target=self._run_informer, name="informer", daemon=True)
         self._thread.start()
+        if self.resync_seconds > 0:
+            threading.Thread(target=self._resync, name="resync", daemon=True).start()
+
+    def _resync(self) -> None:
+        """Hand every cached object to its reconciler again, now and then.
+
+        Reconcilers are level-triggered, so this only costs a look; it heals a
+        change whose event mapped to no key (e.g. a claim deleted before its
+        volume's claimRef was visible), as Kubernetes' informer resync does.
+        """
+        while not self._stop.wait(self.resync_seconds):
+            for controller in self.controllers:
+                for obj in self.cache.list(controller.reconciler.primary):
+                    controller.queue.add(object_key(obj))
 
     def stop(self) -> None:
         self._stop.set()

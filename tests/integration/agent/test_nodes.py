@@ -43,6 +43,9 @@ def test_b8_two_agents_spread_pods_and_local_volume_brings_pod_back_to_its_node(
     cluster.start_controllers()
     cluster.add_agent("n1")
     cluster.add_agent("n2")
+    # Both nodes Ready first: a pod scheduled while n2 is still registering can only go to n1.
+    for name in ("n1", "n2"):
+        wait_until(lambda n=name: condition(cluster.client.get("nodes", n), "Ready") == "True", f"node {name} Ready")
     cluster.apply(local_class(), claim("d0"), claim("d1"))
     cluster.apply(pod("p0", claims={"d0": "/data"}), pod("p1", claims={"d1": "/data"}))
     nodes = {cluster.wait_running(n)["spec"]["nodeName"] for n in ("p0", "p1")}
