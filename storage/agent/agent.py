@@ -28,7 +28,7 @@ from typing import Any, Callable
 import structlog
 
 from storage.agent.pool import Pool
-from storage.agent.resolve import ApiEnvSources, VolumeNotReady, resolve_pod_volumes
+from storage.agent.resolve import pod_with_service_env, ApiEnvSources, VolumeNotReady, resolve_pod_volumes
 from storage.agent.runtime import PodRuntime
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.client import Client
@@ -115,6 +115,7 @@ class NodeAgent:
         self._stopped: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._endpoints: dict[tuple[str, str], Obj] = {}
+        self._services: dict[tuple[str, str], Obj] = {}
         self._resizing: set[tuple[str, str]] = set()  # claims with FileSystemResizePending
         self._resize_warned: set[tuple[str, str]] = set()
         self._server: Any = None
@@ -142,6 +143,7 @@ class NodeAgent:
         self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token)
         self.register()
         for target, name in ((self._watch_pods, "agent-pods"), (self._watch_endpoints, "agent-endpoints"),
+                             (self._watch_services, "agent-services"),
                              (self._watch_claims, "agent-claims"), (self._watch_pvs, "agent-pvs"),
                              (self._work, "agent-worker"), (self._heartbeat, "agent-heartbeat")):
             thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
@@ -318,6 +320,26 @@ class NodeAgent:
             self._hosts_dirty = True
 
         self._watch("endpoints", on_list, on_event)
+
+    def _watch_services(self) -> None:
+        """Services feed the ``<NAME>_SERVICE_HOST`` variables of containers started from now on."""
+        def on_list(items: list[Obj]) -> None:
+            self._services = {_key(s): s for s in items}
+
+        def on_event(kind: str, obj: Obj) -> None:
+            if kind == "DELETED":
+                self._services.pop(_key(obj), None)
+            else:
+                self._services[_key(obj)] = obj
+
+        self._watch("services", on_list, on_event)
+
+    def _service_view(self, pod: Obj) -> Obj:
+        namespace = _key(pod)[0]
+        with self._lock:
+            services = [s for k, s in self._services.items() if k[0] == namespace]
+            endpoints = {k[1]: e for k, e in self._endpoints.items() if k[0] == namespace}
+        return pod_with_service_env(pod, services, endpoints)
 
     def _watch_claims(self) -> None:
         """A pod waiting for its claim to bind (or grow) is looked at again when the claim changes."""
@@ -511,7 +533,7 @@ class NodeAgent:
             return
         hosts = self._hosts_entries({uid: pod}).get(uid)
         try:
-            status = self.runtime.sync_pod(pod, paths, self.env_sources, hosts)
+            status = self.runtime.sync_pod(self._service_view(pod), paths, self.env_sources, hosts)
         except Exception as exc:
             log.warning("agent.sync_pod_failed", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", error=str(exc))
             self._report_waiting(pod, "CreateContainerError", str(exc), event=True)
@@ -619,7 +641,7 @@ class NodeAgent:
             self._mark_dirty(uid)
 
     _volume_lock = threading.Lock()
-    _watch_threads = frozenset({"agent-pods", "agent-endpoints", "agent-claims", "agent-pvs"})
+    _watch_threads = frozenset({"agent-pods", "agent-endpoints", "agent-services", "agent-claims", "agent-pvs"})
 
     def _remove_finalizer(self, pod: Obj) -> None:
         namespace, name = _key(pod)

@@ -147,3 +147,23 @@ class ApiEnvSources:
 
     def get_secret(self, namespace: str, name: str) -> Obj | None:
         return _get(self.reader, "secrets", name, namespace)
+
+
+def pod_with_service_env(pod: Obj, services: list[Obj], endpoints: dict[str, Obj]) -> Obj:
+    """The pod as its containers should see it: each Service of its namespace as
+    ``<NAME>_SERVICE_HOST`` / ``_PORT`` variables ahead of the container's own env
+    (which wins on a clash), unless ``enableServiceLinks`` is false, as Kubernetes does."""
+    from storage.controllers.endpoints import service_env
+
+    spec = pod.get("spec") or {}
+    if spec.get("enableServiceLinks") is False or not services:
+        return pod
+    variables = service_env(services, endpoints)
+    if not variables:
+        return pod
+    containers = []
+    for container in spec.get("containers") or []:
+        own = {e.get("name") for e in container.get("env") or []}
+        injected = [{"name": k, "value": v} for k, v in variables.items() if k not in own]
+        containers.append({**container, "env": injected + list(container.get("env") or [])})
+    return {**pod, "spec": {**spec, "containers": containers}}

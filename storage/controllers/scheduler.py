@@ -11,6 +11,7 @@ on its condition and in a ``FailedScheduling`` event.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -389,7 +390,21 @@ class SchedulerReconciler(Reconciler):
             classes={_meta(c).get("name", ""): c for c in cache.list("storageclasses")},
         )
 
+    # Kubernetes schedules one pod at a time against a cache that already "assumes"
+    # the previous decisions; two workers placing pods from one snapshot would both
+    # pick the emptiest node. Decisions are serialised and written through to the cache.
+    _decide = threading.Lock()
+
+    def _assume(self, resource: str, obj: Obj) -> None:
+        write_through = getattr(self.ctx.cache, "write_through", None)
+        if write_through is not None:
+            write_through(resource, obj)
+
     def reconcile(self, key: str) -> Result:
+        with self._decide:
+            return self._reconcile(key)
+
+    def _reconcile(self, key: str) -> Result:
         namespace, name = split_key(key)
         pod = self.ctx.cache.get("pods", namespace, name)
         if pod is None or _meta(pod).get("deletionTimestamp") or _is_terminated(pod):
@@ -413,7 +428,7 @@ class SchedulerReconciler(Reconciler):
             return Result()
         fresh.setdefault("spec", {})["nodeName"] = placement.node
         _set_condition(fresh, "True", "", "")
-        self.ctx.store.update("pods", fresh)
+        self._assume("pods", self.ctx.store.update("pods", fresh))
         self.ctx.events.record(fresh, "Normal", "Scheduled",
                                f"Successfully assigned {namespace}/{name} to {placement.node}")
         return Result()
@@ -440,7 +455,7 @@ class SchedulerReconciler(Reconciler):
                     break
                 annotations[SELECTED_NODE] = node
                 try:
-                    self.ctx.store.update("persistentvolumeclaims", claim)
+                    self._assume("persistentvolumeclaims", self.ctx.store.update("persistentvolumeclaims", claim))
                     break
                 except Conflict:
                     continue

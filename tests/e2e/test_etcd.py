@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,25 @@ def test_scale_to_zero_and_back_keeps_every_members_data_S5(cluster: Stowage) ->
 def test_rolling_update_replaces_members_highest_first_while_serving_S4(cluster: Stowage) -> None:
     pods = wait_healthy(cluster)
     old_uids = {name: p["metadata"]["uid"] for name, p in pods.items()}
+    # The order of replacement is read from the watch stream (deletion marks in revision
+    # order), not from snapshots: two members replaced within one polling round would
+    # otherwise be recorded in list order.
+    _, revision = cluster.client.list("pods", "default", label_selector=SELECTOR)
+    deletion_order: list[str] = []
+
+    def record_deletions() -> None:
+        for event in cluster.client.watch("pods", "default", resource_version=revision,
+                                          label_selector=SELECTOR, timeout=600):
+            pod = event["object"]
+            name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+            marked = event["type"] == "DELETED" or pod["metadata"].get("deletionTimestamp")
+            if marked and uid == old_uids.get(name) and name not in deletion_order:
+                deletion_order.append(name)
+            if len(deletion_order) == len(MEMBERS):
+                return
+
+    watcher = threading.Thread(target=record_deletions, daemon=True)
+    watcher.start()
     patch = [{"op": "add", "path": "/spec/template/spec/containers/0/env/-",
               "value": {"name": "EXAMPLE_ROLLOUT", "value": "2"}}]
     cluster.cli("patch", "statefulset", "etcd", "--type", "json", "-p", json.dumps(patch))
@@ -177,7 +197,8 @@ def test_rolling_update_replaces_members_highest_first_while_serving_S4(cluster:
         writes += 1
         failures += 0 if ok else 1
         time.sleep(0.5)
-    assert replaced_order == ["etcd-2", "etcd-1", "etcd-0"]
+    watcher.join(timeout=60)
+    assert deletion_order == ["etcd-2", "etcd-1", "etcd-0"], f"deleted in order {deletion_order}"
     pods = wait_healthy(cluster)
     for pod in pods.values():
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
