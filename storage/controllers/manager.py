@@ -24,7 +24,7 @@ from storage.api.registry import RESOURCES
 from storage.api.selectors import parse_label_selector
 from storage.controllers.base import ControllerContext, Reconciler, Result, object_key
 from storage.controllers.events import StoreEventRecorder
-from storage.errors import Conflict, Gone, TemporaryError
+from storage.errors import NotFound, Conflict, Gone, TemporaryError
 from storage.store.base import Store, WatchEvent
 
 log = structlog.get_logger(__name__)
@@ -58,6 +58,9 @@ class InformerCache:
         self._lock = threading.RLock()
         self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self._handlers: dict[str, list[Handler]] = {}
+        # The revision at which each recently deleted object went away: a write-through
+        # of an older version (written just before the deletion) must not bring back a ghost.
+        self._tombstones: dict[tuple[str, str, str], int] = {}
         # Called after the handlers for every accepted change, whether it came
         # from the watch or from a write-through (which makes the later watch
         # event a no-op, so it must wake the controllers itself).
@@ -108,10 +111,17 @@ class InformerCache:
                 if old_rv is not None and new_rv is not None and old_rv > new_rv:
                     return None
                 del objects[key]
+                self._bury(resource, key, max(r for r in (old_rv, new_rv, 0) if r is not None))
                 self._notify(resource, old, None)
                 return (old, None)
             if old is not None and old_rv is not None and old_rv == new_rv:
                 return None
+            if old is None:
+                buried = self._tombstones.get((resource, *key))
+                if buried is not None:
+                    if new_rv is None or new_rv <= buried:
+                        return None
+                    del self._tombstones[(resource, *key)]
             objects[key] = obj
             self._notify(resource, old, obj)
             return (old, obj)
@@ -124,7 +134,17 @@ class InformerCache:
         with self._lock:
             old = self._objects.get(resource, {}).pop((namespace or "", name), None)
             if old is not None:
+                self._bury(resource, (namespace or "", name), _rv(old) or 0)
                 self._notify(resource, old, None)
+
+    _MAX_TOMBSTONES = 50_000
+
+    def _bury(self, resource: str, key: tuple[str, str], revision: int) -> None:
+        self._tombstones[(resource, *key)] = revision
+        if len(self._tombstones) > self._MAX_TOMBSTONES:
+            # Oldest first: a write-through older than this many deletions is long settled.
+            for stale in list(self._tombstones)[: len(self._tombstones) - self._MAX_TOMBSTONES]:
+                del self._tombstones[stale]
 
     def replace(self, resource: str, items: list[dict[str, Any]]) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
         """Swap in a fresh listing; return the differences as (old, new) pairs."""
@@ -287,6 +307,13 @@ class _Controller:
             except Conflict:
                 self.queue.done(key)
                 self.queue.add(key)  # someone else wrote first: re-read and retry now
+                continue
+            except NotFound as exc:
+                # The object went away between the cache read and the write: its own
+                # event (or the next resync) brings whatever is left to do.
+                self.queue.forget(key)
+                self.queue.done(key)
+                log.debug("reconcile_gone", controller=name, key=key, error=str(exc))
                 continue
             except TemporaryError as exc:
                 self.queue.done(key)

@@ -62,3 +62,19 @@ def test_event_repeats_bump_count(store):
                                    "apiVersion": "v1", "resourceVersion": "3"}
     assert e["source"]["component"] == "persistentvolume-controller" and e["type"] == "Normal"
     assert e["firstTimestamp"] and e["lastTimestamp"]
+
+
+def test_cache_write_through_of_a_version_older_than_its_deletion_is_ignored():
+    """A reconciler publishing what it wrote just before someone deleted the object
+    must not resurrect it in the cache (it would be reconciled forever as a ghost)."""
+    from storage.controllers.manager import InformerCache
+
+    cache = InformerCache()
+    pv = {"metadata": {"name": "v", "resourceVersion": "5"}}
+    cache.apply("persistentvolumes", "ADDED", pv)
+    cache.apply("persistentvolumes", "DELETED", {"metadata": {"name": "v", "resourceVersion": "7"}})
+    cache.write_through("persistentvolumes", {"metadata": {"name": "v", "resourceVersion": "6"}})
+    assert cache.get("persistentvolumes", "", "v") is None
+    # A genuinely new object of the same name (a later revision) is accepted.
+    cache.apply("persistentvolumes", "ADDED", {"metadata": {"name": "v", "resourceVersion": "9"}})
+    assert cache.get("persistentvolumes", "", "v")["metadata"]["resourceVersion"] == "9"
