@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 
 from provisioners.base import Provisioner, ProvisionRequest, ProvisionResult
-from storage.api.node_affinity import hostname_affinity
+from storage.api.node_affinity import affinity_hostnames, hostname_affinity
+from storage.api.quantity import format_quantity
 from storage.errors import NotFound, PermanentError, TemporaryError, from_status
 
 Obj = dict[str, Any]
@@ -28,13 +29,6 @@ def agent_url(node: Obj) -> str:
     if not port or not address:
         raise TemporaryError(f"node {(node.get('metadata') or {}).get('name')} has not published its agent endpoint yet", delay=2.0)
     return f"http://{address}:{port}"
-
-
-def _format_bytes(size: int) -> str:
-    for suffix, factor in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
-        if size % factor == 0:
-            return f"{size // factor}{suffix}"
-    return str(size)
 
 
 class LocalProvisioner(Provisioner):
@@ -84,12 +78,10 @@ class LocalProvisioner(Provisioner):
         source: Obj = {"local": {"path": created["path"]}}
         if req.volume_mode == "Filesystem":
             source["local"]["fsType"] = fs_type
-        return ProvisionResult.finished(source, _format_bytes(int(created["sizeBytes"])), hostname_affinity(node_name))
+        return ProvisionResult.finished(source, format_quantity(int(created["sizeBytes"]), prefer_binary=True), hostname_affinity(node_name))
 
     def _node_of(self, pv: Obj) -> Obj:
-        terms = ((((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")) or []
-        names = [v for t in terms for e in t.get("matchExpressions") or [] if e.get("key") == "kubernetes.io/hostname"
-                 for v in e.get("values") or []]
+        names = affinity_hostnames(pv)
         if not names:
             raise PermanentError("local volume has no kubernetes.io/hostname node affinity")
         if self.nodes is None:

@@ -1,38 +1,18 @@
 """Pod health as the StatefulSet controller judges it, and why a member is not healthy (S2, S7)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from statefulset.identity import meta, spec
+from storage.api.conditions import condition
+from storage.api.timestamps import parse_time
 
 Obj = dict[str, Any]
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    text = value.replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def format_time(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def phase(pod: Obj) -> str:
     return (pod.get("status") or {}).get("phase") or "Pending"
-
-
-def condition(pod: Obj, kind: str) -> Obj | None:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind:
-            return cond
-    return None
 
 
 def is_terminating(pod: Obj) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 from statefulset import health, identity
 from statefulset.identity import meta, spec
 from statefulset.revision import RevisionPlan, apply_revision, plan_revisions, revisions_to_delete
+from storage.api.timestamps import format_time
 
 Obj = dict[str, Any]
 
@@ -454,7 +455,7 @@ def _status(sts: Obj, p: _Pass, plan: RevisionPlan) -> Obj:
             "status": "True",
             "reason": "MemberNotReady",
             "message": p.blocker,
-            "lastTransitionTime": since or health.format_time(p.now),
+            "lastTransitionTime": since or format_time(p.now),
         })
     if conditions:
         status["conditions"] = conditions

@@ -28,9 +28,11 @@ from typing import Any, Callable
 import structlog
 
 from storage.agent.pool import Pool
-from storage.agent.resolve import pod_with_service_env, ApiEnvSources, VolumeNotReady, resolve_pod_volumes
+from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import PodRuntime
 from storage.agent.volume_manager import PodVolumes, VolumeManager
+from storage.api.conditions import condition
+from storage.api.timestamps import now, parse_time
 from storage.client import Client
 from storage.errors import Conflict, Gone, NotFound, StowageError
 from volume_plugins.registry import default_registry
@@ -44,10 +46,6 @@ POOL_RESOURCE = "stowage.io/local-storage"
 # so a few in parallel keep the cores busy without a thread per pod.
 POD_SYNC_WORKERS = 8
 RETRY_SECONDS = 0.5  # a pod whose volume setup failed is tried again after this
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -233,7 +231,7 @@ class NodeAgent:
                 else:
                     node["metadata"].setdefault("labels", {}).update(labels)
                     node = self.client.update(node)
-                previous = _ready(node)
+                previous = condition(node, "Ready")
                 if previous and previous.get("status") == "True":
                     status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
                 node["status"] = status
@@ -254,7 +252,7 @@ class NodeAgent:
                 self.register()
                 return
             status = self._node_status()
-            previous = _ready(node)
+            previous = condition(node, "Ready")
             if previous and previous.get("status") == "True":
                 status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
             node["status"] = {**(node.get("status") or {}), **status}
@@ -606,7 +604,7 @@ class NodeAgent:
             # per-request grace exists yet), so 0 means "the pod's own": honour that, counted
             # from the deletion mark so a restarted agent does not grant the full period again.
             grace = _meta(pod).get("deletionGracePeriodSeconds") or (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-            marked = _parse_time(_meta(pod).get("deletionTimestamp"))
+            marked = parse_time(_meta(pod).get("deletionTimestamp"))
             if marked is not None:
                 elapsed = (dt.datetime.now(dt.timezone.utc) - marked).total_seconds()
                 grace = max(0.0, float(grace) - max(0.0, elapsed))
@@ -877,23 +875,9 @@ def _only_status_changed(old: Obj, new: Obj) -> bool:
     return bool(strip(_meta(old)) == strip(_meta(new)))
 
 
-def _parse_time(value: str | None) -> dt.datetime | None:
-    try:
-        return dt.datetime.strptime(value or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-    except ValueError:
-        return None
-
-
 def _resize_pending(claim: Obj) -> bool:
     return any(c.get("type") == "FileSystemResizePending" and c.get("status") == "True"
                for c in (claim.get("status") or {}).get("conditions") or [])
-
-
-def _ready(node: Obj) -> Obj | None:
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond
-    return None
 
 
 def _without_times(status: Obj) -> Obj:
@@ -913,12 +897,3 @@ def _merge_conditions(old: list[Obj], new: list[Obj]) -> list[Obj]:
     for cond in new:
         merged[cond.get("type")] = cond
     return list(merged.values())
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

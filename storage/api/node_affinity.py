@@ -89,3 +89,10 @@ def hostname_affinity(node_name: str) -> Obj:
             ]
         }
     }
+
+
+def affinity_hostnames(pv: Obj) -> list[str]:
+    """The ``kubernetes.io/hostname`` values a volume's required node affinity names."""
+    terms = ((((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")) or []
+    return [value for term in terms for expr in term.get("matchExpressions") or []
+            if expr.get("key") == "kubernetes.io/hostname" for value in expr.get("values") or []]

@@ -233,13 +233,9 @@ class Handlers:
                 raise self._conflict(t)
             obj = self._checked(apply_defaults(obj), old, t.info)
             obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user))
-            if dry_run:
-                return with_type(t.info, obj)
-            try:
-                return with_type(t.info, self.store.update(t.info.plural, obj))
-            except Conflict:
-                if wanted_rv:
-                    raise self._conflict(t) from None
+            saved = self._save(t, obj, wanted_rv, dry_run)
+            if saved is not None:
+                return saved
         raise self._conflict(t)
 
     def _write_status(self, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]], wanted_rv: str | None,
@@ -261,14 +257,21 @@ class Handlers:
             except Invalid as e:
                 raise self._named(e, obj, t.info) from None
             obj = result if result is not None else obj
-            if dry_run:
-                return with_type(t.info, obj)
-            try:
-                return with_type(t.info, self.store.update(t.info.plural, obj))
-            except Conflict:
-                if wanted_rv:
-                    raise self._conflict(t) from None
+            saved = self._save(t, obj, wanted_rv, dry_run)
+            if saved is not None:
+                return saved
         raise self._conflict(t)
+
+    def _save(self, t: Target, obj: dict[str, Any], wanted_rv: str | None, dry_run: bool) -> dict[str, Any] | None:
+        """Store an update; None when it lost a race the caller should retry (no precondition given)."""
+        if dry_run:
+            return with_type(t.info, obj)
+        try:
+            return with_type(t.info, self.store.update(t.info.plural, obj))
+        except Conflict:
+            if wanted_rv:
+                raise self._conflict(t) from None
+            return None
 
     @staticmethod
     def _conflict(t: Target) -> Conflict:

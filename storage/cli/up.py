@@ -228,6 +228,8 @@ def _pod_line(pod: dict[str, Any]) -> str:
 
 def _report_pods(store: Any, stop: threading.Event) -> None:
     """Say when each pod starts running or becomes ready, so `up -f` shows its workload come up."""
+    from storage.api.conditions import is_true
+
     shown: dict[str, tuple[str, bool]] = {}
     items, revision = store.list("pods")
     with store.watch("pods", since=revision) as watcher:
@@ -236,8 +238,7 @@ def _report_pods(store: Any, stop: threading.Event) -> None:
             for pod in pending:
                 uid = (pod.get("metadata") or {}).get("uid", "")
                 phase = (pod.get("status") or {}).get("phase", "Pending")
-                ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                            for c in (pod.get("status") or {}).get("conditions") or [])
+                ready = is_true(pod, "Ready")
                 if phase in ("Running", "Succeeded", "Failed") and shown.get(uid) != (phase, ready):
                     shown[uid] = (phase, ready)
                     log.info(_pod_line(pod))

@@ -10,7 +10,6 @@ import re
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 import click
@@ -18,6 +17,7 @@ import click
 from statefulset import cli_support
 from statefulset.revision import sort_revisions, template_of
 from storage.api.registry import ResourceInfo, by_plural
+from storage.api.timestamps import now
 from storage.cli.context import global_options, resolve_kind, session
 from storage.cli.errors import CommandError
 from storage.cli.output import dump_yaml, type_name
@@ -349,7 +349,7 @@ def rollout_undo_command(args: tuple[str, ...], to_revision: int) -> None:
 def rollout_restart_command(args: tuple[str, ...]) -> None:
     """Replace every pod of a StatefulSet, one by one, by stamping its template with the time."""
     sess, info, namespace, name = _statefulset(args, "restart")
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = now()
     patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
     sess.patch(info, namespace, name, patch, "merge")
     click.echo(f"statefulset.apps/{name} restarted")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import threading
 import weakref
-from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Any, Callable, Iterable
 
@@ -24,6 +23,7 @@ import structlog
 from provisioners import registry as provisioner_registry
 from provisioners.base import ANN_PROVISIONED_BY, ProvisionRequest
 from storage.api.quantity import format_quantity
+from storage.api.timestamps import now as _now
 from storage.controllers.base import Cache, ControllerContext, Reconciler, Result, split_key
 from storage.controllers.binder_index import (
     ANN_STORAGE_CLASS, VolumeIndex, access_modes, claim_ref, claim_request, contains_all_modes,
@@ -57,10 +57,6 @@ MSG_FS_RESIZE = "Waiting for user to (re-)start a pod to finish file system resi
 
 SWEEP_FREE = "~free:"  # a volume of this class became free: try the class's pending claims
 SWEEP_CLASS = "~class:"  # a StorageClass changed: retry claims that may depend on it
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:

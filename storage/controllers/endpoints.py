@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Iterable
 
+from storage.api.conditions import is_true
 from storage.controllers.base import Reconciler, Result, split_key
 from storage.controllers.owners import labels_of, publish, selector_matches
 from storage.errors import AlreadyExists, NotFound
@@ -46,10 +47,7 @@ def pod_ip(pod: Obj) -> str:
 
 
 def _pod_ready(pod: Obj) -> bool:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
+    return is_true(pod, "Ready")
 
 
 def find_port(pod: Obj, service_port: Obj) -> int | None:

@@ -9,20 +9,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 import structlog
 
 from storage.api.registry import by_kind
+from storage.api.timestamps import now as _now
 from storage.errors import AlreadyExists, Conflict, NotFound, StowageError
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def involved_object(obj: dict[str, Any]) -> dict[str, Any]:

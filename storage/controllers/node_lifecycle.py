@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from storage.api.conditions import condition
+from storage.api.timestamps import format_time, parse_time
 from storage.controllers.base import Reconciler, Result, split_key
 from storage.errors import Conflict, NotFound
 
@@ -17,24 +19,8 @@ Obj = dict[str, Any]
 DEFAULT_GRACE_SECONDS = 40.0
 
 
-def parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-    except ValueError:
-        return None
-
-
-def format_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def ready_condition(node: Obj) -> Obj | None:
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond
-    return None
+    return condition(node, "Ready")
 
 
 class NodeLifecycleReconciler(Reconciler):

@@ -10,22 +10,22 @@ on its condition and in a ``FailedScheduling`` event.
 """
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from storage.api.node_affinity import pod_admits_node, volume_admits_node
-from storage.api.quantity import parse_quantity
+from storage.api.conditions import is_true
+from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
+from storage.api.timestamps import now as _now
 from storage.controllers.base import Reconciler, Result, object_key, split_key
+from storage.controllers.binder_index import claim_request, find_best_volume_linear, object_class, volume_capacity
 from storage.errors import Conflict, NotFound
 
 Obj = dict[str, Any]
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
-BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
 LOCAL_PROVISIONER = "stowage.io/local"
 HOSTNAME_KEY = "kubernetes.io/hostname"
 
@@ -64,22 +64,12 @@ def _meta(obj: Obj) -> Obj:
     return obj.get("metadata") or {}
 
 
-def claim_class(claim: Obj) -> str:
-    """SEMANTICS B1: the beta annotation (even empty) wins over the field."""
-    annotations = _meta(claim).get("annotations") or {}
-    if BETA_CLASS in annotations:
-        return annotations[BETA_CLASS] or ""
-    return (claim.get("spec") or {}).get("storageClassName") or ""
-
-
 def _request_bytes(claim: Obj) -> int:
-    raw = (((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage", "0")
-    return int(parse_quantity(raw))
+    return int(claim_request(claim))
 
 
 def _capacity_bytes(pv: Obj) -> int:
-    raw = ((pv.get("spec") or {}).get("capacity") or {}).get("storage", "0")
-    return int(parse_quantity(raw))
+    return int(volume_capacity(pv))
 
 
 def _is_terminated(pod: Obj) -> bool:
@@ -87,10 +77,7 @@ def _is_terminated(pod: Obj) -> bool:
 
 
 def node_ready(node: Obj) -> bool:
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
+    return is_true(node, "Ready")
 
 
 def _tolerates(pod: Obj, taint: Obj) -> bool:
@@ -200,7 +187,7 @@ def pool_free_bytes(node: Obj, snap: Snapshot, pool: str | None = None) -> int:
             continue
         if (ns, cname) in provisioned_claims:
             continue
-        cls = snap.classes.get(claim_class(claim)) or {}
+        cls = snap.classes.get(object_class(claim)) or {}
         if cls.get("provisioner") != LOCAL_PROVISIONER:
             continue
         if ((cls.get("parameters") or {}).get("pool") or pool_name) != pool_name:
@@ -211,30 +198,10 @@ def pool_free_bytes(node: Obj, snap: Snapshot, pool: str | None = None) -> int:
 
 def _local_volume_on(pv: Obj, node_name: str, pool_path: str) -> bool:
     """A pool volume lives on the node its affinity names, under the pool's directory."""
-    spec = pv.get("spec") or {}
-    path = (spec.get("local") or {}).get("path", "")
+    path = ((pv.get("spec") or {}).get("local") or {}).get("path", "")
     if pool_path and not path.startswith(pool_path.rstrip("/") + "/"):
         return False
-    terms = (((spec.get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")) or []
-    return any(node_name in (e.get("values") or []) for t in terms for e in t.get("matchExpressions") or []
-               if e.get("key") == HOSTNAME_KEY)
-
-
-def _volume_fits(claim: Obj, pv: Obj, node: Obj) -> bool:
-    spec = pv.get("spec") or {}
-    if (pv.get("status") or {}).get("phase") != "Available" or spec.get("claimRef") or _meta(pv).get("deletionTimestamp"):
-        return False
-    if (spec.get("storageClassName") or "") != claim_class(claim):
-        return False
-    if not set((claim.get("spec") or {}).get("accessModes") or []) <= set(spec.get("accessModes") or []):
-        return False
-    if (spec.get("volumeMode") or "Filesystem") != ((claim.get("spec") or {}).get("volumeMode") or "Filesystem"):
-        return False
-    if _capacity_bytes(pv) < _request_bytes(claim):
-        return False
-    if not selector_matches((claim.get("spec") or {}).get("selector") or {}, _meta(pv).get("labels") or {}):
-        return False
-    return volume_admits_node(pv, node)
+    return node_name in affinity_hostnames(pv)
 
 
 def _topology_allows(cls: Obj, node: Obj) -> bool:
@@ -269,7 +236,7 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
             if pv is not None:
                 bound_volumes.append(pv)
             continue
-        cls = snap.classes.get(claim_class(claim))
+        cls = snap.classes.get(object_class(claim))
         if cls is not None and cls.get("volumeBindingMode") == "WaitForFirstConsumer":
             late.append(claim)
         else:
@@ -328,9 +295,11 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
             return R_VOLUME_AFFINITY
     needed_local = 0
     for claim in late:
-        if any(_volume_fits(claim, pv, node) for pv in snap.volumes.values()):
+        # The binder's own matching rules (B2-B5), with the node's affinity checked,
+        # as Kubernetes' scheduler calls FindMatchingVolume with the node.
+        if find_best_volume_linear(claim, list(snap.volumes.values()), True, node) is not None:
             continue
-        cls = snap.classes.get(claim_class(claim)) or {}
+        cls = snap.classes.get(object_class(claim)) or {}
         if not _topology_allows(cls, node):
             return R_VOLUME_AFFINITY
         if cls.get("provisioner") == LOCAL_PROVISIONER:
@@ -340,15 +309,11 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
     if needed_local:
         pool = None
         for claim in late:
-            cls = snap.classes.get(claim_class(claim)) or {}
+            cls = snap.classes.get(object_class(claim)) or {}
             pool = (cls.get("parameters") or {}).get("pool") or pool
         if pool_free_bytes(node, snap, pool) < needed_local:
             return R_NO_STORAGE
     return ""
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _set_condition(pod: Obj, status: str, reason: str, message: str) -> bool:
@@ -441,7 +406,7 @@ class SchedulerReconciler(Reconciler):
                 claim = snap.claims.get((namespace, cname))
                 if claim is None or (claim.get("spec") or {}).get("volumeName"):
                     continue
-                cls = snap.classes.get(claim_class(claim)) or {}
+                cls = snap.classes.get(object_class(claim)) or {}
                 if cls.get("volumeBindingMode") == "WaitForFirstConsumer":
                     keys.append((namespace, cname))
         for ns, cname in keys:

@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import psycopg
@@ -49,6 +48,7 @@ from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from storage.api import registry
+from storage.api.timestamps import now as _now
 from storage.errors import AlreadyExists, Conflict, FieldError, Gone, Invalid, NotFound
 from storage.store.base import EventType, Store, Watcher, WatchEvent
 
@@ -93,10 +93,6 @@ events_table = Table(
 
 def _dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _with_version(body: str, revision: int) -> dict[str, Any]:

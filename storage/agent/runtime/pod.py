@@ -14,12 +14,14 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
 import structlog
+
+from storage.api.timestamps import from_epoch as iso
+from storage.api.timestamps import now as now_iso
 
 from . import hosts as hostsfile
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
@@ -28,14 +30,6 @@ from .probes import ProbeWorker, make_probe
 from .runc import Runc, mount_rootfs, unmount_rootfs
 
 log = structlog.get_logger(__name__)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 IDLE_AFTER = 5.0  # seconds without a status change before a pod is polled slowly
