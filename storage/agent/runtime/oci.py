@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import resource
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .envvars import EnvError, expand
+from .seccomp import runtime_default
+from .userns import RANGE_SIZE as USERNS_SIZE
 
 DEFAULT_CAPS = [
     "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
@@ -62,7 +64,10 @@ def resolve_subpath(volume_path: str, sub_path: str, field: str) -> str:
     return real
 
 
-def volume_mounts(container: dict[str, Any], volumes: dict[str, str], env: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def volume_mounts(container: dict[str, Any], volumes: dict[str, str], env: list[tuple[str, str]],
+                  stage: Callable[[str, bool], str] | None = None) -> list[dict[str, Any]]:
+    """The container's volume binds. ``stage(source, plain)`` gives the path runc binds instead
+    of ``source`` (an idmapped copy of it in a user-namespaced pod); ``plain`` asks for no idmap."""
     mounts = []
     lookup = dict(env).get
     for i, vm in enumerate(container.get("volumeMounts") or []):
@@ -79,9 +84,74 @@ def volume_mounts(container: dict[str, Any], volumes: dict[str, str], env: list[
         if not destination.startswith("/"):
             raise EnvError(f"{field}.mountPath: Invalid value: {destination!r}: must be an absolute path")
         propagation = {"Bidirectional": "rshared", "HostToContainer": "rslave"}.get(vm.get("mountPropagation", ""), "rprivate")
+        if stage is not None:
+            # A staged copy is a detached mount: it receives no propagation from the host.
+            source = stage(source, propagation != "rprivate")
         options = ["rbind", propagation, "ro" if vm.get("readOnly") else "rw"]
         mounts.append({"destination": destination, "type": "bind", "source": source, "options": options})
     return mounts
+
+
+# runc's and containerd's defaults; a privileged container gets neither.
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+RUN_AS_ROOT = "container has runAsNonRoot and image will run as root"
+RUN_AS_USER_ROOT = "container's runAsUser breaks non-root policy"
+
+
+def _effective(pod_security: dict[str, Any], security: dict[str, Any], key: str) -> Any:
+    value = security.get(key)
+    return pod_security.get(key) if value is None else value
+
+
+def host_namespaces(pod: dict[str, Any]) -> list[str]:
+    spec = pod.get("spec") or {}
+    return [f for f in ("hostNetwork", "hostPID", "hostIPC") if spec.get(f)]
+
+
+def uses_user_namespace(pod: dict[str, Any]) -> bool:
+    """Whether the pod runs in a user namespace of its own: unless ``hostUsers: true``; a pod
+    sharing a host namespace shares the host's users too (Kubernetes refuses both at once)."""
+    spec = pod.get("spec") or {}
+    host_users = spec.get("hostUsers")
+    shared = host_namespaces(pod)
+    if host_users is False and shared:
+        raise EnvError(f"spec.hostUsers: Forbidden: must be true when {', '.join(shared)} is set")
+    return host_users is not True and not shared
+
+
+def check_run_as_non_root(pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """The kubelet's check: the host's programs (the image) run as root unless told otherwise."""
+    pod_security = (pod.get("spec") or {}).get("securityContext") or {}
+    security = container.get("securityContext") or {}
+    if not _effective(pod_security, security, "runAsNonRoot"):
+        return
+    uid = _effective(pod_security, security, "runAsUser")
+    if uid is None:
+        raise EnvError(RUN_AS_ROOT)
+    if int(uid) == 0:
+        raise EnvError(RUN_AS_USER_ROOT)
+
+
+def seccomp_profile(pod: dict[str, Any], container: dict[str, Any], caps: list[str]) -> dict[str, Any] | None:
+    pod_security = (pod.get("spec") or {}).get("securityContext") or {}
+    security = container.get("securityContext") or {}
+    profile = security.get("seccompProfile") or pod_security.get("seccompProfile")
+    kind = (profile or {}).get("type")
+    if kind is None and security.get("privileged"):
+        return None  # as containerd: a privileged container is unconfined unless it asks for a profile
+    if kind in (None, "RuntimeDefault"):
+        return runtime_default(caps)
+    if kind == "Unconfined":
+        return None
+    if kind == "Localhost":
+        raise EnvError("securityContext.seccompProfile.type: Unsupported value: \"Localhost\": "
+                       "this node has no profile directory; use RuntimeDefault or Unconfined")
+    raise EnvError(f"securityContext.seccompProfile.type: Unsupported value: {kind!r}")
 
 
 def build_config(
@@ -93,40 +163,52 @@ def build_config(
     volumes: dict[str, str],
     hostname: str,
     hosts_file: Path,
-    masked_dirs: list[str],
+    userns_base: int | None = None,
+    rootfs: str = "rootfs",
+    stage: Callable[[str, bool], str] | None = None,
 ) -> dict[str, Any]:
+    """config.json of one container. ``userns_base``: the first host id of the pod's user
+    namespace (None: the host's users); ``stage`` maps a volume's host path to what runc binds."""
     spec = pod.get("spec") or {}
     pod_security = spec.get("securityContext") or {}
     security = container.get("securityContext") or {}
-    uid = security.get("runAsUser", pod_security.get("runAsUser", 0))
-    gid = security.get("runAsGroup", pod_security.get("runAsGroup", 0))
+    check_run_as_non_root(pod, container)
+    uid = _effective(pod_security, security, "runAsUser") or 0
+    gid = _effective(pod_security, security, "runAsGroup") or 0
     groups = list(pod_security.get("supplementalGroups") or [])
     if pod_security.get("fsGroup") is not None:
         groups.append(pod_security["fsGroup"])
+    privileged = bool(security.get("privileged"))
     caps = capabilities(security)
+    seccomp = seccomp_profile(pod, container, caps)
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     nofile = 1048576 if nofile == resource.RLIM_INFINITY else nofile
     env_list = [f"{k}={v}" for k, v in env]
     if not any(k == "PATH" for k, _ in env):
         env_list.insert(0, f"PATH={DEFAULT_PATH}")
     env_list.append(f"HOSTNAME={hostname}")
+    host_ipc, host_pid, host_network = bool(spec.get("hostIPC")), bool(spec.get("hostPID")), bool(spec.get("hostNetwork"))
 
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        # hostIPC shares the host's POSIX shared memory too, as the kubelet does.
+        {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "rprivate", "rw"]}
+        if host_ipc else
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         # The pod shares the host's network namespace, so sysfs is bound, not mounted anew.
         {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev", "ro"]},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
         {"destination": "/etc/hosts", "type": "bind", "source": str(hosts_file), "options": ["bind", "rprivate", "rw"]},
     ]
+    if not host_ipc:  # a message queue filesystem belongs to an IPC namespace
+        mounts.insert(4, {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]})
     if os.path.exists("/etc/resolv.conf"):
         mounts.append({"destination": "/etc/resolv.conf", "type": "bind", "source": os.path.realpath("/etc/resolv.conf"),
                        "options": ["bind", "rprivate", "ro"]})
-    mounts.extend(volume_mounts(container, volumes, env))
+    mounts.extend(volume_mounts(container, volumes, env, stage))
 
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     memory_limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
@@ -135,7 +217,26 @@ def build_config(
 
         resources["memory"] = {"limit": int(parse_quantity(memory_limit))}
 
-    return {
+    # No network namespace: pods share the host network and each has its own loopback IP.
+    namespaces = ["mount"]
+    if not host_pid:
+        namespaces.append("pid")
+    if not host_ipc:
+        namespaces.append("ipc")
+    if not host_network:  # a host-network pod has the node's hostname, as in Kubernetes
+        namespaces.append("uts")
+    linux: dict[str, Any] = {"resources": resources, "namespaces": [{"type": t} for t in namespaces]}
+    if userns_base is not None:
+        linux["namespaces"].append({"type": "user"})
+        mapping = [{"containerID": 0, "hostID": userns_base, "size": USERNS_SIZE}]
+        linux["uidMappings"], linux["gidMappings"] = mapping, [dict(m) for m in mapping]
+    if not privileged:
+        linux["maskedPaths"] = list(MASKED_PATHS)
+        linux["readonlyPaths"] = list(READONLY_PATHS)
+    if seccomp is not None:
+        linux["seccomp"] = seccomp
+
+    config: dict[str, Any] = {
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": False,
@@ -148,18 +249,10 @@ def build_config(
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
             "noNewPrivileges": security.get("allowPrivilegeEscalation") is False,
         },
-        "root": {"path": "rootfs", "readonly": bool(security.get("readOnlyRootFilesystem"))},
-        "hostname": hostname,
+        "root": {"path": rootfs, "readonly": bool(security.get("readOnlyRootFilesystem"))},
         "mounts": mounts,
-        "linux": {
-            "resources": resources,
-            # No network namespace: pods share the host network and each has its own loopback IP.
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
-                *masked_dirs,
-            ],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-        },
+        "linux": linux,
     }
+    if not host_network:
+        config["hostname"] = hostname
+    return config

@@ -7,6 +7,7 @@ after an agent restart is persisted in the pod directory.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,12 +23,14 @@ import structlog
 
 from storage.api.timestamps import from_epoch as iso
 from storage.api.timestamps import now as now_iso
+from storage.system.mounts import mounts_under
 
 from . import hosts as hostsfile
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
-from .oci import build_config
+from .oci import build_config, uses_user_namespace
 from .probes import ProbeWorker, make_probe
 from .runc import Runc, mount_rootfs, unmount_rootfs
+from .userns import UsernsAllocator, open_userns, stage_bind
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +52,11 @@ class Settings:
     backoff_reset: float = 600.0
     scratch_size: str = "256m"
     poll_interval: float = 0.1
+    # Container roots and staged volumes: outside the data dir, whose modes keep a pod's
+    # unprivileged root from walking to them (runc mounts them from inside the user namespace).
+    run_dir: Path = Path("/run/stowage")
+    userns: UsernsAllocator | None = None  # None: pods run with the host's users
+    hidden: tuple[str, ...] = ()  # host paths no container may see (data dirs, pools)
 
 
 @dataclass
@@ -115,6 +123,7 @@ class PodWorker:
         self.conditions: dict[str, tuple[str, str]] = {}
         self.start_time = now_iso()
         self.last_status: dict[str, Any] | None = None
+        self._userns: tuple[int, int] | None = None  # (base, namespace fd) for idmapped mounts
         self.thread = threading.Thread(target=self._loop, name=f"pod-{uid[:8]}", daemon=True)
 
     # ---- persistence -------------------------------------------------------------------
@@ -172,6 +181,27 @@ class PodWorker:
 
     def _container_dir(self, name: str) -> Path:
         return self.dir / "containers" / name
+
+    def _bundle_dir(self, name: str) -> Path:
+        key = f"{self.s.data_dir.resolve()}\0{self.uid}\0{name}".encode()
+        return self.s.run_dir / "containers" / hashlib.sha256(key).hexdigest()[:24]
+
+    def _hidden_paths(self) -> list[str]:
+        paths = [*self.s.hidden, str(self.s.data_dir), str(self.s.run_dir)]
+        return sorted({q for p in paths for q in (os.path.abspath(p), os.path.realpath(p))})
+
+    def _userns_fd(self) -> tuple[int, int]:
+        assert self.s.userns is not None
+        base = self.s.userns.allocate(self.uid)
+        if self._userns is None or self._userns[0] != base:
+            self.close_userns()
+            self._userns = (base, open_userns(base))
+        return self._userns
+
+    def close_userns(self) -> None:
+        if self._userns is not None:
+            os.close(self._userns[1])
+            self._userns = None
 
     def _runc_id(self, name: str) -> str:
         return f"stowage-{self.uid}-{name}"
@@ -363,22 +393,38 @@ class PodWorker:
                                                node_cpu=os.cpu_count() or 1,
                                                node_memory=psutil.virtual_memory().total))
             argv = command_line(spec, env)
-            config = build_config(pod=self.pod, container=spec, argv=argv, env=env, volumes=self.volumes,
-                                  hostname=hostsfile.pod_hostname(self.pod),
-                                  hosts_file=self.state_dir / "etc-hosts",
-                                  masked_dirs=[str(self.s.data_dir.resolve())])
+            userns = self._userns_fd() if self.s.userns is not None and uses_user_namespace(self.pod) else None
         except EnvError as exc:
             cs.waiting_reason, cs.waiting_message = "CreateContainerConfigError", str(exc)
             cs.next_start = time.time() + 1.0  # ConfigMaps and Secrets may appear later
             return
-        cdir = self._container_dir(cs.name)
-        cdir.mkdir(parents=True, exist_ok=True)
-        (cdir / "exit").unlink(missing_ok=True)
-        try:
-            mount_rootfs(cdir, self.s.scratch_size)
         except OSError as exc:
             cs.waiting_reason, cs.waiting_message = "CreateContainerError", str(exc)
             cs.next_start = time.time() + 1.0
+            return
+        cdir = self._container_dir(cs.name)
+        cdir.mkdir(parents=True, exist_ok=True)
+        (cdir / "exit").unlink(missing_ok=True)
+        bundle = self._bundle_dir(cs.name)
+        rootfs = bundle / "rootfs"
+        staged = bundle / "volumes"
+        unmount_rootfs(cdir, rootfs)  # what a crashed start or a dead agent left
+        try:
+            hosts_file = self.state_dir / "etc-hosts"
+            stage = _stager(staged, userns[1]) if userns is not None else None
+            if stage is not None:
+                hosts_file = Path(stage(str(hosts_file), False))
+            config = build_config(pod=self.pod, container=spec, argv=argv, env=env, volumes=self.volumes,
+                                  hostname=hostsfile.pod_hostname(self.pod), hosts_file=hosts_file,
+                                  userns_base=userns[0] if userns else None, rootfs=str(rootfs), stage=stage)
+            mount_rootfs(cdir, self.s.scratch_size, rootfs, userns_fd=userns[1] if userns else None,
+                         base=userns[0] if userns else 0, hidden=self._hidden_paths())
+        except (EnvError, OSError) as exc:
+            unmount_rootfs(cdir, rootfs)
+            config_error = isinstance(exc, EnvError)
+            cs.waiting_reason = "CreateContainerConfigError" if config_error else "CreateContainerError"
+            cs.waiting_message = str(exc)
+            cs.next_start = time.time() + 1.0  # ConfigMaps and Secrets may appear later
             return
         (cdir / "config.json").write_text(json.dumps(config, indent=1))
         container_id = self._runc_id(cs.name)
@@ -500,7 +546,8 @@ class PodWorker:
                 self._observe(cs, self._container_spec(cs.name), "Never")
             for name in list(self.containers):
                 self._teardown(name)
-            shutil.rmtree(self.dir / "containers", ignore_errors=True)
+            self.close_userns()
+            remove_unmounted(self.dir / "containers")
             self.last_status = self.status()
 
     def _teardown(self, name: str) -> None:
@@ -508,11 +555,10 @@ class PodWorker:
         if not cdir.exists():
             return
         self.s.runc.delete(self._runc_id(name))
-        unmount_rootfs(cdir)
-        for sub in ("rootfs", "scratch"):
-            path = cdir / sub
-            if path.exists() and not os.path.ismount(path):
-                shutil.rmtree(path, ignore_errors=True)
+        bundle = self._bundle_dir(name)
+        unmount_rootfs(cdir, bundle / "rootfs")
+        for path in (cdir / "rootfs", cdir / "scratch", cdir / "lower", bundle):
+            remove_unmounted(path)
         (cdir / "config.json").unlink(missing_ok=True)
 
     # ---- status --------------------------------------------------------------------------
@@ -609,3 +655,27 @@ class PodWorker:
         if failed:
             return "Failed"
         return "Succeeded" if succeeded else "Pending"
+
+
+def remove_unmounted(path: Path) -> None:
+    """rmtree that never reaches into a mount (a staged volume must not lose its files)."""
+    if not os.path.lexists(path):
+        return
+    if mounts_under(path):
+        log.warning("mounts remain, directory kept", path=str(path))
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _stager(staged: Path, userns_fd: int) -> Callable[[str, bool], str]:
+    """Stages each volume of a user-namespaced container as an idmapped mount under ``staged``
+    (a plain one when asked), so that runc, working as the pod's root, binds a path it can reach
+    and the files keep their owners inside the pod."""
+    count = iter(range(1 << 30))
+
+    def stage(source: str, plain: bool) -> str:
+        target = staged / str(next(count))
+        stage_bind(source, target, None if plain else userns_fd)
+        return str(target)
+
+    return stage

@@ -1,13 +1,20 @@
 """runc, run under a small shell shim that outlives the agent and records the exit code."""
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from storage.system.mounts import mounts_under
+
+from .userns import detach, stage_bind
 
 log = structlog.get_logger(__name__)
 
@@ -83,26 +90,102 @@ def is_mountpoint(path: Path) -> bool:
     return os.path.ismount(path)
 
 
-def mount_rootfs(container_dir: Path, scratch_size: str) -> Path:
-    """Overlay of / with its writable layer on a private tmpfs; returns the rootfs path."""
-    scratch, rootfs = container_dir / "scratch", container_dir / "rootfs"
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND = 1, 2, 4, 8, 4096
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_at_fd(fd: int, source: str, fstype: str | None, flags: int, data: str | None) -> None:
+    target = f"/proc/self/fd/{fd}"
+    if _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                   data.encode() if data else None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} over a hidden path: {os.strerror(err)}")
+
+
+def hide_paths(rootfs: Path, paths: list[str], owner: int) -> list[str]:
+    """Cover each of ``paths`` inside ``rootfs`` with an empty read-only tmpfs (a directory)
+    or an empty file (anything else). Made here, in the agent's mount namespace, these mounts
+    are locked together with the root when runc creates the pod's user-owned mount namespace,
+    so even CAP_SYS_ADMIN in the pod cannot unmount them. Paths are walked inside the root
+    without following symlinks (a symlink there would lead into the host). Returns what was hidden."""
+    hidden = []
+    for path in sorted(set(paths)):
+        parts = [p for p in Path(path).parts if p != "/"]
+        if not parts:
+            continue
+        fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts:
+                try:
+                    nfd = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except OSError:
+                    break  # absent in the pod's root (another filesystem, or not made yet): nothing shows
+                os.close(fd)
+                fd = nfd
+            else:
+                st = os.fstat(fd)
+                if stat.S_ISDIR(st.st_mode):
+                    _mount_at_fd(fd, "tmpfs", "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                                 f"size=4k,mode=0755,uid={owner},gid={owner}")
+                elif stat.S_ISREG(st.st_mode):
+                    _mount_at_fd(fd, "/dev/null", None, _MS_BIND, None)
+                else:
+                    continue  # a symlink's own name (O_PATH|O_NOFOLLOW): the host path is elsewhere
+                hidden.append(path)
+        finally:
+            os.close(fd)
+    return hidden
+
+
+def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = None, *,
+                 userns_fd: int | None = None, base: int = 0, hidden: list[str] | None = None) -> Path:
+    """Overlay of / with its writable layer on a private tmpfs; returns the rootfs path.
+
+    With a user namespace the lower layer is an idmapped bind of / (host root shows as the
+    pod's root) and the writable layer belongs to the range's base id, the pod's root."""
+    scratch = container_dir / "scratch"
+    rootfs = rootfs or container_dir / "rootfs"
     scratch.mkdir(parents=True, exist_ok=True)
-    rootfs.mkdir(exist_ok=True)
+    rootfs.mkdir(parents=True, exist_ok=True, mode=0o711)
+    if is_mountpoint(rootfs):
+        return rootfs
     if not is_mountpoint(scratch):
         _run("mount", "-t", "tmpfs", "-o", f"size={scratch_size},mode=0700", "tmpfs", str(scratch))
     (scratch / "upper").mkdir(exist_ok=True)
     (scratch / "work").mkdir(exist_ok=True)
-    if not is_mountpoint(rootfs):
+    lower = Path("/")
+    if userns_fd is not None:
+        os.chown(scratch / "upper", base, base)
+        os.chmod(scratch / "upper", 0o755)
+        lower = container_dir / "lower"
+        detach(lower)
+        lower.mkdir(exist_ok=True)
+        if not stage_bind("/", lower, userns_fd):
+            detach(lower)
+            raise OSError("the host's root filesystem cannot be idmapped: this kernel or filesystem "
+                          "does not support idmapped mounts")
+    try:
         _run("mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir=/,upperdir={scratch / 'upper'},workdir={scratch / 'work'}", str(rootfs))
+             f"lowerdir={lower},upperdir={scratch / 'upper'},workdir={scratch / 'work'}", str(rootfs))
+    finally:
+        if lower != Path("/"):
+            detach(lower)  # the overlay holds its own reference to the layer
+    try:
+        hide_paths(rootfs, hidden or [], base)
+    except OSError:
+        unmount_rootfs(container_dir, rootfs)
+        raise
     return rootfs
 
 
-def unmount_rootfs(container_dir: Path) -> None:
-    for sub in ("rootfs", "scratch"):
-        path = container_dir / sub
-        if is_mountpoint(path):
-            result = subprocess.run(["umount", str(path)], capture_output=True, text=True, timeout=60)
-            if result.returncode != 0:
-                log.warning("unmount busy, detaching lazily", path=str(path), error=result.stderr.strip())
-                subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=60)
+def unmount_rootfs(container_dir: Path, rootfs: Path | None = None) -> None:
+    """Unmount the container's root (with what is hidden in it), its staged volumes and scratch."""
+    targets = [p for p in (rootfs, container_dir / "rootfs") if p is not None]
+    stage = rootfs.parent / "volumes" if rootfs is not None else None
+    for base in [*targets, *([stage] if stage else []), container_dir / "lower", container_dir / "scratch"]:
+        for entry in mounts_under(base):
+            if _libc.umount2(entry.mount_point.encode(), 0) != 0:
+                err = ctypes.get_errno()
+                if err == errno.EBUSY:
+                    log.warning("unmount busy, detaching lazily", path=entry.mount_point)
+                    detach(Path(entry.mount_point))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import threading
 import time
 from pathlib import Path
@@ -13,8 +13,9 @@ import structlog
 from .envvars import EnvSources
 from .hosts import HostEntries
 from .ipam import LoopbackAllocator
-from .pod import PodWorker, Settings
+from .pod import PodWorker, Settings, remove_unmounted
 from .runc import Runc
+from .userns import UsernsAllocator
 
 log = structlog.get_logger(__name__)
 
@@ -39,13 +40,23 @@ class PodRuntime:
         backoff_max: float = 300.0,
         runc_binary: str = "runc",
         scratch_size: str = "256m",
+        run_dir: Path = Path("/run/stowage"),
+        hidden_paths: tuple[str, ...] = (),
+        user_namespaces: bool = True,
     ) -> None:
+        """``hidden_paths``: host paths no container may see besides the data dir (the control
+        plane's data dir, pools); ``user_namespaces=False`` runs every pod with the host's users."""
         self.data_dir = Path(data_dir)
         self.pods_dir = self.data_dir / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o711)  # walkable by a pod's unprivileged root, not listable
+        self.userns = UsernsAllocator(self.pods_dir, run_dir / "userns") if user_namespaces else None
         self.settings = Settings(runc=Runc(self.data_dir / "runc", runc_binary), data_dir=self.data_dir,
                                  host_ip=host_ip, node_name=node_name, backoff_base=backoff_base,
-                                 backoff_max=backoff_max, scratch_size=scratch_size)
+                                 backoff_max=backoff_max, scratch_size=scratch_size, run_dir=run_dir,
+                                 userns=self.userns, hidden=tuple(hidden_paths))
         self.ips = LoopbackAllocator(self.pods_dir, ip_range)
         self.on_status_change = on_status_change or (lambda uid: None)
         self._lock = threading.Lock()
@@ -126,8 +137,10 @@ class PodRuntime:
         if uid in self._pods:
             raise RuntimeError(f"pod {uid} is still running; kill it first")
         pod_dir = self.pods_dir / uid
+        if self.userns is not None:
+            self.userns.release(uid)  # the range goes back to the pool for the next pod
         for sub in ("containers", "logs", "runtime"):
-            shutil.rmtree(pod_dir / sub, ignore_errors=True)
+            remove_unmounted(pod_dir / sub)
 
     def running_pods(self) -> set[str]:
         """Uids of every pod this runtime manages, including those adopted after a restart."""
