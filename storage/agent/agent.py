@@ -69,6 +69,9 @@ class AgentConfig:
     listen_port: int = 0
     backoff_base: float = 10.0
     pod_ip_range: str = "127.1.0.0/16"
+    # Host paths no container may see besides the data dir and pools (the control plane's
+    # data dir with its tokens, kubeconfig and store).
+    private_paths: tuple[str, ...] = ()
 
 
 def _meta(obj: Obj) -> Obj:
@@ -135,7 +138,8 @@ class NodeAgent:
         self.volumes.reconstruct()
         self.runtime = PodRuntime(self.data_dir, self.node, host_ip=self.config.host_ip,
                                   ip_range=self.config.pod_ip_range, on_status_change=self._status_changed,
-                                  backoff_base=self.config.backoff_base)
+                                  backoff_base=self.config.backoff_base,
+                                  hidden_paths=(*self.config.private_paths, *(str(p.path) for p in self.config.pools)))
         from storage.agent.server import start_agent_server
 
         self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token)

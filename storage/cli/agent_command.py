@@ -58,7 +58,8 @@ def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str |
     config = AgentConfig(node_name=node_name or default_node_name(), data_dir=root, pools=pool_specs,
                          labels=_pairs(labels, "--label"), zone=zone, host_ip=address, listen_host=address,
                          listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths,
-                         pod_ip_range=pod_cidr)
+                         pod_ip_range=pod_cidr,
+                         private_paths=(default_data_dir(), *([kubeconfig] if kubeconfig else [])))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

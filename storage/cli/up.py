@@ -164,7 +164,8 @@ def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: thread
     config = AgentConfig(node_name=default_node_name(), data_dir=data_dir / "agent", pools=[default_pool(data_dir)],
                          heartbeat_seconds=10.0,
                          # hostPath volumes may use the data dir's own hostpath area and what the admin allows.
-                         host_path_prefixes=(str(data_dir / "hostpath"), *host_path_prefixes))
+                         host_path_prefixes=(str(data_dir / "hostpath"), *host_path_prefixes),
+                         private_paths=(str(data_dir),))
     thread = start_agent(Client(server_url, token), config, token, stop)
     log.info("local node agent started", node=config.node_name)
     return [thread]

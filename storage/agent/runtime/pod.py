@@ -438,6 +438,10 @@ class PodWorker:
         inst = Instance(restart=restart, container_id=container_id, started_at=iso(started_wall),
                         started_wall=started_wall, shim_pid=proc.pid, shim_created=created, proc=proc)
         inst.never_ran = not self._wait_created(container_id, cdir / "exit", proc)
+        # The container's mount namespace holds its own copies of the root and the volume binds
+        # now: the agent's copies go, so nothing of the pod stays mounted on the host (a volume's
+        # device is released when the container ends, however the agent ends).
+        unmount_rootfs(cdir, rootfs)
         if cs.last_terminated is not None:
             cs.restart_count = restart
         cs.instance = inst
