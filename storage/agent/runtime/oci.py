@@ -24,6 +24,17 @@ ALL_CAPS = DEFAULT_CAPS + [
     "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "LEASE", "AUDIT_CONTROL", "MAC_OVERRIDE",
     "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ",
 ]
+# Capability numbers (linux/capability.h), to read the agent's own bounding set.
+CAP_NUMBERS = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6,
+    "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10, "NET_BROADCAST": 11,
+    "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15, "SYS_MODULE": 16, "SYS_RAWIO": 17,
+    "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20, "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23,
+    "SYS_RESOURCE": 24, "SYS_TIME": 25, "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29,
+    "AUDIT_CONTROL": 30, "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
+    "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
+}
+ALL_CAPS += ["PERFMON", "BPF", "CHECKPOINT_RESTORE"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -32,16 +43,27 @@ def _cap(name: str) -> str:
     return name[4:] if name.startswith("CAP_") else name
 
 
-def capabilities(security: dict[str, Any]) -> list[str]:
+def _own_bounding_set() -> set[str]:
+    """The capabilities this agent may hand out: "all" means these, as containerd does it."""
+    try:
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration, ValueError):
+        return set(ALL_CAPS)
+    return {name for name, bit in CAP_NUMBERS.items() if mask >> bit & 1}
+
+
+def capabilities(security: dict[str, Any], available: set[str] | None = None) -> list[str]:
+    every = [c for c in ALL_CAPS if c in (_own_bounding_set() if available is None else available)]
     if security.get("privileged"):
-        return ["CAP_" + c for c in ALL_CAPS]
+        return ["CAP_" + c for c in every]
     caps = (security.get("capabilities") or {})
     drop = {_cap(c) for c in caps.get("drop") or []}
     chosen = [] if "ALL" in drop else [c for c in DEFAULT_CAPS if c not in drop]
     for extra in caps.get("add") or []:
         name = _cap(extra)
         if name == "ALL":
-            chosen = list(ALL_CAPS)
+            chosen = list(every)
         elif name not in ALL_CAPS:
             raise EnvError(f"securityContext.capabilities.add: Unsupported value: {extra!r}")
         elif name not in chosen:

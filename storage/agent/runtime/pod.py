@@ -29,7 +29,7 @@ from . import hosts as hostsfile
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .oci import build_config, uses_user_namespace
 from .probes import ProbeWorker, make_probe
-from .runc import Runc, mount_rootfs, unmount_rootfs
+from .runc import HOST_SECRETS, Runc, mount_rootfs, unmount_rootfs
 from .userns import UsernsAllocator, open_userns, stage_bind
 
 log = structlog.get_logger(__name__)
@@ -188,7 +188,7 @@ class PodWorker:
 
     def _hidden_paths(self) -> list[str]:
         paths = [*self.s.hidden, str(self.s.data_dir), str(self.s.run_dir)]
-        return sorted({q for p in paths for q in (os.path.abspath(p), os.path.realpath(p))})
+        return sorted({q for p in paths for q in (os.path.abspath(p), os.path.realpath(p))} | set(HOST_SECRETS))
 
     def _userns_fd(self) -> tuple[int, int]:
         assert self.s.userns is not None

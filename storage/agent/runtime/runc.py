@@ -102,6 +102,12 @@ def _mount_at_fd(fd: int, source: str, fstype: str | None, flags: int, data: str
         raise OSError(err, f"mount {source} over a hidden path: {os.strerror(err)}")
 
 
+# The host's secrets that sit on its root filesystem, which every pod's root is an overlay of:
+# covered like the data dir. Homes get a writable empty directory, so HOME=/root still works.
+HOST_SECRETS = ["/root", "/home", "/etc/shadow", "/etc/gshadow", "/etc/ssh", "/etc/sudoers.d"]
+WRITABLE_MASKS = {"/root": 0o700, "/home": 0o755}
+
+
 def hide_paths(rootfs: Path, paths: list[str], owner: int) -> list[str]:
     """Cover each of ``paths`` inside ``rootfs`` with an empty read-only tmpfs (a directory)
     or an empty file (anything else). Made here, in the agent's mount namespace, these mounts
@@ -124,7 +130,10 @@ def hide_paths(rootfs: Path, paths: list[str], owner: int) -> list[str]:
                 fd = nfd
             else:
                 st = os.fstat(fd)
-                if stat.S_ISDIR(st.st_mode):
+                if stat.S_ISDIR(st.st_mode) and path in WRITABLE_MASKS:
+                    _mount_at_fd(fd, "tmpfs", "tmpfs", _MS_NOSUID | _MS_NODEV,
+                                 f"size=64m,mode={WRITABLE_MASKS[path]:o},uid={owner},gid={owner}")
+                elif stat.S_ISDIR(st.st_mode):
                     _mount_at_fd(fd, "tmpfs", "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
                                  f"size=4k,mode=0755,uid={owner},gid={owner}")
                 elif stat.S_ISREG(st.st_mode):
