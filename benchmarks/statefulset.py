@@ -234,7 +234,7 @@ class RawMember:
         hosts.write_text(render_hosts(pod, self.ip, []))
         config = build_config(pod=pod, container=container(), argv=["/bin/sh", "-c", LOOP],
                               env=[("POD_NAME", self.name)], volumes={"data": str(self.volume)},
-                              hostname=self.name, hosts_file=hosts, masked_dirs=[str(self.work.parent)])
+                              hostname=self.name, hosts_file=hosts)
         (self.bundle / "config.json").write_text(json.dumps(config))
         with open(self.work / "container.log", "ab") as log:
             subprocess.run(self.runc("run", "-d", "--bundle", str(self.bundle), self.id),
