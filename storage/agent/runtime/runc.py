@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from storage.system.mounts import mounts_under
+from storage.system.mounts import MountTable
 
 from .userns import detach, stage_bind
 
@@ -191,8 +191,9 @@ def unmount_rootfs(container_dir: Path, rootfs: Path | None = None) -> None:
     """Unmount the container's root (with what is hidden in it), its staged volumes and scratch."""
     targets = [p for p in (rootfs, container_dir / "rootfs") if p is not None]
     stage = rootfs.parent / "volumes" if rootfs is not None else None
+    table = MountTable.read()  # one reading: the table is long on a node with many pods
     for base in [*targets, *([stage] if stage else []), container_dir / "lower", container_dir / "scratch"]:
-        for entry in mounts_under(base):
+        for entry in table.under(base):
             if _libc.umount2(entry.mount_point.encode(), 0) != 0:
                 err = ctypes.get_errno()
                 if err == errno.EBUSY:

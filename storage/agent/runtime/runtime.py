@@ -50,8 +50,9 @@ class PodRuntime:
         self.pods_dir = self.data_dir / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(run_dir, 0o711)  # walkable by a pod's unprivileged root, not listable
+        for path in (run_dir, run_dir / "containers"):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o711)  # walkable by a pod's unprivileged root, not listable
         self.userns = UsernsAllocator(self.pods_dir, run_dir / "userns") if user_namespaces else None
         self.settings = Settings(runc=Runc(self.data_dir / "runc", runc_binary), data_dir=self.data_dir,
                                  host_ip=host_ip, node_name=node_name, backoff_base=backoff_base,
