@@ -135,7 +135,8 @@ class NodeAgent:
         self.volumes.reconstruct()
         self.runtime = PodRuntime(self.data_dir, self.node, host_ip=self.config.host_ip,
                                   ip_range=self.config.pod_ip_range, on_status_change=self._status_changed,
-                                  backoff_base=self.config.backoff_base)
+                                  backoff_base=self.config.backoff_base,
+                                  host_path_prefixes=self.config.host_path_prefixes)
         from storage.agent.server import start_agent_server
 
         self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token)

@@ -28,6 +28,7 @@ from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .oci import build_config
 from .probes import ProbeWorker, make_probe
 from .runc import Runc, mount_rootfs, unmount_rootfs
+from .subpaths import stage_volume_mounts, unstage_volume_mounts
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,7 @@ class Settings:
     backoff_reset: float = 600.0
     scratch_size: str = "256m"
     poll_interval: float = 0.1
+    host_path_prefixes: list[Path] = field(default_factory=list)  # resolved; hostPath sources are re-checked beneath them
 
 
 @dataclass
@@ -363,10 +365,13 @@ class PodWorker:
                                                node_cpu=os.cpu_count() or 1,
                                                node_memory=psutil.virtual_memory().total))
             argv = command_line(spec, env)
+            # Resolved again at every start, restarts included: a path may have been swapped since.
+            staged = stage_volume_mounts(spec, self.volumes, env, pod_dir=self.dir,
+                                         host_path_prefixes=self.s.host_path_prefixes)
             config = build_config(pod=self.pod, container=spec, argv=argv, env=env, volumes=self.volumes,
                                   hostname=hostsfile.pod_hostname(self.pod),
                                   hosts_file=self.state_dir / "etc-hosts",
-                                  masked_dirs=[str(self.s.data_dir.resolve())])
+                                  masked_dirs=[str(self.s.data_dir.resolve())], staged_mounts=staged)
         except EnvError as exc:
             cs.waiting_reason, cs.waiting_message = "CreateContainerConfigError", str(exc)
             cs.next_start = time.time() + 1.0  # ConfigMaps and Secrets may appear later
@@ -504,6 +509,7 @@ class PodWorker:
             self.last_status = self.status()
 
     def _teardown(self, name: str) -> None:
+        unstage_volume_mounts(self.dir, name)
         cdir = self._container_dir(name)
         if not cdir.exists():
             return

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -39,13 +40,15 @@ class PodRuntime:
         backoff_max: float = 300.0,
         runc_binary: str = "runc",
         scratch_size: str = "256m",
+        host_path_prefixes: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.pods_dir = self.data_dir / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         self.settings = Settings(runc=Runc(self.data_dir / "runc", runc_binary), data_dir=self.data_dir,
                                  host_ip=host_ip, node_name=node_name, backoff_base=backoff_base,
-                                 backoff_max=backoff_max, scratch_size=scratch_size)
+                                 backoff_max=backoff_max, scratch_size=scratch_size,
+                                 host_path_prefixes=[Path(os.path.realpath(p)) for p in host_path_prefixes])
         self.ips = LoopbackAllocator(self.pods_dir, ip_range)
         self.on_status_change = on_status_change or (lambda uid: None)
         self._lock = threading.Lock()
