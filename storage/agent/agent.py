@@ -388,14 +388,16 @@ class NodeAgent:
         """A pod backing off because of a ConfigMap or Secret is tried again as soon as it
         changes. Only names are looked at; contents are read when a pod is synced."""
         def on_list(items: list[Obj]) -> None:
-            for item in items:
-                on_event("ADDED", item)
+            # A relist may hide changes made while the watch was down: every waiting pod tries again.
+            for uid in self.volume_backoff.backing_off() & set(self._pods):
+                self.volume_backoff.expedite(uid)
+                self._dirty.add(uid)
 
         def on_event(event: str, obj: Obj) -> None:
             namespace, name = _key(obj)
-            for uid, pod in self._pods.items():
-                if _key(pod)[0] == namespace and (kind, name) in _references(pod) \
-                        and self.volume_backoff.waiting(uid) > 0:
+            for uid in self.volume_backoff.backing_off():
+                pod = self._pods.get(uid)
+                if pod is not None and _key(pod)[0] == namespace and (kind, name) in _references(pod):
                     self.volume_backoff.expedite(uid)
                     self._dirty.add(uid)
 

@@ -80,3 +80,9 @@ class Backoff:
             entry = self._entries.get(key)
             if entry is not None:
                 entry.due = self.clock()
+
+    def backing_off(self) -> set[str]:
+        """Keys whose next try is still to come."""
+        now = self.clock()
+        with self._lock:
+            return {key for key, entry in self._entries.items() if entry.due > now}

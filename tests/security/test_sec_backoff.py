@@ -67,3 +67,19 @@ def test_unsupported_volume_backs_off_exponentially_with_one_aggregated_event(cl
     retried = wait_until(lambda: (lambda a: a if len(a) > len(attempts) and a[-1].at > last.at else None)(
         agent.volume_backoff.attempts(uid)), "the retry after the change")
     assert retried[-1].at < last.at + last.delay, "the change waited for the back-off"
+
+
+def test_a_created_configmap_ends_the_back_off_at_once(cluster: Cluster) -> None:
+    agent = cluster.add_agent("n1")
+    waiting = pod("needs-config", "cat /config/greeting; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
+                  volumes=[{"name": "config", "configMap": {"name": "later"}}],
+                  mounts_=[{"name": "config", "mountPath": "/config"}], nodeName="n1")
+    uid = cluster.apply(waiting)[0]["metadata"]["uid"]
+    # Far enough into the back-off that its next timer is seconds away.
+    wait_until(lambda: len(agent.volume_backoff.attempts(uid)) >= 5, "5 attempts", timeout=60)
+    last = agent.volume_backoff.attempts(uid)[-1]
+    cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "later", "namespace": "default"},
+                   "data": {"greeting": "hello"}})
+    cluster.wait_running("needs-config")
+    assert time.monotonic() < last.at + last.delay, "the pod waited for its back-off instead of the ConfigMap"
+    assert agent.volume_backoff.attempts(uid) == [], "success resets the back-off"

@@ -28,6 +28,7 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets_on_success() -> No
     clock.now += 60
     assert b.waiting("pod") == 60.0
     assert b.waiting("pod", fingerprint="changed") == 0.0, "changed inputs retry at once"
+    assert b.backing_off() == {"pod"}
     b.expedite("pod")
     assert b.waiting("pod") == 0.0
     assert b.failure("pod")[1] == 13, "expediting keeps the step"
