@@ -68,26 +68,29 @@ class HostPathPlugin(VolumePlugin):
             return base / rest  # no type asked: the container start reports it if still missing
         try:
             # Checked on the descriptor, not the name: the name may be swapped meanwhile.
-            self._check_type(os.fstat(fd).st_mode, kind, path)
+            check_type(os.fstat(fd).st_mode, kind, path)
         finally:
             os.close(fd)
         # The runtime opens it again beneath the prefix at every container start and mounts
         # that descriptor; this path only names it.
         return base / rest if rest else base
 
-    @staticmethod
-    def _check_type(mode: int, kind: str, shown: str) -> None:
-        if not kind:
-            return
-        checks = {
-            "DirectoryOrCreate": (stat.S_ISDIR, "is not a directory"),
-            "Directory": (stat.S_ISDIR, "is not a directory"),
-            "FileOrCreate": (stat.S_ISREG, "is not a file"),
-            "File": (stat.S_ISREG, "is not a file"),
-            "Socket": (stat.S_ISSOCK, "is not a socket file"),
-            "CharDevice": (stat.S_ISCHR, "is not a character device"),
-            "BlockDevice": (stat.S_ISBLK, "is not a block device"),
-        }
-        test, message = checks[kind]
-        if not test(mode):
-            raise PermanentError(f"hostPath type check failed: {shown} {message}")
+
+def check_type(mode: int, kind: str, shown: str) -> None:
+    """hostPath ``type`` against the mode of what was opened (an fstat of the descriptor)."""
+    if not kind or kind not in _TYPE_CHECKS:
+        return
+    test, message = _TYPE_CHECKS[kind]
+    if not test(mode):
+        raise PermanentError(f"hostPath type check failed: {shown} {message}")
+
+
+_TYPE_CHECKS = {
+    "DirectoryOrCreate": (stat.S_ISDIR, "is not a directory"),
+    "Directory": (stat.S_ISDIR, "is not a directory"),
+    "FileOrCreate": (stat.S_ISREG, "is not a file"),
+    "File": (stat.S_ISREG, "is not a file"),
+    "Socket": (stat.S_ISSOCK, "is not a socket file"),
+    "CharDevice": (stat.S_ISCHR, "is not a character device"),
+    "BlockDevice": (stat.S_ISBLK, "is not a block device"),
+}

@@ -60,7 +60,7 @@ def _restarts(p: Obj) -> int:
 def test_hostpath_symlink_swap_by_another_pod_is_refused_at_restart(cluster: Cluster) -> None:
     allowed = cluster.base / "allowed"
     shared = allowed / "shared"
-    for d in (allowed, shared, shared / "sub", shared / "sub2"):
+    for d in (allowed, shared, shared / "sub", shared / "sub2", shared / "sub3"):
         d.mkdir()
         d.chmod(0o777)
     outside = _outside(cluster.base)
@@ -75,28 +75,36 @@ def test_hostpath_symlink_swap_by_another_pod_is_refused_at_restart(cluster: Clu
     victim_host = pod("victim-host", VICTIM,
                       volumes=[{"name": "sub2", "hostPath": {"path": str(shared / "sub2")}}],
                       mounts_=[{"name": "sub2", "mountPath": "/data"}], nodeName="n1", grace=1)
-    cluster.apply(_in_ns(victim_sub, "sec"), _in_ns(victim_host, "sec"))
-    for name in ("victim-sub", "victim-host"):
+    # Victim 3: hostPath shared/sub3 of type Directory, which the attacker turns into a plain file.
+    victim_type = pod("victim-type", VICTIM,
+                      volumes=[{"name": "sub3", "hostPath": {"path": str(shared / "sub3"), "type": "Directory"}}],
+                      mounts_=[{"name": "sub3", "mountPath": "/data"}], nodeName="n1", grace=1)
+    cluster.apply(_in_ns(victim_sub, "sec"), _in_ns(victim_host, "sec"), _in_ns(victim_type, "sec"))
+    for name in ("victim-sub", "victim-host", "victim-type"):
         cluster.wait_pod(name, lambda p: (p.get("status") or {}).get("phase") == "Running", "Running", namespace="sec")
 
     # The attacker: no extra capabilities, swaps both directories for symlinks to the outside
     # directory, then lets the victims' containers exit.
     swap = (f"mv /shared/sub /shared/sub.old && ln -s {outside} /shared/sub && "
             f"mv /shared/sub2 /shared/sub2.old && ln -s {outside} /shared/sub2 && "
-            "touch /shared/sub.old/go /shared/sub2.old/go; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done")
+            "mv /shared/sub3 /shared/sub3.old && echo not-a-dir > /shared/sub3 && "
+            "touch /shared/sub.old/go /shared/sub2.old/go /shared/sub3.old/go; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done")
     cluster.apply(_in_ns(pod("attacker", swap, volumes=[host_shared],
                              mounts_=[{"name": "shared", "mountPath": "/shared"}], nodeName="n1", grace=1), "sec"))
     wait_until(lambda: (shared / "sub").is_symlink() and (shared / "sub2").is_symlink(), "the attacker's swap")
 
-    for name in ("victim-sub", "victim-host"):
+    for name, why in (("victim-sub", "symbolic link"), ("victim-host", "symbolic link"),
+                      ("victim-type", "is not a directory")):
         refused = cluster.wait_pod(
             name, lambda p: (_untouched(outside), _waiting(p).get("reason") == "CreateContainerConfigError"
-                             and "symbolic link" in _waiting(p).get("message", ""))[1],
+                             and why in _waiting(p).get("message", ""))[1],
             "the restart refused", namespace="sec")
         assert _restarts(refused) == 0, "no container may have started after the swap"
     # Both victims ran once in the real directories, before the swap.
     assert (shared / "sub.old" / "written").read_text() == "victim\n"
     assert (shared / "sub2.old" / "written").read_text() == "victim\n"
+    assert (shared / "sub3.old" / "written").read_text() == "victim\n"
+    assert (shared / "sub3").read_text() == "not-a-dir\n", "nothing was mounted over or written into the file"
     _untouched(outside)
     # The refusal is for good, not a race the next attempt may win: still refused after more attempts.
     agent = cluster.agents["n1"]

@@ -28,7 +28,7 @@ from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .oci import build_config
 from .probes import ProbeWorker, make_probe
 from .runc import Runc, mount_rootfs, unmount_rootfs
-from .subpaths import stage_volume_mounts, unstage_volume_mounts
+from .subpaths import release_staged, stage_volume_mounts
 
 log = structlog.get_logger(__name__)
 
@@ -367,7 +367,7 @@ class PodWorker:
             argv = command_line(spec, env)
             # Resolved again at every start, restarts included: a path may have been swapped since.
             staged = stage_volume_mounts(spec, self.volumes, env, pod_dir=self.dir,
-                                         host_path_prefixes=self.s.host_path_prefixes)
+                                         host_path_prefixes=self.s.host_path_prefixes, pod=self.pod)
             config = build_config(pod=self.pod, container=spec, argv=argv, env=env, volumes=self.volumes,
                                   hostname=hostsfile.pod_hostname(self.pod),
                                   hosts_file=self.state_dir / "etc-hosts",
@@ -509,7 +509,7 @@ class PodWorker:
             self.last_status = self.status()
 
     def _teardown(self, name: str) -> None:
-        unstage_volume_mounts(self.dir, name)
+        release_staged(self.dir, name)
         cdir = self._container_dir(name)
         if not cdir.exists():
             return

@@ -18,7 +18,9 @@ from typing import Any
 
 import structlog
 
+from storage.errors import PermanentError
 from storage.system import mounts, safepath
+from volume_plugins.host_path import check_type
 
 from .envvars import EnvError, expand
 
@@ -91,11 +93,15 @@ def _stage(fd: int, target: Path) -> None:
 
 
 def stage_volume_mounts(container: dict[str, Any], volumes: dict[str, str], env: list[tuple[str, str]], *,
-                        pod_dir: Path, host_path_prefixes: list[Path]) -> list[str | None]:
+                        pod_dir: Path, host_path_prefixes: list[Path],
+                        pod: dict[str, Any] | None = None) -> list[str | None]:
     """Per entry of ``volumeMounts``: the staged source runc must bind, or None where the
     volume's own directory (the volume manager's, under the pod directory) is safe as is.
-    Raises ``MountRefused`` (nothing left staged) when a path escapes."""
+    Raises ``MountRefused`` (nothing left staged) when a path escapes, or when what an
+    inline hostPath names is no longer of its ``type``."""
     name = container.get("name", "")
+    host_types = {v.get("name", ""): str((v.get("hostPath") or {}).get("type") or "")
+                  for v in ((pod or {}).get("spec") or {}).get("volumes") or [] if v.get("hostPath")}
     unstage_volume_mounts(pod_dir, name)
     lookup = dict(env).get
     sources: list[str | None] = []
@@ -117,6 +123,11 @@ def stage_volume_mounts(container: dict[str, Any], volumes: dict[str, str], env:
                 continue
             fd = _open_source(source, sub, sub_field, host_path_prefixes)
             try:
+                if not sub and host_types.get(volume):
+                    try:
+                        check_type(os.fstat(fd).st_mode, host_types[volume], source)
+                    except PermanentError as exc:
+                        raise MountRefused(f"{field}: {exc}") from None
                 target = staging_dir(pod_dir, name) / str(i)
                 _stage(fd, target)
             finally:
@@ -142,3 +153,12 @@ def unstage_volume_mounts(pod_dir: Path, container: str) -> None:
         else:
             entry.unlink()
     directory.rmdir()
+
+
+def release_staged(pod_dir: Path, container: str) -> None:
+    """``unstage_volume_mounts`` for a container that is gone: a failure is logged, and the
+    volume manager's teardown of the pod unmounts whatever is left."""
+    try:
+        unstage_volume_mounts(pod_dir, container)
+    except Exception as exc:
+        log.warning("subpath.unstage_failed", container=container, error=str(exc))
