@@ -17,6 +17,7 @@ after the grace period), tears its volumes down, and then lets it go.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import threading
 import time
@@ -27,11 +28,13 @@ from typing import Any, Callable
 
 import structlog
 
+from storage.agent.backoff import Backoff
 from storage.agent.pool import Pool
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import PodRuntime
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
+from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.timestamps import now, parse_time
 from storage.client import Client
 from storage.errors import Conflict, Gone, NotFound, StowageError
@@ -45,7 +48,9 @@ POOL_RESOURCE = "stowage.io/local-storage"
 # Pods set up at once: each waits mostly on mount, mkfs and runc (~80 ms a container start),
 # so a few in parallel keep the cores busy without a thread per pod.
 POD_SYNC_WORKERS = 8
-RETRY_SECONDS = 0.5  # a pod whose volume setup failed is tried again after this
+# A pod whose volume set-up failed is tried again after a per-pod exponential back-off
+# (storage.agent.backoff), at once when the pod, or a ConfigMap or Secret it uses, changes.
+LOOP_BACKOFF_MAX = 60.0  # a failing watch or loop waits at most this long between tries
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ class NodeAgent:
         self._reader = _CachedReader(self)
         self._sync_pool = ThreadPoolExecutor(max_workers=POD_SYNC_WORKERS, thread_name_prefix="agent-pod-sync")
         self._in_flight: set[str] = set()  # pods a sync worker is on; never two at once for one pod
+        self.volume_backoff = Backoff()  # per pod uid: failed volume set-ups and container syncs
+        self.events = EventCorrelator()
         self._again: set[str] = set()  # pods marked dirty while in flight
 
     # ---- lifecycle -------------------------------------------------------
@@ -139,7 +146,8 @@ class NodeAgent:
         self.runtime = PodRuntime(self.data_dir, self.node, host_ip=self.config.host_ip,
                                   ip_range=self.config.pod_ip_range, on_status_change=self._status_changed,
                                   backoff_base=self.config.backoff_base,
-                                  hidden_paths=(*self.config.private_paths, *(str(p.path) for p in self.config.pools)))
+                                  hidden_paths=(*self.config.private_paths, *(str(p.path) for p in self.config.pools)),
+                                  host_path_prefixes=self.config.host_path_prefixes)
         from storage.agent.server import start_agent_server
 
         self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token)
@@ -147,6 +155,7 @@ class NodeAgent:
         for target, name in ((self._watch_pods, "agent-pods"), (self._watch_endpoints, "agent-endpoints"),
                              (self._watch_services, "agent-services"),
                              (self._watch_claims, "agent-claims"), (self._watch_pvs, "agent-pvs"),
+                             (self._watch_configmaps, "agent-configmaps"), (self._watch_secrets, "agent-secrets"),
                              (self._work, "agent-worker"), (self._heartbeat, "agent-heartbeat")):
             thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
             thread.start()
@@ -176,13 +185,19 @@ class NodeAgent:
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
+            backoff = Backoff(initial=1.0, maximum=LOOP_BACKOFF_MAX)
             while not self.stop_event.is_set():
+                began = time.monotonic()
                 try:
                     fn()
                     return
                 except Exception as exc:  # a loop must survive a bad moment of the API
-                    log.warning("agent.loop_error", loop=fn.__name__, error=str(exc))
-                    self.stop_event.wait(1.0)
+                    if time.monotonic() - began > LOOP_BACKOFF_MAX:
+                        backoff.success(fn.__name__)  # it ran well for a while: a new failure starts small
+                    delay, attempt = backoff.failure(fn.__name__)
+                    log.warning("agent.loop_error", loop=fn.__name__, error=str(exc), attempt=attempt,
+                                retry_in=round(delay, 1))
+                    self.stop_event.wait(delay)
         return run
 
     # ---- node registration and heartbeat ------------------------------------
@@ -367,6 +382,31 @@ class NodeAgent:
 
         self._watch("persistentvolumeclaims", on_list, on_event)
 
+    def _watch_configmaps(self) -> None:
+        self._watch_referenced("configmaps", "configMap")
+
+    def _watch_secrets(self) -> None:
+        self._watch_referenced("secrets", "secret")
+
+    def _watch_referenced(self, resource: str, kind: str) -> None:
+        """A pod backing off because of a ConfigMap or Secret is tried again as soon as it
+        changes. Only names are looked at; contents are read when a pod is synced."""
+        def on_list(items: list[Obj]) -> None:
+            # A relist may hide changes made while the watch was down: every waiting pod tries again.
+            for uid in self.volume_backoff.backing_off() & set(self._pods):
+                self.volume_backoff.expedite(uid)
+                self._dirty.add(uid)
+
+        def on_event(event: str, obj: Obj) -> None:
+            namespace, name = _key(obj)
+            for uid in self.volume_backoff.backing_off():
+                pod = self._pods.get(uid)
+                if pod is not None and _key(pod)[0] == namespace and (kind, name) in _references(pod):
+                    self.volume_backoff.expedite(uid)
+                    self._dirty.add(uid)
+
+        self._watch(resource, on_list, on_event)
+
     def _watch_pvs(self) -> None:
         def on_list(items: list[Obj]) -> None:
             self._pvs = {_meta(v).get("name", ""): v for v in items}
@@ -510,6 +550,9 @@ class NodeAgent:
             if pod is None or _meta(pod).get("deletionTimestamp") or uid in self._stopping or uid in self._stopped:
                 return
         began = time.monotonic()
+        fingerprint = _spec_fingerprint(pod)
+        if self.volume_backoff.waiting(uid, fingerprint) > 0:
+            return  # backing off: its timer, or a change of what it uses, brings it back
         if not self._ensure_finalizer(pod):
             return
         try:
@@ -527,25 +570,33 @@ class NodeAgent:
         mounted = time.monotonic()
         if errors:
             message = "; ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
+            self._retry_later(pod, fingerprint, "volume set-up", message)
             self._report_waiting(pod, "ContainerCreating", f"MountVolume.SetUp failed: {message}", event=True)
-            # Try again soon; the volume manager is idempotent. Not at once: that would spin.
-            timer = threading.Timer(RETRY_SECONDS, self._mark_dirty, args=(uid,))
-            timer.daemon = True
-            timer.start()
             return
         hosts = self._hosts_entries({uid: pod}).get(uid)
         try:
             status = self.runtime.sync_pod(self._service_view(pod), paths, self.env_sources, hosts)
         except Exception as exc:
-            log.warning("agent.sync_pod_failed", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", error=str(exc))
+            self._retry_later(pod, fingerprint, "container sync", str(exc))
             self._report_waiting(pod, "CreateContainerError", str(exc), event=True)
             return
+        self.volume_backoff.success(uid)
         started = time.monotonic()
         self._push_status(pod, status)
         # Where a pod's start-up time goes, for the provisioning benchmark's breakdown.
         log.debug("agent.pod_synced", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", phase=status.get("phase"),
                   resolve_ms=round((resolved - began) * 1000, 1), volumes_ms=round((mounted - resolved) * 1000, 1),
                   runtime_ms=round((started - mounted) * 1000, 1), status_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def _retry_later(self, pod: Obj, fingerprint: str, what: str, error: str) -> None:
+        """One log line per back-off step, then the pod's next try after its delay."""
+        uid = _meta(pod).get("uid", "")
+        delay, attempt = self.volume_backoff.failure(uid, fingerprint)
+        log.warning("agent.pod_backoff", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", failed=what, error=error,
+                    attempt=attempt, retry_in=round(delay, 2))
+        timer = threading.Timer(delay, self._mark_dirty, args=(uid,))
+        timer.daemon = True
+        timer.start()
 
     def _push_runtime_status(self, pods: dict[str, Obj], uids: set[str]) -> None:
         """Publish what the runtime reports for running pods; anything else gets a full pass."""
@@ -643,7 +694,8 @@ class NodeAgent:
             self._mark_dirty(uid)
 
     _volume_lock = threading.Lock()
-    _watch_threads = frozenset({"agent-pods", "agent-endpoints", "agent-services", "agent-claims", "agent-pvs"})
+    _watch_threads = frozenset({"agent-pods", "agent-endpoints", "agent-services", "agent-claims", "agent-pvs",
+                                "agent-configmaps", "agent-secrets"})
 
     def _remove_finalizer(self, pod: Obj) -> None:
         namespace, name = _key(pod)
@@ -773,25 +825,28 @@ class NodeAgent:
             } for c in containers],
         }
         uid = _meta(pod).get("uid", "")
-        if self._pushed.get(uid) == _without_times(status):
-            return
-        self._push_status(pod, status)
+        if self._pushed.get(uid) != _without_times(status):
+            self._push_status(pod, status)
         if event:
+            # Every attempt is an event, as the kubelet's: repeats only bump its count.
             self._event(pod, "Warning", "FailedMount" if "Mount" in message else "Failed", message)
 
     def _event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         namespace, name = _key(obj)
         stamp = now()
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"namespace": namespace},
+            "involvedObject": {"kind": obj.get("kind", "Pod"), "name": name, "namespace": namespace,
+                               "uid": _meta(obj).get("uid"), "apiVersion": "v1"},
+            "reason": reason, "message": message, "type": type_, "count": 1,
+            "firstTimestamp": stamp, "lastTimestamp": stamp,
+            "source": {"component": "stowage-agent", "host": self.node},
+            "reportingComponent": "stowage-agent", "reportingInstance": self.node,
+        }
         try:
-            self.client.create({
-                "apiVersion": "v1", "kind": "Event",
-                "metadata": {"generateName": f"{name}.", "namespace": namespace},
-                "involvedObject": {"kind": obj.get("kind", "Pod"), "name": name, "namespace": namespace,
-                                   "uid": _meta(obj).get("uid"), "apiVersion": "v1"},
-                "reason": reason, "message": message, "type": type_, "count": 1,
-                "firstTimestamp": stamp, "lastTimestamp": stamp,
-                "source": {"component": "stowage-agent", "host": self.node},
-            })
+            write_event(self.events, event, create=self.client.create,
+                        get=lambda ns, n: self.client.get("events", n, ns), update=self.client.update)
         except StowageError as exc:
             log.warning("agent.event_failed", error=str(exc))
 
@@ -861,6 +916,38 @@ def _revision(obj: Obj) -> int:
         return int(_meta(obj).get("resourceVersion") or 0)
     except ValueError:
         return 0
+
+
+def _spec_fingerprint(pod: Obj) -> str:
+    """What a failed sync of the pod depended on in the pod itself: a change retries at once."""
+    meta = _meta(pod)
+    return json.dumps([pod.get("spec"), meta.get("labels"), meta.get("annotations")], sort_keys=True, default=str)
+
+
+def _references(pod: Obj) -> set[tuple[str, str]]:
+    """("configMap" | "secret", name) of every ConfigMap and Secret a pod's volumes and env use."""
+    spec = pod.get("spec") or {}
+    found: set[tuple[str, str]] = set()
+    for volume in spec.get("volumes") or []:
+        if volume.get("configMap"):
+            found.add(("configMap", volume["configMap"].get("name", "")))
+        if volume.get("secret"):
+            found.add(("secret", volume["secret"].get("secretName", "")))
+        for projection in (volume.get("projected") or {}).get("sources") or []:
+            for kind in ("configMap", "secret"):
+                if projection.get(kind):
+                    found.add((kind, projection[kind].get("name", "")))
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        for source in container.get("envFrom") or []:
+            for kind, ref in (("configMap", "configMapRef"), ("secret", "secretRef")):
+                if source.get(ref):
+                    found.add((kind, source[ref].get("name", "")))
+        for env in container.get("env") or []:
+            value_from = env.get("valueFrom") or {}
+            for kind, ref in (("configMap", "configMapKeyRef"), ("secret", "secretKeyRef")):
+                if value_from.get(ref):
+                    found.add((kind, value_from[ref].get("name", "")))
+    return found
 
 
 def _claim_names(pod: Obj) -> list[str]:

@@ -6,6 +6,7 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from storage.errors import FieldError, Invalid
+from storage.system import safepath
 
 
 def _escape(sub_path: str, detail: str) -> Invalid:
@@ -13,10 +14,11 @@ def _escape(sub_path: str, detail: str) -> Invalid:
 
 
 def resolve_subpath(volume_path: str | os.PathLike[str], sub_path: str, *, create: bool = True) -> Path:
-    """The host path of ``sub_path`` inside the volume; refuses absolute paths,
-    ``..`` and symlinks that lead outside the volume. Missing directories are
-    created (as Kubernetes does), one component at a time so that a symlink
-    planted by the pod cannot redirect the creation."""
+    """The host path of ``sub_path`` inside the volume; refuses absolute paths, ``..`` and
+    any symlink on the way (SEMANTICS A6). Missing directories are created (as Kubernetes
+    does) one component at a time from the parent's descriptor, so that a symlink planted
+    by the pod cannot redirect the creation. Only a check and a name: the runtime mounts
+    the descriptor it opens itself at each container start."""
     if not sub_path:
         return Path(volume_path)
     pure = PurePosixPath(sub_path)
@@ -24,26 +26,17 @@ def resolve_subpath(volume_path: str | os.PathLike[str], sub_path: str, *, creat
         raise _escape(sub_path, "must be a relative path")
     if ".." in pure.parts:
         raise _escape(sub_path, "must not contain '..'")
-    root = Path(os.path.realpath(volume_path))
-    current = root
-    for part in pure.parts:
-        if part in ("", "."):
-            continue
-        candidate = current / part
-        if candidate.is_symlink():
-            resolved = Path(os.path.realpath(candidate))
-            if resolved != root and root not in resolved.parents:
-                raise _escape(sub_path, f"symlink {part!r} points outside the volume")
-            candidate = resolved
-        elif not candidate.exists():
+    try:
+        try:
+            fd = safepath.open_beneath(volume_path, sub_path)
+        except FileNotFoundError:
             if not create:
-                raise _escape(sub_path, "does not exist in the volume")
-            os.mkdir(candidate, 0o750)
-        current = candidate
-    final = Path(os.path.realpath(current))
-    if final != root and root not in final.parents:
-        raise _escape(sub_path, "points outside the volume")
-    return final
+                raise _escape(sub_path, "does not exist in the volume") from None
+            fd = safepath.mkdirs_beneath(volume_path, sub_path, 0o750)
+    except safepath.PathEscape as exc:
+        raise _escape(sub_path, f"{exc.strerror}: may not cross a symlink or leave the volume") from None
+    os.close(fd)
+    return Path(volume_path).joinpath(*[p for p in pure.parts if p not in ("", ".")])
 
 
 def apply_fs_group(path: str | os.PathLike[str], gid: int) -> None:

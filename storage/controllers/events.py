@@ -1,21 +1,19 @@
 """An ``EventRecorder`` that writes v1 Event objects, as ``kubectl describe`` reads them.
 
-Repeats of the same reason and message on the same object bump ``count`` and
-``lastTimestamp`` of one Event instead of writing a new one, like client-go's
-event correlator.
+Each event goes through client-go's correlation (``storage.api.event_correlator``):
+repeats bump ``count`` and ``lastTimestamp`` of one Event instead of writing a new
+one, similar events are combined, and a spam filter bounds the rate per object.
 """
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from typing import Any, Literal
 
 import structlog
 
+from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.registry import by_kind
 from storage.api.timestamps import now as _now
-from storage.errors import AlreadyExists, Conflict, NotFound, StowageError
+from storage.errors import AlreadyExists, StowageError
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -41,14 +39,12 @@ def involved_object(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class StoreEventRecorder:
-    def __init__(self, store: Store, component: str = "persistentvolume-controller", host: str = "", cache_size: int = 4096) -> None:
+    def __init__(self, store: Store, component: str = "persistentvolume-controller", host: str = "",
+                 cache_size: int = 4096, correlator: EventCorrelator | None = None) -> None:
         self.store = store
         self.component = component
         self.host = host
-        self._lock = threading.Lock()
-        # (uid, type, reason, message) -> (namespace, event name)
-        self._seen: OrderedDict[tuple[str, str, str, str], tuple[str, str]] = OrderedDict()
-        self._cache_size = cache_size
+        self.correlator = correlator or EventCorrelator(cache_size=cache_size)
 
     def record(self, obj: dict[str, Any], type: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         try:
@@ -59,31 +55,11 @@ class StoreEventRecorder:
     def _record(self, obj: dict[str, Any], type: str, reason: str, message: str) -> None:
         ref = involved_object(obj)
         namespace = ref.get("namespace") or "default"
-        key = (ref["uid"] or f"{namespace}/{ref['kind']}/{ref['name']}", type, reason, message)
         now = _now()
-        with self._lock:
-            known = self._seen.get(key)
-        if known is not None:
-            for _ in range(5):
-                try:
-                    event = self.store.get("events", known[0], known[1])
-                except NotFound:
-                    break
-                event["count"] = int(event.get("count") or 1) + 1
-                event["lastTimestamp"] = now
-                event["involvedObject"] = ref
-                try:
-                    self.store.update("events", event)
-                    return
-                except Conflict:
-                    continue
-                except NotFound:
-                    break
-        name = f"{ref['name']}.{time.time_ns():x}"
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"namespace": namespace},
             "involvedObject": ref,
             "reason": reason,
             "message": message,
@@ -95,14 +71,11 @@ class StoreEventRecorder:
             "count": 1,
         }
         try:
-            self.store.create("events", event)
+            write_event(self.correlator, event, create=lambda e: self.store.create("events", e),
+                        get=lambda ns, name: self.store.get("events", ns, name),
+                        update=lambda e: self.store.update("events", e))
         except AlreadyExists:
             return
-        with self._lock:
-            self._seen[key] = (namespace, name)
-            self._seen.move_to_end(key)
-            while len(self._seen) > self._cache_size:
-                self._seen.popitem(last=False)
 
 
 def events_for(store: Store, obj: dict[str, Any]) -> list[dict[str, Any]]:

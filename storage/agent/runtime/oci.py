@@ -10,7 +10,7 @@ import resource
 from pathlib import Path
 from typing import Any, Callable
 
-from .envvars import EnvError, expand
+from .envvars import EnvError
 from .seccomp import runtime_default
 from .userns import RANGE_SIZE as USERNS_SIZE
 
@@ -71,37 +71,24 @@ def capabilities(security: dict[str, Any], available: set[str] | None = None) ->
     return ["CAP_" + c for c in chosen]
 
 
-def resolve_subpath(volume_path: str, sub_path: str, field: str) -> str:
-    """The host path of ``sub_path`` under a volume; refuses anything that leaves the volume."""
-    if os.path.isabs(sub_path) or ".." in Path(sub_path).parts:
-        raise EnvError(f"{field}: Invalid value: {sub_path!r}: must be a relative path without '..'")
-    base = os.path.realpath(volume_path)
-    target = os.path.join(base, sub_path)
-    # Resolve before creating: a symlink inside the volume must not lead mkdir outside it.
-    real = os.path.realpath(target)
-    if os.path.commonpath([base, real]) != base:
-        raise EnvError(f"{field}: Invalid value: {sub_path!r}: resolves outside the volume")
-    if not os.path.lexists(real):
-        os.makedirs(real, exist_ok=True)
-    return real
-
-
-def volume_mounts(container: dict[str, Any], volumes: dict[str, str], env: list[tuple[str, str]],
+def volume_mounts(container: dict[str, Any], volumes: dict[str, str],
+                  staged: list[str | None] | None = None,
                   stage: Callable[[str, bool], str] | None = None) -> list[dict[str, Any]]:
-    """The container's volume binds. ``stage(source, plain)`` gives the path runc binds instead
-    of ``source`` (an idmapped copy of it in a user-namespaced pod); ``plain`` asks for no idmap."""
+    """The container's volume binds. ``staged`` holds, per mount, the source that
+    ``subpaths.stage_volume_mounts`` resolved safely (subPath, hostPath); ``stage(source, plain)``
+    gives the path runc binds instead of a source (an idmapped copy of it in a user-namespaced
+    pod); ``plain`` asks for no idmap."""
     mounts = []
-    lookup = dict(env).get
     for i, vm in enumerate(container.get("volumeMounts") or []):
         field = f"volumeMounts[{i}]"
         name = vm.get("name", "")
         if name not in volumes:
             raise EnvError(f"{field}.name: volume {name!r} is not ready on this node")
-        source = volumes[name]
-        if vm.get("subPath"):
-            source = resolve_subpath(source, vm["subPath"], f"{field}.subPath")
-        elif vm.get("subPathExpr"):
-            source = resolve_subpath(source, expand(vm["subPathExpr"], lookup), f"{field}.subPathExpr")
+        source = staged[i] if staged is not None and i < len(staged) else None
+        if source is None:
+            if vm.get("subPath") or vm.get("subPathExpr"):
+                raise EnvError(f"{field}.subPath: a subPath must be resolved safely before the container starts")
+            source = volumes[name]
         destination = vm.get("mountPath", "")
         if not destination.startswith("/"):
             raise EnvError(f"{field}.mountPath: Invalid value: {destination!r}: must be an absolute path")
@@ -188,9 +175,11 @@ def build_config(
     userns_base: int | None = None,
     rootfs: str = "rootfs",
     stage: Callable[[str, bool], str] | None = None,
+    staged_mounts: list[str | None] | None = None,
 ) -> dict[str, Any]:
     """config.json of one container. ``userns_base``: the first host id of the pod's user
-    namespace (None: the host's users); ``stage`` maps a volume's host path to what runc binds."""
+    namespace (None: the host's users); ``stage`` maps a volume's host path to what runc binds;
+    ``staged_mounts``: per volume mount, its safely resolved source (subPath, hostPath)."""
     spec = pod.get("spec") or {}
     pod_security = spec.get("securityContext") or {}
     security = container.get("securityContext") or {}
@@ -230,7 +219,7 @@ def build_config(
     if os.path.exists("/etc/resolv.conf"):
         mounts.append({"destination": "/etc/resolv.conf", "type": "bind", "source": os.path.realpath("/etc/resolv.conf"),
                        "options": ["bind", "rprivate", "ro"]})
-    mounts.extend(volume_mounts(container, volumes, env, stage))
+    mounts.extend(volume_mounts(container, volumes, staged_mounts, stage))
 
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     memory_limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")

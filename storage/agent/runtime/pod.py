@@ -30,6 +30,7 @@ from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .oci import build_config, uses_user_namespace
 from .probes import ProbeWorker, make_probe
 from .runc import HOST_SECRETS, Runc, mount_rootfs, unmount_rootfs
+from .subpaths import release_staged, stage_volume_mounts
 from .userns import UsernsAllocator, open_userns, stage_bind
 
 log = structlog.get_logger(__name__)
@@ -57,6 +58,7 @@ class Settings:
     run_dir: Path = Path("/run/stowage")
     userns: UsernsAllocator | None = None  # None: pods run with the host's users
     hidden: tuple[str, ...] = ()  # host paths no container may see (data dirs, pools)
+    host_path_prefixes: list[Path] = field(default_factory=list)  # resolved; hostPath sources are re-checked beneath them
 
 
 @dataclass
@@ -394,6 +396,9 @@ class PodWorker:
                                                node_memory=psutil.virtual_memory().total))
             argv = command_line(spec, env)
             userns = self._userns_fd() if self.s.userns is not None and uses_user_namespace(self.pod) else None
+            # Resolved again at every start, restarts included: a path may have been swapped since.
+            safe_sources = stage_volume_mounts(spec, self.volumes, env, pod_dir=self.dir,
+                                               host_path_prefixes=self.s.host_path_prefixes, pod=self.pod)
         except EnvError as exc:
             cs.waiting_reason, cs.waiting_message = "CreateContainerConfigError", str(exc)
             cs.next_start = time.time() + 1.0  # ConfigMaps and Secrets may appear later
@@ -416,7 +421,8 @@ class PodWorker:
                 hosts_file = Path(stage(str(hosts_file), False))
             config = build_config(pod=self.pod, container=spec, argv=argv, env=env, volumes=self.volumes,
                                   hostname=hostsfile.pod_hostname(self.pod), hosts_file=hosts_file,
-                                  userns_base=userns[0] if userns else None, rootfs=str(rootfs), stage=stage)
+                                  userns_base=userns[0] if userns else None, rootfs=str(rootfs), stage=stage,
+                                  staged_mounts=safe_sources)
             mount_rootfs(cdir, self.s.scratch_size, rootfs, userns_fd=userns[1] if userns else None,
                          base=userns[0] if userns else 0, hidden=self._hidden_paths())
         except (EnvError, OSError) as exc:
@@ -555,6 +561,7 @@ class PodWorker:
             self.last_status = self.status()
 
     def _teardown(self, name: str) -> None:
+        release_staged(self.dir, name)
         cdir = self._container_dir(name)
         if not cdir.exists():
             return

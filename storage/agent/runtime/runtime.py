@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ class PodRuntime:
         run_dir: Path = Path("/run/stowage"),
         hidden_paths: tuple[str, ...] = (),
         user_namespaces: bool = True,
+        host_path_prefixes: tuple[str, ...] | list[str] = (),
     ) -> None:
         """``hidden_paths``: host paths no container may see besides the data dir (the control
         plane's data dir, pools); ``user_namespaces=False`` runs every pod with the host's users."""
@@ -57,7 +59,8 @@ class PodRuntime:
         self.settings = Settings(runc=Runc(self.data_dir / "runc", runc_binary), data_dir=self.data_dir,
                                  host_ip=host_ip, node_name=node_name, backoff_base=backoff_base,
                                  backoff_max=backoff_max, scratch_size=scratch_size, run_dir=run_dir,
-                                 userns=self.userns, hidden=tuple(hidden_paths))
+                                 userns=self.userns, hidden=tuple(hidden_paths),
+                                 host_path_prefixes=[Path(os.path.realpath(p)) for p in host_path_prefixes])
         self.ips = LoopbackAllocator(self.pods_dir, ip_range)
         self.on_status_change = on_status_change or (lambda uid: None)
         self._lock = threading.Lock()

@@ -1,0 +1,164 @@
+"""The sources of a container's volume mounts that must be resolved safely at each start.
+
+A subPath (inside any volume) and a hostPath (inside an allowed prefix) are paths
+the pods themselves can change: another pod sharing the hostPath, or this pod in
+its own volume, may swap a directory for a symlink. So at every container start,
+first or restart, each is opened beneath its base without following any symlink,
+and the opened descriptor is bind-mounted at
+``pods/<uid>/volume-subpaths/<container>/<index>`` (as the kubelet does since
+CVE-2017-1002101); runc binds that staged mount, which a later swap cannot move.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import structlog
+
+from storage.errors import PermanentError
+from storage.system import mounts, safepath
+from volume_plugins.host_path import check_type
+
+from .envvars import EnvError, expand
+
+log = structlog.get_logger(__name__)
+
+STAGING = "volume-subpaths"
+
+
+class MountRefused(EnvError):
+    """A volume mount's path escapes its base: the container must not start (CreateContainerConfigError)."""
+
+
+def staging_dir(pod_dir: Path, container: str) -> Path:
+    return pod_dir / STAGING / container
+
+
+def _anchor(source: str, host_path_prefixes: list[Path]) -> tuple[Path, str]:
+    """(trusted base, path beneath it) of a volume's host path: an allowed hostPath prefix
+    and the rest, or the volume directory itself (laid out by the volume manager)."""
+    found = safepath.split_under(source, host_path_prefixes) if host_path_prefixes else None
+    return found if found is not None else (Path(source), "")
+
+
+def _is_host_path(source: str, pod_dir: Path, host_path_prefixes: list[Path]) -> bool:
+    if not host_path_prefixes:
+        return False
+    real_pod = Path(os.path.realpath(pod_dir))
+    inside_pod = Path(source) == real_pod or real_pod in Path(source).parents or Path(pod_dir) in Path(source).parents
+    return not inside_pod and safepath.split_under(source, host_path_prefixes) is not None
+
+
+def _open_source(source: str, sub_path: str, field: str, host_path_prefixes: list[Path]) -> int:
+    if sub_path:
+        pure = PurePosixPath(sub_path)
+        if pure.is_absolute():
+            raise MountRefused(f"{field}: Invalid value: {sub_path!r}: must be a relative path")
+        if ".." in pure.parts:
+            raise MountRefused(f"{field}: Invalid value: {sub_path!r}: must not contain '..'")
+    base, rest = _anchor(source, host_path_prefixes)
+    try:
+        volume_fd = safepath.open_beneath(base, rest, os.O_PATH | os.O_DIRECTORY if sub_path else os.O_PATH)
+    except safepath.PathEscape as exc:
+        raise MountRefused(f"{field}: volume path {source} is refused: {exc.strerror}") from None
+    except OSError as exc:
+        raise MountRefused(f"{field}: volume path {source}: {exc.strerror or exc}") from None
+    if not sub_path:
+        return volume_fd
+    try:
+        try:
+            return safepath.open_beneath(volume_fd, sub_path)
+        except FileNotFoundError:
+            # Missing directories are created, as Kubernetes does, each from its parent's fd.
+            return safepath.mkdirs_beneath(volume_fd, sub_path, 0o750)
+    except safepath.PathEscape as exc:
+        raise MountRefused(f"{field}: Invalid value: {sub_path!r}: {exc.strerror}: "
+                           "a subPath may not cross a symbolic link nor lead outside the volume") from None
+    except OSError as exc:
+        raise MountRefused(f"{field}: Invalid value: {sub_path!r}: {exc.strerror or exc}") from None
+    finally:
+        os.close(volume_fd)
+
+
+def _stage(fd: int, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        target.mkdir(exist_ok=True)
+    else:
+        target.touch(mode=0o600, exist_ok=True)
+    safepath.bind_fd(fd, target)
+
+
+def stage_volume_mounts(container: dict[str, Any], volumes: dict[str, str], env: list[tuple[str, str]], *,
+                        pod_dir: Path, host_path_prefixes: list[Path],
+                        pod: dict[str, Any] | None = None) -> list[str | None]:
+    """Per entry of ``volumeMounts``: the staged source runc must bind, or None where the
+    volume's own directory (the volume manager's, under the pod directory) is safe as is.
+    Raises ``MountRefused`` (nothing left staged) when a path escapes, or when what an
+    inline hostPath names is no longer of its ``type``."""
+    name = container.get("name", "")
+    host_types = {v.get("name", ""): str((v.get("hostPath") or {}).get("type") or "")
+                  for v in ((pod or {}).get("spec") or {}).get("volumes") or [] if v.get("hostPath")}
+    unstage_volume_mounts(pod_dir, name)
+    lookup = dict(env).get
+    sources: list[str | None] = []
+    try:
+        for i, vm in enumerate(container.get("volumeMounts") or []):
+            field = f"volumeMounts[{i}]"
+            volume = vm.get("name", "")
+            if volume not in volumes:
+                raise EnvError(f"{field}.name: volume {volume!r} is not ready on this node")
+            source = volumes[volume]
+            if vm.get("subPath"):
+                sub, sub_field = str(vm["subPath"]), f"{field}.subPath"
+            elif vm.get("subPathExpr"):
+                sub, sub_field = expand(str(vm["subPathExpr"]), lookup), f"{field}.subPathExpr"
+            else:
+                sub, sub_field = "", field
+            if not sub and not _is_host_path(source, pod_dir, host_path_prefixes):
+                sources.append(None)
+                continue
+            fd = _open_source(source, sub, sub_field, host_path_prefixes)
+            try:
+                if not sub and host_types.get(volume):
+                    try:
+                        check_type(os.fstat(fd).st_mode, host_types[volume], source)
+                    except PermanentError as exc:
+                        raise MountRefused(f"{field}: {exc}") from None
+                target = staging_dir(pod_dir, name) / str(i)
+                _stage(fd, target)
+            finally:
+                os.close(fd)
+            sources.append(str(target))
+    except BaseException:
+        unstage_volume_mounts(pod_dir, name)
+        raise
+    return sources
+
+
+def unstage_volume_mounts(pod_dir: Path, container: str) -> None:
+    """Unmount and remove a container's staged sources. Never removes through a mount."""
+    directory = staging_dir(pod_dir, container)
+    if not directory.exists():
+        return
+    mounts.unmount_all_under(directory)
+    for entry in sorted(directory.iterdir()):
+        if mounts.is_mount_point(entry):
+            raise OSError(errno.EBUSY, f"{entry} is still mounted")
+        if entry.is_dir() and not entry.is_symlink():
+            entry.rmdir()  # empty once unmounted: a non-empty one is an error, not ours to delete
+        else:
+            entry.unlink()
+    directory.rmdir()
+
+
+def release_staged(pod_dir: Path, container: str) -> None:
+    """``unstage_volume_mounts`` for a container that is gone: a failure is logged, and the
+    volume manager's teardown of the pod unmounts whatever is left."""
+    try:
+        unstage_volume_mounts(pod_dir, container)
+    except Exception as exc:
+        log.warning("subpath.unstage_failed", container=container, error=str(exc))
