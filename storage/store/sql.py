@@ -733,10 +733,9 @@ class SqlStore(Store):
         locked database is reported within ``timeout`` instead of waiting the
         busy timeout out.
         """
-        if self.corrupt is not None:
-            return [("store-integrity", f"the database is corrupt: {RESTORE_HINT}"),
-                    ("store-read", None), ("store-write", "writes are stopped until the database is restored")]
-        checks: list[tuple[str, str | None]] = [("store-integrity", None)]
+        corrupt = self.corrupt is not None
+        checks: list[tuple[str, str | None]] = [
+            ("store-integrity", f"the database is corrupt: {RESTORE_HINT}" if corrupt else None)]
         if self.is_sqlite:
             path = self.sqlite_path or ":memory:"
             try:
@@ -749,6 +748,9 @@ class SqlStore(Store):
                     checks.append(("store-read", None))
                 except sqlite3.Error as exc:
                     checks.append(("store-read", f"cannot read the database: {_why(exc)}"))
+                if corrupt:
+                    checks.append(("store-write", "writes are stopped until the database is restored"))
+                    return checks
                 try:
                     # Takes and at once gives back the write lock: proves a write could start now.
                     conn.execute("BEGIN IMMEDIATE")
