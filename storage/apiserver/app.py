@@ -166,8 +166,12 @@ def create_app(
                 parsed = parse_resource_path(f"{parts[1]}/{parts[2]}", parts[3:])
             else:
                 raise _not_found()
-            return await _serve(request, parsed, user.name)
+            response = await _serve(request, parsed, user.name)
+            # Method, path and status only: bodies can hold Secret values and never go into a log.
+            log.debug("request", method=request.method, path=path, user=user.name, code=response.status_code)
+            return response
         except StowageError as e:
+            log.debug("request failed", method=request.method, path=path, code=e.code, reason=e.reason, message=e.message)
             return _error(e)
         except Exception as e:  # a bug must still answer as a Status, not a dropped connection
             # A plain traceback, not a rich one: those print local variables, which can hold credentials.

@@ -75,7 +75,7 @@ def configure_logging(fmt: str) -> None:
         cache_logger_on_first_use=False,
     )
     # Libraries (uvicorn, SQLAlchemy) stay at WARNING unless DEBUG is asked for.
-    logging.basicConfig(level=logging.DEBUG if level <= logging.DEBUG else logging.WARNING, stream=sys.stderr)
+    logging.basicConfig(level=logging.DEBUG if level <= logging.DEBUG else logging.WARNING, stream=sys.stderr, force=True)
 
 
 def _redact(url: str) -> str:

@@ -620,6 +620,7 @@ class SqlStore(Store):
         params = {"resource": resource, "namespace": namespace, "name": name,
                   "body": self._seal(resource, namespace, name, body),
                   "type": "DELETED" if removed else "MODIFIED", "expected": known[0], "channel": self._channel}
+        self._bytes_since_compact += len(params["body"])
         try:
             with self._reader.connect() as conn:
                 revision, _, _ = conn.execute(_PG_GUARDED_WRITE["delete" if removed else "update"], params).one()
@@ -925,6 +926,9 @@ class _DriverResult:
 
     def scalar_one(self) -> Any:
         return self.one()[0]
+
+    def all(self) -> list[tuple[Any, ...]]:
+        return self.cursor.fetchall()  # type: ignore[no-any-return]
 
 
 class _SqliteWriteConn:
