@@ -8,6 +8,7 @@ its pools. Volume contents stay on disk; ``stowage up`` brings them back.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from storage.agent.runtime.runc import Runc
 from storage.system import loop, mounts
 
 log = structlog.get_logger(__name__)
+
+# How long a detached loop device may take to really go before it is reported as left.
+_RELEASE_WAIT_SECONDS = 5.0
 
 
 def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> dict[str, Any]:
@@ -60,8 +64,7 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
             log.warning("down.detach_failed", device=device, error=str(exc))
     # A detach of a device still in use only marks it for autoclear: it stays attached until its
     # last user goes, so only a device no longer backed by the same file counts as released.
-    loops_after = loop.loops_under(data_dir)
-    loops_left = {dev: f for dev, f in loops_after.items() if loops_before.get(dev) == f}
+    loops_left = _wait_for_release(data_dir, loops_before)
 
     result: dict[str, Any] = {
         "pods": stopped,
@@ -77,6 +80,17 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
     log.info("node stopped", pods=stopped, containers=result["containers"], mounts=result["mounts"],
              loop_devices=result["loop_devices"], left=result["left"])
     return result
+
+
+def _wait_for_release(data_dir: Path, detached: dict[str, str]) -> dict[str, str]:
+    """The devices of ``detached`` still attached to the same file once the kernel had a moment:
+    a short-lived opener (udev probing after the unmount) delays an auto-clear by milliseconds."""
+    deadline = time.monotonic() + _RELEASE_WAIT_SECONDS
+    while True:
+        left = {dev: f for dev, f in loop.loops_under(data_dir).items() if detached.get(dev) == f}
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
 
 
 def _live_containers(runc: Runc | None) -> set[str]:

@@ -224,6 +224,7 @@ def lock_data_dir(data_dir: Path, program: str) -> Any:
 
 def open_data_store(data_dir: Path, store_url: str | None, encryption_config: str | None) -> Any:
     """The store of ``up``/``serve`` (and of the maintenance commands), Secrets encrypted at rest."""
+    from storage.errors import StowageError
     from storage.store import open_store
 
     url = store_url or str(data_dir / DB_FILE)
@@ -232,6 +233,8 @@ def open_data_store(data_dir: Path, store_url: str | None, encryption_config: st
         store = open_store(url, encryption=encryption)
     except ValueError as exc:
         raise CommandError(f"--store: {exc}") from None
+    except StowageError as exc:  # e.g. locked by another process past the busy timeout
+        raise CommandError(f"cannot open the store {_redact(url)}: {exc.message}") from None
     log.info("store opened", store=_redact(url))
     return store
 

@@ -243,9 +243,12 @@ def _busy_as_unavailable() -> Iterator[None]:
     """A lock held past the busy timeout by another process becomes a 503 with Retry-After, not a 500."""
     try:
         yield
-    except (DBAPIError, sqlite3.OperationalError) as exc:
+    except (DBAPIError, sqlite3.DatabaseError) as exc:
         if _is_busy(exc):
             raise StoreUnavailable("the database is locked by another process; retry later", delay=1.0) from None
+        orig = getattr(exc, "orig", exc)
+        if isinstance(orig, sqlite3.DatabaseError) and "malformed" in str(orig):
+            raise StoreCorrupt(f"the database is corrupt ({orig}): {RESTORE_HINT}") from None
         raise
 
 
@@ -296,6 +299,7 @@ class SqlStore(Store):
             event.listen(self._engine, "connect", lambda conn, record: _sqlite_pragmas(conn, record, busy_timeout))
         else:
             self._engine = create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False)
+            event.listen(self._engine, "connect", lambda conn, record: _pg_session(conn, busy_timeout))
         # SQLite serializes writers with a file lock whose busy handler sleeps; a
         # process-local lock queues this process's writers without that latency.
         self._write_lock = threading.Lock() if self.is_sqlite else None
@@ -314,7 +318,8 @@ class SqlStore(Store):
         if self.corrupt is not None:
             log.error("store.corrupt", problem=self.corrupt, writes="refused", recovery=RESTORE_HINT)
             return
-        self._init_schema()
+        with _busy_as_unavailable():
+            self._init_schema()
 
     # --- schema ---------------------------------------------------------------
     def _integrity_problem(self) -> str | None:
@@ -765,7 +770,7 @@ class SqlStore(Store):
         try:
             with self._engine.connect() as conn:
                 conn.execute(text(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'"))
-                conn.execute(text(f"SET LOCAL statement_timeout = '{int(timeout * 1000)}ms'"))
+                conn.execute(text(f"SET LOCAL statement_timeout = '{int(timeout * 2000)}ms'"))  # lock_timeout first
                 conn.execute(_REVISIONS).one()
                 checks.append(("store-read", None))
                 try:
@@ -905,6 +910,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any, busy_timeout: float = SQLITE_
         cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the process
     finally:
         cursor.close()
+
+
+def _pg_session(dbapi_conn: Any, busy_timeout: float) -> None:
+    """A write waiting on a lock another session holds gives up (503) instead of hanging forever."""
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    try:
+        dbapi_conn.execute(f"SET lock_timeout = '{int(busy_timeout * 1000)}ms'")
+    finally:
+        dbapi_conn.autocommit = autocommit
 
 
 class _DriverResult:
