@@ -181,3 +181,43 @@ def test_config_file_format_and_default_key_file(tmp_path: Path) -> None:
         {"aesgcm": {"keys": [{"name": "k", "secret": base64.b64encode(b"short").decode()}]}}]}]}))
     with pytest.raises(EncryptionConfigError, match="must be 16, 24 or 32 bytes"):
         load_config(bad)
+
+
+def test_rotate_secrets_command_encrypts_an_upgraded_data_dir_then_rotates(tmp_path: Path) -> None:
+    import subprocess
+
+    from support import stowage_executable
+
+    from storage.store.encryption import load_config
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    url = f"sqlite:///{data_dir / 'stowage.db'}"
+    legacy = SqlStore(url)  # written before encryption at rest existed
+    try:
+        legacy.create("secrets", _secret("old"))
+    finally:
+        legacy.close()
+
+    def rotate(*extra: str) -> str:
+        result = subprocess.run([stowage_executable(), "rotate-secrets", "--data-dir", str(data_dir), *extra],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "rewrote 1 object(s)" in rotate()
+    assert (data_dir / "encryption-config.yaml").exists()
+    _assert_sealed(url, "key1")
+
+    document = yaml.safe_load((data_dir / "encryption-config.yaml").read_text())
+    providers = document["resources"][0]["providers"]
+    providers[0]["aesgcm"]["keys"].insert(0, {"name": "key2", "secret": base64.b64encode(bytes(32)).decode()})
+    rotated = tmp_path / "rotated.yaml"
+    rotated.write_text(yaml.safe_dump(document))
+    assert "rewrote 1 object(s)" in rotate("--encryption-provider-config", str(rotated))
+    _assert_sealed(url, "key2")
+    store = SqlStore(url, encryption=load_config(rotated))
+    try:
+        assert store.get("secrets", "default", "old")["data"]["password"] == ENCODED
+    finally:
+        store.close()
