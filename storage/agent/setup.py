@@ -12,6 +12,7 @@ import structlog
 from storage.agent.agent import AgentConfig, NodeAgent, PoolSpec
 from storage.api.quantity import parse_quantity
 from storage.client import Client
+from storage.system.dirlock import DirLock
 
 log = structlog.get_logger(__name__)
 
@@ -51,12 +52,25 @@ def default_pool(data_dir: Path) -> PoolSpec:
 
 
 def start_agent(client: Client, config: AgentConfig, token: str | None, stop: threading.Event) -> threading.Thread:
-    agent = NodeAgent(client, config, token=token)
-    agent.start()
+    """Start the agent; DirLocked when another agent already runs on ``config.data_dir``.
+
+    Two agents on one directory would fight over its mounts, containers and loop devices, so the
+    directory's lock is taken before anything is touched and held until the agent has stopped.
+    """
+    lock = DirLock(config.data_dir, "stowage agent").acquire()
+    try:
+        agent = NodeAgent(client, config, token=token)
+        agent.start()
+    except BaseException:
+        lock.release()
+        raise
 
     def wait() -> None:
         stop.wait()
-        agent.stop()
+        try:
+            agent.stop()
+        finally:
+            lock.release()
 
     thread = threading.Thread(target=wait, name="agent", daemon=True)
     thread.start()

@@ -8,31 +8,92 @@ its pools. Volume contents stay on disk; ``stowage up`` brings them back.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from storage.agent.runtime import PodRuntime
+from storage.agent.runtime.runc import Runc
 from storage.system import loop, mounts
 
 log = structlog.get_logger(__name__)
 
+# How long a detached loop device may take to really go before it is reported as left.
+_RELEASE_WAIT_SECONDS = 5.0
 
-def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> dict[str, int]:
-    """Stop pods under ``agent_dir``, then release every mount and loop device under ``data_dir``."""
+
+def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> dict[str, Any]:
+    """Stop pods under ``agent_dir``, then release every mount and loop device under ``data_dir``.
+
+    Every count is what was verified afterwards, not what was attempted: a
+    container still listed by runc, a mount still in the mount table or a loop
+    device still attached is reported under ``left`` instead.
+    """
     stopped = 0
-    if (agent_dir / "runc").exists():
+    runc = Runc(agent_dir / "runc") if (agent_dir / "runc").exists() else None
+    containers_before = _live_containers(runc)
+    if runc is not None:
         runtime = PodRuntime(agent_dir, "down")
         try:
             for uid in sorted(runtime.running_pods()):
-                runtime.kill_pod(uid, grace_seconds)
-                stopped += 1
+                try:
+                    runtime.kill_pod(uid, grace_seconds)
+                    stopped += 1
+                except Exception as exc:
+                    log.warning("down.kill_failed", uid=uid, error=str(exc))
         finally:
             runtime.close()
-    unmounted = len(mounts.mounts_under(data_dir))
-    mounts.unmount_all_under(data_dir)
-    loops = loop.loops_under(data_dir)
-    for device in loops:
-        loop.detach(device)
-    log.info("node stopped", pods=stopped, mounts=unmounted, loop_devices=len(loops))
-    return {"pods": stopped, "mounts": unmounted, "loop_devices": len(loops)}
+        for container_id in _live_containers(runc):  # not adopted by the runtime: force them down too
+            runc.delete(container_id)
+    containers_left = _live_containers(runc)
+
+    mounts_before = {(m.mount_id, m.mount_point) for m in mounts.mounts_under(data_dir)}
+    try:
+        mounts.unmount_all_under(data_dir)
+    except Exception as exc:  # busy or reappearing mounts: what is left is counted below
+        log.warning("down.unmount_failed", error=str(exc))
+    mounts_left = {(m.mount_id, m.mount_point) for m in mounts.mounts_under(data_dir)}
+
+    loops_before = loop.loops_under(data_dir)
+    for device in loops_before:
+        try:
+            loop.detach(device)
+        except Exception as exc:
+            log.warning("down.detach_failed", device=device, error=str(exc))
+    # A detach of a device still in use only marks it for autoclear: it stays attached until its
+    # last user goes, so only a device no longer backed by the same file counts as released.
+    loops_left = _wait_for_release(data_dir, loops_before)
+
+    result: dict[str, Any] = {
+        "pods": stopped,
+        "containers": len(containers_before - containers_left),
+        "mounts": len(mounts_before - mounts_left),
+        "loop_devices": len(set(loops_before) - set(loops_left)),
+        "left": {
+            "containers": sorted(containers_left),
+            "mounts": sorted(point for _, point in mounts_left),
+            "loop_devices": sorted(f"{dev} ({f})" for dev, f in loops_left.items()),
+        },
+    }
+    log.info("node stopped", pods=stopped, containers=result["containers"], mounts=result["mounts"],
+             loop_devices=result["loop_devices"], left=result["left"])
+    return result
+
+
+def _wait_for_release(data_dir: Path, detached: dict[str, str]) -> dict[str, str]:
+    """The devices of ``detached`` still attached to the same file once the kernel had a moment:
+    a short-lived opener (udev probing after the unmount) delays an auto-clear by milliseconds."""
+    deadline = time.monotonic() + _RELEASE_WAIT_SECONDS
+    while True:
+        left = {dev: f for dev, f in loop.loops_under(data_dir).items() if detached.get(dev) == f}
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _live_containers(runc: Runc | None) -> set[str]:
+    if runc is None:
+        return set()
+    return {str(c.get("id")) for c in runc.list() if c.get("status") != "stopped"}

@@ -8,6 +8,8 @@ missing; nothing present is changed.
 """
 from __future__ import annotations
 
+import base64
+
 from typing import Any, Callable
 
 from storage.api.conversion import convert
@@ -228,6 +230,13 @@ def _endpoints(obj: dict[str, Any]) -> None:
 
 def _secret(obj: dict[str, Any]) -> None:
     obj.setdefault("type", "Opaque")
+    # As Kubernetes: stringData is write-only, merged into data (its keys win) and never stored.
+    string_data = obj.get("stringData")
+    if isinstance(string_data, dict) and all(isinstance(v, str) for v in string_data.values()):
+        data = obj.get("data")
+        if data is None or isinstance(data, dict):
+            obj["data"] = {**(data or {}), **{k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}}
+            del obj["stringData"]
 
 
 def _namespace(obj: dict[str, Any]) -> None:

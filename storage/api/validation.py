@@ -10,6 +10,8 @@ of resource maps are written as dotted names (``spec.resources.requests.storage`
 """
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import re
 from typing import Any, Callable, Iterable
@@ -1043,6 +1045,27 @@ def _data_keys(errs: _Errors, obj: dict[str, Any], sections: tuple[str, ...]) ->
 def _secret(errs: _Errors, obj: dict[str, Any]) -> None:
     _data_keys(errs, obj, ("data",))
     _data_keys(errs, obj, ("stringData",))
+    for key, value in _d(obj.get("data")).items():
+        if isinstance(value, str):
+            try:
+                base64.b64decode(value, validate=True)
+            except ValueError:  # binascii.Error; as Kubernetes, without echoing the value
+                errs.items.append(FieldError(f"data[{key}]", "Invalid value", "illegal base64 data"))
+
+
+def _withhold_secret_values(errors: list[FieldError]) -> list[FieldError]:
+    """A Secret's values never appear in an error message (Status, event or log): only the field.
+
+    Key names are not secret (Kubernetes shows them): an error about the key itself keeps it.
+    """
+    out = []
+    for e in errors:
+        section = e.field.split("[", 1)[0].split(".", 1)[0]
+        is_key_error = e.field == f"{section}[{e.value}]"
+        if e.has_value and section in ("data", "stringData") and not is_key_error:
+            e = dataclasses.replace(e, value=None, has_value=False)
+        out.append(e)
+    return out
 
 
 def _config_map(errs: _Errors, obj: dict[str, Any]) -> None:
@@ -1196,7 +1219,8 @@ def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str
         if update_rule is not None:
             update_rule(errs, data, old)
     if errs.items or out is None:
-        raise Invalid(errs.items, kind=info.kind, name=_name(obj))
+        items = _withhold_secret_values(errs.items) if info.kind == "Secret" else errs.items
+        raise Invalid(items, kind=info.kind, name=_name(obj))
     return out
 
 

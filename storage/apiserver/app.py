@@ -5,7 +5,9 @@ and a hand parser costs less per request than trying a hundred patterns.
 """
 from __future__ import annotations
 
+import asyncio
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,13 +28,16 @@ from storage.apiserver.auth import TokenAuth
 from storage.apiserver.handlers import Handlers, Target
 from storage.apiserver.patch import PATCH_TYPES
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, line, stream_events
-from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, StowageError
+from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, StowageError, TemporaryError
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
 
 JSON_TYPE = "application/json"
-_PUBLIC = {"/healthz": b"ok", "/readyz": b"ok", "/livez": b"ok"}
+_HEALTH = ("/healthz", "/livez", "/readyz")
+# Threads that run store calls. SQLite writes serialize on one lock anyway; the rest lets reads
+# proceed while a write waits for a lock another process holds (up to the busy timeout).
+STORE_THREADS = 8
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _METHOD_SET = frozenset(_METHODS)
 # Resources a namespaced path segment can never be: "namespaces/<ns>/status" is the namespace's own status.
@@ -44,7 +49,22 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def _error(err: StowageError) -> Response:
-    return _json(err.to_status(), err.code)
+    response = _json(err.to_status(), err.code)
+    if isinstance(err, TemporaryError):
+        response.headers["Retry-After"] = str(max(1, int(err.delay + 0.999)))
+    return response
+
+
+def _health_report(path: str, checks: list[tuple[str, str | None]], verbose: bool) -> Response:
+    """Kubernetes' format: ``[+]name ok`` / ``[-]name failed: reason`` lines, then a verdict."""
+    what = path.strip("/")
+    failed = any(reason is not None for _, reason in checks)
+    if not failed and not verbose:
+        return Response(b"ok", media_type="text/plain")
+    lines = ["[+]ping ok"]
+    lines += [f"[+]{name} ok" if reason is None else f"[-]{name} failed: {reason}" for name, reason in checks]
+    lines.append(f"{what} check failed" if failed else f"{what} check passed")
+    return Response(("\n".join(lines) + "\n").encode(), status_code=500 if failed else 200, media_type="text/plain")
 
 
 @dataclass(frozen=True)
@@ -101,6 +121,9 @@ def create_app(
     """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize)."""
     handlers = Handlers(store, admission if admission is not None else default_admission())
     watches = WatchRegistry()
+    # Store calls run here, never on the event loop: a database lock held by another process must
+    # not stop /healthz, /livez or any request that does not need the store.
+    executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="apiserver-store")
     static: dict[str, bytes] = {
         "/version": orjson.dumps(discovery.version_info()),
         "/api": orjson.dumps(discovery.api_versions()),
@@ -115,8 +138,15 @@ def create_app(
     async def endpoint(request: Request) -> Response:
         path = request.scope["path"].rstrip("/") or "/"
         try:
-            if path in _PUBLIC:
-                return Response(_PUBLIC[path], media_type="text/plain")
+            if path in _HEALTH:
+                verbose = "verbose" in request.query_params
+                checks: list[tuple[str, str | None]] = []
+                if path == "/readyz":  # liveness is the process answering; readiness needs the store
+                    checks = await asyncio.get_running_loop().run_in_executor(None, store.health)
+                    for name, reason in checks:
+                        if reason is not None:
+                            log.warning("readiness check failed", check=name, reason=reason)
+                return _health_report(path, checks, verbose)
             if path == "/version":  # public, as Kubernetes' system:public-info-viewer role makes it
                 return Response(static[path], media_type=JSON_TYPE)
             user = tokens.authenticate(request.headers.get("authorization"))
@@ -136,8 +166,12 @@ def create_app(
                 parsed = parse_resource_path(f"{parts[1]}/{parts[2]}", parts[3:])
             else:
                 raise _not_found()
-            return await _serve(request, parsed, user.name)
+            response = await _serve(request, parsed, user.name)
+            # Method, path and status only: bodies can hold Secret values and never go into a log.
+            log.debug("request", method=request.method, path=path, user=user.name, code=response.status_code)
+            return response
         except StowageError as e:
+            log.debug("request failed", method=request.method, path=path, code=e.code, reason=e.reason, message=e.message)
             return _error(e)
         except Exception as e:  # a bug must still answer as a Status, not a dropped connection
             # A plain traceback, not a rich one: those print local variables, which can hold credentials.
@@ -188,10 +222,9 @@ def create_app(
         else:
             raise MethodNotAllowed(f"{method} is not supported here")
 
-        # Inline on the event loop, not in a worker thread: a store call is a short local write or one
-        # database round trip, and the thread hop (queue, wake-up, GIL hand-over) cost more than the
-        # call itself. Writes to one store serialize anyway, so threads bought no parallelism.
-        payload = orjson.dumps(call())
+        # In the store pool, off the event loop (a plain executor hop: cheaper per request than
+        # anyio's to_thread with its limiter and cancel scopes).
+        payload = await asyncio.get_running_loop().run_in_executor(executor, lambda: orjson.dumps(call()))
         return Response(payload, status_code=status, media_type=JSON_TYPE)
 
     async def _watch(request: Request, t: Target) -> Response:
@@ -233,6 +266,7 @@ def create_app(
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=_METHODS)])
     app.state.store = store
     app.state.watches = watches
+    app.state.store_executor = executor
     standard = app.build_middleware_stack()
 
     async def direct(scope: Scope, receive: Receive, send: Send) -> None:

@@ -33,6 +33,8 @@ def apply_patch(content_type: str, target: dict[str, Any], patch: Any) -> dict[s
             raise BadRequest("json patch: the body must be a JSON array of operations")
         try:
             return jsonpatch.apply_patch(target, patch, in_place=False)
+        except jsonpatch.JsonPatchTestFailed:  # its message shows the stored value, maybe a Secret's
+            raise BadRequest("json patch: a test operation failed: the value at its path differs") from None
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
             raise BadRequest(f"json patch: {e}") from None
     if not isinstance(patch, dict):

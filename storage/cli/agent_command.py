@@ -68,7 +68,12 @@ def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str |
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, on_signal)
-    thread = start_agent(Client(server, token), config, token, stop)
+    from storage.system.dirlock import DirLocked
+
+    try:
+        thread = start_agent(Client(server, token), config, token, stop)
+    except DirLocked as exc:
+        raise CommandError(str(exc)) from None
     log.info("agent running", node=config.node_name, server=server)
     stop.wait()
     thread.join(timeout=30)
@@ -100,5 +105,26 @@ def down_command(data_dir: str, grace: float) -> None:
         except (ProcessLookupError, ValueError):
             pass
         pid_file.unlink(missing_ok=True)
-    counts = stop_node(root, root / "agent", grace)
-    click.echo(f"stopped {counts['pods']} pod(s), released {counts['mounts']} mount(s) and {counts['loop_devices']} loop device(s)")
+    from storage.system.dirlock import DirLock, DirLocked
+
+    # Whatever still holds the data dir or its agent dir (a `serve`, an `agent` started by hand) is
+    # not ours to tear down under: refuse rather than pull mounts from under a running agent.
+    locks = []
+    try:
+        for directory, program in ((root, "stowage down"), (root / "agent", "stowage down")):
+            locks.append(DirLock(directory, program).acquire())
+    except DirLocked as exc:
+        for held in locks:
+            held.release()
+        raise CommandError(str(exc)) from None
+    try:
+        counts = stop_node(root, root / "agent", grace)
+    finally:
+        for held in locks:
+            held.release()
+    click.echo(f"stopped {counts['pods']} pod(s) ({counts['containers']} container(s)), "
+               f"released {counts['mounts']} mount(s) and {counts['loop_devices']} loop device(s)")
+    left = counts["left"]
+    if any(left.values()):
+        lines = [f"  {what.replace('_', ' ')}: {', '.join(items)}" for what, items in left.items() if items]
+        raise CommandError("these could not be released (still in use?):\n" + "\n".join(lines))

@@ -5,6 +5,8 @@ YAML followed by its events.
 """
 from __future__ import annotations
 
+import base64
+
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
@@ -553,6 +555,20 @@ def _table(rows: list[list[str]], indent: int = 0) -> str:
     )
 
 
+def describe_secret(obj: dict[str, Any], lister: Lister) -> str:
+    """As kubectl: sizes only, never a value (a terminal, a shared screen or a pasted log would keep it)."""
+    pairs = _common(obj, True) + _labels_annotations(obj) + [("", ""), ("Type", str(obj.get("type") or "Opaque"))]
+    out = fields(pairs[:-2]) + "\n" + fields(pairs[-1:]) + "\nData\n====\n"
+    data = obj.get("data") or {}
+    for key in sorted(data):
+        try:
+            size = len(base64.b64decode(str(data[key]), validate=True))
+        except ValueError:
+            size = len(str(data[key]))
+        out += f"{key}:  {size} bytes\n"
+    return out + events_section(obj, lister)
+
+
 def _generic(obj: dict[str, Any], lister: Lister) -> str:
     body = yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
     return body + events_section(obj, lister)
@@ -564,3 +580,4 @@ register("StorageClass", describe_sc)
 register("Pod", describe_pod)
 register("StatefulSet", describe_sts)
 register("Node", describe_node)
+register("Secret", describe_secret)

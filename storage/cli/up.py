@@ -24,6 +24,7 @@ from storage.cli.errors import CommandError
 
 DEFAULT_LISTEN = "127.0.0.1:6443"
 DATA_DIR_ENV = "STOWAGE_DATA_DIR"
+LOG_LEVEL_ENV = "STOWAGE_LOG_LEVEL"
 DB_FILE = "stowage.db"
 KUBECONFIG_FILE = "kubeconfig"
 
@@ -48,7 +49,14 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def configure_logging(fmt: str) -> None:
-    """Structured logs on stderr; JSON for machines, a console renderer for people."""
+    """Structured logs on stderr; JSON for machines, a console renderer for people.
+
+    The level is $STOWAGE_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR; default INFO).
+    """
+    name = os.environ.get(LOG_LEVEL_ENV, "INFO").upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise CommandError(f"${LOG_LEVEL_ENV}: unknown level {name!r}: use DEBUG, INFO, WARNING or ERROR")
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -63,9 +71,11 @@ def configure_logging(fmt: str) -> None:
             renderer,
         ],
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # Libraries (uvicorn, SQLAlchemy) stay at WARNING unless DEBUG is asked for.
+    logging.basicConfig(level=logging.DEBUG if level <= logging.DEBUG else logging.WARNING, stream=sys.stderr, force=True)
 
 
 def _redact(url: str) -> str:
@@ -88,6 +98,7 @@ class ControlPlane:
     kubeconfig: Path
     stop: threading.Event
     threads: list[threading.Thread]
+    lock: Any = None  # the data dir's DirLock, held until shutdown
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -97,6 +108,8 @@ class ControlPlane:
                 log.warning("thread did not stop in time", thread=thread.name)
         _stop_server(self.server)
         self.store.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _stop_server(server: Any) -> None:
@@ -166,7 +179,12 @@ def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: thread
                          # hostPath volumes may use the data dir's own hostpath area and what the admin allows.
                          host_path_prefixes=(str(data_dir / "hostpath"), *host_path_prefixes),
                          private_paths=(str(data_dir),))
-    thread = start_agent(Client(server_url, token), config, token, stop)
+    from storage.system.dirlock import DirLocked
+
+    try:
+        thread = start_agent(Client(server_url, token), config, token, stop)
+    except DirLocked as exc:
+        raise CommandError(str(exc)) from None
     log.info("local node agent started", node=config.node_name)
     return [thread]
 
@@ -185,37 +203,83 @@ def _apply_manifests(files: tuple[str, ...], kubeconfig: Path) -> None:
         log.info("manifests applied", files=list(files))
 
 
+def open_encryption(data_dir: Path, config_file: str | None) -> Any:
+    """The encryption at rest for Secrets: ``config_file``, or the data dir's own (made on first start)."""
+    from storage.store.encryption import EncryptionConfigError, ensure_config, load_config
+
+    path = Path(config_file).expanduser() if config_file else ensure_config(data_dir)
+    try:
+        return load_config(path)
+    except EncryptionConfigError as exc:
+        raise CommandError(f"--encryption-provider-config: {exc}") from None
+
+
+def lock_data_dir(data_dir: Path, program: str) -> Any:
+    from storage.system.dirlock import DirLock, DirLocked
+
+    try:
+        return DirLock(data_dir, program).acquire()
+    except DirLocked as exc:
+        raise CommandError(str(exc)) from None
+
+
+def open_data_store(data_dir: Path, store_url: str | None, encryption_config: str | None) -> Any:
+    """The store of ``up``/``serve`` (and of the maintenance commands), Secrets encrypted at rest."""
+    from storage.errors import StowageError
+    from storage.store import open_store
+
+    url = store_url or str(data_dir / DB_FILE)
+    encryption = open_encryption(data_dir, encryption_config)
+    try:
+        store = open_store(url, encryption=encryption)
+    except ValueError as exc:
+        raise CommandError(f"--store: {exc}") from None
+    except StowageError as exc:  # e.g. locked by another process past the busy timeout
+        raise CommandError(f"cannot open the store {_redact(url)}: {exc.message}") from None
+    log.info("store opened", store=_redact(url))
+    return store
+
+
 def start_control_plane(
     data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event,
-    host_path_prefixes: tuple[str, ...] = (),
+    host_path_prefixes: tuple[str, ...] = (), encryption_config: str | None = None,
 ) -> ControlPlane:
     from storage.apiserver.server import start_in_thread
-    from storage.store import open_store
 
     host, port = parse_listen(listen)  # checked again here for callers other than run_foreground
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)  # holds the token file and the database
-    url = store_url or str(data_dir / DB_FILE)
+    lock = lock_data_dir(data_dir, "stowage up" if with_agent else "stowage serve")
     try:
-        store = open_store(url)
-    except ValueError as exc:
-        raise CommandError(f"--store: {exc}") from None
-    log.info("store opened", store=_redact(url))
+        store = open_data_store(data_dir, store_url, encryption_config)
+    except BaseException:
+        lock.release()
+        raise
+    if getattr(store, "corrupt", None):
+        log.error("the database is corrupt: the API serves reads only and refuses every write",
+                  problem=store.corrupt, recovery="stop stowage, then `stowage restore FILE` from a backup")
     kubeconfig = data_dir / KUBECONFIG_FILE
     try:
         # Makes the admin token on first start and writes the kubeconfig once the port is known.
         server = start_in_thread(store, host=host, port=port, data_dir=data_dir, kubeconfig=kubeconfig)
     except OSError as exc:
         store.close()
+        lock.release()
         raise CommandError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     except BaseException:
         store.close()
+        lock.release()
         raise
     server_url = _server_url(server, host, port)
-    threads = _start_controllers(store, stop)
-    if with_agent:
-        threads += _start_local_agent(store, server_url, data_dir, stop, host_path_prefixes)
-    return ControlPlane(store, server, server_url, kubeconfig, stop, threads)
+    plane = ControlPlane(store, server, server_url, kubeconfig, stop, [], lock)
+    try:
+        plane.threads += _start_controllers(store, stop)
+        if with_agent:
+            plane.threads += _start_local_agent(store, server_url, data_dir, stop, host_path_prefixes)
+    except BaseException:
+        plane.shutdown()
+        raise
+    return plane
 
 
 def _pod_line(pod: dict[str, Any]) -> str:
@@ -250,7 +314,8 @@ def _report_pods(store: Any, stop: threading.Event) -> None:
 
 
 def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tuple[str, ...],
-                   log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = ()) -> None:
+                   log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = (),
+                   encryption_config: str | None = None) -> None:
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
@@ -264,7 +329,8 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
     try:
         root = Path(data_dir).expanduser().resolve()
         plane = start_control_plane(root, listen, store_url, with_agent, stop,
-                                    tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes))
+                                    tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes),
+                                    encryption_config)
         pid_file = root / "up.pid"
         pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -297,6 +363,9 @@ _common = [
                  help="Manifests to apply once the API is ready."),
     click.option("--log-format", type=click.Choice(["console", "json"]), default=None,
                  help="Log format (default: console on a terminal, else JSON)."),
+    click.option("--encryption-provider-config", "encryption_config", default=None, metavar="FILE",
+                 help="EncryptionConfiguration for Secrets at rest (default: <data-dir>/encryption-config.yaml, "
+                      "made with a fresh AES-GCM key on first start)."),
 ]
 
 
@@ -315,17 +384,19 @@ def _log_format(value: str | None) -> str:
 @click.option("--store", "store_url", default=None, help="Store URL (default: SQLite file in the data dir).")
 @click.option("--host-path-prefix", "host_paths", multiple=True, metavar="PATH",
               help="Host path under which hostPath volumes are allowed (repeatable; default: only <data-dir>/hostpath).")
-def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None, store_url: str | None,
-               host_paths: tuple[str, ...]) -> None:
+def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
+               encryption_config: str | None, store_url: str | None, host_paths: tuple[str, ...]) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
-                   host_path_prefixes=host_paths)
+                   host_path_prefixes=host_paths, encryption_config=encryption_config)
 
 
 @click.command("serve")
 @_with_common
 @click.option("--store", "store_url", default=None,
               help="Store URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
-def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None, store_url: str | None) -> None:
+def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
+                  encryption_config: str | None, store_url: str | None) -> None:
     """Run the control plane only (API server and controllers), for hosts that run `stowage agent`."""
-    run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False)
+    run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False,
+                   encryption_config=encryption_config)

@@ -106,8 +106,13 @@ class Store(ABC):
         """The newest revision written."""
 
     @abstractmethod
-    def compact(self, keep: int) -> int:
-        """Forget events older than the newest ``keep``; return the oldest revision still watchable."""
+    def compact(self, keep: int, keep_bytes: int | None = None) -> int:
+        """Forget events older than the newest ``keep`` (and beyond ``keep_bytes`` of bodies);
+        return the oldest revision still watchable."""
+
+    def health(self, timeout: float = 2.0) -> list[tuple[str, str | None]]:
+        """Readiness checks: (name, None when passing, or a reason safe to show any client)."""
+        return []
 
     @abstractmethod
     def close(self) -> None:

@@ -19,6 +19,7 @@ table every ``poll_interval`` seconds (0.05 by default) while anyone watches.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -27,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import psycopg
 import structlog
@@ -49,12 +50,19 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from storage.api import registry
 from storage.api.timestamps import now as _now
-from storage.errors import AlreadyExists, Conflict, FieldError, Gone, Invalid, NotFound
+from storage.errors import AlreadyExists, Conflict, FieldError, Gone, Invalid, NotFound, StowageError, TemporaryError
 from storage.store.base import EventType, Store, Watcher, WatchEvent
+from storage.store.encryption import Encryption
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_KEEP_EVENTS = 100_000
+# Watch history is also bounded in bytes: 100,000 events of 1.5 MiB objects would be 150 GB.
+DEFAULT_KEEP_EVENT_BYTES = 256 * 1024 * 1024
+# How long a SQLite write waits for another process's lock before the request fails with a 503:
+# long enough for any normal writer (a write is milliseconds), short enough that a client is answered.
+SQLITE_BUSY_TIMEOUT_SECONDS = 10.0
+RESTORE_HINT = "stop stowage and restore a backup with `stowage restore FILE`"
 # Compaction runs when a write lands on a multiple of this revision: exactly one writer does it.
 COMPACT_EVERY = 1_000
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet: no vowels, no look-alikes
@@ -162,6 +170,14 @@ _EVENTS_AFTER = text(
     "WHERE revision > :after AND revision <= :upto ORDER BY revision LIMIT :limit"
 )
 _REVISIONS = text("SELECT revision, compacted FROM stowage_meta WHERE id = 1")
+# The newest event at which the bodies from the newest event back exceed the byte budget:
+# compacting up to it leaves at most ``budget`` bytes of history.
+_BYTES_BEYOND = (
+    "SELECT revision FROM (SELECT revision, SUM({size}) OVER (ORDER BY revision DESC) AS tail "
+    "FROM stowage_events) AS t WHERE tail > :budget ORDER BY revision DESC LIMIT 1"
+)
+_SQLITE_BYTES_BEYOND = text(_BYTES_BEYOND.format(size="length(CAST(body AS BLOB))"))
+_PG_BYTES_BEYOND = text(_BYTES_BEYOND.format(size="octet_length(body)"))
 
 # PostgreSQL: counter, row, event and notification in one round trip.
 _PG_CTE = (
@@ -212,6 +228,44 @@ class _GuardFailed(Exception):
     """The row moved past the version this process knew: take the locked path."""
 
 
+class StoreUnavailable(TemporaryError):
+    """The database cannot take this request now (locked by another process, unreachable): retry later."""
+
+
+class StoreCorrupt(StowageError):
+    """The database failed its integrity check: writes are refused until it is restored."""
+
+    code, reason = 503, "ServiceUnavailable"
+
+
+@contextlib.contextmanager
+def _busy_as_unavailable() -> Iterator[None]:
+    """A lock held past the busy timeout by another process becomes a 503 with Retry-After, not a 500."""
+    try:
+        yield
+    except (DBAPIError, sqlite3.DatabaseError) as exc:
+        if _is_busy(exc):
+            raise StoreUnavailable("the database is locked by another process; retry later", delay=1.0) from None
+        orig = getattr(exc, "orig", exc)
+        if isinstance(orig, sqlite3.DatabaseError) and "malformed" in str(orig):
+            raise StoreCorrupt(f"the database is corrupt ({orig}): {RESTORE_HINT}") from None
+        raise
+
+
+def _why(exc: BaseException | None) -> str:
+    """A database error's first line, short: never a statement or its parameters."""
+    if exc is None:
+        return "unknown error"
+    if _is_busy(exc):
+        return "the database is locked by another process"
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _is_busy(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, sqlite3.OperationalError) and "locked" in str(orig) or isinstance(orig, psycopg.errors.LockNotAvailable)
+
+
 class SqlStore(Store):
     def __init__(
         self,
@@ -220,22 +274,32 @@ class SqlStore(Store):
         keep_events: int = DEFAULT_KEEP_EVENTS,
         compact_every: int = COMPACT_EVERY,
         poll_interval: float | None = None,
+        encryption: Encryption | None = None,
+        keep_event_bytes: int = DEFAULT_KEEP_EVENT_BYTES,
+        busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
     ) -> None:
         self.url = url
         self.keep_events = keep_events
+        self.keep_event_bytes = keep_event_bytes
+        self.encryption = encryption
+        self.busy_timeout = busy_timeout
+        # Set when the integrity check at open failed: reads are tried, writes refused (see _check_writable).
+        self.corrupt: str | None = None
+        self._bytes_since_compact = 0
         self.compact_every = compact_every
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self._engine = create_engine(
                 url,
                 isolation_level="AUTOCOMMIT",  # transactions are begun by hand: BEGIN IMMEDIATE for writes
-                connect_args={"check_same_thread": False, "timeout": 60},
+                connect_args={"check_same_thread": False, "timeout": busy_timeout},
                 pool_size=8,
                 max_overflow=32,
             )
-            event.listen(self._engine, "connect", _sqlite_pragmas)
+            event.listen(self._engine, "connect", lambda conn, record: _sqlite_pragmas(conn, record, busy_timeout))
         else:
             self._engine = create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False)
+            event.listen(self._engine, "connect", lambda conn, record: _pg_session(conn, busy_timeout))
         # SQLite serializes writers with a file lock whose busy handler sleeps; a
         # process-local lock queues this process's writers without that latency.
         self._write_lock = threading.Lock() if self.is_sqlite else None
@@ -249,9 +313,32 @@ class SqlStore(Store):
         # PostgreSQL reads are single statements: autocommit spares the BEGIN and ROLLBACK round trips.
         self._reader = self._engine if self.is_sqlite else self._engine.execution_options(isolation_level="AUTOCOMMIT")
         self._closed = False
-        self._init_schema()
+        if self.is_sqlite:
+            self.corrupt = self._integrity_problem()
+        if self.corrupt is not None:
+            log.error("store.corrupt", problem=self.corrupt, writes="refused", recovery=RESTORE_HINT)
+            return
+        with _busy_as_unavailable():
+            self._init_schema()
 
     # --- schema ---------------------------------------------------------------
+    def _integrity_problem(self) -> str | None:
+        """SQLite's quick_check at open: a reason when the file is damaged, else None."""
+        try:
+            with self._engine.connect() as conn:
+                rows = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check").all()]
+        except DBAPIError as exc:
+            if _is_busy(exc):
+                return None  # locked by another process is not damage; the readiness check reports it
+            return f"the database cannot be read: {exc.orig}"
+        if rows == ["ok"]:
+            return None
+        return "PRAGMA quick_check found: " + "; ".join(rows[:3])
+
+    def _check_writable(self) -> None:
+        if self.corrupt is not None:
+            raise StoreCorrupt(f"the database is corrupt ({self.corrupt}); writes are stopped: {RESTORE_HINT}")
+
     def _init_schema(self) -> None:
         if self.is_sqlite:
             with self._engine.connect() as conn:
@@ -269,8 +356,25 @@ class SqlStore(Store):
         # NOTIFY channels are per database: stores in other schemas of it must not wake each other.
         self._channel = "stowage_" + hashlib.sha1(str(schema).encode()).hexdigest()[:16]
 
+    # --- encryption at rest -------------------------------------------------------
+    def _seal(self, resource: str, namespace: str, name: str, body: str) -> str:
+        enc = self.encryption
+        return body if enc is None else enc.seal(resource, namespace, name, body)
+
+    def _open(self, resource: str, namespace: str, name: str, stored: str) -> str:
+        enc = self.encryption
+        if enc is None:
+            if stored.startswith("k8s:enc:"):
+                from storage.store.encryption import DecryptionError
+
+                raise DecryptionError(f'{resource} "{name}": stored encrypted, and no encryption configuration '
+                                      "was given to read it", kind=resource, name=name)
+            return stored
+        return enc.open(resource, namespace, name, stored)
+
     # --- transactions ---------------------------------------------------------
     def _write_tx(self) -> Any:
+        self._check_writable()
         return _SqliteWriteTx(self) if self.is_sqlite else self._engine.begin()
 
     def _sqlite_writer(self) -> Any:
@@ -289,12 +393,13 @@ class SqlStore(Store):
 
     def _commit(self, conn: Connection, change: _Change) -> int:
         """Write one change and its event under the next revision; return that revision."""
+        params = change.params()
+        params["body"] = self._seal(change.resource, change.namespace, change.name, change.body)
+        self._bytes_since_compact += len(params["body"])
         if not self.is_sqlite:
-            params = change.params()
             params["channel"] = self._channel
             return int(conn.execute(_PG_WRITE[change.op], params).scalar_one())
         revision = int(conn.execute(_NEXT_REVISION).scalar_one())
-        params = change.params()
         params["revision"] = revision
         if change.op == "insert":
             conn.execute(_INSERT_OBJECT, params)
@@ -309,13 +414,18 @@ class SqlStore(Store):
         hub = self._hub
         if hub is not None:
             hub.poke()
-        if self.keep_events > 0 and any(r % self.compact_every == 0 for r in revisions):
+        due = self.keep_events > 0 and any(r % self.compact_every == 0 for r in revisions)
+        # Large bodies reach the byte budget long before the event count: check it by bytes written too.
+        if self.keep_event_bytes > 0 and self._bytes_since_compact > self.keep_event_bytes // 8:
+            due = True
+        if due:
+            self._bytes_since_compact = 0
             try:
                 self.compact(self.keep_events)
             except Exception:  # compaction is housekeeping: a failure must not fail the write
                 log.warning("store.compact_failed", exc_info=True)
 
-    def _read_locked(self, conn: Connection, resource: str, namespace: str, name: str) -> Row[Any] | None:
+    def _read_locked(self, conn: Connection, resource: str, namespace: str, name: str) -> tuple[Any, str] | None:
         """The current row, read under the write lock.
 
         PostgreSQL: every write transaction locks the counter row before any
@@ -327,15 +437,16 @@ class SqlStore(Store):
         """
         if not self.is_sqlite:
             conn.execute(_PG_LOCK_COUNTER)
-        return conn.execute(_GET, {"resource": resource, "namespace": namespace, "name": name}).first()
+        row = conn.execute(_GET, {"resource": resource, "namespace": namespace, "name": name}).first()
+        return None if row is None else (row[0], self._open(resource, namespace, name, row[1]))
 
     # --- reads ----------------------------------------------------------------
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
-        with self._reader.connect() as conn:
+        with _busy_as_unavailable(), self._reader.connect() as conn:
             row = conn.execute(_GET, {"resource": resource, "namespace": namespace or "", "name": name}).first()
         if row is None:
             raise _not_found(resource, name)
-        return _with_version(row[1], row[0])
+        return _with_version(self._open(resource, namespace or "", name, row[1]), row[0])
 
     def list(
         self,
@@ -349,7 +460,7 @@ class SqlStore(Store):
         stmt = _LIST_ALL
         if namespace is not None:
             stmt, params["namespace"] = _LIST_NS, namespace
-        with self._reader.connect() as conn:
+        with _busy_as_unavailable(), self._reader.connect() as conn:
             rows = conn.execute(stmt, params).all()
         revision = 0
         found: list[tuple[str, str, int, str]] = []
@@ -357,7 +468,7 @@ class SqlStore(Store):
             if body is None:
                 revision = int(rv)
             else:
-                found.append((ns, name, rv, body))
+                found.append((ns, name, rv, self._open(resource, ns, name, body)))
         found.sort(key=lambda r: (r[0], r[1]))
         items = []
         for _, _, rv, body in found:
@@ -376,10 +487,12 @@ class SqlStore(Store):
 
     def _events(self, after: int, upto: int | None, limit: int = 1000) -> list[Row[Any]]:
         with self._reader.connect() as conn:
-            rows = conn.execute(_EVENTS_AFTER, {"after": after, "upto": upto if upto is not None else 2**62, "limit": limit}).all()
+            raw = conn.execute(_EVENTS_AFTER, {"after": after, "upto": upto if upto is not None else 2**62, "limit": limit}).all()
+        # Decrypted once here, for every watcher; the database keeps only the sealed form.
+        rows = [(r[0], r[1], r[2], r[3], r[4], self._open(r[1], r[2], r[3], r[5])) for r in raw]
         for revision, resource, namespace, name, type_, body in rows:
             self._remember(resource, namespace, name, None if type_ == "DELETED" else int(revision), body, at=int(revision))
-        return list(rows)
+        return rows  # type: ignore[return-value]
 
     # --- writes ---------------------------------------------------------------
     def _retrying(self, write: Callable[[], _T]) -> _T:
@@ -391,7 +504,8 @@ class SqlStore(Store):
         """
         for attempt in range(_TRANSIENT_ATTEMPTS):
             try:
-                return write()
+                with _busy_as_unavailable():
+                    return write()
             except DBAPIError as e:
                 if self.is_sqlite or not isinstance(e.orig, _TRANSIENT) or attempt == _TRANSIENT_ATTEMPTS - 1:
                     raise
@@ -411,6 +525,7 @@ class SqlStore(Store):
         return self._retrying(lambda: self._create_many_once(resource, batch))
 
     def _create_many_once(self, resource: str, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self._check_writable()
         prepared = [self._prepare_create(obj) for obj in objs]
         for attempt in range(GENERATE_NAME_ATTEMPTS):
             try:
@@ -506,8 +621,11 @@ class SqlStore(Store):
             return None
         meta = stored["metadata"]
         removed = bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
-        params = {"resource": resource, "namespace": namespace, "name": name, "body": body,
+        self._check_writable()
+        params = {"resource": resource, "namespace": namespace, "name": name,
+                  "body": self._seal(resource, namespace, name, body),
                   "type": "DELETED" if removed else "MODIFIED", "expected": known[0], "channel": self._channel}
+        self._bytes_since_compact += len(params["body"])
         try:
             with self._reader.connect() as conn:
                 revision, _, _ = conn.execute(_PG_GUARDED_WRITE["delete" if removed else "update"], params).one()
@@ -584,21 +702,135 @@ class SqlStore(Store):
         meta["resourceVersion"] = str(revision)
         return current
 
-    def compact(self, keep: int) -> int:
-        """Forget events older than the newest ``keep``.
+    def compact(self, keep: int, keep_bytes: int | None = None) -> int:
+        """Forget events older than the newest ``keep``, and those beyond the newest ``keep_bytes``
+        of event bodies (default: the store's byte budget; 0 or less: no byte budget).
 
         Returns the compacted revision: ``watch(since=it)`` still works, anything older is Gone.
         """
+        budget = self.keep_event_bytes if keep_bytes is None else keep_bytes
         with self._write_tx() as conn:
             lock = "" if self.is_sqlite else " FOR UPDATE"
             revision, compacted = conn.execute(text(_REVISIONS.text + lock)).one()
             target = max(int(revision) - max(keep, 0), 0)
+            if budget > 0:
+                over = conn.execute(_SQLITE_BYTES_BEYOND if self.is_sqlite else _PG_BYTES_BEYOND, {"budget": budget}).first()
+                if over is not None:
+                    target = max(target, int(over[0]))
             if target <= int(compacted):
                 return int(compacted)
             conn.execute(text("DELETE FROM stowage_events WHERE revision <= :target"), {"target": target})
             conn.execute(text("UPDATE stowage_meta SET compacted = :target WHERE id = 1"), {"target": target})
         log.info("store.compacted", compacted=target, revision=int(revision))
         return target
+
+    # --- maintenance ----------------------------------------------------------
+    @property
+    def sqlite_path(self) -> str | None:
+        if not self.is_sqlite:
+            return None
+        path = self.url.split("///", 1)[1] if "///" in self.url else ""
+        return path.split("?", 1)[0] or None
+
+    def health(self, timeout: float = 2.0) -> list[tuple[str, str | None]]:
+        """Readiness checks: (name, None when passing or a short reason safe to show anyone).
+
+        Each probe uses its own connection with a short lock timeout, so a
+        locked database is reported within ``timeout`` instead of waiting the
+        busy timeout out.
+        """
+        corrupt = self.corrupt is not None
+        checks: list[tuple[str, str | None]] = [
+            ("store-integrity", f"the database is corrupt: {RESTORE_HINT}" if corrupt else None)]
+        if self.is_sqlite:
+            path = self.sqlite_path or ":memory:"
+            try:
+                conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                return checks + [("store-read", f"cannot open the database: {exc}"), ("store-write", "not checked")]
+            try:
+                try:
+                    conn.execute("SELECT revision FROM stowage_meta WHERE id = 1").fetchone()
+                    checks.append(("store-read", None))
+                except sqlite3.Error as exc:
+                    checks.append(("store-read", f"cannot read the database: {_why(exc)}"))
+                if corrupt:
+                    checks.append(("store-write", "writes are stopped until the database is restored"))
+                    return checks
+                try:
+                    # Takes and at once gives back the write lock: proves a write could start now.
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("ROLLBACK")
+                    checks.append(("store-write", None))
+                except sqlite3.Error as exc:
+                    checks.append(("store-write", f"cannot write the database: {_why(exc)}"))
+            finally:
+                conn.close()
+            return checks
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'"))
+                conn.execute(text(f"SET LOCAL statement_timeout = '{int(timeout * 2000)}ms'"))  # lock_timeout first
+                conn.execute(_REVISIONS).one()
+                checks.append(("store-read", None))
+                try:
+                    conn.execute(_PG_LOCK_COUNTER).one()
+                    checks.append(("store-write", None))
+                except DBAPIError as exc:
+                    checks.append(("store-write", f"cannot write the database: {_why(exc.orig)}"))
+                conn.rollback()
+        except DBAPIError as exc:
+            checks.append(("store-read", f"cannot read the database: {_why(exc.orig)}"))
+            checks.append(("store-write", "not checked"))
+        return checks
+
+    def rewrite_encrypted(self) -> int:
+        """Rewrite every stored object and event of the encrypted resources that is not in the form the
+        first provider writes (older key, or plaintext from before encryption). Returns the objects
+        rewritten. Revisions do not change: the objects' content is the same."""
+        enc = self.encryption
+        if enc is None:
+            return 0
+        rewritten = 0
+        for resource in sorted(enc.resources):
+            with self._retrying_tx() as conn:
+                rows = conn.execute(text("SELECT namespace, name, body FROM stowage_objects WHERE resource = :r"),
+                                    {"r": resource}).all()
+                for namespace, name, body in rows:
+                    if enc.is_current(resource, body):
+                        continue
+                    sealed = enc.seal(resource, namespace, name, enc.open(resource, namespace, name, body))
+                    conn.execute(text("UPDATE stowage_objects SET body = :b WHERE resource = :r AND namespace = :ns AND name = :n"),
+                                 {"b": sealed, "r": resource, "ns": namespace, "n": name})
+                    rewritten += 1
+                events = conn.execute(text("SELECT revision, namespace, name, body FROM stowage_events WHERE resource = :r"),
+                                      {"r": resource}).all()
+                for revision, namespace, name, body in events:
+                    if not enc.is_current(resource, body):
+                        sealed = enc.seal(resource, namespace, name, enc.open(resource, namespace, name, body))
+                        conn.execute(text("UPDATE stowage_events SET body = :b WHERE revision = :rev"), {"b": sealed, "rev": revision})
+        self._known.clear()
+        log.info("store.rewrote_encrypted", objects=rewritten)
+        return rewritten
+
+    @contextlib.contextmanager
+    def _retrying_tx(self) -> Iterator[Any]:
+        with _busy_as_unavailable(), self._write_tx() as conn:
+            if not self.is_sqlite:
+                conn.execute(_PG_LOCK_COUNTER)
+            yield conn
+
+    def restart_history(self, at_least: int = 0) -> int:
+        """After a restore: move the revision past ``at_least`` and everything before it, and forget
+        the watch history, so every client's watch gets 410 Gone and relists instead of silently
+        missing what the restore changed. Returns the new revision."""
+        with self._retrying_tx() as conn:
+            revision = int(conn.execute(_REVISIONS).one()[0])
+            new = max(revision, at_least) + 1
+            conn.execute(text("DELETE FROM stowage_events"))
+            conn.execute(text("UPDATE stowage_meta SET revision = :r, compacted = :r WHERE id = 1"), {"r": new})
+        self._known.clear()
+        return new
 
     # --- watch ----------------------------------------------------------------
     def watch(self, resource: str | None, namespace: str | None = None, since: int = 0) -> Watcher:
@@ -667,14 +899,27 @@ def _matchers(label_selector: str | None, field_selector: str | None) -> list[Ca
     return matchers
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS) -> None:
     cursor = dbapi_conn.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError:
+            pass  # a damaged or locked file: the integrity check at open says which, and refuses writes
         cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the process
-        cursor.execute("PRAGMA busy_timeout=60000")
     finally:
         cursor.close()
+
+
+def _pg_session(dbapi_conn: Any, busy_timeout: float) -> None:
+    """A write waiting on a lock another session holds gives up (503) instead of hanging forever."""
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    try:
+        dbapi_conn.execute(f"SET lock_timeout = '{int(busy_timeout * 1000)}ms'")
+    finally:
+        dbapi_conn.autocommit = autocommit
 
 
 class _DriverResult:
@@ -696,6 +941,9 @@ class _DriverResult:
 
     def scalar_one(self) -> Any:
         return self.one()[0]
+
+    def all(self) -> list[tuple[Any, ...]]:
+        return self.cursor.fetchall()  # type: ignore[no-any-return]
 
 
 class _SqliteWriteConn:

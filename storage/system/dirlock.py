@@ -1,0 +1,79 @@
+"""One Stowage process per data directory: an ``flock`` on a lock file inside it.
+
+The kernel drops the lock when the holder exits, however it exits, so a
+crash never leaves a stale lock behind. The holder's pid and program are
+written into the file so that the refusal can name them.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+LOCK_FILE = "stowage.lock"
+
+
+class DirLocked(RuntimeError):
+    """Another process holds the data directory."""
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        super().__init__(
+            f"{directory} is in use by {holder}: one `stowage up`, `serve` or `agent` per data dir. "
+            f"Stop it first (`stowage down --data-dir {directory}` for `stowage up`), or choose another --data-dir"
+        )
+        self.directory = directory
+        self.holder = holder
+
+
+class DirLock:
+    """Held from ``acquire`` until ``release`` or the end of the process."""
+
+    def __init__(self, directory: str | os.PathLike[str], program: str) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_FILE
+        self.program = program
+        self._fd: int | None = None
+
+    def acquire(self) -> "DirLock":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise DirLocked(self.directory, holder) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {self.program}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.close(fd)  # closing the only descriptor drops the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "DirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    pid, _, program = text.partition(" ")
+    if not pid.isdigit():
+        return "another process"
+    return f"{program or 'stowage'} (pid {pid})"
