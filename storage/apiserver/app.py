@@ -19,14 +19,15 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from storage.api import registry
+from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import parse_field_selector, parse_label_selector
 from storage.apiserver import discovery, proxy
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth
 from storage.apiserver.handlers import Handlers, Target
 from storage.apiserver.patch import PATCH_TYPES
-from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, line, stream_events
-from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, StowageError
+from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events
+from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, RequestEntityTooLarge, StowageError
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -159,18 +160,18 @@ def create_app(
             if method == "GET":
                 call = lambda: handlers.list(t, label_selector, field_selector)  # noqa: E731
             elif method == "POST":
-                body = _decode(await request.body())
+                body = _decode(await _read_body(request))
                 call = lambda: handlers.create(t, body, user=user, dry_run=dry_run)  # noqa: E731
                 status = 201
             elif method == "DELETE":
-                options = _delete_options(await request.body(), query)
+                options = _delete_options(await _read_body(request), query)
                 call = lambda: handlers.delete_collection(t, label_selector, field_selector, options, dry_run=dry_run)  # noqa: E731
             else:
                 raise MethodNotAllowed(f"{method} is not supported on a collection")
         elif method == "GET":
             call = lambda: handlers.get(t)  # noqa: E731
         elif method == "PUT":
-            body = _decode(await request.body())
+            body = _decode(await _read_body(request))
             call = lambda: handlers.update(t, body, user=user, dry_run=dry_run)  # noqa: E731
         elif method == "PATCH":
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -180,10 +181,10 @@ def create_app(
                      "message": f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}"},
                     415,
                 )
-            raw = await request.body()
+            raw = await _read_body(request)
             call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run)  # noqa: E731
         elif method == "DELETE" and not t.subresource:
-            options = _delete_options(await request.body(), query)
+            options = _delete_options(await _read_body(request), query)
             call = lambda: handlers.delete(t, options, dry_run=dry_run)  # noqa: E731
         else:
             raise MethodNotAllowed(f"{method} is not supported here")
@@ -191,7 +192,7 @@ def create_app(
         # Inline on the event loop, not in a worker thread: a store call is a short local write or one
         # database round trip, and the thread hop (queue, wake-up, GIL hand-over) cost more than the
         # call itself. Writes to one store serialize anyway, so threads bought no parallelism.
-        payload = orjson.dumps(call())
+        payload = encode_json(call())
         return Response(payload, status_code=status, media_type=JSON_TYPE)
 
     async def _watch(request: Request, t: Target) -> Response:
@@ -253,9 +254,26 @@ def create_app(
     return app
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body, read chunk by chunk and refused as soon as it passes the limit (never buffered beyond it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise RequestEntityTooLarge(request_too_large_message())
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise RequestEntityTooLarge(request_too_large_message())
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _decode(body: bytes) -> Any:
     if not body:
         raise BadRequest("the request body is empty; send a JSON object")
+    if json_depth_exceeds(body):  # before the decoder: deep enough input crashes it, not just the request
+        raise BadRequest(f"the request body is not acceptable: {depth_message()}")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:

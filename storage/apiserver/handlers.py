@@ -11,11 +11,12 @@ from typing import Any, Callable
 
 from storage.api.conversion import convert
 from storage.api.defaults import apply_defaults
+from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, depth_message, encoded_size, object_too_large_message
 from storage.api.registry import ResourceInfo
 from storage.api.validation import validate, validate_status
 from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
-from storage.errors import BadRequest, Conflict, Invalid, MethodNotAllowed, NotFound
+from storage.errors import BadRequest, Conflict, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from storage.store.base import Store
 
 # Metadata the store owns: a client's copy of it is never trusted on update.
@@ -56,6 +57,13 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _check_size(obj: dict[str, Any]) -> None:
+    """Nothing over etcd's request limit is stored, whichever way it was built (body, patch, defaults)."""
+    size = encoded_size(obj)
+    if size > MAX_OBJECT_BYTES:
+        raise RequestEntityTooLarge(object_too_large_message(size))
+
+
 class Handlers:
     def __init__(self, store: Store, admission: Admission) -> None:
         self.store = store
@@ -87,6 +95,7 @@ class Handlers:
             meta.pop(key, None)
         obj = self._checked(apply_defaults(obj), None, t.info)
         obj = self.admission.admit(AdmissionRequest("CREATE", t.info, obj, None, self.store, user))
+        _check_size(obj)
         if dry_run:
             return obj
         return with_type(t.info, self.store.create(t.info.plural, obj))
@@ -177,6 +186,8 @@ class Handlers:
         """Check kind/apiVersion/namespace against the path and fill them in; returns a private copy."""
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
+        if depth_exceeds(body):  # a patch can nest deeper than its own body; checked before any recursive step
+            raise BadRequest(f"the object is not acceptable: {depth_message()}")
         obj = copy.deepcopy(body)
         info = t.info
         kind = obj.get("kind") or info.kind
@@ -264,6 +275,7 @@ class Handlers:
 
     def _save(self, t: Target, obj: dict[str, Any], wanted_rv: str | None, dry_run: bool) -> dict[str, Any] | None:
         """Store an update; None when it lost a race the caller should retry (no precondition given)."""
+        _check_size(obj)
         if dry_run:
             return with_type(t.info, obj)
         try:
