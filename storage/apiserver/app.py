@@ -5,6 +5,7 @@ and a hand parser costs less per request than trying a hundred patterns.
 """
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -38,6 +39,8 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _METHOD_SET = frozenset(_METHODS)
 # Resources a namespaced path segment can never be: "namespaces/<ns>/status" is the namespace's own status.
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_WARNING_CHARS = 4096
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -98,9 +101,11 @@ def create_app(
     *,
     admission: Admission | None = None,
     bookmark_interval: float | None = 30.0,
+    pod_security_default: str = "baseline",
 ) -> Starlette:
-    """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize)."""
-    handlers = Handlers(store, admission if admission is not None else default_admission())
+    """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize,
+    Pod Security with ``pod_security_default`` for namespaces without labels)."""
+    handlers = Handlers(store, admission if admission is not None else default_admission(pod_security_default))
     watches = WatchRegistry()
     static: dict[str, bytes] = {
         "/version": orjson.dumps(discovery.version_info()),
@@ -156,12 +161,13 @@ def create_app(
         label_selector, field_selector = query.get("labelSelector"), query.get("fieldSelector")
         call: Callable[[], dict[str, Any]]
         status = 200
+        warnings: list[str] = []  # admission's warnings (Pod Security "warn" mode), sent as Warning headers
         if not t.name:
             if method == "GET":
                 call = lambda: handlers.list(t, label_selector, field_selector)  # noqa: E731
             elif method == "POST":
                 body = _decode(await _read_body(request))
-                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run)  # noqa: E731
+                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings)  # noqa: E731
                 status = 201
             elif method == "DELETE":
                 options = _delete_options(await _read_body(request), query)
@@ -172,7 +178,7 @@ def create_app(
             call = lambda: handlers.get(t)  # noqa: E731
         elif method == "PUT":
             body = _decode(await _read_body(request))
-            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run)  # noqa: E731
+            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings)  # noqa: E731
         elif method == "PATCH":
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in PATCH_TYPES:
@@ -182,7 +188,7 @@ def create_app(
                     415,
                 )
             raw = await _read_body(request)
-            call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run)  # noqa: E731
+            call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run, warnings=warnings)  # noqa: E731
         elif method == "DELETE" and not t.subresource:
             options = _delete_options(await _read_body(request), query)
             call = lambda: handlers.delete(t, options, dry_run=dry_run)  # noqa: E731
@@ -193,7 +199,10 @@ def create_app(
         # database round trip, and the thread hop (queue, wake-up, GIL hand-over) cost more than the
         # call itself. Writes to one store serialize anyway, so threads bought no parallelism.
         payload = encode_json(call())
-        return Response(payload, status_code=status, media_type=JSON_TYPE)
+        response = Response(payload, status_code=status, media_type=JSON_TYPE)
+        for text in warnings:
+            response.headers.append("Warning", warning_header(text))
+        return response
 
     async def _watch(request: Request, t: Target) -> Response:
         query = request.query_params
@@ -267,6 +276,15 @@ async def _read_body(request: Request) -> bytes:
             raise RequestEntityTooLarge(request_too_large_message())
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def warning_header(text: str) -> str:
+    """RFC 7234 warn-code 299 with agent "-", as Kubernetes sends admission warnings."""
+    # Header values are latin-1 and single-line; Kubernetes' own warnings are ASCII.
+    if len(text) > _MAX_WARNING_CHARS:  # Kubernetes truncates long warnings too
+        text = text[:_MAX_WARNING_CHARS] + "..."
+    safe = _CONTROL.sub(" ", text.replace("\\", "\\\\").replace('"', '\\"'))
+    return '299 - "' + safe.encode("ascii", "replace").decode("ascii") + '"'
 
 
 def _decode(body: bytes) -> Any:

@@ -84,7 +84,8 @@ class Handlers:
         return with_type(t.info, self.store.get(t.info.plural, t.store_namespace, t.name))
 
     # ---- writes --------------------------------------------------------------------------
-    def create(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False) -> dict[str, Any]:
+    def create(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
+               warnings: list[str] | None = None) -> dict[str, Any]:
         if t.info.namespaced and t.namespace is None:
             raise MethodNotAllowed(f"create {t.info.plural}: POST to /namespaces/<namespace>/{t.info.plural}")
         obj = self._normalize(t, body)
@@ -94,13 +95,16 @@ class Handlers:
         for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
             meta.pop(key, None)
         obj = self._checked(apply_defaults(obj), None, t.info)
-        obj = self.admission.admit(AdmissionRequest("CREATE", t.info, obj, None, self.store, user))
+        obj = self.admission.admit(
+            AdmissionRequest("CREATE", t.info, obj, None, self.store, user, warnings if warnings is not None else [])
+        )
         _check_size(obj)
         if dry_run:
             return obj
         return with_type(t.info, self.store.create(t.info.plural, obj))
 
-    def update(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False) -> dict[str, Any]:
+    def update(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
+               warnings: list[str] | None = None) -> dict[str, Any]:
         obj = self._normalize(t, body)
         if obj["metadata"].get("name") != t.name:
             raise BadRequest(
@@ -109,9 +113,10 @@ class Handlers:
         wanted_rv = obj["metadata"].get("resourceVersion") or None
         if t.subresource == "status":
             return self._write_status(t, lambda old: obj, wanted_rv, dry_run)
-        return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run)
+        return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings)
 
-    def patch(self, t: Target, content_type: str, body: bytes, *, user: str = "", dry_run: bool = False) -> dict[str, Any]:
+    def patch(self, t: Target, content_type: str, body: bytes, *, user: str = "", dry_run: bool = False,
+              warnings: list[str] | None = None) -> dict[str, Any]:
         patch = parse_patch(content_type, body)
         if content_type == APPLY:
             try:
@@ -121,7 +126,7 @@ class Handlers:
                     raise
                 obj = patch if isinstance(patch, dict) else {}
                 _meta(obj).setdefault("name", t.name)
-                return self.create(t, obj, user=user, dry_run=dry_run)
+                return self.create(t, obj, user=user, dry_run=dry_run, warnings=warnings)
 
         wanted_rv = None
         if isinstance(patch, dict):
@@ -138,7 +143,7 @@ class Handlers:
 
         if t.subresource == "status":
             return self._write_status(t, patched, wanted_rv, dry_run)
-        return self._write(t, patched, wanted_rv, user, dry_run)
+        return self._write(t, patched, wanted_rv, user, dry_run, warnings)
 
     def delete(self, t: Target, options: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         preconditions = options.get("preconditions") or {}
@@ -222,7 +227,7 @@ class Handlers:
         return Invalid(e.errors, kind=info.kind, name=str((obj.get("metadata") or {}).get("name", "")))
 
     def _write(self, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]], wanted_rv: str | None,
-               user: str, dry_run: bool) -> dict[str, Any]:
+               user: str, dry_run: bool, warnings: list[str] | None = None) -> dict[str, Any]:
         """Read, change, check, write; re-read and retry on a race unless the client set a precondition."""
         for _ in range(_MAX_RETRIES):
             old = self.store.get(t.info.plural, t.store_namespace, t.name)
@@ -243,9 +248,12 @@ class Handlers:
             if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
                 raise self._conflict(t)
             obj = self._checked(apply_defaults(obj), old, t.info)
-            obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user))
+            attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
+            obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings))
             saved = self._save(t, obj, wanted_rv, dry_run)
             if saved is not None:
+                if warnings is not None:
+                    warnings.extend(attempt_warnings)
                 return saved
         raise self._conflict(t)
 

@@ -187,6 +187,7 @@ def _apply_manifests(files: tuple[str, ...], kubeconfig: Path) -> None:
 def start_control_plane(
     data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event,
     host_path_prefixes: tuple[str, ...] = (),
+    pod_security_default: str = "baseline",
 ) -> ControlPlane:
     from storage.apiserver.server import start_in_thread
     from storage.store import open_store
@@ -203,7 +204,8 @@ def start_control_plane(
     kubeconfig = data_dir / KUBECONFIG_FILE
     try:
         # Makes the admin token on first start and writes the kubeconfig once the port is known.
-        server = start_in_thread(store, host=host, port=port, data_dir=data_dir, kubeconfig=kubeconfig)
+        server = start_in_thread(store, host=host, port=port, data_dir=data_dir, kubeconfig=kubeconfig,
+                                 pod_security_default=pod_security_default)
     except OSError as exc:
         store.close()
         raise CommandError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
@@ -249,7 +251,8 @@ def _report_pods(store: Any, stop: threading.Event) -> None:
 
 
 def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tuple[str, ...],
-                   log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = ()) -> None:
+                   log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = (),
+                   pod_security_default: str = "baseline") -> None:
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
@@ -263,7 +266,8 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
     try:
         root = Path(data_dir).expanduser().resolve()
         plane = start_control_plane(root, listen, store_url, with_agent, stop,
-                                    tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes))
+                                    tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes),
+                                    pod_security_default)
         pid_file = root / "up.pid"
         pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -296,6 +300,9 @@ _common = [
                  help="Manifests to apply once the API is ready."),
     click.option("--log-format", type=click.Choice(["console", "json"]), default=None,
                  help="Log format (default: console on a terminal, else JSON)."),
+    click.option("--pod-security-default", type=click.Choice(["privileged", "baseline", "restricted"]),
+                 default="baseline", show_default=True,
+                 help="Pod Security level for namespaces without pod-security.kubernetes.io labels."),
 ]
 
 
@@ -314,17 +321,19 @@ def _log_format(value: str | None) -> str:
 @click.option("--store", "store_url", default=None, help="Store URL (default: SQLite file in the data dir).")
 @click.option("--host-path-prefix", "host_paths", multiple=True, metavar="PATH",
               help="Host path under which hostPath volumes are allowed (repeatable; default: only <data-dir>/hostpath).")
-def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None, store_url: str | None,
-               host_paths: tuple[str, ...]) -> None:
+def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
+               pod_security_default: str, store_url: str | None, host_paths: tuple[str, ...]) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
-                   host_path_prefixes=host_paths)
+                   host_path_prefixes=host_paths, pod_security_default=pod_security_default)
 
 
 @click.command("serve")
 @_with_common
 @click.option("--store", "store_url", default=None,
               help="Store URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
-def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None, store_url: str | None) -> None:
+def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
+                  pod_security_default: str, store_url: str | None) -> None:
     """Run the control plane only (API server and controllers), for hosts that run `stowage agent`."""
-    run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False)
+    run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False,
+                   pod_security_default=pod_security_default)
