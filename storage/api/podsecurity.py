@@ -565,12 +565,14 @@ _RESTRICTED_CHECKS: dict[str, tuple[Check, str | None]] = {
 }
 
 
-def _checks(level: str) -> list[tuple[str, Check]]:
+def _checks(level: str, version: tuple[int, int]) -> list[tuple[str, Check]]:
     if level == PRIVILEGED:
         return []
     checks = dict(_BASELINE_CHECKS)
     if level == RESTRICTED:
         for check_id, (check, overrides) in _RESTRICTED_CHECKS.items():
+            if check_id == "procMount_restricted" and version < (1, 35):
+                continue  # before v1.35 restricted used baseline's procMount check, which had no relaxation then
             if overrides is not None:
                 checks.pop(overrides, None)
             checks[check_id] = check
@@ -582,7 +584,7 @@ def check_pod(policy: LevelVersion, metadata: Any, spec: Any) -> list[Violation]
     meta, pod_spec = _dict(metadata), _dict(spec)
     version = policy.minor
     found = []
-    for _, check in _checks(policy.level):
+    for _, check in _checks(policy.level, version):
         violation = check(meta, pod_spec, version)
         if violation is not None:
             found.append(violation)
