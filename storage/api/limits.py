@@ -20,7 +20,10 @@ import re
 from typing import Any, Iterator
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
+from yaml.resolver import Resolver
 from yaml.nodes import Node, ScalarNode
 
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
@@ -89,44 +92,42 @@ def encoded_size(obj: Any) -> int:
     return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
-class BoundedSafeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with the nesting depth and each document's alias expansion bounded.
+class _Bounded:
+    """PyYAML's composer with the nesting depth and each document's alias expansion bounded.
 
     A YAML alias shares the anchored node, so a "billion laughs" document is
     small in memory until something walks it (JSON encoding, validation);
-    this loader counts each document as if every alias were expanded and
+    this composer counts each document as if every alias were expanded and
     stops once that exceeds the budget. An alias inside its own anchor
     (a recursive structure) is refused too: no JSON object can hold it.
     """
 
-    def __init__(self, stream: Any, *, max_depth: int = MAX_DEPTH,
-                 max_expanded_bytes: int = MAX_YAML_EXPANDED_BYTES) -> None:
-        super().__init__(stream)
-        self._max_depth = max_depth
-        self._max_expanded = max_expanded_bytes
+    _max_depth = MAX_DEPTH
+    _max_expanded = MAX_YAML_EXPANDED_BYTES
+
+    def _reset_bounds(self) -> None:
         self._depth = 0
         self._expanded = 0
         self._sizes: dict[int, int] = {}
 
     def compose_document(self) -> Node | None:
-        self._expanded = 0
-        self._sizes = {}
-        return super().compose_document()  # type: ignore[no-any-return]
+        self._reset_bounds()
+        return super().compose_document()  # type: ignore[misc, no-any-return]
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         self._depth += 1
         try:
             if self._depth > self._max_depth:
                 raise LimitExceeded(f"yaml: {depth_message(self._max_depth)}")
-            if self.check_event(AliasEvent):
-                node = super().compose_node(parent, index)
+            if self.check_event(AliasEvent):  # type: ignore[attr-defined]
+                node = super().compose_node(parent, index)  # type: ignore[misc]
                 size = self._sizes.get(id(node))
                 if size is None:
                     raise LimitExceeded("yaml: an alias refers to its own anchor (a recursive structure)")
                 self._expanded += size
             else:
                 before = self._expanded
-                node = super().compose_node(parent, index)
+                node = super().compose_node(parent, index)  # type: ignore[misc]
                 own = len(node.value) + 2 if isinstance(node, ScalarNode) else 2
                 self._expanded += own
                 self._sizes[id(node)] = self._expanded - before
@@ -140,9 +141,36 @@ class BoundedSafeLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+class BoundedSafeLoader(_Bounded, yaml.SafeLoader):
+    """The pure-Python safe loader, bounded."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._reset_bounds()
+
+
+if yaml.__with_libyaml__:
+    from yaml.cyaml import CParser
+
+    class BoundedCSafeLoader(_Bounded, Composer, CParser, SafeConstructor, Resolver):  # type: ignore[misc]
+        """libyaml's parser (scanning in C: a multi-MiB body parses in milliseconds, not seconds) under the
+        bounded Python composer; the C loader's own composer cannot be bounded."""
+
+        def __init__(self, stream: Any) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            self._reset_bounds()
+
+    _LOADER: type = BoundedCSafeLoader
+else:  # pragma: no cover - libyaml is part of the usual PyYAML wheels
+    _LOADER = BoundedSafeLoader
+
+
 def load_yaml_all(text: str | bytes) -> Iterator[Any]:
     """Every document of a YAML stream, safely and within the limits (raises LimitExceeded)."""
-    loader = BoundedSafeLoader(text)
+    loader = _LOADER(text)
     try:
         while loader.check_data():
             yield loader.get_data()
@@ -152,7 +180,7 @@ def load_yaml_all(text: str | bytes) -> Iterator[Any]:
 
 def load_yaml(text: str | bytes) -> Any:
     """The single document of a YAML stream (None when empty), safely and within the limits."""
-    loader = BoundedSafeLoader(text)
+    loader = _LOADER(text)
     try:
         return loader.get_single_data()
     finally:
