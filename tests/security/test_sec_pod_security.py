@@ -9,16 +9,22 @@ default level, baseline.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
+import yaml
 from structlog.testing import capture_logs
+
+from serverutil import running_server
 
 from storage.api.podsecurity import LevelVersion, Violation, check_pod, describe, parse_policy
 from storage.apiserver.server import RunningServer, start_in_thread
 from storage.store import open_store
+from support import stowage_executable
 
 BASELINE, RESTRICTED, PRIVILEGED = LevelVersion("baseline"), LevelVersion("restricted"), LevelVersion("privileged")
 ENFORCE = "pod-security.kubernetes.io/enforce"
@@ -313,3 +319,25 @@ def test_the_server_default_level_is_configurable(server_factory: Any, default: 
     # A label still wins over the default either way.
     namespace(http, "open", enforce="privileged")
     assert http.post("/api/v1/namespaces/open/pods", json=pod("host", copy.deepcopy(HOSTPATH))).status_code == 201
+
+
+def test_stowage_apply_shows_warnings_and_refusals_as_kubectl_does(tmp_path: Path) -> None:
+    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web"},
+           "spec": {"serviceName": "web", "replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}}, "spec": spec(hostNetwork=True)}}}
+    files = {"sts.yaml": sts, "pod.yaml": pod("host", HOSTPATH)}
+    for name, obj in files.items():
+        (tmp_path / name).write_text(yaml.safe_dump(obj))
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    with running_server(tmp_path) as srv:
+        def apply(name: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([stowage_executable(), "apply", "-f", str(tmp_path / name), "--kubeconfig", str(srv.kubeconfig)],
+                                  capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+
+        done = apply("sts.yaml")
+        assert done.returncode == 0, done.stderr
+        assert 'Warning: would violate PodSecurity "baseline:latest": host namespaces (hostNetwork=true)' in done.stderr
+        done = apply("pod.yaml")
+        assert done.returncode != 0
+        assert ('pods "host" is forbidden: violates PodSecurity "baseline:latest": '
+                'host namespaces (hostNetwork=true), hostPath volumes (volume "data")') in done.stderr
