@@ -166,19 +166,29 @@ _POD_TEMPLATE_RESOURCES = frozenset({"statefulsets", "daemonsets", "replicasets"
 _MAX_EXISTING_POD_WARNINGS = 10
 
 
-def _security_relevant(meta: dict[str, Any], spec: Any) -> tuple[Any, Any]:
-    """What Pod Security looks at, minus what it ignores on update (images, other annotations)."""
+_POD_FIELDS_CHECKED = ("hostNetwork", "hostPID", "hostIPC", "hostUsers", "securityContext", "volumes", "os")
+_CONTAINER_FIELDS_CHECKED = ("name", "image", "securityContext", "ports", "livenessProbe", "readinessProbe",
+                             "startupProbe", "lifecycle")
+_ANNOTATION_PREFIXES_CHECKED = ("container.apparmor.security.beta.kubernetes.io/", "seccomp.security.alpha.kubernetes.io/",
+                                "container.seccomp.security.alpha.kubernetes.io/")
+
+
+def _security_relevant(meta: dict[str, Any], spec: Any) -> Any:
+    """What Pod Security reads of a pod, plus the images (which Kubernetes also counts as a significant change).
+
+    An update that leaves this alone (labels, finalizers, a node name, tolerations) is not evaluated, as in
+    Kubernetes: so a namespace tightened later never blocks controllers finishing or deleting its old pods.
+    """
     annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
-    kept = {k: v for k, v in annotations.items()
-            if str(k).startswith(("container.apparmor.security.beta.kubernetes.io/", "seccomp.security.alpha.kubernetes.io/",
-                                  "container.seccomp.security.alpha.kubernetes.io/"))}
+    kept = {k: v for k, v in annotations.items() if str(k).startswith(_ANNOTATION_PREFIXES_CHECKED)}
     if not isinstance(spec, dict):
         return kept, spec
-    stripped = dict(spec)
+    pod = {k: spec.get(k) for k in _POD_FIELDS_CHECKED}
     for key in ("initContainers", "containers", "ephemeralContainers"):
-        if isinstance(spec.get(key), list):
-            stripped[key] = [{k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c for c in spec[key]]
-    return kept, stripped
+        containers = spec.get(key)
+        pod[key] = ([{k: c.get(k) for k in _CONTAINER_FIELDS_CHECKED} if isinstance(c, dict) else c for c in containers]
+                    if isinstance(containers, list) else containers)
+    return kept, pod
 
 
 class PodSecurity:
@@ -190,9 +200,9 @@ class PodSecurity:
     they create are checked themselves. A namespace without labels gets the
     server's default level for all three modes: ``baseline`` unless the
     administrator chose otherwise (Kubernetes' default is ``privileged``).
-    Updates are checked only when they change what the checks look at
-    (Kubernetes exempts image-only and metadata-only changes), so a
-    controller can always finish or delete an existing pod.
+    Updates are checked only when they change what the checks read (or an
+    image), as Kubernetes does, so a controller can always finish, bind or
+    delete an existing pod.
     """
 
     def __init__(self, default_level: str = podsecurity.BASELINE, default_version: str = podsecurity.LATEST) -> None:

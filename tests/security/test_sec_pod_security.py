@@ -341,3 +341,17 @@ def test_stowage_apply_shows_warnings_and_refusals_as_kubectl_does(tmp_path: Pat
         assert done.returncode != 0
         assert ('pods "host" is forbidden: violates PodSecurity "baseline:latest": '
                 'host namespaces (hostNetwork=true), hostPath volumes (volume "data")') in done.stderr
+
+
+def test_updates_that_change_nothing_pod_security_reads_are_not_evaluated() -> None:
+    from storage.apiserver.admission import _security_relevant
+
+    base = {"containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": True}}], "hostNetwork": True}
+    bound = {**copy.deepcopy(base), "nodeName": "node-1", "tolerations": [{"operator": "Exists"}]}
+    assert _security_relevant({"labels": {"a": "b"}}, bound) == _security_relevant({}, base)
+    for changed in ({**base, "hostPID": True},
+                    {**base, "containers": [{"name": "c", "image": "other", "securityContext": {"privileged": True}}]},
+                    {**base, "volumes": [{"name": "v", "hostPath": {"path": "/"}}]}):
+        assert _security_relevant({}, changed) != _security_relevant({}, base)
+    assert (_security_relevant({"annotations": {"container.apparmor.security.beta.kubernetes.io/c": "unconfined"}}, base)
+            != _security_relevant({}, base))
