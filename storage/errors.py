@@ -105,6 +105,12 @@ class Gone(StowageError):
     code, reason = 410, "Expired"
 
 
+class RequestEntityTooLarge(StowageError):
+    """A request body or an object over a size limit; the message names the limit."""
+
+    code, reason = 413, "RequestEntityTooLarge"
+
+
 class Invalid(StowageError):
     code, reason = 422, "Invalid"
 
@@ -141,7 +147,8 @@ class PermanentError(StowageError):
 
 _BY_CODE_REASON: dict[tuple[int, str], type[StowageError]] = {
     (cls.code, cls.reason): cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, AlreadyExists, Conflict, Gone, Invalid)
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, AlreadyExists, Conflict, Gone, Invalid,
+                RequestEntityTooLarge)
 }
 
 

@@ -8,13 +8,18 @@ before the store, on the main resource only (never on ``/status``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Sequence
 
+import structlog
+
+from storage.api import podsecurity
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo
-from storage.errors import FieldError, Invalid, NotFound
+from storage.errors import FieldError, Forbidden, Invalid, NotFound
 from storage.store.base import Store
+
+log = structlog.get_logger(__name__)
 
 Operation = Literal["CREATE", "UPDATE"]
 
@@ -38,6 +43,8 @@ class AdmissionRequest:
     old: dict[str, Any] | None
     store: Store
     user: str = ""
+    # Shared by the whole chain; the API server sends each as a "Warning: 299" header.
+    warnings: list[str] = field(default_factory=list)
 
 
 class AdmissionPlugin(Protocol):
@@ -55,7 +62,7 @@ class Admission:
         obj = req.obj
         for plugin in self.plugins:
             obj = plugin.admit(
-                AdmissionRequest(req.operation, req.resource, obj, req.old, req.store, req.user)
+                AdmissionRequest(req.operation, req.resource, obj, req.old, req.store, req.user, req.warnings)
             )
         return obj
 
@@ -154,5 +161,150 @@ class ClaimResize:
         return req.obj
 
 
-def default_admission() -> Admission:
-    return Admission([DefaultStorageClass(), ProtectionFinalizers(), ClaimResize()])
+# Kinds whose objects carry a pod template at spec.template: warned and audited, never refused (as Kubernetes).
+_POD_TEMPLATE_RESOURCES = frozenset({"statefulsets", "daemonsets", "replicasets", "replicationcontrollers", "deployments"})
+_MAX_EXISTING_POD_WARNINGS = 10
+
+
+_POD_FIELDS_CHECKED = ("hostNetwork", "hostPID", "hostIPC", "hostUsers", "securityContext", "volumes", "os")
+_CONTAINER_FIELDS_CHECKED = ("name", "image", "securityContext", "ports", "livenessProbe", "readinessProbe",
+                             "startupProbe", "lifecycle")
+_ANNOTATION_PREFIXES_CHECKED = ("container.apparmor.security.beta.kubernetes.io/", "seccomp.security.alpha.kubernetes.io/",
+                                "container.seccomp.security.alpha.kubernetes.io/")
+
+
+def _security_relevant(meta: dict[str, Any], spec: Any) -> Any:
+    """What Pod Security reads of a pod, plus the images (which Kubernetes also counts as a significant change).
+
+    An update that leaves this alone (labels, finalizers, a node name, tolerations) is not evaluated, as in
+    Kubernetes: so a namespace tightened later never blocks controllers finishing or deleting its old pods.
+    """
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    kept = {k: v for k, v in annotations.items() if str(k).startswith(_ANNOTATION_PREFIXES_CHECKED)}
+    if not isinstance(spec, dict):
+        return kept, spec
+    pod = {k: spec.get(k) for k in _POD_FIELDS_CHECKED}
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        containers = spec.get(key)
+        pod[key] = ([{k: c.get(k) for k in _CONTAINER_FIELDS_CHECKED} if isinstance(c, dict) else c for c in containers]
+                    if isinstance(containers, list) else containers)
+    return kept, pod
+
+
+class PodSecurity:
+    """Kubernetes' Pod Security Admission, with the namespace labels ``pod-security.kubernetes.io/*``.
+
+    Pods are refused under ``enforce``, and warned (Warning headers) and
+    audited (a log line) under ``warn`` and ``audit``; workloads with a pod
+    template are only warned and audited, as in Kubernetes, since the pods
+    they create are checked themselves. A namespace without labels gets the
+    server's default level for all three modes: ``baseline`` unless the
+    administrator chose otherwise (Kubernetes' default is ``privileged``).
+    Updates are checked only when they change what the checks read (or an
+    image), as Kubernetes does, so a controller can always finish, bind or
+    delete an existing pod.
+    """
+
+    def __init__(self, default_level: str = podsecurity.BASELINE, default_version: str = podsecurity.LATEST) -> None:
+        if default_level not in podsecurity.LEVELS:
+            raise ValueError(f"pod security level must be one of {', '.join(podsecurity.LEVELS)}, not {default_level!r}")
+        self.default = podsecurity.LevelVersion(default_level, default_version)
+
+    def admit(self, req: AdmissionRequest) -> dict[str, Any]:
+        plural = req.resource.plural
+        if plural == "namespaces":
+            self._admit_namespace(req)
+        elif plural == "pods":
+            meta = req.obj.get("metadata") or {}
+            self._evaluate(req, meta, req.obj.get("spec"), enforce=True,
+                           old=(req.old.get("metadata") or {}, req.old.get("spec")) if req.old else None)
+        elif plural in _POD_TEMPLATE_RESOURCES:
+            template = (req.obj.get("spec") or {}).get("template")
+            template = template if isinstance(template, dict) else {}
+            old = None
+            if req.old is not None:
+                old_template = (req.old.get("spec") or {}).get("template")
+                old_template = old_template if isinstance(old_template, dict) else {}
+                old = (old_template.get("metadata") or {}, old_template.get("spec"))
+            self._evaluate(req, template.get("metadata") or {}, template.get("spec"), enforce=False, old=old)
+        return req.obj
+
+    def policy_for(self, store: Store, namespace: str) -> podsecurity.Policy:
+        try:
+            labels = (store.get("namespaces", "", namespace).get("metadata") or {}).get("labels") or {}
+        except NotFound:  # objects may live in a namespace nobody created: the default applies
+            labels = {}
+        policy, _ = podsecurity.parse_policy(labels, self.default)
+        return policy
+
+    def _evaluate(self, req: AdmissionRequest, meta: Any, spec: Any, *, enforce: bool,
+                  old: tuple[Any, Any] | None) -> None:
+        meta = meta if isinstance(meta, dict) else {}
+        if req.operation == "UPDATE" and old is not None:
+            old_meta = old[0] if isinstance(old[0], dict) else {}
+            if _security_relevant(meta, spec) == _security_relevant(old_meta, old[1]):
+                return
+        obj_meta = req.obj.get("metadata") or {}
+        namespace = str(obj_meta.get("namespace") or "default")
+        name = str(obj_meta.get("name") or obj_meta.get("generateName") or "")
+        policy = self.policy_for(req.store, namespace)
+        results: dict[podsecurity.LevelVersion, list[podsecurity.Violation]] = {}
+
+        def violations(level: podsecurity.LevelVersion) -> list[podsecurity.Violation]:
+            if level not in results:
+                results[level] = podsecurity.check_pod(level, meta, spec)
+            return results[level]
+
+        if enforce and violations(policy.enforce):
+            raise Forbidden(
+                podsecurity.forbidden_message(req.resource.plural, name, policy.enforce, violations(policy.enforce)),
+                kind=req.resource.plural, name=name,
+            )
+        if violations(policy.audit):
+            log.warning("pod security audit", namespace=namespace, resource=req.resource.plural, name=name,
+                        user=req.user, policy=str(policy.audit), violations=podsecurity.describe(violations(policy.audit)))
+        # A pod already checked against the same policy for enforcement has nothing more to warn about.
+        if (not enforce or policy.warn != policy.enforce) and violations(policy.warn):
+            req.warnings.append(podsecurity.warning_message(policy.warn, violations(policy.warn)))
+
+    def _admit_namespace(self, req: AdmissionRequest) -> None:
+        labels = (req.obj.get("metadata") or {}).get("labels") or {}
+        old_labels = ((req.old or {}).get("metadata") or {}).get("labels") or {} if req.old is not None else None
+        policy, errors = podsecurity.parse_policy(labels, self.default)
+        relevant_changed = old_labels is None or {
+            k: v for k, v in labels.items() if str(k).startswith(podsecurity.LABEL_PREFIX)
+        } != {k: v for k, v in old_labels.items() if str(k).startswith(podsecurity.LABEL_PREFIX)}
+        if errors and relevant_changed:
+            name = str((req.obj.get("metadata") or {}).get("name", ""))
+            raise Invalid(
+                [FieldError(e.field, "Invalid value", e.detail, e.value, has_value=True) for e in errors],
+                kind="Namespace", name=name,
+            )
+        if req.operation != "UPDATE" or old_labels is None:
+            return
+        old_policy, _ = podsecurity.parse_policy(old_labels, self.default)
+        if policy.enforce == old_policy.enforce or policy.enforce.level == podsecurity.PRIVILEGED:
+            return
+        self._warn_existing_pods(req, policy.enforce)
+
+    def _warn_existing_pods(self, req: AdmissionRequest, level: podsecurity.LevelVersion) -> None:
+        """Kubernetes' courtesy on tightening a namespace: say which running pods the new level would refuse."""
+        namespace = str((req.obj.get("metadata") or {}).get("name", ""))
+        pods, _ = req.store.list("pods", namespace)
+        by_reasons: dict[str, list[str]] = {}
+        for pod in pods:
+            found = podsecurity.check_pod(level, pod.get("metadata") or {}, pod.get("spec"))
+            if found:
+                reasons = ", ".join(dict.fromkeys(v.reason for v in found))
+                by_reasons.setdefault(reasons, []).append(str((pod.get("metadata") or {}).get("name", "")))
+        if not by_reasons:
+            return
+        req.warnings.append(f'existing pods in namespace "{namespace}" violate the new PodSecurity enforce level "{level}"')
+        for reasons, names in list(by_reasons.items())[:_MAX_EXISTING_POD_WARNINGS]:
+            names.sort()
+            who = names[0] if len(names) == 1 else f"{names[0]} (and {len(names) - 1} other {'pod' if len(names) == 2 else 'pods'})"
+            req.warnings.append(f"{who}: {reasons}")
+
+
+def default_admission(pod_security_default: str = podsecurity.BASELINE) -> Admission:
+    return Admission([DefaultStorageClass(), ProtectionFinalizers(), ClaimResize(), PodSecurity(pod_security_default)])

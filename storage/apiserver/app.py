@@ -6,6 +6,7 @@ and a hand parser costs less per request than trying a hundred patterns.
 from __future__ import annotations
 
 import asyncio
+import re
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,14 +22,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from storage.api import registry
+from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import parse_field_selector, parse_label_selector
 from storage.apiserver import discovery, proxy
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth
 from storage.apiserver.handlers import Handlers, Target
 from storage.apiserver.patch import PATCH_TYPES
-from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, line, stream_events
-from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, StowageError, TemporaryError
+from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events
+from storage.errors import (BadRequest, Gone, MethodNotAllowed, NotFound, RequestEntityTooLarge, StowageError,
+                            TemporaryError)
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -42,6 +45,8 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _METHOD_SET = frozenset(_METHODS)
 # Resources a namespaced path segment can never be: "namespaces/<ns>/status" is the namespace's own status.
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_WARNING_CHARS = 4096
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -117,9 +122,11 @@ def create_app(
     *,
     admission: Admission | None = None,
     bookmark_interval: float | None = 30.0,
+    pod_security_default: str = "baseline",
 ) -> Starlette:
-    """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize)."""
-    handlers = Handlers(store, admission if admission is not None else default_admission())
+    """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize,
+    Pod Security with ``pod_security_default`` for namespaces without labels)."""
+    handlers = Handlers(store, admission if admission is not None else default_admission(pod_security_default))
     watches = WatchRegistry()
     # Store calls run here, never on the event loop: a database lock held by another process must
     # not stop /healthz, /livez or any request that does not need the store.
@@ -189,23 +196,24 @@ def create_app(
         label_selector, field_selector = query.get("labelSelector"), query.get("fieldSelector")
         call: Callable[[], dict[str, Any]]
         status = 200
+        warnings: list[str] = []  # admission's warnings (Pod Security "warn" mode), sent as Warning headers
         if not t.name:
             if method == "GET":
                 call = lambda: handlers.list(t, label_selector, field_selector)  # noqa: E731
             elif method == "POST":
-                body = _decode(await request.body())
-                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run)  # noqa: E731
+                body = _decode(await _read_body(request))
+                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings)  # noqa: E731
                 status = 201
             elif method == "DELETE":
-                options = _delete_options(await request.body(), query)
+                options = _delete_options(await _read_body(request), query)
                 call = lambda: handlers.delete_collection(t, label_selector, field_selector, options, dry_run=dry_run)  # noqa: E731
             else:
                 raise MethodNotAllowed(f"{method} is not supported on a collection")
         elif method == "GET":
             call = lambda: handlers.get(t)  # noqa: E731
         elif method == "PUT":
-            body = _decode(await request.body())
-            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run)  # noqa: E731
+            body = _decode(await _read_body(request))
+            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings)  # noqa: E731
         elif method == "PATCH":
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in PATCH_TYPES:
@@ -214,18 +222,21 @@ def create_app(
                      "message": f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}"},
                     415,
                 )
-            raw = await request.body()
-            call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run)  # noqa: E731
+            raw = await _read_body(request)
+            call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run, warnings=warnings)  # noqa: E731
         elif method == "DELETE" and not t.subresource:
-            options = _delete_options(await request.body(), query)
+            options = _delete_options(await _read_body(request), query)
             call = lambda: handlers.delete(t, options, dry_run=dry_run)  # noqa: E731
         else:
             raise MethodNotAllowed(f"{method} is not supported here")
 
         # In the store pool, off the event loop (a plain executor hop: cheaper per request than
         # anyio's to_thread with its limiter and cancel scopes).
-        payload = await asyncio.get_running_loop().run_in_executor(executor, lambda: orjson.dumps(call()))
-        return Response(payload, status_code=status, media_type=JSON_TYPE)
+        payload = await asyncio.get_running_loop().run_in_executor(executor, lambda: encode_json(call()))
+        response = Response(payload, status_code=status, media_type=JSON_TYPE)
+        for text in warnings:
+            response.headers.append("Warning", warning_header(text))
+        return response
 
     async def _watch(request: Request, t: Target) -> Response:
         query = request.query_params
@@ -287,9 +298,35 @@ def create_app(
     return app
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body, read chunk by chunk and refused as soon as it passes the limit (never buffered beyond it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise RequestEntityTooLarge(request_too_large_message())
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise RequestEntityTooLarge(request_too_large_message())
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def warning_header(text: str) -> str:
+    """RFC 7234 warn-code 299 with agent "-", as Kubernetes sends admission warnings."""
+    # Header values are latin-1 and single-line; Kubernetes' own warnings are ASCII.
+    if len(text) > _MAX_WARNING_CHARS:  # Kubernetes truncates long warnings too
+        text = text[:_MAX_WARNING_CHARS] + "..."
+    safe = _CONTROL.sub(" ", text.replace("\\", "\\\\").replace('"', '\\"'))
+    return '299 - "' + safe.encode("ascii", "replace").decode("ascii") + '"'
+
+
 def _decode(body: bytes) -> Any:
     if not body:
         raise BadRequest("the request body is empty; send a JSON object")
+    if json_depth_exceeds(body):  # before the decoder: deep enough input crashes it, not just the request
+        raise BadRequest(f"the request body is not acceptable: {depth_message()}")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:

@@ -11,11 +11,12 @@ from typing import Any, Callable
 
 from storage.api.conversion import convert
 from storage.api.defaults import apply_defaults
+from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, depth_message, encoded_size, object_too_large_message
 from storage.api.registry import ResourceInfo
 from storage.api.validation import validate, validate_status
 from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
-from storage.errors import BadRequest, Conflict, Invalid, MethodNotAllowed, NotFound
+from storage.errors import BadRequest, Conflict, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from storage.store.base import Store
 
 # Metadata the store owns: a client's copy of it is never trusted on update.
@@ -56,6 +57,13 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _check_size(obj: dict[str, Any]) -> None:
+    """Nothing over etcd's request limit is stored, whichever way it was built (body, patch, defaults)."""
+    size = encoded_size(obj)
+    if size > MAX_OBJECT_BYTES:
+        raise RequestEntityTooLarge(object_too_large_message(size))
+
+
 class Handlers:
     def __init__(self, store: Store, admission: Admission) -> None:
         self.store = store
@@ -76,7 +84,8 @@ class Handlers:
         return with_type(t.info, self.store.get(t.info.plural, t.store_namespace, t.name))
 
     # ---- writes --------------------------------------------------------------------------
-    def create(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False) -> dict[str, Any]:
+    def create(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
+               warnings: list[str] | None = None) -> dict[str, Any]:
         if t.info.namespaced and t.namespace is None:
             raise MethodNotAllowed(f"create {t.info.plural}: POST to /namespaces/<namespace>/{t.info.plural}")
         obj = self._normalize(t, body)
@@ -86,12 +95,16 @@ class Handlers:
         for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
             meta.pop(key, None)
         obj = self._checked(apply_defaults(obj), None, t.info)
-        obj = self.admission.admit(AdmissionRequest("CREATE", t.info, obj, None, self.store, user))
+        obj = self.admission.admit(
+            AdmissionRequest("CREATE", t.info, obj, None, self.store, user, warnings if warnings is not None else [])
+        )
+        _check_size(obj)
         if dry_run:
             return obj
         return with_type(t.info, self.store.create(t.info.plural, obj))
 
-    def update(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False) -> dict[str, Any]:
+    def update(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
+               warnings: list[str] | None = None) -> dict[str, Any]:
         obj = self._normalize(t, body)
         if obj["metadata"].get("name") != t.name:
             raise BadRequest(
@@ -100,9 +113,10 @@ class Handlers:
         wanted_rv = obj["metadata"].get("resourceVersion") or None
         if t.subresource == "status":
             return self._write_status(t, lambda old: obj, wanted_rv, dry_run)
-        return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run)
+        return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings)
 
-    def patch(self, t: Target, content_type: str, body: bytes, *, user: str = "", dry_run: bool = False) -> dict[str, Any]:
+    def patch(self, t: Target, content_type: str, body: bytes, *, user: str = "", dry_run: bool = False,
+              warnings: list[str] | None = None) -> dict[str, Any]:
         patch = parse_patch(content_type, body)
         if content_type == APPLY:
             try:
@@ -112,7 +126,7 @@ class Handlers:
                     raise
                 obj = patch if isinstance(patch, dict) else {}
                 _meta(obj).setdefault("name", t.name)
-                return self.create(t, obj, user=user, dry_run=dry_run)
+                return self.create(t, obj, user=user, dry_run=dry_run, warnings=warnings)
 
         wanted_rv = None
         if isinstance(patch, dict):
@@ -129,7 +143,7 @@ class Handlers:
 
         if t.subresource == "status":
             return self._write_status(t, patched, wanted_rv, dry_run)
-        return self._write(t, patched, wanted_rv, user, dry_run)
+        return self._write(t, patched, wanted_rv, user, dry_run, warnings)
 
     def delete(self, t: Target, options: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         preconditions = options.get("preconditions") or {}
@@ -177,6 +191,8 @@ class Handlers:
         """Check kind/apiVersion/namespace against the path and fill them in; returns a private copy."""
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
+        if depth_exceeds(body):  # a patch can nest deeper than its own body; checked before any recursive step
+            raise BadRequest(f"the object is not acceptable: {depth_message()}")
         obj = copy.deepcopy(body)
         info = t.info
         kind = obj.get("kind") or info.kind
@@ -211,7 +227,7 @@ class Handlers:
         return Invalid(e.errors, kind=info.kind, name=str((obj.get("metadata") or {}).get("name", "")))
 
     def _write(self, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]], wanted_rv: str | None,
-               user: str, dry_run: bool) -> dict[str, Any]:
+               user: str, dry_run: bool, warnings: list[str] | None = None) -> dict[str, Any]:
         """Read, change, check, write; re-read and retry on a race unless the client set a precondition."""
         for _ in range(_MAX_RETRIES):
             old = self.store.get(t.info.plural, t.store_namespace, t.name)
@@ -232,9 +248,12 @@ class Handlers:
             if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
                 raise self._conflict(t)
             obj = self._checked(apply_defaults(obj), old, t.info)
-            obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user))
+            attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
+            obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings))
             saved = self._save(t, obj, wanted_rv, dry_run)
             if saved is not None:
+                if warnings is not None:
+                    warnings.extend(attempt_warnings)
                 return saved
         raise self._conflict(t)
 
@@ -264,6 +283,7 @@ class Handlers:
 
     def _save(self, t: Target, obj: dict[str, Any], wanted_rv: str | None, dry_run: bool) -> dict[str, Any] | None:
         """Store an update; None when it lost a race the caller should retry (no precondition given)."""
+        _check_size(obj)
         if dry_run:
             return with_type(t.info, obj)
         try:

@@ -5,23 +5,35 @@ import copy
 from typing import Any
 
 import jsonpatch
+import jsonpointer
 import orjson
 import yaml
 
-from storage.errors import BadRequest
+from storage.api.limits import (
+    MAX_REQUEST_BYTES, LimitExceeded, depth_message, encoded_size, json_depth_exceeds, load_yaml,
+)
+from storage.errors import BadRequest, RequestEntityTooLarge
 
 MERGE = "application/merge-patch+json"
 JSON = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 PATCH_TYPES = (MERGE, JSON, STRATEGIC, APPLY)
+# Kubernetes' bounds on one JSON patch (CVE-2019-11253 hardening).
+MAX_JSON_PATCH_OPERATIONS = 10000
+MAX_JSON_PATCH_COPY_BYTES = 3 * MAX_REQUEST_BYTES
 
 
 def parse_patch(content_type: str, body: bytes) -> Any:
     try:
         if content_type == APPLY:
-            return yaml.safe_load(body.decode("utf-8"))
+            # Bounded: an apply body is YAML, and YAML aliases can expand a small body into a huge object.
+            return load_yaml(body.decode("utf-8"))
+        if json_depth_exceeds(body):
+            raise LimitExceeded(depth_message())
         return orjson.loads(body)
+    except LimitExceeded as e:
+        raise BadRequest(f"error decoding patch body: {e}") from None
     except (ValueError, yaml.YAMLError) as e:
         raise BadRequest(f"error decoding patch body: {e}") from None
 
@@ -31,12 +43,7 @@ def apply_patch(content_type: str, target: dict[str, Any], patch: Any) -> dict[s
     if content_type == JSON:
         if not isinstance(patch, list):
             raise BadRequest("json patch: the body must be a JSON array of operations")
-        try:
-            return jsonpatch.apply_patch(target, patch, in_place=False)
-        except jsonpatch.JsonPatchTestFailed:  # its message shows the stored value, maybe a Secret's
-            raise BadRequest("json patch: a test operation failed: the value at its path differs") from None
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
-            raise BadRequest(f"json patch: {e}") from None
+        return _apply_json_patch(target, patch)
     if not isinstance(patch, dict):
         raise BadRequest(f"{content_type}: the body must be a JSON object")
     if content_type == MERGE:
@@ -44,6 +51,37 @@ def apply_patch(content_type: str, target: dict[str, Any], patch: Any) -> dict[s
     if content_type in (STRATEGIC, APPLY):
         return strategic_merge_patch(target, patch)
     raise BadRequest(f"unsupported patch type {content_type!r}; use one of {', '.join(PATCH_TYPES)}")
+
+
+def _apply_json_patch(target: dict[str, Any], operations: list[Any]) -> Any:
+    """RFC 6902, with Kubernetes' guards against amplification.
+
+    A ``copy`` duplicates a subtree, so a short list of copies can double an
+    object again and again: as Kubernetes does, the operations are counted and
+    the bytes copied are bounded, before any copy is made.
+    """
+    if len(operations) > MAX_JSON_PATCH_OPERATIONS:
+        raise RequestEntityTooLarge(
+            f"The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {len(operations)}"
+        )
+    doc: Any = copy.deepcopy(target)
+    copied = 0
+    try:
+        for operation in operations:
+            if isinstance(operation, dict) and operation.get("op") == "copy" and isinstance(operation.get("from"), str):
+                copied += encoded_size(jsonpointer.resolve_pointer(doc, operation["from"]))
+                if copied > MAX_JSON_PATCH_COPY_BYTES:
+                    raise RequestEntityTooLarge(
+                        f"json patch: the copy operations copy more than {MAX_JSON_PATCH_COPY_BYTES} bytes (the limit)"
+                    )
+            doc = jsonpatch.apply_patch(doc, [operation], in_place=True)
+    except jsonpatch.JsonPatchTestFailed:  # its message shows the stored value, maybe a Secret's
+        raise BadRequest("json patch: a test operation failed: the value at its path differs") from None
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
+        raise BadRequest(f"json patch: {e}") from None
+    except (TypeError, AttributeError, KeyError) as e:  # malformed operations the library does not check
+        raise BadRequest(f"json patch: invalid operation: {e!r}") from None
+    return doc
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -63,10 +63,11 @@ def serve(
     admission: Admission | None = None,
     tokens: TokenAuth | None = None,
     sock: socket.socket | None = None,
+    pod_security_default: str = "baseline",
 ) -> None:
     """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread)."""
     tokens = tokens if tokens is not None else load_token_auth(data_dir)
-    app = create_app(store, tokens, admission=admission)
+    app = create_app(store, tokens, admission=admission, pod_security_default=pod_security_default)
     sock = sock if sock is not None else bind_socket(host, port)
     real_port = sock.getsockname()[1]
     config = uvicorn.Config(
@@ -139,6 +140,7 @@ def start_in_thread(
     admission: Admission | None = None,
     kubeconfig: str | os.PathLike[str] | None = None,
     startup_timeout: float = 30.0,
+    pod_security_default: str = "baseline",
 ) -> RunningServer:
     """Start serving in a daemon thread; returns once the server accepts connections."""
     data = Path(data_dir)
@@ -153,7 +155,7 @@ def start_in_thread(
     def run() -> None:
         try:
             serve(store, host=host, port=real_port, data_dir=data, stop_event=running._stop, ready=ready,
-                  admission=admission, sock=sock)
+                  admission=admission, sock=sock, pod_security_default=pod_security_default)
         except BaseException as e:  # surfaced to the starter, which would otherwise wait forever
             running._errors.append(e)
             ready.set()

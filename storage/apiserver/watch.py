@@ -8,6 +8,7 @@ closes the watcher, which ends the thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
@@ -50,8 +51,21 @@ class WatchFilter:
         return True
 
 
+def encode_json(value: Any) -> bytes:
+    """orjson, or the standard encoder for what orjson refuses.
+
+    orjson stops at 255 levels of nesting; objects stored before the nesting
+    limit existed (or lists wrapping near-limit objects) must still be
+    served, or one deep object breaks every LIST of its kind.
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def line(event_type: str, obj: dict[str, Any]) -> bytes:
-    return orjson.dumps({"type": event_type, "object": obj}) + b"\n"
+    return encode_json({"type": event_type, "object": obj}) + b"\n"
 
 
 class WatchRegistry:

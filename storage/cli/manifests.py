@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from storage.api.limits import LimitExceeded, depth_message, json_depth_exceeds, load_yaml_all
 from storage.api.registry import ResourceInfo, by_kind
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -58,6 +59,8 @@ def parse_documents(text: str, source: str) -> list[Manifest]:
     documents: list[Any]
     stripped = text.lstrip()
     if stripped.startswith("{") or stripped.startswith("["):
+        if json_depth_exceeds(text.encode("utf-8")):  # the standard decoder recurses per level
+            raise ManifestError(f"error parsing {source}: {depth_message()}")
         try:
             documents = [json.loads(text)]
         except json.JSONDecodeError:
@@ -75,7 +78,8 @@ def parse_documents(text: str, source: str) -> list[Manifest]:
 
 def _load_yaml(text: str, source: str) -> list[Any]:
     docs: list[Any] = []
-    loader = yaml.safe_load_all(text)
+    # Bounded: an alias bomb fails here, before it expands into something huge (and before it is sent).
+    loader = load_yaml_all(text)
     index = 0
     while True:
         index += 1
@@ -83,6 +87,8 @@ def _load_yaml(text: str, source: str) -> list[Any]:
             doc = next(loader)
         except StopIteration:
             return docs
+        except LimitExceeded as exc:
+            raise ManifestError(f"error parsing {source} (document {index}): {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark is not None else ""

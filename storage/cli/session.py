@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import click
 import httpx
 
 from storage.api.registry import ResourceInfo, by_plural
@@ -44,7 +45,8 @@ class Session:
                 raise CommandError(str(exc)) from None
             self.server = server
             self._token = token
-            self._client = Client(server, token)
+            # kubectl's way: admission warnings (e.g. "would violate PodSecurity ...") go to stderr.
+            self._client = Client(server, token, on_warning=lambda text: click.echo(f"Warning: {text}", err=True))
         return self._client
 
     def namespace_for(self, info: ResourceInfo) -> str:

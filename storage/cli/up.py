@@ -243,6 +243,7 @@ def open_data_store(data_dir: Path, store_url: str | None, encryption_config: st
 def start_control_plane(
     data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event,
     host_path_prefixes: tuple[str, ...] = (), encryption_config: str | None = None,
+    pod_security_default: str = "baseline",
 ) -> ControlPlane:
     from storage.apiserver.server import start_in_thread
 
@@ -261,7 +262,8 @@ def start_control_plane(
     kubeconfig = data_dir / KUBECONFIG_FILE
     try:
         # Makes the admin token on first start and writes the kubeconfig once the port is known.
-        server = start_in_thread(store, host=host, port=port, data_dir=data_dir, kubeconfig=kubeconfig)
+        server = start_in_thread(store, host=host, port=port, data_dir=data_dir, kubeconfig=kubeconfig,
+                                 pod_security_default=pod_security_default)
     except OSError as exc:
         store.close()
         lock.release()
@@ -315,7 +317,7 @@ def _report_pods(store: Any, stop: threading.Event) -> None:
 
 def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tuple[str, ...],
                    log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = (),
-                   encryption_config: str | None = None) -> None:
+                   encryption_config: str | None = None, pod_security_default: str = "baseline") -> None:
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
@@ -330,7 +332,7 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
         root = Path(data_dir).expanduser().resolve()
         plane = start_control_plane(root, listen, store_url, with_agent, stop,
                                     tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes),
-                                    encryption_config)
+                                    encryption_config, pod_security_default)
         pid_file = root / "up.pid"
         pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -366,6 +368,9 @@ _common = [
     click.option("--encryption-provider-config", "encryption_config", default=None, metavar="FILE",
                  help="EncryptionConfiguration for Secrets at rest (default: <data-dir>/encryption-config.yaml, "
                       "made with a fresh AES-GCM key on first start)."),
+    click.option("--pod-security-default", type=click.Choice(["privileged", "baseline", "restricted"]),
+                 default="baseline", show_default=True,
+                 help="Pod Security level for namespaces without pod-security.kubernetes.io labels."),
 ]
 
 
@@ -385,10 +390,12 @@ def _log_format(value: str | None) -> str:
 @click.option("--host-path-prefix", "host_paths", multiple=True, metavar="PATH",
               help="Host path under which hostPath volumes are allowed (repeatable; default: only <data-dir>/hostpath).")
 def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
-               encryption_config: str | None, store_url: str | None, host_paths: tuple[str, ...]) -> None:
+               encryption_config: str | None, pod_security_default: str, store_url: str | None,
+               host_paths: tuple[str, ...]) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
-                   host_path_prefixes=host_paths, encryption_config=encryption_config)
+                   host_path_prefixes=host_paths, encryption_config=encryption_config,
+                   pod_security_default=pod_security_default)
 
 
 @click.command("serve")
@@ -396,7 +403,7 @@ def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: s
 @click.option("--store", "store_url", default=None,
               help="Store URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
 def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
-                  encryption_config: str | None, store_url: str | None) -> None:
+                  encryption_config: str | None, pod_security_default: str, store_url: str | None) -> None:
     """Run the control plane only (API server and controllers), for hosts that run `stowage agent`."""
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False,
-                   encryption_config=encryption_config)
+                   encryption_config=encryption_config, pod_security_default=pod_security_default)

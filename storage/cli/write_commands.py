@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 import yaml
 
+from storage.api.limits import LimitExceeded, load_yaml
 from storage.api.registry import ResourceInfo
 from storage.cli.context import Failures, global_options, resolve_kind, session, split_kind_names
 from storage.cli.edits import EditError, applied, edit_map, parse_key_values, same_object
@@ -180,7 +181,9 @@ def patch_command(kind: str, name: str | None, patch_text: str, patch_type: str)
     """Change fields of one object with a merge, JSON or strategic merge patch."""
     info, name = _kind_and_name(kind, name)
     try:
-        body = yaml.safe_load(patch_text)  # JSON is YAML; kubectl takes both
+        body = load_yaml(patch_text)  # JSON is YAML; kubectl takes both
+    except LimitExceeded as exc:
+        raise CommandError(f"--patch: {exc}") from None
     except yaml.YAMLError as exc:
         raise CommandError(f"--patch: not valid JSON or YAML: {str(exc).splitlines()[0]}") from None
     if patch_type == "json" and not isinstance(body, list):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 from urllib.parse import quote
 
 import httpx
@@ -40,6 +40,17 @@ def _raise_for(response: httpx.Response) -> None:
     raise from_status(body, response.status_code)
 
 
+def warning_texts(response: httpx.Response) -> list[str]:
+    """The texts of a response's ``Warning: 299 - "..."`` headers, unquoted."""
+    out = []
+    for value in response.headers.get_list("warning"):
+        code, _, rest = value.partition(" ")
+        _agent, _, text = rest.partition(" ")
+        if code == "299" and len(text) >= 2 and text[0] == text[-1] == '"':
+            out.append(text[1:-1].replace('\\"', '"').replace("\\\\", "\\"))
+    return out
+
+
 class Client:
     """``server`` like ``http://127.0.0.1:6443``; ``token`` is sent as a bearer token; ``ca`` a CA bundle path."""
 
@@ -51,6 +62,7 @@ class Client:
         *,
         timeout: float = 30.0,
         insecure: bool = False,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         headers = {"Accept": "application/json", "User-Agent": "stowage-client"}
         if token:
@@ -59,6 +71,8 @@ class Client:
         self.server = server.rstrip("/")
         self._timeout = timeout
         self._http = httpx.Client(base_url=self.server, headers=headers, verify=verify, timeout=timeout)
+        # Called with the text of each "Warning: 299" header (Pod Security's warn mode, for one).
+        self.on_warning = on_warning
 
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike[str] | None = None) -> "Client":
@@ -97,6 +111,9 @@ class Client:
         if content is not None:
             headers["Content-Type"] = content_type
         response = self._http.request(method, url, params=params, content=content, headers=headers)
+        if self.on_warning is not None:
+            for text in warning_texts(response):
+                self.on_warning(text)
         _raise_for(response)
         return orjson.loads(response.content) if response.content else None
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
+
+from storage.errors import Forbidden
 
 from test_quickstart import UpRun, condition, up_dir, wait_until  # noqa: F401  (fixture)
 
@@ -60,10 +63,15 @@ def test_book_demo_hostpath_pv_claim_and_two_containers_sharing_files(up_dir: Pa
                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert log.status_code == 200 and "Hello from the writer" in log.text
 
-        # A hostPath outside the allowed prefixes is refused with a clear reason.
+        # A pod's own hostPath volume needs a namespace that allows it: refused under the default (baseline) level...
         outside = dict(manifests(up_dir.parent / "not-allowed")[2])
         outside["metadata"] = {"name": "outside", "namespace": "default"}
         outside["spec"] = {**outside["spec"], "volumes": [{"name": "task-pv-storage", "hostPath": {"path": "/etc"}}]}
+        with pytest.raises(Forbidden, match='violates PodSecurity "baseline:latest": hostPath volumes'):
+            client.create(outside)
+        # ...and once the namespace allows it, a hostPath outside the allowed prefixes is still refused, by the agent.
+        client.create({"apiVersion": "v1", "kind": "Namespace",
+                       "metadata": {"name": "default", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})
         client.create(outside)
         wait_until(lambda: any("not under an allowed host path prefix" in str(cs.get("state"))
                                for cs in client.get("pods", "outside", "default")["status"].get("containerStatuses") or []),

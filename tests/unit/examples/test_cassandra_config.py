@@ -235,6 +235,7 @@ def manifests() -> list[tuple[str, dict[str, Any]]]:
 def test_every_manifest_validates_after_defaults() -> None:
     found = {(name, obj["kind"]) for name, obj in manifests()}
     assert found == {
+        ("cassandra-namespace.yaml", "Namespace"),
         ("cassandra-scripts-configmap.yaml", "ConfigMap"), ("cassandra-service.yaml", "Service"),
         ("cassandra-statefulset.yaml", "StatefulSet"), ("local-ssd-storageclass.yaml", "StorageClass"),
         ("cassandra-daemonset.yaml", "DaemonSet"), ("cassandra-controller.yaml", "ReplicationController"),
@@ -246,6 +247,17 @@ def test_every_manifest_validates_after_defaults() -> None:
 def by_kind(kind: str) -> dict[str, Any]:
     (obj,) = [o for _, o in manifests() if o["kind"] == kind]
     return obj
+
+
+def test_the_namespace_allows_the_added_capability_under_pod_security() -> None:
+    """IPC_LOCK is beyond baseline: the example's namespace must say it allows it, or its pods are refused."""
+    from storage.api.podsecurity import LevelVersion, check_pod, parse_policy
+
+    template = by_kind("StatefulSet")["spec"]["template"]
+    assert [v.reason for v in check_pod(LevelVersion("baseline"), template["metadata"], template["spec"])] == [
+        "non-default capabilities"]
+    policy, errors = parse_policy(by_kind("Namespace")["metadata"]["labels"], LevelVersion("baseline"))
+    assert not errors and check_pod(policy.enforce, template["metadata"], template["spec"]) == []
 
 
 def test_validation_is_not_vacuous_a_bad_quantity_is_rejected_Q1() -> None:
