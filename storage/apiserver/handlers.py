@@ -13,6 +13,7 @@ from storage.api.conversion import convert
 from storage.api.defaults import apply_defaults
 from storage.api.registry import ResourceInfo
 from storage.api.validation import validate, validate_status
+from storage.apiserver import namespaces
 from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
 from storage.errors import BadRequest, Conflict, Invalid, MethodNotAllowed, NotFound
@@ -87,6 +88,7 @@ class Handlers:
             meta.pop(key, None)
         obj = self._checked(apply_defaults(obj), None, t.info)
         obj = self.admission.admit(AdmissionRequest("CREATE", t.info, obj, None, self.store, user))
+        namespaces.check_create(self.store, t.info, obj)
         if dry_run:
             return obj
         return with_type(t.info, self.store.create(t.info.plural, obj))
@@ -139,6 +141,8 @@ class Handlers:
         if policy not in (None, "Foreground", "Background", "Orphan"):
             raise BadRequest(f'propagationPolicy: Unsupported value: "{policy}": supported values: "Background", "Foreground", "Orphan"')
         plural, ns = t.info.plural, t.store_namespace
+        if plural == "namespaces":
+            return with_type(t.info, namespaces.delete(self.store, t.name, options, dry_run=dry_run))
         if uid or policy in ("Foreground", "Orphan") or dry_run:
             current = self.store.get(plural, ns, t.name)
             if uid and current["metadata"].get("uid") != uid:
