@@ -235,6 +235,8 @@ class Handlers:
             meta["resourceVersion"] = wanted_rv or old["metadata"]["resourceVersion"]
             if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
                 raise self._conflict(t)
+            if t.info.plural == "namespaces":
+                namespaces.keep_spec_finalizers(obj, old)
             obj = self._checked(apply_defaults(obj), old, t.info)
             obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user))
             saved = self._save(t, obj, wanted_rv, dry_run)

@@ -52,6 +52,18 @@ def check_create(store: Store, info: ResourceInfo, obj: Obj) -> None:
         raise NamespaceForbidden(info, str(meta.get("name") or meta.get("generateName") or ""), namespace)
 
 
+def keep_spec_finalizers(obj: Obj, old: Obj) -> None:
+    """As Kubernetes: an update never changes ``spec.finalizers``; only ``/finalize`` does."""
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else None
+    if spec is None:
+        spec = obj["spec"] = {}
+    finalizers = (old.get("spec") or {}).get("finalizers")
+    if finalizers:
+        spec["finalizers"] = list(finalizers)
+    else:
+        spec["finalizers"] = []  # an explicit empty list: defaulting must not add "kubernetes" back
+
+
 def delete(store: Store, name: str, options: Obj, *, dry_run: bool = False) -> Obj:
     """Mark for deletion: Terminating while spec.finalizers remain (the controller empties it), else removed."""
     if name in IMMORTAL:

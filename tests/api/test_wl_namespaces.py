@@ -105,3 +105,13 @@ def test_endpoints_of_selectorless_services_are_left_alone(api_server, client: C
         wait_for(lambda: manager.idle() and client.get("services", "ext", "default"), "the controller to settle")
     assert client.get("endpoints", "ext", "default")["subsets"][0]["addresses"] == [{"ip": "192.0.2.42"}]
     assert client.get("endpoints", "kubernetes", "default")["subsets"][0]["addresses"] == [{"ip": "127.0.0.1"}]
+
+
+def test_an_update_never_changes_spec_finalizers(client: Client) -> None:
+    ensure_namespaces(client, "kept")
+    ns = client.get("namespaces", "kept")
+    ns["spec"] = {"finalizers": []}
+    ns["metadata"]["labels"] = {"team": "a"}
+    updated = client.update(ns)
+    assert updated["metadata"]["labels"]["team"] == "a"
+    assert updated["spec"]["finalizers"] == ["kubernetes"]  # only /finalize changes them

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from cliutil import Cli
+from cliutil import Cli, parse_table
 from storage.controllers.deployment import DeploymentReconciler
 from storage.controllers.gc import GarbageCollector
 from storage.controllers.workloads import ReplicaSetReconciler
@@ -146,3 +146,11 @@ def test_pause_holds_a_template_change_until_resume(cluster: Cli) -> None:
     wait_for(lambda: pod_images(cli) == ["debian:13"] * 3, "the held rollout after resume")
     not_paused = cli.run("rollout", "resume", "deploy/web")
     assert not_paused.code == 1 and not_paused.err == 'error: deployments.apps "web" is not paused\n'
+
+
+def test_get_deployments_shows_kubectl_columns(cluster: Cli) -> None:
+    cli = cluster
+    cli.ok("apply", "-f", "-", stdin=DEPLOY)
+    cli.ok("rollout", "status", "deploy/web", "--timeout", "2m")
+    rows = parse_table(cli.ok("get", "deploy"), ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"])
+    assert [(r["NAME"], r["READY"], r["UP-TO-DATE"], r["AVAILABLE"]) for r in rows] == [("web", "2/2", "2", "2")]
