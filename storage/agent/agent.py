@@ -28,7 +28,7 @@ from typing import Any, Callable
 import structlog
 
 from storage.agent.pool import Pool
-from storage.agent.node_lease import renew_lease  # noqa: I001 (kept apart from neighbours' imports)
+from storage.agent.node_lease import renew_lease
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import PodRuntime
 from storage.agent.volume_manager import PodVolumes, VolumeManager
