@@ -63,6 +63,8 @@ class ReadyKubelet:
                 return
             except Conflict:
                 continue
+            except NotFound:
+                return
 
 
 @pytest.fixture

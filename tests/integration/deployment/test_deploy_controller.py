@@ -83,6 +83,8 @@ def make_ready(store: Any, pod: Obj) -> None:
             return
         except Conflict:
             continue
+        except NotFound:
+            return  # scaled away meanwhile
     raise AssertionError("could not mark the pod ready")
 
 
