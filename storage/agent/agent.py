@@ -30,6 +30,7 @@ import structlog
 
 from storage.agent.backoff import Backoff
 from storage.agent.pool import Pool
+from storage.agent.node_lease import renew_lease
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import PodRuntime
 from storage.agent.volume_manager import PodVolumes, VolumeManager
@@ -38,6 +39,7 @@ from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.timestamps import now, parse_time
 from storage.client import Client
 from storage.errors import Conflict, Gone, NotFound, StowageError
+from storage.system.host_resources import node_resources
 from volume_plugins.registry import default_registry
 
 log = structlog.get_logger(__name__)
@@ -215,9 +217,10 @@ class NodeAgent:
         total_storage = sum(p["totalBytes"] for p in pools)
         free_storage = sum(p["freeBytes"] for p in pools)
         stamp = now()
+        capacity, allocatable = node_resources(self.data_dir)
         return {
-            "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "1000", POOL_RESOURCE: str(total_storage)},
-            "allocatable": {"cpu": str(os.cpu_count() or 1), "pods": "1000", POOL_RESOURCE: str(free_storage)},
+            "capacity": {**capacity, "pods": "1000", POOL_RESOURCE: str(total_storage)},
+            "allocatable": {**allocatable, "pods": "1000", POOL_RESOURCE: str(free_storage)},
             "conditions": [{
                 "type": "Ready", "status": "True", "reason": "KubeletReady",
                 "message": "stowage agent is posting ready status",
@@ -254,7 +257,7 @@ class NodeAgent:
                 if previous and previous.get("status") == "True":
                     status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
                 node["status"] = status
-                self.client.update_status(node)
+                renew_lease(self.client, self.client.update_status(node), self.node)
                 return
             except Conflict:
                 continue
@@ -276,7 +279,8 @@ class NodeAgent:
                 status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
             node["status"] = {**(node.get("status") or {}), **status}
             try:
-                self.client.update_status(node)
+                saved = self.client.update_status(node)
+                renew_lease(self.client, saved, self.node)
                 return
             except Conflict:
                 continue

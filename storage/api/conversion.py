@@ -14,7 +14,7 @@ from storage.api.registry import by_kind
 
 __all__ = ["convert"]
 
-_SELECTOR_FROM_TEMPLATE = {"StatefulSet", "DaemonSet", "ReplicaSet"}
+_SELECTOR_FROM_TEMPLATE = {"StatefulSet", "DaemonSet", "ReplicaSet", "Deployment"}
 _ON_DELETE_BY_DEFAULT = {("StatefulSet", "apps/v1beta1"), ("DaemonSet", "extensions/v1beta1")}
 
 

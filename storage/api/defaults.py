@@ -193,6 +193,24 @@ def _replicaset(obj: dict[str, Any]) -> None:
     _pod_template(spec)
 
 
+def _deployment(obj: dict[str, Any]) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("replicas", 1)
+    strategy = _dict(spec, "strategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = _dict(strategy, "rollingUpdate")
+        rolling.setdefault("maxUnavailable", "25%")
+        rolling.setdefault("maxSurge", "25%")
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    _pod_template(spec)
+
+
+def _lease(obj: dict[str, Any]) -> None:
+    _dict(obj, "spec")
+
+
 def _replication_controller(obj: dict[str, Any]) -> None:
     spec = _dict(obj, "spec")
     spec.setdefault("replicas", 1)
@@ -241,6 +259,9 @@ def _secret(obj: dict[str, Any]) -> None:
 
 def _namespace(obj: dict[str, Any]) -> None:
     _dict(obj, "status").setdefault("phase", "Active")
+    # The namespace controller removes this finalizer once the namespace is empty (Kubernetes' "kubernetes").
+    if "finalizers" not in _dict(obj, "spec"):
+        obj["spec"]["finalizers"] = ["kubernetes"]
 
 
 def _event(obj: dict[str, Any]) -> None:
@@ -255,6 +276,8 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "StatefulSet": _statefulset,
     "DaemonSet": _daemonset,
     "ReplicaSet": _replicaset,
+    "Deployment": _deployment,
+    "Lease": _lease,
     "ReplicationController": _replication_controller,
     "Service": _service,
     "Endpoints": _endpoints,

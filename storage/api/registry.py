@@ -67,6 +67,14 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         "ControllerRevision", "controllerrevisions", "controllerrevision", "apps", "v1", True, (),
         has_status=False, legacy_api_versions=("apps/v1beta1", "apps/v1beta2"),
     ),
+    ResourceInfo(
+        "Deployment", "deployments", "deployment", "apps", "v1", True, ("deploy",),
+        legacy_api_versions=("apps/v1beta1", "apps/v1beta2", "extensions/v1beta1"),
+    ),
+    ResourceInfo(
+        "Lease", "leases", "lease", "coordination.k8s.io", "v1", True, (), has_status=False,
+        legacy_api_versions=("coordination.k8s.io/v1beta1",),
+    ),
 )
 
 _BY_KIND = {r.kind: r for r in RESOURCES}

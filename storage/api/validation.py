@@ -913,6 +913,61 @@ def _replicaset(errs: _Errors, obj: dict[str, Any]) -> None:
     _pod_template(errs, spec.get("template"), "spec.template", check, ("Always",))
 
 
+def _int_or_percent(errs: _Errors, value: Any, path: str) -> None:
+    if isinstance(value, bool) or (not isinstance(value, (int, str)) and value is not None):
+        errs.invalid(path, value, "must be an integer or a percentage")
+    elif isinstance(value, int) and value < 0:
+        errs.invalid(path, value, "must be greater than or equal to 0")
+    elif isinstance(value, str):
+        if not re.fullmatch(r"[0-9]+%", value):
+            errs.invalid(path, value, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")
+        elif int(value[:-1]) > 100:
+            errs.invalid(path, value, "must not be greater than 100%")
+
+
+def _is_zero(value: Any) -> bool:
+    return value in (0, "0%") or value is None
+
+
+def _deployment(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    errs.non_negative("spec.replicas", spec.get("replicas"))
+    errs.non_negative("spec.minReadySeconds", spec.get("minReadySeconds"))
+    errs.non_negative("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
+    deadline = spec.get("progressDeadlineSeconds")
+    errs.non_negative("spec.progressDeadlineSeconds", deadline)
+    if isinstance(deadline, int) and isinstance(spec.get("minReadySeconds"), int) and deadline <= spec["minReadySeconds"]:
+        errs.invalid("spec.progressDeadlineSeconds", deadline, "must be greater than minReadySeconds")
+    strategy = _d(spec.get("strategy"))
+    stype = strategy.get("type")
+    rolling = strategy.get("rollingUpdate")
+    if stype == "Recreate":
+        if rolling is not None:
+            errs.forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'")
+    elif stype == "RollingUpdate":
+        rolling = _d(rolling)
+        surge, unavailable = rolling.get("maxSurge"), rolling.get("maxUnavailable")
+        _int_or_percent(errs, surge, "spec.strategy.rollingUpdate.maxSurge")
+        _int_or_percent(errs, unavailable, "spec.strategy.rollingUpdate.maxUnavailable")
+        if _is_zero(surge) and _is_zero(unavailable):
+            errs.invalid("spec.strategy.rollingUpdate.maxUnavailable", unavailable,
+                         "may not be 0 when `maxSurge` is 0")
+    elif stype is None:
+        errs.required("spec.strategy.type")
+    else:
+        errs.unsupported("spec.strategy.type", stype, ("Recreate", "RollingUpdate"))
+    check = _workload_selector(errs, spec, "deployment")
+    _pod_template(errs, spec.get("template"), "spec.template", check, ("Always",))
+
+
+def _lease(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    duration = spec.get("leaseDurationSeconds")
+    if isinstance(duration, int) and duration <= 0:
+        errs.invalid("spec.leaseDurationSeconds", duration, "must be greater than 0")
+    errs.non_negative("spec.leaseTransitions", spec.get("leaseTransitions"))
+
+
 def _replication_controller(errs: _Errors, obj: dict[str, Any]) -> None:
     spec = _d(obj.get("spec"))
     errs.non_negative("spec.replicas", spec.get("replicas"))
@@ -1122,6 +1177,8 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ReplicaSet": _replicaset,
     "ReplicationController": _replication_controller,
     "ControllerRevision": _controller_revision,
+    "Deployment": _deployment,
+    "Lease": _lease,
 }
 _UPDATE_RULES: dict[str, _UpdateRule] = {
     "PersistentVolume": _pv_update,
@@ -1132,6 +1189,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "StatefulSet": _statefulset_update,
     "DaemonSet": _selector_immutable,
     "ReplicaSet": _selector_immutable,
+    "Deployment": _selector_immutable,
     "Secret": _immutable_data_update,
     "ConfigMap": _immutable_data_update,
     "ControllerRevision": _controller_revision_update,

@@ -24,10 +24,10 @@ from starlette.types import Receive, Scope, Send
 from storage.api import registry
 from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import discovery, proxy
+from storage.apiserver import discovery, namespaces, proxy, scale
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth
-from storage.apiserver.handlers import Handlers, Target
+from storage.apiserver.handlers import Handlers, Target, with_type
 from storage.apiserver.patch import PATCH_TYPES
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events
 from storage.errors import (BadRequest, Gone, MethodNotAllowed, NotFound, RequestEntityTooLarge, StowageError,
@@ -101,11 +101,19 @@ def parse_resource_path(group_version: str, rest: list[str]) -> _Parsed:
         namespace = ""
     name = rest[1] if len(rest) > 1 else ""
     subresource = rest[2] if len(rest) > 2 else ""
-    if subresource and (subresource != "status" or not info.has_status):
+    if subresource and not _has_subresource(info, subresource):
         raise _not_found()
     if info.namespaced and name and namespace is None:
         raise _not_found()  # a namespaced object is only reachable under its namespace
     return _Parsed(Target(info, namespace, name, subresource), watch_prefix)
+
+
+def _has_subresource(info: registry.ResourceInfo, subresource: str) -> bool:
+    if subresource == "status":
+        return info.has_status
+    if subresource == "scale":
+        return info.plural in scale.SCALABLE
+    return subresource == "finalize" and info.plural == "namespaces"
 
 
 def _truthy(value: str | None) -> bool:
@@ -209,6 +217,13 @@ def create_app(
                 call = lambda: handlers.delete_collection(t, label_selector, field_selector, options, dry_run=dry_run)  # noqa: E731
             else:
                 raise MethodNotAllowed(f"{method} is not supported on a collection")
+        elif t.subresource == "scale" and method in ("GET", "PUT", "PATCH"):
+            call = await _scale_call(request, t, user, dry_run)
+        elif t.subresource == "finalize":
+            if method != "PUT":
+                raise MethodNotAllowed(f"{method} is not supported on namespaces/finalize")
+            body = _decode(await request.body())
+            call = lambda: with_type(t.info, namespaces.finalize(store, t.name, body, dry_run=dry_run))  # noqa: E731
         elif method == "GET":
             call = lambda: handlers.get(t)  # noqa: E731
         elif method == "PUT":
@@ -237,6 +252,18 @@ def create_app(
         for text in warnings:
             response.headers.append("Warning", warning_header(text))
         return response
+
+    async def _scale_call(request: Request, t: Target, user: str, dry_run: bool) -> Callable[[], dict[str, Any]]:
+        if request.method == "GET":
+            return lambda: scale.get(handlers, t)
+        if request.method == "PUT":
+            body = _decode(await request.body())
+            return lambda: scale.update(handlers, t, body, user=user, dry_run=dry_run)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in PATCH_TYPES:
+            raise BadRequest(f"unsupported patch type {content_type!r}; use one of {', '.join(PATCH_TYPES)}")
+        raw = await request.body()
+        return lambda: scale.patch(handlers, t, content_type, raw, user=user, dry_run=dry_run)
 
     async def _watch(request: Request, t: Target) -> Response:
         query = request.query_params

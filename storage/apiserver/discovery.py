@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from storage.api.registry import ResourceInfo, groups
+from storage.api.scale import SCALABLE
 
 GIT_VERSION = "v1.30.0-stowage"
 STATUS_VERBS = ["get", "patch", "update"]
@@ -87,4 +88,10 @@ def api_resource_list(group_version: str) -> dict[str, Any] | None:
             resources.append(
                 {"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": STATUS_VERBS}
             )
+        if r.plural in SCALABLE:
+            resources.append({"name": f"{r.plural}/scale", "singularName": "", "namespaced": r.namespaced,
+                              "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": STATUS_VERBS})
+        if r.plural == "namespaces":
+            resources.append({"name": "namespaces/finalize", "singularName": "", "namespaced": False,
+                              "kind": "Namespace", "verbs": ["update"]})
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}

@@ -14,6 +14,7 @@ from storage.api.defaults import apply_defaults
 from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, depth_message, encoded_size, object_too_large_message
 from storage.api.registry import ResourceInfo
 from storage.api.validation import validate, validate_status
+from storage.apiserver import namespaces
 from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
 from storage.errors import BadRequest, Conflict, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge
@@ -99,6 +100,7 @@ class Handlers:
             AdmissionRequest("CREATE", t.info, obj, None, self.store, user, warnings if warnings is not None else [])
         )
         _check_size(obj)
+        namespaces.check_create(self.store, t.info, obj)
         if dry_run:
             return obj
         return with_type(t.info, self.store.create(t.info.plural, obj))
@@ -153,6 +155,8 @@ class Handlers:
         if policy not in (None, "Foreground", "Background", "Orphan"):
             raise BadRequest(f'propagationPolicy: Unsupported value: "{policy}": supported values: "Background", "Foreground", "Orphan"')
         plural, ns = t.info.plural, t.store_namespace
+        if plural == "namespaces":
+            return with_type(t.info, namespaces.delete(self.store, t.name, options, dry_run=dry_run))
         if uid or policy in ("Foreground", "Orphan") or dry_run:
             current = self.store.get(plural, ns, t.name)
             if uid and current["metadata"].get("uid") != uid:
@@ -247,6 +251,8 @@ class Handlers:
             meta["resourceVersion"] = wanted_rv or old["metadata"]["resourceVersion"]
             if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
                 raise self._conflict(t)
+            if t.info.plural == "namespaces":
+                namespaces.keep_spec_finalizers(obj, old)
             obj = self._checked(apply_defaults(obj), old, t.info)
             attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
             obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings))

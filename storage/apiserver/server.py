@@ -15,6 +15,7 @@ import uvicorn
 
 from storage.apiserver.admission import Admission
 from storage.apiserver.app import create_app
+from storage.apiserver.namespaces import ensure_system_objects
 from storage.apiserver.auth import TokenAuth, ensure_admin_token, load_token_auth
 from storage.store.base import Store
 
@@ -70,6 +71,7 @@ def serve(
     app = create_app(store, tokens, admission=admission, pod_security_default=pod_security_default)
     sock = sock if sock is not None else bind_socket(host, port)
     real_port = sock.getsockname()[1]
+    ensure_system_objects(store, host, real_port)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,

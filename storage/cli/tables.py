@@ -216,6 +216,15 @@ def _sts(obj: dict[str, Any], now: datetime) -> Row:
     return [str(_meta(obj).get("name", "")), f"{ready}/{replicas}", object_age(obj, now)]
 
 
+def _deploy(obj: dict[str, Any], now: datetime) -> Row:
+    replicas = _spec(obj).get("replicas")
+    replicas = 1 if replicas is None else int(replicas)
+    status = _status(obj)
+    ready = int(status.get("readyReplicas") or 0)
+    return [str(_meta(obj).get("name", "")), f"{ready}/{replicas}", str(int(status.get("updatedReplicas") or 0)),
+            str(int(status.get("availableReplicas") or 0)), object_age(obj, now)]
+
+
 def _svc_ports(spec: dict[str, Any]) -> str:
     ports = []
     for p in spec.get("ports") or []:
@@ -283,6 +292,7 @@ register("StorageClass", Columns(
 ))
 register("Pod", Columns(["NAME", "READY", "STATUS", "RESTARTS", "AGE"], _pod, ["IP", "NODE"], _pod_wide))
 register("StatefulSet", Columns(["NAME", "READY", "AGE"], _sts))
+register("Deployment", Columns(["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], _deploy))
 register("Service", Columns(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _svc))
 register("Node", Columns(["NAME", "STATUS", "ROLES", "AGE", "VERSION"], _node))
 register("Event", Columns(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], _event))

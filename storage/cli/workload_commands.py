@@ -1,7 +1,8 @@
-"""Workload verbs: ``scale`` and ``rollout status|history|undo|restart``.
+"""Workload verbs: ``scale`` and ``rollout status|history|undo|restart|pause|resume``.
 
-The StatefulSet arithmetic (status lines, history rows, the undo patch) lives
-in ``statefulset.cli_support``; this module only reads, waits and prints.
+The arithmetic (status lines, history rows, the undo patch) lives in
+``statefulset.cli_support`` for StatefulSets and ``storage.cli.deployment_support``
+for Deployments; this module only reads, waits and prints.
 """
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ from statefulset import cli_support
 from statefulset.revision import sort_revisions, template_of
 from storage.api.registry import ResourceInfo, by_plural
 from storage.api.timestamps import now
+from storage.cli import deployment_support
 from storage.cli.context import global_options, resolve_kind, session
 from storage.cli.errors import CommandError
 from storage.cli.output import dump_yaml, type_name
 from storage.cli.session import Session
-from storage.errors import Conflict, NotFound
+from storage.errors import BadRequest, Conflict, NotFound
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 SCALABLE = ("statefulsets", "replicasets", "replicationcontrollers", "deployments")
-ROLLABLE = ("statefulsets",)
+ROLLABLE = ("statefulsets", "deployments")
+PAUSABLE = ("deployments",)
 # A safety net under the watches: re-read the set this often even when no event arrives.
 RESYNC_SECONDS = 30.0
 # Each attempt re-reads the object; more than this many racing writers is not a realistic burst.
@@ -80,7 +83,7 @@ def _kind_and_name(args: tuple[str, ...], allowed: tuple[str, ...], verb: str) -
               help="Precondition: only scale if the current replica count is this.")
 @global_options
 def scale_command(args: tuple[str, ...], replicas: int, current_replicas: int) -> None:
-    """Set the replica count of a StatefulSet, ReplicaSet or ReplicationController: scale sts NAME --replicas N."""
+    """Set the replica count of a Deployment, StatefulSet, ReplicaSet or ReplicationController: scale deploy NAME --replicas N."""
     info, name = _kind_and_name(args, SCALABLE, "scale")
     try:
         patch = cli_support.scale_patch(replicas)
@@ -89,14 +92,15 @@ def scale_command(args: tuple[str, ...], replicas: int, current_replicas: int) -
     sess = session()
     namespace = sess.namespace_for(info)
     if current_replicas >= 0:
-        current = sess.get(info, namespace, name)
+        current = sess.client.get(info.plural, name, namespace)
         have = (current.get("spec") or {}).get("replicas")
         have = 1 if have is None else int(have)
         if have != current_replicas:
             raise CommandError(f"Expected replicas to be {current_replicas}, was {have}")
         # The read and the write must see the same object, or the precondition means nothing.
         patch = {**patch, "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}}
-    sess.patch(info, namespace, name, patch, "merge")
+    # Through /scale, as kubectl does: only the replica count is written.
+    sess.client.patch(info.plural, name, patch, namespace=namespace, patch_type="merge", subresource="scale")
     click.echo(f"{type_name(info)}/{name} scaled")
 
 
@@ -104,11 +108,12 @@ def scale_command(args: tuple[str, ...], replicas: int, current_replicas: int) -
 
 @click.group("rollout")
 def rollout_command() -> None:
-    """Watch, list, undo or restart the rollout of a StatefulSet."""
+    """Watch, list, undo, restart, pause or resume the rollout of a Deployment or StatefulSet."""
 
 
-def _statefulset(args: tuple[str, ...], verb: str) -> tuple[Session, ResourceInfo, str, str]:
-    info, name = _kind_and_name(args, ROLLABLE, f"rollout {verb}")
+def _statefulset(args: tuple[str, ...], verb: str,
+                 allowed: tuple[str, ...] = ROLLABLE) -> tuple[Session, ResourceInfo, str, str]:
+    info, name = _kind_and_name(args, allowed, f"rollout {verb}")
     sess = session()
     return sess, info, sess.namespace_for(info), name
 
@@ -175,6 +180,8 @@ def _pump(changes: "queue.Queue[str]", stop: threading.Event, watch: Callable[[]
 
 def _rollout_line(sts: dict[str, Any]) -> tuple[str, bool]:
     try:
+        if sts.get("kind") == "Deployment":
+            return deployment_support.rollout_status(sts)
         return cli_support.rollout_status(sts)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
@@ -213,7 +220,7 @@ def _open_watches(sess: Session, info: ResourceInfo, namespace: str, sts: dict[s
               help="How long to wait before giving up (0: forever), e.g. 30s, 5m.")
 @global_options
 def rollout_status_command(args: tuple[str, ...], watch: bool, timeout: str) -> None:
-    """Show the status of a StatefulSet's rollout, waiting until it completes."""
+    """Show the status of a Deployment's or StatefulSet's rollout, waiting until it completes."""
     limit = parse_duration(timeout)
     sess, info, namespace, name = _statefulset(args, "status")
     sts = sess.get(info, namespace, name)
@@ -242,7 +249,7 @@ def rollout_status_command(args: tuple[str, ...], watch: bool, timeout: str) -> 
             try:
                 sts = sess.get(info, namespace, name)
             except NotFound:
-                raise CommandError(f'statefulset "{name}" was deleted while waiting for its rollout') from None
+                raise CommandError(f'{info.singular} "{name}" was deleted while waiting for its rollout') from None
             message, done = _rollout_line(sts)
             progress.show(message, final=done)
             if done:
@@ -275,11 +282,14 @@ def _revisions(sess: Session, namespace: str, sts: dict[str, Any]) -> list[dict[
 @click.option("--revision", type=int, default=0, help="Show the pod template of this revision.")
 @global_options
 def rollout_history_command(args: tuple[str, ...], revision: int) -> None:
-    """List a StatefulSet's revisions (REVISION, CHANGE-CAUSE), or show one with --revision."""
+    """List a Deployment's or StatefulSet's revisions (REVISION, CHANGE-CAUSE), or show one with --revision."""
     if revision < 0:
         raise CommandError(f"--revision: must be a revision number (1 or more), got {revision}")
     sess, info, namespace, name = _statefulset(args, "history")
     sts = sess.get(info, namespace, name)
+    if info.plural == "deployments":
+        _deployment_history(sess, namespace, sts, revision)
+        return
     revisions = _revisions(sess, namespace, sts)
     if not revision:
         if not revisions:
@@ -318,11 +328,14 @@ def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
 @click.option("--to-revision", type=int, default=0, help="The revision to go back to (default: the previous one).")
 @global_options
 def rollout_undo_command(args: tuple[str, ...], to_revision: int) -> None:
-    """Roll a StatefulSet's pod template back to an earlier revision."""
+    """Roll a Deployment's or StatefulSet's pod template back to an earlier revision."""
     if to_revision < 0:
         raise CommandError(f"--to-revision: must be a revision number (1 or more), got {to_revision}")
     sess, info, namespace, name = _statefulset(args, "undo")
     sts = sess.get(info, namespace, name)
+    if info.plural == "deployments":
+        _deployment_undo(sess, info, namespace, sts, to_revision)
+        return
     revisions = _revisions(sess, namespace, sts)
     try:
         patch = cli_support.undo_patch_for(sts, revisions, to_revision)
@@ -347,9 +360,88 @@ def rollout_undo_command(args: tuple[str, ...], to_revision: int) -> None:
 @click.argument("args", nargs=-1)
 @global_options
 def rollout_restart_command(args: tuple[str, ...]) -> None:
-    """Replace every pod of a StatefulSet, one by one, by stamping its template with the time."""
+    """Replace every pod of a Deployment or StatefulSet by stamping its template with the time."""
     sess, info, namespace, name = _statefulset(args, "restart")
+    if info.plural == "deployments" and (sess.get(info, namespace, name).get("spec") or {}).get("paused"):
+        raise CommandError("can't restart paused deployment (run rollout resume first)")
     stamp = now()
     patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
     sess.patch(info, namespace, name, patch, "merge")
-    click.echo(f"statefulset.apps/{name} restarted")
+    click.echo(f"{type_name(info)}/{name} restarted")
+
+
+def _replica_sets(sess: Session, namespace: str, deploy: dict[str, Any]) -> list[dict[str, Any]]:
+    info = by_plural("replicasets")
+    assert info is not None
+    selector = selector_string((deploy.get("spec") or {}).get("selector"))
+    items, _ = sess.list(info, namespace, selector or None)
+    return deployment_support.owned_sets(deploy, items)
+
+
+def _deployment_history(sess: Session, namespace: str, deploy: dict[str, Any], revision: int) -> None:
+    name = deploy["metadata"]["name"]
+    sets = _replica_sets(sess, namespace, deploy)
+    if not revision:
+        if not sets:
+            click.echo(f'No rollout history found in deployment "{name}"')
+            return
+        click.echo(deployment_support.history_table(deploy, sets), nl=False)
+        return
+    try:
+        template = deployment_support.revision_template(deploy, sets, revision)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    click.echo(f"deployment.apps/{name} with revision #{revision}")
+    click.echo("Pod Template:")
+    click.echo(_indent(dump_yaml(template), "  "), nl=False)
+
+
+def _deployment_undo(sess: Session, info: ResourceInfo, namespace: str, deploy: dict[str, Any],
+                     to_revision: int) -> None:
+    name = deploy["metadata"]["name"]
+    if (deploy.get("spec") or {}).get("paused"):
+        raise CommandError(f'you cannot rollback a paused deployment; resume it first with '
+                           f'\'stowage rollout resume deployment/{name}\' and try again')
+    sets = _replica_sets(sess, namespace, deploy)
+    try:
+        target = deployment_support.undo_target(deploy, sets, to_revision)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    revision = int((target["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision") or 0)
+    if deployment_support.template_matches(deploy, target):
+        click.echo(f"deployment.apps/{name} skipped rollback (current template already matches revision {revision})")
+        return
+    patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": deploy["metadata"]["resourceVersion"]},
+             *deployment_support.undo_patch(deploy, target)]
+    try:
+        sess.patch(info, namespace, name, patch, "json")
+    except BadRequest:
+        raise CommandError(f'deployment "{name}" changed while rolling back; run the undo again') from None
+    click.echo(f"deployment.apps/{name} rolled back")
+
+
+def _set_paused(args: tuple[str, ...], paused: bool) -> None:
+    verb = "pause" if paused else "resume"
+    sess, info, namespace, name = _statefulset(args, verb, PAUSABLE)
+    current = sess.get(info, namespace, name)
+    if bool((current.get("spec") or {}).get("paused")) == paused:
+        state = "already paused" if paused else "not paused"
+        raise CommandError(f'{info.plural}.{info.group} "{name}" is {state}')
+    sess.patch(info, namespace, name, {"spec": {"paused": paused}}, "merge")
+    click.echo(f"{type_name(info)}/{name} {'paused' if paused else 'resumed'}")
+
+
+@rollout_command.command("pause")
+@click.argument("args", nargs=-1)
+@global_options
+def rollout_pause_command(args: tuple[str, ...]) -> None:
+    """Stop a Deployment from rolling out template changes until it is resumed."""
+    _set_paused(args, True)
+
+
+@rollout_command.command("resume")
+@click.argument("args", nargs=-1)
+@global_options
+def rollout_resume_command(args: tuple[str, ...]) -> None:
+    """Let a paused Deployment roll out its template again."""
+    _set_paused(args, False)

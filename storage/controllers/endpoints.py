@@ -17,6 +17,7 @@ import copy
 from typing import Any, Callable, Iterable
 
 from storage.api.conditions import is_true
+from storage.api.timestamps import now
 from storage.controllers.base import Reconciler, Result, split_key
 from storage.controllers.owners import labels_of, publish, selector_matches
 from storage.errors import AlreadyExists, NotFound
@@ -24,6 +25,8 @@ from storage.errors import AlreadyExists, NotFound
 Obj = dict[str, Any]
 CLUSTER_DOMAIN = "cluster.local"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
+# Kubernetes' endpoints controller stamps what it writes with this; only stamped Endpoints are its to delete.
+MANAGED_BY = TRIGGER_ANNOTATION
 
 
 def _meta(obj: Obj) -> Obj:
@@ -135,9 +138,12 @@ class EndpointsReconciler(Reconciler):
         service = self.ctx.cache.get("services", namespace, name)
         current = self.ctx.cache.get("endpoints", namespace, name)
         if service is None:
-            if current is not None:
+            # Only Endpoints this controller wrote go with their Service: a user's (for a selector-less
+            # Service, possibly created before it) are never removed here.
+            if current is not None and MANAGED_BY in (_meta(current).get("annotations") or {}):
                 try:
-                    self.ctx.store.delete("endpoints", namespace, name)
+                    self.ctx.store.delete("endpoints", namespace, name,
+                                          resource_version=_meta(current).get("resourceVersion"))
                 except NotFound:
                     pass
             return Result()
@@ -146,17 +152,19 @@ class EndpointsReconciler(Reconciler):
         subsets = build_subsets(service, self.ctx.cache.list("pods", namespace))
         labels = labels_of(service)
         if current is not None:
-            if current.get("subsets", []) == subsets and labels_of(current) == labels:
+            if current.get("subsets", []) == subsets and labels_of(current) == labels \
+                    and MANAGED_BY in (_meta(current).get("annotations") or {}):
                 return Result()
             updated = copy.deepcopy(current)
             updated["subsets"] = subsets
             updated["metadata"]["labels"] = labels
+            updated["metadata"]["annotations"] = {**(_meta(current).get("annotations") or {}), MANAGED_BY: now()}
             publish(self.ctx.cache, "endpoints", self.ctx.store.update("endpoints", updated))
             return Result()
         fresh: Obj = {
             "apiVersion": "v1",
             "kind": "Endpoints",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": {MANAGED_BY: now()}},
             "subsets": subsets,
         }
         try:

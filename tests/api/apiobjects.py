@@ -49,3 +49,14 @@ def config_map(name: str, namespace: str = "default", labels: dict[str, str] | N
     if labels:
         meta["labels"] = labels
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data or {}}
+
+
+def ensure_namespaces(client: Any, *names: str) -> None:
+    """Objects go only into namespaces that exist (SEMANTICS N2): create these if missing."""
+    from storage.errors import AlreadyExists
+
+    for name in names:
+        try:
+            client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        except AlreadyExists:
+            pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from apiobjects import config_map, pv, pvc, storage_class
+from apiobjects import config_map, ensure_namespaces, pv, pvc, storage_class
 from storage.client import Client
 from storage.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
 
@@ -15,6 +15,7 @@ def raw(api_server, method: str, path: str, **kw) -> httpx.Response:
 
 
 def test_namespaced_create_get_list_update_delete(client: Client) -> None:
+    ensure_namespaces(client, "team-a", "team-b")
     created = client.create(config_map("one", "team-a", labels={"app": "db"}, data={"k": "v"}))
     assert created["metadata"]["uid"] and created["metadata"]["resourceVersion"]
     assert created["kind"] == "ConfigMap" and created["apiVersion"] == "v1"
@@ -72,6 +73,8 @@ def test_legacy_api_version_is_accepted_and_served_as_current(client: Client) ->
 
 
 def test_path_namespace_wins_and_mismatch_is_400(api_server) -> None:
+    with api_server.client() as client:
+        ensure_namespaces(client, "team-a", "team-b")
     body = config_map("x", namespace="")
     del body["metadata"]["namespace"]
     made = raw(api_server, "POST", "/api/v1/namespaces/team-a/configmaps", json=body)
@@ -209,6 +212,7 @@ def test_apply_patch_creates_then_merges(api_server, client: Client) -> None:
 
 
 def test_label_and_field_selectors(client: Client) -> None:
+    ensure_namespaces(client, "n1", "n2")
     client.create(config_map("a", "n1", labels={"app": "db", "tier": "1"}))
     client.create(config_map("b", "n1", labels={"app": "web"}))
     client.create(config_map("c", "n2", labels={"app": "db"}))

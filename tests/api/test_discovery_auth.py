@@ -32,7 +32,7 @@ def test_core_and_group_discovery(api_server) -> None:
 
 def test_resource_lists_cover_the_registry(api_server) -> None:
     seen = {}
-    for path in ("/api/v1", "/apis/apps/v1", "/apis/storage.k8s.io/v1"):
+    for path in ("/api/v1", "/apis/apps/v1", "/apis/storage.k8s.io/v1", "/apis/coordination.k8s.io/v1"):
         doc = get(api_server, path).json()
         assert doc["kind"] == "APIResourceList"
         for r in doc["resources"]:
@@ -44,6 +44,13 @@ def test_resource_lists_cover_the_registry(api_server) -> None:
         assert entry.get("shortNames", []) == list(info.short_names)
         assert ((info.api_version, f"{info.plural}/status") in seen) == info.has_status
     assert seen[("v1", "persistentvolumeclaims")]["shortNames"] == ["pvc"]
+    for gv, plural in (("apps/v1", "statefulsets"), ("apps/v1", "replicasets"), ("apps/v1", "deployments"),
+                       ("v1", "replicationcontrollers")):
+        scale = seen[(gv, f"{plural}/scale")]  # kubectl scale looks for this
+        assert (scale["group"], scale["version"], scale["kind"]) == ("autoscaling", "v1", "Scale")
+        assert "patch" in scale["verbs"]
+    assert ("v1", "pods/scale") not in seen
+    assert seen[("v1", "namespaces/finalize")]["verbs"] == ["update"]
 
 
 def test_version_and_health_need_no_token(api_server) -> None:

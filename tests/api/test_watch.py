@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from apiobjects import config_map
+from apiobjects import config_map, ensure_namespaces
 from storage.client import Client
 from storage.errors import Gone
 
@@ -55,6 +55,7 @@ def test_without_revision_starts_with_synthetic_added_then_live_events(client: C
 
 @pytest.mark.timeout(60)
 def test_watch_is_filtered_by_namespace_and_labels(client: Client) -> None:
+    ensure_namespaces(client, "other")
     start = client.create(config_map("marker", "other"))["metadata"]["resourceVersion"]
     client.create(config_map("wrong-ns", "other", labels={"app": "db"}))
     client.create(config_map("wrong-label", "default", labels={"app": "web"}))

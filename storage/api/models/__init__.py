@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from storage.api.modelbase import WireModel, dump
-from storage.api.models.apps import ControllerRevision, DaemonSet, ReplicaSet, StatefulSet
+from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
+from storage.api.models.coordination import Lease
 from storage.api.models.core import (
     ConfigMap,
     Endpoints,
@@ -52,6 +53,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "ReplicaSet": ReplicaSet,
     "ReplicationController": ReplicationController,
     "ControllerRevision": ControllerRevision,
+    "Deployment": Deployment,
+    "Lease": Lease,
 }
 
 _missing = {r.kind for r in RESOURCES} - set(MODELS)
@@ -78,7 +81,7 @@ def from_dict(obj: dict[str, Any]) -> BaseModel:
 
 __all__ = [
     "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
-    "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "Endpoints", "Event", "LabelSelector",
+    "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "Deployment", "Lease", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodSpec", "PodTemplateSpec", "ReplicaSet",
     "ReplicationController", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment",

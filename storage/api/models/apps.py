@@ -112,9 +112,48 @@ class ReplicaSet(Resource):
     status: ReplicaSetStatus | None = None
 
 
+class RollingUpdateDeployment(WireModel):
+    max_unavailable: int | str | None = None
+    max_surge: int | str | None = None
+
+
+class DeploymentStrategy(WireModel):
+    type: str | None = None
+    rolling_update: RollingUpdateDeployment | None = None
+
+
+class DeploymentSpec(WireModel):
+    replicas: int | None = None
+    selector: LabelSelector | None = None
+    template: PodTemplateSpec | None = None
+    strategy: DeploymentStrategy | None = None
+    min_ready_seconds: int | None = None
+    revision_history_limit: int | None = None
+    paused: bool | None = None
+    progress_deadline_seconds: int | None = None
+    # extensions/v1beta1 and apps/v1beta1 only; kept so an old manifest round-trips.
+    rollback_to: dict[str, Any] | None = None
+
+
+class DeploymentStatus(WireModel):
+    observed_generation: int | None = None
+    replicas: int | None = None
+    updated_replicas: int | None = None
+    ready_replicas: int | None = None
+    available_replicas: int | None = None
+    unavailable_replicas: int | None = None
+    conditions: list[Condition] | None = None
+    collision_count: int | None = None
+
+
+class Deployment(Resource):
+    spec: DeploymentSpec | None = None
+    status: DeploymentStatus | None = None
+
+
 class ControllerRevision(Resource):
     data: Any = None
     revision: int | None = None
 
 
-__all__ = ["ControllerRevision", "DaemonSet", "ReplicaSet", "StatefulSet", "StatefulSetSpec"]
+__all__ = ["ControllerRevision", "DaemonSet", "Deployment", "ReplicaSet", "StatefulSet", "StatefulSetSpec"]
