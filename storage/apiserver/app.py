@@ -20,9 +20,10 @@ from starlette.types import Receive, Scope, Send
 
 from storage.api import registry
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import discovery, proxy
+from storage.apiserver import discovery, openapi_endpoint, proxy, rendering
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth
+from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.handlers import Handlers, Target
 from storage.apiserver.patch import PATCH_TYPES
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, line, stream_events
@@ -44,7 +45,13 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def _error(err: StowageError) -> Response:
-    return _json(err.to_status(), err.code)
+    status = err.to_status()
+    details = status.get("details")
+    if details is not None and details.get("kind"):
+        info = registry.by_plural(str(details["kind"]))
+        if info is not None and info.group:
+            details.setdefault("group", info.group)
+    return _json(status, err.code)
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,11 @@ def _truthy(value: str | None) -> bool:
     return value is not None and value.lower() in ("true", "1")
 
 
-def _dry_run(request: Request) -> bool:
-    return request.query_params.get("dryRun") == "All"
+def _dry_run(request: Request, options: dict[str, Any] | None = None) -> bool:
+    """``?dryRun=All``, or (on delete) ``dryRun: ["All"]`` in the DeleteOptions body, as kubectl sends it."""
+    if request.query_params.get("dryRun") == "All":
+        return True
+    return bool(options) and options.get("dryRun") in (["All"], "All")  # type: ignore[union-attr]
 
 
 def create_app(
@@ -120,6 +130,10 @@ def create_app(
             if path == "/version":  # public, as Kubernetes' system:public-info-viewer role makes it
                 return Response(static[path], media_type=JSON_TYPE)
             user = tokens.authenticate(request.headers.get("authorization"))
+            if openapi_endpoint.is_openapi_path(path):
+                if request.method != "GET":
+                    raise MethodNotAllowed(f"{request.method} is not supported on {path}")
+                return openapi_endpoint.serve(path, request.query_params, request.headers)
             if path in static:
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
@@ -155,23 +169,29 @@ def create_app(
         label_selector, field_selector = query.get("labelSelector"), query.get("fieldSelector")
         call: Callable[[], dict[str, Any]]
         status = 200
+        fields = FieldValidation.from_query(query.get("fieldValidation")) if method in ("POST", "PUT", "PATCH") else None
+        render = rendering.negotiate(request.headers.get("accept")) if method == "GET" else rendering.Rendering()
         if not t.name:
             if method == "GET":
-                call = lambda: handlers.list(t, label_selector, field_selector)  # noqa: E731
+                call = lambda: rendering.render_list(  # noqa: E731
+                    render, t.info, handlers.list(t, label_selector, field_selector), query)
             elif method == "POST":
-                body = _decode(await request.body())
-                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run)  # noqa: E731
+                assert fields is not None
+                body = _decode(await request.body(), fields)
+                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, fields=fields)  # noqa: E731
                 status = 201
             elif method == "DELETE":
                 options = _delete_options(await request.body(), query)
+                dry_run = _dry_run(request, options)
                 call = lambda: handlers.delete_collection(t, label_selector, field_selector, options, dry_run=dry_run)  # noqa: E731
             else:
                 raise MethodNotAllowed(f"{method} is not supported on a collection")
         elif method == "GET":
-            call = lambda: handlers.get(t)  # noqa: E731
+            call = lambda: rendering.render_one(render, t.info, handlers.get(t), query)  # noqa: E731
         elif method == "PUT":
-            body = _decode(await request.body())
-            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run)  # noqa: E731
+            assert fields is not None
+            body = _decode(await request.body(), fields)
+            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, fields=fields)  # noqa: E731
         elif method == "PATCH":
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in PATCH_TYPES:
@@ -181,9 +201,13 @@ def create_app(
                     415,
                 )
             raw = await request.body()
-            call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run)  # noqa: E731
+            assert fields is not None
+            if content_type != "application/apply-patch+yaml" and fields.mode != "Ignore" and raw:
+                _decode(raw, fields)  # only to note duplicate keys of the patch; handlers.patch parses it
+            call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run, fields=fields)  # noqa: E731
         elif method == "DELETE" and not t.subresource:
             options = _delete_options(await request.body(), query)
+            dry_run = _dry_run(request, options)
             call = lambda: handlers.delete(t, options, dry_run=dry_run)  # noqa: E731
         else:
             raise MethodNotAllowed(f"{method} is not supported here")
@@ -192,7 +216,10 @@ def create_app(
         # database round trip, and the thread hop (queue, wake-up, GIL hand-over) cost more than the
         # call itself. Writes to one store serialize anyway, so threads bought no parallelism.
         payload = orjson.dumps(call())
-        return Response(payload, status_code=status, media_type=JSON_TYPE)
+        response = Response(payload, status_code=status, media_type=render.content_type)
+        for name, value in fields.headers() if fields is not None else ():
+            response.headers.append(name, value)
+        return response
 
     async def _watch(request: Request, t: Target) -> Response:
         query = request.query_params
@@ -223,12 +250,13 @@ def create_app(
             # Kubernetes answers 200 and puts the 410 in the stream; clients relist on it.
             gone = Gone(e.message or f"too old resource version: {rv}")
             return Response(line("ERROR", gone.to_status()), media_type=JSON_TYPE)
+        render = rendering.negotiate(request.headers.get("accept"))
         events = stream_events(
             t.info, watcher, initial, revision, flt, watches, timeout,
             bookmark_interval if _truthy(query.get("allowWatchBookmarks")) else None,
-            knows_all=since is None,
+            knows_all=since is None, transform=rendering.watch_transform(render, t.info, query),
         )
-        return WatchResponse(events, media_type=JSON_TYPE)
+        return WatchResponse(events, media_type=render.content_type)
 
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=_METHODS)])
     app.state.store = store
@@ -253,12 +281,12 @@ def create_app(
     return app
 
 
-def _decode(body: bytes) -> Any:
+def _decode(body: bytes, fields: FieldValidation | None = None) -> Any:
     if not body:
         raise BadRequest("the request body is empty; send a JSON object")
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
+        return fields.decode(body) if fields is not None else orjson.loads(body)
+    except (ValueError, RecursionError) as e:  # orjson's and json's decode errors are ValueErrors
         raise BadRequest(f"the request body is not valid JSON: {e}") from None
 
 

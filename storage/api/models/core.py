@@ -173,6 +173,8 @@ class NodeStatus(WireModel):
     images: list[dict[str, Any]] | None = None
     volumes_in_use: list[str] | None = None
     volumes_attached: list[AttachedVolume] | None = None
+    # Stowage's extension: each storage pool of the node's agent (name, path, totalBytes, freeBytes, fsTypes).
+    storage_pools: list[dict[str, Any]] | None = None
 
 
 class Node(Resource):

@@ -1,0 +1,181 @@
+"""Descriptions in the OpenAPI documents (what ``kubectl explain`` prints).
+
+Keys are ``Model.field`` (wire name) or ``*.field`` for a field every model
+means the same way; kinds and other types are keyed by class name.
+"""
+from __future__ import annotations
+
+_SOURCE = "a volume source: exactly one source may be set on a volume"
+
+KIND_DESCRIPTIONS: dict[str, str] = {
+    "PersistentVolume": "A piece of storage in the cluster, provisioned by an administrator or dynamically by a "
+                        "StorageClass. It lives independently of any pod that uses it.",
+    "PersistentVolumeClaim": "A user's request for storage: a claim binds to one PersistentVolume that satisfies "
+                             "its size, access modes and class.",
+    "StorageClass": "Describes a class of storage: which provisioner creates its volumes, with which parameters, "
+                    "reclaim policy and binding mode.",
+    "VolumeAttachment": "Records the intent to attach a volume to a node, and whether it is attached.",
+    "Pod": "A group of containers that run together on one node and share volumes and a network namespace.",
+    "Service": "A named abstraction over a set of pods selected by labels, with stable ports.",
+    "Endpoints": "The addresses and ports that implement a Service.",
+    "Node": "A worker machine in the cluster.",
+    "Namespace": "A scope for names; namespaced objects live in exactly one namespace.",
+    "Secret": "Holds secret data of a certain type; values in data are base64-encoded.",
+    "ConfigMap": "Holds configuration data for pods to consume.",
+    "Event": "A report of something that happened to an object in the cluster.",
+    "ReplicationController": "Keeps a number of copies of a pod template running.",
+    "StatefulSet": "Runs pods with stable identities (ordinal names) and stable storage, one "
+                   "PersistentVolumeClaim per pod and volume claim template.",
+    "DaemonSet": "Runs one copy of a pod on each selected node.",
+    "ReplicaSet": "Keeps a number of copies of a pod template running, selected by a label selector.",
+    "ControllerRevision": "An immutable snapshot of a workload's state, kept for rollbacks.",
+    "ObjectMeta": "Metadata every persisted object has: name, namespace, labels, annotations and what the server "
+                  "records (uid, resourceVersion, timestamps).",
+    "PersistentVolumeSpec": "The specification of a persistent volume: where its data lives and how it may be used.",
+    "PersistentVolumeStatus": "The current state of a persistent volume.",
+    "PersistentVolumeClaimSpec": "What a claim asks for: size, access modes, class and optionally a volume by name.",
+    "PersistentVolumeClaimStatus": "The current state of a claim: its phase and what the bound volume provides.",
+    "PodSpec": "The specification of a pod: its containers, volumes and scheduling constraints.",
+    "Container": "A single application container that runs within a pod.",
+    "Volume": "A named volume in a pod that any container in the pod may mount.",
+    "Quantity": "A fixed-point number with a suffix: binary (Ki, Mi, Gi, Ti, Pi, Ei), decimal SI (m, k, M, G, T, "
+                "P, E) or a decimal exponent (e3). 1Gi is 1073741824, 500m is 0.5.",
+    "IntOrString": "An integer or a string, such as a port number or a port name, or a count or a percentage.",
+    "ListMeta": "Metadata of a list: the resource version it was read at and the continue token of a page.",
+    "Status": "The result of an operation that does not return an object, and the body of every error.",
+    "DeleteOptions": "Options of a delete: grace period, dry run, preconditions and propagation policy.",
+    "Patch": "A patch body; its content type names its format.",
+    "LabelSelector": "A label query: matchLabels and matchExpressions are ANDed; an empty selector matches everything.",
+    "ObjectReference": "A reference to an object by kind, namespace, name and uid.",
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "*.apiVersion": "The versioned schema of this representation of an object. Servers convert recognized "
+                    "schemas to the latest internal value and may reject unrecognized values.",
+    "*.kind": "The REST resource this object represents, in CamelCase. Servers may infer it from the endpoint "
+              "the client submits requests to. Cannot be updated.",
+    "*.metadata": "Standard object metadata.",
+    "*.listMetadata": "Standard list metadata.",
+    "*.spec": "The desired state, set by the user.",
+    "*.status": "The observed state, written by the system. Read-only.",
+    "ListMeta.resourceVersion": "The resource version the list was read at; watch from it to see every later change.",
+    "ListMeta.continue": "Set when more items are available; pass it as the continue parameter to read the next page.",
+    # ObjectMeta
+    "ObjectMeta.name": "Name must be unique within a namespace (or the cluster for cluster-scoped kinds). "
+                       "Cannot be updated.",
+    "ObjectMeta.generateName": "A prefix the server uses to generate a unique name when name is empty.",
+    "ObjectMeta.namespace": "The namespace of a namespaced object. Empty means \"default\" on create.",
+    "ObjectMeta.uid": "The unique id the server gave the object on creation. Read-only.",
+    "ObjectMeta.resourceVersion": "An opaque value that changes whenever the object changes; used for optimistic "
+                                  "concurrency and watches. Read-only.",
+    "ObjectMeta.generation": "A sequence number of changes to the desired state. Read-only.",
+    "ObjectMeta.creationTimestamp": "When the object was created (RFC 3339). Read-only.",
+    "ObjectMeta.deletionTimestamp": "When the object will be deleted, set once deletion was requested and "
+                                    "finalizers remain. Read-only.",
+    "ObjectMeta.labels": "Key/value pairs for organizing and selecting objects.",
+    "ObjectMeta.annotations": "Key/value pairs for tools and extensions; not used to select objects.",
+    "ObjectMeta.ownerReferences": "Objects this object depends on; it is garbage-collected when all owners are gone.",
+    "ObjectMeta.finalizers": "Must be empty before the object is removed from storage; each entry names a "
+                             "controller that still has cleanup to do.",
+    # PersistentVolume
+    "PersistentVolume.spec": "How the volume is provided and how it may be used.",
+    "PersistentVolume.status": "The current state of the volume. Read-only.",
+    "PersistentVolumeSpec.capacity": "The volume's resources; \"storage\" is its size.",
+    "PersistentVolumeSpec.accessModes": "How the volume can be mounted: ReadWriteOnce (one node read-write), "
+                                        "ReadOnlyMany, ReadWriteMany, ReadWriteOncePod (one pod).",
+    "PersistentVolumeSpec.claimRef": "The claim this volume is bound to, set by the binder or pre-set by an "
+                                     "administrator to reserve the volume for one claim.",
+    "PersistentVolumeSpec.persistentVolumeReclaimPolicy": "What happens when the claim is released: Retain keeps "
+                                                          "the volume for manual reclamation, Delete removes it "
+                                                          "and its storage, Recycle (deprecated) scrubs it.",
+    "PersistentVolumeSpec.storageClassName": "The StorageClass this volume belongs to; empty means no class.",
+    "PersistentVolumeSpec.mountOptions": "Mount options used when the volume is mounted; not validated.",
+    "PersistentVolumeSpec.volumeMode": "Filesystem (default) or Block.",
+    "PersistentVolumeSpec.nodeAffinity": "The nodes the volume can be reached from; pods using it are scheduled "
+                                         "there.",
+    "PersistentVolumeSpec.volumeAttributesClassName": "The VolumeAttributesClass of the volume.",
+    "PersistentVolumeSpec.hostPath": "A directory on the node, " + _SOURCE + ". For single-node testing only.",
+    "PersistentVolumeSpec.local": "A local disk, partition or directory of one node, " + _SOURCE + ".",
+    "PersistentVolumeSpec.nfs": "An NFS export, " + _SOURCE + ".",
+    "PersistentVolumeSpec.iscsi": "An iSCSI disk, " + _SOURCE + ".",
+    "PersistentVolumeSpec.csi": "A volume of an external CSI driver, " + _SOURCE + ".",
+    "PersistentVolumeStatus.phase": "Available (free), Bound (to a claim), Released (claim deleted, not yet "
+                                    "reclaimed), Failed (reclamation failed) or Pending.",
+    "PersistentVolumeStatus.message": "A human-readable message about the volume's state.",
+    "PersistentVolumeStatus.reason": "A brief CamelCase reason for a failure.",
+    "PersistentVolumeStatus.lastPhaseTransitionTime": "When the volume last changed phase.",
+    # PersistentVolumeClaim
+    "PersistentVolumeClaim.spec": "What the claim asks for.",
+    "PersistentVolumeClaim.status": "The current state of the claim. Read-only.",
+    "PersistentVolumeClaimSpec.accessModes": "The access modes the volume must offer.",
+    "PersistentVolumeClaimSpec.selector": "A label query over volumes to consider for binding.",
+    "PersistentVolumeClaimSpec.resources": "The minimum resources the volume must have; requests.storage is the "
+                                           "size. Raising it expands the volume when the class allows it.",
+    "PersistentVolumeClaimSpec.volumeName": "Bind to this PersistentVolume by name.",
+    "PersistentVolumeClaimSpec.storageClassName": "The StorageClass the claim asks for; empty asks for a volume "
+                                                  "without class, unset means the default class.",
+    "PersistentVolumeClaimSpec.volumeMode": "Filesystem (default) or Block.",
+    "PersistentVolumeClaimSpec.dataSource": "An object to populate the new volume from (a claim or a snapshot).",
+    "PersistentVolumeClaimSpec.dataSourceRef": "An object to populate the new volume from, possibly in another "
+                                               "API group.",
+    "PersistentVolumeClaimStatus.phase": "Pending, Bound or Lost.",
+    "PersistentVolumeClaimStatus.accessModes": "The access modes the bound volume offers.",
+    "PersistentVolumeClaimStatus.capacity": "The resources of the bound volume.",
+    "PersistentVolumeClaimStatus.conditions": "Conditions of the claim, such as Resizing.",
+    "PersistentVolumeClaimStatus.allocatedResources": "The resources allocated to the claim during an expansion.",
+    # StorageClass
+    "StorageClass.provisioner": "The provisioner that creates volumes of this class. Cannot be updated.",
+    "StorageClass.parameters": "Parameters passed to the provisioner. Cannot be updated.",
+    "StorageClass.reclaimPolicy": "The reclaim policy of volumes this class provisions: Delete (default) or Retain.",
+    "StorageClass.mountOptions": "Mount options of volumes this class provisions.",
+    "StorageClass.allowVolumeExpansion": "Whether claims of this class may be expanded.",
+    "StorageClass.volumeBindingMode": "When claims are bound and provisioned: Immediate (default) or "
+                                      "WaitForFirstConsumer (once a pod using the claim is scheduled).",
+    "StorageClass.allowedTopologies": "The topology domains volumes of this class may be provisioned in.",
+    # Pod
+    "Pod.spec": "The desired behaviour of the pod.",
+    "Pod.status": "The most recently observed state of the pod. Read-only.",
+    "PodSpec.containers": "The containers of the pod. At least one. Cannot be updated.",
+    "PodSpec.initContainers": "Containers that run to completion, in order, before the app containers start.",
+    "PodSpec.volumes": "Volumes the pod's containers may mount.",
+    "PodSpec.nodeName": "The node the pod runs on; set by the scheduler, or by the user to bypass it.",
+    "PodSpec.nodeSelector": "Labels a node must have for the pod to be scheduled on it.",
+    "PodSpec.restartPolicy": "Always (default), OnFailure or Never.",
+    "PodSpec.terminationGracePeriodSeconds": "Seconds the pod gets to stop after SIGTERM before it is killed.",
+    "PodSpec.serviceAccountName": "The service account the pod runs as.",
+    "PodSpec.affinity": "Scheduling constraints on nodes and other pods.",
+    "PodSpec.tolerations": "Taints the pod tolerates.",
+    "PodSpec.securityContext": "Security attributes applied to every container of the pod.",
+    "Container.name": "The container's name, unique within the pod (a DNS label).",
+    "Container.image": "The container image.",
+    "Container.command": "The entrypoint; the image's ENTRYPOINT when empty.",
+    "Container.args": "Arguments to the entrypoint; the image's CMD when empty.",
+    "Container.env": "Environment variables of the container.",
+    "Container.ports": "Ports the container exposes (informational).",
+    "Container.volumeMounts": "Pod volumes mounted into the container's filesystem.",
+    "Container.volumeDevices": "Block volumes exposed to the container as devices.",
+    "Container.resources": "Compute resources the container needs (requests) and may use (limits).",
+    "Container.securityContext": "Security options of the container.",
+    "Volume.name": "The volume's name, unique within the pod (a DNS label).",
+    "Volume.persistentVolumeClaim": "A claim in the pod's namespace, " + _SOURCE + ".",
+    "Volume.emptyDir": "A temporary directory that shares the pod's lifetime, " + _SOURCE + ".",
+    "Volume.hostPath": "A directory on the node, " + _SOURCE + ".",
+    "Volume.configMap": "A ConfigMap's data as files, " + _SOURCE + ".",
+    "Volume.secret": "A Secret's data as files, " + _SOURCE + ".",
+    "Volume.ephemeral": "A claim created and deleted with the pod, " + _SOURCE + ".",
+    # Workloads
+    "StatefulSetSpec.replicas": "The desired number of pods (default 1).",
+    "StatefulSetSpec.serviceName": "The governing Service that gives the pods their network identity.",
+    "StatefulSetSpec.selector": "A label query over pods that must match the template's labels.",
+    "StatefulSetSpec.template": "The pod template; each pod gets a claim per volume claim template.",
+    "StatefulSetSpec.volumeClaimTemplates": "Claims each pod gets, named <template>-<statefulset>-<ordinal>.",
+    "StatefulSetSpec.podManagementPolicy": "OrderedReady (default): one pod at a time in order; Parallel: all at once.",
+    "StatefulSetSpec.persistentVolumeClaimRetentionPolicy": "Whether claims from the templates are deleted when the "
+                                                            "set is deleted or scaled down.",
+    "HostPathVolumeSource.path": "The path of the directory on the node.",
+    "HostPathVolumeSource.type": "What must be at the path; empty means no check.",
+    "LocalVolumeSource.path": "The full path of the volume on the node.",
+    "NFSVolumeSource.server": "The host name or IP address of the NFS server.",
+    "NFSVolumeSource.path": "The exported path.",
+    "NFSVolumeSource.readOnly": "Mount read-only.",
+}
