@@ -217,7 +217,7 @@ def _model_schema(model: type[BaseModel], todo: list[type[BaseModel]]) -> dict[s
     props: dict[str, Any] = {}
     for wire, (_, ft) in model_fields(model).items():
         schema = _field_schema(ft, todo)
-        text = _description(name, wire)
+        text = _description(name, wire) or _described_type(ft)
         if text:
             schema = {**schema, "description": text}
         values = ENUMS.get((name, wire))
@@ -246,6 +246,18 @@ def _model_schema(model: type[BaseModel], todo: list[type[BaseModel]]) -> dict[s
     if text:
         out["description"] = text
     return out
+
+
+def _described_type(ft: FieldType) -> str:
+    """A field without its own description borrows its type's (every volume source says what it is)."""
+    while ft.item is not None and ft.model is None:
+        ft = ft.item
+    if ft.model is None:
+        return ""
+    name = ft.model.__name__
+    if name.endswith("VolumeSource") and name not in KIND_DESCRIPTIONS:
+        return f"A {name[: -len('VolumeSource')]} volume; a volume source: exactly one source may be set on a volume."
+    return KIND_DESCRIPTIONS.get(name) or _docstring(ft.model)
 
 
 def _docstring(model: type[BaseModel]) -> str:
@@ -476,17 +488,18 @@ def v2_document() -> dict[str, Any]:
 
 # --- OpenAPI 3 ------------------------------------------------------------------------------------
 
-def _v3_schema(schema: Any) -> Any:
-    """Swagger 2.0 schema -> OpenAPI 3.0: components refs, and a ref beside other keys wrapped in allOf."""
+def _v3_schema(schema: Any, in_schema: bool = False) -> Any:
+    """Swagger 2.0 schema -> OpenAPI 3.0: components refs; inside a schema every ref is wrapped in allOf,
+    as Kubernetes writes them (kubectl explain then names the referenced type)."""
     if isinstance(schema, list):
-        return [_v3_schema(s) for s in schema]
+        return [_v3_schema(s, in_schema) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _v3_schema(val) for k, val in schema.items()}
+    out = {k: _v3_schema(val, in_schema) for k, val in schema.items()}
     ref = out.get("$ref")
     if isinstance(ref, str):
         ref = ref.replace("#/definitions/", "#/components/schemas/")
-        if len(out) == 1:
+        if len(out) == 1 and not in_schema:
             return {"$ref": ref}
         rest = {k: val for k, val in out.items() if k != "$ref"}
         return {"allOf": [{"$ref": ref}], **rest}
@@ -559,7 +572,7 @@ def v3_document(group_version: str) -> dict[str, Any] | None:
         for ref in found - needed:
             needed.add(ref)
             frontier.append(ref)
-    schemas = {name: _v3_schema(defs[name]) for name in sorted(needed)}
+    schemas = {name: _v3_schema(defs[name], in_schema=True) for name in sorted(needed)}
     return {
         "openapi": "3.0.0",
         "info": _info(),

@@ -121,6 +121,7 @@ def create_app(
         static[prefix + gv] = orjson.dumps(discovery.api_resource_list(gv))
     for group in discovery.named_groups():
         static[f"/apis/{group}"] = orjson.dumps(discovery.api_group(group))
+    openapi_endpoint.warm()
 
     async def endpoint(request: Request) -> Response:
         path = request.scope["path"].rstrip("/") or "/"

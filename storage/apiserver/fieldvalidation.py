@@ -47,7 +47,8 @@ class FieldValidation:
         ``old`` is the stored object a patch applied to: fields it already had
         (stored before this check existed) are the patch author's no fault.
         """
-        found = unknown_fields(obj)
+        present = unknown_fields(obj)
+        found = present
         if old is not None and found:
             before = set(unknown_fields({**old, "kind": obj.get("kind")}))
             found = [p for p in found if p not in before]
@@ -63,7 +64,8 @@ class FieldValidation:
             for p in problems:
                 if p not in self.warnings:
                     self.warnings.append(p)
-        prune_unknown(obj)
+        if present:
+            prune_unknown(obj)  # after a patch, also what the stored object carried from before
         self.duplicates.clear()
 
     def headers(self) -> list[tuple[str, str]]:
