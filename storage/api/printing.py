@@ -39,10 +39,13 @@ class Columns:
 
 
 _TABLES: dict[str, Columns] = {}
+# Each kind's Table column definitions and the positions of its integer columns, built on first use.
+_DEFINITIONS: dict[str, tuple[tuple[dict[str, Any], ...], tuple[int, ...]]] = {}
 
 
 def register(kind: str, columns: Columns) -> None:
     _TABLES[kind] = columns
+    _DEFINITIONS.pop(kind, None)
 
 
 def columns_for(kind: str) -> Columns:
@@ -452,6 +455,13 @@ _INTEGER_COLUMNS = {"RESTARTS", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE",
 
 def column_definitions(kind: str) -> list[dict[str, Any]]:
     """``columnDefinitions`` of a kind's Table: the ``-o wide`` columns have priority 1."""
+    return [dict(d) for d in _definitions(kind)[0]]
+
+
+def _definitions(kind: str) -> tuple[tuple[dict[str, Any], ...], tuple[int, ...]]:
+    cached = _DEFINITIONS.get(kind)
+    if cached is not None:
+        return cached
     cols = columns_for(kind)
     out = []
     for priority, headers in ((0, cols.headers), (1, cols.wide_headers or [])):
@@ -464,7 +474,9 @@ def column_definitions(kind: str) -> list[dict[str, Any]]:
                 "priority": priority,
             }
             out.append(definition)
-    return out
+    cached = (tuple(out), tuple(i for i, d in enumerate(out) if d["type"] == "integer"))
+    _DEFINITIONS[kind] = cached
+    return cached
 
 
 def table_cells(kind: str, obj: dict[str, Any], now: datetime) -> list[Any]:
@@ -473,8 +485,7 @@ def table_cells(kind: str, obj: dict[str, Any], now: datetime) -> list[Any]:
     cells: list[Any] = list(cols.row(obj, now))
     if cols.wide_row is not None:
         cells += cols.wide_row(obj, now)
-    integer_at = [i for i, d in enumerate(column_definitions(kind)) if d["type"] == "integer"]
-    for i in integer_at:
+    for i in _definitions(kind)[1]:
         try:
             cells[i] = int(cells[i])
         except (TypeError, ValueError, IndexError):

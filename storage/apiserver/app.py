@@ -25,7 +25,7 @@ from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth
 from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.handlers import Handlers, Target
-from storage.apiserver.patch import PATCH_TYPES
+from storage.apiserver.patch import APPLY, PATCH_TYPES
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, line, stream_events
 from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, StowageError
 from storage.store.base import Store
@@ -98,7 +98,7 @@ def _dry_run(request: Request, options: dict[str, Any] | None = None) -> bool:
     """``?dryRun=All``, or (on delete) ``dryRun: ["All"]`` in the DeleteOptions body, as kubectl sends it."""
     if request.query_params.get("dryRun") == "All":
         return True
-    return bool(options) and options.get("dryRun") in (["All"], "All")  # type: ignore[union-attr]
+    return options is not None and options.get("dryRun") in (["All"], "All")
 
 
 def create_app(
@@ -170,14 +170,13 @@ def create_app(
         label_selector, field_selector = query.get("labelSelector"), query.get("fieldSelector")
         call: Callable[[], dict[str, Any]]
         status = 200
-        fields = FieldValidation.from_query(query.get("fieldValidation")) if method in ("POST", "PUT", "PATCH") else None
+        fields = FieldValidation.from_query(query.get("fieldValidation") if method in ("POST", "PUT", "PATCH") else None)
         render = rendering.negotiate(request.headers.get("accept")) if method == "GET" else rendering.Rendering()
         if not t.name:
             if method == "GET":
                 call = lambda: rendering.render_list(  # noqa: E731
                     render, t.info, handlers.list(t, label_selector, field_selector), query)
             elif method == "POST":
-                assert fields is not None
                 body = _decode(await request.body(), fields)
                 call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, fields=fields)  # noqa: E731
                 status = 201
@@ -190,7 +189,6 @@ def create_app(
         elif method == "GET":
             call = lambda: rendering.render_one(render, t.info, handlers.get(t), query)  # noqa: E731
         elif method == "PUT":
-            assert fields is not None
             body = _decode(await request.body(), fields)
             call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, fields=fields)  # noqa: E731
         elif method == "PATCH":
@@ -202,8 +200,7 @@ def create_app(
                     415,
                 )
             raw = await request.body()
-            assert fields is not None
-            if content_type != "application/apply-patch+yaml" and fields.mode != "Ignore" and raw:
+            if content_type != APPLY and fields.mode != "Ignore" and raw:
                 _decode(raw, fields)  # only to note duplicate keys of the patch; handlers.patch parses it
             call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run, fields=fields)  # noqa: E731
         elif method == "DELETE" and not t.subresource:
@@ -218,7 +215,7 @@ def create_app(
         # call itself. Writes to one store serialize anyway, so threads bought no parallelism.
         payload = orjson.dumps(call())
         response = Response(payload, status_code=status, media_type=render.content_type)
-        for name, value in fields.headers() if fields is not None else ():
+        for name, value in fields.headers():
             response.headers.append(name, value)
         return response
 
