@@ -161,10 +161,17 @@ def definition_name(model: type[BaseModel]) -> str:
     info = next((r for r in RESOURCES if r.kind == name), None)
     if info is not None:
         return f"{_package(info.group)}.{info.version}.{name}"
-    package = _MODULE_PACKAGES.get(model.__module__)
-    if package is None:  # a model module this table does not know yet: name it after the module
-        package = "io.stowage." + model.__module__.rsplit(".", 1)[-1]
+    package = _MODULE_PACKAGES.get(model.__module__) or _module_package(model.__module__)
     return f"{package}.{name}"
+
+
+@functools.lru_cache(maxsize=None)
+def _module_package(module: str) -> str:
+    """A model module this file does not list: the package of the kinds it defines, else its own name."""
+    for info in RESOURCES:
+        if MODELS[info.kind].__module__ == module:
+            return f"{_package(info.group)}.{info.version}"
+    return "io.stowage." + module.rsplit(".", 1)[-1]
 
 
 def _package(group: str) -> str:
