@@ -259,6 +259,15 @@ def event_time(obj: dict[str, Any]) -> str | None:
     )
 
 
+def _event_wide(obj: dict[str, Any], now: datetime) -> Row:
+    source = obj.get("source") or {}
+    origin = ", ".join(str(v) for v in (source.get("component"), source.get("host")) if v)
+    origin = origin or str(obj.get("reportingComponent") or "")
+    first = obj.get("firstTimestamp") or obj.get("eventTime") or _meta(obj).get("creationTimestamp")
+    return [str((obj.get("involvedObject") or {}).get("fieldPath") or ""), origin, age(first, now),
+            str(obj.get("count") or 1), str(_meta(obj).get("name", ""))]
+
+
 def _event(obj: dict[str, Any], now: datetime) -> Row:
     involved = obj.get("involvedObject") or {}
     target = f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}"
@@ -277,7 +286,8 @@ register("StorageClass", Columns(
 ))
 register("Pod", Columns(["NAME", "READY", "STATUS", "RESTARTS", "AGE"], _pod,
                         ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"], _pod_wide))
-register("Event", Columns(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], _event))
+register("Event", Columns(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], _event,
+                         ["SUBOBJECT", "SOURCE", "FIRST SEEN", "COUNT", "NAME"], _event_wide))
 
 
 # --- more kinds (kubectl's server-side columns) -----------------------------------------------
@@ -445,12 +455,13 @@ _COLUMN_NAMES = {
     "INTERNAL-IP": "Internal-IP", "OS-IMAGE": "OS-Image", "KERNEL-VERSION": "Kernel-Version",
     "CONTAINER-RUNTIME": "Container-Runtime", "NOMINATED NODE": "Nominated Node",
     "READINESS GATES": "Readiness Gates", "LAST SEEN": "Last Seen", "OBJECT": "Object",
-    "MESSAGE": "Message", "DESIRED": "Desired", "CURRENT": "Current", "UP-TO-DATE": "Up-to-date",
+    "MESSAGE": "Message", "SUBOBJECT": "Subobject", "SOURCE": "Source", "FIRST SEEN": "First Seen",
+    "COUNT": "Count", "DESIRED": "Desired", "CURRENT": "Current", "UP-TO-DATE": "Up-to-date",
     "AVAILABLE": "Available", "NODE SELECTOR": "Node Selector", "CONTAINERS": "Containers", "IMAGES": "Images",
     "ENDPOINTS": "Endpoints", "DATA": "Data", "CONTROLLER": "Controller", "REVISION": "Revision",
     "ATTACHER": "Attacher", "PV": "PV", "ATTACHED": "Attached", "HOLDER": "Holder",
 }
-_INTEGER_COLUMNS = {"RESTARTS", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "DATA", "REVISION"}
+_INTEGER_COLUMNS = {"RESTARTS", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "DATA", "REVISION", "COUNT"}
 
 
 def column_definitions(kind: str) -> list[dict[str, Any]]:
