@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from storage.api import validation as v
 from storage.api.models import MODELS
 from storage.api.openapi_text import DESCRIPTIONS, KIND_DESCRIPTIONS
+from storage.api.patchmeta import list_map_keys, patch_meta
 from storage.api.registry import RESOURCES, ResourceInfo, groups
 from storage.api.schema import FieldType, model_fields
 
@@ -122,38 +123,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "ControllerRevision": ("revision",),
 }
 
-# Strategic merge patch metadata (x-kubernetes-patch-strategy / -merge-key), as Kubernetes declares it.
-PATCH_META: dict[tuple[str, str], tuple[str, str]] = {
-    ("PodSpec", "containers"): ("merge", "name"),
-    ("PodSpec", "initContainers"): ("merge", "name"),
-    ("PodSpec", "ephemeralContainers"): ("merge", "name"),
-    ("PodSpec", "volumes"): ("merge,retainKeys", "name"),
-    ("PodSpec", "imagePullSecrets"): ("merge", "name"),
-    ("PodSpec", "hostAliases"): ("merge", "ip"),
-    ("Container", "env"): ("merge", "name"),
-    ("Container", "ports"): ("merge", "containerPort"),
-    ("Container", "volumeMounts"): ("merge", "mountPath"),
-    ("Container", "volumeDevices"): ("merge", "devicePath"),
-    ("ObjectMeta", "finalizers"): ("merge", ""),
-    ("ObjectMeta", "ownerReferences"): ("merge", "uid"),
-    ("PodStatus", "conditions"): ("merge", "type"),
-    ("PodStatus", "podIPs"): ("merge", "ip"),
-    ("PodStatus", "hostIPs"): ("merge", "ip"),
-    ("PersistentVolumeClaimStatus", "conditions"): ("merge", "type"),
-    ("NodeStatus", "conditions"): ("merge", "type"),
-    ("NodeStatus", "addresses"): ("merge", "type"),
-    ("ServiceSpec", "ports"): ("merge", "port"),
-    ("StatefulSetStatus", "conditions"): ("merge", "type"),
-    ("DaemonSetStatus", "conditions"): ("merge", "type"),
-    ("ReplicationControllerStatus", "conditions"): ("merge", "type"),
-}
-# list-map keys for the lists above whose entries are identified by more than the merge key.
-LIST_MAP_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("Container", "ports"): ("containerPort", "protocol"),
-    ("ServiceSpec", "ports"): ("port", "protocol"),
-}
-
-
 def definition_name(model: type[BaseModel]) -> str:
     name = model.__name__
     if name in _META_CLASSES:
@@ -233,14 +202,14 @@ def _model_schema(model: type[BaseModel], todo: list[type[BaseModel]]) -> dict[s
                 schema["items"] = {**schema["items"], "enum": list(values)}
             else:
                 schema["enum"] = list(values)
-        patch = PATCH_META.get((name, wire))
+        patch = patch_meta(model, wire)
         if patch:
             strategy, key = patch
             schema["x-kubernetes-patch-strategy"] = strategy
             if key:
                 schema["x-kubernetes-patch-merge-key"] = key
                 schema["x-kubernetes-list-type"] = "map"
-                schema["x-kubernetes-list-map-keys"] = list(LIST_MAP_KEYS.get((name, wire), (key,)))
+                schema["x-kubernetes-list-map-keys"] = list(list_map_keys(model, wire))
             else:
                 schema["x-kubernetes-list-type"] = "set"
         props[wire] = schema

@@ -106,6 +106,7 @@ class ServiceSpec(WireModel):
     ip_families: list[str] | None = alias("ipFamilies")
     ip_family_policy: str | None = alias("ipFamilyPolicy")
     allocate_load_balancer_node_ports: bool | None = None
+    traffic_distribution: str | None = None
 
 
 class Service(Resource):
