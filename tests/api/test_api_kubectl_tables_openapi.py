@@ -8,6 +8,7 @@ token and CA, will replace it.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -154,6 +155,34 @@ def test_kubectl_get_wide_explain_apply_and_get_all(kubeconfig: Path) -> None:
     everything = kubectl(kubeconfig, "get", "all").stdout
     assert "pod/kpod" in everything and "service/ksvc" in everything
     assert "persistentvolume" not in everything  # not in the "all" category, as Kubernetes
+
+    # A second apply sends a strategic merge patch keyed as the OpenAPI documents say: unchanged entries stay.
+    web = """
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: kweb}
+spec:
+  replicas: 0
+  selector: {app: kweb}
+  template:
+    metadata: {labels: {app: kweb}}
+    spec:
+      containers:
+      - name: main
+        image: nginx:1
+        ports: [{containerPort: 80}, {containerPort: 443}]
+        volumeMounts: [{name: a, mountPath: /a}, {name: b, mountPath: /b}]
+      volumes: [{name: a}, {name: b}]
+"""
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=web)
+    changed = web.replace("containerPort: 443", "containerPort: 8443").replace("name: b, mountPath: /b",
+                                                                              "name: b, mountPath: /bb")
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=changed)
+    spec = json.loads(kubectl(kubeconfig, "get", "rc", "kweb", "-o", "json").stdout)["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert [p["containerPort"] for p in container["ports"]] == [80, 8443]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/a", "/bb"]
+    assert spec["volumes"] == [{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}]
 
     # kubectl delete --dry-run=server keeps the object.
     kubectl(kubeconfig, "delete", "pod", "kpod", "--dry-run=server")
