@@ -200,7 +200,9 @@ def create_app(
                     415,
                 )
             raw = await request.body()
-            if content_type != APPLY and fields.mode != "Ignore" and raw:
+            if content_type == APPLY:
+                fields.note_yaml_duplicates(raw)
+            elif fields.mode != "Ignore" and raw:
                 _decode(raw, fields)  # only to note duplicate keys of the patch; handlers.patch parses it
             call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run, fields=fields)  # noqa: E731
         elif method == "DELETE" and not t.subresource:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from storage.api.fieldcheck import prune_unknown, unknown_fields
 from storage.errors import BadRequest
 
@@ -40,6 +42,15 @@ class FieldValidation:
         value, dups = loads_noting_duplicates(body)
         self.duplicates.extend(dups)
         return value
+
+    def note_yaml_duplicates(self, body: bytes) -> None:
+        """Note duplicate keys of a YAML body (server-side apply); parse errors are left to the parser."""
+        if self.mode == "Ignore":
+            return
+        try:
+            self.duplicates.extend(yaml_duplicates(body))
+        except yaml.YAMLError:
+            pass
 
     def check(self, obj: dict[str, Any], old: dict[str, Any] | None = None) -> None:
         """Drop ``obj``'s unknown fields (Warn/Ignore) or reject them (Strict).
@@ -107,3 +118,27 @@ def loads_noting_duplicates(body: bytes | str) -> tuple[Any, list[str]]:
         prefix = paths.get(id(node), "")
         dups.append(f"{prefix}.{key}" if prefix else key)
     return value, dups
+
+
+def yaml_duplicates(body: bytes | str) -> list[str]:
+    """Paths of keys a YAML document repeats (the YAML loader keeps the last one silently)."""
+    root = yaml.compose(body, Loader=yaml.SafeLoader)
+    out: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = f"{path}.{key}" if path else key
+                if key in seen and child not in out:
+                    out.append(child)
+                seen.add(key)
+                walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{path}[{i}]")
+
+    if root is not None:
+        walk(root, "")
+    return out

@@ -99,3 +99,15 @@ def test_update_and_patches_are_checked_too(api_server) -> None:
 def test_unknown_mode_is_400(api_server, mode: str) -> None:
     resp = send(api_server, "POST", PVS, pv_body("mode"), mode)
     assert resp.status_code == 400 and "fieldValidation" in resp.json()["message"]
+
+
+def test_server_side_apply_yaml_is_checked(api_server) -> None:
+    doc = (b"apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: ssa\nspec:\n  capacity: {storage: 1Gi}\n"
+           b"  accessModes: [ReadWriteOnce]\n  hostPath: {path: /x}\n  volumeMode: Filesystem\n"
+           b"  volumeMode: Block\n  shade: blue\n")
+    resp = send(api_server, "PATCH", f"{PVS}/ssa", doc, "Strict", "application/apply-patch+yaml")
+    assert resp.status_code == 400
+    assert 'duplicate field "spec.volumeMode"' in resp.json()["message"]
+    assert 'unknown field "spec.shade"' in resp.json()["message"]
+    resp = send(api_server, "PATCH", f"{PVS}/ssa", doc, "Ignore", "application/apply-patch+yaml")
+    assert resp.status_code in (200, 201) and resp.json()["spec"]["volumeMode"] == "Block"

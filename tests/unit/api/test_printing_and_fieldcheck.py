@@ -7,7 +7,7 @@ from storage.api import printing
 from storage.api.fieldcheck import prune_unknown, unknown_fields
 from storage.api.openapi import definition_name, definitions
 from storage.api.models import MODELS
-from storage.apiserver.fieldvalidation import loads_noting_duplicates
+from storage.apiserver.fieldvalidation import loads_noting_duplicates, yaml_duplicates
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -88,3 +88,9 @@ def test_every_model_reached_from_a_kind_has_a_kubernetes_style_definition() -> 
             ref = prop.get("$ref") or (prop.get("items") or {}).get("$ref")
             if ref:
                 assert ref.removeprefix("#/definitions/") in defs, (name, ref)
+
+
+def test_yaml_duplicate_keys_for_server_side_apply() -> None:
+    text = b"metadata:\n  name: a\n  name: b\nspec:\n  ports:\n  - port: 1\n    port: 2\n"
+    assert yaml_duplicates(text) == ["metadata.name", "spec.ports[0].port"]
+    assert yaml_duplicates(b"a: 1\nb: 2\n") == []
