@@ -94,3 +94,19 @@ def test_yaml_duplicate_keys_for_server_side_apply() -> None:
     text = b"metadata:\n  name: a\n  name: b\nspec:\n  ports:\n  - port: 1\n    port: 2\n"
     assert yaml_duplicates(text) == ["metadata.name", "spec.ports[0].port"]
     assert yaml_duplicates(b"a: 1\nb: 2\n") == []
+
+
+def test_status_causes_round_trip_without_repeating_the_field() -> None:
+    from storage.errors import FieldError, Invalid, from_status
+
+    err = Invalid([FieldError("spec.x", "Unsupported value", 'supported values: "a"', "b", True),
+                   FieldError("spec.y", "Required value")], kind="PersistentVolume", name="n")
+    status = err.to_status()
+    assert [c["message"] for c in status["details"]["causes"]] == ['Unsupported value: "b": supported values: "a"',
+                                                                  "Required value"]
+    again = from_status(status, 422)
+    assert [e.message() for e in again.errors] == ['spec.x: Unsupported value: "b": supported values: "a"',
+                                                   "spec.y: Required value"]
+    # A cause from a server that still repeated the field reads the same.
+    old = {"reason": "FieldValueRequired", "field": "spec.y", "message": "spec.y: Required value"}
+    assert FieldError.from_cause(old).message() == "spec.y: Required value"
