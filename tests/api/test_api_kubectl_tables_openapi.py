@@ -152,6 +152,20 @@ def test_kubectl_get_wide_explain_apply_and_get_all(kubeconfig: Path) -> None:
     refused = kubectl(kubeconfig, "apply", "-f", "-", stdin=changed, ok=False)
     assert 'unknown field "spec.x"' in refused.stderr
 
+    # create, replace and edit validate by default too, with no --validate=false.
+    refused = kubectl(kubeconfig, "create", "-f", "-", stdin=bad, ok=False)
+    assert 'strict decoding error: unknown field "spec.hostPath.colour"' in refused.stderr
+    replaced = kubectl(kubeconfig, "replace", "-f", "-", stdin=MANIFESTS.split("---")[0].replace("2Gi", "3Gi"))
+    assert "persistentvolume/kpv replaced" in replaced.stdout
+    refused = kubectl(kubeconfig, "replace", "-f", "-", stdin=bad.replace("name: kpv2", "name: kpv"), ok=False)
+    assert 'unknown field "spec.hostPath.colour"' in refused.stderr
+    edit = subprocess.run(
+        [KUBECTL or "kubectl", "--kubeconfig", str(kubeconfig), "edit", "pv", "kpv"],
+        env={**os.environ, "EDITOR": "sed -i s/3Gi/4Gi/", "KUBE_EDITOR": "sed -i s/3Gi/4Gi/"},
+        capture_output=True, text=True, timeout=120)
+    assert edit.returncode == 0, edit.stderr
+    assert kubectl(kubeconfig, "get", "pv", "kpv", "-o", "jsonpath={.spec.capacity.storage}").stdout == "4Gi"
+
     everything = kubectl(kubeconfig, "get", "all").stdout
     assert "pod/kpod" in everything and "service/ksvc" in everything
     assert "persistentvolume" not in everything  # not in the "all" category, as Kubernetes
