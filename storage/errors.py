@@ -28,15 +28,34 @@ class FieldError:
         return f"{text}: {self.detail}" if self.detail else text
 
     def cause(self) -> dict[str, str]:
-        reason_type = {
-            "Invalid value": "FieldValueInvalid",
-            "Required value": "FieldValueRequired",
-            "Unsupported value": "FieldValueNotSupported",
-            "Forbidden": "FieldValueForbidden",
-            "Duplicate value": "FieldValueDuplicate",
-            "Too long": "FieldValueTooLong",
-        }.get(self.reason, "FieldValueInvalid")
-        return {"reason": reason_type, "message": self.message(), "field": self.field}
+        """A ``StatusCause``: as Kubernetes, the message leaves out the field, which clients print before it."""
+        reason_type = _CAUSE_TYPES.get(self.reason, "FieldValueInvalid")
+        message = self.message()
+        if self.field and message.startswith(self.field + ": "):
+            message = message[len(self.field) + 2:]
+        return {"reason": reason_type, "message": message, "field": self.field}
+
+    @classmethod
+    def from_cause(cls, cause: dict[str, Any]) -> "FieldError":
+        field_path = str(cause.get("field", ""))
+        message = str(cause.get("message", ""))
+        if field_path and message.startswith(field_path + ": "):  # servers that repeated the field
+            message = message[len(field_path) + 2:]
+        label = _CAUSE_LABELS.get(str(cause.get("reason", "")), "")
+        if label and (message == label or message.startswith(label + ": ")):
+            return cls(field_path, label, message[len(label) + 2:])
+        return cls(field_path, label or "Invalid value", message)
+
+
+_CAUSE_TYPES = {
+    "Invalid value": "FieldValueInvalid",
+    "Required value": "FieldValueRequired",
+    "Unsupported value": "FieldValueNotSupported",
+    "Forbidden": "FieldValueForbidden",
+    "Duplicate value": "FieldValueDuplicate",
+    "Too long": "FieldValueTooLong",
+}
+_CAUSE_LABELS = {v: k for k, v in _CAUSE_TYPES.items()}
 
 
 class StowageError(Exception):
@@ -64,7 +83,7 @@ class StowageError(Exception):
             details["name"] = self.name
         if self.kind:
             details["kind"] = self.kind
-        if details:
+        if details or self.code == 404:  # clients read details of a 404 unconditionally (kubectl debug)
             status["details"] = details
         return status
 
@@ -163,7 +182,7 @@ def from_status(status: dict[str, Any], http_code: int) -> StowageError:
         cls = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: Gone, 422: Invalid}.get(code, StowageError)
     if cls is Invalid:
         causes = details.get("causes") or []
-        err = Invalid([FieldError(c.get("field", ""), c.get("reason", "Invalid value"), c.get("message", "")) for c in causes])
+        err = Invalid([FieldError.from_cause(c) for c in causes])
         err.message = message
         err.args = (message,)
         return err

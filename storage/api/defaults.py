@@ -13,6 +13,7 @@ import base64
 from typing import Any, Callable
 
 from storage.api.conversion import convert
+from storage.api.models.volumes import POD_VOLUME_SOURCES
 
 __all__ = ["apply_defaults"]
 
@@ -71,6 +72,8 @@ def _container(c: dict[str, Any]) -> None:
 
 
 def _volume(v: dict[str, Any]) -> None:
+    if not any(v.get(source) is not None for source in POD_VOLUME_SOURCES):
+        v["emptyDir"] = {}  # Kubernetes: a volume that names no source is an emptyDir
     for source in ("secret", "configMap", "downwardAPI", "projected"):
         if isinstance(v.get(source), dict):
             v[source].setdefault("defaultMode", _DEFAULT_MODE)

@@ -24,11 +24,12 @@ from starlette.types import Receive, Scope, Send
 from storage.api import registry
 from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import discovery, namespaces, proxy, scale
+from storage.apiserver import discovery, namespaces, openapi_endpoint, proxy, rendering, scale
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth
+from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.handlers import Handlers, Target, with_type
-from storage.apiserver.patch import PATCH_TYPES
+from storage.apiserver.patch import APPLY, PATCH_TYPES
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events
 from storage.errors import (BadRequest, Gone, MethodNotAllowed, NotFound, RequestEntityTooLarge, StowageError,
                             TemporaryError)
@@ -54,7 +55,13 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def _error(err: StowageError) -> Response:
-    response = _json(err.to_status(), err.code)
+    status = err.to_status()
+    details = status.get("details")
+    if details is not None and details.get("kind"):
+        info = registry.by_plural(str(details["kind"]))
+        if info is not None and info.group:
+            details.setdefault("group", info.group)
+    response = _json(status, err.code)
     if isinstance(err, TemporaryError):
         response.headers["Retry-After"] = str(max(1, int(err.delay + 0.999)))
     return response
@@ -120,8 +127,11 @@ def _truthy(value: str | None) -> bool:
     return value is not None and value.lower() in ("true", "1")
 
 
-def _dry_run(request: Request) -> bool:
-    return request.query_params.get("dryRun") == "All"
+def _dry_run(request: Request, options: dict[str, Any] | None = None) -> bool:
+    """``?dryRun=All``, or (on delete) ``dryRun: ["All"]`` in the DeleteOptions body, as kubectl sends it."""
+    if request.query_params.get("dryRun") == "All":
+        return True
+    return options is not None and options.get("dryRun") in (["All"], "All")
 
 
 def create_app(
@@ -149,6 +159,7 @@ def create_app(
         static[prefix + gv] = orjson.dumps(discovery.api_resource_list(gv))
     for group in discovery.named_groups():
         static[f"/apis/{group}"] = orjson.dumps(discovery.api_group(group))
+    openapi_endpoint.warm()
 
     async def endpoint(request: Request) -> Response:
         path = request.scope["path"].rstrip("/") or "/"
@@ -165,6 +176,10 @@ def create_app(
             if path == "/version":  # public, as Kubernetes' system:public-info-viewer role makes it
                 return Response(static[path], media_type=JSON_TYPE)
             user = tokens.authenticate(request.headers.get("authorization"))
+            if openapi_endpoint.is_openapi_path(path):
+                if request.method != "GET":
+                    raise MethodNotAllowed(f"{request.method} is not supported on {path}")
+                return openapi_endpoint.serve(path, request.query_params, request.headers)
             if path in static:
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
@@ -205,15 +220,19 @@ def create_app(
         call: Callable[[], dict[str, Any]]
         status = 200
         warnings: list[str] = []  # admission's warnings (Pod Security "warn" mode), sent as Warning headers
+        fields = FieldValidation.from_query(query.get("fieldValidation") if method in ("POST", "PUT", "PATCH") else None)
+        render = rendering.negotiate(request.headers.get("accept")) if method == "GET" else rendering.Rendering()
         if not t.name:
             if method == "GET":
-                call = lambda: handlers.list(t, label_selector, field_selector)  # noqa: E731
+                call = lambda: rendering.render_list(  # noqa: E731
+                    render, t.info, handlers.list(t, label_selector, field_selector), query)
             elif method == "POST":
-                body = _decode(await _read_body(request))
-                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings)  # noqa: E731
+                body = _decode(await _read_body(request), fields)
+                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings, fields=fields)  # noqa: E731
                 status = 201
             elif method == "DELETE":
                 options = _delete_options(await _read_body(request), query)
+                dry_run = _dry_run(request, options)
                 call = lambda: handlers.delete_collection(t, label_selector, field_selector, options, dry_run=dry_run)  # noqa: E731
             else:
                 raise MethodNotAllowed(f"{method} is not supported on a collection")
@@ -225,10 +244,10 @@ def create_app(
             body = _decode(await request.body())
             call = lambda: with_type(t.info, namespaces.finalize(store, t.name, body, dry_run=dry_run))  # noqa: E731
         elif method == "GET":
-            call = lambda: handlers.get(t)  # noqa: E731
+            call = lambda: rendering.render_one(render, t.info, handlers.get(t), query)  # noqa: E731
         elif method == "PUT":
-            body = _decode(await _read_body(request))
-            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings)  # noqa: E731
+            body = _decode(await _read_body(request), fields)
+            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings, fields=fields)  # noqa: E731
         elif method == "PATCH":
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in PATCH_TYPES:
@@ -238,9 +257,15 @@ def create_app(
                     415,
                 )
             raw = await _read_body(request)
-            call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run, warnings=warnings)  # noqa: E731
+            if content_type == APPLY:
+                fields.note_yaml_duplicates(raw)
+            elif fields.mode != "Ignore" and raw:
+                _decode(raw, fields)  # only to note duplicate keys of the patch; handlers.patch parses it
+            call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run,  # noqa: E731
+                                          warnings=warnings, fields=fields)
         elif method == "DELETE" and not t.subresource:
             options = _delete_options(await _read_body(request), query)
+            dry_run = _dry_run(request, options)
             call = lambda: handlers.delete(t, options, dry_run=dry_run)  # noqa: E731
         else:
             raise MethodNotAllowed(f"{method} is not supported here")
@@ -248,7 +273,9 @@ def create_app(
         # In the store pool, off the event loop (a plain executor hop: cheaper per request than
         # anyio's to_thread with its limiter and cancel scopes).
         payload = await asyncio.get_running_loop().run_in_executor(executor, lambda: encode_json(call()))
-        response = Response(payload, status_code=status, media_type=JSON_TYPE)
+        response = Response(payload, status_code=status, media_type=render.content_type)
+        for name, value in fields.headers():
+            response.headers.append(name, value)
         for text in warnings:
             response.headers.append("Warning", warning_header(text))
         return response
@@ -257,12 +284,12 @@ def create_app(
         if request.method == "GET":
             return lambda: scale.get(handlers, t)
         if request.method == "PUT":
-            body = _decode(await request.body())
+            body = _decode(await _read_body(request))
             return lambda: scale.update(handlers, t, body, user=user, dry_run=dry_run)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in PATCH_TYPES:
             raise BadRequest(f"unsupported patch type {content_type!r}; use one of {', '.join(PATCH_TYPES)}")
-        raw = await request.body()
+        raw = await _read_body(request)
         return lambda: scale.patch(handlers, t, content_type, raw, user=user, dry_run=dry_run)
 
     async def _watch(request: Request, t: Target) -> Response:
@@ -294,12 +321,13 @@ def create_app(
             # Kubernetes answers 200 and puts the 410 in the stream; clients relist on it.
             gone = Gone(e.message or f"too old resource version: {rv}")
             return Response(line("ERROR", gone.to_status()), media_type=JSON_TYPE)
+        render = rendering.negotiate(request.headers.get("accept"))
         events = stream_events(
             t.info, watcher, initial, revision, flt, watches, timeout,
             bookmark_interval if _truthy(query.get("allowWatchBookmarks")) else None,
-            knows_all=since is None,
+            knows_all=since is None, transform=rendering.watch_transform(render, t.info, query),
         )
-        return WatchResponse(events, media_type=JSON_TYPE)
+        return WatchResponse(events, media_type=render.content_type)
 
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=_METHODS)])
     app.state.store = store
@@ -349,14 +377,14 @@ def warning_header(text: str) -> str:
     return '299 - "' + safe.encode("ascii", "replace").decode("ascii") + '"'
 
 
-def _decode(body: bytes) -> Any:
+def _decode(body: bytes, fields: FieldValidation | None = None) -> Any:
     if not body:
         raise BadRequest("the request body is empty; send a JSON object")
     if json_depth_exceeds(body):  # before the decoder: deep enough input crashes it, not just the request
         raise BadRequest(f"the request body is not acceptable: {depth_message()}")
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
+        return fields.decode(body) if fields is not None else orjson.loads(body)
+    except (ValueError, RecursionError) as e:  # orjson's and json's decode errors are ValueErrors
         raise BadRequest(f"the request body is not valid JSON: {e}") from None
 
 

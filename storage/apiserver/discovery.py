@@ -13,6 +13,19 @@ from storage.api.scale import SCALABLE
 
 GIT_VERSION = "v1.30.0-stowage"
 STATUS_VERBS = ["get", "patch", "update"]
+# Kubernetes' categories: ``kubectl get all`` lists every resource in "all".
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "pods": ("all",),
+    "services": ("all",),
+    "replicationcontrollers": ("all",),
+    "daemonsets": ("all",),
+    "deployments": ("all",),
+    "replicasets": ("all",),
+    "statefulsets": ("all",),
+    "jobs": ("all", "batch"),
+    "cronjobs": ("all", "batch"),
+    "horizontalpodautoscalers": ("all",),
+}
 
 
 def version_info() -> dict[str, str]:
@@ -82,6 +95,7 @@ def api_resource_list(group_version: str) -> dict[str, Any] | None:
                 "kind": r.kind,
                 "verbs": list(r.verbs),
                 **({"shortNames": list(r.short_names)} if r.short_names else {}),
+                **({"categories": list(CATEGORIES[r.plural])} if r.plural in CATEGORIES else {}),
             }
         )
         if r.has_status:

@@ -16,6 +16,7 @@ from storage.api.registry import ResourceInfo
 from storage.api.validation import validate, validate_status
 from storage.apiserver import namespaces
 from storage.apiserver.admission import Admission, AdmissionRequest
+from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
 from storage.errors import BadRequest, Conflict, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from storage.store.base import Store
@@ -86,10 +87,10 @@ class Handlers:
 
     # ---- writes --------------------------------------------------------------------------
     def create(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
-               warnings: list[str] | None = None) -> dict[str, Any]:
+               warnings: list[str] | None = None, fields: FieldValidation | None = None) -> dict[str, Any]:
         if t.info.namespaced and t.namespace is None:
             raise MethodNotAllowed(f"create {t.info.plural}: POST to /namespaces/<namespace>/{t.info.plural}")
-        obj = self._normalize(t, body)
+        obj = self._normalize(t, body, fields)
         if t.info.plural in _STATUS_RESET_ON_CREATE:
             obj["status"] = {"phase": "Pending"}
         meta = obj["metadata"]
@@ -106,8 +107,8 @@ class Handlers:
         return with_type(t.info, self.store.create(t.info.plural, obj))
 
     def update(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
-               warnings: list[str] | None = None) -> dict[str, Any]:
-        obj = self._normalize(t, body)
+               warnings: list[str] | None = None, fields: FieldValidation | None = None) -> dict[str, Any]:
+        obj = self._normalize(t, body, fields)
         if obj["metadata"].get("name") != t.name:
             raise BadRequest(
                 f"the name of the object ({obj['metadata'].get('name')}) does not match the name on the URL ({t.name})"
@@ -118,7 +119,7 @@ class Handlers:
         return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings)
 
     def patch(self, t: Target, content_type: str, body: bytes, *, user: str = "", dry_run: bool = False,
-              warnings: list[str] | None = None) -> dict[str, Any]:
+              warnings: list[str] | None = None, fields: FieldValidation | None = None) -> dict[str, Any]:
         patch = parse_patch(content_type, body)
         if content_type == APPLY:
             try:
@@ -128,7 +129,7 @@ class Handlers:
                     raise
                 obj = patch if isinstance(patch, dict) else {}
                 _meta(obj).setdefault("name", t.name)
-                return self.create(t, obj, user=user, dry_run=dry_run, warnings=warnings)
+                return self.create(t, obj, user=user, dry_run=dry_run, warnings=warnings, fields=fields)
 
         wanted_rv = None
         if isinstance(patch, dict):
@@ -138,7 +139,7 @@ class Handlers:
             new = apply_patch(content_type, old, patch)
             if not isinstance(new, dict):
                 raise BadRequest("the patch must leave an object")
-            new = self._normalize(t, new)
+            new = self._normalize(t, new, fields, old)
             if new["metadata"].get("name") != t.name:
                 raise BadRequest("metadata.name: the patch may not change the name")
             return new
@@ -191,8 +192,12 @@ class Handlers:
         return {**listed, "items": deleted}
 
     # ---- helpers -------------------------------------------------------------------------
-    def _normalize(self, t: Target, body: Any) -> dict[str, Any]:
-        """Check kind/apiVersion/namespace against the path and fill them in; returns a private copy."""
+    def _normalize(self, t: Target, body: Any, fields: FieldValidation | None = None,
+                   old: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Check kind/apiVersion/namespace against the path and fill them in; returns a private copy.
+
+        ``fields`` drops or rejects fields the kind does not declare (``old``: the object a patch applied to).
+        """
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
         if depth_exceeds(body):  # a patch can nest deeper than its own body; checked before any recursive step
@@ -207,6 +212,8 @@ class Handlers:
             raise BadRequest(f"apiVersion: {api_version!r} is not served for {info.kind}; use {info.api_version!r}")
         obj["kind"], obj["apiVersion"] = info.kind, api_version
         obj = convert(obj)  # legacy versions imply fields the served version states explicitly
+        if fields is not None:
+            fields.check(obj, old)
         meta = _meta(obj)
         if info.namespaced:
             body_ns = meta.get("namespace")

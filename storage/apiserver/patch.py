@@ -8,10 +8,14 @@ import jsonpatch
 import jsonpointer
 import orjson
 import yaml
+from pydantic import BaseModel
 
 from storage.api.limits import (
     MAX_REQUEST_BYTES, LimitExceeded, depth_message, encoded_size, json_depth_exceeds, load_yaml,
 )
+from storage.api.models import MODELS
+from storage.api.patchmeta import patch_meta
+from storage.api.schema import FieldType, model_fields
 from storage.errors import BadRequest, RequestEntityTooLarge
 
 MERGE = "application/merge-patch+json"
@@ -49,7 +53,7 @@ def apply_patch(content_type: str, target: dict[str, Any], patch: Any) -> dict[s
     if content_type == MERGE:
         return merge_patch(target, patch)
     if content_type in (STRATEGIC, APPLY):
-        return strategic_merge_patch(target, patch)
+        return strategic_merge_patch(target, patch, MODELS.get(str(target.get("kind"))))
     raise BadRequest(f"unsupported patch type {content_type!r}; use one of {', '.join(PATCH_TYPES)}")
 
 
@@ -97,38 +101,131 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
-def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """Merge patch, except lists of objects that all carry ``name`` merge by name.
+def strategic_merge_patch(target: Any, patch: Any, model: type[BaseModel] | None = None) -> Any:
+    """Kubernetes' strategic merge patch, as kubectl builds it.
 
-    Enough of Kubernetes' strategic merge for kubectl-style patches: list
-    elements with ``$patch: delete`` are removed, a map with ``$patch: replace``
-    replaces, and other ``$`` directives (``$setElementOrder/...``,
-    ``$retainKeys``) are ignored.
+    With the target's model, lists merge the way Kubernetes' types declare
+    (``storage.api.patchmeta``): by their merge key (``name`` for containers,
+    ``containerPort`` for ports, ``mountPath`` for mounts...), primitive
+    ``merge`` lists (finalizers) as sets; other lists are replaced. Without a
+    model (a map of free-form values), lists of objects that all carry
+    ``name`` merge by name. Directives: ``$patch: replace|delete`` on maps and
+    list elements, ``$setElementOrder/<list>``, ``$deleteFromPrimitiveList/<list>``
+    and ``$retainKeys``.
     """
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     directive = patch.get("$patch")
     if directive == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if not k.startswith("$")}
+        return {k: _strip_directives(v) for k, v in patch.items() if not k.startswith("$")}
     if directive == "delete":
         return None
+    fields = model_fields(model) if model is not None else {}
     out = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if key.startswith("$"):
             continue
+        ft = fields[key][1] if key in fields else None
         if value is None:
             out.pop(key, None)
-        elif isinstance(value, list) and _named_list(value) and _named_list(out.get(key)):
-            out[key] = _merge_named(out.get(key) or [], value)
         elif isinstance(value, list):
-            out[key] = [e for e in (_strip_directives(v) for v in value) if e is not None]
+            meta = patch_meta(model, key) if model is not None and key in fields else None
+            out[key] = _merge_list(out.get(key), value, meta, ft, model is not None)
         else:
-            merged = strategic_merge_patch(out.get(key), value)
+            sub_model = ft.model if ft is not None and ft.kind == "object" else None
+            if ft is not None and ft.kind == "map" and isinstance(value, dict):
+                merged = _merge_map(out.get(key), value, ft)
+            else:
+                merged = strategic_merge_patch(out.get(key), value, sub_model)
             if merged is None:
                 out.pop(key, None)
             else:
                 out[key] = merged
+    for key, value in patch.items():
+        if key.startswith("$deleteFromPrimitiveList/") and isinstance(value, list):
+            name = key.split("/", 1)[1]
+            if isinstance(out.get(name), list):
+                out[name] = [e for e in out[name] if e not in value]
+    for key, value in patch.items():
+        if key.startswith("$setElementOrder/") and isinstance(value, list):
+            name = key.split("/", 1)[1]
+            meta = patch_meta(model, name) if model is not None else None
+            if isinstance(out.get(name), list):
+                out[name] = _ordered(out[name], value, meta[1] if meta else "name")
+    retain = patch.get("$retainKeys")
+    if isinstance(retain, list):
+        out = {k: v for k, v in out.items() if k in retain}
     return out
+
+
+def _merge_map(current: Any, patch: dict[str, Any], ft: FieldType) -> dict[str, Any] | None:
+    """A map field (labels, capacity, ...): keys merge, null deletes; object values merge by their model."""
+    if patch.get("$patch") == "replace":
+        return {k: _strip_directives(v) for k, v in patch.items() if not k.startswith("$")}
+    item_model = ft.item.model if ft.item is not None and ft.item.kind == "object" else None
+    out = dict(current) if isinstance(current, dict) else {}
+    for k, v in patch.items():
+        if k.startswith("$"):
+            continue
+        if v is None:
+            out.pop(k, None)
+        elif item_model is not None or (isinstance(v, dict) and ft.item is not None and ft.item.kind in ("any", "map")):
+            merged = strategic_merge_patch(out.get(k), v, item_model)
+            if merged is None:
+                out.pop(k, None)
+            else:
+                out[k] = merged
+        else:
+            out[k] = _strip_directives(v)
+    return out
+
+
+def _merge_list(current: Any, patch: list[Any], meta: tuple[str, str] | None, ft: FieldType | None,
+                typed: bool) -> list[Any]:
+    item_model = ft.item.model if ft is not None and ft.item is not None and ft.item.kind == "object" else None
+    if any(isinstance(e, dict) and e.get("$patch") == "replace" for e in patch):
+        return [e for e in (_strip_directives(v) for v in patch if not (isinstance(v, dict) and "$patch" in v))
+                if e is not None]
+    if meta is not None and "merge" in meta[0].split(","):
+        key = meta[1]
+        if key:
+            return _merge_keyed(current if isinstance(current, list) else [], patch, key, item_model)
+        merged = list(current) if isinstance(current, list) else []  # a set of primitives (finalizers)
+        merged += [v for v in patch if v not in merged]
+        return merged
+    if not typed and _named_list(patch) and _named_list(current):
+        return _merge_keyed(current, patch, "name", None)
+    return [e for e in (_strip_directives(v) for v in patch) if e is not None]
+
+
+def _merge_keyed(current: list[Any], patch: list[Any], key: str, item_model: type[BaseModel] | None) -> list[Any]:
+    out = [copy.deepcopy(e) for e in current]
+    index = {e.get(key): i for i, e in enumerate(out) if isinstance(e, dict)}
+    removed: set[Any] = set()
+    for element in patch:
+        if not isinstance(element, dict):
+            out.append(copy.deepcopy(element))
+            continue
+        k = element.get(key)
+        if element.get("$patch") == "delete":
+            removed.add(k)
+        elif k in index:
+            out[index[k]] = strategic_merge_patch(out[index[k]], element, item_model)
+        else:
+            index[k] = len(out)
+            out.append(strategic_merge_patch({}, element, item_model))
+    return [e for e in out if not (isinstance(e, dict) and e.get(key) in removed)]
+
+
+def _ordered(items: list[Any], order: list[Any], key: str) -> list[Any]:
+    """``$setElementOrder``: the listed elements in that order, the others after them as they were."""
+    def identity(e: Any) -> Any:
+        return e.get(key) if isinstance(e, dict) else e
+
+    wanted = [identity(o) for o in order]
+    rank = {w: i for i, w in enumerate(wanted)}
+    listed = sorted((e for e in items if identity(e) in rank), key=lambda e: rank[identity(e)])
+    return listed + [e for e in items if identity(e) not in rank]
 
 
 def _named_list(value: Any) -> bool:
@@ -139,21 +236,7 @@ def _strip_directives(value: Any) -> Any:
     if isinstance(value, dict):
         if value.get("$patch") == "delete":
             return None
-        return {k: copy.deepcopy(v) for k, v in value.items() if not k.startswith("$")}
+        return {k: _strip_directives(v) for k, v in value.items() if not k.startswith("$")}
+    if isinstance(value, list):
+        return [e for e in (_strip_directives(v) for v in value) if e is not None]
     return copy.deepcopy(value)
-
-
-def _merge_named(current: list[dict[str, Any]], patch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = [dict(e) for e in current]
-    index = {e["name"]: i for i, e in enumerate(out)}
-    removed: set[str] = set()
-    for element in patch:
-        name = element["name"]
-        if element.get("$patch") == "delete":
-            removed.add(name)
-        elif name in index:
-            out[index[name]] = strategic_merge_patch(out[index[name]], element)
-        else:
-            index[name] = len(out)
-            out.append(_strip_directives(element))
-    return [e for e in out if e.get("name") not in removed]

@@ -109,8 +109,13 @@ async def stream_events(
     bookmark_interval: float | None,
     *,
     knows_all: bool,
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """``knows_all``: the stream began with the full list, so which objects the client has seen is known."""
+    """``knows_all``: the stream began with the full list, so which objects the client has seen is known.
+
+    ``transform`` changes how each object is sent (a Table row, metadata only); bookmarks and errors stay.
+    """
+    out = transform or (lambda obj: obj)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[WatchEvent | BaseException | None] = asyncio.Queue()
     done = threading.Event()
@@ -141,7 +146,7 @@ async def stream_events(
         for obj in initial:
             if flt.selective:
                 visible.add(_key(obj))
-            yield line("ADDED", with_type(info, obj))
+            yield line("ADDED", out(with_type(info, obj)))
         deadline = loop.time() + timeout if timeout else None
         next_bookmark = loop.time() + bookmark_interval if bookmark_interval else None
         while True:
@@ -181,7 +186,7 @@ async def stream_events(
                     pass
                 else:
                     continue
-            yield line(event_type, with_type(info, obj))
+            yield line(event_type, out(with_type(info, obj)))
     finally:
         done.set()
         registry.discard(watcher)

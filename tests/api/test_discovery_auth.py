@@ -60,7 +60,9 @@ def test_version_and_health_need_no_token(api_server) -> None:
     for path in ("/healthz", "/readyz", "/livez"):
         resp = get(api_server, path, token=None)
         assert resp.status_code == 200 and resp.text == "ok"
-    assert get(api_server, "/openapi/v2").status_code == 404
+    # OpenAPI documents are for authenticated users only.
+    assert get(api_server, "/openapi/v2", token=None).status_code == 401
+    assert get(api_server, "/openapi/v3", token=None).status_code == 401
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])

@@ -106,6 +106,7 @@ class ServiceSpec(WireModel):
     ip_families: list[str] | None = alias("ipFamilies")
     ip_family_policy: str | None = alias("ipFamilyPolicy")
     allocate_load_balancer_node_ports: bool | None = None
+    traffic_distribution: str | None = None
 
 
 class Service(Resource):
@@ -173,6 +174,8 @@ class NodeStatus(WireModel):
     images: list[dict[str, Any]] | None = None
     volumes_in_use: list[str] | None = None
     volumes_attached: list[AttachedVolume] | None = None
+    # Stowage's extension: each storage pool of the node's agent (name, path, totalBytes, freeBytes, fsTypes).
+    storage_pools: list[dict[str, Any]] | None = None
 
 
 class Node(Resource):

@@ -315,6 +315,9 @@ class PodSpec(WireModel):
     enable_service_links: bool | None = None
     overhead: dict[str, Quantity] | None = None
     topology_spread_constraints: list[dict[str, Any]] | None = None
+    # Declared so that Strict field validation accepts manifests using them; Stowage does not act on them.
+    scheduling_gates: list[dict[str, Any]] | None = None
+    resource_claims: list[dict[str, Any]] | None = None
     os: dict[str, Any] | None = None
 
 

@@ -502,6 +502,7 @@ def test_invalid_maps_to_kubernetes_status():
     status = exc.value.to_status()
     assert status["code"] == 422 and status["reason"] == "Invalid"
     assert status["details"]["causes"][0] == {
-        "reason": "FieldValueRequired", "message": "spec.accessModes: Required value: at least 1 access mode is required", "field": "spec.accessModes",
+        # As Kubernetes: the cause's message leaves out the field (clients print "<field>: <message>").
+        "reason": "FieldValueRequired", "message": "Required value: at least 1 access mode is required", "field": "spec.accessModes",
     }
     assert str(exc.value).startswith('PersistentVolumeClaim "c1" is invalid: spec.accessModes: Required value')

@@ -1,0 +1,534 @@
+"""kubectl's ``get`` columns for each kind, as pure functions of an object.
+
+The command line lays these out as text; the API server sends them as
+``meta.k8s.io/v1`` Table responses (server-side printing), so both print
+the same cells. Each kind has one ``Columns`` entry; kinds without one get
+NAME and AGE. Other modules may register more with ``register``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from storage.api.age import age, object_age
+
+Row = list[str]
+RowFn = Callable[[dict[str, Any], datetime], Row]
+
+DEFAULT_CLASS_ANNOTATIONS = (
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+)
+BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
+
+_MODE_ORDER = (
+    ("ReadWriteOnce", "RWO"),
+    ("ReadOnlyMany", "ROX"),
+    ("ReadWriteMany", "RWX"),
+    ("ReadWriteOncePod", "RWOP"),
+)
+
+
+@dataclass(frozen=True)
+class Columns:
+    headers: list[str]
+    row: RowFn
+    wide_headers: list[str] | None = None
+    wide_row: RowFn | None = None
+
+
+_TABLES: dict[str, Columns] = {}
+# Each kind's Table column definitions and the positions of its integer columns, built on first use.
+_DEFINITIONS: dict[str, tuple[tuple[dict[str, Any], ...], tuple[int, ...]]] = {}
+
+
+def register(kind: str, columns: Columns) -> None:
+    _TABLES[kind] = columns
+    _DEFINITIONS.pop(kind, None)
+
+
+def columns_for(kind: str) -> Columns:
+    return _TABLES.get(kind, _GENERIC)
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj.get("spec") or {}
+
+
+def _status(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj.get("status") or {}
+
+
+def access_modes(modes: list[str] | None) -> str:
+    """kubectl's fixed order, each mode once: ``RWO,RWX``."""
+    present = set(modes or [])
+    return ",".join(short for full, short in _MODE_ORDER if full in present)
+
+
+def storage_class_of(obj: dict[str, Any]) -> str:
+    """The beta annotation wins over the field when present, even empty (rule B1)."""
+    annotations = _meta(obj).get("annotations") or {}
+    if BETA_CLASS_ANNOTATION in annotations:
+        return str(annotations[BETA_CLASS_ANNOTATION])
+    return str(_spec(obj).get("storageClassName") or "")
+
+
+def is_default_class(obj: dict[str, Any]) -> bool:
+    annotations = _meta(obj).get("annotations") or {}
+    return any(annotations.get(a) == "true" for a in DEFAULT_CLASS_ANNOTATIONS)
+
+
+def table_rows(
+    kind: str,
+    objects: list[dict[str, Any]],
+    *,
+    wide: bool = False,
+    with_namespace: bool = False,
+    now: datetime | None = None,
+) -> tuple[list[str], list[Row]]:
+    now = now or datetime.now(timezone.utc)
+    cols = columns_for(kind)
+    headers = list(cols.headers)
+    rows = [cols.row(obj, now) for obj in objects]
+    if wide and cols.wide_headers and cols.wide_row:
+        headers += cols.wide_headers
+        rows = [row + cols.wide_row(obj, now) for row, obj in zip(rows, objects)]
+    if with_namespace:
+        headers.insert(0, "NAMESPACE")
+        rows = [[str(_meta(obj).get("namespace") or ""), *row] for row, obj in zip(rows, objects)]
+    return headers, rows
+
+
+# --- per kind -------------------------------------------------------------
+
+def _generic(obj: dict[str, Any], now: datetime) -> Row:
+    return [str(_meta(obj).get("name", "")), object_age(obj, now)]
+
+
+_GENERIC = Columns(["NAME", "AGE"], _generic)
+
+
+def _pv(obj: dict[str, Any], now: datetime) -> Row:
+    spec, status = _spec(obj), _status(obj)
+    ref = spec.get("claimRef") or {}
+    claim = f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref.get("name") else ""
+    phase = status.get("phase") or ""
+    if _meta(obj).get("deletionTimestamp"):
+        phase = "Terminating"
+    return [
+        str(_meta(obj).get("name", "")),
+        str((spec.get("capacity") or {}).get("storage", "")),
+        access_modes(spec.get("accessModes")),
+        str(spec.get("persistentVolumeReclaimPolicy") or ""),
+        phase,
+        claim,
+        storage_class_of(obj),
+        str(status.get("reason") or ""),
+        object_age(obj, now),
+    ]
+
+
+def _volume_mode(obj: dict[str, Any], now: datetime) -> Row:
+    return [str(_spec(obj).get("volumeMode") or "Filesystem")]
+
+
+def _pvc(obj: dict[str, Any], now: datetime) -> Row:
+    spec, status = _spec(obj), _status(obj)
+    phase = status.get("phase") or ""
+    if _meta(obj).get("deletionTimestamp"):
+        phase = "Terminating"
+    return [
+        str(_meta(obj).get("name", "")),
+        phase,
+        str(spec.get("volumeName") or ""),
+        str((status.get("capacity") or {}).get("storage", "")),
+        access_modes(status.get("accessModes")),
+        storage_class_of(obj),
+        object_age(obj, now),
+    ]
+
+
+def _sc(obj: dict[str, Any], now: datetime) -> Row:
+    name = str(_meta(obj).get("name", ""))
+    if is_default_class(obj):
+        name += " (default)"
+    return [
+        name,
+        str(obj.get("provisioner", "")),
+        str(obj.get("reclaimPolicy") or "Delete"),
+        str(obj.get("volumeBindingMode") or "Immediate"),
+        "true" if obj.get("allowVolumeExpansion") else "false",
+        object_age(obj, now),
+    ]
+
+
+def pod_status(obj: dict[str, Any]) -> str:
+    status = _status(obj)
+    if _meta(obj).get("deletionTimestamp"):
+        return "Terminating"
+    reason = status.get("reason")
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        waiting = (state.get("waiting") or {}).get("reason")
+        terminated = (state.get("terminated") or {}).get("reason")
+        if waiting:
+            reason = waiting
+        elif terminated and status.get("phase") not in ("Running",):
+            reason = terminated
+    return str(reason or status.get("phase") or "Pending")
+
+
+def _pod(obj: dict[str, Any], now: datetime) -> Row:
+    status = _status(obj)
+    statuses = status.get("containerStatuses") or []
+    total = len(_spec(obj).get("containers") or []) or len(statuses)
+    ready = sum(1 for cs in statuses if cs.get("ready"))
+    restarts = sum(int(cs.get("restartCount") or 0) for cs in statuses)
+    return [str(_meta(obj).get("name", "")), f"{ready}/{total}", pod_status(obj), str(restarts), object_age(obj, now)]
+
+
+def _pod_wide(obj: dict[str, Any], now: datetime) -> Row:
+    gates = [str(g.get("conditionType", "")) for g in _spec(obj).get("readinessGates") or []]
+    if gates:
+        true = {c.get("type") for c in _status(obj).get("conditions") or [] if c.get("status") == "True"}
+        gates_text = f"{sum(1 for g in gates if g in true)}/{len(gates)}"
+    else:
+        gates_text = "<none>"
+    return [str(_status(obj).get("podIP") or "<none>"), str(_spec(obj).get("nodeName") or "<none>"),
+            str(_status(obj).get("nominatedNodeName") or "<none>"), gates_text]
+
+
+def _sts(obj: dict[str, Any], now: datetime) -> Row:
+    replicas = _spec(obj).get("replicas")
+    replicas = 1 if replicas is None else int(replicas)
+    ready = int(_status(obj).get("readyReplicas") or 0)
+    return [str(_meta(obj).get("name", "")), f"{ready}/{replicas}", object_age(obj, now)]
+
+
+def _svc_ports(spec: dict[str, Any]) -> str:
+    ports = []
+    for p in spec.get("ports") or []:
+        text = str(p.get("port", ""))
+        if p.get("nodePort"):
+            text += f":{p['nodePort']}"
+        ports.append(f"{text}/{p.get('protocol') or 'TCP'}")
+    return ",".join(ports) or "<none>"
+
+
+def _svc(obj: dict[str, Any], now: datetime) -> Row:
+    spec = _spec(obj)
+    external = spec.get("externalIPs") or []
+    return [
+        str(_meta(obj).get("name", "")),
+        str(spec.get("type") or "ClusterIP"),
+        str(spec.get("clusterIP") or "<none>"),
+        ",".join(external) or "<none>",
+        _svc_ports(spec),
+        object_age(obj, now),
+    ]
+
+
+def node_status(obj: dict[str, Any]) -> str:
+    ready = "Unknown"
+    for cond in _status(obj).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            ready = {"True": "Ready", "False": "NotReady"}.get(cond.get("status"), "Unknown")
+    if _spec(obj).get("unschedulable"):
+        ready += ",SchedulingDisabled"
+    return ready
+
+
+def _node(obj: dict[str, Any], now: datetime) -> Row:
+    labels = _meta(obj).get("labels") or {}
+    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/") and "/" in k)
+    version = ((_status(obj).get("nodeInfo") or {}).get("kubeletVersion")) or ""
+    return [str(_meta(obj).get("name", "")), node_status(obj), ",".join(roles) or "<none>", object_age(obj, now), str(version)]
+
+
+def event_time(obj: dict[str, Any]) -> str | None:
+    return (
+        obj.get("lastTimestamp")
+        or obj.get("eventTime")
+        or obj.get("firstTimestamp")
+        or _meta(obj).get("creationTimestamp")
+    )
+
+
+def _event_wide(obj: dict[str, Any], now: datetime) -> Row:
+    source = obj.get("source") or {}
+    origin = ", ".join(str(v) for v in (source.get("component"), source.get("host")) if v)
+    origin = origin or str(obj.get("reportingComponent") or "")
+    first = obj.get("firstTimestamp") or obj.get("eventTime") or _meta(obj).get("creationTimestamp")
+    return [str((obj.get("involvedObject") or {}).get("fieldPath") or ""), origin, age(first, now),
+            str(obj.get("count") or 1), str(_meta(obj).get("name", ""))]
+
+
+def _event(obj: dict[str, Any], now: datetime) -> Row:
+    involved = obj.get("involvedObject") or {}
+    target = f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}"
+    return [age(event_time(obj), now), str(obj.get("type", "")), str(obj.get("reason", "")), target, str(obj.get("message", ""))]
+
+
+register("PersistentVolume", Columns(
+    ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "REASON", "AGE"],
+    _pv, ["VOLUMEMODE"], _volume_mode,
+))
+register("PersistentVolumeClaim", Columns(
+    ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"], _pvc, ["VOLUMEMODE"], _volume_mode,
+))
+register("StorageClass", Columns(
+    ["NAME", "PROVISIONER", "RECLAIMPOLICY", "VOLUMEBINDINGMODE", "ALLOWVOLUMEEXPANSION", "AGE"], _sc,
+))
+register("Pod", Columns(["NAME", "READY", "STATUS", "RESTARTS", "AGE"], _pod,
+                        ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"], _pod_wide))
+register("Event", Columns(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], _event,
+                         ["SUBOBJECT", "SOURCE", "FIRST SEEN", "COUNT", "NAME"], _event_wide))
+
+
+# --- more kinds (kubectl's server-side columns) -----------------------------------------------
+
+def _name(obj: dict[str, Any]) -> str:
+    return str(_meta(obj).get("name", ""))
+
+
+def _count(value: Any) -> str:
+    return str(int(value or 0))
+
+
+def _selector_text(selector: Any) -> str:
+    """A label selector as kubectl prints it: ``app=web,tier in (a,b)``; ``<none>`` when empty."""
+    if not isinstance(selector, dict) or not selector:
+        return "<none>"
+    labels = selector.get("matchLabels") if ("matchLabels" in selector or "matchExpressions" in selector) else selector
+    parts = [f"{k}={v}" for k, v in sorted((labels or {}).items())]
+    for expr in selector.get("matchExpressions") or [] if "matchExpressions" in selector else []:
+        op, key, values = expr.get("operator"), expr.get("key", ""), ",".join(expr.get("values") or [])
+        parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                      "Exists": key, "DoesNotExist": f"!{key}"}.get(op, key))
+    return ",".join(parts) or "<none>"
+
+
+def _template_containers(obj: dict[str, Any]) -> Row:
+    containers = ((_spec(obj).get("template") or {}).get("spec") or {}).get("containers") or []
+    return [",".join(str(c.get("name", "")) for c in containers), ",".join(str(c.get("image", "")) for c in containers)]
+
+
+def _replicated(obj: dict[str, Any], now: datetime) -> Row:
+    desired = _spec(obj).get("replicas")
+    status = _status(obj)
+    return [_name(obj), _count(1 if desired is None else desired), _count(status.get("replicas")),
+            _count(status.get("readyReplicas")), object_age(obj, now)]
+
+
+def _replicated_wide(obj: dict[str, Any], now: datetime) -> Row:
+    return [*_template_containers(obj), _selector_text(_spec(obj).get("selector"))]
+
+
+def _daemonset(obj: dict[str, Any], now: datetime) -> Row:
+    status = _status(obj)
+    node_selector = ((_spec(obj).get("template") or {}).get("spec") or {}).get("nodeSelector") or {}
+    return [
+        _name(obj), _count(status.get("desiredNumberScheduled")), _count(status.get("currentNumberScheduled")),
+        _count(status.get("numberReady")), _count(status.get("updatedNumberScheduled")),
+        _count(status.get("numberAvailable")),
+        ",".join(f"{k}={v}" for k, v in sorted(node_selector.items())) or "<none>", object_age(obj, now),
+    ]
+
+
+def _deployment(obj: dict[str, Any], now: datetime) -> Row:
+    desired = _spec(obj).get("replicas")
+    status = _status(obj)
+    return [_name(obj), f"{int(status.get('readyReplicas') or 0)}/{1 if desired is None else int(desired)}",
+            _count(status.get("updatedReplicas")), _count(status.get("availableReplicas")), object_age(obj, now)]
+
+
+def _sts_wide(obj: dict[str, Any], now: datetime) -> Row:
+    return _template_containers(obj)
+
+
+def _svc_wide(obj: dict[str, Any], now: datetime) -> Row:
+    return [_selector_text(_spec(obj).get("selector"))]
+
+
+def _endpoints(obj: dict[str, Any], now: datetime) -> Row:
+    shown: list[str] = []
+    total = 0
+    for subset in obj.get("subsets") or []:
+        ports = subset.get("ports") or [{}]
+        for address in subset.get("addresses") or []:
+            for port in ports:
+                total += 1
+                if len(shown) < 3:
+                    ip = str(address.get("ip", ""))
+                    shown.append(f"{ip}:{port['port']}" if port.get("port") is not None else ip)
+    text = ",".join(shown) or "<none>"
+    if total > len(shown):
+        text += f" + {total - len(shown)} more..."
+    return [_name(obj), text, object_age(obj, now)]
+
+
+def _namespace(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(_status(obj).get("phase") or "Active"), object_age(obj, now)]
+
+
+def _secret(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(obj.get("type") or "Opaque"), str(len(obj.get("data") or {})), object_age(obj, now)]
+
+
+def _configmap(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(len(obj.get("data") or {}) + len(obj.get("binaryData") or {})), object_age(obj, now)]
+
+
+def _controller_revision(obj: dict[str, Any], now: datetime) -> Row:
+    owner = next((o for o in _meta(obj).get("ownerReferences") or [] if o.get("controller")), None)
+    controller = "<none>"
+    if owner:
+        group = str(owner.get("apiVersion", "")).split("/")[0] if "/" in str(owner.get("apiVersion", "")) else ""
+        kind = str(owner.get("kind", "")).lower() + (f".{group}" if group else "")
+        controller = f"{kind}/{owner.get('name', '')}"
+    return [_name(obj), controller, str(obj.get("revision", 0)), object_age(obj, now)]
+
+
+def _volume_attachment(obj: dict[str, Any], now: datetime) -> Row:
+    spec = _spec(obj)
+    return [_name(obj), str(spec.get("attacher", "")), str((spec.get("source") or {}).get("persistentVolumeName") or ""),
+            str(spec.get("nodeName", "")), "true" if _status(obj).get("attached") else "false", object_age(obj, now)]
+
+
+def _node_wide(obj: dict[str, Any], now: datetime) -> Row:
+    status = _status(obj)
+    addresses = status.get("addresses") or []
+    info = status.get("nodeInfo") or {}
+
+    def address(kind: str) -> str:
+        return next((str(a.get("address")) for a in addresses if a.get("type") == kind), "<none>")
+
+    return [address("InternalIP"), address("ExternalIP"), str(info.get("osImage") or "<unknown>"),
+            str(info.get("kernelVersion") or "<unknown>"), str(info.get("containerRuntimeVersion") or "<unknown>")]
+
+
+def _lease(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(_spec(obj).get("holderIdentity") or ""), object_age(obj, now)]
+
+
+_WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
+register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
+                               _WORKLOAD_WIDE, _replicated_wide))
+register("ReplicationController", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
+                                          _WORKLOAD_WIDE, _replicated_wide))
+register("DaemonSet", Columns(
+    ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"], _daemonset,
+    _WORKLOAD_WIDE, _replicated_wide,
+))
+register("Deployment", Columns(["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], _deployment,
+                               _WORKLOAD_WIDE, _replicated_wide))
+register("StatefulSet", Columns(["NAME", "READY", "AGE"], _sts, ["CONTAINERS", "IMAGES"], _sts_wide))
+register("Service", Columns(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _svc,
+                            ["SELECTOR"], _svc_wide))
+register("Node", Columns(["NAME", "STATUS", "ROLES", "AGE", "VERSION"], _node,
+                         ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"], _node_wide))
+register("Endpoints", Columns(["NAME", "ENDPOINTS", "AGE"], _endpoints))
+register("Namespace", Columns(["NAME", "STATUS", "AGE"], _namespace))
+register("Secret", Columns(["NAME", "TYPE", "DATA", "AGE"], _secret))
+register("ConfigMap", Columns(["NAME", "DATA", "AGE"], _configmap))
+register("ControllerRevision", Columns(["NAME", "CONTROLLER", "REVISION", "AGE"], _controller_revision))
+register("VolumeAttachment", Columns(["NAME", "ATTACHER", "PV", "NODE", "ATTACHED", "AGE"], _volume_attachment))
+register("Lease", Columns(["NAME", "HOLDER", "AGE"], _lease))
+
+
+# --- meta.k8s.io/v1 Table ------------------------------------------------------------------------
+
+# Column names as Kubernetes sends them (kubectl upper-cases them for display).
+_COLUMN_NAMES = {
+    "NAME": "Name", "AGE": "Age", "CAPACITY": "Capacity", "ACCESS MODES": "Access Modes",
+    "RECLAIM POLICY": "Reclaim Policy", "STATUS": "Status", "CLAIM": "Claim", "STORAGECLASS": "StorageClass",
+    "REASON": "Reason", "VOLUMEMODE": "VolumeMode", "VOLUME": "Volume", "PROVISIONER": "Provisioner",
+    "RECLAIMPOLICY": "ReclaimPolicy", "VOLUMEBINDINGMODE": "VolumeBindingMode",
+    "ALLOWVOLUMEEXPANSION": "AllowVolumeExpansion", "READY": "Ready", "RESTARTS": "Restarts", "IP": "IP",
+    "NODE": "Node", "TYPE": "Type", "CLUSTER-IP": "Cluster-IP", "EXTERNAL-IP": "External-IP",
+    "PORT(S)": "Port(s)", "SELECTOR": "Selector", "ROLES": "Roles", "VERSION": "Version",
+    "INTERNAL-IP": "Internal-IP", "OS-IMAGE": "OS-Image", "KERNEL-VERSION": "Kernel-Version",
+    "CONTAINER-RUNTIME": "Container-Runtime", "NOMINATED NODE": "Nominated Node",
+    "READINESS GATES": "Readiness Gates", "LAST SEEN": "Last Seen", "OBJECT": "Object",
+    "MESSAGE": "Message", "SUBOBJECT": "Subobject", "SOURCE": "Source", "FIRST SEEN": "First Seen",
+    "COUNT": "Count", "DESIRED": "Desired", "CURRENT": "Current", "UP-TO-DATE": "Up-to-date",
+    "AVAILABLE": "Available", "NODE SELECTOR": "Node Selector", "CONTAINERS": "Containers", "IMAGES": "Images",
+    "ENDPOINTS": "Endpoints", "DATA": "Data", "CONTROLLER": "Controller", "REVISION": "Revision",
+    "ATTACHER": "Attacher", "PV": "PV", "ATTACHED": "Attached", "HOLDER": "Holder",
+}
+_INTEGER_COLUMNS = {"RESTARTS", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "DATA", "REVISION", "COUNT"}
+
+
+def column_definitions(kind: str) -> list[dict[str, Any]]:
+    """``columnDefinitions`` of a kind's Table: the ``-o wide`` columns have priority 1."""
+    return [dict(d) for d in _definitions(kind)[0]]
+
+
+def _definitions(kind: str) -> tuple[tuple[dict[str, Any], ...], tuple[int, ...]]:
+    cached = _DEFINITIONS.get(kind)
+    if cached is not None:
+        return cached
+    cols = columns_for(kind)
+    out = []
+    for priority, headers in ((0, cols.headers), (1, cols.wide_headers or [])):
+        for header in headers:
+            definition: dict[str, Any] = {
+                "name": _COLUMN_NAMES.get(header, header.title()),
+                "type": "integer" if header in _INTEGER_COLUMNS else "string",
+                "format": "name" if header == "NAME" else "",
+                "description": f"{_COLUMN_NAMES.get(header, header.title())} of the {kind}.",
+                "priority": priority,
+            }
+            out.append(definition)
+    cached = (tuple(out), tuple(i for i, d in enumerate(out) if d["type"] == "integer"))
+    _DEFINITIONS[kind] = cached
+    return cached
+
+
+def table_cells(kind: str, obj: dict[str, Any], now: datetime) -> list[Any]:
+    """One Table row's cells: every column, the wide ones included (clients hide priority > 0)."""
+    cols = columns_for(kind)
+    cells: list[Any] = list(cols.row(obj, now))
+    if cols.wide_row is not None:
+        cells += cols.wide_row(obj, now)
+    for i in _definitions(kind)[1]:
+        try:
+            cells[i] = int(cells[i])
+        except (TypeError, ValueError, IndexError):
+            pass
+    return cells
+
+
+def partial_object_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": _meta(obj)}
+
+
+def table(kind: str, objects: list[dict[str, Any]], *, include_object: str = "Metadata",
+          list_metadata: dict[str, Any] | None = None, with_columns: bool = True,
+          now: datetime | None = None) -> dict[str, Any]:
+    """A ``meta.k8s.io/v1`` Table of ``objects``.
+
+    ``include_object``: "None", "Metadata" (PartialObjectMetadata, the default) or "Object" (the whole object).
+    ``with_columns=False`` leaves out the column definitions (watch events after the first, as Kubernetes).
+    """
+    now = now or datetime.now(timezone.utc)
+    rows = []
+    for obj in objects:
+        row: dict[str, Any] = {"cells": table_cells(kind, obj, now)}
+        if include_object == "Object":
+            row["object"] = obj
+        elif include_object != "None":
+            row["object"] = partial_object_metadata(obj)
+        rows.append(row)
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": dict(list_metadata or {}),
+        "columnDefinitions": column_definitions(kind) if with_columns else [],
+        "rows": rows,
+    }
