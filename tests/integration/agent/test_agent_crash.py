@@ -71,7 +71,7 @@ def test_a5_sigkill_during_deletion_then_restart_finishes_it(cluster: Cluster) -
     # SIGTERM is noted on the volume and otherwise ignored, so the stop lasts the whole grace
     # period: a wide window to crash in, and proof that the agent was mid-stop when it died.
     cluster.apply(local_class(), claim("data"),
-                  pod("slow", "echo precious > /data/keep; sync; trap 'echo term > /data/term' TERM; "
+                  pod("slow", "trap 'echo term > /data/term' TERM; echo precious > /data/keep; sync; "
                       "while true; do sleep 1 & wait $!; done", claims={"data": "/data"}, grace=15))
     running = cluster.wait_running("slow", timeout=120)
     uid = running["metadata"]["uid"]
