@@ -32,6 +32,7 @@ from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_servic
 from storage.agent.runtime import PodRuntime
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
+from storage.api.names import NODE_AGENT_FINALIZER
 from storage.api.timestamps import now, parse_time
 from storage.client import Client
 from storage.errors import Conflict, Gone, NotFound, StowageError
@@ -40,7 +41,7 @@ from volume_plugins.registry import default_registry
 log = structlog.get_logger(__name__)
 
 Obj = dict[str, Any]
-AGENT_FINALIZER = "stowage.io/node-agent"
+AGENT_FINALIZER = NODE_AGENT_FINALIZER
 POOL_RESOURCE = "stowage.io/local-storage"
 # Pods set up at once: each waits mostly on mount, mkfs and runc (~80 ms a container start),
 # so a few in parallel keep the cores busy without a thread per pod.

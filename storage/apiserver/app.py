@@ -22,11 +22,14 @@ from storage.api import registry
 from storage.api.selectors import parse_field_selector, parse_label_selector
 from storage.apiserver import discovery, proxy
 from storage.apiserver.admission import Admission, default_admission
-from storage.apiserver.auth import TokenAuth
+from storage.apiserver.auth import TokenAuth, User
+from storage.apiserver.authz import Authorization, answer_review, authenticated, request_attributes
 from storage.apiserver.handlers import Handlers, Target
+from storage.apiserver.node_authz import NodeRestriction
 from storage.apiserver.patch import PATCH_TYPES
+from storage.apiserver.ratelimit import FailureLimiter
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, line, stream_events
-from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, StowageError
+from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, StowageError, TooManyRequests, Unauthorized
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -44,7 +47,10 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def _error(err: StowageError) -> Response:
-    return _json(err.to_status(), err.code)
+    response = _json(err.to_status(), err.code)
+    if isinstance(err, TooManyRequests):
+        response.headers["Retry-After"] = str(err.retry_after)
+    return response
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,18 @@ def create_app(
     *,
     admission: Admission | None = None,
     bookmark_interval: float | None = 30.0,
+    authorization: Authorization | None = None,
+    auth_failures: FailureLimiter | None = None,
 ) -> Starlette:
-    """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize)."""
-    handlers = Handlers(store, admission if admission is not None else default_admission())
+    """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize).
+
+    ``authorization=None`` starts the standard one (default policy, Node and RBAC authorizers); the
+    app's ``state.authz`` holds it for ``close()``. NodeRestriction always ends the admission chain.
+    """
+    chain = admission if admission is not None else default_admission()
+    handlers = Handlers(store, Admission([*chain.plugins, NodeRestriction()]))
+    authz = authorization if authorization is not None else Authorization(store).start()
+    failures = auth_failures if auth_failures is not None else FailureLimiter()
     watches = WatchRegistry()
     static: dict[str, bytes] = {
         "/version": orjson.dumps(discovery.version_info()),
@@ -119,7 +134,17 @@ def create_app(
                 return Response(_PUBLIC[path], media_type="text/plain")
             if path == "/version":  # public, as Kubernetes' system:public-info-viewer role makes it
                 return Response(static[path], media_type=JSON_TYPE)
-            user = tokens.authenticate(request.headers.get("authorization"))
+            try:
+                user = tokens.authenticate(request.headers.get("authorization"))
+            except Unauthorized:
+                address = request.client.host if request.client else ""
+                wait = failures.failed(address)
+                if wait:
+                    raise TooManyRequests(f"too many failed authentications from {address}, retry in {wait}s",
+                                          retry_after=wait) from None
+                raise
+            user = authenticated(user)
+            decision = await authz.check(request_attributes(user, request.method, path, request.query_params))
             if path in static:
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
@@ -136,7 +161,7 @@ def create_app(
                 parsed = parse_resource_path(f"{parts[1]}/{parts[2]}", parts[3:])
             else:
                 raise _not_found()
-            return await _serve(request, parsed, user.name)
+            return await _serve(request, parsed, user, decision.visible)
         except StowageError as e:
             return _error(e)
         except Exception as e:  # a bug must still answer as a Status, not a dropped connection
@@ -145,10 +170,17 @@ def create_app(
                       traceback=traceback.format_exc())
             return _error(StowageError("internal error"))
 
-    async def _serve(request: Request, parsed: _Parsed, user: str) -> Response:
+    async def _serve(request: Request, parsed: _Parsed, who: User,
+                     visible: Callable[[dict[str, Any]], bool] | None) -> Response:
         t, method, query = parsed.target, request.method, request.query_params
+        user = who.name
+        if not t.info.stored:
+            if method != "POST" or t.name or parsed.watch_prefix:
+                raise MethodNotAllowed(f"{t.info.plural} can only be created")
+            review = await answer_review(authz, t.info.kind, _decode(await request.body()), who, t.namespace)
+            return _json(review, 201)
         if method == "GET" and (parsed.watch_prefix or _truthy(query.get("watch"))):
-            return await _watch(request, t)
+            return await _watch(request, t, visible)
         if parsed.watch_prefix:
             raise MethodNotAllowed("only GET is supported on watch paths")
         dry_run = _dry_run(request)
@@ -157,7 +189,7 @@ def create_app(
         status = 200
         if not t.name:
             if method == "GET":
-                call = lambda: handlers.list(t, label_selector, field_selector)  # noqa: E731
+                call = lambda: _visible_only(handlers.list(t, label_selector, field_selector), visible)  # noqa: E731
             elif method == "POST":
                 body = _decode(await request.body())
                 call = lambda: handlers.create(t, body, user=user, dry_run=dry_run)  # noqa: E731
@@ -194,7 +226,7 @@ def create_app(
         payload = orjson.dumps(call())
         return Response(payload, status_code=status, media_type=JSON_TYPE)
 
-    async def _watch(request: Request, t: Target) -> Response:
+    async def _watch(request: Request, t: Target, visible: Callable[[dict[str, Any]], bool] | None) -> Response:
         query = request.query_params
         rv = query.get("resourceVersion") or ""
         label_selector, field_selector = query.get("labelSelector") or "", query.get("fieldSelector") or ""
@@ -207,6 +239,7 @@ def create_app(
             name=t.name,
             label_matches=parse_label_selector(label_selector).matches if label_selector else None,
             field_matches=parse_field_selector(field_selector) if field_selector else None,
+            visible=visible,
         )
         namespace = t.namespace if t.info.namespaced else None
 
@@ -233,6 +266,7 @@ def create_app(
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=_METHODS)])
     app.state.store = store
     app.state.watches = watches
+    app.state.authz = authz
     standard = app.build_middleware_stack()
 
     async def direct(scope: Scope, receive: Receive, send: Send) -> None:
@@ -251,6 +285,13 @@ def create_app(
 
     app.middleware_stack = direct
     return app
+
+
+def _visible_only(listed: dict[str, Any], visible: Callable[[dict[str, Any]], bool] | None) -> dict[str, Any]:
+    """A list narrowed to what the authorizer lets this user see (a node's claims and volumes)."""
+    if visible is not None:
+        listed["items"] = [o for o in listed["items"] if visible(o)]
+    return listed
 
 
 def _decode(body: bytes) -> Any:

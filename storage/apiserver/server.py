@@ -95,6 +95,7 @@ def serve(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         app.state.watches.close_all()
+        app.state.authz.close()
         stop_event.set()
         sock.close()
         log.info("api server stopped", port=real_port)
