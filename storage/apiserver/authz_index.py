@@ -149,8 +149,8 @@ class AuthzIndex:
         self._pods: dict[tuple[str, str], PodRefs] = {}
         self._node_refs: dict[str, dict[tuple[str, str, str], int]] = defaultdict(lambda: defaultdict(int))
         self._claim_volume: dict[tuple[str, str], str] = {}  # claim -> bound volume
+        self._volume_claims: dict[str, set[tuple[str, str]]] = defaultdict(set)  # the reverse
         self._volume_node: dict[str, str] = {}  # node-local volume -> its node
-        self._volume_claim: dict[str, tuple[str, str]] = {}  # volume -> claimRef
         self._volume_secrets: dict[str, frozenset[tuple[str, str]]] = {}
         self._listeners: list[Any] = []
         self._stop = threading.Event()
@@ -205,8 +205,8 @@ class AuthzIndex:
         self._pods.clear()
         self._node_refs.clear()
         self._claim_volume.clear()
+        self._volume_claims.clear()
         self._volume_node.clear()
-        self._volume_claim.clear()
         self._volume_secrets.clear()
 
     def _run(self, since: int) -> None:
@@ -280,21 +280,23 @@ class AuthzIndex:
         elif resource == "pods":
             self._set_pod((namespace, name), None if deleted else pod_refs(obj))
         elif resource == "persistentvolumeclaims":
-            self._claim_volume.pop((namespace, name), None)
+            old_volume = self._claim_volume.pop((namespace, name), None)
+            if old_volume is not None:
+                self._volume_claims[old_volume].discard((namespace, name))
+                if not self._volume_claims[old_volume]:
+                    del self._volume_claims[old_volume]
             volume = (obj.get("spec") or {}).get("volumeName")
             if not deleted and volume:
                 self._claim_volume[(namespace, name)] = str(volume)
+                self._volume_claims[str(volume)].add((namespace, name))
         elif resource == "persistentvolumes":
             self._volume_node.pop(name, None)
-            self._volume_claim.pop(name, None)
             self._volume_secrets.pop(name, None)
             if not deleted:
                 hosts = affinity_hostnames(obj)
                 if len(hosts) == 1:  # a node-local volume: its node grows it and reports on it
                     self._volume_node[name] = hosts[0]
                 ref = (obj.get("spec") or {}).get("claimRef") or {}
-                if ref.get("name"):
-                    self._volume_claim[name] = (ref.get("namespace") or "", ref["name"])
                 # A volume's secret reference may name another namespace; without one, its claim's.
                 refs: set[tuple[str, str]] = set()
                 self._collect_pv_secrets(obj.get("spec") or {}, ref.get("namespace") or "", refs)
@@ -415,10 +417,9 @@ class AuthzIndex:
         if resource == "persistentvolumes":
             if self._volume_node.get(name) == node:
                 return True
-            claim = self._volume_claim.get(name)
-            if claim is None or edges is None or edges.get(("persistentvolumeclaims", *claim), 0) <= 0:
-                return False
-            return self._claim_volume.get(claim) == name
+            # The edge is the claim's spec.volumeName (as Kubernetes' graph), whatever the volume's claimRef says.
+            return edges is not None and any(edges.get(("persistentvolumeclaims", *c), 0) > 0
+                                             for c in self._volume_claims.get(name, ()))
         if resource == "pods":
             refs = self._pods.get((namespace, name))
             return refs is not None and refs.node == node

@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from typing import Callable
 
 # A client that mistypes a token a few times is never slowed; a guesser gets one try a second.
 DEFAULT_BURST = 20
@@ -20,7 +21,7 @@ MAX_TRACKED = 10_000  # addresses remembered; the least recently failing are for
 
 class FailureLimiter:
     def __init__(self, burst: int = DEFAULT_BURST, per_second: float = DEFAULT_PER_SECOND,
-                 clock: "type[time.monotonic] | None" = None) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self.burst = burst
         self.per_second = per_second
         self._clock = clock or time.monotonic
