@@ -35,7 +35,7 @@ from storage.api.conditions import condition
 from storage.api.names import NODE_AGENT_FINALIZER
 from storage.api.timestamps import now, parse_time
 from storage.client import Client
-from storage.errors import Conflict, Gone, NotFound, StowageError
+from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError
 from volume_plugins.registry import default_registry
 
 log = structlog.get_logger(__name__)
@@ -577,7 +577,7 @@ class NodeAgent:
             if fresh is None:
                 try:
                     fresh = self.client.get("pods", name, namespace)
-                except NotFound:
+                except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                     return False
             if _meta(fresh).get("uid") != _meta(pod).get("uid") or _meta(fresh).get("deletionTimestamp"):
                 return False
@@ -588,7 +588,7 @@ class NodeAgent:
             except Conflict:
                 fresh = None
                 continue
-            except NotFound:
+            except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return False
             self._remember(updated)
             pod.clear()
@@ -647,7 +647,7 @@ class NodeAgent:
         for _attempt in range(10):
             try:
                 fresh = self.client.get("pods", name, namespace)
-            except NotFound:
+            except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return
             if _meta(fresh).get("uid") != _meta(pod).get("uid") or AGENT_FINALIZER not in (_meta(fresh).get("finalizers") or []):
                 return
@@ -658,7 +658,7 @@ class NodeAgent:
                 return
             except Conflict:
                 continue
-            except NotFound:
+            except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return
 
     # ---- expansion: the node's half (FileSystemResizePending) -------------------
@@ -674,7 +674,7 @@ class NodeAgent:
         key = (namespace, name)
         try:
             claim = self.client.get("persistentvolumeclaims", name, namespace)
-        except NotFound:
+        except (NotFound, Forbidden):  # no pod here uses it any more
             claim = None
         if claim is None or not _resize_pending(claim):
             with self._lock:
@@ -733,7 +733,7 @@ class NodeAgent:
             if fresh is None:
                 try:
                     fresh = self.client.get("pods", name, namespace)
-                except NotFound:
+                except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                     return
             if _meta(fresh).get("uid") != uid:
                 return
@@ -748,7 +748,7 @@ class NodeAgent:
             except Conflict:
                 fresh = None
                 continue
-            except NotFound:
+            except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return
 
     def _remember(self, pod: Obj) -> None:
