@@ -105,11 +105,14 @@ def create_app(
     bookmark_interval: float | None = 30.0,
     authorization: Authorization | None = None,
     auth_failures: FailureLimiter | None = None,
+    agent_token: str | None = None,
 ) -> Starlette:
     """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize).
 
     ``authorization=None`` starts the standard one (default policy, Node and RBAC authorizers); the
     app's ``state.authz`` holds it for ``close()``. NodeRestriction always ends the admission chain.
+    ``agent_token`` is the server's own credential towards node agents (``pods/log``), as kube-apiserver's
+    kubelet client certificate; without one the caller's own token is passed on.
     """
     chain = admission if admission is not None else default_admission()
     handlers = Handlers(store, Admission([*chain.plugins, NodeRestriction()]))
@@ -154,7 +157,9 @@ def create_app(
             if pod_log is not None:
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on pods/log")
-                return await proxy.pod_log(store, *pod_log, request.query_params, request.headers.get("authorization"))
+                # The user was authorized for pods/log above; the agent is asked with the server's own identity.
+                forwarded = f"Bearer {agent_token}" if agent_token else request.headers.get("authorization")
+                return await proxy.pod_log(store, *pod_log, request.query_params, forwarded)
             if len(parts) >= 3 and parts[0] == "api" and parts[1] == "v1":
                 parsed = parse_resource_path("v1", parts[2:])
             elif len(parts) >= 4 and parts[0] == "apis":

@@ -6,6 +6,7 @@ routing, so an unknown path is refused as readily as a known one.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any, Mapping
 
@@ -39,6 +40,7 @@ _VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 
 
+@functools.lru_cache(maxsize=4096)
 def authenticated(user: User) -> User:
     """Every authenticated user is in ``system:authenticated``; a service account also in its groups."""
     groups = list(user.groups)

@@ -66,7 +66,7 @@ def serve(
 ) -> None:
     """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread)."""
     tokens = tokens if tokens is not None else load_token_auth(data_dir)
-    app = create_app(store, tokens, admission=admission)
+    app = create_app(store, tokens, admission=admission, agent_token=ensure_admin_token(data_dir))
     sock = sock if sock is not None else bind_socket(host, port)
     real_port = sock.getsockname()[1]
     config = uvicorn.Config(

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from agent_cluster import Cluster, claim, local_class, pod, wait_until
+from storage.agent.agent import NodeAgent
 from storage.client import Client
 from storage.errors import Forbidden
 
@@ -17,7 +18,13 @@ pytestmark = pytest.mark.root
 
 def test_agent_runs_a_pod_with_a_secret_under_its_node_credential_and_nothing_more(cluster: Cluster) -> None:
     cluster.start_controllers()
-    cluster.add_agent("n1")
+    # As ``stowage agent --kubeconfig <node kubeconfig>``: the node token is its API credential and its own
+    # HTTP API's token; the provisioner calls that API with the admin token, which the agent has the API
+    # server check (SelfSubjectAccessReview on nodes/proxy).
+    node_token = cluster.node_tokens["n1"]
+    agent = NodeAgent(Client(cluster.server.url, node_token), cluster.agent_config("n1"), token=node_token)
+    agent.start()
+    cluster.agents["n1"] = agent
     admin = cluster.client
     # Another node, with a pod of its own using its own Secret (no agent runs there: only its objects matter).
     admin.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2", "labels": {"kubernetes.io/hostname": "n2"}}})
@@ -59,6 +66,12 @@ def test_agent_runs_a_pod_with_a_secret_under_its_node_credential_and_nothing_mo
                              json={"metadata": {"name": "x"}} if method == "POST" else None)
         assert resp.status_code == 403, (method, path, resp.text)
         assert "not-yours" not in resp.text and "bm90LXlvdXJz" not in resp.text
+    # The agent's own API: the admin (system:masters) may use it, another node may not, a stranger is unknown.
+    log_url = f"http://127.0.0.1:{agent.port}/pods/default/reader/log"
+    assert httpx.get(log_url, headers={"Authorization": f"Bearer {cluster.server.token}"}, timeout=30).status_code == 200
+    assert httpx.get(log_url, headers={"Authorization": f"Bearer {cluster.node_tokens['n2']}"}, timeout=30).status_code == 403
+    assert httpx.get(log_url, headers={"Authorization": "Bearer nobody"}, timeout=30).status_code == 401
+    assert httpx.get(log_url, timeout=30).status_code == 401
     # Deletion still works end to end: the agent removes its finalizer under the same credential.
     admin.delete("pods", "reader", "default")
     cluster.wait_gone("pods", "reader", "default")
