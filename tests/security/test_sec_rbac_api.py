@@ -29,6 +29,7 @@ USERS = {
     "alice": ("team-a",),
     "bob": (),
     "carol": (),
+    "dave": (),
     "system:serviceaccount:ns1:robot": (),
 }
 
@@ -225,3 +226,38 @@ def test_kubernetes_python_client_as_a_view_user(srv: AuthzServer) -> None:
                 resource_attributes=kubernetes.client.V1ResourceAttributes(namespace="ns1", verb="get",
                                                                           resource="secrets"))))
         assert review.status.allowed is False
+
+
+def test_no_escalation_through_roles_or_bindings(srv: AuthzServer) -> None:
+    admin = srv.admin()
+    # carol may write roles and bindings in ns1, and holds nothing else.
+    admin.create({"apiVersion": f"{RBAC}/v1", "kind": "Role", "metadata": {"name": "rbac-writer", "namespace": "ns1"},
+                  "rules": [{"apiGroups": [RBAC], "resources": ["roles", "rolebindings"], "verbs": ["create", "get"]}]})
+    admin.create(role_binding("carol", "ns1", "rbac-writer", user="carol", kind="Role"))
+    base = f"/apis/{RBAC}/v1/namespaces/ns1"
+    grab = srv.http("carol", "POST", f"{base}/rolebindings", json=role_binding("grab", "ns1", "cluster-admin", user="carol"))
+    assert grab.status_code == 403
+    assert "attempting to grant RBAC permissions not currently held" in grab.json()["message"]
+    wide = {"kind": "Role", "metadata": {"name": "all"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+    assert srv.http("carol", "POST", f"{base}/roles", json=wide).status_code == 403
+    narrow = {"kind": "Role", "metadata": {"name": "subset"},
+              "rules": [{"apiGroups": [RBAC], "resources": ["rolebindings"], "verbs": ["get"]}]}
+    assert srv.http("carol", "POST", f"{base}/roles", json=narrow).status_code == 201
+    assert srv.http("carol", "GET", "/api/v1/namespaces/ns1/secrets/s").status_code == 403  # nothing was granted
+    # The bind verb on one named role lets carol hand out exactly that role.
+    admin.create({"apiVersion": f"{RBAC}/v1", "kind": "Role", "metadata": {"name": "bind-view", "namespace": "ns1"},
+                  "rules": [{"apiGroups": [RBAC], "resources": ["clusterroles"], "verbs": ["bind"],
+                             "resourceNames": ["view"]}]})
+    admin.create(role_binding("carol-bind", "ns1", "bind-view", user="carol", kind="Role"))
+    assert srv.http("carol", "POST", f"{base}/rolebindings",
+                    json=role_binding("bob-view", "ns1", "view", user="bob")).status_code == 201
+    assert srv.http("carol", "POST", f"{base}/rolebindings",
+                    json=role_binding("bob-edit", "ns1", "edit", user="bob")).status_code == 403
+    # A namespace admin may grant what it holds (edit) there, not cluster-admin, and nothing in another namespace.
+    admin.create(role_binding("dave-admin", "ns1", "admin", user="dave"))
+    assert srv.http("dave", "POST", f"{base}/rolebindings",
+                    json=role_binding("carol-edit", "ns1", "edit", user="carol")).status_code == 201
+    assert srv.http("dave", "POST", f"{base}/rolebindings",
+                    json=role_binding("dave-root", "ns1", "cluster-admin", user="dave")).status_code == 403
+    assert srv.http("dave", "POST", f"/apis/{RBAC}/v1/namespaces/ns2/rolebindings",
+                    json=role_binding("dave-ns2", "ns2", "edit", user="dave")).status_code == 403

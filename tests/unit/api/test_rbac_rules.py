@@ -200,3 +200,23 @@ def test_failure_limiter_is_a_token_bucket_per_address() -> None:
     now[0] += 2.0
     assert limiter.retry_after("a") == 0 and limiter.failed("a") == 0
     assert limiter.failed("a") > 0
+
+
+def test_escalation_coverage_is_kubernetes_covers() -> None:
+    from storage.apiserver.rbac_escalation import uncovered
+
+    owner = list(rules_from([
+        {"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "*/status"]},
+        {"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["a"]},
+        {"verbs": ["get"], "nonResourceURLs": ["/apis/*"]},
+    ]))
+    assert not uncovered(owner, rules_from([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods", "nodes/status"]}]))
+    assert not uncovered(owner, rules_from([{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"],
+                                             "resourceNames": ["a"]}]))
+    assert not uncovered(owner, rules_from([{"verbs": ["get"], "nonResourceURLs": ["/apis/apps"]}]))
+    # A name-limited owner rule does not cover the whole resource; a missing verb or group is missing.
+    assert len(uncovered(owner, rules_from([{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]}]))) == 1
+    assert len(uncovered(owner, rules_from([{"verbs": ["get", "delete"], "apiGroups": ["", "apps"],
+                                             "resources": ["pods"]}]))) == 3
+    assert uncovered(owner, rules_from([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]))
+    assert uncovered(owner, rules_from([{"verbs": ["get"], "nonResourceURLs": ["/api"]}]))
