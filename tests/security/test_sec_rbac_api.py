@@ -261,3 +261,51 @@ def test_no_escalation_through_roles_or_bindings(srv: AuthzServer) -> None:
                     json=role_binding("dave-root", "ns1", "cluster-admin", user="dave")).status_code == 403
     assert srv.http("dave", "POST", f"/apis/{RBAC}/v1/namespaces/ns2/rolebindings",
                     json=role_binding("dave-ns2", "ns2", "edit", user="dave")).status_code == 403
+
+
+def test_pod_log_is_authorized_at_the_server_and_the_agent_sees_the_server(srv: AuthzServer) -> None:
+    import threading
+    import time
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from storage.apiserver.server import bind_socket
+
+    seen: list[str | None] = []
+
+    async def log(request: Request) -> Response:
+        seen.append(request.headers.get("authorization"))
+        return Response("a line\n", media_type="text/plain")
+
+    sock = bind_socket("127.0.0.1", 0)
+    agent = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/pods/{ns}/{name}/log", log)]),
+                                          log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=agent.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not agent.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "stand-in agent did not start"
+            time.sleep(0.01)
+        admin = srv.admin()
+        admin.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+        node = admin.get("nodes", "n1")
+        admin.update_status({**node, "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                                                "daemonEndpoints": {"kubeletEndpoint": {"Port": sock.getsockname()[1]}}}})
+        for ns in ("ns1", "ns2"):
+            admin.create(pod("logged", ns, "n1"))
+        ok = srv.http("alice", "GET", "/api/v1/namespaces/ns1/pods/logged/log")
+        assert ok.status_code == 200 and ok.text == "a line\n"
+        # The agent is asked by the API server itself, never with the user's token.
+        assert seen == [f"Bearer {srv.server.token}"]
+        assert srv.http("alice", "GET", "/api/v1/namespaces/ns2/pods/logged/log").status_code == 403
+        assert srv.http("bob", "GET", "/api/v1/namespaces/ns1/pods/logged/log").status_code == 403
+        assert len(seen) == 1
+    finally:
+        agent.should_exit = True
+        thread.join(30)
+        sock.close()
