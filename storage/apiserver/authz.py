@@ -112,6 +112,12 @@ class Authorization:
         if self._bootstrap:
             reconcile_bootstrap_policy(self.store)
         self.index.start()
+        # Serve no request before the default roles hold their aggregated rules (a view user would
+        # otherwise be refused everything for the first moments).
+        for _ in range(5):
+            if not self.aggregation.sync_once():
+                break
+            self.index.wait_for(self.store.current_revision(), CATCH_UP_SECONDS)
         self.aggregation.start()
         return self
 
