@@ -59,6 +59,7 @@ class PodRefs:
     secrets: frozenset[str]
     config_maps: frozenset[str]
     claims: frozenset[str]
+    service_account: str = ""
 
 
 def _secret_refs_in(value: Any, out: set[str]) -> None:
@@ -127,7 +128,9 @@ def pod_refs(pod: Obj) -> PodRefs | None:
                 if isinstance(env_from.get("configMapRef"), dict) and env_from["configMapRef"].get("name"):
                     config_maps.add(str(env_from["configMapRef"]["name"]))
     namespace = _meta(pod).get("namespace") or ""
-    return PodRefs(node, namespace, pod_name, frozenset(secrets), frozenset(config_maps), frozenset(claims))
+    service_account = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+    return PodRefs(node, namespace, pod_name, frozenset(secrets), frozenset(config_maps), frozenset(claims),
+                   service_account)
 
 
 class AuthzIndex:
@@ -353,7 +356,8 @@ class AuthzIndex:
     def _edges(refs: PodRefs) -> list[tuple[str, str, str]]:
         ns = refs.namespace
         return ([("secrets", ns, s) for s in refs.secrets] + [("configmaps", ns, c) for c in refs.config_maps]
-                + [("persistentvolumeclaims", ns, c) for c in refs.claims])
+                + [("persistentvolumeclaims", ns, c) for c in refs.claims]
+                + [("serviceaccounts", ns, refs.service_account)])
 
     # ---- Policy ---------------------------------------------------------------------------
 
@@ -420,6 +424,8 @@ class AuthzIndex:
             # The edge is the claim's spec.volumeName (as Kubernetes' graph), whatever the volume's claimRef says.
             return edges is not None and any(edges.get(("persistentvolumeclaims", *c), 0) > 0
                                              for c in self._volume_claims.get(name, ()))
+        if resource == "serviceaccounts":
+            return edges is not None and edges.get((resource, namespace, name), 0) > 0
         if resource == "pods":
             refs = self._pods.get((namespace, name))
             return refs is not None and refs.node == node

@@ -42,6 +42,7 @@ NODE_RULES: tuple[Rule, ...] = (
     _rule(("create", "update", "patch"), ("",), ("events",)),
     _rule(("update", "patch"), ("",), ("pods", "pods/status")),
     _rule(_READ, ("storage.k8s.io",), ("storageclasses",)),
+    _rule(("create",), ("",), ("serviceaccounts/token",)),
     _rule(("get",), ("storage.k8s.io",), ("volumeattachments",)),
 )
 NODE_RULE_DICTS = [r.to_dict() for r in NODE_RULES]
@@ -84,6 +85,11 @@ class NodeAuthorizer:
                 return self._get_or_visible(node, attrs)
             if resource == "pods":
                 return self._pods(node, attrs)
+            if resource == "serviceaccounts":
+                # Tokens for the service accounts its pods run as (Kubernetes' authorizeCreateToken).
+                if verb != "create" or attrs.subresource != "token":
+                    return Decision(False, "can only create tokens for individual service accounts")
+                return self._related(node, attrs)
             if resource == "nodes" and verb in ("update", "patch") and attrs.name != node:
                 return Decision(False, f'node "{node}" is not allowed to modify node "{attrs.name}"')
         if any(rule_allows(attrs, r) for r in NODE_RULES):

@@ -214,3 +214,17 @@ def test_node_watch_of_claims_shows_a_claim_once_its_pod_is_bound(srv: AuthzServ
     assert done.wait(30), f"the claim never reached the node's watch: {seen}"
     thread.join(timeout=5)
     assert ("ADDED", "c-new") in seen or ("MODIFIED", "c-new") in seen
+
+
+def test_node_may_request_tokens_only_for_its_pods_service_accounts(srv: AuthzServer) -> None:
+    def review(user: str, sa: str) -> bool:
+        body = {"kind": "SubjectAccessReview", "spec": {
+            "user": user, "groups": ["system:nodes", "system:authenticated"],
+            "resourceAttributes": {"namespace": "ns", "verb": "create", "resource": "serviceaccounts",
+                                   "subresource": "token", "name": sa}}}
+        return bool(srv.http("admin", "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                             json=body).json()["status"]["allowed"])
+
+    srv.admin().create(pod("with-sa", "ns", "n2", serviceAccountName="robot"))
+    assert review(N1, "default") and not review(N1, "robot")
+    assert review(N2, "robot")
