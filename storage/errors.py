@@ -123,6 +123,10 @@ class Invalid(StowageError):
         return status
 
 
+class UnsupportedMediaType(StowageError):
+    code, reason = 415, "UnsupportedMediaType"
+
+
 class TooManyRequests(StowageError):
     code, reason = 429, "TooManyRequests"
 

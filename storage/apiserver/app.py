@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from storage.api import registry
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import discovery, proxy
+from storage.apiserver import discovery, proxy, review_proto
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth, User
 from storage.apiserver.authz import Authorization, answer_review, authenticated, request_attributes
@@ -31,7 +31,16 @@ from storage.apiserver.rbac import ALLOW, MASTERS
 from storage.apiserver.rbac_escalation import CURRENT_USER, RBACEscalation
 from storage.apiserver.ratelimit import FailureLimiter
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, line, stream_events
-from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, StowageError, TooManyRequests, Unauthorized
+from storage.errors import (
+    BadRequest,
+    Gone,
+    MethodNotAllowed,
+    NotFound,
+    StowageError,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -188,7 +197,11 @@ def create_app(
         if not t.info.stored:
             if method != "POST" or t.name or parsed.watch_prefix:
                 raise MethodNotAllowed(f"{t.info.plural} can only be created")
-            review = await answer_review(authz, t.info.kind, _decode(await request.body()), who, t.namespace)
+            if request.headers.get("content-type", "").split(";")[0].strip().lower() == _PROTOBUF:
+                body = review_proto.decode_review(await request.body(), t.info.kind)
+            else:
+                body = await _json_body(request)
+            review = await answer_review(authz, t.info.kind, body, who, t.namespace)
             return _json(review, 201)
         if method == "GET" and (parsed.watch_prefix or _truthy(query.get("watch"))):
             return await _watch(request, t, visible)
@@ -202,7 +215,7 @@ def create_app(
             if method == "GET":
                 call = lambda: _visible_only(handlers.list(t, label_selector, field_selector), visible)  # noqa: E731
             elif method == "POST":
-                body = _decode(await request.body())
+                body = await _json_body(request)
                 call = lambda: handlers.create(t, body, user=user, dry_run=dry_run)  # noqa: E731
                 status = 201
             elif method == "DELETE":
@@ -213,7 +226,7 @@ def create_app(
         elif method == "GET":
             call = lambda: handlers.get(t)  # noqa: E731
         elif method == "PUT":
-            body = _decode(await request.body())
+            body = await _json_body(request)
             call = lambda: handlers.update(t, body, user=user, dry_run=dry_run)  # noqa: E731
         elif method == "PATCH":
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -303,6 +316,19 @@ def _visible_only(listed: dict[str, Any], visible: Callable[[dict[str, Any]], bo
     if visible is not None:
         listed["items"] = [o for o in listed["items"] if visible(o)]
     return listed
+
+
+# Bodies Kubernetes accepts that this server reads only for access reviews (``review_proto``).
+_PROTOBUF = "application/vnd.kubernetes.protobuf"
+_UNREADABLE = (_PROTOBUF, "application/cbor")
+
+
+async def _json_body(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in _UNREADABLE:
+        raise UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media types '
+                                   f'include: {JSON_TYPE}')
+    return _decode(await request.body())
 
 
 def _decode(body: bytes) -> Any:

@@ -2,7 +2,8 @@
 
 kubectl sends a bearer token only over TLS, so the app is served here over TLS
 with a throw-away self-signed certificate (kubectl told to skip verification);
-the server's own TLS set-up is not what this tests.
+the server's own TLS set-up is not what this tests. kubectl posts its reviews
+as protobuf (storage/apiserver/review_proto.py reads them).
 """
 from __future__ import annotations
 
@@ -78,7 +79,9 @@ current-context: x
 
         def can_i(*args: str) -> str:
             # The index may still be reading the binding written behind the API's back: a denial waits for it.
-            return kubectl("auth", "can-i", *args).stdout.strip()
+            done = kubectl("auth", "can-i", *args)
+            assert done.stdout.strip() in ("yes", "no"), f"kubectl auth can-i {args}: {done.stderr}"
+            return done.stdout.strip()
 
         assert can_i("list", "pods") == "yes"
         assert can_i("get", "secrets") == "no"

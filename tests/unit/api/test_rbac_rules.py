@@ -220,3 +220,26 @@ def test_escalation_coverage_is_kubernetes_covers() -> None:
                                              "resources": ["pods"]}]))) == 3
     assert uncovered(owner, rules_from([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]))
     assert uncovered(owner, rules_from([{"verbs": ["get"], "nonResourceURLs": ["/api"]}]))
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    assert len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def test_protobuf_reviews_decode_as_kubectl_sends_them() -> None:
+    from storage.apiserver.review_proto import MAGIC, decode_review
+    from storage.errors import BadRequest
+
+    attrs = _field(1, b"ns1") + _field(2, b"get") + _field(5, b"secrets") + _field(7, b"s")
+    raw = _field(2, _field(1, attrs))  # spec.resourceAttributes
+    envelope = MAGIC + _field(1, _field(1, b"authorization.k8s.io/v1") + _field(2, b"SelfSubjectAccessReview")) + _field(2, raw)
+    assert decode_review(envelope, "SelfSubjectAccessReview") == {
+        "kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+        "spec": {"resourceAttributes": {"namespace": "ns1", "verb": "get", "resource": "secrets", "name": "s"}}}
+    sar = MAGIC + _field(2, _field(2, _field(3, b"bob") + _field(4, b"g1") + _field(4, b"g2")))
+    assert decode_review(sar, "SubjectAccessReview")["spec"] == {"user": "bob", "groups": ["g1", "g2"]}
+    with pytest.raises(BadRequest):
+        decode_review(b"{}", "SelfSubjectAccessReview")
+    with pytest.raises(BadRequest):
+        decode_review(MAGIC + b"\x12\x7f", "SelfSubjectAccessReview")  # a length past the end
