@@ -1,4 +1,5 @@
-"""Failed authentications are rate-limited per client address (issue 8, item 6); valid requests are not."""
+"""Failed authentications are rate-limited per client address (issue 8, item 6); valid requests are not
+(SEMANTICS R7, proposed with this change)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,7 +2,7 @@
 
 The issue-8 attack "a node credential touching another node's pods, Secrets or
 Node" reproduced at the API: each attempt must be a 403, while what the agent
-of that node needs keeps working.
+of that node needs keeps working. SEMANTICS R6 (proposed with this change).
 """
 from __future__ import annotations
 

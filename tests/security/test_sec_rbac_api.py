@@ -2,7 +2,8 @@
 
 The attack of issue 8 reproduced here: a ``view`` user reading Secrets, in its
 own namespace and across namespaces. Uses httpx and the kubernetes client:
-kubectl sends bearer tokens only over TLS, which this server does not serve yet.
+kubectl sends bearer tokens only over TLS, which this server does not serve yet (see
+test_sec_kubectl_auth.py). SEMANTICS R1-R5, R8 (proposed with this change).
 """
 from __future__ import annotations
 
