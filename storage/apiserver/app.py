@@ -23,7 +23,7 @@ from storage.api.selectors import parse_field_selector, parse_label_selector
 from storage.apiserver import discovery, proxy, review_proto
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth, User
-from storage.apiserver.authz import Authorization, answer_review, authenticated, request_attributes
+from storage.apiserver.authz import Authorization, answer_review, authenticated, impersonated, request_attributes
 from storage.apiserver.handlers import Handlers, Target
 from storage.apiserver.node_authz import NodeRestriction
 from storage.apiserver.patch import PATCH_TYPES
@@ -158,6 +158,8 @@ def create_app(
                                           retry_after=wait) from None
                 raise
             user = authenticated(user)
+            if "impersonate-user" in request.headers or "impersonate-group" in request.headers:
+                user = await impersonated(authz, user, request.headers)
             CURRENT_USER.set(user)
             if MASTERS in user.groups:  # the common case pays for no attribute parsing
                 decision = ALLOW

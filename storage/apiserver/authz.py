@@ -172,6 +172,26 @@ class Authorization:
         return {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": incomplete}
 
 
+async def impersonated(authz: Authorization, user: User, headers: Any) -> User:
+    """The user a request acts as: ``Impersonate-User`` / ``Impersonate-Group`` (``kubectl --as``), each
+    allowed by the ``impersonate`` verb on users, groups or service accounts, as Kubernetes checks it."""
+    target = headers.get("impersonate-user")
+    groups = headers.getlist("impersonate-group") if hasattr(headers, "getlist") else []
+    if target is None:
+        if groups:
+            raise BadRequest(f"requested {groups} without impersonating a user")
+        return user
+    sa = service_account_of(User(target))
+    if sa is not None:
+        checks = [Attributes(user, "impersonate", True, sa[0], "", "v1", "serviceaccounts", "", sa[1])]
+    else:
+        checks = [Attributes(user, "impersonate", True, "", "", "v1", "users", "", target)]
+    checks += [Attributes(user, "impersonate", True, "", "", "v1", "groups", "", g) for g in groups]
+    for attrs in checks:
+        await authz.check(attrs)
+    return authenticated(User(target, "", tuple(groups)))
+
+
 def review_attributes(user: User, spec: Obj, namespace: str | None = None) -> Attributes:
     """The attributes a SubjectAccessReview's spec asks about."""
     res = spec.get("resourceAttributes")

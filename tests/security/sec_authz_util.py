@@ -33,9 +33,12 @@ class AuthzServer:
     def client(self, user: str) -> Client:
         return Client(self.server.url, self.tokens[user])
 
-    def http(self, user: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.tokens[user] if user != 'admin' else self.server.token}"} if user else {}
-        return httpx.request(method, self.server.url + path, headers=headers, timeout=30, **kwargs)
+    def http(self, user: str | None, method: str, path: str, *, headers: Any = None, **kwargs: Any) -> httpx.Response:
+        """A raw request as ``user`` ("admin", a token-file user, or None for no credentials)."""
+        sent = httpx.Headers(headers or {})
+        if user:
+            sent["Authorization"] = f"Bearer {self.tokens[user] if user != 'admin' else self.server.token}"
+        return httpx.request(method, self.server.url + path, headers=sent, timeout=30, **kwargs)
 
 
 @contextlib.contextmanager

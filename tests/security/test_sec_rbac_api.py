@@ -310,3 +310,37 @@ def test_pod_log_is_authorized_at_the_server_and_the_agent_sees_the_server(srv: 
         agent.should_exit = True
         thread.join(30)
         sock.close()
+
+
+def test_impersonation_needs_the_impersonate_verb(srv: AuthzServer) -> None:
+    # kubectl --as alice: the admin acts as alice and gets alice's answer.
+    as_alice = srv.http("admin", "GET", "/api/v1/namespaces/ns1/secrets/s", headers={"Impersonate-User": "alice"})
+    assert as_alice.status_code == 403 and 'User "alice" cannot get resource "secrets"' in as_alice.json()["message"]
+    assert srv.http("admin", "GET", "/api/v1/namespaces/ns1/pods", headers={"Impersonate-User": "alice"}).status_code == 200
+    groups = srv.http("admin", "GET", "/api/v1/namespaces/ns2/pods",
+                      headers=[("Impersonate-User", "zed"), ("Impersonate-Group", "team-b"),
+                               ("Impersonate-Group", "other")])
+    assert groups.status_code == 403
+    srv.admin().create(role_binding("team-b", "ns2", "view", group="team-b"))
+    assert srv.http("admin", "GET", "/api/v1/namespaces/ns2/pods",
+                    headers=[("Impersonate-User", "zed"), ("Impersonate-Group", "team-b")]).status_code == 200
+    # Without the verb, impersonating the admin is refused.
+    escalate = srv.http("alice", "GET", "/api/v1/namespaces/ns1/secrets/s", headers={"Impersonate-User": "admin"})
+    assert escalate.status_code == 403
+    assert escalate.json()["message"] == ('users "admin" is forbidden: User "alice" cannot impersonate resource "users" '
+                                          'in API group "" at the cluster scope')
+    sneaky = srv.http("alice", "GET", "/api/v1/namespaces/ns1/pods",
+                      headers=[("Impersonate-User", "alice"), ("Impersonate-Group", "system:masters")])
+    assert sneaky.status_code == 403 and 'cannot impersonate resource' in sneaky.json()["message"]
+    assert srv.http("admin", "GET", "/api/v1/pods", headers={"Impersonate-Group": "x"}).status_code == 400
+    # Allowed to act as alice only: the alice part works, adding a group is a separate right.
+    admin = srv.admin()
+    admin.create(cluster_role("impersonate-alice", [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"],
+                                                     "resourceNames": ["alice"]}]))
+    admin.create({"apiVersion": f"{RBAC}/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "carol-as-alice"},
+                  "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "impersonate-alice"},
+                  "subjects": [{"apiGroup": RBAC, "kind": "User", "name": "carol"}]})
+    assert srv.http("carol", "GET", "/api/v1/namespaces/ns1/pods", headers={"Impersonate-User": "alice"}).status_code == 200
+    masters = srv.http("carol", "GET", "/api/v1/namespaces/ns1/secrets/s",
+                       headers=[("Impersonate-User", "alice"), ("Impersonate-Group", "system:masters")])
+    assert masters.status_code == 403 and 'cannot impersonate resource "groups"' in masters.json()["message"]
