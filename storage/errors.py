@@ -148,6 +148,23 @@ class Invalid(StowageError):
         return status
 
 
+class UnsupportedMediaType(StowageError):
+    code, reason = 415, "UnsupportedMediaType"
+
+
+class TooManyRequests(StowageError):
+    code, reason = 429, "TooManyRequests"
+
+    def __init__(self, message: str = "", *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_status(self) -> dict[str, Any]:
+        status = super().to_status()
+        status["details"] = {"retryAfterSeconds": self.retry_after}
+        return status
+
+
 class TemporaryError(StowageError):
     """A backend said 'not now': retry after ``delay`` seconds."""
 

@@ -36,16 +36,17 @@ from storage.agent.runtime import PodRuntime
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
 from storage.api.event_correlator import EventCorrelator, write_event
+from storage.api.names import NODE_AGENT_FINALIZER
 from storage.api.timestamps import now, parse_time
 from storage.client import Client
-from storage.errors import Conflict, Gone, NotFound, StowageError
+from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError
 from storage.system.host_resources import node_resources
 from volume_plugins.registry import default_registry
 
 log = structlog.get_logger(__name__)
 
 Obj = dict[str, Any]
-AGENT_FINALIZER = "stowage.io/node-agent"
+AGENT_FINALIZER = NODE_AGENT_FINALIZER
 POOL_RESOURCE = "stowage.io/local-storage"
 # Pods set up at once: each waits mostly on mount, mkfs and runc (~80 ms a container start),
 # so a few in parallel keep the cores busy without a thread per pod.
@@ -635,7 +636,7 @@ class NodeAgent:
             if fresh is None:
                 try:
                     fresh = self.client.get("pods", name, namespace)
-                except NotFound:
+                except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                     return False
             if _meta(fresh).get("uid") != _meta(pod).get("uid") or _meta(fresh).get("deletionTimestamp"):
                 return False
@@ -646,7 +647,7 @@ class NodeAgent:
             except Conflict:
                 fresh = None
                 continue
-            except NotFound:
+            except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return False
             self._remember(updated)
             pod.clear()
@@ -706,7 +707,7 @@ class NodeAgent:
         for _attempt in range(10):
             try:
                 fresh = self.client.get("pods", name, namespace)
-            except NotFound:
+            except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return
             if _meta(fresh).get("uid") != _meta(pod).get("uid") or AGENT_FINALIZER not in (_meta(fresh).get("finalizers") or []):
                 return
@@ -717,7 +718,7 @@ class NodeAgent:
                 return
             except Conflict:
                 continue
-            except NotFound:
+            except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return
 
     # ---- expansion: the node's half (FileSystemResizePending) -------------------
@@ -733,7 +734,7 @@ class NodeAgent:
         key = (namespace, name)
         try:
             claim = self.client.get("persistentvolumeclaims", name, namespace)
-        except NotFound:
+        except (NotFound, Forbidden):  # no pod here uses it any more
             claim = None
         if claim is None or not _resize_pending(claim):
             with self._lock:
@@ -792,7 +793,7 @@ class NodeAgent:
             if fresh is None:
                 try:
                     fresh = self.client.get("pods", name, namespace)
-                except NotFound:
+                except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                     return
             if _meta(fresh).get("uid") != uid:
                 return
@@ -807,7 +808,7 @@ class NodeAgent:
             except Conflict:
                 fresh = None
                 continue
-            except NotFound:
+            except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return
 
     def _remember(self, pod: Obj) -> None:

@@ -2,13 +2,18 @@
 
 The local provisioner asks the agent on the chosen node to carve, delete or
 grow a pool volume; the API server proxies ``pods/log`` here. Every call
-needs the agent's bearer token.
+needs a bearer token: the agent's own, or one whose user the API server says
+may use this node's API (``nodes/proxy``), asked with a SelfSubjectAccessReview
+under the caller's token, as a kubelet's webhook authorizer does. So an agent
+running under its node credential still serves the control plane's admin.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -19,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from storage.errors import BadRequest, StowageError, Unauthorized
+from storage.errors import BadRequest, Forbidden, StowageError, Unauthorized
 
 if TYPE_CHECKING:
     from storage.agent.agent import NodeAgent
@@ -31,18 +36,60 @@ def _error(exc: StowageError) -> JSONResponse:
     return JSONResponse(exc.to_status(), status_code=exc.code)
 
 
+# How long the API server's answer about a caller is reused (a pool-volume burst asks once).
+_ALLOWED_TTL = 30.0
+_DENIED_TTL = 5.0
+_VERBS = {"GET": "get", "POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}
+
+
+class _DelegatedAuth:
+    """Asks the API server whether a caller's token may use this node's API; remembers answers briefly."""
+
+    def __init__(self, agent: "NodeAgent") -> None:
+        self.agent = agent
+        self._answers: dict[tuple[str, str], tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, token: str, verb: str) -> None:
+        key = (hashlib.sha256(token.encode()).hexdigest(), verb)
+        now = time.monotonic()
+        with self._lock:
+            known = self._answers.get(key)
+        if known is None or known[1] < now:
+            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                      "spec": {"resourceAttributes": {"verb": verb, "resource": "nodes", "subresource": "proxy",
+                                                      "name": self.agent.node}}}
+            try:
+                answer = self.agent.client.create_as(token, review)
+            except Unauthorized:
+                raise Unauthorized("Unauthorized") from None
+            allowed = bool((answer.get("status") or {}).get("allowed"))
+            known = (allowed, now + (_ALLOWED_TTL if allowed else _DENIED_TTL))
+            with self._lock:
+                if len(self._answers) > 1000:
+                    self._answers.clear()
+                self._answers[key] = known
+        if not known[0]:
+            raise Forbidden(f'the caller may not {verb} resource "nodes/proxy" of node "{self.agent.node}"')
+
+
 def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
-    def authorized(request: Request) -> None:
+    delegated = _DelegatedAuth(agent)
+
+    async def authorized(request: Request) -> None:
         if token is None:
             return
         header = request.headers.get("authorization", "")
         given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not given:
             raise Unauthorized("Unauthorized")
+        if hmac.compare_digest(given.encode(), token.encode()):
+            return
+        await run_in_threadpool(delegated.check, given, _VERBS.get(request.method, "get"))
 
     async def guarded(request: Request, fn: Any) -> Response:
         try:
-            authorized(request)
+            await authorized(request)
             return await fn()
         except StowageError as exc:
             return _error(exc)

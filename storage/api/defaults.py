@@ -271,6 +271,13 @@ def _event(obj: dict[str, Any]) -> None:
     obj.setdefault("type", "Normal")
 
 
+def _binding(obj: dict[str, Any]) -> None:
+    """Users and groups are RBAC subjects; a ServiceAccount is in the core group (Kubernetes' SetDefaults_Subject)."""
+    for subject in _each_dict(obj.get("subjects")):
+        if not subject.get("apiGroup") and subject.get("kind") in ("User", "Group"):
+            subject["apiGroup"] = "rbac.authorization.k8s.io"
+
+
 _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "PersistentVolume": _pv,
     "PersistentVolumeClaim": _pvc,
@@ -287,6 +294,8 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Secret": _secret,
     "Namespace": _namespace,
     "Event": _event,
+    "RoleBinding": _binding,
+    "ClusterRoleBinding": _binding,
 }
 
 

@@ -183,3 +183,14 @@ def is_port_name(value: str) -> list[str]:
     if value.startswith("-") or value.endswith("-"):
         errs.append("must not begin or end with a hyphen")
     return errs
+
+
+def is_path_segment_name(value: str) -> list[str]:
+    """Kubernetes' IsValidPathSegmentName: RBAC names may hold ``:`` (``system:node``), never a path separator."""
+    if value in (".", ".."):
+        return [f'may not be \'{value}\'']
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
+
+
+# The finalizer a node agent puts on the pods it starts, so a deletion waits for their containers to stop.
+NODE_AGENT_FINALIZER = "stowage.io/node-agent"

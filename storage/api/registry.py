@@ -21,6 +21,8 @@ class ResourceInfo:
     # apiVersions accepted on input and converted to the served one.
     legacy_api_versions: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+    # False for create-only reviews the API server answers itself (SubjectAccessReview, ...): never stored.
+    stored: bool = True
 
     @property
     def api_version(self) -> str:
@@ -33,6 +35,9 @@ class ResourceInfo:
     def accepts(self, api_version: str) -> bool:
         return api_version == self.api_version or api_version in self.legacy_api_versions
 
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+_CREATE_ONLY = ("create",)
 
 RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("PersistentVolume", "persistentvolumes", "persistentvolume", "", "v1", False, ("pv",)),
@@ -75,6 +80,21 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         "Lease", "leases", "lease", "coordination.k8s.io", "v1", True, (), has_status=False,
         legacy_api_versions=("coordination.k8s.io/v1beta1",),
     ),
+    ResourceInfo("Role", "roles", "role", RBAC_GROUP, "v1", True, (), has_status=False),
+    ResourceInfo("ClusterRole", "clusterroles", "clusterrole", RBAC_GROUP, "v1", False, (), has_status=False),
+    ResourceInfo("RoleBinding", "rolebindings", "rolebinding", RBAC_GROUP, "v1", True, (), has_status=False),
+    ResourceInfo("ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", RBAC_GROUP, "v1", False, (),
+                 has_status=False),
+    ResourceInfo("SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", "authorization.k8s.io", "v1",
+                 False, (), has_status=False, verbs=_CREATE_ONLY, stored=False),
+    ResourceInfo("SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview",
+                 "authorization.k8s.io", "v1", False, (), has_status=False, verbs=_CREATE_ONLY, stored=False),
+    ResourceInfo("LocalSubjectAccessReview", "localsubjectaccessreviews", "localsubjectaccessreview",
+                 "authorization.k8s.io", "v1", True, (), has_status=False, verbs=_CREATE_ONLY, stored=False),
+    ResourceInfo("SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview",
+                 "authorization.k8s.io", "v1", False, (), has_status=False, verbs=_CREATE_ONLY, stored=False),
+    ResourceInfo("SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", "authentication.k8s.io", "v1",
+                 False, (), has_status=False, verbs=_CREATE_ONLY, stored=False),
 )
 
 _BY_KIND = {r.kind: r for r in RESOURCES}
@@ -101,6 +121,11 @@ def by_name(name: str) -> ResourceInfo | None:
         info = _BY_ANY_NAME.get(base)
         return info if info is not None and info.group == group else None
     return _BY_ANY_NAME.get(key)
+
+
+def stored_resources() -> list[ResourceInfo]:
+    """The resources the store keeps (every one but the create-only reviews)."""
+    return [r for r in RESOURCES if r.stored]
 
 
 def groups() -> dict[str, list[ResourceInfo]]:

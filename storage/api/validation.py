@@ -28,6 +28,7 @@ from storage.api.names import (
     is_dns1123_label,
     is_dns1123_subdomain,
     is_port_name,
+    is_path_segment_name,
     is_qualified_name,
     is_valid_label_value,
 )
@@ -175,6 +176,10 @@ class _Errors:
 _NAME_CHECK: dict[str, Callable[[str], list[str]]] = {
     "Namespace": is_dns1123_label,
     "Service": is_dns1035_label,
+    "Role": is_path_segment_name,
+    "ClusterRole": is_path_segment_name,
+    "RoleBinding": is_path_segment_name,
+    "ClusterRoleBinding": is_path_segment_name,
 }
 
 
@@ -1152,6 +1157,78 @@ def _controller_revision_update(errs: _Errors, new: dict[str, Any], old: dict[st
     errs.immutable("data", new.get("data"), old.get("data"))
 
 
+RBAC_GROUP = "rbac.authorization.k8s.io"
+SUBJECT_KINDS = ("Group", "ServiceAccount", "User")
+
+
+def _policy_rules(errs: _Errors, rules: Any, namespaced: bool) -> None:
+    """Kubernetes' ValidatePolicyRule."""
+    for i, rule in enumerate(_l(rules)):
+        rule, path = _d(rule), f"rules[{i}]"
+        if not rule.get("verbs"):
+            errs.required(f"{path}.verbs", "verbs must contain at least one value")
+        urls = rule.get("nonResourceURLs")
+        if urls:
+            shown = json.dumps(urls)
+            if namespaced:
+                errs.invalid(f"{path}.nonResourceURLs", shown, "namespaced rules cannot apply to non-resource URLs")
+            if rule.get("apiGroups") or rule.get("resources") or rule.get("resourceNames"):
+                errs.invalid(f"{path}.nonResourceURLs", shown,
+                             "rules cannot apply to both regular resources and non-resource URLs")
+            continue
+        if not rule.get("apiGroups"):
+            errs.required(f"{path}.apiGroups", "resource rules must supply at least one api group")
+        if not rule.get("resources"):
+            errs.required(f"{path}.resources", "resource rules must supply at least one resource")
+
+
+def _role(errs: _Errors, obj: dict[str, Any]) -> None:
+    _policy_rules(errs, obj.get("rules"), namespaced=True)
+
+
+def _cluster_role(errs: _Errors, obj: dict[str, Any]) -> None:
+    _policy_rules(errs, obj.get("rules"), namespaced=False)
+    for i, selector in enumerate(_l(_d(obj.get("aggregationRule")).get("clusterRoleSelectors"))):
+        _label_selector(errs, f"aggregationRule.clusterRoleSelectors[{i}]", selector)
+
+
+def _binding(errs: _Errors, obj: dict[str, Any], role_kinds: tuple[str, ...], namespaced: bool) -> None:
+    ref = _d(obj.get("roleRef"))
+    if ref.get("apiGroup") != RBAC_GROUP:
+        errs.unsupported("roleRef.apiGroup", ref.get("apiGroup") or "", (RBAC_GROUP,))
+    if ref.get("kind") not in role_kinds:
+        errs.unsupported("roleRef.kind", ref.get("kind") or "", role_kinds)
+    if not ref.get("name"):
+        errs.required("roleRef.name")
+    for i, subject in enumerate(_l(obj.get("subjects"))):
+        subject, path = _d(subject), f"subjects[{i}]"
+        kind, group = subject.get("kind"), subject.get("apiGroup") or ""
+        if not subject.get("name"):
+            errs.required(f"{path}.name")
+        if kind not in SUBJECT_KINDS:
+            errs.unsupported(f"{path}.kind", kind or "", SUBJECT_KINDS)
+        elif kind == "ServiceAccount":
+            if group:
+                errs.unsupported(f"{path}.apiGroup", group, ("",))
+            if not namespaced and not subject.get("namespace"):
+                errs.required(f"{path}.namespace")
+        elif group != RBAC_GROUP:
+            errs.unsupported(f"{path}.apiGroup", group, (RBAC_GROUP,))
+
+
+def _role_binding(errs: _Errors, obj: dict[str, Any]) -> None:
+    _binding(errs, obj, ("ClusterRole", "Role"), namespaced=True)
+
+
+def _cluster_role_binding(errs: _Errors, obj: dict[str, Any]) -> None:
+    _binding(errs, obj, ("ClusterRole",), namespaced=False)
+
+
+def _role_ref_immutable(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    if new.get("roleRef") != old.get("roleRef"):
+        errs.invalid("roleRef", json.dumps(new.get("roleRef")), "cannot change roleRef")
+
+
 def _nothing(errs: _Errors, obj: dict[str, Any]) -> None:
     return None
 
@@ -1179,6 +1256,15 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ControllerRevision": _controller_revision,
     "Deployment": _deployment,
     "Lease": _lease,
+    "Role": _role,
+    "ClusterRole": _cluster_role,
+    "RoleBinding": _role_binding,
+    "ClusterRoleBinding": _cluster_role_binding,
+    "SubjectAccessReview": _nothing,
+    "SelfSubjectAccessReview": _nothing,
+    "LocalSubjectAccessReview": _nothing,
+    "SelfSubjectRulesReview": _nothing,
+    "SelfSubjectReview": _nothing,
 }
 _UPDATE_RULES: dict[str, _UpdateRule] = {
     "PersistentVolume": _pv_update,
@@ -1193,6 +1279,8 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "Secret": _immutable_data_update,
     "ConfigMap": _immutable_data_update,
     "ControllerRevision": _controller_revision_update,
+    "RoleBinding": _role_ref_immutable,
+    "ClusterRoleBinding": _role_ref_immutable,
 }
 _STATUS_PHASES: dict[str, tuple[str, ...]] = {
     "PersistentVolume": PV_PHASES,

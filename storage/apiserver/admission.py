@@ -4,7 +4,8 @@ Validation (``storage.api.validation``) checks an object's shape, alone or
 against its previous version; the plugins here look at the rest of the
 cluster (StorageClasses) or add what Kubernetes' admission chain adds
 (protection finalizers). They run after defaulting and validation and
-before the store, on the main resource only (never on ``/status``).
+before the store, on the main resource; a plugin with ``admit_status``
+also sees ``/status`` writes.
 """
 from __future__ import annotations
 
@@ -64,6 +65,15 @@ class Admission:
             obj = plugin.admit(
                 AdmissionRequest(req.operation, req.resource, obj, req.old, req.store, req.user, req.warnings)
             )
+        return obj
+
+    def admit_status(self, req: AdmissionRequest) -> dict[str, Any]:
+        """A ``/status`` write, seen by the plugins that check those (``admit_status``)."""
+        obj = req.obj
+        for plugin in self.plugins:
+            check = getattr(plugin, "admit_status", None)
+            if check is not None:
+                obj = check(AdmissionRequest(req.operation, req.resource, obj, req.old, req.store, req.user))
         return obj
 
 

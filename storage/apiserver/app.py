@@ -6,6 +6,7 @@ and a hand parser costs less per request than trying a hundred patterns.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -24,15 +25,30 @@ from starlette.types import Receive, Scope, Send
 from storage.api import registry
 from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import discovery, namespaces, openapi_endpoint, proxy, rendering, scale
+from storage.apiserver import discovery, namespaces, openapi_endpoint, proxy, rendering, review_proto, scale
 from storage.apiserver.admission import Admission, default_admission
-from storage.apiserver.auth import TokenAuth
+from storage.apiserver.auth import TokenAuth, User
+from storage.apiserver.authz import Authorization, answer_review, authenticated, impersonated, request_attributes
 from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.handlers import Handlers, Target, with_type
+from storage.apiserver.node_authz import NodeRestriction
 from storage.apiserver.patch import APPLY, PATCH_TYPES
+from storage.apiserver.rbac import ALLOW, MASTERS
+from storage.apiserver.rbac_escalation import CURRENT_USER, RBACEscalation
+from storage.apiserver.ratelimit import FailureLimiter
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events
-from storage.errors import (BadRequest, Gone, MethodNotAllowed, NotFound, RequestEntityTooLarge, StowageError,
-                            TemporaryError)
+from storage.errors import (
+    BadRequest,
+    Gone,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+    StowageError,
+    TemporaryError,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -64,6 +80,8 @@ def _error(err: StowageError) -> Response:
     response = _json(status, err.code)
     if isinstance(err, TemporaryError):
         response.headers["Retry-After"] = str(max(1, int(err.delay + 0.999)))
+    elif isinstance(err, TooManyRequests):
+        response.headers["Retry-After"] = str(err.retry_after)
     return response
 
 
@@ -141,10 +159,22 @@ def create_app(
     admission: Admission | None = None,
     bookmark_interval: float | None = 30.0,
     pod_security_default: str = "baseline",
+    authorization: Authorization | None = None,
+    auth_failures: FailureLimiter | None = None,
+    agent_token: str | None = None,
 ) -> Starlette:
     """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize,
-    Pod Security with ``pod_security_default`` for namespaces without labels)."""
-    handlers = Handlers(store, admission if admission is not None else default_admission(pod_security_default))
+    Pod Security with ``pod_security_default`` for namespaces without labels).
+
+    ``authorization=None`` starts the standard one (default policy, Node and RBAC authorizers); the
+    app's ``state.authz`` holds it for ``close()``. NodeRestriction always ends the admission chain.
+    ``agent_token`` is the server's own credential towards node agents (``pods/log``), as kube-apiserver's
+    kubelet client certificate; without one the caller's own token is passed on.
+    """
+    authz = authorization if authorization is not None else Authorization(store).start()
+    chain = admission if admission is not None else default_admission(pod_security_default)
+    handlers = Handlers(store, Admission([*chain.plugins, NodeRestriction(), RBACEscalation(authz)]))
+    failures = auth_failures if auth_failures is not None else FailureLimiter()
     watches = WatchRegistry()
     # Store calls run here, never on the event loop: a database lock held by another process must
     # not stop /healthz, /livez or any request that does not need the store.
@@ -175,7 +205,23 @@ def create_app(
                 return _health_report(path, checks, verbose)
             if path == "/version":  # public, as Kubernetes' system:public-info-viewer role makes it
                 return Response(static[path], media_type=JSON_TYPE)
-            user = tokens.authenticate(request.headers.get("authorization"))
+            try:
+                user = tokens.authenticate(request.headers.get("authorization"))
+            except Unauthorized:
+                address = request.client.host if request.client else ""
+                wait = failures.failed(address)
+                if wait:
+                    raise TooManyRequests(f"too many failed authentications from {address}, retry in {wait}s",
+                                          retry_after=wait) from None
+                raise
+            user = authenticated(user)
+            if "impersonate-user" in request.headers or "impersonate-group" in request.headers:
+                user = await impersonated(authz, user, request.headers)
+            CURRENT_USER.set(user)
+            if MASTERS in user.groups:  # the common case pays for no attribute parsing
+                decision = ALLOW
+            else:
+                decision = await authz.check(request_attributes(user, request.method, path, request.query_params))
             if openapi_endpoint.is_openapi_path(path):
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
@@ -189,14 +235,16 @@ def create_app(
             if pod_log is not None:
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on pods/log")
-                return await proxy.pod_log(store, *pod_log, request.query_params, request.headers.get("authorization"))
+                # The user was authorized for pods/log above; the agent is asked with the server's own identity.
+                forwarded = f"Bearer {agent_token}" if agent_token else request.headers.get("authorization")
+                return await proxy.pod_log(store, *pod_log, request.query_params, forwarded)
             if len(parts) >= 3 and parts[0] == "api" and parts[1] == "v1":
                 parsed = parse_resource_path("v1", parts[2:])
             elif len(parts) >= 4 and parts[0] == "apis":
                 parsed = parse_resource_path(f"{parts[1]}/{parts[2]}", parts[3:])
             else:
                 raise _not_found()
-            response = await _serve(request, parsed, user.name)
+            response = await _serve(request, parsed, user, decision.visible)
             # Method, path and status only: bodies can hold Secret values and never go into a log.
             log.debug("request", method=request.method, path=path, user=user.name, code=response.status_code)
             return response
@@ -209,10 +257,21 @@ def create_app(
                       traceback=traceback.format_exc())
             return _error(StowageError("internal error"))
 
-    async def _serve(request: Request, parsed: _Parsed, user: str) -> Response:
+    async def _serve(request: Request, parsed: _Parsed, who: User,
+                     visible: Callable[[dict[str, Any]], bool] | None) -> Response:
         t, method, query = parsed.target, request.method, request.query_params
+        user = who.name
+        if not t.info.stored:
+            if method != "POST" or t.name or parsed.watch_prefix:
+                raise MethodNotAllowed(f"{t.info.plural} can only be created")
+            if request.headers.get("content-type", "").split(";")[0].strip().lower() == _PROTOBUF:
+                body = review_proto.decode_review(await _read_body(request), t.info.kind)
+            else:
+                body = await _json_body(request)
+            review = await answer_review(authz, t.info.kind, body, who, t.namespace)
+            return _json(review, 201)
         if method == "GET" and (parsed.watch_prefix or _truthy(query.get("watch"))):
-            return await _watch(request, t)
+            return await _watch(request, t, visible)
         if parsed.watch_prefix:
             raise MethodNotAllowed("only GET is supported on watch paths")
         dry_run = _dry_run(request)
@@ -225,9 +284,9 @@ def create_app(
         if not t.name:
             if method == "GET":
                 call = lambda: rendering.render_list(  # noqa: E731
-                    render, t.info, handlers.list(t, label_selector, field_selector), query)
+                    render, t.info, _visible_only(handlers.list(t, label_selector, field_selector), visible), query)
             elif method == "POST":
-                body = _decode(await _read_body(request), fields)
+                body = await _json_body(request, fields)
                 call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings, fields=fields)  # noqa: E731
                 status = 201
             elif method == "DELETE":
@@ -241,12 +300,12 @@ def create_app(
         elif t.subresource == "finalize":
             if method != "PUT":
                 raise MethodNotAllowed(f"{method} is not supported on namespaces/finalize")
-            body = _decode(await request.body())
+            body = _decode(await _read_body(request))
             call = lambda: with_type(t.info, namespaces.finalize(store, t.name, body, dry_run=dry_run))  # noqa: E731
         elif method == "GET":
             call = lambda: rendering.render_one(render, t.info, handlers.get(t), query)  # noqa: E731
         elif method == "PUT":
-            body = _decode(await _read_body(request), fields)
+            body = await _json_body(request, fields)
             call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings, fields=fields)  # noqa: E731
         elif method == "PATCH":
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -272,7 +331,9 @@ def create_app(
 
         # In the store pool, off the event loop (a plain executor hop: cheaper per request than
         # anyio's to_thread with its limiter and cancel scopes).
-        payload = await asyncio.get_running_loop().run_in_executor(executor, lambda: encode_json(call()))
+        # The request's context goes along: admission reads the caller from a context variable.
+        context = contextvars.copy_context()
+        payload = await asyncio.get_running_loop().run_in_executor(executor, context.run, lambda: encode_json(call()))
         response = Response(payload, status_code=status, media_type=render.content_type)
         for name, value in fields.headers():
             response.headers.append(name, value)
@@ -292,7 +353,7 @@ def create_app(
         raw = await _read_body(request)
         return lambda: scale.patch(handlers, t, content_type, raw, user=user, dry_run=dry_run)
 
-    async def _watch(request: Request, t: Target) -> Response:
+    async def _watch(request: Request, t: Target, visible: Callable[[dict[str, Any]], bool] | None) -> Response:
         query = request.query_params
         rv = query.get("resourceVersion") or ""
         label_selector, field_selector = query.get("labelSelector") or "", query.get("fieldSelector") or ""
@@ -305,6 +366,7 @@ def create_app(
             name=t.name,
             label_matches=parse_label_selector(label_selector).matches if label_selector else None,
             field_matches=parse_field_selector(field_selector) if field_selector else None,
+            visible=visible,
         )
         namespace = t.namespace if t.info.namespaced else None
 
@@ -333,6 +395,7 @@ def create_app(
     app.state.store = store
     app.state.watches = watches
     app.state.store_executor = executor
+    app.state.authz = authz
     standard = app.build_middleware_stack()
 
     async def direct(scope: Scope, receive: Receive, send: Send) -> None:
@@ -351,6 +414,26 @@ def create_app(
 
     app.middleware_stack = direct
     return app
+
+
+def _visible_only(listed: dict[str, Any], visible: Callable[[dict[str, Any]], bool] | None) -> dict[str, Any]:
+    """A list narrowed to what the authorizer lets this user see (a node's claims and volumes)."""
+    if visible is not None:
+        listed["items"] = [o for o in listed["items"] if visible(o)]
+    return listed
+
+
+# Bodies Kubernetes accepts that this server reads only for access reviews (``review_proto``).
+_PROTOBUF = "application/vnd.kubernetes.protobuf"
+_UNREADABLE = (_PROTOBUF, "application/cbor")
+
+
+async def _json_body(request: Request, fields: FieldValidation | None = None) -> Any:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in _UNREADABLE:
+        raise UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media types '
+                                   f'include: {JSON_TYPE}')
+    return _decode(await _read_body(request), fields)
 
 
 async def _read_body(request: Request) -> bytes:

@@ -115,7 +115,7 @@ class Handlers:
             )
         wanted_rv = obj["metadata"].get("resourceVersion") or None
         if t.subresource == "status":
-            return self._write_status(t, lambda old: obj, wanted_rv, dry_run)
+            return self._write_status(t, lambda old: obj, wanted_rv, dry_run, user)
         return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings)
 
     def patch(self, t: Target, content_type: str, body: bytes, *, user: str = "", dry_run: bool = False,
@@ -145,7 +145,7 @@ class Handlers:
             return new
 
         if t.subresource == "status":
-            return self._write_status(t, patched, wanted_rv, dry_run)
+            return self._write_status(t, patched, wanted_rv, dry_run, user)
         return self._write(t, patched, wanted_rv, user, dry_run, warnings)
 
     def delete(self, t: Target, options: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
@@ -271,7 +271,7 @@ class Handlers:
         raise self._conflict(t)
 
     def _write_status(self, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]], wanted_rv: str | None,
-                      dry_run: bool) -> dict[str, Any]:
+                      dry_run: bool, user: str = "") -> dict[str, Any]:
         if not t.info.has_status:
             raise NotFound(f"{t.info.plural} has no status subresource")
         for _ in range(_MAX_RETRIES):
@@ -289,6 +289,7 @@ class Handlers:
             except Invalid as e:
                 raise self._named(e, obj, t.info) from None
             obj = result if result is not None else obj
+            obj = self.admission.admit_status(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user))
             saved = self._save(t, obj, wanted_rv, dry_run)
             if saved is not None:
                 return saved

@@ -147,7 +147,7 @@ async def pod_log(store: Store, namespace: str, name: str, query: Mapping[str, s
     if req.tail_lines is not None:
         params["tailLines"] = str(req.tail_lines)
     url = f"{base}/pods/{quote(namespace, safe='')}/{quote(name, safe='')}/log"
-    # The caller's own credentials go to the agent: the API server adds no authority of its own.
+    # The credential the API server chose (its own, once the caller is authorized for pods/log).
     headers = {"Authorization": authorization} if authorization else {}
     # A followed log may be quiet for hours; only connecting is bounded.
     client = httpx.AsyncClient(timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None if req.follow else 60.0))

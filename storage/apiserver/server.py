@@ -68,7 +68,8 @@ def serve(
 ) -> None:
     """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread)."""
     tokens = tokens if tokens is not None else load_token_auth(data_dir)
-    app = create_app(store, tokens, admission=admission, pod_security_default=pod_security_default)
+    app = create_app(store, tokens, admission=admission, pod_security_default=pod_security_default,
+                     agent_token=ensure_admin_token(data_dir))
     sock = sock if sock is not None else bind_socket(host, port)
     real_port = sock.getsockname()[1]
     ensure_system_objects(store, host, real_port)
@@ -99,6 +100,7 @@ def serve(
             signal.signal(sig, handler)
         app.state.watches.close_all()
         app.state.store_executor.shutdown(wait=False, cancel_futures=True)
+        app.state.authz.close()
         stop_event.set()
         sock.close()
         log.info("api server stopped", port=real_port)

@@ -35,10 +35,12 @@ class WatchFilter:
     name: str = ""
     label_matches: Callable[[dict[str, str]], bool] | None = None
     field_matches: Callable[[dict[str, Any]], bool] | None = None
+    # What the authorizer lets this watcher see (None: everything it may list).
+    visible: Callable[[dict[str, Any]], bool] | None = None
 
     @property
     def selective(self) -> bool:
-        return bool(self.name or self.label_matches or self.field_matches)
+        return bool(self.name or self.label_matches or self.field_matches or self.visible)
 
     def matches(self, obj: dict[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
@@ -47,6 +49,8 @@ class WatchFilter:
         if self.label_matches is not None and not self.label_matches(meta.get("labels") or {}):
             return False
         if self.field_matches is not None and not self.field_matches(obj):
+            return False
+        if self.visible is not None and not self.visible(obj):
             return False
         return True
 

@@ -47,7 +47,7 @@ class GarbageCollector(Reconciler):
     primary = "*"  # keys come from watches(): every resource maps to its own keys
 
     def watches(self) -> dict[str, Callable[[Obj], Iterable[str]]]:
-        return {r.plural: self._mapper(r.plural) for r in RESOURCES if r.plural not in _SKIPPED}
+        return {r.plural: self._mapper(r.plural) for r in RESOURCES if r.stored and r.plural not in _SKIPPED}
 
     def _mapper(self, resource: str) -> Callable[[Obj], Iterable[str]]:
         def keys(obj: Obj) -> list[str]:
@@ -76,7 +76,7 @@ class GarbageCollector(Reconciler):
             return []
         found: list[tuple[str, Obj]] = []
         for info in RESOURCES:
-            if info.plural in _SKIPPED:
+            if info.plural in _SKIPPED or not info.stored:
                 continue
             scope = namespace if info.namespaced else ""
             if info.namespaced and not namespace:

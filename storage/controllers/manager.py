@@ -347,7 +347,7 @@ class ControllerManager:
         self.controllers = [_Controller(cls(self.ctx), max(workers, getattr(cls, "workers", workers)))
                             for cls in reconcilers]
         self.resync_seconds = resync_seconds
-        self.resources = list(resources) if resources is not None else [r.plural for r in RESOURCES]
+        self.resources = list(resources) if resources is not None else [r.plural for r in RESOURCES if r.stored]
         self.synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

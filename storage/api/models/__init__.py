@@ -28,6 +28,17 @@ from storage.api.models.core import (
     Service,
 )
 from storage.api.models.meta import ObjectMeta, ObjectReference, OwnerReference
+from storage.api.models.rbac import (
+    ClusterRole,
+    ClusterRoleBinding,
+    LocalSubjectAccessReview,
+    Role,
+    RoleBinding,
+    SelfSubjectAccessReview,
+    SelfSubjectReview,
+    SelfSubjectRulesReview,
+    SubjectAccessReview,
+)
 from storage.api.models.pod import Container, PodSpec, PodTemplateSpec
 from storage.api.models.storage_kinds import StorageClass, VolumeAttachment
 from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES, Volume
@@ -55,6 +66,15 @@ MODELS: dict[str, type[BaseModel]] = {
     "ControllerRevision": ControllerRevision,
     "Deployment": Deployment,
     "Lease": Lease,
+    "Role": Role,
+    "ClusterRole": ClusterRole,
+    "RoleBinding": RoleBinding,
+    "ClusterRoleBinding": ClusterRoleBinding,
+    "SubjectAccessReview": SubjectAccessReview,
+    "SelfSubjectAccessReview": SelfSubjectAccessReview,
+    "LocalSubjectAccessReview": LocalSubjectAccessReview,
+    "SelfSubjectRulesReview": SelfSubjectRulesReview,
+    "SelfSubjectReview": SelfSubjectReview,
 }
 
 _missing = {r.kind for r in RESOURCES} - set(MODELS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 from provisioners import registry as provisioner_registry
 from provisioners.local import LocalProvisioner
 from storage.agent.agent import AgentConfig, NodeAgent, PoolSpec
+from storage.apiserver.auth import TOKEN_FILE, User, append_token
 from storage.client import Client
 from storage.controllers.manager import ControllerManager, run_controllers
 from storage.errors import NotFound
@@ -46,9 +48,26 @@ def random_ip_range() -> str:
     return f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.0/24"
 
 
+# Agents started in-process run under their own node credential (user system:node:<name> in group
+# system:nodes), so every test here also checks that the agent needs no more than node authorization allows.
+NODE_NAMES = ("n1", "n2", "n3", "n4")
+
+
+def _node_tokens(base: Path) -> dict[str, str]:
+    data_dir = base / "apiserver"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tokens = {}
+    for name in NODE_NAMES:
+        token = secrets.token_urlsafe(24)
+        append_token(data_dir / TOKEN_FILE, token, User(f"system:node:{name}", f"node-{name}", ("system:nodes",)))
+        tokens[name] = token
+    return tokens
+
+
 class Cluster:
     def __init__(self, base: Path) -> None:
         self.base = base
+        self.node_tokens = _node_tokens(base)
         self._server_cm = running_server(base)
         self.server = self._server_cm.__enter__()
         self.client: Client = self.server.client()
@@ -94,7 +113,9 @@ class Cluster:
                            pod_ip_range=random_ip_range(), **kwargs)
 
     def add_agent(self, name: str, **kwargs: Any) -> NodeAgent:
-        agent = NodeAgent(self.server.client(), self.agent_config(name, **kwargs), token=self.server.token)
+        client = Client(self.server.url, self.node_tokens[name]) if name in self.node_tokens else self.server.client()
+        # The agent's own HTTP API keeps the admin token: the provisioner and the log proxy call it with that.
+        agent = NodeAgent(client, self.agent_config(name, **kwargs), token=self.server.token)
         agent.start()
         self.agents[name] = agent
         return agent

@@ -1,0 +1,77 @@
+"""A real agent under its node credential (system:node:n1, group system:nodes): it runs a pod with a
+Secret volume and a local claim, and that credential is refused everything of another node and of the
+cluster admin (issue 8: "a node credential touching another node's pods, Secrets or Node")."""
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from agent_cluster import Cluster, claim, local_class, pod, wait_until
+from storage.agent.agent import NodeAgent
+from storage.client import Client
+from storage.errors import Forbidden
+
+pytestmark = pytest.mark.root
+
+
+def test_agent_runs_a_pod_with_a_secret_under_its_node_credential_and_nothing_more(cluster: Cluster) -> None:
+    cluster.start_controllers()
+    # As ``stowage agent --kubeconfig <node kubeconfig>``: the node token is its API credential and its own
+    # HTTP API's token; the provisioner calls that API with the admin token, which the agent has the API
+    # server check (SelfSubjectAccessReview on nodes/proxy).
+    node_token = cluster.node_tokens["n1"]
+    agent = NodeAgent(Client(cluster.server.url, node_token), cluster.agent_config("n1"), token=node_token)
+    agent.start()
+    cluster.agents["n1"] = agent
+    admin = cluster.client
+    # Another node, with a pod of its own using its own Secret (no agent runs there: only its objects matter).
+    admin.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2", "labels": {"kubernetes.io/hostname": "n2"}}})
+    admin.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other", "namespace": "default"},
+                  "data": {"password": base64.b64encode(b"not-yours").decode()}})
+    admin.create(pod("elsewhere", volumes=[{"name": "s", "secret": {"secretName": "other"}}],
+                     mounts_=[{"name": "s", "mountPath": "/s"}], nodeName="n2"))
+    admin.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mine", "namespace": "default"},
+                  "data": {"password": base64.b64encode(b"s3cret").decode()}})
+    cluster.apply(local_class(), claim("data"), pod(
+        "reader", "cat /s/password > /data/out; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
+        claims={"data": "/data"}, volumes=[{"name": "s", "secret": {"secretName": "mine"}}],
+        mounts_=[{"name": "s", "mountPath": "/s"}]))
+    running = cluster.wait_running("reader")
+    assert running["spec"]["nodeName"] == "n1"
+    out = next((cluster.agent_dir("n1") / "pods" / running["metadata"]["uid"] / "volumes").glob("*/data")) / "out"
+    wait_until(lambda: out.exists() and out.read_text().strip(), "the pod to copy its secret")
+    assert out.read_text().strip() == "s3cret"
+
+    node = Client(cluster.server.url, cluster.node_tokens["n1"])
+    assert node.get("secrets", "mine", "default")["metadata"]["name"] == "mine"
+    with pytest.raises(Forbidden, match="no relationship found between node 'n1' and this object"):
+        node.get("secrets", "other", "default")
+    n2 = admin.get("nodes", "n2")
+    with pytest.raises(Forbidden):
+        node.update({**n2, "metadata": {**n2["metadata"], "labels": {**n2["metadata"]["labels"], "x": "y"}}})
+    with pytest.raises(Forbidden):
+        node.update_status({**n2, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    elsewhere = admin.get("pods", "elsewhere", "default")
+    with pytest.raises(Forbidden):
+        node.update_status({**elsewhere, "status": {"phase": "Running"}})
+    with pytest.raises(Forbidden):
+        node.get("pods", "elsewhere", "default")
+    headers = {"Authorization": f"Bearer {cluster.node_tokens['n1']}"}
+    for method, path in (("GET", "/api/v1/secrets"), ("GET", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"),
+                         ("DELETE", "/api/v1/nodes/n2"), ("DELETE", "/api/v1/namespaces/default/pods/elsewhere"),
+                         ("POST", "/api/v1/namespaces")):
+        resp = httpx.request(method, cluster.server.url + path, headers=headers, timeout=30,
+                             json={"metadata": {"name": "x"}} if method == "POST" else None)
+        assert resp.status_code == 403, (method, path, resp.text)
+        assert "not-yours" not in resp.text and "bm90LXlvdXJz" not in resp.text
+    # The agent's own API: the admin (system:masters) may use it, another node may not, a stranger is unknown.
+    log_url = f"http://127.0.0.1:{agent.port}/pods/default/reader/log"
+    assert httpx.get(log_url, headers={"Authorization": f"Bearer {cluster.server.token}"}, timeout=30).status_code == 200
+    assert httpx.get(log_url, headers={"Authorization": f"Bearer {cluster.node_tokens['n2']}"}, timeout=30).status_code == 403
+    assert httpx.get(log_url, headers={"Authorization": "Bearer nobody"}, timeout=30).status_code == 401
+    assert httpx.get(log_url, timeout=30).status_code == 401
+    # Deletion still works end to end: the agent removes its finalizer under the same credential.
+    admin.delete("pods", "reader", "default")
+    cluster.wait_gone("pods", "reader", "default")
