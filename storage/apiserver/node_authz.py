@@ -28,6 +28,7 @@ from storage.errors import BadRequest, Forbidden
 
 Obj = dict[str, Any]
 _READ = ("get", "list", "watch")
+NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 
 def _rule(verbs: tuple[str, ...], groups: tuple[str, ...], resources: tuple[str, ...]) -> Rule:
@@ -72,6 +73,13 @@ class NodeAuthorizer:
         if not attrs.resource_request:
             return Decision(False)
         group, resource, verb = attrs.api_group, attrs.resource, attrs.verb
+        if group == "coordination.k8s.io" and resource == "leases":
+            # Its own heartbeat Lease only (Kubernetes' NodeRules plus NodeRestriction).
+            if attrs.namespace != NODE_LEASE_NAMESPACE or verb not in ("get", "create", "update", "patch"):
+                return Decision(False, f"can only use its own Lease in {NODE_LEASE_NAMESPACE}")
+            if verb != "create" and attrs.name != node:
+                return Decision(False, f'node "{node}" is not allowed to use the Lease "{attrs.name}"')
+            return ALLOW
         if group == "":
             if resource in ("secrets", "configmaps"):
                 return self._read_namespaced(node, attrs)
@@ -108,6 +116,10 @@ class NodeAuthorizer:
             return Decision(False, "can only read resources of this type")
         if attrs.subresource:
             return Decision(False, "cannot read subresource")
+        if not attrs.name and attrs.verb in ("list", "watch"):
+            # The agent watches these to retry a pod as soon as what it waits for appears; it is
+            # shown only the objects its own pods use.
+            return self._get_or_visible(node, attrs)
         if not attrs.namespace:
             return Decision(False, "can only read namespaced object of this type")
         return self._related(node, attrs)
@@ -189,6 +201,8 @@ class NodeRestriction:
             self._node(node, req)
         elif plural == "pods":
             self._pod(node, req)
+        elif plural == "leases" and (req.obj.get("metadata") or {}).get("name") != node:
+            raise Forbidden(f'node "{node}" is not allowed to modify the Lease of another node')
         return req.obj
 
     def admit_status(self, req: AdmissionRequest) -> Obj:

@@ -87,8 +87,13 @@ def test_node_reads_only_what_its_pods_use(srv: AuthzServer) -> None:
     assert resp.json()["message"] == (
         'secrets "s2" is forbidden: User "system:node:n1" cannot get resource "secrets" in API group "" in the '
         "namespace \"ns\": no relationship found between node 'n1' and this object")
-    for path in ("/api/v1/namespaces/ns/secrets", "/api/v1/secrets", "/api/v1/namespaces/ns/secrets?watch=true"):
-        assert srv.http(N1, "GET", path).status_code == 403, path
+    # Secrets and ConfigMaps may be listed and watched (the agent retries a waiting pod when one
+    # appears), showing only what the node's pods use: never another pod's Secret.
+    for path in ("/api/v1/namespaces/ns/secrets", "/api/v1/secrets"):
+        listed = srv.http(N1, "GET", path)
+        assert listed.status_code == 200, path
+        assert sorted(s["metadata"]["name"] for s in listed.json()["items"]) == ["s-env", "s1"]
+    assert sorted(c["metadata"]["name"] for c in n1.list("configmaps")[0]) == ["cm1"]
     # A single object by field selector is a read of that object (as the kubelet's secret watches).
     one = srv.http(N1, "GET", "/api/v1/namespaces/ns/secrets?fieldSelector=metadata.name%3Ds1")
     assert one.status_code == 200 and [s["metadata"]["name"] for s in one.json()["items"]] == ["s1"]
@@ -228,3 +233,27 @@ def test_node_may_request_tokens_only_for_its_pods_service_accounts(srv: AuthzSe
     srv.admin().create(pod("with-sa", "ns", "n2", serviceAccountName="robot"))
     assert review(N1, "default") and not review(N1, "robot")
     assert review(N2, "robot")
+
+
+def _lease(name: str) -> Obj:
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40}}
+
+
+def test_node_uses_only_its_own_heartbeat_lease(srv: AuthzServer) -> None:
+    """SEMANTICS N4 with R6: a node renews its own Lease in kube-node-lease and no other."""
+    base = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+    created = srv.http(N1, "POST", base, json=_lease("n1"))
+    assert created.status_code == 201, created.text
+    own = srv.http(N1, "GET", f"{base}/n1").json()
+    own["spec"]["renewTime"] = "2026-01-01T00:00:00.000000Z"
+    assert srv.http(N1, "PUT", f"{base}/n1", json=own).status_code == 200
+    assert srv.http(N2, "POST", base, json=_lease("n2")).status_code == 201
+    assert srv.http(N1, "GET", f"{base}/n2").status_code == 403
+    stolen = srv.http(N2, "GET", f"{base}/n2").json()
+    assert srv.http(N1, "PUT", f"{base}/n2", json=stolen).status_code == 403
+    assert srv.http(N1, "POST", base, json=_lease("n3")).status_code == 403
+    assert srv.http(N1, "DELETE", f"{base}/n1").status_code == 403
+    other_ns = "/apis/coordination.k8s.io/v1/namespaces/ns/leases"
+    assert srv.http(N1, "POST", other_ns, json={**_lease("n1"), "metadata": {"name": "n1", "namespace": "ns"}}).status_code == 403
