@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from storage.api import registry
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import discovery, proxy
+from storage.apiserver import discovery, metrics, proxy, streams
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth
 from storage.apiserver.handlers import Handlers, Target
@@ -111,6 +111,11 @@ def create_app(
         static[prefix + gv] = orjson.dumps(discovery.api_resource_list(gv))
     for group in discovery.named_groups():
         static[f"/apis/{group}"] = orjson.dumps(discovery.api_group(group))
+    # The resource metrics API is served here too (read from the agents), so it is discoverable.
+    group_list = discovery.api_group_list()
+    group_list["groups"].append(metrics.api_group())
+    static["/apis"] = orjson.dumps(group_list)
+    static.update({path: orjson.dumps(doc) for path, doc in metrics.discovery_documents().items()})
 
     async def endpoint(request: Request) -> Response:
         path = request.scope["path"].rstrip("/") or "/"
@@ -125,11 +130,16 @@ def create_app(
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
                 return Response(static[path], media_type=JSON_TYPE)
             parts = path.split("/")[1:]
-            pod_log = proxy.log_target(parts)
-            if pod_log is not None:
+            pod_sub = proxy.pod_subresource_target(parts)
+            if pod_sub is not None and pod_sub[2] == "log":
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on pods/log")
-                return await proxy.pod_log(store, *pod_log, request.query_params, request.headers.get("authorization"))
+                return await proxy.pod_log(store, *pod_sub[:2], request.query_params, request.headers.get("authorization"))
+            if pod_sub is not None:
+                return await run_in_threadpool(streams.check_plain_request, store, *pod_sub, request.query_params)
+            if metrics.is_metrics_path(parts):
+                return _json(await metrics.serve(store, request.method, parts, request.query_params,
+                                                 request.headers.get("authorization")))
             if len(parts) >= 3 and parts[0] == "api" and parts[1] == "v1":
                 parsed = parse_resource_path("v1", parts[2:])
             elif len(parts) >= 4 and parts[0] == "apis":
@@ -246,6 +256,9 @@ def create_app(
         if scope["type"] == "http" and scope["method"] in _METHOD_SET:
             response = await endpoint(Request(scope, receive))
             await response(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # pods/exec, pods/attach, pods/portforward
+            await streams.serve_websocket(scope, receive, send, store, tokens)
             return
         await standard(scope, receive, send)
 
