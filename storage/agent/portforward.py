@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+# The same protocol under a name that is a valid RFC 6455 token ("/" is not), for WebSocket
+# clients that check subprotocol names strictly: the API server uses it on its hop to the agent.
+TUNNEL_PROTOCOL_TOKEN = "spdy-3.1.portforward.k8s.io"
 
 
 @dataclass
@@ -167,7 +170,9 @@ async def portforward_ws(agent: "NodeAgent", ws: WebSocket) -> None:
     assert agent.runtime is not None
     namespace, name = ws.path_params["namespace"], ws.path_params["name"]
     try:
-        if TUNNEL_PROTOCOL not in offered_protocols(ws.headers):
+        offered = offered_protocols(ws)
+        protocol = next((p for p in (TUNNEL_PROTOCOL, TUNNEL_PROTOCOL_TOKEN) if p in offered), None)
+        if protocol is None:
             raise BadRequest(f"port-forward needs the WebSocket subprotocol {TUNNEL_PROTOCOL}")
         uid, _pod_obj = _pod(agent, namespace, name)
         pod_ip = agent.runtime.pod_ip(uid)
@@ -176,6 +181,6 @@ async def portforward_ws(agent: "NodeAgent", ws: WebSocket) -> None:
     except StowageError as exc:
         await _deny(ws, exc)
         return
-    await ws.accept(subprotocol=TUNNEL_PROTOCOL)
+    await ws.accept(subprotocol=protocol)
     log.info("port-forward", pod=f"{namespace}/{name}")
     await Session(ws, pod_ip, name).run()

@@ -120,8 +120,9 @@ def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
 
 
 def start_agent_server(agent: "NodeAgent", host: str, port: int, token: str | None) -> tuple[uvicorn.Server, int]:
+    # wsproto: kubectl's port-forward subprotocol name has a "/", which the websockets library refuses.
     config = uvicorn.Config(build_app(agent, token), host=host, port=port, log_level="warning", access_log=False,
-                            lifespan="off")
+                            lifespan="off", ws="wsproto")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     started = threading.Event()

@@ -52,8 +52,10 @@ CHANNEL_PROTOCOLS = (V5, V4)  # preferred first
 READ_SIZE = 32 * 1024
 
 
-def offered_protocols(headers: Any) -> list[str]:
-    return [p.strip() for p in (headers.get("sec-websocket-protocol") or "").split(",") if p.strip()]
+def offered_protocols(ws: WebSocket) -> list[str]:
+    """The client's subprotocols, from the ASGI scope (some servers keep them out of the headers)."""
+    offered = ws.scope.get("subprotocols") or (ws.headers.get("sec-websocket-protocol") or "").split(",")
+    return [p.strip() for p in offered if p.strip()]
 
 
 def _truthy(value: str | None) -> bool:
@@ -184,7 +186,7 @@ def _resize(fd: int, payload: bytes) -> bool:
 
 
 async def _accept(ws: WebSocket) -> ChannelSocket | None:
-    protocol = next((p for p in CHANNEL_PROTOCOLS if p in offered_protocols(ws.headers)), None)
+    protocol = next((p for p in CHANNEL_PROTOCOLS if p in offered_protocols(ws)), None)
     if protocol is None:
         error = BadRequest(f"none of the offered subprotocols is supported; this server speaks {', '.join(CHANNEL_PROTOCOLS)}")
         await ws.send_denial_response(_status_error(error))

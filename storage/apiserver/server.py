@@ -72,6 +72,7 @@ def serve(
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        ws="wsproto",  # kubectl's port-forward subprotocol name has a "/", which the websockets library refuses
     )
     server = _Server(config, ready)
     stop_event = stop_event if stop_event is not None else threading.Event()

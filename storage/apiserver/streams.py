@@ -33,6 +33,11 @@ from storage.store.base import Store
 log = structlog.get_logger(__name__)
 
 STREAMED = frozenset({"exec", "attach", "portforward"})
+# kubectl's port-forward subprotocol has a "/" in it, which RFC 6455 does not allow in a
+# subprotocol name; the WebSocket client used for the agent hop checks names strictly, so
+# that hop uses the agent's token-safe alias.
+_TO_AGENT = {"SPDY/3.1+portforward.k8s.io": "spdy-3.1.portforward.k8s.io"}
+_FROM_AGENT = {v: k for k, v in _TO_AGENT.items()}
 
 
 def _query_pairs(query: Any) -> list[tuple[str, str]]:
@@ -91,16 +96,18 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send, store: Sto
         pairs.append(("container", container))
     url = (base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
            + f"/pods/{quote(namespace, safe='')}/{quote(name, safe='')}/{subresource}?{urlencode(pairs)}")
-    offered = [p.strip() for p in (ws.headers.get("sec-websocket-protocol") or "").split(",") if p.strip()]
+    # Some ASGI servers keep the offered subprotocols out of the headers and in the scope.
+    offered = [p.strip() for p in ws.scope.get("subprotocols") or
+               (ws.headers.get("sec-websocket-protocol") or "").split(",") if p.strip()]
     authorization = ws.headers.get("authorization")
     headers = {"Authorization": authorization} if authorization else {}
     try:
-        upstream = await connect(url, subprotocols=offered or None, additional_headers=headers,  # type: ignore[arg-type]
+        upstream = await connect(url, subprotocols=[_TO_AGENT.get(p, p) for p in offered] or None, additional_headers=headers,  # type: ignore[arg-type]
                                  open_timeout=proxy.CONNECT_TIMEOUT, max_size=None, compression=None,
                                  ping_interval=None)
     except InvalidStatus as exc:
         response = exc.response
-        await ws.send_denial_response(Response(response.body or b"", status_code=response.status_code,
+        await ws.send_denial_response(Response(bytes(response.body or b""), status_code=response.status_code,
                                                media_type="application/json"))
         return
     except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
@@ -109,7 +116,8 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send, store: Sto
             f"error dialing backend: cannot reach the node agent at {base}: {exc or type(exc).__name__}")))
         return
     async with upstream:
-        await ws.accept(subprotocol=upstream.subprotocol)
+        chosen = upstream.subprotocol
+        await ws.accept(subprotocol=_FROM_AGENT.get(chosen, chosen) if chosen else None)
         await _relay(ws, upstream)
 
 
