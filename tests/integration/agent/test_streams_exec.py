@@ -236,3 +236,108 @@ def test_port_forward_to_a_closed_port_reports_the_error(cluster: Cluster, node:
         with socket.create_connection(("127.0.0.1", local), timeout=30) as conn:
             conn.settimeout(30)
             assert conn.recv(100) == b""  # the connection closes: nothing listens in the pod
+
+
+# ---- logs ----------------------------------------------------------------------------------
+
+def _log(cluster: Cluster, name: str, **params: str) -> httpx.Response:
+    return httpx.get(f"{cluster.server.url}/api/v1/namespaces/default/pods/{name}/log", params=params,
+                     headers={"Authorization": f"Bearer {cluster.server.token}"}, timeout=60)
+
+
+def test_log_options(cluster: Cluster, node: NodeAgent) -> None:
+    # Three lines, a pause long enough to tell them apart by time, then two more.
+    run_pod(cluster, "talk", ["sh", "-c", "echo one; echo two; echo three; sleep 2; echo four; echo five; sleep 1d"])
+    full = wait_for(lambda: (r := _log(cluster, "talk")).text.count("\n") == 5 and r, "five lines")
+    assert full.text == "one\ntwo\nthree\nfour\nfive\n"
+    assert _log(cluster, "talk", tailLines="2").text == "four\nfive\n"
+    assert _log(cluster, "talk", limitBytes="6").text == "one\ntw"
+    stamped = _log(cluster, "talk", timestamps="true").text.splitlines()
+    times = [datetime.fromisoformat(line.split(" ", 1)[0].replace("Z", "+00:00")[:26] + "+00:00") for line in stamped]
+    assert [line.split(" ", 1)[1] for line in stamped] == ["one", "two", "three", "four", "five"]
+    assert times == sorted(times) and times[3] - times[2] >= timedelta(seconds=1)
+    # sinceTime between the two groups keeps only the later lines; sinceSeconds as well once old enough.
+    between = (times[2] + (times[3] - times[2]) / 2).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert _log(cluster, "talk", sinceTime=between).text == "four\nfive\n"
+    age = (datetime.now(timezone.utc) - times[0]).total_seconds()
+    assert _log(cluster, "talk", sinceSeconds=str(int(age) + 60)).text == full.text
+
+
+def test_log_option_errors_are_statuses(cluster: Cluster, node: NodeAgent) -> None:
+    run_pod(cluster, "talk", ["sleep", "1d"])
+    bad = _log(cluster, "talk", tailLines="-1")
+    assert bad.status_code == 422
+    assert bad.json()["kind"] == "Status" and bad.json()["reason"] == "Invalid"
+    assert bad.json()["message"] == 'PodLogOptions "talk" is invalid: tailLines: Invalid value: -1: must be greater than or equal to 0'
+    both = _log(cluster, "talk", sinceSeconds="5", sinceTime="2024-01-01T00:00:00Z")
+    assert both.status_code == 422 and "at most one of `sinceTime` or `sinceSeconds`" in both.json()["message"]
+    prev = _log(cluster, "talk", previous="true")
+    assert prev.status_code == 400
+    assert prev.json()["message"] == 'previous terminated container "main" in pod "talk" not found'
+
+
+def test_previous_log_after_a_restart(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+    crash = pod("crash", ["sh", "-c", "if [ -e /state/ran ]; then echo second; sleep 1d; fi; "
+                                      "touch /state/ran; echo first; exit 1"],
+                volumeMounts=[{"name": "state", "mountPath": "/state"}])
+    crash["spec"]["volumes"] = [{"name": "state", "emptyDir": {}}]  # outlives a restart
+    cluster.apply(crash)
+    cluster.wait_pod("crash", lambda p: any(cs.get("restartCount", 0) >= 1 and "running" in (cs.get("state") or {})
+                                            for cs in (p.get("status") or {}).get("containerStatuses") or []),
+                     "restarted and running")
+    assert wait_for(lambda: _log(cluster, "crash").text == "second\n", "the current run's log")
+    assert _log(cluster, "crash", previous="true").text == "first\n"
+    assert kubectl(open_server, "logs", "crash", "--previous").stdout == b"first\n"
+
+
+def test_kubectl_logs_follow_and_timestamps(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+    run_pod(cluster, "count", ["sh", "-c", "for i in 1 2 3; do echo line$i; done; sleep 1d"])
+    wait_for(lambda: _log(cluster, "count").text.count("\n") == 3, "three lines")
+    shown = kubectl(open_server, "logs", "count", "--timestamps", "--tail", "1").stdout.decode()
+    stamp, text = shown.rstrip("\n").split(" ", 1)
+    assert text == "line3" and stamp.endswith("Z") and len(stamp) == 30
+    proc = subprocess.Popen([KUBECTL or "kubectl", "logs", "-f", "count"], stdout=subprocess.PIPE,
+                            env={**os.environ, "KUBECONFIG": str(open_server)}, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert [proc.stdout.readline() for _ in range(3)] == [b"line1\n", b"line2\n", b"line3\n"]
+        kubectl(open_server, "exec", "count", "--", "sh", "-c", "echo later > /proc/1/fd/1")
+        assert proc.stdout.readline() == b"later\n"  # follow streams what comes after
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+# ---- metrics -------------------------------------------------------------------------------
+
+def test_metrics_api_and_kubectl_top(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+    run_pod(cluster, "busy", ["python3", "-c", "b = bytearray(40 << 20)\nwhile True: pass"])
+    headers = {"Authorization": f"Bearer {cluster.server.token}"}
+    groups = httpx.get(f"{cluster.server.url}/apis", headers=headers).json()["groups"]
+    assert "metrics.k8s.io" in [g["name"] for g in groups]
+
+    def usage() -> dict[str, Any] | None:
+        got = httpx.get(f"{cluster.server.url}/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/busy",
+                        headers=headers, timeout=60)
+        assert got.status_code == 200, got.text
+        container = got.json()["containers"][0]["usage"]
+        memory_ki = int(container["memory"].removesuffix("Ki"))
+        return container if memory_ki > 40 * 1024 else None  # its 40 MiB are in the working set
+
+    container = wait_for(usage, "the pod's working set to include its buffer")
+    nanocores = int(container["cpu"].removesuffix("n"))
+    assert 100_000_000 < nanocores < 1_100_000_000 * (os.cpu_count() or 1)  # a busy loop: about one core
+    nodes = httpx.get(f"{cluster.server.url}/apis/metrics.k8s.io/v1beta1/nodes", headers=headers, timeout=60).json()
+    assert nodes["kind"] == "NodeMetricsList" and [n["metadata"]["name"] for n in nodes["items"]] == ["n1"]
+    assert int(nodes["items"][0]["usage"]["memory"].removesuffix("Ki")) > 0
+    missing = httpx.get(f"{cluster.server.url}/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope",
+                        headers=headers, timeout=60)
+    assert missing.status_code == 404 and missing.json()["message"] == 'podmetrics.metrics.k8s.io "default/nope" not found'
+
+    top_pod = kubectl(open_server, "top", "pod", "busy", "--no-headers")
+    assert top_pod.returncode == 0, top_pod.stderr
+    name, cpu, memory = top_pod.stdout.decode().split()
+    assert name == "busy" and cpu.endswith("m") and memory.endswith("Mi") and int(memory[:-2]) >= 40
+    top_node = kubectl(open_server, "top", "node", "--no-headers")
+    assert top_node.returncode == 0, top_node.stderr
+    assert top_node.stdout.decode().split()[0] == "n1"
