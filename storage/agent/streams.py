@@ -50,6 +50,7 @@ STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
 CHANNEL_PROTOCOLS = (V5, V4)  # preferred first
 READ_SIZE = 32 * 1024
+DISCONNECT_GRACE = 5.0  # seconds an exec'd command has to end after its client went away
 
 
 def offered_protocols(ws: WebSocket) -> list[str]:
@@ -320,9 +321,16 @@ async def _run_session(ch: ChannelSocket, pid: int, pumps: list[Any], on_input: 
     output = asyncio.gather(*pumps)
     done, _ = await asyncio.wait({receiver, output}, return_when=asyncio.FIRST_COMPLETED)
     if receiver in done and output not in done:
+        # The client is gone: nobody reads the output. runc passes SIGTERM on to the command;
+        # one that ignores it is left to itself once runc is killed.
         ch.closed = True
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # the client is gone: nobody reads the output
+            os.kill(pid, signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(wait())), DISCONNECT_GRACE)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
     code = await wait()
     with contextlib.suppress(Exception):
         await output

@@ -101,12 +101,14 @@ def run_pod(cluster: Cluster, name: str, command: list[str], **container: Any) -
 
 def test_exec_with_the_kubernetes_client_stdout_stderr_and_exit_code(cluster: Cluster, node: NodeAgent,
                                                                       core: k8s.CoreV1Api) -> None:
-    run_pod(cluster, "shell", ["sleep", "1d"], workingDir="/tmp")
+    run_pod(cluster, "shell", ["sleep", "1d"], workingDir="/tmp",
+            securityContext={"runAsUser": 1000, "allowPrivilegeEscalation": False})
     resp = k8s_stream(core.connect_get_namespaced_pod_exec, "shell", "default",
-                      command=["sh", "-c", "echo out; echo err >&2; pwd; id -u; exit 3"],
+                      command=["sh", "-c", "echo out; echo err >&2; pwd; id -u; grep NoNewPrivs /proc/self/status; exit 3"],
                       stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
     resp.run_forever(timeout=60)
-    assert resp.read_stdout() == "out\n/tmp\n0\n"  # the container's own cwd and user
+    # The container's own process spec: working directory, user, no new privileges.
+    assert resp.read_stdout() == "out\n/tmp\n1000\nNoNewPrivs:\t1\n"
     assert resp.read_stderr() == "err\n"
     assert resp.returncode == 3
     ok = k8s_stream(core.connect_get_namespaced_pod_exec, "shell", "default", command=["true"],
