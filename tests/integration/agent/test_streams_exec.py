@@ -32,7 +32,8 @@ from storage.client.kubeconfig import write_kubeconfig
 
 from support import wait_for
 
-KUBECTL = shutil.which("kubectl")
+# STOWAGE_TEST_KUBECTL picks another kubectl (e.g. an older release) for these tests.
+KUBECTL = os.environ.get("STOWAGE_TEST_KUBECTL") or shutil.which("kubectl")
 
 
 @pytest.fixture
