@@ -199,9 +199,11 @@ def test_kubectl_attach_ends_with_the_container(cluster: Cluster, node: NodeAgen
 def port_forward(kubeconfig: Path, target: str, remote: int) -> Iterator[int]:
     if KUBECTL is None:
         pytest.skip("kubectl is not installed")
+    # kubectl 1.30 tunnels port-forward through a WebSocket only when asked (on by default from 1.31);
+    # without it, it would upgrade to SPDY directly, which this server does not serve.
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBECTL_PORT_FORWARD_WEBSOCKETS": "true"}
     proc = subprocess.Popen([KUBECTL, "port-forward", target, f":{remote}"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-                            start_new_session=True)
+                            stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()  # "Forwarding from 127.0.0.1:PORT -> REMOTE"
