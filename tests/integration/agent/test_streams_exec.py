@@ -112,6 +112,11 @@ def test_exec_with_the_kubernetes_client_stdout_stderr_and_exit_code(cluster: Cl
     assert resp.read_stdout() == "out\n/tmp\n1000\nNoNewPrivs:\t1\n"
     assert resp.read_stderr() == "err\n"
     assert resp.returncode == 3
+    # A command that looks like runc's own options is run as a command, never read as options.
+    sneaky = k8s_stream(core.connect_get_namespaced_pod_exec, "shell", "default", command=["--user", "0", "id", "-u"],
+                        stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
+    sneaky.run_forever(timeout=60)
+    assert sneaky.read_stdout() == "" and sneaky.returncode != 0
     ok = k8s_stream(core.connect_get_namespaced_pod_exec, "shell", "default", command=["true"],
                     stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
     ok.run_forever(timeout=60)
