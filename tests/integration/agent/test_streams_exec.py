@@ -5,6 +5,7 @@ real runc pods on a real agent, reached through the API server with the official
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -20,11 +21,12 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.stream import stream as k8s_stream
 
-from agent_cluster import Cluster, wait_until
+from agent_cluster import Cluster
 from storage.agent.agent import NodeAgent
 from storage.apiserver.auth import TokenAuth
 from storage.apiserver.server import bind_socket, serve
@@ -68,9 +70,9 @@ def open_server(cluster: Cluster, tmp_path: Path) -> Iterator[Path]:
     assert ready.wait(30), "open API server did not start"
     kubeconfig = tmp_path / "open-kubeconfig"
     write_kubeconfig(kubeconfig, f"http://127.0.0.1:{port}", "")
-    config = json.loads(json.dumps(__import__("yaml").safe_load(kubeconfig.read_text())))
+    config = yaml.safe_load(kubeconfig.read_text())
     for user in config.get("users") or []:
-        user["user"] = {}
+        user["user"] = {}  # no token: kubectl would refuse to send one over plain HTTP anyway
     kubeconfig.write_text(json.dumps(config))
     try:
         yield kubeconfig
@@ -155,7 +157,6 @@ def test_kubectl_cp_both_ways(cluster: Cluster, node: NodeAgent, open_server: Pa
     up = kubectl(open_server, "cp", str(local), "default/box:/tmp/payload.bin")
     assert up.returncode == 0, up.stderr
     sums = kubectl(open_server, "exec", "box", "--", "sha256sum", "/tmp/payload.bin")
-    import hashlib
     assert sums.stdout.split()[0].decode() == hashlib.sha256(local.read_bytes()).hexdigest()
     back = tmp_path / "back.bin"
     down = kubectl(open_server, "cp", "default/box:/tmp/payload.bin", str(back))
@@ -226,7 +227,6 @@ def test_kubectl_port_forward_carries_real_bytes(cluster: Cluster, node: NodeAge
     expected = wait_for(lambda: kubectl(open_server, "exec", "web", "--", "cat", "/tmp/sum").stdout.split()[:1],
                         "the pod's checksum")[0].decode()
     with port_forward(open_server, "pod/web", 8080) as local:
-        import hashlib
         for _ in range(3):  # each request is a new forwarded connection (a new stream pair)
             body = wait_for(lambda: _fetch(f"http://127.0.0.1:{local}/{served}"), "the file through the tunnel")
             assert hashlib.sha256(body).hexdigest() == expected
