@@ -242,6 +242,7 @@ def create_app(
 
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=_METHODS)])
     app.state.store = store
+    app.state.tokens = tokens  # for the SPDY port-forward upgrade, which is handled below ASGI
     app.state.watches = watches
     standard = app.build_middleware_stack()
 

@@ -4,6 +4,7 @@ tests/integration/agent/test_streams_exec.py)."""
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import pytest
@@ -105,3 +106,23 @@ def test_metrics_api_is_discoverable(api_server: RunningServer) -> None:
     assert empty == {"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": []}
     missing = httpx.get(api_server.url + "/apis/metrics.k8s.io/v1beta1/nodes/n9", headers=headers)
     assert missing.status_code == 404 and missing.json()["message"] == 'nodemetrics.metrics.k8s.io "n9" not found'
+
+
+def test_spdy_port_forward_upgrade_gets_the_same_checks(api_server: RunningServer) -> None:
+    # kubectl 1.30 upgrades pods/portforward straight to SPDY; a missing pod is a 404 Status, not a 101.
+    host, port = api_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"POST /api/v1/namespaces/default/pods/nope/portforward HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + api_server.token.encode() + b"\r\n"
+                     b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 ")
+    assert json.loads(body)["message"] == 'pods "nope" not found'
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"POST /api/v1/namespaces/default/pods/nope/portforward HTTP/1.1\r\nHost: x\r\n"
+                     b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
+        assert conn.recv(65536).startswith(b"HTTP/1.1 401 ")  # no token, no tunnel

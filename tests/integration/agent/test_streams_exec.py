@@ -205,9 +205,7 @@ def test_kubectl_attach_ends_with_the_container(cluster: Cluster, node: NodeAgen
 def port_forward(kubeconfig: Path, target: str, remote: int) -> Iterator[int]:
     if KUBECTL is None:
         pytest.skip("kubectl is not installed")
-    # kubectl 1.30 tunnels port-forward through a WebSocket only when asked (on by default from 1.31);
-    # without it, it would upgrade to SPDY directly, which this server does not serve.
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBECTL_PORT_FORWARD_WEBSOCKETS": "true"}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     proc = subprocess.Popen([KUBECTL, "port-forward", target, f":{remote}"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
