@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from storage.apiserver import proxy
+from storage.apiserver.streams import locate
 from storage.errors import NotFound, StowageError
 
 log = structlog.get_logger(__name__)
@@ -84,8 +85,6 @@ class _Tunnel(asyncio.Protocol):
         self.transport.close()
 
     async def run(self) -> None:
-        from storage.apiserver.streams import _locate  # the same checks as the WebSocket path
-
         state = self.app.state
         target = _portforward_target(self.url)
         authorization = self.headers.get(b"authorization", b"").decode("latin-1") or None
@@ -95,7 +94,8 @@ class _Tunnel(asyncio.Protocol):
                 raise NotFound("the server could not find the requested resource")
             namespace, name, _ = target
             query = dict(parse_qsl(urlsplit(self.url.decode("latin-1")).query))
-            base, _container = await run_in_threadpool(_locate, state.store, namespace, name, "portforward", query)
+            # The same checks as the WebSocket path.
+            base, _container = await run_in_threadpool(locate, state.store, namespace, name, "portforward", query)
         except StowageError as exc:
             self._respond_error(exc)
             return

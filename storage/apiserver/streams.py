@@ -7,7 +7,8 @@ untouched, as kube-apiserver relays to the kubelet. The agent speaks the protoco
 (channels for exec and attach, SPDY for port-forward).
 
 A plain HTTP request for these paths (kubectl's SPDY fallback) gets the same checks,
-so errors read the same, and then 400: only WebSocket upgrades are served.
+so errors read the same, and then 400: exec and attach are served over WebSocket only.
+A direct SPDY upgrade of port-forward never reaches this app (see spdy_upgrade.py).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def _query_pairs(query: Any) -> list[tuple[str, str]]:
     return list(query.multi_items()) if hasattr(query, "multi_items") else list(query.items())
 
 
-def _locate(store: Store, namespace: str, name: str, subresource: str, query: Mapping[str, str]) -> tuple[str, str]:
+def locate(store: Store, namespace: str, name: str, subresource: str, query: Mapping[str, str]) -> tuple[str, str]:
     """(agent base URL, container or "") of a streaming request; the Kubernetes error otherwise."""
     pod = store.get("pods", namespace, name)  # NotFound: pods "x" not found
     container = ""
@@ -68,7 +69,7 @@ def _locate(store: Store, namespace: str, name: str, subresource: str, query: Ma
 
 def check_plain_request(store: Store, namespace: str, name: str, subresource: str, query: Mapping[str, str]) -> Response:
     """A streaming path reached without a WebSocket upgrade."""
-    _locate(store, namespace, name, subresource, query)
+    locate(store, namespace, name, subresource, query)
     raise BadRequest(f"Upgrade request required: pods/{subresource} is served over WebSocket "
                      "(v5.channel.k8s.io, v4.channel.k8s.io, SPDY/3.1+portforward.k8s.io)")
 
@@ -87,7 +88,7 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send, store: Sto
             raise NotFound("the server could not find the requested resource")
         namespace, name, subresource = target
         query = ws.query_params
-        base, container = await run_in_threadpool(_locate, store, namespace, name, subresource, query)
+        base, container = await run_in_threadpool(locate, store, namespace, name, subresource, query)
     except StowageError as exc:
         await ws.send_denial_response(_denial(exc))
         return
