@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import uvicorn
 from starlette.applications import Starlette
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from storage.agent import metrics, portforward, streams
 
 from storage.errors import BadRequest, Forbidden, StowageError, Unauthorized
 
@@ -76,7 +79,7 @@ class _DelegatedAuth:
 def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
     delegated = _DelegatedAuth(agent)
 
-    async def authorized(request: Request) -> None:
+    async def authorized(request: Request | WebSocket) -> None:
         if token is None:
             return
         header = request.headers.get("authorization", "")
@@ -85,7 +88,9 @@ def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
             raise Unauthorized("Unauthorized")
         if hmac.compare_digest(given.encode(), token.encode()):
             return
-        await run_in_threadpool(delegated.check, given, _VERBS.get(request.method, "get"))
+        # A stream (exec, attach, port-forward) is a create, as the kubelet's authorizer counts it.
+        verb = _VERBS.get(request.method, "get") if isinstance(request, Request) else "create"
+        await run_in_threadpool(delegated.check, given, verb)
 
     async def guarded(request: Request, fn: Any) -> Response:
         try:
@@ -132,23 +137,21 @@ def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
         return await guarded(request, run)
 
     async def pod_log(request: Request) -> Response:
+        return await guarded(request, lambda: streams.log_response(agent, request))
+
+    def streaming(handler: Any) -> Any:
+        async def endpoint(ws: WebSocket) -> None:
+            try:
+                await authorized(ws)
+            except StowageError as exc:
+                await ws.send_denial_response(_error(exc))
+                return
+            await handler(agent, ws)
+        return endpoint
+
+    async def stats_summary(request: Request) -> Response:
         async def run() -> Response:
-            assert agent.runtime is not None
-            namespace, name = request.path_params["namespace"], request.path_params["name"]
-            uid = agent.pod_uid(namespace, name)
-            container = request.query_params.get("container") or ""
-            if not container:
-                pod = agent._pods.get(uid) or {}
-                containers = (pod.get("spec") or {}).get("containers") or []
-                if len(containers) != 1:
-                    names = " ".join(c.get("name", "") for c in containers)
-                    raise BadRequest(f"a container name must be specified for pod {name}, choose one of: [{names}]")
-                container = containers[0].get("name", "")
-            follow = request.query_params.get("follow") in ("true", "1")
-            previous = request.query_params.get("previous") in ("true", "1")
-            tail = request.query_params.get("tailLines")
-            lines = agent.runtime.logs(uid, container, follow=follow, tail=int(tail) if tail else None, previous=previous)
-            return StreamingResponse(iterate_in_threadpool(_as_bytes(lines)), media_type="text/plain")
+            return JSONResponse(await run_in_threadpool(metrics.summary, agent))
         return await guarded(request, run)
 
     return Starlette(routes=[
@@ -158,18 +161,17 @@ def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
         Route("/volumes/{name}/expand", expand_volume, methods=["POST"]),
         Route("/volumes/{name}/finish-resize", finish_resize, methods=["POST"]),
         Route("/pods/{namespace}/{name}/log", pod_log),
+        WebSocketRoute("/pods/{namespace}/{name}/exec", streaming(streams.exec_ws)),
+        WebSocketRoute("/pods/{namespace}/{name}/attach", streaming(streams.attach_ws)),
+        WebSocketRoute("/pods/{namespace}/{name}/portforward", streaming(portforward.portforward_ws)),
+        Route("/stats/summary", stats_summary),
     ])
 
 
-def _as_bytes(lines: Any) -> Any:
-    # The runtime yields lines without their newline; the wire carries them as a text stream.
-    for line in lines:
-        yield (line if isinstance(line, bytes) else str(line).encode()) + b"\n"
-
-
 def start_agent_server(agent: "NodeAgent", host: str, port: int, token: str | None) -> tuple[uvicorn.Server, int]:
+    # wsproto: kubectl's port-forward subprotocol name has a "/", which the websockets library refuses.
     config = uvicorn.Config(build_app(agent, token), host=host, port=port, log_level="warning", access_log=False,
-                            lifespan="off")
+                            lifespan="off", ws="wsproto")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     started = threading.Event()

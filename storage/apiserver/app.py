@@ -25,7 +25,8 @@ from starlette.types import Receive, Scope, Send
 from storage.api import registry
 from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import discovery, namespaces, openapi_endpoint, proxy, rendering, review_proto, scale
+from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, proxy, rendering, review_proto, scale,
+                               streams)
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver.auth import TokenAuth, User
 from storage.apiserver.authz import Authorization, answer_review, authenticated, impersonated, request_attributes
@@ -190,6 +191,11 @@ def create_app(
     for group in discovery.named_groups():
         static[f"/apis/{group}"] = orjson.dumps(discovery.api_group(group))
     openapi_endpoint.warm()
+    # The resource metrics API is served here too (read from the agents), so it is discoverable.
+    group_list = discovery.api_group_list()
+    group_list["groups"].append(metrics.api_group())
+    static["/apis"] = orjson.dumps(group_list)
+    static.update({path: orjson.dumps(doc) for path, doc in metrics.discovery_documents().items()})
 
     async def endpoint(request: Request) -> Response:
         path = request.scope["path"].rstrip("/") or "/"
@@ -231,13 +237,18 @@ def create_app(
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
                 return Response(static[path], media_type=JSON_TYPE)
             parts = path.split("/")[1:]
-            pod_log = proxy.log_target(parts)
-            if pod_log is not None:
+            # The agent is asked with the server's own identity: the user was authorized above.
+            forwarded = f"Bearer {agent_token}" if agent_token else request.headers.get("authorization")
+            pod_sub = proxy.pod_subresource_target(parts)
+            if pod_sub is not None and pod_sub[2] == "log":
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on pods/log")
                 # The user was authorized for pods/log above; the agent is asked with the server's own identity.
-                forwarded = f"Bearer {agent_token}" if agent_token else request.headers.get("authorization")
-                return await proxy.pod_log(store, *pod_log, request.query_params, forwarded)
+                return await proxy.pod_log(store, *pod_sub[:2], request.query_params, forwarded)
+            if pod_sub is not None:
+                return await run_in_threadpool(streams.check_plain_request, store, *pod_sub, request.query_params)
+            if metrics.is_metrics_path(parts):
+                return _json(await metrics.serve(store, request.method, parts, request.query_params, forwarded))
             if len(parts) >= 3 and parts[0] == "api" and parts[1] == "v1":
                 parsed = parse_resource_path("v1", parts[2:])
             elif len(parts) >= 4 and parts[0] == "apis":
@@ -398,6 +409,16 @@ def create_app(
     app.state.authz = authz
     standard = app.build_middleware_stack()
 
+    async def admit_stream(authorization: str | None, path: str, query: Any) -> str | None:
+        """Authenticates and authorizes a pod stream (exec, attach, port-forward: the verb is
+        ``create``, as Kubernetes counts them, whatever the upgrade's method); returns the
+        credential to present to the node agent: the server's own once the user is allowed."""
+        user = authenticated(tokens.authenticate(authorization))
+        await authz.check(request_attributes(user, "POST", path.rstrip("/"), query))
+        return f"Bearer {agent_token}" if agent_token else authorization
+
+    app.state.admit_stream = admit_stream
+
     async def direct(scope: Scope, receive: Receive, send: Send) -> None:
         """The common case without Starlette's middleware and router layers.
 
@@ -409,6 +430,9 @@ def create_app(
         if scope["type"] == "http" and scope["method"] in _METHOD_SET:
             response = await endpoint(Request(scope, receive))
             await response(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # pods/exec, pods/attach, pods/portforward
+            await streams.serve_websocket(scope, receive, send, store, admit_stream)
             return
         await standard(scope, receive, send)
 

@@ -16,7 +16,8 @@ import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from storage.errors import BadRequest, NotFound, StowageError, from_status
+from storage.api.timestamps import parse_time
+from storage.errors import BadRequest, FieldError, Invalid, NotFound, StowageError, from_status
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -33,15 +34,29 @@ class LogRequest:
     follow: bool = False
     previous: bool = False
     tail_lines: int | None = None
+    since_seconds: int | None = None
+    since_time: str = ""
+    timestamps: bool = False
+    limit_bytes: int | None = None
+
+
+# Pod subresources served through the node agent; each is authorized as ``pods/<name>``.
+POD_PROXY_SUBRESOURCES = frozenset({"log", "exec", "attach", "portforward"})
+
+
+def pod_subresource_target(parts: list[str]) -> tuple[str, str, str] | None:
+    """(namespace, pod, subresource) when ``parts`` (the path split on "/", no leading "") is
+    ``/api/v1/namespaces/NS/pods/NAME/{log,exec,attach,portforward}``."""
+    if (len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods"
+            and parts[6] in POD_PROXY_SUBRESOURCES and parts[3] and parts[5]):
+        return parts[3], parts[5], parts[6]
+    return None
 
 
 def log_target(parts: list[str]) -> tuple[str, str] | None:
     """(namespace, pod) when ``parts`` (the path split on "/", no leading "") is a pod's log path."""
-    if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" and parts[6] == "log":
-        namespace, name = parts[3], parts[5]
-        if namespace and name:
-            return namespace, name
-    return None
+    target = pod_subresource_target(parts)
+    return (target[0], target[1]) if target is not None and target[2] == "log" else None
 
 
 def _flag(query: Mapping[str, str], key: str) -> bool:
@@ -56,19 +71,36 @@ def _flag(query: Mapping[str, str], key: str) -> bool:
     raise BadRequest(f'{key}: Invalid value: "{value}": must be true or false')
 
 
+def _integer(query: Mapping[str, str], key: str, errors: list[FieldError], minimum: int, rule: str) -> int | None:
+    raw = query.get(key)
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise BadRequest(f'{key}: Invalid value: "{raw}": must be an integer') from None
+    if value < minimum:
+        errors.append(FieldError(key, "Invalid value", rule, value, True))
+    return value
+
+
 def parse_log_request(namespace: str, name: str, query: Mapping[str, str]) -> LogRequest:
-    """The log options from the query string; ``timestamps`` and other kubectl extras are accepted and ignored."""
-    tail: int | None = None
-    raw_tail = query.get("tailLines")
-    if raw_tail not in (None, ""):
-        try:
-            tail = int(raw_tail)  # type: ignore[arg-type]
-        except ValueError:
-            raise BadRequest(f'tailLines: Invalid value: "{raw_tail}": must be an integer') from None
-        if tail < 0:
-            raise BadRequest(f"tailLines: Invalid value: {tail}: must be greater than or equal to 0")
+    """The log options from the query string, checked as Kubernetes' PodLogOptions are."""
+    errors: list[FieldError] = []
+    tail = _integer(query, "tailLines", errors, 0, "must be greater than or equal to 0")
+    since_seconds = _integer(query, "sinceSeconds", errors, 1, "must be greater than 0")
+    limit = _integer(query, "limitBytes", errors, 1, "must be greater than 0")
+    since_time = query.get("sinceTime") or ""
+    if since_time:
+        if parse_time(since_time) is None:
+            raise BadRequest(f'sinceTime: Invalid value: "{since_time}": must be an RFC 3339 time')
+        if since_seconds is not None:
+            errors.append(FieldError("", "Forbidden", "at most one of `sinceTime` or `sinceSeconds` may be specified"))
+    if errors:
+        raise Invalid(errors, kind="PodLogOptions", name=name)
     return LogRequest(
         namespace, name, query.get("container") or "", _flag(query, "follow"), _flag(query, "previous"), tail,
+        since_seconds, since_time, _flag(query, "timestamps"), limit,
     )
 
 
@@ -146,6 +178,7 @@ async def pod_log(store: Store, namespace: str, name: str, query: Mapping[str, s
         params["previous"] = "true"
     if req.tail_lines is not None:
         params["tailLines"] = str(req.tail_lines)
+    params.update(_extra_log_params(req))
     url = f"{base}/pods/{quote(namespace, safe='')}/{quote(name, safe='')}/log"
     # The credential the API server chose (its own, once the caller is authorized for pods/log).
     headers = {"Authorization": authorization} if authorization else {}
@@ -174,6 +207,19 @@ async def pod_log(store: Store, namespace: str, name: str, query: Mapping[str, s
             await client.aclose()
 
     return StreamingResponse(relay(), media_type="text/plain")
+
+
+def _extra_log_params(req: LogRequest) -> dict[str, str]:
+    params = {}
+    if req.since_seconds is not None:
+        params["sinceSeconds"] = str(req.since_seconds)
+    if req.since_time:
+        params["sinceTime"] = req.since_time
+    if req.timestamps:
+        params["timestamps"] = "true"
+    if req.limit_bytes is not None:
+        params["limitBytes"] = str(req.limit_bytes)
+    return params
 
 
 def _agent_error(code: int, body: bytes, base: str) -> StowageError:

@@ -17,6 +17,7 @@ from storage.apiserver.admission import Admission
 from storage.apiserver.app import create_app
 from storage.apiserver.namespaces import ensure_system_objects
 from storage.apiserver.auth import TokenAuth, ensure_admin_token, load_token_auth
+from storage.apiserver.spdy_upgrade import HttpProtocol
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -76,6 +77,8 @@ def serve(
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        ws="wsproto",  # kubectl's port-forward subprotocol name has a "/", which the websockets library refuses
+        http=HttpProtocol,  # adds the SPDY upgrade of pods/portforward (kubectl 1.30)
     )
     server = _Server(config, ready)
     stop_event = stop_event if stop_event is not None else threading.Event()

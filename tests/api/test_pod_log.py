@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from storage.apiserver.server import RunningServer, bind_socket
 from storage.client import Client
-from storage.errors import BadRequest, NotFound, StowageError
+from storage.errors import Invalid, NotFound, StowageError
 
 
 @dataclass
@@ -127,8 +127,8 @@ def test_log_is_proxied_to_the_agent_of_the_pods_node(api_server: RunningServer,
     assert response.text == "first line\nsecond line\n"
     [seen] = agent.requests
     assert seen["path"] == "/pods/default/web/log"
-    # The single container is named for the agent, and the caller's own token goes with the request.
-    assert seen["query"] == {"container": "main", "tailLines": "2"}
+    # The single container is named for the agent, the options go along, and so does the caller's own token.
+    assert seen["query"] == {"container": "main", "tailLines": "2", "timestamps": "true"}
     assert seen["authorization"] == f"Bearer {api_server.token}"
 
 
@@ -201,11 +201,12 @@ def test_previous_needs_a_terminated_run(api_server: RunningServer, client: Clie
     assert agent.requests[-1]["query"] == {"container": "main", "previous": "true"}
 
 
-def test_bad_tail_lines_is_400(api_server: RunningServer, client: Client, agent: StandInAgent) -> None:
+def test_bad_tail_lines_is_invalid(api_server: RunningServer, client: Client, agent: StandInAgent) -> None:
     _node(client, "n1", agent.port)
     _pod(client, "web")
+    # A negative count is an invalid PodLogOptions (422, as Kubernetes); a non-number cannot be decoded (400).
     response = _get(api_server, _log_path("web"), tailLines="-3")
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "tailLines" in response.json()["message"]
     assert _get(api_server, _log_path("web"), tailLines="x").status_code == 400
 
@@ -240,7 +241,7 @@ def test_agent_errors_reach_the_caller(api_server: RunningServer, client: Client
     assert response.status_code == 500
     assert response.json()["message"] == (
         f"the node agent at {agent.url} failed to serve the log: Internal Server Error")
-    with pytest.raises(BadRequest):
+    with pytest.raises(Invalid):
         b"".join(client.logs("web", "default", tail_lines=-1))
 
 

@@ -27,6 +27,7 @@ from storage.system.mounts import mounts_under
 
 from . import hosts as hostsfile
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
+from .logfile import split_line
 from .oci import build_config, uses_user_namespace
 from .probes import ProbeWorker, make_probe
 from .runc import HOST_SECRETS, Runc, mount_rootfs, unmount_rootfs
@@ -374,8 +375,8 @@ class PodWorker:
 
     def _log_tail(self, name: str, restart: int) -> str:
         try:
-            lines = (self.dir / "logs" / name / f"{restart}.log").read_text(errors="replace").strip().splitlines()
-            return lines[-1][:512] if lines else ""
+            raw = (self.dir / "logs" / name / f"{restart}.log").read_bytes().strip().splitlines()
+            return split_line(raw[-1])[1].decode("utf-8", "replace")[:512] if raw else ""
         except OSError:
             return ""
 
@@ -436,7 +437,8 @@ class PodWorker:
         container_id = self._runc_id(cs.name)
         log_path = self.dir / "logs" / cs.name / f"{restart}.log"
         started_wall = time.time()
-        proc = self.s.runc.start(container_id, cdir, log_path, cdir / "exit")
+        proc = self.s.runc.start(container_id, cdir, log_path, cdir / "exit",
+                                 stdin_path=cdir / "stdin" if spec.get("stdin") else None)
         try:
             created = psutil.Process(proc.pid).create_time()
         except psutil.Error:

@@ -20,10 +20,19 @@ log = structlog.get_logger(__name__)
 
 # The shim waits for `runc run` (which waits for the container) and writes the exit
 # status atomically; it runs in its own session so an agent restart leaves it alone.
-_SHIM = '''
+# Each line of output is stamped with the time it was written (RFC 3339, UTC), so the
+# log can be cut by time (sinceSeconds) and shown with timestamps after an agent restart.
+_SHIM = r'''
+export TZ=UTC0
 exit_file=$1; shift
-"$@"
-rc=$?
+stamp() {
+  while IFS= read -r line || [ -n "$line" ]; do
+    t=$EPOCHREALTIME
+    printf '%(%Y-%m-%dT%H:%M:%S)T.%s000Z %s\n' "${t%.*}" "${t#*.}" "$line"
+  done
+}
+"$@" 2>&1 | stamp
+rc=${PIPESTATUS[0]}
 echo "$rc" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"
 '''
 
@@ -37,16 +46,30 @@ class Runc:
     def _cmd(self, *args: str) -> list[str]:
         return [self.binary, "--root", str(self.root), *args]
 
-    def start(self, container_id: str, bundle: Path, log_path: Path, exit_path: Path) -> subprocess.Popen[bytes]:
+    def start(self, container_id: str, bundle: Path, log_path: Path, exit_path: Path,
+              stdin_path: Path | None = None) -> subprocess.Popen[bytes]:
+        """``stdin_path``: a FIFO made here and held open by the shim for the container's stdin
+        (``stdin: true``), so ``attach`` can write to it while the container runs."""
         self.delete(container_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            return subprocess.Popen(
-                ["/bin/sh", "-c", _SHIM, "stowage-shim", str(exit_path),
-                 *self._cmd("run", "--bundle", str(bundle), container_id)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, close_fds=True, cwd=str(bundle),
-            )
+        stdin: int = subprocess.DEVNULL
+        fifo_fd = -1
+        if stdin_path is not None:
+            stdin_path.unlink(missing_ok=True)
+            os.mkfifo(stdin_path, 0o600)
+            # Read-write: the container never sees end-of-file when one writer goes away.
+            fifo_fd = stdin = os.open(stdin_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            with open(log_path, "ab") as out:
+                return subprocess.Popen(
+                    ["/bin/bash", "-c", _SHIM, "stowage-shim", str(exit_path),
+                     *self._cmd("run", "--bundle", str(bundle), container_id)],
+                    stdin=stdin, stdout=out, stderr=out,
+                    start_new_session=True, close_fds=True, cwd=str(bundle),
+                )
+        finally:
+            if fifo_fd >= 0:
+                os.close(fifo_fd)
 
     def state(self, container_id: str) -> dict[str, Any] | None:
         result = subprocess.run(self._cmd("state", container_id), capture_output=True, timeout=30)

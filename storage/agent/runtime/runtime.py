@@ -13,6 +13,7 @@ import structlog
 from .envvars import EnvSources
 from .hosts import HostEntries
 from .ipam import LoopbackAllocator
+from .logfile import split_line, stamp_of
 from .pod import PodWorker, Settings, remove_unmounted
 from .runc import Runc
 from .userns import UsernsAllocator
@@ -176,43 +177,77 @@ class PodRuntime:
         return sorted((p for p in directory.glob("*.log") if p.stem.isdigit()), key=lambda p: int(p.stem))
 
     def logs(self, uid: str, container: str, *, follow: bool = False, tail: int | None = None,
-             previous: bool = False) -> Iterator[str]:
+             previous: bool = False, since: float | None = None, timestamps: bool = False,
+             stop: threading.Event | None = None) -> Iterator[str]:
         """Lines (without newline) of the container's current or previous run; ``follow`` waits
-        for more until that run ends."""
+        for more until that run ends (or ``stop`` is set); ``since`` (epoch seconds) drops older
+        lines; ``timestamps`` keeps each line's RFC 3339 stamp in front of it."""
         files = self._log_files(uid, container)
         index = len(files) - (2 if previous else 1)
         if index < 0:
             what = "previous terminated" if previous else "any"
             raise FileNotFoundError(f'container "{container}" in pod {uid} has no {what} logs')
         path = files[index]
-        return self._read(uid, container, path, follow and not previous, tail)
+        cutoff = stamp_of(since) if since is not None else None
 
-    def _read(self, uid: str, container: str, path: Path, follow: bool, tail: int | None) -> Iterator[str]:
+        def shown(line: bytes) -> str | None:
+            stamp, text = split_line(line)
+            if cutoff is not None and stamp is not None and stamp < cutoff:
+                return None
+            if timestamps and stamp is not None:
+                text = stamp + b" " + text
+            return text.decode("utf-8", "replace")
+
+        def lines() -> Iterator[str]:
+            for line in self._read(uid, container, path, follow and not previous, tail, cutoff, stop):
+                text = shown(line)
+                if text is not None:
+                    yield text
+        return lines()
+
+    def container_process(self, uid: str, container: str) -> tuple[str, int, Path | None] | None:
+        """(runc id, run number, stdin FIFO or None) of the container's running instance."""
+        worker = self._pods.get(uid)
+        if worker is None:
+            return None
+        with worker.lock:
+            cs = worker.containers.get(container)
+            if cs is None or cs.instance is None:
+                return None
+            fifo = worker._container_dir(container) / "stdin"
+            return cs.instance.container_id, cs.instance.restart, fifo if fifo.exists() else None
+
+    def _read(self, uid: str, container: str, path: Path, follow: bool, tail: int | None,
+              cutoff: bytes | None = None, stop: threading.Event | None = None) -> Iterator[bytes]:
         restart = int(path.stem)
         with open(path, "rb") as f:
             lines = f.read().split(b"\n")
             partial = lines.pop()
+            if cutoff is not None:
+                lines = [line for line in lines if (split_line(line)[0] or cutoff) >= cutoff]
             if tail is not None:
                 lines = lines[-tail:] if tail > 0 else []
-            for line in lines:
-                yield line.decode("utf-8", "replace")
+            yield from lines
             if not follow:
                 if partial:
-                    yield partial.decode("utf-8", "replace")
+                    yield partial
                 return
-            while True:
+            while stop is None or not stop.is_set():
                 chunk = f.read()
                 if chunk:
                     parts = (partial + chunk).split(b"\n")
                     partial = parts.pop()
-                    for line in parts:
-                        yield line.decode("utf-8", "replace")
+                    yield from parts
                     continue
                 worker = self._pods.get(uid)
                 if worker is None or not worker.is_running(container, restart):
                     rest = partial + f.read()
                     for line in rest.split(b"\n"):
                         if line:
-                            yield line.decode("utf-8", "replace")
+                            yield line
                     return
-                time.sleep(0.1)  # the file has no change notification we can wait on portably
+                # The file has no change notification we can wait on portably.
+                if stop is not None:
+                    stop.wait(0.1)
+                else:
+                    time.sleep(0.1)

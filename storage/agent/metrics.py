@@ -1,0 +1,167 @@
+"""Resource usage of the node and its containers, as the kubelet's ``/stats/summary`` reports it.
+
+CPU is a rate (nanocores): the difference of the cumulative CPU time between two
+readings over the time between them. The previous reading of each container is kept;
+the first request for a container it has no recent reading of takes two readings a
+short window apart. Memory is the working set (usage less inactive file pages), the
+figure the kubelet and ``kubectl top`` use.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from storage.api.timestamps import now as now_iso
+
+if TYPE_CHECKING:
+    from storage.agent.agent import NodeAgent
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+WINDOW_SECONDS = 0.5  # the shortest window a first rate is measured over
+STALE_SECONDS = 60.0  # an older reading says little about the present rate
+
+_lock = threading.Lock()
+_previous: dict[str, tuple[float, int]] = {}  # key -> (monotonic time, cumulative cpu ns)
+
+
+def _cgroup_paths(pid: int) -> dict[str, str]:
+    """Controller -> cgroup path of a process ("" for the unified hierarchy)."""
+    paths: dict[str, str] = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stat(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                out[key] = int(value)
+    except OSError:
+        pass
+    return out
+
+
+def cgroup_usage(pid: int) -> tuple[int, int] | None:
+    """(cumulative CPU nanoseconds, memory working set bytes) of the cgroup ``pid`` is in."""
+    try:
+        paths = _cgroup_paths(pid)
+    except OSError:
+        return None
+    cpu = memory = None
+    if "cpuacct" in paths:  # cgroup v1
+        cpu = _read_int(CGROUP_ROOT / "cpuacct" / paths["cpuacct"].lstrip("/") / "cpuacct.usage")
+    if "memory" in paths:
+        base = CGROUP_ROOT / "memory" / paths["memory"].lstrip("/")
+        usage = _read_int(base / "memory.usage_in_bytes")
+        if usage is not None:
+            memory = max(0, usage - _stat(base / "memory.stat").get("total_inactive_file", 0))
+    if (cpu is None or memory is None) and "" in paths:  # cgroup v2
+        base = CGROUP_ROOT / paths[""].lstrip("/")
+        if cpu is None:
+            usec = _stat(base / "cpu.stat").get("usage_usec")
+            cpu = usec * 1000 if usec is not None else None
+        if memory is None:
+            current = _read_int(base / "memory.current")
+            if current is not None:
+                memory = max(0, current - _stat(base / "memory.stat").get("inactive_file", 0))
+    if cpu is None or memory is None:
+        return None
+    return cpu, memory
+
+
+def _node_usage() -> tuple[int, int]:
+    times = psutil.cpu_times()
+    busy = sum(getattr(times, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+    vm = psutil.virtual_memory()
+    return int(busy * 1e9), int(vm.total - vm.available)
+
+
+def _rates(readers: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """key -> (nanocores, working set bytes) for each reader (a function giving cumulative cpu ns
+    and memory, or None when the thing is gone)."""
+    first: dict[str, tuple[float, int, int]] = {}
+    for key, read in readers.items():
+        value = read()
+        if value is not None:
+            first[key] = (time.monotonic(), *value)
+    with _lock:
+        fresh = {k: _previous[k] for k in first
+                 if k in _previous and WINDOW_SECONDS / 5 < first[k][0] - _previous[k][0] < STALE_SECONDS}
+    missing = [k for k in first if k not in fresh]
+    if missing:
+        time.sleep(WINDOW_SECONDS)  # a rate needs two readings; this is the measuring window
+        for key in missing:
+            fresh[key] = (first[key][0], first[key][1])
+            value = readers[key]()
+            if value is not None:
+                first[key] = (time.monotonic(), *value)
+    out: dict[str, tuple[int, int]] = {}
+    with _lock:
+        for key, (at, cpu, memory) in first.items():
+            before_at, before_cpu = fresh[key]
+            elapsed = at - before_at
+            out[key] = (max(0, int((cpu - before_cpu) / elapsed)) if elapsed > 0 else 0, memory)
+            _previous[key] = (at, cpu)
+    return out
+
+
+def _init_pid(agent: "NodeAgent", container_id: str) -> int | None:
+    runtime = agent.runtime
+    assert runtime is not None
+    state_file = runtime.settings.runc.root / container_id / "state.json"
+    try:
+        return int(json.loads(state_file.read_text())["init_process_pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        state = runtime.settings.runc.state(container_id)
+        return int(state["pid"]) if state and state.get("pid") else None
+
+
+def summary(agent: "NodeAgent") -> dict[str, Any]:
+    """The node's and each running container's CPU rate and working set."""
+    runtime = agent.runtime
+    assert runtime is not None
+    readers: dict[str, Any] = {"node": _node_usage}
+    pods: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for uid in sorted(runtime.running_pods()):
+        pod = agent._pods.get(uid) or {}
+        names = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
+        running = []
+        for name in names:
+            process = runtime.container_process(uid, name)
+            pid = _init_pid(agent, process[0]) if process is not None else None
+            if pid is not None:
+                readers[f"{uid}/{name}"] = lambda pid=pid: cgroup_usage(pid)
+                running.append(name)
+        pods[uid] = (pod, running)
+    rates = _rates(readers)
+    stamp = now_iso()
+
+    def usage(key: str) -> dict[str, Any]:
+        cpu, memory = rates[key]
+        return {"cpu": {"time": stamp, "usageNanoCores": cpu}, "memory": {"time": stamp, "workingSetBytes": memory}}
+
+    out_pods = []
+    for uid, (pod, running) in pods.items():
+        meta = pod.get("metadata") or {}
+        containers = [{"name": n, "startTime": stamp, **usage(f"{uid}/{n}")} for n in running if f"{uid}/{n}" in rates]
+        if containers:
+            out_pods.append({"podRef": {"name": meta.get("name", ""), "namespace": meta.get("namespace", ""),
+                                        "uid": uid}, "containers": containers})
+    return {"node": {"nodeName": agent.node, **usage("node")}, "pods": out_pods, "window": f"{WINDOW_SECONDS}s"}

@@ -1,0 +1,63 @@
+"""The pure parts of the pod streams: SPDY framing, the channel protocol's final status, log lines."""
+from __future__ import annotations
+
+import struct
+import zlib
+
+from storage.agent import spdy
+from storage.agent.runtime.logfile import split_line, stamp_of
+from storage.agent.streams import _limited, exit_status
+
+
+def _client_syn_stream(deflate: "zlib._Compress", stream_id: int, headers: dict[str, str], fin: bool = False) -> bytes:
+    block = struct.pack(">I", len(headers)) + b"".join(
+        struct.pack(">I", len(k)) + k.encode() + struct.pack(">I", len(v)) + v.encode() for k, v in headers.items())
+    compressed = deflate.compress(block) + deflate.flush(zlib.Z_SYNC_FLUSH)
+    payload = struct.pack(">IIBB", stream_id, 0, 0, 0) + compressed
+    return struct.pack(">HHI", 0x8003, spdy.SYN_STREAM, ((1 if fin else 0) << 24) | len(payload)) + payload
+
+
+def test_syn_streams_split_anywhere_are_parsed_with_their_headers() -> None:
+    deflate = zlib.compressobj(zdict=spdy.DICTIONARY)
+    wire = (_client_syn_stream(deflate, 1, {"streamType": "error", "port": "80", "requestID": "0"})
+            + _client_syn_stream(deflate, 3, {"streamType": "data", "port": "80", "requestID": "0"})
+            + spdy.Codec.data(3, b"GET / HTTP/1.0\r\n\r\n", fin=True))
+    codec = spdy.Codec()
+    frames = []
+    for i in range(0, len(wire), 7):  # a WebSocket message may end anywhere in a frame
+        frames += codec.feed(wire[i:i + 7])
+    assert [(f.control, f.kind, f.stream_id) for f in frames] == [(True, 1, 1), (True, 1, 3), (False, 0, 3)]
+    assert frames[0].headers == {"streamtype": "error", "port": "80", "requestid": "0"}
+    assert frames[1].headers == {"streamtype": "data", "port": "80", "requestid": "0"}
+    assert frames[2].payload == b"GET / HTTP/1.0\r\n\r\n" and frames[2].flags & spdy.FLAG_FIN
+
+
+def test_syn_reply_decodes_with_the_dictionary() -> None:
+    reply = spdy.Codec().syn_reply(5, {"x": "y"})
+    assert reply[:4] == struct.pack(">HH", 0x8003, spdy.SYN_REPLY)
+    length = int.from_bytes(reply[5:8], "big")
+    assert len(reply) == 8 + length and int.from_bytes(reply[8:12], "big") == 5
+    block = zlib.decompressobj(zdict=spdy.DICTIONARY).decompress(reply[12:])
+    assert block == struct.pack(">II", 1, 1) + b"x" + struct.pack(">I", 1) + b"y"
+
+
+def test_exit_status_as_client_go_reads_it() -> None:
+    assert exit_status(0) == {"metadata": {}, "status": "Success"}
+    failed = exit_status(3)
+    assert failed["status"] == "Failure" and failed["reason"] == "NonZeroExitCode"
+    assert failed["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+
+
+def test_log_lines_and_stamps() -> None:
+    stamp = stamp_of(1_700_000_000.25)
+    assert stamp == b"2023-11-14T22:13:20.250000000Z"
+    assert split_line(stamp + b" hello world") == (stamp, b"hello world")
+    assert split_line(stamp) == (stamp, b"")  # an empty line
+    assert split_line(b"written before lines were stamped") == (None, b"written before lines were stamped")
+    assert stamp_of(1_700_000_000.0) < stamp < stamp_of(1_700_000_001.0)  # stamps compare as times
+
+
+def test_limit_bytes_cuts_the_stream() -> None:
+    assert b"".join(_limited(iter(["one", "two"]), 6)) == b"one\ntw"
+    assert b"".join(_limited(iter(["one", "two"]), None)) == b"one\ntwo\n"
+    assert b"".join(_limited(iter(["one", "two"]), 4)) == b"one\n"
