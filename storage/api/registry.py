@@ -67,6 +67,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         "ControllerRevision", "controllerrevisions", "controllerrevision", "apps", "v1", True, (),
         has_status=False, legacy_api_versions=("apps/v1beta1", "apps/v1beta2"),
     ),
+    ResourceInfo("ServiceAccount", "serviceaccounts", "serviceaccount", "", "v1", True, ("sa",), has_status=False),
+    ResourceInfo("CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest",
+                 "certificates.k8s.io", "v1", False, ("csr",)),
 )
 
 _BY_KIND = {r.kind: r for r in RESOURCES}

@@ -22,7 +22,11 @@ from storage.api import registry
 from storage.api.selectors import parse_field_selector, parse_label_selector
 from storage.apiserver import discovery, proxy
 from storage.apiserver.admission import Admission, default_admission
+from storage.apiserver import identity
 from storage.apiserver.auth import TokenAuth
+from storage.apiserver.authn import Authenticator
+from storage.apiserver.satokens import ServiceAccountTokens
+from storage.system.tlsserver import peer_cert_pem
 from storage.apiserver.handlers import Handlers, Target
 from storage.apiserver.patch import PATCH_TYPES
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, line, stream_events
@@ -93,13 +97,20 @@ def _dry_run(request: Request) -> bool:
 
 def create_app(
     store: Store,
-    tokens: TokenAuth,
+    tokens: TokenAuth | Authenticator,
     *,
     admission: Admission | None = None,
     bookmark_interval: float | None = 30.0,
+    cluster_pki: Any = None,
+    sa_tokens: ServiceAccountTokens | None = None,
+    agent_tls: Any = None,
 ) -> Starlette:
-    """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize)."""
+    """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize).
+
+    ``cluster_pki`` signs approved node CSRs, ``sa_tokens`` issues and checks service-account tokens and
+    ``agent_tls`` (an ``ssl.SSLContext``) is how the server calls node agents."""
     handlers = Handlers(store, admission if admission is not None else default_admission())
+    authn = tokens if isinstance(tokens, Authenticator) else Authenticator(tokens, store, sa_tokens)
     watches = WatchRegistry()
     static: dict[str, bytes] = {
         "/version": orjson.dumps(discovery.version_info()),
@@ -119,7 +130,7 @@ def create_app(
                 return Response(_PUBLIC[path], media_type="text/plain")
             if path == "/version":  # public, as Kubernetes' system:public-info-viewer role makes it
                 return Response(static[path], media_type=JSON_TYPE)
-            user = tokens.authenticate(request.headers.get("authorization"))
+            user = authn.authenticate(request.headers.get("authorization"), peer_cert_pem(request.scope))
             if path in static:
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
@@ -129,7 +140,10 @@ def create_app(
             if pod_log is not None:
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on pods/log")
-                return await proxy.pod_log(store, *pod_log, request.query_params, request.headers.get("authorization"))
+                return await proxy.pod_log(store, *pod_log, request.query_params, agent_tls)
+            special = await _identity(request, parts, user)
+            if special is not None:
+                return special
             if len(parts) >= 3 and parts[0] == "api" and parts[1] == "v1":
                 parsed = parse_resource_path("v1", parts[2:])
             elif len(parts) >= 4 and parts[0] == "apis":
@@ -144,6 +158,25 @@ def create_app(
             log.error("request failed", method=request.method, path=path, error=repr(e),
                       traceback=traceback.format_exc())
             return _error(StowageError("internal error"))
+
+    async def _identity(request: Request, parts: list[str], user: Any) -> Response | None:
+        """TokenRequest and CSR creation: they need the caller's full identity, not only its name."""
+        sa = identity.token_request_target(parts)
+        if sa is not None:
+            if request.method != "POST":
+                raise MethodNotAllowed(f"{request.method} is not supported on serviceaccounts/token")
+            if authn.sa_tokens is None:
+                raise _not_found()
+            body = _decode(await request.body())
+            return _json(identity.request_token(store, authn.sa_tokens, *sa, body), 201)
+        if identity.is_csr_create(parts) and request.method == "POST":
+            body = identity.stamp_requester(_decode(await request.body()), user)
+            parsed = parse_resource_path("certificates.k8s.io/v1", parts[3:])
+            created = handlers.create(parsed.target, body, user=user.name, dry_run=_dry_run(request))
+            if not _dry_run(request):
+                created = identity.approve_and_sign(store, cluster_pki, created)
+            return _json(created, 201)
+        return None
 
     async def _serve(request: Request, parsed: _Parsed, user: str) -> Response:
         t, method, query = parsed.target, request.method, request.query_params

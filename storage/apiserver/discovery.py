@@ -83,6 +83,10 @@ def api_resource_list(group_version: str) -> dict[str, Any] | None:
                 **({"shortNames": list(r.short_names)} if r.short_names else {}),
             }
         )
+        if r.kind == "ServiceAccount":  # the TokenRequest subresource, as kubectl create token finds it
+            resources.append({"name": "serviceaccounts/token", "singularName": "", "namespaced": True,
+                              "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                              "verbs": ["create"]})
         if r.has_status:
             resources.append(
                 {"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": STATUS_VERBS}

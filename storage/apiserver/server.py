@@ -16,6 +16,10 @@ import uvicorn
 from storage.apiserver.admission import Admission
 from storage.apiserver.app import create_app
 from storage.apiserver.auth import TokenAuth, ensure_admin_token, load_token_auth
+from storage.apiserver.authn import Authenticator
+from storage.apiserver.satokens import ServiceAccountTokens
+from storage.apiserver.tls import ServerTLS, TLSOptions
+from storage.system.tlsserver import uvicorn_ssl_options
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -63,15 +67,27 @@ def serve(
     admission: Admission | None = None,
     tokens: TokenAuth | None = None,
     sock: socket.socket | None = None,
+    tls: ServerTLS | None = None,
+    insecure_http: bool = False,
 ) -> None:
-    """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread)."""
+    """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread).
+
+    HTTPS with ``tls`` (by default the data dir's cluster PKI); plain HTTP only with ``insecure_http``."""
     tokens = tokens if tokens is not None else load_token_auth(data_dir)
-    app = create_app(store, tokens, admission=admission)
+    tls = tls if tls is not None else TLSOptions().prepare(Path(data_dir), host)
+    sa_tokens = ServiceAccountTokens(tls.pki.directory)
+    app = create_app(store, Authenticator(tokens, store, sa_tokens), admission=admission, cluster_pki=tls.pki,
+                     sa_tokens=sa_tokens, agent_tls=tls.pki.agent_client_context())
     sock = sock if sock is not None else bind_socket(host, port)
     real_port = sock.getsockname()[1]
+    ssl_options: dict[str, Any] = {}
+    if insecure_http:
+        log.warning("serving plain HTTP (--insecure-http): tokens and data cross the network unencrypted")
+    else:
+        ssl_options = uvicorn_ssl_options(str(tls.cert_file), str(tls.key_file), str(tls.client_ca_file))
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
-        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS, **ssl_options,
     )
     server = _Server(config, ready)
     stop_event = stop_event if stop_event is not None else threading.Event()
@@ -88,7 +104,7 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop_event.set())
-    log.info("api server listening", host=host, port=real_port)
+    log.info("api server listening", host=host, port=real_port, tls=not insecure_http)
     try:
         server.run(sockets=[sock])
     finally:
@@ -108,6 +124,7 @@ class RunningServer:
     data_dir: Path
     store: Store
     kubeconfig: Path | None = None
+    tls: ServerTLS | None = None  # None when serving plain HTTP
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _errors: list[BaseException] = field(default_factory=list, repr=False)
@@ -120,7 +137,17 @@ class RunningServer:
     def client(self) -> Any:
         from storage.client import Client
 
-        return Client(self.url, self.token)
+        return Client(self.url, self.token, ca_data=self.tls.trust_pem if self.tls else None)
+
+    def verify(self) -> Any:
+        """httpx's ``verify=`` for this server: a context trusting its CA (True when serving plain HTTP)."""
+        from storage.system.pki import client_context
+
+        return client_context(self.tls.trust_pem) if self.tls else True
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        return self.tls.trust_pem if self.tls else None
 
     def __enter__(self) -> "RunningServer":
         return self
@@ -138,21 +165,25 @@ def start_in_thread(
     admission: Admission | None = None,
     kubeconfig: str | os.PathLike[str] | None = None,
     startup_timeout: float = 30.0,
+    tls_options: TLSOptions | None = None,
 ) -> RunningServer:
     """Start serving in a daemon thread; returns once the server accepts connections."""
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     token = ensure_admin_token(data)
+    options = tls_options or TLSOptions()
+    tls = options.prepare(data, host)
     sock = bind_socket(host, port)
     real_port = sock.getsockname()[1]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{real_port}"
+    scheme = "http" if options.insecure_http else "https"
+    url = f"{scheme}://{'[' + host + ']' if ':' in host else _client_host(host)}:{real_port}"
     ready = threading.Event()
-    running = RunningServer(url, real_port, token, data, store)
+    running = RunningServer(url, real_port, token, data, store, tls=None if options.insecure_http else tls)
 
     def run() -> None:
         try:
             serve(store, host=host, port=real_port, data_dir=data, stop_event=running._stop, ready=ready,
-                  admission=admission, sock=sock)
+                  admission=admission, sock=sock, tls=tls, insecure_http=options.insecure_http)
         except BaseException as e:  # surfaced to the starter, which would otherwise wait forever
             running._errors.append(e)
             ready.set()
@@ -166,9 +197,14 @@ def start_in_thread(
     if kubeconfig is not None:
         from storage.client.kubeconfig import write_kubeconfig
 
-        write_kubeconfig(kubeconfig, url, token)
+        write_kubeconfig(kubeconfig, url, token, ca_data=running.ca_pem)
         running.kubeconfig = Path(kubeconfig)
     return running
+
+
+def _client_host(host: str) -> str:
+    # A wildcard listen address is no address to connect to; the loopback is covered by the certificate.
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
 def main() -> None:  # pragma: no cover - exercised through the CLI

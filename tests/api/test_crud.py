@@ -11,7 +11,7 @@ from storage.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFoun
 
 def raw(api_server, method: str, path: str, **kw) -> httpx.Response:
     headers = {"Authorization": f"Bearer {api_server.token}", **kw.pop("headers", {})}
-    return httpx.request(method, api_server.url + path, headers=headers, timeout=30, **kw)
+    return httpx.request(method, api_server.url + path, headers=headers, timeout=30, verify=api_server.verify(), **kw)
 
 
 def test_namespaced_create_get_list_update_delete(client: Client) -> None:

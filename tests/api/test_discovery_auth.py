@@ -16,7 +16,7 @@ def get(api_server, path: str, token: str | None = "admin") -> httpx.Response:
         headers["Authorization"] = f"Bearer {api_server.token}"
     elif token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.get(api_server.url + path, headers=headers, timeout=30)
+    return httpx.get(api_server.url + path, headers=headers, timeout=30, verify=api_server.verify())
 
 
 def test_core_and_group_discovery(api_server) -> None:
@@ -32,7 +32,7 @@ def test_core_and_group_discovery(api_server) -> None:
 
 def test_resource_lists_cover_the_registry(api_server) -> None:
     seen = {}
-    for path in ("/api/v1", "/apis/apps/v1", "/apis/storage.k8s.io/v1"):
+    for path in sorted({("/api/" if "/" not in i.api_version else "/apis/") + i.api_version for i in RESOURCES}):
         doc = get(api_server, path).json()
         assert doc["kind"] == "APIResourceList"
         for r in doc["resources"]:
@@ -63,7 +63,7 @@ def test_missing_or_wrong_token_is_401(api_server, token: str | None) -> None:
         assert resp.status_code == 401
         assert resp.json()["kind"] == "Status" and resp.json()["reason"] == "Unauthorized"
     with pytest.raises(Unauthorized):
-        Client(api_server.url, token).list("persistentvolumes")
+        Client(api_server.url, token, ca_data=api_server.ca_pem).list("persistentvolumes")
 
 
 def test_admin_token_is_created_once_and_private(tmp_path) -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from storage.api.modelbase import WireModel, dump
 from storage.api.models.apps import ControllerRevision, DaemonSet, ReplicaSet, StatefulSet
+from storage.api.models.auth_kinds import CertificateSigningRequest, ServiceAccount
 from storage.api.models.core import (
     ConfigMap,
     Endpoints,
@@ -52,6 +53,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "ReplicaSet": ReplicaSet,
     "ReplicationController": ReplicationController,
     "ControllerRevision": ControllerRevision,
+    "ServiceAccount": ServiceAccount,
+    "CertificateSigningRequest": CertificateSigningRequest,
 }
 
 _missing = {r.kind for r in RESOURCES} - set(MODELS)
