@@ -33,6 +33,7 @@ from storage.agent.runtime import PodRuntime
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
 from storage.api.timestamps import now, parse_time
+from storage.agent.credentials import AgentTLS
 from storage.client import Client
 from storage.errors import Conflict, Gone, NotFound, StowageError
 from volume_plugins.registry import default_registry
@@ -69,6 +70,7 @@ class AgentConfig:
     listen_port: int = 0
     backoff_base: float = 10.0
     pod_ip_range: str = "127.1.0.0/16"
+    tls: AgentTLS | None = None  # the agent's serving certificate; None serves plain HTTP (tests only)
 
 
 def _meta(obj: Obj) -> Obj:
@@ -138,7 +140,8 @@ class NodeAgent:
                                   backoff_base=self.config.backoff_base)
         from storage.agent.server import start_agent_server
 
-        self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token)
+        self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token,
+                                                     self.config.tls)
         self.register()
         for target, name in ((self._watch_pods, "agent-pods"), (self._watch_endpoints, "agent-endpoints"),
                              (self._watch_services, "agent-services"),

@@ -1,8 +1,10 @@
 """The node agent's own small HTTP API, for the control plane.
 
 The local provisioner asks the agent on the chosen node to carve, delete or
-grow a pool volume; the API server proxies ``pods/log`` here. Every call
-needs the agent's bearer token.
+grow a pool volume; the API server proxies ``pods/log`` here. The agent serves
+HTTPS with a certificate from the cluster CA, and every call needs a client
+certificate from that CA in group ``system:masters`` (the control plane's own),
+or, for an agent started without TLS, its bearer token.
 """
 from __future__ import annotations
 
@@ -19,7 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from storage.agent.credentials import AgentTLS
 from storage.errors import BadRequest, StowageError, Unauthorized
+from storage.system import pki
+from storage.system.tlsserver import peer_cert_pem, uvicorn_ssl_options
 
 if TYPE_CHECKING:
     from storage.agent.agent import NodeAgent
@@ -31,9 +36,19 @@ def _error(exc: StowageError) -> JSONResponse:
     return JSONResponse(exc.to_status(), status_code=exc.code)
 
 
-def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
+CONTROL_PLANE_GROUP = "system:masters"
+
+
+def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> Starlette:
     def authorized(request: Request) -> None:
+        pem = peer_cert_pem(request.scope)
+        if pem is not None:
+            cert = pki.load_cert(pem.encode("ascii"))
+            if pki.is_client_cert(cert) and CONTROL_PLANE_GROUP in pki.identity(cert)[1]:
+                return
         if token is None:
+            if tls:
+                raise Unauthorized("Unauthorized")
             return
         header = request.headers.get("authorization", "")
         given = header[7:] if header.lower().startswith("bearer ") else ""
@@ -120,9 +135,11 @@ def _as_bytes(lines: Any) -> Any:
         yield (line if isinstance(line, bytes) else str(line).encode()) + b"\n"
 
 
-def start_agent_server(agent: "NodeAgent", host: str, port: int, token: str | None) -> tuple[uvicorn.Server, int]:
-    config = uvicorn.Config(build_app(agent, token), host=host, port=port, log_level="warning", access_log=False,
-                            lifespan="off")
+def start_agent_server(agent: "NodeAgent", host: str, port: int, token: str | None,
+                       tls: AgentTLS | None = None) -> tuple[uvicorn.Server, int]:
+    ssl_options = uvicorn_ssl_options(str(tls.cert_file), str(tls.key_file), str(tls.ca_file)) if tls else {}
+    config = uvicorn.Config(build_app(agent, token, tls=tls is not None), host=host, port=port, log_level="warning",
+                            access_log=False, lifespan="off", **ssl_options)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     started = threading.Event()

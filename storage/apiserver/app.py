@@ -24,13 +24,13 @@ from storage.apiserver import discovery, proxy
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver import identity
 from storage.apiserver.auth import TokenAuth
-from storage.apiserver.authn import Authenticator
+from storage.apiserver.authn import BOOTSTRAPPERS, Authenticator
 from storage.apiserver.satokens import ServiceAccountTokens
 from storage.system.tlsserver import peer_cert_pem
 from storage.apiserver.handlers import Handlers, Target
 from storage.apiserver.patch import PATCH_TYPES
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, line, stream_events
-from storage.errors import BadRequest, Gone, MethodNotAllowed, NotFound, StowageError
+from storage.errors import BadRequest, Forbidden, Gone, MethodNotAllowed, NotFound, StowageError
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -131,6 +131,8 @@ def create_app(
             if path == "/version":  # public, as Kubernetes' system:public-info-viewer role makes it
                 return Response(static[path], media_type=JSON_TYPE)
             user = authn.authenticate(request.headers.get("authorization"), peer_cert_pem(request.scope))
+            if BOOTSTRAPPERS in user.groups and not identity.bootstrapper_may(request.method, path):
+                raise Forbidden(f'{user.name} may only request a node certificate with a bootstrap token')
             if path in static:
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")

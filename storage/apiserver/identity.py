@@ -168,3 +168,21 @@ def approve_and_sign(store: Any, cluster: Any, csr: dict[str, Any]) -> dict[str,
 
 def cert_not_after(pem: bytes) -> datetime.datetime:
     return pki.expires_at(pki.load_cert(pem))
+
+
+_DISCOVERY = {"/api", "/apis", "/version", "/api/v1", "/apis/certificates.k8s.io", "/apis/certificates.k8s.io/v1"}
+_CSR_PREFIX = ["apis", "certificates.k8s.io", "v1", "certificatesigningrequests"]
+
+
+def bootstrapper_may(method: str, path: str) -> bool:
+    """A bootstrap token is only for obtaining a node certificate: discovery, and creating and reading CSRs.
+
+    Kubernetes expresses this with RBAC (system:node-bootstrapper); here it also holds with no RBAC at all."""
+    if path in _DISCOVERY:
+        return method == "GET"
+    parts = path.strip("/").split("/")
+    if parts[:4] == _CSR_PREFIX and len(parts) <= 5:
+        return method == "POST" if len(parts) == 4 and method != "GET" else method == "GET"
+    if parts[:3] == ["apis", "certificates.k8s.io", "v1"] and parts[3:5] == ["watch", "certificatesigningrequests"]:
+        return method == "GET"
+    return False
