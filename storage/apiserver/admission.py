@@ -155,4 +155,6 @@ class ClaimResize:
 
 
 def default_admission() -> Admission:
-    return Admission([DefaultStorageClass(), ProtectionFinalizers(), ClaimResize()])
+    from storage.apiserver.sa_admission import ServiceAccountAdmission
+
+    return Admission([DefaultStorageClass(), ProtectionFinalizers(), ClaimResize(), ServiceAccountAdmission()])

@@ -45,6 +45,30 @@ class _Server(uvicorn.Server):
             self._ready.set()
 
 
+def publish_root_ca(store: Store, ca_pem: bytes) -> None:
+    """``kube-system/kube-root-ca.crt``: the CA pods trust, copied into every namespace by a controller."""
+    from storage.errors import AlreadyExists, Conflict, NotFound
+
+    data = {"ca.crt": ca_pem.decode("ascii")}
+    for _ in range(5):
+        try:
+            current = store.get("configmaps", "kube-system", "kube-root-ca.crt")
+        except NotFound:
+            try:
+                store.create("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
+                                            "metadata": {"name": "kube-root-ca.crt", "namespace": "kube-system"}})
+                return
+            except AlreadyExists:
+                continue
+        if current.get("data") == data:
+            return
+        try:
+            store.update("configmaps", {**current, "data": data})
+            return
+        except Conflict:
+            continue
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind before starting uvicorn so port 0 resolves to a real port the caller can report."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -76,6 +100,7 @@ def serve(
     tokens = tokens if tokens is not None else load_token_auth(data_dir)
     tls = tls if tls is not None else TLSOptions().prepare(Path(data_dir), host)
     sa_tokens = ServiceAccountTokens(tls.pki.directory)
+    publish_root_ca(store, tls.pki.ca_pem)
     app = create_app(store, Authenticator(tokens, store, sa_tokens), admission=admission, cluster_pki=tls.pki,
                      sa_tokens=sa_tokens, agent_tls=tls.pki.agent_client_context())
     sock = sock if sock is not None else bind_socket(host, port)

@@ -431,7 +431,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     found: list[type[Reconciler]] = [*ALL_RECONCILERS, SchedulerReconciler, NodeLifecycleReconciler]
     # Workload controllers live in their own modules; each exports RECONCILERS.
     for module_name in ("statefulset.controller", "storage.controllers.endpoints",
-                        "storage.controllers.workloads", "storage.controllers.gc"):
+                        "storage.controllers.workloads", "storage.controllers.gc",
+                        "storage.controllers.serviceaccounts"):
         module = importlib.import_module(module_name)
         found += list(getattr(module, "RECONCILERS", []))
     return found
