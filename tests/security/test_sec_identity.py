@@ -235,3 +235,18 @@ def test_token_request_rejects_bad_input_with_field_names(server: RunningServer)
     assert wrong_pod.status_code == 400 and "spec.boundObjectRef.name" in wrong_pod.json()["message"]
     missing = request_token(server, "ghost", {"spec": {}})
     assert missing.status_code == 404
+
+
+def test_every_namespace_gets_a_default_service_account_and_the_root_ca(server: RunningServer) -> None:
+    from support import get_or_none, running_controllers, wait_for
+
+    client = server.client()
+    client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    with running_controllers(server.store):
+        wait_for(lambda: get_or_none(server.store, "serviceaccounts", "team-a", "default"), "team-a's default SA")
+        published = wait_for(lambda: get_or_none(server.store, "configmaps", "team-a", "kube-root-ca.crt"),
+                             "team-a's kube-root-ca.crt")
+        assert published["data"]["ca.crt"].encode() == server.ca_pem
+        # Level-triggered: a deleted default account comes back.
+        client.delete("serviceaccounts", "default", "team-a")
+        wait_for(lambda: get_or_none(server.store, "serviceaccounts", "team-a", "default"), "the SA recreated")
