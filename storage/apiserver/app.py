@@ -169,7 +169,11 @@ def create_app(
                 raise MethodNotAllowed(f"{request.method} is not supported on serviceaccounts/token")
             if authn.sa_tokens is None:
                 raise _not_found()
-            body = _decode(await request.body())
+            raw = await request.body()
+            if "protobuf" in request.headers.get("content-type", ""):
+                body = identity.token_request_from_protobuf(raw)
+            else:
+                body = _decode(raw)
             return _json(identity.request_token(store, authn.sa_tokens, *sa, body), 201)
         if identity.is_csr_create(parts) and request.method == "POST":
             body = identity.stamp_requester(_decode(await request.body()), user)

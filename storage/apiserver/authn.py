@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hmac
 import re
+import time
 from typing import Any
 
 import structlog
@@ -112,7 +113,7 @@ class Authenticator:
             reason = "token is not for authentication"
         else:
             expires = parse_time(data.get("expiration")) if data.get("expiration") else None
-            if expires is not None and expires.timestamp() <= _now():
+            if expires is not None and expires.timestamp() <= time.time():
                 reason = "token has expired"
         if reason:
             log.info("bootstrap token refused", token_id=token_id, reason=reason)
@@ -127,9 +128,3 @@ def _b64(value: Any) -> str:
         return base64.b64decode(str(value)).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         return ""
-
-
-def _now() -> float:
-    import time
-
-    return time.time()

@@ -20,7 +20,6 @@ import structlog
 from cryptography import x509
 
 from storage.system import pki
-from storage.system.tlsserver import PeerCertHttpToolsProtocol, peer_cert_pem
 
 log = structlog.get_logger(__name__)
 

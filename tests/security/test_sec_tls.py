@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
