@@ -14,7 +14,7 @@ import base64
 import datetime
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -116,11 +116,13 @@ def node_credentials(
     address: str,
     bootstrap: Callable[[], ClusterAccess] | None,
     kubeconfig: Path | None = None,
+    server: str | None = None,
 ) -> NodeCredentials:
     """The node's client identity and serving certificate in ``cert_dir``, bootstrapped when missing or stale.
 
     ``bootstrap`` gives the bootstrap credentials (read only when they are needed); the node's own kubeconfig
-    is ``kubeconfig`` (default ``cert_dir/kubeconfig``)."""
+    is ``kubeconfig`` (default ``cert_dir/kubeconfig``). ``server`` overrides the API server URL saved there
+    (``stowage up`` on port 0 listens somewhere new each start)."""
     cert_dir.mkdir(parents=True, exist_ok=True)
     cert_dir.chmod(0o700)
     own = kubeconfig or cert_dir / KUBECONFIG
@@ -132,6 +134,8 @@ def node_credentials(
             access = None
         if access is not None and not _fresh(access.cert_data, node_user(node_name)):
             access = None
+        if access is not None and server and access.server != server:
+            access = replace(access, server=server)
     if access is None:
         if bootstrap is None:
             raise StowageError(f"the agent has no valid credentials in {own} and no bootstrap kubeconfig "

@@ -186,7 +186,7 @@ def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: thread
     node_name = default_node_name()
     agent_dir = data_dir / "agent"
     creds = node_credentials(node_name, agent_dir / "pki", "127.0.0.1",
-                             lambda: _local_bootstrap(store, server_url, data_dir))
+                             lambda: _local_bootstrap(store, server_url, data_dir), server=server_url)
     config = AgentConfig(node_name=node_name, data_dir=agent_dir, pools=[default_pool(data_dir)],
                          heartbeat_seconds=10.0, tls=creds.tls,
                          # hostPath volumes may use the data dir's own hostpath area and what the admin allows.
