@@ -27,6 +27,7 @@ Obj = dict[str, Any]
 REFRESH_FRACTION = 0.8
 MAX_REFRESH_SECONDS = 24 * 3600
 DEFAULT_EXPIRATION = 3600
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.5, 30.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ServiceAccountTokenManager:
         self._lock = threading.Lock()
         self._tokens: dict[tuple[str, str, str, int], _Issued] = {}
         self._timers: dict[str, threading.Timer] = {}
+        self._retry: dict[str, float] = {}  # pod uid -> back-off while its service account does not exist
 
     def fill(self, pod: Obj, volumes: PodVolumes) -> None:
         """Put a current token under ``data["serviceAccountToken"][path]`` of every projected volume asking for one."""
@@ -64,8 +66,16 @@ class ServiceAccountTokenManager:
             issued = self._tokens.get(key)
         if issued is not None and time.time() < issued.refresh_at:
             return issued.token
-        fresh = self._request(pod, sa, audience, expiration)
+        try:
+            fresh = self._request(pod, sa, audience, expiration)
+        except VolumeNotReady:
+            # Nothing else wakes the pod when its account appears: look again, backing off.
+            with self._lock:
+                delay = self._retry[uid] = min(RETRY_MAX_SECONDS, self._retry.get(uid, RETRY_FIRST_SECONDS / 2) * 2)
+            self._schedule(uid, time.time() + delay)
+            raise
         with self._lock:
+            self._retry.pop(uid, None)
             self._tokens[key] = fresh
         self._schedule(uid, fresh.refresh_at)
         return fresh.token
@@ -74,6 +84,7 @@ class ServiceAccountTokenManager:
         with self._lock:
             for key in [k for k in self._tokens if k[0] == uid]:
                 del self._tokens[key]
+            self._retry.pop(uid, None)
             timer = self._timers.pop(uid, None)
         if timer is not None:
             timer.cancel()

@@ -56,3 +56,19 @@ def test_automount_false_projects_nothing(cluster: Cluster) -> None:
     assert not any(v["name"].startswith("kube-api-access-") for v in created["spec"].get("volumes") or [])
     cluster.wait_running("quiet")
     wait_until(lambda: "absent" in b"".join(cluster.client.logs("quiet", "default")).decode(), "the pod's report", 60)
+
+
+def test_a_pod_waits_for_its_service_account_then_starts(cluster: Cluster) -> None:
+    """Created before its namespace has a default account (no controllers yet): it waits, and starts once the
+    account and the root CA exist, with nothing else happening to wake it."""
+    cluster.add_agent("n1")
+    cluster.apply(pod("early", "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; "
+                               "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done", nodeName="n1"))
+
+    def waiting_for_account(p: dict) -> bool:
+        return any('serviceaccount "default" not found' in str((cs.get("state") or {}).get("waiting"))
+                   for cs in (p.get("status") or {}).get("containerStatuses") or [])
+    cluster.wait_pod("early", waiting_for_account, "waiting for its service account")
+    cluster.start_controllers()
+    cluster.wait_running("early")
+    wait_until(lambda: "default" in b"".join(cluster.client.logs("early", "default")).decode(), "the namespace file", 60)

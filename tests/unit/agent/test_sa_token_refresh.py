@@ -88,3 +88,15 @@ def test_kubernetes_service_env_points_at_the_api_server_and_yields_to_the_conta
     assert {"name": "KUBERNETES_SERVICE_HOST", "value": "10.1.2.3"} in a["env"]
     assert {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"} in a["env"]
     assert [e["value"] for e in b["env"] if e["name"] == "KUBERNETES_SERVICE_HOST"] == ["mine"]
+
+
+def test_a_pod_waiting_for_its_service_account_is_looked_at_again() -> None:
+    """Nothing else wakes such a pod (no claim event comes): the manager marks it for a sync, backing off."""
+    woken = threading.Event()
+    manager = ServiceAccountTokenManager(_Client(_Http([0.0], 600)), lambda uid: woken.set() if uid == "u1" else None)
+    try:
+        with pytest.raises(VolumeNotReady):
+            manager.token({**POD, "spec": {"serviceAccountName": "ghost"}}, "", 600)
+        assert woken.wait(10)
+    finally:
+        manager.stop()
