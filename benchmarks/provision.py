@@ -85,7 +85,8 @@ class Bench:
         self.server = self._server.__enter__()
         self.client = self.server.client()
         self.stop = threading.Event()
-        provisioner_registry.register(LocalProvisioner(self.server.token, nodes=self._node))
+        assert self.server.tls is not None
+        provisioner_registry.register(LocalProvisioner(nodes=self._node, tls=self.server.tls.pki.agent_client_context()))
         ready = threading.Event()
         self.controllers = threading.Thread(target=run_controllers, args=(self.server.store, self.stop),
                                             kwargs={"ready": ready}, daemon=True)
@@ -99,12 +100,21 @@ class Bench:
         except NotFound:
             return None
 
+    def _bootstrap(self) -> Path:
+        """A bootstrap kubeconfig: the agent gets its own node certificate, as with `stowage token create`."""
+        from storage.api.bootstrap_tokens import new_bootstrap_token
+        from storage.client.kubeconfig import write_kubeconfig
+
+        token, secret = new_bootstrap_token(3600, "benchmark agent")
+        self.client.create(secret)
+        return write_kubeconfig(self.base / "bootstrap.kubeconfig", self.server.url, token, ca_data=self.server.ca_pem)
+
     def start_agent(self, pool_bytes: int) -> None:
         pool = self.base / "pool"
         pool.mkdir(exist_ok=True)
         log = open(self.base / "agent.log", "ab")
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "storage.cli", "agent", "--node", "bench", "--kubeconfig", str(self.server.kubeconfig),
+            [sys.executable, "-m", "storage.cli", "agent", "--node", "bench", "--bootstrap-kubeconfig", str(self._bootstrap()),
              "--data-dir", str(self.base / "agent"), "--pool", f"default={pool}:{pool_bytes}", "--heartbeat", "5"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
 

@@ -9,6 +9,7 @@ finds the volume the first call made.
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
 
 import httpx
@@ -28,23 +29,28 @@ def agent_url(node: Obj) -> str:
     address = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
     if not port or not address:
         raise TemporaryError(f"node {(node.get('metadata') or {}).get('name')} has not published its agent endpoint yet", delay=2.0)
-    return f"http://{address}:{port}"
+    shown = f"[{address}]" if ":" in address else address
+    return f"https://{shown}:{port}"
 
 
 class LocalProvisioner(Provisioner):
     name = NAME
     known_parameters = frozenset({"fsType", "csi.storage.k8s.io/fstype", "pool"})
 
-    def __init__(self, token: str | None = None, *, nodes: Any = None, timeout: float = 300.0) -> None:
-        # The agent's token; ``stowage up`` registers an instance with its admin token.
+    def __init__(self, token: str | None = None, *, nodes: Any = None, timeout: float = 300.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        # ``tls`` trusts the cluster CA and presents the control plane's client certificate, which agents
+        # accept; ``token`` is only for agents started without TLS.
         self.token = token if token is not None else os.environ.get("STOWAGE_AGENT_TOKEN")
+        self.tls = tls
         self.nodes = nodes  # optional lookup name -> Node, for delete/expand
         self.timeout = timeout
 
     def _call(self, method: str, url: str, body: Obj | None = None, params: dict[str, str] | None = None) -> Obj:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            response = httpx.request(method, url, json=body, params=params, headers=headers, timeout=self.timeout)
+            response = httpx.request(method, url, json=body, params=params, headers=headers, timeout=self.timeout,
+                                     verify=self.tls if self.tls is not None else True)
         except httpx.HTTPError as exc:
             raise TemporaryError(f"node agent at {url} is unreachable: {exc}", delay=2.0) from None
         if response.status_code >= 400:

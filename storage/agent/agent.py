@@ -33,11 +33,13 @@ from storage.agent.pool import Pool
 from storage.agent.node_lease import renew_lease
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import PodRuntime
+from storage.agent.sa_tokens import ServiceAccountTokenManager, kubernetes_service_env
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
 from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.names import NODE_AGENT_FINALIZER
 from storage.api.timestamps import now, parse_time
+from storage.agent.credentials import AgentTLS
 from storage.client import Client
 from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError
 from storage.system.host_resources import node_resources
@@ -80,6 +82,7 @@ class AgentConfig:
     # Host paths no container may see besides the data dir and pools (the control plane's
     # data dir with its tokens, kubeconfig and store).
     private_paths: tuple[str, ...] = ()
+    tls: AgentTLS | None = None  # the agent's serving certificate; None serves plain HTTP (tests only)
 
 
 def _meta(obj: Obj) -> Obj:
@@ -104,6 +107,7 @@ class NodeAgent:
         self.volumes = VolumeManager(self.data_dir, default_registry(host_path_prefixes=config.host_path_prefixes))
         self.runtime: PodRuntime | None = None
         self.env_sources = ApiEnvSources(client)
+        self.sa_tokens = ServiceAccountTokenManager(client, self._mark_dirty)
         self.stop_event = threading.Event()
         self._lock = threading.Condition()
         self._pods: dict[str, Obj] = {}  # uid -> pod as last seen
@@ -153,7 +157,8 @@ class NodeAgent:
                                   host_path_prefixes=self.config.host_path_prefixes)
         from storage.agent.server import start_agent_server
 
-        self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token)
+        self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token,
+                                                     self.config.tls)
         self.register()
         for target, name in ((self._watch_pods, "agent-pods"), (self._watch_endpoints, "agent-endpoints"),
                              (self._watch_services, "agent-services"),
@@ -168,6 +173,7 @@ class NodeAgent:
     def stop(self) -> None:
         """Stop the agent's loops. Containers keep running: a restarted agent adopts them."""
         self.stop_event.set()
+        self.sa_tokens.stop()
         with self._lock:
             self._lock.notify_all()
         if self._server is not None:
@@ -361,7 +367,13 @@ class NodeAgent:
         with self._lock:
             services = [s for k, s in self._services.items() if k[0] == namespace]
             endpoints = {k[1]: e for k, e in self._endpoints.items() if k[0] == namespace}
-        return pod_with_service_env(pod, services, endpoints)
+        return kubernetes_service_env(pod_with_service_env(pod, services, endpoints), self.client.server)
+
+    def _resolve_volumes(self, pod: Obj) -> PodVolumes:
+        """The pod's volumes with their data, service-account tokens included."""
+        volumes = resolve_pod_volumes(pod, self._reader)
+        self.sa_tokens.fill(pod, volumes)
+        return volumes
 
     def _watch_claims(self) -> None:
         """A pod waiting for its claim to bind (or grow) is looked at again when the claim changes."""
@@ -484,7 +496,7 @@ class NodeAgent:
                     # After a restart mid-deletion: keep its volumes wanted until its
                     # containers are stopped, so nothing is unmounted under a live process.
                     try:
-                        self._resolved[uid] = resolve_pod_volumes(pod, self._reader)
+                        self._resolved[uid] = self._resolve_volumes(pod)
                     except (VolumeNotReady, StowageError):
                         pass
                 self._begin_stop(uid, pod)
@@ -508,7 +520,7 @@ class NodeAgent:
         for uid, pod in active.items():
             if uid not in self._resolved:
                 try:
-                    self._resolved[uid] = resolve_pod_volumes(pod, self._reader)
+                    self._resolved[uid] = self._resolve_volumes(pod)
                 except (VolumeNotReady, StowageError):
                     continue  # its own sync reports why
 
@@ -561,7 +573,7 @@ class NodeAgent:
         if not self._ensure_finalizer(pod):
             return
         try:
-            volumes = resolve_pod_volumes(pod, self._reader)
+            volumes = self._resolve_volumes(pod)
         except (VolumeNotReady, StowageError) as exc:
             with self._lock:
                 self._waiting.add(uid)
@@ -690,6 +702,7 @@ class NodeAgent:
                 self._remove_finalizer(pod)
             with self._lock:
                 self._stopped.add(uid)
+            self.sa_tokens.forget(uid)
             log.info("agent.pod_stopped", uid=uid)
         except Exception as exc:
             log.warning("agent.stop_failed", uid=uid, error=str(exc))

@@ -1,19 +1,16 @@
 """The node agent's own small HTTP API, for the control plane.
 
 The local provisioner asks the agent on the chosen node to carve, delete or
-grow a pool volume; the API server proxies ``pods/log`` here. Every call
-needs a bearer token: the agent's own, or one whose user the API server says
-may use this node's API (``nodes/proxy``), asked with a SelfSubjectAccessReview
-under the caller's token, as a kubelet's webhook authorizer does. So an agent
-running under its node credential still serves the control plane's admin.
+grow a pool volume; the API server proxies ``pods/log``, exec, attach, port-forward and
+metrics here. The agent serves HTTPS with a certificate from the cluster CA, and every call
+needs a client certificate from that CA in group ``system:masters`` (the control plane's own,
+as kube-apiserver calls kubelets), or, for an agent started without TLS, its bearer token.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -26,8 +23,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from storage.agent import metrics, portforward, streams
-
-from storage.errors import BadRequest, Forbidden, StowageError, Unauthorized
+from storage.agent.credentials import AgentTLS
+from storage.errors import BadRequest, StowageError, Unauthorized
+from storage.system import pki
+from storage.system.tlsserver import PeerCertWSProtocol, peer_cert_pem, uvicorn_ssl_options
 
 if TYPE_CHECKING:
     from storage.agent.agent import NodeAgent
@@ -39,62 +38,28 @@ def _error(exc: StowageError) -> JSONResponse:
     return JSONResponse(exc.to_status(), status_code=exc.code)
 
 
-# How long the API server's answer about a caller is reused (a pool-volume burst asks once).
-_ALLOWED_TTL = 30.0
-_DENIED_TTL = 5.0
-_VERBS = {"GET": "get", "POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}
+CONTROL_PLANE_GROUP = "system:masters"
 
 
-class _DelegatedAuth:
-    """Asks the API server whether a caller's token may use this node's API; remembers answers briefly."""
-
-    def __init__(self, agent: "NodeAgent") -> None:
-        self.agent = agent
-        self._answers: dict[tuple[str, str], tuple[bool, float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, token: str, verb: str) -> None:
-        key = (hashlib.sha256(token.encode()).hexdigest(), verb)
-        now = time.monotonic()
-        with self._lock:
-            known = self._answers.get(key)
-        if known is None or known[1] < now:
-            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                      "spec": {"resourceAttributes": {"verb": verb, "resource": "nodes", "subresource": "proxy",
-                                                      "name": self.agent.node}}}
-            try:
-                answer = self.agent.client.create_as(token, review)
-            except Unauthorized:
-                raise Unauthorized("Unauthorized") from None
-            allowed = bool((answer.get("status") or {}).get("allowed"))
-            known = (allowed, now + (_ALLOWED_TTL if allowed else _DENIED_TTL))
-            with self._lock:
-                if len(self._answers) > 1000:
-                    self._answers.clear()
-                self._answers[key] = known
-        if not known[0]:
-            raise Forbidden(f'the caller may not {verb} resource "nodes/proxy" of node "{self.agent.node}"')
-
-
-def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
-    delegated = _DelegatedAuth(agent)
-
-    async def authorized(request: Request | WebSocket) -> None:
+def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> Starlette:
+    def authorized(request: Request | WebSocket) -> None:
+        pem = peer_cert_pem(request.scope)
+        if pem is not None:
+            cert = pki.load_cert(pem.encode("ascii"))
+            if pki.is_client_cert(cert) and CONTROL_PLANE_GROUP in pki.identity(cert)[1]:
+                return
         if token is None:
+            if tls:
+                raise Unauthorized("Unauthorized")
             return
         header = request.headers.get("authorization", "")
         given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not given:
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
             raise Unauthorized("Unauthorized")
-        if hmac.compare_digest(given.encode(), token.encode()):
-            return
-        # A stream (exec, attach, port-forward) is a create, as the kubelet's authorizer counts it.
-        verb = _VERBS.get(request.method, "get") if isinstance(request, Request) else "create"
-        await run_in_threadpool(delegated.check, given, verb)
 
     async def guarded(request: Request, fn: Any) -> Response:
         try:
-            await authorized(request)
+            authorized(request)
             return await fn()
         except StowageError as exc:
             return _error(exc)
@@ -142,7 +107,7 @@ def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
     def streaming(handler: Any) -> Any:
         async def endpoint(ws: WebSocket) -> None:
             try:
-                await authorized(ws)
+                authorized(ws)  # type: ignore[arg-type]
             except StowageError as exc:
                 await ws.send_denial_response(_error(exc))
                 return
@@ -168,10 +133,13 @@ def build_app(agent: "NodeAgent", token: str | None) -> Starlette:
     ])
 
 
-def start_agent_server(agent: "NodeAgent", host: str, port: int, token: str | None) -> tuple[uvicorn.Server, int]:
-    # wsproto: kubectl's port-forward subprotocol name has a "/", which the websockets library refuses.
-    config = uvicorn.Config(build_app(agent, token), host=host, port=port, log_level="warning", access_log=False,
-                            lifespan="off", ws="wsproto")
+def start_agent_server(agent: "NodeAgent", host: str, port: int, token: str | None,
+                       tls: AgentTLS | None = None) -> tuple[uvicorn.Server, int]:
+    ssl_options = uvicorn_ssl_options(str(tls.cert_file), str(tls.key_file), str(tls.ca_file)) if tls else {}
+    # wsproto (in PeerCertWSProtocol): kubectl's port-forward subprotocol name has a "/", which the
+    # websockets library refuses.
+    config = uvicorn.Config(build_app(agent, token, tls=tls is not None), host=host, port=port, log_level="warning",
+                            access_log=False, lifespan="off", **{"ws": PeerCertWSProtocol, **ssl_options})
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     started = threading.Event()

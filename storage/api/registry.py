@@ -95,6 +95,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  "authorization.k8s.io", "v1", False, (), has_status=False, verbs=_CREATE_ONLY, stored=False),
     ResourceInfo("SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", "authentication.k8s.io", "v1",
                  False, (), has_status=False, verbs=_CREATE_ONLY, stored=False),
+    ResourceInfo("ServiceAccount", "serviceaccounts", "serviceaccount", "", "v1", True, ("sa",), has_status=False),
+    ResourceInfo("CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest",
+                 "certificates.k8s.io", "v1", False, ("csr",)),
 )
 
 _BY_KIND = {r.kind: r for r in RESOURCES}

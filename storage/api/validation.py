@@ -1233,6 +1233,27 @@ def _nothing(errs: _Errors, obj: dict[str, Any]) -> None:
     return None
 
 
+CSR_USAGES = ("signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+              "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
+              "server auth", "client auth", "code signing", "email protection", "s/mime", "ipsec end system",
+              "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc")
+
+
+def _csr(errs: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    if not spec.get("request"):
+        errs.required("spec.request")
+    if not spec.get("signerName"):
+        errs.required("spec.signerName")
+    if not spec.get("usages"):
+        errs.required("spec.usages")
+    for i, usage in enumerate(spec.get("usages") or []):
+        errs.enum(f"spec.usages[{i}]", usage, CSR_USAGES)
+    seconds = spec.get("expirationSeconds")
+    if seconds is not None and (not isinstance(seconds, int) or seconds < 600):
+        errs.invalid("spec.expirationSeconds", seconds, "may not specify a duration less than 600 seconds (10 minutes)")
+
+
 _Rule = Callable[[_Errors, dict[str, Any]], None]
 _UpdateRule = Callable[[_Errors, dict[str, Any], dict[str, Any]], None]
 
@@ -1265,6 +1286,8 @@ _CREATE_RULES: dict[str, _Rule] = {
     "LocalSubjectAccessReview": _nothing,
     "SelfSubjectRulesReview": _nothing,
     "SelfSubjectReview": _nothing,
+    "ServiceAccount": _nothing,
+    "CertificateSigningRequest": _csr,
 }
 _UPDATE_RULES: dict[str, _UpdateRule] = {
     "PersistentVolume": _pv_update,
@@ -1281,6 +1304,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "ControllerRevision": _controller_revision_update,
     "RoleBinding": _role_ref_immutable,
     "ClusterRoleBinding": _role_ref_immutable,
+    "CertificateSigningRequest": _spec_immutable,
 }
 _STATUS_PHASES: dict[str, tuple[str, ...]] = {
     "PersistentVolume": PV_PHASES,

@@ -317,4 +317,9 @@ class PodSecurity:
 
 
 def default_admission(pod_security_default: str = podsecurity.BASELINE) -> Admission:
-    return Admission([DefaultStorageClass(), ProtectionFinalizers(), ClaimResize(), PodSecurity(pod_security_default)])
+    from storage.apiserver.sa_admission import ServiceAccountAdmission
+
+    # Mutating plugins first, Pod Security last: it judges the pod as it will be stored
+    # (with the service-account token volume), as Kubernetes' validating phase does.
+    return Admission([DefaultStorageClass(), ProtectionFinalizers(), ClaimResize(), ServiceAccountAdmission(),
+                      PodSecurity(pod_security_default)])

@@ -28,7 +28,9 @@ from storage.api.selectors import parse_field_selector, parse_label_selector
 from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, proxy, rendering, review_proto, scale,
                                streams)
 from storage.apiserver.admission import Admission, default_admission
+from storage.apiserver import identity
 from storage.apiserver.auth import TokenAuth, User
+from storage.apiserver.authn import BOOTSTRAPPERS, Authenticator
 from storage.apiserver.authz import Authorization, answer_review, authenticated, impersonated, request_attributes
 from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.handlers import Handlers, Target, with_type
@@ -37,9 +39,12 @@ from storage.apiserver.patch import APPLY, PATCH_TYPES
 from storage.apiserver.rbac import ALLOW, MASTERS
 from storage.apiserver.rbac_escalation import CURRENT_USER, RBACEscalation
 from storage.apiserver.ratelimit import FailureLimiter
+from storage.apiserver.satokens import ServiceAccountTokens
+from storage.system.tlsserver import peer_cert_pem
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events
 from storage.errors import (
     BadRequest,
+    Forbidden,
     Gone,
     MethodNotAllowed,
     NotFound,
@@ -155,27 +160,31 @@ def _dry_run(request: Request, options: dict[str, Any] | None = None) -> bool:
 
 def create_app(
     store: Store,
-    tokens: TokenAuth,
+    tokens: TokenAuth | Authenticator,
     *,
     admission: Admission | None = None,
     bookmark_interval: float | None = 30.0,
     pod_security_default: str = "baseline",
     authorization: Authorization | None = None,
     auth_failures: FailureLimiter | None = None,
-    agent_token: str | None = None,
+    cluster_pki: Any = None,
+    sa_tokens: ServiceAccountTokens | None = None,
+    agent_tls: Any = None,
 ) -> Starlette:
     """The API server app. ``admission=None`` runs the standard chain (default class, finalizers, resize,
-    Pod Security with ``pod_security_default`` for namespaces without labels).
+    service accounts, Pod Security with ``pod_security_default`` for namespaces without labels).
 
     ``authorization=None`` starts the standard one (default policy, Node and RBAC authorizers); the
     app's ``state.authz`` holds it for ``close()``. NodeRestriction always ends the admission chain.
-    ``agent_token`` is the server's own credential towards node agents (``pods/log``), as kube-apiserver's
-    kubelet client certificate; without one the caller's own token is passed on.
+    ``cluster_pki`` signs approved node CSRs, ``sa_tokens`` issues and checks service-account tokens and
+    ``agent_tls`` (an ``ssl.SSLContext`` with the server's own client certificate) is how the server calls
+    node agents, as kube-apiserver calls kubelets: user credentials never leave the server.
     """
     authz = authorization if authorization is not None else Authorization(store).start()
     chain = admission if admission is not None else default_admission(pod_security_default)
     handlers = Handlers(store, Admission([*chain.plugins, NodeRestriction(), RBACEscalation(authz)]))
     failures = auth_failures if auth_failures is not None else FailureLimiter()
+    authn = tokens if isinstance(tokens, Authenticator) else Authenticator(tokens, store, sa_tokens)
     watches = WatchRegistry()
     # Store calls run here, never on the event loop: a database lock held by another process must
     # not stop /healthz, /livez or any request that does not need the store.
@@ -212,7 +221,7 @@ def create_app(
             if path == "/version":  # public, as Kubernetes' system:public-info-viewer role makes it
                 return Response(static[path], media_type=JSON_TYPE)
             try:
-                user = tokens.authenticate(request.headers.get("authorization"))
+                user = authn.authenticate(request.headers.get("authorization"), peer_cert_pem(request.scope))
             except Unauthorized:
                 address = request.client.host if request.client else ""
                 wait = failures.failed(address)
@@ -221,6 +230,8 @@ def create_app(
                                           retry_after=wait) from None
                 raise
             user = authenticated(user)
+            if BOOTSTRAPPERS in user.groups and not identity.bootstrapper_may(request.method, path):
+                raise Forbidden(f'{user.name} may only request a node certificate with a bootstrap token')
             if "impersonate-user" in request.headers or "impersonate-group" in request.headers:
                 user = await impersonated(authz, user, request.headers)
             CURRENT_USER.set(user)
@@ -237,18 +248,19 @@ def create_app(
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
                 return Response(static[path], media_type=JSON_TYPE)
             parts = path.split("/")[1:]
-            # The agent is asked with the server's own identity: the user was authorized above.
-            forwarded = f"Bearer {agent_token}" if agent_token else request.headers.get("authorization")
             pod_sub = proxy.pod_subresource_target(parts)
             if pod_sub is not None and pod_sub[2] == "log":
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on pods/log")
                 # The user was authorized for pods/log above; the agent is asked with the server's own identity.
-                return await proxy.pod_log(store, *pod_sub[:2], request.query_params, forwarded)
+                return await proxy.pod_log(store, *pod_sub[:2], request.query_params, agent_tls)
             if pod_sub is not None:
                 return await run_in_threadpool(streams.check_plain_request, store, *pod_sub, request.query_params)
             if metrics.is_metrics_path(parts):
-                return _json(await metrics.serve(store, request.method, parts, request.query_params, forwarded))
+                return _json(await metrics.serve(store, request.method, parts, request.query_params, agent_tls))
+            special = await _identity(request, parts, user)
+            if special is not None:
+                return special
             if len(parts) >= 3 and parts[0] == "api" and parts[1] == "v1":
                 parsed = parse_resource_path("v1", parts[2:])
             elif len(parts) >= 4 and parts[0] == "apis":
@@ -267,6 +279,29 @@ def create_app(
             log.error("request failed", method=request.method, path=path, error=repr(e),
                       traceback=traceback.format_exc())
             return _error(StowageError("internal error"))
+
+    async def _identity(request: Request, parts: list[str], user: Any) -> Response | None:
+        """TokenRequest and CSR creation: they need the caller's full identity, not only its name."""
+        sa = identity.token_request_target(parts)
+        if sa is not None:
+            if request.method != "POST":
+                raise MethodNotAllowed(f"{request.method} is not supported on serviceaccounts/token")
+            if authn.sa_tokens is None:
+                raise _not_found()
+            raw = await _read_body(request)
+            if "protobuf" in request.headers.get("content-type", ""):
+                body = identity.token_request_from_protobuf(raw)
+            else:
+                body = _decode(raw)
+            return _json(identity.request_token(store, authn.sa_tokens, *sa, body), 201)
+        if identity.is_csr_create(parts) and request.method == "POST":
+            body = identity.stamp_requester(_decode(await _read_body(request)), user)
+            parsed = parse_resource_path("certificates.k8s.io/v1", parts[3:])
+            created = handlers.create(parsed.target, body, user=user.name, dry_run=_dry_run(request))
+            if not _dry_run(request):
+                created = identity.approve_and_sign(store, cluster_pki, created)
+            return _json(created, 201)
+        return None
 
     async def _serve(request: Request, parsed: _Parsed, who: User,
                      visible: Callable[[dict[str, Any]], bool] | None) -> Response:
@@ -409,15 +444,15 @@ def create_app(
     app.state.authz = authz
     standard = app.build_middleware_stack()
 
-    async def admit_stream(authorization: str | None, path: str, query: Any) -> str | None:
+    async def admit_stream(authorization: str | None, peer_pem: str | None, path: str, query: Any) -> None:
         """Authenticates and authorizes a pod stream (exec, attach, port-forward: the verb is
-        ``create``, as Kubernetes counts them, whatever the upgrade's method); returns the
-        credential to present to the node agent: the server's own once the user is allowed."""
-        user = authenticated(tokens.authenticate(authorization))
+        ``create``, as Kubernetes counts them, whatever the upgrade's method). The agent is then
+        reached with the server's own certificate (``agent_tls``)."""
+        user = authenticated(authn.authenticate(authorization, peer_pem))
         await authz.check(request_attributes(user, "POST", path.rstrip("/"), query))
-        return f"Bearer {agent_token}" if agent_token else authorization
 
     app.state.admit_stream = admit_stream
+    app.state.agent_tls = agent_tls
 
     async def direct(scope: Scope, receive: Receive, send: Send) -> None:
         """The common case without Starlette's middleware and router layers.
@@ -432,7 +467,7 @@ def create_app(
             await response(scope, receive, send)
             return
         if scope["type"] == "websocket":  # pods/exec, pods/attach, pods/portforward
-            await streams.serve_websocket(scope, receive, send, store, admit_stream)
+            await streams.serve_websocket(scope, receive, send, store, admit_stream, agent_tls)
             return
         await standard(scope, receive, send)
 

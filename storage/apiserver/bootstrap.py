@@ -108,6 +108,10 @@ def cluster_roles() -> list[Obj]:
             _rule(["create"], ["authentication.k8s.io"], ["selfsubjectreviews"]),
         ]),
         _role("system:public-info-viewer", [_urls(["get"], ["/healthz", "/livez", "/readyz", "/version", "/version/"])]),
+        # A new host's bootstrap token may ask for its node certificate, and nothing else.
+        _role("system:node-bootstrapper", [
+            _rule(["create", "get", "list", "watch"], ["certificates.k8s.io"], ["certificatesigningrequests"]),
+        ]),
         # Not bound by default (the Node authorizer grants a node these rules itself), as in Kubernetes.
         _role("system:node", copy.deepcopy(NODE_RULE_DICTS)),
     ]
@@ -119,6 +123,7 @@ def cluster_role_bindings() -> list[Obj]:
         _binding("system:discovery", "system:discovery", [AUTHENTICATED]),
         _binding("system:basic-user", "system:basic-user", [AUTHENTICATED]),
         _binding("system:public-info-viewer", "system:public-info-viewer", [AUTHENTICATED, UNAUTHENTICATED]),
+        _binding("system:node-bootstrapper", "system:node-bootstrapper", ["system:bootstrappers"]),
     ]
 
 

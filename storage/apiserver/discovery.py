@@ -98,6 +98,10 @@ def api_resource_list(group_version: str) -> dict[str, Any] | None:
                 **({"categories": list(CATEGORIES[r.plural])} if r.plural in CATEGORIES else {}),
             }
         )
+        if r.kind == "ServiceAccount":  # the TokenRequest subresource, as kubectl create token finds it
+            resources.append({"name": "serviceaccounts/token", "singularName": "", "namespaced": True,
+                              "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                              "verbs": ["create"]})
         if r.has_status:
             resources.append(
                 {"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": STATUS_VERBS}

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any, Mapping
 
 import httpx
+import ssl
 import structlog
 from starlette.concurrency import run_in_threadpool
 
@@ -63,9 +64,10 @@ def _window(summary: dict[str, Any]) -> str:
     return str(summary.get("window") or "1s")
 
 
-async def _scrape(nodes: list[dict[str, Any]], authorization: str | None) -> list[dict[str, Any]]:
-    headers = {"Authorization": authorization} if authorization else {}
-    async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT) as client:
+async def _scrape(nodes: list[dict[str, Any]], agent_tls: ssl.SSLContext | None) -> list[dict[str, Any]]:
+    # The server asks agents as itself (its agent-client certificate), never with a user's credential.
+    headers: dict[str, str] = {}
+    async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, verify=agent_tls if agent_tls is not None else True) as client:
         async def one(node: dict[str, Any]) -> dict[str, Any] | None:
             name = (node.get("metadata") or {}).get("name", "")
             try:
@@ -109,7 +111,7 @@ def pod_metrics(summary: dict[str, Any], entry: dict[str, Any], pod: dict[str, A
 
 
 async def serve(store: Store, method: str, parts: list[str], query: Mapping[str, str],
-                authorization: str | None) -> dict[str, Any]:
+                agent_tls: ssl.SSLContext | None) -> dict[str, Any]:
     """The answer for a path under /apis/metrics.k8s.io/v1beta1 (``parts`` after the prefix)."""
     rest = parts[3:]
     if method != "GET":
@@ -117,16 +119,16 @@ async def serve(store: Store, method: str, parts: list[str], query: Mapping[str,
     selector = query.get("labelSelector") or ""
     matches = parse_label_selector(selector).matches if selector else (lambda labels: True)
     if rest[0] == "nodes" and len(rest) <= 2:
-        return await _nodes(store, rest[1] if len(rest) == 2 else "", matches, authorization)
+        return await _nodes(store, rest[1] if len(rest) == 2 else "", matches, agent_tls)
     namespace = ""
     if len(rest) >= 3 and rest[0] == "namespaces":
         namespace, rest = rest[1], rest[2:]
     if rest and rest[0] == "pods" and len(rest) <= 2:
-        return await _pods(store, namespace, rest[1] if len(rest) == 2 else "", matches, authorization)
+        return await _pods(store, namespace, rest[1] if len(rest) == 2 else "", matches, agent_tls)
     raise NotFound("the server could not find the requested resource")
 
 
-async def _nodes(store: Store, name: str, matches: Any, authorization: str | None) -> dict[str, Any]:
+async def _nodes(store: Store, name: str, matches: Any, agent_tls: ssl.SSLContext | None) -> dict[str, Any]:
     if name:
         try:
             nodes = [await run_in_threadpool(store.get, "nodes", "", name)]
@@ -136,7 +138,7 @@ async def _nodes(store: Store, name: str, matches: Any, authorization: str | Non
         items, _ = await run_in_threadpool(store.list, "nodes", None, None, None)
         nodes = [n for n in items if matches((n.get("metadata") or {}).get("labels") or {})]
     by_name = {(n.get("metadata") or {}).get("name"): n for n in nodes}
-    out = [node_metrics(s, by_name[s["node"]["nodeName"]]) for s in await _scrape(nodes, authorization)
+    out = [node_metrics(s, by_name[s["node"]["nodeName"]]) for s in await _scrape(nodes, agent_tls)
            if (s.get("node") or {}).get("nodeName") in by_name]
     if name:
         if not out:
@@ -145,7 +147,7 @@ async def _nodes(store: Store, name: str, matches: Any, authorization: str | Non
     return {"kind": "NodeMetricsList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": out}
 
 
-async def _pods(store: Store, namespace: str, name: str, matches: Any, authorization: str | None) -> dict[str, Any]:
+async def _pods(store: Store, namespace: str, name: str, matches: Any, agent_tls: ssl.SSLContext | None) -> dict[str, Any]:
     if name:
         try:
             pods = [await run_in_threadpool(store.get, "pods", namespace, name)]
@@ -163,7 +165,7 @@ async def _pods(store: Store, namespace: str, name: str, matches: Any, authoriza
         except NotFound:
             continue
     out = []
-    for summary in await _scrape(nodes, authorization):
+    for summary in await _scrape(nodes, agent_tls):
         for entry in summary.get("pods") or []:
             pod = by_uid.get((entry.get("podRef") or {}).get("uid"))
             if pod is not None:

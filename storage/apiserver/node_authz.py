@@ -35,7 +35,7 @@ def _rule(verbs: tuple[str, ...], groups: tuple[str, ...], resources: tuple[str,
     return Rule(frozenset(verbs), frozenset(groups), frozenset(resources))
 
 
-# Kubernetes' bootstrap NodeRules(), less what Stowage has no kind for (leases, CSRs, CSI, tokens).
+# Kubernetes' bootstrap NodeRules(), less what Stowage has no kind for (CSI).
 NODE_RULES: tuple[Rule, ...] = (
     _rule(("create",), ("authorization.k8s.io",), ("subjectaccessreviews", "localsubjectaccessreviews")),
     _rule(_READ, ("",), ("services", "endpoints", "nodes")),
@@ -45,6 +45,8 @@ NODE_RULES: tuple[Rule, ...] = (
     _rule(_READ, ("storage.k8s.io",), ("storageclasses",)),
     _rule(("create",), ("",), ("serviceaccounts/token",)),
     _rule(("get",), ("storage.k8s.io",), ("volumeattachments",)),
+    # Its own serving certificate (and a renewed client one), as Kubernetes' NodeRules.
+    _rule(("create", "get", "list", "watch"), ("certificates.k8s.io",), ("certificatesigningrequests",)),
 )
 NODE_RULE_DICTS = [r.to_dict() for r in NODE_RULES]
 

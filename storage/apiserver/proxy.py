@@ -6,6 +6,7 @@ when the agent is down; the log bytes themselves stream through untouched.
 """
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
 from urllib.parse import quote
@@ -136,7 +137,7 @@ def _check_previous(pod: dict[str, Any], container: str) -> None:
 
 
 def agent_address(node: dict[str, Any]) -> str:
-    """``http://IP:PORT`` of a node's agent from its status, as the kubelet's is found in Kubernetes."""
+    """``https://IP:PORT`` of a node's agent from its status, as the kubelet's is found in Kubernetes."""
     status = node.get("status") or {}
     name = (node.get("metadata") or {}).get("name", "")
     addresses = status.get("addresses") or []
@@ -147,7 +148,7 @@ def agent_address(node: dict[str, Any]) -> str:
         raise StowageError(f"node {name} has not reported the address of its agent (status.addresses and "
                            "status.daemonEndpoints.kubeletEndpoint.Port)")
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{int(port)}"
+    return f"https://{shown}:{int(port)}"
 
 
 def _locate(store: Store, req: LogRequest) -> tuple[str, str]:
@@ -167,7 +168,7 @@ def _locate(store: Store, req: LogRequest) -> tuple[str, str]:
 
 
 async def pod_log(store: Store, namespace: str, name: str, query: Mapping[str, str],
-                  authorization: str | None) -> Response:
+                  agent_tls: ssl.SSLContext | None) -> Response:
     """The log response; StowageError for anything the caller should see as a Status."""
     req = parse_log_request(namespace, name, query)
     base, container = await run_in_threadpool(_locate, store, req)
@@ -180,10 +181,12 @@ async def pod_log(store: Store, namespace: str, name: str, query: Mapping[str, s
         params["tailLines"] = str(req.tail_lines)
     params.update(_extra_log_params(req))
     url = f"{base}/pods/{quote(namespace, safe='')}/{quote(name, safe='')}/log"
-    # The credential the API server chose (its own, once the caller is authorized for pods/log).
-    headers = {"Authorization": authorization} if authorization else {}
+    # The caller was authenticated here; towards the agent the server speaks as itself (its agent-client
+    # certificate), as kube-apiserver does towards the kubelet, and user credentials never leave the server.
+    headers: dict[str, str] = {}
     # A followed log may be quiet for hours; only connecting is bounded.
-    client = httpx.AsyncClient(timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None if req.follow else 60.0))
+    client = httpx.AsyncClient(timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None if req.follow else 60.0),
+                               verify=agent_tls if agent_tls is not None else True)
     try:
         upstream = await client.send(client.build_request("GET", url, params=params, headers=headers), stream=True)
     except httpx.TransportError as exc:

@@ -18,6 +18,10 @@ from storage.apiserver.app import create_app
 from storage.apiserver.namespaces import ensure_system_objects
 from storage.apiserver.auth import TokenAuth, ensure_admin_token, load_token_auth
 from storage.apiserver.spdy_upgrade import HttpProtocol
+from storage.apiserver.authn import Authenticator
+from storage.apiserver.satokens import ServiceAccountTokens
+from storage.apiserver.tls import ServerTLS, TLSOptions
+from storage.system.tlsserver import PeerCertWSProtocol, uvicorn_ssl_options
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -43,6 +47,30 @@ class _Server(uvicorn.Server):
             self._ready.set()
 
 
+def publish_root_ca(store: Store, ca_pem: bytes) -> None:
+    """``kube-system/kube-root-ca.crt``: the CA pods trust, copied into every namespace by a controller."""
+    from storage.errors import AlreadyExists, Conflict, NotFound
+
+    data = {"ca.crt": ca_pem.decode("ascii")}
+    for _ in range(5):
+        try:
+            current = store.get("configmaps", "kube-system", "kube-root-ca.crt")
+        except NotFound:
+            try:
+                store.create("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
+                                            "metadata": {"name": "kube-root-ca.crt", "namespace": "kube-system"}})
+                return
+            except AlreadyExists:
+                continue
+        if current.get("data") == data:
+            return
+        try:
+            store.update("configmaps", {**current, "data": data})
+            return
+        except Conflict:
+            continue
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind before starting uvicorn so port 0 resolves to a real port the caller can report."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -66,19 +94,35 @@ def serve(
     tokens: TokenAuth | None = None,
     sock: socket.socket | None = None,
     pod_security_default: str = "baseline",
+    tls: ServerTLS | None = None,
+    insecure_http: bool = False,
 ) -> None:
-    """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread)."""
+    """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread).
+
+    HTTPS with ``tls`` (by default the data dir's cluster PKI); plain HTTP only with ``insecure_http``."""
     tokens = tokens if tokens is not None else load_token_auth(data_dir)
-    app = create_app(store, tokens, admission=admission, pod_security_default=pod_security_default,
-                     agent_token=ensure_admin_token(data_dir))
+    tls = tls if tls is not None else TLSOptions().prepare(Path(data_dir), host)
+    sa_tokens = ServiceAccountTokens(tls.pki.directory)
+    app = create_app(store, Authenticator(tokens, store, sa_tokens), admission=admission,
+                     pod_security_default=pod_security_default, cluster_pki=tls.pki,
+                     sa_tokens=sa_tokens, agent_tls=tls.pki.agent_client_context())
     sock = sock if sock is not None else bind_socket(host, port)
     real_port = sock.getsockname()[1]
     ensure_system_objects(store, host, real_port)
+    publish_root_ca(store, tls.pki.ca_pem)
+    ssl_options: dict[str, Any] = {}
+    if insecure_http:
+        log.warning("serving plain HTTP (--insecure-http): tokens and data cross the network unencrypted")
+    else:
+        ssl_options = uvicorn_ssl_options(str(tls.cert_file), str(tls.key_file), str(tls.client_ca_file))
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
-        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
-        ws="wsproto",  # kubectl's port-forward subprotocol name has a "/", which the websockets library refuses
-        http=HttpProtocol,  # adds the SPDY upgrade of pods/portforward (kubectl 1.30)
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS, **{
+            **ssl_options,
+            # The SPDY upgrade of pods/portforward (kubectl 1.30) on top of the client-certificate
+            # protocol; WebSockets with the client certificate too (wsproto).
+            "http": HttpProtocol, "ws": PeerCertWSProtocol,
+        },
     )
     server = _Server(config, ready)
     stop_event = stop_event if stop_event is not None else threading.Event()
@@ -95,7 +139,7 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop_event.set())
-    log.info("api server listening", host=host, port=real_port)
+    log.info("api server listening", host=host, port=real_port, tls=not insecure_http)
     try:
         server.run(sockets=[sock])
     finally:
@@ -117,6 +161,7 @@ class RunningServer:
     data_dir: Path
     store: Store
     kubeconfig: Path | None = None
+    tls: ServerTLS | None = None  # None when serving plain HTTP
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _errors: list[BaseException] = field(default_factory=list, repr=False)
@@ -129,7 +174,17 @@ class RunningServer:
     def client(self) -> Any:
         from storage.client import Client
 
-        return Client(self.url, self.token)
+        return Client(self.url, self.token, ca_data=self.tls.trust_pem if self.tls else None)
+
+    def verify(self) -> Any:
+        """httpx's ``verify=`` for this server: a context trusting its CA (True when serving plain HTTP)."""
+        from storage.system.pki import client_context
+
+        return client_context(self.tls.trust_pem) if self.tls else True
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        return self.tls.trust_pem if self.tls else None
 
     def __enter__(self) -> "RunningServer":
         return self
@@ -148,21 +203,26 @@ def start_in_thread(
     kubeconfig: str | os.PathLike[str] | None = None,
     startup_timeout: float = 30.0,
     pod_security_default: str = "baseline",
+    tls_options: TLSOptions | None = None,
 ) -> RunningServer:
     """Start serving in a daemon thread; returns once the server accepts connections."""
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     token = ensure_admin_token(data)
+    options = tls_options or TLSOptions()
+    tls = options.prepare(data, host)
     sock = bind_socket(host, port)
     real_port = sock.getsockname()[1]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{real_port}"
+    scheme = "http" if options.insecure_http else "https"
+    url = f"{scheme}://{'[' + host + ']' if ':' in host else _client_host(host)}:{real_port}"
     ready = threading.Event()
-    running = RunningServer(url, real_port, token, data, store)
+    running = RunningServer(url, real_port, token, data, store, tls=None if options.insecure_http else tls)
 
     def run() -> None:
         try:
             serve(store, host=host, port=real_port, data_dir=data, stop_event=running._stop, ready=ready,
-                  admission=admission, sock=sock, pod_security_default=pod_security_default)
+                  admission=admission, sock=sock, pod_security_default=pod_security_default, tls=tls,
+                  insecure_http=options.insecure_http)
         except BaseException as e:  # surfaced to the starter, which would otherwise wait forever
             running._errors.append(e)
             ready.set()
@@ -176,9 +236,14 @@ def start_in_thread(
     if kubeconfig is not None:
         from storage.client.kubeconfig import write_kubeconfig
 
-        write_kubeconfig(kubeconfig, url, token)
+        write_kubeconfig(kubeconfig, url, token, ca_data=running.ca_pem)
         running.kubeconfig = Path(kubeconfig)
     return running
+
+
+def _client_host(host: str) -> str:
+    # A wildcard listen address is no address to connect to; the loopback is covered by the certificate.
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
 def main() -> None:  # pragma: no cover - exercised through the CLI

@@ -17,13 +17,13 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import orjson
 import structlog
 from starlette.concurrency import run_in_threadpool
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from storage.apiserver import proxy
-from storage.apiserver.streams import locate
+from storage.apiserver.streams import agent_ssl, locate
 from storage.errors import NotFound, StowageError
+from storage.system.tlsserver import PeerCertHttpToolsProtocol
 
 log = structlog.get_logger(__name__)
 
@@ -37,8 +37,9 @@ def _portforward_target(url: bytes) -> tuple[str, str, str] | None:
     return target if target is not None and target[2] == "portforward" else None
 
 
-class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the SPDY upgrade of ``pods/portforward``."""
+class HttpProtocol(PeerCertHttpToolsProtocol):
+    """uvicorn's httptools protocol with the client certificate visible, plus the SPDY upgrade of
+    ``pods/portforward``."""
 
     def _should_upgrade(self) -> bool:
         if self._get_upgrade() == SPDY and _portforward_target(self.url) is not None:
@@ -50,14 +51,16 @@ class HttpProtocol(HttpToolsProtocol):
             super().handle_websocket_upgrade()
             return
         self.connections.discard(self)
-        tunnel = _Tunnel(self.transport, self.config.app, dict(self.headers), self.url)
+        tunnel = _Tunnel(self.transport, self.config.app, dict(self.headers), self.url, self._peer_pem)
         self.transport.set_protocol(tunnel)
         tunnel.start()
 
 
 class _Tunnel(asyncio.Protocol):
-    def __init__(self, transport: Any, app: Any, headers: dict[bytes, bytes], url: bytes) -> None:
+    def __init__(self, transport: Any, app: Any, headers: dict[bytes, bytes], url: bytes,
+                 peer_pem: str | None) -> None:
         self.transport = transport
+        self.peer_pem = peer_pem
         self.app = app
         self.headers = headers
         self.url = url
@@ -90,7 +93,7 @@ class _Tunnel(asyncio.Protocol):
         authorization = self.headers.get(b"authorization", b"").decode("latin-1") or None
         try:
             path = urlsplit(self.url.decode("latin-1")).path
-            authorization = await state.admit_stream(authorization, path, dict(parse_qsl(urlsplit(self.url.decode("latin-1")).query)))
+            await state.admit_stream(authorization, self.peer_pem, path, dict(parse_qsl(urlsplit(self.url.decode("latin-1")).query)))
             if target is None:
                 raise NotFound("the server could not find the requested resource")
             namespace, name, _ = target
@@ -104,8 +107,7 @@ class _Tunnel(asyncio.Protocol):
                + f"/pods/{quote(namespace, safe='')}/{quote(name, safe='')}/portforward")
         try:
             upstream = await connect(url, subprotocols=[AGENT_TUNNEL],  # type: ignore[list-item]
-                                     additional_headers={"Authorization": authorization} if authorization else {},
-                                     open_timeout=proxy.CONNECT_TIMEOUT, max_size=None, compression=None,
+                                     ssl=agent_ssl(url, state.agent_tls), open_timeout=proxy.CONNECT_TIMEOUT, max_size=None, compression=None,
                                      ping_interval=None)
         except InvalidStatus as exc:
             self._respond_error(StowageError(exc.response.body.decode("utf-8", "replace")[:300] or "agent refused"))

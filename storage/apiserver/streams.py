@@ -13,6 +13,7 @@ A direct SPDY upgrade of port-forward never reaches this app (see spdy_upgrade.p
 from __future__ import annotations
 
 import asyncio
+import ssl
 import contextlib
 from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import quote, urlencode
@@ -27,6 +28,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from storage.apiserver import proxy
+from storage.system.tlsserver import peer_cert_pem
 from storage.errors import BadRequest, NotFound, StowageError
 from storage.store.base import Store
 
@@ -77,15 +79,21 @@ def _denial(exc: StowageError) -> Response:
     return Response(orjson.dumps(exc.to_status()), status_code=exc.code, media_type="application/json")
 
 
+def agent_ssl(url: str, agent_tls: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """The TLS context for a connection to an agent: ``wss://`` agents verify the server's certificate."""
+    return (agent_tls or ssl.create_default_context()) if url.startswith("wss://") else None
+
+
 async def serve_websocket(scope: Scope, receive: Receive, send: Send, store: Store,
-                          admit: Callable[[str | None, str, Any], Awaitable[str | None]]) -> None:
-    """``admit(authorization, path, query)`` authenticates and authorizes the caller and gives the
-    credential for the node agent."""
+                          admit: Callable[[str | None, str | None, str, Any], Awaitable[None]],
+                          agent_tls: ssl.SSLContext | None) -> None:
+    """``admit(authorization, client certificate, path, query)`` authenticates and authorizes the
+    caller; the agent is reached with ``agent_tls`` (the server's own certificate)."""
     ws = WebSocket(scope, receive, send)
     path = scope["path"].rstrip("/")
     target = proxy.pod_subresource_target(path.split("/")[1:])
     try:
-        authorization = await admit(ws.headers.get("authorization"), path, ws.query_params)
+        await admit(ws.headers.get("authorization"), peer_cert_pem(scope), path, ws.query_params)
         if target is None or target[2] not in STREAMED:
             raise NotFound("the server could not find the requested resource")
         namespace, name, subresource = target
@@ -102,10 +110,10 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send, store: Sto
     # Some ASGI servers keep the offered subprotocols out of the headers and in the scope.
     offered = [p.strip() for p in ws.scope.get("subprotocols") or
                (ws.headers.get("sec-websocket-protocol") or "").split(",") if p.strip()]
-    headers = {"Authorization": authorization} if authorization else {}
+    headers: dict[str, str] = {}
     try:
         upstream = await connect(url, subprotocols=[_TO_AGENT.get(p, p) for p in offered] or None, additional_headers=headers,  # type: ignore[arg-type]
-                                 open_timeout=proxy.CONNECT_TIMEOUT, max_size=None, compression=None,
+                                 ssl=agent_ssl(url, agent_tls), open_timeout=proxy.CONNECT_TIMEOUT, max_size=None, compression=None,
                                  ping_interval=None)
     except InvalidStatus as exc:
         response = exc.response

@@ -5,8 +5,10 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
+import httpx
 import structlog
 
 from storage.cli.errors import CommandError
@@ -27,7 +29,12 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 @click.command("agent")
 @click.option("--node", "node_name", default=None, help="Node name (default: this host's name).")
-@click.option("--kubeconfig", "kubeconfig", default=None, help="Kubeconfig of the control plane (server and token).")
+@click.option("--kubeconfig", "kubeconfig", default=None,
+              help="The node's own kubeconfig (client certificate), written after bootstrapping "
+                   "(default: <data-dir>/pki/kubeconfig).")
+@click.option("--bootstrap-kubeconfig", "bootstrap_kubeconfig", default=None,
+              help="Kubeconfig with a bootstrap token (`stowage token create`), used to obtain the node's "
+                   "certificate when --kubeconfig is missing or expiring.")
 @click.option("--data-dir", default=None, help="Agent state: pod directories, mounts, logs (default: <stowage data dir>/agent).")
 @click.option("--pool", "pools", multiple=True, metavar="NAME=PATH[:SIZE]", help="A local storage pool (repeatable).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A node label (repeatable).")
@@ -39,14 +46,17 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--pod-cidr", default="127.1.0.0/16", show_default=True,
               help="Loopback range this node's pods take their addresses from (distinct per node on one host).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
-def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str | None, pools: tuple[str, ...],
+def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubeconfig: str | None,
+                  data_dir: str | None, pools: tuple[str, ...],
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
                   host_paths: tuple[str, ...], pod_cidr: str, log_format: str) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
     from storage.agent.agent import AgentConfig
     from storage.agent.setup import default_node_name, default_pool, parse_pool, start_agent
     from storage.client import Client
-    from storage.client.kubeconfig import load_kubeconfig
+    from storage.agent.credentials import node_credentials
+    from storage.client.kubeconfig import load_access
+    from storage.errors import StowageError
 
     configure_logging(log_format)
     root = Path(data_dir) if data_dir else Path(default_data_dir()) / "agent"
@@ -54,11 +64,26 @@ def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str |
         pool_specs = [parse_pool(p, root) for p in pools] or [default_pool(root)]
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    server, token = load_kubeconfig(kubeconfig)
-    config = AgentConfig(node_name=node_name or default_node_name(), data_dir=root, pools=pool_specs,
+    name = node_name or default_node_name()
+
+    def bootstrap() -> Any:
+        if not bootstrap_kubeconfig:
+            raise CommandError("--bootstrap-kubeconfig: the agent has no node certificate yet; pass a bootstrap "
+                               "kubeconfig (made with `stowage token create --bootstrap-kubeconfig FILE`)")
+        try:
+            return load_access(bootstrap_kubeconfig)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"--bootstrap-kubeconfig: {exc}") from None
+
+    try:
+        creds = node_credentials(name, root / "pki", address, bootstrap, Path(kubeconfig) if kubeconfig else None)
+    except (StowageError, httpx.HTTPError) as exc:
+        raise CommandError(f"cannot obtain the node's credentials: {exc}") from None
+    server = creds.access.server
+    config = AgentConfig(node_name=name, data_dir=root, pools=pool_specs,
                          labels=_pairs(labels, "--label"), zone=zone, host_ip=address, listen_host=address,
                          listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths,
-                         pod_ip_range=pod_cidr,
+                         pod_ip_range=pod_cidr, tls=creds.tls,
                          private_paths=(default_data_dir(), *([kubeconfig] if kubeconfig else [])))
     stop = threading.Event()
 
@@ -71,7 +96,7 @@ def agent_command(node_name: str | None, kubeconfig: str | None, data_dir: str |
     from storage.system.dirlock import DirLocked
 
     try:
-        thread = start_agent(Client(server, token), config, token, stop)
+        thread = start_agent(Client.from_access(creds.access), config, None, stop)
     except DirLocked as exc:
         raise CommandError(str(exc)) from None
     log.info("agent running", node=config.node_name, server=server)

@@ -15,6 +15,7 @@ from storage.cli.errors import CommandError, server_error_line, transport_error_
 from storage.cli.manifests import ManifestError
 from storage.cli.read_commands import api_resources_command, describe_command, get_command, version_command
 from storage.cli.agent_command import agent_command, down_command
+from storage.cli.identity_commands import create_user_command, token_group
 from storage.cli.logs_command import logs_command
 from storage.cli.maintenance import backup_command, restore_command, rotate_secrets_command
 from storage.cli.workload_commands import rollout_command, scale_command
@@ -44,7 +45,7 @@ for _command in (
     apply_command, create_command, get_command, describe_command, delete_command, patch_command,
     label_command, annotate_command, version_command, api_resources_command, up_command, serve_command,
     agent_command, down_command, logs_command, scale_command, rollout_command,
-    backup_command, restore_command, rotate_secrets_command,
+    backup_command, restore_command, rotate_secrets_command, create_user_command, token_group,
 ):
     cli.add_command(_command)
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import click
-import httpx
 
 from storage.api.registry import ResourceInfo, by_plural
 from storage.errors import from_status
@@ -30,23 +29,21 @@ class Session:
     options: Options
     _client: Any = field(default=None, repr=False)
     server: str = ""
-    _token: str | None = field(default=None, repr=False)
 
     @property
     def client(self) -> Any:
         if self._client is None:
             from storage.cli.errors import CommandError
             from storage.client import Client
-            from storage.client.kubeconfig import load_kubeconfig
+            from storage.client.kubeconfig import load_access
 
             try:
-                server, token = load_kubeconfig(self.options.kubeconfig)
+                access = load_access(self.options.kubeconfig)
             except (FileNotFoundError, ValueError) as exc:
                 raise CommandError(str(exc)) from None
-            self.server = server
-            self._token = token
+            self.server = access.server
             # kubectl's way: admission warnings (e.g. "would violate PodSecurity ...") go to stderr.
-            self._client = Client(server, token, on_warning=lambda text: click.echo(f"Warning: {text}", err=True))
+            self._client = Client.from_access(access, on_warning=lambda text: click.echo(f"Warning: {text}", err=True))
         return self._client
 
     def namespace_for(self, info: ResourceInfo) -> str:
@@ -117,11 +114,8 @@ class Session:
 
     def _get_json(self, path: str) -> Any:
         """A discovery document; these have no verb on the client, being outside any resource."""
-        client = self.client  # loads the kubeconfig
-        headers = {"Accept": "application/json"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        response = httpx.get(client.server + path, headers=headers, timeout=30.0)
+        # The client's own connection: its TLS trust and credentials apply here too.
+        response = self.client.http.get(path)
         if response.status_code >= 400:
             try:
                 body = response.json()

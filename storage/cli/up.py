@@ -126,7 +126,7 @@ def _server_url(server: Any, host: str, port: int) -> str:
         return url
     real_port = getattr(server, "port", None) or port
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{real_port}"
+    return f"https://{shown}:{real_port}"
 
 
 def _start_controllers(store: Any, stop: threading.Event) -> list[threading.Thread]:
@@ -154,18 +154,11 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
     return body
 
 
-def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: threading.Event,
-                       host_path_prefixes: tuple[str, ...] = ()) -> list[threading.Thread]:
-    """Start the node agent for this host: registers a Node, runs the pods placed on it."""
+def _register_local_provisioner(store: Any, server: Any) -> None:
+    """The local provisioner calls agents as the control plane: TLS, with the API server's agent-client cert."""
     from provisioners import registry
     from provisioners.local import LocalProvisioner
-    from storage.agent.agent import AgentConfig
-    from storage.agent.setup import default_node_name, default_pool, start_agent
-    from storage.apiserver.auth import ensure_admin_token
-    from storage.client import Client
     from storage.errors import NotFound
-
-    token = ensure_admin_token(data_dir)
 
     def node_lookup(name: str) -> dict[str, Any] | None:
         try:
@@ -173,16 +166,49 @@ def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: thread
         except NotFound:
             return None
 
-    registry.register(LocalProvisioner(token, nodes=node_lookup))
-    config = AgentConfig(node_name=default_node_name(), data_dir=data_dir / "agent", pools=[default_pool(data_dir)],
-                         heartbeat_seconds=10.0,
+    tls = server.tls.pki.agent_client_context() if getattr(server, "tls", None) is not None else None
+    if tls is None and getattr(server, "data_dir", None) is not None:
+        from storage.apiserver.tls import load_or_create_pki
+
+        tls = load_or_create_pki(server.data_dir).agent_client_context()
+    registry.register(LocalProvisioner(nodes=node_lookup, tls=tls))
+
+
+def _local_bootstrap(store: Any, server_url: str, data_dir: Path) -> Any:
+    """Bootstrap credentials for this host's own agent: a short-lived bootstrap token, minted in the store."""
+    from storage.api.bootstrap_tokens import new_bootstrap_token
+    from storage.apiserver.tls import load_or_create_pki
+    from storage.client.kubeconfig import ClusterAccess
+
+    token, secret = new_bootstrap_token(3600, "the local agent of stowage up")
+    store.create("secrets", secret)
+    return ClusterAccess(server_url, token, ca_data=load_or_create_pki(data_dir).ca_pem)
+
+
+def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: threading.Event,
+                       host_path_prefixes: tuple[str, ...] = ()) -> list[threading.Thread]:
+    """Start the node agent for this host: registers a Node, runs the pods placed on it.
+
+    It has its own identity (``system:node:<name>``), obtained through a bootstrap token like any other node's,
+    never the admin token."""
+    from storage.agent.agent import AgentConfig
+    from storage.agent.credentials import node_credentials
+    from storage.agent.setup import default_node_name, default_pool, start_agent
+    from storage.client import Client
+
+    node_name = default_node_name()
+    agent_dir = data_dir / "agent"
+    creds = node_credentials(node_name, agent_dir / "pki", "127.0.0.1",
+                             lambda: _local_bootstrap(store, server_url, data_dir), server=server_url)
+    config = AgentConfig(node_name=node_name, data_dir=agent_dir, pools=[default_pool(data_dir)],
+                         heartbeat_seconds=10.0, tls=creds.tls,
                          # hostPath volumes may use the data dir's own hostpath area and what the admin allows.
                          host_path_prefixes=(str(data_dir / "hostpath"), *host_path_prefixes),
                          private_paths=(str(data_dir),))
     from storage.system.dirlock import DirLocked
 
     try:
-        thread = start_agent(Client(server_url, token), config, token, stop)
+        thread = start_agent(Client.from_access(creds.access), config, None, stop)
     except DirLocked as exc:
         raise CommandError(str(exc)) from None
     log.info("local node agent started", node=config.node_name)
@@ -243,7 +269,7 @@ def open_data_store(data_dir: Path, store_url: str | None, encryption_config: st
 def start_control_plane(
     data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event,
     host_path_prefixes: tuple[str, ...] = (), encryption_config: str | None = None,
-    pod_security_default: str = "baseline",
+    pod_security_default: str = "baseline", tls_options: Any = None,
 ) -> ControlPlane:
     from storage.apiserver.server import start_in_thread
 
@@ -263,7 +289,11 @@ def start_control_plane(
     try:
         # Makes the admin token on first start and writes the kubeconfig once the port is known.
         server = start_in_thread(store, host=host, port=port, data_dir=data_dir, kubeconfig=kubeconfig,
-                                 pod_security_default=pod_security_default)
+                                 pod_security_default=pod_security_default, tls_options=tls_options)
+    except ValueError as exc:
+        store.close()
+        lock.release()
+        raise CommandError(str(exc)) from None
     except OSError as exc:
         store.close()
         lock.release()
@@ -275,6 +305,7 @@ def start_control_plane(
     server_url = _server_url(server, host, port)
     plane = ControlPlane(store, server, server_url, kubeconfig, stop, [], lock)
     try:
+        _register_local_provisioner(store, server)
         plane.threads += _start_controllers(store, stop)
         if with_agent:
             plane.threads += _start_local_agent(store, server_url, data_dir, stop, host_path_prefixes)
@@ -317,7 +348,8 @@ def _report_pods(store: Any, stop: threading.Event) -> None:
 
 def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tuple[str, ...],
                    log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = (),
-                   encryption_config: str | None = None, pod_security_default: str = "baseline") -> None:
+                   encryption_config: str | None = None, pod_security_default: str = "baseline",
+                   tls_options: Any = None) -> None:
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
@@ -332,7 +364,7 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
         root = Path(data_dir).expanduser().resolve()
         plane = start_control_plane(root, listen, store_url, with_agent, stop,
                                     tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes),
-                                    encryption_config, pod_security_default)
+                                    encryption_config, pod_security_default, tls_options)
         pid_file = root / "up.pid"
         pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -371,7 +403,23 @@ _common = [
     click.option("--pod-security-default", type=click.Choice(["privileged", "baseline", "restricted"]),
                  default="baseline", show_default=True,
                  help="Pod Security level for namespaces without pod-security.kubernetes.io labels."),
+    click.option("--tls-san", "tls_sans", multiple=True, metavar="NAME|IP",
+                 help="Extra name or address for the serving certificate (repeatable)."),
+    click.option("--tls-cert-file", default=None, metavar="PATH",
+                 help="Serve with this certificate (chain) instead of one from the cluster CA."),
+    click.option("--tls-private-key-file", default=None, metavar="PATH", help="The key of --tls-cert-file."),
+    click.option("--client-ca-file", default=None, metavar="PATH",
+                 help="Also accept client certificates signed by these CAs (the cluster CA is always accepted)."),
+    click.option("--insecure-http", is_flag=True, default=False,
+                 help="Serve plain HTTP (tokens travel unencrypted; stock kubectl will not send them)."),
 ]
+
+
+def _tls_options(kwargs: dict[str, Any]) -> Any:
+    from storage.apiserver.tls import TLSOptions
+
+    return TLSOptions(tuple(kwargs.pop("tls_sans")), kwargs.pop("tls_cert_file"), kwargs.pop("tls_private_key_file"),
+                      kwargs.pop("client_ca_file"), kwargs.pop("insecure_http"))
 
 
 def _with_common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -391,11 +439,11 @@ def _log_format(value: str | None) -> str:
               help="Host path under which hostPath volumes are allowed (repeatable; default: only <data-dir>/hostpath).")
 def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
                encryption_config: str | None, pod_security_default: str, store_url: str | None,
-               host_paths: tuple[str, ...]) -> None:
+               host_paths: tuple[str, ...], **tls: Any) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
                    host_path_prefixes=host_paths, encryption_config=encryption_config,
-                   pod_security_default=pod_security_default)
+                   pod_security_default=pod_security_default, tls_options=_tls_options(tls))
 
 
 @click.command("serve")
@@ -403,7 +451,9 @@ def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: s
 @click.option("--store", "store_url", default=None,
               help="Store URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
 def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
-                  encryption_config: str | None, pod_security_default: str, store_url: str | None) -> None:
+                  encryption_config: str | None, pod_security_default: str, store_url: str | None,
+                  **tls: Any) -> None:
     """Run the control plane only (API server and controllers), for hosts that run `stowage agent`."""
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False,
-                   encryption_config=encryption_config, pod_security_default=pod_security_default)
+                   encryption_config=encryption_config, pod_security_default=pod_security_default,
+                   tls_options=_tls_options(tls))

@@ -190,21 +190,21 @@ def _rollout_line(sts: dict[str, Any]) -> tuple[str, bool]:
 def _open_watches(sess: Session, info: ResourceInfo, namespace: str, sts: dict[str, Any],
                   changes: "queue.Queue[str]", stop: threading.Event) -> None:
     from storage.client import Client
-    from storage.client.kubeconfig import load_kubeconfig
+    from storage.client.kubeconfig import load_access
 
     name = sts["metadata"]["name"]
     pods = by_plural("pods")
     assert pods is not None
     # Own clients: a streaming watch holds its connection, and the main loop keeps reading meanwhile.
-    server, token = load_kubeconfig(sess.options.kubeconfig)
+    access = load_access(sess.options.kubeconfig)
     selector = selector_string((sts.get("spec") or {}).get("selector"))
 
     def set_watch() -> Any:
-        client = Client(server, token)
+        client = Client.from_access(access)
         return client.watch(info.plural, namespace=namespace, field_selector=f"metadata.name={name}")
 
     def pod_watch() -> Any:
-        client = Client(server, token)
+        client = Client.from_access(access)
         return client.watch(pods.plural, namespace=namespace, label_selector=selector or None)
 
     for label, fn in (("set", set_watch), ("pods", pod_watch)):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 from urllib.parse import quote
 
@@ -11,6 +12,7 @@ import orjson
 from storage.api import registry
 from storage.api.registry import ResourceInfo
 from storage.errors import BadRequest, StowageError, from_status
+from storage.system.pki import client_context
 
 PatchType = Literal["merge", "json", "strategic", "apply"]
 _PATCH_CONTENT_TYPES = {
@@ -63,11 +65,18 @@ class Client:
         timeout: float = 30.0,
         insecure: bool = False,
         on_warning: Callable[[str], None] | None = None,
+        ca_data: bytes | None = None,
+        cert_data: bytes | None = None,
+        key_data: bytes | None = None,
     ) -> None:
         headers = {"Accept": "application/json", "User-Agent": "stowage-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        verify: Any = False if insecure else (str(ca) if ca else True)
+        if ca is not None and ca_data is None:
+            ca_data = Path(ca).read_bytes()
+        verify: Any = True
+        if ca_data or cert_data or insecure:
+            verify = client_context(ca_data, cert_data, key_data, insecure=insecure)
         self.server = server.rstrip("/")
         self._timeout = timeout
         self._http = httpx.Client(base_url=self.server, headers=headers, verify=verify, timeout=timeout)
@@ -76,10 +85,21 @@ class Client:
 
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike[str] | None = None) -> "Client":
-        from storage.client.kubeconfig import load_kubeconfig
+        from storage.client.kubeconfig import load_access
 
-        server, token = load_kubeconfig(path)
-        return cls(server, token)
+        access = load_access(path)
+        return cls.from_access(access)
+
+    @classmethod
+    def from_access(cls, access: Any, **kwargs: Any) -> "Client":
+        """A client for a ``ClusterAccess`` (a kubeconfig context)."""
+        return cls(access.server, access.token, ca_data=access.ca_data, cert_data=access.cert_data,
+                   key_data=access.key_data, insecure=access.insecure, **kwargs)
+
+    @property
+    def http(self) -> httpx.Client:
+        """The underlying connection pool, for calls outside any resource (discovery, version)."""
+        return self._http
 
     def close(self) -> None:
         self._http.close()

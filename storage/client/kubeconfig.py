@@ -1,7 +1,9 @@
 """Kubeconfig files: the same format and search order kubectl uses."""
 from __future__ import annotations
 
+import base64
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +18,30 @@ def default_kubeconfig_path() -> Path:
     return Path.home() / ".stowage" / "kubeconfig"
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 def write_kubeconfig(
-    path: str | os.PathLike[str], server: str, token: str, context: str = "stowage"
+    path: str | os.PathLike[str], server: str, token: str | None, context: str = "stowage", *,
+    ca_data: bytes | None = None, client_cert: bytes | None = None, client_key: bytes | None = None,
 ) -> Path:
-    """Write a one-context kubeconfig, private to its owner (it holds a token)."""
+    """Write a one-context kubeconfig, private to its owner (it holds a token or a client key)."""
+    cluster: dict[str, Any] = {"server": server}
+    if ca_data:
+        cluster["certificate-authority-data"] = _b64(ca_data)
+    user: dict[str, Any] = {}
+    if token:
+        user["token"] = token
+    if client_cert and client_key:
+        user["client-certificate-data"] = _b64(client_cert)
+        user["client-key-data"] = _b64(client_key)
     config: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "clusters": [{"name": context, "cluster": {"server": server}}],
-        "users": [{"name": context, "user": {"token": token}}],
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": context, "user": user}],
         "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": "default"}}],
         "current-context": context,
     }
@@ -54,8 +70,35 @@ def resolve_kubeconfig_path(path: str | os.PathLike[str] | None = None) -> Path:
     return default_kubeconfig_path()
 
 
+@dataclass(frozen=True)
+class ClusterAccess:
+    """What a client needs from a kubeconfig context: where, whom to trust, and who it is."""
+
+    server: str
+    token: str | None = None
+    ca_data: bytes | None = None
+    cert_data: bytes | None = None
+    key_data: bytes | None = None
+    insecure: bool = False
+
+
 def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | None = None) -> tuple[str, str | None]:
     """``(server, token)`` of the current (or given) context."""
+    access = load_access(path, context)
+    return access.server, access.token
+
+
+def _data_or_file(entry: dict[str, Any], key: str, base: Path) -> bytes | None:
+    if entry.get(f"{key}-data"):
+        return base64.b64decode(str(entry[f"{key}-data"]))
+    if entry.get(key):
+        file = Path(str(entry[key]))
+        return (file if file.is_absolute() else base / file).read_bytes()
+    return None
+
+
+def load_access(path: str | os.PathLike[str] | None = None, context: str | None = None) -> ClusterAccess:
+    """The current (or given) context of a kubeconfig: server, CA, token and client certificate."""
     source = resolve_kubeconfig_path(path)
     try:
         config = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
@@ -77,4 +120,12 @@ def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | N
     token = user.get("token")
     if not token and user.get("tokenFile"):
         token = Path(user["tokenFile"]).read_text(encoding="utf-8").strip()
-    return str(cluster["server"]), token or None
+    base = source.parent
+    try:
+        ca = _data_or_file(cluster, "certificate-authority", base)
+        cert = _data_or_file(user, "client-certificate", base)
+        key = _data_or_file(user, "client-key", base)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"kubeconfig {source}: cannot read a certificate or key: {e}") from None
+    return ClusterAccess(str(cluster["server"]), token or None, ca, cert, key,
+                         bool(cluster.get("insecure-skip-tls-verify")))

@@ -432,7 +432,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     # Workload controllers live in their own modules; each exports RECONCILERS.
     for module_name in ("statefulset.controller", "storage.controllers.endpoints",
                         "storage.controllers.workloads", "storage.controllers.gc",
-                        "storage.controllers.deployment", "storage.controllers.namespace"):
+                        "storage.controllers.deployment", "storage.controllers.namespace",
+                        "storage.controllers.serviceaccounts"):
         module = importlib.import_module(module_name)
         found += list(getattr(module, "RECONCILERS", []))
     return found

@@ -11,7 +11,7 @@ from storage.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFoun
 
 def raw(api_server, method: str, path: str, **kw) -> httpx.Response:
     headers = {"Authorization": f"Bearer {api_server.token}", **kw.pop("headers", {})}
-    return httpx.request(method, api_server.url + path, headers=headers, timeout=30, **kw)
+    return httpx.request(method, api_server.url + path, headers=headers, timeout=30, verify=api_server.verify(), **kw)
 
 
 def test_namespaced_create_get_list_update_delete(client: Client) -> None:
@@ -28,7 +28,9 @@ def test_namespaced_create_get_list_update_delete(client: Client) -> None:
     assert [o["metadata"]["name"] for o in items] == ["one"]
     assert int(rv) >= int(created["metadata"]["resourceVersion"])
     everywhere, _ = client.list("configmaps")
-    assert {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in everywhere} == {("team-a", "one"), ("team-b", "two")}
+    # kube-system holds the cluster CA (kube-root-ca.crt), published by the API server, as in Kubernetes.
+    assert {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in everywhere} == {
+        ("team-a", "one"), ("team-b", "two"), ("kube-system", "kube-root-ca.crt")}
     assert all(o["kind"] == "ConfigMap" and o["apiVersion"] == "v1" for o in everywhere)
 
     got["data"] = {"k": "w"}
@@ -255,7 +257,7 @@ def test_delete_collection(api_server, client: Client) -> None:
     client.create(config_map("b", labels={"x": "2"}))
     resp = raw(api_server, "DELETE", "/api/v1/namespaces/default/configmaps?labelSelector=x%3D1")
     assert resp.status_code == 200
-    assert [o["metadata"]["name"] for o in client.list("configmaps")[0]] == ["b"]
+    assert [o["metadata"]["name"] for o in client.list("configmaps", "default")[0]] == ["b"]
 
 
 def test_dry_run_stores_nothing(api_server, client: Client) -> None:

@@ -16,7 +16,7 @@ def get(api_server, path: str, token: str | None = "admin") -> httpx.Response:
         headers["Authorization"] = f"Bearer {api_server.token}"
     elif token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.get(api_server.url + path, headers=headers, timeout=30)
+    return httpx.get(api_server.url + path, headers=headers, timeout=30, verify=api_server.verify())
 
 
 def test_core_and_group_discovery(api_server) -> None:
@@ -74,7 +74,7 @@ def test_missing_or_wrong_token_is_401(api_server, token: str | None) -> None:
         assert resp.status_code == 401
         assert resp.json()["kind"] == "Status" and resp.json()["reason"] == "Unauthorized"
     with pytest.raises(Unauthorized):
-        Client(api_server.url, token).list("persistentvolumes")
+        Client(api_server.url, token, ca_data=api_server.ca_pem).list("persistentvolumes")
 
 
 def test_admin_token_is_created_once_and_private(tmp_path) -> None:

@@ -1,7 +1,7 @@
 """``GET /api/v1/namespaces/{ns}/pods/{name}/log``: the API server's proxy to the node agent.
 
 The agent here is a small real HTTP server standing in at the agent's HTTP
-boundary (the path, query and bearer token of ``storage/agent/server.py``), so
+boundary (the path, query and TLS client certificate of ``storage/agent/server.py``), so
 each test controls exactly what the agent says; the real agent is exercised
 end to end by tests/cli/test_cli_logs.py through ``stowage up``.
 """
@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 import httpx
@@ -25,6 +26,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from storage.apiserver.server import RunningServer, bind_socket
+from storage.system import pki
+from storage.system.tlsserver import peer_cert_pem, uvicorn_ssl_options
 from storage.client import Client
 from storage.errors import Invalid, NotFound, StowageError
 
@@ -44,6 +47,7 @@ def _agent_app(agent: StandInAgent) -> Starlette:
             "path": request.url.path,
             "query": dict(request.query_params),
             "authorization": request.headers.get("authorization"),
+            "client": _client_identity(request),
         })
         if agent.fail_with is not None:
             code, body = agent.fail_with
@@ -63,13 +67,24 @@ def _agent_app(agent: StandInAgent) -> Starlette:
     return Starlette(routes=[Route("/pods/{namespace}/{name}/log", pod_log)])
 
 
+def _client_identity(request: Request) -> tuple[str, tuple[str, ...]] | None:
+    pem = peer_cert_pem(request.scope)
+    return pki.identity(pki.load_cert(pem.encode())) if pem else None
+
+
 @pytest.fixture
-def agent() -> Iterator[StandInAgent]:
+def agent(api_server: RunningServer, tmp_path: Path) -> Iterator[StandInAgent]:
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    stand_in = StandInAgent(f"http://127.0.0.1:{port}", port)
+    stand_in = StandInAgent(f"https://127.0.0.1:{port}", port)
+    # A serving certificate from the cluster CA, as a real agent gets through its CSR.
+    assert api_server.tls is not None
+    cert, key = api_server.tls.pki.issue_serving("system:node:n1", ["127.0.0.1"])
+    (tmp_path / "agent.crt").write_bytes(cert)
+    pki.write_private(tmp_path / "agent.key", key)
+    tls = uvicorn_ssl_options(str(tmp_path / "agent.crt"), str(tmp_path / "agent.key"), str(api_server.tls.pki.ca_file))
     server = uvicorn.Server(uvicorn.Config(_agent_app(stand_in), log_level="warning", lifespan="off",
-                                           timeout_graceful_shutdown=1))
+                                           timeout_graceful_shutdown=1, **tls))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -111,7 +126,8 @@ def _pod(client: Client, name: str, node: str | None = "n1", containers: tuple[s
 
 
 def _get(server: RunningServer, path: str, **params: str) -> httpx.Response:
-    return httpx.get(server.url + path, params=params, headers={"Authorization": f"Bearer {server.token}"}, timeout=30)
+    return httpx.get(server.url + path, params=params, headers={"Authorization": f"Bearer {server.token}"}, timeout=30,
+                     verify=server.verify())
 
 
 def _log_path(name: str, namespace: str = "default") -> str:
@@ -127,9 +143,12 @@ def test_log_is_proxied_to_the_agent_of_the_pods_node(api_server: RunningServer,
     assert response.text == "first line\nsecond line\n"
     [seen] = agent.requests
     assert seen["path"] == "/pods/default/web/log"
-    # The single container is named for the agent, the options go along, and so does the caller's own token.
+    # The single container is named for the agent and the options go along; the caller's token stays in
+    # the API server, which speaks to the agent over TLS as itself, with its agent-client certificate
+    # (as kube-apiserver to kubelets).
     assert seen["query"] == {"container": "main", "tailLines": "2", "timestamps": "true"}
-    assert seen["authorization"] == f"Bearer {api_server.token}"
+    assert seen["authorization"] is None
+    assert seen["client"] == ("system:apiserver-agent-client", ("system:masters",))
 
 
 def test_client_logs_reads_the_proxied_log(api_server: RunningServer, client: Client, agent: StandInAgent) -> None:
@@ -146,7 +165,7 @@ def test_follow_streams_each_line_as_the_agent_sends_it(api_server: RunningServe
     headers = {"Authorization": f"Bearer {api_server.token}"}
     timeout = httpx.Timeout(30.0)
     with httpx.stream("GET", api_server.url + _log_path("web"), params={"follow": "true"}, headers=headers,
-                      timeout=timeout) as response:
+                      timeout=timeout, verify=api_server.verify()) as response:
         assert response.status_code == 200
         lines = response.iter_lines()
         agent.lines.put("one")
@@ -222,7 +241,7 @@ def test_unreachable_agent_is_500_naming_the_agent(api_server: RunningServer, cl
     assert response.status_code == 500
     body = response.json()
     assert body["reason"] == "InternalError"
-    assert f"cannot reach the node agent at http://127.0.0.1:{port}" in body["message"]
+    assert f"cannot reach the node agent at https://127.0.0.1:{port}" in body["message"]
     with pytest.raises(StowageError) as err:
         b"".join(client.logs("web", "default"))
     assert err.value.code == 500
@@ -248,6 +267,6 @@ def test_agent_errors_reach_the_caller(api_server: RunningServer, client: Client
 def test_log_needs_authentication(api_server: RunningServer, client: Client, agent: StandInAgent) -> None:
     _node(client, "n1", agent.port)
     _pod(client, "web")
-    response = httpx.get(api_server.url + _log_path("web"), timeout=30)
+    response = httpx.get(api_server.url + _log_path("web"), timeout=30, verify=api_server.verify())
     assert response.status_code == 401
     assert agent.requests == []

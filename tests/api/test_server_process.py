@@ -7,12 +7,15 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from storage.apiserver.auth import ensure_admin_token
 from storage.client import Client
+from storage.system.pki import client_context
+from support import wait_for
 
 SCRIPT = textwrap.dedent(
     """
@@ -33,12 +36,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, attempts: int = 600) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, verify: Any, attempts: int = 600) -> None:
     for _ in range(attempts):
         if proc.poll() is not None:
             raise AssertionError(f"server exited early with {proc.returncode}")
         try:
-            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+            if httpx.get(url + "/healthz", timeout=5, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -52,9 +55,11 @@ def test_sigterm_stops_the_server_and_ends_watches(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, proc)
-        client = Client(url, token)
+        url = f"https://127.0.0.1:{port}"
+        ca = tmp_path / "pki" / "ca.crt"
+        wait_for(ca.exists, "the cluster CA", 60)
+        wait_healthy(url, proc, client_context(ca.read_bytes()))
+        client = Client(url, token, ca=ca)
         client.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}})
         stream = client.watch("configmaps", "default", timeout=3600)
         assert next(stream)["object"]["metadata"]["name"] == "c"

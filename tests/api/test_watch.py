@@ -91,7 +91,7 @@ def test_too_old_revision_is_an_error_event_with_410(api_server, client: Client)
     resp = httpx.get(
         f"{api_server.url}/api/v1/namespaces/default/configmaps",
         params={"watch": "true", "resourceVersion": first["metadata"]["resourceVersion"]},
-        headers={"Authorization": f"Bearer {api_server.token}"}, timeout=30,
+        headers={"Authorization": f"Bearer {api_server.token}"}, timeout=30, verify=api_server.verify(),
     )
     assert resp.status_code == 200
     event = orjson.loads(resp.text.splitlines()[0])
@@ -107,7 +107,7 @@ def test_legacy_watch_prefix_and_single_object(api_server, client: Client) -> No
     client.create(config_map("b"))
     headers = {"Authorization": f"Bearer {api_server.token}"}
     with httpx.stream("GET", f"{api_server.url}/api/v1/watch/namespaces/default/configmaps/b",
-                      params={"timeoutSeconds": "30"}, headers=headers, timeout=30) as resp:
+                      params={"timeoutSeconds": "30"}, headers=headers, timeout=30, verify=api_server.verify()) as resp:
         assert resp.status_code == 200
         first = orjson.loads(next(resp.iter_lines()))
     assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "b")

@@ -12,7 +12,6 @@ from typing import Any, Iterator
 import pytest
 
 from storage.client import Client
-from storage.client.kubeconfig import load_kubeconfig
 from storage.errors import NotFound
 from support import UpProcess, cleanup_tree, stowage_executable, wait_for
 
@@ -67,8 +66,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     client: Client | None = None
     try:
         ready = proc.wait_for("stowage is ready")
-        server, token = load_kubeconfig(ready["kubeconfig"])
-        client = Client(server, token)
+        client = Client.from_kubeconfig(ready["kubeconfig"])
         for name in ("talker", "pair", "counter"):
             wait_for(lambda n=name: (client.get("pods", n, "default").get("status") or {}).get("phase") == "Running",
                      f"pod {name} Running", WAIT_TIMEOUT)

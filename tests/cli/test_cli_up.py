@@ -60,7 +60,7 @@ def test_up_serves_applies_stops_and_resumes(start_up, tmp_path: Path) -> None:
     ready = first.wait_for("stowage is ready")
     kubeconfig = ready["kubeconfig"]
     assert Path(kubeconfig) == data_dir / "kubeconfig"
-    assert ready["server"].startswith("http://127.0.0.1:")
+    assert ready["server"].startswith("https://127.0.0.1:")
     assert f"export KUBECONFIG={kubeconfig}" in ready["hint"]
     assert (data_dir / "stowage.db").exists()
     assert (os.stat(kubeconfig).st_mode & 0o077) == 0  # it holds the admin token

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from storage.api.modelbase import WireModel, dump
 from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
 from storage.api.models.coordination import Lease
+from storage.api.models.auth_kinds import CertificateSigningRequest, ServiceAccount
 from storage.api.models.core import (
     ConfigMap,
     Endpoints,
@@ -75,6 +76,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "LocalSubjectAccessReview": LocalSubjectAccessReview,
     "SelfSubjectRulesReview": SelfSubjectRulesReview,
     "SelfSubjectReview": SelfSubjectReview,
+    "ServiceAccount": ServiceAccount,
+    "CertificateSigningRequest": CertificateSigningRequest,
 }
 
 _missing = {r.kind for r in RESOURCES} - set(MODELS)

@@ -23,8 +23,11 @@ import pytest
 from provisioners import registry as provisioner_registry
 from provisioners.local import LocalProvisioner
 from storage.agent.agent import AgentConfig, NodeAgent, PoolSpec
+from storage.agent.credentials import node_credentials
+from storage.api.bootstrap_tokens import new_bootstrap_token
 from storage.apiserver.auth import TOKEN_FILE, User, append_token
 from storage.client import Client
+from storage.client.kubeconfig import ClusterAccess, write_kubeconfig
 from storage.controllers.manager import ControllerManager, run_controllers
 from storage.errors import NotFound
 
@@ -77,7 +80,10 @@ class Cluster:
         self.stop_controllers = threading.Event()
         self.manager: ControllerManager | None = None
         self._controllers: threading.Thread | None = None
-        provisioner_registry.register(LocalProvisioner(self.server.token, nodes=self._node))
+        assert self.server.tls is not None
+        # The control plane calls agents over TLS with its own client certificate, as `stowage up` does.
+        self.agent_client_tls = self.server.tls.pki.agent_client_context()
+        provisioner_registry.register(LocalProvisioner(nodes=self._node, tls=self.agent_client_tls))
 
     def _node(self, name: str) -> Obj | None:
         try:
@@ -112,10 +118,22 @@ class Cluster:
                            zone=zone, heartbeat_seconds=heartbeat, backoff_base=0.5,
                            pod_ip_range=random_ip_range(), **kwargs)
 
+    def bootstrap_access(self, ttl_seconds: int = 3600) -> ClusterAccess:
+        """A new bootstrap token (as `stowage token create` makes one), as kubeconfig credentials."""
+        token, secret = new_bootstrap_token(ttl_seconds, "test agent")
+        self.client.create(secret)
+        return ClusterAccess(self.server.url, token, ca_data=self.server.ca_pem)
+
+    def bootstrap_kubeconfig(self, name: str) -> Path:
+        access = self.bootstrap_access()
+        return write_kubeconfig(self.base / f"bootstrap-{name}.kubeconfig", access.server, access.token,
+                                ca_data=access.ca_data)
+
     def add_agent(self, name: str, **kwargs: Any) -> NodeAgent:
-        client = Client(self.server.url, self.node_tokens[name]) if name in self.node_tokens else self.server.client()
-        # The agent's own HTTP API keeps the admin token: the provisioner and the log proxy call it with that.
-        agent = NodeAgent(client, self.agent_config(name, **kwargs), token=self.server.token)
+        """An in-process agent with its own node identity, obtained through a bootstrap token and CSRs."""
+        creds = node_credentials(name, self.agent_dir(name) / "pki", "127.0.0.1", self.bootstrap_access)
+        config = self.agent_config(name, tls=creds.tls, **kwargs)
+        agent = NodeAgent(Client.from_access(creds.access), config)
         agent.start()
         self.agents[name] = agent
         return agent
@@ -130,7 +148,7 @@ class Cluster:
         self.pool_dir(name).mkdir(parents=True, exist_ok=True)
         self.agent_dir(name).mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "storage.cli", "agent", "--node", name,
-                "--kubeconfig", str(self.server.kubeconfig), "--data-dir", str(self.agent_dir(name)),
+                "--bootstrap-kubeconfig", str(self.bootstrap_kubeconfig(name)), "--data-dir", str(self.agent_dir(name)),
                 "--pool", f"default={self.pool_dir(name)}:{pool_bytes}", "--heartbeat", "1", *extra]
         log = open(self.base / f"agent-{name}.log", "ab")
         proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -4,6 +4,7 @@ cluster admin (issue 8: "a node credential touching another node's pods, Secrets
 from __future__ import annotations
 
 import base64
+import ssl
 
 import httpx
 import pytest
@@ -18,13 +19,9 @@ pytestmark = pytest.mark.root
 
 def test_agent_runs_a_pod_with_a_secret_under_its_node_credential_and_nothing_more(cluster: Cluster) -> None:
     cluster.start_controllers()
-    # As ``stowage agent --kubeconfig <node kubeconfig>``: the node token is its API credential and its own
-    # HTTP API's token; the provisioner calls that API with the admin token, which the agent has the API
-    # server check (SelfSubjectAccessReview on nodes/proxy).
-    node_token = cluster.node_tokens["n1"]
-    agent = NodeAgent(Client(cluster.server.url, node_token), cluster.agent_config("n1"), token=node_token)
-    agent.start()
-    cluster.agents["n1"] = agent
+    # As ``stowage agent --bootstrap-kubeconfig F``: the agent's identity is system:node:n1 (a certificate
+    # from its bootstrap CSR); the token-file user of the same name below checks that identity's limits.
+    agent = cluster.add_agent("n1")
     admin = cluster.client
     # Another node, with a pod of its own using its own Secret (no agent runs there: only its objects matter).
     admin.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2", "labels": {"kubernetes.io/hostname": "n2"}}})
@@ -66,12 +63,14 @@ def test_agent_runs_a_pod_with_a_secret_under_its_node_credential_and_nothing_mo
                              json={"metadata": {"name": "x"}} if method == "POST" else None)
         assert resp.status_code == 403, (method, path, resp.text)
         assert "not-yours" not in resp.text and "bm90LXlvdXJz" not in resp.text
-    # The agent's own API: the admin (system:masters) may use it, another node may not, a stranger is unknown.
-    log_url = f"http://127.0.0.1:{agent.port}/pods/default/reader/log"
-    assert httpx.get(log_url, headers={"Authorization": f"Bearer {cluster.server.token}"}, timeout=30).status_code == 200
-    assert httpx.get(log_url, headers={"Authorization": f"Bearer {cluster.node_tokens['n2']}"}, timeout=30).status_code == 403
-    assert httpx.get(log_url, headers={"Authorization": "Bearer nobody"}, timeout=30).status_code == 401
-    assert httpx.get(log_url, timeout=30).status_code == 401
+    # The agent's own API answers only the control plane's client certificate: no token opens it,
+    # not even the admin's or another node's.
+    log_url = f"https://127.0.0.1:{agent.port}/pods/default/reader/log"
+    assert httpx.get(log_url, verify=cluster.agent_client_tls, timeout=30).status_code == 200
+    ca_only = ssl.create_default_context(cadata=cluster.server.ca_pem.decode() if isinstance(cluster.server.ca_pem, bytes) else cluster.server.ca_pem)
+    for token in (cluster.server.token, cluster.node_tokens["n2"], "nobody", None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        assert httpx.get(log_url, headers=headers, verify=ca_only, timeout=30).status_code == 401, token
     # Deletion still works end to end: the agent removes its finalizer under the same credential.
     admin.delete("pods", "reader", "default")
     cluster.wait_gone("pods", "reader", "default")

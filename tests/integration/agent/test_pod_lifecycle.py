@@ -8,6 +8,7 @@ from pathlib import Path
 from agent_cluster import GiB, Cluster, claim, condition, local_class, pod, wait_until
 from storage.agent.agent import AGENT_FINALIZER
 from storage.system import loop, mounts
+from storage.system.pki import client_context
 
 
 def _pv_of(cluster: Cluster, claim_name: str) -> dict:
@@ -115,23 +116,32 @@ def test_readiness_probe_gates_ready_and_grace_period_escalates(cluster: Cluster
     assert not (cluster.agent_dir("n1") / "pods" / uid).exists()
 
 
-def test_agent_log_endpoint_serves_container_output_with_token(cluster: Cluster) -> None:
+def test_agent_log_endpoint_serves_container_output_to_the_control_plane_only(cluster: Cluster) -> None:
     import httpx
 
     cluster.start_controllers()
     agent = cluster.add_agent("n1")
     cluster.apply(pod("talker", "echo line-one; echo line-two; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"))
     cluster.wait_running("talker")
-    url = f"http://127.0.0.1:{agent.port}/pods/default/talker/log"
-    headers = {"Authorization": f"Bearer {cluster.server.token}"}
+    url = f"https://127.0.0.1:{agent.port}/pods/default/talker/log"
+    # The agent serves a certificate from the cluster CA and takes the control plane's client certificate.
+    control_plane = httpx.Client(verify=cluster.agent_client_tls, timeout=30)
 
     def lines() -> list[str]:
-        response = httpx.get(url, headers=headers, params={"container": "main"}, timeout=30)
+        response = control_plane.get(url, params={"container": "main"})
         assert response.status_code == 200, response.text
         return response.text.splitlines()
 
     wait_until(lambda: lines()[:2] == ["line-one", "line-two"], "both lines in the log")
-    assert httpx.get(url, timeout=30).status_code == 401
-    assert httpx.get(f"http://127.0.0.1:{agent.port}/pods/default/nobody/log", headers=headers, timeout=30).status_code == 404
-    tail = httpx.get(url, headers=headers, params={"tailLines": "1"}, timeout=30).text.splitlines()
+    # Without a client certificate, even with the admin token, the agent refuses.
+    ca_only = client_context(cluster.server.ca_pem)
+    assert httpx.get(url, verify=ca_only, timeout=30).status_code == 401
+    assert httpx.get(url, verify=ca_only, headers={"Authorization": f"Bearer {cluster.server.token}"},
+                     timeout=30).status_code == 401
+    # A user's client certificate from the same CA is not the control plane's.
+    cert, key = cluster.server.tls.pki.issue_client("mallory", ("devs",))
+    assert httpx.get(url, verify=client_context(cluster.server.ca_pem, cert, key), timeout=30).status_code == 401
+    assert control_plane.get(f"https://127.0.0.1:{agent.port}/pods/default/nobody/log").status_code == 404
+    tail = control_plane.get(url, params={"tailLines": "1"}).text.splitlines()
     assert tail == ["line-two"]
+    control_plane.close()

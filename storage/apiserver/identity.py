@@ -1,0 +1,248 @@
+"""The identity endpoints: ``serviceaccounts/<name>/token`` (TokenRequest) and CertificateSigningRequest creation.
+
+A CSR records who asked (``spec.username``, ``spec.groups``, ``spec.uid``:
+set by the server, never taken from the body). Node CSRs are approved and
+signed at once, under the rules of kube-controller-manager's csrapproving
+and csrsigning controllers: a node client certificate for a bootstrapper
+(or for the node renewing itself), a node serving certificate for the node
+itself. Anything else stays pending.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import structlog
+
+from storage.api.timestamps import from_epoch, now
+from storage.apiserver.auth import User
+from storage.apiserver.satokens import (API_AUDIENCE, DEFAULT_EXPIRATION, MAX_EXPIRATION, MIN_EXPIRATION,
+                                        ServiceAccountTokens)
+from storage.errors import BadRequest, NotFound
+from storage.system import pki
+
+log = structlog.get_logger(__name__)
+
+NODE_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
+NODE_SERVING_SIGNER = "kubernetes.io/kubelet-serving"
+CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
+NODE_PREFIX = "system:node:"
+NODES_GROUP = "system:nodes"
+_CLIENT_USAGES = {"digital signature", "key encipherment", "client auth"}
+_SERVING_USAGES = {"digital signature", "key encipherment", "server auth"}
+DEFAULT_CERT_SECONDS = 365 * 24 * 3600
+
+
+def token_request_target(parts: list[str]) -> tuple[str, str] | None:
+    """(namespace, service account) when ``parts`` is ``api/v1/namespaces/<ns>/serviceaccounts/<name>/token``."""
+    if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "serviceaccounts" \
+            and parts[6] == "token" and parts[3] and parts[5]:
+        return parts[3], parts[5]
+    return None
+
+
+def is_csr_create(parts: list[str]) -> bool:
+    return parts == ["apis", "certificates.k8s.io", "v1", "certificatesigningrequests"]
+
+
+def request_token(store: Any, tokens: ServiceAccountTokens, namespace: str, name: str, body: Any) -> dict[str, Any]:
+    """The TokenRequest answer (authentication.k8s.io/v1) for service account ``namespace/name``."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a TokenRequest object")
+    sa = store.get("serviceaccounts", namespace, name)  # NotFound: serviceaccounts "x" not found
+    spec = body.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise BadRequest("spec: Invalid value: must be an object")
+    audiences = spec.get("audiences") or [API_AUDIENCE]
+    if not isinstance(audiences, list) or not all(isinstance(a, str) and a for a in audiences):
+        raise BadRequest("spec.audiences: Invalid value: must be a list of non-empty strings")
+    expiration = spec.get("expirationSeconds", DEFAULT_EXPIRATION)
+    if not isinstance(expiration, int) or isinstance(expiration, bool):
+        raise BadRequest("spec.expirationSeconds: Invalid value: must be an integer")
+    if expiration < MIN_EXPIRATION:
+        raise BadRequest(f"spec.expirationSeconds: Invalid value: {expiration}: "
+                         "may not specify a duration less than 10 minutes")
+    expiration = min(expiration, MAX_EXPIRATION)
+    pod = None
+    ref = spec.get("boundObjectRef")
+    if ref:
+        if not isinstance(ref, dict) or ref.get("kind") != "Pod":
+            raise BadRequest(f'spec.boundObjectRef.kind: Unsupported value: "{(ref or {}).get("kind")}": '
+                             'supported values: "Pod"')
+        try:
+            pod = store.get("pods", namespace, str(ref.get("name") or ""))
+        except NotFound:
+            raise BadRequest(f'spec.boundObjectRef.name: Not found: "{ref.get("name")}"') from None
+        pod_meta = pod.get("metadata") or {}
+        if ref.get("uid") and ref["uid"] != pod_meta.get("uid"):
+            raise BadRequest(f'spec.boundObjectRef.uid: Invalid value: "{ref["uid"]}": does not match the pod\'s uid')
+        pod_sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        if pod_sa != name:
+            raise BadRequest(f'spec.boundObjectRef: Invalid value: pod "{pod_meta.get("name")}" runs as service '
+                             f'account "{pod_sa}", not "{name}"')
+    sa_uid = (sa.get("metadata") or {}).get("uid", "")
+    token, exp = tokens.issue(namespace, name, sa_uid, audiences=list(audiences), expiration=expiration, pod=pod)
+    bound = None
+    if pod is not None:
+        pm = pod.get("metadata") or {}
+        bound = {"kind": "Pod", "apiVersion": "v1", "name": pm.get("name"), "uid": pm.get("uid")}
+    out_spec: dict[str, Any] = {"audiences": list(audiences), "expirationSeconds": expiration}
+    if bound:
+        out_spec["boundObjectRef"] = bound
+    return {
+        "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": now()},
+        "spec": out_spec,
+        "status": {"token": token, "expirationTimestamp": from_epoch(exp)},
+    }
+
+
+def stamp_requester(body: Any, user: User) -> Any:
+    """Who asked is the server's to say: whatever the body claims is replaced."""
+    if isinstance(body, dict):
+        spec = body.setdefault("spec", {})
+        if isinstance(spec, dict):
+            spec["username"] = user.name
+            spec["uid"] = user.uid
+            spec["groups"] = list(user.groups)
+            spec.pop("extra", None)
+    return body
+
+
+def auto_approval(csr: dict[str, Any]) -> tuple[str, pki.CsrInfo] | None:
+    """(reason, parsed request) when the CSR is one the cluster approves by itself; None to leave it pending."""
+    spec = csr.get("spec") or {}
+    signer = spec.get("signerName")
+    if signer not in (NODE_CLIENT_SIGNER, NODE_SERVING_SIGNER):
+        return None
+    try:
+        info = pki.parse_csr(base64.b64decode(spec.get("request") or ""))
+    except ValueError:
+        return None
+    usages = set(spec.get("usages") or [])
+    requester, groups = spec.get("username") or "", set(spec.get("groups") or [])
+    if not info.common_name.startswith(NODE_PREFIX) or len(info.common_name) == len(NODE_PREFIX):
+        return None
+    if info.organizations != (NODES_GROUP,):
+        return None
+    if signer == NODE_CLIENT_SIGNER:
+        if info.dns_names or info.ip_addresses or "client auth" not in usages or not usages <= _CLIENT_USAGES:
+            return None
+        if "system:bootstrappers" in groups:
+            return "AutoApproved: node client certificate for a bootstrapper", info
+        if requester == info.common_name and NODES_GROUP in groups:
+            return "AutoApproved: node client certificate renewal", info
+        return None
+    if "server auth" not in usages or not usages <= _SERVING_USAGES:
+        return None
+    if requester != info.common_name or NODES_GROUP not in groups or not (info.dns_names or info.ip_addresses):
+        return None
+    return "AutoApproved: node serving certificate for the node itself", info
+
+
+def approve_and_sign(store: Any, cluster: Any, csr: dict[str, Any]) -> dict[str, Any]:
+    """Approve and sign ``csr`` when the rules allow; the stored object either way."""
+    decision = auto_approval(csr)
+    if decision is None or cluster is None:
+        return csr
+    reason, info = decision
+    spec = csr.get("spec") or {}
+    seconds = int(spec.get("expirationSeconds") or DEFAULT_CERT_SECONDS)
+    days = max(1, min(seconds, DEFAULT_CERT_SECONDS) // 86400)
+    server = spec.get("signerName") == NODE_SERVING_SIGNER
+    cert = cluster.sign_csr(info, client=not server, server=server, days=days)
+    stamp = now()
+    status = {
+        "conditions": [{"type": "Approved", "status": "True", "reason": reason.split(":")[0],
+                        "message": reason.split(": ", 1)[1], "lastUpdateTime": stamp, "lastTransitionTime": stamp}],
+        "certificate": base64.b64encode(cert).decode("ascii"),
+    }
+    updated = dict(csr)
+    updated["status"] = status
+    name = (csr.get("metadata") or {}).get("name", "")
+    log.info("certificate signing request approved and signed", csr=name, subject=info.common_name,
+             signer=spec.get("signerName"))
+    return store.update("certificatesigningrequests", updated)
+
+
+_DISCOVERY = {"/api", "/apis", "/version", "/api/v1", "/apis/certificates.k8s.io", "/apis/certificates.k8s.io/v1"}
+_CSR_PREFIX = ["apis", "certificates.k8s.io", "v1", "certificatesigningrequests"]
+
+
+def bootstrapper_may(method: str, path: str) -> bool:
+    """A bootstrap token is only for obtaining a node certificate: discovery, and creating and reading CSRs.
+
+    Kubernetes expresses this with RBAC (system:node-bootstrapper); here it also holds with no RBAC at all."""
+    if path in _DISCOVERY:
+        return method == "GET"
+    parts = path.strip("/").split("/")
+    if parts[:4] == _CSR_PREFIX and len(parts) <= 5:
+        return method == "POST" if len(parts) == 4 and method != "GET" else method == "GET"
+    if parts[:3] == ["apis", "certificates.k8s.io", "v1"] and parts[3:5] == ["watch", "certificatesigningrequests"]:
+        return method == "GET"
+    return False
+
+
+# ---- protobuf TokenRequest (kubectl create token sends its body so) -------------------------------
+_K8S_PROTOBUF_MAGIC = b"k8s\x00"
+
+
+def _fields(data: bytes) -> list[tuple[int, Any]]:
+    """Top-level (field number, value) pairs of a protobuf message: varints as int, length-delimited as bytes."""
+    out: list[tuple[int, Any]] = []
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = result = 0
+        while True:
+            if i >= len(data):
+                raise BadRequest("the protobuf request body is truncated")
+            byte = data[i]
+            i += 1
+            result |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return result
+            shift += 7
+            if shift > 63:
+                raise BadRequest("the protobuf request body has an over-long varint")
+
+    while i < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            out.append((number, varint()))
+        elif wire == 2:
+            length = varint()
+            if i + length > len(data):
+                raise BadRequest("the protobuf request body is truncated")
+            out.append((number, data[i:i + length]))
+            i += length
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise BadRequest(f"the protobuf request body uses an unsupported wire type {wire}")
+    return out
+
+
+def token_request_from_protobuf(body: bytes) -> dict[str, Any]:
+    """The TokenRequest in Kubernetes' protobuf envelope (``k8s\\0`` + runtime.Unknown), as a JSON-shaped dict."""
+    if not body.startswith(_K8S_PROTOBUF_MAGIC):
+        raise BadRequest("the protobuf request body lacks the k8s envelope")
+    raw = next((v for n, v in _fields(body[len(_K8S_PROTOBUF_MAGIC):]) if n == 2 and isinstance(v, bytes)), b"")
+    spec: dict[str, Any] = {}
+    for number, value in _fields(raw):
+        if number != 2 or not isinstance(value, bytes):
+            continue
+        for field_no, field_value in _fields(value):
+            if field_no == 1 and isinstance(field_value, bytes):
+                spec.setdefault("audiences", []).append(field_value.decode("utf-8", "replace"))
+            elif field_no == 4 and isinstance(field_value, int):
+                spec["expirationSeconds"] = field_value
+            elif field_no == 3 and isinstance(field_value, bytes):
+                names = {1: "kind", 2: "apiVersion", 3: "name", 4: "uid"}
+                spec["boundObjectRef"] = {names[n]: v.decode("utf-8", "replace") for n, v in _fields(field_value)
+                                          if n in names and isinstance(v, bytes)}
+    return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}

@@ -1,0 +1,102 @@
+"""The agent's token manager renews a projected service-account token at 80% of its lifetime, as the kubelet."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from storage.agent import sa_tokens
+from storage.agent.resolve import VolumeNotReady
+from storage.agent.sa_tokens import ServiceAccountTokenManager, kubernetes_service_env
+from storage.api.timestamps import from_epoch
+
+
+class _Response:
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status_code, self._body = status, body
+
+    def json(self) -> dict[str, Any]:
+        return self._body
+
+
+class _Http:
+    def __init__(self, clock: list[float], lifetime: float) -> None:
+        self.clock, self.lifetime, self.calls = clock, lifetime, []  # type: ignore[var-annotated]
+
+    def post(self, path: str, json: dict[str, Any]) -> _Response:
+        self.calls.append((path, json))
+        if "ghost" in path:
+            return _Response(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": "not found"})
+        return _Response(201, {"status": {"token": f"token-{len(self.calls)}",
+                                          "expirationTimestamp": from_epoch(self.clock[0] + self.lifetime)}})
+
+
+class _Client:
+    def __init__(self, http: _Http) -> None:
+        self.http = http
+
+
+POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u1"}, "spec": {"serviceAccountName": "app"}}
+
+
+def test_token_is_reused_until_80_percent_of_its_lifetime_then_renewed(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1_000_000.0]
+    monkeypatch.setattr(sa_tokens.time, "time", lambda: clock[0])
+    http = _Http(clock, 1000.0)
+    refreshed: list[str] = []
+    due = threading.Event()
+    manager = ServiceAccountTokenManager(_Client(http), lambda uid: (refreshed.append(uid), due.set()))
+    try:
+        assert manager.token(POD, "", 1000) == "token-1"
+        path, body = http.calls[0]
+        assert path == "/api/v1/namespaces/ns/serviceaccounts/app/token"
+        assert body["spec"]["boundObjectRef"] == {"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": "u1"}
+        clock[0] += 799
+        assert manager.token(POD, "", 1000) == "token-1"
+        clock[0] += 2  # past 80% of 1000 s
+        assert manager.token(POD, "", 1000) == "token-2"
+        assert len(http.calls) == 2
+    finally:
+        manager.stop()
+
+
+def test_refresh_marks_the_pod_for_a_sync() -> None:
+    clock = [0.0]
+    http = _Http(clock, 0.0)  # already at its end: the refresh is due at once
+    due = threading.Event()
+    manager = ServiceAccountTokenManager(_Client(http), lambda uid: due.set() if uid == "u1" else None)
+    try:
+        manager.token(POD, "", 600)
+        assert due.wait(10)
+    finally:
+        manager.stop()
+
+
+def test_missing_service_account_waits() -> None:
+    manager = ServiceAccountTokenManager(_Client(_Http([0.0], 600)), lambda uid: None)
+    ghost = {**POD, "spec": {"serviceAccountName": "ghost"}}
+    with pytest.raises(VolumeNotReady, match='serviceaccount "ghost" not found'):
+        manager.token(ghost, "", 600)
+
+
+def test_kubernetes_service_env_points_at_the_api_server_and_yields_to_the_container() -> None:
+    pod = {"spec": {"containers": [{"name": "a"}, {"name": "b", "env": [{"name": "KUBERNETES_SERVICE_HOST",
+                                                                         "value": "mine"}]}]}}
+    out = kubernetes_service_env(pod, "https://10.1.2.3:6443")
+    a, b = out["spec"]["containers"]
+    assert {"name": "KUBERNETES_SERVICE_HOST", "value": "10.1.2.3"} in a["env"]
+    assert {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"} in a["env"]
+    assert [e["value"] for e in b["env"] if e["name"] == "KUBERNETES_SERVICE_HOST"] == ["mine"]
+
+
+def test_a_pod_waiting_for_its_service_account_is_looked_at_again() -> None:
+    """Nothing else wakes such a pod (no claim event comes): the manager marks it for a sync, backing off."""
+    woken = threading.Event()
+    manager = ServiceAccountTokenManager(_Client(_Http([0.0], 600)), lambda uid: woken.set() if uid == "u1" else None)
+    try:
+        with pytest.raises(VolumeNotReady):
+            manager.token({**POD, "spec": {"serviceAccountName": "ghost"}}, "", 600)
+        assert woken.wait(10)
+    finally:
+        manager.stop()
