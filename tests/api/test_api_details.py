@@ -9,7 +9,7 @@ from storage.api.registry import RESOURCES
 
 
 def call(api_server, method: str, path: str, body: object | None = None, **params: str) -> httpx.Response:
-    return httpx.request(method, api_server.url + path, params=params, timeout=30,
+    return httpx.request(verify=api_server.verify(), method, api_server.url + path, params=params, timeout=30,
                          content=json.dumps(body).encode() if body is not None else None,
                          headers={"Authorization": f"Bearer {api_server.token}", "Content-Type": "application/json"})
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import uuid
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import httpx
 
 from support import UpProcess
 
-from storage.client.kubeconfig import load_kubeconfig
+from storage.client.kubeconfig import load_access
 
 
 class Served:
@@ -20,9 +21,11 @@ class Served:
         self.up = up
         self.url = str(ready["server"])
         self.kubeconfig = str(ready["kubeconfig"])
-        _, token = load_kubeconfig(self.kubeconfig)
+        access = load_access(self.kubeconfig)
+        verify: Any = ssl.create_default_context(cadata=access.ca_data.decode()) if access.ca_data else True
         # Generous: a request that waits on a locked database gets its answer at the busy timeout.
-        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {access.token}"},
+                                 timeout=120, verify=verify)
 
     def create_configmap(self, name: str, namespace: str = "default", **data: str) -> httpx.Response:
         body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}

@@ -13,7 +13,7 @@ from storage.apiserver.ratelimit import DEFAULT_BURST
 def test_token_guessing_gets_429_and_valid_clients_keep_working(tmp_path: Path) -> None:
     with authz_server(tmp_path, {"alice": ()}) as srv:
         url = srv.url + "/api/v1/namespaces"
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30, verify=srv.server.verify()) as http:
             codes = [http.get(url, headers={"Authorization": f"Bearer guess-{i}"}).status_code
                      for i in range(DEFAULT_BURST)]
             assert codes == [401] * DEFAULT_BURST
