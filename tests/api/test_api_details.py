@@ -9,9 +9,9 @@ from storage.api.registry import RESOURCES
 
 
 def call(api_server, method: str, path: str, body: object | None = None, **params: str) -> httpx.Response:
-    return httpx.request(verify=api_server.verify(), method, api_server.url + path, params=params, timeout=30,
+    return httpx.request(method, api_server.url + path, params=params, timeout=30,
                          content=json.dumps(body).encode() if body is not None else None,
-                         headers={"Authorization": f"Bearer {api_server.token}", "Content-Type": "application/json"})
+                         headers={"Authorization": f"Bearer {api_server.token}", "Content-Type": "application/json"}, verify=api_server.verify())
 
 
 def test_every_404_is_a_status_with_details(api_server) -> None:

@@ -19,8 +19,8 @@ def send(api_server, method: str, path: str, body: object | bytes, mode: str | N
          content_type: str = "application/json") -> httpx.Response:
     params = {"fieldValidation": mode} if mode else {}
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.request(verify=api_server.verify(), method, api_server.url + path, params=params, content=data, timeout=30,
-                         headers={"Authorization": f"Bearer {api_server.token}", "Content-Type": content_type})
+    return httpx.request(method, api_server.url + path, params=params, content=data, timeout=30,
+                         headers={"Authorization": f"Bearer {api_server.token}", "Content-Type": content_type}, verify=api_server.verify())
 
 
 def test_strict_rejects_each_unknown_field_and_stores_nothing(api_server) -> None:

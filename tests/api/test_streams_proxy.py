@@ -68,10 +68,10 @@ def test_exec_checks_what_the_api_server_knows(api_server: RunningServer, client
 
 def test_a_plain_request_gets_the_same_checks_then_upgrade_required(api_server: RunningServer, client: Client) -> None:
     headers = {"Authorization": f"Bearer {api_server.token}"}
-    missing = httpx.post(verify=api_server.verify(), api_server.url + "/api/v1/namespaces/default/pods/nope/portforward", headers=headers)
+    missing = httpx.post(api_server.url + "/api/v1/namespaces/default/pods/nope/portforward", headers=headers, verify=api_server.verify())
     assert missing.status_code == 404 and missing.json()["message"] == 'pods "nope" not found'
     _pod(client, "placed")
-    plain = httpx.post(verify=api_server.verify(), api_server.url + "/api/v1/namespaces/default/pods/placed/exec?command=true", headers=headers)
+    plain = httpx.post(api_server.url + "/api/v1/namespaces/default/pods/placed/exec?command=true", headers=headers, verify=api_server.verify())
     # The pod's node is not registered here: the API server says so rather than pretending to upgrade.
     assert plain.status_code == 500 and 'placed on node "n1", which is not registered' in plain.json()["message"]
 
@@ -86,25 +86,25 @@ def test_log_options_are_validated_as_pod_log_options(api_server: RunningServer,
         ({"sinceSeconds": "1", "sinceTime": "2024-01-01T00:00:00Z"},
          'PodLogOptions "web" is invalid: : Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified'),
     ]:
-        got = httpx.get(verify=api_server.verify(), url, params=params, headers=headers)
+        got = httpx.get(url, params=params, headers=headers, verify=api_server.verify())
         assert got.status_code == 422, params
         assert got.json()["message"] == message
         assert got.json()["details"]["causes"]
-    bad_time = httpx.get(verify=api_server.verify(), url, params={"sinceTime": "yesterday"}, headers=headers)
+    bad_time = httpx.get(url, params={"sinceTime": "yesterday"}, headers=headers, verify=api_server.verify())
     assert bad_time.status_code == 400 and "sinceTime" in bad_time.json()["message"]
 
 
 def test_metrics_api_is_discoverable(api_server: RunningServer) -> None:
     headers = {"Authorization": f"Bearer {api_server.token}"}
-    groups = httpx.get(verify=api_server.verify(), api_server.url + "/apis", headers=headers).json()["groups"]
+    groups = httpx.get(api_server.url + "/apis", headers=headers, verify=api_server.verify()).json()["groups"]
     [metrics] = [g for g in groups if g["name"] == "metrics.k8s.io"]
     assert metrics["preferredVersion"]["groupVersion"] == "metrics.k8s.io/v1beta1"
-    resources = httpx.get(verify=api_server.verify(), api_server.url + "/apis/metrics.k8s.io/v1beta1", headers=headers).json()["resources"]
+    resources = httpx.get(api_server.url + "/apis/metrics.k8s.io/v1beta1", headers=headers, verify=api_server.verify()).json()["resources"]
     assert {(r["name"], r["kind"], r["namespaced"]) for r in resources} == {
         ("nodes", "NodeMetrics", False), ("pods", "PodMetrics", True)}
-    empty = httpx.get(verify=api_server.verify(), api_server.url + "/apis/metrics.k8s.io/v1beta1/pods", headers=headers).json()
+    empty = httpx.get(api_server.url + "/apis/metrics.k8s.io/v1beta1/pods", headers=headers, verify=api_server.verify()).json()
     assert empty == {"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": []}
-    missing = httpx.get(verify=api_server.verify(), api_server.url + "/apis/metrics.k8s.io/v1beta1/nodes/n9", headers=headers)
+    missing = httpx.get(api_server.url + "/apis/metrics.k8s.io/v1beta1/nodes/n9", headers=headers, verify=api_server.verify())
     assert missing.status_code == 404 and missing.json()["message"] == 'nodemetrics.metrics.k8s.io "n9" not found'
 
 

@@ -66,10 +66,10 @@ EXPECTED = {
 
 def request(api_server, method: str, path: str, body: object | None = None, accept: str = KUBECTL_ACCEPT,
             content_type: str = "application/json", **params: str) -> httpx.Response:
-    return httpx.request(verify=api_server.verify(), method, api_server.url + path, params=params, timeout=30,
+    return httpx.request(method, api_server.url + path, params=params, timeout=30,
                          content=json.dumps(body).encode() if body is not None else None,
                          headers={"Authorization": f"Bearer {api_server.token}", "Accept": accept,
-                                  "Content-Type": content_type})
+                                  "Content-Type": content_type}, verify=api_server.verify())
 
 
 def collection(kind: str) -> str:
@@ -152,9 +152,9 @@ def test_include_object_none_and_partial_metadata(api_server) -> None:
 def test_watch_sends_table_rows(api_server) -> None:
     request(api_server, "POST", collection("ConfigMap"), {"apiVersion": "v1", "kind": "ConfigMap",
                                                           **SAMPLES["ConfigMap"]})
-    with httpx.stream(verify=api_server.verify(), "GET", api_server.url + collection("ConfigMap"), params={"watch": "true", "timeoutSeconds": "5"},
+    with httpx.stream("GET", api_server.url + collection("ConfigMap"), params={"watch": "true", "timeoutSeconds": "5"},
                       headers={"Authorization": f"Bearer {api_server.token}", "Accept": KUBECTL_ACCEPT},
-                      timeout=30) as resp:
+                      timeout=30, verify=api_server.verify()) as resp:
         assert resp.headers["content-type"] == "application/json;as=Table;v=v1;g=meta.k8s.io"
         lines = resp.iter_lines()
         first = json.loads(next(lines))

@@ -16,7 +16,7 @@ from support import running_controllers, wait_for
 
 def request(api_server, method: str, path: str, **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {api_server.token}"}
-    return httpx.request(verify=api_server.verify(), method, api_server.url + path, headers=headers, timeout=30, **kw)
+    return httpx.request(method, api_server.url + path, headers=headers, timeout=30, **kw, verify=api_server.verify())
 
 
 def test_system_namespaces_and_the_kubernetes_service_exist_from_the_start(api_server, client: Client) -> None:

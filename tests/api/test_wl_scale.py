@@ -31,7 +31,7 @@ def workloads() -> list[tuple[str, dict[str, Any]]]:
 
 def request(api_server, method: str, path: str, content_type: str = "application/json", **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {api_server.token}", "Content-Type": content_type}
-    return httpx.request(verify=api_server.verify(), method, api_server.url + path, headers=headers, timeout=30, **kw)
+    return httpx.request(method, api_server.url + path, headers=headers, timeout=30, **kw, verify=api_server.verify())
 
 
 @pytest.mark.parametrize("path,obj", workloads(), ids=lambda v: v.rsplit("/", 2)[-2] if isinstance(v, str) else "")

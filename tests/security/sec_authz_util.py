@@ -38,7 +38,7 @@ class AuthzServer:
         sent = httpx.Headers(headers or {})
         if user:
             sent["Authorization"] = f"Bearer {self.tokens[user] if user != 'admin' else self.server.token}"
-        return httpx.request(verify=self.server.verify(), method, self.server.url + path, headers=sent, timeout=30, **kwargs)
+        return httpx.request(method, self.server.url + path, headers=sent, timeout=30, **kwargs, verify=self.server.verify())
 
 
 @contextlib.contextmanager

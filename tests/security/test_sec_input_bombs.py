@@ -35,7 +35,7 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def http(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(verify=server.verify(), base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=120) as c:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=120, verify=server.verify()) as c:
         yield c
 
 

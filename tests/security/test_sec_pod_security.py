@@ -181,7 +181,7 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
         store = open_store(str(data_dir / "stowage.db"))
         srv = start_in_thread(store, data_dir=data_dir, pod_security_default=default)
         started.append((srv, store))
-        return httpx.Client(verify=srv.verify(), base_url=srv.url, headers={"Authorization": f"Bearer {srv.token}"}, timeout=60)
+        return httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.token}"}, timeout=60, verify=srv.verify())
 
     try:
         yield start

@@ -56,7 +56,7 @@ def test_api_watch_past_the_byte_budget_gets_410(tmp_path: Path) -> None:
     store = SqlStore(f"sqlite:///{data_dir / 'stowage.db'}", keep_event_bytes=BUDGET)
     server = start_in_thread(store, data_dir=data_dir)
     try:
-        with httpx.Client(verify=server.verify(), base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=60) as http:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=60, verify=server.verify()) as http:
             url = "/api/v1/namespaces/default/configmaps"
             created = http.post(url, json={"metadata": {"name": "big"}, "data": {"v": BODY}})
             assert created.status_code == 201, created.text
