@@ -109,12 +109,15 @@ class Authorization:
         self._bootstrap = bootstrap
 
     def start(self) -> "Authorization":
-        if self._bootstrap:
+        # A database that failed its integrity check refuses writes: the policy already stored
+        # (if any) is what there is to serve until it is restored.
+        writable = not getattr(self.store, "corrupt", None)
+        if self._bootstrap and writable:
             reconcile_bootstrap_policy(self.store)
         self.index.start()
         # Serve no request before the default roles hold their aggregated rules (a view user would
         # otherwise be refused everything for the first moments).
-        for _ in range(5):
+        for _ in range(5 if writable else 0):
             if not self.aggregation.sync_once():
                 break
             self.index.wait_for(self.store.current_revision(), CATCH_UP_SECONDS)

@@ -47,6 +47,8 @@ def check_create(store: Store, info: ResourceInfo, obj: Obj) -> None:
     try:
         ns = store.get("namespaces", "", namespace)
     except NotFound:
+        if getattr(store, "corrupt", None):  # a lost page, not a missing namespace: say what is wrong
+            store.check_writable()  # type: ignore[attr-defined]
         raise NotFound(f'namespaces "{namespace}" not found', kind="namespaces", name=namespace) from None
     if is_terminating(ns):
         raise NamespaceForbidden(info, str(meta.get("name") or meta.get("generateName") or ""), namespace)

@@ -108,8 +108,12 @@ def serve(
                      sa_tokens=sa_tokens, agent_tls=tls.pki.agent_client_context())
     sock = sock if sock is not None else bind_socket(host, port)
     real_port = sock.getsockname()[1]
-    ensure_system_objects(store, host, real_port)
-    publish_root_ca(store, tls.pki.ca_pem)
+    if getattr(store, "corrupt", None):
+        log.error("the database is corrupt: the system namespaces, the kubernetes Service and the root CA "
+                  "are not refreshed until it is restored")
+    else:
+        ensure_system_objects(store, host, real_port)
+        publish_root_ca(store, tls.pki.ca_pem)
     ssl_options: dict[str, Any] = {}
     if insecure_http:
         log.warning("serving plain HTTP (--insecure-http): tokens and data cross the network unencrypted")

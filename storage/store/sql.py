@@ -283,7 +283,7 @@ class SqlStore(Store):
         self.keep_event_bytes = keep_event_bytes
         self.encryption = encryption
         self.busy_timeout = busy_timeout
-        # Set when the integrity check at open failed: reads are tried, writes refused (see _check_writable).
+        # Set when the integrity check at open failed: reads are tried, writes refused (see check_writable).
         self.corrupt: str | None = None
         self._bytes_since_compact = 0
         self.compact_every = compact_every
@@ -335,7 +335,7 @@ class SqlStore(Store):
             return None
         return "PRAGMA quick_check found: " + "; ".join(rows[:3])
 
-    def _check_writable(self) -> None:
+    def check_writable(self) -> None:
         if self.corrupt is not None:
             raise StoreCorrupt(f"the database is corrupt ({self.corrupt}); writes are stopped: {RESTORE_HINT}")
 
@@ -374,7 +374,7 @@ class SqlStore(Store):
 
     # --- transactions ---------------------------------------------------------
     def _write_tx(self) -> Any:
-        self._check_writable()
+        self.check_writable()
         return _SqliteWriteTx(self) if self.is_sqlite else self._engine.begin()
 
     def _sqlite_writer(self) -> Any:
@@ -525,7 +525,7 @@ class SqlStore(Store):
         return self._retrying(lambda: self._create_many_once(resource, batch))
 
     def _create_many_once(self, resource: str, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self._check_writable()
+        self.check_writable()
         prepared = [self._prepare_create(obj) for obj in objs]
         for attempt in range(GENERATE_NAME_ATTEMPTS):
             try:
@@ -621,7 +621,7 @@ class SqlStore(Store):
             return None
         meta = stored["metadata"]
         removed = bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
-        self._check_writable()
+        self.check_writable()
         params = {"resource": resource, "namespace": namespace, "name": name,
                   "body": self._seal(resource, namespace, name, body),
                   "type": "DELETED" if removed else "MODIFIED", "expected": known[0], "channel": self._channel}

@@ -66,8 +66,9 @@ def test_book_demo_hostpath_pv_claim_and_two_containers_sharing_files(up_dir: Pa
         with pytest.raises(Forbidden, match='violates PodSecurity "baseline:latest": hostPath volumes'):
             client.create(outside)
         # ...and once the namespace allows it, a hostPath outside the allowed prefixes is still refused, by the agent.
-        client.create({"apiVersion": "v1", "kind": "Namespace",
-                       "metadata": {"name": "default", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})
+        default_ns = client.get("namespaces", "default")  # exists from the start (SEMANTICS N1)
+        default_ns["metadata"].setdefault("labels", {})["pod-security.kubernetes.io/enforce"] = "privileged"
+        client.update(default_ns)
         client.create(outside)
         wait_until(lambda: any("not under an allowed host path prefix" in str(cs.get("state"))
                                for cs in client.get("pods", "outside", "default")["status"].get("containerStatuses") or []),

@@ -34,7 +34,8 @@ class Served:
     def configmap_names(self, namespace: str = "default") -> list[str]:
         response = self.http.get(f"/api/v1/namespaces/{namespace}/configmaps")
         assert response.status_code == 200, response.text
-        return sorted(o["metadata"]["name"] for o in response.json()["items"])
+        # Every namespace also holds the cluster's root CA (kube-root-ca.crt), as in Kubernetes.
+        return sorted(o["metadata"]["name"] for o in response.json()["items"] if o["metadata"]["name"] != "kube-root-ca.crt")
 
     def close(self) -> None:
         self.http.close()

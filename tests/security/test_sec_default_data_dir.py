@@ -56,6 +56,10 @@ def test_sec_default_place_data_dir_is_invisible_to_pods(home):
         pools = [p for p in data.rglob("pools") if p.is_dir()]
         checks = {"umount": ["/tmp", str(data), str(data / "agent")],
                   "list": [str(data), *map(str, pools)], "read": [str(p) for p in secrets]}
+        # SYS_ADMIN is beyond Pod Security's baseline: the attacker is granted a privileged namespace.
+        default_ns = client.get("namespaces", "default")
+        default_ns["metadata"].setdefault("labels", {})["pod-security.kubernetes.io/enforce"] = "privileged"
+        client.update(default_ns)
         for name, caps in (("plain", []), ("admin", ["SYS_ADMIN"])):
             client.create(_pod(name, checks, caps))
 

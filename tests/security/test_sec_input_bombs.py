@@ -124,6 +124,8 @@ def test_deep_nesting_is_a_4xx_on_every_write_of_every_kind(http: httpx.Client, 
         body = deep_object(info, "deep", levels)
         response = http.post(base, content=body, headers={"Content-Type": "application/json"})
         assert_status(response, 400, f"nested more than {MAX_DEPTH} levels")
+        if not info.stored:  # access reviews are only ever created: there is nothing to update or patch
+            continue
         response = http.put(f"{base}/deep", content=body, headers={"Content-Type": "application/json"})
         assert_status(response, 400, f"nested more than {MAX_DEPTH} levels")
         for content_type in PATCH_TYPES:
@@ -134,7 +136,8 @@ def test_deep_nesting_is_a_4xx_on_every_write_of_every_kind(http: httpx.Client, 
             response = http.patch(f"{base}/deep", content=patch, headers={"Content-Type": content_type})
             assert 400 <= response.status_code < 500, (info.plural, content_type, response.status_code, response.text[:300])
             assert str(MAX_DEPTH) in response.json()["message"], response.json()["message"]
-        assert server.store.list(info.plural)[0] == [], info.plural
+        # Nothing was stored (the server's own objects, such as the `kubernetes` Service, were there before).
+        assert [o for o in server.store.list(info.plural)[0] if o["metadata"]["name"] == "deep"] == [], info.plural
     # The attacked kind still lists.
     assert http.get("/api/v1/pods").status_code == 200
 
