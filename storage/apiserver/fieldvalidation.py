@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from storage.api.fieldcheck import prune_unknown, unknown_fields
+from storage.api.limits import LimitExceeded, load_yaml
 from storage.errors import BadRequest
 
 MODES = ("Strict", "Warn", "Ignore")
@@ -122,6 +123,12 @@ def loads_noting_duplicates(body: bytes | str) -> tuple[Any, list[str]]:
 
 def yaml_duplicates(body: bytes | str) -> list[str]:
     """Paths of keys a YAML document repeats (the YAML loader keeps the last one silently)."""
+    try:
+        # Within the input limits first: an alias bomb or an over-deep document is refused, with
+        # the limit named, when the patch itself is parsed; composing it here would not terminate.
+        load_yaml(body)
+    except (LimitExceeded, yaml.YAMLError, RecursionError):
+        return []
     root = yaml.compose(body, Loader=yaml.SafeLoader)
     out: list[str] = []
 
