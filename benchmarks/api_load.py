@@ -1,17 +1,20 @@
-"""API server write throughput: PersistentVolume creates per second over HTTP.
+"""API server write throughput: PersistentVolume creates per second, over HTTPS and plain HTTP.
 
-One API server process (its own store connection, as ``stowage apiserver``
-runs it) and C client processes, each a keep-alive HTTP/1.1 connection
-sending one POST per object and waiting for the answer, as kubectl and
-client-go do. Prints creates/s for each client count.
+Two API server processes in the same run (their own store connections, as
+``stowage serve`` runs it), one serving HTTPS with the cluster CA (the
+default) and one plain HTTP (``--insecure-http``), and C client processes,
+each a keep-alive HTTP/1.1 connection sending one POST per object and
+waiting for the answer, as kubectl and client-go do. Prints creates/s for
+each client count and the HTTPS/HTTP time ratio (issue 9 aims at 1.15x at most).
 
-usage: python benchmarks/api_load.py [--backend sqlite|postgres] [--count 3000] [--clients 1,4] [--profile FILE]
+usage: python benchmarks/api_load.py [--backend sqlite|postgres] [--count 3000] [--clients 1,4] [--scheme both|https|http]
 """
 from __future__ import annotations
 
 import argparse
 import http.client
 import json
+import ssl
 import multiprocessing as mp
 import sys
 import tempfile
@@ -24,7 +27,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def serve_process(store_url: str, data_dir: str, port_out: Any, stop: Any) -> None:
+def serve_process(store_url: str, data_dir: str, port_out: Any, stop: Any, tls: bool) -> None:
     """Child: serve ``store_url`` until ``stop`` is set; reports the bound port through ``port_out``."""
     import logging
     import threading
@@ -41,9 +44,8 @@ def serve_process(store_url: str, data_dir: str, port_out: Any, stop: Any) -> No
     stop_event = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), stop_event.set()), daemon=True).start()
     try:
-        # Plain HTTP, as the figures so far were measured; the HTTPS path is measured separately (issue 9).
         serve(store, port=sock.getsockname()[1], data_dir=data_dir, stop_event=stop_event, sock=sock,
-              insecure_http=True)
+              insecure_http=not tls)
     finally:
         store.close()
 
@@ -51,15 +53,18 @@ def serve_process(store_url: str, data_dir: str, port_out: Any, stop: Any) -> No
 class ApiServerProcess:
     """An API server in its own process; ``port`` once started."""
 
-    def __init__(self, store_url: str, data_dir: Path) -> None:
+    def __init__(self, store_url: str, data_dir: Path, tls: bool) -> None:
         from storage.apiserver.auth import ensure_admin_token
+        from storage.apiserver.tls import TLSOptions
 
         data_dir.mkdir(parents=True, exist_ok=True)
         self.token = ensure_admin_token(data_dir)
+        # The CA the server will use (made here, first, so the clients can trust it).
+        self.ca_pem: bytes | None = TLSOptions().prepare(data_dir, "127.0.0.1").pki.ca_pem if tls else None
         ctx = mp.get_context("spawn")
         self._stop = ctx.Event()
         receive, send = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=serve_process, args=(store_url, str(data_dir), send, self._stop), daemon=True)
+        self._proc = ctx.Process(target=serve_process, args=(store_url, str(data_dir), send, self._stop, tls), daemon=True)
         self._proc.start()
         if not receive.poll(60):
             self.stop()
@@ -74,9 +79,13 @@ class ApiServerProcess:
             self._proc.join(10)
 
 
-def post_all(port: int, token: str, paths_and_bodies: list[tuple[str, bytes]]) -> int:
+def post_all(port: int, token: str, ca_pem: bytes | None, paths_and_bodies: list[tuple[str, bytes]]) -> int:
     """One keep-alive connection, one POST per object, each answer read before the next request."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    if ca_pem is not None:
+        context = ssl.create_default_context(cadata=ca_pem.decode())
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=context)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     failed = 0
     try:
@@ -91,14 +100,15 @@ def post_all(port: int, token: str, paths_and_bodies: list[tuple[str, bytes]]) -
     return failed
 
 
-def create_through_api(port: int, token: str, objs: list[tuple[str, dict[str, Any]]], clients: int) -> float:
+def create_through_api(port: int, token: str, ca_pem: bytes | None, objs: list[tuple[str, dict[str, Any]]],
+                       clients: int) -> float:
     """Create ``objs`` (path, body) from ``clients`` processes; returns the seconds taken."""
     work = [[(p, json.dumps(o).encode()) for p, o in objs[k::clients]] for k in range(clients)]
     ctx = mp.get_context("fork")
     with ctx.Pool(clients) as pool:
         pool.apply(time.sleep, (0,))  # workers are up before the clock starts
         start = time.perf_counter()
-        failed = sum(pool.starmap(post_all, [(port, token, w) for w in work]))
+        failed = sum(pool.starmap(post_all, [(port, token, ca_pem, w) for w in work]))
         elapsed = time.perf_counter() - start
     if failed:
         raise RuntimeError(f"{failed} creates failed")
@@ -117,7 +127,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--clients", default="1,4")
+    parser.add_argument("--scheme", choices=["both", "https", "http"], default="both")
     args = parser.parse_args()
+    schemes = ["https", "http"] if args.scheme == "both" else [args.scheme]
     with tempfile.TemporaryDirectory(prefix="stowage-bench-api-") as tmp_name:
         tmp = Path(tmp_name)
         pg = None
@@ -125,18 +137,25 @@ def main() -> None:
             from pgserver import PostgresServer
 
             pg = PostgresServer().start()
-            url = pg.create_database("bench_api")
-        else:
-            url = f"sqlite:///{tmp}/api.db"
-        server = ApiServerProcess(url, tmp / "api")
+        servers: dict[str, ApiServerProcess] = {}
         try:
+            for scheme in schemes:
+                url = (pg.create_database(f"bench_api_{scheme}") if pg is not None
+                       else f"sqlite:///{tmp}/api-{scheme}.db")
+                servers[scheme] = ApiServerProcess(url, tmp / f"api-{scheme}", tls=scheme == "https")
             for clients in (int(c) for c in args.clients.split(",")):
-                objs = [pv(i, f"c{clients}") for i in range(args.count)]
-                seconds = create_through_api(server.port, server.token, objs, clients)
-                print(f"{args.backend:<9} clients {clients}: {args.count / seconds:,.0f} creates/s "
-                      f"({args.count} in {seconds:.2f} s)", flush=True)
+                seconds: dict[str, float] = {}
+                for scheme, server in servers.items():
+                    objs = [pv(i, f"c{clients}") for i in range(args.count)]
+                    seconds[scheme] = create_through_api(server.port, server.token, server.ca_pem, objs, clients)
+                    print(f"{args.backend:<9} {scheme:<5} clients {clients}: {args.count / seconds[scheme]:,.0f} creates/s "
+                          f"({args.count} in {seconds[scheme]:.2f} s)", flush=True)
+                if len(seconds) == 2:
+                    print(f"{args.backend:<9} clients {clients}: HTTPS/HTTP time ratio {seconds['https'] / seconds['http']:.2f}x",
+                          flush=True)
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
             if pg is not None:
                 pg.stop()
 

@@ -126,7 +126,7 @@ def end_to_end(store_url: str, pairs: int, tmp: Path, clients: int) -> dict[str,
 
     rng = random.Random(7)
     store = open_store(store_url)  # schema first, so the two processes do not race to create it
-    server = ApiServerProcess(store_url, tmp / "api")
+    server = ApiServerProcess(store_url, tmp / "api", tls=True)
     ctx = mp.get_context("spawn")
     stop, ready = ctx.Event(), ctx.Event()
     controllers = ctx.Process(target=_controllers_process, args=(store_url, stop, ready), daemon=True)
@@ -151,11 +151,12 @@ def end_to_end(store_url: str, pairs: int, tmp: Path, clients: int) -> dict[str,
         if not ready.wait(60):
             raise RuntimeError("controllers did not start")
         t0 = time.perf_counter()
-        t_vols = create_through_api(server.port, server.token, [("/api/v1/persistentvolumes", v) for v in vols], clients)
+        t_vols = create_through_api(server.port, server.token, server.ca_pem, [("/api/v1/persistentvolumes", v) for v in vols],
+                                    clients)
         wait_count("persistentvolumes", "Available")
         t_avail = time.perf_counter() - t0
         t1 = time.perf_counter()
-        t_claims = create_through_api(server.port, server.token,
+        t_claims = create_through_api(server.port, server.token, server.ca_pem,
                                       [("/api/v1/namespaces/default/persistentvolumeclaims", c) for c in claims], clients)
         wait_count("persistentvolumeclaims", "Bound")
         t_bound = time.perf_counter() - t1
