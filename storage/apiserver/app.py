@@ -30,7 +30,7 @@ from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint,
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver import identity
 from storage.apiserver.auth import TokenAuth, User
-from storage.apiserver.authn import BOOTSTRAPPERS, Authenticator
+from storage.apiserver.authn import Authenticator
 from storage.apiserver.authz import Authorization, answer_review, authenticated, impersonated, request_attributes
 from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.handlers import Handlers, Target, with_type
@@ -230,8 +230,6 @@ def create_app(
                                           retry_after=wait) from None
                 raise
             user = authenticated(user)
-            if BOOTSTRAPPERS in user.groups and not identity.bootstrapper_may(request.method, path):
-                raise Forbidden(f'{user.name} may only request a node certificate with a bootstrap token')
             if "impersonate-user" in request.headers or "impersonate-group" in request.headers:
                 user = await impersonated(authz, user, request.headers)
             CURRENT_USER.set(user)

@@ -165,24 +165,6 @@ def approve_and_sign(store: Any, cluster: Any, csr: dict[str, Any]) -> dict[str,
     return store.update("certificatesigningrequests", updated)
 
 
-_DISCOVERY = {"/api", "/apis", "/version", "/api/v1", "/apis/certificates.k8s.io", "/apis/certificates.k8s.io/v1"}
-_CSR_PREFIX = ["apis", "certificates.k8s.io", "v1", "certificatesigningrequests"]
-
-
-def bootstrapper_may(method: str, path: str) -> bool:
-    """A bootstrap token is only for obtaining a node certificate: discovery, and creating and reading CSRs.
-
-    Kubernetes expresses this with RBAC (system:node-bootstrapper); here it also holds with no RBAC at all."""
-    if path in _DISCOVERY:
-        return method == "GET"
-    parts = path.strip("/").split("/")
-    if parts[:4] == _CSR_PREFIX and len(parts) <= 5:
-        return method == "POST" if len(parts) == 4 and method != "GET" else method == "GET"
-    if parts[:3] == ["apis", "certificates.k8s.io", "v1"] and parts[3:5] == ["watch", "certificatesigningrequests"]:
-        return method == "GET"
-    return False
-
-
 # ---- protobuf TokenRequest (kubectl create token sends its body so) -------------------------------
 _K8S_PROTOBUF_MAGIC = b"k8s\x00"
 

@@ -36,7 +36,15 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
 
 
 def whoami(client: Client, name: str) -> tuple[str, list[str]]:
-    """The requester the server records on a CSR made by ``client`` (a request nobody will approve)."""
+    """The server's view of ``client``'s identity, as ``kubectl auth whoami`` asks for it (SelfSubjectReview,
+    which every authenticated user may create)."""
+    review = client.create({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    info = review["status"]["userInfo"]
+    return info["username"], info["groups"]
+
+
+def csr_requester(client: Client, name: str) -> tuple[str, list[str]]:
+    """The requester the server records on a CSR made by ``client`` (SEMANTICS I2: whatever the body says)."""
     request = pki.new_csr(pki.new_key(), "whoever")
     created = client.create({
         "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {"name": name},
@@ -59,6 +67,8 @@ def test_client_certificate_is_cn_user_and_o_groups(server: RunningServer) -> No
 
 def test_token_file_users_get_system_authenticated(server: RunningServer) -> None:
     assert whoami(server.client(), "admin-1") == ("admin", ["system:masters", "system:authenticated"])
+    # A CSR records who asked, not who the body claims to be.
+    assert csr_requester(server.client(), "admin-csr") == ("admin", ["system:masters", "system:authenticated"])
 
 
 def test_a_certificate_from_another_ca_is_refused(server: RunningServer) -> None:
@@ -221,7 +231,9 @@ def test_tokens_for_another_audience_expired_or_of_a_deleted_account_are_refused
                 c.list("configmaps", "default")
     valid = request_token(server, "app", {"spec": {}}).json()["status"]["token"]
     with Client(server.url, valid, ca_data=server.ca_pem) as c:
-        c.list("configmaps", "default")
+        assert whoami(c, "sa")[0] == "system:serviceaccount:default:app"
+        with pytest.raises(Forbidden):  # authenticated, and RBAC grants the account nothing
+            c.list("configmaps", "default")
         client.delete("serviceaccounts", "app", "default")
         with pytest.raises(Unauthorized):
             c.list("configmaps", "default")
