@@ -178,6 +178,15 @@ def load_yaml_all(text: str | bytes) -> Iterator[Any]:
         loader.dispose()
 
 
+def compose_yaml(text: str | bytes) -> Node | None:
+    """The node tree of a single-document YAML stream, within the same limits as ``load_yaml``."""
+    loader = _LOADER(text)
+    try:
+        return loader.get_single_node()  # type: ignore[no-any-return]
+    finally:
+        loader.dispose()
+
+
 def load_yaml(text: str | bytes) -> Any:
     """The single document of a YAML stream (None when empty), safely and within the limits."""
     loader = _LOADER(text)

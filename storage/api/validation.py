@@ -1394,6 +1394,24 @@ def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str
     return out
 
 
+def validate_review(obj: Any, kind: str) -> dict[str, Any]:
+    """A create-only review's body, normalized: its kind and apiVersion, and the shape of every field.
+
+    Nothing is stored, so the object rules (a DNS name, ...) do not apply, as in Kubernetes; but a
+    field of the wrong type is a 4xx naming it, not an error deep inside the authorizer.
+    """
+    if not isinstance(obj, dict):
+        raise BadRequest("the request body must be a JSON object")
+    info = _resource_info({**obj, "kind": obj.get("kind") or kind})
+    if info.kind != kind:
+        raise BadRequest(f"the kind {info.kind!r} of the body does not match the kind {kind!r} of the resource")
+    errs = _Errors()
+    out, _ = _normalize({**obj, "kind": kind, "apiVersion": info.api_version}, info, errs)
+    if errs.items or out is None:
+        raise Invalid(errs.items, kind=kind, name=_name(obj))
+    return out
+
+
 def validate_status(obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
     """Checks for a status subresource write: metadata identity and phase names; returns the normalized object."""
     info = _resource_info(obj)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import re
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from storage.apiserver import identity
 from storage.apiserver.auth import TokenAuth, User
 from storage.apiserver.authn import Authenticator
 from storage.apiserver.authz import Authorization, answer_review, authenticated, impersonated, request_attributes
-from storage.apiserver.fieldvalidation import FieldValidation
+from storage.apiserver.fieldvalidation import FieldValidation, warning_header
 from storage.apiserver.handlers import Handlers, Target, with_type
 from storage.apiserver.node_authz import NodeRestriction
 from storage.apiserver.patch import APPLY, PATCH_TYPES
@@ -68,8 +67,6 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _METHOD_SET = frozenset(_METHODS)
 # Resources a namespaced path segment can never be: "namespaces/<ns>/status" is the namespace's own status.
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_MAX_WARNING_CHARS = 4096
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -506,15 +503,6 @@ async def _read_body(request: Request) -> bytes:
             raise RequestEntityTooLarge(request_too_large_message())
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def warning_header(text: str) -> str:
-    """RFC 7234 warn-code 299 with agent "-", as Kubernetes sends admission warnings."""
-    # Header values are latin-1 and single-line; Kubernetes' own warnings are ASCII.
-    if len(text) > _MAX_WARNING_CHARS:  # Kubernetes truncates long warnings too
-        text = text[:_MAX_WARNING_CHARS] + "..."
-    safe = _CONTROL.sub(" ", text.replace("\\", "\\\\").replace('"', '\\"'))
-    return '299 - "' + safe.encode("ascii", "replace").decode("ascii") + '"'
 
 
 def _decode(body: bytes, fields: FieldValidation | None = None) -> Any:

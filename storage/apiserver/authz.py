@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from starlette.concurrency import run_in_threadpool
 
 from storage.api.selectors import parse_field_selector
+from storage.api.validation import validate_review
 from storage.apiserver.auth import User
 from storage.apiserver.authz_index import AuthzIndex
 from storage.apiserver.bootstrap import AggregationController, reconcile_bootstrap_policy
@@ -226,18 +227,16 @@ def review_user(spec: Obj) -> User:
 
 async def answer_review(authz: Authorization, kind: str, body: Obj, requester: User, namespace: str | None) -> Obj:
     """The review with its ``status`` filled in (nothing is stored)."""
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
+    # Checked against the review's model first: a field of the wrong type (groups: 5) failed in here with a 500.
+    body = validate_review(body, kind)
     spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
-    out: Obj = {"kind": kind, "apiVersion": body.get("apiVersion") or "", "metadata": body.get("metadata") or {},
+    out: Obj = {"kind": kind, "apiVersion": body["apiVersion"], "metadata": body.get("metadata") or {},
                 "spec": spec}
     if kind == "SelfSubjectReview":
-        out["apiVersion"] = out["apiVersion"] or "authentication.k8s.io/v1"
         out.pop("spec")
         out["status"] = {"userInfo": {"username": requester.name, **({"uid": requester.uid} if requester.uid else {}),
                                       "groups": list(requester.groups)}}
         return out
-    out["apiVersion"] = out["apiVersion"] or "authorization.k8s.io/v1"
     if kind == "SelfSubjectRulesReview":
         ns = str(spec.get("namespace") or "")
         out["status"] = authz.rules_review(requester, ns)

@@ -8,14 +8,18 @@ never stored.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from storage.api.fieldcheck import prune_unknown, unknown_fields
-from storage.api.limits import LimitExceeded, load_yaml
+from storage.api.limits import compose_yaml
 from storage.errors import BadRequest
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_WARNING_CHARS = 4096
 
 MODES = ("Strict", "Warn", "Ignore")
 
@@ -50,7 +54,7 @@ class FieldValidation:
             return
         try:
             self.duplicates.extend(yaml_duplicates(body))
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError):  # LimitExceeded too: the parser answers it with a 400
             pass
 
     def check(self, obj: dict[str, Any], old: dict[str, Any] | None = None) -> None:
@@ -81,7 +85,18 @@ class FieldValidation:
         self.duplicates.clear()
 
     def headers(self) -> list[tuple[str, str]]:
-        return [("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"') for w in self.warnings]
+        # Through the one sanitiser: an unknown field's name is the client's text, and a header value
+        # outside latin-1 (or with a line break) failed the whole response with a 500.
+        return [("Warning", warning_header(w)) for w in self.warnings]
+
+
+def warning_header(text: str) -> str:
+    """RFC 7234 warn-code 299 with agent "-", as Kubernetes sends admission warnings."""
+    # Header values are latin-1 and single-line; Kubernetes' own warnings are ASCII.
+    if len(text) > _MAX_WARNING_CHARS:  # Kubernetes truncates long warnings too
+        text = text[:_MAX_WARNING_CHARS] + "..."
+    safe = _CONTROL.sub(" ", text.replace("\\", "\\\\").replace('"', '\\"'))
+    return '299 - "' + safe.encode("ascii", "replace").decode("ascii") + '"'
 
 
 def loads_noting_duplicates(body: bytes | str) -> tuple[Any, list[str]]:
@@ -123,13 +138,9 @@ def loads_noting_duplicates(body: bytes | str) -> tuple[Any, list[str]]:
 
 def yaml_duplicates(body: bytes | str) -> list[str]:
     """Paths of keys a YAML document repeats (the YAML loader keeps the last one silently)."""
-    try:
-        # Within the input limits first: an alias bomb or an over-deep document is refused, with
-        # the limit named, when the patch itself is parsed; composing it here would not terminate.
-        load_yaml(body)
-    except (LimitExceeded, yaml.YAMLError, RecursionError):
-        return []
-    root = yaml.compose(body, Loader=yaml.SafeLoader)
+    # The bounded composer: PyYAML's own recursed past Python's stack on a deeply nested body (a 500),
+    # took a minute on a few hundred KiB, and would walk an alias bomb.
+    root = compose_yaml(body)
     out: list[str] = []
 
     def walk(node: Any, path: str) -> None:
