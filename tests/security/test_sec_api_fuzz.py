@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import base64
 import json
 import random
 import time
@@ -51,6 +52,15 @@ PATCH_TYPES = {"merge": "application/merge-patch+json", "json": "application/jso
 NAMES = ("a", "b", "c", "web-0", "x" * 63)
 
 
+def _csr_pem_b64() -> str:
+    from storage.system import pki
+
+    return base64.b64encode(pki.new_csr(pki.new_key(), "fuzz")).decode()
+
+
+_CSR_PEM_B64 = _csr_pem_b64()
+
+
 def _template_spec() -> dict[str, Any]:
     return {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
 
@@ -75,6 +85,10 @@ VALID: dict[str, dict[str, Any]] = {
     "ControllerRevision": {"revision": 1, "data": {"spec": {}}},
     "Deployment": {"spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},
     "Lease": {"spec": {"holderIdentity": "n", "leaseDurationSeconds": 40}},
+    "ServiceAccount": {"automountServiceAccountToken": False},
+    # A CSR for a signer nobody approves: stored, never signed.
+    "CertificateSigningRequest": {"spec": {"request": _CSR_PEM_B64, "signerName": "example.com/nobody",
+                                           "usages": ["client auth"]}},
     "Role": {"rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]},
     "ClusterRole": {"rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]},
     "RoleBinding": {"subjects": [{"kind": "User", "name": "u"}],
