@@ -31,7 +31,7 @@ class AuthzServer:
         return self.server.client()
 
     def client(self, user: str) -> Client:
-        return Client(self.server.url, self.tokens[user])
+        return Client(self.server.url, self.tokens[user], ca_data=self.server.ca_pem)
 
     def http(self, user: str | None, method: str, path: str, *, headers: Any = None, **kwargs: Any) -> httpx.Response:
         """A raw request as ``user`` ("admin", a token-file user, or None for no credentials)."""
