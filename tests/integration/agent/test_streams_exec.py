@@ -223,7 +223,7 @@ def test_port_forward_to_a_closed_port_reports_the_error(cluster: Cluster, node:
 
 def _log(cluster: Cluster, name: str, **params: str) -> httpx.Response:
     return httpx.get(f"{cluster.server.url}/api/v1/namespaces/default/pods/{name}/log", params=params,
-                     headers={"Authorization": f"Bearer {cluster.server.token}"}, timeout=60)
+                     headers={"Authorization": f"Bearer {cluster.server.token}"}, timeout=60, verify=cluster.server.verify())
 
 
 def test_log_options(cluster: Cluster, node: NodeAgent) -> None:
@@ -294,12 +294,12 @@ def test_kubectl_logs_follow_and_timestamps(cluster: Cluster, node: NodeAgent, k
 def test_metrics_api_and_kubectl_top(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
     run_pod(cluster, "busy", ["python3", "-c", "b = bytearray(40 << 20)\nwhile True: pass"])
     headers = {"Authorization": f"Bearer {cluster.server.token}"}
-    groups = httpx.get(f"{cluster.server.url}/apis", headers=headers).json()["groups"]
+    groups = httpx.get(f"{cluster.server.url}/apis", headers=headers, verify=cluster.server.verify()).json()["groups"]
     assert "metrics.k8s.io" in [g["name"] for g in groups]
 
     def usage() -> dict[str, Any] | None:
         got = httpx.get(f"{cluster.server.url}/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/busy",
-                        headers=headers, timeout=60)
+                        headers=headers, timeout=60, verify=cluster.server.verify())
         assert got.status_code == 200, got.text
         container = got.json()["containers"][0]["usage"]
         memory_ki = int(container["memory"].removesuffix("Ki"))
@@ -308,11 +308,11 @@ def test_metrics_api_and_kubectl_top(cluster: Cluster, node: NodeAgent, kubeconf
     container = wait_for(usage, "the pod's working set to include its buffer")
     nanocores = int(container["cpu"].removesuffix("n"))
     assert 100_000_000 < nanocores < 1_100_000_000 * (os.cpu_count() or 1)  # a busy loop: about one core
-    nodes = httpx.get(f"{cluster.server.url}/apis/metrics.k8s.io/v1beta1/nodes", headers=headers, timeout=60).json()
+    nodes = httpx.get(f"{cluster.server.url}/apis/metrics.k8s.io/v1beta1/nodes", headers=headers, timeout=60, verify=cluster.server.verify()).json()
     assert nodes["kind"] == "NodeMetricsList" and [n["metadata"]["name"] for n in nodes["items"]] == ["n1"]
     assert int(nodes["items"][0]["usage"]["memory"].removesuffix("Ki")) > 0
     missing = httpx.get(f"{cluster.server.url}/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope",
-                        headers=headers, timeout=60)
+                        headers=headers, timeout=60, verify=cluster.server.verify())
     assert missing.status_code == 404 and missing.json()["message"] == 'podmetrics.metrics.k8s.io "default/nope" not found'
 
     top_pod = kubectl(kubeconfig, "top", "pod", "busy", "--no-headers")
