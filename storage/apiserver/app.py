@@ -411,8 +411,12 @@ def create_app(
         )
         namespace = t.namespace if t.info.namespaced else None
 
+        # A watch-list (client-go's default since 1.32): the current objects as ADDED events, then a bookmark
+        # marking their end; clients that ask for it wait for that bookmark before they trust their cache.
+        initial_events = _truthy(query.get("sendInitialEvents"))
+
         def open_watch() -> tuple[list[dict[str, Any]], int, Any]:
-            if since is not None:
+            if since is not None and not initial_events:
                 return [], since, store.watch(t.info.plural, namespace, since=since)
             items, revision = store.list(t.info.plural, namespace, label_selector or None, field_selector or None)
             items = [o for o in items if flt.matches(o)]
@@ -428,7 +432,8 @@ def create_app(
         events = stream_events(
             t.info, watcher, initial, revision, flt, watches, timeout,
             bookmark_interval if _truthy(query.get("allowWatchBookmarks")) else None,
-            knows_all=since is None, transform=rendering.watch_transform(render, t.info, query),
+            knows_all=since is None or initial_events, transform=rendering.watch_transform(render, t.info, query),
+            initial_events_end=initial_events,
         )
         return WatchResponse(events, media_type=render.content_type)
 

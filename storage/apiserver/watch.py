@@ -114,6 +114,7 @@ async def stream_events(
     *,
     knows_all: bool,
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    initial_events_end: bool = False,
 ) -> AsyncIterator[bytes]:
     """``knows_all``: the stream began with the full list, so which objects the client has seen is known.
 
@@ -151,6 +152,9 @@ async def stream_events(
             if flt.selective:
                 visible.add(_key(obj))
             yield line("ADDED", out(with_type(info, obj)))
+        if initial_events_end:
+            yield line("BOOKMARK", {"kind": info.kind, "apiVersion": info.api_version, "metadata": {
+                "resourceVersion": str(revision), "annotations": {"k8s.io/initial-events-end": "true"}}})
         deadline = loop.time() + timeout if timeout else None
         next_bookmark = loop.time() + bookmark_interval if bookmark_interval else None
         while True:

@@ -141,6 +141,11 @@ def template_without_hash(template: Obj) -> Obj:
             out["metadata"].pop("labels")
     if "metadata" in out and not out["metadata"]:
         out.pop("metadata")
+    # An empty resources block is no resources (kubectl's rollout undo sends one): the same template either way.
+    for key in ("initContainers", "containers"):
+        for container in (out.get("spec") or {}).get(key) or []:
+            if isinstance(container, dict) and container.get("resources") == {}:
+                container.pop("resources")
     return out
 
 

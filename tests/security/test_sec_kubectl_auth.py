@@ -1,81 +1,46 @@
 """The real kubectl against RBAC: ``auth can-i`` (one check and ``--list``), ``auth whoami``, and a 403.
 
-kubectl sends a bearer token only over TLS, so the app is served here over TLS
-with a throw-away self-signed certificate (kubectl told to skip verification);
-the server's own TLS set-up is not what this tests. kubectl posts its reviews
-as protobuf (storage/apiserver/review_proto.py reads them).
+kubectl runs against the real HTTPS API server, with a kubeconfig for alice written as the
+server writes its own (her token and the cluster CA as certificate-authority-data), no extra
+flags. kubectl posts its reviews as protobuf (storage/apiserver/review_proto.py reads them).
 """
 from __future__ import annotations
 
-import contextlib
-import shutil
+import os
 import subprocess
-import threading
-import time
 from pathlib import Path
-from typing import Iterator
 
-import pytest
-import uvicorn
+import yaml
 
 from sec_authz_util import namespace, role_binding, secret
-from storage.apiserver.app import create_app
-from storage.apiserver.auth import TOKEN_FILE, User, append_token, load_token_auth
-from storage.apiserver.server import bind_socket
-from storage.store import open_store
-
-pytestmark = pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
-
-
-@contextlib.contextmanager
-def tls_server(tmp_path: Path) -> Iterator[tuple[str, object]]:
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed (needed for a throw-away certificate)")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
-    data = tmp_path / "data"
-    data.mkdir()
-    append_token(data / TOKEN_FILE, "alice-token", User("alice", "uid-a", ("team-a",)))
-    store = open_store(str(data / "stowage.db"))
-    app = create_app(store, load_token_auth(data))
-    sock = bind_socket("127.0.0.1", 0)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ssl_keyfile=str(key), ssl_certfile=str(cert))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "TLS test server did not start"
-            time.sleep(0.05)
-        yield f"https://127.0.0.1:{sock.getsockname()[1]}", store
-    finally:
-        server.should_exit = True
-        app.state.watches.close_all()
-        thread.join(timeout=30)
-        app.state.authz.close()
-        sock.close()
-        store.close()
+from serverutil import running_server
+from storage.apiserver.auth import TOKEN_FILE, User, append_token
+from storage.client.kubeconfig import write_kubeconfig
+from support import kubectl_binary
 
 
 def test_kubectl_auth_can_i_whoami_and_forbidden(tmp_path: Path) -> None:
-    with tls_server(tmp_path) as (url, store):
+    data = tmp_path / "apiserver"  # running_server's data dir: the token is there before it starts
+    data.mkdir()
+    append_token(data / TOKEN_FILE, "alice-token", User("alice", "uid-a", ("team-a",)))
+    with running_server(tmp_path) as server:
+        assert server.url.startswith("https://") and server.ca_pem
+        store = server.store
         store.create("namespaces", namespace("ns1"))
         store.create("secrets", secret("s", "ns1"))
         store.create("rolebindings", role_binding("alice-view", "ns1", "view", user="alice"))
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: c, cluster: {{server: "{url}", insecure-skip-tls-verify: true}}}}]
-users: [{{name: alice, user: {{token: alice-token}}}}]
-contexts: [{{name: x, context: {{cluster: c, user: alice, namespace: ns1}}}}]
-current-context: x
-""")
+        kubeconfig = write_kubeconfig(tmp_path / "alice.kubeconfig", server.url, "alice-token",
+                                      ca_data=server.ca_pem)
+        config = yaml.safe_load(kubeconfig.read_text())
+        assert config["clusters"][0]["cluster"].keys() == {"server", "certificate-authority-data"}
+        config["contexts"][0]["context"]["namespace"] = "ns1"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+        env.update({"KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)})
 
         def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
-                                  timeout=60)
+            return subprocess.run([kubectl_binary(), *args], capture_output=True, text=True,
+                                  timeout=60, env=env)
 
         def can_i(*args: str) -> str:
             # The index may still be reading the binding written behind the API's back: a denial waits for it.

@@ -97,8 +97,22 @@ def volume_mounts(container: dict[str, Any], volumes: dict[str, str],
             # A staged copy is a detached mount: it receives no propagation from the host.
             source = stage(source, propagation != "rprivate")
         options = ["rbind", propagation, "ro" if vm.get("readOnly") else "rw"]
+        if vm.get("readOnly"):
+            options += _locked_flags(source)
         mounts.append({"destination": destination, "type": "bind", "source": source, "options": options})
     return mounts
+
+
+def _locked_flags(source: str) -> list[str]:
+    """The source's nosuid/nodev/noexec, to repeat on a read-only remount: inside a user namespace the
+    kernel refuses (EPERM) a remount that would clear a flag the mount was locked with (a projected
+    volume's tmpfs is nosuid,nodev)."""
+    try:
+        flags = os.statvfs(source).f_flag
+    except OSError:
+        return []
+    return [name for bit, name in ((os.ST_NOSUID, "nosuid"), (os.ST_NODEV, "nodev"), (os.ST_NOEXEC, "noexec"))
+            if flags & bit]
 
 
 # runc's and containerd's defaults; a privileged container gets neither.

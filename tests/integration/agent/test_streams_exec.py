@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -21,30 +19,23 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.stream import stream as k8s_stream
 
 from agent_cluster import Cluster
 from storage.agent.agent import NodeAgent
-from storage.apiserver.auth import TokenAuth
-from storage.apiserver.server import bind_socket, serve
-from storage.client.kubeconfig import write_kubeconfig
 
-from support import wait_for
+from support import kubectl_binary, wait_for
 
-# STOWAGE_TEST_KUBECTL picks another kubectl (e.g. an older release) for these tests.
-KUBECTL = os.environ.get("STOWAGE_TEST_KUBECTL") or shutil.which("kubectl")
 
 
 @pytest.fixture
 def node(cluster: Cluster) -> NodeAgent:
-    """One agent that takes no token of its own (see ``open_server``)."""
-    agent = NodeAgent(cluster.server.client(), cluster.agent_config("n1"), token=None)
-    agent.start()
-    cluster.agents["n1"] = agent
-    return agent
+    """One agent under its own node identity (bootstrap token, CSRs), as ``stowage agent`` runs; the
+    controllers give each namespace its default ServiceAccount, whose token every pod mounts."""
+    cluster.start_controllers()
+    return cluster.add_agent("n1")
 
 
 @pytest.fixture
@@ -57,35 +48,20 @@ def core(cluster: Cluster) -> Iterator[k8s.CoreV1Api]:
 
 
 @pytest.fixture
-def open_server(cluster: Cluster, tmp_path: Path) -> Iterator[Path]:
-    """A kubeconfig for a second API server on the same store with authentication off, over plain
-    HTTP: kubectl sends tokens only over TLS, so this is how the real kubectl reaches a test
-    cluster until the API server serves TLS (then: the TLS kubeconfig with the token)."""
-    sock = bind_socket("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=serve, args=(cluster.store,), daemon=True, kwargs=dict(
-        port=port, data_dir=tmp_path / "open", stop_event=stop, ready=ready, tokens=TokenAuth.disabled(), sock=sock))
-    thread.start()
-    assert ready.wait(30), "open API server did not start"
-    kubeconfig = tmp_path / "open-kubeconfig"
-    write_kubeconfig(kubeconfig, f"http://127.0.0.1:{port}", "")
-    config = yaml.safe_load(kubeconfig.read_text())
-    for user in config.get("users") or []:
-        user["user"] = {}  # no token: kubectl would refuse to send one over plain HTTP anyway
-    kubeconfig.write_text(json.dumps(config))
-    try:
-        yield kubeconfig
-    finally:
-        stop.set()
-        thread.join(30)
+def kubeconfig(cluster: Cluster) -> Path:
+    """The kubeconfig the HTTPS API server writes (admin token, cluster CA): kubectl runs with it and no flags."""
+    assert cluster.server.kubeconfig is not None and cluster.server.url.startswith("https://")
+    return cluster.server.kubeconfig
+
+
+def kubectl_env(kubeconfig: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env["KUBECONFIG"] = str(kubeconfig)
+    return env
 
 
 def kubectl(kubeconfig: Path, *args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    return subprocess.run([KUBECTL, *args], input=input, capture_output=True, timeout=timeout, env=env)
+    return subprocess.run([kubectl_binary(), *args], input=input, capture_output=True, timeout=timeout, env=kubectl_env(kubeconfig))
 
 
 def pod(name: str, command: list[str], **container: Any) -> dict[str, Any]:
@@ -125,51 +101,51 @@ def test_exec_with_the_kubernetes_client_stdout_stderr_and_exit_code(cluster: Cl
     assert ok.returncode == 0
 
 
-def test_kubectl_exec_stdout_stderr_exit_code_and_stdin(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+def test_kubectl_exec_stdout_stderr_exit_code_and_stdin(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
     run_pod(cluster, "shell", ["sleep", "1d"])
-    done = kubectl(open_server, "exec", "shell", "--", "sh", "-c", "echo hello; echo oops >&2; exit 7")
+    done = kubectl(kubeconfig, "exec", "shell", "--", "sh", "-c", "echo hello; echo oops >&2; exit 7")
     assert done.stdout == b"hello\n"
     assert done.stderr.startswith(b"oops\n")
     assert done.returncode == 7  # kubectl exits with the command's code (NonZeroExitCode cause)
     # stdin reaches the command and its end reaches it too (v5's close signal): wc ends.
-    counted = kubectl(open_server, "exec", "-i", "shell", "--", "wc", "-c", input=b"x" * 100000)
+    counted = kubectl(kubeconfig, "exec", "-i", "shell", "--", "wc", "-c", input=b"x" * 100000)
     assert counted.returncode == 0, counted.stderr
     assert counted.stdout.strip() == b"100000"
 
 
-def test_kubectl_exec_with_a_terminal(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+def test_kubectl_exec_with_a_terminal(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
     run_pod(cluster, "shell", ["sleep", "1d"])
     # kubectl wants a terminal of its own for -t; `script` gives it one.
     if shutil.which("script") is None:
         pytest.skip("script (util-linux) is not installed")
-    env = {**os.environ, "KUBECONFIG": str(open_server)}
-    command = f"{KUBECTL} exec -it shell -- sh -c 'tty; stty size; exit 4'"
+    env = kubectl_env(kubeconfig)
+    command = f"{kubectl_binary()} exec -it shell -- sh -c 'tty; stty size; exit 4'"
     done = subprocess.run(["script", "-qec", command, "/dev/null"], input=b"", capture_output=True, timeout=120, env=env)
     out = done.stdout.replace(b"\r", b"")
     assert b"/dev/pts/" in out, out
     assert done.returncode == 4, out
 
 
-def test_kubectl_cp_both_ways(cluster: Cluster, node: NodeAgent, open_server: Path, tmp_path: Path) -> None:
+def test_kubectl_cp_both_ways(cluster: Cluster, node: NodeAgent, kubeconfig: Path, tmp_path: Path) -> None:
     run_pod(cluster, "box", ["sleep", "1d"])
     local = tmp_path / "payload.bin"
     local.write_bytes(os.urandom(300_000))
-    up = kubectl(open_server, "cp", str(local), "default/box:/tmp/payload.bin")
+    up = kubectl(kubeconfig, "cp", str(local), "default/box:/tmp/payload.bin")
     assert up.returncode == 0, up.stderr
-    sums = kubectl(open_server, "exec", "box", "--", "sha256sum", "/tmp/payload.bin")
+    sums = kubectl(kubeconfig, "exec", "box", "--", "sha256sum", "/tmp/payload.bin")
     assert sums.stdout.split()[0].decode() == hashlib.sha256(local.read_bytes()).hexdigest()
     back = tmp_path / "back.bin"
-    down = kubectl(open_server, "cp", "default/box:/tmp/payload.bin", str(back))
+    down = kubectl(kubeconfig, "cp", "default/box:/tmp/payload.bin", str(back))
     assert down.returncode == 0, down.stderr
     assert back.read_bytes() == local.read_bytes()
 
 
-def test_exec_errors_are_statuses(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
-    missing = kubectl(open_server, "exec", "nope", "--", "true")
+def test_exec_errors_are_statuses(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
+    missing = kubectl(kubeconfig, "exec", "nope", "--", "true")
     assert missing.returncode != 0
     assert b'pods "nope" not found' in missing.stderr
     run_pod(cluster, "shell", ["sleep", "1d"])
-    wrong = kubectl(open_server, "exec", "shell", "-c", "other", "--", "true")
+    wrong = kubectl(kubeconfig, "exec", "shell", "-c", "other", "--", "true")
     assert b"container other is not valid for pod shell" in wrong.stderr
 
 
@@ -193,9 +169,9 @@ def test_attach_sees_output_and_feeds_stdin(cluster: Cluster, node: NodeAgent, c
         resp.close()
 
 
-def test_kubectl_attach_ends_with_the_container(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+def test_kubectl_attach_ends_with_the_container(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
     run_pod(cluster, "talker", ["sh", "-c", "read x; echo \"bye $x\"; exit 0"], stdin=True)
-    done = kubectl(open_server, "attach", "-i", "talker", input=b"now\n")
+    done = kubectl(kubeconfig, "attach", "-i", "talker", input=b"now\n")
     assert b"bye now" in done.stdout, done.stderr
 
 
@@ -203,11 +179,8 @@ def test_kubectl_attach_ends_with_the_container(cluster: Cluster, node: NodeAgen
 
 @contextlib.contextmanager
 def port_forward(kubeconfig: Path, target: str, remote: int) -> Iterator[int]:
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    proc = subprocess.Popen([KUBECTL, "port-forward", target, f":{remote}"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+    proc = subprocess.Popen([kubectl_binary(), "port-forward", target, f":{remote}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=kubectl_env(kubeconfig), start_new_session=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()  # "Forwarding from 127.0.0.1:PORT -> REMOTE"
@@ -218,13 +191,13 @@ def port_forward(kubeconfig: Path, target: str, remote: int) -> Iterator[int]:
         proc.wait(30)
 
 
-def test_kubectl_port_forward_carries_real_bytes(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+def test_kubectl_port_forward_carries_real_bytes(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
     served = "served.txt"
     run_pod(cluster, "web", ["sh", "-c", f"cd /tmp && head -c 200000 /dev/urandom > {served} && sha256sum {served} > sum "
                                          "&& exec python3 -m http.server 8080 --bind \"$POD_IP\""])
-    expected = wait_for(lambda: kubectl(open_server, "exec", "web", "--", "cat", "/tmp/sum").stdout.split()[:1],
+    expected = wait_for(lambda: kubectl(kubeconfig, "exec", "web", "--", "cat", "/tmp/sum").stdout.split()[:1],
                         "the pod's checksum")[0].decode()
-    with port_forward(open_server, "pod/web", 8080) as local:
+    with port_forward(kubeconfig, "pod/web", 8080) as local:
         for _ in range(3):  # each request is a new forwarded connection (a new stream pair)
             body = wait_for(lambda: _fetch(f"http://127.0.0.1:{local}/{served}"), "the file through the tunnel")
             assert hashlib.sha256(body).hexdigest() == expected
@@ -238,9 +211,9 @@ def _fetch(url: str) -> bytes | None:
         return None
 
 
-def test_port_forward_to_a_closed_port_reports_the_error(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+def test_port_forward_to_a_closed_port_reports_the_error(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
     run_pod(cluster, "quiet", ["sleep", "1d"])
-    with port_forward(open_server, "pod/quiet", 9) as local:
+    with port_forward(kubeconfig, "pod/quiet", 9) as local:
         with socket.create_connection(("127.0.0.1", local), timeout=30) as conn:
             conn.settimeout(30)
             assert conn.recv(100) == b""  # the connection closes: nothing listens in the pod
@@ -284,7 +257,7 @@ def test_log_option_errors_are_statuses(cluster: Cluster, node: NodeAgent) -> No
     assert prev.json()["message"] == 'previous terminated container "main" in pod "talk" not found'
 
 
-def test_previous_log_after_a_restart(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+def test_previous_log_after_a_restart(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
     crash = pod("crash", ["sh", "-c", "if [ -e /state/ran ]; then echo second; sleep 1d; fi; "
                                       "touch /state/ran; echo first; exit 1"],
                 volumeMounts=[{"name": "state", "mountPath": "/state"}])
@@ -295,21 +268,21 @@ def test_previous_log_after_a_restart(cluster: Cluster, node: NodeAgent, open_se
                      "restarted and running")
     assert wait_for(lambda: _log(cluster, "crash").text == "second\n", "the current run's log")
     assert _log(cluster, "crash", previous="true").text == "first\n"
-    assert kubectl(open_server, "logs", "crash", "--previous").stdout == b"first\n"
+    assert kubectl(kubeconfig, "logs", "crash", "--previous").stdout == b"first\n"
 
 
-def test_kubectl_logs_follow_and_timestamps(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+def test_kubectl_logs_follow_and_timestamps(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
     run_pod(cluster, "count", ["sh", "-c", "for i in 1 2 3; do echo line$i; done; sleep 1d"])
     wait_for(lambda: _log(cluster, "count").text.count("\n") == 3, "three lines")
-    shown = kubectl(open_server, "logs", "count", "--timestamps", "--tail", "1").stdout.decode()
+    shown = kubectl(kubeconfig, "logs", "count", "--timestamps", "--tail", "1").stdout.decode()
     stamp, text = shown.rstrip("\n").split(" ", 1)
     assert text == "line3" and stamp.endswith("Z") and len(stamp) == 30
-    proc = subprocess.Popen([KUBECTL or "kubectl", "logs", "-f", "count"], stdout=subprocess.PIPE,
-                            env={**os.environ, "KUBECONFIG": str(open_server)}, start_new_session=True)
+    proc = subprocess.Popen([kubectl_binary(), "logs", "-f", "count"], stdout=subprocess.PIPE,
+                            env=kubectl_env(kubeconfig), start_new_session=True)
     try:
         assert proc.stdout is not None
         assert [proc.stdout.readline() for _ in range(3)] == [b"line1\n", b"line2\n", b"line3\n"]
-        kubectl(open_server, "exec", "count", "--", "sh", "-c", "echo later > /proc/1/fd/1")
+        kubectl(kubeconfig, "exec", "count", "--", "sh", "-c", "echo later > /proc/1/fd/1")
         assert proc.stdout.readline() == b"later\n"  # follow streams what comes after
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -318,7 +291,7 @@ def test_kubectl_logs_follow_and_timestamps(cluster: Cluster, node: NodeAgent, o
 
 # ---- metrics -------------------------------------------------------------------------------
 
-def test_metrics_api_and_kubectl_top(cluster: Cluster, node: NodeAgent, open_server: Path) -> None:
+def test_metrics_api_and_kubectl_top(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
     run_pod(cluster, "busy", ["python3", "-c", "b = bytearray(40 << 20)\nwhile True: pass"])
     headers = {"Authorization": f"Bearer {cluster.server.token}"}
     groups = httpx.get(f"{cluster.server.url}/apis", headers=headers, verify=cluster.server.verify()).json()["groups"]
@@ -342,10 +315,10 @@ def test_metrics_api_and_kubectl_top(cluster: Cluster, node: NodeAgent, open_ser
                         headers=headers, timeout=60, verify=cluster.server.verify())
     assert missing.status_code == 404 and missing.json()["message"] == 'podmetrics.metrics.k8s.io "default/nope" not found'
 
-    top_pod = kubectl(open_server, "top", "pod", "busy", "--no-headers")
+    top_pod = kubectl(kubeconfig, "top", "pod", "busy", "--no-headers")
     assert top_pod.returncode == 0, top_pod.stderr
     name, cpu, memory = top_pod.stdout.decode().split()
     assert name == "busy" and cpu.endswith("m") and memory.endswith("Mi") and int(memory[:-2]) >= 40
-    top_node = kubectl(open_server, "top", "node", "--no-headers")
+    top_node = kubectl(kubeconfig, "top", "node", "--no-headers")
     assert top_node.returncode == 0, top_node.stderr
     assert top_node.stdout.decode().split()[0] == "n1"
