@@ -40,7 +40,8 @@ NODE_RULES: tuple[Rule, ...] = (
     _rule(("create",), ("authorization.k8s.io",), ("subjectaccessreviews", "localsubjectaccessreviews")),
     _rule(_READ, ("",), ("services", "endpoints", "nodes")),
     _rule(("create", "update", "patch"), ("",), ("nodes", "nodes/status")),
-    _rule(("create", "update", "patch"), ("",), ("events",)),
+    # get too (Kubernetes: none): the agent adds a repeat to the stored Event's count (SEMANTICS A8).
+    _rule(("create", "get", "update", "patch"), ("",), ("events",)),
     _rule(("update", "patch"), ("",), ("pods", "pods/status")),
     _rule(_READ, ("storage.k8s.io",), ("storageclasses",)),
     _rule(("create",), ("",), ("serviceaccounts/token",)),

@@ -58,6 +58,7 @@ def _restarts(p: Obj) -> int:
 
 
 def test_hostpath_symlink_swap_by_another_pod_is_refused_at_restart(cluster: Cluster) -> None:
+    cluster.start_controllers()  # the namespace's default ServiceAccount, which every pod's token needs
     allowed = cluster.base / "allowed"
     shared = allowed / "shared"
     for d in (allowed, shared, shared / "sub", shared / "sub2", shared / "sub3"):
@@ -119,6 +120,7 @@ def test_hostpath_symlink_swap_by_another_pod_is_refused_at_restart(cluster: Clu
 
 @pytest.mark.parametrize("link", ["absolute", "relative"])
 def test_subpath_symlink_swap_inside_emptydir_is_refused_at_restart(cluster: Cluster, link: str) -> None:
+    cluster.start_controllers()  # the namespace's default ServiceAccount, which every pod's token needs
     outside = _outside(cluster.base)
     cluster.add_agent("n1")
     # The volume sits at <agent>/pods/<uid>/volumes/kubernetes.io~empty-dir/work: a relative link

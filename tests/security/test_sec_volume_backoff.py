@@ -22,6 +22,7 @@ ATTEMPTS = 5  # 0.5 + 1 + 2 + 4 s of back-off (plus jitter) between the first an
 
 
 def test_unsupported_volume_backs_off_exponentially_with_one_aggregated_event(cluster: Cluster) -> None:
+    cluster.start_controllers()  # the namespace's default ServiceAccount, which every pod's token needs
     agent = cluster.add_agent("n1")
     bad = pod("nfs-less", volumes=[{"name": "remote", "nfs": {"server": "127.0.0.1", "path": "/export"}}],
               mounts_=[{"name": "remote", "mountPath": "/remote"}], nodeName="n1")
@@ -70,6 +71,7 @@ def test_unsupported_volume_backs_off_exponentially_with_one_aggregated_event(cl
 
 
 def test_a_created_configmap_ends_the_back_off_at_once(cluster: Cluster) -> None:
+    cluster.start_controllers()  # the namespace's default ServiceAccount, which every pod's token needs
     agent = cluster.add_agent("n1")
     waiting = pod("needs-config", "cat /config/greeting; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
                   volumes=[{"name": "config", "configMap": {"name": "later"}}],
