@@ -416,6 +416,40 @@ def _lease(obj: dict[str, Any], now: datetime) -> Row:
     return [_name(obj), str(_spec(obj).get("holderIdentity") or ""), object_age(obj, now)]
 
 
+def _created_at(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(_meta(obj).get("creationTimestamp") or "")]
+
+
+def _binding(obj: dict[str, Any], now: datetime) -> Row:
+    ref = obj.get("roleRef") or {}
+    return [_name(obj), f"{ref.get('kind', '')}/{ref.get('name', '')}", object_age(obj, now)]
+
+
+def _binding_wide(obj: dict[str, Any], now: datetime) -> Row:
+    subjects = obj.get("subjects") or []
+
+    def of(kind: str) -> str:
+        names = [(f"{s.get('namespace')}/" if kind == "ServiceAccount" and s.get("namespace") else "") + str(s.get("name"))
+                 for s in subjects if s.get("kind") == kind]
+        return ", ".join(names)
+
+    return [of("User"), of("Group"), of("ServiceAccount")]
+
+
+def _service_account(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(len(obj.get("secrets") or [])), object_age(obj, now)]
+
+
+def _csr(obj: dict[str, Any], now: datetime) -> Row:
+    spec = _spec(obj)
+    conditions = [str(c.get("type")) for c in _status(obj).get("conditions") or [] if c.get("status", "True") == "True"]
+    if _status(obj).get("certificate"):
+        conditions.append("Issued")
+    duration = spec.get("expirationSeconds")
+    return [_name(obj), object_age(obj, now), str(spec.get("signerName") or ""), str(spec.get("username") or ""),
+            f"{duration}s" if duration else "<none>", ",".join(conditions) or "Pending"]
+
+
 _WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
@@ -439,6 +473,15 @@ register("ConfigMap", Columns(["NAME", "DATA", "AGE"], _configmap))
 register("ControllerRevision", Columns(["NAME", "CONTROLLER", "REVISION", "AGE"], _controller_revision))
 register("VolumeAttachment", Columns(["NAME", "ATTACHER", "PV", "NODE", "ATTACHED", "AGE"], _volume_attachment))
 register("Lease", Columns(["NAME", "HOLDER", "AGE"], _lease))
+# kubectl's columns for the RBAC kinds, service accounts and certificate requests.
+register("Role", Columns(["NAME", "CREATED AT"], _created_at))
+register("ClusterRole", Columns(["NAME", "CREATED AT"], _created_at))
+register("RoleBinding", Columns(["NAME", "ROLE", "AGE"], _binding, ["USERS", "GROUPS", "SERVICEACCOUNTS"], _binding_wide))
+register("ClusterRoleBinding", Columns(["NAME", "ROLE", "AGE"], _binding, ["USERS", "GROUPS", "SERVICEACCOUNTS"],
+                                       _binding_wide))
+register("ServiceAccount", Columns(["NAME", "SECRETS", "AGE"], _service_account))
+register("CertificateSigningRequest", Columns(["NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"],
+                                              _csr))
 
 
 # --- meta.k8s.io/v1 Table ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 
 import httpx
 import pytest
@@ -16,13 +17,19 @@ from storage.client import Client
 
 
 def _ws_url(server: RunningServer, path: str) -> str:
-    return server.url.replace("http://", "ws://") + path
+    return server.url.replace("https://", "wss://").replace("http://", "ws://") + path
+
+
+def _tls(server: RunningServer) -> ssl.SSLContext | None:
+    """The client side of the server's TLS (its cluster CA), or None over plain HTTP."""
+    return ssl.create_default_context(cadata=server.ca_pem.decode()) if server.ca_pem else None
 
 
 def _refused(server: RunningServer, path: str, token: str | None, protocol: str = "v5.channel.k8s.io") -> InvalidStatus:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with pytest.raises(InvalidStatus) as caught:
-        connect(_ws_url(server, path), subprotocols=[protocol], additional_headers=headers, open_timeout=30)  # type: ignore[list-item]
+        connect(_ws_url(server, path), subprotocols=[protocol], additional_headers=headers, open_timeout=30,  # type: ignore[list-item]
+                ssl=_tls(server))
     return caught.value
 
 
@@ -110,8 +117,14 @@ def test_metrics_api_is_discoverable(api_server: RunningServer) -> None:
 
 def test_spdy_port_forward_upgrade_gets_the_same_checks(api_server: RunningServer) -> None:
     # kubectl 1.30 upgrades pods/portforward straight to SPDY; a missing pod is a 404 Status, not a 101.
-    host, port = api_server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as conn:
+    host, port = api_server.url.removeprefix("https://").removeprefix("http://").split(":")
+    context = _tls(api_server)
+
+    def connection() -> socket.socket:
+        raw = socket.create_connection((host, int(port)), timeout=30)
+        return context.wrap_socket(raw, server_hostname=host) if context is not None else raw
+
+    with connection() as conn:
         conn.sendall(b"POST /api/v1/namespaces/default/pods/nope/portforward HTTP/1.1\r\nHost: x\r\n"
                      b"Authorization: Bearer " + api_server.token.encode() + b"\r\n"
                      b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n"
@@ -122,7 +135,7 @@ def test_spdy_port_forward_upgrade_gets_the_same_checks(api_server: RunningServe
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 404 ")
     assert json.loads(body)["message"] == 'pods "nope" not found'
-    with socket.create_connection((host, int(port)), timeout=30) as conn:
+    with connection() as conn:
         conn.sendall(b"POST /api/v1/namespaces/default/pods/nope/portforward HTTP/1.1\r\nHost: x\r\n"
                      b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
         assert conn.recv(65536).startswith(b"HTTP/1.1 401 ")  # no token, no tunnel
