@@ -3,26 +3,24 @@
 ``Authorization: Bearer <token>``, in the namespace of the projected ``namespace`` file."""
 from __future__ import annotations
 
-import base64
+import json
 
 from agent_cluster import Cluster, pod, wait_until
-from storage.system import pki
 from support import need_programs
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-def _in_cluster_script(csr_name: str, request_b64: str) -> str:
-    body = ('{"apiVersion":"certificates.k8s.io/v1","kind":"CertificateSigningRequest",'
-            f'"metadata":{{"name":"{csr_name}"}},'
-            f'"spec":{{"request":"{request_b64}","signerName":"example.com/nobody","usages":["client auth"]}}}}')
+def _in_cluster_script() -> str:
+    """Asks the API server who the pod is (SelfSubjectReview, which every authenticated user may create)."""
+    body = '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}'
     return (
         f'ns=$(cat {SA_DIR}/namespace); token=$(cat {SA_DIR}/token); '
         f'base="https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"; '
         f'code=$(curl -s -o /tmp/out -w "%{{http_code}}" --cacert {SA_DIR}/ca.crt -H "Authorization: Bearer $token" '
         f'-H "Content-Type: application/json" -X POST --data \'{body}\' '
-        f'"$base/apis/certificates.k8s.io/v1/certificatesigningrequests"); '
-        f'echo "namespace=$ns create=$code"; '
+        f'"$base/apis/authentication.k8s.io/v1/selfsubjectreviews"); '
+        f'echo "namespace=$ns create=$code"; cat /tmp/out; echo; '
         "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"
     )
 
@@ -31,20 +29,19 @@ def test_pod_calls_the_api_with_its_projected_token(cluster: Cluster) -> None:
     need_programs("curl")
     cluster.start_controllers()
     cluster.add_agent("n1")
-    request = base64.b64encode(pki.new_csr(pki.new_key(), "anyone")).decode()
-    created = cluster.apply(pod("caller", _in_cluster_script("from-pod", request)))[0]
+    created = cluster.apply(pod("caller", _in_cluster_script()))[0]
     # Admission gave it the default service account and the kube-api-access projected volume.
     spec = created["spec"]
     assert spec["serviceAccountName"] == "default"
     [access] = [v for v in spec["volumes"] if v["name"].startswith("kube-api-access-")]
     assert {"name": access["name"], "readOnly": True, "mountPath": SA_DIR} in spec["containers"][0]["volumeMounts"]
     cluster.wait_running("caller")
-    csr = wait_until(lambda: cluster.client.get("certificatesigningrequests", "from-pod"), "the pod's CSR", 90)
-    assert csr["spec"]["username"] == "system:serviceaccount:default:default"
-    assert "system:serviceaccounts:default" in csr["spec"]["groups"]
-    log = wait_until(lambda: (lambda t: t if "create=" in t else None)(
-        b"".join(cluster.client.logs("caller", "default")).decode()), "the pod's report", 60)
+    log = wait_until(lambda: (lambda t: t if "create=" in t and "userInfo" in t else None)(
+        b"".join(cluster.client.logs("caller", "default")).decode()), "the pod's report", 90)
     assert "namespace=default create=201" in log
+    review = json.loads(log.split("create=201", 1)[1].strip().splitlines()[0])
+    assert review["status"]["userInfo"]["username"] == "system:serviceaccount:default:default"
+    assert "system:serviceaccounts:default" in review["status"]["userInfo"]["groups"]
 
 
 def test_automount_false_projects_nothing(cluster: Cluster) -> None:
