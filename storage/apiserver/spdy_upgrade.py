@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from storage.apiserver import proxy
-from storage.apiserver.streams import agent_ssl, locate
+from storage.apiserver.streams import agent_ssl, locate, until_one_ends
 from storage.errors import NotFound, StowageError
 from storage.system.tlsserver import PeerCertHttpToolsProtocol
 
@@ -134,12 +134,4 @@ class _Tunnel(asyncio.Protocol):
                         return
                     self.transport.write(message if isinstance(message, bytes) else message.encode())
 
-        tasks = [asyncio.create_task(to_agent()), asyncio.create_task(to_client())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
+        await until_one_ends(to_agent(), to_client())

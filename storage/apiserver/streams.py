@@ -79,6 +79,20 @@ def _denial(exc: StowageError) -> Response:
     return Response(orjson.dumps(exc.to_status()), status_code=exc.code, media_type="application/json")
 
 
+async def until_one_ends(*directions: Any) -> None:
+    """Relay in both directions until either side ends, then stop the other (a closed stream ends
+    the session, as in Kubernetes' stream proxy)."""
+    tasks = [asyncio.create_task(d) for d in directions]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
 def agent_ssl(url: str, agent_tls: ssl.SSLContext | None) -> ssl.SSLContext | None:
     """The TLS context for a connection to an agent: ``wss://`` agents verify the server's certificate."""
     return (agent_tls or ssl.create_default_context()) if url.startswith("wss://") else None
@@ -148,15 +162,9 @@ async def _relay(ws: WebSocket, upstream: Any) -> None:
                 else:
                     await ws.send_text(message)
 
-    tasks = [asyncio.create_task(to_agent()), asyncio.create_task(to_client())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await until_one_ends(to_agent(), to_client())
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
         await upstream.close()
         with contextlib.suppress(Exception):
             await ws.close(1000)
