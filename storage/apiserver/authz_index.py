@@ -24,7 +24,7 @@ from storage.api.node_affinity import affinity_hostnames
 from storage.apiserver.auth import User
 from storage.apiserver.rbac import RoleRef, Rule, rules_from, subject_key, subject_keys
 from storage.errors import Gone
-from storage.store.base import Store, WatchEvent
+from storage.store.base import Store, WatchEvent, Watcher
 
 log = structlog.get_logger(__name__)
 
@@ -158,6 +158,7 @@ class AuthzIndex:
         self._listeners: list[Any] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watcher: Watcher | None = None
         self._list_revisions: dict[str, int] = {}
 
     # ---- feeding --------------------------------------------------------------------------
@@ -173,6 +174,8 @@ class AuthzIndex:
 
     def close(self) -> None:
         self._stop.set()
+        if self._watcher is not None:
+            self._watcher.close()  # wakes the blocked get at once, so stopping takes no poll interval
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
@@ -215,7 +218,7 @@ class AuthzIndex:
     def _run(self, since: int) -> None:
         while not self._stop.is_set():
             try:
-                watcher = self.store.watch(None, since=since)
+                watcher = self._watcher = self.store.watch(None, since=since)
             except Gone:
                 since = self._relist()
                 continue
