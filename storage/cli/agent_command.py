@@ -75,6 +75,14 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
         except (OSError, ValueError) as exc:
             raise CommandError(f"--bootstrap-kubeconfig: {exc}") from None
 
+    from storage.system.dirlock import DirLock, DirLocked
+
+    try:
+        # Refused before anything else (a bootstrap included) when another agent runs on this dir;
+        # the agent takes the lock for good when it starts.
+        DirLock(root, "stowage agent").acquire().release()
+    except DirLocked as exc:
+        raise CommandError(str(exc)) from None
     try:
         creds = node_credentials(name, root / "pki", address, bootstrap, Path(kubeconfig) if kubeconfig else None)
     except (StowageError, httpx.HTTPError) as exc:

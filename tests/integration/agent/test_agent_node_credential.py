@@ -41,7 +41,7 @@ def test_agent_runs_a_pod_with_a_secret_under_its_node_credential_and_nothing_mo
     wait_until(lambda: out.exists() and out.read_text().strip(), "the pod to copy its secret")
     assert out.read_text().strip() == "s3cret"
 
-    node = Client(cluster.server.url, cluster.node_tokens["n1"])
+    node = Client(cluster.server.url, cluster.node_tokens["n1"], ca_data=cluster.server.ca_pem)
     assert node.get("secrets", "mine", "default")["metadata"]["name"] == "mine"
     with pytest.raises(Forbidden, match="no relationship found between node 'n1' and this object"):
         node.get("secrets", "other", "default")
@@ -56,7 +56,9 @@ def test_agent_runs_a_pod_with_a_secret_under_its_node_credential_and_nothing_mo
     with pytest.raises(Forbidden):
         node.get("pods", "elsewhere", "default")
     headers = {"Authorization": f"Bearer {cluster.node_tokens['n1']}"}
-    for method, path in (("GET", "/api/v1/secrets"), ("GET", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"),
+    # A node's list of Secrets shows only what its pods use (SEMANTICS R6).
+    assert [x["metadata"]["name"] for x in node.list("secrets")[0]] == ["mine"]
+    for method, path in (("GET", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"),
                          ("DELETE", "/api/v1/nodes/n2"), ("DELETE", "/api/v1/namespaces/default/pods/elsewhere"),
                          ("POST", "/api/v1/namespaces")):
         resp = httpx.request(method, cluster.server.url + path, headers=headers, timeout=30,

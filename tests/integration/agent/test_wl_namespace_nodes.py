@@ -30,7 +30,9 @@ def test_deleting_a_namespace_stops_its_pod_gracefully_and_reclaims_its_volume(c
     out.mkdir()
     out.chmod(0o777)  # whatever user the container's root maps to may write here
     cluster.add_agent("n1", host_path_prefixes=(str(out),))
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}, local_class())
+    # The pod reports through a hostPath, which Pod Security's baseline refuses: the namespace allows it.
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "team", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}, local_class())
     script = "trap 'echo bye > /out/stopped; exit 0' TERM; while true; do sleep 1 & wait $!; done"
     app = pod("app", script, claims={"data": "/data"},
               volumes=[{"name": "out", "hostPath": {"path": str(out), "type": "Directory"}}],
