@@ -4,7 +4,6 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -13,6 +12,7 @@ import structlog
 
 from storage.cli.errors import CommandError
 from storage.cli.up import configure_logging, default_data_dir
+from storage.system.signals import stop_on_signals, wait_until_set
 
 log = structlog.get_logger(__name__)
 
@@ -94,22 +94,16 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
                          pod_ip_range=pod_cidr, tls=creds.tls,
                          private_paths=(default_data_dir(), *([kubeconfig] if kubeconfig else [])))
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        # Never take the Event's lock inside a signal handler (a second signal would deadlock).
-        threading.Thread(target=stop.set, name="stop", daemon=True).start()
-
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, on_signal)
     from storage.system.dirlock import DirLocked
 
-    try:
-        thread = start_agent(Client.from_access(creds.access), config, None, stop)
-    except DirLocked as exc:
-        raise CommandError(str(exc)) from None
-    log.info("agent running", node=config.node_name, server=server)
-    stop.wait()
-    thread.join(timeout=30)
+    with stop_on_signals(stop):
+        try:
+            thread = start_agent(Client.from_access(creds.access), config, None, stop)
+        except DirLocked as exc:
+            raise CommandError(str(exc)) from None
+        log.info("agent running", node=config.node_name, server=server)
+        wait_until_set(stop)
+        thread.join(timeout=30)
 
 
 @click.command("down")

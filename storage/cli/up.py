@@ -9,18 +9,17 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import signal
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Callable
 
 import click
 import structlog
 
 from storage.cli.errors import CommandError
+from storage.system.signals import stop_on_signals, wait_until_set
 
 DEFAULT_LISTEN = "127.0.0.1:6443"
 DATA_DIR_ENV = "STOWAGE_DATA_DIR"
@@ -353,14 +352,7 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        # Setting an Event takes a lock; a second signal arriving inside that
-        # would deadlock the main thread, so the handler only starts a thread.
-        threading.Thread(target=stop.set, name="stop", daemon=True).start()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals(stop):
         root = Path(data_dir).expanduser().resolve()
         plane = start_control_plane(root, listen, store_url, with_agent, stop,
                                     tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes),
@@ -378,16 +370,12 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
             )
             if with_agent:
                 threading.Thread(target=_report_pods, args=(plane.store, stop), name="pod-report", daemon=True).start()
-            stop.wait()
+            wait_until_set(stop)
             log.info("stopping")
         finally:
             plane.shutdown()
             pid_file.unlink(missing_ok=True)
             log.info("stopped")
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
 
 _common = [
     click.option("--data-dir", default=default_data_dir, show_default="~/.stowage or $STOWAGE_DATA_DIR",
