@@ -29,6 +29,7 @@ import subprocess
 import termios
 import threading
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import orjson
@@ -202,6 +203,17 @@ async def _deny(ws: WebSocket, exc: StowageError) -> None:
 
 # ---- exec ------------------------------------------------------------------------------------
 
+def _running(agent: "NodeAgent", namespace: str, name: str, wanted: str) -> tuple[str, str, tuple[str, int, Path | None]]:
+    """The pod's uid, the container's name and its running process; BadRequest unless it runs."""
+    assert agent.runtime is not None
+    uid, pod = _pod(agent, namespace, name)
+    container = _container_name(pod, name, wanted)
+    running = agent.runtime.container_process(uid, container)
+    if running is None:
+        raise BadRequest(f'container "{container}" in pod "{name}" is not running')
+    return uid, container, running
+
+
 async def exec_ws(agent: "NodeAgent", ws: WebSocket) -> None:
     assert agent.runtime is not None
     query = ws.query_params
@@ -214,11 +226,7 @@ async def exec_ws(agent: "NodeAgent", ws: WebSocket) -> None:
             raise BadRequest("command: Required value: you must specify the command to run")
         if not (want_stdin or want_stdout or want_stderr):
             raise BadRequest("you must specify at least 1 of stdin, stdout, stderr")
-        uid, pod = _pod(agent, namespace, name)
-        container = _container_name(pod, name, query.get("container") or "")
-        running = agent.runtime.container_process(uid, container)
-        if running is None:
-            raise BadRequest(f'container "{container}" in pod "{name}" is not running')
+        uid, container, running = _running(agent, namespace, name, query.get("container") or "")
     except StowageError as exc:
         await _deny(ws, exc)
         return
@@ -349,11 +357,7 @@ async def attach_ws(agent: "NodeAgent", ws: WebSocket) -> None:
     namespace, name = ws.path_params["namespace"], ws.path_params["name"]
     want_stdin = _truthy(query.get("stdin"))
     try:
-        uid, pod = _pod(agent, namespace, name)
-        container = _container_name(pod, name, query.get("container") or "")
-        running = runtime.container_process(uid, container)
-        if running is None:
-            raise BadRequest(f'container "{container}" in pod "{name}" is not running')
+        uid, container, running = _running(agent, namespace, name, query.get("container") or "")
         if want_stdin and running[2] is None:
             raise BadRequest(f"container {container} does not have stdin enabled (spec.containers[].stdin)")
     except StowageError as exc:

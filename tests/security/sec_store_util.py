@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import ssl
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from support import UpProcess
 
@@ -70,3 +72,12 @@ def drop_pg_schema(postgres_url: str, schema: str) -> None:
 
     with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def started() -> Iterator[list[UpProcess]]:
+    """The `stowage serve` processes a test starts; each is killed afterwards, pass or fail."""
+    procs: list[UpProcess] = []
+    yield procs
+    for up in procs:
+        up.kill()

@@ -13,16 +13,8 @@ from typing import Iterator
 import orjson
 import pytest
 
-from sec_store_util import Served, drop_pg_schema, fresh_pg_schema, serve_env, start_serve
+from sec_store_util import Served, drop_pg_schema, fresh_pg_schema, serve_env, start_serve, started  # noqa: F401 (started is a fixture)
 from support import UpProcess, stowage_executable
-
-
-@pytest.fixture
-def started() -> Iterator[list[UpProcess]]:
-    procs: list[UpProcess] = []
-    yield procs
-    for up in procs:
-        up.kill()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

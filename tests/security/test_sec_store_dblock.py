@@ -11,23 +11,15 @@ import sqlite3
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from sec_store_util import Served, serve_env, start_serve
+from sec_store_util import Served, serve_env, start_serve, started  # noqa: F401 (started is a fixture)
 from support import UpProcess, stowage_executable
 
 from storage.store.sql import SqlStore
-
-
-@pytest.fixture
-def started() -> Iterator[list[UpProcess]]:
-    procs: list[UpProcess] = []
-    yield procs
-    for up in procs:
-        up.kill()
 
 
 def test_database_lock_keeps_health_answering_and_fails_readiness(started: list[UpProcess], tmp_path: Path) -> None:

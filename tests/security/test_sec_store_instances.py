@@ -8,22 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from sec_store_util import Served, serve_env, start_serve
+from sec_store_util import Served, serve_env, start_serve, started  # noqa: F401 (started is a fixture)
 from support import UpProcess, stowage_executable
 
 from storage.system.dirlock import DirLock, DirLocked
-
-
-@pytest.fixture
-def started() -> Iterator[list[UpProcess]]:
-    procs: list[UpProcess] = []
-    yield procs
-    for up in procs:
-        up.kill()
 
 
 def test_second_serve_on_the_same_data_dir_is_refused(started: list[UpProcess], tmp_path: Path) -> None:

@@ -10,23 +10,14 @@ import base64
 import json
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from sec_store_util import Served, serve_env, start_serve
+from sec_store_util import Served, serve_env, start_serve, started  # noqa: F401 (started is a fixture)
 from support import UpProcess, stowage_executable
 
 MARKER = "Zq7-topsecret-do-not-log-42"
 ENCODED = base64.b64encode(MARKER.encode()).decode()
-
-
-@pytest.fixture
-def started() -> Iterator[list[UpProcess]]:
-    procs: list[UpProcess] = []
-    yield procs
-    for up in procs:
-        up.kill()
 
 
 def _leaks(text: str) -> list[str]:
