@@ -1,10 +1,17 @@
-"""Server-side printing cost: listing N pods as kubectl's Table against the same list as plain JSON.
+"""Server-side printing and paging cost: listing N pods as kubectl does against one plain JSON list.
 
 The pods go straight into the store, then one API server process answers
-``GET /api/v1/pods`` (all namespaces, as ``kubectl get pods -A``) with each
-Accept header R times; prints the median seconds of each and their ratio.
+``GET /api/v1/pods`` (all namespaces, as ``kubectl get pods -A``), R times each:
 
-usage: python benchmarks/table_list.py [--count 10000] [--repeat 5]
+- plain JSON, one response (the baseline);
+- kubectl's Table, one response;
+- kubectl's Table paged as kubectl pages by default (``limit=500``, following
+  ``metadata.continue`` to the last page), the way ``kubectl get pods -A`` lists.
+
+Prints the median seconds of each and their ratios to the JSON list (aim: the
+paged Table at most 1.5x).
+
+usage: python benchmarks/table_list.py [--count 10000] [--repeat 5] [--chunk-size 500]
 """
 from __future__ import annotations
 
@@ -14,7 +21,10 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
+
+import orjson
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -39,28 +49,45 @@ def pod(i: int) -> dict:
     }
 
 
-def timed_get(port: int, token: str, accept: str, repeat: int) -> tuple[float, int]:
+def timed_get(port: int, token: str, accept: str, repeat: int, expected: int, chunk: int = 0) -> tuple[float, int, int]:
+    """Median seconds to list every pod (following ``continue`` with ``chunk``), bytes and requests per list."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    times, size = [], 0
+    times, size, requests = [], 0, 0
+    headers = {"Authorization": f"Bearer {token}", "Accept": accept}
     try:
         for _ in range(repeat):
             start = time.perf_counter()
-            conn.request("GET", "/api/v1/pods", headers={"Authorization": f"Bearer {token}", "Accept": accept})
-            response = conn.getresponse()
-            body = response.read()
+            size, requests, seen, token_ = 0, 0, 0, ""
+            while True:
+                query = {"limit": str(chunk)} if chunk else {}
+                if token_:
+                    query["continue"] = token_
+                path = "/api/v1/pods" + ("?" + urllib.parse.urlencode(query) if query else "")
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+                size += len(body)
+                requests += 1
+                page = orjson.loads(body)
+                seen += len(page["rows"] if page.get("kind") == "Table" else page["items"])
+                token_ = page["metadata"].get("continue") or ""
+                if not token_:
+                    break
             times.append(time.perf_counter() - start)
-            if response.status != 200:
-                raise RuntimeError(f"GET /api/v1/pods: {response.status} {body[:200]!r}")
-            size = len(body)
+            if seen != expected:
+                raise RuntimeError(f"listed {seen} pods, expected {expected}")
     finally:
         conn.close()
-    return statistics.median(times), size
+    return statistics.median(times), size, requests
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--chunk-size", type=int, default=500, help="kubectl's default page size")
     args = parser.parse_args()
     from storage.store import open_store
 
@@ -73,16 +100,20 @@ def main() -> None:
                 store.create("pods", pod(i))
         finally:
             store.close()
-        server = ApiServerProcess(url, tmp / "api", tls=False)  # both lists over the same plain transport
+        server = ApiServerProcess(url, tmp / "api", tls=False)  # every list over the same plain transport
         try:
-            timed_get(server.port, server.token, "application/json", 1)  # warm caches
-            json_s, json_size = timed_get(server.port, server.token, "application/json", args.repeat)
-            table_s, table_size = timed_get(server.port, server.token, KUBECTL_TABLE, args.repeat)
+            n, port, token = args.count, server.port, server.token
+            timed_get(port, token, "application/json", 1, n)  # warm caches
+            timed_get(port, token, KUBECTL_TABLE, 1, n, args.chunk_size)
+            json_s, json_size, _ = timed_get(port, token, "application/json", args.repeat, n)
+            table_s, table_size, _ = timed_get(port, token, KUBECTL_TABLE, args.repeat, n)
+            paged_s, paged_size, pages = timed_get(port, token, KUBECTL_TABLE, args.repeat, n, args.chunk_size)
         finally:
             server.stop()
-    print(f"{args.count} pods, JSON list : {json_s:.3f} s ({json_size / 1e6:.1f} MB)")
-    print(f"{args.count} pods, Table     : {table_s:.3f} s ({table_size / 1e6:.1f} MB)")
-    print(f"Table / JSON: {table_s / json_s:.2f}x")
+    print(f"{args.count} pods, JSON list, one response       : {json_s:.3f} s ({json_size / 1e6:.1f} MB)")
+    print(f"{args.count} pods, Table, one response           : {table_s:.3f} s ({table_size / 1e6:.1f} MB)")
+    print(f"{args.count} pods, Table, {pages} pages of {args.chunk_size:<5}     : {paged_s:.3f} s ({paged_size / 1e6:.1f} MB)")
+    print(f"Table / JSON: {table_s / json_s:.2f}x; paged Table (kubectl get pods -A) / JSON: {paged_s / json_s:.2f}x")
 
 
 if __name__ == "__main__":
