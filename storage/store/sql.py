@@ -178,33 +178,39 @@ _PAGE_BATCH_MAX = 10_000
 
 
 @functools.lru_cache(maxsize=None)
-def _page_statement(namespaced: bool, after: bool, as_of: bool, count: bool) -> Any:
+def _page_statement(sqlite: bool, namespaced: bool, after: bool, as_of: bool, count: bool) -> Any:
     where = "resource = :resource"
     if namespaced:
         where += " AND namespace = :namespace"
     if after:
-        where += " AND (namespace > :after_namespace OR (namespace = :after_namespace AND name > :after_name))"
+        # A row value: both databases seek the key index to it (the same test spelt with OR scans from the start).
+        where += " AND (namespace, name) > (:after_namespace, :after_name)"
     parts = ["SELECT 0 AS k, revision AS num, compacted AS num2, NULL AS namespace, NULL AS name, NULL AS body "
              "FROM stowage_meta WHERE id = 1"]
-    unchanged = where
-    cte = ""
+    unchanged, cte = where, ""
+    if count:
+        # Counted on the key index alone (no row reads): now, then corrected below for keys written since.
+        parts.append(f"SELECT 1, COUNT(*), NULL, NULL, NULL, NULL FROM stowage_objects WHERE {where}")
     if as_of:
         # As of revision :rev: objects not written since, plus the version at :rev of every key written
         # since (its newest event at or before :rev, which compaction keeps) unless that was a deletion.
         unchanged += " AND resource_version <= :rev"
+        # SQLite (no statistics) would rather walk every event of the resource by key than the few
+        # after :rev by revision: the unary + keeps it off the key index for that condition.
+        recent = where.replace("resource =", "+resource =") if sqlite else where
         cte = ("WITH touched AS (SELECT DISTINCT namespace, name FROM stowage_events "
-               f"WHERE revision > :rev AND {where}), "
+               f"WHERE revision > :rev AND {recent}), "
                "prior AS (SELECT e.revision, e.namespace, e.name, e.body FROM touched t JOIN stowage_events e "
                "ON e.revision = (SELECT MAX(x.revision) FROM stowage_events x WHERE x.resource = :resource "
                "AND x.namespace = t.namespace AND x.name = t.name AND x.revision <= :rev) "
                "WHERE e.type <> 'DELETED') ")
-    if count:
-        parts.append(f"SELECT 1, COUNT(*), NULL, NULL, NULL, NULL FROM stowage_objects WHERE {unchanged}")
-        if as_of:
+        if count:
+            parts.append("SELECT 1, -COUNT(*), NULL, NULL, NULL, NULL FROM touched t WHERE EXISTS (SELECT 1 FROM "
+                         "stowage_objects o WHERE o.resource = :resource AND o.namespace = t.namespace AND o.name = t.name)")
             parts.append("SELECT 1, COUNT(*), NULL, NULL, NULL, NULL FROM prior")
     # Typed NULLs: PostgreSQL resolves an untyped NULL in a subquery to text, which no UNION with bigint takes.
-    parts.append("SELECT * FROM (SELECT 2, resource_version, CAST(NULL AS BIGINT), namespace, name, body FROM stowage_objects "
-                 f"WHERE {unchanged} ORDER BY namespace, name LIMIT :batch) AS a")
+    parts.append("SELECT * FROM (SELECT 2, resource_version, CAST(NULL AS BIGINT), namespace, name, body "
+                 f"FROM stowage_objects WHERE {unchanged} ORDER BY namespace, name LIMIT :batch) AS a")
     if as_of:
         parts.append("SELECT 2, revision, CAST(NULL AS BIGINT), namespace, name, body FROM prior")
     return text(cte + "SELECT * FROM (" + " UNION ALL ".join(parts) + ") AS u ORDER BY k, namespace, name LIMIT :rows")
@@ -598,9 +604,9 @@ class SqlStore(Store):
                    revision: int | None, count: bool) -> tuple[list[tuple[int, str, str, str]], int, int | None]:
         """Up to ``batch + 1`` objects after ``after`` in key order, as of ``revision`` (None: now);
         the revision read at, and with ``count`` how many objects follow ``after`` then."""
-        stmt = _page_statement(namespace is not None, after is not None, revision is not None, count)
+        stmt = _page_statement(self.is_sqlite, namespace is not None, after is not None, revision is not None, count)
         params: dict[str, Any] = {"resource": resource, "batch": batch + 1,
-                                  "rows": batch + 1 + 1 + (0 if not count else 2 if revision is not None else 1)}
+                                  "rows": batch + 1 + 1 + (0 if not count else 3 if revision is not None else 1)}
         if namespace is not None:
             params["namespace"] = namespace
         if after is not None:

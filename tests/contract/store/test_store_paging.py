@@ -72,6 +72,8 @@ def test_later_pages_show_the_first_pages_revision_whatever_changes_L1(store: Sq
         page = store.list_page(CM, limit=3, after=page.next_after, revision=first.revision)
         rest.append(page)
     listed = [o for p in [first, *rest] for o in p.items]
+    # The counts are of the snapshot too: deleted objects still count, new ones do not.
+    assert [p.remaining for p in rest] == [4, 1, None]
     assert {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in listed} == before
     assert len(listed) == len(before), "no object twice"
     assert all(p.revision == first.revision for p in rest)
