@@ -49,38 +49,32 @@ def pod(i: int) -> dict:
     }
 
 
-def timed_get(port: int, token: str, accept: str, repeat: int, expected: int, chunk: int = 0) -> tuple[float, int, int]:
-    """Median seconds to list every pod (following ``continue`` with ``chunk``), bytes and requests per list."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    times, size, requests = [], 0, 0
+def list_all(conn: http.client.HTTPConnection, token: str, accept: str, expected: int, chunk: int = 0) -> tuple[float, int, int]:
+    """Seconds to list every pod (following ``continue`` when ``chunk`` is set), bytes and requests it took."""
     headers = {"Authorization": f"Bearer {token}", "Accept": accept}
-    try:
-        for _ in range(repeat):
-            start = time.perf_counter()
-            size, requests, seen, token_ = 0, 0, 0, ""
-            while True:
-                query = {"limit": str(chunk)} if chunk else {}
-                if token_:
-                    query["continue"] = token_
-                path = "/api/v1/pods" + ("?" + urllib.parse.urlencode(query) if query else "")
-                conn.request("GET", path, headers=headers)
-                response = conn.getresponse()
-                body = response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
-                size += len(body)
-                requests += 1
-                page = orjson.loads(body)
-                seen += len(page["rows"] if page.get("kind") == "Table" else page["items"])
-                token_ = page["metadata"].get("continue") or ""
-                if not token_:
-                    break
-            times.append(time.perf_counter() - start)
-            if seen != expected:
-                raise RuntimeError(f"listed {seen} pods, expected {expected}")
-    finally:
-        conn.close()
-    return statistics.median(times), size, requests
+    size, requests, seen, cont = 0, 0, 0, ""
+    start = time.perf_counter()
+    while True:
+        query = {"limit": str(chunk)} if chunk else {}
+        if cont:
+            query["continue"] = cont
+        path = "/api/v1/pods" + ("?" + urllib.parse.urlencode(query) if query else "")
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+        size += len(body)
+        requests += 1
+        page = orjson.loads(body)
+        seen += len(page["rows"] if page.get("kind") == "Table" else page["items"])
+        cont = page["metadata"].get("continue") or ""
+        if not cont:
+            break
+    elapsed = time.perf_counter() - start
+    if seen != expected:
+        raise RuntimeError(f"listed {seen} pods, expected {expected}")
+    return elapsed, size, requests
 
 
 def main() -> None:
@@ -96,24 +90,34 @@ def main() -> None:
         url = f"sqlite:///{tmp}/api.db"
         store = open_store(url)
         try:
-            for i in range(args.count):
-                store.create("pods", pod(i))
+            for first in range(0, args.count, 1000):
+                store.create_many("pods", [pod(i) for i in range(first, min(first + 1000, args.count))])
         finally:
             store.close()
         server = ApiServerProcess(url, tmp / "api", tls=False)  # every list over the same plain transport
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+        forms = {"json": ("application/json", 0), "table": (KUBECTL_TABLE, 0), "paged": (KUBECTL_TABLE, args.chunk_size)}
+        times: dict[str, list[float]] = {form: [] for form in forms}
+        sizes: dict[str, tuple[int, int]] = {}
         try:
-            n, port, token = args.count, server.port, server.token
-            timed_get(port, token, "application/json", 1, n)  # warm caches
-            timed_get(port, token, KUBECTL_TABLE, 1, n, args.chunk_size)
-            json_s, json_size, _ = timed_get(port, token, "application/json", args.repeat, n)
-            table_s, table_size, _ = timed_get(port, token, KUBECTL_TABLE, args.repeat, n)
-            paged_s, paged_size, pages = timed_get(port, token, KUBECTL_TABLE, args.repeat, n, args.chunk_size)
+            for form, (accept, chunk) in forms.items():  # warm caches
+                list_all(conn, server.token, accept, args.count, chunk)
+            # Interleaved rounds, so a load change on a shared machine hits every form alike.
+            for _ in range(args.repeat):
+                for form, (accept, chunk) in forms.items():
+                    elapsed, size, requests = list_all(conn, server.token, accept, args.count, chunk)
+                    times[form].append(elapsed)
+                    sizes[form] = (size, requests)
         finally:
+            conn.close()
             server.stop()
-    print(f"{args.count} pods, JSON list, one response       : {json_s:.3f} s ({json_size / 1e6:.1f} MB)")
-    print(f"{args.count} pods, Table, one response           : {table_s:.3f} s ({table_size / 1e6:.1f} MB)")
-    print(f"{args.count} pods, Table, {pages} pages of {args.chunk_size:<5}     : {paged_s:.3f} s ({paged_size / 1e6:.1f} MB)")
-    print(f"Table / JSON: {table_s / json_s:.2f}x; paged Table (kubectl get pods -A) / JSON: {paged_s / json_s:.2f}x")
+    json_s, table_s, paged_s = (statistics.median(times[form]) for form in forms)
+    print(f"{args.count} pods, JSON list, one response       : {json_s:.3f} s ({sizes['json'][0] / 1e6:.1f} MB)")
+    print(f"{args.count} pods, Table, one response           : {table_s:.3f} s ({sizes['table'][0] / 1e6:.1f} MB)")
+    print(f"{args.count} pods, Table, {sizes['paged'][1]} pages of {args.chunk_size:<5}     : {paged_s:.3f} s "
+          f"({sizes['paged'][0] / 1e6:.1f} MB)")
+    print(f"Table / JSON: {table_s / json_s:.2f}x; paged Table (kubectl get pods -A) / JSON: {paged_s / json_s:.2f}x "
+          f"(medians of {args.repeat})")
 
 
 if __name__ == "__main__":
