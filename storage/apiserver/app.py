@@ -24,8 +24,8 @@ from starlette.types import Receive, Scope, Send
 from storage.api import registry
 from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, proxy, rendering, review_proto, scale,
-                               streams)
+from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, paging, proxy, rendering, review_proto,
+                               scale, streams)
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver import identity
 from storage.apiserver.auth import TokenAuth, User
@@ -324,8 +324,12 @@ def create_app(
         render = rendering.negotiate(request.headers.get("accept")) if method == "GET" else rendering.Rendering()
         if not t.name:
             if method == "GET":
+                limit = paging.parse_limit(query.get("limit"))
+                continue_token, list_rv = query.get("continue") or None, query.get("resourceVersion") or None
                 call = lambda: rendering.render_list(  # noqa: E731
-                    render, t.info, _visible_only(handlers.list(t, label_selector, field_selector), visible), query)
+                    render, t.info, handlers.list(t, label_selector, field_selector, limit=limit,
+                                                  continue_token=continue_token, resource_version=list_rv,
+                                                  visible=visible), query)
             elif method == "POST":
                 body = await _json_body(request, fields)
                 call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings, fields=fields)  # noqa: E731
@@ -473,13 +477,6 @@ def create_app(
 
     app.middleware_stack = direct
     return app
-
-
-def _visible_only(listed: dict[str, Any], visible: Callable[[dict[str, Any]], bool] | None) -> dict[str, Any]:
-    """A list narrowed to what the authorizer lets this user see (a node's claims and volumes)."""
-    if visible is not None:
-        listed["items"] = [o for o in listed["items"] if visible(o)]
-    return listed
 
 
 # Bodies Kubernetes accepts that this server reads only for access reviews (``review_proto``).

@@ -14,11 +14,11 @@ from storage.api.defaults import apply_defaults
 from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, depth_message, encoded_size, object_too_large_message
 from storage.api.registry import ResourceInfo
 from storage.api.validation import validate, validate_status
-from storage.apiserver import namespaces
+from storage.apiserver import namespaces, paging
 from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
-from storage.errors import BadRequest, Conflict, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from storage.errors import BadRequest, Conflict, Gone, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from storage.store.base import Store
 
 # Metadata the store owns: a client's copy of it is never trusted on update.
@@ -72,15 +72,55 @@ class Handlers:
         self.admission = admission
 
     # ---- reads ---------------------------------------------------------------------------
-    def list(self, t: Target, label_selector: str | None, field_selector: str | None) -> dict[str, Any]:
+    def list(self, t: Target, label_selector: str | None, field_selector: str | None, *,
+             limit: int | None = None, continue_token: str | None = None, resource_version: str | None = None,
+             visible: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """A list, or one page of it with ``limit`` / ``continue_token`` (see ``paging``).
+
+        ``visible`` narrows it to what the authorizer lets the caller see, before the page is cut.
+        """
         namespace = t.namespace if t.info.namespaced else None
-        items, revision = self.store.list(t.info.plural, namespace, label_selector or None, field_selector or None)
-        return {
-            "kind": f"{t.info.kind}List",
-            "apiVersion": t.info.api_version,
-            "metadata": {"resourceVersion": str(revision)},
-            "items": [with_type(t.info, o) for o in items],
-        }
+        metadata: dict[str, Any]
+        if limit is None and not continue_token:
+            items, revision = self.store.list(t.info.plural, namespace, label_selector or None, field_selector or None)
+            objects = [with_type(t.info, o) for o in items]
+            if visible is not None:
+                objects = [o for o in objects if visible(o)]
+            metadata = {"resourceVersion": str(revision)}
+        else:
+            objects, metadata = self._page(t, namespace, label_selector, field_selector, limit, continue_token,
+                                           resource_version, visible)
+        return {"kind": f"{t.info.kind}List", "apiVersion": t.info.api_version, "metadata": metadata, "items": objects}
+
+    def _page(self, t: Target, namespace: str | None, label_selector: str | None, field_selector: str | None,
+              limit: int | None, continue_token: str | None, resource_version: str | None,
+              visible: Callable[[dict[str, Any]], bool] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        across = t.info.namespaced and namespace is None
+        cont = None
+        if continue_token:
+            if resource_version and resource_version != "0":
+                raise BadRequest("specifying resource version is not allowed when using continue")
+            cont = paging.decode_continue(continue_token, across, namespace)
+            if cont.revision > 0 and cont.revision > self.store.current_revision():
+                raise BadRequest(f"invalid continue token: continue key is not valid: resourceVersion {cont.revision} "
+                                 "is newer than the newest revision")
+        accept = None if visible is None else (lambda o: visible(with_type(t.info, o)))
+        try:
+            page = self.store.list_page(
+                t.info.plural, namespace, label_selector or None, field_selector or None, limit=limit,
+                after=cont.after if cont else None, revision=cont.revision if cont and cont.revision > 0 else None,
+                accept=accept,
+            )
+        except Gone:
+            if cont is None:
+                raise
+            raise paging.ContinueExpired(paging.encode_continue(-1, cont.start)) from None
+        metadata: dict[str, Any] = {"resourceVersion": str(page.revision)}
+        if page.next_after is not None:
+            metadata["continue"] = paging.encode_continue(page.revision, paging.start_key(page.next_after, across))
+            if page.remaining is not None:
+                metadata["remainingItemCount"] = page.remaining
+        return [with_type(t.info, o) for o in page.items], metadata
 
     def get(self, t: Target) -> dict[str, Any]:
         return with_type(t.info, self.store.get(t.info.plural, t.store_namespace, t.name))

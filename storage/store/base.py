@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
@@ -24,6 +24,19 @@ class WatchEvent:
     resource: str
     object: dict[str, Any]
     revision: int
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a list, read at one revision (see ``Store.list_page``)."""
+
+    items: list[dict[str, Any]]
+    revision: int
+    # The last key examined, (namespace, name), when more objects follow it at ``revision``; else None.
+    next_after: tuple[str, str] | None
+    # How many objects follow ``next_after`` at ``revision``; None when the page was filtered
+    # (selectors, ``accept``) or is the last.
+    remaining: int | None
 
 
 class Watcher(ABC):
@@ -73,6 +86,27 @@ class Store(ABC):
         field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """Objects (all namespaces when ``namespace`` is None) and the revision they were read at."""
+
+    @abstractmethod
+    def list_page(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        limit: int | None,
+        after: tuple[str, str] | None = None,
+        revision: int | None = None,
+        accept: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> ListPage:
+        """Up to ``limit`` matching objects (None: all) after the key ``after`` (exclusive), in key
+        order, as they were at ``revision`` (None: now, the revision read is returned).
+
+        Every page of a list read at the same revision shows one snapshot however the objects
+        change in between. Gone when ``revision`` is older than the compacted revision; BadRequest
+        when it is newer than the newest. ``accept`` filters further, like the selectors.
+        """
 
     @abstractmethod
     def update(self, resource: str, obj: dict[str, Any], *, check_version: bool = True) -> dict[str, Any]:

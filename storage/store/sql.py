@@ -20,6 +20,7 @@ table every ``poll_interval`` seconds (0.05 by default) while anyone watches.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import secrets
@@ -50,8 +51,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from storage.api import registry
 from storage.api.timestamps import now as _now
-from storage.errors import AlreadyExists, Conflict, FieldError, Gone, Invalid, NotFound, StowageError, TemporaryError
-from storage.store.base import EventType, Store, Watcher, WatchEvent
+from storage.errors import AlreadyExists, BadRequest, Conflict, FieldError, Gone, Invalid, NotFound, StowageError, TemporaryError
+from storage.store.base import EventType, ListPage, Store, Watcher, WatchEvent
 from storage.store.encryption import Encryption
 
 log = structlog.get_logger(__name__)
@@ -165,16 +166,92 @@ _INSERT_EVENT = text(
 _LIST = "SELECT revision, NULL, NULL, NULL FROM stowage_meta WHERE id = 1 UNION ALL SELECT resource_version, body, namespace, name FROM stowage_objects WHERE resource = :resource"
 _LIST_ALL = text(_LIST)
 _LIST_NS = text(_LIST + " AND namespace = :namespace")
+
+# --- list pages ---------------------------------------------------------------------
+# One statement per batch, so the revision, the objects and the history it reads come from one
+# snapshot. Rows: (0, revision, compacted) first, then (1, count) rows when counting, then the
+# page's objects (2, resource_version, namespace, name, body) in key order. Key order is the
+# database's own (its collation on PostgreSQL): the range condition and ORDER BY use the same one.
+_PAGE_LIMIT_ALL = 2**62
+# A filtered page reads further in batches that double up to this many objects.
+_PAGE_BATCH_MAX = 10_000
+
+
+@functools.lru_cache(maxsize=None)
+def _page_statement(sqlite: bool, namespaced: bool, after: bool, as_of: bool, count: bool) -> Any:
+    where = "resource = :resource"
+    if namespaced:
+        where += " AND namespace = :namespace"
+    if after:
+        # A row value: both databases seek the key index to it (the same test spelt with OR scans from the start).
+        where += " AND (namespace, name) > (:after_namespace, :after_name)"
+    parts = ["SELECT 0 AS k, revision AS num, compacted AS num2, NULL AS namespace, NULL AS name, NULL AS body "
+             "FROM stowage_meta WHERE id = 1"]
+    unchanged, cte = where, ""
+    if count:
+        # Counted on the key index alone (no row reads): now, then corrected below for keys written since.
+        parts.append(f"SELECT 1, COUNT(*), NULL, NULL, NULL, NULL FROM stowage_objects WHERE {where}")
+    if as_of:
+        # As of revision :rev: objects not written since, plus the version at :rev of every key written
+        # since (its newest event at or before :rev, which compaction keeps) unless that was a deletion.
+        unchanged += " AND resource_version <= :rev"
+        # SQLite (no statistics) would rather walk every event of the resource by key than the few
+        # after :rev by revision: the unary + keeps it off the key index for that condition.
+        recent = where.replace("resource =", "+resource =") if sqlite else where
+        cte = ("WITH touched AS (SELECT DISTINCT namespace, name FROM stowage_events "
+               f"WHERE revision > :rev AND {recent}), "
+               "prior AS (SELECT e.revision, e.namespace, e.name, e.body FROM touched t JOIN stowage_events e "
+               "ON e.revision = (SELECT MAX(x.revision) FROM stowage_events x WHERE x.resource = :resource "
+               "AND x.namespace = t.namespace AND x.name = t.name AND x.revision <= :rev) "
+               "WHERE e.type <> 'DELETED') ")
+        if count:
+            parts.append("SELECT 1, -COUNT(*), NULL, NULL, NULL, NULL FROM touched t WHERE EXISTS (SELECT 1 FROM "
+                         "stowage_objects o WHERE o.resource = :resource AND o.namespace = t.namespace AND o.name = t.name)")
+            parts.append("SELECT 1, COUNT(*), NULL, NULL, NULL, NULL FROM prior")
+    # Typed NULLs: PostgreSQL resolves an untyped NULL in a subquery to text, which no UNION with bigint takes.
+    parts.append("SELECT * FROM (SELECT 2, resource_version, CAST(NULL AS BIGINT), namespace, name, body "
+                 f"FROM stowage_objects WHERE {unchanged} ORDER BY namespace, name LIMIT :batch) AS a")
+    if as_of:
+        parts.append("SELECT 2, revision, CAST(NULL AS BIGINT), namespace, name, body FROM prior")
+    return text(cte + "SELECT * FROM (" + " UNION ALL ".join(parts) + ") AS u ORDER BY k, namespace, name LIMIT :rows")
+
+
+# Events at or below the compacted revision are only the versions kept for consistent list pages
+# (see compact): never sent to a watcher, and their absence is how a watcher behind compaction notices.
 _EVENTS_AFTER = text(
     "SELECT revision, resource, namespace, name, type, body FROM stowage_events "
-    "WHERE revision > :after AND revision <= :upto ORDER BY revision LIMIT :limit"
+    "WHERE revision > :after AND revision <= :upto "
+    "AND revision > (SELECT compacted FROM stowage_meta WHERE id = 1) ORDER BY revision LIMIT :limit"
 )
 _REVISIONS = text("SELECT revision, compacted FROM stowage_meta WHERE id = 1")
 # The newest event at which the bodies from the newest event back exceed the byte budget:
 # compacting up to it leaves at most ``budget`` bytes of history.
 _BYTES_BEYOND = (
     "SELECT revision FROM (SELECT revision, SUM({size}) OVER (ORDER BY revision DESC) AS tail "
-    "FROM stowage_events) AS t WHERE tail > :budget ORDER BY revision DESC LIMIT 1"
+    "FROM stowage_events WHERE revision > (SELECT compacted FROM stowage_meta WHERE id = 1)) AS t "
+    "WHERE tail > :budget ORDER BY revision DESC LIMIT 1"
+)
+# Compaction keeps, for every key written at or before the target, its newest version there unless
+# that is a deletion (etcd keeps the same): a list page at any revision not older than the compacted
+# one can then be rebuilt (see list_page). Only keys written since the last compaction can change.
+_COMPACT = text(
+    "WITH k AS (SELECT DISTINCT resource, namespace, name FROM stowage_events "
+    "WHERE revision > :previous AND revision <= :target) "
+    "DELETE FROM stowage_events WHERE revision IN (SELECT e.revision FROM stowage_events e JOIN k "
+    "ON e.resource = k.resource AND e.namespace = k.namespace AND e.name = k.name "
+    "WHERE e.revision <= :target AND (e.type = 'DELETED' OR EXISTS (SELECT 1 FROM stowage_events n "
+    "WHERE n.resource = e.resource AND n.namespace = e.namespace AND n.name = e.name "
+    "AND n.revision > e.revision AND n.revision <= :target)))"
+)
+_EVENTS_BY_KEY = text(
+    "CREATE INDEX IF NOT EXISTS stowage_events_key ON stowage_events (resource, namespace, name, revision)")
+# A database compacted before versions were kept (or restored, which forgets all history) gets each
+# live object's version back as the event that wrote it; a no-op once done.
+_KEEP_LIVE_VERSIONS = text(
+    "INSERT INTO stowage_events (revision, resource, namespace, name, type, body) "
+    "SELECT o.resource_version, o.resource, o.namespace, o.name, 'MODIFIED', o.body FROM stowage_objects o "
+    "WHERE o.resource_version <= (SELECT compacted FROM stowage_meta WHERE id = 1) "
+    "AND NOT EXISTS (SELECT 1 FROM stowage_events e WHERE e.revision = o.resource_version)"
 )
 _SQLITE_BYTES_BEYOND = text(_BYTES_BEYOND.format(size="length(CAST(body AS BLOB))"))
 _PG_BYTES_BEYOND = text(_BYTES_BEYOND.format(size="octet_length(body)"))
@@ -345,6 +422,8 @@ class SqlStore(Store):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 _md.create_all(conn)
                 conn.execute(text("INSERT OR IGNORE INTO stowage_meta (id, revision, compacted) VALUES (1, 0, 0)"))
+                conn.execute(_EVENTS_BY_KEY)
+                conn.execute(_KEEP_LIVE_VERSIONS)
                 conn.exec_driver_sql("COMMIT")
             return
         with self._engine.begin() as conn:
@@ -352,6 +431,9 @@ class SqlStore(Store):
             conn.execute(text("SELECT pg_advisory_xact_lock(7226410931)"))
             _md.create_all(conn)
             conn.execute(text("INSERT INTO stowage_meta (id, revision, compacted) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING"))
+            conn.execute(_EVENTS_BY_KEY)
+            conn.execute(_PG_LOCK_COUNTER)  # no write or compaction may run while live versions are put back
+            conn.execute(_KEEP_LIVE_VERSIONS)
             schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         # NOTIFY channels are per database: stores in other schemas of it must not wake each other.
         self._channel = "stowage_" + hashlib.sha1(str(schema).encode()).hexdigest()[:16]
@@ -476,6 +558,77 @@ class SqlStore(Store):
             if all(match(obj) for match in matchers):
                 items.append(obj)
         return items, revision
+
+    def list_page(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        limit: int | None,
+        after: tuple[str, str] | None = None,
+        revision: int | None = None,
+        accept: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> ListPage:
+        matchers = _matchers(label_selector, field_selector)
+        if accept is not None:
+            matchers.append(accept)
+        counting = limit is not None and not matchers
+        wanted = _PAGE_LIMIT_ALL if limit is None else max(int(limit), 1)
+        batch = wanted
+        items: list[dict[str, Any]] = []
+        cursor = after
+        while True:
+            rows, revision, total = self._page_rows(resource, namespace, cursor, batch, revision, counting)
+            more = len(rows) > batch
+            rows = rows[:batch]
+            for i, (rv, ns, name, body) in enumerate(rows):
+                cursor = (ns, name)
+                obj = _with_version(self._open(resource, ns, name, body), rv)
+                if all(match(obj) for match in matchers):
+                    items.append(obj)
+                    if len(items) == wanted:
+                        more = more or i < len(rows) - 1
+                        break
+            if len(items) >= wanted or not more:
+                break
+            # Most objects did not match: read further at the same revision, in growing batches as etcd3's lister.
+            batch = min(batch * 2, max(wanted, _PAGE_BATCH_MAX))
+        if not more:
+            return ListPage(items, revision, None, None)
+        remaining = total - len(items) if counting and total is not None else None
+        return ListPage(items, revision, cursor, remaining)
+
+    def _page_rows(self, resource: str, namespace: str | None, after: tuple[str, str] | None, batch: int,
+                   revision: int | None, count: bool) -> tuple[list[tuple[int, str, str, str]], int, int | None]:
+        """Up to ``batch + 1`` objects after ``after`` in key order, as of ``revision`` (None: now);
+        the revision read at, and with ``count`` how many objects follow ``after`` then."""
+        stmt = _page_statement(self.is_sqlite, namespace is not None, after is not None, revision is not None, count)
+        params: dict[str, Any] = {"resource": resource, "batch": batch + 1,
+                                  "rows": batch + 1 + 1 + (0 if not count else 3 if revision is not None else 1)}
+        if namespace is not None:
+            params["namespace"] = namespace
+        if after is not None:
+            params["after_namespace"], params["after_name"] = after
+        if revision is not None:
+            params["rev"] = revision
+        with _busy_as_unavailable(), self._reader.connect() as conn:
+            result = conn.execute(stmt, params).all()
+        newest, compacted = int(result[0][1]), int(result[0][2])
+        if revision is not None:
+            if revision < compacted:
+                raise Gone(f"too old resource version: {revision} ({compacted})")
+            if revision > newest:
+                raise BadRequest(f"resource version {revision} is newer than the newest revision {newest}")
+        total = None
+        rows: list[tuple[int, str, str, str]] = []
+        for kind, number, _, ns, name, body in result[1:]:
+            if kind == 1:
+                total = int(number) + (total or 0)
+            else:
+                rows.append((int(number), ns, name, body))
+        return rows, newest if revision is None else revision, total
 
     def current_revision(self) -> int:
         return self._revisions()[0]
@@ -707,6 +860,8 @@ class SqlStore(Store):
         of event bodies (default: the store's byte budget; 0 or less: no byte budget).
 
         Returns the compacted revision: ``watch(since=it)`` still works, anything older is Gone.
+        The newest version at or before it of every object not deleted by then stays (as etcd keeps
+        it), never sent to a watcher: ``list_page`` at any revision from the compacted one on needs it.
         """
         budget = self.keep_event_bytes if keep_bytes is None else keep_bytes
         with self._write_tx() as conn:
@@ -719,7 +874,7 @@ class SqlStore(Store):
                     target = max(target, int(over[0]))
             if target <= int(compacted):
                 return int(compacted)
-            conn.execute(text("DELETE FROM stowage_events WHERE revision <= :target"), {"target": target})
+            conn.execute(_COMPACT, {"previous": int(compacted), "target": target})
             conn.execute(text("UPDATE stowage_meta SET compacted = :target WHERE id = 1"), {"target": target})
         log.info("store.compacted", compacted=target, revision=int(revision))
         return target
@@ -829,6 +984,7 @@ class SqlStore(Store):
             new = max(revision, at_least) + 1
             conn.execute(text("DELETE FROM stowage_events"))
             conn.execute(text("UPDATE stowage_meta SET revision = :r, compacted = :r WHERE id = 1"), {"r": new})
+            conn.execute(_KEEP_LIVE_VERSIONS)
         self._known.clear()
         return new
 
