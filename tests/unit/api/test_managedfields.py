@@ -303,3 +303,23 @@ def test_ssa2_ssa7_one_manager_applying_twice_ends_where_one_apply_ends(
 def test_ssa3_fields_v1_round_trips(labels: dict[str, str], containers: list[tuple[str, str]], replicas: int) -> None:
     fields = mf.field_set(_config(labels, containers, replicas), DEPLOYMENT, "main")
     assert mf.from_fields_v1(mf.to_fields_v1(fields)) == fields
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["", "a", "b"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_labels, _containers, st.integers(0, 3), _labels, _containers, st.integers(0, 3), _json, _json)
+def test_ssa4_compare_skipping_equal_parts_agrees_with_its_definition(
+        l1: dict[str, str], c1: list[tuple[str, str]], r1: int, l2: dict[str, str], c2: list[tuple[str, str]],
+        r2: int, d1: Any, d2: Any) -> None:
+    a, b = _config(l1, c1, r1), _config(l2, c2, r2)
+    assert mf.compare(a, b, DEPLOYMENT, "main") == mf._slow_compare(a, b, DEPLOYMENT, "main")
+    revision = MODELS["ControllerRevision"]
+    ra = {"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": {"name": "r"}, "data": d1}
+    rb = {"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": {"name": "r"}, "data": d2}
+    assert mf.compare(ra, rb, revision) == mf._slow_compare(ra, rb, revision)
