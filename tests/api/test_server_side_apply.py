@@ -331,3 +331,13 @@ def test_ssa_kubernetes_python_client_applies(server: RunningServer) -> None:
         assert {m["manager"] for m in forced.to_dict()["metadata"]["managedFields"]} == {"dynamic"}
     finally:
         api_client.close()
+
+
+def test_ssa1_stowage_client_names_a_manager_for_apply(server: RunningServer) -> None:
+    with server.client() as c:
+        made = c.patch("configmaps", "client-ssa", yaml.safe_dump(config_map("client-ssa", {"a": "1"})), "default",
+                       "apply")
+        assert [(e["manager"], e["operation"]) for e in made["metadata"]["managedFields"]] == [("stowage", "Apply")]
+        mine = c.patch("configmaps", "client-ssa", yaml.safe_dump(config_map("client-ssa", {"a": "2"})), "default",
+                       "apply", field_manager="mine", force=True)
+        assert mine["data"] == {"a": "2"} and [e["manager"] for e in mine["metadata"]["managedFields"]] == ["mine"]
