@@ -118,6 +118,22 @@ class Conflict(StowageError):
     code, reason = 409, "Conflict"
 
 
+class ApplyConflict(Conflict):
+    """Server-side apply would change fields that other managers own; ``force`` takes them over.
+
+    As Kubernetes' Status: reason Conflict, one ``FieldManagerConflict`` cause per field.
+    """
+
+    def __init__(self, message: str, causes: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.causes = causes
+
+    def to_status(self) -> dict[str, Any]:
+        status = super().to_status()
+        status["details"] = {"causes": list(self.causes)}
+        return status
+
+
 class Gone(StowageError):
     """A watch asked for a revision that has been compacted away."""
 

@@ -38,6 +38,13 @@ LIST_MAP_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+# Structs Kubernetes declares atomic (``x-kubernetes-map-type: atomic``): server-side apply owns them whole.
+ATOMIC_STRUCTS = frozenset({
+    "LabelSelector", "NodeSelector", "ObjectReference", "LocalObjectReference", "TypedLocalObjectReference",
+    "SecretReference", "ConfigMapKeySelector", "SecretKeySelector", "ObjectFieldSelector", "ResourceFieldSelector",
+})
+
+
 def patch_meta(model: type, field: str) -> tuple[str, str] | None:
     """(strategy, merge key) of a model's list field, inherited declarations included; None: replace."""
     for cls in model.__mro__:

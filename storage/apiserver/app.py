@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from storage.api import registry
+from storage.api import managedfields, registry
 from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import parse_field_selector, parse_label_selector
 from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, paging, proxy, rendering, review_proto,
@@ -34,7 +34,7 @@ from storage.apiserver.authz import Authorization, answer_review, authenticated,
 from storage.apiserver.fieldvalidation import FieldValidation, warning_header
 from storage.apiserver.handlers import Handlers, Target, with_type
 from storage.apiserver.node_authz import NodeRestriction
-from storage.apiserver.patch import APPLY, PATCH_TYPES
+from storage.apiserver.patch import APPLY, PATCH_TYPES, parse_patch
 from storage.apiserver.rbac import ALLOW, MASTERS
 from storage.apiserver.rbac_escalation import CURRENT_USER, RBACEscalation
 from storage.apiserver.ratelimit import FailureLimiter
@@ -43,8 +43,10 @@ from storage.system.tlsserver import peer_cert_pem
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events
 from storage.errors import (
     BadRequest,
+    FieldError,
     Forbidden,
     Gone,
+    Invalid,
     MethodNotAllowed,
     NotFound,
     RequestEntityTooLarge,
@@ -146,6 +148,36 @@ def _has_subresource(info: registry.ResourceInfo, subresource: str) -> bool:
 
 def _truthy(value: str | None) -> bool:
     return value is not None and value.lower() in ("true", "1")
+
+
+class _OptionsInvalid(Invalid):
+    """Bad query options (``PatchOptions``, ...), as Kubernetes reports them: a 422 on the meta.k8s.io kind."""
+
+    def __init__(self, kind: str, errors: list[FieldError]) -> None:
+        super().__init__(errors, kind=f"{kind}.meta.k8s.io")
+        self.options_kind = kind
+
+    def to_status(self) -> dict[str, Any]:
+        status = super().to_status()
+        status["details"].update(kind=self.options_kind, group="meta.k8s.io")
+        return status
+
+
+_OPTIONS_KIND = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
+
+
+def _field_manager(request: Request, apply: bool) -> str:
+    """The writer's manager name: ``?fieldManager`` (required for apply), else the User-Agent's product."""
+    query = request.query_params
+    given = query.get("fieldManager") or ""
+    problems = managedfields.manager_problems(given)
+    if apply and not given:
+        problems.insert(0, FieldError("fieldManager", "Required value", "is required for apply patch"))
+    if request.method == "PATCH" and not apply and "force" in query:
+        problems.insert(0, FieldError("force", "Forbidden", "may not be specified for non-apply patch"))
+    if problems:
+        raise _OptionsInvalid(_OPTIONS_KIND[request.method], problems)
+    return given or managedfields.manager_from_user_agent(request.headers.get("user-agent", ""))
 
 
 def _dry_run(request: Request, options: dict[str, Any] | None = None) -> bool:
@@ -290,9 +322,10 @@ def create_app(
                 body = _decode(raw)
             return _json(identity.request_token(store, authn.sa_tokens, *sa, body), 201)
         if identity.is_csr_create(parts) and request.method == "POST":
+            manager = _field_manager(request, apply=False)
             body = identity.stamp_requester(_decode(await _read_body(request)), user)
             parsed = parse_resource_path("certificates.k8s.io/v1", parts[3:])
-            created = handlers.create(parsed.target, body, user=user.name, dry_run=_dry_run(request))
+            created = handlers.create(parsed.target, body, user=user.name, dry_run=_dry_run(request), manager=manager)
             if not _dry_run(request):
                 created = identity.approve_and_sign(store, cluster_pki, created)
             return _json(created, 201)
@@ -319,6 +352,7 @@ def create_app(
         label_selector, field_selector = query.get("labelSelector"), query.get("fieldSelector")
         call: Callable[[], dict[str, Any]]
         status = 200
+        created: list[bool] = []  # an apply that created its object answers 201, as Kubernetes does
         warnings: list[str] = []  # admission's warnings (Pod Security "warn" mode), sent as Warning headers
         fields = FieldValidation.from_query(query.get("fieldValidation") if method in ("POST", "PUT", "PATCH") else None)
         render = rendering.negotiate(request.headers.get("accept")) if method == "GET" else rendering.Rendering()
@@ -331,8 +365,10 @@ def create_app(
                                                   continue_token=continue_token, resource_version=list_rv,
                                                   visible=visible), query)
             elif method == "POST":
+                manager = _field_manager(request, apply=False)
                 body = await _json_body(request, fields)
-                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings, fields=fields)  # noqa: E731
+                call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings,  # noqa: E731
+                                               fields=fields, manager=manager)
                 status = 201
             elif method == "DELETE":
                 options = _delete_options(await _read_body(request), query)
@@ -350,8 +386,10 @@ def create_app(
         elif method == "GET":
             call = lambda: rendering.render_one(render, t.info, handlers.get(t), query)  # noqa: E731
         elif method == "PUT":
+            manager = _field_manager(request, apply=False)
             body = await _json_body(request, fields)
-            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings, fields=fields)  # noqa: E731
+            call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings,  # noqa: E731
+                                           fields=fields, manager=manager)
         elif method == "PATCH":
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in PATCH_TYPES:
@@ -360,13 +398,22 @@ def create_app(
                      "message": f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}"},
                     415,
                 )
+            manager = _field_manager(request, apply=content_type == APPLY)
+            force = _truthy(query.get("force"))
             raw = await _read_body(request)
             if content_type == APPLY:
                 fields.note_yaml_duplicates(raw)
             elif fields.mode != "Ignore" and raw:
                 _decode(raw, fields)  # only to note duplicate keys of the patch; handlers.patch parses it
-            call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run,  # noqa: E731
-                                          warnings=warnings, fields=fields)
+            if content_type == APPLY:
+                def call() -> dict[str, Any]:
+                    obj, was_created = handlers.apply(t, parse_patch(APPLY, raw), user=user, dry_run=dry_run,
+                                                      warnings=warnings, fields=fields, manager=manager, force=force)
+                    created.append(was_created)
+                    return obj
+            else:
+                call = lambda: handlers.patch(t, content_type, raw, user=user, dry_run=dry_run,  # noqa: E731
+                                              warnings=warnings, fields=fields, manager=manager)
         elif method == "DELETE" and not t.subresource:
             options = _delete_options(await _read_body(request), query)
             dry_run = _dry_run(request, options)
@@ -379,6 +426,8 @@ def create_app(
         # The request's context goes along: admission reads the caller from a context variable.
         context = contextvars.copy_context()
         payload = await asyncio.get_running_loop().run_in_executor(executor, context.run, lambda: encode_json(call()))
+        if created and created[0]:
+            status = 201
         response = Response(payload, status_code=status, media_type=render.content_type)
         for name, value in fields.headers():
             response.headers.append(name, value)
@@ -390,13 +439,15 @@ def create_app(
         if request.method == "GET":
             return lambda: scale.get(handlers, t)
         if request.method == "PUT":
+            manager = _field_manager(request, apply=False)
             body = _decode(await _read_body(request))
-            return lambda: scale.update(handlers, t, body, user=user, dry_run=dry_run)
+            return lambda: scale.update(handlers, t, body, user=user, dry_run=dry_run, manager=manager)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in PATCH_TYPES:
             raise BadRequest(f"unsupported patch type {content_type!r}; use one of {', '.join(PATCH_TYPES)}")
+        manager = _field_manager(request, apply=content_type == APPLY)
         raw = await _read_body(request)
-        return lambda: scale.patch(handlers, t, content_type, raw, user=user, dry_run=dry_run)
+        return lambda: scale.patch(handlers, t, content_type, raw, user=user, dry_run=dry_run, manager=manager)
 
     async def _watch(request: Request, t: Target, visible: Callable[[dict[str, Any]], bool] | None) -> Response:
         query = request.query_params

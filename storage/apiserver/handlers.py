@@ -9,22 +9,29 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from storage.api import managedfields as mf
 from storage.api.conversion import convert
 from storage.api.defaults import apply_defaults
 from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, depth_message, encoded_size, object_too_large_message
+from storage.api.models import MODELS
 from storage.api.registry import ResourceInfo
+from storage.api.timestamps import now
 from storage.api.validation import validate, validate_status
 from storage.apiserver import namespaces, paging
 from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
-from storage.errors import BadRequest, Conflict, Gone, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from storage.errors import (
+    AlreadyExists, BadRequest, Conflict, Gone, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge,
+)
 from storage.store.base import Store
 
 # Metadata the store owns: a client's copy of it is never trusted on update.
 _SERVER_OWNED_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
 # Kubernetes resets these kinds' status on create; the controllers and agent write it afterwards.
 _STATUS_RESET_ON_CREATE = {"persistentvolumes", "persistentvolumeclaims", "pods"}
+# Sets an object's managedFields once it is defaulted and valid: (stored object or None, new object, changed object).
+Record = Callable[[dict[str, Any] | None, dict[str, Any], dict[str, Any]], None]
 # Read-modify-write loops retry this often when a writer races them and the client gave no precondition.
 _MAX_RETRIES = 8
 
@@ -57,6 +64,21 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     elif not isinstance(meta, dict):
         raise BadRequest("metadata: must be an object")
     return meta
+
+
+def _scope(t: Target) -> mf.Scope:
+    """What a write to this path manages: /status the status, the main resource the rest."""
+    if t.subresource == "status":
+        return "status"
+    return "main" if t.info.has_status else "object"
+
+
+def _set_managed(obj: dict[str, Any], entries: list[dict[str, Any]] | None) -> None:
+    meta = obj.setdefault("metadata", {})
+    if entries:
+        meta["managedFields"] = entries
+    else:
+        meta.pop("managedFields", None)
 
 
 def _check_size(obj: dict[str, Any]) -> None:
@@ -127,7 +149,10 @@ class Handlers:
 
     # ---- writes --------------------------------------------------------------------------
     def create(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
-               warnings: list[str] | None = None, fields: FieldValidation | None = None) -> dict[str, Any]:
+               warnings: list[str] | None = None, fields: FieldValidation | None = None, manager: str = "",
+               applied: mf.Managed | None = None) -> dict[str, Any]:
+        """``applied``: the ownership a server-side apply that creates the object computed; without it the
+        creator (``manager``) owns every field the new object sets."""
         if t.info.namespaced and t.namespace is None:
             raise MethodNotAllowed(f"create {t.info.plural}: POST to /namespaces/<namespace>/{t.info.plural}")
         obj = self._normalize(t, body, fields)
@@ -137,6 +162,10 @@ class Handlers:
         for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
             meta.pop(key, None)
         obj = self._checked(apply_defaults(obj), None, t.info)
+        if applied is not None:
+            _set_managed(obj, mf.encode_managed(applied))
+        else:
+            self._record(t, None, obj, manager, "", trust_request=True)
         obj = self.admission.admit(
             AdmissionRequest("CREATE", t.info, obj, None, self.store, user, warnings if warnings is not None else [])
         )
@@ -147,29 +176,28 @@ class Handlers:
         return with_type(t.info, self.store.create(t.info.plural, obj))
 
     def update(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
-               warnings: list[str] | None = None, fields: FieldValidation | None = None) -> dict[str, Any]:
+               warnings: list[str] | None = None, fields: FieldValidation | None = None, manager: str = "",
+               via: str | None = None) -> dict[str, Any]:
+        """``via``: the subresource that made this write of the whole object (``scale``); the writer is
+        recorded as that subresource's manager."""
         obj = self._normalize(t, body, fields)
         if obj["metadata"].get("name") != t.name:
             raise BadRequest(
                 f"the name of the object ({obj['metadata'].get('name')}) does not match the name on the URL ({t.name})"
             )
         wanted_rv = obj["metadata"].get("resourceVersion") or None
+        record = self._updater(t, manager, via)
         if t.subresource == "status":
-            return self._write_status(t, lambda old: obj, wanted_rv, dry_run, user)
-        return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings)
+            return self._write_status(t, lambda old: obj, wanted_rv, dry_run, user, record)
+        return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings, record)
 
     def patch(self, t: Target, content_type: str, body: bytes, *, user: str = "", dry_run: bool = False,
-              warnings: list[str] | None = None, fields: FieldValidation | None = None) -> dict[str, Any]:
+              warnings: list[str] | None = None, fields: FieldValidation | None = None, manager: str = "",
+              force: bool = False) -> dict[str, Any]:
         patch = parse_patch(content_type, body)
         if content_type == APPLY:
-            try:
-                self.store.get(t.info.plural, t.store_namespace, t.name)
-            except NotFound:
-                if t.subresource:
-                    raise
-                obj = patch if isinstance(patch, dict) else {}
-                _meta(obj).setdefault("name", t.name)
-                return self.create(t, obj, user=user, dry_run=dry_run, warnings=warnings, fields=fields)
+            return self.apply(t, patch, user=user, dry_run=dry_run, warnings=warnings, fields=fields,
+                              manager=manager, force=force)[0]
 
         wanted_rv = None
         if isinstance(patch, dict):
@@ -184,9 +212,62 @@ class Handlers:
                 raise BadRequest("metadata.name: the patch may not change the name")
             return new
 
+        record = self._updater(t, manager)
         if t.subresource == "status":
-            return self._write_status(t, patched, wanted_rv, dry_run, user)
-        return self._write(t, patched, wanted_rv, user, dry_run, warnings)
+            return self._write_status(t, patched, wanted_rv, dry_run, user, record)
+        return self._write(t, patched, wanted_rv, user, dry_run, warnings, record)
+
+    def apply(self, t: Target, config: Any, *, user: str = "", dry_run: bool = False,
+              warnings: list[str] | None = None, fields: FieldValidation | None = None, manager: str,
+              force: bool = False) -> tuple[dict[str, Any], bool]:
+        """Server-side apply: ``config`` merged in, fields ``manager`` dropped since its last apply removed,
+        a 409 naming the owners of fields it would change (unless ``force``). Creates a missing object:
+        the second value says whether it did."""
+        if not isinstance(config, dict):
+            raise BadRequest("the apply configuration must be an object")
+        meta = config.get("metadata") if config.get("metadata") is not None else {}
+        if not isinstance(meta, dict):
+            raise BadRequest("metadata: must be an object")
+        if meta.get("managedFields") is not None:
+            raise BadRequest("metadata.managedFields must be nil")
+        if meta.get("name") not in (None, "", t.name):
+            raise BadRequest(f"the name of the object ({meta['name']}) does not match the name on the URL ({t.name})")
+        config = self._normalize(t, {**config, "metadata": {**meta, "name": t.name}}, fields)
+        model, scope = MODELS.get(t.info.kind), _scope(t)
+        who = mf.Manager.applier(manager, t.subresource)
+
+        def applied(live: dict[str, Any]) -> tuple[dict[str, Any], mf.Managed]:
+            managed = mf.managed_for_write((live.get("metadata") or {}).get("managedFields"), None,
+                                           trust_request=False)
+            try:
+                return mf.apply(live, config, model, managed, who, t.info.api_version, force=force, now=now(),
+                                scope=scope)
+            except mf.FieldSetError as e:
+                raise BadRequest(f"failed to create typed patch object: {e}") from None
+
+        if not t.subresource:
+            try:
+                self.store.get(t.info.plural, t.store_namespace, t.name)
+            except NotFound:
+                new, managed = applied({})
+                try:
+                    return self.create(t, new, user=user, dry_run=dry_run, warnings=warnings, applied=managed), True
+                except AlreadyExists:
+                    pass  # created meanwhile: apply to it
+
+        def change(old: dict[str, Any]) -> dict[str, Any]:
+            new, managed = applied(old)
+            new = self._normalize(t, new, None, old)
+            _set_managed(new, mf.encode_managed(managed))
+            return new
+
+        def record(old: dict[str, Any] | None, new: dict[str, Any], changed: dict[str, Any]) -> None:
+            _set_managed(new, changed["metadata"].get("managedFields"))
+
+        wanted_rv = meta.get("resourceVersion") or None
+        if t.subresource == "status":
+            return self._write_status(t, change, wanted_rv, dry_run, user, record), False
+        return self._write(t, change, wanted_rv, user, dry_run, warnings, record), False
 
     def delete(self, t: Target, options: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         preconditions = options.get("preconditions") or {}
@@ -232,6 +313,28 @@ class Handlers:
         return {**listed, "items": deleted}
 
     # ---- helpers -------------------------------------------------------------------------
+    def _updater(self, t: Target, manager: str, via: str | None = None) -> Record:
+        """Records a plain write: ``manager`` owns what it changed. A write of the main resource may set
+        managedFields itself; a subresource's may not."""
+        subresource = t.subresource if via is None else via
+
+        def record(old: dict[str, Any] | None, new: dict[str, Any], changed: dict[str, Any]) -> None:
+            self._record(t, old, new, manager, subresource, trust_request=not subresource)
+
+        return record
+
+    def _record(self, t: Target, old: dict[str, Any] | None, new: dict[str, Any], manager: str, subresource: str,
+                *, trust_request: bool) -> None:
+        live = (old or {}).get("metadata") or {}
+        managed = mf.managed_for_write(live.get("managedFields"), new["metadata"].get("managedFields"),
+                                       trust_request=trust_request)
+        who = mf.Manager.updater(manager, t.info.api_version, subresource)
+        try:
+            managed = mf.record_update(managed, old or {}, new, MODELS.get(t.info.kind), who, now(), _scope(t))
+        except mf.FieldSetError:
+            managed = {}  # as Kubernetes: ownership that cannot be computed is dropped, never left wrong
+        _set_managed(new, mf.encode_managed(managed))
+
     def _normalize(self, t: Target, body: Any, fields: FieldValidation | None = None,
                    old: dict[str, Any] | None = None) -> dict[str, Any]:
         """Check kind/apiVersion/namespace against the path and fill them in; returns a private copy.
@@ -278,11 +381,11 @@ class Handlers:
         return Invalid(e.errors, kind=info.kind, name=str((obj.get("metadata") or {}).get("name", "")))
 
     def _write(self, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]], wanted_rv: str | None,
-               user: str, dry_run: bool, warnings: list[str] | None = None) -> dict[str, Any]:
+               user: str, dry_run: bool, warnings: list[str] | None, record: Record) -> dict[str, Any]:
         """Read, change, check, write; re-read and retry on a race unless the client set a precondition."""
         for _ in range(_MAX_RETRIES):
             old = self.store.get(t.info.plural, t.store_namespace, t.name)
-            obj = change(old)
+            obj = changed = change(old)
             meta = obj["metadata"]
             for key in _SERVER_OWNED_META:
                 if key in old["metadata"]:
@@ -301,6 +404,7 @@ class Handlers:
             if t.info.plural == "namespaces":
                 namespaces.keep_spec_finalizers(obj, old)
             obj = self._checked(apply_defaults(obj), old, t.info)
+            record(old, obj, changed)
             attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
             obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings))
             saved = self._save(t, obj, wanted_rv, dry_run)
@@ -311,7 +415,7 @@ class Handlers:
         raise self._conflict(t)
 
     def _write_status(self, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]], wanted_rv: str | None,
-                      dry_run: bool, user: str = "") -> dict[str, Any]:
+                      dry_run: bool, user: str, record: Record) -> dict[str, Any]:
         if not t.info.has_status:
             raise NotFound(f"{t.info.plural} has no status subresource")
         for _ in range(_MAX_RETRIES):
@@ -329,6 +433,7 @@ class Handlers:
             except Invalid as e:
                 raise self._named(e, obj, t.info) from None
             obj = result if result is not None else obj
+            record(old, obj, changed)
             obj = self.admission.admit_status(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user))
             saved = self._save(t, obj, wanted_rv, dry_run)
             if saved is not None:

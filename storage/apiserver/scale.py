@@ -66,7 +66,8 @@ def get(handlers: Handlers, t: Target) -> Obj:
     return to_scale(t, handlers.get(Target(t.info, t.namespace, t.name)))
 
 
-def _write(handlers: Handlers, t: Target, replicas: int, wanted_rv: str | None, user: str, dry_run: bool) -> Obj:
+def _write(handlers: Handlers, t: Target, replicas: int, wanted_rv: str | None, user: str, dry_run: bool,
+           manager: str) -> Obj:
     main = Target(t.info, t.namespace, t.name)
     current = handlers.get(main)
     if wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]:
@@ -78,16 +79,18 @@ def _write(handlers: Handlers, t: Target, replicas: int, wanted_rv: str | None, 
     body.setdefault("spec", {})["replicas"] = replicas
     if not wanted_rv:
         body["metadata"].pop("resourceVersion", None)  # scale alone: a concurrent writer of other fields is fine
-    return to_scale(t, handlers.update(main, body, user=user, dry_run=dry_run))
+    # The writer owns spec.replicas as the scale subresource's manager, as Kubernetes records it.
+    return to_scale(t, handlers.update(main, body, user=user, dry_run=dry_run, manager=manager, via="scale"))
 
 
-def update(handlers: Handlers, t: Target, body: Any, *, user: str = "", dry_run: bool = False) -> Obj:
+def update(handlers: Handlers, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
+           manager: str = "") -> Obj:
     replicas, wanted_rv = _replicas(body, t.name)
-    return _write(handlers, t, replicas, wanted_rv, user, dry_run)
+    return _write(handlers, t, replicas, wanted_rv, user, dry_run, manager)
 
 
 def patch(handlers: Handlers, t: Target, content_type: str, raw: bytes, *, user: str = "",
-          dry_run: bool = False) -> Obj:
+          dry_run: bool = False, manager: str = "") -> Obj:
     current = get(handlers, t)
     body = parse_patch(content_type, raw)
     patched = apply_patch(content_type, current, body)
@@ -99,4 +102,4 @@ def patch(handlers: Handlers, t: Target, content_type: str, raw: bytes, *, user:
         named = body["metadata"].get("resourceVersion") or None
     elif patched_rv != current["metadata"].get("resourceVersion"):
         named = patched_rv
-    return _write(handlers, t, replicas, str(named) if named else None, user, dry_run)
+    return _write(handlers, t, replicas, str(named) if named else None, user, dry_run, manager)

@@ -200,7 +200,11 @@ class Client:
         patch_type: PatchType = "merge",
         *,
         subresource: str = "",
+        field_manager: str = "",
+        force: bool = False,
     ) -> dict[str, Any]:
+        """``field_manager`` names the writer (an apply needs one: "stowage" when not given); ``force`` lets an
+        apply take fields other managers own."""
         info = _info(resource)
         try:
             content_type = _PATCH_CONTENT_TYPES[patch_type]
@@ -208,7 +212,12 @@ class Client:
             raise BadRequest(f"patch_type: Unsupported value: {patch_type!r}: use merge, json, strategic or apply") from None
         content = patch.encode() if isinstance(patch, str) else orjson.dumps(patch)
         url = self.path(info, namespace or ("default" if info.namespaced else ""), name, subresource)
-        return self._request("PATCH", url, content=content, content_type=content_type)
+        params: dict[str, str] = {}
+        if field_manager or patch_type == "apply":
+            params["fieldManager"] = field_manager or "stowage"
+        if force:
+            params["force"] = "true"
+        return self._request("PATCH", url, params=params or None, content=content, content_type=content_type)
 
     def delete(
         self,

@@ -18,6 +18,8 @@ def pv_body(name: str, **extra_spec: object) -> dict:
 def send(api_server, method: str, path: str, body: object | bytes, mode: str | None = None,
          content_type: str = "application/json") -> httpx.Response:
     params = {"fieldValidation": mode} if mode else {}
+    if content_type == "application/apply-patch+yaml":
+        params["fieldManager"] = "test"  # required for apply (SSA1)
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.request(method, api_server.url + path, params=params, content=data, timeout=30,
                          headers={"Authorization": f"Bearer {api_server.token}", "Content-Type": content_type}, verify=api_server.verify())

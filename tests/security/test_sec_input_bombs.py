@@ -142,7 +142,8 @@ def test_deep_nesting_is_a_4xx_on_every_write_of_every_kind(http: httpx.Client, 
                      if content_type.endswith("json-patch+json") else nested_json(levels))
             if content_type.endswith("yaml"):
                 patch = "{a: " * levels + "x" + "}" * levels  # flow-style YAML nests without indentation
-            response = http.patch(f"{base}/deep", content=patch, headers={"Content-Type": content_type})
+            response = http.patch(f"{base}/deep", content=patch, headers={"Content-Type": content_type},
+                                  params={"fieldManager": "bombs"})  # an apply names its manager (SSA1)
             assert 400 <= response.status_code < 500, (info.plural, content_type, response.status_code, response.text[:300])
             assert str(MAX_DEPTH) in response.json()["message"], response.json()["message"]
         # Nothing was stored (the server's own objects, such as the `kubernetes` Service, were there before).
@@ -153,17 +154,18 @@ def test_deep_nesting_is_a_4xx_on_every_write_of_every_kind(http: httpx.Client, 
 
 def test_a_patch_that_builds_an_over_deep_object_from_a_shallow_body_is_refused(http: httpx.Client) -> None:
     level60 = json.loads(nested_json(60))
-    # managedFields[].fieldsV1 is the one free-form object every kind declares (unknown fields are dropped).
-    cm = {"apiVersion": "v1", "kind": "ConfigMap",
-          "metadata": {"name": "cm", "managedFields": [{"manager": "test", "fieldsType": "FieldsV1", "fieldsV1": level60}]}}
-    assert http.post("/api/v1/namespaces/default/configmaps", json=cm).status_code == 201
+    # A ControllerRevision's data is free-form (unknown fields elsewhere are dropped, managedFields are checked).
+    revision = {"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": {"name": "cr"}, "revision": 1,
+                "data": level60}
+    collection = "/apis/apps/v1/namespaces/default/controllerrevisions"
+    assert http.post(collection, json=revision).status_code == 201
     # Each body is about 60 levels deep; added under a path already 60 deep, the object would be ~120 deep.
-    path = "/api/v1/namespaces/default/configmaps/cm"
-    pointer = "/metadata/managedFields/0/fieldsV1" + "/a" * 59
+    path = f"{collection}/cr"
+    pointer = "/data" + "/a" * 59
     response = http.patch(path, json=[{"op": "add", "path": pointer + "/b", "value": level60}],
                           headers={"Content-Type": "application/json-patch+json"})
     assert_status(response, 400, f"nested more than {MAX_DEPTH} levels")
-    assert http.get("/api/v1/configmaps").status_code == 200
+    assert http.get(collection).status_code == 200
 
 
 def test_a_pod_stored_before_the_limit_does_not_break_listing_pods(http: httpx.Client, server: RunningServer) -> None:
@@ -181,7 +183,7 @@ def test_a_pod_stored_before_the_limit_does_not_break_listing_pods(http: httpx.C
 
 def test_an_apply_patch_alias_bomb_is_refused(http: httpx.Client, server: RunningServer) -> None:
     response = http.patch("/api/v1/namespaces/default/configmaps/bomb", content=alias_bomb(),
-                          headers={"Content-Type": "application/apply-patch+yaml"})
+                          headers={"Content-Type": "application/apply-patch+yaml"}, params={"fieldManager": "bombs"})
     assert_status(response, 400, "excessive aliasing", str(MAX_REQUEST_BYTES))
     assert _user_objects(server, "configmaps") == []
 
