@@ -47,11 +47,16 @@ MAX_DECODED_BYTES = MAX_REQUEST_BYTES
 
 Obj = dict[str, Any]
 _Field = tuple[int, str, Any, str]  # number, JSON name, type, flags (see the generator)
+# How the decoder collects a field: into a map, a list that may come packed, a list, a message whose parts
+# merge, or a scalar whose last value wins.
+_MAP, _PACKABLE, _LIST, _MERGED, _LAST = range(5)
+_Spec = tuple[str, Any, str, int, int]  # JSON name, type, flags, expected wire type, how it is collected
 
 _VARINT_TYPES = frozenset({"int32", "int64", "uint32", "uint64", "sint32", "sint64", "bool"})
 _FIXED64_TYPES = frozenset({"fixed64", "sfixed64", "double"})
 _FIXED32_TYPES = frozenset({"fixed32", "sfixed32", "float"})
 _NUMERIC = _VARINT_TYPES | _FIXED64_TYPES | _FIXED32_TYPES
+_TEXT = frozenset({"string", "bytes"})
 _WIRE_NAMES = {0: "varint", 1: "64-bit", 2: "length-delimited", 5: "32-bit"}
 _ZERO_SCALARS: dict[str, Any] = {"string": "", "bool": False, "bytes": None, "double": 0.0, "float": 0.0}
 # Go's zero values of the special types, as their MarshalJSON writes them.
@@ -65,10 +70,21 @@ _GO_ZERO_TIME = -62135596800  # time.Time{}.Unix(): Go's zero time, which JSON w
 def _schema() -> tuple[dict[str, str], dict[str, str], dict[str, tuple[dict[int, _Field], tuple[_Field, ...]]]]:
     text = resources.files("storage.api").joinpath("k8s_proto_schema.json").read_text()
     doc = json.loads(text)
-    messages = {}
+    messages: dict[str, tuple[dict[int, _Spec], tuple[_Field, ...]]] = {}
     for name, rows in doc["messages"].items():
         fields = tuple((n, j, t if isinstance(t, str) else tuple(t), f) for n, j, t, f in rows)
-        messages[name] = ({f[0]: f for f in fields}, fields)
+        specs: dict[int, _Spec] = {}
+        for number, json_name, kind, flags in fields:
+            if isinstance(kind, tuple):
+                how, wire = _MAP, 2
+            else:
+                wire = _expected_wire(kind)
+                if "r" in flags:
+                    how = _PACKABLE if wire != 2 else _LIST
+                else:
+                    how = _MERGED if kind in doc["messages"] else _LAST
+            specs[number] = (json_name, kind, flags, wire, how)
+        messages[name] = (specs, fields)
     return doc["kinds"], doc["lists"], messages
 
 
@@ -104,14 +120,22 @@ def _fields(data: memoryview, path: str) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value): an int for varints and fixed values, a memoryview for the rest."""
     i, end = 0, len(data)
     while i < end:
-        key, i = _varint(data, i, path)
+        key = data[i]
+        if key < 0x80:  # one-byte keys and lengths are the common case: no call for them
+            i += 1
+        else:
+            key, i = _varint(data, i, path)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise _problem(path, "field number 0 is not allowed")
         if wire == 0:
             value, i = _varint(data, i, path)
         elif wire == 2:
-            length, i = _varint(data, i, path)
+            if i < end and data[i] < 0x80:
+                length = data[i]
+                i += 1
+            else:
+                length, i = _varint(data, i, path)
             if length > end - i:
                 raise _problem(path, f"field {number} claims {length} bytes but only {end - i} remain (truncated body)")
             value, i = data[i:i + length], i + length
@@ -201,59 +225,63 @@ class _Decoder:
         if depth > MAX_DEPTH:
             raise _problem(path, depth_message())
         self.spend(3)  # "{}," even when every field is left out: no body of empty messages decodes for free
-        by_number, ordered = self.messages[name]
+        by_number = self.messages[name][0]
         single: dict[int, Any] = {}
         many: dict[int, Any] = {}  # repeated fields decoded as they come (the budget bounds them), maps too
         for number, wire, value in _fields(data, path):
             spec = by_number.get(number)
             if spec is None:
                 continue  # a field this release does not know: Go's decoder skips it too
-            _, json_name, kind, flags = spec
-            here = _join(path, json_name)
-            if isinstance(kind, tuple):
-                if wire != 2:
-                    raise _problem(here, f"wire type {_WIRE_NAMES.get(wire, wire)}, expected length-delimited")
-                self.map_entry(kind, value, many.setdefault(number, {}), here, depth)
-                continue
-            if "r" in flags and kind in _NUMERIC and wire == 2:
-                items = many.setdefault(number, [])
-                items.extend(self.value(kind, v, f"{here}[{len(items)}]", depth) for v in self.packed(kind, value, here))
-                continue
-            expected = _expected_wire(kind)
+            json_name, kind, flags, expected, how = spec
             if wire != expected:
-                raise _problem(here, f"wire type {_WIRE_NAMES.get(wire, wire)}, expected {_WIRE_NAMES[expected]}")
-            if "r" in flags:
-                items = many.setdefault(number, [])
-                items.append(self.value(kind, value, f"{here}[{len(items)}]", depth))
-            elif wire == 2 and kind in self.messages:
-                single.setdefault(number, []).append(value)  # a message sent in parts merges: the parts join
-            else:
-                single[number] = value  # the last one wins (scalars, and the special types' own Unmarshal)
-        out: Obj = {}
-        for number, json_name, kind, flags in ordered:
-            here = _join(path, json_name)
-            if "r" in flags or isinstance(kind, tuple):
-                if many.get(number):
-                    out[json_name] = many[number]
-                elif "o" not in flags:
-                    out[json_name] = None  # a nil slice or map: Go writes null
-                else:
+                if how == _PACKABLE and wire == 2:
+                    items = many.setdefault(number, [])
+                    for v in self.packed(kind, value, _join(path, json_name)):
+                        self.spend(8)
+                        items.append(_scalar(kind, v, path))
                     continue
-                self.spend(len(json_name) + 4)
-                continue
-            if number in single:
-                raw = single[number]
-                if isinstance(raw, list):
-                    raw = raw[0] if len(raw) == 1 else memoryview(b"".join(bytes(p) for p in raw))
-                value = self.value(kind, raw, here, depth)
-            elif "p" in flags:  # a nil pointer
-                if "o" not in flags:
-                    self.spend(len(json_name) + 7)
-                    out[json_name] = None
-                continue
+                raise _problem(_join(path, json_name),
+                               f"wire type {_WIRE_NAMES.get(wire, wire)}, expected {_WIRE_NAMES[expected]}")
+            if how == _LAST:
+                single[number] = value  # the last one wins (scalars, and the special types' own Unmarshal)
+            elif how == _MERGED:
+                single.setdefault(number, []).append(value)  # a message sent in parts merges: the parts join
+            elif how == _MAP:
+                self.map_entry(kind, value, many.setdefault(number, {}), _join(path, json_name), depth)
+            elif kind == "string":  # lists of names (finalizers, verbs, ...): the hot case, inlined
+                self.spend(len(value) + 3)
+                try:
+                    many.setdefault(number, []).append(str(value, "utf-8"))
+                except UnicodeDecodeError:
+                    raise _problem(_join(path, json_name), "a string that is not valid UTF-8") from None
             else:
-                value = self.zero(kind, here, depth)
-            if "p" not in flags and self.omitted(kind, flags, value):
+                items = many.setdefault(number, [])
+                where = f"{_join(path, json_name)}[{len(items)}]" if how == _LIST and kind not in _TEXT else \
+                    _join(path, json_name)
+                items.append(self.value(kind, value, where, depth))
+        out: Obj = {}
+        for number, json_name, kind, flags, absent in _plan(name):
+            if many.get(number):
+                self.spend(len(json_name) + 4)
+                out[json_name] = many[number]
+                continue
+            if number not in single:
+                if absent is None:
+                    continue
+                value, cost = absent
+                self.spend(cost)
+                if isinstance(value, bytes):
+                    value = orjson.loads(value)  # a zero struct: a fresh copy each time
+                if "i" in flags:
+                    out.update(value)
+                else:
+                    out[json_name] = value
+                continue
+            raw = single[number]
+            if isinstance(raw, list):
+                raw = raw[0] if len(raw) == 1 else memoryview(b"".join(bytes(p) for p in raw))
+            value = self.value(kind, raw, _join(path, json_name), depth)
+            if "p" not in flags and _omitted(kind, flags, value, self.lists):
                 continue
             if "i" in flags:
                 out.update(value)  # an embedded struct: encoding/json promotes its fields
@@ -262,25 +290,16 @@ class _Decoder:
             out[json_name] = value
         return out
 
-    def omitted(self, kind: str, flags: str, value: Any) -> bool:
-        """encoding/json's omitempty (empty scalars and slices; structs never) and omitzero (the zero value)."""
-        if "o" in flags and (kind in _ZERO_SCALARS or kind in _NUMERIC or kind in self.lists):
-            return value is None or (not isinstance(value, (list, dict)) and value in ("", 0))
-        if "z" in flags:
-            return bool(value == self.zero(kind, "", 0))
-        return False
-
-    def zero(self, kind: str, path: str, depth: int) -> Any:
+    def zero(self, kind: str) -> Any:
         """The JSON of a Go zero value: what an absent field of a struct (never nil) writes."""
-        if kind in _ZERO_SPECIALS:
-            return _ZERO_SPECIALS[kind]
-        if kind in _ZERO_SCALARS:
-            return _ZERO_SCALARS[kind]
-        if kind in self.lists:
-            return None
         if kind in self.messages:
-            return self.message(kind, memoryview(b""), path, depth + 1)
-        return 0
+            return self.zero_message(kind)
+        return _zero_scalar(kind, self.lists)
+
+    def zero_message(self, kind: str) -> Obj:
+        encoded, cost = _zero_message(kind)
+        self.spend(cost)
+        return orjson.loads(encoded)  # type: ignore[no-any-return]
 
     def packed(self, kind: str, chunk: memoryview, path: str) -> list[int]:
         out: list[int] = []
@@ -300,13 +319,16 @@ class _Decoder:
         if isinstance(raw, int):
             self.spend(8)
             return _scalar(kind, raw, path)
-        self.spend(len(raw) + 3)
         if kind == "string":
+            self.spend(len(raw) + 3)
             return _text(raw, path)
         if kind == "bytes":
+            self.spend(len(raw) * 4 // 3 + 4)
             return base64.b64encode(raw).decode("ascii")
         if kind.startswith("@"):
             return self.special(kind, raw, path)
+        if not raw and kind in self.messages:
+            return self.zero_message(kind)  # kubectl sends every empty struct ("resources": {}) so
         if kind in self.lists:
             element = self.lists[kind]
             items = [self.value(element, v, f"{path}[{i}]", depth)
@@ -342,7 +364,7 @@ class _Decoder:
         self.spend(len(key) + 4)
         if value is None:
             # A missing value is the zero value; a bytes value is then empty, not nil.
-            out[key] = "" if value_kind == "bytes" else self.zero(value_kind, here, depth)
+            out[key] = "" if value_kind == "bytes" else self.zero(value_kind)
         else:
             out[key] = self.value(value_kind, value, here, depth)
 
@@ -383,6 +405,58 @@ def _int(value: Any, path: str) -> int:
     if not isinstance(value, int):
         raise _problem(path, "a number was expected")
     return value
+
+
+def _zero_scalar(kind: str, lists: dict[str, str]) -> Any:
+    if kind in _ZERO_SPECIALS:
+        return _ZERO_SPECIALS[kind]
+    if kind in _ZERO_SCALARS:
+        return _ZERO_SCALARS[kind]
+    if kind in lists:
+        return None
+    return 0
+
+
+def _omitted(kind: str, flags: str, value: Any, lists: dict[str, str]) -> bool:
+    """encoding/json's omitempty (empty scalars and slices; structs never) and omitzero (the zero value)."""
+    if "o" in flags and (kind in _ZERO_SCALARS or kind in _NUMERIC or kind in lists):
+        return value is None or (not isinstance(value, (list, dict)) and value in ("", 0))
+    if "z" in flags:
+        if kind in _schema()[2]:
+            return bool(orjson.dumps(value) == _zero_message(kind)[0])
+        return bool(value == _zero_scalar(kind, lists))
+    return False
+
+
+@functools.cache
+def _zero_message(kind: str) -> tuple[bytes, int]:
+    """A message's zero value as JSON, and what it costs in the decoding budget (computed once)."""
+    decoder = _Decoder()
+    value = decoder.message(kind, memoryview(b""), "", 0)
+    return orjson.dumps(value), MAX_DECODED_BYTES - decoder.budget
+
+
+_Absent = tuple[Any, int] | None
+
+
+@functools.cache
+def _plan(name: str) -> tuple[tuple[int, str, Any, str, _Absent], ...]:
+    """A message's fields, each with what it writes when absent: None (nothing), or (value, cost), a
+    struct's value as JSON text. Most fields of most messages are absent: this keeps them cheap."""
+    _, lists, messages = _schema()
+    out = []
+    for number, json_name, kind, flags in messages[name][1]:
+        absent: _Absent
+        if "r" in flags or isinstance(kind, tuple) or "p" in flags:
+            absent = None if "o" in flags else (None, len(json_name) + 7)  # nil slice, map, pointer: null
+        elif kind in messages:
+            encoded, cost = _zero_message(kind)
+            absent = None if "z" in flags else (encoded, cost + len(json_name) + 4)  # structs: never omitempty
+        else:
+            value = _zero_scalar(kind, lists)
+            absent = None if _omitted(kind, flags, value, lists) else (value, len(json_name) + 4)
+        out.append((number, json_name, kind, flags, absent))
+    return tuple(out)
 
 
 def _join(path: str, name: str) -> str:
