@@ -7,7 +7,7 @@ message turns into JSON (the JSON name, ``omitempty``/``omitzero``, whether
 the Go field is a pointer, whether a struct is embedded inline) lives in the
 Go struct tags beside them. This reads both, for the messages reachable from
 the served kinds (``storage.api.registry``) and a few request bodies that are
-not resources (TokenRequest, Scale, Eviction, DeleteOptions), and writes a
+not resources (TokenRequest, Scale, Eviction), and writes a
 compact table the API server's decoder (``storage.api.k8s_protobuf``) reads.
 The runtime never downloads anything: rerun this after moving to a newer
 Kubernetes release and commit the result.
@@ -45,11 +45,11 @@ DEFAULT_VERSION = "v0.37.1"  # the release of the pinned kubectl (kubectl-cli-bi
 OUTPUT = Path(__file__).resolve().parent.parent / "storage" / "api" / "k8s_proto_schema.json"
 
 # Request bodies that are not served resources but are decoded all the same: (apiVersion, kind).
+# Eviction is there for pods/eviction (kubectl drain posts it in protobuf).
 EXTRA_ROOTS = (
     ("authentication.k8s.io/v1", "TokenRequest"),
     ("autoscaling/v1", "Scale"),
     ("policy/v1", "Eviction"),
-    ("v1", "DeleteOptions"),
 )
 
 # apimachinery messages whose JSON form is custom Go code (MarshalJSON), not their fields.
@@ -192,15 +192,11 @@ def parse_go(directory: Path) -> tuple[dict[str, dict[int, GoField]], dict[str, 
             if "string" in options:
                 raise SystemExit(f"{path}: {line.strip()}: the json ,string option is not supported")
             embedded = name is None
-            json_name: str | None = json_tag[0]
+            json_name: str | None = json_tag[0] or ("" if embedded else name)  # encoding/json's defaults
             if json_name == "-":
                 json_name = None
-            elif not json_name and not embedded:
-                json_name = name  # encoding/json's default for an untagged named field
-            current[number] = GoField(number, proto_name, json_name or "", "omitempty" in options,
-                                      "omitzero" in options, go_type.startswith("*"), embedded and not json_name)
-            if json_name is None:
-                current[number].json_name = None
+            current[number] = GoField(number, proto_name, json_name, "omitempty" in options, "omitzero" in options,
+                                      go_type.startswith("*"), embedded and json_name == "")
     return structs, slices, group
 
 
@@ -285,8 +281,6 @@ def kind_message(packages: dict[str, Package], api_version: str, kind: str) -> s
         if pkg.group == group and pkg.short.endswith(f".{version}") and kind in pkg.messages:
             if pkg.proto_package.startswith("k8s.io.api.") or group == "":
                 return f"{pkg.short}.{kind}"
-    if kind == "DeleteOptions":
-        return "meta.v1.DeleteOptions"
     raise SystemExit(f"no protobuf message for {api_version} {kind}")
 
 
@@ -313,11 +307,14 @@ def main() -> None:
         message = kind_message(packages, api_version, kind)
         gen.visit(message)
         kinds[f"{api_version}/{kind}"] = message
+
     def compact(value: object) -> str:
         return json.dumps(value, separators=(",", ":"))
 
     # One message a line: small diffs when Kubernetes adds a field.
-    sections = [f'"generatedFrom":{compact({"k8s.io/api": version_of(api, args.version), "k8s.io/apimachinery": version_of(apimachinery, args.version)})}']
+    source = {"k8s.io/api": version_of(api, args.version),
+              "k8s.io/apimachinery": version_of(apimachinery, args.version)}
+    sections = [f'"generatedFrom":{compact(source)}']
     for name, table in (("kinds", kinds), ("lists", dict(sorted(gen.lists.items()))),
                         ("messages", dict(sorted(gen.messages.items())))):
         rows = ",\n".join(f"{compact(k)}:{compact(v)}" for k, v in table.items())

@@ -67,7 +67,7 @@ _GO_ZERO_TIME = -62135596800  # time.Time{}.Unix(): Go's zero time, which JSON w
 
 
 @functools.cache
-def _schema() -> tuple[dict[str, str], dict[str, str], dict[str, tuple[dict[int, _Field], tuple[_Field, ...]]]]:
+def _schema() -> tuple[dict[str, str], dict[str, str], dict[str, tuple[dict[int, _Spec], tuple[_Field, ...]]]]:
     text = resources.files("storage.api").joinpath("k8s_proto_schema.json").read_text()
     doc = json.loads(text)
     messages: dict[str, tuple[dict[int, _Spec], tuple[_Field, ...]]] = {}
