@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["decode_fields", "encode_document"]
+__all__ = ["encode_document"]
 
 
 def _varint(n: int) -> bytes:
@@ -187,37 +187,3 @@ def encode_document(doc: dict[str, Any]) -> bytes:
     m.message(13, _Message().messages(1, schemes))
     m.messages(16, _extensions(doc))
     return bytes(m.buf)
-
-
-def decode_fields(data: bytes) -> dict[int, list[Any]]:
-    """One message's fields as {number: [raw values]} (for tests: nested messages stay bytes)."""
-    out: dict[int, list[Any]] = {}
-    i = 0
-
-    def varint() -> int:
-        nonlocal i
-        shift = result = 0
-        while True:
-            b = data[i]
-            i += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-
-    while i < len(data):
-        key = varint()
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value: Any = varint()
-        elif wire == 1:
-            value = struct.unpack("<d", data[i:i + 8])[0]
-            i += 8
-        elif wire == 2:
-            n = varint()
-            value = data[i:i + n]
-            i += n
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        out.setdefault(field, []).append(value)
-    return out

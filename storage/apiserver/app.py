@@ -21,11 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from storage.api import managedfields, registry
+from storage.api import k8s_protobuf, managedfields, registry
 from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import parse_field_selector, parse_label_selector
-from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, paging, proxy, rendering, review_proto,
-                               scale, streams)
+from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, paging, proxy, rendering, scale,
+                               streams)
 from storage.apiserver.admission import Admission, default_admission
 from storage.apiserver import identity
 from storage.apiserver.auth import TokenAuth, User
@@ -315,15 +315,12 @@ def create_app(
                 raise MethodNotAllowed(f"{request.method} is not supported on serviceaccounts/token")
             if authn.sa_tokens is None:
                 raise _not_found()
-            raw = await _read_body(request)
-            if "protobuf" in request.headers.get("content-type", ""):
-                body = identity.token_request_from_protobuf(raw)
-            else:
-                body = _decode(raw)
+            body = await _json_body(request, api_version="authentication.k8s.io/v1", kind="TokenRequest")
             return _json(identity.request_token(store, authn.sa_tokens, *sa, body), 201)
         if identity.is_csr_create(parts) and request.method == "POST":
             manager = _field_manager(request, apply=False)
-            body = identity.stamp_requester(_decode(await _read_body(request)), user)
+            body = identity.stamp_requester(await _json_body(request, info=registry.by_kind("CertificateSigningRequest")),
+                                            user)
             parsed = parse_resource_path("certificates.k8s.io/v1", parts[3:])
             created = handlers.create(parsed.target, body, user=user.name, dry_run=_dry_run(request), manager=manager)
             if not _dry_run(request):
@@ -338,10 +335,7 @@ def create_app(
         if not t.info.stored:
             if method != "POST" or t.name or parsed.watch_prefix:
                 raise MethodNotAllowed(f"{t.info.plural} can only be created")
-            if request.headers.get("content-type", "").split(";")[0].strip().lower() == _PROTOBUF:
-                body = review_proto.decode_review(await _read_body(request), t.info.kind)
-            else:
-                body = await _json_body(request)
+            body = await _json_body(request, info=t.info)
             review = await answer_review(authz, t.info.kind, body, who, t.namespace)
             return _json(review, 201)
         if method == "GET" and (parsed.watch_prefix or _truthy(query.get("watch"))):
@@ -366,7 +360,7 @@ def create_app(
                                                   visible=visible), query)
             elif method == "POST":
                 manager = _field_manager(request, apply=False)
-                body = await _json_body(request, fields)
+                body = await _json_body(request, fields, info=t.info)
                 call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings,  # noqa: E731
                                                fields=fields, manager=manager)
                 status = 201
@@ -381,13 +375,13 @@ def create_app(
         elif t.subresource == "finalize":
             if method != "PUT":
                 raise MethodNotAllowed(f"{method} is not supported on namespaces/finalize")
-            body = _decode(await _read_body(request))
+            body = await _json_body(request, info=t.info)
             call = lambda: with_type(t.info, namespaces.finalize(store, t.name, body, dry_run=dry_run))  # noqa: E731
         elif method == "GET":
             call = lambda: rendering.render_one(render, t.info, handlers.get(t), query)  # noqa: E731
         elif method == "PUT":
             manager = _field_manager(request, apply=False)
-            body = await _json_body(request, fields)
+            body = await _json_body(request, fields, info=t.info)
             call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings,  # noqa: E731
                                            fields=fields, manager=manager)
         elif method == "PATCH":
@@ -440,7 +434,7 @@ def create_app(
             return lambda: scale.get(handlers, t)
         if request.method == "PUT":
             manager = _field_manager(request, apply=False)
-            body = _decode(await _read_body(request))
+            body = await _json_body(request, api_version="autoscaling/v1", kind="Scale")
             return lambda: scale.update(handlers, t, body, user=user, dry_run=dry_run, manager=manager)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in PATCH_TYPES:
@@ -530,16 +524,28 @@ def create_app(
     return app
 
 
-# Bodies Kubernetes accepts that this server reads only for access reviews (``review_proto``).
-_PROTOBUF = "application/vnd.kubernetes.protobuf"
-_UNREADABLE = (_PROTOBUF, "application/cbor")
+# A body format Kubernetes accepts that this server does not read.
+_UNREADABLE = ("application/cbor",)
 
 
-async def _json_body(request: Request, fields: FieldValidation | None = None) -> Any:
+async def _json_body(request: Request, fields: FieldValidation | None = None, *,
+                     info: registry.ResourceInfo | None = None, api_version: str = "", kind: str = "") -> Any:
+    """An object body: JSON, or Kubernetes' protobuf decoded into the same JSON form.
+
+    ``info`` (or ``api_version`` and ``kind``) is what the endpoint serves: a
+    protobuf envelope that leaves its type out is taken to hold that, as
+    Kubernetes takes it.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == k8s_protobuf.MEDIA_TYPE:
+        raw = await _read_body(request)
+        if info is not None:
+            api_version, kind = info.api_version, info.kind
+        # Off the event loop: a body near the size limit takes a while in pure Python.
+        return await run_in_threadpool(k8s_protobuf.decode_object, raw, api_version, kind)
     if content_type in _UNREADABLE:
         raise UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media types '
-                                   f'include: {JSON_TYPE}')
+                                   f'include: {JSON_TYPE}, {k8s_protobuf.MEDIA_TYPE}')
     return _decode(await _read_body(request), fields)
 
 

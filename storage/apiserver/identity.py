@@ -56,7 +56,9 @@ def request_token(store: Any, tokens: ServiceAccountTokens, namespace: str, name
     audiences = spec.get("audiences") or [API_AUDIENCE]
     if not isinstance(audiences, list) or not all(isinstance(a, str) and a for a in audiences):
         raise BadRequest("spec.audiences: Invalid value: must be a list of non-empty strings")
-    expiration = spec.get("expirationSeconds", DEFAULT_EXPIRATION)
+    expiration = spec.get("expirationSeconds")
+    if expiration is None:  # absent or null (Go's JSON of a nil *int64): the default, as in Kubernetes
+        expiration = DEFAULT_EXPIRATION
     if not isinstance(expiration, int) or isinstance(expiration, bool):
         raise BadRequest("spec.expirationSeconds: Invalid value: must be an integer")
     if expiration < MIN_EXPIRATION:
@@ -163,68 +165,3 @@ def approve_and_sign(store: Any, cluster: Any, csr: dict[str, Any]) -> dict[str,
     log.info("certificate signing request approved and signed", csr=name, subject=info.common_name,
              signer=spec.get("signerName"))
     return store.update("certificatesigningrequests", updated)
-
-
-# ---- protobuf TokenRequest (kubectl create token sends its body so) -------------------------------
-_K8S_PROTOBUF_MAGIC = b"k8s\x00"
-
-
-def _fields(data: bytes) -> list[tuple[int, Any]]:
-    """Top-level (field number, value) pairs of a protobuf message: varints as int, length-delimited as bytes."""
-    out: list[tuple[int, Any]] = []
-    i = 0
-
-    def varint() -> int:
-        nonlocal i
-        shift = result = 0
-        while True:
-            if i >= len(data):
-                raise BadRequest("the protobuf request body is truncated")
-            byte = data[i]
-            i += 1
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result
-            shift += 7
-            if shift > 63:
-                raise BadRequest("the protobuf request body has an over-long varint")
-
-    while i < len(data):
-        key = varint()
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            out.append((number, varint()))
-        elif wire == 2:
-            length = varint()
-            if i + length > len(data):
-                raise BadRequest("the protobuf request body is truncated")
-            out.append((number, data[i:i + length]))
-            i += length
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise BadRequest(f"the protobuf request body uses an unsupported wire type {wire}")
-    return out
-
-
-def token_request_from_protobuf(body: bytes) -> dict[str, Any]:
-    """The TokenRequest in Kubernetes' protobuf envelope (``k8s\\0`` + runtime.Unknown), as a JSON-shaped dict."""
-    if not body.startswith(_K8S_PROTOBUF_MAGIC):
-        raise BadRequest("the protobuf request body lacks the k8s envelope")
-    raw = next((v for n, v in _fields(body[len(_K8S_PROTOBUF_MAGIC):]) if n == 2 and isinstance(v, bytes)), b"")
-    spec: dict[str, Any] = {}
-    for number, value in _fields(raw):
-        if number != 2 or not isinstance(value, bytes):
-            continue
-        for field_no, field_value in _fields(value):
-            if field_no == 1 and isinstance(field_value, bytes):
-                spec.setdefault("audiences", []).append(field_value.decode("utf-8", "replace"))
-            elif field_no == 4 and isinstance(field_value, int):
-                spec["expirationSeconds"] = field_value
-            elif field_no == 3 and isinstance(field_value, bytes):
-                names = {1: "kind", 2: "apiVersion", 3: "name", 4: "uid"}
-                spec["boundObjectRef"] = {names[n]: v.decode("utf-8", "replace") for n, v in _fields(field_value)
-                                          if n in names and isinstance(v, bytes)}
-    return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}

@@ -9,7 +9,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV2SpecValidator, OpenAPIV30SpecValidator
 
 from storage.api.openapi import definition_name
-from storage.api.openapi_proto import decode_fields
+from storage.api.k8s_protobuf import raw_fields as decode_fields
 from storage.api.models import MODELS
 from storage.api.registry import RESOURCES, groups
 

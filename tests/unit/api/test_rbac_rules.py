@@ -228,15 +228,20 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def test_protobuf_reviews_decode_as_kubectl_sends_them() -> None:
-    from storage.apiserver.review_proto import MAGIC, decode_review
+    from storage.api.k8s_protobuf import MAGIC, decode_object
     from storage.errors import BadRequest
+
+    def decode_review(body: bytes, kind: str) -> dict:
+        return decode_object(body, "authorization.k8s.io/v1", kind)
 
     attrs = _field(1, b"ns1") + _field(2, b"get") + _field(5, b"secrets") + _field(7, b"s")
     raw = _field(2, _field(1, attrs))  # spec.resourceAttributes
     envelope = MAGIC + _field(1, _field(1, b"authorization.k8s.io/v1") + _field(2, b"SelfSubjectAccessReview")) + _field(2, raw)
     assert decode_review(envelope, "SelfSubjectAccessReview") == {
         "kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
-        "spec": {"resourceAttributes": {"namespace": "ns1", "verb": "get", "resource": "secrets", "name": "s"}}}
+        "spec": {"resourceAttributes": {"namespace": "ns1", "verb": "get", "resource": "secrets", "name": "s"}},
+        # Fields Go always writes (a struct, a bool without omitempty) come out as their zero values.
+        "metadata": {}, "status": {"allowed": False}}
     sar = MAGIC + _field(2, _field(2, _field(3, b"bob") + _field(4, b"g1") + _field(4, b"g2")))
     assert decode_review(sar, "SubjectAccessReview")["spec"] == {"user": "bob", "groups": ["g1", "g2"]}
     with pytest.raises(BadRequest):
