@@ -451,6 +451,15 @@ class NodeAgent:
 
         self._watch("persistentvolumes", on_list, on_event)
 
+    def request_full_sync(self) -> int:
+        """Ask for a whole-node pass, as a relist brings one; returns ``full_passes`` before it, so a
+        caller can wait for the count to grow."""
+        with self._lock:
+            before = self.full_passes
+            self._all_dirty = True
+            self._lock.notify_all()
+        return before
+
     def _mark_dirty(self, uid: str) -> None:
         with self._lock:
             self._dirty.add(uid)
