@@ -141,6 +141,7 @@ class _Pass:
     updated: int = 0
     blocker: str | None = None
     requeue: float | None = None
+    deleted: set[str] = field(default_factory=set)  # members this pass deletes already
 
     def count(self, pod: Obj, sign: int) -> None:
         rev = identity.revision_of(pod)
@@ -158,6 +159,7 @@ class _Pass:
 
     def delete(self, pod: Obj, reason: Literal["failed", "succeeded", "scale-down", "update"]) -> None:
         pmeta = meta(pod)
+        self.deleted.add(pmeta["name"])
         self.actions.append(DeletePod(pmeta["name"], pmeta.get("uid", ""), str(pmeta.get("resourceVersion", "")), reason))
 
 
@@ -377,22 +379,37 @@ def _scale_and_update(
 
 
 def _rolling_update(p: _Pass, sts: Obj, replicas: list[Obj | None]) -> None:
-    """Replace members at another revision, highest index first, at most maxUnavailable down (S4)."""
+    """Replace members at another revision, highest index first, at most maxUnavailable down (S4).
+
+    Parallel (S8): a member that is not healthy and runs an old revision is replaced whatever the
+    budget says: it is unavailable already, so replacing it costs nothing, and a template that
+    never becomes Ready heals once it is reverted, without deleting pods by hand (Kubernetes'
+    Parallel rollout replaces such members too). OrderedReady keeps waiting on them (S7).
+    """
+    parallel = _pod_policy_parallel(sts)
     limit = max_unavailable(sts)
+    partition = _partition(sts)
     unavailable = sum(1 for pod in replicas if pod is None or not health.is_healthy(pod))
+    if parallel:
+        for index in range(len(replicas) - 1, partition - 1, -1):
+            pod = replicas[index]
+            if (pod is not None and not health.is_healthy(pod) and identity.revision_of(pod) != p.update_name
+                    and not health.is_terminating(pod) and meta(pod)["name"] not in p.deleted):
+                p.delete(pod, "update")
+                p.count(pod, -1)
     if unavailable >= limit:
-        for pod in replicas if not _pod_policy_parallel(sts) else []:
+        for pod in replicas if not parallel else []:
             if pod is not None and not health.is_healthy(pod):
                 p.block(pod)
                 break
         return
     budget = limit - unavailable
-    partition = _partition(sts)
     for index in range(len(replicas) - 1, partition - 1, -1):
         pod = replicas[index]
         if budget <= 0 or pod is None:
             break
-        if identity.revision_of(pod) != p.update_name and not health.is_terminating(pod):
+        if (identity.revision_of(pod) != p.update_name and not health.is_terminating(pod)
+                and meta(pod)["name"] not in p.deleted):
             p.delete(pod, "update")
             p.count(pod, -1)
             budget -= 1

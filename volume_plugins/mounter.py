@@ -3,10 +3,22 @@
 Rules:
 * probe the device with ``blkid -p`` every time, never trust memory;
 * blank -> mkfs with the requested type (default ext4), then mount;
-* any filesystem or partition table -> never format; mount the existing
-  filesystem as it is (Kubernetes mounts the existing filesystem too; a
-  partition table cannot be mounted and fails clearly);
+* any filesystem or partition table -> never format; mount it as the requested
+  type (default ext4), which fails for a filesystem of another type: the device
+  is left mounted nowhere and untouched (a partition table fails clearly);
 * blank and read-only -> ``cannot mount unformatted disk``.
+
+The type rule is Kubernetes' ``SafeFormatAndMount.formatAndMountSensitive``
+(k8s.io/mount-utils, mount_linux.go), read step by step: ``existingFormat :=
+GetDiskFormat(source)`` (blkid -p); then ``if len(fstype) == 0 { fstype =
+"ext4" }``, *before* any comparison, so a volume without fsType is an ext4
+request; a blank disk is formatted with that type (refused when read-only);
+otherwise ``if fstype != existingFormat`` only logs "Configured to mount disk
+... things might break" and marks the error FilesystemMismatch, and the disk is
+then mounted with ``-t <fstype>``: the kernel refuses xfs as ext4, so the mount
+fails and nothing was formatted (ext2/ext3 do mount as ext4, so they pass).
+The message is the one kubelet events have shown for this case ("failed to
+mount the volume as %q, it already contains %s. Mount error: %v").
 
 Crash safety: an intent marker is written (and fsynced) before mkfs and
 removed once the filesystem is mounted. If the marker is found on a later
@@ -36,6 +48,16 @@ DEFAULT_FS_TYPE = "ext4"
 
 class MountError(PermanentError):
     pass
+
+
+class FilesystemMismatch(MountError):
+    """The device holds another filesystem than the one requested; it was neither formatted nor mounted."""
+
+
+def _mount_failure(exc: CommandError) -> str:
+    """The mount failure as mount-utils words it."""
+    return (f"mount failed: exit status {exc.returncode}\nMounting command: {exc.argv[0]}\n"
+            f"Mounting arguments: {' '.join(exc.argv[1:])}\nOutput: {(exc.stderr or exc.stdout or '').strip()}")
 
 
 def _write_durably(path: Path, text: str) -> None:
@@ -135,14 +157,18 @@ class Mounter:
                 return top.fstype
             raise MountError(f"{target} is already a mount point of another device ({top.source})")
         found = self.ensure_formatted(device, fs_type, key=key, read_only=read_only)
+        wanted = fs_type or DEFAULT_FS_TYPE  # mount-utils defaults before comparing (see above)
         target.mkdir(parents=True, exist_ok=True)
         opts = list(options)
         if read_only and "ro" not in opts:
             opts.append("ro")
-        mount_type = found if found in blockdev.SUPPORTED_FILESYSTEMS else None
         try:
-            mounts.mount(device, target, mount_type, opts, executor=self.executor)
+            mounts.mount(device, target, wanted, opts, executor=self.executor)
         except CommandError as exc:
+            if found != wanted:
+                raise FilesystemMismatch(
+                    f'failed to mount the volume as "{wanted}", it already contains {found}. '
+                    f"Mount error: {_mount_failure(exc)}") from exc
             raise MountError(f"mount of {device} ({found}) at {target} failed: {exc.stderr.strip() or exc}") from exc
         fault_point("after_mount")
         self._marker(key).unlink(missing_ok=True)

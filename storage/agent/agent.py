@@ -12,10 +12,15 @@ pod dirty too, so status changes reach the API without polling.
 
 A pod the agent starts carries the finalizer ``stowage.io/node-agent`` so a
 deletion only marks it: the agent stops its containers (SIGTERM, then SIGKILL
-after the grace period), tears its volumes down, and then lets it go.
+when the pod's ``deletionGracePeriodSeconds`` ends, G4; a shortened deletion
+cuts that short, G3), tears its volumes down, and then lets it go. A pod
+force-deleted (grace 0, G2) is gone from the API at once: the agent stops
+what it still runs of it as an orphan. A finished pod keeps its logs but not
+its volumes (A1).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -32,13 +37,14 @@ from storage.agent.backoff import Backoff
 from storage.agent.pool import Pool
 from storage.agent.node_lease import renew_lease
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
-from storage.agent.runtime import PodRuntime
+from storage.agent.runtime import PodRuntime, StopDeadline
 from storage.agent.sa_tokens import ServiceAccountTokenManager, kubernetes_service_env
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
+from storage.api.deletion import stop_window
 from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.names import NODE_AGENT_FINALIZER
-from storage.api.timestamps import now, parse_time
+from storage.api.timestamps import now
 from storage.agent.credentials import AgentTLS
 from storage.client import Client
 from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError
@@ -123,6 +129,11 @@ class NodeAgent:
         self._resolved: dict[str, PodVolumes] = {}
         self._pushed: dict[str, Obj] = {}
         self._stopping: dict[str, threading.Thread] = {}
+        self._deadlines: dict[str, StopDeadline] = {}  # the grace period of each pod being stopped
+        # The last state of pods deleted from the API that this node may still run: the grace their
+        # deletion left them (0 after a force delete).
+        self._gone: dict[str, Obj] = {}
+        self.full_passes = 0  # whole-node passes done (a relist, a start): tests wait on it
         # Pods this agent has finished stopping whose API object is not gone yet (its finalizer
         # removal is still on its way back through the watch): they must not be stopped twice.
         self._stopped: set[str] = set()
@@ -322,10 +333,14 @@ class NodeAgent:
             uid = _meta(pod).get("uid", "")
             if kind == "DELETED":
                 self._pods.pop(uid, None)
+                self._gone[uid] = pod
+                self._shorten(uid, pod)
                 self._dirty.add(uid)
                 return
             previous = self._pods.get(uid)
             self._pods[uid] = pod
+            if _meta(pod).get("deletionTimestamp"):
+                self._shorten(uid, pod)
             # Most updates of a running pod are its own status, written by this agent: they
             # change nothing to converge, and a full pass for each would delay the next status.
             if not (previous is not None and uid in self._resolved and _only_status_changed(previous, pod)):
@@ -436,6 +451,15 @@ class NodeAgent:
 
         self._watch("persistentvolumes", on_list, on_event)
 
+    def request_full_sync(self) -> int:
+        """Ask for a whole-node pass, as a relist brings one; returns ``full_passes`` before it, so a
+        caller can wait for the count to grow."""
+        with self._lock:
+            before = self.full_passes
+            self._all_dirty = True
+            self._lock.notify_all()
+        return before
+
     def _mark_dirty(self, uid: str) -> None:
         with self._lock:
             self._dirty.add(uid)
@@ -469,6 +493,8 @@ class NodeAgent:
             began = time.monotonic()
             if dirty or full:
                 self.sync(pods, dirty, full=full)
+                if full:
+                    self.full_passes += 1
             synced = time.monotonic()
             self._push_runtime_status(pods, status_only)
             if hosts_changed:
@@ -486,6 +512,7 @@ class NodeAgent:
         with self._lock:
             self._stopped &= set(pods)
             stopped = set(self._stopped)
+            gone, self._gone = self._gone, {}
         for uid, pod in pods.items():
             if uid in stopped:
                 if AGENT_FINALIZER in (_meta(pod).get("finalizers") or []):
@@ -507,8 +534,8 @@ class NodeAgent:
         for uid in resolved + sorted(self.runtime.running_pods()):
             if uid not in pods and uid not in self._stopping:
                 # Deleted without our finalizer, force-deleted, or deleted while the agent was
-                # down: its adopted containers must stop too.
-                self._begin_stop(uid, None)
+                # down: its adopted containers must stop too, within what its deletion left it.
+                self._begin_stop(uid, None, gone.get(uid))
         if full:
             self._reconcile_volumes(active)
         for uid in sorted(dirty):
@@ -518,6 +545,10 @@ class NodeAgent:
     def _reconcile_volumes(self, active: dict[str, Obj]) -> None:
         """The whole node's volumes against every pod resolved so far."""
         for uid, pod in active.items():
+            if _is_finished(pod):
+                with self._lock:
+                    self._resolved[uid] = _no_volumes(pod)  # A1: a finished pod keeps no volume
+                continue
             if uid not in self._resolved:
                 try:
                     self._resolved[uid] = self._resolve_volumes(pod)
@@ -525,9 +556,11 @@ class NodeAgent:
                     continue  # its own sync reports why
 
         def desired() -> list[PodVolumes]:
-            # Taken once no per-pod operation runs, so a pod set up meanwhile is in it.
+            # Taken once no per-pod operation runs, so a pod set up meanwhile is in it. A pod being
+            # stopped keeps what it has, and gets nothing set up again.
             with self._lock:
-                return [v for uid, v in self._resolved.items()
+                return [dataclasses.replace(v, keep=True) if uid in self._stopping else v
+                        for uid, v in self._resolved.items()
                         if uid in self._stopping or (uid in self._pods and not _meta(self._pods[uid]).get("deletionTimestamp"))]
 
         result = self.volumes.sync(desired)
@@ -567,6 +600,10 @@ class NodeAgent:
             if pod is None or _meta(pod).get("deletionTimestamp") or uid in self._stopping or uid in self._stopped:
                 return
         began = time.monotonic()
+        finished = self.runtime.pod_status(uid) if uid in self._resolved else None
+        if _is_finished(pod) or (finished is not None and finished.get("phase") in _FINAL_PHASES):
+            self._release_volumes(pod, finished)
+            return
         fingerprint = _spec_fingerprint(pod)
         if self.volume_backoff.waiting(uid, fingerprint) > 0:
             return  # backing off: its timer, or a change of what it uses, brings it back
@@ -586,9 +623,14 @@ class NodeAgent:
         paths, errors = self.volumes.setup_pod(volumes)
         mounted = time.monotonic()
         if errors:
-            message = "; ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
-            self._retry_later(pod, fingerprint, "volume set-up", message)
-            self._report_waiting(pod, "ContainerCreating", f"MountVolume.SetUp failed: {message}", event=True)
+            # One message per volume in the kubelet's words; a device that holds another filesystem
+            # than the volume's fsType is neither formatted nor mounted, the pod waits (A4).
+            messages = [v if v.startswith("MountVolume.") else f'MountVolume.SetUp failed for volume "{k}" : {v}'
+                        for k, v in sorted(errors.items())]
+            self._retry_later(pod, fingerprint, "volume set-up", "; ".join(messages))
+            self._report_waiting(pod, "ContainerCreating", "; ".join(messages))
+            for message in messages:
+                self._event(pod, "Warning", "FailedMount", message)
             return
         hosts = self._hosts_entries({uid: pod}).get(uid)
         try:
@@ -624,6 +666,29 @@ class NodeAgent:
             if pod is None or status is None or _meta(pod).get("deletionTimestamp") or uid in self._stopping:
                 self._mark_dirty(uid)
                 continue
+            resolved = self._resolved.get(uid)
+            if status.get("phase") in _FINAL_PHASES and resolved is not None and resolved.volumes:
+                self._mark_dirty(uid)  # its volumes go first (A1), then the final phase is published
+                continue
+            self._push_status(pod, status)
+
+    def _release_volumes(self, pod: Obj, status: Obj | None) -> None:
+        """A1: a finished pod keeps its logs and status but no volume: unmounted and removed now,
+        before its final phase is published, and never set up again (its claim may go next)."""
+        uid = _meta(pod).get("uid", "")
+        with self._lock:
+            had = self._resolved.get(uid)
+            self._resolved[uid] = _no_volumes(pod)
+            self._waiting.discard(uid)
+        if had is None or had.volumes:
+            try:
+                self.volumes.release_pod_volumes(uid)
+            except Exception as exc:
+                with self._lock:
+                    self._resolved.pop(uid, None)  # the next pass tries again
+                self._retry_later(pod, _spec_fingerprint(pod), "volume release", str(exc))
+                return
+        if status is not None:
             self._push_status(pod, status)
 
     def _refresh_hosts(self, pods: dict[str, Obj], synced: set[str]) -> None:
@@ -667,24 +732,35 @@ class NodeAgent:
             return True
         return False
 
-    def _begin_stop(self, uid: str, pod: Obj | None) -> None:
+    def _begin_stop(self, uid: str, pod: Obj | None, gone: Obj | None = None) -> None:
+        """Stop a pod's containers within the window its deletion gives (G4): the API object
+        being deleted, or the last state of one already gone. With neither (deleted while this
+        agent was down), the pod's own terminationGracePeriodSeconds, as the kubelet does."""
         if uid in self._stopping:
             return
-        grace = None
-        if pod is not None:
-            # The store marks every finalized deletion with deletionGracePeriodSeconds 0 (no
-            # per-request grace exists yet), so 0 means "the pod's own": honour that, counted
-            # from the deletion mark so a restarted agent does not grant the full period again.
-            grace = _meta(pod).get("deletionGracePeriodSeconds") or (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-            marked = parse_time(_meta(pod).get("deletionTimestamp"))
-            if marked is not None:
-                elapsed = (dt.datetime.now(dt.timezone.utc) - marked).total_seconds()
-                grace = max(0.0, float(grace) - max(0.0, elapsed))
-        thread = threading.Thread(target=self._stop_pod, args=(uid, pod, grace), name=f"agent-stop-{uid[:8]}", daemon=True)
+        known = pod if pod is not None else gone
+        window = stop_window(known, dt.datetime.now(dt.timezone.utc)) if known is not None else None
+        deadline = StopDeadline(window) if window is not None else None
+        with self._lock:
+            if deadline is not None:
+                self._deadlines[uid] = deadline
+            latest = self._pods.get(uid)
+        if latest is not None:
+            self._shorten(uid, latest)  # a shorter deletion may have come in since ``pod`` was read
+        thread = threading.Thread(target=self._stop_pod, args=(uid, pod, deadline), name=f"agent-stop-{uid[:8]}", daemon=True)
         self._stopping[uid] = thread
         thread.start()
 
-    def _stop_pod(self, uid: str, pod: Obj | None, grace: float | None) -> None:
+    def _shorten(self, uid: str, pod: Obj) -> None:
+        """G3: a deletion that shortened the grace period (or a force delete) cuts the stop short."""
+        deadline = self._deadlines.get(uid)
+        if deadline is None:
+            return
+        window = stop_window(pod, dt.datetime.now(dt.timezone.utc))
+        if window is not None and deadline.shorten(window):
+            log.info("agent.grace_shortened", uid=uid, seconds=round(window, 1))
+
+    def _stop_pod(self, uid: str, pod: Obj | None, grace: StopDeadline | None) -> None:
         assert self.runtime is not None
         with self._lock:
             # A sync worker still starting this pod would start containers behind the stop.
@@ -709,6 +785,8 @@ class NodeAgent:
         finally:
             self._pushed.pop(uid, None)
             self._stopping.pop(uid, None)
+            with self._lock:
+                self._deadlines.pop(uid, None)
             self._mark_dirty(uid)
 
     _volume_lock = threading.Lock()
@@ -966,6 +1044,17 @@ def _references(pod: Obj) -> set[tuple[str, str]]:
                 if value_from.get(ref):
                     found.add((kind, value_from[ref].get("name", "")))
     return found
+
+
+_FINAL_PHASES = ("Succeeded", "Failed")
+
+
+def _is_finished(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") in _FINAL_PHASES
+
+
+def _no_volumes(pod: Obj) -> PodVolumes:
+    return PodVolumes(_meta(pod).get("uid", ""), _key(pod)[0], _key(pod)[1], [])
 
 
 def _claim_names(pod: Obj) -> list[str]:

@@ -68,6 +68,9 @@ class PodVolumes:
     namespace: str
     name: str
     volumes: list[VolumeRequest] = field(default_factory=list)
+    # A pod whose containers are being stopped: what it has stays as it is, nothing is set up
+    # again (its claim and volume may be gone already; a hostPath would be created anew).
+    keep: bool = False
 
 
 @dataclass
@@ -141,6 +144,10 @@ class _KeyedLocks:
             lock = self._locks.get(key)
             if lock is not None and not lock.locked():
                 del self._locks[key]
+
+
+class _DeviceMountFailed(StowageError):
+    """Formatting or mounting a device at its global path failed (the kubelet's MountDevice step)."""
 
 
 def _check_name(value: str, field_name: str) -> str:
@@ -289,8 +296,39 @@ class VolumeManager:
                         self._devices.pop(unique, None)
         self._pod_locks.drop(uid)
 
+    def release_pod_volumes(self, uid: str) -> None:
+        """Unmount and remove every volume of a pod that stays on the node without running (a
+        finished pod, A1), keeping the rest of its directory (logs, runtime state); then the global
+        mounts it was the last user of."""
+        pod = self.pod_dir(uid)
+        errors: dict[str, str] = {}
+        with self._node_lock.shared():
+            with self._pod_locks(uid):
+                table = mounts.MountTable.read()
+                released = self._globals_bound_by(pod, table)
+                self._remove_stale_volumes(uid, set(), errors, table)
+            for unique in released:
+                if self._collect_global(unique):
+                    with self._devices_lock:
+                        self._devices.pop(unique, None)
+        if errors:
+            raise StowageError("; ".join(f"{k}: {v}" for k, v in sorted(errors.items())))
+
+    def _globals_bound_by(self, pod: Path, table: mounts.MountTable) -> set[str]:
+        """Unique names of the global mounts that the pod's paths are bound from."""
+        numbers = {e.major_minor for e in table.under(pod)}
+        released = set()
+        for entry in self._global_mounts(table):
+            if entry.major_minor in numbers:
+                plugin_name, global_name = self._split_global(entry.mount_point)
+                released.add(f"{plugin_name}/{global_name}")
+        return released
+
     def _setup_pod(self, pod: PodVolumes, table: mounts.MountTable) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """(paths, errors, unique global volume -> device) of one pod."""
+        if pod.keep:
+            # Its global mounts stay while its paths bind them (_collect_global_mounts checks).
+            return {}, {}, {}
         paths: dict[str, str] = {}
         errors: dict[str, str] = {}
         used: dict[str, str] = {}
@@ -304,6 +342,9 @@ class VolumeManager:
                     used[unique] = device or ""
             except Exception as exc:  # one bad volume must not block the pod's others
                 message = str(exc) if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, _DeviceMountFailed):
+                    # The kubelet's wording for the node-wide mount of a device (its events show it).
+                    message = f'MountVolume.MountDevice failed for volume "{req.pv_name or req.name}" : {message}'
                 errors[req.name] = message
                 log.warning("volume.setup_failed", pod=f"{pod.namespace}/{pod.name}", volume=req.name, error=message)
                 # Keep whatever is already there for it; a failed update must not tear the volume down.
@@ -360,10 +401,13 @@ class VolumeManager:
         with self._global_locks(unique):
             if table.is_mount_point(target) and any(e.source == device.path for e in table.at(global_path)):
                 return target, target, unique, device.path  # set up already: the common re-check
-            self.mounter.format_and_mount(
-                device.path, global_path, device.fs_type, key=f"{plugin.dir_name}-{global_name}",
-                options=device.mount_options, read_only=ctx.read_only,
-            )
+            try:
+                self.mounter.format_and_mount(
+                    device.path, global_path, device.fs_type, key=f"{plugin.dir_name}-{global_name}",
+                    options=device.mount_options, read_only=ctx.read_only,
+                )
+            except StowageError as exc:
+                raise _DeviceMountFailed(str(exc)) from exc
             if not mounts.is_mount_point(target):
                 target.mkdir(parents=True, exist_ok=True)
                 if ctx.fs_group is not None and not ctx.read_only:
@@ -403,12 +447,7 @@ class VolumeManager:
             return set()
         log.info("pod.teardown", uid=uid)
         pod_mounts = table.under(pod)
-        numbers = {e.major_minor for e in pod_mounts}
-        released = set()
-        for entry in self._global_mounts(table):
-            if entry.major_minor in numbers:
-                plugin_name, global_name = self._split_global(entry.mount_point)
-                released.add(f"{plugin_name}/{global_name}")
+        released = self._globals_bound_by(pod, table)
         first = True
         done: set[int] = set()
         for kind in (VOLUMES, DEVICES):

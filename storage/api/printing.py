@@ -234,18 +234,29 @@ def _svc(obj: dict[str, Any], now: datetime) -> Row:
 
 
 def node_status(obj: dict[str, Any]) -> str:
+    """kubectl's STATUS of a node: ``Ready`` when the Ready condition is True, ``NotReady`` for any
+    other value of it (False, or Unknown once the node stopped reporting), ``Unknown`` only without
+    the condition; ``,SchedulingDisabled`` when cordoned (``spec.unschedulable``)."""
     ready = "Unknown"
     for cond in _status(obj).get("conditions") or []:
         if cond.get("type") == "Ready":
-            ready = {"True": "Ready", "False": "NotReady"}.get(cond.get("status"), "Unknown")
+            ready = "Ready" if cond.get("status") == "True" else "NotReady"
     if _spec(obj).get("unschedulable"):
         ready += ",SchedulingDisabled"
     return ready
 
 
+def _node_roles(labels: dict[str, str]) -> list[str]:
+    """kubectl's findNodeRoles: ``node-role.kubernetes.io/<role>`` keys and the ``kubernetes.io/role`` value."""
+    roles = {k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/") and k.split("/", 1)[1]}
+    if labels.get("kubernetes.io/role"):
+        roles.add(labels["kubernetes.io/role"])
+    return sorted(roles)
+
+
 def _node(obj: dict[str, Any], now: datetime) -> Row:
     labels = _meta(obj).get("labels") or {}
-    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/") and "/" in k)
+    roles = _node_roles(labels)
     version = ((_status(obj).get("nodeInfo") or {}).get("kubeletVersion")) or ""
     return [str(_meta(obj).get("name", "")), node_status(obj), ",".join(roles) or "<none>", object_age(obj, now), str(version)]
 

@@ -166,8 +166,11 @@ class ClaimResize:
             except NotFound:  # a missing class cannot allow expansion
                 allowed = False
         if not allowed:
+            # An admission refusal: 403 with Kubernetes' wording (its PersistentVolumeClaimResize plugin
+            # answers admission.NewForbidden), not a validation error.
             name = (req.obj.get("metadata") or {}).get("name", "")
-            raise Invalid([FieldError(self.FIELD, "Forbidden", RESIZE_FORBIDDEN)], kind=req.resource.kind, name=name)
+            raise Forbidden(f'{req.resource.plural} "{name}" is forbidden: {RESIZE_FORBIDDEN}',
+                            kind=req.resource.plural, name=name)
         return req.obj
 
 

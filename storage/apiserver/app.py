@@ -584,4 +584,7 @@ def _delete_options(body: bytes, query: Any) -> dict[str, Any]:
         options = decoded
     if query.get("propagationPolicy"):
         options["propagationPolicy"] = query["propagationPolicy"]
+    # As Kubernetes decodes them: the query first, the body's fields over it.
+    if options.get("gracePeriodSeconds") is None and query.get("gracePeriodSeconds") is not None:
+        options["gracePeriodSeconds"] = query["gracePeriodSeconds"]
     return options

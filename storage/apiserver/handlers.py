@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from storage.api import managedfields as mf
 from storage.api.conversion import convert
 from storage.api.defaults import apply_defaults
+from storage.api.deletion import plan_deletion, requested_grace
 from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, depth_message, encoded_size, object_too_large_message
 from storage.api.models import MODELS
 from storage.api.registry import ResourceInfo
@@ -276,6 +278,10 @@ class Handlers:
         policy = options.get("propagationPolicy") or None
         if policy not in (None, "Foreground", "Background", "Orphan"):
             raise BadRequest(f'propagationPolicy: Unsupported value: "{policy}": supported values: "Background", "Foreground", "Orphan"')
+        try:
+            grace = requested_grace(options.get("gracePeriodSeconds"))
+        except ValueError as e:
+            raise BadRequest(f"gracePeriodSeconds: Invalid value: {e}") from None
         plural, ns = t.info.plural, t.store_namespace
         if plural == "namespaces":
             return with_type(t.info, namespaces.delete(self.store, t.name, options, dry_run=dry_run))
@@ -286,8 +292,8 @@ class Handlers:
                     f'Precondition failed: UID in precondition: {uid}, UID in object meta: {current["metadata"].get("uid")}',
                     kind=t.info.kind, name=t.name,
                 )
-            if dry_run:
-                return with_type(t.info, current)
+            if dry_run:  # what the deletion would leave, stored nowhere
+                return with_type(t.info, plan_deletion(plural, copy.deepcopy(current), grace, datetime.now(timezone.utc)).obj)
             # The garbage collector removes these finalizers once dependents are handled (Kubernetes semantics).
             finalizer = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy or "")
             if finalizer and finalizer not in (current["metadata"].get("finalizers") or []):
@@ -297,7 +303,7 @@ class Handlers:
                     current["metadata"]["resourceVersion"] = rv
                 current = self.store.update(plural, current)
                 rv = current["metadata"]["resourceVersion"]
-        return with_type(t.info, self.store.delete(plural, ns, t.name, resource_version=rv))
+        return with_type(t.info, self.store.delete(plural, ns, t.name, resource_version=rv, grace_seconds=grace))
 
     def delete_collection(self, t: Target, label_selector: str | None, field_selector: str | None,
                           options: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
@@ -307,7 +313,8 @@ class Handlers:
             meta = obj["metadata"]
             one = Target(t.info, meta.get("namespace") or "", meta["name"])
             try:
-                deleted.append(self.delete(one, {"propagationPolicy": options.get("propagationPolicy")}, dry_run=dry_run))
+                deleted.append(self.delete(one, {k: options[k] for k in ("propagationPolicy", "gracePeriodSeconds") if k in options},
+                                           dry_run=dry_run))
             except NotFound:
                 continue  # deleted by someone else meanwhile: the goal is reached
         return {**listed, "items": deleted}

@@ -87,8 +87,8 @@ class Session:
     ) -> dict[str, Any]:
         return self.client.patch(info.plural, name, body, namespace=namespace, patch_type=patch_type)
 
-    def delete(self, info: ResourceInfo, namespace: str, name: str) -> dict[str, Any]:
-        return self.client.delete(info.plural, name, namespace=namespace)
+    def delete(self, info: ResourceInfo, namespace: str, name: str, grace_period: int | None = None) -> dict[str, Any]:
+        return self.client.delete(info.plural, name, namespace=namespace, grace_period_seconds=grace_period)
 
     def watch(
         self,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, Callable
 
 import click
@@ -14,10 +15,12 @@ from storage.cli.edits import EditError, applied, edit_map, parse_key_values, sa
 from storage.cli.errors import CommandError
 from storage.cli.manifests import Manifest, read_manifests, resource_for
 from storage.cli.output import object_ref, type_name
-from storage.errors import AlreadyExists, Conflict, NotFound, StowageError
+from storage.errors import AlreadyExists, Conflict, Gone, NotFound, StowageError
 
 # Enough for any realistic burst of concurrent writers; each attempt re-reads the object.
 CONFLICT_RETRIES = 8
+# A waiting delete's watch ends this often (server side) and reads the object again.
+WAIT_WATCH_SECONDS = 60
 
 
 def _target(manifest: Manifest) -> tuple[ResourceInfo, dict[str, Any], str]:
@@ -113,6 +116,26 @@ def create_command(files: tuple[str, ...], recursive: bool, output: str | None) 
     failures.exit_if_any()
 
 
+IMMEDIATE_DELETION_WARNING = ("Warning: Immediate deletion does not wait for confirmation that the running resource "
+                              "has been terminated. The resource may continue to run on the cluster indefinitely.")
+
+
+def delete_grace_period(grace_period: int, force: bool, now: bool) -> int | None:
+    """kubectl's rules for ``--grace-period``, ``--force`` and ``--now`` (G5): the seconds to send, None for
+    the object's own. 0 needs ``--force`` (without it 0 becomes 1); ``--force`` alone means 0."""
+    if now:
+        if grace_period != -1:
+            raise CommandError("--now and --grace-period cannot be specified together")
+        grace_period = 1
+    if grace_period == 0 and not force:
+        grace_period = 1  # kubectl's guard against an accidental immediate deletion
+    if force and grace_period < 0:
+        grace_period = 0
+    if force and grace_period > 0:
+        raise CommandError("--force and --grace-period greater than 0 cannot be specified together")
+    return None if grace_period < 0 else grace_period
+
+
 @click.command("delete")
 @click.argument("args", nargs=-1)
 @click.option("-f", "--filename", "files", multiple=True, metavar="FILE|DIR|-")
@@ -120,10 +143,25 @@ def create_command(files: tuple[str, ...], recursive: bool, output: str | None) 
 @click.option("-l", "--selector", help="Delete the objects matching this label selector.")
 @click.option("--all", "all_", is_flag=True, help="Delete every object of the kind in the namespace.")
 @click.option("--ignore-not-found", is_flag=True, help="A missing object is not an error.")
+@click.option("--grace-period", type=int, default=-1, show_default=True,
+              help="Seconds a pod gets to stop (SIGTERM, then SIGKILL); -1: the pod's own; 0 needs --force.")
+@click.option("--force", is_flag=True,
+              help="With --grace-period 0 (the default with --force): remove at once, without waiting for the node.")
+@click.option("--now", is_flag=True, help="Same as --grace-period=1: stop at once.")
+@click.option("--wait", type=click.BOOL, default=True, is_flag=False, flag_value=True, show_default=True,
+              help="Wait until the objects are gone (--wait=false returns at once).")
+@click.option("--timeout", default="0s", show_default=True, help="Give up waiting after this long (0: no limit).")
 @global_options
 def delete_command(args: tuple[str, ...], files: tuple[str, ...], recursive: bool, selector: str | None,
-                   all_: bool, ignore_not_found: bool) -> None:
+                   all_: bool, ignore_not_found: bool, grace_period: int, force: bool, now: bool, wait: bool,
+                   timeout: str) -> None:
     """Delete objects by name, by manifest, by label selector or all of a kind."""
+    from storage.cli.workload_commands import parse_duration
+
+    grace = delete_grace_period(grace_period, force, now)
+    limit = parse_duration(timeout)
+    if grace == 0:
+        click.echo(IMMEDIATE_DELETION_WARNING, err=True)
     sess = session()
     failures = Failures()
     targets: list[tuple[ResourceInfo, str, str]] = []
@@ -148,9 +186,10 @@ def delete_command(args: tuple[str, ...], files: tuple[str, ...], recursive: boo
             targets.extend((info, (i.get("metadata") or {}).get("namespace") or "", i["metadata"]["name"]) for i in items)
             if not items:
                 click.echo("No resources found", err=True)
+    deleted: list[tuple[ResourceInfo, str, str, str]] = []
     for info, namespace, name in targets:
         try:
-            sess.delete(info, namespace, name)
+            last = sess.delete(info, namespace, name, grace)
         except NotFound as err:
             if not ignore_not_found:
                 failures.server(err)
@@ -158,8 +197,38 @@ def delete_command(args: tuple[str, ...], files: tuple[str, ...], recursive: boo
         except StowageError as err:
             failures.server(err)
             continue
-        click.echo(f'{type_name(info)} "{name}" deleted')
+        deleted.append((info, namespace, name, str((last.get("metadata") or {}).get("uid") or "")))
+        click.echo(f'{type_name(info)} "{name}" {"force deleted" if grace == 0 else "deleted"}')
+    if wait:
+        deadline = time.monotonic() + limit if limit > 0 else None
+        for info, namespace, name, uid in deleted:
+            if not _wait_deleted(sess, info, namespace, name, uid, deadline):
+                failures.local(f"timed out waiting for the condition on {info.plural}/{name}")
     failures.exit_if_any()
+
+
+def _wait_deleted(sess: Any, info: ResourceInfo, namespace: str, name: str, uid: str, deadline: float | None) -> bool:
+    """Until the object (that uid) is gone, as kubectl's --wait: a read, then a watch from it."""
+    while True:
+        try:
+            current = sess.get(info, namespace, name)
+        except NotFound:
+            return True
+        if uid and (current.get("metadata") or {}).get("uid") != uid:
+            return True  # a new object under the same name: ours is gone
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return False
+        try:
+            for event in sess.client.watch(info.plural, namespace=namespace or None,
+                                           resource_version=current["metadata"].get("resourceVersion"),
+                                           field_selector=f"metadata.name={name}",
+                                           timeout=WAIT_WATCH_SECONDS if left is None else min(left, WAIT_WATCH_SECONDS)):
+                gone = (event.get("object") or {}).get("metadata") or {}
+                if event.get("type") == "DELETED" and (not uid or gone.get("uid") == uid):
+                    return True
+        except Gone:
+            continue  # compacted: read again
 
 
 def _kind_and_name(kind: str, name: str | None) -> tuple[ResourceInfo, str]:

@@ -227,13 +227,18 @@ class Client:
         resource_version: str | None = None,
         *,
         propagation_policy: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> dict[str, Any]:
+        """Delete; ``grace_period_seconds`` as DeleteOptions.gracePeriodSeconds (None: the object's own,
+        0: at once, without waiting for the node to confirm its containers stopped)."""
         info = _info(resource)
         options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if resource_version:
             options["preconditions"] = {"resourceVersion": resource_version}
         if propagation_policy:
             options["propagationPolicy"] = propagation_policy
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
         url = self.path(info, namespace or ("default" if info.namespaced else ""), name)
         return self._request("DELETE", url, body=options)
 

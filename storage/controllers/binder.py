@@ -728,17 +728,34 @@ class VolumeBinder(_Base):
 
 # ------------------------------------------------------------ protection (B11)
 
-def _pod_uses_claim(pod: dict[str, Any], claim_name: str) -> bool:
+def _claim_names_of(pod: dict[str, Any]) -> list[str]:
+    """Claims a pod's volumes name: ``persistentVolumeClaim.claimName``, and the claim Kubernetes
+    generates for each ephemeral volume (``<pod>-<volume>``)."""
+    names = []
+    pod_name = _meta(pod).get("name", "")
     for volume in (pod.get("spec") or {}).get("volumes") or []:
-        if ((volume.get("persistentVolumeClaim") or {}).get("claimName")) == claim_name:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim:
+            names.append(claim)
+        elif isinstance(volume.get("ephemeral"), dict) and volume.get("name"):
+            names.append(f"{pod_name}-{volume['name']}")
+    return names
+
+
+def _pod_uses_claim(pod: dict[str, Any], claim: dict[str, Any]) -> bool:
+    """B11: the pod's object exists and names the claim: whatever its phase, placed on a node or
+    not (Stowage waits for the object to be gone, see the README). An ephemeral volume's claim
+    counts only when this pod owns it, as Kubernetes' ``VolumeIsForPod`` decides."""
+    name = _meta(claim).get("name", "")
+    pod_meta = _meta(pod)
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        if (volume.get("persistentVolumeClaim") or {}).get("claimName") == name:
             return True
+        if isinstance(volume.get("ephemeral"), dict) and f"{pod_meta.get('name', '')}-{volume.get('name', '')}" == name:
+            owners = _meta(claim).get("ownerReferences") or []
+            if any(o.get("controller") and o.get("uid") == pod_meta.get("uid") for o in owners):
+                return True
     return False
-
-
-def _pod_blocks(pod: dict[str, Any]) -> bool:
-    placed = bool((pod.get("spec") or {}).get("nodeName"))
-    finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-    return placed and not finished
 
 
 class ClaimProtection(_Base):
@@ -750,22 +767,21 @@ class ClaimProtection(_Base):
 
     def _keys_for_pod(self, pod: dict[str, Any]) -> list[str]:
         namespace = _meta(pod).get("namespace") or ""
-        return [f"{namespace}/{v['persistentVolumeClaim']['claimName']}"
-                for v in (pod.get("spec") or {}).get("volumes") or [] if (v.get("persistentVolumeClaim") or {}).get("claimName")]
+        return [f"{namespace}/{name}" for name in _claim_names_of(pod)]
 
-    def in_use(self, pods: Iterable[dict[str, Any]], claim_name: str) -> bool:
-        return any(_pod_blocks(p) and _pod_uses_claim(p, claim_name) for p in pods)
+    def in_use(self, pods: Iterable[dict[str, Any]], claim: dict[str, Any]) -> bool:
+        return any(_pod_uses_claim(p, claim) for p in pods)
 
     def reconcile(self, key: str) -> Result:
         namespace, name = split_key(key)
         claim = self.ctx.cache.get(PVCS, namespace, name)
         if claim is None or not is_deleting(claim) or PVC_PROTECTION not in (_meta(claim).get("finalizers") or []):
             return Result()
-        if self.in_use(self.ctx.cache.list(PODS, namespace), name):
-            return Result()  # the pod's change requeues us
-        # The cache may not have seen a pod placed a moment ago: ask the store too.
+        if self.in_use(self.ctx.cache.list(PODS, namespace), claim):
+            return Result()  # the pod's change (its deletion included) requeues us
+        # The cache may not have seen a pod created a moment ago: ask the store too.
         pods, _ = self.ctx.store.list(PODS, namespace)
-        if self.in_use(pods, name):
+        if self.in_use(pods, claim):
             return Result()
         updated = copy.deepcopy(claim)
         updated["metadata"]["finalizers"] = [f for f in updated["metadata"]["finalizers"] if f != PVC_PROTECTION]

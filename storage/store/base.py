@@ -120,12 +120,14 @@ class Store(ABC):
 
     @abstractmethod
     def delete(
-        self, resource: str, namespace: str, name: str, *, resource_version: str | None = None
+        self, resource: str, namespace: str, name: str, *, resource_version: str | None = None,
+        grace_seconds: int | None = None,
     ) -> dict[str, Any]:
         """Delete, or only mark (``deletionTimestamp``) while finalizers remain.
 
-        Conflict if ``resource_version`` is given and differs. Returns the
-        object as last stored (marked, or as it was when removed).
+        Pods are deleted gracefully (``storage.api.deletion``): ``grace_seconds`` is the request's
+        ``gracePeriodSeconds`` (None: the pod's own). Conflict if ``resource_version`` is given and
+        differs. Returns the object as last stored (marked, or as it was when removed).
         """
 
     @abstractmethod

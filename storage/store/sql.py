@@ -28,6 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -50,6 +51,7 @@ from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from storage.api import registry
+from storage.api.deletion import plan_deletion
 from storage.api.timestamps import now as _now
 from storage.errors import AlreadyExists, BadRequest, Conflict, FieldError, Gone, Invalid, NotFound, StowageError, TemporaryError
 from storage.store.base import EventType, ListPage, Store, Watcher, WatchEvent
@@ -822,10 +824,12 @@ class SqlStore(Store):
         meta["resourceVersion"] = str(revision)
         return stored
 
-    def delete(self, resource: str, namespace: str, name: str, *, resource_version: str | None = None) -> dict[str, Any]:
-        return self._retrying(lambda: self._delete_once(resource, namespace or "", name, resource_version))
+    def delete(self, resource: str, namespace: str, name: str, *, resource_version: str | None = None,
+               grace_seconds: int | None = None) -> dict[str, Any]:
+        return self._retrying(lambda: self._delete_once(resource, namespace or "", name, resource_version, grace_seconds))
 
-    def _delete_once(self, resource: str, namespace: str, name: str, resource_version: str | None) -> dict[str, Any]:
+    def _delete_once(self, resource: str, namespace: str, name: str, resource_version: str | None,
+                     grace_seconds: int | None) -> dict[str, Any]:
         with self._write_tx() as conn:
             row = self._read_locked(conn, resource, namespace, name)
             if row is None:
@@ -839,16 +843,16 @@ class SqlStore(Store):
                     f"ResourceVersion in record ({current_version}). The object might have been modified",
                 )
             current = json.loads(row[1])
-            meta = current.setdefault("metadata", {})
-            if meta.get("finalizers"):
-                if meta.get("deletionTimestamp"):  # already marked: nothing changes
-                    meta["resourceVersion"] = str(current_version)
-                    return current
-                meta["deletionTimestamp"] = _now()
-                meta["deletionGracePeriodSeconds"] = 0
-                change = _Change("update", resource, namespace, name, meta.get("uid", ""), _dumps(current), "MODIFIED")
+            plan = plan_deletion(resource, current, grace_seconds, datetime.now(timezone.utc))
+            meta = current["metadata"]
+            if plan.action == "keep":  # already marked and nothing to shorten: nothing changes
+                meta["resourceVersion"] = str(current_version)
+                return current
+            body = _dumps(current)
+            if plan.action == "mark":
+                change = _Change("update", resource, namespace, name, meta.get("uid", ""), body, "MODIFIED")
             else:
-                change = _Change("delete", resource, namespace, name, meta.get("uid", ""), row[1], "DELETED")
+                change = _Change("delete", resource, namespace, name, meta.get("uid", ""), body, "DELETED")
             revision = self._commit(conn, change)
         self._remember(resource, namespace, name, revision if change.op == "update" else None, change.body)
         self._after_commit([revision])

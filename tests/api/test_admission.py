@@ -9,7 +9,7 @@ import pytest
 from apiobjects import pv, pvc, storage_class
 from storage.apiserver.admission import pick_default_class
 from storage.client import Client
-from storage.errors import Invalid
+from storage.errors import Forbidden, Invalid
 
 
 def _class_of(client: Client, name: str) -> str | None:
@@ -123,14 +123,16 @@ def test_p4_bound_claim_grows_when_class_allows_expansion(client: Client) -> Non
 
 
 @pytest.mark.parametrize("expand", [False, None])
-def test_p4_growing_without_allow_volume_expansion_is_422(client: Client, expand: bool | None) -> None:
+def test_p4_growing_without_allow_volume_expansion_is_403_forbidden(client: Client, expand: bool | None) -> None:
+    """P4: an admission refusal, so 403 Forbidden in the resize admission plugin's words (not 422)."""
     client.create(storage_class("rigid", expand=expand))
     client.create(pvc("c", storageClassName="rigid"))
     _bind(client, "c")
-    with pytest.raises(Invalid) as info:
+    with pytest.raises(Forbidden) as info:
         _resize(client, "c", "2Gi")
-    assert ("spec.resources.requests.storage: Forbidden: only dynamically provisioned pvc can be resized "
-            "and the storageclass that provisions the pvc must support resize") in str(info.value)
+    assert info.value.code == 403
+    assert str(info.value) == ('persistentvolumeclaims "c" is forbidden: only dynamically provisioned pvc can be resized '
+                               "and the storageclass that provisions the pvc must support resize")
     assert client.get("persistentvolumeclaims", "c", "default")["spec"]["resources"]["requests"]["storage"] == "1Gi"
 
 

@@ -303,7 +303,8 @@ def test_delete_by_name_file_and_selector(cli, tmp_path) -> None:
 def test_delete_protected_volume_shows_terminating_rule_b11(cli, tmp_path) -> None:
     (tmp_path / "pv.yaml").write_text(PV)
     cli.ok("apply", "-f", str(tmp_path / "pv.yaml"))
-    assert cli.ok("delete", "pv", "pv1") == 'persistentvolume "pv1" deleted\n'
+    # --wait=false: the volume stays Terminating, so waiting (the default, as kubectl's) would never end.
+    assert cli.ok("delete", "pv", "pv1", "--wait=false") == 'persistentvolume "pv1" deleted\n'
     rows = parse_table(cli.ok("get", "pv"), PV_HEADERS)
     assert [(r["NAME"], r["STATUS"]) for r in rows] == [("pv1", "Terminating")]
 

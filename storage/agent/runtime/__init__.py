@@ -1,5 +1,6 @@
 """The pod runtime: containers as isolated host processes (runc, overlay of the host's /)."""
 from .envvars import EnvError, EnvSources, StaticEnvSources
+from .deadline import StopDeadline
 from .runtime import PodRuntime
 
-__all__ = ["EnvError", "EnvSources", "PodRuntime", "StaticEnvSources"]
+__all__ = ["EnvError", "EnvSources", "PodRuntime", "StaticEnvSources", "StopDeadline"]

@@ -26,6 +26,7 @@ from storage.api.timestamps import now as now_iso
 from storage.system.mounts import mounts_under
 
 from . import hosts as hostsfile
+from .deadline import StopDeadline
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .logfile import split_line
 from .oci import build_config, uses_user_namespace
@@ -507,20 +508,21 @@ class PodWorker:
         self.wake.set()
 
     # ---- stopping ------------------------------------------------------------------------
-    def _stop_instance(self, cs: ContainerState, inst: Instance, grace: float) -> None:
-        """SIGTERM to PID 1, then SIGKILL after the grace period; returns when it is gone."""
+    def _stop_instance(self, cs: ContainerState, inst: Instance, grace: float | StopDeadline) -> None:
+        """SIGTERM to PID 1, then SIGKILL when the grace period ends (it may be shortened meanwhile,
+        G3); returns when it is gone."""
+        deadline = grace if isinstance(grace, StopDeadline) else StopDeadline(grace)
         exit_file = self._container_dir(cs.name) / "exit"
-        deadline = time.monotonic() + grace
         while not exit_file.exists():
             if self.s.runc.kill(inst.container_id, "TERM"):
                 break
             if self.s.runc.state(inst.container_id) is None and (inst.proc is None or inst.proc.poll() is not None):
                 break
-            if time.monotonic() > deadline:
+            if deadline.remaining() <= 0:
                 break
-            time.sleep(0.05)
-        while not exit_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+            deadline.wait(0.05)
+        while not exit_file.exists() and deadline.remaining() > 0:
+            deadline.wait(0.05)
         kill_deadline = time.monotonic() + 30
         while not exit_file.exists() and time.monotonic() < kill_deadline:
             self.s.runc.kill(inst.container_id, "KILL")
@@ -535,21 +537,22 @@ class PodWorker:
             code, out = self.s.runc.exec(cs.instance.container_id, list(hook.get("command") or []), timeout)
             log.info("preStop hook ran", uid=self.uid, container=cs.name, exit_code=code)
 
-    def kill_all(self, grace: float) -> None:
-        """Stop every container (preStop hooks, then SIGTERM, SIGKILL after grace) and clean up."""
+    def kill_all(self, grace: float | StopDeadline) -> None:
+        """Stop every container (preStop hooks, then SIGTERM, SIGKILL when the grace period ends) and
+        clean up. A ``StopDeadline`` may be moved earlier while this runs (a shortened deletion)."""
+        deadline = grace if isinstance(grace, StopDeadline) else StopDeadline(grace)
         self.stop_thread()
         with self.lock:
             running = [cs for cs in self.containers.values() if cs.instance is not None]
             for cs in running:
                 cs.instance.stop.set()  # type: ignore[union-attr]
-            started = time.monotonic()
-            hooks = [threading.Thread(target=self.pre_stop, args=(cs, grace)) for cs in running]
+            hooks = [threading.Thread(target=self.pre_stop, args=(cs, deadline.remaining()), daemon=True) for cs in running]
             for t in hooks:
                 t.start()
-            for t in hooks:
-                t.join()
-            remaining = max(0.0, grace - (time.monotonic() - started))
-            stops = [threading.Thread(target=self._stop_instance, args=(cs, cs.instance, remaining)) for cs in running]
+            # A hook still running when the period ends (or is cut short) is cut off by the SIGKILL.
+            while any(t.is_alive() for t in hooks) and deadline.remaining() > 0:
+                deadline.wait(0.05)
+            stops = [threading.Thread(target=self._stop_instance, args=(cs, cs.instance, deadline)) for cs in running]
             for t in stops:
                 t.start()
             for t in stops:

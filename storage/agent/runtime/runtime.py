@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 import structlog
 
+from .deadline import StopDeadline
 from .envvars import EnvSources
 from .hosts import HostEntries
 from .ipam import LoopbackAllocator
@@ -120,17 +121,19 @@ class PodRuntime:
     def pod_ip(self, uid: str) -> str | None:
         return self.ips.get(uid)
 
-    def kill_pod(self, uid: str, grace_seconds: float | None = None) -> dict[str, Any] | None:
+    def kill_pod(self, uid: str, grace_seconds: float | StopDeadline | None = None) -> dict[str, Any] | None:
         """Stop every container (SIGTERM, SIGKILL after the grace period) and return the final status.
 
-        Logs and the pod's address stay until ``remove_pod``.
+        ``grace_seconds``: None for the pod's own ``terminationGracePeriodSeconds``; a ``StopDeadline``
+        lets the caller cut the period short while the containers stop. Logs and the pod's address
+        stay until ``remove_pod``.
         """
         with self._lock:
             worker = self._pods.pop(uid, None)
         if worker is None:
             return None
-        grace = worker._grace() if grace_seconds is None else float(grace_seconds)
-        worker.kill_all(grace)
+        grace = worker._grace() if grace_seconds is None else grace_seconds
+        worker.kill_all(grace if isinstance(grace, StopDeadline) else float(grace))
         for name in ("pod.json", "state.json", "volumes.json", "hosts.json"):
             (worker.state_dir / name).unlink(missing_ok=True)
         log.info("pod killed", uid=uid)

@@ -307,6 +307,51 @@ def test_b11_claim_in_use_stays_until_pod_gone(store, controllers):
     wait_for(lambda: get_or_none(store, PV, "", "v") is None, "volume removed", 30)
 
 
+def test_b11_any_pod_object_naming_the_claim_holds_it_finished_or_unscheduled(store, controllers):
+    """B11 in Stowage: the claim stays Terminating while any pod object names it, whatever its phase and
+    whether or not it is placed; an ephemeral volume's claim only for the pod that owns it."""
+    store.create(PV, mk_pv("v"))
+    store.create(PVC, mk_pvc("c"))
+    wait_phase(store, PVC, "default", "c", "Bound")
+
+    def mk_pod(name, node, phase_, volumes):
+        spec = {"containers": [{"name": "x", "image": "x"}], "volumes": volumes}
+        if node:
+            spec["nodeName"] = node
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                "spec": spec, "status": {"phase": phase_}}
+
+    uses_c = [{"name": "d", "persistentVolumeClaim": {"claimName": "c"}}]
+    store.create(POD, mk_pod("done", "n1", "Succeeded", uses_c))
+    store.create(POD, mk_pod("waiting", None, "Pending", uses_c))
+    store.delete(PVC, "default", "c")
+    wait_for(lambda: controllers.idle(), "controllers idle", 30)
+    assert store.get(PVC, "default", "c")["metadata"].get("deletionTimestamp")
+    store.delete(POD, "default", "done")
+    wait_for(lambda: controllers.idle(), "controllers idle", 30)
+    assert get_or_none(store, PVC, "default", "c") is not None, "the unscheduled pod still names it"
+    store.delete(POD, "default", "waiting")
+    wait_for(lambda: get_or_none(store, PVC, "default", "c") is None, "claim removed once no pod names it", 30)
+
+    # An ephemeral volume's generated claim <pod>-<volume>: held by the pod that owns it, not by a namesake.
+    ephemeral = [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]
+    owner = store.create(POD, mk_pod("eph", "n1", "Failed", ephemeral))
+    store.create(POD, mk_pod("eph2", "n1", "Running", ephemeral))
+    owned = mk_pvc("eph-scratch")
+    owned["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": "eph",
+                                             "uid": owner["metadata"]["uid"], "controller": True}]
+    store.create(PVC, owned)
+    store.create(PVC, mk_pvc("eph2-scratch"))  # the name eph2 would generate, but not eph2's claim
+    store.delete(PVC, "default", "eph-scratch")
+    store.delete(PVC, "default", "eph2-scratch")
+    wait_for(lambda: get_or_none(store, PVC, "default", "eph2-scratch") is None, "a claim the pod does not own goes", 30)
+    wait_for(lambda: controllers.idle(), "controllers idle", 30)
+    assert get_or_none(store, PVC, "default", "eph-scratch") is not None
+    store.delete(POD, "default", "eph")
+    wait_for(lambda: get_or_none(store, PVC, "default", "eph-scratch") is None, "the pod's ephemeral claim goes", 30)
+
+
 def test_b11_bound_volume_kept_while_bound(store, controllers):
     store.create(PV, mk_pv("v"))
     store.create(PVC, mk_pvc("c"))

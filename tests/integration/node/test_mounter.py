@@ -1,13 +1,14 @@
 """SEMANTICS A4 (safe format) on real loop devices."""
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from storage.system import blockdev, mounts
-from volume_plugins.mounter import MountError, Mounter
+from volume_plugins.mounter import FilesystemMismatch, MountError, Mounter
 
 
 def write_dos_partition_table(dev: str) -> None:
@@ -38,20 +39,44 @@ def test_a4_requested_fs_type_is_used_for_blank_device(node_tmp: Path, make_disk
     assert fs == "xfs" and mounts.top_mount(node_tmp / "mnt").fstype == "xfs"
 
 
-def test_a4_existing_filesystem_of_another_type_is_not_formatted_and_data_kept(node_tmp: Path, make_disk) -> None:
+def _checksum(dev: str) -> str:
+    with open(dev, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.mark.parametrize("requested", ["ext4", None])
+def test_a4_filesystem_of_another_type_is_neither_formatted_nor_mounted(node_tmp: Path, make_disk,
+                                                                        requested: str | None) -> None:
+    """A4 as mount-utils does it: the requested type (ext4 when none is given) is compared with the
+    device's; btrfs asked to mount as ext4 fails with the kubelet's message; the device is untouched."""
     dev = make_disk(160 * 2**20)
     subprocess.run(["mkfs.btrfs", "-q", dev], check=True)
-    uuid = blockdev.fs_uuid(dev)
     m = Mounter(node_tmp / "state")
     m.format_and_mount(dev, node_tmp / "a", "btrfs", key="v1")
     (node_tmp / "a" / "data.txt").write_text("keep me")
     mounts.unmount(node_tmp / "a")
+    before = _checksum(dev)
 
-    fs = m.format_and_mount(dev, node_tmp / "b", "ext4", key="v1")
+    with pytest.raises(FilesystemMismatch) as info:
+        m.format_and_mount(dev, node_tmp / "b", requested, key="v1")
 
-    assert fs == "btrfs"
-    assert blockdev.fs_uuid(dev) == uuid
-    assert (node_tmp / "b" / "data.txt").read_text() == "keep me"
+    assert str(info.value).startswith('failed to mount the volume as "ext4", it already contains btrfs. Mount error: '
+                                      "mount failed: exit status 32")
+    assert "Mounting arguments: -t ext4 " in str(info.value)
+    assert not mounts.is_mount_point(node_tmp / "b")
+    assert _checksum(dev) == before, "the device must not be written"
+    assert not list((node_tmp / "state").glob("*.mkfs-intent"))
+    m.format_and_mount(dev, node_tmp / "c", "btrfs", key="v1")
+    assert (node_tmp / "c" / "data.txt").read_text() == "keep me"
+
+
+def test_a4_ext3_requested_as_ext4_mounts_as_the_kubelet_does(node_tmp: Path, make_disk) -> None:
+    """A4: only a mount that fails is refused; the ext4 driver mounts ext3, so Kubernetes mounts it too."""
+    dev = make_disk()
+    subprocess.run(["mkfs.ext3", "-q", dev], check=True)
+    Mounter(node_tmp / "state").format_and_mount(dev, node_tmp / "mnt", "ext4", key="v1")
+    assert mounts.top_mount(node_tmp / "mnt").fstype == "ext4"
+    assert blockdev.probe_filesystem(dev) == "ext3"
 
 
 def test_a4_partition_table_is_never_formatted(node_tmp: Path, make_disk) -> None:

@@ -110,3 +110,20 @@ def test_status_causes_round_trip_without_repeating_the_field() -> None:
     # A cause from a server that still repeated the field reads the same.
     old = {"reason": "FieldValueRequired", "field": "spec.y", "message": "spec.y: Required value"}
     assert FieldError.from_cause(old).message() == "spec.y: Required value"
+
+
+def test_node_status_column_as_kubectl_prints_it() -> None:
+    """kubectl's printNode: Ready / NotReady (False or Unknown) / Unknown (no condition), then SchedulingDisabled."""
+    def node(ready: str | None, unschedulable: bool = False, labels: dict | None = None) -> dict:
+        conditions = [{"type": "Ready", "status": ready}] if ready is not None else []
+        return {"metadata": {"name": "n1", "labels": labels or {}}, "spec": {"unschedulable": unschedulable},
+                "status": {"conditions": [{"type": "MemoryPressure", "status": "False"}, *conditions]}}
+    assert cells("Node", node("True"))["Status"] == "Ready"
+    assert cells("Node", node("False"))["Status"] == "NotReady"
+    assert cells("Node", node("Unknown"))["Status"] == "NotReady"
+    assert cells("Node", node(None))["Status"] == "Unknown"
+    assert cells("Node", node("True", unschedulable=True))["Status"] == "Ready,SchedulingDisabled"
+    assert cells("Node", node("Unknown", unschedulable=True))["Status"] == "NotReady,SchedulingDisabled"
+    roles = node("True", labels={"node-role.kubernetes.io/control-plane": "", "kubernetes.io/role": "storage"})
+    assert cells("Node", roles)["Roles"] == "control-plane,storage"
+    assert cells("Node", node("True"))["Roles"] == "<none>"

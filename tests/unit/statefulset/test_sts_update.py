@@ -246,3 +246,44 @@ def test_status_is_not_rewritten_when_unchanged():
     w = World(make_set(replicas=1))
     w.converge()
     assert w.changes() == []
+
+
+def test_s8_parallel_rollout_replaces_unready_old_members_so_a_reverted_template_heals():
+    """S8: under Parallel a member that is not Ready and runs an old revision is replaced at once
+    (it is unavailable already); reverting a template that never became Ready heals the set."""
+    w = World(make_set(replicas=3, policy="Parallel"))
+    w.converge()
+    w.set_image("broken:1")
+    assert deleted_pods(w.step()) == ["web-2"]
+    assert created_pods(w.step()) == ["web-2"]
+    w.unready("web-2")  # the new image never becomes Ready: the rollout stops there (maxUnavailable 1)
+    assert deleted_pods(w.step()) == []
+    assert image_of(w, "web-2") == "broken:1"
+    w.set_image("nginx:1")  # revert
+    assert deleted_pods(w.step()) == ["web-2"]
+    w.converge()
+    assert [image_of(w, n) for n in ("web-0", "web-1", "web-2")] == ["nginx:1"] * 3
+    st = w.sts["status"]
+    assert st["currentRevision"] == st["updateRevision"] and st["readyReplicas"] == 3
+
+
+def test_s8_parallel_replaces_every_unready_old_member_and_healthy_ones_within_the_budget():
+    w = World(make_set(replicas=4, policy="Parallel"))
+    w.converge()
+    w.unready("web-1")
+    w.unready("web-3")
+    w.set_image("nginx:2")
+    # Both unready old members go at once; no healthy one, since two are unavailable already.
+    assert deleted_pods(w.step()) == ["web-3", "web-1"]
+
+
+def test_s7_ordered_ready_still_waits_on_an_unready_old_member_after_a_revert():
+    w = World(make_set(replicas=3))
+    w.converge()
+    w.set_image("broken:1")
+    assert deleted_pods(w.step()) == ["web-2"]
+    w.step()
+    w.unready("web-2")
+    w.set_image("nginx:1")
+    assert deleted_pods(w.step()) == []
+    assert w.sts["status"]["conditions"][0]["message"].startswith("Waiting for pod web-2 to be Running and Ready")

@@ -1,0 +1,227 @@
+"""Deleting pods and their claims through the real agent (runc pods, loop devices, kubectl):
+grace periods (G1-G4), force deletion (G2), claims held by pod objects (B11), finished pods'
+volumes (A1), and devices holding another filesystem (A4)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent_cluster import Cluster, claim, local_class, pod, wait_until
+from provisioners import registry as provisioner_registry
+from provisioners.hostpath import HostPathProvisioner
+from storage.agent.agent import NodeAgent
+from storage.errors import NotFound
+from storage.system import blockdev, loop, mounts
+from support import kubectl_binary
+
+STUBBORN = "trap '' TERM; while true; do sleep 1; done"  # ignores SIGTERM: only SIGKILL ends it
+IMMEDIATE = b"Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated."
+
+
+def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env["KUBECONFIG"] = str(cluster.server.kubeconfig)
+    # The timeout is far below the pods' 600 s grace: a deletion that waits it out fails here.
+    return subprocess.run([kubectl_binary(), *args], capture_output=True, timeout=120, env=env)
+
+
+def containers_of(agent: NodeAgent, uid: str) -> list[dict]:
+    assert agent.runtime is not None
+    return [c for c in agent.runtime.settings.runc.list() if uid in c.get("id", "")]
+
+
+def full_pass(agent: NodeAgent) -> None:
+    """One whole-node pass of the agent (what a relist brings), done."""
+    before = agent.request_full_sync()
+    wait_until(lambda: agent.full_passes > before, "a whole-node pass of the agent")
+
+
+def paths_named(root: Path, name: str) -> list[Path]:
+    return [p for p in root.rglob("*") if name in p.name]
+
+
+def node_status(cluster: Cluster) -> str:
+    out = kubectl(cluster, "get", "nodes", "--no-headers")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.decode().split()[1]
+
+
+def test_g2_g3_g4_kubectl_shortens_then_force_deletes_and_the_agent_stops_the_containers(cluster: Cluster) -> None:
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    # kubectl's STATUS column: Ready, and Ready,SchedulingDisabled while cordoned.
+    assert node_status(cluster) == "Ready"
+    assert kubectl(cluster, "cordon", "n1").returncode == 0
+    assert node_status(cluster) == "Ready,SchedulingDisabled"
+    assert kubectl(cluster, "uncordon", "n1").returncode == 0
+
+    cluster.apply(local_class(), claim("data"), pod("slow", STUBBORN, grace=600),
+                  pod("forced", STUBBORN, claims={"data": "/data"}, grace=600))
+    slow = cluster.wait_running("slow")["metadata"]["uid"]
+    forced = cluster.wait_running("forced")["metadata"]["uid"]
+    pv_name = cluster.client.get("persistentvolumeclaims", "data", "default")["spec"]["volumeName"]
+
+    # G1/G4: the pod's own 600 s; SIGTERM is ignored, so it stays Terminating and running.
+    marked = cluster.client.delete("pods", "slow", "default")
+    assert marked["metadata"]["deletionGracePeriodSeconds"] == 600
+    assert cluster.pod("slow")["metadata"]["deletionTimestamp"]
+    assert [c["status"] for c in containers_of(agent, slow)] == ["running"]
+    # G3: a shorter grace is honoured by the agent already stopping it; kubectl waits until it is gone.
+    shortened = kubectl(cluster, "delete", "pod", "slow", "--grace-period=1")
+    assert shortened.returncode == 0, shortened.stderr
+    assert shortened.stdout.startswith(b'pod "slow" deleted')  # newer kubectl adds "from default namespace"
+    wait_until(lambda: not containers_of(agent, slow), "the shortened pod's container to be gone")
+
+    # G2: --force --grace-period=0 removes the object at once, past the agent's finalizer; kubectl
+    # prints the warning itself. The agent then stops what it still runs and unmounts its volume.
+    done = kubectl(cluster, "delete", "pod", "forced", "--force", "--grace-period=0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b'pod "forced" force deleted')
+    assert IMMEDIATE in done.stderr
+    with pytest.raises(NotFound):
+        cluster.pod("forced")
+    wait_until(lambda: not containers_of(agent, forced), "the force-deleted pod's container to be stopped")
+    wait_until(lambda: not (cluster.agent_dir("n1") / "pods" / forced).exists(), "the pod's directory to be removed")
+    assert not mounts.mounts_under(cluster.agent_dir("n1") / "pods")
+
+    # No pod names the claim any more: it goes with its volume, and nothing of that comes back.
+    cluster.client.delete("persistentvolumeclaims", "data", "default")
+    cluster.wait_gone("persistentvolumes", pv_name)
+    wait_until(lambda: not paths_named(cluster.pool_dir("n1"), pv_name), "the pool volume's files to be gone")
+    full_pass(agent)
+    assert not paths_named(cluster.base, pv_name)
+
+
+def test_g2_force_delete_while_the_node_is_down_stops_the_container_when_it_returns(cluster: Cluster) -> None:
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    cluster.apply(pod("orphan", grace=2))
+    uid = cluster.wait_running("orphan")["metadata"]["uid"]
+    cluster.stop_agent("n1")  # its containers keep running, as a node that lost its agent
+    assert [c["status"] for c in containers_of(agent, uid)] == ["running"]
+    # The agent's finalizer does not hold a force deletion: the object is gone with the node down.
+    cluster.client.delete("pods", "orphan", "default", grace_period_seconds=0)
+    with pytest.raises(NotFound):
+        cluster.pod("orphan")
+    assert [c["status"] for c in containers_of(agent, uid)] == ["running"]
+    back = cluster.add_agent("n1")
+    wait_until(lambda: not containers_of(back, uid), "the returning agent to stop the orphan")
+    wait_until(lambda: not (cluster.agent_dir("n1") / "pods" / uid).exists(), "the orphan's directory to be removed")
+
+
+def test_b11_a1_a_finished_pod_holds_its_claims_keeps_no_volume_and_nothing_deleted_reappears(cluster: Cluster) -> None:
+    """B11: a Succeeded pod's object holds its claim. A1: a finished pod keeps its logs, not its volumes,
+    and its volumes are never set up again: a claim taken away under it (a user removed the protection)
+    takes its hostPath directory along, and no later pass of the agent creates that directory anew."""
+    cluster.start_controllers()
+    root = cluster.base / "hostpath"
+    root.mkdir()
+    hostpath = HostPathProvisioner(root, node="n1")
+    provisioner_registry.register(hostpath)
+    try:
+        agent = cluster.add_agent("n1", host_path_prefixes=(str(root),))
+        cluster.apply(
+            local_class(),
+            {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "hp"},
+             "provisioner": hostpath.name, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"},
+            claim("data"), claim("scratch", storage_class="hp"),
+            pod("job", "echo done > /data/out; echo x > /scratch/x; echo finished", claims={"data": "/data", "scratch": "/scratch"},
+                restartPolicy="Never"))
+        uid = cluster.wait_pod("job", lambda p: p["status"].get("phase") == "Succeeded", "Succeeded")["metadata"]["uid"]
+        data_pv = cluster.client.get("persistentvolumeclaims", "data", "default")["spec"]["volumeName"]
+        scratch_pv = cluster.client.get("persistentvolumeclaims", "scratch", "default")["spec"]["volumeName"]
+        scratch_dir = root / scratch_pv
+        assert (scratch_dir / "x").read_text() == "x\n"
+        pod_dir = cluster.agent_dir("n1") / "pods" / uid
+        # A1: published Succeeded only once its volumes are released; its log stays.
+        assert not mounts.mounts_under(pod_dir)
+        assert not list((pod_dir / "volumes").glob("*/*"))
+        assert (pod_dir / "logs").is_dir()
+
+        # B11: the finished pod's object still names both claims, so they stay Terminating...
+        cluster.client.delete("persistentvolumeclaims", "data", "default")
+        cluster.client.delete("persistentvolumeclaims", "scratch", "default")
+        # ...until a user takes the protection off one (the usual way to unstick a claim): it goes at
+        # once, its volume with it, and the provisioner removes the volume's directory.
+        scratch = cluster.client.get("persistentvolumeclaims", "scratch", "default")
+        assert scratch["metadata"]["deletionTimestamp"]
+        scratch["metadata"]["finalizers"] = []
+        cluster.client.update(scratch)
+        cluster.wait_gone("persistentvolumes", scratch_pv)
+        assert not scratch_dir.exists()
+        full_pass(agent)
+        assert not scratch_dir.exists(), "the agent created a deleted volume's directory again"
+        assert cluster.pod("job")["status"]["phase"] == "Succeeded"
+        # Meanwhile the claim the pod still names has stayed, Terminating, with its volume.
+        assert cluster.client.get("persistentvolumeclaims", "data", "default")["metadata"]["deletionTimestamp"]
+        assert cluster.client.get("persistentvolumes", data_pv)["status"]["phase"] == "Bound"
+
+        # G1: a finished pod goes at once; then its claim and volume follow.
+        cluster.client.delete("pods", "job", "default")
+        with pytest.raises(NotFound):
+            cluster.pod("job")
+        cluster.wait_gone("persistentvolumeclaims", "data", "default")
+        cluster.wait_gone("persistentvolumes", data_pv)
+        wait_until(lambda: not paths_named(cluster.pool_dir("n1"), data_pv), "the pool volume's files to be gone")
+        full_pass(agent)
+        assert not paths_named(cluster.base, data_pv) and not paths_named(cluster.base, scratch_pv)
+    finally:
+        provisioner_registry.unregister(hostpath.name)
+
+
+def _sha256(dev: str) -> str:
+    digest = hashlib.sha256()
+    with open(dev, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def test_a4_a_device_holding_another_filesystem_is_never_formatted_nor_mounted(cluster: Cluster) -> None:
+    """A4: xfs on the device, the volume asks ext4 (or no fsType, which means ext4): FailedMount in the
+    kubelet's words, the pod waits in ContainerCreating, the device is untouched."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    devices = {}
+    for name, fs_type in (("xfs-as-ext4", "ext4"), ("xfs-no-fstype", None)):
+        image = cluster.base / "disks" / f"{name}.img"
+        image.parent.mkdir(exist_ok=True)
+        with open(image, "wb") as f:
+            f.truncate(320 << 20)  # mkfs.xfs needs 300 MiB
+        dev = loop.attach(image)
+        subprocess.run(["mkfs.xfs", "-q", dev], check=True)
+        devices[name] = dev
+        local = {"path": dev, **({"fsType": fs_type} if fs_type else {})}
+        cluster.apply(
+            {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+             "spec": {"capacity": {"storage": "300Mi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                      "persistentVolumeReclaimPolicy": "Retain", "local": local,
+                      "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                          {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}},
+            {**claim(f"c-{name}", storage_class=""), "spec": {**claim(f"c-{name}", storage_class="")["spec"], "volumeName": name}})
+    before = {name: _sha256(dev) for name, dev in devices.items()}
+    cluster.apply(pod("mounter", claims={"c-xfs-as-ext4": "/a", "c-xfs-no-fstype": "/b"}))
+
+    def failed_mounts() -> list[str] | None:
+        found = sorted({e["message"] for e in cluster.events_for("mounter") if e.get("reason") == "FailedMount"})
+        return found if len(found) == 2 else None
+
+    messages = wait_until(failed_mounts, "a FailedMount event for each volume")
+    for message, name in zip(messages, sorted(devices)):
+        assert message.startswith(
+            f'MountVolume.MountDevice failed for volume "{name}" : failed to mount the volume as "ext4", '
+            "it already contains xfs. Mount error: mount failed: exit status 32\nMounting command: mount\n"
+            f"Mounting arguments: -t ext4 {devices[name]} "), message
+    waiting = cluster.pod("mounter")
+    assert waiting["status"]["phase"] == "Pending"
+    assert waiting["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+    for name, dev in devices.items():
+        assert not mounts.mounts_of_device(dev)
+        assert blockdev.probe_filesystem(dev) == "xfs"
+    cluster.client.delete("pods", "mounter", "default", grace_period_seconds=0)
+    cluster.wait_gone("pods", "mounter", "default")
+    assert {name: _sha256(dev) for name, dev in devices.items()} == before, "the devices must not be written"
