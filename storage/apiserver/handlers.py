@@ -25,6 +25,8 @@ from storage.store.base import Store
 _SERVER_OWNED_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
 # Kubernetes resets these kinds' status on create; the controllers and agent write it afterwards.
 _STATUS_RESET_ON_CREATE = {"persistentvolumes", "persistentvolumeclaims", "pods"}
+# A budget's status is what evictions spend: only the disruption controller writes it, never its creator.
+_STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets"}
 # Read-modify-write loops retry this often when a writer races them and the client gave no precondition.
 _MAX_RETRIES = 8
 
@@ -93,6 +95,8 @@ class Handlers:
         obj = self._normalize(t, body, fields)
         if t.info.plural in _STATUS_RESET_ON_CREATE:
             obj["status"] = {"phase": "Pending"}
+        elif t.info.plural in _STATUS_DROPPED_ON_CREATE:
+            obj.pop("status", None)
         meta = obj["metadata"]
         for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
             meta.pop(key, None)
