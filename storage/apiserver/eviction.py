@@ -95,6 +95,19 @@ def _with_rv(options: Obj, rv: str) -> Obj:
     return out
 
 
+def _check_preconditions(pod: Obj, options: Obj) -> None:
+    preconditions = options.get("preconditions") or {}
+    meta = _meta(pod)
+    name = str(meta.get("name"))
+    if preconditions.get("uid") and preconditions["uid"] != meta.get("uid"):
+        raise Conflict(f'Precondition failed: UID in precondition: {preconditions["uid"]}, UID in object meta: '
+                       f'{meta.get("uid")}', kind="pods", name=name)
+    rv = preconditions.get("resourceVersion")
+    if rv and rv != meta.get("resourceVersion"):
+        raise Conflict(f"Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object "
+                       f"meta: {meta.get('resourceVersion')}", kind="pods", name=name)
+
+
 class EvictionHandler:
     def __init__(self, handlers: Handlers, clock: Callable[[], datetime] | None = None) -> None:
         self.handlers = handlers
@@ -107,6 +120,9 @@ class EvictionHandler:
         namespaces.check_create(self.store, _PODS, {"metadata": {"name": name, "namespace": namespace}})
         pod = self._pod(namespace, name)
         self._node_may_evict(user, pod)
+        # Unlike Kubernetes (which checks them only when it deletes, after spending the budget), a request
+        # whose preconditions cannot hold is refused before it touches the budget.
+        _check_preconditions(pod, options)
 
         # E3: nothing to protect; delete (naming the version seen, unless the client named one) and be done.
         original_rv = _rv_precondition(options)
@@ -203,15 +219,8 @@ class EvictionHandler:
     def _mark_once(self, namespace: str, name: str, options: Obj) -> Obj | None:
         """The options to delete with; None when another writer changed the pod meanwhile (read again)."""
         pod = self.store.get("pods", namespace, name)
-        preconditions = options.get("preconditions") or {}
-        meta = _meta(pod)
-        if preconditions.get("uid") and preconditions["uid"] != meta.get("uid"):
-            raise Conflict(f'Precondition failed: UID in precondition: {preconditions["uid"]}, UID in object meta: '
-                           f'{meta.get("uid")}', kind="pods", name=name)
-        rv = preconditions.get("resourceVersion")
-        if rv and rv != meta.get("resourceVersion"):
-            raise Conflict(f"Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object "
-                           f"meta: {meta.get('resourceVersion')}", kind="pods", name=name)
+        _check_preconditions(pod, options)
+        rv = _rv_precondition(options)
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return options  # a finished pod keeps its final status
         status = pod.setdefault("status", {})
