@@ -171,13 +171,20 @@ class UnsupportedMediaType(StowageError):
 class TooManyRequests(StowageError):
     code, reason = 429, "TooManyRequests"
 
-    def __init__(self, message: str = "", *, retry_after: int = 1) -> None:
+    def __init__(self, message: str = "", *, retry_after: int = 1, causes: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
+        # 0: no Retry-After header, so that clients (client-go) report the refusal instead of retrying it themselves.
         self.retry_after = retry_after
+        self.causes = list(causes or [])
 
     def to_status(self) -> dict[str, Any]:
         status = super().to_status()
-        status["details"] = {"retryAfterSeconds": self.retry_after}
+        details: dict[str, Any] = {}
+        if self.retry_after > 0:
+            details["retryAfterSeconds"] = self.retry_after
+        if self.causes:
+            details["causes"] = list(self.causes)
+        status["details"] = details
         return status
 
 
@@ -210,6 +217,9 @@ def from_status(status: dict[str, Any], http_code: int) -> StowageError:
     code = int(status.get("code", http_code) or http_code)
     message = str(status.get("message", "")) or f"HTTP {code}"
     details = status.get("details") or {}
+    if code == 429:
+        return TooManyRequests(message, retry_after=int(details.get("retryAfterSeconds") or 0),
+                               causes=[c for c in details.get("causes") or [] if isinstance(c, dict)])
     cls = _BY_CODE_REASON.get((code, reason))
     if cls is None:
         cls = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: Gone, 422: Invalid}.get(code, StowageError)

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from storage.api import validation as v
 from storage.api.models import MODELS
+from storage.api.models.policy import Eviction
 from storage.api.openapi_text import DESCRIPTIONS, KIND_DESCRIPTIONS
 from storage.api.patchmeta import list_map_keys, patch_meta
 from storage.api.registry import RESOURCES, ResourceInfo, groups
@@ -28,7 +29,8 @@ __all__ = ["definition_name", "definitions", "v2_document", "v3_document", "v3_i
 META = "io.k8s.apimachinery.pkg.apis.meta.v1"
 QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
-_META_CLASSES = {"ObjectMeta", "OwnerReference", "Condition", "LabelSelector", "LabelSelectorRequirement"}
+_META_CLASSES = {"ObjectMeta", "OwnerReference", "Condition", "LabelSelector", "LabelSelectorRequirement",
+                 "DeleteOptions"}
 _MODULE_PACKAGES = {
     "storage.api.models.core": "io.k8s.api.core.v1",
     "storage.api.models.pod": "io.k8s.api.core.v1",
@@ -69,6 +71,7 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("NamespaceStatus", "phase"): v.NAMESPACE_PHASES,
     ("StatefulSetPersistentVolumeClaimRetentionPolicy", "whenDeleted"): v.RETENTION_POLICIES,
     ("StatefulSetPersistentVolumeClaimRetentionPolicy", "whenScaled"): v.RETENTION_POLICIES,
+    ("PodDisruptionBudgetSpec", "unhealthyPodEvictionPolicy"): v.UNHEALTHY_POD_EVICTION_POLICIES,
 }
 
 # Fields Kubernetes marks required (names absent from a model are skipped).
@@ -122,6 +125,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "AttachedVolume": ("name", "devicePath"),
     "ControllerRevision": ("revision",),
 }
+
+EVICTION_GVK = {"group": "policy", "kind": "Eviction", "version": "v1"}
+
 
 def definition_name(model: type[BaseModel]) -> str:
     name = model.__name__
@@ -305,12 +311,16 @@ def definitions() -> dict[str, dict[str, Any]]:
     for info in RESOURCES:
         model = MODELS[info.kind]
         todo.append(model)
+    todo.append(Eviction)
     while todo:
         model = todo.pop()
         if model in done:
             continue
         done.add(model)
+        if definition_name(model) in defs:  # meta types written out above (DeleteOptions)
+            continue
         defs[definition_name(model)] = _model_schema(model, todo)
+    defs[definition_name(Eviction)]["x-kubernetes-group-version-kind"] = [EVICTION_GVK]
     for info in RESOURCES:
         name = definition_name(MODELS[info.kind])
         kind_def = defs[name]
@@ -430,6 +440,12 @@ def resource_paths(info: ResourceInfo) -> dict[str, Any]:
             "get": _operation(info, "list", _op_name("list", info, False, "ForAllNamespaces"), list_ref,
                               params=_LIST_PARAMS),
         }
+    if info.kind == "Pod":
+        eviction = definition_name(Eviction)
+        post = _operation(info, "post", "createCoreV1NamespacedPodEviction", eviction, body=eviction,
+                          params=write, created=True)
+        post["x-kubernetes-group-version-kind"] = EVICTION_GVK
+        paths[f"{collection}/{{name}}/eviction"] = {"post": post, "parameters": [name_param, ns_param]}
     if info.has_status:
         paths[f"{collection}/{{name}}/status"] = {
             "get": _operation(info, "get", _op_name("read", info, ns, "Status"), kind_ref),

@@ -47,9 +47,39 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "Patch": "A patch body; its content type names its format.",
     "LabelSelector": "A label query: matchLabels and matchExpressions are ANDed; an empty selector matches everything.",
     "ObjectReference": "A reference to an object by kind, namespace, name and uid.",
+    "PodDisruptionBudget": "Limits how many pods of a replicated application voluntary disruptions (evictions, "
+                           "kubectl drain) may take down at once.",
+    "PodDisruptionBudgetSpec": "Which pods the budget guards and how many of them must stay available.",
+    "PodDisruptionBudgetStatus": "What the disruption controller last observed, and how many disruptions the "
+                                 "budget allows now.",
+    "Eviction": "Evicts a pod from its node, subject to its PodDisruptionBudget: POST it to the pod's eviction "
+                "subresource.",
 }
 
 DESCRIPTIONS: dict[str, str] = {
+    # PodDisruptionBudget and Eviction
+    "PodDisruptionBudgetSpec.minAvailable": "The number (or percentage of the controllers' replicas) of selected "
+                                            "pods that must stay available after an eviction. Exclusive with "
+                                            "maxUnavailable.",
+    "PodDisruptionBudgetSpec.maxUnavailable": "The number (or percentage of the controllers' replicas) of selected "
+                                              "pods that may be unavailable after an eviction. Exclusive with "
+                                              "minAvailable.",
+    "PodDisruptionBudgetSpec.selector": "The pods the budget guards; an empty selector selects every pod in the "
+                                        "namespace, a missing one none.",
+    "PodDisruptionBudgetSpec.unhealthyPodEvictionPolicy": "When a pod that is not Ready may be evicted: "
+                                                          "IfHealthyBudget (default) only while the application has "
+                                                          "its desired healthy pods, AlwaysAllow always.",
+    "PodDisruptionBudgetStatus.observedGeneration": "The generation of the budget the status was computed for; "
+                                                    "evictions wait until it is current.",
+    "PodDisruptionBudgetStatus.disruptedPods": "Pods an eviction let go that the controller has not seen deleted "
+                                               "yet, with the time of the eviction.",
+    "PodDisruptionBudgetStatus.disruptionsAllowed": "How many more pods may be evicted now.",
+    "PodDisruptionBudgetStatus.currentHealthy": "Selected pods that are Ready and not being deleted.",
+    "PodDisruptionBudgetStatus.desiredHealthy": "The fewest healthy pods the budget keeps.",
+    "PodDisruptionBudgetStatus.expectedPods": "The pods the budget counts: the selected pods for an integer "
+                                              "minAvailable, else the replicas of their controllers.",
+    "PodDisruptionBudgetStatus.conditions": "DisruptionAllowed: True while an eviction would be allowed.",
+    "Eviction.deleteOptions": "How the pod is deleted once the eviction is allowed.",
     "*.apiVersion": "The versioned schema of this representation of an object. Servers convert recognized "
                     "schemas to the latest internal value and may reject unrecognized values.",
     "*.kind": "The REST resource this object represents, in CamelCase. Servers may infer it from the endpoint "

@@ -461,6 +461,12 @@ def _csr(obj: dict[str, Any], now: datetime) -> Row:
             f"{duration}s" if duration else "<none>", ",".join(conditions) or "Pending"]
 
 
+def _pod_disruption_budget(obj: dict[str, Any], now: datetime) -> Row:
+    spec = _spec(obj)
+    shown = [str(spec[k]) if spec.get(k) is not None else "N/A" for k in ("minAvailable", "maxUnavailable")]
+    return [_name(obj), *shown, str(int(_status(obj).get("disruptionsAllowed") or 0)), object_age(obj, now)]
+
+
 _WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
@@ -493,6 +499,8 @@ register("ClusterRoleBinding", Columns(["NAME", "ROLE", "AGE"], _binding, ["USER
 register("ServiceAccount", Columns(["NAME", "SECRETS", "AGE"], _service_account))
 register("CertificateSigningRequest", Columns(["NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"],
                                               _csr))
+register("PodDisruptionBudget", Columns(["NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"],
+                                        _pod_disruption_budget))
 
 
 # --- meta.k8s.io/v1 Table ------------------------------------------------------------------------
@@ -514,8 +522,10 @@ _COLUMN_NAMES = {
     "AVAILABLE": "Available", "NODE SELECTOR": "Node Selector", "CONTAINERS": "Containers", "IMAGES": "Images",
     "ENDPOINTS": "Endpoints", "DATA": "Data", "CONTROLLER": "Controller", "REVISION": "Revision",
     "ATTACHER": "Attacher", "PV": "PV", "ATTACHED": "Attached", "HOLDER": "Holder",
+    "MIN AVAILABLE": "Min Available", "MAX UNAVAILABLE": "Max Unavailable", "ALLOWED DISRUPTIONS": "Allowed Disruptions",
 }
-_INTEGER_COLUMNS = {"RESTARTS", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "DATA", "REVISION", "COUNT"}
+_INTEGER_COLUMNS = {"RESTARTS", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "DATA", "REVISION", "COUNT",
+                    "ALLOWED DISRUPTIONS"}
 
 
 def column_definitions(kind: str) -> list[dict[str, Any]]:

@@ -98,6 +98,8 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("ServiceAccount", "serviceaccounts", "serviceaccount", "", "v1", True, ("sa",), has_status=False),
     ResourceInfo("CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest",
                  "certificates.k8s.io", "v1", False, ("csr",)),
+    ResourceInfo("PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", "policy", "v1", True,
+                 ("pdb",)),
 )
 
 _BY_KIND = {r.kind: r for r in RESOURCES}

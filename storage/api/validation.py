@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 from pydantic import ValidationError
 
 from storage.api.conversion import convert
+from storage.api.disruption import UNHEALTHY_POD_EVICTION_POLICIES as _UNHEALTHY_POD_EVICTION_POLICIES
 from storage.api.modelbase import dump
 from storage.api.models import MODELS
 from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES
@@ -56,6 +57,7 @@ TOLERATION_OPERATORS = ("Equal", "Exists")
 SELECTOR_OPERATORS = ("DoesNotExist", "Exists", "In", "NotIn")
 NODE_SELECTOR_OPERATORS = ("DoesNotExist", "Exists", "Gt", "In", "Lt", "NotIn")
 RETENTION_POLICIES = ("Delete", "Retain")
+UNHEALTHY_POD_EVICTION_POLICIES = _UNHEALTHY_POD_EVICTION_POLICIES
 PV_PHASES = ("Available", "Bound", "Failed", "Pending", "Released")
 PVC_PHASES = ("Bound", "Lost", "Pending")
 POD_PHASES = ("Failed", "Pending", "Running", "Succeeded", "Unknown")
@@ -973,6 +975,19 @@ def _lease(errs: _Errors, obj: dict[str, Any]) -> None:
     errs.non_negative("spec.leaseTransitions", spec.get("leaseTransitions"))
 
 
+def _pod_disruption_budget(errs: _Errors, obj: dict[str, Any]) -> None:
+    """E16, Kubernetes' ValidatePodDisruptionBudgetSpec: at most one of minAvailable and maxUnavailable, each a
+    non-negative integer or a percentage up to 100%."""
+    spec = _d(obj.get("spec"))
+    if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
+        errs.items.append(FieldError("spec", "Invalid value", "minAvailable and maxUnavailable cannot be both set"))
+    for key in ("minAvailable", "maxUnavailable"):
+        if spec.get(key) is not None:
+            _int_or_percent(errs, spec[key], f"spec.{key}")
+    _label_selector(errs, "spec.selector", spec.get("selector"))
+    errs.enum("spec.unhealthyPodEvictionPolicy", spec.get("unhealthyPodEvictionPolicy"), UNHEALTHY_POD_EVICTION_POLICIES)
+
+
 def _replication_controller(errs: _Errors, obj: dict[str, Any]) -> None:
     spec = _d(obj.get("spec"))
     errs.non_negative("spec.replicas", spec.get("replicas"))
@@ -1288,6 +1303,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "SelfSubjectReview": _nothing,
     "ServiceAccount": _nothing,
     "CertificateSigningRequest": _csr,
+    "PodDisruptionBudget": _pod_disruption_budget,
 }
 _UPDATE_RULES: dict[str, _UpdateRule] = {
     "PersistentVolume": _pv_update,
@@ -1339,6 +1355,11 @@ def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
             value = json.dumps(value, default=str) if value is not None else "null"
         out.append(FieldError(path, "Invalid value", msg, value, True))
     return out
+
+
+def pydantic_field_errors(exc: ValidationError) -> list[FieldError]:
+    """A model's shape errors as Kubernetes field errors (for bodies that are not stored kinds)."""
+    return _pydantic_errors(exc)
 
 
 def _resource_info(obj: Any) -> ResourceInfo:
@@ -1425,6 +1446,9 @@ def validate_status(obj: dict[str, Any], old: dict[str, Any] | None = None) -> d
     phases = _STATUS_PHASES.get(info.kind)
     if phases is not None:
         errs.enum("status.phase", status.get("phase"), phases)
+    if info.kind == "PodDisruptionBudget":
+        for key in ("disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods"):
+            errs.non_negative(f"status.{key}", status.get(key))
     if info.kind == "PersistentVolumeClaim":
         for mode in _l(status.get("accessModes")):
             errs.enum("status.accessModes", mode, ACCESS_MODES)

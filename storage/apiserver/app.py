@@ -31,6 +31,7 @@ from storage.apiserver import identity
 from storage.apiserver.auth import TokenAuth, User
 from storage.apiserver.authn import Authenticator
 from storage.apiserver.authz import Authorization, answer_review, authenticated, impersonated, request_attributes
+from storage.apiserver.eviction import EvictionHandler
 from storage.apiserver.fieldvalidation import FieldValidation, warning_header
 from storage.apiserver.handlers import Handlers, Target, with_type
 from storage.apiserver.node_authz import NodeRestriction
@@ -85,7 +86,7 @@ def _error(err: StowageError) -> Response:
     response = _json(status, err.code)
     if isinstance(err, TemporaryError):
         response.headers["Retry-After"] = str(max(1, int(err.delay + 0.999)))
-    elif isinstance(err, TooManyRequests):
+    elif isinstance(err, TooManyRequests) and err.retry_after > 0:
         response.headers["Retry-After"] = str(err.retry_after)
     return response
 
@@ -143,6 +144,8 @@ def _has_subresource(info: registry.ResourceInfo, subresource: str) -> bool:
         return info.has_status
     if subresource == "scale":
         return info.plural in scale.SCALABLE
+    if subresource == "eviction":
+        return info.plural == "pods"
     return subresource == "finalize" and info.plural == "namespaces"
 
 
@@ -212,6 +215,7 @@ def create_app(
     authz = authorization if authorization is not None else Authorization(store).start()
     chain = admission if admission is not None else default_admission(pod_security_default)
     handlers = Handlers(store, Admission([*chain.plugins, NodeRestriction(), RBACEscalation(authz)]))
+    evictions = EvictionHandler(handlers)
     failures = auth_failures if auth_failures is not None else FailureLimiter()
     authn = tokens if isinstance(tokens, Authenticator) else Authenticator(tokens, store, sa_tokens)
     watches = WatchRegistry()
@@ -372,6 +376,8 @@ def create_app(
                 raise MethodNotAllowed(f"{method} is not supported on a collection")
         elif t.subresource == "scale" and method in ("GET", "PUT", "PATCH"):
             call = await _scale_call(request, t, user, dry_run)
+        elif t.subresource == "eviction":
+            return await _evict(request, t, user, dry_run)
         elif t.subresource == "finalize":
             if method != "PUT":
                 raise MethodNotAllowed(f"{method} is not supported on namespaces/finalize")
@@ -428,6 +434,15 @@ def create_app(
         for text in warnings:
             response.headers.append("Warning", warning_header(text))
         return response
+
+    async def _evict(request: Request, t: Target, user: str, dry_run: bool) -> Response:
+        if request.method != "POST":
+            raise MethodNotAllowed(f"{request.method} is not supported on pods/eviction")
+        body = await _json_body(request)
+        context = contextvars.copy_context()
+        result, code = await asyncio.get_running_loop().run_in_executor(
+            executor, context.run, lambda: evictions.evict(t.store_namespace, t.name, body, user=user, dry_run=dry_run))
+        return _json(result, code)
 
     async def _scale_call(request: Request, t: Target, user: str, dry_run: bool) -> Callable[[], dict[str, Any]]:
         if request.method == "GET":

@@ -87,6 +87,7 @@ def cluster_roles() -> list[Obj]:
         ], labels={AGGREGATE_TO["admin"]: "true"}),
         _role("system:aggregate-to-edit", [
             _rule(_WRITE, [""], ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"]),
+            _rule(["create"], [""], ["pods/eviction"]),
             _rule(_WRITE, [""], ["configmaps", "endpoints", "persistentvolumeclaims", "replicationcontrollers",
                                  "replicationcontrollers/scale", "secrets", "serviceaccounts", "services",
                                  "services/proxy"]),
@@ -94,12 +95,14 @@ def cluster_roles() -> list[Obj]:
             _rule(["impersonate"], [""], ["serviceaccounts"]),
             _rule(["create"], [""], ["serviceaccounts/token"]),
             _rule(_WRITE, ["apps"], [r for r in apps if not r.endswith("/status") and r != "controllerrevisions"]),
+            _rule(_WRITE, ["policy"], ["poddisruptionbudgets"]),
         ], labels={AGGREGATE_TO["edit"]: "true"}),
         # Never secrets: a view user must not read credentials (as Kubernetes).
         _role("system:aggregate-to-view", [
             _rule(_READ, [""], view_core),
             _rule(_READ, [""], ["namespaces"]),
             _rule(_READ, ["apps"], apps),
+            _rule(_READ, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
         ], labels={AGGREGATE_TO["view"]: "true"}),
         _role("system:discovery", [_urls(["get"], ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez",
                                                   "/openapi", "/openapi/*", "/readyz", "/version", "/version/"])]),

@@ -102,6 +102,9 @@ def api_resource_list(group_version: str) -> dict[str, Any] | None:
             resources.append({"name": "serviceaccounts/token", "singularName": "", "namespaced": True,
                               "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
                               "verbs": ["create"]})
+        if r.kind == "Pod":  # what kubectl drain looks for before it evicts rather than deletes
+            resources.append({"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
+                              "version": "v1", "kind": "Eviction", "verbs": ["create"]})
         if r.has_status:
             resources.append(
                 {"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": STATUS_VERBS}

@@ -34,6 +34,9 @@ _SERVER_OWNED_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletion
 _STATUS_RESET_ON_CREATE = {"persistentvolumes", "persistentvolumeclaims", "pods"}
 # Sets an object's managedFields once it is defaulted and valid: (stored object or None, new object, changed object).
 Record = Callable[[dict[str, Any] | None, dict[str, Any], dict[str, Any]], None]
+
+# A budget's status is what evictions spend: only the disruption controller writes it, never its creator.
+_STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets"}
 # Read-modify-write loops retry this often when a writer races them and the client gave no precondition.
 _MAX_RETRIES = 8
 
@@ -160,6 +163,8 @@ class Handlers:
         obj = self._normalize(t, body, fields)
         if t.info.plural in _STATUS_RESET_ON_CREATE:
             obj["status"] = {"phase": "Pending"}
+        elif t.info.plural in _STATUS_DROPPED_ON_CREATE:
+            obj.pop("status", None)
         meta = obj["metadata"]
         for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
             meta.pop(key, None)

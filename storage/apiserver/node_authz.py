@@ -43,6 +43,8 @@ NODE_RULES: tuple[Rule, ...] = (
     # get too (Kubernetes: none): the agent adds a repeat to the stored Event's count (SEMANTICS A8).
     _rule(("create", "get", "update", "patch"), ("",), ("events",)),
     _rule(("update", "patch"), ("",), ("pods", "pods/status")),
+    # Evictions of its own pods only: the eviction endpoint checks the pod's node (NodeRestriction).
+    _rule(("create",), ("",), ("pods/eviction",)),
     _rule(_READ, ("storage.k8s.io",), ("storageclasses",)),
     _rule(("create",), ("",), ("serviceaccounts/token",)),
     _rule(("get",), ("storage.k8s.io",), ("volumeattachments",)),
@@ -148,6 +150,8 @@ class NodeAuthorizer:
             if _selected_node(attrs.field_selector) == node:
                 return ALLOW
             return Decision(False, "can only list/watch pods with spec.nodeName field selector")
+        if sub == "eviction":
+            return ALLOW if any(rule_allows(attrs, r) for r in NODE_RULES) else Decision(False)
         if sub not in ("", "status"):
             return Decision(False, f"cannot {verb} pods/{sub}")
         if verb in _READ or verb in ("update", "patch"):

@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 # Long-lived watch streams are ended by the app itself; this only bounds a stuck request at shutdown.
 _GRACEFUL_SHUTDOWN_SECONDS = 5
+_IDLE_TIMEOUT_SECONDS = 90
 
 
 class _Server(uvicorn.Server):
@@ -121,7 +122,10 @@ def serve(
         ssl_options = uvicorn_ssl_options(str(tls.cert_file), str(tls.key_file), str(tls.client_ca_file))
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
-        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS, **{
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        # kube-apiserver's idle timeout (Go's client keeps idle connections as long). uvicorn's 5 s default
+        # closed connections just as kubectl drain reused them for its retry 5 s later: the POST got EOF.
+        timeout_keep_alive=_IDLE_TIMEOUT_SECONDS, **{
             **ssl_options,
             # The SPDY upgrade of pods/portforward (kubectl 1.30) on top of the client-certificate
             # protocol; WebSockets with the client certificate too (wsproto).

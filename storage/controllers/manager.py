@@ -426,14 +426,15 @@ class ControllerManager:
 def _default_reconcilers() -> list[type[Reconciler]]:
     from storage.controllers.binder import ALL_RECONCILERS
     from storage.controllers.node_lifecycle import NodeLifecycleReconciler
-    from storage.controllers.scheduler import SchedulerReconciler
+    from storage.controllers.scheduler import SchedulerReconciler, UnschedulableTaintReconciler
 
-    found: list[type[Reconciler]] = [*ALL_RECONCILERS, SchedulerReconciler, NodeLifecycleReconciler]
+    found: list[type[Reconciler]] = [*ALL_RECONCILERS, SchedulerReconciler, UnschedulableTaintReconciler,
+                                     NodeLifecycleReconciler]
     # Workload controllers live in their own modules; each exports RECONCILERS.
     for module_name in ("statefulset.controller", "storage.controllers.endpoints",
                         "storage.controllers.workloads", "storage.controllers.gc",
                         "storage.controllers.deployment", "storage.controllers.namespace",
-                        "storage.controllers.serviceaccounts"):
+                        "storage.controllers.serviceaccounts", "storage.controllers.disruption"):
         module = importlib.import_module(module_name)
         found += list(getattr(module, "RECONCILERS", []))
     return found

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from storage.api.conditions import is_true
+from storage.api.cordon import admits_pod, cordon_taints, tolerates
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
 from storage.api.timestamps import now as _now
@@ -78,22 +79,6 @@ def _is_terminated(pod: Obj) -> bool:
 
 def node_ready(node: Obj) -> bool:
     return is_true(node, "Ready")
-
-
-def _tolerates(pod: Obj, taint: Obj) -> bool:
-    if taint.get("effect") not in ("NoSchedule", "NoExecute"):
-        return True
-    for tol in (pod.get("spec") or {}).get("tolerations") or []:
-        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
-            continue
-        op = tol.get("operator", "Equal")
-        if not tol.get("key") and op == "Exists":
-            return True
-        if tol.get("key") != taint.get("key"):
-            continue
-        if op == "Exists" or tol.get("value", "") == taint.get("value", ""):
-            return True
-    return False
 
 
 def pod_claim_names(pod: Obj) -> list[str]:
@@ -278,10 +263,10 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
                   bound_volumes: list[Obj], late: list[Obj], rwop_conflict: bool) -> str:
     if not node_ready(node):
         return R_NOT_READY
-    if (node.get("spec") or {}).get("unschedulable"):
+    if not admits_pod(node, pod):  # E14
         return R_UNSCHEDULABLE
     for taint in (node.get("spec") or {}).get("taints") or []:
-        if not _tolerates(pod, taint):
+        if not tolerates(pod, taint):
             return R_TAINT
     if not pod_admits_node(pod, node):
         return R_AFFINITY
@@ -434,3 +419,34 @@ class SchedulerReconciler(Reconciler):
             fresh.setdefault("status", {}).setdefault("phase", "Pending")
             self.ctx.store.update("pods", fresh)
             self.ctx.events.record(fresh, "Warning", "FailedScheduling", message)
+
+
+class UnschedulableTaintReconciler(Reconciler):
+    """E13: mirrors ``spec.unschedulable`` (what ``kubectl cordon`` sets) as the
+    ``node.kubernetes.io/unschedulable:NoSchedule`` taint, as Kubernetes' node lifecycle controller does;
+    it touches no other taint."""
+
+    name = "unschedulable-taint"
+    primary = "nodes"
+
+    def reconcile(self, key: str) -> Result:
+        _, name = split_key(key)
+        node = self.ctx.cache.get("nodes", "", name)
+        if node is None or cordon_taints(node) is None:
+            return Result()
+        fresh = self.ctx.store.get("nodes", "", name)
+        taints = cordon_taints(fresh)
+        if taints is None:
+            return Result()
+        spec = fresh.setdefault("spec", {})
+        if taints:
+            spec["taints"] = taints
+        else:
+            spec.pop("taints", None)
+        self._assume("nodes", self.ctx.store.update("nodes", fresh))
+        return Result()
+
+    def _assume(self, resource: str, obj: Obj) -> None:
+        write_through = getattr(self.ctx.cache, "write_through", None)
+        if write_through is not None:
+            write_through(resource, obj)

@@ -26,6 +26,15 @@ class PeerCertHttpToolsProtocol(HttpToolsProtocol):
         if self._peer_pem is not None:
             self.scope["extensions"] = {"tls": {"client_cert_chain": [self._peer_pem]}}
 
+    def shutdown(self) -> None:
+        # Closing an idle TLS connection waits for the client's close_notify, which an idle client never
+        # sends: every stop with a kept-alive client waited out uvicorn's whole graceful-shutdown timeout.
+        # Nothing is in flight on an idle connection, so it is dropped at once.
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.abort()
+        else:
+            super().shutdown()
+
 
 def _peer_pem(transport: asyncio.Transport) -> str | None:
     ssl_object = transport.get_extra_info("ssl_object")

@@ -60,6 +60,8 @@ SAMPLES: dict[str, dict] = {
     "ReplicaSet": {"metadata": {"name": "t-rs"},
                    "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "t"}}, "template": TEMPLATE}},
     "ControllerRevision": {"metadata": {"name": "t-cr"}, "revision": 4, "data": {}},
+    "PodDisruptionBudget": {"metadata": {"name": "t-pdb"},
+                            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "t"}}}},
 }
 # kubectl's columns (upper-cased names); the -o wide ones follow "|".
 EXPECTED = {
@@ -86,6 +88,7 @@ EXPECTED = {
     "ClusterRoleBinding": "NAME ROLE AGE | USERS GROUPS SERVICEACCOUNTS",
     "ServiceAccount": "NAME SECRETS AGE",
     "CertificateSigningRequest": "NAME AGE SIGNERNAME REQUESTOR REQUESTEDDURATION CONDITION",
+    "PodDisruptionBudget": "NAME MIN_AVAILABLE MAX_UNAVAILABLE ALLOWED_DISRUPTIONS AGE",
 }
 
 

@@ -88,6 +88,7 @@ VALID: dict[str, dict[str, Any]] = {
     "ControllerRevision": {"revision": 1, "data": {"spec": {}}},
     "Deployment": {"spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},
     "Lease": {"spec": {"holderIdentity": "n", "leaseDurationSeconds": 40}},
+    "PodDisruptionBudget": {"spec": {"maxUnavailable": "25%", "selector": {"matchLabels": {"app": "x"}}}},
     "ServiceAccount": {"automountServiceAccountToken": False},
     # A CSR for a signer nobody approves: stored, never signed.
     "CertificateSigningRequest": {"spec": {"request": _CSR_PEM_B64, "signerName": "example.com/nobody",

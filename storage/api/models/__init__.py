@@ -41,6 +41,7 @@ from storage.api.models.rbac import (
     SubjectAccessReview,
 )
 from storage.api.models.pod import Container, PodSpec, PodTemplateSpec
+from storage.api.models.policy import PodDisruptionBudget
 from storage.api.models.storage_kinds import StorageClass, VolumeAttachment
 from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES, Volume
 from storage.api.registry import RESOURCES
@@ -78,6 +79,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "SelfSubjectReview": SelfSubjectReview,
     "ServiceAccount": ServiceAccount,
     "CertificateSigningRequest": CertificateSigningRequest,
+    "PodDisruptionBudget": PodDisruptionBudget,
 }
 
 _missing = {r.kind for r in RESOURCES} - set(MODELS)
@@ -106,7 +108,7 @@ __all__ = [
     "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
     "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "Deployment", "Lease", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
-    "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodSpec", "PodTemplateSpec", "ReplicaSet",
+    "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",
     "ReplicationController", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment",
     "WireModel", "from_dict", "to_dict",
 ]
