@@ -18,6 +18,7 @@ from typing import Any, Iterable
 from storage.api.conditions import is_true
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
+from storage.api.taints import node_taints, pod_tolerations, tolerates_all
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Reconciler, Result, object_key, split_key
 from storage.controllers.binder_index import claim_request, find_best_volume_linear, object_class, volume_capacity
@@ -78,22 +79,6 @@ def _is_terminated(pod: Obj) -> bool:
 
 def node_ready(node: Obj) -> bool:
     return is_true(node, "Ready")
-
-
-def _tolerates(pod: Obj, taint: Obj) -> bool:
-    if taint.get("effect") not in ("NoSchedule", "NoExecute"):
-        return True
-    for tol in (pod.get("spec") or {}).get("tolerations") or []:
-        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
-            continue
-        op = tol.get("operator", "Equal")
-        if not tol.get("key") and op == "Exists":
-            return True
-        if tol.get("key") != taint.get("key"):
-            continue
-        if op == "Exists" or tol.get("value", "") == taint.get("value", ""):
-            return True
-    return False
 
 
 def pod_claim_names(pod: Obj) -> list[str]:
@@ -280,9 +265,10 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
         return R_NOT_READY
     if (node.get("spec") or {}).get("unschedulable"):
         return R_UNSCHEDULABLE
-    for taint in (node.get("spec") or {}).get("taints") or []:
-        if not _tolerates(pod, taint):
-            return R_TAINT
+    # NoSchedule and NoExecute taints keep a pod off a node unless it tolerates them (TaintToleration);
+    # the node lifecycle controller's not-ready/unreachable taints thus also repel new pods.
+    if not tolerates_all(pod_tolerations(pod), node_taints(node)):
+        return R_TAINT
     if not pod_admits_node(pod, node):
         return R_AFFINITY
     ok, reason = _pod_affinity_ok(pod, node, nodes_by_name, placed)
