@@ -434,7 +434,7 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     for module_name in ("statefulset.controller", "storage.controllers.endpoints",
                         "storage.controllers.workloads", "storage.controllers.gc",
                         "storage.controllers.deployment", "storage.controllers.namespace",
-                        "storage.controllers.serviceaccounts"):
+                        "storage.controllers.serviceaccounts", "storage.controllers.attachdetach"):
         module = importlib.import_module(module_name)
         found += list(getattr(module, "RECONCILERS", []))
     return found
