@@ -115,3 +115,18 @@ class Provisioner(ABC):
     def owns(self, pv: dict[str, Any]) -> bool:
         annotations = (pv.get("metadata") or {}).get("annotations") or {}
         return annotations.get(ANN_PROVISIONED_BY) == self.name
+
+
+class Attacher(ABC):
+    """The control-plane half of an attachable volume (cloud disks, SAN LUNs): a provisioner that also
+    subclasses ``Attacher`` has its volumes attached to a node before a pod there uses them, and detached
+    after (the attach/detach controller, SEMANTICS A1-A3). Both calls are idempotent: attaching what is
+    attached returns the same metadata, detaching what is not attached succeeds."""
+
+    @abstractmethod
+    def attach(self, pv: dict[str, Any], node: dict[str, Any]) -> dict[str, str]:
+        """Attach ``pv`` to ``node``; returns VolumeAttachment ``status.attachmentMetadata`` (e.g. a device path)."""
+
+    @abstractmethod
+    def detach(self, pv: dict[str, Any], node_name: str) -> None:
+        """Detach ``pv`` from the node; the node may be gone or down."""

@@ -19,7 +19,7 @@ from statefulset.update import (
     Action, CreateClaim, CreatePod, CreateRevision, DeleteClaim, DeletePod, DeleteRevision, RenumberRevision,
     RequeueAfter, UpdateClaim, UpdatePod, UpdateStatus, calculate_changes, describe_blocker,
 )
-from storage.controllers.base import Reconciler, Result, split_key
+from storage.controllers.base import Reconciler, Result, defaulted_tolerations, split_key
 from storage.controllers.owners import (
     controller_key, is_controlled_by, labels_of, owner_refs, publish, selector_matches,
 )
@@ -162,7 +162,8 @@ class StatefulSetReconciler(Reconciler):
     def _create_pod(self, sts: Obj, action: CreatePod) -> None:
         pod_name = meta(action.pod)["name"]
         try:
-            self._write("pods", self.ctx.store.create("pods", action.pod))
+            self._write("pods", self.ctx.store.create("pods", {**action.pod,
+                                                               "spec": defaulted_tolerations(self.ctx, action.pod["spec"])}))
         except AlreadyExists as err:
             # The old member is still terminating, or the cache lags: look again on the next event.
             raise Conflict(str(err)) from err

@@ -328,6 +328,8 @@ class NodeAgent:
             self._pods = {_meta(p)["uid"]: p for p in items}
             self._all_dirty = True
             self._pods_listed.set()
+            for pod in items:
+                self._forget_overwritten(pod)
 
         def on_event(kind: str, pod: Obj) -> None:
             uid = _meta(pod).get("uid", "")
@@ -341,12 +343,28 @@ class NodeAgent:
             self._pods[uid] = pod
             if _meta(pod).get("deletionTimestamp"):
                 self._shorten(uid, pod)
+            self._forget_overwritten(pod)
+
             # Most updates of a running pod are its own status, written by this agent: they
             # change nothing to converge, and a full pass for each would delay the next status.
             if not (previous is not None and uid in self._resolved and _only_status_changed(previous, pod)):
                 self._dirty.add(uid)
 
         self._watch("pods", on_list, on_event, field_selector=f"spec.nodeName={self.node}")
+
+    def _forget_overwritten(self, pod: Obj) -> None:
+        """Someone else changed what this agent last said about the pod's readiness (the node
+        lifecycle controller marks pods not ready while the agent is silent): say it again, as the
+        kubelet's status manager reconciles its cache with the API server. Called with the lock held."""
+        uid = _meta(pod).get("uid", "")
+        pushed = self._pushed.get(uid)
+        if pushed is None or _meta(pod).get("deletionTimestamp"):
+            return
+        said = {c.get("type"): c.get("status") for c in pushed.get("conditions") or []}
+        seen = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
+        if any(seen.get(kind) != said[kind] for kind in ("Ready", "ContainersReady") if kind in said):
+            self._pushed.pop(uid, None)
+            self._status_dirty.add(uid)
 
     def _watch_endpoints(self) -> None:
         def on_list(items: list[Obj]) -> None:

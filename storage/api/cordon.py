@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.api.taints import UNSCHEDULABLE, pod_tolerations, tolerates_all
+
 Obj = dict[str, Any]
 
-UNSCHEDULABLE_TAINT_KEY = "node.kubernetes.io/unschedulable"
+UNSCHEDULABLE_TAINT_KEY = UNSCHEDULABLE
 UNSCHEDULABLE_TAINT: Obj = {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule"}
 
 
@@ -35,27 +37,9 @@ def cordon_taints(node: Obj) -> list[Obj] | None:
     return [*taints, dict(UNSCHEDULABLE_TAINT)]
 
 
-def tolerates(pod: Obj, taint: Obj) -> bool:
-    """Kubernetes' ToleratesTaint over a pod's tolerations (effects other than NoSchedule/NoExecute never repel)."""
-    if taint.get("effect") not in ("NoSchedule", "NoExecute"):
-        return True
-    for tol in (pod.get("spec") or {}).get("tolerations") or []:
-        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
-            continue
-        op = tol.get("operator", "Equal")
-        if not tol.get("key") and op == "Exists":
-            return True
-        if tol.get("key") != taint.get("key"):
-            continue
-        if op == "Exists" or tol.get("value", "") == taint.get("value", ""):
-            return True
-    return False
-
-
 def admits_pod(node: Obj, pod: Obj) -> bool:
     """E14: a cordoned node takes only pods that tolerate the unschedulable taint (the NodeUnschedulable plugin)."""
-    return not is_unschedulable(node) or tolerates(pod, UNSCHEDULABLE_TAINT)
+    return not is_unschedulable(node) or tolerates_all(pod_tolerations(pod), [UNSCHEDULABLE_TAINT])
 
 
-__all__ = ["UNSCHEDULABLE_TAINT", "UNSCHEDULABLE_TAINT_KEY", "admits_pod", "cordon_taints", "is_unschedulable",
-           "tolerates"]
+__all__ = ["UNSCHEDULABLE_TAINT", "UNSCHEDULABLE_TAINT_KEY", "admits_pod", "cordon_taints", "is_unschedulable"]

@@ -606,6 +606,11 @@ def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, 
         errs.enum(f"{p}.operator", tol.get("operator"), TOLERATION_OPERATORS)
         if tol.get("operator") == "Exists" and tol.get("value"):
             errs.invalid(f"{p}.operator", tol.get("value"), "value must be empty when `operator` is 'Exists'")
+        if not tol.get("key") and tol.get("operator") != "Exists":
+            errs.invalid(f"{p}.operator", tol.get("operator") or "",
+                         'operator must be Exists when `key` is empty, which means "match all values and all keys"')
+        if tol.get("tolerationSeconds") is not None and tol.get("effect") != "NoExecute":
+            errs.invalid(f"{p}.effect", tol.get("effect") or "", "effect must be 'NoExecute' when `tolerationSeconds` is set")
         if tol.get("effect"):
             errs.enum(f"{p}.effect", tol.get("effect"), TAINT_EFFECTS)
         if tol.get("key"):

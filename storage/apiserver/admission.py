@@ -17,6 +17,7 @@ import structlog
 from storage.api import podsecurity
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo
+from storage.api.taints import DEFAULT_TOLERATION_SECONDS, with_default_toleration_seconds
 from storage.errors import FieldError, Forbidden, Invalid, NotFound
 from storage.store.base import Store
 
@@ -174,6 +175,30 @@ class ClaimResize:
         return req.obj
 
 
+class DefaultTolerationSeconds:
+    """Kubernetes' DefaultTolerationSeconds plugin (rule L7): a new pod that tolerates neither the
+    ``node.kubernetes.io/not-ready`` nor the ``node.kubernetes.io/unreachable`` NoExecute taint gets a
+    toleration of each with ``tolerationSeconds`` (300 by default), so it leaves a failed node after
+    five minutes rather than at once.
+
+    Only on create: validation forbids removing a toleration later, so an update could only add them
+    to pods that bypassed admission, and a node agent's own update of such a pod must stay unchanged."""
+
+    def __init__(self, not_ready_seconds: int = DEFAULT_TOLERATION_SECONDS,
+                 unreachable_seconds: int = DEFAULT_TOLERATION_SECONDS) -> None:
+        self.not_ready_seconds = not_ready_seconds
+        self.unreachable_seconds = unreachable_seconds
+
+    def admit(self, req: AdmissionRequest) -> dict[str, Any]:
+        if req.operation != "CREATE" or req.resource.plural != "pods":
+            return req.obj
+        spec = req.obj.get("spec")
+        if not isinstance(spec, dict):
+            return req.obj
+        defaulted = with_default_toleration_seconds(spec, self.not_ready_seconds, self.unreachable_seconds)
+        return req.obj if defaulted is spec else {**req.obj, "spec": defaulted}
+
+
 # Kinds whose objects carry a pod template at spec.template: warned and audited, never refused (as Kubernetes).
 _POD_TEMPLATE_RESOURCES = frozenset({"statefulsets", "daemonsets", "replicasets", "replicationcontrollers", "deployments"})
 _MAX_EXISTING_POD_WARNINGS = 10
@@ -319,10 +344,13 @@ class PodSecurity:
             req.warnings.append(f"{who}: {reasons}")
 
 
-def default_admission(pod_security_default: str = podsecurity.BASELINE) -> Admission:
+def default_admission(pod_security_default: str = podsecurity.BASELINE, *,
+                      not_ready_toleration_seconds: int = DEFAULT_TOLERATION_SECONDS,
+                      unreachable_toleration_seconds: int = DEFAULT_TOLERATION_SECONDS) -> Admission:
     from storage.apiserver.sa_admission import ServiceAccountAdmission
 
     # Mutating plugins first, Pod Security last: it judges the pod as it will be stored
     # (with the service-account token volume), as Kubernetes' validating phase does.
     return Admission([DefaultStorageClass(), ProtectionFinalizers(), ClaimResize(), ServiceAccountAdmission(),
+                      DefaultTolerationSeconds(not_ready_toleration_seconds, unreachable_toleration_seconds),
                       PodSecurity(pod_security_default)])

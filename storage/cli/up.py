@@ -128,7 +128,7 @@ def _server_url(server: Any, host: str, port: int) -> str:
     return f"https://{shown}:{real_port}"
 
 
-def _start_controllers(store: Any, stop: threading.Event) -> list[threading.Thread]:
+def _start_controllers(store: Any, stop: threading.Event, options: Any = None) -> list[threading.Thread]:
     try:
         manager = importlib.import_module("storage.controllers.manager")
     except ModuleNotFoundError as exc:
@@ -136,8 +136,8 @@ def _start_controllers(store: Any, stop: threading.Event) -> list[threading.Thre
             raise
         log.warning("no controllers present: objects are stored but nothing reconciles them")
         return []
-    run: Callable[[Any, threading.Event], Any] = getattr(manager, "run_controllers")
-    thread = threading.Thread(target=_guarded(run, store, stop), name="controllers", daemon=True)
+    run: Callable[..., Any] = getattr(manager, "run_controllers")
+    thread = threading.Thread(target=_guarded(lambda: run(store, stop, options=options)), name="controllers", daemon=True)
     thread.start()
     log.info("controllers started")
     return [thread]
@@ -268,9 +268,13 @@ def open_data_store(data_dir: Path, store_url: str | None, encryption_config: st
 def start_control_plane(
     data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event,
     host_path_prefixes: tuple[str, ...] = (), encryption_config: str | None = None,
-    pod_security_default: str = "baseline", tls_options: Any = None,
+    pod_security_default: str = "baseline", tls_options: Any = None, controller_options: Any = None,
 ) -> ControlPlane:
+    from storage.apiserver.admission import default_admission
     from storage.apiserver.server import start_in_thread
+    from storage.controllers.base import ControllerOptions
+
+    options = controller_options or ControllerOptions()
 
     host, port = parse_listen(listen)  # checked again here for callers other than run_foreground
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -287,8 +291,12 @@ def start_control_plane(
     kubeconfig = data_dir / KUBECONFIG_FILE
     try:
         # Makes the admin token on first start and writes the kubeconfig once the port is known.
+        admission = default_admission(pod_security_default,
+                                      not_ready_toleration_seconds=options.default_not_ready_toleration_seconds,
+                                      unreachable_toleration_seconds=options.default_unreachable_toleration_seconds)
         server = start_in_thread(store, host=host, port=port, data_dir=data_dir, kubeconfig=kubeconfig,
-                                 pod_security_default=pod_security_default, tls_options=tls_options)
+                                 pod_security_default=pod_security_default, tls_options=tls_options,
+                                 admission=admission)
     except ValueError as exc:
         store.close()
         lock.release()
@@ -305,7 +313,7 @@ def start_control_plane(
     plane = ControlPlane(store, server, server_url, kubeconfig, stop, [], lock)
     try:
         _register_local_provisioner(store, server)
-        plane.threads += _start_controllers(store, stop)
+        plane.threads += _start_controllers(store, stop, options)
         if with_agent:
             plane.threads += _start_local_agent(store, server_url, data_dir, stop, host_path_prefixes)
     except BaseException:
@@ -348,7 +356,7 @@ def _report_pods(store: Any, stop: threading.Event) -> None:
 def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tuple[str, ...],
                    log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = (),
                    encryption_config: str | None = None, pod_security_default: str = "baseline",
-                   tls_options: Any = None) -> None:
+                   tls_options: Any = None, controller_options: Any = None) -> None:
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
@@ -356,7 +364,7 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
         root = Path(data_dir).expanduser().resolve()
         plane = start_control_plane(root, listen, store_url, with_agent, stop,
                                     tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes),
-                                    encryption_config, pod_security_default, tls_options)
+                                    encryption_config, pod_security_default, tls_options, controller_options)
         pid_file = root / "up.pid"
         pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -400,7 +408,41 @@ _common = [
                  help="Also accept client certificates signed by these CAs (the cluster CA is always accepted)."),
     click.option("--insecure-http", is_flag=True, default=False,
                  help="Serve plain HTTP (tokens travel unencrypted; stock kubectl will not send them)."),
+    click.option("--node-monitor-grace-period", default="40s", show_default=True, metavar="DURATION",
+                 help="How long a node's agent may stay silent before the node goes Ready=Unknown."),
+    click.option("--node-eviction-rate", type=click.FloatRange(min=0), default=0.1, show_default=True,
+                 help="Nodes per second, per zone, that get the NoExecute taint that evicts their pods."),
+    click.option("--secondary-node-eviction-rate", type=click.FloatRange(min=0), default=0.01, show_default=True,
+                 help="The same once a zone is partially disrupted (see --unhealthy-zone-threshold)."),
+    click.option("--unhealthy-zone-threshold", type=click.FloatRange(min=0, max=1), default=0.55, show_default=True,
+                 help="Share of not-Ready nodes (at least 3) that makes a zone partially disrupted."),
+    click.option("--large-cluster-size-threshold", type=click.IntRange(min=0), default=50, show_default=True,
+                 help="A partially disrupted zone of at most this many nodes stops evicting."),
+    click.option("--default-not-ready-toleration-seconds", type=click.IntRange(min=0), default=300, show_default=True,
+                 help="tolerationSeconds given to pods without a node.kubernetes.io/not-ready toleration."),
+    click.option("--default-unreachable-toleration-seconds", type=click.IntRange(min=0), default=300,
+                 show_default=True,
+                 help="tolerationSeconds given to pods without a node.kubernetes.io/unreachable toleration."),
 ]
+
+
+def _controller_options(kwargs: dict[str, Any]) -> Any:
+    """The node lifecycle flags (kube-controller-manager's and kube-apiserver's names) as ControllerOptions."""
+    from storage.cli.workload_commands import parse_duration
+    from storage.controllers.base import ControllerOptions
+
+    grace = parse_duration(kwargs.pop("node_monitor_grace_period"), "--node-monitor-grace-period")
+    if grace <= 0:
+        raise CommandError("--node-monitor-grace-period: must be greater than zero")
+    return ControllerOptions(
+        node_monitor_grace_period=grace,
+        node_eviction_rate=kwargs.pop("node_eviction_rate"),
+        secondary_node_eviction_rate=kwargs.pop("secondary_node_eviction_rate"),
+        unhealthy_zone_threshold=kwargs.pop("unhealthy_zone_threshold"),
+        large_cluster_size_threshold=kwargs.pop("large_cluster_size_threshold"),
+        default_not_ready_toleration_seconds=kwargs.pop("default_not_ready_toleration_seconds"),
+        default_unreachable_toleration_seconds=kwargs.pop("default_unreachable_toleration_seconds"),
+    )
 
 
 def _tls_options(kwargs: dict[str, Any]) -> Any:
@@ -429,9 +471,11 @@ def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: s
                encryption_config: str | None, pod_security_default: str, store_url: str | None,
                host_paths: tuple[str, ...], **tls: Any) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
+    controller_options = _controller_options(tls)
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
                    host_path_prefixes=host_paths, encryption_config=encryption_config,
-                   pod_security_default=pod_security_default, tls_options=_tls_options(tls))
+                   pod_security_default=pod_security_default, tls_options=_tls_options(tls),
+                   controller_options=controller_options)
 
 
 @click.command("serve")
@@ -442,6 +486,7 @@ def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format
                   encryption_config: str | None, pod_security_default: str, store_url: str | None,
                   **tls: Any) -> None:
     """Run the control plane only (API server and controllers), for hosts that run `stowage agent`."""
+    controller_options = _controller_options(tls)
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False,
                    encryption_config=encryption_config, pod_security_default=pod_security_default,
-                   tls_options=_tls_options(tls))
+                   tls_options=_tls_options(tls), controller_options=controller_options)

@@ -13,9 +13,10 @@ cluster-scoped ones.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Literal, Protocol
 
+from storage.api.taints import with_default_toleration_seconds
 from storage.store.base import Store
 
 
@@ -40,11 +41,44 @@ class EventRecorder(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class ControllerOptions:
+    """Settings of the controller manager, named after kube-controller-manager's (and kube-apiserver's) flags."""
+
+    # --node-monitor-grace-period: a node whose Lease and status stay unrenewed this long goes Ready=Unknown.
+    node_monitor_grace_period: float = 40.0
+    # --node-eviction-rate / --secondary-node-eviction-rate: nodes per second that get a NoExecute
+    # not-ready/unreachable taint, per zone (the secondary rate once a zone is partially disrupted).
+    node_eviction_rate: float = 0.1
+    secondary_node_eviction_rate: float = 0.01
+    # --unhealthy-zone-threshold: the share of not-Ready nodes (at least 3) that makes a zone partially disrupted.
+    unhealthy_zone_threshold: float = 0.55
+    # --large-cluster-size-threshold: a partially disrupted zone this small or smaller stops tainting.
+    large_cluster_size_threshold: int = 50
+    # The tolerationSeconds given to pods without a not-ready/unreachable toleration (kube-apiserver's
+    # --default-not-ready-toleration-seconds and --default-unreachable-toleration-seconds): the API server
+    # adds them on create, and so do the controllers for the pods they create.
+    default_not_ready_toleration_seconds: int = 300
+    default_unreachable_toleration_seconds: int = 300
+    # How long the attach/detach controller waits for a not-Ready node to unmount a volume before it
+    # detaches it anyway (Kubernetes' maxWaitForUnmountDuration; SEMANTICS A3).
+    max_wait_for_unmount: float = 360.0
+
+
 @dataclass
 class ControllerContext:
     store: Store
     cache: Cache
     events: EventRecorder
+    options: ControllerOptions = field(default_factory=ControllerOptions)
+
+
+def defaulted_tolerations(ctx: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """A new pod's spec with DefaultTolerationSeconds applied, as admission does for pods created through
+    the API server: controllers write their pods to the store directly."""
+    options = getattr(ctx, "options", None) or ControllerOptions()
+    return with_default_toleration_seconds(spec, options.default_not_ready_toleration_seconds,
+                                           options.default_unreachable_toleration_seconds)
 
 
 def object_key(obj: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ import structlog
 
 from storage.api.registry import RESOURCES
 from storage.api.selectors import parse_label_selector
-from storage.controllers.base import ControllerContext, Reconciler, Result, object_key
+from storage.controllers.base import ControllerContext, ControllerOptions, Reconciler, Result, object_key
 from storage.controllers.events import StoreEventRecorder
 from storage.errors import NotFound, Conflict, Gone, TemporaryError
 from storage.store.base import Store, WatchEvent
@@ -337,11 +337,12 @@ DEFAULT_RESYNC_SECONDS = 30.0
 class ControllerManager:
     def __init__(self, store: Store, reconcilers: Iterable[type[Reconciler]], *, workers: int = 2,
                  component: str = "stowage-controller-manager", resources: Iterable[str] | None = None,
-                 resync_seconds: float = DEFAULT_RESYNC_SECONDS) -> None:
+                 resync_seconds: float = DEFAULT_RESYNC_SECONDS, options: ControllerOptions | None = None) -> None:
         self.store = store
         self.cache = InformerCache(on_change=self._dispatch)
         self.events = StoreEventRecorder(store, component=component)
-        self.ctx = ControllerContext(store=store, cache=self.cache, events=self.events)
+        self.ctx = ControllerContext(store=store, cache=self.cache, events=self.events,
+                                     options=options or ControllerOptions())
         # A reconciler that blocks on a backend (provisioning calls a node agent or a
         # cloud API) asks for more workers through a ``workers`` class attribute.
         self.controllers = [_Controller(cls(self.ctx), max(workers, getattr(cls, "workers", workers)))
@@ -434,7 +435,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     for module_name in ("statefulset.controller", "storage.controllers.endpoints",
                         "storage.controllers.workloads", "storage.controllers.gc",
                         "storage.controllers.deployment", "storage.controllers.namespace",
-                        "storage.controllers.serviceaccounts", "storage.controllers.disruption"):
+                        "storage.controllers.serviceaccounts", "storage.controllers.disruption",
+                        "storage.controllers.attachdetach"):
         module = importlib.import_module(module_name)
         found += list(getattr(module, "RECONCILERS", []))
     return found
@@ -446,14 +448,15 @@ DEFAULT_RECONCILERS: list[type[Reconciler]] = _default_reconcilers()
 
 def run_controllers(store: Store, stop_event: threading.Event, *, reconcilers: list[type[Reconciler]] | None = None,
                     workers: int = 2, component: str = "stowage-controller-manager",
-                    ready: threading.Event | None = None, manager_out: list[ControllerManager] | None = None) -> None:
+                    ready: threading.Event | None = None, manager_out: list[ControllerManager] | None = None,
+                    options: ControllerOptions | None = None) -> None:
     """Run the reconcilers against ``store`` until ``stop_event`` is set.
 
     ``ready`` is set once the first listing is in the cache; ``manager_out``
     receives the manager (tests and benchmarks inspect its cache and queues).
     """
     manager = ControllerManager(store, DEFAULT_RECONCILERS if reconcilers is None else reconcilers,
-                                workers=workers, component=component)
+                                workers=workers, component=component, options=options)
     if manager_out is not None:
         manager_out.append(manager)
     manager.start()

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from storage.api.conditions import is_true
-from storage.api.cordon import admits_pod, cordon_taints, tolerates
+from storage.api.cordon import admits_pod, cordon_taints
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
+from storage.api.taints import node_taints, pod_tolerations, tolerates_all
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Reconciler, Result, object_key, split_key
 from storage.controllers.binder_index import claim_request, find_best_volume_linear, object_class, volume_capacity
@@ -265,9 +266,11 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
         return R_NOT_READY
     if not admits_pod(node, pod):  # E14
         return R_UNSCHEDULABLE
-    for taint in (node.get("spec") or {}).get("taints") or []:
-        if not tolerates(pod, taint):
-            return R_TAINT
+    # NoSchedule and NoExecute taints keep a pod off a node unless it tolerates them (TaintToleration);
+    # the node lifecycle controller's not-ready/unreachable taints thus also repel new pods.
+    if not tolerates_all(pod_tolerations(pod), node_taints(node)):
+        return R_TAINT
+
     if not pod_admits_node(pod, node):
         return R_AFFINITY
     ok, reason = _pod_affinity_ok(pod, node, nodes_by_name, placed)

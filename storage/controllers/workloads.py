@@ -16,7 +16,8 @@ from typing import Any, Callable, ClassVar, Iterable
 import structlog
 
 from storage.api.node_affinity import pod_admits_node
-from storage.controllers.base import Reconciler, Result, split_key
+from storage.api.taints import with_daemon_tolerations
+from storage.controllers.base import Reconciler, Result, defaulted_tolerations, split_key
 from storage.controllers.owners import (
     controller_key, controller_ref, is_controlled_by, labels_of, make_controller_ref, publish, selector_matches,
 )
@@ -129,6 +130,7 @@ class _Replicated(Reconciler):
         if len(active) < wanted:
             for _ in range(wanted - len(active)):
                 new = pod_from_template(owner, self.template(owner), self.api_version, self.kind, f"{name}-")
+                new["spec"] = defaulted_tolerations(self.ctx, new["spec"])
                 created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", new))
                 active.append(created)
                 self.ctx.events.record(owner, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}")
@@ -230,6 +232,8 @@ class DaemonSetReconciler(Reconciler):
         for node in sorted(eligible - set(by_node)):
             new = pod_from_template(ds, template, "apps/v1", "DaemonSet", f"{name}-")
             new["spec"]["nodeName"] = node
+            # As Kubernetes' DaemonSet controller: a daemon stays through not-ready, unreachable and cordoning.
+            new["spec"] = with_daemon_tolerations(new["spec"])
             created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", new))
             by_node[node] = [created]
             self.ctx.events.record(ds, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}")

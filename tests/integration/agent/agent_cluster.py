@@ -28,6 +28,7 @@ from storage.api.bootstrap_tokens import new_bootstrap_token
 from storage.apiserver.auth import TOKEN_FILE, User, append_token
 from storage.client import Client
 from storage.client.kubeconfig import ClusterAccess, write_kubeconfig
+from storage.controllers.base import ControllerOptions
 from storage.controllers.manager import ControllerManager, run_controllers
 from storage.errors import NotFound
 
@@ -93,12 +94,13 @@ class Cluster:
 
     # ---- components ------------------------------------------------------------------
 
-    def start_controllers(self) -> ControllerManager:
+    def start_controllers(self, options: ControllerOptions | None = None) -> ControllerManager:
+        """All controllers in a thread; ``options`` shortens the node lifecycle's grace periods for a test."""
         ready = threading.Event()
         out: list[ControllerManager] = []
         self._controllers = threading.Thread(
             target=run_controllers, args=(self.store, self.stop_controllers),
-            kwargs={"ready": ready, "manager_out": out}, name="test-controllers", daemon=True)
+            kwargs={"ready": ready, "manager_out": out, "options": options}, name="test-controllers", daemon=True)
         self._controllers.start()
         assert ready.wait(30), "controllers did not sync"
         self.manager = out[0]

@@ -1,17 +1,14 @@
 """Node registration, heartbeats, NotReady, and two agents on one machine (B8)."""
 from __future__ import annotations
 
-import pytest
-
 from agent_cluster import GiB, Cluster, claim, condition, local_class, pod, wait_until
-from storage.controllers.node_lifecycle import NodeLifecycleReconciler
+from storage.controllers.base import ControllerOptions
 from storage.system import loop
 
 
 def test_node_registers_labels_pools_endpoint_and_goes_unknown_without_heartbeats(
-        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(NodeLifecycleReconciler, "grace_seconds", 3.0)
-    cluster.start_controllers()
+        cluster: Cluster) -> None:
+    cluster.start_controllers(ControllerOptions(node_monitor_grace_period=3.0))
     agent = cluster.add_agent("n1", zone="zone-a", pool_bytes=2 * GiB, labels={"disk": "ssd"})
     node = cluster.client.get("nodes", "n1")
     labels = node["metadata"]["labels"]

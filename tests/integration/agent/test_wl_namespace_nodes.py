@@ -7,13 +7,12 @@ import os
 from datetime import timedelta
 
 import psutil
-import pytest
 
 from agent_cluster import GiB, Cluster, claim, condition, local_class, pod, wait_until
 from storage.agent.node_lease import renew_lease
 from storage.api.quantity import parse_quantity
 from storage.api.timestamps import parse_time
-from storage.controllers.node_lifecycle import NodeLifecycleReconciler
+from storage.controllers.base import ControllerOptions
 from storage.errors import NotFound
 from storage.system import loop
 
@@ -66,9 +65,8 @@ def _gone(cluster: Cluster, volume: str) -> bool:
 
 
 def test_agent_renews_its_lease_and_a_stale_lease_makes_the_node_not_ready(
-        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(NodeLifecycleReconciler, "grace_seconds", 4.0)
-    cluster.start_controllers()
+        cluster: Cluster) -> None:
+    cluster.start_controllers(ControllerOptions(node_monitor_grace_period=4.0))
     cluster.add_agent("n1", pool_bytes=GiB)
     lease = wait_until(lambda: _lease(cluster, "n1"), "the node's Lease")
     assert lease["apiVersion"] == "coordination.k8s.io/v1" and lease["kind"] == "Lease"
@@ -97,7 +95,7 @@ def test_agent_renews_its_lease_and_a_stale_lease_makes_the_node_not_ready(
     renew_time = parse_time(renewed["spec"]["renewTime"])
     assert went is not None and renew_time is not None
     # Second-precision transition time: allow the truncation, nothing more.
-    assert went >= renew_time + timedelta(seconds=NodeLifecycleReconciler.grace_seconds - 1)
+    assert went >= renew_time + timedelta(seconds=4.0 - 1)
 
 
 def _lease(cluster: Cluster, name: str) -> dict | None:
