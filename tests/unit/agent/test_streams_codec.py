@@ -4,7 +4,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from storage.agent import spdy
+from storage.api import spdy
 from storage.agent.runtime.logfile import split_line, stamp_of
 from storage.agent.streams import _limited, exit_status
 
