@@ -9,11 +9,14 @@ of its own. Commands 1.20 lacks are separate tests that skip there, saying so.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
+import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import yaml
@@ -54,11 +57,26 @@ spec:
     - |
       echo "hello from the session"
       echo payload > /data/file.txt
+      python3 -m http.server 8080 --bind "$POD_IP" --directory /data >/dev/null 2>&1 &
       trap 'exit 0' TERM
       while true; do sleep 1 & wait $!; done
+    env:
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
     volumeMounts: [{name: data, mountPath: /data}]
   volumes:
   - {name: data, persistentVolumeClaim: {claimName: session-data}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: session-talker}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: debian:12
+    stdin: true
+    command: [/bin/sh, -c, 'read x; echo "bye $x"']
 """
 
 DEPLOYMENT = """
@@ -105,6 +123,32 @@ class Kubectl:
         return done.stdout
 
 
+@contextlib.contextmanager
+def port_forward(kubectl: Kubectl, target: str, remote: int) -> Iterator[int]:
+    """``kubectl port-forward TARGET :REMOTE`` running; the local port it chose."""
+    proc = subprocess.Popen([kubectl.binary, "port-forward", target, f":{remote}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=kubectl.env, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline().decode()  # "Forwarding from 127.0.0.1:PORT -> REMOTE"
+        assert line.startswith("Forwarding from 127.0.0.1:"), line + proc.stderr.read1(20000).decode()
+        yield int(line.split(":")[1].split()[0])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def fetch(url: str) -> bytes | None:
+    """The body; None while the pod's server is not listening yet."""
+    def get() -> bytes | None:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return response.read()  # type: ignore[no-any-return]
+        except OSError:
+            return None
+    return poll(f"{url} through the tunnel", get, 60)
+
+
 def rows(out: str) -> list[list[str]]:
     return [line.split() for line in out.splitlines() if line.strip()]
 
@@ -144,9 +188,11 @@ def test_kubectl_session(stowage: Stowage, kubectl_version: str, tmp_path: Path)
 
     applied = kubectl("apply", "-f", "-", stdin=MANIFESTS.replace("SUFFIX", suffix))
     assert applied.splitlines() == [f"storageclass.storage.k8s.io/session-local-{suffix} created",
-                                    "persistentvolumeclaim/session-data created", "pod/session-pod created"]
-    waited = kubectl("wait", "--for=condition=Ready", "pod/session-pod", "--timeout=150s", timeout=180)
-    assert "pod/session-pod condition met" in waited
+                                    "persistentvolumeclaim/session-data created", "pod/session-pod created",
+                                    "pod/session-talker created"]
+    waited = kubectl("wait", "--for=condition=Ready", "pod/session-pod", "pod/session-talker", "--timeout=150s",
+                     timeout=180)
+    assert waited.splitlines() == ["pod/session-pod condition met", "pod/session-talker condition met"]
 
     listed = kubectl("get", "pv,pvc,pods", "-o", "wide")
     pv_block, pvc_block, pod_block = [rows(b) for b in listed.strip().split("\n\n")]
@@ -183,6 +229,12 @@ def test_kubectl_session(stowage: Stowage, kubectl_version: str, tmp_path: Path)
     back = tmp_path / "back.bin"
     kubectl("cp", "session-pod:/data/upload.bin", str(back))
     assert back.read_bytes() == upload.read_bytes()
+    # attach: stdin reaches the container's shell, and kubectl ends with the container.
+    attached = kubectl.run("attach", "-i", "session-talker", stdin="now\n")
+    assert attached.returncode == 0 and "bye now" in attached.stdout, attached
+    # port-forward: SPDY inside a WebSocket from current kubectl, plain SPDY from 1.20.
+    with port_forward(kubectl, "pod/session-pod", 8080) as local:
+        assert fetch(f"http://127.0.0.1:{local}/file.txt") == b"payload\n"
 
     everything = kubectl("get", "all")
     assert "pod/session-pod" in everything
