@@ -229,7 +229,7 @@ class _Channels(_Upgraded):
     def negotiate(self) -> str:
         offered = self.header_values(b"x-stream-protocol-version")
         if CLIENT_CHANNELS not in offered:
-            raise Forbidden(f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
+            raise Forbidden(f"unable to upgrade: unable to negotiate protocol: client supports [{' '.join(offered)}], "
                             f"server accepts [{CLIENT_CHANNELS}]")
         return CLIENT_CHANNELS
 
