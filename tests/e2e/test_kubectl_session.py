@@ -220,6 +220,10 @@ def test_kubectl_session(stowage: Stowage, kubectl_version: str, tmp_path: Path)
     failed = kubectl.run("exec", "session-pod", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
     assert (failed.returncode, failed.stdout) == (7, "out\n") and failed.stderr.startswith("err\n"), failed
     assert kubectl("exec", "-i", "session-pod", "--", "wc", "-c", stdin="x" * 100_000).strip() == "100000"
+    # -t wants a terminal of kubectl's own: `script` gives it one.
+    terminal = subprocess.run(["script", "-qec", f"{kubectl.binary} exec -it session-pod -- sh -c 'tty; exit 4'",
+                               "/dev/null"], input="", capture_output=True, text=True, env=kubectl.env, timeout=120)
+    assert terminal.returncode == 4 and "/dev/pts/" in terminal.stdout, terminal
     copied = tmp_path / "copied.txt"
     kubectl("cp", "session-pod:/data/file.txt", str(copied))
     assert copied.read_text() == "payload\n"
