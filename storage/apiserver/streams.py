@@ -6,9 +6,9 @@ to the agent offering the client's subprotocols and relays every message both wa
 untouched, as kube-apiserver relays to the kubelet. The agent speaks the protocols
 (channels for exec and attach, SPDY for port-forward).
 
-A plain HTTP request for these paths (kubectl's SPDY fallback) gets the same checks,
-so errors read the same, and then 400: exec and attach are served over WebSocket only.
-A direct SPDY upgrade of port-forward never reaches this app (see spdy_upgrade.py).
+A plain HTTP request for these paths gets the same checks, so errors read the same, and
+then 400. A direct SPDY upgrade (kubectl before 1.30 for all three) never reaches this app:
+see spdy_upgrade.py.
 """
 from __future__ import annotations
 
@@ -68,11 +68,21 @@ def locate(store: Store, namespace: str, name: str, subresource: str, query: Map
     return proxy.agent_address(node), container
 
 
+def agent_stream_url(base: str, namespace: str, name: str, subresource: str, query: list[tuple[str, str]],
+                     container: str) -> str:
+    """The agent's WebSocket URL of a pod stream: the client's query with the container ``locate`` chose."""
+    pairs = [(k, v) for k, v in query if k != "container"]
+    if container:
+        pairs.append(("container", container))
+    return (base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+            + f"/pods/{quote(namespace, safe='')}/{quote(name, safe='')}/{subresource}?{urlencode(pairs)}")
+
+
 def check_plain_request(store: Store, namespace: str, name: str, subresource: str, query: Mapping[str, str]) -> Response:
     """A streaming path reached without a WebSocket upgrade."""
     locate(store, namespace, name, subresource, query)
     raise BadRequest(f"Upgrade request required: pods/{subresource} is served over WebSocket "
-                     "(v5.channel.k8s.io, v4.channel.k8s.io, SPDY/3.1+portforward.k8s.io)")
+                     "(v5.channel.k8s.io, v4.channel.k8s.io, SPDY/3.1+portforward.k8s.io) or SPDY/3.1")
 
 
 def _denial(exc: StowageError) -> Response:
@@ -116,11 +126,7 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send, store: Sto
     except StowageError as exc:
         await ws.send_denial_response(_denial(exc))
         return
-    pairs = [(k, v) for k, v in _query_pairs(query) if k != "container"]
-    if container:
-        pairs.append(("container", container))
-    url = (base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-           + f"/pods/{quote(namespace, safe='')}/{quote(name, safe='')}/{subresource}?{urlencode(pairs)}")
+    url = agent_stream_url(base, namespace, name, subresource, _query_pairs(query), container)
     # Some ASGI servers keep the offered subprotocols out of the headers and in the scope.
     offered = [p.strip() for p in ws.scope.get("subprotocols") or
                (ws.headers.get("sec-websocket-protocol") or "").split(",") if p.strip()]

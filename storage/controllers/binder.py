@@ -861,7 +861,9 @@ class ExpansionController(_Base):
         status["allocatedResources"] = {**(status.get("allocatedResources") or {}), "storage": request_text}
         conditions = [c for c in status.get("conditions") or [] if c.get("type") not in ("Resizing", "FileSystemResizePending")]
         if volume_mode(claim) == "Filesystem":
-            conditions.append({"type": "FileSystemResizePending", "status": "True", "lastProbeTime": None,
+            # No null lastProbeTime: the API drops null fields on every write, so a stored null would
+            # read back differently after the next one (and kubectl diff would show it).
+            conditions.append({"type": "FileSystemResizePending", "status": "True",
                                "lastTransitionTime": _now(), "message": MSG_FS_RESIZE})
             status["allocatedResourceStatuses"] = {"storage": "NodeResizePending"}
         else:

@@ -316,7 +316,9 @@ def _set_condition(pod: Obj, status: str, reason: str, message: str) -> bool:
             if not reason:
                 cond.pop("reason"); cond.pop("message")
             return True
-    cond = {"type": "PodScheduled", "status": status, "lastProbeTime": None, "lastTransitionTime": _now()}
+    # No null lastProbeTime: the API drops null fields on every write, so a stored null would read
+    # back differently after the next one (and kubectl diff would show it).
+    cond = {"type": "PodScheduled", "status": status, "lastTransitionTime": _now()}
     if reason:
         cond.update(reason=reason, message=message)
     conditions.append(cond)

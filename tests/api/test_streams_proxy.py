@@ -139,3 +139,48 @@ def test_spdy_port_forward_upgrade_gets_the_same_checks(api_server: RunningServe
         conn.sendall(b"POST /api/v1/namespaces/default/pods/nope/portforward HTTP/1.1\r\nHost: x\r\n"
                      b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
         assert conn.recv(65536).startswith(b"HTTP/1.1 401 ")  # no token, no tunnel
+
+
+def _spdy_upgrade(server: RunningServer, path: str, *extra: bytes) -> tuple[bytes, bytes]:
+    """(status line and headers, body) of a direct ``Upgrade: SPDY/3.1`` POST, as kubectl before 1.30 sends."""
+    host, port = server.url.removeprefix("https://").removeprefix("http://").split(":")
+    context = _tls(server)
+    raw = socket.create_connection((host, int(port)), timeout=30)
+    with (context.wrap_socket(raw, server_hostname=host) if context is not None else raw) as conn:
+        conn.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + server.token.encode() + b"\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                     + b"".join(extra) + b"Content-Length: 0\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_spdy_exec_upgrade_gets_the_same_checks_and_speaks_v4(api_server: RunningServer, client: Client) -> None:
+    """kubectl 1.20 upgrades exec and attach straight to SPDY, offering v4.channel.k8s.io and older."""
+    offers = (b"X-Stream-Protocol-Version: v4.channel.k8s.io\r\nX-Stream-Protocol-Version: v3.channel.k8s.io\r\n"
+              b"X-Stream-Protocol-Version: v2.channel.k8s.io\r\nX-Stream-Protocol-Version: channel.k8s.io\r\n")
+    head, body = _spdy_upgrade(api_server, "/api/v1/namespaces/default/pods/nope/exec?command=true&stdout=true",
+                               offers)
+    assert head.startswith(b"HTTP/1.1 404 ") and json.loads(body)["message"] == 'pods "nope" not found'
+    _pod(client, "placed", node=None)
+    head, body = _spdy_upgrade(api_server, "/api/v1/namespaces/default/pods/placed/attach?stdout=true", offers)
+    assert head.startswith(b"HTTP/1.1 400 ") and json.loads(body)["message"] == "pod placed does not have a host assigned"
+    # A registered node whose agent does not answer: the checks pass, then the protocol is negotiated.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        client.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+        node = client.get("nodes", "n1")
+        node["status"] = {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                          "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}
+        client.update_status(node)
+        _pod(client, "ready")
+        path = "/api/v1/namespaces/default/pods/ready/exec?command=true&stdout=true"
+        head, body = _spdy_upgrade(api_server, path, b"X-Stream-Protocol-Version: v2.channel.k8s.io\r\n")
+        assert head.startswith(b"HTTP/1.1 403 ")
+        assert json.loads(body)["message"] == ("unable to upgrade: unable to negotiate protocol: client supports "
+                                               "[v2.channel.k8s.io], server accepts [v4.channel.k8s.io]")
+        head, body = _spdy_upgrade(api_server, path, offers)
+        assert head.startswith(b"HTTP/1.1 500 ") and b"error dialing backend" in body

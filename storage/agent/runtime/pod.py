@@ -626,7 +626,7 @@ class PodWorker:
         conditions = []
         for kind in ("Initialized", "Ready", "ContainersReady", "PodScheduled"):
             value, when = self.conditions[kind]
-            cond = {"type": kind, "status": value, "lastProbeTime": None, "lastTransitionTime": when}
+            cond = {"type": kind, "status": value, "lastTransitionTime": when}  # no null: the API drops them
             if value == "False" and kind in ("Ready", "ContainersReady"):
                 not_ready = [s["name"] for s in apps if not s["ready"]]
                 cond["reason"] = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from storage.agent import spdy
+from storage.api import spdy
 from storage.agent.runtime.logfile import split_line, stamp_of
 from storage.agent.streams import _limited, exit_status
 
@@ -61,3 +61,15 @@ def test_limit_bytes_cuts_the_stream() -> None:
     assert b"".join(_limited(iter(["one", "two"]), 6)) == b"one\ntw"
     assert b"".join(_limited(iter(["one", "two"]), None)) == b"one\ntwo\n"
     assert b"".join(_limited(iter(["one", "two"]), 4)) == b"one\n"
+
+
+def test_terminal_sizes_split_anywhere_become_one_message_each() -> None:
+    from storage.apiserver.spdy_upgrade import _complete_json_values
+
+    buffer = bytearray()
+    wire = b'{"Width":80,"Height":24}\n{"Width":100,"Height":40}\n'
+    seen: list[bytes] = []
+    for i in range(0, len(wire), 5):  # SPDY data frames may cut a size anywhere
+        buffer.extend(wire[i:i + 5])
+        seen += _complete_json_values(buffer)
+    assert seen == [b'{"Width":80,"Height":24}', b'{"Width":100,"Height":40}'] and buffer.strip() == b""

@@ -1,7 +1,7 @@
-"""Just enough of SPDY/3.1 framing for Kubernetes' port-forward protocol, server side.
+"""Just enough of SPDY/3.1 framing for Kubernetes' stream protocols, server side.
 
-kubectl (1.31+) tunnels SPDY through a WebSocket (``SPDY/3.1+portforward.k8s.io``) or
-upgrades to it directly. The client opens streams (SYN_STREAM, header names and values
+Port-forward: kubectl (1.31+) tunnels SPDY through a WebSocket (``SPDY/3.1+portforward.k8s.io``)
+or upgrades to it directly (older kubectl, which also upgrades exec and attach to SPDY). The client opens streams (SYN_STREAM, header names and values
 in one zlib stream per direction, primed with the SPDY/3 dictionary); the server
 answers each with SYN_REPLY and moves bytes in data frames, FIN ending a direction.
 Flow control frames are accepted and ignored, as Kubernetes' own SPDY library does.
