@@ -1,8 +1,8 @@
 """List paging over real HTTP: ``limit`` and ``continue`` as the Kubernetes API server answers them.
 
-Rules (docs/semantics.md): L1 one snapshot across pages, L2 410 Expired past the store's history with
-an inconsistent-continue token, L3 ``metadata.continue`` / ``remainingItemCount`` as Kubernetes sets
-them, L4 bad ``limit`` or ``continue`` is a 400 naming it. Clients: httpx, the official kubernetes
+Rules (docs/semantics.md): C1 one snapshot across pages, C2 410 Expired past the store's history with
+an inconsistent-continue token, C3 ``metadata.continue`` / ``remainingItemCount`` as Kubernetes sets
+them, C4 bad ``limit`` or ``continue`` is a 400 naming it. Clients: httpx, the official kubernetes
 Python client and the real kubectl, which pages every ``get`` (``--chunk-size``, 500 by default).
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def pages(http: httpx.Client, path: str, limit: int, accept: str = "application/
     return out
 
 
-def test_pages_across_namespaces_are_one_snapshot_whatever_changes_between_them_L1_L3(http: httpx.Client) -> None:
+def test_pages_across_namespaces_are_one_snapshot_whatever_changes_between_them_C1_C3(http: httpx.Client) -> None:
     for ns in ("snap-a", "snap-b"):
         namespace(http, ns)
         for i in range(4):
@@ -120,7 +120,7 @@ def test_pages_across_namespaces_are_one_snapshot_whatever_changes_between_them_
     assert ("snap-b", "cm1") not in now and ("snap-a", "cm9") in now and now[("snap-b", "cm2")]["data"] == {"v": "changed"}
 
 
-def test_writers_running_alongside_never_make_a_page_skip_or_repeat_an_object_L1(
+def test_writers_running_alongside_never_make_a_page_skip_or_repeat_an_object_C1(
         http: httpx.Client, server: RunningServer) -> None:
     namespace(http, "churn")
     stable = {f"keep-{i}" for i in range(6)}
@@ -162,7 +162,7 @@ def test_writers_running_alongside_never_make_a_page_skip_or_repeat_an_object_L1
     assert {p["metadata"]["resourceVersion"] for p in listed} == {str(revision)}
 
 
-def test_namespaced_selected_table_and_cluster_scoped_pages_L3(http: httpx.Client) -> None:
+def test_namespaced_selected_table_and_cluster_scoped_pages_C3(http: httpx.Client) -> None:
     namespace(http, "sel")
     for i in range(7):
         configmap(http, "sel", f"cm{i}", parity=str(i % 2))
@@ -187,7 +187,7 @@ def test_namespaced_selected_table_and_cluster_scoped_pages_L3(http: httpx.Clien
     assert "continue" not in ok(http.get("/api/v1/namespaces", params={"limit": "0"}))["metadata"]
 
 
-def test_an_expired_continue_token_is_410_with_an_inconsistent_continue_token_L2(
+def test_an_expired_continue_token_is_410_with_an_inconsistent_continue_token_C2(
         http: httpx.Client, server: RunningServer) -> None:
     namespace(http, "old")
     for i in range(5):
@@ -226,14 +226,14 @@ def test_an_expired_continue_token_is_410_with_an_inconsistent_continue_token_L2
     ({"limit": "1", "resourceVersion": "3", "continue": forge(v="meta.k8s.io/v1", rv=3, start="a/b\x00")},
      "specifying resource version is not allowed when using continue"),
 ])
-def test_bad_limit_or_continue_is_400_naming_it_L4(http: httpx.Client, params: dict[str, str], needle: str) -> None:
+def test_bad_limit_or_continue_is_400_naming_it_C4(http: httpx.Client, params: dict[str, str], needle: str) -> None:
     status = ok(http.get("/api/v1/configmaps", params=params), 400)
     assert status["reason"] == "BadRequest" and needle in status["message"], status["message"]
     field = "limit" if "limit:" in needle else "resource version" if "resource version" in needle else "continue"
     assert field in status["message"]
 
 
-def test_a_tampered_token_changed_in_transit_is_refused_L4(http: httpx.Client) -> None:
+def test_a_tampered_token_changed_in_transit_is_refused_C4(http: httpx.Client) -> None:
     namespace(http, "tamper")
     for i in range(3):
         configmap(http, "tamper", f"cm{i}")
@@ -246,7 +246,7 @@ def test_a_tampered_token_changed_in_transit_is_refused_L4(http: httpx.Client) -
     ok(http.get("/api/v1/namespaces/tamper/configmaps", params={"limit": "1", "continue": across}), 400)
 
 
-def test_the_kubernetes_client_pages_with_limit_and_continue_L1_L3(http: httpx.Client, server: RunningServer) -> None:
+def test_the_kubernetes_client_pages_with_limit_and_continue_C1_C3(http: httpx.Client, server: RunningServer) -> None:
     namespace(http, "kclient")
     for i in range(5):
         configmap(http, "kclient", f"cm{i}")
@@ -275,7 +275,7 @@ def test_the_kubernetes_client_pages_with_limit_and_continue_L1_L3(http: httpx.C
         api_client.close()
 
 
-def test_kubectl_get_pods_all_namespaces_in_chunks_shows_every_pod_once_L1(http: httpx.Client, server: RunningServer) -> None:
+def test_kubectl_get_pods_all_namespaces_in_chunks_shows_every_pod_once_C1(http: httpx.Client, server: RunningServer) -> None:
     expected = set()
     for ns in ("chunk-a", "chunk-b", "chunk-c"):
         namespace(http, ns)

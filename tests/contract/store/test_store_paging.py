@@ -1,7 +1,7 @@
 """Store contract, list pages (``list_page``): every test runs on SQLite and on PostgreSQL.
 
-Rule L1 (docs/semantics.md): the pages of one list are one snapshot, the revision the first page was
-read at, whatever is created, changed or deleted between pages. L2: a page is refused as Gone once
+Rule C1 (docs/semantics.md): the pages of one list are one snapshot, the revision the first page was
+read at, whatever is created, changed or deleted between pages. C2: a page is refused as Gone once
 the store has compacted past that revision, and never before.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def seed(store: SqlStore) -> list[dict[str, Any]]:
     return [store.create(CM, cm(ns, f"c{i}", parity=str(i % 2))) for ns in ("a", "b") for i in range(5)]
 
 
-def test_pages_cover_the_list_in_key_order_with_remaining_counts_L1(store: SqlStore) -> None:
+def test_pages_cover_the_list_in_key_order_with_remaining_counts_C1(store: SqlStore) -> None:
     seed(store)
     full, revision = store.list(CM)
     pages = all_pages(store, 3)
@@ -53,7 +53,7 @@ def test_pages_cover_the_list_in_key_order_with_remaining_counts_L1(store: SqlSt
     assert keys(rest) == [("b", "c2"), ("b", "c3"), ("b", "c4")] and rest.next_after is None
 
 
-def test_later_pages_show_the_first_pages_revision_whatever_changes_L1(store: SqlStore) -> None:
+def test_later_pages_show_the_first_pages_revision_whatever_changes_C1(store: SqlStore) -> None:
     before = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in seed(store)}
     first = store.list_page(CM, limit=3)
     assert keys(first) == [("a", "c0"), ("a", "c1"), ("a", "c2")]
@@ -82,7 +82,7 @@ def test_later_pages_show_the_first_pages_revision_whatever_changes_L1(store: Sq
     assert ("a", "c3a") in now and ("b", "c1") not in now and store.get(CM, "b", "c3")["data"] == {"v": "changed"}
 
 
-def test_a_filtered_page_reads_on_until_it_is_full_and_counts_nothing_L1(store: SqlStore) -> None:
+def test_a_filtered_page_reads_on_until_it_is_full_and_counts_nothing_C1(store: SqlStore) -> None:
     seed(store)
     pages = all_pages(store, 2, label_selector="parity=1")
     # As etcd3's lister: a page full before the last key gives a token even if nothing after it
@@ -95,7 +95,7 @@ def test_a_filtered_page_reads_on_until_it_is_full_and_counts_nothing_L1(store: 
     assert store.list_page(CM, limit=3, label_selector="parity=7").items == []
 
 
-def test_compaction_keeps_what_a_page_needs_and_gone_after_it_L2(store: SqlStore) -> None:
+def test_compaction_keeps_what_a_page_needs_and_gone_after_it_C2(store: SqlStore) -> None:
     seed(store)
     store.compact(0)  # every version is now at or below the compacted revision
     first = store.list_page(CM, limit=4)
@@ -116,7 +116,7 @@ def test_compaction_keeps_what_a_page_needs_and_gone_after_it_L2(store: SqlStore
     assert store.list_page(CM, limit=1, after=("a", "c0"), revision=latest.revision).items[0]["metadata"]["name"] == "c1"
 
 
-def test_versions_kept_for_pages_survive_a_restore_and_never_reach_watchers_L2(store: SqlStore) -> None:
+def test_versions_kept_for_pages_survive_a_restore_and_never_reach_watchers_C2(store: SqlStore) -> None:
     seed(store)
     store.restart_history()  # as after a restore: no history at all
     first = store.list_page(CM, limit=5)
@@ -135,7 +135,7 @@ def test_a_revision_newer_than_the_store_is_bad_request(store: SqlStore) -> None
         store.list_page(CM, limit=1, after=("a", "c0"), revision=store.current_revision() + 5)
 
 
-def test_kept_versions_are_not_history_a_watcher_behind_compaction_reads_L2(store: SqlStore) -> None:
+def test_kept_versions_are_not_history_a_watcher_behind_compaction_reads_C2(store: SqlStore) -> None:
     """The watch poller notices it fell behind compaction by a gap before the first event it reads:
     a version kept for pages (at or below the compacted revision) must never fill that gap."""
     seed(store)
