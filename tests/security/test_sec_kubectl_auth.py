@@ -3,7 +3,7 @@ with every kubectl the README promises (``kubectl_version``).
 
 kubectl runs against the real HTTPS API server, with a kubeconfig for alice written as the
 server writes its own (her token and the cluster CA as certificate-authority-data), no extra
-flags. Current kubectl posts its reviews as protobuf (storage/apiserver/review_proto.py reads them).
+flags. kubectl posts its reviews as protobuf (storage/api/k8s_protobuf.py reads them).
 """
 from __future__ import annotations
 
