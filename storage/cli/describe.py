@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol
 
 import yaml
 
-from storage.cli.age import age, parse_timestamp
+from storage.cli.age import age, human_duration, parse_timestamp
 from storage.cli.tables import (
     access_modes,
     event_time,
@@ -262,6 +262,18 @@ def describe_sc(obj: dict[str, Any], lister: Lister) -> str:
     return fields(pairs) + events_section(obj, lister)
 
 
+def _pod_status_fields(obj: dict[str, Any]) -> list[tuple[str, str]]:
+    """As kubectl: a pod being deleted shows how long its grace period still lasts (deletionTimestamp is
+    when it ends) and the period itself."""
+    meta = _meta(obj)
+    end = parse_timestamp(meta.get("deletionTimestamp"))
+    if end is None:
+        return [("Status", pod_status(obj))]
+    left = human_duration(max(0.0, (end - datetime.now(timezone.utc)).total_seconds()))
+    return [("Status", f"Terminating (lasts {left})"),
+            ("Termination Grace Period", f"{meta.get('deletionGracePeriodSeconds') or 0}s")]
+
+
 def describe_pod(obj: dict[str, Any], lister: Lister) -> str:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     node = str(spec.get("nodeName") or "<none>")
@@ -270,8 +282,7 @@ def describe_pod(obj: dict[str, Any], lister: Lister) -> str:
     pairs = _common(obj, True) + [
         ("Node", node),
         ("Start Time", str(status.get("startTime") or "<unset>")),
-    ] + _labels_annotations(obj) + [
-        ("Status", pod_status(obj)),
+    ] + _labels_annotations(obj) + _pod_status_fields(obj) + [
         ("IP", str(status.get("podIP") or "")),
         ("Controlled By", _owner(obj)),
     ]

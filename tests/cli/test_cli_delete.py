@@ -1,6 +1,8 @@
 """``stowage delete`` with ``--grace-period``, ``--force``, ``--now`` and ``--wait`` (rules G1-G3, G5), as kubectl."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cliutil import Cli
@@ -31,6 +33,9 @@ def test_g5_delete_marks_shortens_and_force_deletes_a_pod_the_agent_holds(cli: C
                             "containers": [{"name": "c", "image": "debian:12"}]}})
     assert cli.ok("delete", "pod", "p", "--wait=false") == 'pod "p" deleted\n'
     assert client.get("pods", "p", "default")["metadata"]["deletionGracePeriodSeconds"] == 600
+    described = cli.ok("describe", "pod", "p")  # as kubectl: how long the grace still lasts, and the period
+    assert re.search(r"^Status:\s+Terminating \(lasts (9m\d+s|10m)\)$", described, re.M), described
+    assert re.search(r"^Termination Grace Period:\s+600s$", described, re.M), described
     cli.ok("delete", "pod", "p", "--grace-period", "30", "--wait=false")
     assert client.get("pods", "p", "default")["metadata"]["deletionGracePeriodSeconds"] == 30
     cli.ok("delete", "pod", "p", "--now", "--wait=false")

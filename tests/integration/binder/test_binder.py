@@ -341,8 +341,10 @@ def test_b11_any_pod_object_naming_the_claim_holds_it_finished_or_unscheduled(st
     owned = mk_pvc("eph-scratch")
     owned["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": "eph",
                                              "uid": owner["metadata"]["uid"], "controller": True}]
-    store.create(PVC, owned)
-    store.create(PVC, mk_pvc("eph2-scratch"))  # the name eph2 would generate, but not eph2's claim
+    namesake = mk_pvc("eph2-scratch")  # the name eph2 would generate, but not eph2's claim
+    for unbound in (owned, namesake):  # the finalizer admission adds on create (the store has no admission)
+        unbound["metadata"]["finalizers"] = ["kubernetes.io/pvc-protection"]
+        store.create(PVC, unbound)
     store.delete(PVC, "default", "eph-scratch")
     store.delete(PVC, "default", "eph2-scratch")
     wait_for(lambda: get_or_none(store, PVC, "default", "eph2-scratch") is None, "a claim the pod does not own goes", 30)

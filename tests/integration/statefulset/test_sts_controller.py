@@ -229,6 +229,22 @@ def test_s3_parallel_creates_all_without_waiting(store, controllers, kubelet):
     wait_for(lambda: pod_names(store) == [], what="all gone at once")
 
 
+def test_s8_parallel_rollout_heals_when_a_template_that_never_became_ready_is_reverted(store, controllers, kubelet):
+    """S8: no pod is deleted by hand; the unready member of the bad revision is replaced after the revert."""
+    store.create("statefulsets", sts_manifest(3, podManagementPolicy="Parallel"))
+    bring_up(store, kubelet, ["web-0", "web-1", "web-2"])
+    wait_for(lambda: status(store).get("readyReplicas") == 3, what="3 ready")
+    edit(store, lambda s: s["spec"]["template"]["spec"]["containers"][0].update(image="broken:1"))
+    wait_for(lambda: image(store, "web-2") == "broken:1", what="web-2 on the bad template")
+    kubelet.unready("web-2", "back-off restarting failed container")
+    edit(store, lambda s: s["spec"]["template"]["spec"]["containers"][0].update(image="nginx:1"))
+    wait_for(lambda: image(store, "web-2") == "nginx:1", what="web-2 replaced after the revert")
+    kubelet.ready("web-2")
+    wait_for(lambda: status(store).get("readyReplicas") == 3
+             and status(store).get("currentRevision") == status(store).get("updateRevision"), what="healed")
+    assert [image(store, n) for n in ("web-0", "web-1", "web-2")] == ["nginx:1"] * 3
+
+
 @pytest.mark.parametrize("start", [3])
 def test_s1_start_ordinal(store, controllers, kubelet, start):
     store.create("statefulsets", sts_manifest(2, ordinals={"start": start}))
