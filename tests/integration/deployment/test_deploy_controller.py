@@ -47,9 +47,14 @@ def deployment(name: str, replicas: int, image: str = "busybox:1", **strategy: A
 
 
 def set_image(store: Any, name: str, image: str) -> None:
+    set_spec(store, name, lambda spec: spec["template"]["spec"]["containers"][0].update(image=image))
+
+
+def set_spec(store: Any, name: str, change: Any) -> None:
+    """Change the spec, retrying when the controller wrote the Deployment (its status) meanwhile."""
     for _ in range(20):
         d = copy.deepcopy(store.get("deployments", "default", name))
-        d["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        change(d["spec"])
         try:
             store.update("deployments", d)
             return
@@ -198,9 +203,7 @@ def test_recreate_stops_every_old_pod_before_a_new_one_starts(store, controllers
 def test_history_limit_and_deletion_cascade(store, controllers) -> None:
     store.create("deployments", deployment("api", 1, type="RollingUpdate",
                                            rollingUpdate={"maxSurge": 1, "maxUnavailable": 0}))
-    d = store.get("deployments", "default", "api")
-    d["spec"]["revisionHistoryLimit"] = 1
-    store.update("deployments", d)
+    set_spec(store, "api", lambda spec: spec.update(revisionHistoryLimit=1))
     roll_out(store, controllers, "api")
     for version in (2, 3, 4):
         set_image(store, "api", f"busybox:{version}")
