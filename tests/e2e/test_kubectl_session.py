@@ -273,8 +273,7 @@ def test_kubectl_session(stowage: Stowage, kubectl_version: str, tmp_path: Path)
 
     assert kubectl("auth", "can-i", "create", "pods").strip() == "yes"
 
-    # A namespace from a manifest (current kubectl's `create namespace` sends protobuf, listed in the
-    # report); deleting it deletes what is in it, then the namespace itself (kubectl waits for that).
+    # A namespace from a manifest; deleting it deletes what is in it, then the namespace itself (kubectl waits for that).
     made = kubectl("apply", "-f", "-", stdin=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}-x}}\n---\n"
                    f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x, namespace: {ns}-x}}\ndata: {{a: b}}\n")
     assert made.splitlines() == [f"namespace/{ns}-x created", "configmap/x created"]
