@@ -325,11 +325,11 @@ class NodeAgent:
 
     def _watch_pods(self) -> None:
         def on_list(items: list[Obj]) -> None:
-            self._pods = {_meta(p)["uid"]: p for p in items}
+            before, self._pods = self._pods, {_meta(p)["uid"]: p for p in items}
             self._all_dirty = True
             self._pods_listed.set()
-            for pod in items:
-                self._forget_overwritten(pod)
+            for uid, pod in self._pods.items():
+                self._readiness_changed(before.get(uid), pod)
 
         def on_event(kind: str, pod: Obj) -> None:
             uid = _meta(pod).get("uid", "")
@@ -343,8 +343,7 @@ class NodeAgent:
             self._pods[uid] = pod
             if _meta(pod).get("deletionTimestamp"):
                 self._shorten(uid, pod)
-            self._forget_overwritten(pod)
-
+            self._readiness_changed(previous, pod)
             # Most updates of a running pod are its own status, written by this agent: they
             # change nothing to converge, and a full pass for each would delay the next status.
             if not (previous is not None and uid in self._resolved and _only_status_changed(previous, pod)):
@@ -352,19 +351,14 @@ class NodeAgent:
 
         self._watch("pods", on_list, on_event, field_selector=f"spec.nodeName={self.node}")
 
-    def _forget_overwritten(self, pod: Obj) -> None:
-        """Someone else changed what this agent last said about the pod's readiness (the node
-        lifecycle controller marks pods not ready while the agent is silent): say it again, as the
-        kubelet's status manager reconciles its cache with the API server. Called with the lock held."""
-        uid = _meta(pod).get("uid", "")
-        pushed = self._pushed.get(uid)
-        if pushed is None or _meta(pod).get("deletionTimestamp"):
-            return
-        said = {c.get("type"): c.get("status") for c in pushed.get("conditions") or []}
-        seen = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
-        if any(seen.get(kind) != said[kind] for kind in ("Ready", "ContainersReady") if kind in said):
-            self._pushed.pop(uid, None)
-            self._status_dirty.add(uid)
+    def _readiness_changed(self, previous: Obj | None, pod: Obj) -> None:
+        """A pod's readiness changed in the API: check it against the runtime's (called with the lock held).
+
+        Usually this agent made the change itself and the check finds nothing to do; but the node
+        lifecycle controller marks pods not ready while the agent is silent, and the agent must then say
+        again what is true, as the kubelet's status manager reconciles with the API server."""
+        if previous is not None and _readiness(previous) != _readiness(pod) and not _meta(pod).get("deletionTimestamp"):
+            self._status_dirty.add(_meta(pod).get("uid", ""))
 
     def _watch_endpoints(self) -> None:
         def on_list(items: list[Obj]) -> None:
@@ -892,7 +886,7 @@ class NodeAgent:
     def _push_status(self, pod: Obj, status: Obj, *, force: bool = False) -> None:
         uid = _meta(pod).get("uid", "")
         comparable = _without_times(status)
-        if not force and self._pushed.get(uid) == comparable:
+        if not force and self._pushed.get(uid) == comparable and _agrees(self._pods.get(uid), status):
             return
         namespace, name = _key(pod)
         with self._lock:
@@ -1089,6 +1083,21 @@ def _only_status_changed(old: Obj, new: Obj) -> bool:
         return False
     strip = lambda m: {k: v for k, v in m.items() if k not in _VOLATILE_META}  # noqa: E731
     return bool(strip(_meta(old)) == strip(_meta(new)))
+
+
+def _readiness(pod: Obj) -> dict[str, Any]:
+    return {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []
+            if c.get("type") in ("Ready", "ContainersReady")}
+
+
+def _agrees(watched: Obj | None, status: Obj) -> bool:
+    """The API's copy shows the readiness ``status`` holds (someone else may have overwritten it since
+    this agent last wrote it, and what the agent remembers writing may be an older push)."""
+    said = _readiness({"status": status})
+    if watched is None or not said:
+        return True
+    seen = _readiness(watched)
+    return all(seen.get(kind) == value for kind, value in said.items())
 
 
 def _resize_pending(claim: Obj) -> bool:

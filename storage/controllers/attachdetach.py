@@ -322,6 +322,9 @@ class AttachDetachReconciler(Reconciler):
             self.ctx.store.delete("volumeattachments", "", _meta(va)["name"])
         except NotFound:
             pass
+        forget = getattr(self.ctx.cache, "forget", None)
+        if forget is not None:  # the next pass must not detach it again before its DELETED event arrives
+            forget("volumeattachments", "", _meta(va)["name"])
         forced = detach.reason in ("out-of-service", "timeout")
         (log.warning if forced else log.info)("attachdetach.detached", volume=_meta(pv).get("name"), node=node,
                                               reason=detach.reason, forced=forced)
@@ -340,6 +343,7 @@ class AttachDetachReconciler(Reconciler):
             })
         except AlreadyExists:
             va = self.ctx.store.get("volumeattachments", "", attach.name)
+        publish(self.ctx.cache, "volumeattachments", va)
         users = [p for p in snap.pods if (p.get("spec") or {}).get("nodeName") == attach.node]
         try:
             metadata = attacher.attach(pv, node)

@@ -1,4 +1,4 @@
-"""Kubernetes' node lifecycle controller and its NoExecute taint manager (rules L1-L9, docs/semantics.md).
+"""Kubernetes' node lifecycle controller and its NoExecute taint manager (rules L1-L6; L7 is admission's).
 
 - L1 A node whose agent stops renewing its Lease in ``kube-node-lease`` and its
   Ready heartbeat for ``--node-monitor-grace-period`` (40 s) gets Ready (and any
@@ -25,7 +25,13 @@
   event ``TaintManagerEviction`` "Marking for deletion Pod ns/name".
 - L6 On a node that is not Ready and carries ``node.kubernetes.io/out-of-service``,
   terminating pods are force-deleted (phase Failed, no grace), as Kubernetes'
-  pod GC does for non-graceful node shutdown.
+  pod GC does for non-graceful node shutdown; with L5 a pod there that does not
+  tolerate the taint goes at once. Its attachable volumes are detached at once
+  (SEMANTICS A3, storage/controllers/attachdetach.py).
+- L7 (admission, storage/apiserver/admission.py) A new pod that tolerates
+  neither NoExecute taint of L4 gets both with ``tolerationSeconds: 300``; the
+  controllers give the pods they create the same, and DaemonSet pods tolerate
+  them forever.
 
 ``calculate_changes`` is pure; ``NodeLifecycleReconciler`` feeds it from the
 cache, applies its changes with resourceVersion preconditions and asks to be

@@ -151,3 +151,30 @@ def test_p4_pending_claim_spec_is_immutable(client: Client) -> None:
     with pytest.raises(Invalid) as info:
         _resize(client, "c", "2Gi")
     assert "immutable" in str(info.value)
+
+
+def _pod(name: str, tolerations: list[dict] | None = None) -> dict:
+    spec: dict = {"containers": [{"name": "c", "image": "debian:12"}]}
+    if tolerations is not None:
+        spec["tolerations"] = tolerations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": spec}
+
+
+def test_l7_default_toleration_seconds_on_create_only(client: Client) -> None:
+    created = client.create(_pod("bare"))
+    assert created["spec"]["tolerations"] == [
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+    ]
+    everything = client.create(_pod("all", [{"operator": "Exists"}]))
+    assert everything["spec"]["tolerations"] == [{"operator": "Exists"}]
+
+
+def test_l7_toleration_seconds_need_the_noexecute_effect(client: Client) -> None:
+    with pytest.raises(Invalid) as info:
+        client.create(_pod("bad", [{"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}]))
+    assert "spec.tolerations[0].effect: Invalid value: \"NoSchedule\": effect must be 'NoExecute' when " \
+           "`tolerationSeconds` is set" in str(info.value)
+    with pytest.raises(Invalid) as info:
+        client.create(_pod("bad", [{"operator": "Equal", "value": "v"}]))
+    assert "operator must be Exists when `key` is empty" in str(info.value)

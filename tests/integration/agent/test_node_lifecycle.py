@@ -106,8 +106,13 @@ def test_l1_l2_l3_l5_l7_frozen_agent_node_unknown_pods_not_ready_taint_evictions
     wait_until(lambda: condition(_node(cluster, "n1"), "Ready") == "True", "n1 Ready again", timeout=60)
     wait_until(lambda: not _taints(cluster, "n1"), "n1 untainted")
     cluster.wait_gone("pods", "brief", "default")
-    for name in ("steady", "patient"):
-        cluster.wait_running(name, ready=True)
+    try:
+        for name in ("steady", "patient"):
+            cluster.wait_running(name, ready=True)
+    except AssertionError:
+        log = (cluster.base / "agent-n1.log").read_text(errors="replace").splitlines()
+        print("\n".join(log[-80:]), "\n", cluster.pod("steady")["status"])
+        raise
     wait_until(lambda: _event(cluster, "patient", "TaintManagerEviction", "Cancelling deletion of Pod default/patient"),
                "the cancelled eviction's event")
 
