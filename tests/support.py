@@ -180,7 +180,7 @@ def get_or_none(store: Any, resource: str, namespace: str, name: str) -> dict[st
 
 @contextlib.contextmanager
 def running_controllers(store: Any, reconcilers: Sequence[Any] | None = None,
-                        timeout: float = 30.0) -> Iterator[Any]:
+                        timeout: float = 30.0, options: Any = None) -> Iterator[Any]:
     """The controller manager in a thread on ``store`` (all controllers unless ``reconcilers``), synced."""
     from storage.controllers.manager import run_controllers
 
@@ -190,6 +190,8 @@ def running_controllers(store: Any, reconcilers: Sequence[Any] | None = None,
     kwargs: dict[str, Any] = {"ready": ready, "manager_out": out}
     if reconcilers is not None:
         kwargs["reconcilers"] = list(reconcilers)
+    if options is not None:
+        kwargs["options"] = options
     thread = threading.Thread(target=run_controllers, args=(store, stop), kwargs=kwargs,
                               name="test-controllers", daemon=True)
     thread.start()
