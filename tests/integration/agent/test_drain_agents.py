@@ -77,8 +77,9 @@ def test_E9_E12_E13_E14_kubectl_drain_evicts_within_the_budget_and_a_tight_budge
     assert "ignoring DaemonSet-managed Pods: default/logger-" in done.stderr
     node = cluster.client.get("nodes", drained)
     assert node["spec"].get("unschedulable") is True
-    wait_until(lambda: {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"} in
-               (cluster.client.get("nodes", drained)["spec"].get("taints") or []), "the unschedulable taint")
+    wait_until(lambda: ("node.kubernetes.io/unschedulable", "NoSchedule") in
+               [(t["key"], t["effect"]) for t in cluster.client.get("nodes", drained)["spec"].get("taints") or []],
+               "the unschedulable taint")
     wait_until(lambda: len(web_pods(cluster)) == 2, "the StatefulSet back to two Ready pods", timeout=120)
     after = web_pods(cluster)
     assert {p["spec"]["nodeName"] for p in after.values()} == {other}
