@@ -73,10 +73,7 @@ def parse_eviction(body: Any, namespace: str, name: str, query_dry_run: bool) ->
             errors.append(FieldError("dryRun", "Unsupported value", 'supported values: "All"', value, True))
     if errors:
         raise Invalid(errors, kind="Eviction", name=name)
-    body_dry = options.get("dryRun") or []
-    if query_dry_run:
-        if body_dry and body_dry != ["All"]:
-            raise BadRequest(f"Non-matching dry-run options in request and content: [All] and {body_dry}")
+    if query_dry_run:  # "All" is the only value either may hold, so the two always agree
         options["dryRun"] = ["All"]
     return options
 
