@@ -433,7 +433,11 @@ class SqlStore(Store):
             conn.execute(text("SELECT pg_advisory_xact_lock(7226410931)"))
             _md.create_all(conn)
             conn.execute(text("INSERT INTO stowage_meta (id, revision, compacted) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING"))
-            conn.execute(_EVENTS_BY_KEY)
+            # CREATE INDEX share-locks the events table even when the index exists, and a running
+            # writer holds that table while it waits for the revision counter: another process opening
+            # the store must not take both, so the index is made only when the catalog lacks it.
+            if conn.execute(text("SELECT to_regclass('stowage_events_key')")).scalar_one() is None:
+                conn.execute(_EVENTS_BY_KEY)
             conn.execute(_PG_LOCK_COUNTER)  # no write or compaction may run while live versions are put back
             conn.execute(_KEEP_LIVE_VERSIONS)
             schema = conn.execute(text("SELECT current_schema()")).scalar_one()
