@@ -216,7 +216,8 @@ def _no_schedule_wanted(node: Obj, conditions: list[Obj]) -> set[str]:
 
 
 def _no_execute_key(ready: str | None) -> str | None:
-    return {"False": NOT_READY, "Unknown": UNREACHABLE}.get(ready or "Unknown")
+    """A node without a Ready condition yet (just registering) gets nothing until L1 says Unknown."""
+    return {"False": NOT_READY, "Unknown": UNREACHABLE}.get(ready or "")
 
 
 def _excluded(node: Obj) -> bool:
@@ -282,7 +283,7 @@ def calculate_changes(snap: Snapshot, now: dt.datetime, config: LifecycleConfig)
         name = _meta(node).get("name", "")
         ready = _cond_status(conditions[name], "Ready")
         key = _no_execute_key(ready)
-        if ready == "True" or key is None or _excluded(node) or out.all_disrupted:
+        if ready == "True" or key is None or out.all_disrupted:
             continue
         has = {_taint_key(t) for t in node_taints(node)}
         opposite = NOT_READY if key == UNREACHABLE else UNREACHABLE
@@ -313,7 +314,8 @@ def calculate_changes(snap: Snapshot, now: dt.datetime, config: LifecycleConfig)
             continue
         wanted_no_schedule = _no_schedule_wanted(node, conditions[name])
         ready = _cond_status(conditions[name], "Ready")
-        no_execute = _no_execute_key(ready) if ready != "True" and not out.all_disrupted and not _excluded(node) else None
+        # Excluded nodes only leave the zone counts: they are tainted like any other (as Kubernetes).
+        no_execute = _no_execute_key(ready) if ready != "True" and not out.all_disrupted else None
         kept: list[Obj] = []
         have: set[tuple[str, str]] = set()
         for taint in current:

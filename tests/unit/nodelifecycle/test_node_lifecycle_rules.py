@@ -309,3 +309,19 @@ def test_l3_l4_properties_converge_and_are_idempotent(specs: list[tuple[str, str
         fresh = [n for n in nodes if n["metadata"]["labels"].get("topology.kubernetes.io/zone", "") == zone
                  and any(t["effect"] == NO_EXECUTE for t in n["spec"].get("taints") or [])]
         assert len(fresh) <= 1
+
+
+def test_l4_node_still_registering_gets_no_taint_and_excluded_nodes_only_leave_the_zone_counts() -> None:
+    bare = {"metadata": {"name": "new"}, "spec": {}, "status": {}}
+    out = changes_for([bare, node("n1")], [], T0)
+    assert "new" not in by_node(out)
+    # Two Ready nodes excluded from disruption checks: the zone is one down node, fully disrupted, and so
+    # is every zone, so the down node gets no NoExecute taint; the excluded down node neither.
+    excluded = [node(f"x{i}") for i in range(2)] + [node("xd", "Unknown")]
+    for n in excluded:
+        n["metadata"]["labels"]["node.kubernetes.io/exclude-disruption"] = ""
+    out = changes_for([*excluded, node("d", "Unknown")], [], T0 + timedelta(seconds=1))
+    assert out.all_disrupted and (UNREACHABLE, NO_EXECUTE) not in keys(by_node(out)["d"].taints)
+    # With a Ready node counted, the excluded down node is tainted like any other.
+    out = changes_for([*excluded, node("h")], [], T0 + timedelta(seconds=1))
+    assert (UNREACHABLE, NO_EXECUTE) in keys(by_node(out)["xd"].taints)
