@@ -658,11 +658,10 @@ class NodeLifecycleReconciler(Reconciler):
 
 
 def force_delete_pod(store: Any, cache: Any, pod: Obj) -> None:
-    """Delete a pod at once, without waiting for its agent (Kubernetes' grace period 0, as pod GC does).
-
-    The pod is marked Failed (its agent cannot say so any more) and loses the agent's finalizer, the
-    one thing a graceful deletion waits for; other finalizers still hold it, as in Kubernetes. The
-    agent, if it ever comes back, stops the containers of a pod it no longer finds."""
+    """Delete a pod at once, without waiting for its agent: Kubernetes' pod GC for an out-of-service node
+    marks it Failed (its agent cannot say so any more), then deletes it with grace period 0 (G2: the
+    agent's finalizer no longer holds it; other finalizers still do). The agent, if it ever comes
+    back, stops the containers of a pod it no longer finds."""
     meta = _meta(pod)
     namespace, name, uid = meta.get("namespace") or "default", meta.get("name", ""), meta.get("uid", "")
     for _attempt in range(5):
@@ -672,22 +671,17 @@ def force_delete_pod(store: Any, cache: Any, pod: Obj) -> None:
             return
         if _meta(current).get("uid") != uid:
             return
-        if not _meta(current).get("deletionTimestamp"):
-            current = store.delete("pods", namespace, name, resource_version=_meta(current).get("resourceVersion"))
-            if not _meta(current).get("finalizers"):
-                return
-        current = copy.deepcopy(current)
-        status = current.setdefault("status", {})
-        if status.get("phase") not in ("Succeeded", "Failed"):
-            status["phase"] = "Failed"
-        current["metadata"]["finalizers"] = [f for f in current["metadata"].get("finalizers") or []
-                                             if f != NODE_AGENT_FINALIZER]
         try:
-            saved = store.update("pods", current)
+            if (current.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                current = copy.deepcopy(current)
+                current.setdefault("status", {})["phase"] = "Failed"
+                current = store.update("pods", current)
+            last = store.delete("pods", namespace, name, resource_version=_meta(current).get("resourceVersion"),
+                                grace_seconds=0)
         except NotFound:
             return
         except Conflict:
             continue
-        if _meta(saved).get("finalizers"):
-            publish(cache, "pods", saved)
+        if _meta(last).get("finalizers"):
+            publish(cache, "pods", last)
         return

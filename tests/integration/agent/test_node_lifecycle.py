@@ -179,6 +179,10 @@ def _set_unschedulable(cluster: Cluster, name: str, value: bool) -> None:
     cluster.client.update(node)
 
 
+def _reports_in_use(cluster: Cluster, node: str) -> bool:
+    return any(str(v).endswith("/shared-disk") for v in _node(cluster, node)["status"].get("volumesInUse") or [])
+
+
 def _attachment(cluster: Cluster, node: str) -> Obj | None:
     try:
         return cluster.client.get("volumeattachments", attachment_name("shared-disk", DiskAttacher.name, node))
@@ -212,6 +216,7 @@ def _out_of_service_scenario(cluster: Cluster, disks: DiskAttacher) -> None:
     wait_until(lambda: ((_attachment(cluster, "n1") or {}).get("status") or {}).get("attached"), "attached to n1")
     assert disks.calls == [("attach", "n1")]
     _set_unschedulable(cluster, "n2", False)
+    wait_until(lambda: _reports_in_use(cluster, "n1"), "n1 to report the disk in use")
 
     # n1 goes down hard: its agent dies, and so do its containers, mounts and loop devices.
     os.killpg(proc.pid, signal.SIGKILL)
@@ -240,6 +245,8 @@ def _out_of_service_scenario(cluster: Cluster, disks: DiskAttacher) -> None:
     assert _event(cluster, "db-0", "TaintManagerEviction", "Marking for deletion Pod default/db-0") is not None
     assert disks.calls == [("attach", "n1"), ("detach", "n1"), ("attach", "n2")]
     assert _attachment(cluster, "n1") is None
+    # n1 (dead) still says it uses the disk: only its out-of-service taint allowed the detach (A3).
+    assert _reports_in_use(cluster, "n1")
     assert (_attachment(cluster, "n2") or {}).get("status", {}).get("attached") is True
     starts = next((cluster.agent_dir("n2") / "pods" / moved["metadata"]["uid"] / "volumes").glob("*/data")) / "starts"
     wait_until(lambda: starts.exists() and len(starts.read_text().split()) == 2, "the data written on n1, and on n2")
