@@ -78,6 +78,8 @@ class ProvisionResult:
 
 class Provisioner(ABC):
     name: ClassVar[str]  # the StorageClass ``provisioner`` value, e.g. "stowage.io/hostpath"
+    # Other ``provisioner`` values that select this one (an in-tree name and its CSI driver's name).
+    aliases: ClassVar[frozenset[str]] = frozenset()
     supports_recycle: ClassVar[bool] = False
     # Parameters this provisioner understands; anything else is rejected (PermanentError).
     known_parameters: ClassVar[frozenset[str]] = frozenset()
@@ -112,9 +114,13 @@ class Provisioner(ABC):
                 f" (known: {', '.join(sorted(self.known_parameters)) or 'none'})"
             )
 
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        return frozenset({cls.name}) | cls.aliases
+
     def owns(self, pv: dict[str, Any]) -> bool:
         annotations = (pv.get("metadata") or {}).get("annotations") or {}
-        return annotations.get(ANN_PROVISIONED_BY) == self.name
+        return annotations.get(ANN_PROVISIONED_BY) in self.names()
 
 
 class Attacher(ABC):

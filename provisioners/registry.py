@@ -25,14 +25,19 @@ _loaded: dict[str, Provisioner] | None = None
 
 
 def register(provisioner: Provisioner) -> None:
-    """Make ``provisioner`` available under its ``name`` in this process (overrides an entry point)."""
+    """Make ``provisioner`` available under its ``name`` and aliases in this process (overrides an entry point)."""
     with _lock:
-        _registered[provisioner.name] = provisioner
+        for name in provisioner.names():
+            _registered[name] = provisioner
 
 
 def unregister(name: str) -> None:
     with _lock:
-        _registered.pop(name, None)
+        gone = _registered.pop(name, None)
+        if gone is not None:
+            for alias in gone.names():
+                if _registered.get(alias) is gone:
+                    del _registered[alias]
 
 
 def _load_entry_points() -> dict[str, Provisioner]:
@@ -47,7 +52,8 @@ def _load_entry_points() -> dict[str, Provisioner]:
         if not isinstance(provisioner, Provisioner):
             log.warning("provisioner_not_a_provisioner", entry_point=ep.name)
             continue
-        found[provisioner.name] = provisioner
+        for name in provisioner.names():
+            found[name] = provisioner
     return found
 
 
@@ -68,7 +74,8 @@ def all_provisioners() -> list[Provisioner]:
             _loaded = _load_entry_points()
         merged = dict(_loaded)
         merged.update(_registered)
-        return list(merged.values())
+        unique: dict[int, Provisioner] = {id(p): p for p in merged.values()}
+        return list(unique.values())
 
 
 def find_recycler(pv: dict[str, Any]) -> Provisioner | None:

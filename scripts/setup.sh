@@ -49,7 +49,15 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "setup: Python 3.11 or newer is required (found $("$PYTHON" --version))" >&2
   exit 1
 fi
-extras=${STOWAGE_EXTRAS:-dev,aws}
+extras=${STOWAGE_EXTRAS:-dev,aws,gcp,azure}
 echo "setup: installing the stowage Python package [$extras]"
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[${extras}]"
+# Azurite (Azure Blob's emulator, for the Azure disk tests) comes from npm, into the project's own
+# .cache/node so nothing global changes; the tests look for it there.
+AZURITE_VERSION=3.37.0
+if [[ $extras == *dev* ]] && command -v npm >/dev/null \
+   && ! [[ -x .cache/node/node_modules/.bin/azurite-blob ]]; then
+  echo "setup: installing azurite $AZURITE_VERSION (npm)"
+  npm install --silent --no-audit --no-fund --prefix .cache/node "azurite@$AZURITE_VERSION" >/dev/null
+fi
 echo "setup: done ($(command -v stowage))"

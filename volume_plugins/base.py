@@ -83,6 +83,10 @@ class DevicePlugin(VolumePlugin):
 
     #: True when the control plane attaches the device (cloud disks): the node only waits for it.
     attachable: ClassVar[bool] = False
+    #: The node's ``status.allocatable`` key counting how many such volumes it can take
+    #: (Kubernetes' in-tree ``attachable-volumes-aws-ebs`` ...), and its default; None: unlimited.
+    attach_limit_key: ClassVar[str | None] = None
+    default_attach_limit: ClassVar[int] = 0
 
     def setup(self, ctx: VolumeContext) -> Path:  # pragma: no cover - the volume manager drives devices
         raise NotImplementedError("device plugins are set up through the volume manager")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from storage.errors import BadRequest
+from storage.system.devices import DeviceResolver
 from volume_plugins.base import VolumePlugin
 
 
@@ -39,7 +40,8 @@ class PluginRegistry:
         raise BadRequest(f"several volume plugins match volume source {keys}: {[p.name for p in matches]}")
 
 
-def default_registry(*, host_path_prefixes: Iterable[str] = ()) -> PluginRegistry:
+def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: DeviceResolver | None = None) -> PluginRegistry:
+    """Every built-in plugin. ``resolver`` tells attachable plugins where this node's attached disks appear."""
     from volume_plugins.config_map import ConfigMapPlugin
     from volume_plugins.downward_api import DownwardAPIPlugin
     from volume_plugins.empty_dir import EmptyDirPlugin
@@ -61,4 +63,6 @@ def default_registry(*, host_path_prefixes: Iterable[str] = ()) -> PluginRegistr
         ]
     )
     registry.register(PersistentVolumeClaimPlugin())
+    resolver = resolver or DeviceResolver()
+    # Cloud disk plugins (one line each): registry.register(XPlugin(resolver=resolver))
     return registry

@@ -49,6 +49,7 @@ from storage.agent.credentials import AgentTLS
 from storage.client import Client
 from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError
 from storage.system.host_resources import node_resources
+from storage.system.devices import DeviceResolver
 from volume_plugins.registry import default_registry
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,8 @@ class AgentConfig:
     # data dir with its tokens, kubeconfig and store).
     private_paths: tuple[str, ...] = ()
     tls: AgentTLS | None = None  # the agent's serving certificate; None serves plain HTTP (tests only)
+    # Where attached disks appear (by-id/, azure/scsi1/ links): /dev/disk on real nodes.
+    dev_disk_dir: Path = Path("/dev/disk")
 
 
 def _meta(obj: Obj) -> Obj:
@@ -110,7 +113,8 @@ class NodeAgent:
         self.pools: dict[str, Pool] = {
             p.name: Pool(p.path, capacity=p.capacity) for p in config.pools
         }
-        self.volumes = VolumeManager(self.data_dir, default_registry(host_path_prefixes=config.host_path_prefixes))
+        self.volumes = VolumeManager(self.data_dir, default_registry(
+            host_path_prefixes=config.host_path_prefixes, resolver=DeviceResolver(dev_disk=Path(config.dev_disk_dir))))
         self.runtime: PodRuntime | None = None
         self.env_sources = ApiEnvSources(client)
         self.sa_tokens = ServiceAccountTokenManager(client, self._mark_dirty)

@@ -831,10 +831,18 @@ def _workload_selector(errs: _Errors, spec: dict[str, Any], what: str) -> Callab
     if selector is None:
         errs.required("spec.selector")
         return None
+    before = len(errs.items)
     _label_selector(errs, "spec.selector", selector)
     sel = _d(selector)
     if not sel.get("matchLabels") and not sel.get("matchExpressions"):
         errs.invalid("spec.selector", selector, f"empty selector is invalid for {what}")
+        return None
+    # A selector of the wrong shape is reported by the schema check; matching the template
+    # against it would only add a confusing second error (or fail outright on a non-dict).
+    well_formed = isinstance(sel.get("matchLabels") or {}, dict) and all(
+        isinstance(e, dict) for e in (sel.get("matchExpressions") or [])
+    ) and isinstance(sel.get("matchExpressions") or [], list)
+    if len(errs.items) > before or not well_formed:
         return None
     return lambda labels: _selector_matches(sel, labels)
 

@@ -45,11 +45,13 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--host-path-prefix", "host_paths", multiple=True, help="Host path prefix that hostPath volumes may use (repeatable).")
 @click.option("--pod-cidr", default="127.1.0.0/16", show_default=True,
               help="Loopback range this node's pods take their addresses from (distinct per node on one host).")
+@click.option("--dev-disk-dir", default="/dev/disk", show_default=True, type=click.Path(file_okay=False),
+              help="Where attached cloud disks appear as by-id/ and azure/ links (udev's directory on real nodes).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubeconfig: str | None,
                   data_dir: str | None, pools: tuple[str, ...],
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
-                  host_paths: tuple[str, ...], pod_cidr: str, log_format: str) -> None:
+                  host_paths: tuple[str, ...], pod_cidr: str, dev_disk_dir: str, log_format: str) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
     from storage.agent.agent import AgentConfig
     from storage.agent.setup import default_node_name, default_pool, parse_pool, start_agent
@@ -91,7 +93,7 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
     config = AgentConfig(node_name=name, data_dir=root, pools=pool_specs,
                          labels=_pairs(labels, "--label"), zone=zone, host_ip=address, listen_host=address,
                          listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths,
-                         pod_ip_range=pod_cidr, tls=creds.tls,
+                         pod_ip_range=pod_cidr, tls=creds.tls, dev_disk_dir=Path(dev_disk_dir),
                          private_paths=(default_data_dir(), *([kubeconfig] if kubeconfig else [])))
     stop = threading.Event()
     from storage.system.dirlock import DirLocked

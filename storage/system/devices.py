@@ -6,6 +6,7 @@ containers may not, so every lookup falls back to reading sysfs directly.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -74,3 +75,57 @@ def find_device(*, serial: str | None = None, by_id: tuple[str, ...] = ()) -> st
     if serial:
         return find_by_serial(serial)
     return None
+
+
+@dataclass(frozen=True)
+class DeviceResolver:
+    """Where a node looks for the devices the control plane attached to it.
+
+    Real nodes keep the defaults. A node (or a test harness) whose disks arrive
+    some other way points ``dev_disk`` at its own directory of ``by-id/``,
+    ``by-path/`` and ``azure/scsi1/`` links; the serial scan of ``sys_block``
+    is the fallback for hosts without udev. Every answer is the real path of
+    an existing block device, never the link itself.
+    """
+
+    dev_disk: Path = Path("/dev/disk")
+    sys_block: Path = SYS_BLOCK
+
+    def link(self, relative: str) -> str | None:
+        """The block device behind ``<dev_disk>/<relative>`` (e.g. ``by-id/google-disk1``)."""
+        path = self.dev_disk / relative
+        if not path.exists():
+            return None
+        real = os.path.realpath(path)
+        return real if _is_block_device(real) else None
+
+    def by_id(self, *names: str) -> str | None:
+        for name in names:
+            found = self.link(f"by-id/{name}")
+            if found:
+                return found
+        return None
+
+    def by_serial(self, serial: str) -> str | None:
+        """A whole disk whose sysfs serial is ``serial`` (dashes and case ignored)."""
+        if self.sys_block == SYS_BLOCK:
+            return find_by_serial(serial)
+        wanted = _normalise(serial)
+        for entry in sorted(self.sys_block.iterdir()) if self.sys_block.exists() else []:
+            for candidate in (entry / "serial", entry / "device" / "serial"):
+                try:
+                    value = candidate.read_text()
+                except OSError:
+                    continue
+                if _normalise(value) == wanted:
+                    return f"/dev/{entry.name}"
+        return None
+
+
+def _is_block_device(path: str) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -483,6 +483,18 @@ def test_daemonset_and_replicaset_selector_rules():
     assert messages(ds) == ["spec.selector: Invalid value: {}: empty selector is invalid for daemonset"]
 
 
+@pytest.mark.parametrize("kind", ["DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"])
+@pytest.mark.parametrize("selector", [{"matchLabels": "a=b"}, {"matchExpressions": ["a"]}, {"matchExpressions": "a"}])
+def test_malformed_workload_selector_is_a_field_error_not_a_crash(kind, selector):
+    # Found by the API fuzz test: a string matchLabels on a DaemonSet update was a 500.
+    obj = {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "d", "namespace": "n"},
+           "spec": {"selector": selector, "serviceName": "s",
+                    "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}
+    with pytest.raises((BadRequest, Invalid)) as exc:
+        validate(obj)
+    assert "spec.selector" in str(exc.value)
+
+
 # --- status writes ---
 
 def test_validate_status_phase_names():
