@@ -19,6 +19,11 @@ log = structlog.get_logger(__name__)
 
 GROUP = "stowage.provisioners"
 
+# Provisioners shipped with Stowage, loaded like entry points (so a checkout works without reinstalling).
+# A backend whose SDK is not installed is skipped with a warning.
+BUILTIN: tuple[str, ...] = (
+)
+
 _lock = threading.Lock()
 _registered: dict[str, Provisioner] = {}
 _loaded: dict[str, Provisioner] | None = None
@@ -41,8 +46,11 @@ def unregister(name: str) -> None:
 
 
 def _load_entry_points() -> dict[str, Provisioner]:
+    from importlib.metadata import EntryPoint
+
     found: dict[str, Provisioner] = {}
-    for ep in entry_points(group=GROUP):
+    builtin = [EntryPoint(name=spec, value=spec, group=GROUP) for spec in BUILTIN]
+    for ep in [*builtin, *entry_points(group=GROUP)]:
         try:
             factory: Callable[[], Any] = ep.load()
             provisioner = factory()
