@@ -44,6 +44,9 @@ class VolumeContext:
     data: dict[str, Any] = field(default_factory=dict)
     mode: VolumeMode = "Filesystem"
     executor: Executor = field(default_factory=default_executor)
+    # status.attachmentMetadata of this volume's VolumeAttachment to this node (attachable plugins:
+    # e.g. {"devicePath": "/dev/xvdba"} or {"lun": "3"}); empty until the control plane attached it.
+    attachment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
