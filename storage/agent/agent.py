@@ -159,6 +159,7 @@ class NodeAgent:
         self._pvs: dict[str, Obj] = {}
         # This node's VolumeAttachments by PV name, from their watch (AD2); None until first listed.
         self._attachments: dict[str, Obj] | None = None
+        self._attached_names: dict[str, str] = {}  # attachment uid -> its volumesAttached name
         self._reader = _CachedReader(self)
         self._sync_pool = ThreadPoolExecutor(max_workers=POD_SYNC_WORKERS, thread_name_prefix="agent-pod-sync")
         self._in_flight: set[str] = set()  # pods a sync worker is on; never two at once for one pod
@@ -280,17 +281,29 @@ class NodeAgent:
         the attacher's devicePath), then the devices mounted or set up here that no attachment covers."""
         with self._lock:
             attachments = dict(self._attachments or {})
-            pvs = {name: self._pvs.get(name) for name in attachments}
         out: dict[str, str] = {}
         covered: set[str] = set()
+        names: dict[str, str] = {}
         for pv_name, va in attachments.items():
             status = va.get("status") or {}
             if not status.get("attached"):
                 continue
-            pv = pvs.get(pv_name)
-            out[attached_volume_name(pv, pv_name, va, self.volumes.registry)] = str(
-                (status.get("attachmentMetadata") or {}).get("devicePath") or "")
+            uid = _meta(va).get("uid", "")
+            name = self._attached_names.get(uid)
+            if name is None:
+                # The PV may have become visible to this node after its watch listed it: read it once.
+                try:
+                    pv: Obj | None = self._reader.get("persistentvolumes", pv_name)
+                except (NotFound, Forbidden):
+                    pv = None
+                name = attached_volume_name(pv, pv_name, va, self.volumes.registry)
+                if pv is None:
+                    uid = ""  # not remembered: the next report tries again
+            names[uid] = name
+            out[name] = str((status.get("attachmentMetadata") or {}).get("devicePath") or "")
             covered.add(pv_name)
+        names.pop("", None)
+        self._attached_names = names  # the attachments still here, named once each
         for entry in self.volumes.volumes_attached():
             if entry["name"].rsplit("/", 1)[-1] not in covered:
                 out.setdefault(entry["name"], entry["devicePath"])
@@ -527,13 +540,15 @@ class NodeAgent:
             if not pv_names:
                 return
             for uid, pod in self._pods.items():
-                namespace = _key(pod)[0]
-                for claim_name in _claim_names(pod):
-                    claim = self._claims.get((namespace, claim_name)) or {}
-                    if (claim.get("spec") or {}).get("volumeName") in pv_names:
-                        self.volume_backoff.expedite(uid)
-                        self._dirty.add(uid)
-                        break
+                # The volumes its last sync resolved (a claim visible to this node only since its pod came
+                # here may be missing from the claim watch), else its claims as watched.
+                resolved = self._resolved.get(uid)
+                used = {v.pv_name for v in resolved.volumes} if resolved is not None else {
+                    ((self._claims.get((_key(pod)[0], c)) or {}).get("spec") or {}).get("volumeName")
+                    for c in _claim_names(pod)}
+                if used & pv_names:
+                    self.volume_backoff.expedite(uid)
+                    self._dirty.add(uid)
 
         def on_list(items: list[Obj]) -> None:
             before = self._attachments or {}
