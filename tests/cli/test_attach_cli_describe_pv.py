@@ -3,12 +3,15 @@ through the real console script against a real API server. VolumeAttachments are
 as the attach/detach controller writes them."""
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cliutil import Cli
+from support import UpProcess, wait_for
 from storage.cli.errors import CommandError
 from storage.cli.up import _controller_options, parse_attach_limits
 
@@ -113,3 +116,29 @@ def test_ad3_ad4_attach_flags_parse_and_reject_bad_values_naming_the_flag(cli: C
     help_text = shown.out
     assert "--attach-detach-max-wait-for-unmount" in help_text and "--dev-disk-dir" in help_text
     assert "[default: 6m]" in re.sub(r"\s+", " ", help_text)
+
+
+@pytest.mark.slow
+def test_ad3_up_passes_attach_limits_and_dev_disk_dir_to_its_own_agent(tmp_path: Path) -> None:
+    """`stowage up` builds its node agent's config from its flags: the limit shows in the Node's allocatable."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["HOME"] = str(tmp_path / "home")
+    dev_disk = tmp_path / "dev-disk"
+    dev_disk.mkdir()
+    up = UpProcess("up", ["--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0",
+                          "--dev-disk-dir", str(dev_disk), "--attach-limit", "attachable-volumes-test=3",
+                          "--attach-detach-max-wait-for-unmount", "30s"], env)
+    try:
+        kubeconfig = up.wait_for("stowage is ready")["kubeconfig"]
+        from storage.client import Client
+
+        client = Client.from_kubeconfig(kubeconfig)
+        try:
+            node = wait_for(lambda: next(iter(client.list("nodes")[0]), None), "the local node")
+            assert node["status"]["allocatable"]["attachable-volumes-test"] == "3"
+            assert node["status"]["capacity"]["attachable-volumes-test"] == "3"
+        finally:
+            client.close()
+        assert up.stop() == 0
+    finally:
+        up.kill()
