@@ -182,7 +182,8 @@ def test_ad2_agent_mounts_an_attached_disk_the_moment_it_is_attached_and_reports
 def test_ad3_node_reports_its_limit_and_the_scheduler_keeps_a_second_disk_off_a_full_node(
         cluster: Cluster, disks: CinderAttacher) -> None:
     cluster.start_controllers()
-    cluster.add_agent("n1", attach_limits={LIMIT_KEY: 1})
+    # A slow heartbeat: a Node update (which also wakes the scheduler) must not be what places the second pod.
+    cluster.add_agent("n1", attach_limits={LIMIT_KEY: 1}, heartbeat=30.0)
     status = _node_status(cluster)
     assert status["allocatable"][LIMIT_KEY] == "1" and status["capacity"][LIMIT_KEY] == "1"
     disk(cluster, disks, "one")
@@ -200,8 +201,10 @@ def test_ad3_node_reports_its_limit_and_the_scheduler_keeps_a_second_disk_off_a_
     # Room again once the first pod is gone: placed (by the pod's deletion, not a resync), attached, running.
     cluster.client.delete("pods", "first", "default")
     cluster.wait_gone("pods", "first", "default")
-    moved = cluster.wait_running("second", timeout=60)
-    assert moved["spec"]["nodeName"] == "n1"
+    gone = time.monotonic()
+    cluster.wait_pod("second", lambda p: p["spec"].get("nodeName") == "n1", "placed on n1", timeout=60)
+    assert time.monotonic() - gone < 15  # the controllers' periodic resync is 30 s
+    cluster.wait_running("second", timeout=60)
 
 
 def test_ad3_default_limit_is_the_plugins(cluster: Cluster, disks: CinderAttacher) -> None:
