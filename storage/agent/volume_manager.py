@@ -393,6 +393,9 @@ class VolumeManager:
                     raise TemporaryError(f"waiting for volume {ctx.pv_name} to be attached to this node", delay=2.0)
                 ctx.attachment = dict(metadata)
                 device = self._wait_for_device(plugin, ctx)
+                if device is None:
+                    raise TemporaryError(f"volume {ctx.pv_name} is attached to this node but its device has not "
+                                         "appeared yet", delay=2.0)
             else:
                 device = plugin.find_device(ctx)
             if device is None:
