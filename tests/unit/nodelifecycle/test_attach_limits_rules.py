@@ -128,3 +128,51 @@ def test_ad3_limit_keys_come_from_the_registered_device_plugins() -> None:
     keys = attach_limit_keys(PluginRegistry([_Limited()]))
     assert keys == LimitKeys({"awsElasticBlockStore": KEY}, {"kubernetes.io/aws-ebs": KEY})
     assert attach_limit_keys(PluginRegistry([])) == LimitKeys({}, {})
+
+
+
+class _Cinder(DevicePlugin):
+    name = "kubernetes.io/cinder"
+    source_key = "cinder"
+    attachable = True
+    attach_limit_key = "attachable-volumes-cinder"
+    default_attach_limit = 256
+
+    def find_device(self, ctx: VolumeContext) -> Device | None:
+        return None
+
+
+def test_ad3_the_scheduler_maps_a_provisioners_csi_alias_to_its_plugins_key() -> None:
+    from provisioners import registry as provisioner_registry
+    from provisioners.base import ProvisionRequest, ProvisionResult, Provisioner
+    from storage.controllers.scheduler import SchedulerReconciler
+    from volume_plugins import registry as plugin_registry
+
+    class CinderProvisioner(Provisioner):
+        name = "kubernetes.io/cinder"
+        aliases = frozenset({"cinder.csi.openstack.org"})
+
+        def provision(self, req: ProvisionRequest) -> ProvisionResult:
+            raise NotImplementedError
+
+        def delete(self, pv: Obj) -> None:
+            return None
+
+    class _Ctx:
+        cache = None
+        options = None
+
+    cinder_key = _Cinder.attach_limit_key
+    assert "cinder" not in attach_limit_keys().by_source
+    provisioner_registry.register(CinderProvisioner())
+    plugin_registry.register_plugin(_Cinder.name, lambda resolver: _Cinder())
+    try:
+        keys = SchedulerReconciler(_Ctx())._limit_keys()
+        assert keys.by_source.get("cinder") == cinder_key
+        assert keys.by_name.get("cinder.csi.openstack.org") == cinder_key
+        assert keys.by_name.get("kubernetes.io/cinder") == cinder_key
+        assert volume_limit_key({"csi": {"driver": "cinder.csi.openstack.org", "volumeHandle": "v"}}, keys) == cinder_key
+    finally:
+        plugin_registry.unregister_plugin(_Cinder.name)
+        provisioner_registry.unregister(CinderProvisioner.name)
+    assert "cinder" not in attach_limit_keys().by_source  # the cached keys follow the unregistration

@@ -112,8 +112,8 @@ def test_ad1_a_pod_on_a_static_ebs_pv_gets_a_volumeattachment_named_for_the_in_t
 
 
 def test_ad1_without_an_installed_attacher_a_static_disk_gets_no_attachment() -> None:
-    pv = static_pv({"gcePersistentDisk": {"pdName": "d"}})
+    pv = static_pv({"vsphereVolume": {"volumePath": "[ds1] volumes/d.vmdk"}})
+    assert attacher_name(pv) == "kubernetes.io/vsphere-volume"
+    assert provisioner_registry.get("kubernetes.io/vsphere-volume") is None  # no vSphere backend in Stowage
     reconciler = AttachDetachReconciler(_Ctx(_Cache({"persistentvolumes": [pv]})))
-    if provisioner_registry.get("kubernetes.io/gce-pd") is not None:
-        pytest.skip("a GCE attacher is installed in this process")
     assert reconciler._snapshot("web-disk") is None
