@@ -2,6 +2,7 @@
 boto3's standard environment (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, credentials): no Stowage setting."""
 from __future__ import annotations
 
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from provisioners.aws_ebs import TAG_CLUSTER_PREFIX, TAG_PV_NAME, AwsEbsProvisioner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ebs_nodes import make_node  # noqa: E402
 
 REGION = "us-east-1"
 ZONES = ("us-east-1a", "us-east-1b")
@@ -57,15 +61,6 @@ class Aws:
 
     def instance_of(self, node: str) -> str:
         return str(self.nodes[node]["spec"]["providerID"]).rsplit("/", 1)[-1]
-
-
-def make_node(name: str, zone: str | None, instance_id: str | None) -> dict[str, Any]:
-    node: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {}}, "spec": {}}
-    if zone:
-        node["metadata"]["labels"]["topology.kubernetes.io/zone"] = zone
-    if instance_id:
-        node["spec"]["providerID"] = f"aws:///{zone or ''}/{instance_id}"
-    return node
 
 
 @pytest.fixture

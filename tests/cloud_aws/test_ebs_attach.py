@@ -14,7 +14,7 @@ from provisioners.base import ProvisionRequest
 from provisioners.testing import make_claim, pv_from_result
 from storage.errors import PermanentError, TemporaryError
 
-from conftest import make_node
+from ebs_nodes import make_node
 from ebs_faults import Transitions
 
 
