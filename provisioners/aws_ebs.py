@@ -19,6 +19,7 @@ Rules (docs/semantics.md CE1-CE8):
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import math
 import os
@@ -262,7 +263,8 @@ class AwsEbsProvisioner(Provisioner, Attacher):
 
     def __init__(self, *, cluster_id: str | None = None, client_factory: Callable[[], Any] | None = None,
                  retry_mode: str = "adaptive", max_attempts: int = 5, attach_timeout: float = 120.0,
-                 detach_timeout: float = 120.0, modify_timeout: float = 30.0, max_wait: float = 10.0,
+                 detach_timeout: float = 120.0, modify_timeout: float = 30.0, create_timeout: float = 300.0,
+                 max_wait: float = 10.0,
                  nodes: Callable[[str], Obj | None] | None = None) -> None:
         self.cluster_id = cluster_id or os.environ.get(CLUSTER_ENV) or DEFAULT_CLUSTER
         self._client_factory = client_factory
@@ -271,6 +273,7 @@ class AwsEbsProvisioner(Provisioner, Attacher):
         self.attach_timeout = attach_timeout
         self.detach_timeout = detach_timeout
         self.modify_timeout = modify_timeout
+        self.create_timeout = create_timeout
         self.max_wait = max_wait  # the longest single back-off sleep in a wait
         self.nodes = nodes  # optional node lookup, to find a gone node's instance on detach
         self._client: Any = None
@@ -435,7 +438,16 @@ class AwsEbsProvisioner(Provisioner, Attacher):
         state = volume.get("State")
         volume_id = volume["VolumeId"]
         if state == "creating":
-            return ProvisionResult.in_progress(f"EBS volume {volume_id} is still creating", retry_after=1.0)
+            # Ask again after a quarter of the time it has taken so far (0.5-10 s): quick for the usual
+            # few seconds, and few calls for a slow one. Past the deadline keep asking, slowly: giving up
+            # would leak the volume, and the claim's events say why it waits.
+            age = _age_seconds(volume.get("CreateTime"))
+            if age > self.create_timeout:
+                log.warning("aws_ebs.slow_create", volume_id=volume_id, seconds=round(age))
+                return ProvisionResult.in_progress(f"EBS volume {volume_id} is still creating after {age:.0f}s",
+                                                   retry_after=self.max_wait)
+            return ProvisionResult.in_progress(f"EBS volume {volume_id} is still creating",
+                                               retry_after=min(self.max_wait, max(0.5, age / 4)))
         if state == "error":
             # A failed creation is deleted so the next attempt starts clean (nothing leaks).
             self._call("delete_volume", VolumeId=volume_id)
@@ -650,6 +662,14 @@ class AwsEbsProvisioner(Provisioner, Attacher):
         if left is not None and left.get("State") != "detached":
             raise TemporaryError(f"EBS volume {volume_id} still {left.get('State')} from {instance_id} "
                                  f"after {self.detach_timeout:.0f}s", delay=5.0)
+
+
+def _age_seconds(created: Any) -> float:
+    if not isinstance(created, datetime.datetime):
+        return 0.0
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (datetime.datetime.now(datetime.timezone.utc) - created).total_seconds())
 
 
 class _AwsError(PermanentError):

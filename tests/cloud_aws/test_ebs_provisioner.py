@@ -288,8 +288,11 @@ def test_creating_volume_answers_in_progress_without_blocking(aws: Any, ebs: Aws
     for _ in range(3):
         result = ebs.provision(req)
         assert result.status == "in_progress" and "creating" in result.message
+        assert 0 < result.retry_after <= ebs.max_wait
     assert time.monotonic() - started < 5
     assert len(aws.volumes_for(req.volume_name)) == 1
+    slow = AwsEbsProvisioner(create_timeout=0.0, max_wait=7.0).provision(req)
+    assert slow.status == "in_progress" and "still creating after" in slow.message and slow.retry_after == 7.0
     transitions.finish_creating()
     assert finish(ebs, req).status == "finished"
     assert len(aws.volumes_for(req.volume_name)) == 1
