@@ -291,7 +291,10 @@ class AwsEbsProvisioner(Provisioner, Attacher):
             return self._client
 
     def _new_client(self) -> Any:
-        import boto3
+        try:
+            import boto3
+        except ImportError:
+            raise PermanentError("the AWS SDK is not installed: pip install 'stowage[aws]' (boto3)") from None
         from botocore.config import Config
         from botocore.exceptions import NoRegionError
 
