@@ -139,7 +139,7 @@ def test_slow_attach_waits_with_a_deadline(aws: Any, ebs: AwsEbsProvisioner, mon
     started = time.monotonic()
     with pytest.raises(TemporaryError, match="still attaching"):
         ebs.attach(pv, aws.nodes["node-a"])
-    assert 2.5 < time.monotonic() - started < 10  # the 3 s deadline of the test provisioner
+    assert 2.5 < time.monotonic() - started < 20  # the 3 s deadline of the test provisioner, on a busy machine
     releaser = threading.Timer(0.5, transitions.finish_attaching)
     releaser.start()
     try:
