@@ -367,3 +367,19 @@ def test_expand_while_a_modification_is_running_is_temporary(aws: Any, ebs: AwsE
         with pytest.raises(TemporaryError, match="IncorrectModificationState"):
             ebs_once.expand(pv, 3 * GiB)
     assert ebs_once.expand(pv, 3 * GiB) == 3 * GiB
+
+
+def test_readme_storage_class_provisions(aws: Any, ebs: AwsEbsProvisioner) -> None:
+    """The README's "AWS EBS" class works as written (a 1 GiB claim on a node in us-east-1a)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## AWS EBS"):]
+    storage_class = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    assert storage_class["provisioner"] == CSI_NAME
+    result = finish(ebs, request(storage_class, "1Gi", node=aws.nodes["node-a"]))
+    volume = volume_of(aws, result)
+    assert (volume["VolumeType"], volume["Encrypted"], volume["AvailabilityZone"]) == ("gp3", True, "us-east-1a")
