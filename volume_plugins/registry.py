@@ -124,6 +124,9 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(PersistentVolumeClaimPlugin())
     resolver = resolver or DeviceResolver()
     # Cloud disk plugins (one line each): registry.register(XPlugin(resolver=resolver))
+    from volume_plugins.aws_ebs import AwsEbsPlugin
+
+    registry.register(AwsEbsPlugin(resolver=resolver))
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:

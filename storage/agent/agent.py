@@ -80,6 +80,7 @@ class AgentConfig:
     pools: list[PoolSpec] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     zone: str | None = None
+    provider_id: str | None = None  # the Node's spec.providerID (aws:///<zone>/<instance>): attachers find the VM by it
     host_ip: str = "127.0.0.1"
     heartbeat_seconds: float = 10.0
     host_path_prefixes: tuple[str, ...] = ()
@@ -329,11 +330,13 @@ class NodeAgent:
                 node = None
             status = self._node_status()
             try:
+                spec = {"providerID": self.config.provider_id} if self.config.provider_id else {}
                 if node is None:
                     node = self.client.create({"apiVersion": "v1", "kind": "Node",
-                                               "metadata": {"name": self.node, "labels": labels}})
+                                               "metadata": {"name": self.node, "labels": labels}, "spec": spec})
                 else:
                     node["metadata"].setdefault("labels", {}).update(labels)
+                    node["spec"] = {**(node.get("spec") or {}), **spec}
                     node = self.client.update(node)
                 previous = condition(node, "Ready")
                 if previous and previous.get("status") == "True":
