@@ -248,8 +248,9 @@ class GcePdProvisioner(Provisioner, Attacher):
     # ---- API calls -----------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., Any], **kw: Any) -> Any:
         """One API call; throttling and server errors are retried with back-off within ``api_retry_timeout``."""
-        from google.api_core import exceptions as gexc
         import requests
+        from google.api_core import exceptions as gexc
+        from google.auth.exceptions import TransportError
 
         deadline = time.monotonic() + self.api_retry_timeout
         delay = 0.1
@@ -257,7 +258,7 @@ class GcePdProvisioner(Provisioner, Attacher):
             try:
                 return fn(retry=None, timeout=self.request_timeout, **kw)
             except (gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway, gexc.ServiceUnavailable,
-                    gexc.GatewayTimeout, gexc.Forbidden, requests.ConnectionError) as exc:
+                    gexc.GatewayTimeout, gexc.Forbidden, requests.ConnectionError, TransportError) as exc:
                 retryable = not isinstance(exc, gexc.Forbidden) or _reason(exc) in (
                     "rateLimitExceeded", "userRateLimitExceeded")
                 if not retryable:

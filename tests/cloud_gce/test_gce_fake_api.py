@@ -121,3 +121,18 @@ def test_injected_throttling_has_the_real_shape(clients, gce: GceFake) -> None:
     assert _reason(info.value) == "rateLimitExceeded"
     with pytest.raises(gexc.NotFound):  # the injection is used up
         disks.get(project=P, zone=Z, disk="d1", retry=None)
+
+
+def test_operation_wait_returns_when_done(gce: GceFake) -> None:
+    import threading
+
+    kw = {"credentials": AnonymousCredentials(), "client_options": ClientOptions(api_endpoint=gce.endpoint)}
+    disks, ops = compute_v1.DisksClient(**kw), compute_v1.ZoneOperationsClient(**kw)
+    gce.op_delay = 60.0
+    op = disks.insert_unary(project=P, zone=Z, disk_resource=_disk("d1"))
+    running = ops.wait(project=P, zone=Z, operation=op.name)  # the fake's wait gives up after 2 s, as GCE after 2 min
+    assert running.status == compute_v1.Operation.Status.RUNNING
+    threading.Timer(0.3, gce.finish_operations).start()
+    assert ops.wait(project=P, zone=Z, operation=op.name).status == compute_v1.Operation.Status.DONE
+    with pytest.raises(gexc.NotFound):
+        ops.get(project=P, zone=Z, operation="operation-nope", retry=None)

@@ -401,3 +401,25 @@ def test_missing_credentials_is_a_clear_permanent_error(monkeypatch, tmp_path) -
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     with pytest.raises(PermanentError, match="no Google credentials"):
         GcePdProvisioner(zone=ZONE).provision(request(sc()))
+
+
+def test_disk_names_fit_compute_engine() -> None:
+    from provisioners.gce_pd import NAME_RE, disk_name
+
+    assert disk_name("pvc-0b8f8c3e-1d2a-4c1e-9c55-8d1e7a3c2b10") == "pvc-0b8f8c3e-1d2a-4c1e-9c55-8d1e7a3c2b10"
+    for odd in ("My.Volume_1", "0-starts-with-digit", "x" * 100, "ümlaut"):
+        name = disk_name(odd)
+        assert NAME_RE.match(name) and len(name) <= 63, name
+        assert disk_name(odd) == name  # stable: a retry uses the same name
+    assert disk_name("A" * 70) != disk_name("A" * 71)
+
+
+def test_unreachable_endpoint_is_temporary(gce: GceFake) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = GcePdProvisioner(project="test-project", endpoint=f"http://127.0.0.1:{port}", zone=ZONE, api_retry_timeout=0.5)
+    with pytest.raises(TemporaryError, match="disks.insert"):
+        p.provision(request(sc()))
