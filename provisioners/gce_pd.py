@@ -155,10 +155,6 @@ def _path_of(url: str) -> str:
     return url[i:] if i >= 0 else url
 
 
-def _status_name(value: Any) -> str:
-    return str(getattr(value, "name", value))
-
-
 @dataclass(frozen=True)
 class _Clients:
     disks: Any

@@ -25,7 +25,6 @@ except ImportError:  # pragma: no cover
 
 from provisioners import registry as provisioner_registry  # noqa: E402
 from provisioners.gce_pd import GcePdProvisioner  # noqa: E402
-from storage.errors import NotFound  # noqa: E402
 
 pytestmark = pytest.mark.root
 ZONE = "us-central1-b"
