@@ -19,10 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent_cluster import Cluster, claim, cluster, condition, pod, tmp_base, wait_until  # noqa: E402,F401
 
-try:
-    from attach_harness import SimulatedDisks  # noqa: E402
-except ImportError:  # pragma: no cover
-    from gce_disk_sim import SimulatedDisks  # noqa: E402
+from attach_harness import SimulatedDisks, gce_link  # noqa: E402
 
 from provisioners import registry as provisioner_registry  # noqa: E402
 from provisioners.gce_pd import GcePdProvisioner  # noqa: E402
@@ -50,11 +47,6 @@ def _gce_class(name: str = "pd") -> dict[str, Any]:
             "reclaimPolicy": "Delete", "parameters": {"type": "pd-ssd", "fsType": "ext4"}}
 
 
-def _link(pv: dict[str, Any], va: dict[str, Any]) -> str:
-    device = ((va.get("status") or {}).get("attachmentMetadata") or {}).get("deviceName")
-    return f"by-id/google-{device or pv['spec']['gcePersistentDisk']['pdName']}"
-
-
 def _mount_point(device: str) -> str | None:
     return next((line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
                  if line.split()[0] == device), None)
@@ -73,8 +65,8 @@ def test_pod_on_a_gce_pd_claim_mounts_writes_detaches_moves_and_deletes(gce_clus
     c.apply(_gce_class(), claim("data", "1Gi", "pd"))
     writer = "echo written-on-gce > /data/hello && sync && trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"
     reader = "cat /data/hello > /data/seen && sync && trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"
-    with SimulatedDisks(c.client, node="n1", dev_disk=dev_disk["n1"], backing=backing, link_for=_link), \
-            SimulatedDisks(c.client, node="n2", dev_disk=dev_disk["n2"], backing=backing, link_for=_link):
+    with SimulatedDisks(c.client, node="n1", dev_disk=dev_disk["n1"], backing=backing, link_for=gce_link), \
+            SimulatedDisks(c.client, node="n2", dev_disk=dev_disk["n2"], backing=backing, link_for=gce_link):
         c.apply(pod("writer", writer, claims={"data": "/data"}, nodeSelector={"kubernetes.io/hostname": "n1"}))
         c.wait_running("writer", timeout=120)
         pv_name = c.client.get("persistentvolumeclaims", "data", "default")["spec"]["volumeName"]
