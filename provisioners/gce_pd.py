@@ -40,7 +40,7 @@ from typing import Any, Callable
 import structlog
 
 from provisioners.base import Attacher, Provisioner, ProvisionRequest, ProvisionResult
-from storage.errors import PermanentError, TemporaryError
+from storage.errors import PermanentError, StowageError, TemporaryError
 
 log = structlog.get_logger(__name__)
 
@@ -171,7 +171,7 @@ class GcePdProvisioner(Provisioner, Attacher):
 
     def __init__(self, *, project: str | None = None, endpoint: str | None = None, credentials: Any = None,
                  zone: str | None = None, cluster_id: str = "stowage", nodes: Callable[[str], Obj | None] | None = None,
-                 operation_timeout: float = 30.0, api_retry_timeout: float = 15.0, request_timeout: float = 30.0) -> None:
+                 operation_timeout: float = 15.0, api_retry_timeout: float = 15.0, request_timeout: float = 30.0) -> None:
         # Nothing is read or contacted here: the registry builds every provisioner at start-up, also
         # where no Google credentials exist.
         self._project = project
@@ -186,6 +186,9 @@ class GcePdProvisioner(Provisioner, Attacher):
         self._lock = threading.Lock()
         self._clients: _Clients | None = None
         self._instances: dict[str, Instance] = {}  # node name -> instance it was last attached through
+        # volume name -> (disk path, insert operation) still RUNNING when provision() returned: the next call
+        # polls that operation (one call) instead of inserting again. Lost on restart, where 409 takes over.
+        self._pending: dict[str, tuple[str, str]] = {}
 
     # ---- configuration -------------------------------------------------------------------------------
     def _endpoint_url(self) -> str | None:
@@ -271,8 +274,6 @@ class GcePdProvisioner(Provisioner, Attacher):
         """Wait for ``op`` with back-off until ``operation_timeout``; True when DONE (errors raised)."""
         from google.cloud import compute_v1
 
-        clients = self._setup()
-        where = scope.split("/", 1)[1]
         deadline = time.monotonic() + self.operation_timeout
         delay = 0.05
         while True:
@@ -291,12 +292,10 @@ class GcePdProvisioner(Provisioner, Attacher):
                 return False
             time.sleep(delay)
             delay = min(delay * 1.6, 1.0)
-            if scope.startswith("zones/"):
-                op = self._call(f"{what} (operation)", clients.zone_ops.get, project=self.project, zone=where,
-                                operation=op.name)
-            else:
-                op = self._call(f"{what} (operation)", clients.region_ops.get, project=self.project, region=where,
-                                operation=op.name)
+            current = self._operation(scope, op.name)
+            if current is None:
+                raise TemporaryError(f"GCE {what}: operation {op.name} vanished", delay=2.0)
+            op = current
 
     def _get_disk(self, ref: DiskRef) -> Any | None:
         from google.api_core import exceptions as gexc
@@ -413,6 +412,12 @@ class GcePdProvisioner(Provisioner, Attacher):
             disk.replica_zones = [f"projects/{project}/zones/{z}" for z in zones]
         if params.get("disk-encryption-kms-key"):
             disk.disk_encryption_key = compute_v1.CustomerEncryptionKey(kms_key_name=params["disk-encryption-kms-key"])
+        with self._lock:
+            pending = self._pending.get(req.volume_name)
+        if pending is not None and pending[0] == ref.path:
+            op = self._operation(scope, pending[1])
+            if op is not None:
+                return self._inserted(req, ref, op, fs_type, size_gb, zones)
         try:
             if regional:
                 op = self._call("regionDisks.insert", clients.region_disks.insert_unary, project=project,
@@ -429,9 +434,39 @@ class GcePdProvisioner(Provisioner, Attacher):
                 raise TemporaryError(f"GCE quota exceeded creating disk {ref.path}: {exc.message}", delay=30.0) from None
             raise PermanentError(f"GCE refused disk {ref.path}: {exc.message}") from None
         log.info("gce_pd.disk_inserted", disk=ref.path, size_gb=size_gb, type=disk_type, zones=zones)
-        if not self._wait(op, scope, f"insert of disk {ref.path}"):
+        return self._inserted(req, ref, op, fs_type, size_gb, zones)
+
+    def _inserted(self, req: ProvisionRequest, ref: DiskRef, op: Any, fs_type: str, size_gb: int,
+                  zones: list[str]) -> ProvisionResult:
+        try:
+            done = self._wait(op, ref.scope, f"insert of disk {ref.path}")
+        except StowageError:
+            with self._lock:
+                self._pending.pop(req.volume_name, None)
+            raise
+        with self._lock:
+            if done:
+                self._pending.pop(req.volume_name, None)
+            else:
+                self._pending[req.volume_name] = (ref.path, op.name)
+        if not done:
             return ProvisionResult.in_progress(f"disk {ref.path} is being created", retry_after=2.0)
-        return ProvisionResult.finished(self._source(name, fs_type), f"{size_gb}Gi", zone_affinity(zones))
+        return ProvisionResult.finished(self._source(ref.name, fs_type), f"{size_gb}Gi", zone_affinity(zones))
+
+    def _operation(self, scope: str, name: str) -> Any | None:
+        """A zone or region operation by name; None once Compute Engine forgot it."""
+        from google.api_core import exceptions as gexc
+
+        clients = self._setup()
+        where = scope.split("/", 1)[1]
+        try:
+            if scope.startswith("zones/"):
+                return self._call("zoneOperations.get", clients.zone_ops.get, project=self.project, zone=where,
+                                  operation=name)
+            return self._call("regionOperations.get", clients.region_ops.get, project=self.project, region=where,
+                              operation=name)
+        except gexc.NotFound:
+            return None
 
     def _source(self, name: str, fs_type: str) -> Obj:
         return {"gcePersistentDisk": {"pdName": name, "fsType": fs_type}}

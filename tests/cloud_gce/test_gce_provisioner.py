@@ -259,8 +259,12 @@ def test_operation_running_past_the_deadline_is_in_progress_not_a_block(gce_prov
     started = time.monotonic()
     result = gce_provisioner.provision(req)
     assert result.status == "in_progress" and time.monotonic() - started < 5
+    assert gce_provisioner.provision(req).status == "in_progress"
     gce.finish_operations()
     assert gce_provisioner.provision(req).status == "finished"
+    # The same process remembers its insert: it polled the operation instead of inserting again.
+    assert len([r for r in gce.requests if r[0] == "POST" and r[1].endswith("/disks")]) == 1
+    assert gce.disk(req.volume_name)["status"] == "READY"
 
 
 def test_delete_is_idempotent_and_waits_for_a_running_delete(gce_provisioner, gce: GceFake) -> None:
