@@ -18,7 +18,8 @@ port) and refuses what the real API refuses, with the real error body
 
 Mutations are asynchronous as in Compute Engine: a call returns a RUNNING operation and its effect lands
 when the operation is DONE (a new disk is CREATING until then). ``op_delay`` holds operations RUNNING;
-``inject`` makes the next matching calls fail (5xx, 429 ``rateLimitExceeded`` ...). Test code reads and
+``inject`` makes the next matching calls fail (5xx, 429 ``rateLimitExceeded`` ...) and
+``fail_operation`` the next operation of a kind (e.g. an insert that runs out of zone capacity). Test code reads and
 changes the state through the methods of ``GceFake``; the API only through HTTP.
 """
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Operation:
     target: str  # projects/... of the target resource
     done_at: float
     apply: Callable[[], None]
+    error: tuple[str, str] | None = None  # (code, message): the operation ends DONE with this error
     status: str = "RUNNING"
     insert_time: str = field(default_factory=_now)
     end_time: str = ""
@@ -107,6 +109,7 @@ class GceFake:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every API call
         self._pending_users: dict[str, dict[str, str]] = {}  # disk key -> instance path -> mode, attach in flight
         self._injections: list[Injection] = []
+        self._op_errors: list[tuple[str, str, str]] = []  # (operationType, code, message), next ones to fail
         self._ids = itertools.count(1000)
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
@@ -166,6 +169,7 @@ class GceFake:
             self.operations.clear()
             self._pending_users.clear()
             self._injections.clear()
+            self._op_errors.clear()
             self.requests.clear()
             self.op_delay = 0.0
 
@@ -192,6 +196,12 @@ class GceFake:
         with self._lock:
             self._injections.append(Injection(method.upper(), re.compile(path_regex), code,
                                               reason or default.get(code, "error"), count))
+
+    def fail_operation(self, op_type: str, code: str, message: str) -> None:
+        """The next operation of ``op_type`` (insert, attachDisk ...) ends DONE with this error, its effect
+        undone as Compute Engine leaves it (a failed insert leaves the disk FAILED)."""
+        with self._lock:
+            self._op_errors.append((op_type, code, message))
 
     def disk(self, name: str) -> Obj | None:
         with self._lock:
@@ -288,11 +298,23 @@ class GceFake:
         for op in sorted(self.operations.values(), key=lambda o: o.done_at):
             if op.status != "DONE" and op.done_at <= now:
                 op.status, op.end_time = "DONE", _now()
-                op.apply()
+                if op.error is None:
+                    op.apply()
+                elif op.op_type == "insert":
+                    disk = self.disks.get(op.target.split("/", 2)[2])
+                    if disk is not None:
+                        disk["status"] = "FAILED"
+                elif op.op_type == "attachDisk":
+                    for users in self._pending_users.values():
+                        users.pop(op.target, None)
 
     def _start(self, scope: str, op_type: str, target: str, apply: Callable[[], None]) -> Obj:
         name = f"operation-{int(time.time() * 1000)}-{next(self._ids)}"
         op = Operation(name, scope, self.project, op_type, target, time.monotonic() + self.op_delay, apply)
+        failing = next((e for e in self._op_errors if e[0] == op_type), None)
+        if failing is not None:
+            self._op_errors.remove(failing)
+            op.error = (failing[1], failing[2])
         self.operations[name] = op
         self._tick()
         return self._op_json(op)
@@ -313,6 +335,10 @@ class GceFake:
                     ("zone" if kind == "zones" else "region"): self._url(op.scope)}
         if op.end_time:
             out["endTime"] = op.end_time
+        if op.status == "DONE" and op.error is not None:
+            out["error"] = {"errors": [{"code": op.error[0], "message": op.error[1]}]}
+            out["httpErrorStatusCode"] = 400
+            out["httpErrorMessage"] = "BAD REQUEST"
         return out
 
     def _wait(self, scope: str, name: str) -> Obj:

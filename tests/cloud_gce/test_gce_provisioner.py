@@ -267,6 +267,29 @@ def test_operation_running_past_the_deadline_is_in_progress_not_a_block(gce_prov
     assert gce.disk(req.volume_name)["status"] == "READY"
 
 
+def test_failed_insert_operation_is_cleaned_up_and_retried(gce_provisioner, gce: GceFake) -> None:
+    gce.fail_operation("insert", "ZONE_RESOURCE_POOL_EXHAUSTED", "The zone does not have enough resources")
+    req = request(sc())
+    with pytest.raises(TemporaryError, match="ZONE_RESOURCE_POOL_EXHAUSTED"):
+        gce_provisioner.provision(req)
+    assert gce.disk(req.volume_name)["status"] == "FAILED"
+    with pytest.raises(TemporaryError, match="failed; retrying"):
+        gce_provisioner.provision(req)  # 409 -> our FAILED husk -> deleted
+    assert gce.disk(req.volume_name) is None
+    assert finish(gce_provisioner, req).capacity == "10Gi"
+    assert gce.disk(req.volume_name)["status"] == "READY" and gce.disk_names() == [req.volume_name]
+
+
+def test_failed_attach_operation_is_reported_and_leaves_nothing_attached(gce_provisioner, gce: GceFake) -> None:
+    pv = _provisioned(gce_provisioner)
+    gce.fail_operation("attachDisk", "INVALID_USAGE", "Cannot attach disk in this state")
+    with pytest.raises(PermanentError, match="INVALID_USAGE"):
+        gce_provisioner.attach(pv, gce_node("node-a1", ZONE))
+    assert gce.attached("node-a1") == []
+    gce_provisioner.attach(pv, gce_node("node-a1", ZONE))  # a later attempt succeeds
+    assert len(gce.attached("node-a1")) == 1
+
+
 def test_delete_is_idempotent_and_waits_for_a_running_delete(gce_provisioner, gce: GceFake) -> None:
     req = request(sc())
     pv = pv_of(gce_provisioner, req, finish(gce_provisioner, req))
