@@ -136,3 +136,14 @@ def test_operation_wait_returns_when_done(gce: GceFake) -> None:
     assert ops.wait(project=P, zone=Z, operation=op.name).status == compute_v1.Operation.Status.DONE
     with pytest.raises(gexc.NotFound):
         ops.get(project=P, zone=Z, operation="operation-nope", retry=None)
+
+
+def test_list_with_a_label_or_name_filter(clients, gce: GceFake) -> None:
+    disks, _ = clients
+    disks.insert_unary(project=P, zone=Z, disk_resource=compute_v1.Disk(
+        name="d1", size_gb=10, labels={"team": "a"}, type_=f"projects/{P}/zones/{Z}/diskTypes/pd-ssd"))
+    disks.insert_unary(project=P, zone=Z, disk_resource=_disk("d2"))
+    assert sorted(d.name for d in disks.list(project=P, zone=Z)) == ["d1", "d2", "node-a1-boot", "node-a2-boot"]
+    assert [d.name for d in disks.list(project=P, zone=Z, filter='labels.team = "a"')] == ["d1"]
+    assert [d.name for d in disks.list(project=P, zone=Z, filter="name = d2")] == ["d2"]
+    assert list(disks.list(project=P, zone="europe-west1-b")) == []

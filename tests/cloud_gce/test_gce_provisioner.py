@@ -192,6 +192,16 @@ def test_regional_pd_uses_region_disks_in_two_zones(gce_provisioner, gce: GceFak
     assert gce.disk(req.volume_name) is None
 
 
+def test_regional_insert_still_running_is_polled_through_region_operations(gce_provisioner, gce: GceFake) -> None:
+    gce.op_delay = 60.0
+    req = request(sc({"replication-type": "regional-pd", "zones": "us-central1-a,us-central1-b"}))
+    assert gce_provisioner.provision(req).status == "in_progress"
+    gce.finish_operations()
+    assert finish(gce_provisioner, req).capacity == "200Gi"
+    assert any("/regions/us-central1/operations/" in path for _, path in gce.requests)
+    assert len([r for r in gce.requests if r[0] == "POST" and r[1].endswith("/disks")]) == 1
+
+
 # ---- CG3 idempotency --------------------------------------------------------------------------------
 def test_crash_between_insert_and_pv_save_finds_the_same_disk(gce: GceFake) -> None:
     """The controller crashes after the insert, before saving the PV; a new process provisions again."""
