@@ -144,6 +144,10 @@ def test_list_with_a_label_or_name_filter(clients, gce: GceFake) -> None:
         name="d1", size_gb=10, labels={"team": "a"}, type_=f"projects/{P}/zones/{Z}/diskTypes/pd-ssd"))
     disks.insert_unary(project=P, zone=Z, disk_resource=_disk("d2"))
     assert sorted(d.name for d in disks.list(project=P, zone=Z)) == ["d1", "d2", "node-a1-boot", "node-a2-boot"]
-    assert [d.name for d in disks.list(project=P, zone=Z, filter='labels.team = "a"')] == ["d1"]
-    assert [d.name for d in disks.list(project=P, zone=Z, filter="name = d2")] == ["d2"]
+    def listed(flt: str) -> list[str]:
+        return [d.name for d in disks.list(request=compute_v1.ListDisksRequest(project=P, zone=Z, filter=flt))]
+    assert listed('labels.team = "a"') == ["d1"]
+    assert listed("name = d2") == ["d2"]
+    with pytest.raises(gexc.BadRequest):
+        listed("sizeGb > 3 OR nonsense")
     assert list(disks.list(project=P, zone="europe-west1-b")) == []
