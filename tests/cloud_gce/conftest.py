@@ -10,10 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gce_fake import GceFake  # noqa: E402
+from gce_support import ZONE  # noqa: E402
 
 from provisioners.gce_pd import GcePdProvisioner  # noqa: E402
-
-ZONE = "us-central1-a"
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +40,3 @@ def gce_provisioner(gce: GceFake) -> GcePdProvisioner:
     return GcePdProvisioner(project=gce.project, endpoint=gce.endpoint, zone=ZONE, cluster_id="test-cluster",
                             operation_timeout=2.0, api_retry_timeout=1.5)
 
-
-def gce_node(name: str, zone: str, *, project: str = "test-project", instance: str | None = None) -> dict:
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone, "kubernetes.io/hostname": name}},
-            "spec": {"providerID": f"gce://{project}/{zone}/{instance or name}"}}

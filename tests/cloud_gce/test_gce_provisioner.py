@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import ZONE, gce_node
+from gce_support import ZONE, gce_node
 from gce_fake import GceFake
 
 from provisioners import registry
