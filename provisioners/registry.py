@@ -23,6 +23,7 @@ GROUP = "stowage.provisioners"
 # A backend whose SDK is not installed is skipped with a warning.
 BUILTIN: tuple[str, ...] = (
     "provisioners.aws_ebs:AwsEbsProvisioner",
+    "provisioners.gce_pd:GcePdProvisioner",
 )
 
 _lock = threading.Lock()

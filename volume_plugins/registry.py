@@ -104,6 +104,8 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     from volume_plugins.config_map import ConfigMapPlugin
     from volume_plugins.downward_api import DownwardAPIPlugin
     from volume_plugins.empty_dir import EmptyDirPlugin
+    from volume_plugins.aws_ebs import AwsEbsPlugin
+    from volume_plugins.gce_pd import GcePdPlugin
     from volume_plugins.host_path import HostPathPlugin
     from volume_plugins.local import LocalPlugin
     from volume_plugins.persistent_volume_claim import PersistentVolumeClaimPlugin
@@ -124,9 +126,8 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(PersistentVolumeClaimPlugin())
     resolver = resolver or DeviceResolver()
     # Cloud disk plugins (one line each): registry.register(XPlugin(resolver=resolver))
-    from volume_plugins.aws_ebs import AwsEbsPlugin
-
     registry.register(AwsEbsPlugin(resolver=resolver))
+    registry.register(GcePdPlugin(resolver=resolver))
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:
