@@ -539,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         if mounts.mounts_under(base) or loop.loops_under(base):
             problems.append(f"mounts or loop devices left under {base}")
         result["cleanup_problems"] = problems
+        result["temp_dir"] = str(base)
         result["temp_dir_removed"] = not base.exists()
         moto.stop()
         for k, v in previous_env.items():
