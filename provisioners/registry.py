@@ -22,6 +22,7 @@ GROUP = "stowage.provisioners"
 # Provisioners shipped with Stowage, loaded like entry points (so a checkout works without reinstalling).
 # A backend whose SDK is not installed is skipped with a warning.
 BUILTIN: tuple[str, ...] = (
+    "provisioners.aws_ebs:AwsEbsProvisioner",
 )
 
 _lock = threading.Lock()

@@ -65,4 +65,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(PersistentVolumeClaimPlugin())
     resolver = resolver or DeviceResolver()
     # Cloud disk plugins (one line each): registry.register(XPlugin(resolver=resolver))
+    from volume_plugins.aws_ebs import AwsEbsPlugin
+
+    registry.register(AwsEbsPlugin(resolver=resolver))
     return registry

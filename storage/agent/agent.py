@@ -92,6 +92,8 @@ class AgentConfig:
     tls: AgentTLS | None = None  # the agent's serving certificate; None serves plain HTTP (tests only)
     # Where attached disks appear (by-id/, azure/scsi1/ links): /dev/disk on real nodes.
     dev_disk_dir: Path = Path("/dev/disk")
+    # The Node's spec.providerID (e.g. aws:///us-east-1a/i-0123...): cloud attachers find the VM by it.
+    provider_id: str | None = None
 
 
 def _meta(obj: Obj) -> Obj:
@@ -269,11 +271,13 @@ class NodeAgent:
                 node = None
             status = self._node_status()
             try:
+                spec = {"providerID": self.config.provider_id} if self.config.provider_id else {}
                 if node is None:
                     node = self.client.create({"apiVersion": "v1", "kind": "Node",
-                                               "metadata": {"name": self.node, "labels": labels}})
+                                               "metadata": {"name": self.node, "labels": labels}, "spec": spec})
                 else:
                     node["metadata"].setdefault("labels", {}).update(labels)
+                    node["spec"] = {**(node.get("spec") or {}), **spec}
                     node = self.client.update(node)
                 previous = condition(node, "Ready")
                 if previous and previous.get("status") == "True":

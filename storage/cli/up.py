@@ -171,6 +171,10 @@ def _register_local_provisioner(store: Any, server: Any) -> None:
 
         tls = load_or_create_pki(server.data_dir).agent_client_context()
     registry.register(LocalProvisioner(nodes=node_lookup, tls=tls))
+    # EBS detach is told only a node's name; the lookup finds its instance (spec.providerID) after a restart.
+    from provisioners.aws_ebs import AwsEbsProvisioner
+
+    registry.register(AwsEbsProvisioner(nodes=node_lookup))
 
 
 def _local_bootstrap(store: Any, server_url: str, data_dir: Path) -> Any:
