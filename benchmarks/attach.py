@@ -18,9 +18,9 @@ the server's app), so the figures say what the provisioner really sends, retries
 included, however it builds its boto3 client. The control plane (API server on
 SQLite, controllers, the EBS provisioner) runs in this process, configured for
 moto only through the standard AWS_* environment; each node is an EC2 instance
-(``run_instances``) and a ``stowage agent`` process whose Node gets
-``spec.providerID: aws:///<zone>/<instance id>`` (the cloud node controller's
-job). ``SimulatedDisks`` plays EC2's part on each node: an attached volume shows
+(``run_instances``) and a ``stowage agent`` process started with
+``--provider-id aws:///<zone>/<instance id>`` (the cloud node controller's job
+on EKS). ``SimulatedDisks`` plays EC2's part on each node: an attached volume shows
 up as a real loop device under the agent's ``--dev-disk-dir``.
 
 Nodes: Kubernetes' default EBS attach limit is 39 volumes per node, so N volumes
@@ -65,9 +65,11 @@ from moto.server import DomainDispatcherApplication, ThreadedMotoServer, create_
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 
 from attach_harness import SimulatedDisks, ebs_link  # noqa: E402
+from provisioners import registry as provisioner_registry  # noqa: E402
+from provisioners.aws_ebs import AwsEbsProvisioner  # noqa: E402
 from serverutil import running_server  # noqa: E402
 from storage.controllers.manager import run_controllers  # noqa: E402
-from storage.errors import Conflict, NotFound  # noqa: E402
+from storage.errors import NotFound  # noqa: E402
 from storage.system import loop, mounts  # noqa: E402
 from support import cleanup_tree  # noqa: E402
 
@@ -270,8 +272,10 @@ class Cluster:
         self.server = self._server_cm.__enter__()
         self.client = self.server.client()
         self.stop = threading.Event()
+        # As `stowage up` registers it: with a node lookup, so a detach finds a node's instance by providerID.
+        # Its boto3 client takes moto's address from this process's AWS_* environment.
+        provisioner_registry.register(AwsEbsProvisioner(nodes=self._node))
         ready = threading.Event()
-        # The EBS provisioner is a built-in: the controllers load it here, with this process's AWS_* environment.
         self.controllers = threading.Thread(target=run_controllers, args=(self.server.store, self.stop),
                                             kwargs={"ready": ready}, daemon=True)
         self.controllers.start()
@@ -279,6 +283,12 @@ class Cluster:
             raise TimeoutError("the controllers did not start")
         self.agents: list[subprocess.Popen[bytes]] = []
         self.disks: list[SimulatedDisks] = []
+
+    def _node(self, name: str) -> Obj | None:
+        try:
+            return self.server.store.get("nodes", "", name)  # type: ignore[no-any-return]
+        except NotFound:
+            return None
 
     def _bootstrap(self, node: str) -> Path:
         from storage.api.bootstrap_tokens import new_bootstrap_token
@@ -298,28 +308,23 @@ class Cluster:
         self.disks.append(disks)
         pool = home / "pool"
         pool.mkdir(parents=True, exist_ok=True)
-        log = open(home / "agent.log", "ab")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.agents.append(subprocess.Popen(
-            [sys.executable, "-m", "storage.cli", "agent", "--node", node,
-             "--bootstrap-kubeconfig", str(self._bootstrap(node)), "--data-dir", str(home / "agent"),
-             "--pool", f"default={pool}:1Gi", "--zone", ZONE, "--dev-disk-dir", str(dev_disk),
-             "--pod-cidr", f"127.{200 + index}.0.0/24", "--heartbeat", "5"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=env))
+        with open(home / "agent.log", "ab") as log:  # the agent keeps its own descriptor
+            self.agents.append(subprocess.Popen(
+                [sys.executable, "-m", "storage.cli", "agent", "--node", node,
+                 "--bootstrap-kubeconfig", str(self._bootstrap(node)), "--data-dir", str(home / "agent"),
+                 "--pool", f"default={pool}:1Gi", "--zone", ZONE, "--dev-disk-dir", str(dev_disk),
+                 "--pod-cidr", f"127.{200 + index}.0.0/24", "--heartbeat", "5",
+                 # What the cloud node controller sets on EKS: the Node's instance.
+                 "--provider-id", f"aws:///{ZONE}/{instance_id}"],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=env))
 
         def ready() -> bool:
-            conditions = (self.client.get("nodes", node).get("status") or {}).get("conditions") or []
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-        wait(ready, f"node {node} Ready", 120)
-        # The cloud node controller's job on EKS: tie the Node to its instance.
-        for _ in range(20):
             obj = self.client.get("nodes", node)
-            obj.setdefault("spec", {})["providerID"] = f"aws:///{ZONE}/{instance_id}"
-            try:
-                self.client.update(obj)
-                break
-            except Conflict:
-                continue
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            return (any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+                    and (obj.get("spec") or {}).get("providerID") == f"aws:///{ZONE}/{instance_id}")
+        wait(ready, f"node {node} Ready", 120)
 
     def create_class(self, name: str, provisioner: str, mode: str) -> None:
         self.client.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
@@ -367,6 +372,7 @@ class Cluster:
             problems += disks.errors
         self.stop.set()
         self.controllers.join(30)
+        provisioner_registry.unregister(AwsEbsProvisioner.name)
         self._server_cm.__exit__(None, None, None)
         return problems
 
