@@ -79,6 +79,7 @@ class AgentConfig:
     pools: list[PoolSpec] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     zone: str | None = None
+    provider_id: str | None = None  # the Node's spec.providerID (aws:///<zone>/<instance>): attachers find the VM by it
     host_ip: str = "127.0.0.1"
     heartbeat_seconds: float = 10.0
     host_path_prefixes: tuple[str, ...] = ()
@@ -92,8 +93,6 @@ class AgentConfig:
     tls: AgentTLS | None = None  # the agent's serving certificate; None serves plain HTTP (tests only)
     # Where attached disks appear (by-id/, azure/scsi1/ links): /dev/disk on real nodes.
     dev_disk_dir: Path = Path("/dev/disk")
-    # The Node's spec.providerID (e.g. aws:///us-east-1a/i-0123...): cloud attachers find the VM by it.
-    provider_id: str | None = None
 
 
 def _meta(obj: Obj) -> Obj:

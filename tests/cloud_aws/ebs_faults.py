@@ -65,6 +65,8 @@ class Transitions:
         self.hold_new_volumes = False
         self.hold_attach = False
         self.attaching: list[Any] = []
+        self.hold_detach = False
+        self.detaching: list[Volume] = []
         original_status = Volume.status.fget
         transitions = self
 
@@ -87,6 +89,19 @@ class Transitions:
                 transitions.attaching.append(attachment)
             return attachment
 
+        original_detach = EBSBackend.detach_volume
+
+        def detach_volume(backend: EBSBackend, volume_id: str, *args: Any, **kwargs: Any) -> Any:
+            volume = backend.get_volume(volume_id)
+            attachment = volume.attachment
+            result = original_detach(backend, volume_id, *args, **kwargs)
+            if transitions.hold_detach and attachment is not None:
+                attachment.status = "detaching"  # still listed on the volume until finish_detaching()
+                volume.attachment = attachment
+                transitions.detaching.append(volume)
+            return result
+
+        monkeypatch.setattr(EBSBackend, "detach_volume", detach_volume)
         monkeypatch.setattr(Volume, "status", property(status))
         monkeypatch.setattr(EBSBackend, "create_volume", create_volume)
         monkeypatch.setattr(EBSBackend, "attach_volume", attach_volume)
@@ -94,6 +109,12 @@ class Transitions:
     def finish_creating(self) -> None:
         self.hold_new_volumes = False
         self.creating.clear()
+
+    def finish_detaching(self) -> None:
+        self.hold_detach = False
+        for volume in self.detaching:
+            volume.attachment = None
+        self.detaching.clear()
 
     def finish_attaching(self) -> None:
         self.hold_attach = False

@@ -4,6 +4,8 @@ of the disk showing up on the VM once moto reports the attachment). SEMANTICS A1
 docs/semantics.md CE1-CE9."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -119,28 +121,35 @@ def test_pod_on_ebs_claim_mounts_detaches_and_leaks_nothing(ebs_cluster: tuple[C
         assert not disks.errors
 
 
-def test_agent_down_between_attach_and_mount(ebs_cluster: tuple[Cluster, AwsEbsProvisioner], aws: Any) -> None:
-    """A1 + CE5: the agent stops once the pod is placed; the volume is attached while it is down; the agent
-    comes back and mounts. AttachVolume was sent exactly once and the volume has one attachment."""
+def test_agent_killed_between_attach_and_mount(ebs_cluster: tuple[Cluster, AwsEbsProvisioner], aws: Any) -> None:
+    """A1 + CE5: ``stowage agent --provider-id ... --zone ...`` (its own process) is SIGKILLed once the pod is
+    placed on its node; the volume is attached while it is dead; the restarted agent mounts it and the pod
+    runs. AttachVolume was sent exactly once, and the volume has one attachment throughout."""
     cluster, ebs = ebs_cluster
     calls = AttachCalls(ebs.ec2)
     cluster.start_controllers()
-    start_node(cluster, aws)
-    with SimulatedDisks(cluster.client, node="n1", dev_disk=cluster.base / "dev-disk-n1",
-                        backing=cluster.base / "ebs-backing", link_for=ebs_link) as disks:
+    dev_disk = cluster.base / "dev-disk-n1"
+    flags = ("--zone", ZONE, "--provider-id", f"aws:///{ZONE}/{aws.instance_of('node-a')}", "--dev-disk-dir", str(dev_disk))
+    first = cluster.spawn_agent("n1", *flags)
+    wait_until(lambda: cluster.client.get("nodes", "n1")["spec"].get("providerID"), "node n1 registered", 60)
+    with SimulatedDisks(cluster.client, node="n1", dev_disk=dev_disk, backing=cluster.base / "ebs-backing",
+                        link_for=ebs_link) as disks:
         cluster.apply(ebs_class(), claim("data", "1Gi", "ebs"), pod("app", claims={"data": "/data"}))
         cluster.wait_pod("app", lambda p: bool(p["spec"].get("nodeName")), "scheduled", 120)
-        cluster.stop_agent("n1")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
 
         def attached() -> bool:
             vas = attachment_objects(cluster)
             return bool(vas) and all((va.get("status") or {}).get("attached") for va in vas)
-        wait_until(attached, "the attachment while the agent is down", 60)
+        wait_until(attached, "the attachment while the agent is dead", 60)
         pv_name = cluster.client.get("persistentvolumeclaims", "data", "default")["spec"]["volumeName"]
         assert disks.wait(lambda: pv_name in disks.devices, 30)
         assert cluster.pod("app")["status"].get("phase") != "Running"
+        assert not any(line.split()[0] == disks.devices[pv_name]
+                       for line in Path("/proc/self/mounts").read_text().splitlines())
 
-        start_node(cluster, aws)  # the same node, restarted
+        cluster.spawn_agent("n1", *flags)  # the same node, restarted
         cluster.wait_running("app", timeout=120)
         assert calls.count == 1
         assert len(moto_attachments(aws)) == 1 and len(attachment_objects(cluster)) == 1
