@@ -15,7 +15,9 @@
 
 Every EC2 request is counted by operation at moto's side (a WSGI wrapper around
 the server's app), so the figures say what the provisioner really sends, retries
-included, however it builds its boto3 client. The control plane (API server on
+included (a throttled call that botocore retries counts twice), however it builds
+its boto3 client (it makes its own boto3 Session, which a hook on boto3's default
+session would not see). The control plane (API server on
 SQLite, controllers, the EBS provisioner) runs in this process, configured for
 moto only through the standard AWS_* environment; each node is an EC2 instance
 (``run_instances``) and a ``stowage agent`` process started with
