@@ -33,7 +33,7 @@ Everything is deleted afterwards (pods, claims, VolumeAttachments, the volumes
 in moto, loop devices, temp dirs), also on failure; the JSON records any volume
 left in moto. Needs root (loop devices, mounts, runc).
 
-usage: python benchmarks/attach.py [--claims 100] [--nodes K] [--out FILE] [--quick]
+usage: python benchmarks/attach.py [--claims 100] [--rounds 1] [--nodes K] [--out FILE] [--quick]
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from statistics import median
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
@@ -71,7 +72,7 @@ from provisioners import registry as provisioner_registry  # noqa: E402
 from provisioners.aws_ebs import AwsEbsProvisioner  # noqa: E402
 from serverutil import running_server  # noqa: E402
 from storage.controllers.manager import run_controllers  # noqa: E402
-from storage.errors import NotFound  # noqa: E402
+from storage.errors import AlreadyExists, NotFound  # noqa: E402
 from storage.system import loop, mounts  # noqa: E402
 from support import cleanup_tree  # noqa: E402
 
@@ -329,9 +330,12 @@ class Cluster:
         wait(ready, f"node {node} Ready", 120)
 
     def create_class(self, name: str, provisioner: str, mode: str) -> None:
-        self.client.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
-                            "provisioner": provisioner, "volumeBindingMode": mode, "reclaimPolicy": "Delete",
-                            "parameters": {"type": "gp3", "fsType": "ext4"}})
+        try:
+            self.client.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+                                "provisioner": provisioner, "volumeBindingMode": mode, "reclaimPolicy": "Delete",
+                                "parameters": {"type": "gp3", "fsType": "ext4"}})
+        except AlreadyExists:  # the round before made it
+            pass
 
     def claim(self, name: str, storage_class: str) -> None:
         self.client.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -507,6 +511,30 @@ def configure_aws(url: str) -> dict[str, str | None]:
     return previous
 
 
+def one_round(cluster: Cluster, ec2: Any, moto: CountingMotoServer, instances: list[str], n: int, nodes: int,
+              timeout: float, tag: str) -> Obj:
+    """The bare sequence, the two Stowage phases, and the bare sequence again (so a change of load on a
+    shared machine shows on both sides: the round's baseline is the mean of the two)."""
+    before = baseline(ec2, moto, instances, n, tag)
+    print(f"(1) bare boto3, {n} volumes one after another: all available after "
+          f"{before['seconds_all_available']:.2f}s, all attached after {before['seconds_all_attached']:.2f}s", flush=True)
+    imm = stowage_immediate(cluster, moto, n, timeout)
+    print(f"(2) Stowage, Immediate class, {n} claims created in {imm['seconds_created']:.2f}s: all Bound after "
+          f"{imm['seconds_all_bound']:.2f}s", flush=True)
+    wffc = stowage_pods(cluster, moto, n, timeout)
+    print(f"(3) Stowage, WaitForFirstConsumer class, {n} claims + {n} pods on {nodes} node(s) created in "
+          f"{wffc['seconds_created']:.2f}s (claim + pod latency p50 {wffc['create_latency']['p50'] * 1000:.0f} ms, "
+          f"max {wffc['create_latency']['max'] * 1000:.0f} ms): all Bound after {wffc['seconds_all_bound']:.2f}s, "
+          f"all attached after {wffc['seconds_all_attached']:.2f}s, all Running after {wffc['seconds_all_running']:.2f}s "
+          f"(pods per node: {wffc['pods_per_node']})", flush=True)
+    after = baseline(ec2, moto, instances, n, tag + "-after")
+    print(f"(1') bare boto3 again: all available after {after['seconds_all_available']:.2f}s, all attached after "
+          f"{after['seconds_all_attached']:.2f}s", flush=True)
+    return {"baseline": before, "immediate": imm, "wait_for_first_consumer": wffc, "baseline_after": after,
+            "bare_available": (before["seconds_all_available"] + after["seconds_all_available"]) / 2,
+            "bare_attached": (before["seconds_all_attached"] + after["seconds_all_attached"]) / 2}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--claims", type=int, default=None, help="volumes per phase (default 100, 3 with --quick)")
@@ -514,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"nodes/instances (default: ceil(claims / {ATTACH_LIMIT}), the default EBS attach limit)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 claims unless --claims says otherwise")
     parser.add_argument("--baseline-only", action="store_true", help="only the bare boto3 sequence (no cluster)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of all phases (times: medians)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds each phase may take")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/attach-<UTC>.json)")
     args = parser.parse_args(argv)
@@ -543,11 +572,10 @@ def main(argv: list[str] | None = None) -> int:
         instances = [i["InstanceId"] for i in reservation["Instances"]]
         root_volumes = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
 
-        result["baseline"] = base_result = baseline(ec2, moto, instances, n, stamp.isoformat())
-        print(f"(1) bare boto3, {n} volumes one after another: all available after "
-              f"{base_result['seconds_all_available']:.2f}s, all attached after {base_result['seconds_all_attached']:.2f}s",
-              flush=True)
         if args.baseline_only:
+            result["baseline"] = bare = baseline(ec2, moto, instances, n, f"{stamp.isoformat()}-0")
+            print(f"(1) bare boto3, {n} volumes one after another: all available after "
+                  f"{bare['seconds_all_available']:.2f}s, all attached after {bare['seconds_all_attached']:.2f}s")
             result["ok"] = True
             return 0
 
@@ -555,38 +583,41 @@ def main(argv: list[str] | None = None) -> int:
         for index, instance_id in enumerate(instances):
             cluster.add_node(f"node-{index}", index, instance_id)
         warm_up(cluster, args.timeout)
-        result["immediate"] = imm = stowage_immediate(cluster, moto, n, args.timeout)
-        print(f"(2) Stowage, Immediate class, {n} claims created in {imm['seconds_created']:.2f}s: all Bound after "
-              f"{imm['seconds_all_bound']:.2f}s", flush=True)
-        result["wait_for_first_consumer"] = wffc = stowage_pods(cluster, moto, n, args.timeout)
-        print(f"(3) Stowage, WaitForFirstConsumer class, {n} claims + {n} pods on {nodes} node(s) created in "
-              f"{wffc['seconds_created']:.2f}s (claim + pod latency p50 {wffc['create_latency']['p50'] * 1000:.0f} ms, "
-              f"max {wffc['create_latency']['max'] * 1000:.0f} ms): all Bound after {wffc['seconds_all_bound']:.2f}s, all attached after "
-              f"{wffc['seconds_all_attached']:.2f}s, all Running after {wffc['seconds_all_running']:.2f}s "
-              f"(pods per node: {wffc['pods_per_node']})", flush=True)
-
-        # The bare sequence again, after the cluster ran, so a change of load on a shared machine shows up
-        # on both sides: the ratios use the mean of the two baseline runs.
-        result["baseline_after"] = after = baseline(ec2, moto, instances, n, stamp.isoformat() + "-after")
-        print(f"(1') bare boto3 again: all available after {after['seconds_all_available']:.2f}s, all attached after "
-              f"{after['seconds_all_attached']:.2f}s", flush=True)
-        bare_available = (base_result["seconds_all_available"] + after["seconds_all_available"]) / 2
-        bare_attached = (base_result["seconds_all_attached"] + after["seconds_all_attached"]) / 2
+        rounds: list[Obj] = []
+        result["rounds"] = rounds
+        for r in range(args.rounds):
+            rounds.append(one_round(cluster, ec2, moto, instances, n, nodes, args.timeout, f"{stamp.isoformat()}-{r}"))
+        first = rounds[0]
+        # Call counts are the first round's (every round makes the same calls); times are medians over rounds.
+        result.update({k: first[k] for k in ("baseline", "immediate", "wait_for_first_consumer", "baseline_after")})
+        imm_bound = median(r["immediate"]["seconds_all_bound"] for r in rounds)
+        attached_s = median(r["wait_for_first_consumer"]["seconds_all_attached"] for r in rounds)
+        running_s = median(r["wait_for_first_consumer"]["seconds_all_running"] for r in rounds)
+        bare_available = median(r["bare_available"] for r in rounds)
+        bare_attached = median(r["bare_attached"] for r in rounds)
+        base_result, imm, wffc = first["baseline"], first["immediate"], first["wait_for_first_consumer"]
+        result["medians"] = {"stowage_all_bound_immediate": imm_bound, "stowage_all_attached": attached_s,
+                             "stowage_all_running": running_s, "bare_all_available": bare_available,
+                             "bare_all_attached": bare_attached}
         result["ratios"] = ratios = {
-            "bound_vs_available": ratio(imm["seconds_all_bound"], bare_available),
-            "attached_vs_attached": ratio(wffc["seconds_all_attached"], bare_attached),
-            "running_vs_attached": ratio(wffc["seconds_all_running"], bare_attached),
+            "bound_vs_available": ratio(imm_bound, bare_available),
+            "attached_vs_attached": ratio(attached_s, bare_attached),
+            "running_vs_attached": ratio(running_s, bare_attached),
+            "per_round_bound_vs_available": [ratio(r["immediate"]["seconds_all_bound"], r["bare_available"]) for r in rounds],
+            "per_round_running_vs_attached": [ratio(r["wait_for_first_consumer"]["seconds_all_running"], r["bare_attached"])
+                                              for r in rounds],
             "calls_bound_vs_available": ratio(sum(imm["calls_to_bound"].values()),
                                               sum(base_result["calls_to_available"].values())),
             "calls_running_vs_attached": ratio(sum(wffc["calls_to_running"].values()),
                                                sum(base_result["calls_to_attached"].values())),
         }
-        print(f"Immediate: all Bound {imm['seconds_all_bound']:.2f}s vs bare all available {bare_available:.2f}s: "
+        of = f" (medians of {len(rounds)} rounds)" if len(rounds) > 1 else ""
+        print(f"Immediate{of}: all Bound {imm_bound:.2f}s vs bare all available {bare_available:.2f}s: "
               f"{ratios['bound_vs_available']}x (aim <= 1.2x); EC2 calls:")
         print(calls_table(base_result["calls_to_available"], imm["calls_to_bound"], ("bare", "stowage")))
-        print(f"WaitForFirstConsumer: all attached {wffc['seconds_all_attached']:.2f}s vs bare all attached "
-              f"{bare_attached:.2f}s: {ratios['attached_vs_attached']}x; all Running {wffc['seconds_all_running']:.2f}s: "
-              f"{ratios['running_vs_attached']}x (aim <= 1.2x); EC2 calls:")
+        print(f"WaitForFirstConsumer{of}: all attached {attached_s:.2f}s vs bare all attached {bare_attached:.2f}s: "
+              f"{ratios['attached_vs_attached']}x; all Running {running_s:.2f}s: {ratios['running_vs_attached']}x "
+              f"(aim <= 1.2x); EC2 calls:")
         print(calls_table(base_result["calls_to_attached"], wffc["calls_to_running"], ("bare", "stowage")))
         print("Cleanup EC2 calls (bare: detach, wait, delete; Stowage: the pods and claims deleted):")
         print(calls_table(base_result["calls_cleanup"], wffc["calls_cleanup"], ("bare", "stowage")), flush=True)
