@@ -131,6 +131,20 @@ class CountingMotoServer(ThreadedMotoServer):
         host, port = self.get_host_and_port()
         return f"http://{host}:{port}"
 
+    @staticmethod
+    def forget_deleted_volumes_tags() -> int:
+        """moto keeps the tags of deleted volumes, and its tag-filtered DescribeVolumes scans every tag ever
+        set, so each round would run slower than the one before; EC2 drops them with the volume. Between
+        phases (never timed), drop them here too. Its backends live in this process (ThreadedMotoServer)."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ec2.models import ec2_backends
+
+        backend = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+        stale = [rid for rid in list(backend.tags) if rid.startswith("vol-") and rid not in backend.volumes]
+        for rid in stale:
+            backend.tags.pop(rid, None)
+        return len(stale)
+
     def snapshot(self) -> Counter[str]:
         with self._count_lock:
             return Counter(self.counts)
@@ -142,7 +156,7 @@ class CountingMotoServer(ThreadedMotoServer):
 
 # ---- (1) the baseline -------------------------------------------------------------------------
 
-def baseline(ec2: Any, moto: CountingMotoServer, instances: list[str], n: int, tag: str) -> Obj:
+def baseline(ec2: Any, moto: CountingMotoServer, instances: list[str], n: int) -> Obj:
     """create xN, wait, attach xN, wait: seconds and calls; then the cleanup, counted apart."""
     ids: list[str] = []
     placement: dict[str, tuple[str, str]] = {}  # volume -> (instance, device)
@@ -150,10 +164,7 @@ def baseline(ec2: Any, moto: CountingMotoServer, instances: list[str], n: int, t
         before = moto.snapshot()
         start = time.perf_counter()
         for _ in range(n):
-            ids.append(ec2.create_volume(
-                AvailabilityZone=ZONE, Size=1, VolumeType="gp3",
-                TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "stowage-bench", "Value": tag}]}],
-            )["VolumeId"])
+            ids.append(ec2.create_volume(AvailabilityZone=ZONE, Size=1, VolumeType="gp3")["VolumeId"])
         # The waiter polls DescribeVolumes for all ids at once; a 1 s delay instead of its 15 s default so a
         # slow first answer would not penalise the baseline (on moto the first answer already says available).
         ec2.get_waiter("volume_available").wait(VolumeIds=ids, WaiterConfig={"Delay": 1, "MaxAttempts": 600})
@@ -512,22 +523,24 @@ def configure_aws(url: str) -> dict[str, str | None]:
 
 
 def one_round(cluster: Cluster, ec2: Any, moto: CountingMotoServer, instances: list[str], n: int, nodes: int,
-              timeout: float, tag: str) -> Obj:
+              timeout: float) -> Obj:
     """The bare sequence, the two Stowage phases, and the bare sequence again (so a change of load on a
     shared machine shows on both sides: the round's baseline is the mean of the two)."""
-    before = baseline(ec2, moto, instances, n, tag)
+    before = baseline(ec2, moto, instances, n)
     print(f"(1) bare boto3, {n} volumes one after another: all available after "
           f"{before['seconds_all_available']:.2f}s, all attached after {before['seconds_all_attached']:.2f}s", flush=True)
+    moto.forget_deleted_volumes_tags()
     imm = stowage_immediate(cluster, moto, n, timeout)
     print(f"(2) Stowage, Immediate class, {n} claims created in {imm['seconds_created']:.2f}s: all Bound after "
           f"{imm['seconds_all_bound']:.2f}s", flush=True)
+    moto.forget_deleted_volumes_tags()
     wffc = stowage_pods(cluster, moto, n, timeout)
     print(f"(3) Stowage, WaitForFirstConsumer class, {n} claims + {n} pods on {nodes} node(s) created in "
           f"{wffc['seconds_created']:.2f}s (claim + pod latency p50 {wffc['create_latency']['p50'] * 1000:.0f} ms, "
           f"max {wffc['create_latency']['max'] * 1000:.0f} ms): all Bound after {wffc['seconds_all_bound']:.2f}s, "
           f"all attached after {wffc['seconds_all_attached']:.2f}s, all Running after {wffc['seconds_all_running']:.2f}s "
           f"(pods per node: {wffc['pods_per_node']})", flush=True)
-    after = baseline(ec2, moto, instances, n, tag + "-after")
+    after = baseline(ec2, moto, instances, n)
     print(f"(1') bare boto3 again: all available after {after['seconds_all_available']:.2f}s, all attached after "
           f"{after['seconds_all_attached']:.2f}s", flush=True)
     return {"baseline": before, "immediate": imm, "wait_for_first_consumer": wffc, "baseline_after": after,
@@ -573,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         root_volumes = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
 
         if args.baseline_only:
-            result["baseline"] = bare = baseline(ec2, moto, instances, n, f"{stamp.isoformat()}-0")
+            result["baseline"] = bare = baseline(ec2, moto, instances, n)
             print(f"(1) bare boto3, {n} volumes one after another: all available after "
                   f"{bare['seconds_all_available']:.2f}s, all attached after {bare['seconds_all_attached']:.2f}s")
             result["ok"] = True
@@ -586,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds: list[Obj] = []
         result["rounds"] = rounds
         for r in range(args.rounds):
-            rounds.append(one_round(cluster, ec2, moto, instances, n, nodes, args.timeout, f"{stamp.isoformat()}-{r}"))
+            rounds.append(one_round(cluster, ec2, moto, instances, n, nodes, args.timeout))
         first = rounds[0]
         # Call counts are the first round's (every round makes the same calls); times are medians over rounds.
         result.update({k: first[k] for k in ("baseline", "immediate", "wait_for_first_consumer", "baseline_after")})
