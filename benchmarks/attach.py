@@ -62,6 +62,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import boto3  # noqa: E402
+import psutil  # noqa: E402
 import httpx  # noqa: E402
 import structlog  # noqa: E402
 from moto.server import DomainDispatcherApplication, ThreadedMotoServer, create_backend_app  # noqa: E402
@@ -162,6 +163,7 @@ def baseline(ec2: Any, moto: CountingMotoServer, instances: list[str], n: int) -
     placement: dict[str, tuple[str, str]] = {}  # volume -> (instance, device)
     try:
         before = moto.snapshot()
+        cpu_before = cpu_seconds([os.getpid()])
         start = time.perf_counter()
         for _ in range(n):
             ids.append(ec2.create_volume(AvailabilityZone=ZONE, Size=1, VolumeType="gp3")["VolumeId"])
@@ -177,6 +179,7 @@ def baseline(ec2: Any, moto: CountingMotoServer, instances: list[str], n: int) -
         ec2.get_waiter("volume_in_use").wait(VolumeIds=ids, WaiterConfig={"Delay": 1, "MaxAttempts": 600})
         attached = time.perf_counter() - start
         calls = moto.since(before)
+        cpu_used = round(cpu_seconds([os.getpid()]) - cpu_before, 2)
     finally:
         before_cleanup = moto.snapshot()
         for volume_id, (instance, device) in placement.items():
@@ -188,6 +191,7 @@ def baseline(ec2: Any, moto: CountingMotoServer, instances: list[str], n: int) -
         for volume_id in ids:
             ec2.delete_volume(VolumeId=volume_id)
     return {"seconds_all_available": available, "seconds_all_attached": attached, "load_1min": os.getloadavg()[0],
+            "cpu_seconds_script_and_moto": cpu_used,
             "calls_to_available": calls_available, "calls_to_attached": calls,
             "calls_cleanup": moto.since(before_cleanup)}
 
@@ -263,6 +267,31 @@ class Tracker:
         self._stop.set()
         self._thread.join(10)
         self.client.close()
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU of these processes and of the children they waited for (mkfs, mount, runc)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+class CpuMeter:
+    """CPU seconds the control plane (this process: API server, controllers, the provisioner, and moto's
+    server, which runs here too) and the agents spend between start() and stop()."""
+
+    def __init__(self, cluster: "Cluster") -> None:
+        self.agents = [a.pid for a in cluster.agents]
+        self.start = (cpu_seconds([os.getpid()]), cpu_seconds(self.agents))
+
+    def stop(self) -> dict[str, float]:
+        return {"control_plane_and_moto": round(cpu_seconds([os.getpid()]) - self.start[0], 2),
+                "agents": round(cpu_seconds(self.agents) - self.start[1], 2)}
 
 
 def bound(claim: Obj) -> bool:
@@ -436,19 +465,21 @@ def stowage_immediate(cluster: Cluster, moto: CountingMotoServer, n: int, timeou
     claims = Tracker(cluster.server.client(), CLAIMS, bound)
     try:
         before = moto.snapshot()
+        cpu = CpuMeter(cluster)
         start = time.perf_counter()
         names = [f"imm-{i}" for i in range(n)]
         latencies = timed(lambda name: cluster.claim(name, "ebs-immediate"), names)
         created = time.perf_counter() - start
         all_bound = claims.wait_for(names, timeout) - start
         calls = moto.since(before)
+        cpu_used = cpu.stop()
         load = os.getloadavg()[0]
     finally:
         claims.stop()
     before_cleanup = moto.snapshot()
     cluster.delete_all(timeout)
     return {"seconds_created": created, "create_latency": latencies, "seconds_all_bound": all_bound,
-            "load_1min": load, "calls_to_bound": calls, "calls_cleanup": moto.since(before_cleanup)}
+            "load_1min": load, "cpu_seconds": cpu_used, "calls_to_bound": calls, "calls_cleanup": moto.since(before_cleanup)}
 
 
 def stowage_pods(cluster: Cluster, moto: CountingMotoServer, n: int, timeout: float) -> Obj:
@@ -458,6 +489,7 @@ def stowage_pods(cluster: Cluster, moto: CountingMotoServer, n: int, timeout: fl
     vas = Tracker(cluster.server.client(), ATTACHMENTS, attached)
     try:
         before = moto.snapshot()
+        cpu = CpuMeter(cluster)
         start = time.perf_counter()
         names = [f"wffc-{i}" for i in range(n)]
         latencies = timed(lambda name: (cluster.claim(name, "ebs"), cluster.pod(name, name)), names)
@@ -465,6 +497,7 @@ def stowage_pods(cluster: Cluster, moto: CountingMotoServer, n: int, timeout: fl
         all_bound = claims.wait_for(names, timeout) - start
         all_running = pods.wait_for(names, timeout) - start
         calls = moto.since(before)
+        cpu_used = cpu.stop()
         load = os.getloadavg()[0]
         attachments = [va["metadata"]["name"] for va in cluster.client.list("volumeattachments")[0]]
         all_attached = vas.wait_for(attachments, 1) - start
@@ -478,7 +511,8 @@ def stowage_pods(cluster: Cluster, moto: CountingMotoServer, n: int, timeout: fl
     cluster.delete_all(timeout)
     return {"seconds_created": created, "create_latency": latencies, "seconds_all_bound": all_bound,
             "seconds_all_attached": all_attached,
-            "seconds_all_running": all_running, "load_1min": load, "attachments": len(attachments), "pods_per_node": dict(placed),
+            "seconds_all_running": all_running, "load_1min": load, "cpu_seconds": cpu_used,
+            "attachments": len(attachments), "pods_per_node": dict(placed),
             "calls_to_running": calls, "calls_cleanup": moto.since(before_cleanup)}
 
 
@@ -532,14 +566,14 @@ def one_round(cluster: Cluster, ec2: Any, moto: CountingMotoServer, instances: l
     moto.forget_deleted_volumes_tags()
     imm = stowage_immediate(cluster, moto, n, timeout)
     print(f"(2) Stowage, Immediate class, {n} claims created in {imm['seconds_created']:.2f}s: all Bound after "
-          f"{imm['seconds_all_bound']:.2f}s", flush=True)
+          f"{imm['seconds_all_bound']:.2f}s (CPU seconds {imm['cpu_seconds']})", flush=True)
     moto.forget_deleted_volumes_tags()
     wffc = stowage_pods(cluster, moto, n, timeout)
     print(f"(3) Stowage, WaitForFirstConsumer class, {n} claims + {n} pods on {nodes} node(s) created in "
           f"{wffc['seconds_created']:.2f}s (claim + pod latency p50 {wffc['create_latency']['p50'] * 1000:.0f} ms, "
           f"max {wffc['create_latency']['max'] * 1000:.0f} ms): all Bound after {wffc['seconds_all_bound']:.2f}s, "
           f"all attached after {wffc['seconds_all_attached']:.2f}s, all Running after {wffc['seconds_all_running']:.2f}s "
-          f"(pods per node: {wffc['pods_per_node']})", flush=True)
+          f"(pods per node: {wffc['pods_per_node']}; CPU seconds {wffc['cpu_seconds']})", flush=True)
     after = baseline(ec2, moto, instances, n)
     print(f"(1') bare boto3 again: all available after {after['seconds_all_available']:.2f}s, all attached after "
           f"{after['seconds_all_attached']:.2f}s", flush=True)
