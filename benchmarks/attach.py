@@ -5,10 +5,11 @@
     (spread over the node instances, a free device name each), the ``volume_in_use``
     waiter; seconds until all available and until all attached. Then its cleanup
     (detach xN, waiter, delete xN), counted apart.
-(2) Stowage, Immediate class (``kubernetes.io/aws-ebs``): N claims created at once;
-    seconds until all are Bound (against "all available").
+(2) Stowage, Immediate class (``kubernetes.io/aws-ebs``): N claims created one after
+    another (as ``kubectl apply`` of one file); seconds until all are Bound (against
+    "all available").
 (3) Stowage, WaitForFirstConsumer class (``ebs.csi.aws.com``, what EKS users write):
-    N claims + N pods at once; seconds until all claims are Bound, all
+    N claims + N pods the same way; seconds until all claims are Bound, all
     VolumeAttachments attached (against "all attached") and all pods Running with
     the volume formatted and mounted (against "all attached" too: this side also
     formats, mounts and starts a container).
@@ -24,6 +25,11 @@ moto only through the standard AWS_* environment; each node is an EC2 instance
 ``--provider-id aws:///<zone>/<instance id>`` (the cloud node controller's job
 on EKS). ``SimulatedDisks`` plays EC2's part on each node: an attached volume shows
 up as a real loop device under the agent's ``--dev-disk-dir``.
+
+Times come from watches opened before each clock starts; each phase also records
+its EC2 calls, create latencies, load average and CPU seconds (this process, moto
+included, and the agents). One claim is provisioned and deleted before anything is
+timed, and ``--rounds`` repeats all phases (times then are medians).
 
 Nodes: Kubernetes' default EBS attach limit is 39 volumes per node, so N volumes
 get ceil(N / 39) nodes (3 for 100), as they would on EC2, rather than one node
