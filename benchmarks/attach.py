@@ -105,8 +105,8 @@ class _QuietHandler(WSGIRequestHandler):
 class _CountActions:
     """WSGI wrapper: counts each EC2 request by its ``Action`` (a Query API form field)."""
 
-    def __init__(self, app: Any, counts: Counter[str], lock: threading.Lock) -> None:
-        self.app, self.counts, self.lock = app, counts, lock
+    def __init__(self, app: Any, counts: Counter[str], lock: threading.Lock, latency: float = 0.0) -> None:
+        self.app, self.counts, self.lock, self.latency = app, counts, lock, latency
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -116,19 +116,22 @@ class _CountActions:
         action = (fields.get("Action") or ["(none)"])[0]
         with self.lock:
             self.counts[action] += 1
+        if self.latency:  # each request has its own thread: a delay, not a queue
+            time.sleep(self.latency)
         return self.app(environ, start_response)
 
 
 class CountingMotoServer(ThreadedMotoServer):
     """moto's threaded server on 127.0.0.1 (a free port) with a request count per EC2 operation."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency: float = 0.0) -> None:
         super().__init__("127.0.0.1", 0, verbose=False)
+        self.latency = latency
         self.counts: Counter[str] = Counter()
         self._count_lock = threading.Lock()
 
     def _server_entry(self) -> None:  # ThreadedMotoServer's own, with the counting wrapper and no request log
-        app = _CountActions(DomainDispatcherApplication(create_backend_app), self.counts, self._count_lock)
+        app = _CountActions(DomainDispatcherApplication(create_backend_app), self.counts, self._count_lock, self.latency)
         self._server = make_server(self._ip_address, self._port, app, True, request_handler=_QuietHandler)
         self._server_ready_event.set()
         self._server.serve_forever()
@@ -595,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"nodes/instances (default: ceil(claims / {ATTACH_LIMIT}), the default EBS attach limit)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 claims unless --claims says otherwise")
     parser.add_argument("--baseline-only", action="store_true", help="only the bare boto3 sequence (no cluster)")
+    parser.add_argument("--ec2-latency-ms", type=float, default=0.0,
+                        help="delay moto adds to every request (moto answers in a few ms; EC2's API takes tens to "
+                             "hundreds); default 0")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of all phases (times: medians)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds each phase may take")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/attach-<UTC>.json)")
@@ -609,12 +615,13 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.timezone.utc)
     out = args.out or REPO / "benchmarks" / "results" / f"attach-{stamp:%Y%m%dT%H%M%SZ}.json"
 
-    moto = CountingMotoServer()
+    moto = CountingMotoServer(latency=args.ec2_latency_ms / 1000)
     moto.start()
     previous_env = configure_aws(moto.url)
     base = Path(tempfile.mkdtemp(prefix="stowage-bench-attach-"))
     cluster: Cluster | None = None
     result: Obj = {"benchmark": "attach", "date": stamp.isoformat(timespec="seconds"), "claims": n, "nodes": nodes,
+                   "ec2_latency_ms": args.ec2_latency_ms,
                    "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}}
     problems: list[str] = []
     root_volumes: set[str] | None = None
