@@ -194,6 +194,8 @@ class LocalAgentOptions:
 
     dev_disk_dir: Path = Path("/dev/disk")
     attach_limits: dict[str, int] = field(default_factory=dict)
+    provider_id: str | None = None  # the Node's spec.providerID: how a cloud attacher finds this VM
+    zone: str | None = None  # topology.kubernetes.io/zone of this node
 
 
 def parse_attach_limits(values: tuple[str, ...] | list[str]) -> dict[str, int]:
@@ -235,7 +237,9 @@ def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: thread
                          host_path_prefixes=(str(data_dir / "hostpath"), *host_path_prefixes),
                          private_paths=(str(data_dir),),
                          dev_disk_dir=(options or LocalAgentOptions()).dev_disk_dir,
-                         attach_limits=dict((options or LocalAgentOptions()).attach_limits))
+                         attach_limits=dict((options or LocalAgentOptions()).attach_limits),
+                         provider_id=(options or LocalAgentOptions()).provider_id,
+                         zone=(options or LocalAgentOptions()).zone)
     from storage.system.dirlock import DirLocked
 
     try:
@@ -515,12 +519,17 @@ def _log_format(value: str | None) -> str:
 @click.option("--attach-limit", "attach_limits", multiple=True, metavar="KEY=N",
               help="Volumes of one kind this node can take, e.g. attachable-volumes-aws-ebs=25 (repeatable; "
                    "default: each disk plugin's own limit).")
+@click.option("--provider-id", default=None, metavar="ID",
+              help="This node's spec.providerID on a cloud (aws:///<zone>/<instance-id>, gce://<project>/<zone>/<vm>), "
+                   "so cloud disks can be attached to it.")
+@click.option("--zone", default=None, help="topology.kubernetes.io/zone of this node.")
 def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
                encryption_config: str | None, pod_security_default: str, store_url: str | None,
-               host_paths: tuple[str, ...], dev_disk_dir: str, attach_limits: tuple[str, ...], **tls: Any) -> None:
+               host_paths: tuple[str, ...], dev_disk_dir: str, attach_limits: tuple[str, ...],
+               provider_id: str | None, zone: str | None, **tls: Any) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
     controller_options = _controller_options(tls)
-    agent_options = LocalAgentOptions(Path(dev_disk_dir), parse_attach_limits(attach_limits))
+    agent_options = LocalAgentOptions(Path(dev_disk_dir), parse_attach_limits(attach_limits), provider_id, zone)
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
                    host_path_prefixes=host_paths, encryption_config=encryption_config,
                    pod_security_default=pod_security_default, tls_options=_tls_options(tls),

@@ -119,7 +119,7 @@ def test_ad3_ad4_attach_flags_parse_and_reject_bad_values_naming_the_flag(cli: C
 
 
 @pytest.mark.slow
-def test_ad3_up_passes_attach_limits_and_dev_disk_dir_to_its_own_agent(tmp_path: Path) -> None:
+def test_ad3_up_passes_attach_limits_dev_disk_dir_provider_id_and_zone_to_its_own_agent(tmp_path: Path) -> None:
     """`stowage up` builds its node agent's config from its flags: the limit shows in the Node's allocatable."""
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["HOME"] = str(tmp_path / "home")
@@ -127,7 +127,8 @@ def test_ad3_up_passes_attach_limits_and_dev_disk_dir_to_its_own_agent(tmp_path:
     dev_disk.mkdir()
     up = UpProcess("up", ["--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0",
                           "--dev-disk-dir", str(dev_disk), "--attach-limit", "attachable-volumes-test=3",
-                          "--attach-detach-max-wait-for-unmount", "30s"], env)
+                          "--attach-detach-max-wait-for-unmount", "30s",
+                          "--provider-id", "aws:///us-east-1a/i-0123456789abcdef0", "--zone", "us-east-1a"], env)
     try:
         kubeconfig = up.wait_for("stowage is ready")["kubeconfig"]
         from storage.client import Client
@@ -137,6 +138,9 @@ def test_ad3_up_passes_attach_limits_and_dev_disk_dir_to_its_own_agent(tmp_path:
             node = wait_for(lambda: next(iter(client.list("nodes")[0]), None), "the local node")
             assert node["status"]["allocatable"]["attachable-volumes-test"] == "3"
             assert node["status"]["capacity"]["attachable-volumes-test"] == "3"
+            # On a cloud VM the attachers find the instance by providerID and place disks by zone.
+            assert node["spec"]["providerID"] == "aws:///us-east-1a/i-0123456789abcdef0"
+            assert node["metadata"]["labels"]["topology.kubernetes.io/zone"] == "us-east-1a"
         finally:
             client.close()
         assert up.stop() == 0
