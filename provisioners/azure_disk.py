@@ -166,10 +166,13 @@ class AzureCredentials:
     def blob_service(self) -> Any:
         from azure.storage.blob import BlobServiceClient
 
+        # Few, short SDK retries: the controllers retry with their own back-off, and a worker
+        # must not sit in the SDK's default 15 s, 18 s, 24 s waits for an endpoint that is down.
+        retry = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "connection_timeout": 10}
         if self.connection_string:
-            return BlobServiceClient.from_connection_string(self.connection_string)
+            return BlobServiceClient.from_connection_string(self.connection_string, **retry)
         return BlobServiceClient(f"https://{self.account}.blob.{self.endpoint_suffix}",
-                                 credential={"account_name": self.account, "account_key": self.key})
+                                 credential={"account_name": self.account, "account_key": self.key}, **retry)
 
     def scrub(self, text: str) -> str:
         for secret in (self.connection_string, self.key):
