@@ -27,6 +27,7 @@ from typing import Any, Iterator
 from urllib.parse import unquote, urlparse
 
 import structlog
+from azure.storage.blob import BlobServiceClient  # not installed: the registry skips this backend
 
 from provisioners.base import (
     ANN_PROVISIONED_BY, Attacher, ProvisionRequest, ProvisionResult, Provisioner, SecretReader, current_secrets,
@@ -164,8 +165,6 @@ class AzureCredentials:
         return cls(data["azurestorageaccountname"], data["azurestorageaccountkey"])
 
     def blob_service(self) -> Any:
-        from azure.storage.blob import BlobServiceClient
-
         # Few, short SDK retries: the controllers retry with their own back-off, and a worker
         # must not sit in the SDK's default 15 s, 18 s, 24 s waits for an endpoint that is down.
         retry = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "connection_timeout": 10}

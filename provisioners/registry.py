@@ -22,6 +22,7 @@ GROUP = "stowage.provisioners"
 # Provisioners shipped with Stowage, loaded like entry points (so a checkout works without reinstalling).
 # A backend whose SDK is not installed is skipped with a warning.
 BUILTIN: tuple[str, ...] = (
+    "provisioners.azure_disk:AzureDiskProvisioner",
 )
 
 _lock = threading.Lock()

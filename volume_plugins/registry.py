@@ -42,6 +42,8 @@ class PluginRegistry:
 
 def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: DeviceResolver | None = None) -> PluginRegistry:
     """Every built-in plugin. ``resolver`` tells attachable plugins where this node's attached disks appear."""
+    from volume_plugins.azure_disk import AzureDiskPlugin
+    from volume_plugins.azure_file import AzureFilePlugin
     from volume_plugins.config_map import ConfigMapPlugin
     from volume_plugins.downward_api import DownwardAPIPlugin
     from volume_plugins.empty_dir import EmptyDirPlugin
@@ -65,4 +67,6 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(PersistentVolumeClaimPlugin())
     resolver = resolver or DeviceResolver()
     # Cloud disk plugins (one line each): registry.register(XPlugin(resolver=resolver))
+    registry.register(AzureDiskPlugin(resolver=resolver))
+    registry.register(AzureFilePlugin(resolver=resolver))
     return registry
