@@ -55,6 +55,9 @@ SKUS = frozenset({"Standard_LRS", "Standard_GRS", "Standard_RAGRS", "Standard_ZR
 FS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs"})
 _LEASE_NAMESPACE = uuid.UUID("5f0c3e52-8d1e-4c7e-9a55-6b1f0a2d9c41")
 _VHD_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+# Few, short SDK retries: the controllers retry with their own back-off, and a worker must
+# not sit in the SDK's default 15 s, 18 s, 24 s waits for an endpoint that is down.
+_SDK_RETRY: dict[str, Any] = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "connection_timeout": 10}
 
 
 # ------------------------------------------------------------ VHD footer
@@ -165,13 +168,19 @@ class AzureCredentials:
         return cls(data["azurestorageaccountname"], data["azurestorageaccountkey"])
 
     def blob_service(self) -> Any:
-        # Few, short SDK retries: the controllers retry with their own back-off, and a worker
-        # must not sit in the SDK's default 15 s, 18 s, 24 s waits for an endpoint that is down.
-        retry = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "connection_timeout": 10}
         if self.connection_string:
-            return BlobServiceClient.from_connection_string(self.connection_string, **retry)
+            return BlobServiceClient.from_connection_string(self.connection_string, **_SDK_RETRY)
         return BlobServiceClient(f"https://{self.account}.blob.{self.endpoint_suffix}",
-                                 credential={"account_name": self.account, "account_key": self.key}, **retry)
+                                 credential={"account_name": self.account, "account_key": self.key}, **_SDK_RETRY)
+
+    def file_service(self) -> Any:
+        """The File service client (Azure File shares; its SDK is imported only here)."""
+        from azure.storage.fileshare import ShareServiceClient
+
+        if self.connection_string:
+            return ShareServiceClient.from_connection_string(self.connection_string, **_SDK_RETRY)
+        return ShareServiceClient(f"https://{self.account}.file.{self.endpoint_suffix}",
+                                  credential={"account_name": self.account, "account_key": self.key}, **_SDK_RETRY)
 
     def scrub(self, text: str) -> str:
         for secret in (self.connection_string, self.key):

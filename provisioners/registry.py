@@ -23,6 +23,7 @@ GROUP = "stowage.provisioners"
 # A backend whose SDK is not installed is skipped with a warning.
 BUILTIN: tuple[str, ...] = (
     "provisioners.azure_disk:AzureDiskProvisioner",
+    "provisioners.azure_file:AzureFileProvisioner",
 )
 
 _lock = threading.Lock()
