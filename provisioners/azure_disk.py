@@ -401,21 +401,25 @@ class AzureDiskProvisioner(Provisioner, Attacher):
         lease_id = lease_id_for(node_name)
         blob, creds, blob_name = self._blob(pv)
         with self._node_lock(node_name), azure_errors(creds, f"attaching Azure disk {blob_name} to node {node_name}"):
-            from azure.core.exceptions import ResourceNotFoundError
+            from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
             try:
                 props = blob.get_blob_properties()
             except ResourceNotFoundError:
                 raise PermanentError(f"Azure disk {blob_name} does not exist") from None
             metadata = dict(props.metadata or {})
-            if props.lease.state == "leased":
-                holder = metadata.get(META_NODE, "")
-                if holder != node_name:
-                    raise TemporaryError(f"Azure disk {blob_name} is attached to another node ({holder or 'unknown'});"
-                                         f" refusing to attach it to {node_name}", delay=5.0)
-                blob.acquire_lease(lease_duration=-1, lease_id=lease_id)  # ours: renewing proves it is still ours
-                if metadata.get(META_LUN):
+            if props.lease.state in ("leased", "breaking"):
+                try:  # the service grants it again only to the same lease id: this node's
+                    blob.acquire_lease(lease_duration=-1, lease_id=lease_id)
+                except HttpResponseError as exc:
+                    if exc.status_code != 409:
+                        raise
+                    holder = metadata.get(META_NODE) or "unknown"
+                    raise TemporaryError(f"Azure disk {blob_name} is attached to another node ({holder});"
+                                         f" refusing to attach it to {node_name}", delay=5.0) from None
+                if metadata.get(META_NODE) == node_name and metadata.get(META_LUN):
                     return {"lun": metadata[META_LUN], "diskURI": blob.url}
+                # Ours, but a crash came before the metadata: choose the LUN now.
             limit = node_attach_limit(node)
             used = self._luns_on(creds, split_disk_uri(blob.url)[0], node_name, exclude=blob_name)
             free = next((lun for lun in range(limit) if lun not in used), None)
@@ -457,19 +461,21 @@ class AzureDiskProvisioner(Provisioner, Attacher):
             metadata = dict(props.metadata or {})
             if props.lease.state != "leased":
                 return  # not attached anywhere
-            if metadata.get(META_NODE) not in (node_name, None):
+            holder = metadata.get(META_NODE)
+            if holder is not None and holder != node_name:
                 return  # held by another node: not ours to release
             lease = BlobLeaseClient(blob, lease_id=lease_id)
-            for key in (META_NODE, META_LUN):
-                metadata.pop(key, None)
+            clean = {k: v for k, v in metadata.items() if k not in (META_NODE, META_LUN)}
             try:
-                blob.set_blob_metadata(metadata, lease=lease)
+                blob.set_blob_metadata(clean, lease=lease)  # refused unless the lease id is this node's
                 lease.release()
             except HttpResponseError as exc:
                 if exc.status_code not in (409, 412):
                     raise
-                # The lease is held under another id (metadata lost, or written by an older
-                # version): the node is the one recorded, so break it.
+                if holder != node_name:
+                    return  # leased under another id and not recorded as this node's: leave it
+                # Recorded as this node's but leased under another id (set by hand, or an older
+                # scheme): the record is what says who holds it, so break the lease.
                 lease.break_lease(lease_break_period=0)
-                blob.set_blob_metadata(metadata)
+                blob.set_blob_metadata(clean)
         log.info("azure_disk.detached", blob=blob_name, node=node_name)

@@ -279,14 +279,35 @@ def test_lease_is_the_attach_lock(provisioner: AzureDiskProvisioner, service: Bl
     assert provisioner.attach(pv, _node("n2"))["lun"] == "0"
 
 
-def test_lease_held_under_another_id_is_broken_by_detach(provisioner: AzureDiskProvisioner, service: BlobServiceClient,
-                                                         make_pv: Callable[..., dict[str, Any]]) -> None:
-    """CZ6: a lease taken with an id that is not the node's (its metadata lost) is broken on detach."""
+def test_foreign_lease_is_broken_only_when_recorded_as_the_nodes(provisioner: AzureDiskProvisioner,
+                                                                  service: BlobServiceClient,
+                                                                  make_pv: Callable[..., dict[str, Any]]) -> None:
+    """CZ6: a lease under an id that is not the node's is left alone (attach refuses, detach keeps it)
+    unless the blob's metadata records that node, in which case detach breaks it."""
     pv = make_pv()
     blob = service.get_blob_client(CONTAINER, pv["spec"]["azureDisk"]["diskName"])
-    blob.acquire_lease(lease_duration=-1, lease_id=str(uuid.uuid4()))
+    lease = blob.acquire_lease(lease_duration=-1, lease_id=str(uuid.uuid4()))
+    with pytest.raises(TemporaryError, match="another node \\(unknown\\)"):
+        provisioner.attach(pv, _node("n3"))
     provisioner.detach(pv, "n3")
-    assert blob.get_blob_properties().lease.state != "leased"
+    assert blob.get_blob_properties().lease.state == "leased"
+    blob.set_blob_metadata({**blob.get_blob_properties().metadata, META_NODE: "n3"}, lease=lease)
+    provisioner.detach(pv, "n3")
+    props = blob.get_blob_properties()
+    assert props.lease.state != "leased" and META_NODE not in props.metadata
+
+
+def test_attach_after_a_crash_before_the_metadata(provisioner: AzureDiskProvisioner, service: BlobServiceClient,
+                                                  make_pv: Callable[..., dict[str, Any]]) -> None:
+    """CZ6, CZ7: the node's lease without node/LUN metadata (a crash between the two) is the node's own:
+    attaching again completes it instead of refusing."""
+    pv = make_pv()
+    blob = service.get_blob_client(CONTAINER, pv["spec"]["azureDisk"]["diskName"])
+    blob.acquire_lease(lease_duration=-1, lease_id=lease_id_for("n1"))
+    assert provisioner.attach(pv, _node("n1"))["lun"] == "0"
+    assert blob.get_blob_properties().metadata[META_NODE] == "n1"
+    with pytest.raises(TemporaryError, match="another node \\(n1\\)"):
+        provisioner.attach(pv, _node("n2"))
 
 
 def test_lowest_free_lun_and_per_node_limit(provisioner: AzureDiskProvisioner,
