@@ -15,7 +15,7 @@ from storage.errors import NotFound
 
 from conftest import DEV_KEY, Azurite
 from serverutil import running_server
-from support import running_controllers, wait_for
+from support import get_or_none, running_controllers, wait_for
 
 Obj = dict[str, Any]
 
@@ -105,3 +105,64 @@ def test_claim_pod_attach_refusal_detach_and_delete(cluster: Any, azurite: Azuri
     wait_for(pv_gone, "the PV deleted", 60)
     for text in [str(e) for e in client.list("events", "default")[0]]:
         assert DEV_KEY not in text and "AccountKey" not in text
+
+
+_CRASHING_CONTROLLERS = """
+import sys, threading
+from storage.controllers.manager import run_controllers
+from storage.store import open_store
+store = open_store(sys.argv[1])
+run_controllers(store, threading.Event())  # killed at the fault point
+"""
+
+
+def test_controller_killed_between_blob_and_pv_save_makes_one_blob(tmp_path: Path, azurite: Azurite) -> None:
+    """P2, CZ3: the controller process is SIGKILLed after the backend made the blob and before the PV
+    is saved; controllers started again provision the claim with the same blob (one blob, bound claim)."""
+    import os
+    import subprocess
+    import sys
+
+    from storage.store import open_store
+
+    db = str(tmp_path / "store.db")
+    store = open_store(db)
+    try:
+        store.create("secrets", {"apiVersion": "v1", "kind": "Secret",
+                                 "metadata": {"name": "azure-account", "namespace": "kube-system"},
+                                 "type": "Opaque", "data": {"connectionString": __import__("base64").b64encode(
+                                     azurite.connection_string.encode()).decode()}})
+        store.create("storageclasses", {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                                        "metadata": {"name": "azure"}, "provisioner": "kubernetes.io/azure-disk",
+                                        "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+                                        "parameters": {"secretName": "azure-account", "secretNamespace": "kube-system"}})
+        claim = store.create("persistentvolumeclaims", {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "default"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "azure", "volumeMode": "Filesystem",
+                     "resources": {"requests": {"storage": "1Gi"}}}, "status": {"phase": "Pending"}})
+    finally:
+        store.close()
+    pv_name = f"pvc-{claim['metadata']['uid']}"
+    env = {**os.environ, "STOWAGE_FAULT_KILL_AT": "provision:after-backend",
+           "PYTHONPATH": os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[3])}
+    done = subprocess.run([sys.executable, "-c", _CRASHING_CONTROLLERS, db], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == -9, done.stderr[-2000:]
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    container = service.get_container_client(CONTAINER)
+
+    def blobs() -> list[str]:
+        return [b.name for b in container.list_blobs(include=["metadata"]) if (b.metadata or {}).get(META_VOLUME) == pv_name]
+
+    assert blobs() == [f"{pv_name}.vhd"]
+    store = open_store(db)
+    try:
+        assert get_or_none(store, "persistentvolumes", "", pv_name) is None  # the crash came before the save
+        with running_controllers(store):
+            wait_for(lambda: (get_or_none(store, "persistentvolumeclaims", "default", "data") or {})
+                     .get("status", {}).get("phase") == "Bound", "the claim bound after the restart", 60)
+            assert blobs() == [f"{pv_name}.vhd"]
+            store.delete("persistentvolumeclaims", "default", "data")
+            wait_for(lambda: not blobs(), "the blob deleted with the claim", 60)
+    finally:
+        store.close()
