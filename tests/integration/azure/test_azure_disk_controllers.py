@@ -13,7 +13,7 @@ from azure.storage.blob import BlobServiceClient
 from provisioners.azure_disk import CONTAINER, META_LUN, META_NODE, META_VOLUME
 from storage.errors import NotFound
 
-from conftest import DEV_KEY, Azurite
+from azurite_service import DEV_KEY, Azurite
 from serverutil import running_server
 from support import get_or_none, running_controllers, wait_for
 

@@ -20,7 +20,7 @@ from provisioners.base import ProvisionRequest, secrets_available
 from provisioners.testing import ProvisionerContract, make_claim, pv_from_result
 from storage.errors import PermanentError, StowageError, TemporaryError
 
-from conftest import DEV_KEY, Azurite
+from azurite_service import DEV_KEY, Azurite
 
 SECRET = ("kube-system", "azure-account")
 

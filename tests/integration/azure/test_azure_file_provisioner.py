@@ -14,7 +14,7 @@ from provisioners.testing import ProvisionerContract, make_claim, pv_from_result
 from storage.errors import PermanentError, StowageError, TemporaryError
 
 from azure_file_fake import FileServiceFake
-from conftest import DEV_ACCOUNT, DEV_KEY
+from azurite_service import DEV_ACCOUNT, DEV_KEY
 
 SECRET = ("kube-system", "azure-files")
 
