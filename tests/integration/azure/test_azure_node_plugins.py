@@ -213,3 +213,36 @@ def test_agent_resolves_the_share_secret(tmp_path: Path) -> None:
     assert by_name["claimed"].data[DATA_KEY] == {"azurestorageaccountname": b"acct"}
     del objects[("secrets", "default", "s2")]
     assert resolve_pod_volumes(pod, reader).volumes[1].data[DATA_KEY] is None
+
+
+def test_node_may_read_the_azure_file_secret_of_its_pods(tmp_path: Path) -> None:
+    """CZ9: the node authorizer's graph has the azureFile Secret edges Kubernetes has: an inline
+    volume's (pod namespace) and a bound PV's (secretNamespace, "default" if unset); not others."""
+    from storage.apiserver.authz_index import AuthzIndex
+    from storage.store import open_store
+    from support import wait_for
+
+    store = open_store(str(tmp_path / "store.db"))
+    index = AuthzIndex(store)
+    try:
+        store.create("persistentvolumes", {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv1"},
+                                           "spec": {"azureFile": {"secretName": "pv-secret", "shareName": "s"},
+                                                    "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                                                    "claimRef": {"namespace": "apps", "name": "c"}}})
+        store.create("persistentvolumeclaims", {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                                "metadata": {"name": "c", "namespace": "apps"},
+                                                "spec": {"volumeName": "pv1", "accessModes": ["ReadWriteMany"],
+                                                         "resources": {"requests": {"storage": "1Gi"}}}})
+        store.create("pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
+                              "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}],
+                                       "volumes": [{"name": "a", "azureFile": {"secretName": "inline-secret", "shareName": "x"}},
+                                                   {"name": "b", "persistentVolumeClaim": {"claimName": "c"}}]}})
+        index.start()
+        wait_for(lambda: index.node_uses("n1", "secrets", "apps", "inline-secret"), "the inline Secret edge", 10)
+        assert index.node_uses("n1", "secrets", "default", "pv-secret")
+        assert not index.node_uses("n2", "secrets", "apps", "inline-secret")
+        assert not index.node_uses("n2", "secrets", "default", "pv-secret")
+        assert not index.node_uses("n1", "secrets", "apps", "pv-secret")
+    finally:
+        index.close()
+        store.close()
