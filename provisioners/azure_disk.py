@@ -53,7 +53,7 @@ KINDS = {"shared": "Shared", "dedicated": "Dedicated"}
 CACHING_MODES = {"none": "None", "readonly": "ReadOnly", "readwrite": "ReadWrite"}
 SKUS = frozenset({"Standard_LRS", "Standard_GRS", "Standard_RAGRS", "Standard_ZRS", "Premium_LRS"})
 FS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs"})
-_LEASE_NAMESPACE = uuid.UUID("5f0c3e52-8d1e-4c7e-9a55-6b1f0a2d9c41")
+_STOWAGE_UUIDS = uuid.UUID("5f0c3e52-8d1e-4c7e-9a55-6b1f0a2d9c41")  # namespace of lease ids and VHD unique ids
 _VHD_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 # Few, short SDK retries: the controllers retry with their own back-off, and a worker must
 # not sit in the SDK's default 15 s, 18 s, 24 s waits for an endpoint that is down.
@@ -140,7 +140,7 @@ def disk_size_gib(requested_bytes: int) -> int:
 
 def lease_id_for(node_name: str) -> str:
     """The blob lease id a node holds its disks with: the same for every attach to that node (CZ6)."""
-    return str(uuid.uuid5(_LEASE_NAMESPACE, f"azure-disk-attach:{node_name}"))
+    return str(uuid.uuid5(_STOWAGE_UUIDS, f"azure-disk-attach:{node_name}"))
 
 
 # ------------------------------------------------------------ credentials
@@ -342,7 +342,7 @@ class AzureDiskProvisioner(Provisioner, Attacher):
             try:
                 parse_vhd_footer(tail)
             except ValueError:  # new, or a crash came before the footer: write it (pages are idempotent)
-                footer = vhd_footer(data_size, uuid.uuid5(_LEASE_NAMESPACE, req.volume_name))
+                footer = vhd_footer(data_size, uuid.uuid5(_STOWAGE_UUIDS, req.volume_name))
                 blob.upload_page(footer, offset=data_size, length=VHD_FOOTER_SIZE)
             uri = blob.url
         source = {"azureDisk": {"diskName": blob_name, "diskURI": uri, "cachingMode": params["cachingMode"],
