@@ -38,29 +38,33 @@ def _azure_objects(connection_string: str) -> list[dict[str, Any]]:
 
 def test_pod_on_an_azure_disk_writes_data_detaches_and_the_blob_goes_with_the_claim(
         cluster: Cluster, azurite: Azurite) -> None:
-    """A pod's claim is provisioned as a VHD page blob, attached under a lease (LUN 0 on n1), formatted and
-    mounted for real; the data survives the pod, a detach and a re-attach; deleting the pod releases the
-    lease; deleting the claim deletes the blob."""
+    """A pod's claim is provisioned as a VHD page blob, attached under n1's lease at LUN 0, formatted and
+    mounted for real, and written; deleting the pod unmounts, detaches and releases the lease; a pod on n2
+    then gets the disk under n2's lease and reads the data; deleting the claim deletes the blob."""
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     cluster.start_controllers()
-    dev_disk = cluster.base / "dev-disk-n1"
-    with SimulatedDisks(cluster.client, node="n1", dev_disk=dev_disk, backing=cluster.base / "disks",
-                        link_for=azure_link) as disks:
-        cluster.add_agent("n1", dev_disk_dir=dev_disk)
+    dev_disk = {node: cluster.base / f"dev-disk-{node}" for node in ("n1", "n2")}
+    backing = cluster.base / "disks"  # one cloud: the same backing file follows the disk between nodes
+    with SimulatedDisks(cluster.client, node="n1", dev_disk=dev_disk["n1"], backing=backing, link_for=azure_link) as n1, \
+            SimulatedDisks(cluster.client, node="n2", dev_disk=dev_disk["n2"], backing=backing, link_for=azure_link) as n2:
+        for node in ("n1", "n2"):
+            cluster.add_agent(node, dev_disk_dir=dev_disk[node])
         cluster.apply(*_azure_objects(azurite.connection_string), claim("data", "1Gi", "azure-disk"))
         cluster.apply(pod("writer", "echo hello-azure > /data/greeting && sync && "
                                     "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
-                          claims={"data": "/data"}))
+                          claims={"data": "/data"}, nodeSelector={"kubernetes.io/hostname": "n1"}))
         writer = cluster.wait_running("writer", timeout=120)
         pvc = cluster.client.get("persistentvolumeclaims", "data", "default")
         pv = cluster.client.get("persistentvolumes", pvc["spec"]["volumeName"])
+        pv_name = pv["metadata"]["name"]
         spec = pv["spec"]["azureDisk"]
-        assert spec["kind"] == "Dedicated" and pv["spec"]["capacity"]["storage"] == "1Gi"
+        assert spec["kind"] == "Dedicated" and spec["cachingMode"] == "ReadOnly"
+        assert pv["spec"]["capacity"]["storage"] == "1Gi"
         blob = service.get_blob_client(CONTAINER, spec["diskName"])
         props = blob.get_blob_properties()
         assert props.lease.state == "leased" and props.metadata[META_NODE] == "n1" and props.metadata[META_LUN] == "0"
-        device = disks.devices[pv["metadata"]["name"]]
-        assert (dev_disk / "azure/scsi1/lun0").resolve() == Path(device).resolve()
+        device = n1.devices[pv_name]
+        assert (dev_disk["n1"] / "azure/scsi1/lun0").resolve() == Path(device).resolve()
         assert any(e.source == device and e.fstype == "ext4" for e in mounts.read_mountinfo())
         volume_dir = next((cluster.agent_dir("n1") / "pods" / writer["metadata"]["uid"] / "volumes").glob("*/data"))
         wait_until(lambda: (volume_dir / "greeting").exists(), "the pod's file on the disk")
@@ -69,25 +73,27 @@ def test_pod_on_an_azure_disk_writes_data_detaches_and_the_blob_goes_with_the_cl
         cluster.client.delete("pods", "writer", "default")
         cluster.wait_gone("pods", "writer", "default")
         wait_until(lambda: blob.get_blob_properties().lease.state != "leased", "the lease released", 90)
-        wait_until(lambda: pv["metadata"]["name"] not in disks.devices, "the disk gone from the node", 90)
+        wait_until(lambda: pv_name not in n1.devices, "the disk gone from n1", 90)
         assert not any(e.source == device for e in mounts.read_mountinfo())
 
-        # Attached again (same LUN, same blob), the data is still there.
+        # On the other node, under that node's lease: the data came along.
         cluster.apply(pod("reader", "grep -q hello-azure /data/greeting || exit 1; "
                                     "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
-                          claims={"data": "/data"}))
-        cluster.wait_running("reader", timeout=120)
-        assert blob.get_blob_properties().metadata[META_NODE] == "n1"
+                          claims={"data": "/data"}, nodeSelector={"kubernetes.io/hostname": "n2"}))
+        reader = cluster.wait_running("reader", timeout=120)
+        assert reader["spec"]["nodeName"] == "n2" and pv_name in n2.devices
+        props = blob.get_blob_properties()
+        assert props.lease.state == "leased" and props.metadata[META_NODE] == "n2" and props.metadata[META_LUN] == "0"
         cluster.client.delete("pods", "reader", "default")
         cluster.wait_gone("pods", "reader", "default")
-        wait_until(lambda: blob.get_blob_properties().lease.state != "leased", "the lease released again", 90)
+        wait_until(lambda: blob.get_blob_properties().lease.state != "leased", "the lease released by n2", 90)
 
         cluster.client.delete("persistentvolumeclaims", "data", "default")
         wait_until(lambda: not blob.exists(), "the blob deleted with the claim", 90)
 
         def pv_gone() -> bool:
             try:
-                cluster.client.get("persistentvolumes", pv["metadata"]["name"])
+                cluster.client.get("persistentvolumes", pv_name)
             except NotFound:
                 return True
             return False
