@@ -14,21 +14,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from storage.api.k8s_protobuf import MAGIC, _schema
+from storage.api.openapi_proto import encode_varint as varint
 
 _VARINT = {"int32", "int64", "uint32", "uint64", "bool"}
-
-
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def field(number: int, payload: bytes | int) -> bytes:

@@ -233,6 +233,9 @@ def kill_containers_under(base: Path) -> list[str]:
     return killed
 
 
+RUN_DIR = Path("/run/stowage")  # the runtime's default run directory
+
+
 def _unmount_under(base: Path) -> list[str]:
     done: list[str] = []
     # Re-read after each unmount: stacked mounts and propagation change the table.
@@ -275,9 +278,16 @@ def clean_host_under(base: Path) -> list[str]:
 
 
 def cleanup_tree(base: Path) -> None:
-    """``clean_host_under`` then remove the directory."""
+    """``clean_host_under`` then remove the directory, and the container bundles and user-namespace
+    claims its pods left in the machine-wide run directory (a killed agent cannot remove them)."""
+    from storage.agent.runtime.orphans import reap_orphans
+
     clean_host_under(base)
     shutil.rmtree(base, ignore_errors=True)
+    if base.exists():  # an agent thread still winding down wrote into it: once more
+        clean_host_under(base)
+        shutil.rmtree(base, ignore_errors=True)
+    reap_orphans(RUN_DIR, only_under=base)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,9 @@ from storage.api.timestamps import format_time, parse_time
 Obj = dict[str, Any]
 
 DEFAULT_TERMINATION_GRACE_SECONDS = 30
+# The kubelet's minimumGracePeriodInSeconds: a container always gets this long between SIGTERM and
+# SIGKILL, even after a force deletion, so it can at least flush what it was writing.
+MINIMUM_KILL_WINDOW_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ def stop_window(pod: Obj, now: datetime) -> float | None:
     """G4: the SIGTERM-to-SIGKILL window the agent grants a pod marked for deletion:
     ``deletionGracePeriodSeconds``, less what has passed of it (so a restarted agent does not
     grant it again). The stored end is in whole seconds, truncated: up to a second is added back
-    so a fresh deletion gets its full period. None when the pod is not marked."""
+    so a fresh deletion gets its full period. Never under the kubelet's 2 s minimum, even after a
+    force deletion. None when the pod is not marked."""
     meta = pod.get("metadata") or {}
     end = parse_time(meta.get("deletionTimestamp"))
     if end is None:
@@ -126,4 +130,4 @@ def stop_window(pod: Obj, now: datetime) -> float | None:
         own = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
         grace = DEFAULT_TERMINATION_GRACE_SECONDS if own is None else own
     left = (end - now).total_seconds() + 1.0
-    return max(0.0, min(float(grace), left))
+    return max(MINIMUM_KILL_WINDOW_SECONDS, min(float(grace), left))

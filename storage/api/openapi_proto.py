@@ -14,10 +14,11 @@ from typing import Any
 
 import orjson
 
-__all__ = ["encode_document"]
+__all__ = ["encode_document", "encode_varint"]
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """Protobuf base-128 varint of ``n`` (negative numbers as their 64-bit two's complement)."""
     out = bytearray()
     n &= (1 << 64) - 1
     while True:
@@ -39,33 +40,33 @@ class _Message:
     def string(self, field: int, value: str | None) -> "_Message":
         if value:
             data = value.encode()
-            self.buf += _varint(field << 3 | 2) + _varint(len(data)) + data
+            self.buf += encode_varint(field << 3 | 2) + encode_varint(len(data)) + data
         return self
 
     def strings(self, field: int, values: list[str] | None) -> "_Message":
         for v in values or []:
             data = v.encode()
-            self.buf += _varint(field << 3 | 2) + _varint(len(data)) + data
+            self.buf += encode_varint(field << 3 | 2) + encode_varint(len(data)) + data
         return self
 
     def boolean(self, field: int, value: bool | None) -> "_Message":
         if value:
-            self.buf += _varint(field << 3) + b"\x01"
+            self.buf += encode_varint(field << 3) + b"\x01"
         return self
 
     def integer(self, field: int, value: int | None) -> "_Message":
         if value:
-            self.buf += _varint(field << 3) + _varint(value)
+            self.buf += encode_varint(field << 3) + encode_varint(value)
         return self
 
     def double(self, field: int, value: float | None) -> "_Message":
         if value:
-            self.buf += _varint(field << 3 | 1) + struct.pack("<d", value)
+            self.buf += encode_varint(field << 3 | 1) + struct.pack("<d", value)
         return self
 
     def message(self, field: int, value: "_Message | None", *, always: bool = False) -> "_Message":
         if value is not None and (value.buf or always):
-            self.buf += _varint(field << 3 | 2) + _varint(len(value.buf)) + value.buf
+            self.buf += encode_varint(field << 3 | 2) + encode_varint(len(value.buf)) + value.buf
         return self
 
     def messages(self, field: int, values: list["_Message"]) -> "_Message":

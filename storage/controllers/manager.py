@@ -427,10 +427,10 @@ class ControllerManager:
 def _default_reconcilers() -> list[type[Reconciler]]:
     from storage.controllers.binder import ALL_RECONCILERS
     from storage.controllers.node_lifecycle import NodeLifecycleReconciler
-    from storage.controllers.scheduler import SchedulerReconciler, UnschedulableTaintReconciler
+    from storage.controllers.scheduler import SchedulerReconciler
 
-    found: list[type[Reconciler]] = [*ALL_RECONCILERS, SchedulerReconciler, UnschedulableTaintReconciler,
-                                     NodeLifecycleReconciler]
+    # The node lifecycle controller also mirrors spec.unschedulable as its NoSchedule taint (L3, E13).
+    found: list[type[Reconciler]] = [*ALL_RECONCILERS, SchedulerReconciler, NodeLifecycleReconciler]
     # Workload controllers live in their own modules; each exports RECONCILERS.
     for module_name in ("statefulset.controller", "storage.controllers.endpoints",
                         "storage.controllers.workloads", "storage.controllers.gc",

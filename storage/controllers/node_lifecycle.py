@@ -32,6 +32,11 @@
   neither NoExecute taint of L4 gets both with ``tolerationSeconds: 300``; the
   controllers give the pods they create the same, and DaemonSet pods tolerate
   them forever.
+- L8 A pod bound to a node that no longer exists (``kubectl delete node``) is
+  an orphan: once the node has been gone for a quarantine of
+  ``--node-monitor-grace-period`` (Kubernetes' pod GC waits 40 s, the same
+  default) and a fresh read confirms it, the pod gets ``DisruptionTarget``
+  (reason ``DeletionByPodGC``), phase Failed, and is deleted with no grace.
 
 ``calculate_changes`` is pure; ``NodeLifecycleReconciler`` feeds it from the
 cache, applies its changes with resourceVersion preconditions and asks to be
@@ -84,6 +89,8 @@ _UNKNOWN_WHEN_SILENT = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure"
 
 DISRUPTION_REASON = "DeletionByTaintManager"
 DISRUPTION_MESSAGE = "Taint manager: deleting due to NoExecute taint"
+PODGC_REASON = "DeletionByPodGC"
+PODGC_MESSAGE = "PodGC: node no longer exists"
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ class NodeChange:
 
 @dataclass(frozen=True)
 class PodAction:
-    kind: Literal["mark-not-ready", "evict", "force-delete"]
+    kind: Literal["mark-not-ready", "evict", "force-delete", "orphan"]
     namespace: str
     name: str
     uid: str
@@ -143,6 +150,23 @@ class Changes:
 
 
 # ---- pure parts -------------------------------------------------------------------------------
+
+def orphan_changes(node_name: str, pods: list[Obj], missing_since: dt.datetime, now: dt.datetime,
+                   quarantine: dt.timedelta) -> Changes:
+    """L8: the pods of a node that is gone, deleted once it has been gone for ``quarantine``."""
+    out = Changes()
+    live = [p for p in pods if (p.get("spec") or {}).get("nodeName") == node_name]
+    if not live:
+        return out
+    if now - missing_since < quarantine:
+        out.wake_at(missing_since + quarantine)
+        return out
+    for pod in live:
+        meta = _meta(pod)
+        out.pods.append(PodAction("orphan", meta.get("namespace") or "default", meta.get("name", ""),
+                                  meta.get("uid", ""), node_name))
+    return out
+
 
 def _meta(obj: Obj) -> Obj:
     return obj.get("metadata") or {}
@@ -424,6 +448,7 @@ class NodeLifecycleReconciler(Reconciler):
         self._decide = threading.Lock()
         # node -> (lease renewTime, Ready heartbeat, when that pair was first seen): Kubernetes' probe timestamps.
         self._seen: dict[str, tuple[str, str, dt.datetime]] = {}
+        self._missing: dict[str, dt.datetime] = {}  # node -> when it was first seen gone (L8)
         self._marked: set[tuple[str, str]] = set()
         self._pending: dict[str, tuple[str, str, str]] = {}  # pod uid -> (namespace, name, node): evictions waiting
         self._all_disrupted = False
@@ -450,15 +475,19 @@ class NodeLifecycleReconciler(Reconciler):
             return []
         node = self.ctx.cache.get("nodes", "", node_name)
         if node is None:
-            return []
+            return [node_name]  # bound to a node that is gone (L8)
         ready = _cond_status((node.get("status") or {}).get("conditions") or [], "Ready")
         if ready == "True" and not any(t.get("effect") == NO_EXECUTE for t in node_taints(node)):
             return []
         return [node_name]
 
-    def _unhealthy_nodes(self, _node: Obj) -> list[str]:
-        """Any node's change may move a zone's state or free a rate-limit slot for the nodes waiting."""
+    def _unhealthy_nodes(self, changed: Obj) -> list[str]:
+        """Any node's change may move a zone's state or free a rate-limit slot for the nodes waiting;
+        a deleted node's pods become orphans (L8)."""
         names = []
+        changed_name = _meta(changed).get("name")
+        if changed_name and self.ctx.cache.get("nodes", "", changed_name) is None:
+            names.append(changed_name)
         for node in self.ctx.cache.list("nodes"):
             ready = _cond_status((node.get("status") or {}).get("conditions") or [], "Ready")
             managed = any(_taint_key(t)[0] in _NO_EXECUTE_MANAGED for t in node_taints(node))
@@ -518,7 +547,19 @@ class NodeLifecycleReconciler(Reconciler):
         if node is None:
             with self._lock:
                 self._seen.pop(name, None)
-            return Changes()
+                since = self._missing.setdefault(name, now)
+            changes = orphan_changes(name, self._pods_on(name), since, now,
+                                     dt.timedelta(seconds=self.config.grace_seconds))
+            if not changes.pods and changes.next_check is None:
+                with self._lock:
+                    self._missing.pop(name, None)
+            if changes.pods and self._node_exists(name):  # the cache lagged a re-created node
+                with self._lock:
+                    self._missing.pop(name, None)
+                return Changes()
+            return changes
+        with self._lock:
+            self._missing.pop(name, None)
         last_seen: dict[str, dt.datetime] = {}
         for other in nodes:
             other_name = _meta(other)["name"]
@@ -594,6 +635,8 @@ class NodeLifecycleReconciler(Reconciler):
             self._mark_not_ready(pod, action)
         elif action.kind == "evict":
             self._evict(pod, action)
+        elif action.kind == "orphan":
+            self._collect_orphan(pod, action)
         else:
             force_delete_pod(self.ctx.store, self.ctx.cache, pod)
             log.info("node_lifecycle.force_deleted", pod=f"{action.namespace}/{action.name}", node=action.node,
@@ -614,6 +657,27 @@ class NodeLifecycleReconciler(Reconciler):
             if len(self._marked) > 100_000:  # episodes long over; a repeat mark costs one write
                 self._marked.clear()
         self.ctx.events.record(pod, "Warning", "NodeNotReady", "Node is not ready")
+
+    def _node_exists(self, name: str) -> bool:
+        try:
+            self.ctx.store.get("nodes", "", name)
+        except NotFound:
+            return False
+        return True
+
+    def _collect_orphan(self, pod: Obj, action: PodAction) -> None:
+        """Kubernetes' pod GC of an orphaned pod (L8): DisruptionTarget, Failed, deleted with no grace."""
+        conditions = pod.setdefault("status", {}).setdefault("conditions", [])
+        if not any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conditions):
+            conditions.append({"type": "DisruptionTarget", "status": "True", "reason": PODGC_REASON,
+                               "message": PODGC_MESSAGE, "lastProbeTime": None,
+                               "lastTransitionTime": format_time(dt.datetime.now(dt.timezone.utc))})
+            try:
+                pod = publish(self.ctx.cache, "pods", self.ctx.store.update("pods", pod))
+            except (NotFound, Conflict):
+                return  # changed meanwhile: the next event brings it back here
+        force_delete_pod(self.ctx.store, self.ctx.cache, pod)
+        log.info("node_lifecycle.orphan_deleted", pod=f"{action.namespace}/{action.name}", node=action.node)
 
     def _evict(self, pod: Obj, action: PodAction) -> None:
         """The taint manager's deletion (L5): the event, DisruptionTarget, then the delete."""

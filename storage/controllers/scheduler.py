@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from storage.api.conditions import is_true
-from storage.api.cordon import admits_pod, cordon_taints
+from storage.api.cordon import admits_pod
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
 from storage.api.taints import node_taints, pod_tolerations, tolerates_all
@@ -424,34 +424,3 @@ class SchedulerReconciler(Reconciler):
             fresh.setdefault("status", {}).setdefault("phase", "Pending")
             self.ctx.store.update("pods", fresh)
             self.ctx.events.record(fresh, "Warning", "FailedScheduling", message)
-
-
-class UnschedulableTaintReconciler(Reconciler):
-    """E13: mirrors ``spec.unschedulable`` (what ``kubectl cordon`` sets) as the
-    ``node.kubernetes.io/unschedulable:NoSchedule`` taint, as Kubernetes' node lifecycle controller does;
-    it touches no other taint."""
-
-    name = "unschedulable-taint"
-    primary = "nodes"
-
-    def reconcile(self, key: str) -> Result:
-        _, name = split_key(key)
-        node = self.ctx.cache.get("nodes", "", name)
-        if node is None or cordon_taints(node) is None:
-            return Result()
-        fresh = self.ctx.store.get("nodes", "", name)
-        taints = cordon_taints(fresh)
-        if taints is None:
-            return Result()
-        spec = fresh.setdefault("spec", {})
-        if taints:
-            spec["taints"] = taints
-        else:
-            spec.pop("taints", None)
-        self._assume("nodes", self.ctx.store.update("nodes", fresh))
-        return Result()
-
-    def _assume(self, resource: str, obj: Obj) -> None:
-        write_through = getattr(self.ctx.cache, "write_through", None)
-        if write_through is not None:
-            write_through(resource, obj)

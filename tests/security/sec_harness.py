@@ -5,7 +5,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
+from support import cleanup_tree
 
 from storage.agent.runtime import PodRuntime, StaticEnvSources
 
@@ -108,16 +109,7 @@ class SecHarness:
             except Exception:
                 pass
         self.rt.close()
-        root = self.data_dir / "runc"
-        listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
-        for cid in listing.stdout.split():
-            subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
-        prefix = str(self.base.resolve()) + "/"
-        with open("/proc/self/mountinfo") as f:
-            targets = [line.split()[4] for line in f]
-        for target in sorted((t for t in targets if t.startswith(prefix)), key=len, reverse=True):
-            subprocess.run(["umount", "-l", target], capture_output=True)
-        shutil.rmtree(self.base, ignore_errors=True)
+        cleanup_tree(self.base)  # containers, mounts, loops, the dir, and the run dir's bundles and claims
 
 
 def probe_script(checks: dict[str, Any]) -> list[str]:

@@ -33,6 +33,7 @@ from .oci import build_config, uses_user_namespace
 from .probes import ProbeWorker, make_probe
 from .runc import HOST_SECRETS, Runc, mount_rootfs, unmount_rootfs
 from .subpaths import release_staged, stage_volume_mounts
+from .orphans import OWNER_FILE
 from .userns import UsernsAllocator, open_userns, stage_bind
 
 log = structlog.get_logger(__name__)
@@ -416,6 +417,9 @@ class PodWorker:
         rootfs = bundle / "rootfs"
         staged = bundle / "volumes"
         unmount_rootfs(cdir, rootfs)  # what a crashed start or a dead agent left
+        bundle.mkdir(parents=True, exist_ok=True)
+        # Names the pod directory, so a bundle outliving it (a killed agent) can be reaped safely.
+        (bundle / OWNER_FILE).write_text(f"{self.dir.resolve()}\n")
         try:
             hosts_file = self.state_dir / "etc-hosts"
             stage = _stager(staged, userns[1]) if userns is not None else None

@@ -15,6 +15,7 @@ from .envvars import EnvSources
 from .hosts import HostEntries
 from .ipam import LoopbackAllocator
 from .logfile import split_line, stamp_of
+from .orphans import reap_orphans
 from .pod import PodWorker, Settings, remove_unmounted
 from .runc import Runc
 from .userns import UsernsAllocator
@@ -56,6 +57,7 @@ class PodRuntime:
         for path in (run_dir, run_dir / "containers"):
             path.mkdir(parents=True, exist_ok=True)
             os.chmod(path, 0o711)  # walkable by a pod's unprivileged root, not listable
+        reap_orphans(run_dir)  # left by agents that were killed and whose data dirs are gone
         self.userns = UsernsAllocator(self.pods_dir, run_dir / "userns") if user_namespaces else None
         self.settings = Settings(runc=Runc(self.data_dir / "runc", runc_binary), data_dir=self.data_dir,
                                  host_ip=host_ip, node_name=node_name, backoff_base=backoff_base,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from storage.agent.runtime import PodRuntime
+from support import cleanup_tree
 
 pytestmark = pytest.mark.root
 
@@ -73,23 +73,9 @@ class Harness:
                 except Exception:
                     pass
             rt.close()
-        # Anything left (a runtime that crashed, a test that closed one): by runc id, only ours.
-        for root in self.base.glob("*/runc"):
-            listing = subprocess.run(["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True)
-            for cid in listing.stdout.split():
-                subprocess.run(["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True)
-                subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
-        unmount_under(self.base)
-        shutil.rmtree(self.base, ignore_errors=True)
-
-
-def unmount_under(base: Path) -> None:
-    prefix = str(base.resolve()) + "/"
-    with open("/proc/self/mountinfo") as f:
-        targets = [line.split()[4] for line in f]
-    for target in sorted((t for t in targets if t.startswith(prefix)), key=len, reverse=True):
-        if subprocess.run(["umount", target], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", target], capture_output=True)
+        # Anything left (a runtime that crashed, a test that closed one), only ours; and what the
+        # pods left in the machine-wide run dir.
+        cleanup_tree(self.base)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from storage.api import disruption as d
-from storage.api.cordon import UNSCHEDULABLE_TAINT, admits_pod, cordon_taints
+from storage.api.cordon import admits_pod
 from storage.api.timestamps import format_time
 from storage.api.validation import validate
 from storage.controllers.disruption import calculate_changes, controller_scale
@@ -175,17 +175,6 @@ def test_E2_E3_which_budgets_guard_and_which_pods_skip_them() -> None:
     assert d.can_ignore_budget(pod("t", deleting=True)) and not d.can_ignore_budget(target)
     assert d.enforces_resource_version(pod("p", phase="Pending"))
     assert not d.enforces_resource_version(pod("s", phase="Succeeded"))
-
-
-def test_E13_cordon_taint_follows_spec_unschedulable_and_keeps_other_taints() -> None:
-    other = {"key": "dedicated", "value": "db", "effect": "NoSchedule"}
-    node = {"metadata": {"name": "n1"}, "spec": {"unschedulable": True, "taints": [other]}}
-    assert cordon_taints(node) == [other, UNSCHEDULABLE_TAINT]
-    node["spec"]["taints"] = [other, dict(UNSCHEDULABLE_TAINT)]
-    assert cordon_taints(node) is None
-    node["spec"]["unschedulable"] = False
-    assert cordon_taints(node) == [other]
-    assert cordon_taints({"metadata": {"name": "n2"}}) is None
 
 
 def test_E14_scheduler_skips_cordoned_nodes_unless_the_pod_tolerates_it() -> None:

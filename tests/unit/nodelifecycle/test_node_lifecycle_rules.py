@@ -14,7 +14,7 @@ from storage.api.taints import (
 from storage.api.timestamps import format_time
 from storage.controllers.node_lifecycle import (
     FULL_DISRUPTION, NORMAL, PARTIAL_DISRUPTION, LifecycleConfig, Snapshot, calculate_changes, eviction_due,
-    eviction_rate, zone_state,
+    eviction_rate, orphan_changes, zone_state,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -325,3 +325,15 @@ def test_l4_node_still_registering_gets_no_taint_and_excluded_nodes_only_leave_t
     # With a Ready node counted, the excluded down node is tainted like any other.
     out = changes_for([*excluded, node("h")], [], T0 + timedelta(seconds=1))
     assert (UNREACHABLE, NO_EXECUTE) in keys(by_node(out)["xd"].taints)
+
+
+def test_l8_pods_of_a_deleted_node_are_collected_after_the_quarantine_and_not_before() -> None:
+    quarantine = timedelta(seconds=40)
+    pods = [pod("a", "gone"), pod("b", "gone"), pod("elsewhere", "n2")]
+    early = orphan_changes("gone", pods, T0, T0 + timedelta(seconds=39), quarantine)
+    assert early.pods == [] and early.next_check == T0 + quarantine
+    due = orphan_changes("gone", pods, T0, T0 + quarantine, quarantine)
+    assert [(a.kind, a.name, a.node) for a in due.pods] == [("orphan", "a", "gone"), ("orphan", "b", "gone")]
+    assert due.next_check is None
+    nothing = orphan_changes("gone", [pod("elsewhere", "n2")], T0, T0 + quarantine, quarantine)
+    assert nothing.pods == [] and nothing.next_check is None

@@ -1,0 +1,83 @@
+"""Removing what dead agents left in the machine-wide run directory.
+
+Container bundles (``<run dir>/containers/<id>``, with the overlay root and staged
+volume mounts in them) and user-namespace claims (``<run dir>/userns/<base>``) live
+outside any agent's data dir, because every agent on the machine shares the
+tmpfs and the id ranges. An agent that is killed, and whose data dir is then
+removed, leaves them behind. Each one names its owner (the pod directory), so
+an entry whose owner is gone can be removed without touching a live pod's.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+import structlog
+
+from storage.system.mounts import MountTable
+
+from .runc import unmount_rootfs
+from .userns import USERNS_FILE
+
+log = structlog.get_logger(__name__)
+
+OWNER_FILE = "owner"
+
+
+def _under(path: str, prefix: Path | None) -> bool:
+    if prefix is None:
+        return True
+    base = os.path.realpath(prefix).rstrip("/")
+    return path == base or path.startswith(base + "/")
+
+
+def reap_orphans(run_dir: Path, *, only_under: Path | None = None) -> list[str]:
+    """Remove bundles and claims whose pod directory no longer exists (and, with ``only_under``,
+    lay under that directory). Entries without an owner are left alone. Returns what was removed."""
+    removed: list[str] = []
+    containers = Path(run_dir) / "containers"
+    for bundle in sorted(containers.iterdir()) if containers.is_dir() else []:
+        try:
+            owner = (bundle / OWNER_FILE).read_text().strip()
+        except OSError:
+            continue
+        if not owner or os.path.exists(owner) or not _under(owner, only_under):
+            continue
+        # The overlay root and staged volumes under it; the container dir went with the pod dir.
+        unmount_rootfs(Path(owner) / "containers" / "gone", bundle / "rootfs")
+        if MountTable.read().under(bundle):
+            log.warning("orphan_bundle_still_mounted", bundle=str(bundle))
+            continue
+        shutil.rmtree(bundle, ignore_errors=True)
+        removed.append(str(bundle))
+    claims = Path(run_dir) / "userns"
+    if claims.is_dir():
+        with open(claims / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # as UsernsAllocator: no allocation runs meanwhile
+            removed += _reap_claims(claims, only_under)
+    if removed:
+        log.info("orphans_reaped", count=len(removed))
+    return removed
+
+
+def _reap_claims(claims: Path, only_under: Path | None) -> list[str]:
+    removed: list[str] = []
+    for claim in sorted(claims.iterdir()):
+        if not claim.name.isdigit():
+            continue
+        try:
+            owner = claim.read_text().strip()
+        except OSError:
+            continue
+        if not owner or not _under(owner, only_under):
+            continue
+        try:
+            holds = int((Path(owner) / USERNS_FILE).read_text().strip()) == int(claim.name)
+        except (OSError, ValueError):
+            holds = False
+        if not holds:
+            claim.unlink(missing_ok=True)
+            removed.append(str(claim))
+    return removed
