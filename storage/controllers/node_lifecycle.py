@@ -32,8 +32,8 @@
   neither NoExecute taint of L4 gets both with ``tolerationSeconds: 300``; the
   controllers give the pods they create the same, and DaemonSet pods tolerate
   them forever.
-- L8 A pod bound to a node that no longer exists (``kubectl delete node``) is
-  an orphan: once the node has been gone for a quarantine of
+- L8 A pod an agent took (its finalizer) bound to a node that no longer exists
+  (``kubectl delete node``) is an orphan: once the node has been gone for a quarantine of
   ``--node-monitor-grace-period`` (Kubernetes' pod GC waits 40 s, the same
   default) and a fresh read confirms it, the pod gets ``DisruptionTarget``
   (reason ``DeletionByPodGC``), phase Failed, and is deleted with no grace.
@@ -153,9 +153,12 @@ class Changes:
 
 def orphan_changes(node_name: str, pods: list[Obj], missing_since: dt.datetime, now: dt.datetime,
                    quarantine: dt.timedelta) -> Changes:
-    """L8: the pods of a node that is gone, deleted once it has been gone for ``quarantine``."""
+    """L8: the pods of a node that is gone, deleted once it has been gone for ``quarantine``. Only pods
+    an agent took (its finalizer): one no agent ever started can simply be deleted, and a pod named
+    to a node that never existed is left to its owner, so no timer runs for it."""
     out = Changes()
-    live = [p for p in pods if (p.get("spec") or {}).get("nodeName") == node_name]
+    live = [p for p in pods if (p.get("spec") or {}).get("nodeName") == node_name
+            and NODE_AGENT_FINALIZER in (_meta(p).get("finalizers") or [])]
     if not live:
         return out
     if now - missing_since < quarantine:

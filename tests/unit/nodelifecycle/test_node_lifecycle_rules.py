@@ -329,11 +329,13 @@ def test_l4_node_still_registering_gets_no_taint_and_excluded_nodes_only_leave_t
 
 def test_l8_pods_of_a_deleted_node_are_collected_after_the_quarantine_and_not_before() -> None:
     quarantine = timedelta(seconds=40)
-    pods = [pod("a", "gone"), pod("b", "gone"), pod("elsewhere", "n2")]
+    pods = [pod("a", "gone"), pod("b", "gone"), pod("elsewhere", "n2"), pod("never-started", "gone")]
+    for taken in pods[:3]:
+        taken["metadata"]["finalizers"] = ["stowage.io/node-agent"]
     early = orphan_changes("gone", pods, T0, T0 + timedelta(seconds=39), quarantine)
     assert early.pods == [] and early.next_check == T0 + quarantine
     due = orphan_changes("gone", pods, T0, T0 + quarantine, quarantine)
     assert [(a.kind, a.name, a.node) for a in due.pods] == [("orphan", "a", "gone"), ("orphan", "b", "gone")]
     assert due.next_check is None
-    nothing = orphan_changes("gone", [pod("elsewhere", "n2")], T0, T0 + quarantine, quarantine)
-    assert nothing.pods == [] and nothing.next_check is None
+    nothing = orphan_changes("gone", [pods[2], pods[3]], T0, T0 + quarantine, quarantine)
+    assert nothing.pods == [] and nothing.next_check is None  # no agent took it: no timer either
