@@ -22,6 +22,8 @@ GROUP = "stowage.provisioners"
 # Provisioners shipped with Stowage, loaded like entry points (so a checkout works without reinstalling).
 # A backend whose SDK is not installed is skipped with a warning.
 BUILTIN: tuple[str, ...] = (
+    "provisioners.aws_ebs:AwsEbsProvisioner",
+    "provisioners.gce_pd:GcePdProvisioner",
     "provisioners.azure_disk:AzureDiskProvisioner",
     "provisioners.azure_file:AzureFileProvisioner",
 )

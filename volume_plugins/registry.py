@@ -1,11 +1,20 @@
 """Choosing the node plugin for a volume source by its key."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
 from storage.errors import BadRequest
 from storage.system.devices import DeviceResolver
-from volume_plugins.base import VolumePlugin
+from volume_plugins.base import DevicePlugin, VolumePlugin
+
+# Plugins added in this process besides the built-in ones (tests, embedded setups): each factory gets
+# the node's DeviceResolver. default_registry() includes them, so an agent and the scheduler built after
+# the registration both see the plugin.
+PluginFactory = Callable[[DeviceResolver], VolumePlugin]
+_extra_lock = threading.Lock()
+_extra: dict[str, PluginFactory] = {}
 
 
 class PluginRegistry:
@@ -40,6 +49,56 @@ class PluginRegistry:
         raise BadRequest(f"several volume plugins match volume source {keys}: {[p.name for p in matches]}")
 
 
+_generation = 0  # bumped by each (un)registration: cached views of the plugin set know when to rebuild
+_limit_keys: tuple[int, "LimitKeys"] | None = None
+
+
+def register_plugin(name: str, factory: PluginFactory) -> None:
+    """Add a plugin to every registry ``default_registry`` builds from now on in this process."""
+    global _generation
+    with _extra_lock:
+        _extra[name] = factory
+        _generation += 1
+
+
+def unregister_plugin(name: str) -> None:
+    global _generation
+    with _extra_lock:
+        _extra.pop(name, None)
+        _generation += 1
+
+
+@dataclass(frozen=True)
+class LimitKeys:
+    """Which node allocatable key counts a volume: by its source key (``awsElasticBlockStore`` ->
+    ``attachable-volumes-aws-ebs``) and by plugin name (``kubernetes.io/aws-ebs`` -> the same), the
+    latter for claims whose class names the provisioner but that are not bound yet."""
+
+    by_source: Mapping[str, str] = field(default_factory=dict)
+    by_name: Mapping[str, str] = field(default_factory=dict)
+
+
+def attach_limit_keys(registry: PluginRegistry | None = None) -> LimitKeys:
+    """The limit keys of ``registry``'s plugins (default: the built-in and registered ones, cached)."""
+    global _limit_keys
+    if registry is None:
+        with _extra_lock:
+            generation, cached = _generation, _limit_keys
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        keys = attach_limit_keys(default_registry())
+        with _extra_lock:
+            _limit_keys = (generation, keys)
+        return keys
+    by_source: dict[str, str] = {}
+    by_name: dict[str, str] = {}
+    for plugin in registry.plugins():
+        if isinstance(plugin, DevicePlugin) and plugin.attach_limit_key:
+            by_source[plugin.source_key] = plugin.attach_limit_key
+            by_name[plugin.name] = plugin.attach_limit_key
+    return LimitKeys(by_source, by_name)
+
+
 def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: DeviceResolver | None = None) -> PluginRegistry:
     """Every built-in plugin. ``resolver`` tells attachable plugins where this node's attached disks appear."""
     from volume_plugins.azure_disk import AzureDiskPlugin
@@ -47,6 +106,8 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     from volume_plugins.config_map import ConfigMapPlugin
     from volume_plugins.downward_api import DownwardAPIPlugin
     from volume_plugins.empty_dir import EmptyDirPlugin
+    from volume_plugins.aws_ebs import AwsEbsPlugin
+    from volume_plugins.gce_pd import GcePdPlugin
     from volume_plugins.host_path import HostPathPlugin
     from volume_plugins.local import LocalPlugin
     from volume_plugins.persistent_volume_claim import PersistentVolumeClaimPlugin
@@ -67,6 +128,12 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(PersistentVolumeClaimPlugin())
     resolver = resolver or DeviceResolver()
     # Cloud disk plugins (one line each): registry.register(XPlugin(resolver=resolver))
+    registry.register(AwsEbsPlugin(resolver=resolver))
+    registry.register(GcePdPlugin(resolver=resolver))
     registry.register(AzureDiskPlugin(resolver=resolver))
     registry.register(AzureFilePlugin(resolver=resolver))
+    with _extra_lock:
+        extra = list(_extra.values())
+    for factory in extra:
+        registry.register(factory(resolver))
     return registry

@@ -50,7 +50,8 @@ from storage.client import Client
 from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError
 from storage.system.host_resources import node_resources
 from storage.system.devices import DeviceResolver
-from volume_plugins.registry import default_registry
+from volume_plugins.base import DevicePlugin
+from volume_plugins.registry import PluginRegistry, default_registry
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +80,7 @@ class AgentConfig:
     pools: list[PoolSpec] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     zone: str | None = None
+    provider_id: str | None = None  # the Node's spec.providerID (aws:///<zone>/<instance>): attachers find the VM by it
     host_ip: str = "127.0.0.1"
     heartbeat_seconds: float = 10.0
     host_path_prefixes: tuple[str, ...] = ()
@@ -92,6 +94,9 @@ class AgentConfig:
     tls: AgentTLS | None = None  # the agent's serving certificate; None serves plain HTTP (tests only)
     # Where attached disks appear (by-id/, azure/scsi1/ links): /dev/disk on real nodes.
     dev_disk_dir: Path = Path("/dev/disk")
+    # Overrides of the attachable-volume limits this node reports (``attachable-volumes-aws-ebs`` -> 25);
+    # a plugin's default_attach_limit otherwise (AD3).
+    attach_limits: dict[str, int] = field(default_factory=dict)
 
 
 def _meta(obj: Obj) -> Obj:
@@ -114,7 +119,8 @@ class NodeAgent:
             p.name: Pool(p.path, capacity=p.capacity) for p in config.pools
         }
         self.volumes = VolumeManager(self.data_dir, default_registry(
-            host_path_prefixes=config.host_path_prefixes, resolver=DeviceResolver(dev_disk=Path(config.dev_disk_dir))))
+            host_path_prefixes=config.host_path_prefixes, resolver=DeviceResolver(dev_disk=Path(config.dev_disk_dir))),
+            attachment_of=self._attachment_metadata)
         self.runtime: PodRuntime | None = None
         self.env_sources = ApiEnvSources(client)
         self.sa_tokens = ServiceAccountTokenManager(client, self._mark_dirty)
@@ -152,6 +158,9 @@ class NodeAgent:
         # instead of two API round trips per claim.
         self._claims: dict[tuple[str, str], Obj] = {}
         self._pvs: dict[str, Obj] = {}
+        # This node's VolumeAttachments by PV name, from their watch (AD2); None until first listed.
+        self._attachments: dict[str, Obj] | None = None
+        self._attached_names: dict[str, str] = {}  # attachment uid -> its volumesAttached name
         self._reader = _CachedReader(self)
         self._sync_pool = ThreadPoolExecutor(max_workers=POD_SYNC_WORKERS, thread_name_prefix="agent-pod-sync")
         self._in_flight: set[str] = set()  # pods a sync worker is on; never two at once for one pod
@@ -178,6 +187,7 @@ class NodeAgent:
         for target, name in ((self._watch_pods, "agent-pods"), (self._watch_endpoints, "agent-endpoints"),
                              (self._watch_services, "agent-services"),
                              (self._watch_claims, "agent-claims"), (self._watch_pvs, "agent-pvs"),
+                             (self._watch_attachments, "agent-attachments"),
                              (self._watch_configmaps, "agent-configmaps"), (self._watch_secrets, "agent-secrets"),
                              (self._work, "agent-worker"), (self._heartbeat, "agent-heartbeat")):
             thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
@@ -240,9 +250,10 @@ class NodeAgent:
         free_storage = sum(p["freeBytes"] for p in pools)
         stamp = now()
         capacity, allocatable = node_resources(self.data_dir)
+        limits = {key: str(n) for key, n in self.attach_limits().items()}
         return {
-            "capacity": {**capacity, "pods": "1000", POOL_RESOURCE: str(total_storage)},
-            "allocatable": {**allocatable, "pods": "1000", POOL_RESOURCE: str(free_storage)},
+            "capacity": {**capacity, "pods": "1000", POOL_RESOURCE: str(total_storage), **limits},
+            "allocatable": {**allocatable, "pods": "1000", POOL_RESOURCE: str(free_storage), **limits},
             "conditions": [{
                 "type": "Ready", "status": "True", "reason": "KubeletReady",
                 "message": "stowage agent is posting ready status",
@@ -255,8 +266,58 @@ class NodeAgent:
                          "architecture": os.uname().machine, "containerRuntimeVersion": "runc"},
             "storagePools": pools,
             "volumesInUse": self.volumes.volumes_in_use(),
-            "volumesAttached": self.volumes.volumes_attached(),
+            "volumesAttached": self._volumes_attached(),
         }
+
+    def attach_limits(self) -> dict[str, int]:
+        """AD3: ``attachable-volumes-<x>`` of every plugin with a limit, as the kubelet reported in-tree limits
+        (what CSINode's allocatable count says for CSI drivers), with this node's overrides."""
+        limits = {p.attach_limit_key: p.default_attach_limit for p in self.volumes.registry.plugins()
+                  if isinstance(p, DevicePlugin) and p.attach_limit_key}
+        limits.update(self.config.attach_limits)
+        return limits
+
+    def _volumes_attached(self) -> list[Obj]:
+        """AD2: the volumes the control plane attached here (``kubernetes.io/<plugin>/<volume handle>`` with
+        the attacher's devicePath), then the devices mounted or set up here that no attachment covers."""
+        with self._lock:
+            attachments = dict(self._attachments or {})
+        out: dict[str, str] = {}
+        covered: set[str] = set()
+        names: dict[str, str] = {}
+        for pv_name, va in attachments.items():
+            status = va.get("status") or {}
+            if not status.get("attached"):
+                continue
+            uid = _meta(va).get("uid", "")
+            name = self._attached_names.get(uid)
+            if name is None:
+                # The PV may have become visible to this node after its watch listed it: read it once.
+                try:
+                    pv: Obj | None = self._reader.get("persistentvolumes", pv_name)
+                except (NotFound, Forbidden):
+                    pv = None
+                name = attached_volume_name(pv, pv_name, va, self.volumes.registry)
+                if pv is None:
+                    uid = ""  # not remembered: the next report tries again
+            names[uid] = name
+            out[name] = str((status.get("attachmentMetadata") or {}).get("devicePath") or "")
+            covered.add(pv_name)
+        names.pop("", None)
+        self._attached_names = names  # the attachments still here, named once each
+        for entry in self.volumes.volumes_attached():
+            if entry["name"].rsplit("/", 1)[-1] not in covered:
+                out.setdefault(entry["name"], entry["devicePath"])
+        return [{"name": n, "devicePath": d} for n, d in sorted(out.items())]
+
+    def _attachment_metadata(self, pv_name: str) -> dict[str, str] | None:
+        """status.attachmentMetadata of the PV's attachment to this node once attached, else None (AD2)."""
+        with self._lock:
+            va = (self._attachments or {}).get(pv_name)
+        status = (va or {}).get("status") or {}
+        if not status.get("attached"):
+            return None
+        return {str(k): str(v) for k, v in (status.get("attachmentMetadata") or {}).items()}
 
     def register(self) -> None:
         labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", **self.config.labels}
@@ -269,11 +330,13 @@ class NodeAgent:
                 node = None
             status = self._node_status()
             try:
+                spec = {"providerID": self.config.provider_id} if self.config.provider_id else {}
                 if node is None:
                     node = self.client.create({"apiVersion": "v1", "kind": "Node",
-                                               "metadata": {"name": self.node, "labels": labels}})
+                                               "metadata": {"name": self.node, "labels": labels}, "spec": spec})
                 else:
                     node["metadata"].setdefault("labels", {}).update(labels)
+                    node["spec"] = {**(node.get("spec") or {}), **spec}
                     node = self.client.update(node)
                 previous = condition(node, "Ready")
                 if previous and previous.get("status") == "True":
@@ -466,6 +529,52 @@ class NodeAgent:
                 self._pvs[_meta(pv).get("name", "")] = pv
 
         self._watch("persistentvolumes", on_list, on_event)
+
+    def _watch_attachments(self) -> None:
+        """AD2: a pod waiting for a disk is synced the moment the disk's attachment to this node turns
+        attached, not at the end of its back-off. The authorizer shows a node only its own attachments."""
+        def mine(va: Obj) -> str | None:
+            spec = va.get("spec") or {}
+            if spec.get("nodeName") != self.node:
+                return None
+            return (spec.get("source") or {}).get("persistentVolumeName") or None
+
+        def wake(pv_names: set[str]) -> None:
+            if not pv_names:
+                return
+            for uid, pod in self._pods.items():
+                # The volumes its last sync resolved (a claim visible to this node only since its pod came
+                # here may be missing from the claim watch), else its claims as watched.
+                resolved = self._resolved.get(uid)
+                used = {v.pv_name for v in resolved.volumes} if resolved is not None else {
+                    ((self._claims.get((_key(pod)[0], c)) or {}).get("spec") or {}).get("volumeName")
+                    for c in _claim_names(pod)}
+                if used & pv_names:
+                    self.volume_backoff.expedite(uid)
+                    self._dirty.add(uid)
+
+        def on_list(items: list[Obj]) -> None:
+            before = self._attachments or {}
+            self._attachments = {pv: va for va in items if (pv := mine(va))}
+            wake({pv for pv, va in self._attachments.items()
+                  if (va.get("status") or {}).get("attached") and not ((before.get(pv) or {}).get("status") or {}).get("attached")})
+
+        def on_event(kind: str, va: Obj) -> None:
+            pv = mine(va)
+            if pv is None:
+                return
+            attachments = self._attachments if self._attachments is not None else {}
+            self._attachments = attachments
+            previous = attachments.get(pv)
+            if kind == "DELETED":
+                if previous is not None and _meta(previous).get("name") == _meta(va).get("name"):
+                    attachments.pop(pv, None)
+                return
+            attachments[pv] = va
+            if (va.get("status") or {}).get("attached") and not ((previous or {}).get("status") or {}).get("attached"):
+                wake({pv})
+
+        self._watch("volumeattachments", on_list, on_event)
 
     def request_full_sync(self) -> int:
         """Ask for a whole-node pass, as a relist brings one; returns ``full_passes`` before it, so a
@@ -807,7 +916,7 @@ class NodeAgent:
 
     _volume_lock = threading.Lock()
     _watch_threads = frozenset({"agent-pods", "agent-endpoints", "agent-services", "agent-claims", "agent-pvs",
-                                "agent-configmaps", "agent-secrets"})
+                                "agent-configmaps", "agent-secrets", "agent-attachments"})
 
     def _remove_finalizer(self, pod: Obj) -> None:
         namespace, name = _key(pod)
@@ -1021,6 +1130,28 @@ class _CachedReader:
         if found is not None:
             return found
         return self.agent.client.get(resource, name, namespace)
+
+
+# The field holding a disk's cloud identity in each in-tree source (Kubernetes' GetVolumeName).
+_VOLUME_HANDLE_FIELDS = ("volumeID", "pdName", "diskURI", "diskName", "volumePath")
+
+
+def attached_volume_name(pv: Obj | None, pv_name: str, va: Obj, registry: PluginRegistry) -> str:
+    """Node.status.volumesAttached's unique name: ``kubernetes.io/<plugin>/<volume handle>``
+    (``kubernetes.io/csi/<driver>^<handle>`` for CSI), as the attach/detach controller names them."""
+    spec = (pv or {}).get("spec") or {}
+    csi = spec.get("csi") or {}
+    if csi.get("driver") and csi.get("volumeHandle"):
+        return f"kubernetes.io/csi/{csi['driver']}^{csi['volumeHandle']}"
+    try:
+        plugin = registry.find(spec) if spec else None
+    except StowageError:
+        plugin = None
+    if plugin is None:
+        return f"{(va.get('spec') or {}).get('attacher') or 'unknown'}/{pv_name}"
+    source = plugin.spec(spec)
+    handle = next((str(source[f]) for f in _VOLUME_HANDLE_FIELDS if source.get(f)), pv_name)
+    return f"{plugin.name}/{handle}"
 
 
 def _revision(obj: Obj) -> int:

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ __all__ = ["VolumeRequest", "PodVolumes", "SyncResult", "ActualVolume", "VolumeM
 
 _SAFE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9._]{0,251}[A-Za-z0-9])?$")
 VOLUMES = "volumes"
+# How long a set-up waits for an attached disk's device to appear before the pod backs off (AD2).
+DEVICE_WAIT_SECONDS = 10.0
 DEVICES = "volumeDevices"
 
 
@@ -164,11 +167,16 @@ class VolumeManager:
         *,
         executor: Executor | None = None,
         mounter: Mounter | None = None,
+        attachment_of: Callable[[str], dict[str, str] | None] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.pods_dir = self.data_dir / "pods"
         self.plugins_dir = self.data_dir / "plugins"
         self.registry = registry
+        # PV name -> status.attachmentMetadata of its VolumeAttachment to this node once attached, else
+        # None (AD2). Without it (a node run without a control plane's attachments), attachable plugins
+        # look for their device from the volume source alone.
+        self.attachment_of = attachment_of
         self.executor = executor or default_executor()
         self.mounter = mounter or Mounter(self.data_dir / "state", self.executor)
         for d in (self.pods_dir, self.plugins_dir):
@@ -379,7 +387,17 @@ class VolumeManager:
     def _setup_device(self, plugin: DevicePlugin, ctx: VolumeContext, table: mounts.MountTable) -> tuple[Path, Path, str, str]:
         device: Device | None
         if plugin.attachable:
-            device = plugin.find_device(ctx)
+            if self.attachment_of is not None and ctx.pv_name:
+                metadata = self.attachment_of(ctx.pv_name)
+                if metadata is None:  # AD2: nothing is looked for before the control plane says attached
+                    raise TemporaryError(f"waiting for volume {ctx.pv_name} to be attached to this node", delay=2.0)
+                ctx.attachment = dict(metadata)
+                device = self._wait_for_device(plugin, ctx)
+                if device is None:
+                    raise TemporaryError(f"volume {ctx.pv_name} is attached to this node but its device has not "
+                                         "appeared yet", delay=2.0)
+            else:
+                device = plugin.find_device(ctx)
             if device is None:
                 raise TemporaryError(f"waiting for volume {ctx.pv_name or ctx.volume_name} to be attached to this node", delay=2.0)
         else:
@@ -415,6 +433,18 @@ class VolumeManager:
                 mounts.bind_mount(global_path, target, ctx.read_only, executor=self.executor)
                 fault_point("after_bind")
         return target, target, unique, device.path
+
+    def _wait_for_device(self, plugin: DevicePlugin, ctx: VolumeContext) -> Device | None:
+        """The control plane says attached: the device node (or its udev link) follows within moments,
+        as the kubelet's WaitForAttach polls for it. Back-off with a deadline, then the pod's own back-off."""
+        deadline = time.monotonic() + DEVICE_WAIT_SECONDS
+        delay = 0.05
+        while True:
+            device = plugin.find_device(ctx)
+            if device is not None or time.monotonic() + delay > deadline:
+                return device
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
 
     # ---- teardown ------------------------------------------------------
 

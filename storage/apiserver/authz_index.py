@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 
 Obj = dict[str, Any]
 RBAC_RESOURCES = ("clusterroles", "roles", "clusterrolebindings", "rolebindings")
-GRAPH_RESOURCES = ("pods", "persistentvolumeclaims", "persistentvolumes")
+GRAPH_RESOURCES = ("pods", "persistentvolumeclaims", "persistentvolumes", "volumeattachments")
 TRACKED = frozenset(RBAC_RESOURCES + GRAPH_RESOURCES)
 _POLL = 1.0
 
@@ -157,6 +157,7 @@ class AuthzIndex:
         self._volume_claims: dict[str, set[tuple[str, str]]] = defaultdict(set)  # the reverse
         self._volume_node: dict[str, str] = {}  # node-local volume -> its node
         self._volume_secrets: dict[str, frozenset[tuple[str, str]]] = {}
+        self._attachment_node: dict[str, str] = {}  # VolumeAttachment -> its spec.nodeName
         self._listeners: list[Any] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -216,6 +217,7 @@ class AuthzIndex:
         self._volume_claims.clear()
         self._volume_node.clear()
         self._volume_secrets.clear()
+        self._attachment_node.clear()
 
     def _run(self, since: int) -> None:
         while not self._stop.is_set():
@@ -297,6 +299,11 @@ class AuthzIndex:
             if not deleted and volume:
                 self._claim_volume[(namespace, name)] = str(volume)
                 self._volume_claims[str(volume)].add((namespace, name))
+        elif resource == "volumeattachments":
+            self._attachment_node.pop(name, None)
+            node = (obj.get("spec") or {}).get("nodeName")
+            if not deleted and node:
+                self._attachment_node[name] = str(node)
         elif resource == "persistentvolumes":
             self._volume_node.pop(name, None)
             self._volume_secrets.pop(name, None)
@@ -433,6 +440,8 @@ class AuthzIndex:
             # The edge is the claim's spec.volumeName (as Kubernetes' graph), whatever the volume's claimRef says.
             return edges is not None and any(edges.get(("persistentvolumeclaims", *c), 0) > 0
                                              for c in self._volume_claims.get(name, ()))
+        if resource == "volumeattachments":
+            return self._attachment_node.get(name) == node
         if resource == "serviceaccounts":
             return edges is not None and edges.get((resource, namespace, name), 0) > 0
         if resource == "pods":

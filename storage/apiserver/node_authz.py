@@ -13,7 +13,11 @@ Differences from Kubernetes, each because the agent needs it:
 - a node may update its own pods, but only to add or remove the agent's
   finalizer (Kubernetes' kubelet needs no finalizer);
 - a node may read and update the claims of node-local volumes in its pools
-  (the offline growth of a volume no pod uses any more).
+  (the offline growth of a volume no pod uses any more);
+- a node may list and watch VolumeAttachments, and sees only those of its own
+  node (Kubernetes: get only, through the graph's attachment-to-node edge; the
+  agent watches them to mount a disk the moment it is attached, AD2). A get of
+  another node's attachment is refused, as in Kubernetes.
 """
 from __future__ import annotations
 
@@ -105,9 +109,23 @@ class NodeAuthorizer:
                 return self._related(node, attrs)
             if resource == "nodes" and verb in ("update", "patch") and attrs.name != node:
                 return Decision(False, f'node "{node}" is not allowed to modify node "{attrs.name}"')
+        if group == "storage.k8s.io" and resource == "volumeattachments":
+            return self._attachments(node, attrs)
         if any(rule_allows(attrs, r) for r in NODE_RULES):
             return ALLOW
         return Decision(False)
+
+    def _attachments(self, node: str, attrs: Attributes) -> Decision:
+        """Only the VolumeAttachments of its own node (spec.nodeName, immutable)."""
+        if attrs.subresource:
+            return Decision(False, "cannot read subresource")
+        if attrs.verb == "get":
+            return self._related(node, attrs)
+        if attrs.verb in ("list", "watch") and not attrs.name:
+            # Judged on the object itself, so an attachment created a moment ago is not hidden
+            # from a watch while the node graph catches up.
+            return Decision(True, visible=lambda obj: ((obj.get("spec") or {}).get("nodeName")) == node)
+        return Decision(False, "can only read the VolumeAttachments of its own node")
 
     def _related(self, node: str, attrs: Attributes) -> Decision:
         if not attrs.name:

@@ -11,7 +11,7 @@ import httpx
 import structlog
 
 from storage.cli.errors import CommandError
-from storage.cli.up import configure_logging, default_data_dir
+from storage.cli.up import configure_logging, default_data_dir, parse_attach_limits
 from storage.system.signals import stop_on_signals, wait_until_set
 
 log = structlog.get_logger(__name__)
@@ -39,6 +39,8 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--pool", "pools", multiple=True, metavar="NAME=PATH[:SIZE]", help="A local storage pool (repeatable).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A node label (repeatable).")
 @click.option("--zone", default=None, help="topology.kubernetes.io/zone of this node.")
+@click.option("--provider-id", default=None, metavar="ID",
+              help="The Node's spec.providerID, as the cloud names this VM (aws:///<zone>/<instance-id>).")
 @click.option("--address", default="127.0.0.1", show_default=True, help="This node's address (the agent listens here).")
 @click.option("--port", default=0, show_default=True, help="The agent's HTTP port (0: any free port).")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between node status updates.")
@@ -47,11 +49,15 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
               help="Loopback range this node's pods take their addresses from (distinct per node on one host).")
 @click.option("--dev-disk-dir", default="/dev/disk", show_default=True, type=click.Path(file_okay=False),
               help="Where attached cloud disks appear as by-id/ and azure/ links (udev's directory on real nodes).")
+@click.option("--attach-limit", "attach_limits", multiple=True, metavar="KEY=N",
+              help="Volumes of one kind this node can take, e.g. attachable-volumes-aws-ebs=25 (repeatable; "
+                   "default: each disk plugin's own limit).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubeconfig: str | None,
-                  data_dir: str | None, pools: tuple[str, ...],
+                  data_dir: str | None, pools: tuple[str, ...], provider_id: str | None,
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
-                  host_paths: tuple[str, ...], pod_cidr: str, dev_disk_dir: str, log_format: str) -> None:
+                  host_paths: tuple[str, ...], pod_cidr: str, dev_disk_dir: str, attach_limits: tuple[str, ...],
+                  log_format: str) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
     from storage.agent.agent import AgentConfig
     from storage.agent.setup import default_node_name, default_pool, parse_pool, start_agent
@@ -60,6 +66,7 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
     from storage.client.kubeconfig import load_access
     from storage.errors import StowageError
 
+    limits = parse_attach_limits(attach_limits)
     configure_logging(log_format)
     root = Path(data_dir) if data_dir else Path(default_data_dir()) / "agent"
     try:
@@ -91,9 +98,9 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
         raise CommandError(f"cannot obtain the node's credentials: {exc}") from None
     server = creds.access.server
     config = AgentConfig(node_name=name, data_dir=root, pools=pool_specs,
-                         labels=_pairs(labels, "--label"), zone=zone, host_ip=address, listen_host=address,
+                         labels=_pairs(labels, "--label"), zone=zone, provider_id=provider_id, host_ip=address, listen_host=address,
                          listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths,
-                         pod_ip_range=pod_cidr, tls=creds.tls, dev_disk_dir=Path(dev_disk_dir),
+                         pod_ip_range=pod_cidr, tls=creds.tls, dev_disk_dir=Path(dev_disk_dir), attach_limits=limits,
                          private_paths=(default_data_dir(), *([kubeconfig] if kubeconfig else [])))
     stop = threading.Event()
     from storage.system.dirlock import DirLocked

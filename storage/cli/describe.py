@@ -168,7 +168,77 @@ def describe_pv(obj: dict[str, Any], lister: Lister) -> str:
         ("Node Affinity", _node_affinity(spec.get("nodeAffinity"))),
         ("Message", str(status.get("message") or "")),
     ]
-    return fields(pairs) + _source_section(spec) + events_section(obj, lister)
+    cloud = next((key for key in _CLOUD_SOURCES if isinstance(spec.get(key), dict)), None)
+    if cloud is None:
+        return fields(pairs) + _source_section(spec) + events_section(obj, lister)
+    # AD5: a cloud disk's identity, zone and where it is attached.
+    return (fields(pairs) + _cloud_source_section(cloud, spec[cloud]) + fields([("Zone", volume_zone(obj) or "<none>")])
+            + _attachments_section(obj, lister) + events_section(obj, lister))
+
+
+# kubectl's rows for the cloud disk sources: (field, label), in its order.
+_CLOUD_SOURCES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "awsElasticBlockStore": ("AWSElasticBlockStore (a Persistent Disk resource in AWS)",
+                             [("volumeID", "VolumeID"), ("fsType", "FSType"), ("partition", "Partition"),
+                              ("readOnly", "ReadOnly")]),
+    "gcePersistentDisk": ("GCEPersistentDisk (a Persistent Disk resource in Google Compute Engine)",
+                          [("pdName", "PDName"), ("fsType", "FSType"), ("partition", "Partition"),
+                           ("readOnly", "ReadOnly")]),
+    "azureDisk": ("AzureDisk (an Azure Data Disk mount on the host and bind mount to the pod)",
+                  [("diskName", "DiskName"), ("diskURI", "DiskURI"), ("kind", "Kind"), ("fsType", "FSType"),
+                   ("cachingMode", "CachingMode"), ("readOnly", "ReadOnly")]),
+}
+_ZONE_KEYS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone",
+              "topology.ebs.csi.aws.com/zone", "topology.gke.io/zone", "topology.disk.csi.azure.com/zone")
+_BOOL_DEFAULTS = {"readOnly": "false", "partition": "0"}
+
+
+def volume_zone(pv: dict[str, Any]) -> str:
+    """The zone(s) a volume lives in: its node affinity on a zone key, else the (legacy) zone label."""
+    zones: list[str] = []
+    for term in (((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms") or []:
+        for expr in term.get("matchExpressions") or []:
+            if expr.get("key") in _ZONE_KEYS and expr.get("operator") == "In":
+                zones += [str(v) for v in expr.get("values") or [] if str(v) not in zones]
+    if zones:
+        return ", ".join(zones)
+    labels = _meta(pv).get("labels") or {}
+    return next((str(labels[k]) for k in _ZONE_KEYS if labels.get(k)), "")
+
+
+def _cloud_source_section(key: str, source: dict[str, Any]) -> str:
+    title, rows = _CLOUD_SOURCES[key]
+    pairs = [("Type", title)]
+    for name, label in rows:
+        value = source.get(name)
+        if value is None:
+            value = _BOOL_DEFAULTS.get(name, "")
+        pairs.append((label, str(value).lower() if isinstance(value, bool) else str(value)))
+    return "Source:\n" + fields(pairs, indent=4)
+
+
+def _attachments_section(pv: dict[str, Any], lister: Lister) -> str:
+    """The VolumeAttachments of this volume: node, attached, and the last attach or detach error."""
+    from storage.errors import Forbidden
+
+    name = _meta(pv).get("name")
+    try:
+        items = lister.list_objects("volumeattachments", None)
+    except Forbidden:
+        return "Attachments:  <unknown: not allowed to list volumeattachments>\n"
+    mine = sorted((va for va in items if ((va.get("spec") or {}).get("source") or {}).get("persistentVolumeName") == name),
+                  key=lambda va: str((va.get("spec") or {}).get("nodeName", "")))
+    if not mine:
+        return "Attachments:  <none>\n"
+    rows = [["Node", "Attached", "Device", "Error"], ["----", "--------", "------", "-----"]]
+    for va in mine:
+        status = va.get("status") or {}
+        error = status.get("detachError") or status.get("attachError") or {}
+        which = "detach: " if status.get("detachError") else "attach: " if error else ""
+        rows.append([str((va.get("spec") or {}).get("nodeName", "")), str(bool(status.get("attached"))).lower(),
+                     str((status.get("attachmentMetadata") or {}).get("devicePath") or "-"),
+                     f"{which}{error.get('message', '')}" if error else "<none>"])
+    return "Attachments:\n" + _table(rows, indent=2)
 
 
 def _node_affinity(affinity: dict[str, Any] | None) -> str:

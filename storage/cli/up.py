@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -171,6 +171,10 @@ def _register_local_provisioner(store: Any, server: Any) -> None:
 
         tls = load_or_create_pki(server.data_dir).agent_client_context()
     registry.register(LocalProvisioner(nodes=node_lookup, tls=tls))
+    # EBS detach is told only a node's name; the lookup finds its instance (spec.providerID) after a restart.
+    from provisioners.aws_ebs import AwsEbsProvisioner
+
+    registry.register(AwsEbsProvisioner(nodes=node_lookup))
 
 
 def _local_bootstrap(store: Any, server_url: str, data_dir: Path) -> Any:
@@ -184,8 +188,34 @@ def _local_bootstrap(store: Any, server_url: str, data_dir: Path) -> Any:
     return ClusterAccess(server_url, token, ca_data=load_or_create_pki(data_dir).ca_pem)
 
 
+@dataclass(frozen=True)
+class LocalAgentOptions:
+    """What `stowage up` passes to its own node agent (the `stowage agent` flags of the same names)."""
+
+    dev_disk_dir: Path = Path("/dev/disk")
+    attach_limits: dict[str, int] = field(default_factory=dict)
+
+
+def parse_attach_limits(values: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """``--attach-limit attachable-volumes-aws-ebs=25`` (repeatable) as a dict (AD3)."""
+    out: dict[str, int] = {}
+    for value in values:
+        key, sep, number = value.partition("=")
+        if not sep or not key.startswith("attachable-volumes-") or len(key) == len("attachable-volumes-"):
+            raise CommandError(f'--attach-limit: Invalid value: "{value}": expected attachable-volumes-<plugin>=N')
+        try:
+            count = int(number)
+        except ValueError:
+            count = -1
+        if count < 0:
+            raise CommandError(f'--attach-limit: Invalid value: "{value}": the limit must be a whole number >= 0')
+        out[key] = count
+    return out
+
+
 def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: threading.Event,
-                       host_path_prefixes: tuple[str, ...] = ()) -> list[threading.Thread]:
+                       host_path_prefixes: tuple[str, ...] = (),
+                       options: LocalAgentOptions | None = None) -> list[threading.Thread]:
     """Start the node agent for this host: registers a Node, runs the pods placed on it.
 
     It has its own identity (``system:node:<name>``), obtained through a bootstrap token like any other node's,
@@ -203,7 +233,9 @@ def _start_local_agent(store: Any, server_url: str, data_dir: Path, stop: thread
                          heartbeat_seconds=10.0, tls=creds.tls,
                          # hostPath volumes may use the data dir's own hostpath area and what the admin allows.
                          host_path_prefixes=(str(data_dir / "hostpath"), *host_path_prefixes),
-                         private_paths=(str(data_dir),))
+                         private_paths=(str(data_dir),),
+                         dev_disk_dir=(options or LocalAgentOptions()).dev_disk_dir,
+                         attach_limits=dict((options or LocalAgentOptions()).attach_limits))
     from storage.system.dirlock import DirLocked
 
     try:
@@ -269,6 +301,7 @@ def start_control_plane(
     data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event,
     host_path_prefixes: tuple[str, ...] = (), encryption_config: str | None = None,
     pod_security_default: str = "baseline", tls_options: Any = None, controller_options: Any = None,
+    agent_options: LocalAgentOptions | None = None,
 ) -> ControlPlane:
     from storage.apiserver.admission import default_admission
     from storage.apiserver.server import start_in_thread
@@ -315,7 +348,7 @@ def start_control_plane(
         _register_local_provisioner(store, server)
         plane.threads += _start_controllers(store, stop, options)
         if with_agent:
-            plane.threads += _start_local_agent(store, server_url, data_dir, stop, host_path_prefixes)
+            plane.threads += _start_local_agent(store, server_url, data_dir, stop, host_path_prefixes, agent_options)
     except BaseException:
         plane.shutdown()
         raise
@@ -356,7 +389,8 @@ def _report_pods(store: Any, stop: threading.Event) -> None:
 def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tuple[str, ...],
                    log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = (),
                    encryption_config: str | None = None, pod_security_default: str = "baseline",
-                   tls_options: Any = None, controller_options: Any = None) -> None:
+                   tls_options: Any = None, controller_options: Any = None,
+                   agent_options: LocalAgentOptions | None = None) -> None:
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
@@ -364,7 +398,8 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
         root = Path(data_dir).expanduser().resolve()
         plane = start_control_plane(root, listen, store_url, with_agent, stop,
                                     tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes),
-                                    encryption_config, pod_security_default, tls_options, controller_options)
+                                    encryption_config, pod_security_default, tls_options, controller_options,
+                                    agent_options)
         pid_file = root / "up.pid"
         pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -423,6 +458,10 @@ _common = [
     click.option("--default-unreachable-toleration-seconds", type=click.IntRange(min=0), default=300,
                  show_default=True,
                  help="tolerationSeconds given to pods without a node.kubernetes.io/unreachable toleration."),
+    click.option("--attach-detach-max-wait-for-unmount", "max_wait_for_unmount", default="6m", show_default=True,
+                 metavar="DURATION",
+                 help="How long a disk stays attached to a not-Ready node that still reports it in use before "
+                      "it is detached anyway (Kubernetes' maxWaitForUnmountDuration)."),
 ]
 
 
@@ -434,8 +473,12 @@ def _controller_options(kwargs: dict[str, Any]) -> Any:
     grace = parse_duration(kwargs.pop("node_monitor_grace_period"), "--node-monitor-grace-period")
     if grace <= 0:
         raise CommandError("--node-monitor-grace-period: must be greater than zero")
+    max_wait = parse_duration(kwargs.pop("max_wait_for_unmount"), "--attach-detach-max-wait-for-unmount")
+    if max_wait <= 0:
+        raise CommandError("--attach-detach-max-wait-for-unmount: must be greater than zero")
     return ControllerOptions(
         node_monitor_grace_period=grace,
+        max_wait_for_unmount=max_wait,
         node_eviction_rate=kwargs.pop("node_eviction_rate"),
         secondary_node_eviction_rate=kwargs.pop("secondary_node_eviction_rate"),
         unhealthy_zone_threshold=kwargs.pop("unhealthy_zone_threshold"),
@@ -467,15 +510,21 @@ def _log_format(value: str | None) -> str:
 @click.option("--store", "store_url", default=None, help="Store URL (default: SQLite file in the data dir).")
 @click.option("--host-path-prefix", "host_paths", multiple=True, metavar="PATH",
               help="Host path under which hostPath volumes are allowed (repeatable; default: only <data-dir>/hostpath).")
+@click.option("--dev-disk-dir", default="/dev/disk", show_default=True, type=click.Path(file_okay=False),
+              help="Where attached cloud disks appear as by-id/ and azure/ links (udev's directory on real nodes).")
+@click.option("--attach-limit", "attach_limits", multiple=True, metavar="KEY=N",
+              help="Volumes of one kind this node can take, e.g. attachable-volumes-aws-ebs=25 (repeatable; "
+                   "default: each disk plugin's own limit).")
 def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
                encryption_config: str | None, pod_security_default: str, store_url: str | None,
-               host_paths: tuple[str, ...], **tls: Any) -> None:
+               host_paths: tuple[str, ...], dev_disk_dir: str, attach_limits: tuple[str, ...], **tls: Any) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
     controller_options = _controller_options(tls)
+    agent_options = LocalAgentOptions(Path(dev_disk_dir), parse_attach_limits(attach_limits))
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
                    host_path_prefixes=host_paths, encryption_config=encryption_config,
                    pod_security_default=pod_security_default, tls_options=_tls_options(tls),
-                   controller_options=controller_options)
+                   controller_options=controller_options, agent_options=agent_options)
 
 
 @click.command("serve")

@@ -51,10 +51,27 @@ def _meta(obj: Obj) -> Obj:
     return obj.get("metadata") or {}
 
 
+# In-tree attachable volume sources and the plugin (provisioner) name that attaches them, for static
+# PVs an administrator wrote by hand (no provisioned-by annotation): Kubernetes' in-tree attachers.
+IN_TREE_ATTACHERS: dict[str, str] = {
+    "awsElasticBlockStore": "kubernetes.io/aws-ebs",
+    "gcePersistentDisk": "kubernetes.io/gce-pd",
+    "azureDisk": "kubernetes.io/azure-disk",
+    "cinder": "kubernetes.io/cinder",
+    "vsphereVolume": "kubernetes.io/vsphere-volume",
+}
+
+
 def attacher_name(pv: Obj) -> str | None:
-    """The provisioner (or CSI driver) that made the volume, if any."""
-    csi = (pv.get("spec") or {}).get("csi") or {}
-    return csi.get("driver") or (_meta(pv).get("annotations") or {}).get(ANN_PROVISIONED_BY) or None
+    """The CSI driver or provisioner that made the volume; for a static in-tree cloud disk, the in-tree
+    attacher of its source (AD1)."""
+    spec = pv.get("spec") or {}
+    candidates = [str(n) for n in ((spec.get("csi") or {}).get("driver"),
+                                   (_meta(pv).get("annotations") or {}).get(ANN_PROVISIONED_BY),
+                                   next((name for key, name in IN_TREE_ATTACHERS.items() if spec.get(key)), None))
+                  if n]
+    # The first one installed as an Attacher (a provisioner that only makes volumes does not attach them).
+    return next((n for n in candidates if find_attacher(n) is not None), candidates[0] if candidates else None)
 
 
 def find_attacher(name: str | None) -> Attacher | None:

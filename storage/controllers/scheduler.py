@@ -24,6 +24,8 @@ from storage.api.timestamps import now as _now
 from storage.controllers.base import Reconciler, Result, object_key, split_key
 from storage.controllers.binder_index import claim_request, find_best_volume_linear, object_class, volume_capacity
 from storage.errors import Conflict, NotFound
+from provisioners import registry as provisioner_registry
+from volume_plugins.registry import LimitKeys, attach_limit_keys
 
 Obj = dict[str, Any]
 
@@ -42,6 +44,9 @@ R_VOLUME_AFFINITY = "node(s) had volume node affinity conflict"
 R_NO_STORAGE = "node(s) did not have enough free storage"
 R_NO_VOLUME = "node(s) didn't find available persistent volumes to bind"
 R_RWOP = "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode"
+R_MAX_VOLUMES = "node(s) exceed max volume count"
+# The field holding a disk's identity in each in-tree source: two inline uses of one disk count once.
+_HANDLE_FIELDS = ("volumeID", "pdName", "diskURI", "diskName", "volumePath", "volumeHandle")
 
 
 @dataclass
@@ -51,6 +56,8 @@ class Snapshot:
     claims: dict[tuple[str, str], Obj]
     volumes: dict[str, Obj]
     classes: dict[str, Obj]
+    # Which allocatable key counts which volume (AD3); empty: no attach limits.
+    limit_keys: LimitKeys = field(default_factory=LimitKeys)
 
 
 @dataclass
@@ -190,6 +197,72 @@ def _local_volume_on(pv: Obj, node_name: str, pool_path: str) -> bool:
     return node_name in affinity_hostnames(pv)
 
 
+def volume_limit_key(spec: Obj, keys: LimitKeys) -> str | None:
+    """The allocatable key (``attachable-volumes-aws-ebs``) counting a PV spec or inline pod volume, if any:
+    by its source key, or for a CSI volume by its driver (a provisioner's alias maps to its plugin)."""
+    for source_key, limit_key in keys.by_source.items():
+        if spec.get(source_key):
+            return limit_key
+    driver = (spec.get("csi") or {}).get("driver")
+    return keys.by_name.get(str(driver)) if driver else None
+
+
+def pod_attachable_volumes(pod: Obj, snap: Snapshot) -> dict[str, set[str]]:
+    """Limit key -> the distinct volumes of ``pod`` it counts: bound claims by PV name, unbound claims whose
+    class's provisioner attaches such disks by claim, inline disks by their handle (AD3)."""
+    keys = snap.limit_keys
+    out: dict[str, set[str]] = {}
+    if not keys.by_source and not keys.by_name:
+        return out
+    namespace = _meta(pod).get("namespace", "default")
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        claim_name = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if not claim_name:
+            key = volume_limit_key(volume, keys)
+            if key is not None:
+                source = next((v for k, v in volume.items() if k in keys.by_source and isinstance(v, dict)), {})
+                handle = next((str(source[f]) for f in _HANDLE_FIELDS if source.get(f)), volume.get("name", ""))
+                out.setdefault(key, set()).add(f"inline:{handle}")
+            continue
+        claim = snap.claims.get((namespace, claim_name))
+        if claim is None:
+            continue
+        volume_name = (claim.get("spec") or {}).get("volumeName")
+        pv = snap.volumes.get(volume_name) if volume_name else None
+        if pv is not None:
+            key = volume_limit_key(pv.get("spec") or {}, keys)
+            if key is not None:
+                out.setdefault(key, set()).add(f"pv:{volume_name}")
+        elif not volume_name:
+            provisioner = (snap.classes.get(object_class(claim)) or {}).get("provisioner")
+            key = keys.by_name.get(str(provisioner)) if provisioner else None
+            if key is not None:
+                out.setdefault(key, set()).add(f"claim:{namespace}/{claim_name}")
+    return out
+
+
+def exceeds_volume_limits(node: Obj, wanted: dict[str, set[str]], on_node: list[Obj], snap: Snapshot) -> bool:
+    """Kubernetes' NodeVolumeLimits: the distinct volumes of each limited kind on the node, with the new
+    pod's, may not exceed what the node's ``status.allocatable`` says it can take. A kind the node reports
+    no limit for is unlimited; a pod adding no such volume always fits (AD3)."""
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    limited = {k: ids for k, ids in wanted.items() if k in allocatable}
+    if not limited:
+        return False
+    present: dict[str, set[str]] = {}
+    for other in on_node:
+        for key, ids in pod_attachable_volumes(other, snap).items():
+            present.setdefault(key, set()).update(ids)
+    for key, ids in limited.items():
+        try:
+            limit = int(str(allocatable[key]))
+        except ValueError:
+            continue
+        if len(present.get(key, set()) | ids) > limit:
+            return True
+    return False
+
+
 def _topology_allows(cls: Obj, node: Obj) -> bool:
     topologies = cls.get("allowedTopologies") or []
     if not topologies:
@@ -241,11 +314,15 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
     nodes_by_name = {_meta(n).get("name", ""): n for n in snap.nodes}
     placed = [p for p in snap.pods if (p.get("spec") or {}).get("nodeName") and not _is_terminated(p) and _meta(p).get("uid") != uid]
     pods_per_node = Counter((p.get("spec") or {}).get("nodeName") for p in placed)
+    attachable = pod_attachable_volumes(pod, snap)
     failures: Counter[str] = Counter()
     feasible: list[tuple[int, str]] = []
     for node in snap.nodes:
         name = _meta(node).get("name", "")
         reason = _node_failure(pod, node, snap, nodes_by_name, placed, bound_volumes, late, rwop_conflict)
+        if not reason and attachable and exceeds_volume_limits(
+                node, attachable, [p for p in placed if (p.get("spec") or {}).get("nodeName") == name], snap):
+            reason = R_MAX_VOLUMES
         if reason:
             failures[reason] += 1
         else:
@@ -332,8 +409,32 @@ class SchedulerReconciler(Reconciler):
     def watches(self):  # type: ignore[override]
         def pending_pods(_obj: Obj) -> Iterable[str]:
             return [object_key(p) for p in self.ctx.cache.list("pods") if not (p.get("spec") or {}).get("nodeName")]
+        def freed(pod: Obj) -> Iterable[str]:
+            # A placed pod that finished or went away may leave room (attach limits, AD3): the pending pods
+            # that wait for a volume slot are looked at again. A pod is deleted from the cache before this runs.
+            spec = pod.get("spec") or {}
+            if not spec.get("nodeName") or not spec.get("volumes"):
+                return []
+            meta = _meta(pod)
+            present = self.ctx.cache.get("pods", meta.get("namespace", "default"), meta.get("name", ""))
+            if present is not None and _meta(present).get("uid") == meta.get("uid") and not _is_terminated(present):
+                return []
+            return [object_key(p) for p in self.ctx.cache.list("pods")
+                    if not (p.get("spec") or {}).get("nodeName") and (p.get("spec") or {}).get("volumes")]
         return {"nodes": pending_pods, "persistentvolumeclaims": pending_pods,
-                "persistentvolumes": pending_pods, "storageclasses": pending_pods}
+                "persistentvolumes": pending_pods, "storageclasses": pending_pods, "pods": freed}
+
+    def _limit_keys(self) -> LimitKeys:
+        """The plugins' limit keys, with each attaching provisioner's aliases (a CSI driver name) as well."""
+        keys = attach_limit_keys()
+        if not keys.by_name:
+            return keys
+        by_name = dict(keys.by_name)
+        for provisioner in provisioner_registry.all_provisioners():
+            key = keys.by_name.get(provisioner.name)
+            if key is not None:
+                by_name.update({alias: key for alias in provisioner.names()})
+        return LimitKeys(keys.by_source, by_name)
 
     def _snapshot(self) -> Snapshot:
         cache = self.ctx.cache
@@ -343,6 +444,7 @@ class SchedulerReconciler(Reconciler):
             claims={(_meta(c).get("namespace", ""), _meta(c).get("name", "")): c for c in cache.list("persistentvolumeclaims")},
             volumes={_meta(v).get("name", ""): v for v in cache.list("persistentvolumes")},
             classes={_meta(c).get("name", ""): c for c in cache.list("storageclasses")},
+            limit_keys=self._limit_keys(),
         )
 
     # Kubernetes schedules one pod at a time against a cache that already "assumes"

@@ -44,6 +44,9 @@ def probe_filesystem(device: str, *, executor: Executor | None = None) -> str | 
     """The filesystem type on ``device``, ``"partition-table:<type>"`` for a
     partitioned disk, or None when the device is blank (safe to format)."""
     found = probe(device, executor=executor)
+    # On a partition blkid also reports the partition's entry in its parent's table (PART_ENTRY_*):
+    # that says nothing about the contents (Kubernetes asks blkid for TYPE and PTTYPE only).
+    found = {k: v for k, v in found.items() if k != "DEVNAME" and not k.startswith("PART_ENTRY_")}
     if not found:
         return None
     if "TYPE" in found:
