@@ -9,10 +9,35 @@ making a second one.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Iterator, Literal
 
 ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+
+# (namespace, name) -> the Secret's data, decoded to text; None when there is no such Secret.
+# Filled in by the controllers (they own the store): a provisioner that needs credentials
+# reads them through it instead of importing the store.
+SecretReader = Callable[[str, str], "dict[str, str] | None"]
+
+_secret_reader: ContextVar[SecretReader | None] = ContextVar("stowage_secret_reader", default=None)
+
+
+@contextmanager
+def secrets_available(reader: SecretReader | None) -> Iterator[None]:
+    """Make ``reader`` the one ``current_secrets()`` returns for calls that carry no request
+    (``delete``, ``expand``, ``attach``, ``detach``): a context variable, so two clusters in one
+    process never see each other's Secrets."""
+    token = _secret_reader.set(reader)
+    try:
+        yield
+    finally:
+        _secret_reader.reset(token)
+
+
+def current_secrets() -> SecretReader | None:
+    return _secret_reader.get()
 
 
 @dataclass(frozen=True)
@@ -21,6 +46,8 @@ class ProvisionRequest:
     claim: dict[str, Any]
     storage_class: dict[str, Any]
     selected_node: dict[str, Any] | None = None  # the Node object under WaitForFirstConsumer
+    # Reads the Secrets a class refers to (credentials of a cloud account); None outside a controller.
+    secrets: SecretReader | None = field(default=None, compare=False, repr=False)
 
     @property
     def parameters(self) -> dict[str, str]:
@@ -62,10 +89,14 @@ class ProvisionResult:
     node_affinity: dict[str, Any] | None = None
     message: str = ""
     retry_after: float = 1.0
+    # Extra PV annotations (e.g. where the volume's credentials live, for a later delete or attach).
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def finished(cls, source: dict[str, Any], capacity: str, node_affinity: dict[str, Any] | None = None) -> "ProvisionResult":
-        return cls("finished", source=source, capacity=capacity, node_affinity=node_affinity)
+    def finished(cls, source: dict[str, Any], capacity: str, node_affinity: dict[str, Any] | None = None,
+                 annotations: dict[str, str] | None = None) -> "ProvisionResult":
+        return cls("finished", source=source, capacity=capacity, node_affinity=node_affinity,
+                   annotations=dict(annotations or {}))
 
     @classmethod
     def in_progress(cls, message: str = "", retry_after: float = 1.0) -> "ProvisionResult":

@@ -24,6 +24,8 @@ GROUP = "stowage.provisioners"
 BUILTIN: tuple[str, ...] = (
     "provisioners.aws_ebs:AwsEbsProvisioner",
     "provisioners.gce_pd:GcePdProvisioner",
+    "provisioners.azure_disk:AzureDiskProvisioner",
+    "provisioners.azure_file:AzureFileProvisioner",
 )
 
 _lock = threading.Lock()

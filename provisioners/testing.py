@@ -49,7 +49,7 @@ def pv_from_result(provisioner: Provisioner, req: ProvisionRequest, result: Prov
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
-        "metadata": {"name": req.volume_name, "annotations": {ANN_PROVISIONED_BY: provisioner.name}},
+        "metadata": {"name": req.volume_name, "annotations": {**result.annotations, ANN_PROVISIONED_BY: provisioner.name}},
         "spec": spec,
     }
 

@@ -12,6 +12,7 @@ DEBIAN_PACKAGES=(
   postgresql                                               # the multi-host store, and its tests
   etcd-server etcd-client                                  # the clustered-database example
   iproute2 procps psmisc curl ca-certificates
+  qemu-utils                                               # qemu-img: an independent check of Azure disks' VHD footers
   kubernetes-client                                        # kubectl 1.20, the older kubectl the tests drive
 )
 

@@ -101,6 +101,8 @@ def attach_limit_keys(registry: PluginRegistry | None = None) -> LimitKeys:
 
 def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: DeviceResolver | None = None) -> PluginRegistry:
     """Every built-in plugin. ``resolver`` tells attachable plugins where this node's attached disks appear."""
+    from volume_plugins.azure_disk import AzureDiskPlugin
+    from volume_plugins.azure_file import AzureFilePlugin
     from volume_plugins.config_map import ConfigMapPlugin
     from volume_plugins.downward_api import DownwardAPIPlugin
     from volume_plugins.empty_dir import EmptyDirPlugin
@@ -128,6 +130,8 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     # Cloud disk plugins (one line each): registry.register(XPlugin(resolver=resolver))
     registry.register(AwsEbsPlugin(resolver=resolver))
     registry.register(GcePdPlugin(resolver=resolver))
+    registry.register(AzureDiskPlugin(resolver=resolver))
+    registry.register(AzureFilePlugin(resolver=resolver))
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:

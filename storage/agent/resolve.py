@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from storage.agent.volume_manager import PodVolumes, VolumeRequest
 from storage.errors import NotFound
+from volume_plugins.azure_file import DATA_KEY as AZURE_FILE_SECRET, secret_location as azure_file_secret
 
 Obj = dict[str, Any]
 
@@ -114,6 +115,9 @@ def resolve_pod_volumes(pod: Obj, reader: Reader) -> PodVolumes:
             data[f"configMap:{cm}"] = config_map_contents(_get(reader, "configmaps", cm, namespace))
         for secret in _named_sources(source, "secret"):
             data[f"secret:{secret}"] = secret_contents(_get(reader, "secrets", secret, namespace))
+        if isinstance(source.get("azureFile"), dict):
+            secret_ns, secret_name = azure_file_secret(source, namespace, inline=pv_name is None)
+            data[AZURE_FILE_SECRET] = secret_contents(_get(reader, "secrets", secret_name, secret_ns)) if secret_name else None
         downward_items = list((source.get("downwardAPI") or {}).get("items") or [])
         for projection in (source.get("projected") or {}).get("sources") or []:
             downward_items += (projection.get("downwardAPI") or {}).get("items") or []

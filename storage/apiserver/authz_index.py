@@ -93,6 +93,8 @@ def pod_refs(pod: Obj) -> PodRefs | None:
             continue
         if isinstance(volume.get("secret"), dict) and volume["secret"].get("secretName"):
             secrets.add(str(volume["secret"]["secretName"]))
+        if isinstance(volume.get("azureFile"), dict) and volume["azureFile"].get("secretName"):
+            secrets.add(str(volume["azureFile"]["secretName"]))  # the share's account key, pod's namespace
         if isinstance(volume.get("configMap"), dict) and volume["configMap"].get("name"):
             config_maps.add(str(volume["configMap"]["name"]))
         if isinstance(volume.get("persistentVolumeClaim"), dict) and volume["persistentVolumeClaim"].get("claimName"):
@@ -313,6 +315,10 @@ class AuthzIndex:
                 # A volume's secret reference may name another namespace; without one, its claim's.
                 refs: set[tuple[str, str]] = set()
                 self._collect_pv_secrets(obj.get("spec") or {}, ref.get("namespace") or "", refs)
+                azure_file = (obj.get("spec") or {}).get("azureFile") or {}
+                if isinstance(azure_file, dict) and azure_file.get("secretName"):
+                    # Kubernetes' VisitPVSecretNames: an azureFile PV's Secret, "default" without a namespace.
+                    refs.add((str(azure_file.get("secretNamespace") or "default"), str(azure_file["secretName"])))
                 if refs:
                     self._volume_secrets[name] = frozenset(refs)
 

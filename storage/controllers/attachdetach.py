@@ -32,11 +32,12 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 import structlog
 
 from provisioners import registry as provisioner_registry
-from provisioners.base import ANN_PROVISIONED_BY, Attacher
+from provisioners.base import ANN_PROVISIONED_BY, Attacher, secrets_available
 from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE, node_taints
 from storage.api.timestamps import format_time
 from storage.controllers.base import ControllerOptions, Reconciler, Result
 from storage.controllers.owners import publish
+from storage.controllers.secrets import store_secret_reader
 from storage.errors import AlreadyExists, Conflict, NotFound
 
 Obj = dict[str, Any]
@@ -331,7 +332,8 @@ class AttachDetachReconciler(Reconciler):
             return
         node = spec.get("nodeName", "")
         try:
-            attacher.detach(pv, node)
+            with secrets_available(store_secret_reader(self.ctx.store)):
+                attacher.detach(pv, node)
         except Exception as exc:
             self._set_status(va, detachError={"time": format_time(dt.datetime.now(dt.timezone.utc)), "message": str(exc)})
             raise
@@ -363,7 +365,8 @@ class AttachDetachReconciler(Reconciler):
         publish(self.ctx.cache, "volumeattachments", va)
         users = [p for p in snap.pods if (p.get("spec") or {}).get("nodeName") == attach.node]
         try:
-            metadata = attacher.attach(pv, node)
+            with secrets_available(store_secret_reader(self.ctx.store)):
+                metadata = attacher.attach(pv, node)
         except Exception as exc:
             self._set_status(va, attached=False,
                              attachError={"time": format_time(dt.datetime.now(dt.timezone.utc)), "message": str(exc)})

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from provisioners import registry as provisioner_registry
-from provisioners.base import ANN_PROVISIONED_BY, ProvisionRequest
+from provisioners.base import ANN_PROVISIONED_BY, ProvisionRequest, secrets_available
 from storage.api.quantity import format_quantity
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Cache, ControllerContext, Reconciler, Result, split_key
@@ -31,6 +31,7 @@ from storage.controllers.binder_index import (
     volume_capacity, volume_mode, volume_phase,
 )
 from storage.controllers.faults import fault_point
+from storage.controllers.secrets import store_secret_reader
 from storage.errors import AlreadyExists, Conflict, NotFound, TemporaryError
 
 log = structlog.get_logger(__name__)
@@ -512,7 +513,8 @@ class ClaimBinder(_Base):
 
         selected = annotations.get(ANN_SELECTED_NODE, "")
         node = self.ctx.cache.get(NODES, "", selected) if selected else None
-        request = ProvisionRequest(volume_name=pv_name, claim=claim, storage_class=storage_class, selected_node=node)
+        request = ProvisionRequest(volume_name=pv_name, claim=claim, storage_class=storage_class, selected_node=node,
+                                   secrets=store_secret_reader(self.ctx.store))
         fault_point("provision:before-backend")
         try:
             result = provisioner.provision(request)
@@ -552,7 +554,8 @@ class ClaimBinder(_Base):
             spec["nodeAffinity"] = result.node_affinity
         pv = {
             "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": pv_name, "annotations": {ANN_PROVISIONED_BY: provisioner_name, ANN_BOUND_BY_CONTROLLER: "yes"},
+            "metadata": {"name": pv_name, "annotations": {**result.annotations, ANN_PROVISIONED_BY: provisioner_name,
+                                                          ANN_BOUND_BY_CONTROLLER: "yes"},
                          "finalizers": [PV_PROTECTION]},
             "spec": spec,
             "status": {"phase": "Bound"},
@@ -711,7 +714,8 @@ class VolumeBinder(_Base):
         if live is None or is_deleting(live):
             return Result()  # marked for deletion by us: the backend asset is already gone
         try:
-            provisioner.delete(live)
+            with secrets_available(store_secret_reader(self.ctx.store)):
+                provisioner.delete(live)
         except TemporaryError:
             raise
         except Exception as exc:
@@ -845,7 +849,8 @@ class ExpansionController(_Base):
         request_text = (claim["spec"]["resources"]["requests"])["storage"]
         target = int(requested) if requested == int(requested) else int(requested) + 1
         try:
-            new_bytes = provisioner.expand(volume, target)
+            with secrets_available(store_secret_reader(self.ctx.store)):
+                new_bytes = provisioner.expand(volume, target)
         except TemporaryError:
             raise
         except Exception as exc:
