@@ -25,6 +25,7 @@ import math
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -264,7 +265,7 @@ class AwsEbsProvisioner(Provisioner, Attacher):
     def __init__(self, *, cluster_id: str | None = None, client_factory: Callable[[], Any] | None = None,
                  retry_mode: str = "adaptive", max_attempts: int = 5, attach_timeout: float = 120.0,
                  detach_timeout: float = 120.0, modify_timeout: float = 30.0, create_timeout: float = 300.0,
-                 max_wait: float = 10.0,
+                 max_wait: float = 10.0, zones_ttl: float = 600.0,
                  nodes: Callable[[str], Obj | None] | None = None) -> None:
         self.cluster_id = cluster_id or os.environ.get(CLUSTER_ENV) or DEFAULT_CLUSTER
         self._client_factory = client_factory
@@ -280,6 +281,9 @@ class AwsEbsProvisioner(Provisioner, Attacher):
         self._lock = threading.Lock()
         self._instance_locks: dict[str, threading.Lock] = {}
         self._node_instances: dict[str, str] = {}  # node name -> instance id, learnt on attach
+        # A region's zones change a few times a year; asking once per Immediate claim doubled the calls.
+        self.zones_ttl = zones_ttl
+        self._zones: dict[str, tuple[float, frozenset[str]]] = {}  # region -> (monotonic expiry, zone names)
 
     # ---- the EC2 client ------------------------------------------------------------
 
@@ -394,15 +398,29 @@ class AwsEbsProvisioner(Provisioner, Attacher):
                                                   f'{", ".join(sorted(allowed))}')
             return zone
         if not allowed:
-            zones = self._call("describe_availability_zones",
-                               Filters=[{"Name": "state", "Values": ["available"]}]).get("AvailabilityZones") or []
-            allowed = {z["ZoneName"] for z in zones if z.get("ZoneType", "availability-zone") == "availability-zone"}
-            if not allowed:
-                raise TemporaryError("the region lists no available zone", delay=10.0)
+            allowed = set(self._available_zones())
         # As Kubernetes' ChooseZoneForVolume: spread claims over the zones, the same claim always to the same zone.
         ordered = sorted(allowed)
         digest = hashlib.sha256(req.volume_name.encode()).digest()
         return ordered[int.from_bytes(digest[:4], "big") % len(ordered)]
+
+    def _available_zones(self) -> frozenset[str]:
+        """The region's available zones, asked at most once per ``zones_ttl`` seconds per region. Two
+        threads missing at once may both ask: harmless, and no lock is held over the call."""
+        client = self.ec2
+        region = str(getattr(getattr(client, "meta", None), "region_name", "") or "")
+        with self._lock:
+            cached = self._zones.get(region)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        zones = self._call("describe_availability_zones",
+                           Filters=[{"Name": "state", "Values": ["available"]}]).get("AvailabilityZones") or []
+        names = frozenset(z["ZoneName"] for z in zones if z.get("ZoneType", "availability-zone") == "availability-zone")
+        if not names:
+            raise TemporaryError("the region lists no available zone", delay=10.0)  # not cached: ask again
+        with self._lock:
+            self._zones[region] = (time.monotonic() + self.zones_ttl, names)
+        return names
 
     def provision(self, req: ProvisionRequest) -> ProvisionResult:
         self.check_parameters(req.parameters)
@@ -581,15 +599,17 @@ class AwsEbsProvisioner(Provisioner, Attacher):
         with self._lock:
             self._node_instances[node_name] = instance_id
         volume_id, _ = self._volume_of(pv)
-        volume = self._describe_volume(volume_id)
-        if volume is None:
-            raise PermanentError(f"EBS volume {volume_id} does not exist")
-        # CE4: never across zones, whatever the API says.
-        if zone and volume.get("AvailabilityZone") != zone:
-            raise PermanentError(f'EBS volume {volume_id} is in zone {volume.get("AvailabilityZone")}, node "{node_name}" '
-                                 f"is in zone {zone}: a volume attaches only to instances in its own zone")
+        # One DescribeVolumes, under the instance lock: the checks below and the attach act on the same
+        # answer, and no attach of ours to this instance can slip in between.
         with self._instance_lock(instance_id):
-            volume = self._describe_volume(volume_id) or volume
+            volume = self._describe_volume(volume_id)
+            if volume is None:
+                raise PermanentError(f"EBS volume {volume_id} does not exist")
+            # CE4: never across zones, whatever the API says.
+            if zone and volume.get("AvailabilityZone") != zone:
+                raise PermanentError(f'EBS volume {volume_id} is in zone {volume.get("AvailabilityZone")}, '
+                                     f'node "{node_name}" is in zone {zone}: a volume attaches only to instances '
+                                     "in its own zone")
             mine = self._attachment_on(volume, instance_id)
             # CE5: one instance at a time, even where the API would allow a second attachment.
             others = [a for a in volume.get("Attachments") or [] if a.get("InstanceId") != instance_id

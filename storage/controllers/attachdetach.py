@@ -234,6 +234,10 @@ def calculate_changes(snap: Snapshot, now: dt.datetime, max_wait: float) -> Chan
 class AttachDetachReconciler(Reconciler):
     name = "attachdetach"
     primary = "persistentvolumes"
+    # Each attach or detach waits on a cloud API for seconds; with 2 workers a burst of pods queues
+    # behind them. Safe in parallel: a key is one PV (never on two workers at once), calculate_changes is
+    # pure, the shared maps below are behind self._lock, and the attachers serialise per instance.
+    workers = 8
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
