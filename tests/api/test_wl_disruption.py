@@ -164,9 +164,12 @@ def test_E4_E5_E8_the_controller_keeps_status_and_kubectl_prints_its_columns(env
     status = status_of(env, "cols", observedGeneration=2)
     assert (status["expectedPods"], status["disruptionsAllowed"]) == (0, 0)
     assert status["conditions"][0]["reason"] == "InsufficientPods"
-    reasons = {e.get("reason") for e in env.admin.list("events", "default")[0]
-               if (e.get("involvedObject") or {}).get("name") == "cols"}
-    assert "UnmanagedPods" in reasons
+
+    def reasons() -> set[str]:
+        return {e.get("reason") for e in env.admin.list("events", "default")[0]
+                if (e.get("involvedObject") or {}).get("name") == "cols"}
+    # The event is written after the status it explains: wait for it, do not race it.
+    wait_for(lambda: "UnmanagedPods" in reasons(), "the UnmanagedPods event", 30)
 
 
 def test_E9_E12_an_eviction_spends_the_budget_then_is_refused_with_429(env: Env) -> None:
