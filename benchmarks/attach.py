@@ -77,6 +77,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 from attach_harness import SimulatedDisks, ebs_link  # noqa: E402
 from provisioners import registry as provisioner_registry  # noqa: E402
 from provisioners.aws_ebs import AwsEbsProvisioner  # noqa: E402
+from raw_volume import wait  # noqa: E402
 from serverutil import running_server  # noqa: E402
 from storage.controllers.manager import run_controllers  # noqa: E402
 from storage.errors import AlreadyExists, NotFound  # noqa: E402
@@ -430,19 +431,6 @@ class Cluster:
         provisioner_registry.unregister(AwsEbsProvisioner.name)
         self._server_cm.__exit__(None, None, None)
         return problems
-
-
-def wait(predicate: Callable[[], Any], what: str, timeout: float, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (NotFound, OSError):
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 # ---- (2) and (3) ------------------------------------------------------------------------------
