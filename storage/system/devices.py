@@ -14,6 +14,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 SYS_BLOCK = Path("/sys/block")
+BY_ID = Path("/dev/disk/by-id")
 
 
 def _normalise(serial: str) -> str:
@@ -21,8 +22,18 @@ def _normalise(serial: str) -> str:
     return serial.strip().replace("-", "").lower()
 
 
-def _udev_serial(wanted: str) -> str | None:
-    """The whole disk udev knows by serial ``wanted`` (normalised); None without pyudev or a match."""
+def _sysfs_serial(name: str) -> str | None:
+    for candidate in (SYS_BLOCK / name / "serial", SYS_BLOCK / name / "device" / "serial"):
+        try:
+            return candidate.read_text().strip()
+        except OSError:
+            continue
+    return None
+
+
+def find_by_serial(serial: str) -> str | None:
+    """The ``/dev/...`` node of the whole disk whose serial is ``serial``."""
+    wanted = _normalise(serial)
     try:
         import pyudev
 
@@ -40,19 +51,29 @@ def _udev_serial(wanted: str) -> str | None:
                     return device.device_node
     except Exception as exc:  # pyudev missing or /sys unreadable: the plain scan still works
         log.debug("devices.pyudev_unavailable", error=str(exc))
+    for entry in sorted(SYS_BLOCK.iterdir()) if SYS_BLOCK.exists() else []:
+        value = _sysfs_serial(entry.name)
+        if value and _normalise(value) == wanted:
+            return f"/dev/{entry.name}"
     return None
 
 
-def _scan_serial(sys_block: Path, wanted: str) -> str | None:
-    """The plain sysfs scan: ``<disk>/serial`` or ``<disk>/device/serial`` equal to ``wanted``."""
-    for entry in sorted(sys_block.iterdir()) if sys_block.exists() else []:
-        for candidate in (entry / "serial", entry / "device" / "serial"):
-            try:
-                value = candidate.read_text()
-            except OSError:
-                continue
-            if _normalise(value) == wanted:
-                return f"/dev/{entry.name}"
+def find_by_id(link_name: str) -> str | None:
+    """Resolve ``/dev/disk/by-id/<link_name>`` when udev made it."""
+    link = BY_ID / link_name
+    if link.exists():
+        return os.path.realpath(link)
+    return None
+
+
+def find_device(*, serial: str | None = None, by_id: tuple[str, ...] = ()) -> str | None:
+    """Try by-id links first (exact on real nodes), then the serial number."""
+    for name in by_id:
+        found = find_by_id(name)
+        if found:
+            return found
+    if serial:
+        return find_by_serial(serial)
     return None
 
 
@@ -86,11 +107,19 @@ class DeviceResolver:
         return None
 
     def by_serial(self, serial: str) -> str | None:
-        """A whole disk whose serial is ``serial`` (dashes and case ignored): udev's view on the
-        real ``/sys/block``, then the plain sysfs scan."""
+        """A whole disk whose sysfs serial is ``serial`` (dashes and case ignored)."""
+        if self.sys_block == SYS_BLOCK:
+            return find_by_serial(serial)
         wanted = _normalise(serial)
-        found = _udev_serial(wanted) if self.sys_block == SYS_BLOCK else None
-        return found or _scan_serial(self.sys_block, wanted)
+        for entry in sorted(self.sys_block.iterdir()) if self.sys_block.exists() else []:
+            for candidate in (entry / "serial", entry / "device" / "serial"):
+                try:
+                    value = candidate.read_text()
+                except OSError:
+                    continue
+                if _normalise(value) == wanted:
+                    return f"/dev/{entry.name}"
+        return None
 
 
 def _is_block_device(path: str) -> bool:
