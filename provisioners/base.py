@@ -21,23 +21,33 @@ ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 # reads them through it instead of importing the store.
 SecretReader = Callable[[str, str], "dict[str, str] | None"]
 
+# (namespace, name) -> the ConfigMap's data; None when there is no such ConfigMap (ceph-csi's cluster map).
+ConfigMapReader = Callable[[str, str], "dict[str, str] | None"]
+
 _secret_reader: ContextVar[SecretReader | None] = ContextVar("stowage_secret_reader", default=None)
+_config_map_reader: ContextVar[ConfigMapReader | None] = ContextVar("stowage_config_map_reader", default=None)
 
 
 @contextmanager
-def secrets_available(reader: SecretReader | None) -> Iterator[None]:
-    """Make ``reader`` the one ``current_secrets()`` returns for calls that carry no request
-    (``delete``, ``expand``, ``attach``, ``detach``): a context variable, so two clusters in one
-    process never see each other's Secrets."""
+def secrets_available(reader: SecretReader | None, config_maps: ConfigMapReader | None = None) -> Iterator[None]:
+    """Make ``reader`` (and ``config_maps``) the ones ``current_secrets()`` (``current_config_maps()``)
+    return for calls that carry no request (``delete``, ``expand``, ``attach``, ``detach``): context
+    variables, so two clusters in one process never see each other's objects."""
     token = _secret_reader.set(reader)
+    cm_token = _config_map_reader.set(config_maps)
     try:
         yield
     finally:
+        _config_map_reader.reset(cm_token)
         _secret_reader.reset(token)
 
 
 def current_secrets() -> SecretReader | None:
     return _secret_reader.get()
+
+
+def current_config_maps() -> ConfigMapReader | None:
+    return _config_map_reader.get()
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class ProvisionRequest:
     selected_node: dict[str, Any] | None = None  # the Node object under WaitForFirstConsumer
     # Reads the Secrets a class refers to (credentials of a cloud account); None outside a controller.
     secrets: SecretReader | None = field(default=None, compare=False, repr=False)
+    # Reads ConfigMaps (ceph-csi's cluster-id -> monitors map); None outside a controller.
+    config_maps: ConfigMapReader | None = field(default=None, compare=False, repr=False)
 
     @property
     def parameters(self) -> dict[str, str]:

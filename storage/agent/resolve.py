@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from storage.agent.volume_manager import PodVolumes, VolumeRequest
+from storage.api.volume_secrets import SECRET_DATA_KEY, volume_secret_ref
 from storage.errors import NotFound
 from volume_plugins.azure_file import DATA_KEY as AZURE_FILE_SECRET, secret_location as azure_file_secret
 
@@ -118,6 +119,9 @@ def resolve_pod_volumes(pod: Obj, reader: Reader) -> PodVolumes:
         if isinstance(source.get("azureFile"), dict):
             secret_ns, secret_name = azure_file_secret(source, namespace, inline=pv_name is None)
             data[AZURE_FILE_SECRET] = secret_contents(_get(reader, "secrets", secret_name, secret_ns)) if secret_name else None
+        volume_secret = volume_secret_ref(source, namespace, inline=pv_name is None)
+        if volume_secret is not None:
+            data[SECRET_DATA_KEY] = secret_contents(_get(reader, "secrets", volume_secret[1], volume_secret[0]))
         downward_items = list((source.get("downwardAPI") or {}).get("items") or [])
         for projection in (source.get("projected") or {}).get("sources") or []:
             downward_items += (projection.get("downwardAPI") or {}).get("items") or []

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import structlog
 
 from storage.api.node_affinity import affinity_hostnames
+from storage.api.volume_secrets import volume_secret_ref
 from storage.apiserver.auth import User
 from storage.apiserver.rbac import RoleRef, Rule, rules_from, subject_key, subject_keys
 from storage.errors import Gone
@@ -95,6 +96,9 @@ def pod_refs(pod: Obj) -> PodRefs | None:
             secrets.add(str(volume["secret"]["secretName"]))
         if isinstance(volume.get("azureFile"), dict) and volume["azureFile"].get("secretName"):
             secrets.add(str(volume["azureFile"]["secretName"]))  # the share's account key, pod's namespace
+        inline_secret = volume_secret_ref(volume, "", inline=True)  # rbd, cephfs, iscsi, flexVolume, csi ...
+        if inline_secret is not None:
+            secrets.add(inline_secret[1])
         if isinstance(volume.get("configMap"), dict) and volume["configMap"].get("name"):
             config_maps.add(str(volume["configMap"]["name"]))
         if isinstance(volume.get("persistentVolumeClaim"), dict) and volume["persistentVolumeClaim"].get("claimName"):

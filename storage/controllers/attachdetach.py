@@ -37,7 +37,7 @@ from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE, node_taints
 from storage.api.timestamps import format_time
 from storage.controllers.base import ControllerOptions, Reconciler, Result
 from storage.controllers.owners import publish
-from storage.controllers.secrets import store_secret_reader
+from storage.controllers.secrets import store_config_map_reader, store_secret_reader
 from storage.errors import AlreadyExists, Conflict, NotFound
 
 Obj = dict[str, Any]
@@ -336,7 +336,7 @@ class AttachDetachReconciler(Reconciler):
             return
         node = spec.get("nodeName", "")
         try:
-            with secrets_available(store_secret_reader(self.ctx.store)):
+            with secrets_available(store_secret_reader(self.ctx.store), store_config_map_reader(self.ctx.store)):
                 attacher.detach(pv, node)
         except Exception as exc:
             self._set_status(va, detachError={"time": format_time(dt.datetime.now(dt.timezone.utc)), "message": str(exc)})
@@ -369,7 +369,7 @@ class AttachDetachReconciler(Reconciler):
         publish(self.ctx.cache, "volumeattachments", va)
         users = [p for p in snap.pods if (p.get("spec") or {}).get("nodeName") == attach.node]
         try:
-            with secrets_available(store_secret_reader(self.ctx.store)):
+            with secrets_available(store_secret_reader(self.ctx.store), store_config_map_reader(self.ctx.store)):
                 metadata = attacher.attach(pv, node)
         except Exception as exc:
             self._set_status(va, attached=False,

@@ -31,7 +31,7 @@ from storage.controllers.binder_index import (
     volume_capacity, volume_mode, volume_phase,
 )
 from storage.controllers.faults import fault_point
-from storage.controllers.secrets import store_secret_reader
+from storage.controllers.secrets import store_config_map_reader, store_secret_reader
 from storage.errors import AlreadyExists, Conflict, NotFound, TemporaryError
 
 log = structlog.get_logger(__name__)
@@ -514,7 +514,8 @@ class ClaimBinder(_Base):
         selected = annotations.get(ANN_SELECTED_NODE, "")
         node = self.ctx.cache.get(NODES, "", selected) if selected else None
         request = ProvisionRequest(volume_name=pv_name, claim=claim, storage_class=storage_class, selected_node=node,
-                                   secrets=store_secret_reader(self.ctx.store))
+                                   secrets=store_secret_reader(self.ctx.store),
+                                   config_maps=store_config_map_reader(self.ctx.store))
         fault_point("provision:before-backend")
         try:
             result = provisioner.provision(request)
@@ -714,7 +715,7 @@ class VolumeBinder(_Base):
         if live is None or is_deleting(live):
             return Result()  # marked for deletion by us: the backend asset is already gone
         try:
-            with secrets_available(store_secret_reader(self.ctx.store)):
+            with secrets_available(store_secret_reader(self.ctx.store), store_config_map_reader(self.ctx.store)):
                 provisioner.delete(live)
         except TemporaryError:
             raise
@@ -849,7 +850,7 @@ class ExpansionController(_Base):
         request_text = (claim["spec"]["resources"]["requests"])["storage"]
         target = int(requested) if requested == int(requested) else int(requested) + 1
         try:
-            with secrets_available(store_secret_reader(self.ctx.store)):
+            with secrets_available(store_secret_reader(self.ctx.store), store_config_map_reader(self.ctx.store)):
                 new_bytes = provisioner.expand(volume, target)
         except TemporaryError:
             raise
