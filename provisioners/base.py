@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Literal
 
 ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+# On a PV: JSON list of {"kind", "namespace", "name"} the controller created for it (ProvisionResult.objects).
+ANN_PROVISIONED_OBJECTS = "stowage.io/provisioned-objects"
+# On each such object: the PV it belongs to, so nothing else of the same name is ever replaced or deleted.
+LABEL_PROVISIONED_FOR = "stowage.io/provisioned-for"
+# The kinds a provisioner may ask for (least privilege: never RBAC objects, pods or workloads).
+VOLUME_OBJECT_KINDS: dict[str, str] = {"Secret": "secrets", "Service": "services", "Endpoints": "endpoints"}
 
 # (namespace, name) -> the Secret's data, decoded to text; None when there is no such Secret.
 # Filled in by the controllers (they own the store): a provisioner that needs credentials
@@ -103,12 +109,17 @@ class ProvisionResult:
     retry_after: float = 1.0
     # Extra PV annotations (e.g. where the volume's credentials live, for a later delete or attach).
     annotations: dict[str, str] = field(default_factory=dict)
+    # Namespaced objects the volume needs besides itself (a GlusterFS volume's Service and Endpoints,
+    # a per-volume Ceph user's Secret): full manifests of kinds in ``VOLUME_OBJECT_KINDS``. The
+    # provisioning controller creates them before saving the PV and deletes them after ``delete``.
+    objects: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def finished(cls, source: dict[str, Any], capacity: str, node_affinity: dict[str, Any] | None = None,
-                 annotations: dict[str, str] | None = None) -> "ProvisionResult":
+                 annotations: dict[str, str] | None = None,
+                 objects: list[dict[str, Any]] | None = None) -> "ProvisionResult":
         return cls("finished", source=source, capacity=capacity, node_affinity=node_affinity,
-                   annotations=dict(annotations or {}))
+                   annotations=dict(annotations or {}), objects=list(objects or []))
 
     @classmethod
     def in_progress(cls, message: str = "", retry_after: float = 1.0) -> "ProvisionResult":

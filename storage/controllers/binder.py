@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from provisioners import registry as provisioner_registry
-from provisioners.base import ANN_PROVISIONED_BY, ProvisionRequest, secrets_available
+from provisioners.base import ANN_PROVISIONED_BY, ANN_PROVISIONED_OBJECTS, ProvisionRequest, secrets_available
 from storage.api.quantity import format_quantity
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Cache, ControllerContext, Reconciler, Result, split_key
@@ -32,6 +32,7 @@ from storage.controllers.binder_index import (
 )
 from storage.controllers.faults import fault_point
 from storage.controllers.secrets import store_config_map_reader, store_secret_reader
+from storage.controllers.volume_objects import delete_objects, ensure_objects
 from storage.errors import AlreadyExists, Conflict, NotFound, TemporaryError
 
 log = structlog.get_logger(__name__)
@@ -538,6 +539,12 @@ class ClaimBinder(_Base):
                 self._update(PVCS, updated)  # the scheduler picks another node
             return Result()
         fault_point("provision:after-backend")
+        try:
+            objects_annotation = ensure_objects(self.ctx.store, pv_name, result.objects)
+        except Exception as exc:
+            self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
+                                   f'failed to provision volume with StorageClass "{class_name}": {exc}')
+            raise
 
         spec: dict[str, Any] = {
             "capacity": {"storage": result.capacity},
@@ -553,9 +560,11 @@ class ClaimBinder(_Base):
             spec["mountOptions"] = list(storage_class["mountOptions"])
         if result.node_affinity:
             spec["nodeAffinity"] = result.node_affinity
+        extra_annotations = {ANN_PROVISIONED_OBJECTS: objects_annotation} if objects_annotation else {}
         pv = {
             "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": pv_name, "annotations": {**result.annotations, ANN_PROVISIONED_BY: provisioner_name,
+            "metadata": {"name": pv_name, "annotations": {**result.annotations, **extra_annotations,
+                                                          ANN_PROVISIONED_BY: provisioner_name,
                                                           ANN_BOUND_BY_CONTROLLER: "yes"},
                          "finalizers": [PV_PROTECTION]},
             "spec": spec,
@@ -723,6 +732,7 @@ class VolumeBinder(_Base):
             live = self._set_volume_phase(live, "Failed", str(exc))
             self.ctx.events.record(live, "Warning", "VolumeFailedDelete", str(exc))
             raise
+        delete_objects(self.ctx.store, live)
         try:
             self.ctx.store.delete(PVS, "", name, resource_version=_meta(live).get("resourceVersion"))
         except NotFound:
