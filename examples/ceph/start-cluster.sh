@@ -6,12 +6,15 @@
 #   start-cluster.sh start DIR [--no-mds]   writes DIR/ceph.conf and DIR/ceph.client.admin.keyring,
 #                                           prints KEY=VALUE lines (fsid, monitor address, admin key)
 #   start-cluster.sh stop DIR               kills the daemons this script started from DIR
+#   start-cluster.sh objects DIR            creates the pool `rbd` and the subvolume group `csi`, and
+#                                           prints the Secrets and ceph-csi's ConfigMap (clusterID
+#                                           "example") that the example classes refer to, as YAML
 #
 # Every daemon runs in the foreground of a background job, logging under DIR; its pid goes to DIR/pids,
 # so stop only ever touches processes it started. The monitor's port is asked of the OS, never fixed.
 set -euo pipefail
 
-usage() { echo "usage: $0 start DIR [--no-mds] | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR [--no-mds] | stop DIR | objects DIR" >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 mode=$1
 dir=$(realpath -m "$2")
@@ -30,6 +33,44 @@ stop_cluster() {
 }
 
 if [[ $mode == stop ]]; then stop_cluster; exit 0; fi
+if [[ $mode == objects ]]; then
+  conf=(-c "$dir/ceph.conf")
+  [[ -f $dir/ceph.conf ]] || { echo "start-cluster: no cluster in $dir (run: $0 start $dir)" >&2; exit 1; }
+  ceph "${conf[@]}" osd pool ls | grep -qx rbd || { ceph "${conf[@]}" osd pool create rbd 8 >/dev/null 2>&1; rbd "${conf[@]}" pool init rbd; }
+  ceph "${conf[@]}" fs subvolumegroup create cephfs csi
+  key=$(ceph-authtool -p "$dir/ceph.client.admin.keyring" -n client.admin)
+  monitors=$(sed -n 's/^mon host = \[v2:\(.*\)\]$/\1/p' "$dir/ceph.conf")
+  cat <<YAML
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: ceph-csi-config
+  namespace: kube-system
+data:
+  config.json: '[{"clusterID": "example", "monitors": ["$monitors"], "cephFS": {"subvolumeGroup": "csi"}}]'
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: csi-rbd-secret
+  namespace: default
+stringData:
+  userID: admin
+  userKey: $key
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: csi-cephfs-secret
+  namespace: default
+stringData:
+  adminID: admin
+  adminKey: $key
+  userID: admin
+  userKey: $key
+YAML
+  exit 0
+fi
 [[ $mode == start ]] || usage
 with_mds=1
 [[ ${1:-} == --no-mds ]] && with_mds=0
