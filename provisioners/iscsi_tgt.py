@@ -109,10 +109,13 @@ class Tgtadm:
         try:
             return self.executor.run(self.argv(*args), secrets=secrets, timeout=60).stdout
         except CommandError as exc:
+            # The message names tgtadm, not the env wrapper that carries the socket; argv is masked already.
+            shown = CommandError(exc.argv[2:] if exc.argv[0] == "env" else exc.argv, exc.returncode, exc.stdout,
+                                 exc.stderr)
             if "can't send the request to the tgt daemon" in exc.stderr or exc.returncode == 107:
                 raise TemporaryError(f"tgtd is not reachable through {self.socket or 'its default socket'}"
-                                     f".{self.control_port}: {exc}", delay=5.0) from exc
-            raise
+                                     f".{self.control_port}: {shown}", delay=5.0) from shown
+            raise shown from exc
 
     def targets(self) -> list[TgtTarget]:
         return parse_target_show(self.run("--mode", "target", "--op", "show"))

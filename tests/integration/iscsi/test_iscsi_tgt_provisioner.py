@@ -261,4 +261,5 @@ def test_chap_password_is_masked_in_command_errors(tmp_path: Path) -> None:
         tgtadm.run("--mode", "account", "--op", "new", "--user", USER, "--password", PASSWORD, secrets=(PASSWORD,))
     failure = info.value.__cause__ if isinstance(info.value, TemporaryError) else info.value
     assert isinstance(failure, CommandError) and "***" in failure.argv and PASSWORD not in failure.argv
+    assert str(failure).startswith("tgtadm exited with status")
     assert PASSWORD not in str(info.value) and PASSWORD not in str(failure)
