@@ -28,7 +28,7 @@ stop_tgtd() {
     for tid in $tids; do tgtadm_ --lld iscsi --mode target --op delete --force --tid "$tid" >/dev/null 2>&1 || true; done
     tgtadm_ --mode sys --op delete >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
     for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f "$dir/pid" "$sock".* "$dir/control_port"
