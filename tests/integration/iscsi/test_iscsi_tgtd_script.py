@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import SCRIPT
+SCRIPT = Path(__file__).resolve().parents[3] / "examples" / "iscsi" / "start-tgtd.sh"
 
 
 def test_second_tgtd_has_its_own_port_and_socket_and_stops_alone(tgt: Any, tmp_path: Path) -> None:
