@@ -24,15 +24,17 @@ wait_for() {  # wait_for SECONDS COMMAND...: poll with back-off until COMMAND su
   done
 }
 
-alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
+# Running, not merely unreaped: a process whose parent exited waits for the host's init to reap it.
+alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null && [[ $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+gone() { ! alive "$1"; }
 
-stop_pid() {  # stop_pid PIDFILE: SIGTERM, then SIGKILL after a short wait (throw-away server)
-  local file=$1 pid
+stop_pid() {  # stop_pid PIDFILE GRACE: SIGTERM, then SIGKILL after GRACE seconds (a throw-away server)
+  local file=$1 grace=$2 pid
   [[ -f $file ]] || return 0
   pid=$(cat "$file" 2>/dev/null || true)
   if alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_for 5 bash -c "! kill -0 $pid"; then kill -KILL "$pid" 2>/dev/null || true; wait_for 5 bash -c "! kill -0 $pid" || true; fi
+    if ! wait_for "$grace" gone "$pid"; then kill -KILL "$pid" 2>/dev/null || true; wait_for 5 gone "$pid" || true; fi
   fi
   rm -f "$file"
 }
@@ -140,11 +142,12 @@ stop)
   [[ -d $dir ]] || exit 0
   dir=$(cd "$dir" && pwd)
   # Only the processes this script recorded, server first so it can unregister from rpcbind.
-  stop_pid "$dir/ganesha.pid"
+  # ganesha needs 1-2 s after SIGTERM.
+  stop_pid "$dir/ganesha.pid" 5
   rm -f "$dir/ganesha.nfsd.pid"
-  stop_pid "$dir/rpcbind.pid"
+  stop_pid "$dir/rpcbind.pid" 1
   # The holder's exit tears down the namespaces (and the private /run with them).
-  stop_pid "$dir/holder.pid"
+  stop_pid "$dir/holder.pid" 5
   ;;
 *) usage ;;
 esac
