@@ -285,7 +285,7 @@ class NfsSubdirProvisioner(Provisioner):
                     if tree.exists(archived):  # archived once before (a name reused): keep both
                         archived = posixpath.join(parent, f"{ARCHIVE_PREFIX}{base}-{name}")
                     tree.rename(directory, archived)
-                log.info("nfs_subdir.archived", volume=name, directory=directory, archived=archived)
+                    log.info("nfs_subdir.archived", volume=name, directory=directory, archived=archived)
             else:
                 tree.remove_tree(directory)
                 log.info("nfs_subdir.deleted", volume=name, directory=directory)
@@ -314,6 +314,9 @@ class NfsSubdirProvisioner(Provisioner):
             tree, inside = self._open(location[0], location[1]), location[2]
         else:
             tree, inside = self._open_containing(server, path)
+        if inside and not tree.exists(inside):
+            tree.close()
+            raise TemporaryError(f"NFS server {server}: cannot scrub {path}: no such directory", delay=30.0)
         try:
             tree.remove_tree(inside, keep_top=True)
         except OSError as exc:
@@ -324,13 +327,13 @@ class NfsSubdirProvisioner(Provisioner):
 
     def _open_containing(self, server: str, path: str) -> tuple[ExportTree, str]:
         """A static PV names only a path: mount it, or the nearest parent the server exports."""
-        candidate, last_error = path, None
+        candidate, first_error = path, None
         while True:
             try:
                 tree = self._open(server, candidate)
                 return tree, posixpath.relpath(path, candidate) if path != candidate else ""
             except TemporaryError as exc:
-                last_error = exc
+                first_error = first_error or exc  # the volume's own path: the error worth reporting
             if candidate == "/":
-                raise last_error
+                raise first_error
             candidate = posixpath.dirname(candidate)

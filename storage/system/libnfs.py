@@ -15,7 +15,7 @@ import errno
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import structlog
 
@@ -49,7 +49,6 @@ _Dirent._fields_ = [
     ("atime_nsec", ctypes.c_uint32), ("mtime_nsec", ctypes.c_uint32), ("ctime_nsec", ctypes.c_uint32),
 ]
 NF3DIR = 2  # nfs_readdir's type for a directory (NF3DIR in libnfs-raw-nfs.h)
-NF3LNK = 5
 
 
 def library() -> ctypes.CDLL:
@@ -302,11 +301,3 @@ class NfsClient:
             return b"".join(parts)
         return self._call(op)
 
-
-def walk_names(client: NfsClient, path: str = "/") -> Iterator[str]:
-    """Every entry name under ``path``, depth first (for checks and listings)."""
-    for name, is_dir in client.entries(path):
-        child = f"{path.rstrip('/')}/{name}"
-        yield child
-        if is_dir:
-            yield from walk_names(client, child)

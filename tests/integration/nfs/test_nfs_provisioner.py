@@ -172,6 +172,24 @@ def test_nf7_recycle_scrubs_contents_keeps_directory(ganesha, share: str, prov) 
     assert on_disk.is_dir() and list(on_disk.iterdir()) == []
 
 
+def test_nf7_recycle_of_a_missing_directory_fails_naming_it(ganesha, share: str, prov) -> None:
+    """NF7: a static PV whose directory is not on the server is not reported as recycled."""
+    missing = f"{ganesha.export}/{share}/not-there"
+    with pytest.raises(TemporaryError, match=f"cannot scrub {missing}: no such directory"):
+        prov.recycle({"metadata": {"name": "m"}, "spec": {"nfs": {"server": ganesha.server, "path": missing}}})
+
+
+def test_nf7_archiving_a_reused_name_keeps_both_archives(ganesha, share: str, prov) -> None:
+    """NF7: a pathPattern without the PV name reuses a directory; a second archive does not replace the first."""
+    cls = sc(server=ganesha.server, path=f"{ganesha.export}/{share}", pathPattern="${.PVC.name}")
+    first, pv1, on_disk = _provision_with_data(prov, cls)
+    prov.delete(pv1)
+    second, pv2, _ = _provision_with_data(prov, cls)
+    prov.delete(pv2)
+    root = Path(ganesha.export) / share
+    assert sorted(p.name for p in root.iterdir()) == ["archived-data", f"archived-data-{second.volume_name}"]
+
+
 def test_nf1_unreachable_server_is_temporary_naming_it(ganesha, share: str) -> None:
     """NF1: no server answering -> TemporaryError naming the server (here: the host's network, where
     nothing serves NFS)."""
@@ -189,3 +207,13 @@ def test_nf1_local_export_path(ganesha, share: str) -> None:
     assert (Path(ganesha.export) / share / f"y-x-{req.volume_name}").is_dir()
     local.delete(pv)
     assert not (Path(ganesha.export) / share / f"y-x-{req.volume_name}").exists()
+
+
+def test_nf1_local_exports_setting() -> None:
+    """NF1: STOWAGE_NFS_LOCAL_EXPORTS maps server:/export to a local directory; bad entries are named."""
+    from provisioners.nfs_subdir import parse_local_exports
+
+    assert parse_local_exports("nfs1:/exports/k8s=/mnt/k8s; [fd00::5]:/e/=/mnt/e") == {
+        ("nfs1", "/exports/k8s"): "/mnt/k8s", ("fd00::5", "/e"): "/mnt/e"}
+    with pytest.raises(PermanentError, match="STOWAGE_NFS_LOCAL_EXPORTS: 'nfs1=/mnt' is not server:/export=/local/dir"):
+        parse_local_exports("nfs1=/mnt")
