@@ -1,5 +1,7 @@
-"""`stowage up` with a pod on an nfs PersistentVolume on a node whose kernel has no NFS client: the pod
-waits in ContainerCreating with a FailedMount event that names the missing kernel client (NF6)."""
+"""`stowage up` on a node whose kernel has no NFS client: a claim of an nfs-subdir class is provisioned
+on the session's ganesha by the control plane (over NFS, through the server's network namespace), and
+pods on it and on a static EFS-style PV wait in ContainerCreating with a FailedMount event that names
+the missing kernel client (NF1, NF4, NF6)."""
 from __future__ import annotations
 
 import sys
@@ -50,16 +52,69 @@ spec:
   volumes:
     - name: data
       persistentVolumeClaim: {claimName: shared}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: nfs-subdir}
+provisioner: k8s-sigs.io/nfs-subdir-external-provisioner
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+mountOptions: [nfsvers=3]
+parameters:
+  server: 127.0.0.1
+  path: EXPORT
+  pathPattern: "${.PVC.namespace}/${.PVC.annotations.nfs.io/storage-path}"
+  archiveOnDelete: "false"
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: dynamic
+  namespace: default
+  annotations: {nfs.io/storage-path: web-content}
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: nfs-subdir
+  resources: {requests: {storage: 2Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: web
+      image: debian:12
+      command: ["sleep", "infinity"]
+      volumeMounts: [{name: content, mountPath: /content}]
+  volumes:
+    - name: content
+      persistentVolumeClaim: {claimName: dynamic}
 """
 
 
 @pytest.fixture
-def stowage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stowage]:
+def share(ganesha) -> Iterator[Path]:
+    import shutil
+
+    root = Path(ganesha.export) / "up"
+    root.mkdir()
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def stowage(tmp_path_factory: pytest.TempPathFactory, ganesha, share: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Stowage]:
     need_root("stowage up runs a node agent")
     need_programs("runc", "losetup", "mkfs.ext4", "nsenter")
     data_dir = tmp_path_factory.mktemp("stowage-nfs-up")
     manifest = data_dir / "nfs.yaml"
-    manifest.write_text(MANIFEST)
+    manifest.write_text(MANIFEST.replace("EXPORT", str(share)))
+    # The control plane reaches the server through its namespace (stowage up inherits the environment).
+    monkeypatch.setenv("STOWAGE_NFS_NETNS", ganesha.netns)
     up = Stowage(data_dir, [manifest])
     problems: list[str] = []
     try:
@@ -73,15 +128,28 @@ def stowage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stowage]:
 
 
 @pytest.mark.skipif(nfs_supported(), reason="this kernel has an NFS client: the mount would be tried for real")
-def test_nf6_pod_on_nfs_volume_gets_failed_mount_naming_the_missing_kernel_client(stowage: Stowage) -> None:
-    """NF6: the claim binds to the static EFS-style nfs PV (NF4); the pod's FailedMount event says the
-    node's kernel has no NFS client and names the export; the pod is not started."""
-    def failed_mount() -> dict | None:
+def test_nf6_pod_on_nfs_volume_gets_failed_mount_naming_the_missing_kernel_client(stowage: Stowage, share: Path) -> None:
+    """NF1, NF6: the dynamic claim gets its directory on the export (named by pathPattern) and binds;
+    the static claim binds to the EFS-style PV (NF4); each pod's FailedMount event says the node's
+    kernel has no NFS client and names the export; no pod is started."""
+    def failed_mount(pod: str) -> dict | None:
         events, _ = stowage.client.list("events", "default")
         return next((e for e in events if e.get("reason") == "FailedMount"
-                     and (e.get("involvedObject") or {}).get("name") == "reader"), None)
+                     and (e.get("involvedObject") or {}).get("name") == pod), None)
 
-    event = poll("FailedMount event of pod reader", failed_mount, 120, diagnose=stowage.describe)
+    def bound() -> dict | None:
+        pvc = stowage.client.get("persistentvolumeclaims", "dynamic", "default")
+        return pvc if (pvc.get("status") or {}).get("phase") == "Bound" else None
+
+    pvc = poll("claim dynamic Bound", bound, 120, diagnose=stowage.describe)
+    pv = stowage.client.get("persistentvolumes", pvc["spec"]["volumeName"])
+    assert pv["spec"]["nfs"] == {"server": "127.0.0.1", "path": f"{share}/default/web-content"}
+    assert pv["spec"]["mountOptions"] == ["nfsvers=3"]
+    assert (share / "default" / "web-content").is_dir()
+    web = poll("FailedMount event of pod web", lambda: failed_mount("web"), 120, diagnose=stowage.describe)
+    assert NO_CLIENT in web["message"] and f"127.0.0.1:{share}/default/web-content" in web["message"]
+
+    event = poll("FailedMount event of pod reader", lambda: failed_mount("reader"), 120, diagnose=stowage.describe)
     assert NO_CLIENT in event["message"]
     assert "fs-0123abcd.efs.eu-west-1.amazonaws.com:/" in event["message"]
     assert 'MountVolume.SetUp failed for volume "data"' in event["message"]
@@ -89,3 +157,8 @@ def test_nf6_pod_on_nfs_volume_gets_failed_mount_naming_the_missing_kernel_clien
     waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]
     assert waiting["reason"] == "ContainerCreating" and NO_CLIENT in waiting["message"]
     assert NO_CLIENT in stowage.describe("pods")
+    # Deleting the claim removes its directory (archiveOnDelete "false") over NFS.
+    stowage.client.delete("pods", "web", "default")
+    stowage.client.delete("persistentvolumeclaims", "dynamic", "default")
+    poll("the claim's directory removed", lambda: not (share / "default" / "web-content").exists(), 120,
+         diagnose=stowage.describe)
