@@ -4,13 +4,16 @@ Answers to both community provisioners' names and parameters:
 
 * ``k8s-sigs.io/nfs-subdir-external-provisioner`` (and ``cluster.local/...``, its Helm default):
   ``pathPattern`` (``${.PVC.namespace}``, ``${.PVC.name}``, ``${.PVC.labels.KEY}``,
-  ``${.PVC.annotations.KEY}``; default directory ``<namespace>-<claim>-<pv name>``),
-  ``onDelete`` (delete | retain), ``archiveOnDelete`` (default true: rename to ``archived-<dir>``).
+  ``${.PVC.annotations.KEY}``; default, and when the pattern expands to nothing, the directory
+  ``<namespace>-<claim>-<pv name>``), ``onDelete`` (delete | retain), ``archiveOnDelete`` (default
+  true: rename to ``archived-<dir>`` beside it), and the claim annotations ``nfs.io/createMode``
+  (octal, default 0777), ``nfs.io/createUID`` / ``nfs.io/createGID`` (default 0).
   That provisioner takes the server and export from its Deployment's environment; here they are
   the class parameters ``server`` and ``path``.
 * ``nfs.csi.k8s.io`` (csi-driver-nfs): ``server``, ``share``, ``subDir`` (``${pvc.metadata.name}``,
   ``${pvc.metadata.namespace}``, ``${pv.metadata.name}``; default the PV name), ``mountPermissions``
-  (octal; 0 = leave the mode), ``onDelete`` (delete | retain | archive; default delete).
+  (octal; 0 = leave the mode), ``onDelete`` (delete | retain | archive to ``<share>/archived-<subDir>``;
+  default delete).
 
 The PV gets ``nfs: {server, path: <export>/<dir>}`` and the class's mountOptions (NF3-NF5).
 Directories are made over the NFS protocol itself (libnfs, NFSv3), which needs no kernel client,
@@ -41,9 +44,13 @@ SUBDIR_NAME = "k8s-sigs.io/nfs-subdir-external-provisioner"
 CSI_NAME = "nfs.csi.k8s.io"
 ANN_SHARE = "nfs.stowage.io/share"  # the export the directory was made on
 ANN_ON_DELETE = "nfs.stowage.io/on-delete"  # delete | retain | archive, decided at provision time
+ANN_ARCHIVE_TO = "nfs.stowage.io/archive-to"  # where archive renames the directory, relative to the export
 LOCAL_EXPORTS_ENV = "STOWAGE_NFS_LOCAL_EXPORTS"
 NETNS_ENV = "STOWAGE_NFS_NETNS"
 ARCHIVE_PREFIX = "archived-"
+DEFAULT_SUBDIR_PATTERN = "${.PVC.namespace}-${.PVC.name}-${.PV.name}"
+# Claim annotations nfs-subdir reads for the new directory's mode and owner.
+ANN_CREATE_MODE, ANN_CREATE_UID, ANN_CREATE_GID = "nfs.io/createMode", "nfs.io/createUID", "nfs.io/createGID"
 
 _PATTERN = re.compile(r"\$\{\s*([^}]*?)\s*\}")
 
@@ -53,6 +60,7 @@ class ExportTree(Protocol):
 
     def makedirs(self, path: str, mode: int = 0o777) -> None: ...
     def chmod(self, path: str, mode: int) -> None: ...
+    def chown(self, path: str, uid: int, gid: int) -> None: ...
     def rename(self, old: str, new: str) -> None: ...
     def remove_tree(self, path: str, *, keep_top: bool = False) -> None: ...
     def exists(self, path: str) -> bool: ...
@@ -73,6 +81,9 @@ class LocalTree:
 
     def chmod(self, path: str, mode: int) -> None:
         os.chmod(self._p(path), mode)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        os.chown(self._p(path), uid, gid)
 
     def rename(self, old: str, new: str) -> None:
         os.rename(self._p(old), self._p(new))
@@ -200,8 +211,11 @@ class NfsSubdirProvisioner(Provisioner):
         elif csi:
             pattern, field = "${pv.metadata.name}", "subDir"
         else:
-            pattern, field = "${.PVC.namespace}-${.PVC.name}-${.PV.name}", "pathPattern"
+            pattern, field = DEFAULT_SUBDIR_PATTERN, "pathPattern"
         directory = _safe_relative(expand_path_pattern(pattern, req.claim, req.volume_name), field)
+        if not directory and not csi:
+            # nfs-subdir falls back to its default name when the pattern expands to nothing.
+            directory = _safe_relative(expand_path_pattern(DEFAULT_SUBDIR_PATTERN, req.claim, req.volume_name), field)
         if not directory:
             raise PermanentError(f"parameter {field!r}: {pattern!r} expands to an empty directory name")
         on_delete = self._on_delete(params, csi)
@@ -215,9 +229,29 @@ class NfsSubdirProvisioner(Provisioner):
         return server, _norm(share), directory, on_delete, mode
 
     @staticmethod
+    def _claim_ownership(claim: dict[str, Any]) -> tuple[int | None, int, int]:
+        """nfs-subdir's createMode/createUID/createGID claim annotations: (mode or None, uid, gid).
+        As upstream, an unparsable mode is ignored (logged) and unparsable ids count as 0."""
+        annotations = (claim.get("metadata") or {}).get("annotations") or {}
+        mode: int | None = None
+        if ANN_CREATE_MODE in annotations:
+            try:
+                mode = int(str(annotations[ANN_CREATE_MODE]), 8)
+            except ValueError:
+                log.warning("nfs_subdir.create_mode_ignored", value=annotations[ANN_CREATE_MODE])
+
+        def ident(key: str) -> int:
+            try:
+                return int(str(annotations.get(key, "0")))
+            except ValueError:
+                return 0
+        return mode, ident(ANN_CREATE_UID), ident(ANN_CREATE_GID)
+
+    @staticmethod
     def _on_delete(params: dict[str, str], csi: bool) -> str:
         value = (params.get("onDelete") or "").lower()
-        allowed = ("delete", "retain", "archive") if csi else ("delete", "retain")
+        # nfs-subdir knows delete and retain and archives otherwise; "archive" is accepted for both.
+        allowed = ("delete", "retain", "archive")
         if value and value not in allowed:
             raise PermanentError(f"parameter 'onDelete': {params['onDelete']!r} is not one of {', '.join(allowed)}")
         if value:
@@ -233,11 +267,19 @@ class NfsSubdirProvisioner(Provisioner):
         if req.volume_mode == "Block":
             raise PermanentError(f"provisioner {self.name} cannot provision volumeMode Block")
         server, share, directory, on_delete, mode = self._settings(req)
+        csi = req.storage_class.get("provisioner") == CSI_NAME
+        owner: tuple[int, int] | None = None
+        if not csi:
+            create_mode, uid, gid = self._claim_ownership(req.claim)
+            mode = create_mode if create_mode is not None else mode
+            owner = (uid, gid)
         tree = self._open(server, share)
         try:
             tree.makedirs(directory, 0o777)  # existing already: a retry after a crash (NF1)
             if mode:
                 tree.chmod(directory, mode)
+            if owner is not None:
+                tree.chown(directory, *owner)
         except OSError as exc:
             raise self._backend_error(server, f"cannot make directory {directory} on export {share}", exc) from None
         finally:
@@ -245,8 +287,11 @@ class NfsSubdirProvisioner(Provisioner):
         log.info("nfs_subdir.provisioned", volume=req.volume_name, server=server, share=share, directory=directory)
         requested = req.claim["spec"]["resources"]["requests"]["storage"]
         path = posixpath.join(share, directory)
-        return ProvisionResult.finished({"nfs": {"server": server, "path": path}}, str(requested),
-                                        annotations={ANN_SHARE: share, ANN_ON_DELETE: on_delete})
+        annotations = {ANN_SHARE: share, ANN_ON_DELETE: on_delete}
+        if on_delete == "archive":
+            parent, base = posixpath.split(directory)
+            annotations[ANN_ARCHIVE_TO] = ARCHIVE_PREFIX + directory if csi else posixpath.join(parent, ARCHIVE_PREFIX + base)
+        return ProvisionResult.finished({"nfs": {"server": server, "path": path}}, str(requested), annotations=annotations)
 
     # Deleting and recycling
 
@@ -279,11 +324,12 @@ class NfsSubdirProvisioner(Provisioner):
         tree = self._open(server, share)
         try:
             if action == "archive":
-                parent, base = posixpath.split(directory)
-                archived = posixpath.join(parent, ARCHIVE_PREFIX + base)
+                archived = self._archive_target(pv, directory)
                 if tree.exists(directory):
                     if tree.exists(archived):  # archived once before (a name reused): keep both
-                        archived = posixpath.join(parent, f"{ARCHIVE_PREFIX}{base}-{name}")
+                        archived = f"{archived}-{name}"
+                    if posixpath.dirname(archived):
+                        tree.makedirs(posixpath.dirname(archived), 0o777)
                     tree.rename(directory, archived)
                     log.info("nfs_subdir.archived", volume=name, directory=directory, archived=archived)
             else:
@@ -295,6 +341,18 @@ class NfsSubdirProvisioner(Provisioner):
             raise self._backend_error(server, f"cannot {action} directory {directory} on export {share}", exc) from None
         finally:
             tree.close()
+
+    @staticmethod
+    def _archive_target(pv: dict[str, Any], directory: str) -> str:
+        """Where the directory goes on archive, as recorded at provision time (nfs-subdir: beside it;
+        csi-driver-nfs: ``archived-<subDir>`` at the export's root). Never outside the export."""
+        recorded = ((pv.get("metadata") or {}).get("annotations") or {}).get(ANN_ARCHIVE_TO, "")
+        parent, base = posixpath.split(directory)
+        default = posixpath.join(parent, ARCHIVE_PREFIX + base)
+        try:
+            return _safe_relative(recorded, ANN_ARCHIVE_TO) or default
+        except PermanentError:
+            return default
 
     def expand(self, pv: dict[str, Any], new_size: int) -> int:
         return new_size  # a directory has no size of its own

@@ -75,6 +75,7 @@ def library() -> ctypes.CDLL:
             "nfs_unlink": (i, [vp, cp]),
             "nfs_rename": (i, [vp, cp, cp]),
             "nfs_chmod": (i, [vp, cp, i]),
+            "nfs_chown": (i, [vp, cp, i, i]),
             "nfs_opendir": (i, [vp, cp, ctypes.POINTER(vp)]),
             "nfs_readdir": (ctypes.POINTER(_Dirent), [vp, vp]),
             "nfs_closedir": (None, [vp, vp]),
@@ -188,6 +189,9 @@ class NfsClient:
 
     def chmod(self, path: str, mode: int) -> None:
         self._call(lambda: self._check(library().nfs_chmod(self._ctx, self._p(path), mode), f"chmod {path}"))
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        self._call(lambda: self._check(library().nfs_chown(self._ctx, self._p(path), uid, gid), f"chown {path}"))
 
     def rename(self, old: str, new: str) -> None:
         self._call(lambda: self._check(library().nfs_rename(self._ctx, self._p(old), self._p(new)),

@@ -76,7 +76,8 @@ def test_nf1_directory_over_nfs_pv_source_annotations_and_timing(ganesha, share:
     on_disk = Path(ganesha.export) / share / "shop" / "web"
     assert on_disk.is_dir() and stat.S_IMODE(on_disk.stat().st_mode) == 0o777
     assert result.source == {"nfs": {"server": ganesha.server, "path": f"{ganesha.export}/{share}/shop/web"}}
-    assert result.annotations == {ANN_SHARE: ganesha.export, ANN_ON_DELETE: "archive"}
+    assert result.annotations == {ANN_SHARE: ganesha.export, ANN_ON_DELETE: "archive",
+                                  "nfs.stowage.io/archive-to": f"{share}/shop/archived-web"}
     assert result.capacity == "1Gi"
     assert prov.provision(req).source == result.source  # again: the same directory, no error
     print(f"provision over NFS (mount + mkdir -p + chmod): {elapsed * 1000:.1f} ms")
@@ -105,14 +106,28 @@ def test_nf2_defaults_and_bad_patterns(ganesha, share: str, prov) -> None:
     assert prov.provision(req).source["nfs"]["path"] == f"{export}/{req.volume_name}"
     with pytest.raises(PermanentError, match="pathPattern.*leaves the export"):
         prov.provision(request(sc(server=ganesha.server, path=export, pathPattern="../${.PVC.name}")))
-    with pytest.raises(PermanentError, match="expands to an empty directory name"):
-        prov.provision(request(sc(server=ganesha.server, path=export, pathPattern="${.PVC.annotations.x}")))
+    # nfs-subdir: a pattern that expands to nothing falls back to the default name, as upstream.
+    req = request(sc(server=ganesha.server, path=export, pathPattern="${.PVC.annotations.x}"), name="b", namespace="ns2")
+    assert prov.provision(req).source["nfs"]["path"] == f"{export}/ns2-b-{req.volume_name}"
+    with pytest.raises(PermanentError, match="'subDir'.*expands to an empty directory name"):
+        prov.provision(request(sc("nfs.csi.k8s.io", server=ganesha.server, share=export, subDir="/./")))
     with pytest.raises(PermanentError, match="'server' is required"):
         prov.provision(request(sc(path=export)))
-    with pytest.raises(PermanentError, match="'onDelete'.*archive"):
-        prov.provision(request(sc(server=ganesha.server, path=export, onDelete="archive")))
+    with pytest.raises(PermanentError, match="'onDelete': 'shred' is not one of delete, retain, archive"):
+        prov.provision(request(sc(server=ganesha.server, path=export, onDelete="shred")))
     with pytest.raises(PermanentError, match="mountPermissions"):
         prov.provision(request(sc("nfs.csi.k8s.io", server=ganesha.server, share=export, mountPermissions="rwx")))
+
+
+def test_nf5_subdir_create_mode_and_owner_annotations(ganesha, share: str, prov) -> None:
+    """NF5: nfs-subdir's claim annotations nfs.io/createMode, createUID, createGID set the directory's mode and owner."""
+    claim = make_claim(name="owned")
+    claim["metadata"]["annotations"] = {"nfs.io/createMode": "0750", "nfs.io/createUID": "1001", "nfs.io/createGID": "2002"}
+    req = ProvisionRequest(volume_name=f"pvc-{claim['metadata']['uid']}", claim=claim,
+                           storage_class=sc(server=ganesha.server, path=f"{ganesha.export}/{share}", pathPattern="${.PVC.name}"))
+    prov.provision(req)
+    st = (Path(ganesha.export) / share / "owned").stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 1001, 2002)
 
 
 def test_nf5_csi_mount_permissions(ganesha, share: str, prov) -> None:
@@ -152,6 +167,8 @@ def test_nf7_reclaim_archive_delete_retain(ganesha, share: str, prov, provisione
     prov.delete(pv)  # twice: gone already is success
     assert on_disk.exists() == kept
     archive = on_disk.parent / f"archived-{on_disk.name}"
+    if provisioner == "nfs.csi.k8s.io":  # csi-driver-nfs archives to <share>/archived-<subDir>
+        archive = Path(export) / f"archived-{on_disk.relative_to(export)}"
     assert archive.exists() == archived
     if archived:
         assert (archive / "sub" / "f").read_text() == "data"
@@ -177,6 +194,19 @@ def test_nf7_recycle_of_a_missing_directory_fails_naming_it(ganesha, share: str,
     missing = f"{ganesha.export}/{share}/not-there"
     with pytest.raises(TemporaryError, match=f"cannot scrub {missing}: no such directory"):
         prov.recycle({"metadata": {"name": "m"}, "spec": {"nfs": {"server": ganesha.server, "path": missing}}})
+
+
+def test_nf7_archive_places_of_nested_directories(ganesha, share: str, prov) -> None:
+    """NF7: a nested nfs-subdir directory is archived beside itself; csi-driver-nfs's at <share>/archived-<subDir>."""
+    export = f"{ganesha.export}/{share}"
+    _, pv, on_disk = _provision_with_data(prov, sc(server=ganesha.server, path=export, pathPattern="${.PVC.namespace}/${.PVC.name}"))
+    prov.delete(pv)
+    assert (Path(export) / "default" / "archived-data" / "sub" / "f").read_text() == "data"
+    _, pv, on_disk = _provision_with_data(prov, sc("nfs.csi.k8s.io", server=ganesha.server, share=export,
+                                                  subDir="${pvc.metadata.namespace}/${pv.metadata.name}", onDelete="archive"))
+    prov.delete(pv)
+    assert (Path(export) / "archived-default" / pv["metadata"]["name"] / "sub" / "f").read_text() == "data"
+    assert not on_disk.exists()
 
 
 def test_nf7_archiving_a_reused_name_keeps_both_archives(ganesha, share: str, prov) -> None:
