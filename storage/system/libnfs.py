@@ -14,7 +14,9 @@ import ctypes.util
 import errno
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import queue
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, TypeVar
 
 import structlog
@@ -110,16 +112,61 @@ def _join_netns(path: str) -> None:
         os.close(fd)
 
 
+class _Worker:
+    """One daemon thread running submitted calls in order (in ``netns`` when given): a libnfs context
+    is used from one thread only, and a call stuck in a dead server never blocks interpreter exit."""
+
+    def __init__(self, netns: str | None) -> None:
+        self._queue: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
+        self._abandoned = False
+        started: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(netns, started), name="libnfs", daemon=True)
+        self._thread.start()
+        started.result()  # a namespace that cannot be joined fails here, in the caller
+
+    def _run(self, netns: str | None, started: Future[None]) -> None:
+        try:
+            if netns:
+                _join_netns(netns)
+        except BaseException as exc:
+            started.set_exception(exc)
+            return
+        started.set_result(None)
+        while (item := self._queue.get()) is not None:
+            fn, future = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+    def submit(self, fn: Callable[[], T]) -> "Future[T]":
+        if self._abandoned or not self._thread.is_alive():
+            raise NfsError(errno.ESHUTDOWN, "the NFS client is closed")
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return future
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        self._queue.put(None)
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and not self._abandoned:
+            self._queue.put(None)
+            self._thread.join()
+
+
 class NfsClient:
     """One mounted export (server, export path). Paths are relative to the export ("/a/b" or "a/b")."""
 
     def __init__(self, server: str, export: str, *, version: int = 3, netns: str | None = None,
                  timeout_ms: int = 10_000) -> None:
         self.server, self.export, self.version = server, export, version
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libnfs",
-                                        initializer=_join_netns if netns else None,
-                                        initargs=(netns,) if netns else ())
+        self._worker = _Worker(netns)
         self._ctx: int | None = None
+        # libnfs's timeout covers each RPC; this bounds a whole call (a connect to a black hole included).
+        self._call_timeout = max(30.0, 3 * timeout_ms / 1000)
         try:
             self._call(lambda: self._mount(timeout_ms))
         except BaseException:
@@ -127,7 +174,13 @@ class NfsClient:
             raise
 
     def _call(self, fn: Callable[[], T]) -> T:
-        return self._pool.submit(fn).result()
+        try:
+            return self._worker.submit(fn).result(timeout=self._call_timeout)
+        except FutureTimeout:
+            # The worker stays blocked in libnfs: abandon it (a daemon thread) with its context.
+            self._ctx = None
+            self._worker.abandon()
+            raise NfsError(errno.ETIMEDOUT, f"{self.server}:{self.export}: no answer within {self._call_timeout:.0f} s") from None
 
     def _mount(self, timeout_ms: int) -> None:
         lib = library()
@@ -162,7 +215,7 @@ class NfsClient:
                 self._call(finish)
             except Exception as exc:  # a dead server: the context is gone with the thread either way
                 log.info("libnfs.close_failed", server=self.server, error=str(exc))
-        self._pool.shutdown(wait=True)
+        self._worker.stop()
 
     def __enter__(self) -> "NfsClient":
         return self

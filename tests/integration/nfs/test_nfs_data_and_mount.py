@@ -147,3 +147,34 @@ def test_nf3_kernel_mount_of_the_export(ganesha, tmp_path: Path) -> None:  # pra
     finally:
         subprocess.run(["umount", "-l", str(target)], check=False)
         (Path(ganesha.export) / "k").unlink(missing_ok=True)
+
+
+@pytest.mark.root
+def test_nf1_a_stuck_call_is_bounded_and_abandoned(ganesha) -> None:
+    """NF1: a call that does not return in time fails with ETIMEDOUT and the client closes at once
+    (the stuck worker is a daemon thread, abandoned), so a black-holed server cannot wedge a controller."""
+    import errno
+    import threading
+
+    from storage.system.libnfs import NfsClient, NfsError
+
+    client = NfsClient(ganesha.server, ganesha.export, netns=ganesha.netns)
+    client._call_timeout = 0.2
+    release = threading.Event()
+    with pytest.raises(NfsError) as info:
+        client._call(lambda: release.wait(10))
+    assert info.value.errno == errno.ETIMEDOUT and "no answer within" in str(info.value)
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 1
+    release.set()
+    with pytest.raises(NfsError, match="closed"):
+        client.listdir("/")
+
+
+def test_nf1_unjoinable_namespace_fails_in_the_caller(tmp_path: Path) -> None:
+    """NF1: a network namespace that cannot be joined is an OSError from the constructor, not a hang."""
+    from storage.system.libnfs import NfsClient
+
+    with pytest.raises(OSError):
+        NfsClient("127.0.0.1", "/x", netns=str(tmp_path / "no-such-netns"))
