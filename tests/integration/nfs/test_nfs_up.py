@@ -18,79 +18,7 @@ from volume_plugins.nfs import NO_CLIENT, nfs_supported  # noqa: E402
 
 pytestmark = pytest.mark.root
 
-MANIFEST = """\
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: nfs-pv}
-spec:
-  capacity: {storage: 1Gi}
-  accessModes: [ReadWriteMany]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: ""
-  mountOptions: [nfsvers=4.1, hard]
-  nfs: {server: fs-0123abcd.efs.eu-west-1.amazonaws.com, path: /}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: shared, namespace: default}
-spec:
-  accessModes: [ReadWriteMany]
-  storageClassName: ""
-  volumeName: nfs-pv
-  resources: {requests: {storage: 1Gi}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reader, namespace: default}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: reader
-      image: debian:12
-      command: ["sleep", "infinity"]
-      volumeMounts: [{name: data, mountPath: /data}]
-  volumes:
-    - name: data
-      persistentVolumeClaim: {claimName: shared}
----
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: nfs-subdir}
-provisioner: k8s-sigs.io/nfs-subdir-external-provisioner
-reclaimPolicy: Delete
-volumeBindingMode: Immediate
-mountOptions: [nfsvers=3]
-parameters:
-  server: 127.0.0.1
-  path: EXPORT
-  pathPattern: "${.PVC.namespace}/${.PVC.annotations.nfs.io/storage-path}"
-  archiveOnDelete: "false"
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: dynamic
-  namespace: default
-  annotations: {nfs.io/storage-path: web-content}
-spec:
-  accessModes: [ReadWriteMany]
-  storageClassName: nfs-subdir
-  resources: {requests: {storage: 2Gi}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: default}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: web
-      image: debian:12
-      command: ["sleep", "infinity"]
-      volumeMounts: [{name: content, mountPath: /content}]
-  volumes:
-    - name: content
-      persistentVolumeClaim: {claimName: dynamic}
-"""
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "nfs"
 
 
 @pytest.fixture
@@ -111,11 +39,12 @@ def stowage(tmp_path_factory: pytest.TempPathFactory, ganesha, share: Path,
     need_root("stowage up runs a node agent")
     need_programs("runc", "losetup", "mkfs.ext4", "nsenter")
     data_dir = tmp_path_factory.mktemp("stowage-nfs-up")
-    manifest = data_dir / "nfs.yaml"
-    manifest.write_text(MANIFEST.replace("EXPORT", str(share)))
+    # The examples users run, the dynamic one pointed at the session's export.
+    manifest = data_dir / "nfs-subdir.yaml"
+    manifest.write_text((EXAMPLES / "nfs-subdir.yaml").read_text().replace("/srv/nfs/export", str(share)))
     # The control plane reaches the server through its namespace (stowage up inherits the environment).
     monkeypatch.setenv("STOWAGE_NFS_NETNS", ganesha.netns)
-    up = Stowage(data_dir, [manifest])
+    up = Stowage(data_dir, [EXAMPLES / "efs-static.yaml", manifest])
     problems: list[str] = []
     try:
         up.wait_started()
