@@ -13,8 +13,8 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import threading
 import queue
+import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, TypeVar
