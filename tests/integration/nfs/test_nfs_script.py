@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPT, _need_ganesha
 from support import wait_for
+
+SCRIPT = Path(__file__).resolve().parents[3] / "examples" / "nfs" / "start-ganesha.sh"
 
 pytestmark = pytest.mark.root
 
@@ -21,8 +22,8 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_nf1_script_starts_a_private_server_and_stop_removes_it(tmp_path: Path) -> None:
-    _need_ganesha()
+def test_nf1_script_starts_a_private_server_and_stop_removes_it(ganesha, tmp_path: Path) -> None:
+    # ``ganesha``: the session's server, so this runs (or skips) under the same requirements.
     run_ganesha_existed = os.path.exists("/run/ganesha")
     export = tmp_path / "data"
     export.mkdir()
