@@ -27,6 +27,7 @@ BUILTIN: tuple[str, ...] = (
     "provisioners.azure_disk:AzureDiskProvisioner",
     "provisioners.azure_file:AzureFileProvisioner",
     "provisioners.iscsi_tgt:IscsiTgtProvisioner",
+    "provisioners.nfs_subdir:NfsSubdirProvisioner",
 )
 
 _lock = threading.Lock()

@@ -13,6 +13,7 @@ DEBIAN_PACKAGES=(
   etcd-server etcd-client                                  # the clustered-database example
   iproute2 procps psmisc curl ca-certificates
   qemu-utils                                               # qemu-img: an independent check of Azure disks' VHD footers
+  nfs-ganesha nfs-ganesha-vfs libnfs-utils                 # a userspace NFS server (brings rpcbind) and libnfs, the userspace client
   kubernetes-client                                        # kubectl 1.20, the older kubectl the tests drive
   tgt libiscsi-bin qemu-block-extra                        # iSCSI target (tgtd) and userspace initiator tools
 )

@@ -111,6 +111,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     from volume_plugins.host_path import HostPathPlugin
     from volume_plugins.iscsi import IscsiPlugin
     from volume_plugins.local import LocalPlugin
+    from volume_plugins.nfs import NfsPlugin
     from volume_plugins.persistent_volume_claim import PersistentVolumeClaimPlugin
     from volume_plugins.projected import ProjectedPlugin
     from volume_plugins.secret import SecretPlugin
@@ -134,6 +135,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(AzureDiskPlugin(resolver=resolver))
     registry.register(AzureFilePlugin(resolver=resolver))
     registry.register(IscsiPlugin(resolver=resolver))
+    registry.register(NfsPlugin(resolver=resolver))
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:
