@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
   iproute2 procps psmisc curl ca-certificates
   qemu-utils                                               # qemu-img: an independent check of Azure disks' VHD footers
   nfs-ganesha nfs-ganesha-vfs libnfs-utils                 # a userspace NFS server (brings rpcbind) and libnfs, the userspace client
+  libnfs-dev                                               # libnfs.h: the tests check the ctypes binding against it
   kubernetes-client                                        # kubectl 1.20, the older kubectl the tests drive
   tgt libiscsi-bin qemu-block-extra                        # iSCSI target (tgtd) and userspace initiator tools
 )
