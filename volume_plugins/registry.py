@@ -112,6 +112,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     from volume_plugins.local import LocalPlugin
     from volume_plugins.persistent_volume_claim import PersistentVolumeClaimPlugin
     from volume_plugins.projected import ProjectedPlugin
+    from volume_plugins.rbd import RbdPlugin
     from volume_plugins.secret import SecretPlugin
 
     registry = PluginRegistry(
@@ -132,6 +133,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(GcePdPlugin(resolver=resolver))
     registry.register(AzureDiskPlugin(resolver=resolver))
     registry.register(AzureFilePlugin(resolver=resolver))
+    registry.register(RbdPlugin(resolver=resolver))
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:
