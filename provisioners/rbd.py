@@ -25,8 +25,7 @@ from typing import Any, ClassVar, Iterator
 
 import structlog
 
-from provisioners.base import (ProvisionRequest, ProvisionResult, Provisioner, current_config_maps,
-                               current_secrets)
+from provisioners.base import ProvisionRequest, ProvisionResult, Provisioner, current_secrets
 from storage.api.ceph import (Credentials, credentials_from_secret, csi_config_location, import_binding,
                               parse_csi_config, rados_conf, split_monitors)
 from storage.errors import PermanentError, TemporaryError

@@ -41,7 +41,7 @@ from storage.api.ceph import (Credentials, client_files, credentials_from_secret
 from storage.api.volume_secrets import SECRET_DATA_KEY
 from storage.errors import PermanentError, TemporaryError
 from storage.system import loop, mounts
-from storage.system.executor import CommandError, Executor, default_executor
+from storage.system.executor import CommandError, Executor
 from volume_plugins.base import Device, DevicePlugin, VolumeContext
 
 log = structlog.get_logger(__name__)
@@ -479,4 +479,4 @@ class RbdPlugin(DevicePlugin):
         self.disconnect(device, executor)
 
 
-__all__ = ["RbdPlugin", "Commands", "choose_mapper", "ANN_MAPPER", "MAPPERS", "default_executor"]
+__all__ = ["RbdPlugin", "Commands", "choose_mapper", "ANN_MAPPER", "MAPPERS"]

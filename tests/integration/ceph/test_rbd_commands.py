@@ -91,3 +91,15 @@ def test_no_mapper_is_a_clear_error(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, {"monitors": ["m:1"], "image": "i", "secretRef": {"name": "s"}}, {SECRET_DATA_KEY: {"key": b"k"}})
     with pytest.raises(PermanentError, match="no rbd or nbd module"):
         plugin.connect(ctx)
+
+
+def test_describe_node_shows_the_mapper() -> None:
+    """RB7: `stowage describe node` shows the mapper the agent reported."""
+    from storage.cli.describe import describe_node
+
+    class NoPods:
+        def list_objects(self, *args: object, **kwargs: object) -> list:
+            return []
+
+    out = describe_node({"metadata": {"name": "n1", "annotations": {ANN_MAPPER: "fuse"}}, "status": {}}, NoPods())  # type: ignore[arg-type]
+    assert f"{ANN_MAPPER}=fuse" in out

@@ -18,6 +18,7 @@ from rbd_support import POOL, Images, images, rbd_pool  # noqa: F401
 from storage.agent.volume_manager import PodVolumes, VolumeManager, VolumeRequest
 from storage.api.volume_secrets import SECRET_DATA_KEY
 from storage.system import loop, mounts
+from storage.system.executor import CommandError
 from volume_plugins.rbd import ANN_MAPPER, RbdPlugin
 from volume_plugins.registry import PluginRegistry
 
@@ -44,7 +45,8 @@ def _cleanup(base: Path) -> None:
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[dict[str, VolumeManager]]:
+def nodes(tmp_path: Path, image: str) -> Iterator[dict[str, VolumeManager]]:
+    """Two nodes' volume managers; torn down before the test's image is removed (a mapped image is busy)."""
     managers = {}
     for name in ("n1", "n2"):
         plugin = RbdPlugin()
@@ -180,3 +182,34 @@ def test_wrong_key_is_an_error_without_the_key(ceph_cluster: CephCluster, nodes:
     bad = "AQAAAAAAAAAAABAAAAAAAAAAAAAAAAAAAAAAAA=="
     _, errors = nodes["n1"].setup_pod(_pod(ceph_cluster, image, key=bad))
     assert errors["data"] and bad not in errors["data"]
+
+
+def test_grown_image_grows_the_mounted_filesystem(ceph_cluster: CephCluster, nodes: dict[str, VolumeManager],
+                                                 image: str, images: Images) -> None:
+    """RB5, RB12: after the image grows, the node's resize step (loop capacity refresh + resize2fs) grows the
+    mounted filesystem: rbd-fuse sees the new size through its watch on the image header."""
+    n1 = nodes["n1"]
+    pod = _pod(ceph_cluster, image)
+    path = _setup(n1, pod)
+    before = os.statvfs(path).f_blocks * os.statvfs(path).f_frsize
+    with images.rbd.Image(images.ioctx, image) as handle:
+        handle.resize(128 << 20)
+    fuse_file = next(Path(f) for f in loop.loops_under(_plugin(n1).state_dir).values())  # type: ignore[arg-type]
+    wait_until_size = time.monotonic() + 20
+    while fuse_file.stat().st_size != 128 << 20 and time.monotonic() < wait_until_size:
+        time.sleep(0.1)
+    assert fuse_file.stat().st_size == 128 << 20
+    device = next(iter(loop.loops_under(_plugin(n1).state_dir)))  # type: ignore[arg-type]
+    try:
+        try:
+            assert n1.finish_resize(f"pv-{image}")
+        except CommandError as exc:
+            assert int(Path(f"/sys/block/{Path(device).name}/size").read_text()) * 512 == 128 << 20
+            if "Permission denied" in str(exc):
+                pytest.skip("this kernel refuses online ext4 resize (EPERM, on any loop device); the loop device "
+                            "did grow with the image")
+            raise
+        after = os.statvfs(path).f_blocks * os.statvfs(path).f_frsize
+        assert after > before * 1.8
+    finally:
+        n1.teardown_pod(pod.uid)
