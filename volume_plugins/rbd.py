@@ -49,7 +49,7 @@ log = structlog.get_logger(__name__)
 ANN_MAPPER = "rbd.stowage.io/mapper"
 LOCK_PREFIX = "kubelet_lock_magic_"  # Kubernetes' in-tree lock id, followed by the node name
 MAP_TIMEOUT_SECONDS = 30.0
-UNMOUNT_TIMEOUT_SECONDS = 30.0
+UNMOUNT_TIMEOUT_SECONDS = 10.0  # a healthy FUSE unmount takes milliseconds
 CONNECT_TIMEOUT_SECONDS = 10
 MAPPERS = ("krbd", "nbd", "fuse")
 

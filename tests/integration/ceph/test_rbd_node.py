@@ -213,3 +213,36 @@ def test_grown_image_grows_the_mounted_filesystem(ceph_cluster: CephCluster, nod
         assert after > before * 1.8
     finally:
         n1.teardown_pod(pod.uid)
+
+
+def test_hung_rbd_fuse_daemon_is_killed_on_disconnect(ceph_cluster: CephCluster, nodes: dict[str, VolumeManager],
+                                                     image: str) -> None:
+    """RB12: a FUSE daemon that stops answering (SIGSTOP here) does not keep the node's disconnect waiting
+    for ever: the FUSE directory is unmounted and the daemon killed within a deadline."""
+    import signal
+    import threading
+
+    from volume_plugins.base import VolumeContext
+
+    n1 = nodes["n1"]
+    plugin = _plugin(n1)
+    pod = _pod(ceph_cluster, image, modes=("ReadOnlyMany",), read_only=True)  # no lock: nothing to release
+    req = pod.volumes[0]
+    ctx = VolumeContext(pod_uid=pod.uid, pod_namespace="default", pod_name=pod.name, volume_name="data",
+                        source=req.plugin_source, target=n1.data_dir / "unused", read_only=True, data=req.data)
+    device = plugin.connect(ctx).path
+    directory = plugin._fuse_dir(POOL, image)
+    pid = int(directory.with_suffix(directory.suffix + ".pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    # Safety net for the test itself: whatever happens, the daemon runs again after a while.
+    resume = threading.Timer(40, lambda: os.kill(pid, signal.SIGCONT) if Path(f"/proc/{pid}").exists() else None)
+    resume.start()
+    try:
+        began = time.monotonic()
+        plugin.disconnect(device, n1.executor)
+        elapsed = time.monotonic() - began
+    finally:
+        resume.cancel()
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert not mounts.is_mount_point(directory) and not loop.loops_under(plugin.state_dir)  # type: ignore[arg-type]
+    assert elapsed < 25
