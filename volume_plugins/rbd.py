@@ -247,6 +247,14 @@ class RbdPlugin(DevicePlugin):
             if target.exclusive:
                 self._release(f"{target.pool}/{target.image}")
             raise
+        if target.exclusive:
+            holder = self._lock_holder(target)
+            if holder != self.cookie:
+                # Another node broke this node's fresh lock before the mapper's watch showed (a race of two
+                # first mappings): this node gives way before anything is mounted.
+                self.disconnect(device, ctx.executor)
+                raise TemporaryError(f"rbd image {target.pool}/{target.image} is used by "
+                                     f"{holder.removeprefix(LOCK_PREFIX) or 'another client'}", delay=5.0)
         log.info("rbd.mapped", image=f"{target.pool}/{target.image}", device=device, mapper=self.mapper,
                  read_only=target.read_only, seconds=round(time.monotonic() - began, 3))
         if ctx.mode == "Block":
@@ -297,6 +305,23 @@ class RbdPlugin(DevicePlugin):
             cluster.shutdown()
         with self._held_lock:
             self._held[where] = target
+
+    def _lock_holder(self, target: Target) -> str:
+        """The cookie of the image's lock now ("" when unlocked)."""
+        rbd = import_binding("rbd")
+        rados = import_binding("rados")
+        cluster = rados.Rados(rados_id=target.credentials.user, conf={
+            **rados_conf(target.monitors, target.credentials), "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS)})
+        try:
+            cluster.connect(timeout=CONNECT_TIMEOUT_SECONDS)
+            with cluster.open_ioctx(target.pool) as ioctx, rbd.Image(ioctx, target.image, read_only=True) as image:
+                lockers = (image.list_lockers() or {}).get("lockers") or []
+        except rados.Error as exc:
+            raise TemporaryError(f"Ceph monitors {','.join(target.monitors)}: "
+                                 f"{str(exc).replace(target.credentials.key, '***')}", delay=10.0) from None
+        finally:
+            cluster.shutdown()
+        return str(lockers[0][1]) if lockers else ""
 
     def _release(self, where: str) -> None:
         """Drop this node's lock (best effort: a lock left behind is stale once no watch remains)."""

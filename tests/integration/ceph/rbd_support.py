@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -89,11 +90,19 @@ class Images:
     def create(self, image: str, size: int) -> None:
         self.rbd.RBD().create(self.ioctx, image, size, old_format=False, features=1)
 
-    def remove(self, image: str) -> None:
-        try:
-            self.rbd.RBD().remove(self.ioctx, image)
-        except self.rbd.ImageNotFound:
-            pass
+    def remove(self, image: str, timeout: float = 90.0) -> None:
+        """Remove ``image``; a killed client's watch lingers until the OSD times it out (30 s): wait for that."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.rbd.RBD().remove(self.ioctx, image)
+                return
+            except self.rbd.ImageNotFound:
+                return
+            except self.rbd.ImageBusy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     def close(self) -> None:
         self.ioctx.close()
