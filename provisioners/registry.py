@@ -28,6 +28,7 @@ BUILTIN: tuple[str, ...] = (
     "provisioners.azure_file:AzureFileProvisioner",
     "provisioners.iscsi_tgt:IscsiTgtProvisioner",
     "provisioners.nfs_subdir:NfsSubdirProvisioner",
+    "provisioners.rbd:RbdProvisioner",
 )
 
 _lock = threading.Lock()

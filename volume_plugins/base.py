@@ -80,6 +80,13 @@ class VolumePlugin(ABC):
         """Undo ``setup`` given only the target path. The volume manager has
         already unmounted everything under it and removes the directory."""
 
+    def bind_node(self, node_name: str, data_dir: Path) -> None:
+        """Called once by the node agent: the node's name and data directory (where a plugin keeps its state)."""
+
+    def node_annotations(self) -> dict[str, str]:
+        """Annotations the agent puts on its Node (e.g. which way this plugin reaches its volumes here)."""
+        return {}
+
 
 class DevicePlugin(VolumePlugin):
     """A plugin whose volumes are block devices formatted and mounted by the volume manager."""

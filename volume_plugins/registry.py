@@ -114,6 +114,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     from volume_plugins.nfs import NfsPlugin
     from volume_plugins.persistent_volume_claim import PersistentVolumeClaimPlugin
     from volume_plugins.projected import ProjectedPlugin
+    from volume_plugins.rbd import RbdPlugin
     from volume_plugins.secret import SecretPlugin
 
     registry = PluginRegistry(
@@ -136,6 +137,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(AzureFilePlugin(resolver=resolver))
     registry.register(IscsiPlugin(resolver=resolver))
     registry.register(NfsPlugin(resolver=resolver))
+    registry.register(RbdPlugin(resolver=resolver))
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:

@@ -121,6 +121,8 @@ class NodeAgent:
         self.volumes = VolumeManager(self.data_dir, default_registry(
             host_path_prefixes=config.host_path_prefixes, resolver=DeviceResolver(dev_disk=Path(config.dev_disk_dir))),
             attachment_of=self._attachment_metadata)
+        for plugin in self.volumes.registry.plugins():
+            plugin.bind_node(self.node, self.data_dir)
         self.runtime: PodRuntime | None = None
         self.env_sources = ApiEnvSources(client)
         self.sa_tokens = ServiceAccountTokenManager(client, self._mark_dirty)
@@ -319,8 +321,16 @@ class NodeAgent:
             return None
         return {str(k): str(v) for k, v in (status.get("attachmentMetadata") or {}).items()}
 
+    def plugin_annotations(self) -> dict[str, str]:
+        """What the volume plugins report about this node (e.g. ``rbd.stowage.io/mapper``)."""
+        out: dict[str, str] = {}
+        for plugin in self.volumes.registry.plugins():
+            out.update(plugin.node_annotations())
+        return out
+
     def register(self) -> None:
         labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", **self.config.labels}
+        annotations = self.plugin_annotations()
         if self.config.zone:
             labels["topology.kubernetes.io/zone"] = self.config.zone
         for _attempt in range(10):
@@ -333,9 +343,13 @@ class NodeAgent:
                 spec = {"providerID": self.config.provider_id} if self.config.provider_id else {}
                 if node is None:
                     node = self.client.create({"apiVersion": "v1", "kind": "Node",
-                                               "metadata": {"name": self.node, "labels": labels}, "spec": spec})
+                                               "metadata": {"name": self.node, "labels": labels,
+                                                            **({"annotations": annotations} if annotations else {})},
+                                               "spec": spec})
                 else:
                     node["metadata"].setdefault("labels", {}).update(labels)
+                    if annotations:
+                        node["metadata"]["annotations"] = {**(node["metadata"].get("annotations") or {}), **annotations}
                     node["spec"] = {**(node.get("spec") or {}), **spec}
                     node = self.client.update(node)
                 previous = condition(node, "Ready")

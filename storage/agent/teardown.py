@@ -65,6 +65,13 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
     # A detach of a device still in use only marks it for autoclear: it stays attached until its
     # last user goes, so only a device no longer backed by the same file counts as released.
     loops_left = _wait_for_release(data_dir, loops_before)
+    if mounts_left:
+        # A FUSE mount that backed a loop device (rbd-fuse) is busy until that device is gone: try again.
+        try:
+            mounts.unmount_all_under(data_dir)
+        except Exception as exc:
+            log.warning("down.unmount_failed", error=str(exc))
+        mounts_left = {(m.mount_id, m.mount_point) for m in mounts.mounts_under(data_dir)}
 
     result: dict[str, Any] = {
         "pods": stopped,

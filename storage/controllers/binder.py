@@ -520,7 +520,11 @@ class ClaimBinder(_Base):
         fault_point("provision:before-backend")
         try:
             result = provisioner.provision(request)
-        except TemporaryError:
+        except TemporaryError as exc:
+            # As the external-provisioner: every failed attempt is an event on the claim (an unreachable
+            # backend is what the user must see), and the claim waits, Pending, for the retry.
+            self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
+                                   f'failed to provision volume with StorageClass "{class_name}": {exc}')
             raise
         except Exception as exc:
             self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
