@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
   iproute2 procps psmisc curl ca-certificates
   qemu-utils                                               # qemu-img: an independent check of Azure disks' VHD footers
   kubernetes-client                                        # kubectl 1.20, the older kubectl the tests drive
+  glusterfs-server glusterfs-client                        # glusterd + gluster CLI; mount.glusterfs FUSE client
 )
 
 missing=()
