@@ -12,9 +12,15 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Literal
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
 
 ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+# On a PV: the companion objects (``ProvisionResult.objects``) made for it, as a JSON list of
+# [resource, namespace, name]; on each such object, a label naming the PV it was made for.
+ANN_PROVISIONED_OBJECTS = "stowage.io/provisioned-objects"
+LABEL_PROVISIONED_FOR = "stowage.io/provisioned-for"
+# Kinds a provisioner may return in ``ProvisionResult.objects``, and their API resources.
+COMPANION_KINDS = {"Service": "services", "Endpoints": "endpoints"}
 
 # (namespace, name) -> the Secret's data, decoded to text; None when there is no such Secret.
 # Filled in by the controllers (they own the store): a provisioner that needs credentials
@@ -91,12 +97,18 @@ class ProvisionResult:
     retry_after: float = 1.0
     # Extra PV annotations (e.g. where the volume's credentials live, for a later delete or attach).
     annotations: dict[str, str] = field(default_factory=dict)
+    # Namespaced objects the volume needs besides the PV (kinds in COMPANION_KINDS; e.g. the Service and
+    # Endpoints naming a GlusterFS volume's servers). The provisioning controller creates each before it
+    # saves the PV (an existing one it made is updated, a foreign one left alone) and removes them after
+    # ``delete`` removed the volume.
+    objects: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def finished(cls, source: dict[str, Any], capacity: str, node_affinity: dict[str, Any] | None = None,
-                 annotations: dict[str, str] | None = None) -> "ProvisionResult":
+                 annotations: dict[str, str] | None = None,
+                 objects: Iterable[dict[str, Any]] = ()) -> "ProvisionResult":
         return cls("finished", source=source, capacity=capacity, node_affinity=node_affinity,
-                   annotations=dict(annotations or {}))
+                   annotations=dict(annotations or {}), objects=tuple(objects))
 
     @classmethod
     def in_progress(cls, message: str = "", retry_after: float = 1.0) -> "ProvisionResult":

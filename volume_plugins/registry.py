@@ -108,6 +108,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     from volume_plugins.empty_dir import EmptyDirPlugin
     from volume_plugins.aws_ebs import AwsEbsPlugin
     from volume_plugins.gce_pd import GcePdPlugin
+    from volume_plugins.glusterfs import GlusterfsPlugin
     from volume_plugins.host_path import HostPathPlugin
     from volume_plugins.local import LocalPlugin
     from volume_plugins.persistent_volume_claim import PersistentVolumeClaimPlugin
@@ -132,6 +133,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(GcePdPlugin(resolver=resolver))
     registry.register(AzureDiskPlugin(resolver=resolver))
     registry.register(AzureFilePlugin(resolver=resolver))
+    registry.register(GlusterfsPlugin())
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:

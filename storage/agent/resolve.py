@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from storage.agent.volume_manager import PodVolumes, VolumeRequest
 from storage.errors import NotFound
 from volume_plugins.azure_file import DATA_KEY as AZURE_FILE_SECRET, secret_location as azure_file_secret
+from volume_plugins.glusterfs import DATA_KEY as GLUSTERFS_HOSTS, endpoint_hosts, endpoints_location
 
 Obj = dict[str, Any]
 
@@ -118,6 +119,10 @@ def resolve_pod_volumes(pod: Obj, reader: Reader) -> PodVolumes:
         if isinstance(source.get("azureFile"), dict):
             secret_ns, secret_name = azure_file_secret(source, namespace, inline=pv_name is None)
             data[AZURE_FILE_SECRET] = secret_contents(_get(reader, "secrets", secret_name, secret_ns)) if secret_name else None
+        if isinstance(source.get("glusterfs"), dict):
+            # The Gluster servers: the addresses of the Endpoints the source names (GF5).
+            ep_ns, ep_name = endpoints_location(source, namespace, inline=pv_name is None)
+            data[GLUSTERFS_HOSTS] = endpoint_hosts(_get(reader, "endpoints", ep_name, ep_ns)) if ep_name else None
         downward_items = list((source.get("downwardAPI") or {}).get("items") or [])
         for projection in (source.get("projected") or {}).get("sources") or []:
             downward_items += (projection.get("downwardAPI") or {}).get("items") or []

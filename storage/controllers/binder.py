@@ -13,6 +13,7 @@ pre-bound to the claim, which the next pass completes.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import weakref
 from fractions import Fraction
@@ -21,7 +22,10 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from provisioners import registry as provisioner_registry
-from provisioners.base import ANN_PROVISIONED_BY, ProvisionRequest, secrets_available
+from provisioners.base import (
+    ANN_PROVISIONED_BY, ANN_PROVISIONED_OBJECTS, COMPANION_KINDS, LABEL_PROVISIONED_FOR, ProvisionRequest,
+    secrets_available,
+)
 from storage.api.quantity import format_quantity
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Cache, ControllerContext, Reconciler, Result, split_key
@@ -32,7 +36,7 @@ from storage.controllers.binder_index import (
 )
 from storage.controllers.faults import fault_point
 from storage.controllers.secrets import store_secret_reader
-from storage.errors import AlreadyExists, Conflict, NotFound, TemporaryError
+from storage.errors import AlreadyExists, Conflict, NotFound, PermanentError, TemporaryError
 
 log = structlog.get_logger(__name__)
 
@@ -518,7 +522,10 @@ class ClaimBinder(_Base):
         fault_point("provision:before-backend")
         try:
             result = provisioner.provision(request)
-        except TemporaryError:
+        except TemporaryError as exc:
+            # Kubernetes records every failed attempt; the event's count grows on repeats.
+            self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
+                                   f'failed to provision volume with StorageClass "{class_name}": {exc}')
             raise
         except Exception as exc:
             self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
@@ -537,6 +544,7 @@ class ClaimBinder(_Base):
                 self._update(PVCS, updated)  # the scheduler picks another node
             return Result()
         fault_point("provision:after-backend")
+        companions = self._create_companions(result.objects, pv_name)
 
         spec: dict[str, Any] = {
             "capacity": {"storage": result.capacity},
@@ -560,6 +568,8 @@ class ClaimBinder(_Base):
             "spec": spec,
             "status": {"phase": "Bound"},
         }
+        if companions:
+            pv["metadata"]["annotations"][ANN_PROVISIONED_OBJECTS] = json.dumps(companions)
         try:
             saved = self.ctx.store.create(PVS, pv)
         except AlreadyExists:
@@ -572,6 +582,32 @@ class ClaimBinder(_Base):
         self._bind(saved, claim)
         return Result()
 
+    def _create_companions(self, objects: Iterable[dict[str, Any]], pv_name: str) -> list[list[str]]:
+        """Create (or bring up to date) the objects a provisioner asked for, labelled with the PV they
+        serve, before the PV is saved: a crash in between makes the retry find and keep them (PR1).
+        One of the same name that was not made for this PV is left alone."""
+        made: list[list[str]] = []
+        for obj in objects:
+            resource = COMPANION_KINDS.get(str(obj.get("kind") or ""))
+            if resource is None:
+                raise PermanentError(f"provisioner returned an object of kind {obj.get('kind')!r}; "
+                                     f"supported: {', '.join(sorted(COMPANION_KINDS))}")
+            wanted = copy.deepcopy(obj)
+            meta = wanted.setdefault("metadata", {})
+            meta["labels"] = {**(meta.get("labels") or {}), LABEL_PROVISIONED_FOR: pv_name}
+            namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+            try:
+                self.ctx.store.create(resource, wanted)
+            except AlreadyExists:
+                current = self.ctx.store.get(resource, namespace, name)
+                if (_meta(current).get("labels") or {}).get(LABEL_PROVISIONED_FOR) != pv_name:
+                    log.warning("companion_exists", resource=resource, namespace=namespace, name=name, volume=pv_name)
+                    continue
+                body = {k: v for k, v in wanted.items() if k not in ("metadata", "status")}
+                if any(current.get(k) != v for k, v in body.items()):
+                    self.ctx.store.update(resource, {**current, **body})
+            made.append([resource, namespace, name])
+        return made
 
 # ------------------------------------------------------------ volumes
 
@@ -722,12 +758,33 @@ class VolumeBinder(_Base):
             live = self._set_volume_phase(live, "Failed", str(exc))
             self.ctx.events.record(live, "Warning", "VolumeFailedDelete", str(exc))
             raise
+        self._delete_companions(live)
         try:
             self.ctx.store.delete(PVS, "", name, resource_version=_meta(live).get("resourceVersion"))
         except NotFound:
             pass
         log.info("volume_deleted", volume=name, provisioner=provisioner_name)
         return Result()
+
+
+    def _delete_companions(self, volume: dict[str, Any]) -> None:
+        """Remove the objects made for this PV (PR1) once its backend volume is gone; before the PV
+        itself, so a crash in between repeats this on the next pass."""
+        name = _meta(volume)["name"]
+        try:
+            refs = json.loads(_ann(volume).get(ANN_PROVISIONED_OBJECTS) or "[]")
+        except ValueError:
+            refs = []
+        for resource, namespace, obj_name in refs:
+            if resource not in COMPANION_KINDS.values():
+                continue
+            try:
+                current = self.ctx.store.get(resource, namespace, obj_name)
+                if (_meta(current).get("labels") or {}).get(LABEL_PROVISIONED_FOR) != name:
+                    continue  # replaced by someone else's: not ours to remove
+                self.ctx.store.delete(resource, namespace, obj_name, resource_version=_meta(current).get("resourceVersion"))
+            except NotFound:
+                pass
 
 
 # ------------------------------------------------------------ protection (B11)

@@ -120,6 +120,13 @@ def _real(path: str | os.PathLike[str]) -> str:
     return os.path.realpath(os.fspath(path))
 
 
+def real_without_stat(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute and canonical with only its parent resolved: ``path`` itself is never
+    stat'ed, because a stat of a mount point whose FUSE daemon hangs blocks."""
+    absolute = os.path.abspath(os.fspath(path))
+    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+
+
 def mounts_at(path: str | os.PathLike[str]) -> list[MountEntry]:
     """Every mount stacked on ``path``, bottom first."""
     return MountTable.read().at(path)
