@@ -26,6 +26,7 @@ Class parameters, besides Kubernetes' (``resturl``, ``restauthenabled``, ``restu
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -59,6 +60,7 @@ DESCRIPTION = "Gluster-Internal: Dynamically provisioned PV"
 DYNAMIC_EP_PREFIX = "glusterfs-dynamic"
 DEFAULT_GID_MIN, DEFAULT_GID_MAX = 2000, 2147483647
 CLI_TIMEOUT = 60.0
+BRICK_ROOT_MODE = 0o2777
 HEKETI_TIMEOUT = 10.0
 HEKETI_POLL_DEADLINE = 300.0
 
@@ -267,6 +269,11 @@ class GlusterfsProvisioner(Provisioner):
             text = ((proc.stdout or "") + (proc.stderr or "")).strip()
             if proc.returncode != 0 and "already started" not in text:
                 raise TemporaryError(f"gluster volume start {volume} failed: {text[:300]}", delay=5.0)
+        # The volume's root is each brick's root. Group-owned by the GID with setgid, as Heketi does;
+        # writable by all too, because pods run in user namespaces and a FUSE mount cannot be idmapped:
+        # a pod's root is an unprivileged host uid there (GF8).
+        for brick in sorted(glob.glob(os.path.join(glob.escape(brick_root), glob.escape(volume), "brick*"))):
+            os.chmod(brick, BRICK_ROOT_MODE)
         servers = _ipv4_addresses(hosts)
         annotations = {ANN_MODE: "cli", ANN_BRICK_ROOT: brick_root}
         if socket_path:
