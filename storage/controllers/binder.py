@@ -584,7 +584,7 @@ class ClaimBinder(_Base):
 
     def _create_companions(self, objects: Iterable[dict[str, Any]], pv_name: str) -> list[list[str]]:
         """Create (or bring up to date) the objects a provisioner asked for, labelled with the PV they
-        serve, before the PV is saved: a crash in between makes the retry find and keep them (PR1).
+        serve, before the PV is saved: a crash in between makes the retry find and keep them (GF4).
         One of the same name that was not made for this PV is left alone."""
         made: list[list[str]] = []
         for obj in objects:
@@ -768,7 +768,7 @@ class VolumeBinder(_Base):
 
 
     def _delete_companions(self, volume: dict[str, Any]) -> None:
-        """Remove the objects made for this PV (PR1) once its backend volume is gone; before the PV
+        """Remove the objects made for this PV (GF4) once its backend volume is gone; before the PV
         itself, so a crash in between repeats this on the next pass."""
         name = _meta(volume)["name"]
         try:
