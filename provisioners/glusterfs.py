@@ -165,7 +165,7 @@ class GlusterfsProvisioner(Provisioner):
         volume = volume_name_for(req, prefix)
         size_gib = capacity_gib(req.requested_bytes)
         if p.get("resturl"):
-            hosts, annotations = self._provision_heketi(req, p, volume, size_gib, kind, numbers, gid)
+            hosts, annotations, volume = self._provision_heketi(req, p, volume, size_gib, kind, numbers, gid)
         else:
             hosts, annotations = self._provision_cli(p, volume, kind, numbers, gid)
         claim_meta = req.claim.get("metadata") or {}
@@ -327,7 +327,8 @@ class GlusterfsProvisioner(Provisioner):
         return user, key
 
     def _provision_heketi(self, req: ProvisionRequest, p: dict[str, str], volume: str, size_gib: int, kind: str,
-                          numbers: list[int], gid: int) -> tuple[list[str], dict[str, str]]:
+                          numbers: list[int], gid: int) -> tuple[list[str], dict[str, str], str]:
+        """(servers, PV annotations, the volume's name in Gluster)."""
         if p.get("glusterSocket") or p.get("brickRoot") or p.get("brickHosts"):
             raise PermanentError("parameters glusterSocket, brickHosts, brickRoot apply only without resturl")
         client = HeketiClient(p["resturl"], *self._heketi_auth(p))
@@ -361,7 +362,7 @@ class GlusterfsProvisioner(Provisioner):
             annotations[ANN_RESTUSER] = client.user
         if p.get("secretName"):
             annotations[ANN_SECRET] = f"{p.get('secretNamespace') or 'default'}/{p['secretName']}"
-        return hosts, annotations
+        return hosts, annotations, str(found.get("name") or volume)
 
     def _delete_heketi(self, pv: dict[str, Any]) -> None:
         ann = (pv.get("metadata") or {}).get("annotations") or {}
