@@ -18,7 +18,8 @@ Class parameters, besides Kubernetes' (``resturl``, ``restauthenabled``, ``restu
 ``restuserkey``, ``secretNamespace``, ``secretName``, ``clusterid``, ``gidMin``, ``gidMax``,
 ``volumetype``, ``volumeoptions``, ``volumenameprefix``, ``snapfactor``, ``customepnameprefix``):
 
-* ``glusterSocket``: path of glusterd's unix socket (CLI mode; default: the CLI's own default);
+* ``glusterSocket``: path of glusterd's unix socket (CLI mode; default ``/var/run/glusterd.socket``,
+  the CLI's own default);
 * ``brickHosts``: comma-separated brick hosts (CLI mode; default ``127.1``); also the servers the
   Endpoints list, resolved to IPv4 addresses;
 * ``brickRoot``: directory under which each volume's bricks go, ``<brickRoot>/<volume>/brick<N>``
@@ -61,6 +62,7 @@ DYNAMIC_EP_PREFIX = "glusterfs-dynamic"
 DEFAULT_GID_MIN, DEFAULT_GID_MAX = 2000, 2147483647
 CLI_TIMEOUT = 60.0
 BRICK_ROOT_MODE = 0o2777
+DEFAULT_SOCKET = "/var/run/glusterd.socket"  # where the gluster CLI looks without --glusterd-sock
 HEKETI_TIMEOUT = 10.0
 HEKETI_POLL_DEADLINE = 300.0
 
@@ -201,12 +203,10 @@ class GlusterfsProvisioner(Provisioner):
 
     def _reachable(self, socket_path: str) -> None:
         """TemporaryError naming glusterd's endpoint and the error when it does not answer (GF9)."""
-        target: Any = socket_path or ("127.0.0.1", 24007)
-        family = socket.AF_UNIX if socket_path else socket.AF_INET
         try:
-            with socket.socket(family, socket.SOCK_STREAM) as s:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(3.0)
-                s.connect(target)
+                s.connect(socket_path or DEFAULT_SOCKET)
         except OSError as exc:
             raise TemporaryError(f"glusterd at {_where(socket_path)} is unreachable: {exc.strerror or exc}",
                                  delay=10.0) from None
@@ -393,7 +393,7 @@ class GlusterfsProvisioner(Provisioner):
 
 
 def _where(socket_path: str) -> str:
-    return f"unix:{socket_path}" if socket_path else "127.0.0.1:24007"
+    return f"unix:{socket_path or DEFAULT_SOCKET}"
 
 
 def _volume_options(value: str) -> list[tuple[str, str]]:

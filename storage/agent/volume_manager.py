@@ -462,9 +462,12 @@ class VolumeManager:
         pod = self.pod_dir(uid)
         for kind in (VOLUMES, DEVICES):
             for plugin_dir in (pod / kind).glob("*"):
+                plugin = self.registry.by_dir_name(plugin_dir.name)
                 for vol in plugin_dir.iterdir():
                     if vol not in wanted:
                         try:
+                            if plugin is not None:
+                                plugin.unmount_volume(vol, self.executor)  # before any stat of vol (GF7)
                             self._remove_volume_path(vol)
                         except Exception as exc:
                             errors[vol.name] = f"cleanup failed: {exc}"
