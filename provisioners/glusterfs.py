@@ -43,7 +43,7 @@ import structlog
 
 from provisioners.base import ProvisionRequest, ProvisionResult, Provisioner, SecretReader, current_secrets
 from storage.errors import PermanentError, TemporaryError
-from storage.system.executor import CommandError, CommandTimeout, Executor, default_executor
+from storage.system.executor import CommandTimeout, Executor, default_executor
 
 log = structlog.get_logger(__name__)
 

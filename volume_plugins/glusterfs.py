@@ -86,13 +86,22 @@ class GlusterfsPlugin(VolumePlugin):
         self.probe = probe
 
     @staticmethod
-    def log_file(target: Path, ctx: VolumeContext) -> Path:
-        """A log per mount under the agent's data directory (``<data>/pods/<uid>/volumes/...`` is the target)."""
+    def log_file(target: Path, ctx: VolumeContext | None = None) -> Path:
+        """A log per mount under the agent's data directory: the target is
+        ``<data>/pods/<pod uid>/volumes/kubernetes.io~glusterfs/<volume>``."""
         parts = Path(os.path.abspath(target)).parts
-        data_dir = Path(*parts[:parts.index("pods")]) if "pods" in parts else Path(os.path.abspath(target)).parent
+        if "pods" in parts and len(parts) > parts.index("pods") + 1:
+            i = parts.index("pods")
+            data_dir, pod_uid = Path(*parts[:i]), parts[i + 1]
+        else:
+            data_dir, pod_uid = Path(os.path.abspath(target)).parent, ctx.pod_uid if ctx else "pod"
         logs = data_dir / "plugins" / "kubernetes.io" / "glusterfs" / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        return logs / f"{ctx.pod_uid}-{ctx.volume_name}.log"
+        return logs / f"{pod_uid}-{Path(target).name}.log"
+
+    def teardown(self, target: Path, executor: Executor) -> None:
+        # The mount is gone (the volume manager checked): its log goes with it, so logs do not pile up.
+        self.log_file(target).unlink(missing_ok=True)
 
     def mount_arguments(self, ctx: VolumeContext, hosts: list[str], log_file: Path) -> tuple[str, list[str]]:
         """(source, options) of the FUSE mount."""

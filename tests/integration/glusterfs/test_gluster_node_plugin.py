@@ -70,7 +70,7 @@ def _pod(volume_name: str, source: dict[str, Any], hosts: list[str] | None, read
 def test_mount_write_read_only_and_teardown(glusterd: Glusterd, volume: str, manager: VolumeManager) -> None:
     """GF6: the volume is FUSE-mounted from the first reachable Endpoints address (an unreachable one
     listed first becomes a backup), with a log file under the agent's data dir; readOnly mounts ro;
-    teardown unmounts and removes the pod's directory."""
+    teardown unmounts and removes the pod's directory and the mount's log."""
     source = {"glusterfs": {"endpoints": "ep", "path": volume}}
     pod = _pod(volume, source, ["127.0.0.9", "127.0.0.1"])
     started = time.monotonic()
@@ -96,6 +96,7 @@ def test_mount_write_read_only_and_teardown(glusterd: Glusterd, volume: str, man
         manager.teardown_pod(p.uid)
         assert not manager.pod_dir(p.uid).exists()
     assert not mounts.mounts_under(manager.data_dir)
+    assert not Path(log_file).exists()  # the mount's log goes with it
 
 
 def test_teardown_of_a_hung_fuse_daemon_is_bounded(glusterd: Glusterd, volume: str, manager: VolumeManager) -> None:
