@@ -151,28 +151,11 @@ class GlusterfsPlugin(VolumePlugin):
         return target
 
     def unmount_volume(self, path: Path, executor: Executor) -> bool:
-        """Unmount a FUSE mount at ``path`` without ever blocking on its daemon (GF7). True when
-        something was unmounted."""
-        point = mounts.real_without_stat(path)
-        if not _mounted_at(point):
-            return False
-        for argv in (["umount", point], ["umount", "-f", point], ["umount", "-l", point]):
-            try:
-                executor.run(argv, timeout=self.unmount_timeout)
-            except CommandTimeout:
-                log.warning("glusterfs.unmount_hung", target=point, argv=argv[:-1])
-                continue
-            except CommandError as exc:
-                if not _mounted_at(point):
-                    break
-                log.warning("glusterfs.unmount_failed", target=point, argv=argv[:-1], error=str(exc))
-                continue
-            if not _mounted_at(point):
-                break
-        if _mounted_at(point):
-            raise TemporaryError(f"glusterfs mount {point} would not unmount", delay=2.0)
-        log.info("glusterfs.unmounted", target=point)
-        return True
+        """Unmount the FUSE mount at ``path`` without ever blocking on its daemon (GF7)."""
+        try:
+            return mounts.unmount_fuse(path, self.unmount_timeout, executor=executor)
+        except RuntimeError as exc:
+            raise TemporaryError(f"glusterfs: {exc}", delay=2.0) from None
 
 
 def _log_tail(log_file: Path, lines: int = 3) -> str:

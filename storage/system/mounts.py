@@ -204,6 +204,34 @@ def unmount(path: str | os.PathLike[str], lazy: bool = False, *, executor: Execu
     (executor or default_executor()).run(argv)
 
 
+def unmount_fuse(path: str | os.PathLike[str], timeout: float = 5.0, *, executor: Executor | None = None) -> bool:
+    """Unmount a FUSE mount without ever blocking on its daemon: found in the table without a stat of
+    the mount point, then ``umount``, after ``timeout`` ``umount -f`` (aborts the FUSE connection), then
+    ``umount -l`` (Kubernetes' forced unmount after a timeout). True when something was unmounted;
+    RuntimeError when the mount is still there after all three."""
+    from storage.system.executor import CommandError, CommandTimeout
+
+    point = real_without_stat(path)
+
+    def mounted() -> bool:
+        return any(e.mount_point == point for e in read_mountinfo())
+
+    if not mounted():
+        return False
+    ex = executor or default_executor()
+    for argv in (["umount", point], ["umount", "-f", point], ["umount", "-l", point]):
+        try:
+            ex.run(argv, timeout=timeout)
+        except CommandTimeout:
+            log.warning("umount.fuse_hung", target=point, argv=argv[:-1])
+        except CommandError as exc:
+            log.warning("umount.fuse_failed", target=point, argv=argv[:-1], error=str(exc))
+        if not mounted():
+            log.info("umount.fuse", target=point, how=" ".join(argv[:-1]))
+            return True
+    raise RuntimeError(f"FUSE mount {point} would not unmount")
+
+
 def unmount_entries(entries: Sequence[MountEntry], *, executor: Executor | None = None) -> bool:
     """Unmount the given mounts in order (as ``MountTable.under`` returns them), without
     re-reading the table between them. False when one would not go: the caller then falls

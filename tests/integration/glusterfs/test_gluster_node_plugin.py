@@ -231,3 +231,29 @@ def test_node_may_read_the_endpoints_its_glusterfs_volumes_name() -> None:
         assert decision.allowed, (verb, decision)
     assert not authorizer.authorize(Attributes(user=node, verb="update", namespace="apps", resource="endpoints",
                                                name="glusterfs-dynamic-data")).allowed
+
+
+def test_stowage_down_releases_a_hung_fuse_mount_quickly(glusterd: Glusterd, volume: str, manager: VolumeManager,
+                                                         tmp_path: Path) -> None:
+    """GF7: `stowage down` (stop_node) unmounts FUSE mounts with the same bounded steps, so a stopped
+    glusterfs client does not stall it."""
+    from storage.agent.teardown import stop_node
+
+    pod = _pod(volume, {"glusterfs": {"endpoints": "ep", "path": volume}}, ["127.0.0.1"])
+    paths, errors = manager.setup_pod(pod)
+    assert not errors, errors
+    pid = _fuse_pid(Path(paths["data"]))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)
+        started = time.monotonic()
+        result = stop_node(manager.data_dir, tmp_path / "no-agent-dir", grace_seconds=1)
+        took = time.monotonic() - started
+        print(f"stop_node with a hung FUSE daemon: {took:.2f}s")
+        assert took < 20, took
+        assert result["mounts"] == 1 and not result["left"]["mounts"], result
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
