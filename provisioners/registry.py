@@ -29,6 +29,7 @@ BUILTIN: tuple[str, ...] = (
     "provisioners.iscsi_tgt:IscsiTgtProvisioner",
     "provisioners.nfs_subdir:NfsSubdirProvisioner",
     "provisioners.rbd:RbdProvisioner",
+    "provisioners.glusterfs:GlusterfsProvisioner",
 )
 
 _lock = threading.Lock()

@@ -18,6 +18,7 @@ DEBIAN_PACKAGES=(
   kubernetes-client                                        # kubectl 1.20, the older kubectl the tests drive
   tgt libiscsi-bin qemu-block-extra                        # iSCSI target (tgtd) and userspace initiator tools
   python3-rados python3-rbd python3-cephfs ceph-common ceph-mon ceph-mgr ceph-osd ceph-mds ceph-fuse rbd-fuse  # Ceph RBD and CephFS
+  glusterfs-server glusterfs-client                        # glusterd + gluster CLI; mount.glusterfs FUSE client
 )
 
 missing=()

@@ -76,6 +76,12 @@ class VolumePlugin(ABC):
     def setup(self, ctx: VolumeContext) -> Path:
         """Make the volume available; idempotent. Returns the host path for the runtime."""
 
+    def unmount_volume(self, target: Path, executor: Executor) -> bool:
+        """Unmount ``target`` the plugin's own way before the volume manager's generic unmount
+        (network filesystems whose daemon may hang: a stat of the mount point would block).
+        True when it unmounted something; the default leaves it to the volume manager."""
+        return False
+
     def teardown(self, target: Path, executor: Executor) -> None:
         """Undo ``setup`` given only the target path. The volume manager has
         already unmounted everything under it and removes the directory."""

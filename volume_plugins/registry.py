@@ -108,6 +108,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     from volume_plugins.empty_dir import EmptyDirPlugin
     from volume_plugins.aws_ebs import AwsEbsPlugin
     from volume_plugins.gce_pd import GcePdPlugin
+    from volume_plugins.glusterfs import GlusterfsPlugin
     from volume_plugins.host_path import HostPathPlugin
     from volume_plugins.iscsi import IscsiPlugin
     from volume_plugins.local import LocalPlugin
@@ -138,6 +139,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(IscsiPlugin(resolver=resolver))
     registry.register(NfsPlugin(resolver=resolver))
     registry.register(RbdPlugin(resolver=resolver))
+    registry.register(GlusterfsPlugin())
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:

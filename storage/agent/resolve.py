@@ -14,6 +14,7 @@ from storage.agent.volume_manager import PodVolumes, VolumeRequest
 from storage.api.volume_secrets import SECRET_DATA_KEY, volume_secret_ref
 from storage.errors import NotFound
 from volume_plugins.azure_file import DATA_KEY as AZURE_FILE_SECRET, secret_location as azure_file_secret
+from volume_plugins.glusterfs import DATA_KEY as GLUSTERFS_HOSTS, endpoint_hosts, endpoints_location
 
 Obj = dict[str, Any]
 
@@ -122,6 +123,10 @@ def resolve_pod_volumes(pod: Obj, reader: Reader) -> PodVolumes:
         volume_secret = volume_secret_ref(source, namespace, inline=pv_name is None)
         if volume_secret is not None:
             data[SECRET_DATA_KEY] = secret_contents(_get(reader, "secrets", volume_secret[1], volume_secret[0]))
+        if isinstance(source.get("glusterfs"), dict):
+            # The Gluster servers: the addresses of the Endpoints the source names (GF5).
+            ep_ns, ep_name = endpoints_location(source, namespace, inline=pv_name is None)
+            data[GLUSTERFS_HOSTS] = endpoint_hosts(_get(reader, "endpoints", ep_name, ep_ns)) if ep_name else None
         downward_items = list((source.get("downwardAPI") or {}).get("items") or [])
         for projection in (source.get("projected") or {}).get("sources") or []:
             downward_items += (projection.get("downwardAPI") or {}).get("items") or []

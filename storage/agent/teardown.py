@@ -50,6 +50,13 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
     containers_left = _live_containers(runc)
 
     mounts_before = {(m.mount_id, m.mount_point) for m in mounts.mounts_under(data_dir)}
+    # FUSE mounts first, each bounded in time: a hung daemon (GlusterFS, GF7) must not stall `down`.
+    for entry in mounts.mounts_under(data_dir):
+        if entry.fstype.startswith("fuse"):
+            try:
+                mounts.unmount_fuse(entry.mount_point)
+            except Exception as exc:
+                log.warning("down.unmount_failed", target=entry.mount_point, error=str(exc))
     try:
         mounts.unmount_all_under(data_dir)
     except Exception as exc:  # busy or reappearing mounts: what is left is counted below

@@ -120,6 +120,13 @@ def _real(path: str | os.PathLike[str]) -> str:
     return os.path.realpath(os.fspath(path))
 
 
+def real_without_stat(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute and canonical with only its parent resolved: ``path`` itself is never
+    stat'ed, because a stat of a mount point whose FUSE daemon hangs blocks."""
+    absolute = os.path.abspath(os.fspath(path))
+    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+
+
 def mounts_at(path: str | os.PathLike[str]) -> list[MountEntry]:
     """Every mount stacked on ``path``, bottom first."""
     return MountTable.read().at(path)
@@ -195,6 +202,34 @@ def unmount(path: str | os.PathLike[str], lazy: bool = False, *, executor: Execu
     argv.append(os.fspath(path))
     log.info("umount", target=os.fspath(path), lazy=lazy)
     (executor or default_executor()).run(argv)
+
+
+def unmount_fuse(path: str | os.PathLike[str], timeout: float = 5.0, *, executor: Executor | None = None) -> bool:
+    """Unmount a FUSE mount without ever blocking on its daemon: found in the table without a stat of
+    the mount point, then ``umount``, after ``timeout`` ``umount -f`` (aborts the FUSE connection), then
+    ``umount -l`` (Kubernetes' forced unmount after a timeout). True when something was unmounted;
+    RuntimeError when the mount is still there after all three."""
+    from storage.system.executor import CommandError, CommandTimeout
+
+    point = real_without_stat(path)
+
+    def mounted() -> bool:
+        return any(e.mount_point == point for e in read_mountinfo())
+
+    if not mounted():
+        return False
+    ex = executor or default_executor()
+    for argv in (["umount", point], ["umount", "-f", point], ["umount", "-l", point]):
+        try:
+            ex.run(argv, timeout=timeout)
+        except CommandTimeout:
+            log.warning("umount.fuse_hung", target=point, argv=argv[:-1])
+        except CommandError as exc:
+            log.warning("umount.fuse_failed", target=point, argv=argv[:-1], error=str(exc))
+        if not mounted():
+            log.info("umount.fuse", target=point, how=" ".join(argv[:-1]))
+            return True
+    raise RuntimeError(f"FUSE mount {point} would not unmount")
 
 
 def unmount_entries(entries: Sequence[MountEntry], *, executor: Executor | None = None) -> bool:
