@@ -80,6 +80,11 @@ class VolumePlugin(ABC):
         """Undo ``setup`` given only the target path. The volume manager has
         already unmounted everything under it and removes the directory."""
 
+    def unmount_volume(self, path: Path, executor: Executor) -> bool:
+        """Unmount the pod's path the plugin's own way before the volume manager's plain unmount
+        (FlexVolume's ``unmount``). False: nothing special, the volume manager unmounts it."""
+        return False
+
 
 class DevicePlugin(VolumePlugin):
     """A plugin whose volumes are block devices formatted and mounted by the volume manager."""
@@ -111,6 +116,21 @@ class DevicePlugin(VolumePlugin):
 
             raise TemporaryError(f"waiting for volume {ctx.pv_name or ctx.volume_name} to be attached", delay=2.0)
         return found
+
+    def mount_device(self, ctx: VolumeContext, device: Device, global_path: Path) -> bool:
+        """Mount the device at its per-node path the plugin's own way (FlexVolume's ``mountdevice``).
+        False: the volume manager formats and mounts it."""
+        return False
+
+    def mount_volume(self, ctx: VolumeContext, global_path: Path) -> bool:
+        """Put the volume at ``ctx.target`` the plugin's own way (FlexVolume's ``mount``).
+        False: the volume manager bind-mounts the per-node mount there."""
+        return False
+
+    def unmount_device(self, global_path: Path, device: str, executor: Executor) -> bool:
+        """Unmount the per-node mount the plugin's own way (FlexVolume's ``unmountdevice``).
+        False: the volume manager unmounts it."""
+        return False
 
     def disconnect(self, device: str, executor: Executor) -> None:
         """Release the device after its last global mount is gone."""

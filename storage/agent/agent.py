@@ -97,6 +97,8 @@ class AgentConfig:
     # Overrides of the attachable-volume limits this node reports (``attachable-volumes-aws-ebs`` -> 25);
     # a plugin's default_attach_limit otherwise (AD3).
     attach_limits: dict[str, int] = field(default_factory=dict)
+    # FlexVolume drivers (<vendor>~<driver>/<driver>); None: $STOWAGE_VOLUME_PLUGIN_DIR or Kubernetes' default.
+    volume_plugin_dir: Path | None = None
 
 
 def _meta(obj: Obj) -> Obj:
@@ -119,7 +121,8 @@ class NodeAgent:
             p.name: Pool(p.path, capacity=p.capacity) for p in config.pools
         }
         self.volumes = VolumeManager(self.data_dir, default_registry(
-            host_path_prefixes=config.host_path_prefixes, resolver=DeviceResolver(dev_disk=Path(config.dev_disk_dir))),
+            host_path_prefixes=config.host_path_prefixes, resolver=DeviceResolver(dev_disk=Path(config.dev_disk_dir)),
+            volume_plugin_dir=config.volume_plugin_dir),
             attachment_of=self._attachment_metadata)
         self.runtime: PodRuntime | None = None
         self.env_sources = ApiEnvSources(client)
