@@ -962,13 +962,16 @@ class NodeAgent:
             return
         pv_name = (claim.get("spec") or {}).get("volumeName") or ""
         pool = next((p for p in self.pools.values() if p.get(pv_name) is not None), None)
-        if pool is None:
+        if pool is None and not self.volumes.has_global_mount(pv_name):
             with self._lock:
                 self._resizing.discard(key)  # another node's volume
             return
         try:
-            with self._volume_lock:
-                done = pool.complete_resize(pv_name)
+            if pool is None:  # a device volume mounted here (FlexVolume, attached disks): grow it in place
+                done = self.volumes.finish_resize(pv_name)
+            else:
+                with self._volume_lock:
+                    done = pool.complete_resize(pv_name)
         except Exception as exc:
             if key not in self._resize_warned:
                 self._resize_warned.add(key)

@@ -580,6 +580,10 @@ class VolumeManager:
             found.setdefault(f"{plugin_name}/{global_name}", entry.source)
         return [{"name": n, "devicePath": d} for n, d in sorted(found.items())]
 
+    def has_global_mount(self, pv_name: str) -> bool:
+        """True when a device volume named ``pv_name`` is mounted on this node."""
+        return any(self._split_global(e.mount_point)[1] == pv_name for e in self._global_mounts())
+
     def finish_resize(self, pv_name: str) -> bool:
         """Grow the mounted filesystem of ``pv_name`` to its device (FileSystemResizePending -> done).
         False when the volume is not mounted on this node (the resize waits for the next mount)."""
