@@ -128,6 +128,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     from volume_plugins.flexvolume import FlexVolumePlugins, MissingFlexDriverPlugin
     from storage.system.flexvolume import plugin_dir_from_env
     from volume_plugins.git_repo import GitRepoPlugin
+    from volume_plugins.flocker import FlockerPlugin
     from volume_plugins.unsupported import unsupported_plugins
 
     registry = PluginRegistry(
@@ -152,6 +153,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(MissingFlexDriverPlugin(flex_plugins))
     registry.add_dynamic(flex_plugins.plugins)
     registry.register(GitRepoPlugin())
+    registry.register(FlockerPlugin())
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:

@@ -18,7 +18,6 @@ UNSUPPORTED: dict[str, str] = {
     "storageos": "kubernetes.io/storageos",
     "fc": "kubernetes.io/fc",
     "photonPersistentDisk": "kubernetes.io/photon-pd",
-    "flocker": "kubernetes.io/flocker",
 }
 
 

@@ -22,7 +22,6 @@ SOURCES = {
     "storageos": {"volumeName": "v"},
     "fc": {"targetWWNs": ["500a0981891b8dc5"], "lun": 0},
     "photonPersistentDisk": {"pdID": "pd-1"},
-    "flocker": {"datasetName": "ds"},
 }
 
 
