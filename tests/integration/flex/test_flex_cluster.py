@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 
 from agent_cluster import Cluster, cluster, pod, tmp_base, wait_until  # noqa: E402,F401  (fixtures)
-from conftest import FlexEnv  # noqa: E402
+from flex_support import FlexEnv  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
 from storage.system import loop, mounts  # noqa: E402
 from storage.system.flexvolume import PLUGIN_DIR_ENV  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from conftest import FlexEnv
+from flex_support import FlexEnv
 from provisioners.flexvolume import FlexVolumeAttacher
 from storage.agent.volume_manager import PodVolumes, VolumeManager, VolumeRequest
 from storage.api.volume_secrets import SECRET_DATA_KEY

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 
-from conftest import FlexEnv  # noqa: E402
+from flex_support import FlexEnv  # noqa: E402
 from stowage_e2e import Stowage, poll  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
 from storage.system import loop  # noqa: E402

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FlexEnv
+from flex_support import FlexEnv
 from storage.agent.volume_manager import PodVolumes, VolumeManager, VolumeRequest
 from volume_plugins.git_repo import validate
 from storage.errors import PermanentError

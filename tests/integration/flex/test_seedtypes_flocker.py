@@ -7,7 +7,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from conftest import FlexEnv
+from flex_support import FlexEnv
 from flocker_fake import THIS_HOST, FlockerFake
 from storage.agent.volume_manager import PodVolumes, VolumeManager, VolumeRequest
 from storage.system import mounts
