@@ -30,6 +30,7 @@ BUILTIN: tuple[str, ...] = (
     "provisioners.nfs_subdir:NfsSubdirProvisioner",
     "provisioners.rbd:RbdProvisioner",
     "provisioners.glusterfs:GlusterfsProvisioner",
+    "provisioners.flexvolume:FlexVolumeAttacher",
 )
 
 _lock = threading.Lock()

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(
   e2fsprogs xfsprogs btrfs-progs util-linux mount kmod   # mkfs, losetup, blkid, mount
+  git                                                    # gitRepo volumes (clone on the node)
   runc                                                     # pod containers
   fio                                                      # benchmarks
   postgresql                                               # the multi-host store, and its tests

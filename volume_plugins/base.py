@@ -78,7 +78,8 @@ class VolumePlugin(ABC):
 
     def unmount_volume(self, target: Path, executor: Executor) -> bool:
         """Unmount ``target`` the plugin's own way before the volume manager's generic unmount
-        (network filesystems whose daemon may hang: a stat of the mount point would block).
+        (network filesystems whose daemon may hang: a stat of the mount point would block;
+        FlexVolume's ``unmount``).
         True when it unmounted something; the default leaves it to the volume manager."""
         return False
 
@@ -124,6 +125,21 @@ class DevicePlugin(VolumePlugin):
 
             raise TemporaryError(f"waiting for volume {ctx.pv_name or ctx.volume_name} to be attached", delay=2.0)
         return found
+
+    def mount_device(self, ctx: VolumeContext, device: Device, global_path: Path) -> bool:
+        """Mount the device at its per-node path the plugin's own way (FlexVolume's ``mountdevice``).
+        False: the volume manager formats and mounts it."""
+        return False
+
+    def mount_volume(self, ctx: VolumeContext, global_path: Path) -> bool:
+        """Put the volume at ``ctx.target`` the plugin's own way (FlexVolume's ``mount``).
+        False: the volume manager bind-mounts the per-node mount there."""
+        return False
+
+    def unmount_device(self, global_path: Path, device: str, executor: Executor) -> bool:
+        """Unmount the per-node mount the plugin's own way (FlexVolume's ``unmountdevice``).
+        False: the volume manager unmounts it."""
+        return False
 
     def disconnect(self, device: str, executor: Executor) -> None:
         """Release the device after its last global mount is gone."""

@@ -1,6 +1,7 @@
 """Choosing the node plugin for a volume source by its key."""
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -20,6 +21,9 @@ _extra: dict[str, PluginFactory] = {}
 class PluginRegistry:
     def __init__(self, plugins: Iterable[VolumePlugin] = ()) -> None:
         self._plugins: list[VolumePlugin] = []
+        # Plugins that come and go at run time (FlexVolume drivers in a directory), as Kubernetes'
+        # DynamicPluginProber: each is asked for its current plugins at every lookup.
+        self._dynamic: list[Callable[[], list[VolumePlugin]]] = []
         for plugin in plugins:
             self.register(plugin)
 
@@ -28,17 +32,23 @@ class PluginRegistry:
             raise ValueError(f"volume plugin {plugin.name} registered twice")
         self._plugins.append(plugin)
 
+    def add_dynamic(self, source: Callable[[], list[VolumePlugin]]) -> None:
+        self._dynamic.append(source)
+
     def plugins(self) -> list[VolumePlugin]:
-        return list(self._plugins)
+        found = list(self._plugins)
+        for source in self._dynamic:
+            found.extend(source())
+        return found
 
     def by_name(self, name: str) -> VolumePlugin | None:
-        return next((p for p in self._plugins if p.name == name), None)
+        return next((p for p in self.plugins() if p.name == name), None)
 
     def by_dir_name(self, dir_name: str) -> VolumePlugin | None:
-        return next((p for p in self._plugins if p.dir_name == dir_name), None)
+        return next((p for p in self.plugins() if p.dir_name == dir_name), None)
 
     def find(self, source: dict[str, Any]) -> VolumePlugin:
-        matches = [p for p in self._plugins if p.can_support(source)]
+        matches = [p for p in self.plugins() if p.can_support(source)]
         if len(matches) == 1:
             return matches[0]
         keys = sorted(k for k in source if k not in ("name", "mountOptions", "capacity", "accessModes",
@@ -99,8 +109,10 @@ def attach_limit_keys(registry: PluginRegistry | None = None) -> LimitKeys:
     return LimitKeys(by_source, by_name)
 
 
-def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: DeviceResolver | None = None) -> PluginRegistry:
-    """Every built-in plugin. ``resolver`` tells attachable plugins where this node's attached disks appear."""
+def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: DeviceResolver | None = None,
+                     volume_plugin_dir: str | os.PathLike[str] | None = None) -> PluginRegistry:
+    """Every built-in plugin. ``resolver`` tells attachable plugins where this node's attached disks appear;
+    ``volume_plugin_dir`` holds FlexVolume drivers (default: $STOWAGE_VOLUME_PLUGIN_DIR or Kubernetes' own)."""
     from volume_plugins.azure_disk import AzureDiskPlugin
     from volume_plugins.azure_file import AzureFilePlugin
     from volume_plugins.config_map import ConfigMapPlugin
@@ -117,6 +129,11 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     from volume_plugins.projected import ProjectedPlugin
     from volume_plugins.rbd import RbdPlugin
     from volume_plugins.secret import SecretPlugin
+    from volume_plugins.flexvolume import FlexVolumePlugins, MissingFlexDriverPlugin
+    from storage.system.flexvolume import plugin_dir_from_env
+    from volume_plugins.git_repo import GitRepoPlugin
+    from volume_plugins.flocker import FlockerPlugin
+    from volume_plugins.unsupported import unsupported_plugins
 
     registry = PluginRegistry(
         [
@@ -140,8 +157,17 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(NfsPlugin(resolver=resolver))
     registry.register(RbdPlugin(resolver=resolver))
     registry.register(GlusterfsPlugin())
+    flex_plugins = FlexVolumePlugins(volume_plugin_dir or plugin_dir_from_env())
+    registry.register(MissingFlexDriverPlugin(flex_plugins))
+    registry.add_dynamic(flex_plugins.plugins)
+    registry.register(GitRepoPlugin())
+    registry.register(FlockerPlugin())
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:
         registry.register(factory(resolver))
+    # Refused types last, for sources no plugin (one registered in this process included) serves.
+    for refused in unsupported_plugins():
+        if not any(p.name == refused.name or p.source_key == refused.source_key for p in registry.plugins()):
+            registry.register(refused)
     return registry

@@ -97,6 +97,8 @@ class AgentConfig:
     # Overrides of the attachable-volume limits this node reports (``attachable-volumes-aws-ebs`` -> 25);
     # a plugin's default_attach_limit otherwise (AD3).
     attach_limits: dict[str, int] = field(default_factory=dict)
+    # FlexVolume drivers (<vendor>~<driver>/<driver>); None: $STOWAGE_VOLUME_PLUGIN_DIR or Kubernetes' default.
+    volume_plugin_dir: Path | None = None
 
 
 def _meta(obj: Obj) -> Obj:
@@ -119,7 +121,8 @@ class NodeAgent:
             p.name: Pool(p.path, capacity=p.capacity) for p in config.pools
         }
         self.volumes = VolumeManager(self.data_dir, default_registry(
-            host_path_prefixes=config.host_path_prefixes, resolver=DeviceResolver(dev_disk=Path(config.dev_disk_dir))),
+            host_path_prefixes=config.host_path_prefixes, resolver=DeviceResolver(dev_disk=Path(config.dev_disk_dir)),
+            volume_plugin_dir=config.volume_plugin_dir),
             attachment_of=self._attachment_metadata)
         for plugin in self.volumes.registry.plugins():
             plugin.bind_node(self.node, self.data_dir)
@@ -973,13 +976,16 @@ class NodeAgent:
             return
         pv_name = (claim.get("spec") or {}).get("volumeName") or ""
         pool = next((p for p in self.pools.values() if p.get(pv_name) is not None), None)
-        if pool is None:
+        if pool is None and not self.volumes.has_global_mount(pv_name):
             with self._lock:
                 self._resizing.discard(key)  # another node's volume
             return
         try:
-            with self._volume_lock:
-                done = pool.complete_resize(pv_name)
+            if pool is None:  # a device volume mounted here (FlexVolume, attached disks): grow it in place
+                done = self.volumes.finish_resize(pv_name)
+            else:
+                with self._volume_lock:
+                    done = pool.complete_resize(pv_name)
         except Exception as exc:
             if key not in self._resize_warned:
                 self._resize_warned.add(key)

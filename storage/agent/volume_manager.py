@@ -420,17 +420,19 @@ class VolumeManager:
             if table.is_mount_point(target) and any(e.source == device.path for e in table.at(global_path)):
                 return target, target, unique, device.path  # set up already: the common re-check
             try:
-                self.mounter.format_and_mount(
-                    device.path, global_path, device.fs_type, key=f"{plugin.dir_name}-{global_name}",
-                    options=device.mount_options, read_only=ctx.read_only,
-                )
+                if not plugin.mount_device(ctx, device, global_path):
+                    self.mounter.format_and_mount(
+                        device.path, global_path, device.fs_type, key=f"{plugin.dir_name}-{global_name}",
+                        options=device.mount_options, read_only=ctx.read_only,
+                    )
             except StowageError as exc:
                 raise _DeviceMountFailed(str(exc)) from exc
             if not mounts.is_mount_point(target):
                 target.mkdir(parents=True, exist_ok=True)
                 if ctx.fs_group is not None and not ctx.read_only:
                     apply_fs_group(global_path, ctx.fs_group)
-                mounts.bind_mount(global_path, target, ctx.read_only, executor=self.executor)
+                if not plugin.mount_volume(ctx, global_path):
+                    mounts.bind_mount(global_path, target, ctx.read_only, executor=self.executor)
                 fault_point("after_bind")
         return target, target, unique, device.path
 
@@ -449,6 +451,9 @@ class VolumeManager:
     # ---- teardown ------------------------------------------------------
 
     def _remove_volume_path(self, path: Path) -> None:
+        plugin = self.registry.by_dir_name(path.parent.name)
+        if plugin is not None:
+            plugin.unmount_volume(path, self.executor)
         mounts.unmount_all_under(path, executor=self.executor)
         if mounts.mounts_under(path):
             raise StowageError(f"{path} is still mounted; not removing it")
@@ -532,9 +537,12 @@ class VolumeManager:
 
     def _remove_global(self, entry: mounts.MountEntry, plugin_name: str, global_name: str) -> None:
         device = entry.source
-        mounts.unmount(entry.mount_point, executor=self.executor)
-        os.rmdir(entry.mount_point)
         plugin = self.registry.by_name(plugin_name)
+        if not (isinstance(plugin, DevicePlugin)
+                and plugin.unmount_device(Path(entry.mount_point), device, self.executor)):
+            mounts.unmount(entry.mount_point, executor=self.executor)
+        if os.path.isdir(entry.mount_point):  # a driver's unmountdevice may remove it itself
+            os.rmdir(entry.mount_point)
         if isinstance(plugin, DevicePlugin):
             plugin.disconnect(device, self.executor)
         log.info("global_mount.removed", volume=f"{plugin_name}/{global_name}", device=device)
@@ -578,6 +586,10 @@ class VolumeManager:
             plugin_name, global_name = self._split_global(entry.mount_point)
             found.setdefault(f"{plugin_name}/{global_name}", entry.source)
         return [{"name": n, "devicePath": d} for n, d in sorted(found.items())]
+
+    def has_global_mount(self, pv_name: str) -> bool:
+        """True when a device volume named ``pv_name`` is mounted on this node."""
+        return any(self._split_global(e.mount_point)[1] == pv_name for e in self._global_mounts())
 
     def finish_resize(self, pv_name: str) -> bool:
         """Grow the mounted filesystem of ``pv_name`` to its device (FileSystemResizePending -> done).

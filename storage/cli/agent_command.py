@@ -1,6 +1,7 @@
 """``stowage agent``: the node agent for one host, talking to a control plane through its kubeconfig."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -52,12 +53,15 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--attach-limit", "attach_limits", multiple=True, metavar="KEY=N",
               help="Volumes of one kind this node can take, e.g. attachable-volumes-aws-ebs=25 (repeatable; "
                    "default: each disk plugin's own limit).")
+@click.option("--volume-plugin-dir", envvar="STOWAGE_VOLUME_PLUGIN_DIR", default=None, type=click.Path(file_okay=False),
+              help="FlexVolume drivers, as <vendor>~<driver>/<driver> (default: "
+                   "/usr/libexec/kubernetes/kubelet-plugins/volume/exec).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubeconfig: str | None,
                   data_dir: str | None, pools: tuple[str, ...], provider_id: str | None,
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
                   host_paths: tuple[str, ...], pod_cidr: str, dev_disk_dir: str, attach_limits: tuple[str, ...],
-                  log_format: str) -> None:
+                  log_format: str, volume_plugin_dir: str | None = None) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
     from storage.agent.agent import AgentConfig
     from storage.agent.setup import default_node_name, default_pool, parse_pool, start_agent
@@ -66,6 +70,8 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
     from storage.client.kubeconfig import load_access
     from storage.errors import StowageError
 
+    if volume_plugin_dir:  # the node plugin and the in-process FlexVolume attacher read the same directory
+        os.environ["STOWAGE_VOLUME_PLUGIN_DIR"] = str(Path(volume_plugin_dir).resolve())
     limits = parse_attach_limits(attach_limits)
     configure_logging(log_format)
     root = Path(data_dir) if data_dir else Path(default_data_dir()) / "agent"

@@ -522,12 +522,17 @@ def _log_format(value: str | None) -> str:
 @click.option("--provider-id", default=None, metavar="ID",
               help="This node's spec.providerID on a cloud (aws:///<zone>/<instance-id>, gce://<project>/<zone>/<vm>), "
                    "so cloud disks can be attached to it.")
+@click.option("--volume-plugin-dir", envvar="STOWAGE_VOLUME_PLUGIN_DIR", default=None, type=click.Path(file_okay=False),
+              help="FlexVolume drivers, as <vendor>~<driver>/<driver> (default: "
+                   "/usr/libexec/kubernetes/kubelet-plugins/volume/exec).")
 @click.option("--zone", default=None, help="topology.kubernetes.io/zone of this node.")
 def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
                encryption_config: str | None, pod_security_default: str, store_url: str | None,
                host_paths: tuple[str, ...], dev_disk_dir: str, attach_limits: tuple[str, ...],
-               provider_id: str | None, zone: str | None, **tls: Any) -> None:
+               provider_id: str | None, zone: str | None, volume_plugin_dir: str | None = None, **tls: Any) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
+    if volume_plugin_dir:  # the node plugin and the in-process FlexVolume attacher read the same directory
+        os.environ["STOWAGE_VOLUME_PLUGIN_DIR"] = str(Path(volume_plugin_dir).resolve())
     controller_options = _controller_options(tls)
     agent_options = LocalAgentOptions(Path(dev_disk_dir), parse_attach_limits(attach_limits), provider_id, zone)
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,

@@ -59,6 +59,7 @@ IN_TREE_ATTACHERS: dict[str, str] = {
     "azureDisk": "kubernetes.io/azure-disk",
     "cinder": "kubernetes.io/cinder",
     "vsphereVolume": "kubernetes.io/vsphere-volume",
+    "flexVolume": "kubernetes.io/flexvolume",
 }
 
 
