@@ -132,6 +132,11 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(GcePdPlugin(resolver=resolver))
     registry.register(AzureDiskPlugin(resolver=resolver))
     registry.register(AzureFilePlugin(resolver=resolver))
+    try:  # grpcio is the optional `csi` extra
+        from volume_plugins.csi import CsiPlugin
+        registry.register(CsiPlugin())
+    except ImportError:
+        pass
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:
