@@ -26,14 +26,10 @@ from provisioners.base import (
 )
 from storage.errors import PermanentError, TemporaryError
 from storage.system.csi import CsiClient, CsiError
-from storage.system.csi.client import SECRET_PARAMETER_PREFIX, volume_capability
+from storage.system.csi.client import ANN_NODE_IDS, ANN_TOPOLOGY_KEYS, SECRET_PARAMETER_PREFIX, volume_capability
 
 log = structlog.get_logger(__name__)
 
-# Node annotation (as kubelet writes it): JSON {driver name: the driver's node id on that node}.
-ANN_NODE_IDS = "csi.volume.kubernetes.io/nodeid"
-# Node annotation (Stowage's stand-in for CSINode.spec.drivers[].topologyKeys): JSON {driver: [keys]}.
-ANN_TOPOLOGY_KEYS = "stowage.io/csi-topology-keys"
 # PV annotations external-provisioner writes so DeleteVolume finds the provisioner secret again.
 ANN_DELETION_SECRET_NAME = "volume.kubernetes.io/provisioner-deletion-secret-name"
 ANN_DELETION_SECRET_NAMESPACE = "volume.kubernetes.io/provisioner-deletion-secret-namespace"

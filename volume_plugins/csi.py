@@ -19,7 +19,7 @@ import structlog
 from storage.api.volume_secrets import SECRET_DATA_KEY
 from storage.errors import BadRequest, PermanentError, TemporaryError
 from storage.system.csi import CsiClient, CsiError
-from storage.system.csi.client import volume_capability
+from storage.system.csi.client import ANN_NODE_IDS, ANN_TOPOLOGY_KEYS, volume_capability
 from storage.system.executor import Executor
 from volume_plugins.base import VolumeContext, VolumePlugin
 
@@ -62,6 +62,27 @@ def node_driver(name: str) -> CsiClient:
 def node_drivers() -> dict[str, str]:
     with _lock:
         return {n: c.endpoint for n, c in _drivers.items()}
+
+
+def node_registration() -> tuple[dict[str, str], dict[str, str]]:
+    """(Node annotations, Node labels) for the drivers registered here, from NodeGetInfo: each driver's
+    node id and topology keys (what kubelet puts in the nodeid annotation and CSINode) and its
+    topology segments as labels (CS11). A driver that does not answer is left out this time."""
+    ids: dict[str, str] = {}
+    keys: dict[str, list[str]] = {}
+    labels: dict[str, str] = {}
+    for name, client in list(_drivers.items()):
+        try:
+            info = client.node_info()
+        except CsiError as exc:
+            log.warning("csi_node_info_failed", driver=name, error=str(exc))
+            continue
+        ids[name] = info.node_id
+        keys[name] = sorted(info.topology)
+        labels.update(info.topology)
+    if not ids:
+        return {}, {}
+    return {ANN_NODE_IDS: json.dumps(ids, sort_keys=True), ANN_TOPOLOGY_KEYS: json.dumps(keys, sort_keys=True)}, labels
 
 
 def stage_path(root: Path, driver: str, handle: str) -> Path:

@@ -323,6 +323,14 @@ class NodeAgent:
         labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", **self.config.labels}
         if self.config.zone:
             labels["topology.kubernetes.io/zone"] = self.config.zone
+        csi_annotations: dict[str, str] = {}
+        try:  # CS11: the node's CSI drivers' node ids and topology (kubelet's nodeid annotation and CSINode)
+            from volume_plugins.csi import node_registration
+
+            csi_annotations, csi_labels = node_registration()
+            labels.update(csi_labels)
+        except ImportError:
+            pass
         for _attempt in range(10):
             try:
                 node = self.client.get("nodes", self.node)
@@ -333,9 +341,13 @@ class NodeAgent:
                 spec = {"providerID": self.config.provider_id} if self.config.provider_id else {}
                 if node is None:
                     node = self.client.create({"apiVersion": "v1", "kind": "Node",
-                                               "metadata": {"name": self.node, "labels": labels}, "spec": spec})
+                                               "metadata": {"name": self.node, "labels": labels,
+                                                            **({"annotations": csi_annotations} if csi_annotations else {})},
+                                               "spec": spec})
                 else:
                     node["metadata"].setdefault("labels", {}).update(labels)
+                    if csi_annotations:
+                        node["metadata"]["annotations"] = {**(node["metadata"].get("annotations") or {}), **csi_annotations}
                     node["spec"] = {**(node.get("spec") or {}), **spec}
                     node = self.client.update(node)
                 previous = condition(node, "Ready")

@@ -52,13 +52,24 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--attach-limit", "attach_limits", multiple=True, metavar="KEY=N",
               help="Volumes of one kind this node can take, e.g. attachable-volumes-aws-ebs=25 (repeatable; "
                    "default: each disk plugin's own limit).")
+@click.option("--csi-driver", "csi_drivers", multiple=True, metavar="DRIVER=unix:///PATH",
+              help="A CSI driver's Node service on this host (repeatable).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubeconfig: str | None,
                   data_dir: str | None, pools: tuple[str, ...], provider_id: str | None,
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
                   host_paths: tuple[str, ...], pod_cidr: str, dev_disk_dir: str, attach_limits: tuple[str, ...],
-                  log_format: str) -> None:
+                  log_format: str, csi_drivers: tuple[str, ...] = ()) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
+    if csi_drivers:
+        from provisioners.csi import parse_driver_flag
+        from volume_plugins.csi import register_node_driver
+
+        for value in csi_drivers:
+            try:
+                register_node_driver(*parse_driver_flag(value))
+            except Exception as exc:
+                raise CommandError(f"--csi-driver: {exc}") from None
     from storage.agent.agent import AgentConfig
     from storage.agent.setup import default_node_name, default_pool, parse_pool, start_agent
     from storage.client import Client

@@ -22,6 +22,11 @@ from storage.system.csi import csi_pb2_grpc as pbg
 
 log = structlog.get_logger(__name__)
 
+# Node annotation (as kubelet writes it): JSON {driver name: the driver's node id on that node}.
+ANN_NODE_IDS = "csi.volume.kubernetes.io/nodeid"
+# Node annotation (Stowage's stand-in for CSINode.spec.drivers[].topologyKeys): JSON {driver: [keys]}.
+ANN_TOPOLOGY_KEYS = "stowage.io/csi-topology-keys"
+
 # StorageClass parameters that name Secrets (external-provisioner's prefix); never passed to the driver.
 SECRET_PARAMETER_PREFIX = "csi.storage.k8s.io/"
 
@@ -166,9 +171,11 @@ class CsiClient:
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
                 detail = _redact(str(exc.details() if hasattr(exc, "details") else exc), secrets)
-                if code == grpc.StatusCode.UNAVAILABLE and self._clock() + delay < deadline:
+                left = deadline - self._clock()
+                if code == grpc.StatusCode.UNAVAILABLE and left > 0.01:
                     log.debug("csi_retry_unavailable", endpoint=self.endpoint, method=method)
-                    time.sleep(delay * (0.5 + random.random()))  # back-off within the call's deadline
+                    # Back-off with jitter, within the call's deadline (the last try gets what is left).
+                    time.sleep(min(delay * (0.5 + random.random()), left))
                     delay = min(delay * 2, 1.0)
                     continue
                 raise CsiError(method, code, detail) from None

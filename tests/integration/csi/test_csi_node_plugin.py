@@ -89,3 +89,25 @@ def test_unregistered_driver_waits(tmp_path: Path) -> None:
     ctx = _context(tmp_path, "u1", {"csi": {"driver": "example.com/none", "volumeHandle": "h"}}, "pv")
     with pytest.raises(TemporaryError, match="not registered"):
         csi_plugin.CsiPlugin().setup(ctx)
+
+
+def test_node_registration_reports_node_id_and_topology(tmp_path: Path) -> None:
+    """CS11: NodeGetInfo gives the nodeid annotation (as kubelet's) and topology labels; a driver that
+    does not answer is left out."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from csi_drivers import start_mock_driver, stop_driver
+
+    drv = start_mock_driver(tmp_path, "--enable-topology")
+    csi_plugin.register_node_driver(drv.name, drv.endpoint)
+    csi_plugin.register_node_driver("example.com/absent", f"unix://{tmp_path}/absent.sock")
+    try:
+        annotations, labels = csi_plugin.node_registration()
+        ids = json.loads(annotations["csi.volume.kubernetes.io/nodeid"])
+        assert ids == {drv.name: "io.kubernetes.storage.mock"}
+        keys = json.loads(annotations["stowage.io/csi-topology-keys"])[drv.name]
+        assert keys and all(labels[k] for k in keys)
+    finally:
+        csi_plugin.unregister_node_driver(drv.name)
+        csi_plugin.unregister_node_driver("example.com/absent")
+        stop_driver(drv.proc)
