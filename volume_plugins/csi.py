@@ -201,6 +201,30 @@ class CsiPlugin(VolumePlugin):
         return self._call(client.node_expand, data["volumeHandle"], str(target / "mount"), new_size,
                           staging_path=data.get("stagingPath") or "") or new_size
 
+    def published(self, root: Path, driver: str, handle: str) -> list[Path]:
+        """This node's pod volume directories where the volume is published."""
+        found = []
+        for data_file in root.glob(f"pods/*/volumes/{DIR_NAME}/*/{VOL_DATA}"):
+            try:
+                d = json.loads(data_file.read_text())
+            except (OSError, ValueError):
+                continue
+            if d.get("driver") == driver and d.get("volumeHandle") == handle:
+                found.append(data_file.parent)
+        return found
+
+    def expand_on_node(self, root: Path, pv: dict[str, Any], new_size: int) -> bool | None:
+        """The node's half of expanding a CSI PV (CS8): NodeExpandVolume where it is published here.
+        None: not a CSI volume; False: not published here yet (it waits for a mount)."""
+        src = (pv.get("spec") or {}).get("csi")
+        if not isinstance(src, dict):
+            return None
+        targets = self.published(root, str(src.get("driver") or ""), str(src.get("volumeHandle") or ""))
+        if not targets:
+            return False
+        self.expand(targets[0], new_size)
+        return True
+
     def stats(self, target: Path) -> Any:
         """NodeGetVolumeStats of a published volume (None when the driver does not offer it)."""
         data = json.loads((target / VOL_DATA).read_text())

@@ -951,6 +951,24 @@ class NodeAgent:
 
     # ---- expansion: the node's half (FileSystemResizePending) -------------------
 
+    def _finish_csi_resize(self, pv_name: str) -> bool | None:
+        """NodeExpandVolume for a CSI volume published on this node (CS8); None when it is not a CSI volume."""
+        try:
+            from volume_plugins.csi import CsiPlugin
+        except ImportError:
+            return None
+        try:
+            pv = self.client.get("persistentvolumes", pv_name)
+        except (NotFound, Forbidden):
+            return None
+        if not isinstance((pv.get("spec") or {}).get("csi"), dict):
+            return None
+        from storage.api.quantity import parse_quantity
+
+        size = parse_quantity(((pv.get("spec") or {}).get("capacity") or {}).get("storage") or "0")
+        with self._volume_lock:
+            return CsiPlugin().expand_on_node(self.data_dir, pv, int(size))
+
     def _finish_resize(self, namespace: str, name: str) -> None:
         """Grow the filesystem of a claim's volume in one of this node's pools, then
         publish the new capacity on the claim and clear FileSystemResizePending.
@@ -971,13 +989,16 @@ class NodeAgent:
             return
         pv_name = (claim.get("spec") or {}).get("volumeName") or ""
         pool = next((p for p in self.pools.values() if p.get(pv_name) is not None), None)
-        if pool is None:
-            with self._lock:
-                self._resizing.discard(key)  # another node's volume
-            return
         try:
-            with self._volume_lock:
-                done = pool.complete_resize(pv_name)
+            if pool is None:
+                done = self._finish_csi_resize(pv_name)
+                if done is None:
+                    with self._lock:
+                        self._resizing.discard(key)  # another node's volume
+                    return
+            else:
+                with self._volume_lock:
+                    done = pool.complete_resize(pv_name)
         except Exception as exc:
             if key not in self._resize_warned:
                 self._resize_warned.add(key)

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -69,3 +70,33 @@ def mock_driver() -> Iterator[RunningDriver]:
     finally:
         stop_driver(drv.proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+TEST_DRIVER = Path(__file__).resolve().parent / "csi_test_driver.py"
+TEST_NAME = "csi-test.stowage.io"
+
+
+def start_test_driver(tmp: Path, nodeid: str, *args: str, name: str = TEST_NAME) -> RunningDriver:
+    """The small CSI driver written for the tests (real bind mounts; see csi_test_driver.py)."""
+    sock = tmp / "csi.sock"
+    state = tmp / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, str(TEST_DRIVER), "--endpoint", f"unix://{sock}", "--nodeid", nodeid,
+                             "--drivername", name, "--statedir", str(state), *args],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "driver.err", "wb"), start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_driver(proc)
+            raise RuntimeError(f"test CSI driver did not open {sock}: {(tmp / 'driver.err').read_text()[-2000:]}")
+        time.sleep(0.02)
+    return RunningDriver(name, f"unix://{sock}", sock, proc)
+
+
+def unmount_under(path: Path) -> None:
+    """Unmount whatever the driver left mounted beneath ``path`` (deepest first): tests leave no mounts."""
+    from storage.system import mounts
+
+    for entry in sorted((e for e in mounts.read_mountinfo() if str(e.mount_point).startswith(str(path) + "/")),
+                        key=lambda e: -len(str(e.mount_point))):
+        subprocess.run(["umount", "-l", str(entry.mount_point)], check=False)
