@@ -26,6 +26,8 @@ from volume_plugins.base import VolumeContext, VolumePlugin
 log = structlog.get_logger(__name__)
 
 DIR_NAME = "kubernetes.io~csi"
+# VolumeContext.data key with the driver's CSIDriver spec ({} when there is none), filled by the agent.
+CSI_DRIVER_DATA_KEY = "csi:driver"
 VOL_DATA = "vol_data.json"
 
 _lock = threading.Lock()
@@ -64,13 +66,14 @@ def node_drivers() -> dict[str, str]:
         return {n: c.endpoint for n, c in _drivers.items()}
 
 
-def node_registration() -> tuple[dict[str, str], dict[str, str]]:
+def node_registration() -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
     """(Node annotations, Node labels) for the drivers registered here, from NodeGetInfo: each driver's
     node id and topology keys (what kubelet puts in the nodeid annotation and CSINode) and its
     topology segments as labels (CS11). A driver that does not answer is left out this time."""
     ids: dict[str, str] = {}
     keys: dict[str, list[str]] = {}
     labels: dict[str, str] = {}
+    drivers: list[dict[str, Any]] = []
     for name, client in list(_drivers.items()):
         try:
             info = client.node_info()
@@ -80,9 +83,14 @@ def node_registration() -> tuple[dict[str, str], dict[str, str]]:
         ids[name] = info.node_id
         keys[name] = sorted(info.topology)
         labels.update(info.topology)
+        entry: dict[str, Any] = {"name": name, "nodeID": info.node_id, "topologyKeys": keys[name] or None}
+        if info.max_volumes_per_node > 0:
+            entry["allocatable"] = {"count": info.max_volumes_per_node}
+        drivers.append({k: v for k, v in entry.items() if v is not None})
     if not ids:
-        return {}, {}
-    return {ANN_NODE_IDS: json.dumps(ids, sort_keys=True), ANN_TOPOLOGY_KEYS: json.dumps(keys, sort_keys=True)}, labels
+        return {}, {}, []
+    annotations = {ANN_NODE_IDS: json.dumps(ids, sort_keys=True), ANN_TOPOLOGY_KEYS: json.dumps(keys, sort_keys=True)}
+    return annotations, labels, sorted(drivers, key=lambda d: d["name"])
 
 
 def stage_path(root: Path, driver: str, handle: str) -> Path:
@@ -135,10 +143,11 @@ class CsiPlugin(VolumePlugin):
             handle = str(spec.get("volumeHandle") or "")
             if not handle:
                 raise BadRequest(f"PV {ctx.pv_name}: csi.volumeHandle is required")
-        # CS11: podInfoOnMount (always sent here: Stowage has no CSIDriver object yet to say otherwise).
-        attrs.update({"csi.storage.k8s.io/pod.name": ctx.pod_name, "csi.storage.k8s.io/pod.namespace": ctx.pod_namespace,
-                      "csi.storage.k8s.io/pod.uid": ctx.pod_uid,
-                      "csi.storage.k8s.io/serviceAccount.name": str(ctx.data.get("serviceAccountName") or "default")})
+        if (ctx.data.get(CSI_DRIVER_DATA_KEY) or {}).get("podInfoOnMount") is True:  # CS12, as kubelet
+            attrs.update({"csi.storage.k8s.io/pod.name": ctx.pod_name,
+                          "csi.storage.k8s.io/pod.namespace": ctx.pod_namespace,
+                          "csi.storage.k8s.io/pod.uid": ctx.pod_uid,
+                          "csi.storage.k8s.io/serviceAccount.name": str(ctx.data.get("serviceAccountName") or "default")})
         cap = volume_capability(fs_type=str(spec.get("fsType") or ""),
                                 mount_flags=list(ctx.source.get("mountOptions") or []),
                                 mode=(ctx.source.get("accessModes") or ["ReadWriteOnce"])[0])

@@ -324,10 +324,11 @@ class NodeAgent:
         if self.config.zone:
             labels["topology.kubernetes.io/zone"] = self.config.zone
         csi_annotations: dict[str, str] = {}
+        csi_drivers: list[dict[str, Any]] = []
         try:  # CS11: the node's CSI drivers' node ids and topology (kubelet's nodeid annotation and CSINode)
             from volume_plugins.csi import node_registration
 
-            csi_annotations, csi_labels = node_registration()
+            csi_annotations, csi_labels, csi_drivers = node_registration()
             labels.update(csi_labels)
         except ImportError:
             pass
@@ -354,7 +355,31 @@ class NodeAgent:
                 if previous and previous.get("status") == "True":
                     status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
                 node["status"] = status
-                renew_lease(self.client, self.client.update_status(node), self.node)
+                node = self.client.update_status(node)
+                renew_lease(self.client, node, self.node)
+                if csi_drivers:
+                    self._write_csi_node(node, csi_drivers)
+                return
+            except Conflict:
+                continue
+
+    def _write_csi_node(self, node: Obj, drivers: list[Obj]) -> None:
+        """The CSINode named after this node, owned by its Node (as kubelet's), listing its CSI drivers (CS11)."""
+        meta = node.get("metadata") or {}
+        owner = {"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": meta.get("uid")}
+        for _attempt in range(5):
+            try:
+                try:
+                    current = self.client.get("csinodes", self.node)
+                except NotFound:
+                    self.client.create({"apiVersion": "storage.k8s.io/v1", "kind": "CSINode",
+                                        "metadata": {"name": self.node, "ownerReferences": [owner]},
+                                        "spec": {"drivers": drivers}})
+                    return
+                if (current.get("spec") or {}).get("drivers") == drivers:
+                    return
+                current["spec"] = {"drivers": drivers}
+                self.client.update(current)
                 return
             except Conflict:
                 continue

@@ -26,6 +26,9 @@ class VolumeNotReady(Exception):
     """A volume cannot be set up yet (claim unbound, volume missing); the message says why."""
 
 
+CSI_DRIVER_DATA_KEY = "csi:driver"
+
+
 def _get(reader: Reader, resource: str, name: str, namespace: str = "") -> Obj | None:
     try:
         return reader.get(resource, name, namespace)
@@ -122,6 +125,12 @@ def resolve_pod_volumes(pod: Obj, reader: Reader) -> PodVolumes:
         volume_secret = volume_secret_ref(source, namespace, inline=pv_name is None)
         if volume_secret is not None:
             data[SECRET_DATA_KEY] = secret_contents(_get(reader, "secrets", volume_secret[1], volume_secret[0]))
+        csi = source.get("csi")
+        if isinstance(csi, dict) and csi.get("driver"):
+            # CS12: the driver's CSIDriver object (podInfoOnMount, fsGroupPolicy); none is an empty spec.
+            driver_obj = _get(reader, "csidrivers", str(csi["driver"]))
+            data[CSI_DRIVER_DATA_KEY] = dict((driver_obj or {}).get("spec") or {})
+            data["serviceAccountName"] = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
         downward_items = list((source.get("downwardAPI") or {}).get("items") or [])
         for projection in (source.get("projected") or {}).get("sources") or []:
             downward_items += (projection.get("downwardAPI") or {}).get("items") or []

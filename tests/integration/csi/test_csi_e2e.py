@@ -60,6 +60,8 @@ def _objects(secret: bool = True) -> list[dict]:
                        "csi.storage.k8s.io/node-stage-secret-namespace": "default"})
         objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "csi-creds", "namespace": "default"},
                      "stringData": {"token": "s3cret-token"}})
+    objs.append({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": TEST_NAME},
+                 "spec": {"podInfoOnMount": True, "attachRequired": False}})
     objs.append({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "csi"},
                  "provisioner": TEST_NAME, "reclaimPolicy": "Delete", "allowVolumeExpansion": True,
                  "volumeBindingMode": "WaitForFirstConsumer", "parameters": params})
@@ -74,9 +76,9 @@ def _pv_gone(cluster: Cluster, name: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("driver", [("--require-secret", "token=s3cret-token")], indirect=True)
+@pytest.mark.parametrize("driver", [("--require-secret", "token=s3cret-token", "--max-volumes", "7")], indirect=True)
 def test_claim_pod_data_expand_delete(cluster: Cluster, driver) -> None:
-    """CS4-CS6, CS9, CS11: the class names the driver; under WaitForFirstConsumer CreateVolume gets the
+    """CS4-CS6, CS9, CS11, CS12: the class names the driver; under WaitForFirstConsumer CreateVolume gets the
     node's topology and the class's Secret; the PV carries the csi source and node affinity; a pod writes
     through NodeStage+NodePublish bind mounts, a second pod reads after the first is gone; the claim
     grows through ControllerExpandVolume and NodeExpandVolume; deleting the claim deletes the volume."""
@@ -86,6 +88,11 @@ def test_claim_pod_data_expand_delete(cluster: Cluster, driver) -> None:
     node = cluster.client.get("nodes", "n1")
     assert json.loads(node["metadata"]["annotations"]["csi.volume.kubernetes.io/nodeid"]) == {TEST_NAME: "n1"}
     assert node["metadata"]["labels"]["topology.csi-test.stowage.io/node"] == "n1"
+    csinode = cluster.client.get("csinodes", "n1")
+    assert csinode["spec"]["drivers"] == [{"name": TEST_NAME, "nodeID": "n1",
+                                           "topologyKeys": ["topology.csi-test.stowage.io/node"],
+                                           "allocatable": {"count": 7}}]
+    assert csinode["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
 
     cluster.apply(*_objects(), claim("data", "64Mi", "csi"))
     cluster.apply(pod("writer", f"echo hello-csi > /data/greeting && sync && {SLEEP}", claims={"data": "/data"}))
@@ -168,6 +175,8 @@ def test_inline_ephemeral_csi_volume(cluster: Cluster, driver) -> None:
     cluster.wait_running("eph", timeout=120)
     publish = _calls(state, "NodePublishVolume")
     assert publish and "csi.storage.k8s.io/ephemeral" in publish[0]["request"]["volume_context"]
+    # No CSIDriver object: no pod information (podInfoOnMount defaults to false, CS12).
+    assert "csi.storage.k8s.io/pod.name" not in publish[0]["request"]["volume_context"]
     handle = publish[0]["request"]["volume_id"]
     wait_until(lambda: (state / "volumes" / handle / "x").exists(), "the pod's file in the ephemeral volume")
     cluster.client.delete("pods", "eph", "default")

@@ -102,7 +102,9 @@ def test_node_registration_reports_node_id_and_topology(tmp_path: Path) -> None:
     csi_plugin.register_node_driver(drv.name, drv.endpoint)
     csi_plugin.register_node_driver("example.com/absent", f"unix://{tmp_path}/absent.sock")
     try:
-        annotations, labels = csi_plugin.node_registration()
+        annotations, labels, drivers = csi_plugin.node_registration()
+        assert drivers == [{"name": drv.name, "nodeID": "io.kubernetes.storage.mock",
+                            "topologyKeys": sorted(labels), "allocatable": {"count": 2}}]
         ids = json.loads(annotations["csi.volume.kubernetes.io/nodeid"])
         assert ids == {drv.name: "io.kubernetes.storage.mock"}
         keys = json.loads(annotations["stowage.io/csi-topology-keys"])[drv.name]
