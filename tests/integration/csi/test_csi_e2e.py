@@ -78,7 +78,7 @@ def _pv_gone(cluster: Cluster, name: str) -> bool:
 
 @pytest.mark.parametrize("driver", [("--require-secret", "token=s3cret-token", "--max-volumes", "7")], indirect=True)
 def test_claim_pod_data_expand_delete(cluster: Cluster, driver) -> None:
-    """CS4-CS6, CS9, CS11, CS12: the class names the driver; under WaitForFirstConsumer CreateVolume gets the
+    """CS4-CS6, CS9, CS11, CS12, CS14: the class names the driver; under WaitForFirstConsumer CreateVolume gets the
     node's topology and the class's Secret; the PV carries the csi source and node affinity; a pod writes
     through NodeStage+NodePublish bind mounts, a second pod reads after the first is gone; the claim
     grows through ControllerExpandVolume and NodeExpandVolume; deleting the claim deletes the volume."""
@@ -114,6 +114,13 @@ def test_claim_pod_data_expand_delete(cluster: Cluster, driver) -> None:
     published = json.loads((state / "published" / f"{src['volumeHandle']}.json").read_text())
     assert published["csi.storage.k8s.io/pod.name"] == "writer"
     assert published["csi.storage.k8s.io/pod.uid"] == writer["metadata"]["uid"]
+    # CS14: NodeGetVolumeStats reported for the claim in the node's /stats/summary.
+    from storage.agent import metrics
+
+    pod_summary = next(p for p in metrics.summary(cluster.agents["n1"])["pods"] if p["podRef"]["name"] == "writer")
+    vol_stats = next(v for v in pod_summary["volume"] if v["name"] == "data")
+    assert vol_stats["pvcRef"] == {"name": "data", "namespace": "default"}
+    assert vol_stats["capacityBytes"] == 64 << 20 and vol_stats["usedBytes"] == len("hello-csi\n")
     stage = csi_plugin.stage_path(cluster.agent_dir("n1"), TEST_NAME, src["volumeHandle"])
     assert any(Path(e.mount_point) == stage for e in mounts.read_mountinfo())
 
