@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 
@@ -34,22 +34,48 @@ _lock = threading.Lock()
 _drivers: dict[str, CsiClient] = {}
 
 
+# Called with (name, endpoint) on registration and (name, None) on unregistration: `stowage up` mirrors
+# its node's drivers to the control plane (one host) through this.
+_listeners: list[Callable[[str, str | None], None]] = []
+
+
+def add_registration_listener(listener: Callable[[str, str | None], None]) -> None:
+    with _lock:
+        _listeners.append(listener)
+        current = [(n, c.endpoint) for n, c in _drivers.items()]
+    for name, endpoint in current:
+        listener(name, endpoint)
+
+
+def remove_registration_listener(listener: Callable[[str, str | None], None]) -> None:
+    with _lock:
+        if listener in _listeners:
+            _listeners.remove(listener)
+
+
 def register_node_driver(name: str, endpoint: str) -> None:
-    """A CSI driver's node service on this host (``--csi-driver NAME=unix:///path`` on the agent)."""
+    """A CSI driver's node service on this host (``--csi-driver NAME=unix:///path`` on the agent, or
+    registered through the plugin registration socket, CS15)."""
     with _lock:
         old = _drivers.get(name)
         if old is not None and old.endpoint == endpoint:
             return
         _drivers[name] = CsiClient(endpoint)
+        listeners = list(_listeners)
     if old is not None:
         old.close()
+    for listener in listeners:
+        listener(name, endpoint)
 
 
 def unregister_node_driver(name: str) -> None:
     with _lock:
         old = _drivers.pop(name, None)
+        listeners = list(_listeners)
     if old is not None:
         old.close()
+        for listener in listeners:
+            listener(name, None)
 
 
 def node_driver(name: str) -> CsiClient:

@@ -193,7 +193,21 @@ class NodeAgent:
             thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._start_plugin_watcher()
         log.info("agent.started", node=self.node, port=self.port, pools=list(self.pools))
+
+    def _start_plugin_watcher(self) -> None:
+        """CSI drivers register through sockets in <data dir>/plugins_registry (kubelet's protocol, CS15)."""
+        try:
+            from storage.agent.plugin_watcher import PluginWatcher
+            from volume_plugins.csi import register_node_driver, unregister_node_driver
+        except ImportError:  # grpcio (the `csi` extra) missing
+            return
+        watcher = PluginWatcher(self.data_dir / "plugins_registry", self.stop_event, self.register,
+                                register_node_driver, unregister_node_driver)
+        thread = threading.Thread(target=self._guard(watcher.run), name="agent-plugin-watcher", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def stop(self) -> None:
         """Stop the agent's loops. Containers keep running: a restarted agent adopts them."""

@@ -485,12 +485,26 @@ def _register_csi(controllers: tuple[str, ...], node_drivers: tuple[str, ...] = 
     try:
         for value in controllers:
             register_driver(*parse_driver_flag(value))
+        named = {parse_driver_flag(c)[0] for c in controllers}
+    except PermanentError as exc:
+        raise CommandError(str(exc)) from None
+    from provisioners.csi import unregister_driver
+    from volume_plugins.csi import add_registration_listener
+
+    def mirror(name: str, endpoint: str | None) -> None:
+        # One host: a driver registered on up's node (flag or registration socket) also serves the
+        # control plane, unless --csi-controller named another endpoint for it.
+        if name in named:
+            return
+        if endpoint is None:
+            unregister_driver(name)
+        else:
+            register_driver(name, endpoint)
+
+    add_registration_listener(mirror)
+    try:
         for value in node_drivers:
-            name, endpoint = parse_driver_flag(value)
-            register_node_driver(name, endpoint)
-            # One host: the node's driver serves the control plane too unless --csi-controller named another.
-            if not any(parse_driver_flag(c)[0] == name for c in controllers):
-                register_driver(name, endpoint)
+            register_node_driver(*parse_driver_flag(value))
     except PermanentError as exc:
         raise CommandError(str(exc)) from None
 
