@@ -7,7 +7,6 @@ cannot be built on this machine (the Go module proxy refuses github.com/kubernet
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
