@@ -136,7 +136,7 @@ class CsiPlugin(VolumePlugin):
 
     def needs_attachment(self, ctx: VolumeContext) -> bool:
         """A PV of a driver with PUBLISH_UNPUBLISH_VOLUME waits for its VolumeAttachment (CS7)."""
-        if ctx.pv_name is None:
+        if ctx.pv_name is None or (ctx.data.get(CSI_DRIVER_DATA_KEY) or {}).get("attachRequired") is False:
             return False
         client = node_driver(str(self.spec(ctx.source).get("driver") or ""))
         return "PUBLISH_UNPUBLISH_VOLUME" in self._call(client.info).controller_capabilities

@@ -227,7 +227,7 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
     def NodeStageVolume(self, request, context):
         self._record("NodeStageVolume", request)
         self._check_secret(request, context)
-        if self.args.attach and request.publish_context.get("attached-by") != "csi-test":
+        if self.args.attach and not self.args.attach_optional and request.publish_context.get("attached-by") != "csi-test":
             _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "not published to this node")
         src = self.state.dir / "volumes" / request.volume_id
         if not src.is_dir():
@@ -298,6 +298,8 @@ def main() -> None:
     ap.add_argument("--drivername", default="csi-test.stowage.io")
     ap.add_argument("--statedir", required=True)
     ap.add_argument("--attach", action="store_true")
+    # Offers PUBLISH_UNPUBLISH_VOLUME but stages without it (for a CSIDriver with attachRequired: false).
+    ap.add_argument("--attach-optional", action="store_true")
     ap.add_argument("--require-secret", default="")
     ap.add_argument("--max-volumes", type=int, default=0)
     args = ap.parse_args()

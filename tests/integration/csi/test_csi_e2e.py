@@ -49,7 +49,7 @@ def _calls(state: Path, method: str) -> list[dict]:
     return [c for c in map(json.loads, lines) if c["method"] == method]
 
 
-def _objects(secret: bool = True) -> list[dict]:
+def _objects(secret: bool = True, attach_required: bool = False) -> list[dict]:
     params = {"tier": "gold"}
     objs: list[dict] = []
     if secret:
@@ -60,7 +60,7 @@ def _objects(secret: bool = True) -> list[dict]:
         objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "csi-creds", "namespace": "default"},
                      "stringData": {"token": "s3cret-token"}})
     objs.append({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": TEST_NAME},
-                 "spec": {"podInfoOnMount": True, "attachRequired": False}})
+                 "spec": {"podInfoOnMount": True, "attachRequired": attach_required}})
     objs.append({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "csi"},
                  "provisioner": TEST_NAME, "reclaimPolicy": "Delete", "allowVolumeExpansion": True,
                  "volumeBindingMode": "WaitForFirstConsumer", "parameters": params})
@@ -157,7 +157,7 @@ def test_attach_required_driver_goes_through_volume_attachments(cluster: Cluster
     drv, state = driver
     cluster.start_controllers()
     cluster.add_agent("n1")
-    cluster.apply(*_objects(secret=False), claim("data", "16Mi", "csi"))
+    cluster.apply(*_objects(secret=False, attach_required=True), claim("data", "16Mi", "csi"))
     cluster.apply(pod("p", f"echo ok > /data/f && {SLEEP}", claims={"data": "/data"}))
     cluster.wait_running("p", timeout=120)
     vas, _ = cluster.client.list("volumeattachments")
@@ -167,6 +167,23 @@ def test_attach_required_driver_goes_through_volume_attachments(cluster: Cluster
     cluster.client.delete("pods", "p", "default")
     cluster.wait_gone("pods", "p", "default")
     wait_until(lambda: _calls(state, "ControllerUnpublishVolume"), "ControllerUnpublishVolume", 90)
+    cluster.client.delete("persistentvolumeclaims", "data", "default")
+
+
+@pytest.mark.parametrize("driver", [("--attach", "--attach-optional")], indirect=True)
+def test_csidriver_attach_required_false_skips_attachment(cluster: Cluster, driver) -> None:
+    """CS7, CS12: the driver offers PUBLISH_UNPUBLISH_VOLUME but its CSIDriver says attachRequired: false:
+    no VolumeAttachment, no ControllerPublish, and the node does not wait for one."""
+    drv, state = driver
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(*_objects(secret=False, attach_required=False), claim("data", "16Mi", "csi"))
+    cluster.apply(pod("p", f"echo ok > /data/f && {SLEEP}", claims={"data": "/data"}))
+    cluster.wait_running("p", timeout=120)
+    assert cluster.client.list("volumeattachments")[0] == []
+    assert not _calls(state, "ControllerPublishVolume") and _calls(state, "NodeStageVolume")
+    cluster.client.delete("pods", "p", "default")
+    cluster.wait_gone("pods", "p", "default")
     cluster.client.delete("persistentvolumeclaims", "data", "default")
 
 
