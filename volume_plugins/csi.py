@@ -134,6 +134,18 @@ class CsiPlugin(VolumePlugin):
     name = "kubernetes.io/csi"
     source_key = "csi"
 
+    def applies_fs_group(self, ctx: VolumeContext) -> bool:
+        """CS16: the driver's CSIDriver fsGroupPolicy: File always, None never, ReadWriteOnceWithFSType
+        (the default) when the volume has an fsType and is ReadWriteOnce (inline volumes: an fsType)."""
+        policy = (ctx.data.get(CSI_DRIVER_DATA_KEY) or {}).get("fsGroupPolicy") or "ReadWriteOnceWithFSType"
+        if policy == "File":
+            return True
+        if policy == "None":
+            return False
+        if not self.spec(ctx.source).get("fsType"):
+            return False
+        return ctx.pv_name is None or "ReadWriteOnce" in (ctx.source.get("accessModes") or [])
+
     def needs_attachment(self, ctx: VolumeContext) -> bool:
         """A PV of a driver with PUBLISH_UNPUBLISH_VOLUME waits for its VolumeAttachment (CS7)."""
         if ctx.pv_name is None or (ctx.data.get(CSI_DRIVER_DATA_KEY) or {}).get("attachRequired") is False:

@@ -386,7 +386,10 @@ class VolumeManager:
             ctx.attachment = dict(metadata)
         fresh = not ctx.target.exists()
         path = plugin.setup(ctx)
-        if req.fs_group is not None and fresh and not req.read_only and path == ctx.target:
+        # A plugin that mounts below its directory (CSI) says itself whether fsGroup applies (fsGroupPolicy).
+        applies = getattr(plugin, "applies_fs_group", None)
+        if req.fs_group is not None and fresh and not req.read_only and (
+                applies(ctx) if applies is not None else path == ctx.target):
             apply_fs_group(path, req.fs_group)
         return path, ctx.target, None, None
 

@@ -187,6 +187,25 @@ def test_csidriver_attach_required_false_skips_attachment(cluster: Cluster, driv
     cluster.client.delete("persistentvolumeclaims", "data", "default")
 
 
+@pytest.mark.parametrize("policy,owned", [("File", True), ("None", False)])
+def test_fs_group_policy(cluster: Cluster, driver, policy: str, owned: bool) -> None:
+    """CS16: fsGroup is applied to a CSI volume by the CSIDriver's fsGroupPolicy (File: yes, None: no)."""
+    drv, state = driver
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    objs = _objects(secret=False)
+    objs[0]["spec"]["fsGroupPolicy"] = policy
+    cluster.apply(*objs, claim("data", "16Mi", "csi"))
+    cluster.apply(pod("p", f"touch /data/x && {SLEEP}", claims={"data": "/data"}, securityContext={"fsGroup": 4321}))
+    cluster.wait_running("p", timeout=120)
+    pvc = cluster.client.get("persistentvolumeclaims", "data", "default")
+    handle = cluster.client.get("persistentvolumes", pvc["spec"]["volumeName"])["spec"]["csi"]["volumeHandle"]
+    assert ((state / "volumes" / handle).stat().st_gid == 4321) is owned
+    cluster.client.delete("pods", "p", "default")
+    cluster.wait_gone("pods", "p", "default")
+    cluster.client.delete("persistentvolumeclaims", "data", "default")
+
+
 def test_inline_ephemeral_csi_volume(cluster: Cluster, driver) -> None:
     """CS10: an inline csi volume is published for the pod with ephemeral=true and removed with it."""
     drv, state = driver
