@@ -69,6 +69,7 @@ fi
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 if [[ $extras == *dev* && -x $GO && ! -x .cache/go/bin/mock-driver ]]; then
   echo "setup: building the CSI mock driver (Go)"
+  mkdir -p .cache/go/bin
   gotmp=$(mktemp -d)
   (cd "$gotmp" && "$GO" mod init csimock >/dev/null 2>&1 \
      && "$GO" mod edit -require=github.com/kubernetes-csi/csi-test/v3@v3.1.1 \
