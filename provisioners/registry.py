@@ -36,6 +36,15 @@ BUILTIN: tuple[str, ...] = (
 _lock = threading.Lock()
 _registered: dict[str, Provisioner] = {}
 _loaded: dict[str, Provisioner] | None = None
+# Consulted by ``get`` for names nothing registered: provisioners made on demand for a whole family of
+# names (every registered CSI driver), in order; each returns None for names it does not serve.
+_resolvers: list[Callable[[str], Provisioner | None]] = []
+
+
+def add_resolver(resolver: Callable[[str], Provisioner | None]) -> None:
+    with _lock:
+        if resolver not in _resolvers:
+            _resolvers.append(resolver)
 
 
 def register(provisioner: Provisioner) -> None:
@@ -81,7 +90,13 @@ def get(name: str) -> Provisioner | None:
             return _registered[name]
         if _loaded is None:
             _loaded = _load_entry_points()
-        return _loaded.get(name)
+        found = _loaded.get(name)
+        resolvers = list(_resolvers) if found is None else []
+    for resolver in resolvers:  # outside the lock: a resolver may ask a driver over the network
+        found = resolver(name)
+        if found is not None:
+            break
+    return found
 
 
 def all_provisioners() -> list[Provisioner]:
@@ -100,3 +115,14 @@ def find_recycler(pv: dict[str, Any]) -> Provisioner | None:
         if provisioner.supports_recycle and provisioner.can_recycle(pv):
             return provisioner
     return None
+
+
+def _csi_drivers(name: str) -> Provisioner | None:
+    try:  # grpcio is the optional `csi` extra
+        from provisioners import csi
+    except ImportError:
+        return None
+    return csi.resolve(name)
+
+
+add_resolver(_csi_drivers)  # CS4: a StorageClass naming a registered CSI driver is served by it

@@ -56,7 +56,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "setup: Python 3.11 or newer is required (found $("$PYTHON" --version))" >&2
   exit 1
 fi
-extras=${STOWAGE_EXTRAS:-dev,aws,gcp,azure}
+extras=${STOWAGE_EXTRAS:-dev,aws,gcp,azure,ceph,csi}
 echo "setup: installing the stowage Python package [$extras]"
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[${extras}]"
 # Azurite (Azure Blob's emulator, for the Azure disk tests) comes from npm, into the project's own
@@ -66,5 +66,22 @@ if [[ $extras == *dev* ]] && command -v npm >/dev/null \
    && ! [[ -x .cache/node/node_modules/.bin/azurite-blob ]]; then
   echo "setup: installing azurite $AZURITE_VERSION (npm)"
   npm install --silent --no-audit --no-fund --prefix .cache/node "azurite@$AZURITE_VERSION" >/dev/null
+fi
+# CSI: a real third-party CSI driver for the tests (kubernetes-csi's mock driver from csi-test v3.1.1),
+# built with Go into .cache/go/bin when `go` is there. (The Kubernetes hostpath driver would be the
+# better test driver, but the Go module proxy refuses github.com/kubernetes-csi/csi-driver-host-path.)
+# `go install pkg@version` also fails for it (the proxy refuses csi-test/v3's version list, which
+# install reads for deprecations), so it is built from a throw-away module that requires it.
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+if [[ $extras == *dev* && -x $GO && ! -x .cache/go/bin/mock-driver ]]; then
+  echo "setup: building the CSI mock driver (Go)"
+  mkdir -p .cache/go/bin
+  gotmp=$(mktemp -d)
+  (cd "$gotmp" && "$GO" mod init csimock >/dev/null 2>&1 \
+     && "$GO" mod edit -require=github.com/kubernetes-csi/csi-test/v3@v3.1.1 \
+     && printf 'package main\nimport _ "github.com/kubernetes-csi/csi-test/v3/mock/service"\nfunc main() {}\n' >x.go \
+     && GOFLAGS=-mod=mod "$GO" build -o "$OLDPWD/.cache/go/bin/mock-driver" github.com/kubernetes-csi/csi-test/v3/cmd/mock-driver) \
+    || echo "setup: could not build the CSI mock driver; the CSI driver tests will be skipped" >&2
+  rm -rf "$gotmp"
 fi
 echo "setup: done ($(command -v stowage))"

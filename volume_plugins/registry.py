@@ -162,6 +162,11 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.add_dynamic(flex_plugins.plugins)
     registry.register(GitRepoPlugin())
     registry.register(FlockerPlugin())
+    try:  # grpcio is the optional `csi` extra
+        from volume_plugins.csi import CsiPlugin
+        registry.register(CsiPlugin())
+    except ImportError:
+        pass
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:

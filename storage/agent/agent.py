@@ -198,7 +198,21 @@ class NodeAgent:
             thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._start_plugin_watcher()
         log.info("agent.started", node=self.node, port=self.port, pools=list(self.pools))
+
+    def _start_plugin_watcher(self) -> None:
+        """CSI drivers register through sockets in <data dir>/plugins_registry (kubelet's protocol, CS15)."""
+        try:
+            from storage.agent.plugin_watcher import PluginWatcher
+            from volume_plugins.csi import register_node_driver, unregister_node_driver
+        except ImportError:  # grpcio (the `csi` extra) missing
+            return
+        watcher = PluginWatcher(self.data_dir / "plugins_registry", self.stop_event, self.register,
+                                register_node_driver, unregister_node_driver)
+        thread = threading.Thread(target=self._guard(watcher.run), name="agent-plugin-watcher", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def stop(self) -> None:
         """Stop the agent's loops. Containers keep running: a restarted agent adopts them."""
@@ -336,6 +350,16 @@ class NodeAgent:
         annotations = self.plugin_annotations()
         if self.config.zone:
             labels["topology.kubernetes.io/zone"] = self.config.zone
+        csi_annotations: dict[str, str] = {}
+        csi_drivers: list[dict[str, Any]] = []
+        try:  # CS11: the node's CSI drivers' node ids and topology (kubelet's nodeid annotation and CSINode)
+            from volume_plugins.csi import node_registration
+
+            csi_annotations, csi_labels, csi_drivers = node_registration()
+            labels.update(csi_labels)
+        except ImportError:
+            pass
+        annotations.update(csi_annotations)
         for _attempt in range(10):
             try:
                 node = self.client.get("nodes", self.node)
@@ -359,7 +383,31 @@ class NodeAgent:
                 if previous and previous.get("status") == "True":
                     status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
                 node["status"] = status
-                renew_lease(self.client, self.client.update_status(node), self.node)
+                node = self.client.update_status(node)
+                renew_lease(self.client, node, self.node)
+                if csi_drivers:
+                    self._write_csi_node(node, csi_drivers)
+                return
+            except Conflict:
+                continue
+
+    def _write_csi_node(self, node: Obj, drivers: list[Obj]) -> None:
+        """The CSINode named after this node, owned by its Node (as kubelet's), listing its CSI drivers (CS11)."""
+        meta = node.get("metadata") or {}
+        owner = {"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": meta.get("uid")}
+        for _attempt in range(5):
+            try:
+                try:
+                    current = self.client.get("csinodes", self.node)
+                except NotFound:
+                    self.client.create({"apiVersion": "storage.k8s.io/v1", "kind": "CSINode",
+                                        "metadata": {"name": self.node, "ownerReferences": [owner]},
+                                        "spec": {"drivers": drivers}})
+                    return
+                if (current.get("spec") or {}).get("drivers") == drivers:
+                    return
+                current["spec"] = {"drivers": drivers}
+                self.client.update(current)
                 return
             except Conflict:
                 continue
@@ -956,6 +1004,24 @@ class NodeAgent:
 
     # ---- expansion: the node's half (FileSystemResizePending) -------------------
 
+    def _finish_csi_resize(self, pv_name: str) -> bool | None:
+        """NodeExpandVolume for a CSI volume published on this node (CS8); None when it is not a CSI volume."""
+        try:
+            from volume_plugins.csi import CsiPlugin
+        except ImportError:
+            return None
+        try:
+            pv = self.client.get("persistentvolumes", pv_name)
+        except (NotFound, Forbidden):
+            return None
+        if not isinstance((pv.get("spec") or {}).get("csi"), dict):
+            return None
+        from storage.api.quantity import parse_quantity
+
+        size = parse_quantity(((pv.get("spec") or {}).get("capacity") or {}).get("storage") or "0")
+        with self._volume_lock:
+            return CsiPlugin().expand_on_node(self.data_dir, pv, int(size))
+
     def _finish_resize(self, namespace: str, name: str) -> None:
         """Grow the filesystem of a claim's volume in one of this node's pools, then
         publish the new capacity on the claim and clear FileSystemResizePending.
@@ -976,13 +1042,17 @@ class NodeAgent:
             return
         pv_name = (claim.get("spec") or {}).get("volumeName") or ""
         pool = next((p for p in self.pools.values() if p.get(pv_name) is not None), None)
-        if pool is None and not self.volumes.has_global_mount(pv_name):
-            with self._lock:
-                self._resizing.discard(key)  # another node's volume
-            return
         try:
-            if pool is None:  # a device volume mounted here (FlexVolume, attached disks): grow it in place
-                done = self.volumes.finish_resize(pv_name)
+            done: bool | None = None
+            if pool is None:
+                done = self._finish_csi_resize(pv_name)
+                if done is None:
+                    if not self.volumes.has_global_mount(pv_name):
+                        with self._lock:
+                            self._resizing.discard(key)  # another node's volume
+                        return
+                    # a device volume mounted here (FlexVolume, attached disks): grow it in place
+                    done = self.volumes.finish_resize(pv_name)
             else:
                 with self._volume_lock:
                     done = pool.complete_resize(pv_name)

@@ -133,6 +133,35 @@ def _init_pid(agent: "NodeAgent", container_id: str) -> int | None:
         return int(state["pid"]) if state and state.get("pid") else None
 
 
+def csi_volume_stats(pod_dir: Path, pod: dict[str, Any], stamp: str) -> list[dict[str, Any]]:
+    """The pod's CSI volumes as /stats/summary's ``volume`` entries, from the drivers' NodeGetVolumeStats
+    (with ``pvcRef`` for claims, as the kubelet reports claim usage). A driver that fails is left out."""
+    try:
+        from volume_plugins.csi import DIR_NAME, CsiPlugin
+    except ImportError:
+        return []
+    claims = {v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName")
+              for v in (pod.get("spec") or {}).get("volumes") or []}
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    out: list[dict[str, Any]] = []
+    for target in sorted((pod_dir / "volumes" / DIR_NAME).glob("*")):
+        try:
+            usage = CsiPlugin().stats(target)
+        except Exception:  # a driver down must not break the node's summary
+            continue
+        if usage is None:
+            continue
+        entry: dict[str, Any] = {"name": target.name, "time": stamp, "capacityBytes": usage.total_bytes,
+                                 "usedBytes": usage.used_bytes, "availableBytes": usage.available_bytes,
+                                 "inodes": usage.total_inodes, "inodesUsed": usage.used_inodes,
+                                 "inodesFree": usage.available_inodes}
+        entry = {k: v for k, v in entry.items() if v is not None}
+        if claims.get(target.name):
+            entry["pvcRef"] = {"name": claims[target.name], "namespace": namespace}
+        out.append(entry)
+    return out
+
+
 def summary(agent: "NodeAgent") -> dict[str, Any]:
     """The node's and each running container's CPU rate and working set."""
     runtime = agent.runtime
@@ -162,6 +191,10 @@ def summary(agent: "NodeAgent") -> dict[str, Any]:
         meta = pod.get("metadata") or {}
         containers = [{"name": n, "startTime": stamp, **usage(f"{uid}/{n}")} for n in running if f"{uid}/{n}" in rates]
         if containers:
-            out_pods.append({"podRef": {"name": meta.get("name", ""), "namespace": meta.get("namespace", ""),
-                                        "uid": uid}, "containers": containers})
+            entry: dict[str, Any] = {"podRef": {"name": meta.get("name", ""), "namespace": meta.get("namespace", ""),
+                                                "uid": uid}, "containers": containers}
+            volumes = csi_volume_stats(agent.data_dir / "pods" / uid, pod, stamp)
+            if volumes:
+                entry["volume"] = volumes
+            out_pods.append(entry)
     return {"node": {"nodeName": agent.node, **usage("node")}, "pods": out_pods, "window": f"{WINDOW_SECONDS}s"}

@@ -27,6 +27,9 @@ class VolumeNotReady(Exception):
     """A volume cannot be set up yet (claim unbound, volume missing); the message says why."""
 
 
+CSI_DRIVER_DATA_KEY = "csi:driver"
+
+
 def _get(reader: Reader, resource: str, name: str, namespace: str = "") -> Obj | None:
     try:
         return reader.get(resource, name, namespace)
@@ -127,6 +130,12 @@ def resolve_pod_volumes(pod: Obj, reader: Reader) -> PodVolumes:
             # The Gluster servers: the addresses of the Endpoints the source names (GF5).
             ep_ns, ep_name = endpoints_location(source, namespace, inline=pv_name is None)
             data[GLUSTERFS_HOSTS] = endpoint_hosts(_get(reader, "endpoints", ep_name, ep_ns)) if ep_name else None
+        csi = source.get("csi")
+        if isinstance(csi, dict) and csi.get("driver"):
+            # CS12: the driver's CSIDriver object (podInfoOnMount, fsGroupPolicy); none is an empty spec.
+            driver_obj = _get(reader, "csidrivers", str(csi["driver"]))
+            data[CSI_DRIVER_DATA_KEY] = dict((driver_obj or {}).get("spec") or {})
+            data["serviceAccountName"] = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
         downward_items = list((source.get("downwardAPI") or {}).get("items") or [])
         for projection in (source.get("projected") or {}).get("sources") or []:
             downward_items += (projection.get("downwardAPI") or {}).get("items") or []

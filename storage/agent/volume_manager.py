@@ -378,9 +378,18 @@ class VolumeManager:
             return self._setup_device(plugin, ctx, table)
         if req.mode == "Block":
             raise BadRequest(f"volume {req.name}: volumeMode Block is not supported by {plugin.name}")
+        needs_attachment = getattr(plugin, "needs_attachment", None)  # CSI drivers that attach (CS7)
+        if needs_attachment is not None and self.attachment_of is not None and needs_attachment(ctx):
+            metadata = self.attachment_of(ctx.pv_name or "")
+            if metadata is None:
+                raise TemporaryError(f"waiting for volume {ctx.pv_name} to be attached to this node", delay=2.0)
+            ctx.attachment = dict(metadata)
         fresh = not ctx.target.exists()
         path = plugin.setup(ctx)
-        if req.fs_group is not None and fresh and not req.read_only and path == ctx.target:
+        # A plugin that mounts below its directory (CSI) says itself whether fsGroup applies (fsGroupPolicy).
+        applies = getattr(plugin, "applies_fs_group", None)
+        if req.fs_group is not None and fresh and not req.read_only and (
+                applies(ctx) if applies is not None else path == ctx.target):
             apply_fs_group(path, req.fs_group)
         return path, ctx.target, None, None
 

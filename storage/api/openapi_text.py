@@ -15,6 +15,10 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "StorageClass": "Describes a class of storage: which provisioner creates its volumes, with which parameters, "
                     "reclaim policy and binding mode.",
     "VolumeAttachment": "Records the intent to attach a volume to a node, and whether it is attached.",
+    "CSIDriver": "Information about a CSI volume driver: whether its volumes are attached, whether it wants pod "
+                 "information on mount, and how fsGroup applies. Named after the driver.",
+    "CSINode": "The CSI drivers installed on a node, with each driver's node id, topology keys and volume limit. "
+               "Named after the node and written by its agent.",
     "Pod": "A group of containers that run together on one node and share volumes and a network namespace.",
     "Service": "A named abstraction over a set of pods selected by labels, with stable ports.",
     "Endpoints": "The addresses and ports that implement a Service.",

@@ -411,6 +411,23 @@ def _volume_attachment(obj: dict[str, Any], now: datetime) -> Row:
             str(spec.get("nodeName", "")), "true" if _status(obj).get("attached") else "false", object_age(obj, now)]
 
 
+def _csi_driver(obj: dict[str, Any], now: datetime) -> Row:
+    spec = _spec(obj)
+
+    def flag(key: str, default: bool) -> str:
+        value = spec.get(key)
+        return ("true" if value else "false") if value is not None else ("true" if default else "false")
+
+    modes = ",".join(spec.get("volumeLifecycleModes") or ["Persistent"])
+    return [_name(obj), flag("attachRequired", True), flag("podInfoOnMount", False), flag("storageCapacity", False),
+            str(len(spec.get("tokenRequests") or [])) if spec.get("tokenRequests") else "<unset>",
+            flag("requiresRepublish", False), modes, object_age(obj, now)]
+
+
+def _csi_node(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(len(_spec(obj).get("drivers") or [])), object_age(obj, now)]
+
+
 def _node_wide(obj: dict[str, Any], now: datetime) -> Row:
     status = _status(obj)
     addresses = status.get("addresses") or []
@@ -489,6 +506,9 @@ register("Secret", Columns(["NAME", "TYPE", "DATA", "AGE"], _secret))
 register("ConfigMap", Columns(["NAME", "DATA", "AGE"], _configmap))
 register("ControllerRevision", Columns(["NAME", "CONTROLLER", "REVISION", "AGE"], _controller_revision))
 register("VolumeAttachment", Columns(["NAME", "ATTACHER", "PV", "NODE", "ATTACHED", "AGE"], _volume_attachment))
+register("CSIDriver", Columns(["NAME", "ATTACHREQUIRED", "PODINFOONMOUNT", "STORAGECAPACITY", "TOKENREQUESTS",
+                               "REQUIRESREPUBLISH", "MODES", "AGE"], _csi_driver))
+register("CSINode", Columns(["NAME", "DRIVERS", "AGE"], _csi_node))
 register("Lease", Columns(["NAME", "HOLDER", "AGE"], _lease))
 # kubectl's columns for the RBAC kinds, service accounts and certificate requests.
 register("Role", Columns(["NAME", "CREATED AT"], _created_at))

@@ -56,6 +56,8 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         has_status=False, legacy_api_versions=("storage.k8s.io/v1beta1",),
     ),
     ResourceInfo("VolumeAttachment", "volumeattachments", "volumeattachment", "storage.k8s.io", "v1", False, ()),
+    ResourceInfo("CSIDriver", "csidrivers", "csidriver", "storage.k8s.io", "v1", False, (), has_status=False),
+    ResourceInfo("CSINode", "csinodes", "csinode", "storage.k8s.io", "v1", False, (), has_status=False),
     ResourceInfo(
         "StatefulSet", "statefulsets", "statefulset", "apps", "v1", True, ("sts",),
         legacy_api_versions=("apps/v1beta1", "apps/v1beta2"),

@@ -802,6 +802,45 @@ def _storage_class_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any
     errs.immutable("volumeBindingMode", new.get("volumeBindingMode"), old.get("volumeBindingMode"))
 
 
+_FS_GROUP_POLICIES = ("ReadWriteOnceWithFSType", "File", "None")
+_LIFECYCLE_MODES = ("Persistent", "Ephemeral")
+
+
+def _csi_driver(errs: _Errors, obj: dict[str, Any]) -> None:
+    """CS12: the spec fields Kubernetes validates (values of fsGroupPolicy and volumeLifecycleModes)."""
+    spec = _d(obj.get("spec"))
+    policy = spec.get("fsGroupPolicy")
+    if policy is not None and policy not in _FS_GROUP_POLICIES:
+        errs.unsupported("spec.fsGroupPolicy", policy, _FS_GROUP_POLICIES)
+    for i, mode in enumerate(spec.get("volumeLifecycleModes") or []):
+        if mode not in _LIFECYCLE_MODES:
+            errs.unsupported(f"spec.volumeLifecycleModes[{i}]", mode, _LIFECYCLE_MODES)
+
+
+def _csi_node(errs: _Errors, obj: dict[str, Any]) -> None:
+    seen: set[str] = set()
+    for i, drv in enumerate(_d(obj.get("spec")).get("drivers") or []):
+        drv = _d(drv)
+        if not drv.get("name"):
+            errs.required(f"spec.drivers[{i}].name")
+        elif drv["name"] in seen:
+            errs.duplicate(f"spec.drivers[{i}].name", drv["name"])
+        seen.add(str(drv.get("name")))
+        if not drv.get("nodeID"):
+            errs.required(f"spec.drivers[{i}].nodeID")
+        count = _d(drv.get("allocatable")).get("count")
+        if count is not None and (not isinstance(count, int) or count < 0):
+            errs.invalid(f"spec.drivers[{i}].allocatable.count", count, "must be greater than or equal to 0")
+
+
+def _csi_driver_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    # attachRequired, volumeLifecycleModes and fsGroupPolicy are immutable (Kubernetes' ValidateCSIDriverUpdate).
+    old_spec, new_spec = _d(old.get("spec")), _d(new.get("spec"))
+    for key in ("attachRequired", "fsGroupPolicy", "volumeLifecycleModes"):
+        if old_spec.get(key) != new_spec.get(key):
+            errs.invalid(f"spec.{key}", new_spec.get(key), "field is immutable")
+
+
 def _volume_attachment(errs: _Errors, obj: dict[str, Any]) -> None:
     spec = _d(obj.get("spec"))
     if not spec.get("attacher"):
@@ -1298,6 +1337,8 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ConfigMap": _config_map,
     "Event": _event,
     "VolumeAttachment": _volume_attachment,
+    "CSIDriver": _csi_driver,
+    "CSINode": _csi_node,
     "StatefulSet": _statefulset,
     "DaemonSet": _daemonset,
     "ReplicaSet": _replicaset,
@@ -1324,6 +1365,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "StorageClass": _storage_class_update,
     "Pod": _pod_update,
     "VolumeAttachment": _spec_immutable,
+    "CSIDriver": _csi_driver_update,
     "StatefulSet": _statefulset_update,
     "DaemonSet": _selector_immutable,
     "ReplicaSet": _selector_immutable,

@@ -39,7 +39,7 @@ def _rule(verbs: tuple[str, ...], groups: tuple[str, ...], resources: tuple[str,
     return Rule(frozenset(verbs), frozenset(groups), frozenset(resources))
 
 
-# Kubernetes' bootstrap NodeRules(), less what Stowage has no kind for (CSI).
+# Kubernetes' bootstrap NodeRules().
 NODE_RULES: tuple[Rule, ...] = (
     _rule(("create",), ("authorization.k8s.io",), ("subjectaccessreviews", "localsubjectaccessreviews")),
     _rule(_READ, ("",), ("services", "endpoints", "nodes")),
@@ -52,6 +52,9 @@ NODE_RULES: tuple[Rule, ...] = (
     _rule(_READ, ("storage.k8s.io",), ("storageclasses",)),
     _rule(("create",), ("",), ("serviceaccounts/token",)),
     _rule(("get",), ("storage.k8s.io",), ("volumeattachments",)),
+    # CSI (Kubernetes' NodeRules): read drivers' CSIDriver objects; write its own CSINode (checked below).
+    _rule(_READ, ("storage.k8s.io",), ("csidrivers",)),
+    _rule(("get", "create", "update", "patch", "delete"), ("storage.k8s.io",), ("csinodes",)),
     # Its own serving certificate (and a renewed client one), as Kubernetes' NodeRules.
     _rule(("create", "get", "list", "watch"), ("certificates.k8s.io",), ("certificatesigningrequests",)),
 )
@@ -111,6 +114,9 @@ class NodeAuthorizer:
                 return Decision(False, f'node "{node}" is not allowed to modify node "{attrs.name}"')
         if group == "storage.k8s.io" and resource == "volumeattachments":
             return self._attachments(node, attrs)
+        if group == "storage.k8s.io" and resource == "csinodes" and verb != "create" and attrs.name != node:
+            # NodeRestriction: a node may touch only the CSINode named after it.
+            return Decision(False, f'node "{node}" is not allowed to modify CSINode "{attrs.name}"')
         if any(rule_allows(attrs, r) for r in NODE_RULES):
             return ALLOW
         return Decision(False)
@@ -228,6 +234,9 @@ class NodeRestriction:
             self._pod(node, req)
         elif plural == "leases" and (req.obj.get("metadata") or {}).get("name") != node:
             raise Forbidden(f'node "{node}" is not allowed to modify the Lease of another node')
+        elif plural == "csinodes" and (req.obj.get("metadata") or {}).get("name") != node:
+            name = (req.obj.get("metadata") or {}).get("name")
+            raise Forbidden(f'node "{node}" is not allowed to modify CSINode "{name}"', kind="csinodes", name=name)
         return req.obj
 
     def admit_status(self, req: AdmissionRequest) -> Obj:

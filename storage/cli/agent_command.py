@@ -56,13 +56,24 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--volume-plugin-dir", envvar="STOWAGE_VOLUME_PLUGIN_DIR", default=None, type=click.Path(file_okay=False),
               help="FlexVolume drivers, as <vendor>~<driver>/<driver> (default: "
                    "/usr/libexec/kubernetes/kubelet-plugins/volume/exec).")
+@click.option("--csi-driver", "csi_drivers", multiple=True, metavar="DRIVER=unix:///PATH",
+              help="A CSI driver's Node service on this host (repeatable).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubeconfig: str | None,
                   data_dir: str | None, pools: tuple[str, ...], provider_id: str | None,
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
                   host_paths: tuple[str, ...], pod_cidr: str, dev_disk_dir: str, attach_limits: tuple[str, ...],
-                  log_format: str, volume_plugin_dir: str | None = None) -> None:
+                  log_format: str, volume_plugin_dir: str | None = None, csi_drivers: tuple[str, ...] = ()) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
+    if csi_drivers:
+        from provisioners.csi import parse_driver_flag
+        from volume_plugins.csi import register_node_driver
+
+        for value in csi_drivers:
+            try:
+                register_node_driver(*parse_driver_flag(value))
+            except Exception as exc:
+                raise CommandError(f"--csi-driver: {exc}") from None
     from storage.agent.agent import AgentConfig
     from storage.agent.setup import default_node_name, default_pool, parse_pool, start_agent
     from storage.client import Client

@@ -425,6 +425,8 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
             log.info("stopped")
 
 _common = [
+    click.option("--csi-controller", "csi_controllers", multiple=True, metavar="DRIVER=unix:///PATH",
+                 help="A CSI driver's controller service: classes whose provisioner is DRIVER use it (repeatable)."),
     click.option("--data-dir", default=default_data_dir, show_default="~/.stowage or $STOWAGE_DATA_DIR",
                  help="Where the database, tokens and kubeconfig live."),
     click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT for the API (port 0: any free port)."),
@@ -467,6 +469,44 @@ _common = [
                  help="How long a disk stays attached to a not-Ready node that still reports it in use before "
                       "it is detached anyway (Kubernetes' maxWaitForUnmountDuration)."),
 ]
+
+
+def _register_csi(controllers: tuple[str, ...], node_drivers: tuple[str, ...] = ()) -> None:
+    """--csi-controller DRIVER=unix:///path (control plane) and, for up's own node, --csi-driver (both: CS4)."""
+    from storage.errors import PermanentError
+
+    try:
+        from provisioners.csi import parse_driver_flag, register_driver
+        from volume_plugins.csi import register_node_driver
+    except ImportError as exc:
+        if controllers or node_drivers:
+            raise CommandError(f"--csi-controller/--csi-driver need the `csi` extra (grpcio): {exc}") from None
+        return
+    try:
+        for value in controllers:
+            register_driver(*parse_driver_flag(value))
+        named = {parse_driver_flag(c)[0] for c in controllers}
+    except PermanentError as exc:
+        raise CommandError(str(exc)) from None
+    from provisioners.csi import unregister_driver
+    from volume_plugins.csi import add_registration_listener
+
+    def mirror(name: str, endpoint: str | None) -> None:
+        # One host: a driver registered on up's node (flag or registration socket) also serves the
+        # control plane, unless --csi-controller named another endpoint for it.
+        if name in named:
+            return
+        if endpoint is None:
+            unregister_driver(name)
+        else:
+            register_driver(name, endpoint)
+
+    add_registration_listener(mirror)
+    try:
+        for value in node_drivers:
+            register_node_driver(*parse_driver_flag(value))
+    except PermanentError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _controller_options(kwargs: dict[str, Any]) -> Any:
@@ -526,13 +566,18 @@ def _log_format(value: str | None) -> str:
               help="FlexVolume drivers, as <vendor>~<driver>/<driver> (default: "
                    "/usr/libexec/kubernetes/kubelet-plugins/volume/exec).")
 @click.option("--zone", default=None, help="topology.kubernetes.io/zone of this node.")
+@click.option("--csi-driver", "csi_drivers", multiple=True, metavar="DRIVER=unix:///PATH",
+              help="A CSI driver running on this host (its Node service; also its controller unless "
+                   "--csi-controller names another) (repeatable).")
 def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
                encryption_config: str | None, pod_security_default: str, store_url: str | None,
                host_paths: tuple[str, ...], dev_disk_dir: str, attach_limits: tuple[str, ...],
-               provider_id: str | None, zone: str | None, volume_plugin_dir: str | None = None, **tls: Any) -> None:
+               provider_id: str | None, zone: str | None, csi_drivers: tuple[str, ...] = (),
+               volume_plugin_dir: str | None = None, **tls: Any) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
     if volume_plugin_dir:  # the node plugin and the in-process FlexVolume attacher read the same directory
         os.environ["STOWAGE_VOLUME_PLUGIN_DIR"] = str(Path(volume_plugin_dir).resolve())
+    _register_csi(tls.pop("csi_controllers", ()), csi_drivers)
     controller_options = _controller_options(tls)
     agent_options = LocalAgentOptions(Path(dev_disk_dir), parse_attach_limits(attach_limits), provider_id, zone)
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
@@ -549,6 +594,7 @@ def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format
                   encryption_config: str | None, pod_security_default: str, store_url: str | None,
                   **tls: Any) -> None:
     """Run the control plane only (API server and controllers), for hosts that run `stowage agent`."""
+    _register_csi(tls.pop("csi_controllers", ()))
     controller_options = _controller_options(tls)
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False,
                    encryption_config=encryption_config, pod_security_default=pod_security_default,

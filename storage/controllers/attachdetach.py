@@ -279,14 +279,20 @@ class AttachDetachReconciler(Reconciler):
 
     def _attachable(self, pv_name: str) -> bool:
         pv = self.ctx.cache.get("persistentvolumes", "", pv_name)
-        return pv is not None and find_attacher(attacher_name(pv)) is not None
+        return pv is not None and find_attacher(attacher_name(pv)) is not None and self._attach_required(pv)
+
+    def _attach_required(self, pv: Obj) -> bool:
+        """A CSI volume whose driver's CSIDriver says ``attachRequired: false`` is never attached (CS7)."""
+        driver = ((pv.get("spec") or {}).get("csi") or {}).get("driver")
+        csi_driver = self.ctx.cache.get("csidrivers", "", driver) if driver else None
+        return ((csi_driver or {}).get("spec") or {}).get("attachRequired") is not False
 
     # -- reconcile
     def _snapshot(self, pv_name: str) -> Snapshot | None:
         cache = self.ctx.cache
         pv = cache.get("persistentvolumes", "", pv_name)
         attacher = attacher_name(pv) if pv is not None else None
-        if find_attacher(attacher) is None:
+        if find_attacher(attacher) is None or (pv is not None and not self._attach_required(pv)):
             attacher = None
         attachments = [va for va in cache.list("volumeattachments")
                        if ((va.get("spec") or {}).get("source") or {}).get("persistentVolumeName") == pv_name

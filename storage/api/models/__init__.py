@@ -42,7 +42,7 @@ from storage.api.models.rbac import (
 )
 from storage.api.models.pod import Container, PodSpec, PodTemplateSpec
 from storage.api.models.policy import PodDisruptionBudget
-from storage.api.models.storage_kinds import StorageClass, VolumeAttachment
+from storage.api.models.storage_kinds import CSIDriver, CSINode, StorageClass, VolumeAttachment
 from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES, Volume
 from storage.api.registry import RESOURCES
 from storage.api.selectors import LabelSelector, LabelSelectorRequirement
@@ -61,6 +61,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "ConfigMap": ConfigMap,
     "Event": Event,
     "VolumeAttachment": VolumeAttachment,
+    "CSIDriver": CSIDriver,
+    "CSINode": CSINode,
     "StatefulSet": StatefulSet,
     "DaemonSet": DaemonSet,
     "ReplicaSet": ReplicaSet,
@@ -106,7 +108,7 @@ def from_dict(obj: dict[str, Any]) -> BaseModel:
 
 __all__ = [
     "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
-    "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "Deployment", "Lease", "Endpoints", "Event", "LabelSelector",
+    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "Deployment", "Lease", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",
     "ReplicationController", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from storage.api.modelbase import WireModel
 from storage.api.models.core import PersistentVolumeSpec
-from storage.api.models.meta import Resource
+from storage.api.models.meta import Resource, alias
 
 
 class TopologySelectorLabelRequirement(WireModel):
@@ -55,4 +55,47 @@ class VolumeAttachment(Resource):
     status: VolumeAttachmentStatus | None = None
 
 
-__all__ = ["StorageClass", "VolumeAttachment", "VolumeAttachmentSpec", "VolumeAttachmentStatus"]
+class TokenRequest(WireModel):
+    audience: str | None = None
+    expiration_seconds: int | None = None
+
+
+class CSIDriverSpec(WireModel):
+    attach_required: bool | None = None
+    pod_info_on_mount: bool | None = None
+    fs_group_policy: str | None = None
+    volume_lifecycle_modes: list[str] | None = None
+    storage_capacity: bool | None = None
+    token_requests: list[TokenRequest] | None = None
+    requires_republish: bool | None = None
+    se_linux_mount: bool | None = None
+
+
+class CSIDriver(Resource):
+    """What a CSI driver needs from the orchestrator (CS12); named after the driver, cluster-scoped, no status."""
+
+    spec: CSIDriverSpec | None = None
+
+
+class VolumeNodeResources(WireModel):
+    count: int | None = None
+
+
+class CSINodeDriver(WireModel):
+    name: str | None = None
+    node_id: str | None = alias("nodeID")
+    topology_keys: list[str] | None = None
+    allocatable: VolumeNodeResources | None = None
+
+
+class CSINodeSpec(WireModel):
+    drivers: list[CSINodeDriver] | None = None
+
+
+class CSINode(Resource):
+    """The CSI drivers registered on a node (CS11); named after the node and written by its agent."""
+
+    spec: CSINodeSpec | None = None
+
+
+__all__ = ["CSIDriver", "CSINode", "StorageClass", "VolumeAttachment", "VolumeAttachmentSpec", "VolumeAttachmentStatus"]

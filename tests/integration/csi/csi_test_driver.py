@@ -1,0 +1,324 @@
+"""A small CSI driver written for the tests, in the manner of kubernetes-csi's hostpath driver (which
+cannot be built here: the Go module proxy refuses its module). Volumes are directories under
+``--statedir``; NodeStage and NodePublish are real bind mounts; snapshots are tar archives.
+
+    python csi_test_driver.py --endpoint unix:///path/csi.sock --nodeid NODE --drivername NAME \
+        --statedir DIR [--attach] [--require-secret KEY=VALUE] [--max-volumes N]
+
+Runs until SIGTERM; it leaves its mounts to the CO (NodeUnpublish/NodeUnstage), like a real driver.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from storage.system.csi import csi_pb2 as pb  # noqa: E402
+from storage.system.csi import csi_pb2_grpc as pbg  # noqa: E402
+
+TOPOLOGY_KEY = "topology.csi-test.stowage.io/node"
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    context.abort(code, message)
+
+
+def _is_mount(path: str) -> bool:
+    return subprocess.run(["mountpoint", "-q", path]).returncode == 0
+
+
+class State:
+    def __init__(self, statedir: Path) -> None:
+        self.dir = statedir
+        self.file = statedir / "state.json"
+        self.lock = threading.Lock()
+        (statedir / "volumes").mkdir(parents=True, exist_ok=True)
+        (statedir / "snapshots").mkdir(exist_ok=True)
+        (statedir / "published").mkdir(exist_ok=True)
+        self.data = json.loads(self.file.read_text()) if self.file.exists() else {"volumes": {}, "snapshots": {},
+                                                                                  "attached": {}}
+
+    def save(self) -> None:
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data))
+        tmp.replace(self.file)
+
+
+class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.state = State(Path(args.statedir))
+        self.log = open(Path(args.statedir) / "calls.log", "a", buffering=1)
+
+    def _record(self, method: str, request: object) -> None:
+        # What the CO sent, minus secrets (they are checked, never written).
+        fields = {f.name: v for f, v in request.ListFields() if f.name != "secrets"}  # type: ignore[attr-defined]
+        self.log.write(json.dumps({"method": method, "request": {k: str(v) for k, v in fields.items()},
+                                   "secret_keys": sorted(getattr(request, "secrets", {}) or {})}) + "\n")
+
+    def _check_secret(self, request: object, context: grpc.ServicerContext) -> None:
+        if not self.args.require_secret:
+            return
+        key, _, value = self.args.require_secret.partition("=")
+        if dict(getattr(request, "secrets", {})).get(key) != value:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, "wrong or missing secret")
+
+    # Identity
+    def GetPluginInfo(self, request, context):
+        return pb.GetPluginInfoResponse(name=self.args.drivername, vendor_version="0.1.0")
+
+    def GetPluginCapabilities(self, request, context):
+        S = pb.PluginCapability.Service
+        return pb.GetPluginCapabilitiesResponse(capabilities=[
+            pb.PluginCapability(service=S(type=S.CONTROLLER_SERVICE)),
+            pb.PluginCapability(service=S(type=S.VOLUME_ACCESSIBILITY_CONSTRAINTS)),
+            pb.PluginCapability(volume_expansion=pb.PluginCapability.VolumeExpansion(
+                type=pb.PluginCapability.VolumeExpansion.ONLINE)),
+        ])
+
+    def Probe(self, request, context):
+        resp = pb.ProbeResponse()
+        resp.ready.value = True
+        return resp
+
+    # Controller
+    def ControllerGetCapabilities(self, request, context):
+        T = pb.ControllerServiceCapability.RPC.Type
+        types = [T.CREATE_DELETE_VOLUME, T.EXPAND_VOLUME, T.CREATE_DELETE_SNAPSHOT]
+        if self.args.attach:
+            types.append(T.PUBLISH_UNPUBLISH_VOLUME)
+        return pb.ControllerGetCapabilitiesResponse(capabilities=[
+            pb.ControllerServiceCapability(rpc=pb.ControllerServiceCapability.RPC(type=t)) for t in types])
+
+    def CreateVolume(self, request, context):
+        self._record("CreateVolume", request)
+        self._check_secret(request, context)
+        if not request.name:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name missing")
+        mine = {TOPOLOGY_KEY: self.args.nodeid}
+        req = request.accessibility_requirements
+        if req.requisite and not any(dict(t.segments) == mine for t in req.requisite):
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "requisite topology not served here")
+        with self.state.lock:
+            vols = self.state.data["volumes"]
+            size = request.capacity_range.required_bytes or (1 << 20)
+            if request.name in vols:
+                v = vols[request.name]
+                if v["size"] < size:
+                    _abort(context, grpc.StatusCode.ALREADY_EXISTS, "exists with a smaller size")
+            else:
+                v = {"id": str(uuid.uuid4()), "size": size, "parameters": dict(request.parameters)}
+                path = self.state.dir / "volumes" / v["id"]
+                path.mkdir()
+                if request.volume_content_source.HasField("snapshot"):
+                    snap = self.state.data["snapshots"].get(request.volume_content_source.snapshot.snapshot_id)
+                    if snap is None:
+                        shutil.rmtree(path)
+                        _abort(context, grpc.StatusCode.NOT_FOUND, "snapshot not found")
+                    subprocess.run(["tar", "-xf", snap["archive"], "-C", str(path)], check=True)
+                vols[request.name] = v
+                self.state.save()
+        vol = pb.Volume(volume_id=v["id"], capacity_bytes=v["size"], volume_context={"origin": "csi-test"},
+                        accessible_topology=[pb.Topology(segments=mine)])
+        return pb.CreateVolumeResponse(volume=vol)
+
+    def _by_id(self, volume_id: str) -> tuple[str, dict] | None:
+        for name, v in self.state.data["volumes"].items():
+            if v["id"] == volume_id:
+                return name, v
+        return None
+
+    def DeleteVolume(self, request, context):
+        self._record("DeleteVolume", request)
+        self._check_secret(request, context)
+        with self.state.lock:
+            found = self._by_id(request.volume_id)
+            if found is not None:
+                shutil.rmtree(self.state.dir / "volumes" / request.volume_id, ignore_errors=True)
+                del self.state.data["volumes"][found[0]]
+                self.state.save()
+        return pb.DeleteVolumeResponse()
+
+    def ControllerPublishVolume(self, request, context):
+        self._record("ControllerPublishVolume", request)
+        if self._by_id(request.volume_id) is None:
+            _abort(context, grpc.StatusCode.NOT_FOUND, "no such volume")
+        if request.node_id != self.args.nodeid:
+            _abort(context, grpc.StatusCode.NOT_FOUND, "no such node")
+        with self.state.lock:
+            self.state.data["attached"][request.volume_id] = request.node_id
+            self.state.save()
+        return pb.ControllerPublishVolumeResponse(publish_context={"attached-by": "csi-test"})
+
+    def ControllerUnpublishVolume(self, request, context):
+        self._record("ControllerUnpublishVolume", request)
+        with self.state.lock:
+            self.state.data["attached"].pop(request.volume_id, None)
+            self.state.save()
+        return pb.ControllerUnpublishVolumeResponse()
+
+    def ControllerExpandVolume(self, request, context):
+        self._record("ControllerExpandVolume", request)
+        with self.state.lock:
+            found = self._by_id(request.volume_id)
+            if found is None:
+                _abort(context, grpc.StatusCode.NOT_FOUND, "no such volume")
+            found[1]["size"] = max(found[1]["size"], request.capacity_range.required_bytes)
+            self.state.save()
+            return pb.ControllerExpandVolumeResponse(capacity_bytes=found[1]["size"], node_expansion_required=True)
+
+    def CreateSnapshot(self, request, context):
+        self._record("CreateSnapshot", request)
+        with self.state.lock:
+            snaps = self.state.data["snapshots"]
+            for sid, s in snaps.items():
+                if s["name"] == request.name:
+                    break
+            else:
+                if self._by_id(request.source_volume_id) is None:
+                    _abort(context, grpc.StatusCode.NOT_FOUND, "no such volume")
+                sid = str(uuid.uuid4())
+                archive = self.state.dir / "snapshots" / f"{sid}.tar"
+                subprocess.run(["tar", "-cf", str(archive), "-C",
+                                str(self.state.dir / "volumes" / request.source_volume_id), "."], check=True)
+                s = snaps[sid] = {"name": request.name, "source": request.source_volume_id, "archive": str(archive),
+                                  "size": archive.stat().st_size}
+                self.state.save()
+        snap = pb.Snapshot(snapshot_id=sid, source_volume_id=s["source"], size_bytes=s["size"], ready_to_use=True)
+        return pb.CreateSnapshotResponse(snapshot=snap)
+
+    def DeleteSnapshot(self, request, context):
+        self._record("DeleteSnapshot", request)
+        with self.state.lock:
+            s = self.state.data["snapshots"].pop(request.snapshot_id, None)
+            if s is not None:
+                Path(s["archive"]).unlink(missing_ok=True)
+                self.state.save()
+        return pb.DeleteSnapshotResponse()
+
+    # Node
+    def NodeGetCapabilities(self, request, context):
+        T = pb.NodeServiceCapability.RPC.Type
+        return pb.NodeGetCapabilitiesResponse(capabilities=[
+            pb.NodeServiceCapability(rpc=pb.NodeServiceCapability.RPC(type=t))
+            for t in (T.STAGE_UNSTAGE_VOLUME, T.GET_VOLUME_STATS, T.EXPAND_VOLUME)])
+
+    def NodeGetInfo(self, request, context):
+        return pb.NodeGetInfoResponse(node_id=self.args.nodeid, max_volumes_per_node=self.args.max_volumes,
+                                      accessible_topology=pb.Topology(segments={TOPOLOGY_KEY: self.args.nodeid}))
+
+    def _bind(self, source: str, target: str, readonly: bool = False) -> None:
+        subprocess.run(["mount", "--bind", source, target], check=True, capture_output=True)
+        if readonly:
+            subprocess.run(["mount", "-o", "remount,bind,ro", target], check=True, capture_output=True)
+
+    def NodeStageVolume(self, request, context):
+        self._record("NodeStageVolume", request)
+        self._check_secret(request, context)
+        if self.args.attach and not self.args.attach_optional and request.publish_context.get("attached-by") != "csi-test":
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "not published to this node")
+        src = self.state.dir / "volumes" / request.volume_id
+        if not src.is_dir():
+            _abort(context, grpc.StatusCode.NOT_FOUND, "no such volume")
+        if not _is_mount(request.staging_target_path):
+            self._bind(str(src), request.staging_target_path)
+        return pb.NodeStageVolumeResponse()
+
+    def NodeUnstageVolume(self, request, context):
+        self._record("NodeUnstageVolume", request)
+        if os.path.exists(request.staging_target_path) and _is_mount(request.staging_target_path):
+            subprocess.run(["umount", request.staging_target_path], check=True)
+        return pb.NodeUnstageVolumeResponse()
+
+    def NodePublishVolume(self, request, context):
+        self._record("NodePublishVolume", request)
+        target = request.target_path
+        ephemeral = request.volume_context.get("csi.storage.k8s.io/ephemeral") == "true"
+        if ephemeral:
+            src = self.state.dir / "volumes" / request.volume_id
+            src.mkdir(exist_ok=True)
+        else:
+            if not request.staging_target_path:
+                _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "staging target path missing")
+            src = Path(request.staging_target_path)
+        (self.state.dir / "published" / f"{request.volume_id}.json").write_text(
+            json.dumps(dict(request.volume_context)))
+        os.makedirs(target, exist_ok=True)  # the SP creates the target (spec)
+        if not _is_mount(target):
+            self._bind(str(src), target, request.readonly)
+        return pb.NodePublishVolumeResponse()
+
+    def NodeUnpublishVolume(self, request, context):
+        self._record("NodeUnpublishVolume", request)
+        target = request.target_path
+        if os.path.exists(target):
+            if _is_mount(target):
+                subprocess.run(["umount", target], check=True)
+            os.rmdir(target)
+        if (self.state.dir / "volumes" / request.volume_id).is_dir() and self._by_id(request.volume_id) is None:
+            shutil.rmtree(self.state.dir / "volumes" / request.volume_id, ignore_errors=True)  # ephemeral
+        return pb.NodeUnpublishVolumeResponse()
+
+    def NodeGetVolumeStats(self, request, context):
+        if not os.path.exists(request.volume_path):
+            _abort(context, grpc.StatusCode.NOT_FOUND, "volume path not found")
+        st = os.statvfs(request.volume_path)
+        used = sum(f.stat().st_size for f in Path(request.volume_path).rglob("*") if f.is_file())
+        found = self._by_id(request.volume_id)
+        total = found[1]["size"] if found else st.f_blocks * st.f_frsize
+        return pb.NodeGetVolumeStatsResponse(usage=[
+            pb.VolumeUsage(unit=pb.VolumeUsage.BYTES, total=total, used=used, available=max(total - used, 0)),
+            pb.VolumeUsage(unit=pb.VolumeUsage.INODES, total=st.f_files, used=st.f_files - st.f_ffree,
+                           available=st.f_favail)])
+
+    def NodeExpandVolume(self, request, context):
+        self._record("NodeExpandVolume", request)
+        found = self._by_id(request.volume_id)
+        if found is None:
+            _abort(context, grpc.StatusCode.NOT_FOUND, "no such volume")
+        return pb.NodeExpandVolumeResponse(capacity_bytes=found[1]["size"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--nodeid", required=True)
+    ap.add_argument("--drivername", default="csi-test.stowage.io")
+    ap.add_argument("--statedir", required=True)
+    ap.add_argument("--attach", action="store_true")
+    # Offers PUBLISH_UNPUBLISH_VOLUME but stages without it (for a CSIDriver with attachRequired: false).
+    ap.add_argument("--attach-optional", action="store_true")
+    ap.add_argument("--require-secret", default="")
+    ap.add_argument("--max-volumes", type=int, default=0)
+    args = ap.parse_args()
+    sock = args.endpoint.removeprefix("unix://")
+    if os.path.exists(sock):
+        os.unlink(sock)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    driver = Driver(args)
+    pbg.add_IdentityServicer_to_server(driver, server)
+    pbg.add_ControllerServicer_to_server(driver, server)
+    pbg.add_NodeServicer_to_server(driver, server)
+    server.add_insecure_port(f"unix://{sock}")
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop(1).wait()
+
+
+if __name__ == "__main__":
+    main()
