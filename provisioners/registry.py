@@ -26,6 +26,7 @@ BUILTIN: tuple[str, ...] = (
     "provisioners.gce_pd:GcePdProvisioner",
     "provisioners.azure_disk:AzureDiskProvisioner",
     "provisioners.azure_file:AzureFileProvisioner",
+    "provisioners.cephfs:CephfsProvisioner",
 )
 
 _lock = threading.Lock()

@@ -80,6 +80,13 @@ class VolumePlugin(ABC):
         """Undo ``setup`` given only the target path. The volume manager has
         already unmounted everything under it and removes the directory."""
 
+    #: True when ``release`` must run before the volume manager unmounts the target.
+    releases_mounts: ClassVar[bool] = False
+
+    def release(self, target: Path, executor: Executor) -> None:
+        """Unmount what ``setup`` mounted at ``target`` before the volume manager's generic unmount,
+        for plugins whose mounts can hang (a FUSE daemon that stopped answering): bounded in time."""
+
 
 class DevicePlugin(VolumePlugin):
     """A plugin whose volumes are block devices formatted and mounted by the volume manager."""

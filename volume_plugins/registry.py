@@ -103,6 +103,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     """Every built-in plugin. ``resolver`` tells attachable plugins where this node's attached disks appear."""
     from volume_plugins.azure_disk import AzureDiskPlugin
     from volume_plugins.azure_file import AzureFilePlugin
+    from volume_plugins.cephfs import CephfsPlugin
     from volume_plugins.config_map import ConfigMapPlugin
     from volume_plugins.downward_api import DownwardAPIPlugin
     from volume_plugins.empty_dir import EmptyDirPlugin
@@ -132,6 +133,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.register(GcePdPlugin(resolver=resolver))
     registry.register(AzureDiskPlugin(resolver=resolver))
     registry.register(AzureFilePlugin(resolver=resolver))
+    registry.register(CephfsPlugin(resolver=resolver))
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:

@@ -462,9 +462,12 @@ class VolumeManager:
         pod = self.pod_dir(uid)
         for kind in (VOLUMES, DEVICES):
             for plugin_dir in (pod / kind).glob("*"):
+                plugin = self.registry.by_dir_name(plugin_dir.name)
                 for vol in plugin_dir.iterdir():
                     if vol not in wanted:
                         try:
+                            if plugin is not None and plugin.releases_mounts:
+                                plugin.release(vol, self.executor)
                             self._remove_volume_path(vol)
                         except Exception as exc:
                             errors[vol.name] = f"cleanup failed: {exc}"
@@ -484,7 +487,11 @@ class VolumeManager:
             for plugin_dir in sorted((pod / kind).glob("*")):
                 plugin = self.registry.by_dir_name(plugin_dir.name)
                 for vol in sorted(plugin_dir.iterdir()):
-                    entries = table.under(vol)
+                    if plugin is not None and plugin.releases_mounts:
+                        plugin.release(vol, self.executor)
+                        entries = mounts.mounts_under(vol)
+                    else:
+                        entries = table.under(vol)
                     done.update(e.mount_id for e in entries)
                     if not mounts.unmount_entries(entries, executor=self.executor):
                         mounts.unmount_all_under(vol, executor=self.executor)
