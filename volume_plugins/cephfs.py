@@ -75,6 +75,13 @@ def ceph_fuse_pids(target: Path, proc: Path = Path("/proc")) -> list[int]:
     return sorted(found)
 
 
+def mounts_at(target: Path) -> list[mounts.MountEntry]:
+    """Mounts at ``target`` by the mount table alone: resolving the path (``mounts.mounts_at``) would
+    stat the mount point and block on a FUSE daemon that does not answer."""
+    wanted = os.path.abspath(target)
+    return [e for e in mounts.read_mountinfo() if e.mount_point == wanted]
+
+
 def _stopped(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -168,7 +175,7 @@ class CephfsPlugin(VolumePlugin):
         target = Path(os.path.abspath(ctx.target))
         ctx.target = target
         target.mkdir(parents=True, exist_ok=True)
-        if mounts.is_mount_point(target):
+        if mounts_at(target):
             return target
         creds, secret_file = self.credentials(ctx)
         started = time.monotonic()
@@ -232,7 +239,7 @@ class CephfsPlugin(VolumePlugin):
         block teardown: a daemon that is stopped, or an unmount that does not finish within
         UNMOUNT_TIMEOUT, gets the daemon killed (which ends its FUSE connection) and the mount removed."""
         target = Path(os.path.abspath(target))
-        entries = [e for e in mounts.mounts_at(target) if e.fstype in (FUSE_FSTYPE, "ceph")]
+        entries = [e for e in mounts_at(target) if e.fstype in (FUSE_FSTYPE, "ceph")]
         pids = ceph_fuse_pids(target)
         for entry in reversed(entries):
             if entry.fstype == FUSE_FSTYPE and (any(_stopped(p) for p in pids) or not self._unmount(target, executor)):
@@ -254,7 +261,7 @@ class CephfsPlugin(VolumePlugin):
         try:
             executor.run(argv, timeout=UNMOUNT_TIMEOUT)
         except (CommandError, CommandTimeout) as exc:
-            if not mounts.mounts_at(target):
+            if not mounts_at(target):
                 return True
             log.info("cephfs.umount_failed", target=str(target), lazy=lazy, error=str(exc))
             return False
