@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
   iproute2 procps psmisc curl ca-certificates
   qemu-utils                                               # qemu-img: an independent check of Azure disks' VHD footers
   kubernetes-client                                        # kubectl 1.20, the older kubectl the tests drive
+  ceph-common ceph-mon ceph-mgr ceph-osd ceph-mds ceph-fuse rbd-fuse python3-rados python3-rbd python3-cephfs  # Ceph RBD and CephFS, and the test cluster
 )
 
 missing=()

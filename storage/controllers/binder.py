@@ -520,7 +520,11 @@ class ClaimBinder(_Base):
         fault_point("provision:before-backend")
         try:
             result = provisioner.provision(request)
-        except TemporaryError:
+        except TemporaryError as exc:
+            # Kubernetes' external provisioner records every failed attempt, transient ones too: the
+            # claim's events say why it is still Pending (an unreachable backend, a missing Secret).
+            self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
+                                   f'failed to provision volume with StorageClass "{class_name}": {exc}')
             raise
         except Exception as exc:
             self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
