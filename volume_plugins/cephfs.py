@@ -36,7 +36,8 @@ from volume_plugins.base import VolumeContext, VolumePlugin
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_STATE_DIR = Path(os.environ.get("STOWAGE_CEPHFS_STATE_DIR", "/run/stowage/cephfs"))
+STATE_DIR_ENV = "STOWAGE_CEPHFS_STATE_DIR"
+DEFAULT_STATE_DIR = Path("/run/stowage/cephfs")
 FUSE_FSTYPE = "fuse.ceph-fuse"
 UNMOUNT_TIMEOUT = 5.0  # a healthy unmount takes milliseconds; longer means the daemon does not answer
 EXIT_TIMEOUT = 5.0
@@ -117,7 +118,7 @@ class CephfsPlugin(VolumePlugin):
     def __init__(self, resolver: Any = None, filesystems: Path = Path("/proc/filesystems"),
                  state_dir: Path | None = None, secret_dir: Path = Path("/etc/ceph")) -> None:
         self.filesystems = filesystems  # checked for the kernel client
-        self.state_dir = state_dir or DEFAULT_STATE_DIR
+        self.state_dir = state_dir or Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
         self.secret_dir = secret_dir  # where secretFile defaults to <user>.secret
 
     # ---- what to mount, as whom ------------------------------------------------------------
