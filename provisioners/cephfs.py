@@ -182,7 +182,8 @@ class CephfsProvisioner(Provisioner):
     @contextmanager
     def _connected(self, target: Target) -> Iterator[Any]:
         rados = ceph.import_binding("rados")
-        client = rados.Rados(rados_id=target.admin.user, conf=ceph.rados_conf(target.monitors, target.admin))
+        with ceph.RADOS_INIT_LOCK:
+            client = rados.Rados(rados_id=target.admin.user, conf=ceph.rados_conf(target.monitors, target.admin))
         started = time.monotonic()
         try:
             client.connect(timeout=int(self.connect_timeout))

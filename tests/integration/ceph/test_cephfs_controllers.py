@@ -56,11 +56,11 @@ def test_controller_killed_between_subvolume_and_pv_save_heals_with_one_subvolum
     finally:
         store.close()
     pv_name = f"pvc-{claim['metadata']['uid']}"
-    env = {**os.environ, "STOWAGE_FAULT_KILL_AT": "provision:after-backend",
+    env = {**os.environ, "STOWAGE_FAULT_KILL_AT": "provision:after-backend", "PYTHONFAULTHANDLER": "1",
            "PYTHONPATH": os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[3])}
     done = subprocess.run([sys.executable, "-c", _CRASHING_CONTROLLERS, db], env=env, capture_output=True,
                           text=True, timeout=120)
-    assert done.returncode == -9, done.stderr[-2000:]
+    assert done.returncode == -9, done.stderr[done.stderr.find("Current thread"):][:3000]
     assert subvolumes(ceph_cluster, "csi").count(pv_name) == 1
     assert f"client.{pv_name}" in auth_users(ceph_cluster)
     store = open_store(db)
