@@ -183,7 +183,9 @@ class CephfsProvisioner(Provisioner):
     def _connected(self, target: Target) -> Iterator[Any]:
         rados = ceph.import_binding("rados")
         with ceph.RADOS_INIT_LOCK:
-            client = rados.Rados(rados_id=target.admin.user, conf=ceph.rados_conf(target.monitors, target.admin))
+            conf = {**ceph.rados_conf(target.monitors, target.admin),
+                    "client_mount_timeout": str(max(1, int(self.connect_timeout)))}  # what bounds connect()
+            client = rados.Rados(rados_id=target.admin.user, conf=conf)
         started = time.monotonic()
         try:
             client.connect(timeout=int(self.connect_timeout))
