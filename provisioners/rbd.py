@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Iterator
 import structlog
 
 from provisioners.base import ProvisionRequest, ProvisionResult, Provisioner, current_secrets
-from storage.api.ceph import (Credentials, credentials_from_secret, csi_config_location, import_binding,
+from storage.api.ceph import (Credentials, new_rados, credentials_from_secret, csi_config_location, import_binding,
                               parse_csi_config, rados_conf, split_monitors)
 from storage.errors import PermanentError, TemporaryError
 
@@ -152,7 +152,7 @@ def open_pool(monitors: tuple[str, ...], credentials: Credentials, pool: str,
             "rados_mon_op_timeout": str(timeout),
             # Breaking a stale lock must not blocklist anyone (the old holder's watch is already gone).
             "rbd_blocklist_on_break_lock": "false"}
-    cluster = rados.Rados(rados_id=credentials.user, conf=conf)
+    cluster = new_rados(rados, credentials.user, conf)
     try:
         try:
             cluster.connect(timeout=timeout)

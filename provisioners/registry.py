@@ -31,6 +31,7 @@ BUILTIN: tuple[str, ...] = (
     "provisioners.rbd:RbdProvisioner",
     "provisioners.glusterfs:GlusterfsProvisioner",
     "provisioners.flexvolume:FlexVolumeAttacher",
+    "provisioners.cephfs:CephfsProvisioner",
 )
 
 _lock = threading.Lock()

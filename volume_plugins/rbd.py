@@ -36,7 +36,7 @@ from typing import Any, Callable, ClassVar
 
 import structlog
 
-from storage.api.ceph import (Credentials, client_files, credentials_from_secret, import_binding, rados_conf,
+from storage.api.ceph import (Credentials, new_rados, client_files, credentials_from_secret, import_binding, rados_conf,
                               split_monitors)
 from storage.api.volume_secrets import SECRET_DATA_KEY
 from storage.errors import PermanentError, TemporaryError
@@ -268,7 +268,7 @@ class RbdPlugin(DevicePlugin):
         where = f"{target.pool}/{target.image}"
         conf = {**rados_conf(target.monitors, target.credentials), "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS),
                 "rbd_blocklist_on_break_lock": "false"}
-        cluster = rados.Rados(rados_id=target.credentials.user, conf=conf)
+        cluster = new_rados(rados, target.credentials.user, conf)
         try:
             try:
                 cluster.connect(timeout=CONNECT_TIMEOUT_SECONDS)
@@ -310,7 +310,7 @@ class RbdPlugin(DevicePlugin):
         """The cookie of the image's lock now ("" when unlocked)."""
         rbd = import_binding("rbd")
         rados = import_binding("rados")
-        cluster = rados.Rados(rados_id=target.credentials.user, conf={
+        cluster = new_rados(rados, target.credentials.user, {
             **rados_conf(target.monitors, target.credentials), "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS)})
         try:
             cluster.connect(timeout=CONNECT_TIMEOUT_SECONDS)
@@ -332,7 +332,7 @@ class RbdPlugin(DevicePlugin):
         try:
             rbd = import_binding("rbd")
             rados = import_binding("rados")
-            cluster = rados.Rados(rados_id=target.credentials.user, conf={
+            cluster = new_rados(rados, target.credentials.user, {
                 **rados_conf(target.monitors, target.credentials), "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS),
                 "rbd_blocklist_on_break_lock": "false"})
             try:

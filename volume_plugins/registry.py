@@ -115,6 +115,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     ``volume_plugin_dir`` holds FlexVolume drivers (default: $STOWAGE_VOLUME_PLUGIN_DIR or Kubernetes' own)."""
     from volume_plugins.azure_disk import AzureDiskPlugin
     from volume_plugins.azure_file import AzureFilePlugin
+    from volume_plugins.cephfs import CephfsPlugin
     from volume_plugins.config_map import ConfigMapPlugin
     from volume_plugins.downward_api import DownwardAPIPlugin
     from volume_plugins.empty_dir import EmptyDirPlugin
@@ -167,6 +168,7 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
         registry.register(CsiPlugin())
     except ImportError:
         pass
+    registry.register(CephfsPlugin(resolver=resolver))
     with _extra_lock:
         extra = list(_extra.values())
     for factory in extra:

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ DEFAULT_CSI_CONFIG_NAMESPACE = "kube-system"
 
 SYSTEM_BINDING_DIRS = (Path("/usr/lib/python3/dist-packages"),)
 
+# librados' first-time setup in ``rados.Rados(...)`` (its process-wide context, crypto) is not safe to run
+# from two threads at once: it crashed the process when two controller workers provisioned together.
+# Hold this while constructing a Rados handle (not while connecting, which may wait for monitors).
+RADOS_INIT_LOCK = threading.RLock()
+
 
 def csi_config_location() -> tuple[str, str]:
     """(namespace, name) of ceph-csi's cluster map."""
@@ -49,6 +55,11 @@ def import_binding(name: str, search: tuple[Path, ...] = SYSTEM_BINDING_DIRS) ->
     """``rados``, ``rbd`` or ``cephfs``: importable as is, or Debian's extension module for this
     Python's ABI loaded from the system's dist-packages (without putting that whole directory,
     with the system's other packages, on ``sys.path``)."""
+    with RADOS_INIT_LOCK:  # another thread may be half-way through loading the same extension module
+        return _import_binding(name, search)
+
+
+def _import_binding(name: str, search: tuple[Path, ...]) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     try:
@@ -56,7 +67,7 @@ def import_binding(name: str, search: tuple[Path, ...] = SYSTEM_BINDING_DIRS) ->
     except ImportError:
         pass
     if name == "rbd":
-        import_binding("rados", search)  # rbd's module imports rados at load time
+        _import_binding("rados", search)  # rbd's module imports rados at load time
     for directory in search:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             candidate = directory / f"{name}{suffix}"
@@ -150,6 +161,12 @@ def credentials_from_secret(data: Mapping[str, str | bytes] | None, *, user: str
     if not name:
         raise PermanentError(f"Secret {secret or '(unnamed)'} has no {role}ID and no user was named")
     return Credentials(user=name.removeprefix("client."), key=key)
+
+
+def new_rados(rados: ModuleType, user: str, conf: dict[str, str]) -> Any:
+    """A ``rados.Rados`` handle made under RADOS_INIT_LOCK (not yet connected)."""
+    with RADOS_INIT_LOCK:
+        return rados.Rados(rados_id=user, conf=conf)
 
 
 def rados_conf(monitors: tuple[str, ...], credentials: Credentials) -> dict[str, str]:
