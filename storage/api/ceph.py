@@ -156,6 +156,9 @@ def credentials_from_secret(data: Mapping[str, str | bytes] | None, *, user: str
 
     key = text(data.get(f"{role}Key")) or text(data.get("key"))
     name = text(data.get(f"{role}ID")) or user
+    if not key and role == "admin" and text(data.get("userKey")):
+        # ceph-csi's RBD Secret has only userID/userKey, used for provisioning too (its CephFS one has adminID/adminKey).
+        key, name = text(data.get("userKey")), text(data.get("userID")) or user
     if not key:
         raise PermanentError(f"Secret {secret or '(unnamed)'} has no {role}Key or key")
     if not name:

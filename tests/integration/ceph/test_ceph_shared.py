@@ -52,6 +52,8 @@ def test_credentials_from_both_secret_layouts_never_echo_the_key() -> None:
     assert ceph.credentials_from_secret({"key": b"AQB=="}, user="kube", secret="s") == ceph.Credentials("kube", "AQB==")
     assert ceph.credentials_from_secret({"userID": "csi", "userKey": "K1"}, secret="s").user == "csi"
     assert ceph.credentials_from_secret({"adminID": "client.admin", "adminKey": "K2"}, role="admin").user == "admin"
+    # ceph-csi's RBD Secret (userID/userKey only) also serves as its provisioner Secret.
+    assert ceph.credentials_from_secret({"userID": "kube", "userKey": "K3"}, role="admin") == ceph.Credentials("kube", "K3")
     with pytest.raises(PermanentError, match="Secret s has no userKey or key"):
         ceph.credentials_from_secret({"userID": "u"}, secret="s")
     with pytest.raises(PermanentError, match="Secret gone not found"):
