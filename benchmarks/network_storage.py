@@ -27,6 +27,7 @@ import argparse
 import base64
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import signal
@@ -45,6 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "integration" / "ceph"))
 
 import ceph_service  # noqa: E402
+import structlog  # noqa: E402
 from raw_volume import mount_pod_root, run, wait  # noqa: E402
 from serverutil import running_server  # noqa: E402
 from storage.controllers.manager import run_controllers  # noqa: E402
@@ -144,8 +146,9 @@ class Bare:
         start = time.perf_counter()
         run("ceph", "-c", self.conf, "fs", "subvolume", "create", FS, sub, "--size", str(1 << 30), "--group_name", "csi")
         path = run("ceph", "-c", self.conf, "fs", "subvolume", "getpath", FS, sub, "--group_name", "csi")
-        key = run("ceph", "-c", self.conf, "fs", "subvolume", "authorize", FS, sub, user, "--group_name", "csi",
-                  "--access_level", "rw")
+        run("ceph", "-c", self.conf, "fs", "subvolume", "authorize", FS, sub, user, "--group_name", "csi",
+            "--access_level", "rw")
+        key = run("ceph", "-c", self.conf, "auth", "get-key", f"client.{user}")  # Pacific's authorize prints nothing
         keyring = work / "keyring"
         keyring.write_text(f"[client.{user}]\n\tkey = {key}\n")
         run("ceph-fuse", "-c", self.conf, "--id", user, "-k", str(keyring), "-r", path, str(mnt))
@@ -284,6 +287,8 @@ def main() -> int:
     parser.add_argument("--fio-runtime", type=int, default=8)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    # The control plane runs in this process: its request log would drown the figures.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if os.geteuid() != 0:
         print("needs root (loop devices, FUSE, mounts, runc)")
         return 2
