@@ -28,6 +28,7 @@ import struct
 import subprocess
 import termios
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -363,13 +364,16 @@ async def attach_ws(agent: "NodeAgent", ws: WebSocket) -> None:
     except StowageError as exc:
         await _deny(ws, exc)
         return
+    # Output from now on, by the lines' own timestamps: a follower that starts "at the end" would
+    # miss what the container writes (and may exit with) before its thread first reads the log.
+    attached_at = time.time()
     channels = await _accept(ws)
     if channels is None:
         return
     fifo = running[2] if want_stdin else None
     stop = threading.Event()
     loop = asyncio.get_running_loop()
-    lines = runtime.logs(uid, container, follow=True, tail=0, stop=stop)
+    lines = runtime.logs(uid, container, follow=True, since=attached_at, stop=stop)
     fifo_fd = os.open(fifo, os.O_WRONLY | os.O_CLOEXEC) if fifo is not None else -1
 
     async def pump() -> None:

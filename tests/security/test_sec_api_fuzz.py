@@ -84,6 +84,8 @@ VALID: dict[str, dict[str, Any]] = {
     "ReplicationController": {"spec": {"replicas": 1, "selector": {"app": "x"}, "template": _template_spec()}},
     "StorageClass": {"provisioner": "stowage.io/local"},
     "VolumeAttachment": {"spec": {"attacher": "stowage.io/local", "nodeName": "n", "source": {"persistentVolumeName": "pv"}}},
+    "CSIDriver": {"spec": {"attachRequired": True, "podInfoOnMount": False, "fsGroupPolicy": "File"}},
+    "CSINode": {"spec": {"drivers": [{"name": "csi.example.com", "nodeID": "n", "allocatable": {"count": 8}}]}},
     "StatefulSet": {"spec": {"serviceName": "s", "replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},
     "DaemonSet": {"spec": {"selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},
     "ReplicaSet": {"spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},

@@ -24,7 +24,7 @@ ATTEMPTS = 5  # 0.5 + 1 + 2 + 4 s of back-off (plus jitter) between the first an
 def test_unsupported_volume_backs_off_exponentially_with_one_aggregated_event(cluster: Cluster) -> None:
     cluster.start_controllers()  # the namespace's default ServiceAccount, which every pod's token needs
     agent = cluster.add_agent("n1")
-    bad = pod("nfs-less", volumes=[{"name": "remote", "nfs": {"server": "127.0.0.1", "path": "/export"}}],
+    bad = pod("nfs-less", volumes=[{"name": "remote", "cinder": {"volumeID": "vol-1"}}],
               mounts_=[{"name": "remote", "mountPath": "/remote"}], nodeName="n1")
     with capture_logs() as logs:
         began = time.monotonic()
@@ -51,7 +51,7 @@ def test_unsupported_volume_backs_off_exponentially_with_one_aggregated_event(cl
     # One Event object, its count bumped per attempt, not an object per attempt.
     assert len(events) == 1, [e["metadata"]["name"] for e in events]
     assert ATTEMPTS - 1 <= events[0]["count"] <= len(attempts) + 1
-    assert "no volume plugin supports" in events[0]["message"]
+    assert 'volume type "cinder" is not supported by Stowage' in events[0]["message"]
     assert events[0]["lastTimestamp"] >= events[0]["firstTimestamp"]
     # Logs: one line per back-off step (and one per failing volume per attempt), not a flood.
     assert len(attempts) - 1 <= len(backoff_lines) <= len(attempts) + 1, len(backoff_lines)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from storage.errors import NotFound
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -97,7 +99,14 @@ def test_pod_on_a_driver_registered_through_the_registration_socket(cluster: Clu
             return TEST_NAME in (node["metadata"].get("annotations") or {}).get("csi.volume.kubernetes.io/nodeid", "")
 
         wait_until(registered, "the nodeid annotation", 30)
-        assert cluster.client.get("csinodes", "n1")["spec"]["drivers"][0]["name"] == TEST_NAME
+        # The CSINode is written after the Node's annotation: wait for it too (NotFound counts as "not yet").
+
+        def csinode_driver() -> str | None:
+            try:
+                return cluster.client.get("csinodes", "n1")["spec"]["drivers"][0]["name"]
+            except (NotFound, IndexError, KeyError):
+                return None
+        assert wait_until(csinode_driver, "the CSINode", 30) == TEST_NAME
         cluster.apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "csi"},
                        "provisioner": TEST_NAME, "volumeBindingMode": "WaitForFirstConsumer"},
                       claim("data", "16Mi", "csi"), pod("p", f"echo hi > /data/f && {SLEEP}", claims={"data": "/data"}))
