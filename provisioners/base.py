@@ -56,6 +56,27 @@ def current_config_maps() -> ConfigMapReader | None:
     return _config_map_reader.get()
 
 
+# The VolumeSnapshotClass driver that backs any volume up to an object store (S3, GCS, Azure Blob) as
+# content-addressed chunks; its snapshots restore on any node and into another cluster.
+BACKUP_DRIVER = "backup.stowage.io"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """What a new volume is filled from: the claim's ``dataSource``/``dataSourceRef``, resolved by the
+    provisioning controller (which has already checked ReferenceGrants and the size)."""
+
+    kind: Literal["VolumeSnapshot", "PersistentVolumeClaim"]
+    # VolumeSnapshot: the bound content's driver, ``status.snapshotHandle``, restore size and its class's
+    # parameters (a backup snapshot's object store and credentials Secret).
+    driver: str = ""
+    snapshot_handle: str = ""
+    restore_size: int = 0
+    snapshot_parameters: dict[str, str] = field(default_factory=dict)
+    # PersistentVolumeClaim (a clone): the source claim's bound PV.
+    source_pv: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class ProvisionRequest:
     volume_name: str  # pvc-<claim uid>: the idempotency key
@@ -66,6 +87,8 @@ class ProvisionRequest:
     secrets: SecretReader | None = field(default=None, compare=False, repr=False)
     # Reads ConfigMaps (ceph-csi's cluster-id -> monitors map); None outside a controller.
     config_maps: ConfigMapReader | None = field(default=None, compare=False, repr=False)
+    # Set when the claim names a dataSource: the new volume must hold the source's data before it is Bound.
+    data_source: DataSource | None = None
 
     @property
     def parameters(self) -> dict[str, str]:
@@ -190,3 +213,49 @@ class Attacher(ABC):
     @abstractmethod
     def detach(self, pv: dict[str, Any], node_name: str) -> None:
         """Detach ``pv`` from the node; the node may be gone or down."""
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """Take a point-in-time copy of ``pv``. ``name`` (``snapcontent-<VolumeSnapshot uid>``) is the
+    idempotency key: a backend snapshot is named or tagged with it, so a retry after a crash finds it."""
+
+    name: str
+    pv: dict[str, Any]
+    parameters: dict[str, str]  # the VolumeSnapshotClass's parameters
+    secrets: SecretReader | None = field(default=None, compare=False, repr=False)
+    config_maps: ConfigMapReader | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """``handle`` is stored as the content's ``status.snapshotHandle`` and is all a later delete, status check
+    or restore gets. ``ready`` False: the backend is still cutting or uploading it; ask again after
+    ``retry_after`` seconds."""
+
+    handle: str
+    restore_size: int  # bytes
+    ready: bool
+    creation_time: float  # seconds since the epoch, when the point-in-time copy was cut
+    message: str = ""
+    retry_after: float = 2.0
+
+
+class Snapshotter(ABC):
+    """The snapshot half of a provisioner (a mixin, like ``Attacher``): the snapshot controller calls it for
+    VolumeSnapshotClasses whose ``driver`` is one of the provisioner's names. Both calls are idempotent."""
+
+    # A claim whose dataSource is another claim of this provisioner can be cloned.
+    supports_clone: ClassVar[bool] = False
+
+    @abstractmethod
+    def create_snapshot(self, req: SnapshotRequest) -> SnapshotResult:
+        """Cut (or find, by ``req.name``) the snapshot of ``req.pv``; call again until ``ready``."""
+
+    @abstractmethod
+    def delete_snapshot(self, handle: str, parameters: dict[str, str]) -> None:
+        """Remove the snapshot. Already gone: success."""
+
+    def snapshot_status(self, handle: str, parameters: dict[str, str]) -> SnapshotResult | None:
+        """A pre-provisioned (static) content's snapshot as the backend sees it; None when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} cannot check pre-provisioned snapshots")

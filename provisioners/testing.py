@@ -117,3 +117,120 @@ class ProvisionerContract:
         result = self._finish(provisioner, req)
         assert quantity_value(result.capacity) >= quantity_value(size)
         provisioner.delete(pv_from_result(provisioner, req, result))
+
+
+class SnapshotterContract(ProvisionerContract):
+    """What every snapshot-capable provisioner must do (SEMANTICS VS/DS rules), on top of the provisioning
+    contract. Extra fixtures:
+
+        snapshot_parameters: the VolumeSnapshotClass parameters to use ({} for none)
+        snapshot_count: handle -> how many backend snapshots carry that handle (0 or 1)
+        write_data: (pv, bytes) -> None, puts the bytes into the volume
+        read_data: pv -> bytes, what the volume holds (what ``write_data`` put there)
+
+    A backend that keeps no data (moto's EBS) skips the data checks by overriding ``write_data`` with a
+    fixture that calls ``pytest.skip`` naming why.
+    """
+
+    def _snapshot(self, provisioner: Any, pv: dict[str, Any], parameters: dict[str, str],
+                  name: str | None = None) -> Any:
+        from provisioners.base import SnapshotRequest
+
+        req = SnapshotRequest(name=name or f"snapcontent-{uuid.uuid4()}", pv=pv, parameters=parameters)
+        result = provisioner.create_snapshot(req)
+        for _ in range(600):
+            if result.ready:
+                break
+            result = provisioner.create_snapshot(req)
+        assert result.ready, result.message
+        return result
+
+    def _restore(self, provisioner: Any, storage_class: dict[str, Any], snap: Any, size: str = "1Gi") -> tuple[ProvisionRequest, ProvisionResult]:
+        from provisioners.base import DataSource
+
+        source = DataSource(kind="VolumeSnapshot", driver=provisioner.name, snapshot_handle=snap.handle,
+                            restore_size=snap.restore_size)
+        req = self._request(storage_class, size, data_source=source)
+        return req, self._finish(provisioner, req)
+
+    def test_snapshot_twice_same_name_gives_one_snapshot(
+        self, provisioner: Any, storage_class: dict[str, Any], snapshot_parameters: dict[str, str],
+        snapshot_count: Callable[[str], int],
+    ) -> None:
+        req = self._request(storage_class)
+        pv = pv_from_result(provisioner, req, self._finish(provisioner, req))
+        name = f"snapcontent-{uuid.uuid4()}"
+        first = self._snapshot(provisioner, pv, snapshot_parameters, name)
+        second = self._snapshot(provisioner, pv, snapshot_parameters, name)
+        assert first.handle == second.handle
+        assert snapshot_count(first.handle) == 1
+        assert first.restore_size >= 1
+        provisioner.delete_snapshot(first.handle, snapshot_parameters)
+        provisioner.delete(pv)
+
+    def test_delete_snapshot_twice_succeeds(
+        self, provisioner: Any, storage_class: dict[str, Any], snapshot_parameters: dict[str, str],
+        snapshot_count: Callable[[str], int],
+    ) -> None:
+        req = self._request(storage_class)
+        pv = pv_from_result(provisioner, req, self._finish(provisioner, req))
+        snap = self._snapshot(provisioner, pv, snapshot_parameters)
+        provisioner.delete_snapshot(snap.handle, snapshot_parameters)
+        assert snapshot_count(snap.handle) == 0
+        provisioner.delete_snapshot(snap.handle, snapshot_parameters)
+        assert snapshot_count(snap.handle) == 0
+        provisioner.delete(pv)
+
+    def test_snapshot_outlives_its_source_and_restores_its_data(
+        self, provisioner: Any, storage_class: dict[str, Any], snapshot_parameters: dict[str, str],
+        write_data: Callable[[dict[str, Any], bytes], None], read_data: Callable[[dict[str, Any]], bytes],
+    ) -> None:
+        req = self._request(storage_class)
+        pv = pv_from_result(provisioner, req, self._finish(provisioner, req))
+        write_data(pv, b"before the snapshot")
+        snap = self._snapshot(provisioner, pv, snapshot_parameters)
+        write_data(pv, b"after the snapshot")  # the snapshot is a point-in-time copy
+        provisioner.delete(pv)  # and it does not depend on its source volume
+        restore_req, result = self._restore(provisioner, storage_class, snap)
+        restored = pv_from_result(provisioner, restore_req, result)
+        assert quantity_value(result.capacity) >= snap.restore_size
+        assert read_data(restored) == b"before the snapshot"
+        provisioner.delete(restored)
+        provisioner.delete_snapshot(snap.handle, snapshot_parameters)
+
+    def test_restore_from_missing_snapshot_is_refused(
+        self, provisioner: Any, storage_class: dict[str, Any], snapshot_parameters: dict[str, str],
+        backend_count: Callable[[str], int],
+    ) -> None:
+        req = self._request(storage_class)
+        pv = pv_from_result(provisioner, req, self._finish(provisioner, req))
+        snap = self._snapshot(provisioner, pv, snapshot_parameters)
+        provisioner.delete_snapshot(snap.handle, snapshot_parameters)
+        from provisioners.base import DataSource
+        from storage.errors import StowageError
+
+        source = DataSource(kind="VolumeSnapshot", driver=provisioner.name, snapshot_handle=snap.handle,
+                            restore_size=snap.restore_size)
+        restore = self._request(storage_class, data_source=source)
+        with pytest.raises(StowageError):
+            self._finish(provisioner, restore)
+        assert backend_count(restore.volume_name) == 0
+        provisioner.delete(pv)
+
+    def test_clone_copies_the_source(
+        self, provisioner: Any, storage_class: dict[str, Any],
+        write_data: Callable[[dict[str, Any], bytes], None], read_data: Callable[[dict[str, Any]], bytes],
+    ) -> None:
+        if not getattr(provisioner, "supports_clone", False):
+            pytest.skip(f"{provisioner.name} does not clone claims (supports_clone is False)")
+        from provisioners.base import DataSource
+
+        req = self._request(storage_class)
+        pv = pv_from_result(provisioner, req, self._finish(provisioner, req))
+        write_data(pv, b"the source's data")
+        clone_req = self._request(storage_class, data_source=DataSource(kind="PersistentVolumeClaim", source_pv=pv))
+        clone = pv_from_result(provisioner, clone_req, self._finish(provisioner, clone_req))
+        write_data(pv, b"changed after the clone")
+        assert read_data(clone) == b"the source's data"
+        provisioner.delete(clone)
+        provisioner.delete(pv)

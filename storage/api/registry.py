@@ -37,6 +37,7 @@ class ResourceInfo:
 
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
+SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
 _CREATE_ONLY = ("create",)
 
 RESOURCES: tuple[ResourceInfo, ...] = (
@@ -102,6 +103,14 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  "certificates.k8s.io", "v1", False, ("csr",)),
     ResourceInfo("PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", "policy", "v1", True,
                  ("pdb",)),
+    ResourceInfo("VolumeSnapshot", "volumesnapshots", "volumesnapshot", SNAPSHOT_GROUP, "v1", True, ("vs",),
+                 legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",)),
+    ResourceInfo("VolumeSnapshotContent", "volumesnapshotcontents", "volumesnapshotcontent", SNAPSHOT_GROUP, "v1",
+                 False, ("vsc", "vscs"), legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",)),
+    ResourceInfo("VolumeSnapshotClass", "volumesnapshotclasses", "volumesnapshotclass", SNAPSHOT_GROUP, "v1", False,
+                 ("vsclass", "vsclasses"), has_status=False, legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",)),
+    ResourceInfo("ReferenceGrant", "referencegrants", "referencegrant", "gateway.networking.k8s.io", "v1beta1", True,
+                 ("refgrant",), has_status=False, legacy_api_versions=("gateway.networking.k8s.io/v1alpha2",)),
 )
 
 _BY_KIND = {r.kind: r for r in RESOURCES}
