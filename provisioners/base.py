@@ -195,7 +195,7 @@ class Provisioner(ABC):
             return
 
         @functools.wraps(own)
-        def check_parameters(self: "Provisioner", parameters: dict[str, str]) -> None:
+        def check_parameters(self: Provisioner, parameters: dict[str, str]) -> None:
             own(self, {k: v for k, v in parameters.items() if k not in SCHEDULING_PARAMETERS})
 
         check_parameters._drops_scheduling_parameters = True  # type: ignore[attr-defined]

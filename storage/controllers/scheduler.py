@@ -7,6 +7,10 @@ WaitForFirstConsumer claim (SEMANTICS B8) first, then ``spec.nodeName`` and the
 ``PodScheduled`` condition. An unschedulable pod gets Kubernetes' summary
 (``0/3 nodes are available: 1 node(s) had volume node affinity conflict, ...``)
 on its condition and in a ``FailedScheduling`` event.
+
+Storage classes with performance parameters (``minRandomWriteIOPS``, ``maxWriteLatencyP99`` ...) filter
+(``Required``) or rank (``Preferred``) nodes by the figures ``stowage bench --label-nodes`` recorded on them
+(SEMANTICS BP8-BP14), for pods whose WaitForFirstConsumer claims of such a class are unbound.
 """
 from __future__ import annotations
 

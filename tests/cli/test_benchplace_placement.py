@@ -10,15 +10,14 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from cliutil import Cli
+from support import kubectl_binary, running_controllers, wait_for
+
 from storage.api.bench_figures import label_node_annotations
 from storage.controllers.scheduler import SchedulerReconciler
-from support import kubectl_binary, running_controllers, wait_for
 
 FIGURES = {
     "slow": {"randWriteIOPS": 800, "randReadIOPS": 2000, "writeLatencyP99Us": 9000, "fioVersion": "fio-3.33"},
@@ -80,7 +79,7 @@ def placed(cli: Cli) -> Iterator[Cli]:
 def _kubectl(cli: Cli, version: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(cli.kubeconfig)}
     return subprocess.run([kubectl_binary(version), *args], input=stdin, capture_output=True, text=True,
-                          timeout=120, env=env, cwd=cli.cwd)
+                          timeout=120, env=env, cwd=cli.cwd, check=False)
 
 
 def _node_of(cli: Cli, pod: str) -> str:
@@ -129,7 +128,7 @@ def test_bp10_bp11_no_node_fits_reason_in_kubectl_and_stowage_describe(placed: C
     flat = " ".join(described.stdout.split())  # kubectl wraps long event messages in its table
     assert "FailedScheduling" in described.stdout
     assert " ".join(expected.split()) in flat, described.stdout
-    assert re.search(r"^\s+PodScheduled\s+False\s*$", described.stdout, re.M), described.stdout
+    assert re.search(r"^\s+PodScheduled\s+False\s*$", described.stdout, re.MULTILINE), described.stdout
 
     ours = placed.ok("describe", "pod", "x")
     assert "FailedScheduling" in ours and " ".join(expected.split()) in " ".join(ours.split()), ours
@@ -167,7 +166,7 @@ def test_bp15_describe_node_shows_measured_storage(placed: Cli) -> None:
     out = placed.ok("describe", "node", "fast")
     section = out.split("Measured Storage:\n", 1)[1]
     block = section.split("  nvme-required:\n", 1)[1].split("\n  nvme-", 1)[0]
-    assert re.search(r"^\s+Random write:\s+90000 IOPS$", block, re.M), out
-    assert re.search(r"^\s+Write latency p99:\s+400 us$", block, re.M), out
-    assert re.search(r"^\s+fio:\s+fio-3.33$", block, re.M), out
+    assert re.search(r"^\s+Random write:\s+90000 IOPS$", block, re.MULTILINE), out
+    assert re.search(r"^\s+Write latency p99:\s+400 us$", block, re.MULTILINE), out
+    assert re.search(r"^\s+fio:\s+fio-3.33$", block, re.MULTILINE), out
     assert "Measured Storage:  <none>" not in out

@@ -4,6 +4,7 @@ performance parameters, the scheduler picks the measured-fast node, and the volu
 from __future__ import annotations
 
 from agent_cluster import Cluster, claim, condition, local_class, pod, wait_until
+
 from storage.api.bench_figures import label_node_annotations
 
 FIGURES = {"n1": {"randWriteIOPS": 900, "fsyncLatencyP99Us": 12000},
@@ -16,7 +17,8 @@ def test_bp6_bp9_bp19_pod_and_local_volume_land_on_the_measured_fast_node(cluste
     for name in FIGURES:
         cluster.add_agent(name)
     for name, figures in FIGURES.items():
-        wait_until(lambda: condition(cluster.client.get("nodes", name), "Ready") == "True", f"node {name} Ready")
+        wait_until(lambda name=name: condition(cluster.client.get("nodes", name), "Ready") == "True",
+                   f"node {name} Ready")
         cluster.client.patch("nodes", name, {"metadata": {"annotations": label_node_annotations(
             "nvme", {**figures, "fioVersion": "fio-3.33"})}})
     nvme = local_class("nvme")

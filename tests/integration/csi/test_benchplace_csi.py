@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from csi_drivers import start_test_driver, stop_driver
+
 from provisioners import csi as csi_prov
 from provisioners import registry
 from provisioners.base import ProvisionRequest

@@ -68,7 +68,7 @@ def test_bp1_bp3_bp4_figures_round_trip_through_the_annotation(name: str, figure
     assert read is not None
     for key, value in figures.items():
         assert read[key] == pytest.approx(float(value), abs=1e-3)
-    assert set(k for k in read if k in FIGURE_KEYS) == set(figures)
+    assert {k for k in read if k in FIGURE_KEYS} == set(figures)
     assert read["measuredAt"] == "2026-11-30T10:00:00Z" and read["fioVersion"] == "fio-3.33"
     assert node_figures(node_with(annotations), name + "x") is None
 
@@ -138,15 +138,15 @@ def test_bp7_check_names_each_unmet_requirement() -> None:
     req = parse_requirements("fast", {"minRandomWriteIOPS": "20000", "maxWriteLatencyP99": "2ms",
                                       "minSequentialReadMBps": "500"})
     assert req is not None
-    assert check(None, req) == ["no measured figures for storage class fast; "
-                                "run stowage bench --storage-class fast --label-nodes"]
+    assert check(None, req) == [("no measured figures for storage class fast; "
+                                 "run stowage bench --storage-class fast --label-nodes")]
     assert check({"randWriteIOPS": 20000, "writeLatencyP99Us": 2000, "seqReadMBps": 500}, req) == []  # inclusive
     assert check({"randWriteIOPS": 19999, "writeLatencyP99Us": 2001, "seqReadMBps": 900}, req) == [
         "random write IOPS below minRandomWriteIOPS=20000 of storage class fast",
         "write latency p99 above maxWriteLatencyP99=2ms of storage class fast"]
     assert check({"randWriteIOPS": 30000, "writeLatencyP99Us": 100}, req) == [
-        "no measured seqReadMBps for storage class fast (needed by minSequentialReadMBps); "
-        "run stowage bench --storage-class fast --label-nodes"]
+        ("no measured seqReadMBps for storage class fast (needed by minSequentialReadMBps); "
+         "run stowage bench --storage-class fast --label-nodes")]
 
 
 @settings(max_examples=300, deadline=None)
