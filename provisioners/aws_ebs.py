@@ -4,7 +4,7 @@ Create, attach, detach, grow and delete EBS volumes through boto3. The endpoint,
 region and credentials come only from boto3's standard configuration
 (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, the usual credential chain).
 
-Rules (docs/semantics.md CE1-CE8):
+Rules (docs/semantics.md CE1-CE9; snapshots ES1-ES9):
 
 * Idempotency never depends on ``ClientToken`` (emulators ignore it): every volume
   is created with its tags in the same call (``TagSpecifications``), so a volume
@@ -16,6 +16,8 @@ Rules (docs/semantics.md CE1-CE8):
 * Long transitions never block the provisioning controller: ``creating`` answers
   ``in_progress``; attach/detach wait with back-off up to a deadline and then
   raise ``TemporaryError`` so the controller retries.
+* Snapshots are CreateSnapshot tagged with the VolumeSnapshotContent's name (found again by that tag, as
+  volumes are), restored with CreateVolume(SnapshotId); EBS has no volume clone, so claims are not cloned.
 """
 from __future__ import annotations
 

@@ -15,6 +15,11 @@ The image is named after the PV (``kubernetes-dynamic-<pv>``, as in-tree) and ca
 its metadata, so a provision repeated after a crash finds the image the first call made (RB2). The PV
 gets the in-tree ``rbd`` source; where its admin Secret lives is kept in annotations, for delete and
 expand. Keys travel in memory only (``rados_conf``), never on disk or in a message.
+
+Snapshots (RS1-RS10) are ceph-csi's: a protected ``rbd snap`` on the image named after the
+VolumeSnapshotContent; restores and claim clones are ``rbd clone`` + flatten, so no volume ever depends on a
+snapshot and a snapshot can always be deleted. A PV deleted while its image has snapshots retires the image
+(renamed ``kubernetes-retired-<pv>``) until its last snapshot goes.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""EBS snapshots against moto's EC2 server (docs/semantics.md ES1-ES10): the SnapshotterContract, the
+"""EBS snapshots against moto's EC2 server (docs/semantics.md ES1-ES9): the SnapshotterContract, the
 VolumeSnapshotClass parameters, idempotency by tag across a crash, states, and restores across zones."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RBD snapshots, restores and clones against the real one-node Ceph (docs/semantics.md RS1-RS12):
+"""RBD snapshots, restores and clones against the real one-node Ceph (docs/semantics.md RS1-RS10):
 the SnapshotterContract with data written and read through the image, in both class spellings."""
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def _from_snapshot(snap: Any) -> DataSource:
 
 def test_snapshot_is_a_protected_rbd_snap_named_after_the_content(
         ceph_cluster: CephCluster, images: Images, readers: None) -> None:
-    """RS1, RS2: `rbd snap create <image>@<content name>` + protect; the handle is <pool>/<image id>@<name>; the
+    """RS1, RS2, RS4: `rbd snap create <image>@<content name>` + protect; the handle is <pool>/<image id>@<name>; the
     restore size is the image's size at the snapshot; asking again changes nothing."""
     _, pv = _provision(ceph_cluster, csi_class(), "48Mi")
     name = f"snapcontent-{uuid.uuid4()}"
@@ -295,7 +295,7 @@ def test_delete_or_status_without_a_cluster_location_is_refused(readers: None) -
 
 def test_foreign_sources_are_refused_and_nothing_is_created(
         ceph_cluster: CephCluster, images: Images, readers: None) -> None:
-    """RS9, RS11: another driver's snapshot, a backup, a non-rbd PV, a format 1 class: PermanentError naming
+    """RS9: another driver's snapshot, a backup, a non-rbd PV, a format 1 class: PermanentError naming
     what cannot be done; no image is created."""
     _, pv = _provision(ceph_cluster, csi_class())
     snap = _snapshot(ceph_cluster, pv)
