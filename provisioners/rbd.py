@@ -356,6 +356,9 @@ class RbdProvisioner(Provisioner, Snapshotter):
             except rbd.ImageExists:
                 pass  # a concurrent pass cloned it: the same name is the same volume
             except rbd.InvalidArgument:
+                if source.temporary:  # never retried: the clone's snapshot would keep the source forever (RS7)
+                    with rbd.Image(parent_ioctx, parent_name) as parent:
+                        _snap_remove(rbd, parent, source.snap)
                 raise PermanentError(f"StorageClass parameter imageFeatures: Invalid value: {config.features!r} "
                                      "for a clone") from None
             except rbd.Error as exc:

@@ -169,6 +169,24 @@ def test_snapshot_is_a_protected_rbd_snap_named_after_the_content(
     RbdProvisioner().delete(pv)
 
 
+def test_crash_between_snap_create_and_protect_is_finished_by_the_retry(
+        ceph_cluster: CephCluster, images: Images, readers: None) -> None:
+    """RS1: a snapshot cut but not yet protected (the process died in between) is protected by the retry; one
+    snapshot exists."""
+    _, pv = _provision(ceph_cluster, csi_class())
+    name = f"snapcontent-{uuid.uuid4()}"
+    image = pv["spec"]["rbd"]["image"]
+    with images.rbd.Image(images.ioctx, image) as handle:
+        handle.create_snap(name)
+    snap = _snapshot(ceph_cluster, pv, name)
+    with images.rbd.Image(images.ioctx, image, read_only=True) as handle:
+        assert handle.is_protected_snap(name)
+    assert snapshots_of(images, image) == [name] and snap.ready
+    RbdProvisioner().delete_snapshot(snap.handle, csi_snapshot_class_parameters())
+    RbdProvisioner().delete(pv)
+    assert images.count(pv["metadata"]["name"]) == 0 and retired_name(pv["metadata"]["name"]) not in images.names()
+
+
 def test_deleting_a_snapshot_with_an_unflattened_clone_flattens_the_clone_first(
         ceph_cluster: CephCluster, images: Images, readers: None) -> None:
     """RS5: a snapshot that still has a child (a restore a crash left before its flatten, or a clone someone
