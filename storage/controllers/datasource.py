@@ -133,7 +133,7 @@ def _from_snapshot(namespace: str, name: str, cache: Cache, requested: int) -> O
     status = snapshot.get("status") or {}
     content_name = status.get("boundVolumeSnapshotContentName")
     if status.get("readyToUse") is not True or not content_name:
-        return Wait("ProvisioningFailed", f"snapshot {name} is not Ready; waiting for it to be ready to use", "Normal")
+        return Wait("ProvisioningFailed", f"snapshot {name} is not Ready; waiting for it to be ready to use")
     content = cache.get("volumesnapshotcontents", "", content_name)
     ref = ((content or {}).get("spec") or {}).get("volumeSnapshotRef") or {}
     if content is None or ref.get("name") != name or (ref.get("namespace") or "") != namespace \
@@ -142,7 +142,7 @@ def _from_snapshot(namespace: str, name: str, cache: Cache, requested: int) -> O
     cstatus = content.get("status") or {}
     handle = cstatus.get("snapshotHandle") or ((content.get("spec") or {}).get("source") or {}).get("snapshotHandle")
     if not handle:
-        return Wait("ProvisioningFailed", f"snapshot content {content_name} has no snapshot handle yet", "Normal")
+        return Wait("ProvisioningFailed", f"snapshot content {content_name} has no snapshot handle yet")
     restore_size = int(cstatus.get("restoreSize") or 0) or _bytes(status.get("restoreSize"))
     if requested < restore_size:  # DS16
         return Refuse("ProvisioningFailed",
@@ -164,10 +164,10 @@ def _from_claim(claim: Obj, storage_class: Obj, provisioner: Provisioner | None,
     if _meta(source).get("deletionTimestamp"):
         return Wait("ProvisioningFailed", f"the PVC {name} is being deleted and cannot be cloned")
     if (source.get("status") or {}).get("phase") != "Bound" or not (source.get("spec") or {}).get("volumeName"):
-        return Wait("ProvisioningFailed", f"the PVC {name} is not yet bound; waiting to clone it", "Normal")
+        return Wait("ProvisioningFailed", f"the PVC {name} is not yet bound; waiting to clone it")
     volume = cache.get("persistentvolumes", "", source["spec"]["volumeName"])
     if volume is None or ((volume.get("spec") or {}).get("claimRef") or {}).get("uid") != _meta(source).get("uid"):
-        return Wait("ProvisioningFailed", f"the volume of PVC {name} is not bound to it yet", "Normal")
+        return Wait("ProvisioningFailed", f"the volume of PVC {name} is not bound to it yet")
     source_class = cache.get("storageclasses", "", (source.get("spec") or {}).get("storageClassName") or "")
     source_provisioner = (source_class or {}).get("provisioner") or \
         ((volume.get("metadata") or {}).get("annotations") or {}).get("pv.kubernetes.io/provisioned-by") or ""

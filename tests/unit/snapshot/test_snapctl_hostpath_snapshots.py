@@ -1,4 +1,4 @@
-"""The hostPath provisioner as a Snapshotter: it passes the shared SnapshotterContract (VS36-VS39, DS10-DS12),
+"""The hostPath provisioner as a Snapshotter: it passes the shared SnapshotterContract (VS36, VS42, DS19),
 keeps its snapshots beside the volumes, never deletes what is not one of its snapshots, and restores from
 backups only through provisioners.backup (DS19)."""
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _volume(hp: HostPathProvisioner, name: str = "pvc-a", size: str = "1Gi", **k
 
 
 def test_snapshot_sits_beside_the_volumes_with_modes_and_links(tmp_path: Path) -> None:
-    """VS36: the copy keeps modes and symlinks, lives in <root>/.snapshots (not inside a volume), and its
+    """VS42: the copy keeps modes and symlinks, lives in <root>/.snapshots (not inside a volume), and its
     restore size is the source volume's capacity."""
     hp = HostPathProvisioner(tmp_path / "root")
     pv = _volume(hp, size="2Gi")
@@ -76,7 +76,7 @@ def test_snapshot_sits_beside_the_volumes_with_modes_and_links(tmp_path: Path) -
 
 
 def test_foreign_directories_are_never_snapshots(tmp_path: Path) -> None:
-    """VS37: delete and status ignore a handle that is not a recorded snapshot, so a hand-written
+    """VS42, VS34: delete and status ignore a handle that is not a recorded snapshot, so a hand-written
     pre-provisioned content cannot make the provisioner delete an arbitrary directory."""
     hp = HostPathProvisioner(tmp_path / "root")
     victim = tmp_path / "precious" / SNAPSHOT_DIR / "x"
