@@ -769,11 +769,17 @@ class SnapshotContentReconciler(_Effects, Reconciler):
         return dict(klass.get("parameters") or {}) if klass is not None else None
 
     def _secrets_for(self, content: Obj, parameters: dict[str, str], snapshot: Obj | None,
-                     seen: list[str]) -> SecretReader:
-        allowed = resolve_secret_ref(parameters, _meta(content)["name"], snapshot)
-        if allowed is None and _ann(content).get(ANN_DELETION_SECRET_NAME):
-            allowed = (_ann(content).get(ANN_DELETION_SECRET_NAMESPACE, ""), _ann(content)[ANN_DELETION_SECRET_NAME])
-        return restricted_secret_reader(store_secret_reader(self.ctx.store), allowed, seen)
+                     seen: list[str]) -> tuple[SecretReader, dict[str, str]]:
+        """The reader of the class's one Secret, and the parameters with its templates resolved (what a
+        driver passes to the reader)."""
+        if _ann(content).get(ANN_DELETION_SECRET_NAME):  # resolved when the content was made (VS40)
+            allowed: tuple[str, str] | None = (_ann(content).get(ANN_DELETION_SECRET_NAMESPACE, ""),
+                                               _ann(content)[ANN_DELETION_SECRET_NAME])
+        else:
+            allowed = resolve_secret_ref(parameters, _meta(content)["name"], snapshot)
+        if allowed is not None:
+            parameters = {**parameters, PARAM_SECRET_NAMESPACE: allowed[0], PARAM_SECRET_NAME: allowed[1]}
+        return restricted_secret_reader(store_secret_reader(self.ctx.store), allowed, seen), parameters
 
     def _backoff(self, key: str) -> float:
         with self._lock:
@@ -848,7 +854,7 @@ class SnapshotContentReconciler(_Effects, Reconciler):
                                        f'"{content["spec"].get("volumeSnapshotClassName")}" not found'), Result(), None, False
         seen: list[str] = []
         try:
-            reader = self._secrets_for(content, parameters, snapshot, seen)
+            reader, parameters = self._secrets_for(content, parameters, snapshot, seen)
             with secrets_available(reader, store_config_map_reader(self.ctx.store)):
                 answer = call(snapshotter, parameters, reader)
         except TemporaryError as exc:
@@ -913,7 +919,7 @@ class SnapshotContentReconciler(_Effects, Reconciler):
                           PARAM_SECRET_NAMESPACE: _ann(content).get(ANN_DELETION_SECRET_NAMESPACE, "")}
         seen: list[str] = []
         try:
-            reader = self._secrets_for(content, parameters, None, seen)
+            reader, parameters = self._secrets_for(content, parameters, None, seen)
             with secrets_available(reader, store_config_map_reader(self.ctx.store)):
                 snapshotter.delete_snapshot(handle, parameters)
         except StowageError as exc:

@@ -199,3 +199,83 @@ def test_snapshot_errors_missing_class_and_unbound_claim(cluster: Any) -> None:
     event = wait_event(client, "default", "u", "SnapshotContentCreationFailed", "not yet bound")
     assert event["type"] == "Warning"
     assert client.get("volumesnapshots", "u", "default")["status"]["readyToUse"] is False
+
+
+class _FlakyHostPath(HostPathProvisioner):
+    """The real hostPath snapshotter behind a backend that first says "not now" twice (a TemporaryError), and
+    that, for volumes labelled for it, fails for good naming the credential it was handed (so the test sees that
+    the message is scrubbed before it is stored)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.temporary_left = 2
+        self.seen: list[Any] = []
+
+    def create_snapshot(self, req: Any) -> Any:
+        from storage.errors import PermanentError, TemporaryError
+
+        params = req.parameters
+        own = req.secrets(params.get("csi.storage.k8s.io/snapshotter-secret-namespace", ""),
+                          params.get("csi.storage.k8s.io/snapshotter-secret-name", "")) if req.secrets else None
+        other = req.secrets("default", "unrelated") if req.secrets else None
+        self.seen.append((own, other))
+        if self.temporary_left > 0:
+            self.temporary_left -= 1
+            raise TemporaryError("backend busy", delay=0.2)
+        if (req.pv["metadata"].get("labels") or {}).get("fail") == "yes":
+            raise PermanentError(f"refused with key {own['token'] if own else '?'}")
+        return super().create_snapshot(req)
+
+
+def test_temporary_errors_retry_permanent_errors_stick_and_secrets_stay_secret(tmp_path: Path) -> None:
+    """VS39 (TemporaryError: events, back-off, then ready), VS38 (PermanentError: status.error on content and
+    snapshot, not retried), VS40 (only the class's Secret is readable), VS41 (its value never stored)."""
+    hp = _FlakyHostPath(tmp_path / "hostpath")
+    registry.register(hp)
+    try:
+        with running_server(tmp_path) as server, running_controllers(server.store):
+            client = server.client()
+            try:
+                client.create(storage_class("hp", hp.name, str(hp.root)))
+                for name, value in (("snap-cred", "s3cr3t-token-value"), ("unrelated", "other-value")):
+                    client.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"},
+                                   "stringData": {"token": value}})
+                client.create(snapshot_class("cred", hp.name, parameters={
+                    "csi.storage.k8s.io/snapshotter-secret-name": "snap-cred",
+                    "csi.storage.k8s.io/snapshotter-secret-namespace": "${volumesnapshot.namespace}"}))
+                client.create(claim("src"))
+                _data(client, "src")
+                client.create(snapshot("flaky", "src", klass="cred"))
+                ready = wait_ready(client, "flaky")
+                assert "error" not in ready["status"]
+                content = ready["status"]["boundVolumeSnapshotContentName"]
+                failures = events(client, "default", content, lambda e: e["reason"] == "SnapshotCreationFailed")
+                assert failures and "backend busy" in failures[0]["message"]
+                assert hp.seen[0] == ({"token": "s3cr3t-token-value"}, None)
+
+                client.create(claim("bad"))
+                pv = client.get("persistentvolumes", wait_bound(client, "bad")["spec"]["volumeName"])
+                pv["metadata"].setdefault("labels", {})["fail"] = "yes"
+                client.update(pv)
+                client.create(snapshot("doomed", "bad", klass="cred"))
+
+                def failed() -> Obj | None:
+                    s = get(client, "volumesnapshots", "doomed", "default")
+                    return s if ((s or {}).get("status") or {}).get("error") else None
+
+                doomed = wait_for(failed, "the doomed snapshot's error", 30, interval=0.1)
+                message = doomed["status"]["error"]["message"]
+                assert "refused with key ***" in message and doomed["status"]["readyToUse"] is False
+                calls = len(hp.seen)
+                wait_event(client, "default", "doomed", "SnapshotCreationFailed", "refused with key")
+                import time
+                time.sleep(1.5)
+                assert len(hp.seen) == calls  # final: not asked again
+                texts = [str(e) for e in client.list("events", "default")[0]]
+                texts += [str(o) for o in client.list("volumesnapshotcontents")[0]]
+                texts += [str(o) for o in client.list("volumesnapshots", "default")[0]]
+                assert not any("s3cr3t-token-value" in t for t in texts)
+            finally:
+                client.close()
+    finally:
+        registry.unregister(hp.name)
