@@ -517,6 +517,11 @@ def calculate_content_changes(view: ContentView) -> list[Action]:
     if _deleting(content):
         if not should_delete(view):
             return out  # VS35: a bound snapshot still uses it; its deletion brings us back
+        if spec.get("deletionPolicy") == "Delete" and not status.get("snapshotHandle") and source.get("volumeHandle") \
+                and _ann(content).get(ANN_BEING_CREATED) == "yes" and not status.get("error"):
+            # VS37: asked for, never answered: ask again (by the same name) to learn the handle, so the
+            # backend snapshot is deleted instead of leaked.
+            return [CutSnapshot()]
         if spec.get("deletionPolicy") == "Delete" and status.get("snapshotHandle"):
             out.append(DeleteBackendSnapshot(status["snapshotHandle"]))
         if FIN_CONTENT in _finalizers(content):

@@ -167,6 +167,10 @@ def test_content_side() -> None:
     assert calculate_content_changes(ContentView(marked, live)) == [EditFinalizers("content", remove=(FIN_CONTENT,))]
     assert calculate_content_changes(ContentView(deleting, None)) == [
         DeleteBackendSnapshot("h"), EditFinalizers("content", remove=(FIN_CONTENT,))]
+    # VS37: a cut that was asked for but never answered is asked again before the content may go.
+    unanswered = vsc(deleting=True, finalizers=[FIN_CONTENT],
+                     annotations={"snapshot.storage.kubernetes.io/volumesnapshot-being-created": "yes"})
+    assert calculate_content_changes(ContentView(unanswered, None)) == [CutSnapshot()]
 
 
 # ---------------------------------------------------------------- properties
