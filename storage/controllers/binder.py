@@ -48,6 +48,8 @@ ANN_BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
 ANN_DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 ANN_BETA_DEFAULT_CLASS = "storageclass.beta.kubernetes.io/is-default-class"
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
+# DS20: on a claim while another claim is being cloned from it (the external-provisioner's finalizer).
+CLONE_PROTECTION = "provisioner.storage.kubernetes.io/cloning-protection"
 PV_PROTECTION = "kubernetes.io/pv-protection"
 
 MSG_NO_CLASS = "no persistent volumes available for this claim and no storage class is set"
@@ -365,7 +367,11 @@ class ClaimBinder(_Base):
     # DS: a data source's change wakes the claims waiting for it.
     def _keys_for_source_claim(self, claim: dict[str, Any]) -> list[str]:
         meta = _meta(claim)
-        return self.state.claims_from("PersistentVolumeClaim", meta.get("namespace") or "", meta["name"])
+        keys = self.state.claims_from("PersistentVolumeClaim", meta.get("namespace") or "", meta["name"])
+        ref = data_source_ref(claim)
+        if ref is not None and ref.get("kind") == "PersistentVolumeClaim" and ref.get("name"):
+            keys.append(f"{source_namespace(claim)}/{ref['name']}")  # DS20: the source may drop its protection
+        return keys
 
     def _keys_for_snapshot(self, snapshot: dict[str, Any]) -> list[str]:
         meta = _meta(snapshot)
@@ -441,6 +447,8 @@ class ClaimBinder(_Base):
         return delay, _ann(claim).get(ANN_SELECTED_NODE, "")
 
     def sync_claim(self, claim: dict[str, Any]) -> Result:
+        if CLONE_PROTECTION in (_meta(claim).get("finalizers") or []):
+            claim = self._release_clone_protection(claim)
         if ANN_BIND_COMPLETED not in _ann(claim):
             return self._sync_unbound(claim)
         return self._sync_bound(claim)
@@ -515,6 +523,23 @@ class ClaimBinder(_Base):
         self._set_claim_phase(claim, "Lost", None, ("Warning", "ClaimMisbound", MSG_CLAIM_MISBOUND))
         return Result()
 
+    def _release_clone_protection(self, claim: dict[str, Any]) -> dict[str, Any]:
+        """DS20: drop the cloning protection once no claim is still being cloned from this one."""
+        meta = _meta(claim)
+        if self.state.claims_from("PersistentVolumeClaim", meta.get("namespace") or "", meta["name"]):
+            return claim
+        updated = copy.deepcopy(claim)
+        updated["metadata"]["finalizers"] = [f for f in updated["metadata"]["finalizers"] if f != CLONE_PROTECTION]
+        return self._update(PVCS, updated)
+
+    def _protect_clone_source(self, source: dict[str, Any] | None) -> None:
+        """DS20: before copying, the source claim gets the cloning protection (unless it is already going)."""
+        if source is None or is_deleting(source) or CLONE_PROTECTION in (_meta(source).get("finalizers") or []):
+            return
+        updated = copy.deepcopy(source)
+        updated["metadata"]["finalizers"] = [*(updated["metadata"].get("finalizers") or []), CLONE_PROTECTION]
+        self._update(PVCS, updated)
+
     def _assign_default_class(self, claim: dict[str, Any]) -> bool:
         """P3, retroactively: a claim with neither class field nor beta annotation gets the default."""
         spec = claim.get("spec") or {}
@@ -575,6 +600,9 @@ class ClaimBinder(_Base):
             self._set_claim_phase(claim, "Pending", None)
             return Result()
         data_source = outcome.source if isinstance(outcome, Resolved) else None
+        if data_source is not None and data_source.kind == "PersistentVolumeClaim":
+            ref = data_source_ref(claim) or {}
+            self._protect_clone_source(self.ctx.cache.get(PVCS, source_namespace(claim), ref.get("name") or ""))
         selected = annotations.get(ANN_SELECTED_NODE, "")
         node = self.ctx.cache.get(NODES, "", selected) if selected else None
         request = ProvisionRequest(volume_name=pv_name, claim=claim, storage_class=storage_class, selected_node=node,

@@ -279,3 +279,28 @@ def test_temporary_errors_retry_permanent_errors_stick_and_secrets_stay_secret(t
                 client.close()
     finally:
         registry.unregister(hp.name)
+
+
+def test_clone_source_is_protected_while_the_clone_is_pending(cluster: Any) -> None:
+    """DS20: a claim being cloned carries provisioner.storage.kubernetes.io/cloning-protection: deleting it
+    waits until no clone of it is pending; a finished clone releases it at once."""
+    _server, client, hp = cluster
+    protection = "provisioner.storage.kubernetes.io/cloning-protection"
+    client.create(claim("src"))
+    src_dir = _data(client, "src")
+    (src_dir / "f").write_text("x")
+    client.create(claim("good", source={"kind": "PersistentVolumeClaim", "name": "src"}))
+    assert (_data(client, "good") / "f").read_text() == "x"
+    wait_for(lambda: protection not in (client.get("persistentvolumeclaims", "src", "default")["metadata"]
+                                        .get("finalizers") or []), "the protection released", 30, interval=0.1)
+
+    src_dir.rename(src_dir.with_name("moved-away"))  # the copy now fails (PermanentError), the clone stays Pending
+    client.create(claim("stuck", source={"kind": "PersistentVolumeClaim", "name": "src"}))
+    wait_event(client, "default", "stuck", "ProvisioningFailed", "does not exist")
+    assert protection in client.get("persistentvolumeclaims", "src", "default")["metadata"]["finalizers"]
+    client.delete("persistentvolumeclaims", "src", "default")
+    wait_for(lambda: client.get("persistentvolumeclaims", "src", "default")["metadata"].get("deletionTimestamp"),
+             "the source marked for deletion", 30, interval=0.1)
+    assert protection in client.get("persistentvolumeclaims", "src", "default")["metadata"]["finalizers"]
+    client.delete("persistentvolumeclaims", "stuck", "default")
+    wait_gone(client, "persistentvolumeclaims", "src", "default")
