@@ -36,7 +36,7 @@ from storage.api.timestamps import format_time
 from storage.controllers.base import Reconciler, Result, split_key
 from storage.controllers.owners import publish
 from storage.controllers.secrets import store_config_map_reader, store_secret_reader
-from storage.errors import AlreadyExists, Conflict, NotFound, PermanentError, StowageError, TemporaryError
+from storage.errors import AlreadyExists, Conflict, NotFound, PermanentError, TemporaryError
 
 Obj = dict[str, Any]
 log = structlog.get_logger(__name__)
@@ -870,9 +870,9 @@ class SnapshotContentReconciler(_Effects, Reconciler):
             return content, Result(requeue_after=delay), None, False
         except PermanentError as exc:
             return self._fail(content, scrub(f"Failed to {what}: {exc}", seen)), Result(), None, False
-        except StowageError as exc:
-            # Neither temporary nor permanent by its type (a host command failed, a 4xx from a cloud):
-            # retried with back-off like the sidecar's non-final errors, and said so in an event.
+        except Exception as exc:  # noqa: BLE001 -- scrubbed here, so no Secret reaches the manager's log
+            # Neither temporary nor permanent by its type (a host command failed, a 4xx from a cloud, a
+            # driver's bug): retried with back-off like the sidecar's non-final errors, and said so in an event.
             delay = self._backoff(name)
             message = scrub(f"Failed to {what}: {exc}", seen)
             self.ctx.events.record(content, "Warning", "SnapshotCreationFailed", message)
@@ -927,7 +927,7 @@ class SnapshotContentReconciler(_Effects, Reconciler):
             reader, parameters = self._secrets_for(content, parameters, None, seen)
             with secrets_available(reader, store_config_map_reader(self.ctx.store)):
                 snapshotter.delete_snapshot(handle, parameters)
-        except StowageError as exc:
+        except Exception as exc:  # noqa: BLE001 -- scrubbed before it is logged or recorded
             message = scrub(f"Failed to delete snapshot: {exc}", seen)
             self.ctx.events.record(content, "Warning", "SnapshotDeleteError", message)
             raise TemporaryError(message, delay=self._backoff(name)) from None
