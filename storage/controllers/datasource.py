@@ -13,6 +13,9 @@ from typing import Any, Literal
 from provisioners.base import DataSource, Provisioner, Snapshotter
 from storage.api.quantity import format_quantity, parse_quantity
 from storage.controllers.base import Cache
+from storage.controllers.snapshot import (
+    ANN_DELETION_SECRET_NAME, ANN_DELETION_SECRET_NAMESPACE, PARAM_SECRET_NAME, PARAM_SECRET_NAMESPACE,
+)
 
 Obj = dict[str, Any]
 SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
@@ -150,9 +153,14 @@ def _from_snapshot(namespace: str, name: str, cache: Cache, requested: int) -> O
                       f"{restore_size} ({_quantity(restore_size)}) for the source snapshot {name}")
     class_name = (content.get("spec") or {}).get("volumeSnapshotClassName")
     klass = cache.get("volumesnapshotclasses", "", class_name) if class_name else None
+    parameters = dict((klass or {}).get("parameters") or {})
+    annotations = (content.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(ANN_DELETION_SECRET_NAME):
+        # The snapshot's Secret as resolved when it was cut (templates filled in; the class may be gone).
+        parameters[PARAM_SECRET_NAME] = annotations[ANN_DELETION_SECRET_NAME]
+        parameters[PARAM_SECRET_NAMESPACE] = annotations.get(ANN_DELETION_SECRET_NAMESPACE, "")
     return Resolved(DataSource(kind="VolumeSnapshot", driver=(content.get("spec") or {}).get("driver") or "",
-                               snapshot_handle=handle, restore_size=restore_size,
-                               snapshot_parameters=dict((klass or {}).get("parameters") or {})),
+                               snapshot_handle=handle, restore_size=restore_size, snapshot_parameters=parameters),
                     f"VolumeSnapshot {namespace}/{name}")
 
 

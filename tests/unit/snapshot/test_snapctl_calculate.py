@@ -304,6 +304,14 @@ def test_restore_resolution_size_and_grants() -> None:
     ok = resolve_data_source(_restore_claim(), sc, _Snap(), cache, 2**30)
     assert isinstance(ok, Resolved) and ok.source.snapshot_handle == "/h" and ok.source.driver == DRIVER
     assert ok.source.restore_size == 2**30 and ok.source.snapshot_parameters == {"p": "v"}
+    cache.get("volumesnapshotcontents", "", "c")["metadata"]["annotations"] = {
+        "snapshot.storage.kubernetes.io/deletion-secret-name": "cred",
+        "snapshot.storage.kubernetes.io/deletion-secret-namespace": "ns"}
+    with_secret = resolve_data_source(_restore_claim(), sc, _Snap(), cache, 2**30)
+    assert isinstance(with_secret, Resolved) and with_secret.source.snapshot_parameters == {
+        "p": "v", "csi.storage.k8s.io/snapshotter-secret-name": "cred",
+        "csi.storage.k8s.io/snapshotter-secret-namespace": "ns"}
+    del cache.get("volumesnapshotcontents", "", "c")["metadata"]["annotations"]
     small = resolve_data_source(_restore_claim(), sc, _Snap(), cache, 2**29)
     assert isinstance(small, Refuse) and "536870912 (512Mi)" in small.message and "1073741824 (1Gi)" in small.message
     cross = resolve_data_source(_restore_claim("other", "ns"), sc, _Snap(), cache, 2**30)
