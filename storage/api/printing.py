@@ -31,11 +31,24 @@ _MODE_ORDER = (
 
 
 @dataclass(frozen=True)
+class Column:
+    """A column as a CustomResourceDefinition's additionalPrinterColumns declares it (the Table's name, type,
+    format and description), for kinds that Kubernetes serves from a CRD."""
+
+    name: str
+    type: str = "string"
+    description: str = ""
+    format: str = ""
+
+
+@dataclass(frozen=True)
 class Columns:
     headers: list[str]
     row: RowFn
     wide_headers: list[str] | None = None
     wide_row: RowFn | None = None
+    # Per header: the Table column definition, where it is not derived from the header.
+    definitions: dict[str, Column] | None = None
 
 
 _TABLES: dict[str, Columns] = {}
@@ -523,6 +536,111 @@ register("PodDisruptionBudget", Columns(["NAME", "MIN AVAILABLE", "MAX UNAVAILAB
                                         _pod_disruption_budget))
 
 
+# --- snapshot.storage.k8s.io and gateway.networking.k8s.io: their CRDs' additionalPrinterColumns ------------
+
+
+def _path(obj: dict[str, Any], *keys: str) -> Any:
+    value: Any = obj
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _crd_cell(value: Any) -> str:
+    """A CRD column's cell as kubectl shows it: booleans in lower case, an absent value as an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _crd_date(value: Any, now: datetime) -> str:
+    # The API server turns a CRD's "date" column into a duration since then (apiextensions' tableconvertor).
+    return age(value, now) if value else ""
+
+
+def _volume_snapshot(obj: dict[str, Any], now: datetime) -> Row:
+    spec, status = _spec(obj), _status(obj)
+    source = spec.get("source") or {}
+    return [_name(obj), _crd_cell(status.get("readyToUse")), _crd_cell(source.get("persistentVolumeClaimName")),
+            _crd_cell(source.get("volumeSnapshotContentName")), _crd_cell(status.get("restoreSize")),
+            _crd_cell(spec.get("volumeSnapshotClassName")), _crd_cell(status.get("boundVolumeSnapshotContentName")),
+            _crd_date(status.get("creationTime"), now), object_age(obj, now)]
+
+
+def _volume_snapshot_content(obj: dict[str, Any], now: datetime) -> Row:
+    spec, status = _spec(obj), _status(obj)
+    return [_name(obj), _crd_cell(status.get("readyToUse")), _crd_cell(status.get("restoreSize")),
+            _crd_cell(spec.get("deletionPolicy")), _crd_cell(spec.get("driver")),
+            _crd_cell(spec.get("volumeSnapshotClassName")), _crd_cell(_path(spec, "volumeSnapshotRef", "name")),
+            _crd_cell(_path(spec, "volumeSnapshotRef", "namespace")), object_age(obj, now)]
+
+
+def _volume_snapshot_class(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), _crd_cell(obj.get("driver")), _crd_cell(obj.get("deletionPolicy")), object_age(obj, now)]
+
+
+def _name_age(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), object_age(obj, now)]
+
+
+_CRD_NAME = Column("Name", "string", "Name must be unique within a namespace. Is required when creating resources, "
+                   "although some resources may allow a client to request the generation of an appropriate name "
+                   "automatically. Name is primarily intended for creation idempotence and configuration "
+                   "definition. Cannot be updated.", "name")
+_CRD_AGE = Column("Age", "date", "CreationTimestamp is a timestamp representing the server time when this object "
+                  "was created.")
+
+
+def _crd_columns(headers: list[str], row: RowFn, columns: list[Column]) -> Columns:
+    definitions = {"NAME": _CRD_NAME, "AGE": _CRD_AGE}
+    definitions.update({header: column for header, column in zip(headers[1:], columns)})
+    return Columns(headers, row, definitions=definitions)
+
+
+register("VolumeSnapshot", _crd_columns(
+    ["NAME", "READYTOUSE", "SOURCEPVC", "SOURCESNAPSHOTCONTENT", "RESTORESIZE", "SNAPSHOTCLASS", "SNAPSHOTCONTENT",
+     "CREATIONTIME", "AGE"], _volume_snapshot, [
+        Column("ReadyToUse", "boolean", "Indicates if the snapshot is ready to be used to restore a volume."),
+        Column("SourcePVC", "string", "If a new snapshot needs to be created, this contains the name of the source "
+               "PVC from which this snapshot was (or will be) created."),
+        Column("SourceSnapshotContent", "string", "If a snapshot already exists, this contains the name of the "
+               "existing VolumeSnapshotContent object representing the existing snapshot."),
+        Column("RestoreSize", "string", "Represents the minimum size of volume required to rehydrate from this "
+               "snapshot."),
+        Column("SnapshotClass", "string", "The name of the VolumeSnapshotClass requested by the VolumeSnapshot."),
+        Column("SnapshotContent", "string", "Name of the VolumeSnapshotContent object to which the VolumeSnapshot "
+               "object intends to bind to. Please note that verification of binding actually requires checking "
+               "both VolumeSnapshot and VolumeSnapshotContent to ensure both are pointing at each other. Binding "
+               "MUST be verified prior to usage of this object."),
+        Column("CreationTime", "date", "Timestamp when the point-in-time snapshot was taken by the underlying "
+               "storage system."),
+    ]))
+register("VolumeSnapshotContent", _crd_columns(
+    ["NAME", "READYTOUSE", "RESTORESIZE", "DELETIONPOLICY", "DRIVER", "VOLUMESNAPSHOTCLASS", "VOLUMESNAPSHOT",
+     "VOLUMESNAPSHOTNAMESPACE", "AGE"], _volume_snapshot_content, [
+        Column("ReadyToUse", "boolean", "Indicates if the snapshot is ready to be used to restore a volume."),
+        Column("RestoreSize", "integer", "Represents the complete size of the snapshot in bytes"),
+        Column("DeletionPolicy", "string", "Determines whether this VolumeSnapshotContent and its physical snapshot "
+               "on the underlying storage system should be deleted when its bound VolumeSnapshot is deleted."),
+        Column("Driver", "string", "Name of the CSI driver used to create the physical snapshot on the underlying "
+               "storage system."),
+        Column("VolumeSnapshotClass", "string", "Name of the VolumeSnapshotClass to which this snapshot belongs."),
+        Column("VolumeSnapshot", "string", "Name of the VolumeSnapshot object to which this VolumeSnapshotContent "
+               "object is bound."),
+        Column("VolumeSnapshotNamespace", "string", "Namespace of the VolumeSnapshot object to which this "
+               "VolumeSnapshotContent object is bound."),
+    ]))
+register("VolumeSnapshotClass", _crd_columns(
+    ["NAME", "DRIVER", "DELETIONPOLICY", "AGE"], _volume_snapshot_class, [
+        Column("Driver", "string"),
+        Column("DeletionPolicy", "string", "Determines whether a VolumeSnapshotContent created through the "
+               "VolumeSnapshotClass should be deleted when its bound VolumeSnapshot is deleted."),
+    ]))
+register("ReferenceGrant", _crd_columns(["NAME", "AGE"], _name_age, []))
+
+
 # --- meta.k8s.io/v1 Table ------------------------------------------------------------------------
 
 # Column names as Kubernetes sends them (kubectl upper-cases them for display).
@@ -561,6 +679,11 @@ def _definitions(kind: str) -> tuple[tuple[dict[str, Any], ...], tuple[int, ...]
     out = []
     for priority, headers in ((0, cols.headers), (1, cols.wide_headers or [])):
         for header in headers:
+            declared = (cols.definitions or {}).get(header)
+            if declared is not None:
+                out.append({"name": declared.name, "type": declared.type, "format": declared.format,
+                            "description": declared.description, "priority": priority})
+                continue
             definition: dict[str, Any] = {
                 "name": _COLUMN_NAMES.get(header, header.title()),
                 "type": "integer" if header in _INTEGER_COLUMNS else "string",
@@ -569,7 +692,7 @@ def _definitions(kind: str) -> tuple[tuple[dict[str, Any], ...], tuple[int, ...]
                 "priority": priority,
             }
             out.append(definition)
-    cached = (tuple(out), tuple(i for i, d in enumerate(out) if d["type"] == "integer"))
+    cached = (tuple(out), tuple(i for i, d in enumerate(out) if d["type"] in ("integer", "boolean")))
     _DEFINITIONS[kind] = cached
     return cached
 
@@ -580,9 +703,14 @@ def table_cells(kind: str, obj: dict[str, Any], now: datetime) -> list[Any]:
     cells: list[Any] = list(cols.row(obj, now))
     if cols.wide_row is not None:
         cells += cols.wide_row(obj, now)
+    definitions = _definitions(kind)[0]
     for i in _definitions(kind)[1]:
         try:
-            cells[i] = int(cells[i])
+            if definitions[i]["type"] == "boolean":
+                if cells[i] in ("true", "false"):
+                    cells[i] = cells[i] == "true"
+            else:
+                cells[i] = int(cells[i])
         except (TypeError, ValueError, IndexError):
             pass
     return cells
