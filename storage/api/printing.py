@@ -585,12 +585,8 @@ def _name_age(obj: dict[str, Any], now: datetime) -> Row:
     return [_name(obj), object_age(obj, now)]
 
 
-_CRD_NAME = Column("Name", "string", "Name must be unique within a namespace. Is required when creating resources, "
-                   "although some resources may allow a client to request the generation of an appropriate name "
-                   "automatically. Name is primarily intended for creation idempotence and configuration "
-                   "definition. Cannot be updated.", "name")
-_CRD_AGE = Column("Age", "date", "CreationTimestamp is a timestamp representing the server time when this object "
-                  "was created.")
+_CRD_NAME = Column("Name", "string", "The object's name, unique in its namespace (or the cluster).", "name")
+_CRD_AGE = Column("Age", "date", "How long ago the object was created.")
 
 
 def _crd_columns(headers: list[str], row: RowFn, columns: list[Column]) -> Columns:
@@ -599,44 +595,36 @@ def _crd_columns(headers: list[str], row: RowFn, columns: list[Column]) -> Colum
     return Columns(headers, row, definitions=definitions)
 
 
+_READY = Column("ReadyToUse", "boolean", "Whether a volume may be restored from the snapshot now.")
 register("VolumeSnapshot", _crd_columns(
     ["NAME", "READYTOUSE", "SOURCEPVC", "SOURCESNAPSHOTCONTENT", "RESTORESIZE", "SNAPSHOTCLASS", "SNAPSHOTCONTENT",
      "CREATIONTIME", "AGE"], _volume_snapshot, [
-        Column("ReadyToUse", "boolean", "Indicates if the snapshot is ready to be used to restore a volume."),
-        Column("SourcePVC", "string", "If a new snapshot needs to be created, this contains the name of the source "
-               "PVC from which this snapshot was (or will be) created."),
-        Column("SourceSnapshotContent", "string", "If a snapshot already exists, this contains the name of the "
-               "existing VolumeSnapshotContent object representing the existing snapshot."),
-        Column("RestoreSize", "string", "Represents the minimum size of volume required to rehydrate from this "
-               "snapshot."),
-        Column("SnapshotClass", "string", "The name of the VolumeSnapshotClass requested by the VolumeSnapshot."),
-        Column("SnapshotContent", "string", "Name of the VolumeSnapshotContent object to which the VolumeSnapshot "
-               "object intends to bind to. Please note that verification of binding actually requires checking "
-               "both VolumeSnapshot and VolumeSnapshotContent to ensure both are pointing at each other. Binding "
-               "MUST be verified prior to usage of this object."),
-        Column("CreationTime", "date", "Timestamp when the point-in-time snapshot was taken by the underlying "
-               "storage system."),
+        _READY,
+        Column("SourcePVC", "string", "The claim a new snapshot is (or was) taken of."),
+        Column("SourceSnapshotContent", "string", "The existing VolumeSnapshotContent this snapshot binds."),
+        Column("RestoreSize", "string", "The smallest size of a volume restored from the snapshot."),
+        Column("SnapshotClass", "string", "The VolumeSnapshotClass the snapshot asks for."),
+        Column("SnapshotContent", "string", "The VolumeSnapshotContent the snapshot is bound to (the binding holds "
+               "only when the content names the snapshot too)."),
+        Column("CreationTime", "date", "When the storage system took the snapshot."),
     ]))
 register("VolumeSnapshotContent", _crd_columns(
     ["NAME", "READYTOUSE", "RESTORESIZE", "DELETIONPOLICY", "DRIVER", "VOLUMESNAPSHOTCLASS", "VOLUMESNAPSHOT",
      "VOLUMESNAPSHOTNAMESPACE", "AGE"], _volume_snapshot_content, [
-        Column("ReadyToUse", "boolean", "Indicates if the snapshot is ready to be used to restore a volume."),
-        Column("RestoreSize", "integer", "Represents the complete size of the snapshot in bytes"),
-        Column("DeletionPolicy", "string", "Determines whether this VolumeSnapshotContent and its physical snapshot "
-               "on the underlying storage system should be deleted when its bound VolumeSnapshot is deleted."),
-        Column("Driver", "string", "Name of the CSI driver used to create the physical snapshot on the underlying "
-               "storage system."),
-        Column("VolumeSnapshotClass", "string", "Name of the VolumeSnapshotClass to which this snapshot belongs."),
-        Column("VolumeSnapshot", "string", "Name of the VolumeSnapshot object to which this VolumeSnapshotContent "
-               "object is bound."),
-        Column("VolumeSnapshotNamespace", "string", "Namespace of the VolumeSnapshot object to which this "
-               "VolumeSnapshotContent object is bound."),
+        _READY,
+        Column("RestoreSize", "integer", "The snapshot's size in bytes."),
+        Column("DeletionPolicy", "string", "Whether the snapshot on the storage system is deleted (Delete) or kept "
+               "(Retain) with its VolumeSnapshot."),
+        Column("Driver", "string", "The driver that took the snapshot."),
+        Column("VolumeSnapshotClass", "string", "The VolumeSnapshotClass the snapshot was taken with."),
+        Column("VolumeSnapshot", "string", "The VolumeSnapshot the content is bound to."),
+        Column("VolumeSnapshotNamespace", "string", "The namespace of the VolumeSnapshot the content is bound to."),
     ]))
 register("VolumeSnapshotClass", _crd_columns(
     ["NAME", "DRIVER", "DELETIONPOLICY", "AGE"], _volume_snapshot_class, [
         Column("Driver", "string"),
-        Column("DeletionPolicy", "string", "Determines whether a VolumeSnapshotContent created through the "
-               "VolumeSnapshotClass should be deleted when its bound VolumeSnapshot is deleted."),
+        Column("DeletionPolicy", "string", "Whether a content taken with this class is deleted (Delete) or kept "
+               "(Retain) with its VolumeSnapshot."),
     ]))
 register("ReferenceGrant", _crd_columns(["NAME", "AGE"], _name_age, []))
 
