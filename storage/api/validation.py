@@ -983,7 +983,7 @@ def _volume_snapshot_update(errs: _Errors, new: dict[str, Any], old: dict[str, A
 
 
 def _volume_snapshot_content(errs: _Errors, obj: dict[str, Any]) -> None:
-    """VS5-VS8: deletionPolicy, driver, source, volumeSnapshotRef required; one handle; ref name+namespace."""
+    """VS5-VS7: deletionPolicy, driver, source, volumeSnapshotRef required; one handle; ref name+namespace."""
     if obj.get("spec") is None:
         errs.required("spec")
         return
@@ -999,13 +999,10 @@ def _volume_snapshot_content(errs: _Errors, obj: dict[str, Any]) -> None:
     if ref is not None and not ("name" in _d(ref) and "namespace" in _d(ref)):
         _cel(errs, "spec.volumeSnapshotRef", "object",
              "both spec.volumeSnapshotRef.name and spec.volumeSnapshotRef.namespace must be set")
-    if spec.get("volumeSnapshotClassName") == "":
-        _cel(errs, "spec.volumeSnapshotClassName", "string",
-             "volumeSnapshotClassName must not be the empty string when set")
 
 
 def _volume_snapshot_content_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
-    """VS9: the source handles and sourceVolumeMode are immutable and cannot be removed once set."""
+    """VS8: the source handles and sourceVolumeMode are immutable and cannot be removed once set."""
     nspec, ospec = _d(new.get("spec")), _d(old.get("spec"))
     ns, os_ = _d(nspec.get("source")), _d(ospec.get("source"))
     _immutable_once_set(errs, "spec.source", ns, os_, "volumeHandle", "Spec.Source.VolumeHandle is immutable")
@@ -1014,7 +1011,7 @@ def _volume_snapshot_content_update(errs: _Errors, new: dict[str, Any], old: dic
 
 
 def _volume_snapshot_class(errs: _Errors, obj: dict[str, Any]) -> None:
-    """VS10: driver and deletionPolicy required; deletionPolicy Delete or Retain."""
+    """VS9: driver and deletionPolicy required; deletionPolicy Delete or Retain."""
     for key in ("deletionPolicy", "driver"):
         if obj.get(key) is None:
             errs.required(key)
@@ -1022,7 +1019,7 @@ def _volume_snapshot_class(errs: _Errors, obj: dict[str, Any]) -> None:
 
 
 def _reference_grant(errs: _Errors, obj: dict[str, Any]) -> None:
-    """DS8: gateway-api's ReferenceGrant schema: from and to, 1 to 16 entries each, with its name patterns."""
+    """DS5: gateway-api's ReferenceGrant schema: from and to, 1 to 16 entries each, with its name patterns."""
     if obj.get("spec") is None:
         return  # the CRD does not require a spec; a grant without one allows nothing
     spec = _d(obj.get("spec"))
@@ -1050,7 +1047,7 @@ def _reference_grant(errs: _Errors, obj: dict[str, Any]) -> None:
 
 
 def _snapshot_status(errs: _Errors, info: ResourceInfo, status: dict[str, Any]) -> None:
-    """VS11: the status schemas: a VolumeSnapshot's restoreSize is a quantity, a content's a byte count >= 0."""
+    """VS10: the status schemas: a VolumeSnapshot's restoreSize is a quantity, a content's a byte count >= 0."""
     size = status.get("restoreSize")
     if info.kind == "VolumeSnapshot" and isinstance(size, str):
         try:

@@ -102,7 +102,7 @@ EXPECTED = {
     "ServiceAccount": "NAME SECRETS AGE",
     "CertificateSigningRequest": "NAME AGE SIGNERNAME REQUESTOR REQUESTEDDURATION CONDITION",
     "PodDisruptionBudget": "NAME MIN_AVAILABLE MAX_UNAVAILABLE ALLOWED_DISRUPTIONS AGE",
-    # The external-snapshotter's and gateway-api's CRDs' additionalPrinterColumns (VS12).
+    # The external-snapshotter's and gateway-api's CRDs' additionalPrinterColumns (VS11).
     "VolumeSnapshot": "NAME READYTOUSE SOURCEPVC SOURCESNAPSHOTCONTENT RESTORESIZE SNAPSHOTCLASS SNAPSHOTCONTENT "
                       "CREATIONTIME AGE",
     "VolumeSnapshotContent": "NAME READYTOUSE RESTORESIZE DELETIONPOLICY DRIVER VOLUMESNAPSHOTCLASS VOLUMESNAPSHOT "

@@ -29,7 +29,7 @@ def test_kubectl_bodies_decode_to_kubectl_json(fixture: dict[str, Any]) -> None:
 
 def test_every_served_kind_has_a_message() -> None:
     """Every built-in kind has its message; a kind Kubernetes serves from a CRD (VolumeSnapshot, ReferenceGrant,
-    ...) has none, as there, and a protobuf body for it is refused with 415, never guessed at (VS13)."""
+    ...) has none, as there, and a protobuf body for it is refused with 415, never guessed at (VS12)."""
     built_in = [r for r in registry.RESOURCES if not r.crd]
     crds = [r for r in registry.RESOURCES if r.crd]
     assert built_in and crds
