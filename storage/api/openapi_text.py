@@ -179,7 +179,7 @@ DESCRIPTIONS: dict[str, str] = {
                                             "namespace. When only one of dataSource and dataSourceRef is given, "
                                             "the server copies it into the other (unless dataSourceRef names a "
                                             "namespace); when both are given they must be equal.",
-    "VolumeSnapshotSpec.source": "Where the snapshot comes from. Required and immutable.",
+    "VolumeSnapshotSpec.source": "Required; it cannot change once the snapshot is created.",
     "VolumeSnapshotSpec.volumeSnapshotClassName": "The VolumeSnapshotClass to use; left out, the default class "
                                                   "of the source's driver. May not be the empty string.",
     "VolumeSnapshotSource.persistentVolumeClaimName": "The claim, in the snapshot's namespace, to take a new "
@@ -200,7 +200,7 @@ DESCRIPTIONS: dict[str, str] = {
                                                 "VolumeSnapshot; Retain: it is kept. Required.",
     "VolumeSnapshotContentSpec.driver": "The driver that took (or takes) the snapshot. Required.",
     "VolumeSnapshotContentSpec.volumeSnapshotClassName": "The VolumeSnapshotClass the snapshot was taken with.",
-    "VolumeSnapshotContentSpec.source": "The volume to snapshot or the existing snapshot. Required and immutable.",
+    "VolumeSnapshotContentSpec.source": "Required; it cannot change once the content is created.",
     "VolumeSnapshotContentSpec.sourceVolumeMode": "Filesystem or Block: the mode of the snapshotted volume. "
                                                   "Immutable once set.",
     "VolumeSnapshotContentSource.volumeHandle": "The driver's id of the volume to take a snapshot of. Immutable.",

@@ -169,7 +169,10 @@ def set_statuses(server: RunningServer) -> None:
     snap = client.get("volumesnapshots", "new-snapshot-demo-v1", "default")
     snap["status"] = {"boundVolumeSnapshotContentName": "snapcontent-1", "readyToUse": True, "restoreSize": "1Gi",
                       "creationTime": created}
-    client.update_status(snap)
+    snap["spec"]["volumeSnapshotClassName"] = "not-through-status"  # a status write leaves the spec alone
+    written = client.update_status(snap)
+    assert written["spec"]["volumeSnapshotClassName"] == "csi-hostpath-snapclass-v1"
+    assert written["status"]["readyToUse"] is True
     static = client.get("volumesnapshotcontents", "new-snapshot-content-test")
     static["status"] = {"readyToUse": True, "restoreSize": 1073741824, "snapshotHandle": static["spec"]["source"][
         "snapshotHandle"], "creationTime": (int(time.time()) - 3600) * 10**9}
