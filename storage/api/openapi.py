@@ -399,9 +399,7 @@ def _operation(info: ResourceInfo, action: str, op_id: str, response: str, *, bo
     return {
         "operationId": op_id,
         "consumes": ["*/*"] if body is None else (
-            ["application/json-patch+json", "application/merge-patch+json",
-             "application/strategic-merge-patch+json", "application/apply-patch+yaml"]
-            if action == "patch" else ["application/json", "application/yaml"]),
+            _patch_types(info) if action == "patch" else ["application/json", "application/yaml"]),
         "produces": ["application/json", "application/yaml"],
         "schemes": ["https"],
         "tags": [_tag(info)],
@@ -410,6 +408,14 @@ def _operation(info: ResourceInfo, action: str, op_id: str, response: str, *, bo
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": _gvk(info)[0],
     }
+
+
+def _patch_types(info: ResourceInfo) -> list[str]:
+    # A custom resource has no strategic merge patch (VS12): kubectl then sends its apply as a merge patch.
+    if info.crd:
+        return ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
+    return ["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
+            "application/apply-patch+yaml"]
 
 
 def _tag(info: ResourceInfo) -> str:

@@ -236,6 +236,16 @@ def test_examples_get_explain_describe(server: RunningServer, kubectl_version: s
                  r"Restore Size:\s+1Gi", r"Bound Volume Snapshot Content Name:\s+snapcontent-1"):
         assert re.search(line, described), (line, described)
 
+    # As for any custom resource: no strategic merge patch (kubectl patch's default), merge patches and apply
+    # work (VS12); client-side apply above sent merge patches, as kubectl does for a CRD.
+    refused = run("patch", "vs", "new-snapshot-demo-v1", "-p", '{"metadata":{"labels":{"a":"b"}}}', ok=False)
+    assert refused.returncode != 0 and "the body of the request was in an unknown format" in refused.stderr, \
+        refused.stderr
+    run("patch", "vs", "new-snapshot-demo-v1", "--type=merge", "-p", '{"metadata":{"labels":{"a":"b"}}}')
+    run("label", "vs", "new-snapshot-demo-v1", "c=d")
+    assert run("get", "vs", "new-snapshot-demo-v1", "-o", "jsonpath={.metadata.labels}").stdout == '{"a":"b","c":"d"}'
+    assert "serverside-applied" in run("apply", "--server-side", "-f", "-", stdin=SNAPSHOTCLASS_V1).stdout
+
     resources = run("api-resources", "--api-group=snapshot.storage.k8s.io").stdout
     assert re.search(r"^volumesnapshots\s+vs\s+snapshot.storage.k8s.io/v1\s+true\s+VolumeSnapshot$", resources,
                      re.M), resources

@@ -270,6 +270,8 @@ def test_openapi_definitions_as_crds() -> None:
     claim = defs["io.k8s.api.core.v1.PersistentVolumeClaimSpec"]["properties"]
     assert claim["dataSourceRef"]["$ref"].endswith("TypedObjectReference")
     assert "namespace" not in defs["io.k8s.api.core.v1.TypedLocalObjectReference"]["properties"]
+    patch = openapi.v2_document()["paths"]["/apis/snapshot.storage.k8s.io/v1/namespaces/{namespace}/volumesnapshots/{name}"]["patch"]
+    assert "application/strategic-merge-patch+json" not in patch["consumes"]  # VS12: a custom resource
     assert openapi.v3_document("snapshot.storage.k8s.io/v1") is not None
     assert openapi.v3_document("gateway.networking.k8s.io/v1beta1") is not None
 
