@@ -143,10 +143,10 @@ def _pv(obj: dict[str, Any]) -> None:
 
 def _pvc_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("volumeMode", "Filesystem")
-    _normalize_data_sources(spec)
+    normalize_data_sources(spec)
 
 
-def _normalize_data_sources(spec: dict[str, Any]) -> None:
+def normalize_data_sources(spec: dict[str, Any]) -> None:
     """DS4, Kubernetes' NormalizeDataSources: a claim that gives only one of dataSource and dataSourceRef gets
     the other with the same apiGroup, kind and name; except that a dataSourceRef into another namespace has no
     dataSource twin (dataSource is a local reference)."""

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 from pydantic import ValidationError
 
 from storage.api.conversion import convert
+from storage.api.defaults import normalize_data_sources
 from storage.api.disruption import UNHEALTHY_POD_EVICTION_POLICIES as _UNHEALTHY_POD_EVICTION_POLICIES
 from storage.api.modelbase import dump
 from storage.api.models import MODELS
@@ -781,6 +782,8 @@ def _pvc_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None
     ns, os_ = _d(new.get("spec")), _d(old.get("spec"))
     bound = _d(old.get("status")).get("phase") == "Bound" or _d(new.get("status")).get("phase") == "Bound"
     new_cmp, old_cmp = dict(ns), dict(os_)
+    # DS4: a claim stored before dataSource and dataSourceRef were mirrored compares as if it had been.
+    normalize_data_sources(old_cmp)
     # The binder fills volumeName once; P3 may give a class to a claim that had none.
     if not os_.get("volumeName"):
         new_cmp.pop("volumeName", None)

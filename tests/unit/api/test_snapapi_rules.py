@@ -198,6 +198,17 @@ def test_pvc_data_sources_mirror() -> None:
     assert out["dataSourceRef"] == cross and "dataSource" not in out
 
 
+def test_claim_stored_before_mirroring_still_updates() -> None:
+    """DS4: a claim stored with only dataSource (before the mirroring) takes the binder's volumeName update,
+    though the update now carries the mirrored dataSourceRef; changing the source is still refused."""
+    snap = {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "s"}
+    old = pvc(dataSource=dict(snap), volumeMode="Filesystem")
+    bound = apply_defaults(pvc(dataSource=dict(snap), volumeName="pv-1"))
+    assert validate(bound, old)["spec"]["dataSourceRef"] == snap
+    other = apply_defaults(pvc(dataSource={**snap, "name": "t"}, volumeName="pv-1"))
+    assert any(m.startswith("spec: Forbidden") for m in messages(other, old))
+
+
 def test_reference_grant_schema() -> None:
     """DS5: gateway-api's ReferenceGrant: from (group, kind, namespace) and to (group, kind), 1-16 entries."""
     grant = {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
