@@ -1079,9 +1079,10 @@ def _workload_selector(errs: _Errors, spec: dict[str, Any], what: str) -> Callab
         return None
     # A selector of the wrong shape is reported by the schema check; matching the template
     # against it would only add a confusing second error (or fail outright on a non-dict).
-    well_formed = isinstance(sel.get("matchLabels") or {}, dict) and all(
-        isinstance(e, dict) for e in (sel.get("matchExpressions") or [])
-    ) and isinstance(sel.get("matchExpressions") or [], list)
+    # The list's type is checked before its items are walked (matchExpressions: true is not iterable).
+    expressions = sel.get("matchExpressions") or []
+    well_formed = (isinstance(sel.get("matchLabels") or {}, dict) and isinstance(expressions, list)
+                   and all(isinstance(e, dict) for e in expressions))
     if len(errs.items) > before or not well_formed:
         return None
     return lambda labels: _selector_matches(sel, labels)
