@@ -333,3 +333,24 @@ def test_restore_claim_data_sources(server: RunningServer) -> None:
     both["spec"]["dataSourceRef"] = {**ref, "namespace": "other"}
     refused = run("apply", "-f", "-", stdin=yaml.safe_dump(both), ok=False)
     assert "may not be specified when dataSourceRef.namespace is specified" in refused.stderr, refused.stderr
+
+
+def test_json_only_kinds(server: RunningServer) -> None:
+    """VS12: asked for protobuf first (client-go's default for built-in kinds), the server answers JSON; a
+    protobuf body is refused with 415 naming the accepted types, as for any CRD."""
+    import httpx
+
+    from k8s_protobuf_writer import envelope, field
+
+    kubectl(server, "apply", "-f", "-", stdin=SNAPSHOTCLASS_V1)
+    url = server.url + "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses"
+    headers = {"Authorization": f"Bearer {server.token}"}
+    got = httpx.get(url, headers={**headers, "Accept": "application/vnd.kubernetes.protobuf, application/json"},
+                    verify=server.verify(), timeout=30)
+    assert got.status_code == 200 and got.headers["content-type"].startswith("application/json")
+    assert [i["metadata"]["name"] for i in got.json()["items"]] == ["csi-hostpath-snapclass-v1"]
+    body = envelope("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass", field(1, field(1, b"pb")))
+    refused = httpx.post(url, content=body, headers={**headers, "Content-Type": "application/vnd.kubernetes.protobuf"},
+                         verify=server.verify(), timeout=30)
+    assert refused.status_code == 415, refused.text
+    assert "application/json" in refused.json()["message"]
