@@ -555,6 +555,10 @@ async def _json_body(request: Request, fields: FieldValidation | None = None, *,
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == k8s_protobuf.MEDIA_TYPE:
+        if info is not None and info.crd:
+            # A custom resource's endpoint reads no protobuf at all, whatever the envelope names (VS12).
+            raise UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media types '
+                                       f'include: {JSON_TYPE}, application/yaml')
         raw = await _read_body(request)
         if info is not None:
             api_version, kind = info.api_version, info.kind

@@ -354,3 +354,8 @@ def test_json_only_kinds(server: RunningServer) -> None:
                          verify=server.verify(), timeout=30)
     assert refused.status_code == 415, refused.text
     assert "application/json" in refused.json()["message"]
+    # Whatever kind the envelope names: the endpoint reads no protobuf.
+    pod = envelope("v1", "ConfigMap", field(1, field(1, b"pb")))
+    refused = httpx.post(url, content=pod, headers={**headers, "Content-Type": "application/vnd.kubernetes.protobuf"},
+                         verify=server.verify(), timeout=30)
+    assert refused.status_code == 415, refused.text
