@@ -225,7 +225,8 @@ DESCRIPTIONS: dict[str, str] = {
     "ReferenceGrantTo.kind": "The referred-to object's kind.",
     "ReferenceGrantTo.name": "The referred-to object's name; left out, every object of that kind.",
     "PersistentVolumeClaimSpec.dataSourceRef": "An object to populate the new volume from, possibly in another "
-                                               "API group.",
+                                               "API group or, with namespace, in another namespace (allowed only "
+                                               "by a ReferenceGrant there; dataSource must then be left out).",
     "PersistentVolumeClaimStatus.phase": "Pending, Bound or Lost.",
     "PersistentVolumeClaimStatus.accessModes": "The access modes the bound volume offers.",
     "PersistentVolumeClaimStatus.capacity": "The resources of the bound volume.",
