@@ -65,3 +65,15 @@ def test_get_snapshot_kinds(cli, tmp_path) -> None:
     classes = parse_table(cli.ok("get", "vsclass"), ["NAME", "DRIVER", "DELETIONPOLICY", "AGE"])
     assert [(r["NAME"], r["DRIVER"], r["DELETIONPOLICY"]) for r in classes] == [
         ("csi-hostpath-snapclass-v1", "hostpath.csi.k8s.io", "Delete")]
+
+
+def test_api_resources_list_snapshot_kinds(cli) -> None:
+    """VS13: the CRDs' names and short names."""
+    rows = parse_table(cli.ok("api-resources"), ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"])
+    by_name = {r["NAME"]: r for r in rows}
+    assert by_name["volumesnapshots"] == {"NAME": "volumesnapshots", "SHORTNAMES": "vs",
+                                          "APIVERSION": "snapshot.storage.k8s.io/v1", "NAMESPACED": "true",
+                                          "KIND": "VolumeSnapshot"}
+    assert by_name["volumesnapshotcontents"]["SHORTNAMES"] == "vsc,vscs"
+    assert by_name["volumesnapshotclasses"]["SHORTNAMES"] == "vsclass,vsclasses"
+    assert by_name["referencegrants"]["APIVERSION"] == "gateway.networking.k8s.io/v1beta1"
