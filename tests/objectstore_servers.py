@@ -8,6 +8,7 @@ tests/conftest.py. All listen on 127.0.0.1 on free ports and leave no process or
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,38 @@ def running_moto_s3() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def running_moto_s3_process(extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """moto's server as a child process (its own GIL: what benchmarks measure against, and where settings
+    such as INITIAL_NO_AUTH_ACTION_COUNT, read at import, can differ from this process's); yields its endpoint."""
+    for _attempt in range(5):
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **(extra_env or {})})
+        endpoint = f"http://127.0.0.1:{port}"
+        try:
+            if _wait_http(proc, f"{endpoint}/moto-api/"):
+                yield endpoint
+                return
+        finally:
+            _stop(proc)
+    raise RuntimeError("moto server did not start")
+
+
+def _wait_http(proc: subprocess.Popen[bytes], url: str, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answers
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    return False
 
 
 def _free_port() -> int:

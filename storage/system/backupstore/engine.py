@@ -10,6 +10,7 @@ chunks but no manifest, and running it again uploads only the chunks still missi
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -203,13 +204,27 @@ def delete_backup(store: ObjectStore, backup_id: str) -> None:
 # ---------------------------------------------------------------------------------------------- backup
 
 
-def _pack(data: bytes | memoryview) -> bytes:
+def _compressible(data: bytes) -> bool:
+    """Whether four 16 KiB samples shrink by at least 1/32: random or already-compressed data is then stored
+    without spending a full zstd pass on it (most of the CPU a backup of such data would take)."""
     import zstandard
 
+    if len(data) <= 256 * 1024:
+        return True
+    step = len(data) // 4
+    sample = b"".join(data[i * step:i * step + 16384] for i in range(4))
+    return len(zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(sample)) < len(sample) * 31 // 32
+
+
+def _pack(data: bytes) -> bytes:
+    import zstandard
+
+    if not _compressible(data):
+        return b"R" + data
     packed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data)
     if len(packed) + 1 < len(data):
         return b"Z" + packed
-    return b"R" + bytes(data)
+    return b"R" + data
 
 
 def _unpack(digest: str, blob: bytes, length: int) -> bytes:
@@ -511,20 +526,26 @@ def _fetch_all(store: ObjectStore, refs: Iterable[ChunkRef], sink: Callable[[Chu
             raise
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    return libc
+
+
 def _zero_range(fd: int, is_regular: bool, start: int, end: int) -> None:
     """Make [start, end) read as zeros: a punched hole in a file, BLKZEROOUT (or written zeros) on a device."""
     if end <= start:
         return
     if is_regular:
         try:
-            os.lseek(fd, start, os.SEEK_DATA)
+            if os.lseek(fd, start, os.SEEK_DATA) >= end:
+                return  # a hole already
         except OSError:
             return  # nothing but holes after start: already zero
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-        if libc.fallocate(fd, 0x01 | 0x02, start, end - start) == 0:  # KEEP_SIZE | PUNCH_HOLE
+        if _libc().fallocate(fd, 0x01 | 0x02, start, end - start) == 0:  # KEEP_SIZE | PUNCH_HOLE
             return
     else:
         import fcntl
@@ -537,6 +558,31 @@ def _zero_range(fd: int, is_regular: bool, start: int, end: int) -> None:
             pass
     for pos in range(start, end, CHUNK_SIZE):
         os.pwrite(fd, _ZERO[:min(CHUNK_SIZE, end - pos)], pos)
+
+
+_PIECE = 64 * 1024
+
+
+def _write_sparse(fd: int, data: bytes, offset: int, zero: Callable[[int, int], None] | None) -> None:
+    """pwrite data at offset, but 64 KiB pieces that are all zeros become holes: skipped when the destination
+    is known to read zeros there (zero=None), else handed to zero(start, end)."""
+    view = memoryview(data)
+    n = len(data)
+    pos = 0
+    while pos < n:
+        end = min(pos + _PIECE, n)
+        is_zero = view[pos:end] == _ZERO[:end - pos]
+        run_end = end
+        while run_end < n:
+            nxt = min(run_end + _PIECE, n)
+            if (view[run_end:nxt] == _ZERO[:nxt - run_end]) != is_zero:
+                break
+            run_end = nxt
+        if not is_zero:
+            os.pwrite(fd, view[pos:run_end], offset + pos)
+        elif zero is not None:
+            zero(offset + pos, offset + run_end)
+        pos = run_end
 
 
 def _holes(refs: list[ChunkRef], size: int) -> Iterator[tuple[int, int]]:
@@ -564,7 +610,7 @@ def restore_block(store: ObjectStore, backup_id: str, dest_path: str | os.PathLi
             raise BadRequest(f"{dest_path}: {dest_size} bytes, smaller than the backup's {manifest.size}")
 
         def write(ref: ChunkRef, data: bytes) -> None:
-            os.pwrite(fd, data, ref.offset)
+            _write_sparse(fd, data, ref.offset, lambda a, b: _zero_range(fd, is_regular, a, b))
 
         _fetch_all(store, manifest.chunks, write, workers)
         for start, end in _holes(manifest.chunks, manifest.size):
@@ -622,7 +668,8 @@ def restore_tree(store: ObjectStore, backup_id: str, dest_dir: str | os.PathLike
         indexed = [ChunkRef(i, r.length, r.hash) for i, r in enumerate(refs)]
 
         def write(ref: ChunkRef, data: bytes) -> None:
-            os.pwrite(fds[owner[ref.offset]], data, refs[ref.offset].offset)
+            # the file was truncated to its size just now: zeros need no writing
+            _write_sparse(fds[owner[ref.offset]], data, refs[ref.offset].offset, None)
 
         _fetch_all(store, indexed, write, workers)
         for fd in fds.values():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, TypeVar, runtime_checkable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from storage.errors import BadRequest, NotFound, PermanentError, StowageError, TemporaryError
 
@@ -229,6 +229,7 @@ class GcsStore(_BaseStore):
         self._client = storage.Client(project=project or "stowage", credentials=creds, client_options=options)
         self._widen_pool()
         self._bucket = self._client.bucket(parsed.bucket)
+        self._api_base = (parsed.endpoint or "https://storage.googleapis.com").rstrip("/")
 
     def _widen_pool(self) -> None:
         # requests' default pool keeps 10 connections; more threads than that would reconnect every time.
@@ -261,8 +262,20 @@ class GcsStore(_BaseStore):
         return self._fail(PermanentError, what, exc)
 
     def put(self, key: str, data: bytes) -> None:
-        blob = self._bucket.blob(self.parsed.full_key(key))
-        self._call("put", lambda: blob.upload_from_string(data, content_type="application/octet-stream"))
+        # A simple "uploadType=media" request through the client's authorized session: the SDK's own
+        # upload_from_string sends small objects as multipart/related, which costs the server a MIME parse
+        # (the gcp-storage-emulator manages ~27 MB/s at it, against ~150 MB/s for the plain body).
+        from google.api_core.exceptions import from_http_response
+
+        def send() -> None:
+            response = self._client._http.post(  # noqa: SLF001 - the session the SDK itself uploads with
+                f"{self._api_base}/upload/storage/v1/b/{quote(self.parsed.bucket, safe='')}/o",
+                params={"uploadType": "media", "name": self.parsed.full_key(key)}, data=data,
+                headers={"Content-Type": "application/octet-stream"}, timeout=(10, 120))
+            if response.status_code >= 300:
+                raise from_http_response(response)
+
+        self._call("put", send)
 
     def get(self, key: str) -> bytes:
         blob = self._bucket.blob(self.parsed.full_key(key))

@@ -44,9 +44,9 @@ def tree_state(root: Path) -> dict[str, dict[str, Any]]:
             rel = str(path.relative_to(root)) if path != root else "."
             st = os.lstat(path)
             entry: dict[str, Any] = {"type": stat.S_IFMT(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
-            if not stat.S_ISLNK(st.st_mode):
+            entry["mtime_ns"] = st.st_mtime_ns
+            if not stat.S_ISLNK(st.st_mode):  # a symlink's mode is always 0777 on Linux
                 entry["mode"] = stat.S_IMODE(st.st_mode)
-                entry["mtime_ns"] = st.st_mtime_ns
             if stat.S_ISLNK(st.st_mode):
                 entry["target"] = os.readlink(path)
             elif stat.S_ISREG(st.st_mode):
