@@ -315,13 +315,22 @@ class GcsStore(_BaseStore):
 class AzureStore(_BaseStore):
     def __init__(self, url: str, parsed: StoreUrl, credentials: Mapping[str, str]) -> None:
         super().__init__(url, parsed, credentials)
-        from azure.storage.blob import BlobServiceClient
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
-        kwargs: dict[str, Any] = {"retry_total": 3, "connection_timeout": 10, "read_timeout": 60,
+        # The storage SDK's default retry waits 15 s, then 18 s, 24 s...: a dead endpoint would hold a worker for a
+        # minute; callers retry TemporaryError with their own back-off, so a few quick tries are enough here.
+        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1)
+        kwargs: dict[str, Any] = {"retry_policy": retry, "connection_timeout": 10, "read_timeout": 60,
                                   "max_single_put_size": 256 * 1024 * 1024}
         conn = credentials.get("connectionString")
         try:
-            if conn:
+            parts = dict(p.split("=", 1) for p in (conn or "").split(";") if "=" in p)
+            if conn and parsed.endpoint and parts.get("AccountName") and parts.get("AccountKey"):
+                # The URL's endpoint wins over the connection string's: the store URL says where backups are.
+                service = BlobServiceClient(parsed.endpoint, credential={"account_name": parts["AccountName"],
+                                                                         "account_key": parts["AccountKey"]},
+                                            **kwargs)
+            elif conn:
                 service = BlobServiceClient.from_connection_string(conn, **kwargs)
             elif credentials.get("accountName") and credentials.get("accountKey"):
                 name = credentials["accountName"]
