@@ -22,15 +22,16 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import structlog
 
-from storage.errors import BadRequest, NotFound, PermanentError
+from storage.errors import BadRequest, NotFound, PermanentError, TemporaryError
 
 from .stores import ObjectStore
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 CHUNK_SIZE = 4 * 1024 * 1024
 WORKERS = 8
@@ -245,6 +246,19 @@ def _unpack(digest: str, blob: bytes, length: int) -> bytes:
     return data
 
 
+def _retrying(fn: Callable[[], T], attempts: int = 3) -> T:
+    """fn, retried after 0.5 s and 1 s on TemporaryError: one chunk's hiccup should not fail a whole backup
+    (the SDKs' own retries come first; what is left after this is the caller's to retry with back-off)."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except TemporaryError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 class _Uploader:
     """Hashes, compresses and uploads chunks on a thread pool, at most ``window`` in flight (memory bound).
 
@@ -285,7 +299,7 @@ class _Uploader:
                 self.reused.add(digest)
                 return digest
         packed = _pack(data)
-        self.store.put(_chunk_key(digest), packed)
+        _retrying(lambda: self.store.put(_chunk_key(digest), packed))
         with self.lock:
             self.stats.bytes_uploaded += len(packed)
             self.stats.chunks_uploaded += 1
@@ -503,7 +517,7 @@ def _fetch_all(store: ObjectStore, refs: Iterable[ChunkRef], sink: Callable[[Chu
     def one(ref: ChunkRef) -> None:
         try:
             try:
-                blob = store.get(_chunk_key(ref.hash))
+                blob = _retrying(lambda: store.get(_chunk_key(ref.hash)))
             except NotFound:
                 raise CorruptBackup(f"chunk {ref.hash} (at offset {ref.offset}) is missing from the store") from None
             sink(ref, _unpack(ref.hash, blob, ref.length))

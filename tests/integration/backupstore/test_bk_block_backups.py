@@ -203,7 +203,7 @@ def test_bk_corrupted_chunk_is_detected_on_restore(object_store_target, tmp_path
     # Same length and codec, one bit flipped: only the checksum can tell.
     flipped = bytearray(original)
     flipped[len(flipped) // 2] ^= 0x01
-    for damaged in (bytes(flipped), b"Z" + os.urandom(100), b""):
+    for damaged in (bytes(flipped), b"Z" + os.urandom(100), b"Z", b"?"):
         store.put(key, damaged)
         with pytest.raises(CorruptBackup, match=victim):
             restore_block(store, "b", out)
