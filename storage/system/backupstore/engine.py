@@ -18,7 +18,6 @@ import re
 import stat
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,18 +273,27 @@ class _Uploader:
         self.present: set[str] = {k.rsplit("/", 1)[-1] for k in store.list("chunks/")}
         self.claimed: set[str] = set()  # uploaded (or being uploaded) by this run
         self.reused: set[str] = set()  # found in the store, not uploaded by this run
-        self.pending: deque[Future[str | None]] = deque()
+        self.failed: BaseException | None = None
 
     def submit(self, data: bytes) -> "Future[str | None]":
-        """A future of the chunk's sha256, or None for an all-zero chunk (a hole)."""
+        """A future of the chunk's sha256, or None for an all-zero chunk (a hole). Raises the first failure of
+        an earlier chunk, so a store that refuses us stops the backup instead of reading the rest first."""
         self.window.acquire()
+        if self.failed is not None:
+            self.window.release()
+            raise self.failed
         try:
             fut = self.pool.submit(self._one, data)
         except BaseException:
             self.window.release()
             raise
-        fut.add_done_callback(lambda _f: self.window.release())
+        fut.add_done_callback(self._done)
         return fut
+
+    def _done(self, fut: "Future[str | None]") -> None:
+        if not fut.cancelled() and fut.exception() is not None and self.failed is None:
+            self.failed = fut.exception()
+        self.window.release()
 
     def _one(self, data: bytes) -> str | None:
         if data == _ZERO[:len(data)]:
@@ -670,9 +678,9 @@ def restore_tree(store: ObjectStore, backup_id: str, dest_dir: str | os.PathLike
             if entry["type"] != "file":
                 continue
             path = root / entry["path"]
-            if path.is_symlink() or path.is_dir():
-                _remove(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            if path.is_symlink() or path.exists():
+                _remove(path)  # never write through an existing name: it may be a hard link to another file
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             fds[index] = fd
             os.ftruncate(fd, int(entry["size"]))
             for ref in manifest.chunks[entry["first"]:entry["first"] + entry["count"]]:
