@@ -35,16 +35,27 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from objectstore_servers import (ObjectStoreTarget, azure_service, gcs_client, make_azure_target,  # noqa: E402
-                                 make_gcs_target, make_s3_target, running_azurite, running_gcs_emulator,
-                                 running_moto_s3_process, s3_client)
+from objectstore_servers import (  # noqa: E402
+    ObjectStoreTarget,
+    azure_service,
+    gcs_client,
+    make_azure_target,
+    make_gcs_target,
+    make_s3_target,
+    running_azurite,
+    running_gcs_emulator,
+    running_moto_s3_process,
+    s3_client,
+)
+
 from storage.system.backupstore import backup_block, open_store, restore_block  # noqa: E402
 
 MiB = 1 << 20
@@ -191,7 +202,7 @@ def main() -> None:
                       f" {row['first_backup_uploaded_MiB']} MiB = {row['second_over_first_pct']}%", flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    report = {"benchmark": "backup", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    report = {"benchmark": "backup", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "host": platform.node(), "cpus": os.cpu_count(), "data_MiB": args.data_mib,
               "volume_MiB": 2 * args.data_mib, "runs": args.runs, "results": results}
     print(json.dumps(report, indent=2))

@@ -18,8 +18,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from azurite_service import DEV_ACCOUNT, DEV_KEY, Azurite, running_azurite  # noqa: F401  (re-exported)
 

@@ -18,10 +18,11 @@ import re
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -75,7 +76,7 @@ class Manifest:
                 "chunks": [[c.offset, c.length, c.hash] for c in self.chunks], "entries": self.entries}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
         if data.get("version") != MANIFEST_VERSION:
             raise CorruptBackup(f"manifest {data.get('id')!r}: unsupported version {data.get('version')!r}")
         return cls(id=str(data["id"]), kind=str(data["kind"]), size=int(data["size"]),
@@ -275,7 +276,7 @@ class _Uploader:
         self.reused: set[str] = set()  # found in the store, not uploaded by this run
         self.failed: BaseException | None = None
 
-    def submit(self, data: bytes) -> "Future[str | None]":
+    def submit(self, data: bytes) -> Future[str | None]:
         """A future of the chunk's sha256, or None for an all-zero chunk (a hole). Raises the first failure of
         an earlier chunk, so a store that refuses us stops the backup instead of reading the rest first."""
         self.window.acquire()
@@ -290,7 +291,7 @@ class _Uploader:
         fut.add_done_callback(self._done)
         return fut
 
-    def _done(self, fut: "Future[str | None]") -> None:
+    def _done(self, fut: Future[str | None]) -> None:
         if not fut.cancelled() and fut.exception() is not None and self.failed is None:
             self.failed = fut.exception()
         self.window.release()

@@ -7,11 +7,23 @@ scrubbed, because SDK messages sometimes quote what they were given (BK20, BK21)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Protocol, TypeVar, runtime_checkable
+from typing import (
+    Any,
+    Protocol,
+    TypeVar,
+    runtime_checkable,
+)
 from urllib.parse import parse_qs, quote, urlsplit
 
-from storage.errors import BadRequest, NotFound, PermanentError, StowageError, TemporaryError
+from storage.errors import (
+    BadRequest,
+    NotFound,
+    PermanentError,
+    StowageError,
+    TemporaryError,
+)
 
 T = TypeVar("T")
 
@@ -143,8 +155,13 @@ class S3Store(_BaseStore):
         self._bucket = parsed.bucket
 
     def _classify(self, what: str, exc: BaseException) -> StowageError:
-        from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, HTTPClientError,
-                                         NoCredentialsError, PartialCredentialsError)
+        from botocore.exceptions import (
+            ClientError,
+            HTTPClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -247,7 +264,7 @@ class GcsStore(_BaseStore):
         try:
             import requests.adapters
 
-            http = self._client._http  # noqa: SLF001 - the client exposes no pool setting
+            http = self._client._http
             adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
             http.mount("https://", adapter)
             http.mount("http://", adapter)
@@ -279,7 +296,7 @@ class GcsStore(_BaseStore):
         from google.api_core.exceptions import from_http_response
 
         def send() -> None:
-            response = self._client._http.post(  # noqa: SLF001 - the session the SDK itself uploads with
+            response = self._client._http.post(
                 f"{self._api_base}/upload/storage/v1/b/{quote(self.parsed.bucket, safe='')}/o",
                 params={"uploadType": "media", "name": self.parsed.full_key(key)}, data=data,
                 headers={"Content-Type": "application/octet-stream"}, timeout=(10, 120))
@@ -295,7 +312,7 @@ class GcsStore(_BaseStore):
         from google.api_core.exceptions import from_http_response
 
         def fetch() -> bytes:
-            response = self._client._http.get(  # noqa: SLF001 - the session the SDK itself downloads with
+            response = self._client._http.get(
                 f"{self._api_base}/download/storage/v1/b/{quote(self.parsed.bucket, safe='')}/o/"
                 f"{quote(self.parsed.full_key(key), safe='')}", params={"alt": "media"}, stream=True,
                 timeout=(10, 120))

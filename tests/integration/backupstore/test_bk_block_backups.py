@@ -10,13 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
-
 from backupstore_support import MiB, sha256_file, write_random
+from support import need_programs, need_root
+
 from storage.errors import NotFound
 from storage.system import loop, mounts
-from storage.system.backupstore import (CorruptBackup, backup_block, list_backups, open_store, read_manifest,
-                                        restore_block)
-from support import need_programs, need_root
+from storage.system.backupstore import (
+    CorruptBackup,
+    backup_block,
+    list_backups,
+    open_store,
+    read_manifest,
+    restore_block,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 

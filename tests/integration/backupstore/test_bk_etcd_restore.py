@@ -5,14 +5,14 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from objectstore_servers import drop_target, make_s3_target
-from storage.system.backupstore import backup_tree, open_store, restore_tree
 from support import need_programs
+
+from storage.system.backupstore import backup_tree, open_store, restore_tree
 
 
 def _free_port() -> int:

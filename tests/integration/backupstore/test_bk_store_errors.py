@@ -3,17 +3,30 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from backupstore_support import MiB, sha256_file, write_random
-from objectstore_servers import (S3_REGION, ObjectStoreTarget, drop_target, make_azure_target,
-                                 running_moto_s3_process)
+from objectstore_servers import (
+    S3_REGION,
+    ObjectStoreTarget,
+    drop_target,
+    make_azure_target,
+    running_moto_s3_process,
+)
+
 from storage.errors import BadRequest, NotFound, PermanentError, TemporaryError
-from storage.system.backupstore import (backup_block, backup_url, delete_backup, list_backups, open_store,
-                                        parse_backup_url, read_manifest, restore_block)
+from storage.system.backupstore import (
+    backup_block,
+    backup_url,
+    delete_backup,
+    list_backups,
+    open_store,
+    parse_backup_url,
+    read_manifest,
+    restore_block,
+)
 
 
 def test_bk_list_backups_and_handles(object_store_target, tmp_path: Path) -> None:

@@ -6,10 +6,17 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from backupstore_support import MiB, tree_state, write_random
+
 from storage.errors import BadRequest
-from storage.system.backupstore import CorruptBackup, backup_block, backup_tree, open_store, restore_block, restore_tree
+from storage.system.backupstore import (
+    CorruptBackup,
+    backup_block,
+    backup_tree,
+    open_store,
+    restore_block,
+    restore_tree,
+)
 
 
 def _build_tree(root: Path) -> None:
