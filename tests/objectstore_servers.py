@@ -142,8 +142,15 @@ class ObjectStoreTarget:
     endpoint: str
     prefix: str = field(default="backups")
 
-    def __iter__(self) -> Iterator[object]:  # so `url, creds = target` reads like the (url, credentials) pair
+    # It also behaves as the pair (url, credentials): `url, creds = target`, `target[0]`, `open_store(*target)`.
+    def __iter__(self) -> Iterator[object]:
         return iter((self.url, self.credentials))
+
+    def __getitem__(self, index: int) -> object:
+        return (self.url, self.credentials)[index]
+
+    def __len__(self) -> int:
+        return 2
 
 
 def new_bucket_name() -> str:
