@@ -106,6 +106,20 @@ def _secret_ref(params: dict[str, str], key: str) -> tuple[str, str] | None:
     return params.get(f"{CSI_PREFIX}{key}-namespace", "").strip() or "default", name
 
 
+
+def csi_cluster_monitors(config_maps: Any, cluster_id: str, context: str) -> tuple[str, ...]:
+    """The monitors of ``cluster_id`` in ceph-csi's cluster map ConfigMap; errors name ``context``'s parameter."""
+    namespace, name = csi_config_location()
+    if config_maps is None:
+        raise TemporaryError(f"ConfigMap {namespace}/{name} cannot be read here (no API access)", delay=10.0)
+    data = config_maps(namespace, name)
+    if data is None:
+        raise TemporaryError(f"ConfigMap {namespace}/{name} (ceph-csi's cluster map) not found", delay=10.0)
+    clusters = parse_csi_config(str(data.get("config.json") or ""), f"{namespace}/{name}")
+    if cluster_id not in clusters:
+        raise PermanentError(f"{context} parameter clusterID: {cluster_id!r} is not in ConfigMap {namespace}/{name}")
+    return tuple(clusters[cluster_id].monitors)
+
 def parse_class(params: dict[str, str], provisioner_name: str, config_maps: Any = None) -> ClassConfig:
     """The class's parameters in either spelling; PermanentError naming the parameter at fault."""
     context = f"StorageClass (provisioner {provisioner_name})"
@@ -124,21 +138,13 @@ def parse_class(params: dict[str, str], provisioner_name: str, config_maps: Any 
         pool = params.get("pool", "").strip()
         if not pool:
             raise PermanentError(f"{context} parameter pool: Required value")
-        namespace, name = csi_config_location()
-        if config_maps is None:
-            raise TemporaryError(f"ConfigMap {namespace}/{name} cannot be read here (no API access)", delay=10.0)
-        data = config_maps(namespace, name)
-        if data is None:
-            raise TemporaryError(f"ConfigMap {namespace}/{name} (ceph-csi's cluster map) not found", delay=10.0)
-        clusters = parse_csi_config(str(data.get("config.json") or ""), f"{namespace}/{name}")
-        if cluster_id not in clusters:
-            raise PermanentError(f"{context} parameter clusterID: {cluster_id!r} is not in ConfigMap {namespace}/{name}")
+        cluster_monitors = csi_cluster_monitors(config_maps, cluster_id, context)
         provisioner_secret = _secret_ref(params, "provisioner-secret")
         if provisioner_secret is None:
             raise PermanentError(f"{context} parameter {CSI_PREFIX}provisioner-secret-name: Required value")
         node_secret = _secret_ref(params, "node-stage-secret") or ("", "")
         return ClassConfig(
-            monitors=clusters[cluster_id].monitors, pool=pool, admin_secret=provisioner_secret, admin_id="",
+            monitors=cluster_monitors, pool=pool, admin_secret=provisioner_secret, admin_id="",
             user="", user_secret=node_secret, features=features, image_format=image_format,
             data_pool=params.get("dataPool", "").strip(), fs_type=params.get(f"{CSI_PREFIX}fstype", "").strip() or "ext4",
             expand_secret=_secret_ref(params, "controller-expand-secret"))
@@ -408,17 +414,8 @@ class RbdProvisioner(Provisioner, Snapshotter):
             secret = _secret_ref(params, "snapshotter-secret")
             if secret is None:
                 raise PermanentError(f"{context} parameter {CSI_PREFIX}snapshotter-secret-name: Required value")
-            namespace, name = csi_config_location()
-            if config_maps is None:
-                raise TemporaryError(f"ConfigMap {namespace}/{name} cannot be read here (no API access)", delay=10.0)
-            data = config_maps(namespace, name)
-            if data is None:
-                raise TemporaryError(f"ConfigMap {namespace}/{name} (ceph-csi's cluster map) not found", delay=10.0)
-            clusters = parse_csi_config(str(data.get("config.json") or ""), f"{namespace}/{name}")
-            if params["clusterID"] not in clusters:
-                raise PermanentError(f"{context} parameter clusterID: {params['clusterID']!r} is not in ConfigMap "
-                                     f"{namespace}/{name}")
-            return clusters[params["clusterID"]].monitors, _credentials(reader, secret, ""), pool
+            monitors = csi_cluster_monitors(config_maps, params["clusterID"], context)
+            return monitors, _credentials(reader, secret, ""), pool
         if params.get("monitors"):
             monitors = split_monitors(params["monitors"], f"{context} parameter monitors")
             if not params.get("adminSecretName"):

@@ -83,13 +83,19 @@ def running_azurite() -> Iterator[Azurite]:
             raise RuntimeError("azurite did not start")
         yield Azurite(found[0])
     finally:
+        stop_process(proc)
+        shutil.rmtree(location, ignore_errors=True)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL when it has not gone within 10 s."""
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(location, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

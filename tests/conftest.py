@@ -20,7 +20,7 @@ from support import KUBECTL_VERSIONS  # noqa: E402
 from azurite_service import Azurite, azurite  # noqa: E402,F401  (fixture, shared by every suite)
 from objectstore_servers import (  # noqa: E402
     ObjectStoreTarget, drop_target, make_azure_target, make_gcs_target, make_s3_target, running_gcs_emulator,
-    running_moto_s3)
+    running_moto)
 
 from storage.store.sql import SqlStore  # noqa: E402
 
@@ -99,7 +99,7 @@ def kubectl_version(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def moto_s3_endpoint() -> Iterator[str]:
     """moto's S3 server (a thread of this process) on a free 127.0.0.1 port."""
-    with running_moto_s3() as endpoint:
+    with running_moto() as endpoint:
         yield endpoint
 
 

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from azurite_service import DEV_ACCOUNT, DEV_KEY, Azurite, running_azurite  # noqa: F401  (re-exported)
+from azurite_service import DEV_ACCOUNT, DEV_KEY, Azurite, running_azurite, stop_process  # noqa: F401  (re-exported)
 
 S3_REGION = "us-east-1"
 S3_ACCESS_KEY = "testing"
@@ -30,8 +30,8 @@ GCS_PROJECT = "stowage-test"
 
 
 @contextlib.contextmanager
-def running_moto_s3() -> Iterator[str]:
-    """moto's S3 in this process (a thread), on a free port; yields its endpoint URL."""
+def running_moto() -> Iterator[str]:
+    """moto's server (S3, EC2, ...) in this process (a thread), on a free port; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -58,7 +58,7 @@ def running_moto_s3_process(extra_env: dict[str, str] | None = None) -> Iterator
                 yield endpoint
                 return
         finally:
-            _stop(proc)
+            stop_process(proc)
     raise RuntimeError("moto server did not start")
 
 
@@ -109,7 +109,7 @@ def running_gcs_emulator() -> Iterator[str]:
                 except (urllib.error.URLError, OSError):
                     time.sleep(0.1)
             else:
-                _stop(proc)
+                stop_process(proc)
                 proc = None
                 continue
             yield endpoint
@@ -117,18 +117,8 @@ def running_gcs_emulator() -> Iterator[str]:
         raise RuntimeError("gcp-storage-emulator did not start")
     finally:
         if proc is not None:
-            _stop(proc)
+            stop_process(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass

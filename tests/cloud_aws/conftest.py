@@ -10,12 +10,12 @@ from typing import Any, Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from provisioners.aws_ebs import TAG_CLUSTER_PREFIX, TAG_PV_NAME, AwsEbsProvisioner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ebs_nodes import make_node  # noqa: E402
+from objectstore_servers import running_moto  # noqa: E402
 
 REGION = "us-east-1"
 ZONES = ("us-east-1a", "us-east-1b")
@@ -23,13 +23,10 @@ ZONES = ("us-east-1a", "us-east-1b")
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    # One moto server answers every AWS service; this session's EC2 one is separate from the S3 one
+    # the backup tests share, so resets of either never touch the other.
+    with running_moto() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,17 @@ T = TypeVar("T")
 POOL_SIZE = 32
 
 
+def _once_more(fn: Callable[[], T]) -> T:
+    """fn, and once more right away if a pooled connection turned out closed (servers drop idle
+    keep-alive connections; requests does not resend a POST by itself). Both calls are idempotent."""
+    import requests
+
+    try:
+        return fn()
+    except requests.exceptions.ConnectionError:
+        return fn()
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     url: str
@@ -186,18 +197,7 @@ class S3Store(_BaseStore):
     def get(self, key: str) -> bytes:
         def fetch() -> bytes:
             return bytes(self._s3.get_object(Bucket=self._bucket, Key=self.parsed.full_key(key))["Body"].read())
-        return self._call(f"get {key}", lambda: self._once_more(fetch))
-
-    @staticmethod
-    def _once_more(fn: Callable[[], T]) -> T:
-        """fn, and once more right away if a pooled connection turned out closed (servers drop idle
-        keep-alive connections; requests does not resend a POST by itself). Both calls are idempotent."""
-        import requests
-
-        try:
-            return fn()
-        except requests.exceptions.ConnectionError:
-            return fn()
+        return self._call(f"get {key}", lambda: _once_more(fetch))
 
     def exists(self, key: str) -> bool:
         try:
@@ -303,7 +303,7 @@ class GcsStore(_BaseStore):
             if response.status_code >= 300:
                 raise from_http_response(response)
 
-        self._call("put", lambda: self._once_more(send))
+        self._call("put", lambda: _once_more(send))
 
     def get(self, key: str) -> bytes:
         # A media GET through the client's session, the body read in one call: the SDK's download_as_bytes
@@ -324,18 +324,7 @@ class GcsStore(_BaseStore):
             finally:
                 response.close()
 
-        return self._call(f"get {key}", lambda: self._once_more(fetch))
-
-    @staticmethod
-    def _once_more(fn: Callable[[], T]) -> T:
-        """fn, and once more right away if a pooled connection turned out closed (servers drop idle
-        keep-alive connections; requests does not resend a POST by itself). Both calls are idempotent."""
-        import requests
-
-        try:
-            return fn()
-        except requests.exceptions.ConnectionError:
-            return fn()
+        return self._call(f"get {key}", lambda: _once_more(fetch))
 
     def exists(self, key: str) -> bool:
         blob = self._bucket.blob(self.parsed.full_key(key))
