@@ -129,7 +129,9 @@ class BackupJobs:
         volume = body.get("volume")
         pv = body.get("pv")
         if volume:
-            pool = self.agent.pool(body.get("pool"))
+            from storage.agent.server import pool_holding
+
+            pool = pool_holding(self.agent, body.get("pool"), volume=str(volume))
             vol = pool.get(str(volume))
             if vol is None or vol.state != "Ready":
                 raise NotFound(f"pool volume {volume} not found on node {self.agent.node}", name=str(volume))

@@ -44,6 +44,17 @@ def _error(exc: StowageError) -> JSONResponse:
 CONTROL_PLANE_GROUP = "system:masters"
 
 
+def pool_holding(agent: "NodeAgent", name: str | None, *, volume: str | None = None,
+                 snapshot: str | None = None) -> "Pool":
+    """The named pool, else the one holding ``volume`` / ``snapshot``, else the default pool."""
+    if name:
+        return agent.pool(name)
+    for pool in agent.pools.values():
+        if (volume and pool.get(volume) is not None) or (snapshot and pool.get_snapshot(snapshot) is not None):
+            return pool
+    return agent.pool(None)
+
+
 def snapshot_json(snap: "PoolSnapshot") -> dict[str, Any]:
     return {"name": snap.name, "volume": snap.volume, "sizeBytes": snap.size, "fsType": snap.fs_type,
             "volumeMode": snap.mode, "creationTime": snap.created, "allocatedBytes": snap.allocated,
@@ -132,8 +143,10 @@ def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> St
             for key in ("name", "sizeBytes"):
                 if key not in body:
                     raise BadRequest(f"{key}: Required value")
-            pool = agent.pool(body.get("pool"))
             source = body.get("source")
+            snap_name = source.get("snapshot") if isinstance(source, dict) else None
+            # A volume restored from a snapshot is made in the snapshot's pool (a copy never leaves it).
+            pool = pool_holding(agent, body.get("pool"), snapshot=snap_name if isinstance(snap_name, str) else None)
             kwargs: dict[str, Any] = {}
             if source is not None:
                 kwargs = volume_source(pool, source)
@@ -173,15 +186,15 @@ def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> St
             for key in ("name", "volume"):
                 if not body.get(key):
                     raise BadRequest(f"{key}: Required value")
-            pool = agent.pool(body.get("pool"))
+            pool = pool_holding(agent, body.get("pool"), volume=str(body["volume"]))
             snap = await run_in_threadpool(pool.snapshot, str(body["name"]), str(body["volume"]))
             return JSONResponse(snapshot_json(snap))
         return await guarded(request, run)
 
     async def get_snapshot(request: Request) -> Response:
         async def run() -> Response:
-            pool = agent.pool(request.query_params.get("pool"))
             name = request.path_params["name"]
+            pool = pool_holding(agent, request.query_params.get("pool"), snapshot=name)
             snap = pool.get_snapshot(name)
             if snap is None or snap.state != "Ready":
                 raise NotFound(f'snapshot "{name}" not found on node {agent.node}', name=name)
@@ -190,7 +203,7 @@ def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> St
 
     async def delete_snapshot(request: Request) -> Response:
         async def run() -> Response:
-            pool = agent.pool(request.query_params.get("pool"))
+            pool = pool_holding(agent, request.query_params.get("pool"), snapshot=request.path_params["name"])
             await run_in_threadpool(pool.delete_snapshot, request.path_params["name"])
             return JSONResponse({"deleted": request.path_params["name"]})
         return await guarded(request, run)
