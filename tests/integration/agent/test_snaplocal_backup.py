@@ -218,3 +218,41 @@ def test_etcd_data_dir_snapshot_and_backup_while_running(agents: Cluster, object
     local.delete_snapshot(snap.handle, {})
     with secrets_for(secrets):
         snapshotter.delete_snapshot(bk.handle, params)
+
+
+@pytest.mark.parametrize("object_store_target", ["s3"], indirect=True)
+def test_backup_of_a_mounted_disk_reads_its_files_on_the_node_using_it(agents: Cluster, object_store_target: Any) -> None:
+    """LS12, LS23, LS7: a disk that is not a pool volume (an attached EBS disk, here a loop device mounted
+    where the volume manager mounts device volumes) is backed up file by file by the agent of the node
+    where it is mounted, found among all nodes; it restores into a pool volume on another node."""
+    store_url, credentials = object_store_target
+    secrets = lambda ns, name: dict(credentials)  # noqa: E731
+    params = {"store": store_url, SECRET_NAME: "s3", SECRET_NAMESPACE: "default"}
+    image = agents.base / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(64 * MiB)
+    dev = loop.attach(image)
+    subprocess.run(["mkfs.ext4", "-q", dev], check=True)
+    agent = agents.agents["n1"]
+    global_mount = agent.volumes.plugins_dir / "kubernetes.io/local-volume" / "mounts" / "pv-disk"
+    global_mount.mkdir(parents=True)
+    mounts.mount(dev, global_mount, "ext4")
+    (global_mount / "db").mkdir()
+    (global_mount / "db" / "rows").write_bytes(b"row\n" * 10000)
+    os.symlink("db/rows", global_mount / "link")
+    local = LocalProvisioner(nodes=agents._node, tls=agents.agent_client_tls)
+    snapshotter = BackupSnapshotter(local, node_lister=lambda: agents.store.list("nodes")[0])
+    pv = {"metadata": {"name": "pv-disk"}, "spec": {"awsElasticBlockStore": {"volumeID": "vol-0123", "fsType": "ext4"}}}
+    snap = backup(snapshotter, pv, params, secrets)
+    with secrets_for(secrets):
+        manifest = backupstore.read_manifest(backupstore.open_store(store_url, credentials), snap.handle.rsplit("#", 1)[1])
+    assert manifest.kind == "tree" and manifest.labels.get("pv") == "pv-disk"
+    source = DataSource(kind="VolumeSnapshot", driver=BACKUP_DRIVER, snapshot_handle=snap.handle,
+                        restore_size=snap.restore_size, snapshot_parameters=params)
+    restored = provision(local, agents, "n2", "64Mi", source, secrets)
+    with mounted(restored, read_only=True) as mnt:
+        assert (mnt / "db" / "rows").read_bytes() == b"row\n" * 10000
+        assert os.readlink(mnt / "link") == "db/rows"
+    local.delete(restored)
+    mounts.unmount(global_mount)
+    loop.detach(dev)
