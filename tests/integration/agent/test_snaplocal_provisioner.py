@@ -161,3 +161,25 @@ class TestLocalSnapshotter(SnapshotterContract):
             provisioner.provision(self._request(storage_class, data_source=source))
         with pytest.raises(PermanentError, match="snapshotHandle"):
             provisioner.delete_snapshot("snap-123", {})
+
+
+def test_agent_snapshot_endpoints_refuse_bad_input_naming_the_field(two_nodes: Cluster) -> None:
+    """LS28, LS14."""
+    from provisioners.local import agent_url
+    from storage.errors import BadRequest
+
+    local = LocalProvisioner(nodes=two_nodes._node, tls=two_nodes.agent_client_tls)
+    url = agent_url(two_nodes.store.get("nodes", "", "n1"))
+    with pytest.raises(BadRequest, match="volume: Required value"):
+        local._call("POST", f"{url}/snapshots", {"name": "s"})
+    with pytest.raises(BadRequest, match="source.backup.store: Required value"):
+        local._call("POST", f"{url}/volumes", {"name": "v", "sizeBytes": 2**24, "source": {"backup": {"backupId": "x"}}})
+    with pytest.raises(BadRequest, match="source: Invalid value"):
+        local._call("POST", f"{url}/volumes", {"name": "v", "sizeBytes": 2**24, "source": {"snapshot": "a", "backup": {}}})
+    with pytest.raises(NotFound):
+        local._call("GET", f"{url}/snapshots/none")
+    with pytest.raises(NotFound):
+        local._call("GET", f"{url}/backups/none")
+    with pytest.raises(BadRequest, match="store: Required value"):
+        local._call("POST", f"{url}/backups", {"name": "b", "volume": "v"})
+    assert two_nodes.agents["n1"].pool(None).list() == []

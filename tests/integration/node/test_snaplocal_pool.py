@@ -151,3 +151,26 @@ def test_freeze_is_undone_on_error_and_after_its_limit(node_tmp: Path) -> None:
         with snapcopy.frozen([str(mnt)], limit=0.5):
             time.sleep(1.5)
     assert write_within(5)
+
+
+def test_block_volume_snapshot_restores_the_raw_bytes_and_outlives_its_volume(node_tmp: Path) -> None:
+    """LS8, LS9."""
+    pool = Pool(node_tmp / "pool", capacity=512 * MiB)
+    pool.create("raw", 16 * MiB, None, "Block")
+    payload = os.urandom(MiB)
+    fd = os.open(pool.device("raw"), os.O_WRONLY)
+    try:
+        os.pwrite(fd, payload, 5 * MiB)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    pool.snapshot("raw-snap", "raw")
+    pool.delete("raw")
+    vol = pool.create("raw-copy", 32 * MiB, None, "Block", source_snapshot="raw-snap")
+    assert (vol.mode, vol.fs_type) == ("Block", None)
+    with open(pool.device("raw-copy"), "rb") as f:
+        f.seek(5 * MiB)
+        assert f.read(MiB) == payload
+        f.seek(0)
+        assert f.read(MiB) == bytes(MiB)
+    assert blockdev.device_size(pool.device("raw-copy")) == 32 * MiB
