@@ -63,9 +63,10 @@ def frozen(mount_points: Sequence[str], *, limit: float = FREEZE_LIMIT_SECONDS,
     try:
         for mp in mount_points:
             with lock:
-                # Bounded: a freeze that cannot finish (a hung device) must not hold the agent.
-                ex.run(["fsfreeze", "-f", mp], timeout=min(limit, 30))
+                # Listed before it is frozen: a freeze that timed out may still take effect, and is undone
+                # too (thawing what is not frozen is harmless). Bounded: a hung device must not hold the agent.
                 done.append(mp)
+                ex.run(["fsfreeze", "-f", mp], timeout=min(limit, 30))
         timer.start()
         yield
     finally:
