@@ -8,13 +8,19 @@ making a second one.
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Literal
 
+from storage.api.bench_figures import SCHEDULING_PARAMETERS as _BENCH_PARAMETERS
+
 ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+# StorageClass parameters that are the scheduler's (performance-aware placement, SEMANTICS BP6): every
+# provisioner accepts them, and none passes them to its backend (``ProvisionRequest.parameters`` drops them).
+SCHEDULING_PARAMETERS: frozenset[str] = _BENCH_PARAMETERS
 # On a PV: JSON list of {"kind", "namespace", "name"} the controller created for it (ProvisionResult.objects).
 ANN_PROVISIONED_OBJECTS = "stowage.io/provisioned-objects"
 # On each such object: the PV it belongs to, so nothing else of the same name is ever replaced or deleted.
@@ -92,7 +98,7 @@ class ProvisionRequest:
 
     @property
     def parameters(self) -> dict[str, str]:
-        return dict(self.storage_class.get("parameters") or {})
+        return {k: v for k, v in (self.storage_class.get("parameters") or {}).items() if k not in SCHEDULING_PARAMETERS}
 
     @property
     def mount_options(self) -> list[str]:
@@ -180,11 +186,26 @@ class Provisioner(ABC):
         """Scrub the volume's contents so it can serve a new claim."""
         raise NotImplementedError(f"provisioner {self.name} does not support recycling")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Many provisioners write their own check_parameters (case-insensitive keys, csi.storage.k8s.io/*):
+        # each is wrapped so the scheduling parameters never reach it, without touching every driver (BP6).
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("check_parameters")
+        if own is None or getattr(own, "_drops_scheduling_parameters", False):
+            return
+
+        @functools.wraps(own)
+        def check_parameters(self: Provisioner, parameters: dict[str, str]) -> None:
+            own(self, {k: v for k, v in parameters.items() if k not in SCHEDULING_PARAMETERS})
+
+        check_parameters._drops_scheduling_parameters = True  # type: ignore[attr-defined]
+        cls.check_parameters = check_parameters  # type: ignore[method-assign]
+
     def check_parameters(self, parameters: dict[str, str]) -> None:
         """PermanentError naming every parameter this provisioner does not understand."""
         from storage.errors import PermanentError
 
-        unknown = sorted(set(parameters) - set(self.known_parameters))
+        unknown = sorted(set(parameters) - set(self.known_parameters) - SCHEDULING_PARAMETERS)
         if unknown:
             raise PermanentError(
                 f"invalid parameter(s) for provisioner {self.name}: {', '.join(repr(u) for u in unknown)}"
