@@ -20,15 +20,25 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
 from provisioners.base import (
-    ANN_PROVISIONED_BY, BACKUP_DRIVER, DataSource, Provisioner, ProvisionRequest, ProvisionResult, SecretReader,
-    SnapshotRequest, SnapshotResult, Snapshotter, current_secrets,
+    ANN_PROVISIONED_BY,
+    BACKUP_DRIVER,
+    DataSource,
+    Provisioner,
+    ProvisionRequest,
+    ProvisionResult,
+    SecretReader,
+    SnapshotRequest,
+    SnapshotResult,
+    Snapshotter,
+    current_secrets,
 )
 from storage.api.node_affinity import affinity_hostnames
 from storage.errors import NotFound, PermanentError, StowageError, TemporaryError
@@ -213,7 +223,7 @@ class BackupSnapshotter(Provisioner, Snapshotter):
                             labels={**labels, "kind": "tree", "created": repr(job.created)})
                         job.size = manifest.size
                         job.state = "Succeeded"
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001  (reported by the next create_snapshot)
                         job.message = exc.message if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
                         job.state = "Failed"
                         log.warning("backup.tree_failed", name=name, error=job.message)

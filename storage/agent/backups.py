@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -55,7 +56,7 @@ class BackupJob:
                 "sizeBytes": self.size, "bytesUploaded": self.bytes_uploaded, "message": self.message}
 
 
-def _global_mount_of(agent: "NodeAgent", pv_name: str) -> tuple[str, str] | None:
+def _global_mount_of(agent: NodeAgent, pv_name: str) -> tuple[str, str] | None:
     """(mount point, device) of a device volume's node-wide mount on this node."""
     vm = agent.volumes
     for entry in vm._global_mounts():
@@ -64,7 +65,7 @@ def _global_mount_of(agent: "NodeAgent", pv_name: str) -> tuple[str, str] | None
     return None
 
 
-def _pod_path_of(agent: "NodeAgent", pv_name: str) -> tuple[str, str] | None:
+def _pod_path_of(agent: NodeAgent, pv_name: str) -> tuple[str, str] | None:
     """("tree", a pod's mounted volume directory) or ("block", the device bound into a pod) of a PV that
     has no global mount (network filesystems are mounted per pod)."""
     from storage.system import mounts
@@ -86,7 +87,7 @@ def _pod_path_of(agent: "NodeAgent", pv_name: str) -> tuple[str, str] | None:
 
 
 class BackupJobs:
-    def __init__(self, agent: "NodeAgent") -> None:
+    def __init__(self, agent: NodeAgent) -> None:
         self.agent = agent
         self._lock = threading.Lock()
         self._jobs: dict[str, BackupJob] = {}
@@ -143,7 +144,7 @@ class BackupJobs:
                 snap = pool.snapshot(snap_name, str(volume))
                 job.created = snap.created
                 try:
-                    manifest, stats = backupstore.backup_block(
+                    _manifest, stats = backupstore.backup_block(
                         store, pool.snapshot_image_path(snap_name), backup_id=name,
                         labels={**labels, "kind": "pool-volume", "volume": str(volume),
                                 "fsType": vol.fs_type or "", "volumeMode": vol.mode,
@@ -182,7 +183,7 @@ class BackupJobs:
             run(job)
             job.state = "Succeeded"
             log.info("backup.done", name=job.name, kind=job.kind, uploaded=job.bytes_uploaded)
-        except Exception as exc:  # recorded on the job; the caller sees it and starts it again
+        except Exception as exc:  # noqa: BLE001  (recorded on the job; the caller sees it and starts it again)
             job.message = exc.message if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
             job.state = "Failed"
             log.warning("backup.failed", name=job.name, error=job.message)

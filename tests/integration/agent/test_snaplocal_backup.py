@@ -9,20 +9,25 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from agent_cluster import Cluster, wait_until
+from support import need_programs
 
 from provisioners.backup import SECRET_NAME, SECRET_NAMESPACE, BackupSnapshotter
-from provisioners.base import BACKUP_DRIVER, DataSource, ProvisionRequest, SnapshotRequest
+from provisioners.base import (
+    BACKUP_DRIVER,
+    DataSource,
+    ProvisionRequest,
+    SnapshotRequest,
+)
 from provisioners.local import LocalProvisioner
 from provisioners.testing import make_claim, pv_from_result
 from storage.system import backupstore, loop, mounts
-
-from agent_cluster import Cluster, wait_until
-from support import need_programs
 
 Obj = dict[str, Any]
 MiB = 2**20
@@ -79,7 +84,7 @@ def test_backup_of_a_local_volume_restores_on_another_node(agents: Cluster, obje
     """LS10, LS11, LS21, LS22, LS24: uploaded by the volume's agent from a frozen copy while mounted,
     restored by another node's agent into a bigger volume; deleting the backup removes its manifest."""
     store_url, credentials = object_store_target
-    secrets = lambda ns, name: dict(credentials) if (ns, name) == ("backups", "store-creds") else None  # noqa: E731
+    secrets = lambda ns, name: dict(credentials) if (ns, name) == ("backups", "store-creds") else None
     params = {"store": store_url, SECRET_NAME: "store-creds", SECRET_NAMESPACE: "backups"}
     local = LocalProvisioner(nodes=agents._node, tls=agents.agent_client_tls)
     snapshotter = BackupSnapshotter(local)
@@ -148,7 +153,7 @@ def free_port() -> int:
 @contextmanager
 def etcd(data_dir: Path, client: int, peer: int) -> Iterator[str]:
     url = f"http://127.0.0.1:{client}"
-    log = open(data_dir.parent / f"etcd-{client}.log", "ab") if os.access(data_dir.parent, os.W_OK) else subprocess.DEVNULL
+    log = subprocess.DEVNULL  # the data dir's filesystem is copied: no log file beside it
     proc = subprocess.Popen(
         ["etcd", "--name", "m0", "--data-dir", str(data_dir), "--listen-client-urls", url,
          "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
@@ -168,12 +173,10 @@ def etcd(data_dir: Path, client: int, peer: int) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=20)
-        if log is not subprocess.DEVNULL:
-            log.close()
 
 
 def etcdctl(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["etcdctl", "--endpoints", url, "--command-timeout=5s", *args],
+    return subprocess.run(["etcdctl", "--endpoints", url, "--command-timeout=5s", *args], check=False,
                           capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
 
 
@@ -184,21 +187,20 @@ def test_etcd_data_dir_snapshot_and_backup_while_running(agents: Cluster, object
     the keys written before the cut, not those written after."""
     need_programs("etcd", "etcdctl")
     store_url, credentials = object_store_target
-    secrets = lambda ns, name: dict(credentials) if (ns, name) == ("default", "s3") else None  # noqa: E731
+    secrets = lambda ns, name: dict(credentials) if (ns, name) == ("default", "s3") else None
     params = {"store": store_url, SECRET_NAME: "s3", SECRET_NAMESPACE: "default"}
     local = LocalProvisioner(nodes=agents._node, tls=agents.agent_client_tls)
     snapshotter = BackupSnapshotter(local)
     pv = provision(local, agents, "n1", "256Mi")
     client, peer = free_port(), free_port()
-    with mounted(pv) as mnt:
-        with etcd(mnt / "etcd", client, peer) as url:
-            for i in range(200):
-                assert etcdctl(url, "put", f"/before/{i:03d}", f"value-{i}").returncode == 0
-            snap = local.create_snapshot(SnapshotRequest(name=f"snapcontent-{os.urandom(6).hex()}", pv=pv,
-                                                         parameters={}))
-            assert snap.ready
-            bk = backup(snapshotter, pv, params, secrets)
-            assert etcdctl(url, "put", "/after/x", "late").returncode == 0
+    with mounted(pv) as mnt, etcd(mnt / "etcd", client, peer) as url:
+        for i in range(200):
+            assert etcdctl(url, "put", f"/before/{i:03d}", f"value-{i}").returncode == 0
+        snap = local.create_snapshot(SnapshotRequest(name=f"snapcontent-{os.urandom(6).hex()}", pv=pv,
+                                                     parameters={}))
+        assert snap.ready
+        bk = backup(snapshotter, pv, params, secrets)
+        assert etcdctl(url, "put", "/after/x", "late").returncode == 0
     snap_source = DataSource(kind="VolumeSnapshot", driver=local.name, snapshot_handle=snap.handle,
                              restore_size=snap.restore_size)
     backup_source = DataSource(kind="VolumeSnapshot", driver=BACKUP_DRIVER, snapshot_handle=bk.handle,
@@ -206,13 +208,11 @@ def test_etcd_data_dir_snapshot_and_backup_while_running(agents: Cluster, object
     restored = [provision(local, agents, "n1", "256Mi", snap_source),
                 provision(local, agents, "n2", "256Mi", backup_source, secrets)]
     for copy in restored:
-        with mounted(copy) as mnt:
-            with etcd(mnt / "etcd", client, peer) as url:
-                got = etcdctl(url, "get", "--prefix", "/before/", "--print-value-only")
-                assert got.returncode == 0, got.stderr
-                values = got.stdout.split()
-                assert values == [f"value-{i}" for i in range(200)]
-                assert etcdctl(url, "get", "/after/x", "--print-value-only").stdout.strip() == ""
+        with mounted(copy) as mnt, etcd(mnt / "etcd", client, peer) as url:
+            got = etcdctl(url, "get", "--prefix", "/before/", "--print-value-only")
+            assert got.returncode == 0, got.stderr
+            assert got.stdout.split() == [f"value-{i}" for i in range(200)]
+            assert etcdctl(url, "get", "/after/x", "--print-value-only").stdout.strip() == ""
         local.delete(copy)
     local.delete(pv)
     local.delete_snapshot(snap.handle, {})
@@ -226,7 +226,7 @@ def test_backup_of_a_mounted_disk_reads_its_files_on_the_node_using_it(agents: C
     where the volume manager mounts device volumes) is backed up file by file by the agent of the node
     where it is mounted, found among all nodes; it restores into a pool volume on another node."""
     store_url, credentials = object_store_target
-    secrets = lambda ns, name: dict(credentials)  # noqa: E731
+    secrets = lambda ns, name: dict(credentials)
     params = {"store": store_url, SECRET_NAME: "s3", SECRET_NAMESPACE: "default"}
     image = agents.base / "disk.img"
     with open(image, "wb") as f:

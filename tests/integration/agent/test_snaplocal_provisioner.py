@@ -3,21 +3,19 @@ SnapshotterContract, restore on the snapshot's node, reschedule from another nod
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
-import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
+from agent_cluster import Cluster, wait_until
 
-from provisioners.base import DataSource, ProvisionRequest, SnapshotRequest
+from provisioners.base import DataSource, ProvisionRequest
 from provisioners.local import LocalProvisioner, parse_snapshot_handle
-from provisioners.testing import SnapshotterContract, make_claim, pv_from_result
+from provisioners.testing import SnapshotterContract, pv_from_result
 from storage.errors import NotFound, PermanentError
 from storage.system import loop, mounts
-
-from agent_cluster import Cluster, wait_until
 
 Obj = dict[str, Any]
 

@@ -9,8 +9,19 @@ from typing import Any
 
 import pytest
 
-from provisioners.backup import SECRET_NAME, SECRET_NAMESPACE, BackupSnapshotter, restore_tree_from
-from provisioners.base import ANN_PROVISIONED_BY, BACKUP_DRIVER, DataSource, SnapshotRequest, secrets_available
+from provisioners.backup import (
+    SECRET_NAME,
+    SECRET_NAMESPACE,
+    BackupSnapshotter,
+    restore_tree_from,
+)
+from provisioners.base import (
+    ANN_PROVISIONED_BY,
+    BACKUP_DRIVER,
+    DataSource,
+    SnapshotRequest,
+    secrets_available,
+)
 from storage.errors import NotFound, PermanentError
 from storage.system import backupstore
 
@@ -18,7 +29,7 @@ from storage.system import backupstore
 def test_hostpath_backup_runs_in_the_background_and_restores_into_a_directory(
         node_tmp: Path, object_store_target: Any) -> None:
     store_url, credentials = object_store_target
-    reader = lambda ns, name: dict(credentials) if (ns, name) == ("ns1", "creds") else None  # noqa: E731
+    reader = lambda ns, name: dict(credentials) if (ns, name) == ("ns1", "creds") else None
     params = {"store": store_url, SECRET_NAME: "creds", SECRET_NAMESPACE: "ns1"}
     src = node_tmp / "hostpath" / "pvc-1"
     (src / "sub").mkdir(parents=True)
