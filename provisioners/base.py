@@ -8,7 +8,6 @@ making a second one.
 """
 from __future__ import annotations
 
-import functools
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -186,23 +185,9 @@ class Provisioner(ABC):
         """Scrub the volume's contents so it can serve a new claim."""
         raise NotImplementedError(f"provisioner {self.name} does not support recycling")
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # Many provisioners write their own check_parameters (case-insensitive keys, csi.storage.k8s.io/*):
-        # each is wrapped so the scheduling parameters never reach it, without touching every driver (BP6).
-        super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("check_parameters")
-        if own is None or getattr(own, "_drops_scheduling_parameters", False):
-            return
-
-        @functools.wraps(own)
-        def check_parameters(self: Provisioner, parameters: dict[str, str]) -> None:
-            own(self, {k: v for k, v in parameters.items() if k not in SCHEDULING_PARAMETERS})
-
-        check_parameters._drops_scheduling_parameters = True  # type: ignore[attr-defined]
-        cls.check_parameters = check_parameters  # type: ignore[method-assign]
-
     def check_parameters(self, parameters: dict[str, str]) -> None:
-        """PermanentError naming every parameter this provisioner does not understand."""
+        """PermanentError naming every parameter this provisioner does not understand. Callers pass
+        ``ProvisionRequest.parameters``, from which the scheduler's parameters are already gone (BP6)."""
         from storage.errors import PermanentError
 
         unknown = sorted(set(parameters) - set(self.known_parameters) - SCHEDULING_PARAMETERS)

@@ -108,7 +108,6 @@ class ProvisionerContract:
         params = {**(storage_class.get("parameters") or {}), "minRandomWriteIOPS": "1000",
                   "maxWriteLatencyP99": "5ms", "benchPlacement": "Preferred"}
         bench_class = {**storage_class, "parameters": params}
-        provisioner.check_parameters(params)
         req = self._request(bench_class)
         assert not set(req.parameters) & SCHEDULING_PARAMETERS
         result = self._finish(provisioner, req)
