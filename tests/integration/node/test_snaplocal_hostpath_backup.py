@@ -18,6 +18,7 @@ from provisioners.backup import (
 from provisioners.base import (
     ANN_PROVISIONED_BY,
     BACKUP_DRIVER,
+    ProvisionRequest,
     DataSource,
     SnapshotRequest,
     secrets_available,
@@ -60,6 +61,19 @@ def test_hostpath_backup_runs_in_the_background_and_restores_into_a_directory(
     assert (dest / "sub" / "big").read_bytes() == (src / "sub" / "big").read_bytes()
     assert (dest / "small").read_text() == "small" and (dest / "small").stat().st_mode & 0o777 == 0o640
     assert os.readlink(dest / "link") == "sub/big"
+
+    # The hostPath provisioner restores a claim from it through restore_tree_from (LS26).
+    from provisioners.hostpath import HostPathProvisioner
+    from provisioners.testing import make_claim
+
+    hostpath = HostPathProvisioner(node_tmp / "hp-root")
+    claim = make_claim("1Gi", class_name="hp")
+    result = hostpath.provision(ProvisionRequest(
+        volume_name=f"pvc-{claim['metadata']['uid']}", claim=claim, secrets=reader, data_source=source,
+        storage_class={"metadata": {"name": "hp"}, "provisioner": hostpath.name}))
+    filled = Path(result.source["hostPath"]["path"])
+    assert (filled / "sub" / "big").read_bytes() == (src / "sub" / "big").read_bytes()
+    assert os.readlink(filled / "link") == "sub/big"
 
     with secrets_available(reader):
         snapshotter.delete_snapshot(done.handle, params)
