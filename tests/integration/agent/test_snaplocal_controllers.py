@@ -34,8 +34,11 @@ def test_snapshot_restore_and_clone_of_a_pool_volume_in_use(cluster: Cluster) ->
     wait_until(lambda: (global_mount(cluster, node, src_pv) / "log").exists(), "the writer's log")
     cluster.apply({"apiVersion": f"{GROUP}/v1", "kind": "VolumeSnapshot", "metadata": {"name": "s1", "namespace": "default"},
                    "spec": {"volumeSnapshotClassName": "local-snap", "source": {"persistentVolumeClaimName": "src"}}})
-    vs = wait_until(lambda: (lambda v: v if (v.get("status") or {}).get("readyToUse") else None)(
-        cluster.client.get("volumesnapshots", "s1", "default")), "snapshot ready", 120)
+    def ready() -> Obj | None:
+        v = cluster.client.get("volumesnapshots", "s1", "default")
+        return v if (v.get("status") or {}).get("readyToUse") else None
+
+    vs = wait_until(ready, "snapshot ready", 120)
     content = cluster.client.get("volumesnapshotcontents", vs["status"]["boundVolumeSnapshotContentName"])
     assert content["status"]["snapshotHandle"].startswith(f"local:{node}/")
 
