@@ -488,7 +488,12 @@ class Pool:
         log.info("pool.resized", name=vol.name, size=vol.size)
 
     def reattach_all(self) -> dict[str, str]:
-        """After a restart: attach every created volume whose loop device is gone. name -> device."""
+        """After a restart: attach every created volume whose loop device is gone. name -> device.
+        Snapshots whose copy a crash interrupted are dropped (LS5): they hold no point in time, and
+        would be counted in the pool until their name was asked for again."""
+        for snap in self.list_snapshots():
+            if snap.state != "Ready":
+                self.delete_snapshot(snap.name)
         out: dict[str, str] = {}
         for vol in self.list():
             image = self.image_path(vol.name)

@@ -172,3 +172,22 @@ def test_block_volume_snapshot_restores_the_raw_bytes_and_outlives_its_volume(no
         f.seek(0)
         assert f.read(MiB) == bytes(MiB)
     assert blockdev.device_size(pool.device("raw-copy")) == 32 * MiB
+
+
+def test_a_copy_interrupted_by_a_crash_is_dropped_at_restart(node_tmp: Path) -> None:
+    """LS5: a `Creating` snapshot record (the agent died mid-copy) is removed when the pool is taken up
+    again, and stops counting; a retry of the name makes a whole new copy."""
+    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
+    pool.create("v", 64 * MiB, "ext4")
+    snap = pool.snapshot("s", "v")
+    # What a crash mid-copy leaves: the record still Creating and a partial copy.
+    snap.state = "Creating"
+    pool._save_snapshot(snap)
+    pool.snapshot_image_path("s").rename(pool.snapshot_image_path("s").with_name("s.img.partial"))
+    total, free_with = pool.usage()
+    restarted = Pool(node_tmp / "pool", capacity=256 * MiB)
+    restarted.reattach_all()
+    assert restarted.get_snapshot("s") is None
+    assert sorted(p.name for p in restarted.snapshots_dir.iterdir()) == []
+    assert restarted.usage()[1] > free_with
+    assert restarted.snapshot("s", "v").state == "Ready"
