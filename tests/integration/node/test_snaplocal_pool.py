@@ -184,7 +184,7 @@ def test_a_copy_interrupted_by_a_crash_is_dropped_at_restart(node_tmp: Path) -> 
     snap.state = "Creating"
     pool._save_snapshot(snap)
     pool.snapshot_image_path("s").rename(pool.snapshot_image_path("s").with_name("s.img.partial"))
-    total, free_with = pool.usage()
+    _total, free_with = pool.usage()
     restarted = Pool(node_tmp / "pool", capacity=256 * MiB)
     restarted.reattach_all()
     assert restarted.get_snapshot("s") is None
