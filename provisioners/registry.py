@@ -32,6 +32,7 @@ BUILTIN: tuple[str, ...] = (
     "provisioners.glusterfs:GlusterfsProvisioner",
     "provisioners.flexvolume:FlexVolumeAttacher",
     "provisioners.cephfs:CephfsProvisioner",
+    "provisioners.backup:BackupSnapshotter",
 )
 
 _lock = threading.Lock()

@@ -126,6 +126,9 @@ class NodeAgent:
             attachment_of=self._attachment_metadata)
         for plugin in self.volumes.registry.plugins():
             plugin.bind_node(self.node, self.data_dir)
+        from storage.agent.backups import BackupJobs
+
+        self.backups = BackupJobs(self)  # POST /backups jobs (LS10-LS15)
         self.runtime: PodRuntime | None = None
         self.env_sources = ApiEnvSources(client)
         self.sa_tokens = ServiceAccountTokenManager(client, self._mark_dirty)

@@ -17,6 +17,11 @@ Capacity accounting counts every record, reserved ones included, under a lock
 burst of concurrent requests can never promise more than the pool holds.
 Sparse files mean the pool's filesystem is not filled up front: ``capacity``
 (default: the filesystem's size) is what is handed out.
+
+Snapshots (SEMANTICS LS1-LS9) are ``<pool>/snapshots/<name>.img`` (a reflink or sparse copy of a
+volume's image, cut while its filesystem is frozen) with a ``.json`` record; they count in the
+accounting by the bytes their copy holds, and a new volume can be made from one (``create(...,
+source_snapshot=)``) on this node only.
 """
 from __future__ import annotations
 
@@ -25,15 +30,16 @@ import json
 import os
 import re
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import structlog
 
 from storage.errors import AlreadyExists, BadRequest, Conflict, NotFound, TemporaryError
-from storage.system import blockdev, loop, mounts
+from storage.system import blockdev, loop, mounts, snapcopy
 from storage.system.executor import Executor, default_executor
 from volume_plugins.mounter import Mounter
 
@@ -61,6 +67,22 @@ class PoolVolume:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+@dataclass
+class PoolSnapshot:
+    name: str
+    volume: str  # the source volume's name
+    size: int  # the source volume's size when cut: the smallest volume it restores into
+    fs_type: str | None
+    mode: str
+    state: Literal["Creating", "Ready"]
+    created: float = 0.0  # epoch seconds at which the copy was cut (while frozen)
+    allocated: int = 0  # bytes the copy holds in the pool: what it costs in the accounting
+    method: str = ""  # "reflink" | "sparse"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
 class Pool:
     def __init__(
         self,
@@ -73,6 +95,8 @@ class Pool:
         self.root = Path(root)
         self.volumes_dir = self.root / "volumes"
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshots_dir = self.root / "snapshots"
+        self.snapshots_dir.mkdir(parents=True, exist_ok=True)
         self.executor = executor or default_executor()
         self.mounter = mounter or Mounter(self.root / "state", self.executor)
         self._capacity = capacity
@@ -149,7 +173,9 @@ class Pool:
         return st.f_blocks * st.f_frsize
 
     def _committed(self) -> int:
-        return sum(v.size for v in self.list())
+        # Snapshots cost what their copy holds (a frozen copy never grows); a reflinked copy shares
+        # blocks with its volume, counted twice here: the pool never promises more than it has.
+        return sum(v.size for v in self.list()) + sum(s.allocated or s.size for s in self.list_snapshots())
 
     def usage(self) -> tuple[int, int]:
         """(total, free) in bytes; reserved volumes count as used."""
@@ -191,8 +217,22 @@ class Pool:
 
     # ---- lifecycle ------------------------------------------------------
 
-    def create(self, name: str, size: int, fs_type: str | None = "ext4", mode: str = "Filesystem") -> PoolVolume:
-        """Create (or finish creating) a volume; creating it twice gives one volume."""
+    def create(self, name: str, size: int, fs_type: str | None = "ext4", mode: str = "Filesystem", *,
+               source_snapshot: str | None = None, fill: "Callable[[Path, PoolVolume], None] | None" = None) -> PoolVolume:
+        """Create (or finish creating) a volume; creating it twice gives one volume.
+
+        ``source_snapshot``: the new image is a copy of that snapshot of this pool (LS6), its filesystem
+        grown to ``size``. ``fill(image, vol)``: called once the sparse image exists, before the loop
+        device and the filesystem (a restore from a backup writes the image, LS7); when it leaves a
+        filesystem of ``fs_type`` there, that one is kept and grown, never formatted over."""
+        snap: PoolSnapshot | None = None
+        if source_snapshot is not None:
+            snap = self.get_snapshot(source_snapshot)
+            if snap is None or snap.state != "Ready":
+                raise NotFound(f"snapshot {source_snapshot} not found in pool {self.root}", name=source_snapshot)
+            if size < snap.size:
+                raise BadRequest(f"sizeBytes: Invalid value: {size}: smaller than snapshot {source_snapshot} ({snap.size})")
+            fs_type, mode = snap.fs_type, snap.mode
         if mode not in ("Filesystem", "Block"):
             raise BadRequest(f'volumeMode: Unsupported value: "{mode}": supported values: "Block", "Filesystem"')
         if mode == "Filesystem":
@@ -211,11 +251,23 @@ class Pool:
             with self._accounting():
                 self._save(vol)
             image = self.image_path(name)
+            filled = snap is not None or fill is not None
+            if filled:
+                # A retry after a crash starts the copy over: nothing used the half-made image.
+                for dev in loop.find_all_by_backing_file(image):
+                    loop.detach(dev, executor=self.executor)
+                image.unlink(missing_ok=True)
+                if snap is not None:
+                    snapcopy.copy_image(self.snapshot_image_path(snap.name), image)
             with open(image, "ab") as f:
                 if os.fstat(f.fileno()).st_size < size:
                     f.truncate(size)  # sparse: no blocks are written
+            if fill is not None:
+                fill(image, vol)
             device = self.device(name) or loop.attach(image, executor=self.executor)
-            if fs_type:
+            if filled and fs_type:
+                self._adopt_copied_filesystem(vol, device)
+            elif fs_type:
                 self.mounter.ensure_formatted(device, fs_type, key=f"pool-{name}")
                 self.mounter.forget(f"pool-{name}")
             vol.state = "Ready"
@@ -223,6 +275,137 @@ class Pool:
                 self._save(vol)
             log.info("pool.created", name=name, size=size, fs_type=fs_type, mode=mode, device=device)
             return vol
+
+    def _adopt_copied_filesystem(self, vol: PoolVolume, device: str) -> None:
+        """A copied filesystem (snapshot, backup) gets its own identity and the volume's whole size."""
+        assert vol.fs_type is not None
+        found = blockdev.probe_filesystem(device, executor=self.executor)
+        if found is None:
+            # A restore that brought no filesystem (a raw backup of a Block volume into a Filesystem
+            # claim would be caught before): format, as for a new volume.
+            self.mounter.ensure_formatted(device, vol.fs_type, key=f"pool-{vol.name}")
+            self.mounter.forget(f"pool-{vol.name}")
+            return
+        if found != vol.fs_type:
+            raise BadRequest(f"fsType: Invalid value: {vol.fs_type!r}: the source holds a {found} filesystem")
+        # The copy has the source's UUID: xfs and btrfs refuse to mount a second filesystem with the
+        # UUID of one already mounted, so the copy gets a new one (ext4 does not care, but gets one too).
+        if vol.fs_type.startswith("ext"):
+            usable, output = blockdev.fsck(device, vol.fs_type, executor=self.executor)
+            if not usable:
+                raise Conflict(f"pool volume {vol.name}: the copied filesystem is damaged: {output[-300:]}")
+            self.executor.run(["tune2fs", "-U", "random", device], timeout=120)
+            blockdev.resize_filesystem(device, None, vol.fs_type, executor=self.executor)
+            return
+        import tempfile
+
+        if vol.fs_type == "xfs":
+            # A frozen xfs keeps its log (crash-consistent, like a power cut): a first private mount
+            # replays it (nouuid: the source may be mounted), then the UUID can be changed.
+            with tempfile.TemporaryDirectory(prefix=".replay-", dir=self.root) as mnt:
+                mounts.mount(device, mnt, "xfs", ["nouuid"], executor=self.executor)
+                mounts.unmount(mnt, executor=self.executor)
+            self.executor.run(["xfs_admin", "-U", "generate", device], timeout=120)
+        elif vol.fs_type == "btrfs":
+            self.executor.run(["btrfstune", "-f", "-u", device], input="y\n", timeout=120)
+        # xfs and btrfs grow only while mounted: a private mount, grown, unmounted.
+        with tempfile.TemporaryDirectory(prefix=".grow-", dir=self.root) as mnt:
+            mounts.mount(device, mnt, vol.fs_type, executor=self.executor)
+            try:
+                blockdev.resize_filesystem(device, mnt, vol.fs_type, executor=self.executor)
+            finally:
+                mounts.unmount(mnt, executor=self.executor)
+
+    # ---- snapshots (LS1-LS5) --------------------------------------------
+
+    def snapshot_image_path(self, name: str) -> Path:
+        return self.snapshots_dir / f"{name}.img"
+
+    def _snapshot_record(self, name: str) -> Path:
+        return self.snapshots_dir / f"{name}.json"
+
+    def get_snapshot(self, name: str) -> PoolSnapshot | None:
+        try:
+            raw = json.loads(self._snapshot_record(name).read_text())
+        except FileNotFoundError:
+            return None
+        return PoolSnapshot(**raw)
+
+    def _save_snapshot(self, snap: PoolSnapshot) -> None:
+        path = self._snapshot_record(snap.name)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(snap.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def list_snapshots(self) -> list[PoolSnapshot]:
+        out = []
+        for rec in sorted(self.snapshots_dir.glob("*.json")):
+            snap = self.get_snapshot(rec.stem)
+            if snap is not None:
+                out.append(snap)
+        return out
+
+    def freeze_points(self, name: str) -> list[str]:
+        """One mount point per mounted device of the volume (a bind mount shares its superblock)."""
+        points: list[str] = []
+        for dev in loop.find_all_by_backing_file(self.image_path(name)):
+            used = [e for e in mounts.mounts_of_device(dev) if e.root == "/"] or mounts.mounts_of_device(dev)
+            if used:
+                points.append(used[0].mount_point)
+        return points
+
+    def snapshot(self, name: str, volume: str, *, freeze_limit: float = snapcopy.FREEZE_LIMIT_SECONDS) -> PoolSnapshot:
+        """Cut (or find) snapshot ``name`` of ``volume``: its filesystem frozen around the copy."""
+        if not _NAME.match(name):
+            raise BadRequest(f'name: Invalid value: "{name}": must be a lowercase RFC 1123 subdomain')
+        with self._name_lock(f"snapshot/{name}"):
+            existing = self.get_snapshot(name)
+            if existing is not None and existing.state == "Ready":
+                if existing.volume != volume:
+                    raise AlreadyExists(f"snapshot {name} already exists, of volume {existing.volume}")
+                return existing
+            with self._name_lock(volume):
+                with self._accounting():
+                    vol = self._load(volume)
+                    if vol is None or vol.state != "Ready":
+                        raise NotFound(f"pool volume {volume} not found", name=volume)
+                    need = snapcopy.allocated_bytes(self.image_path(volume))
+                    free = self.total() - self._committed() + (existing.allocated if existing else 0)
+                    if need > free:
+                        raise PoolFull(f"pool {self.root} has {free} bytes free, {need} needed for snapshot {name}",
+                                       delay=10.0)
+                    snap = PoolSnapshot(name, volume, vol.size, vol.fs_type, vol.mode, "Creating", allocated=need)
+                    self._save_snapshot(snap)
+                points = self.freeze_points(volume) if vol.fs_type else []
+                image = self.snapshot_image_path(name)
+                try:
+                    with snapcopy.frozen(points, limit=freeze_limit, executor=self.executor):
+                        snap.created = time.time()
+                        snap.method = snapcopy.copy_image(self.image_path(volume), image)
+                except BaseException:
+                    image.unlink(missing_ok=True)
+                    with self._accounting():
+                        self._snapshot_record(name).unlink(missing_ok=True)
+                    raise
+            snap.state = "Ready"
+            snap.allocated = snapcopy.allocated_bytes(image)
+            with self._accounting():
+                self._save_snapshot(snap)
+            log.info("pool.snapshot", name=name, volume=volume, frozen=points, method=snap.method,
+                     allocated=snap.allocated)
+            return snap
+
+    def delete_snapshot(self, name: str) -> None:
+        """Remove a snapshot; deleting what is gone succeeds."""
+        with self._name_lock(f"snapshot/{name}"):
+            self.snapshot_image_path(name).unlink(missing_ok=True)
+            self.snapshot_image_path(name).with_name(f"{name}.img.partial").unlink(missing_ok=True)
+            with self._accounting():
+                self._snapshot_record(name).unlink(missing_ok=True)
+            log.info("pool.snapshot_deleted", name=name)
 
     def delete(self, name: str) -> None:
         """Remove a volume; deleting what is gone succeeds. Refuses while it is mounted."""
@@ -305,7 +488,12 @@ class Pool:
         log.info("pool.resized", name=vol.name, size=vol.size)
 
     def reattach_all(self) -> dict[str, str]:
-        """After a restart: attach every created volume whose loop device is gone. name -> device."""
+        """After a restart: attach every created volume whose loop device is gone. name -> device.
+        Snapshots whose copy a crash interrupted are dropped (LS5): they hold no point in time, and
+        would be counted in the pool until their name was asked for again."""
+        for snap in self.list_snapshots():
+            if snap.state != "Ready":
+                self.delete_snapshot(snap.name)
         out: dict[str, str] = {}
         for vol in self.list():
             image = self.image_path(vol.name)

@@ -24,12 +24,15 @@ from starlette.websockets import WebSocket
 
 from storage.agent import metrics, portforward, streams
 from storage.agent.credentials import AgentTLS
-from storage.errors import BadRequest, StowageError, Unauthorized
+from storage.errors import BadRequest, NotFound, StowageError, Unauthorized
 from storage.system import pki
 from storage.system.tlsserver import PeerCertWSProtocol, peer_cert_pem, uvicorn_ssl_options
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from storage.agent.agent import NodeAgent
+    from storage.agent.pool import Pool, PoolSnapshot, PoolVolume
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +42,73 @@ def _error(exc: StowageError) -> JSONResponse:
 
 
 CONTROL_PLANE_GROUP = "system:masters"
+
+
+def pool_holding(agent: "NodeAgent", name: str | None, *, volume: str | None = None,
+                 snapshot: str | None = None) -> "Pool":
+    """The named pool, else the one holding ``volume`` / ``snapshot``, else the default pool."""
+    if name:
+        return agent.pool(name)
+    for pool in agent.pools.values():
+        if (volume and pool.get(volume) is not None) or (snapshot and pool.get_snapshot(snapshot) is not None):
+            return pool
+    return agent.pool(None)
+
+
+def snapshot_json(snap: "PoolSnapshot") -> dict[str, Any]:
+    return {"name": snap.name, "volume": snap.volume, "sizeBytes": snap.size, "fsType": snap.fs_type,
+            "volumeMode": snap.mode, "creationTime": snap.created, "allocatedBytes": snap.allocated,
+            "method": snap.method, "readyToUse": snap.state == "Ready"}
+
+
+def volume_source(pool: "Pool", source: Any) -> dict[str, Any]:
+    """POST /volumes ``source``: {"snapshot": name} of this pool (LS6), or {"backup": {"store", "backupId",
+    "credentials"}} from an object store (LS7): the keyword arguments of ``Pool.create``."""
+    if not isinstance(source, dict) or len(source) != 1:
+        raise BadRequest('source: Invalid value: must be {"snapshot": NAME} or {"backup": {...}}')
+    if "snapshot" in source:
+        if not isinstance(source["snapshot"], str) or not source["snapshot"]:
+            raise BadRequest("source.snapshot: Invalid value: must be a snapshot name")
+        return {"source_snapshot": source["snapshot"]}
+    backup = source.get("backup")
+    if not isinstance(backup, dict):
+        raise BadRequest('source: Unsupported value: supported values: "snapshot", "backup"')
+    for key in ("store", "backupId"):
+        if not backup.get(key):
+            raise BadRequest(f"source.backup.{key}: Required value")
+    return {"fill": backup_filler(str(backup["store"]), str(backup["backupId"]),
+                                  {str(k): str(v) for k, v in (backup.get("credentials") or {}).items()}, pool)}
+
+
+def backup_filler(store_url: str, backup_id: str, credentials: dict[str, str], pool: "Pool") -> Any:
+    """Writes a backup into a new pool image: a block backup byte for byte; a tree backup into a fresh
+    filesystem of the volume's type (mkfs, a private mount, restore_tree, unmount)."""
+    def fill(image: "Path", vol: "PoolVolume") -> None:
+        import tempfile
+
+        from storage.system import backupstore, blockdev, loop, mounts
+
+        store = backupstore.open_store(store_url, credentials)
+        manifest = backupstore.read_manifest(store, backup_id)
+        if manifest.kind == "block":
+            if manifest.size > vol.size:
+                raise BadRequest(f"sizeBytes: Invalid value: {vol.size}: smaller than backup {backup_id} ({manifest.size})")
+            backupstore.restore_block(store, backup_id, image)
+            return
+        if vol.fs_type is None:
+            raise BadRequest(f"volumeMode: Invalid value: \"Block\": backup {backup_id} holds files, not a device")
+        device = loop.attach(image, executor=pool.executor)
+        try:
+            blockdev.mkfs(device, vol.fs_type, executor=pool.executor)
+            with tempfile.TemporaryDirectory(prefix=".restore-", dir=pool.root) as mnt:
+                mounts.mount(device, mnt, vol.fs_type, executor=pool.executor)
+                try:
+                    backupstore.restore_tree(store, backup_id, mnt)
+                finally:
+                    mounts.unmount(mnt, executor=pool.executor)
+        finally:
+            loop.detach(device, executor=pool.executor)
+    return fill
 
 
 def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> Starlette:
@@ -73,9 +143,16 @@ def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> St
             for key in ("name", "sizeBytes"):
                 if key not in body:
                     raise BadRequest(f"{key}: Required value")
-            pool = agent.pool(body.get("pool"))
-            vol = await run_in_threadpool(pool.create, str(body["name"]), int(body["sizeBytes"]),
-                                          body.get("fsType") or "ext4", body.get("volumeMode") or "Filesystem")
+            source = body.get("source")
+            snap_name = source.get("snapshot") if isinstance(source, dict) else None
+            # A volume restored from a snapshot is made in the snapshot's pool (a copy never leaves it).
+            pool = pool_holding(agent, body.get("pool"), snapshot=snap_name if isinstance(snap_name, str) else None)
+            kwargs: dict[str, Any] = {}
+            if source is not None:
+                kwargs = volume_source(pool, source)
+            vol = await run_in_threadpool(lambda: pool.create(
+                str(body["name"]), int(body["sizeBytes"]), body.get("fsType") or "ext4",
+                body.get("volumeMode") or "Filesystem", **kwargs))
             return JSONResponse({"name": vol.name, "sizeBytes": vol.size, "fsType": vol.fs_type, "volumeMode": vol.mode,
                                  "path": str(pool.image_path(vol.name)), "pool": body.get("pool") or next(iter(agent.pools))})
         return await guarded(request, run)
@@ -101,6 +178,50 @@ def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> St
             return JSONResponse({"name": request.path_params["name"], "resized": done})
         return await guarded(request, run)
 
+    # ---- snapshots and backups (LS1-LS15) ---------------------------------
+
+    async def create_snapshot(request: Request) -> Response:
+        async def run() -> Response:
+            body = await request.json()
+            for key in ("name", "volume"):
+                if not body.get(key):
+                    raise BadRequest(f"{key}: Required value")
+            pool = pool_holding(agent, body.get("pool"), volume=str(body["volume"]))
+            snap = await run_in_threadpool(pool.snapshot, str(body["name"]), str(body["volume"]))
+            return JSONResponse(snapshot_json(snap))
+        return await guarded(request, run)
+
+    async def get_snapshot(request: Request) -> Response:
+        async def run() -> Response:
+            name = request.path_params["name"]
+            pool = pool_holding(agent, request.query_params.get("pool"), snapshot=name)
+            snap = pool.get_snapshot(name)
+            if snap is None or snap.state != "Ready":
+                raise NotFound(f'snapshot "{name}" not found on node {agent.node}', name=name)
+            return JSONResponse(snapshot_json(snap))
+        return await guarded(request, run)
+
+    async def delete_snapshot(request: Request) -> Response:
+        async def run() -> Response:
+            pool = pool_holding(agent, request.query_params.get("pool"), snapshot=request.path_params["name"])
+            await run_in_threadpool(pool.delete_snapshot, request.path_params["name"])
+            return JSONResponse({"deleted": request.path_params["name"]})
+        return await guarded(request, run)
+
+    async def create_backup(request: Request) -> Response:
+        async def run() -> Response:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise BadRequest("body: Invalid value: must be an object")
+            job = await run_in_threadpool(agent.backups.start, body)
+            return JSONResponse(job.to_dict(), status_code=202 if job.state == "Running" else 200)
+        return await guarded(request, run)
+
+    async def get_backup(request: Request) -> Response:
+        async def run() -> Response:
+            return JSONResponse(agent.backups.get(request.path_params["name"]).to_dict())
+        return await guarded(request, run)
+
     async def pod_log(request: Request) -> Response:
         return await guarded(request, lambda: streams.log_response(agent, request))
 
@@ -123,6 +244,11 @@ def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> St
         Route("/healthz", healthz),
         Route("/volumes", create_volume, methods=["POST"]),
         Route("/volumes/{name}", delete_volume, methods=["DELETE"]),
+        Route("/snapshots", create_snapshot, methods=["POST"]),
+        Route("/snapshots/{name}", get_snapshot, methods=["GET"]),
+        Route("/snapshots/{name}", delete_snapshot, methods=["DELETE"]),
+        Route("/backups", create_backup, methods=["POST"]),
+        Route("/backups/{name}", get_backup, methods=["GET"]),
         Route("/volumes/{name}/expand", expand_volume, methods=["POST"]),
         Route("/volumes/{name}/finish-resize", finish_resize, methods=["POST"]),
         Route("/pods/{namespace}/{name}/log", pod_log),

@@ -170,7 +170,12 @@ def _register_local_provisioner(store: Any, server: Any) -> None:
         from storage.apiserver.tls import load_or_create_pki
 
         tls = load_or_create_pki(server.data_dir).agent_client_context()
-    registry.register(LocalProvisioner(nodes=node_lookup, tls=tls))
+    local = LocalProvisioner(nodes=node_lookup, tls=tls)
+    registry.register(local)
+    # Backups (LS21) reach agents through the local provisioner and look for a volume's node among all.
+    from provisioners.backup import BackupSnapshotter
+
+    registry.register(BackupSnapshotter(local, node_lister=lambda: store.list("nodes")[0]))
     # EBS detach is told only a node's name; the lookup finds its instance (spec.providerID) after a restart.
     from provisioners.aws_ebs import AwsEbsProvisioner
 

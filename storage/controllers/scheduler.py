@@ -28,7 +28,7 @@ from storage.api.taints import node_taints, pod_tolerations, tolerates_all
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Reconciler, Result, object_key, split_key
 from storage.controllers.binder_index import claim_request, find_best_volume_linear, object_class, volume_capacity
-from storage.errors import Conflict, NotFound
+from storage.errors import Conflict, NotFound, StowageError
 from provisioners import registry as provisioner_registry
 from volume_plugins.registry import LimitKeys, attach_limit_keys
 
@@ -63,6 +63,9 @@ class Snapshot:
     classes: dict[str, Obj]
     # Which allocatable key counts which volume (AD3); empty: no attach limits.
     limit_keys: LimitKeys = field(default_factory=LimitKeys)
+    # Unbound local-pool claims whose data source (a pool snapshot, a pool volume to clone) lives on one
+    # node: (namespace, claim) -> that node (LS18). Empty: no such constraint.
+    source_nodes: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -414,6 +417,9 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
             return R_VOLUME_AFFINITY
     needed_local = 0
     for claim in late:
+        source_node = snap.source_nodes.get((_meta(claim).get("namespace", ""), _meta(claim).get("name", "")))
+        if source_node is not None and source_node != _meta(node).get("name"):
+            return R_VOLUME_AFFINITY  # LS18: restored or cloned on the node holding the data
         # The binder's own matching rules (B2-B5), with the node's affinity checked,
         # as Kubernetes' scheduler calls FindMatchingVolume with the node.
         if find_best_volume_linear(claim, list(snap.volumes.values()), True, node) is not None:
@@ -499,7 +505,46 @@ class SchedulerReconciler(Reconciler):
             volumes={_meta(v).get("name", ""): v for v in cache.list("persistentvolumes")},
             classes={_meta(c).get("name", ""): c for c in cache.list("storageclasses")},
             limit_keys=self._limit_keys(),
+            source_nodes=self._source_nodes(cache.list("persistentvolumeclaims")),
         )
+
+    def _source_nodes(self, claims: list[Obj]) -> dict[tuple[str, str], str]:
+        """LS18: the node of each unbound local claim's data source that is pinned to a node."""
+        from provisioners.local import HANDLE_PREFIX, parse_snapshot_handle
+
+        out: dict[tuple[str, str], str] = {}
+        for claim in claims:
+            spec = claim.get("spec") or {}
+            ref = spec.get("dataSourceRef") or spec.get("dataSource")
+            if not ref or spec.get("volumeName"):
+                continue
+            cls = self.ctx.cache.get("storageclasses", "", object_class(claim)) or {}
+            if cls.get("provisioner") != LOCAL_PROVISIONER:
+                continue
+            namespace = ref.get("namespace") or _meta(claim).get("namespace", "")
+            try:
+                if ref.get("kind") == "VolumeSnapshot":
+                    vs = self.ctx.store.get("volumesnapshots", namespace, ref.get("name", ""))
+                    content_name = (vs.get("status") or {}).get("boundVolumeSnapshotContentName")
+                    if not content_name:
+                        continue
+                    content = self.ctx.store.get("volumesnapshotcontents", "", content_name)
+                    handle = (content.get("status") or {}).get("snapshotHandle") or \
+                        ((content.get("spec") or {}).get("source") or {}).get("snapshotHandle") or ""
+                    if (content.get("spec") or {}).get("driver") == LOCAL_PROVISIONER and handle.startswith(HANDLE_PREFIX):
+                        node, _ = parse_snapshot_handle(handle)
+                        out[(_meta(claim).get("namespace", ""), _meta(claim).get("name", ""))] = node
+                elif ref.get("kind") == "PersistentVolumeClaim":
+                    source = self.ctx.cache.get("persistentvolumeclaims", namespace, ref.get("name", ""))
+                    pv = self.ctx.cache.get("persistentvolumes", "", ((source or {}).get("spec") or {}).get("volumeName") or "")
+                    annotations = _meta(pv or {}).get("annotations") or {}
+                    if pv and annotations.get("pv.kubernetes.io/provisioned-by") == LOCAL_PROVISIONER:
+                        hosts = affinity_hostnames(pv)
+                        if hosts:
+                            out[(_meta(claim).get("namespace", ""), _meta(claim).get("name", ""))] = hosts[0]
+            except StowageError:  # a source not there yet, a foreign handle: no constraint here
+                continue
+        return out
 
     # Kubernetes schedules one pod at a time against a cache that already "assumes"
     # the previous decisions; two workers placing pods from one snapshot would both
