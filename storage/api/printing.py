@@ -523,6 +523,16 @@ register("PodDisruptionBudget", Columns(["NAME", "MIN AVAILABLE", "MAX UNAVAILAB
                                         _pod_disruption_budget))
 
 
+def _backup_schedule(obj: dict[str, Any], now: datetime) -> Row:
+    from storage.api.backup_schedule import printed_row
+
+    return printed_row(obj, now)
+
+
+# CronJob's columns (SEMANTICS BC14).
+register("BackupSchedule", Columns(["NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"], _backup_schedule))
+
+
 # --- meta.k8s.io/v1 Table ------------------------------------------------------------------------
 
 # Column names as Kubernetes sends them (kubectl upper-cases them for display).
