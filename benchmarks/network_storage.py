@@ -24,18 +24,14 @@ usage: python benchmarks/network_storage.py [--rounds 3] [--fio-size 128M] [--fi
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import json
-import logging
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -46,14 +42,10 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "integration" / "ceph"))
 
 import ceph_service  # noqa: E402
-import structlog  # noqa: E402
+from cluster import LOOP, BenchCluster, quiet_logs, running, secret  # noqa: E402
 from raw_volume import mount_pod_root, run, wait  # noqa: E402
-from serverutil import running_server  # noqa: E402
-from storage.controllers.manager import run_controllers  # noqa: E402
-from storage.errors import NotFound  # noqa: E402
 from support import cleanup_tree  # noqa: E402
 
-LOOP = "trap 'exit 0' TERM; while true; do sleep 60 & wait $!; done"
 NS = "default"
 POOL = "rbd"
 FS = "cephfs"
@@ -169,28 +161,15 @@ class Bare:
 
 # ---- Stowage -------------------------------------------------------------------------------
 
-def _secret(name: str, data: dict[str, str], kind: str = "Opaque", namespace: str = NS) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "type": kind, "metadata": {"name": name, "namespace": namespace},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+class Cluster(BenchCluster):
+    """The cluster with Ceph's Secrets, ceph-csi's cluster map and an RBD and a CephFS class."""
 
-
-class Cluster:
     def __init__(self, base: Path, ceph: ceph_service.CephCluster) -> None:
-        self.base = base
-        self._server = running_server(base)
-        self.server = self._server.__enter__()
-        self.client = self.server.client()
-        self.stop = threading.Event()
-        ready = threading.Event()
-        self.controllers = threading.Thread(target=run_controllers, args=(self.server.store, self.stop),
-                                            kwargs={"ready": ready}, daemon=True)
-        self.controllers.start()
-        ready.wait(60)
-        self.agent: subprocess.Popen[bytes] | None = None
+        super().__init__(base)
         key = ceph.admin_key
-        self.client.create(_secret("ceph-admin", {"key": key}, "kubernetes.io/rbd"))
-        self.client.create(_secret("ceph-user", {"key": key}, "kubernetes.io/rbd"))
-        self.client.create(_secret("csi-cephfs", {"adminID": "admin", "adminKey": key, "userID": "admin", "userKey": key}))
+        self.client.create(secret("ceph-admin", {"key": key}, "kubernetes.io/rbd"))
+        self.client.create(secret("ceph-user", {"key": key}, "kubernetes.io/rbd"))
+        self.client.create(secret("csi-cephfs", {"adminID": "admin", "adminKey": key, "userID": "admin", "userKey": key}))
         self.client.create({"apiVersion": "v1", "kind": "ConfigMap",
                             "metadata": {"name": "ceph-csi-config", "namespace": "kube-system"},
                             "data": {"config.json": json.dumps([{"clusterID": ceph.fsid, "monitors": [ceph.monitors],
@@ -209,75 +188,20 @@ class Cluster:
                                            "csi.storage.k8s.io/node-stage-secret-name": "csi-cephfs",
                                            "csi.storage.k8s.io/node-stage-secret-namespace": NS}})
 
-    def start_agent(self) -> None:
-        from storage.api.bootstrap_tokens import new_bootstrap_token
-        from storage.client.kubeconfig import write_kubeconfig
-
-        token, secret = new_bootstrap_token(3600, "benchmark agent")
-        self.client.create(secret)
-        bootstrap = write_kubeconfig(self.base / "bootstrap.kubeconfig", self.server.url, token, ca_data=self.server.ca_pem)
-        log = open(self.base / "agent.log", "ab")
-        self.agent = subprocess.Popen(
-            [sys.executable, "-m", "storage.cli", "agent", "--node", "bench", "--bootstrap-kubeconfig", str(bootstrap),
-             "--data-dir", str(self.base / "agent"), "--heartbeat", "5"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-
-        def ready() -> bool:
-            node = self.client.get("nodes", "bench")
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
-        wait(ready, "the agent's node", 120)
-
-    def claim_and_pod(self, name: str, class_name: str, modes: list[str], command: str = LOOP) -> None:
-        self.client.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": NS},
-                            "spec": {"accessModes": modes, "storageClassName": class_name,
-                                     "resources": {"requests": {"storage": "1Gi"}}}})
-        self.client.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
-                            "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
-                                "name": "main", "image": "debian:12", "command": ["/bin/sh", "-c", command],
-                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-                                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": name}}]}})
-
     def running_time(self, name: str, class_name: str, modes: list[str]) -> float:
-        start = time.perf_counter()
-        self.claim_and_pod(name, class_name, modes)
-        wait(lambda: (self.client.get("pods", name, NS).get("status") or {}).get("phase") == "Running",
-             f"pod {name} Running", 300, 0.01)
-        return time.perf_counter() - start
-
-    def pod_volume(self, name: str) -> Path:
-        uid = self.client.get("pods", name, NS)["metadata"]["uid"]
-        return next((self.base / "agent" / "pods" / uid / "volumes").glob("*/data"))
+        return self.seconds_to_running(name, class_name, modes=modes, namespace=NS)
 
     def fio_in_pod(self, name: str, class_name: str, modes: list[str], jobs: dict[str, list[str]]) -> dict[str, float]:
         script = " && ".join(f"fio --filename=/data/fio-{job}.dat {' '.join(argv)} --output=/data/{job}.json"
                              f" && rm -f /data/fio-{job}.dat" for job, argv in jobs.items())
-        self.claim_and_pod(name, class_name, modes, f"{script} && touch /data/done; {LOOP}")
-        wait(lambda: (self.client.get("pods", name, NS).get("status") or {}).get("phase") == "Running", "fio pod", 300)
-        volume = self.pod_volume(name)
+        self.claim_and_pod(name, class_name, modes=modes, command=f"{script} && touch /data/done; {LOOP}", namespace=NS)
+        wait(lambda: running(self.client.get("pods", name, NS)), "fio pod", 300)
+        volume = self.pod_volume(name, NS)
         wait(lambda: (volume / "done").exists(), "fio inside the pod", 900, 0.2)
         return {job: fio_bandwidth(json.loads((volume / f"{job}.json").read_text())) for job in jobs}
 
-    def delete_all(self) -> None:
-        for resource in ("pods", "persistentvolumeclaims"):
-            items, _ = self.client.list(resource, NS)
-            for o in items:
-                try:
-                    self.client.delete(resource, o["metadata"]["name"], NS)
-                except NotFound:
-                    pass
-        wait(lambda: not self.client.list("pods", NS)[0] and not self.client.list("persistentvolumes")[0],
-             "everything deleted", 600, 0.2)
-
-    def close(self) -> None:
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.send_signal(signal.SIGTERM)
-            try:
-                self.agent.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.agent.pid, signal.SIGKILL)
-        self.stop.set()
-        self.controllers.join(30)
-        self._server.__exit__(None, None, None)
+    def delete_all(self, namespace: str = NS, timeout: float = 600) -> None:
+        super().delete_all(namespace, timeout)
 
 
 def main() -> int:
@@ -288,7 +212,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     # The control plane runs in this process: its request log would drown the figures.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    quiet_logs()
     if os.geteuid() != 0:
         print("needs root (loop devices, FUSE, mounts, runc)")
         return 2

@@ -20,15 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -36,16 +33,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import psutil  # noqa: E402
 
-from provisioners import registry as provisioner_registry  # noqa: E402
-from provisioners.local import LocalProvisioner  # noqa: E402
+from cluster import LOOP, BenchCluster, quiet_logs, running  # noqa: E402
 from raw_volume import GiB, create_volume, mount_pod_root, run, wait  # noqa: E402
-from serverutil import running_server  # noqa: E402
-from storage.controllers.manager import run_controllers  # noqa: E402
-from storage.errors import NotFound  # noqa: E402
 from storage.system import mounts  # noqa: E402
 from support import cleanup_tree  # noqa: E402
 
-LOOP = "trap 'exit 0' TERM; while true; do sleep 60 & wait $!; done"
 
 
 # ---- (a) the raw baseline -----------------------------------------------------------------
@@ -78,94 +70,20 @@ def raw_once(base: Path, i: int) -> float:
 
 # ---- the cluster under test -----------------------------------------------------------------
 
-class Bench:
+class Bench(BenchCluster):
+    """The local pool's cluster: the controllers with the local provisioner, one agent with a pool."""
+
     def __init__(self, base: Path) -> None:
-        self.base = base
-        self._server = running_server(base)
-        self.server = self._server.__enter__()
-        self.client = self.server.client()
-        self.stop = threading.Event()
-        assert self.server.tls is not None
-        provisioner_registry.register(LocalProvisioner(nodes=self._node, tls=self.server.tls.pki.agent_client_context()))
-        ready = threading.Event()
-        self.controllers = threading.Thread(target=run_controllers, args=(self.server.store, self.stop),
-                                            kwargs={"ready": ready}, daemon=True)
-        self.controllers.start()
-        ready.wait(60)
-        self.agent: subprocess.Popen[bytes] | None = None
+        super().__init__(base, local_provisioner=True)
 
-    def _node(self, name: str) -> Any:
-        try:
-            return self.server.store.get("nodes", "", name)
-        except NotFound:
-            return None
-
-    def _bootstrap(self) -> Path:
-        """A bootstrap kubeconfig: the agent gets its own node certificate, as with `stowage token create`."""
-        from storage.api.bootstrap_tokens import new_bootstrap_token
-        from storage.client.kubeconfig import write_kubeconfig
-
-        token, secret = new_bootstrap_token(3600, "benchmark agent")
-        self.client.create(secret)
-        return write_kubeconfig(self.base / "bootstrap.kubeconfig", self.server.url, token, ca_data=self.server.ca_pem)
-
-    def start_agent(self, pool_bytes: int) -> None:
-        pool = self.base / "pool"
-        pool.mkdir(exist_ok=True)
-        log = open(self.base / "agent.log", "ab")
-        self.agent = subprocess.Popen(
-            [sys.executable, "-m", "storage.cli", "agent", "--node", "bench", "--bootstrap-kubeconfig", str(self._bootstrap()),
-             "--data-dir", str(self.base / "agent"), "--pool", f"default={pool}:{pool_bytes}", "--heartbeat", "5"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-
-        def ready() -> bool:
-            node = self.client.get("nodes", "bench")
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
-        wait(ready, "the agent's node", 120)
+    def start_agent(self, pool_bytes: int) -> None:  # type: ignore[override]
+        super().start_agent(pool_bytes=pool_bytes)
         self.client.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "local"},
                             "provisioner": "stowage.io/local", "volumeBindingMode": "WaitForFirstConsumer",
                             "reclaimPolicy": "Delete", "parameters": {"fsType": "ext4"}})
 
-    def claim_and_pod(self, name: str, size: str) -> None:
-        self.client.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "default"},
-                            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local",
-                                     "resources": {"requests": {"storage": size}}}})
-        self.client.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-                            "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
-                                "name": "main", "image": "debian:12", "command": ["/bin/sh", "-c", LOOP],
-                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-                                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": name}}]}})
-
-    def count(self, resource: str, predicate: Callable[[dict], bool]) -> int:
-        items, _ = self.client.list(resource, "default")
-        return sum(1 for o in items if predicate(o))
-
-    def delete_all(self) -> None:
-        for resource in ("pods", "persistentvolumeclaims"):
-            items, _ = self.client.list(resource, "default")
-            for o in items:
-                try:
-                    self.client.delete(resource, o["metadata"]["name"], "default")
-                except NotFound:
-                    pass
-        wait(lambda: not self.client.list("pods", "default")[0] and not self.client.list("persistentvolumes")[0],
-             "everything deleted", 900, 0.5)
-
-    def close(self) -> None:
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.send_signal(signal.SIGTERM)
-            try:
-                self.agent.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.agent.pid, signal.SIGKILL)
-        self.stop.set()
-        self.controllers.join(30)
-        provisioner_registry.unregister(LocalProvisioner.name)
-        self._server.__exit__(None, None, None)
-
-
-def running(p: dict) -> bool:
-    return (p.get("status") or {}).get("phase") == "Running"
+    def claim_and_pod(self, name: str, size: str) -> None:  # type: ignore[override]
+        super().claim_and_pod(name, "local", size=size)
 
 
 def stowage_once(bench: Bench, i: int) -> float:
@@ -174,9 +92,7 @@ def stowage_once(bench: Bench, i: int) -> float:
     bench.claim_and_pod(name, "1Gi")
     wait(lambda: running(bench.client.get("pods", name, "default")), "the pod Running")
     elapsed = time.perf_counter() - start
-    uid = bench.client.get("pods", name, "default")["metadata"]["uid"]
-    target = next((bench.base / "agent" / "pods" / uid / "volumes").glob("*/data"))
-    entry = mounts.top_mount(target)
+    entry = mounts.top_mount(bench.pod_volume(name))
     assert entry is not None and entry.fstype == "ext4", "the volume is mounted"
     return elapsed
 
@@ -187,6 +103,7 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--rss-pods", type=int, default=100)
     args = parser.parse_args()
+    quiet_logs()
     if os.geteuid() != 0:
         print("needs root (loop devices, mounts, runc)")
         return 2

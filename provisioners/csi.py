@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from string import Template
 from typing import Any, Mapping
 
@@ -22,6 +23,9 @@ from provisioners.base import (
     ProvisionRequest,
     ProvisionResult,
     Provisioner,
+    SnapshotRequest,
+    SnapshotResult,
+    Snapshotter,
     current_secrets,
 )
 from storage.errors import PermanentError, TemporaryError
@@ -171,8 +175,9 @@ def node_id_for(node: Mapping[str, Any] | None, driver: str) -> str | None:
     return str(value) if value else None
 
 
-class CsiProvisioner(Provisioner):
-    """One CSI driver's controller service. Instances are per driver (``name`` is set per instance)."""
+class CsiProvisioner(Provisioner, Snapshotter):
+    """One CSI driver's controller service. Instances are per driver (``name`` is set per instance).
+    Snapshots, restores and clones go to the driver when it has the capability (CS17-CS20)."""
 
     name = "csi"  # replaced per instance by the driver's name
 
@@ -205,10 +210,12 @@ class CsiProvisioner(Provisioner):
         caps = [volume_capability(block=block, fs_type=fs_type, mount_flags=req.mount_options, mode=m)
                 for m in (req.access_modes or ["ReadWriteOnce"])]
         topo = _node_topology(req.selected_node, self.name)
+        snapshot_id, source_volume_id = self._content_source(req)
         try:
             volume = self.client.create_volume(
                 pv, required_bytes=req.requested_bytes, parameters=driver_params, secrets=secrets,
-                capabilities=caps, requisite=[topo] if topo else None, preferred=[topo] if topo else None)
+                capabilities=caps, requisite=[topo] if topo else None, preferred=[topo] if topo else None,
+                snapshot_id=snapshot_id, source_volume_id=source_volume_id)
         except CsiError as exc:
             raise exc.to_stowage() from None
         source: dict[str, Any] = {"driver": self.name, "volumeHandle": volume.volume_id,
@@ -233,6 +240,76 @@ class CsiProvisioner(Provisioner):
         log.info("csi_volume_created", driver=self.name, pv=pv, handle=volume.volume_id, bytes=capacity)
         return ProvisionResult.finished({"csi": source}, str(capacity), node_affinity=affinity, annotations=annotations)
 
+    def _content_source(self, req: ProvisionRequest) -> tuple[str, str]:
+        """(snapshot id, source volume id) for CreateVolume's volume_content_source (CS18, CS19): only this
+        driver's own snapshots and volumes; the driver restores them, the controller checked sizes."""
+        ds = req.data_source
+        if ds is None:
+            return "", ""
+        if ds.kind == "VolumeSnapshot":
+            if ds.driver != self.name:
+                raise PermanentError(f"CSI driver {self.name} cannot restore a snapshot of driver {ds.driver!r}")
+            return ds.snapshot_handle, ""
+        if not self.supports_clone:
+            raise PermanentError(f"CSI driver {self.name} cannot clone volumes (no CLONE_VOLUME capability)")
+        handle, _src = self._handle(ds.source_pv or {})
+        return "", handle
+
+    @property
+    def supports_clone(self) -> bool:  # type: ignore[override]
+        return "CLONE_VOLUME" in self._caps()
+
+    def _snapshot_secrets(self, parameters: Mapping[str, str], reader: Any) -> dict[str, str]:
+        # The external-snapshotter's keys; no templates (a snapshot's content has no claim to fill them from).
+        name = parameters.get(f"{P}snapshotter-secret-name")
+        namespace = parameters.get(f"{P}snapshotter-secret-namespace")
+        if not name and not namespace:
+            return {}
+        if not name or not namespace:
+            raise PermanentError(f"parameters {P}snapshotter-secret-name and {P}snapshotter-secret-namespace"
+                                 " must be given together")
+        return _read_secret({"name": name, "namespace": namespace}, reader)
+
+    @staticmethod
+    def _snapshot_result(snap: Any) -> SnapshotResult:
+        created = snap.creation_time.ToNanoseconds() / 1e9 if snap.HasField("creation_time") else time.time()
+        return SnapshotResult(handle=snap.snapshot_id, restore_size=int(snap.size_bytes), ready=bool(snap.ready_to_use),
+                              creation_time=created, message="" if snap.ready_to_use else "the driver is cutting it")
+
+    def create_snapshot(self, req: SnapshotRequest) -> SnapshotResult:
+        """CS17: CreateSnapshot named after the content (idempotent at the driver), class parameters without
+        the csi.storage.k8s.io/ keys, the snapshotter Secret's data as the request's secrets."""
+        if "CREATE_DELETE_SNAPSHOT" not in self._caps():
+            raise PermanentError(f"CSI driver {self.name} cannot take snapshots (no CREATE_DELETE_SNAPSHOT)")
+        handle, _src = self._handle(req.pv)
+        secrets = self._snapshot_secrets(req.parameters, req.secrets)
+        params = {k: v for k, v in req.parameters.items() if not k.startswith(P)}
+        try:
+            snap = self.client.create_snapshot(handle, req.name, parameters=params, secrets=secrets)
+        except CsiError as exc:
+            raise exc.to_stowage() from None
+        log.info("csi_snapshot_created", driver=self.name, snapshot=req.name, handle=snap.snapshot_id,
+                 ready=snap.ready_to_use)
+        return self._snapshot_result(snap)
+
+    def delete_snapshot(self, handle: str, parameters: dict[str, str]) -> None:
+        secrets = self._snapshot_secrets(parameters, current_secrets())
+        try:
+            self.client.delete_snapshot(handle, secrets=secrets)
+        except CsiError as exc:
+            raise exc.to_stowage() from None
+
+    def snapshot_status(self, handle: str, parameters: dict[str, str]) -> SnapshotResult | None:
+        """CS20: a pre-provisioned content's snapshot, through ListSnapshots by id."""
+        if "LIST_SNAPSHOTS" not in self._caps():
+            raise PermanentError(f"CSI driver {self.name} cannot list snapshots (no LIST_SNAPSHOTS)")
+        secrets = self._snapshot_secrets(parameters, current_secrets())
+        try:
+            found = self.client.list_snapshots(snapshot_id=handle, secrets=secrets)
+        except CsiError as exc:
+            raise exc.to_stowage() from None
+        return self._snapshot_result(found[0]) if found else None
+
     def _handle(self, pv: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         src = ((pv.get("spec") or {}).get("csi") or {})
         if src.get("driver") != self.name or not src.get("volumeHandle"):
@@ -241,8 +318,12 @@ class CsiProvisioner(Provisioner):
         return str(src["volumeHandle"]), src
 
     def delete(self, pv: dict[str, Any]) -> None:
-        handle, _ = self._handle(pv)
         ann = (pv.get("metadata") or {}).get("annotations") or {}
+        by = ann.get(ANN_PROVISIONED_BY)
+        if by and by != self.name:  # as external-provisioner: another provisioner's PV is never deleted here
+            log.info("csi_delete_skipped_foreign", driver=self.name, pv=(pv.get("metadata") or {}).get("name"), by=by)
+            return
+        handle, _ = self._handle(pv)
         ref = None
         if ann.get(ANN_DELETION_SECRET_NAME):
             ref = {"name": ann[ANN_DELETION_SECRET_NAME], "namespace": ann.get(ANN_DELETION_SECRET_NAMESPACE, "")}

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 set +e
-python3 -m pytest -p no:cacheprovider -q -rs --timeout=600 "$@"
+python3 -m pytest -p no:cacheprovider -q -rs --timeout=600 --durations=30 "$@"
 rc=$?
 set -e
 # pytest's "no tests collected" (5) is a failure of the suite, not a pass.

@@ -17,6 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests and benchma
 
 from pgserver import PostgresServer, PostgresUnavailable  # noqa: E402
 from support import KUBECTL_VERSIONS  # noqa: E402
+from azurite_service import Azurite, azurite  # noqa: E402,F401  (fixture, shared by every suite)
+from objectstore_servers import (  # noqa: E402
+    ObjectStoreTarget, drop_target, make_azure_target, make_gcs_target, make_s3_target, running_gcs_emulator,
+    running_moto_s3)
 
 from storage.store.sql import SqlStore  # noqa: E402
 
@@ -87,3 +91,38 @@ def store(store_url: str) -> Iterator[SqlStore]:
 def kubectl_version(request: pytest.FixtureRequest) -> str:
     """A kubectl release the tests drive: the current one from PyPI, Debian 12's 1.20."""
     return str(request.param)
+
+
+# --- object stores (the backup engine's tests): each server starts the first time a test needs it ---------
+
+
+@pytest.fixture(scope="session")
+def moto_s3_endpoint() -> Iterator[str]:
+    """moto's S3 server (a thread of this process) on a free 127.0.0.1 port."""
+    with running_moto_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator_endpoint() -> Iterator[str]:
+    """The gcp-storage-emulator (PyPI) as a subprocess on a free 127.0.0.1 port, data in a temp dir."""
+    with running_gcs_emulator() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(params=["s3", "gcs", "azure"])
+def object_store_target(request: pytest.FixtureRequest) -> Iterator[ObjectStoreTarget]:
+    """A fresh bucket (S3, GCS) or container (Azure) on that store's emulator; unpacks as
+    ``(store_url, credentials)`` for ``storage.system.backupstore.open_store``."""
+    azurite_service: Azurite | None = None
+    if request.param == "s3":
+        target = make_s3_target(request.getfixturevalue("moto_s3_endpoint"))
+    elif request.param == "gcs":
+        target = make_gcs_target(request.getfixturevalue("gcs_emulator_endpoint"))
+    else:
+        azurite_service = request.getfixturevalue("azurite")
+        target = make_azure_target(azurite_service)
+    try:
+        yield target
+    finally:
+        drop_target(target, azurite_service)

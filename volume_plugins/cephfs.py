@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import tempfile
 import time
 from contextlib import contextmanager
@@ -81,33 +80,6 @@ def mounts_at(target: Path) -> list[mounts.MountEntry]:
     stat the mount point and block on a FUSE daemon that does not answer."""
     wanted = os.path.abspath(target)
     return [e for e in mounts.read_mountinfo() if e.mount_point == wanted]
-
-
-def _stopped(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] in ("T", "t")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
-
-
-def _wait_gone(pids: list[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while any(_alive(p) for p in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(delay)
-        delay = min(0.2, delay * 2)
-    return True
 
 
 class CephfsPlugin(VolumePlugin):
@@ -235,19 +207,13 @@ class CephfsPlugin(VolumePlugin):
 
     def unmount_volume(self, target: Path, executor: Executor) -> bool:
         """Unmount ``target`` before the volume manager's generic unmount, so a hung ceph-fuse cannot
-        block teardown: a daemon that is stopped, or an unmount that does not finish within
-        UNMOUNT_TIMEOUT, gets the daemon killed (which ends its FUSE connection) and the mount removed."""
+        block teardown: a stopped daemon, or an unmount that does not finish within UNMOUNT_TIMEOUT, gets
+        the daemon killed (which ends its FUSE connection) and the mount removed (CF8)."""
         target = Path(os.path.abspath(target))
         entries = [e for e in mounts_at(target) if e.fstype in (FUSE_FSTYPE, "ceph")]
-        pids = ceph_fuse_pids(target)
         for entry in reversed(entries):
-            if entry.fstype == FUSE_FSTYPE and (any(_stopped(p) for p in pids) or not self._unmount(target, executor)):
-                log.warning("cephfs.fuse_unresponsive", target=str(target), pids=pids)
-                self._kill(pids)
-                if not self._unmount(target, executor):
-                    self._unmount(target, executor, lazy=True)
-            elif entry.fstype == "ceph" and not self._unmount(target, executor):
-                self._unmount(target, executor, lazy=True)
+            serving = (lambda: ceph_fuse_pids(target)) if entry.fstype == FUSE_FSTYPE else None
+            mounts.unmount_fuse(target, UNMOUNT_TIMEOUT, executor=executor, daemons=serving, exit_timeout=EXIT_TIMEOUT)
         self._stop_daemons(target)
         shutil.rmtree(state_dir_for(self.state_dir, target), ignore_errors=True)
         return bool(entries)
@@ -255,31 +221,9 @@ class CephfsPlugin(VolumePlugin):
     def teardown(self, target: Path, executor: Executor) -> None:
         self.unmount_volume(target, executor)
 
-    @staticmethod
-    def _unmount(target: Path, executor: Executor, lazy: bool = False) -> bool:
-        argv = ["umount", *(["-l"] if lazy else []), os.fspath(target)]
-        try:
-            executor.run(argv, timeout=UNMOUNT_TIMEOUT)
-        except (CommandError, CommandTimeout) as exc:
-            if not mounts_at(target):
-                return True
-            log.info("cephfs.umount_failed", target=str(target), lazy=lazy, error=str(exc))
-            return False
-        return True
-
-    @staticmethod
-    def _kill(pids: list[int]) -> None:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if not _wait_gone(pids, EXIT_TIMEOUT):
-            log.warning("cephfs.daemon_survived_kill", pids=pids)
-
     def _stop_daemons(self, target: Path) -> None:
         """A ceph-fuse left for ``target`` once nothing is mounted there: it exits on unmount by itself;
         one that does not within EXIT_TIMEOUT is killed."""
         pids = ceph_fuse_pids(target)
-        if pids and not _wait_gone(pids, EXIT_TIMEOUT):
-            self._kill(pids)
+        if pids and not mounts.wait_processes_gone(pids, EXIT_TIMEOUT):
+            mounts.kill_processes(pids)

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -434,16 +433,15 @@ class RbdPlugin(DevicePlugin):
         return str(found.get("pool", "")), str(found.get("image", ""))
 
     def _stop_fuse(self, directory: Path, executor: Executor) -> None:
-        """Unmount the FUSE directory; a daemon that hangs (its cluster gone) is unmounted lazily and killed."""
+        """Unmount the FUSE directory; a daemon that hangs (its cluster gone, or stopped) is killed and the
+        mount forced (RB9). rbd-fuse exits after its unmount, and its watch on the image goes with it."""
         pid_file = directory.with_suffix(directory.suffix + ".pid")
-        if mounts.is_mount_point(directory):
-            try:
-                executor.run(Commands.unmount(str(directory)), timeout=UNMOUNT_TIMEOUT_SECONDS)
-            except Exception as exc:
-                log.warning("rbd.fuse_unmount_lazy", directory=str(directory), error=str(exc))
-                executor.run(Commands.unmount(str(directory), lazy=True), check=False)
-                self._kill(pid_file, directory)
-        self._wait_gone(pid_file, directory)
+
+        def serving() -> list[int]:
+            pid = self._daemon(pid_file, directory)
+            return [pid] if pid is not None else []
+
+        mounts.unmount_fuse(directory, UNMOUNT_TIMEOUT_SECONDS, executor=executor, daemons=serving, exit_timeout=10.0)
         for leftover in (pid_file, directory.with_suffix(directory.suffix + ".log")):
             leftover.unlink(missing_ok=True)
         try:
@@ -460,22 +458,6 @@ class RbdPlugin(DevicePlugin):
         except (OSError, ValueError):
             return None
         return pid if cmdline and cmdline[0].endswith(b"rbd-fuse") and str(directory).encode() in cmdline else None
-
-    def _kill(self, pid_file: Path, directory: Path) -> None:
-        pid = self._daemon(pid_file, directory)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-
-    def _wait_gone(self, pid_file: Path, directory: Path) -> None:
-        """rbd-fuse exits after its unmount; its watch on the image goes with it. Kill it if it lingers."""
-        deadline = time.monotonic() + 10
-        delay = 0.01
-        while self._daemon(pid_file, directory) is not None:
-            if time.monotonic() > deadline:
-                self._kill(pid_file, directory)
-                deadline = time.monotonic() + 5
-            time.sleep(delay)
-            delay = min(0.5, delay * 2)
 
     # ---- Block mode ----------------------------------------------------------
 

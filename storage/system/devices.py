@@ -14,7 +14,6 @@ import structlog
 log = structlog.get_logger(__name__)
 
 SYS_BLOCK = Path("/sys/block")
-BY_ID = Path("/dev/disk/by-id")
 
 
 def _normalise(serial: str) -> str:
@@ -22,58 +21,12 @@ def _normalise(serial: str) -> str:
     return serial.strip().replace("-", "").lower()
 
 
-def _sysfs_serial(name: str) -> str | None:
-    for candidate in (SYS_BLOCK / name / "serial", SYS_BLOCK / name / "device" / "serial"):
+def _sysfs_serial(entry: Path) -> str | None:
+    for candidate in (entry / "serial", entry / "device" / "serial"):
         try:
             return candidate.read_text().strip()
         except OSError:
             continue
-    return None
-
-
-def find_by_serial(serial: str) -> str | None:
-    """The ``/dev/...`` node of the whole disk whose serial is ``serial``."""
-    wanted = _normalise(serial)
-    try:
-        import pyudev
-
-        context = pyudev.Context()
-        for device in context.list_devices(subsystem="block", DEVTYPE="disk"):
-            props = device.properties
-            for key in ("ID_SERIAL_SHORT", "ID_SERIAL"):
-                value = props.get(key)
-                if value and _normalise(value) == wanted:
-                    return device.device_node
-            attr = device.attributes.get("serial") if hasattr(device, "attributes") else None
-            if attr:
-                text = attr.decode() if isinstance(attr, bytes) else str(attr)
-                if _normalise(text) == wanted:
-                    return device.device_node
-    except Exception as exc:  # pyudev missing or /sys unreadable: the plain scan still works
-        log.debug("devices.pyudev_unavailable", error=str(exc))
-    for entry in sorted(SYS_BLOCK.iterdir()) if SYS_BLOCK.exists() else []:
-        value = _sysfs_serial(entry.name)
-        if value and _normalise(value) == wanted:
-            return f"/dev/{entry.name}"
-    return None
-
-
-def find_by_id(link_name: str) -> str | None:
-    """Resolve ``/dev/disk/by-id/<link_name>`` when udev made it."""
-    link = BY_ID / link_name
-    if link.exists():
-        return os.path.realpath(link)
-    return None
-
-
-def find_device(*, serial: str | None = None, by_id: tuple[str, ...] = ()) -> str | None:
-    """Try by-id links first (exact on real nodes), then the serial number."""
-    for name in by_id:
-        found = find_by_id(name)
-        if found:
-            return found
-    if serial:
-        return find_by_serial(serial)
     return None
 
 
@@ -107,19 +60,37 @@ class DeviceResolver:
         return None
 
     def by_serial(self, serial: str) -> str | None:
-        """A whole disk whose sysfs serial is ``serial`` (dashes and case ignored)."""
-        if self.sys_block == SYS_BLOCK:
-            return find_by_serial(serial)
+        """A whole disk whose serial is ``serial`` (dashes and case ignored): udev's ID_SERIAL properties
+        on a real host, then a plain scan of ``sys_block`` (hosts without udev, and test harnesses)."""
         wanted = _normalise(serial)
+        if self.sys_block == SYS_BLOCK:
+            found = _udev_by_serial(wanted)
+            if found:
+                return found
         for entry in sorted(self.sys_block.iterdir()) if self.sys_block.exists() else []:
-            for candidate in (entry / "serial", entry / "device" / "serial"):
-                try:
-                    value = candidate.read_text()
-                except OSError:
-                    continue
-                if _normalise(value) == wanted:
-                    return f"/dev/{entry.name}"
+            value = _sysfs_serial(entry)
+            if value and _normalise(value) == wanted:
+                return f"/dev/{entry.name}"
         return None
+
+    def find(self, *, serial: str | None = None, by_id: tuple[str, ...] = ()) -> str | None:
+        """By-id links first (exact on real nodes), then the serial number."""
+        return self.by_id(*by_id) or (self.by_serial(serial) if serial else None)
+
+
+def _udev_by_serial(wanted: str) -> str | None:
+    try:
+        import pyudev
+
+        for device in pyudev.Context().list_devices(subsystem="block", DEVTYPE="disk"):
+            props = device.properties
+            for key in ("ID_SERIAL_SHORT", "ID_SERIAL"):
+                value = props.get(key)
+                if value and _normalise(value) == wanted:
+                    return str(device.device_node)
+    except Exception as exc:  # pyudev missing or /sys unreadable: the plain scan still works
+        log.debug("devices.pyudev_unavailable", error=str(exc))
+    return None
 
 
 def _is_block_device(path: str) -> bool:

@@ -5,7 +5,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import structlog
 
@@ -204,11 +204,61 @@ def unmount(path: str | os.PathLike[str], lazy: bool = False, *, executor: Execu
     (executor or default_executor()).run(argv)
 
 
-def unmount_fuse(path: str | os.PathLike[str], timeout: float = 5.0, *, executor: Executor | None = None) -> bool:
+def process_stopped(pid: int) -> bool:
+    """True when ``pid`` is stopped (SIGSTOP, a debugger): a FUSE daemon in that state answers nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] in ("T", "t")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+
+
+def wait_processes_gone(pids: Sequence[int], timeout: float) -> bool:
+    """Wait (with back-off) until none of ``pids`` is alive; False when one still is after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while any(_process_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(0.2, delay * 2)
+    return True
+
+
+def kill_processes(pids: Sequence[int], timeout: float = 5.0) -> bool:
+    """SIGKILL ``pids`` and wait for them to go; a FUSE daemon's death ends its connection, which is what
+    unblocks an unmount waiting on it."""
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    gone = wait_processes_gone(pids, timeout)
+    if not gone:
+        log.warning("fuse.daemon_survived_kill", pids=list(pids))
+    return gone
+
+
+def unmount_fuse(path: str | os.PathLike[str], timeout: float = 5.0, *, executor: Executor | None = None,
+                 daemons: Callable[[], list[int]] | None = None, exit_timeout: float = 5.0) -> bool:
     """Unmount a FUSE mount without ever blocking on its daemon: found in the table without a stat of
     the mount point, then ``umount``, after ``timeout`` ``umount -f`` (aborts the FUSE connection), then
-    ``umount -l`` (Kubernetes' forced unmount after a timeout). True when something was unmounted;
-    RuntimeError when the mount is still there after all three."""
+    ``umount -l`` (Kubernetes' forced unmount after a timeout). ``daemons`` lists the processes serving the
+    mount (ceph-fuse, rbd-fuse): a stopped one is killed before anything waits on it, they are killed when
+    the plain unmount fails, and one still running ``exit_timeout`` after the unmount is killed. True when
+    something was unmounted; RuntimeError when the mount is still there after all three."""
     from storage.system.executor import CommandError, CommandTimeout
 
     point = real_without_stat(path)
@@ -216,8 +266,19 @@ def unmount_fuse(path: str | os.PathLike[str], timeout: float = 5.0, *, executor
     def mounted() -> bool:
         return any(e.mount_point == point for e in read_mountinfo())
 
+    def reap() -> None:
+        pids = daemons() if daemons else []
+        if pids and not wait_processes_gone(pids, exit_timeout):
+            kill_processes(pids)
+
     if not mounted():
+        reap()
         return False
+    if daemons:
+        stuck = [p for p in daemons() if process_stopped(p)]
+        if stuck:
+            log.warning("umount.fuse_daemon_stopped", target=point, pids=stuck)
+            kill_processes(stuck)
     ex = executor or default_executor()
     for argv in (["umount", point], ["umount", "-f", point], ["umount", "-l", point]):
         try:
@@ -228,7 +289,10 @@ def unmount_fuse(path: str | os.PathLike[str], timeout: float = 5.0, *, executor
             log.warning("umount.fuse_failed", target=point, argv=argv[:-1], error=str(exc))
         if not mounted():
             log.info("umount.fuse", target=point, how=" ".join(argv[:-1]))
+            reap()
             return True
+        if daemons and argv[1] == point:  # the plain unmount did not finish: the daemon does not answer
+            kill_processes(daemons())
     raise RuntimeError(f"FUSE mount {point} would not unmount")
 
 

@@ -284,6 +284,19 @@ class CsiClient:
             if exc.code != grpc.StatusCode.NOT_FOUND:
                 raise
 
+    def list_snapshots(self, *, snapshot_id: str = "", source_volume_id: str = "",
+                       secrets: Mapping[str, str] | None = None) -> list[pb.Snapshot]:
+        """The driver's snapshots, filtered by id or source volume; an unknown id is an empty list (spec)."""
+        req = pb.ListSnapshotsRequest(snapshot_id=snapshot_id, source_volume_id=source_volume_id,
+                                      secrets=dict(secrets or {}))
+        found: list[pb.Snapshot] = []
+        while True:
+            resp = self._call("controller", "ListSnapshots", req, secrets=secrets)
+            found.extend(e.snapshot for e in resp.entries)
+            if not resp.next_token:
+                return found
+            req.starting_token = resp.next_token
+
     # --- Node -----------------------------------------------------------------------------------
     def node_info(self) -> NodeInfo:
         resp = self._call("node", "NodeGetInfo", pb.NodeGetInfoRequest())

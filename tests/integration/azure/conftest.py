@@ -1,4 +1,4 @@
-"""Fixtures for the Azure tests; the helpers live in azurite_service.py (a unique module name)."""
+"""Fixtures for the Azure tests; the Azurite service lives in tests/azurite_service.py (a unique module name)."""
 from __future__ import annotations
 
 import sys
@@ -6,4 +6,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from azurite_service import azurite  # noqa: E402,F401  (fixture)
+# The `azurite` fixture comes from tests/conftest.py (tests/azurite_service.py), shared with other suites.

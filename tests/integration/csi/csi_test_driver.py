@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent import futures
 from pathlib import Path
@@ -96,7 +97,7 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
     # Controller
     def ControllerGetCapabilities(self, request, context):
         T = pb.ControllerServiceCapability.RPC.Type
-        types = [T.CREATE_DELETE_VOLUME, T.EXPAND_VOLUME, T.CREATE_DELETE_SNAPSHOT]
+        types = [T.CREATE_DELETE_VOLUME, T.EXPAND_VOLUME, T.CREATE_DELETE_SNAPSHOT, T.LIST_SNAPSHOTS, T.CLONE_VOLUME]
         if self.args.attach:
             types.append(T.PUBLISH_UNPUBLISH_VOLUME)
         return pb.ControllerGetCapabilitiesResponse(capabilities=[
@@ -107,6 +108,10 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
         self._check_secret(request, context)
         if not request.name:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name missing")
+        if self.args.parameters is not None:
+            unknown = sorted(set(request.parameters) - set(filter(None, self.args.parameters.split(","))))
+            if unknown:
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown parameters: {', '.join(unknown)}")
         mine = {TOPOLOGY_KEY: self.args.nodeid}
         req = request.accessibility_requirements
         if req.requisite and not any(dict(t.segments) == mine for t in req.requisite):
@@ -128,6 +133,13 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
                         shutil.rmtree(path)
                         _abort(context, grpc.StatusCode.NOT_FOUND, "snapshot not found")
                     subprocess.run(["tar", "-xf", snap["archive"], "-C", str(path)], check=True)
+                elif request.volume_content_source.HasField("volume"):
+                    source = self._by_id(request.volume_content_source.volume.volume_id)
+                    if source is None:
+                        shutil.rmtree(path)
+                        _abort(context, grpc.StatusCode.NOT_FOUND, "source volume not found")
+                    shutil.copytree(self.state.dir / "volumes" / source[1]["id"], path, symlinks=True,
+                                    dirs_exist_ok=True)
                 vols[request.name] = v
                 self.state.save()
         vol = pb.Volume(volume_id=v["id"], capacity_bytes=v["size"], volume_context={"origin": "csi-test"},
@@ -193,11 +205,27 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
                 archive = self.state.dir / "snapshots" / f"{sid}.tar"
                 subprocess.run(["tar", "-cf", str(archive), "-C",
                                 str(self.state.dir / "volumes" / request.source_volume_id), "."], check=True)
+                # A snapshot restores to a volume as big as its source (CSI's size_bytes).
                 s = snaps[sid] = {"name": request.name, "source": request.source_volume_id, "archive": str(archive),
-                                  "size": archive.stat().st_size}
+                                  "size": self._by_id(request.source_volume_id)[1]["size"], "created": time.time()}
                 self.state.save()
+        return pb.CreateSnapshotResponse(snapshot=self._snapshot(sid, s))
+
+    @staticmethod
+    def _snapshot(sid: str, s: dict) -> pb.Snapshot:
         snap = pb.Snapshot(snapshot_id=sid, source_volume_id=s["source"], size_bytes=s["size"], ready_to_use=True)
-        return pb.CreateSnapshotResponse(snapshot=snap)
+        snap.creation_time.FromNanoseconds(int(s.get("created", 0) * 1e9))
+        return snap
+
+    def ListSnapshots(self, request, context):
+        self._record("ListSnapshots", request)
+        with self.state.lock:
+            snaps = dict(self.state.data["snapshots"])
+        found = [(sid, s) for sid, s in snaps.items()
+                 if (not request.snapshot_id or sid == request.snapshot_id)
+                 and (not request.source_volume_id or s["source"] == request.source_volume_id)]
+        return pb.ListSnapshotsResponse(entries=[pb.ListSnapshotsResponse.Entry(snapshot=self._snapshot(sid, s))
+                                                 for sid, s in found])
 
     def DeleteSnapshot(self, request, context):
         self._record("DeleteSnapshot", request)
@@ -302,6 +330,8 @@ def main() -> None:
     ap.add_argument("--attach-optional", action="store_true")
     ap.add_argument("--require-secret", default="")
     ap.add_argument("--max-volumes", type=int, default=0)
+    # When given, CreateVolume refuses any other parameter (INVALID_ARGUMENT naming it), as real drivers do.
+    ap.add_argument("--parameters", default=None)
     args = ap.parse_args()
     sock = args.endpoint.removeprefix("unix://")
     if os.path.exists(sock):

@@ -94,4 +94,15 @@ def test_read_only_bind_and_unmount_all_under(node_tmp: Path) -> None:
 
 
 def test_find_device_by_unknown_serial_is_none() -> None:
-    assert devices.find_device(serial="vol-does-not-exist", by_id=("nvme-Amazon_missing",)) is None
+    assert devices.DeviceResolver().find(serial="vol-does-not-exist", by_id=("nvme-Amazon_missing",)) is None
+
+
+def test_find_device_by_serial_ignores_dashes_and_case(tmp_path: Path) -> None:
+    """An EBS NVMe disk's serial is "vol0123abc" while the API names "vol-0123ABC"."""
+    (tmp_path / "nvme1n1" / "device").mkdir(parents=True)
+    (tmp_path / "nvme1n1" / "device" / "serial").write_text("vol0123abc   \n")
+    (tmp_path / "vda").mkdir()
+    (tmp_path / "vda" / "serial").write_text("other\n")
+    resolver = devices.DeviceResolver(dev_disk=tmp_path / "no-udev", sys_block=tmp_path)
+    assert resolver.find(serial="vol-0123ABC") == "/dev/nvme1n1"
+    assert resolver.find(serial="vol-0999") is None

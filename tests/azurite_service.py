@@ -1,13 +1,15 @@
 """One Azurite blob service per test session (127.0.0.1, a port the OS picks), stopped at the end.
 
-Fixtures are re-exported by conftest.py; tests import names from here (a unique module name, so
-this suite runs in one session with other suites' conftest modules)."""
+tests/conftest.py exposes the ``azurite`` fixture to the whole tree (the Azure suite and the backup engine's
+object-store tests share one service); tests and benchmarks import names from here (a unique module name).
+``running_azurite()`` is the same service as a context manager, for benchmarks."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
 import subprocess
+import contextlib
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 DEV_ACCOUNT = "devstoreaccount1"
 # Azurite's published development key (not a secret).
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -49,11 +51,15 @@ class Azurite:
                 f"BlobEndpoint={self.blob_endpoint};")
 
 
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
+class AzuriteUnavailable(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def running_azurite() -> Iterator[Azurite]:
     binary = _azurite_binary()
     if binary is None:
-        pytest.skip("azurite-blob not installed (scripts/setup.sh installs it)")
+        raise AzuriteUnavailable("azurite-blob not installed (scripts/setup.sh installs it)")
     location = tempfile.mkdtemp(prefix="stowage-azurite-")
     proc = subprocess.Popen(
         [binary, "--blobHost", "127.0.0.1", "--blobPort", "0", "--location", location, "--skipApiVersionCheck",
@@ -84,3 +90,16 @@ def azurite() -> Iterator[Azurite]:
             proc.kill()
             proc.wait()
         shutil.rmtree(location, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    try:
+        service = running_azurite()
+        started = service.__enter__()
+    except AzuriteUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield started
+    finally:
+        service.__exit__(None, None, None)
