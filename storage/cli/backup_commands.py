@@ -25,7 +25,7 @@ from storage.cli import tables
 from storage.cli.context import global_options, session
 from storage.cli.errors import CommandError
 from storage.cli.maintenance import backup_command as store_backup_command
-from storage.errors import AlreadyExists, NotFound
+from storage.errors import AlreadyExists, NotFound, StowageError
 
 BACKUP_DRIVER = "backup.stowage.io"  # provisioners.base.BACKUP_DRIVER; the CLI does not load drivers
 SNAPSHOT_API = "snapshot.storage.k8s.io/v1"
@@ -99,8 +99,7 @@ def _backup_classes() -> dict[str, dict[str, Any]]:
 def _backup_store(snapshot: dict[str, Any], classes: dict[str, dict[str, Any]],
                   contents: dict[str, dict[str, Any]]) -> str | None:
     """The store a snapshot's backup lives in, or None when the snapshot is not a backup."""
-    content = contents.get(str((snapshot.get("status") or {}).get("boundVolumeSnapshotContentName") or "")) or \
-        contents.get(str(((snapshot.get("spec") or {}).get("source") or {}).get("volumeSnapshotContentName") or ""))
+    content = _content_of(snapshot, contents)
     if content is not None and (content.get("spec") or {}).get("driver") == BACKUP_DRIVER:
         handle = (content.get("status") or {}).get("snapshotHandle") or \
             ((content.get("spec") or {}).get("source") or {}).get("snapshotHandle")
@@ -112,6 +111,22 @@ def _backup_store(snapshot: dict[str, Any], classes: dict[str, dict[str, Any]],
     if content is not None and (content.get("spec") or {}).get("driver") == BACKUP_DRIVER:
         return ""
     return None
+
+
+def _content_of(snapshot: dict[str, Any], contents: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    status, spec = snapshot.get("status") or {}, snapshot.get("spec") or {}
+    return contents.get(str(status.get("boundVolumeSnapshotContentName") or "")) or \
+        contents.get(str((spec.get("source") or {}).get("volumeSnapshotContentName") or ""))
+
+
+def size_of(snapshot: dict[str, Any], contents: dict[str, dict[str, Any]]) -> str | None:
+    """The snapshot's restoreSize, else its content's (bytes) while the snapshot controller has not copied it."""
+    size = (snapshot.get("status") or {}).get("restoreSize")
+    if size:
+        return str(size)
+    content = _content_of(snapshot, contents)
+    raw = ((content or {}).get("status") or {}).get("restoreSize")
+    return format_quantity(int(raw), prefer_binary=True) if isinstance(raw, int) and raw > 0 else None
 
 
 def _wait(plural: str, namespace: str, name: str, check: Callable[[dict[str, Any]], str | None],
@@ -246,7 +261,7 @@ def list_backups(no_headers: bool) -> None:
         claim = str((spec.get("source") or {}).get("persistentVolumeClaimName") or "<imported>")
         ready = status.get("readyToUse")
         row = [str(_meta(snap).get("name")), claim, "true" if ready is True else "false",
-               str(status.get("restoreSize") or "<unknown>"),
+               size_of(snap, contents) or "<unknown>",
                str(status.get("creationTime") or _meta(snap).get("creationTimestamp") or ""), store or "<unknown>"]
         rows.append([str(_meta(snap).get("namespace") or ""), *row] if everywhere else row)
     if not rows:
@@ -285,8 +300,15 @@ def restore_backup(backup: str, new_claim: str, storage_class: str | None, size:
     namespace = sess.options.namespace
     wait_seconds = _duration(timeout) if wait else 0.0
     snap = sess.get(VS, namespace, backup)
-    status = snap.get("status") or {}
-    restore_size = status.get("restoreSize")
+    contents: dict[str, dict[str, Any]] = {}
+    content_name = str(((snap.get("spec") or {}).get("source") or {}).get("volumeSnapshotContentName") or
+                       (snap.get("status") or {}).get("boundVolumeSnapshotContentName") or "")
+    if content_name:
+        try:
+            contents[content_name] = sess.get(VSC, "", content_name)
+        except NotFound:
+            pass
+    restore_size = size_of(snap, contents)
     if size is not None:
         try:
             wanted = parse_quantity(size)
@@ -386,13 +408,19 @@ def import_snapshot(handle: str, secret: str, snapshot_name: str | None) -> None
         from storage.system.backupstore import open_store, parse_backup_url, read_manifest
     except ImportError as exc:
         raise CommandError(f"the backup engine is not installed: {exc}") from None
-    store_url, backup_id = parse_backup_url(handle)
+    try:
+        store_url, backup_id = parse_backup_url(handle)
+    except StowageError as exc:
+        raise CommandError(f"HANDLE: {exc.message or exc}") from None
     check_store_url(store_url, "HANDLE")
     credentials = _secret_data(_require_secret(secret, namespace))
     try:
         manifest = read_manifest(open_store(store_url, credentials), backup_id)
     except NotFound:
         raise CommandError(f"HANDLE: there is no backup {backup_id!r} in {_store_shown(store_url)}") from None
+    except StowageError as exc:  # unreachable store, refused credentials, a corrupt manifest: said by the engine
+        raise CommandError(f"HANDLE: cannot read backup {backup_id!r} from {_store_shown(store_url)}: "
+                           f"{exc.message or exc}") from None
     class_name = ensure_backup_class(store_url, secret, namespace)
     name = snapshot_name or imported_name(backup_id)
     content_name = "snapcontent-imported-" + hashlib.sha256(f"{handle}\n{namespace}/{name}".encode()).hexdigest()[:20]
