@@ -4,7 +4,7 @@ Create, attach, detach, grow and delete EBS volumes through boto3. The endpoint,
 region and credentials come only from boto3's standard configuration
 (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, the usual credential chain).
 
-Rules (docs/semantics.md CE1-CE8):
+Rules (docs/semantics.md CE1-CE9; snapshots ES1-ES9):
 
 * Idempotency never depends on ``ClientToken`` (emulators ignore it): every volume
   is created with its tags in the same call (``TagSpecifications``), so a volume
@@ -16,6 +16,8 @@ Rules (docs/semantics.md CE1-CE8):
 * Long transitions never block the provisioning controller: ``creating`` answers
   ``in_progress``; attach/detach wait with back-off up to a deadline and then
   raise ``TemporaryError`` so the controller retries.
+* Snapshots are CreateSnapshot tagged with the VolumeSnapshotContent's name (found again by that tag, as
+  volumes are), restored with CreateVolume(SnapshotId); EBS has no volume clone, so claims are not cloned.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from typing import Any, Callable, Iterator
 import structlog
 import tenacity
 
-from provisioners.base import Attacher, ProvisionRequest, ProvisionResult, Provisioner
+from provisioners.base import (Attacher, ProvisionRequest, ProvisionResult, Provisioner, SnapshotRequest,
+                               SnapshotResult, Snapshotter)
 from storage.api.aws_ebs import parse_volume_id
 from storage.errors import PermanentError, TemporaryError
 
@@ -54,6 +57,16 @@ TAG_PVC_NAMESPACE = "kubernetes.io/created-for/pvc/namespace"
 TAG_PV_NAME = "kubernetes.io/created-for/pv/name"
 TAG_CLUSTER_LEGACY = "KubernetesCluster"
 TAG_CLUSTER_PREFIX = "kubernetes.io/cluster/"
+# The EBS CSI driver's snapshot tags: the VolumeSnapshotContent name is the idempotency key (ES2).
+TAG_SNAPSHOT_NAME = "CSIVolumeSnapshotName"
+TAG_CSI_CLUSTER = "ebs.csi.aws.com/cluster"
+# VolumeSnapshotClass parameters (aws-ebs-csi-driver docs/tagging.md): tagSpecification_<N>: "key=value".
+_TAG_SPEC = re.compile(r"^tagSpecification_([1-9][0-9]*)$")
+# The external-snapshotter strips these before the driver sees them (its secret keys).
+_CSI_PREFIX = "csi.storage.k8s.io/"
+_SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
+# Template keys the driver expands in tag values; only the content name reaches a Snapshotter here.
+_TEMPLATE = re.compile(r"\{\{\s*\.([A-Za-z]+)\s*\}\}")
 
 FS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
 
@@ -90,6 +103,7 @@ _RETRYABLE_CODES = frozenset({
     "IncorrectModificationState", "VolumeModificationRateExceeded",
 })
 _NOT_FOUND_CODES = frozenset({"InvalidVolume.NotFound"})
+_SNAPSHOT_NOT_FOUND_CODES = frozenset({"InvalidSnapshot.NotFound"})
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 
 
@@ -254,13 +268,15 @@ def _allowed_topology_zones(storage_class: Obj) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------- the provisioner
 
-class AwsEbsProvisioner(Provisioner, Attacher):
+class AwsEbsProvisioner(Provisioner, Attacher, Snapshotter):
     name = NAME
     aliases = frozenset({CSI_NAME})
     known_parameters = frozenset({
         "type", "iopsPerGB", "iops", "throughput", "encrypted", "kmsKeyId", "fsType", "csi.storage.k8s.io/fstype",
         "zone", "zones", "allowAutoIOPSPerGBIncrease",
     })
+    # The EBS CSI driver has no CreateVolume-from-volume (ES9): a claim cloning another is refused.
+    supports_clone = False
 
     def __init__(self, *, cluster_id: str | None = None, client_factory: Callable[[], Any] | None = None,
                  retry_mode: str = "adaptive", max_attempts: int = 5, attach_timeout: float = 120.0,
@@ -438,12 +454,22 @@ class AwsEbsProvisioner(Provisioner, Attacher):
             # delete() removes them all (never here: the PV already saved may name either).
             volume = found[0]
         else:
+            snapshot = self._restore_source(req)  # before anything is created: a bad source creates nothing
+            if isinstance(snapshot, ProvisionResult):
+                return snapshot
             zone = self._choose_zone(req, spec)
             if isinstance(zone, ProvisionResult):
                 return zone
             kwargs: Obj = {"AvailabilityZone": zone, "Size": spec.size_gib, "VolumeType": spec.volume_type,
                            "Encrypted": spec.encrypted,
                            "TagSpecifications": [{"ResourceType": "volume", "Tags": self._tags(req)}]}
+            if snapshot is not None:
+                # ES6: a volume from a snapshot is at least the snapshot's size (AWS refuses smaller; moto
+                # would not), in any zone of the region; an encrypted snapshot makes an encrypted volume.
+                kwargs["SnapshotId"] = snapshot["SnapshotId"]
+                kwargs["Size"] = max(spec.size_gib, int(snapshot.get("VolumeSize") or 0))
+                if snapshot.get("Encrypted"):
+                    kwargs["Encrypted"] = True
             if spec.iops is not None:
                 kwargs["Iops"] = spec.iops
             if spec.throughput is not None:
@@ -452,7 +478,7 @@ class AwsEbsProvisioner(Provisioner, Attacher):
                 kwargs["KmsKeyId"] = spec.kms_key_id
             volume = self._call("create_volume", **kwargs)
             log.info("aws_ebs.created", volume=req.volume_name, volume_id=volume["VolumeId"], zone=zone,
-                     size_gib=spec.size_gib, type=spec.volume_type)
+                     size_gib=kwargs["Size"], type=spec.volume_type, snapshot=kwargs.get("SnapshotId"))
         return self._result(volume, spec, req)
 
     def _result(self, volume: Obj, spec: VolumeSpec, req: ProvisionRequest) -> ProvisionResult:
@@ -478,6 +504,150 @@ class AwsEbsProvisioner(Provisioner, Attacher):
         if req.volume_mode == "Filesystem":
             source["awsElasticBlockStore"]["fsType"] = spec.fs_type
         return ProvisionResult.finished(source, f"{int(volume['Size'])}Gi", zone_affinity(zone))
+
+    def _restore_source(self, req: ProvisionRequest) -> Obj | ProvisionResult | None:
+        """The completed snapshot a claim's dataSource names (None without one); ``in_progress`` while it is
+        still pending. Clones and other drivers' snapshots are PermanentErrors naming what is refused."""
+        source = req.data_source
+        if source is None:
+            return None
+        if source.kind == "PersistentVolumeClaim":
+            raise PermanentError(f"provisioner {self.name} cannot clone a claim (dataSource kind PersistentVolumeClaim): "
+                                 "EBS has no volume-to-volume copy; take a VolumeSnapshot of the source claim "
+                                 "and restore from it")
+        if source.kind != "VolumeSnapshot":
+            raise PermanentError(f"provisioner {self.name} cannot restore from a dataSource of kind {source.kind}")
+        if source.driver and source.driver not in self.names():
+            raise PermanentError(f"provisioner {self.name} cannot restore from a snapshot of driver {source.driver!r} "
+                                 f"(only {', '.join(sorted(self.names()))} snapshots)")
+        snapshot = self._describe_snapshot(source.snapshot_handle)
+        if snapshot is None:
+            raise PermanentError(f"EBS snapshot {source.snapshot_handle} does not exist: cannot restore from it")
+        state = snapshot.get("State")
+        if state == "pending":
+            return ProvisionResult.in_progress(f"EBS snapshot {source.snapshot_handle} is still pending "
+                                               f"({snapshot.get('Progress') or '?'})", retry_after=self.max_wait)
+        if state != "completed":
+            raise PermanentError(f"EBS snapshot {source.snapshot_handle} is in state {state}: cannot restore from it")
+        return snapshot
+
+    # ---- snapshots (ES*) ------------------------------------------------------------------
+
+    def check_snapshot_parameters(self, parameters: dict[str, str]) -> dict[str, str]:
+        """A VolumeSnapshotClass's parameters -> the extra snapshot tags; PermanentError naming any parameter
+        the EBS CSI driver does not document, or a tag that is not ``key=value`` (ES4)."""
+        tags: dict[str, str] = {}
+        unknown = []
+        for key, value in sorted(parameters.items()):
+            if key.startswith(_CSI_PREFIX):
+                continue  # the external-snapshotter's secret keys, stripped before the driver sees them
+            if not _TAG_SPEC.match(key):
+                unknown.append(key)
+                continue
+            tag_key, sep, tag_value = str(value).partition("=")
+            if not sep or not tag_key.strip():
+                raise PermanentError(f'VolumeSnapshotClass parameter {key}: Invalid value: "{value}": must be "key=value"')
+            tag_key = tag_key.strip()
+            if tag_key.lower().startswith("aws:"):
+                raise PermanentError(f"VolumeSnapshotClass parameter {key}: tag keys starting with aws: are reserved by AWS")
+            for match in _TEMPLATE.finditer(tag_value):
+                if match.group(1) != "VolumeSnapshotContentName":
+                    raise PermanentError(f"VolumeSnapshotClass parameter {key}: template {match.group(0)} is not "
+                                         "supported (only {{ .VolumeSnapshotContentName }})")
+            tags[tag_key] = tag_value
+        if unknown:
+            raise PermanentError(f"invalid VolumeSnapshotClass parameter(s) for driver {self.name}: "
+                                 f"{', '.join(repr(u) for u in unknown)} (known: tagSpecification_<N> = \"key=value\")")
+        return tags
+
+    def _snapshot_tags(self, req: SnapshotRequest, extra: dict[str, str]) -> list[dict[str, str]]:
+        pv_name = str((req.pv.get("metadata") or {}).get("name") or "")
+        tags = {key: _TEMPLATE.sub(req.name, value) for key, value in extra.items()}
+        # Ours last: a class cannot overwrite the idempotency key or the cluster's ownership.
+        tags.update({
+            "Name": f"{self.cluster_id}-{req.name}",
+            TAG_SNAPSHOT_NAME: req.name,
+            TAG_PV_NAME: pv_name,
+            TAG_CSI_CLUSTER: "true",
+            TAG_CLUSTER_LEGACY: self.cluster_id,
+            f"{TAG_CLUSTER_PREFIX}{self.cluster_id}": "owned",
+        })
+        return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+    def _snapshots_named(self, name: str) -> list[Obj]:
+        """This cluster's snapshots tagged with ``name``, oldest first (ES2: the tag, never ClientToken)."""
+        filters = [{"Name": f"tag:{TAG_SNAPSHOT_NAME}", "Values": [name]},
+                   {"Name": f"tag:{TAG_CLUSTER_PREFIX}{self.cluster_id}", "Values": ["owned"]}]
+        found: list[Obj] = []
+        for page in self._pages("describe_snapshots", OwnerIds=["self"], Filters=filters):
+            found.extend(page.get("Snapshots") or [])
+        return sorted(found, key=lambda s: (str(s.get("StartTime") or ""), s["SnapshotId"]))
+
+    def _describe_snapshot(self, snapshot_id: str) -> Obj | None:
+        if not _SNAPSHOT_ID.match(snapshot_id or ""):
+            raise PermanentError(f'"{snapshot_id}" is not an EBS snapshot id (snap-<hex>)')
+        try:
+            found = self._call("describe_snapshots", SnapshotIds=[snapshot_id]).get("Snapshots") or []
+        except _AwsError as exc:
+            if exc.code in _SNAPSHOT_NOT_FOUND_CODES:
+                return None
+            raise
+        return found[0] if found else None
+
+    def _snapshot_result(self, snapshot: Obj) -> SnapshotResult:
+        snapshot_id = str(snapshot["SnapshotId"])
+        state = snapshot.get("State")
+        size = int(snapshot.get("VolumeSize") or 0) * GiB
+        started = snapshot.get("StartTime")
+        created = started.timestamp() if isinstance(started, datetime.datetime) else time.time()
+        if state == "error":
+            reason = snapshot.get("StateMessage") or "no reason given"
+            raise PermanentError(f"EBS snapshot {snapshot_id} failed (state error: {reason})")
+        if state == "completed":
+            return SnapshotResult(handle=snapshot_id, restore_size=size, ready=True, creation_time=created)
+        # ES3: pending is not ready; a quarter of the time it has taken so far, 0.5 s to max_wait.
+        age = _age_seconds(started)
+        return SnapshotResult(handle=snapshot_id, restore_size=size, ready=False, creation_time=created,
+                              message=f"EBS snapshot {snapshot_id} is {state} ({snapshot.get('Progress') or '0%'})",
+                              retry_after=min(self.max_wait, max(0.5, age / 4)))
+
+    def create_snapshot(self, req: SnapshotRequest) -> SnapshotResult:
+        extra = self.check_snapshot_parameters(req.parameters)
+        found = self._snapshots_named(req.name)
+        live = [s for s in found if s.get("State") != "error"]
+        if found:
+            # The oldest is the answer (a race could have made two; the content names only one).
+            return self._snapshot_result((live or found)[0])
+        volume_id, _zone = self._volume_of(req.pv)
+        try:
+            snapshot = self._call("create_snapshot", VolumeId=volume_id,
+                                  Description=f"Created by Stowage for {req.name}",
+                                  TagSpecifications=[{"ResourceType": "snapshot",
+                                                      "Tags": self._snapshot_tags(req, extra)}])
+        except _AwsError as exc:
+            if exc.code in _NOT_FOUND_CODES:
+                raise PermanentError(f"EBS volume {volume_id} of PV {(req.pv.get('metadata') or {}).get('name', '')} "
+                                     "does not exist: nothing to snapshot") from None
+            raise
+        log.info("aws_ebs.snapshot_created", snapshot=req.name, snapshot_id=snapshot["SnapshotId"], volume_id=volume_id)
+        return self._snapshot_result(snapshot)
+
+    def delete_snapshot(self, handle: str, parameters: dict[str, str]) -> None:
+        if not _SNAPSHOT_ID.match(handle or ""):
+            raise PermanentError(f'"{handle}" is not an EBS snapshot id (snap-<hex>)')
+        try:
+            self._call("delete_snapshot", SnapshotId=handle)
+        except _AwsError as exc:
+            if exc.code in _SNAPSHOT_NOT_FOUND_CODES:
+                return  # ES5: gone is success
+            if exc.code == "InvalidSnapshot.InUse":
+                raise TemporaryError(f"EBS snapshot {handle} is in use ({exc}); deleting it later", delay=30.0) from None
+            raise
+        log.info("aws_ebs.snapshot_deleted", snapshot_id=handle)
+
+    def snapshot_status(self, handle: str, parameters: dict[str, str]) -> SnapshotResult | None:
+        snapshot = self._describe_snapshot(handle)
+        return None if snapshot is None else self._snapshot_result(snapshot)
 
     # ---- delete / expand ------------------------------------------------------------------
 

@@ -14,7 +14,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Literal
 
+from storage.api.bench_figures import SCHEDULING_PARAMETERS as _BENCH_PARAMETERS
+
 ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+# StorageClass parameters that are the scheduler's (performance-aware placement, SEMANTICS BP6): every
+# provisioner accepts them, and none passes them to its backend (``ProvisionRequest.parameters`` drops them).
+SCHEDULING_PARAMETERS: frozenset[str] = _BENCH_PARAMETERS
 # On a PV: JSON list of {"kind", "namespace", "name"} the controller created for it (ProvisionResult.objects).
 ANN_PROVISIONED_OBJECTS = "stowage.io/provisioned-objects"
 # On each such object: the PV it belongs to, so nothing else of the same name is ever replaced or deleted.
@@ -92,7 +97,7 @@ class ProvisionRequest:
 
     @property
     def parameters(self) -> dict[str, str]:
-        return dict(self.storage_class.get("parameters") or {})
+        return {k: v for k, v in (self.storage_class.get("parameters") or {}).items() if k not in SCHEDULING_PARAMETERS}
 
     @property
     def mount_options(self) -> list[str]:
@@ -181,10 +186,11 @@ class Provisioner(ABC):
         raise NotImplementedError(f"provisioner {self.name} does not support recycling")
 
     def check_parameters(self, parameters: dict[str, str]) -> None:
-        """PermanentError naming every parameter this provisioner does not understand."""
+        """PermanentError naming every parameter this provisioner does not understand. Callers pass
+        ``ProvisionRequest.parameters``, from which the scheduler's parameters are already gone (BP6)."""
         from storage.errors import PermanentError
 
-        unknown = sorted(set(parameters) - set(self.known_parameters))
+        unknown = sorted(set(parameters) - set(self.known_parameters) - SCHEDULING_PARAMETERS)
         if unknown:
             raise PermanentError(
                 f"invalid parameter(s) for provisioner {self.name}: {', '.join(repr(u) for u in unknown)}"

@@ -39,7 +39,8 @@ from typing import Any, Callable
 
 import structlog
 
-from provisioners.base import Attacher, Provisioner, ProvisionRequest, ProvisionResult
+from provisioners.base import (Attacher, DataSource, Provisioner, ProvisionRequest, ProvisionResult, SnapshotRequest,
+                               SnapshotResult, Snapshotter)
 from storage.errors import PermanentError, StowageError, TemporaryError
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,10 @@ _PROVIDER_RE = re.compile(r"^gce://([^/]+)/([^/]+)/([^/]+)$")
 # Parameter keys (lower case: both Kubernetes and the CSI driver lower-case them before matching).
 KNOWN = ("type", "replication-type", "zone", "zones", "fstype", "csi.storage.k8s.io/fstype",
          "disk-encryption-kms-key", "labels")
+# VolumeSnapshotClass parameters of the PD CSI driver that Stowage takes (GS3).
+SNAPSHOT_KNOWN = ("storage-locations", "labels", "snapshot-type")
+LABEL_SNAPSHOT = "kubernetes-io-created-for-snapshotcontent-name"
+_SNAPSHOT_HANDLE_RE = re.compile(r"^projects/([^/]+)/global/snapshots/([^/]+)$")
 
 
 def min_size_gb(disk_type: str, regional: bool) -> int:
@@ -162,12 +167,16 @@ class _Clients:
     instances: Any
     zone_ops: Any
     region_ops: Any
+    snapshots: Any
+    global_ops: Any
 
 
-class GcePdProvisioner(Provisioner, Attacher):
+class GcePdProvisioner(Provisioner, Attacher, Snapshotter):
     name = NAME
     aliases = frozenset({CSI_NAME})
     known_parameters = frozenset(KNOWN)
+    # The PD CSI driver clones within a zone; Stowage does not yet (GS6): a claim clone is refused clearly.
+    supports_clone = False
 
     def __init__(self, *, project: str | None = None, endpoint: str | None = None, credentials: Any = None,
                  zone: str | None = None, cluster_id: str = "stowage", nodes: Callable[[str], Obj | None] | None = None,
@@ -231,7 +240,8 @@ class GcePdProvisioner(Provisioner, Attacher):
             kw = {"credentials": credentials, "client_options": options}
             self._clients = _Clients(compute_v1.DisksClient(**kw), compute_v1.RegionDisksClient(**kw),
                                      compute_v1.InstancesClient(**kw), compute_v1.ZoneOperationsClient(**kw),
-                                     compute_v1.RegionOperationsClient(**kw))
+                                     compute_v1.RegionOperationsClient(**kw), compute_v1.SnapshotsClient(**kw),
+                                     compute_v1.GlobalOperationsClient(**kw))
             log.info("gce_pd.configured", project=project, endpoint=endpoint or "default")
             return self._clients
 
@@ -412,6 +422,16 @@ class GcePdProvisioner(Provisioner, Attacher):
             disk.replica_zones = [f"projects/{project}/zones/{z}" for z in zones]
         if params.get("disk-encryption-kms-key"):
             disk.disk_encryption_key = compute_v1.CustomerEncryptionKey(kms_key_name=params["disk-encryption-kms-key"])
+        if req.data_source is not None:
+            if self._get_disk(ref) is not None:  # made by an earlier attempt: the snapshot may be gone by now
+                return self._existing(req, ref, zones)
+            snapshot = self._restore_source(req.data_source)
+            if isinstance(snapshot, ProvisionResult):
+                return snapshot
+            # GS5: at least the snapshot's size (GCE refuses smaller); the disk's own type and zones.
+            size_gb = max(size_gb, int(snapshot.disk_size_gb))
+            disk.size_gb = size_gb
+            disk.source_snapshot = f"projects/{project}/global/snapshots/{snapshot.name}"
         with self._lock:
             pending = self._pending.get(req.volume_name)
         if pending is not None and pending[0] == ref.path:
@@ -436,6 +456,145 @@ class GcePdProvisioner(Provisioner, Attacher):
         log.info("gce_pd.disk_inserted", disk=ref.path, size_gb=size_gb, type=disk_type, zones=zones)
         return self._inserted(req, ref, op, fs_type, size_gb, zones)
 
+    def _restore_source(self, source: DataSource) -> Any:
+        """The READY snapshot a claim restores from, or ``in_progress`` while it is still being made."""
+        if source.kind == "PersistentVolumeClaim":
+            raise PermanentError(f"provisioner {self.name} does not clone claims (dataSource kind "
+                                 "PersistentVolumeClaim); take a VolumeSnapshot of the source claim and restore from it")
+        if source.kind != "VolumeSnapshot":
+            raise PermanentError(f"provisioner {self.name} cannot restore from a dataSource of kind {source.kind}")
+        if source.driver and source.driver not in self.names():
+            raise PermanentError(f"provisioner {self.name} cannot restore from a snapshot of driver {source.driver!r} "
+                                 f"(only {', '.join(sorted(self.names()))} snapshots)")
+        _project, name = self._parse_snapshot_handle(source.snapshot_handle)
+        snapshot = self._get_snapshot(name)
+        if snapshot is None:
+            raise PermanentError(f"GCE snapshot {source.snapshot_handle} does not exist: cannot restore from it")
+        status = str(snapshot.status)
+        if status in ("CREATING", "UPLOADING"):
+            return ProvisionResult.in_progress(f"GCE snapshot {source.snapshot_handle} is {status}", retry_after=2.0)
+        if status != "READY":
+            raise PermanentError(f"GCE snapshot {source.snapshot_handle} is {status}: cannot restore from it")
+        return snapshot
+
+    # ---- snapshots (GS*) -----------------------------------------------------------------------------
+    def _parse_snapshot_handle(self, handle: str) -> tuple[str, str]:
+        m = _SNAPSHOT_HANDLE_RE.match(handle or "")
+        if not m:
+            raise PermanentError(f'"{handle}" is not a GCE snapshot handle (projects/<project>/global/snapshots/<name>)')
+        if m.group(1) != self.project:
+            raise PermanentError(f"GCE snapshot {handle} is in project {m.group(1)}, not {self.project}")
+        return m.group(1), m.group(2)
+
+    def _get_snapshot(self, name: str) -> Any | None:
+        from google.api_core import exceptions as gexc
+
+        clients = self._setup()
+        try:
+            return self._call("snapshots.get", clients.snapshots.get, project=self.project, snapshot=name)
+        except gexc.NotFound:
+            return None
+
+    @staticmethod
+    def snapshot_name(content_name: str) -> str:
+        """The PD CSI driver's naming: the external-snapshotter's ``snapshot-<uid>`` for ``snapcontent-<uid>``."""
+        base = "snapshot-" + content_name.removeprefix("snapcontent-")
+        return disk_name(base)
+
+    def _check_snapshot_parameters(self, parameters: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        params = {k.lower(): str(v) for k, v in parameters.items() if not k.lower().startswith("csi.storage.k8s.io/")}
+        unknown = sorted(k for k in parameters if k.lower() not in SNAPSHOT_KNOWN
+                         and not k.lower().startswith("csi.storage.k8s.io/"))
+        if unknown:
+            raise PermanentError(f"invalid VolumeSnapshotClass parameter(s) for driver {self.name}: "
+                                 f"{', '.join(repr(u) for u in unknown)} (known: {', '.join(SNAPSHOT_KNOWN)})")
+        kind = params.get("snapshot-type", "snapshots").strip().lower() or "snapshots"
+        if kind != "snapshots":
+            raise PermanentError(f'VolumeSnapshotClass parameter snapshot-type: unsupported value "{kind}" '
+                                 '(only "snapshots"; disk images are not made)')
+        locations = [x.strip().lower() for x in params.get("storage-locations", "").split(",") if x.strip()]
+        if len(locations) > 1:
+            raise PermanentError("VolumeSnapshotClass parameter storage-locations: at most one location")
+        return locations, _parse_labels(params.get("labels", ""))
+
+    def _snapshot_result(self, snapshot: Any) -> SnapshotResult:
+        import datetime
+
+        handle = f"projects/{self.project}/global/snapshots/{snapshot.name}"
+        status = str(snapshot.status)
+        if status in ("FAILED", "DELETING"):
+            raise PermanentError(f"GCE snapshot {handle} is {status}")
+        try:
+            created = datetime.datetime.fromisoformat(str(snapshot.creation_timestamp)).timestamp()
+        except ValueError:
+            created = time.time()
+        ready = status == "READY"
+        return SnapshotResult(handle=handle, restore_size=int(snapshot.disk_size_gb) * GIB, ready=ready,
+                              creation_time=created, message="" if ready else f"GCE snapshot {handle} is {status}",
+                              retry_after=2.0)
+
+    def create_snapshot(self, req: SnapshotRequest) -> SnapshotResult:
+        from google.api_core import exceptions as gexc
+        from google.cloud import compute_v1
+
+        locations, extra_labels = self._check_snapshot_parameters(req.parameters)
+        name = self.snapshot_name(req.name)
+        label = label_value(req.name)
+        existing = self._get_snapshot(name)
+        if existing is None:
+            pv_name = (req.pv.get("metadata") or {}).get("name", "")
+            source = next((ref for ref in self._locate(req.pv) if self._get_disk(ref) is not None), None)
+            if source is None:
+                raise PermanentError(f"the GCE disk {pd_name(req.pv)} of PV {pv_name} does not exist: nothing to snapshot")
+            body = compute_v1.Snapshot(name=name, source_disk=source.path,
+                                       labels={**extra_labels, LABEL_CLUSTER: self.cluster_id, LABEL_SNAPSHOT: label,
+                                               LABEL_PV: label_value(pv_name)},
+                                       description=json.dumps({"storage.kubernetes.io/snapshot-content": req.name,
+                                                               "stowage.io/cluster": self.cluster_id}))
+            if locations:
+                body.storage_locations = locations
+            clients = self._setup()
+            try:
+                op = self._call("snapshots.insert", clients.snapshots.insert_unary, project=self.project,
+                                snapshot_resource=body)
+            except gexc.Conflict:
+                op = None  # an earlier attempt made it (its answer was lost): found by name below
+            except gexc.NotFound as exc:
+                raise PermanentError(f"GCE refused snapshot {name}: {exc.message}") from None
+            except gexc.BadRequest as exc:
+                if _reason(exc) == "resourceNotReady":
+                    raise TemporaryError(f"disk {source.path} is not ready to be snapshotted", delay=5.0) from None
+                raise PermanentError(f"GCE refused snapshot {name}: {exc.message}") from None
+            if op is not None:
+                log.info("gce_pd.snapshot_inserted", snapshot=name, disk=source.path)
+                self._wait(op, "global", f"insert of snapshot {name}")
+            existing = self._get_snapshot(name)
+            if existing is None:
+                raise TemporaryError(f"GCE snapshot {name} vanished while being made", delay=2.0)
+        labels = dict(existing.labels or {})
+        if labels.get(LABEL_CLUSTER) != self.cluster_id or labels.get(LABEL_SNAPSHOT) != label:
+            raise PermanentError(f"a GCE snapshot {name} already exists and was not made for {req.name} by cluster "
+                                 f"{self.cluster_id}; refusing to use it")
+        return self._snapshot_result(existing)
+
+    def delete_snapshot(self, handle: str, parameters: dict[str, str]) -> None:
+        from google.api_core import exceptions as gexc
+
+        _project, name = self._parse_snapshot_handle(handle)
+        clients = self._setup()
+        try:
+            op = self._call("snapshots.delete", clients.snapshots.delete_unary, project=self.project, snapshot=name)
+        except gexc.NotFound:
+            return  # gone is success
+        if not self._wait(op, "global", f"delete of snapshot {name}"):
+            raise TemporaryError(f"GCE snapshot {handle} is being deleted", delay=2.0)
+        log.info("gce_pd.snapshot_deleted", snapshot=handle)
+
+    def snapshot_status(self, handle: str, parameters: dict[str, str]) -> SnapshotResult | None:
+        _project, name = self._parse_snapshot_handle(handle)
+        snapshot = self._get_snapshot(name)
+        return None if snapshot is None else self._snapshot_result(snapshot)
+
     def _inserted(self, req: ProvisionRequest, ref: DiskRef, op: Any, fs_type: str, size_gb: int,
                   zones: list[str]) -> ProvisionResult:
         try:
@@ -458,8 +617,10 @@ class GcePdProvisioner(Provisioner, Attacher):
         from google.api_core import exceptions as gexc
 
         clients = self._setup()
-        where = scope.split("/", 1)[1]
+        where = scope.split("/", 1)[-1]
         try:
+            if scope == "global":
+                return self._call("globalOperations.get", clients.global_ops.get, project=self.project, operation=name)
             if scope.startswith("zones/"):
                 return self._call("zoneOperations.get", clients.zone_ops.get, project=self.project, zone=where,
                                   operation=name)

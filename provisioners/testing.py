@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from provisioners.base import ANN_PROVISIONED_BY, ProvisionRequest, ProvisionResult, Provisioner
+from provisioners.base import ANN_PROVISIONED_BY, SCHEDULING_PARAMETERS, ProvisionRequest, ProvisionResult, Provisioner
 from storage.controllers.binder_index import quantity_value
 from storage.errors import PermanentError
 
@@ -100,6 +100,19 @@ class ProvisionerContract:
         provisioner.delete(foreign)
         assert backend_count(req.volume_name) == 1
         provisioner.delete(pv)
+
+    def test_scheduling_parameters_accepted_and_kept_from_the_backend(
+        self, provisioner: Provisioner, storage_class: dict[str, Any], backend_count: Callable[[str], int]
+    ) -> None:
+        """BP6: the performance-placement parameters are the scheduler's; every provisioner accepts them."""
+        params = {**(storage_class.get("parameters") or {}), "minRandomWriteIOPS": "1000",
+                  "maxWriteLatencyP99": "5ms", "benchPlacement": "Preferred"}
+        bench_class = {**storage_class, "parameters": params}
+        req = self._request(bench_class)
+        assert not set(req.parameters) & SCHEDULING_PARAMETERS
+        result = self._finish(provisioner, req)
+        assert backend_count(req.volume_name) == 1
+        provisioner.delete(pv_from_result(provisioner, req, result))
 
     def test_unknown_parameters_rejected_with_clear_message(
         self, provisioner: Provisioner, storage_class: dict[str, Any], backend_count: Callable[[str], int]

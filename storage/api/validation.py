@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
+from storage.api.bench_figures import BenchParameterError, parse_requirements
 from storage.api.conversion import convert
 from storage.api.disruption import UNHEALTHY_POD_EVICTION_POLICIES as _UNHEALTHY_POD_EVICTION_POLICIES
 from storage.api.modelbase import dump
@@ -779,6 +780,7 @@ def _storage_class(errs: _Errors, obj: dict[str, Any]) -> None:
     for key in params:
         if not key:
             errs.invalid("parameters", key, "key must be non-empty")
+    _bench_parameters(errs, obj, params)
     errs.enum("reclaimPolicy", obj.get("reclaimPolicy"), SC_RECLAIM_POLICIES)
     errs.enum("volumeBindingMode", obj.get("volumeBindingMode"), BINDING_MODES)
     for i, term in enumerate(_l(obj.get("allowedTopologies"))):
@@ -790,6 +792,21 @@ def _storage_class(errs: _Errors, obj: dict[str, Any]) -> None:
             errs.names(f"{p}.key", _d(expr).get("key"), is_qualified_name)
             if not _l(_d(expr).get("values")):
                 errs.required(f"{p}.values", "must specify as least one value")
+
+
+def _bench_parameters(errs: _Errors, obj: dict[str, Any], params: dict[str, Any]) -> None:
+    """BP5: performance-placement parameters are checked on create, naming the parameter; they act only when
+    the scheduler picks the node before provisioning (WaitForFirstConsumer), so Immediate is refused."""
+    try:
+        requirements = parse_requirements(str(_d(obj.get("metadata")).get("name", "")), params)
+    except BenchParameterError as exc:
+        errs.invalid(f"parameters.{exc.parameter}", exc.value, exc.reason)
+        return
+    if requirements is not None and obj.get("volumeBindingMode", "Immediate") != "WaitForFirstConsumer":
+        first = requirements.items[0].parameter
+        errs.invalid(f"parameters.{first}", str(params[first]),
+                     "performance placement needs volumeBindingMode: WaitForFirstConsumer (an Immediate claim is "
+                     "provisioned before a pod picks its node)")
 
 
 def _storage_class_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol
 
 import yaml
 
+from storage.api.bench_figures import describe_figures, measured_classes, node_figures
 from storage.cli.age import age, human_duration, parse_timestamp
 from storage.cli.tables import (
     access_modes,
@@ -610,6 +611,7 @@ def describe_node(obj: dict[str, Any], lister: Lister) -> str:
         rows += [[str(p.get("name", "")), _size(p.get("totalBytes")), _size(p.get("freeBytes")), str(p.get("path", ""))]
                  for p in pools]
         out += _table(rows, indent=2)
+    out += _measured_storage(obj)
     in_use = status.get("volumesInUse") or []
     attached = [f"{a.get('name')} ({a.get('devicePath')})" if isinstance(a, dict) and a.get("devicePath")
                 else str(a.get("name") if isinstance(a, dict) else a) for a in status.get("volumesAttached") or []]
@@ -625,6 +627,22 @@ def describe_node(obj: dict[str, Any], lister: Lister) -> str:
                       _meta(p).get("namespace", ""), _meta(p).get("name", "")))]
         out += _table(rows, indent=2)
     return out + events_section(obj, lister)
+
+
+def _measured_storage(node: dict[str, Any]) -> str:
+    """What ``stowage bench --label-nodes`` recorded on the node, per storage class (BP15)."""
+    classes = measured_classes(node)
+    if not classes:
+        return "Measured Storage:  <none>\n"
+    out = "Measured Storage:\n"
+    for name in classes:
+        figures = node_figures(node, name) or {}
+        pairs = describe_figures(figures)
+        pairs.append(("Measured At", str(figures.get("measuredAt", "<unknown>"))))
+        if figures.get("fioVersion"):
+            pairs.append(("fio", str(figures["fioVersion"])))
+        out += f"  {name}:\n" + fields(pairs, indent=4)
+    return out
 
 
 def _table(rows: list[list[str]], indent: int = 0) -> str:

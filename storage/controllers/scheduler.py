@@ -7,6 +7,10 @@ WaitForFirstConsumer claim (SEMANTICS B8) first, then ``spec.nodeName`` and the
 ``PodScheduled`` condition. An unschedulable pod gets Kubernetes' summary
 (``0/3 nodes are available: 1 node(s) had volume node affinity conflict, ...``)
 on its condition and in a ``FailedScheduling`` event.
+
+Storage classes with performance parameters (``minRandomWriteIOPS``, ``maxWriteLatencyP99`` ...) filter
+(``Required``) or rank (``Preferred``) nodes by the figures ``stowage bench --label-nodes`` recorded on them
+(SEMANTICS BP8-BP14), for pods whose WaitForFirstConsumer claims of such a class are unbound.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from storage.api.bench_figures import BenchParameterError, BenchRequirements, check, class_requirements, node_figures, score
 from storage.api.conditions import is_true
 from storage.api.cordon import admits_pod
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
@@ -274,6 +279,45 @@ def _topology_allows(cls: Obj, node: Obj) -> bool:
     return False
 
 
+def bench_requirements(late: list[Obj], snap: Snapshot) -> list[BenchRequirements] | str:
+    """The performance requirements of the classes of the pod's late-bound claims, once per class (BP8);
+    a message when a class's parameters cannot be read (validation refuses them, so only an old object)."""
+    out: dict[str, BenchRequirements] = {}
+    for claim in late:
+        name = object_class(claim)
+        cls = snap.classes.get(name)
+        if cls is None or name in out:
+            continue
+        try:
+            requirements = class_requirements(cls)
+        except BenchParameterError as exc:
+            return f"storage class {name} has an invalid performance parameter: {exc}"
+        if requirements is not None:
+            out[name] = requirements
+    return list(out.values())
+
+
+def bench_failures(node: Obj, requirements: list[BenchRequirements]) -> list[str]:
+    """Every Required performance requirement ``node``'s measured figures miss, worded as Kubernetes words a
+    predicate ("node(s) had ..."), one reason per requirement so nodes are counted per reason (BP9, BP10)."""
+    reasons = []
+    for req in requirements:
+        if req.placement == "Required":
+            reasons += [f"node(s) had {r}" for r in check(node_figures(node, req.storage_class), req)]
+    return reasons
+
+
+def bench_rank(node: Obj, requirements: list[BenchRequirements]) -> tuple[int, float]:
+    """How well ``node`` suits the Preferred requirements: (requirements met, figures' mean log-ratio to their
+    limits), summed over classes; (0, 0.0) when there are none, so placement is as without them (BP12)."""
+    met, quality = 0, 0.0
+    for req in requirements:
+        if req.placement == "Preferred":
+            n, q = score(node_figures(node, req.storage_class), req)
+            met, quality = met + n, quality + q
+    return met, quality
+
+
 def place(pod: Obj, snap: Snapshot) -> Placement:
     namespace = _meta(pod).get("namespace", "default")
     uid = _meta(pod).get("uid")
@@ -300,6 +344,9 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
             late.append(claim)
         else:
             return Placement(None, waiting_reason="pod has unbound immediate PersistentVolumeClaims")
+    performance = bench_requirements(late, snap)
+    if isinstance(performance, str):
+        return Placement(None, waiting_reason=performance)
 
     rwop_conflict = False
     for claim in claims:
@@ -316,7 +363,9 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
     pods_per_node = Counter((p.get("spec") or {}).get("nodeName") for p in placed)
     attachable = pod_attachable_volumes(pod, snap)
     failures: Counter[str] = Counter()
-    feasible: list[tuple[int, str]] = []
+    # (-Preferred requirements met, -how well, pods already there, name): the best measured node first,
+    # then the emptiest, as before when no class asks for figures.
+    feasible: list[tuple[int, float, int, str]] = []
     for node in snap.nodes:
         name = _meta(node).get("name", "")
         reason = _node_failure(pod, node, snap, nodes_by_name, placed, bound_volumes, late, rwop_conflict)
@@ -325,15 +374,20 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
             reason = R_MAX_VOLUMES
         if reason:
             failures[reason] += 1
-        else:
-            feasible.append((pods_per_node[name], name))
+            continue
+        unmet = bench_failures(node, performance) if performance else []
+        if unmet:
+            failures.update(unmet)  # a node may miss several requirements; each is counted, as Kubernetes does
+            continue
+        met, quality = bench_rank(node, performance) if performance else (0, 0.0)
+        feasible.append((-met, -quality, pods_per_node[name], name))
     if not feasible:
         total = len(snap.nodes)
         parts = sorted(f"{count} {reason}" for reason, count in failures.items())
         message = f"0/{total} nodes are available: " + ", ".join(parts) + "." if parts else f"0/{total} nodes are available."
         return Placement(None, message=message)
     feasible.sort()
-    chosen = feasible[0][1]
+    chosen = feasible[0][3]
     return Placement(chosen, select_claims=[(namespace, _meta(c).get("name", "")) for c in late])
 
 

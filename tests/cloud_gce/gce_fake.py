@@ -14,7 +14,10 @@ port) and refuses what the real API refuses, with the real error body
 * attaching a disk that another instance uses read-write, or read-write while others read it, or to an
   instance that already has it: 400 ``resourceInUseByAnotherResource``; attaching across zones (or a
   regional disk to an instance outside its two zones): 400 ``invalid``;
-* detaching a device name the instance does not have: 400 ``invalid``.
+* detaching a device name the instance does not have: 400 ``invalid``;
+* snapshots (global): an invalid or existing name (400 / 409), a missing source disk or snapshot (404), a
+  source disk that is not READY, a disk from a snapshot that is not READY (400 ``resourceNotReady``), a disk
+  smaller than its source snapshot (400 ``invalid``).
 
 Mutations are asynchronous as in Compute Engine: a call returns a RUNNING operation and its effect lands
 when the operation is DONE (a new disk is CREATING until then). ``op_delay`` holds operations RUNNING;
@@ -103,6 +106,7 @@ class GceFake:
         self.zones = set(zones)
         self.regions = {z.rsplit("-", 1)[0] for z in zones}
         self.disks: dict[str, Obj] = {}  # "zones/Z/disks/N" or "regions/R/disks/N" -> Disk JSON
+        self.snapshots: dict[str, Obj] = {}  # "global/snapshots/N" -> Snapshot JSON
         self.instances: dict[str, Obj] = {}  # "zones/Z/instances/N" -> Instance JSON
         self.operations: dict[str, Operation] = {}
         self.op_delay = 0.0  # seconds an operation stays RUNNING
@@ -165,6 +169,7 @@ class GceFake:
     def reset(self) -> None:
         with self._lock:
             self.disks.clear()
+            self.snapshots.clear()
             self.instances.clear()
             self.operations.clear()
             self._pending_users.clear()
@@ -254,6 +259,24 @@ class GceFake:
                 return 400, invalid(f"Invalid JSON payload received. {exc}").body()
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Obj) -> Obj:
+        g = re.fullmatch(r"/compute/v1/projects/([^/]+)/global/(snapshots|operations)(?:/([^/]+))?(/wait)?", path)
+        if g:
+            project, collection, name, wait = g.groups()
+            if project != self.project:
+                raise not_found(f"projects/{project}")
+            if collection == "operations" and name:
+                if wait and method == "POST":
+                    return self._wait("global", name)
+                if not wait and method == "GET":
+                    return self._op_json(self._op("global", name))
+            elif collection == "snapshots" and not wait:
+                if name is None and method == "POST":
+                    return self._insert_snapshot(body)
+                if name is not None and method == "GET":
+                    return self._snapshot(name)
+                if name is not None and method == "DELETE":
+                    return self._delete_snapshot(name)
+            raise ApiError(404, "notFound", f"The requested URL {path} was not found on this server.")
         m = re.fullmatch(r"/compute/v1/projects/([^/]+)/(zones|regions)/([^/]+)/(.*)", path)
         if not m:
             raise not_found(_path_of(path))
@@ -301,7 +324,7 @@ class GceFake:
                 if op.error is None:
                     op.apply()
                 elif op.op_type == "insert":
-                    disk = self.disks.get(op.target.split("/", 2)[2])
+                    disk = self.disks.get(op.target.split("/", 2)[2]) or self.snapshots.get(op.target.split("/", 2)[2])
                     if disk is not None:
                         disk["status"] = "FAILED"
                 elif op.op_type == "attachDisk":
@@ -326,13 +349,14 @@ class GceFake:
         return op
 
     def _op_json(self, op: Operation) -> Obj:
-        kind, where = op.scope.split("/")
+        kind, _, where = op.scope.partition("/")
         out: Obj = {"kind": "compute#operation", "id": str(abs(hash(op.name)) % 10**18), "name": op.name,
                     "operationType": op.op_type, "targetLink": self._url(op.target.split("/", 2)[2]),
                     "status": op.status, "progress": 100 if op.status == "DONE" else 0,
                     "insertTime": op.insert_time, "startTime": op.insert_time,
-                    "selfLink": self._url(f"{op.scope}/operations/{op.name}"),
-                    ("zone" if kind == "zones" else "region"): self._url(op.scope)}
+                    "selfLink": self._url(f"{op.scope}/operations/{op.name}")}
+        if op.scope != "global":  # a global operation names neither
+            out["zone" if kind == "zones" else "region"] = self._url(op.scope)
         if op.end_time:
             out["endTime"] = op.end_time
         if op.status == "DONE" and op.error is not None:
@@ -403,6 +427,19 @@ class GceFake:
             size = int(body.get("sizeGb") or 0)
         except (TypeError, ValueError):
             raise invalid(f"Invalid value for field 'resource.sizeGb': '{body.get('sizeGb')}'.") from None
+        source_snapshot = str(body.get("sourceSnapshot") or "")
+        snapshot: Obj | None = None
+        if source_snapshot:
+            snapshot = self.snapshots.get(_path_of(source_snapshot).split("/", 2)[-1])
+            if snapshot is None:
+                raise not_found(_path_of(source_snapshot))
+            if snapshot["status"] != "READY":
+                raise ApiError(400, "resourceNotReady", f"The resource '{_path_of(source_snapshot)}' is not ready")
+            if not size:
+                size = int(snapshot["diskSizeGb"])
+            if size < int(snapshot["diskSizeGb"]):
+                raise invalid(f"Invalid value for field 'resource.sizeGb': '{size}'. Requested disk size cannot be "
+                              f"smaller than the snapshot size ({snapshot['diskSizeGb']} GB).")
         minimum = 200 if (kind == "regions" and disk_type == "pd-standard") else 10
         if size < minimum:
             raise invalid(f"Invalid value for field 'resource.sizeGb': '{size}'. Disk size cannot be smaller than "
@@ -417,10 +454,73 @@ class GceFake:
         kms = str((body.get("diskEncryptionKey") or {}).get("kmsKeyName") or "")
         disk = self._new_disk(scope, name, size, disk_type, labels, str(body.get("description") or ""),
                               replica_zones, kms)
+        if snapshot is not None:
+            disk["sourceSnapshot"], disk["sourceSnapshotId"] = snapshot["selfLink"], snapshot["id"]
 
         def done() -> None:
             disk["status"] = "READY"
         return self._start(scope, "insert", f"projects/{self.project}/{key}", done)
+
+    # ---- snapshots ---------------------------------------------------------------------------------------
+    def snapshot_names(self) -> list[str]:
+        with self._lock:
+            self._tick()
+            return sorted(s["name"] for s in self.snapshots.values())
+
+    def set_snapshot_status(self, name: str, status: str) -> None:
+        with self._lock:
+            self._tick()
+            self.snapshots[f"global/snapshots/{name}"]["status"] = status
+
+    def _insert_snapshot(self, body: Obj) -> Obj:
+        name = str(body.get("name") or "")
+        if not NAME_RE.match(name):
+            raise invalid(f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex "
+                          "'(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'")
+        key = f"global/snapshots/{name}"
+        if key in self.snapshots:
+            raise ApiError(409, "alreadyExists", f"The resource 'projects/{self.project}/{key}' already exists")
+        source = str(body.get("sourceDisk") or "")
+        if not source:
+            raise ApiError(400, "required", "Required field 'resource.sourceDisk' not specified")
+        disk = self.disks.get(_path_of(source).split("/", 2)[-1])
+        if disk is None:
+            raise not_found(_path_of(source))
+        if disk["status"] != "READY":
+            raise ApiError(400, "resourceNotReady", f"The resource '{_path_of(source)}' is not ready")
+        labels = {str(k): str(v) for k, v in (body.get("labels") or {}).items()}
+        for k, v in labels.items():
+            if not LABEL_KEY_RE.match(k) or not LABEL_VALUE_RE.match(v):
+                raise invalid(f"Invalid value for field 'resource.labels': '{k}={v}'.")
+        snapshot: Obj = {
+            "kind": "compute#snapshot", "id": str(next(self._ids)), "name": name, "status": "CREATING",
+            "selfLink": self._url(key), "creationTimestamp": _now(), "diskSizeGb": disk["sizeGb"],
+            "sourceDisk": disk["selfLink"], "sourceDiskId": disk["id"], "storageBytes": "0",
+            "labelFingerprint": "42WmSpB8rSM=",
+        }
+        if labels:
+            snapshot["labels"] = labels
+        if body.get("storageLocations"):
+            snapshot["storageLocations"] = [str(x) for x in body["storageLocations"]]
+        if body.get("description"):
+            snapshot["description"] = str(body["description"])
+        self.snapshots[key] = snapshot
+
+        def done() -> None:
+            snapshot["status"] = "READY"
+        return self._start("global", "insert", f"projects/{self.project}/{key}", done)
+
+    def _snapshot(self, name: str) -> Obj:
+        snapshot = self.snapshots.get(f"global/snapshots/{name}")
+        if snapshot is None:
+            raise not_found(f"projects/{self.project}/global/snapshots/{name}")
+        return snapshot
+
+    def _delete_snapshot(self, name: str) -> Obj:
+        key = f"global/snapshots/{name}"
+        snapshot = self._snapshot(name)
+        snapshot["status"] = "DELETING"
+        return self._start("global", "delete", f"projects/{self.project}/{key}", lambda: self.snapshots.pop(key, None))
 
     def _disk(self, scope: str, name: str) -> Obj:
         disk = self.disks.get(f"{scope}/disks/{name}")
