@@ -109,7 +109,8 @@ def test_list_shows_backups_only(cli: Cli) -> None:
     cli.ok("backup", "create", "db", "--to", STORE, "--secret", "s3-creds", "--name", "b-pending")
     cli.ok("backup", "create", "db", "--to", "gs://other/x", "--secret", "s3-creds", "--name", "b-team", "-n", "team")
     cli.client().create({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
-                         "metadata": {"name": "csi-snaps"}, "driver": "csi.example.com"})
+                         "metadata": {"name": "csi-snaps"}, "driver": "csi.example.com",
+                         "deletionPolicy": "Delete"})
     cli.client().create({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
                          "metadata": {"name": "plain", "namespace": "default"},
                          "spec": {"volumeSnapshotClassName": "csi-snaps", "source": {"persistentVolumeClaimName": "db"}}})
@@ -162,7 +163,8 @@ def test_delete_removes_backups_but_not_other_snapshots(cli: Cli) -> None:
     _secret(cli)
     cli.ok("backup", "create", "db", "--to", STORE, "--secret", "s3-creds", "--name", "b1")
     cli.client().create({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
-                         "metadata": {"name": "csi-snaps"}, "driver": "csi.example.com"})
+                         "metadata": {"name": "csi-snaps"}, "driver": "csi.example.com",
+                         "deletionPolicy": "Delete"})
     cli.client().create({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
                          "metadata": {"name": "plain", "namespace": "default"},
                          "spec": {"volumeSnapshotClassName": "csi-snaps", "source": {"persistentVolumeClaimName": "db"}}})
