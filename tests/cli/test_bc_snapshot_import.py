@@ -70,7 +70,7 @@ def test_import_binds_a_retained_content_to_a_new_snapshot(cli: Cli, object_stor
                             "source": {"volumeSnapshotContentName": content["metadata"]["name"]}}
     store_shown = target.url.split("?")[0]
     assert out.splitlines()[-1].startswith(
-        f"volumesnapshot.snapshot.storage.k8s.io/pg-data imported (6148Ki, taken ")
+        "volumesnapshot.snapshot.storage.k8s.io/pg-data imported (6148Ki, taken ")
     assert out.splitlines()[-1].endswith(f"from {store_shown})")
     assert target.credentials.get("secretAccessKey", "\0") not in out
 
