@@ -86,3 +86,43 @@ def test_backup_restore_delete_round_trip(cluster: Stowage, object_store_target:
          120, diagnose=cluster.describe)
     for pod in ("reader", "writer"):
         client.delete("pods", pod, "default")
+
+
+@pytest.mark.parametrize("object_store_target", ["s3"], indirect=True)
+def test_schedule_every_minute_keeps_the_last_one(cluster: Stowage, object_store_target: Any) -> None:
+    """BC15, BC19, BC22 on the real clock and controllers: a schedule `* * * * *` with keepLast 1 makes a backup
+    each minute through the snapshot controller; once the second is ready the first is deleted, and with it
+    its manifest in the bucket."""
+    from storage.system.backupstore import list_backups, open_store
+
+    target = object_store_target
+    client = cluster.client
+    client.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-sched", "namespace": "default"},
+                   "data": {k: base64.b64encode(v.encode()).decode() for k, v in target.credentials.items()}})
+    client.create({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+                   "metadata": {"name": "every-minute"}, "driver": "backup.stowage.io", "deletionPolicy": "Delete",
+                   "parameters": {"store": target.url, "csi.storage.k8s.io/snapshotter-secret-name": "s3-sched",
+                                  "csi.storage.k8s.io/snapshotter-secret-namespace": "default"}})
+    client.create({"apiVersion": "backup.stowage.io/v1alpha1", "kind": "BackupSchedule",
+                   "metadata": {"name": "minutely", "namespace": "default"},
+                   "spec": {"schedule": "* * * * *", "claimName": "data", "volumeSnapshotClassName": "every-minute",
+                            "retention": {"keepLast": 1}}})
+
+    def mine() -> list[dict[str, Any]]:
+        items = client.list("volumesnapshots", "default", label_selector="backup.stowage.io/schedule=minutely")[0]
+        return sorted(items, key=lambda s: s["metadata"]["name"])
+
+    first = poll("the first scheduled backup ready",
+                 lambda: [s for s in mine() if (s.get("status") or {}).get("readyToUse")], 200,
+                 diagnose=cluster.describe)[0]["metadata"]["name"]
+    assert first.startswith("minutely-data-")
+    poll("a later backup ready and the first pruned",
+         lambda: (names := [s["metadata"]["name"] for s in mine() if (s.get("status") or {}).get("readyToUse")])
+         and first not in names, 200, diagnose=cluster.describe)
+    store = open_store(target.url, target.credentials)
+    poll("one manifest left in the bucket", lambda: len(list_backups(store)) == 1, 120, diagnose=cluster.describe)
+    status = client.get("backupschedules", "minutely", "default")["status"]
+    assert status["lastScheduleTime"] and status["lastSuccessfulTime"]
+    schedule = client.get("backupschedules", "minutely", "default")
+    schedule["spec"]["suspend"] = True
+    client.update(schedule)
