@@ -181,3 +181,10 @@ def test_claim_name_and_selector_are_exclusive(harness: Harness) -> None:
     with pytest.raises(Invalid) as caught:
         harness.client.create(body)
     assert "spec.claimName" in str(caught.value)
+
+
+def test_the_controller_manager_runs_it() -> None:
+    """BC12: `stowage up`'s controller manager includes the BackupSchedule controller."""
+    from storage.controllers.manager import DEFAULT_RECONCILERS
+
+    assert BackupScheduleReconciler in DEFAULT_RECONCILERS
