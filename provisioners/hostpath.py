@@ -3,33 +3,73 @@
 Like Kubernetes' hostpath example, nothing enforces the capacity: the claim's
 request is reported as the volume's capacity. The directory is named by the
 volume name, which makes ``provision`` idempotent by construction.
+
+Snapshots (SEMANTICS VS36-VS39) are directory copies (``cp -a --reflink=auto``) into ``.snapshots/``
+beside the volume directories, never inside one: ``<root>/.snapshots/<snapcontent-name>`` holds the
+copy and ``<root>/.snapshots/<snapcontent-name>.json`` its record (creation time, restore size); the
+handle is the copy's path. Only a directory with such a record is ever treated (or deleted) as a
+snapshot, so a hand-written handle cannot point the provisioner at an arbitrary directory.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from provisioners.base import ProvisionRequest, ProvisionResult, Provisioner
+from provisioners.base import (
+    BACKUP_DRIVER, DataSource, ProvisionRequest, ProvisionResult, Provisioner, SnapshotRequest, SnapshotResult,
+    Snapshotter,
+)
 from storage.errors import PermanentError
+from storage.system.executor import Executor, default_executor
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_ROOT = "/var/lib/stowage/hostpath"
 ROOT_ENV = "STOWAGE_HOSTPATH_ROOT"
+SNAPSHOT_DIR = ".snapshots"
+RECORD_SUFFIX = ".json"
+RECORD_KIND = "stowage.io/hostpath-snapshot"
 
 
-class HostPathProvisioner(Provisioner):
+def _capacity_bytes(pv: dict[str, Any]) -> int:
+    from storage.api.quantity import quantity_value
+
+    text = ((pv.get("spec") or {}).get("capacity") or {}).get("storage")
+    try:
+        return max(1, quantity_value(text)) if text else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                continue
+    return total
+
+
+class HostPathProvisioner(Provisioner, Snapshotter):
     name = "stowage.io/hostpath"
     supports_recycle = True
+    supports_clone = True
     known_parameters = frozenset({"root"})
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, node: str | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, node: str | None = None,
+                 executor: Executor | None = None) -> None:
         self.root = Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
         self.node = node  # when set, volumes get node affinity to this node
+        self.executor = executor or default_executor()
 
     def _root_for(self, parameters: dict[str, str]) -> Path:
         return Path(parameters["root"]) if parameters.get("root") else self.root
@@ -42,8 +82,11 @@ class HostPathProvisioner(Provisioner):
         if not root.is_absolute():
             raise PermanentError(f'parameter "root" must be an absolute path, got "{root}"')
         path = root / req.volume_name
+        if req.data_source is not None and not path.exists():
+            self._fill_from_source(req, root, path)
         path.mkdir(parents=True, exist_ok=True)
-        log.info("hostpath_provisioned", volume=req.volume_name, path=str(path))
+        log.info("hostpath_provisioned", volume=req.volume_name, path=str(path),
+                 source=req.data_source.kind if req.data_source else None)
         requested = req.claim["spec"]["resources"]["requests"]["storage"]
         affinity = None
         if self.node:
@@ -89,3 +132,134 @@ class HostPathProvisioner(Provisioner):
             else:
                 child.unlink()
         log.info("hostpath_recycled", volume=(pv.get("metadata") or {}).get("name"), path=str(path))
+
+    # ---------------------------------------------------------------- data sources (DS rules)
+
+    def _copy_tree(self, source: Path, dest: Path) -> None:
+        """``dest`` (absent) becomes a copy of ``source``'s contents: modes, owners, times, links kept;
+        shared extents where the filesystem can (reflink), a plain copy where it cannot."""
+        dest.mkdir(parents=True)
+        self.executor.run(["cp", "-a", "--reflink=auto", "--", f"{source}/.", str(dest)], timeout=3600)
+
+    def _fill_from_source(self, req: ProvisionRequest, root: Path, path: Path) -> None:
+        """Build the new volume in a temporary directory beside it and rename it into place, so a crash
+        half-way leaves no directory under the volume's name (and the retry starts over)."""
+        source = req.data_source
+        assert source is not None
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f".{req.volume_name}.filling-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        temp = root / f".{req.volume_name}.filling-{uuid.uuid4().hex[:8]}"
+        try:
+            if source.kind == "PersistentVolumeClaim":
+                self._check_clone_source(source)
+                self._copy_tree(Path(source.source_pv["spec"]["hostPath"]["path"]), temp)  # type: ignore[index]
+            elif source.driver in self.names():
+                snapshot = self._snapshot_path(source.snapshot_handle)
+                if snapshot is None:
+                    raise PermanentError(f"snapshot {source.snapshot_handle!r} does not exist")
+                self._copy_tree(snapshot, temp)
+            elif source.driver == BACKUP_DRIVER:
+                # Written by another part of Stowage; imported here so hostPath works without it.
+                try:
+                    from provisioners.backup import restore_tree_from
+                except ImportError as exc:
+                    raise PermanentError(f"provisioner {self.name} cannot restore from {BACKUP_DRIVER}: "
+                                         f"provisioners.backup.restore_tree_from is not available ({exc})") from None
+                temp.mkdir(parents=True)
+                restore_tree_from(source, req.secrets, temp)
+            else:
+                raise PermanentError(f"provisioner {self.name} cannot restore a snapshot of driver "
+                                     f"{source.driver!r} (only {', '.join(sorted(self.names()))} and {BACKUP_DRIVER})")
+            temp.rename(path)
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp, ignore_errors=True)
+        log.info("hostpath_filled", volume=req.volume_name, kind=source.kind)
+
+    def _check_clone_source(self, source: DataSource) -> None:
+        pv = source.source_pv or {}
+        src = self._path(pv)
+        if not self.owns(pv) or src is None:
+            raise PermanentError(f"provisioner {self.name} can clone only its own hostPath volumes")
+        if not src.is_dir():
+            raise PermanentError(f"the source volume's directory {str(src)!r} does not exist")
+
+    # ---------------------------------------------------------------- snapshots (VS, LS rules)
+
+    @staticmethod
+    def _record_path(snapshot: Path) -> Path:
+        return snapshot.with_name(snapshot.name + RECORD_SUFFIX)
+
+    def _read_record(self, snapshot: Path) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self._record_path(snapshot).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("kind") != RECORD_KIND or record.get("name") != snapshot.name:
+            return None
+        return record
+
+    def _snapshot_path(self, handle: str) -> Path | None:
+        """The snapshot directory of ``handle`` when it is one of ours and complete; else None."""
+        if not handle or not os.path.isabs(handle) or "\0" in handle:
+            return None
+        path = Path(os.path.normpath(handle))
+        if path.parent.name != SNAPSHOT_DIR or not path.is_dir() or path.is_symlink():
+            return None
+        return path if self._read_record(path) is not None else None
+
+    def _result(self, path: Path, record: dict[str, Any]) -> SnapshotResult:
+        return SnapshotResult(handle=str(path), restore_size=int(record.get("restoreSize") or 1), ready=True,
+                              creation_time=float(record.get("creationTime") or 0.0))
+
+    def create_snapshot(self, req: SnapshotRequest) -> SnapshotResult:
+        source = self._path(req.pv)
+        if source is None or not self.owns(req.pv):
+            raise PermanentError(f"provisioner {self.name} can snapshot only its own hostPath volumes")
+        if not source.is_dir():
+            raise PermanentError(f"the volume's directory {str(source)!r} does not exist")
+        if "/" in req.name or req.name in ("", ".", ".."):
+            raise PermanentError(f"invalid snapshot name {req.name!r}")
+        snapshots = source.parent / SNAPSHOT_DIR
+        path = snapshots / req.name
+        record = self._read_record(path) if path.is_dir() else None
+        if record is not None:
+            return self._result(path, record)  # the retry of a snapshot already cut
+        snapshots.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            shutil.rmtree(path)  # a copy whose record was never written: cut again
+        for stale in snapshots.glob(f".{req.name}.copying-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        temp = snapshots / f".{req.name}.copying-{uuid.uuid4().hex[:8]}"
+        created = time.time()
+        try:
+            self._copy_tree(source, temp)
+            size = _capacity_bytes(req.pv) or max(1, _tree_bytes(temp))
+            record = {"kind": RECORD_KIND, "name": req.name, "volume": (req.pv.get("metadata") or {}).get("name"),
+                      "creationTime": created, "restoreSize": size}
+            temp.rename(path)
+            record_temp = snapshots / f".{req.name}.record-{uuid.uuid4().hex[:8]}"
+            record_temp.write_text(json.dumps(record))
+            record_temp.rename(self._record_path(path))  # the record last: its presence means complete
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp, ignore_errors=True)
+        log.info("hostpath_snapshot_created", snapshot=req.name, volume=record["volume"], path=str(path))
+        return self._result(path, record)
+
+    def delete_snapshot(self, handle: str, parameters: dict[str, str]) -> None:
+        path = self._snapshot_path(handle)
+        if path is None:
+            log.info("hostpath_snapshot_absent", handle=handle)
+            return  # gone already, or never ours: nothing to delete
+        self._record_path(path).unlink(missing_ok=True)  # first: a half-deleted copy is no snapshot
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("hostpath_snapshot_deleted", path=str(path))
+
+    def snapshot_status(self, handle: str, parameters: dict[str, str]) -> SnapshotResult | None:
+        path = self._snapshot_path(handle)
+        if path is None:
+            return None
+        record = self._read_record(path)
+        return self._result(path, record) if record is not None else None

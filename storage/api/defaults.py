@@ -143,6 +143,19 @@ def _pv(obj: dict[str, Any]) -> None:
 
 def _pvc_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("volumeMode", "Filesystem")
+    normalize_data_sources(spec)
+
+
+def normalize_data_sources(spec: dict[str, Any]) -> None:
+    """DS4, Kubernetes' NormalizeDataSources: a claim that gives only one of dataSource and dataSourceRef gets
+    the other with the same apiGroup, kind and name; except that a dataSourceRef into another namespace has no
+    dataSource twin (dataSource is a local reference)."""
+    source, ref = spec.get("dataSource"), spec.get("dataSourceRef")
+    keys = ("apiGroup", "kind", "name")
+    if isinstance(source, dict) and ref is None:
+        spec["dataSourceRef"] = {k: source[k] for k in keys if k in source}
+    elif isinstance(ref, dict) and source is None and not ref.get("namespace"):
+        spec["dataSource"] = {k: ref[k] for k in keys if k in ref}
 
 
 def _pvc(obj: dict[str, Any]) -> None:

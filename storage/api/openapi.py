@@ -72,6 +72,8 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("StatefulSetPersistentVolumeClaimRetentionPolicy", "whenDeleted"): v.RETENTION_POLICIES,
     ("StatefulSetPersistentVolumeClaimRetentionPolicy", "whenScaled"): v.RETENTION_POLICIES,
     ("PodDisruptionBudgetSpec", "unhealthyPodEvictionPolicy"): v.UNHEALTHY_POD_EVICTION_POLICIES,
+    ("VolumeSnapshotContentSpec", "deletionPolicy"): v.SNAPSHOT_DELETION_POLICIES,
+    ("VolumeSnapshotClass", "deletionPolicy"): v.SNAPSHOT_DELETION_POLICIES,
 }
 
 # Fields Kubernetes marks required (names absent from a model are skipped).
@@ -124,6 +126,15 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "ContainerStatus": ("name", "ready", "restartCount", "image", "imageID"),
     "AttachedVolume": ("name", "devicePath"),
     "ControllerRevision": ("revision",),
+    # The external-snapshotter's and gateway-api's CRD schemas.
+    "VolumeSnapshot": ("spec",),
+    "VolumeSnapshotSpec": ("source",),
+    "VolumeSnapshotContent": ("spec",),
+    "VolumeSnapshotContentSpec": ("deletionPolicy", "driver", "source", "volumeSnapshotRef"),
+    "VolumeSnapshotClass": ("deletionPolicy", "driver"),
+    "ReferenceGrantSpec": ("from", "to"),
+    "ReferenceGrantFrom": ("group", "kind", "namespace"),
+    "ReferenceGrantTo": ("group", "kind"),
 }
 
 EVICTION_GVK = {"group": "policy", "kind": "Eviction", "version": "v1"}
@@ -136,6 +147,10 @@ def definition_name(model: type[BaseModel]) -> str:
     info = next((r for r in RESOURCES if r.kind == name), None)
     if info is not None:
         return f"{_package(info.group)}.{info.version}.{name}"
+    # A CRD kind's own types (ReferenceGrantSpec) go with the kind, whichever module holds them.
+    owner = next((r for r in RESOURCES if r.crd and name.startswith(r.kind)), None)
+    if owner is not None:
+        return f"{_package(owner.group)}.{owner.version}.{name}"
     package = _MODULE_PACKAGES.get(model.__module__) or _module_package(model.__module__)
     return f"{package}.{name}"
 
@@ -152,6 +167,9 @@ def _module_package(module: str) -> str:
 def _package(group: str) -> str:
     if not group:
         return "io.k8s.api.core"
+    if any(r.crd and r.group == group for r in RESOURCES):
+        # A CRD's definitions are named by its group reversed (snapshot.storage.k8s.io: io.k8s.storage.snapshot).
+        return ".".join(reversed(group.split(".")))
     if group.endswith(".k8s.io"):
         return "io.k8s.api." + group[: -len(".k8s.io")]
     return "io.k8s.api." + group
@@ -381,9 +399,7 @@ def _operation(info: ResourceInfo, action: str, op_id: str, response: str, *, bo
     return {
         "operationId": op_id,
         "consumes": ["*/*"] if body is None else (
-            ["application/json-patch+json", "application/merge-patch+json",
-             "application/strategic-merge-patch+json", "application/apply-patch+yaml"]
-            if action == "patch" else ["application/json", "application/yaml"]),
+            _patch_types(info) if action == "patch" else ["application/json", "application/yaml"]),
         "produces": ["application/json", "application/yaml"],
         "schemes": ["https"],
         "tags": [_tag(info)],
@@ -392,6 +408,14 @@ def _operation(info: ResourceInfo, action: str, op_id: str, response: str, *, bo
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": _gvk(info)[0],
     }
+
+
+def _patch_types(info: ResourceInfo) -> list[str]:
+    # A custom resource has no strategic merge patch (VS12): kubectl then sends its apply as a merge patch.
+    if info.crd:
+        return ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
+    return ["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
+            "application/apply-patch+yaml"]
 
 
 def _tag(info: ResourceInfo) -> str:

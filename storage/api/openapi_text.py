@@ -58,6 +58,31 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                                  "budget allows now.",
     "Eviction": "Evicts a pod from its node, subject to its PodDisruptionBudget: POST it to the pod's eviction "
                 "subresource.",
+    "VolumeSnapshot": "A user's request for a point-in-time snapshot of a claim's volume, or a namespaced handle on "
+                      "a snapshot that already exists (a pre-provisioned VolumeSnapshotContent).",
+    "VolumeSnapshotSpec": "What to snapshot (or which existing snapshot to bind) and with which class.",
+    "VolumeSnapshotSource": "Where the snapshot comes from: exactly one of persistentVolumeClaimName (take a new "
+                            "snapshot) and volumeSnapshotContentName (bind an existing one). Immutable.",
+    "VolumeSnapshotStatus": "What the snapshot controller last observed. Check that the snapshot and its content "
+                            "name each other before trusting the binding.",
+    "VolumeSnapshotError": "The last error met while taking the snapshot; cleared once it succeeds.",
+    "VolumeSnapshotContent": "A snapshot on the storage system, cluster-scoped, bound to exactly one VolumeSnapshot. "
+                             "Created by the snapshot controller, or by an administrator for a snapshot that "
+                             "already exists.",
+    "VolumeSnapshotContentSpec": "The snapshot's driver, its source, its deletion policy and the VolumeSnapshot it "
+                                 "is bound to.",
+    "VolumeSnapshotContentSource": "Exactly one of volumeHandle (take a snapshot of this volume) and snapshotHandle "
+                                   "(an existing snapshot). Immutable.",
+    "VolumeSnapshotContentStatus": "What the driver reported about the snapshot.",
+    "VolumeSnapshotClass": "Describes a class of snapshots: which driver takes them, with which parameters, and "
+                           "whether a content is deleted with its snapshot. Cluster-scoped.",
+    "ReferenceGrant": "Allows objects in other namespaces to refer to objects in this one: a claim in a namespace "
+                      "listed in from may use a snapshot or claim here, of a kind listed in to, as its data source.",
+    "ReferenceGrantSpec": "Who may refer (from) to what (to) in the grant's namespace.",
+    "ReferenceGrantFrom": "A group, kind and namespace whose objects may refer to the grant's namespace.",
+    "ReferenceGrantTo": "A group and kind (and optionally a name) in the grant's namespace that may be referred to.",
+    "TypedObjectReference": "A reference to an object by API group, kind, name and optionally namespace.",
+    "TypedLocalObjectReference": "A reference to an object in the same namespace by API group, kind and name.",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -149,9 +174,59 @@ DESCRIPTIONS: dict[str, str] = {
     "PersistentVolumeClaimSpec.storageClassName": "The StorageClass the claim asks for; empty asks for a volume "
                                                   "without class, unset means the default class.",
     "PersistentVolumeClaimSpec.volumeMode": "Filesystem (default) or Block.",
-    "PersistentVolumeClaimSpec.dataSource": "An object to populate the new volume from (a claim or a snapshot).",
+    "PersistentVolumeClaimSpec.dataSource": "An object to populate the new volume from: a PersistentVolumeClaim "
+                                            "or a VolumeSnapshot (apiGroup snapshot.storage.k8s.io) in the same "
+                                            "namespace. When only one of dataSource and dataSourceRef is given, "
+                                            "the server copies it into the other (unless dataSourceRef names a "
+                                            "namespace); when both are given they must be equal.",
+    "VolumeSnapshotSpec.source": "Required; it cannot change once the snapshot is created.",
+    "VolumeSnapshotSpec.volumeSnapshotClassName": "The VolumeSnapshotClass to use; left out, the default class "
+                                                  "of the source's driver. May not be the empty string.",
+    "VolumeSnapshotSource.persistentVolumeClaimName": "The claim, in the snapshot's namespace, to take a new "
+                                                      "snapshot of. Immutable.",
+    "VolumeSnapshotSource.volumeSnapshotContentName": "An existing VolumeSnapshotContent to bind this snapshot to. "
+                                                      "Immutable.",
+    "VolumeSnapshotStatus.boundVolumeSnapshotContentName": "The VolumeSnapshotContent this snapshot is bound to.",
+    "VolumeSnapshotStatus.creationTime": "When the storage system took the snapshot.",
+    "VolumeSnapshotStatus.readyToUse": "Whether a volume may be restored from the snapshot now.",
+    "VolumeSnapshotStatus.restoreSize": "The smallest size of a volume restored from this snapshot.",
+    "VolumeSnapshotStatus.error": "The last error met while taking the snapshot, if any.",
+    "VolumeSnapshotStatus.volumeGroupSnapshotName": "The group snapshot this snapshot is part of, if any.",
+    "VolumeSnapshotError.time": "When the error happened.",
+    "VolumeSnapshotError.message": "What went wrong (never secrets).",
+    "VolumeSnapshotContentSpec.volumeSnapshotRef": "The VolumeSnapshot this content is bound to; name and namespace "
+                                                   "are required.",
+    "VolumeSnapshotContentSpec.deletionPolicy": "Delete: the snapshot on the storage system is deleted with its "
+                                                "VolumeSnapshot; Retain: it is kept. Required.",
+    "VolumeSnapshotContentSpec.driver": "The driver that took (or takes) the snapshot. Required.",
+    "VolumeSnapshotContentSpec.volumeSnapshotClassName": "The VolumeSnapshotClass the snapshot was taken with.",
+    "VolumeSnapshotContentSpec.source": "Required; it cannot change once the content is created.",
+    "VolumeSnapshotContentSpec.sourceVolumeMode": "Filesystem or Block: the mode of the snapshotted volume. "
+                                                  "Immutable once set.",
+    "VolumeSnapshotContentSource.volumeHandle": "The driver's id of the volume to take a snapshot of. Immutable.",
+    "VolumeSnapshotContentSource.snapshotHandle": "The driver's id of an existing snapshot. Immutable.",
+    "VolumeSnapshotContentStatus.snapshotHandle": "The driver's id of the snapshot.",
+    "VolumeSnapshotContentStatus.creationTime": "When the snapshot was taken, in nanoseconds since the Unix epoch.",
+    "VolumeSnapshotContentStatus.restoreSize": "The snapshot's size in bytes.",
+    "VolumeSnapshotContentStatus.readyToUse": "Whether a volume may be restored from the snapshot now.",
+    "VolumeSnapshotContentStatus.error": "The last error the driver reported, if any.",
+    "VolumeSnapshotContentStatus.volumeGroupSnapshotHandle": "The driver's id of the group snapshot, if any.",
+    "VolumeSnapshotClass.driver": "The driver that takes this class's snapshots. Required.",
+    "VolumeSnapshotClass.parameters": "Driver-specific parameters (for backup.stowage.io: store, and the "
+                                      "snapshotter secret's name and namespace).",
+    "VolumeSnapshotClass.deletionPolicy": "Delete or Retain: what happens to a content taken with this class when "
+                                          "its VolumeSnapshot is deleted. Required.",
+    "ReferenceGrantSpec.from": "The groups, kinds and namespaces that may refer here (1 to 16 entries).",
+    "ReferenceGrantSpec.to": "The groups and kinds here that may be referred to (1 to 16 entries).",
+    "ReferenceGrantFrom.group": "The referring object's API group; empty for the core group.",
+    "ReferenceGrantFrom.kind": "The referring object's kind (PersistentVolumeClaim for a claim's data source).",
+    "ReferenceGrantFrom.namespace": "The referring object's namespace.",
+    "ReferenceGrantTo.group": "The referred-to object's API group; empty for the core group.",
+    "ReferenceGrantTo.kind": "The referred-to object's kind.",
+    "ReferenceGrantTo.name": "The referred-to object's name; left out, every object of that kind.",
     "PersistentVolumeClaimSpec.dataSourceRef": "An object to populate the new volume from, possibly in another "
-                                               "API group.",
+                                               "API group or, with namespace, in another namespace (allowed only "
+                                               "by a ReferenceGrant there; dataSource must then be left out).",
     "PersistentVolumeClaimStatus.phase": "Pending, Bound or Lost.",
     "PersistentVolumeClaimStatus.accessModes": "The access modes the bound volume offers.",
     "PersistentVolumeClaimStatus.capacity": "The resources of the bound volume.",

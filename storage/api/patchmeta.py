@@ -41,7 +41,7 @@ LIST_MAP_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
 # Structs Kubernetes declares atomic (``x-kubernetes-map-type: atomic``): server-side apply owns them whole.
 ATOMIC_STRUCTS = frozenset({
     "LabelSelector", "NodeSelector", "ObjectReference", "LocalObjectReference", "TypedLocalObjectReference",
-    "SecretReference", "ConfigMapKeySelector", "SecretKeySelector", "ObjectFieldSelector", "ResourceFieldSelector",
+    "TypedObjectReference", "SecretReference", "ConfigMapKeySelector", "SecretKeySelector", "ObjectFieldSelector", "ResourceFieldSelector",
 })
 
 

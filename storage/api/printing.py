@@ -31,11 +31,24 @@ _MODE_ORDER = (
 
 
 @dataclass(frozen=True)
+class Column:
+    """A column as a CustomResourceDefinition's additionalPrinterColumns declares it (the Table's name, type,
+    format and description), for kinds that Kubernetes serves from a CRD."""
+
+    name: str
+    type: str = "string"
+    description: str = ""
+    format: str = ""
+
+
+@dataclass(frozen=True)
 class Columns:
     headers: list[str]
     row: RowFn
     wide_headers: list[str] | None = None
     wide_row: RowFn | None = None
+    # Per header: the Table column definition, where it is not derived from the header.
+    definitions: dict[str, Column] | None = None
 
 
 _TABLES: dict[str, Columns] = {}
@@ -533,6 +546,99 @@ def _backup_schedule(obj: dict[str, Any], now: datetime) -> Row:
 register("BackupSchedule", Columns(["NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"], _backup_schedule))
 
 
+# --- snapshot.storage.k8s.io and gateway.networking.k8s.io: their CRDs' additionalPrinterColumns ------------
+
+
+def _path(obj: dict[str, Any], *keys: str) -> Any:
+    value: Any = obj
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _crd_cell(value: Any) -> str:
+    """A CRD column's cell as kubectl shows it: booleans in lower case, an absent value as an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _crd_date(value: Any, now: datetime) -> str:
+    # The API server turns a CRD's "date" column into a duration since then (apiextensions' tableconvertor).
+    return age(value, now) if value else ""
+
+
+def _volume_snapshot(obj: dict[str, Any], now: datetime) -> Row:
+    spec, status = _spec(obj), _status(obj)
+    source = spec.get("source") or {}
+    return [_name(obj), _crd_cell(status.get("readyToUse")), _crd_cell(source.get("persistentVolumeClaimName")),
+            _crd_cell(source.get("volumeSnapshotContentName")), _crd_cell(status.get("restoreSize")),
+            _crd_cell(spec.get("volumeSnapshotClassName")), _crd_cell(status.get("boundVolumeSnapshotContentName")),
+            _crd_date(status.get("creationTime"), now), object_age(obj, now)]
+
+
+def _volume_snapshot_content(obj: dict[str, Any], now: datetime) -> Row:
+    spec, status = _spec(obj), _status(obj)
+    return [_name(obj), _crd_cell(status.get("readyToUse")), _crd_cell(status.get("restoreSize")),
+            _crd_cell(spec.get("deletionPolicy")), _crd_cell(spec.get("driver")),
+            _crd_cell(spec.get("volumeSnapshotClassName")), _crd_cell(_path(spec, "volumeSnapshotRef", "name")),
+            _crd_cell(_path(spec, "volumeSnapshotRef", "namespace")), object_age(obj, now)]
+
+
+def _volume_snapshot_class(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), _crd_cell(obj.get("driver")), _crd_cell(obj.get("deletionPolicy")), object_age(obj, now)]
+
+
+def _name_age(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), object_age(obj, now)]
+
+
+_CRD_NAME = Column("Name", "string", "The object's name, unique in its namespace (or the cluster).", "name")
+_CRD_AGE = Column("Age", "date", "How long ago the object was created.")
+
+
+def _crd_columns(headers: list[str], row: RowFn, columns: list[Column]) -> Columns:
+    definitions = {"NAME": _CRD_NAME, "AGE": _CRD_AGE}
+    definitions.update({header: column for header, column in zip(headers[1:], columns)})
+    return Columns(headers, row, definitions=definitions)
+
+
+_READY = Column("ReadyToUse", "boolean", "Whether a volume may be restored from the snapshot now.")
+register("VolumeSnapshot", _crd_columns(
+    ["NAME", "READYTOUSE", "SOURCEPVC", "SOURCESNAPSHOTCONTENT", "RESTORESIZE", "SNAPSHOTCLASS", "SNAPSHOTCONTENT",
+     "CREATIONTIME", "AGE"], _volume_snapshot, [
+        _READY,
+        Column("SourcePVC", "string", "The claim a new snapshot is (or was) taken of."),
+        Column("SourceSnapshotContent", "string", "The existing VolumeSnapshotContent this snapshot binds."),
+        Column("RestoreSize", "string", "The smallest size of a volume restored from the snapshot."),
+        Column("SnapshotClass", "string", "The VolumeSnapshotClass the snapshot asks for."),
+        Column("SnapshotContent", "string", "The VolumeSnapshotContent the snapshot is bound to (the binding holds "
+               "only when the content names the snapshot too)."),
+        Column("CreationTime", "date", "When the storage system took the snapshot."),
+    ]))
+register("VolumeSnapshotContent", _crd_columns(
+    ["NAME", "READYTOUSE", "RESTORESIZE", "DELETIONPOLICY", "DRIVER", "VOLUMESNAPSHOTCLASS", "VOLUMESNAPSHOT",
+     "VOLUMESNAPSHOTNAMESPACE", "AGE"], _volume_snapshot_content, [
+        _READY,
+        Column("RestoreSize", "integer", "The snapshot's size in bytes."),
+        Column("DeletionPolicy", "string", "Whether the snapshot on the storage system is deleted (Delete) or kept "
+               "(Retain) with its VolumeSnapshot."),
+        Column("Driver", "string", "The driver that took the snapshot."),
+        Column("VolumeSnapshotClass", "string", "The VolumeSnapshotClass the snapshot was taken with."),
+        Column("VolumeSnapshot", "string", "The VolumeSnapshot the content is bound to."),
+        Column("VolumeSnapshotNamespace", "string", "The namespace of the VolumeSnapshot the content is bound to."),
+    ]))
+register("VolumeSnapshotClass", _crd_columns(
+    ["NAME", "DRIVER", "DELETIONPOLICY", "AGE"], _volume_snapshot_class, [
+        Column("Driver", "string"),
+        Column("DeletionPolicy", "string", "Whether a content taken with this class is deleted (Delete) or kept "
+               "(Retain) with its VolumeSnapshot."),
+    ]))
+register("ReferenceGrant", _crd_columns(["NAME", "AGE"], _name_age, []))
+
+
 # --- meta.k8s.io/v1 Table ------------------------------------------------------------------------
 
 # Column names as Kubernetes sends them (kubectl upper-cases them for display).
@@ -571,6 +677,11 @@ def _definitions(kind: str) -> tuple[tuple[dict[str, Any], ...], tuple[int, ...]
     out = []
     for priority, headers in ((0, cols.headers), (1, cols.wide_headers or [])):
         for header in headers:
+            declared = (cols.definitions or {}).get(header)
+            if declared is not None:
+                out.append({"name": declared.name, "type": declared.type, "format": declared.format,
+                            "description": declared.description, "priority": priority})
+                continue
             definition: dict[str, Any] = {
                 "name": _COLUMN_NAMES.get(header, header.title()),
                 "type": "integer" if header in _INTEGER_COLUMNS else "string",
@@ -579,7 +690,7 @@ def _definitions(kind: str) -> tuple[tuple[dict[str, Any], ...], tuple[int, ...]
                 "priority": priority,
             }
             out.append(definition)
-    cached = (tuple(out), tuple(i for i, d in enumerate(out) if d["type"] == "integer"))
+    cached = (tuple(out), tuple(i for i, d in enumerate(out) if d["type"] in ("integer", "boolean")))
     _DEFINITIONS[kind] = cached
     return cached
 
@@ -590,9 +701,14 @@ def table_cells(kind: str, obj: dict[str, Any], now: datetime) -> list[Any]:
     cells: list[Any] = list(cols.row(obj, now))
     if cols.wide_row is not None:
         cells += cols.wide_row(obj, now)
+    definitions = _definitions(kind)[0]
     for i in _definitions(kind)[1]:
         try:
-            cells[i] = int(cells[i])
+            if definitions[i]["type"] == "boolean":
+                if cells[i] in ("true", "false"):
+                    cells[i] = cells[i] == "true"
+            else:
+                cells[i] = int(cells[i])
         except (TypeError, ValueError, IndexError):
             pass
     return cells

@@ -23,6 +23,9 @@ class ResourceInfo:
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
     # False for create-only reviews the API server answers itself (SubjectAccessReview, ...): never stored.
     stored: bool = True
+    # Served in Kubernetes from a CustomResourceDefinition (the external-snapshotter's, gateway-api's): JSON
+    # only, so a protobuf request body for it is refused with 415 and responses are always JSON.
+    crd: bool = False
 
     @property
     def api_version(self) -> str:
@@ -105,15 +108,17 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  ("pdb",)),
     # Stowage's own kind (SEMANTICS BC12): snapshots of claims on a cron schedule, with retention.
     ResourceInfo("BackupSchedule", "backupschedules", "backupschedule", "backup.stowage.io", "v1alpha1", True,
-                 ("bsched",)),
+                 ("bsched",), crd=True),
     ResourceInfo("VolumeSnapshot", "volumesnapshots", "volumesnapshot", SNAPSHOT_GROUP, "v1", True, ("vs",),
-                 legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",)),
+                 legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",), crd=True),
     ResourceInfo("VolumeSnapshotContent", "volumesnapshotcontents", "volumesnapshotcontent", SNAPSHOT_GROUP, "v1",
-                 False, ("vsc", "vscs"), legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",)),
+                 False, ("vsc", "vscs"), legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",), crd=True),
     ResourceInfo("VolumeSnapshotClass", "volumesnapshotclasses", "volumesnapshotclass", SNAPSHOT_GROUP, "v1", False,
-                 ("vsclass", "vsclasses"), has_status=False, legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",)),
+                 ("vsclass", "vsclasses"), has_status=False, legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",),
+                 crd=True),
     ResourceInfo("ReferenceGrant", "referencegrants", "referencegrant", "gateway.networking.k8s.io", "v1beta1", True,
-                 ("refgrant",), has_status=False, legacy_api_versions=("gateway.networking.k8s.io/v1alpha2",)),
+                 ("refgrant",), has_status=False, legacy_api_versions=("gateway.networking.k8s.io/v1alpha2",),
+                 crd=True),
 )
 
 _BY_KIND = {r.kind: r for r in RESOURCES}

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from storage.api.bench_figures import BenchParameterError, parse_requirements
 from storage.api.conversion import convert
+from storage.api.defaults import normalize_data_sources
 from storage.api.disruption import UNHEALTHY_POD_EVICTION_POLICIES as _UNHEALTHY_POD_EVICTION_POLICIES
 from storage.api.modelbase import dump
 from storage.api.models import MODELS
@@ -732,6 +733,46 @@ def _pvc_spec(errs: _Errors, spec: Any, path: str) -> None:
     errs.enum(f"{path}.volumeMode", spec.get("volumeMode"), VOLUME_MODES)
     if spec.get("volumeName"):
         errs.names(f"{path}.volumeName", spec.get("volumeName"), is_dns1123_subdomain)
+    _data_sources(errs, spec, path)
+
+
+# Kinds of the core group a claim may name as its data source; other groups' kinds (a VolumeSnapshot, a
+# populator's kind) are the populators' business (Kubernetes' supportedDataSourceAPIGroupKinds).
+DATA_SOURCE_CORE_KINDS = ("PersistentVolumeClaim",)
+
+
+def _data_source(errs: _Errors, ref: dict[str, Any], path: str) -> None:
+    """Kubernetes' validateDataSource / validateDataSourceRef."""
+    if not ref.get("name"):
+        errs.required(f"{path}.name")
+    if not ref.get("kind"):
+        errs.required(f"{path}.kind")
+    group = ref.get("apiGroup") or ""
+    if not group:
+        if ref.get("kind") not in DATA_SOURCE_CORE_KINDS:
+            errs.unsupported(path, ref.get("kind") or "", DATA_SOURCE_CORE_KINDS)
+    else:
+        errs.names(f"{path}.apiGroup", group, is_dns1123_subdomain)
+    namespace = ref.get("namespace")
+    if namespace:
+        errs.names(f"{path}.namespace", namespace, is_dns1123_label)
+
+
+def _data_sources(errs: _Errors, spec: dict[str, Any], path: str) -> None:
+    """DS1-DS3: each reference well formed; both given: equal, unless dataSourceRef names another namespace,
+    where dataSource must be absent (ValidatePersistentVolumeClaimSpec)."""
+    source, ref = spec.get("dataSource"), spec.get("dataSourceRef")
+    if source is not None:
+        _data_source(errs, _d(source), f"{path}.dataSource")
+    if ref is not None:
+        _data_source(errs, _d(ref), f"{path}.dataSourceRef")
+    if ref is not None and _d(ref).get("namespace"):
+        if source is not None:
+            errs.invalid(path, f"{path}.dataSource", "may not be specified when dataSourceRef.namespace is specified")
+    elif source is not None and ref is not None:
+        s, r = _d(source), _d(ref)
+        if (s.get("apiGroup"), s.get("kind"), s.get("name")) != (r.get("apiGroup"), r.get("kind"), r.get("name")):
+            errs.invalid(path, f"{path}.dataSource", "must match dataSourceRef")
 
 
 def _pvc(errs: _Errors, obj: dict[str, Any]) -> None:
@@ -742,6 +783,8 @@ def _pvc_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None
     ns, os_ = _d(new.get("spec")), _d(old.get("spec"))
     bound = _d(old.get("status")).get("phase") == "Bound" or _d(new.get("status")).get("phase") == "Bound"
     new_cmp, old_cmp = dict(ns), dict(os_)
+    # DS4: a claim stored before dataSource and dataSourceRef were mirrored compares as if it had been.
+    normalize_data_sources(old_cmp)
     # The binder fills volumeName once; P3 may give a class to a claim that had none.
     if not os_.get("volumeName"):
         new_cmp.pop("volumeName", None)
@@ -879,6 +922,164 @@ def _spec_immutable(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> 
         errs.invalid("spec", new.get("spec"), "field is immutable")
 
 
+# --- snapshots (the external-snapshotter's CRDs) and ReferenceGrant -------------------------------
+# These kinds are CustomResourceDefinitions in Kubernetes: their checks are the CRDs' OpenAPI schemas
+# (required, enum, pattern) and x-kubernetes-validations (CEL) rules, with the API server's wording. A CEL
+# rule that fails is reported as ``<path>: Invalid value: "<type>": <the rule's message>``.
+
+SNAPSHOT_DELETION_POLICIES = ("Delete", "Retain")
+SOURCE_VOLUME_MODES = VOLUME_MODES
+# ReferenceGrant (gateway-api v1beta1): its field patterns and lengths.
+_GATEWAY_GROUP = re.compile(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_GATEWAY_KIND = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+_GATEWAY_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+REFERENCE_GRANT_MAX_ITEMS = 16
+
+
+def _cel(errs: _Errors, path: str, type_name: str, message: str) -> None:
+    """A failed x-kubernetes-validations rule, as the API server words it."""
+    errs.invalid(path, type_name, message)
+
+
+def _schema_string(errs: _Errors, path: str, value: Any, *, pattern: re.Pattern[str] | None = None,
+                   min_length: int = 0, max_length: int | None = None) -> None:
+    """An OpenAPI string's minLength, maxLength and pattern, in the API server's words."""
+    if not isinstance(value, str):
+        return
+    if max_length is not None and len(value) > max_length:
+        errs.items.append(FieldError(path, "Too long", f"may not be longer than {max_length}", value, True))
+    if len(value) < min_length:
+        errs.invalid(path, value, f"{path} in body should be at least {min_length} chars long")
+    if pattern is not None and not pattern.match(value):
+        errs.invalid(path, value, f"{path} in body should match '{pattern.pattern}'")
+
+
+def _schema_items(errs: _Errors, path: str, items: Any, min_items: int, max_items: int) -> None:
+    if not isinstance(items, list):
+        return
+    if len(items) < min_items:
+        errs.invalid(path, len(items), f"{path} in body should have at least {min_items} items")
+    if len(items) > max_items:
+        errs.items.append(FieldError(path, "Too many", f"must have at most {max_items} items", len(items), True))
+
+
+def _exactly_one(errs: _Errors, path: str, holder: dict[str, Any], a: str, b: str, message: str) -> None:
+    # CEL's has() is true for a field that is present, even with an empty string.
+    if (a in holder) == (b in holder):
+        _cel(errs, path, "object", message)
+
+
+def _volume_snapshot(errs: _Errors, obj: dict[str, Any]) -> None:
+    """VS1-VS3: spec and spec.source required; exactly one source; a class name, when set, is not empty."""
+    if obj.get("spec") is None:
+        errs.required("spec")
+        return
+    spec = _d(obj.get("spec"))
+    if spec.get("source") is None:
+        errs.required("spec.source")
+    else:
+        _exactly_one(errs, "spec.source", _d(spec.get("source")), "volumeSnapshotContentName",
+                     "persistentVolumeClaimName",
+                     "exactly one of volumeSnapshotContentName and persistentVolumeClaimName must be set")
+    if spec.get("volumeSnapshotClassName") == "":
+        _cel(errs, "spec.volumeSnapshotClassName", "string",
+             "volumeSnapshotClassName must not be the empty string when set")
+
+
+def _immutable_once_set(errs: _Errors, path: str, new: dict[str, Any], old: dict[str, Any], key: str,
+                        immutable_message: str, holder_type: str = "object") -> None:
+    """The CRDs' pair of rules for a field: ``self == oldSelf`` on it, ``!has(oldSelf.x) || has(self.x)`` above it."""
+    if key in old and key not in new:
+        _cel(errs, path, holder_type, f"{key} is required once set")
+    elif key in old and new.get(key) != old.get(key):
+        _cel(errs, f"{path}.{key}", "string", immutable_message)
+
+
+def _volume_snapshot_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    """VS4: the source's names are immutable and cannot be removed."""
+    ns, os_ = _d(_d(new.get("spec")).get("source")), _d(_d(old.get("spec")).get("source"))
+    for key in ("persistentVolumeClaimName", "volumeSnapshotContentName"):
+        _immutable_once_set(errs, "spec.source", ns, os_, key, f"{key} is immutable")
+
+
+def _volume_snapshot_content(errs: _Errors, obj: dict[str, Any]) -> None:
+    """VS5-VS7: deletionPolicy, driver, source, volumeSnapshotRef required; one handle; ref name+namespace."""
+    if obj.get("spec") is None:
+        errs.required("spec")
+        return
+    spec = _d(obj.get("spec"))
+    for key in ("deletionPolicy", "driver", "source", "volumeSnapshotRef"):
+        if spec.get(key) is None:
+            errs.required(f"spec.{key}")
+    errs.enum("spec.deletionPolicy", spec.get("deletionPolicy"), SNAPSHOT_DELETION_POLICIES)
+    if spec.get("source") is not None:
+        _exactly_one(errs, "spec.source", _d(spec.get("source")), "volumeHandle", "snapshotHandle",
+                     "exactly one of volumeHandle and snapshotHandle must be set")
+    ref = spec.get("volumeSnapshotRef")
+    if ref is not None and not ("name" in _d(ref) and "namespace" in _d(ref)):
+        _cel(errs, "spec.volumeSnapshotRef", "object",
+             "both spec.volumeSnapshotRef.name and spec.volumeSnapshotRef.namespace must be set")
+
+
+def _volume_snapshot_content_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    """VS8: the source handles and sourceVolumeMode are immutable and cannot be removed once set."""
+    nspec, ospec = _d(new.get("spec")), _d(old.get("spec"))
+    ns, os_ = _d(nspec.get("source")), _d(ospec.get("source"))
+    _immutable_once_set(errs, "spec.source", ns, os_, "volumeHandle", "Spec.Source.VolumeHandle is immutable")
+    _immutable_once_set(errs, "spec.source", ns, os_, "snapshotHandle", "Spec.Source.SnapshotHandle is immutable")
+    _immutable_once_set(errs, "spec", nspec, ospec, "sourceVolumeMode", "Spec.sourceVolumeMode is immutable")
+
+
+def _volume_snapshot_class(errs: _Errors, obj: dict[str, Any]) -> None:
+    """VS9: driver and deletionPolicy required; deletionPolicy Delete or Retain."""
+    for key in ("deletionPolicy", "driver"):
+        if obj.get(key) is None:
+            errs.required(key)
+    errs.enum("deletionPolicy", obj.get("deletionPolicy"), SNAPSHOT_DELETION_POLICIES)
+
+
+def _reference_grant(errs: _Errors, obj: dict[str, Any]) -> None:
+    """DS5: gateway-api's ReferenceGrant schema: from and to, 1 to 16 entries each, with its name patterns."""
+    if obj.get("spec") is None:
+        return  # the CRD does not require a spec; a grant without one allows nothing
+    spec = _d(obj.get("spec"))
+    for key in ("from", "to"):
+        if spec.get(key) is None:
+            errs.required(f"spec.{key}")
+        _schema_items(errs, f"spec.{key}", spec.get(key), 1, REFERENCE_GRANT_MAX_ITEMS)
+    for i, entry in enumerate(_l(spec.get("from"))):
+        entry, p = _d(entry), f"spec.from[{i}]"
+        for key in ("group", "kind", "namespace"):
+            if entry.get(key) is None:
+                errs.required(f"{p}.{key}")
+        _schema_string(errs, f"{p}.group", entry.get("group"), pattern=_GATEWAY_GROUP, max_length=253)
+        _schema_string(errs, f"{p}.kind", entry.get("kind"), pattern=_GATEWAY_KIND, min_length=1, max_length=63)
+        _schema_string(errs, f"{p}.namespace", entry.get("namespace"), pattern=_GATEWAY_NAMESPACE, min_length=1,
+                       max_length=63)
+    for i, entry in enumerate(_l(spec.get("to"))):
+        entry, p = _d(entry), f"spec.to[{i}]"
+        for key in ("group", "kind"):
+            if entry.get(key) is None:
+                errs.required(f"{p}.{key}")
+        _schema_string(errs, f"{p}.group", entry.get("group"), pattern=_GATEWAY_GROUP, max_length=253)
+        _schema_string(errs, f"{p}.kind", entry.get("kind"), pattern=_GATEWAY_KIND, min_length=1, max_length=63)
+        _schema_string(errs, f"{p}.name", entry.get("name"), min_length=1, max_length=253)
+
+
+def _snapshot_status(errs: _Errors, info: ResourceInfo, status: dict[str, Any]) -> None:
+    """VS10: the status schemas: a VolumeSnapshot's restoreSize is a quantity, a content's a byte count >= 0."""
+    size = status.get("restoreSize")
+    if info.kind == "VolumeSnapshot" and isinstance(size, str):
+        try:
+            parse_quantity(size)
+        except (ValueError, ArithmeticError):
+            errs.invalid("status.restoreSize", size, "status.restoreSize in body should match "
+                         "'^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\\+|-)?(([0-9]+"
+                         "(\\.[0-9]*)?)|(\\.[0-9]+))))?$'")
+    if info.kind == "VolumeSnapshotContent" and isinstance(size, int) and size < 0:
+        errs.invalid("status.restoreSize", size, "status.restoreSize in body should be greater than or equal to 0")
+
+
 # --- workloads -----------------------------------------------------------------------------------
 
 
@@ -895,9 +1096,10 @@ def _workload_selector(errs: _Errors, spec: dict[str, Any], what: str) -> Callab
         return None
     # A selector of the wrong shape is reported by the schema check; matching the template
     # against it would only add a confusing second error (or fail outright on a non-dict).
-    well_formed = isinstance(sel.get("matchLabels") or {}, dict) and all(
-        isinstance(e, dict) for e in (sel.get("matchExpressions") or [])
-    ) and isinstance(sel.get("matchExpressions") or [], list)
+    # The list's type is checked before its items are walked (matchExpressions: true is not iterable).
+    expressions = sel.get("matchExpressions") or []
+    well_formed = (isinstance(sel.get("matchLabels") or {}, dict) and isinstance(expressions, list)
+                   and all(isinstance(e, dict) for e in expressions))
     if len(errs.items) > before or not well_formed:
         return None
     return lambda labels: _selector_matches(sel, labels)
@@ -1392,6 +1594,10 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ServiceAccount": _nothing,
     "CertificateSigningRequest": _csr,
     "PodDisruptionBudget": _pod_disruption_budget,
+    "VolumeSnapshot": _volume_snapshot,
+    "VolumeSnapshotContent": _volume_snapshot_content,
+    "VolumeSnapshotClass": _volume_snapshot_class,
+    "ReferenceGrant": _reference_grant,
 }
 _UPDATE_RULES: dict[str, _UpdateRule] = {
     "PersistentVolume": _pv_update,
@@ -1410,6 +1616,8 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "RoleBinding": _role_ref_immutable,
     "ClusterRoleBinding": _role_ref_immutable,
     "CertificateSigningRequest": _spec_immutable,
+    "VolumeSnapshot": _volume_snapshot_update,
+    "VolumeSnapshotContent": _volume_snapshot_content_update,
 }
 _STATUS_PHASES: dict[str, tuple[str, ...]] = {
     "PersistentVolume": PV_PHASES,
@@ -1540,6 +1748,8 @@ def validate_status(obj: dict[str, Any], old: dict[str, Any] | None = None) -> d
     if info.kind == "PodDisruptionBudget":
         for key in ("disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods"):
             errs.non_negative(f"status.{key}", status.get(key))
+    if info.kind in ("VolumeSnapshot", "VolumeSnapshotContent"):
+        _snapshot_status(errs, info, status)
     if info.kind == "PersistentVolumeClaim":
         for mode in _l(status.get("accessModes")):
             errs.enum("status.accessModes", mode, ACCESS_MODES)

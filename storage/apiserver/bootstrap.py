@@ -96,6 +96,9 @@ def cluster_roles() -> list[Obj]:
             _rule(["create"], [""], ["serviceaccounts/token"]),
             _rule(_WRITE, ["apps"], [r for r in apps if not r.endswith("/status") and r != "controllerrevisions"]),
             _rule(_WRITE, ["policy"], ["poddisruptionbudgets"]),
+            # VS14: a namespace's users take and delete snapshots of their claims; contents and classes are
+            # cluster-scoped, for administrators.
+            _rule(_WRITE, ["snapshot.storage.k8s.io"], ["volumesnapshots"]),
         ], labels={AGGREGATE_TO["edit"]: "true"}),
         # Never secrets: a view user must not read credentials (as Kubernetes).
         _role("system:aggregate-to-view", [
@@ -103,6 +106,7 @@ def cluster_roles() -> list[Obj]:
             _rule(_READ, [""], ["namespaces"]),
             _rule(_READ, ["apps"], apps),
             _rule(_READ, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
+            _rule(_READ, ["snapshot.storage.k8s.io"], ["volumesnapshots", "volumesnapshots/status"]),
         ], labels={AGGREGATE_TO["view"]: "true"}),
         _role("system:discovery", [_urls(["get"], ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez",
                                                   "/openapi", "/openapi/*", "/readyz", "/version", "/version/"])]),

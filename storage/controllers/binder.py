@@ -30,6 +30,7 @@ from storage.controllers.binder_index import (
     find_best_volume, find_best_volume_linear, is_deleting, is_volume_bound_to_claim, object_class,
     volume_capacity, volume_mode, volume_phase,
 )
+from storage.controllers.datasource import Refuse, Resolved, Wait, data_source_ref, resolve_data_source, source_namespace
 from storage.controllers.faults import fault_point
 from storage.controllers.secrets import store_config_map_reader, store_secret_reader
 from storage.controllers.volume_objects import delete_objects, ensure_objects
@@ -47,6 +48,8 @@ ANN_BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
 ANN_DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 ANN_BETA_DEFAULT_CLASS = "storageclass.beta.kubernetes.io/is-default-class"
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
+# DS20: on a claim while another claim is being cloned from it (the external-provisioner's finalizer).
+CLONE_PROTECTION = "provisioner.storage.kubernetes.io/cloning-protection"
 PV_PROTECTION = "kubernetes.io/pv-protection"
 
 MSG_NO_CLASS = "no persistent volumes available for this claim and no storage class is set"
@@ -121,6 +124,10 @@ class BinderState:
         self.pending_by_class: dict[str, set[str]] = {}
         self.claims_by_volume_name: dict[str, set[str]] = {}
         self._claim_facts: dict[str, tuple[str | None, str | None]] = {}
+        # DS: pending claims filled from a data source, by (kind, source namespace, source name), so the
+        # source's change (a snapshot becoming ready, a ReferenceGrant) wakes exactly them.
+        self.claims_by_source: dict[tuple[str, str, str], set[str]] = {}
+        self._source_facts: dict[str, tuple[str, str, str]] = {}
         self.live = hasattr(cache, "add_handler")
         if self.live:
             cache.add_handler(PVS, self._on_volume)  # type: ignore[attr-defined]
@@ -143,6 +150,9 @@ class BinderState:
                     self.pending_by_class.get(pending_class, set()).discard(key)
                 if volume_name:
                     self.claims_by_volume_name.get(volume_name, set()).discard(key)
+                source = self._source_facts.pop(key, None)
+                if source is not None:
+                    self.claims_by_source.get(source, set()).discard(key)
             if new is not None:
                 key = _key(new)
                 pending_class = object_class(new) if is_pending_claim(new) else None
@@ -152,6 +162,27 @@ class BinderState:
                     self.pending_by_class.setdefault(pending_class, set()).add(key)
                 if volume_name:
                     self.claims_by_volume_name.setdefault(volume_name, set()).add(key)
+                ref = data_source_ref(new)
+                if ref is not None and pending_class is not None:
+                    source = (str(ref.get("kind") or ""), source_namespace(new), str(ref.get("name") or ""))
+                    self._source_facts[key] = source
+                    self.claims_by_source.setdefault(source, set()).add(key)
+
+    def claims_from(self, kind: str, namespace: str, name: str | None = None) -> list[str]:
+        """Pending claims filled from the ``kind`` object ``namespace/name`` (any name when None)."""
+        if not self.live:
+            out = []
+            for c in self.cache.list(PVCS):
+                ref = data_source_ref(c)
+                if ref is not None and is_pending_claim(c) and ref.get("kind") == kind and \
+                        source_namespace(c) == namespace and (name is None or ref.get("name") == name):
+                    out.append(_key(c))
+            return out
+        with self.lock:
+            if name is not None:
+                return sorted(self.claims_by_source.get((kind, namespace, name), ()))
+            return sorted(k for (kd, ns, _n), keys in self.claims_by_source.items() if kd == kind and ns == namespace
+                          for k in keys)
 
     def find(self, claim: dict[str, Any], delay_binding: bool) -> dict[str, Any] | None:
         if not self.live:
@@ -329,7 +360,33 @@ class ClaimBinder(_Base):
     primary = PVCS
 
     def watches(self) -> dict[str, Callable[[dict[str, Any]], Iterable[str]]]:
-        return {PVS: self._keys_for_volume, SCS: self._keys_for_class}
+        return {PVS: self._keys_for_volume, SCS: self._keys_for_class, PVCS: self._keys_for_source_claim,
+                "volumesnapshots": self._keys_for_snapshot, "volumesnapshotcontents": self._keys_for_content,
+                "referencegrants": self._keys_for_grant}
+
+    # DS: a data source's change wakes the claims waiting for it.
+    def _keys_for_source_claim(self, claim: dict[str, Any]) -> list[str]:
+        meta = _meta(claim)
+        keys = self.state.claims_from("PersistentVolumeClaim", meta.get("namespace") or "", meta["name"])
+        ref = data_source_ref(claim)
+        if ref is not None and ref.get("kind") == "PersistentVolumeClaim" and ref.get("name"):
+            keys.append(f"{source_namespace(claim)}/{ref['name']}")  # DS20: the source may drop its protection
+        return keys
+
+    def _keys_for_snapshot(self, snapshot: dict[str, Any]) -> list[str]:
+        meta = _meta(snapshot)
+        return self.state.claims_from("VolumeSnapshot", meta.get("namespace") or "", meta["name"])
+
+    def _keys_for_content(self, content: dict[str, Any]) -> list[str]:
+        ref = (content.get("spec") or {}).get("volumeSnapshotRef") or {}
+        if not ref.get("name"):
+            return []
+        return self.state.claims_from("VolumeSnapshot", ref.get("namespace") or "", ref["name"])
+
+    def _keys_for_grant(self, grant: dict[str, Any]) -> list[str]:
+        namespace = _meta(grant).get("namespace") or ""
+        return self.state.claims_from("VolumeSnapshot", namespace) + \
+            self.state.claims_from("PersistentVolumeClaim", namespace)
 
     def _keys_for_volume(self, volume: dict[str, Any]) -> list[str]:
         keys: list[str] = []
@@ -390,6 +447,8 @@ class ClaimBinder(_Base):
         return delay, _ann(claim).get(ANN_SELECTED_NODE, "")
 
     def sync_claim(self, claim: dict[str, Any]) -> Result:
+        if CLONE_PROTECTION in (_meta(claim).get("finalizers") or []):
+            claim = self._release_clone_protection(claim)
         if ANN_BIND_COMPLETED not in _ann(claim):
             return self._sync_unbound(claim)
         return self._sync_bound(claim)
@@ -400,7 +459,9 @@ class ClaimBinder(_Base):
         volume_name = (claim.get("spec") or {}).get("volumeName") or ""
         if not volume_name:
             delay, selected_node = self._delay_binding(claim)
-            if delay and selected_node:
+            if data_source_ref(claim) is not None:
+                volume = None  # DS10: a claim filled from a source is always provisioned, never bound to a free volume
+            elif delay and selected_node:
                 node = self.ctx.cache.get(NODES, "", selected_node) or {"metadata": {"name": selected_node, "labels": {
                     "kubernetes.io/hostname": selected_node}}}
                 volumes = sorted(self.state.index.volumes() if self.state.live else self.ctx.cache.list(PVS),
@@ -462,6 +523,23 @@ class ClaimBinder(_Base):
         self._set_claim_phase(claim, "Lost", None, ("Warning", "ClaimMisbound", MSG_CLAIM_MISBOUND))
         return Result()
 
+    def _release_clone_protection(self, claim: dict[str, Any]) -> dict[str, Any]:
+        """DS20: drop the cloning protection once no claim is still being cloned from this one."""
+        meta = _meta(claim)
+        if self.state.claims_from("PersistentVolumeClaim", meta.get("namespace") or "", meta["name"]):
+            return claim
+        updated = copy.deepcopy(claim)
+        updated["metadata"]["finalizers"] = [f for f in updated["metadata"]["finalizers"] if f != CLONE_PROTECTION]
+        return self._update(PVCS, updated)
+
+    def _protect_clone_source(self, source: dict[str, Any] | None) -> None:
+        """DS20: before copying, the source claim gets the cloning protection (unless it is already going)."""
+        if source is None or is_deleting(source) or CLONE_PROTECTION in (_meta(source).get("finalizers") or []):
+            return
+        updated = copy.deepcopy(source)
+        updated["metadata"]["finalizers"] = [*(updated["metadata"].get("finalizers") or []), CLONE_PROTECTION]
+        self._update(PVCS, updated)
+
     def _assign_default_class(self, claim: dict[str, Any]) -> bool:
         """P3, retroactively: a claim with neither class field nor beta annotation gets the default."""
         spec = claim.get("spec") or {}
@@ -512,11 +590,24 @@ class ClaimBinder(_Base):
                 self._bind(existing, claim)
             return Result()
 
+        requested = claim_request(claim)
+        outcome = resolve_data_source(claim, storage_class, provisioner, self.ctx.cache,
+                                      int(requested) if requested == int(requested) else int(requested) + 1)
+        if isinstance(outcome, (Wait, Refuse)):
+            # DS: Pending with an event; the source's change (watches above) or the claim's own brings the retry.
+            self.ctx.events.record(claim, outcome.type if isinstance(outcome, Wait) else "Warning",
+                                   outcome.reason, outcome.message)
+            self._set_claim_phase(claim, "Pending", None)
+            return Result()
+        data_source = outcome.source if isinstance(outcome, Resolved) else None
+        if data_source is not None and data_source.kind == "PersistentVolumeClaim":
+            ref = data_source_ref(claim) or {}
+            self._protect_clone_source(self.ctx.cache.get(PVCS, source_namespace(claim), ref.get("name") or ""))
         selected = annotations.get(ANN_SELECTED_NODE, "")
         node = self.ctx.cache.get(NODES, "", selected) if selected else None
         request = ProvisionRequest(volume_name=pv_name, claim=claim, storage_class=storage_class, selected_node=node,
                                    secrets=store_secret_reader(self.ctx.store),
-                                   config_maps=store_config_map_reader(self.ctx.store))
+                                   config_maps=store_config_map_reader(self.ctx.store), data_source=data_source)
         fault_point("provision:before-backend")
         try:
             result = provisioner.provision(request)

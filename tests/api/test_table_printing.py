@@ -66,6 +66,15 @@ SAMPLES: dict[str, dict] = {
     "ControllerRevision": {"metadata": {"name": "t-cr"}, "revision": 4, "data": {}},
     "PodDisruptionBudget": {"metadata": {"name": "t-pdb"},
                             "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "t"}}}},
+    "VolumeSnapshot": {"metadata": {"name": "t-vs"},
+                       "spec": {"source": {"persistentVolumeClaimName": "t-pvc"}, "volumeSnapshotClassName": "t-vsc"}},
+    "VolumeSnapshotContent": {"metadata": {"name": "t-vscontent"}, "spec": {
+        "deletionPolicy": "Retain", "driver": "t.csi.example.com", "source": {"snapshotHandle": "h-1"},
+        "volumeSnapshotRef": {"name": "t-vs", "namespace": "default"}}},
+    "VolumeSnapshotClass": {"metadata": {"name": "t-vsclass"}, "driver": "t.csi.example.com", "deletionPolicy": "Delete"},
+    "ReferenceGrant": {"metadata": {"name": "t-grant"}, "spec": {
+        "from": [{"group": "", "kind": "PersistentVolumeClaim", "namespace": "other"}],
+        "to": [{"group": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot"}]}},
 }
 # kubectl's columns (upper-cased names); the -o wide ones follow "|".
 EXPECTED = {
@@ -96,6 +105,13 @@ EXPECTED = {
     "ServiceAccount": "NAME SECRETS AGE",
     "CertificateSigningRequest": "NAME AGE SIGNERNAME REQUESTOR REQUESTEDDURATION CONDITION",
     "PodDisruptionBudget": "NAME MIN_AVAILABLE MAX_UNAVAILABLE ALLOWED_DISRUPTIONS AGE",
+    # The external-snapshotter's and gateway-api's CRDs' additionalPrinterColumns (VS11).
+    "VolumeSnapshot": "NAME READYTOUSE SOURCEPVC SOURCESNAPSHOTCONTENT RESTORESIZE SNAPSHOTCLASS SNAPSHOTCONTENT "
+                      "CREATIONTIME AGE",
+    "VolumeSnapshotContent": "NAME READYTOUSE RESTORESIZE DELETIONPOLICY DRIVER VOLUMESNAPSHOTCLASS VOLUMESNAPSHOT "
+                             "VOLUMESNAPSHOTNAMESPACE AGE",
+    "VolumeSnapshotClass": "NAME DRIVER DELETIONPOLICY AGE",
+    "ReferenceGrant": "NAME AGE",
 }
 
 

@@ -112,6 +112,13 @@ VALID: dict[str, dict[str, Any]] = {
     "SelfSubjectAccessReview": {"spec": {"nonResourceAttributes": {"path": "/healthz", "verb": "get"}}},
     "SelfSubjectRulesReview": {"spec": {"namespace": "default"}},
     "SelfSubjectReview": {},
+    "VolumeSnapshot": {"spec": {"source": {"persistentVolumeClaimName": "c"}, "volumeSnapshotClassName": "k"}},
+    "VolumeSnapshotContent": {"spec": {"deletionPolicy": "Delete", "driver": "csi.example.com",
+                                       "source": {"snapshotHandle": "h"},
+                                       "volumeSnapshotRef": {"name": "s", "namespace": "default"}}},
+    "VolumeSnapshotClass": {"driver": "csi.example.com", "deletionPolicy": "Retain", "parameters": {"a": "b"}},
+    "ReferenceGrant": {"spec": {"from": [{"group": "", "kind": "PersistentVolumeClaim", "namespace": "other"}],
+                                "to": [{"group": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot"}]}},
 }
 
 
@@ -479,8 +486,10 @@ def make_protobuf(r: random.Random, kind: str) -> bytes:
     assert info is not None
     obj = make_manifest(r, kind)
     other = registry.by_kind(obj["kind"]) if isinstance(obj.get("kind"), str) else None
-    target = other if other is not None and r.random() < 0.5 else info
+    target = other if other is not None and not other.crd and r.random() < 0.5 else info
     obj["apiVersion"], obj["kind"] = target.api_version, target.kind
+    if target.crd:  # JSON only (VS12): there is no message to write; whatever the body holds, it is refused
+        return envelope(target.api_version, target.kind, r.randbytes(r.randint(0, 64)))
     body = bytearray(Writer(strict=False).object(obj))
     damage = r.randrange(8)
     start = r.randrange(len(MAGIC), len(body) + 1)
@@ -515,6 +524,8 @@ def test_protobuf_bodies_never_5xx_and_always_revalidate(figures: Api, kind: str
         else:
             path = collection(info)
             response = figures.request("POST", path, body, _PROTOBUF)
+        if info.crd:
+            assert response.status_code == 415, response.text
         if response.status_code in (400, 415):
             assert response.json()["message"]  # the problem named, not a bare code
         figures.check_stored(path, response)

@@ -4,7 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from storage.api.modelbase import WireModel
-from storage.api.models.meta import Condition, ObjectReference, Resource, TypedLocalObjectReference, alias
+from storage.api.models.meta import (
+    Condition, ObjectReference, Resource, TypedLocalObjectReference, TypedObjectReference, alias,
+)
 from storage.api.models.pod import NodeSelector, PodSpec, PodStatus, PodTemplateSpec
 from storage.api.models.volumes import PersistentVolumeSourceFields
 from storage.api.quantity import Quantity
@@ -52,7 +54,7 @@ class PersistentVolumeClaimSpec(WireModel):
     storage_class_name: str | None = None
     volume_mode: str | None = None
     data_source: TypedLocalObjectReference | None = None
-    data_source_ref: TypedLocalObjectReference | None = None
+    data_source_ref: TypedObjectReference | None = None
     volume_attributes_class_name: str | None = None
 
 

@@ -60,6 +60,11 @@ class TypedLocalObjectReference(WireModel):
     api_group: str | None = None
     kind: str | None = None
     name: str | None = None
+
+
+class TypedObjectReference(TypedLocalObjectReference):
+    """A claim's ``dataSourceRef``: like a local reference, but it may name another namespace."""
+
     namespace: str | None = None
 
 

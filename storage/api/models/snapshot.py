@@ -25,7 +25,8 @@ class VolumeSnapshotStatus(WireModel):
     bound_volume_snapshot_content_name: str | None = None
     creation_time: str | None = None
     ready_to_use: bool | None = None
-    restore_size: str | None = None
+    # x-kubernetes-int-or-string in the CRD: a quantity ("1Gi") or a plain byte count.
+    restore_size: int | str | None = None
     error: VolumeSnapshotError | None = None
     volume_group_snapshot_name: str | None = None
 

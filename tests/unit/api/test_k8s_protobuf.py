@@ -28,7 +28,16 @@ def test_kubectl_bodies_decode_to_kubectl_json(fixture: dict[str, Any]) -> None:
 
 
 def test_every_served_kind_has_a_message() -> None:
-    assert all(known(r.api_version, r.kind) for r in registry.RESOURCES)
+    """Every built-in kind has its message; a kind Kubernetes serves from a CRD (VolumeSnapshot, ReferenceGrant,
+    ...) has none, as there, and a protobuf body for it is refused with 415, never guessed at (VS12)."""
+    built_in = [r for r in registry.RESOURCES if not r.crd]
+    crds = [r for r in registry.RESOURCES if r.crd]
+    assert built_in and crds
+    assert all(known(r.api_version, r.kind) for r in built_in)
+    assert not any(known(r.api_version, r.kind) for r in crds)
+    for info in crds:
+        with pytest.raises(UnsupportedMediaType):
+            decode_object(envelope(info.api_version, info.kind, field(1, field(1, b"x"))))
     assert known("authentication.k8s.io/v1", "TokenRequest") and known("autoscaling/v1", "Scale")
     assert not known("apps/v1beta1", "Deployment") and not known("batch/v1", "Job")
 
@@ -150,6 +159,8 @@ def test_writer_round_trip_of_every_served_kind() -> None:
     fields); decoding what it wrote a second time changes nothing."""
     writer = Writer()
     for info in registry.RESOURCES:
+        if info.crd:
+            continue  # JSON only (see test_every_served_kind_has_a_message)
         obj = {"apiVersion": info.api_version, "kind": info.kind, "metadata": {"name": "x", "labels": {"a": "b"}}}
         first = decode_object(writer.object(obj))
         assert first["metadata"] == {"name": "x", "labels": {"a": "b"}}
