@@ -8,6 +8,7 @@ tests/conftest.py. All listen on 127.0.0.1 on free ports and leave no process or
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -17,8 +18,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from azurite_service import DEV_ACCOUNT, DEV_KEY, Azurite, running_azurite  # noqa: F401  (re-exported)
 
@@ -40,6 +41,38 @@ def running_moto_s3() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def running_moto_s3_process(extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """moto's server as a child process (its own GIL: what benchmarks measure against, and where settings
+    such as INITIAL_NO_AUTH_ACTION_COUNT, read at import, can differ from this process's); yields its endpoint."""
+    for _attempt in range(5):
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **(extra_env or {})})
+        endpoint = f"http://127.0.0.1:{port}"
+        try:
+            if _wait_http(proc, f"{endpoint}/moto-api/"):
+                yield endpoint
+                return
+        finally:
+            _stop(proc)
+    raise RuntimeError("moto server did not start")
+
+
+def _wait_http(proc: subprocess.Popen[bytes], url: str, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answers
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    return False
 
 
 def _free_port() -> int:
@@ -109,8 +142,15 @@ class ObjectStoreTarget:
     endpoint: str
     prefix: str = field(default="backups")
 
-    def __iter__(self) -> Iterator[object]:  # so `url, creds = target` reads like the (url, credentials) pair
+    # It also behaves as the pair (url, credentials): `url, creds = target`, `target[0]`, `open_store(*target)`.
+    def __iter__(self) -> Iterator[object]:
         return iter((self.url, self.credentials))
+
+    def __getitem__(self, index: int) -> object:
+        return (self.url, self.credentials)[index]
+
+    def __len__(self) -> int:
+        return 2
 
 
 def new_bucket_name() -> str:
