@@ -536,6 +536,16 @@ register("PodDisruptionBudget", Columns(["NAME", "MIN AVAILABLE", "MAX UNAVAILAB
                                         _pod_disruption_budget))
 
 
+def _backup_schedule(obj: dict[str, Any], now: datetime) -> Row:
+    from storage.api.backup_schedule import printed_row
+
+    return printed_row(obj, now)
+
+
+# CronJob's columns (SEMANTICS BC14).
+register("BackupSchedule", Columns(["NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"], _backup_schedule))
+
+
 # --- snapshot.storage.k8s.io and gateway.networking.k8s.io: their CRDs' additionalPrinterColumns ------------
 
 

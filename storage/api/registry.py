@@ -106,6 +106,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  "certificates.k8s.io", "v1", False, ("csr",)),
     ResourceInfo("PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", "policy", "v1", True,
                  ("pdb",)),
+    # Stowage's own kind (SEMANTICS BC12): snapshots of claims on a cron schedule, with retention.
+    ResourceInfo("BackupSchedule", "backupschedules", "backupschedule", "backup.stowage.io", "v1alpha1", True,
+                 ("bsched",), crd=True),
     ResourceInfo("VolumeSnapshot", "volumesnapshots", "volumesnapshot", SNAPSHOT_GROUP, "v1", True, ("vs",),
                  legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",), crd=True),
     ResourceInfo("VolumeSnapshotContent", "volumesnapshotcontents", "volumesnapshotcontent", SNAPSHOT_GROUP, "v1",

@@ -1540,6 +1540,22 @@ def _csr(errs: _Errors, obj: dict[str, Any]) -> None:
         errs.invalid("spec.expirationSeconds", seconds, "may not specify a duration less than 600 seconds (10 minutes)")
 
 
+def _backup_schedule(errs: _Errors, obj: dict[str, Any]) -> None:
+    """BC13: a cron schedule croniter reads, one claim source, a snapshot class, sane retention."""
+    from storage.api.backup_schedule import check
+
+    for kind, path, value, detail in check(obj):
+        if kind == "required":
+            errs.required(path, detail)
+        elif kind == "forbidden":
+            errs.forbidden(path, detail)
+        else:
+            errs.invalid(path, value, detail)
+    spec = _d(obj.get("spec"))
+    if spec.get("claimSelector") is not None:
+        _label_selector(errs, "spec.claimSelector", spec.get("claimSelector"))
+
+
 _Rule = Callable[[_Errors, dict[str, Any]], None]
 _UpdateRule = Callable[[_Errors, dict[str, Any], dict[str, Any]], None]
 
@@ -1565,6 +1581,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ControllerRevision": _controller_revision,
     "Deployment": _deployment,
     "Lease": _lease,
+    "BackupSchedule": _backup_schedule,
     "Role": _role,
     "ClusterRole": _cluster_role,
     "RoleBinding": _role_binding,

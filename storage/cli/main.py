@@ -17,7 +17,8 @@ from storage.cli.read_commands import api_resources_command, describe_command, g
 from storage.cli.agent_command import agent_command, down_command
 from storage.cli.identity_commands import create_user_command, token_group
 from storage.cli.logs_command import logs_command
-from storage.cli.maintenance import backup_command, restore_command, rotate_secrets_command
+from storage.cli.backup_commands import backup_group, snapshot_group
+from storage.cli.maintenance import restore_command, rotate_secrets_command
 from storage.cli.workload_commands import rollout_command, scale_command
 from storage.cli.up import serve_command, up_command
 from storage.cli.write_commands import (
@@ -45,7 +46,7 @@ for _command in (
     apply_command, create_command, get_command, describe_command, delete_command, patch_command,
     label_command, annotate_command, version_command, api_resources_command, up_command, serve_command,
     agent_command, down_command, logs_command, scale_command, rollout_command,
-    backup_command, restore_command, rotate_secrets_command, create_user_command, token_group,
+    backup_group, restore_command, rotate_secrets_command, create_user_command, token_group, snapshot_group,
 ):
     cli.add_command(_command)
 

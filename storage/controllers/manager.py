@@ -439,6 +439,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
                         "storage.controllers.attachdetach", "storage.controllers.snapshot"):
         module = importlib.import_module(module_name)
         found += list(getattr(module, "RECONCILERS", []))
+    # BackupSchedules (SEMANTICS BC12): on its own line so other controllers' additions merge cleanly.
+    found += list(importlib.import_module("storage.controllers.backup_schedule").RECONCILERS)
     return found
 
 

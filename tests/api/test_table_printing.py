@@ -34,6 +34,8 @@ SAMPLES: dict[str, dict] = {
     "ClusterRoleBinding": {"metadata": {"name": "t-crb"}, "subjects": _SUBJECTS,
                            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}},
     "ServiceAccount": {"metadata": {"name": "t-sa"}},
+    "BackupSchedule": {"metadata": {"name": "t-bsched"}, "spec": {
+        "schedule": "0 3 * * *", "claimName": "t-pvc", "volumeSnapshotClassName": "t-vsclass"}},
     "CertificateSigningRequest": {"metadata": {"name": "t-csr"}, "spec": {
         "request": _csr_request(), "signerName": "example.com/nobody", "usages": ["client auth"]}},
     "PersistentVolume": pv("t-pv"),
@@ -84,6 +86,7 @@ EXPECTED = {
     "Endpoints": "NAME ENDPOINTS AGE",
     "Node": "NAME STATUS ROLES AGE VERSION | INTERNAL-IP EXTERNAL-IP OS-IMAGE KERNEL-VERSION CONTAINER-RUNTIME",
     "Namespace": "NAME STATUS AGE",
+    "BackupSchedule": "NAME SCHEDULE SUSPEND ACTIVE LAST_SCHEDULE AGE",  # CronJob's (BC14)
     "Secret": "NAME TYPE DATA AGE",
     "ConfigMap": "NAME DATA AGE",
     "Event": "LAST_SEEN TYPE REASON OBJECT MESSAGE | SUBOBJECT SOURCE FIRST_SEEN COUNT NAME",

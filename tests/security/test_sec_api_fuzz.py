@@ -93,6 +93,8 @@ VALID: dict[str, dict[str, Any]] = {
     "Deployment": {"spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},
     "Lease": {"spec": {"holderIdentity": "n", "leaseDurationSeconds": 40}},
     "PodDisruptionBudget": {"spec": {"maxUnavailable": "25%", "selector": {"matchLabels": {"app": "x"}}}},
+    "BackupSchedule": {"spec": {"schedule": "*/15 * * * *", "claimSelector": {"matchLabels": {"app": "x"}},
+                                "volumeSnapshotClassName": "k", "retention": {"keepLast": 3, "keepWithin": "7d"}}},
     "ServiceAccount": {"automountServiceAccountToken": False},
     # A CSR for a signer nobody approves: stored, never signed.
     "CertificateSigningRequest": {"spec": {"request": _CSR_PEM_B64, "signerName": "example.com/nobody",

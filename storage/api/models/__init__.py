@@ -42,6 +42,7 @@ from storage.api.models.rbac import (
 )
 from storage.api.models.pod import Container, PodSpec, PodTemplateSpec
 from storage.api.models.policy import PodDisruptionBudget
+from storage.api.models.backup import BackupSchedule
 from storage.api.models.snapshot import ReferenceGrant, VolumeSnapshot, VolumeSnapshotClass, VolumeSnapshotContent
 from storage.api.models.storage_kinds import CSIDriver, CSINode, StorageClass, VolumeAttachment
 from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES, Volume
@@ -83,6 +84,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "ServiceAccount": ServiceAccount,
     "CertificateSigningRequest": CertificateSigningRequest,
     "PodDisruptionBudget": PodDisruptionBudget,
+    "BackupSchedule": BackupSchedule,
     "VolumeSnapshot": VolumeSnapshot,
     "VolumeSnapshotContent": VolumeSnapshotContent,
     "VolumeSnapshotClass": VolumeSnapshotClass,
