@@ -17,6 +17,7 @@ from storage.cli.read_commands import api_resources_command, describe_command, g
 from storage.cli.agent_command import agent_command, down_command
 from storage.cli.identity_commands import create_user_command, token_group
 from storage.cli.logs_command import logs_command
+from storage.cli.bench.command import bench_command
 from storage.cli.maintenance import backup_command, restore_command, rotate_secrets_command
 from storage.cli.workload_commands import rollout_command, scale_command
 from storage.cli.up import serve_command, up_command
@@ -46,6 +47,7 @@ for _command in (
     label_command, annotate_command, version_command, api_resources_command, up_command, serve_command,
     agent_command, down_command, logs_command, scale_command, rollout_command,
     backup_command, restore_command, rotate_secrets_command, create_user_command, token_group,
+    bench_command,
 ):
     cli.add_command(_command)
 
