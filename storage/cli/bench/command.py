@@ -103,7 +103,9 @@ def bench_command(ctx: click.Context, classes: str | None, size: str | None, nod
     if ctx.invoked_subcommand is not None:
         return
     from rich.console import Console
-    console = Console(stderr=False)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=170)  # a log or pipe keeps whole rows rather than wrapping at 80 columns
     if count is not None and count < 1:
         raise CommandError("--nodes: must be at least 1")
     if node and (selector or (count or 1) > 1):

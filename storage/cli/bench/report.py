@@ -19,6 +19,7 @@ UNITS = {"iops": "IOPS", "bw_mib": "MiB/s", "us": "µs", "pct": "% CPU"}
 MAX_IOPS = 10_000_000
 MAX_BW_MIB = 200 * 1024
 MIN_SYNC_US = 5.0
+THROUGHPUT_JOBS = ("randread-iops", "randwrite-iops", "seqread-bw", "seqwrite-bw")
 
 
 def unit(fig: str) -> str:
@@ -244,6 +245,8 @@ def _latency(result: Obj, path: Path) -> bool:
     for c in result["classes"]:
         for n in c["nodes"]:
             for job, s in n["jobs"].items():
+                if job in THROUGHPUT_JOBS:
+                    continue  # a saturated queue's latency is queueing, not the device: it would hide the rest
                 for curve, pts in s["curves"].items():
                     ps = sorted(pts, key=float)
                     xs = [-math.log10(1 - float(p) / 100) for p in ps]
