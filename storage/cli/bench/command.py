@@ -92,13 +92,15 @@ class Progress:
 @click.option("--baseline", is_flag=True, help="Also run the jobs on the node's raw pool and print volume ÷ baseline.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None, help="Save result.json, report.html, PNGs.")
 @click.option("--label-nodes", is_flag=True, help="Record the figures on the nodes as annotations (for placement).")
+@click.option("--claim", "existing_claim", default=None,
+              help="Benchmark this existing Filesystem claim (its class and size) instead of a new one; it is kept.")
 @click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds the whole run may take.")
 @global_options
 @click.pass_context
 def bench_command(ctx: click.Context, classes: str | None, size: str | None, node: str | None, selector: str | None,
                   count: int | None, volume_mode: str, job_names: str | None, job_file: str | None, quick: bool,
                   repeats: int | None, runtime: int | None, ramp: int | None, baseline: bool, output_dir: str | None,
-                  label_nodes: bool, timeout: float) -> None:
+                  label_nodes: bool, existing_claim: str | None, timeout: float) -> None:
     """Benchmark storage classes with fio in pods on fresh claims (``stowage bench compare A B`` diffs runs)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -116,6 +118,16 @@ def bench_command(ctx: click.Context, classes: str | None, size: str | None, nod
         chosen = jobmod.select(job_names.split(",") if job_names else None)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    sess = session()
+    client = sess.client
+    if existing_claim:
+        if classes or count or selector or node or size or volume_mode != "Filesystem":
+            raise CommandError("--claim: cannot be combined with --storage-class, --size, --node(s), "
+                               "--node-selector or --volume-mode (the claim decides them)")
+        pvc = client.get("persistentvolumeclaims", existing_claim, sess.options.namespace)
+        classes = (pvc.get("spec") or {}).get("storageClassName") or ""
+        size = ((pvc.get("status") or {}).get("capacity") or {}).get("storage") or \
+            pvc["spec"]["resources"]["requests"]["storage"]
     size = size or ("1Gi" if quick else "4Gi")
     try:
         size_bytes = quantity_value(size)
@@ -123,8 +135,6 @@ def bench_command(ctx: click.Context, classes: str | None, size: str | None, nod
         raise CommandError(f"--size: not a quantity: {size!r}") from None
     if size_bytes < 16 << 20:
         raise CommandError("--size: at least 16Mi")
-    sess = session()
-    client = sess.client
     class_names = [c.strip() for c in classes.split(",") if c.strip()] if classes else [_default_class(client)]
     for name in class_names:
         client.get("storageclasses", name)  # NotFound names the class
@@ -145,8 +155,9 @@ def bench_command(ctx: click.Context, classes: str | None, size: str | None, nod
         with progress.bars:
             for cls in class_names:
                 plan = Plan(storage_class=cls, size=size, size_bytes=size_bytes, volume_mode=volume_mode, jobs=chosen,
-                            settings=settings, namespace=sess.options.namespace, job_file=job_text)
-                targets = [Target(n["metadata"]["name"], f"stowage-bench-{plan.run_id}-{i}", f"stowage-bench-{plan.run_id}-{i}")
+                            settings=settings, namespace=sess.options.namespace, job_file=job_text,
+                            existing_claim=existing_claim)
+                targets = [Target(None, f"stowage-bench-{plan.run_id}-0", existing_claim)] if existing_claim else [Target(n["metadata"]["name"], f"stowage-bench-{plan.run_id}-{i}", f"stowage-bench-{plan.run_id}-{i}")
                            for i, n in enumerate(nodes)] or [Target(None, f"stowage-bench-{plan.run_id}-0",
                                                                     f"stowage-bench-{plan.run_id}-0")]
                 runner = Runner(client, plan, targets, lambda n, d, t, now, c=cls: progress.update(f"{c} on {n}", d, t, now),

@@ -50,6 +50,7 @@ class Plan:
     settings: jobmod.Settings
     namespace: str = "default"
     job_file: str | None = None  # contents of the user's fio job file
+    existing_claim: str | None = None  # --claim: benchmark this claim; never created or deleted by us
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
 
@@ -171,8 +172,9 @@ class Runner:
     def start(self, start_at: float | None = None) -> None:
         for target in self.targets:
             claim, pod = objects(self.plan, target, start_at)
-            self.created.append(("persistentvolumeclaims", target.claim))
-            self.client.create(claim)
+            if self.plan.existing_claim is None:
+                self.created.append(("persistentvolumeclaims", target.claim))
+                self.client.create(claim)
             self.created.append(("pods", target.pod))
             self.client.create(pod)
 

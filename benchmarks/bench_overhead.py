@@ -1,0 +1,149 @@
+"""``stowage bench`` against fio run directly on the same mounted filesystem, same jobs, same run.
+
+Claim: on a loop-backed pool with direct I/O, the figures ``stowage bench`` reports are within 5% of
+fio's own when fio runs on the host on the very filesystem the benchmark pod used (BN26).
+
+How: ``stowage up`` with a local class; one claim held mounted by a sleeping pod; then rounds of
+A/B -- ``stowage bench --claim`` (fio in a pod, through the pod log, parsed and summarised by
+Stowage), and fio run by this script on the agent's host mount of the same volume, with the argv
+Stowage uses and the test size it chose. Each job's headline figure (IOPS, MiB/s or p50 latency)
+is the median over all repeats of each side; the ratio is bench ÷ direct.
+
+usage: python benchmarks/bench_overhead.py [--rounds 2] [--repeats 3] [--runtime 4] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from statefulset import Up  # noqa: E402  (stowage up on a fresh data dir, stowage down on close)
+from raw_volume import wait  # noqa: E402
+from storage.cli.bench import jobs as jobmod  # noqa: E402
+from storage.cli.bench.stats import parse_fio  # noqa: E402
+from support import stowage_executable  # noqa: E402
+
+HEADLINE = {"iops": ("read_iops", "write_iops"), "bandwidth": ("read_bw_mib", "write_bw_mib"),
+            "latency": ("read_clat_p50_us", "write_clat_p50_us"), "mixed": ("read_iops",),
+            "fsync": ("sync_lat_p50_us",)}
+AIM = 0.05
+CLAIM = "overhead"
+
+
+def manifests() -> list[dict[str, Any]]:
+    sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "bench-local"},
+          "provisioner": "stowage.io/local", "volumeBindingMode": "WaitForFirstConsumer",
+          "reclaimPolicy": "Delete", "parameters": {"fsType": "ext4"}}
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM, "namespace": "default"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "bench-local",
+                      "resources": {"requests": {"storage": "2Gi"}}}}
+    holder = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holder", "namespace": "default"},
+              "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                  "name": "sleep", "image": "debian:12", "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 60 & wait $!; done"],
+                  "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                  "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": CLAIM}}]}}
+    return [sc, claim, holder]
+
+
+def headline(job: jobmod.Job, figures: dict[str, float]) -> dict[str, float]:
+    return {f: figures[f] for f in HEADLINE[job.kind] if f in figures}
+
+
+def bench_side(up: Up, args: argparse.Namespace, out_dir: Path) -> tuple[dict[str, list[dict[str, float]]], int]:
+    """``stowage bench --claim``; each job's per-repeat headline figures, and the test size it chose."""
+    cmd = [stowage_executable(), "bench", "--claim", CLAIM, "--repeats", str(args.repeats), "--runtime",
+           str(args.runtime), "--ramp", str(args.ramp), "--output-dir", str(out_dir),
+           "--kubeconfig", str(up.data_dir / "kubeconfig")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"stowage bench failed: {proc.stderr[-2000:]}")
+    doc = json.loads((out_dir / "result.json").read_text())
+    jobs = doc["classes"][0]["nodes"][0]["jobs"]
+    out = {}
+    for name, s in jobs.items():
+        job = jobmod.BY_NAME[name]
+        n = s["repeats"]
+        out[name] = [{f: s["figures"][f]["values"][i] for f in HEADLINE[job.kind] if f in s["figures"]} for i in range(n)]
+    return out, int(doc["settings"]["size_bytes"])
+
+
+def direct_side(mount: Path, args: argparse.Namespace, size: int) -> dict[str, list[dict[str, float]]]:
+    """fio on the host mount, the same argv and repeat order as the pod's."""
+    s = jobmod.Settings(size=size, runtime=args.runtime, ramp=args.ramp, repeats=args.repeats)
+    scratch = mount / "direct-fio"
+    scratch.mkdir(exist_ok=True)
+    out: dict[str, list[dict[str, float]]] = {}
+    try:
+        for _ in range(args.repeats):
+            for job in jobmod.PROFILES:
+                argv = jobmod.fio_argv(job, s, str(scratch / "fio.dat"))
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=True)
+                figures = parse_fio(json.loads(proc.stdout[proc.stdout.find("{"):]))["figures"]
+                out.setdefault(job.name, []).append(headline(job, figures))
+    finally:
+        subprocess.run(["rm", "-rf", str(scratch)], check=False)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runtime", type=int, default=4)
+    parser.add_argument("--ramp", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="stowage-bench-overhead-"))
+    up = Up(base)
+    bench: dict[str, list[dict[str, float]]] = {}
+    direct: dict[str, list[dict[str, float]]] = {}
+    try:
+        for obj in manifests():
+            up.client.create(obj)
+        pod = wait(lambda: (lambda p: p if (p.get("status") or {}).get("phase") == "Running" else None)(
+            up.client.get("pods", "holder", "default")), "the holder pod Running", 300)
+        mount = up.volume_dir(pod)
+        started = time.monotonic()
+        for r in range(args.rounds):
+            got, size = bench_side(up, args, base / f"bench-{r}")
+            for k, v in got.items():
+                bench.setdefault(k, []).extend(v)
+            for k, v in direct_side(mount, args, size).items():
+                direct.setdefault(k, []).extend(v)
+            print(f"round {r + 1}/{args.rounds} done after {time.monotonic() - started:.0f}s", file=sys.stderr)
+    finally:
+        up.close()
+    ratios: dict[str, dict[str, float]] = {}
+    rows = []
+    for name in bench:
+        for fig in bench[name][0]:
+            b = statistics.median(x[fig] for x in bench[name])
+            d = statistics.median(x[fig] for x in direct[name])
+            ratios.setdefault(name, {})[fig] = b / d
+            rows.append((name, fig, b, d, b / d))
+    worst = max(abs(r[4] - 1) for r in rows)
+    print(f"{'job':16} {'figure':18} {'stowage bench':>14} {'fio direct':>12} {'ratio':>7}")
+    for name, fig, b, d, r in rows:
+        print(f"{name:16} {fig:18} {b:14.1f} {d:12.1f} {r:7.3f}")
+    print(f"worst deviation {worst:.1%} (aim: within {AIM:.0%})")
+    result = {"rounds": args.rounds, "repeats": args.repeats, "runtime": args.runtime, "ramp": args.ramp,
+              "ratios": ratios, "worst_deviation": worst, "within_aim": worst <= AIM,
+              "bench": bench, "direct": direct}
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    return 0 if worst <= AIM else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
