@@ -170,8 +170,10 @@ def bench_command(ctx: click.Context, classes: str | None, size: str | None, nod
                 node_results = []
                 for pod_name, (reports, facts) in finished.items():
                     parsed = parse_reports(reports)
+                    # When each fio run ended (fio's own clock): shows whether nodes really ran at once.
+                    ends = sorted(int(r.get("timestamp", 0)) for runs in reports.values() for r in runs)
                     node_results.append({"node": facts["node"], "pod": pod_name, "facts": facts,
-                                         "jobs": report.summarize_target(parsed)})
+                                         "fio_ends": ends, "jobs": report.summarize_target(parsed)})
                 problems = runner.cleanup()
                 if problems:
                     raise BenchFailed("cleanup: " + "; ".join(problems))
