@@ -7,14 +7,14 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from stowage_e2e import Stowage, poll
-from storage.system import loop
 from support import stowage_executable
+
+from storage.system import loop
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -100,7 +100,7 @@ def test_block_mode_two_classes_and_compare(stowage: Stowage, tmp_path: Path) ->
     assert "side by side" in r.stdout and "local-xfs" in r.stdout
     assert [c["storage_class"] for c in json.loads((b / "result.json").read_text())["classes"]] == ["local-ssd", "local-xfs"]
     cmp = subprocess.run([stowage_executable(), "bench", "compare", str(b), str(b / "result.json"), "--all"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     assert cmp.returncode == 0, cmp.stderr
     assert "read_iops" in cmp.stdout and "differences exceed the noise" in cmp.stdout
     assert_nothing_left(stowage)

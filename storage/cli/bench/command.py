@@ -4,25 +4,35 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
 from storage.api.quantity import quantity_value
 from storage.cli.bench import jobs as jobmod
 from storage.cli.bench import report
-from storage.cli.bench.runner import (BenchFailed, Plan, Runner, Target, cleanup_run, parse_reports, pool_path,
-                                      run_baseline)
+from storage.cli.bench.runner import (
+    BenchFailed,
+    Plan,
+    Runner,
+    Target,
+    cleanup_run,
+    parse_reports,
+    pool_path,
+    run_baseline,
+)
 from storage.cli.context import global_options, session
 from storage.cli.errors import CommandError
+from storage.errors import StowageError
 
 Obj = dict[str, Any]
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ready(node: Obj) -> bool:
@@ -63,7 +73,13 @@ class Progress:
     """BN22: the live display, one bar per node; nothing but the final table when not a terminal."""
 
     def __init__(self, console: Any, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        from rich.progress import Progress as RichProgress
         self.bars = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[now]}"), TimeElapsedColumn(), console=console,
                                  disable=not enabled, transient=False)
@@ -131,7 +147,7 @@ def bench_command(ctx: click.Context, classes: str | None, size: str | None, nod
     size = size or ("1Gi" if quick else "4Gi")
     try:
         size_bytes = quantity_value(size)
-    except Exception:
+    except (ValueError, StowageError):
         raise CommandError(f"--size: not a quantity: {size!r}") from None
     if size_bytes < 16 << 20:
         raise CommandError("--size: at least 16Mi")
@@ -228,7 +244,7 @@ def _cleanup_all(runners: list[Runner], console: Any) -> None:
         for r in runners:
             try:
                 problems = r.cleanup()
-            except Exception as exc:  # the API may be gone; say so rather than hide the original error
+            except (StowageError, httpx.HTTPError, OSError) as exc:  # the API may be gone; say so rather than hide the original error
                 problems = [f"{type(exc).__name__}: {exc}"]
             for p in problems:
                 console.print(f"cleanup: {p} (remove with `stowage bench cleanup --run-id {r.plan.run_id}`)")
@@ -239,7 +255,9 @@ def _cleanup_all(runners: list[Runner], console: Any) -> None:
 def _label_nodes(client: Any, result: Obj, console: Any) -> None:
     """BN25: the placement helper turns figures into node annotations; we merge what it returns."""
     try:
-        from storage.api.bench_figures import label_node_annotations  # owned by the placement work
+        from storage.api.bench_figures import (
+            label_node_annotations,  # owned by the placement work
+        )
     except ImportError:
         raise CommandError("--label-nodes: this build has no storage.api.bench_figures (placement not merged)") from None
     for c in result["classes"]:

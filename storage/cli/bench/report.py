@@ -65,7 +65,7 @@ def warnings_for(node: str, jobs: dict[str, Obj], facts: Obj, job_ratios: dict[s
             if fig == "sync_lat_p50_us" and m < MIN_SYNC_US:
                 out.append(f"{where} {name}: fdatasync takes {m:.1f} µs, too fast to reach stable storage (BN18)")
         for fig, r in (job_ratios or {}).get(name, {}).items():
-            if fig.startswith("read_") and (fig.endswith("_iops") or fig.endswith("_bw_mib")) and r > 1.10:
+            if fig.startswith("read_") and (fig.endswith(("_iops", "_bw_mib"))) and r > 1.10:
                 out.append(f"{where} {name} {fig} is {r:.2f}x the raw pool's: reads served from a cache (BN14)")
     for dev, dio in sorted((facts.get("loop_devices") or {}).items()):
         if not dio:
@@ -236,9 +236,10 @@ def _latency(result: Obj, path: Path) -> bool:
     """Completion-latency (and fdatasync) percentile curves, log scale, one line per job and class/node."""
     import matplotlib
     matplotlib.use("Agg")
+    import math
+
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, FuncFormatter
-    import math
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
     drawn = 0
     multi = sum(len(c["nodes"]) for c in result["classes"]) > 1

@@ -14,16 +14,18 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import httpx
 import structlog
 
 from storage.cli.bench import jobs as jobmod
 from storage.cli.bench.stats import FioOutputError, parse_fio
 from storage.cli.errors import CommandError
-from storage.errors import NotFound
+from storage.errors import NotFound, StowageError
 
 log = structlog.get_logger(__name__)
 
@@ -150,7 +152,7 @@ def progress_of(text: str) -> tuple[int, str]:
 def _log_text(client: Any, name: str, namespace: str, tail: int | None = None) -> str:
     try:
         return b"".join(client.logs(name, namespace, tail_lines=tail)).decode(errors="replace")
-    except Exception:  # not started yet: no log
+    except (StowageError, httpx.HTTPError):  # not started yet: no log
         return ""
 
 
@@ -224,7 +226,7 @@ class Runner:
             return facts
         path = facts["local_path"]
         if path and os.path.exists(path) and shutil.which("losetup"):
-            out = subprocess.run(["losetup", "-j", path, "-O", "NAME,DIO", "-n"], capture_output=True, text=True)
+            out = subprocess.run(["losetup", "-j", path, "-O", "NAME,DIO", "-n"], capture_output=True, text=True, check=False)
             for row in out.stdout.splitlines():
                 parts = row.split()
                 if len(parts) == 2:
@@ -323,7 +325,7 @@ def run_baseline(plan: Plan, directory: str, on_progress: Callable[[int, int, st
                 if on_progress:
                     on_progress(done, total, name)
                 proc = subprocess.run(argv, capture_output=True, text=True, cwd=scratch,
-                                      env={**os.environ, "FILENAME": target, "LC_ALL": "C"})
+                                      env={**os.environ, "FILENAME": target, "LC_ALL": "C"}, check=False)
                 if proc.returncode != 0:
                     raise BenchFailed(f"baseline fio job {name} failed: {(proc.stderr or proc.stdout)[-600:]}")
                 out.setdefault(name, []).append(json.loads(proc.stdout[proc.stdout.find("{"):]))

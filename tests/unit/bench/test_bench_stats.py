@@ -13,7 +13,14 @@ import pytest
 from storage.cli.bench import jobs as jobmod
 from storage.cli.bench import report
 from storage.cli.bench.runner import MARK, BenchFailed, parse_log, progress_of
-from storage.cli.bench.stats import FioOutputError, difference, median_ci, parse_fio, summarize, summarize_runs
+from storage.cli.bench.stats import (
+    FioOutputError,
+    difference,
+    median_ci,
+    parse_fio,
+    summarize,
+    summarize_runs,
+)
 
 MiB = 1 << 20
 
@@ -50,7 +57,7 @@ def test_parse_fio_read_figures_and_percentiles(reports: dict[str, dict[str, Any
     assert p["figures"]["cpu_pct"] == pytest.approx(job["usr_cpu"] + job["sys_cpu"])
     assert p["direct"] is True
     assert p["disks"] == sorted(d["name"] for d in raw["disk_util"])
-    assert set(float(k) for k in p["curves"]["read_clat"]) >= {50.0, 99.0, 99.9}
+    assert {float(k) for k in p["curves"]["read_clat"]} >= {50.0, 99.0, 99.9}
 
 
 def test_parse_fio_mixed_and_fdatasync(reports: dict[str, dict[str, Any]]) -> None:
