@@ -147,6 +147,9 @@ def test_pod_log_parsing_and_progress(reports: dict[str, dict[str, Any]]) -> Non
     assert list(got) == ["randread-lat", "fdatasync"] and got["fdatasync"][0] == reports["fdatasync"]
     assert progress_of(text) == (2, "done")
     assert progress_of(f"{MARK} begin seqread-bw 2\n") == (0, "seqread-bw #2")
+    order = ["randread-lat", "seqread-bw", "fdatasync"]
+    assert progress_of(f"{MARK} begin seqread-bw 2\n", order) == (4, "seqread-bw #2")
+    assert progress_of(f"{MARK} end fdatasync 2\n", order) == (6, "fdatasync #2")
     with pytest.raises(BenchFailed, match="fio job x .repeat 1. failed: fio: bad option"):
         parse_log(f"{MARK} begin x 1\n{MARK} fail x 1\nfio: bad option --nope\n")
 
