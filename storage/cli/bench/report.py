@@ -19,6 +19,7 @@ UNITS = {"iops": "IOPS", "bw_mib": "MiB/s", "us": "µs", "pct": "% CPU"}
 MAX_IOPS = 10_000_000
 MAX_BW_MIB = 200 * 1024
 MIN_SYNC_US = 5.0
+BANDWIDTH_JOBS = ("seqread-bw", "seqwrite-bw")
 THROUGHPUT_JOBS = ("randread-iops", "randwrite-iops", "seqread-bw", "seqwrite-bw")
 
 
@@ -203,8 +204,11 @@ def _bars(result: Obj, kind: str, path: Path) -> bool:
             series.append((label, n["jobs"]))
             if n.get("baseline"):
                 series.append((f"raw pool ({n['node']})", n["baseline"]))
+    # A 1 MiB job's IOPS and a 4 KiB job's MiB/s say nothing the other chart does not: each chart
+    # shows the jobs made for it (and a user's own job in both).
+    wanted = (lambda j: j not in BANDWIDTH_JOBS) if kind == "iops" else (lambda j: j in BANDWIDTH_JOBS or j == "custom")
     keys = sorted({(job, fig) for _, jobs in series for job, s in jobs.items() for fig in s["figures"]
-                   if fig.endswith(suffix)})
+                   if fig.endswith(suffix) and wanted(job)})
     if not keys:
         return False
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(keys) + 2), 4.5), dpi=110)
