@@ -189,7 +189,9 @@ def bench_command(ctx: click.Context, classes: str | None, size: str | None, nod
                     # When each fio run ended (fio's own clock): shows whether nodes really ran at once.
                     ends = sorted(int(r.get("timestamp", 0)) for runs in reports.values() for r in runs)
                     node_results.append({"node": facts["node"], "pod": pod_name, "facts": facts,
-                                         "fio_ends": ends, "jobs": report.summarize_target(parsed)})
+                                         "fio_ends": ends, "jobs": report.summarize_target(parsed),
+                                         "fio_version": next((r.get("fio version", "") for rs in reports.values()
+                                                              for r in rs), "")})
                 problems = runner.cleanup()
                 if problems:
                     raise BenchFailed("cleanup: " + "; ".join(problems))
@@ -262,8 +264,11 @@ def _label_nodes(client: Any, result: Obj, console: Any) -> None:
         raise CommandError("--label-nodes: this build has no storage.api.bench_figures (placement not merged)") from None
     for c in result["classes"]:
         for n in c["nodes"]:
-            annotations = label_node_annotations(c["storage_class"], {"jobs": n["jobs"], "run_id": result["run_id"],
-                                                                      "settings": result["settings"]})
+            figures = report.placement_figures(n["jobs"], result["finished"], n.get("fio_version", ""))
+            if len(figures) <= 2:  # only measuredAt / fioVersion: no job placement reads has run
+                raise CommandError("--label-nodes: none of the jobs placement reads ran (randread-iops, "
+                                   "randwrite-iops, seqread-bw, seqwrite-bw, randread-lat, randwrite-lat, fdatasync)")
+            annotations = label_node_annotations(c["storage_class"], figures)
             client.patch("nodes", n["node"], {"metadata": {"annotations": annotations}})
             console.print(f"annotated node {n['node']}: {', '.join(sorted(annotations))}")
 

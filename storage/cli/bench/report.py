@@ -160,6 +160,34 @@ def side_by_side(result: Obj) -> list[list[str]]:
     return [["job", "figure", *names]] + rows
 
 
+# ---- figures for placement -----------------------------------------------------------------------
+
+# (job, figure, factor) behind each key of the placement annotation (storage.api.bench_figures, BP1);
+# its bandwidth is in MB/s (10^6 bytes), ours in MiB/s.
+PLACEMENT_FIGURES = {
+    "randReadIOPS": ("randread-iops", "read_iops", 1.0),
+    "randWriteIOPS": ("randwrite-iops", "write_iops", 1.0),
+    "seqReadMBps": ("seqread-bw", "read_bw_mib", 1.048576),
+    "seqWriteMBps": ("seqwrite-bw", "write_bw_mib", 1.048576),
+    "readLatencyP99Us": ("randread-lat", "read_clat_p99_us", 1.0),
+    "writeLatencyP99Us": ("randwrite-lat", "write_clat_p99_us", 1.0),
+    "fsyncLatencyP99Us": ("fdatasync", "sync_lat_p99_us", 1.0),
+}
+
+
+def placement_figures(jobs: dict[str, Obj], finished: str, fio_version: str = "") -> dict[str, Any]:
+    """BN25: one node's medians under the placement annotation's keys (only the jobs that ran)."""
+    out: dict[str, Any] = {}
+    for key, (job, fig, factor) in PLACEMENT_FIGURES.items():
+        s = jobs.get(job, {}).get("figures", {}).get(fig)
+        if s is not None:
+            out[key] = round(s["median"] * factor, 3)
+    out["measuredAt"] = finished
+    if fio_version:
+        out["fioVersion"] = fio_version
+    return out
+
+
 # ---- comparison of two saved runs --------------------------------------------------------------
 
 def compare(a: Obj, b: Obj) -> list[Obj]:

@@ -40,7 +40,7 @@ def fio(tmp: Path, job: jobmod.Job, *, direct: bool = True) -> dict[str, Any]:
 def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("fio", numbered=True)
     # /tmp is on the host's disk here; O_DIRECT needs a filesystem that has it (not tmpfs).
-    return {name: fio(tmp, jobmod.BY_NAME[name]) for name in ("randread-lat", "mixed-70-30", "fdatasync")}
+    return {name: fio(tmp, jobmod.BY_NAME[name]) for name in ("randread-lat", "mixed-70-30", "fdatasync", "seqwrite-bw")}
 
 
 def test_parse_fio_read_figures_and_percentiles(reports: dict[str, dict[str, Any]]) -> None:
@@ -199,3 +199,15 @@ def test_compare_and_outputs(reports: dict[str, dict[str, Any]], tmp_path: Path)
     with pytest.raises(ValueError, match="not a stowage bench result"):
         (tmp_path / "x.json").write_text("{}")
         report.load(tmp_path / "x.json")
+
+
+def test_placement_figures_use_the_annotation_keys(reports: dict[str, dict[str, Any]]) -> None:
+    """BN25: the medians of the jobs placement reads, under storage.api.bench_figures' keys; MiB/s as MB/s."""
+    jobs = _result(reports)["classes"][0]["nodes"][0]["jobs"]
+    figs = report.placement_figures(jobs, "2026-01-01T00:00:00Z", "fio-3.33")
+    assert figs["readLatencyP99Us"] == pytest.approx(jobs["randread-lat"]["figures"]["read_clat_p99_us"]["median"], abs=1e-3)
+    assert figs["fsyncLatencyP99Us"] == pytest.approx(jobs["fdatasync"]["figures"]["sync_lat_p99_us"]["median"], abs=1e-3)
+    assert "randReadIOPS" not in figs  # randread-iops did not run here
+    assert figs["measuredAt"] == "2026-01-01T00:00:00Z" and figs["fioVersion"] == "fio-3.33"
+    bw = {"seqwrite-bw": {"figures": {"write_bw_mib": summarize([100.0])}}}
+    assert report.placement_figures(bw, "t")["seqWriteMBps"] == pytest.approx(104.8576, abs=1e-3)
