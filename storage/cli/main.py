@@ -18,6 +18,7 @@ from storage.cli.agent_command import agent_command, down_command
 from storage.cli.identity_commands import create_user_command, token_group
 from storage.cli.logs_command import logs_command
 from storage.cli.backup_commands import backup_group, snapshot_group
+from storage.cli.bench.command import bench_command
 from storage.cli.maintenance import restore_command, rotate_secrets_command
 from storage.cli.workload_commands import rollout_command, scale_command
 from storage.cli.up import serve_command, up_command
@@ -47,6 +48,7 @@ for _command in (
     label_command, annotate_command, version_command, api_resources_command, up_command, serve_command,
     agent_command, down_command, logs_command, scale_command, rollout_command,
     backup_group, restore_command, rotate_secrets_command, create_user_command, token_group, snapshot_group,
+    bench_command,
 ):
     cli.add_command(_command)
 

@@ -1,0 +1,1 @@
+"""``stowage bench``: storage benchmarks with fio in pods (see command.py; rules BN1-BN29)."""
