@@ -146,3 +146,57 @@ def test_bad_input_is_refused_before_anything_is_created(stowage: Stowage) -> No
     r = stowage.cli("bench", "--jobs", "randread-iops,bogus", check=False)
     assert r.returncode == 1 and "--jobs: unknown job bogus" in r.stderr
     assert_nothing_left(stowage)
+
+
+def test_label_nodes_then_a_class_requiring_the_figure_places_by_it(stowage: Stowage) -> None:
+    """BN25 with BP1, BP8, BP20: a class that requires a measured figure can itself be benchmarked on a node
+    nobody measured yet (the bench pod is exempt); `--label-nodes` records the figures on the node; then a
+    claim of the class places its pod there. A class that requires far more than was measured leaves its pod
+    Pending, the reason in `describe pod`."""
+    from storage.api.bench_figures import node_figures
+
+    def make_class(name: str, minimum: int) -> None:
+        stowage.client.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+                               "provisioner": "stowage.io/local", "volumeBindingMode": "WaitForFirstConsumer",
+                               "reclaimPolicy": "Delete", "parameters": {"fsType": "ext4",
+                                                                         "minRandomWriteIOPS": str(minimum)}})
+
+    def claim_and_pod(name: str, class_name: str) -> None:
+        stowage.client.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                               "metadata": {"name": name, "namespace": "default"},
+                               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class_name,
+                                        "resources": {"requests": {"storage": "64Mi"}}}})
+        stowage.client.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                               "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                                   "name": "main", "image": "debian:12", "command": ["sleep", "600"],
+                                   "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+                                   "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": name}}]}})
+
+    make_class("fast", 100)
+    stowage.cli("bench", "--quick", "--storage-class", "fast", "--jobs", "randwrite-iops,fdatasync",
+                "--label-nodes", timeout=400)
+    node = stowage.client.list("nodes", "")[0][0]
+    figures = node_figures(node, "fast")
+    assert figures is not None and figures["randWriteIOPS"] > 100 and figures["fsyncLatencyP99Us"] > 0, figures
+    make_class("faster", int(figures["randWriteIOPS"]) * 1000)
+    stowage.cli("bench", "--quick", "--storage-class", "faster", "--jobs", "randwrite-iops", "--label-nodes",
+                timeout=400)
+    claim_and_pod("on-fast", "fast")
+    claim_and_pod("on-faster", "faster")
+    try:
+        poll("the pod of the class the node meets scheduled",
+             lambda: stowage.client.get("pods", "on-fast", "default")["spec"].get("nodeName"), 120,
+             diagnose=lambda: stowage.describe("pod"))
+
+        def reason() -> str | None:
+            out = stowage.cli("describe", "pod", "on-faster").stdout
+            return out if "below minRandomWriteIOPS" in out else None
+
+        described = poll("the reason the other pod waits", reason, 120, diagnose=lambda: stowage.describe("pod"))
+        assert "FailedScheduling" in described and "0/1 nodes are available" in described, described
+        assert not stowage.client.get("pods", "on-faster", "default")["spec"].get("nodeName")
+    finally:
+        for name in ("on-fast", "on-faster"):
+            stowage.client.delete("pods", name, "default")
+            stowage.client.delete("persistentvolumeclaims", name, "default")
+        poll("the placement test's volumes gone", lambda: not stowage.client.list("persistentvolumes", "")[0], 120)

@@ -256,12 +256,7 @@ def _cleanup_all(runners: list[Runner], console: Any) -> None:
 
 def _label_nodes(client: Any, result: Obj, console: Any) -> None:
     """BN25: the placement helper turns figures into node annotations; we merge what it returns."""
-    try:
-        from storage.api.bench_figures import (
-            label_node_annotations,  # owned by the placement work
-        )
-    except ImportError:
-        raise CommandError("--label-nodes: this build has no storage.api.bench_figures (placement not merged)") from None
+    from storage.api.bench_figures import label_node_annotations
     for c in result["classes"]:
         for n in c["nodes"]:
             figures = report.placement_figures(n["jobs"], result["finished"], n.get("fio_version", ""))

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import structlog
 
+from storage.api.bench_figures import ANN_MEASURING
 from storage.cli.bench import jobs as jobmod
 from storage.cli.bench.stats import FioOutputError, parse_fio
 from storage.cli.errors import CommandError
@@ -108,7 +109,8 @@ def objects(plan: Plan, target: Target, start_at: float | None) -> tuple[Obj, Ob
     if target.node:
         spec["nodeSelector"] = {HOSTNAME: target.node}
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": target.pod, "namespace": plan.namespace, "labels": labels}, "spec": spec}
+           "metadata": {"name": target.pod, "namespace": plan.namespace, "labels": labels,
+                        "annotations": {ANN_MEASURING: "true"}}, "spec": spec}
     return claim, pod
 
 
