@@ -341,6 +341,11 @@ class NodeAgent:
             return None
         return {str(k): str(v) for k, v in (status.get("attachmentMetadata") or {}).items()}
 
+    def resolved_pod_volumes(self) -> list[tuple[str, PodVolumes]]:
+        """(pod uid, its resolved volumes) of every pod this agent has set up or is setting up."""
+        with self._lock:
+            return list(self._resolved.items())
+
     def plugin_annotations(self) -> dict[str, str]:
         """What the volume plugins report about this node (e.g. ``rbd.stowage.io/mapper``)."""
         out: dict[str, str] = {}

@@ -56,23 +56,12 @@ class BackupJob:
                 "sizeBytes": self.size, "bytesUploaded": self.bytes_uploaded, "message": self.message}
 
 
-def _global_mount_of(agent: NodeAgent, pv_name: str) -> tuple[str, str] | None:
-    """(mount point, device) of a device volume's node-wide mount on this node."""
-    vm = agent.volumes
-    for entry in vm._global_mounts():
-        if vm._split_global(entry.mount_point)[1] == pv_name:
-            return entry.mount_point, entry.source
-    return None
-
-
 def _pod_path_of(agent: NodeAgent, pv_name: str) -> tuple[str, str] | None:
     """("tree", a pod's mounted volume directory) or ("block", the device bound into a pod) of a PV that
     has no global mount (network filesystems are mounted per pod)."""
     from storage.system import mounts
 
-    with agent._lock:
-        pods = list(agent._resolved.items())
-    for uid, pod_volumes in pods:
+    for uid, pod_volumes in agent.resolved_pod_volumes():
         for req in pod_volumes.volumes:
             if req.pv_name != pv_name:
                 continue
@@ -158,7 +147,7 @@ class BackupJobs:
             pv_name = str((pv.get("metadata") or {}).get("name") or "")
             if not pv_name:
                 raise BadRequest("pv.metadata.name: Required value")
-            found = _global_mount_of(self.agent, pv_name)
+            found = self.agent.volumes.global_mount_of(pv_name)
             kind, path = ("tree", found[0]) if found else (_pod_path_of(self.agent, pv_name) or ("", ""))
             if not kind:
                 raise NotFound(f"volume {pv_name} is not in use on node {self.agent.node}: a backup reads it "

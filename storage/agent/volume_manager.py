@@ -234,6 +234,13 @@ class VolumeManager:
                 out.append(entry)
         return out
 
+    def global_mount_of(self, pv_name: str) -> tuple[str, str] | None:
+        """(mount point, device) of a device volume's node-wide mount here, if it is mounted."""
+        for entry in self._global_mounts():
+            if self._split_global(entry.mount_point)[1] == pv_name:
+                return entry.mount_point, entry.source
+        return None
+
     def _split_global(self, mount_point: str) -> tuple[str, str]:
         rel = Path(mount_point).relative_to(os.path.realpath(self.plugins_dir))
         return "/".join(rel.parts[:-2]), rel.parts[-1]
