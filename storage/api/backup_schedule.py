@@ -3,10 +3,11 @@ the labels that tie a schedule to its snapshots (SEMANTICS BC12-BC24)."""
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from storage.api.durations import duration_seconds
 
 BACKUP_GROUP = "backup.stowage.io"
 SCHEDULE_LABEL = "backup.stowage.io/schedule"
@@ -19,8 +20,6 @@ _MACROS = {
     "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
     "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _croniter() -> Any:
@@ -43,16 +42,10 @@ def cron_expression(text: str) -> str:
 
 def parse_duration(text: str) -> timedelta:
     """Go's duration syntax (``720h``, ``1h30m``) plus days and weeks (``7d``, ``2w``); ValueError when not one."""
-    text = text.strip()
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if not text or pos != len(text):
-        raise ValueError("must be a duration such as 30m, 24h, 7d or 1h30m")
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=duration_seconds(text, days=True))
+    except ValueError:
+        raise ValueError("must be a duration such as 30m, 24h, 7d or 1h30m") from None
 
 
 def zone(name: str | None) -> Any:

@@ -22,6 +22,7 @@ from storage.api.timestamps import now
 from storage.cli import deployment_support
 from storage.cli.context import global_options, resolve_kind, session
 from storage.cli.errors import CommandError
+from storage.api.durations import duration_seconds
 from storage.cli.output import dump_yaml, type_name
 from storage.cli.session import Session
 from storage.errors import BadRequest, Conflict, NotFound
@@ -35,24 +36,15 @@ RESYNC_SECONDS = 30.0
 # Each attempt re-reads the object; more than this many racing writers is not a realistic burst.
 CONFLICT_RETRIES = 8
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(value: str, flag: str = "--timeout") -> float:
     """Go's duration syntax (``5m``, ``1h30m``, ``90s``, ``0``) in seconds; a bare number is seconds."""
     text = value.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise CommandError(f'{flag}: invalid duration "{value}": use a number with a unit, e.g. 30s, 5m or 1h')
-    return total
+    try:
+        return duration_seconds(text)
+    except ValueError:
+        raise CommandError(f'{flag}: invalid duration "{value}": use a number with a unit, e.g. 30s, 5m or 1h') from None
 
 
 def _kind_and_name(args: tuple[str, ...], allowed: tuple[str, ...], verb: str) -> tuple[ResourceInfo, str]:
