@@ -6,14 +6,22 @@
     bind mount, and a runc container (overlay of / on a tmpfs, as the agent's
     runtime does) running a shell; the ratio of medians over several rounds.
 (b) N claims + N pods created at once: seconds until all claims are Bound and
-    until all pods are Running.
+    until all pods are Running, and each pod's start-up latency (its create call returning -> the
+    watch showing it Running, both on this process's clock) as p50/p99. Against it, in the same run
+    and before it, the bare work for N volumes and N containers (16 MiB: truncate, losetup
+    --direct-io=on, mkfs.ext4, mount, bind mount, the overlay root, ``runc run -d``) done by a thread
+    pool as wide as the agent's pod set-up pool (``POD_SYNC_WORKERS``); the ratio all-Running / bare.
 (c) the node agent's RSS (psutil, the ``stowage agent`` process alone) with the
     pods and volumes of (b) running.
 
 The control plane (API server on SQLite, controllers) runs in this process; the
 agent runs as its own ``stowage agent`` process. Everything is cleaned up.
 
-usage: python benchmarks/provision.py [--rounds 5] [--burst 500] [--rss-pods 100]
+usage: python benchmarks/provision.py [--rounds 5] [--burst 500] [--rss-pods 100] [--only-burst]
+                                     [--profile DIR]
+
+``--profile DIR`` (needs pyinstrument and py-spy) writes where the burst's time goes: a py-spy
+sampling of every thread of the agent process and of this process (the control plane) into DIR.
 """
 from __future__ import annotations
 
@@ -24,7 +32,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +45,7 @@ import psutil  # noqa: E402
 
 from cluster import LOOP, BenchCluster, quiet_logs, running  # noqa: E402
 from raw_volume import GiB, create_volume, mount_pod_root, run, wait  # noqa: E402
+from storage.agent.agent import POD_SYNC_WORKERS  # noqa: E402
 from storage.system import mounts  # noqa: E402
 from support import cleanup_tree  # noqa: E402
 
@@ -66,6 +77,178 @@ def raw_once(base: Path, i: int) -> float:
                    check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait(lambda: json.loads(run("runc", "--root", str(root), "state", f"raw{i}"))["status"] == "running", "raw container")
     return time.perf_counter() - start
+
+
+# ---- (b) the raw baseline: N volumes and containers by a pool as wide as the agent's ----------
+
+def _bundle(work: Path, name: str) -> tuple[Path, Path, Path, Path]:
+    (work / "bundle").mkdir(parents=True)
+    image, mnt, bind = work / "vol.img", work / "mnt", work / "pod-data"
+    scratch, rootfs = work / "scratch", work / "bundle" / "rootfs"
+    for d in (mnt, bind, scratch, rootfs):
+        d.mkdir(parents=True, exist_ok=True)
+    run("runc", "spec", "--bundle", str(work / "bundle"))
+    config_path = work / "bundle" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["args"] = ["/bin/sh", "-c", LOOP]
+    config["process"]["terminal"] = False
+    config["root"] = {"path": str(rootfs), "readonly": False}
+    config["mounts"].append({"destination": "/data", "type": "bind", "source": str(bind), "options": ["rbind", "rw"]})
+    config_path.write_text(json.dumps(config))
+    return image, mnt, bind, scratch
+
+
+def raw_burst(base: Path, n: int, width: int, size: int = 16 << 20) -> float:
+    """Seconds for ``n`` volumes + containers made by ``width`` threads; bundles are prepared first."""
+    root = base / "runc"
+    items = [(i, _bundle(base / f"b{i}", f"b{i}")) for i in range(n)]
+
+    def one(item: tuple[int, tuple[Path, Path, Path, Path]]) -> None:
+        i, (image, mnt, bind, scratch) = item
+        create_volume(image, mnt, size)
+        mount_pod_root(mnt, bind, scratch, base / f"b{i}" / "bundle" / "rootfs", "size=16m")
+        subprocess.run(["runc", "--root", str(root), "run", "-d", "--bundle", str(base / f"b{i}" / "bundle"), f"rb{i}"],
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(lambda: json.loads(run("runc", "--root", str(root), "state", f"rb{i}"))["status"] == "running",
+             "raw container", 120, 0.01)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=width) as pool:
+        list(pool.map(one, items))
+    return time.perf_counter() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (no interpolation: p99 of 200 is the 198th value)."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, -(-len(ordered) * q // 100) - 1))] if ordered else float("nan")
+
+
+class RunningWatch:
+    """Watches on pods and claims: when (this clock) each pod was first seen scheduled and Running, and
+    each claim first seen with its selected node and Bound -- the stages of a pod's start-up."""
+
+    def __init__(self, bench: "Bench") -> None:
+        self.clients = [bench.server.client(), bench.server.client()]
+        self.seen: dict[str, float] = {}  # pod Running
+        self.scheduled: dict[str, float] = {}  # pod spec.nodeName
+        self.selected: dict[str, float] = {}  # claim's selected-node annotation
+        self.bound: dict[str, float] = {}  # claim Bound
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(c, r), daemon=True)
+                        for c, r in zip(self.clients, ("pods", "persistentvolumeclaims"))]
+        for t in self.threads:
+            t.start()
+
+    def _observe(self, resource: str, obj: dict) -> None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        now = time.perf_counter()
+        if resource == "pods":
+            if (obj.get("spec") or {}).get("nodeName"):
+                self.scheduled.setdefault(name, now)
+            if running(obj):
+                self.seen.setdefault(name, now)
+        else:
+            if "volume.kubernetes.io/selected-node" in ((obj.get("metadata") or {}).get("annotations") or {}):
+                self.selected.setdefault(name, now)
+            if (obj.get("status") or {}).get("phase") == "Bound":
+                self.bound.setdefault(name, now)
+
+    def _run(self, client: object, resource: str) -> None:
+        # Short watches resumed from the last revision seen: each ends within 5 s of close(), and a
+        # resumed one does not list everything again.
+        revision: str | None = None
+        while not self.stop.is_set():
+            try:
+                for event in client.watch(resource, "default", resource_version=revision, timeout=5):  # type: ignore[attr-defined]
+                    obj = event.get("object") or {}
+                    revision = (obj.get("metadata") or {}).get("resourceVersion") or revision
+                    self._observe(resource, obj)
+                    if self.stop.is_set():
+                        return
+            except Exception:  # compacted (Gone) or cut: watch again from a listing
+                revision = None
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+        for c in self.clients:
+            c.close()
+
+    def stages(self, created_at: dict[str, float]) -> str:
+        """p50/p99 of each stage's own duration over the pods: create -> claim's node selected -> claim
+        Bound -> pod Running (the last one is the agent's part: volume set-up and container start)."""
+        def fmt(label: str, values: list[float]) -> str:
+            return f"{label} p50 {percentile(values, 50):.1f}s p99 {percentile(values, 99):.1f}s" if values else f"{label} -"
+        names = [k for k in created_at if k in self.selected and k in self.bound and k in self.seen]
+        return ", ".join([
+            fmt("create->selected", [self.selected[k] - created_at[k] for k in names]),
+            fmt("selected->bound", [self.bound[k] - self.selected[k] for k in names]),
+            fmt("bound->running", [self.seen[k] - max(self.bound[k], self.scheduled.get(k, 0.0)) for k in names]),
+        ])
+
+
+class Profiles:
+    """py-spy sampling (every thread, only while it holds the GIL: the Python CPU) of the agent and of this process while the
+    burst runs; ``finish`` writes the collapsed stacks and prints each one's top entries (self and total)."""
+
+    def __init__(self, out: Path, bench: "Bench") -> None:
+        import shutil
+
+        spy = shutil.which("py-spy")
+        if spy is None:
+            raise SystemExit("--profile needs py-spy (pip install py-spy)")
+        out.mkdir(parents=True, exist_ok=True)
+        assert bench.agent is not None
+        self.out = out
+        self.targets = {"agent": bench.agent.pid, "control-plane": os.getpid()}
+        self.procs = {name: subprocess.Popen([spy, "record", "--nonblocking", "--gil", "--rate", "50",
+                                              "--format", "raw",
+                                              "-o", str(out / f"{name}.txt"), "-p", str(pid)],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                      for name, pid in self.targets.items()}
+
+    def finish(self) -> None:
+        import signal as _signal
+
+        for proc in self.procs.values():
+            proc.send_signal(_signal.SIGINT)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            print(summarize_stacks(self.out / f"{name}.txt", name), flush=True)
+
+
+def summarize_stacks(path: Path, name: str, top: int = 15) -> str:
+    """Top functions by samples spent in them (self) and under them (total) from py-spy's raw output."""
+    if not path.exists():
+        return f"[profile {name}] no samples written"
+    own: dict[str, int] = {}
+    under: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")" if " (" in f else f
+                  for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            under[f] = under.get(f, 0) + n
+    lines = [f"[profile {name}] {total} samples (50/s, holding the GIL, all threads)", "  self:"]
+    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
+    lines.append("  total:")
+    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in sorted(under.items(), key=lambda kv: -kv[1])[:top]
+              if not f.startswith(("<module>", "_bootstrap", "run (threading", "_worker (thread"))]
+    (path.with_suffix(".summary.txt")).write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 # ---- the cluster under test -----------------------------------------------------------------
@@ -102,6 +285,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--rss-pods", type=int, default=100)
+    parser.add_argument("--only-burst", action="store_true", help="skip (a) and (c)")
+    parser.add_argument("--profile", type=Path, default=None, help="write py-spy profiles of the burst here")
     args = parser.parse_args()
     quiet_logs()
     if os.geteuid() != 0:
@@ -110,6 +295,8 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="stowage-bench-"))
     bench: Bench | None = None
     try:
+        if args.only_burst:
+            args.rounds = 0
         raw = [raw_once(base, i) for i in range(args.rounds)]
         cleanup_raw = [p for p in base.iterdir()]
         for p in cleanup_raw:
@@ -120,35 +307,68 @@ def main() -> int:
         for i in range(args.rounds):
             ours.append(stowage_once(bench, i))
         bench.delete_all()
-        print(f"(a) claim+pod to Running with a new 1Gi ext4 volume: stowage median {statistics.median(ours):.3f}s "
+        if ours:
+            print(f"(a) claim+pod to Running with a new 1Gi ext4 volume: stowage median {statistics.median(ours):.3f}s "
               f"(runs {', '.join(f'{t:.3f}' for t in ours)}); raw commands with runc median {statistics.median(raw):.3f}s; "
-              f"ratio {statistics.median(ours) / statistics.median(raw):.2f}x (aim <= 1.5x)", flush=True)
+                  f"ratio {statistics.median(ours) / statistics.median(raw):.2f}x (aim <= 1.5x)", flush=True)
 
         n = args.burst
+        raw_dir = base / "raw-burst"
+        raw_dir.mkdir()
+        try:
+            bare = raw_burst(raw_dir, n, POD_SYNC_WORKERS)
+        finally:
+            cleanup_tree(raw_dir)
+        watch = RunningWatch(bench)
+        agent_proc = psutil.Process(bench.agent.pid)  # type: ignore[union-attr]
+        cpu0 = (agent_proc.cpu_times(), psutil.Process().cpu_times())
+        profiler = Profiles(args.profile, bench) if args.profile else None
+        created_at: dict[str, float] = {}
         start = time.perf_counter()
         for i in range(n):
             bench.claim_and_pod(f"b{i}", "16Mi")
+            created_at[f"b{i}"] = time.perf_counter()
         created = time.perf_counter() - start
+        # Progress from the watches, not by listing: a list of every pod and claim twice a second costs
+        # the control plane (in this process, on the same cores) more CPU than some controllers do.
         bound_at = None
         while True:
-            bound = bench.count("persistentvolumeclaims", lambda c: (c.get("status") or {}).get("phase") == "Bound")
+            bound = sum(1 for k in created_at if k in watch.bound)
             if bound_at is None and bound == n:
                 bound_at = time.perf_counter() - start
-            if bench.count("pods", running) == n:
+            if all(k in watch.seen for k in created_at):
                 break
             if time.perf_counter() - start > 1800:
                 raise TimeoutError(f"burst: {bound}/{n} bound after 1800s")
-            time.sleep(0.5)
+            time.sleep(0.05)
         all_running = time.perf_counter() - start
+        cpu1 = (agent_proc.cpu_times(), psutil.Process().cpu_times())
+        if profiler is not None:
+            profiler.finish()
+        # The watch's word checked against a listing: every pod Running and every claim Bound.
+        assert bench.count("pods", running) == n, "every pod Running"
+        assert bench.count("persistentvolumeclaims", lambda c: (c.get("status") or {}).get("phase") == "Bound") == n
+        latency = [watch.seen[k] - created_at[k] for k in created_at]
+        if bound_at is None:
+            bound_at = all_running
         print(f"(b) {n} claims + {n} pods (WaitForFirstConsumer) created in {created:.1f}s: all Bound after "
-              f"{bound_at:.1f}s, all Running after {all_running:.1f}s (aim < 60s)", flush=True)
+              f"{bound_at:.1f}s, all Running after {all_running:.1f}s; bare {n} volumes + containers with "
+              f"{POD_SYNC_WORKERS} threads {bare:.1f}s; ratio {all_running / bare:.2f}x (aim <= 2x); per-pod "
+              f"create -> Running p50 {percentile(latency, 50):.1f}s p99 {percentile(latency, 99):.1f}s "
+              f"(load {os.getloadavg()[0]:.2f})", flush=True)
+        print(f"    stages: {watch.stages(created_at)}", flush=True)
+        cpu = [(b.user + b.system - a.user - a.system, b.children_user + b.children_system - a.children_user - a.children_system)
+               for a, b in zip(cpu0, cpu1)]
+        print(f"    CPU seconds: agent {cpu[0][0]:.1f} (+ its commands {cpu[0][1]:.1f}), control plane and this "
+              f"benchmark {cpu[1][0]:.1f}", flush=True)
+        watch.close()
         assert bench.agent is not None
-        rss_pods = min(n, args.rss_pods)
-        if rss_pods == n:
+        rss_pods = 0 if args.only_burst else min(n, args.rss_pods)
+        if rss_pods and rss_pods == n:
             rss = psutil.Process(bench.agent.pid).memory_info().rss
             print(f"(c) agent RSS with {n} pods and {n} volumes: {rss / (1 << 20):.1f} MiB (aim < 100 MB)")
         bench.delete_all()
-        if rss_pods != n:
+        if rss_pods and rss_pods != n:
             for i in range(rss_pods):
                 bench.claim_and_pod(f"r{i}", "16Mi")
             wait(lambda: bench.count("pods", running) == rss_pods, "the RSS pods", 900, 0.5)
@@ -159,6 +379,9 @@ def main() -> int:
     finally:
         if bench is not None:
             bench.close()
+            if args.profile:
+                import shutil
+                shutil.copy(base / "cluster" / "agent.log", args.profile / "agent.log")
         cleanup_tree(base)
 
 

@@ -247,6 +247,7 @@ class Pool:
                 if (vol.fs_type, vol.mode) != (fs_type, mode):
                     raise AlreadyExists(f"pool volume {name} already exists as {vol.mode}/{vol.fs_type}")
                 return vol
+            retry = vol.state == "Creating"
             vol.fs_type, vol.mode, vol.state = fs_type, mode, "Creating"
             with self._accounting():
                 self._save(vol)
@@ -264,7 +265,9 @@ class Pool:
                     f.truncate(size)  # sparse: no blocks are written
             if fill is not None:
                 fill(image, vol)
-            device = self.device(name) or loop.attach(image, executor=self.executor)
+            # A volume that was only Reserved never got as far as a loop device (the Creating record is
+            # written first), so only a retry of a Creating one looks for the device it may have left.
+            device = (self.device(name) if retry else None) or loop.attach(image, executor=self.executor)
             if filled and fs_type:
                 self._adopt_copied_filesystem(vol, device)
             elif fs_type:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import structlog
@@ -39,8 +40,31 @@ def find_all_by_backing_file(file: str | os.PathLike[str]) -> list[str]:
     return [dev for dev, backing in list_loops().items() if backing == target]
 
 
+# Backing file (real path) -> the loop device this process attached or last found for it. Only a
+# hint: every hit is checked against the device's own sysfs record before it is believed, so a
+# detach by anyone else, or a device number reused for another file, falls back to the full scan.
+# Without it each look-up reads the backing file of every loop device on the host: O(devices) per
+# volume, O(volumes^2) for a burst of pods (PF21).
+_known: dict[str, str] = {}
+_known_lock = threading.Lock()
+
+
+def _remember(target: str, device: str | None) -> None:
+    with _known_lock:
+        if device is None:
+            _known.pop(target, None)
+        else:
+            _known[target] = device
+
+
 def find_by_backing_file(file: str | os.PathLike[str]) -> str | None:
-    found = find_all_by_backing_file(file)
+    target = os.path.realpath(os.fspath(file))
+    with _known_lock:
+        hint = _known.get(target)
+    if hint is not None and _backing_file(os.path.basename(hint)) == target:
+        return hint
+    found = find_all_by_backing_file(target)
+    _remember(target, found[0] if found else None)
     return found[0] if found else None
 
 
@@ -59,9 +83,11 @@ def attach(file: str | os.PathLike[str], direct_io: bool = True, *, executor: Ex
     argv = ["losetup", "--find", "--show"]
     if direct_io:
         argv.append("--direct-io=on")
-    argv.append(os.path.realpath(os.fspath(file)))
+    target = os.path.realpath(os.fspath(file))
+    argv.append(target)
     proc = (executor or default_executor()).run(argv)
     device = proc.stdout.strip().splitlines()[-1]
+    _remember(target, device)
     log.info("loop.attach", file=os.fspath(file), device=device, direct_io=direct_io)
     return device
 
@@ -69,6 +95,9 @@ def attach(file: str | os.PathLike[str], direct_io: bool = True, *, executor: Ex
 def detach(device: str, *, executor: Executor | None = None) -> None:
     log.info("loop.detach", device=device)
     (executor or default_executor()).run(["losetup", "--detach", device])
+    with _known_lock:
+        for target in [t for t, d in _known.items() if d == device]:
+            del _known[target]
 
 
 def refresh_capacity(device: str, *, executor: Executor | None = None) -> None:
