@@ -447,12 +447,18 @@ class NodeAgent:
 
     def _watch(self, resource: str, on_list: Callable[[list[Obj]], None], on_event: Callable[[str, Obj], None],
                field_selector: str | None = None) -> None:
-        """List, then watch from that revision; relist when the revision is compacted away."""
+        """List, then watch from that revision; relist only when the revision is compacted away.
+
+        A watch that simply ends (its server-side timeout) is resumed from the last revision it
+        delivered, as client-go's reflector does: a relist would bring a whole-node pass, which
+        holds every pod's volume set-up while it walks all of them (PF25)."""
+        rv: str | None = None
         while not self.stop_event.is_set():
-            items, rv = self.client.list(resource, field_selector=field_selector)
-            with self._lock:
-                on_list(items)
-                self._lock.notify_all()
+            if rv is None:
+                items, rv = self.client.list(resource, field_selector=field_selector)
+                with self._lock:
+                    on_list(items)
+                    self._lock.notify_all()
             try:
                 for event in self.client.watch(resource, resource_version=rv, field_selector=field_selector, timeout=300):
                     if self.stop_event.is_set():
@@ -460,8 +466,9 @@ class NodeAgent:
                     with self._lock:
                         on_event(event["type"], event["object"])
                         self._lock.notify_all()
+                    rv = (event["object"].get("metadata") or {}).get("resourceVersion") or rv
             except Gone:
-                continue
+                rv = None
 
     def _watch_pods(self) -> None:
         def on_list(items: list[Obj]) -> None:
