@@ -88,6 +88,9 @@ class AgentConfig:
     listen_port: int = 0
     backoff_base: float = 10.0
     pod_ip_range: str = "127.1.0.0/16"
+    # The interface on the hosts' shared network that pod addresses are assigned to (MH2); None: the
+    # range is loopback and pods are reachable on this host only.
+    pod_interface: str | None = None
     # Host paths no container may see besides the data dir and pools (the control plane's
     # data dir with its tokens, kubeconfig and store).
     private_paths: tuple[str, ...] = ()
@@ -183,7 +186,8 @@ class NodeAgent:
             pool.reattach_all()
         self.volumes.reconstruct()
         self.runtime = PodRuntime(self.data_dir, self.node, host_ip=self.config.host_ip,
-                                  ip_range=self.config.pod_ip_range, on_status_change=self._status_changed,
+                                  ip_range=self.config.pod_ip_range,
+                                  pod_interface=self.config.pod_interface, on_status_change=self._status_changed,
                                   backoff_base=self.config.backoff_base,
                                   hidden_paths=(*self.config.private_paths, *(str(p.path) for p in self.config.pools)),
                                   host_path_prefixes=self.config.host_path_prefixes)
