@@ -441,6 +441,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
         found += list(getattr(module, "RECONCILERS", []))
     # BackupSchedules (SEMANTICS BC12): on its own line so other controllers' additions merge cleanly.
     found += list(importlib.import_module("storage.controllers.backup_schedule").RECONCILERS)
+    # Opt-in recovery of local volumes on lost nodes (SEMANTICS LR).
+    found += list(importlib.import_module("storage.controllers.local_recovery").RECONCILERS)
     return found
 
 

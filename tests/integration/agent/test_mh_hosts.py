@@ -206,3 +206,39 @@ def test_mh3_mh4_mh5_members_spread_across_hosts_and_local_members_stay_with_a_l
     after = cluster.wait_running("db-2", ready=True)
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["status"]["podIP"] == before["status"]["podIP"]
+
+
+def test_lr_opt_in_recovery_recreates_a_lost_members_claim_on_a_live_host(hosts3: Hosts) -> None:
+    """LR1-LR6 across real hosts: with ``stowage.io/recover-on-node-loss`` on the class, a member whose host
+    is cut off for longer than the duration gets a new claim on a live host and runs there; the old
+    volume is released and deleted once its host is back."""
+    hosts3.start()
+    fabric, cluster = hosts3.fabric, hosts3.cluster
+    storage_class = local_class()
+    storage_class["metadata"]["annotations"] = {"stowage.io/recover-on-node-loss": "2s"}
+    cluster.apply(storage_class, *_statefulset("db", 2))
+    placed = {f"db-{i}": cluster.wait_running(f"db-{i}", timeout=120)["spec"]["nodeName"] for i in range(2)}
+    lost = fabric.host(placed["db-1"])
+    spare = next(h.name for h in fabric.hosts if h.name not in placed.values())
+    old_claim = cluster.client.get("persistentvolumeclaims", "data-db-1", "default")
+    old_volume = old_claim["spec"]["volumeName"]
+
+    fabric.cut(lost)
+    try:
+        def recreated() -> Obj | None:
+            claim_now = cluster.client.get("persistentvolumeclaims", "data-db-1", "default")
+            return claim_now if claim_now["metadata"]["uid"] != old_claim["metadata"]["uid"] else None
+
+        wait_until(recreated, "a new claim data-db-1", timeout=120)
+        member = cluster.wait_running("db-1", timeout=120)
+        assert member["spec"]["nodeName"] == spare
+        new_volume = cluster.client.get("persistentvolumeclaims", "data-db-1", "default")["spec"]["volumeName"]
+        assert new_volume != old_volume and spare in str(cluster.client.get("persistentvolumes", new_volume)["spec"])
+        events = [e for e in cluster.events_for("data-db-1") if e["reason"] == "RecoveringFromNodeLoss"]
+        assert events and f"node {lost.name} not Ready since" in events[0]["message"]
+        assert old_volume in events[0]["message"] and "abandoned" in events[0]["message"]
+        assert cluster.pod("db-0")["spec"]["nodeName"] == placed["db-0"]  # the other member is untouched
+    finally:
+        fabric.restore(lost)
+    # The host is back: the old volume, released, goes by its reclaim policy (Delete).
+    cluster.wait_gone("persistentvolumes", old_volume, timeout=120)
