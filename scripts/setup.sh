@@ -88,7 +88,7 @@ fi
 # server jar org.apache.cassandra:cassandra-all and its runtime dependencies from Maven Central,
 # through Maven (scripts/cassandra/pom.xml), into .cache/cassandra/lib. Cassandra 5.0 because it runs
 # on Java 17 (4.1 needs Java 11). Without Maven or Java the example runs its stand-in.
-CASSANDRA_VERSION=5.0.6
+CASSANDRA_VERSION=5.0.8
 if [[ $extras == *dev* ]] && command -v mvn >/dev/null && command -v java >/dev/null \
    && ! [[ -f .cache/cassandra/lib/cassandra-all-$CASSANDRA_VERSION.jar ]]; then
   echo "setup: installing Apache Cassandra $CASSANDRA_VERSION (Maven Central)"
