@@ -1,4 +1,4 @@
-"""examples/cassandra end to end with a REAL Apache Cassandra 5.0 ring (rules CA1-CA4).
+"""examples/cassandra end to end with a REAL Apache Cassandra 5.0 ring (rules CA1-CA6).
 
 scripts/setup.sh installs Cassandra from Maven Central into .cache/cassandra/lib
 (cassandra-all and its dependencies); the example's start script runs it as
