@@ -84,4 +84,22 @@ if [[ $extras == *dev* && -x $GO && ! -x .cache/go/bin/mock-driver ]]; then
     || echo "setup: could not build the CSI mock driver; the CSI driver tests will be skipped" >&2
   rm -rf "$gotmp"
 fi
+# Apache Cassandra for examples/cassandra (the real ring of tests/e2e/test_cassandra_real.py): the
+# server jar org.apache.cassandra:cassandra-all and its runtime dependencies from Maven Central,
+# through Maven (scripts/cassandra/pom.xml), into .cache/cassandra/lib. Cassandra 5.0 because it runs
+# on Java 17 (4.1 needs Java 11). Without Maven or Java the example runs its stand-in.
+CASSANDRA_VERSION=5.0.8
+if [[ $extras == *dev* ]] && command -v mvn >/dev/null && command -v java >/dev/null \
+   && ! [[ -f .cache/cassandra/lib/cassandra-all-$CASSANDRA_VERSION.jar ]]; then
+  echo "setup: installing Apache Cassandra $CASSANDRA_VERSION (Maven Central)"
+  rm -rf .cache/cassandra/lib.tmp
+  if (cd scripts/cassandra && mvn -q -B dependency:copy-dependencies -Dcassandra.version="$CASSANDRA_VERSION" \
+        -DincludeScope=runtime -DoutputDirectory="$OLDPWD/.cache/cassandra/lib.tmp"); then
+    # Swapped in whole, so an interrupted download never looks installed.
+    rm -rf .cache/cassandra/lib && mv .cache/cassandra/lib.tmp .cache/cassandra/lib
+  else
+    rm -rf .cache/cassandra/lib.tmp
+    echo "setup: could not install Apache Cassandra; examples/cassandra will run its stand-in" >&2
+  fi
+fi
 echo "setup: done ($(command -v stowage))"
