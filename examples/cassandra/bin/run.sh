@@ -7,10 +7,11 @@
 #
 # Cassandra is looked for, in order:
 #   1. $CASSANDRA_HOME/bin/cassandra (an unpacked tarball),
-#   2. $CASSANDRA_LIB: a directory of jars holding cassandra-all-*.jar (what
-#      scripts/setup.sh installs from Maven Central into .cache/cassandra/lib);
-#      run directly as `java ... CassandraDaemon` with conf/jvm17-server.options,
-#   3. `cassandra` on PATH.
+#   2. $CASSANDRA_LIB: a directory of jars holding cassandra-all-*.jar, run
+#      directly as `java ... CassandraDaemon` with conf/jvm17-server.options,
+#   3. /opt/stowage/cassandra/lib, where scripts/setup.sh installs those jars
+#      from Maven Central (run the same way),
+#   4. `cassandra` on PATH.
 # The configuration is rendered into $CASSANDRA_CONF (default /etc/cassandra,
 # which lives in the container's own writable layer), starting from the
 # installation's conf/ directory when there is one.
@@ -43,6 +44,8 @@ if [ "${STOWAGE_CASSANDRA_STANDIN:-0}" != "1" ]; then
             exit 2
         fi
         cassandra_lib=$(cd "$CASSANDRA_LIB" && pwd)
+    elif ls /opt/stowage/cassandra/lib/cassandra-all-*.jar >/dev/null 2>&1; then
+        cassandra_lib=/opt/stowage/cassandra/lib
     elif command -v cassandra >/dev/null 2>&1; then
         cassandra_bin=$(command -v cassandra)
     fi
