@@ -22,8 +22,16 @@ import structlog
 
 from storage.apiserver.auth import TOKEN_FILE, ensure_admin_token
 from storage.apiserver.satokens import SA_KEY, ServiceAccountTokens
-from storage.apiserver.tls import (AGENT_CLIENT_CERT, AGENT_CLIENT_KEY, CA_CERT, CA_KEY, PKI_DIR, SERVING_CERT,
-                                   SERVING_KEY, load_or_create_pki)
+from storage.apiserver.tls import (
+    AGENT_CLIENT_CERT,
+    AGENT_CLIENT_KEY,
+    CA_CERT,
+    CA_KEY,
+    PKI_DIR,
+    SERVING_CERT,
+    SERVING_KEY,
+    load_or_create_pki,
+)
 from storage.errors import AlreadyExists, NotFound
 from storage.store.encryption import DecryptionError
 from storage.system import pki

@@ -140,12 +140,10 @@ def _start_controllers(store: Any, stop: threading.Event, options: Any = None,
         return []
     run: Callable[..., Any] = getattr(manager, "run_controllers")
     if leader_election is not None:  # replicas on one store: controllers only on the Lease holder (HA1)
-        from storage.controllers.leaderelection import run_elected
+        from storage.controllers.leaderelection import run_elected_manager
 
-        thread = threading.Thread(
-            target=_guarded(lambda: run_elected(store, stop, leader_election,
-                                                lambda fenced, term: run(fenced, term, options=options))),
-            name="leader-election", daemon=True)
+        thread = threading.Thread(target=_guarded(lambda: run_elected_manager(store, stop, leader_election, options)),
+                                  name="leader-election", daemon=True)
         thread.start()
         return [thread]
     thread = threading.Thread(target=_guarded(lambda: run(store, stop, options=options)), name="controllers", daemon=True)

@@ -14,7 +14,8 @@ resourceVersion, which every replica serves alike (HA3).
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import structlog

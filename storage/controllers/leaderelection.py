@@ -29,13 +29,20 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
-from storage.errors import AlreadyExists, Conflict, NotFound, StowageError, TemporaryError
+from storage.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    StowageError,
+    TemporaryError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +77,8 @@ def default_identity() -> str:
 
 
 def micro_time(moment: datetime | None = None) -> str:
-    moment = moment or datetime.now(timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class NotLeader(TemporaryError):
@@ -92,6 +99,7 @@ class LeaderElector:
         self._observed_version: str | None = None
         self._observed_at = 0.0
         self._renewed_at: float | None = None  # last successful acquire/renew while leading
+        self.acquired_version = 0  # the store revision of this replica's taking of the Lease
 
     # ---- the fence -------------------------------------------------------------------------
     def leading(self) -> bool:
@@ -111,7 +119,7 @@ class LeaderElector:
             lease = None
         if lease is None:
             try:
-                self.store.create("leases", {
+                created = self.store.create("leases", {
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.config.name, "namespace": self.config.namespace},
                     "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": duration,
@@ -119,6 +127,7 @@ class LeaderElector:
                 })
             except AlreadyExists:
                 return False
+            self.acquired_version = int((created.get("metadata") or {}).get("resourceVersion") or 0)
             self._won(now)
             return True
         version = (lease.get("metadata") or {}).get("resourceVersion")
@@ -142,6 +151,7 @@ class LeaderElector:
             return False
         self._observed_version, self._observed_at = (stored.get("metadata") or {}).get("resourceVersion"), now
         if not mine:
+            self.acquired_version = int((stored.get("metadata") or {}).get("resourceVersion") or 0)
             log.info("leader_elected", lease=f"{self.config.namespace}/{self.config.name}", identity=self.identity,
                      previous=holder or None, transitions=new_spec["leaseTransitions"])
         self._won(now)
@@ -167,7 +177,7 @@ class LeaderElector:
     def _attempt(self) -> bool:
         try:
             return self.try_acquire_or_renew()
-        except Exception as exc:  # the store is down: a missed renewal, not a crash
+        except Exception as exc:  # noqa: BLE001 - the store is down: a missed renewal, not a crash
             log.warning("leader_election_error", error=repr(exc))
             return False
 
@@ -242,7 +252,7 @@ class WriteCrash:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_env(cls) -> "WriteCrash | None":
+    def from_env(cls) -> WriteCrash | None:
         spec = os.environ.get(cls.ENV, "")
         if not spec:
             return None
@@ -263,12 +273,55 @@ class WriteCrash:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_elected(store: Any, stop: threading.Event, config: LeaderElectionConfig,
-                run_controllers: Callable[[Any, threading.Event], None], identity: str | None = None) -> None:
-    """``run_controllers(fenced_store, term_stop)`` on this replica only while it holds the Lease."""
+def run_elected_manager(store: Any, stop: threading.Event, config: LeaderElectionConfig, options: Any = None,
+                        identity: str | None = None, workers: int = 2) -> None:
+    """The controller manager of a replica: a warm standby while following, its workers only while leading.
+
+    Every replica keeps a controller manager's cache listed and watched (HA9), so a new leader need not
+    list the whole store before acting. Before its workers start, the cache must have seen the Lease at
+    the revision this replica took it: everything the old leader committed came before that revision,
+    and the watch delivers in revision order, so the cache is as fresh as a new list would be. After a
+    term, the manager is dropped and a new one lists afresh for the next candidacy."""
+    from storage.controllers.manager import DEFAULT_RECONCILERS, ControllerManager
+
     elector = LeaderElector(store, config, identity or os.environ.get("STOWAGE_LEADER_IDENTITY"))
     log.info("leader_election_started", lease=f"{config.namespace}/{config.name}", identity=elector.identity,
              lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
              retry_period=config.retry_period)
     fenced = FencedStore(store, elector.leading)
-    elector.run(stop, lambda term_stop: run_controllers(fenced, term_stop))
+
+    def warm() -> Any:
+        manager = ControllerManager(fenced, DEFAULT_RECONCILERS, workers=workers,
+                                    component="stowage-controller-manager", options=options)
+        manager.start_informer()
+        return manager
+
+    current = [warm()]
+
+    def caught_up(manager: Any) -> bool:
+        if not manager.synced.is_set():
+            return False
+        lease = manager.cache.get("leases", config.namespace, config.name)
+        version = int(((lease or {}).get("metadata") or {}).get("resourceVersion") or 0)
+        return version >= elector.acquired_version
+
+    def lead(term_stop: threading.Event) -> None:
+        manager = current[0]
+        try:
+            while not term_stop.is_set() and not caught_up(manager):
+                term_stop.wait(0.01)
+            if term_stop.is_set():
+                return
+            manager.start_workers()
+            log.info("controllers_started", controllers=[c.reconciler.name for c in manager.controllers])
+            term_stop.wait()
+        finally:
+            manager.stop()
+            log.info("controllers_stopped")
+            if not stop.is_set():
+                current[0] = warm()
+
+    try:
+        elector.run(stop, lead)
+    finally:
+        current[0].stop()

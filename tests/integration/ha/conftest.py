@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ha_support import ReplicaSet, drop_pg_schema, fresh_pg_schema, serve_env  # noqa: E402
+from ha_support import ReplicaSet, drop_pg_schema, fresh_pg_schema, serve_env
 
 
 @pytest.fixture

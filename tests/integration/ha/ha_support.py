@@ -5,11 +5,11 @@ import os
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
-
 from support import UpProcess
 
 from storage.client.kubeconfig import load_access

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from ha_support import ReplicaSet, wait_until
 
 pytestmark = pytest.mark.postgres
