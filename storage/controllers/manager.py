@@ -391,10 +391,17 @@ class ControllerManager:
                 self._stop.wait(delay)
 
     def start(self) -> None:
-        for controller in self.controllers:
-            controller.start(self._stop)
+        self.start_workers()
+        self.start_informer()
+
+    def start_informer(self) -> None:
+        """List and watch into the cache; keys queue up for workers (a warm standby runs only this, HA9)."""
         self._thread = threading.Thread(target=self._run_informer, name="informer", daemon=True)
         self._thread.start()
+
+    def start_workers(self) -> None:
+        for controller in self.controllers:
+            controller.start(self._stop)
         if self.resync_seconds > 0:
             threading.Thread(target=self._resync, name="resync", daemon=True).start()
 
