@@ -39,7 +39,18 @@ def find_all_by_backing_file(file: str | os.PathLike[str]) -> list[str]:
     return [dev for dev, backing in list_loops().items() if backing == target]
 
 
+# Backing file -> the loop device this process attached it to (PF6): a hint only, checked against the
+# device's own sysfs entry before use, so a lookup reads one file instead of every loop device's.
+_attached: dict[str, str] = {}
+
+
 def find_by_backing_file(file: str | os.PathLike[str]) -> str | None:
+    target = os.path.realpath(os.fspath(file))
+    hint = _attached.get(target)
+    if hint is not None:
+        if _backing_file(os.path.basename(hint)) == target:
+            return hint
+        _attached.pop(target, None)
     found = find_all_by_backing_file(file)
     return found[0] if found else None
 
@@ -62,12 +73,16 @@ def attach(file: str | os.PathLike[str], direct_io: bool = True, *, executor: Ex
     argv.append(os.path.realpath(os.fspath(file)))
     proc = (executor or default_executor()).run(argv)
     device = proc.stdout.strip().splitlines()[-1]
+    _attached[argv[-1]] = device
     log.info("loop.attach", file=os.fspath(file), device=device, direct_io=direct_io)
     return device
 
 
 def detach(device: str, *, executor: Executor | None = None) -> None:
     log.info("loop.detach", device=device)
+    for file, dev in list(_attached.items()):
+        if dev == device:
+            _attached.pop(file, None)
     (executor or default_executor()).run(["losetup", "--detach", device])
 
 
