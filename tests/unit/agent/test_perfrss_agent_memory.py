@@ -20,7 +20,10 @@ AGENT_PATH = r"""
 import json, sys, tempfile, threading
 from pathlib import Path
 
-import storage.cli.main  # the `stowage` entry point, as `stowage agent` loads it
+import click
+
+from storage.cli.main import cli  # the `stowage` entry point, as `stowage agent` loads it
+assert cli.get_command(click.Context(cli), "agent").name == "agent"
 from storage.agent.agent import NodeAgent
 from storage.agent.credentials import node_credentials
 from storage.agent.plugin_watcher import PluginWatcher
@@ -50,7 +53,8 @@ print(json.dumps(sorted(sys.modules)))
 # and the store to the API server and controllers).
 HEAVY = ("grpc", "google.protobuf", "google.cloud", "boto3", "botocore", "azure", "sqlalchemy", "matplotlib",
          "numpy", "moto", "pydantic", "pydantic_core", "storage.store", "storage.controllers.base",
-         "storage.apiserver")
+         "storage.apiserver", "storage.cli.write_commands", "storage.cli.read_commands", "storage.cli.bench",
+         "storage.cli.backup_commands", "statefulset")
 
 
 def test_agent_start_path_does_not_import_grpc_or_cloud_sdks() -> None:
@@ -64,6 +68,20 @@ def test_agent_start_path_does_not_import_grpc_or_cloud_sdks() -> None:
     loaded = sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
     assert loaded == [], f"the agent's start-up path imports {loaded[:10]}"
     assert "storage.agent.agent" in modules  # the probe really walked the agent's path
+
+
+def test_every_command_resolves_by_its_name() -> None:
+    """PF46: the lazily loaded commands are all reachable, each under its own name."""
+    import click
+
+    from storage.cli.main import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+    assert cli.get_command(ctx, "no-such-command") is None
 
 
 def test_csi_names_still_reachable_lazily() -> None:
