@@ -7,13 +7,14 @@
     runtime does) running a shell; the ratio of medians over several rounds.
 (b) N claims + N pods created at once: seconds until all claims are Bound and
     until all pods are Running.
-(c) the node agent's RSS (psutil, the ``stowage agent`` process alone) with the
-    pods and volumes of (b) running.
+(c) the node agent's memory with N pods and N volumes (``--rss-pods N``), measured the same way
+    every time by ``agent_memory.py`` (its docstring gives the method), on a cluster of its own
+    before (a) and (b), so that nothing else has shaped the agent's heap.
 
 The control plane (API server on SQLite, controllers) runs in this process; the
 agent runs as its own ``stowage agent`` process. Everything is cleaned up.
 
-usage: python benchmarks/provision.py [--rounds 5] [--burst 500] [--rss-pods 100]
+usage: python benchmarks/provision.py [--rounds 5] [--burst 500] [--rss-pods 100] [--only-rss]
 """
 from __future__ import annotations
 
@@ -31,13 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-import psutil  # noqa: E402
-
+from agent_memory import measure_agent_memory  # noqa: E402
 from cluster import LOOP, BenchCluster, quiet_logs, running  # noqa: E402
 from raw_volume import GiB, create_volume, mount_pod_root, run, wait  # noqa: E402
 from storage.system import mounts  # noqa: E402
 from support import cleanup_tree  # noqa: E402
-
 
 
 # ---- (a) the raw baseline -----------------------------------------------------------------
@@ -102,6 +101,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--rss-pods", type=int, default=100)
+    parser.add_argument("--only-rss", action="store_true", help="measure (c) only")
     args = parser.parse_args()
     quiet_logs()
     if os.geteuid() != 0:
@@ -110,6 +110,11 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="stowage-bench-"))
     bench: Bench | None = None
     try:
+        # (c) first, on its own cluster: its agent has seen nothing but its own pods.
+        measure_agent_memory(base / "rss", args.rss_pods)
+        cleanup_tree(base / "rss")
+        if args.only_rss:
+            return 0
         raw = [raw_once(base, i) for i in range(args.rounds)]
         cleanup_raw = [p for p in base.iterdir()]
         for p in cleanup_raw:
@@ -142,19 +147,7 @@ def main() -> int:
         all_running = time.perf_counter() - start
         print(f"(b) {n} claims + {n} pods (WaitForFirstConsumer) created in {created:.1f}s: all Bound after "
               f"{bound_at:.1f}s, all Running after {all_running:.1f}s (aim < 60s)", flush=True)
-        assert bench.agent is not None
-        rss_pods = min(n, args.rss_pods)
-        if rss_pods == n:
-            rss = psutil.Process(bench.agent.pid).memory_info().rss
-            print(f"(c) agent RSS with {n} pods and {n} volumes: {rss / (1 << 20):.1f} MiB (aim < 100 MB)")
         bench.delete_all()
-        if rss_pods != n:
-            for i in range(rss_pods):
-                bench.claim_and_pod(f"r{i}", "16Mi")
-            wait(lambda: bench.count("pods", running) == rss_pods, "the RSS pods", 900, 0.5)
-            rss = psutil.Process(bench.agent.pid).memory_info().rss
-            print(f"(c) agent RSS with {rss_pods} pods and {rss_pods} volumes: {rss / (1 << 20):.1f} MiB (aim < 100 MB)")
-            bench.delete_all()
         return 0
     finally:
         if bench is not None:

@@ -90,6 +90,9 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
                   log_format: str, volume_plugin_dir: str | None = None, csi_drivers: tuple[str, ...] = (),
                   pod_interface: str | None = None) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
+    from storage.system.memory import limit_arenas
+
+    limit_arenas()  # before any thread starts: the agent's RSS stays near its live objects (PF44)
     if csi_drivers:
         from provisioners.csi import parse_driver_flag
         from volume_plugins.csi import register_node_driver
