@@ -1291,6 +1291,18 @@ class _GroupCommit:
             cursor = self.store._sqlite_writer().cursor()
             conn = _SqliteWriteConn.over(cursor)
             cursor.execute("BEGIN IMMEDIATE")
+            if len(batch) == 1:  # a lone write needs no savepoint: its failure rolls the transaction back
+                only = batch[0]
+                try:
+                    only.result = only.work(conn)
+                except BaseException as exc:
+                    only.error = exc
+                    cursor.execute("ROLLBACK")
+                    return
+                cursor.execute("COMMIT")
+                self.batches += 1
+                self.writes += 1
+                return
             for pending in batch:
                 cursor.execute("SAVEPOINT stowage_write")
                 try:
