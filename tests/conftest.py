@@ -153,13 +153,37 @@ def _xdist_group(item: pytest.Item) -> str | None:
     if info is not None:
         for defs in info.name2fixturedefs.values():
             if any(d.scope in ("module", "package", "class") for d in defs):
-                return "module:" + item.nodeid.split("::", 1)[0]
+                return "module-" + item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]  # basenames are unique
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the scheduler's groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             group = _xdist_group(item)
             if group is not None:
                 item.add_marker(pytest.mark.xdist_group(group))
+
+
+class _GroupSuffix:
+    """xdist's loadgroup scheduler reads a test's group from an ``@group`` suffix of its node id, which
+    xdist 3.8 writes to ``item._nodeid``; pytest 9.2 keeps node ids in ``item._id`` (a structured NodeId)
+    and ignores ``_nodeid``, so every group would silently be dropped. This adds the suffix where it is
+    missing, after xdist's own hook (a no-op where xdist's suffix took)."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if not getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
+            return
+        from _pytest.nodeid import NodeId  # pytest >= 9.2 only: older pytest never leaves the suffix out
+
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})
+            if names and "@" not in item.nodeid:
+                item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_GroupSuffix(), "stowage-xdist-group-suffix")
