@@ -176,12 +176,12 @@ class _GroupSuffix:
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         if not getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
             return
-        from _pytest.nodeid import NodeId  # pytest >= 9.2 only: older pytest never leaves the suffix out
-
         for item in items:
             names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
                             for m in item.iter_markers("xdist_group")})
             if names and "@" not in item.nodeid:
+                from _pytest.nodeid import NodeId  # pytest >= 9.2 only: older pytest never gets here
+
                 item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
 
 
