@@ -99,6 +99,11 @@ def node_drivers() -> dict[str, str]:
         return {n: c.endpoint for n, c in _drivers.items()}
 
 
+# A driver whose socket does not answer NodeGetInfo within this is left out of one registration pass (the
+# next heartbeat asks again): the client's 30 s retry window would stall every other driver's registration.
+NODE_INFO_TIMEOUT = 5.0
+
+
 def node_registration() -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
     """(Node annotations, Node labels) for the drivers registered here, from NodeGetInfo: each driver's
     node id and topology keys (what kubelet puts in the nodeid annotation and CSINode) and its
@@ -115,7 +120,7 @@ def node_registration() -> tuple[dict[str, str], dict[str, str], list[dict[str, 
     drivers: list[dict[str, Any]] = []
     for name, client in registered:
         try:
-            info = client.node_info()
+            info = client.node_info(timeout=NODE_INFO_TIMEOUT)
         except CsiError as exc:
             log.warning("csi_node_info_failed", driver=name, error=str(exc))
             continue

@@ -11,17 +11,18 @@ from support import cleanup_tree, need_programs, need_root
 
 
 @pytest.fixture(scope="module")
-def start_stowage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[list[Path]], Stowage]]:
-    """``start_stowage(files)``: one ``stowage up`` per module, checked and cleaned at the end."""
+def start_stowage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stowage]]:
+    """``start_stowage(files, env=None)``: one ``stowage up`` per module (``env`` added to its environment),
+    checked and cleaned at the end."""
     need_root("pods run in runc containers on loop-backed volumes")
     need_programs("runc", "losetup", "mkfs.ext4", "nsenter")
     started: list[Stowage] = []
     data_dirs: list[Path] = []
 
-    def start(files: list[Path]) -> Stowage:
+    def start(files: list[Path], env: dict[str, str] | None = None) -> Stowage:
         data_dir = tmp_path_factory.mktemp("stowage-e2e")
         data_dirs.append(data_dir)
-        stowage = Stowage(data_dir, files)
+        stowage = Stowage(data_dir, files, env)
         started.append(stowage)  # before waiting: a start that fails must still be stopped
         stowage.wait_started()
         return stowage

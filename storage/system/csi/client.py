@@ -294,8 +294,8 @@ class CsiClient:
             req.starting_token = resp.next_token
 
     # --- Node -----------------------------------------------------------------------------------
-    def node_info(self) -> NodeInfo:
-        resp = self._call("node", "NodeGetInfo", pb.NodeGetInfoRequest())
+    def node_info(self, timeout: float | None = None) -> NodeInfo:
+        resp = self._call("node", "NodeGetInfo", pb.NodeGetInfoRequest(), timeout=timeout)
         topo = dict(resp.accessible_topology.segments) if resp.HasField("accessible_topology") else {}
         return NodeInfo(resp.node_id, int(resp.max_volumes_per_node), topo)
 
