@@ -4,19 +4,24 @@ Claim: on a loop-backed pool with direct I/O, the figures ``stowage bench`` repo
 fio's own when fio runs on the host on the very filesystem the benchmark pod used (BN26).
 
 How: ``stowage up`` with a local class; one claim held mounted by a sleeping pod. Then, for each
-round and each job, a pair back to back (order alternating between rounds, so neither side always
-goes first): ``stowage bench --claim overhead --jobs JOB`` (fio in a pod, its JSON through the pod
-log, parsed and summarised by Stowage) and fio run by this script on the agent's host mount of the
-same volume with the argv Stowage uses and the test size it chose. Pairs close in time cancel the
-machine's load drift (this host is shared); each job's ratio is the median over rounds of the pair
-ratios bench ÷ direct of its headline figure (IOPS, MiB/s, or p50 latency).
+round and each job, a pair back to back: ``stowage bench --claim overhead --jobs JOB`` (fio in a pod,
+its JSON through the pod log, parsed and summarised by Stowage) and fio run by this script on the
+agent's host mount of the same volume, prepared the same way (BN30: the test file written in full
+first; BN31: the fdatasync job on a new file of its own) with the argv Stowage uses and the test size
+it chose. The order is ABBA: a job's pair runs bench first in even rounds and direct first in odd
+ones, and neighbouring jobs start with opposite sides, so neither side always follows a pod's
+start or teardown (this host is shared; pairs close in time cancel its load drift). Each job's
+ratio is the median over rounds of the pair ratios bench ÷ direct of its headline figure (IOPS,
+MiB/s, or p50 latency), shown with the pair ratios' min–max and the ratio of the two sides' medians.
+Both sides' fio disk statistics must name the same device, else the run is void.
 
-usage: python benchmarks/bench_overhead.py [--rounds 5] [--runtime 3] [--ramp 1] [--out FILE]
+usage: python benchmarks/bench_overhead.py [--rounds 6] [--runtime 8] [--ramp 2] [--size 1Gi] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -44,13 +49,13 @@ AIM = 0.05
 CLAIM = "overhead"
 
 
-def manifests() -> list[dict[str, Any]]:
+def manifests(size: str = "1Gi") -> list[dict[str, Any]]:
     sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "bench-local"},
           "provisioner": "stowage.io/local", "volumeBindingMode": "WaitForFirstConsumer",
           "reclaimPolicy": "Delete", "parameters": {"fsType": "ext4"}}
     claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM, "namespace": "default"},
              "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "bench-local",
-                      "resources": {"requests": {"storage": "2Gi"}}}}
+                      "resources": {"requests": {"storage": size}}}}
     holder = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holder", "namespace": "default"},
               "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
                   "name": "sleep", "image": "debian:12", "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 60 & wait $!; done"],
@@ -63,37 +68,45 @@ def headline(job: jobmod.Job, figures: dict[str, float]) -> dict[str, float]:
     return {f: figures[f] for f in HEADLINE[job.kind] if f in figures}
 
 
-def bench_side(up: Up, args: argparse.Namespace, job: jobmod.Job, out_dir: Path) -> tuple[dict[str, float], int]:
-    """One ``stowage bench --claim`` run of one job; its headline figures, and the test size it chose."""
+def bench_side(up: Up, args: argparse.Namespace, job: jobmod.Job, out_dir: Path) -> tuple[dict[str, float], int, list[str]]:
+    """One ``stowage bench --claim`` run of one job: its headline figures, the test size it chose, the
+    disks fio saw."""
     cmd = [stowage_executable(), "bench", "--claim", CLAIM, "--jobs", job.name, "--repeats", "1", "--runtime",
            str(args.runtime), "--ramp", str(args.ramp), "--output-dir", str(out_dir),
            "--kubeconfig", str(up.data_dir / "kubeconfig")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"stowage bench failed: {proc.stderr[-2000:]}")
     doc = json.loads((out_dir / "result.json").read_text())
     s = doc["classes"][0]["nodes"][0]["jobs"][job.name]
-    return {f: s["figures"][f]["median"] for f in HEADLINE[job.kind] if f in s["figures"]}, int(doc["settings"]["size_bytes"])
+    return ({f: s["figures"][f]["median"] for f in HEADLINE[job.kind] if f in s["figures"]},
+            int(doc["settings"]["size_bytes"]), sorted(s.get("disks") or []))
 
 
-def direct_side(mount: Path, args: argparse.Namespace, job: jobmod.Job, size: int) -> dict[str, float]:
-    """The same job with fio on the host mount of the same volume, the same argv and size."""
+def direct_side(mount: Path, args: argparse.Namespace, job: jobmod.Job, size: int) -> tuple[dict[str, float], list[str]]:
+    """The same job with fio on the host mount of the same volume: the pod's path, preparation, argv and size."""
     s = jobmod.Settings(size=size, runtime=args.runtime, ramp=args.ramp, repeats=1)
     scratch = mount / "stowage-bench"  # the very path the pod uses
     scratch.mkdir(exist_ok=True)
+    data = str(scratch / "fio.dat")
+    target = jobmod.target_for(job, data)
     try:
-        argv = jobmod.fio_argv(job, s, str(scratch / "fio.dat"))
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=True)
-        return headline(job, parse_fio(json.loads(proc.stdout[proc.stdout.find("{"):]))["figures"])
+        if target == data:  # BN30, as the pod's script does before its first job
+            subprocess.run(jobmod.prefill_argv(s, data), capture_output=True, text=True, timeout=900, check=True)
+        proc = subprocess.run(jobmod.fio_argv(job, s, target), capture_output=True, text=True, timeout=900, check=True)
+        report = json.loads(proc.stdout[proc.stdout.find("{"):])
+        parsed = parse_fio(report)
+        return headline(job, parsed["figures"]), sorted(parsed.get("disks") or [])
     finally:
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runtime", type=int, default=3)
-    parser.add_argument("--ramp", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--runtime", type=int, default=8)
+    parser.add_argument("--ramp", type=int, default=2)
+    parser.add_argument("--size", default="1Gi", help="the claim's size (the test file is 80%% of it)")
     parser.add_argument("--jobs", default=",".join(jobmod.BY_NAME))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -101,43 +114,65 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="stowage-bench-overhead-"))
     up = Up(base)
     pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {}
+    order: dict[str, list[str]] = {}
+    size: int | None = None
+    disks: set[tuple[str, ...]] = set()
+    load = [os.getloadavg()[0]]
     try:
-        for obj in manifests():
+        for obj in manifests(args.size):
             up.client.create(obj)
-        pod = wait(lambda: (lambda p: p if (p.get("status") or {}).get("phase") == "Running" else None)(
-            up.client.get("pods", "holder", "default")), "the holder pod Running", 300)
+        def running() -> dict[str, Any] | None:
+            p = up.client.get("pods", "holder", "default")
+            return p if (p.get("status") or {}).get("phase") == "Running" else None
+        pod = wait(running, "the holder pod Running", 300)
         mount = up.volume_dir(pod)
         started = time.monotonic()
         for r in range(args.rounds):
             for k, job in enumerate(chosen):
                 out_dir = base / f"bench-{r}-{job.name}"
-                if (r + k) % 2 == 0:
-                    b, size = bench_side(up, args, job, out_dir)
-                    d = direct_side(mount, args, job, size)
+                # ABBA; the very first pair is bench first, so the test size Stowage chose is known.
+                bench_first = (r + k) % 2 == 0 or size is None
+                if bench_first:
+                    b, size_b, disks_b = bench_side(up, args, job, out_dir)
+                    size = size if size is not None else size_b
+                    d, disks_d = direct_side(mount, args, job, size)
                 else:
-                    size = jobmod.settings(2 << 30, 0, quick=False, repeats=1, runtime=None, ramp=None).size
-                    size = json.loads(next(base.glob("bench-*/result.json")).read_text())["settings"]["size_bytes"] \
-                        if any(base.glob("bench-*/result.json")) else size
-                    d = direct_side(mount, args, job, int(size))
-                    b, _ = bench_side(up, args, job, out_dir)
+                    assert size is not None
+                    d, disks_d = direct_side(mount, args, job, size)
+                    b, size_b, disks_b = bench_side(up, args, job, out_dir)
+                if size_b != size:
+                    raise RuntimeError(f"stowage bench chose {size_b} bytes, the direct side ran {size}")
+                if disks_b != disks_d:
+                    raise RuntimeError(f"{job.name}: fio saw {disks_b} in the pod and {disks_d} on the host")
+                disks.add(tuple(disks_b))
                 pairs.setdefault(job.name, []).append((b, d))
-            print(f"round {r + 1}/{args.rounds} done after {time.monotonic() - started:.0f}s", file=sys.stderr)
+                order.setdefault(job.name, []).append("BD" if bench_first else "DB")
+            load.append(os.getloadavg()[0])
+            print(f"round {r + 1}/{args.rounds} done after {time.monotonic() - started:.0f}s, "
+                  f"load {load[-1]:.1f}", file=sys.stderr)
     finally:
         up.close()
     ratios: dict[str, dict[str, float]] = {}
     rows = []
     for name, ps in pairs.items():
         for fig in ps[0][0]:
-            ratio = statistics.median(b[fig] / d[fig] for b, d in ps)
+            rs = [b[fig] / d[fig] for b, d in ps]
+            ratio = statistics.median(rs)
             ratios.setdefault(name, {})[fig] = ratio
-            rows.append((name, fig, statistics.median(b[fig] for b, _ in ps), statistics.median(d[fig] for _, d in ps), ratio))
+            mb, md = statistics.median(b[fig] for b, _ in ps), statistics.median(d[fig] for _, d in ps)
+            rows.append((name, fig, mb, md, ratio, min(rs), max(rs), mb / md))
     worst = max(abs(r[4] - 1) for r in rows)
-    print(f"{'job':16} {'figure':18} {'stowage bench':>14} {'fio direct':>12} {'ratio':>7}")
-    for name, fig, b, d, r in rows:
-        print(f"{name:16} {fig:18} {b:14.1f} {d:12.1f} {r:7.3f}")
-    print(f"worst deviation {worst:.1%} (aim: within {AIM:.0%}); median of {args.rounds} paired ratios per job")
-    result = {"rounds": args.rounds, "runtime": args.runtime, "ramp": args.ramp, "ratios": ratios,
-              "worst_deviation": worst, "within_aim": worst <= AIM,
+    print(f"{'job':16} {'figure':18} {'stowage bench':>14} {'fio direct':>12} {'ratio':>7} {'pair min-max':>13} {'of medians':>10}")
+    for name, fig, b, d, r, lo, hi, rm in rows:
+        print(f"{name:16} {fig:18} {b:14.1f} {d:12.1f} {r:7.3f} {lo:6.3f}-{hi:5.3f} {rm:10.3f}")
+    print(f"worst deviation {worst:.1%} (aim: within {AIM:.0%}); median of {args.rounds} paired ratios per job "
+          f"({args.runtime} s runs after a {args.ramp} s ramp, ABBA order); disks {sorted(disks)}; "
+          f"1-min load {min(load):.1f}-{max(load):.1f}")
+    result = {"rounds": args.rounds, "runtime": args.runtime, "ramp": args.ramp, "size_bytes": size,
+              "claim_size": args.size, "load_1min": load, "disks": sorted(disks), "ratios": ratios,
+              "spread": {n: {f: [lo, hi] for nn, f, _, _, _, lo, hi, _ in rows if nn == n} for n in pairs},
+              "ratio_of_medians": {n: {f: rm for nn, f, _, _, _, _, _, rm in rows if nn == n} for n in pairs},
+              "worst_deviation": worst, "within_aim": worst <= AIM, "order": order,
               "pairs": {k: [{"bench": b, "direct": d} for b, d in v] for k, v in pairs.items()}}
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))

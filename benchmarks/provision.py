@@ -11,13 +11,14 @@
     and before it, the bare work for N volumes and N containers (16 MiB: truncate, losetup
     --direct-io=on, mkfs.ext4, mount, bind mount, the overlay root, ``runc run -d``) done by a thread
     pool as wide as the agent's pod set-up pool (``POD_SYNC_WORKERS``); the ratio all-Running / bare.
-(c) the node agent's RSS (psutil, the ``stowage agent`` process alone) with the
-    pods and volumes of (b) running.
+(c) the node agent's memory with N pods and N volumes (``--rss-pods N``), measured the same way
+    every time by ``agent_memory.py`` (its docstring gives the method), on a cluster of its own
+    before (a) and (b), so that nothing else has shaped the agent's heap.
 
 The control plane (API server on SQLite, controllers) runs in this process; the
 agent runs as its own ``stowage agent`` process. Everything is cleaned up.
 
-usage: python benchmarks/provision.py [--rounds 5] [--burst 500] [--rss-pods 100] [--only-burst]
+usage: python benchmarks/provision.py [--rounds 5] [--burst 500] [--rss-pods 100] [--only-burst | --only-rss]
                                      [--profile DIR]
 
 ``--profile DIR`` (needs pyinstrument and py-spy) writes where the burst's time goes: a py-spy
@@ -43,12 +44,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import psutil  # noqa: E402
 
+from agent_memory import measure_agent_memory  # noqa: E402
 from cluster import LOOP, BenchCluster, quiet_logs, running  # noqa: E402
 from raw_volume import GiB, create_volume, mount_pod_root, run, wait  # noqa: E402
 from storage.agent.agent import POD_SYNC_WORKERS  # noqa: E402
 from storage.system import mounts  # noqa: E402
 from support import cleanup_tree  # noqa: E402
-
 
 
 # ---- (a) the raw baseline -----------------------------------------------------------------
@@ -287,6 +288,7 @@ def main() -> int:
     parser.add_argument("--rss-pods", type=int, default=100)
     parser.add_argument("--only-burst", action="store_true", help="skip (a) and (c)")
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy profiles of the burst here")
+    parser.add_argument("--only-rss", action="store_true", help="measure (c) only")
     args = parser.parse_args()
     quiet_logs()
     if os.geteuid() != 0:
@@ -295,6 +297,12 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="stowage-bench-"))
     bench: Bench | None = None
     try:
+        if not args.only_burst:
+            # (c) first, on its own cluster: its agent has seen nothing but its own pods.
+            measure_agent_memory(base / "rss", args.rss_pods)
+            cleanup_tree(base / "rss")
+        if args.only_rss:
+            return 0
         if args.only_burst:
             args.rounds = 0
         raw = [raw_once(base, i) for i in range(args.rounds)]
@@ -362,19 +370,7 @@ def main() -> int:
         print(f"    CPU seconds: agent {cpu[0][0]:.1f} (+ its commands {cpu[0][1]:.1f}), control plane and this "
               f"benchmark {cpu[1][0]:.1f}", flush=True)
         watch.close()
-        assert bench.agent is not None
-        rss_pods = 0 if args.only_burst else min(n, args.rss_pods)
-        if rss_pods and rss_pods == n:
-            rss = psutil.Process(bench.agent.pid).memory_info().rss
-            print(f"(c) agent RSS with {n} pods and {n} volumes: {rss / (1 << 20):.1f} MiB (aim < 100 MB)")
         bench.delete_all()
-        if rss_pods and rss_pods != n:
-            for i in range(rss_pods):
-                bench.claim_and_pod(f"r{i}", "16Mi")
-            wait(lambda: bench.count("pods", running) == rss_pods, "the RSS pods", 900, 0.5)
-            rss = psutil.Process(bench.agent.pid).memory_info().rss
-            print(f"(c) agent RSS with {rss_pods} pods and {rss_pods} volumes: {rss / (1 << 20):.1f} MiB (aim < 100 MB)")
-            bench.delete_all()
         return 0
     finally:
         if bench is not None:

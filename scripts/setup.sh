@@ -84,4 +84,27 @@ if [[ $extras == *dev* && -x $GO && ! -x .cache/go/bin/mock-driver ]]; then
     || echo "setup: could not build the CSI mock driver; the CSI driver tests will be skipped" >&2
   rm -rf "$gotmp"
 fi
+# Apache Cassandra for examples/cassandra (the real ring of tests/e2e/test_cassandra_real.py): the
+# server jar org.apache.cassandra:cassandra-all and its runtime dependencies from Maven Central,
+# through Maven (scripts/cassandra/pom.xml), into /opt/stowage/cassandra/lib: a fixed place, as a
+# package would install it, so the example's pods find it without being told where this checkout is.
+# Cassandra 5.0 because it runs on Java 17 (4.1 needs Java 11). Without Maven or Java the example
+# runs its stand-in.
+CASSANDRA_VERSION=5.0.8
+CASSANDRA_LIB_DIR=/opt/stowage/cassandra/lib
+if command -v mvn >/dev/null && command -v java >/dev/null \
+   && ! [[ -f $CASSANDRA_LIB_DIR/cassandra-all-$CASSANDRA_VERSION.jar ]]; then
+  echo "setup: installing Apache Cassandra $CASSANDRA_VERSION (Maven Central)"
+  mkdir -p "$(dirname "$CASSANDRA_LIB_DIR")"
+  rm -rf "$CASSANDRA_LIB_DIR.tmp"
+  if (cd scripts/cassandra && mvn -q -B dependency:copy-dependencies -Dcassandra.version="$CASSANDRA_VERSION" \
+        -DincludeScope=runtime -DoutputDirectory="$CASSANDRA_LIB_DIR.tmp"); then
+    # Swapped in whole, so an interrupted download never looks installed.
+    chmod -R a+rX "$CASSANDRA_LIB_DIR.tmp"
+    rm -rf "$CASSANDRA_LIB_DIR" && mv "$CASSANDRA_LIB_DIR.tmp" "$CASSANDRA_LIB_DIR"
+  else
+    rm -rf "$CASSANDRA_LIB_DIR.tmp"
+    echo "setup: could not install Apache Cassandra; examples/cassandra will run its stand-in" >&2
+  fi
+fi
 echo "setup: done ($(command -v stowage))"

@@ -6,7 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 set +e
-python3 -m pytest -p no:cacheprovider -q -rs --timeout=600 --durations=30 "$@"
+# Parallel workers (pytest-xdist): most tests wait on subprocesses, mounts and servers, not on the CPU, so
+# more workers than cores pays. `--dist loadgroup` keeps the tests of one heavy service (Ceph, glusterd,
+# ganesha, tgtd) or of one module-scoped fixture in one worker (tests/conftest.py), so each starts once.
+# STOWAGE_TEST_WORKERS=0 runs everything in this one process.
+workers=${STOWAGE_TEST_WORKERS:-4}
+python3 -m pytest -p no:cacheprovider -q -rs --timeout=600 --durations=30 -n "$workers" --dist loadgroup "$@"
 rc=$?
 set -e
 # pytest's "no tests collected" (5) is a failure of the suite, not a pass.

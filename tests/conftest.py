@@ -126,3 +126,64 @@ def object_store_target(request: pytest.FixtureRequest) -> Iterator[ObjectStoreT
         yield target
     finally:
         drop_target(target, azurite_service)
+
+
+# --- pytest-xdist: which tests must share a worker ------------------------------------------------------
+# CI runs `-n N --dist loadgroup`: tests with the same xdist_group mark run in one worker, the rest are
+# spread test by test. Session fixtures start lazily in every worker that needs them, so a test that needs
+# a heavy or host-exclusive service is grouped by that service (it then starts once, in one worker: Ceph
+# and glusterd are too big to run twice on 2 cores, and glusterd's port and ganesha's /run are fixed), and a
+# test whose module has a module-scoped fixture (a whole `stowage up`, an API server) is grouped by its
+# module, so that fixture is not set up again in every worker the module's tests land on.
+# The first service in this list that a test's fixture closure reaches names its group.
+_SERVICE_GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("ceph", frozenset({"ceph_cluster"})),
+    ("gluster", frozenset({"glusterd"})),
+    ("nfs", frozenset({"ganesha"})),
+    ("iscsi", frozenset({"tgt"})),
+)
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    names = set(getattr(item, "fixturenames", ()))
+    for group, fixtures in _SERVICE_GROUPS:
+        if names & fixtures:
+            return group
+    info = getattr(item, "_fixtureinfo", None)
+    if info is not None:
+        for defs in info.name2fixturedefs.values():
+            if any(d.scope in ("module", "package", "class") for d in defs):
+                return "module-" + item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]  # basenames are unique
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the scheduler's groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = _xdist_group(item)
+            if group is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
+class _GroupSuffix:
+    """xdist's loadgroup scheduler reads a test's group from an ``@group`` suffix of its node id, which
+    xdist 3.8 writes to ``item._nodeid``; pytest 9.2 keeps node ids in ``item._id`` (a structured NodeId)
+    and ignores ``_nodeid``, so every group would silently be dropped. This adds the suffix where it is
+    missing, after xdist's own hook (a no-op where xdist's suffix took)."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if not getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
+            return
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})
+            if names and "@" not in item.nodeid:
+                from _pytest.nodeid import NodeId  # pytest >= 9.2 only: older pytest never gets here
+
+                item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_GroupSuffix(), "stowage-xdist-group-suffix")

@@ -17,13 +17,14 @@ from storage.store import open_store
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path, *, admission: Admission | None = None) -> Iterator[RunningServer]:
+def running_server(tmp_path: Path, *, admission: Admission | None = None,
+                   host: str = "127.0.0.1") -> Iterator[RunningServer]:
     data_dir = Path(tmp_path) / "apiserver"
     data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(str(data_dir / "stowage.db"))
     try:
         server = start_in_thread(
-            store, host="127.0.0.1", port=0, data_dir=data_dir, admission=admission,
+            store, host=host, port=0, data_dir=data_dir, admission=admission,
             kubeconfig=data_dir / "kubeconfig",
         )
         try:

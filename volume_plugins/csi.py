@@ -12,16 +12,21 @@ import hashlib
 import json
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import structlog
 
 from storage.api.volume_secrets import SECRET_DATA_KEY
 from storage.errors import BadRequest, PermanentError, TemporaryError
-from storage.system.csi import CsiClient, CsiError
-from storage.system.csi.client import ANN_NODE_IDS, ANN_TOPOLOGY_KEYS, volume_capability
+from storage.system.csi.names import ANN_NODE_IDS, ANN_TOPOLOGY_KEYS
 from storage.system.executor import Executor
 from volume_plugins.base import VolumeContext, VolumePlugin
+
+if TYPE_CHECKING:
+    from storage.system.csi.client import CsiClient
+
+# grpc and the CSI stubs (about 12 MiB resident) load with the first driver registered here, not with
+# every agent: storage.system.csi.client is imported inside the functions that talk to a driver (PF41).
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +61,8 @@ def remove_registration_listener(listener: Callable[[str, str | None], None]) ->
 def register_node_driver(name: str, endpoint: str) -> None:
     """A CSI driver's node service on this host (``--csi-driver NAME=unix:///path`` on the agent, or
     registered through the plugin registration socket, CS15)."""
+    from storage.system.csi.client import CsiClient
+
     with _lock:
         old = _drivers.get(name)
         if old is not None and old.endpoint == endpoint:
@@ -92,17 +99,28 @@ def node_drivers() -> dict[str, str]:
         return {n: c.endpoint for n, c in _drivers.items()}
 
 
+# A driver whose socket does not answer NodeGetInfo within this is left out of one registration pass (the
+# next heartbeat asks again): the client's 30 s retry window would stall every other driver's registration.
+NODE_INFO_TIMEOUT = 5.0
+
+
 def node_registration() -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
     """(Node annotations, Node labels) for the drivers registered here, from NodeGetInfo: each driver's
     node id and topology keys (what kubelet puts in the nodeid annotation and CSINode) and its
     topology segments as labels (CS11). A driver that does not answer is left out this time."""
+    with _lock:
+        registered = list(_drivers.items())
+    if not registered:
+        return {}, {}, []
+    from storage.system.csi.client import CsiError
+
     ids: dict[str, str] = {}
     keys: dict[str, list[str]] = {}
     labels: dict[str, str] = {}
     drivers: list[dict[str, Any]] = []
-    for name, client in list(_drivers.items()):
+    for name, client in registered:
         try:
-            info = client.node_info()
+            info = client.node_info(timeout=NODE_INFO_TIMEOUT)
         except CsiError as exc:
             log.warning("csi_node_info_failed", driver=name, error=str(exc))
             continue
@@ -154,6 +172,8 @@ class CsiPlugin(VolumePlugin):
         return "PUBLISH_UNPUBLISH_VOLUME" in self._call(client.info).controller_capabilities
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from storage.system.csi.client import CsiError
+
         try:
             return fn(*args, **kwargs)
         except CsiError as exc:
@@ -186,6 +206,8 @@ class CsiPlugin(VolumePlugin):
                           "csi.storage.k8s.io/pod.namespace": ctx.pod_namespace,
                           "csi.storage.k8s.io/pod.uid": ctx.pod_uid,
                           "csi.storage.k8s.io/serviceAccount.name": str(ctx.data.get("serviceAccountName") or "default")})
+        from storage.system.csi.client import volume_capability
+
         cap = volume_capability(fs_type=str(spec.get("fsType") or ""),
                                 mount_flags=list(ctx.source.get("mountOptions") or []),
                                 mode=(ctx.source.get("accessModes") or ["ReadWriteOnce"])[0])

@@ -1,7 +1,9 @@
 """Safe format and mount (SEMANTICS A4), shared by every block-backed plugin.
 
 Rules:
-* probe the device with ``blkid -p`` every time, never trust memory;
+* probe the device with ``blkid -p`` before any format, never trust memory (a device that
+  mounts as the requested type needs no probe: it is mounted first, PF1; a sparse file made in
+  the same call is known blank, PF2);
 * blank -> mkfs with the requested type (default ext4), then mount;
 * any filesystem or partition table -> never format; mount it as the requested
   type (default ext4), which fails for a filesystem of another type: the device
@@ -92,11 +94,17 @@ class Mounter:
         key: str,
         read_only: bool = False,
         mkfs_options: Sequence[str] = (),
+        known_blank: bool = False,
     ) -> str:
-        """Return the filesystem type on ``device``, formatting it only if it is blank."""
+        """Return the filesystem type on ``device``, formatting it only if it is blank.
+
+        ``known_blank``: the caller created the device's backing store in this very call (a new
+        sparse file, PF2), so it holds only zeros and the probe is skipped; an intent marker left by
+        an interrupted earlier attempt brings the probe back."""
         wanted = fs_type or DEFAULT_FS_TYPE
         marker = self._marker(key)
-        existing = blockdev.probe_filesystem(device, executor=self.executor)
+        known_blank = known_blank and not marker.exists()
+        existing = None if known_blank else blockdev.probe_filesystem(device, executor=self.executor)
         if existing is not None:
             if marker.exists():
                 self._check_interrupted_format(device, existing, wanted, marker)
@@ -118,7 +126,7 @@ class Mounter:
         blockdev.mkfs(device, wanted, mkfs_options, executor=self.executor)
         # Make the new superblock durable before anything trusts it: an fsync of this
         # device only (a global sync would wait for every other writer on the host).
-        self.executor.run(["sync", device], check=False)
+        self.executor.fsync(device)
         fault_point("after_mkfs")
         return wanted
 
@@ -156,12 +164,25 @@ class Mounter:
                 self._marker(key).unlink(missing_ok=True)
                 return top.fstype
             raise MountError(f"{target} is already a mount point of another device ({top.source})")
-        found = self.ensure_formatted(device, fs_type, key=key, read_only=read_only)
         wanted = fs_type or DEFAULT_FS_TYPE  # mount-utils defaults before comparing (see above)
         target.mkdir(parents=True, exist_ok=True)
         opts = list(options)
         if read_only and "ro" not in opts:
             opts.append("ro")
+        if not self._marker(key).exists():
+            # PF1: a device the kernel mounts as the requested type holds that filesystem already, so
+            # the probe cannot change the outcome; it only decides what happens to a device that does
+            # not mount (blank: formatted; anything else: refused), so it runs after a failed mount.
+            # mount(8) never writes a device it cannot mount. With an intent marker, an interrupted
+            # format is checked first, as before.
+            try:
+                mounts.mount(device, target, wanted, opts, executor=self.executor)
+            except CommandError:
+                pass
+            else:
+                fault_point("after_mount")
+                return wanted
+        found = self.ensure_formatted(device, fs_type, key=key, read_only=read_only)
         try:
             mounts.mount(device, target, wanted, opts, executor=self.executor)
         except CommandError as exc:

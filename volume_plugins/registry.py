@@ -1,6 +1,7 @@
 """Choosing the node plugin for a volume source by its key."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from dataclasses import dataclass, field
@@ -163,11 +164,11 @@ def default_registry(*, host_path_prefixes: Iterable[str] = (), resolver: Device
     registry.add_dynamic(flex_plugins.plugins)
     registry.register(GitRepoPlugin())
     registry.register(FlockerPlugin())
-    try:  # grpcio is the optional `csi` extra
+    # grpcio is the optional `csi` extra; the plugin imports it only once a driver registers (PF41),
+    # so ask whether it is installed without importing it.
+    if importlib.util.find_spec("grpc") is not None:
         from volume_plugins.csi import CsiPlugin
         registry.register(CsiPlugin())
-    except ImportError:
-        pass
     registry.register(CephfsPlugin(resolver=resolver))
     with _extra_lock:
         extra = list(_extra.values())

@@ -10,6 +10,9 @@
 #                                           prints the Secrets and ceph-csi's ConfigMap (clusterID
 #                                           "example") that the example classes refer to, as YAML
 #
+# CEPH_READY_TIMEOUT (seconds, default 180): how long start waits for the OSD and, with the MDS, the
+# manager's volumes module; a loaded machine (a parallel test run) needs well over a minute for the latter.
+#
 # Every daemon runs in the foreground of a background job, logging under DIR; its pid goes to DIR/pids,
 # so stop only ever touches processes it started. The monitor's port is asked of the OS, never fixed.
 set -euo pipefail
@@ -169,19 +172,20 @@ if ((with_mds)); then
 fi
 
 # Ready when the OSD is up (pools can take data) and, with an MDS, a file system exists.
-deadline=$((SECONDS + 60))
+ready_timeout=${CEPH_READY_TIMEOUT:-180}
+deadline=$((SECONDS + ready_timeout))
 until ((SECONDS > deadline)); do
   if ceph "${conf[@]}" osd stat -f json 2>/dev/null | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin).get("num_up_osds",0) < 1)'; then break; fi
   sleep 0.2
 done
-if ((SECONDS > deadline)); then echo "start-cluster: the OSD did not come up within 60 s (see $dir/log)" >&2; stop_cluster; exit 1; fi
+if ((SECONDS > deadline)); then echo "start-cluster: the OSD did not come up within $ready_timeout s (see $dir/log)" >&2; stop_cluster; exit 1; fi
 if ((with_mds)); then
   ceph "${conf[@]}" osd pool create cephfs_metadata 8 >/dev/null 2>&1
   ceph "${conf[@]}" osd pool create cephfs_data 8 >/dev/null 2>&1
   ceph "${conf[@]}" fs new cephfs cephfs_metadata cephfs_data >/dev/null 2>&1
   # Subvolume commands are served by the manager's volumes module: wait until it answers.
   until ceph "${conf[@]}" --connect-timeout 5 fs subvolumegroup ls cephfs >/dev/null 2>&1; do
-    if ((SECONDS > deadline)); then echo "start-cluster: the manager did not serve 'fs subvolumegroup ls' within 60 s" >&2; stop_cluster; exit 1; fi
+    if ((SECONDS > deadline)); then echo "start-cluster: the manager did not serve 'fs subvolumegroup ls' within $ready_timeout s" >&2; stop_cluster; exit 1; fi
     sleep 0.2
   done
 fi

@@ -48,6 +48,7 @@ from storage.api.timestamps import now
 from storage.agent.credentials import AgentTLS
 from storage.client import Client
 from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError
+from storage.system import memory
 from storage.system.host_resources import node_resources
 from storage.system.devices import DeviceResolver
 from volume_plugins.base import DevicePlugin
@@ -64,6 +65,8 @@ POD_SYNC_WORKERS = 8
 # A pod whose volume set-up failed is tried again after a per-pod exponential back-off
 # (storage.agent.backoff), at once when the pod, or a ConfigMap or Secret it uses, changes.
 LOOP_BACKOFF_MAX = 60.0  # a failing watch or loop waits at most this long between tries
+# Seconds without a pod sync before the heap's free pages are handed back (PF45), checked each heartbeat.
+TRIM_AFTER_IDLE = 5.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class AgentConfig:
     listen_port: int = 0
     backoff_base: float = 10.0
     pod_ip_range: str = "127.1.0.0/16"
+    # The interface on the hosts' shared network that pod addresses are assigned to (MH2); None: the
+    # range is loopback and pods are reachable on this host only.
+    pod_interface: str | None = None
     # Host paths no container may see besides the data dir and pools (the control plane's
     # data dir with its tokens, kubeconfig and store).
     private_paths: tuple[str, ...] = ()
@@ -175,6 +181,8 @@ class NodeAgent:
         self.volume_backoff = Backoff()  # per pod uid: failed volume set-ups and container syncs
         self.events = EventCorrelator()
         self._again: set[str] = set()  # pods marked dirty while in flight
+        self._last_sync = 0.0  # monotonic end of the last pod sync
+        self._last_trim = 0.0  # and of the last heap trim (PF45)
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -183,7 +191,8 @@ class NodeAgent:
             pool.reattach_all()
         self.volumes.reconstruct()
         self.runtime = PodRuntime(self.data_dir, self.node, host_ip=self.config.host_ip,
-                                  ip_range=self.config.pod_ip_range, on_status_change=self._status_changed,
+                                  ip_range=self.config.pod_ip_range,
+                                  pod_interface=self.config.pod_interface, on_status_change=self._status_changed,
                                   backoff_base=self.config.backoff_base,
                                   hidden_paths=(*self.config.private_paths, *(str(p.path) for p in self.config.pools)),
                                   host_path_prefixes=self.config.host_path_prefixes)
@@ -206,11 +215,13 @@ class NodeAgent:
 
     def _start_plugin_watcher(self) -> None:
         """CSI drivers register through sockets in <data dir>/plugins_registry (kubelet's protocol, CS15)."""
-        try:
-            from storage.agent.plugin_watcher import PluginWatcher
-            from volume_plugins.csi import register_node_driver, unregister_node_driver
-        except ImportError:  # grpcio (the `csi` extra) missing
+        import importlib.util
+
+        if importlib.util.find_spec("grpc") is None:  # grpcio (the `csi` extra) missing
             return
+        # Neither imports grpc until a registration socket appears (PF41).
+        from storage.agent.plugin_watcher import PluginWatcher
+        from volume_plugins.csi import register_node_driver, unregister_node_driver
         watcher = PluginWatcher(self.data_dir / "plugins_registry", self.stop_event, self.register,
                                 register_node_driver, unregister_node_driver)
         thread = threading.Thread(target=self._guard(watcher.run), name="agent-plugin-watcher", daemon=True)
@@ -423,6 +434,18 @@ class NodeAgent:
     def _heartbeat(self) -> None:
         while not self.stop_event.wait(self.config.heartbeat_seconds):
             self.heartbeat_once()
+            self._trim_when_settled()
+
+    def _trim_when_settled(self) -> None:
+        """Once pod syncs have stopped for a while, hand the heap's free pages back (PF45): a burst of
+        pod starts must not leave its peak resident for the agent's lifetime."""
+        with self._lock:
+            last_sync = self._last_sync
+            busy = bool(self._in_flight or self._dirty)
+        if busy or last_sync <= self._last_trim or time.monotonic() - last_sync < TRIM_AFTER_IDLE:
+            return
+        self._last_trim = time.monotonic()
+        memory.trim()
 
     def heartbeat_once(self) -> None:
         for _attempt in range(5):
@@ -791,6 +814,7 @@ class NodeAgent:
             log.warning("agent.sync_pod_failed", uid=uid, error=str(exc))
         finally:
             with self._lock:
+                self._last_sync = time.monotonic()
                 self._in_flight.discard(uid)
                 if uid in self._again:
                     self._again.discard(uid)

@@ -146,7 +146,7 @@ def node_credentials(
             cert = _request_certificate(client, key, node_name, NODE_CLIENT_SIGNER,
                                         ["digital signature", "client auth"])
         write_kubeconfig(own, boot.server, None, f"system:node:{node_name}", ca_data=boot.ca_data,
-                         client_cert=cert, client_key=pki.key_pem(key))
+                         client_cert=cert, client_key=pki.key_pem(key), servers=boot.servers)
         access = load_access(own)
         log.info("node client certificate issued", node=node_name, kubeconfig=str(own))
     ca_file = cert_dir / CA_FILE

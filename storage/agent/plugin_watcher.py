@@ -11,13 +11,15 @@ from __future__ import annotations
 import stat
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import grpc
 import structlog
 
-from storage.system.csi import pluginregistration_pb2 as rpb
-from storage.system.csi import pluginregistration_pb2_grpc as rpbg
+if TYPE_CHECKING:
+    from storage.system.csi import pluginregistration_pb2 as rpb
+
+# grpc and the registration stubs load when the first socket appears (PF41): watching an empty
+# directory must not cost every agent grpc's ~12 MiB.
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +77,11 @@ class PluginWatcher:
         return changed
 
     def _try(self, sock: Path) -> str | None:
+        import grpc
+
+        from storage.system.csi import pluginregistration_pb2 as rpb
+        from storage.system.csi import pluginregistration_pb2_grpc as rpbg
+
         channel = grpc.insecure_channel(f"unix://{sock}")
         try:
             stub = rpbg.RegistrationStub(channel)

@@ -190,8 +190,11 @@ class Pool:
         if not isinstance(size, int) or size <= 0:
             raise BadRequest(f"size: Invalid value: {size!r}: must be a positive number of bytes")
 
-    def reserve(self, name: str, size: int) -> PoolVolume:
-        """Set ``size`` bytes aside for ``name``; idempotent; PoolFull when it does not fit."""
+    def reserve(self, name: str, size: int, *, creating: tuple[str | None, str] | None = None) -> PoolVolume:
+        """Set ``size`` bytes aside for ``name``; idempotent; PoolFull when it does not fit.
+
+        ``creating=(fs_type, mode)``: a new record is saved as ``Creating`` with those at once, one
+        durable write instead of two (PF2); an existing record is returned as it is."""
         self._validate(name, size)
         with self._accounting():
             existing = self._load(name)
@@ -203,7 +206,8 @@ class Pool:
             free = total - self._committed()
             if size > free:
                 raise PoolFull(f"pool {self.root} has {free} bytes free, {size} requested for {name}", delay=10.0)
-            vol = PoolVolume(name, size, None, "Filesystem", "Reserved")
+            vol = (PoolVolume(name, size, None, "Filesystem", "Reserved") if creating is None
+                   else PoolVolume(name, size, creating[0], creating[1], "Creating"))
             self._save(vol)
             log.info("pool.reserved", name=name, size=size, free=free - size)
             return vol
@@ -242,15 +246,15 @@ class Pool:
         else:
             fs_type = None
         with self._name_lock(name):
-            vol = self.reserve(name, size)
+            vol = self.reserve(name, size, creating=(fs_type, mode))
             if vol.state == "Ready":
                 if (vol.fs_type, vol.mode) != (fs_type, mode):
                     raise AlreadyExists(f"pool volume {name} already exists as {vol.mode}/{vol.fs_type}")
                 return vol
-            retry = vol.state == "Creating"
-            vol.fs_type, vol.mode, vol.state = fs_type, mode, "Creating"
-            with self._accounting():
-                self._save(vol)
+            if (vol.state, vol.fs_type, vol.mode) != ("Creating", fs_type, mode):
+                vol.fs_type, vol.mode, vol.state = fs_type, mode, "Creating"
+                with self._accounting():
+                    self._save(vol)
             image = self.image_path(name)
             filled = snap is not None or fill is not None
             if filled:
@@ -260,18 +264,27 @@ class Pool:
                 image.unlink(missing_ok=True)
                 if snap is not None:
                     snapcopy.copy_image(self.snapshot_image_path(snap.name), image)
-            with open(image, "ab") as f:
-                if os.fstat(f.fileno()).st_size < size:
-                    f.truncate(size)  # sparse: no blocks are written
+            # PF2: an image made here (O_EXCL) is new: no loop device can hold it and it holds only
+            # zeros, so neither the loop devices nor the image are searched or probed. An image
+            # that was there (a retry after a crash, a copy) is treated as before.
+            try:
+                fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                new_image = True
+            except FileExistsError:
+                fd = os.open(image, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                new_image = False
+            try:
+                if os.fstat(fd).st_size < size:
+                    os.ftruncate(fd, size)  # sparse: no blocks are written
+            finally:
+                os.close(fd)
             if fill is not None:
                 fill(image, vol)
-            # A volume that was only Reserved never got as far as a loop device (the Creating record is
-            # written first), so only a retry of a Creating one looks for the device it may have left.
-            device = (self.device(name) if retry else None) or loop.attach(image, executor=self.executor)
+            device = (None if new_image and not filled else self.device(name)) or loop.attach(image, executor=self.executor)
             if filled and fs_type:
                 self._adopt_copied_filesystem(vol, device)
             elif fs_type:
-                self.mounter.ensure_formatted(device, fs_type, key=f"pool-{name}")
+                self.mounter.ensure_formatted(device, fs_type, key=f"pool-{name}", known_blank=new_image)
                 self.mounter.forget(f"pool-{name}")
             vol.state = "Ready"
             with self._accounting():

@@ -175,7 +175,7 @@ def pod_with_service_env(pod: Obj, services: list[Obj], endpoints: dict[str, Obj
     """The pod as its containers should see it: each Service of its namespace as
     ``<NAME>_SERVICE_HOST`` / ``_PORT`` variables ahead of the container's own env
     (which wins on a clash), unless ``enableServiceLinks`` is false, as Kubernetes does."""
-    from storage.controllers.endpoints import service_env
+    from storage.api.service_links import service_env
 
     spec = pod.get("spec") or {}
     if spec.get("enableServiceLinks") is False or not services:

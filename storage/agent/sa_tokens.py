@@ -8,6 +8,7 @@ the new token atomically in place. Tokens are never logged.
 """
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ REFRESH_FRACTION = 0.8
 MAX_REFRESH_SECONDS = 24 * 3600
 DEFAULT_EXPIRATION = 3600
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.5, 30.0
+# The refresher re-reads the clock at least this often, so a wall-clock jump delays a refresh by no more.
+MAX_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,14 @@ class ServiceAccountTokenManager:
         self.on_refresh = on_refresh  # pod uid -> mark it for a sync
         self._lock = threading.Lock()
         self._tokens: dict[tuple[str, str, str, int], _Issued] = {}
-        self._timers: dict[str, threading.Timer] = {}
+        # One refresher thread for every pod (PF43), not a threading.Timer each: a timer is a thread
+        # sleeping for up to a day, ~24 KiB resident apiece. Due times by pod uid, and a heap of
+        # (due, uid) whose entries no longer matching _due are skipped.
+        self._due: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._stopped = False
         self._retry: dict[str, float] = {}  # pod uid -> back-off while its service account does not exist
 
     def fill(self, pod: Obj, volumes: PodVolumes) -> None:
@@ -85,31 +95,57 @@ class ServiceAccountTokenManager:
             for key in [k for k in self._tokens if k[0] == uid]:
                 del self._tokens[key]
             self._retry.pop(uid, None)
-            timer = self._timers.pop(uid, None)
-        if timer is not None:
-            timer.cancel()
+            self._due.pop(uid, None)
 
     def stop(self) -> None:
         with self._lock:
-            timers = list(self._timers.values())
-            self._timers.clear()
-        for timer in timers:
-            timer.cancel()
+            self._stopped = True
+            self._due.clear()
+            self._heap.clear()
+            self._wake.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
 
     def _schedule(self, uid: str, at: float) -> None:
         with self._lock:
-            old = self._timers.get(uid)
-            if old is not None and old.is_alive():
+            if self._stopped:
+                return
+            current = self._due.get(uid)
+            if current is not None and current <= at:
                 return  # an earlier refresh is already due; it re-checks every token of the pod
-            timer = threading.Timer(max(0.0, at - time.time()), self._due, args=(uid,))
-            timer.daemon = True
-            self._timers[uid] = timer
-        timer.start()
+            self._due[uid] = at
+            heapq.heappush(self._heap, (at, uid))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="agent-sa-token-refresh", daemon=True)
+                self._thread.start()
+            self._wake.notify()
 
-    def _due(self, uid: str) -> None:
-        with self._lock:
-            self._timers.pop(uid, None)
-        self.on_refresh(uid)
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                due: list[str] = []
+                while not self._stopped:
+                    now = time.time()
+                    while self._heap and (self._heap[0][1] not in self._due
+                                          or self._due[self._heap[0][1]] != self._heap[0][0]):
+                        heapq.heappop(self._heap)  # forgotten, or moved to an earlier time
+                    while self._heap and self._heap[0][0] <= now:
+                        _, uid = heapq.heappop(self._heap)
+                        if self._due.get(uid) is not None:
+                            del self._due[uid]
+                            due.append(uid)
+                    if due:
+                        break
+                    wait = self._heap[0][0] - now if self._heap else MAX_WAIT_SECONDS
+                    self._wake.wait(min(max(wait, 0.0), MAX_WAIT_SECONDS))
+                if self._stopped:
+                    return
+            for uid in due:
+                try:
+                    self.on_refresh(uid)
+                except Exception:  # one pod's failure must not end every pod's refreshes
+                    log.exception("service account token refresh failed", uid=uid)
 
     def _request(self, pod: Obj, sa: str, audience: str, expiration: int) -> _Issued:
         meta = pod.get("metadata") or {}

@@ -15,7 +15,10 @@ line (manifests), so both refuse the same input with the same words.
 from __future__ import annotations
 
 import itertools
+import copy
 import json
+
+import orjson
 import re
 from typing import Any, Iterator
 
@@ -87,9 +90,21 @@ def depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+def json_copy(value: Any) -> Any:
+    """A private deep copy of a decoded JSON value: through orjson, several times faster than
+    ``copy.deepcopy`` on request bodies, which are JSON by construction."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):  # not plain JSON types, too deep, or a huge integer
+        return copy.deepcopy(value)
+
+
 def encoded_size(obj: Any) -> int:
     """The size of an object as the store writes it (compact JSON, UTF-8)."""
-    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    try:
+        return len(orjson.dumps(obj))  # the same compact UTF-8 form, several times faster
+    except (TypeError, orjson.JSONEncodeError):  # deeper than orjson nests, or an integer beyond 64 bits
+        return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 class _Bounded:

@@ -10,8 +10,20 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime(_FORMAT)
 
 
+# (whole second, its text): a write stamps one or two timestamps, and strftime costs more than the rest
+# of a small write's bookkeeping; the text only changes once a second.
+_last: tuple[int, str] = (-1, "")
+
+
 def now() -> str:
-    return format_time(datetime.now(timezone.utc))
+    moment = datetime.now(timezone.utc)
+    second = int(moment.timestamp())
+    cached = _last
+    if cached[0] == second:
+        return cached[1]
+    text = format_time(moment)
+    globals()["_last"] = (second, text)
+    return text
 
 
 def from_epoch(seconds: float) -> str:

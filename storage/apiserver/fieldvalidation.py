@@ -43,7 +43,7 @@ class FieldValidation:
     def decode(self, body: bytes) -> Any:
         """Parse a JSON body, noting duplicate keys unless they are to be ignored."""
         if self.mode == "Ignore":
-            return json.loads(body)
+            return json.loads(body, parse_constant=_no_constant)
         value, dups = loads_noting_duplicates(body)
         self.duplicates.extend(dups)
         return value
@@ -99,6 +99,11 @@ def warning_header(text: str) -> str:
     return '299 - "' + safe.encode("ascii", "replace").decode("ascii") + '"'
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: refused, as Kubernetes' decoder (and orjson) refuse them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def loads_noting_duplicates(body: bytes | str) -> tuple[Any, list[str]]:
     """JSON -> (value, paths of duplicated keys); the last of duplicated keys wins, as Go's decoder does."""
     seen: list[tuple[dict[str, Any], str]] = []
@@ -114,7 +119,7 @@ def loads_noting_duplicates(body: bytes | str) -> tuple[Any, list[str]]:
             seen.append((out, key))
         return out
 
-    value = json.loads(body, object_pairs_hook=pairs)
+    value = json.loads(body, object_pairs_hook=pairs, parse_constant=_no_constant)
     if not seen:
         return value, []
     paths: dict[int, str] = {}

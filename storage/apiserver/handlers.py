@@ -14,7 +14,7 @@ from storage.api import managedfields as mf
 from storage.api.conversion import convert
 from storage.api.defaults import apply_defaults
 from storage.api.deletion import plan_deletion, requested_grace
-from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, depth_message, encoded_size, object_too_large_message
+from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, json_copy, depth_message, encoded_size, object_too_large_message
 from storage.api.models import MODELS
 from storage.api.registry import ResourceInfo
 from storage.api.timestamps import now
@@ -357,7 +357,7 @@ class Handlers:
             raise BadRequest("the request body must be a JSON object")
         if depth_exceeds(body):  # a patch can nest deeper than its own body; checked before any recursive step
             raise BadRequest(f"the object is not acceptable: {depth_message()}")
-        obj = copy.deepcopy(body)
+        obj = json_copy(body)
         info = t.info
         kind = obj.get("kind") or info.kind
         if kind != info.kind:

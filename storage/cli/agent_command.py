@@ -28,6 +28,26 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return out
 
 
+def _check_pod_network(pod_cidr: str, pod_interface: str | None) -> None:
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(pod_cidr)
+    except ValueError as exc:
+        raise CommandError(f'--pod-cidr: Invalid value: "{pod_cidr}": {exc}') from None
+    if pod_interface is None and not network.is_loopback:
+        raise CommandError(f'--pod-cidr: Invalid value: "{pod_cidr}": a range outside 127.0.0.0/8 needs '
+                           "--pod-interface (the interface on the hosts' network that pod addresses go on)")
+    if pod_interface is not None:
+        from storage.system.netaddr import interface_exists
+
+        if network.is_loopback or network.version != 4:
+            raise CommandError(f'--pod-cidr: Invalid value: "{pod_cidr}": with --pod-interface the range must be '
+                               "routable IPv4 (not loopback)")
+        if not interface_exists(pod_interface):
+            raise CommandError(f'--pod-interface: Invalid value: "{pod_interface}": no such network interface')
+
+
 @click.command("agent")
 @click.option("--node", "node_name", default=None, help="Node name (default: this host's name).")
 @click.option("--kubeconfig", "kubeconfig", default=None,
@@ -47,7 +67,11 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between node status updates.")
 @click.option("--host-path-prefix", "host_paths", multiple=True, help="Host path prefix that hostPath volumes may use (repeatable).")
 @click.option("--pod-cidr", default="127.1.0.0/16", show_default=True,
-              help="Loopback range this node's pods take their addresses from (distinct per node on one host).")
+              help="Range this node's pods take their addresses from: loopback (distinct per node on one host), "
+                   "or a range on the hosts' network together with --pod-interface.")
+@click.option("--pod-interface", default=None, metavar="IFACE",
+              help="Assign each pod's address to this interface so other hosts reach the pod "
+                   "(--pod-cidr is then this node's share of the hosts' network).")
 @click.option("--dev-disk-dir", default="/dev/disk", show_default=True, type=click.Path(file_okay=False),
               help="Where attached cloud disks appear as by-id/ and azure/ links (udev's directory on real nodes).")
 @click.option("--attach-limit", "attach_limits", multiple=True, metavar="KEY=N",
@@ -63,8 +87,12 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
                   data_dir: str | None, pools: tuple[str, ...], provider_id: str | None,
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
                   host_paths: tuple[str, ...], pod_cidr: str, dev_disk_dir: str, attach_limits: tuple[str, ...],
-                  log_format: str, volume_plugin_dir: str | None = None, csi_drivers: tuple[str, ...] = ()) -> None:
+                  log_format: str, volume_plugin_dir: str | None = None, csi_drivers: tuple[str, ...] = (),
+                  pod_interface: str | None = None) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
+    from storage.system.memory import limit_arenas
+
+    limit_arenas()  # before any thread starts: the agent's RSS stays near its live objects (PF44)
     if csi_drivers:
         from provisioners.csi import parse_driver_flag
         from volume_plugins.csi import register_node_driver
@@ -84,6 +112,7 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
     if volume_plugin_dir:  # the node plugin and the in-process FlexVolume attacher read the same directory
         os.environ["STOWAGE_VOLUME_PLUGIN_DIR"] = str(Path(volume_plugin_dir).resolve())
     limits = parse_attach_limits(attach_limits)
+    _check_pod_network(pod_cidr, pod_interface)
     configure_logging(log_format)
     root = Path(data_dir) if data_dir else Path(default_data_dir()) / "agent"
     try:
@@ -117,7 +146,7 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
     config = AgentConfig(node_name=name, data_dir=root, pools=pool_specs,
                          labels=_pairs(labels, "--label"), zone=zone, provider_id=provider_id, host_ip=address, listen_host=address,
                          listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths,
-                         pod_ip_range=pod_cidr, tls=creds.tls, dev_disk_dir=Path(dev_disk_dir), attach_limits=limits,
+                         pod_ip_range=pod_cidr, pod_interface=pod_interface, tls=creds.tls, dev_disk_dir=Path(dev_disk_dir), attach_limits=limits,
                          private_paths=(default_data_dir(), *([kubeconfig] if kubeconfig else [])))
     stop = threading.Event()
     from storage.system.dirlock import DirLocked

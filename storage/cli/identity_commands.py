@@ -68,5 +68,5 @@ def token_create_command(ttl: str, description: str, out: str | None) -> None:
     sess.client.create(secret)
     if out:
         access = load_access(sess.options.kubeconfig)
-        write_kubeconfig(out, access.server, token, "bootstrap", ca_data=access.ca_data)
+        write_kubeconfig(out, access.server, token, "bootstrap", ca_data=access.ca_data, servers=access.servers)
     click.echo(token)

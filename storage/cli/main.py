@@ -4,7 +4,9 @@ Expected failures print one line on stderr and exit 1; only bugs show a tracebac
 """
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import click
 import httpx
@@ -13,27 +15,53 @@ from storage.cli.context import global_options, session
 from storage.cli.edits import EditError
 from storage.cli.errors import CommandError, server_error_line, transport_error_line
 from storage.cli.manifests import ManifestError
-from storage.cli.read_commands import api_resources_command, describe_command, get_command, version_command
-from storage.cli.agent_command import agent_command, down_command
-from storage.cli.identity_commands import create_user_command, token_group
-from storage.cli.logs_command import logs_command
-from storage.cli.backup_commands import backup_group, snapshot_group
-from storage.cli.bench.command import bench_command
-from storage.cli.maintenance import restore_command, rotate_secrets_command
-from storage.cli.workload_commands import rollout_command, scale_command
-from storage.cli.up import serve_command, up_command
-from storage.cli.write_commands import (
-    annotate_command,
-    apply_command,
-    create_command,
-    delete_command,
-    label_command,
-    patch_command,
-)
 from storage.errors import StowageError
 
 
-@click.group("stowage", context_settings={"help_option_names": ["-h", "--help"]})
+# Each command's module is imported when the command is looked up (PF46): `stowage agent` runs for the
+# node's lifetime and must not carry every other command's modules (about 2 MiB resident).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "apply": ("storage.cli.write_commands", "apply_command"),
+    "create": ("storage.cli.write_commands", "create_command"),
+    "get": ("storage.cli.read_commands", "get_command"),
+    "describe": ("storage.cli.read_commands", "describe_command"),
+    "delete": ("storage.cli.write_commands", "delete_command"),
+    "patch": ("storage.cli.write_commands", "patch_command"),
+    "label": ("storage.cli.write_commands", "label_command"),
+    "annotate": ("storage.cli.write_commands", "annotate_command"),
+    "version": ("storage.cli.read_commands", "version_command"),
+    "api-resources": ("storage.cli.read_commands", "api_resources_command"),
+    "up": ("storage.cli.up", "up_command"),
+    "serve": ("storage.cli.up", "serve_command"),
+    "agent": ("storage.cli.agent_command", "agent_command"),
+    "down": ("storage.cli.agent_command", "down_command"),
+    "logs": ("storage.cli.logs_command", "logs_command"),
+    "scale": ("storage.cli.workload_commands", "scale_command"),
+    "rollout": ("storage.cli.workload_commands", "rollout_command"),
+    "backup": ("storage.cli.backup_commands", "backup_group"),
+    "restore": ("storage.cli.maintenance", "restore_command"),
+    "rotate-secrets": ("storage.cli.maintenance", "rotate_secrets_command"),
+    "create-user": ("storage.cli.identity_commands", "create_user_command"),
+    "token": ("storage.cli.identity_commands", "token_group"),
+    "snapshot": ("storage.cli.backup_commands", "snapshot_group"),
+    "bench": ("storage.cli.bench.command", "bench_command"),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> Any:
+        if name in self.commands or name not in COMMANDS:
+            return super().get_command(ctx, name)
+        module, attr = COMMANDS[name]
+        command = getattr(importlib.import_module(module), attr)
+        self.add_command(command, name)
+        return command
+
+
+@click.group("stowage", cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @global_options
 def cli() -> None:
     """Stowage: persistent storage for stateful workloads, the Kubernetes way.
@@ -41,18 +69,6 @@ def cli() -> None:
     Start a local control plane with `stowage up`, then use the commands
     below as you would use kubectl.
     """
-
-
-for _command in (
-    apply_command, create_command, get_command, describe_command, delete_command, patch_command,
-    label_command, annotate_command, version_command, api_resources_command, up_command, serve_command,
-    agent_command, down_command, logs_command, scale_command, rollout_command,
-    backup_group, restore_command, rotate_secrets_command, create_user_command, token_group, snapshot_group,
-    bench_command,
-):
-    cli.add_command(_command)
-
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import click
 import structlog
 
 from storage.cli.errors import CommandError
+from storage.cli.replicas import leader_election_config, leader_election_options, run_replicas
 from storage.system.signals import stop_on_signals, wait_until_set
 
 DEFAULT_LISTEN = "127.0.0.1:6443"
@@ -128,7 +129,8 @@ def _server_url(server: Any, host: str, port: int) -> str:
     return f"https://{shown}:{real_port}"
 
 
-def _start_controllers(store: Any, stop: threading.Event, options: Any = None) -> list[threading.Thread]:
+def _start_controllers(store: Any, stop: threading.Event, options: Any = None,
+                       leader_election: Any = None) -> list[threading.Thread]:
     try:
         manager = importlib.import_module("storage.controllers.manager")
     except ModuleNotFoundError as exc:
@@ -137,6 +139,13 @@ def _start_controllers(store: Any, stop: threading.Event, options: Any = None) -
         log.warning("no controllers present: objects are stored but nothing reconciles them")
         return []
     run: Callable[..., Any] = getattr(manager, "run_controllers")
+    if leader_election is not None:  # replicas on one store: controllers only on the Lease holder (HA1)
+        from storage.controllers.leaderelection import run_elected_manager
+
+        thread = threading.Thread(target=_guarded(lambda: run_elected_manager(store, stop, leader_election, options)),
+                                  name="leader-election", daemon=True)
+        thread.start()
+        return [thread]
     thread = threading.Thread(target=_guarded(lambda: run(store, stop, options=options)), name="controllers", daemon=True)
     thread.start()
     log.info("controllers started")
@@ -310,7 +319,7 @@ def start_control_plane(
     data_dir: Path, listen: str, store_url: str | None, with_agent: bool, stop: threading.Event,
     host_path_prefixes: tuple[str, ...] = (), encryption_config: str | None = None,
     pod_security_default: str = "baseline", tls_options: Any = None, controller_options: Any = None,
-    agent_options: LocalAgentOptions | None = None,
+    agent_options: LocalAgentOptions | None = None, leader_election: Any = None,
 ) -> ControlPlane:
     from storage.apiserver.admission import default_admission
     from storage.apiserver.server import start_in_thread
@@ -331,6 +340,16 @@ def start_control_plane(
         log.error("the database is corrupt: the API serves reads only and refuses every write",
                   problem=store.corrupt, recovery="stop stowage, then `stowage restore FILE` from a backup")
     kubeconfig = data_dir / KUBECONFIG_FILE
+    if leader_election is not None:
+        # Replicas share one store: they must also share the admin token, the CA and the signing keys (HA7).
+        from storage.apiserver.cluster_credentials import CredentialsUnreadable, share_cluster_credentials
+
+        try:
+            share_cluster_credentials(store, data_dir)
+        except CredentialsUnreadable as exc:
+            store.close()
+            lock.release()
+            raise CommandError(str(exc)) from None
     try:
         # Makes the admin token on first start and writes the kubeconfig once the port is known.
         admission = default_admission(pod_security_default,
@@ -355,7 +374,7 @@ def start_control_plane(
     plane = ControlPlane(store, server, server_url, kubeconfig, stop, [], lock)
     try:
         _register_local_provisioner(store, server)
-        plane.threads += _start_controllers(store, stop, options)
+        plane.threads += _start_controllers(store, stop, options, leader_election)
         if with_agent:
             plane.threads += _start_local_agent(store, server_url, data_dir, stop, host_path_prefixes, agent_options)
     except BaseException:
@@ -399,7 +418,7 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
                    log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = (),
                    encryption_config: str | None = None, pod_security_default: str = "baseline",
                    tls_options: Any = None, controller_options: Any = None,
-                   agent_options: LocalAgentOptions | None = None) -> None:
+                   agent_options: LocalAgentOptions | None = None, leader_election: Any = None) -> None:
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
@@ -408,7 +427,7 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
         plane = start_control_plane(root, listen, store_url, with_agent, stop,
                                     tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes),
                                     encryption_config, pod_security_default, tls_options, controller_options,
-                                    agent_options)
+                                    agent_options, leader_election)
         pid_file = root / "up.pid"
         pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -595,12 +614,19 @@ def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: s
 @_with_common
 @click.option("--store", "store_url", default=None,
               help="Store URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir).")
+@leader_election_options
 def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: str | None,
                   encryption_config: str | None, pod_security_default: str, store_url: str | None,
                   **tls: Any) -> None:
     """Run the control plane only (API server and controllers), for hosts that run `stowage agent`."""
+    replicas = tls.pop("replicas")
+    election = leader_election_config(tls, store_url)
+    if replicas > 1:
+        run_replicas(replicas, data_dir, listen, store_url, encryption_config, _log_format(log_format), files)
+        return
     _register_csi(tls.pop("csi_controllers", ()))
     controller_options = _controller_options(tls)
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False,
                    encryption_config=encryption_config, pod_security_default=pod_security_default,
-                   tls_options=_tls_options(tls), controller_options=controller_options)
+                   tls_options=_tls_options(tls), controller_options=controller_options,
+                   leader_election=election)

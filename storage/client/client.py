@@ -68,6 +68,7 @@ class Client:
         ca_data: bytes | None = None,
         cert_data: bytes | None = None,
         key_data: bytes | None = None,
+        servers: tuple[str, ...] | list[str] = (),
     ) -> None:
         headers = {"Accept": "application/json", "User-Agent": "stowage-client"}
         if token:
@@ -79,7 +80,14 @@ class Client:
             verify = client_context(ca_data, cert_data, key_data, insecure=insecure)
         self.server = server.rstrip("/")
         self._timeout = timeout
-        self._http = httpx.Client(base_url=self.server, headers=headers, verify=verify, timeout=timeout)
+        replicas = [u.rstrip("/") for u in dict.fromkeys([self.server, *servers])]
+        if len(replicas) > 1:  # several API server replicas: move to a live one on connection errors (HA8)
+            from storage.client.failover import FailoverTransport
+
+            self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout,
+                                      transport=FailoverTransport(replicas, verify))
+        else:
+            self._http = httpx.Client(base_url=self.server, headers=headers, verify=verify, timeout=timeout)
         # Called with the text of each "Warning: 299" header (Pod Security's warn mode, for one).
         self.on_warning = on_warning
 
@@ -94,7 +102,8 @@ class Client:
     def from_access(cls, access: Any, **kwargs: Any) -> "Client":
         """A client for a ``ClusterAccess`` (a kubeconfig context)."""
         return cls(access.server, access.token, ca_data=access.ca_data, cert_data=access.cert_data,
-                   key_data=access.key_data, insecure=access.insecure, **kwargs)
+                   key_data=access.key_data, insecure=access.insecure,
+                   servers=getattr(access, "servers", ()) or (), **kwargs)
 
     @property
     def http(self) -> httpx.Client:

@@ -10,6 +10,19 @@ from typing import Any
 import yaml
 
 
+# A cluster extension listing every API server replica (kubectl ignores extensions it does not know).
+SERVERS_EXTENSION = "stowage.io/servers"
+
+
+def servers_of(cluster: dict[str, Any]) -> tuple[str, ...]:
+    """The replicas a kubeconfig cluster names: ``server`` first, then its stowage.io/servers extension."""
+    found = [str(cluster.get("server") or "")]
+    for entry in cluster.get("extensions") or []:
+        if isinstance(entry, dict) and entry.get("name") == SERVERS_EXTENSION:
+            found += [str(s) for s in ((entry.get("extension") or {}).get("servers") or []) if s]
+    return tuple(dict.fromkeys(s.rstrip("/") for s in found if s))
+
+
 def default_kubeconfig_path() -> Path:
     """``$STOWAGE_DATA_DIR/kubeconfig`` when that is set, else ``~/.stowage/kubeconfig``."""
     data_dir = os.environ.get("STOWAGE_DATA_DIR")
@@ -25,9 +38,15 @@ def _b64(data: bytes) -> str:
 def write_kubeconfig(
     path: str | os.PathLike[str], server: str, token: str | None, context: str = "stowage", *,
     ca_data: bytes | None = None, client_cert: bytes | None = None, client_key: bytes | None = None,
+    servers: tuple[str, ...] | list[str] = (),
 ) -> Path:
-    """Write a one-context kubeconfig, private to its owner (it holds a token or a client key)."""
+    """Write a one-context kubeconfig, private to its owner (it holds a token or a client key).
+
+    ``servers``: every API server replica, kept as a cluster extension that kubectl ignores and
+    Stowage's clients fail over along (SEMANTICS HA8); ``server`` is the one kubectl uses."""
     cluster: dict[str, Any] = {"server": server}
+    if len(servers) > 1:
+        cluster["extensions"] = [{"name": SERVERS_EXTENSION, "extension": {"servers": list(servers)}}]
     if ca_data:
         cluster["certificate-authority-data"] = _b64(ca_data)
     user: dict[str, Any] = {}
@@ -80,6 +99,7 @@ class ClusterAccess:
     cert_data: bytes | None = None
     key_data: bytes | None = None
     insecure: bool = False
+    servers: tuple[str, ...] = ()  # every replica, ``server`` first (HA8); empty: only ``server``
 
 
 def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | None = None) -> tuple[str, str | None]:
@@ -128,4 +148,4 @@ def load_access(path: str | os.PathLike[str] | None = None, context: str | None 
     except (OSError, ValueError) as e:
         raise ValueError(f"kubeconfig {source}: cannot read a certificate or key: {e}") from None
     return ClusterAccess(str(cluster["server"]), token or None, ca, cert, key,
-                         bool(cluster.get("insecure-skip-tls-verify")))
+                         bool(cluster.get("insecure-skip-tls-verify")), servers_of(cluster))

@@ -391,10 +391,17 @@ class ControllerManager:
                 self._stop.wait(delay)
 
     def start(self) -> None:
-        for controller in self.controllers:
-            controller.start(self._stop)
+        self.start_workers()
+        self.start_informer()
+
+    def start_informer(self) -> None:
+        """List and watch into the cache; keys queue up for workers (a warm standby runs only this, HA9)."""
         self._thread = threading.Thread(target=self._run_informer, name="informer", daemon=True)
         self._thread.start()
+
+    def start_workers(self) -> None:
+        for controller in self.controllers:
+            controller.start(self._stop)
         if self.resync_seconds > 0:
             threading.Thread(target=self._resync, name="resync", daemon=True).start()
 
@@ -441,6 +448,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
         found += list(getattr(module, "RECONCILERS", []))
     # BackupSchedules (SEMANTICS BC12): on its own line so other controllers' additions merge cleanly.
     found += list(importlib.import_module("storage.controllers.backup_schedule").RECONCILERS)
+    # Opt-in recovery of local volumes on lost nodes (SEMANTICS LR).
+    found += list(importlib.import_module("storage.controllers.local_recovery").RECONCILERS)
     return found
 
 

@@ -7,6 +7,7 @@ can still be tested for the exact command lines they build, using
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -91,6 +92,24 @@ class Executor:
             raise CommandError(shown, proc.returncode, proc.stdout, stderr)
         return proc
 
+    def fsync(self, path: str) -> None:
+        """``sync PATH`` (coreutils: open read-only, fsync), done in this process (PF3): the same
+        flush to stable storage without a process of its own. Like ``sync`` run unchecked, a failure
+        is logged, not raised."""
+        started = time.monotonic()
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("fsync.failed", path=path, error=str(exc))
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:  # as `sync` run with check=False was: reported, not raised
+            log.warning("fsync.failed", path=path, error=str(exc))
+        finally:
+            os.close(fd)
+        log.debug("fsync", path=path, seconds=round(time.monotonic() - started, 3))
+
 
 @dataclass
 class RecordingExecutor(Executor):
@@ -129,6 +148,10 @@ class RecordingExecutor(Executor):
         if check and rc != 0:
             raise CommandError(args, rc, out, err)
         return subprocess.CompletedProcess(args, rc, out, err)
+
+    def fsync(self, path: str) -> None:
+        """Recorded as the command it stands for."""
+        self.run(["sync", path], check=False)
 
 
 _default = Executor()

@@ -188,3 +188,34 @@ def test_the_controller_manager_runs_it() -> None:
     from storage.controllers.manager import DEFAULT_RECONCILERS
 
     assert BackupScheduleReconciler in DEFAULT_RECONCILERS
+
+
+def test_test_clock_rate_scales_the_clock_and_the_requeue(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI1: STOWAGE_TEST_CLOCK_RATE speeds the controller's clock up and divides its (clock-time) requeue delay
+    into real seconds; decisions are the same; a bad value is refused."""
+    import time
+
+    from storage.controllers.backup_schedule import CLOCK_RATE_ENV, clock_rate, scaled_clock
+
+    harness.client.create(_schedule())
+    harness.now = datetime(2026, 1, 1, 10, 20, tzinfo=timezone.utc)
+    real_rate = harness.reconcile()
+    assert real_rate == pytest.approx(40 * 60 + 0.5)  # the next run is 11:00
+    harness.reconciler = BackupScheduleReconciler(harness.reconciler.ctx, clock=lambda: harness.now, rate=6)
+    assert harness.reconcile() == pytest.approx(real_rate / 6)
+
+    monkeypatch.delenv(CLOCK_RATE_ENV, raising=False)
+    assert clock_rate() == 1.0
+    monkeypatch.setenv(CLOCK_RATE_ENV, "6")
+    assert clock_rate() == 6.0
+    assert BackupScheduleReconciler(harness.reconciler.ctx).rate == 6.0
+    for bad in ("fast", "0.5", "-2", "nan", "inf"):
+        monkeypatch.setenv(CLOCK_RATE_ENV, bad)
+        with pytest.raises(ValueError, match=CLOCK_RATE_ENV):
+            clock_rate()
+
+    clock = scaled_clock(100.0)
+    before_real, before = datetime.now(timezone.utc), clock()
+    assert abs((before - before_real).total_seconds()) < 1.0  # starts at the real time
+    time.sleep(0.05)
+    assert (clock() - before).total_seconds() >= 100 * 0.05 * 0.99

@@ -7,21 +7,22 @@ from typing import Callable, Iterator
 import pytest
 
 from stowage_e2e import Stowage, force_clean
-from support import need_programs, need_root
+from support import cleanup_tree, need_programs, need_root
 
 
 @pytest.fixture(scope="module")
-def start_stowage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[list[Path]], Stowage]]:
-    """``start_stowage(files)``: one ``stowage up`` per module, checked and cleaned at the end."""
+def start_stowage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stowage]]:
+    """``start_stowage(files, env=None)``: one ``stowage up`` per module (``env`` added to its environment),
+    checked and cleaned at the end."""
     need_root("pods run in runc containers on loop-backed volumes")
     need_programs("runc", "losetup", "mkfs.ext4", "nsenter")
     started: list[Stowage] = []
     data_dirs: list[Path] = []
 
-    def start(files: list[Path]) -> Stowage:
+    def start(files: list[Path], env: dict[str, str] | None = None) -> Stowage:
         data_dir = tmp_path_factory.mktemp("stowage-e2e")
         data_dirs.append(data_dir)
-        stowage = Stowage(data_dir, files)
+        stowage = Stowage(data_dir, files, env)
         started.append(stowage)  # before waiting: a start that fails must still be stopped
         stowage.wait_started()
         return stowage
@@ -34,5 +35,8 @@ def start_stowage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             problems += stowage.stop()
         for data_dir in data_dirs:  # a start that failed half-way still gets cleaned
             problems += force_clean(data_dir)
+            # The stopped agent's pods still hold user-namespace claims in the machine-wide run dir:
+            # removing the data dir releases them, and the reap deletes the claim files.
+            cleanup_tree(data_dir)
         if problems:
             pytest.fail("teardown found leftovers (cleaned up by force):\n" + "\n".join(problems))

@@ -116,10 +116,11 @@ def find_pids(root: Path, match: Callable[[int], bool]) -> list[int]:
 class Stowage:
     """A running ``stowage up --data-dir DIR --listen 127.0.0.1:0 -f FILES``."""
 
-    def __init__(self, data_dir: Path, files: list[Path]) -> None:
+    def __init__(self, data_dir: Path, files: list[Path], extra_env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
+        env.update(extra_env or {})
         self.up = UpProcess("up", ["--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
                                    *[a for f in files for a in ("-f", str(f))]],
                             env, timeout=STARTUP_TIMEOUT, new_session=True)

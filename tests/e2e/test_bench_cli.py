@@ -66,7 +66,9 @@ def test_quick_run_with_baseline_and_report(stowage: Stowage, tmp_path: Path) ->
     with direct I/O that fio's disk statistics name; everything created is gone afterwards."""
     out = tmp_path / "run"
     started = time.monotonic()
-    r = stowage.cli("bench", "--quick", "--baseline", "--output-dir", str(out), timeout=400)
+    # One measured second per job, no ramp: the machinery is under test, not the disk (16 fio runs).
+    r = stowage.cli("bench", "--quick", "--runtime", "1", "--ramp", "0", "--baseline", "--output-dir", str(out),
+                    timeout=400)
     assert time.monotonic() - started < 300
     doc = json.loads((out / "result.json").read_text())
     assert doc["schema"] == "stowage.io/bench/v1" and doc["settings"]["quick"] is True
@@ -91,12 +93,12 @@ def test_block_mode_two_classes_and_compare(stowage: Stowage, tmp_path: Path) ->
     saved runs reports each figure and whether it exceeds the noise."""
     a, b = tmp_path / "a", tmp_path / "b"
     stowage.cli("bench", "--quick", "--volume-mode", "Block", "--jobs", "randread-lat,seqwrite-bw",
-                "--output-dir", str(a), timeout=300)
+                "--runtime", "1", "--ramp", "0", "--output-dir", str(a), timeout=300)
     doc = json.loads((a / "result.json").read_text())
     assert doc["settings"]["volume_mode"] == "Block"
     assert doc["classes"][0]["nodes"][0]["jobs"]["seqwrite-bw"]["figures"]["write_bw_mib"]["median"] > 1
     r = stowage.cli("bench", "--quick", "--storage-class", "local-ssd,local-xfs", "--jobs", "randread-lat",
-                    "--repeats", "2", "--runtime", "1", "--output-dir", str(b), timeout=300)
+                    "--repeats", "2", "--runtime", "1", "--ramp", "0", "--output-dir", str(b), timeout=300)
     assert "side by side" in r.stdout and "local-xfs" in r.stdout
     assert [c["storage_class"] for c in json.loads((b / "result.json").read_text())["classes"]] == ["local-ssd", "local-xfs"]
     cmp = subprocess.run([stowage_executable(), "bench", "compare", str(b), str(b / "result.json"), "--all"],
@@ -173,14 +175,14 @@ def test_label_nodes_then_a_class_requiring_the_figure_places_by_it(stowage: Sto
                                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": name}}]}})
 
     make_class("fast", 100)
-    stowage.cli("bench", "--quick", "--storage-class", "fast", "--jobs", "randwrite-iops,fdatasync",
-                "--label-nodes", timeout=400)
+    stowage.cli("bench", "--quick", "--runtime", "1", "--ramp", "0", "--storage-class", "fast", "--jobs",
+                "randwrite-iops,fdatasync", "--label-nodes", timeout=400)
     node = stowage.client.list("nodes", "")[0][0]
     figures = node_figures(node, "fast")
     assert figures is not None and figures["randWriteIOPS"] > 100 and figures["fsyncLatencyP99Us"] > 0, figures
     make_class("faster", int(figures["randWriteIOPS"]) * 1000)
-    stowage.cli("bench", "--quick", "--storage-class", "faster", "--jobs", "randwrite-iops", "--label-nodes",
-                timeout=400)
+    stowage.cli("bench", "--quick", "--runtime", "1", "--ramp", "0", "--storage-class", "faster", "--jobs",
+                "randwrite-iops", "--label-nodes", timeout=400)
     claim_and_pod("on-fast", "fast")
     claim_and_pod("on-faster", "faster")
     try:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parent.parent
 FILES = (
-    "bin/run.sh", "bin/render_config.py", "bin/standin.py", "bin/ready-probe.sh",
+    "bin/run.sh", "bin/render_config.py", "bin/standin.py", "bin/ready-probe.sh", "bin/nodetool",
     "conf/cassandra.yaml", "conf/cassandra-rackdc.properties", "conf/jvm.options",
+    "conf/jvm17-server.options", "conf/logback.xml", "conf/logback-tools.xml",
 )
 OUTPUT = EXAMPLE / "cassandra-scripts-configmap.yaml"
 

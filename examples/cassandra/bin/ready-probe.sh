@@ -1,6 +1,10 @@
 #!/bin/sh
 # Readiness probe of the Cassandra example: ready when this member reports
-# itself Up/Normal (real Cassandra), or when the stand-in answers on 9042.
+# itself Up/Normal (a tarball install, through nodetool), accepts CQL
+# connections on its 9042 (the Maven install: Cassandra opens the native
+# port only once it has joined the ring as NORMAL, and a TCP connect costs
+# nothing where a nodetool JVM every 5 s per member would cost a core), or
+# when the stand-in answers on 9042.
 CONF=${CASSANDRA_CONF:-/etc/cassandra}
 HERE=$(cd "$(dirname "$0")" && pwd)
 addr=${POD_IP:-$(hostname -i | cut -d' ' -f1)}
@@ -10,6 +14,13 @@ case $mode in
         exec "${PYTHON:-python3}" "$HERE/standin.py" --probe "$addr"
         ;;
     cassandra)
+        if [ -f "$CONF/stowage-cassandra-lib" ]; then
+            if "${PYTHON:-python3}" -c 'import socket,sys; socket.create_connection((sys.argv[1], 9042), 3).close()' "$addr" 2>/dev/null; then
+                exit 0
+            fi
+            echo "not ready: $addr:9042 (CQL) does not accept connections yet"
+            exit 1
+        fi
         port=$(cat "$CONF/stowage-jmx-port" 2>/dev/null || echo 7199)
         nodetool=nodetool
         if [ -n "${CASSANDRA_HOME:-}" ]; then nodetool=$CASSANDRA_HOME/bin/nodetool; fi

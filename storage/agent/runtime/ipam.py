@@ -1,10 +1,21 @@
-"""Pod IPs: one loopback address per pod, so pods on one host can listen on the same port."""
+"""Pod IPs: one address per pod, so pods on one host can listen on the same port.
+
+On a single host the addresses are loopback ones (every 127/8 address is local, nothing to
+assign). When pods on other hosts must reach them, the node's pod range lies on the hosts'
+shared network and each pod's address is assigned to the node's interface on it (rule MH2).
+"""
 from __future__ import annotations
 
 import ipaddress
 import os
 import threading
 from pathlib import Path
+
+import structlog
+
+from storage.system import netaddr
+
+log = structlog.get_logger(__name__)
 
 IP_FILE = "runtime/ip"
 
@@ -21,8 +32,18 @@ class LoopbackAllocator:
         self.pods_dir = pods_dir
         self.network = ipaddress.ip_network(network)
         if not self.network.subnet_of(ipaddress.ip_network("127.0.0.0/8")):
-            raise ValueError(f"ip_range: Invalid value: {network!r}: must lie inside 127.0.0.0/8")
+            raise ValueError(f"ip_range: Invalid value: {network!r}: must lie inside 127.0.0.0/8 "
+                             "(a routable range needs the pod interface)")
         self._lock = threading.Lock()
+
+    def _busy(self) -> set[str]:
+        return addresses_in_use()
+
+    def _claimed(self, address: str) -> None:
+        """Called with a pod's address whenever it is handed out (also again after a restart)."""
+
+    def release(self, uid: str) -> None:
+        """The pod is gone: its address may go to another pod once its directory is removed."""
 
     def _taken(self) -> dict[str, str]:
         taken: dict[str, str] = {}
@@ -44,9 +65,10 @@ class LoopbackAllocator:
         with self._lock:
             existing = self.get(uid)
             if existing:
+                self._claimed(existing)
                 return existing
             taken = self._taken()
-            busy = addresses_in_use()
+            busy = self._busy()
             for address in self.network.hosts():
                 text = str(address)
                 # .0 and .255 are skipped: some programs refuse them as host addresses.
@@ -60,8 +82,45 @@ class LoopbackAllocator:
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(text + "\n")
                 os.replace(tmp, path)
+                self._claimed(text)
                 return text
             raise RuntimeError(f"no free pod address left in {self.network}")
+
+
+class InterfaceAllocator(LoopbackAllocator):
+    """Addresses from a routable range, each assigned (as a /32) to ``interface`` while its pod lives.
+
+    The host answers ARP for every address assigned to it, so other hosts on the same network
+    reach a pod at its address without routes per pod. Addresses already on the host (its own,
+    another agent's pods) are never handed out.
+    """
+
+    def __init__(self, pods_dir: Path, network: str, interface: str) -> None:
+        self.pods_dir = pods_dir
+        self.network = ipaddress.ip_network(network)
+        if self.network.version != 4 or self.network.is_loopback:
+            raise ValueError(f"pod_cidr: Invalid value: {network!r}: a pod interface needs a routable IPv4 range")
+        if not netaddr.interface_exists(interface):
+            raise ValueError(f"pod_interface: Invalid value: {interface!r}: no such network interface")
+        self.interface = interface
+        self._lock = threading.Lock()
+
+    def _busy(self) -> set[str]:
+        return addresses_in_use() | netaddr.addresses()
+
+    def _claimed(self, address: str) -> None:
+        netaddr.add_address(address, self.interface)
+        log.info("pod_address_assigned", address=address, interface=self.interface)
+
+    def release(self, uid: str) -> None:
+        address = self.get(uid)
+        if address:
+            netaddr.delete_address(address, self.interface)
+            log.info("pod_address_released", uid=uid, address=address, interface=self.interface)
+
+
+def make_allocator(pods_dir: Path, network: str, interface: str | None = None) -> LoopbackAllocator:
+    return InterfaceAllocator(pods_dir, network, interface) if interface else LoopbackAllocator(pods_dir, network)
 
 
 def addresses_in_use() -> set[str]:

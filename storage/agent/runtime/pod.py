@@ -393,6 +393,7 @@ class PodWorker:
             cs.waiting_reason, cs.waiting_message = "ContainerCreating", "waiting for the agent to resync the pod"
             return
         restart = cs.restart_count + (1 if cs.last_terminated else 0)
+        prepare_began = time.time()
         try:
             env = resolve_env(spec, EnvContext(self.pod, self.pod_ip, self.s.host_ip, self.env_sources,
                                                node_cpu=os.cpu_count() or 1,
@@ -451,6 +452,8 @@ class PodWorker:
         inst = Instance(restart=restart, container_id=container_id, started_at=iso(started_wall),
                         started_wall=started_wall, shim_pid=proc.pid, shim_created=created, proc=proc)
         inst.never_ran = not self._wait_created(container_id, cdir / "exit", proc)
+        log.debug("container.created", uid=self.uid, container=cs.name, prepare_ms=round((started_wall - prepare_began) * 1000, 1),
+                  runc_ms=round((time.time() - started_wall) * 1000, 1))
         # The container's mount namespace holds its own copies of the root and the volume binds
         # now: the agent's copies go, so nothing of the pod stays mounted on the host (a volume's
         # device is released when the container ends, however the agent ends).
@@ -472,8 +475,14 @@ class PodWorker:
         # runc writes its state file once the container exists; a stat is far cheaper than
         # running `runc state` (a process of its own) every few milliseconds.
         state_file = self.s.runc.root / container_id / "state.json"
+        # runc makes exec.fifo before it writes state.json and removes it once `start` released the
+        # container's init: state.json without exec.fifo is what `runc state` reports as running (or
+        # stopped, when it ended already), read without a process per look (PF4).
+        fifo = self.s.runc.root / container_id / "exec.fifo"
         while time.monotonic() < deadline:
-            if state_file.exists() or time.monotonic() - began > 1.0:
+            if state_file.exists() and not fifo.exists():
+                return True
+            if time.monotonic() - began > 1.0:  # another runc's layout: ask it
                 state = self.s.runc.state(container_id)
                 if state and state.get("status") in ("running", "stopped"):
                     return True

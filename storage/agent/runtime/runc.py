@@ -50,7 +50,10 @@ class Runc:
               stdin_path: Path | None = None) -> subprocess.Popen[bytes]:
         """``stdin_path``: a FIFO made here and held open by the shim for the container's stdin
         (``stdin: true``), so ``attach`` can write to it while the container runs."""
-        self.delete(container_id)
+        if (self.root / container_id).exists():
+            # What a crashed start left (PF4): runc keeps each container's state in <root>/<id>,
+            # so without that directory there is nothing to delete and no process to spawn.
+            self.delete(container_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         stdin: int = subprocess.DEVNULL
         fifo_fd = -1
@@ -214,8 +217,11 @@ def unmount_rootfs(container_dir: Path, rootfs: Path | None = None) -> None:
     """Unmount the container's root (with what is hidden in it), its staged volumes and scratch."""
     targets = [p for p in (rootfs, container_dir / "rootfs") if p is not None]
     stage = rootfs.parent / "volumes" if rootfs is not None else None
+    bases = [*targets, *([stage] if stage else []), container_dir / "lower", container_dir / "scratch"]
+    if not any(os.path.lexists(base) for base in bases):
+        return  # nothing made yet (a first start, PF4): nothing can be mounted there
     table = MountTable.read()  # one reading: the table is long on a node with many pods
-    for base in [*targets, *([stage] if stage else []), container_dir / "lower", container_dir / "scratch"]:
+    for base in bases:
         for entry in table.under(base):
             if _libc.umount2(entry.mount_point.encode(), 0) != 0:
                 err = ctypes.get_errno()

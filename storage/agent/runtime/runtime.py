@@ -13,7 +13,7 @@ import structlog
 from .deadline import StopDeadline
 from .envvars import EnvSources
 from .hosts import HostEntries
-from .ipam import LoopbackAllocator
+from .ipam import make_allocator
 from .logfile import split_line, stamp_of
 from .orphans import reap_orphans
 from .pod import PodWorker, Settings, remove_unmounted
@@ -38,6 +38,7 @@ class PodRuntime:
         *,
         host_ip: str = "127.0.0.1",
         ip_range: str = "127.1.0.0/16",
+        pod_interface: str | None = None,
         on_status_change: Callable[[str], None] | None = None,
         backoff_base: float = 10.0,
         backoff_max: float = 300.0,
@@ -64,7 +65,7 @@ class PodRuntime:
                                  backoff_max=backoff_max, scratch_size=scratch_size, run_dir=run_dir,
                                  userns=self.userns, hidden=tuple(hidden_paths),
                                  host_path_prefixes=[Path(os.path.realpath(p)) for p in host_path_prefixes])
-        self.ips = LoopbackAllocator(self.pods_dir, ip_range)
+        self.ips = make_allocator(self.pods_dir, ip_range, pod_interface)
         self.on_status_change = on_status_change or (lambda uid: None)
         self._lock = threading.Lock()
         self._pods: dict[str, PodWorker] = {}
@@ -127,8 +128,8 @@ class PodRuntime:
         """Stop every container (SIGTERM, SIGKILL after the grace period) and return the final status.
 
         ``grace_seconds``: None for the pod's own ``terminationGracePeriodSeconds``; a ``StopDeadline``
-        lets the caller cut the period short while the containers stop. Logs and the pod's address
-        stay until ``remove_pod``.
+        lets the caller cut the period short while the containers stop. Logs stay until ``remove_pod``;
+        an address assigned on an interface (MH2) is taken off it.
         """
         with self._lock:
             worker = self._pods.pop(uid, None)
@@ -136,6 +137,9 @@ class PodRuntime:
             return None
         grace = worker._grace() if grace_seconds is None else grace_seconds
         worker.kill_all(grace if isinstance(grace, StopDeadline) else float(grace))
+        # Nothing listens on the pod's address any more: off the host's interface now (the volume
+        # teardown that follows removes the pod directory, and with it the record of the address).
+        self.ips.release(uid)
         for name in ("pod.json", "state.json", "volumes.json", "hosts.json"):
             (worker.state_dir / name).unlink(missing_ok=True)
         log.info("pod killed", uid=uid)

@@ -138,6 +138,10 @@ class UsernsAllocator:
         self.pods_dir = pods_dir
         self.claims_dir = claims_dir
         self._lock = threading.Lock()
+        # Where the next search starts (PF5): just past the range handed out last, so a new pod does
+        # not read every claim held by this and other agents before it finds a free one. Every
+        # range is still looked at before "none left", and each under the lock, as before.
+        self._next = 0
 
     def get(self, uid: str) -> int | None:
         try:
@@ -159,8 +163,9 @@ class UsernsAllocator:
             with open(self.claims_dir / ".lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # other agents on this machine allocate too
                 existing = self.get(uid)
+                start = self._next
                 candidates = ([existing] if existing is not None else []) + [
-                    FIRST_BASE + k * RANGE_SIZE for k in range(RANGE_COUNT)]
+                    FIRST_BASE + ((start + k) % RANGE_COUNT) * RANGE_SIZE for k in range(RANGE_COUNT)]
                 for base in candidates:
                     claim = self.claims_dir / str(base)
                     try:
@@ -175,6 +180,7 @@ class UsernsAllocator:
                         tmp = target.with_name(target.name + ".tmp")
                         tmp.write_text(text + "\n")
                         os.replace(tmp, target)
+                    self._next = ((base - FIRST_BASE) // RANGE_SIZE + 1) % RANGE_COUNT
                     return base
         raise RuntimeError(f"no free user namespace range left ({RANGE_COUNT} pods on this machine)")
 

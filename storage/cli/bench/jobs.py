@@ -1,6 +1,7 @@
 """The benchmark's fio job profiles and the rules that make their numbers valid (BN3-BN7)."""
 from __future__ import annotations
 
+import posixpath
 import shlex
 from dataclasses import dataclass, field
 
@@ -85,6 +86,31 @@ def fio_argv(job: Job, s: Settings, filename: str) -> list[str]:
         argv.remove("--direct=1")
         argv.append("--direct=0")
     return argv
+
+
+SYNC_FILE = "fio-sync.dat"
+
+
+def prefill_argv(s: Settings, filename: str) -> list[str]:
+    """BN30: the test file (or device range) written in full once, sequentially with direct I/O, before the
+    first measured job. Without it a job's figure depended on what ran before it: a write job on a file
+    fio had only fallocated (unwritten extents) measured ext4 converting extents, not the disk (half the
+    IOPS of the same job on a written file), and a job run alone measured another file than in a full run."""
+    return ["fio", "--name=prefill", f"--filename={filename}", f"--size={s.size}", "--rw=write", "--bs=1m",
+            "--iodepth=16", "--ioengine=libaio", "--direct=1", "--fallocate=none", "--output-format=json"]
+
+
+def target_for(job: Job, filename: str, block: bool = False) -> str:
+    """BN31: the file a job runs on. The fdatasync job writes a file of its own, new every run (removed
+    after it, see ``fresh_each_run``), as etcd writes a freshly preallocated WAL segment; every other job
+    the prefilled test file (or the device in Block mode, where fdatasync has no file to make)."""
+    if job.kind == "fsync" and not block:
+        return posixpath.join(posixpath.dirname(filename), SYNC_FILE)
+    return filename
+
+
+def fresh_each_run(job: Job, block: bool = False) -> bool:
+    return job.kind == "fsync" and not block
 
 
 def job_file_argv(s: Settings, job_file: str) -> list[str]:

@@ -78,13 +78,23 @@ def _script(plan: Plan, start_at: float | None) -> str:
         lines.append("cat > /tmp/sb/job.fio <<'STOWAGE_BENCH_JOB_EOF'\n" + plan.job_file.rstrip("\n")
                      + "\nSTOWAGE_BENCH_JOB_EOF")
         runs = [("custom", jobmod.job_file_argv(plan.settings, "/tmp/sb/job.fio"))]
+        after: dict[str, str] = {}
     else:
-        runs = [(j.name, jobmod.fio_argv(j, plan.settings, target)) for j in plan.jobs]
+        runs = [(j.name, jobmod.fio_argv(j, plan.settings, jobmod.target_for(j, target, block))) for j in plan.jobs]
+        # BN31: the fdatasync job's own file goes after each run, so every repeat writes a new one.
+        after = {j.name: f"rm -f {jobmod.target_for(j, target, block)}" for j in plan.jobs if jobmod.fresh_each_run(j, block)}
+        # BN30: the test file written in full before the first measured job, whichever jobs run.
+        if any(jobmod.target_for(j, target, block) == target for j in plan.jobs):
+            lines.append(f"echo '{MARK} begin prefill 0'")
+            lines.append(f"{jobmod.shell(jobmod.prefill_argv(plan.settings, target))} --output=/tmp/sb/out.json >/tmp/sb/err 2>&1; rc=$?")
+            lines.append(f"if [ $rc -ne 0 ]; then echo '{MARK} fail prefill 0'; cat /tmp/sb/err; exit 3; fi")
     env = f"FILENAME={target} " if plan.job_file is not None else ""
     for rep in range(1, plan.settings.repeats + 1):
         for name, argv in runs:
             lines.append(f"echo '{MARK} begin {name} {rep}'")
             lines.append(f"{env}{jobmod.shell(argv)} --output=/tmp/sb/out.json >/tmp/sb/err 2>&1; rc=$?")
+            if name in after:
+                lines.append(after[name])
             lines.append(f"if [ $rc -ne 0 ]; then echo '{MARK} fail {name} {rep}'; cat /tmp/sb/err; exit 3; fi")
             lines.append(f"echo '{MARK} json {name} {rep}'; cat /tmp/sb/out.json; echo; echo '{MARK} end {name} {rep}'")
     if not block:
@@ -329,7 +339,17 @@ def run_baseline(plan: Plan, directory: str, on_progress: Callable[[int, int, st
             Path(job).write_text(plan.job_file)
             runs = [("custom", jobmod.job_file_argv(plan.settings, job))]
         else:
-            runs = [(j.name, jobmod.fio_argv(j, plan.settings, target)) for j in plan.jobs]
+            runs = [(j.name, jobmod.fio_argv(j, plan.settings, jobmod.target_for(j, target))) for j in plan.jobs]
+            # BN30, BN31: prepared as in the pod, so volume ÷ baseline compares like with like.
+            if any(jobmod.target_for(j, target) == target for j in plan.jobs):
+                if on_progress:
+                    on_progress(0, len(runs) * plan.settings.repeats, "prefill")
+                pre = subprocess.run(jobmod.prefill_argv(plan.settings, target), capture_output=True, text=True,
+                                     cwd=scratch, check=False)
+                if pre.returncode != 0:
+                    raise BenchFailed(f"baseline prefill failed: {(pre.stderr or pre.stdout)[-600:]}")
+        fresh = {j.name: jobmod.target_for(j, target) for j in plan.jobs if jobmod.fresh_each_run(j)} \
+            if plan.job_file is None else {}
         total, done = len(runs) * plan.settings.repeats, 0
         for _ in range(plan.settings.repeats):
             for name, argv in runs:
@@ -337,6 +357,8 @@ def run_baseline(plan: Plan, directory: str, on_progress: Callable[[int, int, st
                     on_progress(done, total, name)
                 proc = subprocess.run(argv, capture_output=True, text=True, cwd=scratch,
                                       env={**os.environ, "FILENAME": target, "LC_ALL": "C"}, check=False)
+                if name in fresh and os.path.exists(fresh[name]):
+                    os.remove(fresh[name])
                 if proc.returncode != 0:
                     raise BenchFailed(f"baseline fio job {name} failed: {(proc.stderr or proc.stdout)[-600:]}")
                 out.setdefault(name, []).append(json.loads(proc.stdout[proc.stdout.find("{"):]))

@@ -19,13 +19,9 @@ import structlog
 from storage.errors import PermanentError, TemporaryError
 from storage.system.csi import csi_pb2 as pb
 from storage.system.csi import csi_pb2_grpc as pbg
+from storage.system.csi.names import ANN_NODE_IDS, ANN_TOPOLOGY_KEYS  # noqa: F401  (callers import them from here)
 
 log = structlog.get_logger(__name__)
-
-# Node annotation (as kubelet writes it): JSON {driver name: the driver's node id on that node}.
-ANN_NODE_IDS = "csi.volume.kubernetes.io/nodeid"
-# Node annotation (Stowage's stand-in for CSINode.spec.drivers[].topologyKeys): JSON {driver: [keys]}.
-ANN_TOPOLOGY_KEYS = "stowage.io/csi-topology-keys"
 
 # StorageClass parameters that name Secrets (external-provisioner's prefix); never passed to the driver.
 SECRET_PARAMETER_PREFIX = "csi.storage.k8s.io/"
@@ -298,8 +294,8 @@ class CsiClient:
             req.starting_token = resp.next_token
 
     # --- Node -----------------------------------------------------------------------------------
-    def node_info(self) -> NodeInfo:
-        resp = self._call("node", "NodeGetInfo", pb.NodeGetInfoRequest())
+    def node_info(self, timeout: float | None = None) -> NodeInfo:
+        resp = self._call("node", "NodeGetInfo", pb.NodeGetInfoRequest(), timeout=timeout)
         topo = dict(resp.accessible_topology.segments) if resp.HasField("accessible_topology") else {}
         return NodeInfo(resp.node_id, int(resp.max_volumes_per_node), topo)
 

@@ -69,10 +69,11 @@ def _node_tokens(base: Path) -> dict[str, str]:
 
 
 class Cluster:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, server_host: str = "127.0.0.1") -> None:
+        """``server_host``: the API server's address (another than loopback when agents run on other hosts)."""
         self.base = base
         self.node_tokens = _node_tokens(base)
-        self._server_cm = running_server(base)
+        self._server_cm = running_server(base, host=server_host)
         self.server = self._server_cm.__enter__()
         self.client: Client = self.server.client()
         self.store = self.server.store
@@ -145,13 +146,17 @@ class Cluster:
         if agent is not None:
             agent.stop()
 
-    def spawn_agent(self, name: str, *extra: str, pool_bytes: int = 4 * GiB) -> subprocess.Popen[bytes]:
-        """``stowage agent`` as its own process (so it can be SIGKILLed)."""
+    def spawn_agent(self, name: str, *extra: str, pool_bytes: int = 4 * GiB,
+                    wrap: Callable[[list[str]], list[str]] | None = None) -> subprocess.Popen[bytes]:
+        """``stowage agent`` as its own process (so it can be SIGKILLed); ``wrap`` runs it elsewhere
+        (in another host's network namespace)."""
         self.pool_dir(name).mkdir(parents=True, exist_ok=True)
         self.agent_dir(name).mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "storage.cli", "agent", "--node", name,
                 "--bootstrap-kubeconfig", str(self.bootstrap_kubeconfig(name)), "--data-dir", str(self.agent_dir(name)),
                 "--pool", f"default={self.pool_dir(name)}:{pool_bytes}", "--heartbeat", "1", *extra]
+        if wrap is not None:
+            argv = wrap(argv)
         log = open(self.base / f"agent-{name}.log", "ab")
         proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()

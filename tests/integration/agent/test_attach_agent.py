@@ -157,7 +157,9 @@ def test_ad2_agent_mounts_an_attached_disk_the_moment_it_is_attached_and_reports
     assert device.startswith("/dev/loop")
     # Really mounted from that device: mkfs'd ext4 holding what the pod wrote.
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    global_mount = next(line for line in mounts if "/plugins/kubernetes.io/cinder/mounts/data " in line)
+    # This cluster's node only: other tests (xdist workers) may mount a disk of the same name elsewhere.
+    global_mount = next(line for line in mounts
+                        if "/plugins/kubernetes.io/cinder/mounts/data " in line and f" {cluster.base}/" in line)
     assert f" {device} " in global_mount and " ext4 " in global_mount
     mount_point = global_mount.split()[4]
     wait_until(lambda: (Path(mount_point) / "greeting").exists(), "the pod's write on the disk")

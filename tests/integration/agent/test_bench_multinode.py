@@ -25,7 +25,8 @@ def test_two_nodes_at_once_per_node_and_aggregate(cluster: Cluster, tmp_path: Pa
     cluster.apply(local_class("local"))
     out = tmp_path / "run"
     proc = subprocess.run([stowage_executable(), "bench", "--quick", "--nodes", "2", "--storage-class", "local",
-                           "--size", "256Mi", "--jobs", "randread-lat,seqwrite-bw", "--output-dir", str(out),
+                           "--size", "256Mi", "--jobs", "randread-lat,seqwrite-bw", "--runtime", "1", "--ramp", "0",
+                           "--output-dir", str(out),
                            "--kubeconfig", str(cluster.server.kubeconfig)],
                           capture_output=True, text=True, timeout=600, env=dict(os.environ), check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

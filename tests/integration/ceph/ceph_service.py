@@ -40,7 +40,7 @@ def start(base: Path | None = None) -> CephCluster:
     directory = Path(tempfile.mkdtemp(prefix="stowage-ceph-cluster-", dir=base))
     try:
         out = subprocess.run(["bash", str(SCRIPT), "start", str(directory)], check=True, capture_output=True,
-                             text=True, timeout=180).stdout
+                             text=True, timeout=300).stdout  # the script's own deadline (180 s) comes first
     except subprocess.CalledProcessError as exc:
         stop_directory(directory)
         raise RuntimeError(f"starting the test Ceph cluster failed: {exc.stderr.strip()[-2000:]}") from None

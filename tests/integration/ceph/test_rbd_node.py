@@ -216,7 +216,7 @@ def test_grown_image_grows_the_mounted_filesystem(ceph_cluster: CephCluster, nod
 
 
 def test_hung_rbd_fuse_daemon_is_killed_on_disconnect(ceph_cluster: CephCluster, nodes: dict[str, VolumeManager],
-                                                     image: str) -> None:
+                                                     image: str, images: Images) -> None:
     """RB12: a FUSE daemon that stops answering (SIGSTOP here) does not keep the node's disconnect waiting
     for ever: the FUSE directory is unmounted and the daemon killed within a deadline."""
     import signal
@@ -246,3 +246,6 @@ def test_hung_rbd_fuse_daemon_is_killed_on_disconnect(ceph_cluster: CephCluster,
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert not mounts.is_mount_point(directory) and not loop.loops_under(plugin.state_dir)  # type: ignore[arg-type]
     assert elapsed < 25
+    # The killed daemon's watch on the image would hold its removal (the fixture's) for the OSD's 30 s
+    # watch timeout; the daemon is proven gone above, so end the watch as an administrator would.
+    images.blocklist_watchers(image)

@@ -191,6 +191,56 @@ def test_with_an_installation_its_conf_is_copied_rendered_over_and_cassandra_exe
     assert started[0] == str(conf_dir) and "-f" in started[1:]
 
 
+def test_a_cassandra_lib_without_the_jar_fails_instead_of_standing_in_CA2(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    result = run_script(tmp_path, {"POD_IP": "127.1.0.8", "CASSANDRA_LIB": str(tmp_path / "lib")})
+    assert result.returncode == 2 and "CASSANDRA_LIB" in result.stderr and "cassandra-all" in result.stderr
+
+
+def test_the_maven_install_runs_cassandra_daemon_with_java17_options_heap_and_jmx_port_CA2_CA3(
+        tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "cassandra-all-5.0.8.jar").write_bytes(b"")
+    java_home = tmp_path / "jdk"
+    (java_home / "bin").mkdir(parents=True)
+    # A `java` that records its argv (one per line) instead of starting a JVM.
+    (java_home / "bin" / "java").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$CASSANDRA_CONF/java-argv"\n')
+    (java_home / "bin" / "java").chmod(0o755)
+    result = run_script(tmp_path, {"POD_IP": "127.1.0.9", "CASSANDRA_LIB": str(lib), "JAVA_HOME": str(java_home),
+                                   "HOSTNAME": "cassandra-3", "MAX_HEAP_SIZE": "512M", "HEAP_NEWSIZE": "100M",
+                                   "CASSANDRA_RING_DELAY_MS": "5000", "CASSANDRA_GOSSIP_SETTLE_POLLS": "0"},
+                        render_only=False)
+    assert result.returncode == 0, result.stderr
+    conf_dir = tmp_path / "conf"
+    argv = (conf_dir / "java-argv").read_text().splitlines()
+    assert argv[-1] == "org.apache.cassandra.service.CassandraDaemon"
+    assert argv[argv.index("-cp") + 1] == f"{conf_dir}:{lib}/*"  # conf first: logback.xml, rackdc
+    assert "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED" in argv and "-XX:+UseG1GC" in argv
+    assert "-Xmx512M" in argv and "-Xms512M" in argv and "-Xss256k" in argv
+    assert not any(a.startswith("#") or not a.strip() for a in argv)  # comments and blank lines dropped
+    assert f"-Dcassandra.config=file://{conf_dir}/cassandra.yaml" in argv
+    assert "-Dcassandra.jmx.local.port=7202" in argv  # 7199 + ordinal 3
+    assert "-Dcassandra.ring_delay_ms=5000" in argv and "-Dcassandra.skip_wait_for_gossip_to_settle=0" in argv
+    assert (conf_dir / "stowage-mode").read_text().strip() == "cassandra"
+    assert (conf_dir / "stowage-cassandra-lib").read_text().strip() == str(lib)
+    assert (conf_dir / "logback.xml").read_text() == (EXAMPLE / "conf" / "logback.xml").read_text()
+
+
+def test_the_maven_install_is_ready_once_its_cql_port_accepts_connections_CA4(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "stowage-mode").write_text("cassandra\n")
+    (conf_dir / "stowage-cassandra-lib").write_text("/nowhere\n")
+    addr = f"127.1.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    not_yet = run_script(tmp_path, {"POD_IP": addr}, "ready-probe.sh")
+    assert not_yet.returncode == 1 and "9042" in not_yet.stdout
+    with socket.socket() as listener:
+        listener.bind((addr, 9042))
+        listener.listen()
+        assert run_script(tmp_path, {"POD_IP": addr}, "ready-probe.sh").returncode == 0
+
+
 # ---- the stand-in --------------------------------------------------------------------------
 
 def test_standin_listens_on_the_member_address_writes_its_marker_and_passes_the_probe(tmp_path: Path) -> None:

@@ -1,0 +1,90 @@
+"""A container's start without a runc process per look (SEMANTICS PF4, PF5), against real runc."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from storage.agent.runtime import StaticEnvSources
+
+NO_SOURCES = StaticEnvSources({}, {})
+
+
+def _pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4()), "labels": {}, "annotations": {}},
+            "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": "debian:12", "command": command}], **spec}}
+
+
+def _count_runc_calls(rt: Any) -> list[tuple[str, str]]:
+    """Count `runc state` and `runc delete` runs (the real ones still run)."""
+    runc = rt.settings.runc
+    calls: list[tuple[str, str]] = []
+    state, delete = runc.state, runc.delete
+
+    def counted_state(cid: str) -> Any:
+        calls.append(("state", cid))
+        return state(cid)
+
+    def counted_delete(cid: str) -> None:
+        calls.append(("delete", cid))
+        delete(cid)
+
+    runc.state, runc.delete = counted_state, counted_delete
+    return calls
+
+
+def test_pf4_a_new_container_is_started_without_runc_state_or_delete(harness) -> None:
+    """PF4: a first start runs no `runc delete` (no state dir) and no `runc state` (state.json
+    without exec.fifo says started); the container is then running and exec works at once."""
+    rt = harness.runtime()
+    calls = _count_runc_calls(rt)
+    pod = _pod("pf4", ["sleep", "1000"])
+    uid = pod["metadata"]["uid"]
+    cid = f"stowage-{uid}-c"
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running")
+    assert [c for c in calls if c[1] == cid] == [], calls
+    runc = rt.settings.runc
+    state_dir = runc.root / cid
+    assert (state_dir / "state.json").exists() and not (state_dir / "exec.fifo").exists()
+    code, out = runc.exec(cid, ["true"], 10)
+    assert code == 0, out
+
+
+def test_pf4_a_restart_deletes_what_the_last_run_left(harness) -> None:
+    """PF4: an ended instance leaves its runc state dir, so a restart deletes it first, as before;
+    no start looks with `runc state`. The container keeps restarting (restartPolicy Always)."""
+    rt = harness.runtime()
+    calls = _count_runc_calls(rt)
+    pod = _pod("pf4r", ["true"])
+    uid = pod["metadata"]["uid"]
+    cid = f"stowage-{uid}-c"
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    status = harness.wait(rt, uid, lambda s: s["containerStatuses"][0]["restartCount"] >= 2, "two restarts")
+    assert status["phase"] == "Running"
+    mine = [kind for kind, c in calls if c == cid]
+    assert mine and set(mine) == {"delete"}, calls
+
+
+def test_pf5_the_range_search_moves_on_past_the_last_range_handed_out(harness) -> None:
+    """PF5: each pod gets its own id range; a range given back is not the next one handed out (the
+    search starts after the last range), and it is found again once the search wraps around."""
+    rt = harness.runtime()
+    allocator = rt.userns
+    if allocator is None:
+        pytest.skip("user namespaces are off in this runtime")
+    a_uid, b_uid, c_uid = (f"pf5-{uuid.uuid4()}" for _ in range(3))
+    a = allocator.allocate(a_uid)
+    b = allocator.allocate(b_uid)
+    try:
+        assert a != b and allocator.get(a_uid) == a and allocator.get(b_uid) == b
+        allocator.release(a_uid)
+        c = allocator.allocate(c_uid)
+        assert c not in (a, b) and allocator.get(c_uid) == c
+        assert allocator.allocate(b_uid) == b, "a pod's own range is kept"
+    finally:
+        for uid in (a_uid, b_uid, c_uid):
+            allocator.release(uid)
