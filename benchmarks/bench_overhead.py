@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--runtime", type=int, default=8)
     parser.add_argument("--ramp", type=int, default=2)
-    parser.add_argument("--size", default="1Gi", help="the claim's size (the test file is 80%% of it)")
+    parser.add_argument("--size", default="1Gi", help="the claim's size (the test file is 75%% of it)")
     parser.add_argument("--jobs", default=",".join(jobmod.BY_NAME))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

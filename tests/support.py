@@ -290,6 +290,25 @@ def cleanup_tree(base: Path) -> None:
     reap_orphans(RUN_DIR, only_under=base)
 
 
+
+def as_from_a_shell() -> None:
+    """``preexec_fn`` for a command a test interrupts as a user would with Ctrl-C: the child starts with
+    SIGINT and SIGTERM unblocked and at their defaults, as from an interactive shell. A pytest worker
+    process that ran other tests in-process (native libraries among them) is not such a parent, and a
+    blocked or ignored signal is inherited across exec."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def signal_state(pid: int) -> str:
+    """The blocked and ignored signal masks of a process, for a failure message."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return f"(no status: {exc})"
+    return " ".join(line.replace("\t", " ") for line in lines if line.startswith(("SigBlk", "SigIgn")))
+
 @contextlib.contextmanager
 def host_tmp_dir(prefix: str) -> Iterator[Path]:
     """A new temp directory; on the way out (pass or fail) every container, mount and loop device
@@ -300,7 +319,21 @@ def host_tmp_dir(prefix: str) -> Iterator[Path]:
     finally:
         cleanup_tree(base)
         assert not mounts.mounts_under(base), f"mounts left behind under {base}"
-        assert not loop.loops_under(base), f"loop devices left behind under {base}"
+        assert not _loops_gone_under(base), f"loop devices left behind under {base}"
+
+
+def _loops_gone_under(base: Path, timeout: float = 10.0) -> dict[str, str]:
+    """The loop devices still backed by files under ``base`` once ``timeout`` has passed. Detaching a
+    device that someone still has open (a blkid, or udev, probing it) only marks it for autoclear: the
+    kernel frees it when the last opener closes, a moment later on a loaded machine. So wait for that,
+    with back-off, detaching again on each look."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while (left := loop.loops_under(base)) and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+        _detach_loops_under(base)
+    return left
 
 
 # ---- a ``stowage up`` (or ``serve``) process ---------------------------------------------------

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import yaml
 
 from cliutil import parse_table
-from support import stowage_executable
+from support import as_from_a_shell, signal_state, stowage_executable
 
 PV_HEADERS = ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "REASON", "AGE"]
 PVC_HEADERS = ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"]
@@ -415,7 +416,8 @@ def test_get_watch_prints_a_row_per_change_until_interrupted(cli, tmp_path) -> N
     (tmp_path / "pv.yaml").write_text(PV)
     cli.ok("apply", "-f", str(tmp_path / "pv.yaml"))
     proc = subprocess.Popen([stowage_executable(), "get", "pv", "-w", "--kubeconfig", str(cli.kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli.env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli.env(),
+                            preexec_fn=as_from_a_shell)
     lines: "queue.Queue[str]" = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
@@ -425,8 +427,12 @@ def test_get_watch_prints_a_row_per_change_until_interrupted(cli, tmp_path) -> N
         cli.client().patch("persistentvolumes", "pv1", {"metadata": {"labels": {"seen": "yes"}}})
         cli.ok("label", "pv", "pv1", "again=yes")
         assert lines.get(timeout=60).startswith("pv1 ")
+        state = signal_state(proc.pid)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        try:
+            assert proc.wait(timeout=60) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`get -w` still running 60 s after SIGINT; its signals: {state}")
     finally:
         if proc.poll() is None:
             proc.kill()

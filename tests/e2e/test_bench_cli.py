@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from stowage_e2e import Stowage, poll
-from support import stowage_executable
+from support import as_from_a_shell, signal_state, stowage_executable
 
 from storage.system import loop
 
@@ -112,19 +112,22 @@ def test_ctrl_c_mid_run_cleans_up(stowage: Stowage) -> None:
     """BN2: SIGINT while fio runs in the pod: the command removes its pod, claim and volume, and exits 130."""
     proc = subprocess.Popen([stowage_executable(), "bench", "--repeats", "3", "--runtime", "20", "--size", "256Mi",
                              "--kubeconfig", str(stowage.kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+                            preexec_fn=as_from_a_shell)
+    state = ""
     try:
         poll("the benchmark pod running fio", lambda: any(
             (p.get("status") or {}).get("phase") == "Running"
             for p in stowage.client.list("pods", "default", label_selector="stowage.io/bench-run")[0]), 120)
         time.sleep(3)
+        state = signal_state(proc.pid)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, out[-3000:]
+    assert proc.returncode == 130, f"signals of the command: {state}\n{out[-3000:]}"
     assert "interrupted" in out
     assert_nothing_left(stowage)
 

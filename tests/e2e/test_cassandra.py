@@ -7,7 +7,7 @@ is the orchestration around Cassandra: each member's identity (hostname),
 DNS (the seed name resolves in its /etc/hosts), environment (POD_IP,
 CASSANDRA_SEEDS), its data volume (a real mount at /cassandra_data backed by a
 loop device, holding the marker) and the configuration the start script rendered.
-Where a real Cassandra is on PATH the stand-in is forced, so the test stays the same.
+Where a real Cassandra is installed the stand-in is forced, so the test stays the same.
 """
 from __future__ import annotations
 
@@ -29,14 +29,17 @@ SELECTOR = "app=cassandra"
 MEMBERS = ["cassandra-0", "cassandra-1", "cassandra-2"]
 SEED = "cassandra-0.cassandra.default.svc.cluster.local"
 MARKER = "STOWAGE_CASSANDRA_STANDIN.json"
+INSTALLED_LIB = Path("/opt/stowage/cassandra/lib")  # where scripts/setup.sh installs the jars
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def manifests(tmp_path: Path) -> list[Path]:
-    """The example's manifests, unchanged -- unless a real Cassandra is installed, then with the stand-in forced."""
+    """The example's manifests, unchanged -- unless a real Cassandra is installed where the start script
+    finds it (on PATH, or the jars scripts/setup.sh puts in /opt/stowage/cassandra/lib), then with the
+    stand-in forced: the real ring is tests/e2e/test_cassandra_real.py's."""
     files = sorted(EXAMPLE.glob("*.yaml"))
-    if shutil.which("cassandra") is None:
+    if shutil.which("cassandra") is None and not list(INSTALLED_LIB.glob("cassandra-all-*.jar")):
         return files
     out = []
     for path in files:

@@ -1,6 +1,6 @@
 """examples/cassandra end to end with a REAL Apache Cassandra 5.0 ring (rules CA1-CA6).
 
-scripts/setup.sh installs Cassandra from Maven Central into .cache/cassandra/lib
+scripts/setup.sh installs Cassandra from Maven Central into /opt/stowage/cassandra/lib
 (cassandra-all and its dependencies); the example's start script runs it as
 `java ... CassandraDaemon`. One ring per module (JVM starts are the cost): three
 members form one ring, data written with replication factor 3 through one member

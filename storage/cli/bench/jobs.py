@@ -54,12 +54,13 @@ MIN_SIZE = 64 * MiB
 def test_size(volume_bytes: int, memory_bytes: int, bandwidth: int = BANDWIDTH_GUESS, quick: bool = False) -> int:
     """BN5: kbench's rule, at least 25 s worth of the device's bandwidth, where it fits.
 
-    The file takes at most 80% of the volume (the filesystem needs room of its own) and, to keep
+    The file takes at most 75% of the volume (the filesystem needs room of its own, and the fdatasync
+    job's file, see ``sync_size``, must fit beside it for a pod that cannot use ext4's reserved blocks) and, to keep
     any cache that direct I/O does not bypass (a device's or a loop file's host page cache) from
     holding the whole file, at least as much as half the node's memory when the volume allows.
     The smoke run uses a small file: it checks the machinery, not the disk.
     """
-    fits = int(volume_bytes * 0.8) // MiB * MiB
+    fits = int(volume_bytes * 0.75) // MiB * MiB
     if quick:
         return max(min(MIN_SIZE, fits), MiB)
     wanted = max(25 * bandwidth, memory_bytes // 2, MIN_SIZE)
@@ -85,7 +86,16 @@ def fio_argv(job: Job, s: Settings, filename: str) -> list[str]:
         # fdatasync per write is slow by design; direct I/O would hide the journal etcd waits for.
         argv.remove("--direct=1")
         argv.append("--direct=0")
+        if posixpath.basename(filename) == SYNC_FILE:
+            argv[argv.index(f"--size={s.size}")] = f"--size={sync_size(s.size)}"
     return argv
+
+
+def sync_size(test_size: int) -> int:
+    """BN31: the fdatasync job's own file: a 32nd of the test file, between 1 MiB and 64 MiB (one etcd WAL
+    segment). It must fit in what the test file leaves free: at the whole test file's size it ran out of
+    space on small volumes."""
+    return max(MiB, min(64 * MiB, test_size // 32 // MiB * MiB))
 
 
 SYNC_FILE = "fio-sync.dat"

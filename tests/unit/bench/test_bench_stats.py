@@ -114,11 +114,11 @@ def test_difference_flags_only_changes_beyond_the_noise() -> None:
 
 
 def test_test_size_follows_the_25x_rule_where_it_fits() -> None:
-    """BN5: 25 s of bandwidth (or half the memory), at most 80% of the volume; --quick is small."""
+    """BN5: 25 s of bandwidth (or half the memory), at most 75% of the volume; --quick is small."""
     bw = 100 * MiB
     assert jobmod.test_size(100 << 30, 2 << 30, bw) == 25 * bw
     assert jobmod.test_size(100 << 30, 16 << 30, bw) == 8 << 30
-    assert jobmod.test_size(1 << 30, 16 << 30, bw) == int((1 << 30) * 0.8) // MiB * MiB
+    assert jobmod.test_size(1 << 30, 16 << 30, bw) == int((1 << 30) * 0.75) // MiB * MiB
     assert jobmod.test_size(1 << 30, 16 << 30, bw, quick=True) == 64 * MiB
 
 
@@ -211,3 +211,20 @@ def test_placement_figures_use_the_annotation_keys(reports: dict[str, dict[str, 
     assert figs["measuredAt"] == "2026-01-01T00:00:00Z" and figs["fioVersion"] == "fio-3.33"
     bw = {"seqwrite-bw": {"figures": {"write_bw_mib": summarize([100.0])}}}
     assert report.placement_figures(bw, "t")["seqWriteMBps"] == pytest.approx(104.8576, abs=1e-3)
+
+
+def test_fdatasync_file_fits_beside_the_test_file_BN31() -> None:
+    """BN5, BN31: on a 256Mi volume the fdatasync job once ran out of space (its file had the test file's
+    size); its own file is now a 32nd of the test file, between 1 MiB and 64 MiB."""
+    s = jobmod.Settings(size=jobmod.test_size(256 * MiB, 16 << 30), runtime=1, ramp=0, repeats=1)
+    assert s.size == 192 * MiB
+    fsync = jobmod.BY_NAME["fdatasync"]
+    argv = jobmod.fio_argv(fsync, s, jobmod.target_for(fsync, "/data/stowage-bench/fio.dat"))
+    assert "--size=6291456" in argv and f"--size={s.size}" not in argv
+    assert jobmod.sync_size(100 << 30) == 64 * MiB and jobmod.sync_size(8 * MiB) == MiB
+    # In Block mode the job runs on the device, over the test range.
+    block = jobmod.fio_argv(fsync, s, jobmod.target_for(fsync, "/dev/xvdb", block=True))
+    assert f"--size={s.size}" in block
+    # Every other job keeps the test file's size.
+    randwrite = jobmod.fio_argv(jobmod.BY_NAME["randwrite-iops"], s, "/data/stowage-bench/fio.dat")
+    assert f"--size={s.size}" in randwrite
