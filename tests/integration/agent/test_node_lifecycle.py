@@ -23,7 +23,7 @@ from storage.api.taints import NO_EXECUTE, NO_SCHEDULE, NOT_READY, OUT_OF_SERVIC
 from storage.api.timestamps import parse_time
 from storage.controllers.attachdetach import attachment_name
 from storage.controllers.base import ControllerOptions
-from storage.errors import NotFound, PermanentError
+from storage.errors import Conflict, NotFound, PermanentError
 from storage.system import loop
 
 Obj = dict[str, Any]
@@ -174,9 +174,17 @@ def _shared_disk(path: str) -> Obj:
 
 
 def _set_unschedulable(cluster: Cluster, name: str, value: bool) -> None:
-    node = _node(cluster, name)
-    node.setdefault("spec", {})["unschedulable"] = value
-    cluster.client.update(node)
+    # The node's agent and the lifecycle controller write the Node too: on a Conflict read it again,
+    # as kubectl cordon does.
+    for _attempt in range(20):
+        node = _node(cluster, name)
+        node.setdefault("spec", {})["unschedulable"] = value
+        try:
+            cluster.client.update(node)
+            return
+        except Conflict:
+            continue
+    raise AssertionError(f"node {name}: 20 conflicting updates in a row")
 
 
 def _reports_in_use(cluster: Cluster, node: str) -> bool:
