@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration" / "ceph"))
 
 import ceph_service  # noqa: E402
 from cluster import LOOP, BenchCluster, quiet_logs, running, secret  # noqa: E402
-from raw_volume import mount_pod_root, run, wait  # noqa: E402
+from raw_volume import mount_pod_root, run, runc_bundle, wait  # noqa: E402
 from support import cleanup_tree  # noqa: E402
 
 NS = "default"
@@ -88,14 +88,7 @@ class Bare:
         bind, scratch, rootfs = work / "pod-data", work / "scratch", work / "bundle" / "rootfs"
         for d in (bind, scratch, rootfs):
             d.mkdir(parents=True, exist_ok=True)
-        run("runc", "spec", "--bundle", str(work / "bundle"))  # prepared in advance, as an image would be
-        config_path = work / "bundle" / "config.json"
-        config = json.loads(config_path.read_text())
-        config["process"]["args"] = ["/bin/sh", "-c", LOOP]
-        config["process"]["terminal"] = False
-        config["root"] = {"path": str(rootfs), "readonly": False}
-        config["mounts"].append({"destination": "/data", "type": "bind", "source": str(bind), "options": ["rbind", "rw"]})
-        config_path.write_text(json.dumps(config))
+        runc_bundle(work / "bundle", rootfs, bind, LOOP)
         self._prepared = (work, volume, bind, scratch, rootfs, name)
 
     def _start_container(self) -> None:

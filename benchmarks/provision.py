@@ -46,7 +46,7 @@ import psutil  # noqa: E402
 
 from agent_memory import measure_agent_memory  # noqa: E402
 from cluster import LOOP, BenchCluster, quiet_logs, running  # noqa: E402
-from raw_volume import GiB, create_volume, mount_pod_root, run, wait  # noqa: E402
+from raw_volume import GiB, create_volume, mount_pod_root, run, runc_bundle, wait  # noqa: E402
 from storage.agent.agent import POD_SYNC_WORKERS  # noqa: E402
 from storage.system import mounts  # noqa: E402
 from support import cleanup_tree  # noqa: E402
@@ -54,21 +54,22 @@ from support import cleanup_tree  # noqa: E402
 
 # ---- (a) the raw baseline -----------------------------------------------------------------
 
-def raw_once(base: Path, i: int) -> float:
-    work = base / f"raw{i}"
+def _bundle(work: Path) -> tuple[Path, Path, Path, Path]:
+    """One pod's directories and its runc bundle, made before the clock starts: (image, mount point,
+    pod volume, scratch)."""
     (work / "bundle").mkdir(parents=True)
     image, mnt, bind = work / "vol.img", work / "mnt", work / "pod-data"
     scratch, rootfs = work / "scratch", work / "bundle" / "rootfs"
     for d in (mnt, bind, scratch, rootfs):
         d.mkdir(parents=True, exist_ok=True)
-    run("runc", "spec", "--bundle", str(work / "bundle"))  # prepared in advance, as an image would be
-    config_path = work / "bundle" / "config.json"
-    config = json.loads(config_path.read_text())
-    config["process"]["args"] = ["/bin/sh", "-c", LOOP]
-    config["process"]["terminal"] = False
-    config["root"] = {"path": str(rootfs), "readonly": False}
-    config["mounts"].append({"destination": "/data", "type": "bind", "source": str(bind), "options": ["rbind", "rw"]})
-    config_path.write_text(json.dumps(config))
+    runc_bundle(work / "bundle", rootfs, bind, LOOP)
+    return image, mnt, bind, scratch
+
+
+def raw_once(base: Path, i: int) -> float:
+    work = base / f"raw{i}"
+    image, mnt, bind, scratch = _bundle(work)
+    rootfs = work / "bundle" / "rootfs"
     root = work / "runc"
     start = time.perf_counter()
     create_volume(image, mnt)
@@ -82,27 +83,10 @@ def raw_once(base: Path, i: int) -> float:
 
 # ---- (b) the raw baseline: N volumes and containers by a pool as wide as the agent's ----------
 
-def _bundle(work: Path, name: str) -> tuple[Path, Path, Path, Path]:
-    (work / "bundle").mkdir(parents=True)
-    image, mnt, bind = work / "vol.img", work / "mnt", work / "pod-data"
-    scratch, rootfs = work / "scratch", work / "bundle" / "rootfs"
-    for d in (mnt, bind, scratch, rootfs):
-        d.mkdir(parents=True, exist_ok=True)
-    run("runc", "spec", "--bundle", str(work / "bundle"))
-    config_path = work / "bundle" / "config.json"
-    config = json.loads(config_path.read_text())
-    config["process"]["args"] = ["/bin/sh", "-c", LOOP]
-    config["process"]["terminal"] = False
-    config["root"] = {"path": str(rootfs), "readonly": False}
-    config["mounts"].append({"destination": "/data", "type": "bind", "source": str(bind), "options": ["rbind", "rw"]})
-    config_path.write_text(json.dumps(config))
-    return image, mnt, bind, scratch
-
-
 def raw_burst(base: Path, n: int, width: int, size: int = 16 << 20) -> float:
     """Seconds for ``n`` volumes + containers made by ``width`` threads; bundles are prepared first."""
     root = base / "runc"
-    items = [(i, _bundle(base / f"b{i}", f"b{i}")) for i in range(n)]
+    items = [(i, _bundle(base / f"b{i}")) for i in range(n)]
 
     def one(item: tuple[int, tuple[Path, Path, Path, Path]]) -> None:
         i, (image, mnt, bind, scratch) = item

@@ -7,6 +7,7 @@ upper and work directories live on their own tmpfs, as the agent's runtime build
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -55,3 +56,16 @@ def mount_pod_root(volume: Path, pod_volume: Path, scratch: Path, rootfs: Path, 
     (scratch / "work").mkdir()
     run("mount", "-t", "overlay", "overlay", "-o",
         f"lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work", str(rootfs))
+
+
+def runc_bundle(bundle: Path, rootfs: Path, pod_volume: Path, command: str) -> None:
+    """A runc bundle that runs ``/bin/sh -c command`` on ``rootfs`` with ``pod_volume`` bound at /data,
+    written before the clock starts, as an image would be pulled in advance."""
+    run("runc", "spec", "--bundle", str(bundle))
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["args"] = ["/bin/sh", "-c", command]
+    config["process"]["terminal"] = False
+    config["root"] = {"path": str(rootfs), "readonly": False}
+    config["mounts"].append({"destination": "/data", "type": "bind", "source": str(pod_volume), "options": ["rbind", "rw"]})
+    config_path.write_text(json.dumps(config))
