@@ -78,7 +78,9 @@ def settings(volume_bytes: int, memory_bytes: int, *, quick: bool, repeats: int 
 def fio_argv(job: Job, s: Settings, filename: str) -> list[str]:
     """BN4: direct I/O, a ramp time that is not measured, time-based runs, a fresh random
     pattern each repeat (``randrepeat=0``) so a cache cannot learn it, and fixed percentiles."""
-    argv = ["fio", f"--name={job.name}", f"--filename={filename}", f"--size={s.size}", "--direct=1",
+    own_sync_file = job.kind == "fsync" and posixpath.basename(filename) == SYNC_FILE
+    size = sync_size(s.size) if own_sync_file else s.size
+    argv = ["fio", f"--name={job.name}", f"--filename={filename}", f"--size={size}", "--direct=1",
             "--time_based", f"--runtime={s.runtime}", f"--ramp_time={s.ramp}", "--randrepeat=0",
             "--norandommap", "--refill_buffers", "--group_reporting", "--output-format=json",
             "--percentile_list=" + ":".join(f"{p:g}" for p in PERCENTILES), *job.args, *s.extra]
@@ -86,8 +88,6 @@ def fio_argv(job: Job, s: Settings, filename: str) -> list[str]:
         # fdatasync per write is slow by design; direct I/O would hide the journal etcd waits for.
         argv.remove("--direct=1")
         argv.append("--direct=0")
-        if posixpath.basename(filename) == SYNC_FILE:
-            argv[argv.index(f"--size={s.size}")] = f"--size={sync_size(s.size)}"
     return argv
 
 
