@@ -143,14 +143,19 @@ def test_stopping_the_server_ends_open_watches(tmp_path) -> None:
     with running_server(tmp_path) as server:
         client = server.client()
         stream = client.watch("configmaps", "default", timeout=3600)
+        opened = threading.Event()
         ended = threading.Event()
 
         def drain() -> None:
             for _ in stream:
-                pass
+                opened.set()
             ended.set()
 
         worker = threading.Thread(target=drain, daemon=True)
         worker.start()
+        # The watch is lazy: until an event has come through, the request may not have reached the
+        # server, and stopping first would test a refused connection instead of an open stream.
+        client.create(config_map("first"))
+        assert opened.wait(30), "the watch never delivered the ConfigMap created after it opened"
         server.stop()
         assert ended.wait(30), "the watch stream stayed open after the server stopped"
