@@ -299,9 +299,13 @@ def main() -> int:
                                "metadata": {"name": "local"}, "provisioner": "stowage.io/local",
                                "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete",
                                "parameters": {"fsType": "ext4"}})
+        # Each phase is printed as it ends: a long run stopped later keeps what it had measured.
+        print(f"agents ready: {args.hosts} in {agents_ready:.1f} s", flush=True)
         baseline = phase(cluster, args.pods, args.clients, False, "plain")
+        print("baseline:", json.dumps(baseline), flush=True)
         delete_all(cluster)
         measured = phase(cluster, args.pods, args.clients, True, "vol")
+        print("measured:", json.dumps(measured), flush=True)
         store = cluster.store_bytes()
         ratio = (measured["all_running_s"] / baseline["all_running_s"]
                  if measured["all_running_s"] and baseline["all_running_s"] else None)

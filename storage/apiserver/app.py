@@ -483,10 +483,10 @@ def create_app(
 
         def open_watch() -> tuple[list[dict[str, Any]], int, Any]:
             if since is not None and not initial_events:
-                return [], since, store.watch(t.info.plural, namespace, since=since)
+                return [], since, store.watch(t.info.plural, namespace, since=since, shared=True)
             items, revision = store.list(t.info.plural, namespace, label_selector or None, field_selector or None)
             items = [o for o in items if flt.matches(o)]
-            return items, revision, store.watch(t.info.plural, namespace, since=revision)
+            return items, revision, store.watch(t.info.plural, namespace, since=revision, shared=True)
 
         try:
             initial, revision, watcher = await run_in_threadpool(open_watch)

@@ -28,6 +28,10 @@ log = structlog.get_logger(__name__)
 
 # How long a pump waits on the store before looking at its stop flag again.
 _PUMP_POLL = 1.0
+# Changes a filtered watch may skip before it tells the stream how far it has read (for bookmarks).
+_SKIPPED_REPORT = 500
+# The queue is empty (not an end of stream, which is None).
+_DRAINED: Any = object()
 
 
 @dataclass
@@ -119,24 +123,74 @@ async def stream_events(
     """``knows_all``: the stream began with the full list, so which objects the client has seen is known.
 
     ``transform`` changes how each object is sent (a Table row, metadata only); bookmarks and errors stay.
+
+    The pump thread filters and encodes, so the event loop only sees the
+    lines this client gets: with many node agents watching one server, most
+    changes concern one agent, and the loop would otherwise wake for each
+    change once per agent. Events from a shared watcher are encoded once for
+    all the streams that send them unchanged.
     """
     out = transform or (lambda obj: obj)
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[WatchEvent | BaseException | None] = asyncio.Queue()
+    # (revision, line): a line to send; int: the revision the stream has reached without a line for it.
+    queue: asyncio.Queue[tuple[int, bytes] | int | BaseException | None] = asyncio.Queue()
     done = threading.Event()
+    # Objects that matched the filter: a change that makes one stop matching is a DELETED to this watcher.
+    visible: set[tuple[str, str]] = set()
 
-    def deliver(item: WatchEvent | BaseException | None) -> None:
+    def deliver(item: tuple[int, bytes] | int | BaseException | None) -> None:
         try:
             loop.call_soon_threadsafe(queue.put_nowait, item)
         except RuntimeError:  # the loop is gone: nobody is listening any more
             done.set()
 
+    def selected(event: WatchEvent) -> str | None:
+        """The event type this watcher is sent, or None when the change is not for it."""
+        if not flt.selective:
+            return event.type
+        key = _key(event.object)
+        if event.type != "DELETED" and flt.matches(event.object):
+            first_sight = knows_all and key not in visible and event.type == "MODIFIED"
+            visible.add(key)
+            return "ADDED" if first_sight else event.type
+        if key in visible:
+            visible.discard(key)
+            return "DELETED"
+        if event.type == "DELETED" and flt.matches(event.object):
+            return "DELETED"
+        return None
+
+    def encoded(event_type: str, event: WatchEvent) -> bytes:
+        if transform is not None:
+            return line(event_type, transform(with_type(info, event.object)))
+        key = (event_type, info.api_version, info.kind)
+        cached = event.encoded.get(key)
+        if cached is None:
+            cached = event.encoded[key] = line(event_type, with_type(info, event.object))
+        return cached
+
     def pump() -> None:
+        # A bookmark may only name a revision whose lines were all sent; skipped changes are reported
+        # through the same ordered queue, when the watcher goes quiet or after many of them.
+        skipped_to = 0
+        skipped = 0
         try:
             while not done.is_set() and not registry.stopping.is_set():
                 event = watcher.get(timeout=_PUMP_POLL)
-                if event is not None:
-                    deliver(event)
+                if event is None:
+                    if skipped:
+                        deliver(skipped_to)
+                        skipped = 0
+                    continue
+                event_type = selected(event)
+                if event_type is None:
+                    skipped_to, skipped = event.revision, skipped + 1
+                    if skipped >= _SKIPPED_REPORT:
+                        deliver(skipped_to)
+                        skipped = 0
+                    continue
+                skipped = 0
+                deliver((event.revision, encoded(event_type, event)))
         except BaseException as e:  # handed to the stream, which reports it as an ERROR event
             deliver(e)
         finally:
@@ -144,9 +198,6 @@ async def stream_events(
 
     registry.add(watcher)
     thread = threading.Thread(target=pump, name=f"watch-{info.plural}", daemon=True)
-    thread.start()
-    # Objects that matched the filter: a change that makes one stop matching is a DELETED to this watcher.
-    visible: set[tuple[str, str]] = set()
     try:
         for obj in initial:
             if flt.selective:
@@ -155,6 +206,8 @@ async def stream_events(
         if initial_events_end:
             yield line("BOOKMARK", {"kind": info.kind, "apiVersion": info.api_version, "metadata": {
                 "resourceVersion": str(revision), "annotations": {"k8s.io/initial-events-end": "true"}}})
+        # Started only now: ``visible`` and a Table's first row belong to the initial events.
+        thread.start()
         deadline = loop.time() + timeout if timeout else None
         next_bookmark = loop.time() + bookmark_interval if bookmark_interval else None
         while True:
@@ -171,6 +224,17 @@ async def stream_events(
                     yield line("BOOKMARK", {"kind": info.kind, "apiVersion": info.api_version,
                                             "metadata": {"resourceVersion": str(revision)}})
                 continue
+            # Whatever else is ready goes out in the same write: one TLS record and one send for a burst.
+            batch: list[bytes] = []
+            while isinstance(item, (tuple, int)):
+                if isinstance(item, tuple):
+                    revision, data = item
+                    batch.append(data)
+                else:
+                    revision = max(revision, item)
+                item = queue.get_nowait() if not queue.empty() else _DRAINED
+            if batch:
+                yield b"".join(batch)
             if item is None:
                 return
             if isinstance(item, BaseException):
@@ -178,23 +242,6 @@ async def stream_events(
                 log.warning("watch failed", resource=info.plural, error=str(item))
                 yield line("ERROR", status)
                 return
-            revision = item.revision
-            obj = item.object
-            event_type: str = item.type
-            if flt.selective:
-                key = _key(obj)
-                if event_type != "DELETED" and flt.matches(obj):
-                    if knows_all and key not in visible and event_type == "MODIFIED":
-                        event_type = "ADDED"
-                    visible.add(key)
-                elif key in visible:
-                    visible.discard(key)
-                    event_type = "DELETED"
-                elif event_type == "DELETED" and flt.matches(obj):
-                    pass
-                else:
-                    continue
-            yield line(event_type, out(with_type(info, obj)))
     finally:
         done.set()
         registry.discard(watcher)

@@ -12,7 +12,7 @@ objects use the namespace ``""``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
@@ -24,6 +24,8 @@ class WatchEvent:
     resource: str
     object: dict[str, Any]
     revision: int
+    # Encodings of a shared event (see ``Store.watch(shared=True)``), made once for all its watchers.
+    encoded: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -131,10 +133,16 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def watch(self, resource: str | None, namespace: str | None = None, since: int = 0) -> Watcher:
+    def watch(self, resource: str | None, namespace: str | None = None, since: int = 0, *,
+              shared: bool = False) -> Watcher:
         """Events with revision > ``since`` (all resources when ``resource`` is None).
 
         Gone if ``since`` is older than the oldest revision still kept.
+
+        ``shared``: the caller only reads the events, so one event (object and
+        ``encoded`` cache) serves every shared watcher of a change; a server
+        feeding many node agents decodes and encodes each change once, not
+        once per watch.
         """
 
     @abstractmethod

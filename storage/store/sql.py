@@ -1041,14 +1041,15 @@ class SqlStore(Store):
         return new
 
     # --- watch ----------------------------------------------------------------
-    def watch(self, resource: str | None, namespace: str | None = None, since: int = 0) -> Watcher:
+    def watch(self, resource: str | None, namespace: str | None = None, since: int = 0, *,
+              shared: bool = False) -> Watcher:
         with self._hub_lock:
             if self._closed:
                 raise RuntimeError("store is closed")
             if self._hub is None:
                 self._hub = _Hub(self)
             hub = self._hub
-        watcher = _SqlWatcher(hub, resource, namespace, int(since))
+        watcher = _SqlWatcher(hub, resource, namespace, int(since), shared=shared)
         hub.register(watcher)
         return watcher
 
@@ -1421,9 +1422,10 @@ class _Hub:
                     revision = int(row[0])
                     if revision <= self._position:
                         continue
+                    change = _Fanned(row)
                     for key in (row[1], None):
                         for watcher in self._by_resource.get(key, ()):
-                            watcher.offer(row)
+                            watcher.offer(change)
                     self._position = revision
             if len(rows) < 1000:
                 return
@@ -1466,14 +1468,35 @@ class _Hub:
                 pass
 
 
+class _Fanned:
+    """One event row as the hub hands it to every watcher: decoded at most once for all shared ones."""
+
+    __slots__ = ("row", "_event")
+
+    def __init__(self, row: Row[Any]) -> None:
+        self.row = row
+        self._event: WatchEvent | None = None
+
+    def decode(self) -> WatchEvent:
+        revision, resource, _, _, type_, body = self.row
+        return WatchEvent(type=type_, resource=resource, object=_with_version(body, int(revision)), revision=int(revision))
+
+    def shared(self) -> WatchEvent:
+        # Two watchers racing here may each decode; both results are equal and read-only, so no lock.
+        if self._event is None:
+            self._event = self.decode()
+        return self._event
+
+
 class _SqlWatcher(Watcher):
-    def __init__(self, hub: _Hub, resource: str | None, namespace: str | None, since: int) -> None:
+    def __init__(self, hub: _Hub, resource: str | None, namespace: str | None, since: int, *, shared: bool = False) -> None:
         self.hub = hub
         self.resource = resource
         self.namespace = namespace
+        self.shared = shared
         self.last = since
         self._cond = threading.Condition()
-        self._queue: deque[Row[Any]] = deque()
+        self._queue: deque[_Fanned] = deque()
         self._closed = False
         self._error: Exception | None = None
 
@@ -1483,20 +1506,20 @@ class _SqlWatcher(Watcher):
     def feed(self, rows: Sequence[Row[Any]]) -> None:
         with self._cond:
             for row in rows:
-                self._offer_locked(row)
+                self._offer_locked(_Fanned(row))
             self._cond.notify_all()
 
-    def offer(self, row: Row[Any]) -> None:
+    def offer(self, change: _Fanned) -> None:
         with self._cond:
-            if self._offer_locked(row):
+            if self._offer_locked(change):
                 self._cond.notify_all()
 
-    def _offer_locked(self, row: Row[Any]) -> bool:
-        revision = int(row[0])
-        if revision <= self.last or not self._wanted(row):
+    def _offer_locked(self, change: _Fanned) -> bool:
+        revision = int(change.row[0])
+        if revision <= self.last or not self._wanted(change.row):
             return False
         self.last = revision
-        self._queue.append(row)
+        self._queue.append(change)
         return True
 
     def fail(self, error: Exception) -> None:
@@ -1512,9 +1535,8 @@ class _SqlWatcher(Watcher):
                 return None
             if not self._queue and self._error is not None:
                 raise self._error
-            row = self._queue.popleft()
-        revision, resource, _, _, type_, body = row
-        return WatchEvent(type=type_, resource=resource, object=_with_version(body, int(revision)), revision=int(revision))
+            change = self._queue.popleft()
+        return change.shared() if self.shared else change.decode()
 
     def close(self) -> None:
         with self._cond:

@@ -212,6 +212,33 @@ def test_event_objects_are_private_to_each_watcher(store: SqlStore) -> None:
         assert collect(second, 1)[0].object["metadata"]["name"] == "a"
 
 
+def test_shared_watchers_get_one_event_and_private_ones_their_own(store: SqlStore) -> None:
+    """An API server's streams only read their events: one decoded event (and its encodings) serves them all."""
+    with store.watch(PV, shared=True) as a, store.watch(PV, shared=True) as b, store.watch(PV) as private:
+        store.create(PV, obj("a"))
+        first, second, own = collect(a, 1)[0], collect(b, 1)[0], collect(private, 1)[0]
+        assert first is second
+        assert first.encoded is second.encoded
+        assert own is not first and own.object is not first.object
+        assert own == first, "a private copy holds the same change"
+        own.object["metadata"]["name"] = "mutated"
+        assert first.object["metadata"]["name"] == "a"
+
+
+def test_shared_watchers_from_a_backlog_still_see_every_change_once(store: SqlStore) -> None:
+    """A watcher that starts behind (its backlog read at registration) and a live one agree event for event."""
+    start = store.current_revision()
+    with store.watch(PV, shared=True) as live:
+        for i in range(5):
+            store.create(PV, obj(f"b{i}"))
+        live_events = collect(live, 5)
+        with store.watch(PV, since=start, shared=True) as late:
+            late_events = collect(late, 5)
+    assert_complete(live_events, start + 1, start + 5)
+    assert [e.revision for e in late_events] == [e.revision for e in live_events]
+    assert [e.object for e in late_events] == [e.object for e in live_events]
+
+
 def test_postgres_cross_process_wakeup_is_notify_not_polling(store_url: str) -> None:
     """With polling effectively off, only LISTEN/NOTIFY can deliver another process's writes."""
     if store_url.startswith("sqlite"):
