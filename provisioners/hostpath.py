@@ -12,6 +12,7 @@ snapshot, so a hand-written handle cannot point the provisioner at an arbitrary 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -227,6 +228,19 @@ class HostPathProvisioner(Provisioner, Snapshotter):
         if record is not None:
             return self._result(path, record)  # the retry of a snapshot already cut
         snapshots.mkdir(parents=True, exist_ok=True)
+        # Two controllers may cut the same snapshot at once (a second manager, a replica taking over):
+        # without the lock each would clear the other's half-made copy as stale while it is written.
+        lock = os.open(snapshots / f".{req.name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._cut_locked(req, source, snapshots, path)
+        finally:
+            os.close(lock)
+
+    def _cut_locked(self, req: SnapshotRequest, source: Path, snapshots: Path, path: Path) -> SnapshotResult:
+        record = self._read_record(path) if path.is_dir() else None
+        if record is not None:
+            return self._result(path, record)  # cut by whoever held the lock before us
         if path.exists():
             shutil.rmtree(path)  # a copy whose record was never written: cut again
         for stale in snapshots.glob(f".{req.name}.copying-*"):
@@ -255,6 +269,7 @@ class HostPathProvisioner(Provisioner, Snapshotter):
             return  # gone already, or never ours: nothing to delete
         self._record_path(path).unlink(missing_ok=True)  # first: a half-deleted copy is no snapshot
         shutil.rmtree(path, ignore_errors=True)
+        path.with_name(f".{path.name}.lock").unlink(missing_ok=True)
         log.info("hostpath_snapshot_deleted", path=str(path))
 
     def snapshot_status(self, handle: str, parameters: dict[str, str]) -> SnapshotResult | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,6 +75,32 @@ def test_snapshot_sits_beside_the_volumes_with_modes_and_links(tmp_path: Path) -
     assert (path / "sub" / "x").stat().st_mode & 0o777 == 0o640
     assert os.readlink(path / "link") == "sub/x"
     assert hp.snapshot_status(result.handle, {}) == result
+
+
+def test_two_controllers_cutting_one_snapshot_at_once_leave_one_copy_and_no_half_copies(tmp_path: Path) -> None:
+    """Controllers are safe to run twice at once: the same snapshot cut by four threads at once is cut
+    once (each gets the same result) and no half-made copy is left beside it."""
+    hp = HostPathProvisioner(tmp_path / "root")
+    pv = _volume(hp)
+    src = Path(pv["spec"]["hostPath"]["path"])
+    for i in range(300):  # enough files that the copies overlap in time
+        (src / f"f{i}").write_text("x" * 100)
+    for round_ in range(3):
+        name = f"snapcontent-{round_}"
+        barrier = threading.Barrier(4)
+
+        def cut() -> Any:
+            barrier.wait()
+            return hp.create_snapshot(SnapshotRequest(name=name, pv=pv, parameters={}))
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: cut(), range(4)))
+        assert len({(r.handle, r.creation_time) for r in results}) == 1, "one cut, the same answer to every caller"
+        assert len(list(Path(results[0].handle).iterdir())) == 300
+    snapshots = tmp_path / "root" / SNAPSHOT_DIR
+    assert sorted(p.name for p in snapshots.iterdir() if p.is_dir()) == [f"snapcontent-{i}" for i in range(3)]
+    hp.delete_snapshot(str(snapshots / "snapcontent-0"), {})
+    assert not any(p.name.startswith(".snapcontent-0") for p in snapshots.iterdir()), "its lock goes with it"
 
 
 def test_foreign_directories_are_never_snapshots(tmp_path: Path) -> None:
