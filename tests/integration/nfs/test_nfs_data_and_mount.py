@@ -54,10 +54,17 @@ def test_nf1_large_file_round_trip_through_nfs_v3(ganesha, tmp_path: Path) -> No
 
 
 @pytest.mark.root
-def test_nf1_session_server_started_quickly(ganesha) -> None:
-    """The session's server came up through the users' script; its start time is reported."""
+def test_nf1_session_server_serves_its_export(ganesha) -> None:
+    """The session's server came up through the users' script and serves its export over NFSv3 (a file
+    made on the server's disk is listed by an NFS client); its start time is reported, not asserted."""
     print(f"ganesha ready {ganesha.ready_seconds * 1000:.0f} ms after launch; script total {ganesha.start_seconds:.2f} s")
-    assert ganesha.ready_seconds < 20
+    marker = Path(ganesha.export) / "nf1-marker"
+    marker.write_text("x")
+    try:
+        with ganesha.client() as client:
+            assert "nf1-marker" in client.listdir("/")
+    finally:
+        marker.unlink()
 
 
 def test_nf3_mount_argv_options_ro_and_ipv6(tmp_path: Path) -> None:
