@@ -811,7 +811,14 @@ class NodeAgent:
         try:
             self._sync_one(uid)
         except Exception as exc:
-            log.warning("agent.sync_pod_failed", uid=uid, error=str(exc))
+            # Most often the API server did not answer (overloaded, restarting, failing over). Nothing
+            # else would bring this pod back (its watch saw it already), so it is retried with back-off.
+            with self._lock:
+                pod = self._pods.get(uid)
+            if pod is None:
+                log.warning("agent.sync_pod_failed", uid=uid, error=str(exc))
+            else:
+                self._retry_later(pod, _spec_fingerprint(pod), "pod sync", str(exc))
         finally:
             with self._lock:
                 self._last_sync = time.monotonic()

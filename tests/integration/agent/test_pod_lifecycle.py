@@ -4,6 +4,9 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from agent_cluster import GiB, Cluster, claim, condition, local_class, pod, wait_until
 from storage.agent.agent import AGENT_FINALIZER
@@ -145,3 +148,25 @@ def test_agent_log_endpoint_serves_container_output_to_the_control_plane_only(cl
     tail = control_plane.get(url, params={"tailLines": "1"}).text.splitlines()
     assert tail == ["line-two"]
     control_plane.close()
+
+
+def test_a5_a_pod_sync_the_api_server_did_not_answer_is_retried_with_back_off(cluster: Cluster, monkeypatch: Any) -> None:
+    """A5: the agent's first calls for a new pod fail as against an overloaded API server (the TLS
+    handshake times out). Its watch has already delivered the pod, so nothing but the agent's own
+    back-off brings it back: the pod still runs, after retries."""
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    real_update = agent.client.update
+    refused: list[str] = []
+
+    def overloaded_update(obj: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if (obj.get("metadata") or {}).get("name") == "flaky" and len(refused) < 2:
+            refused.append(obj["metadata"]["name"])
+            raise httpx.ConnectTimeout("_ssl.c:989: The handshake operation timed out")
+        return real_update(obj, *args, **kwargs)
+
+    monkeypatch.setattr(agent.client, "update", overloaded_update)
+    cluster.apply(pod("flaky"))
+    running = cluster.wait_running("flaky", timeout=60)
+    assert refused == ["flaky", "flaky"], "the agent's calls were refused twice before it got through"
+    assert AGENT_FINALIZER in running["metadata"]["finalizers"]
