@@ -22,6 +22,11 @@ _PATCH_CONTENT_TYPES = {
     "apply": "application/apply-patch+yaml",
 }
 
+# Idle connections are kept a minute (httpx's default is 5 s; the API server keeps them 90 s): a node
+# agent's calls come in bursts, and each reconnect is a TLS handshake the server makes on its event loop,
+# which under load took longer than the connect timeout and failed the call.
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=60.0)
+
 
 def _info(resource: str) -> ResourceInfo:
     info = registry.by_name(resource)
@@ -85,9 +90,10 @@ class Client:
             from storage.client.failover import FailoverTransport
 
             self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout,
-                                      transport=FailoverTransport(replicas, verify))
+                                      transport=FailoverTransport(replicas, verify, limits=_LIMITS))
         else:
-            self._http = httpx.Client(base_url=self.server, headers=headers, verify=verify, timeout=timeout)
+            self._http = httpx.Client(base_url=self.server, headers=headers, verify=verify, timeout=timeout,
+                                      limits=_LIMITS)
         # Called with the text of each "Warning: 299" header (Pod Security's warn mode, for one).
         self.on_warning = on_warning
 
