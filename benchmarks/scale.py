@@ -41,11 +41,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+import httpx  # noqa: E402
 import psutil  # noqa: E402
 
 from netns_hosts import Fabric, Host  # noqa: E402
 from storage.client import Client  # noqa: E402
-from storage.errors import NotFound  # noqa: E402
+from storage.errors import AlreadyExists, NotFound, TemporaryError  # noqa: E402
 from support import cleanup_tree  # noqa: E402
 
 LOOP = "trap 'exit 0' TERM; while true; do sleep 600 & wait $!; done"
@@ -55,7 +56,12 @@ MiB = 1 << 20
 def _wait(predicate: Any, what: str, timeout: float, interval: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except (httpx.TransportError, TemporaryError) as exc:
+            # A loaded API server may not answer one call in time: that is a figure, not the end of the run.
+            print(f"  (waiting for {what}: {exc!r}; asking again)", flush=True)
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
@@ -196,15 +202,22 @@ def phase(cluster: ScaleCluster, pods: int, clients: int, with_volumes: bool, pr
     _, revision = cluster.client.list("pods", "default")
 
     def watch() -> None:
+        since = str(revision)
         with Client.from_kubeconfig(cluster.kubeconfig) as client:
-            for event in client.watch("pods", "default", resource_version=str(revision)):
-                obj = event["object"]
-                name = obj["metadata"]["name"]
-                if (obj.get("status") or {}).get("phase") == "Running" and name not in running_at:
-                    running_at[name] = time.monotonic()
-                    if len(running_at) >= pods:
-                        done.set()
-                        return
+            while not done.is_set():
+                try:
+                    for event in client.watch("pods", "default", resource_version=since):
+                        obj = event["object"]
+                        since = obj["metadata"].get("resourceVersion") or since
+                        name = obj["metadata"]["name"]
+                        if (obj.get("status") or {}).get("phase") == "Running" and name not in running_at:
+                            running_at[name] = time.monotonic()
+                            if len(running_at) >= pods:
+                                done.set()
+                                return
+                except (httpx.TransportError, TemporaryError) as exc:  # resumed where it was, as a reflector
+                    print(f"  (pod watch ended: {exc!r}; resuming at {since})", flush=True)
+                    time.sleep(1)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -214,9 +227,16 @@ def phase(cluster: ScaleCluster, pods: int, clients: int, with_volumes: bool, pr
     def create(i: int) -> None:
         name = f"{prefix}-{i}"
         with_client = local.client
+
+        def create_once(obj: dict[str, Any]) -> None:
+            try:
+                with_client.create(obj)
+            except AlreadyExists:  # a create whose answer was lost the first time
+                pass
+
         if with_volumes:
-            with_client.create(_claim(name))
-        with_client.create(_pod(name, name if with_volumes else None))
+            _retrying(lambda: create_once(_claim(name)))
+        _retrying(lambda: create_once(_pod(name, name if with_volumes else None)))
         created[name] = time.monotonic()
 
     local = threading.local()
@@ -231,9 +251,9 @@ def phase(cluster: ScaleCluster, pods: int, clients: int, with_volumes: bool, pr
     elapsed = time.monotonic() - start
     cpu_after = cluster.cpu_seconds()
     latencies = sorted(running_at[n] - created[n] for n in running_at if n in created)
-    items, _ = cluster.client.list("pods", "default")
+    items, _ = _retrying(lambda: cluster.client.list("pods", "default"))
     not_running = sum(1 for p in items if (p.get("status") or {}).get("phase") != "Running")
-    events, _ = cluster.client.list("events", "default")
+    events, _ = _retrying(lambda: cluster.client.list("events", "default"))
     failed = len({(e.get("involvedObject") or {}).get("name") for e in events if e.get("reason") == "FailedScheduling"})
     nodes_used = len({p["spec"].get("nodeName") for p in items if p["spec"].get("nodeName")})
     return {"pods": pods, "volumes": with_volumes, "all_created_s": round(all_created, 2),
@@ -247,21 +267,34 @@ def phase(cluster: ScaleCluster, pods: int, clients: int, with_volumes: bool, pr
 
 def delete_all(cluster: ScaleCluster) -> None:
     for resource in ("pods", "persistentvolumeclaims"):
-        items, _ = cluster.client.list(resource, "default")
+        items, _ = _retrying(lambda r=resource: cluster.client.list(r, "default"))
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda o, r=resource: _delete(cluster, r, o["metadata"]["name"]), items))
     _wait(lambda: not cluster.client.list("pods", "default")[0] and not cluster.client.list("persistentvolumes")[0],
           "everything deleted", 1800, 1)
-    events, _ = cluster.client.list("events", "default")
+    events, _ = _retrying(lambda: cluster.client.list("events", "default"))
     for e in events:
         _delete(cluster, "events", e["metadata"]["name"])
 
 
+def _retrying(call: Any) -> Any:
+    """``call()``, asked again with back-off when a busy API server does not answer in time."""
+    for attempt in range(6):
+        try:
+            return call()
+        except (httpx.TransportError, TemporaryError):
+            if attempt == 5:
+                raise
+            time.sleep(2 ** attempt)
+
+
 def _delete(cluster: ScaleCluster, resource: str, name: str) -> None:
-    try:
-        cluster.client.delete(resource, name, "default")
-    except NotFound:
-        pass
+    def delete() -> None:
+        try:
+            cluster.client.delete(resource, name, "default")
+        except NotFound:  # also a delete whose answer was lost the first time
+            pass
+    _retrying(delete)
 
 
 def failover(base: Path, rounds: int) -> dict[str, Any]:
