@@ -21,40 +21,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from stowage_e2e import Stowage, cmdline, environ, find_pids, is_ready, poll
+from cassandra_ring import (CASSANDRA_LIB, MEMBERS, ROWS, SELECTOR, installed_version, manifests, member_pid,
+                            nodetool, read_all, ring_status, wait_all_up_normal, write_replicated)
+from stowage_e2e import Stowage, is_ready, poll
 from support import need_programs
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "cassandra"
-CASSANDRA_LIB = Path("/opt/stowage/cassandra/lib")  # where scripts/setup.sh installs it
-NODETOOL = EXAMPLE / "bin" / "nodetool"
-SELECTOR = "app=cassandra"
-MEMBERS = ["cassandra-0", "cassandra-1", "cassandra-2"]
-DC = "DC1-K8Demo"
-ROWS = 50
 
 # Slow: three JVMs start one after another (OrderedReady), each ~40-60 s on two shared cores.
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1500)]
-
-
-def installed_version() -> str | None:
-    jars = sorted(CASSANDRA_LIB.glob("cassandra-all-*.jar"))
-    return jars[0].name[len("cassandra-all-"):-len(".jar")] if jars else None
-
-
-def manifests() -> list[Path]:
-    """The example's files, as they are (nothing is patched in)."""
-    return sorted(EXAMPLE.glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -75,86 +56,10 @@ def ring(start_stowage: Any) -> Iterator[Stowage]:
     # data dir (the JVMs are the containers' processes), also when a test failed.
 
 
-def member_pid(stowage: Stowage, name: str) -> int | None:
-    def match(pid: int) -> bool:
-        return "org.apache.cassandra.service.CassandraDaemon" in cmdline(pid) and environ(pid).get("HOSTNAME") == name
-    pids = find_pids(stowage.data_dir, match)
-    return pids[0] if len(pids) == 1 else None
-
-
-def nodetool(stowage: Stowage, name: str, *args: str) -> str:
-    """The example's bin/nodetool against member ``name``'s JMX (127.0.0.1:7199+N), run in the
-    member's network namespace (the host's today; its own once pods get network namespaces)."""
-    pid = poll(f"the Cassandra JVM of {name}", lambda: member_pid(stowage, name), 60)
-    port = 7199 + int(name.rsplit("-", 1)[1])
-    result = subprocess.run(["nsenter", "-t", str(pid), "-n", "sh", str(NODETOOL), "-p", str(port), *args],
-                            capture_output=True, text=True, timeout=120, check=False,
-                            env={"PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0, f"nodetool {' '.join(args)} on {name}: {result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def ring_status(stowage: Stowage, name: str) -> dict[str, tuple[str, str]]:
-    """address -> (state, host id) as `nodetool status` on ``name`` reports them."""
-    out = {}
-    for line in nodetool(stowage, name, "status").splitlines():
-        m = re.match(r"^([UD][NLJM])\s+(\S+)\s.*\s([0-9a-f]{8}-[0-9a-f-]{27})\s", line)
-        if m:
-            out[m.group(2)] = (m.group(1), m.group(3))
-    return out
-
-
-def wait_all_up_normal(stowage: Stowage, names: list[str], via: str, timeout: float = 180) -> dict[str, tuple[str, str]]:
-    def check() -> dict[str, tuple[str, str]] | None:
-        pods = stowage.pods(SELECTOR)
-        want = {pods[n]["status"].get("podIP") for n in names if n in pods}
-        status = ring_status(stowage, via)
-        return status if set(status) == want and all(s == "UN" for s, _ in status.values()) else None
-    return poll(f"{names} all UN in nodetool status on {via}", check, timeout, interval=3)
-
-
-def session(ip: str) -> Any:
-    """A CQL session that talks to ``ip`` only, so 'written through one member' means it."""
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import WhiteListRoundRobinPolicy
-    profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([ip]), request_timeout=30)
-    cluster = Cluster([ip], port=9042, execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=20,
-                      control_connection_timeout=20)
-    return cluster.connect()
-
-
-def read_all(ip: str, keyspace: str, consistency: Any) -> dict[int, str]:
-    from cassandra.query import SimpleStatement
-    s = session(ip)
-    try:
-        rows = s.execute(SimpleStatement(f"SELECT k, v FROM {keyspace}.kv", consistency_level=consistency))
-        return {r.k: r.v for r in rows}
-    finally:
-        s.cluster.shutdown()
-
-
 @pytest.fixture(scope="module")
 def written(ring: Stowage) -> tuple[str, dict[int, str]]:
     """ROWS rows in a keyspace replicated 3 times, written through cassandra-0 at QUORUM."""
-    from cassandra import ConsistencyLevel
-    from cassandra.query import SimpleStatement
-    ip = ring.pods(SELECTOR)["cassandra-0"]["status"]["podIP"]
-    keyspace = "stowage_" + uuid.uuid4().hex[:8]
-    s = session(ip)
-    try:
-        s.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
-                  f"{{'class': 'NetworkTopologyStrategy', '{DC}': 3}}")
-        s.execute(f"CREATE TABLE {keyspace}.kv (k int PRIMARY KEY, v text)")
-        insert = s.prepare(f"INSERT INTO {keyspace}.kv (k, v) VALUES (?, ?)")
-        insert.consistency_level = ConsistencyLevel.QUORUM
-        data = {k: f"value-{k}-{uuid.uuid4().hex}" for k in range(ROWS)}
-        for k, v in data.items():
-            s.execute(insert, (k, v))
-        # Every replica has every row before a member is taken away (hints would also deliver them).
-        s.execute(SimpleStatement(f"SELECT count(*) FROM {keyspace}.kv", consistency_level=ConsistencyLevel.ALL))
-    finally:
-        s.cluster.shutdown()
-    return keyspace, data
+    return write_replicated(ring.pods(SELECTOR)["cassandra-0"]["status"]["podIP"])
 
 
 def test_three_members_form_one_ring_seeded_by_name_CA1(ring: Stowage) -> None:

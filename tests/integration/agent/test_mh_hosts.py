@@ -55,8 +55,10 @@ class Hosts:
             raise
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self) -> None:
-        self.cluster.start_controllers(FAST)
+    def start(self, options: ControllerOptions = FAST) -> None:
+        """The controllers (``options``: short grace periods by default, for the node-loss tests), then one
+        agent per host, each Ready."""
+        self.cluster.start_controllers(options)
         for host in self.fabric.hosts:
             self.start_agent(host)
         for host in self.fabric.hosts:
