@@ -237,6 +237,12 @@ _EVENTS_AFTER = text(
     "WHERE revision > :after AND revision <= :upto "
     "AND revision > (SELECT compacted FROM stowage_meta WHERE id = 1) ORDER BY revision LIMIT :limit"
 )
+# The same for one resource: the backlog of a watch resumed from far back, read for its resource only.
+_RESOURCE_EVENTS_AFTER = text(
+    "SELECT revision, resource, namespace, name, type, body FROM stowage_events "
+    "WHERE revision > :after AND revision <= :upto AND resource = :resource "
+    "AND revision > (SELECT compacted FROM stowage_meta WHERE id = 1) ORDER BY revision LIMIT :limit"
+)
 _REVISIONS = text("SELECT revision, compacted FROM stowage_meta WHERE id = 1")
 # The newest event at which the bodies from the newest event back exceed the byte budget:
 # compacting up to it leaves at most ``budget`` bytes of history.
@@ -669,9 +675,13 @@ class SqlStore(Store):
             revision, compacted = conn.execute(_REVISIONS).one()
         return int(revision), int(compacted)
 
-    def _events(self, after: int, upto: int | None, limit: int = 1000) -> list[Row[Any]]:
+    def _events(self, after: int, upto: int | None, limit: int = 1000, resource: str | None = None) -> list[Row[Any]]:
+        params: dict[str, Any] = {"after": after, "upto": upto if upto is not None else 2**62, "limit": limit}
         with self._reader.connect() as conn:
-            raw = conn.execute(_EVENTS_AFTER, {"after": after, "upto": upto if upto is not None else 2**62, "limit": limit}).all()
+            if resource is None:
+                raw = conn.execute(_EVENTS_AFTER, params).all()
+            else:
+                raw = conn.execute(_RESOURCE_EVENTS_AFTER, {**params, "resource": resource}).all()
         # Decrypted once here, for every watcher; the database keeps only the sealed form.
         rows = [(r[0], r[1], r[2], r[3], r[4], self._open(r[1], r[2], r[3], r[5])) for r in raw]
         for revision, resource, namespace, name, type_, body in rows:
@@ -1357,14 +1367,13 @@ class _Hub:
             if self._count == 0:
                 # Nobody watched, so the poller did not follow: start from the newest revision.
                 self._position = self.store.current_revision()
-            backlog: list[Row[Any]] = []
-            after = since
-            while after < self._position:
-                rows = self.store._events(after, self._position, limit=5000)
-                if not rows:
-                    break
-                backlog.extend(rows)
-                after = int(rows[-1][0])
+            target = self._position
+        # The history up to ``target`` is read without the lock: a watch resumed from far back (an agent
+        # reconnecting to a busy server) must not hold up the poller, and with it every other watch.
+        backlog = self._backlog(since, target, watcher.resource)
+        with self._lock:
+            # Only what the poller delivered meanwhile remains (the position only moves forward).
+            backlog.extend(self._backlog(max(since, target), self._position, watcher.resource))
             # Read after the events: a compaction that removed any of them is visible here.
             _, compacted = self.store._revisions()
             if since < compacted:
@@ -1373,6 +1382,16 @@ class _Hub:
             self._by_resource.setdefault(watcher.resource, set()).add(watcher)
             self._count += 1
         self._wake.set()
+
+    def _backlog(self, after: int, upto: int, resource: str | None) -> list[Row[Any]]:
+        rows: list[Row[Any]] = []
+        while after < upto:
+            page = self.store._events(after, upto, limit=5000, resource=resource)
+            if not page:
+                break
+            rows.extend(page)
+            after = int(page[-1][0])
+        return rows
 
     def unregister(self, watcher: "_SqlWatcher") -> None:
         with self._lock:

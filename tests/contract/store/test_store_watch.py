@@ -239,6 +239,40 @@ def test_shared_watchers_from_a_backlog_still_see_every_change_once(store: SqlSt
     assert [e.object for e in late_events] == [e.object for e in live_events]
 
 
+def test_a_watch_resumed_from_far_back_does_not_hold_up_the_others(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a new watch reads its history (an agent reconnecting to a busy server with an old
+    resourceVersion), the live watches keep receiving changes: the history is not read under the lock
+    that the poller needs."""
+    start = store.current_revision()
+    for i in range(3):
+        store.create(PVC, obj(f"old{i}", "ns"))
+    reading, release = threading.Event(), threading.Event()
+    real_events = store._events
+
+    def slow_history(after: int, upto: int | None, limit: int = 1000, resource: str | None = None) -> Any:
+        if resource == PVC and not release.is_set():
+            reading.set()
+            release.wait(TIMEOUT)
+        return real_events(after, upto, limit, resource)
+
+    with store.watch(PV) as live:
+        monkeypatch.setattr(store, "_events", slow_history)
+        opened: list[Watcher] = []
+        resumer = threading.Thread(target=lambda: opened.append(store.watch(PVC, since=start)), daemon=True)
+        resumer.start()
+        try:
+            assert reading.wait(TIMEOUT), "the resumed watch never read its history"
+            store.create(PV, obj("while-reading"))
+            event = live.get(timeout=10)
+            assert event is not None and event.object["metadata"]["name"] == "while-reading"
+        finally:
+            release.set()
+            resumer.join(TIMEOUT)
+        [resumed] = opened
+        with resumed:
+            assert [e.object["metadata"]["name"] for e in collect(resumed, 3)] == ["old0", "old1", "old2"]
+
+
 def test_postgres_cross_process_wakeup_is_notify_not_polling(store_url: str) -> None:
     """With polling effectively off, only LISTEN/NOTIFY can deliver another process's writes."""
     if store_url.startswith("sqlite"):
