@@ -167,7 +167,9 @@ def test_ad2_agent_mounts_an_attached_disk_the_moment_it_is_attached_and_reports
     # Node status: the attached disk by its unique name and device path; in use while mounted (SEMANTICS A3).
     wait_until(lambda: {"name": "kubernetes.io/cinder/vol-data", "devicePath": device}
                in (_node_status(cluster).get("volumesAttached") or []), "volumesAttached to list the disk")
-    assert "kubernetes.io/cinder/data" in _node_status(cluster)["volumesInUse"]
+    # volumesInUse is published by its own status update, which may come a moment after volumesAttached's.
+    wait_until(lambda: "kubernetes.io/cinder/data" in (_node_status(cluster).get("volumesInUse") or []),
+               "volumesInUse to list the disk")
     assert sum(1 for v in _node_status(cluster)["volumesAttached"] if v["devicePath"] == device) == 1
 
     # Gone: unmounted, no longer in use, then detached (the loop device is gone too), and no longer reported.
