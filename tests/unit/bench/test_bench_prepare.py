@@ -13,6 +13,7 @@ from storage.cli.bench import jobs as jobmod
 from storage.cli.bench.runner import MARK, Plan, _script
 
 MiB = 1 << 20
+FIO_COMMAND = jobmod.shell(list(jobmod.FIO)) + " "  # BN33: fio behind its environment
 
 
 def _plan(names: list[str], *, block: bool = False, repeats: int = 2, job_file: str | None = None) -> Plan:
@@ -22,7 +23,7 @@ def _plan(names: list[str], *, block: bool = False, repeats: int = 2, job_file: 
 
 
 def _fio_lines(script: str) -> list[str]:
-    return [line for line in script.splitlines() if line.startswith("fio ")]
+    return [line for line in script.splitlines() if line.startswith(FIO_COMMAND)]
 
 
 def test_pod_script_prefills_once_before_the_first_measured_job() -> None:
@@ -50,7 +51,7 @@ def test_fdatasync_writes_a_new_file_of_its_own_each_run() -> None:
     assert all(f"--filename=/data/stowage-bench/{jobmod.SYNC_FILE}" in line for line in fio)
     lines = script.splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("fio "):
+        if line.startswith(FIO_COMMAND):
             assert lines[i + 1] == f"rm -f /data/stowage-bench/{jobmod.SYNC_FILE}"
     mixed = _fio_lines(_script(_plan(["fdatasync", "seqwrite-bw"], repeats=1), None))
     assert "--name=prefill" in mixed[0] and "--filename=/data/stowage-bench/fio.dat" in mixed[0]
