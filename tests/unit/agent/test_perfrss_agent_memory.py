@@ -70,6 +70,37 @@ def test_agent_start_path_does_not_import_grpc_or_cloud_sdks() -> None:
     assert "storage.agent.agent" in modules  # the probe really walked the agent's path
 
 
+# The agent's process after start-up, then a logged exception through the console renderer.
+AGENT_LOGS = AGENT_PATH.replace("print(json.dumps(sorted(sys.modules)))", """
+import structlog
+from storage.cli.up import configure_logging
+configure_logging("console")
+try:
+    raise ValueError("boom")
+except ValueError:
+    structlog.get_logger().exception("sync.failed")
+print(json.dumps(sorted(m for m, v in sys.modules.items() if v is not None)))
+""")
+
+
+def _modules_and_log(*argv: str) -> tuple[list[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", AGENT_LOGS, *argv], capture_output=True, text=True, env=env,
+                         cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def test_agent_process_leaves_out_rich_and_pygments() -> None:
+    """PF60: under `stowage agent`, httpx's and structlog's optional rich and pygments are not loaded, and
+    an exception is still logged whole (structlog's plain traceback); other commands keep rich (bench)."""
+    modules, log = _modules_and_log("agent")
+    assert [m for m in modules if m.split(".")[0] in ("rich", "pygments")] == []
+    assert "httpx" in modules and "structlog" in modules
+    assert "sync.failed" in log and "Traceback (most recent call last)" in log and "ValueError: boom" in log
+    modules, log = _modules_and_log("bench")
+    assert "rich" in modules and "ValueError: boom" in log
+
 def test_every_command_resolves_by_its_name() -> None:
     """PF46: the lazily loaded commands are all reachable, each under its own name."""
     import click
