@@ -64,5 +64,5 @@ def test_sequential_reads_reach_a_loop_device_whole() -> None:
         assert report["jobs"][0]["read"]["io_bytes"] > 0
         average_kib = sectors * 512 / 1024 / reads
         # Huge pages are granted on a best-effort basis: most requests whole is the point, not every one
-    # (measured here: 910-1,024 KiB with them, 512-655 KiB without).
+        # (measured here: 910-1,024 KiB with them, 512-655 KiB without).
         assert average_kib > 700, f"fio's 1 MiB reads reached {device} as {average_kib:.0f} KiB requests on average"
