@@ -52,6 +52,14 @@ def _mount_point(device: str) -> str | None:
                  if line.split()[0] == device), None)
 
 
+def _text(path: Path) -> str:
+    """A file's text, or "" while it does not exist yet."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def test_pod_on_a_gce_pd_claim_mounts_writes_detaches_moves_and_deletes(gce_cluster: Cluster, gce: GceFake) -> None:
     c = gce_cluster
     for node in ("n1", "n2"):
@@ -84,7 +92,8 @@ def test_pod_on_a_gce_pd_claim_mounts_writes_detaches_moves_and_deletes(gce_clus
         probe = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", device], capture_output=True, text=True)
         assert probe.stdout.strip() == "ext4"
         mount_point = wait_until(lambda: _mount_point(device), "the node's mount of the disk")
-        wait_until(lambda: (Path(mount_point) / "hello").exists() or None, "the pod's file on the disk")
+        # The shell creates the file before echo writes to it: wait for its content, not its existence.
+        wait_until(lambda: _text(Path(mount_point) / "hello") or None, "the pod's file on the disk")
         assert (Path(mount_point) / "hello").read_text() == "written-on-gce\n"
 
         # Pod deleted -> unmounted on the node -> detached in the fake (A3: after volumesInUse drops it).
@@ -99,7 +108,7 @@ def test_pod_on_a_gce_pd_claim_mounts_writes_detaches_moves_and_deletes(gce_clus
         assert [d["deviceName"] for d in gce.attached("n2")] == [pv_name] and gce.attached("n1") == []
         device2 = str((dev_disk["n2"] / f"by-id/google-{pv_name}").resolve())
         mount2 = wait_until(lambda: _mount_point(device2), "n2's mount of the disk")
-        wait_until(lambda: (Path(mount2) / "seen").exists() or None, "the reader's copy")
+        wait_until(lambda: _text(Path(mount2) / "seen") or None, "the reader's copy")
         assert (Path(mount2) / "seen").read_text() == "written-on-gce\n"
         c.client.delete("pods", "reader", "default")
         c.wait_gone("pods", "reader", "default", timeout=120)

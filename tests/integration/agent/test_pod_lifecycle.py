@@ -34,7 +34,8 @@ def test_a5_pod_runs_with_local_volume_and_deletion_cleans_everything(cluster: C
     volume_dir = cluster.agent_dir("n1") / "pods" / uid / "volumes"
     target = next(volume_dir.glob("*/data"))
     # The file the container wrote is on the volume's own filesystem, backed by a loop device with direct I/O.
-    wait_until(lambda: (target / "hello").exists(), "the container's file on the volume")
+    # Its content, not its existence: the shell creates the file before the echo writes to it.
+    wait_until(lambda: (target / "hello").exists() and (target / "hello").read_text(), "the container's file on the volume")
     assert (target / "hello").read_text().strip() == "hello-from-pod"
     entry = mounts.top_mount(target)
     assert entry is not None and entry.fstype == "ext4" and entry.source.startswith("/dev/loop")

@@ -99,7 +99,8 @@ def test_backup_of_a_local_volume_restores_on_another_node(agents: Cluster, obje
         (mnt / "dir" / "note").write_text("after the backup")
     assert snap.handle == backupstore.backup_url(store_url, snap.handle.rsplit("#", 1)[1])
     assert snap.restore_size == 64 * MiB
-    assert agents.agents["n1"].pool(None).list_snapshots() == []  # the temporary copy is gone
+    # The backup is ready once its manifest is in the store; the agent removes its temporary copy just after.
+    wait_until(lambda: agents.agents["n1"].pool(None).list_snapshots() == [], "the temporary copy removed", 30)
     with secrets_for(secrets):  # the snapshot controller's calls without a request carry the reader so
         status = snapshotter.snapshot_status(snap.handle, params)
     assert status is not None and status.ready and status.restore_size == 64 * MiB

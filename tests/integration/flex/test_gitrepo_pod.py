@@ -38,7 +38,8 @@ def test_sv2_pod_sees_the_repository_at_its_revision(cluster: Cluster) -> None:
                       volumes=[volume], mounts_=[{"name": "src", "mountPath": "/src"}]))
     running = cluster.wait_running("reader")
     host = cluster.agent_dir("n1") / "pods" / running["metadata"]["uid"] / "volumes/kubernetes.io~git-repo/src"
-    wait_until(lambda: (host / "seen").exists(), "the pod's copy of the file")
+    # Its content, not its existence: cp creates the file before it writes to it.
+    wait_until(lambda: (host / "seen").exists() and (host / "seen").read_text(), "the pod's copy of the file")
     assert (host / "seen").read_text() == "v1\n"
     cluster.client.delete("pods", "reader", "default")
     cluster.wait_gone("pods", "reader", "default")

@@ -91,7 +91,9 @@ def test_pod_on_iscsi_claim_fails_mount_naming_the_missing_initiator(tgt: Any, s
         api.delete("persistentvolumeclaims", "data", "default")
         poll("the target deleted with the claim", lambda: src["iqn"] not in
              tgt.tgtadm("--mode", "target", "--op", "show").stdout, 60)
-        assert not (tmp_path / "luns" / f"{pv['metadata']['name']}.img").exists()
+        # The provisioner removes the target, then its backing file: the file is waited for too.
+        lun = tmp_path / "luns" / f"{pv['metadata']['name']}.img"
+        poll("the LUN's backing file deleted with the claim", lambda: not lun.exists(), 60)
     finally:
         problems = stowage.stop()
         assert not problems, problems
