@@ -27,6 +27,7 @@ NAME = "stowage.io/local"
 # A pool snapshot's handle: the node that holds it and its name there (LS16). Snapshots stay on their node.
 HANDLE_PREFIX = "local:"
 CLONE_SNAPSHOT_PREFIX = "clone-"
+CONNECT_TIMEOUT = 10.0
 
 
 def snapshot_handle(node: str, name: str) -> str:
@@ -53,6 +54,11 @@ def agent_url(node: Obj) -> str:
     return f"https://{shown}:{port}"
 
 
+def _ready_status(node: Obj) -> str | None:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+
+
 class LocalProvisioner(Provisioner, Snapshotter):
     name = NAME
     supports_clone = True  # LS19: a snapshot of the source on its node, restored, the snapshot removed
@@ -75,7 +81,9 @@ class LocalProvisioner(Provisioner, Snapshotter):
     def _client(self) -> httpx.Client:
         with self._http_lock:
             if self._http is None:
-                self._http = httpx.Client(timeout=self.timeout, verify=self.tls if self.tls is not None else True,
+                # A short connect timeout: SYNs to a host that dropped off the network are retransmitted
+                # with a doubling back-off, so a long one would hold a binder worker for minutes.
+                self._http = httpx.Client(timeout=httpx.Timeout(self.timeout, connect=CONNECT_TIMEOUT), verify=self.tls if self.tls is not None else True,
                                           limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
             return self._http
 
@@ -135,6 +143,12 @@ class LocalProvisioner(Provisioner, Snapshotter):
         node = self.nodes(names[0])
         if node is None:
             raise TemporaryError(f"node {names[0]} of the volume is not registered", delay=10.0)
+        ready = _ready_status(node)
+        if ready not in (None, "True"):
+            # LR7: a request sent to an agent cut off from the network is retransmitted with a back-off
+            # that outlasts the host's return by minutes; the node's Ready condition says when to call.
+            raise TemporaryError(f"node {names[0]} of the volume is not Ready (Ready={ready}): "
+                                 f"its agent is called once it is back", delay=5.0)
         return node
 
     def delete(self, pv: Obj) -> None:

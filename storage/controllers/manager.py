@@ -178,6 +178,10 @@ class WorkQueue:
         self._failures: dict[str, int] = {}
         self._shutdown = False
         self._timers: list[tuple[float, int, str]] = []
+        # One pending timer per key, the earliest (as client-go's delaying queue): a key that fails again
+        # while its own retry is pending, or is re-queued by events meanwhile, would otherwise gather a
+        # timer per attempt and be retried that many times per delay.
+        self._due: dict[str, float] = {}
         self._seq = itertools.count()
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -206,8 +210,17 @@ class WorkQueue:
         with self._cond:
             if self._shutdown:
                 return
-            heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), key))
+            due = time.monotonic() + delay
+            pending = self._due.get(key)
+            if pending is not None and pending <= due:
+                return
+            self._due[key] = due  # an earlier one replaces it; the later heap entry is skipped when due
+            heapq.heappush(self._timers, (due, next(self._seq), key))
             self._cond.notify_all()
+
+    def pending_timers(self) -> int:
+        with self._cond:
+            return len(self._due)
 
     def add_rate_limited(self, key: str) -> float:
         with self._cond:
@@ -242,7 +255,7 @@ class WorkQueue:
 
     def idle(self) -> bool:
         with self._cond:
-            return not self._queue and not self._processing and not self._timers
+            return not self._queue and not self._processing and not self._due
 
     def shutdown(self) -> None:
         with self._cond:
@@ -264,6 +277,9 @@ class WorkQueue:
                     self._cond.wait(due - now)
                     continue
                 heapq.heappop(self._timers)
+                if self._due.get(key) != due:
+                    continue  # replaced by an earlier timer for the key, which has fired already
+                del self._due[key]
                 if key not in self._dirty:
                     self._dirty.add(key)
                     if key not in self._processing:

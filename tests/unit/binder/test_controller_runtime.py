@@ -49,6 +49,27 @@ def test_queue_add_after_and_backoff_deliver_without_polling():
         q.shutdown()
 
 
+def test_queue_keeps_one_pending_timer_per_key_the_earliest():
+    """A key that fails again, or is re-queued by events, while its retry is pending is retried once per
+    delay, not once per attempt (client-go's delaying queue)."""
+    q = WorkQueue()
+    try:
+        for _ in range(5):
+            q.add_after("k", 60.0)
+        q.add_after("k", 120.0)
+        assert q.pending_timers() == 1
+        q.add_after("k", 0.05)  # earlier: replaces the pending one
+        assert q.pending_timers() == 1
+        assert q.get() == "k"
+        q.done("k")
+        assert q.pending_timers() == 0 and q.idle()  # the replaced 60 s timer does not count, nor fire
+        q.add_after("other", 0.05)
+        assert q.get() == "other"  # what is due next is "other", not a second "k"
+        q.done("other")
+    finally:
+        q.shutdown()
+
+
 def test_event_repeats_bump_count(store):
     pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c", "namespace": "default", "uid": "u-1", "resourceVersion": "3"}}
     rec = StoreEventRecorder(store, component="persistentvolume-controller")
