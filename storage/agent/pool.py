@@ -29,12 +29,13 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import IO, Callable, Iterator, Literal
 
 import structlog
 
@@ -102,6 +103,12 @@ class Pool:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
+        # Volume name -> size as the records on disk say, valid while the generation written in the
+        # lock file is the one read with it (PF61). Summing the records anew for every reservation read
+        # every record: quadratic in a burst of volumes, under the lock every creation waits for.
+        self._sizes: dict[str, int] | None = None
+        self._sizes_generation = ""
+        self._lock_file: IO[str] | None = None
 
     @classmethod
     def on_device(
@@ -128,6 +135,8 @@ class Pool:
         return PoolVolume(**raw)
 
     def _save(self, vol: PoolVolume) -> None:
+        """Write a volume's record durably; only under ``_accounting``."""
+        self._bump_generation()
         path = self._record_path(vol.name)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -135,6 +144,37 @@ class Pool:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        if self._sizes is not None:
+            self._sizes[vol.name] = vol.size
+
+    def _remove_record(self, name: str) -> None:
+        """Only under ``_accounting``."""
+        self._bump_generation()
+        self._record_path(name).unlink(missing_ok=True)
+        if self._sizes is not None:
+            self._sizes.pop(name, None)
+
+    def _bump_generation(self) -> None:
+        # Before the record changes: a process that dies between the two leaves another process with
+        # a needless re-read, never with a stale sum. Only pools of this code write records.
+        assert self._lock_file is not None, "pool records are written only under _accounting"
+        generation = secrets.token_hex(8)
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(generation)
+        self._lock_file.flush()
+        if self._sizes is not None:
+            self._sizes_generation = generation
+
+    def _volume_sizes(self) -> dict[str, int]:
+        """Only under ``_accounting``: every process's writes are done and none is under way."""
+        assert self._lock_file is not None
+        self._lock_file.seek(0)
+        generation = self._lock_file.read()
+        if self._sizes is None or generation != self._sizes_generation:
+            self._sizes = {v.name: v.size for v in self.list()}
+            self._sizes_generation = generation
+        return self._sizes
 
     def list(self) -> list[PoolVolume]:
         out = []
@@ -155,11 +195,13 @@ class Pool:
     @contextmanager
     def _accounting(self) -> Iterator[None]:
         with self._lock:
-            with open(self.root / ".lock", "a+") as f:
+            with open(self.root / ".lock", "a+", encoding="ascii") as f:
                 fcntl.flock(f, fcntl.LOCK_EX)
+                self._lock_file = f
                 try:
                     yield
                 finally:
+                    self._lock_file = None
                     fcntl.flock(f, fcntl.LOCK_UN)
 
     def _name_lock(self, name: str) -> threading.Lock:
@@ -175,7 +217,7 @@ class Pool:
     def _committed(self) -> int:
         # Snapshots cost what their copy holds (a frozen copy never grows); a reflinked copy shares
         # blocks with its volume, counted twice here: the pool never promises more than it has.
-        return sum(v.size for v in self.list()) + sum(s.allocated or s.size for s in self.list_snapshots())
+        return sum(self._volume_sizes().values()) + sum(s.allocated or s.size for s in self.list_snapshots())
 
     def usage(self) -> tuple[int, int]:
         """(total, free) in bytes; reserved volumes count as used."""
@@ -217,7 +259,7 @@ class Pool:
         with self._accounting():
             vol = self._load(name)
             if vol is not None and vol.state == "Reserved":
-                self._record_path(name).unlink(missing_ok=True)
+                self._remove_record(name)
 
     # ---- lifecycle ------------------------------------------------------
 
@@ -437,7 +479,7 @@ class Pool:
             image.unlink(missing_ok=True)
             self.mounter.forget(f"pool-{name}")
             with self._accounting():
-                self._record_path(name).unlink(missing_ok=True)
+                self._remove_record(name)
             log.info("pool.deleted", name=name)
 
     def expand(self, name: str, new_size: int) -> PoolVolume:

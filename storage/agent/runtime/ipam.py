@@ -10,6 +10,7 @@ import ipaddress
 import os
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import structlog
 
@@ -35,6 +36,7 @@ class LoopbackAllocator:
             raise ValueError(f"ip_range: Invalid value: {network!r}: must lie inside 127.0.0.0/8 "
                              "(a routable range needs the pod interface)")
         self._lock = threading.Lock()
+        self._known: dict[int, str] | None = None
 
     def _busy(self) -> set[str]:
         return addresses_in_use()
@@ -45,15 +47,31 @@ class LoopbackAllocator:
     def release(self, uid: str) -> None:
         """The pod is gone: its address may go to another pod once its directory is removed."""
 
-    def _taken(self) -> dict[str, str]:
-        taken: dict[str, str] = {}
+    def _scan(self) -> dict[int, str]:
+        taken: dict[int, str] = {}
         if self.pods_dir.is_dir():
             for pod_dir in self.pods_dir.iterdir():
                 try:
-                    taken[(pod_dir / IP_FILE).read_text().strip()] = pod_dir.name
-                except OSError:
+                    taken[int(ipaddress.IPv4Address((pod_dir / IP_FILE).read_text().strip()))] = pod_dir.name
+                except (OSError, ValueError):
                     continue
         return taken
+
+    def _taken(self) -> dict[int, str]:
+        """Address (as an int) -> pod uid. Read from the pods' files once, then kept by ``allocate`` and
+        ``forget`` (PF62): reading every pod's file for every new pod was quadratic in a burst. An
+        address whose pod went without ``forget`` only stays unused until the next full read, which
+        comes before the range is called exhausted."""
+        if self._known is None:
+            self._known = self._scan()
+        return self._known
+
+    def forget(self, uid: str) -> None:
+        """The pod's directory, and with it the record of its address, is gone."""
+        with self._lock:
+            if self._known is not None:
+                for address in [a for a, owner in self._known.items() if owner == uid]:
+                    del self._known[address]
 
     def get(self, uid: str) -> str | None:
         try:
@@ -67,24 +85,35 @@ class LoopbackAllocator:
             if existing:
                 self._claimed(existing)
                 return existing
-            taken = self._taken()
-            busy = self._busy()
-            for address in self.network.hosts():
-                text = str(address)
-                # .0 and .255 are skipped: some programs refuse them as host addresses.
-                # An address something else on the host already listens on (another
-                # node agent on this machine, a leftover process) would make the
-                # pod's servers fail with EADDRINUSE: skip it.
-                if text in taken or text in busy or text.endswith((".0", ".255")):
-                    continue
-                path = self.pods_dir / uid / IP_FILE
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(text + "\n")
-                os.replace(tmp, path)
-                self._claimed(text)
-                return text
+            for fresh in (False, True):
+                if fresh:
+                    self._known = None  # pods may have gone without forget(): read their files again
+                taken = self._taken()
+                busy = {int(ipaddress.IPv4Address(a)) for a in self._busy() if "." in a}
+                for number in self._hosts():
+                    # .0 and .255 are skipped: some programs refuse them as host addresses.
+                    # An address something else on the host already listens on (another
+                    # node agent on this machine, a leftover process) would make the
+                    # pod's servers fail with EADDRINUSE: skip it.
+                    if number in taken or number in busy or number & 0xFF in (0, 0xFF):
+                        continue
+                    text = str(ipaddress.IPv4Address(number))
+                    path = self.pods_dir / uid / IP_FILE
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(text + "\n")
+                    os.replace(tmp, path)
+                    taken[number] = uid
+                    self._claimed(text)
+                    return text
             raise RuntimeError(f"no free pod address left in {self.network}")
+
+    def _hosts(self) -> Iterator[int]:
+        """The range's host addresses as ints, in order: ``network.hosts()`` without an object each."""
+        first, last = int(self.network.network_address), int(self.network.broadcast_address)
+        if self.network.prefixlen >= 31:  # no network or broadcast address to leave out
+            return iter(range(first, last + 1))
+        return iter(range(first + 1, last))
 
 
 class InterfaceAllocator(LoopbackAllocator):
@@ -104,6 +133,7 @@ class InterfaceAllocator(LoopbackAllocator):
             raise ValueError(f"pod_interface: Invalid value: {interface!r}: no such network interface")
         self.interface = interface
         self._lock = threading.Lock()
+        self._known: dict[int, str] | None = None
 
     def _busy(self) -> set[str]:
         return addresses_in_use() | netaddr.addresses()

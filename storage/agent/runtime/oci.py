@@ -54,7 +54,8 @@ def _own_bounding_set() -> set[str]:
 
 
 def capabilities(security: dict[str, Any], available: set[str] | None = None) -> list[str]:
-    every = [c for c in ALL_CAPS if c in (_own_bounding_set() if available is None else available)]
+    own = _own_bounding_set() if available is None else available  # once: not once per capability
+    every = [c for c in ALL_CAPS if c in own]
     if security.get("privileged"):
         return ["CAP_" + c for c in every]
     caps = (security.get("capabilities") or {})

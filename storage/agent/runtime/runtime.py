@@ -154,6 +154,7 @@ class PodRuntime:
             self.userns.release(uid)  # the range goes back to the pool for the next pod
         for sub in ("containers", "logs", "runtime"):
             remove_unmounted(pod_dir / sub)
+        self.ips.forget(uid)  # its record went with runtime/: the address may go to another pod
 
     def running_pods(self) -> set[str]:
         """Uids of every pod this runtime manages, including those adopted after a restart."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import itertools
 import os
 import subprocess
 import threading
@@ -164,8 +165,10 @@ class UsernsAllocator:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # other agents on this machine allocate too
                 existing = self.get(uid)
                 start = self._next
-                candidates = ([existing] if existing is not None else []) + [
-                    FIRST_BASE + ((start + k) % RANGE_COUNT) * RANGE_SIZE for k in range(RANGE_COUNT)]
+                # Lazily: the first free range is usually the next one, and a list of every range
+                # per pod costs more than the search.
+                candidates = itertools.chain([existing] if existing is not None else [], (
+                    FIRST_BASE + ((start + k) % RANGE_COUNT) * RANGE_SIZE for k in range(RANGE_COUNT)))
                 for base in candidates:
                     claim = self.claims_dir / str(base)
                     try:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import errno
+import multiprocessing
+import multiprocessing.queues
 import os
 import threading
 from pathlib import Path
@@ -80,6 +82,55 @@ def test_reservation_counts_before_create_and_release_returns_it(node_tmp: Path)
         pool.reserve("b", 60 * MiB)
     pool.release("a")
     pool.reserve("b", 60 * MiB)
+
+
+def _reserve_in_child(root: str, names: list[str], size: int, out: "multiprocessing.queues.Queue[list[str]]") -> None:
+    pool = Pool(root, capacity=100 * MiB)
+    granted = []
+    for name in names:
+        try:
+            pool.reserve(name, size)
+            granted.append(name)
+        except PoolFull:
+            pass
+    out.put(granted)
+
+
+def test_pf61_accounting_reads_the_records_again_only_after_another_process_wrote(
+        node_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PF61: the pool sums its volumes from memory while no other process has written a record since, and
+    re-reads them all after one has; two processes racing on one pool never overcommit it."""
+    reads = []
+    real_list = Pool.list
+    monkeypatch.setattr(Pool, "list", lambda self: reads.append(1) or real_list(self))
+    pool = Pool(node_tmp / "pool", capacity=100 * MiB)
+    for i in range(5):
+        pool.reserve(f"mine-{i}", 5 * MiB)
+    assert len(reads) == 1  # the first reservation read the (empty) records; the others did not
+    pool.release("mine-4")
+    assert pool.usage()[1] == 80 * MiB and len(reads) == 1
+
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_reserve_in_child,
+                        args=(str(node_tmp / "pool"), [f"theirs-{i}" for i in range(12)], 7 * MiB, out))
+    child.start()
+    mine = []
+    for i in range(5, 17):
+        try:
+            pool.reserve(f"mine-{i}", 3 * MiB)
+            mine.append(i)
+        except PoolFull:
+            pass
+    theirs = out.get(timeout=60)
+    child.join(60)
+    assert child.exitcode == 0
+    committed = 20 * MiB + 3 * MiB * len(mine) + 7 * MiB * len(theirs)
+    assert committed <= 100 * MiB
+    assert sorted(v.name for v in real_list(pool)) == sorted(
+        [f"mine-{i}" for i in range(4)] + [f"mine-{i}" for i in mine] + theirs)
+    assert pool.usage()[1] == 100 * MiB - committed  # this process sees the other's volumes
+    assert len(reads) >= 2  # ...because it read the records again after the other wrote
 
 
 def has_cap_sys_resource() -> bool:
