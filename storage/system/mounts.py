@@ -120,23 +120,36 @@ class MountTable:
 
     def __init__(self, entries: list[MountEntry]) -> None:
         self.entries = entries
-        self._by_point: dict[str, list[MountEntry]] = {}
-        for entry in entries:
-            self._by_point.setdefault(entry.mount_point, []).append(entry)
+        # Built at the second question (PF63): most tables are read to answer one (is this a mount
+        # point?), for which a scan costs a fraction of indexing thousands of mounts.
+        self._by_point: dict[str, list[MountEntry]] | None = None
+        self._asked = False
 
     @classmethod
     def read(cls) -> "MountTable":
         return cls(read_mountinfo())
 
+    def _stacked(self, path: str | os.PathLike[str]) -> list[MountEntry]:
+        point = _real(path)
+        if self._by_point is None:
+            if not self._asked:
+                self._asked = True
+                return [e for e in self.entries if e.mount_point == point]
+            by_point: dict[str, list[MountEntry]] = {}
+            for entry in self.entries:
+                by_point.setdefault(entry.mount_point, []).append(entry)
+            self._by_point = by_point
+        return list(self._by_point.get(point, ()))
+
     def at(self, path: str | os.PathLike[str]) -> list[MountEntry]:
         """Every mount stacked on ``path``, bottom first."""
-        return list(self._by_point.get(_real(path), ()))
+        return self._stacked(path)
 
     def is_mount_point(self, path: str | os.PathLike[str]) -> bool:
-        return _real(path) in self._by_point
+        return bool(self._stacked(path))
 
     def top(self, path: str | os.PathLike[str]) -> MountEntry | None:
-        stacked = self._by_point.get(_real(path))
+        stacked = self._stacked(path)
         return stacked[-1] if stacked else None
 
     def under(self, prefix: str | os.PathLike[str]) -> list[MountEntry]:

@@ -93,6 +93,35 @@ def test_read_only_bind_and_unmount_all_under(node_tmp: Path) -> None:
     assert not mounts.mounts_under(node_tmp)
 
 
+def test_mount_table_answers_alike_before_and_after_its_index(node_tmp: Path) -> None:
+    """PF63: a table answers its first question by a scan and builds its index at the second; both
+    give the mounts stacked on a path bottom first, through a symlink too."""
+    point = node_tmp / "stacked"
+    point.mkdir()
+    (node_tmp / "link").symlink_to(point)
+    mounts.mount("tmpfs", point, "tmpfs", ["size=1m"])
+    try:
+        mounts.mount("tmpfs", point, "tmpfs", ["size=2m"])
+        try:
+            for first in ("at", "is_mount_point", "top"):
+                table = mounts.MountTable.read()
+                answers = {"at": lambda p: [e.super_options for e in table.at(p)],
+                           "is_mount_point": table.is_mount_point,
+                           "top": lambda p: table.top(p).super_options}
+                before = answers[first](node_tmp / "link")  # the scan
+                assert table._by_point is None
+                assert answers[first](point) == before  # the index
+                assert table._by_point is not None
+                if first == "at":
+                    assert [next(o for o in opts if o.startswith("size=")) for opts in before] == [
+                        "size=1024k", "size=2048k"]
+                assert not table.is_mount_point(node_tmp) and table.at(node_tmp / "nothing") == []
+        finally:
+            mounts.unmount(point)
+    finally:
+        mounts.unmount(point)
+
+
 def test_find_device_by_unknown_serial_is_none() -> None:
     assert devices.DeviceResolver().find(serial="vol-does-not-exist", by_id=("nvme-Amazon_missing",)) is None
 
