@@ -199,7 +199,9 @@ def new_pod(sts: Obj, template: Obj, ordinal: int, revision: str) -> Obj:
         pod_meta["annotations"] = dict(tmeta["annotations"])
     if tmeta.get("finalizers"):
         pod_meta["finalizers"] = list(tmeta["finalizers"])
-    pod: Obj = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": copy.deepcopy(spec(template))}
+    # Written to the store directly, so given the status the API server gives every new pod.
+    pod: Obj = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": copy.deepcopy(spec(template)),
+                "status": {"phase": "Pending"}}
     apply_identity(sts, pod, ordinal)
     apply_storage(sts, pod, ordinal)
     if revision:

@@ -74,7 +74,9 @@ def pod_from_template(owner: Obj, template: Obj, api_version: str, kind: str, na
     }
     if tmeta.get("annotations"):
         pod_meta["annotations"] = dict(tmeta["annotations"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": copy.deepcopy(_spec(template))}
+    # Written to the store directly, so given the status the API server gives every new pod.
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": copy.deepcopy(_spec(template)),
+            "status": {"phase": "Pending"}}
 
 
 def deletion_rank(pod: Obj) -> tuple[int, int, int, str]:

@@ -246,7 +246,7 @@ def _out_of_service_scenario(cluster: Cluster, disks: DiskAttacher) -> None:
     node["spec"].setdefault("taints", []).append({"key": OUT_OF_SERVICE, "value": "nodeshutdown", "effect": NO_EXECUTE})
     cluster.client.update(node)
     moved = cluster.wait_pod("db-0", lambda p: p["metadata"]["uid"] != first["metadata"]["uid"]
-                             and p["status"].get("phase") == "Running", "recreated and running", timeout=120)
+                             and (p.get("status") or {}).get("phase") == "Running", "recreated and running", timeout=120)
     assert moved["spec"]["nodeName"] == "n2"
     # The old member was force-deleted (its agent is dead: a graceful deletion would never end) after the
     # taint manager's event; the disk left n1 at once and only then came to n2 (A1-A3).

@@ -32,6 +32,8 @@ def test_s1_pod_identity_labels_hostname_owner_and_claim_volumes():
     pod = i.new_pod(sts, sts["spec"]["template"], 2, "web-abc")
     m = pod["metadata"]
     assert m["name"] == "web-2" and m["namespace"] == "default"
+    # Stored by the controller itself: the status the API server gives every new pod.
+    assert pod["status"] == {"phase": "Pending"}
     assert m["labels"] == {
         "app": "web",
         "statefulset.kubernetes.io/pod-name": "web-2",
