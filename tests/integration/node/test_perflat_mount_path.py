@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from storage.agent.pool import Pool
 from storage.system import blockdev, loop, mounts
 from storage.system.executor import Executor, RecordingExecutor
+from support import wait_for
 from volume_plugins.mounter import FilesystemMismatch, Mounter
 
 MiB = 2**20
@@ -129,8 +130,10 @@ def test_pf6_a_loop_device_is_found_again_and_a_stale_hint_is_not_trusted(node_t
     dev = loop.attach(image)
     assert loop.find_by_backing_file(image) == dev
     loop.detach(dev)
-    assert loop.find_by_backing_file(image) is None
+    # A device something still has open (udev's probe of the new device) is only marked for autoclear
+    # by the detach; the kernel frees it when that opener closes, a moment later on a loaded machine.
+    wait_for(lambda: loop.find_by_backing_file(image) is None, "the detached device to be freed", 10)
     # A device detached behind this process's back (another tool): the hint is checked, not believed.
     dev = loop.attach(image)
     subprocess.run(["losetup", "--detach", dev], check=True)
-    assert loop.find_by_backing_file(image) is None
+    wait_for(lambda: loop.find_by_backing_file(image) is None, "the device detached by losetup to be freed", 10)
