@@ -18,6 +18,7 @@ import httpx
 from provisioners.base import (
     BACKUP_DRIVER, Provisioner, ProvisionRequest, ProvisionResult, SnapshotRequest, SnapshotResult, Snapshotter,
 )
+from storage.api.conditions import condition
 from storage.api.node_affinity import affinity_hostnames, hostname_affinity
 from storage.api.quantity import format_quantity
 from storage.errors import NotFound, PermanentError, TemporaryError, from_status
@@ -52,11 +53,6 @@ def agent_url(node: Obj) -> str:
         raise TemporaryError(f"node {(node.get('metadata') or {}).get('name')} has not published its agent endpoint yet", delay=2.0)
     shown = f"[{address}]" if ":" in address else address
     return f"https://{shown}:{port}"
-
-
-def _ready_status(node: Obj) -> str | None:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    return next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
 
 
 class LocalProvisioner(Provisioner, Snapshotter):
@@ -143,7 +139,7 @@ class LocalProvisioner(Provisioner, Snapshotter):
         node = self.nodes(names[0])
         if node is None:
             raise TemporaryError(f"node {names[0]} of the volume is not registered", delay=10.0)
-        ready = _ready_status(node)
+        ready = (condition(node, "Ready") or {}).get("status")
         if ready not in (None, "True"):
             # LR7: a request sent to an agent cut off from the network is retransmitted with a back-off
             # that outlasts the host's return by minutes; the node's Ready condition says when to call.

@@ -10,7 +10,6 @@ import ipaddress
 import os
 import threading
 from pathlib import Path
-from typing import Iterator
 
 import structlog
 
@@ -108,12 +107,12 @@ class LoopbackAllocator:
                     return text
             raise RuntimeError(f"no free pod address left in {self.network}")
 
-    def _hosts(self) -> Iterator[int]:
+    def _hosts(self) -> range:
         """The range's host addresses as ints, in order: ``network.hosts()`` without an object each."""
         first, last = int(self.network.network_address), int(self.network.broadcast_address)
         if self.network.prefixlen >= 31:  # no network or broadcast address to leave out
-            return iter(range(first, last + 1))
-        return iter(range(first + 1, last))
+            return range(first, last + 1)
+        return range(first + 1, last)
 
 
 class InterfaceAllocator(LoopbackAllocator):
