@@ -8,6 +8,7 @@ tests/e2e/test_cassandra_hosts.py (three hosts, one ``stowage agent`` each): bot
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -87,6 +88,16 @@ def wait_all_up_normal(ring: Ring, names: list[str], via: str, timeout: float = 
     return poll(f"{names} all UN in nodetool status on {via}", check, timeout, interval=3)
 
 
+def cql_listening(ip: str, timeout: float = 120) -> None:
+    """Wait for the member at ``ip`` to accept CQL connections. The example's readiness probe
+    (ready-probe.sh) reports a member Ready once gossip shows it UN, and Cassandra opens its native
+    transport only after that: a just-restarted member can be Ready and still refuse port 9042."""
+    def accepts() -> bool:
+        with socket.create_connection((ip, 9042), timeout=5):
+            return True
+    poll(f"CQL (port 9042) on {ip}", accepts, timeout, interval=1)
+
+
 def session(ip: str) -> Any:
     """A CQL session that talks to ``ip`` only, so 'written through one member' means it."""
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
@@ -94,6 +105,7 @@ def session(ip: str) -> Any:
     profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([ip]), request_timeout=30)
     cluster = Cluster([ip], port=9042, execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=20,
                       control_connection_timeout=20)
+    cql_listening(ip)
     return cluster.connect()
 
 
