@@ -16,7 +16,7 @@ import orjson
 import structlog
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -305,6 +305,11 @@ def create_app(
         except StowageError as e:
             log.debug("request failed", method=request.method, path=path, code=e.code, reason=e.reason, message=e.message)
             return _error(e)
+        except ClientDisconnect:
+            # The client hung up while its body was read: nothing was stored, and there is nobody to
+            # answer (the 499 is never sent). Not a server fault, so no error and no traceback.
+            log.debug("client went away", method=request.method, path=path)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception as e:  # a bug must still answer as a Status, not a dropped connection
             # A plain traceback, not a rich one: those print local variables, which can hold credentials.
             log.error("request failed", method=request.method, path=path, error=repr(e),
@@ -568,6 +573,10 @@ async def _json_body(request: Request, fields: FieldValidation | None = None, *,
         raise UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media types '
                                    f'include: {JSON_TYPE}, {k8s_protobuf.MEDIA_TYPE}')
     return _decode(await _read_body(request), fields)
+
+
+# nginx's code for a request its client abandoned; only ever seen in the server's own bookkeeping.
+CLIENT_CLOSED_REQUEST = 499
 
 
 async def _read_body(request: Request) -> bytes:
