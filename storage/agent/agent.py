@@ -36,6 +36,7 @@ import structlog
 from storage.agent.backoff import Backoff
 from storage.agent.pool import Pool
 from storage.agent.node_lease import renew_lease
+from storage.agent.object_cache import RESOURCES, ReferencedObjects
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import PodRuntime, StopDeadline
 from storage.agent.sa_tokens import ServiceAccountTokenManager, kubernetes_service_env
@@ -136,7 +137,6 @@ class NodeAgent:
 
         self.backups = BackupJobs(self)  # POST /backups jobs (LS10-LS15)
         self.runtime: PodRuntime | None = None
-        self.env_sources = ApiEnvSources(client)
         self.sa_tokens = ServiceAccountTokenManager(client, self._mark_dirty)
         self.stop_event = threading.Event()
         self._lock = threading.Condition()
@@ -175,7 +175,10 @@ class NodeAgent:
         # This node's VolumeAttachments by PV name, from their watch (AD2); None until first listed.
         self._attachments: dict[str, Obj] | None = None
         self._attached_names: dict[str, str] = {}  # attachment uid -> its volumesAttached name
+        # ConfigMaps and Secrets the node's pods use, from their watches (the kubelet's watch-based manager).
+        self.referenced = ReferencedObjects()
         self._reader = _CachedReader(self)
+        self.env_sources = ApiEnvSources(self._reader)
         self._sync_pool = ThreadPoolExecutor(max_workers=POD_SYNC_WORKERS, thread_name_prefix="agent-pod-sync")
         self._in_flight: set[str] = set()  # pods a sync worker is on; never two at once for one pod
         self.volume_backoff = Backoff()  # per pod uid: failed volume set-ups and container syncs
@@ -496,6 +499,7 @@ class NodeAgent:
     def _watch_pods(self) -> None:
         def on_list(items: list[Obj]) -> None:
             before, self._pods = self._pods, {_meta(p)["uid"]: p for p in items}
+            self.referenced.pods_listed({uid: _reference_keys(p) for uid, p in self._pods.items()})
             self._all_dirty = True
             self._pods_listed.set()
             for uid, pod in self._pods.items():
@@ -505,12 +509,15 @@ class NodeAgent:
             uid = _meta(pod).get("uid", "")
             if kind == "DELETED":
                 self._pods.pop(uid, None)
+                self.referenced.pod_gone(uid)
                 self._gone[uid] = pod
                 self._shorten(uid, pod)
                 self._dirty.add(uid)
                 return
             previous = self._pods.get(uid)
             self._pods[uid] = pod
+            if previous is None:
+                self.referenced.pod_seen(uid, _reference_keys(pod))
             if _meta(pod).get("deletionTimestamp"):
                 self._shorten(uid, pod)
             self._readiness_changed(previous, pod)
@@ -604,14 +611,16 @@ class NodeAgent:
 
     def _watch_referenced(self, resource: str, kind: str) -> None:
         """A pod backing off because of a ConfigMap or Secret is tried again as soon as it
-        changes. Only names are looked at; contents are read when a pod is synced."""
+        changes; the objects the node's pods use are kept current in ``referenced``."""
         def on_list(items: list[Obj]) -> None:
+            self.referenced.listed(resource, items)
             # A relist may hide changes made while the watch was down: every waiting pod tries again.
             for uid in self.volume_backoff.backing_off() & set(self._pods):
                 self.volume_backoff.expedite(uid)
                 self._dirty.add(uid)
 
         def on_event(event: str, obj: Obj) -> None:
+            self.referenced.observed(resource, event, obj)
             namespace, name = _key(obj)
             for uid in self.volume_backoff.backing_off():
                 pod = self._pods.get(uid)
@@ -1251,7 +1260,8 @@ class NodeAgent:
 
 
 class _CachedReader:
-    """Claims and PVs from the agent's watches; anything else, or a miss, from the API."""
+    """Claims, PVs and the ConfigMaps and Secrets pods use from the agent's watches; anything else,
+    or a miss, from the API."""
 
     def __init__(self, agent: NodeAgent) -> None:
         self.agent = agent
@@ -1265,6 +1275,9 @@ class _CachedReader:
                 found = self.agent._pvs.get(name)
         if found is not None:
             return found
+        if resource in ("configmaps", "secrets"):
+            return self.agent.referenced.get(resource, namespace, name,
+                                             lambda: self.agent.client.get(resource, name, namespace))
         return self.agent.client.get(resource, name, namespace)
 
 
@@ -1327,6 +1340,11 @@ def _references(pod: Obj) -> set[tuple[str, str]]:
                 if value_from.get(ref):
                     found.add((kind, value_from[ref].get("name", "")))
     return found
+
+
+def _reference_keys(pod: Obj) -> list[tuple[str, str, str]]:
+    namespace = _key(pod)[0]
+    return [(RESOURCES[kind], namespace, name) for kind, name in _references(pod)]
 
 
 _FINAL_PHASES = ("Succeeded", "Failed")

@@ -171,3 +171,48 @@ def test_a5_a_pod_sync_the_api_server_did_not_answer_is_retried_with_back_off(cl
     running = cluster.wait_running("flaky", timeout=60)
     assert refused == ["flaky", "flaky"], "the agent's calls were refused twice before it got through"
     assert AGENT_FINALIZER in running["metadata"]["finalizers"]
+
+
+def test_a_configmap_pods_share_is_read_once_and_its_changes_arrive_by_watch(cluster: Cluster, monkeypatch: Any) -> None:
+    """The kubelet's watch-based ConfigMap manager: the first pod that uses ``shared`` reads it, later
+    pods get it from the agent's memory, a change reaches the next pod through the watch, and once no
+    pod uses it the agent keeps no copy (the node would not be shown its changes any more)."""
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    reads: list[tuple[str, str]] = []
+    real_get = agent.client.get
+
+    def counting_get(resource: str, name: str, namespace: str = "") -> dict:
+        if resource == "configmaps":
+            reads.append((namespace, name))
+        return real_get(resource, name, namespace)
+    monkeypatch.setattr(agent.client, "get", counting_get)
+
+    cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared", "namespace": "default"},
+                   "data": {"greeting": "one"}})
+
+    def start(name: str) -> Path:
+        cluster.apply(pod(name, nodeName="n1", volumes=[{"name": "cfg", "configMap": {"name": "shared"}}],
+                          mounts_=[{"name": "cfg", "mountPath": "/cfg"}],
+                          container={"env": [{"name": "GREETING",
+                                              "valueFrom": {"configMapKeyRef": {"name": "shared", "key": "greeting"}}}]}))
+        uid = cluster.wait_running(name)["metadata"]["uid"]
+        return next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/cfg")) / "greeting"
+
+    assert start("first").read_text() == "one"
+    assert reads.count(("default", "shared")) == 1  # the volume and the env var: one read
+
+    current = cluster.client.get("configmaps", "shared", "default")
+    current["data"]["greeting"] = "two"
+    changed = cluster.client.update(current)
+    wait_until(lambda: (agent.referenced.cached("configmaps", "default", "shared") or {}).get("metadata", {})
+               .get("resourceVersion") == changed["metadata"]["resourceVersion"], "the change on the agent's watch")
+    assert start("second").read_text() == "two"
+    assert reads.count(("default", "shared")) == 1
+
+    for name in ("first", "second"):
+        cluster.client.delete("pods", name, "default")
+    for name in ("first", "second"):
+        cluster.wait_gone("pods", name, "default")
+    wait_until(lambda: agent.referenced.cached("configmaps", "default", "shared") is None,
+               "the unused ConfigMap dropped from the agent's memory")
