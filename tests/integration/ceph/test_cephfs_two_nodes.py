@@ -50,8 +50,11 @@ def test_pods_on_two_nodes_share_one_read_write_many_claim(nodes: Cluster, ceph_
                         "adminSecretNamespace": "kube-system"}},
         claim("shared", "64Mi", "cephfs", modes=["ReadWriteMany"]))
     for me, other, node in (("a", "b", "n1"), ("b", "a", "n2")):
-        nodes.apply(pod(f"pod-{me}", f"echo {me} > /data/from-{me}; until [ -f /data/from-{other} ]; do sleep 0.2; done; "
-                                     f"cat /data/from-{other} > /data/{me}-saw-{other}; "
+        # Each file is written aside and renamed into place, so a reader that sees it sees all of it
+        # (a file `>` has just created is there, empty, before the write).
+        nodes.apply(pod(f"pod-{me}", f"echo {me} > /data/.from-{me}; mv /data/.from-{me} /data/from-{me}; "
+                                     f"until [ -f /data/from-{other} ]; do sleep 0.2; done; "
+                                     f"cat /data/from-{other} > /data/.{me}-saw; mv /data/.{me}-saw /data/{me}-saw-{other}; "
                                      "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
                         claims={"shared": "/data"}, nodeSelector={"kubernetes.io/hostname": node}))
     targets = {}
