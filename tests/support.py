@@ -168,6 +168,19 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0, *, inte
         time.sleep(interval)
 
 
+def wait_for_text(path: Path, expected: str, what: str, timeout: float = 60.0) -> None:
+    """Wait until ``path`` holds exactly ``expected``. A writer's file exists before its content
+    (``echo x > f`` creates the file, then writes), so waiting only for the file races the write."""
+    def text() -> str | None:
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            return None
+
+    wait_for(lambda: text() == expected, what, timeout, interval=0.1, retry_on=(OSError,),
+             diagnose=lambda: f"{path} holds {text()!r}, want {expected!r}")
+
+
 def get_or_none(store: Any, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
     """``store.get`` that answers None for a missing object."""
     try:

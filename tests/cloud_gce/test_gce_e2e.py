@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ag
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent_cluster import Cluster, claim, cluster, condition, pod, tmp_base, wait_until  # noqa: E402,F401
+from support import wait_for_text  # noqa: E402
 
 from attach_harness import SimulatedDisks, gce_link  # noqa: E402
 
@@ -52,14 +53,6 @@ def _mount_point(device: str) -> str | None:
                  if line.split()[0] == device), None)
 
 
-def _text(path: Path) -> str:
-    """A file's text, or "" while it does not exist yet."""
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return ""
-
-
 def test_pod_on_a_gce_pd_claim_mounts_writes_detaches_moves_and_deletes(gce_cluster: Cluster, gce: GceFake) -> None:
     c = gce_cluster
     for node in ("n1", "n2"):
@@ -92,9 +85,7 @@ def test_pod_on_a_gce_pd_claim_mounts_writes_detaches_moves_and_deletes(gce_clus
         probe = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", device], capture_output=True, text=True)
         assert probe.stdout.strip() == "ext4"
         mount_point = wait_until(lambda: _mount_point(device), "the node's mount of the disk")
-        # The shell creates the file before echo writes to it: wait for its content, not its existence.
-        wait_until(lambda: _text(Path(mount_point) / "hello") or None, "the pod's file on the disk")
-        assert (Path(mount_point) / "hello").read_text() == "written-on-gce\n"
+        wait_for_text(Path(mount_point) / "hello", "written-on-gce\n", "the pod's file on the disk")
 
         # Pod deleted -> unmounted on the node -> detached in the fake (A3: after volumesInUse drops it).
         c.client.delete("pods", "writer", "default")
@@ -108,8 +99,7 @@ def test_pod_on_a_gce_pd_claim_mounts_writes_detaches_moves_and_deletes(gce_clus
         assert [d["deviceName"] for d in gce.attached("n2")] == [pv_name] and gce.attached("n1") == []
         device2 = str((dev_disk["n2"] / f"by-id/google-{pv_name}").resolve())
         mount2 = wait_until(lambda: _mount_point(device2), "n2's mount of the disk")
-        wait_until(lambda: _text(Path(mount2) / "seen") or None, "the reader's copy")
-        assert (Path(mount2) / "seen").read_text() == "written-on-gce\n"
+        wait_for_text(Path(mount2) / "seen", "written-on-gce\n", "the reader's copy")
         c.client.delete("pods", "reader", "default")
         c.wait_gone("pods", "reader", "default", timeout=120)
         wait_until(lambda: gce.attached("n2") == [] or None, "disk detached from VM n2", timeout=120)

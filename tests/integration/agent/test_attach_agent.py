@@ -24,6 +24,7 @@ from storage.agent.backoff import Backoff
 from storage.controllers.attachdetach import attachment_name
 from storage.errors import NotFound, PermanentError
 from storage.system import loop
+from support import wait_for_text
 from volume_plugins import registry as plugin_registry
 from volume_plugins.base import Device, DevicePlugin, VolumeContext
 
@@ -162,8 +163,7 @@ def test_ad2_agent_mounts_an_attached_disk_the_moment_it_is_attached_and_reports
                         if "/plugins/kubernetes.io/cinder/mounts/data " in line and f" {cluster.base}/" in line)
     assert f" {device} " in global_mount and " ext4 " in global_mount
     mount_point = global_mount.split()[4]
-    wait_until(lambda: (Path(mount_point) / "greeting").exists(), "the pod's write on the disk")
-    assert (Path(mount_point) / "greeting").read_text() == "hello\n"
+    wait_for_text(Path(mount_point) / "greeting", "hello\n", "the pod's write on the disk")
     # Node status: the attached disk by its unique name and device path; in use while mounted (SEMANTICS A3).
     wait_until(lambda: {"name": "kubernetes.io/cinder/vol-data", "devicePath": device}
                in (_node_status(cluster).get("volumesAttached") or []), "volumesAttached to list the disk")

@@ -8,10 +8,11 @@ from typing import Any
 
 import httpx
 
-from agent_cluster import GiB, Cluster, claim, condition, local_class, pod, wait_until
+from agent_cluster import Cluster, claim, condition, local_class, pod, wait_until
 from storage.agent.agent import AGENT_FINALIZER
 from storage.system import loop, mounts
 from storage.system.pki import client_context
+from support import wait_for_text
 
 
 def _pv_of(cluster: Cluster, claim_name: str) -> dict:
@@ -35,8 +36,7 @@ def test_a5_pod_runs_with_local_volume_and_deletion_cleans_everything(cluster: C
     target = next(volume_dir.glob("*/data"))
     # The file the container wrote is on the volume's own filesystem, backed by a loop device with direct I/O.
     # Its content, not its existence: the shell creates the file before the echo writes to it.
-    wait_until(lambda: (target / "hello").exists() and (target / "hello").read_text(), "the container's file on the volume")
-    assert (target / "hello").read_text().strip() == "hello-from-pod"
+    wait_for_text(target / "hello", "hello-from-pod\n", "the container's file on the volume")
     entry = mounts.top_mount(target)
     assert entry is not None and entry.fstype == "ext4" and entry.source.startswith("/dev/loop")
     backing = loop.loops_under(cluster.pool_dir("n1"))

@@ -17,6 +17,7 @@ from azurite_service import Azurite  # noqa: E402
 from provisioners.azure_disk import CONTAINER, META_LUN, META_NODE  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
 from storage.system import mounts  # noqa: E402
+from support import wait_for_text  # noqa: E402
 
 pytestmark = pytest.mark.root
 
@@ -79,8 +80,7 @@ def test_pod_on_an_azure_disk_writes_data_detaches_and_the_blob_goes_with_the_cl
         assert (dev_disk["n1"] / "azure/scsi1/lun0").resolve() == Path(device).resolve()
         assert any(e.source == device and e.fstype == "ext4" for e in mounts.read_mountinfo())
         volume_dir = next((cluster.agent_dir("n1") / "pods" / writer["metadata"]["uid"] / "volumes").glob("*/data"))
-        wait_until(lambda: (volume_dir / "greeting").exists(), "the pod's file on the disk")
-        assert (volume_dir / "greeting").read_text() == "hello-azure\n"
+        wait_for_text(volume_dir / "greeting", "hello-azure\n", "the pod's file on the disk")
 
         cluster.client.delete("pods", "writer", "default")
         cluster.wait_gone("pods", "writer", "default")

@@ -21,7 +21,7 @@ from cephfs_testutil import auth_users, force_unmount_under, subvolumes, sweep  
 from ceph_service import CephCluster  # noqa: E402
 from stowage_e2e import Stowage, force_clean, poll  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
-from support import need_programs, need_root  # noqa: E402
+from support import need_programs, need_root, wait_for_text  # noqa: E402
 from volume_plugins.cephfs import ceph_fuse_pids, mounts_at  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
@@ -131,8 +131,12 @@ def test_two_pods_share_a_read_write_many_claim_and_the_data_outlives_them(
     stowage.client.create(_claim("shared", cephfs_class))
     for me, other in (("a", "b"), ("b", "a")):
         stowage.client.create(_pod(f"pod-{me}", "shared",
-                                   f"echo {me} > /data/from-{me}; until [ -f /data/from-{other} ]; do sleep 0.2; done; "
-                                   f"cat /data/from-{other} > /data/{me}-saw-{other}; {LOOP}"))
+                                   # Written aside, renamed into place: a file `>` has created is
+                                   # there, empty, before the write.
+                                   f"echo {me} > /data/.from-{me}; mv /data/.from-{me} /data/from-{me}; "
+                                   f"until [ -f /data/from-{other} ]; do sleep 0.2; done; "
+                                   f"cat /data/from-{other} > /data/.{me}-saw; mv /data/.{me}-saw /data/{me}-saw-{other}; "
+                                   f"{LOOP}"))
     pods = {n: _running(stowage, n) for n in ("pod-a", "pod-b")}
     claim = _get(stowage, "persistentvolumeclaims", "shared")
     assert claim is not None and claim["status"]["phase"] == "Bound"
@@ -146,9 +150,8 @@ def test_two_pods_share_a_read_write_many_claim_and_the_data_outlives_them(
     assert base64.b64decode(secret["data"]["key"]).decode() == \
         ceph_cluster.ceph("auth", "get-key", f"client.{pv_name}").strip()
     dirs = {n: _volume_dir(stowage, p) for n, p in pods.items()}
-    poll("each pod saw the other's file", lambda: (dirs["pod-a"] / "a-saw-b").exists()
-         and (dirs["pod-b"] / "b-saw-a").exists(), 60, diagnose=stowage.describe)
-    assert (dirs["pod-a"] / "a-saw-b").read_text() == "b\n" and (dirs["pod-b"] / "b-saw-a").read_text() == "a\n"
+    wait_for_text(dirs["pod-a"] / "a-saw-b", "b\n", "pod-a saw pod-b's file")
+    wait_for_text(dirs["pod-b"] / "b-saw-a", "a\n", "pod-b saw pod-a's file")
     assert all([e.fstype for e in mounts_at(d)] == ["fuse.ceph-fuse"] for d in dirs.values())
     for n in pods:
         stowage.client.delete("pods", n, "default")

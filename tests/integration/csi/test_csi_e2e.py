@@ -19,6 +19,7 @@ from agent_cluster import Cluster, cluster, claim, pod, tmp_base, wait_until  # 
 from csi_drivers import TEST_NAME, start_test_driver, stop_driver, unmount_under  # noqa: E402
 from provisioners import csi as csi_prov  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
+from support import wait_for_text  # noqa: E402
 from storage.system import mounts  # noqa: E402
 from volume_plugins import csi as csi_plugin  # noqa: E402
 
@@ -108,8 +109,7 @@ def test_claim_pod_data_expand_delete(cluster: Cluster, driver) -> None:
     assert create["secret_keys"] == ["token"] and "csi.storage.k8s.io" not in create["request"]["parameters"]
     assert "topology.csi-test.stowage.io/node" in create["request"]["accessibility_requirements"]
     volume_dir = state / "volumes" / src["volumeHandle"]
-    wait_until(lambda: (volume_dir / "greeting").exists(), "the pod's file in the driver's volume")
-    assert (volume_dir / "greeting").read_text() == "hello-csi\n"
+    wait_for_text(volume_dir / "greeting", "hello-csi\n", "the pod's file in the driver's volume")
     published = json.loads((state / "published" / f"{src['volumeHandle']}.json").read_text())
     assert published["csi.storage.k8s.io/pod.name"] == "writer"
     assert published["csi.storage.k8s.io/pod.uid"] == writer["metadata"]["uid"]

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from csi_drivers import TEST_NAME, start_test_driver, stop_driver, unmount_under  # noqa: E402
 from storage.client import Client  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
-from support import UpProcess, host_tmp_dir, need_programs, need_root, wait_for  # noqa: E402
+from support import UpProcess, host_tmp_dir, need_programs, need_root, wait_for, wait_for_text  # noqa: E402
 
 pytestmark = pytest.mark.root
 
@@ -60,8 +60,7 @@ def test_stowage_up_with_a_csi_driver() -> None:
             pvc = client.get("persistentvolumeclaims", "data", "default")
             pv = client.get("persistentvolumes", pvc["spec"]["volumeName"])
             handle = pv["spec"]["csi"]["volumeHandle"]
-            wait_for(lambda: (state / "volumes" / handle / "f").exists(), "the pod's file", 30)
-            assert (state / "volumes" / handle / "f").read_text() == "via-up\n"
+            wait_for_text(state / "volumes" / handle / "f", "via-up\n", "the pod's file", 30)
             node = client.list("nodes")[0][0]
             assert json.loads(node["metadata"]["annotations"]["csi.volume.kubernetes.io/nodeid"]) == {TEST_NAME: "host-a"}
             assert client.get("csinodes", node["metadata"]["name"])["spec"]["drivers"][0]["nodeID"] == "host-a"

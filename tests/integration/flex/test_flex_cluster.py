@@ -15,6 +15,7 @@ from flex_support import FlexEnv  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
 from storage.system import loop, mounts  # noqa: E402
 from storage.system.flexvolume import PLUGIN_DIR_ENV  # noqa: E402
+from support import wait_for_text  # noqa: E402
 
 pytestmark = pytest.mark.root
 MiB = 2**20
@@ -82,8 +83,7 @@ def test_fv5_fv6_fv8_pod_writes_next_pod_reads_detach_after_the_pod_and_the_clai
     cluster.apply(pod("reader", "cp /data/f /data/g; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
                       claims={"data": "/data"}))
     cluster.wait_running("reader")
-    wait_until(lambda: (global_path / "g").exists(), "the reader's copy")
-    assert (global_path / "g").read_text() == "flex-data\n"
+    wait_for_text(global_path / "g", "flex-data\n", "the reader's copy")
 
     claim = cluster.client.get("persistentvolumeclaims", "data", "default")
     claim["spec"]["resources"]["requests"]["storage"] = "400Mi"

@@ -9,7 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 
-from agent_cluster import Cluster, cluster, pod, tmp_base, wait_until  # noqa: E402,F401  (fixtures)
+from agent_cluster import Cluster, cluster, pod, tmp_base  # noqa: E402,F401  (fixtures)
+from support import wait_for_text  # noqa: E402
 
 pytestmark = pytest.mark.root
 
@@ -39,8 +40,7 @@ def test_sv2_pod_sees_the_repository_at_its_revision(cluster: Cluster) -> None:
     running = cluster.wait_running("reader")
     host = cluster.agent_dir("n1") / "pods" / running["metadata"]["uid"] / "volumes/kubernetes.io~git-repo/src"
     # Its content, not its existence: cp creates the file before it writes to it.
-    wait_until(lambda: (host / "seen").exists() and (host / "seen").read_text(), "the pod's copy of the file")
-    assert (host / "seen").read_text() == "v1\n"
+    wait_for_text(host / "seen", "v1\n", "the pod's copy of the file")
     cluster.client.delete("pods", "reader", "default")
     cluster.wait_gone("pods", "reader", "default")
     assert not host.exists()
