@@ -95,3 +95,39 @@ def test_lr4_lr5_recovery_deletes_the_claim_then_the_pods_on_the_lost_node_or_un
     assert early.action == "none" and early.wake_at == dt.datetime(2026, 12, 1, 12, 50, tzinfo=dt.timezone.utc)
     # Off without the annotation, however long the node has been lost.
     assert calculate_changes(_claim(), _class(), _volume("n2"), {}, [on_lost], NOW).action == "none"
+
+
+
+class _CountingCache:
+    """The reconciler's read side over plain dicts, counting the listings of pods."""
+
+    def __init__(self, objects: dict[str, list[Obj]]) -> None:
+        self.objects = objects
+        self.pod_listings = 0
+
+    def get(self, resource: str, namespace: str, name: str) -> Obj | None:
+        return next((o for o in self.objects.get(resource, []) if o["metadata"]["name"] == name
+                     and o["metadata"].get("namespace", "") == namespace), None)
+
+    def list(self, resource: str, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
+        if resource == "pods":
+            self.pod_listings += 1
+        return [o for o in self.objects.get(resource, [])
+                if namespace is None or o["metadata"].get("namespace", "") == namespace]
+
+
+def test_the_reconciler_lists_pods_only_once_a_volume_node_is_lost() -> None:
+    """A burst of claims that do not opt in (or whose node is fine) must not list every pod of the
+    namespace for each claim: that cost the control plane time quadratic in the burst."""
+    from storage.controllers.base import ControllerContext
+    from storage.controllers.local_recovery import LocalVolumeRecoveryReconciler
+
+    pods = [_pod("n2", name=f"p{i}") for i in range(3)]
+    # The reconciler reads the clock: the node went not Ready a moment ago.
+    just_now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for claim, node_ready in ((_claim(), "Unknown"), (_claim("1h"), "Unknown"), (_claim("1m"), "True")):
+        cache = _CountingCache({"persistentvolumeclaims": [claim], "persistentvolumes": [_volume("n2")],
+                                "nodes": [_node("n2", node_ready, since=just_now)], "pods": pods})
+        reconciler = LocalVolumeRecoveryReconciler(ControllerContext(store=None, cache=cache, events=None))  # type: ignore[arg-type]
+        reconciler.reconcile("default/data-db-1")
+        assert cache.pod_listings == 0, (claim["metadata"].get("annotations"), node_ready)
