@@ -190,11 +190,12 @@ def test_ha_clean_stop_hands_over_at_once(replica_set: ReplicaSet) -> None:
     replica_set.start("b")
     assert replica_set.leader().name == "a"
     a.up.proc.send_signal(signal.SIGTERM)
-    stopped = time.monotonic()
     assert a.up.proc.wait(60) == 0
+    # a gave the Lease up on its way out (not a timing: on a loaded machine the stop itself can outlast
+    # the lease), and b took it.
+    released = a.up.wait_for("leader_released", 10)
+    assert released["identity"] == "a"
     wait_until(lambda: replica_set.holder() == "b", 10, "b to take the released Lease")
-    # Released at stop: b took over before a 3 s lease could have expired from a's last renewal.
-    assert time.monotonic() - stopped < 3.0
 
 
 def test_ha_serve_replicas_and_client_failover(postgres_url: str, tmp_path: Path) -> None:
