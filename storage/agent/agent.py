@@ -36,7 +36,7 @@ import structlog
 from storage.agent.backoff import Backoff
 from storage.agent.pool import Pool
 from storage.agent.node_lease import renew_lease
-from storage.agent.object_cache import RESOURCES, ReferencedObjects
+from storage.agent.object_cache import RESOURCES, ReferencedObjects, revision
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import PodRuntime, StopDeadline
 from storage.agent.sa_tokens import ServiceAccountTokenManager, kubernetes_service_env
@@ -1177,7 +1177,7 @@ class NodeAgent:
         uid = _meta(pod).get("uid", "")
         with self._lock:
             known = self._pods.get(uid)
-            if known is None or _revision(pod) > _revision(known):
+            if known is None or revision(pod) > revision(known):
                 self._pods[uid] = pod
 
     def _report_waiting(self, pod: Obj, reason: str, message: str, *, event: bool = False) -> None:
@@ -1275,7 +1275,7 @@ class _CachedReader:
                 found = self.agent._pvs.get(name)
         if found is not None:
             return found
-        if resource in ("configmaps", "secrets"):
+        if resource in RESOURCES.values():
             return self.agent.referenced.get(resource, namespace, name,
                                              lambda: self.agent.client.get(resource, name, namespace))
         return self.agent.client.get(resource, name, namespace)
@@ -1301,13 +1301,6 @@ def attached_volume_name(pv: Obj | None, pv_name: str, va: Obj, registry: Plugin
     source = plugin.spec(spec)
     handle = next((str(source[f]) for f in _VOLUME_HANDLE_FIELDS if source.get(f)), pv_name)
     return f"{plugin.name}/{handle}"
-
-
-def _revision(obj: Obj) -> int:
-    try:
-        return int(_meta(obj).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
 
 
 def _spec_fingerprint(pod: Obj) -> str:

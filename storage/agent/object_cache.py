@@ -21,7 +21,8 @@ Key = tuple[str, str, str]  # (resource, namespace, name)
 RESOURCES = {"configMap": "configmaps", "secret": "secrets"}
 
 
-def _revision(obj: Obj) -> int:
+def revision(obj: Obj) -> int:
+    """An object's resourceVersion as a number (0 when absent or not a number), for ordering copies."""
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
     except ValueError:
@@ -101,7 +102,7 @@ class ReferencedObjects:
             with self._lock:
                 if key in self._users:
                     self._objects.pop(key, None)
-                    self._deleted[key] = max(self._deleted.get(key, 0), _revision(obj))
+                    self._deleted[key] = max(self._deleted.get(key, 0), revision(obj))
             return
         self._offer(key, obj)
 
@@ -117,12 +118,12 @@ class ReferencedObjects:
                     self._objects[key] = obj
 
     def _offer(self, key: Key, obj: Obj) -> None:
-        revision = _revision(obj)
+        incoming = revision(obj)
         with self._lock:
-            if key not in self._users or revision <= self._deleted.get(key, 0):
+            if key not in self._users or incoming <= self._deleted.get(key, 0):
                 return
             kept = self._objects.get(key)
-            if kept is None or _revision(kept) < revision:
+            if kept is None or revision(kept) < incoming:
                 self._objects[key] = obj
 
     def cached(self, resource: str, namespace: str, name: str) -> Obj | None:
