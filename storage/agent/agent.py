@@ -622,10 +622,17 @@ class NodeAgent:
         def on_event(event: str, obj: Obj) -> None:
             self.referenced.observed(resource, event, obj)
             namespace, name = _key(obj)
-            for uid in self.volume_backoff.backing_off():
-                pod = self._pods.get(uid)
-                if pod is not None and _key(pod)[0] == namespace and (kind, name) in _references(pod):
-                    self.volume_backoff.expedite(uid)
+            backing_off = self.volume_backoff.backing_off()
+            for uid, pod in self._pods.items():
+                if _key(pod)[0] != namespace:
+                    continue
+                if uid in backing_off:
+                    if (kind, name) in _references(pod):
+                        self.volume_backoff.expedite(uid)
+                        self._dirty.add(uid)
+                elif uid in self._resolved and not _is_finished(pod) and (kind, name) in _volume_references(pod):
+                    # SV8: a running pod's configMap, secret and projected volumes follow the object (its
+                    # env does not); the sync rewrites them atomically from the copy just observed.
                     self._dirty.add(uid)
 
         self._watch(resource, on_list, on_event)
@@ -1312,16 +1319,7 @@ def _spec_fingerprint(pod: Obj) -> str:
 def _references(pod: Obj) -> set[tuple[str, str]]:
     """("configMap" | "secret", name) of every ConfigMap and Secret a pod's volumes and env use."""
     spec = pod.get("spec") or {}
-    found: set[tuple[str, str]] = set()
-    for volume in spec.get("volumes") or []:
-        if volume.get("configMap"):
-            found.add(("configMap", volume["configMap"].get("name", "")))
-        if volume.get("secret"):
-            found.add(("secret", volume["secret"].get("secretName", "")))
-        for projection in (volume.get("projected") or {}).get("sources") or []:
-            for kind in ("configMap", "secret"):
-                if projection.get(kind):
-                    found.add((kind, projection[kind].get("name", "")))
+    found = _volume_references(pod)
     for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         for source in container.get("envFrom") or []:
             for kind, ref in (("configMap", "configMapRef"), ("secret", "secretRef")):
@@ -1332,6 +1330,21 @@ def _references(pod: Obj) -> set[tuple[str, str]]:
             for kind, ref in (("configMap", "configMapKeyRef"), ("secret", "secretKeyRef")):
                 if value_from.get(ref):
                     found.add((kind, value_from[ref].get("name", "")))
+    return found
+
+
+def _volume_references(pod: Obj) -> set[tuple[str, str]]:
+    """("configMap" | "secret", name) of every ConfigMap and Secret a pod's volumes use."""
+    found: set[tuple[str, str]] = set()
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        if volume.get("configMap"):
+            found.add(("configMap", volume["configMap"].get("name", "")))
+        if volume.get("secret"):
+            found.add(("secret", volume["secret"].get("secretName", "")))
+        for projection in (volume.get("projected") or {}).get("sources") or []:
+            for kind in ("configMap", "secret"):
+                if projection.get(kind):
+                    found.add((kind, projection[kind].get("name", "")))
     return found
 
 

@@ -173,6 +173,48 @@ def test_a5_a_pod_sync_the_api_server_did_not_answer_is_retried_with_back_off(cl
     assert AGENT_FINALIZER in running["metadata"]["finalizers"]
 
 
+def test_a_running_pods_configmap_secret_and_projected_volumes_follow_their_objects_SV8(cluster: Cluster) -> None:
+    """SV8: changing a ConfigMap or Secret rewrites it in the volumes of a pod that is already running, as the
+    kubelet does, without restarting the container; the env var taken from the same ConfigMap keeps its value."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "live", "namespace": "default"},
+                   "data": {"greeting": "one"}},
+                  {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "live-secret", "namespace": "default"},
+                   "stringData": {"token": "first"}})
+    # The container itself copies what it sees through its mounts, so the test reads the pod's view.
+    script = ("trap 'exit 0' TERM; while true; do "
+              "echo \"$(cat /cfg/greeting) $(cat /sec/token) $(cat /both/greeting) $GREETING\" > /out/seen.new; "
+              "mv /out/seen.new /out/seen; sleep 0.2 & wait $!; done")
+    cluster.apply(pod("reader", script, nodeName="n1",
+                      volumes=[{"name": "cfg", "configMap": {"name": "live"}},
+                               {"name": "sec", "secret": {"secretName": "live-secret"}},
+                               {"name": "both", "projected": {"sources": [{"configMap": {"name": "live"}}]}},
+                               {"name": "out", "emptyDir": {}}],
+                      mounts_=[{"name": "cfg", "mountPath": "/cfg"}, {"name": "sec", "mountPath": "/sec"},
+                               {"name": "both", "mountPath": "/both"}, {"name": "out", "mountPath": "/out"}],
+                      container={"env": [{"name": "GREETING",
+                                          "valueFrom": {"configMapKeyRef": {"name": "live", "key": "greeting"}}}]}))
+    running = cluster.wait_running("reader")
+    uid = running["metadata"]["uid"]
+    seen = next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/out")) / "seen"
+    wait_for_text(seen, "one first one one\n", "the pod's first view of its ConfigMap and Secret")
+    container_id = running["status"]["containerStatuses"][0]["containerID"]
+
+    cm = cluster.client.get("configmaps", "live", "default")
+    cm["data"]["greeting"] = "two"
+    cluster.client.update(cm)
+    secret = cluster.client.get("secrets", "live-secret", "default")
+    secret["data"]["token"] = base64.b64encode(b"second").decode()
+    cluster.client.update(secret)
+    wait_for_text(seen, "two second two one\n", "the changed ConfigMap and Secret in the running pod")
+
+    status = cluster.pod("reader")["status"]
+    assert status["phase"] == "Running"
+    assert status["containerStatuses"][0]["containerID"] == container_id
+    assert status["containerStatuses"][0]["restartCount"] == 0
+
+
 def test_a_configmap_pods_share_is_read_once_and_its_changes_arrive_by_watch(cluster: Cluster, monkeypatch: Any) -> None:
     """The kubelet's watch-based ConfigMap manager: the first pod that uses ``shared`` reads it, later
     pods get it from the agent's memory, a change reaches the next pod through the watch, and once no
