@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -179,9 +178,7 @@ def bench_command(ctx: click.Context, classes: str | None, size: str | None, nod
                 runner = Runner(client, plan, targets, lambda n, d, t, now, c=cls: progress.update(f"{c} on {n}", d, t, now),
                                 timeout=timeout)
                 runners.append(runner)
-                # BN23: several nodes start together; the margin covers provisioning and pod start.
-                start_at = time.time() + (20 if quick else 45) if len(targets) > 1 else None
-                runner.start(start_at)
+                runner.start(together=len(targets) > 1)  # BN23
                 finished = runner.wait()
                 node_results = []
                 for pod_name, (reports, facts) in finished.items():

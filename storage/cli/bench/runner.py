@@ -34,6 +34,10 @@ RUN_LABEL = "stowage.io/bench-run"
 MARK = "@@STOWAGE-BENCH"
 DATA = "/data"
 DEVICE = "/dev/stowage-bench"
+START_DIR = "/etc/stowage-bench"
+START_KEY = "startAt"
+# Between the last pod's "ready" and the common start: room for the ConfigMap's change to reach every node.
+START_LEAD = 5
 HOSTNAME = "kubernetes.io/hostname"
 Obj = dict[str, Any]
 
@@ -64,16 +68,18 @@ class Target:
     claim: str
 
 
-def _script(plan: Plan, start_at: float | None) -> str:
+def start_config_map(plan: Plan) -> str:
+    """The ConfigMap through which the pods of a several-node run learn when to start (BN23)."""
+    return f"stowage-bench-{plan.run_id}-start"
+
+
+def _script(plan: Plan, together: bool) -> str:
     """The pod's shell: the jobs round-robin over the repeats (so drift hits every job alike), each
     fio run's JSON between markers in the log, a failing fio ends the pod with its message."""
     block = plan.volume_mode == "Block"
     target = DEVICE if block else f"{DATA}/stowage-bench/fio.dat"
     lines = ["set -u", "trap 'exit 143' TERM INT", "export LC_ALL=C",
              "mkdir -p /tmp/sb" if block else f"mkdir -p {DATA}/stowage-bench /tmp/sb && cd {DATA}/stowage-bench"]
-    if start_at is not None:
-        # BN23: every node starts its first job at the same moment.
-        lines.append(f'while [ "$(date +%s)" -lt {int(start_at)} ]; do sleep 0.2; done')
     if plan.job_file is not None:
         lines.append("cat > /tmp/sb/job.fio <<'STOWAGE_BENCH_JOB_EOF'\n" + plan.job_file.rstrip("\n")
                      + "\nSTOWAGE_BENCH_JOB_EOF")
@@ -88,6 +94,12 @@ def _script(plan: Plan, start_at: float | None) -> str:
             lines.append(f"echo '{MARK} begin prefill 0'")
             lines.append(f"{jobmod.shell(jobmod.prefill_argv(plan.settings, target))} --output=/tmp/sb/out.json >/tmp/sb/err 2>&1; rc=$?")
             lines.append(f"if [ $rc -ne 0 ]; then echo '{MARK} fail prefill 0'; cat /tmp/sb/err; exit 3; fi")
+    if together:
+        # BN23: after its own preparation (prefill times differ between nodes), each pod says it is ready
+        # and waits for the start time the runner writes into the mounted ConfigMap once all are.
+        lines.append(f"echo '{MARK} ready'")
+        lines.append(f"while [ ! -s {START_DIR}/{START_KEY} ]; do sleep 0.2; done")
+        lines.append(f'at=$(cat {START_DIR}/{START_KEY}); while [ "$(date +%s)" -lt "$at" ]; do sleep 0.05; done')
     env = f"FILENAME={target} " if plan.job_file is not None else ""
     for rep in range(1, plan.settings.repeats + 1):
         for name, argv in runs:
@@ -103,19 +115,36 @@ def _script(plan: Plan, start_at: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def objects(plan: Plan, target: Target, start_at: float | None) -> tuple[Obj, Obj]:
-    labels = {RUN_LABEL: plan.run_id, "app.kubernetes.io/name": "stowage-bench"}
+def _labels(plan: Plan) -> dict[str, str]:
+    return {RUN_LABEL: plan.run_id, "app.kubernetes.io/name": "stowage-bench"}
+
+
+def start_object(plan: Plan) -> Obj:
+    """The start signal's ConfigMap, empty until every pod is ready (BN23)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": start_config_map(plan), "namespace": plan.namespace, "labels": _labels(plan)}}
+
+
+def objects(plan: Plan, target: Target, together: bool) -> tuple[Obj, Obj]:
+    labels = _labels(plan)
     claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
              "metadata": {"name": target.claim, "namespace": plan.namespace, "labels": labels},
              "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": plan.storage_class,
                       "volumeMode": plan.volume_mode, "resources": {"requests": {"storage": plan.size}}}}
-    container: Obj = {"name": "fio", "image": "debian:12", "command": ["/bin/sh", "-c", _script(plan, start_at)]}
+    container: Obj = {"name": "fio", "image": "debian:12", "command": ["/bin/sh", "-c", _script(plan, together)]}
+    mounts: list[Obj] = []
     if plan.volume_mode == "Block":
         container["volumeDevices"] = [{"name": "data", "devicePath": DEVICE}]
     else:
-        container["volumeMounts"] = [{"name": "data", "mountPath": DATA}]
+        mounts.append({"name": "data", "mountPath": DATA})
+    volumes: list[Obj] = [{"name": "data", "persistentVolumeClaim": {"claimName": target.claim}}]
+    if together:
+        volumes.append({"name": "start", "configMap": {"name": start_config_map(plan)}})
+        mounts.append({"name": "start", "mountPath": START_DIR, "readOnly": True})
+    if mounts:
+        container["volumeMounts"] = mounts
     spec: Obj = {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2, "containers": [container],
-                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": target.claim}}]}
+                 "volumes": volumes}
     if target.node:
         spec["nodeSelector"] = {HOSTNAME: target.node}
     pod = {"apiVersion": "v1", "kind": "Pod",
@@ -156,6 +185,8 @@ def progress_of(text: str, order: list[str] | None = None) -> tuple[int, str]:
     the last marker alone tells it, so only the log's tail needs to be read."""
     marks = re.findall(rf"{MARK} (begin|end) (\S+) (\d+)", text)
     current = f"{marks[-1][1]} #{marks[-1][2]}" if marks else "starting"
+    if text.rstrip().endswith(f"{MARK} ready"):
+        current = "waiting for the other nodes"
     if order is not None and marks and marks[-1][1] in order:
         kind, name, rep = marks[-1]
         done = (int(rep) - 1) * len(order) + order.index(name) + (kind == "end")
@@ -183,6 +214,8 @@ class Runner:
         self.on_progress = on_progress or (lambda *_: None)
         self.timeout = timeout
         self.created: list[tuple[str, str]] = []
+        self.together = False
+        self.started_at: int | None = None  # the common start written for the pods (BN23)
 
     @property
     def order(self) -> list[str]:
@@ -192,9 +225,15 @@ class Runner:
     def runs_per_pod(self) -> int:
         return (1 if self.plan.job_file is not None else len(self.plan.jobs)) * self.plan.settings.repeats
 
-    def start(self, start_at: float | None = None) -> None:
+    def start(self, together: bool = False) -> None:
+        """Create the claims and pods; ``together`` (several nodes) holds every pod's first job until
+        all are ready (BN23)."""
+        self.together = together
+        if together:
+            self.created.append(("configmaps", start_config_map(self.plan)))
+            self.client.create(start_object(self.plan))
         for target in self.targets:
-            claim, pod = objects(self.plan, target, start_at)
+            claim, pod = objects(self.plan, target, together)
             if self.plan.existing_claim is None:
                 self.created.append(("persistentvolumeclaims", target.claim))
                 self.client.create(claim)
@@ -207,9 +246,12 @@ class Runner:
         deadline = time.monotonic() + self.timeout
         finished: dict[str, tuple[dict[str, list[Obj]], Obj]] = {}
         total = self.runs_per_pod
+        ready: set[str] = set()
         while len(finished) < len(self.targets):
             if time.monotonic() > deadline:
                 raise BenchFailed(f"the benchmark did not finish within {self.timeout:.0f}s")
+            if self.together and self.started_at is None and len(ready) == len(self.targets):
+                self.release()
             for t in self.targets:
                 if t.pod in finished:
                     continue
@@ -225,12 +267,23 @@ class Runner:
                     self.on_progress(node, total, total, "done")
                 elif phase == "Running":
                     # The tail only: the API server and this loop share the node's CPUs with fio.
-                    done, current = progress_of(_log_text(self.client, t.pod, ns, tail=3), self.order)
+                    text = _log_text(self.client, t.pod, ns, tail=3)
+                    if f"{MARK} ready" in text:
+                        ready.add(t.pod)
+                    done, current = progress_of(text, self.order)
                     self.on_progress(node, done, total, current)
                 else:
                     self.on_progress(node, 0, total, _waiting_reason(pod, self.client, t.claim, ns))
             time.sleep(2.0)
         return finished
+
+    def release(self) -> None:
+        """BN23: every pod is prepared; they all start their first job at the same second, a little
+        later, so the change reaches every node first."""
+        start = int(time.time()) + START_LEAD
+        self.client.patch("configmaps", start_config_map(self.plan), {"data": {START_KEY: str(start)}},
+                          self.plan.namespace)
+        self.started_at = start
 
     def volume_facts(self, target: Target, node: str) -> Obj:
         """BN15-BN16: what the claim's volume is, checked while it still exists."""
@@ -265,6 +318,8 @@ def cleanup_run(client: Any, run_id: str | None, namespace: str, timeout: float 
     problems: list[str] = []
     pods, _ = client.list("pods", namespace, label_selector=selector)
     claims, _ = client.list("persistentvolumeclaims", namespace, label_selector=selector)
+    for cm in client.list("configmaps", namespace, label_selector=selector)[0]:
+        _delete(client, "configmaps", cm["metadata"]["name"], namespace)
     volumes = {(c.get("spec") or {}).get("volumeName") for c in claims} - {None}
     for p in pods:
         _delete(client, "pods", p["metadata"]["name"], namespace)

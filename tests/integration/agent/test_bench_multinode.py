@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 def test_two_nodes_at_once_per_node_and_aggregate(cluster: Cluster, tmp_path: Path) -> None:
     """BN23, BN24, BN2: two Ready nodes, one pod each pinned by hostname; both pods' first fio job starts at the
-    same second; throughput aggregates as the sum of the nodes' medians; no pod, claim, volume or loop is left."""
+    same second (each after its own prefill, released together through the run's ConfigMap); throughput aggregates as the sum of the nodes' medians; no pod, claim, volume or loop is left."""
     cluster.start_controllers()
     cluster.add_agent("n1")
     cluster.add_agent("n2")
@@ -42,6 +42,7 @@ def test_two_nodes_at_once_per_node_and_aggregate(cluster: Cluster, tmp_path: Pa
     first = [n["fio_ends"][0] for n in nodes]
     assert max(first) - min(first) <= 3, first  # both nodes' first job ran at the same time
     assert not cluster.client.list("pods", "default")[0]
+    assert not cluster.client.list("configmaps", "default", label_selector="stowage.io/bench-run")[0]
     assert not cluster.client.list("persistentvolumeclaims", "default")[0]
     assert not cluster.client.list("persistentvolumes", "")[0]
     assert not loop.loops_under(cluster.base)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage.cli.bench import jobs as jobmod
-from storage.cli.bench.runner import MARK, Plan, _script
+from storage.cli.bench.runner import MARK, START_DIR, START_KEY, Plan, Target, _script, objects, start_config_map
 
 MiB = 1 << 20
 FIO_COMMAND = jobmod.shell(list(jobmod.FIO)) + " "  # BN33: fio behind its environment
@@ -29,7 +29,7 @@ def _fio_lines(script: str) -> list[str]:
 def test_pod_script_prefills_once_before_the_first_measured_job() -> None:
     """BN30: one sequential direct write of the whole test file, before the first job of the first repeat,
     whichever jobs were chosen, so a job's figure does not depend on what ran before it."""
-    script = _script(_plan(["randwrite-iops", "randread-lat"]), None)
+    script = _script(_plan(["randwrite-iops", "randread-lat"]), False)
     fio = _fio_lines(script)
     assert len(fio) == 1 + 2 * 2  # the prefill, then two jobs x two repeats
     pre = fio[0]
@@ -45,7 +45,7 @@ def test_pod_script_prefills_once_before_the_first_measured_job() -> None:
 
 def test_fdatasync_writes_a_new_file_of_its_own_each_run() -> None:
     """BN31: the etcd job runs on fio-sync.dat, removed after every run; alone it needs no prefill."""
-    script = _script(_plan(["fdatasync"]), None)
+    script = _script(_plan(["fdatasync"]), False)
     fio = _fio_lines(script)
     assert len(fio) == 2 and not any("--name=prefill" in line for line in fio)
     assert all(f"--filename=/data/stowage-bench/{jobmod.SYNC_FILE}" in line for line in fio)
@@ -53,17 +53,37 @@ def test_fdatasync_writes_a_new_file_of_its_own_each_run() -> None:
     for i, line in enumerate(lines):
         if line.startswith(FIO_COMMAND):
             assert lines[i + 1] == f"rm -f /data/stowage-bench/{jobmod.SYNC_FILE}"
-    mixed = _fio_lines(_script(_plan(["fdatasync", "seqwrite-bw"], repeats=1), None))
+    mixed = _fio_lines(_script(_plan(["fdatasync", "seqwrite-bw"], repeats=1), False))
     assert "--name=prefill" in mixed[0] and "--filename=/data/stowage-bench/fio.dat" in mixed[0]
 
 
 def test_block_mode_and_job_files() -> None:
     """BN30-BN31 in Block mode: the device range is prefilled and fdatasync runs on the device; a user's job
     file (BN6) runs as written, with no prefill."""
-    fio = _fio_lines(_script(_plan(["randwrite-iops", "fdatasync"], block=True, repeats=1), None))
+    fio = _fio_lines(_script(_plan(["randwrite-iops", "fdatasync"], block=True, repeats=1), False))
     assert "--name=prefill" in fio[0] and all("--filename=/dev/stowage-bench" in line for line in fio)
-    custom = _script(_plan([], job_file="[j]\nrw=read\n"), None)
+    custom = _script(_plan([], job_file="[j]\nrw=read\n"), False)
     assert "--name=prefill" not in custom and "rm -f" not in custom
+
+
+def test_several_nodes_wait_after_their_prefill_for_the_common_start_BN23() -> None:
+    """BN23: with several nodes each pod prepares its file first (prefill times differ between nodes), then
+    logs that it is ready and waits for the start time in the run's mounted ConfigMap; a single pod does not."""
+    plan = _plan(["randread-lat", "seqwrite-bw"])
+    script = _script(plan, True)
+    ready = script.index(f"echo '{MARK} ready'")
+    assert script.index("--name=prefill") < ready < script.index(f"{MARK} begin randread-lat 1")
+    assert script.index(f"{START_DIR}/{START_KEY}", ready) < script.index(f"{MARK} begin randread-lat 1")
+    subprocess.run(["sh", "-n", "-c", script], check=True)
+    _, pod = objects(plan, Target("n1", "p", "c"), True)
+    container = pod["spec"]["containers"][0]
+    assert {"name": "start", "configMap": {"name": start_config_map(plan)}} in pod["spec"]["volumes"]
+    assert {"name": "start", "mountPath": START_DIR, "readOnly": True} in container["volumeMounts"]
+
+    alone = _script(plan, False)
+    assert f"{MARK} ready" not in alone and START_DIR not in alone
+    _, pod = objects(plan, Target("n1", "p", "c"), False)
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["data"]
 
 
 def test_prefill_leaves_the_file_fully_written(tmp_path: Path) -> None:
