@@ -268,7 +268,8 @@ def test_operation_running_past_the_deadline_is_in_progress_not_a_block(gce_prov
     req = request(sc())
     started = time.monotonic()
     result = gce_provisioner.provision(req)
-    assert result.status == "in_progress" and time.monotonic() - started < 5
+    # Well short of the operation's 60 s: the provisioner returned rather than waiting it out.
+    assert result.status == "in_progress" and time.monotonic() - started < 30
     assert gce_provisioner.provision(req).status == "in_progress"
     gce.finish_operations()
     assert gce_provisioner.provision(req).status == "finished"

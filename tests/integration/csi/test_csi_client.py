@@ -77,7 +77,7 @@ def test_unavailable_is_retried_until_the_deadline(tmp_path: Path) -> None:
     start = time.monotonic()
     with pytest.raises(CsiError) as info:
         c.probe()
-    assert 0.4 <= time.monotonic() - start < 5
+    assert 0.4 <= time.monotonic() - start < 30  # retried up to the 0.5 s deadline; the upper bound only catches a hang
     assert info.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert isinstance(info.value.to_stowage(), TemporaryError)
 
