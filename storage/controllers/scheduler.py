@@ -468,12 +468,25 @@ class SchedulerReconciler(Reconciler):
     name = "scheduler"
     primary = "pods"
 
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        # PF66: the pods being tried or whose last attempt found no node (Kubernetes' unschedulable queue).
+        # A change of a node, claim, volume or class sends only these back: a pod not tried yet is queued
+        # already. A pod enters before its attempt reads the cache, so a change the attempt did not see
+        # requeues it even when its (unchanged) condition is not written again.
+        self._unschedulable: set[str] = set()
+        self._unschedulable_lock = threading.Lock()
+
+    def _waiting(self) -> list[str]:
+        with self._unschedulable_lock:
+            return sorted(self._unschedulable)
+
     def watches(self):  # type: ignore[override]
-        def pending_pods(_obj: Obj) -> Iterable[str]:
-            return [object_key(p) for p in self.ctx.cache.list("pods") if not (p.get("spec") or {}).get("nodeName")]
+        def waiting(_obj: Obj) -> Iterable[str]:
+            return self._waiting()
         def freed(pod: Obj) -> Iterable[str]:
-            # A placed pod that finished or went away may leave room (attach limits, AD3): the pending pods
-            # that wait for a volume slot are looked at again. A pod is deleted from the cache before this runs.
+            # A placed pod that finished or went away may leave room (attach limits, AD3): the pods waiting
+            # for a node are looked at again. A pod is deleted from the cache before this runs.
             spec = pod.get("spec") or {}
             if not spec.get("nodeName") or not spec.get("volumes"):
                 return []
@@ -481,10 +494,9 @@ class SchedulerReconciler(Reconciler):
             present = self.ctx.cache.get("pods", meta.get("namespace", "default"), meta.get("name", ""))
             if present is not None and _meta(present).get("uid") == meta.get("uid") and not _is_terminated(present):
                 return []
-            return [object_key(p) for p in self.ctx.cache.list("pods")
-                    if not (p.get("spec") or {}).get("nodeName") and (p.get("spec") or {}).get("volumes")]
-        return {"nodes": pending_pods, "persistentvolumeclaims": pending_pods,
-                "persistentvolumes": pending_pods, "storageclasses": pending_pods, "pods": freed}
+            return self._waiting()
+        return {"nodes": waiting, "persistentvolumeclaims": waiting,
+                "persistentvolumes": waiting, "storageclasses": waiting, "pods": freed}
 
     def _limit_keys(self) -> LimitKeys:
         """The plugins' limit keys, with each attaching provisioner's aliases (a CSI driver name) as well."""
@@ -498,16 +510,20 @@ class SchedulerReconciler(Reconciler):
                 by_name.update({alias: key for alias in provisioner.names()})
         return LimitKeys(keys.by_source, by_name)
 
-    def _snapshot(self) -> Snapshot:
+    def _snapshot(self, pod: Obj) -> Snapshot:
         cache = self.ctx.cache
+        claims = {(_meta(c).get("namespace", ""), _meta(c).get("name", "")): c for c in cache.list("persistentvolumeclaims")}
+        namespace = _meta(pod).get("namespace", "default")
+        # Only this pod's claims can constrain where it goes (LS18): no need to look at everyone's sources.
+        mine = [c for c in (claims.get((namespace, n)) for n in pod_claim_names(pod)) if c is not None]
         return Snapshot(
             nodes=cache.list("nodes"),
             pods=cache.list("pods"),
-            claims={(_meta(c).get("namespace", ""), _meta(c).get("name", "")): c for c in cache.list("persistentvolumeclaims")},
+            claims=claims,
             volumes={_meta(v).get("name", ""): v for v in cache.list("persistentvolumes")},
             classes={_meta(c).get("name", ""): c for c in cache.list("storageclasses")},
             limit_keys=self._limit_keys(),
-            source_nodes=self._source_nodes(cache.list("persistentvolumeclaims")),
+            source_nodes=self._source_nodes(mine),
         )
 
     def _source_nodes(self, claims: list[Obj]) -> dict[tuple[str, str], str]:
@@ -564,14 +580,18 @@ class SchedulerReconciler(Reconciler):
 
     def _reconcile(self, key: str) -> Result:
         namespace, name = split_key(key)
+        self._set_waiting(key, True)  # before the cache is read (PF66)
         pod = self.ctx.cache.get("pods", namespace, name)
         if pod is None or _meta(pod).get("deletionTimestamp") or _is_terminated(pod):
+            self._set_waiting(key, False)
             return Result()
         spec = pod.get("spec") or {}
         if spec.get("schedulerName") not in (None, "", "default-scheduler", "stowage"):
+            self._set_waiting(key, False)
             return Result()
-        snap = self._snapshot()
+        snap = self._snapshot(pod)
         if spec.get("nodeName"):
+            self._set_waiting(key, False)
             # Placed by hand: still give its late-bound claims their node (Kubernetes leaves them stuck).
             self._select_claims(pod, snap, spec["nodeName"])
             return Result()
@@ -583,13 +603,22 @@ class SchedulerReconciler(Reconciler):
         self._select_claims(pod, snap, placement.node, placement.select_claims)
         fresh = self.ctx.store.get("pods", namespace, name)
         if (fresh.get("spec") or {}).get("nodeName"):
+            self._set_waiting(key, False)
             return Result()
         fresh.setdefault("spec", {})["nodeName"] = placement.node
         _set_condition(fresh, "True", "", "")
         self._assume("pods", self.ctx.store.update("pods", fresh))
+        self._set_waiting(key, False)
         self.ctx.events.record(fresh, "Normal", "Scheduled",
                                f"Successfully assigned {namespace}/{name} to {placement.node}")
         return Result()
+
+    def _set_waiting(self, key: str, waiting: bool) -> None:
+        with self._unschedulable_lock:
+            if waiting:
+                self._unschedulable.add(key)
+            else:
+                self._unschedulable.discard(key)
 
     def _select_claims(self, pod: Obj, snap: Snapshot, node: str, keys: list[tuple[str, str]] | None = None) -> None:
         if keys is None:
