@@ -29,7 +29,7 @@ class EmptyDirPlugin(VolumePlugin):
             raise Invalid([FieldError("emptyDir.medium", "Unsupported value", 'supported values: "", "Memory"', medium, True)])
         target = ctx.target
         target.mkdir(parents=True, exist_ok=True)
-        if medium == "Memory" and not mounts.is_mount_point(target):
+        if medium == "Memory" and not mounts.own_filesystem_mounted(target):
             options = ["nosuid", "nodev", "mode=1777"]
             if spec.get("sizeLimit") not in (None, ""):
                 size = quantity_bytes(spec["sizeLimit"], "emptyDir.sizeLimit")

@@ -11,7 +11,7 @@ from volume_plugins.projection import keyed_files
 
 def ensure_tmpfs(ctx: VolumeContext) -> None:
     ctx.target.mkdir(parents=True, exist_ok=True)
-    if not mounts.is_mount_point(ctx.target):
+    if not mounts.own_filesystem_mounted(ctx.target):
         mounts.mount("tmpfs", ctx.target, "tmpfs", ["nosuid", "nodev", "mode=0755"], executor=ctx.executor)
 
 

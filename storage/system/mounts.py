@@ -177,6 +177,14 @@ def is_mount_point(path: str | os.PathLike[str]) -> bool:
     return bool(mounts_at(path))
 
 
+def own_filesystem_mounted(path: str | os.PathLike[str]) -> bool:
+    """Whether a filesystem of its own (a tmpfs, say) is mounted on ``path``, a directory the agent made
+    (PF67): a stat of it and of its parent instead of a reading of the mount table, which on a node with
+    hundreds of pods has thousands of lines. Only for paths no FUSE daemon serves (a stat of a hung one
+    blocks); a bind mount from the parent's own filesystem is not seen."""
+    return os.path.ismount(path)
+
+
 def top_mount(path: str | os.PathLike[str]) -> MountEntry | None:
     stacked = mounts_at(path)
     return stacked[-1] if stacked else None

@@ -164,6 +164,8 @@ def test_a7_empty_dir_on_disk_and_in_memory_with_size_limit(env) -> None:
     with pytest.raises(OSError):
         (mem / "big").write_bytes(b"x" * 9 * MiB)
     assert "emptyDir.sizeLimit" in res.errors["uid-1"]["bad"]
+    vm.sync([pod])  # set up again: the tmpfs found in place (PF67), not a second one stacked on it
+    assert [e.fstype for e in mounts.mounts_at(mem)] == ["tmpfs"]
     (disk / "scratch").write_text("tmp")
     vm.sync([])
     assert not (tmp / "kubelet/pods/uid-1").exists()
@@ -205,6 +207,7 @@ def test_config_map_and_secret_are_written_and_updated_atomically(env) -> None:
     before = os.readlink(all_ / "..data")
     vm.sync([pod({"conf": "v2"}, {"password": b"new"})])
     assert os.readlink(all_ / "..data") == before, "no rewrite when nothing changed"
+    assert [e.fstype for e in mounts.mounts_at(creds)] == ["tmpfs"], "one tmpfs however often synced (PF67)"
     vm.sync([])
     assert not mounts.mounts_under(tmp / "kubelet")
 
