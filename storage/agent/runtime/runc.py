@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from storage.system.mounts import MountTable
+from storage.system.mounts import MountTable, own_filesystem_mounted
 
 from .userns import detach, stage_bind
 
@@ -112,10 +112,6 @@ def _run(*argv: str) -> None:
         raise OSError(f"{' '.join(argv)}: {result.stderr.strip()}")
 
 
-def is_mountpoint(path: Path) -> bool:
-    return os.path.ismount(path)
-
-
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND = 1, 2, 4, 8, 4096
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -182,9 +178,9 @@ def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = N
     rootfs = rootfs or container_dir / "rootfs"
     scratch.mkdir(parents=True, exist_ok=True)
     rootfs.mkdir(parents=True, exist_ok=True, mode=0o711)
-    if is_mountpoint(rootfs):
+    if own_filesystem_mounted(rootfs):
         return rootfs
-    if not is_mountpoint(scratch):
+    if not own_filesystem_mounted(scratch):
         _run("mount", "-t", "tmpfs", "-o", f"size={scratch_size},mode=0700", "tmpfs", str(scratch))
     (scratch / "upper").mkdir(exist_ok=True)
     (scratch / "work").mkdir(exist_ok=True)
