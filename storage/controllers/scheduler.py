@@ -464,6 +464,16 @@ def _set_condition(pod: Obj, status: str, reason: str, message: str) -> bool:
     return True
 
 
+def _ours(pod: Obj) -> bool:
+    return (pod.get("spec") or {}).get("schedulerName") in (None, "", "default-scheduler", "stowage")
+
+
+def _wants_a_node(pod: Obj | None) -> bool:
+    """A live pod of this scheduler without a node."""
+    return (pod is not None and not _meta(pod).get("deletionTimestamp") and not _is_terminated(pod)
+            and _ours(pod) and not (pod.get("spec") or {}).get("nodeName"))
+
+
 class SchedulerReconciler(Reconciler):
     name = "scheduler"
     primary = "pods"
@@ -576,22 +586,23 @@ class SchedulerReconciler(Reconciler):
 
     def reconcile(self, key: str) -> Result:
         with self._decide:
-            return self._reconcile(key)
+            self._set_waiting(key, True)  # before the cache is read (PF66)
+            try:
+                return self._reconcile(key)
+            finally:
+                # Placed (written through to the cache), gone, finished or another scheduler's: no longer waiting.
+                self._set_waiting(key, _wants_a_node(self.ctx.cache.get("pods", *split_key(key))))
 
     def _reconcile(self, key: str) -> Result:
         namespace, name = split_key(key)
-        self._set_waiting(key, True)  # before the cache is read (PF66)
         pod = self.ctx.cache.get("pods", namespace, name)
         if pod is None or _meta(pod).get("deletionTimestamp") or _is_terminated(pod):
-            self._set_waiting(key, False)
             return Result()
         spec = pod.get("spec") or {}
-        if spec.get("schedulerName") not in (None, "", "default-scheduler", "stowage"):
-            self._set_waiting(key, False)
+        if not _ours(pod):
             return Result()
         snap = self._snapshot(pod)
         if spec.get("nodeName"):
-            self._set_waiting(key, False)
             # Placed by hand: still give its late-bound claims their node (Kubernetes leaves them stuck).
             self._select_claims(pod, snap, spec["nodeName"])
             return Result()
@@ -603,12 +614,10 @@ class SchedulerReconciler(Reconciler):
         self._select_claims(pod, snap, placement.node, placement.select_claims)
         fresh = self.ctx.store.get("pods", namespace, name)
         if (fresh.get("spec") or {}).get("nodeName"):
-            self._set_waiting(key, False)
             return Result()
         fresh.setdefault("spec", {})["nodeName"] = placement.node
         _set_condition(fresh, "True", "", "")
         self._assume("pods", self.ctx.store.update("pods", fresh))
-        self._set_waiting(key, False)
         self.ctx.events.record(fresh, "Normal", "Scheduled",
                                f"Successfully assigned {namespace}/{name} to {placement.node}")
         return Result()
