@@ -48,7 +48,7 @@ from storage.api.names import NODE_AGENT_FINALIZER
 from storage.api.timestamps import now
 from storage.agent.credentials import AgentTLS
 from storage.client import Client
-from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError
+from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError, TemporaryError
 from storage.system import memory
 from storage.system.host_resources import node_resources
 from storage.system.devices import DeviceResolver
@@ -66,6 +66,8 @@ POD_SYNC_WORKERS = 8
 # A pod whose volume set-up failed is tried again after a per-pod exponential back-off
 # (storage.agent.backoff), at once when the pod, or a ConfigMap or Secret it uses, changes.
 LOOP_BACKOFF_MAX = 60.0  # a failing watch or loop waits at most this long between tries
+# The API server sends a watch bookmark every 30 s; a stream silent this long is a dead connection.
+WATCH_IDLE_TIMEOUT = 45.0
 # Seconds without a pod sync before the heap's free pages are handed back (PF45), checked each heartbeat.
 TRIM_AFTER_IDLE = 5.0
 
@@ -486,15 +488,23 @@ class NodeAgent:
                     on_list(items)
                     self._lock.notify_all()
             try:
-                for event in self.client.watch(resource, resource_version=rv, field_selector=field_selector, timeout=300):
+                for event in self.client.watch(resource, resource_version=rv, field_selector=field_selector, timeout=300,
+                                               idle_timeout=WATCH_IDLE_TIMEOUT):
                     if self.stop_event.is_set():
                         return
+                    if event["type"] == "BOOKMARK":
+                        rv = (event["object"].get("metadata") or {}).get("resourceVersion") or rv
+                        continue
                     with self._lock:
                         on_event(event["type"], event["object"])
                         self._lock.notify_all()
                     rv = (event["object"].get("metadata") or {}).get("resourceVersion") or rv
             except Gone:
                 rv = None
+            except TemporaryError as exc:
+                # A stalled stream (the host was cut off): what the server sent meanwhile is lost with the
+                # connection, and the next watch replays it from the last revision delivered.
+                log.info("agent.watch_stalled", resource=resource, error=str(exc))
 
     def _watch_pods(self) -> None:
         def on_list(items: list[Obj]) -> None:

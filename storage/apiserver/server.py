@@ -97,6 +97,7 @@ def serve(
     pod_security_default: str = "baseline",
     tls: ServerTLS | None = None,
     insecure_http: bool = False,
+    bookmark_interval: float | None = 30.0,
 ) -> None:
     """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread).
 
@@ -106,7 +107,7 @@ def serve(
     sa_tokens = ServiceAccountTokens(tls.pki.directory)
     app = create_app(store, Authenticator(tokens, store, sa_tokens), admission=admission,
                      pod_security_default=pod_security_default, cluster_pki=tls.pki,
-                     sa_tokens=sa_tokens, agent_tls=tls.pki.agent_client_context())
+                     sa_tokens=sa_tokens, agent_tls=tls.pki.agent_client_context(), bookmark_interval=bookmark_interval)
     sock = sock if sock is not None else bind_socket(host, port)
     real_port = sock.getsockname()[1]
     if getattr(store, "corrupt", None):
@@ -212,6 +213,7 @@ def start_in_thread(
     startup_timeout: float = 30.0,
     pod_security_default: str = "baseline",
     tls_options: TLSOptions | None = None,
+    bookmark_interval: float | None = 30.0,
 ) -> RunningServer:
     """Start serving in a daemon thread; returns once the server accepts connections."""
     data = Path(data_dir)
@@ -230,7 +232,7 @@ def start_in_thread(
         try:
             serve(store, host=host, port=real_port, data_dir=data, stop_event=running._stop, ready=ready,
                   admission=admission, sock=sock, pod_security_default=pod_security_default, tls=tls,
-                  insecure_http=options.insecure_http)
+                  insecure_http=options.insecure_http, bookmark_interval=bookmark_interval)
         except BaseException as e:  # surfaced to the starter, which would otherwise wait forever
             running._errors.append(e)
             ready.set()

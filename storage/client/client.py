@@ -11,7 +11,7 @@ import orjson
 
 from storage.api import registry
 from storage.api.registry import ResourceInfo
-from storage.errors import BadRequest, StowageError, from_status
+from storage.errors import BadRequest, StowageError, TemporaryError, from_status
 from storage.system.pki import client_context
 
 PatchType = Literal["merge", "json", "strategic", "apply"]
@@ -267,8 +267,14 @@ class Client:
         *,
         field_selector: str | None = None,
         bookmarks: bool = False,
+        idle_timeout: float | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Events ``{"type", "object"}`` until ``timeout`` seconds pass (server side) or the caller stops.
+
+        ``idle_timeout`` (which asks for bookmarks) raises ``TemporaryError`` when the stream stays silent
+        that long: the server sends a bookmark at least every 30 s, so silence means a dead connection, which
+        TCP never reports to a side that only reads (a host cut off from the network, client-go's HTTP/2
+        health check). Resume from the last revision delivered.
 
         Without ``resource_version`` the stream starts with a synthetic ADDED per
         existing object. An ERROR event is raised as its error (``Gone`` when
@@ -284,20 +290,24 @@ class Client:
             params["fieldSelector"] = field_selector
         if timeout is not None:
             params["timeoutSeconds"] = str(max(1, int(timeout)))
-        if bookmarks:
+        if bookmarks or idle_timeout is not None:
             params["allowWatchBookmarks"] = "true"
-        # The read timeout is off: a quiet watch is not a dead one.
-        request_timeout = httpx.Timeout(self._timeout, read=None)
-        with self._http.stream("GET", self.path(info, namespace), params=params, timeout=request_timeout) as response:
-            _raise_for(response)
-            for raw in response.iter_lines():
-                if not raw.strip():
-                    continue
-                event = orjson.loads(raw)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise from_status(status, int(status.get("code") or 500))
-                yield event
+        # Without an idle timeout the read timeout is off: a quiet watch without bookmarks is not a dead one.
+        request_timeout = httpx.Timeout(self._timeout, read=idle_timeout)
+        try:
+            with self._http.stream("GET", self.path(info, namespace), params=params, timeout=request_timeout) as response:
+                _raise_for(response)
+                for raw in response.iter_lines():
+                    if not raw.strip():
+                        continue
+                    event = orjson.loads(raw)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise from_status(status, int(status.get("code") or 500))
+                    yield event
+        except httpx.ReadTimeout:
+            raise TemporaryError(f"watch of {resource} silent for {idle_timeout} s: the connection is taken "
+                                 f"as dead", delay=0.0) from None
 
     def logs(
         self,

@@ -231,6 +231,11 @@ class WorkQueue:
         self.add_after(key, delay)
         return delay
 
+    def num_requeues(self, key: str) -> int:
+        """How many times in a row ``key`` has failed and waits with back-off (client-go's NumRequeues)."""
+        with self._cond:
+            return self._failures.get(key, 0)
+
     def forget(self, key: str) -> None:
         with self._cond:
             self._failures.pop(key, None)

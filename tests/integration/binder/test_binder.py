@@ -161,7 +161,9 @@ def test_b10_recycle_hostpath_scrubs_and_makes_available(store, controllers, hos
     vol = wait_for(lambda: (v := get_or_none(store, PV, "", "rec")) and v["status"].get("phase") == "Available"
                    and "claimRef" not in v["spec"] and v, "recycled", 30)
     assert data.is_dir() and list(data.iterdir()) == []
-    assert ("Normal", "VolumeRecycled", "Volume recycled") in event_reasons(store, vol)
+    # The event follows the status write, as in Kubernetes: wait for it rather than read once.
+    event = wait_event(store, vol, "VolumeRecycled")
+    assert (event["type"], event["message"]) == ("Normal", "Volume recycled")
 
 
 def test_b10_recycle_without_recycler_fails(store, controllers):
@@ -170,7 +172,33 @@ def test_b10_recycle_without_recycler_fails(store, controllers):
     wait_phase(store, PVC, "default", "c", "Bound")
     store.delete(PVC, "default", "c")
     vol = wait_phase(store, PV, "", "norec", "Failed")
-    assert ("Warning", "VolumeFailedRecycle", "No recycler plugin found for the volume!") in event_reasons(store, vol)
+    event = wait_event(store, vol, "VolumeFailedRecycle")
+    assert (event["type"], event["message"]) == ("Warning", "No recycler plugin found for the volume!")
+
+
+def test_b10_a_backend_conflict_on_delete_waits_with_backoff(store, controllers):
+    """L10: the backend's 409 (the local pool's "in use" while a pod on the node still has the volume mounted) is
+    a failure retried with back-off, not an optimistic-concurrency conflict of the store retried at once:
+    the manager re-queued it immediately, and the binder called the node agent in a tight loop."""
+    class InUse(FlakyDeleter):
+        name = "test.stowage.io/in-use"
+
+        def delete(self, pv) -> None:
+            raise Conflict(f"pool volume {pv['metadata']['name']} is in use: /dev/loop9 mounted at /mnt/x")
+
+    in_use = InUse()
+    registry.register(in_use)
+    try:
+        store.create(SC, mk_sc("in-use", provisioner=in_use.name))
+        store.create(PVC, mk_pvc("c", cls="in-use"))
+        pv_name = wait_phase(store, PVC, "default", "c", "Bound")["spec"]["volumeName"]
+        store.delete(PVC, "default", "c")
+        vol = wait_phase(store, PV, "", pv_name, "Failed")
+        assert wait_event(store, vol, "VolumeFailedDelete")["message"].startswith(f"pool volume {pv_name} is in use")
+        queue = next(c.queue for c in controllers.controllers if c.reconciler.name == "persistentvolume-binder-volumes")
+        wait_for(lambda: queue.num_requeues(pv_name) >= 3, "the delete retried with back-off", 30)
+    finally:
+        registry.unregister(in_use.name)
 
 
 class FlakyDeleter(Provisioner):
