@@ -556,7 +556,7 @@ class VolumeManager:
         plugin = self.registry.by_name(plugin_name)
         if not (isinstance(plugin, DevicePlugin)
                 and plugin.unmount_device(Path(entry.mount_point), device, self.executor)):
-            mounts.unmount(entry.mount_point, executor=self.executor)
+            mounts.unmount(entry.mount_point, executor=self.executor, fstype=entry.fstype)
         if os.path.isdir(entry.mount_point):  # a driver's unmountdevice may remove it itself
             os.rmdir(entry.mount_point)
         if isinstance(plugin, DevicePlugin):

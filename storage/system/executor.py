@@ -7,6 +7,7 @@ can still be tested for the exact command lines they build, using
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import time
@@ -20,6 +21,9 @@ from storage.errors import StowageError
 log = structlog.get_logger(__name__)
 
 DEFAULT_TIMEOUT = 120.0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+MNT_DETACH = 2
 
 
 class CommandError(StowageError):
@@ -110,6 +114,25 @@ class Executor:
             os.close(fd)
         log.debug("fsync", path=path, seconds=round(time.monotonic() - started, 3))
 
+    def mount(self, source: str, target: str, fstype: str | None, flags: int, data: str | None,
+              argv: Sequence[str]) -> None:
+        """mount(2) in this process (PF68) for a mount whose options the agent itself chose (a bind, a
+        tmpfs): what ``argv`` (the equivalent `mount` command) would do, without a process of its own,
+        which cost a pod start 3-5 ms each. Fails as that command would, with a ``CommandError``."""
+        started = time.monotonic()
+        if _libc.mount(source.encode(), os.fsencode(target), fstype.encode() if fstype else None, flags,
+                       data.encode() if data else None) != 0:
+            err = ctypes.get_errno()
+            raise CommandError(argv, 32, "", f"{argv[0]}: {target}: {os.strerror(err)}")
+        log.debug("mount.syscall", argv=list(argv), seconds=round(time.monotonic() - started, 3))
+
+    def umount(self, target: str, lazy: bool, argv: Sequence[str]) -> None:
+        """umount2(2) in this process (PF68): ``umount [-l] target`` without a process of its own."""
+        if _libc.umount2(os.fsencode(target), MNT_DETACH if lazy else 0) != 0:
+            err = ctypes.get_errno()
+            raise CommandError(argv, 32, "", f"{argv[0]}: {target}: {os.strerror(err)}")
+        log.debug("umount.syscall", argv=list(argv))
+
 
 @dataclass
 class RecordingExecutor(Executor):
@@ -152,6 +175,15 @@ class RecordingExecutor(Executor):
     def fsync(self, path: str) -> None:
         """Recorded as the command it stands for."""
         self.run(["sync", path], check=False)
+
+    def mount(self, source: str, target: str, fstype: str | None, flags: int, data: str | None,
+              argv: Sequence[str]) -> None:
+        """Recorded as the command it stands for."""
+        self.run(argv)
+
+    def umount(self, target: str, lazy: bool, argv: Sequence[str]) -> None:
+        """Recorded as the command it stands for."""
+        self.run(argv)
 
 
 _default = Executor()

@@ -1,4 +1,5 @@
-"""The mount table (``/proc/self/mountinfo``) and mount/unmount commands."""
+"""The mount table (``/proc/self/mountinfo``), mounts and unmounts (mount(2) where the agent chose the
+options, the `mount` command where a helper or a device's refusal matters)."""
 from __future__ import annotations
 
 import os
@@ -207,6 +208,41 @@ def _under(entries: list[MountEntry], prefix: str | os.PathLike[str]) -> list[Mo
     return found
 
 
+# mount(2) flags (linux/mount.h), and the options mount(8) turns into them.
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS, MS_REMOUNT = 1, 2, 4, 8, 16, 32
+MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME, MS_BIND = 128, 1024, 2048, 4096
+MS_RELATIME, MS_STRICTATIME = 1 << 21, 1 << 24
+_OPTION_FLAGS = {"rw": 0, "ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+                 "sync": MS_SYNCHRONOUS, "dirsync": MS_DIRSYNC, "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
+                 "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
+# A tmpfs's own options, which the kernel parses (Documentation/filesystems/tmpfs.rst); any other
+# option (a user's, or one of mount(8)'s own such as nofail) keeps the command.
+_TMPFS_DATA = ("size=", "mode=", "uid=", "gid=", "nr_inodes=", "nr_blocks=", "huge=", "mpol=")
+# The per-mount flags a read-only remount of a bind keeps, as mount(8) does (statvfs -> mount(2)).
+_KEPT_ON_REMOUNT = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_NOEXEC,
+                    os.ST_NOATIME: MS_NOATIME, os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME}
+
+
+def _tmpfs_call(options: Sequence[str]) -> tuple[int, str] | None:
+    """(flags, data) of a tmpfs mount made with mount(2) directly; None when an option needs mount(8)."""
+    flags, data = 0, []
+    for option in options:
+        if option in _OPTION_FLAGS:
+            flags |= _OPTION_FLAGS[option]
+        elif option.startswith(_TMPFS_DATA) and "," not in option:
+            data.append(option)
+        else:
+            return None
+    return flags, ",".join(data)
+
+
+def _vfs_flags(target: str) -> int:
+    try:
+        return os.statvfs(target).f_flag
+    except OSError:  # nothing there to read (a recording executor mounted nothing): no flag to keep
+        return 0
+
+
 def mount(
     source: str,
     target: str | os.PathLike[str],
@@ -222,7 +258,15 @@ def mount(
         argv += ["-o", ",".join(options)]
     argv += [source, os.fspath(target)]
     log.info("mount", source=source, target=os.fspath(target), fstype=fstype, options=list(options))
-    (executor or default_executor()).run(argv)
+    ex = executor or default_executor()
+    call = _tmpfs_call(options) if fstype == "tmpfs" else None
+    if call is not None:
+        # PF68: a tmpfs (secret, projected and Memory emptyDir volumes) needs no helper and no probe.
+        ex.mount(source, os.fspath(target), fstype, call[0], call[1] or None, argv)
+    else:
+        # A device or a network filesystem keeps mount(8): it finds helpers (mount.nfs, mount.fuse),
+        # and the safe-format path reads its refusals.
+        ex.run(argv)
 
 
 def bind_mount(
@@ -233,24 +277,43 @@ def bind_mount(
     executor: Executor | None = None,
 ) -> None:
     ex = executor or default_executor()
-    ex.run(["mount", "--bind", os.fspath(source), os.fspath(target)])
+    target = os.fspath(target)
+    ex.mount(os.fspath(source), target, None, MS_BIND, None, ["mount", "--bind", os.fspath(source), target])
     if read_only:
-        # The kernel ignores "ro" on the initial bind: it must be a remount of the bind.
+        # The kernel ignores "ro" on the initial bind: it must be a remount of the bind, which keeps
+        # the flags the bind inherited (mount(8) reads them back the same way).
         try:
-            ex.run(["mount", "-o", "remount,bind,ro", os.fspath(target)])
+            kept = _vfs_flags(target)
+            flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+            flags |= sum(flag for st, flag in _KEPT_ON_REMOUNT.items() if kept & st)
+            ex.mount("none", target, None, flags, None, ["mount", "-o", "remount,bind,ro", target])
         except Exception:
-            ex.run(["umount", os.fspath(target)], check=False)
+            try:
+                ex.umount(target, False, ["umount", target])
+            except Exception as exc:  # the first failure is the one to report
+                log.warning("umount.failed", target=target, error=str(exc))
             raise
-    log.info("mount.bind", source=os.fspath(source), target=os.fspath(target), read_only=read_only)
+    log.info("mount.bind", source=os.fspath(source), target=target, read_only=read_only)
 
 
-def unmount(path: str | os.PathLike[str], lazy: bool = False, *, executor: Executor | None = None) -> None:
+def _has_umount_helper(fstype: str | None) -> bool:
+    return bool(fstype) and any(os.path.exists(f"{d}/umount.{fstype}") for d in ("/sbin", "/usr/sbin"))
+
+
+def unmount(path: str | os.PathLike[str], lazy: bool = False, *, executor: Executor | None = None,
+            fstype: str | None = None) -> None:
+    """``fstype``, when the caller knows it: a type with an unmount helper (umount.nfs tells the server)
+    keeps umount(8); anything else is umount2(2) in this process (PF68)."""
     argv = ["umount"]
     if lazy:
         argv.append("-l")
     argv.append(os.fspath(path))
     log.info("umount", target=os.fspath(path), lazy=lazy)
-    (executor or default_executor()).run(argv)
+    ex = executor or default_executor()
+    if _has_umount_helper(fstype):
+        ex.run(argv)
+    else:
+        ex.umount(os.fspath(path), lazy, argv)
 
 
 def process_stopped(pid: int) -> bool:
@@ -351,7 +414,7 @@ def unmount_entries(entries: Sequence[MountEntry], *, executor: Executor | None 
     back to ``unmount_all_under``, which re-reads after each unmount."""
     for entry in entries:
         try:
-            unmount(entry.mount_point, executor=executor)
+            unmount(entry.mount_point, executor=executor, fstype=entry.fstype)
         except Exception as exc:  # gone meanwhile, or busy: the re-reading fallback decides
             log.info("umount.retry_by_table", target=entry.mount_point, error=str(exc))
             return False
@@ -365,7 +428,7 @@ def unmount_all_under(prefix: str | os.PathLike[str], *, executor: Executor | No
         found = mounts_under(prefix)
         if not found:
             return
-        unmount(found[0].mount_point, executor=executor)
+        unmount(found[0].mount_point, executor=executor, fstype=found[0].fstype)
     raise RuntimeError(f"mounts under {prefix} keep reappearing")
 
 

@@ -106,14 +106,16 @@ class Runc:
         return proc.returncode, out
 
 
-def _run(*argv: str) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise OSError(f"{' '.join(argv)}: {result.stderr.strip()}")
-
-
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND = 1, 2, 4, 8, 4096
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(source: str, target: Path, fstype: str, data: str) -> None:
+    """mount(2) in this process (PF68): the scratch tmpfs and the overlay root, whose options are the
+    agent's own, without a `mount` process each."""
+    if _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), 0, data.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount -t {fstype} {source} {target}: {os.strerror(err)}")
 
 
 def _mount_at_fd(fd: int, source: str, fstype: str | None, flags: int, data: str | None) -> None:
@@ -181,7 +183,7 @@ def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = N
     if own_filesystem_mounted(rootfs):
         return rootfs
     if not own_filesystem_mounted(scratch):
-        _run("mount", "-t", "tmpfs", "-o", f"size={scratch_size},mode=0700", "tmpfs", str(scratch))
+        _mount("tmpfs", scratch, "tmpfs", f"size={scratch_size},mode=0700")
     (scratch / "upper").mkdir(exist_ok=True)
     (scratch / "work").mkdir(exist_ok=True)
     lower = Path("/")
@@ -196,8 +198,7 @@ def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = N
             raise OSError("the host's root filesystem cannot be idmapped: this kernel or filesystem "
                           "does not support idmapped mounts")
     try:
-        _run("mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir={lower},upperdir={scratch / 'upper'},workdir={scratch / 'work'}", str(rootfs))
+        _mount("overlay", rootfs, "overlay", f"lowerdir={lower},upperdir={scratch / 'upper'},workdir={scratch / 'work'}")
     finally:
         if lower != Path("/"):
             detach(lower)  # the overlay holds its own reference to the layer

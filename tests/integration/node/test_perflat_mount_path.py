@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
+import pytest
+
 from storage.agent.pool import Pool
 from storage.system import blockdev, loop, mounts
-from storage.system.executor import Executor, RecordingExecutor
+from storage.system.executor import CommandError, Executor, RecordingExecutor
 from support import wait_for
 from volume_plugins.mounter import FilesystemMismatch, Mounter
 
@@ -137,3 +140,50 @@ def test_pf6_a_loop_device_is_found_again_and_a_stale_hint_is_not_trusted(node_t
     dev = loop.attach(image)
     subprocess.run(["losetup", "--detach", dev], check=True)
     wait_for(lambda: loop.find_by_backing_file(image) is None, "the device detached by losetup to be freed", 10)
+
+
+def test_pf68_binds_tmpfs_and_unmounts_run_no_process_and_keep_what_mount8_would(node_tmp: Path) -> None:
+    """PF68: the mounts whose options the agent chose (binds, tmpfs volumes) and unmounts are mount(2) and
+    umount2(2) in the agent's process: no `mount` or `umount` runs. What the command gave stays: the
+    tmpfs's flags and data, a read-only bind that keeps the flags its source had (the remount would
+    otherwise drop nosuid and nodev), the command's own error on failure; an option mount(8) must
+    interpret (nofail) and a type with an unmount helper (nfs) still go to the commands."""
+    ex = Witness()
+    secret = node_tmp / "secret"
+    secret.mkdir()
+    mounts.mount("tmpfs", secret, "tmpfs", ["nosuid", "nodev", "mode=0755", "size=1m"], executor=ex)
+    entry = mounts.top_mount(secret)
+    assert entry is not None and entry.fstype == "tmpfs", entry
+    assert {"nosuid", "nodev"} <= set(entry.options), entry.options
+    assert oct(secret.stat().st_mode & 0o777) == "0o755"
+    assert os.statvfs(secret).f_blocks * os.statvfs(secret).f_frsize == MiB
+
+    ro = node_tmp / "ro"
+    ro.mkdir()
+    mounts.bind_mount(secret, ro, read_only=True, executor=ex)
+    entry = mounts.top_mount(ro)
+    assert entry is not None and entry.read_only and {"nosuid", "nodev"} <= set(entry.options), entry.options
+    with pytest.raises(OSError):
+        (ro / "x").write_text("no")
+    (secret / "x").write_text("yes")  # the source stays writable
+    assert (ro / "x").read_text() == "yes"
+
+    with pytest.raises(CommandError) as failed:
+        mounts.bind_mount(node_tmp / "missing", node_tmp / "ro", executor=ex)
+    assert failed.value.argv[:2] == ["mount", "--bind"] and "No such file or directory" in str(failed.value)
+
+    mounts.unmount(ro, executor=ex)
+    mounts.unmount(secret, executor=ex)
+    assert not mounts.is_mount_point(ro) and not mounts.is_mount_point(secret)
+    with pytest.raises(CommandError) as failed:
+        mounts.unmount(secret, executor=ex)
+    assert failed.value.argv == ["umount", str(secret)] and "Invalid argument" in str(failed.value)
+    assert ex.calls == [], "a bind, a tmpfs or an unmount ran a process"
+
+    recorded = RecordingExecutor()
+    mounts.mount("tmpfs", "/x", "tmpfs", ["size=1m", "nofail"], executor=recorded)
+    mounts.unmount("/n", executor=recorded, fstype="nfs4")
+    mounts.bind_mount("/a", "/b", read_only=True, executor=recorded)
+    assert recorded.calls == [["mount", "-t", "tmpfs", "-o", "size=1m,nofail", "tmpfs", "/x"],
+                              ["umount", "/n"],
+                              ["mount", "--bind", "/a", "/b"], ["mount", "-o", "remount,bind,ro", "/b"]]
