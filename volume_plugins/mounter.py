@@ -157,7 +157,10 @@ class Mounter:
     ) -> str:
         """Mount ``device`` at ``target`` (formatting it first only if blank). Idempotent."""
         target = Path(target)
-        top = mounts.top_mount(target)
+        # PF69: a device's filesystem has a device number of its own, so a target that shares its parent's
+        # has nothing mounted: a stat of both, not a reading of the node's whole mount table, for the common
+        # case (a new volume); the table is read only when something is mounted there.
+        top = mounts.top_mount(target) if os.path.ismount(target) else None
         if top is not None:
             if any(e.mount_point == os.path.realpath(target) for e in mounts.mounts_of_device(device)):
                 # A crash after mounting may have left the marker: the mount proves the format finished.

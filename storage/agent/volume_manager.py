@@ -443,7 +443,9 @@ class VolumeManager:
                     )
             except StowageError as exc:
                 raise _DeviceMountFailed(str(exc)) from exc
-            if not mounts.is_mount_point(target):
+            # The pod's own directory, which only this pod's sync mounts (one at a time): the table read for
+            # this set-up still answers for it (PF69).
+            if not table.is_mount_point(target):
                 target.mkdir(parents=True, exist_ok=True)
                 if ctx.fs_group is not None and not ctx.read_only:
                     apply_fs_group(global_path, ctx.fs_group)

@@ -187,3 +187,25 @@ def test_pf68_binds_tmpfs_and_unmounts_run_no_process_and_keep_what_mount8_would
     assert recorded.calls == [["mount", "-t", "tmpfs", "-o", "size=1m,nofail", "tmpfs", "/x"],
                               ["umount", "/n"],
                               ["mount", "--bind", "/a", "/b"], ["mount", "-o", "remount,bind,ro", "/b"]]
+
+
+def test_pf69_a_new_volume_is_mounted_without_reading_the_mount_table(node_tmp: Path, make_disk, monkeypatch) -> None:
+    """PF69: whether the target is mounted already is a stat of it and its parent (a device's filesystem has
+    a device number of its own); the whole table, thousands of lines on a busy node, is read only when
+    something is mounted there, and a second call still finds the mount and changes nothing."""
+    dev = make_disk()
+    subprocess.run(["mkfs.ext4", "-q", dev], check=True)
+    reads: list[int] = []
+    real_read = mounts.read_mountinfo
+
+    def counting_read(*args: Any) -> list[mounts.MountEntry]:
+        reads.append(1)
+        return real_read(*args)
+
+    monkeypatch.setattr(mounts, "read_mountinfo", counting_read)
+    mounter = Mounter(node_tmp / "state", Witness())
+    assert mounter.format_and_mount(dev, node_tmp / "mnt", "ext4", key="v1") == "ext4"
+    assert reads == [], "the first mount of a volume read the mount table"
+    assert mounter.format_and_mount(dev, node_tmp / "mnt", "ext4", key="v1") == "ext4"
+    assert reads, "a mounted target is checked against the table (which device is mounted there)"
+    assert [e.source for e in mounts.mounts_at(node_tmp / "mnt")] == [dev]

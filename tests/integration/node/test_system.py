@@ -122,6 +122,31 @@ def test_mount_table_answers_alike_before_and_after_its_index(node_tmp: Path) ->
         mounts.unmount(point)
 
 
+def test_under_each_lists_what_under_lists_for_each_prefix_in_one_pass(node_tmp: Path) -> None:
+    """PF69: a container's unmount asks for the mounts under five paths of one table: one pass gives each
+    prefix what ``under`` gives it (deepest first), a mount below two prefixes once (under the first), and
+    the mounts elsewhere (other pods', a sibling whose name only starts alike) under none."""
+    made = []
+    for rel in ("c/rootfs", "c/rootfs/proc", "c/rootfs/proc/x", "c/scratch", "c/scratch2", "other/rootfs"):
+        (node_tmp / rel).mkdir(parents=True, exist_ok=True)
+        mounts.mount("tmpfs", node_tmp / rel, "tmpfs", ["size=1m"])
+        made.append(node_tmp / rel)
+    try:
+        table = mounts.MountTable.read()
+        prefixes = [node_tmp / "c" / "rootfs", node_tmp / "c" / "rootfs", node_tmp / "c" / "scratch",
+                    node_tmp / "c" / "lower"]
+        each = table.under_each(prefixes)
+        names = [[e.mount_point for e in entries] for entries in each]
+        rootfs = str(node_tmp / "c" / "rootfs")
+        assert names == [[f"{rootfs}/proc/x", f"{rootfs}/proc", rootfs], [], [str(node_tmp / "c" / "scratch")], []]
+        assert each[0] == table.under(prefixes[0]) and each[2] == table.under(prefixes[2])
+        assert [e.mount_point for e in table.under_each([node_tmp])[0]] == [
+            e.mount_point for e in table.under(node_tmp)]
+    finally:
+        for point in reversed(made):
+            mounts.unmount(point)
+
+
 def test_find_device_by_unknown_serial_is_none() -> None:
     assert devices.DeviceResolver().find(serial="vol-does-not-exist", by_id=("nvme-Amazon_missing",)) is None
 
