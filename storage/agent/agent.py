@@ -492,12 +492,10 @@ class NodeAgent:
                                                idle_timeout=WATCH_IDLE_TIMEOUT):
                     if self.stop_event.is_set():
                         return
-                    if event["type"] == "BOOKMARK":
-                        rv = (event["object"].get("metadata") or {}).get("resourceVersion") or rv
-                        continue
-                    with self._lock:
-                        on_event(event["type"], event["object"])
-                        self._lock.notify_all()
+                    if event["type"] != "BOOKMARK":  # a bookmark only moves the revision to resume from
+                        with self._lock:
+                            on_event(event["type"], event["object"])
+                            self._lock.notify_all()
                     rv = (event["object"].get("metadata") or {}).get("resourceVersion") or rv
             except Gone:
                 rv = None

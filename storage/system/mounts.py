@@ -160,22 +160,7 @@ class MountTable:
     def under_each(self, prefixes: Sequence[str | os.PathLike[str]]) -> list[list[MountEntry]]:
         """``under`` of each prefix, in one pass over the table instead of one per prefix (PF69); a mount
         below two of them is listed under the first."""
-        bases = [_real(p).rstrip("/") for p in prefixes]
-        below = [base + "/" for base in bases]
-        # Most of the table is other pods' mounts: one comparison with what all the prefixes share skips them.
-        common = os.path.commonprefix(bases)
-        found: list[list[MountEntry]] = [[] for _ in bases]
-        for entry in self.entries:
-            point = entry.mount_point
-            if not point.startswith(common):
-                continue
-            for i, base in enumerate(bases):
-                if point == base or point.startswith(below[i]) or not base:
-                    found[i].append(entry)
-                    break
-        for entries in found:
-            entries.sort(key=lambda e: (e.mount_point.count("/"), e.mount_id), reverse=True)
-        return found
+        return _under_each(self.entries, prefixes)
 
 
 def _real(path: str | os.PathLike[str]) -> str:
@@ -218,14 +203,25 @@ def mounts_under(prefix: str | os.PathLike[str]) -> list[MountEntry]:
 
 
 def _under(entries: list[MountEntry], prefix: str | os.PathLike[str]) -> list[MountEntry]:
-    base = _real(prefix).rstrip("/") or "/"
-    below = base + "/"
-    found = [
-        e
-        for e in entries
-        if e.mount_point == base or e.mount_point.startswith(below) or base == "/"
-    ]
-    found.sort(key=lambda e: (e.mount_point.count("/"), e.mount_id), reverse=True)
+    return _under_each(entries, [prefix])[0]
+
+
+def _under_each(entries: list[MountEntry], prefixes: Sequence[str | os.PathLike[str]]) -> list[list[MountEntry]]:
+    bases = [_real(p).rstrip("/") for p in prefixes]  # "" for the root, under which everything is
+    below = [base + "/" for base in bases]
+    # Most of the table is other pods' mounts: one comparison with what all the prefixes share skips them.
+    common = os.path.commonprefix(bases)
+    found: list[list[MountEntry]] = [[] for _ in bases]
+    for entry in entries:
+        point = entry.mount_point
+        if not point.startswith(common):
+            continue
+        for i, base in enumerate(bases):
+            if point == base or point.startswith(below[i]) or not base:
+                found[i].append(entry)
+                break
+    for listed in found:  # deepest and newest first: the order to unmount them in
+        listed.sort(key=lambda e: (e.mount_point.count("/"), e.mount_id), reverse=True)
     return found
 
 

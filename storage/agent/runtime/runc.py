@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from storage.system.mounts import MountTable, own_filesystem_mounted
+from storage.system.mounts import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MountTable, own_filesystem_mounted
 
 from .userns import detach, stage_bind
 
@@ -106,24 +106,20 @@ class Runc:
         return proc.returncode, out
 
 
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND = 1, 2, 4, 8, 4096
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _mount(source: str, target: Path, fstype: str, data: str) -> None:
-    """mount(2) in this process (PF68): the scratch tmpfs and the overlay root, whose options are the
-    agent's own, without a `mount` process each."""
-    if _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), 0, data.encode()) != 0:
+def _mount(source: str, target: str | Path, fstype: str | None, flags: int, data: str | None, shown: str) -> None:
+    """mount(2) in this process (PF68): the mounts of a container's root, whose options are the agent's
+    own, without a `mount` process each; ``shown`` names it in the error."""
+    if _libc.mount(source.encode(), os.fsencode(target), fstype.encode() if fstype else None, flags,
+                   data.encode() if data else None) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"mount -t {fstype} {source} {target}: {os.strerror(err)}")
+        raise OSError(err, f"{shown}: {os.strerror(err)}")
 
 
 def _mount_at_fd(fd: int, source: str, fstype: str | None, flags: int, data: str | None) -> None:
-    target = f"/proc/self/fd/{fd}"
-    if _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                   data.encode() if data else None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {source} over a hidden path: {os.strerror(err)}")
+    _mount(source, f"/proc/self/fd/{fd}", fstype, flags, data, f"mount {source} over a hidden path")
 
 
 # The host's secrets that sit on its root filesystem, which every pod's root is an overlay of:
@@ -155,13 +151,13 @@ def hide_paths(rootfs: Path, paths: list[str], owner: int) -> list[str]:
             else:
                 st = os.fstat(fd)
                 if stat.S_ISDIR(st.st_mode) and path in WRITABLE_MASKS:
-                    _mount_at_fd(fd, "tmpfs", "tmpfs", _MS_NOSUID | _MS_NODEV,
+                    _mount_at_fd(fd, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV,
                                  f"size=64m,mode={WRITABLE_MASKS[path]:o},uid={owner},gid={owner}")
                 elif stat.S_ISDIR(st.st_mode):
-                    _mount_at_fd(fd, "tmpfs", "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                    _mount_at_fd(fd, "tmpfs", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                                  f"size=4k,mode=0755,uid={owner},gid={owner}")
                 elif stat.S_ISREG(st.st_mode):
-                    _mount_at_fd(fd, "/dev/null", None, _MS_BIND, None)
+                    _mount_at_fd(fd, "/dev/null", None, MS_BIND, None)
                 else:
                     continue  # a symlink's own name (O_PATH|O_NOFOLLOW): the host path is elsewhere
                 hidden.append(path)
@@ -183,7 +179,7 @@ def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = N
     if own_filesystem_mounted(rootfs):
         return rootfs
     if not own_filesystem_mounted(scratch):
-        _mount("tmpfs", scratch, "tmpfs", f"size={scratch_size},mode=0700")
+        _mount("tmpfs", scratch, "tmpfs", 0, f"size={scratch_size},mode=0700", f"mount -t tmpfs tmpfs {scratch}")
     (scratch / "upper").mkdir(exist_ok=True)
     (scratch / "work").mkdir(exist_ok=True)
     lower = Path("/")
@@ -198,7 +194,8 @@ def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = N
             raise OSError("the host's root filesystem cannot be idmapped: this kernel or filesystem "
                           "does not support idmapped mounts")
     try:
-        _mount("overlay", rootfs, "overlay", f"lowerdir={lower},upperdir={scratch / 'upper'},workdir={scratch / 'work'}")
+        _mount("overlay", rootfs, "overlay", 0, f"lowerdir={lower},upperdir={scratch / 'upper'},workdir={scratch / 'work'}",
+               f"mount -t overlay overlay {rootfs}")
     finally:
         if lower != Path("/"):
             detach(lower)  # the overlay holds its own reference to the layer
