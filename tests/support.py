@@ -193,7 +193,7 @@ def get_or_none(store: Any, resource: str, namespace: str, name: str) -> dict[st
 
 @contextlib.contextmanager
 def running_controllers(store: Any, reconcilers: Sequence[Any] | None = None,
-                        timeout: float = 30.0, options: Any = None) -> Iterator[Any]:
+                        timeout: float = 30.0, options: Any = None, resync_seconds: float | None = None) -> Iterator[Any]:
     """The controller manager in a thread on ``store`` (all controllers unless ``reconcilers``), synced."""
     from storage.controllers.manager import run_controllers
 
@@ -201,6 +201,8 @@ def running_controllers(store: Any, reconcilers: Sequence[Any] | None = None,
     ready = threading.Event()
     out: list[Any] = []
     kwargs: dict[str, Any] = {"ready": ready, "manager_out": out}
+    if resync_seconds is not None:
+        kwargs["resync_seconds"] = resync_seconds
     if reconcilers is not None:
         kwargs["reconcilers"] = list(reconcilers)
     if options is not None:

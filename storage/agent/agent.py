@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
 import structlog
 
 from storage.agent.backoff import Backoff
@@ -68,6 +69,9 @@ POD_SYNC_WORKERS = 8
 LOOP_BACKOFF_MAX = 60.0  # a failing watch or loop waits at most this long between tries
 # The API server sends a watch bookmark every 30 s; a stream silent this long is a dead connection.
 WATCH_IDLE_TIMEOUT = 45.0
+# A broken watch is resumed soon after its server is back (client-go's reflector waits 0.8 s doubling to 30 s;
+# shorter here: a host back from a cut learns at once what happened to its pods meanwhile).
+WATCH_RETRY_INITIAL, WATCH_RETRY_MAX = 0.5, 8.0
 # Seconds without a pod sync before the heap's free pages are handed back (PF45), checked each heartbeat.
 TRIM_AFTER_IDLE = 5.0
 
@@ -481,6 +485,7 @@ class NodeAgent:
         delivered, as client-go's reflector does: a relist would bring a whole-node pass, which
         holds every pod's volume set-up while it walks all of them (PF25)."""
         rv: str | None = None
+        reconnect = Backoff(initial=WATCH_RETRY_INITIAL, maximum=WATCH_RETRY_MAX)
         while not self.stop_event.is_set():
             if rv is None:
                 items, rv = self.client.list(resource, field_selector=field_selector)
@@ -492,6 +497,7 @@ class NodeAgent:
                                                idle_timeout=WATCH_IDLE_TIMEOUT):
                     if self.stop_event.is_set():
                         return
+                    reconnect.success(resource)
                     if event["type"] != "BOOKMARK":  # a bookmark only moves the revision to resume from
                         with self._lock:
                             on_event(event["type"], event["object"])
@@ -499,10 +505,14 @@ class NodeAgent:
                     rv = (event["object"].get("metadata") or {}).get("resourceVersion") or rv
             except Gone:
                 rv = None
-            except TemporaryError as exc:
-                # A stalled stream (the host was cut off): what the server sent meanwhile is lost with the
-                # connection, and the next watch replays it from the last revision delivered.
-                log.info("agent.watch_stalled", resource=resource, error=str(exc))
+            except (TemporaryError, httpx.TransportError) as exc:
+                # A stalled stream or a broken connection (the host was cut off, the server restarts): what
+                # the server sent meanwhile is replayed by the next watch from the last revision delivered. A
+                # relist would lose what a deletion said (its grace) and hold the pods' set-up for a whole pass.
+                delay, attempt = reconnect.failure(resource)
+                log.info("agent.watch_broken", resource=resource, error=str(exc) or type(exc).__name__,
+                         attempt=attempt, retry_in=round(delay, 1))
+                self.stop_event.wait(delay)
 
     def _watch_pods(self) -> None:
         def on_list(items: list[Obj]) -> None:

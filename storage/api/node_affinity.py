@@ -96,3 +96,13 @@ def affinity_hostnames(pv: Obj) -> list[str]:
     terms = ((((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")) or []
     return [value for term in terms for expr in term.get("matchExpressions") or []
             if expr.get("key") == "kubernetes.io/hostname" for value in expr.get("values") or []]
+
+
+def volume_in_use_on(node: Obj, pv_name: str) -> bool:
+    """The node lists the volume in ``status.volumesInUse``, whose entries are unique names such as
+    ``kubernetes.io~local-volume/<pv>`` (or ``kubernetes.io/csi/<driver>^<handle>``)."""
+    for entry in (node.get("status") or {}).get("volumesInUse") or []:
+        text = str(entry)
+        if text == pv_name or text.rsplit("/", 1)[-1] == pv_name or text.rsplit("^", 1)[-1] == pv_name:
+            return True
+    return False

@@ -33,6 +33,7 @@ import structlog
 
 from provisioners import registry as provisioner_registry
 from provisioners.base import ANN_PROVISIONED_BY, Attacher, secrets_available
+from storage.api.node_affinity import volume_in_use_on
 from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE, node_taints
 from storage.api.timestamps import format_time
 from storage.controllers.base import ControllerOptions, Reconciler, Result
@@ -107,15 +108,6 @@ def pod_terminated(pod: Obj) -> bool:
 def _ready(node: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (node.get("status") or {}).get("conditions") or [])
-
-
-def _in_use(node: Obj, pv_name: str) -> bool:
-    """``status.volumesInUse`` holds unique names such as ``kubernetes.io~local-volume/<pv>``."""
-    for entry in (node.get("status") or {}).get("volumesInUse") or []:
-        text = str(entry)
-        if text == pv_name or text.rsplit("/", 1)[-1] == pv_name or text.rsplit("^", 1)[-1] == pv_name:
-            return True
-    return False
 
 
 def _out_of_service(node: Obj) -> bool:
@@ -198,7 +190,7 @@ def calculate_changes(snap: Snapshot, now: dt.datetime, max_wait: float) -> Chan
         since = snap.undesired_since.get(name, now)
         if node is None:
             out.detaches.append(Detach(va, "node-gone"))
-        elif not _in_use(node, snap.pv_name):
+        elif not volume_in_use_on(node, snap.pv_name):
             out.detaches.append(Detach(va, "unmounted" if node_name not in wanted else "unwanted"))
         elif _out_of_service(node):
             out.detaches.append(Detach(va, "out-of-service"))

@@ -22,6 +22,8 @@ import structlog
 
 from provisioners import registry as provisioner_registry
 from provisioners.base import ANN_PROVISIONED_BY, ANN_PROVISIONED_OBJECTS, ProvisionRequest, secrets_available
+from storage.api.conditions import is_true
+from storage.api.node_affinity import affinity_hostnames, volume_in_use_on
 from storage.api.quantity import format_quantity
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Cache, ControllerContext, Reconciler, Result, split_key
@@ -686,8 +688,36 @@ class VolumeBinder(_Base):
     name = "persistentvolume-binder-volumes"
     primary = PVS
 
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self._held_lock = threading.Lock()
+        # node name -> released volumes on it whose deletion its agent refused (in use) or could not take
+        # (unreachable): L11 retries them on the node's news, not at the back-off's next step.
+        self._held: dict[str, set[str]] = {}
+
     def watches(self) -> dict[str, Callable[[dict[str, Any]], Iterable[str]]]:
-        return {PVCS: self._keys_for_claim}
+        return {PVCS: self._keys_for_claim, NODES: self._keys_for_node}
+
+    def _keys_for_node(self, node: dict[str, Any]) -> list[str]:
+        """L11: a Ready node that no longer lists a held volume in ``status.volumesInUse`` has let it go."""
+        name = _meta(node).get("name", "")
+        with self._held_lock:
+            held = sorted(self._held.get(name, ()))
+        if not held or not is_true(node, "Ready"):
+            return []
+        return [pv for pv in held if not volume_in_use_on(node, pv)]
+
+    def _hold(self, pv_name: str, nodes: list[str]) -> None:
+        with self._held_lock:
+            for node in nodes:
+                self._held.setdefault(node, set()).add(pv_name)
+
+    def _release_hold(self, pv_name: str) -> None:
+        with self._held_lock:
+            for node in [n for n, held in self._held.items() if pv_name in held]:
+                self._held[node].discard(pv_name)
+                if not self._held[node]:
+                    del self._held[node]
 
     def _keys_for_claim(self, claim: dict[str, Any]) -> list[str]:
         keys = []
@@ -703,6 +733,7 @@ class VolumeBinder(_Base):
     def reconcile(self, key: str) -> Result:
         volume = self.ctx.cache.get(PVS, "", key)
         if volume is None:
+            self._release_hold(key)
             return Result()
         return self.sync_volume(volume)
 
@@ -817,20 +848,25 @@ class VolumeBinder(_Base):
             return Result()
         live = self._still_released(volume)
         if live is None or is_deleting(live):
+            self._release_hold(name)
             return Result()  # marked for deletion by us: the backend asset is already gone
         try:
             with secrets_available(store_secret_reader(self.ctx.store), store_config_map_reader(self.ctx.store)):
                 provisioner.delete(live)
         except TemporaryError:
+            self._hold(name, affinity_hostnames(live))
             raise
         except Exception as exc:
             live = self._set_volume_phase(live, "Failed", str(exc))
             self.ctx.events.record(live, "Warning", "VolumeFailedDelete", str(exc))
             if isinstance(exc, Conflict):
                 # The backend's "in use" (a pod on the node still has it mounted), not a write race in the
-                # store, which the manager retries at once: this one waits with back-off like any failure.
+                # store, which the manager retries at once: this one waits with back-off like any failure,
+                # or less: until its node reports it no longer in use (L11).
+                self._hold(name, affinity_hostnames(live))
                 raise StowageError(str(exc)) from exc
             raise
+        self._release_hold(name)
         delete_objects(self.ctx.store, live)
         try:
             self.ctx.store.delete(PVS, "", name, resource_version=_meta(live).get("resourceVersion"))

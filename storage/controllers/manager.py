@@ -481,14 +481,15 @@ DEFAULT_RECONCILERS: list[type[Reconciler]] = _default_reconcilers()
 def run_controllers(store: Store, stop_event: threading.Event, *, reconcilers: list[type[Reconciler]] | None = None,
                     workers: int = 2, component: str = "stowage-controller-manager",
                     ready: threading.Event | None = None, manager_out: list[ControllerManager] | None = None,
-                    options: ControllerOptions | None = None) -> None:
+                    options: ControllerOptions | None = None,
+                    resync_seconds: float = DEFAULT_RESYNC_SECONDS) -> None:
     """Run the reconcilers against ``store`` until ``stop_event`` is set.
 
     ``ready`` is set once the first listing is in the cache; ``manager_out``
     receives the manager (tests and benchmarks inspect its cache and queues).
     """
     manager = ControllerManager(store, DEFAULT_RECONCILERS if reconcilers is None else reconcilers,
-                                workers=workers, component=component, options=options)
+                                workers=workers, component=component, options=options, resync_seconds=resync_seconds)
     if manager_out is not None:
         manager_out.append(manager)
     manager.start()

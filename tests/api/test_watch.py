@@ -1,7 +1,6 @@
 """Watch streams over real HTTP: revisions, synthetic ADDED, selectors, timeouts, 410."""
 from __future__ import annotations
 
-import socket
 import threading
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from apiobjects import config_map, ensure_namespaces
 from storage.client import Client
 from storage.errors import Gone
+from tcp_relay import TcpRelay
 
 
 def collect(events, count: int) -> list[dict[str, Any]]:
@@ -162,62 +162,6 @@ def test_stopping_the_server_ends_open_watches(tmp_path) -> None:
         assert ended.wait(30), "the watch stream stayed open after the server stopped"
 
 
-class FreezingProxy:
-    """A TCP relay that can go silent in both directions while keeping its sockets open: what a watch sees
-    when its host is cut off from the network (no FIN, no RST, just nothing)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.frozen = threading.Event()
-        self.closing = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = [self._listener]
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self) -> None:
-        while not self.closing.is_set():
-            try:
-                inbound, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            outbound = socket.create_connection(("127.0.0.1", self.target_port))
-            self._sockets += [inbound, outbound]
-            for source, sink in ((inbound, outbound), (outbound, inbound)):
-                thread = threading.Thread(target=self._pump, args=(source, sink), daemon=True)
-                self._threads.append(thread)
-                thread.start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        source.settimeout(0.2)
-        while not self.closing.is_set():
-            if self.frozen.is_set():
-                self.closing.wait(0.2)  # hold the bytes: neither forwarded nor refused
-                continue
-            try:
-                data = source.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            if self.frozen.is_set():
-                continue  # read while the link went down: lost on the way, as on a cut wire
-            sink.sendall(data)
-
-    def close(self) -> None:
-        self.closing.set()
-        for sock in self._sockets:
-            sock.close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-
 @pytest.mark.timeout(120)
 def test_a_watch_whose_connection_goes_silent_is_reported_dead_while_bookmarks_keep_a_quiet_one(tmp_path) -> None:
     """L9: a host cut off from the network: the server's events are lost on the way and TCP tells a reader
@@ -228,7 +172,7 @@ def test_a_watch_whose_connection_goes_silent_is_reported_dead_while_bookmarks_k
     from storage.errors import TemporaryError
 
     with running_server(tmp_path, bookmark_interval=0.5) as server:
-        proxy = FreezingProxy(server.port)
+        proxy = TcpRelay(server.port)
         try:
             with server.client() as direct:
                 ensure_namespaces(direct, "default")

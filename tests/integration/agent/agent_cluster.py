@@ -8,6 +8,8 @@ directory and detaches every loop device backed by a file under it.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import random
 import secrets
@@ -42,9 +44,10 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1,
+               diagnose: Callable[[], str] | None = None) -> Any:
     """``wait_for`` where an object not created yet counts as "not yet"."""
-    return wait_for(predicate, what, timeout, interval=interval, retry_on=(NotFound,))
+    return wait_for(predicate, what, timeout, interval=interval, retry_on=(NotFound,), diagnose=diagnose)
 
 
 def random_ip_range() -> str:
@@ -132,11 +135,16 @@ class Cluster:
         return write_kubeconfig(self.base / f"bootstrap-{name}.kubeconfig", access.server, access.token,
                                 ca_data=access.ca_data)
 
-    def add_agent(self, name: str, **kwargs: Any) -> NodeAgent:
-        """An in-process agent with its own node identity, obtained through a bootstrap token and CSRs."""
+    def add_agent(self, name: str, *, via_port: int | None = None, **kwargs: Any) -> NodeAgent:
+        """An in-process agent with its own node identity, obtained through a bootstrap token and CSRs;
+        ``via_port``: it reaches the API server through that port of 127.0.0.1 (a relay)."""
         creds = node_credentials(name, self.agent_dir(name) / "pki", "127.0.0.1", self.bootstrap_access)
         config = self.agent_config(name, tls=creds.tls, **kwargs)
-        agent = NodeAgent(Client.from_access(creds.access), config)
+        access = creds.access
+        if via_port is not None:
+            scheme = access.server.split("://")[0]
+            access = dataclasses.replace(access, server=f"{scheme}://127.0.0.1:{via_port}", servers=())
+        agent = NodeAgent(Client.from_access(access), config)
         agent.start()
         self.agents[name] = agent
         return agent
@@ -184,14 +192,24 @@ class Cluster:
             return not ready or condition(p, "Ready") == "True"
         return self.wait_pod(name, ok, "Running" + (" and Ready" if ready else ""), timeout)
 
-    def wait_gone(self, resource: str, name: str, namespace: str = "", timeout: float = 90.0) -> None:
+    def wait_gone(self, resource: str, name: str, namespace: str = "", timeout: float = 90.0,
+                  diagnose: Callable[[], str] | None = None) -> None:
         def gone() -> bool:
             try:
                 self.client.get(resource, name, namespace)
             except NotFound:
                 return True
             return False
-        wait_until(gone, f"{resource} {name} to be gone", timeout)
+        wait_until(gone, f"{resource} {name} to be gone", timeout, diagnose=diagnose)
+
+    def agent_log(self, node: str, limit: int = 8000) -> str:
+        """The end of an agent's log without its per-request lines: what a failed wait on it shows."""
+        try:
+            lines = (self.base / f"agent-{node}.log").read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return f"(no log for agent {node})"
+        kept = [line for line in lines if "[debug    ] request " not in line]
+        return "\n".join(kept)[-limit:]
 
     def events_for(self, name: str, namespace: str = "default") -> list[Obj]:
         items, _ = self.client.list("events", namespace)

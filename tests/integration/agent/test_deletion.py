@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from agent_cluster import Cluster, claim, local_class, pod, wait_until
+from agent_cluster import Cluster, claim, condition, local_class, pod, wait_until
 from provisioners import registry as provisioner_registry
 from provisioners.hostpath import HostPathProvisioner
 from storage.agent.agent import NodeAgent
 from storage.errors import NotFound
 from storage.system import blockdev, loop, mounts
 from support import kubectl_binary
+from tcp_relay import TcpRelay
 
 STUBBORN = "trap '' TERM; while true; do sleep 1; done"  # ignores SIGTERM: only SIGKILL ends it
 IMMEDIATE = b"Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated."
@@ -111,6 +112,33 @@ def test_g2_force_delete_while_the_node_is_down_stops_the_container_when_it_retu
     back = cluster.add_agent("n1")
     wait_until(lambda: not containers_of(back, uid), "the returning agent to stop the orphan")
     wait_until(lambda: not (cluster.agent_dir("n1") / "pods" / uid).exists(), "the orphan's directory to be removed")
+
+
+def test_l12_an_agent_cut_off_from_its_server_resumes_its_watch_and_honours_a_force_deletion_made_meanwhile(
+        cluster: Cluster) -> None:
+    """L12: a watch whose connection is reset (the server restarts, the link drops) is resumed from the last
+    revision delivered, after a short back-off: the agent learns that a pod was force-deleted meanwhile, with
+    its grace of 0, and stops it at once. A relist would have only told it the pod was gone, to be stopped
+    within its own 600 s."""
+    cluster.start_controllers()
+    relay = TcpRelay(cluster.server.port)
+    try:
+        agent = cluster.add_agent("n1", via_port=relay.port)
+        cluster.apply(pod("forced", STUBBORN, grace=600))
+        uid = cluster.wait_running("forced")["metadata"]["uid"]
+        passes = agent.full_passes
+        relay.drop()
+        cluster.client.delete("pods", "forced", "default", grace_period_seconds=0)
+        with pytest.raises(NotFound):
+            cluster.pod("forced")
+        assert [c["status"] for c in containers_of(agent, uid)] == ["running"]
+        relay.restore()
+        wait_until(lambda: not containers_of(agent, uid), "the force-deleted pod stopped with its grace of 0", 60)
+        assert agent.full_passes == passes, "the agent relisted instead of resuming its watch"
+        wait_until(lambda: condition(cluster.client.get("nodes", "n1"), "Ready") == "True", "node n1 Ready")
+    finally:
+        cluster.stop_agent("n1")
+        relay.close()
 
 
 def test_b11_a1_a_finished_pod_holds_its_claims_keeps_no_volume_and_nothing_deleted_reappears(cluster: Cluster) -> None:

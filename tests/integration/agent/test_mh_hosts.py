@@ -245,4 +245,4 @@ def test_lr_opt_in_recovery_recreates_a_lost_members_claim_on_a_live_host(hosts3
     finally:
         fabric.restore(lost)
     # The host is back: the old volume, released, goes by its reclaim policy (Delete).
-    cluster.wait_gone("persistentvolumes", old_volume, timeout=120)
+    cluster.wait_gone("persistentvolumes", old_volume, timeout=120, diagnose=lambda: cluster.agent_log(lost.name))

@@ -7,7 +7,7 @@ from binder_events import event_reasons, wait_event
 from provisioners import registry
 from storage.errors import Conflict
 from provisioners.base import ProvisionRequest, ProvisionResult, Provisioner
-from support import get_or_none, wait_for
+from support import get_or_none, running_controllers, wait_for
 
 PV, PVC, SC, POD = "persistentvolumes", "persistentvolumeclaims", "storageclasses", "pods"
 
@@ -199,6 +199,68 @@ def test_b10_a_backend_conflict_on_delete_waits_with_backoff(store, controllers)
         wait_for(lambda: queue.num_requeues(pv_name) >= 3, "the delete retried with back-off", 30)
     finally:
         registry.unregister(in_use.name)
+
+
+def test_l11_a_volume_its_node_no_longer_uses_is_deleted_without_waiting_for_the_backoff(store):
+    """L11: a released local volume whose delete the node refused (in use) is retried when the node's
+    ``status.volumesInUse`` drops it, not at the back-off's next step (here made a minute long, and no
+    resync to retry it either)."""
+    class Pinned(FlakyDeleter):
+        name = "test.stowage.io/pinned"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.busy = True
+            self.calls = 0
+
+        def provision(self, req: ProvisionRequest) -> ProvisionResult:
+            return ProvisionResult.finished({"local": {"path": "/x"}}, req.claim["spec"]["resources"]["requests"]["storage"],
+                                            node_affinity={"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                                                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}})
+
+        def delete(self, pv) -> None:
+            self.calls += 1
+            if self.busy:
+                raise Conflict(f"pool volume {pv['metadata']['name']} is in use")
+            self.deleted.append(pv["metadata"]["name"])
+
+    def node_status(node, in_use: list[str]) -> dict:
+        node["status"] = {"conditions": [{"type": "Ready", "status": "True"}], "volumesInUse": in_use}
+        return store.update("nodes", node)
+
+    pinned = Pinned()
+    registry.register(pinned)
+    try:
+        with running_controllers(store, resync_seconds=0) as controllers:
+            _l11_node_news_retry_the_delete(store, controllers, pinned, node_status)
+    finally:
+        registry.unregister(pinned.name)
+
+
+def _l11_node_news_retry_the_delete(store, controllers, pinned, node_status) -> None:
+    queue = next(c.queue for c in controllers.controllers if c.reconciler.name == "persistentvolume-binder-volumes")
+    queue.base_delay = 60.0  # the first back-off step alone is 30-90 s
+    node = store.create("nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+    store.create(SC, mk_sc("pinned", provisioner=pinned.name))
+    store.create(PVC, mk_pvc("c", cls="pinned"))
+    pv_name = wait_phase(store, PVC, "default", "c", "Bound")["spec"]["volumeName"]
+    node = node_status(node, [f"kubernetes.io~local-volume/{pv_name}"])
+    store.delete(PVC, "default", "c")
+    wait_phase(store, PV, "", pv_name, "Failed")
+    # Two refusals: the first, and the one its own Failed phase brought back at once.
+    wait_for(lambda: queue.num_requeues(pv_name) >= 2, "the refused delete waiting with back-off", 30)
+    calls = pinned.calls
+    # The node still reports the volume in use: its news brings no retry.
+    node = node_status(node, [f"kubernetes.io~local-volume/{pv_name}", "kubernetes.io~local-volume/other"])
+    pinned.busy = False
+    node = node_status(node, [f"kubernetes.io~local-volume/{pv_name}"])
+    wait_for(lambda: controllers.cache.get("nodes", "", "n1")["metadata"]["resourceVersion"]
+             == node["metadata"]["resourceVersion"], "the node's news in the controllers' cache", 30)
+    assert pinned.calls == calls and get_or_none(store, PV, "", pv_name) is not None
+    # The volume is no longer in use there: deleted now, long before the back-off's retry.
+    node_status(node, [])
+    wait_for(lambda: get_or_none(store, PV, "", pv_name) is None, "the volume deleted on the node's news", 15)
+    assert pinned.deleted == [pv_name]
 
 
 class FlakyDeleter(Provisioner):
