@@ -21,7 +21,7 @@ from provisioners.base import (
 from storage.api.conditions import condition
 from storage.api.node_affinity import affinity_hostnames, hostname_affinity
 from storage.api.quantity import format_quantity
-from storage.errors import NotFound, PermanentError, TemporaryError, from_status
+from storage.errors import BackendConflict, Conflict, NotFound, PermanentError, TemporaryError, from_status
 
 Obj = dict[str, Any]
 NAME = "stowage.io/local"
@@ -97,6 +97,8 @@ class LocalProvisioner(Provisioner, Snapshotter):
             err = from_status(status, response.status_code)
             if response.status_code == 503:
                 raise TemporaryError(err.message, delay=5.0)
+            if isinstance(err, Conflict):
+                raise BackendConflict(err.message)  # the pool's "in use" or a failed check, not a store write race (L10)
             raise err
         return response.json()
 

@@ -188,6 +188,14 @@ class TooManyRequests(StowageError):
         return status
 
 
+class BackendConflict(StowageError):
+    """A backend refused a change in the state its asset is in (a pool volume still mounted by a pod, a
+    filesystem that failed its check): unlike ``Conflict``, a write race of the store retried at once, it
+    waits with back-off."""
+
+    code, reason = 409, "Conflict"
+
+
 class TemporaryError(StowageError):
     """A backend said 'not now': retry after ``delay`` seconds."""
 

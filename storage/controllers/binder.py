@@ -36,7 +36,7 @@ from storage.controllers.datasource import Refuse, Resolved, Wait, data_source_r
 from storage.controllers.faults import fault_point
 from storage.controllers.secrets import store_config_map_reader, store_secret_reader
 from storage.controllers.volume_objects import delete_objects, ensure_objects
-from storage.errors import AlreadyExists, Conflict, NotFound, StowageError, TemporaryError
+from storage.errors import AlreadyExists, BackendConflict, Conflict, NotFound, StowageError, TemporaryError
 
 log = structlog.get_logger(__name__)
 
@@ -859,7 +859,7 @@ class VolumeBinder(_Base):
         except Exception as exc:
             live = self._set_volume_phase(live, "Failed", str(exc))
             self.ctx.events.record(live, "Warning", "VolumeFailedDelete", str(exc))
-            if isinstance(exc, Conflict):
+            if isinstance(exc, (BackendConflict, Conflict)):
                 # The backend's "in use" (a pod on the node still has it mounted), not a write race in the
                 # store, which the manager retries at once: this one waits with back-off like any failure,
                 # or less: until its node reports it no longer in use (L11).

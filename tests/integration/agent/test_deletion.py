@@ -14,7 +14,7 @@ from agent_cluster import Cluster, claim, condition, local_class, pod, wait_unti
 from provisioners import registry as provisioner_registry
 from provisioners.hostpath import HostPathProvisioner
 from storage.agent.agent import NodeAgent
-from storage.errors import NotFound
+from storage.errors import BackendConflict, Conflict, NotFound
 from storage.system import blockdev, loop, mounts
 from support import kubectl_binary
 from tcp_relay import TcpRelay
@@ -139,6 +139,24 @@ def test_l12_an_agent_cut_off_from_its_server_resumes_its_watch_and_honours_a_fo
     finally:
         cluster.stop_agent("n1")
         relay.close()
+
+
+def test_l10_the_pools_in_use_answer_reaches_the_controllers_as_a_backend_refusal_not_a_store_conflict(
+        cluster: Cluster) -> None:
+    """L10: the agent answers 409 while a pod has the pool volume mounted; the local provisioner hands it on as
+    ``BackendConflict``, which the controller manager retries with back-off, not as ``Conflict`` (a write
+    race of the store, retried at once: the delete, expand or snapshot call went round in a tight loop)."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(local_class(), claim("data"), pod("user", claims={"data": "/data"}))
+    cluster.wait_running("user")
+    pv = cluster.client.get("persistentvolumes", cluster.client.get("persistentvolumeclaims", "data", "default")["spec"]["volumeName"])
+    local = provisioner_registry.get("stowage.io/local")
+    assert local is not None
+    with pytest.raises(BackendConflict, match=f"pool volume {pv['metadata']['name']} is in use") as refused:
+        local.delete(pv)
+    assert not isinstance(refused.value, Conflict)
+    assert cluster.wait_running("user")["metadata"]["uid"]  # the refusal changed nothing
 
 
 def test_b11_a1_a_finished_pod_holds_its_claims_keeps_no_volume_and_nothing_deleted_reappears(cluster: Cluster) -> None:
