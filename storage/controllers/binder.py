@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import threading
 import weakref
+import zlib
 from fractions import Fraction
 from typing import Any, Callable, Iterable
 
@@ -64,6 +65,7 @@ MSG_FS_RESIZE = "Waiting for user to (re-)start a pod to finish file system resi
 
 SWEEP_FREE = "~free:"  # a volume of this class became free: try the class's pending claims
 SWEEP_CLASS = "~class:"  # a StorageClass changed: retry claims that may depend on it
+_CLAIM_LOCK_STRIPES = 64
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -131,9 +133,15 @@ class BinderState:
         self.claims_by_source: dict[tuple[str, str, str], set[str]] = {}
         self._source_facts: dict[str, tuple[str, str, str]] = {}
         self.live = hasattr(cache, "add_handler")
+        # A claim is synced under its own key and by the sweeps of its class (other keys, so other workers):
+        # one of these locks per claim keeps two of them from provisioning or binding it at once.
+        self._claim_locks = [threading.Lock() for _ in range(_CLAIM_LOCK_STRIPES)]
         if self.live:
             cache.add_handler(PVS, self._on_volume)  # type: ignore[attr-defined]
             cache.add_handler(PVCS, self._on_claim)  # type: ignore[attr-defined]
+
+    def claim_lock(self, key: str) -> threading.Lock:
+        return self._claim_locks[zlib.crc32(key.encode()) % _CLAIM_LOCK_STRIPES]
 
     def _on_volume(self, _resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         with self.lock:
@@ -410,25 +418,27 @@ class ClaimBinder(_Base):
         if key.startswith(SWEEP_CLASS):
             return self._sweep_class(key[len(SWEEP_CLASS):])
         namespace, name = split_key(key)
-        claim = self.ctx.cache.get(PVCS, namespace, name)
-        if claim is None:
-            return Result()
-        return self.sync_claim(claim)
+        with self.state.claim_lock(key):  # read under the lock: a sweep that just bound it wrote through the cache
+            claim = self.ctx.cache.get(PVCS, namespace, name)
+            if claim is None:
+                return Result()
+            return self.sync_claim(claim)
 
     def _sweep(self, klass: str, *, only_matching: bool) -> Result:
         """Bind the pending claims of a class in one pass (oldest name first)."""
         conflicts = 0
         for key in self.state.pending(klass):
             namespace, name = split_key(key)
-            claim = self.ctx.cache.get(PVCS, namespace, name)
-            if claim is None or not is_pending_claim(claim):
-                continue
-            if only_matching and self.state.find(claim, self._delay_binding(claim)[0]) is None:
-                continue
-            try:
-                self.sync_claim(claim)
-            except Conflict:
-                conflicts += 1
+            with self.state.claim_lock(key):
+                claim = self.ctx.cache.get(PVCS, namespace, name)
+                if claim is None or not is_pending_claim(claim):
+                    continue
+                if only_matching and self.state.find(claim, self._delay_binding(claim)[0]) is None:
+                    continue
+                try:
+                    self.sync_claim(claim)
+                except Conflict:
+                    conflicts += 1
         if conflicts:
             raise Conflict(f"{conflicts} claim(s) of class {klass!r} changed during the sweep")
         return Result()

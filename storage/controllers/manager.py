@@ -236,6 +236,11 @@ class WorkQueue:
         with self._cond:
             return self._failures.get(key, 0)
 
+    def in_progress(self, key: str) -> bool:
+        """A worker holds ``key`` now."""
+        with self._cond:
+            return key in self._processing
+
     def forget(self, key: str) -> None:
         with self._cond:
             self._failures.pop(key, None)

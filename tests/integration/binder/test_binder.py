@@ -1,6 +1,7 @@
 """The binder, provisioning, reclaim, protection and expansion controllers on a real store (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from binder_events import event_reasons, wait_event
@@ -261,6 +262,53 @@ def _l11_node_news_retry_the_delete(store, controllers, pinned, node_status) -> 
     node_status(node, [])
     wait_for(lambda: get_or_none(store, PV, "", pv_name) is None, "the volume deleted on the node's news", 15)
     assert pinned.deleted == [pv_name]
+
+
+def test_p_a_claim_is_provisioned_once_when_its_class_sweep_and_its_own_sync_race(store, controllers):
+    """A claim is synced under its own key and by the sweep a new StorageClass starts (another key, so
+    another worker): both used to provision it, and the second provisioning's write of the volume raced
+    its deletion. One claim lock makes the second wait, then find the claim bound."""
+    class Slow(FlakyDeleter):
+        name = "test.stowage.io/slow"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+            self.inside = threading.Event()
+            self.release = threading.Event()
+
+        def provision(self, req: ProvisionRequest) -> ProvisionResult:
+            self.calls += 1
+            self.inside.set()
+            self.release.wait(60)
+            return super().provision(req)
+
+    slow = Slow()
+    registry.register(slow)
+    queue = next(c.queue for c in controllers.controllers if c.reconciler.name == "persistentvolume-binder-claims")
+    try:
+        store.create(PVC, mk_pvc("c", cls="slow"))  # its class does not exist yet: it waits
+        wait_phase(store, PVC, "default", "c", "Pending")
+        store.create(SC, mk_sc("slow", provisioner=slow.name))  # the class's sweep provisions it
+        assert slow.inside.wait(30), "the sweep did not provision the claim"
+        for _attempt in range(10):  # the claim's own key, while the sweep's provisioning is still running
+            claim = store.get(PVC, "default", "c")
+            claim["metadata"].setdefault("labels", {})["poked"] = "yes"
+            try:
+                store.update(PVC, claim)
+                break
+            except Conflict:
+                continue
+        wait_for(lambda: queue.in_progress("default/c") or slow.calls > 1, "the claim's own sync under way", 30)
+        slow.release.set()
+        wait_phase(store, PVC, "default", "c", "Bound")
+        wait_for(lambda: not queue.in_progress("default/c") and not queue.in_progress("~class:slow"),
+                 "both syncs done", 30)
+        assert slow.calls == 1
+        assert len([v for v in store.list(PV)[0] if v["spec"].get("storageClassName") == "slow"]) == 1
+    finally:
+        slow.release.set()
+        registry.unregister(slow.name)
 
 
 class FlakyDeleter(Provisioner):
