@@ -1198,11 +1198,13 @@ class NodeAgent:
                 return
 
     def _remember(self, pod: Obj) -> None:
-        """Keep a pod this agent just wrote, unless the watch has brought a newer one already."""
+        """Keep a pod this agent just wrote, unless the watch has brought a newer one already, or its
+        deletion: a write whose answer comes back after the watch reported the pod deleted (its request
+        was held up, as over a link that was cut) must not bring the pod back, or it is never stopped."""
         uid = _meta(pod).get("uid", "")
         with self._lock:
             known = self._pods.get(uid)
-            if known is None or revision(pod) > revision(known):
+            if known is not None and revision(pod) > revision(known):
                 self._pods[uid] = pod
 
     def _report_waiting(self, pod: Obj, reason: str, message: str, *, event: bool = False) -> None:
@@ -1275,6 +1277,11 @@ class NodeAgent:
         if not self.pools:
             raise NotFound(f"node {self.node} has no storage pool")
         return next(iter(self.pools.values()))
+
+    def known_pods(self) -> set[str]:
+        """UIDs of the pods this agent takes as bound to its node (what its watch last said)."""
+        with self._lock:
+            return set(self._pods)
 
     def pod_uid(self, namespace: str, name: str) -> str:
         with self._lock:

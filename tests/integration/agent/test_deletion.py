@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,38 @@ def test_l12_an_agent_cut_off_from_its_server_resumes_its_watch_and_honours_a_fo
     finally:
         cluster.stop_agent("n1")
         relay.close()
+
+
+def test_l13_a_status_write_answered_after_the_watch_reported_the_pod_deleted_does_not_bring_it_back(
+        cluster: Cluster) -> None:
+    """L13: the agent's write of a pod's status succeeds, but its answer comes back only after the watch has
+    reported the pod force-deleted (the request was held up, as over a link that was cut and restored).
+    The agent used to keep the written copy as the pod's latest state, which brought the deleted pod back
+    into its view: it was never stopped and kept its volumes (the multi-host recovery test saw this)."""
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    cluster.apply(pod("late", STUBBORN, grace=600))
+    uid = cluster.wait_running("late", ready=True)["metadata"]["uid"]
+    real_update_status = agent.client.update_status
+    fired = threading.Event()
+
+    def answered_late(obj: dict, *args: object, **kwargs: object) -> dict:
+        saved = real_update_status(obj, *args, **kwargs)
+        if (obj.get("metadata") or {}).get("uid") == uid and not fired.is_set():
+            fired.set()
+            cluster.client.delete("pods", "late", "default", grace_period_seconds=0)
+            wait_until(lambda: uid not in agent.known_pods(), "the watch to report the pod deleted")
+        return saved
+
+    agent.client.update_status = answered_late  # type: ignore[method-assign]
+    # What the node lifecycle controller does to a silent node's pods: the agent says again what is true.
+    marked = cluster.pod("late")
+    marked["status"]["conditions"] = [{**c, "status": "False"} if c["type"] == "Ready" else c
+                                      for c in marked["status"]["conditions"]]
+    cluster.client.update_status(marked)
+    wait_until(fired.is_set, "the agent's status write")
+    wait_until(lambda: not containers_of(agent, uid), "the force-deleted pod stopped", 60)
+    assert uid not in agent.known_pods()
 
 
 def test_l10_the_pools_in_use_answer_reaches_the_controllers_as_a_backend_refusal_not_a_store_conflict(
