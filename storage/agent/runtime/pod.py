@@ -538,11 +538,16 @@ class PodWorker:
             deadline.wait(0.05)
         kill_deadline = time.monotonic() + 30
         while not exit_file.exists() and time.monotonic() < kill_deadline:
-            self.s.runc.kill(inst.container_id, "KILL")
+            if not self.s.runc.kill(inst.container_id, "KILL") and not self._runc_running(inst.container_id):
+                break  # the container is gone and no exit file came: more SIGKILLs for 30 s would change nothing
             time.sleep(0.05)
             if inst.proc is not None and inst.proc.poll() is not None:
                 break
         self.wake.set()
+
+    def _runc_running(self, container_id: str) -> bool:
+        state = self.s.runc.state(container_id)
+        return state is not None and state.get("status") in ("created", "running", "paused")
 
     def pre_stop(self, cs: ContainerState, timeout: float) -> None:
         hook = ((self._container_spec(cs.name).get("lifecycle") or {}).get("preStop") or {}).get("exec")
