@@ -33,6 +33,7 @@ import structlog
 
 from provisioners import registry as provisioner_registry
 from provisioners.base import ANN_PROVISIONED_BY, Attacher, secrets_available
+from storage.api.conditions import is_true
 from storage.api.node_affinity import volume_in_use_on
 from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE, node_taints
 from storage.api.timestamps import format_time
@@ -103,11 +104,6 @@ def pod_terminated(pod: Obj) -> bool:
     return bool(_meta(pod).get("deletionTimestamp")) and all(
         _not_running(status.get(key) or []) for key in ("initContainerStatuses", "containerStatuses",
                                                         "ephemeralContainerStatuses"))
-
-
-def _ready(node: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (node.get("status") or {}).get("conditions") or [])
 
 
 def _out_of_service(node: Obj) -> bool:
@@ -194,12 +190,12 @@ def calculate_changes(snap: Snapshot, now: dt.datetime, max_wait: float) -> Chan
             out.detaches.append(Detach(va, "unmounted" if node_name not in wanted else "unwanted"))
         elif _out_of_service(node):
             out.detaches.append(Detach(va, "out-of-service"))
-        elif not _ready(node) and (now - since).total_seconds() >= max_wait:
+        elif not is_true(node, "Ready") and (now - since).total_seconds() >= max_wait:
             out.detaches.append(Detach(va, "timeout"))
         else:
             staying[node_name] = va
             out.waiting[name] = since
-            if not _ready(node):
+            if not is_true(node, "Ready"):
                 deadline = since + dt.timedelta(seconds=max_wait)
                 out.next_check = deadline if out.next_check is None else min(out.next_check, deadline)
             # A healthy node that still mounts it: its next volumesInUse report brings the next look.
