@@ -1206,6 +1206,11 @@ class NodeAgent:
             known = self._pods.get(uid)
             if known is not None and revision(pod) > revision(known):
                 self._pods[uid] = pod
+                if _meta(pod).get("deletionTimestamp") and not _meta(known).get("deletionTimestamp"):
+                    # The answer carries a deletion the watch has not delivered yet; against this copy its
+                    # event will look like a change of status only, so the pass that stops the pod is due now.
+                    self._dirty.add(uid)
+                    self._lock.notify_all()
 
     def _report_waiting(self, pod: Obj, reason: str, message: str, *, event: bool = False) -> None:
         containers = (pod.get("spec") or {}).get("containers") or []

@@ -174,6 +174,28 @@ def test_l13_a_status_write_answered_after_the_watch_reported_the_pod_deleted_do
     assert uid not in agent.known_pods()
 
 
+def test_g1_a_deletion_the_agent_learns_from_its_own_write_before_its_watch_still_stops_the_pod(
+        cluster: Cluster) -> None:
+    """G1: the answer to one of the agent's writes may bring a pod's deletion before the watch does. The
+    agent kept that copy, and the watch's event then differed from it only in status, so no pass stopped
+    the pod. Here the watch is held (a frozen relay) while the agent's write returns the deleted pod."""
+    cluster.start_controllers()
+    relay = TcpRelay(cluster.server.port)
+    try:
+        agent = cluster.add_agent("n1", via_port=relay.port)
+        cluster.apply(pod("early", STUBBORN, grace=1))
+        uid = cluster.wait_running("early")["metadata"]["uid"]
+        relay.frozen.set()
+        cluster.client.delete("pods", "early", "default")  # graceful: the object stays, Terminating
+        agent._remember(cluster.pod("early"))  # what the agent's next status write would return
+        relay.restore()
+        wait_until(lambda: not containers_of(agent, uid), "the deleted pod stopped", 60)
+    finally:
+        relay.restore()
+        cluster.stop_agent("n1")
+        relay.close()
+
+
 def test_l10_the_pools_in_use_answer_reaches_the_controllers_as_a_backend_refusal_not_a_store_conflict(
         cluster: Cluster) -> None:
     """L10: the agent answers 409 while a pod has the pool volume mounted; the local provisioner hands it on as
