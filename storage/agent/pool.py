@@ -158,6 +158,12 @@ class Pool:
         # Before the record changes: a process that dies between the two leaves another process with
         # a needless re-read, never with a stale sum. Only pools of this code write records.
         assert self._lock_file is not None, "pool records are written only under _accounting"
+        # A write that was not preceded by a sum in the same locked section (marking a volume Ready,
+        # a release) must not stamp a cache that misses another process's records as current: that
+        # cache would then be believed at the next reservation and the pool overcommitted (PF61).
+        self._lock_file.seek(0)
+        if self._lock_file.read() != self._sizes_generation:
+            self._sizes = None
         generation = secrets.token_hex(8)
         self._lock_file.seek(0)
         self._lock_file.truncate()

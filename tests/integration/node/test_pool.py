@@ -133,6 +133,23 @@ def test_pf61_accounting_reads_the_records_again_only_after_another_process_wrot
     assert len(reads) >= 2  # ...because it read the records again after the other wrote
 
 
+def test_pf61_a_write_without_a_sum_does_not_make_a_stale_cache_current(node_tmp: Path) -> None:
+    """PF61: a pool whose cached sizes miss another pool object's reservation, and which then writes a
+    record without summing first (a release, a volume marked Ready), still counts the other's volume at
+    its next reservation. Before, the write stamped the stale cache with the new generation and the pool
+    was overcommitted (seen as 7 volumes in a pool of 5 in a CI run of the carving burst)."""
+    capacity = 10 * MiB
+    a, b = Pool(node_tmp / "pool", capacity=capacity), Pool(node_tmp / "pool", capacity=capacity)
+    a.reserve("a-first", 4 * MiB)  # a's cache now holds a-first
+    b.reserve("b-only", 4 * MiB)
+    a.release("a-first")  # a writes without summing: its cache misses b-only
+    a.reserve("a-second", 4 * MiB)
+    with pytest.raises(PoolFull):
+        a.reserve("a-third", 4 * MiB)  # 4 + 4 + 4 > 10: b-only must be counted
+    assert a.usage() == b.usage() == (capacity, 2 * MiB)
+    assert sorted(v.name for v in a.list()) == ["a-second", "b-only"]
+
+
 def has_cap_sys_resource() -> bool:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("CapEff:"):
