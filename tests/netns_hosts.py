@@ -15,14 +15,21 @@ their mounts and loop devices stay visible to the test and to its cleanup.
 """
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
 import os
 import secrets
+import socket
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from tcp_relay import TcpRelay
+
+_CLONE_NEWNET = 0x40000000
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -159,3 +166,64 @@ class Fabric:
 
 def data_dir_of(base: Path, host: Host) -> Path:
     return base / "hosts" / host.name
+
+
+def listen_in(host: Host, port: int) -> socket.socket:
+    """A socket listening on 127.0.0.1:``port`` inside ``host``'s network namespace.
+
+    A socket keeps the namespace it was made in, so a short-lived thread enters the namespace
+    (setns affects only the calling thread), makes the socket and ends; the caller serves it from
+    the test's own namespace."""
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"setns into {host.netns}: {os.strerror(errno)}")
+            finally:
+                os.close(fd)
+            made.append(socket.create_server(("127.0.0.1", port)))
+        except BaseException as exc:  # handed to the caller below
+            failed.append(exc)
+
+    thread = threading.Thread(target=make, name=f"enter-{host.netns}")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
+
+
+class LoopbackServices:
+    """The root namespace's 127.0.0.1 services (Ceph, Gluster, ... started once per test session) made
+    reachable from each host at the same 127.0.0.1 ports, for daemons that hand out loopback addresses
+    (a Ceph monitor's map of OSDs, a Gluster volume's bricks). ``cut`` resets a host's connections and
+    refuses new ones, as its pulled cable would; ``restore`` lets them through again."""
+
+    def __init__(self, hosts: Sequence[Host], ports: Sequence[int]) -> None:
+        self.relays: dict[str, list[TcpRelay]] = {}
+        try:
+            for host in hosts:
+                self.relays[host.name] = [TcpRelay(port, listener=listen_in(host, port)) for port in ports]
+        except BaseException:
+            self.close()
+            raise
+
+    def cut(self, host: Host) -> None:
+        for relay in self.relays.get(host.name, []):
+            relay.drop()
+
+    def restore(self, host: Host) -> None:
+        for relay in self.relays.get(host.name, []):
+            relay.restore()
+
+    def close(self) -> None:
+        for relays in self.relays.values():
+            for relay in relays:
+                relay.close()
+        self.relays.clear()

@@ -13,13 +13,15 @@ class TcpRelay:
     host is cut off (no FIN, no RST, just nothing). ``dropped``: every open connection is reset and new
     ones are closed as soon as they are accepted, what a client sees when its server goes away."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *, listener: socket.socket | None = None) -> None:
+        """``listener``: a listening socket made elsewhere (e.g. inside another network namespace,
+        ``netns_hosts.listen_in``) instead of a new one on 127.0.0.1; the relay owns and closes it."""
         self.target_port = target_port
         self.frozen = threading.Event()
         self.dropped = threading.Event()
         self.closing = threading.Event()
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = listener or socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = [self._listener]
@@ -49,7 +51,11 @@ class TcpRelay:
             if self.dropped.is_set():
                 _reset(inbound)
                 continue
-            outbound = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                outbound = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:  # nothing listens there (a daemon restarting): refused, as it would be directly
+                _reset(inbound)
+                continue
             with self._lock:
                 self._sockets += [inbound, outbound]
             for source, sink in ((inbound, outbound), (outbound, inbound)):
@@ -58,7 +64,10 @@ class TcpRelay:
                 thread.start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        source.settimeout(0.2)
+        try:
+            source.settimeout(0.2)
+        except OSError:  # reset by ``drop`` before this pump started
+            return
         while not self.closing.is_set():
             if self.frozen.is_set():
                 self.closing.wait(0.2)  # hold the bytes: neither forwarded nor refused

@@ -1,9 +1,9 @@
 """examples/cassandra's REAL Apache Cassandra ring across three hosts (rules MH1-MH3, CA3, CA7).
 
 Each host is a network namespace on a bridge with its own ``stowage agent`` process (``--address``,
-``--pod-cidr``, ``--pod-interface eth0``), as in tests/integration/agent/test_mh_hosts.py, whose ``Hosts``
-this module uses; the API server and the controllers run in the test's namespace on the bridge's control
-address. The example's manifests are applied unchanged with ``stowage apply``. The three members land on
+``--pod-cidr``, ``--pod-interface eth0``), as in tests/integration/agent/test_mh_hosts.py (both use
+``Hosts`` of mh_cluster.py); the API server and the controllers run in the test's namespace on the bridge's
+control address. The example's manifests are applied unchanged with ``stowage apply``. The three members land on
 three hosts (the scheduler takes the node with the fewest pods, BP12), each on a local volume carved from
 its own host's pool; they find their seed by its name (cassandra-0.cassandra.default.svc.cluster.local,
 which every host's agent writes into its pods' /etc/hosts from the Endpoints) and gossip and serve CQL on
@@ -34,11 +34,11 @@ from cassandra_ring import (CASSANDRA_LIB, MEMBERS, SEEDS, SELECTOR, installed_v
 from stowage_e2e import container_mount, is_ready, poll
 from support import host_tmp_dir, need_programs, need_root, stowage_executable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "agent"))  # agent_cluster, test_mh_hosts
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "agent"))  # agent_cluster, mh_cluster
 
 from agent_cluster import Cluster  # noqa: E402
 from netns_hosts import Fabric, Host  # noqa: E402
-from test_mh_hosts import Hosts  # noqa: E402
+from mh_cluster import Hosts  # noqa: E402
 
 from storage.api.node_affinity import affinity_hostnames  # noqa: E402
 from storage.controllers.base import ControllerOptions  # noqa: E402

@@ -20,15 +20,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: netns_hosts
 
 from agent_cluster import Cluster, claim, condition, local_class, pod, wait_until  # noqa: E402
-from netns_hosts import Fabric, Host  # noqa: E402
-from storage.controllers.base import ControllerOptions  # noqa: E402
+from mh_cluster import Hosts  # noqa: E402
 from storage.system import netaddr  # noqa: E402
 from support import need_programs, wait_for  # noqa: E402
 
 Obj = dict[str, Any]
-# 10 s, not less: with 3 s a CI machine's stall of the control plane (all three nodes Unknown at once, agents
-# heartbeating every second) set off the 2 s local-volume recovery before the test cut any host.
-FAST = ControllerOptions(node_monitor_grace_period=10.0, node_eviction_rate=10.0)
 PYTHON = "/usr/bin/python3"  # Debian's, visible inside pods (the test's own may live under /root)
 # Answers each connection with the pod's hostname and the address it was reached at.
 SERVER = ("import socket, os\n"
@@ -45,42 +41,6 @@ CLIENT = ("import socket, sys, time\n"
           "        time.sleep(0.2)\n"
           "time.sleep(3600)\n")
 POD_IP_ENV = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
-
-
-class Hosts:
-    def __init__(self, base: Path, count: int) -> None:
-        self.fabric = Fabric(count)
-        try:
-            self.cluster = Cluster(base, server_host=self.fabric.control_ip)
-        except BaseException:
-            self.fabric.close()
-            raise
-        self.agents: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, options: ControllerOptions = FAST) -> None:
-        """The controllers (``options``: short grace periods by default, for the node-loss tests), then one
-        agent per host, each Ready."""
-        self.cluster.start_controllers(options)
-        for host in self.fabric.hosts:
-            self.start_agent(host)
-        for host in self.fabric.hosts:
-            wait_until(lambda h=host: condition(self.node(h.name), "Ready") == "True", f"node {host.name} Ready")
-
-    def start_agent(self, host: Host) -> subprocess.Popen[bytes]:
-        proc = self.cluster.spawn_agent(
-            host.name, "--address", host.address, "--pod-cidr", host.pod_cidr, "--pod-interface", "eth0",
-            wrap=lambda argv, h=host: self.fabric.argv_in(h, argv))
-        self.agents[host.name] = proc
-        return proc
-
-    def node(self, name: str) -> Obj:
-        return self.cluster.client.get("nodes", name)
-
-    def close(self) -> None:
-        try:
-            self.cluster.close()
-        finally:
-            self.fabric.close()
 
 
 @pytest.fixture

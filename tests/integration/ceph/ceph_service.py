@@ -2,6 +2,7 @@
 the same script a user runs to try examples/ceph, and always stopped (FUSE mounts first)."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -30,6 +31,27 @@ class CephCluster:
         """Run a ``ceph`` admin command and return its stdout."""
         return subprocess.run(["ceph", "-c", str(self.conf), *args], check=True, capture_output=True, text=True,
                               timeout=timeout).stdout
+
+    def loopback_ports(self) -> list[int]:
+        """Every 127.0.0.1 port the daemons advertise (monitor, manager, OSD, MDS): the ones a client
+        elsewhere must reach, since the maps it is handed name these addresses."""
+        ports: set[int] = set()
+
+        def collect(node: object) -> None:
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key == "addr" and isinstance(value, str) and value.startswith("127.0.0.1:"):
+                        ports.add(int(value.split(":", 1)[1].split("/", 1)[0]))  # "127.0.0.1:PORT/NONCE" too
+                    else:
+                        collect(value)
+            elif isinstance(node, list):
+                for item in node:
+                    collect(item)
+
+        for dump in (("mon", "dump"), ("mgr", "dump"), ("osd", "dump"), ("fs", "dump")):
+            collect(json.loads(self.ceph(*dump, "--format", "json")))
+        ports.discard(0)
+        return sorted(ports)
 
     def rbd(self, *args: str, timeout: float = 60) -> str:
         return subprocess.run(["rbd", "-c", str(self.conf), *args], check=True, capture_output=True, text=True,
