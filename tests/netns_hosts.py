@@ -15,7 +15,6 @@ their mounts and loop devices stay visible to the test and to its cleanup.
 """
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import json
 import os
@@ -27,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from storage.system.libnfs import join_netns
 from tcp_relay import TcpRelay
-
-_CLONE_NEWNET = 0x40000000
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -179,14 +177,7 @@ def listen_in(host: Host, port: int) -> socket.socket:
 
     def make() -> None:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(host.netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, _CLONE_NEWNET) != 0:
-                    errno = ctypes.get_errno()
-                    raise OSError(errno, f"setns into {host.netns}: {os.strerror(errno)}")
-            finally:
-                os.close(fd)
+            join_netns(host.netns_path)
             made.append(socket.create_server(("127.0.0.1", port)))
         except BaseException as exc:  # handed to the caller below
             failed.append(exc)

@@ -101,7 +101,8 @@ def available() -> bool:
         return False
 
 
-def _join_netns(path: str) -> None:
+def join_netns(path: str) -> None:
+    """Move the calling thread (only it: setns is per thread) into the network namespace at ``path``."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -127,7 +128,7 @@ class _Worker:
     def _run(self, netns: str | None, started: Future[None]) -> None:
         try:
             if netns:
-                _join_netns(netns)
+                join_netns(netns)
         except BaseException as exc:
             started.set_exception(exc)
             return

@@ -64,6 +64,14 @@ def external_class(cluster: CephCluster, name: str = "cephfs-ext", **extra: str)
                            "adminSecretNamespace": "kube-system", **extra}}
 
 
+def external_class_objects(cluster: CephCluster, name: str = "cephfs") -> list[dict[str, Any]]:
+    """The admin Secret and an external-storage CephFS class (Delete) as a cluster's API takes them."""
+    storage_class = external_class(cluster, name)
+    storage_class.update({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "reclaimPolicy": "Delete"})
+    return [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ceph-admin", "namespace": "kube-system"},
+             "stringData": {"key": cluster.admin_key}}, storage_class]
+
+
 def make_provisioner(objects: Objects, connect_timeout: float = 10.0) -> CephfsProvisioner:
     return CephfsProvisioner(secrets=objects.secret, config_maps=objects.config_map, connect_timeout=connect_timeout)
 

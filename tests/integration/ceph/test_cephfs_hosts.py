@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 
 from agent_cluster import condition, wait_until  # noqa: E402
-from cephfs_testutil import force_unmount_under, sweep  # noqa: E402
+from cephfs_testutil import external_class_objects, force_unmount_under, sweep  # noqa: E402
 from ceph_service import CephCluster  # noqa: E402
 from mh_cluster import Hosts  # noqa: E402
 from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE  # noqa: E402
@@ -109,12 +109,7 @@ def test_mh7_a_cephfs_claim_follows_its_member_to_another_host_after_its_host_is
     hosts, cluster = ceph_hosts, ceph_hosts.cluster
     hosts.start()
     cluster.apply(
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ceph-admin", "namespace": "kube-system"},
-         "stringData": {"key": ceph_cluster.admin_key}},
-        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "cephfs"},
-         "provisioner": "ceph.com/cephfs", "reclaimPolicy": "Delete",
-         "parameters": {"monitors": ceph_cluster.monitors, "adminId": "admin", "adminSecretName": "ceph-admin",
-                        "adminSecretNamespace": "kube-system"}},
+        *external_class_objects(ceph_cluster),
         *_statefulset("db"))
     first = cluster.wait_running("db-0", timeout=180)
     lost = hosts.fabric.host(first["spec"]["nodeName"])

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 
 from agent_cluster import Cluster, claim, pod, wait_until  # noqa: E402
-from cephfs_testutil import force_unmount_under, sweep  # noqa: E402
+from cephfs_testutil import external_class_objects, force_unmount_under, sweep  # noqa: E402
 from ceph_service import CephCluster  # noqa: E402
 from support import host_tmp_dir, need_programs, need_root  # noqa: E402
 from volume_plugins.cephfs import ceph_fuse_pids, mounts_at  # noqa: E402
@@ -42,12 +42,7 @@ def test_pods_on_two_nodes_share_one_read_write_many_claim(nodes: Cluster, ceph_
     for name in ("n1", "n2"):
         nodes.add_agent(name)
     nodes.apply(
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ceph-admin", "namespace": "kube-system"},
-         "stringData": {"key": ceph_cluster.admin_key}},
-        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "cephfs"},
-         "provisioner": "ceph.com/cephfs", "reclaimPolicy": "Delete",
-         "parameters": {"monitors": ceph_cluster.monitors, "adminId": "admin", "adminSecretName": "ceph-admin",
-                        "adminSecretNamespace": "kube-system"}},
+        *external_class_objects(ceph_cluster),
         claim("shared", "64Mi", "cephfs", modes=["ReadWriteMany"]))
     for me, other, node in (("a", "b", "n1"), ("b", "a", "n2")):
         # Each file is written aside and renamed into place, so a reader that sees it sees all of it
