@@ -248,8 +248,8 @@ def test_pool_on_a_whole_device_is_formatted_once(node_tmp: Path, make_disk) -> 
     uuid = blockdev.fs_uuid(dev)
     pool.create("v", 16 * MiB, "ext4")
     pool.delete("v")
-    # A loop device that another process still has open (udev probing the new filesystem) is detached
-    # only when that process closes it; until then its image keeps the pool busy (seen in a CI run).
+    # A loop device that some process still has open when it is detached goes only once that process
+    # closes it; until then its image keeps the pool busy (a CI run; the holder was not identified).
     wait_for(lambda: not loop.loops_under(node_tmp / "pool"), "the volume's loop device released", 30)
     mounts.unmount(node_tmp / "pool")
     Pool.on_device(dev, node_tmp / "pool", fs_type="ext4", state_dir=node_tmp / "state")
