@@ -161,8 +161,7 @@ class Pool:
         # A write that was not preceded by a sum in the same locked section (marking a volume Ready,
         # a release) must not stamp a cache that misses another process's records as current: that
         # cache would then be believed at the next reservation and the pool overcommitted (PF61).
-        self._lock_file.seek(0)
-        if self._lock_file.read() != self._sizes_generation:
+        if self._read_generation() != self._sizes_generation:
             self._sizes = None
         generation = secrets.token_hex(8)
         self._lock_file.seek(0)
@@ -172,11 +171,14 @@ class Pool:
         if self._sizes is not None:
             self._sizes_generation = generation
 
+    def _read_generation(self) -> str:
+        assert self._lock_file is not None, "the generation is read only under _accounting"
+        self._lock_file.seek(0)
+        return self._lock_file.read()
+
     def _volume_sizes(self) -> dict[str, int]:
         """Only under ``_accounting``: every process's writes are done and none is under way."""
-        assert self._lock_file is not None
-        self._lock_file.seek(0)
-        generation = self._lock_file.read()
+        generation = self._read_generation()
         if self._sizes is None or generation != self._sizes_generation:
             self._sizes = {v.name: v.size for v in self.list()}
             self._sizes_generation = generation

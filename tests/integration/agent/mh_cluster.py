@@ -1,5 +1,5 @@
 """Several hosts, each a network namespace running its own ``stowage agent``, on one control plane
-(tests/netns_hosts.py makes the namespaces; the multi-host tests and benchmarks share this)."""
+(tests/netns_hosts.py makes the namespaces); shared by the multi-host agent, Ceph and Cassandra tests."""
 from __future__ import annotations
 
 import subprocess
@@ -73,5 +73,3 @@ class Hosts:
                     self.services.close()
             finally:
                 self.fabric.close()
-
-

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator

@@ -21,7 +21,7 @@ from cephfs_testutil import external_class_objects, force_unmount_under, sweep  
 from ceph_service import CephCluster  # noqa: E402
 from mh_cluster import Hosts  # noqa: E402
 from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE  # noqa: E402
-from support import host_tmp_dir, need_programs, need_root  # noqa: E402
+from support import host_tmp_dir, need_programs, need_root, wait_for_text  # noqa: E402
 from volume_plugins.cephfs import ceph_fuse_pids, mounts_at  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
@@ -79,13 +79,6 @@ def _target(hosts: Hosts, member: Obj) -> Path:
     return found[0]
 
 
-def _read(path: Path) -> str:
-    try:
-        return repr(path.read_text())
-    except OSError as exc:
-        return repr(exc)
-
-
 def _sessions(ceph_cluster: CephCluster) -> list[Obj]:
     sessions: list[Obj] = json.loads(ceph_cluster.ceph("tell", "mds.a", "client", "ls", "--format", "json"))
     return sessions
@@ -108,16 +101,13 @@ def test_mh7_a_cephfs_claim_follows_its_member_to_another_host_after_its_host_is
     host is there. Back on the network and untainted, the lost host unmounts the old member's volume."""
     hosts, cluster = ceph_hosts, ceph_hosts.cluster
     hosts.start()
-    cluster.apply(
-        *external_class_objects(ceph_cluster),
-        *_statefulset("db"))
+    cluster.apply(*external_class_objects(ceph_cluster), *_statefulset("db"))
     first = cluster.wait_running("db-0", timeout=180)
     lost = hosts.fabric.host(first["spec"]["nodeName"])
     old_target = _target(hosts, first)
     assert [e.fstype for e in mounts_at(old_target)] == ["fuse.ceph-fuse"]
     assert ceph_fuse_pids(old_target)
-    wait_until(lambda: (old_target / "visits").exists() and (old_target / "visits").read_text() == f"{lost.name}\n",
-               f"the member's write on {lost.name}")
+    wait_for_text(old_target / "visits", f"{lost.name}\n", f"the member's write on {lost.name}")
     volume = cluster.client.get("persistentvolumeclaims", "data-db-0", "default")["spec"]["volumeName"]
 
     hosts.cut(lost)
@@ -139,9 +129,8 @@ def test_mh7_a_cephfs_claim_follows_its_member_to_another_host_after_its_host_is
         assert cluster.client.get("persistentvolumeclaims", "data-db-0", "default")["spec"]["volumeName"] == volume
         new_target = _target(hosts, moved)
         assert [e.fstype for e in mounts_at(new_target)] == ["fuse.ceph-fuse"]
-        wait_until(lambda: (new_target / "visits").read_text() == f"{lost.name}\n{moved['spec']['nodeName']}\n",
-                   "the data written on the lost host, and the new host's write", timeout=120,
-                   diagnose=lambda: _read(new_target / "visits") + "\n" + repr(_sessions(ceph_cluster)))
+        wait_for_text(new_target / "visits", f"{lost.name}\n{moved['spec']['nodeName']}\n",
+                      "the data written on the lost host, and the new host's write", timeout=120)
         # The lost host's mount is still there: nothing reaches that host to take it down.
         assert ceph_fuse_pids(old_target)
     finally:
