@@ -66,7 +66,7 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
     loops_before = loop.loops_under(data_dir)
     for device in loops_before:
         try:
-            loop.detach(device)
+            loop.detach(device, release_wait=0)  # waited for together below
         except Exception as exc:
             log.warning("down.detach_failed", device=device, error=str(exc))
     # A detach of a device still in use only marks it for autoclear: it stays attached until its

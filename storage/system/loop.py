@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import structlog
+import tenacity
 
 from storage.system.executor import Executor, default_executor
 
@@ -92,12 +93,47 @@ def attach(file: str | os.PathLike[str], direct_io: bool = True, *, executor: Ex
     return device
 
 
-def detach(device: str, *, executor: Executor | None = None) -> None:
+# How long a detach waits for the kernel to let the device go. A detach while any other process has
+# the device open (a probe such as blkid, another tool scanning block devices) only marks it for
+# auto-clear, and it goes when that process closes it: milliseconds for a probe. Without the wait, a
+# look-up right after the detach still finds the device attached to the same file, uses it, and
+# loses it a moment later (a CI run: a volume re-attached "after a reboot" vanished).
+RELEASE_WAIT_SECONDS = 3.0
+
+
+class _StillAttached(Exception):
+    pass
+
+
+def _wait_released(name: str, backing: str, limit: float) -> bool:
+    """Wait (with back-off) until loop device ``name`` no longer holds ``backing``. False: it still does."""
+    @tenacity.retry(retry=tenacity.retry_if_exception_type(_StillAttached),
+                    wait=tenacity.wait_exponential(multiplier=0.005, max=0.25),
+                    stop=tenacity.stop_after_delay(limit), reraise=True)
+    def check() -> None:
+        if _backing_file(name) == backing:
+            raise _StillAttached
+
+    try:
+        check()
+    except _StillAttached:
+        return False
+    return True
+
+
+def detach(device: str, *, executor: Executor | None = None, release_wait: float = RELEASE_WAIT_SECONDS) -> None:
+    """Detach ``device`` and wait up to ``release_wait`` seconds for the kernel to release it
+    (0: do not wait; a caller detaching many devices waits for them together)."""
     log.info("loop.detach", device=device)
+    name = os.path.basename(device)
+    backing = _backing_file(name)
     (executor or default_executor()).run(["losetup", "--detach", device])
     with _known_lock:
         for target in [t for t, d in _known.items() if d == device]:
             del _known[target]
+    if backing and release_wait > 0 and not _wait_released(name, backing, release_wait):
+        # The kernel detaches it when its last user closes it; until then it stays attached.
+        log.warning("loop.detach_deferred", device=device, file=backing, waited_seconds=release_wait)
 
 
 def refresh_capacity(device: str, *, executor: Executor | None = None) -> None:

@@ -242,7 +242,12 @@ def test_a_configmap_pods_share_is_read_once_and_its_changes_arrive_by_watch(clu
         return next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/cfg")) / "greeting"
 
     assert start("first").read_text() == "one"
-    assert reads.count(("default", "shared")) == 1  # the volume and the env var: one read
+    # The volume and the env var: one read at most. The node's configmaps watch may relist between the
+    # pod's arrival and its sync (the node is shown the object once its pod references it), and then the
+    # copy comes from that list and the sync reads nothing.
+    first_reads = reads.count(("default", "shared"))
+    assert first_reads <= 1, reads
+    assert agent.referenced.cached("configmaps", "default", "shared") is not None
 
     current = cluster.client.get("configmaps", "shared", "default")
     current["data"]["greeting"] = "two"
@@ -250,7 +255,7 @@ def test_a_configmap_pods_share_is_read_once_and_its_changes_arrive_by_watch(clu
     wait_until(lambda: (agent.referenced.cached("configmaps", "default", "shared") or {}).get("metadata", {})
                .get("resourceVersion") == changed["metadata"]["resourceVersion"], "the change on the agent's watch")
     assert start("second").read_text() == "two"
-    assert reads.count(("default", "shared")) == 1
+    assert reads.count(("default", "shared")) == first_reads, reads  # the second pod was served from memory
 
     for name in ("first", "second"):
         cluster.client.delete("pods", name, "default")

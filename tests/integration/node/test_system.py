@@ -1,12 +1,18 @@
 """storage/system: executor, mount table, loop devices, command construction."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
+import structlog
 
 from storage.system import blockdev, devices, loop, mounts
 from storage.system.executor import CommandError, Executor, RecordingExecutor
+from support import wait_for
 
 SAMPLE = (
     "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n"
@@ -77,6 +83,47 @@ def test_loop_attach_find_refresh_detach(node_tmp: Path) -> None:
     assert loop.loops_under(node_tmp) == {dev: str(img)}
     loop.detach(dev)
     assert loop.find_by_backing_file(img) is None
+
+
+def test_a_detach_while_another_process_holds_the_device_returns_once_the_kernel_released_it(node_tmp: Path) -> None:
+    """A detach while another process has the device open only marks it for auto-clear; ``detach``
+    returns once the device is gone, so a look-up right after it cannot find the dying device."""
+    img = node_tmp / "held.img"
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+    dev = loop.attach(img)
+    # The holder opens the device, says so, and closes it when told (or after 20 s, whatever happens).
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import os, sys, select; fd = os.open(sys.argv[1], os.O_RDONLY); print('open', flush=True); "
+                               "select.select([sys.stdin], [], [], 20); os.close(fd)", dev],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        threading.Timer(0.3, holder.stdin.close).start()  # the holder lets go while detach waits
+        loop.detach(dev)
+        assert loop.find_by_backing_file(img) is None and not loop.loops_under(node_tmp)
+    finally:
+        if holder.stdin and not holder.stdin.closed:
+            holder.stdin.close()
+        holder.wait(30)
+        for left in loop.loops_under(node_tmp):
+            subprocess.run(["losetup", "--detach", left], check=False)
+
+
+def test_a_detach_whose_device_stays_held_warns_and_leaves_it_to_the_kernel(node_tmp: Path) -> None:
+    img = node_tmp / "held.img"
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+    dev = loop.attach(img)
+    fd = os.open(dev, os.O_RDONLY)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            loop.detach(dev, release_wait=0.2)
+        assert loop.loops_under(node_tmp) == {dev: str(img)}  # still attached: pending auto-clear
+        assert [e["device"] for e in logs if e["event"] == "loop.detach_deferred"] == [dev]
+    finally:
+        os.close(fd)
+    wait_for(lambda: not loop.loops_under(node_tmp), "the device released on its last close", 10)
 
 
 def test_read_only_bind_and_unmount_all_under(node_tmp: Path) -> None:
