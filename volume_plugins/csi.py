@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -148,6 +150,29 @@ def _root_of(target: Path) -> Path:
     return target.parents[4]
 
 
+
+def _write_vol_data(target: Path, data: dict[str, Any]) -> None:
+    """Write the publish record whole or not at all. A running pod's volume is published again at
+    each sync, while the node's resize and stats look the record up: a record rewritten in place
+    was read empty once, and the claim's resize then waited for a mount it already had."""
+    path = target / VOL_DATA
+    text = json.dumps(data)
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{VOL_DATA}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # teardown after a crash reads it
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
 class CsiPlugin(VolumePlugin):
     name = "kubernetes.io/csi"
     source_key = "csi"
@@ -222,8 +247,8 @@ class CsiPlugin(VolumePlugin):
                        volume_context=attrs, secrets=secrets)
             staging = str(sp)
         ctx.target.mkdir(parents=True, exist_ok=True)
-        (ctx.target / VOL_DATA).write_text(json.dumps(
-            {"driver": driver, "volumeHandle": handle, "stagingPath": staging, "ephemeral": inline}))
+        _write_vol_data(ctx.target, {"driver": driver, "volumeHandle": handle, "stagingPath": staging,
+                                     "ephemeral": inline})
         mount = ctx.target / "mount"
         self._call(client.node_publish, handle, str(mount), cap, staging_path=staging, readonly=read_only,
                    publish_context=publish_context, volume_context=attrs, secrets=secrets)

@@ -172,6 +172,10 @@ class NodeAgent:
         self._services: dict[tuple[str, str], Obj] = {}
         self._resizing: set[tuple[str, str]] = set()  # claims with FileSystemResizePending
         self._resize_warned: set[tuple[str, str]] = set()
+        # A pending resize this node could not finish yet (its volume not published here yet, the
+        # filesystem busy) is tried again after each pass and, when no pass comes, at its back-off.
+        self.resize_backoff = Backoff()
+        self._resize_wake: float | None = None  # monotonic time of the next retry, None: none due
         self._server: Any = None
         self.port = 0
         # Claims and PVs as the watches last saw them: resolving a pod's volumes reads these
@@ -738,9 +742,10 @@ class NodeAgent:
         while not self.stop_event.is_set():
             with self._lock:
                 while (not self._pods_listed.is_set() or not (self._dirty or self._all_dirty or self._status_dirty
-                                                                   or self._hosts_dirty)) \
+                                                                   or self._hosts_dirty or self._resize_is_due())) \
                         and not self.stop_event.is_set():
-                    self._lock.wait(timeout=30)
+                    wake = self._resize_wake
+                    self._lock.wait(timeout=30 if wake is None else min(30.0, max(0.01, wake - time.monotonic())))
                 if self.stop_event.is_set():
                     return
                 full = self._all_dirty
@@ -752,6 +757,7 @@ class NodeAgent:
                 hosts_changed, self._hosts_dirty = self._hosts_dirty, False
                 pods = dict(self._pods)
                 resizing = set(self._resizing)
+                self._resize_wake = None  # set again below by whatever is still not done
             began = time.monotonic()
             if dirty or full:
                 self.sync(pods, dirty, full=full)
@@ -1102,6 +1108,23 @@ class NodeAgent:
         with self._volume_lock:
             return CsiPlugin().expand_on_node(self.data_dir, pv, int(size))
 
+    def _resize_is_due(self) -> bool:
+        return self._resize_wake is not None and time.monotonic() >= self._resize_wake
+
+    def _resize_not_done(self, key: tuple[str, str]) -> None:
+        """Try ``key`` again at its back-off even if nothing else wakes the worker."""
+        delay, _ = self.resize_backoff.failure("/".join(key))
+        with self._lock:
+            due = time.monotonic() + delay
+            self._resize_wake = due if self._resize_wake is None else min(self._resize_wake, due)
+            self._lock.notify_all()
+
+    def _resize_over(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._resizing.discard(key)
+        self._resize_warned.discard(key)
+        self.resize_backoff.success("/".join(key))
+
     def _finish_resize(self, namespace: str, name: str) -> None:
         """Grow the filesystem of a claim's volume in one of this node's pools, then
         publish the new capacity on the claim and clear FileSystemResizePending.
@@ -1116,9 +1139,7 @@ class NodeAgent:
         except (NotFound, Forbidden):  # no pod here uses it any more
             claim = None
         if claim is None or not _resize_pending(claim):
-            with self._lock:
-                self._resizing.discard(key)
-            self._resize_warned.discard(key)
+            self._resize_over(key)
             return
         pv_name = (claim.get("spec") or {}).get("volumeName") or ""
         pool = next((p for p in self.pools.values() if p.get(pv_name) is not None), None)
@@ -1128,8 +1149,7 @@ class NodeAgent:
                 done = self._finish_csi_resize(pv_name)
                 if done is None:
                     if not self.volumes.has_global_mount(pv_name):
-                        with self._lock:
-                            self._resizing.discard(key)  # another node's volume
+                        self._resize_over(key)  # another node's volume
                         return
                     # a device volume mounted here (FlexVolume, attached disks): grow it in place
                     done = self.volumes.finish_resize(pv_name)
@@ -1141,8 +1161,10 @@ class NodeAgent:
                 self._resize_warned.add(key)
                 self._event(claim, "Warning", "FileSystemResizeDeferred",
                             f"filesystem of {pv_name} cannot grow while mounted here; it grows when its pods stop: {exc}")
+            self._resize_not_done(key)
             return
         if not done:
+            self._resize_not_done(key)
             return
         pv = self.client.get("persistentvolumes", pv_name)
         capacity = ((pv.get("spec") or {}).get("capacity") or {}).get("storage")
@@ -1157,9 +1179,7 @@ class NodeAgent:
                 break
             except Conflict:
                 claim = self.client.get("persistentvolumeclaims", name, namespace)
-        with self._lock:
-            self._resizing.discard(key)
-        self._resize_warned.discard(key)
+        self._resize_over(key)
         self._event(claim, "Normal", "FileSystemResizeSuccessful",
                     f"MountVolume.NodeExpandVolume succeeded for volume \"{pv_name}\" {self.node}")
         log.info("agent.resize_finished", claim=f"{namespace}/{name}", volume=pv_name, capacity=capacity)

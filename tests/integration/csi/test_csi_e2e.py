@@ -150,6 +150,37 @@ def test_claim_pod_data_expand_delete(cluster: Cluster, driver) -> None:
     assert _calls(state, "DeleteVolume")[0]["secret_keys"] == ["token"]
 
 
+def test_a_node_resize_that_cannot_finish_yet_is_tried_again_without_another_event(cluster: Cluster, driver,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """CS8: when the node's half of an expansion cannot run yet (here: its first try finds no published
+    volume, as when the publish record was being rewritten), the agent tries again at its back-off; the
+    claim must not wait for some unrelated change to wake the node (a CI run waited 90 s)."""
+    _drv, state = driver
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    cluster.apply(*_objects(secret=False), claim("data", "64Mi", "csi"))
+    cluster.apply(pod("user", SLEEP, claims={"data": "/data"}))
+    cluster.wait_running("user", timeout=120)
+
+    tries: list[bool | None] = []
+    real = agent._finish_csi_resize
+
+    def first_try_not_published(pv_name: str) -> bool | None:
+        done = False if not tries else real(pv_name)
+        tries.append(done)
+        return done
+    monkeypatch.setattr(agent, "_finish_csi_resize", first_try_not_published)
+
+    pvc = cluster.client.get("persistentvolumeclaims", "data", "default")
+    pvc["spec"]["resources"]["requests"]["storage"] = "128Mi"
+    cluster.client.update(pvc)
+    wait_until(lambda: ((cluster.client.get("persistentvolumeclaims", "data", "default").get("status") or {})
+                        .get("capacity") or {}).get("storage") == "128Mi", "the claim's capacity at 128Mi", 60)
+    assert tries[0] is False and tries[-1] is True
+    assert _calls(state, "NodeExpandVolume")
+    assert agent.resize_backoff.attempts("default/data") == []  # done: nothing left to retry
+
+
 @pytest.mark.parametrize("driver", [("--attach",)], indirect=True)
 def test_attach_required_driver_goes_through_volume_attachments(cluster: Cluster, driver) -> None:
     """CS7: a driver with PUBLISH_UNPUBLISH_VOLUME gets a VolumeAttachment; ControllerPublish's context
