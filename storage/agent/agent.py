@@ -208,7 +208,7 @@ class NodeAgent:
                                   pod_interface=self.config.pod_interface, on_status_change=self._status_changed,
                                   backoff_base=self.config.backoff_base,
                                   hidden_paths=(*self.config.private_paths, *(str(p.path) for p in self.config.pools)),
-                                  host_path_prefixes=self.config.host_path_prefixes)
+                                  host_path_prefixes=self.config.host_path_prefixes, on_event=self._event)
         from storage.agent.server import start_agent_server
 
         self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token,

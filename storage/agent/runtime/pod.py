@@ -62,6 +62,8 @@ class Settings:
     userns: UsernsAllocator | None = None  # None: pods run with the host's users
     hidden: tuple[str, ...] = ()  # host paths no container may see (data dirs, pools)
     host_path_prefixes: list[Path] = field(default_factory=list)  # resolved; hostPath sources are re-checked beneath them
+    # Records an Event on a pod: (pod, type, reason, message). None: events are not recorded.
+    on_event: Callable[[dict[str, Any], str, str, str], None] | None = None
 
 
 @dataclass
@@ -129,6 +131,7 @@ class PodWorker:
         self.start_time = now_iso()
         self.last_status: dict[str, Any] | None = None
         self._userns: tuple[int, int] | None = None  # (base, namespace fd) for idmapped mounts
+        self._warned_not_idmapped: set[str] = set()  # volumes the pod was told of (once each)
         self.thread = threading.Thread(target=self._loop, name=f"pod-{uid[:8]}", daemon=True)
 
     # ---- persistence -------------------------------------------------------------------
@@ -190,6 +193,23 @@ class PodWorker:
     def _bundle_dir(self, name: str) -> Path:
         key = f"{self.s.data_dir.resolve()}\0{self.uid}\0{name}".encode()
         return self.s.run_dir / "containers" / hashlib.sha256(key).hexdigest()[:24]
+
+    def _warn_not_idmapped(self, sources: list[str]) -> None:
+        """A Warning event on the pod for volumes whose filesystem cannot be idmapped: their files show
+        with host ids (nobody) inside the pod, and a pod cannot change what another pod wrote; without
+        the event only the node's log would say why."""
+        names = [n for n in _volume_names(self.volumes, sources) if n not in self._warned_not_idmapped]
+        if not names or self.s.on_event is None:
+            return
+        self._warned_not_idmapped.update(names)
+        listed = ", ".join(f'"{n}"' for n in names)
+        try:
+            self.s.on_event(self.pod, "Warning", "VolumeNotIdmapped",
+                            f"volume {listed} cannot be idmapped into the pod's user namespace (its filesystem, "
+                            "such as FUSE or NFS, does not support it): its files keep their host owners, so the "
+                            "pod may not change files another pod wrote; set hostUsers: true to share them")
+        except Exception:  # an event is advice: it must never stop a container start
+            log.exception("pod.event_failed", uid=self.uid, reason="VolumeNotIdmapped")
 
     def _hidden_paths(self) -> list[str]:
         paths = [*self.s.hidden, str(self.s.data_dir), str(self.s.run_dir)]
@@ -423,7 +443,8 @@ class PodWorker:
         (bundle / OWNER_FILE).write_text(f"{self.dir.resolve()}\n")
         try:
             hosts_file = self.state_dir / "etc-hosts"
-            stage = _stager(staged, userns[1]) if userns is not None else None
+            not_idmapped: list[str] = []
+            stage = _stager(staged, userns[1], not_idmapped) if userns is not None else None
             if stage is not None:
                 hosts_file = Path(stage(str(hosts_file), False))
             config = build_config(pod=self.pod, container=spec, argv=argv, env=env, volumes=self.volumes,
@@ -432,6 +453,7 @@ class PodWorker:
                                   staged_mounts=safe_sources)
             mount_rootfs(cdir, self.s.scratch_size, rootfs, userns_fd=userns[1] if userns else None,
                          base=userns[0] if userns else 0, hidden=self._hidden_paths())
+            self._warn_not_idmapped(not_idmapped)
         except (EnvError, OSError) as exc:
             unmount_rootfs(cdir, rootfs)
             config_error = isinstance(exc, EnvError)
@@ -691,6 +713,12 @@ class PodWorker:
         return "Succeeded" if succeeded else "Pending"
 
 
+def _volume_names(volumes: dict[str, str], sources: list[str]) -> list[str]:
+    """The pod's volume names of staged ``sources`` (a subPath's source is named by its path)."""
+    by_path = {os.path.realpath(path): name for name, path in volumes.items()}
+    return sorted({by_path.get(os.path.realpath(src), os.path.basename(src)) for src in sources})
+
+
 def remove_unmounted(path: Path) -> None:
     """rmtree that never reaches into a mount (a staged volume must not lose its files)."""
     if not os.path.lexists(path):
@@ -701,15 +729,17 @@ def remove_unmounted(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _stager(staged: Path, userns_fd: int) -> Callable[[str, bool], str]:
+def _stager(staged: Path, userns_fd: int, not_idmapped: list[str] | None = None) -> Callable[[str, bool], str]:
     """Stages each volume of a user-namespaced container as an idmapped mount under ``staged``
     (a plain one when asked), so that runc, working as the pod's root, binds a path it can reach
-    and the files keep their owners inside the pod."""
+    and the files keep their owners inside the pod. Sources whose filesystem refused the idmap
+    (FUSE, NFS) are added to ``not_idmapped``."""
     count = iter(range(1 << 30))
 
     def stage(source: str, plain: bool) -> str:
         target = staged / str(next(count))
-        stage_bind(source, target, None if plain else userns_fd)
+        if not stage_bind(source, target, None if plain else userns_fd) and not plain and not_idmapped is not None:
+            not_idmapped.append(source)
         return str(target)
 
     return stage

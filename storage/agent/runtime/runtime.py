@@ -48,6 +48,7 @@ class PodRuntime:
         hidden_paths: tuple[str, ...] = (),
         user_namespaces: bool = True,
         host_path_prefixes: tuple[str, ...] | list[str] = (),
+        on_event: Callable[[dict[str, Any], str, str, str], None] | None = None,
     ) -> None:
         """``hidden_paths``: host paths no container may see besides the data dir (the control
         plane's data dir, pools); ``user_namespaces=False`` runs every pod with the host's users."""
@@ -64,7 +65,8 @@ class PodRuntime:
                                  host_ip=host_ip, node_name=node_name, backoff_base=backoff_base,
                                  backoff_max=backoff_max, scratch_size=scratch_size, run_dir=run_dir,
                                  userns=self.userns, hidden=tuple(hidden_paths),
-                                 host_path_prefixes=[Path(os.path.realpath(p)) for p in host_path_prefixes])
+                                 host_path_prefixes=[Path(os.path.realpath(p)) for p in host_path_prefixes],
+                                 on_event=on_event)
         self.ips = make_allocator(self.pods_dir, ip_range, pod_interface)
         self.on_status_change = on_status_change or (lambda uid: None)
         self._lock = threading.Lock()

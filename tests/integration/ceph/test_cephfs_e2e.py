@@ -1,6 +1,6 @@
 """End to end with ``stowage up`` and the session's Ceph: a ceph-csi-style class (clusterID through the
 ceph-csi ConfigMap, a provisioner Secret), pods on one ReadWriteMany claim, ceph-fuse on the node
-(CF1-CF3, CF5, CF7, CF10, CF11, P5)."""
+(CF1-CF3, CF5, CF7, CF10, CF11, P5, SV9)."""
 from __future__ import annotations
 
 import base64
@@ -125,7 +125,7 @@ def _volume_dir(stowage: Stowage, pod: dict[str, Any]) -> Path:
 
 def test_two_pods_share_a_read_write_many_claim_and_the_data_outlives_them(
         stowage: Stowage, cephfs_class: str, ceph_cluster: CephCluster) -> None:
-    """CF11, CF1, CF2, P5: two pods at once on one RWX claim see each other's writes (each through its
+    """CF11, CF1, CF2, P5, SV9: two pods at once on one RWX claim see each other's writes (each through its
     own ceph-fuse mount as the volume's own user); deleting them unmounts and stops ceph-fuse; a new pod
     reads the data; deleting the claim removes the subvolume, the user and its Secret."""
     stowage.client.create(_claim("shared", cephfs_class))
@@ -153,6 +153,14 @@ def test_two_pods_share_a_read_write_many_claim_and_the_data_outlives_them(
     wait_for_text(dirs["pod-a"] / "a-saw-b", "b\n", "pod-a saw pod-b's file")
     wait_for_text(dirs["pod-b"] / "b-saw-a", "a\n", "pod-b saw pod-a's file")
     assert all([e.fstype for e in mounts_at(d)] == ["fuse.ceph-fuse"] for d in dirs.values())
+    # A ceph-fuse mount cannot be idmapped into a pod's user namespace: each pod is told so, once.
+    for n, p in pods.items():
+        said = poll(f"{n}'s VolumeNotIdmapped event", lambda: [
+            e for e in stowage.client.list("events", "default")[0]
+            if e["involvedObject"].get("uid") == p["metadata"]["uid"] and e["reason"] == "VolumeNotIdmapped"], 30,
+            diagnose=stowage.describe)
+        assert len(said) == 1 and said[0]["type"] == "Warning" and '"data"' in said[0]["message"], said
+        assert "hostUsers: true" in said[0]["message"]
     for n in pods:
         stowage.client.delete("pods", n, "default")
     for n in pods:
