@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: netns_ho
 
 from agent_cluster import Cluster, condition, wait_until  # noqa: E402
 from netns_hosts import Fabric, Host, LoopbackServices  # noqa: E402
+from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE  # noqa: E402
 from storage.controllers.base import ControllerOptions  # noqa: E402
 
 Obj = dict[str, Any]
@@ -28,22 +29,23 @@ class Hosts:
             self.fabric.close()
             raise
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
-        self.services: LoopbackServices | None = None
+        self.services: list[LoopbackServices] = []
 
     def reach_loopback_services(self, ports: Sequence[int]) -> None:
-        """Every host reaches these ports of the test's 127.0.0.1 at its own 127.0.0.1 (netns_hosts)."""
-        self.services = LoopbackServices(self.fabric.hosts, ports)
+        """Every host reaches these ports of the test's 127.0.0.1 at its own 127.0.0.1 (netns_hosts); may be
+        called again for ports that appear later (a Gluster volume's bricks)."""
+        self.services.append(LoopbackServices(self.fabric.hosts, ports))
 
     def cut(self, host: Host) -> None:
         """The host's cable pulled: the fabric link, and its way to the loopback services."""
         self.fabric.cut(host)
-        if self.services is not None:
-            self.services.cut(host)
+        for services in self.services:
+            services.cut(host)
 
     def restore(self, host: Host) -> None:
         self.fabric.restore(host)
-        if self.services is not None:
-            self.services.restore(host)
+        for services in self.services:
+            services.restore(host)
 
     def start(self, options: ControllerOptions = FAST) -> None:
         """The controllers (``options``: short grace periods by default, for the node-loss tests), then one
@@ -64,12 +66,69 @@ class Hosts:
     def node(self, name: str) -> Obj:
         return self.cluster.client.get("nodes", name)
 
+    def declare_out_of_service(self, name: str) -> None:
+        """The administrator's out-of-service taint (L6): the node is shut down, its pods may go elsewhere."""
+        node = self.node(name)
+        node["spec"].setdefault("taints", []).append({"key": OUT_OF_SERVICE, "value": "nodeshutdown",
+                                                      "effect": NO_EXECUTE})
+        self.cluster.client.update(node)
+
+    def lift_out_of_service(self, name: str) -> None:
+        node = self.node(name)
+        node["spec"]["taints"] = [t for t in node["spec"].get("taints") or [] if t["key"] != OUT_OF_SERVICE]
+        self.cluster.client.update(node)
+
+    def wait_member_moved(self, first: Obj, claim: str, volume: str) -> Obj:
+        """The StatefulSet member ``first`` recreated and Running on another host, on the same claim and
+        volume: a network volume follows its member, it is not recreated (unlike LR)."""
+        name = first["metadata"]["name"]
+        moved = self.cluster.wait_pod(name, lambda p: p["metadata"]["uid"] != first["metadata"]["uid"]
+                                      and (p.get("status") or {}).get("phase") == "Running",
+                                      f"{name} recreated and running on another host", timeout=180)
+        assert moved["spec"]["nodeName"] != first["spec"]["nodeName"]
+        namespace = first["metadata"].get("namespace") or "default"
+        assert self.cluster.client.get("persistentvolumeclaims", claim, namespace)["spec"]["volumeName"] == volume
+        return moved
+
+    def member_volume(self, member: Obj, plugin_dir: str) -> Path:
+        """Where a pod's one volume of plugin ``plugin_dir`` (``kubernetes.io~cephfs``) is mounted on its
+        host (the hosts share the machine's mount namespace)."""
+        node, uid = member["spec"]["nodeName"], member["metadata"]["uid"]
+        found = list((self.cluster.agent_dir(node) / "pods" / uid).glob(f"volumes/{plugin_dir}/*"))
+        assert len(found) == 1, found
+        return found[0]
+
     def close(self) -> None:
         try:
             self.cluster.close()
         finally:
             try:
-                if self.services is not None:
-                    self.services.close()
+                for services in self.services:
+                    services.close()
             finally:
                 self.fabric.close()
+
+
+def visits_statefulset(name: str, storage_class: str, size: str) -> list[Obj]:
+    """A headless Service and a one-member StatefulSet whose member appends the node it runs on to
+    ``/data/visits`` on its claim (``data-<name>-0``), once per start."""
+    labels = {"app": name}
+    script = ('echo "$NODE_NAME" >> /data/visits; sync; '
+              "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done")
+    container = {"name": "main", "image": "debian:12", "command": ["/bin/sh", "-c", script],
+                 "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+         "spec": {"clusterIP": "None", "selector": labels, "ports": [{"port": 7000}]}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "namespace": "default"},
+         "spec": {"serviceName": name, "replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels},
+                               # Kubernetes' default: each member's own user namespace would own its files by
+                               # a host id range of its own, and a FUSE mount cannot be idmapped (SV9), so a
+                               # member recreated elsewhere could not append to its predecessor's file.
+                               "spec": {"terminationGracePeriodSeconds": 5, "hostUsers": True,
+                                        "containers": [container]}},
+                  "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                      "accessModes": ["ReadWriteOnce"], "storageClassName": storage_class,
+                      "resources": {"requests": {"storage": size}}}}]}}]
