@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,6 +19,7 @@ import structlog
 from storage.api.volume_secrets import SECRET_DATA_KEY
 from storage.errors import BadRequest, PermanentError, TemporaryError
 from storage.system.csi.names import ANN_NODE_IDS, ANN_TOPOLOGY_KEYS
+from storage.system.durable import write_durably
 from storage.system.executor import Executor
 from volume_plugins.base import VolumeContext, VolumePlugin
 
@@ -150,11 +149,10 @@ def _root_of(target: Path) -> Path:
     return target.parents[4]
 
 
-
 def _write_vol_data(target: Path, data: dict[str, Any]) -> None:
-    """Write the publish record whole or not at all. A running pod's volume is published again at
-    each sync, while the node's resize and stats look the record up: a record rewritten in place
-    was read empty once, and the claim's resize then waited for a mount it already had."""
+    """Replace the publish record whole, and only when it changes. A running pod's volume is published
+    again at each sync, while the node's resize and stats look the record up: a record rewritten in
+    place was read empty once, and the claim's resize then waited for a mount it already had."""
     path = target / VOL_DATA
     text = json.dumps(data)
     try:
@@ -162,16 +160,8 @@ def _write_vol_data(target: Path, data: dict[str, Any]) -> None:
             return
     except OSError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{VOL_DATA}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())  # teardown after a crash reads it
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_durably(path, text)  # teardown after a crash reads it
+
 
 class CsiPlugin(VolumePlugin):
     name = "kubernetes.io/csi"

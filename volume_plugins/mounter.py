@@ -40,6 +40,7 @@ import structlog
 
 from storage.errors import PermanentError
 from storage.system import blockdev, mounts
+from storage.system.durable import write_durably
 from storage.system.executor import CommandError, Executor, default_executor
 from storage.system.faults import fault_point
 
@@ -60,20 +61,6 @@ def _mount_failure(exc: CommandError) -> str:
     """The mount failure as mount-utils words it."""
     return (f"mount failed: exit status {exc.returncode}\nMounting command: {exc.argv[0]}\n"
             f"Mounting arguments: {' '.join(exc.argv[1:])}\nOutput: {(exc.stderr or exc.stdout or '').strip()}")
-
-
-def _write_durably(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class Mounter:
@@ -121,7 +108,7 @@ class Mounter:
         if marker.exists():
             log.warning("mkfs.retry_after_interrupted_format", device=device, key=key)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        _write_durably(marker, json.dumps({"device": device, "fsType": wanted}))
+        write_durably(marker, json.dumps({"device": device, "fsType": wanted}))
         fault_point("before_mkfs")
         blockdev.mkfs(device, wanted, mkfs_options, executor=self.executor)
         # Make the new superblock durable before anything trusts it: an fsync of this

@@ -1,0 +1,27 @@
+"""Small files that must be read whole or not at all, and survive a crash of the host."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: written aside, synced, renamed into place, the directory synced.
+    A reader sees the old content or the new, never a half-written or empty file; after a crash the
+    file holds one of them."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
