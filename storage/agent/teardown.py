@@ -8,7 +8,6 @@ its pools. Volume contents stay on disk; ``stowage up`` brings them back.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
             log.warning("down.detach_failed", device=device, error=str(exc))
     # A detach of a device still in use only marks it for autoclear: it stays attached until its
     # last user goes, so only a device no longer backed by the same file counts as released.
-    loops_left = _wait_for_release(data_dir, loops_before)
+    loops_left = loop.wait_released(loops_before, _RELEASE_WAIT_SECONDS)
     if mounts_left:
         # A FUSE mount that backed a loop device (rbd-fuse) is busy until that device is gone: try again.
         try:
@@ -94,17 +93,6 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
     log.info("node stopped", pods=stopped, containers=result["containers"], mounts=result["mounts"],
              loop_devices=result["loop_devices"], left=result["left"])
     return result
-
-
-def _wait_for_release(data_dir: Path, detached: dict[str, str]) -> dict[str, str]:
-    """The devices of ``detached`` still attached to the same file once the kernel had a moment:
-    a short-lived opener (udev probing after the unmount) delays an auto-clear by milliseconds."""
-    deadline = time.monotonic() + _RELEASE_WAIT_SECONDS
-    while True:
-        left = {dev: f for dev, f in loop.loops_under(data_dir).items() if detached.get(dev) == f}
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.1)
 
 
 def _live_containers(runc: Runc | None) -> set[str]:

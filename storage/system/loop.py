@@ -101,24 +101,18 @@ def attach(file: str | os.PathLike[str], direct_io: bool = True, *, executor: Ex
 RELEASE_WAIT_SECONDS = 3.0
 
 
-class _StillAttached(Exception):
-    pass
+def wait_released(detached: dict[str, str], limit: float) -> dict[str, str]:
+    """Wait (with back-off, at most ``limit`` seconds) until no device of ``detached`` (device -> the
+    file it was detached from) is still backed by that file; returns those that still are."""
+    def still_attached() -> dict[str, str]:
+        return {dev: f for dev, f in detached.items() if _backing_file(os.path.basename(dev)) == f}
 
-
-def _wait_released(name: str, backing: str, limit: float) -> bool:
-    """Wait (with back-off) until loop device ``name`` no longer holds ``backing``. False: it still does."""
-    @tenacity.retry(retry=tenacity.retry_if_exception_type(_StillAttached),
-                    wait=tenacity.wait_exponential(multiplier=0.005, max=0.25),
-                    stop=tenacity.stop_after_delay(limit), reraise=True)
-    def check() -> None:
-        if _backing_file(name) == backing:
-            raise _StillAttached
-
-    try:
-        check()
-    except _StillAttached:
-        return False
-    return True
+    waiting = tenacity.Retrying(retry=tenacity.retry_if_result(bool),
+                                wait=tenacity.wait_exponential(multiplier=0.005, max=0.25),
+                                stop=tenacity.stop_after_delay(limit),
+                                retry_error_callback=lambda state: state.outcome.result())
+    left: dict[str, str] = waiting(still_attached)
+    return left
 
 
 def detach(device: str, *, executor: Executor | None = None, release_wait: float = RELEASE_WAIT_SECONDS) -> None:
@@ -131,7 +125,7 @@ def detach(device: str, *, executor: Executor | None = None, release_wait: float
     with _known_lock:
         for target in [t for t, d in _known.items() if d == device]:
             del _known[target]
-    if backing and release_wait > 0 and not _wait_released(name, backing, release_wait):
+    if backing and release_wait > 0 and wait_released({device: backing}, release_wait):
         # The kernel detaches it when its last user closes it; until then it stays attached.
         log.warning("loop.detach_deferred", device=device, file=backing, waited_seconds=release_wait)
 
