@@ -194,11 +194,13 @@ class PodWorker:
         key = f"{self.s.data_dir.resolve()}\0{self.uid}\0{name}".encode()
         return self.s.run_dir / "containers" / hashlib.sha256(key).hexdigest()[:24]
 
-    def _warn_not_idmapped(self, sources: list[str]) -> None:
+    def _warn_not_idmapped(self, container: dict[str, Any], staged_mounts: list[str | None],
+                           sources: list[str]) -> None:
         """A Warning event on the pod for volumes whose filesystem cannot be idmapped: their files show
         with host ids (nobody) inside the pod, and a pod cannot change what another pod wrote; without
         the event only the node's log would say why."""
-        names = [n for n in _volume_names(self.volumes, sources) if n not in self._warned_not_idmapped]
+        names = [n for n in _volume_names(self.volumes, container, staged_mounts, sources)
+                 if n not in self._warned_not_idmapped]
         if not names or self.s.on_event is None:
             return
         self._warned_not_idmapped.update(names)
@@ -453,7 +455,7 @@ class PodWorker:
                                   staged_mounts=safe_sources)
             mount_rootfs(cdir, self.s.scratch_size, rootfs, userns_fd=userns[1] if userns else None,
                          base=userns[0] if userns else 0, hidden=self._hidden_paths())
-            self._warn_not_idmapped(not_idmapped)
+            self._warn_not_idmapped(spec, safe_sources, not_idmapped)
         except (EnvError, OSError) as exc:
             unmount_rootfs(cdir, rootfs)
             config_error = isinstance(exc, EnvError)
@@ -713,9 +715,14 @@ class PodWorker:
         return "Succeeded" if succeeded else "Pending"
 
 
-def _volume_names(volumes: dict[str, str], sources: list[str]) -> list[str]:
-    """The pod's volume names of staged ``sources`` (a subPath's source is named by its path)."""
+def _volume_names(volumes: dict[str, str], container: dict[str, Any], staged_mounts: list[str | None],
+                  sources: list[str]) -> list[str]:
+    """The pod's volume names of ``sources``: a volume's own directory, or the copy staged for one of
+    the container's ``volumeMounts`` (a subPath, a hostPath; ``staged_mounts`` is aligned with them)."""
     by_path = {os.path.realpath(path): name for name, path in volumes.items()}
+    for vm, staged in zip(container.get("volumeMounts") or [], staged_mounts):
+        if staged is not None:
+            by_path[os.path.realpath(staged)] = str(vm.get("name", ""))
     return sorted({by_path.get(os.path.realpath(src), os.path.basename(src)) for src in sources})
 
 
