@@ -10,7 +10,6 @@ off, its default) makes no client wait for another's, so no fencing step comes b
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,12 +29,6 @@ Obj = dict[str, Any]
 PLUGIN_DIR = "kubernetes.io~glusterfs"
 
 
-def _unmount_fuse_under(base: Path) -> None:
-    """What a failed test left mounted below ``base`` (deepest first, lazily: a cut-off client may hang)."""
-    for entry in sorted(mounts.mounts_under(base), key=lambda e: len(e.mount_point), reverse=True):
-        subprocess.run(["umount", "-l", entry.mount_point], capture_output=True, check=False)
-
-
 @pytest.fixture
 def gluster_hosts(glusterd: Glusterd) -> Iterator[Hosts]:
     need_root("network namespaces, mounts, runc")
@@ -47,9 +40,8 @@ def gluster_hosts(glusterd: Glusterd) -> Iterator[Hosts]:
             yield hosts
         finally:
             try:
-                hosts.close()
+                hosts.close()  # what is still mounted under base goes with host_tmp_dir
             finally:
-                _unmount_fuse_under(base)
                 for volume in glusterd.volumes():
                     if volume.startswith("pvc-"):
                         glusterd.delete_volume(volume)
