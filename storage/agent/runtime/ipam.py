@@ -3,12 +3,21 @@
 On a single host the addresses are loopback ones (every 127/8 address is local, nothing to
 assign). When pods on other hosts must reach them, the node's pod range lies on the hosts'
 shared network and each pod's address is assigned to the node's interface on it (rule MH2).
+
+Every agent on a machine (two ``stowage up``, an agent per test) hands out loopback
+addresses from the same default range, so each one handed out is also claimed in a directory they
+share (``<run dir>/podips/<address>``, naming the pod directory that records it), as CNI's
+host-local IPAM does. An address bound by nothing yet (a pod whose server is still
+starting) is then never given to a second pod on the machine.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -18,6 +27,21 @@ from storage.system import netaddr
 log = structlog.get_logger(__name__)
 
 IP_FILE = "runtime/ip"
+CLAIMS_DIR = "podips"  # under the machine-wide run directory
+
+
+def holds_address(pod_dir: Path, address: str) -> bool:
+    """Whether the pod directory still records ``address`` (a claim naming it is live)."""
+    try:
+        return (pod_dir / IP_FILE).read_text().strip() == address
+    except OSError:
+        return False
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
 
 
 class LoopbackAllocator:
@@ -28,14 +52,44 @@ class LoopbackAllocator:
     gives it to another pod while the pod directory exists.
     """
 
-    def __init__(self, pods_dir: Path, network: str = "127.1.0.0/16") -> None:
+    def __init__(self, pods_dir: Path, network: str = "127.1.0.0/16", claims_dir: Path | None = None) -> None:
+        """``claims_dir``: the machine-wide claims (None: this agent is alone with its range)."""
         self.pods_dir = pods_dir
         self.network = ipaddress.ip_network(network)
         if not self.network.subnet_of(ipaddress.ip_network("127.0.0.0/8")):
             raise ValueError(f"ip_range: Invalid value: {network!r}: must lie inside 127.0.0.0/8 "
                              "(a routable range needs the pod interface)")
+        self.claims_dir = claims_dir
         self._lock = threading.Lock()
         self._known: dict[int, str] | None = None
+
+    @contextlib.contextmanager
+    def _machine_lock(self) -> Iterator[None]:
+        """Held while claims are read and written: other agents on this machine allocate too."""
+        if self.claims_dir is None:
+            yield
+            return
+        self.claims_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.claims_dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _pod_dir(self, uid: str) -> str:
+        return str((self.pods_dir / uid).resolve())
+
+    def _claimed_elsewhere(self, address: str, uid: str) -> bool:
+        """Another pod directory (of any agent on the machine) has this address and still records it."""
+        if self.claims_dir is None:
+            return False
+        try:
+            owner = (self.claims_dir / address).read_text().strip()
+        except OSError:
+            return False
+        return bool(owner) and owner != self._pod_dir(uid) and holds_address(Path(owner), address)
+
+    def _claim(self, address: str, uid: str) -> None:
+        if self.claims_dir is not None:
+            _replace(self.claims_dir / address, self._pod_dir(uid))
 
     def _busy(self) -> set[str]:
         return addresses_in_use()
@@ -65,12 +119,25 @@ class LoopbackAllocator:
             self._known = self._scan()
         return self._known
 
-    def forget(self, uid: str) -> None:
-        """The pod's directory, and with it the record of its address, is gone."""
-        with self._lock:
+    def forget(self, uid: str, address: str | None = None) -> None:
+        """The pod's directory, and with it the record of its address (``address``, read before the
+        record went), is gone."""
+        with self._lock, self._machine_lock():
+            gone = {address} if address else set()
             if self._known is not None:
-                for address in [a for a, owner in self._known.items() if owner == uid]:
-                    del self._known[address]
+                for number in [a for a, owner in self._known.items() if owner == uid]:
+                    del self._known[number]
+                    gone.add(str(ipaddress.IPv4Address(number)))
+            for text in gone:
+                self._unclaim(text, uid)
+
+    def _unclaim(self, address: str, uid: str) -> None:
+        if self.claims_dir is None or holds_address(self.pods_dir / uid, address):
+            return  # the record is still there (its removal failed): the address stays taken
+        claim = self.claims_dir / address
+        with contextlib.suppress(OSError):
+            if claim.read_text().strip() == self._pod_dir(uid):
+                claim.unlink()
 
     def get(self, uid: str) -> str | None:
         try:
@@ -79,11 +146,18 @@ class LoopbackAllocator:
             return None
 
     def allocate(self, uid: str) -> str:
-        with self._lock:
+        with self._lock, self._machine_lock():
             existing = self.get(uid)
-            if existing:
+            if existing and not self._claimed_elsewhere(existing, uid):
+                self._claim(existing, uid)
                 self._claimed(existing)
                 return existing
+            if existing:
+                # The claims were lost (the run directory is a tmpfs: a reboot) and another agent
+                # took the address first: this pod gets a new one, as a new sandbox would.
+                log.warning("pod_address_taken_elsewhere", uid=uid, address=existing)
+                if self._known is not None:
+                    self._known.pop(int(ipaddress.IPv4Address(existing)), None)
             for fresh in (False, True):
                 if fresh:
                     self._known = None  # pods may have gone without forget(): read their files again
@@ -97,11 +171,12 @@ class LoopbackAllocator:
                     if number in taken or number in busy or number & 0xFF in (0, 0xFF):
                         continue
                     text = str(ipaddress.IPv4Address(number))
+                    if self._claimed_elsewhere(text, uid):
+                        continue
                     path = self.pods_dir / uid / IP_FILE
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".tmp")
-                    tmp.write_text(text + "\n")
-                    os.replace(tmp, path)
+                    _replace(path, text)
+                    self._claim(text, uid)
                     taken[number] = uid
                     self._claimed(text)
                     return text
@@ -125,6 +200,9 @@ class InterfaceAllocator(LoopbackAllocator):
 
     def __init__(self, pods_dir: Path, network: str, interface: str) -> None:
         self.pods_dir = pods_dir
+        # No machine-wide claims: each host's range is its own share of the hosts' network, and hosts
+        # in network namespaces may use the same addresses on their own links.
+        self.claims_dir = None
         self.network = ipaddress.ip_network(network)
         if self.network.version != 4 or self.network.is_loopback:
             raise ValueError(f"pod_cidr: Invalid value: {network!r}: a pod interface needs a routable IPv4 range")
@@ -148,8 +226,12 @@ class InterfaceAllocator(LoopbackAllocator):
             log.info("pod_address_released", uid=uid, address=address, interface=self.interface)
 
 
-def make_allocator(pods_dir: Path, network: str, interface: str | None = None) -> LoopbackAllocator:
-    return InterfaceAllocator(pods_dir, network, interface) if interface else LoopbackAllocator(pods_dir, network)
+def make_allocator(pods_dir: Path, network: str, interface: str | None = None,
+                   claims_dir: Path | None = None) -> LoopbackAllocator:
+    """``claims_dir`` applies to a loopback range, which every agent on the machine shares."""
+    if interface:
+        return InterfaceAllocator(pods_dir, network, interface)
+    return LoopbackAllocator(pods_dir, network, claims_dir)
 
 
 def addresses_in_use() -> set[str]:

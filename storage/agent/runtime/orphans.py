@@ -1,9 +1,10 @@
 """Removing what dead agents left in the machine-wide run directory.
 
 Container bundles (``<run dir>/containers/<id>``, with the overlay root and staged
-volume mounts in them) and user-namespace claims (``<run dir>/userns/<base>``) live
-outside any agent's data dir, because every agent on the machine shares the
-tmpfs and the id ranges. An agent that is killed, and whose data dir is then
+volume mounts in them), user-namespace claims (``<run dir>/userns/<base>``) and pod
+address claims (``<run dir>/podips/<address>``) live outside any agent's data dir,
+because every agent on the machine shares the tmpfs, the id ranges and the loopback
+addresses. An agent that is killed, and whose data dir is then
 removed, leaves them behind. Each one names its owner (the pod directory), so
 an entry whose owner is gone can be removed without touching a live pod's.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -19,6 +21,7 @@ import structlog
 from storage.system.mounts import MountTable
 
 from .runc import unmount_rootfs
+from .ipam import CLAIMS_DIR, holds_address
 from .userns import USERNS_FILE
 
 log = structlog.get_logger(__name__)
@@ -52,20 +55,32 @@ def reap_orphans(run_dir: Path, *, only_under: Path | None = None) -> list[str]:
             continue
         shutil.rmtree(bundle, ignore_errors=True)
         removed.append(str(bundle))
-    claims = Path(run_dir) / "userns"
-    if claims.is_dir():
-        with open(claims / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # as UsernsAllocator: no allocation runs meanwhile
-            removed += _reap_claims(claims, only_under)
+    for claims, holds in ((Path(run_dir) / "userns", _holds_range), (Path(run_dir) / CLAIMS_DIR, _holds_address)):
+        if claims.is_dir():
+            with open(claims / ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # as the allocators: no allocation runs meanwhile
+                removed += _reap_claims(claims, only_under, holds)
     if removed:
         log.info("orphans_reaped", count=len(removed))
     return removed
 
 
-def _reap_claims(claims: Path, only_under: Path | None) -> list[str]:
+def _holds_range(owner: Path, name: str) -> bool:
+    try:
+        return int((owner / USERNS_FILE).read_text().strip()) == int(name)
+    except (OSError, ValueError):
+        return False
+
+
+def _holds_address(owner: Path, name: str) -> bool:
+    return holds_address(owner, name)
+
+
+def _reap_claims(claims: Path, only_under: Path | None, holds: Callable[[Path, str], bool]) -> list[str]:
+    """Remove the claims in ``claims`` whose owner (a pod directory) no longer records what they claim."""
     removed: list[str] = []
     for claim in sorted(claims.iterdir()):
-        if not claim.name.isdigit():
+        if claim.name.startswith("."):  # the lock
             continue
         try:
             owner = claim.read_text().strip()
@@ -73,11 +88,7 @@ def _reap_claims(claims: Path, only_under: Path | None) -> list[str]:
             continue
         if not owner or not _under(owner, only_under):
             continue
-        try:
-            holds = int((Path(owner) / USERNS_FILE).read_text().strip()) == int(claim.name)
-        except (OSError, ValueError):
-            holds = False
-        if not holds:
+        if not holds(Path(owner), claim.name):
             claim.unlink(missing_ok=True)
             removed.append(str(claim))
     return removed

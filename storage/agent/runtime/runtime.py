@@ -13,7 +13,7 @@ import structlog
 from .deadline import StopDeadline
 from .envvars import EnvSources
 from .hosts import HostEntries
-from .ipam import make_allocator
+from .ipam import CLAIMS_DIR, make_allocator
 from .logfile import split_line, stamp_of
 from .orphans import reap_orphans
 from .pod import PodWorker, Settings, remove_unmounted
@@ -67,7 +67,7 @@ class PodRuntime:
                                  userns=self.userns, hidden=tuple(hidden_paths),
                                  host_path_prefixes=[Path(os.path.realpath(p)) for p in host_path_prefixes],
                                  on_event=on_event)
-        self.ips = make_allocator(self.pods_dir, ip_range, pod_interface)
+        self.ips = make_allocator(self.pods_dir, ip_range, pod_interface, claims_dir=run_dir / CLAIMS_DIR)
         self.on_status_change = on_status_change or (lambda uid: None)
         self._lock = threading.Lock()
         self._pods: dict[str, PodWorker] = {}
@@ -154,9 +154,10 @@ class PodRuntime:
         pod_dir = self.pods_dir / uid
         if self.userns is not None:
             self.userns.release(uid)  # the range goes back to the pool for the next pod
+        address = self.ips.get(uid)
         for sub in ("containers", "logs", "runtime"):
             remove_unmounted(pod_dir / sub)
-        self.ips.forget(uid)  # its record went with runtime/: the address may go to another pod
+        self.ips.forget(uid, address)  # its record went with runtime/: the address may go to another pod
 
     def running_pods(self) -> set[str]:
         """Uids of every pod this runtime manages, including those adopted after a restart."""

@@ -25,6 +25,7 @@ def test_orphans_of_removed_pod_dirs_are_reaped_and_live_ones_kept() -> None:
         live_pod, dead_pod = pods / "live", pods / "dead"
         (live_pod / "runtime").mkdir(parents=True)
         (live_pod / "runtime" / "userns").write_text("16777216\n")
+        (live_pod / "runtime" / "ip").write_text("127.93.18.1\n")
         dead = _bundle(run_dir, "dead", dead_pod)
         live = _bundle(run_dir, "live", live_pod)
         unowned = _bundle(run_dir, "unowned", None)
@@ -34,11 +35,19 @@ def test_orphans_of_removed_pod_dirs_are_reaped_and_live_ones_kept() -> None:
         claims.mkdir()
         (claims / "16777216").write_text(f"{live_pod}\n")
         (claims / "16842752").write_text(f"{dead_pod}\n")
+        addresses = run_dir / "podips"
+        addresses.mkdir()
+        (addresses / ".lock").touch()
+        (addresses / "127.93.18.1").write_text(f"{live_pod}\n")
+        (addresses / "127.93.18.2").write_text(f"{dead_pod}\n")
+        (addresses / "127.93.18.3").write_text(f"{live_pod}\n")  # the live pod has another address now
 
         outside = reap_orphans(run_dir, only_under=base / "elsewhere")
         assert outside == [] and dead.exists()
 
         removed = reap_orphans(run_dir)
-        assert sorted(removed) == sorted([str(dead), str(claims / "16842752")])
+        assert sorted(removed) == sorted([str(dead), str(claims / "16842752"), str(addresses / "127.93.18.2"),
+                                          str(addresses / "127.93.18.3")])
         assert not dead.exists() and not mounts_under(run_dir)
         assert live.exists() and unowned.exists() and (claims / "16777216").exists()
+        assert sorted(p.name for p in addresses.iterdir()) == [".lock", "127.93.18.1"]

@@ -1,13 +1,15 @@
 """Pod addresses (PF62): unique while a pod's directory holds its address, read from the pods' files
-once per agent, handed out again after ``forget`` or, when the range looks exhausted, after a fresh read."""
+once per agent, handed out again after ``forget`` or, when the range looks exhausted, after a fresh read;
+unique across the agents of one machine through claims in a directory they share."""
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from storage.agent.runtime.ipam import IP_FILE, LoopbackAllocator
+from storage.agent.runtime.ipam import CLAIMS_DIR, IP_FILE, LoopbackAllocator
 
 # A /29 has six host addresses; one far from 127.0.0.1 and 127.1/16, where tests' servers listen.
 NETWORK = "127.93.17.0/29"
@@ -48,3 +50,62 @@ def test_a_pod_gone_without_forget_is_found_when_the_range_looks_full(tmp_path: 
     shutil.rmtree(tmp_path / "pod-2")  # removed behind the allocator's back
     assert ips.allocate("late") == "127.93.17.3"
     assert (tmp_path / "late" / IP_FILE).read_text().strip() == "127.93.17.3"
+
+
+def two_agents(tmp_path: Path) -> tuple[LoopbackAllocator, LoopbackAllocator, Path]:
+    """Two agents' allocators on one machine: their own pod dirs, one claims directory."""
+    claims = tmp_path / "run" / CLAIMS_DIR
+    return (LoopbackAllocator(tmp_path / "a" / "pods", NETWORK, claims),
+            LoopbackAllocator(tmp_path / "b" / "pods", NETWORK, claims), claims)
+
+
+def test_two_agents_on_one_machine_never_hand_out_the_same_address(tmp_path: Path) -> None:
+    # Nothing listens on the first agent's addresses yet (its pods' servers are starting): only the
+    # claims keep the second agent off them.
+    a, b, claims = two_agents(tmp_path)
+    assert [a.allocate("a0"), b.allocate("b0"), a.allocate("a1"), b.allocate("b1")] == \
+        ["127.93.17.1", "127.93.17.2", "127.93.17.3", "127.93.17.4"]
+    assert (claims / "127.93.17.2").read_text().strip() == str((tmp_path / "b" / "pods" / "b0").resolve())
+    assert b.allocate("b0") == "127.93.17.2"  # asked again: the same, still claimed by it
+
+
+def test_a_removed_pods_address_is_unclaimed_and_goes_to_the_other_agent(tmp_path: Path) -> None:
+    a, b, claims = two_agents(tmp_path)
+    for i in range(3):
+        a.allocate(f"a{i}")
+    address = a.get("a1")
+    shutil.rmtree(tmp_path / "a" / "pods" / "a1" / "runtime")  # the runtime's remove_pod, then forget
+    a.forget("a1", address)
+    assert not (claims / "127.93.17.2").exists()
+    assert b.allocate("b0") == "127.93.17.2"
+
+
+def test_a_claim_whose_pod_directory_is_gone_is_taken_over(tmp_path: Path) -> None:
+    # The first agent was killed and its data dir deleted: its claims are stale.
+    a, b, claims = two_agents(tmp_path)
+    a.allocate("a0")
+    shutil.rmtree(tmp_path / "a")
+    assert (claims / "127.93.17.1").exists()
+    assert b.allocate("b0") == "127.93.17.1"
+    assert (claims / "127.93.17.1").read_text().strip() == str((tmp_path / "b" / "pods" / "b0").resolve())
+
+
+def test_a_pod_whose_recorded_address_another_agent_claimed_gets_a_new_one(tmp_path: Path) -> None:
+    # After a reboot the claims (a tmpfs) are gone; the other agent started first and took the address
+    # this agent's pod still records. Two pods must not share it: the returning pod moves.
+    a, b, claims = two_agents(tmp_path)
+    assert a.allocate("a0") == "127.93.17.1"
+    shutil.rmtree(claims)
+    assert b.allocate("b0") == "127.93.17.1"
+    restarted = LoopbackAllocator(tmp_path / "a" / "pods", NETWORK, claims)
+    assert restarted.allocate("a0") == "127.93.17.2"
+    assert restarted.get("a0") == "127.93.17.2"
+    assert (claims / "127.93.17.1").read_text().strip() == str((tmp_path / "b" / "pods" / "b0").resolve())
+
+
+def test_agents_allocating_at_once_get_distinct_addresses(tmp_path: Path) -> None:
+    claims = tmp_path / "run" / CLAIMS_DIR
+    agents = [LoopbackAllocator(tmp_path / f"agent{i}" / "pods", "127.93.16.0/24", claims) for i in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda n: agents[n % 4].allocate(f"pod-{n}"), range(40)))
+    assert len(set(got)) == 40, sorted(got)
