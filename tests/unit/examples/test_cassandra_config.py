@@ -386,6 +386,76 @@ def test_variants_match_the_classic_shapes() -> None:
 
 
 def test_scripts_are_executable_and_posix_sh_parses_them() -> None:
-    for script in ("run.sh", "ready-probe.sh"):
+    for script in ("run.sh", "ready-probe.sh", "pre-stop.sh"):
         assert os.access(BIN / script, os.X_OK)
         assert subprocess.run(["/bin/sh", "-n", str(BIN / script)]).returncode == 0
+
+
+def pre_stop(tmp_path: Path, statuses: list[str], mode: str = "cassandra",
+             wait: str = "20") -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """bin/pre-stop.sh of the Maven install beside a nodetool that answers ``status`` with the
+    given outputs in turn (the last one again after that; "FAIL" exits 1) and logs every call."""
+    bin_dir, conf = tmp_path / "bin", tmp_path / "conf"
+    bin_dir.mkdir()
+    conf.mkdir()
+    shutil.copy(BIN / "pre-stop.sh", bin_dir / "pre-stop.sh")
+    (conf / "stowage-mode").write_text(mode + "\n")
+    (conf / "stowage-cassandra-lib").write_text("/nowhere\n")
+    for i, out in enumerate(statuses):
+        (tmp_path / f"status-{i}").write_text(out)
+    calls = tmp_path / "calls"
+    (bin_dir / "nodetool").write_text(f"""#!/bin/sh
+echo "$*" >> {calls}
+[ "$1" = status ] || exit 0
+n=$(grep -c '^status' {calls})
+f={tmp_path}/status-$((n - 1))
+[ -f "$f" ] || f={tmp_path}/status-{len(statuses) - 1}
+[ "$(cat "$f")" = FAIL ] && exit 1
+cat "$f"
+""")
+    (bin_dir / "nodetool").chmod(0o755)
+    result = subprocess.run(["/bin/sh", str(bin_dir / "pre-stop.sh")], capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "CASSANDRA_CONF": str(conf), "PRESTOP_RING_WAIT": wait})
+    return result, calls.read_text().split("\n")[:-1] if calls.exists() else []
+
+
+def ring(*states: str) -> str:
+    rows = [f"{s}  127.1.0.{i + 2}  1.2 MiB  16  100.0%  {i:08x}-0000-4000-8000-000000000000  Rack1" for i, s in
+            enumerate(states)]
+    return "Datacenter: DC1\n===============\nStatus=Up/Down\n|/ State=Normal/Leaving/Joining/Moving\n" \
+           "--  Address  Load  Tokens  Owns (effective)  Host ID  Rack\n" + "\n".join(rows) + "\n"
+
+
+def test_pre_stop_drains_only_once_the_member_sees_the_whole_ring_up_normal_CA4_CA5(tmp_path: Path) -> None:
+    # The member restarted last is still Down in this member's view at the first look.
+    result, calls = pre_stop(tmp_path, [ring("UN", "DN", "UN"), ring("UN", "UN", "UN")])
+    assert result.returncode == 0, result.stderr
+    assert calls == ["status", "status", "drain"]
+    assert "waiting for 1 of 3 members to be Up/Normal" in result.stdout
+
+
+def test_pre_stop_waits_for_a_joining_member_too_CA4(tmp_path: Path) -> None:
+    result, calls = pre_stop(tmp_path, [ring("UN", "UJ", "UN", "UN"), ring("UN", "UN", "UN", "UN")])
+    assert result.returncode == 0 and calls == ["status", "status", "drain"], (result.stdout, calls)
+
+
+def test_pre_stop_drains_anyway_when_a_member_stays_down_past_its_bound_CA4(tmp_path: Path) -> None:
+    result, calls = pre_stop(tmp_path, [ring("UN", "DN", "UN")], wait="1")
+    assert result.returncode == 0, result.stderr
+    assert calls[-1] == "drain" and set(calls[:-1]) == {"status"} and len(calls) >= 2
+    assert "1 of 3 members still not Up/Normal after 1s: draining anyway" in result.stdout
+
+
+def test_pre_stop_of_a_member_whose_jmx_does_not_answer_tries_the_drain_at_once(tmp_path: Path) -> None:
+    result, calls = pre_stop(tmp_path, ["FAIL"])
+    assert result.returncode == 0 and calls == ["status", "drain"], (result.stdout, calls)
+
+
+def test_pre_stop_of_the_stand_in_runs_no_nodetool(tmp_path: Path) -> None:
+    result, calls = pre_stop(tmp_path, [ring("UN")], mode="standin")
+    assert result.returncode == 0 and calls == []
+
+
+def test_the_statefulset_runs_the_pre_stop_script_from_the_configmap() -> None:
+    (c,) = by_kind("StatefulSet")["spec"]["template"]["spec"]["containers"]
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["/bin/sh", "/opt/cassandra-example/bin/pre-stop.sh"]
