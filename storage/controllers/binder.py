@@ -30,7 +30,7 @@ from storage.api.timestamps import now as _now
 from storage.controllers.base import Cache, ControllerContext, Reconciler, Result, split_key
 from storage.controllers.binder_index import (
     ANN_STORAGE_CLASS, VolumeIndex, access_modes, claim_ref, claim_request, contains_all_modes,
-    find_best_volume, find_best_volume_linear, is_deleting, is_volume_bound_to_claim, object_class,
+    find_best_volume, find_best_volume_linear, is_deleting, is_volume_bound_to_claim, match_candidates, object_class,
     volume_capacity, volume_mode, volume_phase,
 )
 from storage.controllers.datasource import Refuse, Resolved, Wait, data_source_ref, resolve_data_source, source_namespace
@@ -476,8 +476,9 @@ class ClaimBinder(_Base):
             elif delay and selected_node:
                 node = self.ctx.cache.get(NODES, "", selected_node) or {"metadata": {"name": selected_node, "labels": {
                     "kubernetes.io/hostname": selected_node}}}
-                volumes = sorted(self.state.index.volumes() if self.state.live else self.ctx.cache.list(PVS),
-                                 key=lambda v: _meta(v)["name"])
+                # Only the few volumes this claim could take are sorted, not every volume per claim.
+                volumes = sorted(match_candidates(claim, self.state.index.volumes() if self.state.live
+                                                  else self.ctx.cache.list(PVS)), key=lambda v: _meta(v)["name"])
                 volume = find_best_volume_linear(claim, volumes, True, node)
             else:
                 volume = self.state.find(claim, delay)

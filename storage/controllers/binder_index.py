@@ -212,6 +212,19 @@ def find_matching_volume(claim: Claim, volumes: list[Volume], delay_binding: boo
     return smallest
 
 
+def match_candidates(claim: Claim, volumes: Iterable[Volume]) -> list[Volume]:
+    """The volumes ``find_matching_volume`` does not skip before it looks at a node or a phase: bound to
+    this claim, or claimed by nobody, large enough, of the claim's volume mode and not being deleted.
+
+    Filtering with it first changes no answer (the order is kept) and lets the scheduler try every node
+    against a short list instead of every volume once per node."""
+    requested_qty = claim_request(claim)
+    claim_mode = volume_mode(claim)
+    return [v for v in volumes
+            if (claim_ref(v) is None or is_volume_bound_to_claim(v, claim)) and volume_capacity(v) >= requested_qty
+            and volume_mode(v) == claim_mode and not is_deleting(v)]
+
+
 def candidate_mode_sets(requested: Iterable[str], known_sets: Iterable[tuple[str, ...]]) -> list[tuple[str, ...]]:
     """allPossibleMatchingAccessModes: sets containing every requested mode, fewest modes first."""
     matched = [s for s in set(known_sets) if contains_all_modes(s, requested)]

@@ -27,7 +27,8 @@ from storage.api.selectors import selector_matches
 from storage.api.taints import node_taints, pod_tolerations, tolerates_all
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Reconciler, Result, object_key, split_key
-from storage.controllers.binder_index import claim_request, find_best_volume_linear, object_class, volume_capacity
+from storage.controllers.binder_index import (claim_request, find_best_volume_linear, match_candidates, object_class,
+                                              volume_capacity)
 from storage.errors import Conflict, NotFound, StowageError
 from provisioners import registry as provisioner_registry
 from volume_plugins.registry import LimitKeys, attach_limit_keys
@@ -66,6 +67,27 @@ class Snapshot:
     # Unbound local-pool claims whose data source (a pool snapshot, a pool volume to clone) lives on one
     # node: (namespace, claim) -> that node (LS18). Empty: no such constraint.
     source_nodes: dict[tuple[str, str], str] = field(default_factory=dict)
+    # pool_free_bytes' view, built on first use: node -> its local-pool volumes, and node -> the claims
+    # sent there but not bound yet. Without it every node of a placement read every volume and claim.
+    _on_node: tuple[dict[str, list[Obj]], dict[str, list[tuple[tuple[str, str], Obj]]]] | None = \
+        field(default=None, repr=False, compare=False)
+
+    def local_objects_on(self, node_name: str) -> tuple[list[Obj], list[tuple[tuple[str, str], Obj]]]:
+        """The local-provisioner volumes whose affinity names the node, and the unbound claims whose
+        selected node it is (with their keys)."""
+        if self._on_node is None:
+            volumes: dict[str, list[Obj]] = {}
+            for pv in self.volumes.values():
+                if (_meta(pv).get("annotations") or {}).get("pv.kubernetes.io/provisioned-by") == LOCAL_PROVISIONER:
+                    for host in set(affinity_hostnames(pv)):
+                        volumes.setdefault(host, []).append(pv)
+            claims: dict[str, list[tuple[tuple[str, str], Obj]]] = {}
+            for key, claim in self.claims.items():
+                selected = (_meta(claim).get("annotations") or {}).get(SELECTED_NODE)
+                if selected and not (claim.get("spec") or {}).get("volumeName"):
+                    claims.setdefault(selected, []).append((key, claim))
+            self._on_node = (volumes, claims)
+        return self._on_node[0].get(node_name, []), self._on_node[1].get(node_name, [])
 
 
 @dataclass
@@ -117,7 +139,15 @@ def _term_selects(term: Obj, pod: Obj, other: Obj) -> bool:
     return selector_matches(term.get("labelSelector") or {}, _meta(other).get("labels") or {})
 
 
-def _pod_affinity_ok(pod: Obj, node: Obj, nodes_by_name: dict[str, Obj], placed: list[Obj]) -> tuple[bool, str]:
+def _required_anti_affinity(pod: Obj) -> list[Obj]:
+    affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("podAntiAffinity") or {}
+    return affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or []
+
+
+def _pod_affinity_ok(pod: Obj, node: Obj, nodes_by_name: dict[str, Obj], placed: list[Obj],
+                     repelling: list[Obj] | None = None) -> tuple[bool, str]:
+    """``repelling``: the pods of ``placed`` with required anti-affinity terms (found once per placement
+    rather than once per node; None: look through ``placed``)."""
     affinity = (pod.get("spec") or {}).get("affinity") or {}
     anti_terms = (affinity.get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
     for term in anti_terms:
@@ -130,9 +160,8 @@ def _pod_affinity_ok(pod: Obj, node: Obj, nodes_by_name: dict[str, Obj], placed:
             if other_node is not None and _topology_domain(other_node, key) == domain and _term_selects(term, pod, other):
                 return False, R_ANTI_AFFINITY
     # Existing pods' anti-affinity also repels this pod (symmetry, as Kubernetes does).
-    for other in placed:
-        other_aff = ((other.get("spec") or {}).get("affinity") or {}).get("podAntiAffinity") or {}
-        for term in other_aff.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
+    for other in placed if repelling is None else repelling:
+        for term in _required_anti_affinity(other):
             key = term.get("topologyKey") or HOSTNAME_KEY
             other_node = nodes_by_name.get((other.get("spec") or {}).get("nodeName", ""))
             if other_node is None or _topology_domain(node, key) is None:
@@ -173,19 +202,14 @@ def pool_free_bytes(node: Obj, snap: Snapshot, pool: str | None = None) -> int:
     pool_name = chosen.get("name", "")
     used = 0
     provisioned_claims: set[tuple[str, str]] = set()
-    for pv in snap.volumes.values():
-        annotations = _meta(pv).get("annotations") or {}
-        if annotations.get("pv.kubernetes.io/provisioned-by") != LOCAL_PROVISIONER:
-            continue
+    volumes, selected = snap.local_objects_on(name)
+    for pv in volumes:
         if not _local_volume_on(pv, name, str(chosen.get("path", ""))):
             continue
         used += _capacity_bytes(pv)
         ref = (pv.get("spec") or {}).get("claimRef") or {}
         provisioned_claims.add((ref.get("namespace", ""), ref.get("name", "")))
-    for (ns, cname), claim in snap.claims.items():
-        annotations = _meta(claim).get("annotations") or {}
-        if annotations.get(SELECTED_NODE) != name or (claim.get("spec") or {}).get("volumeName"):
-            continue
+    for (ns, cname), claim in selected:
         if (ns, cname) in provisioned_claims:
             continue
         cls = snap.classes.get(object_class(claim)) or {}
@@ -363,9 +387,12 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
                 if _meta(other).get("namespace", "default") == namespace and cname in pod_claim_names(other) and (other.get("spec") or {}).get("nodeName"):
                     rwop_conflict = True
 
+    # The volumes each late claim could bind whatever the node, found once for all nodes.
+    candidates = {id(claim): match_candidates(claim, snap.volumes.values()) for claim in late}
     nodes_by_name = {_meta(n).get("name", ""): n for n in snap.nodes}
     placed = [p for p in snap.pods if (p.get("spec") or {}).get("nodeName") and not _is_terminated(p) and _meta(p).get("uid") != uid]
     pods_per_node = Counter((p.get("spec") or {}).get("nodeName") for p in placed)
+    repelling = [p for p in placed if _required_anti_affinity(p)]
     attachable = pod_attachable_volumes(pod, snap)
     failures: Counter[str] = Counter()
     # (-Preferred requirements met, -how well, pods already there, name): the best measured node first,
@@ -373,7 +400,8 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
     feasible: list[tuple[int, float, int, str]] = []
     for node in snap.nodes:
         name = _meta(node).get("name", "")
-        reason = _node_failure(pod, node, snap, nodes_by_name, placed, bound_volumes, late, rwop_conflict)
+        reason = _node_failure(pod, node, snap, nodes_by_name, placed, repelling, bound_volumes, late, candidates,
+                               rwop_conflict)
         if not reason and attachable and exceeds_volume_limits(
                 node, attachable, [p for p in placed if (p.get("spec") or {}).get("nodeName") == name], snap):
             reason = R_MAX_VOLUMES
@@ -397,7 +425,8 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
 
 
 def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, Obj], placed: list[Obj],
-                  bound_volumes: list[Obj], late: list[Obj], rwop_conflict: bool) -> str:
+                  repelling: list[Obj], bound_volumes: list[Obj], late: list[Obj], candidates: dict[int, list[Obj]],
+                  rwop_conflict: bool) -> str:
     if not node_ready(node):
         return R_NOT_READY
     if not admits_pod(node, pod):  # E14
@@ -409,7 +438,7 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
 
     if not pod_admits_node(pod, node):
         return R_AFFINITY
-    ok, reason = _pod_affinity_ok(pod, node, nodes_by_name, placed)
+    ok, reason = _pod_affinity_ok(pod, node, nodes_by_name, placed, repelling)
     if not ok:
         return reason
     if rwop_conflict:
@@ -424,7 +453,7 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
             return R_VOLUME_AFFINITY  # LS18: restored or cloned on the node holding the data
         # The binder's own matching rules (B2-B5), with the node's affinity checked,
         # as Kubernetes' scheduler calls FindMatchingVolume with the node.
-        if find_best_volume_linear(claim, list(snap.volumes.values()), True, node) is not None:
+        if find_best_volume_linear(claim, candidates[id(claim)], True, node) is not None:
             continue
         cls = snap.classes.get(object_class(claim)) or {}
         if not _topology_allows(cls, node):

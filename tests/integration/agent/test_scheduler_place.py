@@ -91,6 +91,21 @@ def test_required_pod_anti_affinity_on_hostname_spreads() -> None:
     assert result.message == "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
 
 
+def test_an_existing_pods_required_anti_affinity_repels_a_pod_without_any() -> None:
+    # Symmetry, as Kubernetes: the placed pod's term keeps matching pods off its node, although the new
+    # pod asks for nothing; placed pods without terms (most of them) repel nobody.
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}
+    nodes = [node("n1"), node("n2")]
+    placed = [pod("cache-0", node_name="n1", affinity=anti), *(pod(f"web-{i}", node_name="n2", labels={"app": "web"})
+                                                              for i in range(3))]
+    assert place(pod("web-3", labels={"app": "web"}), snap(nodes, placed)).node == "n2"  # n1 has one pod, n2 three
+    assert place(pod("other", labels={"app": "other"}), snap(nodes, placed)).node == "n1"
+    placed.append(pod("cache-1", node_name="n2", affinity=anti))
+    result = place(pod("web-4", labels={"app": "web"}), snap(nodes, placed))
+    assert result.message == "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+
+
 def test_b8_volume_node_affinity_conflict_message() -> None:
     """A pod whose bound local volume lives on a node its selector excludes stays Pending (B8)."""
     nodes = [node("n1", labels={"disk": "ssd"}), node("n2"), node("n3")]
