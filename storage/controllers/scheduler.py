@@ -387,7 +387,7 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
                 if _meta(other).get("namespace", "default") == namespace and cname in pod_claim_names(other) and (other.get("spec") or {}).get("nodeName"):
                     rwop_conflict = True
 
-    # The volumes each late claim could bind whatever the node, found once for all nodes.
+    # The volumes each late claim could bind whatever the node, found once for all nodes (PF70).
     candidates = {id(claim): match_candidates(claim, snap.volumes.values()) for claim in late}
     nodes_by_name = {_meta(n).get("name", ""): n for n in snap.nodes}
     placed = [p for p in snap.pods if (p.get("spec") or {}).get("nodeName") and not _is_terminated(p) and _meta(p).get("uid") != uid]
