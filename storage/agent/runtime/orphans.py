@@ -20,9 +20,9 @@ import structlog
 
 from storage.system.mounts import MountTable
 
-from .runc import unmount_rootfs
 from .ipam import CLAIMS_DIR, holds_address
-from .userns import USERNS_FILE
+from .runc import unmount_rootfs
+from .userns import holds_range
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +55,7 @@ def reap_orphans(run_dir: Path, *, only_under: Path | None = None) -> list[str]:
             continue
         shutil.rmtree(bundle, ignore_errors=True)
         removed.append(str(bundle))
-    for claims, holds in ((Path(run_dir) / "userns", _holds_range), (Path(run_dir) / CLAIMS_DIR, _holds_address)):
+    for claims, holds in ((Path(run_dir) / "userns", holds_range), (Path(run_dir) / CLAIMS_DIR, holds_address)):
         if claims.is_dir():
             with open(claims / ".lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # as the allocators: no allocation runs meanwhile
@@ -63,17 +63,6 @@ def reap_orphans(run_dir: Path, *, only_under: Path | None = None) -> list[str]:
     if removed:
         log.info("orphans_reaped", count=len(removed))
     return removed
-
-
-def _holds_range(owner: Path, name: str) -> bool:
-    try:
-        return int((owner / USERNS_FILE).read_text().strip()) == int(name)
-    except (OSError, ValueError):
-        return False
-
-
-def _holds_address(owner: Path, name: str) -> bool:
-    return holds_address(owner, name)
 
 
 def _reap_claims(claims: Path, only_under: Path | None, holds: Callable[[Path, str], bool]) -> list[str]:

@@ -126,6 +126,14 @@ def open_userns(base: int, size: int = RANGE_SIZE) -> int:
             proc.stdout.close()
 
 
+def holds_range(pod_dir: Path, base: int | str) -> bool:
+    """Whether the pod directory still records the range at ``base`` (a claim naming it is live)."""
+    try:
+        return int((pod_dir / USERNS_FILE).read_text().strip()) == int(base)
+    except (OSError, ValueError):
+        return False
+
+
 class UsernsAllocator:
     """Hands out host id ranges to pods, unique on this machine.
 
@@ -150,13 +158,6 @@ class UsernsAllocator:
         except (OSError, ValueError):
             return None
 
-    @staticmethod
-    def _owner_holds(owner: str, base: int) -> bool:
-        try:
-            return int((Path(owner) / USERNS_FILE).read_text().strip()) == base
-        except (OSError, ValueError):
-            return False
-
     def allocate(self, uid: str) -> int:
         pod_dir = str((self.pods_dir / uid).resolve())
         with self._lock:
@@ -175,7 +176,7 @@ class UsernsAllocator:
                         owner = claim.read_text().strip()
                     except OSError:
                         owner = ""
-                    if owner and owner != pod_dir and self._owner_holds(owner, base):
+                    if owner and owner != pod_dir and holds_range(Path(owner), base):
                         continue
                     path = self.pods_dir / uid / USERNS_FILE
                     path.parent.mkdir(parents=True, exist_ok=True)
