@@ -615,16 +615,18 @@ class SchedulerReconciler(Reconciler):
 
     def reconcile(self, key: str) -> Result:
         with self._decide:
-            self._set_waiting(key, True)  # before the cache is read (PF66)
+            # Marked before placement reads the cache (PF66), so a node or claim that appears meanwhile sends the
+            # pod back; a pod already placed is not marked, or a change in that moment would send it back too.
+            pod = self.ctx.cache.get("pods", *split_key(key))
+            self._set_waiting(key, _wants_a_node(pod))
             try:
-                return self._reconcile(key)
+                return self._reconcile(key, pod)
             finally:
                 # Placed (written through to the cache), gone, finished or another scheduler's: no longer waiting.
                 self._set_waiting(key, _wants_a_node(self.ctx.cache.get("pods", *split_key(key))))
 
-    def _reconcile(self, key: str) -> Result:
+    def _reconcile(self, key: str, pod: Obj | None) -> Result:
         namespace, name = split_key(key)
-        pod = self.ctx.cache.get("pods", namespace, name)
         if pod is None or _meta(pod).get("deletionTimestamp") or _is_terminated(pod):
             return Result()
         spec = pod.get("spec") or {}

@@ -58,6 +58,9 @@ def test_pf66_only_pods_waiting_for_a_node_are_looked_at_again(store: Any, monke
         wait_for(lambda: any(c.get("reason") == "Unschedulable" for c in
                              (store.get("pods", "default", "waiting").get("status") or {}).get("conditions") or []),
                  "the waiting pod to be marked Unschedulable", 30)
+        # A placed pod's write is seen in the store before its reconcile has finished and left the set.
+        wait_for(lambda: not any(k.startswith("default/placed-") for k in handlers["nodes"]({})),
+                 "the placements to finish", 30)
 
         # A change of a claim, volume, node or class sends back the waiting pod only: not the placed ones,
         # not the one another scheduler owns, and without listing the pods to find it.
