@@ -41,6 +41,7 @@ import structlog
 
 from storage.errors import AlreadyExists, BadRequest, Conflict, NotFound, TemporaryError
 from storage.system import blockdev, loop, mounts, snapcopy
+from storage.system.durable import write_durably
 from storage.system.executor import Executor, default_executor
 from volume_plugins.mounter import Mounter
 
@@ -137,13 +138,7 @@ class Pool:
     def _save(self, vol: PoolVolume) -> None:
         """Write a volume's record durably; only under ``_accounting``."""
         self._bump_generation()
-        path = self._record_path(vol.name)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(vol.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_durably(self._record_path(vol.name), vol.to_json())
         if self._sizes is not None:
             self._sizes[vol.name] = vol.size
 
@@ -398,13 +393,7 @@ class Pool:
         return PoolSnapshot(**raw)
 
     def _save_snapshot(self, snap: PoolSnapshot) -> None:
-        path = self._snapshot_record(snap.name)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(snap.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_durably(self._snapshot_record(snap.name), snap.to_json())
 
     def list_snapshots(self) -> list[PoolSnapshot]:
         out = []

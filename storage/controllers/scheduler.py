@@ -145,9 +145,9 @@ def _required_anti_affinity(pod: Obj) -> list[Obj]:
 
 
 def _pod_affinity_ok(pod: Obj, node: Obj, nodes_by_name: dict[str, Obj], placed: list[Obj],
-                     repelling: list[Obj] | None = None) -> tuple[bool, str]:
+                     repelling: list[Obj]) -> tuple[bool, str]:
     """``repelling``: the pods of ``placed`` with required anti-affinity terms (found once per placement
-    rather than once per node; None: look through ``placed``)."""
+    rather than once per node)."""
     affinity = (pod.get("spec") or {}).get("affinity") or {}
     anti_terms = (affinity.get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
     for term in anti_terms:
@@ -160,7 +160,7 @@ def _pod_affinity_ok(pod: Obj, node: Obj, nodes_by_name: dict[str, Obj], placed:
             if other_node is not None and _topology_domain(other_node, key) == domain and _term_selects(term, pod, other):
                 return False, R_ANTI_AFFINITY
     # Existing pods' anti-affinity also repels this pod (symmetry, as Kubernetes does).
-    for other in placed if repelling is None else repelling:
+    for other in repelling:
         for term in _required_anti_affinity(other):
             key = term.get("topologyKey") or HOSTNAME_KEY
             other_node = nodes_by_name.get((other.get("spec") or {}).get("nodeName", ""))

@@ -1,4 +1,5 @@
-"""Small files that must be read whole or not at all, and survive a crash of the host."""
+"""Small files that must be read whole or not at all (``write_atomically``), and also survive a crash of the
+host (``write_durably``)."""
 from __future__ import annotations
 
 import os
@@ -25,3 +26,17 @@ def write_durably(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a reader sees the old content or the new, never a part: for
+    state under the run directory (a tmpfs, gone at reboot anyway) or rewritten whole from what the agent
+    already holds, where syncing each write would only cost time."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from stowage_e2e import cmdline, environ, find_pids, poll
+from stowage_e2e import cmdline, environ, find_pids, is_ready, poll
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "cassandra"
@@ -140,3 +142,83 @@ def write_replicated(ip: str) -> tuple[str, dict[int, str]]:
     finally:
         s.cluster.shutdown()
     return keyspace, data
+
+
+class QuorumReader:
+    """Reads the rows of ``keyspace`` one after another at QUORUM, through a driver session that knows every
+    member at ``ips`` (its default policy picks the coordinator), until the ``with`` block ends: what a client
+    sees while members restart. A read that fails is retried twice, half a second apart (a coordinator that
+    is draining may drop the request it holds); a read that fails three times, or returns another value than
+    ``data`` holds, is a failure."""
+
+    def __init__(self, ips: list[str], keyspace: str, data: dict[int, str]) -> None:
+        self.ips, self.keyspace, self.data = ips, keyspace, data
+        self.ok = self.retries = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> QuorumReader:
+        from cassandra.cluster import Cluster
+        self._cluster = Cluster(self.ips, connect_timeout=20)
+        self._session = self._cluster.connect()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self._cluster.shutdown()
+
+    def _run(self) -> None:
+        from cassandra import ConsistencyLevel
+        from cassandra.query import SimpleStatement
+        query = SimpleStatement(f"SELECT v FROM {self.keyspace}.kv WHERE k = %s",
+                                consistency_level=ConsistencyLevel.QUORUM)
+        i = 0
+        while not self._stop.is_set():
+            k, i = i % ROWS, i + 1
+            last = ""
+            for _ in range(3):
+                try:
+                    row = self._session.execute(query, (k,), timeout=10).one()
+                    if row is None or row.v != self.data[k]:
+                        self.failures.append(f"k={k}: read {row!r}")
+                    self.ok += 1
+                    break
+                except Exception as exc:  # noqa: BLE001  (the driver's errors share no base: NoHostAvailable, OperationTimedOut, ...)
+                    self.retries += 1
+                    last = repr(exc)
+                    time.sleep(0.5)
+            else:
+                self.failures.append(f"k={k}: {last}")
+            time.sleep(0.2)
+
+
+# The rolling update's change: an environment variable added to the member template.
+ROLL_PATCH = [{"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+               "value": {"name": "STOWAGE_ROLL", "value": "1"}}]
+
+
+def rolled(ring: Ring, before: dict[str, str]) -> dict[str, Obj] | None:
+    """The members once every one was replaced (``before``: name -> the old uid) and is Ready again."""
+    pods = ring.pods(SELECTOR)
+    if sorted(pods) != MEMBERS or not all(is_ready(p) for p in pods.values()):
+        return None
+    if any(pods[n]["metadata"]["uid"] == before[n] for n in MEMBERS):
+        return None
+    return pods
+
+
+def check_bootstrapped(ring: Ring, name: str, ip: str, keyspace: str, data: dict[int, str]) -> None:
+    """Member ``name`` (at ``ip``) joined a ring of four by bootstrapping (CA6): nothing was written since it
+    joined, so SSTables of ``keyspace`` on its claim were streamed to it by the others; it sees four members
+    `UN` and serves every row at QUORUM."""
+    from cassandra import ConsistencyLevel
+    pid = member_pid(ring, name)
+    assert pid is not None, f"no Cassandra JVM for {name}"
+    sstables = list(Path(f"/proc/{pid}/root/cassandra_data/data/{keyspace}").glob("kv-*/*-Data.db"))
+    assert sstables, f"{name}'s claim holds no SSTable of the keyspace: nothing was streamed"
+    owns = nodetool(ring, name, "status", keyspace)
+    assert len(re.findall(r"^UN ", owns, re.MULTILINE)) == 4, owns
+    assert read_all(ip, keyspace, ConsistencyLevel.QUORUM) == data

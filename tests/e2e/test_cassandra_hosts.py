@@ -1,4 +1,4 @@
-"""examples/cassandra's REAL Apache Cassandra ring across three hosts (rules MH1-MH3, CA3, CA7).
+"""examples/cassandra's REAL Apache Cassandra ring across three hosts (rules MH1-MH3, CA3-CA5, CA7).
 
 Each host is a network namespace on a bridge with its own ``stowage agent`` process (``--address``,
 ``--pod-cidr``, ``--pod-interface eth0``), as in tests/integration/agent/test_mh_hosts.py (both use
@@ -7,7 +7,9 @@ control address. The example's manifests are applied unchanged with ``stowage ap
 three hosts (the scheduler takes the node with the fewest pods, BP12), each on a local volume carved from
 its own host's pool; they find their seed by its name (cassandra-0.cassandra.default.svc.cluster.local,
 which every host's agent writes into its pods' /etc/hosts from the Endpoints) and gossip and serve CQL on
-their pod addresses across the bridge.
+their pod addresses across the bridge. A member whose pod is deleted comes back on its host (its volume is
+there) with its host ID and rows; a rolling update replaces the members one at a time on their hosts while
+a client's QUORUM reads across the bridge go on being answered.
 
 One ring per module (three JVM starts are the cost). Skipped only where Cassandra is not installed
 (CA1) or a host program it needs is missing; the controllers run with Kubernetes' default node grace
@@ -29,8 +31,9 @@ from typing import Any
 
 import pytest
 import yaml
-from cassandra_ring import (CASSANDRA_LIB, MEMBERS, SEEDS, SELECTOR, installed_version, manifests, member_pid,
-                            read_all, wait_all_up_normal, write_replicated)
+from cassandra_ring import (CASSANDRA_LIB, MEMBERS, ROLL_PATCH, SEEDS, SELECTOR, QuorumReader, check_bootstrapped,
+                            installed_version, manifests, member_pid, read_all, ring_status, rolled,
+                            wait_all_up_normal, write_replicated)
 from stowage_e2e import container_mount, is_ready, poll
 from support import host_tmp_dir, need_programs, need_root, stowage_executable
 
@@ -56,7 +59,16 @@ class HostsRing:
 
     def __init__(self, hosts: Hosts) -> None:
         self.hosts = hosts
-        self.jvms: dict[str, tuple[int, str]] = {}  # member -> (pid, start time): checked gone at teardown
+        self.jvms: dict[str, tuple[int, str]] = {}  # member -> its JVM's (pid, start time)
+        self.replaced: dict[str, tuple[int, str]] = {}  # JVMs of members since replaced; all checked gone at teardown
+
+    def note_jvm(self, name: str) -> int:
+        """Waits for member ``name``'s JVM and records it (a replaced member's earlier JVM is kept to check)."""
+        pid: int = poll(f"the Cassandra JVM of {name}", lambda: member_pid(self, name), 60)
+        if name in self.jvms and self.jvms[name][0] != pid:
+            self.replaced[f"{name} (pid {self.jvms[name][0]})"] = self.jvms[name]
+        self.jvms[name] = (pid, _start_time(pid) or "")
+        return pid
 
     @property
     def data_dir(self) -> Path:
@@ -144,8 +156,7 @@ def ring() -> Iterator[HostsRing]:
                 return pods if sorted(pods) == MEMBERS and all(is_ready(p) for p in pods.values()) else None
             poll("cassandra-0..2 Ready on the hosts", members_ready, 600, interval=1, diagnose=ring.describe)
             for name in MEMBERS:
-                pid = poll(f"the Cassandra JVM of {name}", lambda n=name: member_pid(ring, n), 60)
-                ring.jvms[name] = (pid, _start_time(pid) or "")
+                ring.note_jvm(name)
             print(f"\nreal Apache Cassandra {version} on 3 hosts: 3 members Ready after "
                   f"{time.monotonic() - started:.0f}s")
             yield ring
@@ -153,7 +164,7 @@ def ring() -> Iterator[HostsRing]:
             hosts.close()
             left += hosts.fabric.leftovers()
             left += [f"agent {p.args!r} still running" for p in hosts.cluster.processes if p.poll() is None]
-            left += _still_running(ring.jvms)  # Fabric.close SIGKILLed everything in the hosts
+            left += _still_running({**ring.jvms, **ring.replaced})  # Fabric.close SIGKILLed everything in the hosts
         # host_tmp_dir then checks that no mount or loop device is left under the directory.
         assert not left, f"left behind: {left}"
 
@@ -208,12 +219,101 @@ def test_nodetool_on_every_host_shows_the_three_pod_addresses_up_normal_seeded_b
         assert resolved == {ips["cassandra-0"]}, f"{SEEDS} in {name}'s /etc/hosts: {resolved}"
 
 
-def test_rows_written_through_one_host_read_back_at_quorum_through_another_CA7(ring: HostsRing) -> None:
-    """Replication factor 3 across three hosts: rows written at QUORUM through cassandra-0 (and read at
-    ALL, so every host's replica answered) read back at QUORUM through cassandra-2 on another host."""
+@pytest.fixture(scope="module")
+def written(ring: HostsRing) -> tuple[str, dict[int, str]]:
+    """Rows in a keyspace replicated 3 times, written at QUORUM through cassandra-0 (and read at ALL, so every
+    host's replica has them)."""
+    return write_replicated(ring.pods(SELECTOR)["cassandra-0"]["status"]["podIP"])
+
+
+def test_rows_written_through_one_host_read_back_at_quorum_through_another_CA7(
+        ring: HostsRing, written: tuple[str, dict[int, str]]) -> None:
+    """Replication factor 3 across three hosts: rows written through cassandra-0 read back at QUORUM through
+    cassandra-2 on another host."""
     from cassandra import ConsistencyLevel
+    keyspace, data = written
     pods = ring.pods(SELECTOR)
-    first, last = pods["cassandra-0"], pods["cassandra-2"]
-    assert first["spec"]["nodeName"] != last["spec"]["nodeName"]
-    keyspace, data = write_replicated(first["status"]["podIP"])
-    assert read_all(last["status"]["podIP"], keyspace, ConsistencyLevel.QUORUM) == data
+    assert pods["cassandra-0"]["spec"]["nodeName"] != pods["cassandra-2"]["spec"]["nodeName"]
+    assert read_all(pods["cassandra-2"]["status"]["podIP"], keyspace, ConsistencyLevel.QUORUM) == data
+
+
+def test_deleted_member_returns_on_its_host_with_its_claim_and_data_and_rejoins_CA4_MH1(
+        ring: HostsRing, written: tuple[str, dict[int, str]]) -> None:
+    """A member's pod deleted (with its grace period: the preStop drains it) comes back under its name on the
+    same host, because its claim's local volume is there (MH1), with the same Cassandra host ID and its rows,
+    which it serves at ONE from its own replica and at QUORUM with the other hosts'."""
+    from cassandra import ConsistencyLevel
+    keyspace, data = written
+    old = ring.pods(SELECTOR)["cassandra-1"]
+    old_host_id = ring_status(ring, "cassandra-0")[old["status"]["podIP"]][1]
+    claim = ring.cluster.client.get("persistentvolumeclaims", "cassandra-data-cassandra-1", "default")
+
+    ring.cluster.client.delete("pods", "cassandra-1", "default")
+
+    def back() -> Obj | None:
+        pod = ring.pods(SELECTOR).get("cassandra-1")
+        return pod if pod and pod["metadata"]["uid"] != old["metadata"]["uid"] and is_ready(pod) else None
+    pod = poll("cassandra-1 recreated and Ready", back, 300, interval=1, diagnose=ring.describe)
+    pid = ring.note_jvm("cassandra-1")
+    assert pod["spec"]["nodeName"] == old["spec"]["nodeName"]
+    assert ring.cluster.client.get("persistentvolumeclaims", "cassandra-data-cassandra-1",
+                                   "default")["spec"]["volumeName"] == claim["spec"]["volumeName"]
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(ring.host_of(pod).netns_path).st_ino
+
+    status = wait_all_up_normal(ring, MEMBERS, via="cassandra-2")
+    assert status[pod["status"]["podIP"]][1] == old_host_id  # the same node, not a fourth one
+    assert len(status) == 3
+    assert list(Path(f"/proc/{pid}/root/cassandra_data/data/{keyspace}").glob("kv-*/*-Data.db")), \
+        "no SSTable of the keyspace on the member's claim"
+    assert read_all(pod["status"]["podIP"], keyspace, ConsistencyLevel.ONE) == data
+    assert read_all(pod["status"]["podIP"], keyspace, ConsistencyLevel.QUORUM) == data
+
+
+def test_rolling_update_across_hosts_keeps_quorum_reads_working_CA5(
+        ring: HostsRing, written: tuple[str, dict[int, str]]) -> None:
+    """An environment variable added to the template replaces the members one at a time, each on its own
+    host again; a client reading at QUORUM through the pod addresses across the bridge is answered
+    throughout (the preStop waits for the ring to be Up/Normal before it drains, CA5)."""
+    keyspace, data = written
+    pods = ring.pods(SELECTOR)
+    before = {n: p["metadata"]["uid"] for n, p in pods.items()}
+    hosts = {n: p["spec"]["nodeName"] for n, p in pods.items()}
+    with QuorumReader([p["status"]["podIP"] for p in pods.values()], keyspace, data) as reader:
+        ring.cluster.client.patch("statefulsets", "cassandra", ROLL_PATCH, "default", patch_type="json")
+        pods = poll("every member replaced with STOWAGE_ROLL set and Ready", lambda: rolled(ring, before), 900,
+                    interval=2, diagnose=ring.describe)
+        for name in MEMBERS:
+            ring.note_jvm(name)
+        wait_all_up_normal(ring, MEMBERS, via="cassandra-0")
+    print(f"\nrolling update across hosts: {reader.ok} QUORUM reads, {reader.retries} retried attempts")
+    assert {n: p["spec"]["nodeName"] for n, p in pods.items()} == hosts
+    for pod in pods.values():
+        assert {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}.get("STOWAGE_ROLL") == "1"
+    assert not reader.failures, reader.failures[:5]
+    assert reader.ok > 50
+
+
+def test_scaling_to_four_bootstraps_a_member_on_a_host_from_the_other_hosts_CA6_MH1(
+        ring: HostsRing, written: tuple[str, dict[int, str]]) -> None:
+    """Scaled to four, cassandra-3 goes to a host that already runs a member (the fewest-pods order), on a
+    volume of that host's pool, with its own pod address and JMX port; it bootstraps by streaming its ranges
+    from the members on the other hosts and then serves every row at QUORUM."""
+    keyspace, data = written
+    members = [*MEMBERS, "cassandra-3"]
+    ring.cluster.client.patch("statefulsets", "cassandra", {"spec": {"replicas": 4}}, "default", subresource="scale")
+
+    def all_ready() -> dict[str, Obj] | None:
+        pods = ring.pods(SELECTOR)
+        return pods if sorted(pods) == members and all(is_ready(p) for p in pods.values()) else None
+    pods = poll("cassandra-0..3 Ready on the hosts", all_ready, 600, interval=1, diagnose=ring.describe)
+    ring.note_jvm("cassandra-3")
+    new = pods["cassandra-3"]
+    host = ring.host_of(new)
+    assert ipaddress.ip_address(new["status"]["podIP"]) in ipaddress.ip_network(host.pod_cidr)
+    assert len({p["status"]["podIP"] for p in pods.values()}) == 4
+    claim = ring.cluster.client.get("persistentvolumeclaims", "cassandra-data-cassandra-3", "default")
+    volume = ring.cluster.client.get("persistentvolumes", claim["spec"]["volumeName"])
+    assert affinity_hostnames(volume) == [host.name]
+    status = wait_all_up_normal(ring, members, via="cassandra-0")
+    assert len({host_id for _, host_id in status.values()}) == 4
+    check_bootstrapped(ring, "cassandra-3", new["status"]["podIP"], keyspace, data)

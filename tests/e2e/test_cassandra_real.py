@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +27,9 @@ from typing import Any
 
 import pytest
 import yaml
-from cassandra_ring import (CASSANDRA_LIB, MEMBERS, ROWS, SELECTOR, installed_version, manifests, member_pid,
-                            nodetool, read_all, ring_status, wait_all_up_normal, write_replicated)
+from cassandra_ring import (CASSANDRA_LIB, MEMBERS, ROLL_PATCH, SELECTOR, QuorumReader, check_bootstrapped,
+                            installed_version, manifests, member_pid, nodetool, read_all, ring_status, rolled,
+                            wait_all_up_normal, write_replicated)
 from stowage_e2e import Stowage, is_ready, poll
 from support import need_programs
 
@@ -128,84 +128,28 @@ def test_deleted_member_returns_with_its_name_claim_and_data_and_rejoins_CA4(
 
 def test_rolling_update_of_an_env_var_keeps_quorum_reads_working_CA5(
         ring: Stowage, written: tuple[str, dict[int, str]]) -> None:
-    from cassandra import ConsistencyLevel
-    from cassandra.cluster import Cluster
-    from cassandra.query import SimpleStatement
     keyspace, data = written
     before = {n: p["metadata"]["uid"] for n, p in ring.pods(SELECTOR).items()}
-    cluster = Cluster([p["status"]["podIP"] for p in ring.pods(SELECTOR).values()], connect_timeout=20)
-    s = cluster.connect()
-    query = SimpleStatement(f"SELECT v FROM {keyspace}.kv WHERE k = %s", consistency_level=ConsistencyLevel.QUORUM)
-    stop = threading.Event()
-    counts = {"ok": 0, "retries": 0}
-    failures: list[str] = []
-
-    def reader() -> None:
-        # A client that retries a failed read twice, half a second apart (a coordinator that is
-        # draining may drop the request it holds); every read must succeed within that.
-        i = 0
-        while not stop.is_set():
-            k, i = i % ROWS, i + 1
-            last = ""
-            for _ in range(3):
-                try:
-                    row = s.execute(query, (k,), timeout=10).one()
-                    if row is None or row.v != data[k]:
-                        failures.append(f"k={k}: read {row!r}")
-                    counts["ok"] += 1
-                    break
-                except Exception as exc:  # noqa: BLE001  (the driver's errors share no base: NoHostAvailable, OperationTimedOut, ...)
-                    counts["retries"] += 1
-                    last = repr(exc)
-                    time.sleep(0.5)
-            else:
-                failures.append(f"k={k}: {last}")
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    try:
-        ring.cli("patch", "statefulset", "cassandra", "--type", "json", "-p", json.dumps(
-            [{"op": "add", "path": "/spec/template/spec/containers/0/env/-",
-              "value": {"name": "STOWAGE_ROLL", "value": "1"}}]))
-
-        def rolled() -> dict[str, Any] | None:
-            pods = ring.pods(SELECTOR)
-            if sorted(pods) != MEMBERS or not all(is_ready(p) for p in pods.values()):
-                return None
-            if any(pods[n]["metadata"]["uid"] == before[n] for n in MEMBERS):
-                return None
-            return pods
-        pods = poll("every member replaced with STOWAGE_ROLL set and Ready", rolled, 900, interval=2,
-                    diagnose=ring.describe)
+    with QuorumReader([p["status"]["podIP"] for p in ring.pods(SELECTOR).values()], keyspace, data) as reader:
+        ring.cli("patch", "statefulset", "cassandra", "--type", "json", "-p", json.dumps(ROLL_PATCH))
+        pods = poll("every member replaced with STOWAGE_ROLL set and Ready", lambda: rolled(ring, before), 900,
+                    interval=2, diagnose=ring.describe)
         for pod in pods.values():
             env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
             assert env.get("STOWAGE_ROLL") == "1"
         wait_all_up_normal(ring, MEMBERS, via="cassandra-2")
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-        cluster.shutdown()
-    print(f"\nrolling update: {counts['ok']} QUORUM reads, {counts['retries']} retried attempts")
-    assert not failures, failures[:5]
-    assert counts["ok"] > 50
+    print(f"\nrolling update: {reader.ok} QUORUM reads, {reader.retries} retried attempts")
+    assert not reader.failures, reader.failures[:5]
+    assert reader.ok > 50
 
 
 def test_scaling_to_four_bootstraps_a_member_that_streams_its_ranges_CA6(
         ring: Stowage, written: tuple[str, dict[int, str]]) -> None:
-    from cassandra import ConsistencyLevel
     keyspace, data = written
     members = [*MEMBERS, "cassandra-3"]
     ring.cli("scale", "statefulset", "cassandra", "--replicas", "4")
     pods = ring.wait_ready(SELECTOR, members, timeout=600)
     status = wait_all_up_normal(ring, members, via="cassandra-0")
     assert len({host_id for _, host_id in status.values()}) == 4
-    # Nothing was written since it joined, so SSTables of the keyspace on its claim were streamed
-    # to it by the others while it bootstrapped; with RF 3 on 4 members it owns about 3/4 of the rows.
-    pid = member_pid(ring, "cassandra-3")
-    assert pid is not None
-    sstables = list(Path(f"/proc/{pid}/root/cassandra_data/data/{keyspace}").glob("kv-*/*-Data.db"))
-    assert sstables, "the new member's claim holds no SSTable of the keyspace: nothing was streamed"
-    owns = nodetool(ring, "cassandra-3", "status", keyspace)
-    assert len(re.findall(r"^UN ", owns, re.MULTILINE)) == 4, owns
-    assert read_all(pods["cassandra-3"]["status"]["podIP"], keyspace, ConsistencyLevel.QUORUM) == data
+    # With RF 3 on 4 members it owns about 3/4 of the rows, streamed while it bootstrapped.
+    check_bootstrapped(ring, "cassandra-3", pods["cassandra-3"]["status"]["podIP"], keyspace, data)

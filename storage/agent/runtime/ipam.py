@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from storage.system import netaddr
+from storage.system.durable import write_atomically
 
 log = structlog.get_logger(__name__)
 
@@ -36,12 +36,6 @@ def holds_address(pod_dir: Path, address: str) -> bool:
         return (pod_dir / IP_FILE).read_text().strip() == address
     except OSError:
         return False
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
 
 
 class LoopbackAllocator:
@@ -89,7 +83,7 @@ class LoopbackAllocator:
 
     def _claim(self, address: str, uid: str) -> None:
         if self.claims_dir is not None:
-            _replace(self.claims_dir / address, self._pod_dir(uid))
+            write_atomically(self.claims_dir / address, self._pod_dir(uid))
 
     def _busy(self) -> set[str]:
         return addresses_in_use()
@@ -175,7 +169,7 @@ class LoopbackAllocator:
                         continue
                     path = self.pods_dir / uid / IP_FILE
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    _replace(path, text)
+                    write_atomically(path, text)
                     self._claim(text, uid)
                     taken[number] = uid
                     self._claimed(text)

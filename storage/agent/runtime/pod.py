@@ -23,6 +23,7 @@ import structlog
 
 from storage.api.timestamps import from_epoch as iso
 from storage.api.timestamps import now as now_iso
+from storage.system.durable import write_atomically
 from storage.system.mounts import mounts_under
 
 from . import hosts as hostsfile
@@ -140,9 +141,7 @@ class PodWorker:
                  "containers": {n: c.to_json() for n, c in self.containers.items()}}
         for name, value in (("pod.json", self.pod), ("volumes.json", self.volumes),
                             ("hosts.json", self.hosts), ("state.json", state)):
-            tmp = self.state_dir / (name + ".tmp")
-            tmp.write_text(json.dumps(value))
-            os.replace(tmp, self.state_dir / name)
+            write_atomically(self.state_dir / name, json.dumps(value))
 
     def load(self) -> None:
         """Adopt what a previous agent left: running containers keep running."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import structlog
 
+from storage.system.durable import write_atomically
+
 log = structlog.get_logger(__name__)
 
 RANGE_SIZE = 65536
@@ -181,9 +183,7 @@ class UsernsAllocator:
                     path = self.pods_dir / uid / USERNS_FILE
                     path.parent.mkdir(parents=True, exist_ok=True)
                     for target, text in ((path, str(base)), (claim, pod_dir)):
-                        tmp = target.with_name(target.name + ".tmp")
-                        tmp.write_text(text + "\n")
-                        os.replace(tmp, target)
+                        write_atomically(target, text)
                     self._next = ((base - FIRST_BASE) // RANGE_SIZE + 1) % RANGE_COUNT
                     return base
         raise RuntimeError(f"no free user namespace range left ({RANGE_COUNT} pods on this machine)")
