@@ -7,6 +7,8 @@ shows the agent's data dir, pools or the container roots of other pods, even wit
 from __future__ import annotations
 
 import os
+import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +137,32 @@ def test_sec_seccomp_denies_namespace_and_keyring_syscalls(disk_harness):
     logs = h.logs(uid)
     assert "unshare-allowed" not in logs, logs
     assert "keyctl 1" in logs, f"keyctl must fail with EPERM: {logs}"
+
+
+# mov eax, 20 (getpid in the i386 table); int 0x80; ret -- run from an executable page.
+_I386_GETPID = ("import ctypes, mmap; b = mmap.mmap(-1, 4096, prot=7); b.write(bytes([0xb8, 20, 0, 0, 0, 0xcd, 0x80, 0xc3])); "
+                "print('i386 getpid', ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(b)))(), flush=True)")
+# getpid with the x32 ABI's bit (0x40000000) set.
+_X32_GETPID = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); print('x32 asked', flush=True); "
+               "print('x32 getpid', libc.syscall(0x40000000 + 39), ctypes.get_errno(), flush=True)")
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the i386 and x32 ABIs exist on x86-64 only")
+def test_sec_runtime_default_runs_32_bit_x86_calls_and_kills_x32_ones(disk_harness):
+    """PF71: the filter covers the native and the i386 architectures; an x32 call is a foreign one."""
+    h = disk_harness
+    i386 = h.run(make_pod("i386", [{"name": "c", "command": ["python3", "-c", _I386_GETPID]}]))
+    assert h.wait_exit(i386)["exitCode"] == 0, h.logs(i386)
+    assert "i386 getpid 1" in h.logs(i386), "the pod's first process is pid 1 in its pid namespace"
+    x32 = h.run(make_pod("x32", [{"name": "c", "command": ["python3", "-c", _X32_GETPID]}]))
+    exit_code = h.wait_exit(x32)["exitCode"]
+    logs = h.logs(x32)
+    assert "x32 asked" in logs and "x32 getpid" not in logs, logs
+    assert exit_code == 128 + signal.SIGSYS, f"killed by SIGSYS, not answered: exit {exit_code}, {logs}"
+    unconfined = h.run(make_pod("x32-unconfined", [{"name": "c", "command": ["python3", "-c", _X32_GETPID],
+                                                    "securityContext": {"seccompProfile": {"type": "Unconfined"}}}]))
+    assert h.wait_exit(unconfined)["exitCode"] == 0, h.logs(unconfined)
+    assert "x32 getpid" in h.logs(unconfined), "without a filter the kernel answers (ENOSYS without the x32 ABI)"
 
 
 def test_sec_unconfined_localhost_and_privileged_seccomp(disk_harness):
