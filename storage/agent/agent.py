@@ -891,6 +891,8 @@ class NodeAgent:
             with self._lock:
                 self._waiting.add(uid)
             self._report_waiting(pod, "ContainerCreating", str(exc))
+            if isinstance(exc, VolumeNotReady):
+                self.sa_tokens.prefetch(pod)  # PF72: the token is ready when the claims are
             return
         with self._lock:
             self._waiting.discard(uid)

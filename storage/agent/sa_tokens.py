@@ -58,14 +58,21 @@ class ServiceAccountTokenManager:
     def fill(self, pod: Obj, volumes: PodVolumes) -> None:
         """Put a current token under ``data["serviceAccountToken"][path]`` of every projected volume asking for one."""
         for request in volumes.volumes:
-            for source in ((request.plugin_source.get("projected") or {}).get("sources") or []):
-                projection = source.get("serviceAccountToken")
-                if not projection:
-                    continue
-                path = str(projection.get("path") or "")
-                audience = str(projection.get("audience") or "")
-                expiration = int(projection.get("expirationSeconds") or DEFAULT_EXPIRATION)
+            for path, audience, expiration in _projections(request.plugin_source):
                 request.data.setdefault("serviceAccountToken", {})[path] = self.token(pod, audience, expiration)
+
+    def prefetch(self, pod: Obj) -> None:
+        """Get the tokens of a pod that waits for something else (its claims to bind): the kubelet sets up
+        a pod's volumes independently, so the token volume does not wait for the claim, and the pod's
+        start, once its claims are bound, no longer waits for a TokenRequest (PF72). A service
+        account that does not exist yet is reported by ``fill`` when the pod starts, as before."""
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            for _path, audience, expiration in _projections(volume):
+                try:
+                    self.token(pod, audience, expiration)
+                except Exception as exc:  # best effort: ``fill`` asks again, and reports, when the pod starts
+                    log.debug("sa_token.prefetch_failed", pod=_pod_key(pod), error=type(exc).__name__)
+                    return
 
     def token(self, pod: Obj, audience: str, expiration: int) -> str:
         meta = pod.get("metadata") or {}
@@ -198,3 +205,19 @@ def kubernetes_service_env(pod: Obj, server_url: str) -> Obj:
             updated.append({**container, "env": injected + list(container.get("env") or [])})
         out[key] = updated
     return {**pod, "spec": out}
+
+
+def _projections(source: Obj) -> list[tuple[str, str, int]]:
+    """(path, audience, expirationSeconds) of each ``serviceAccountToken`` in a projected volume source."""
+    found: list[tuple[str, str, int]] = []
+    for item in ((source.get("projected") or {}).get("sources") or []):
+        projection = item.get("serviceAccountToken")
+        if projection:
+            found.append((str(projection.get("path") or ""), str(projection.get("audience") or ""),
+                          int(projection.get("expirationSeconds") or DEFAULT_EXPIRATION)))
+    return found
+
+
+def _pod_key(pod: Obj) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"

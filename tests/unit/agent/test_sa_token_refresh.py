@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -98,5 +99,54 @@ def test_a_pod_waiting_for_its_service_account_is_looked_at_again() -> None:
         with pytest.raises(VolumeNotReady):
             manager.token({**POD, "spec": {"serviceAccountName": "ghost"}}, "", 600)
         assert woken.wait(10)
+    finally:
+        manager.stop()
+
+
+def _projected(path: str = "token", audience: str = "", expiration: int | None = None) -> dict[str, Any]:
+    projection: dict[str, Any] = {"path": path, "audience": audience}
+    if expiration is not None:
+        projection["expirationSeconds"] = expiration
+    return {"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": projection},
+                                                                 {"configMap": {"name": "kube-root-ca.crt"}}]}}
+
+
+def test_prefetch_gets_the_token_a_waiting_pod_will_mount_so_its_start_asks_for_none() -> None:
+    """PF72: a pod waiting for its claim gets its token meanwhile; ``fill`` at the start reuses it."""
+    from storage.agent.volume_manager import PodVolumes, VolumeRequest
+
+    http = _Http([time.time()], 3600.0)  # tokens valid for an hour from now
+    manager = ServiceAccountTokenManager(_Client(http), lambda uid: None)
+    volume = _projected(expiration=3600)
+    pod = {**POD, "spec": {**POD["spec"], "volumes": [volume, {"name": "data", "persistentVolumeClaim": {"claimName": "c"}}]}}
+    try:
+        manager.prefetch(pod)
+        assert [path for path, _ in http.calls] == ["/api/v1/namespaces/ns/serviceaccounts/app/token"]
+        assert http.calls[0][1]["spec"]["expirationSeconds"] == 3600
+        request = VolumeRequest(name="kube-api-access", plugin_source={"projected": volume["projected"]})
+        manager.fill(pod, PodVolumes(uid="u1", namespace="ns", name="p", volumes=[request]))
+        assert request.data["serviceAccountToken"] == {"token": "token-1"}
+        assert len(http.calls) == 1, "the start reused the prefetched token"
+    finally:
+        manager.stop()
+
+
+def test_prefetch_of_a_missing_account_does_not_raise_and_the_start_still_reports_it() -> None:
+    manager = ServiceAccountTokenManager(_Client(_Http([0.0], 600)), lambda uid: None)
+    ghost = {**POD, "spec": {"serviceAccountName": "ghost", "volumes": [_projected()]}}
+    try:
+        manager.prefetch(ghost)  # best effort: no exception
+        with pytest.raises(VolumeNotReady, match='serviceaccount "ghost" not found'):
+            manager.token(ghost, "", sa_tokens.DEFAULT_EXPIRATION)
+    finally:
+        manager.stop()
+
+
+def test_prefetch_without_projected_tokens_asks_for_nothing() -> None:
+    http = _Http([0.0], 600)
+    manager = ServiceAccountTokenManager(_Client(http), lambda uid: None)
+    try:
+        manager.prefetch({**POD, "spec": {"volumes": [{"name": "data", "emptyDir": {}}]}})
+        assert http.calls == []
     finally:
         manager.stop()
