@@ -249,11 +249,12 @@ def test_a_watch_resumed_from_far_back_does_not_hold_up_the_others(store: SqlSto
     reading, release = threading.Event(), threading.Event()
     real_events = store._events
 
-    def slow_history(after: int, upto: int | None, limit: int = 1000, resource: str | None = None) -> Any:
+    def slow_history(after: int, upto: int | None, limit: int = 1000, resource: str | None = None,
+                     **how: Any) -> Any:
         if resource == PVC and not release.is_set():
             reading.set()
             release.wait(TIMEOUT)
-        return real_events(after, upto, limit, resource)
+        return real_events(after, upto, limit, resource, **how)
 
     with store.watch(PV) as live:
         monkeypatch.setattr(store, "_events", slow_history)
