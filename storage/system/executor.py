@@ -115,14 +115,19 @@ class Executor:
         log.debug("fsync", path=path, seconds=round(time.monotonic() - started, 3))
 
     def mount(self, source: str, target: str, fstype: str | None, flags: int, data: str | None,
-              argv: Sequence[str]) -> None:
+              argv: Sequence[str], *, explain: bool = False) -> None:
         """mount(2) in this process (PF68) for a mount whose options the agent itself chose (a bind, a
         tmpfs): what ``argv`` (the equivalent `mount` command) would do, without a process of its own,
-        which cost a pod start 3-5 ms each. Fails as that command would, with a ``CommandError``."""
+        which cost a pod start 3-5 ms each. Fails as that command would, with a ``CommandError``.
+        ``explain`` (PF74): after a refusal ``argv`` itself runs, so the failure carries mount(8)'s own
+        words (the FailedMount event quotes them), or the mount is made if mount(8) knew better."""
         started = time.monotonic()
         if _libc.mount(source.encode(), os.fsencode(target), fstype.encode() if fstype else None, flags,
                        data.encode() if data else None) != 0:
             err = ctypes.get_errno()
+            if explain:
+                self.run(argv)
+                return
             raise CommandError(argv, 32, "", f"{argv[0]}: {target}: {os.strerror(err)}")
         log.debug("mount.syscall", argv=list(argv), seconds=round(time.monotonic() - started, 3))
 
@@ -177,7 +182,7 @@ class RecordingExecutor(Executor):
         self.run(["sync", path], check=False)
 
     def mount(self, source: str, target: str, fstype: str | None, flags: int, data: str | None,
-              argv: Sequence[str]) -> None:
+              argv: Sequence[str], *, explain: bool = False) -> None:
         """Recorded as the command it stands for."""
         self.run(argv)
 

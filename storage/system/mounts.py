@@ -235,6 +235,9 @@ _OPTION_FLAGS = {"rw": 0, "ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODE
 # A tmpfs's own options, which the kernel parses (Documentation/filesystems/tmpfs.rst); any other
 # option (a user's, or one of mount(8)'s own such as nofail) keeps the command.
 _TMPFS_DATA = ("size=", "mode=", "uid=", "gid=", "nr_inodes=", "nr_blocks=", "huge=", "mpol=")
+# Filesystems the kernel mounts from a block device by itself: no mount helper (/sbin/mount.<type>) exists
+# for them, so mount(8) only turns the options into flags (PF74).
+_DEVICE_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
 # The per-mount flags a read-only remount of a bind keeps, as mount(8) does (statvfs -> mount(2)).
 _KEPT_ON_REMOUNT = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_NOEXEC,
                     os.ST_NOATIME: MS_NOATIME, os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME}
@@ -251,6 +254,19 @@ def _tmpfs_call(options: Sequence[str]) -> tuple[int, str] | None:
         else:
             return None
     return flags, ",".join(data)
+
+
+def _device_call(source: str, fstype: str | None, options: Sequence[str]) -> int | None:
+    """The flags of a block device's mount made with mount(2) directly; None when mount(8) is needed (a
+    filesystem of its own options, a helper, a file to set up a loop device for, a type to probe)."""
+    if fstype not in _DEVICE_FILESYSTEMS or not source.startswith("/dev/"):
+        return None
+    flags = 0
+    for option in options:
+        if option not in _OPTION_FLAGS:
+            return None
+        flags |= _OPTION_FLAGS[option]
+    return flags
 
 
 def _vfs_flags(target: str) -> int:
@@ -277,12 +293,17 @@ def mount(
     log.info("mount", source=source, target=os.fspath(target), fstype=fstype, options=list(options))
     ex = executor or default_executor()
     call = _tmpfs_call(options) if fstype == "tmpfs" else None
+    device_flags = _device_call(source, fstype, options) if call is None else None
     if call is not None:
         # PF68: a tmpfs (secret, projected and Memory emptyDir volumes) needs no helper and no probe.
         ex.mount(source, os.fspath(target), fstype, call[0], call[1] or None, argv)
+    elif device_flags is not None:
+        # PF74: ext4, xfs or btrfs on a device, with flag options only. A refusal (a blank device, another
+        # filesystem) runs mount(8) after it, for its words: the safe-format path and FailedMount quote them.
+        ex.mount(source, os.fspath(target), fstype, device_flags, None, argv, explain=True)
     else:
-        # A device or a network filesystem keeps mount(8): it finds helpers (mount.nfs, mount.fuse),
-        # and the safe-format path reads its refusals.
+        # A network filesystem, a helper (mount.nfs, mount.fuse), filesystem options or a type to probe:
+        # mount(8).
         ex.run(argv)
 
 

@@ -168,7 +168,12 @@ def test_l13_a_status_write_answered_after_the_watch_reported_the_pod_deleted_do
     marked = cluster.pod("late")
     marked["status"]["conditions"] = [{**c, "status": "False"} if c["type"] == "Ready" else c
                                       for c in marked["status"]["conditions"]]
-    cluster.client.update_status(marked)
+    try:
+        cluster.client.update_status(marked)
+    except NotFound:
+        # A status write the agent made of its own accord (a second look at a pod that just started) was
+        # answered late first: the same scenario, played before this nudge.
+        assert fired.is_set(), "the pod went without the agent's late answer"
     wait_until(fired.is_set, "the agent's status write")
     wait_until(lambda: not containers_of(agent, uid), "the force-deleted pod stopped", 60)
     assert uid not in agent.known_pods()

@@ -40,7 +40,7 @@ def test_pf1_a_formatted_device_is_mounted_without_a_probe(node_tmp: Path, make_
     ex = Witness()
     found = Mounter(node_tmp / "state", ex).format_and_mount(dev, node_tmp / "mnt", "ext4", key="v1")
     assert found == "ext4"
-    assert ex.programs() == ["mount"], ex.calls
+    assert ex.programs() == [], f"PF74: mount(2) in this process, no process at all: {ex.calls}"
     assert mounts.top_mount(node_tmp / "mnt").fstype == "ext4"
     assert blockdev.fs_uuid(dev) == uuid, "the filesystem must be the one that was there"
 
@@ -51,7 +51,8 @@ def test_pf1_a_blank_device_is_probed_before_it_is_formatted(node_tmp: Path, mak
     dev = make_disk()
     ex = Witness()
     assert Mounter(node_tmp / "state", ex).format_and_mount(dev, node_tmp / "mnt", None, key="v1") == "ext4"
-    assert ex.programs() == ["mount", "blkid", "mkfs.ext4", "mount"], ex.calls
+    # PF74: the refused mount(2) is followed by mount(8) for its words; the final mount is mount(2).
+    assert ex.programs() == ["mount", "blkid", "mkfs.ext4"], ex.calls
     assert blockdev.probe_filesystem(dev) == "ext4"
     assert not list((node_tmp / "state").glob("*.mkfs-intent"))
 
@@ -67,6 +68,7 @@ def test_pf1_another_filesystem_is_still_neither_formatted_nor_mounted(node_tmp:
         raise AssertionError("mounting xfs as ext4 must fail")
     except FilesystemMismatch as exc:
         assert 'it already contains xfs' in str(exc)
+        assert "wrong fs type" in str(exc), f"PF74: mount(8)'s own words for the refusal: {exc}"
     assert "mkfs.ext4" not in ex.programs() and "blkid" in ex.programs()
     assert blockdev.fs_uuid(dev) == uuid and blockdev.probe_filesystem(dev) == "xfs"
     assert not mounts.is_mount_point(node_tmp / "mnt")
@@ -209,3 +211,32 @@ def test_pf69_a_new_volume_is_mounted_without_reading_the_mount_table(node_tmp: 
     assert mounter.format_and_mount(dev, node_tmp / "mnt", "ext4", key="v1") == "ext4"
     assert reads, "a mounted target is checked against the table (which device is mounted there)"
     assert [e.source for e in mounts.mounts_at(node_tmp / "mnt")] == [dev]
+
+
+def test_pf74_device_mounts_with_flag_options_are_system_calls_others_keep_mount8(node_tmp: Path, make_disk) -> None:
+    """PF74: ext4/xfs/btrfs on a device with flag options only is mount(2) in this process, with those flags;
+    a filesystem option (parsed by the filesystem, or by mount(8)) keeps the command."""
+    dev = make_disk()
+    subprocess.run(["mkfs.ext4", "-q", dev], check=True)
+    ex = Witness()
+    target = node_tmp / "flags"
+    target.mkdir()
+    mounts.mount(dev, target, "ext4", ["ro", "noatime", "nodev"], executor=ex)
+    try:
+        assert ex.calls == [], ex.calls
+        entry = mounts.top_mount(target)
+        assert entry is not None and entry.fstype == "ext4" and entry.source == dev
+        assert entry.read_only and {"noatime", "nodev"} <= set(entry.options), entry.options
+    finally:
+        mounts.unmount(target, executor=ex)
+    other = node_tmp / "data-option"
+    other.mkdir()
+    mounts.mount(dev, other, "ext4", ["noatime", "data=ordered"], executor=ex)
+    try:
+        assert ex.programs() == ["mount"], "an option mount(8) or the filesystem parses keeps the command"
+        assert mounts.top_mount(other) is not None
+    finally:
+        mounts.unmount(other, executor=ex)
+    recorded = RecordingExecutor()
+    mounts.mount(dev, "/y", "ext4", ["ro"], executor=recorded)
+    assert recorded.calls == [["mount", "-t", "ext4", "-o", "ro", dev, "/y"]], "recorded as the command it stands for"
