@@ -505,12 +505,17 @@ class SqlStore(Store):
         compilation would otherwise cost more than the write itself.
         """
         if self._writer is None:
-            raw = self._engine.raw_connection()
-            driver = raw.driver_connection
-            raw.detach()  # owned by the store, closed in close()
-            driver.isolation_level = None
-            self._writer = driver
+            self._writer = self._own_sqlite_connection()
         return self._writer
+
+    def _own_sqlite_connection(self) -> Any:
+        """A driver connection taken out of the pool for good (with the pool's pragmas, the busy timeout
+        among them), in autocommit mode: the store owns it and closes it in close()."""
+        raw = self._engine.raw_connection()
+        driver = raw.driver_connection
+        raw.detach()
+        driver.isolation_level = None
+        return driver
 
     def _sqlite_poll(self, params: dict[str, Any]) -> list[Any]:
         """The hub's read of new events, on a driver connection of its own (PF73): it runs after every
@@ -521,11 +526,7 @@ class SqlStore(Store):
             if self._closed:
                 raise StoreUnavailable("the store is closed")
             if self._poller is None:
-                raw = self._engine.raw_connection()  # with the pool's pragmas (busy timeout)
-                driver = raw.driver_connection
-                raw.detach()  # owned by the store, closed in close()
-                driver.isolation_level = None
-                self._poller = driver
+                self._poller = self._own_sqlite_connection()
             return self._poller.execute(_EVENTS_AFTER.text, params).fetchall()
 
     def _commit(self, conn: Connection, change: _Change) -> int:
