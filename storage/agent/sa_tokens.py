@@ -71,7 +71,8 @@ class ServiceAccountTokenManager:
                 try:
                     self.token(pod, audience, expiration)
                 except Exception as exc:  # best effort: ``fill`` asks again, and reports, when the pod starts
-                    log.debug("sa_token.prefetch_failed", pod=_pod_key(pod), error=type(exc).__name__)
+                    log.debug("sa_token.prefetch_failed", uid=(pod.get("metadata") or {}).get("uid"),
+                              error=type(exc).__name__)
                     return
 
     def token(self, pod: Obj, audience: str, expiration: int) -> str:
@@ -216,8 +217,3 @@ def _projections(source: Obj) -> list[tuple[str, str, int]]:
             found.append((str(projection.get("path") or ""), str(projection.get("audience") or ""),
                           int(projection.get("expirationSeconds") or DEFAULT_EXPIRATION)))
     return found
-
-
-def _pod_key(pod: Obj) -> str:
-    meta = pod.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"
