@@ -158,6 +158,7 @@ class NodeAgent:
         self._all_dirty = False
         self._resolved: dict[str, PodVolumes] = {}
         self._pushed: dict[str, Obj] = {}
+        self._push_locks: dict[str, threading.Lock] = {}  # per pod uid (_push_status)
         self._stopping: dict[str, threading.Thread] = {}
         self._deadlines: dict[str, StopDeadline] = {}  # the grace period of each pod being stopped
         # The last state of pods deleted from the API that this node may still run: the grace their
@@ -1065,6 +1066,7 @@ class NodeAgent:
             self._stopping.pop(uid, None)
             with self._lock:
                 self._deadlines.pop(uid, None)
+                self._push_locks.pop(uid, None)
             self._mark_dirty(uid)
 
     _volume_lock = threading.Lock()
@@ -1190,6 +1192,15 @@ class NodeAgent:
 
     def _push_status(self, pod: Obj, status: Obj, *, force: bool = False) -> None:
         uid = _meta(pod).get("uid", "")
+        with self._lock:
+            push_lock = self._push_locks.setdefault(uid, threading.Lock())
+        # One push of a pod's status at a time: a sync worker's push of a just-started pod and the main
+        # worker's status-only push (set off by the echo of the Pending write) used to run at once, both
+        # over the same revision, so one of them got a 409, a GET and wrote the same status again.
+        with push_lock:
+            self._push_status_locked(pod, uid, status, force)
+
+    def _push_status_locked(self, pod: Obj, uid: str, status: Obj, force: bool) -> None:
         comparable = _without_times(status)
         if not force and self._pushed.get(uid) == comparable and _agrees(self._pods.get(uid), status):
             return

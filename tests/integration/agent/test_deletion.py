@@ -331,3 +331,43 @@ def test_a4_a_device_holding_another_filesystem_is_never_formatted_nor_mounted(c
     cluster.client.delete("pods", "mounter", "default", grace_period_seconds=0)
     cluster.wait_gone("pods", "mounter", "default")
     assert {name: _sha256(dev) for name, dev in devices.items()} == before, "the devices must not be written"
+
+
+
+def test_l14_a_pod_that_starts_gets_one_status_write_even_when_two_workers_push_it(cluster: Cluster) -> None:
+    """L14: a sync worker pushes the status of the pod it just started while the main worker, woken by
+    the echo of the pod's Pending write, pushes the same status. Both read the same revision: one got a
+    409, then a GET and a second write of the same status. Here the first Running write is held for a
+    moment so that a second pusher, if it can run at once, surely does."""
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    real_update_status = agent.client.update_status
+    guard = threading.Lock()
+    outcomes: list[str] = []
+    started: list[str] = []
+    another = threading.Event()
+
+    def held(obj: dict, *args: object, **kwargs: object) -> dict:
+        if (obj.get("metadata") or {}).get("name") != "starting" or (obj.get("status") or {}).get("phase") != "Running":
+            return real_update_status(obj, *args, **kwargs)
+        with guard:
+            started.append(obj["metadata"]["resourceVersion"])
+            first = len(started) == 1
+        if first:
+            another.wait(2)  # a second Running write starting now would race this one
+        else:
+            another.set()
+        try:
+            saved = real_update_status(obj, *args, **kwargs)
+        except Conflict:
+            outcomes.append("409")
+            raise
+        outcomes.append("ok")
+        return saved
+
+    agent.client.update_status = held  # type: ignore[method-assign]
+    cluster.apply(pod("starting", STUBBORN, grace=1))
+    cluster.wait_running("starting", ready=True)
+    full_pass(agent)
+    full_pass(agent)  # any push the start set off is done by the end of the second pass
+    assert outcomes == ["ok"], f"Running status writes of revisions {started}: {outcomes}"
