@@ -94,11 +94,19 @@ def is_ready(pod: Obj) -> bool:
 class Up:
     """``stowage up`` on a fresh data dir; ``close`` runs ``stowage down`` and removes the dir."""
 
-    def __init__(self, base: Path, keep_log: Path | None = None) -> None:
+    def __init__(self, base: Path, keep_log: Path | None = None, pool_tmpfs: int | None = None) -> None:
         self.base = base
         self.keep_log = keep_log
         self.data_dir = base / "data"
         self.log_path = base / "up.log"
+        # The default pool's directory (storage.agent.setup.default_pool) on a tmpfs of this many bytes:
+        # its volumes' loop devices then read and write memory, with none of the host disk's noise.
+        self.pool_mount: Path | None = None
+        if pool_tmpfs is not None:
+            self.pool_mount = self.data_dir / "pools" / "default"
+            self.pool_mount.mkdir(parents=True)
+            run("mount", "-t", "tmpfs", "-o", f"size={pool_tmpfs},mode=0700", "stowage-bench-pool",
+                str(self.pool_mount))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [stowage_executable(), "up", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
@@ -164,6 +172,8 @@ class Up:
             if self.proc.poll() is None:  # down signals it; do not leave it behind whatever happened
                 self.proc.kill()
             self.proc.wait(timeout=60)
+            if self.pool_mount is not None and mounts.mounts_under(self.pool_mount):
+                subprocess.run(["umount", str(self.pool_mount)], capture_output=True, text=True, check=False)
             leftovers = mounts.mounts_under(self.base) or loop.loops_under(self.base)
             if down.returncode != 0 or leftovers:
                 print(f"warning: stowage down: rc={down.returncode} {down.stderr.strip()} leftovers={leftovers}")
