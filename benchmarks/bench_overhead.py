@@ -139,9 +139,9 @@ def main() -> int:
             return p if (p.get("status") or {}).get("phase") == "Running" else None
         pod = wait(running, "the holder pod Running", 300)
         mount = up.volume_dir(pod)
-        devices = [e.source for e in mounts.mounts_at(mount)]
-        if not devices or not loop.direct_io_enabled(devices[-1]):
-            raise RuntimeError(f"the volume's loop device {devices} is not in direct I/O mode; the run is void")
+        entry = mounts.top_mount(mount)
+        if entry is None or not loop.direct_io_enabled(entry.source):
+            raise RuntimeError(f"the volume's loop device {entry and entry.source} is not in direct I/O mode; the run is void")
         started = time.monotonic()
         for r in range(args.rounds):
             for k, job in enumerate(chosen):

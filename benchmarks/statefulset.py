@@ -172,7 +172,7 @@ class Up:
             if self.proc.poll() is None:  # down signals it; do not leave it behind whatever happened
                 self.proc.kill()
             self.proc.wait(timeout=60)
-            if self.pool_mount is not None and mounts.mounts_under(self.pool_mount):
+            if self.pool_mount is not None and mounts.is_mount_point(self.pool_mount):
                 subprocess.run(["umount", str(self.pool_mount)], capture_output=True, text=True, check=False)
             leftovers = mounts.mounts_under(self.base) or loop.loops_under(self.base)
             if down.returncode != 0 or leftovers:

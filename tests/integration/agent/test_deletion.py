@@ -333,7 +333,6 @@ def test_a4_a_device_holding_another_filesystem_is_never_formatted_nor_mounted(c
     assert {name: _sha256(dev) for name, dev in devices.items()} == before, "the devices must not be written"
 
 
-
 def test_l14_a_pod_that_starts_gets_one_status_write_even_when_two_workers_push_it(cluster: Cluster) -> None:
     """L14: a sync worker pushes the status of the pod it just started while the main worker, woken by
     the echo of the pod's Pending write, pushes the same status. Both read the same revision: one got a
