@@ -24,6 +24,7 @@ import structlog
 from storage.api.timestamps import from_epoch as iso
 from storage.api.timestamps import now as now_iso
 from storage.system.durable import write_atomically
+from storage.system.fswatch import DirWatch
 from storage.system.mounts import mounts_under
 
 from . import hosts as hostsfile
@@ -41,6 +42,10 @@ log = structlog.get_logger(__name__)
 
 
 IDLE_AFTER = 5.0  # seconds without a status change before a pod is polled slowly
+# PF75: a container's start and stop are noticed through inotify; these only bound how late what sends
+# no event is seen (a shim that died without its exit file; a grace period cut short).
+START_LOOK_BACKSTOP = 0.1
+STOP_LOOK_INTERVAL = 0.05
 IDLE_POLL_INTERVAL = 1.0
 
 
@@ -497,21 +502,29 @@ class PodWorker:
         deadline = began + 30
         # runc writes its state file once the container exists; a stat is far cheaper than
         # running `runc state` (a process of its own) every few milliseconds.
-        state_file = self.s.runc.root / container_id / "state.json"
+        state_dir = self.s.runc.root / container_id
+        state_file = state_dir / "state.json"
         # runc makes exec.fifo before it writes state.json and removes it once `start` released the
         # container's init: state.json without exec.fifo is what `runc state` reports as running (or
         # stopped, when it ended already), read without a process per look (PF4).
-        fifo = self.s.runc.root / container_id / "exec.fifo"
-        while time.monotonic() < deadline:
-            if state_file.exists() and not fifo.exists():
-                return True
-            if time.monotonic() - began > 1.0:  # another runc's layout: ask it
-                state = self.s.runc.state(container_id)
-                if state and state.get("status") in ("running", "stopped"):
+        fifo = state_dir / "exec.fifo"
+        with DirWatch() as watch:
+            # PF75: woken by the change itself (runc making its directory, writing state.json, removing
+            # exec.fifo; the shim writing the exit file), not by looking again every 5 ms. Each directory
+            # is watched before it is looked at, so a change right after a look still wakes the wait.
+            watch.add(self.s.runc.root)
+            watch.add(exit_file.parent)
+            while time.monotonic() < deadline:
+                watch.add(state_dir)  # once runc has made it
+                if state_file.exists() and not fifo.exists():
                     return True
-            if exit_file.exists() or proc.poll() is not None:
-                return False
-            time.sleep(0.005)
+                if time.monotonic() - began > 1.0:  # another runc's layout: ask it
+                    state = self.s.runc.state(container_id)
+                    if state and state.get("status") in ("running", "stopped"):
+                        return True
+                if exit_file.exists() or proc.poll() is not None:
+                    return False
+                watch.wait(START_LOOK_BACKSTOP)
         return False
 
     def _start_probes(self, cs: ContainerState, spec: dict[str, Any], adopted: bool) -> None:
@@ -557,15 +570,18 @@ class PodWorker:
             if deadline.remaining() <= 0:
                 break
             deadline.wait(0.05)
-        while not exit_file.exists() and deadline.remaining() > 0:
-            deadline.wait(0.05)
-        kill_deadline = time.monotonic() + 30
-        while not exit_file.exists() and time.monotonic() < kill_deadline:
-            if not self.s.runc.kill(inst.container_id, "KILL") and not self._runc_running(inst.container_id):
-                break  # the container is gone and no exit file came: more SIGKILLs for 30 s would change nothing
-            time.sleep(0.05)
-            if inst.proc is not None and inst.proc.poll() is not None:
-                break
+        with DirWatch() as watch:
+            # PF75: the shim's exit file wakes the wait when it appears.
+            watch.add(exit_file.parent)
+            while not exit_file.exists() and deadline.remaining() > 0:
+                watch.wait(min(STOP_LOOK_INTERVAL, deadline.remaining()))
+            kill_deadline = time.monotonic() + 30
+            while not exit_file.exists() and time.monotonic() < kill_deadline:
+                if not self.s.runc.kill(inst.container_id, "KILL") and not self._runc_running(inst.container_id):
+                    break  # the container is gone and no exit file came: more SIGKILLs for 30 s would change nothing
+                watch.wait(0.05)
+                if inst.proc is not None and inst.proc.poll() is not None:
+                    break
         self.wake.set()
 
     def _runc_running(self, container_id: str) -> bool:

@@ -1,6 +1,7 @@
 """A container's start without a runc process per look (SEMANTICS PF4, PF5), against real runc."""
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -88,3 +89,38 @@ def test_pf5_the_range_search_moves_on_past_the_last_range_handed_out(harness) -
     finally:
         for uid in (a_uid, b_uid, c_uid):
             allocator.release(uid)
+
+
+def test_pf75_a_start_is_seen_through_the_change_not_a_later_look(harness, monkeypatch) -> None:
+    """PF75: with the looks' backstop set far beyond the test's wait, the pod still gets to Running:
+    runc's own changes (its state directory, state.json, exec.fifo gone) woke the start's wait."""
+    from storage.agent.runtime import pod as pod_module
+
+    monkeypatch.setattr(pod_module, "START_LOOK_BACKSTOP", 600.0)
+    rt = harness.runtime()
+    pod = _pod("pf75s", ["sleep", "1000"])
+    uid = pod["metadata"]["uid"]
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running", timeout=60)
+    state_dir = rt.settings.runc.root / f"stowage-{uid}-c"
+    assert (state_dir / "state.json").exists() and not (state_dir / "exec.fifo").exists()
+
+
+def test_pf75_a_stop_is_seen_when_the_exit_file_appears_not_at_the_next_look(harness, monkeypatch) -> None:
+    """PF75: with the stop's looks set 600 s apart and a 300 s grace period, a container that ends on
+    SIGTERM is stopped at once (exit 0, no SIGKILL): the shim's exit file woke the wait."""
+    from storage.agent.runtime import pod as pod_module
+
+    monkeypatch.setattr(pod_module, "STOP_LOOK_INTERVAL", 600.0)
+    rt = harness.runtime()
+    pod = _pod("pf75t", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
+    uid = pod["metadata"]["uid"]
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running")
+    result: list[Any] = []
+    stopper = threading.Thread(target=lambda: result.append(rt.kill_pod(uid, 300)), daemon=True)
+    stopper.start()
+    stopper.join(60)
+    assert not stopper.is_alive(), "the stop waited for a later look, not for the exit file"
+    final = result[0]
+    assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0

@@ -1,0 +1,77 @@
+"""The directory watch behind the agent's event-driven waits (SEMANTICS PF75), on a real filesystem."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from storage.system.fswatch import DirWatch
+
+
+def _later(action, delay: float = 0.2) -> threading.Timer:
+    timer = threading.Timer(delay, action)
+    timer.start()
+    return timer
+
+
+def test_pf75_nothing_changed_is_a_timeout(tmp_path: Path) -> None:
+    with DirWatch() as watch:
+        assert watch.add(tmp_path)
+        assert watch.wait(0.05) is False
+
+
+def test_pf75_a_file_renamed_in_wakes_the_wait_long_before_its_timeout(tmp_path: Path) -> None:
+    """What the shim does with the exit file: written aside, then renamed into place."""
+    (tmp_path / "exit.tmp").write_text("0\n")
+    with DirWatch() as watch:
+        assert watch.add(tmp_path)
+        timer = _later(lambda: os.rename(tmp_path / "exit.tmp", tmp_path / "exit"))
+        try:
+            # The timeout is far longer than the test may take: only the rename can end this wait.
+            assert watch.wait(300) is True
+        finally:
+            timer.cancel()
+        assert (tmp_path / "exit").exists()
+
+
+def test_pf75_a_file_removed_and_a_directory_made_wake_the_wait(tmp_path: Path) -> None:
+    """What runc does: removes exec.fifo once the container started; makes its state directory."""
+    (tmp_path / "exec.fifo").write_text("")
+    with DirWatch() as watch:
+        assert watch.add(tmp_path)
+        timer = _later(lambda: (tmp_path / "exec.fifo").unlink())
+        try:
+            assert watch.wait(300) is True
+        finally:
+            timer.cancel()
+        timer = _later(lambda: (tmp_path / "state").mkdir())
+        try:
+            assert watch.wait(300) is True
+        finally:
+            timer.cancel()
+        # The events were drained: nothing is left to report.
+        assert watch.wait(0.05) is False
+
+
+def test_pf75_a_missing_directory_is_not_watched_and_can_be_added_once_it_exists(tmp_path: Path) -> None:
+    later = tmp_path / "made-later"
+    with DirWatch() as watch:
+        assert watch.add(later) is False
+        (tmp_path / "a-file").write_text("")
+        assert watch.add(tmp_path / "a-file") is False
+        later.mkdir()
+        assert watch.add(later) is True
+        assert watch.add(later) is True  # twice is once
+        timer = _later(lambda: (later / "x").write_text("1"))
+        try:
+            assert watch.wait(300) is True
+        finally:
+            timer.cancel()
+
+
+def test_pf75_the_watch_gives_its_descriptor_back(tmp_path: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        with DirWatch() as watch:
+            watch.add(tmp_path)
+    assert len(os.listdir("/proc/self/fd")) <= before
