@@ -1075,19 +1075,32 @@ class NodeAgent:
 
     def _remove_finalizer(self, pod: Obj) -> None:
         namespace, name = _key(pod)
+        uid = _meta(pod).get("uid")
+        with self._lock:
+            # L15: the watched copy first, which the final status write just refreshed: a GET before the
+            # write cost every deletion a round trip. Only the API server's own word that the finalizer
+            # is gone ends the loop without a write.
+            fresh: Obj | None = self._pods.get(uid or "")
+        from_server = False
         for _attempt in range(10):
+            if fresh is None:
+                try:
+                    fresh = self.client.get("pods", name, namespace)
+                except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
+                    return
+                from_server = True
+            meta = _meta(fresh)
+            if meta.get("uid") != uid or AGENT_FINALIZER not in (meta.get("finalizers") or []):
+                if from_server:
+                    return
+                fresh = None
+                continue
+            finalizers = [f for f in meta.get("finalizers") or [] if f != AGENT_FINALIZER]
             try:
-                fresh = self.client.get("pods", name, namespace)
-            except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
-                return
-            if _meta(fresh).get("uid") != _meta(pod).get("uid") or AGENT_FINALIZER not in (_meta(fresh).get("finalizers") or []):
-                return
-            finalizers = [f for f in _meta(fresh).get("finalizers") or [] if f != AGENT_FINALIZER]
-            fresh["metadata"]["finalizers"] = finalizers
-            try:
-                self.client.update(fresh)
+                self.client.update({**fresh, "metadata": {**meta, "finalizers": finalizers}})
                 return
             except Conflict:
+                fresh = None
                 continue
             except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return

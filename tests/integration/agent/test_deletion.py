@@ -370,3 +370,66 @@ def test_l14_a_pod_that_starts_gets_one_status_write_even_when_two_workers_push_
     full_pass(agent)
     full_pass(agent)  # any push the start set off is done by the end of the second pass
     assert outcomes == ["ok"], f"Running status writes of revisions {started}: {outcomes}"
+
+
+def test_l15_a_stopped_pod_loses_its_finalizer_without_a_get_and_a_stale_copy_is_retried(cluster: Cluster) -> None:
+    """L15: the finalizer goes in one write from the copy the final status write refreshed. A copy made
+    stale behind the agent's back (another writer) gets a 409, then a GET and a write that succeeds."""
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    real_get, real_update = agent.client.get, agent.client.update
+    gets: list[str] = []
+    finalizer_writes: list[str] = []
+
+    def counted_get(resource: str, name: str, *args: object, **kwargs: object) -> dict:
+        if resource == "pods" and name in ("quiet", "raced"):
+            gets.append(name)
+        return real_get(resource, name, *args, **kwargs)
+
+    def counted_update(obj: dict, *args: object, **kwargs: object) -> dict:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind", "Pod") == "Pod" and meta.get("name") in ("quiet", "raced") and meta.get("deletionTimestamp"):
+            try:
+                saved = real_update(obj, *args, **kwargs)
+            except Conflict:
+                finalizer_writes.append("409")
+                raise
+            finalizer_writes.append("ok")
+            return saved
+        return real_update(obj, *args, **kwargs)
+
+    agent.client.get = counted_get  # type: ignore[method-assign]
+    agent.client.update = counted_update  # type: ignore[method-assign]
+
+    cluster.apply(pod("quiet", grace=30))
+    cluster.wait_running("quiet", ready=True)
+    gets.clear()
+    cluster.client.delete("pods", "quiet", "default")
+    cluster.wait_gone("pods", "quiet", "default")
+    assert finalizer_writes == ["ok"] and gets == [], (finalizer_writes, gets)
+
+    # Another writer changes the pod between the agent's last look and its finalizer write.
+    cluster.apply(pod("raced", grace=30))
+    cluster.wait_running("raced", ready=True)
+    real_push = agent._push_status
+
+    def push_then_label(p: dict, *args: object, **kwargs: object) -> None:
+        real_push(p, *args, **kwargs)
+        if (p.get("metadata") or {}).get("name") != "raced" or not kwargs.get("force"):
+            return
+        uid = p["metadata"]["uid"]
+        stale = agent._pods[uid]
+        live = cluster.client.get("pods", "raced", "default")
+        live["metadata"].setdefault("labels", {})["touched"] = "yes"
+        cluster.client.update(live)
+        # Once the watch has brought the change, the agent is handed back the copy from before it.
+        wait_until(lambda: ((agent._pods.get(uid) or {}).get("metadata") or {}).get("labels", {}).get("touched"),
+                   "the label change reaches the agent", 30)
+        agent._pods[uid] = stale
+
+    agent._push_status = push_then_label  # type: ignore[method-assign]
+    finalizer_writes.clear()
+    gets.clear()
+    cluster.client.delete("pods", "raced", "default")
+    cluster.wait_gone("pods", "raced", "default")
+    assert finalizer_writes == ["409", "ok"] and gets == ["raced"], (finalizer_writes, gets)

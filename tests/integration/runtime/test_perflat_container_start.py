@@ -124,3 +124,55 @@ def test_pf75_a_stop_is_seen_when_the_exit_file_appears_not_at_the_next_look(har
     assert not stopper.is_alive(), "the stop waited for a later look, not for the exit file"
     final = result[0]
     assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+
+
+def test_pf76_a_stop_signals_the_init_process_itself_without_a_runc_process(harness) -> None:
+    """PF76: SIGTERM reaches the container's init from the agent (the pid and start time runc recorded);
+    no `runc kill` runs, and the container ends on it by itself (exit 0, no SIGKILL)."""
+    rt = harness.runtime()
+    runc = rt.settings.runc
+    commands: list[tuple[str, ...]] = []
+    real_cmd = runc._cmd
+
+    def recorded(*args: str) -> list[str]:
+        commands.append(args)
+        return real_cmd(*args)
+
+    runc._cmd = recorded  # type: ignore[method-assign]
+    pod = _pod("pf76", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
+    uid = pod["metadata"]["uid"]
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running")
+    final = rt.kill_pod(uid, 60)
+    assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert [c for c in commands if c[0] == "kill"] == [], commands
+
+
+def test_pf76_a_process_whose_start_time_is_not_the_recorded_one_is_never_signalled(tmp_path) -> None:
+    """PF76: a pid that no longer belongs to the container (reused by another process) is left alone;
+    the caller then asks runc, whose answer is authoritative. The right start time is signalled."""
+    import subprocess
+
+    from storage.agent.runtime.runc import Runc, _start_time
+
+    victim = subprocess.Popen(["sleep", "600"])
+    try:
+        runc = Runc(tmp_path / "runc")
+        state_dir = runc.root / "c1"
+        state_dir.mkdir()
+        started = _start_time(victim.pid)
+        assert started is not None
+        (state_dir / "state.json").write_text(
+            f'{{"id": "c1", "init_process_pid": {victim.pid}, "init_process_start": {started + 1}}}')
+        assert runc._signal_init("c1", "TERM") is False
+        assert victim.poll() is None, "a process that is not the recorded init was signalled"
+        assert runc._signal_init("missing", "TERM") is False
+        assert runc._signal_init("c1", "NOSUCHSIGNAL") is False
+        (state_dir / "state.json").write_text(
+            f'{{"id": "c1", "init_process_pid": {victim.pid}, "init_process_start": {started}}}')
+        assert runc._signal_init("c1", "TERM") is True
+        assert victim.wait(30) == -15
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
