@@ -9,6 +9,9 @@ from __future__ import annotations
 import ctypes
 import os
 import select
+import struct
+import threading
+from typing import Callable
 
 # linux/inotify.h
 IN_CLOSE_WRITE = 0x00000008
@@ -75,3 +78,106 @@ class DirWatch:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name, NUL-padded)
+
+
+class EntryWatcher:
+    """One thread for many directories: calls a directory's callback when an entry of a given name is
+    created in it or renamed into it. The thread starts with the first watch; ``close`` ends it."""
+
+    def __init__(self, name: str = "fswatch") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._by_wd: dict[int, tuple[bytes, Callable[[], None]]] = {}
+        self._fd = -1
+        self._stop_r = self._stop_w = -1
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(self, directory: str | os.PathLike[str], entry: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` (on the watcher's thread: it must be quick) whenever ``entry`` appears in
+        ``directory``; False when the directory does not exist. A directory watched again gets the new
+        entry and callback. The watch ends by itself when the directory is removed."""
+        with self._lock:
+            if self._closed:
+                return False
+            if self._thread is None:
+                self._start()
+            wd = _libc.inotify_add_watch(self._fd, os.fsencode(os.fspath(directory)),
+                                         IN_CREATE | IN_MOVED_TO | IN_ONLYDIR)
+            if wd < 0:
+                err = ctypes.get_errno()
+                if err in (2, 20):  # ENOENT, ENOTDIR
+                    return False
+                raise OSError(err, f"inotify_add_watch {directory}: {os.strerror(err)}")
+            self._by_wd[wd] = (os.fsencode(entry), callback)
+            return True
+
+    def _start(self) -> None:
+        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        self._fd = fd
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            ready, _, _ = select.select([self._fd, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+            due: list[Callable[[], None]] = []
+            try:
+                while True:
+                    try:
+                        buf = os.read(self._fd, 65536)
+                    except BlockingIOError:
+                        break
+                    due.extend(self._callbacks(buf))
+            except OSError:
+                return  # closed under the thread
+            for callback in due:
+                try:
+                    callback()
+                except Exception:  # one broken callback must not end the others' wake-ups
+                    pass
+
+    def _callbacks(self, buf: bytes) -> list[Callable[[], None]]:
+        out: list[Callable[[], None]] = []
+        with self._lock:
+            offset = 0
+            while offset + _EVENT.size <= len(buf):
+                wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
+                name = buf[offset + _EVENT.size:offset + _EVENT.size + length].rstrip(b"\0")
+                offset += _EVENT.size + length
+                if mask & IN_Q_OVERFLOW:  # events were lost: everyone looks
+                    out.extend(callback for _, callback in self._by_wd.values())
+                    continue
+                if mask & IN_IGNORED:  # the directory went away, and its watch with it
+                    self._by_wd.pop(wd, None)
+                    continue
+                watched = self._by_wd.get(wd)
+                if watched is not None and name == watched[0]:
+                    out.append(watched[1])
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            thread = self._thread
+            if self._closed or thread is None:  # closed already, or never started
+                self._closed = True
+                return
+            self._closed = True
+            os.write(self._stop_w, b"x")
+        thread.join(timeout=5)
+        with self._lock:
+            for fd in (self._fd, self._stop_r, self._stop_w):
+                os.close(fd)
+            self._fd = self._stop_r = self._stop_w = -1
+            self._by_wd.clear()

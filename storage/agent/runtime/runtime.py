@@ -10,6 +10,8 @@ from typing import Any, Callable, Iterator
 
 import structlog
 
+from storage.system.fswatch import EntryWatcher
+
 from .deadline import StopDeadline
 from .envvars import EnvSources
 from .hosts import HostEntries
@@ -66,7 +68,7 @@ class PodRuntime:
                                  backoff_max=backoff_max, scratch_size=scratch_size, run_dir=run_dir,
                                  userns=self.userns, hidden=tuple(hidden_paths),
                                  host_path_prefixes=[Path(os.path.realpath(p)) for p in host_path_prefixes],
-                                 on_event=on_event)
+                                 on_event=on_event, exits=EntryWatcher("agent-container-exits"))
         self.ips = make_allocator(self.pods_dir, ip_range, pod_interface, claims_dir=run_dir / CLAIMS_DIR)
         self.on_status_change = on_status_change or (lambda uid: None)
         self._lock = threading.Lock()
@@ -181,6 +183,8 @@ class PodRuntime:
                 for cs in worker.containers.values():
                     if cs.instance is not None:
                         cs.instance.stop.set()
+        if self.settings.exits is not None:
+            self.settings.exits.close()
 
     # ---- logs ----------------------------------------------------------------------------
     def _log_files(self, uid: str, container: str) -> list[Path]:

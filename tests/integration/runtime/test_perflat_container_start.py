@@ -176,3 +176,18 @@ def test_pf76_a_process_whose_start_time_is_not_the_recorded_one_is_never_signal
         if victim.poll() is None:
             victim.kill()
             victim.wait()
+
+
+def test_pf77_a_container_that_ends_wakes_its_pod_at_once(harness) -> None:
+    """PF77: with the pod worker's looks set 600 s apart, an init container's end still starts the main
+    container, and a container that exits on its own still ends its pod (restartPolicy Never): the
+    shim's exit file woke the worker, not a later look."""
+    rt = harness.runtime()
+    rt.settings.poll_interval = 600.0
+    with_init = _pod("pf77i", ["sleep", "1000"], initContainers=[{"name": "init", "image": "debian:12", "command": ["sleep", "0.3"]}])
+    rt.sync_pod(with_init, {}, NO_SOURCES, [])
+    harness.wait(rt, with_init["metadata"]["uid"], lambda s: s["phase"] == "Running", "the main container started", timeout=60)
+    failing = _pod("pf77f", ["sh", "-c", "sleep 0.3; exit 3"], restartPolicy="Never")
+    rt.sync_pod(failing, {}, NO_SOURCES, [])
+    status = harness.wait(rt, failing["metadata"]["uid"], lambda s: s["phase"] == "Failed", "the pod Failed", timeout=60)
+    assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3

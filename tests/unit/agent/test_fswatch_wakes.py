@@ -75,3 +75,41 @@ def test_pf75_the_watch_gives_its_descriptor_back(tmp_path: Path) -> None:
         with DirWatch() as watch:
             watch.add(tmp_path)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_pf77_the_entry_watcher_calls_back_for_its_entry_only_and_forgets_a_removed_directory(tmp_path: Path) -> None:
+    from storage.system.fswatch import EntryWatcher
+
+    watcher = EntryWatcher("test-exits")
+    called = {"a": threading.Event(), "b": threading.Event()}
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    try:
+        assert watcher._thread is None, "no thread before the first watch"
+        assert watcher.watch(a, "exit", called["a"].set)
+        assert watcher.watch(b, "exit", called["b"].set)
+        assert watcher.watch(tmp_path / "missing", "exit", lambda: None) is False
+        (a / "exit.tmp").write_text("0\n")  # another name: no call
+        assert not called["a"].wait(0.2)
+        os.rename(a / "exit.tmp", a / "exit")  # the shim's rename into place
+        assert called["a"].wait(60), "the rename of the watched entry did not call back"
+        assert not called["b"].is_set()
+        (b / "exit").write_text("1\n")  # created in place counts too
+        assert called["b"].wait(60)
+        for path in (a / "exit", a):
+            path.unlink() if path.is_file() else path.rmdir()
+        # The removed directory's watch is dropped (IN_IGNORED), leaving only b's.
+        deadline = threading.Event()
+        for _ in range(600):
+            with watcher._lock:
+                if len(watcher._by_wd) == 1:
+                    break
+            deadline.wait(0.05)
+        with watcher._lock:
+            assert [entry for entry, _ in watcher._by_wd.values()] == [b"exit"]
+    finally:
+        watcher.close()
+    assert watcher._thread is not None and not watcher._thread.is_alive()
+    assert watcher.watch(b, "exit", lambda: None) is False, "a closed watcher takes no more watches"
+    watcher.close()  # twice is once
