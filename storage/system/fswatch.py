@@ -128,6 +128,9 @@ class EntryWatcher:
         self._thread.start()
 
     def _run(self) -> None:
+        # One small buffer, read into again and again: the agent's memory is measured, and a fresh
+        # 64 KiB bytes object per read would sit in this thread's own malloc arena.
+        buf = bytearray(4096)  # room for at least one event with the longest name (16 + 256 bytes)
         while True:
             ready, _, _ = select.select([self._fd, self._stop_r], [], [])
             if self._stop_r in ready:
@@ -136,10 +139,10 @@ class EntryWatcher:
             try:
                 while True:
                     try:
-                        buf = os.read(self._fd, 65536)
+                        size = os.readv(self._fd, [buf])
                     except BlockingIOError:
                         break
-                    due.extend(self._callbacks(buf))
+                    due.extend(self._callbacks(bytes(buf[:size])))
             except OSError:
                 return  # closed under the thread
             for callback in due:
