@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -56,6 +57,26 @@ def _redact(argv: Sequence[str], secrets: Sequence[str]) -> list[str]:
     return out
 
 
+# How long a killed command may take to end before it is left to a reaper thread.
+KILL_WAIT_SECONDS = 2.0
+
+
+def _kill_bounded(child: subprocess.Popen[str], shown: list[str]) -> None:
+    """SIGKILL a command that ran out of time, and wait for it only so long: a process in an
+    uninterruptible sleep (``umount`` of a FUSE mount whose daemon is stopped or hung) cannot die until
+    the kernel lets it, and ``subprocess.run`` would wait for it forever. Such a one is reaped by a
+    thread of its own whenever it ends, so the caller can go on to what unblocks it (``umount -f``,
+    killing the daemon)."""
+    child.kill()
+    try:
+        child.communicate(timeout=KILL_WAIT_SECONDS)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    log.warning("command.unkillable", argv=shown, pid=child.pid)
+    threading.Thread(target=child.communicate, name=f"reap-{child.pid}", daemon=True).start()
+
+
 class Executor:
     """Runs a command and returns its ``CompletedProcess`` (text mode).
 
@@ -75,20 +96,22 @@ class Executor:
         shown = _redact(argv, secrets)
         started = time.monotonic()
         try:
-            proc = subprocess.run(
-                list(argv),
-                input=input,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                stdin=None if input is not None else subprocess.DEVNULL,
+            child = subprocess.Popen(
+                list(argv), stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
-        except subprocess.TimeoutExpired as exc:
-            log.warning("command.timeout", argv=shown, timeout=timeout)
-            raise CommandTimeout(shown, timeout) from exc
         except FileNotFoundError as exc:
             raise CommandError(shown, 127, "", f"command not found: {argv[0]}") from exc
+        try:
+            stdout, stderr = child.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            log.warning("command.timeout", argv=shown, timeout=timeout)
+            _kill_bounded(child, shown)
+            raise CommandTimeout(shown, timeout) from exc
+        except BaseException:  # interrupted (KeyboardInterrupt, a thread's exit): the command goes too
+            _kill_bounded(child, shown)
+            raise
+        proc = subprocess.CompletedProcess(list(argv), child.returncode, stdout, stderr)
         log.debug("command.run", argv=shown, rc=proc.returncode, seconds=round(time.monotonic() - started, 3))
         if check and proc.returncode != 0:
             stderr = _redact([proc.stderr], secrets)[0]

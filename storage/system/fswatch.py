@@ -30,15 +30,30 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
 
 
+def _inotify_init() -> int:
+    fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+    return int(fd)
+
+
+def _add_watch(fd: int, directory: str | os.PathLike[str], mask: int) -> int | None:
+    """The watch descriptor, or None when ``directory`` does not exist (yet) or is not a directory."""
+    wd = _libc.inotify_add_watch(fd, os.fsencode(os.fspath(directory)), mask | IN_ONLYDIR)
+    if wd < 0:
+        err = ctypes.get_errno()
+        if err in (2, 20):  # ENOENT, ENOTDIR
+            return None
+        raise OSError(err, f"inotify_add_watch {directory}: {os.strerror(err)}")
+    return int(wd)
+
+
 class DirWatch:
     """One inotify instance; ``add`` directories, then ``wait`` for anything to change in them."""
 
     def __init__(self) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
-        self._fd = fd
+        self._fd = _inotify_init()
         self._watched: set[str] = set()
 
     def add(self, directory: str | os.PathLike[str], mask: int = ENTRIES) -> bool:
@@ -46,11 +61,8 @@ class DirWatch:
         path = os.fspath(directory)
         if path in self._watched:
             return True
-        if _libc.inotify_add_watch(self._fd, os.fsencode(path), mask | IN_ONLYDIR) < 0:
-            err = ctypes.get_errno()
-            if err in (2, 20):  # ENOENT, ENOTDIR
-                return False
-            raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}")
+        if _add_watch(self._fd, path, mask) is None:
+            return False
         self._watched.add(path)
         return True
 
@@ -107,22 +119,14 @@ class EntryWatcher:
                 return False
             if self._thread is None:
                 self._start()
-            wd = _libc.inotify_add_watch(self._fd, os.fsencode(os.fspath(directory)),
-                                         IN_CREATE | IN_MOVED_TO | IN_ONLYDIR)
-            if wd < 0:
-                err = ctypes.get_errno()
-                if err in (2, 20):  # ENOENT, ENOTDIR
-                    return False
-                raise OSError(err, f"inotify_add_watch {directory}: {os.strerror(err)}")
+            wd = _add_watch(self._fd, directory, IN_CREATE | IN_MOVED_TO)
+            if wd is None:
+                return False
             self._by_wd[wd] = (os.fsencode(entry), callback)
             return True
 
     def _start(self) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
-        self._fd = fd
+        self._fd = _inotify_init()
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()

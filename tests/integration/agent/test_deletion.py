@@ -8,6 +8,7 @@ import os
 import subprocess
 import threading
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -333,6 +334,17 @@ def test_a4_a_device_holding_another_filesystem_is_never_formatted_nor_mounted(c
     assert {name: _sha256(dev) for name, dev in devices.items()} == before, "the devices must not be written"
 
 
+def _recorded(outcomes: list[str], write: Callable[..., dict], *args: object, **kwargs: object) -> dict:
+    """``write(*args, **kwargs)``, noting "ok" or "409" in ``outcomes``."""
+    try:
+        saved = write(*args, **kwargs)
+    except Conflict:
+        outcomes.append("409")
+        raise
+    outcomes.append("ok")
+    return saved
+
+
 def test_l14_a_pod_that_starts_gets_one_status_write_even_when_two_workers_push_it(cluster: Cluster) -> None:
     """L14: a sync worker pushes the status of the pod it just started while the main worker, woken by
     the echo of the pod's Pending write, pushes the same status. Both read the same revision: one got a
@@ -356,13 +368,7 @@ def test_l14_a_pod_that_starts_gets_one_status_write_even_when_two_workers_push_
             another.wait(2)  # a second Running write starting now would race this one
         else:
             another.set()
-        try:
-            saved = real_update_status(obj, *args, **kwargs)
-        except Conflict:
-            outcomes.append("409")
-            raise
-        outcomes.append("ok")
-        return saved
+        return _recorded(outcomes, real_update_status, obj, *args, **kwargs)
 
     agent.client.update_status = held  # type: ignore[method-assign]
     cluster.apply(pod("starting", STUBBORN, grace=1))
@@ -389,13 +395,7 @@ def test_l15_a_stopped_pod_loses_its_finalizer_without_a_get_and_a_stale_copy_is
     def counted_update(obj: dict, *args: object, **kwargs: object) -> dict:
         meta = obj.get("metadata") or {}
         if obj.get("kind", "Pod") == "Pod" and meta.get("name") in ("quiet", "raced") and meta.get("deletionTimestamp"):
-            try:
-                saved = real_update(obj, *args, **kwargs)
-            except Conflict:
-                finalizer_writes.append("409")
-                raise
-            finalizer_writes.append("ok")
-            return saved
+            return _recorded(finalizer_writes, real_update, obj, *args, **kwargs)
         return real_update(obj, *args, **kwargs)
 
     agent.client.get = counted_get  # type: ignore[method-assign]

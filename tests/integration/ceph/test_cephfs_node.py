@@ -19,7 +19,8 @@ from provisioners.testing import make_claim, pv_from_result
 from provisioners.base import ProvisionRequest
 from storage.api.volume_secrets import SECRET_DATA_KEY
 from storage.errors import PermanentError, TemporaryError
-from storage.system.executor import Executor, RecordingExecutor
+from storage.system.executor import CommandTimeout, Executor, RecordingExecutor
+from storage.system.mounts import process_stopped
 from volume_plugins.base import VolumeContext
 from volume_plugins.cephfs import CephfsPlugin, ceph_fuse_pids, kernel_client_present, mounts_at, state_dir_for
 from volume_plugins.registry import default_registry
@@ -188,6 +189,38 @@ def test_secret_file_and_csi_secret_layout(ceph_cluster: CephCluster, plugin: Ce
         volume.delete()
 
 
+def _stop(pid: int) -> None:
+    """SIGSTOP, and wait until the process is stopped: the signal is delivered after kill() returns."""
+    os.kill(pid, signal.SIGSTOP)
+    for _ in range(1000):
+        if process_stopped(pid):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop")
+
+
+def test_a_command_stuck_in_the_kernel_times_out_within_a_bound(ceph_cluster: CephCluster, plugin: CephfsPlugin,
+                                                                cephfs_clean: Path) -> None:
+    """CF12: `umount` of a FUSE mount whose daemon is stopped sleeps in the kernel where SIGKILL cannot end
+    it (the request is the daemon's to answer). The executor's timeout still returns within a bound
+    (CommandTimeout) instead of waiting for it forever; once the daemon is killed, the stuck umount ends."""
+    volume = Volume(ceph_cluster)
+    target = cephfs_clean / "stuck"
+    try:
+        plugin.setup(_ctx(volume.pv["spec"], target, volume.secret))
+        [pid] = ceph_fuse_pids(target)
+        _stop(pid)
+        started = time.monotonic()
+        with pytest.raises(CommandTimeout):
+            Executor().run(["umount", str(target)], timeout=1)
+        elapsed = time.monotonic() - started
+        assert elapsed < 10, elapsed
+    finally:
+        plugin.unmount_volume(target, Executor())
+        volume.delete()
+    assert not mounts_at(target)
+
+
 def test_hung_ceph_fuse_is_torn_down_within_a_bound(ceph_cluster: CephCluster, plugin: CephfsPlugin,
                                                     cephfs_clean: Path) -> None:
     """CF10: the ceph-fuse daemon is stopped (SIGSTOP): teardown kills it and removes the mount within
@@ -197,7 +230,7 @@ def test_hung_ceph_fuse_is_torn_down_within_a_bound(ceph_cluster: CephCluster, p
     try:
         plugin.setup(_ctx(volume.pv["spec"], target, volume.secret))
         [pid] = ceph_fuse_pids(target)
-        os.kill(pid, signal.SIGSTOP)
+        _stop(pid)
         started = time.monotonic()
         plugin.unmount_volume(target, Executor())
         elapsed = time.monotonic() - started
