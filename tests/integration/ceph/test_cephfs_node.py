@@ -3,13 +3,14 @@ the client's side), and the kernel client's command construction (this kernel ha
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import os
 import signal
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -199,25 +200,33 @@ def _stop(pid: int) -> None:
     raise AssertionError(f"process {pid} did not stop")
 
 
+@contextlib.contextmanager
+def _stopped_ceph_fuse(ceph_cluster: CephCluster, plugin: CephfsPlugin, target: Path) -> Iterator[int]:
+    """A new volume mounted by ceph-fuse at ``target``, its daemon stopped (SIGSTOP); yields the daemon's
+    pid, and tears the mount and the volume down afterwards."""
+    volume = Volume(ceph_cluster)
+    try:
+        plugin.setup(_ctx(volume.pv["spec"], target, volume.secret))
+        [pid] = ceph_fuse_pids(target)
+        _stop(pid)
+        yield pid
+    finally:
+        plugin.unmount_volume(target, Executor())
+        volume.delete()
+
+
 def test_a_command_stuck_in_the_kernel_times_out_within_a_bound(ceph_cluster: CephCluster, plugin: CephfsPlugin,
                                                                 cephfs_clean: Path) -> None:
     """CF12: `umount` of a FUSE mount whose daemon is stopped sleeps in the kernel where SIGKILL cannot end
     it (the request is the daemon's to answer). The executor's timeout still returns within a bound
     (CommandTimeout) instead of waiting for it forever; once the daemon is killed, the stuck umount ends."""
-    volume = Volume(ceph_cluster)
     target = cephfs_clean / "stuck"
-    try:
-        plugin.setup(_ctx(volume.pv["spec"], target, volume.secret))
-        [pid] = ceph_fuse_pids(target)
-        _stop(pid)
+    with _stopped_ceph_fuse(ceph_cluster, plugin, target):
         started = time.monotonic()
         with pytest.raises(CommandTimeout):
             Executor().run(["umount", str(target)], timeout=1)
         elapsed = time.monotonic() - started
         assert elapsed < 10, elapsed
-    finally:
-        plugin.unmount_volume(target, Executor())
-        volume.delete()
     assert not mounts_at(target)
 
 
@@ -225,21 +234,14 @@ def test_hung_ceph_fuse_is_torn_down_within_a_bound(ceph_cluster: CephCluster, p
                                                     cephfs_clean: Path) -> None:
     """CF10: the ceph-fuse daemon is stopped (SIGSTOP): teardown kills it and removes the mount within
     a bounded time instead of hanging in umount."""
-    volume = Volume(ceph_cluster)
     target = cephfs_clean / "hung"
-    try:
-        plugin.setup(_ctx(volume.pv["spec"], target, volume.secret))
-        [pid] = ceph_fuse_pids(target)
-        _stop(pid)
+    with _stopped_ceph_fuse(ceph_cluster, plugin, target) as pid:
         started = time.monotonic()
         plugin.unmount_volume(target, Executor())
         elapsed = time.monotonic() - started
         assert elapsed < 15, elapsed
         assert not mounts_at(target)
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
-    finally:
-        plugin.unmount_volume(target, Executor())
-        volume.delete()
 
 
 def test_kernel_client_command_and_secret_file(tmp_path: Path) -> None:
