@@ -354,21 +354,25 @@ def unmount(path: str | os.PathLike[str], lazy: bool = False, *, executor: Execu
         ex.umount(os.fspath(path), lazy, argv)
 
 
+def process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat from the third on (state first), or None when there is no such process.
+    The command name (field 2) may hold spaces and parentheses: the fields after it follow its last ")"."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(errors="surrogateescape")
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def process_stopped(pid: int) -> bool:
     """True when ``pid`` is stopped (SIGSTOP, a debugger): a FUSE daemon in that state answers nothing."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] in ("T", "t")
+    fields = process_stat(pid)
+    return fields is not None and fields[0] in ("T", "t")
 
 
 def _process_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+    fields = process_stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def wait_processes_gone(pids: Sequence[int], timeout: float) -> bool:

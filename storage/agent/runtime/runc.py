@@ -13,7 +13,8 @@ from typing import Any
 
 import structlog
 
-from storage.system.mounts import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MountTable, own_filesystem_mounted
+from storage.system.mounts import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MountTable, own_filesystem_mounted,
+                                   process_stat)
 
 from .userns import detach, stage_bind
 
@@ -40,14 +41,9 @@ echo "$rc" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"
 
 def _start_time(pid: int) -> int | None:
     """A process's start time in clock ticks since boot (/proc/<pid>/stat, field 22), as runc records it."""
+    fields = process_stat(pid)
     try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: the fields after it follow its last ")".
-    fields = raw[raw.rindex(b")") + 2:].split()
-    try:
-        return int(fields[19])
+        return int(fields[19]) if fields is not None else None
     except (IndexError, ValueError):
         return None
 
