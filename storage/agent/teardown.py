@@ -15,6 +15,7 @@ import structlog
 
 from storage.agent.runtime import PodRuntime
 from storage.agent.runtime.runc import Runc
+from storage.errors import StowageError
 from storage.system import loop, mounts
 
 log = structlog.get_logger(__name__)
@@ -45,7 +46,10 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
         finally:
             runtime.close()
         for container_id in _live_containers(runc):  # not adopted by the runtime: force them down too
-            runc.delete(container_id)
+            try:
+                runc.delete(container_id)
+            except StowageError as exc:  # a stuck runc (CF13): reported under "left", the rest goes on
+                log.warning("down.delete_failed", container=container_id, error=str(exc))
     containers_left = _live_containers(runc)
 
     mounts_before = {(m.mount_id, m.mount_point) for m in mounts.mounts_under(data_dir)}

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import structlog
 
@@ -61,19 +62,26 @@ def _redact(argv: Sequence[str], secrets: Sequence[str]) -> list[str]:
 KILL_WAIT_SECONDS = 2.0
 
 
-def _kill_bounded(child: subprocess.Popen[str], shown: list[str]) -> None:
-    """SIGKILL a command that ran out of time, and wait for it only so long: a process in an
-    uninterruptible sleep (``umount`` of a FUSE mount whose daemon is stopped or hung) cannot die until
-    the kernel lets it, and ``subprocess.run`` would wait for it forever. Such a one is reaped by a
-    thread of its own whenever it ends, so the caller can go on to what unblocks it (``umount -f``,
-    killing the daemon)."""
-    child.kill()
+def kill_bounded(child: subprocess.Popen[Any], shown: Sequence[str], *, group: bool = False) -> None:
+    """SIGKILL a command that ran out of time (its whole process group with ``group``, for one started
+    in a session of its own), and wait for it only so long: a process in an uninterruptible sleep
+    (``umount`` of a FUSE mount whose daemon is stopped or hung, a frozen one) cannot die until the
+    kernel lets it, and ``subprocess.run`` would wait for it forever. Such a one is reaped by a thread of
+    its own whenever it ends, so the caller can go on to what unblocks it (``umount -f``, killing the
+    daemon)."""
+    if group:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is gone: only the pipes may still be held
+            pass
+    else:
+        child.kill()
     try:
         child.communicate(timeout=KILL_WAIT_SECONDS)
         return
     except subprocess.TimeoutExpired:
         pass
-    log.warning("command.unkillable", argv=shown, pid=child.pid)
+    log.warning("command.unkillable", argv=list(shown), pid=child.pid)
     threading.Thread(target=child.communicate, name=f"reap-{child.pid}", daemon=True).start()
 
 
@@ -106,10 +114,10 @@ class Executor:
             stdout, stderr = child.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             log.warning("command.timeout", argv=shown, timeout=timeout)
-            _kill_bounded(child, shown)
+            kill_bounded(child, shown)
             raise CommandTimeout(shown, timeout) from exc
         except BaseException:  # interrupted (KeyboardInterrupt, a thread's exit): the command goes too
-            _kill_bounded(child, shown)
+            kill_bounded(child, shown)
             raise
         proc = subprocess.CompletedProcess(list(argv), child.returncode, stdout, stderr)
         log.debug("command.run", argv=shown, rc=proc.returncode, seconds=round(time.monotonic() - started, 3))

@@ -13,12 +13,17 @@ from typing import Any
 
 import structlog
 
+from storage.system.executor import Executor, kill_bounded
 from storage.system.mounts import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MountTable, own_filesystem_mounted,
                                    process_stat)
 
 from .userns import detach, stage_bind
 
 log = structlog.get_logger(__name__)
+
+# A runc command that only reads or signals (state, list, kill, delete) takes milliseconds; one still
+# running after this is stuck (CF13).
+RUNC_TIMEOUT = 30.0
 
 # The shim waits for `runc run` (which waits for the container) and writes the exit
 # status atomically; it runs in its own session so an agent restart leaves it alone.
@@ -49,9 +54,10 @@ def _start_time(pid: int) -> int | None:
 
 
 class Runc:
-    def __init__(self, root: Path, binary: str = "runc") -> None:
+    def __init__(self, root: Path, binary: str = "runc", executor: Executor | None = None) -> None:
         self.root = root
         self.binary = binary
+        self.executor = executor or Executor()
         root.mkdir(parents=True, exist_ok=True)
 
     def _cmd(self, *args: str) -> list[str]:
@@ -85,14 +91,20 @@ class Runc:
             if fifo_fd >= 0:
                 os.close(fifo_fd)
 
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A runc command, bounded (CF13): one stuck in the kernel (a frozen or hung container's runc)
+        raises ``CommandTimeout`` within ``RUNC_TIMEOUT`` plus the executor's kill wait, instead of
+        holding the pod's worker for good."""
+        return self.executor.run(self._cmd(*args), check=False, timeout=RUNC_TIMEOUT)
+
     def state(self, container_id: str) -> dict[str, Any] | None:
-        result = subprocess.run(self._cmd("state", container_id), capture_output=True, timeout=30)
+        result = self._run("state", container_id)
         if result.returncode != 0:
             return None
         return json.loads(result.stdout)
 
     def list(self) -> list[dict[str, Any]]:
-        result = subprocess.run(self._cmd("list", "--format", "json"), capture_output=True, timeout=30)
+        result = self._run("list", "--format", "json")
         if result.returncode != 0 or not result.stdout.strip():
             return []
         return json.loads(result.stdout) or []
@@ -101,8 +113,7 @@ class Runc:
         """Send ``signal`` (TERM, KILL...) to the container's init; True when it was sent."""
         if self._signal_init(container_id, signal):
             return True
-        result = subprocess.run(self._cmd("kill", container_id, signal), capture_output=True, timeout=30)
-        return result.returncode == 0
+        return self._run("kill", container_id, signal).returncode == 0
 
     def _signal_init(self, container_id: str, signal_name: str) -> bool:
         """PF76: the signal sent by the agent itself, as `runc kill` sends it (to the init process its
@@ -136,7 +147,7 @@ class Runc:
             os.close(pidfd)
 
     def delete(self, container_id: str) -> None:
-        subprocess.run(self._cmd("delete", "--force", container_id), capture_output=True, timeout=30)
+        self._run("delete", "--force", container_id)
 
     def exec(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, bytes]:
         """Run argv inside the container; (-1, reason) on timeout."""
@@ -145,8 +156,7 @@ class Runc:
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.communicate()
+            kill_bounded(proc, self._cmd("exec", container_id), group=True)
             return -1, b"command timed out"
         return proc.returncode, out
 
