@@ -7,6 +7,7 @@ so a missed or merged event costs at most one ``wait`` timeout, never a wrong an
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import select
 import struct
@@ -27,6 +28,9 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name, NUL-padded)
+# One read's buffer, reused: room for at least one event with the longest name (16 + 256 bytes). The
+# agent's memory is measured, and a fresh 64 KiB bytes object per read sat in each thread's malloc arena.
+_READ_SIZE = 4096
 
 ENTRIES = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE_SELF
 
@@ -59,6 +63,11 @@ class DirWatch:
     def __init__(self) -> None:
         self._fd = _inotify_init()
         self._watched: set[str] = set()
+        # poll, not select: select refuses descriptors past 1023, and the agent may hold more than that
+        # (its soft limit is the host's, often far above 1024; each pod adds logs, pipes and pidfds).
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+        self._buf = bytearray(_READ_SIZE)
 
     def add(self, directory: str | os.PathLike[str], mask: int = ENTRIES) -> bool:
         """Watch ``directory``; False when it does not exist (yet) or is not a directory."""
@@ -73,11 +82,10 @@ class DirWatch:
     def wait(self, timeout: float) -> bool:
         """Block until something changed in a watched directory or ``timeout`` seconds passed; True
         when something changed. The events are drained: the caller looks at the files itself."""
-        ready, _, _ = select.select([self._fd], [], [], max(0.0, timeout))
-        if not ready:
+        if not self._poll.poll(max(0, math.ceil(timeout * 1000))):
             return False
         try:
-            while os.read(self._fd, 65536):
+            while os.readv(self._fd, [self._buf]):
                 pass
         except BlockingIOError:
             pass
@@ -130,12 +138,13 @@ class EntryWatcher:
         self._thread.start()
 
     def _run(self) -> None:
-        # One small buffer, read into again and again: the agent's memory is measured, and a fresh
-        # 64 KiB bytes object per read would sit in this thread's own malloc arena.
-        buf = bytearray(4096)  # room for at least one event with the longest name (16 + 256 bytes)
+        buf = bytearray(_READ_SIZE)
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._stop_r, select.POLLIN)
         while True:
-            ready, _, _ = select.select([self._fd, self._stop_r], [], [])
-            if self._stop_r in ready:
+            ready = poller.poll()
+            if any(fd == self._stop_r for fd, _ in ready):
                 return
             due: list[Callable[[], None]] = []
             try:

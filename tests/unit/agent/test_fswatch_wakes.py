@@ -113,3 +113,44 @@ def test_pf77_the_entry_watcher_calls_back_for_its_entry_only_and_forgets_a_remo
     assert watcher._thread is not None and not watcher._thread.is_alive()
     assert watcher.watch(b, "exit", lambda: None) is False, "a closed watcher takes no more watches"
     watcher.close()  # twice is once
+
+
+def test_pf75_pf77_the_watches_work_with_descriptors_past_1023(tmp_path: Path) -> None:
+    """A busy agent may hold more than 1,024 descriptors; select() refuses those past 1023, poll() does not.
+    Both watches get an inotify descriptor above 1023 here and still wake on a rename."""
+    import resource
+
+    import pytest
+
+    from storage.system.fswatch import EntryWatcher
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1100:
+        pytest.skip(f"the hard limit on open files is {hard}: no descriptor past 1023 can be made")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1030:
+            fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        with DirWatch() as watch:
+            assert watch._fd > 1023
+            assert watch.add(tmp_path)
+            timer = _later(lambda: (tmp_path / "a").write_text("x"))
+            try:
+                assert watch.wait(300) is True
+            finally:
+                timer.cancel()
+        woke = threading.Event()
+        watcher = EntryWatcher("test-high-fd")
+        try:
+            assert watcher.watch(tmp_path, "exit", woke.set)
+            assert watcher._fd > 1023
+            (tmp_path / "exit.tmp").write_text("0\n")
+            os.rename(tmp_path / "exit.tmp", tmp_path / "exit")
+            assert woke.wait(300)
+        finally:
+            watcher.close()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
