@@ -7,14 +7,19 @@ so a missed or merged event costs at most one ``wait`` timeout, never a wrong an
 from __future__ import annotations
 
 import ctypes
+import errno
 import math
 import os
 import select
 import struct
 import threading
+import time
 from typing import Callable
 
+import structlog
+
 # linux/inotify.h
+IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
@@ -33,6 +38,15 @@ _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (t
 _READ_SIZE = 4096
 
 ENTRIES = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE_SELF
+# ENTRIES and a file in the directory written to (a container's log growing).
+WRITES = ENTRIES | IN_MODIFY
+
+# What running out of inotify looks like: EMFILE (the user's instances, fs.inotify.max_user_instances, 128
+# by default and shared with every other program of that user; or the descriptor table), ENFILE, ENOMEM,
+# and ENOSPC (the user's watches, fs.inotify.max_user_watches).
+_OUT_OF_INOTIFY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC})
+
+log = structlog.get_logger(__name__)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
@@ -58,23 +72,44 @@ def _add_watch(fd: int, directory: str | os.PathLike[str], mask: int) -> int | N
 
 
 class DirWatch:
-    """One inotify instance; ``add`` directories, then ``wait`` for anything to change in them."""
+    """One inotify instance; ``add`` directories, then ``wait`` for anything to change in them.
+
+    Without inotify to spare (the user's instance or watch limit reached, the descriptor table full) it
+    still works, as the looks it replaced did: ``wait`` then only sleeps its timeout, which every caller
+    keeps short enough to be its backstop.
+    """
 
     def __init__(self) -> None:
-        self._fd = _inotify_init()
         self._watched: set[str] = set()
+        self._buf = bytearray(_READ_SIZE)
         # poll, not select: select refuses descriptors past 1023, and the agent may hold more than that
         # (its soft limit is the host's, often far above 1024; each pod adds logs, pipes and pidfds).
         self._poll = select.poll()
+        try:
+            self._fd = _inotify_init()
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_INOTIFY:
+                raise
+            log.warning("fswatch.unavailable", error=str(exc))
+            self._fd = -1
+            return
         self._poll.register(self._fd, select.POLLIN)
-        self._buf = bytearray(_READ_SIZE)
 
     def add(self, directory: str | os.PathLike[str], mask: int = ENTRIES) -> bool:
-        """Watch ``directory``; False when it does not exist (yet) or is not a directory."""
+        """Watch ``directory``; False when it does not exist (yet), is not a directory, or cannot be
+        watched (no inotify to spare: the wait's timeout stands in for its events)."""
         path = os.fspath(directory)
         if path in self._watched:
             return True
-        if _add_watch(self._fd, path, mask) is None:
+        if self._fd < 0:
+            return False
+        try:
+            if _add_watch(self._fd, path, mask) is None:
+                return False
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_INOTIFY:
+                raise
+            log.warning("fswatch.unavailable", directory=path, error=str(exc))
             return False
         self._watched.add(path)
         return True
@@ -82,6 +117,9 @@ class DirWatch:
     def wait(self, timeout: float) -> bool:
         """Block until something changed in a watched directory or ``timeout`` seconds passed; True
         when something changed. The events are drained: the caller looks at the files itself."""
+        if self._fd < 0:
+            time.sleep(max(0.0, timeout))  # no events to wait for: the caller's backstop look
+            return False
         if not self._poll.poll(max(0, math.ceil(timeout * 1000))):
             return False
         try:
@@ -123,17 +161,29 @@ class EntryWatcher:
         with self._lock:
             if self._closed:
                 return False
-            if self._thread is None:
-                self._start()
-            wd = _add_watch(self._fd, directory, IN_CREATE | IN_MOVED_TO)
+            try:
+                if self._thread is None:
+                    self._start()
+                wd = _add_watch(self._fd, directory, IN_CREATE | IN_MOVED_TO)
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_INOTIFY:
+                    raise
+                # No inotify to spare: the caller's own looks still see the entry, only later.
+                log.warning("fswatch.unavailable", directory=os.fspath(directory), error=str(exc))
+                return False
             if wd is None:
                 return False
             self._by_wd[wd] = (os.fsencode(entry), callback)
             return True
 
     def _start(self) -> None:
-        self._fd = _inotify_init()
-        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = _inotify_init()
+        try:
+            self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import structlog
 
-from storage.system.fswatch import EntryWatcher
+from storage.system.fswatch import WRITES, DirWatch, EntryWatcher
 
 from .deadline import StopDeadline
 from .envvars import EnvSources
@@ -23,6 +22,10 @@ from .runc import Runc
 from .userns import UsernsAllocator
 
 log = structlog.get_logger(__name__)
+
+# How late a log follower may notice that its container ended or that its client went away; new
+# lines wake it at once (inotify).
+LOG_FOLLOW_BACKSTOP = 0.25
 
 
 class PodRuntime:
@@ -249,22 +252,23 @@ class PodRuntime:
                 if partial:
                     yield partial
                 return
-            while stop is None or not stop.is_set():
-                chunk = f.read()
-                if chunk:
-                    parts = (partial + chunk).split(b"\n")
-                    partial = parts.pop()
-                    yield from parts
-                    continue
-                worker = self._pods.get(uid)
-                if worker is None or not worker.is_running(container, restart):
-                    rest = partial + f.read()
-                    for line in rest.split(b"\n"):
-                        if line:
-                            yield line
-                    return
-                # The file has no change notification we can wait on portably.
-                if stop is not None:
-                    stop.wait(0.1)
-                else:
-                    time.sleep(0.1)
+            with DirWatch() as watch:
+                # Woken by the container's writes (and by the log's last close when it ends), not by
+                # looking again every 0.1 s; watched before the next read, so no write is waited past.
+                watch.add(path.parent, WRITES)
+                while stop is None or not stop.is_set():
+                    chunk = f.read()
+                    if chunk:
+                        parts = (partial + chunk).split(b"\n")
+                        partial = parts.pop()
+                        yield from parts
+                        continue
+                    worker = self._pods.get(uid)
+                    if worker is None or not worker.is_running(container, restart):
+                        rest = partial + f.read()
+                        for line in rest.split(b"\n"):
+                            if line:
+                                yield line
+                        return
+                    # The backstop: the worker's own notice of the end, and ``stop``, wake no watch.
+                    watch.wait(LOG_FOLLOW_BACKSTOP)

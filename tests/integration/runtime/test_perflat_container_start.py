@@ -191,3 +191,36 @@ def test_pf77_a_container_that_ends_wakes_its_pod_at_once(harness) -> None:
     rt.sync_pod(failing, {}, NO_SOURCES, [])
     status = harness.wait(rt, failing["metadata"]["uid"], lambda s: s["phase"] == "Failed", "the pod Failed", timeout=60)
     assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+
+
+def test_pf78_a_log_follower_is_woken_by_the_containers_write(harness, monkeypatch) -> None:
+    """PF78: `logs -f` gets a new line when the container writes it, not at its next look: with the
+    follower's backstop set to 600 s, a line written a second after the first still arrives within
+    seconds of being written."""
+    import time
+
+    from storage.agent.runtime import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "LOG_FOLLOW_BACKSTOP", 600.0)
+    rt = harness.runtime()
+    pod = _pod("pf78", ["sh", "-c", "echo first; sleep 1; echo second; sleep 1000"])
+    uid = pod["metadata"]["uid"]
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running")
+    lines = rt.logs(uid, "c", follow=True)
+    arrived: dict[str, float] = {}
+
+    def follow() -> None:
+        for line in lines:
+            arrived[line] = time.monotonic()
+            if line == "second":
+                return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    reader.join(30)
+    assert not reader.is_alive(), f"the second line never reached the follower: {arrived}"
+    assert list(arrived) == ["first", "second"]
+    assert arrived["second"] - arrived["first"] < 5, arrived
+    lines.close()
+    rt.kill_pod(uid, 0)

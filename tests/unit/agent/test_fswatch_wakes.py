@@ -154,3 +154,40 @@ def test_pf75_pf77_the_watches_work_with_descriptors_past_1023(tmp_path: Path) -
         for fd in fillers:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_pf75_pf77_without_inotify_to_spare_the_watches_fall_back_to_their_looks(tmp_path: Path) -> None:
+    """Out of inotify (here: the descriptor table is full, the EMFILE a user's exhausted inotify instances
+    give too), a DirWatch still waits its timeout and an EntryWatcher declines the watch: the caller's own
+    looks carry on, nothing raises."""
+    import errno
+    import resource
+    import time
+
+    from storage.system.fswatch import EntryWatcher
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers: list[int] = []
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, highest + 64), hard))
+    try:
+        while True:
+            try:
+                fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        with DirWatch() as watch:
+            assert watch.add(tmp_path) is False
+            started = time.monotonic()
+            assert watch.wait(0.2) is False
+            assert time.monotonic() - started >= 0.19
+        watcher = EntryWatcher("test-no-inotify")
+        try:
+            assert watcher.watch(tmp_path, "exit", lambda: None) is False
+        finally:
+            watcher.close()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
