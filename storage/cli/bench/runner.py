@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,6 +39,13 @@ START_DIR = "/etc/stowage-bench"
 START_KEY = "startAt"
 # Between the last pod's "ready" and the common start: room for the ConfigMap's change to reach every node.
 START_LEAD = 5
+# A pod's change is seen at once (a watch); the progress display reads the running pods' log tails this
+# often (the API server and this loop share the node's CPUs with fio).
+PROGRESS_INTERVAL = 2.0
+# The watches behind the waits: reopened after this long (server side), or after a failure with back-off.
+WATCH_SECONDS = 30
+WATCH_RETRY_FIRST = 0.2
+WATCH_RETRY_MAX = 5.0
 HOSTNAME = "kubernetes.io/hostname"
 Obj = dict[str, Any]
 
@@ -197,6 +205,52 @@ def progress_of(text: str, order: list[str] | None = None) -> tuple[int, str]:
     return done, current
 
 
+class _Changes:
+    """A watch in a thread of its own that sets ``event`` on every change of the watched objects (and
+    whenever the watch is opened again, when something may have changed unseen), so a waiting loop looks
+    again when there is something to see instead of every so often (BN35). The loop decides by reading:
+    an event only says "look now"."""
+
+    def __init__(self, client: Any, resource: str, namespace: str | None, *,
+                 label_selector: str | None = None, field_selector: str | None = None) -> None:
+        self.event = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(client, resource, namespace, label_selector, field_selector),
+            name=f"bench-watch-{resource}", daemon=True)
+
+    def __enter__(self) -> "_Changes":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # The thread ends at its stream's next event or server-side timeout; it holds no lock and no state.
+        self._stop.set()
+
+    def wait(self, timeout: float) -> None:
+        """Until the next change, at most ``timeout`` seconds; then the next change is waited for anew."""
+        self.event.wait(max(0.0, timeout))
+        self.event.clear()
+
+    def _run(self, client: Any, resource: str, namespace: str | None, label_selector: str | None,
+             field_selector: str | None) -> None:
+        delay = WATCH_RETRY_FIRST
+        while not self._stop.is_set():
+            try:
+                for _ in client.watch(resource, namespace, label_selector=label_selector,
+                                      field_selector=field_selector, timeout=WATCH_SECONDS):
+                    self.event.set()
+                    delay = WATCH_RETRY_FIRST
+                    if self._stop.is_set():
+                        return
+            except (StowageError, httpx.HTTPError) as exc:  # cut, expired or refused: open it again
+                log.debug("bench.watch_reopened", resource=resource, error=str(exc))
+            self.event.set()
+            if self._stop.wait(delay):  # a server that just went away is not hammered
+                return
+            delay = min(WATCH_RETRY_MAX, delay * 2)
+
+
 def _log_text(client: Any, name: str, namespace: str, tail: int | None = None) -> str:
     try:
         return b"".join(client.logs(name, namespace, tail_lines=tail)).decode(errors="replace")
@@ -247,35 +301,42 @@ class Runner:
         finished: dict[str, tuple[dict[str, list[Obj]], Obj]] = {}
         total = self.runs_per_pod
         ready: set[str] = set()
-        while len(finished) < len(self.targets):
-            if time.monotonic() > deadline:
-                raise BenchFailed(f"the benchmark did not finish within {self.timeout:.0f}s")
-            if self.together and self.started_at is None and len(ready) == len(self.targets):
-                self.release()
-            for t in self.targets:
-                if t.pod in finished:
-                    continue
-                pod = self.client.get("pods", t.pod, ns)
-                phase = (pod.get("status") or {}).get("phase")
-                node = (pod.get("spec") or {}).get("nodeName") or t.node or "?"
-                if phase in ("Succeeded", "Failed"):
-                    text = _log_text(self.client, t.pod, ns)
-                    reports = parse_log(text)  # raises with fio's message when a job failed
-                    if phase == "Failed" or f"{MARK} done" not in text:
-                        raise BenchFailed(f"pod {t.pod} on {node} failed: {_reason(pod)}; log tail: {text[-600:]!r}")
-                    finished[t.pod] = (reports, self.volume_facts(t, node))
-                    self.on_progress(node, total, total, "done")
-                elif phase == "Running":
-                    # The tail only: the API server and this loop share the node's CPUs with fio.
-                    text = _log_text(self.client, t.pod, ns, tail=3)
-                    if f"{MARK} ready" in text:
-                        ready.add(t.pod)
-                    done, current = progress_of(text, self.order)
-                    self.on_progress(node, done, total, current)
-                else:
-                    self.on_progress(node, 0, total, _waiting_reason(pod, self.client, t.claim, ns))
-            time.sleep(2.0)
+        with _Changes(self.client, "pods", ns, label_selector=f"{RUN_LABEL}={self.plan.run_id}") as changes:
+            while len(finished) < len(self.targets):
+                if time.monotonic() > deadline:
+                    raise BenchFailed(f"the benchmark did not finish within {self.timeout:.0f}s")
+                self._look(finished, ready, total)
+                if len(finished) < len(self.targets):
+                    changes.wait(min(PROGRESS_INTERVAL, deadline - time.monotonic()))
         return finished
+
+    def _look(self, finished: dict[str, tuple[dict[str, list[Obj]], Obj]], ready: set[str], total: int) -> None:
+        """One look at every pod not finished yet: collect the finished ones, show the others' progress."""
+        ns = self.plan.namespace
+        if self.together and self.started_at is None and len(ready) == len(self.targets):
+            self.release()
+        for t in self.targets:
+            if t.pod in finished:
+                continue
+            pod = self.client.get("pods", t.pod, ns)
+            phase = (pod.get("status") or {}).get("phase")
+            node = (pod.get("spec") or {}).get("nodeName") or t.node or "?"
+            if phase in ("Succeeded", "Failed"):
+                text = _log_text(self.client, t.pod, ns)
+                reports = parse_log(text)  # raises with fio's message when a job failed
+                if phase == "Failed" or f"{MARK} done" not in text:
+                    raise BenchFailed(f"pod {t.pod} on {node} failed: {_reason(pod)}; log tail: {text[-600:]!r}")
+                finished[t.pod] = (reports, self.volume_facts(t, node))
+                self.on_progress(node, total, total, "done")
+            elif phase == "Running":
+                # The tail only: the API server and this loop share the node's CPUs with fio.
+                text = _log_text(self.client, t.pod, ns, tail=3)
+                if f"{MARK} ready" in text:
+                    ready.add(t.pod)
+                done, current = progress_of(text, self.order)
+                self.on_progress(node, done, total, current)
+            else:
+                self.on_progress(node, 0, total, _waiting_reason(pod, self.client, t.claim, ns))
 
     def release(self) -> None:
         """BN23: every pod is prepared; they all start their first job at the same second, a little
@@ -324,29 +385,36 @@ def cleanup_run(client: Any, run_id: str | None, namespace: str, timeout: float 
     for p in pods:
         _delete(client, "pods", p["metadata"]["name"], namespace)
     deadline = time.monotonic() + timeout
-    while client.list("pods", namespace, label_selector=selector)[0]:
-        if time.monotonic() > deadline:
-            problems.append("benchmark pods still present")
-            break
-        time.sleep(0.5)
+    if not _gone(client, "pods", namespace, deadline, label_selector=selector):
+        problems.append("benchmark pods still present")
     for c in claims:
         _delete(client, "persistentvolumeclaims", c["metadata"]["name"], namespace)
-    while client.list("persistentvolumeclaims", namespace, label_selector=selector)[0]:
-        if time.monotonic() > deadline:
-            problems.append("benchmark claims still present")
-            break
-        time.sleep(0.5)
-    for name in volumes:
-        while True:
-            try:
-                client.get("persistentvolumes", name)
-            except NotFound:
-                break
-            if time.monotonic() > deadline:
-                problems.append(f"volume {name} still present")
-                break
-            time.sleep(0.5)
+    if not _gone(client, "persistentvolumeclaims", namespace, deadline, label_selector=selector):
+        problems.append("benchmark claims still present")
+    for name in sorted(volumes):
+        if not _gone(client, "persistentvolumes", None, deadline, field_selector=f"metadata.name={name}"):
+            problems.append(f"volume {name} still present")
     return problems
+
+
+def _gone(client: Any, resource: str, namespace: str | None, deadline: float, *,
+          label_selector: str | None = None, field_selector: str | None = None) -> bool:
+    """Until no object matches (True) or ``deadline`` passes (False): a list after each change a watch
+    reports (BN35), not a list every half second."""
+    def remaining() -> list[Obj]:
+        items, _ = client.list(resource, namespace, label_selector=label_selector, field_selector=field_selector)
+        return items
+
+    if not remaining():
+        return True
+    with _Changes(client, resource, namespace, label_selector=label_selector, field_selector=field_selector) as changes:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return not remaining()
+            changes.wait(left)
+            if not remaining():
+                return True
 
 
 def _delete(client: Any, kind: str, name: str, namespace: str) -> None:
