@@ -161,14 +161,43 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
         thread.join(timeout=30)
 
 
+UP_STOP_SECONDS = 30.0
+
+
+def _stop_up(root: Path, pid_file: Path, timeout: float) -> None:
+    """SIGTERM to the `stowage up` the pid file names, and wait until it has ended. Only a process that
+    holds the data dir's lock is signalled, through a pidfd that pins it: a pid file left by an up that
+    crashed may name a process that reused its pid, which is not ours to stop. The end is waited for on
+    the pidfd (it becomes readable when the process ends), not by asking every 0.1 s."""
+    import os
+    import select
+
+    from storage.system.dirlock import holder_pid
+
+    try:
+        pid = int(pid_file.read_text().strip())
+        pidfd = os.pidfd_open(pid)
+    except (ValueError, ProcessLookupError):
+        return  # nothing runs under that pid: a crashed up's file
+    try:
+        if holder_pid(root) != pid:
+            return  # the pid was reused: that process is not `stowage up` on this data dir
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(int(timeout * 1000)):
+            raise CommandError(f"stowage up (pid {pid}) did not stop within {timeout:g}s")
+    except ProcessLookupError:
+        return  # it ended by itself meanwhile
+    finally:
+        os.close(pidfd)
+
+
 @click.command("down")
 @click.option("--data-dir", default=default_data_dir, show_default="~/.stowage or $STOWAGE_DATA_DIR")
 @click.option("--grace", default=10.0, show_default=True, help="Seconds each container gets between SIGTERM and SIGKILL.")
 def down_command(data_dir: str, grace: float) -> None:
     """Stop `stowage up` on DATA_DIR and everything it runs: pods, mounts, loop devices (data is kept)."""
-    import os
-    import time
-
     from storage.agent.teardown import stop_node
 
     root = Path(data_dir).expanduser().resolve()
@@ -176,16 +205,7 @@ def down_command(data_dir: str, grace: float) -> None:
         raise CommandError(f"--data-dir: {root} does not exist")
     pid_file = root / "up.pid"
     if pid_file.exists():
-        try:
-            pid = int(pid_file.read_text().strip())
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            raise CommandError(f"stowage up (pid {pid}) did not stop within 30s")
-        except (ProcessLookupError, ValueError):
-            pass
+        _stop_up(root, pid_file, UP_STOP_SECONDS)
         pid_file.unlink(missing_ok=True)
     from storage.system.dirlock import DirLock, DirLocked
 

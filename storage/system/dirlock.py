@@ -77,3 +77,24 @@ def _read_holder(fd: int) -> str:
     if not pid.isdigit():
         return "another process"
     return f"{program or 'stowage'} (pid {pid})"
+
+
+def holder_pid(directory: str | os.PathLike[str]) -> int | None:
+    """The pid of the process that holds ``directory``'s lock now, or None when none does. Only the
+    kernel's lock counts: a pid the file names after its holder ended is not returned."""
+    try:
+        fd = os.open(Path(directory) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            # A shared lock is granted only when no one holds it exclusively, as every holder does.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, _ = os.pread(fd, 200, 0).decode(errors="replace").strip().partition(" ")
+            return int(pid) if pid.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+

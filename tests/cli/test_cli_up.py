@@ -105,3 +105,21 @@ def test_up_bad_listen_is_a_one_line_error(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr == 'error: --listen: expected HOST:PORT, got "nonsense"\n'
     assert not (tmp_path / "envdata").exists()
+
+
+def test_down_never_signals_a_process_that_only_reuses_a_stale_pid(tmp_path: Path) -> None:
+    """L16: an up that crashed leaves its pid file; the pid may since belong to another process. `stowage down`
+    signals only the process that holds the data dir's lock: the bystander lives on, the file goes."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        (data_dir / "up.pid").write_text(f"{bystander.pid}\n")
+        proc = subprocess.run([stowage_executable(), "down", "--data-dir", str(data_dir), "--grace", "1"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert bystander.poll() is None, "stowage down signalled a process that was not its up"
+        assert not (data_dir / "up.pid").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
