@@ -19,6 +19,15 @@ def _pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
                      "containers": [{"name": "c", "image": "debian:12", "command": command}], **spec}}
 
 
+def _running(harness: Any, rt: Any, name: str, command: list[str]) -> str:
+    """Start a one-container pod on ``rt`` and wait until it is Running; its uid."""
+    pod = _pod(name, command)
+    uid = pod["metadata"]["uid"]
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running", timeout=60)
+    return str(uid)
+
+
 def _count_runc_calls(rt: Any) -> list[tuple[str, str]]:
     """Count `runc state` and `runc delete` runs (the real ones still run)."""
     runc = rt.settings.runc
@@ -98,10 +107,7 @@ def test_pf75_a_start_is_seen_through_the_change_not_a_later_look(harness, monke
 
     monkeypatch.setattr(pod_module, "START_LOOK_BACKSTOP", 600.0)
     rt = harness.runtime()
-    pod = _pod("pf75s", ["sleep", "1000"])
-    uid = pod["metadata"]["uid"]
-    rt.sync_pod(pod, {}, NO_SOURCES, [])
-    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running", timeout=60)
+    uid = _running(harness, rt, "pf75s", ["sleep", "1000"])
     state_dir = rt.settings.runc.root / f"stowage-{uid}-c"
     assert (state_dir / "state.json").exists() and not (state_dir / "exec.fifo").exists()
 
@@ -113,10 +119,7 @@ def test_pf75_a_stop_is_seen_when_the_exit_file_appears_not_at_the_next_look(har
 
     monkeypatch.setattr(pod_module, "STOP_LOOK_INTERVAL", 600.0)
     rt = harness.runtime()
-    pod = _pod("pf75t", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
-    uid = pod["metadata"]["uid"]
-    rt.sync_pod(pod, {}, NO_SOURCES, [])
-    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running")
+    uid = _running(harness, rt, "pf75t", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
     result: list[Any] = []
     stopper = threading.Thread(target=lambda: result.append(rt.kill_pod(uid, 300)), daemon=True)
     stopper.start()
@@ -139,10 +142,7 @@ def test_pf76_a_stop_signals_the_init_process_itself_without_a_runc_process(harn
         return real_cmd(*args)
 
     runc._cmd = recorded  # type: ignore[method-assign]
-    pod = _pod("pf76", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
-    uid = pod["metadata"]["uid"]
-    rt.sync_pod(pod, {}, NO_SOURCES, [])
-    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running")
+    uid = _running(harness, rt, "pf76", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
     final = rt.kill_pod(uid, 60)
     assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
     assert [c for c in commands if c[0] == "kill"] == [], commands
@@ -203,10 +203,7 @@ def test_pf78_a_log_follower_is_woken_by_the_containers_write(harness, monkeypat
 
     monkeypatch.setattr(runtime_module, "LOG_FOLLOW_BACKSTOP", 600.0)
     rt = harness.runtime()
-    pod = _pod("pf78", ["sh", "-c", "echo first; sleep 1; echo second; sleep 1000"])
-    uid = pod["metadata"]["uid"]
-    rt.sync_pod(pod, {}, NO_SOURCES, [])
-    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running")
+    uid = _running(harness, rt, "pf78", ["sh", "-c", "echo first; sleep 1; echo second; sleep 1000"])
     lines = rt.logs(uid, "c", follow=True)
     arrived: dict[str, float] = {}
 

@@ -1,11 +1,18 @@
 """The directory watch behind the agent's event-driven waits (SEMANTICS PF75), on a real filesystem."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import resource
 import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
-from storage.system.fswatch import DirWatch
+import pytest
+
+from storage.system.fswatch import DirWatch, EntryWatcher
 
 
 def _later(action, delay: float = 0.2) -> threading.Timer:
@@ -78,7 +85,6 @@ def test_pf75_the_watch_gives_its_descriptor_back(tmp_path: Path) -> None:
 
 
 def test_pf77_the_entry_watcher_calls_back_for_its_entry_only_and_forgets_a_removed_directory(tmp_path: Path) -> None:
-    from storage.system.fswatch import EntryWatcher
 
     watcher = EntryWatcher("test-exits")
     called = {"a": threading.Event(), "b": threading.Event()}
@@ -115,23 +121,34 @@ def test_pf77_the_entry_watcher_calls_back_for_its_entry_only_and_forgets_a_remo
     watcher.close()  # twice is once
 
 
+@contextlib.contextmanager
+def _descriptors(soft_limit: int, past: int | None = None) -> Iterator[None]:
+    """With the soft limit on open files set to ``soft_limit``, descriptors opened until one is numbered
+    past ``past`` (None: until the table is full, EMFILE); all closed and the limit restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft_limit, hard))
+    fillers: list[int] = []
+    try:
+        while past is None or not fillers or fillers[-1] <= past:
+            try:
+                fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                assert past is None and exc.errno == errno.EMFILE, exc
+                break
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_pf75_pf77_the_watches_work_with_descriptors_past_1023(tmp_path: Path) -> None:
     """A busy agent may hold more than 1,024 descriptors; select() refuses those past 1023, poll() does not.
     Both watches get an inotify descriptor above 1023 here and still wake on a rename."""
-    import resource
-
-    import pytest
-
-    from storage.system.fswatch import EntryWatcher
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1100:
         pytest.skip(f"the hard limit on open files is {hard}: no descriptor past 1023 can be made")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
-    fillers: list[int] = []
-    try:
-        while not fillers or fillers[-1] < 1030:
-            fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    with _descriptors(max(soft, 1100), past=1030):
         with DirWatch() as watch:
             assert watch._fd > 1023
             assert watch.add(tmp_path)
@@ -150,33 +167,15 @@ def test_pf75_pf77_the_watches_work_with_descriptors_past_1023(tmp_path: Path) -
             assert woke.wait(300)
         finally:
             watcher.close()
-    finally:
-        for fd in fillers:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_pf75_pf77_without_inotify_to_spare_the_watches_fall_back_to_their_looks(tmp_path: Path) -> None:
-    """Out of inotify (here: the descriptor table is full, the EMFILE a user's exhausted inotify instances
-    give too), a DirWatch still waits its timeout and an EntryWatcher declines the watch: the caller's own
-    looks carry on, nothing raises."""
-    import errno
-    import resource
-    import time
-
-    from storage.system.fswatch import EntryWatcher
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    fillers: list[int] = []
+def test_pf78_without_inotify_to_spare_the_watches_fall_back_to_their_looks(tmp_path: Path) -> None:
+    """PF78: out of inotify (here: the descriptor table is full, the EMFILE a user's exhausted inotify
+    instances give too), a DirWatch still waits its timeout and an EntryWatcher declines the watch: the
+    caller's own looks carry on, nothing raises."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, highest + 64), hard))
-    try:
-        while True:
-            try:
-                fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-            except OSError as exc:
-                assert exc.errno == errno.EMFILE
-                break
+    with _descriptors(min(soft, highest + 64)):
         with DirWatch() as watch:
             assert watch.add(tmp_path) is False
             started = time.monotonic()
@@ -187,7 +186,4 @@ def test_pf75_pf77_without_inotify_to_spare_the_watches_fall_back_to_their_looks
             assert watcher.watch(tmp_path, "exit", lambda: None) is False
         finally:
             watcher.close()
-    finally:
-        for fd in fillers:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
