@@ -85,7 +85,6 @@ def test_pf75_the_watch_gives_its_descriptor_back(tmp_path: Path) -> None:
 
 
 def test_pf77_the_entry_watcher_calls_back_for_its_entry_only_and_forgets_a_removed_directory(tmp_path: Path) -> None:
-
     watcher = EntryWatcher("test-exits")
     called = {"a": threading.Event(), "b": threading.Event()}
     a, b = tmp_path / "a", tmp_path / "b"
