@@ -221,3 +221,37 @@ def test_pf78_a_log_follower_is_woken_by_the_containers_write(harness, monkeypat
     assert arrived["second"] - arrived["first"] < 5, arrived
     lines.close()
     rt.kill_pod(uid, 0)
+
+
+def test_pf79_a_container_that_ended_is_not_deleted_again(harness) -> None:
+    """PF79: `runc run` removes its container's state when the container ends, so stopping a pod whose
+    container ended on SIGTERM runs no `runc delete` (it ran two, 4-5 ms each, on every deletion's path).
+    A container whose state runc still holds (its `runc run` was killed) is still deleted."""
+    rt = harness.runtime()
+    runc = rt.settings.runc
+    commands: list[tuple[str, ...]] = []
+    real_cmd = runc._cmd
+
+    def recorded(*args: str) -> list[str]:
+        commands.append(args)
+        return real_cmd(*args)
+
+    runc._cmd = recorded  # type: ignore[method-assign]
+    uid = _running(harness, rt, "pf79", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
+    final = rt.kill_pod(uid, 60)
+    assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert [c for c in commands if c[0] == "delete"] == [], commands
+
+    uid = _running(harness, rt, "pf79k", ["sleep", "1000"])
+    cid = f"stowage-{uid}-c"
+    state = runc.state(cid)
+    assert state is not None and state["status"] == "running"
+    import psutil
+
+    runs = [p for p in psutil.process_iter(["cmdline"])
+            if (p.info["cmdline"] or [])[:1] == ["runc"] and "run" in p.info["cmdline"] and cid in p.info["cmdline"]]
+    assert len(runs) == 1, "the container's `runc run` process"
+    runs[0].kill()  # runc dies, its container lives on: runc's state stays
+    rt.kill_pod(uid, 0)
+    assert ("delete", "--force", cid) in commands, commands
+    assert not (runc.root / cid).exists()

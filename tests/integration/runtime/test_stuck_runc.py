@@ -60,6 +60,7 @@ def test_cf13_a_runc_command_stuck_in_the_kernel_times_out_within_a_bound(tmp_pa
     monkeypatch.setattr(runc_module, "RUNC_TIMEOUT", 0.5)
     monkeypatch.setattr(executor_module, "KILL_WAIT_SECONDS", 0.5)
     runc = _frozen_runc(tmp_path, frozen_group)
+    (runc.root / "c1").mkdir()  # runc's state for it: a delete has something to delete (PF79)
     calls = {"state": lambda: runc.state("c1"), "kill": lambda: runc.kill("c1", "TERM"),
              "delete": lambda: runc.delete("c1"), "list": runc.list}
     for name, call in calls.items():
