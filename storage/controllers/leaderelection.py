@@ -48,6 +48,9 @@ log = structlog.get_logger(__name__)
 
 LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "stowage-controller-manager"
+# How late a new leader may notice that its cache finished its first listing, or that its term ended,
+# while it waits for the cache to show the Lease it took (a Lease reaching the cache wakes it at once).
+CATCH_UP_BACKSTOP = 0.1
 
 
 @dataclass(frozen=True)
@@ -308,8 +311,13 @@ def run_elected_manager(store: Any, stop: threading.Event, config: LeaderElectio
     def lead(term_stop: threading.Event) -> None:
         manager = current[0]
         try:
+            lease_seen = threading.Event()
+            manager.cache.add_handler("leases", lambda *_: lease_seen.set())
             while not term_stop.is_set() and not caught_up(manager):
-                term_stop.wait(0.01)
+                # Woken when a Lease reaches the cache (ours at the revision we took it, usually within
+                # milliseconds); the backstop covers the first listing's end and the term's.
+                lease_seen.wait(CATCH_UP_BACKSTOP)
+                lease_seen.clear()
             if term_stop.is_set():
                 return
             manager.start_workers()
