@@ -28,6 +28,25 @@ def _running(harness: Any, rt: Any, name: str, command: list[str]) -> str:
     return str(uid)
 
 
+def _stop_a_container_that_ends_on_sigterm(harness: Any, name: str) -> tuple[Any, list[tuple[str, ...]]]:
+    """Start a pod whose container exits 0 on SIGTERM and stop it, recording every runc command (the
+    real ones still run); the runtime and the commands."""
+    rt = harness.runtime()
+    runc = rt.settings.runc
+    commands: list[tuple[str, ...]] = []
+    real_cmd = runc._cmd
+
+    def recorded(*args: str) -> list[str]:
+        commands.append(args)
+        return real_cmd(*args)
+
+    runc._cmd = recorded  # type: ignore[method-assign]
+    uid = _running(harness, rt, name, ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
+    final = rt.kill_pod(uid, 60)
+    assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0, "it ended on SIGTERM, not SIGKILL"
+    return rt, commands
+
+
 def _count_runc_calls(rt: Any) -> list[tuple[str, str]]:
     """Count `runc state` and `runc delete` runs (the real ones still run)."""
     runc = rt.settings.runc
@@ -132,19 +151,7 @@ def test_pf75_a_stop_is_seen_when_the_exit_file_appears_not_at_the_next_look(har
 def test_pf76_a_stop_signals_the_init_process_itself_without_a_runc_process(harness) -> None:
     """PF76: SIGTERM reaches the container's init from the agent (the pid and start time runc recorded);
     no `runc kill` runs, and the container ends on it by itself (exit 0, no SIGKILL)."""
-    rt = harness.runtime()
-    runc = rt.settings.runc
-    commands: list[tuple[str, ...]] = []
-    real_cmd = runc._cmd
-
-    def recorded(*args: str) -> list[str]:
-        commands.append(args)
-        return real_cmd(*args)
-
-    runc._cmd = recorded  # type: ignore[method-assign]
-    uid = _running(harness, rt, "pf76", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
-    final = rt.kill_pod(uid, 60)
-    assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    _, commands = _stop_a_container_that_ends_on_sigterm(harness, "pf76")
     assert [c for c in commands if c[0] == "kill"] == [], commands
 
 
@@ -227,20 +234,9 @@ def test_pf79_a_container_that_ended_is_not_deleted_again(harness) -> None:
     """PF79: `runc run` removes its container's state when the container ends, so stopping a pod whose
     container ended on SIGTERM runs no `runc delete` (it ran two, 4-5 ms each, on every deletion's path).
     A container whose state runc still holds (its `runc run` was killed) is still deleted."""
-    rt = harness.runtime()
-    runc = rt.settings.runc
-    commands: list[tuple[str, ...]] = []
-    real_cmd = runc._cmd
-
-    def recorded(*args: str) -> list[str]:
-        commands.append(args)
-        return real_cmd(*args)
-
-    runc._cmd = recorded  # type: ignore[method-assign]
-    uid = _running(harness, rt, "pf79", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
-    final = rt.kill_pod(uid, 60)
-    assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    rt, commands = _stop_a_container_that_ends_on_sigterm(harness, "pf79")
     assert [c for c in commands if c[0] == "delete"] == [], commands
+    runc = rt.settings.runc
 
     uid = _running(harness, rt, "pf79k", ["sleep", "1000"])
     cid = f"stowage-{uid}-c"
