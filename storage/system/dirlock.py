@@ -68,13 +68,19 @@ class DirLock:
         self.release()
 
 
-def _read_holder(fd: int) -> str:
+def _written_holder(fd: int) -> tuple[int | None, str]:
+    """The pid and program the lock file names (its holder writes "<pid> <program>")."""
     try:
         text = os.pread(fd, 200, 0).decode(errors="replace").strip()
     except OSError:
         text = ""
     pid, _, program = text.partition(" ")
-    if not pid.isdigit():
+    return (int(pid) if pid.isdigit() else None), program
+
+
+def _read_holder(fd: int) -> str:
+    pid, program = _written_holder(fd)
+    if pid is None:
         return "another process"
     return f"{program or 'stowage'} (pid {pid})"
 
@@ -91,10 +97,8 @@ def holder_pid(directory: str | os.PathLike[str]) -> int | None:
             # A shared lock is granted only when no one holds it exclusively, as every holder does.
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid, _, _ = os.pread(fd, 200, 0).decode(errors="replace").strip().partition(" ")
-            return int(pid) if pid.isdigit() else None
+            return _written_holder(fd)[0]
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
-

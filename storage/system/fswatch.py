@@ -65,7 +65,7 @@ def _add_watch(fd: int, directory: str | os.PathLike[str], mask: int) -> int | N
     wd = _libc.inotify_add_watch(fd, os.fsencode(os.fspath(directory)), mask | IN_ONLYDIR)
     if wd < 0:
         err = ctypes.get_errno()
-        if err in (2, 20):  # ENOENT, ENOTDIR
+        if err in (errno.ENOENT, errno.ENOTDIR):
             return None
         raise OSError(err, f"inotify_add_watch {directory}: {os.strerror(err)}")
     return int(wd)
