@@ -107,14 +107,19 @@ class Up:
             self.pool_mount.mkdir(parents=True)
             run("mount", "-t", "tmpfs", "-o", f"size={pool_tmpfs},mode=0700", "stowage-bench-pool",
                 str(self.pool_mount))
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [stowage_executable(), "up", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-                 "--log-format", "json"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-        wait(lambda: self.proc.poll() is None and b'"stowage is ready"' in self.log_path.read_bytes(),
-             f"stowage up to start (log: {self.log_path})", 120, 0.1)
-        self.client = Client.from_kubeconfig(self.data_dir / "kubeconfig")
-        wait(self._node_ready, "the local node to be Ready", 120, 0.1)
+        try:
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [stowage_executable(), "up", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
+                     "--log-format", "json"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+            wait(lambda: self.proc.poll() is None and b'"stowage is ready"' in self.log_path.read_bytes(),
+                 f"stowage up to start (log: {self.log_path})", 120, 0.1)
+            self.client = Client.from_kubeconfig(self.data_dir / "kubeconfig")
+            wait(self._node_ready, "the local node to be Ready", 120, 0.1)
+        except BaseException:
+            # An up that never came up still leaves its pool's tmpfs, and maybe a process and mounts.
+            self._stop()
+            raise
 
     def _node_ready(self) -> bool:
         nodes, _ = self.client.list("nodes")
@@ -157,6 +162,16 @@ class Up:
     def close(self) -> None:
         try:
             self.client.close()
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        if not hasattr(self, "proc"):  # up was never started: only the pool's tmpfs
+            if self.pool_mount is not None and mounts.is_mount_point(self.pool_mount):
+                subprocess.run(["umount", str(self.pool_mount)], capture_output=True, text=True, check=False)
+            shutil.rmtree(self.base, ignore_errors=True)
+            return
+        try:
             if self.proc.poll() is None:
                 # Stopping `up` first, then `down` for whatever it leaves running (pods, mounts).
                 self.proc.terminate()
