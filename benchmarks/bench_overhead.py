@@ -15,6 +15,15 @@ ratio is the median over rounds of the pair ratios bench ÷ direct of its headli
 MiB/s, or p50 latency), shown with the pair ratios' min–max and the ratio of the two sides' medians.
 Both sides' fio disk statistics must name the same device, else the run is void.
 
+``--controls`` adds two sides to every pair, each fio on the host mount again with a part of a pod's
+sandbox and nothing else (benchmarks/sandboxed.py): "cgroup" runs it from a fresh cgroup of the block
+I/O controller (cgroup v1 ``blkio``, or v2 ``io`` where the root enables it), as a pod's processes
+are; "seccomp" from that cgroup and under the RuntimeDefault seccomp filter a pod gets. Their ratios
+split a gap into the kernel's cost of I/O issued from a cgroup other than the root (the loop driver
+queues it through a worker of that cgroup's own), the cost of the filter on every system call, and
+what is left for the pod and Stowage's machinery: bench ÷ seccomp (BN36). The headline ratio is
+unchanged: bench ÷ direct.
+
 ``--pool-backing tmpfs`` puts the pool's directory, and so the volume's image file under its loop
 device, on a tmpfs: the loop device still runs with direct I/O (tmpfs takes O_DIRECT since Linux 6.6;
 the run is void unless the kernel reports dio on), but reads and writes memory, so what the ratios
@@ -23,7 +32,7 @@ sequential and fdatasync jobs is larger than the 5% the claim is about. ``disk``
 keeps the pool on the host's filesystem.
 
 usage: python benchmarks/bench_overhead.py [--rounds 6] [--runtime 8] [--ramp 2] [--size 1Gi]
-                                           [--pool-backing disk|tmpfs] [--out FILE]
+                                           [--pool-backing disk|tmpfs] [--controls] [--out FILE]
 """
 from __future__ import annotations
 
@@ -93,8 +102,42 @@ def bench_side(up: Up, args: argparse.Namespace, job: jobmod.Job, out_dir: Path)
             int(doc["settings"]["size_bytes"]), sorted(s.get("disks") or []))
 
 
-def direct_side(mount: Path, args: argparse.Namespace, job: jobmod.Job, size: int) -> tuple[dict[str, float], list[str]]:
-    """The same job with fio on the host mount of the same volume: the pod's path, preparation, argv and size."""
+class BlockIOGroup:
+    """A cgroup of the block I/O controller made for this run (``--controls``), removed at the end."""
+
+    ROOT = Path("/sys/fs/cgroup")
+
+    def __init__(self) -> None:
+        v1 = self.ROOT / "blkio"
+        controllers = self.ROOT / "cgroup.controllers"
+        if (v1 / "cgroup.procs").exists():
+            parent = v1
+        elif controllers.exists() and "io" in (self.ROOT / "cgroup.subtree_control").read_text().split():
+            parent = self.ROOT  # v2: a child of the root gets the io controller only where the root enables it
+        else:
+            raise RuntimeError("no block I/O cgroup controller to place the control side in (v1 blkio, or v2 io "
+                               "enabled in the root's cgroup.subtree_control)")
+        self.path = parent / f"stowage-bench-overhead-{os.getpid()}"
+        self.path.mkdir()
+
+    def wrap(self, argv: list[str], seccomp: bool) -> list[str]:
+        """``argv`` run from inside the group, with the pod's seccomp filter or without."""
+        return [sys.executable, str(REPO / "benchmarks" / "sandboxed.py"), "--cgroup-procs", str(self.path / "cgroup.procs"),
+                *(["--seccomp"] if seccomp else []), "--", *argv]
+
+    def close(self) -> None:
+        # Every process placed in it has ended (each side's fio is waited for), so it is empty.
+        self.path.rmdir()
+
+
+CONTROLS = ("cgroup", "seccomp")
+
+
+def direct_side(mount: Path, args: argparse.Namespace, job: jobmod.Job, size: int,
+                group: BlockIOGroup | None = None, control: str = "") -> tuple[dict[str, float], list[str]]:
+    """The same job with fio on the host mount of the same volume: the pod's path, preparation, argv and size;
+    with ``group``, the measured fio runs inside that cgroup (the prefill does not), under the pod's seccomp
+    filter too for the "seccomp" control."""
     s = jobmod.Settings(size=size, runtime=args.runtime, ramp=args.ramp, repeats=1)
     scratch = mount / "stowage-bench"  # the very path the pod uses
     scratch.mkdir(exist_ok=True)
@@ -103,7 +146,8 @@ def direct_side(mount: Path, args: argparse.Namespace, job: jobmod.Job, size: in
     try:
         if target == data:  # BN30, as the pod's script does before its first job
             subprocess.run(jobmod.prefill_argv(s, data), capture_output=True, text=True, timeout=900, check=True)
-        proc = subprocess.run(jobmod.fio_argv(job, s, target), capture_output=True, text=True, timeout=900, check=True)
+        argv = jobmod.fio_argv(job, s, target)
+        proc = subprocess.run(group.wrap(argv, control == "seccomp") if group else argv, capture_output=True, text=True, timeout=900, check=True)
         report = json.loads(proc.stdout[proc.stdout.find("{"):])
         parsed = parse_fio(report)
         return headline(job, parsed["figures"]), sorted(parsed.get("disks") or [])
@@ -120,6 +164,8 @@ def main() -> int:
     parser.add_argument("--jobs", default=",".join(jobmod.BY_NAME))
     parser.add_argument("--pool-backing", choices=("disk", "tmpfs"), default="disk",
                         help="where the pool's image files live (see above)")
+    parser.add_argument("--controls", action="store_true",
+                        help="also run fio on the host in a block I/O cgroup, and under the pod's seccomp filter (see above)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     chosen = jobmod.select(args.jobs.split(","))
@@ -127,11 +173,14 @@ def main() -> int:
     # Room for the claim's image and the pool's headroom; tmpfs pages are only used once written.
     up = Up(base, pool_tmpfs=2 * quantity_value(args.size) if args.pool_backing == "tmpfs" else None)
     pairs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {}
+    controls: dict[str, list[dict[str, dict[str, float]]]] = {}  # with --controls: per pair, each control's figures
     order: dict[str, list[str]] = {}
     size: int | None = None
     disks: set[tuple[str, ...]] = set()
     load = [os.getloadavg()[0]]
+    group: BlockIOGroup | None = None
     try:
+        group = BlockIOGroup() if args.controls else None
         for obj in manifests(args.size):
             up.client.create(obj)
         def running() -> dict[str, Any] | None:
@@ -148,26 +197,35 @@ def main() -> int:
                 out_dir = base / f"bench-{r}-{job.name}"
                 # ABBA; the very first pair is bench first, so the test size Stowage chose is known.
                 bench_first = (r + k) % 2 == 0 or size is None
+                # The controls run next to the direct side, away from the bench run: B D C S / S C D B.
+                def run_controls(names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+                    return {n: direct_side(mount, args, job, size, group, n)[0] for n in names} if group else {}
                 if bench_first:
                     b, size_b, disks_b = bench_side(up, args, job, out_dir)
                     size = size if size is not None else size_b
                     d, disks_d = direct_side(mount, args, job, size)
+                    c = run_controls(CONTROLS)
                 else:
                     assert size is not None
+                    c = run_controls(CONTROLS[::-1])
                     d, disks_d = direct_side(mount, args, job, size)
                     b, size_b, disks_b = bench_side(up, args, job, out_dir)
+                if c:
+                    controls.setdefault(job.name, []).append(c)
                 if size_b != size:
                     raise RuntimeError(f"stowage bench chose {size_b} bytes, the direct side ran {size}")
                 if disks_b != disks_d:
                     raise RuntimeError(f"{job.name}: fio saw {disks_b} in the pod and {disks_d} on the host")
                 disks.add(tuple(disks_b))
                 pairs.setdefault(job.name, []).append((b, d))
-                order.setdefault(job.name, []).append("BD" if bench_first else "DB")
+                order.setdefault(job.name, []).append(("BD" if bench_first else "DB") if group is None else ("BDCS" if bench_first else "SCDB"))
             load.append(os.getloadavg()[0])
             print(f"round {r + 1}/{args.rounds} done after {time.monotonic() - started:.0f}s, "
                   f"load {load[-1]:.1f}", file=sys.stderr)
     finally:
         up.close()
+        if group is not None:
+            group.close()
     ratios: dict[str, dict[str, float]] = {}
     rows = []
     for name, ps in pairs.items():
@@ -185,6 +243,23 @@ def main() -> int:
     for name, fig, b, d, r, lo, hi, rm in rows:
         note = "  (under 1 us on both sides: not counted)" if (name, fig) in unmeasurable else ""
         print(f"{name:16} {fig:18} {b:14.1f} {d:12.1f} {r:7.3f} {lo:6.3f}-{hi:5.3f} {rm:10.3f}{note}")
+    # Each a median over rounds of the ratio within a round: the cgroup's cost, the filter's, the rest.
+    control_rows = []
+    for name, cs in controls.items():
+        ps = pairs[name]
+        for fig in cs[0]["cgroup"]:
+            def med(top: Any, bottom: Any) -> float:
+                return statistics.median(top(b, d, c)[fig] / bottom(b, d, c)[fig] for (b, d), c in zip(ps, cs))
+            control_rows.append((name, fig, statistics.median(c["cgroup"][fig] for c in cs),
+                                 statistics.median(c["seccomp"][fig] for c in cs),
+                                 med(lambda b, d, c: c["cgroup"], lambda b, d, c: d),
+                                 med(lambda b, d, c: c["seccomp"], lambda b, d, c: c["cgroup"]),
+                                 med(lambda b, d, c: b, lambda b, d, c: c["seccomp"])))
+    if control_rows:
+        print(f"{'job':16} {'figure':18} {'fio in cgroup':>14} {'+ seccomp':>10} {'cgroup/direct':>14} "
+              f"{'seccomp/cgroup':>15} {'bench/seccomp':>14}")
+        for name, fig, cm, sm, cost, filt, rest in control_rows:
+            print(f"{name:16} {fig:18} {cm:14.1f} {sm:10.1f} {cost:14.3f} {filt:15.3f} {rest:14.3f}")
     print(f"worst deviation {worst:.1%} (aim: within {AIM:.0%}); median of {args.rounds} paired ratios per job "
           f"({args.runtime} s runs after a {args.ramp} s ramp, ABBA order); pool on {args.pool_backing}; disks {sorted(disks)}; "
           f"1-min load {min(load):.1f}-{max(load):.1f}")
@@ -194,7 +269,10 @@ def main() -> int:
               "ratio_of_medians": {n: {f: rm for nn, f, _, _, _, _, _, rm in rows if nn == n} for n in pairs},
               "not_counted": sorted(f"{n}/{f}" for n, f in unmeasurable),
               "worst_deviation": worst, "within_aim": worst <= AIM, "order": order,
-              "pairs": {k: [{"bench": b, "direct": d} for b, d in v] for k, v in pairs.items()}}
+              "pairs": {k: [{"bench": b, "direct": d, **(controls[k][i] if k in controls else {})}
+                            for i, (b, d) in enumerate(v)] for k, v in pairs.items()},
+              "controls": {n: {f: {"cgroup_over_direct": cost, "seccomp_over_cgroup": filt, "bench_over_seccomp": rest}
+                               for nn, f, _, _, cost, filt, rest in control_rows if nn == n} for n in controls}}
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     return 0 if worst <= AIM else 1
