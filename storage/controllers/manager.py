@@ -171,7 +171,12 @@ class WorkQueue:
     """De-duplicating queue: a key waits at most once, and is never handed to two workers at once."""
 
     def __init__(self, base_delay: float = 0.005, max_delay: float = 300.0) -> None:
-        self._cond = threading.Condition()
+        # One lock, two conditions: a key queued wakes one worker (PF80), a timer set wakes the timer thread.
+        # With one condition for both, every add woke every worker of the controller and the timer thread
+        # (notify_all), and all but one found nothing to do and went back to sleep.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # workers wait here for a key
+        self._timer_cond = threading.Condition(self._lock)  # the timer thread waits here
         self._queue: deque[str] = deque()
         self._dirty: set[str] = set()
         self._processing: set[str] = set()
@@ -199,7 +204,7 @@ class WorkQueue:
             self._dirty.add(key)
             if key not in self._processing:
                 self._queue.append(key)
-                self._cond.notify_all()  # the timer thread waits on the same condition
+                self._cond.notify()
 
     def add_after(self, key: str, delay: float) -> None:
         if delay <= 0:
@@ -216,7 +221,7 @@ class WorkQueue:
                 return
             self._due[key] = due  # an earlier one replaces it; the later heap entry is skipped when due
             heapq.heappush(self._timers, (due, next(self._seq), key))
-            self._cond.notify_all()
+            self._timer_cond.notify()
 
     def pending_timers(self) -> int:
         with self._cond:
@@ -261,7 +266,7 @@ class WorkQueue:
             self._processing.discard(key)
             if key in self._dirty:
                 self._queue.append(key)
-                self._cond.notify_all()  # the timer thread waits on the same condition
+                self._cond.notify()
 
     def idle(self) -> bool:
         with self._cond:
@@ -271,6 +276,7 @@ class WorkQueue:
         with self._cond:
             self._shutdown = True
             self._cond.notify_all()
+            self._timer_cond.notify_all()
         self._timer_thread.join(timeout=5)
 
     def _run_timers(self) -> None:
@@ -279,12 +285,12 @@ class WorkQueue:
         with self._cond:
             while not self._shutdown:
                 if not self._timers:
-                    self._cond.wait()
+                    self._timer_cond.wait()
                     continue
                 due, _, key = self._timers[0]
                 now = time.monotonic()
                 if due > now:
-                    self._cond.wait(due - now)
+                    self._timer_cond.wait(due - now)
                     continue
                 heapq.heappop(self._timers)
                 if self._due.get(key) != due:
@@ -294,7 +300,7 @@ class WorkQueue:
                     self._dirty.add(key)
                     if key not in self._processing:
                         self._queue.append(key)
-                        self._cond.notify_all()
+                        self._cond.notify()
 
 
 class _Controller:

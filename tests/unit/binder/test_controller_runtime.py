@@ -70,6 +70,57 @@ def test_queue_keeps_one_pending_timer_per_key_the_earliest():
         q.shutdown()
 
 
+def test_pf80_a_key_queued_wakes_one_idle_worker_not_all(monkeypatch):
+    """PF80: with eight workers idle in get(), each add wakes one of them (and the timer thread none):
+    eight adds take eight wake-ups, where a wake-up of every waiter per add took 8 x 8 + 8."""
+    q = WorkQueue()
+    wakeups = 0
+    count_lock = threading.Lock()
+    real_wait = q._cond.wait
+
+    def counted_wait(timeout=None):
+        nonlocal wakeups
+        result = real_wait(timeout)
+        with count_lock:
+            wakeups += 1
+        return result
+
+    monkeypatch.setattr(q._cond, "wait", counted_wait)
+    got: list[str] = []
+    release = threading.Event()
+
+    def worker():
+        key = q.get()
+        got.append(key)
+        release.wait(10)  # hold it, so the worker is not waiting again when the next key comes
+        q.done(key)
+
+    workers = [threading.Thread(target=worker, daemon=True) for _ in range(8)]
+    try:
+        for t in workers:
+            t.start()
+        while len(q._cond._waiters) < 8:  # every worker asleep in get()
+            threading.Event().wait(0.001)
+        for i in range(8):
+            before = len(got)
+            q.add(f"k{i}")
+            while len(got) == before:
+                threading.Event().wait(0.001)
+        assert sorted(got) == [f"k{i}" for i in range(8)]
+        assert wakeups == 8, wakeups
+        # A timer wakes the timer thread only; once it fired its key waits in the queue (all eight workers
+        # hold a key), and no worker was woken for the timer's setting or firing.
+        q.add_after("timed", 0.01)
+        while len(q) == 0:
+            threading.Event().wait(0.001)
+        assert q.pending_timers() == 0 and wakeups == 8, wakeups
+    finally:
+        release.set()
+        for t in workers:
+            t.join(10)
+        q.shutdown()
+
+
 def test_event_repeats_bump_count(store):
     pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c", "namespace": "default", "uid": "u-1", "resourceVersion": "3"}}
     rec = StoreEventRecorder(store, component="persistentvolume-controller")
