@@ -433,7 +433,8 @@ class VolumeManager:
         # The global mount's lock spans mount and bind: a teardown collecting the global
         # mount must not unmount it between the two.
         with self._global_locks(unique):
-            if table.is_mount_point(target) and any(e.source == device.path for e in table.at(global_path)):
+            bound = table.is_mount_point(target)
+            if bound and any(e.source == device.path for e in table.at(global_path)):
                 return target, target, unique, device.path  # set up already: the common re-check
             try:
                 if not plugin.mount_device(ctx, device, global_path):
@@ -444,8 +445,8 @@ class VolumeManager:
             except StowageError as exc:
                 raise _DeviceMountFailed(str(exc)) from exc
             # The pod's own directory, which only this pod's sync mounts (one at a time): the table read for
-            # this set-up still answers for it (PF69).
-            if not table.is_mount_point(target):
+            # this set-up still answers for it (PF69), and the answer above is that reading's (PF81).
+            if not bound:
                 target.mkdir(parents=True, exist_ok=True)
                 if ctx.fs_group is not None and not ctx.read_only:
                     apply_fs_group(global_path, ctx.fs_group)

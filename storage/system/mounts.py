@@ -112,6 +112,9 @@ def read_mountinfo(path: str = MOUNTINFO) -> list[MountEntry]:
     return list(entries)
 
 
+SCANS_BEFORE_INDEX = 2
+
+
 class MountTable:
     """One reading of the mount table, indexed by mount point.
 
@@ -121,10 +124,11 @@ class MountTable:
 
     def __init__(self, entries: list[MountEntry]) -> None:
         self.entries = entries
-        # Built at the second question (PF63): most tables are read to answer one (is this a mount
-        # point?), for which a scan costs a fraction of indexing thousands of mounts.
+        # Built at the third question (PF63, PF81): most tables are read to answer one or two (is this
+        # a mount point? and what is on the device's global mount?), for which a scan each costs a
+        # fraction of indexing thousands of mounts.
         self._by_point: dict[str, list[MountEntry]] | None = None
-        self._asked = False
+        self._asked = 0
 
     @classmethod
     def read(cls) -> "MountTable":
@@ -133,8 +137,8 @@ class MountTable:
     def _stacked(self, path: str | os.PathLike[str]) -> list[MountEntry]:
         point = _real(path)
         if self._by_point is None:
-            if not self._asked:
-                self._asked = True
+            if self._asked < SCANS_BEFORE_INDEX:
+                self._asked += 1
                 return [e for e in self.entries if e.mount_point == point]
             by_point: dict[str, list[MountEntry]] = {}
             for entry in self.entries:

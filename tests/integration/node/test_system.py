@@ -141,8 +141,8 @@ def test_read_only_bind_and_unmount_all_under(node_tmp: Path) -> None:
 
 
 def test_mount_table_answers_alike_before_and_after_its_index(node_tmp: Path) -> None:
-    """PF63: a table answers its first question by a scan and builds its index at the second; both
-    give the mounts stacked on a path bottom first, through a symlink too."""
+    """PF63, PF81: a table answers its first two questions by a scan each and builds its index at the
+    third; both give the mounts stacked on a path bottom first, through a symlink too."""
     point = node_tmp / "stacked"
     point.mkdir()
     (node_tmp / "link").symlink_to(point)
@@ -155,9 +155,10 @@ def test_mount_table_answers_alike_before_and_after_its_index(node_tmp: Path) ->
                 answers = {"at": lambda p: [e.super_options for e in table.at(p)],
                            "is_mount_point": table.is_mount_point,
                            "top": lambda p: table.top(p).super_options}
-                before = answers[first](node_tmp / "link")  # the scan
+                before = answers[first](node_tmp / "link")  # a scan
+                assert answers[first](point) == before  # a scan again
                 assert table._by_point is None
-                assert answers[first](point) == before  # the index
+                assert answers[first](node_tmp / "link") == before  # the index
                 assert table._by_point is not None
                 if first == "at":
                     assert [next(o for o in opts if o.startswith("size=")) for opts in before] == [

@@ -93,3 +93,39 @@ def test_a5_concurrent_setups_and_a_full_sync_agree(node_tmp: Path) -> None:
         assert mounts.is_mount_point(results[pod.uid][0]["data"])
     vm.sync([])
     assert not mounts.mounts_under(node_tmp / "kubelet")
+
+
+def test_pf81_a_pods_setup_and_recheck_answer_from_scans_of_one_table(node_tmp: Path, monkeypatch) -> None:
+    """PF81: a new device volume's set-up asks its table one question (whether the pod's target is mounted;
+    the same answer serves the bind after the device's mount) and the re-check of a set-up pod two
+    (the target, and what is on the global mount): each a scan, never an index of the whole table,
+    which on a node with hundreds of pods has thousands of lines."""
+    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
+    pool.create("pv-q", 32 * MiB, "ext4")
+    vm = VolumeManager(node_tmp / "kubelet", default_registry())
+    tables: list[mounts.MountTable] = []
+    questions: list[str] = []
+    real_read, real_stacked = mounts.MountTable.read, mounts.MountTable._stacked
+
+    def read() -> mounts.MountTable:
+        tables.append(real_read())
+        return tables[-1]
+
+    def stacked(self: mounts.MountTable, path) -> list[mounts.MountEntry]:  # type: ignore[no-untyped-def]
+        questions.append(str(path))
+        return real_stacked(self, path)
+
+    monkeypatch.setattr(mounts.MountTable, "read", staticmethod(read))
+    monkeypatch.setattr(mounts.MountTable, "_stacked", stacked)
+    pod = PodVolumes("uid-q", "ns", "q", [claim(pool, "pv-q")])
+    paths, errors = vm.setup_pod(pod)
+    assert errors == {} and len(tables) == 1 and questions == [paths["data"]], questions
+    assert tables[0]._by_point is None
+    questions.clear()
+    assert vm.setup_pod(pod) == (paths, {})
+    assert len(tables) == 2 and questions == [paths["data"], str(node_tmp / GLOBAL / "pv-q")], questions
+    assert tables[1]._by_point is None
+    monkeypatch.undo()
+    assert mounts.is_mount_point(paths["data"])
+    vm.teardown_pod("uid-q")
+    assert not mounts.mounts_under(node_tmp / "kubelet")
