@@ -33,7 +33,7 @@ from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .logfile import split_line
 from .oci import build_config, uses_user_namespace
 from .probes import ProbeWorker, make_probe
-from .runc import HOST_SECRETS, Runc, mount_rootfs, unmount_rootfs
+from .runc import HOST_SECRETS, Runc, mount_rootfs, release_rootfs, unmount_rootfs
 from .subpaths import release_staged, stage_volume_mounts
 from .orphans import OWNER_FILE
 from .userns import UsernsAllocator, open_userns, stage_bind
@@ -489,7 +489,7 @@ class PodWorker:
         # The container's mount namespace holds its own copies of the root and the volume binds
         # now: the agent's copies go, so nothing of the pod stays mounted on the host (a volume's
         # device is released when the container ends, however the agent ends).
-        unmount_rootfs(cdir, rootfs)
+        release_rootfs(cdir, rootfs)
         if cs.last_terminated is not None:
             cs.restart_count = restart
         cs.instance = inst

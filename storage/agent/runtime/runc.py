@@ -267,6 +267,29 @@ def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = N
     return rootfs
 
 
+_MNT_DETACH, _UMOUNT_NOFOLLOW = 2, 8
+# More copies stacked on one path than a start makes (one each) plus what crashed starts could leave.
+_MAX_STACKED = 16
+
+
+def release_rootfs(container_dir: Path, rootfs: Path) -> None:
+    """PF82: once runc has started the container, whose mount namespace holds its own copies, the agent's
+    copies of what this start mounted go, at the paths it mounted them, without reading the mount table
+    (thousands of lines on a node with hundreds of pods): the root (a lazy unmount takes what is hidden in
+    it along), each staged volume, the idmapped lower layer and the scratch tmpfs. A lazy unmount never
+    fails as busy; the filesystems live on in the container. Not for clean-up after a crash, which cannot
+    know what was mounted where: ``unmount_rootfs`` reads the table for that."""
+    stage = rootfs.parent / "volumes"
+    staged = sorted(stage.iterdir()) if stage.is_dir() else []  # the directory's entries, never stat'ed
+    for point in (rootfs, container_dir / "rootfs", *staged, container_dir / "lower", container_dir / "scratch"):
+        for _ in range(_MAX_STACKED):
+            if _libc.umount2(os.fsencode(point), _MNT_DETACH | _UMOUNT_NOFOLLOW) != 0:
+                err = ctypes.get_errno()
+                if err not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point; no such path
+                    log.warning("unmount of a container's copy failed", path=str(point), error=os.strerror(err))
+                break
+
+
 def unmount_rootfs(container_dir: Path, rootfs: Path | None = None) -> None:
     """Unmount the container's root (with what is hidden in it), its staged volumes and scratch."""
     targets = [p for p in (rootfs, container_dir / "rootfs") if p is not None]

@@ -1,8 +1,10 @@
 """A container's start without a runc process per look (SEMANTICS PF4, PF5), against real runc."""
 from __future__ import annotations
 
+import json
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -251,3 +253,42 @@ def test_pf79_a_container_that_ended_is_not_deleted_again(harness) -> None:
     rt.kill_pod(uid, 0)
     assert ("delete", "--force", cid) in commands, commands
     assert not (runc.root / cid).exists()
+
+
+def test_pf82_a_started_containers_host_copies_go_without_reading_the_mount_table(harness, monkeypatch, tmp_path) -> None:
+    """PF82: once runc started the container, the agent's copies of its root, of what is hidden in it and
+    of its staged volume (and hosts file) are gone from the host, detached at the paths the start mounted
+    them, with no reading of the node's mount table on the whole first start; the container still sees its
+    root and its volume (its own mount namespace holds them)."""
+    from storage.system import mounts
+
+    rt = harness.runtime()
+    if rt.userns is None:
+        pytest.skip("user namespaces are off in this runtime: nothing is staged")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "hello").write_text("from the host\n")
+    reads: list[int] = []
+    real_read = mounts.MountTable.read
+
+    def counted() -> mounts.MountTable:
+        reads.append(1)
+        return real_read()
+
+    monkeypatch.setattr(mounts.MountTable, "read", staticmethod(counted))
+    pod = _pod("pf82", ["sleep", "1000"])
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    pod["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+    uid = pod["metadata"]["uid"]
+    rt.sync_pod(pod, {"data": str(data)}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running", timeout=60)
+    assert reads == [], "a first start reads no mount table"
+    monkeypatch.undo()
+    config = json.loads(next(harness.base.rglob("config.json")).read_text())
+    bundle = Path(config["root"]["path"]).parent
+    staged = [m for m in config["mounts"] if m["source"].startswith(str(bundle))]
+    assert staged, "the volume and the hosts file were staged under the bundle"
+    assert mounts.mounts_under(bundle) == [], "the agent's copies are gone from the host"
+    assert [e for e in mounts.read_mountinfo() if uid in e.mount_point and "/volumes/" not in e.mount_point] == []
+    code, out = rt.settings.runc.exec(f"stowage-{uid}-c", ["cat", "/data/hello"], 10)
+    assert (code, out.strip()) == (0, b"from the host")
