@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from raw_volume import wait
 from support import stowage_executable
 
+from sandboxed import BlockIOGroup
 from statefulset import Up
 from storage.api.quantity import quantity_value
 from storage.cli.bench import jobs as jobmod
@@ -100,34 +101,6 @@ def bench_side(up: Up, args: argparse.Namespace, job: jobmod.Job, out_dir: Path)
     s = doc["classes"][0]["nodes"][0]["jobs"][job.name]
     return ({f: s["figures"][f]["median"] for f in HEADLINE[job.kind] if f in s["figures"]},
             int(doc["settings"]["size_bytes"]), sorted(s.get("disks") or []))
-
-
-class BlockIOGroup:
-    """A cgroup of the block I/O controller made for this run (``--controls``), removed at the end."""
-
-    ROOT = Path("/sys/fs/cgroup")
-
-    def __init__(self) -> None:
-        v1 = self.ROOT / "blkio"
-        controllers = self.ROOT / "cgroup.controllers"
-        if (v1 / "cgroup.procs").exists():
-            parent = v1
-        elif controllers.exists() and "io" in (self.ROOT / "cgroup.subtree_control").read_text().split():
-            parent = self.ROOT  # v2: a child of the root gets the io controller only where the root enables it
-        else:
-            raise RuntimeError("no block I/O cgroup controller to place the control side in (v1 blkio, or v2 io "
-                               "enabled in the root's cgroup.subtree_control)")
-        self.path = parent / f"stowage-bench-overhead-{os.getpid()}"
-        self.path.mkdir()
-
-    def wrap(self, argv: list[str], seccomp: bool) -> list[str]:
-        """``argv`` run from inside the group, with the pod's seccomp filter or without."""
-        return [sys.executable, str(REPO / "benchmarks" / "sandboxed.py"), "--cgroup-procs", str(self.path / "cgroup.procs"),
-                *(["--seccomp"] if seccomp else []), "--", *argv]
-
-    def close(self) -> None:
-        # Every process placed in it has ended (each side's fio is waited for), so it is empty.
-        self.path.rmdir()
 
 
 CONTROLS = ("cgroup", "seccomp")
