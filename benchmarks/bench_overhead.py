@@ -128,6 +128,15 @@ def direct_side(mount: Path, args: argparse.Namespace, job: jobmod.Job, size: in
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
 
 
+def run_controls(mount: Path, args: argparse.Namespace, job: jobmod.Job, size: int | None,
+                 group: BlockIOGroup | None, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """The control sides of one pair, in the order given; none without a cgroup (no ``--controls``)."""
+    if group is None:
+        return {}
+    assert size is not None
+    return {name: direct_side(mount, args, job, size, group, name)[0] for name in names}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -171,16 +180,14 @@ def main() -> int:
                 # ABBA; the very first pair is bench first, so the test size Stowage chose is known.
                 bench_first = (r + k) % 2 == 0 or size is None
                 # The controls run next to the direct side, away from the bench run: B D C S / S C D B.
-                def run_controls(names: tuple[str, ...]) -> dict[str, dict[str, float]]:
-                    return {n: direct_side(mount, args, job, size, group, n)[0] for n in names} if group else {}
                 if bench_first:
                     b, size_b, disks_b = bench_side(up, args, job, out_dir)
                     size = size if size is not None else size_b
                     d, disks_d = direct_side(mount, args, job, size)
-                    c = run_controls(CONTROLS)
+                    c = run_controls(mount, args, job, size, group, CONTROLS)
                 else:
                     assert size is not None
-                    c = run_controls(CONTROLS[::-1])
+                    c = run_controls(mount, args, job, size, group, CONTROLS[::-1])
                     d, disks_d = direct_side(mount, args, job, size)
                     b, size_b, disks_b = bench_side(up, args, job, out_dir)
                 if c:

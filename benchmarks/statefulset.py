@@ -165,10 +165,13 @@ class Up:
         finally:
             self._stop()
 
+    def _unmount_pool(self) -> None:
+        if self.pool_mount is not None and mounts.is_mount_point(self.pool_mount):
+            subprocess.run(["umount", str(self.pool_mount)], capture_output=True, text=True, check=False)
+
     def _stop(self) -> None:
         if not hasattr(self, "proc"):  # up was never started: only the pool's tmpfs
-            if self.pool_mount is not None and mounts.is_mount_point(self.pool_mount):
-                subprocess.run(["umount", str(self.pool_mount)], capture_output=True, text=True, check=False)
+            self._unmount_pool()
             shutil.rmtree(self.base, ignore_errors=True)
             return
         try:
@@ -187,8 +190,7 @@ class Up:
             if self.proc.poll() is None:  # down signals it; do not leave it behind whatever happened
                 self.proc.kill()
             self.proc.wait(timeout=60)
-            if self.pool_mount is not None and mounts.is_mount_point(self.pool_mount):
-                subprocess.run(["umount", str(self.pool_mount)], capture_output=True, text=True, check=False)
+            self._unmount_pool()
             leftovers = mounts.mounts_under(self.base) or loop.loops_under(self.base)
             if down.returncode != 0 or leftovers:
                 print(f"warning: stowage down: rc={down.returncode} {down.stderr.strip()} leftovers={leftovers}")

@@ -267,7 +267,6 @@ def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = N
     return rootfs
 
 
-_MNT_DETACH, _UMOUNT_NOFOLLOW = 2, 8
 # More copies stacked on one path than a start makes (one each) plus what crashed starts could leave.
 _MAX_STACKED = 16
 
@@ -282,12 +281,12 @@ def release_rootfs(container_dir: Path, rootfs: Path) -> None:
     stage = rootfs.parent / "volumes"
     staged = sorted(stage.iterdir()) if stage.is_dir() else []  # the directory's entries, never stat'ed
     for point in (rootfs, container_dir / "rootfs", *staged, container_dir / "lower", container_dir / "scratch"):
-        for _ in range(_MAX_STACKED):
-            if _libc.umount2(os.fsencode(point), _MNT_DETACH | _UMOUNT_NOFOLLOW) != 0:
-                err = ctypes.get_errno()
-                if err not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point; no such path
-                    log.warning("unmount of a container's copy failed", path=str(point), error=os.strerror(err))
-                break
+        try:
+            for _ in range(_MAX_STACKED):
+                if not detach(point, nofollow=True):
+                    break
+        except OSError as exc:
+            log.warning("unmount of a container's copy failed", path=str(point), error=exc.strerror)
 
 
 def unmount_rootfs(container_dir: Path, rootfs: Path | None = None) -> None:

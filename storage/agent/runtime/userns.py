@@ -8,6 +8,7 @@ keeps its idmap.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import itertools
 import os
@@ -39,6 +40,7 @@ _AT_RECURSIVE = 0x8000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _MOUNT_ATTR_IDMAP = 0x00100000
 _MNT_DETACH = 2
+_UMOUNT_NOFOLLOW = 8
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -72,12 +74,16 @@ def _move_mount(tree_fd: int, target: Path) -> None:
                          ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount to {target}")
 
 
-def detach(target: Path) -> None:
-    """Unmount lazily; a mount that is already gone is fine."""
-    if _libc.umount2(os.fsencode(str(target)), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (22, 2):  # EINVAL: not a mount point; ENOENT
-            raise OSError(err, f"umount {target}: {os.strerror(err)}")
+def detach(target: Path, *, nofollow: bool = False) -> bool:
+    """Unmount lazily and say whether a mount was detached; a mount that is already gone is fine.
+    ``nofollow`` keeps a symlink planted at ``target`` from redirecting the unmount elsewhere."""
+    flags = _MNT_DETACH | (_UMOUNT_NOFOLLOW if nofollow else 0)
+    if _libc.umount2(os.fsencode(str(target)), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point; no such path
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+    return False
 
 
 def stage_bind(source: str, target: Path, userns_fd: int | None) -> bool:
