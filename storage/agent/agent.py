@@ -220,7 +220,8 @@ class NodeAgent:
                              (self._watch_claims, "agent-claims"), (self._watch_pvs, "agent-pvs"),
                              (self._watch_attachments, "agent-attachments"),
                              (self._watch_configmaps, "agent-configmaps"), (self._watch_secrets, "agent-secrets"),
-                             (self._work, "agent-worker"), (self._heartbeat, "agent-heartbeat")):
+                             (self._work, "agent-worker"), (self._hosts_work, "agent-hosts"),
+                             (self._heartbeat, "agent-heartbeat")):
             thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -743,7 +744,7 @@ class NodeAgent:
         while not self.stop_event.is_set():
             with self._lock:
                 while (not self._pods_listed.is_set() or not (self._dirty or self._all_dirty or self._status_dirty
-                                                                   or self._hosts_dirty or self._resize_is_due())) \
+                                                                   or self._resize_is_due())) \
                         and not self.stop_event.is_set():
                     wake = self._resize_wake
                     self._lock.wait(timeout=30 if wake is None else min(30.0, max(0.01, wake - time.monotonic())))
@@ -755,7 +756,6 @@ class NodeAgent:
                 self._dirty.clear()
                 self._status_dirty.clear()
                 self._all_dirty = False
-                hosts_changed, self._hosts_dirty = self._hosts_dirty, False
                 pods = dict(self._pods)
                 resizing = set(self._resizing)
                 self._resize_wake = None  # set again below by whatever is still not done
@@ -766,9 +766,7 @@ class NodeAgent:
                     self.full_passes += 1
             synced = time.monotonic()
             self._push_runtime_status(pods, status_only)
-            if hosts_changed:
-                self._refresh_hosts(pods, dirty)
-            log.debug("agent.pass", pods=len(dirty), status_only=len(status_only), hosts=hosts_changed,
+            log.debug("agent.pass", pods=len(dirty), status_only=len(status_only),
                       sync_seconds=round(synced - began, 3), seconds=round(time.monotonic() - began, 3))
             for key in resizing:
                 self._finish_resize(*key)
@@ -970,17 +968,34 @@ class NodeAgent:
         if status is not None:
             self._push_status(pod, status)
 
-    def _refresh_hosts(self, pods: dict[str, Obj], synced: set[str]) -> None:
-        """Rewrite the hosts file of every running pod (those just synced already have theirs)."""
+    def _hosts_work(self) -> None:
+        """PF83: the hosts files follow the endpoints on a thread of their own. Each endpoint change of a
+        namespace (a member Ready) rewrites the file of every running pod there; on the pod loop that
+        held back the next pod's sync, right when a StatefulSet creates its next member."""
+        while not self.stop_event.is_set():
+            with self._lock:
+                while not (self._hosts_dirty and self._pods_listed.is_set()) and not self.stop_event.is_set():
+                    self._lock.wait(timeout=30)
+                if self.stop_event.is_set():
+                    return
+                self._hosts_dirty = False  # changes from now on bring another pass
+                pods = dict(self._pods)
+            began = time.monotonic()
+            changed = self._refresh_hosts(pods)
+            log.debug("agent.hosts_pass", pods=len(pods), changed=changed, seconds=round(time.monotonic() - began, 3))
+
+    def _refresh_hosts(self, pods: dict[str, Obj]) -> int:
+        """Rewrite the hosts file of every running pod whose entries changed; returns how many."""
         assert self.runtime is not None
         running = self.runtime.running_pods()
-        active = {uid: pod for uid, pod in pods.items()
-                  if uid in running and uid not in synced and not _meta(pod).get("deletionTimestamp")}
+        active = {uid: pod for uid, pod in pods.items() if uid in running and not _meta(pod).get("deletionTimestamp")}
+        changed = 0
         for uid, entries in self._hosts_entries(active).items():
             try:
-                self.runtime.update_hosts(uid, entries)
+                changed += self.runtime.update_hosts(uid, entries)
             except KeyError:
                 continue  # stopped meanwhile
+        return changed
 
     def _ensure_finalizer(self, pod: Obj) -> bool:
         finalizers = _meta(pod).get("finalizers") or []

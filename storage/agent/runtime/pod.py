@@ -257,11 +257,17 @@ class PodWorker:
     def write_hosts(self) -> None:
         hostsfile.write_in_place(self.state_dir / "etc-hosts", hostsfile.render(self.pod, self.pod_ip, self.hosts))
 
-    def set_hosts(self, entries: hostsfile.HostEntries) -> None:
+    def set_hosts(self, entries: hostsfile.HostEntries) -> bool:
+        """PF83: only a pod whose entries changed is written, and only its hosts file and their saved
+        copy: every endpoint change of a namespace asks this of every running pod on the node."""
+        hosts = [(ip, list(names)) for ip, names in entries]
         with self.lock:
-            self.hosts = [(ip, list(names)) for ip, names in entries]
+            if hosts == self.hosts:
+                return False
+            self.hosts = hosts
             self.write_hosts()
-            self.save()
+            write_atomically(self.state_dir / "hosts.json", json.dumps(self.hosts))
+        return True
 
     def start(self) -> None:
         self.thread.start()

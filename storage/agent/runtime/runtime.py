@@ -169,11 +169,12 @@ class PodRuntime:
         with self._lock:
             return set(self._pods)
 
-    def update_hosts(self, uid: str, entries: HostEntries) -> None:
+    def update_hosts(self, uid: str, entries: HostEntries) -> bool:
+        """Whether the pod's hosts file changed."""
         worker = self._pods.get(uid)
         if worker is None:
             raise KeyError(f"pod {uid} is not running here")
-        worker.set_hosts(entries)
+        return worker.set_hosts(entries)
 
     def close(self) -> None:
         """Stop the runtime's threads; containers keep running and are adopted by the next runtime."""

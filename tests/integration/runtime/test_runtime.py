@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import uuid
 from pathlib import Path
@@ -193,9 +194,24 @@ def test_hostname_fqdn_and_hosts_file_updates(harness):
     assert "127.1.2.3\tweb-1.nginx.default.svc.cluster.local\tweb-1" in hosts
     assert "127.0.0.9\talias.example" in hosts and "127.0.0.1\tlocalhost" in hosts
 
-    rt.update_hosts(uid, [("127.1.2.4", ["web-2.nginx.default.svc.cluster.local", "web-2"])])
+    state = rt.pods_dir / uid / "runtime"
+    inodes = {name: (state / name).stat().st_ino for name in ("hosts.json", "state.json", "pod.json", "volumes.json")}
+    web2 = [("127.1.2.4", ["web-2.nginx.default.svc.cluster.local", "web-2"])]
+    assert rt.update_hosts(uid, web2) is True
     code, hosts = runc_exec(rt, uid, "c", ["cat", "/etc/hosts"])
     assert "web-2.nginx.default.svc.cluster.local" in hosts and "web-1" not in hosts
+    # PF83: the change rewrites the hosts file and its saved copy only; the same entries again write nothing.
+    assert json.loads((state / "hosts.json").read_text()) == [list(e) for e in web2]
+    after = {name: (state / name).stat().st_ino for name in inodes}
+    assert after["hosts.json"] != inodes["hosts.json"]
+    assert {n: after[n] for n in ("state.json", "pod.json", "volumes.json")} == \
+        {n: inodes[n] for n in ("state.json", "pod.json", "volumes.json")}
+    etc_hosts = (state / "etc-hosts").read_text()
+    (state / "etc-hosts").write_text(etc_hosts + "# marker: a rewrite would drop this line\n")
+    assert rt.update_hosts(uid, [(ip, list(names)) for ip, names in web2]) is False
+    assert (state / "hosts.json").stat().st_ino == after["hosts.json"]
+    assert (state / "etc-hosts").read_text().endswith("# marker: a rewrite would drop this line\n")
+    (state / "etc-hosts").write_text(etc_hosts)
     code, resolv = runc_exec(rt, uid, "c", ["cat", "/etc/resolv.conf"])
     assert resolv == Path("/etc/resolv.conf").read_text()
 
