@@ -292,3 +292,39 @@ def test_pf82_a_started_containers_host_copies_go_without_reading_the_mount_tabl
     assert [e for e in mounts.read_mountinfo() if uid in e.mount_point and "/volumes/" not in e.mount_point] == []
     code, out = rt.settings.runc.exec(f"stowage-{uid}-c", ["cat", "/data/hello"], 10)
     assert (code, out.strip()) == (0, b"from the host")
+
+
+def _looks_within(worker: Any, seconds: float) -> int:
+    """How many times the pod worker looked at its pod (ran a step) in the next ``seconds``."""
+    looks: list[None] = []
+    real_step = worker._step
+
+    def counted() -> None:
+        looks.append(None)
+        real_step()
+
+    worker._step = counted
+    try:
+        threading.Event().wait(seconds)  # a window to count in, not a wait for a condition
+    finally:
+        del worker._step
+    return len(looks)
+
+
+def test_pf84_a_pod_whose_exits_are_watched_is_not_looked_at_quickly_after_a_change(harness) -> None:
+    """PF84: right after its start (a change, which used to mean a look every 0.1 s for 5 s) a pod whose
+    container's exit file is watched is looked at about once a second; with the watch missing (no inotify
+    to spare) the quick looks come back, as they are then what sees the container end."""
+    rt = harness.runtime()
+    assert rt.settings.poll_interval == 0.1
+    uid = _running(harness, rt, "pf84", ["sleep", "1000"])
+    worker = rt._pods[uid]
+    instance = worker.containers["c"].instance
+    assert instance.exit_watched, "the container's exit file is watched"
+    watched = _looks_within(worker, 1.0)
+    assert watched <= 3, f"{watched} looks in 1 s"
+
+    instance.exit_watched = False  # as when the watch could not be added
+    worker.wake.set()
+    unwatched = _looks_within(worker, 1.0)  # still within 5 s of the start
+    assert unwatched >= 5, f"{unwatched} looks in 1 s without the watch"
