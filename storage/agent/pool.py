@@ -41,7 +41,7 @@ import structlog
 
 from storage.errors import AlreadyExists, BadRequest, Conflict, NotFound, TemporaryError
 from storage.system import blockdev, loop, mounts, snapcopy
-from storage.system.durable import write_durably
+from storage.system.durable import stage_durably, sync_directory, write_durably
 from storage.system.executor import Executor, default_executor
 from volume_plugins.mounter import Mounter
 
@@ -142,6 +142,29 @@ class Pool:
         if self._sizes is not None:
             self._sizes[vol.name] = vol.size
 
+    def _save_syncing_outside(self, vol: PoolVolume, *, check: Callable[[], PoolVolume | None] | None = None) -> PoolVolume:
+        """PF85: ``_save`` with its two syncs outside the pool lock, where concurrent creates share the
+        journal's commits instead of taking turns: the record written and synced aside before the lock,
+        renamed into place under it (after ``check``, whose volume, when it returns one, is kept instead),
+        the directory synced after it. Durable on return, as ``_save``."""
+        path = self._record_path(vol.name)
+        staged: Path | None = stage_durably(path, vol.to_json())
+        try:
+            with self._accounting():
+                kept = check() if check is not None else None
+                if kept is not None:
+                    return kept
+                self._bump_generation()
+                os.replace(staged, path)
+                staged = None
+                if self._sizes is not None:
+                    self._sizes[vol.name] = vol.size
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+        sync_directory(path.parent)
+        return vol
+
     def _remove_record(self, name: str) -> None:
         """Only under ``_accounting``."""
         self._bump_generation()
@@ -241,21 +264,25 @@ class Pool:
         ``creating=(fs_type, mode)``: a new record is saved as ``Creating`` with those at once, one
         durable write instead of two (PF2); an existing record is returned as it is."""
         self._validate(name, size)
-        with self._accounting():
+        vol = (PoolVolume(name, size, None, "Filesystem", "Reserved") if creating is None
+               else PoolVolume(name, size, creating[0], creating[1], "Creating"))
+
+        def existing_or_fits() -> PoolVolume | None:
             existing = self._load(name)
             if existing is not None:
                 if existing.size != size:
                     raise AlreadyExists(f"pool volume {name} already exists with size {existing.size}, not {size}")
                 return existing
-            total = self.total()
-            free = total - self._committed()
-            if size > free:
-                raise PoolFull(f"pool {self.root} has {free} bytes free, {size} requested for {name}", delay=10.0)
-            vol = (PoolVolume(name, size, None, "Filesystem", "Reserved") if creating is None
-                   else PoolVolume(name, size, creating[0], creating[1], "Creating"))
-            self._save(vol)
-            log.info("pool.reserved", name=name, size=size, free=free - size)
-            return vol
+            free[0] = self.total() - self._committed()
+            if size > free[0]:
+                raise PoolFull(f"pool {self.root} has {free[0]} bytes free, {size} requested for {name}", delay=10.0)
+            return None
+
+        free = [0]
+        saved = self._save_syncing_outside(vol, check=existing_or_fits)
+        if saved is vol:
+            log.info("pool.reserved", name=name, size=size, free=free[0] - size)
+        return saved
 
     def release(self, name: str) -> None:
         """Give back a reservation that was never created (e.g. provisioning went elsewhere)."""
@@ -332,8 +359,7 @@ class Pool:
                 self.mounter.ensure_formatted(device, fs_type, key=f"pool-{name}", known_blank=new_image)
                 self.mounter.forget(f"pool-{name}")
             vol.state = "Ready"
-            with self._accounting():
-                self._save(vol)
+            self._save_syncing_outside(vol)
             log.info("pool.created", name=name, size=size, fs_type=fs_type, mode=mode, device=device)
             return vol
 

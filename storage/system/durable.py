@@ -12,17 +12,35 @@ def write_durably(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: written aside, synced, renamed into place, the directory synced.
     A reader sees the old content or the new, never a half-written or empty file; after a crash the
     file holds one of them."""
+    staged = stage_durably(path, text)
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    sync_directory(path.parent)
+
+
+def stage_durably(path: Path, text: str) -> Path:
+    """The first half of ``write_durably``: ``text`` written and synced in a new file beside ``path``,
+    returned for the caller to rename into place (``os.replace``) and then ``sync_directory``. Split so a
+    caller can rename under its lock and sync outside it (PF85); the caller removes the file if it
+    does not rename it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    return Path(tmp)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make the renames and removals done in ``directory`` survive a crash of the host."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

@@ -254,3 +254,28 @@ def test_pool_on_a_whole_device_is_formatted_once(node_tmp: Path, make_disk) -> 
     mounts.unmount(node_tmp / "pool")
     Pool.on_device(dev, node_tmp / "pool", fs_type="ext4", state_dir=node_tmp / "state")
     assert blockdev.fs_uuid(dev) == uuid
+
+
+def test_pf85_a_create_syncs_its_records_outside_the_pool_lock(node_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PF85: the records of a new volume (Creating, then Ready) are synced with the pool lock released, so
+    concurrent creates do not take turns at the disk's flushes; each record is durable when create returns
+    and nothing staged is left beside the records, also after a refused reservation."""
+    pool = Pool(node_tmp / "pool", capacity=128 * MiB)
+    real_fsync = os.fsync
+    under_lock: list[int] = []
+    outside: list[int] = []
+
+    def watched_fsync(fd: int) -> None:
+        (under_lock if pool._lock_file is not None else outside).append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watched_fsync)
+    vol = pool.create("pvc-85", 64 * MiB, "ext4")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert vol.state == "Ready" and pool.get("pvc-85") == vol
+    assert under_lock == [], f"{len(under_lock)} syncs while holding the pool lock"
+    assert len(outside) >= 4, "each record synced, and its directory after the rename"
+    with pytest.raises(PoolFull):
+        pool.reserve("pvc-too-big", 96 * MiB)
+    assert sorted(p.name for p in pool.volumes_dir.iterdir()) == ["pvc-85.img", "pvc-85.json"]
+    assert pool.usage() == (128 * MiB, 64 * MiB)
