@@ -34,6 +34,11 @@ class Cache(Protocol):
 
     def list(self, resource: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]: ...
 
+    def keyed(self, resource: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every cached object of ``resource`` by (namespace, name), "" for a cluster-scoped one: a copy made
+        at once, for a reader that looks many up (PF86)."""
+        ...
+
 
 class EventRecorder(Protocol):
     def record(

@@ -71,6 +71,10 @@ class InformerCache:
         with self._lock:
             return self._objects.get(resource, {}).get((namespace or "", name))
 
+    def keyed(self, resource: str) -> dict[tuple[str, str], dict[str, Any]]:
+        with self._lock:
+            return dict(self._objects.get(resource, {}))
+
     def list(self, resource: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             items = list(self._objects.get(resource, {}).values())

@@ -551,7 +551,9 @@ class SchedulerReconciler(Reconciler):
 
     def _snapshot(self, pod: Obj) -> Snapshot:
         cache = self.ctx.cache
-        claims = {(_meta(c).get("namespace", ""), _meta(c).get("name", "")): c for c in cache.list("persistentvolumeclaims")}
+        # PF86: the cache's own keys, copied whole, instead of these maps built object by object for every
+        # placement (21 µs against 113 µs with 500 claims and 500 volumes; it grows with the cluster).
+        claims = cache.keyed("persistentvolumeclaims")
         namespace = _meta(pod).get("namespace", "default")
         # Only this pod's claims can constrain where it goes (LS18): no need to look at everyone's sources.
         mine = [c for c in (claims.get((namespace, n)) for n in pod_claim_names(pod)) if c is not None]
@@ -559,7 +561,7 @@ class SchedulerReconciler(Reconciler):
             nodes=cache.list("nodes"),
             pods=cache.list("pods"),
             claims=claims,
-            volumes={_meta(v).get("name", ""): v for v in cache.list("persistentvolumes")},
+            volumes={name: v for (_, name), v in cache.keyed("persistentvolumes").items()},
             classes={_meta(c).get("name", ""): c for c in cache.list("storageclasses")},
             limit_keys=self._limit_keys(),
             source_nodes=self._source_nodes(mine),

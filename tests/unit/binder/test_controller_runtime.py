@@ -150,3 +150,22 @@ def test_cache_write_through_of_a_version_older_than_its_deletion_is_ignored():
     # A genuinely new object of the same name (a later revision) is accepted.
     cache.apply("persistentvolumes", "ADDED", {"metadata": {"name": "v", "resourceVersion": "9"}})
     assert cache.get("persistentvolumes", "", "v")["metadata"]["resourceVersion"] == "9"
+
+
+def test_pf86_keyed_is_a_copy_of_the_cache_by_namespace_and_name():
+    """PF86: the scheduler's maps of every claim and volume come from ``keyed``: the cache's keys, copied at
+    once; what the cache learns afterwards does not change a copy handed out, nor a change to a copy the cache."""
+    from storage.controllers.manager import InformerCache
+
+    cache = InformerCache()
+    claim = {"metadata": {"name": "c", "namespace": "ns", "resourceVersion": "1"}}
+    pv = {"metadata": {"name": "v", "resourceVersion": "2"}}
+    cache.apply("persistentvolumeclaims", "ADDED", claim)
+    cache.apply("persistentvolumes", "ADDED", pv)
+    claims = cache.keyed("persistentvolumeclaims")
+    assert claims == {("ns", "c"): claim} and cache.keyed("persistentvolumes") == {("", "v"): pv}
+    assert cache.keyed("storageclasses") == {}
+    cache.apply("persistentvolumeclaims", "ADDED", {"metadata": {"name": "d", "namespace": "ns", "resourceVersion": "3"}})
+    claims.pop(("ns", "c"))
+    assert claims == {}
+    assert sorted(cache.keyed("persistentvolumeclaims")) == [("ns", "c"), ("ns", "d")]
