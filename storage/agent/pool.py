@@ -137,8 +137,18 @@ class Pool:
 
     def _save(self, vol: PoolVolume) -> None:
         """Write a volume's record durably; only under ``_accounting``."""
+        path = self._record_path(vol.name)
+        self._put_record(vol, stage_durably(path, vol.to_json()))
+        sync_directory(path.parent)
+
+    def _put_record(self, vol: PoolVolume, staged: Path) -> None:
+        """Rename the record of ``vol`` staged beside its place into it; only under ``_accounting``."""
         self._bump_generation()
-        write_durably(self._record_path(vol.name), vol.to_json())
+        try:
+            os.replace(staged, self._record_path(vol.name))
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         if self._sizes is not None:
             self._sizes[vol.name] = vol.size
 
@@ -148,20 +158,16 @@ class Pool:
         renamed into place under it (after ``check``, whose volume, when it returns one, is kept instead),
         the directory synced after it. Durable on return, as ``_save``."""
         path = self._record_path(vol.name)
-        staged: Path | None = stage_durably(path, vol.to_json())
+        staged = stage_durably(path, vol.to_json())
         try:
             with self._accounting():
                 kept = check() if check is not None else None
-                if kept is not None:
-                    return kept
-                self._bump_generation()
-                os.replace(staged, path)
-                staged = None
-                if self._sizes is not None:
-                    self._sizes[vol.name] = vol.size
+                if kept is None:
+                    self._put_record(vol, staged)
         finally:
-            if staged is not None:
-                staged.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)  # gone already when it was renamed into place
+        if kept is not None:
+            return kept
         sync_directory(path.parent)
         return vol
 
@@ -267,21 +273,23 @@ class Pool:
         vol = (PoolVolume(name, size, None, "Filesystem", "Reserved") if creating is None
                else PoolVolume(name, size, creating[0], creating[1], "Creating"))
 
+        free = 0
+
         def existing_or_fits() -> PoolVolume | None:
+            nonlocal free
             existing = self._load(name)
             if existing is not None:
                 if existing.size != size:
                     raise AlreadyExists(f"pool volume {name} already exists with size {existing.size}, not {size}")
                 return existing
-            free[0] = self.total() - self._committed()
-            if size > free[0]:
-                raise PoolFull(f"pool {self.root} has {free[0]} bytes free, {size} requested for {name}", delay=10.0)
+            free = self.total() - self._committed()
+            if size > free:
+                raise PoolFull(f"pool {self.root} has {free} bytes free, {size} requested for {name}", delay=10.0)
             return None
 
-        free = [0]
         saved = self._save_syncing_outside(vol, check=existing_or_fits)
         if saved is vol:
-            log.info("pool.reserved", name=name, size=size, free=free[0] - size)
+            log.info("pool.reserved", name=name, size=size, free=free - size)
         return saved
 
     def release(self, name: str) -> None:

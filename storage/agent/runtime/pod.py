@@ -149,7 +149,10 @@ class PodWorker:
                  "containers": {n: c.to_json() for n, c in self.containers.items()}}
         for name, value in (("pod.json", self.pod), ("volumes.json", self.volumes),
                             ("hosts.json", self.hosts), ("state.json", state)):
-            write_atomically(self.state_dir / name, json.dumps(value))
+            self._save_part(name, value)
+
+    def _save_part(self, name: str, value: Any) -> None:
+        write_atomically(self.state_dir / name, json.dumps(value))
 
     def load(self) -> None:
         """Adopt what a previous agent left: running containers keep running."""
@@ -267,7 +270,7 @@ class PodWorker:
                 return False
             self.hosts = hosts
             self.write_hosts()
-            write_atomically(self.state_dir / "hosts.json", json.dumps(self.hosts))
+            self._save_part("hosts.json", self.hosts)
         return True
 
     def start(self) -> None:
