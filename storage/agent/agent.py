@@ -152,6 +152,8 @@ class NodeAgent:
         self._status_dirty: set[str] = set()
         self._hosts_dirty = False  # Endpoints changed: rewrite the hosts files, nothing else
         self._waiting: set[str] = set()  # pods whose volumes are not ready yet
+        # PF87: (namespace, claim name) -> the pods using it, so that a claim's change finds its pods at once
+        self._claim_users: dict[tuple[str, str], set[str]] = {}
         # Nothing is synced before the first listing of this node's pods: a pass over an
         # empty pod map would tear down the volumes of every pod a restarted agent adopts.
         self._pods_listed = threading.Event()
@@ -524,6 +526,9 @@ class NodeAgent:
         def on_list(items: list[Obj]) -> None:
             before, self._pods = self._pods, {_meta(p)["uid"]: p for p in items}
             self.referenced.pods_listed({uid: _reference_keys(p) for uid, p in self._pods.items()})
+            self._claim_users = {}
+            for uid, pod in self._pods.items():
+                self._index_claims(uid, pod)
             self._all_dirty = True
             self._pods_listed.set()
             for uid, pod in self._pods.items():
@@ -534,6 +539,7 @@ class NodeAgent:
             if kind == "DELETED":
                 self._pods.pop(uid, None)
                 self.referenced.pod_gone(uid)
+                self._unindex_claims(uid, pod)
                 self._gone[uid] = pod
                 self._shorten(uid, pod)
                 self._dirty.add(uid)
@@ -542,6 +548,7 @@ class NodeAgent:
             self._pods[uid] = pod
             if previous is None:
                 self.referenced.pod_seen(uid, _reference_keys(pod))
+                self._index_claims(uid, pod)
             if _meta(pod).get("deletionTimestamp"):
                 self._shorten(uid, pod)
             self._readiness_changed(previous, pod)
@@ -551,6 +558,21 @@ class NodeAgent:
                 self._dirty.add(uid)
 
         self._watch("pods", on_list, on_event, field_selector=f"spec.nodeName={self.node}")
+
+    def _index_claims(self, uid: str, pod: Obj) -> None:
+        """Called with the lock held. A pod's volumes never change, so its claims are indexed once."""
+        namespace = _key(pod)[0]
+        for name in _claim_names(pod):
+            self._claim_users.setdefault((namespace, name), set()).add(uid)
+
+    def _unindex_claims(self, uid: str, pod: Obj) -> None:
+        namespace = _key(pod)[0]
+        for name in _claim_names(pod):
+            users = self._claim_users.get((namespace, name))
+            if users is not None:
+                users.discard(uid)
+                if not users:
+                    del self._claim_users[(namespace, name)]
 
     def _readiness_changed(self, previous: Obj | None, pod: Obj) -> None:
         """A pod's readiness changed in the API: check it against the runtime's (called with the lock held).
@@ -619,10 +641,10 @@ class NodeAgent:
             if kind != "DELETED" and _resize_pending(claim):
                 self._resizing.add((namespace, name))
                 self._all_dirty = True  # wakes the worker, which finishes resizes after each pass
-            for uid, pod in self._pods.items():
+            for uid in self._claim_users.get((namespace, name), ()):
                 # A running pod's volumes are set up already (growth is handled above): only
                 # pods still waiting for a claim need a pass, which costs a whole volume sync.
-                if uid not in self._resolved and _key(pod)[0] == namespace and name in _claim_names(pod):
+                if uid not in self._resolved:
                     self._dirty.add(uid)
 
         self._watch("persistentvolumeclaims", on_list, on_event)

@@ -299,8 +299,9 @@ class _Base(Reconciler):
             self.ctx.events.record(result, "Warning", event[0], event[1])
         return result
 
-    def _bind(self, volume: dict[str, Any], claim: dict[str, Any]) -> None:
-        """B6: the volume first (claimRef with uid, Bound), then the claim."""
+    def _bind(self, volume: dict[str, Any], claim: dict[str, Any], annotations: dict[str, str] | None = None) -> None:
+        """B6: the volume first (claimRef with uid, Bound), then the claim, with ``annotations`` (PF89) in the
+        same write."""
         cmeta = _meta(claim)
         vol = copy.deepcopy(volume)
         vmeta = vol.setdefault("metadata", {})
@@ -328,6 +329,7 @@ class _Base(Reconciler):
             vol = self._update(PVS, vol)
             fault_point("bind:after-volume-write")
 
+        extra = annotations
         c = copy.deepcopy(claim)
         meta = c.setdefault("metadata", {})
         cspec = c.setdefault("spec", {})
@@ -341,6 +343,10 @@ class _Base(Reconciler):
         if annotations.get(ANN_BIND_COMPLETED) != "yes":
             annotations[ANN_BIND_COMPLETED] = "yes"
             changed = True
+        for key, value in (extra or {}).items():
+            if annotations.get(key) != value:
+                annotations[key] = value
+                changed = True
         status = c.setdefault("status", {})
         vspec = vol.get("spec") or {}
         if old_status.get("phase") != "Bound":
@@ -576,15 +582,24 @@ class ClaimBinder(_Base):
             return Result()
         provisioner_name = storage_class.get("provisioner") or ""
         annotations = _ann(claim)
-        if (annotations.get(ANN_STORAGE_PROVISIONER) != provisioner_name
-                or annotations.get(ANN_BETA_STORAGE_PROVISIONER) != provisioner_name):
-            updated = copy.deepcopy(claim)
-            ann = updated["metadata"].setdefault("annotations", {})
-            ann[ANN_STORAGE_PROVISIONER] = provisioner_name
-            ann[ANN_BETA_STORAGE_PROVISIONER] = provisioner_name
-            claim = self._update(PVCS, updated)
+        naming = {ANN_STORAGE_PROVISIONER: provisioner_name, ANN_BETA_STORAGE_PROVISIONER: provisioner_name}
+        unnamed = any(annotations.get(k) != v for k, v in naming.items())
         provisioner = provisioner_registry.get(provisioner_name)
+
+        def named() -> dict[str, Any]:
+            """P1: the claim naming its provisioner, written now. PF89: an in-tree provisioner that finishes at
+            once gets it in the binding's write instead; every other outcome leaves the claim Pending, and
+            this write comes first."""
+            nonlocal claim, unnamed
+            if unnamed:
+                updated = copy.deepcopy(claim)
+                updated["metadata"].setdefault("annotations", {}).update(naming)
+                claim = self._update(PVCS, updated)
+                unnamed = False
+            return claim
+
         if provisioner is None:
+            claim = named()
             self.ctx.events.record(
                 claim, "Normal", "ExternalProvisioning",
                 f"Waiting for a volume to be created either by the external provisioner '{provisioner_name}' or manually "
@@ -600,7 +615,7 @@ class ClaimBinder(_Base):
         if existing is not None:
             # Saved before a crash or by another replica: just finish the binding.
             if is_volume_bound_to_claim(existing, claim):
-                self._bind(existing, claim)
+                self._bind(existing, claim, naming)
             return Result()
 
         requested = claim_request(claim)
@@ -608,6 +623,7 @@ class ClaimBinder(_Base):
                                       int(requested) if requested == int(requested) else int(requested) + 1)
         if isinstance(outcome, (Wait, Refuse)):
             # DS: Pending with an event; the source's change (watches above) or the claim's own brings the retry.
+            claim = named()
             self.ctx.events.record(claim, outcome.type if isinstance(outcome, Wait) else "Warning",
                                    outcome.reason, outcome.message)
             self._set_claim_phase(claim, "Pending", None)
@@ -629,16 +645,18 @@ class ClaimBinder(_Base):
             # backend is what the user must see), and the claim waits, Pending, for the retry.
             self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
                                    f'failed to provision volume with StorageClass "{class_name}": {exc}')
+            named()
             raise
         except Exception as exc:
             self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
                                    f'failed to provision volume with StorageClass "{class_name}": {exc}')
-            self._set_claim_phase(claim, "Pending", None)
+            self._set_claim_phase(named(), "Pending", None)
             raise
         if result.status == "in_progress":
-            self._set_claim_phase(claim, "Pending", None)
+            self._set_claim_phase(named(), "Pending", None)
             return Result(requeue_after=result.retry_after)
         if result.status == "reschedule":
+            claim = named()
             self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
                                    f'failed to provision volume with StorageClass "{class_name}": {result.message}')
             if selected:
@@ -652,6 +670,7 @@ class ClaimBinder(_Base):
         except Exception as exc:
             self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
                                    f'failed to provision volume with StorageClass "{class_name}": {exc}')
+            named()
             raise
 
         spec: dict[str, Any] = {
@@ -687,7 +706,7 @@ class ClaimBinder(_Base):
         self.ctx.events.record(claim, "Normal", "ProvisioningSucceeded",
                                f"Successfully provisioned volume {pv_name} using {provisioner_name}")
         log.info("provisioned", claim=_key(claim), volume=pv_name, provisioner=provisioner_name)
-        self._bind(saved, claim)
+        self._bind(saved, claim, naming)
         return Result()
 
 

@@ -141,18 +141,30 @@ class PodWorker:
         self.last_status: dict[str, Any] | None = None
         self._userns: tuple[int, int] | None = None  # (base, namespace fd) for idmapped mounts
         self._warned_not_idmapped: set[str] = set()  # volumes the pod was told of (once each)
+        self._written: dict[str, str] = {}  # part file -> the text this worker last wrote there
         self.thread = threading.Thread(target=self._loop, name=f"pod-{uid[:8]}", daemon=True)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self) -> None:
-        state = {"startTime": self.start_time, "conditions": self.conditions,
-                 "containers": {n: c.to_json() for n, c in self.containers.items()}}
-        for name, value in (("pod.json", self.pod), ("volumes.json", self.volumes),
-                            ("hosts.json", self.hosts), ("state.json", state)):
+        """Everything: after a new spec, its volumes and hosts (``update``)."""
+        for name, value in (("pod.json", self.pod), ("volumes.json", self.volumes), ("hosts.json", self.hosts)):
             self._save_part(name, value)
+        self.save_state()
+
+    def save_state(self) -> None:
+        """PF88: what the worker's own steps change (containers, conditions). The spec, the volumes and the
+        hosts change only in ``update`` and ``set_hosts``, which save theirs; the steps do not rewrite them."""
+        self._save_part("state.json", {"startTime": self.start_time, "conditions": self.conditions,
+                                       "containers": {n: c.to_json() for n, c in self.containers.items()}})
 
     def _save_part(self, name: str, value: Any) -> None:
-        write_atomically(self.state_dir / name, json.dumps(value))
+        """PF88: a part whose text is what this worker last wrote is not written again (a resync of an
+        unchanged pod rewrote all four files)."""
+        text = json.dumps(value)
+        if self._written.get(name) == text:
+            return
+        write_atomically(self.state_dir / name, text)
+        self._written[name] = text
 
     def load(self) -> None:
         """Adopt what a previous agent left: running containers keep running."""
@@ -300,7 +312,7 @@ class PodWorker:
                     changed = status != self.last_status
                     if changed:
                         self.last_status = status
-                        self.save()
+                        self.save_state()
                 if changed:
                     last_change = time.monotonic()
                     self.on_change(self.uid)
@@ -512,7 +524,7 @@ class PodWorker:
             inst.started_gate.set()
         self._start_probes(cs, spec, adopted=False)
         log.info("container started", uid=self.uid, container=cs.name, restart=restart, runc_id=container_id)
-        self.save()
+        self.save_state()
 
     def _watch_exit(self, cdir: Path) -> bool:
         """PF77: the shim renaming the exit file into place wakes this worker, so a container's end (an init

@@ -525,3 +525,71 @@ def test_p4_no_expansion_without_allow(store, controllers, hostpath):
     store.update(PVC, claim)
     wait_for(lambda: controllers.idle(), "controllers idle", 30)
     assert store.get(PV, "", claim["spec"]["volumeName"])["spec"]["capacity"]["storage"] == "1Gi"
+
+
+class _RecordingProvisioner(Provisioner):
+    """Finishes at once, or refuses the first ``failures`` calls; keeps the annotations each call saw."""
+    name = "test.stowage.io/recording"
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.seen: list[dict[str, str]] = []
+
+    def provision(self, req: ProvisionRequest) -> ProvisionResult:
+        self.seen.append(dict(req.claim["metadata"].get("annotations") or {}))
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("backend says: try again")
+        return ProvisionResult.finished({"local": {"path": "/x"}}, req.claim["spec"]["resources"]["requests"]["storage"])
+
+    def delete(self, pv) -> None:
+        return None
+
+
+def _claim_writes(store, name: str, since: int) -> list[dict]:
+    with store.watch(PVC, "default", since=since) as watcher:
+        found = []
+        while (event := watcher.get(timeout=0.5)) is not None:
+            if event.object["metadata"]["name"] == name:
+                found.append(event.object)
+        return found
+
+
+def test_p1_pf89_an_in_tree_provisioner_finishing_at_once_names_itself_in_the_binding_write(store, controllers):
+    """P1 holds (the bound claim names its provisioner, both annotations); PF89: the claim is written once
+    between its creation and Bound, the name in the binding's write, instead of a write of its own first."""
+    rec = _RecordingProvisioner()
+    registry.register(rec)
+    try:
+        store.create(SC, mk_sc("rec", provisioner=rec.name))
+        since = store.current_revision()
+        store.create(PVC, mk_pvc("once", cls="rec"))
+        bound = wait_phase(store, PVC, "default", "once", "Bound")
+        writes = _claim_writes(store, "once", since)
+        assert [w["status"].get("phase") for w in writes] == ["Pending", "Bound"], writes
+        ann = bound["metadata"]["annotations"]
+        assert ann["volume.kubernetes.io/storage-provisioner"] == rec.name
+        assert ann["volume.beta.kubernetes.io/storage-provisioner"] == rec.name
+        assert ann["pv.kubernetes.io/bind-completed"] == "yes"
+        assert "volume.kubernetes.io/storage-provisioner" not in rec.seen[0]
+    finally:
+        registry.unregister(rec.name)
+
+
+def test_p1_pf89_a_failed_provisioning_leaves_the_claim_pending_and_naming_its_provisioner(store, controllers):
+    """Any outcome but an immediate success leaves the claim Pending: it names its provisioner at once (P1),
+    as the retry's call sees, and the retry binds it."""
+    rec = _RecordingProvisioner(failures=1)
+    registry.register(rec)
+    try:
+        store.create(SC, mk_sc("rec", provisioner=rec.name))
+        store.create(PVC, mk_pvc("retried", cls="rec"))
+        event = wait_event(store, store.get(PVC, "default", "retried"), "ProvisioningFailed")
+        assert "backend says: try again" in event["message"]
+        bound = wait_phase(store, PVC, "default", "retried", "Bound")
+        assert bound["metadata"]["annotations"]["volume.kubernetes.io/storage-provisioner"] == rec.name
+        assert len(rec.seen) == 2
+        assert "volume.kubernetes.io/storage-provisioner" not in rec.seen[0]
+        assert rec.seen[1]["volume.kubernetes.io/storage-provisioner"] == rec.name
+    finally:
+        registry.unregister(rec.name)

@@ -216,6 +216,40 @@ def test_hostname_fqdn_and_hosts_file_updates(harness):
     assert resolv == Path("/etc/resolv.conf").read_text()
 
 
+def test_pf88_a_resync_of_an_unchanged_pod_rewrites_none_of_its_saved_files(harness):
+    """PF88: the agent syncs a running pod again for every change of its API object (its own status writes
+    among them); what the worker saved is written again only where it changed."""
+    rt = harness.runtime()
+    pod = make_pod("resync", [{"name": "c", "command": ["sh", "-c", "until [ -e /tmp/stop ]; do sleep 0.1; done"]}])
+    uid = uid_of(pod)
+    hosts = [("127.1.2.3", ["peer-0"])]
+    rt.sync_pod(pod, {}, NO_SOURCES, hosts)
+    harness.wait(rt, uid, lambda s: "running" in cstatus(s, "c")["state"], "running")
+    state = rt.pods_dir / uid / "runtime"
+    parts = ("pod.json", "volumes.json", "hosts.json", "state.json")
+    inodes = {name: (state / name).stat().st_ino for name in parts}
+
+    rt.sync_pod(json.loads(json.dumps(pod)), {}, NO_SOURCES, list(hosts))  # an equal copy, as from a new watch event
+    assert {name: (state / name).stat().st_ino for name in parts} == inodes
+
+    labelled = json.loads(json.dumps(pod))
+    labelled["metadata"]["labels"] = {"tier": "db"}
+    rt.sync_pod(labelled, {}, NO_SOURCES, list(hosts))
+    after = {name: (state / name).stat().st_ino for name in parts}
+    assert after["pod.json"] != inodes["pod.json"]
+    assert json.loads((state / "pod.json").read_text())["metadata"]["labels"] == {"tier": "db"}
+    assert {n: after[n] for n in ("volumes.json", "hosts.json")} == {n: inodes[n] for n in ("volumes.json", "hosts.json")}
+
+    # The container's end is the worker's own step: only its state is written, and it says so.
+    assert runc_exec(rt, uid, "c", ["touch", "/tmp/stop"])[0] == 0
+    harness.wait(rt, uid, lambda s: cstatus(s, "c")["restartCount"] >= 1, "the container ended and restarted")
+    final = {name: (state / name).stat().st_ino for name in parts}
+    assert final["state.json"] != after["state.json"]
+    assert json.loads((state / "state.json").read_text())["containers"]["c"]["lastTerminated"]
+    assert {n: final[n] for n in ("pod.json", "volumes.json", "hosts.json")} == \
+        {n: after[n] for n in ("pod.json", "volumes.json", "hosts.json")}
+
+
 def test_capabilities_add_ipc_lock_and_run_as_user_with_fs_group(harness):
     rt = harness.runtime()
     cap_ipc_lock = 1 << 14
