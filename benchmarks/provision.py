@@ -185,9 +185,7 @@ class Profiles:
         import shutil
 
         spy = shutil.which("py-spy")
-        if spy is None:
-            raise SystemExit("--profile needs py-spy (pip install py-spy)")
-        out.mkdir(parents=True, exist_ok=True)
+        assert spy is not None, "main checks for py-spy before any set-up"
         assert bench.agent is not None
         self.out = out
         self.targets = {"agent": bench.agent.pid, "control-plane": os.getpid()}
@@ -284,6 +282,13 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (loop devices, mounts, runc)")
         return 2
+    if args.profile is not None:
+        import shutil
+        if shutil.which("py-spy") is None:
+            # Before any set-up: found missing after the bare runs, it left nothing to show for them.
+            print("--profile needs py-spy: pip install -e '.[profile]'")
+            return 2
+        args.profile.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="stowage-bench-"))
     bench: Bench | None = None
     try:

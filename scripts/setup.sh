@@ -56,7 +56,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "setup: Python 3.11 or newer is required (found $("$PYTHON" --version))" >&2
   exit 1
 fi
-extras=${STOWAGE_EXTRAS:-dev,aws,gcp,azure,ceph,csi,backup,bench}
+extras=${STOWAGE_EXTRAS:-dev,aws,gcp,azure,ceph,csi,backup,bench,profile}
 echo "setup: installing the stowage Python package [$extras]"
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[${extras}]"
 # Azurite (Azure Blob's emulator, for the Azure disk tests) comes from npm, into the project's own

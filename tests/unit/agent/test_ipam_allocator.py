@@ -109,3 +109,31 @@ def test_agents_allocating_at_once_get_distinct_addresses(tmp_path: Path) -> Non
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda n: agents[n % 4].allocate(f"pod-{n}"), range(40)))
     assert len(set(got)) == 40, sorted(got)
+
+
+def test_pf90_a_listened_on_address_is_skipped_and_the_host_sockets_are_read_once_a_second(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PF90: one reading of the host's sockets serves the allocations of BUSY_FOR seconds; a socket bound
+    before a reading keeps its address from every pod."""
+    import socket
+    import time
+
+    from storage.agent.runtime import ipam
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    readings = []
+    real_busy = LoopbackAllocator._busy
+    monkeypatch.setattr(LoopbackAllocator, "_busy", lambda self: readings.append(1) or real_busy(self))
+    ips = LoopbackAllocator(tmp_path, NETWORK)
+    with socket.socket() as first, socket.socket() as later:
+        first.bind(("127.93.17.1", 0))
+        first.listen()
+        assert ips.allocate("pod-0") == "127.93.17.2"  # .1 is listened on
+        later.bind(("127.93.17.4", 0))
+        later.listen()
+        assert ips.allocate("pod-1") == "127.93.17.3"
+        assert len(readings) == 1  # one reading for both
+        clock[0] += ipam.BUSY_FOR
+        assert ips.allocate("pod-2") == "127.93.17.5"  # read again: .4 is now seen as listened on
+        assert len(readings) == 2
