@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,6 +14,7 @@ from agent_cluster import Cluster, condition, wait_until  # noqa: E402
 from netns_hosts import Fabric, Host, LoopbackServices  # noqa: E402
 from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE  # noqa: E402
 from storage.controllers.base import ControllerOptions  # noqa: E402
+from storage.errors import Conflict  # noqa: E402
 
 Obj = dict[str, Any]
 # 10 s, not less: with 3 s a CI machine's stall of the control plane (all three nodes Unknown at once, agents
@@ -66,17 +68,27 @@ class Hosts:
     def node(self, name: str) -> Obj:
         return self.cluster.client.get("nodes", name)
 
+    def _edit_taints(self, name: str, edit: Callable[[list[Obj]], list[Obj]]) -> None:
+        """Read, edit and write the node's taints, again from a fresh read when the write conflicts: the
+        node-lifecycle controller changes the same node's taints as its host goes and comes back, as it
+        does under kubectl taint, which retries the same way."""
+        for _ in range(10):
+            node = self.node(name)
+            node["spec"]["taints"] = edit(list(node["spec"].get("taints") or []))
+            try:
+                self.cluster.client.update(node)
+                return
+            except Conflict:
+                continue
+        raise AssertionError(f"node {name}: ten conflicting writes of its taints in a row")
+
     def declare_out_of_service(self, name: str) -> None:
         """The administrator's out-of-service taint (L6): the node is shut down, its pods may go elsewhere."""
-        node = self.node(name)
-        node["spec"].setdefault("taints", []).append({"key": OUT_OF_SERVICE, "value": "nodeshutdown",
-                                                      "effect": NO_EXECUTE})
-        self.cluster.client.update(node)
+        self._edit_taints(name, lambda taints: taints + [{"key": OUT_OF_SERVICE, "value": "nodeshutdown",
+                                                          "effect": NO_EXECUTE}])
 
     def lift_out_of_service(self, name: str) -> None:
-        node = self.node(name)
-        node["spec"]["taints"] = [t for t in node["spec"].get("taints") or [] if t["key"] != OUT_OF_SERVICE]
-        self.cluster.client.update(node)
+        self._edit_taints(name, lambda taints: [t for t in taints if t["key"] != OUT_OF_SERVICE])
 
     def wait_member_moved(self, first: Obj, claim: str, volume: str) -> Obj:
         """The StatefulSet member ``first`` recreated and Running on another host, on the same claim and
