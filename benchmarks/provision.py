@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -182,8 +183,6 @@ class Profiles:
     burst runs; ``finish`` writes the collapsed stacks and prints each one's top entries (self and total)."""
 
     def __init__(self, out: Path, bench: "Bench") -> None:
-        import shutil
-
         spy = shutil.which("py-spy")
         assert spy is not None, "main checks for py-spy before any set-up"
         assert bench.agent is not None
@@ -283,7 +282,6 @@ def main() -> int:
         print("needs root (loop devices, mounts, runc)")
         return 2
     if args.profile is not None:
-        import shutil
         if shutil.which("py-spy") is None:
             # Before any set-up: found missing after the bare runs, it left nothing to show for them.
             print("--profile needs py-spy: pip install -e '.[profile]'")
@@ -377,7 +375,6 @@ def main() -> int:
         if bench is not None:
             bench.close()
             if args.profile:
-                import shutil
                 shutil.copy(base / "cluster" / "agent.log", args.profile / "agent.log")
         cleanup_tree(base)
 

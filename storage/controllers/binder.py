@@ -299,8 +299,8 @@ class _Base(Reconciler):
             self.ctx.events.record(result, "Warning", event[0], event[1])
         return result
 
-    def _bind(self, volume: dict[str, Any], claim: dict[str, Any], annotations: dict[str, str] | None = None) -> None:
-        """B6: the volume first (claimRef with uid, Bound), then the claim, with ``annotations`` (PF89) in the
+    def _bind(self, volume: dict[str, Any], claim: dict[str, Any], also_annotate: dict[str, str] | None = None) -> None:
+        """B6: the volume first (claimRef with uid, Bound), then the claim, with ``also_annotate`` (PF89) in the
         same write."""
         cmeta = _meta(claim)
         vol = copy.deepcopy(volume)
@@ -329,7 +329,6 @@ class _Base(Reconciler):
             vol = self._update(PVS, vol)
             fault_point("bind:after-volume-write")
 
-        extra = annotations
         c = copy.deepcopy(claim)
         meta = c.setdefault("metadata", {})
         cspec = c.setdefault("spec", {})
@@ -343,7 +342,7 @@ class _Base(Reconciler):
         if annotations.get(ANN_BIND_COMPLETED) != "yes":
             annotations[ANN_BIND_COMPLETED] = "yes"
             changed = True
-        for key, value in (extra or {}).items():
+        for key, value in (also_annotate or {}).items():
             if annotations.get(key) != value:
                 annotations[key] = value
                 changed = True

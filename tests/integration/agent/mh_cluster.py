@@ -70,8 +70,8 @@ class Hosts:
 
     def _edit_taints(self, name: str, edit: Callable[[list[Obj]], list[Obj]]) -> None:
         """Read, edit and write the node's taints, again from a fresh read when the write conflicts: the
-        node-lifecycle controller changes the same node's taints as its host goes and comes back, as it
-        does under kubectl taint, which retries the same way."""
+        node-lifecycle controller changes the same node's taints as its host goes and comes back (kubectl
+        taint retries its write the same way)."""
         for _ in range(10):
             node = self.node(name)
             node["spec"]["taints"] = edit(list(node["spec"].get("taints") or []))
