@@ -55,13 +55,16 @@ class LoopbackAllocator:
         """``claims_dir``: the machine-wide claims (None: this agent is alone with its range)."""
         self.pods_dir = pods_dir
         self.network = ipaddress.ip_network(network)
-        if not self.network.subnet_of(ipaddress.ip_network("127.0.0.0/8")):
-            raise ValueError(f"ip_range: Invalid value: {network!r}: must lie inside 127.0.0.0/8 "
-                             "(a routable range needs the pod interface)")
+        self._check_range(network)
         self.claims_dir = claims_dir
         self._lock = threading.Lock()
         self._known: dict[int, str] | None = None
         self._busy_read: tuple[float, set[int]] | None = None  # (when, the addresses as ints)
+
+    def _check_range(self, network: str) -> None:
+        if not self.network.subnet_of(ipaddress.ip_network("127.0.0.0/8")):
+            raise ValueError(f"ip_range: Invalid value: {network!r}: must lie inside 127.0.0.0/8 "
+                             "(a routable range needs the pod interface)")
 
     @contextlib.contextmanager
     def _machine_lock(self) -> Iterator[None]:
@@ -208,19 +211,16 @@ class InterfaceAllocator(LoopbackAllocator):
     """
 
     def __init__(self, pods_dir: Path, network: str, interface: str) -> None:
-        self.pods_dir = pods_dir
         # No machine-wide claims: each host's range is its own share of the hosts' network, and hosts
         # in network namespaces may use the same addresses on their own links.
-        self.claims_dir = None
-        self.network = ipaddress.ip_network(network)
-        if self.network.version != 4 or self.network.is_loopback:
-            raise ValueError(f"pod_cidr: Invalid value: {network!r}: a pod interface needs a routable IPv4 range")
+        super().__init__(pods_dir, network, claims_dir=None)
         if not netaddr.interface_exists(interface):
             raise ValueError(f"pod_interface: Invalid value: {interface!r}: no such network interface")
         self.interface = interface
-        self._lock = threading.Lock()
-        self._known: dict[int, str] | None = None
-        self._busy_read: tuple[float, set[int]] | None = None
+
+    def _check_range(self, network: str) -> None:
+        if self.network.version != 4 or self.network.is_loopback:
+            raise ValueError(f"pod_cidr: Invalid value: {network!r}: a pod interface needs a routable IPv4 range")
 
     def _busy(self) -> set[str]:
         return addresses_in_use() | netaddr.addresses()
