@@ -1,8 +1,10 @@
 """Path helpers of the volume manager: subPath resolution and fsGroup ownership (A6)."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from storage.errors import FieldError, Invalid
@@ -39,37 +41,85 @@ def resolve_subpath(volume_path: str | os.PathLike[str], sub_path: str, *, creat
     return Path(volume_path).joinpath(*[p for p in pure.parts if p not in ("", ".")])
 
 
+# Deeper than this, a volume's tree is refused rather than walked: the walk holds one descriptor per
+# level, and a pod must not make the agent run out of them.
+FS_GROUP_MAX_DEPTH = 1000
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def apply_fs_group(path: str | os.PathLike[str], gid: int) -> None:
     """Give everything under ``path`` the group ``gid``, group read/write, and
     setgid on directories so that new files inherit the group (A6).
-    Does not follow symlinks nor cross into other mounts."""
-    top = Path(path)
-    top_dev = os.lstat(top).st_dev
 
-    def fix(p: Path, st: os.stat_result) -> None:
-        if stat.S_ISLNK(st.st_mode):
-            os.lchown(p, -1, gid)
-            return
-        os.chown(p, -1, gid)
-        mode = st.st_mode & 0o7777
-        if stat.S_ISDIR(st.st_mode):
-            mode |= stat.S_ISGID | stat.S_IRGRP | stat.S_IWGRP | stat.S_IXGRP
-        else:
-            mode |= stat.S_IRGRP | stat.S_IWGRP
-        os.chmod(p, mode)
+    The pod may be running and rewriting the volume while this walks it as host root, so nothing
+    is changed by name (A6a): each entry is opened ``O_PATH|O_NOFOLLOW`` beneath its directory's
+    descriptor and changed through that descriptor. A file swapped for a symlink in the meantime
+    is a symlink when opened, and only the link's own group changes; a directory swapped for one
+    is never entered. Other mounts under ``path`` are left alone."""
+    top = os.open(path, _DIR_FLAGS)
+    try:
+        st = os.fstat(top)
+        _fix_owner(top, st, gid)
+        _walk_fs_group(top, st.st_dev, gid)
+    finally:
+        os.close(top)
 
-    fix(top, os.lstat(top))
-    for dirpath, dirnames, filenames in os.walk(top):
-        keep = []
-        for name in dirnames:
-            p = Path(dirpath) / name
-            st = os.lstat(p)
-            if st.st_dev != top_dev:
+
+def _walk_fs_group(top: int, dev: int, gid: int) -> None:
+    # Iterative, one open directory per level of the tree being walked.
+    stack: list[tuple[int, Iterator[os.DirEntry[str]]]] = [(top, os.scandir(top))]
+    try:
+        while stack:
+            dirfd, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                _close_level(stack.pop(), top)
                 continue
-            fix(p, st)
-            if not stat.S_ISLNK(st.st_mode):
-                keep.append(name)
-        dirnames[:] = keep
-        for name in filenames:
-            p = Path(dirpath) / name
-            fix(p, os.lstat(p))
+            try:
+                fd = os.open(entry.name, _PATH_FLAGS, dir_fd=dirfd)
+            except FileNotFoundError:
+                continue  # removed by the pod meanwhile
+            try:
+                st = os.fstat(fd)
+                if st.st_dev != dev:
+                    continue  # another filesystem mounted inside the volume
+                if stat.S_ISLNK(st.st_mode):
+                    # Never followed: AT_SYMLINK_NOFOLLOW on a name beneath a held directory.
+                    os.chown(entry.name, -1, gid, dir_fd=dirfd, follow_symlinks=False)
+                    continue
+                _fix_owner(fd, st, gid)
+                if stat.S_ISDIR(st.st_mode):
+                    if len(stack) >= FS_GROUP_MAX_DEPTH:
+                        raise OSError(errno.ELOOP, f"fsGroup: the volume's tree is deeper than {FS_GROUP_MAX_DEPTH} levels")
+                    sub = os.open(".", _DIR_FLAGS, dir_fd=fd)  # the directory opened, not its name again
+                    try:
+                        stack.append((sub, os.scandir(sub)))
+                    except BaseException:
+                        os.close(sub)
+                        raise
+            finally:
+                os.close(fd)
+    finally:
+        while stack:
+            _close_level(stack.pop(), top)
+
+
+def _close_level(level: tuple[int, Iterator[os.DirEntry[str]]], top: int) -> None:
+    dirfd, entries = level
+    entries.close()  # type: ignore[attr-defined]  # scandir's iterator holds a descriptor of its own
+    if dirfd != top:
+        os.close(dirfd)
+
+
+def _fix_owner(fd: int, st: os.stat_result, gid: int) -> None:
+    """Group and mode of the inode ``fd`` holds (an ``O_PATH`` or directory descriptor); through
+    /proc's link to the descriptor, which names that inode and nothing a pod can swap."""
+    at = f"/proc/self/fd/{fd}"
+    os.chown(at, -1, gid)
+    mode = st.st_mode & 0o7777
+    if stat.S_ISDIR(st.st_mode):
+        mode |= stat.S_ISGID | stat.S_IRGRP | stat.S_IWGRP | stat.S_IXGRP
+    else:
+        mode |= stat.S_IRGRP | stat.S_IWGRP
+    os.chmod(at, mode)
