@@ -314,3 +314,59 @@ def test_sec_host_users_true_runs_without_a_user_namespace(disk_harness):
     pid = h.wait_running(h.run(make_pod("hostusers", [{"name": "c", "command": SLEEP}], hostUsers=True)))
     assert _same_ns(pid, "user")
     assert status_fields(pid)["Seccomp"] == "2", "the seccomp default does not depend on the user namespace"
+
+
+# ---- (d2) /sys: the host's sysfs, read-only all the way down --------------------------------
+
+SYS_PROBE = r'''
+import errno, json, os
+out = {}
+def attempt(key, fn):
+    try:
+        fn()
+        out[key] = "ok"
+    except OSError as exc:
+        out[key] = errno.errorcode.get(exc.errno, str(exc.errno))
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+memory = next(l.split(":", 2)[2] for l in open("/proc/self/cgroup").read().splitlines() if l.split(":")[1] == "memory")
+limit = "/sys/fs/cgroup/memory" + memory.rstrip("/") + "/memory.limit_in_bytes"
+attempt("read own limit", lambda: open(limit).read())
+attempt("raise own limit", lambda: write(limit, str(1 << 30)))
+attempt("leave the cgroup", lambda: write("/sys/fs/cgroup/pids/cgroup.procs", str(os.getpid())))
+attempt("tracing instance", lambda: os.mkdir("/sys/kernel/tracing/instances/" + os.environ["PROBE_NAME"]))
+out["tracing entries"] = sorted(os.listdir("/sys/kernel/tracing")) if os.path.isdir("/sys/kernel/tracing") else []
+out["debug entries"] = sorted(os.listdir("/sys/kernel/debug")) if os.path.isdir("/sys/kernel/debug") else []
+attempt("sysfs top", lambda: write("/sys/kernel/mm/ksm/run", "1"))
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_sec_host_users_pod_cannot_write_any_mount_under_sys(disk_harness):
+    """A `hostUsers: true` pod (Pod Security baseline allows it) is real root with the default
+    capabilities. /sys is the host's, bound because the pod shares the host network: every mount
+    under it (the cgroup hierarchies, tracefs) must be read-only too, not only the top, or the pod
+    raises its own memory limit, leaves its cgroup, freezes other pods or traces the host's execs.
+    Kubernetes' containers see a fresh, read-only sysfs with no tracefs or debugfs in it."""
+    if not Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists():
+        pytest.skip("needs the cgroup v1 memory hierarchy mounted under /sys/fs/cgroup/memory (this probe reads it)")
+    h = disk_harness
+    probe = f"stowage-probe-{os.getpid()}"
+    instance = Path("/sys/kernel/tracing/instances") / probe  # made on the host only if the attack works
+    try:
+        uid = h.run(make_pod("sysprobe", [{"name": "c", "command": ["python3", "-c", SYS_PROBE],
+                                           "env": [{"name": "PROBE_NAME", "value": probe}],
+                                           "resources": {"limits": {"memory": "64Mi"}}}], hostUsers=True))
+        h.wait_exit(uid)
+        found = result(h.logs(uid))
+    finally:
+        if instance.is_dir():
+            instance.rmdir()
+    assert found["read own limit"] == "ok", f"the pod still reads its own cgroup (JVMs size themselves by it): {found}"
+    for attack in ("raise own limit", "leave the cgroup", "tracing instance", "sysfs top"):
+        assert found[attack] in ("EROFS", "EACCES", "EPERM", "ENOENT"), f"{attack}: {found}"
+    assert found["tracing entries"] == [] and found["debug entries"] == [], found
+    # Proof from the host's side: the limit runc set stayed.
+    assert not list(Path("/sys/fs/cgroup/memory").glob(f"**/stowage-{uid}-c/memory.limit_in_bytes")) or all(
+        int(p.read_text()) == 64 * 1024 * 1024 for p in Path("/sys/fs/cgroup/memory").glob(f"**/stowage-{uid}-c/memory.limit_in_bytes"))

@@ -120,6 +120,9 @@ def _locked_flags(source: str) -> list[str]:
 MASKED_PATHS = [
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
     "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    # The host's /sys is bound with its submounts (see below); a fresh sysfs, as Kubernetes' containers
+    # get, has no tracefs or debugfs in it.
+    "/sys/kernel/tracing", "/sys/kernel/debug",
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
@@ -224,8 +227,11 @@ def build_config(
         {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "rprivate", "rw"]}
         if host_ipc else
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        # The pod shares the host's network namespace, so sysfs is bound, not mounted anew.
-        {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev", "ro"]},
+        # The pod shares the host's network namespace, so sysfs is bound, not mounted anew. The bind
+        # brings the host's submounts (cgroup hierarchies, tracefs): "rro" makes every one of them
+        # read-only too, or a pod with the host's users could raise its own limits or freeze others.
+        {"destination": "/sys", "type": "bind", "source": "/sys",
+         "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev", "ro", *([] if privileged else ["rro"])]},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
         {"destination": "/etc/hosts", "type": "bind", "source": str(hosts_file), "options": ["bind", "rprivate", "rw"]},
     ]
