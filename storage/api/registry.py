@@ -50,7 +50,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("Service", "services", "service", "", "v1", True, ("svc",)),
     ResourceInfo("Endpoints", "endpoints", "endpoints", "", "v1", True, ("ep",), has_status=False),
     ResourceInfo("Node", "nodes", "node", "", "v1", False, ("no",)),
-    ResourceInfo("Namespace", "namespaces", "namespace", "", "v1", False, ("ns",)),
+    # No deletecollection, as in Kubernetes: one request must not remove every namespace (default, kube-system).
+    ResourceInfo("Namespace", "namespaces", "namespace", "", "v1", False, ("ns",),
+                 verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     ResourceInfo("Secret", "secrets", "secret", "", "v1", True, (), has_status=False),
     ResourceInfo("ConfigMap", "configmaps", "configmap", "", "v1", True, ("cm",), has_status=False),
     ResourceInfo("Event", "events", "event", "", "v1", True, ("ev",), has_status=False),

@@ -374,6 +374,8 @@ def create_app(
                                                fields=fields, manager=manager)
                 status = 201
             elif method == "DELETE":
+                if "deletecollection" not in t.info.verbs:  # namespaces: as Kubernetes, 405
+                    raise MethodNotAllowed(f"{t.info.plural} do not support deletecollection")
                 options = _delete_options(await _read_body(request), query)
                 dry_run = _dry_run(request, options)
                 call = lambda: handlers.delete_collection(t, label_selector, field_selector, options, dry_run=dry_run)  # noqa: E731

@@ -1,0 +1,52 @@
+"""Namespaces have no deletecollection, as in Kubernetes: one DELETE on the collection would remove
+``default`` and ``kube-system`` with everything in them. Discovery does not list the verb, the API
+answers 405 and every namespace stays; other collections keep the verb."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from serverutil import running_server
+from storage.apiserver.server import RunningServer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with running_server(tmp_path_factory.mktemp("nscoll")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def http(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=60,
+                      verify=server.verify()) as c:
+        yield c
+
+
+def _names(http: httpx.Client) -> set[str]:
+    response = http.get("/api/v1/namespaces")
+    assert response.status_code == 200, response.text
+    return {ns["metadata"]["name"] for ns in response.json()["items"]}
+
+
+def test_namespaces_collection_delete_is_405_and_removes_nothing(http: httpx.Client, tmp_path: Path) -> None:
+    assert http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                 "metadata": {"name": "team-x"}}).status_code == 201
+    before = _names(http)
+    assert {"default", "kube-system", "team-x"} <= before
+    response = http.delete("/api/v1/namespaces")
+    assert response.status_code == 405, response.text
+    assert response.json()["reason"] == "MethodNotAllowed"
+    assert _names(http) == before
+    # Other collections keep it: the claims of one namespace go in one call.
+    assert http.delete("/api/v1/namespaces/team-x/persistentvolumeclaims").status_code == 200
+
+
+def test_discovery_does_not_list_deletecollection_for_namespaces(http: httpx.Client) -> None:
+    resources = {r["name"]: r for r in http.get("/api/v1").json()["resources"]}
+    assert "deletecollection" not in resources["namespaces"]["verbs"]
+    assert {"create", "delete", "get", "list", "patch", "update", "watch"} <= set(resources["namespaces"]["verbs"])
+    assert "deletecollection" in resources["persistentvolumeclaims"]["verbs"]
