@@ -41,7 +41,7 @@ from storage.apiserver.rbac_escalation import CURRENT_USER, RBACEscalation
 from storage.apiserver.ratelimit import FailureLimiter
 from storage.apiserver.satokens import ServiceAccountTokens
 from storage.system.tlsserver import peer_cert_pem
-from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events
+from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events, watch_key
 from storage.errors import (
     BadRequest,
     FieldError,
@@ -488,9 +488,22 @@ def create_app(
         # marking their end; clients that ask for it wait for that bookmark before they trust their cache.
         initial_events = _truthy(query.get("sendInitialEvents"))
 
+        # W1: a selective watch resumed from a resourceVersion needs to know what its client holds.
+        read_selected = since is not None and not initial_events and flt.selective
+        selected_at: list[tuple[set[tuple[str, str]], int]] = []
+
         def open_watch() -> tuple[list[dict[str, Any]], int, Any]:
             if since is not None and not initial_events:
-                return [], since, store.watch(t.info.plural, namespace, since=since, shared=True)
+                watcher = store.watch(t.info.plural, namespace, since=since, shared=True)
+                if read_selected:
+                    try:  # what the selector chose at ``since`` itself: the store keeps those versions
+                        page = store.list_page(t.info.plural, namespace, label_selector or None, field_selector or None,
+                                               limit=None, revision=since)
+                    except BaseException:
+                        watcher.close()
+                        raise
+                    selected_at.append(({watch_key(o) for o in page.items if flt.matches(o)}, since))
+                return [], since, watcher
             items, revision = store.list(t.info.plural, namespace, label_selector or None, field_selector or None)
             items = [o for o in items if flt.matches(o)]
             return items, revision, store.watch(t.info.plural, namespace, since=revision, shared=True)
@@ -507,6 +520,7 @@ def create_app(
             bookmark_interval if _truthy(query.get("allowWatchBookmarks")) else None,
             knows_all=since is None or initial_events, transform=rendering.watch_transform(render, t.info, query),
             initial_events_end=initial_events,
+            selected_at=selected_at[0] if selected_at else None,
         )
         return WatchResponse(events, media_type=render.content_type)
 
