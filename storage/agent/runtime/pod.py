@@ -31,9 +31,9 @@ from . import hosts as hostsfile
 from .deadline import StopDeadline
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .logfile import split_line
-from .oci import build_config, uses_user_namespace
+from .oci import add_block_devices, block_device_sources, build_config, uses_user_namespace
 from .probes import ProbeWorker, make_probe
-from .runc import HOST_SECRETS, Runc, mount_rootfs, release_rootfs, unmount_rootfs
+from .runc import HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
 from .subpaths import release_staged, stage_volume_mounts
 from .orphans import OWNER_FILE
 from .userns import UsernsAllocator, open_userns, stage_bind
@@ -486,8 +486,11 @@ class PodWorker:
                                   hostname=hostsfile.pod_hostname(self.pod), hosts_file=hosts_file,
                                   userns_base=userns[0] if userns else None, rootfs=str(rootfs), stage=stage,
                                   staged_mounts=safe_sources)
+            devices = block_device_sources(self.pod, spec, self.volumes)
             mount_rootfs(cdir, self.s.scratch_size, rootfs, userns_fd=userns[1] if userns else None,
                          base=userns[0] if userns else 0, hidden=self._hidden_paths())
+            if devices:  # on the scratch tmpfs, which mount_rootfs has just made
+                add_block_devices(config, make_device_nodes(cdir, devices, userns[0] if userns else 0))
             self._warn_not_idmapped(spec, safe_sources, not_idmapped)
         except (EnvError, OSError) as exc:
             unmount_rootfs(cdir, rootfs)

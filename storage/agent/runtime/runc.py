@@ -5,6 +5,7 @@ import ctypes
 import errno
 import json
 import os
+import shutil
 import signal as signal_module
 import stat
 import subprocess
@@ -17,6 +18,7 @@ from storage.system.executor import Executor, kill_bounded
 from storage.system.mounts import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MountTable, own_filesystem_mounted,
                                    process_stat)
 
+from .oci import BlockDevice
 from .userns import detach, stage_bind
 
 log = structlog.get_logger(__name__)
@@ -265,6 +267,22 @@ def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = N
         unmount_rootfs(container_dir, rootfs)
         raise
     return rootfs
+
+
+def make_device_nodes(container_dir: Path, sources: list[tuple[str, int, int, bool]], owner: int) -> list[BlockDevice]:
+    """A node for each of a container's block devices, on its scratch tmpfs (the agent's own mount,
+    without nodev), owned by the container's root (``owner``, the range's base in a user namespace,
+    where the host's root-owned /dev node could not be opened). Made afresh at every start."""
+    where = container_dir / "scratch" / "devices"
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(mode=0o700)
+    nodes = []
+    for i, (device_path, major, minor, read_only) in enumerate(sources):
+        node = where / str(i)
+        os.mknod(node, stat.S_IFBLK | 0o660, os.makedev(major, minor))
+        os.chown(node, owner, owner)
+        nodes.append(BlockDevice(device_path, str(node), major, minor, read_only))
+    return nodes
 
 
 # More copies stacked on one path than a start makes (one each) plus what crashed starts could leave.

@@ -88,6 +88,10 @@ def _script(plan: Plan, together: bool) -> str:
     target = DEVICE if block else f"{DATA}/stowage-bench/fio.dat"
     lines = ["set -u", "trap 'exit 143' TERM INT", "export LC_ALL=C",
              "mkdir -p /tmp/sb" if block else f"mkdir -p {DATA}/stowage-bench /tmp/sb && cd {DATA}/stowage-bench"]
+    if block:
+        # fio given a missing device path makes a regular file there (on the container's /dev tmpfs) and
+        # measures memory: refuse to measure anything but the claim's device.
+        lines.append(f"if [ ! -b {DEVICE} ]; then echo '{MARK} fail device 0'; echo '{DEVICE} is not a block device in the pod'; exit 3; fi")
     if plan.job_file is not None:
         lines.append("cat > /tmp/sb/job.fio <<'STOWAGE_BENCH_JOB_EOF'\n" + plan.job_file.rstrip("\n")
                      + "\nSTOWAGE_BENCH_JOB_EOF")

@@ -478,3 +478,70 @@ def test_pod_ips_are_distinct_and_kept_until_the_pod_is_removed(harness):
     rt.remove_pod(uid_of(pods[0]))
     late = make_pod("late", [{"name": "c", "command": SLEEP}])
     assert rt.sync_pod(late, {}, NO_SOURCES, [])["podIP"] == ips[0]
+
+
+# ---- raw block devices (volumeDevices) -----------------------------------------------------
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """A real 8 MiB loop device, detached afterwards."""
+    backing = tmp_path / "block.img"
+    backing.write_bytes(b"\0" * (8 << 20))
+    import subprocess
+    device = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=False)
+
+
+BLOCK_SCRIPT = ("test -b /dev/xvda || exit 3; "
+                "printf stowage-block > /dev/xvda || exit 7; "
+                "test \"$(head -c 13 /dev/xvda)\" = stowage-block || exit 5")
+
+
+@pytest.mark.parametrize("host_users", [False, True], ids=["user-namespace", "host-users"])
+def test_volume_device_is_the_claims_block_device_in_the_container(harness, loop_device, host_users):
+    """A Block claim's volumeDevices entry is the device itself at its devicePath (what fio or a database
+    opens), readable and writable by the container's root, in a user namespace too; what the container
+    writes is on the device."""
+    rt = harness.runtime(user_namespaces=True)
+    pod = make_pod("blk", [{"name": "c", "command": ["sh", "-c", BLOCK_SCRIPT],
+                            "volumeDevices": [{"name": "raw", "devicePath": "/dev/xvda"}]}],
+                   restartPolicy="Never", hostUsers=host_users,
+                   volumes=[{"name": "raw", "persistentVolumeClaim": {"claimName": "c"}}])
+    rt.sync_pod(pod, {"raw": loop_device}, NO_SOURCES, [])
+    status = harness.wait(rt, uid_of(pod), lambda s: s["phase"] in ("Succeeded", "Failed"), "the pod to finish")
+    assert terminated(status, "c")["exitCode"] == 0, rt.logs(uid_of(pod), "c")
+    fd = os.open(loop_device, os.O_RDONLY)
+    try:
+        assert os.read(fd, 13) == b"stowage-block"
+    finally:
+        os.close(fd)
+
+
+def test_volume_device_of_a_read_only_claim_cannot_be_written(harness, loop_device):
+    rt = harness.runtime(user_namespaces=True)
+    pod = make_pod("blkro", [{"name": "c", "command": ["sh", "-c", BLOCK_SCRIPT],
+                              "volumeDevices": [{"name": "raw", "devicePath": "/dev/xvda"}]}],
+                   restartPolicy="Never",
+                   volumes=[{"name": "raw", "persistentVolumeClaim": {"claimName": "c", "readOnly": True}}])
+    rt.sync_pod(pod, {"raw": loop_device}, NO_SOURCES, [])
+    status = harness.wait(rt, uid_of(pod), lambda s: s["phase"] in ("Succeeded", "Failed"), "the pod to finish")
+    assert terminated(status, "c")["exitCode"] == 7, rt.logs(uid_of(pod), "c")
+    fd = os.open(loop_device, os.O_RDONLY)
+    try:
+        assert os.read(fd, 13) == b"\0" * 13
+    finally:
+        os.close(fd)
+
+
+def test_volume_device_on_a_filesystem_volume_is_a_config_error(harness, tmp_path):
+    rt = harness.runtime()
+    (tmp_path / "dir").mkdir()
+    pod = make_pod("blkbad", [{"name": "c", "command": SLEEP,
+                               "volumeDevices": [{"name": "raw", "devicePath": "/dev/xvda"}]}])
+    status = rt.sync_pod(pod, {"raw": str(tmp_path / "dir")}, NO_SOURCES, [])
+    waiting = cstatus(status, "c")["state"]["waiting"]
+    assert waiting["reason"] == "CreateContainerConfigError" and "not a block device" in waiting["message"]
