@@ -370,3 +370,26 @@ def test_sec_host_users_pod_cannot_write_any_mount_under_sys(disk_harness):
     # Proof from the host's side: the limit runc set stayed.
     assert not list(Path("/sys/fs/cgroup/memory").glob(f"**/stowage-{uid}-c/memory.limit_in_bytes")) or all(
         int(p.read_text()) == 64 * 1024 * 1024 for p in Path("/sys/fs/cgroup/memory").glob(f"**/stowage-{uid}-c/memory.limit_in_bytes"))
+
+
+def test_sec_host_files_only_root_may_read_stay_hidden(disk_harness):
+    """The pod's root reads the host's / through an idmapped layer where the host's root shows as its
+    own: without covers it would read every root-only host file (TLS keys under /etc/ssl/private,
+    /etc/sudoers, a database's pg_hba.conf and data directory). Whatever an unprivileged host user
+    cannot read (files without o+r, directories without o+x under /etc, /var, /opt, /srv, /boot) is
+    covered in the pod."""
+    from storage.agent.runtime.runc import HOST_SECRETS, host_private_paths
+    private = [p for p in host_private_paths() if p not in HOST_SECRETS and not p.startswith(("/etc/shadow", "/etc/gshadow"))]
+    files = [p for p in private if os.path.isfile(p) and os.path.getsize(p) > 0][:6]
+    dirs = [p for p in private if os.path.isdir(p) and os.listdir(p)][:6]
+    if not files and not dirs:
+        pytest.skip("this host has no root-only file or directory with contents under the scanned roots")
+    h = disk_harness
+    uid = h.run(make_pod("private", [{"name": "c", "command": probe_script({"read": files, "list": dirs})}]))
+    h.wait_exit(uid)
+    found = result(h.logs(uid))
+    for path in files:
+        assert found[f"read {path}"] == "" or str(found[f"read {path}"]).startswith("error"), (path, found)
+    for path in dirs:
+        listing = found[f"list {path}"]
+        assert listing == [] or str(listing).startswith("error"), (path, listing)

@@ -33,7 +33,7 @@ from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .logfile import split_line
 from .oci import add_block_devices, block_device_sources, build_config, uses_user_namespace
 from .probes import ProbeWorker, make_probe
-from .runc import HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
+from .runc import HOST_PRIVATE, HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
 from .subpaths import release_staged, stage_volume_mounts
 from .orphans import OWNER_FILE
 from .userns import UsernsAllocator, open_userns, stage_bind
@@ -238,7 +238,8 @@ class PodWorker:
 
     def _hidden_paths(self) -> list[str]:
         paths = [*self.s.hidden, str(self.s.data_dir), str(self.s.run_dir)]
-        return sorted({q for p in paths for q in (os.path.abspath(p), os.path.realpath(p))} | set(HOST_SECRETS))
+        return sorted({q for p in paths for q in (os.path.abspath(p), os.path.realpath(p))} | set(HOST_SECRETS)
+                      | set(HOST_PRIVATE.current()))
 
     def _userns_fd(self) -> tuple[int, int]:
         assert self.s.userns is not None

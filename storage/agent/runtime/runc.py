@@ -9,6 +9,8 @@ import shutil
 import signal as signal_module
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +189,86 @@ def _mount_at_fd(fd: int, source: str, fstype: str | None, flags: int, data: str
 # The host's secrets that sit on its root filesystem, which every pod's root is an overlay of:
 # covered like the data dir. Homes get a writable empty directory, so HOME=/root still works.
 HOST_SECRETS = ["/root", "/home", "/etc/shadow", "/etc/gshadow", "/etc/ssh", "/etc/sudoers.d"]
+# Where a host keeps what only its own users may read. The pod's lower layer is idmapped so that the
+# host's root shows as the pod's root, which would let the pod's root read the host's root-only files
+# (TLS keys, database and service credentials): every file there that an unprivileged host user
+# could not read (no o+r) and every directory it could not enter (no o+x) is covered too.
+PRIVATE_SCAN_ROOTS = ("/etc", "/var", "/opt", "/srv", "/usr/local/etc", "/boot")
+PRIVATE_SCAN_SKIP = ("/var/tmp", "/var/run", "/var/lock")  # scratch space (another pod's own /tmp is its own)
+PRIVATE_SCAN_DEPTH = 5
+PRIVATE_SCAN_BUDGET = 50_000  # entries looked at per scan, so a host with huge trees stays cheap to scan
+
+
+def host_private_paths(roots: tuple[str, ...] = PRIVATE_SCAN_ROOTS, depth: int = PRIVATE_SCAN_DEPTH,
+                       budget: int = PRIVATE_SCAN_BUDGET) -> list[str]:
+    """Host files without o+r and directories without o+x under ``roots`` (not following links; a
+    private directory is covered whole, not entered)."""
+    found: list[str] = []
+    left = budget
+    stack: list[tuple[str, int]] = [(r, 0) for r in reversed(roots)]
+    while stack and left > 0:
+        where, level = stack.pop()
+        try:
+            entries = list(os.scandir(where))
+        except OSError:
+            continue
+        for entry in entries:
+            left -= 1
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if entry.path in PRIVATE_SCAN_SKIP:
+                    continue
+                if not st.st_mode & stat.S_IXOTH:
+                    found.append(entry.path)
+                elif level + 1 < depth:
+                    stack.append((entry.path, level + 1))
+            elif stat.S_ISREG(st.st_mode) and not st.st_mode & stat.S_IROTH:
+                found.append(entry.path)
+    if left <= 0:
+        log.warning("host scan for private files stopped early", budget=budget)
+    return found
 WRITABLE_MASKS = {"/root": 0o700, "/home": 0o755}
+
+
+class HostPrivatePaths:
+    """``host_private_paths()``, read again in the background once the reading is older than
+    ``max_age`` seconds, so no container start waits for a scan after the first."""
+
+    def __init__(self, max_age: float = 60.0) -> None:
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._paths: list[str] | None = None
+        self._at = 0.0
+        self._refreshing = False
+
+    def current(self) -> list[str]:
+        with self._lock:
+            paths, stale = self._paths, time.monotonic() - self._at > self.max_age
+            refresh = paths is not None and stale and not self._refreshing
+            if refresh:
+                self._refreshing = True
+        if paths is None:
+            paths = host_private_paths()
+            with self._lock:
+                self._paths, self._at = paths, time.monotonic()
+        elif refresh:
+            threading.Thread(target=self._refresh, name="stowage-private-scan", daemon=True).start()
+        return paths
+
+    def _refresh(self) -> None:
+        try:
+            paths = host_private_paths()
+            with self._lock:
+                self._paths, self._at = paths, time.monotonic()
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+
+HOST_PRIVATE = HostPrivatePaths()
 
 
 def hide_paths(rootfs: Path, paths: list[str], owner: int) -> list[str]:
