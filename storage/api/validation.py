@@ -555,6 +555,9 @@ def _container(errs: _Errors, c: Any, path: str, volumes: set[str], seen: set[st
         if mount.get("subPath") and mount.get("subPathExpr"):
             errs.invalid(f"{p}.subPathExpr", mount.get("subPathExpr"), "subPathExpr and subPath are mutually exclusive")
         errs.enum(f"{p}.mountPropagation", mount.get("mountPropagation"), ("Bidirectional", "HostToContainer", "None"))
+        if mount.get("mountPropagation") == "Bidirectional" and _d(c.get("securityContext")).get("privileged") is not True:
+            # As Kubernetes: mounts a container makes would otherwise reach the host.
+            errs.forbidden(f"{p}.mountPropagation", "Bidirectional mount propagation is available only to privileged containers")
     for i, dev in enumerate(_l(c.get("volumeDevices"))):
         dev = _d(dev)
         if dev.get("name") and dev.get("name") not in volumes:

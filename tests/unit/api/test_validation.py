@@ -518,3 +518,19 @@ def test_invalid_maps_to_kubernetes_status():
         "reason": "FieldValueRequired", "message": "Required value: at least 1 access mode is required", "field": "spec.accessModes",
     }
     assert str(exc.value).startswith('PersistentVolumeClaim "c1" is invalid: spec.accessModes: Required value')
+
+
+def test_bidirectional_mount_propagation_needs_a_privileged_container():
+    """As Kubernetes: a container's own mounts would reach the host through a Bidirectional volume."""
+    def with_propagation(privileged):
+        container = {"name": "c", "image": "x", "volumeMounts": [{"name": "v", "mountPath": "/v", "mountPropagation": "Bidirectional"}]}
+        if privileged is not None:
+            container["securityContext"] = {"privileged": privileged}
+        return pod(containers=[container], volumes=[{"name": "v", "emptyDir": {}}])
+    expected = ("spec.containers[0].volumeMounts[0].mountPropagation: Forbidden: "
+                "Bidirectional mount propagation is available only to privileged containers")
+    assert expected in messages(with_propagation(None))
+    assert expected in messages(with_propagation(False))
+    validate(with_propagation(True))  # accepted: no error raised
+    validate(pod(containers=[{"name": "c", "image": "x", "volumeMounts": [
+        {"name": "v", "mountPath": "/v", "mountPropagation": "HostToContainer"}]}], volumes=[{"name": "v", "emptyDir": {}}]))
