@@ -227,6 +227,35 @@ def seccomp_profile(pod: dict[str, Any], container: dict[str, Any], caps: list[s
     raise EnvError(f"securityContext.seccompProfile.type: Unsupported value: {kind!r}")
 
 
+# A fork bomb in one pod must not exhaust the host's process ids. Kubernetes leaves podPidsLimit
+# unlimited by default; OpenShift's default is this.
+CONTAINER_PIDS_LIMIT = 4096
+CPU_PERIOD_US = 100_000  # the kubelet's CFS period
+
+
+def cgroup_limits(container: dict[str, Any]) -> dict[str, Any]:
+    """The container's memory and CPU resources as the kubelet converts them: limits.memory the memory
+    limit; limits.cpu a CFS quota per 100 ms period (at least 1 ms); requests.cpu (limits.cpu when
+    absent) the relative weight, 1024 shares per CPU (at least 2)."""
+    from .envvars import parse_quantity
+
+    spec = container.get("resources") or {}
+    limits, requests = spec.get("limits") or {}, spec.get("requests") or {}
+    out: dict[str, Any] = {}
+    if limits.get("memory") is not None:
+        out["memory"] = {"limit": int(parse_quantity(limits["memory"]))}
+    cpu: dict[str, Any] = {}
+    request = requests.get("cpu", limits.get("cpu"))
+    if request is not None:
+        cpu["shares"] = max(2, int(parse_quantity(request) * 1024))
+    if limits.get("cpu") is not None:
+        cpu["quota"] = max(1000, int(parse_quantity(limits["cpu"]) * CPU_PERIOD_US))
+        cpu["period"] = CPU_PERIOD_US
+    if cpu:
+        out["cpu"] = cpu
+    return out
+
+
 def build_config(
     *,
     pod: dict[str, Any],
@@ -288,12 +317,8 @@ def build_config(
                        "options": ["bind", "rprivate", "ro"]})
     mounts.extend(volume_mounts(container, volumes, staged_mounts, stage))
 
-    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
-    memory_limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
-    if memory_limit is not None:
-        from .envvars import parse_quantity
-
-        resources["memory"] = {"limit": int(parse_quantity(memory_limit))}
+    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}], "pids": {"limit": CONTAINER_PIDS_LIMIT}}
+    resources.update(cgroup_limits(container))
 
     # No network namespace: pods share the host network and each has its own loopback IP.
     namespaces = ["mount"]

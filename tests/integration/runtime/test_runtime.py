@@ -545,3 +545,56 @@ def test_volume_device_on_a_filesystem_volume_is_a_config_error(harness, tmp_pat
     status = rt.sync_pod(pod, {"raw": str(tmp_path / "dir")}, NO_SOURCES, [])
     waiting = cstatus(status, "c")["state"]["waiting"]
     assert waiting["reason"] == "CreateContainerConfigError" and "not a block device" in waiting["message"]
+
+
+# ---- cgroup limits -------------------------------------------------------------------------
+
+def _cgroup_file(pid: int, controller: str, name: str) -> Path:
+    """The file of ``pid``'s cgroup in a cgroup v1 controller's hierarchy, or the unified one."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            base = next(Path("/sys/fs/cgroup").glob(f"*{controller}*/"), None) if not Path(f"/sys/fs/cgroup/{controller}").is_dir() \
+                else Path(f"/sys/fs/cgroup/{controller}")
+            assert base is not None
+            return base / path.lstrip("/") / name
+    pytest.skip(f"no cgroup v1 {controller} hierarchy here (this check reads its files)")
+
+
+def test_cpu_limits_requests_and_a_pids_limit_are_applied(harness):
+    """limits.cpu is a CFS quota per 100 ms, requests.cpu the weight (1024 per CPU), as the kubelet sets
+    them; every container gets a pids limit, so a fork bomb stays inside it."""
+    from storage.agent.runtime.oci import CONTAINER_PIDS_LIMIT
+    rt = harness.runtime()
+    pod = make_pod("cpu", [{"name": "c", "command": SLEEP,
+                            "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}, "requests": {"cpu": "100m"}}}])
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid_of(pod), lambda s: s["phase"] == "Running", "Running")
+    pid = rt.settings.runc.state(f"stowage-{uid_of(pod)}-c")["pid"]
+    assert int(_cgroup_file(pid, "cpu", "cpu.cfs_quota_us").read_text()) == 25_000
+    assert int(_cgroup_file(pid, "cpu", "cpu.cfs_period_us").read_text()) == 100_000
+    assert int(_cgroup_file(pid, "cpu", "cpu.shares").read_text()) == 102
+    assert int(_cgroup_file(pid, "pids", "pids.max").read_text()) == CONTAINER_PIDS_LIMIT
+    assert int(_cgroup_file(pid, "memory", "memory.limit_in_bytes").read_text()) == 64 * 1024 * 1024
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit(harness):
+    """Processes are forked until fork fails: it fails inside the pod, at its limit, not on the host."""
+    from storage.agent.runtime.oci import CONTAINER_PIDS_LIMIT
+    script = ("import os, time\n"
+              "n = 0\n"
+              "try:\n"
+              "    while n < 100000:\n"
+              "        if os.fork() == 0:\n"
+              "            time.sleep(30); os._exit(0)\n"
+              "        n += 1\n"
+              "except OSError as e:\n"
+              "    print('FORKED', n, e.errno, flush=True)\n")
+    rt = harness.runtime()
+    pod = make_pod("forks", [{"name": "c", "command": ["python3", "-c", script + "time.sleep(1000)"]}])
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid_of(pod), lambda s: any("FORKED" in line for line in rt.logs(uid_of(pod), "c")),
+                 "fork to fail inside the pod", timeout=120)
+    line = next(line for line in rt.logs(uid_of(pod), "c") if "FORKED" in line)
+    forked, errno_value = int(line.split()[-2]), int(line.split()[-1])
+    assert forked < CONTAINER_PIDS_LIMIT and errno_value == 11, line  # EAGAIN from the pids controller
