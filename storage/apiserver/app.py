@@ -263,7 +263,7 @@ def create_app(
                                           retry_after=wait) from None
                 raise
             user = authenticated(user)
-            if "impersonate-user" in request.headers or "impersonate-group" in request.headers:
+            if any(k.startswith("impersonate-") for k in request.headers.keys()):
                 user = await impersonated(authz, user, request.headers)
             CURRENT_USER.set(user)
             if MASTERS in user.groups:  # the common case pays for no attribute parsing

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 from typing import Any, Mapping
+from urllib.parse import unquote
 
 from starlette.concurrency import run_in_threadpool
 
@@ -177,13 +178,19 @@ class Authorization:
 
 
 async def impersonated(authz: Authorization, user: User, headers: Any) -> User:
-    """The user a request acts as: ``Impersonate-User`` / ``Impersonate-Group`` (``kubectl --as``), each
-    allowed by the ``impersonate`` verb on users, groups or service accounts, as Kubernetes checks it."""
+    """The user a request acts as: ``Impersonate-User`` / ``Impersonate-Group`` / ``Impersonate-Uid`` /
+    ``Impersonate-Extra-<key>`` (``kubectl --as``, ``--as-group``, ``--as-uid``, ``--as-user-extra``),
+    each allowed by the ``impersonate`` verb on users, groups or service accounts, uids and userextras,
+    as Kubernetes checks it. Extras are checked, then not carried: nothing here reads a user's extras."""
     target = headers.get("impersonate-user")
     groups = headers.getlist("impersonate-group") if hasattr(headers, "getlist") else []
+    uid = headers.get("impersonate-uid")
+    extras = [(k[len("impersonate-extra-"):], v) for k, v in headers.items()
+              if k.lower().startswith("impersonate-extra-")]
     if target is None:
-        if groups:
-            raise BadRequest(f"requested {groups} without impersonating a user")
+        if groups or uid is not None or extras:
+            asked = [*groups, *([f"uid {uid}"] if uid is not None else []), *(f"extra {k}" for k, _ in extras)]
+            raise BadRequest(f"requested {asked} without impersonating a user")
         return user
     sa = service_account_of(User(target))
     if sa is not None:
@@ -191,9 +198,13 @@ async def impersonated(authz: Authorization, user: User, headers: Any) -> User:
     else:
         checks = [Attributes(user, "impersonate", True, "", "", "v1", "users", "", target)]
     checks += [Attributes(user, "impersonate", True, "", "", "v1", "groups", "", g) for g in groups]
+    if uid is not None:
+        checks.append(Attributes(user, "impersonate", True, "", "authentication.k8s.io", "v1", "uids", "", uid))
+    checks += [Attributes(user, "impersonate", True, "", "authentication.k8s.io", "v1", "userextras", unquote(key), value)
+               for key, value in extras]
     for attrs in checks:
         await authz.check(attrs)
-    return authenticated(User(target, "", tuple(groups)))
+    return authenticated(User(target, uid or "", tuple(groups)))
 
 
 def review_attributes(user: User, spec: Obj, namespace: str | None = None) -> Attributes:

@@ -352,3 +352,16 @@ def test_impersonation_needs_the_impersonate_verb(srv: AuthzServer) -> None:
     masters = srv.http("carol", "GET", "/api/v1/namespaces/ns1/secrets/s",
                        headers=[("Impersonate-User", "alice"), ("Impersonate-Group", "system:masters")])
     assert masters.status_code == 403 and 'cannot impersonate resource "groups"' in masters.json()["message"]
+    # A uid and extras are rights of their own (kubectl --as-uid, --as-user-extra), checked, not dropped.
+    with_uid = srv.http("carol", "GET", "/api/v1/namespaces/ns1/pods", headers={"Impersonate-User": "alice", "Impersonate-Uid": "u-1"})
+    assert with_uid.status_code == 403
+    assert 'cannot impersonate resource "uids" in API group "authentication.k8s.io"' in with_uid.json()["message"]
+    with_extra = srv.http("carol", "GET", "/api/v1/namespaces/ns1/pods",
+                          headers={"Impersonate-User": "alice", "Impersonate-Extra-Scopes": "view"})
+    assert with_extra.status_code == 403
+    assert 'cannot impersonate resource "userextras/scopes" in API group "authentication.k8s.io"' in with_extra.json()["message"]
+    assert srv.http("admin", "GET", "/api/v1/pods", headers={"Impersonate-Uid": "u-1"}).status_code == 400
+    review = srv.http("admin", "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                      json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                      headers={"Impersonate-User": "alice", "Impersonate-Uid": "u-1"})
+    assert review.status_code == 201 and review.json()["status"]["userInfo"]["uid"] == "u-1", review.text
