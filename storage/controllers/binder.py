@@ -1026,9 +1026,9 @@ class ExpansionController(_Base):
         try:
             with secrets_available(store_secret_reader(self.ctx.store), store_config_map_reader(self.ctx.store)):
                 new_bytes = provisioner.expand(volume, target)
-        except TemporaryError:
-            raise
         except Exception as exc:
+            # Retried (a TemporaryError with its back-off) or not, the claim says why it has not grown,
+            # as the external-resizer does; repeats are aggregated into one event with a count.
             self.ctx.events.record(claim, "Warning", "VolumeResizeFailed", f"resize volume \"{volume_name}\" by resizer \"{provisioner_name}\" failed: {exc}")
             raise
         new_capacity = format_quantity(Fraction(max(new_bytes, target)), prefer_binary=True)

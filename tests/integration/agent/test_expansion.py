@@ -68,3 +68,23 @@ def test_p4_expand_ext4_offline_after_pod_stops(cluster: Cluster) -> None:
     size_file = next((cluster.agent_dir("n1") / "pods" / again["metadata"]["uid"] / "volumes").glob("*/data")) / "size"
     wait_until(lambda: size_file.exists() and size_file.read_text().strip(), "the pod's df")
     assert int(size_file.read_text()) * 1024 > 100 * MiB
+
+
+def test_p4_expansion_the_pool_cannot_hold_says_why_on_the_claim(cluster: Cluster) -> None:
+    """A resize the node's pool has no room for is retried with back-off, and the claim carries a
+    Warning VolumeResizeFailed naming the reason, as the external-resizer records it; the volume and
+    the claim keep their size."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(local_class("grow-full"), claim("data", "64Mi", "grow-full"), pod("app", claims={"data": "/data"}))
+    cluster.wait_running("app")
+    _patch_request(cluster, "data", "100Ti")
+
+    def failed() -> dict | None:
+        return next((e for e in cluster.events_for("data") if e.get("reason") == "VolumeResizeFailed"), None)
+
+    event = wait_until(failed, "a VolumeResizeFailed event on the claim")
+    assert event["type"] == "Warning" and "pool" in event["message"], event
+    c = cluster.client.get("persistentvolumeclaims", "data", "default")
+    assert c["status"]["capacity"]["storage"] == "64Mi"
+    assert cluster.client.get("persistentvolumes", c["spec"]["volumeName"])["spec"]["capacity"]["storage"] == "64Mi"
