@@ -44,6 +44,7 @@ from storage.agent.sa_tokens import ServiceAccountTokenManager, kubernetes_servi
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
 from storage.api.deletion import stop_window
+from storage.api.ephemeral import claim_names
 from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.names import NODE_AGENT_FINALIZER
 from storage.api.timestamps import now
@@ -1478,8 +1479,7 @@ def _no_volumes(pod: Obj) -> PodVolumes:
 
 
 def _claim_names(pod: Obj) -> list[str]:
-    return [v["persistentVolumeClaim"].get("claimName", "") for v in (pod.get("spec") or {}).get("volumes") or []
-            if v.get("persistentVolumeClaim")]
+    return claim_names(pod)  # an ephemeral volume's claim included (EV3)
 
 
 _VOLATILE_META = ("resourceVersion", "managedFields")

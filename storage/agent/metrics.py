@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from storage.api.ephemeral import claim_volumes
 from storage.api.timestamps import now as now_iso
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def csi_volume_stats(pod_dir: Path, pod: dict[str, Any], stamp: str) -> list[dic
     except ImportError:
         return []
     claims = {v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName")
-              for v in (pod.get("spec") or {}).get("volumes") or []}
+              for v in claim_volumes(pod)}
     namespace = (pod.get("metadata") or {}).get("namespace", "")
     out: list[dict[str, Any]] = []
     for target in sorted((pod_dir / "volumes" / DIR_NAME).glob("*")):

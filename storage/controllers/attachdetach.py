@@ -34,6 +34,7 @@ import structlog
 from provisioners import registry as provisioner_registry
 from provisioners.base import ANN_PROVISIONED_BY, Attacher, secrets_available
 from storage.api.conditions import is_true
+from storage.api.ephemeral import claim_names
 from storage.api.node_affinity import volume_in_use_on
 from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE, node_taints
 from storage.api.timestamps import format_time
@@ -87,8 +88,7 @@ def attachment_name(pv_name: str, attacher: str, node: str) -> str:
 
 
 def pod_claim_names(pod: Obj) -> list[str]:
-    return [v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
-            if isinstance(v, dict) and (v.get("persistentVolumeClaim") or {}).get("claimName")]
+    return claim_names(pod)  # an ephemeral volume's claim included (EV3)
 
 
 def _not_running(statuses: list[Obj]) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import structlog
 
 from storage.api.durations import duration_seconds
+from storage.api.ephemeral import claim_names
 from storage.api.taints import OUT_OF_SERVICE
 from storage.api.timestamps import parse_time
 from storage.controllers.base import Cache, Reconciler, Result, split_key
@@ -94,8 +95,7 @@ def node_lost(name: str, node: Obj | None, after: float, now: dt.datetime) -> tu
 
 
 def _uses(pod: Obj, claim_name: str) -> bool:
-    return any(((v.get("persistentVolumeClaim") or {}).get("claimName") == claim_name)
-               for v in (pod.get("spec") or {}).get("volumes") or [])
+    return claim_name in claim_names(pod)
 
 
 @dataclass
@@ -160,8 +160,7 @@ class LocalVolumeRecoveryReconciler(Reconciler):
 
         def claims_of_pod(pod: Obj) -> list[str]:
             ns = _meta(pod).get("namespace") or "default"
-            return [f"{ns}/{(v.get('persistentVolumeClaim') or {}).get('claimName')}"
-                    for v in (pod.get("spec") or {}).get("volumes") or [] if v.get("persistentVolumeClaim")]
+            return [f"{ns}/{name}" for name in claim_names(pod)]
 
         return {"nodes": claims_on_node, "pods": claims_of_pod}
 

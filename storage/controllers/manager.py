@@ -479,7 +479,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
                         "storage.controllers.workloads", "storage.controllers.gc",
                         "storage.controllers.deployment", "storage.controllers.namespace",
                         "storage.controllers.serviceaccounts", "storage.controllers.disruption",
-                        "storage.controllers.attachdetach", "storage.controllers.snapshot"):
+                        "storage.controllers.attachdetach", "storage.controllers.snapshot",
+                        "storage.controllers.ephemeral"):
         module = importlib.import_module(module_name)
         found += list(getattr(module, "RECONCILERS", []))
     # BackupSchedules (SEMANTICS BC12): on its own line so other controllers' additions merge cleanly.

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 from storage.api.bench_figures import ANN_MEASURING, BenchParameterError, BenchRequirements, check, class_requirements, node_figures, score
 from storage.api.conditions import is_true
 from storage.api.cordon import admits_pod
+from storage.api.ephemeral import claim_names, claim_volumes, ephemeral_volume_of, not_created_for, owned_by
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
 from storage.api.taints import node_taints, pod_tolerations, tolerates_all
@@ -120,12 +121,7 @@ def node_ready(node: Obj) -> bool:
 
 
 def pod_claim_names(pod: Obj) -> list[str]:
-    names = []
-    for vol in (pod.get("spec") or {}).get("volumes") or []:
-        pvc = vol.get("persistentVolumeClaim")
-        if pvc and pvc.get("claimName"):
-            names.append(pvc["claimName"])
-    return names
+    return claim_names(pod)  # an ephemeral volume's claim included (EV3)
 
 
 def _topology_domain(node: Obj, key: str) -> str | None:
@@ -247,7 +243,7 @@ def pod_attachable_volumes(pod: Obj, snap: Snapshot) -> dict[str, set[str]]:
     if not keys.by_source and not keys.by_name:
         return out
     namespace = _meta(pod).get("namespace", "default")
-    for volume in (pod.get("spec") or {}).get("volumes") or []:
+    for volume in claim_volumes(pod):
         claim_name = (volume.get("persistentVolumeClaim") or {}).get("claimName")
         if not claim_name:
             key = volume_limit_key(volume, keys)
@@ -355,6 +351,8 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
             return Placement(None, waiting_reason=f'persistentvolumeclaim "{cname}" not found')
         if _meta(claim).get("deletionTimestamp"):
             return Placement(None, waiting_reason=f'persistentvolumeclaim "{cname}" is being deleted')
+        if ephemeral_volume_of(pod, cname) is not None and not owned_by(claim, pod):
+            return Placement(None, waiting_reason=not_created_for(cname, pod))
         claims.append(claim)
 
     late: list[Obj] = []  # unbound claims whose class waits for the first consumer

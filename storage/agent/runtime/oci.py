@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from storage.api.ephemeral import claim_volumes
+
 from .envvars import EnvError
 from .seccomp import runtime_default
 from .userns import RANGE_SIZE as USERNS_SIZE
@@ -121,7 +123,7 @@ def block_device_sources(pod: dict[str, Any], container: dict[str, Any],
     """(devicePath, major, minor, read-only) of each of the container's ``volumeDevices``, read from
     the device the volume manager bound for the pod (a Block claim's volume)."""
     read_only = {v.get("name"): bool((v.get("persistentVolumeClaim") or {}).get("readOnly"))
-                 for v in (pod.get("spec") or {}).get("volumes") or []}
+                 for v in claim_volumes(pod)}
     out = []
     for i, vd in enumerate(container.get("volumeDevices") or []):
         field = f"volumeDevices[{i}]"
