@@ -73,7 +73,7 @@ class StatefulSetReconciler(Reconciler):
         selector = spec(sts).get("selector")
         claims = [c for c in self.ctx.cache.list("persistentvolumeclaims", namespace)
                   if selector_matches(selector, labels_of(c))]
-        revisions = [r for r in self.ctx.cache.list("controllerrevisions", namespace) if is_controlled_by(r, sts)]
+        revisions = self._revisions(sts)
         actions = calculate_changes(sts, pods, claims, revisions, self.clock())
         return self._apply(sts, actions)
 
@@ -93,6 +93,23 @@ class StatefulSetReconciler(Reconciler):
                 adopted = copy.deepcopy(pod)
                 adopted["metadata"].setdefault("ownerReferences", []).append(identity.set_owner_reference(sts))
                 out.append(self._write("pods", self.ctx.store.update("pods", adopted)))
+        return out
+
+    def _revisions(self, sts: Obj) -> list[Obj]:
+        """Revisions the set controls, adopting orphans its selector matches (what a set deleted with
+        ``--cascade=orphan`` left): re-created with the same template, it finds its revision and
+        keeps its pods, as Kubernetes' controller adopts them."""
+        namespace = meta(sts).get("namespace", "")
+        selector = spec(sts).get("selector")
+        out: list[Obj] = []
+        for revision in self.ctx.cache.list("controllerrevisions", namespace):
+            if is_controlled_by(revision, sts):
+                out.append(revision)
+            elif (not any(r.get("controller") for r in owner_refs(revision)) and not meta(sts).get("deletionTimestamp")
+                  and selector_matches(selector, labels_of(revision))):
+                adopted = copy.deepcopy(revision)
+                adopted["metadata"].setdefault("ownerReferences", []).append(identity.set_owner_reference(sts))
+                out.append(self._write("controllerrevisions", self.ctx.store.update("controllerrevisions", adopted)))
         return out
 
     def _apply(self, sts: Obj, actions: list[Action]) -> Result:

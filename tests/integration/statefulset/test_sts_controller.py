@@ -250,3 +250,29 @@ def test_s1_start_ordinal(store, controllers, kubelet, start):
     store.create("statefulsets", sts_manifest(2, ordinals={"start": start}))
     bring_up(store, kubelet, ["web-3", "web-4"])
     wait_for(lambda: pod_names(store) == ["web-3", "web-4"], what="web-3, web-4")
+
+
+def test_s9_a_set_deleted_with_orphan_and_made_again_adopts_its_revision_and_keeps_its_pods(store, controllers, kubelet):
+    """``kubectl delete sts web --cascade=orphan`` then the same manifest again (how a set's
+    volumeClaimTemplates are changed): the new set adopts the orphaned ControllerRevision and pods,
+    its hash stays, no collision is counted and no member is replaced."""
+    store.create("statefulsets", sts_manifest(2))
+    bring_up(store, kubelet, ["web-0", "web-1"])
+    wait_for(lambda: status(store).get("readyReplicas") == 2, what="two ready members")
+    before = {n: store.get("pods", "default", n)["metadata"]["uid"] for n in ("web-0", "web-1")}
+    old_revision = status(store)["currentRevision"]
+    old = store.get("statefulsets", "default", "web")
+    old["metadata"].setdefault("finalizers", []).append("orphan")
+    store.update("statefulsets", old)
+    store.delete("statefulsets", "default", "web")
+    wait_for(lambda: get_or_none(store, "statefulsets", "default", "web") is None, what="the set gone, orphaning")
+    wait_for(lambda: not store.get("controllerrevisions", "default", old_revision)["metadata"].get("ownerReferences"),
+             what="the revision orphaned")
+    store.create("statefulsets", sts_manifest(2))
+    new_uid = store.get("statefulsets", "default", "web")["metadata"]["uid"]
+    wait_for(lambda: status(store).get("currentRevision") == old_revision and status(store).get("readyReplicas") == 2,
+             what="the new set on the old revision")
+    owners = store.get("controllerrevisions", "default", old_revision)["metadata"]["ownerReferences"]
+    assert [o["uid"] for o in owners if o.get("controller")] == [new_uid]
+    assert not status(store).get("collisionCount")
+    assert {n: store.get("pods", "default", n)["metadata"]["uid"] for n in ("web-0", "web-1")} == before
