@@ -5,8 +5,20 @@ body that a Kubernetes client expects; the client turns them back.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def _shown(value: Any) -> str:
+    """A value in a field error as the Kubernetes API server shows it: strings quoted, booleans and null
+    as JSON, maps and lists in JSON (never a Python repr such as ``False`` or ``{'a': 'b'}``)."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 @dataclass(frozen=True)
@@ -21,7 +33,7 @@ class FieldError:
 
     def message(self) -> str:
         if self.has_value:
-            shown = f'"{self.value}"' if isinstance(self.value, str) else repr(self.value)
+            shown = _shown(self.value)
             text = f"{self.field}: {self.reason}: {shown}"
         else:
             text = f"{self.field}: {self.reason}"

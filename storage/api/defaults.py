@@ -163,6 +163,21 @@ def _pvc(obj: dict[str, Any]) -> None:
     _dict(obj, "status").setdefault("phase", "Pending")
 
 
+# Kubernetes' storage/v1 SetDefaults_CSIDriver.
+CSI_DRIVER_DEFAULTS: dict[str, Any] = {
+    "attachRequired": True, "podInfoOnMount": False, "storageCapacity": False,
+    "fsGroupPolicy": "ReadWriteOnceWithFSType", "volumeLifecycleModes": ["Persistent"],
+    "requiresRepublish": False, "seLinuxMount": False,
+}
+
+
+def _csi_driver(obj: dict[str, Any]) -> None:
+    spec = _dict(obj, "spec")
+    for key, value in CSI_DRIVER_DEFAULTS.items():
+        if spec.get(key) is None:
+            spec[key] = list(value) if isinstance(value, list) else value
+
+
 def _storage_class(obj: dict[str, Any]) -> None:
     obj.setdefault("reclaimPolicy", "Delete")
     obj.setdefault("volumeBindingMode", "Immediate")
@@ -295,6 +310,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "PersistentVolume": _pv,
     "PersistentVolumeClaim": _pvc,
     "StorageClass": _storage_class,
+    "CSIDriver": _csi_driver,
     "Pod": _pod,
     "StatefulSet": _statefulset,
     "DaemonSet": _daemonset,

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from storage.api.bench_figures import BenchParameterError, parse_requirements
 from storage.api.conversion import convert
-from storage.api.defaults import normalize_data_sources
+from storage.api.defaults import CSI_DRIVER_DEFAULTS, normalize_data_sources
 from storage.api.disruption import UNHEALTHY_POD_EVICTION_POLICIES as _UNHEALTHY_POD_EVICTION_POLICIES
 from storage.api.modelbase import dump
 from storage.api.models import MODELS
@@ -900,7 +900,9 @@ def _csi_driver_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) 
     # attachRequired, volumeLifecycleModes and fsGroupPolicy are immutable (Kubernetes' ValidateCSIDriverUpdate).
     old_spec, new_spec = _d(old.get("spec")), _d(new.get("spec"))
     for key in ("attachRequired", "fsGroupPolicy", "volumeLifecycleModes"):
-        if old_spec.get(key) != new_spec.get(key):
+        # A driver stored before its defaults were filled in has none: it counts as the default.
+        before, after = (side.get(key, CSI_DRIVER_DEFAULTS[key]) for side in (old_spec, new_spec))
+        if before != after:
             errs.invalid(f"spec.{key}", new_spec.get(key), "field is immutable")
 
 

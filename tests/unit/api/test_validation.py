@@ -369,7 +369,7 @@ def test_statefulset_valid_with_empty_service_name():
 def test_statefulset_selector_must_match_template():
     obj = sts(selector={"matchLabels": {"app": "other"}})
     assert messages(obj) == [
-        "spec.template.metadata.labels: Invalid value: {'app': 'db'}: `selector` does not match template `labels`"
+        'spec.template.metadata.labels: Invalid value: {"app":"db"}: `selector` does not match template `labels`'
     ]
     obj = sts()
     del obj["spec"]["selector"]
@@ -384,7 +384,7 @@ def test_statefulset_enums_and_template_rules():
     assert messages(obj) == [
         "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
         "spec.podManagementPolicy: Invalid value: \"Random\": must be 'OrderedReady' or 'Parallel'",
-        "spec.updateStrategy: Invalid value: {'type': 'Sometimes'}: must be 'RollingUpdate' or 'OnDelete'",
+        'spec.updateStrategy: Invalid value: {"type":"Sometimes"}: must be \'RollingUpdate\' or \'OnDelete\'',
         'spec.persistentVolumeClaimRetentionPolicy.whenDeleted: Unsupported value: "Keep": supported values: "Delete", "Retain"',
         "spec.volumeClaimTemplates[0].spec.accessModes: Required value: at least 1 access mode is required",
         'spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always"',
@@ -534,3 +534,17 @@ def test_bidirectional_mount_propagation_needs_a_privileged_container():
     validate(with_propagation(True))  # accepted: no error raised
     validate(pod(containers=[{"name": "c", "image": "x", "volumeMounts": [
         {"name": "v", "mountPath": "/v", "mountPropagation": "HostToContainer"}]}], volumes=[{"name": "v", "emptyDir": {}}]))
+
+
+def test_csi_driver_gets_kubernetes_defaults_and_immutable_values_print_as_json():
+    driver = {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": "x.csi.io"}, "spec": {}}
+    apply_defaults(driver)
+    assert driver["spec"] == {"attachRequired": True, "podInfoOnMount": False, "storageCapacity": False,
+                              "fsGroupPolicy": "ReadWriteOnceWithFSType", "volumeLifecycleModes": ["Persistent"],
+                              "requiresRepublish": False, "seLinuxMount": False}
+    changed = copy.deepcopy(driver)
+    changed["spec"]["attachRequired"] = False
+    assert messages(changed, driver) == ["spec.attachRequired: Invalid value: false: field is immutable"]
+    # One stored before its defaults were filled in: the defaulted update changes nothing immutable.
+    stored = {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": "x.csi.io"}, "spec": {}}
+    validate(copy.deepcopy(driver), stored)
