@@ -422,8 +422,8 @@ class NodeAgent:
                 node["status"] = status
                 node = self.client.update_status(node)
                 renew_lease(self.client, node, self.node)
-                if csi_drivers:
-                    self._write_csi_node(node, csi_drivers)
+                # Every node has its CSINode, with no drivers too, as the kubelet makes it (CS11).
+                self._write_csi_node(node, csi_drivers or [])
                 return
             except Conflict:
                 continue

@@ -68,3 +68,14 @@ def test_b8_two_agents_spread_pods_and_local_volume_brings_pod_back_to_its_node(
     assert again["spec"]["nodeName"] == home
     data = next((cluster.agent_dir(home) / "pods" / again["metadata"]["uid"] / "volumes").glob("*/d0"))
     wait_until(lambda: (data / "again").exists(), "the re-created pod to find the old file")
+
+
+def test_cs11_every_node_has_its_csinode_owned_by_the_node_even_without_drivers(cluster: Cluster) -> None:
+    """As the kubelet makes it: ``kubectl get csinodes`` lists every node, with its drivers or none."""
+    cluster.add_agent("plain")
+    csinode = wait_until(lambda: next((c for c in cluster.client.list("csinodes")[0]
+                                       if c["metadata"]["name"] == "plain"), None), "the node's CSINode")
+    assert (csinode.get("spec") or {}).get("drivers") == []
+    node = cluster.client.get("nodes", "plain")
+    assert [(o["kind"], o["name"], o["uid"]) for o in csinode["metadata"]["ownerReferences"]] == [
+        ("Node", "plain", node["metadata"]["uid"])]
