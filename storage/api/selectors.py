@@ -395,3 +395,32 @@ def parse_field_selector(text: str | None) -> FieldSelector:
 
 
 FieldPredicate = Callable[[Mapping[str, Any]], bool]
+
+
+# The fields each kind's API accepts in a field selector besides metadata.name and metadata.namespace
+# (Kubernetes' per-kind field label conversion functions); anything else is a 400 there and here.
+_COMMON_FIELDS = ("metadata.name", "metadata.namespace")
+FIELD_SELECTABLE: dict[str, tuple[str, ...]] = {
+    "pods": ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+             "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs", "status.nominatedNodeName"),
+    "events": ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+               "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
+               "reason", "reportingComponent", "source", "type"),
+    "nodes": ("spec.unschedulable",),
+    "namespaces": ("status.phase",),
+    "secrets": ("type",),
+    "replicationcontrollers": ("status.replicas",),
+    "replicasets": ("status.replicas",),
+    "services": ("spec.clusterIP", "spec.type"),
+    "certificatesigningrequests": ("spec.signerName",),
+}
+
+
+def check_field_selector(resource: str, text: str | None) -> None:
+    """A ``BadRequest`` naming the first field ``resource``'s API does not select on, in Kubernetes' words."""
+    allowed = _COMMON_FIELDS + FIELD_SELECTABLE.get(resource, ())
+    for req in parse_field_selector(text).requirements:
+        field_path = ".".join(req.path)
+        if field_path not in allowed:
+            shown = ", ".join(f'"{f}"' for f in allowed)
+            raise BadRequest(f'"{field_path}" is not a known field selector: only {shown}')

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from storage.api import k8s_protobuf, managedfields, registry
 from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
-from storage.api.selectors import parse_field_selector, parse_label_selector
+from storage.api.selectors import check_field_selector, parse_field_selector, parse_label_selector
 from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, paging, proxy, rendering, scale,
                                streams)
 from storage.apiserver.admission import Admission, default_admission
@@ -341,6 +341,8 @@ def create_app(
                      visible: Callable[[dict[str, Any]], bool] | None) -> Response:
         t, method, query = parsed.target, request.method, request.query_params
         user = who.name
+        if query.get("fieldSelector"):
+            check_field_selector(t.info.plural, query["fieldSelector"])  # only the fields Kubernetes selects on
         if not t.info.stored:
             if method != "POST" or t.name or parsed.watch_prefix:
                 raise MethodNotAllowed(f"{t.info.plural} can only be created")

@@ -47,7 +47,7 @@ def _fetch(
 @click.command("get")
 @click.argument("args", nargs=-1, required=True)
 @click.option("-l", "--selector", help="Label selector, e.g. app=web,tier!=cache.")
-@click.option("--field-selector", help="Field selector, e.g. status.phase=Bound.")
+@click.option("--field-selector", help="Field selector, e.g. status.phase=Running (the fields Kubernetes selects on for the kind).")
 @click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), help="Output format.")
 @click.option("-w", "--watch", is_flag=True, help="After listing, print one row per change until interrupted.")
 @click.option("--no-headers", is_flag=True, help="Omit the table header.")

@@ -1,6 +1,7 @@
-"""Namespaces have no deletecollection, as in Kubernetes: one DELETE on the collection would remove
+"""Requests Kubernetes refuses. Namespaces have no deletecollection: one DELETE on the collection would remove
 ``default`` and ``kube-system`` with everything in them. Discovery does not list the verb, the API
-answers 405 and every namespace stays; other collections keep the verb."""
+answers 405 and every namespace stays; other collections keep the verb. Field selectors name only the
+fields each kind selects on."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,3 +51,18 @@ def test_discovery_does_not_list_deletecollection_for_namespaces(http: httpx.Cli
     assert "deletecollection" not in resources["namespaces"]["verbs"]
     assert {"create", "delete", "get", "list", "patch", "update", "watch"} <= set(resources["namespaces"]["verbs"])
     assert "deletecollection" in resources["persistentvolumeclaims"]["verbs"]
+
+
+def test_field_selectors_are_limited_to_the_fields_kubernetes_selects_on(http: httpx.Client) -> None:
+    """A selector on a field the kind does not index is a 400 naming it, as the Kubernetes API server
+    answers (scripts that work here work there); the indexed ones filter."""
+    bad = http.get("/api/v1/namespaces/default/persistentvolumeclaims", params={"fieldSelector": "status.phase=Bound"})
+    assert bad.status_code == 400
+    assert bad.json()["message"] == '"status.phase" is not a known field selector: only "metadata.name", "metadata.namespace"'
+    watch = http.get("/api/v1/pods", params={"fieldSelector": "spec.bogus=x", "watch": "1"})
+    assert watch.status_code == 400 and '"spec.bogus" is not a known field selector' in watch.json()["message"]
+    assert http.get("/api/v1/pods", params={"fieldSelector": "status.phase=Running,spec.nodeName=n1"}).status_code == 200
+    assert http.get("/api/v1/namespaces/default/events",
+                    params={"fieldSelector": "involvedObject.kind=Pod,involvedObject.name=x"}).status_code == 200
+    named = http.get("/api/v1/namespaces", params={"fieldSelector": "metadata.name=default"})
+    assert [n["metadata"]["name"] for n in named.json()["items"]] == ["default"]
