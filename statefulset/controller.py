@@ -79,37 +79,27 @@ class StatefulSetReconciler(Reconciler):
 
     def _members(self, sts: Obj) -> list[Obj]:
         """Pods the set controls, adopting orphans that match its selector and carry a member name."""
-        namespace = meta(sts).get("namespace", "")
-        selector = spec(sts).get("selector")
-        out: list[Obj] = []
-        for pod in self.ctx.cache.list("pods", namespace):
-            if is_controlled_by(pod, sts):
-                out.append(pod)
-                continue
-            orphan = not any(r.get("controller") for r in owner_refs(pod))
-            if (orphan and not meta(sts).get("deletionTimestamp")
-                    and identity.is_member_name(sts, meta(pod).get("name", ""))
-                    and selector_matches(selector, labels_of(pod))):
-                adopted = copy.deepcopy(pod)
-                adopted["metadata"].setdefault("ownerReferences", []).append(identity.set_owner_reference(sts))
-                out.append(self._write("pods", self.ctx.store.update("pods", adopted)))
-        return out
+        return self._controlled("pods", sts, lambda pod: identity.is_member_name(sts, meta(pod).get("name", "")))
 
     def _revisions(self, sts: Obj) -> list[Obj]:
         """Revisions the set controls, adopting orphans its selector matches (what a set deleted with
         ``--cascade=orphan`` left): re-created with the same template, it finds its revision and
         keeps its pods, as Kubernetes' controller adopts them."""
-        namespace = meta(sts).get("namespace", "")
+        return self._controlled("controllerrevisions", sts, lambda revision: True)
+
+    def _controlled(self, resource: str, sts: Obj, may_adopt: Callable[[Obj], bool]) -> list[Obj]:
+        """The set's objects of ``resource``, adopting orphans its selector matches and ``may_adopt`` allows
+        (none while the set is being deleted)."""
         selector = spec(sts).get("selector")
         out: list[Obj] = []
-        for revision in self.ctx.cache.list("controllerrevisions", namespace):
-            if is_controlled_by(revision, sts):
-                out.append(revision)
-            elif (not any(r.get("controller") for r in owner_refs(revision)) and not meta(sts).get("deletionTimestamp")
-                  and selector_matches(selector, labels_of(revision))):
-                adopted = copy.deepcopy(revision)
+        for obj in self.ctx.cache.list(resource, meta(sts).get("namespace", "")):
+            if is_controlled_by(obj, sts):
+                out.append(obj)
+            elif (not any(r.get("controller") for r in owner_refs(obj)) and not meta(sts).get("deletionTimestamp")
+                  and selector_matches(selector, labels_of(obj)) and may_adopt(obj)):
+                adopted = copy.deepcopy(obj)
                 adopted["metadata"].setdefault("ownerReferences", []).append(identity.set_owner_reference(sts))
-                out.append(self._write("controllerrevisions", self.ctx.store.update("controllerrevisions", adopted)))
+                out.append(self._write(resource, self.ctx.store.update(resource, adopted)))
         return out
 
     def _apply(self, sts: Obj, actions: list[Action]) -> Result:

@@ -5,26 +5,8 @@ fields each kind selects on."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import httpx
-import pytest
-
-from serverutil import running_server
-from storage.apiserver.server import RunningServer
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with running_server(tmp_path_factory.mktemp("nscoll")) as srv:
-        yield srv
-
-
-@pytest.fixture
-def http(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=60,
-                      verify=server.verify()) as c:
-        yield c
 
 
 def _names(http: httpx.Client) -> set[str]:

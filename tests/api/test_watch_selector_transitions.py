@@ -10,29 +10,13 @@ import queue
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Iterator
 
 import httpx
-import pytest
 
-from serverutil import running_server
 from storage.apiserver.server import RunningServer
 from support import kubectl_binary
 
 NS = "default"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with running_server(tmp_path_factory.mktemp("watchsel")) as srv:
-        yield srv
-
-
-@pytest.fixture
-def http(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=60,
-                      verify=server.verify()) as c:
-        yield c
 
 
 def _config_map(http: httpx.Client, name: str, env: str) -> None:
@@ -94,12 +78,12 @@ def test_w1_resumed_label_watch_sends_leaving_as_deleted_and_joining_as_added(ht
     assert got.empty(), list(got.queue)
 
 
-def test_w1_kubectl_get_watch_with_a_selector_shows_the_transitions(http: httpx.Client, server: RunningServer) -> None:
+def test_w1_kubectl_get_watch_with_a_selector_shows_the_transitions(http: httpx.Client, module_server: RunningServer) -> None:
     for name, env in (("k1", "kw"), ("k2", "no")):
         _config_map(http, name, env)
-    cache = Path(str(server.kubeconfig)).parent / "kube-cache-w1"
+    cache = Path(str(module_server.kubeconfig)).parent / "kube-cache-w1"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-    proc = subprocess.Popen([kubectl_binary(), "--kubeconfig", str(server.kubeconfig), "--cache-dir", str(cache),
+    proc = subprocess.Popen([kubectl_binary(), "--kubeconfig", str(module_server.kubeconfig), "--cache-dir", str(cache),
                              "get", "configmaps", "-n", NS, "-l", "env=kw", "-w", "--output-watch-events",
                              "--no-headers", "--request-timeout=30s"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean)
