@@ -490,8 +490,10 @@ def create_app(
         # marking their end; clients that ask for it wait for that bookmark before they trust their cache.
         initial_events = _truthy(query.get("sendInitialEvents"))
 
-        # W1: a selective watch resumed from a resourceVersion needs to know what its client holds.
-        read_selected = since is not None and not initial_events and flt.selective
+        # W1: a watch with the client's own selector, resumed from a resourceVersion, needs to know what
+        # its client holds. Not for the node authorizer's filter alone: agents resume such watches every
+        # few minutes, and a reading per resumption would cost a list each time.
+        read_selected = since is not None and not initial_events and bool(label_selector or field_selector)
         selected_at: list[tuple[set[tuple[str, str]], int]] = []
 
         def open_watch() -> tuple[list[dict[str, Any]], int, Any]:
