@@ -8,6 +8,7 @@ import copy
 from typing import Any
 
 Obj = dict[str, Any]
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
 
 
 def ephemeral_claim_name(pod: Obj, volume: Obj) -> str:
@@ -41,7 +42,9 @@ def ephemeral_claim(pod: Obj, volume: Obj) -> Obj:
     claim_meta: Obj = {"name": ephemeral_claim_name(pod, volume), "namespace": meta.get("namespace", "default"),
                        "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": meta.get("name", ""),
                                             "uid": meta.get("uid", ""), "controller": True,
-                                            "blockOwnerDeletion": True}]}
+                                            "blockOwnerDeletion": True}],
+                       # What admission gives a claim made through the API (B11): the controller writes to the store.
+                       "finalizers": [PVC_PROTECTION]}
     for key in ("labels", "annotations"):
         if template_meta.get(key):
             claim_meta[key] = dict(template_meta[key])

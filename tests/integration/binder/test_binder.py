@@ -476,15 +476,15 @@ def test_b11_any_pod_object_naming_the_claim_holds_it_finished_or_unscheduled(st
     # An ephemeral volume's generated claim <pod>-<volume>: held by the pod that owns it, not by a namesake.
     ephemeral = [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]
+    namesake = mk_pvc("eph2-scratch")  # the name eph2 will generate, made before eph2: not eph2's claim (EV2)
+    namesake["metadata"]["finalizers"] = ["kubernetes.io/pvc-protection"]  # what admission adds (the store has none)
+    store.create(PVC, namesake)
     owner = store.create(POD, mk_pod("eph", "n1", "Failed", ephemeral))
     store.create(POD, mk_pod("eph2", "n1", "Running", ephemeral))
-    owned = mk_pvc("eph-scratch")
-    owned["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": "eph",
-                                             "uid": owner["metadata"]["uid"], "controller": True}]
-    namesake = mk_pvc("eph2-scratch")  # the name eph2 would generate, but not eph2's claim
-    for unbound in (owned, namesake):  # the finalizer admission adds on create (the store has no admission)
-        unbound["metadata"]["finalizers"] = ["kubernetes.io/pvc-protection"]
-        store.create(PVC, unbound)
+    # eph's claim: made by the ephemeral-volume controller (EV1), controlled by eph, protected.
+    owned = wait_for(lambda: get_or_none(store, PVC, "default", "eph-scratch"), "eph's ephemeral claim", 30)
+    assert [r["uid"] for r in owned["metadata"]["ownerReferences"] if r.get("controller")] == [owner["metadata"]["uid"]]
+    assert "kubernetes.io/pvc-protection" in owned["metadata"]["finalizers"]
     store.delete(PVC, "default", "eph-scratch")
     store.delete(PVC, "default", "eph2-scratch")
     wait_for(lambda: get_or_none(store, PVC, "default", "eph2-scratch") is None, "a claim the pod does not own goes", 30)
