@@ -563,12 +563,12 @@ class NodeAgent:
     def _index_claims(self, uid: str, pod: Obj) -> None:
         """Called with the lock held. A pod's volumes never change, so its claims are indexed once."""
         namespace = _key(pod)[0]
-        for name in _claim_names(pod):
+        for name in claim_names(pod):
             self._claim_users.setdefault((namespace, name), set()).add(uid)
 
     def _unindex_claims(self, uid: str, pod: Obj) -> None:
         namespace = _key(pod)[0]
-        for name in _claim_names(pod):
+        for name in claim_names(pod):
             users = self._claim_users.get((namespace, name))
             if users is not None:
                 users.discard(uid)
@@ -714,7 +714,7 @@ class NodeAgent:
                 resolved = self._resolved.get(uid)
                 used = {v.pv_name for v in resolved.volumes} if resolved is not None else {
                     ((self._claims.get((_key(pod)[0], c)) or {}).get("spec") or {}).get("volumeName")
-                    for c in _claim_names(pod)}
+                    for c in claim_names(pod)}
                 if used & pv_names:
                     self.volume_backoff.expedite(uid)
                     self._dirty.add(uid)
@@ -1476,10 +1476,6 @@ def _is_finished(pod: Obj) -> bool:
 
 def _no_volumes(pod: Obj) -> PodVolumes:
     return PodVolumes(_meta(pod).get("uid", ""), _key(pod)[0], _key(pod)[1], [])
-
-
-def _claim_names(pod: Obj) -> list[str]:
-    return claim_names(pod)  # an ephemeral volume's claim included (EV3)
 
 
 _VOLATILE_META = ("resourceVersion", "managedFields")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from storage.agent.volume_manager import PodVolumes, VolumeRequest
-from storage.api.ephemeral import claim_volumes, ephemeral_volume_of, not_created_for, owned_by
+from storage.api.ephemeral import claim_volumes, foreign_ephemeral_claim, not_created_for
 from storage.api.volume_secrets import SECRET_DATA_KEY, volume_secret_ref
 from storage.errors import NotFound
 from volume_plugins.azure_file import DATA_KEY as AZURE_FILE_SECRET, secret_location as azure_file_secret
@@ -108,7 +108,7 @@ def resolve_pod_volumes(pod: Obj, reader: Reader) -> PodVolumes:
             claim = _get(reader, "persistentvolumeclaims", claim_name, namespace)
             if claim is None:
                 raise VolumeNotReady(f'persistentvolumeclaim "{claim_name}" not found')
-            if ephemeral_volume_of(pod, claim_name) is not None and not owned_by(claim, pod):
+            if foreign_ephemeral_claim(pod, claim):
                 raise VolumeNotReady(not_created_for(claim_name, pod))
             pv_name = (claim.get("spec") or {}).get("volumeName")
             if not pv_name or (claim.get("status") or {}).get("phase") != "Bound":

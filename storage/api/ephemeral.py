@@ -7,8 +7,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from storage.api.names import PVC_PROTECTION
+
 Obj = dict[str, Any]
-PVC_PROTECTION = "kubernetes.io/pvc-protection"
 
 
 def ephemeral_claim_name(pod: Obj, volume: Obj) -> str:
@@ -63,9 +64,10 @@ def not_created_for(claim_name: str, pod: Obj) -> str:
     return f'PVC {(pod.get("metadata") or {}).get("namespace", "default")}/{claim_name} was not created for the pod'
 
 
-def ephemeral_volume_of(pod: Obj, claim_name: str) -> Obj | None:
-    for volume in (pod.get("spec") or {}).get("volumes") or []:
-        if isinstance(volume, dict) and isinstance(volume.get("ephemeral"), dict) \
-                and ephemeral_claim_name(pod, volume) == claim_name:
-            return volume
-    return None
+def foreign_ephemeral_claim(pod: Obj, claim: Obj) -> bool:
+    """Whether ``claim`` has the name of one of ``pod``'s ephemeral volumes but is not the one made for
+    it (EV2): such a claim is never the pod's, whoever made it."""
+    name = (claim.get("metadata") or {}).get("name")
+    return not owned_by(claim, pod) and any(
+        isinstance(v, dict) and isinstance(v.get("ephemeral"), dict) and ephemeral_claim_name(pod, v) == name
+        for v in (pod.get("spec") or {}).get("volumes") or [])

@@ -194,3 +194,6 @@ def is_path_segment_name(value: str) -> list[str]:
 
 # The finalizer a node agent puts on the pods it starts, so a deletion waits for their containers to stop.
 NODE_AGENT_FINALIZER = "stowage.io/node-agent"
+# Kubernetes' protection finalizers (B11): a claim held while a pod uses it, a volume while it is bound.
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
+PV_PROTECTION = "kubernetes.io/pv-protection"

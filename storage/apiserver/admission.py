@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol, Sequence
 import structlog
 
 from storage.api import podsecurity
+from storage.api.names import PV_PROTECTION, PVC_PROTECTION
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo
 from storage.api.taints import DEFAULT_TOLERATION_SECONDS, with_default_toleration_seconds
@@ -30,8 +31,6 @@ DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.beta.kubernetes.io/is-default-class",
 )
 BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
-PVC_PROTECTION = "kubernetes.io/pvc-protection"
-PV_PROTECTION = "kubernetes.io/pv-protection"
 RESIZE_FORBIDDEN = (
     "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"
 )

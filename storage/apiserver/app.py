@@ -494,7 +494,7 @@ def create_app(
         # its client holds. Not for the node authorizer's filter alone: agents resume such watches every
         # few minutes, and a reading per resumption would cost a list each time.
         read_selected = since is not None and not initial_events and bool(label_selector or field_selector)
-        selected_at: list[tuple[set[tuple[str, str]], int]] = []
+        selected_at_start: list[set[tuple[str, str]]] = []  # filled by open_watch, in the store pool
 
         def open_watch() -> tuple[list[dict[str, Any]], int, Any]:
             if since is not None and not initial_events:
@@ -506,7 +506,7 @@ def create_app(
                     except BaseException:
                         watcher.close()
                         raise
-                    selected_at.append(({watch_key(o) for o in page.items if flt.matches(o)}, since))
+                    selected_at_start.append({watch_key(o) for o in page.items if flt.matches(o)})
                 return [], since, watcher
             items, revision = store.list(t.info.plural, namespace, label_selector or None, field_selector or None)
             items = [o for o in items if flt.matches(o)]
@@ -524,7 +524,7 @@ def create_app(
             bookmark_interval if _truthy(query.get("allowWatchBookmarks")) else None,
             knows_all=since is None or initial_events, transform=rendering.watch_transform(render, t.info, query),
             initial_events_end=initial_events,
-            selected_at=selected_at[0] if selected_at else None,
+            selected_at_start=selected_at_start[0] if selected_at_start else None,
         )
         return WatchResponse(events, media_type=render.content_type)
 

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 import structlog
 
+from storage.api.ephemeral import claim_names
 from storage.api.node_affinity import affinity_hostnames
 from storage.api.volume_secrets import volume_secret_ref
 from storage.apiserver.auth import User
@@ -84,7 +85,7 @@ def pod_refs(pod: Obj) -> PodRefs | None:
         return None
     secrets: set[str] = set()
     config_maps: set[str] = set()
-    claims: set[str] = set()
+    claims = set(claim_names(pod))  # an ephemeral volume's claim included (EV3)
     pod_name = _meta(pod).get("name") or ""
     for ref in spec.get("imagePullSecrets") or []:
         if isinstance(ref, dict) and ref.get("name"):
@@ -101,10 +102,6 @@ def pod_refs(pod: Obj) -> PodRefs | None:
             secrets.add(inline_secret[1])
         if isinstance(volume.get("configMap"), dict) and volume["configMap"].get("name"):
             config_maps.add(str(volume["configMap"]["name"]))
-        if isinstance(volume.get("persistentVolumeClaim"), dict) and volume["persistentVolumeClaim"].get("claimName"):
-            claims.add(str(volume["persistentVolumeClaim"]["claimName"]))
-        if isinstance(volume.get("ephemeral"), dict):
-            claims.add(f"{pod_name}-{volume.get('name', '')}")
         for source in ((volume.get("projected") or {}).get("sources") or []) if isinstance(volume.get("projected"), dict) else []:
             if not isinstance(source, dict):
                 continue

@@ -119,15 +119,15 @@ async def stream_events(
     knows_all: bool,
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     initial_events_end: bool = False,
-    selected_at: tuple[set[tuple[str, str]], int] | None = None,
+    selected_at_start: set[tuple[str, str]] | None = None,
 ) -> AsyncIterator[bytes]:
     """``knows_all``: the stream began with the full list, so which objects the client has seen is known.
 
-    ``selected_at`` (a selective watch resumed from a resourceVersion): the keys of the objects the
-    filter selected at a revision (the watch's own), read from the store's kept versions. Kubernetes
+    ``selected_at_start`` (a selective watch resumed from a resourceVersion): the keys of the objects
+    the filter selected at that resourceVersion, read from the store's kept versions. Kubernetes
     decides each event of such a watch by the object's previous state: one that stops matching is
     DELETED, one that starts is ADDED (W1). The store's events carry only the new state; with that
-    reading, the stream knows every object's previous state from then on.
+    reading, the stream knows every object's previous state, as it does after an initial list.
 
     ``transform`` changes how each object is sent (a Table row, metadata only); bookmarks and errors stay.
 
@@ -143,10 +143,9 @@ async def stream_events(
     queue: asyncio.Queue[tuple[int, bytes] | int | BaseException | None] = asyncio.Queue()
     done = threading.Event()
     # Objects that matched the filter: a change that makes one stop matching is a DELETED to this watcher.
-    visible: set[tuple[str, str]] = set()
-    known_from = 0 if knows_all else None  # events after this revision have a known previous state
-    if selected_at is not None and not knows_all:
-        visible.update(selected_at[0])
+    visible: set[tuple[str, str]] = set(selected_at_start or ())
+    # Whether the client's view is known, so a matching change to an object it lacks is its ADDED.
+    knows_view = knows_all or selected_at_start is not None
 
     def deliver(item: tuple[int, bytes] | int | BaseException | None) -> None:
         try:
@@ -156,17 +155,11 @@ async def stream_events(
 
     def selected(event: WatchEvent) -> str | None:
         """The event type this watcher is sent, or None when the change is not for it."""
-        nonlocal known_from
         if not flt.selective:
             return event.type
-        if selected_at is not None and known_from is None and event.revision > selected_at[1]:
-            # Past the reading: the changes before it are applied, and ``visible`` is exactly it.
-            visible.clear()
-            visible.update(selected_at[0])
-            known_from = selected_at[1]
         key = watch_key(event.object)
         if event.type != "DELETED" and flt.matches(event.object):
-            first_sight = known_from is not None and key not in visible and event.type == "MODIFIED"
+            first_sight = knows_view and key not in visible and event.type == "MODIFIED"
             visible.add(key)
             return "ADDED" if first_sight else event.type
         if key in visible:

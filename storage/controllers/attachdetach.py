@@ -87,10 +87,6 @@ def attachment_name(pv_name: str, attacher: str, node: str) -> str:
     return "stowage-" + hashlib.sha256(f"{pv_name}{attacher}{node}".encode()).hexdigest()
 
 
-def pod_claim_names(pod: Obj) -> list[str]:
-    return claim_names(pod)  # an ephemeral volume's claim included (EV3)
-
-
 def _not_running(statuses: list[Obj]) -> bool:
     return all(((s.get("state") or {}).get("terminated") or (s.get("state") or {}).get("waiting")) for s in statuses)
 
@@ -244,7 +240,7 @@ class AttachDetachReconciler(Reconciler):
     def _pod_volumes(self, pod: Obj) -> list[str]:
         namespace = _meta(pod).get("namespace") or "default"
         names = []
-        for claim_name in pod_claim_names(pod):
+        for claim_name in claim_names(pod):
             claim = self.ctx.cache.get("persistentvolumeclaims", namespace, claim_name)
             volume = ((claim or {}).get("spec") or {}).get("volumeName")
             if volume and self._attachable(volume):
@@ -291,7 +287,7 @@ class AttachDetachReconciler(Reconciler):
         pods = []
         if ref.get("name"):
             for pod in cache.list("pods", ref.get("namespace") or "default"):
-                if ref["name"] in pod_claim_names(pod):
+                if ref["name"] in claim_names(pod):
                     claim = cache.get("persistentvolumeclaims", ref.get("namespace") or "default", ref["name"])
                     if ((claim or {}).get("spec") or {}).get("volumeName") == pv_name:
                         pods.append(pod)

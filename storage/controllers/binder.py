@@ -24,6 +24,8 @@ import structlog
 from provisioners import registry as provisioner_registry
 from provisioners.base import ANN_PROVISIONED_BY, ANN_PROVISIONED_OBJECTS, ProvisionRequest, secrets_available
 from storage.api.conditions import is_true
+from storage.api.ephemeral import claim_names, owned_by
+from storage.api.names import PV_PROTECTION, PVC_PROTECTION
 from storage.api.node_affinity import affinity_hostnames, volume_in_use_on
 from storage.api.quantity import format_quantity
 from storage.api.timestamps import now as _now
@@ -50,10 +52,8 @@ ANN_STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
 ANN_BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
 ANN_DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 ANN_BETA_DEFAULT_CLASS = "storageclass.beta.kubernetes.io/is-default-class"
-PVC_PROTECTION = "kubernetes.io/pvc-protection"
 # DS20: on a claim while another claim is being cloned from it (the external-provisioner's finalizer).
 CLONE_PROTECTION = "provisioner.storage.kubernetes.io/cloning-protection"
-PV_PROTECTION = "kubernetes.io/pv-protection"
 
 MSG_NO_CLASS = "no persistent volumes available for this claim and no storage class is set"
 MSG_WAIT_FIRST_CONSUMER = "waiting for first consumer to be created before binding"
@@ -907,34 +907,14 @@ class VolumeBinder(_Base):
 
 # ------------------------------------------------------------ protection (B11)
 
-def _claim_names_of(pod: dict[str, Any]) -> list[str]:
-    """Claims a pod's volumes name: ``persistentVolumeClaim.claimName``, and the claim Kubernetes
-    generates for each ephemeral volume (``<pod>-<volume>``)."""
-    names = []
-    pod_name = _meta(pod).get("name", "")
-    for volume in (pod.get("spec") or {}).get("volumes") or []:
-        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-        if claim:
-            names.append(claim)
-        elif isinstance(volume.get("ephemeral"), dict) and volume.get("name"):
-            names.append(f"{pod_name}-{volume['name']}")
-    return names
-
-
 def _pod_uses_claim(pod: dict[str, Any], claim: dict[str, Any]) -> bool:
     """B11: the pod's object exists and names the claim: whatever its phase, placed on a node or
     not (Stowage waits for the object to be gone, see the README). An ephemeral volume's claim
     counts only when this pod owns it, as Kubernetes' ``VolumeIsForPod`` decides."""
     name = _meta(claim).get("name", "")
-    pod_meta = _meta(pod)
-    for volume in (pod.get("spec") or {}).get("volumes") or []:
-        if (volume.get("persistentVolumeClaim") or {}).get("claimName") == name:
-            return True
-        if isinstance(volume.get("ephemeral"), dict) and f"{pod_meta.get('name', '')}-{volume.get('name', '')}" == name:
-            owners = _meta(claim).get("ownerReferences") or []
-            if any(o.get("controller") and o.get("uid") == pod_meta.get("uid") for o in owners):
-                return True
-    return False
+    named = any((v.get("persistentVolumeClaim") or {}).get("claimName") == name
+                for v in (pod.get("spec") or {}).get("volumes") or [])
+    return named or (name in claim_names(pod) and owned_by(claim, pod))
 
 
 class ClaimProtection(_Base):
@@ -946,7 +926,7 @@ class ClaimProtection(_Base):
 
     def _keys_for_pod(self, pod: dict[str, Any]) -> list[str]:
         namespace = _meta(pod).get("namespace") or ""
-        return [f"{namespace}/{name}" for name in _claim_names_of(pod)]
+        return [f"{namespace}/{name}" for name in claim_names(pod)]
 
     def in_use(self, pods: Iterable[dict[str, Any]], claim: dict[str, Any]) -> bool:
         return any(_pod_uses_claim(p, claim) for p in pods)

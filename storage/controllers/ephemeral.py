@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
-from storage.api.ephemeral import ephemeral_claim, ephemeral_claim_name, owned_by
+from storage.api.ephemeral import ephemeral_claim, ephemeral_claim_name, not_created_for, owned_by
 from storage.controllers.base import Reconciler, Result, split_key
 from storage.errors import AlreadyExists
 
@@ -61,8 +61,7 @@ class EphemeralVolumeReconciler(Reconciler):
                 continue  # made meanwhile (a racing pass, or a user's claim: the next pass sees whose)
             log.info("ephemeral claim created", namespace=namespace, pod=name, claim=claim["metadata"]["name"])
         for claim_name in foreign:
-            self.ctx.events.record(pod, "Warning", "FailedBinding",
-                                   f"PVC {namespace}/{claim_name} was not created for the pod")
+            self.ctx.events.record(pod, "Warning", "FailedBinding", not_created_for(claim_name, pod))
         return Result()
 
 

@@ -94,10 +94,6 @@ def node_lost(name: str, node: Obj | None, after: float, now: dt.datetime) -> tu
     return None, due
 
 
-def _uses(pod: Obj, claim_name: str) -> bool:
-    return claim_name in claim_names(pod)
-
-
 @dataclass
 class Decision:
     action: Literal["none", "recover", "invalid"] = "none"
@@ -122,7 +118,7 @@ def calculate_changes(claim: Obj, storage_class: Obj | None, volume: Obj | None,
     if why is None:
         return Decision(wake_at=due)
     meta = _meta(claim)
-    users = [p for p in pods if _meta(p).get("namespace") == meta.get("namespace") and _uses(p, meta.get("name", ""))]
+    users = [p for p in pods if _meta(p).get("namespace") == meta.get("namespace") and meta.get("name", "") in claim_names(p)]
     elsewhere = [p for p in users if (p.get("spec") or {}).get("nodeName") not in (None, "", node_name)
                  and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
     if elsewhere:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from storage.api.bench_figures import ANN_MEASURING, BenchParameterError, BenchRequirements, check, class_requirements, node_figures, score
 from storage.api.conditions import is_true
 from storage.api.cordon import admits_pod
-from storage.api.ephemeral import claim_names, claim_volumes, ephemeral_volume_of, not_created_for, owned_by
+from storage.api.ephemeral import claim_names, claim_volumes, foreign_ephemeral_claim, not_created_for
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
 from storage.api.taints import node_taints, pod_tolerations, tolerates_all
@@ -118,10 +118,6 @@ def _is_terminated(pod: Obj) -> bool:
 
 def node_ready(node: Obj) -> bool:
     return is_true(node, "Ready")
-
-
-def pod_claim_names(pod: Obj) -> list[str]:
-    return claim_names(pod)  # an ephemeral volume's claim included (EV3)
 
 
 def _topology_domain(node: Obj, key: str) -> str | None:
@@ -345,13 +341,13 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
     namespace = _meta(pod).get("namespace", "default")
     uid = _meta(pod).get("uid")
     claims: list[Obj] = []
-    for cname in pod_claim_names(pod):
+    for cname in claim_names(pod):
         claim = snap.claims.get((namespace, cname))
         if claim is None:
             return Placement(None, waiting_reason=f'persistentvolumeclaim "{cname}" not found')
         if _meta(claim).get("deletionTimestamp"):
             return Placement(None, waiting_reason=f'persistentvolumeclaim "{cname}" is being deleted')
-        if ephemeral_volume_of(pod, cname) is not None and not owned_by(claim, pod):
+        if foreign_ephemeral_claim(pod, claim):
             return Placement(None, waiting_reason=not_created_for(cname, pod))
         claims.append(claim)
 
@@ -382,7 +378,7 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
             for other in snap.pods:
                 if _meta(other).get("uid") == uid or _is_terminated(other):
                     continue
-                if _meta(other).get("namespace", "default") == namespace and cname in pod_claim_names(other) and (other.get("spec") or {}).get("nodeName"):
+                if _meta(other).get("namespace", "default") == namespace and cname in claim_names(other) and (other.get("spec") or {}).get("nodeName"):
                     rwop_conflict = True
 
     # The volumes each late claim could bind whatever the node, found once for all nodes (PF70).
@@ -554,7 +550,7 @@ class SchedulerReconciler(Reconciler):
         claims = cache.keyed("persistentvolumeclaims")
         namespace = _meta(pod).get("namespace", "default")
         # Only this pod's claims can constrain where it goes (LS18): no need to look at everyone's sources.
-        mine = [c for c in (claims.get((namespace, n)) for n in pod_claim_names(pod)) if c is not None]
+        mine = [c for c in (claims.get((namespace, n)) for n in claim_names(pod)) if c is not None]
         return Snapshot(
             nodes=cache.list("nodes"),
             pods=cache.list("pods"),
@@ -664,7 +660,7 @@ class SchedulerReconciler(Reconciler):
         if keys is None:
             keys = []
             namespace = _meta(pod).get("namespace", "default")
-            for cname in pod_claim_names(pod):
+            for cname in claim_names(pod):
                 claim = snap.claims.get((namespace, cname))
                 if claim is None or (claim.get("spec") or {}).get("volumeName"):
                     continue

@@ -110,18 +110,19 @@ def volume_mounts(container: dict[str, Any], volumes: dict[str, str],
 
 @dataclass(frozen=True)
 class BlockDevice:
-    """One ``volumeDevices`` entry: the device node made for the container (``node``) and where it appears."""
+    """One ``volumeDevices`` entry: where it appears, the device, and the node made for the container
+    (empty until ``runc.make_device_nodes`` has made it)."""
     device_path: str
-    node: str
     major: int
     minor: int
     read_only: bool
+    node: str = ""
 
 
 def block_device_sources(pod: dict[str, Any], container: dict[str, Any],
-                         volumes: dict[str, str]) -> list[tuple[str, int, int, bool]]:
-    """(devicePath, major, minor, read-only) of each of the container's ``volumeDevices``, read from
-    the device the volume manager bound for the pod (a Block claim's volume)."""
+                         volumes: dict[str, str]) -> list[BlockDevice]:
+    """Each of the container's ``volumeDevices``, read from the device the volume manager bound for the
+    pod (a Block claim's volume)."""
     read_only = {v.get("name"): bool((v.get("persistentVolumeClaim") or {}).get("readOnly"))
                  for v in claim_volumes(pod)}
     out = []
@@ -138,7 +139,7 @@ def block_device_sources(pod: dict[str, Any], container: dict[str, Any],
             raise EnvError(f"{field}.name: volume {name!r}: {exc.strerror}") from None
         if not stat.S_ISBLK(st.st_mode):
             raise EnvError(f"{field}.name: volume {name!r} is not a block device (its claim's volumeMode must be Block)")
-        out.append((path, os.major(st.st_rdev), os.minor(st.st_rdev), read_only.get(name, False)))
+        out.append(BlockDevice(path, os.major(st.st_rdev), os.minor(st.st_rdev), read_only.get(name, False)))
     return out
 
 

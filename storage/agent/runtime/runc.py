@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import json
 import os
@@ -189,6 +190,8 @@ def _mount_at_fd(fd: int, source: str, fstype: str | None, flags: int, data: str
 # The host's secrets that sit on its root filesystem, which every pod's root is an overlay of:
 # covered like the data dir. Homes get a writable empty directory, so HOME=/root still works.
 HOST_SECRETS = ["/root", "/home", "/etc/shadow", "/etc/gshadow", "/etc/ssh", "/etc/sudoers.d"]
+WRITABLE_MASKS = {"/root": 0o700, "/home": 0o755}
+
 # Where a host keeps what only its own users may read. The pod's lower layer is idmapped so that the
 # host's root shows as the pod's root, which would let the pod's root read the host's root-only files
 # (TLS keys, database and service credentials): every file there that an unprivileged host user
@@ -230,7 +233,6 @@ def host_private_paths(roots: tuple[str, ...] = PRIVATE_SCAN_ROOTS, depth: int =
     if left <= 0:
         log.warning("host scan for private files stopped early", budget=budget)
     return found
-WRITABLE_MASKS = {"/root": 0o700, "/home": 0o755}
 
 
 class HostPrivatePaths:
@@ -350,20 +352,20 @@ def mount_rootfs(container_dir: Path, scratch_size: str, rootfs: Path | None = N
     return rootfs
 
 
-def make_device_nodes(container_dir: Path, sources: list[tuple[str, int, int, bool]], owner: int) -> list[BlockDevice]:
+def make_device_nodes(container_dir: Path, devices: list[BlockDevice], owner: int) -> list[BlockDevice]:
     """A node for each of a container's block devices, on its scratch tmpfs (the agent's own mount,
     without nodev), owned by the container's root (``owner``, the range's base in a user namespace,
     where the host's root-owned /dev node could not be opened). Made afresh at every start."""
     where = container_dir / "scratch" / "devices"
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(mode=0o700)
-    nodes = []
-    for i, (device_path, major, minor, read_only) in enumerate(sources):
+    made = []
+    for i, device in enumerate(devices):
         node = where / str(i)
-        os.mknod(node, stat.S_IFBLK | 0o660, os.makedev(major, minor))
+        os.mknod(node, stat.S_IFBLK | 0o660, os.makedev(device.major, device.minor))
         os.chown(node, owner, owner)
-        nodes.append(BlockDevice(device_path, str(node), major, minor, read_only))
-    return nodes
+        made.append(dataclasses.replace(device, node=str(node)))
+    return made
 
 
 # More copies stacked on one path than a start makes (one each) plus what crashed starts could leave.
