@@ -9,6 +9,8 @@ import copy
 import re
 from typing import Any
 
+from storage.api.names import PVC_PROTECTION
+
 Obj = dict[str, Any]
 
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
@@ -136,6 +138,9 @@ def new_claim(sts: Obj, template: Obj, ordinal: int) -> Obj:
         "name": claim_name(tmeta["name"], sts, ordinal),
         "namespace": meta(sts).get("namespace") or "default",
         "labels": labels,
+        # What admission gives a claim made through the API (B11, S10): the controller writes to the store,
+        # so without it an unbound member claim deleted while its pod exists would go at once.
+        "finalizers": [PVC_PROTECTION],
     }
     if tmeta.get("annotations"):
         claim_meta["annotations"] = dict(tmeta["annotations"])

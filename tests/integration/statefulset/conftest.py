@@ -6,15 +6,18 @@ from typing import Any, Iterator
 import pytest
 
 from statefulset.controller import StatefulSetReconciler
+from storage.controllers.binder import ClaimProtection
 from storage.controllers.endpoints import EndpointsReconciler
 from storage.controllers.gc import GarbageCollector
 from storage.controllers.workloads import DaemonSetReconciler, ReplicaSetReconciler, ReplicationControllerReconciler
 from sts_harness import Kubelet
 from support import running_controllers
 
+# ClaimProtection releases the pvc-protection finalizer member claims carry (S10), as it does under
+# ``stowage up``; without it a claim deleted by the retention policy (S5) would stay Terminating.
 RECONCILERS = [
     StatefulSetReconciler, EndpointsReconciler, DaemonSetReconciler, ReplicaSetReconciler,
-    ReplicationControllerReconciler, GarbageCollector,
+    ReplicationControllerReconciler, GarbageCollector, ClaimProtection,
 ]
 
 

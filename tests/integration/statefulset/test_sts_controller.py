@@ -196,6 +196,32 @@ def test_s5_retain_keeps_claims_when_set_is_deleted(store, controllers, kubelet)
     assert get_or_none(store, "persistentvolumeclaims", "default", "www-web-0") is not None
 
 
+def test_s10_b11_unbound_member_claim_deleted_while_its_pod_exists_stays_until_the_pod_is_gone(
+        store, controllers, kubelet):
+    """S10, B11: the member's claim (unbound: no binder runs here, as under WaitForFirstConsumer before
+    scheduling) carries pvc-protection from creation, so deleting it while web-0 exists leaves it
+    Terminating; it goes once the pod object is gone, and the set then makes claim and pod again."""
+    store.create("statefulsets", sts_manifest(1))
+    bring_up(store, kubelet, ["web-0"])
+    claim = wait_for(lambda: get_or_none(store, "persistentvolumeclaims", "default", "www-web-0"), what="claim")
+    assert claim["metadata"].get("finalizers") == ["kubernetes.io/pvc-protection"]
+    assert (claim.get("status") or {}).get("phase") != "Bound"
+    store.delete("persistentvolumeclaims", "default", "www-web-0")
+    # Barrier: the controllers have seen the deletion and handled every key it queued.
+    wait_for(lambda: ((controllers.cache.get("persistentvolumeclaims", "default", "www-web-0") or {})
+                      .get("metadata", {}).get("deletionTimestamp")) and controllers.idle(),
+             what="the deletion seen and handled")
+    claim = store.get("persistentvolumeclaims", "default", "www-web-0")
+    assert claim["metadata"].get("deletionTimestamp")
+    assert claim["metadata"].get("finalizers") == ["kubernetes.io/pvc-protection"]
+    old_uid = claim["metadata"]["uid"]
+    store.delete("pods", "default", "web-0")
+    wait_for(lambda: (get_or_none(store, "persistentvolumeclaims", "default", "www-web-0") or {})
+             .get("metadata", {}).get("uid") not in (None, old_uid), what="the claim released and made again")
+    wait_for(lambda: get_or_none(store, "pods", "default", "web-0"), what="web-0 made again")
+    assert not store.get("persistentvolumeclaims", "default", "www-web-0")["metadata"].get("deletionTimestamp")
+
+
 def test_s4_revision_history_and_undo(store, controllers, kubelet):
     store.create("statefulsets", sts_manifest(1, revisionHistoryLimit=2))
     bring_up(store, kubelet, ["web-0"])

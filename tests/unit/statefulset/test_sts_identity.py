@@ -67,6 +67,13 @@ def test_s1_claims_carry_selector_labels_and_no_owner_under_retain():
     assert claims[0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
 
 
+def test_s10_member_claims_carry_pvc_protection_from_creation():
+    """S10: the controller writes claims to the store, past the admission that gives every claim the
+    finalizer, so it puts the finalizer on them itself (as the ephemeral-volume controller does)."""
+    for claim in i.new_claims(make_set(templates=("www", "logs")), 0):
+        assert claim["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
+
+
 def test_s5_when_deleted_delete_makes_the_set_a_non_controller_owner_of_claims():
     sts = make_set(retention={"whenDeleted": "Delete", "whenScaled": "Retain"})
     (claim,) = i.new_claims(sts, 0)
