@@ -55,6 +55,24 @@ class Target:
         return self.namespace or ""
 
 
+def _stamp_phase_transition(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """A volume's ``status.lastPhaseTransitionTime`` on a status write, as Kubernetes' status strategy sets it.
+
+    Here rather than in each controller so that every writer of a volume's status (the binder, the
+    provisioners, kubectl) gets it. A client that sends a new time of its own with the phase change keeps it.
+    """
+    old_status = old.get("status") if isinstance(old.get("status"), dict) else {}
+    status = new.get("status")
+    if not isinstance(status, dict):
+        status = new["status"] = {}
+    stamp, old_stamp = status.get("lastPhaseTransitionTime"), old_status.get("lastPhaseTransitionTime")
+    if status.get("phase") == old_status.get("phase"):
+        if stamp is None and old_stamp is not None:
+            status["lastPhaseTransitionTime"] = old_stamp
+    elif stamp is None or stamp == old_stamp:
+        status["lastPhaseTransitionTime"] = now()
+
+
 def with_type(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
     """Objects leave the server with kind and apiVersion, whatever the store kept."""
     if obj.get("kind") != info.kind or obj.get("apiVersion") != info.api_version:
@@ -163,6 +181,8 @@ class Handlers:
         obj = self._normalize(t, body, fields)
         if t.info.plural in _STATUS_RESET_ON_CREATE:
             obj["status"] = {"phase": "Pending"}
+            if t.info.plural == "persistentvolumes":
+                obj["status"]["lastPhaseTransitionTime"] = now()
         elif t.info.plural in _STATUS_DROPPED_ON_CREATE:
             obj.pop("status", None)
         meta = obj["metadata"]
@@ -440,6 +460,8 @@ class Handlers:
                 obj.pop("status", None)
             if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
                 raise self._conflict(t)
+            if t.info.plural == "persistentvolumes":
+                _stamp_phase_transition(obj, old)
             try:
                 result = validate_status(obj, old)
             except Invalid as e:

@@ -138,7 +138,8 @@ def test_update_with_name_not_matching_url_is_400(api_server, client: Client) ->
 
 def test_status_subresource_writes_only_status(client: Client) -> None:
     created = client.create(pv("vol-1"))
-    assert created["status"] == {"phase": "Pending"}  # status given on create is reset, as Kubernetes does
+    # Status given on create is reset, as Kubernetes does (K3 adds the phase's time).
+    assert created["status"] == {"phase": "Pending", "lastPhaseTransitionTime": created["status"]["lastPhaseTransitionTime"]}
 
     with_status = dict(created, status={"phase": "Available"})
     with_status["spec"] = dict(created["spec"], persistentVolumeReclaimPolicy="Delete")
