@@ -22,7 +22,8 @@ from typing import Any, Iterable
 from storage.api.bench_figures import ANN_MEASURING, BenchParameterError, BenchRequirements, check, class_requirements, node_figures, score
 from storage.api.conditions import is_true
 from storage.api.cordon import admits_pod
-from storage.api.ephemeral import claim_names, claim_volumes, foreign_ephemeral_claim, not_created_for
+from storage.api.ephemeral import (claim_names, claim_volumes, ephemeral_claim_name, foreign_ephemeral_claim,
+                                   not_created_for)
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
 from storage.api.taints import node_taints, pod_tolerations, tolerates_all
@@ -43,15 +44,20 @@ HOSTNAME_KEY = "kubernetes.io/hostname"
 # Kubernetes' wording for each failed predicate, as `describe pod` shows it.
 R_NOT_READY = "node(s) were not ready"
 R_UNSCHEDULABLE = "node(s) were unschedulable"
-R_TAINT = "node(s) had untolerated taint"
+R_TAINT = "node(s) had untolerated taint(s)"
 R_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
 R_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
+R_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
 R_POD_AFFINITY = "node(s) didn't match pod affinity rules"
 R_VOLUME_AFFINITY = "node(s) had volume node affinity conflict"
 R_NO_STORAGE = "node(s) did not have enough free storage"
 R_NO_VOLUME = "node(s) didn't find available persistent volumes to bind"
 R_RWOP = "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode"
 R_MAX_VOLUMES = "node(s) exceed max volume count"
+# The predicates Kubernetes reports as plain Unschedulable: evicting some pod could make room, so its preemption
+# looks for victims there. Every other failure is UnschedulableAndUnresolvable (SC2).
+R_PREEMPTIBLE = frozenset({R_ANTI_AFFINITY, R_EXISTING_ANTI_AFFINITY, R_RWOP, R_MAX_VOLUMES})
+NO_NODES = "no nodes available to schedule pods"
 # The field holding a disk's identity in each in-tree source: two inline uses of one disk count once.
 _HANDLE_FIELDS = ("volumeID", "pdName", "diskURI", "diskName", "volumePath", "volumeHandle")
 
@@ -96,8 +102,14 @@ class Placement:
     node: str | None
     # claims (namespace, name) that need the selected-node annotation for this node
     select_claims: list[tuple[str, str]] = field(default_factory=list)
-    message: str = ""  # why no node fits
-    waiting_reason: str = ""  # a non-node reason (missing claim, unbound immediate claim)
+    message: str = ""  # why no node fits, Kubernetes' FitError: "0/N nodes are available: ..."
+    waiting_reason: str = ""  # a reason found before any node is tried (missing claim, unbound immediate claim)
+    preemption: str = ""  # what Kubernetes' preemption (PostFilter) adds: "preemption: 0/N nodes are available: ..."
+
+    @property
+    def failure(self) -> str:
+        """What PodScheduled and FailedScheduling say (SC1)."""
+        return f"{self.message} {self.preemption}" if self.preemption else self.message
 
 
 def _meta(obj: Obj) -> Obj:
@@ -141,25 +153,7 @@ def _pod_affinity_ok(pod: Obj, node: Obj, nodes_by_name: dict[str, Obj], placed:
     """``repelling``: the pods of ``placed`` with required anti-affinity terms (found once per placement
     rather than once per node)."""
     affinity = (pod.get("spec") or {}).get("affinity") or {}
-    anti_terms = (affinity.get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
-    for term in anti_terms:
-        key = term.get("topologyKey") or HOSTNAME_KEY
-        domain = _topology_domain(node, key)
-        if domain is None:
-            continue
-        for other in placed:
-            other_node = nodes_by_name.get((other.get("spec") or {}).get("nodeName", ""))
-            if other_node is not None and _topology_domain(other_node, key) == domain and _term_selects(term, pod, other):
-                return False, R_ANTI_AFFINITY
-    # Existing pods' anti-affinity also repels this pod (symmetry, as Kubernetes does).
-    for other in repelling:
-        for term in _required_anti_affinity(other):
-            key = term.get("topologyKey") or HOSTNAME_KEY
-            other_node = nodes_by_name.get((other.get("spec") or {}).get("nodeName", ""))
-            if other_node is None or _topology_domain(node, key) is None:
-                continue
-            if _topology_domain(other_node, key) == _topology_domain(node, key) and _term_selects(term, other, pod):
-                return False, R_ANTI_AFFINITY
+    # Kubernetes' InterPodAffinity order: the pod's affinity, its anti-affinity, then existing pods' anti-affinity.
     aff_terms = (affinity.get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
     for term in aff_terms:
         key = term.get("topologyKey") or HOSTNAME_KEY
@@ -172,6 +166,25 @@ def _pod_affinity_ok(pod: Obj, node: Obj, nodes_by_name: dict[str, Obj], placed:
             for o in matches
         ):
             return False, R_POD_AFFINITY
+    anti_terms = (affinity.get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
+    for term in anti_terms:
+        key = term.get("topologyKey") or HOSTNAME_KEY
+        domain = _topology_domain(node, key)
+        if domain is None:
+            continue
+        for other in placed:
+            other_node = nodes_by_name.get((other.get("spec") or {}).get("nodeName", ""))
+            if other_node is not None and _topology_domain(other_node, key) == domain and _term_selects(term, pod, other):
+                return False, R_ANTI_AFFINITY
+    # Existing pods' anti-affinity also repels this pod (symmetry, as Kubernetes does, with its own reason).
+    for other in repelling:
+        for term in _required_anti_affinity(other):
+            key = term.get("topologyKey") or HOSTNAME_KEY
+            other_node = nodes_by_name.get((other.get("spec") or {}).get("nodeName", ""))
+            if other_node is None or _topology_domain(node, key) is None:
+                continue
+            if _topology_domain(other_node, key) == _topology_domain(node, key) and _term_selects(term, other, pod):
+                return False, R_EXISTING_ANTI_AFFINITY
     return True, ""
 
 
@@ -337,18 +350,49 @@ def bench_rank(node: Obj, requirements: list[BenchRequirements]) -> tuple[int, f
     return met, quality
 
 
+def preemption_message(pod: Obj, total: int, unresolvable: int) -> str:
+    """What Kubernetes' default preemption says when it finds no node (SC2). Stowage never preempts, so a node
+    whose failure another pod's eviction could fix counts as one where no victims were found, as it does in
+    Kubernetes among pods of equal priority."""
+    if (pod.get("spec") or {}).get("preemptionPolicy") == "Never":
+        return "preemption: not eligible due to preemptionPolicy=Never."
+    parts = [f"{unresolvable} Preemption is not helpful for scheduling"] if unresolvable else []
+    if total - unresolvable:
+        parts.append(f"{total - unresolvable} No preemption victims found for incoming pod")
+    return f"preemption: 0/{total} nodes are available: {', '.join(sorted(parts))}."
+
+
+def _before_nodes(pod: Obj, snap: Snapshot, reason: str) -> Placement:
+    """A failure found before any node is tried (Kubernetes' PreFilter): said once, not counted per node, and
+    unresolvable on every node (SC1)."""
+    total = len(snap.nodes)
+    return Placement(None, message=f"0/{total} nodes are available: {reason}.", waiting_reason=reason,
+                     preemption=preemption_message(pod, total, total))
+
+
 def place(pod: Obj, snap: Snapshot) -> Placement:
+    if not snap.nodes:
+        return Placement(None, message=NO_NODES)  # Kubernetes looks at nothing else then (SC1)
     namespace = _meta(pod).get("namespace", "default")
     uid = _meta(pod).get("uid")
+    ephemeral = {ephemeral_claim_name(pod, v) for v in (pod.get("spec") or {}).get("volumes") or []
+                 if isinstance(v, dict) and isinstance(v.get("ephemeral"), dict)}
     claims: list[Obj] = []
     for cname in claim_names(pod):
         claim = snap.claims.get((namespace, cname))
+        # Kubernetes' VolumeBinding PreFilter, in its order and words.
+        if claim is None and cname in ephemeral:
+            return _before_nodes(pod, snap, "waiting for ephemeral volume controller to create the "
+                                            f'persistentvolumeclaim "{cname}"')
         if claim is None:
-            return Placement(None, waiting_reason=f'persistentvolumeclaim "{cname}" not found')
+            return _before_nodes(pod, snap, f'persistentvolumeclaim "{cname}" not found')
+        if (claim.get("status") or {}).get("phase") == "Lost":
+            return _before_nodes(pod, snap, f'persistentvolumeclaim "{cname}" bound to non-existent persistentvolume '
+                                            f'"{(claim.get("spec") or {}).get("volumeName", "")}"')
         if _meta(claim).get("deletionTimestamp"):
-            return Placement(None, waiting_reason=f'persistentvolumeclaim "{cname}" is being deleted')
+            return _before_nodes(pod, snap, f'persistentvolumeclaim "{cname}" is being deleted')
         if foreign_ephemeral_claim(pod, claim):
-            return Placement(None, waiting_reason=not_created_for(cname, pod))
+            return _before_nodes(pod, snap, not_created_for(cname, pod))
         claims.append(claim)
 
     late: list[Obj] = []  # unbound claims whose class waits for the first consumer
@@ -364,12 +408,12 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
         if cls is not None and cls.get("volumeBindingMode") == "WaitForFirstConsumer":
             late.append(claim)
         else:
-            return Placement(None, waiting_reason="pod has unbound immediate PersistentVolumeClaims")
+            return _before_nodes(pod, snap, "pod has unbound immediate PersistentVolumeClaims")
     # BP20: the benchmark that measures a node must be able to run on a node nobody has measured yet.
     measuring = (_meta(pod).get("annotations") or {}).get(ANN_MEASURING) == "true"
     performance = [] if measuring else bench_requirements(late, snap)
     if isinstance(performance, str):
-        return Placement(None, waiting_reason=performance)
+        return _before_nodes(pod, snap, performance)
 
     rwop_conflict = False
     for claim in claims:
@@ -389,6 +433,7 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
     repelling = [p for p in placed if _required_anti_affinity(p)]
     attachable = pod_attachable_volumes(pod, snap)
     failures: Counter[str] = Counter()
+    preemptible = 0  # nodes failing only on a predicate another pod's eviction could fix
     # (-Preferred requirements met, -how well, pods already there, name): the best measured node first,
     # then the emptiest, as before when no class asks for figures.
     feasible: list[tuple[int, float, int, str]] = []
@@ -401,6 +446,7 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
             reason = R_MAX_VOLUMES
         if reason:
             failures[reason] += 1
+            preemptible += reason in R_PREEMPTIBLE
             continue
         unmet = bench_failures(node, performance) if performance else []
         if unmet:
@@ -412,7 +458,7 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
         total = len(snap.nodes)
         parts = sorted(f"{count} {reason}" for reason, count in failures.items())
         message = f"0/{total} nodes are available: " + ", ".join(parts) + "." if parts else f"0/{total} nodes are available."
-        return Placement(None, message=message)
+        return Placement(None, message=message, preemption=preemption_message(pod, total, total - preemptible))
     feasible.sort()
     chosen = feasible[0][3]
     return Placement(chosen, select_claims=[(namespace, _meta(c).get("name", "")) for c in late])
@@ -635,8 +681,7 @@ class SchedulerReconciler(Reconciler):
             return Result()
         placement = place(pod, snap)
         if placement.node is None:
-            message = placement.waiting_reason or placement.message
-            self._mark_unschedulable(pod, message)
+            self._mark_unschedulable(pod, placement.failure)
             return Result()
         self._select_claims(pod, snap, placement.node, placement.select_claims)
         fresh = self.ctx.store.get("pods", namespace, name)

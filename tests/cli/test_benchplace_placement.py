@@ -114,7 +114,8 @@ def test_bp10_bp11_no_node_fits_reason_in_kubectl_and_stowage_describe(placed: C
                 "1 node(s) had no measured figures for storage class nvme-impossible; run stowage bench "
                 "--storage-class nvme-impossible --label-nodes, "
                 "2 node(s) had random write IOPS below minRandomWriteIOPS=1000000 of storage class nvme-impossible, "
-                "2 node(s) had write latency p99 above maxWriteLatencyP99=100us of storage class nvme-impossible.")
+                "2 node(s) had write latency p99 above maxWriteLatencyP99=100us of storage class nvme-impossible. "
+                "preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.")  # SC2
 
     def condition() -> dict[str, Any] | None:
         pod = client.get("pods", "x", "default")

@@ -195,7 +195,8 @@ def test_ad3_node_reports_its_limit_and_the_scheduler_keeps_a_second_disk_off_a_
     cluster.apply(pod("first", WRITER, claims={"one": "/data"}))
     cluster.wait_running("first")
     cluster.apply(pod("second", WRITER, claims={"two": "/data"}))
-    message = "0/1 nodes are available: 1 node(s) exceed max volume count."
+    message = ("0/1 nodes are available: 1 node(s) exceed max volume count. "
+               "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")  # SC2
     pending = cluster.wait_pod("second", lambda p: any(c.get("type") == "PodScheduled" and c.get("message") == message
                                                        for c in p["status"].get("conditions") or []),
                                "unschedulable for the attach limit")

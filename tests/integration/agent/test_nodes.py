@@ -33,7 +33,8 @@ def test_node_registers_labels_pools_endpoint_and_goes_unknown_without_heartbeat
     late = cluster.pod("late")
     assert "spec" not in late or not late["spec"].get("nodeName")
     message = next(c for c in late["status"]["conditions"] if c["type"] == "PodScheduled")["message"]
-    assert message == "0/1 nodes are available: 1 node(s) were not ready."
+    assert message == ("0/1 nodes are available: 1 node(s) were not ready. "
+                       "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")  # SC2
 
 
 def test_b8_two_agents_spread_pods_and_local_volume_brings_pod_back_to_its_node(cluster: Cluster) -> None:

@@ -103,7 +103,7 @@ def test_an_existing_pods_required_anti_affinity_repels_a_pod_without_any() -> N
     assert place(pod("other", labels={"app": "other"}), snap(nodes, placed)).node == "n1"
     placed.append(pod("cache-1", node_name="n2", affinity=anti))
     result = place(pod("web-4", labels={"app": "web"}), snap(nodes, placed))
-    assert result.message == "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+    assert result.message == "0/2 nodes are available: 2 node(s) didn't satisfy existing pods anti-affinity rules."
 
 
 def test_b8_volume_node_affinity_conflict_message() -> None:
