@@ -132,6 +132,9 @@ class BinderState:
         # source's change (a snapshot becoming ready, a ReferenceGrant) wakes exactly them.
         self.claims_by_source: dict[tuple[str, str, str], set[str]] = {}
         self._source_facts: dict[str, tuple[str, str, str]] = {}
+        # B12: the last refusal told about each claim naming its volume, by claim uid, so a sync that finds the
+        # same refusal (a resync, a sweep, an unrelated change) records nothing more.
+        self.refusals_told: dict[str, tuple[str, str]] = {}
         self.live = hasattr(cache, "add_handler")
         # A claim is synced under its own key and by the sweeps of its class (other keys, so other workers):
         # one of these locks per claim keeps two of them from provisioning or binding it at once.
@@ -155,6 +158,8 @@ class BinderState:
         with self.lock:
             if old is not None:
                 key = _key(old)
+                if new is None:
+                    self.refusals_told.pop(_meta(old).get("uid", ""), None)
                 pending_class, volume_name = self._claim_facts.pop(key, (None, None))
                 if pending_class is not None:
                     self.pending_by_class.get(pending_class, set()).discard(key)
@@ -504,22 +509,40 @@ class ClaimBinder(_Base):
 
         volume = self.ctx.cache.get(PVS, "", volume_name)
         if volume is None:
+            self._forget_refusal(claim)  # a volume made again under that name is a change worth telling about
             self._set_claim_phase(claim, "Pending", None)
             return Result()
         if claim_ref(volume) is None:
             why = check_volume_satisfy_claim(volume, claim)
             if why is not None:
-                self.ctx.events.record(claim, "Warning", "VolumeMismatch", f'Cannot bind to requested volume "{volume_name}": {why}')
+                self._tell_refusal(claim, "VolumeMismatch", f'Cannot bind to requested volume "{volume_name}": {why}')
                 self._set_claim_phase(claim, "Pending", None)
                 return Result()
+            self._forget_refusal(claim)
             self._bind(volume, claim)
             return Result()
         if is_volume_bound_to_claim(volume, claim):
+            self._forget_refusal(claim)
             self._bind(volume, claim)
             return Result()
-        self.ctx.events.record(claim, "Warning", "FailedBinding", f'volume "{volume_name}" already bound to a different claim.')
+        self._tell_refusal(claim, "FailedBinding", f'volume "{volume_name}" already bound to a different claim.')
         self._set_claim_phase(claim, "Pending", None)
         return Result()
+
+    def _tell_refusal(self, claim: dict[str, Any], reason: str, message: str) -> None:
+        """B5, B12: a Warning when the volume the claim names refuses it, once per distinct refusal. Kubernetes
+        records it on every sync and its correlator folds the repeats into one event's count; here each sync
+        (a resync, a sweep of the class, any change of the claim or the volume) would add one more."""
+        uid = _meta(claim).get("uid", "")
+        with self.state.lock:
+            if self.state.refusals_told.get(uid) == (reason, message):
+                return
+            self.state.refusals_told[uid] = (reason, message)
+        self.ctx.events.record(claim, "Warning", reason, message)
+
+    def _forget_refusal(self, claim: dict[str, Any]) -> None:
+        with self.state.lock:
+            self.state.refusals_told.pop(_meta(claim).get("uid", ""), None)
 
     def _sync_bound(self, claim: dict[str, Any]) -> Result:
         meta = _meta(claim)

@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 
 from binder_events import event_reasons, wait_event
+from storage.controllers.events import events_for
 from provisioners import registry
 from storage.errors import Conflict
 from provisioners.base import ProvisionRequest, ProvisionResult, Provisioner
@@ -97,6 +98,78 @@ def test_b5_requested_volume_mismatch_and_bound_elsewhere(store, controllers):
     c3 = store.create(PVC, mk_pvc("second", "1Gi", volume_name="taken"))
     assert wait_event(store, c3, "FailedBinding")["message"] == 'volume "taken" already bound to a different claim.'
     assert phase(store, PVC, "default", "second") == "Pending"
+
+
+def test_b12_wait_for_first_consumer_claim_naming_a_mismatched_volume_gets_volume_mismatch(store, controllers):
+    """B5, B12: a claim whose class waits for the first consumer but names its volume is checked against that
+    volume at once, as Kubernetes' PV controller checks any claim with ``spec.volumeName``."""
+    store.create(SC, mk_sc("late-b12", provisioner="kubernetes.io/no-provisioner", mode="WaitForFirstConsumer"))
+    store.create(PV, mk_pv("pv-small", "1Gi", cls="late-b12"))
+    store.create(PV, mk_pv("pv-rwo", "5Gi", cls="late-b12"))
+    store.create(PV, mk_pv("pv-other", "5Gi", cls="other-b12"))
+    small = store.create(PVC, mk_pvc("too-big", "2Gi", cls="late-b12", volume_name="pv-small"))
+    rwx = store.create(PVC, mk_pvc("needs-rwx", "1Gi", modes=("ReadWriteMany",), cls="late-b12", volume_name="pv-rwo"))
+    other = store.create(PVC, mk_pvc("wrong-class", "1Gi", cls="late-b12", volume_name="pv-other"))
+    for claim, volume, why in ((small, "pv-small", "requested PV is too small"),
+                               (rwx, "pv-rwo", "incompatible accessMode"),
+                               (other, "pv-other", "storageClassName does not match")):
+        event = wait_event(store, claim, "VolumeMismatch")
+        assert (event["type"], event["message"]) == ("Warning", f'Cannot bind to requested volume "{volume}": {why}')
+    for name in ("too-big", "needs-rwx", "wrong-class"):
+        assert phase(store, PVC, "default", name) == "Pending"
+    assert "WaitForFirstConsumer" not in [reason for _, reason, _ in event_reasons(store, small)]
+
+
+def _touch(store, resource, ns, name, label):
+    """Change ``name`` in a way that matters to no binding decision, so its controllers sync it again."""
+    for _ in range(50):
+        obj = store.get(resource, ns, name)
+        obj["metadata"].setdefault("labels", {})["touched"] = label
+        try:
+            return store.update(resource, obj)
+        except Conflict:
+            continue
+    raise AssertionError(f"could not touch {name}")
+
+
+def _edit_volume_spec(store, name, **changes):
+    for _ in range(50):
+        volume = store.get(PV, "", name)
+        volume["spec"].update(changes)
+        try:
+            return store.update(PV, volume)
+        except Conflict:
+            continue
+    raise AssertionError(f"could not edit {name}")
+
+
+def test_b12_volume_mismatch_is_told_once_per_change_not_on_every_sync(store, controllers):
+    """B12: syncing the claim again (its own or its volume's unrelated change, a sweep, a resync) adds nothing;
+    a different mismatch is told again, and a fixed volume binds."""
+    store.create(SC, mk_sc("late-once", provisioner="kubernetes.io/no-provisioner", mode="WaitForFirstConsumer"))
+    store.create(PV, mk_pv("pv-once", "1Gi", cls="late-once"))
+    claim = store.create(PVC, mk_pvc("once", "2Gi", cls="late-once", volume_name="pv-once"))
+    too_small = 'Cannot bind to requested volume "pv-once": requested PV is too small'
+    wait_event(store, claim, "VolumeMismatch")
+
+    def mismatches():
+        return [(e["message"], e.get("count", 1)) for e in events_for(store, claim) if e["reason"] == "VolumeMismatch"]
+
+    for round_ in range(3):
+        _touch(store, PVC, "default", "once", str(round_))
+        _touch(store, PV, "", "pv-once", str(round_))
+    # Barrier: the controllers have seen the last touches and handled every key they queued.
+    wait_for(lambda: ((controllers.cache.get(PVC, "default", "once") or {}).get("metadata", {}).get("labels") or {})
+             .get("touched") == "2"
+             and ((controllers.cache.get(PV, "", "pv-once") or {}).get("metadata", {}).get("labels") or {})
+             .get("touched") == "2" and controllers.idle(), "the touches seen and handled", 30)
+    assert mismatches() == [(too_small, 1)]
+
+    _edit_volume_spec(store, "pv-once", capacity={"storage": "5Gi"}, storageClassName="other-once")
+    other = 'Cannot bind to requested volume "pv-once": storageClassName does not match'
+    wait_for(lambda: sorted(mismatches()) == sorted([(too_small, 1), (other, 1)]), "the new mismatch told", 30)
+    _edit_volume_spec(store, "pv-once", storageClassName="late-once")
+    assert wait_phase(store, PVC, "default", "once", "Bound")["spec"]["volumeName"] == "pv-once"
 
 
 def test_b3_prebound_volume_binds_by_name_and_missing_volume_stays_pending(store, controllers):
