@@ -38,7 +38,8 @@ import orjson
 from storage.api.limits import MAX_DEPTH, MAX_REQUEST_BYTES, depth_message, json_depth_exceeds
 from storage.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
-__all__ = ["MAGIC", "MEDIA_TYPE", "Envelope", "decode_message", "decode_object", "known", "raw_fields", "read_envelope"]
+__all__ = ["MAGIC", "MEDIA_TYPE", "Envelope", "decode_message", "decode_object", "known", "message_fields", "raw_fields",
+           "read_envelope", "root_message"]
 
 MAGIC = b"k8s\x00"
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
@@ -91,6 +92,18 @@ def _schema() -> tuple[dict[str, str], dict[str, str], dict[str, tuple[dict[int,
 def known(api_version: str, kind: str) -> bool:
     """Whether this server reads ``kind`` of ``api_version`` in protobuf."""
     return f"{api_version}/{kind}" in _schema()[0]
+
+
+def root_message(api_version: str, kind: str) -> str | None:
+    """The message ``kind`` of ``api_version`` is (``apps.v1.StatefulSet``); None for kinds Kubernetes does
+    not build in (custom resources)."""
+    return _schema()[0].get(f"{api_version}/{kind}")
+
+
+def message_fields(message: str) -> dict[str, tuple[Any, str]]:
+    """A message's fields by JSON name: (type, flags); empty for an unknown message."""
+    found = _schema()[2].get(message)
+    return {} if found is None else {j: (t, f) for _, j, t, f in found[1]}
 
 
 # ---- the wire format ------------------------------------------------------------------------------

@@ -20,8 +20,10 @@ from pydantic import ValidationError
 
 from storage.api.bench_figures import BenchParameterError, parse_requirements
 from storage.api.conversion import convert
+from storage.api.decoding import UndecodableObject, decode_error
 from storage.api.defaults import CSI_DRIVER_DEFAULTS, normalize_data_sources
 from storage.api.disruption import UNHEALTHY_POD_EVICTION_POLICIES as _UNHEALTHY_POD_EVICTION_POLICIES
+from storage.api.k8s_protobuf import root_message
 from storage.api.modelbase import dump
 from storage.api.models import MODELS
 from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES
@@ -1679,12 +1681,37 @@ def _resource_info(obj: Any) -> ResourceInfo:
     return info
 
 
+def _undecodable(exc: ValidationError, info: ResourceInfo, api_version: str) -> UndecodableObject | None:
+    """K1: the error Kubernetes' decoder refuses the body with (a wrong JSON type, a malformed quantity);
+    None when every error is one its validation reports (a missing field), or for a custom resource,
+    which Kubernetes checks against its schema and answers with 422."""
+    if root_message(info.api_version, info.kind) is None:
+        return None
+    for err in exc.errors(include_url=False):
+        if err["type"] == "missing":
+            continue
+        if err["type"] == "value_error":  # only quantities raise these, with apimachinery's own message
+            detail = str(err["msg"]).removeprefix("Value error, ")
+        else:
+            loc = [p for p in err["loc"] if not (isinstance(p, str) and _PYDANTIC_TYPE_TAGS.match(p))]
+            detail = decode_error(info.api_version, info.kind, loc, err["type"], err.get("input"))
+        return UndecodableObject(info.kind, api_version, detail)
+    return None
+
+
 def _normalize(obj: dict[str, Any], info: ResourceInfo, errs: _Errors) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """(normalized object or None when the shape is wrong, the dict that rules should read)."""
+    """(normalized object or None when the shape is wrong, the dict that rules should read).
+
+    Strict (K2): Go's decoder takes no ``"80"`` for an int32 nor ``"true"`` for a bool, where pydantic's
+    lax mode would convert them; int-or-string fields are unions and still take both.
+    """
     work = convert(obj)
     try:
-        out = dump(MODELS[info.kind].model_validate(work))
+        out = dump(MODELS[info.kind].model_validate(work, strict=True))
     except ValidationError as exc:
+        undecodable = _undecodable(exc, info, str(obj.get("apiVersion") or info.api_version))
+        if undecodable is not None:
+            raise undecodable from None
         errs.items.extend(_pydantic_errors(exc))
         return None, work
     return out, out

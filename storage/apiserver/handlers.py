@@ -6,6 +6,7 @@ invalid is ever stored. Objects are plain JSON dicts in wire form.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -13,6 +14,7 @@ from typing import Any, Callable
 from storage.api import managedfields as mf
 from storage.api.conversion import convert
 from storage.api.defaults import apply_defaults
+from storage.api.decoding import UndecodableObject
 from storage.api.deletion import plan_deletion, requested_grace
 from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, json_copy, depth_message, encoded_size, object_too_large_message
 from storage.api.models import MODELS
@@ -24,7 +26,7 @@ from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
 from storage.errors import (
-    AlreadyExists, BadRequest, Conflict, Gone, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge,
+    AlreadyExists, BadRequest, Conflict, FieldError, Gone, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge,
 )
 from storage.store.base import Store
 
@@ -230,19 +232,27 @@ class Handlers:
         if isinstance(patch, dict):
             wanted_rv = ((patch.get("metadata") or {}) if isinstance(patch.get("metadata"), dict) else {}).get("resourceVersion")
 
+        last: list[dict[str, Any]] = []
+
         def patched(old: dict[str, Any]) -> dict[str, Any]:
             new = apply_patch(content_type, old, patch)
             if not isinstance(new, dict):
                 raise BadRequest("the patch must leave an object")
+            last[:] = [new]
             new = self._normalize(t, new, fields, old)
             if new["metadata"].get("name") != t.name:
                 raise BadRequest("metadata.name: the patch may not change the name")
             return new
 
         record = self._updater(t, manager)
-        if t.subresource == "status":
-            return self._write_status(t, patched, wanted_rv, dry_run, user, record)
-        return self._write(t, patched, wanted_rv, user, dry_run, warnings, record)
+        try:
+            if t.subresource == "status":
+                return self._write_status(t, patched, wanted_rv, dry_run, user, record)
+            return self._write(t, patched, wanted_rv, user, dry_run, warnings, record)
+        except UndecodableObject as e:
+            # Kubernetes decodes the patched object after patching: its refusal is the patch's 422 (K1).
+            shown = json.dumps(last[0] if last else patch, separators=(",", ":"), sort_keys=True)
+            raise Invalid([FieldError("patch", "Invalid value", e.detail, shown, True)]) from None
 
     def apply(self, t: Target, config: Any, *, user: str = "", dry_run: bool = False,
               warnings: list[str] | None = None, fields: FieldValidation | None = None, manager: str,
