@@ -38,6 +38,7 @@ from volume_plugins.registry import LimitKeys, attach_limit_keys
 Obj = dict[str, Any]
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 LOCAL_PROVISIONER = "stowage.io/local"
 HOSTNAME_KEY = "kubernetes.io/hostname"
 
@@ -54,6 +55,7 @@ R_NO_STORAGE = "node(s) did not have enough free storage"
 R_NO_VOLUME = "node(s) didn't find available persistent volumes to bind"
 R_RWOP = "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode"
 R_MAX_VOLUMES = "node(s) exceed max volume count"
+R_PV_MISSING = "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"
 # The predicates Kubernetes reports as plain Unschedulable: evicting some pod could make room, so its preemption
 # looks for victims there. Every other failure is UnschedulableAndUnresolvable (SC2).
 R_PREEMPTIBLE = frozenset({R_ANTI_AFFINITY, R_EXISTING_ANTI_AFFINITY, R_RWOP, R_MAX_VOLUMES})
@@ -397,17 +399,22 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
 
     late: list[Obj] = []  # unbound claims whose class waits for the first consumer
     bound_volumes: list[Obj] = []
+    missing_volume = False  # a bound claim's volume is gone
     for claim in claims:
         volume_name = (claim.get("spec") or {}).get("volumeName")
-        if volume_name:
+        if volume_name and BIND_COMPLETED in (_meta(claim).get("annotations") or {}):
             pv = snap.volumes.get(volume_name)
             if pv is not None:
                 bound_volumes.append(pv)
+            else:
+                missing_volume = True
             continue
         cls = snap.classes.get(object_class(claim))
-        if cls is not None and cls.get("volumeBindingMode") == "WaitForFirstConsumer":
+        if cls is not None and cls.get("volumeBindingMode") == "WaitForFirstConsumer" and not volume_name:
             late.append(claim)
         else:
+            # SC1: a claim naming its volume waits for the binder whatever its class (B12), as Kubernetes
+            # counts such a pre-bound claim among the immediate ones.
             return _before_nodes(pod, snap, "pod has unbound immediate PersistentVolumeClaims")
     # BP20: the benchmark that measures a node must be able to run on a node nobody has measured yet.
     measuring = (_meta(pod).get("annotations") or {}).get(ANN_MEASURING) == "true"
@@ -440,7 +447,7 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
     for node in snap.nodes:
         name = _meta(node).get("name", "")
         reason = _node_failure(pod, node, snap, nodes_by_name, placed, repelling, bound_volumes, late, candidates,
-                               rwop_conflict)
+                               rwop_conflict, missing_volume)
         if not reason and attachable and exceeds_volume_limits(
                 node, attachable, [p for p in placed if (p.get("spec") or {}).get("nodeName") == name], snap):
             reason = R_MAX_VOLUMES
@@ -466,7 +473,7 @@ def place(pod: Obj, snap: Snapshot) -> Placement:
 
 def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, Obj], placed: list[Obj],
                   repelling: list[Obj], bound_volumes: list[Obj], late: list[Obj], candidates: dict[int, list[Obj]],
-                  rwop_conflict: bool) -> str:
+                  rwop_conflict: bool, missing_volume: bool = False) -> str:
     if not node_ready(node):
         return R_NOT_READY
     if not admits_pod(node, pod):  # E14
@@ -483,6 +490,8 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
         return reason
     if rwop_conflict:
         return R_RWOP
+    if missing_volume:
+        return R_PV_MISSING
     for pv in bound_volumes:
         if not volume_admits_node(pv, node):
             return R_VOLUME_AFFINITY

@@ -35,6 +35,7 @@ def claim(name: str, size: int = 100 * MiB, *, cls: str = "local", volume: str |
          "spec": {"accessModes": list(modes), "storageClassName": cls, "resources": {"requests": {"storage": str(size)}}}}
     if volume:
         c["spec"]["volumeName"] = volume
+        c["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"] = "yes"  # bound, as the binder writes it (B6)
     if selected:
         c["metadata"]["annotations"][SELECTED_NODE] = selected
     return c

@@ -31,9 +31,11 @@ def pod(name: str, claims: list[str], node_name: str | None = None) -> dict:
 
 def claim(name: str, cls: str = "fast", volume: str | None = None) -> dict:
     spec = {"accessModes": ["ReadWriteOnce"], "storageClassName": cls, "resources": {"requests": {"storage": "100Mi"}}}
+    annotations = {}
     if volume:
         spec["volumeName"] = volume
-    return {"metadata": {"name": name, "namespace": "default", "annotations": {}}, "spec": spec}
+        annotations["pv.kubernetes.io/bind-completed"] = "yes"  # bound, as the binder writes it (B6)
+    return {"metadata": {"name": name, "namespace": "default", "annotations": annotations}, "spec": spec}
 
 
 def storage_class(name: str, **params: str) -> dict:

@@ -43,6 +43,8 @@ def claim(name: str, *, cls: str = "late", volume: str = "", phase: str = "Pendi
     spec: Obj = {"accessModes": ["ReadWriteOnce"], "storageClassName": cls, "resources": {"requests": {"storage": "1Gi"}}}
     if volume:
         spec["volumeName"] = volume
+    if phase == "Bound":
+        meta["annotations"]["pv.kubernetes.io/bind-completed"] = "yes"  # what the binder writes (B6)
     return {"metadata": meta, "spec": spec, "status": {"phase": phase}}
 
 
@@ -154,3 +156,24 @@ def test_sc1_an_ephemeral_claim_not_made_yet_is_waited_for() -> None:
 
 def test_sc1_without_nodes_nothing_else_is_looked_at() -> None:
     assert failure(pod("p", claims=("gone",)), snap([])) == NO_NODES == "no nodes available to schedule pods"
+
+
+def test_sc1_b12_a_claim_naming_its_volume_waits_for_the_binder_whatever_its_class() -> None:
+    """Kubernetes counts a claim with ``spec.volumeName`` but no completed binding among the immediate ones:
+    the pod is not placed while the binder refuses the claim (B12), even under WaitForFirstConsumer."""
+    nodes = [node("n1"), node("n2")]
+    named = claim("named", volume="pv-small")  # not bound: the volume refuses it, say
+    s = snap(nodes, claims=[named], volumes=[static_pv("pv-small", "n1")])
+    assert failure(pod("p", claims=("named",)), s) == (
+        "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. "
+        f"preemption: 0/2 nodes are available: 2 {NOT_HELPFUL}.")
+    bound = claim("named", volume="pv-small", phase="Bound")
+    s = snap(nodes, claims=[bound], volumes=[static_pv("pv-small", "n1", claim_name="named")])
+    assert place(pod("p", claims=("named",)), s).node == "n1"
+
+
+def test_sc2_a_bound_claims_missing_volume_is_counted_per_node() -> None:
+    s = snap([node("n1")], claims=[claim("orphan", volume="pv-gone", phase="Bound")])
+    assert failure(pod("p", claims=("orphan",)), s) == (
+        "0/1 nodes are available: 1 node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s). "
+        f"preemption: 0/1 nodes are available: 1 {NOT_HELPFUL}.")

@@ -31,8 +31,9 @@ def ebs_pv(name: str) -> Obj:
 
 
 def bound_claim(name: str, pv: str) -> Obj:
-    return {"metadata": {"name": name, "namespace": "default"}, "spec": {"volumeName": pv},
-            "status": {"phase": "Bound"}}
+    return {"metadata": {"name": name, "namespace": "default",
+                         "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},  # what the binder writes (B6)
+            "spec": {"volumeName": pv}, "status": {"phase": "Bound"}}
 
 
 def pod(name: str, claims: list[str], node_name: str | None = None, phase: str = "Pending",
