@@ -123,6 +123,13 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  crd=True),
 )
 
+# K4: kinds whose objects carry no metadata.generation in Kubernetes (their registry strategies never
+# set it); every other kind starts at 1 and counts changes of everything but status and metadata.
+KINDS_WITHOUT_GENERATION = frozenset({
+    "PersistentVolume", "PersistentVolumeClaim", "ConfigMap", "Secret", "Service", "Endpoints", "Namespace",
+    "Node", "Event", "ServiceAccount", "StorageClass", "Lease",
+})
+
 _BY_KIND = {r.kind: r for r in RESOURCES}
 _BY_PLURAL = {r.plural: r for r in RESOURCES}
 _BY_ANY_NAME: dict[str, ResourceInfo] = {}

@@ -808,7 +808,8 @@ class SqlStore(Store):
         uid = str(uuid.uuid4())
         meta["uid"] = uid
         meta["creationTimestamp"] = _now()
-        meta["generation"] = 1
+        if stored.get("kind") not in registry.KINDS_WITHOUT_GENERATION:
+            meta["generation"] = 1
         stored["metadata"] = meta
         namespace, name = _key(stored)
         return namespace, name, uid, stored
@@ -1117,7 +1118,7 @@ def _merge_update(current: dict[str, Any], incoming: dict[str, Any]) -> tuple[di
         meta.pop(owned, None)
         if owned in old_meta and owned != "resourceVersion":
             meta[owned] = old_meta[owned]
-    if _spec_part(stored) != _spec_part(current):
+    if _spec_part(stored) != _spec_part(current) and stored.get("kind") not in registry.KINDS_WITHOUT_GENERATION:
         meta["generation"] = int(old_meta.get("generation") or 0) + 1
     meta["name"] = old_meta.get("name", meta.get("name"))
     if old_meta.get("namespace"):

@@ -358,9 +358,18 @@ def test_bad_yaml_names_file_and_document(cli, tmp_path) -> None:
 
 
 def test_invalid_object_is_reported_by_the_server(cli, tmp_path) -> None:
-    result = cli.run("apply", "-f", "-", stdin=PVC.replace("storage: 1Gi", "storage: 1Gib"))
+    result = cli.run("apply", "-f", "-", stdin=PVC.replace("[ReadWriteOnce]", "[ReadWriteSometimes]"))
     assert result.code == 1
     assert result.err.startswith("Error from server (Invalid): ")
+    assert "ReadWriteSometimes" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_undecodable_object_is_a_bad_request_from_the_server_K1(cli, tmp_path) -> None:
+    result = cli.run("apply", "-f", "-", stdin=PVC.replace("storage: 1Gi", "storage: 1Gib"))
+    assert result.code == 1
+    assert result.err.startswith("Error from server (BadRequest): ")
+    assert "quantities must match the regular expression" in result.err
     assert len(result.err.strip().splitlines()) == 1
 
 

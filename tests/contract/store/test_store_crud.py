@@ -34,7 +34,7 @@ def test_create_sets_store_owned_metadata_and_drops_client_values(store: SqlStor
     assert meta["resourceVersion"] == str(store.current_revision())
     assert RFC3339.match(meta["creationTimestamp"]) and meta["creationTimestamp"] != "2000-01-01T00:00:00Z"
     assert "deletionTimestamp" not in meta
-    assert meta["generation"] == 1
+    assert "generation" not in meta, "K4: a PersistentVolume has no generation, the client's is dropped"
     assert obj["metadata"]["uid"] == "client-uid", "the caller's dict must not be modified"
     assert store.get(PV, "", "pv1") == created
 
@@ -126,24 +126,37 @@ def test_update_preserves_uid_and_creation_timestamp(store: SqlStore) -> None:
     updated = store.update(PV, tampered)
     assert updated["metadata"]["uid"] == created["metadata"]["uid"]
     assert updated["metadata"]["creationTimestamp"] == created["metadata"]["creationTimestamp"]
-    assert updated["metadata"]["generation"] == 2
+    assert "generation" not in updated["metadata"], "K4: nor on update"
     assert store.get(PV, "", "pv1") == updated
 
 
+def _statefulset(name: str) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": 1, "serviceName": name}}
+
+
+def test_generation_starts_at_one_for_kinds_that_have_one_K4(store: SqlStore) -> None:
+    body = _statefulset("web")
+    body["metadata"]["generation"] = 7
+    assert store.create("statefulsets", body)["metadata"]["generation"] == 1
+    assert "generation" not in store.create("persistentvolumeclaims", pvc("default", "data"))["metadata"]
+
+
 def test_generation_grows_only_when_spec_changes(store: SqlStore) -> None:
-    obj = store.create(PV, pv("pv1"))
-    obj["status"] = {"phase": "Available"}
-    obj = store.update(PV, obj)
+    sts = "statefulsets"
+    obj = store.create(sts, _statefulset("web"))
+    obj["status"] = {"replicas": 1}
+    obj = store.update(sts, obj)
     assert obj["metadata"]["generation"] == 1, "status changes keep the generation"
     obj["metadata"]["labels"] = {"tier": "gold"}
     obj["metadata"]["annotations"] = {"note": "x"}
-    obj = store.update(PV, obj)
+    obj = store.update(sts, obj)
     assert obj["metadata"]["generation"] == 1, "metadata changes keep the generation"
-    obj["spec"]["persistentVolumeReclaimPolicy"] = "Delete"
-    obj = store.update(PV, obj)
+    obj["spec"]["replicas"] = 2
+    obj = store.update(sts, obj)
     assert obj["metadata"]["generation"] == 2
-    obj["spec"]["mountOptions"] = ["ro"]
-    assert store.update(PV, obj)["metadata"]["generation"] == 3
+    obj["spec"]["serviceName"] = "other"
+    assert store.update(sts, obj)["metadata"]["generation"] == 3
 
 
 def test_noop_update_writes_nothing(store: SqlStore) -> None:
