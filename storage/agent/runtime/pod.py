@@ -445,6 +445,8 @@ class PodWorker:
     def _maybe_start(self, cs: ContainerState, spec: dict[str, Any]) -> None:
         if time.time() < cs.next_start:
             return
+        if self._adopt_unrecorded(cs, spec):
+            return
         if self.env_sources is None:
             cs.waiting_reason, cs.waiting_message = "ContainerCreating", "waiting for the agent to resync the pod"
             return
@@ -532,6 +534,48 @@ class PodWorker:
         self._start_probes(cs, spec, adopted=False)
         log.info("container started", uid=self.uid, container=cs.name, restart=restart, runc_id=container_id)
         self.save_state()
+
+    def _adopt_unrecorded(self, cs: ContainerState, spec: dict[str, Any]) -> bool:
+        """A5: an agent killed after runc began running a container but before it saved that it had
+        leaves the container running under its shim (its own session). Starting it again would kill
+        it, run the command a second time, and take the killed run's exit, which its shim writes
+        meanwhile, for the new run's (one more restart, the command a third time). That container is
+        taken over instead, as a recorded one is at a restart. True when it was."""
+        container_id = self._runc_id(cs.name)
+        if not (self.s.runc.root / container_id).exists():
+            return False  # the usual case, one stat: runc has nothing under that name
+        cdir = self._container_dir(cs.name)
+        shim = self.s.runc.shim_of(cdir / "exit")
+        if shim is None:
+            return False  # nothing waits on it: the start cleans away what is left
+        state = self.s.runc.state(container_id)
+        if state is None or state.get("status") not in ("running", "paused"):
+            # Ended or never got going: its shim's exit record must be written before the start clears
+            # the record, or the new run would be taken for ended at once.
+            self.s.runc.delete(container_id)
+            try:
+                shim.wait(timeout=10)
+            except psutil.Error:
+                pass
+            return False
+        try:
+            created = shim.create_time()
+        except psutil.Error:
+            return False
+        restart = cs.restart_count + (1 if cs.last_terminated else 0)  # what the dead agent computed
+        # The dead agent may not have released its copies of the root and the staged volumes.
+        unmount_rootfs(cdir, self._bundle_dir(cs.name) / "rootfs")
+        if cs.last_terminated is not None:
+            cs.restart_count = restart
+        cs.instance = Instance(restart=restart, container_id=container_id, started_at=iso(created),
+                               started_wall=created, shim_pid=shim.pid, shim_created=created,
+                               exit_watched=self._watch_exit(cdir))
+        cs.waiting_reason = cs.waiting_message = ""
+        self._start_probes(cs, spec, adopted=True)
+        log.warning("container adopted: it was started by an agent that stopped before recording it",
+                    uid=self.uid, container=cs.name, restart=restart, runc_id=container_id)
+        self.save_state()
+        return True
 
     def _watch_exit(self, cdir: Path) -> bool:
         """PF77: the shim renaming the exit file into place wakes this worker, so a container's end (an init

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import structlog
 
 from storage.system.executor import Executor, kill_bounded
@@ -95,6 +96,18 @@ class Runc:
         finally:
             if fifo_fd >= 0:
                 os.close(fifo_fd)
+
+    def shim_of(self, exit_path: Path) -> psutil.Process | None:
+        """The live shim that records a container's end at ``exit_path``, if there is one. Reads every
+        process's command line, so only for the rare look after a crash, never for each start."""
+        want = ["stowage-shim", str(exit_path)]
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            try:
+                if proc.info["cmdline"][3:5] == want and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    return proc
+            except (TypeError, psutil.Error):  # a kernel thread (no command line) or gone meanwhile
+                continue
+        return None
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A runc command, bounded (CF13): one stuck in the kernel (a frozen or hung container's runc)

@@ -7,9 +7,11 @@ finishes a deletion it was in the middle of, leaving no mount or loop device.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 from agent_cluster import Cluster, claim, condition, local_class, pod, wait_until
 from storage.system import loop, mounts
@@ -29,8 +31,16 @@ def _kill(proc: subprocess.Popen) -> None:
 def _runc_state(cluster: Cluster, name: str) -> dict[str, str]:
     root = cluster.agent_dir(name) / "runc"
     out = subprocess.run(["runc", "--root", str(root), "list", "--format", "json"], capture_output=True, text=True)
-    import json
     return {c["id"]: c["status"] for c in (json.loads(out.stdout or "null") or [])}
+
+
+def _init(runc: str, root: Path, cid: str) -> tuple[str, int] | None:
+    """(status, init pid) of a container, as runc reports it; None when runc knows no such container."""
+    out = subprocess.run([runc, "--root", str(root), "state", cid], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    state = json.loads(out.stdout)
+    return state["status"], state["pid"]
 
 
 def _node_ready(cluster: Cluster) -> bool:
@@ -100,3 +110,53 @@ def test_a5_sigkill_during_deletion_then_restart_finishes_it(cluster: Cluster) -
     cluster.wait_gone("pods", "reader", "default")
     cluster.client.delete("persistentvolumeclaims", "data", "default")
     wait_until(lambda: not loop.loops_under(cluster.base), "the volume's loop device to be detached")
+
+
+def test_a5_sigkill_between_the_container_start_and_its_record_then_restart_adopts_it(
+        cluster: Cluster, monkeypatch) -> None:
+    """The agent dies right after asking runc to run the container, before it saved that it had: the
+    container runs on (its shim has its own session). The restarted agent must take that container
+    over, not kill it and run the pod's command again (nor take the killed run's exit for the new one's)."""
+    import shutil
+    real_runc = shutil.which("runc")
+    assert real_runc
+    bin_dir = cluster.base / "bin"
+    bin_dir.mkdir()
+    pid_file, fired = cluster.base / "agent.pid", cluster.base / "fired"
+    # A `runc` that, at the first `run`, kills the agent's process group (SIGKILL, as a crash), then runs it.
+    wrapper = bin_dir / "runc"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "for a in \"$@\"; do\n"
+        f"  if [ \"$a\" = run ] && [ ! -e {fired} ] && mkdir {fired} 2>/dev/null; then kill -9 -$(cat {pid_file}); fi\n"
+        "done\n"
+        f"exec {real_runc} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    cluster.start_controllers()
+    first = cluster.spawn_agent("n1")
+    pid_file.write_text(str(first.pid))
+    wait_until(lambda: _node_ready(cluster), "node n1 registered", timeout=60)
+    cluster.apply(local_class(), claim("data"), pod("once", "date >> /data/boots; " + LOOPING, claims={"data": "/data"}))
+    first.wait(timeout=120)
+    assert fired.exists(), cluster.agent_log("n1")
+    wait_until(lambda: list(_runc_state(cluster, "n1").values()) == ["running"], "the container to run on its own")
+    (cid, _), = _runc_state(cluster, "n1").items()
+    root = cluster.agent_dir("n1") / "runc"
+    before = _init(real_runc, root, cid)
+
+    cluster.spawn_agent("n1")
+    after = cluster.wait_running("once", timeout=120)
+    assert _container(after)["containerID"] == f"runc://{cid}"
+    assert _container(after)["restartCount"] == 0, _container(after)
+    assert before is not None and before[0] == "running"
+    assert _init(real_runc, root, cid) == before  # the same process, never killed
+    boots = next((cluster.agent_dir("n1") / "pods" / after["metadata"]["uid"] / "volumes").glob("*/data")) / "boots"
+    assert len(boots.read_text().splitlines()) == 1  # the command ran once
+
+    # It is the agent's own container again: a deletion stops it and leaves nothing behind.
+    cluster.client.delete("pods", "once", "default")
+    cluster.wait_gone("pods", "once", "default", timeout=120, diagnose=lambda: cluster.agent_log("n1"))
+    assert _runc_state(cluster, "n1") == {}
+    assert not mounts.mounts_under(cluster.agent_dir("n1")), "mounts left behind for a deleted pod"
