@@ -302,7 +302,8 @@ def main() -> None:
     packages = load_packages(api, apimachinery)
     gen = Generator(packages)
     kinds: dict[str, str] = {}
-    roots = [(r.api_version, r.kind) for r in registry.RESOURCES] + list(EXTRA_ROOTS)
+    # Kinds served from a CustomResourceDefinition in Kubernetes have no protobuf form (JSON only).
+    roots = [(r.api_version, r.kind) for r in registry.RESOURCES if not r.crd] + list(EXTRA_ROOTS)
     for api_version, kind in roots:
         message = kind_message(packages, api_version, kind)
         gen.visit(message)

@@ -26,6 +26,9 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "Namespace": "A scope for names; namespaced objects live in exactly one namespace.",
     "Secret": "Holds secret data of a certain type; values in data are base64-encoded.",
     "ConfigMap": "Holds configuration data for pods to consume.",
+    "LimitRange": "Per-object bounds in a namespace: the minimum and maximum storage of a claim, and container "
+                  "defaults.",
+    "ResourceQuota": "Total limits of a namespace: storage requested by claims, per class, and object counts.",
     "Event": "A report of something that happened to an object in the cluster.",
     "ReplicationController": "Keeps a number of copies of a pod template running.",
     "StatefulSet": "Runs pods with stable identities (ordinal names) and stable storage, one "

@@ -523,6 +523,22 @@ register("CSIDriver", Columns(["NAME", "ATTACHREQUIRED", "PODINFOONMOUNT", "STOR
                                "REQUIRESREPUBLISH", "MODES", "AGE"], _csi_driver))
 register("CSINode", Columns(["NAME", "DRIVERS", "AGE"], _csi_node))
 register("Lease", Columns(["NAME", "HOLDER", "AGE"], _lease))
+
+
+def _resource_quota(obj: dict[str, Any], now: datetime) -> Row:
+    """kubectl's columns: ``used/hard`` of status.hard in name order, limits.* apart from the rest (SEMANTICS QL1)."""
+    status = _status(obj)
+    used = status.get("used") or {}
+    request: list[str] = []
+    limit: list[str] = []
+    for name, hard in sorted((status.get("hard") or {}).items()):
+        (limit if name.split(".")[0] == "limits" and "." in name else request).append(
+            f"{name}: {used.get(name, '0')}/{hard}")
+    return [_name(obj), object_age(obj, now), ", ".join(request), ", ".join(limit)]
+
+
+register("ResourceQuota", Columns(["NAME", "AGE", "REQUEST", "LIMIT"], _resource_quota))
+register("LimitRange", Columns(["NAME", "CREATED AT"], _created_at))
 # kubectl's columns for the RBAC kinds, service accounts and certificate requests.
 register("Role", Columns(["NAME", "CREATED AT"], _created_at))
 register("ClusterRole", Columns(["NAME", "CREATED AT"], _created_at))

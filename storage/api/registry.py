@@ -57,6 +57,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("ConfigMap", "configmaps", "configmap", "", "v1", True, ("cm",), has_status=False),
     ResourceInfo("Event", "events", "event", "", "v1", True, ("ev",), has_status=False),
     ResourceInfo("ReplicationController", "replicationcontrollers", "replicationcontroller", "", "v1", True, ("rc",)),
+    # SEMANTICS QL1: a namespace's per-object limits (no status in Kubernetes) and its total quotas.
+    ResourceInfo("LimitRange", "limitranges", "limitrange", "", "v1", True, ("limits",), has_status=False),
+    ResourceInfo("ResourceQuota", "resourcequotas", "resourcequota", "", "v1", True, ("quota",)),
     ResourceInfo(
         "StorageClass", "storageclasses", "storageclass", "storage.k8s.io", "v1", False, ("sc",),
         has_status=False, legacy_api_versions=("storage.k8s.io/v1beta1",),
@@ -127,7 +130,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
 # set it); every other kind starts at 1 and counts changes of everything but status and metadata.
 KINDS_WITHOUT_GENERATION = frozenset({
     "PersistentVolume", "PersistentVolumeClaim", "ConfigMap", "Secret", "Service", "Endpoints", "Namespace",
-    "Node", "Event", "ServiceAccount", "StorageClass", "Lease",
+    "Node", "Event", "ServiceAccount", "StorageClass", "Lease", "LimitRange", "ResourceQuota",
 })
 
 _BY_KIND = {r.kind: r for r in RESOURCES}

@@ -1434,6 +1434,37 @@ def _immutable_data_update(errs: _Errors, new: dict[str, Any], old: dict[str, An
                 errs.forbidden(section, "field is immutable when `immutable` is set")
 
 
+def _limit_range(errs: _Errors, obj: dict[str, Any]) -> None:
+    """QL6: non-negative bounds, min <= defaultRequest <= default <= max, one item per type."""
+    from storage.api.quota import limit_range_errors
+
+    for kind, path, value, detail in limit_range_errors(obj):
+        if kind == "duplicate":
+            errs.duplicate(path, value)
+        elif kind == "required":
+            errs.required(path, detail)
+        elif kind == "forbidden":
+            errs.forbidden(path, detail)
+        else:
+            errs.invalid(path, value, detail)
+
+
+def _resource_quota(errs: _Errors, obj: dict[str, Any]) -> None:
+    """QL2: quota names are qualified names and no quantity is negative."""
+    from storage.api.quota import quota_errors
+
+    for name in _d(_d(obj.get("spec")).get("hard")):
+        errs.names(f"spec.hard.{name}", name, _quota_name)
+    for path, value, detail in quota_errors(obj):
+        errs.invalid(path, value, detail)
+
+
+def _quota_name(name: str) -> list[str]:
+    # "<class>.storageclass.storage.k8s.io/requests.storage" and "count/deployments.apps" are qualified names
+    # with a prefix; Kubernetes checks them the same way.
+    return is_qualified_name(name)
+
+
 def _event(errs: _Errors, obj: dict[str, Any]) -> None:
     involved = _d(obj.get("involvedObject"))
     ns = _d(obj.get("metadata")).get("namespace")
@@ -1588,6 +1619,8 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ControllerRevision": _controller_revision,
     "Deployment": _deployment,
     "Lease": _lease,
+    "LimitRange": _limit_range,
+    "ResourceQuota": _resource_quota,
     "BackupSchedule": _backup_schedule,
     "Role": _role,
     "ClusterRole": _cluster_role,
@@ -1782,6 +1815,11 @@ def validate_status(obj: dict[str, Any], old: dict[str, Any] | None = None) -> d
             errs.non_negative(f"status.{key}", status.get(key))
     if info.kind in ("VolumeSnapshot", "VolumeSnapshotContent"):
         _snapshot_status(errs, info, status)
+    if info.kind == "ResourceQuota":
+        from storage.api.quota import quota_errors
+
+        for path, value, detail in quota_errors(data):
+            errs.invalid(path, value, detail)
     if info.kind == "PersistentVolumeClaim":
         for mode in _l(status.get("accessModes")):
             errs.enum("status.accessModes", mode, ACCESS_MODES)

@@ -9,7 +9,7 @@ also sees ``/status`` writes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, Sequence
 
 import structlog
@@ -46,6 +46,8 @@ class AdmissionRequest:
     user: str = ""
     # Shared by the whole chain; the API server sends each as a "Warning: 299" header.
     warnings: list[str] = field(default_factory=list)
+    # A dry run is checked like any write but must leave no trace (no quota charged).
+    dry_run: bool = False
 
 
 class AdmissionPlugin(Protocol):
@@ -62,9 +64,7 @@ class Admission:
     def admit(self, req: AdmissionRequest) -> dict[str, Any]:
         obj = req.obj
         for plugin in self.plugins:
-            obj = plugin.admit(
-                AdmissionRequest(req.operation, req.resource, obj, req.old, req.store, req.user, req.warnings)
-            )
+            obj = plugin.admit(replace(req, obj=obj))
         return obj
 
     def admit_status(self, req: AdmissionRequest) -> dict[str, Any]:
@@ -346,10 +346,14 @@ class PodSecurity:
 def default_admission(pod_security_default: str = podsecurity.BASELINE, *,
                       not_ready_toleration_seconds: int = DEFAULT_TOLERATION_SECONDS,
                       unreachable_toleration_seconds: int = DEFAULT_TOLERATION_SECONDS) -> Admission:
+    from storage.apiserver.quota_admission import LimitRanger, ResourceQuotaAdmission
     from storage.apiserver.sa_admission import ServiceAccountAdmission
 
     # Mutating plugins first, Pod Security last: it judges the pod as it will be stored
     # (with the service-account token volume), as Kubernetes' validating phase does.
     return Admission([DefaultStorageClass(), ProtectionFinalizers(), ClaimResize(), ServiceAccountAdmission(),
                       DefaultTolerationSeconds(not_ready_toleration_seconds, unreachable_toleration_seconds),
-                      PodSecurity(pod_security_default)])
+                      PodSecurity(pod_security_default),
+                      # Kubernetes' order: LimitRanger, then ResourceQuota last, so only a write every other
+                      # plugin let through is charged (QL4, QL7).
+                      LimitRanger(), ResourceQuotaAdmission()])

@@ -104,6 +104,8 @@ def cluster_roles() -> list[Obj]:
         _role("system:aggregate-to-view", [
             _rule(_READ, [""], view_core),
             _rule(_READ, [""], ["namespaces"]),
+            # QL1: everyone with view reads the namespace's quotas and limits; only cluster-admin writes them.
+            _rule(_READ, [""], ["limitranges", "resourcequotas", "resourcequotas/status"]),
             _rule(_READ, ["apps"], apps),
             _rule(_READ, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
             _rule(_READ, ["snapshot.storage.k8s.io"], ["volumesnapshots", "volumesnapshots/status"]),

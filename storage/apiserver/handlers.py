@@ -38,7 +38,7 @@ _STATUS_RESET_ON_CREATE = {"persistentvolumes", "persistentvolumeclaims", "pods"
 Record = Callable[[dict[str, Any] | None, dict[str, Any], dict[str, Any]], None]
 
 # A budget's status is what evictions spend: only the disruption controller writes it, never its creator.
-_STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets"}
+_STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets", "resourcequotas"}
 # Read-modify-write loops retry this often when a writer races them and the client gave no precondition.
 _MAX_RETRIES = 8
 
@@ -196,7 +196,8 @@ class Handlers:
         else:
             self._record(t, None, obj, manager, "", trust_request=True)
         obj = self.admission.admit(
-            AdmissionRequest("CREATE", t.info, obj, None, self.store, user, warnings if warnings is not None else [])
+            AdmissionRequest("CREATE", t.info, obj, None, self.store, user, warnings if warnings is not None else [],
+                             dry_run=dry_run)
         )
         _check_size(obj)
         namespaces.check_create(self.store, t.info, obj)
@@ -448,7 +449,8 @@ class Handlers:
             obj = self._checked(apply_defaults(obj), old, t.info)
             record(old, obj, changed)
             attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
-            obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings))
+            obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings,
+                                                        dry_run=dry_run))
             saved = self._save(t, obj, wanted_rv, dry_run)
             if saved is not None:
                 if warnings is not None:

@@ -487,6 +487,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     found += list(importlib.import_module("storage.controllers.backup_schedule").RECONCILERS)
     # Opt-in recovery of local volumes on lost nodes (SEMANTICS LR).
     found += list(importlib.import_module("storage.controllers.local_recovery").RECONCILERS)
+    # ResourceQuota status (SEMANTICS QL5): on its own line so other controllers' additions merge cleanly.
+    found += list(importlib.import_module("storage.controllers.resourcequota").RECONCILERS)
     return found
 
 

@@ -49,6 +49,10 @@ SAMPLES: dict[str, dict] = {
     "Namespace": {"metadata": {"name": "t-ns"}},
     "Secret": {"metadata": {"name": "t-secret"}, "data": {"k": "dg=="}},
     "ConfigMap": {"metadata": {"name": "t-cm"}, "data": {"a": "1", "b": "2"}},
+    # QL1: kubectl's columns for quotas and limit ranges.
+    "ResourceQuota": {"metadata": {"name": "t-quota"}, "spec": {"hard": {"requests.storage": "1Gi"}}},
+    "LimitRange": {"metadata": {"name": "t-limits"},
+                   "spec": {"limits": [{"type": "PersistentVolumeClaim", "max": {"storage": "1Gi"}}]}},
     "Event": {"metadata": {"name": "t-ev"}, "involvedObject": {"kind": "Pod", "name": "t-pod", "namespace": "default"},
               "reason": "Tested", "message": "hello", "type": "Normal"},
     "ReplicationController": {"metadata": {"name": "t-rc"},
@@ -89,6 +93,8 @@ EXPECTED = {
     "BackupSchedule": "NAME SCHEDULE SUSPEND ACTIVE LAST_SCHEDULE AGE",  # CronJob's (BC14)
     "Secret": "NAME TYPE DATA AGE",
     "ConfigMap": "NAME DATA AGE",
+    "ResourceQuota": "NAME AGE REQUEST LIMIT",
+    "LimitRange": "NAME CREATED_AT",
     "Event": "LAST_SEEN TYPE REASON OBJECT MESSAGE | SUBOBJECT SOURCE FIRST_SEEN COUNT NAME",
     "ReplicationController": "NAME DESIRED CURRENT READY AGE | CONTAINERS IMAGES SELECTOR",
     "VolumeAttachment": "NAME ATTACHER PV NODE ATTACHED AGE",

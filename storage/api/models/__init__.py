@@ -19,12 +19,14 @@ from storage.api.models.core import (
     ConfigMap,
     Endpoints,
     Event,
+    LimitRange,
     Namespace,
     Node,
     PersistentVolume,
     PersistentVolumeClaim,
     Pod,
     ReplicationController,
+    ResourceQuota,
     Secret,
     Service,
 )
@@ -72,6 +74,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "ControllerRevision": ControllerRevision,
     "Deployment": Deployment,
     "Lease": Lease,
+    "LimitRange": LimitRange,
+    "ResourceQuota": ResourceQuota,
     "Role": Role,
     "ClusterRole": ClusterRole,
     "RoleBinding": RoleBinding,
@@ -115,9 +119,9 @@ def from_dict(obj: dict[str, Any]) -> BaseModel:
 
 __all__ = [
     "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
-    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "Deployment", "Lease", "Endpoints", "Event", "LabelSelector",
+    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "Deployment", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",
-    "ReplicationController", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment",
+    "ReplicationController", "ResourceQuota", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment",
     "WireModel", "from_dict", "to_dict",
 ]

@@ -260,7 +260,50 @@ class ReplicationController(Resource):
     status: ReplicationControllerStatus | None = None
 
 
+class LimitRangeItem(WireModel):
+    type: str | None = None
+    max: dict[str, Quantity] | None = None
+    min: dict[str, Quantity] | None = None
+    default: dict[str, Quantity] | None = None
+    default_request: dict[str, Quantity] | None = None
+    max_limit_request_ratio: dict[str, Quantity] | None = None
+
+
+class LimitRangeSpec(WireModel):
+    limits: list[LimitRangeItem] | None = None
+
+
+class LimitRange(Resource):
+    spec: LimitRangeSpec | None = None
+
+
+class ScopedResourceSelectorRequirement(WireModel):
+    scope_name: str | None = None
+    operator: str | None = None
+    values: list[str] | None = None
+
+
+class ScopeSelector(WireModel):
+    match_expressions: list[ScopedResourceSelectorRequirement] | None = None
+
+
+class ResourceQuotaSpec(WireModel):
+    hard: dict[str, Quantity] | None = None
+    scopes: list[str] | None = None
+    scope_selector: ScopeSelector | None = None
+
+
+class ResourceQuotaStatus(WireModel):
+    hard: dict[str, Quantity] | None = None
+    used: dict[str, Quantity] | None = None
+
+
+class ResourceQuota(Resource):
+    spec: ResourceQuotaSpec | None = None
+    status: ResourceQuotaStatus | None = None
+
+
 __all__ = [
-    "ConfigMap", "Endpoints", "Event", "Namespace", "Node", "PersistentVolume", "PersistentVolumeClaim",
+    "ConfigMap", "LimitRange", "ResourceQuota", "Endpoints", "Event", "Namespace", "Node", "PersistentVolume", "PersistentVolumeClaim",
     "PersistentVolumeClaimSpec", "PersistentVolumeSpec", "Pod", "ReplicationController", "Secret", "Service",
 ]

@@ -1,0 +1,95 @@
+"""Kubernetes' LimitRanger and ResourceQuota admission plugins, for storage (SEMANTICS QL4, QL7).
+
+ResourceQuota charges a write to every quota of the namespace before the
+object is stored, by updating the quota's ``status.used`` under its
+resourceVersion: two creates racing for the last of a quota cannot both win,
+since the second one's charge conflicts, re-reads the quota and is refused.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from storage.api import quota
+from storage.errors import Conflict, Forbidden, NotFound, TooManyRequests
+
+log = structlog.get_logger(__name__)
+
+# Conflicts a create may meet on one quota before it gives up; each means another write was charged meanwhile.
+MAX_CHARGE_ATTEMPTS = 20
+
+
+def _forbidden(req: Any, message: str) -> Forbidden:
+    meta = req.obj.get("metadata") or {}
+    name = str(meta.get("name") or meta.get("generateName") or "")
+    return Forbidden(f'{req.resource.plural} "{name}" is forbidden: {message}', kind=req.resource.plural, name=name)
+
+
+def _namespace(req: Any) -> str:
+    return str((req.obj.get("metadata") or {}).get("namespace") or "")
+
+
+class LimitRanger:
+    """QL7: a claim's storage request must lie within the namespace's PersistentVolumeClaim limits, on create
+    and on any update that changes the request."""
+
+    def admit(self, req: Any) -> dict[str, Any]:
+        if req.resource.plural != "persistentvolumeclaims":
+            return req.obj
+        if req.operation == "UPDATE" and req.old is not None and \
+                quota.claim_request(req.obj) == quota.claim_request(req.old):
+            return req.obj  # finalizers, labels, binding: never refused for a limit set after the claim
+        ranges, _ = req.store.list("limitranges", _namespace(req))
+        errors = quota.claim_limit_violations(ranges, req.obj)
+        if errors:
+            raise _forbidden(req, quota.aggregate(errors))
+        return req.obj
+
+
+class ResourceQuotaAdmission:
+    """QL4: refuse a write that would take any quota of its namespace past status.hard, else charge it."""
+
+    def admit(self, req: Any) -> dict[str, Any]:
+        if not req.resource.namespaced or req.resource.plural == "resourcequotas":
+            return req.obj
+        if req.operation == "UPDATE" and req.resource.plural != "persistentvolumeclaims":
+            return req.obj  # only a claim's resize changes what an existing object holds
+        requested = quota.delta(req.resource.plural, req.obj, req.old if req.operation == "UPDATE" else None)
+        if not requested:
+            return req.obj
+        namespace = _namespace(req)
+        quotas, _ = req.store.list("resourcequotas", namespace)
+        # Every quota is judged before any is charged, so a write refused by one leaves the others untouched.
+        for current in quotas:
+            if not quota.is_scoped(current):
+                _, refusal = quota.charge(current, requested)
+                if refusal is not None:
+                    raise _forbidden(req, refusal)
+        for name in sorted(str((q.get("metadata") or {}).get("name", "")) for q in quotas):
+            self._charge_one(req, namespace, name, requested)
+        return req.obj
+
+    def _charge_one(self, req: Any, namespace: str, name: str, requested: quota.Usage) -> None:
+        for _ in range(MAX_CHARGE_ATTEMPTS):
+            try:
+                current = req.store.get("resourcequotas", namespace, name)
+            except NotFound:  # deleted meanwhile: nothing to charge
+                return
+            if quota.is_scoped(current):
+                return  # scopes select pods by class of service; Stowage does not evaluate them (QL9)
+            used, refusal = quota.charge(current, requested)
+            if refusal is not None:
+                raise _forbidden(req, refusal)
+            if used is None or req.dry_run:
+                return
+            status = {**(current.get("status") or {}), "used": used}
+            try:
+                req.store.update("resourcequotas", {**current, "status": status})
+                return
+            except Conflict:
+                continue  # someone else charged or recomputed it: judge again on what is there now
+        log.warning("quota charge gave up after conflicts", namespace=namespace, quota=name)
+        # 429 with Retry-After: clients (client-go, kubectl) send the write again by themselves.
+        raise TooManyRequests(f'Operation cannot be fulfilled on resourcequotas "{name}": too many concurrent '
+                              "writes charged this quota; please retry", retry_after=1)
