@@ -41,8 +41,9 @@ import structlog
 
 from storage.errors import AlreadyExists, BadRequest, Conflict, NotFound, TemporaryError
 from storage.system import blockdev, loop, mounts, snapcopy
-from storage.system.durable import stage_durably, sync_directory, write_durably
+from storage.system.durable import remove_stale_staged, stage_durably, sync_directory, write_durably
 from storage.system.executor import Executor, default_executor
+from storage.system.faults import fault_point
 from volume_plugins.mounter import Mounter
 
 log = structlog.get_logger(__name__)
@@ -159,6 +160,7 @@ class Pool:
         the directory synced after it. Durable on return, as ``_save``."""
         path = self._record_path(vol.name)
         staged = stage_durably(path, vol.to_json())
+        fault_point("pool_record_staged")
         try:
             with self._accounting():
                 kept = check() if check is not None else None
@@ -579,10 +581,15 @@ class Pool:
     def reattach_all(self) -> dict[str, str]:
         """After a restart: attach every created volume whose loop device is gone. name -> device.
         Snapshots whose copy a crash interrupted are dropped (LS5): they hold no point in time, and
-        would be counted in the pool until their name was asked for again."""
+        would be counted in the pool until their name was asked for again. Records a killed process
+        left staged beside their place are removed (A5b): nothing else would ever remove them."""
         for snap in self.list_snapshots():
             if snap.state != "Ready":
                 self.delete_snapshot(snap.name)
+        for directory in (self.volumes_dir, self.snapshots_dir):
+            removed = remove_stale_staged(directory)
+            if removed:
+                log.info("pool.stale_records_removed", directory=str(directory), files=removed)
         out: dict[str, str] = {}
         for vol in self.list():
             image = self.image_path(vol.name)

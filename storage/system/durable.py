@@ -3,6 +3,7 @@ host (``write_durably``)."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -26,7 +27,9 @@ def stage_durably(path: Path, text: str) -> Path:
     returned for the caller to rename into place (``os.replace``) and then ``sync_directory``. Split so a
     caller can rename under its lock and sync outside it (PF85); the caller removes the file if it
     does not rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The writer's pid in the name: a file a killed process left staged is told from one being written
+    # (``remove_stale_staged``).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -36,6 +39,36 @@ def stage_durably(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+_STAGED = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_staged(directory: Path) -> list[str]:
+    """Remove the files ``stage_durably`` and ``write_atomically`` left in ``directory`` when their
+    process was killed between writing aside and renaming into place: nothing else ever removes them.
+    A file whose writer (the pid in its name) still runs is left alone; a reused pid only keeps a
+    leftover for longer. Returns the names removed."""
+    removed = []
+    for entry in directory.glob(".*.tmp"):
+        match = _STAGED.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sync_directory(directory: Path) -> None:

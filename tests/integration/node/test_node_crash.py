@@ -12,6 +12,7 @@ import pytest
 
 from storage.agent.pool import Pool
 from storage.system import blockdev, loop, mounts
+from storage.system.durable import stage_durably
 
 RUNNER = Path(__file__).with_name("vm_runner.py")
 MiB = 2**20
@@ -119,4 +120,32 @@ def test_a5_pool_create_crash_is_finished_by_retrying_create(node_tmp: Path, fau
         assert blockdev.fs_uuid(dev) == uuid_after_crash
     assert blockdev.probe_filesystem(dev) == "ext4"
     pool.delete("pvc-c")
+    assert not loop.loops_under(node_tmp)
+
+
+def test_a5_a_pool_record_staged_by_a_killed_process_is_removed_at_the_next_start(node_tmp: Path) -> None:
+    """A process killed between writing a record aside and renaming it into place leaves the staged
+    file in the pool; the next start (``reattach_all``, what an agent does first) removes it, and keeps
+    what a live process has staged."""
+    code = (
+        "import sys; from storage.agent.pool import Pool; "
+        "Pool(sys.argv[1], capacity=1 << 30).create('pvc-s', 64 << 20, 'ext4')"
+    )
+    env = {**os.environ, "STOWAGE_FAULT": "pool_record_staged"}
+    proc = subprocess.run([sys.executable, "-c", code, str(node_tmp / "pool")], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    volumes = node_tmp / "pool" / "volumes"
+    staged = sorted(p.name for p in volumes.glob(".*.tmp"))
+    assert staged, "the fault point must come after the record was staged"
+    live = stage_durably(volumes / "pvc-live.json", "{}")  # this process's, as if a write were under way
+    try:
+        pool = Pool(node_tmp / "pool", capacity=1 << 30)
+        pool.reattach_all()
+        assert sorted(p.name for p in volumes.glob(".*.tmp")) == [live.name]
+        assert pool.create("pvc-s", 64 * MiB, "ext4").state == "Ready"
+        pool.delete("pvc-s")
+    finally:
+        live.unlink(missing_ok=True)
+        for dev in loop.loops_under(node_tmp):
+            loop.detach(dev)
     assert not loop.loops_under(node_tmp)
