@@ -39,7 +39,7 @@ from storage.agent.pool import Pool
 from storage.agent.node_lease import renew_lease
 from storage.agent.object_cache import RESOURCES, ReferencedObjects, revision
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
-from storage.agent.runtime import PodRuntime, StopDeadline
+from storage.agent.runtime import ContainersNotStopped, PodRuntime, StopDeadline
 from storage.agent.sa_tokens import ServiceAccountTokenManager, kubernetes_service_env
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
@@ -1097,6 +1097,11 @@ class NodeAgent:
                 self._stopped.add(uid)
             self.sa_tokens.forget(uid)
             log.info("agent.pod_stopped", uid=uid)
+        except ContainersNotStopped as exc:
+            # G1a: the finalizer stays, and the next pass tries again (each try waits out its SIGKILLs).
+            log.warning("agent.stop_failed", uid=uid, error=str(exc))
+            if pod is not None:
+                self._event(pod, "Warning", "FailedKillPod", f"error killing pod: {exc}")
         except Exception as exc:
             log.warning("agent.stop_failed", uid=uid, error=str(exc))
         finally:

@@ -24,6 +24,7 @@ import structlog
 
 from storage.api.timestamps import from_epoch as iso
 from storage.api.timestamps import now as now_iso
+from storage.errors import TemporaryError
 from storage.system.durable import write_atomically
 from storage.system.fswatch import DirWatch, EntryWatcher
 from storage.system.mounts import mounts_under
@@ -73,6 +74,11 @@ class Settings:
     on_event: Callable[[dict[str, Any], str, str, str], None] | None = None
     # PF77: wakes a pod's worker when one of its containers ends. None: ends are seen at the next look.
     exits: EntryWatcher | None = None
+
+
+class ContainersNotStopped(TemporaryError):
+    """A pod's stop left containers whose processes outlived every SIGKILL (asleep in the kernel, as on a
+    hung mount): the pod is not stopped, and its volumes must stay until they end (G1a)."""
 
 
 @dataclass
@@ -703,6 +709,13 @@ class PodWorker:
                 t.join()
             for cs in running:
                 self._observe(cs, self._container_spec(cs.name), "Never")
+            # G1a: a container still alive after the SIGKILLs keeps its root, its volumes and the pod's
+            # record: tearing them down would free its claim for another pod while it can still write.
+            alive = [cs.name for cs in running if cs.instance is not None]
+            if alive:
+                self.last_status = self.status()
+                raise ContainersNotStopped(f"container {', '.join(alive)} did not stop: "
+                                           "its processes outlived SIGKILL", delay=0)
             for name in list(self.containers):
                 self._teardown(name)
             self.close_userns()

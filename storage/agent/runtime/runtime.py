@@ -17,7 +17,7 @@ from .hosts import HostEntries
 from .ipam import CLAIMS_DIR, make_allocator
 from .logfile import split_line, stamp_of
 from .orphans import reap_orphans
-from .pod import PodWorker, Settings, remove_unmounted
+from .pod import ContainersNotStopped, PodWorker, Settings, remove_unmounted
 from .runc import Runc
 from .userns import UsernsAllocator
 
@@ -136,14 +136,20 @@ class PodRuntime:
 
         ``grace_seconds``: None for the pod's own ``terminationGracePeriodSeconds``; a ``StopDeadline``
         lets the caller cut the period short while the containers stop. Logs stay until ``remove_pod``;
-        an address assigned on an interface (MH2) is taken off it.
+        an address assigned on an interface (MH2) is taken off it. ``ContainersNotStopped`` when a
+        container outlived its SIGKILLs: the pod stays this runtime's, for a later call to try again.
         """
         with self._lock:
             worker = self._pods.pop(uid, None)
         if worker is None:
             return None
         grace = worker._grace() if grace_seconds is None else grace_seconds
-        worker.kill_all(grace if isinstance(grace, StopDeadline) else float(grace))
+        try:
+            worker.kill_all(grace if isinstance(grace, StopDeadline) else float(grace))
+        except ContainersNotStopped:
+            with self._lock:  # still this runtime's pod: the next stop tries again
+                self._pods.setdefault(uid, worker)
+            raise
         # Nothing listens on the pod's address any more: off the host's interface now (the volume
         # teardown that follows removes the pod directory, and with it the record of the address).
         self.ips.release(uid)

@@ -433,3 +433,71 @@ def test_l15_a_stopped_pod_loses_its_finalizer_without_a_get_and_a_stale_copy_is
     cluster.client.delete("pods", "raced", "default")
     cluster.wait_gone("pods", "raced", "default")
     assert finalizer_writes == ["409", "ok"] and gets == ["raced"], (finalizer_writes, gets)
+
+
+FREEZER = Path("/sys/fs/cgroup/freezer")
+
+
+def test_g1_a_container_sigkill_cannot_end_keeps_its_pod_terminating_and_its_volume_until_it_ends(
+        cluster: Cluster) -> None:
+    """A container whose processes SIGKILL cannot end (asleep in the kernel, as on a hung mount; here a
+    frozen cgroup v1 freezer group) is not reported stopped: its pod stays Terminating with a Warning
+    FailedKillPod, its volume stays set up, and the agent keeps starting other pods. Once the processes
+    can die, the stop is retried and finishes."""
+    if not (FREEZER / "cgroup.procs").exists():
+        pytest.skip("no cgroup v1 freezer on this machine")
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    cluster.apply(local_class(), claim("data"), claim("other-data"),
+                  pod("stuck", "echo hi > /data/x; " + STUBBORN, claims={"data": "/data"}, grace=1))
+    uid = cluster.wait_running("stuck", timeout=120)["metadata"]["uid"]
+    (container,) = containers_of(agent, uid)
+    group = FREEZER / f"stowage-test-{uid[:12]}"
+    group.mkdir()
+    try:
+        # Every process of the container (the shell and its sleep) into a frozen group of the test's own.
+        init = container["pid"]
+        session = os.getsid(init)
+        members = [int(p) for p in os.listdir("/proc") if p.isdigit() and _sid(int(p)) == session]
+        for pid in members:
+            (group / "cgroup.procs").write_text(f"{pid}\n")
+        (group / "freezer.state").write_text("FROZEN\n")
+        wait_until(lambda: (group / "freezer.state").read_text().strip() == "FROZEN", "the group to freeze")
+
+        cluster.client.delete("pods", "stuck", "default")
+        # The agent stays responsive: another pod starts while the stop is stuck.
+        cluster.apply(pod("other", claims={"other-data": "/data"}))
+        cluster.wait_running("other", timeout=60)
+
+        def refused() -> bool:
+            return any(e.get("reason") == "FailedKillPod" for e in cluster.events_for("stuck"))
+        wait_until(refused, "a FailedKillPod event on the pod", timeout=120,
+                   diagnose=lambda: str(cluster.client.list("pods", "default")[0]))
+        stuck = cluster.pod("stuck")  # still there (NotFound fails the test): the container is alive
+        assert stuck["metadata"].get("deletionTimestamp")
+        assert containers_of(agent, uid), "the container is still alive and must stay known"
+        pod_dir = cluster.agent_dir("n1") / "pods" / uid
+        assert any(str(m.mount_point).startswith(str(pod_dir)) for m in mounts.mounts_under(pod_dir)), \
+            "the volume of a live container must stay set up"
+
+        (group / "freezer.state").write_text("THAWED\n")  # the pending SIGKILL ends it now
+        cluster.wait_gone("pods", "stuck", "default", timeout=120)
+        assert containers_of(agent, uid) == []
+        assert not mounts.mounts_under(pod_dir)
+        cluster.wait_running("other")
+    finally:
+        (group / "freezer.state").write_text("THAWED\n")
+        for pid in (group / "cgroup.procs").read_text().split():  # back to the root group, if still alive
+            try:
+                (FREEZER / "cgroup.procs").write_text(f"{pid}\n")
+            except OSError:
+                pass
+        wait_until(lambda: not (group / "cgroup.procs").read_text().strip(), "the frozen group to empty", 30)
+        group.rmdir()
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
