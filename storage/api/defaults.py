@@ -306,6 +306,15 @@ def _binding(obj: dict[str, Any]) -> None:
             subject["apiGroup"] = "rbac.authorization.k8s.io"
 
 
+def _limit_range(obj: dict[str, Any]) -> None:
+    """Container items get default from max and defaultRequest from default, then min (QL10)."""
+    from storage.api.quota import limit_range_item_defaults  # quota imports the registry, which imports us
+
+    limits = _dict(obj, "spec").get("limits")
+    if isinstance(limits, list):
+        obj["spec"]["limits"] = [limit_range_item_defaults(i) if isinstance(i, dict) else i for i in limits]
+
+
 _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "PersistentVolume": _pv,
     "PersistentVolumeClaim": _pvc,
@@ -325,6 +334,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Event": _event,
     "RoleBinding": _binding,
     "ClusterRoleBinding": _binding,
+    "LimitRange": _limit_range,
 }
 
 

@@ -1,4 +1,4 @@
-"""ResourceQuota and LimitRange arithmetic (SEMANTICS QL1-QL9), free of I/O.
+"""ResourceQuota and LimitRange arithmetic (SEMANTICS QL1-QL14), free of I/O.
 
 What an object charges to a namespace's quotas, whether a create or a claim's
 resize fits, and Kubernetes' wording when it does not. The admission plugins
@@ -10,7 +10,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any, Iterable, Mapping
 
-from storage.api.quantity import QuantityFormat, format_quantity, parse_quantity, parse_quantity_with_format
+from storage.api.quantity import (QuantityFormat, canonical, format_quantity, parse_quantity,
+                                  parse_quantity_with_format)
 from storage.api.registry import by_plural
 
 Obj = dict[str, Any]
@@ -27,6 +28,13 @@ LEGACY_COUNTS = {
 }
 BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
 _TERMINAL_POD_PHASES = ("Succeeded", "Failed")
+# The compute resources a pod is charged for (Kubernetes' podComputeUsageHelper): the bare name and requests.<r>
+# count requests, limits.<r> limits.
+COMPUTE_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+COMPUTE_NAMES = frozenset(n for r in COMPUTE_RESOURCES for n in (r, f"requests.{r}", f"limits.{r}"))
+# Kubernetes' pod evaluator validationSet: a quota on one of these makes every container state it.
+MUST_SPECIFY = frozenset({"cpu", "memory", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory"})
+LIMIT_RANGER_ANNOTATION = "kubernetes.io/limit-ranger"
 
 
 def _d(value: Any) -> dict[str, Any]:
@@ -64,10 +72,15 @@ def count_name(plural: str) -> str:
 
 
 def usage(plural: str, obj: Obj) -> Usage:
-    """Every quota name ``obj`` (of resource ``plural``) counts toward, and by how much (QL3)."""
-    if plural == "pods" and _d(obj.get("status")).get("phase") in _TERMINAL_POD_PHASES:
-        return {}  # a finished pod holds no quota (Kubernetes' QuotaV1Pod)
+    """Every quota name ``obj`` (of resource ``plural``) counts toward, and by how much (QL3, QL11)."""
     out: Usage = {count_name(plural): Fraction(1)}
+    if plural == "pods":
+        # count/pods counts every stored pod; a finished one holds nothing else (Kubernetes' QuotaV1Pod).
+        if _d(obj.get("status")).get("phase") not in _TERMINAL_POD_PHASES:
+            out["pods"] = Fraction(1)
+            out.update(pod_compute_usage(pod_resources(obj, "requests", overhead=True),
+                                         pod_resources(obj, "limits", overhead=True)))
+        return out
     if plural in LEGACY_COUNTS:
         out[LEGACY_COUNTS[plural]] = Fraction(1)
     if plural == "persistentvolumeclaims":
@@ -84,6 +97,8 @@ def resource_of(name: str) -> str | None:
     """The resource (plural) whose objects a quota name counts; None for names Stowage does not track."""
     if name in LEGACY_COUNTS:
         return LEGACY_COUNTS[name]
+    if name in COMPUTE_NAMES:
+        return "pods"
     if name == REQUESTS_STORAGE or (CLASS_SUFFIX in name and name.rpartition("/")[2] in (
             REQUESTS_STORAGE, "persistentvolumeclaims")):
         return "persistentvolumeclaims"
@@ -199,8 +214,9 @@ def _bound_violation(which: str, resource: str, enforced: Any, requests: Mapping
 
 
 def aggregate(errors: list[str]) -> str:
-    """apimachinery's NewAggregate text: one error as itself, several in brackets."""
-    return errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+    """apimachinery's NewAggregate text: repeated messages once; one error as itself, several in brackets."""
+    unique = list(dict.fromkeys(errors))
+    return unique[0] if len(unique) == 1 else "[" + ", ".join(unique) + "]"
 
 
 def limit_range_errors(obj: Obj) -> list[tuple[str, str, Any, str]]:
@@ -269,4 +285,237 @@ def quota_errors(obj: Obj) -> list[tuple[str, Any, str]]:
             q = _q(value)
             if q is not None and q < 0:
                 out.append((f"{section}.{name}", value, "must be greater than or equal to 0"))
+    return out
+
+
+# --- Pods: compute resources (QL10-QL14) ------------------------------------------------------------
+
+
+def _containers(pod: Obj, key: str) -> list[Obj]:
+    return [c for c in _d(pod.get("spec")).get(key) or [] if isinstance(c, dict)]
+
+
+def _resources(container: Obj, which: str) -> dict[str, Any]:
+    return _d(_d(container.get("resources")).get(which))
+
+
+def _text(value: Any) -> str:
+    """A quantity as Kubernetes' Quantity.String() prints it."""
+    try:
+        return canonical(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class _Sum:
+    """Quantities by resource name, remembering the first operand's text so a sum prints in its format family
+    (Kubernetes' Quantity.Add keeps the receiver's format)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Fraction] = {}
+        self.like: dict[str, Any] = {}
+
+    def add(self, other: Mapping[str, Any]) -> None:
+        for name, raw in other.items():
+            q = raw if isinstance(raw, Fraction) else _q(raw)
+            if q is not None:
+                self.values[name] = self.values.get(name, Fraction(0)) + q
+                self.like.setdefault(name, raw)
+
+    def max(self, other: "_Sum") -> None:
+        for name, q in other.values.items():
+            if name not in self.values or q > self.values[name]:
+                self.values[name] = q
+                self.like.setdefault(name, other.like.get(name))
+
+    def text(self, name: str) -> str:
+        return render(self.values[name], self.like.get(name))
+
+
+def _pod_sum(pod: Obj, which: str) -> _Sum:
+    """Kubernetes' AggregateContainerRequests/Limits: app containers summed, then the maximum with each init
+    container, where a restartable (sidecar) init container keeps running and adds to all that follow it."""
+    total = _Sum()
+    for c in _containers(pod, "containers"):
+        total.add(_resources(c, which))
+    sidecars, init_peak = _Sum(), _Sum()
+    for c in _containers(pod, "initContainers"):
+        own = _resources(c, which)
+        during = _Sum()
+        if c.get("restartPolicy") == "Always":
+            total.add(own)
+            sidecars.add(own)
+            during.add(sidecars.values)
+        else:
+            during.add(own)
+            during.add(sidecars.values)
+        init_peak.max(during)
+    total.max(init_peak)
+    return total
+
+
+def pod_resources(pod: Obj, which: str, overhead: bool = False) -> dict[str, Fraction]:
+    """Kubernetes' PodRequests/PodLimits (``which`` is "requests" or "limits"); with ``overhead`` the pod's
+    spec.overhead is added to every request and to the limits the pod sets, as the quota evaluator does."""
+    total = _pod_sum(pod, which)
+    if overhead:
+        for name, raw in _d(_d(pod.get("spec")).get("overhead")).items():
+            q = _q(raw)
+            if q is not None and (which == "requests" or name in total.values):
+                total.values[name] = total.values.get(name, Fraction(0)) + q
+    return total.values
+
+
+def pod_compute_usage(requests: Mapping[str, Any], limits: Mapping[str, Any]) -> Usage:
+    """Kubernetes' podComputeUsageHelper for cpu, memory and ephemeral-storage: what these requests and limits
+    count toward."""
+    out: Usage = {}
+    for r in COMPUTE_RESOURCES:
+        if r in requests:
+            value = requests[r] if isinstance(requests[r], Fraction) else (_q(requests[r]) or Fraction(0))
+            out[r] = out[f"requests.{r}"] = value
+        if r in limits:
+            out[f"limits.{r}"] = limits[r] if isinstance(limits[r], Fraction) else (_q(limits[r]) or Fraction(0))
+    return out
+
+
+def pod_quota_constraints(hard_names: Iterable[str], pod: Obj) -> str | None:
+    """QL12: Kubernetes' pod evaluator Constraints: when a quota limits cpu or memory (requests or limits),
+    every container and init container must state it; the refusal names what is missing, by resource."""
+    required = set(hard_names) & MUST_SPECIFY
+    missing: dict[str, set[str]] = {}
+    for c in _containers(pod, "containers") + _containers(pod, "initContainers"):
+        stated = pod_compute_usage(_resources(c, "requests"), _resources(c, "limits"))
+        for name in required - set(stated):
+            missing.setdefault(name, set()).add(str(c.get("name", "")))
+    if not missing:
+        return None
+    return "must specify " + "; ".join(f"{name} for: {','.join(sorted(missing[name]))}" for name in sorted(missing))
+
+
+def limit_range_item_defaults(item: Obj) -> Obj:
+    """Kubernetes' SetDefaults_LimitRangeItem for a Container item: default falls back to max, defaultRequest
+    to default and then to min. Other items are returned unchanged."""
+    if item.get("type") != "Container":
+        return item
+    default = {**_d(item.get("max")), **_d(item.get("default"))}
+    default_request = {**_d(item.get("min")), **default, **_d(item.get("defaultRequest"))}
+    out = {**item}
+    # Empty maps are omitted on the wire, as Kubernetes' omitempty does.
+    for key, value in (("default", default), ("defaultRequest", default_request)):
+        if value:
+            out[key] = value
+    return out
+
+
+def default_pod_resources(pod: Obj, limit_ranges: Iterable[Obj]) -> Obj:
+    """QL10: a new pod's resources as Kubernetes stores them: a limit without a request makes the request
+    (SetDefaults_Pod), then each LimitRange's Container defaults fill what is still missing and the pod is
+    annotated with what was set (the LimitRanger plugin). Returns a new pod; ``pod`` is untouched."""
+    spec = dict(_d(pod.get("spec")))
+    keys = ("containers", "initContainers")
+    for key in keys:
+        if isinstance(spec.get(key), list):
+            spec[key] = [_limits_as_requests(c) if isinstance(c, dict) else c for c in spec[key]]
+    meta = dict(_d(pod.get("metadata")))
+    for limit_range in limit_ranges:
+        limits: dict[str, Any] = {}
+        requests: dict[str, Any] = {}
+        for item in _d(limit_range.get("spec")).get("limits") or []:
+            item = limit_range_item_defaults(_d(item))
+            if item.get("type") == "Container":
+                requests.update(_d(item.get("defaultRequest")))
+                limits.update(_d(item.get("default")))
+        if not limits and not requests:
+            continue
+        notes: list[str] = []
+        for key, label in (("containers", "container"), ("initContainers", "init container")):
+            for c in _containers({"spec": spec}, key):
+                notes += _merge_defaults(c, requests, limits, f"{label} {c.get('name', '')}")
+        if notes:
+            meta["annotations"] = {**_d(meta.get("annotations")),
+                                   LIMIT_RANGER_ANNOTATION: "LimitRanger plugin set: " + "; ".join(notes)}
+    return {**pod, "metadata": meta, "spec": spec}
+
+
+def _limits_as_requests(container: Obj) -> Obj:
+    resources = _d(container.get("resources"))
+    limits = _d(resources.get("limits"))
+    if not limits:
+        return {**container}
+    requests = {**limits, **_d(resources.get("requests"))}
+    return {**container, "resources": {**resources, "requests": requests}}
+
+
+def _merge_defaults(container: Obj, requests: Mapping[str, Any], limits: Mapping[str, Any], who: str) -> list[str]:
+    """Fills ``container`` in place (it is already a copy); Kubernetes' mergeContainerResources."""
+    resources = dict(_d(container.get("resources")))
+    notes: list[str] = []
+    for which, defaults, word in (("requests", requests, "request"), ("limits", limits, "limit")):
+        have = dict(_d(resources.get(which)))
+        added = sorted(k for k in defaults if k not in have)
+        if added:
+            have.update({k: defaults[k] for k in added})
+            resources[which] = have
+            notes.append(f"{', '.join(added)} {word} for {who}")
+    if notes:
+        container["resources"] = resources
+    return notes
+
+
+def pod_limit_violations(limit_range: Obj, pod: Obj) -> list[str]:
+    """QL13: Kubernetes' PodValidateLimitFunc for one LimitRange: min, max and maxLimitRequestRatio of each
+    Container item on every container and init container, and of each Pod item on the pod's totals."""
+    errors: list[str] = []
+    for item in _d(limit_range.get("spec")).get("limits") or []:
+        item = _d(item)
+        kind = item.get("type")
+        if kind == "Container":
+            for c in _containers(pod, "containers") + _containers(pod, "initContainers"):
+                requests, limits = _resources(c, "requests"), _resources(c, "limits")
+                errors += _constraints("Container", item,
+                                       {k: _text(v) for k, v in requests.items()},
+                                       {k: _text(v) for k, v in limits.items()})
+        elif kind == "Pod":
+            requests, limits = _pod_sum(pod, "requests"), _pod_sum(pod, "limits")
+            errors += _constraints("Pod", item, {k: requests.text(k) for k in requests.values},
+                                   {k: limits.text(k) for k in limits.values})
+    return errors
+
+
+def _milli(q: Fraction) -> int:
+    # Kubernetes compares MilliValue()s, which round up.
+    return -((-q * 1000) // 1)
+
+
+def _constraints(kind: str, item: Obj, requests: Mapping[str, str], limits: Mapping[str, str]) -> list[str]:
+    """Kubernetes' minConstraint, maxConstraint and limitRequestRatioConstraint, in that order, resources by
+    name (Kubernetes walks a map, so its order varies between calls)."""
+    out: list[str] = []
+    for res, enforced in sorted(_d(item.get("min")).items()):
+        bound, head = _q(enforced), f"minimum {res} usage per {kind} is {_text(enforced)}"
+        if res not in requests:
+            out.append(f"{head}.  No request is specified")  # two spaces, as Kubernetes writes it
+        elif bound is not None and _milli(_q(requests[res]) or Fraction(0)) < _milli(bound):
+            out.append(f"{head}, but request is {requests[res]}")
+        elif bound is not None and res in limits and _milli(_q(limits[res]) or Fraction(0)) < _milli(bound):
+            out.append(f"{head}, but limit is {limits[res]}")
+    for res, enforced in sorted(_d(item.get("max")).items()):
+        bound, head = _q(enforced), f"maximum {res} usage per {kind} is {_text(enforced)}"
+        if res not in limits:
+            out.append(f"{head}.  No limit is specified")
+        elif bound is not None and _milli(_q(limits[res]) or Fraction(0)) > _milli(bound):
+            out.append(f"{head}, but limit is {limits[res]}")
+        elif bound is not None and res in requests and _milli(_q(requests[res]) or Fraction(0)) > _milli(bound):
+            out.append(f"{head}, but request is {requests[res]}")
+    for res, enforced in sorted(_d(item.get("maxLimitRequestRatio")).items()):
+        ratio, head = _q(enforced), f"{res} max limit to request ratio per {kind} is {_text(enforced)}"
+        request = _milli(_q(requests[res]) or Fraction(0)) if res in requests else 0
+        limit = _milli(_q(limits[res]) or Fraction(0)) if res in limits else 0
+        if request == 0:
+            out.append(f"{head}, but no request is specified or request is 0")
+        elif limit == 0:
+            out.append(f"{head}, but no limit is specified or limit is 0")
+        elif ratio is not None and Fraction(limit, request) > Fraction(_milli(ratio), 1000):
+            out.append(f"{head}, but provided ratio is {limit / request:f}")
     return out

@@ -1,4 +1,4 @@
-"""Kubernetes' LimitRanger and ResourceQuota admission plugins, for storage (SEMANTICS QL4, QL7).
+"""Kubernetes' LimitRanger and ResourceQuota admission plugins (SEMANTICS QL4, QL7, QL10-QL13).
 
 ResourceQuota charges a write to every quota of the namespace before the
 object is stored, by updating the quota's ``status.used`` under its
@@ -32,9 +32,12 @@ def _namespace(req: Any) -> str:
 
 class LimitRanger:
     """QL7: a claim's storage request must lie within the namespace's PersistentVolumeClaim limits, on create
-    and on any update that changes the request."""
+    and on any update that changes the request. QL10, QL13: a new pod gets the Container defaults and must
+    then fit every Container and Pod item."""
 
     def admit(self, req: Any) -> dict[str, Any]:
+        if req.resource.plural == "pods":
+            return self._admit_pod(req)
         if req.resource.plural != "persistentvolumeclaims":
             return req.obj
         if req.operation == "UPDATE" and req.old is not None and \
@@ -46,6 +49,19 @@ class LimitRanger:
             raise _forbidden(req, quota.aggregate(errors))
         return req.obj
 
+    def _admit_pod(self, req: Any) -> dict[str, Any]:
+        # A pod's containers cannot change after create, so Kubernetes neither defaults nor judges updates.
+        if req.operation != "CREATE":
+            return req.obj
+        ranges, _ = req.store.list("limitranges", _namespace(req))
+        pod = quota.default_pod_resources(req.obj, ranges)
+        # Kubernetes stops at the first LimitRange the pod breaks and lists all of that one's violations.
+        for limit_range in ranges:
+            errors = quota.pod_limit_violations(limit_range, pod)
+            if errors:
+                raise _forbidden(req, quota.aggregate(errors))
+        return pod
+
 
 class ResourceQuotaAdmission:
     """QL4: refuse a write that would take any quota of its namespace past status.hard, else charge it."""
@@ -55,11 +71,20 @@ class ResourceQuotaAdmission:
             return req.obj
         if req.operation == "UPDATE" and req.resource.plural != "persistentvolumeclaims":
             return req.obj  # only a claim's resize changes what an existing object holds
+        namespace = _namespace(req)
+        quotas, _ = req.store.list("resourcequotas", namespace)
+        if req.resource.plural == "pods":
+            # QL12: checked on every quota before any usage, as Kubernetes' checkRequest does.
+            for current in quotas:
+                if quota.is_scoped(current):
+                    continue
+                missing = quota.pod_quota_constraints((current.get("status") or {}).get("hard") or {}, req.obj)
+                if missing is not None:
+                    name = (current.get("metadata") or {}).get("name", "")
+                    raise _forbidden(req, f"failed quota: {name}: {missing}")
         requested = quota.delta(req.resource.plural, req.obj, req.old if req.operation == "UPDATE" else None)
         if not requested:
             return req.obj
-        namespace = _namespace(req)
-        quotas, _ = req.store.list("resourcequotas", namespace)
         # Every quota is judged before any is charged, so a write refused by one leaves the others untouched.
         for current in quotas:
             if not quota.is_scoped(current):

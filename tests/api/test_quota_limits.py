@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+import yaml
 
 from storage.apiserver.server import RunningServer
 from storage.controllers.manager import ControllerManager
@@ -180,3 +181,135 @@ def test_ql1_kubectl_create_get_describe_quota_and_refused_apply(http: httpx.Cli
     assert "Error from server (Forbidden)" in applied.stderr and "exceeded quota: q" in applied.stderr, applied.stderr
     limits = _kubectl(module_server, tmp_path, "-n", ns, "get", "limits")
     assert limits.returncode == 0 and "No resources found" in limits.stderr, limits.stderr
+
+
+# --- Pods: LimitRange defaults and limits, compute quota (QL10-QL13) -------------------------------------------
+
+
+def _pod(name: str, requests: dict[str, str] | None = None, limits: dict[str, str] | None = None) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "debian:12", "resources": resources}]}}
+
+
+def _create_pod(http: httpx.Client, ns: str, pod: dict[str, Any]) -> httpx.Response:
+    return http.post(f"/api/v1/namespaces/{ns}/pods", json=pod)
+
+
+def _limit_range(http: httpx.Client, ns: str, *items: dict[str, Any]) -> dict[str, Any]:
+    r = http.post(f"/api/v1/namespaces/{ns}/limitranges", json={
+        "apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "lr"}, "spec": {"limits": list(items)}})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_ql10_ql13_limit_range_defaults_containers_and_refuses_what_breaks_it(http: httpx.Client) -> None:
+    from storage.agent.runtime.oci import CPU_PERIOD_US, cgroup_limits
+
+    ns = _namespace(http, "ql10")
+    stored = _limit_range(http, ns, {"type": "Container", "max": {"cpu": "1", "memory": "1Gi"},
+                                     "min": {"memory": "64Mi"}, "default": {"cpu": "500m", "memory": "256Mi"},
+                                     "maxLimitRequestRatio": {"cpu": "2"}},
+                          {"type": "Pod", "max": {"memory": "1Gi"}})
+    # Kubernetes' LimitRange defaulting: defaultRequest falls back to default.
+    assert stored["spec"]["limits"][0]["defaultRequest"] == {"cpu": "500m", "memory": "256Mi"}
+    r = _create_pod(http, ns, _pod("bare"))
+    assert r.status_code == 201, r.text
+    pod = http.get(f"/api/v1/namespaces/{ns}/pods/bare").json()
+    container = pod["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"cpu": "500m", "memory": "256Mi"},
+                                      "requests": {"cpu": "500m", "memory": "256Mi"}}
+    assert pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"] == (
+        "LimitRanger plugin set: cpu, memory request for container c; cpu, memory limit for container c")
+    # What the agent gives the container's cgroup comes from the stored (defaulted) spec.
+    assert cgroup_limits(container) == {"memory": {"limit": 256 * 1024 ** 2},
+                                        "cpu": {"shares": 512, "quota": CPU_PERIOD_US // 2, "period": CPU_PERIOD_US}}
+    # A set limit is the request when none is given, so only memory's default request applies here.
+    r = _create_pod(http, ns, _pod("limited", limits={"cpu": "800m"}))
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "800m", "memory": "256Mi"}
+
+    over = _create_pod(http, ns, _pod("p", requests={"memory": "32Mi"}, limits={"cpu": "2"}))
+    assert over.status_code == 403, over.text
+    assert over.json()["reason"] == "Forbidden"
+    assert over.json()["message"] == (
+        'pods "p" is forbidden: [minimum memory usage per Container is 64Mi, but request is 32Mi, '
+        'maximum cpu usage per Container is 1, but limit is 2]')
+    ratio = _create_pod(http, ns, _pod("p", requests={"cpu": "200m"}, limits={"cpu": "800m"}))
+    assert ratio.status_code == 403, ratio.text
+    assert ratio.json()["message"] == ('pods "p" is forbidden: cpu max limit to request ratio per Container is 2, '
+                                       'but provided ratio is 4.000000')
+    two = _pod("p", limits={"memory": "768Mi"})
+    two["spec"]["containers"].append({"name": "d", "image": "debian:12", "resources": {"limits": {"memory": "768Mi"}}})
+    summed = _create_pod(http, ns, two)
+    assert summed.status_code == 403, summed.text
+    assert summed.json()["message"] == 'pods "p" is forbidden: maximum memory usage per Pod is 1Gi, but limit is 1536Mi'
+    assert http.get(f"/api/v1/namespaces/{ns}/pods/p").status_code == 404
+
+
+def _set_phase(http: httpx.Client, ns: str, name: str, phase: str) -> None:
+    pod = http.get(f"/api/v1/namespaces/{ns}/pods/{name}").json()
+    r = http.put(f"/api/v1/namespaces/{ns}/pods/{name}/status", json={**pod, "status": {**pod["status"], "phase": phase}})
+    assert r.status_code == 200, r.text
+
+
+def test_ql11_ql12_compute_quota_counts_live_pods_and_needs_every_container_to_state_it(
+        http: httpx.Client, quota_controller: ControllerManager) -> None:
+    ns = _namespace(http, "ql11")
+    _quota(http, ns, "q", {"requests.cpu": "1", "limits.memory": "1Gi", "count/pods": "10"})
+    _wait_used(http, ns, "q", {"requests.cpu": "0", "limits.memory": "0", "count/pods": "0"})
+    bare = _create_pod(http, ns, _pod("p"))
+    assert bare.status_code == 403, bare.text
+    assert bare.json()["message"] == ('pods "p" is forbidden: failed quota: q: must specify limits.memory for: c; '
+                                      'requests.cpu for: c')
+    first = _create_pod(http, ns, _pod("first", requests={"cpu": "600m"}, limits={"memory": "512Mi"}))
+    assert first.status_code == 201, first.text
+    _wait_used(http, ns, "q", {"requests.cpu": "600m", "limits.memory": "512Mi", "count/pods": "1"})
+    over = _create_pod(http, ns, _pod("second", requests={"cpu": "500m"}, limits={"memory": "512Mi"}))
+    assert over.status_code == 403, over.text
+    assert over.json()["message"] == ('pods "second" is forbidden: exceeded quota: q, requested: requests.cpu=500m, '
+                                      'used: requests.cpu=600m, limited: requests.cpu=1')
+    # A finished pod gives its compute back; it still counts as a stored pod.
+    _set_phase(http, ns, "first", "Succeeded")
+    _wait_used(http, ns, "q", {"requests.cpu": "0", "limits.memory": "0", "count/pods": "1"})
+    assert _create_pod(http, ns, _pod("second", requests={"cpu": "500m"}, limits={"memory": "512Mi"})).status_code == 201
+
+
+def test_ql12_limit_range_defaults_are_what_the_quota_charges(http: httpx.Client,
+                                                               quota_controller: ControllerManager) -> None:
+    ns = _namespace(http, "ql12")
+    _limit_range(http, ns, {"type": "Container", "default": {"cpu": "300m", "memory": "128Mi"}})
+    _quota(http, ns, "q", {"requests.cpu": "500m", "limits.memory": "1Gi"})
+    _wait_used(http, ns, "q", {"requests.cpu": "0", "limits.memory": "0"})
+    assert _create_pod(http, ns, _pod("a")).status_code == 201
+    _wait_used(http, ns, "q", {"requests.cpu": "300m", "limits.memory": "128Mi"})
+    over = _create_pod(http, ns, _pod("b"))
+    assert over.status_code == 403, over.text
+    assert "exceeded quota: q, requested: requests.cpu=300m, used: requests.cpu=300m" in over.json()["message"]
+
+
+def test_ql10_ql11_kubectl_shows_defaults_and_compute_quota_refusal(http: httpx.Client, module_server: RunningServer,
+                                                                    quota_controller: ControllerManager,
+                                                                    tmp_path: Path) -> None:
+    ns = _namespace(http, "ql10-kubectl")
+    _limit_range(http, ns, {"type": "Container", "default": {"cpu": "250m", "memory": "128Mi"}})
+    ran = _kubectl(module_server, tmp_path, "-n", ns, "run", "web", "--image=debian:12", "--restart=Never")
+    assert ran.returncode == 0, ran.stderr
+    shown = _kubectl(module_server, tmp_path, "-n", ns, "get", "pod", "web", "-o", "yaml")
+    assert shown.returncode == 0, shown.stderr
+    assert ("    resources:\n      limits:\n        cpu: 250m\n        memory: 128Mi\n"
+            "      requests:\n        cpu: 250m\n        memory: 128Mi\n") in shown.stdout, shown.stdout
+    assert yaml.safe_load(shown.stdout)["metadata"]["annotations"]["kubernetes.io/limit-ranger"] == (
+        "LimitRanger plugin set: cpu, memory request for container web; cpu, memory limit for container web")
+    made = _kubectl(module_server, tmp_path, "-n", ns, "create", "quota", "compute", "--hard=requests.cpu=400m")
+    assert made.returncode == 0, made.stderr
+    _wait_used(http, ns, "compute", {"requests.cpu": "250m"})
+    refused = _kubectl(module_server, tmp_path, "-n", ns, "run", "web2", "--image=debian:12", "--restart=Never")
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == (
+        'Error from server (Forbidden): pods "web2" is forbidden: exceeded quota: compute, requested: '
+        'requests.cpu=250m, used: requests.cpu=250m, limited: requests.cpu=400m'), refused.stderr
