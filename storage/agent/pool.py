@@ -206,14 +206,30 @@ class Pool:
         """Only under ``_accounting``: every process's writes are done and none is under way."""
         generation = self._read_generation()
         if self._sizes is None or generation != self._sizes_generation:
-            self._sizes = {v.name: v.size for v in self.list()}
+            sizes = {v.name: v.size for v in self.list()}
+            for rec in self.volumes_dir.glob("*.json"):
+                if rec.stem in sizes:
+                    continue
+                try:  # an unreadable record (``list``): its image's size stays taken
+                    sizes[rec.stem] = self.image_path(rec.stem).stat().st_size
+                except FileNotFoundError:
+                    pass
+            self._sizes = sizes
             self._sizes_generation = generation
         return self._sizes
 
     def list(self) -> list[PoolVolume]:
+        """Every volume whose record reads. A record that does not (emptied or cut short by damage to the
+        disk, edited by hand) is logged and skipped: one bad record stopped the agent's start
+        (``reattach_all``) at every try. Its image is left alone, and its size still counted."""
         out = []
         for rec in sorted(self.volumes_dir.glob("*.json")):
-            vol = self._load(rec.stem)
+            try:
+                vol = self._load(rec.stem)
+            except (ValueError, TypeError) as exc:
+                log.error("pool.record_unreadable", path=str(rec), error=str(exc),
+                          hint="the volume is left out until its record is repaired or removed; its image is kept")
+                continue
             if vol is not None:
                 out.append(vol)
         return out

@@ -279,3 +279,27 @@ def test_pf85_a_create_syncs_its_records_outside_the_pool_lock(node_tmp: Path, m
         pool.reserve("pvc-too-big", 96 * MiB)
     assert sorted(p.name for p in pool.volumes_dir.iterdir()) == ["pvc-85.img", "pvc-85.json"]
     assert pool.usage() == (128 * MiB, 64 * MiB)
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut", "not-a-record"])
+def test_a5_a_damaged_volume_record_does_not_stop_the_pool_from_starting(node_tmp: Path, damage: str) -> None:
+    """One volume record that cannot be read (emptied, cut short, or not a record) must not stop the pool's
+    start (``reattach_all``, the agent's first step: an exception there stopped `stowage up` at every
+    start). The other volumes are attached again; the damaged one keeps its image and its space."""
+    pool = Pool(node_tmp / "pool", capacity=512 * MiB)
+    pool.create("good", 64 * MiB, "ext4")
+    pool.create("hurt", 128 * MiB, "ext4")
+    record = node_tmp / "pool" / "volumes" / "hurt.json"
+    text = record.read_text()
+    record.write_text({"empty": "", "cut": text[: len(text) // 2], "not-a-record": '{"unknown": 1}'}[damage])
+    for dev in loop.loops_under(node_tmp):  # as after a reboot: nothing attached
+        loop.detach(dev)
+
+    again = Pool(node_tmp / "pool", capacity=512 * MiB)
+    attached = again.reattach_all()
+    assert list(attached) == ["good"]
+    assert [v.name for v in again.list()] == ["good"]
+    assert again.image_path("hurt").stat().st_size == 128 * MiB  # its data is left alone
+    assert again.usage() == (512 * MiB, 320 * MiB)  # and its space is still counted
+    again.delete("good")
+    assert loop.loops_under(node_tmp) == {}
