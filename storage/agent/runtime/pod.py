@@ -578,7 +578,7 @@ class PodWorker:
                                exit_watched=self._watch_exit(cdir))
         cs.waiting_reason = cs.waiting_message = ""
         self._start_probes(cs, spec, adopted=True)
-        log.warning("container adopted: it was started by an agent that stopped before recording it",
+        log.warning("container adopted: running, but missing from the pod's saved state",
                     uid=self.uid, container=cs.name, restart=restart, runc_id=container_id)
         self.save_state()
         return True
