@@ -36,11 +36,22 @@ BUSY_FOR = 1.0
 
 
 def holds_address(pod_dir: Path, address: str) -> bool:
-    """Whether the pod directory still records ``address`` (a claim naming it is live)."""
+    """Whether the pod directory still records ``address`` (a claim naming it is live). A record there that
+    is not an address (damaged: emptied by a crash of the host) counts as holding it: the claim is then
+    the only word left on the address the pod's containers use."""
     try:
-        return (pod_dir / IP_FILE).read_text().strip() == address
+        text = (pod_dir / IP_FILE).read_text().strip()
     except OSError:
         return False
+    return text == address or not _is_address(text)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class LoopbackAllocator:
@@ -89,6 +100,18 @@ class LoopbackAllocator:
         except OSError:
             return False
         return bool(owner) and owner != self._pod_dir(uid) and holds_address(Path(owner), address)
+
+    def _claimed_by(self, uid: str) -> str | None:
+        """The address whose claim names the pod's directory: reads every claim, so only for a damaged record."""
+        assert self.claims_dir is not None
+        pod_dir = self._pod_dir(uid)
+        for claim in self.claims_dir.iterdir():
+            try:
+                if _is_address(claim.name) and claim.read_text().strip() == pod_dir:
+                    return claim.name
+            except OSError:
+                continue
+        return None
 
     def _claim(self, address: str, uid: str) -> None:
         if self.claims_dir is not None:
@@ -160,6 +183,14 @@ class LoopbackAllocator:
     def allocate(self, uid: str) -> str:
         with self._lock, self._machine_lock():
             existing = self.get(uid)
+            if existing is not None and not _is_address(existing) and self.claims_dir is not None:
+                existing = self._claimed_by(uid)
+                log.warning("pod address record unreadable, the address its claim names is kept",
+                            uid=uid, address=existing)
+                if existing:
+                    write_atomically(self.pods_dir / uid / IP_FILE, existing)
+            if existing is not None and not _is_address(existing):
+                existing = None  # no claims to ask: the pod gets a new address, as a new sandbox would
             if existing and not self._claimed_elsewhere(existing, uid):
                 self._claim(existing, uid)
                 self._claimed(existing)

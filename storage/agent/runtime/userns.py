@@ -135,11 +135,18 @@ def open_userns(base: int, size: int = RANGE_SIZE) -> int:
 
 
 def holds_range(pod_dir: Path, base: int | str) -> bool:
-    """Whether the pod directory still records the range at ``base`` (a claim naming it is live)."""
+    """Whether the pod directory still records the range at ``base`` (a claim naming it is live). A record
+    there that does not read as a range (damaged: emptied by a crash of the host) counts as holding it:
+    the claim is then the only word left on the range the pod's containers run in, and handing that range
+    to another pod would let the two share host ids."""
     try:
-        return int((pod_dir / USERNS_FILE).read_text().strip()) == int(base)
-    except (OSError, ValueError):
+        text = (pod_dir / USERNS_FILE).read_text().strip()
+    except OSError:
         return False
+    try:
+        return int(text) == int(base)
+    except ValueError:
+        return True
 
 
 class UsernsAllocator:
@@ -173,6 +180,10 @@ class UsernsAllocator:
             with open(self.claims_dir / ".lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # other agents on this machine allocate too
                 existing = self.get(uid)
+                if existing is None and (self.pods_dir / uid / USERNS_FILE).exists():
+                    existing = self._claimed_by(pod_dir)
+                    log.warning("pod user namespace record unreadable, the range its claim names is kept",
+                                uid=uid, base=existing)
                 start = self._next
                 # Lazily: the first free range is usually the next one, and a list of every range
                 # per pod costs more than the search.
@@ -193,6 +204,16 @@ class UsernsAllocator:
                     self._next = ((base - FIRST_BASE) // RANGE_SIZE + 1) % RANGE_COUNT
                     return base
         raise RuntimeError(f"no free user namespace range left ({RANGE_COUNT} pods on this machine)")
+
+    def _claimed_by(self, pod_dir: str) -> int | None:
+        """The range whose claim names ``pod_dir``: reads every claim, so only for a damaged record."""
+        for claim in self.claims_dir.iterdir():
+            try:
+                if claim.name.isdigit() and claim.read_text().strip() == pod_dir:
+                    return int(claim.name)
+            except OSError:
+                continue
+        return None
 
     def release(self, uid: str) -> None:
         base = self.get(uid)

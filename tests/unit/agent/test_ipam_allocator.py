@@ -137,3 +137,18 @@ def test_pf90_a_listened_on_address_is_skipped_and_the_host_sockets_are_read_onc
         clock[0] += ipam.BUSY_FOR
         assert ips.allocate("pod-2") == "127.93.17.5"  # read again: .4 is now seen as listened on
         assert len(readings) == 2
+
+
+@pytest.mark.parametrize("damage", ["", "garbage"])
+def test_a5_a_pod_whose_address_record_is_damaged_gets_its_own_address_back(tmp_path: Path, damage: str) -> None:
+    """A pod's address record emptied or garbled (a crash of the host before the write reached the disk):
+    its containers still listen on its address, which its machine-wide claim still names. Asked again
+    (the agent's restart), it gets that address back, and no other pod is given it."""
+    claims = tmp_path / "claims"
+    ips = LoopbackAllocator(tmp_path / "pods", NETWORK, claims_dir=claims)
+    assert [ips.allocate(uid) for uid in ("a", "b")] == ["127.93.17.1", "127.93.17.2"]
+    (tmp_path / "pods" / "a" / IP_FILE).write_text(damage)
+    restarted = LoopbackAllocator(tmp_path / "pods", NETWORK, claims_dir=claims)
+    assert restarted.allocate("c") == "127.93.17.3"  # a new pod does not get a's address
+    assert restarted.allocate("a") == "127.93.17.1"
+    assert restarted.get("a") == "127.93.17.1"

@@ -50,3 +50,16 @@ def test_pf5_two_allocators_on_one_machine_never_share_a_range(tmp_path: Path,
     assert sorted(got) == [base(i) for i in range(4)]
     with pytest.raises(RuntimeError):
         one.allocate("c")
+
+
+@pytest.mark.parametrize("damage", ["", "not a number"])
+def test_a5_a_pod_whose_range_record_is_damaged_gets_its_own_range_back(allocator: UsernsAllocator, damage: str) -> None:
+    """A pod's record emptied or garbled (a crash of the host before the write reached the disk): its
+    running containers still use its range, which its claim still names. Asked again (the agent's
+    restart), it gets that range back, and no other pod is given it."""
+    assert [allocator.allocate(uid) for uid in ("a", "b")] == [base(0), base(1)]
+    (allocator.pods_dir / "a" / userns.USERNS_FILE).write_text(damage)
+    restarted = UsernsAllocator(allocator.pods_dir, allocator.claims_dir)
+    assert restarted.allocate("c") == base(2)  # a new pod does not get a's range
+    assert restarted.allocate("a") == base(0)
+    assert restarted.get("a") == base(0)
