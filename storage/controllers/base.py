@@ -109,6 +109,11 @@ class Reconciler(ABC):
         """Other resources whose changes should requeue primary keys: resource -> mapper(obj) -> keys."""
         return {}
 
+    def relevant(self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+        """Whether a change of ``resource`` (``old`` None: created; ``new`` None: deleted) requeues anything;
+        the primary resource and ``watches`` decide which keys."""
+        return True
+
     @abstractmethod
     def reconcile(self, key: str) -> Result:
         ...

@@ -317,6 +317,8 @@ class _Controller:
 
     def keys_for(self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> set[str]:
         keys: set[str] = set()
+        if not self.reconciler.relevant(resource, old, new):
+            return keys
         objs = [o for o in (old, new) if o is not None]
         if resource == self.reconciler.primary:
             keys.update(object_key(o) for o in objs)

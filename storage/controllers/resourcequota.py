@@ -61,6 +61,21 @@ class ResourceQuotaReconciler(Reconciler):
         return {r.plural: quotas_of for r in RESOURCES
                 if r.namespaced and r.stored and r.plural not in _NOT_WATCHED}
 
+    def relevant(self, resource: str, old: Obj | None, new: Obj | None) -> bool:
+        """QL15: as Kubernetes' quota controller, usage is recomputed when it can have gone down (a deletion, a pod
+        that finished) or the quota's spec changed, not on the creates and charges admission accounts for: a
+        recompute between a create's charge and its write would leave that create out and let another through."""
+        if resource == "resourcequotas":
+            return old is None or new is None or old.get("spec") != new.get("spec")
+        namespace = ((new or old or {}).get("metadata") or {}).get("namespace") or ""
+        if not namespace or not self.ctx.cache.list("resourcequotas", namespace):
+            return False
+        if new is None:
+            return True
+        if old is None:
+            return False
+        return quota.usage(resource, new) != quota.usage(resource, old)
+
     def reconcile(self, key: str) -> Result:
         namespace, name = split_key(key)
         cache = self.ctx.cache

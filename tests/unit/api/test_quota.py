@@ -226,3 +226,42 @@ def test_ql11_quota_used_and_exceeded_message_for_compute() -> None:
     _, refusal = quota.charge(_quota(hard, status["used"]), quota.delta("pods", new, None))
     assert refusal == ("exceeded quota: q1, requested: requests.cpu=600m, used: requests.cpu=500m, "
                        "limited: requests.cpu=1")
+
+
+class _Quotas:
+    """The cache a reconciler reads, holding only the namespace's quotas."""
+
+    def __init__(self, quotas: list[dict[str, Any]]) -> None:
+        self.quotas = quotas
+
+    def list(self, resource: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
+        assert resource == "resourcequotas"
+        return [q for q in self.quotas if namespace is None or q["metadata"]["namespace"] == namespace]
+
+
+def _reconciler(quotas: list[dict[str, Any]]) -> Any:
+    from types import SimpleNamespace
+
+    from storage.controllers.resourcequota import ResourceQuotaReconciler
+
+    return ResourceQuotaReconciler(SimpleNamespace(cache=_Quotas(quotas)))  # type: ignore[arg-type]
+
+
+def test_ql15_usage_is_recomputed_when_it_can_go_down_not_on_creates_or_charges() -> None:
+    q = _quota({"requests.storage": "10Gi"}, {"requests.storage": "1Gi"})
+    reconciler = _reconciler([q])
+    claim = _claim("data", "1Gi")
+    assert not reconciler.relevant("persistentvolumeclaims", None, claim), "admission charged the create"
+    assert reconciler.relevant("persistentvolumeclaims", claim, None), "a deletion gives quota back"
+    labelled = {**claim, "metadata": {**claim["metadata"], "labels": {"a": "b"}}}
+    assert not reconciler.relevant("persistentvolumeclaims", claim, labelled), "nothing counted changed"
+    running = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [
+        {"name": "c", "resources": {"requests": {"cpu": "1"}}}]}, "status": {"phase": "Running"}}
+    finished = {**running, "status": {"phase": "Succeeded"}}
+    assert reconciler.relevant("pods", running, finished), "a finished pod gives its compute back"
+    charged = {**q, "status": {**q["status"], "used": {"requests.storage": "2Gi"}}}
+    assert not reconciler.relevant("resourcequotas", q, charged), "a charge is admission's, not a cause to recount"
+    raised = {**q, "spec": {"hard": {"requests.storage": "20Gi"}}}
+    assert reconciler.relevant("resourcequotas", q, raised)
+    assert reconciler.relevant("resourcequotas", None, q)
+    assert not _reconciler([]).relevant("persistentvolumeclaims", claim, None), "no quota in the namespace"

@@ -24,7 +24,7 @@ import yaml
 from storage.agent.runtime.envvars import EnvContext, StaticEnvSources, resolve_env
 from storage.api.defaults import apply_defaults
 from storage.api.validation import validate
-from storage.errors import Invalid
+from storage.errors import BadRequest
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "cassandra"
 BIN = EXAMPLE / "bin"
@@ -313,7 +313,7 @@ def test_the_namespace_allows_the_added_capability_under_pod_security() -> None:
 def test_validation_is_not_vacuous_a_bad_quantity_is_rejected_Q1() -> None:
     sts = copy.deepcopy(by_kind("StatefulSet"))
     sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = "1GB"  # Q1
-    with pytest.raises(Invalid):
+    with pytest.raises(BadRequest, match="quantities must match"):  # Kubernetes' decoder refuses it (K1)
         validate(apply_defaults(sts))
 
 
