@@ -144,7 +144,9 @@ class PodWorker:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.containers: dict[str, ContainerState] = {}
         self.conditions: dict[str, tuple[str, str]] = {}
-        self.start_time = now_iso()
+        # A pod the node acknowledged before (its records lost with `stowage down`) keeps the start time
+        # the API server holds, as the kubelet keeps it; only a pod new to the node gets now.
+        self.start_time = str((pod.get("status") or {}).get("startTime") or now_iso())
         self.last_status: dict[str, Any] | None = None
         self._userns: tuple[int, int] | None = None  # (base, namespace fd) for idmapped mounts
         self._warned_not_idmapped: set[str] = set()  # volumes the pod was told of (once each)

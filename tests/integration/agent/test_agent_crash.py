@@ -160,3 +160,27 @@ def test_a5_sigkill_between_the_container_start_and_its_record_then_restart_adop
     cluster.wait_gone("pods", "once", "default", timeout=120, diagnose=lambda: cluster.agent_log("n1"))
     assert _runc_state(cluster, "n1") == {}
     assert not mounts.mounts_under(cluster.agent_dir("n1")), "mounts left behind for a deleted pod"
+
+
+def test_a5_a_pod_started_again_after_the_node_was_stopped_keeps_its_start_time(cluster: Cluster) -> None:
+    """`stowage down` (the node's pods stopped, their records removed), then the agent again: the pod's
+    containers start anew, but the pod was acknowledged by the node long before: ``status.startTime``
+    stays what it was, as the kubelet keeps the one the API server holds."""
+    from storage.agent.teardown import stop_node
+    cluster.start_controllers()
+    first = cluster.spawn_agent("n1")
+    wait_until(lambda: _node_ready(cluster), "node n1 registered", timeout=60)
+    cluster.apply(pod("keeper"))
+    before = cluster.wait_running("keeper", timeout=120)
+    started = before["status"]["startTime"]
+    first_run = _container(before)["state"]["running"]["startedAt"]
+
+    _kill(first)
+    stop_node(cluster.base, cluster.agent_dir("n1"), grace_seconds=5)
+    assert _runc_state(cluster, "n1") == {}
+
+    cluster.spawn_agent("n1")
+    after = cluster.wait_pod("keeper", lambda p: p["status"].get("phase") == "Running" and (
+        _container(p).get("state") or {}).get("running", {}).get("startedAt", first_run) > first_run,
+        "started again by the restarted agent", timeout=120)
+    assert after["status"]["startTime"] == started
