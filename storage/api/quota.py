@@ -246,33 +246,26 @@ def limit_range_errors(obj: Obj) -> list[tuple[str, str, Any, str]]:
         if kind == "PersistentVolumeClaim" and STORAGE not in raw["min"] and STORAGE not in raw["max"]:
             out.append(("required", f"{path}",  None,
                         "either minimum or maximum storage value is required, but neither was provided"))
-        mins, maxs, defaults, requests = (sections[k] for k in ("min", "max", "default", "defaultRequest"))
-        for res in sorted(set(mins) | set(maxs) | set(defaults) | set(requests)):
-            lo, hi, dflt, dreq = mins.get(res), maxs.get(res), defaults.get(res), requests.get(res)
-
-            def text(key: str) -> str:
-                return str(raw[key][res])
-
-            if lo is not None and hi is not None and lo > hi:
-                out.append(("invalid", f"{path}.min.{res}", text("min"),
-                            f"min value {text('min')} is greater than max value {text('max')}"))
-            if dreq is not None and lo is not None and lo > dreq:
-                out.append(("invalid", f"{path}.defaultRequest.{res}", text("defaultRequest"),
-                            f"min value {text('min')} is greater than default request value {text('defaultRequest')}"))
-            if dreq is not None and hi is not None and dreq > hi:
-                out.append(("invalid", f"{path}.defaultRequest.{res}", text("defaultRequest"),
-                            f"default request value {text('defaultRequest')} is greater than max value {text('max')}"))
-            if dreq is not None and dflt is not None and dreq > dflt:
-                out.append(("invalid", f"{path}.defaultRequest.{res}", text("defaultRequest"),
-                            f"default request value {text('defaultRequest')} is greater than default limit value "
-                            f"{text('default')}"))
-            if dflt is not None and lo is not None and lo > dflt:
-                out.append(("invalid", f"{path}.default.{res}", text("default"),
-                            f"min value {text('min')} is greater than default value {text('default')}"))
-            if dflt is not None and hi is not None and dflt > hi:
-                out.append(("invalid", f"{path}.default.{res}", text("default"),
-                            f"default value {text('default')} is greater than max value {text('max')}"))
+        for res in sorted(set(sections["min"]) | set(sections["max"]) | set(sections["default"])
+                          | set(sections["defaultRequest"])):
+            for lower, upper, field, lower_words, upper_words in _LIMIT_ORDER:
+                lo, hi = sections[lower].get(res), sections[upper].get(res)
+                if lo is not None and hi is not None and lo > hi:
+                    out.append(("invalid", f"{path}.{field}.{res}", str(raw[field][res]),
+                                f"{lower_words} {raw[lower][res]} is greater than {upper_words} {raw[upper][res]}"))
     return out
+
+
+# Kubernetes' ValidateLimitRange order checks, in its order and words: (lower bound, upper bound, field named,
+# words for the lower value, words for the upper one).
+_LIMIT_ORDER = (
+    ("min", "max", "min", "min value", "max value"),
+    ("min", "defaultRequest", "defaultRequest", "min value", "default request value"),
+    ("defaultRequest", "max", "defaultRequest", "default request value", "max value"),
+    ("defaultRequest", "default", "defaultRequest", "default request value", "default limit value"),
+    ("min", "default", "default", "min value", "default value"),
+    ("default", "max", "default", "default value", "max value"),
+)
 
 
 def quota_errors(obj: Obj) -> list[tuple[str, Any, str]]:

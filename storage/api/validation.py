@@ -1438,7 +1438,12 @@ def _limit_range(errs: _Errors, obj: dict[str, Any]) -> None:
     """QL6: non-negative bounds, min <= defaultRequest <= default <= max, one item per type."""
     from storage.api.quota import limit_range_errors
 
-    for kind, path, value, detail in limit_range_errors(obj):
+    _report(errs, limit_range_errors(obj))
+
+
+def _report(errs: _Errors, findings: list[tuple[str, str, Any, str]]) -> None:
+    """Findings of a kind's own checker, (kind, path, value, detail), as field errors."""
+    for kind, path, value, detail in findings:
         if kind == "duplicate":
             errs.duplicate(path, value)
         elif kind == "required":
@@ -1582,13 +1587,7 @@ def _backup_schedule(errs: _Errors, obj: dict[str, Any]) -> None:
     """BC13: a cron schedule croniter reads, one claim source, a snapshot class, sane retention."""
     from storage.api.backup_schedule import check
 
-    for kind, path, value, detail in check(obj):
-        if kind == "required":
-            errs.required(path, detail)
-        elif kind == "forbidden":
-            errs.forbidden(path, detail)
-        else:
-            errs.invalid(path, value, detail)
+    _report(errs, check(obj))
     spec = _d(obj.get("spec"))
     if spec.get("claimSelector") is not None:
         _label_selector(errs, "spec.claimSelector", spec.get("claimSelector"))
