@@ -19,6 +19,7 @@ from statefulset.update import (
     Action, CreateClaim, CreatePod, CreateRevision, DeleteClaim, DeletePod, DeleteRevision, RenumberRevision,
     RequeueAfter, UpdateClaim, UpdatePod, UpdateStatus, calculate_changes, describe_blocker,
 )
+from storage.api.quota_admission import admit_controller_create
 from storage.controllers.base import Reconciler, Result, defaulted_tolerations, split_key
 from storage.controllers.owners import (
     controller_key, is_controlled_by, labels_of, owner_refs, publish, selector_matches,
@@ -155,7 +156,8 @@ class StatefulSetReconciler(Reconciler):
     def _create_claim(self, sts: Obj, action: CreateClaim) -> None:
         claim_name = meta(action.claim)["name"]
         try:
-            self._write("persistentvolumeclaims", self.ctx.store.create("persistentvolumeclaims", action.claim))
+            claim = admit_controller_create(self.ctx.store, "persistentvolumeclaims", action.claim)  # QL16
+            self._write("persistentvolumeclaims", self.ctx.store.create("persistentvolumeclaims", claim))
         except AlreadyExists:
             return  # made by a racing pass or by the user: S1 reuses an existing claim
         except Exception as err:
@@ -169,8 +171,9 @@ class StatefulSetReconciler(Reconciler):
     def _create_pod(self, sts: Obj, action: CreatePod) -> None:
         pod_name = meta(action.pod)["name"]
         try:
-            self._write("pods", self.ctx.store.create("pods", {**action.pod,
-                                                               "spec": defaulted_tolerations(self.ctx, action.pod["spec"])}))
+            pod = admit_controller_create(self.ctx.store, "pods", {  # QL16
+                **action.pod, "spec": defaulted_tolerations(self.ctx, action.pod["spec"])})
+            self._write("pods", self.ctx.store.create("pods", pod))
         except AlreadyExists as err:
             # The old member is still terminating, or the cache lags: look again on the next event.
             raise Conflict(str(err)) from err

@@ -2,7 +2,7 @@
 
 What an object charges to a namespace's quotas, whether a create or a claim's
 resize fits, and Kubernetes' wording when it does not. The admission plugins
-(``storage.apiserver.quota_admission``) and the quota controller
+(``storage.api.quota_admission``) and the quota controller
 (``storage.controllers.resourcequota``) share these.
 """
 from __future__ import annotations

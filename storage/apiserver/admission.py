@@ -346,7 +346,7 @@ class PodSecurity:
 def default_admission(pod_security_default: str = podsecurity.BASELINE, *,
                       not_ready_toleration_seconds: int = DEFAULT_TOLERATION_SECONDS,
                       unreachable_toleration_seconds: int = DEFAULT_TOLERATION_SECONDS) -> Admission:
-    from storage.apiserver.quota_admission import LimitRanger, ResourceQuotaAdmission
+    from storage.api.quota_admission import LimitRanger, ResourceQuotaAdmission
     from storage.apiserver.sa_admission import ServiceAccountAdmission
 
     # Mutating plugins first, Pod Security last: it judges the pod as it will be stored

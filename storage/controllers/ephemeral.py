@@ -9,8 +9,9 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from storage.api.ephemeral import ephemeral_claim, ephemeral_claim_name, not_created_for, owned_by
+from storage.api.quota_admission import admit_controller_create
 from storage.controllers.base import Reconciler, Result, split_key
-from storage.errors import AlreadyExists
+from storage.errors import AlreadyExists, Forbidden, TooManyRequests
 
 Obj = dict[str, Any]
 log = structlog.get_logger(__name__)
@@ -56,9 +57,13 @@ class EphemeralVolumeReconciler(Reconciler):
         create, foreign = calculate_changes(pod, lambda claim: self.ctx.cache.get(PVCS, namespace, claim))
         for claim in create:
             try:
-                self.ctx.store.create(PVCS, claim)
+                self.ctx.store.create(PVCS, admit_controller_create(self.ctx.store, PVCS, claim))  # QL16
             except AlreadyExists:
                 continue  # made meanwhile (a racing pass, or a user's claim: the next pass sees whose)
+            except (Forbidden, TooManyRequests) as err:
+                self.ctx.events.record(pod, "Warning", "FailedCreate",
+                                       f"create PersistentVolumeClaim {claim['metadata']['name']} failed: {err}")
+                raise
             log.info("ephemeral claim created", namespace=namespace, pod=name, claim=claim["metadata"]["name"])
         for claim_name in foreign:
             self.ctx.events.record(pod, "Warning", "FailedBinding", not_created_for(claim_name, pod))

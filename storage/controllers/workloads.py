@@ -16,12 +16,13 @@ from typing import Any, Callable, ClassVar, Iterable
 import structlog
 
 from storage.api.node_affinity import pod_admits_node
+from storage.api.quota_admission import admit_controller_create
 from storage.api.taints import with_daemon_tolerations
 from storage.controllers.base import Reconciler, Result, defaulted_tolerations, split_key
 from storage.controllers.owners import (
     controller_key, controller_ref, is_controlled_by, labels_of, make_controller_ref, publish, selector_matches,
 )
-from storage.errors import NotFound
+from storage.errors import Forbidden, NotFound, TooManyRequests
 
 Obj = dict[str, Any]
 log = structlog.get_logger(__name__)
@@ -90,6 +91,17 @@ def deletion_rank(pod: Obj) -> tuple[int, int, int, str]:
     return (scheduled, phase_rank, ready, inverted)
 
 
+
+def admitted_pod(ctx: Any, owner: Obj, pod: Obj) -> Obj:
+    """QL16: a pod this controller creates goes through LimitRanger and ResourceQuota admission, as Kubernetes'
+    controllers create through the API server; a refusal is the owner's FailedCreate event, in Kubernetes'
+    words, and a retry with back-off."""
+    try:
+        return admit_controller_create(ctx.store, "pods", pod)
+    except (Forbidden, TooManyRequests) as err:
+        ctx.events.record(owner, "Warning", "FailedCreate", f"Error creating: {err}")
+        raise
+
 class _Replicated(Reconciler):
     """Shared logic of ReplicaSet and ReplicationController."""
 
@@ -133,7 +145,7 @@ class _Replicated(Reconciler):
             for _ in range(wanted - len(active)):
                 new = pod_from_template(owner, self.template(owner), self.api_version, self.kind, f"{name}-")
                 new["spec"] = defaulted_tolerations(self.ctx, new["spec"])
-                created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", new))
+                created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", admitted_pod(self.ctx, owner, new)))
                 active.append(created)
                 self.ctx.events.record(owner, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}")
         elif len(active) > wanted:
@@ -236,7 +248,7 @@ class DaemonSetReconciler(Reconciler):
             new["spec"]["nodeName"] = node
             # As Kubernetes' DaemonSet controller: a daemon stays through not-ready, unreachable and cordoning.
             new["spec"] = with_daemon_tolerations(new["spec"])
-            created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", new))
+            created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", admitted_pod(self.ctx, ds, new)))
             by_node[node] = [created]
             self.ctx.events.record(ds, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}")
         self._write_status(ds, len(eligible), [p[0] for p in by_node.values()])

@@ -7,11 +7,13 @@ since the second one's charge conflicts, re-reads the quota and is refused.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 
 from storage.api import quota
+from storage.api.registry import ResourceInfo, by_plural
 from storage.errors import Conflict, Forbidden, NotFound, TooManyRequests
 
 log = structlog.get_logger(__name__)
@@ -118,3 +120,29 @@ class ResourceQuotaAdmission:
         # 429 with Retry-After: clients (client-go, kubectl) send the write again by themselves.
         raise TooManyRequests(f'Operation cannot be fulfilled on resourcequotas "{name}": too many concurrent '
                               "writes charged this quota; please retry", retry_after=1)
+
+
+@dataclass(frozen=True)
+class _ControllerCreate:
+    """What the plugins read of a request, for a create a controller writes to the store itself."""
+
+    resource: ResourceInfo
+    obj: dict[str, Any]
+    store: Any
+    operation: str = "CREATE"
+    old: dict[str, Any] | None = None
+    dry_run: bool = False
+
+
+def admit_controller_create(store: Any, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """QL16: the LimitRanger and ResourceQuota admission of a create a controller writes to the store itself
+    (a StatefulSet's pods and claims, a ReplicaSet's or DaemonSet's pods, an ephemeral volume's claim), as
+    Kubernetes' controllers create through the API server and so through its admission. Returns the object to
+    store (LimitRange defaults applied); raises Forbidden (a limit, a quota) or TooManyRequests (charges in
+    contention), which the controller reports as FailedCreate and retries with back-off."""
+    info = by_plural(plural)
+    if info is None:
+        raise ValueError(f"unknown resource {plural}")
+    request = _ControllerCreate(info, obj, store)
+    obj = LimitRanger().admit(request)
+    return ResourceQuotaAdmission().admit(replace(request, obj=obj))
