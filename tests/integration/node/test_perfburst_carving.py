@@ -66,6 +66,9 @@ def test_a_loop_hint_is_checked_before_it_is_believed(node_tmp: Path) -> None:
     dev = loop.attach(image)
     assert loop.find_by_backing_file(image) == dev
     subprocess.run(["losetup", "--detach", dev], check=True)  # not through loop.detach: the hint is stale
+    # A detach while something else has the device open (udev probing it after the attach) only marks it
+    # for auto-clear: it backs the file until that opener closes it, and the look-up rightly says so.
+    assert not loop.wait_released({dev: str(image.resolve())}, 10), "the kernel released the detached device"
     assert loop.find_by_backing_file(image) is None
     other = node_tmp / "b.img"
     with open(other, "wb") as f:
