@@ -93,15 +93,30 @@ class StatefulSetReconciler(Reconciler):
         (none while the set is being deleted)."""
         selector = spec(sts).get("selector")
         out: list[Obj] = []
+        rechecked: bool | None = None
         for obj in self.ctx.cache.list(resource, meta(sts).get("namespace", "")):
             if is_controlled_by(obj, sts):
                 out.append(obj)
             elif (not any(r.get("controller") for r in owner_refs(obj)) and not meta(sts).get("deletionTimestamp")
                   and selector_matches(selector, labels_of(obj)) and may_adopt(obj)):
+                if rechecked is None:
+                    rechecked = self._still_live(sts)
+                if not rechecked:
+                    continue
                 adopted = copy.deepcopy(obj)
                 adopted["metadata"].setdefault("ownerReferences", []).append(identity.set_owner_reference(sts))
                 out.append(self._write(resource, self.ctx.store.update(resource, adopted)))
         return out
+
+    def _still_live(self, sts: Obj) -> bool:
+        """Kubernetes' RecheckDeletionTimestamp before an adoption: the set as stored now is this one and is
+        not being deleted. The cache may still show a set deleted with orphan whose dependents the garbage
+        collector has just released; adopting them for it would have the collector delete them (S9)."""
+        try:
+            live = self.ctx.store.get("statefulsets", meta(sts).get("namespace", ""), meta(sts).get("name", ""))
+        except NotFound:
+            return False
+        return meta(live).get("uid") == meta(sts).get("uid") and not meta(live).get("deletionTimestamp")
 
     def _apply(self, sts: Obj, actions: list[Action]) -> Result:
         requeue: float | None = None
