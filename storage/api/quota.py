@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 from storage.api.quantity import (QuantityFormat, canonical, format_quantity, parse_quantity,
                                   parse_quantity_with_format)
 from storage.api.registry import by_plural
+from storage.api.storage_class import object_class
 
 Obj = dict[str, Any]
 Usage = dict[str, Fraction]
@@ -26,7 +27,6 @@ LEGACY_COUNTS = {
     "persistentvolumeclaims": "persistentvolumeclaims", "replicationcontrollers": "replicationcontrollers",
     "resourcequotas": "resourcequotas",
 }
-BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
 _TERMINAL_POD_PHASES = ("Succeeded", "Failed")
 # The compute resources a pod is charged for (Kubernetes' podComputeUsageHelper): the bare name and requests.<r>
 # count requests, limits.<r> limits.
@@ -46,14 +46,6 @@ def _q(value: Any) -> Fraction | None:
         return parse_quantity(value)
     except (TypeError, ValueError):
         return None
-
-
-def claim_storage_class(claim: Obj) -> str:
-    """The class a claim is charged to: the beta annotation wins, as in Kubernetes' quota evaluator."""
-    annotations = _d(_d(claim.get("metadata")).get("annotations"))
-    if BETA_CLASS_ANNOTATION in annotations:
-        return str(annotations[BETA_CLASS_ANNOTATION])
-    return str(_d(claim.get("spec")).get("storageClassName") or "")
 
 
 def claim_request(claim: Obj) -> Fraction:
@@ -86,7 +78,7 @@ def usage(plural: str, obj: Obj) -> Usage:
     if plural == "persistentvolumeclaims":
         size = claim_request(obj)
         out[REQUESTS_STORAGE] = size
-        cls = claim_storage_class(obj)
+        cls = object_class(obj)  # the beta annotation wins, as in Kubernetes' quota evaluator
         if cls:
             out[f"{cls}{CLASS_SUFFIX}{REQUESTS_STORAGE}"] = size
             out[f"{cls}{CLASS_SUFFIX}persistentvolumeclaims"] = Fraction(1)

@@ -28,10 +28,11 @@ from storage.api.ephemeral import claim_names, owned_by
 from storage.api.names import PV_PROTECTION, PVC_PROTECTION
 from storage.api.node_affinity import affinity_hostnames, volume_in_use_on
 from storage.api.quantity import format_quantity
+from storage.api.storage_class import ANN_STORAGE_CLASS
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Cache, ControllerContext, Reconciler, Result, split_key
 from storage.controllers.binder_index import (
-    ANN_STORAGE_CLASS, VolumeIndex, access_modes, claim_ref, claim_request, contains_all_modes,
+    VolumeIndex, access_modes, claim_ref, claim_request, contains_all_modes,
     find_best_volume, find_best_volume_linear, is_deleting, is_volume_bound_to_claim, match_candidates, object_class,
     volume_capacity, volume_mode, volume_phase,
 )

@@ -17,8 +17,8 @@ from typing import Any, Iterable
 
 from storage.api.node_affinity import volume_admits_node
 from storage.api.quantity import parse_quantity
+from storage.api.storage_class import object_class
 
-ANN_STORAGE_CLASS = "volume.beta.kubernetes.io/storage-class"
 
 # The order Kubernetes prints access modes in (GetAccessModesAsString); used
 # as the deterministic tie-break between mode sets of the same size, where
@@ -60,18 +60,6 @@ def claim_request(claim: Claim) -> Fraction:
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     return obj.get("metadata") or {}
-
-
-def _annotations(obj: dict[str, Any]) -> dict[str, str]:
-    return _meta(obj).get("annotations") or {}
-
-
-def object_class(obj: dict[str, Any]) -> str:
-    """B1: the beta annotation wins even when empty; missing and empty are the same class."""
-    annotations = _annotations(obj)
-    if ANN_STORAGE_CLASS in annotations:
-        return annotations[ANN_STORAGE_CLASS] or ""
-    return (obj.get("spec") or {}).get("storageClassName") or ""
 
 
 def volume_mode(obj: dict[str, Any]) -> str:
