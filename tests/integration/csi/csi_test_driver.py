@@ -281,8 +281,11 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
             if not request.staging_target_path:
                 _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "staging target path missing")
             src = Path(request.staging_target_path)
-        (self.state.dir / "published" / f"{request.volume_id}.json").write_text(
-            json.dumps(dict(request.volume_context)))
+        # Replaced whole: a repeated publish must never let a reader see a half-written record.
+        record = self.state.dir / "published" / f"{request.volume_id}.json"
+        staged = record.with_name(f".{record.name}.{threading.get_ident()}")
+        staged.write_text(json.dumps(dict(request.volume_context)))
+        staged.replace(record)
         os.makedirs(target, exist_ok=True)  # the SP creates the target (spec)
         if not _is_mount(target):
             self._bind(str(src), target, request.readonly)
