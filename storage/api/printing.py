@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from storage.api.age import age, object_age
+from storage.api.storage_class import object_class
 
 Row = list[str]
 RowFn = Callable[[dict[str, Any], datetime], Row]
@@ -20,7 +21,6 @@ DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",
 )
-BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
 
 _MODE_ORDER = (
     ("ReadWriteOnce", "RWO"),
@@ -85,10 +85,7 @@ def access_modes(modes: list[str] | None) -> str:
 
 def storage_class_of(obj: dict[str, Any]) -> str:
     """The beta annotation wins over the field when present, even empty (rule B1)."""
-    annotations = _meta(obj).get("annotations") or {}
-    if BETA_CLASS_ANNOTATION in annotations:
-        return str(annotations[BETA_CLASS_ANNOTATION])
-    return str(_spec(obj).get("storageClassName") or "")
+    return object_class(obj)
 
 
 def is_default_class(obj: dict[str, Any]) -> bool:

@@ -6,9 +6,15 @@ from typing import Any
 ANN_STORAGE_CLASS = "volume.beta.kubernetes.io/storage-class"
 
 
-def object_class(obj: dict[str, Any]) -> str:
-    """B1: the beta annotation wins even when empty; missing and empty are the same class."""
+def explicit_class(obj: dict[str, Any]) -> str | None:
+    """B1: the beta annotation wins, even when empty; None when neither it nor the field is set."""
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     if ANN_STORAGE_CLASS in annotations:
-        return annotations[ANN_STORAGE_CLASS] or ""
-    return (obj.get("spec") or {}).get("storageClassName") or ""
+        return str(annotations[ANN_STORAGE_CLASS] or "")
+    name = (obj.get("spec") or {}).get("storageClassName")
+    return None if name is None else str(name)
+
+
+def object_class(obj: dict[str, Any]) -> str:
+    """B1: missing and empty are the same class (no class)."""
+    return explicit_class(obj) or ""

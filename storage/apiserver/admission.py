@@ -18,6 +18,7 @@ from storage.api import podsecurity
 from storage.api.names import PV_PROTECTION, PVC_PROTECTION
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo
+from storage.api.storage_class import explicit_class
 from storage.api.taints import DEFAULT_TOLERATION_SECONDS, with_default_toleration_seconds
 from storage.errors import FieldError, Forbidden, Invalid, NotFound
 from storage.store.base import Store
@@ -30,7 +31,6 @@ DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",
 )
-BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
 RESIZE_FORBIDDEN = (
     "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"
 )
@@ -77,17 +77,6 @@ class Admission:
         return obj
 
 
-def claim_class(obj: dict[str, Any]) -> str | None:
-    """SEMANTICS B1: the beta annotation wins (even empty); None when neither is set."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    if BETA_CLASS_ANNOTATION in annotations:
-        return str(annotations[BETA_CLASS_ANNOTATION])
-    spec = obj.get("spec") or {}
-    if spec.get("storageClassName") is not None:
-        return str(spec["storageClassName"])
-    return None
-
-
 def is_default_class(sc: dict[str, Any]) -> bool:
     annotations = (sc.get("metadata") or {}).get("annotations") or {}
     return any(annotations.get(a) == "true" for a in DEFAULT_CLASS_ANNOTATIONS)
@@ -112,7 +101,7 @@ class DefaultStorageClass:
     def admit(self, req: AdmissionRequest) -> dict[str, Any]:
         if req.operation != "CREATE" or req.resource.plural != "persistentvolumeclaims":
             return req.obj
-        if claim_class(req.obj) is not None:  # explicit "" opts out
+        if explicit_class(req.obj) is not None:  # explicit "" opts out
             return req.obj
         classes, _ = req.store.list("storageclasses")
         name = pick_default_class(classes)
@@ -158,7 +147,7 @@ class ClaimResize:
         new_raw, old_raw = _requested_storage(req.obj), _requested_storage(req.old)
         if new_raw is None or old_raw is None or parse_quantity(new_raw) <= parse_quantity(old_raw):
             return req.obj
-        class_name = claim_class(req.old) or ""
+        class_name = explicit_class(req.old) or ""
         allowed = False
         if class_name:
             try:

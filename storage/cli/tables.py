@@ -3,7 +3,6 @@ responses); this module lays them out as kubectl does."""
 from __future__ import annotations
 
 from storage.api.printing import (
-    BETA_CLASS_ANNOTATION,
     DEFAULT_CLASS_ANNOTATIONS,
     Columns,
     Row,
@@ -17,6 +16,7 @@ from storage.api.printing import (
     storage_class_of,
     table_rows,
 )
+from storage.api.storage_class import ANN_STORAGE_CLASS as BETA_CLASS_ANNOTATION
 
 __all__ = [
     "BETA_CLASS_ANNOTATION", "DEFAULT_CLASS_ANNOTATIONS", "Columns", "Row", "access_modes", "columns_for",
