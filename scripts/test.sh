@@ -11,7 +11,7 @@ set +e
 # ganesha, tgtd) or of one module-scoped fixture in one worker (tests/conftest.py), so each starts once.
 # STOWAGE_TEST_WORKERS=0 runs everything in this one process.
 workers=${STOWAGE_TEST_WORKERS:-4}
-python3 -m pytest -p no:cacheprovider -q -rs --timeout=600 --durations=30 -n "$workers" --dist loadgroup "$@"
+python3 -m pytest -p no:cacheprovider -q -rsfE --timeout=600 --durations=30 -n "$workers" --dist loadgroup "$@"
 rc=$?
 set -e
 # pytest's "no tests collected" (5) is a failure of the suite, not a pass.
