@@ -4,6 +4,7 @@ performance parameters, the scheduler picks the measured-fast node, and the volu
 from __future__ import annotations
 
 from agent_cluster import Cluster, claim, condition, local_class, pod, wait_until
+from support import wait_for_text
 
 from storage.api.bench_figures import label_node_annotations
 
@@ -36,8 +37,7 @@ def test_bp6_bp9_bp19_pod_and_local_volume_land_on_the_measured_fast_node(cluste
     assert pv["spec"]["local"]["path"].startswith(str(cluster.pool_dir("n3")))
     uid = running["metadata"]["uid"]
     target = next((cluster.agent_dir("n3") / "pods" / uid / "volumes").glob("*/wal"))
-    wait_until(lambda: (target / "where").exists(), "the container's file on the volume")
-    assert (target / "where").read_text().strip() == "on-fast"
+    wait_for_text(target / "where", "on-fast\n", "the container's file on the volume")
 
     cluster.client.delete("pods", "db", "default")
     cluster.wait_gone("pods", "db", "default")

@@ -34,7 +34,10 @@ class Registrar(rpbg.RegistrationServicer):
 
     def NotifyRegistrationStatus(self, request, context):
         if self.status_file is not None:
-            self.status_file.write_text(json.dumps({"registered": request.plugin_registered, "error": request.error}))
+            # Replaced whole: the test waits for the file to exist and must never read it half-written.
+            staged = self.status_file.with_name(f".{self.status_file.name}.tmp")
+            staged.write_text(json.dumps({"registered": request.plugin_registered, "error": request.error}))
+            staged.replace(self.status_file)
         return rpb.RegistrationStatusResponse()
 
 
