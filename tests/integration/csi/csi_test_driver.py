@@ -62,12 +62,15 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
         self.args = args
         self.state = State(Path(args.statedir))
         self.log = open(Path(args.statedir) / "calls.log", "a", buffering=1)
+        self.log_lock = threading.Lock()
 
     def _record(self, method: str, request: object) -> None:
         # What the CO sent, minus secrets (they are checked, never written).
         fields = {f.name: v for f, v in request.ListFields() if f.name != "secrets"}  # type: ignore[attr-defined]
-        self.log.write(json.dumps({"method": method, "request": {k: str(v) for k, v in fields.items()},
-                                   "secret_keys": sorted(getattr(request, "secrets", {}) or {})}) + "\n")
+        line = json.dumps({"method": method, "request": {k: str(v) for k, v in fields.items()},
+                           "secret_keys": sorted(getattr(request, "secrets", {}) or {})}) + "\n"
+        with self.log_lock:  # gRPC serves calls on several threads: one whole line at a time
+            self.log.write(line)
 
     def _check_secret(self, request: object, context: grpc.ServicerContext) -> None:
         if not self.args.require_secret:
