@@ -147,6 +147,8 @@ class PodWorker:
         # A pod the node acknowledged before (its records lost with `stowage down`) keeps the start time
         # the API server holds, as the kubelet keeps it; only a pod new to the node gets now.
         self.start_time = str((pod.get("status") or {}).get("startTime") or now_iso())
+        self._ensure_container_states()
+        self._carry_counts(pod.get("status") or {})
         self.last_status: dict[str, Any] | None = None
         self._userns: tuple[int, int] | None = None  # (base, namespace fd) for idmapped mounts
         self._warned_not_idmapped: set[str] = set()  # volumes the pod was told of (once each)
@@ -174,6 +176,27 @@ class PodWorker:
             return
         write_atomically(self.state_dir / name, text)
         self._written[name] = text
+
+    def _carry_counts(self, api_status: dict[str, Any]) -> None:
+        """A5f: containers of a pod the node ran before, whose records went with `stowage down`, keep
+        the restart counts the API server holds, as the kubelet keeps them when its runtime lost the
+        containers. One that was running is presumed ended and counts as restarted when it starts again,
+        with the kubelet's ``ContainerStatusUnknown`` as its last state. A new pod has no statuses: nothing
+        changes; an adopted pod's own records (``load``) replace all of this."""
+        for old in (api_status.get("initContainerStatuses") or []) + (api_status.get("containerStatuses") or []):
+            cs = self.containers.get(str(old.get("name") or ""))
+            if cs is None:
+                continue
+            cs.restart_count = int(old.get("restartCount") or 0)
+            state = old.get("state") or {}
+            if "running" in state:
+                cs.last_terminated = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                                      "message": "The container could not be located when the pod was terminated",
+                                      "startedAt": (state["running"] or {}).get("startedAt"), "finishedAt": now_iso(),
+                                      "containerID": old.get("containerID", "")}
+            else:
+                cs.last_terminated = (state.get("terminated") or (old.get("lastState") or {}).get("terminated")
+                                      or None)
 
     def load(self) -> None:
         """Adopt what a previous agent left: running containers keep running."""

@@ -163,9 +163,10 @@ def test_a5_sigkill_between_the_container_start_and_its_record_then_restart_adop
 
 
 def test_a5_a_pod_started_again_after_the_node_was_stopped_keeps_its_start_time(cluster: Cluster) -> None:
-    """`stowage down` (the node's pods stopped, their records removed), then the agent again: the pod's
-    containers start anew, but the pod was acknowledged by the node long before: ``status.startTime``
-    stays what it was, as the kubelet keeps the one the API server holds."""
+    """A5e, A5f: `stowage down` (the node's pods stopped, their records removed), then the agent again:
+    the pod's containers start anew, but the pod was acknowledged by the node long before:
+    ``status.startTime`` stays what it was and the lost container counts as restarted, as the kubelet
+    keeps what the API server holds."""
     from storage.agent.teardown import stop_node
     cluster.start_controllers()
     first = cluster.spawn_agent("n1")
@@ -184,3 +185,9 @@ def test_a5_a_pod_started_again_after_the_node_was_stopped_keeps_its_start_time(
         _container(p).get("state") or {}).get("running", {}).get("startedAt", first_run) > first_run,
         "started again by the restarted agent", timeout=120)
     assert after["status"]["startTime"] == started
+    # A5f: the container the node lost counts as restarted, with the kubelet's last state for it.
+    again = _container(after)
+    assert _container(before)["restartCount"] == 0 and again["restartCount"] == 1
+    lost = again["lastState"]["terminated"]
+    assert (lost["reason"], lost["exitCode"]) == ("ContainerStatusUnknown", 137)
+    assert lost["startedAt"] == first_run
