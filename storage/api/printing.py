@@ -83,11 +83,6 @@ def access_modes(modes: list[str] | None) -> str:
     return ",".join(short for full, short in _MODE_ORDER if full in present)
 
 
-def storage_class_of(obj: dict[str, Any]) -> str:
-    """The beta annotation wins over the field when present, even empty (rule B1)."""
-    return object_class(obj)
-
-
 def is_default_class(obj: dict[str, Any]) -> bool:
     annotations = _meta(obj).get("annotations") or {}
     return any(annotations.get(a) == "true" for a in DEFAULT_CLASS_ANNOTATIONS)
@@ -137,7 +132,7 @@ def _pv(obj: dict[str, Any], now: datetime) -> Row:
         str(spec.get("persistentVolumeReclaimPolicy") or ""),
         phase,
         claim,
-        storage_class_of(obj),
+        object_class(obj),
         str(status.get("reason") or ""),
         object_age(obj, now),
     ]
@@ -158,7 +153,7 @@ def _pvc(obj: dict[str, Any], now: datetime) -> Row:
         str(spec.get("volumeName") or ""),
         str((status.get("capacity") or {}).get("storage", "")),
         access_modes(status.get("accessModes")),
-        storage_class_of(obj),
+        object_class(obj),
         object_age(obj, now),
     ]
 

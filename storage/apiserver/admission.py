@@ -18,7 +18,7 @@ from storage.api import podsecurity
 from storage.api.names import PV_PROTECTION, PVC_PROTECTION
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo
-from storage.api.storage_class import explicit_class
+from storage.api.storage_class import explicit_class, object_class
 from storage.api.taints import DEFAULT_TOLERATION_SECONDS, with_default_toleration_seconds
 from storage.errors import FieldError, Forbidden, Invalid, NotFound
 from storage.store.base import Store
@@ -147,7 +147,7 @@ class ClaimResize:
         new_raw, old_raw = _requested_storage(req.obj), _requested_storage(req.old)
         if new_raw is None or old_raw is None or parse_quantity(new_raw) <= parse_quantity(old_raw):
             return req.obj
-        class_name = explicit_class(req.old) or ""
+        class_name = object_class(req.old)
         allowed = False
         if class_name:
             try:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol
 import yaml
 
 from storage.api.bench_figures import describe_figures, measured_classes, node_figures
+from storage.api.storage_class import object_class
 from storage.cli.age import age, human_duration, parse_timestamp
 from storage.cli.tables import (
     access_modes,
@@ -20,7 +21,6 @@ from storage.cli.tables import (
     is_default_class,
     node_status,
     pod_status,
-    storage_class_of,
 )
 
 
@@ -159,7 +159,7 @@ def describe_pv(obj: dict[str, Any], lister: Lister) -> str:
         phase = f"Terminating (lasts {age(_meta(obj)['deletionTimestamp'])})"
     pairs = _common(obj, False) + _labels_annotations(obj) + [
         _finalizers(obj),
-        ("StorageClass", storage_class_of(obj)),
+        ("StorageClass", object_class(obj)),
         ("Status", phase),
         ("Claim", f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref.get("name") else ""),
         ("Reclaim Policy", str(spec.get("persistentVolumeReclaimPolicy") or "")),
@@ -274,7 +274,7 @@ def describe_pvc(obj: dict[str, Any], lister: Lister) -> str:
     if meta.get("deletionTimestamp"):
         phase = f"Terminating (lasts {age(meta['deletionTimestamp'])})"
     pairs = _common(obj, True) + [
-        ("StorageClass", storage_class_of(obj)),
+        ("StorageClass", object_class(obj)),
         ("Status", phase),
         ("Volume", str(spec.get("volumeName") or "")),
     ] + _labels_annotations(obj) + [
@@ -533,7 +533,7 @@ def describe_sts(obj: dict[str, Any], lister: Lister) -> str:
         tspec = t.get("spec") or {}
         out += fields([
             ("Name", str(_meta(t).get("name", ""))),
-            ("StorageClass", storage_class_of(t)),
+            ("StorageClass", object_class(t)),
             ("Labels", mapping(_meta(t).get("labels"))),
             ("Annotations", mapping(_meta(t).get("annotations"))),
             ("Capacity", str(((tspec.get("resources") or {}).get("requests") or {}).get("storage", ""))),

@@ -13,14 +13,12 @@ from storage.api.printing import (
     node_status,
     pod_status,
     register,
-    storage_class_of,
     table_rows,
 )
-from storage.api.storage_class import ANN_STORAGE_CLASS as BETA_CLASS_ANNOTATION
 
 __all__ = [
-    "BETA_CLASS_ANNOTATION", "DEFAULT_CLASS_ANNOTATIONS", "Columns", "Row", "access_modes", "columns_for",
-    "event_time", "is_default_class", "node_status", "pod_status", "register", "render", "storage_class_of",
+    "DEFAULT_CLASS_ANNOTATIONS", "Columns", "Row", "access_modes", "columns_for",
+    "event_time", "is_default_class", "node_status", "pod_status", "register", "render",
     "table_rows",
 ]
 

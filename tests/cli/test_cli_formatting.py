@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from storage.api.storage_class import ANN_STORAGE_CLASS
 from storage.cli import describe, tables
 from storage.cli.age import age, human_duration
 from storage.cli.edits import EditError, applied, edit_map, parse_key_values, same_object
@@ -49,7 +50,7 @@ def test_pv_row_uses_beta_class_annotation_rule_b1() -> None:
     pv = {
         "kind": "PersistentVolume",
         "metadata": {"name": "pv1", "creationTimestamp": _created(5),
-                     "annotations": {tables.BETA_CLASS_ANNOTATION: "slow"}},
+                     "annotations": {ANN_STORAGE_CLASS: "slow"}},
         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "fast",
                  "claimRef": {"namespace": "default", "name": "c1"}},
