@@ -159,8 +159,12 @@ class StatefulSetReconciler(Reconciler):
             self._write("controllerrevisions", self.ctx.store.create("controllerrevisions", revision))
         except AlreadyExists:
             existing = self.ctx.store.get("controllerrevisions", namespace, meta(revision)["name"])
-            if existing.get("data") == revision.get("data") and is_controlled_by(existing, sts):
-                return  # another pass made the same revision
+            if existing.get("data") == revision.get("data") and (
+                    is_controlled_by(existing, sts) or not any(r.get("controller") for r in owner_refs(existing))):
+                # Another pass made it, or it is an orphan of an earlier set of this name that the cache did not
+                # yet show released: the same revision, adopted on the next pass (Kubernetes' history returns an
+                # existing revision of equal data the same way); counting a collision would roll every member.
+                return
             # A different revision holds the name: perturb the hash (upstream collisionCount) and retry.
             bumped = copy.deepcopy(sts)
             status = bumped.setdefault("status", {})
