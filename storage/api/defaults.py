@@ -12,6 +12,7 @@ import base64
 
 from typing import Any, Callable
 
+from storage.api.batch import DEFAULT_BACKOFF_LIMIT, MAX_INT32
 from storage.api.conversion import convert
 from storage.api.models.volumes import POD_VOLUME_SOURCES
 
@@ -238,6 +239,27 @@ def _deployment(obj: dict[str, Any]) -> None:
     _pod_template(spec)
 
 
+def _job(obj: dict[str, Any]) -> None:
+    """Kubernetes' SetDefaults_Job (J1); the selector comes later, with the uid (J2)."""
+    spec = _dict(obj, "spec")
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+        spec["parallelism"] = 1
+    spec.setdefault("parallelism", 1)
+    if spec.get("backoffLimit") is None:
+        spec["backoffLimit"] = MAX_INT32 if spec.get("backoffLimitPerIndex") is not None else DEFAULT_BACKOFF_LIMIT
+    template = spec.get("template")
+    labels = (template.get("metadata") or {}).get("labels") if isinstance(template, dict) else None
+    meta = _dict(obj, "metadata")
+    if isinstance(labels, dict) and labels and not meta.get("labels"):
+        meta["labels"] = dict(labels)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") is not None else "TerminatingOrFailed")
+    spec.setdefault("manualSelector", False)
+    _pod_template(spec)
+
+
 def _lease(obj: dict[str, Any]) -> None:
     _dict(obj, "spec")
 
@@ -325,6 +347,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "DaemonSet": _daemonset,
     "ReplicaSet": _replicaset,
     "Deployment": _deployment,
+    "Job": _job,
     "Lease": _lease,
     "ReplicationController": _replication_controller,
     "Service": _service,

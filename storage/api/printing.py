@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from storage.api.age import age, object_age
+from storage.api.age import age, human_duration, object_age, parse_timestamp
 from storage.api.storage_class import object_class
 
 Row = list[str]
@@ -489,6 +489,30 @@ def _pod_disruption_budget(obj: dict[str, Any], now: datetime) -> Row:
     return [_name(obj), *shown, str(int(_status(obj).get("disruptionsAllowed") or 0)), object_age(obj, now)]
 
 
+def _job(obj: dict[str, Any], now: datetime) -> Row:
+    """kubectl's printJob: completions as succeeded/wanted, the run's duration, and a status from its conditions."""
+    spec, status = _spec(obj), _status(obj)
+    succeeded = int(status.get("succeeded") or 0)
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{spec['completions']}"
+    elif int(spec.get("parallelism") or 0) > 1:
+        completions = f"{succeeded}/1 of {spec['parallelism']}"
+    else:
+        completions = f"{succeeded}/1"
+    started, finished = parse_timestamp(status.get("startTime")), parse_timestamp(status.get("completionTime"))
+    duration = "" if started is None else human_duration(((finished or now) - started).total_seconds())
+    held = {str(c.get("type")) for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("status") == "True"}
+    if "Complete" in held:
+        shown = "Complete"
+    elif "Failed" in held:
+        shown = "Failed"
+    elif _meta(obj).get("deletionTimestamp"):
+        shown = "Terminating"
+    else:
+        shown = next((c for c in ("Suspended", "FailureTarget", "SuccessCriteriaMet") if c in held), "Running")
+    return [_name(obj), shown, completions, duration, object_age(obj, now)]
+
+
 _WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
@@ -501,6 +525,7 @@ register("DaemonSet", Columns(
 register("Deployment", Columns(["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], _deployment,
                                _WORKLOAD_WIDE, _replicated_wide))
 register("StatefulSet", Columns(["NAME", "READY", "AGE"], _sts, ["CONTAINERS", "IMAGES"], _sts_wide))
+register("Job", Columns(["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"], _job, _WORKLOAD_WIDE, _replicated_wide))
 register("Service", Columns(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _svc,
                             ["SELECTOR"], _svc_wide))
 register("Node", Columns(["NAME", "STATUS", "ROLES", "AGE", "VERSION"], _node,

@@ -87,6 +87,8 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         "Deployment", "deployments", "deployment", "apps", "v1", True, ("deploy",),
         legacy_api_versions=("apps/v1beta1", "apps/v1beta2", "extensions/v1beta1"),
     ),
+    # SEMANTICS J1: run-to-completion pods.
+    ResourceInfo("Job", "jobs", "job", "batch", "v1", True, ()),
     ResourceInfo(
         "Lease", "leases", "lease", "coordination.k8s.io", "v1", True, (), has_status=False,
         legacy_api_versions=("coordination.k8s.io/v1beta1",),

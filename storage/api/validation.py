@@ -11,6 +11,7 @@ of resource maps are written as dotted names (``spec.resources.requests.storage`
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import json
 import re
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
+from storage.api import batch
 from storage.api.bench_figures import BenchParameterError, parse_requirements
 from storage.api.conversion import convert
 from storage.api.decoding import UndecodableObject, decode_error
@@ -1198,6 +1200,113 @@ def _replicaset(errs: _Errors, obj: dict[str, Any]) -> None:
     _pod_template(errs, spec.get("template"), "spec.template", check, ("Always",))
 
 
+_JOB_RESTART_POLICIES = ("OnFailure", "Never")
+_MAX_INDEXED_PARALLELISM = 100_000
+
+
+def _job(errs: _Errors, obj: dict[str, Any]) -> None:
+    """Kubernetes' ValidateJob (J1–J3); on create the generated selector is checked against the labels the
+    store will give it (J2)."""
+    meta, spec = _d(obj.get("metadata")), _d(obj.get("spec"))
+    for key in ("parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished",
+                "backoffLimitPerIndex", "maxFailedIndexes"):
+        errs.non_negative(f"spec.{key}", spec.get(key))
+    if spec.get("maxFailedIndexes") is not None and spec.get("backoffLimitPerIndex") is None:
+        errs.required("spec.backoffLimitPerIndex", "when maxFailedIndexes is specified")
+    mode = spec.get("completionMode")
+    errs.enum("spec.completionMode", mode, ("NonIndexed", "Indexed"))
+    completions = spec.get("completions")
+    if mode == "Indexed":
+        if completions is None:
+            errs.required("spec.completions", "when completion mode is Indexed")
+        parallelism = spec.get("parallelism")
+        if isinstance(parallelism, int) and parallelism > _MAX_INDEXED_PARALLELISM:
+            errs.invalid("spec.parallelism", parallelism,
+                         f"must be less than or equal to {_MAX_INDEXED_PARALLELISM} when completion mode is Indexed")
+        name = meta.get("name")
+        if isinstance(name, str) and name and isinstance(completions, int) and completions > 0:
+            hostname = f"{name}-{completions - 1}"
+            if is_dns1123_label(hostname):
+                errs.invalid("metadata.name", name, f"will not able to create pod with invalid DNS label: {hostname}")
+    else:
+        for key in ("backoffLimitPerIndex", "maxFailedIndexes"):
+            if spec.get(key) is not None:
+                errs.invalid(f"spec.{key}", spec[key], "requires indexed completion mode")
+        if spec.get("successPolicy") is not None:
+            errs.invalid("spec.successPolicy", spec["successPolicy"], "requires indexed completion mode")
+    errs.enum("spec.podReplacementPolicy", spec.get("podReplacementPolicy"), ("TerminatingOrFailed", "Failed"))
+    if spec.get("podFailurePolicy") is not None and spec.get("podReplacementPolicy") not in (None, "Failed"):
+        errs.unsupported("spec.podReplacementPolicy", spec["podReplacementPolicy"], ("Failed",))
+    template = spec.get("template")
+    check: Callable[[dict[str, Any]], bool] | None = None
+    if spec.get("manualSelector") is True:
+        check = _workload_selector(errs, spec, "job")
+    else:
+        _job_generated_selector(errs, meta, spec)
+    _pod_template(errs, template, "spec.template", check, RESTART_POLICIES)
+    policy = _d(_d(template).get("spec")).get("restartPolicy")
+    if template is not None:
+        if policy in (None, "", "Always"):
+            errs.required("spec.template.spec.restartPolicy", 'valid values: "OnFailure", "Never"')
+        elif policy in _JOB_RESTART_POLICIES and spec.get("podFailurePolicy") is not None and policy != "Never":
+            errs.invalid("spec.template.spec.restartPolicy", policy,
+                         'only "Never" is supported when podFailurePolicy is specified')
+
+
+def _job_generated_selector(errs: _Errors, meta: dict[str, Any], spec: dict[str, Any]) -> None:
+    """J2: without ``manualSelector`` the pods carry the job's name and uid, and the selector must select them."""
+    name, uid = meta.get("name"), meta.get("uid")
+    labels = _d(_d(_d(spec.get("template")).get("metadata")).get("labels"))
+    lpath = "spec.template.metadata.labels"
+    for key in (batch.LEGACY_JOB_NAME_LABEL, batch.JOB_NAME_LABEL):
+        if key in labels and name and labels[key] != name:
+            errs.invalid(f"{lpath}[{key}]", labels[key], f"must be '{name}'")
+    for key in (batch.LEGACY_CONTROLLER_UID_LABEL, batch.CONTROLLER_UID_LABEL):
+        if key in labels and labels[key] != uid:
+            errs.invalid(f"{lpath}[{key}]", labels[key], f"must be '{uid}'" if uid else "must be the job's uid, "
+                         "which the server assigns at creation: leave it out")
+    selector = spec.get("selector")
+    if selector is None:
+        return
+    before = len(errs.items)
+    _label_selector(errs, "spec.selector", selector)
+    if len(errs.items) > before:
+        return
+    # A stand-in uid on create: no selector written before the job existed can name its uid.
+    own = uid or "00000000-0000-0000-0000-000000000000-unassigned"
+    expected = {batch.LEGACY_CONTROLLER_UID_LABEL: own, batch.CONTROLLER_UID_LABEL: own,
+                batch.LEGACY_JOB_NAME_LABEL: name or "", batch.JOB_NAME_LABEL: name or ""}
+    try:
+        matches = _selector_matches(_d(selector), expected)
+    except (AttributeError, TypeError):
+        return  # a selector of the wrong shape is the schema check's report
+    if not matches:
+        errs.invalid("spec.selector", selector, "`selector` not auto-generated")
+
+
+def _job_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    """J3: what decides which pods a job runs cannot change, except a suspended job's scheduling directives."""
+    nspec, ospec = _d(new.get("spec")), _d(old.get("spec"))
+    for key in ("selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex", "manualSelector"):
+        errs.immutable(f"spec.{key}", nspec.get(key), ospec.get(key))
+    elastic = (nspec.get("completionMode") == "Indexed" and nspec.get("completions") == nspec.get("parallelism")
+               and ospec.get("completions") == ospec.get("parallelism"))
+    if not elastic:
+        errs.immutable("spec.completions", nspec.get("completions"), ospec.get("completions"))
+
+    def fixed_part(template: Any) -> Any:
+        template = copy.deepcopy(_d(template))
+        if ospec.get("suspend") is True and not _d(old.get("status")).get("startTime"):
+            for key in ("nodeSelector", "affinity", "tolerations", "schedulingGates"):
+                _d(template.get("spec")).pop(key, None)
+            for key in ("labels", "annotations"):
+                _d(template.get("metadata")).pop(key, None)
+        return template
+
+    if fixed_part(nspec.get("template")) != fixed_part(ospec.get("template")):
+        errs.invalid("spec.template", nspec.get("template"), "field is immutable")
+
+
 def _int_or_percent(errs: _Errors, value: Any, path: str) -> None:
     if isinstance(value, bool) or (not isinstance(value, (int, str)) and value is not None):
         errs.invalid(path, value, "must be an integer or a percentage")
@@ -1617,6 +1726,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ReplicationController": _replication_controller,
     "ControllerRevision": _controller_revision,
     "Deployment": _deployment,
+    "Job": _job,
     "Lease": _lease,
     "LimitRange": _limit_range,
     "ResourceQuota": _resource_quota,
@@ -1649,6 +1759,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "DaemonSet": _selector_immutable,
     "ReplicaSet": _selector_immutable,
     "Deployment": _selector_immutable,
+    "Job": _job_update,
     "Secret": _immutable_data_update,
     "ConfigMap": _immutable_data_update,
     "ControllerRevision": _controller_revision_update,

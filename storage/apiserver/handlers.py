@@ -314,6 +314,8 @@ class Handlers:
         policy = options.get("propagationPolicy") or None
         if policy not in (None, "Foreground", "Background", "Orphan"):
             raise BadRequest(f'propagationPolicy: Unsupported value: "{policy}": supported values: "Background", "Foreground", "Orphan"')
+        if policy is None and options.get("orphanDependents") is None and t.info.kind == "Job":
+            policy = "Orphan"  # J10: batch/v1 keeps a deleted job's pods unless asked otherwise, as Kubernetes
         try:
             grace = requested_grace(options.get("gracePeriodSeconds"))
         except ValueError as e:

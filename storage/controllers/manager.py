@@ -491,6 +491,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     found += list(importlib.import_module("storage.controllers.local_recovery").RECONCILERS)
     # ResourceQuota status (SEMANTICS QL5): on its own line so other controllers' additions merge cleanly.
     found += list(importlib.import_module("storage.controllers.resourcequota").RECONCILERS)
+    # Jobs (SEMANTICS J1-J12).
+    found += list(importlib.import_module("storage.controllers.job").RECONCILERS)
     return found
 
 

@@ -20,6 +20,7 @@ table every ``poll_interval`` seconds (0.05 by default) while anyone watches.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import json
@@ -52,6 +53,7 @@ from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from storage.api import registry
+from storage.api.batch import generate_selector
 from storage.api.deletion import plan_deletion
 from storage.api.timestamps import now as _now
 from storage.errors import AlreadyExists, BadRequest, Conflict, FieldError, Gone, Invalid, NotFound, StowageError, TemporaryError
@@ -811,6 +813,10 @@ class SqlStore(Store):
         if stored.get("kind") not in registry.KINDS_WITHOUT_GENERATION:
             meta["generation"] = 1
         stored["metadata"] = meta
+        if stored.get("kind") == "Job" and stored.get("apiVersion") in ("batch/v1", None):
+            # J2: the selector names the uid, which only exists from here on.
+            stored["spec"] = copy.deepcopy(stored.get("spec") or {})
+            generate_selector(stored)
         namespace, name = _key(stored)
         return namespace, name, uid, stored
 

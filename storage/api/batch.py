@@ -1,0 +1,106 @@
+"""Job helpers shared by the API server, the store and the Job controller (SEMANTICS J1–J12)."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+Obj = dict[str, Any]
+
+CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+LEGACY_CONTROLLER_UID_LABEL = "controller-uid"
+LEGACY_JOB_NAME_LABEL = "job-name"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+DEFAULT_BACKOFF_LIMIT = 6
+MAX_INT32 = 2**31 - 1
+
+
+def manual_selector(job: Obj) -> bool:
+    return (job.get("spec") or {}).get("manualSelector") is True
+
+
+def generate_selector(job: Obj) -> None:
+    """J2, Kubernetes' job strategy ``generateSelector``: a job without ``manualSelector`` selects its own uid.
+
+    Needs the final name and uid, so the store calls it once it has assigned them. Labels the user set are
+    left as they are; validation refuses them when they differ. As in Kubernetes, where defaulting made the
+    job's labels the very map of its template's, a job labelled like its template gets the same labels.
+    """
+    if manual_selector(job):
+        return
+    meta = job.setdefault("metadata", {})
+    spec = job.setdefault("spec", {})
+    template = spec.get("template")
+    if not isinstance(template, dict):
+        return
+    tmeta = template.setdefault("metadata", {})
+    labels = tmeta.get("labels") if isinstance(tmeta.get("labels"), dict) else {}
+    shared = bool(labels) and meta.get("labels") == labels
+    labels = dict(labels)
+    for key in (LEGACY_JOB_NAME_LABEL, JOB_NAME_LABEL):
+        labels.setdefault(key, str(meta.get("name") or ""))
+    for key in (LEGACY_CONTROLLER_UID_LABEL, CONTROLLER_UID_LABEL):
+        labels.setdefault(key, str(meta.get("uid") or ""))
+    tmeta["labels"] = labels
+    if shared:
+        meta["labels"] = dict(labels)
+    selector = spec.get("selector") if isinstance(spec.get("selector"), dict) else {}
+    match = dict(selector.get("matchLabels") or {})
+    match.setdefault(CONTROLLER_UID_LABEL, str(meta.get("uid") or ""))
+    spec["selector"] = {**selector, "matchLabels": match}
+
+
+def is_indexed(job: Obj) -> bool:
+    return (job.get("spec") or {}).get("completionMode") == "Indexed"
+
+
+def format_indexes(indexes: Iterable[int]) -> str:
+    """Kubernetes' compressed form of a set of indexes: ``"0-2,5,7-8"``."""
+    ordered = sorted(set(indexes))
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def parse_indexes(text: str | None) -> set[int]:
+    out: set[int] = set()
+    for part in (text or "").split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        try:
+            start, end = int(low), int(high or low)
+        except ValueError:
+            continue
+        out.update(range(start, end + 1))
+    return out
+
+
+def pod_index(pod: Obj) -> int | None:
+    """An Indexed job's pod's completion index, from its annotation (or, as Kubernetes falls back, its label)."""
+    meta = pod.get("metadata") or {}
+    raw = (meta.get("annotations") or {}).get(COMPLETION_INDEX)
+    if raw is None:
+        raw = (meta.get("labels") or {}).get(COMPLETION_INDEX)
+    try:
+        value = int(str(raw))
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
+def job_condition(job: Obj, kind: str) -> Obj | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, dict) and cond.get("type") == kind and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def is_finished(job: Obj) -> bool:
+    return job_condition(job, "Complete") is not None or job_condition(job, "Failed") is not None

@@ -1,0 +1,54 @@
+"""``batch/v1`` kinds: Job (SEMANTICS J1–J12)."""
+from __future__ import annotations
+
+from typing import Any
+
+from storage.api.modelbase import WireModel
+from storage.api.models.meta import Condition, Resource
+from storage.api.models.pod import PodTemplateSpec
+from storage.api.selectors import LabelSelector
+
+
+class JobSpec(WireModel):
+    parallelism: int | None = None
+    completions: int | None = None
+    active_deadline_seconds: int | None = None
+    # Served as stored and validated for shape; the controller does not act on pod failure or success policies.
+    pod_failure_policy: dict[str, Any] | None = None
+    success_policy: dict[str, Any] | None = None
+    backoff_limit: int | None = None
+    backoff_limit_per_index: int | None = None
+    max_failed_indexes: int | None = None
+    selector: LabelSelector | None = None
+    manual_selector: bool | None = None
+    template: PodTemplateSpec | None = None
+    ttl_seconds_after_finished: int | None = None
+    completion_mode: str | None = None
+    suspend: bool | None = None
+    pod_replacement_policy: str | None = None
+    managed_by: str | None = None
+    scheduling: dict[str, Any] | None = None
+
+
+class UncountedTerminatedPods(WireModel):
+    succeeded: list[str] | None = None
+    failed: list[str] | None = None
+
+
+class JobStatus(WireModel):
+    conditions: list[Condition] | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    active: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    terminating: int | None = None
+    completed_indexes: str | None = None
+    failed_indexes: str | None = None
+    uncounted_terminated_pods: UncountedTerminatedPods | None = None
+    ready: int | None = None
+
+
+class Job(Resource):
+    spec: JobSpec | None = None
+    status: JobStatus | None = None
