@@ -226,7 +226,8 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
         missing: list[int | None] = list(wanted_indexes[: max(0, room)])
     else:
         if completions is None:
-            want = parallelism if succeeded == 0 else 0
+            # J4: after a work queue's first success the running pods finish their share; none is added.
+            want = parallelism if succeeded == 0 else len(active)
         else:
             want = min(parallelism, int(completions) - succeeded)
         have = len(active) + (len(terminating) if replacing else 0)
