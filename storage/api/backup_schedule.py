@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from storage.api.cron import cron_expression, zone
 from storage.api.durations import duration_seconds
 
 BACKUP_GROUP = "backup.stowage.io"
@@ -15,30 +15,6 @@ CLAIM_LABEL = "backup.stowage.io/claim"
 SCHEDULED_AT_ANNOTATION = "backup.stowage.io/scheduled-at"
 DEFAULT_PENDING_DEADLINE = timedelta(hours=24)
 
-# The macros CronJob accepts besides five fields.
-_MACROS = {
-    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
-}
-
-
-def _croniter() -> Any:
-    # Imported on use: the API server and controller manager start without croniter; only schedules need it.
-    from croniter import croniter
-
-    return croniter
-
-
-def cron_expression(text: str) -> str:
-    """Five fields (or a macro) as croniter reads them; ValueError saying what is wrong (BC13)."""
-    expr = _MACROS.get(text.strip(), text.strip())
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(f"must have 5 fields (minute hour day-of-month month day-of-week), not {len(fields)}")
-    if not _croniter().is_valid(expr):
-        raise ValueError("is not a valid cron expression")
-    return expr
-
 
 def parse_duration(text: str) -> timedelta:
     """Go's duration syntax (``720h``, ``1h30m``) plus days and weeks (``7d``, ``2w``); ValueError when not one."""
@@ -46,30 +22,6 @@ def parse_duration(text: str) -> timedelta:
         return timedelta(seconds=duration_seconds(text, days=True))
     except ValueError:
         raise ValueError("must be a duration such as 30m, 24h, 7d or 1h30m") from None
-
-
-def zone(name: str | None) -> Any:
-    if not name:
-        return timezone.utc
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
-
-
-def latest_run_at_or_before(expr: str, moment: datetime, tz: Any = timezone.utc) -> datetime:
-    """The newest scheduled minute <= ``moment`` (seconds ignored), in UTC."""
-    local = moment.astimezone(tz).replace(second=0, microsecond=0)
-    croniter = _croniter()
-    if croniter.match(expr, local):
-        return local.astimezone(timezone.utc)
-    prev: datetime = croniter(expr, local).get_prev(datetime)
-    return prev.astimezone(timezone.utc)
-
-
-def next_run_after(expr: str, moment: datetime, tz: Any = timezone.utc) -> datetime:
-    nxt: datetime = _croniter()(expr, moment.astimezone(tz)).get_next(datetime)
-    return nxt.astimezone(timezone.utc)
 
 
 def snapshot_name(schedule: str, claim: str, at: datetime) -> str:

@@ -260,6 +260,19 @@ def _job(obj: dict[str, Any]) -> None:
     _pod_template(spec)
 
 
+def _cronjob(obj: dict[str, Any]) -> None:
+    """Kubernetes' SetDefaults_CronJob (CJ1): the job template's pods get pod defaults, its job spec none (the
+    jobs it makes get theirs when created)."""
+    spec = _dict(obj, "spec")
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    job_template = spec.get("jobTemplate")
+    if isinstance(job_template, dict) and isinstance(job_template.get("spec"), dict):
+        _pod_template(job_template["spec"])
+
+
 def _lease(obj: dict[str, Any]) -> None:
     _dict(obj, "spec")
 
@@ -348,6 +361,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "ReplicaSet": _replicaset,
     "Deployment": _deployment,
     "Job": _job,
+    "CronJob": _cronjob,
     "Lease": _lease,
     "ReplicationController": _replication_controller,
     "Service": _service,

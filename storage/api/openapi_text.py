@@ -34,6 +34,7 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "StatefulSet": "Runs pods with stable identities (ordinal names) and stable storage, one "
                    "PersistentVolumeClaim per pod and volume claim template.",
     "DaemonSet": "Runs one copy of a pod on each selected node.",
+    "CronJob": "Makes a Job from its template on a cron schedule, keeping a history of finished ones.",
     "Job": "Runs pods of a template to completion: a number of successful completions, with retries up to a "
            "backoff limit.",
     "ReplicaSet": "Keeps a number of copies of a pod template running, selected by a label selector.",

@@ -513,6 +513,21 @@ def _job(obj: dict[str, Any], now: datetime) -> Row:
     return [_name(obj), shown, completions, duration, object_age(obj, now)]
 
 
+def _cronjob(obj: dict[str, Any], now: datetime) -> Row:
+    """kubectl's printCronJob."""
+    spec, status = _spec(obj), _status(obj)
+    suspend = spec.get("suspend")
+    last = status.get("lastScheduleTime")
+    return [_name(obj), str(spec.get("schedule") or ""), str(spec.get("timeZone") or "<none>"),
+            "<unset>" if suspend is None else str(bool(suspend)), str(len(status.get("active") or [])),
+            age(last, now) if last else "<none>", object_age(obj, now)]
+
+
+def _cronjob_wide(obj: dict[str, Any], now: datetime) -> Row:
+    job_spec = (_spec(obj).get("jobTemplate") or {}).get("spec") or {}
+    return [*_template_containers({"spec": job_spec}), _selector_text(job_spec.get("selector"))]
+
+
 _WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
@@ -526,6 +541,10 @@ register("Deployment", Columns(["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE
                                _WORKLOAD_WIDE, _replicated_wide))
 register("StatefulSet", Columns(["NAME", "READY", "AGE"], _sts, ["CONTAINERS", "IMAGES"], _sts_wide))
 register("Job", Columns(["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"], _job, _WORKLOAD_WIDE, _replicated_wide))
+register("CronJob", Columns(
+    ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"], _cronjob, _WORKLOAD_WIDE,
+    _cronjob_wide, definitions={"SUSPEND": Column("Suspend", "boolean", "Whether new jobs are held back."),
+                                "ACTIVE": Column("Active", "integer", "How many of its jobs are running.")}))
 register("Service", Columns(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _svc,
                             ["SELECTOR"], _svc_wide))
 register("Node", Columns(["NAME", "STATUS", "ROLES", "AGE", "VERSION"], _node,

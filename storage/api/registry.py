@@ -89,6 +89,8 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ),
     # SEMANTICS J1: run-to-completion pods.
     ResourceInfo("Job", "jobs", "job", "batch", "v1", True, ()),
+    # SEMANTICS CJ1: jobs on a cron schedule.
+    ResourceInfo("CronJob", "cronjobs", "cronjob", "batch", "v1", True, ("cj",)),
     ResourceInfo(
         "Lease", "leases", "lease", "coordination.k8s.io", "v1", True, (), has_status=False,
         legacy_api_versions=("coordination.k8s.io/v1beta1",),

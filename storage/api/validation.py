@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from storage.api import batch
 from storage.api.bench_figures import BenchParameterError, parse_requirements
 from storage.api.conversion import convert
+from storage.api.cron import cron_expression, zone
 from storage.api.decoding import UndecodableObject, decode_error
 from storage.api.defaults import CSI_DRIVER_DEFAULTS, normalize_data_sources
 from storage.api.disruption import UNHEALTHY_POD_EVICTION_POLICIES as _UNHEALTHY_POD_EVICTION_POLICIES
@@ -1208,22 +1209,32 @@ def _job(errs: _Errors, obj: dict[str, Any]) -> None:
     """Kubernetes' ValidateJob (J1–J3); on create the generated selector is checked against the labels the
     store will give it (J2)."""
     meta, spec = _d(obj.get("metadata")), _d(obj.get("spec"))
+    check: Callable[[dict[str, Any]], bool] | None = None
+    if spec.get("manualSelector") is True:
+        check = _workload_selector(errs, spec, "job")
+    else:
+        _job_generated_selector(errs, meta, spec)
+    _job_spec(errs, spec, "spec", meta.get("name"), check)
+
+
+def _job_spec(errs: _Errors, spec: dict[str, Any], path: str, name: Any,
+              check: Callable[[dict[str, Any]], bool] | None) -> None:
+    """What a Job's spec and a CronJob's job template share (J3, CJ3)."""
     for key in ("parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished",
                 "backoffLimitPerIndex", "maxFailedIndexes"):
-        errs.non_negative(f"spec.{key}", spec.get(key))
+        errs.non_negative(f"{path}.{key}", spec.get(key))
     if spec.get("maxFailedIndexes") is not None and spec.get("backoffLimitPerIndex") is None:
-        errs.required("spec.backoffLimitPerIndex", "when maxFailedIndexes is specified")
+        errs.required(f"{path}.backoffLimitPerIndex", "when maxFailedIndexes is specified")
     mode = spec.get("completionMode")
-    errs.enum("spec.completionMode", mode, ("NonIndexed", "Indexed"))
+    errs.enum(f"{path}.completionMode", mode, ("NonIndexed", "Indexed"))
     completions = spec.get("completions")
     if mode == "Indexed":
         if completions is None:
-            errs.required("spec.completions", "when completion mode is Indexed")
+            errs.required(f"{path}.completions", "when completion mode is Indexed")
         parallelism = spec.get("parallelism")
         if isinstance(parallelism, int) and parallelism > _MAX_INDEXED_PARALLELISM:
-            errs.invalid("spec.parallelism", parallelism,
+            errs.invalid(f"{path}.parallelism", parallelism,
                          f"must be less than or equal to {_MAX_INDEXED_PARALLELISM} when completion mode is Indexed")
-        name = meta.get("name")
         if isinstance(name, str) and name and isinstance(completions, int) and completions > 0:
             hostname = f"{name}-{completions - 1}"
             if is_dns1123_label(hostname):
@@ -1231,25 +1242,20 @@ def _job(errs: _Errors, obj: dict[str, Any]) -> None:
     else:
         for key in ("backoffLimitPerIndex", "maxFailedIndexes"):
             if spec.get(key) is not None:
-                errs.invalid(f"spec.{key}", spec[key], "requires indexed completion mode")
+                errs.invalid(f"{path}.{key}", spec[key], "requires indexed completion mode")
         if spec.get("successPolicy") is not None:
-            errs.invalid("spec.successPolicy", spec["successPolicy"], "requires indexed completion mode")
-    errs.enum("spec.podReplacementPolicy", spec.get("podReplacementPolicy"), ("TerminatingOrFailed", "Failed"))
+            errs.invalid(f"{path}.successPolicy", spec["successPolicy"], "requires indexed completion mode")
+    errs.enum(f"{path}.podReplacementPolicy", spec.get("podReplacementPolicy"), ("TerminatingOrFailed", "Failed"))
     if spec.get("podFailurePolicy") is not None and spec.get("podReplacementPolicy") not in (None, "Failed"):
-        errs.unsupported("spec.podReplacementPolicy", spec["podReplacementPolicy"], ("Failed",))
+        errs.unsupported(f"{path}.podReplacementPolicy", spec["podReplacementPolicy"], ("Failed",))
     template = spec.get("template")
-    check: Callable[[dict[str, Any]], bool] | None = None
-    if spec.get("manualSelector") is True:
-        check = _workload_selector(errs, spec, "job")
-    else:
-        _job_generated_selector(errs, meta, spec)
-    _pod_template(errs, template, "spec.template", check, RESTART_POLICIES)
+    _pod_template(errs, template, f"{path}.template", check, RESTART_POLICIES)
     policy = _d(_d(template).get("spec")).get("restartPolicy")
     if template is not None:
         if policy in (None, "", "Always"):
-            errs.required("spec.template.spec.restartPolicy", 'valid values: "OnFailure", "Never"')
+            errs.required(f"{path}.template.spec.restartPolicy", 'valid values: "OnFailure", "Never"')
         elif policy in _JOB_RESTART_POLICIES and spec.get("podFailurePolicy") is not None and policy != "Never":
-            errs.invalid("spec.template.spec.restartPolicy", policy,
+            errs.invalid(f"{path}.template.spec.restartPolicy", policy,
                          'only "Never" is supported when podFailurePolicy is specified')
 
 
@@ -1305,6 +1311,59 @@ def _job_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None
 
     if fixed_part(nspec.get("template")) != fixed_part(ospec.get("template")):
         errs.invalid("spec.template", nspec.get("template"), "field is immutable")
+
+
+def _cronjob(errs: _Errors, obj: dict[str, Any]) -> None:
+    """Kubernetes' ValidateCronJob (CJ2, CJ3)."""
+    meta, spec = _d(obj.get("metadata")), _d(obj.get("spec"))
+    name = meta.get("name")
+    if isinstance(name, str) and len(name) > 52:
+        # The jobs it makes are named <name>-<minutes since the epoch>, 11 more characters, at most 63.
+        errs.invalid("metadata.name", name, "must be no more than 52 characters")
+    schedule = spec.get("schedule")
+    if not schedule:
+        errs.required("spec.schedule")
+    elif isinstance(schedule, str):
+        try:
+            cron_expression(schedule)
+        except ValueError as exc:
+            errs.invalid("spec.schedule", schedule, str(exc))
+        if "TZ" in schedule:
+            errs.invalid("spec.schedule", schedule, "cannot use TZ or CRON_TZ in schedule, use timeZone field instead")
+    errs.non_negative("spec.startingDeadlineSeconds", spec.get("startingDeadlineSeconds"))
+    time_zone = spec.get("timeZone")
+    if isinstance(time_zone, str):
+        if not time_zone:
+            errs.invalid("spec.timeZone", time_zone, "timeZone must be nil or non-empty string")
+        elif time_zone.lower() == "local":
+            errs.invalid("spec.timeZone", time_zone,
+                         "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones")
+        else:
+            try:
+                zone(time_zone)
+            except ValueError:
+                errs.invalid("spec.timeZone", time_zone, f"unknown time zone {time_zone}")
+    policy = spec.get("concurrencyPolicy")
+    if policy in (None, ""):
+        errs.required("spec.concurrencyPolicy")
+    else:
+        errs.enum("spec.concurrencyPolicy", policy, ("Allow", "Forbid", "Replace"))
+    for key in ("successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        errs.non_negative(f"spec.{key}", spec.get(key))
+    template = spec.get("jobTemplate")
+    if template is None:
+        errs.required("spec.jobTemplate")
+        return
+    tmeta = _d(_d(template).get("metadata"))
+    _labels(errs, "spec.jobTemplate.metadata.labels", tmeta.get("labels"))
+    _annotations(errs, "spec.jobTemplate.metadata.annotations", tmeta.get("annotations"))
+    job_spec = _d(_d(template).get("spec"))
+    # CJ3: each job it makes gets a selector of its own uid (J2).
+    if job_spec.get("selector") is not None:
+        errs.invalid("spec.jobTemplate.spec.selector", job_spec["selector"], "`selector` will be auto-generated")
+    if job_spec.get("manualSelector") is True:
+        errs.unsupported("spec.jobTemplate.spec.manualSelector", True, ("nil", "false"))
+    _job_spec(errs, job_spec, "spec.jobTemplate.spec", None, None)
 
 
 def _int_or_percent(errs: _Errors, value: Any, path: str) -> None:
@@ -1727,6 +1786,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ControllerRevision": _controller_revision,
     "Deployment": _deployment,
     "Job": _job,
+    "CronJob": _cronjob,
     "Lease": _lease,
     "LimitRange": _limit_range,
     "ResourceQuota": _resource_quota,

@@ -25,13 +25,10 @@ from storage.api.backup_schedule import (
     DEFAULT_PENDING_DEADLINE,
     SCHEDULE_LABEL,
     SCHEDULED_AT_ANNOTATION,
-    cron_expression,
-    latest_run_at_or_before,
-    next_run_after,
     parse_duration,
     snapshot_name,
-    zone,
 )
+from storage.api.cron import cron_expression, latest_run_at_or_before, next_run_after, zone
 from storage.api.selectors import selector_matches
 from storage.api.timestamps import format_time, parse_time
 from storage.controllers.base import Reconciler, Result, object_key, split_key

@@ -101,3 +101,49 @@ def test_j10_a_delete_without_a_propagation_policy_orphans_the_pods(http: httpx.
     deleted = http.delete(f"{JOBS}/leaver")
     assert deleted.status_code == 200, deleted.text
     assert "orphan" in deleted.json()["metadata"]["finalizers"]
+
+
+CRONJOBS = "/apis/batch/v1/namespaces/default/cronjobs"
+
+
+def a_cronjob(name: str, **spec: Any) -> dict[str, Any]:
+    job_template = {"spec": {"template": {"spec": {"restartPolicy": "OnFailure",
+                                                   "containers": [{"name": "c", "image": "busybox"}]}}}}
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},
+            "spec": {"schedule": "*/5 * * * *", "jobTemplate": job_template, **spec}}
+
+
+def test_cj1_cronjob_defaults_leave_the_job_spec_to_the_jobs(http: httpx.Client) -> None:
+    made = http.post(CRONJOBS, json=a_cronjob("nightly"))
+    assert made.status_code == 201, made.text
+    spec = made.json()["spec"]
+    assert (spec["concurrencyPolicy"], spec["suspend"], spec["successfulJobsHistoryLimit"],
+            spec["failedJobsHistoryLimit"]) == ("Allow", False, 3, 1)
+    job_spec = spec["jobTemplate"]["spec"]
+    # Kubernetes defaults the template's pods, not its job spec: a job made from it gets those when created.
+    assert "backoffLimit" not in job_spec and "completions" not in job_spec and "selector" not in job_spec
+    assert job_spec["template"]["spec"]["dnsPolicy"] == "ClusterFirst"
+
+
+def test_cj2_cj3_cronjob_refusals(http: httpx.Client) -> None:
+    assert causes(http.post(CRONJOBS, json=a_cronjob("nosched", schedule=""))) == ["spec.schedule: Required value"]
+    assert causes(http.post(CRONJOBS, json=a_cronjob("tz", schedule="CRON_TZ=UTC 0 * * * *"))) == [
+        'spec.schedule: Invalid value: "CRON_TZ=UTC 0 * * * *": must have 5 fields (minute hour day-of-month month '
+        'day-of-week), not 6',
+        'spec.schedule: Invalid value: "CRON_TZ=UTC 0 * * * *": cannot use TZ or CRON_TZ in schedule, use timeZone '
+        'field instead']
+    assert causes(http.post(CRONJOBS, json=a_cronjob("zone", timeZone="Local"))) == [
+        'spec.timeZone: Invalid value: "Local": timeZone must be an explicit time zone as defined in '
+        'https://www.iana.org/time-zones']
+    assert causes(http.post(CRONJOBS, json=a_cronjob("policy", concurrencyPolicy="Sometimes"))) == [
+        'spec.concurrencyPolicy: Unsupported value: "Sometimes": supported values: "Allow", "Forbid", "Replace"']
+    assert causes(http.post(CRONJOBS, json=a_cronjob("x" * 53))) == [
+        f'metadata.name: Invalid value: "{"x" * 53}": must be no more than 52 characters']
+    selected = a_cronjob("selected")
+    selected["spec"]["jobTemplate"]["spec"]["selector"] = {"matchLabels": {"a": "b"}}
+    assert causes(http.post(CRONJOBS, json=selected)) == [
+        'spec.jobTemplate.spec.selector: Invalid value: {"matchLabels":{"a":"b"}}: `selector` will be auto-generated']
+    always = a_cronjob("always")
+    always["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"] = "Always"
+    assert causes(http.post(CRONJOBS, json=always)) == [
+        'spec.jobTemplate.spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"']

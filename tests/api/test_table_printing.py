@@ -68,6 +68,9 @@ SAMPLES: dict[str, dict] = {
     "ReplicaSet": {"metadata": {"name": "t-rs"},
                    "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "t"}}, "template": TEMPLATE}},
     "ControllerRevision": {"metadata": {"name": "t-cr"}, "revision": 4, "data": {}},
+    "CronJob": {"metadata": {"name": "t-cj"},
+                "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {
+                    **TEMPLATE, "spec": {**TEMPLATE["spec"], "restartPolicy": "Never"}}}}}},
     "Job": {"metadata": {"name": "t-job"},
             "spec": {"completions": 2, "template": {**TEMPLATE, "spec": {**TEMPLATE["spec"], "restartPolicy": "Never"}}}},
     "PodDisruptionBudget": {"metadata": {"name": "t-pdb"},
@@ -107,6 +110,7 @@ EXPECTED = {
     "ReplicaSet": "NAME DESIRED CURRENT READY AGE | CONTAINERS IMAGES SELECTOR",
     "ControllerRevision": "NAME CONTROLLER REVISION AGE",
     "Job": "NAME STATUS COMPLETIONS DURATION AGE | CONTAINERS IMAGES SELECTOR",
+    "CronJob": "NAME SCHEDULE TIMEZONE SUSPEND ACTIVE LAST_SCHEDULE AGE | CONTAINERS IMAGES SELECTOR",
     "Role": "NAME CREATED_AT",
     "ClusterRole": "NAME CREATED_AT",
     "RoleBinding": "NAME ROLE AGE | USERS GROUPS SERVICEACCOUNTS",

@@ -1,10 +1,10 @@
-"""``batch/v1`` kinds: Job (SEMANTICS J1–J12)."""
+"""``batch/v1`` kinds: Job (SEMANTICS J1–J12) and CronJob (CJ1–CJ10)."""
 from __future__ import annotations
 
 from typing import Any
 
 from storage.api.modelbase import WireModel
-from storage.api.models.meta import Condition, Resource
+from storage.api.models.meta import Condition, ObjectMeta, ObjectReference, Resource
 from storage.api.models.pod import PodTemplateSpec
 from storage.api.selectors import LabelSelector
 
@@ -52,3 +52,30 @@ class JobStatus(WireModel):
 class Job(Resource):
     spec: JobSpec | None = None
     status: JobStatus | None = None
+
+
+class JobTemplateSpec(WireModel):
+    metadata: ObjectMeta | None = None
+    spec: JobSpec | None = None
+
+
+class CronJobSpec(WireModel):
+    schedule: str | None = None
+    time_zone: str | None = None
+    starting_deadline_seconds: int | None = None
+    concurrency_policy: str | None = None
+    suspend: bool | None = None
+    job_template: JobTemplateSpec | None = None
+    successful_jobs_history_limit: int | None = None
+    failed_jobs_history_limit: int | None = None
+
+
+class CronJobStatus(WireModel):
+    active: list[ObjectReference] | None = None
+    last_schedule_time: str | None = None
+    last_successful_time: str | None = None
+
+
+class CronJob(Resource):
+    spec: CronJobSpec | None = None
+    status: CronJobStatus | None = None

@@ -7,7 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage.api.backup_schedule import SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION, latest_run_at_or_before
+from storage.api.backup_schedule import SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION
+from storage.api.cron import latest_run_at_or_before
 from storage.api.timestamps import format_time, parse_time
 from storage.controllers.backup_schedule import Changes, calculate_changes, created_at, is_ready, taken_at
 
@@ -186,7 +187,7 @@ def test_active_lists_the_not_ready_ones_and_requeue_is_before_the_next_run(worl
     expected = {s["metadata"]["name"] for s in _mine(snapshots) if not is_ready(s)} - set(changes.deletes)
     expected |= {s["metadata"]["name"] for s in changes.creates}
     assert {r["name"] for r in status.get("active") or []} == expected
-    from storage.api.backup_schedule import next_run_after
+    from storage.api.cron import next_run_after
 
     nxt = next_run_after(schedule["spec"]["schedule"].replace("@daily", "0 0 * * *"), now)
     assert changes.requeue_after is not None
