@@ -95,6 +95,10 @@ VALID: dict[str, dict[str, Any]] = {
     "DaemonSet": {"spec": {"selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},
     "ReplicaSet": {"spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},
     "ControllerRevision": {"revision": 1, "data": {"spec": {}}},
+    "Job": {"spec": {"completions": 2, "parallelism": 1, "backoffLimit": 1, "template": {
+        **_template_spec(), "spec": {**_template_spec()["spec"], "restartPolicy": "Never"}}}},
+    "CronJob": {"spec": {"schedule": "*/5 * * * *", "timeZone": "Europe/Berlin", "jobTemplate": {"spec": {
+        "template": {**_template_spec(), "spec": {**_template_spec()["spec"], "restartPolicy": "OnFailure"}}}}}},
     "Deployment": {"spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},
     "Lease": {"spec": {"holderIdentity": "n", "leaseDurationSeconds": 40}},
     "PodDisruptionBudget": {"spec": {"maxUnavailable": "25%", "selector": {"matchLabels": {"app": "x"}}}},
@@ -537,13 +541,18 @@ def test_protobuf_bodies_never_5xx_and_always_revalidate(figures: Api, kind: str
 
 
 def test_protobuf_hostile_envelopes_are_4xx(figures: Api) -> None:
-    """Deep nesting inside an embedded object, a body over the size limit, a kind not served in protobuf."""
+    """Deep nesting inside an embedded object, a body over the size limit, a kind not served in protobuf, a
+    served kind at another kind's endpoint."""
     figures.examples += 1
     deep = envelope("apps/v1", "ControllerRevision", field(1, field(1, b"deep")) + field(2, field(1, b"[" * 5000)))
     revision = collection(registry.by_kind("ControllerRevision"))  # type: ignore[arg-type]
     assert figures.request("POST", revision, deep, _PROTOBUF).status_code == 400
     huge = envelope("v1", "ConfigMap", field(1, field(1, b"big")) + field(2, field(1, b"k") + field(2, b"v" * 3 * MiB)))
     assert figures.request("POST", collection(registry.by_kind("ConfigMap")), huge, _PROTOBUF).status_code == 413  # type: ignore[arg-type]
+    hpa = envelope("autoscaling/v2", "HorizontalPodAutoscaler", field(1, field(1, b"h")))
+    assert figures.request("POST", collection(registry.by_kind("ConfigMap")), hpa, _PROTOBUF).status_code == 415  # type: ignore[arg-type]
+    # A served kind's body sent to another kind's endpoint is a 400 naming both.
     job = envelope("batch/v1", "Job", field(1, field(1, b"j")))
-    assert figures.request("POST", collection(registry.by_kind("ConfigMap")), job, _PROTOBUF).status_code == 415  # type: ignore[arg-type]
+    wrong = figures.request("POST", collection(registry.by_kind("ConfigMap")), job, _PROTOBUF)  # type: ignore[arg-type]
+    assert wrong.status_code == 400 and "does not match the resource 'configmaps'" in wrong.json()["message"]
     figures.manifests += 3
