@@ -1,4 +1,4 @@
-"""Job helpers shared by the API server, the store and the Job controller (SEMANTICS J1–J12)."""
+"""Job helpers shared by the API server, the store and the Job controller (SEMANTICS J1–J14)."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -23,8 +23,7 @@ def generate_selector(job: Obj) -> None:
     """J2, Kubernetes' job strategy ``generateSelector``: a job without ``manualSelector`` selects its own uid.
 
     Needs the final name and uid, so the store calls it once it has assigned them. Labels the user set are
-    left as they are; validation refuses them when they differ. As in Kubernetes, where defaulting made the
-    job's labels the very map of its template's, a job labelled like its template gets the same labels.
+    left as they are; validation refuses them when they differ.
     """
     if manual_selector(job):
         return
@@ -35,7 +34,9 @@ def generate_selector(job: Obj) -> None:
         return
     tmeta = template.setdefault("metadata", {})
     labels = tmeta.get("labels") if isinstance(tmeta.get("labels"), dict) else {}
-    shared = bool(labels) and meta.get("labels") == labels
+    # Kubernetes' defaulting makes an unlabelled job's labels the very map of its template's, so the job shows
+    # the generated labels too (as it does on every read there).
+    shared = not meta.get("labels") or meta.get("labels") == labels
     labels = dict(labels)
     for key in (LEGACY_JOB_NAME_LABEL, JOB_NAME_LABEL):
         labels.setdefault(key, str(meta.get("name") or ""))
@@ -104,3 +105,78 @@ def job_condition(job: Obj, kind: str) -> Obj | None:
 
 def is_finished(job: Obj) -> bool:
     return job_condition(job, "Complete") is not None or job_condition(job, "Failed") is not None
+
+
+POD_FAILURE_ACTIONS = ("Count", "FailIndex", "FailJob", "Ignore")
+
+
+def _exit_code_matches(statuses: list[Obj], requirement: Obj) -> Obj | None:
+    """The first container, of the one named or any, that ended with a non-zero code the requirement takes."""
+    values = requirement.get("values") or []
+    for status in statuses:
+        terminated = (status.get("state") or {}).get("terminated")
+        if not isinstance(terminated, dict):
+            continue  # still stopping: no exit code to match yet
+        name = requirement.get("containerName")
+        if name is not None and name != status.get("name"):
+            continue
+        code = terminated.get("exitCode")
+        if not code:
+            continue
+        operator = requirement.get("operator")
+        if (operator == "In" and code in values) or (operator == "NotIn" and code not in values):
+            return status
+    return None
+
+
+def match_pod_failure_policy(policy: Obj | None, pod: Obj) -> tuple[str | None, bool, str | None]:
+    """J13, Kubernetes' matchPodFailurePolicy: for a failed pod, (FailJob's message, whether the failure counts
+    toward the backoff limit and status.failed, the action of the first rule it matches)."""
+    if not policy:
+        return None, True, None
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    where = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    for index, rule in enumerate(policy.get("rules") or []):
+        action = rule.get("action")
+        exit_codes = rule.get("onExitCodes")
+        if isinstance(exit_codes, dict):
+            container = (_exit_code_matches(status.get("containerStatuses") or [], exit_codes)
+                         or _exit_code_matches(status.get("initContainerStatuses") or [], exit_codes))
+            if container is None:
+                continue
+            code = container["state"]["terminated"]["exitCode"]
+            message = (f"Container {container.get('name')} for pod {where} failed with exit code {code} matching "
+                       f"{action} rule at index {index}")
+        elif rule.get("onPodConditions"):
+            patterns = rule["onPodConditions"]
+            condition = next((c for c in status.get("conditions") or [] for p in patterns
+                              if c.get("type") == p.get("type") and c.get("status") == p.get("status", "True")), None)
+            if condition is None:
+                continue
+            message = f"Pod {where} has condition {condition.get('type')} matching {action} rule at index {index}"
+        else:
+            continue
+        if action == "Ignore":
+            return None, False, action
+        if action == "FailJob":
+            return message, True, action
+        if action in ("Count", "FailIndex"):
+            return None, True, action
+    return None, True, None
+
+
+def success_policy_rule(policy: Obj | None, done: set[int]) -> int | None:
+    """J14, Kubernetes' matchSuccessPolicy: the index of the first rule the succeeded indexes meet, or None.
+    A rule with succeededIndexes needs all of them (or succeededCount of them); one with only
+    succeededCount needs that many indexes."""
+    for index, rule in enumerate((policy or {}).get("rules") or []):
+        wanted = rule.get("succeededIndexes")
+        count = rule.get("succeededCount")
+        if wanted is not None:
+            named = parse_indexes(str(wanted))
+            met = len(named & done)
+            if (count is None and met == len(named)) or (count is not None and met >= int(count)):
+                return index
+        elif count is not None and len(done) >= int(count):
+            return index
+    return None

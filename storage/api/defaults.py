@@ -257,7 +257,16 @@ def _job(obj: dict[str, Any]) -> None:
     spec.setdefault("suspend", False)
     spec.setdefault("podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") is not None else "TerminatingOrFailed")
     spec.setdefault("manualSelector", False)
+    _pod_failure_policy(spec)
     _pod_template(spec)
+
+
+def _pod_failure_policy(spec: dict[str, Any]) -> None:
+    """A pod condition pattern of a pod failure policy matches the condition True unless it says otherwise."""
+    policy = spec.get("podFailurePolicy")
+    for rule in _each_dict(policy.get("rules") if isinstance(policy, dict) else None):
+        for pattern in _each_dict(rule.get("onPodConditions")):
+            pattern.setdefault("status", "True")
 
 
 def _cronjob(obj: dict[str, Any]) -> None:
@@ -270,6 +279,7 @@ def _cronjob(obj: dict[str, Any]) -> None:
     spec.setdefault("failedJobsHistoryLimit", 1)
     job_template = spec.get("jobTemplate")
     if isinstance(job_template, dict) and isinstance(job_template.get("spec"), dict):
+        _pod_failure_policy(job_template["spec"])
         _pod_template(job_template["spec"])
 
 

@@ -1245,6 +1245,10 @@ def _job_spec(errs: _Errors, spec: dict[str, Any], path: str, name: Any,
                 errs.invalid(f"{path}.{key}", spec[key], "requires indexed completion mode")
         if spec.get("successPolicy") is not None:
             errs.invalid(f"{path}.successPolicy", spec["successPolicy"], "requires indexed completion mode")
+    if spec.get("podFailurePolicy") is not None:
+        _pod_failure_policy(errs, spec, f"{path}.podFailurePolicy")
+    if spec.get("successPolicy") is not None and mode == "Indexed":
+        _success_policy(errs, spec, f"{path}.successPolicy")
     errs.enum(f"{path}.podReplacementPolicy", spec.get("podReplacementPolicy"), ("TerminatingOrFailed", "Failed"))
     if spec.get("podFailurePolicy") is not None and spec.get("podReplacementPolicy") not in (None, "Failed"):
         errs.unsupported(f"{path}.podReplacementPolicy", spec["podReplacementPolicy"], ("Failed",))
@@ -1257,6 +1261,124 @@ def _job_spec(errs: _Errors, spec: dict[str, Any], path: str, name: Any,
         elif policy in _JOB_RESTART_POLICIES and spec.get("podFailurePolicy") is not None and policy != "Never":
             errs.invalid(f"{path}.template.spec.restartPolicy", policy,
                          'only "Never" is supported when podFailurePolicy is specified')
+
+
+def _pod_failure_policy(errs: _Errors, spec: dict[str, Any], path: str) -> None:
+    """J13, Kubernetes' validatePodFailurePolicy."""
+    rules = _l(_d(spec.get("podFailurePolicy")).get("rules"))
+    if len(rules) > 20:
+        errs.items.append(FieldError(f"{path}.rules", "Too many", "must have at most 20 items", len(rules), True))
+    pod_spec = _d(_d(spec.get("template")).get("spec"))
+    names = {_d(c).get("name") for key in ("containers", "initContainers") for c in _l(pod_spec.get(key))}
+    for i, rule in enumerate(rules):
+        rule, rpath = _d(rule), f"{path}.rules[{i}]"
+        action = rule.get("action")
+        if not action:
+            errs.required(f"{rpath}.action", f"valid values: {_go_list(batch.POD_FAILURE_ACTIONS)}")
+        elif action == "FailIndex":
+            if spec.get("backoffLimitPerIndex") is None:
+                errs.invalid(f"{rpath}.action", action, "requires the backoffLimitPerIndex to be set")
+        elif action not in batch.POD_FAILURE_ACTIONS:
+            errs.unsupported(f"{rpath}.action", action, batch.POD_FAILURE_ACTIONS)
+        exit_codes, conditions = rule.get("onExitCodes"), _l(rule.get("onPodConditions"))
+        if exit_codes is not None:
+            _on_exit_codes(errs, _d(exit_codes), f"{rpath}.onExitCodes", names)
+        for j, pattern in enumerate(conditions[:20]):
+            ppath, pattern = f"{rpath}.onPodConditions[{j}]", _d(pattern)
+            errs.names(f"{ppath}.type", pattern.get("type"), is_qualified_name)
+            status = pattern.get("status")
+            if not status:
+                errs.required(f"{ppath}.status", 'valid values: ["False" "True" "Unknown"]')
+            else:
+                errs.enum(f"{ppath}.status", status, ("False", "True", "Unknown"))
+        if len(conditions) > 20:
+            errs.items.append(FieldError(f"{rpath}.onPodConditions", "Too many", "must have at most 20 items",
+                                         len(conditions), True))
+        if exit_codes is not None and conditions:
+            errs.items.append(FieldError(rpath, "Invalid value",
+                                         "specifying both OnExitCodes and OnPodConditions is not supported"))
+        if exit_codes is None and not conditions:
+            errs.items.append(FieldError(rpath, "Invalid value",
+                                         "specifying one of OnExitCodes and OnPodConditions is required"))
+
+
+def _go_list(values: Iterable[str]) -> str:
+    """A Go ``%q`` of a []string: ``["a" "b"]``."""
+    return "[" + " ".join(f'"{v}"' for v in values) + "]"
+
+
+def _on_exit_codes(errs: _Errors, requirement: dict[str, Any], path: str, names: set[Any]) -> None:
+    operator = requirement.get("operator")
+    if not operator:
+        errs.required(f"{path}.operator", 'valid values: ["In" "NotIn"]')
+    else:
+        errs.enum(f"{path}.operator", operator, ("In", "NotIn"))
+    name = requirement.get("containerName")
+    if name is not None and name not in names:
+        errs.invalid(f"{path}.containerName", name, "must be one of the container or initContainer names in the pod template")
+    values = _l(requirement.get("values"))
+    if not values:
+        errs.invalid(f"{path}.values", values, "at least one value is required")
+    elif len(values) > 255:
+        errs.items.append(FieldError(f"{path}.values", "Too many", "must have at most 255 items", len(values), True))
+    seen: set[Any] = set()
+    for j, value in enumerate(values):
+        if operator == "In" and value == 0:
+            errs.invalid(f"{path}.values[{j}]", value, "must not be 0 for the In operator")
+        if value in seen:
+            errs.duplicate(f"{path}.values[{j}]", value)
+        seen.add(value)
+    if any(isinstance(a, int) and isinstance(b, int) and a > b for a, b in zip(values, values[1:])):
+        errs.invalid(f"{path}.values", values, "must be ordered")
+
+
+def _success_policy(errs: _Errors, spec: dict[str, Any], path: str) -> None:
+    """J14, Kubernetes' validateSuccessPolicy (Indexed jobs only)."""
+    rules = _l(_d(spec.get("successPolicy")).get("rules"))
+    completions = spec.get("completions") if isinstance(spec.get("completions"), int) else 0
+    if not rules:
+        errs.required(f"{path}.rules", "at least one rules must be specified when the successPolicy is specified")
+    if len(rules) > 20:
+        errs.items.append(FieldError(f"{path}.rules", "Too many", "must have at most 20 items", len(rules), True))
+    for i, rule in enumerate(rules):
+        rule, rpath = _d(rule), f"{path}.rules[{i}]"
+        indexes, count = rule.get("succeededIndexes"), rule.get("succeededCount")
+        if indexes is None and count is None:
+            errs.required(rpath, "at least one of succeededCount or succeededIndexes must be specified")
+        total = 0
+        if isinstance(indexes, str):
+            problem = _indexes_problem(indexes, completions)
+            if problem:
+                errs.invalid(f"{rpath}.succeededIndexes", indexes, f"error parsing succeededIndexes: {problem}")
+            else:
+                total = len(batch.parse_indexes(indexes))
+        if isinstance(count, int):
+            errs.non_negative(f"{rpath}.succeededCount", count)
+            if count > completions:
+                errs.invalid(f"{rpath}.succeededCount", count,
+                             f"must be less than or equal to {completions} (the number of specified completions)")
+            if indexes is not None and count > total:
+                errs.invalid(f"{rpath}.succeededCount", count, f"must be less than or equal to {total} (the number "
+                             "of indexes in the specified succeededIndexes field)")
+
+
+def _indexes_problem(text: str, completions: int) -> str | None:
+    """What is wrong with an interval list such as ``0,2-4`` (Kubernetes' validateIndexesFormat), or None."""
+    last = -1
+    for part in text.split(","):
+        low, dash, high = part.partition("-")
+        try:
+            start, end = int(low), int(high) if dash else int(low)
+        except ValueError:
+            return f"cannot convert string to integer for index: {part!r}"
+        if start < 0 or end >= completions:
+            return f"too large index: {end if end >= completions else start}"
+        if start > end:
+            return f"non-increasing order, previous: {start}, current: {end}"
+        if start <= last:
+            return f"overlapping or non-increasing order, previous: {last}, current: {start}"
+        last = end
+    return None
 
 
 def _job_generated_selector(errs: _Errors, meta: dict[str, Any], spec: dict[str, Any]) -> None:

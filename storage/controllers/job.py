@@ -1,4 +1,4 @@
-"""Job: pods of a template run to completion (SEMANTICS J1–J12).
+"""Job: pods of a template run to completion (SEMANTICS J1–J14).
 
 ``calculate_changes`` is pure: from a job, its pods and the time it decides
 which pods to create or delete, the job's next status, the events to record,
@@ -129,7 +129,15 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
         return index is not None and isinstance(completions, int) and index < completions
 
     succeeded_pods = [p for p in pods if _phase(p) == "Succeeded"]
-    failed_pods = [p for p in pods if _phase(p) == "Failed"]
+    # J13: a failure the pod failure policy ignores is not counted; one it says fails the job, does.
+    fail_job: str | None = None
+    failed_pods = []
+    for pod in sorted((p for p in pods if _phase(p) == "Failed"), key=lambda p: (_finished_at(p) or now, _meta(p)["name"])):
+        message, counts, action = batch.match_pod_failure_policy(spec.get("podFailurePolicy"), pod)
+        if action == "FailJob" and fail_job is None:
+            fail_job = message
+        if counts:
+            failed_pods.append(pod)
     running = [p for p in pods if _phase(p) not in ("Succeeded", "Failed")]
     active = [p for p in running if not _terminating(p)]
     terminating = [p for p in running if _terminating(p)]
@@ -167,7 +175,9 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
     failure: tuple[str, str] | None = None
     restarts = sum(_restarts(p) for p in active)
     on_failure = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") == "OnFailure"
-    if failed > backoff_limit or (on_failure and backoff_limit >= 0 and failed + restarts > backoff_limit and restarts):
+    if fail_job is not None:
+        failure = ("PodFailurePolicy", fail_job)
+    elif failed > backoff_limit or (on_failure and backoff_limit >= 0 and failed + restarts > backoff_limit and restarts):
         failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
     deadline = spec.get("activeDeadlineSeconds")
     started = parse_time(status.get("startTime")) or now
@@ -178,8 +188,12 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
         else:
             plan.requeue_after = left
 
+    success = ("CompletionsReached", "Reached expected number of succeeded pods")
     if indexed:
         complete = isinstance(completions, int) and succeeded >= completions
+        rule = batch.success_policy_rule(spec.get("successPolicy"), done)
+        if not complete and rule is not None:
+            complete, success = True, ("SuccessPolicy", f"Matched rules at index {rule}")
     elif completions is None:
         # J4: a work queue is done once one pod succeeded and none still runs.
         complete = succeeded > 0 and not active
@@ -202,11 +216,12 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
 
     if complete or _held(old, "SuccessCriteriaMet"):
         plan.delete = list(active)
-        _condition(status, "SuccessCriteriaMet", "True", "CompletionsReached",
-                   "Reached expected number of succeeded pods", stamp)
+        for cond in old.get("conditions") or []:
+            if cond.get("type") == "SuccessCriteriaMet" and cond.get("status") == "True":
+                success = (cond.get("reason") or success[0], cond.get("message") or success[1])
+        _condition(status, "SuccessCriteriaMet", "True", *success, stamp)
         if not active and not terminating:
-            _condition(status, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods",
-                       stamp)
+            _condition(status, "Complete", "True", *success, stamp)
             status["completionTime"] = stamp
             plan.events.append(("Normal", "Completed", "Job completed"))
         _counts(status, active=[], terminating=terminating + active, succeeded=succeeded, failed=failed,

@@ -4,10 +4,12 @@ Kubernetes' jobs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
 import pytest
+import yaml
 
 from stowage_e2e import Stowage, poll
 from support import kubectl_binary
@@ -268,3 +270,37 @@ spec:
     changed = kubectl.run("patch", "job", "fixed", "--type=merge", "-p", '{"spec":{"completions":5}}')
     assert changed.returncode == 1 and "spec.completions: Invalid value: 5: field is immutable" in changed.stderr
     kubectl("delete", "job", "fixed")
+
+
+DOCS = Path(__file__).parent.parent / "api" / "k8s_docs_manifests" / "10-batch.yaml"
+
+
+def documented(name: str) -> str:
+    """One of the documentation's batch examples, as YAML."""
+    [doc] = [d for d in yaml.safe_load_all(DOCS.read_text()) if d and d["metadata"]["name"] == name]
+    return yaml.safe_dump(doc)
+
+
+def test_j13_the_documented_pod_failure_policy_fails_the_job_on_exit_code_42(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", stdin=documented("job-pod-failure-policy-example"))
+    kubectl("wait", "--for=condition=failed", "job/job-pod-failure-policy-example", "--timeout=120s", timeout=150)
+    status = job(kubectl, "job-pod-failure-policy-example")["status"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "PodFailurePolicy"
+    assert re.fullmatch(r"Container main for pod default/job-pod-failure-policy-example-\w+ failed with exit code 42 "
+                        r"matching FailJob rule at index 0", failed["message"]), failed["message"]
+    # The job stopped at the first failure: far fewer than its 12 completions ran, none succeeded.
+    assert "succeeded" not in status and 1 <= status["failed"] <= 3
+    kubectl("delete", "job", "job-pod-failure-policy-example")
+
+
+def test_j11_the_documented_indexed_job_reverses_one_word_per_index(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", stdin=documented("indexed-job"))
+    kubectl("wait", "--for=condition=complete", "job/indexed-job", "--timeout=150s", timeout=180)
+    assert job(kubectl, "indexed-job")["status"]["completedIndexes"] == "0-4"
+    pods = json.loads(kubectl("get", "pods", "-l", "job-name=indexed-job", "-o", "json"))["items"]
+    by_index = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p["metadata"]["name"]
+                for p in pods if p["status"]["phase"] == "Succeeded"}
+    words = {i: kubectl("logs", name, "-c", "worker").strip() for i, name in by_index.items()}
+    assert words == {"0": "oof", "1": "rab", "2": "zab", "3": "xuq", "4": "zyx"}, words
+    kubectl("delete", "job", "indexed-job")

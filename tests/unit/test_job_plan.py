@@ -175,3 +175,58 @@ def test_j4_an_unchanged_job_plans_nothing_twice() -> None:
     assert second.status == first.status and not second.events
     # The reconciler puts the pods it creates in its cache at once, so the next pass sees them.
     assert first.create == second.create == [None] and first.status["ready"] == 0 and first.status["active"] == 2
+
+
+def failed_with(name: str, code: int, *, finished: float = -100, conditions: list[dict[str, Any]] | None = None,
+                container: str = "main") -> dict[str, Any]:
+    pod = a_pod(name, "Failed", finished=finished)
+    pod["status"]["containerStatuses"] = [{"name": container, "restartCount": 0, "state": {"terminated": {
+        "exitCode": code, "finishedAt": at(finished)}}}]
+    if conditions:
+        pod["status"]["conditions"] = conditions
+    return pod
+
+
+POLICY = {"rules": [
+    {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
+    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [1, 2]}},
+]}
+
+
+def test_j13_a_fail_job_rule_fails_the_job_at_the_first_matching_pod() -> None:
+    job = a_job(completions=12, parallelism=3, backoffLimit=6, podFailurePolicy=POLICY)
+    plan = calculate_changes(job, [failed_with("p1", 42), a_pod("p2")], NOW)
+    held = conditions(plan.status)
+    assert held["FailureTarget"]["reason"] == "PodFailurePolicy"
+    assert held["FailureTarget"]["message"] == ("Container main for pod default/p1 failed with exit code 42 "
+                                                "matching FailJob rule at index 0")
+    assert [p["metadata"]["name"] for p in plan.delete] == ["p2"] and not plan.create
+
+
+def test_j13_an_ignored_failure_is_not_counted_and_is_replaced_at_once() -> None:
+    job = a_job(backoffLimit=0, podFailurePolicy=POLICY)
+    disrupted = failed_with("p1", 137, finished=-1, conditions=[{"type": "DisruptionTarget", "status": "True"}])
+    plan = calculate_changes(job, [disrupted], NOW)
+    assert "conditions" not in plan.status and "failed" not in plan.status
+    assert plan.create == [None]  # no back-off: the failure does not count
+    # Exit code 1 matches no rule: counted as usual, past backoffLimit 0.
+    plan = calculate_changes(job, [failed_with("p1", 1)], NOW)
+    assert conditions(plan.status)["FailureTarget"]["reason"] == "BackoffLimitExceeded"
+    # Exit code 3 matches the Count rule: counted too.
+    assert calculate_changes(job, [failed_with("p1", 3)], NOW).status["failed"] == 1
+
+
+def test_j14_a_success_policy_completes_an_indexed_job_early() -> None:
+    job = a_job(completions=5, parallelism=5, completionMode="Indexed",
+                successPolicy={"rules": [{"succeededIndexes": "0,2-3", "succeededCount": 2}]})
+    pods = [a_pod("a", "Succeeded", index=0), a_pod("b", index=1), a_pod("c", "Succeeded", index=3)]
+    plan = calculate_changes(job, pods, NOW)
+    held = conditions(plan.status)
+    assert (held["SuccessCriteriaMet"]["reason"], held["SuccessCriteriaMet"]["message"]) == (
+        "SuccessPolicy", "Matched rules at index 0")
+    assert [p["metadata"]["name"] for p in plan.delete] == ["b"] and not plan.create and "Complete" not in held
+    job["status"] = plan.status
+    plan = calculate_changes(job, pods[::2], NOW)
+    assert conditions(plan.status)["Complete"]["reason"] == "SuccessPolicy"
+    assert batch.success_policy_rule({"rules": [{"succeededCount": 3}]}, {0, 3}) is None

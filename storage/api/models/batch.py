@@ -1,4 +1,4 @@
-"""``batch/v1`` kinds: Job (SEMANTICS J1–J12) and CronJob (CJ1–CJ10)."""
+"""``batch/v1`` kinds: Job (SEMANTICS J1–J14) and CronJob (CJ1–CJ10)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,13 +9,42 @@ from storage.api.models.pod import PodTemplateSpec
 from storage.api.selectors import LabelSelector
 
 
+class PodFailurePolicyOnExitCodesRequirement(WireModel):
+    container_name: str | None = None
+    operator: str | None = None
+    values: list[int] | None = None
+
+
+class PodFailurePolicyOnPodConditionsPattern(WireModel):
+    type: str | None = None
+    status: str | None = None
+
+
+class PodFailurePolicyRule(WireModel):
+    action: str | None = None
+    on_exit_codes: PodFailurePolicyOnExitCodesRequirement | None = None
+    on_pod_conditions: list[PodFailurePolicyOnPodConditionsPattern] | None = None
+
+
+class PodFailurePolicy(WireModel):
+    rules: list[PodFailurePolicyRule] | None = None
+
+
+class SuccessPolicyRule(WireModel):
+    succeeded_indexes: str | None = None
+    succeeded_count: int | None = None
+
+
+class SuccessPolicy(WireModel):
+    rules: list[SuccessPolicyRule] | None = None
+
+
 class JobSpec(WireModel):
     parallelism: int | None = None
     completions: int | None = None
     active_deadline_seconds: int | None = None
-    # Served as stored and validated for shape; the controller does not act on pod failure or success policies.
-    pod_failure_policy: dict[str, Any] | None = None
-    success_policy: dict[str, Any] | None = None
+    pod_failure_policy: PodFailurePolicy | None = None
+    success_policy: SuccessPolicy | None = None
     backoff_limit: int | None = None
     backoff_limit_per_index: int | None = None
     max_failed_indexes: int | None = None
