@@ -20,7 +20,7 @@ from statefulset.update import (
     RequeueAfter, UpdateClaim, UpdatePod, UpdateStatus, calculate_changes, describe_blocker,
 )
 from storage.api.quota_admission import admit_controller_create
-from storage.controllers.base import Reconciler, Result, defaulted_tolerations, split_key
+from storage.controllers.base import Reconciler, Result, defaulted_tolerations, pod_security_default, split_key
 from storage.controllers.owners import (
     controller_key, is_controlled_by, labels_of, owner_refs, publish, selector_matches,
 )
@@ -190,8 +190,9 @@ class StatefulSetReconciler(Reconciler):
     def _create_pod(self, sts: Obj, action: CreatePod) -> None:
         pod_name = meta(action.pod)["name"]
         try:
-            pod = admit_controller_create(self.ctx.store, "pods", {  # QL16
-                **action.pod, "spec": defaulted_tolerations(self.ctx, action.pod["spec"])})
+            pod = admit_controller_create(self.ctx.store, "pods", {  # QL16, PS1
+                **action.pod, "spec": defaulted_tolerations(self.ctx, action.pod["spec"])},
+                pod_security_default=pod_security_default(self.ctx))
             self._write("pods", self.ctx.store.create("pods", pod))
         except AlreadyExists as err:
             # The old member is still terminating, or the cache lags: look again on the next event.

@@ -1,4 +1,4 @@
-"""Job helpers shared by the API server, the store and the Job controller (SEMANTICS J1–J14)."""
+"""Job helpers shared by the API server, the store and the Job controller (SEMANTICS J1–J15)."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -11,6 +11,7 @@ LEGACY_CONTROLLER_UID_LABEL = "controller-uid"
 LEGACY_JOB_NAME_LABEL = "job-name"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+INDEX_FAILURE_COUNT = "batch.kubernetes.io/job-index-failure-count"
 DEFAULT_BACKOFF_LIMIT = 6
 MAX_INT32 = 2**31 - 1
 

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from storage.errors import NotFound
+
 PRIVILEGED, BASELINE, RESTRICTED = "privileged", "baseline", "restricted"
 LEVELS = (PRIVILEGED, BASELINE, RESTRICTED)
 LATEST = "latest"
@@ -602,3 +604,20 @@ def forbidden_message(resource: str, name: str, policy: LevelVersion, violations
 
 def warning_message(policy: LevelVersion, violations: list[Violation]) -> str:
     return f'would violate PodSecurity "{policy}": {describe(violations)}'
+
+
+def refusal_for_namespace(store: Any, namespace: str, metadata: Any, spec: Any, default: LevelVersion,
+                          name: str) -> str | None:
+    """PS1: the 403 message for a new pod that breaks its namespace's ``enforce`` level, or None.
+
+    For pods controllers write to the store themselves (a ReplicaSet's, StatefulSet's, Job's, ...): in
+    Kubernetes they are created through the API server and so refused there like any pod; a workload's
+    template is only warned about when the workload is written.
+    """
+    try:
+        labels = ((store.get("namespaces", "", namespace).get("metadata") or {}).get("labels")) or {}
+    except NotFound:  # a namespace nobody created: the default applies, as at the API server
+        labels = {}
+    policy, _ = parse_policy(labels, default)
+    found = check_pod(policy.enforce, metadata, spec)
+    return forbidden_message("pods", name, policy.enforce, found) if found else None

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from storage.api import quota
+from storage.api import podsecurity, quota
 from storage.api.registry import ResourceInfo, by_plural
 from storage.errors import Conflict, Forbidden, NotFound, TooManyRequests
 
@@ -134,15 +134,26 @@ class _ControllerCreate:
     dry_run: bool = False
 
 
-def admit_controller_create(store: Any, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
-    """QL16: the LimitRanger and ResourceQuota admission of a create a controller writes to the store itself
-    (a StatefulSet's pods and claims, a ReplicaSet's or DaemonSet's pods, an ephemeral volume's claim), as
-    Kubernetes' controllers create through the API server and so through its admission. Returns the object to
-    store (LimitRange defaults applied); raises Forbidden (a limit, a quota) or TooManyRequests (charges in
-    contention), which the controller reports as FailedCreate and retries with back-off."""
+def admit_controller_create(store: Any, plural: str, obj: dict[str, Any], *,
+                            pod_security_default: str = podsecurity.BASELINE) -> dict[str, Any]:
+    """QL16: the LimitRanger, Pod Security and ResourceQuota admission of a create a controller writes to the
+    store itself (a StatefulSet's pods and claims, a ReplicaSet's, DaemonSet's or Job's pods, a CronJob's
+    jobs, an ephemeral volume's claim), in the API server's order, as Kubernetes' controllers create through
+    the API server and so through its admission. ``pod_security_default`` is the API server's level for
+    namespaces without labels (PS1). Returns the object to store (LimitRange defaults applied); raises
+    Forbidden (a limit, Pod Security, a quota) or TooManyRequests (charges in contention), which the
+    controller reports as FailedCreate and retries with back-off."""
     info = by_plural(plural)
     if info is None:
         raise ValueError(f"unknown resource {plural}")
     request = _ControllerCreate(info, obj, store)
     obj = LimitRanger().admit(request)
+    if plural == "pods":
+        meta = obj.get("metadata") or {}
+        refusal = podsecurity.refusal_for_namespace(
+            store, str(meta.get("namespace") or "default"), meta, obj.get("spec"),
+            podsecurity.LevelVersion(pod_security_default, podsecurity.LATEST),
+            str(meta.get("name") or meta.get("generateName") or ""))
+        if refusal is not None:
+            raise Forbidden(refusal, kind="pods", name=str(meta.get("name") or meta.get("generateName") or ""))
     return ResourceQuotaAdmission().admit(replace(request, obj=obj))

@@ -187,8 +187,19 @@ class DefaultTolerationSeconds:
         return req.obj if defaulted is spec else {**req.obj, "spec": defaulted}
 
 
-# Kinds whose objects carry a pod template at spec.template: warned and audited, never refused (as Kubernetes).
-_POD_TEMPLATE_RESOURCES = frozenset({"statefulsets", "daemonsets", "replicasets", "replicationcontrollers", "deployments"})
+# Kinds whose objects carry a pod template (at spec.template, a CronJob's at spec.jobTemplate.spec.template):
+# warned and audited, never refused (as Kubernetes); the pods their controllers make are refused (PS1).
+_POD_TEMPLATE_RESOURCES = frozenset({"statefulsets", "daemonsets", "replicasets", "replicationcontrollers", "deployments",
+                                     "jobs", "cronjobs"})
+
+
+def _pod_template(plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if plural == "cronjobs":
+        job_template = spec.get("jobTemplate") if isinstance(spec.get("jobTemplate"), dict) else {}
+        spec = job_template.get("spec") if isinstance(job_template.get("spec"), dict) else {}
+    template = spec.get("template")
+    return template if isinstance(template, dict) else {}
 _MAX_EXISTING_POD_WARNINGS = 10
 
 
@@ -245,12 +256,10 @@ class PodSecurity:
             self._evaluate(req, meta, req.obj.get("spec"), enforce=True,
                            old=(req.old.get("metadata") or {}, req.old.get("spec")) if req.old else None)
         elif plural in _POD_TEMPLATE_RESOURCES:
-            template = (req.obj.get("spec") or {}).get("template")
-            template = template if isinstance(template, dict) else {}
+            template = _pod_template(plural, req.obj)
             old = None
             if req.old is not None:
-                old_template = (req.old.get("spec") or {}).get("template")
-                old_template = old_template if isinstance(old_template, dict) else {}
+                old_template = _pod_template(plural, req.old)
                 old = (old_template.get("metadata") or {}, old_template.get("spec"))
             self._evaluate(req, template.get("metadata") or {}, template.get("spec"), enforce=False, old=old)
         return req.obj

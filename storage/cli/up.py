@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -325,7 +325,8 @@ def start_control_plane(
     from storage.apiserver.server import start_in_thread
     from storage.controllers.base import ControllerOptions
 
-    options = controller_options or ControllerOptions()
+    # PS1: the pods controllers write themselves are held to the API server's default level too.
+    options = replace(controller_options or ControllerOptions(), pod_security_default=pod_security_default)
 
     host, port = parse_listen(listen)  # checked again here for callers other than run_foreground
     data_dir.mkdir(parents=True, exist_ok=True)

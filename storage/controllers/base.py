@@ -68,6 +68,9 @@ class ControllerOptions:
     # How long the attach/detach controller waits for a not-Ready node to unmount a volume before it
     # detaches it anyway (Kubernetes' maxWaitForUnmountDuration; SEMANTICS A3).
     max_wait_for_unmount: float = 360.0
+    # The API server's --pod-security-default: the Pod Security level of namespaces without labels, which
+    # the pods controllers write themselves are held to as well (PS1).
+    pod_security_default: str = "baseline"
 
 
 @dataclass
@@ -84,6 +87,12 @@ def defaulted_tolerations(ctx: Any, spec: dict[str, Any]) -> dict[str, Any]:
     options = getattr(ctx, "options", None) or ControllerOptions()
     return with_default_toleration_seconds(spec, options.default_not_ready_toleration_seconds,
                                            options.default_unreachable_toleration_seconds)
+
+
+def pod_security_default(ctx: Any) -> str:
+    """The level the API server gives namespaces without Pod Security labels, for the pods controllers create."""
+    options = getattr(ctx, "options", None) or ControllerOptions()
+    return options.pod_security_default
 
 
 def object_key(obj: dict[str, Any]) -> str:

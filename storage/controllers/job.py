@@ -1,4 +1,4 @@
-"""Job: pods of a template run to completion (SEMANTICS J1–J14).
+"""Job: pods of a template run to completion (SEMANTICS J1–J15).
 
 ``calculate_changes`` is pure: from a job, its pods and the time it decides
 which pods to create or delete, the job's next status, the events to record,
@@ -46,6 +46,8 @@ class JobPlan:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     requeue_after: float | None = None
     expired: bool = False  # J9: finished longer ago than ttlSecondsAfterFinished
+    # J15: each index's counted failures so far, which its next pod carries (backoffLimitPerIndex only).
+    index_failures: dict[int, int] = field(default_factory=dict)
 
 
 def _meta(obj: Obj) -> Obj:
@@ -132,12 +134,19 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
     # J13: a failure the pod failure policy ignores is not counted; one it says fails the job, does.
     fail_job: str | None = None
     failed_pods = []
+    per_index = spec.get("backoffLimitPerIndex") if indexed else None
+    failed_indexes: set[int] = set()
+    by_index: dict[int, list[Obj]] = {}
     for pod in sorted((p for p in pods if _phase(p) == "Failed"), key=lambda p: (_finished_at(p) or now, _meta(p)["name"])):
-        message, counts, action = batch.match_pod_failure_policy(spec.get("podFailurePolicy"), pod)
+        message, counted, action = batch.match_pod_failure_policy(spec.get("podFailurePolicy"), pod)
         if action == "FailJob" and fail_job is None:
             fail_job = message
-        if counts:
+        if counted:
             failed_pods.append(pod)
+            if per_index is not None and in_range(pod):
+                by_index.setdefault(int(batch.pod_index(pod) or 0), []).append(pod)
+                if action == "FailIndex":
+                    failed_indexes.add(int(batch.pod_index(pod) or 0))
     running = [p for p in pods if _phase(p) not in ("Succeeded", "Failed")]
     active = [p for p in running if not _terminating(p)]
     terminating = [p for p in running if _terminating(p)]
@@ -148,12 +157,22 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
         done = set()
         succeeded = len(succeeded_pods)
     failed = len(failed_pods)
+    if per_index is not None:
+        # J15: an index fails past its own backoff limit, or at once by a FailIndex rule.
+        failed_indexes |= {i for i, lost in by_index.items() if len(lost) > int(per_index)}
+        failed_indexes -= done
+        plan.index_failures = {i: len(lost) for i, lost in by_index.items()}
+
+    def counts(active_: list[Obj], terminating_: list[Obj], created: int = 0) -> None:
+        _counts(status, active=active_, terminating=terminating_, succeeded=succeeded, failed=failed, done=done,
+                indexed=indexed, created=created)
+        if per_index is not None:
+            status["failedIndexes"] = batch.format_indexes(failed_indexes)
 
     finished = _held(old, "Complete") or _held(old, "Failed")
     if finished:
         plan.delete = list(active)  # J8: a finished job runs nothing
-        _counts(status, active=[], terminating=terminating + active, succeeded=succeeded, failed=failed,
-                done=done, indexed=indexed)
+        counts([], terminating + active)
         _expiry(job, spec, status, now, plan)
         return plan
 
@@ -162,8 +181,7 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
         plan.delete = list(active)
         if _condition(status, "Suspended", "True", "JobSuspended", "Job suspended", stamp):
             plan.events.append(("Normal", "Suspended", "Job suspended"))
-        _counts(status, active=[], terminating=terminating + active, succeeded=succeeded, failed=failed,
-                done=done, indexed=indexed)
+        counts([], terminating + active)
         return plan
     if _held(old, "Suspended"):
         _condition(status, "Suspended", "False", "JobResumed", "Job resumed", stamp)
@@ -179,6 +197,11 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
         failure = ("PodFailurePolicy", fail_job)
     elif failed > backoff_limit or (on_failure and backoff_limit >= 0 and failed + restarts > backoff_limit and restarts):
         failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    elif per_index is not None and spec.get("maxFailedIndexes") is not None \
+            and len(failed_indexes) > int(spec["maxFailedIndexes"]):
+        failure = ("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes")
+    elif per_index is not None and failed_indexes and len(done | failed_indexes) >= int(completions or 0):
+        failure = ("FailedIndexes", "Job has failed indexes")
     deadline = spec.get("activeDeadlineSeconds")
     started = parse_time(status.get("startTime")) or now
     if failure is None and isinstance(deadline, int):
@@ -209,8 +232,7 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
             plan.events.append(("Warning", reason, message))
         if not active and not terminating:
             _condition(status, "Failed", "True", reason, message, stamp)
-        _counts(status, active=[], terminating=terminating + active, succeeded=succeeded, failed=failed,
-                done=done, indexed=indexed)
+        counts([], terminating + active)
         plan.requeue_after = None
         return plan
 
@@ -224,8 +246,7 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
             _condition(status, "Complete", "True", *success, stamp)
             status["completionTime"] = stamp
             plan.events.append(("Normal", "Completed", "Job completed"))
-        _counts(status, active=[], terminating=terminating + active, succeeded=succeeded, failed=failed,
-                done=done, indexed=indexed)
+        counts([], terminating + active)
         plan.requeue_after = None
         _expiry(job, spec, status, now, plan)
         return plan
@@ -234,8 +255,9 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
     replacing = spec.get("podReplacementPolicy") == "Failed" and terminating
     if indexed:
         busy = {batch.pod_index(p) for p in active + (terminating if replacing else [])}
-        wanted_indexes = [i for i in range(int(completions or 0)) if i not in done and i not in busy]
-        extra = [p for p in active if not in_range(p) or batch.pod_index(p) in done]
+        wanted_indexes = [i for i in range(int(completions or 0))
+                          if i not in done and i not in busy and i not in failed_indexes]
+        extra = [p for p in active if not in_range(p) or batch.pod_index(p) in done | failed_indexes]
         plan.delete.extend(extra)
         room = parallelism - (len(active) - len(extra)) - (len(terminating) if replacing else 0)
         missing: list[int | None] = list(wanted_indexes[: max(0, room)])
@@ -251,15 +273,21 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
             newest = sorted(active, key=lambda p: _meta(p).get("creationTimestamp") or "", reverse=True)
             plan.delete.extend(newest[: have - want])
         missing = [None] * max(0, want - have)
-    if missing:
+    if missing and per_index is not None:
+        # J15: each index waits out the back-off of its own failures.
+        waits = {i: _failure_delay(by_index.get(int(i or 0), []), [], now) for i in missing}
+        plan.create = [i for i in missing if waits[i] <= 0]
+        later = [w for w in waits.values() if w > 0]
+        if later:
+            plan.requeue_after = min([*later, *([plan.requeue_after] if plan.requeue_after else [])])
+    elif missing:
         delay = _failure_delay(failed_pods, succeeded_pods, now)
         if delay > 0:
             plan.requeue_after = min(delay, plan.requeue_after) if plan.requeue_after else delay
         else:
             plan.create = missing
     left_active = [p for p in active if p not in plan.delete]
-    _counts(status, active=left_active, terminating=terminating + [p for p in active if p in plan.delete],
-            succeeded=succeeded, failed=failed, done=done, indexed=indexed, created=len(plan.create))
+    counts(left_active, terminating + [p for p in active if p in plan.delete], len(plan.create))
     return plan
 
 
@@ -296,8 +324,9 @@ def _expiry(job: Obj, spec: Obj, status: Obj, now: datetime, plan: JobPlan) -> N
         plan.requeue_after = left
 
 
-def job_pod(job: Obj, index: int | None) -> Obj:
-    """A new pod of ``job``; an Indexed job's pod carries its index as Kubernetes' job controller writes it (J11)."""
+def job_pod(job: Obj, index: int | None, failures: int | None = None) -> Obj:
+    """A new pod of ``job``; an Indexed job's pod carries its index as Kubernetes' job controller writes it (J11),
+    and, under backoffLimitPerIndex, the failures of its index so far (J15)."""
     name = _meta(job)["name"]
     template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
     prefix = f"{name}-" if index is None else f"{name}-{index}-"
@@ -305,6 +334,8 @@ def job_pod(job: Obj, index: int | None) -> Obj:
     if index is not None:
         pod["metadata"].setdefault("annotations", {})[batch.COMPLETION_INDEX] = str(index)
         pod["metadata"]["labels"][batch.COMPLETION_INDEX] = str(index)
+        if failures is not None:
+            pod["metadata"]["annotations"][batch.INDEX_FAILURE_COUNT] = str(failures)
         pod_spec = pod["spec"]
         if not pod_spec.get("hostname"):
             pod_spec["hostname"] = f"{name}-{index}"
@@ -345,8 +376,10 @@ class JobReconciler(Reconciler):
                 job = publish(self.ctx.cache, "jobs", self.ctx.store.update("jobs", updated))
             except (Conflict, NotFound):
                 return Result(requeue_after=0.1)  # a newer job or another worker's write: plan again from it
+        per_index = (job.get("spec") or {}).get("backoffLimitPerIndex") is not None
         for index in plan.create:
-            new = job_pod(job, index)
+            failures = plan.index_failures.get(int(index), 0) if per_index and index is not None else None
+            new = job_pod(job, index, failures)
             new["spec"] = defaulted_tolerations(self.ctx, new["spec"])
             created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", admitted_pod(self.ctx, job, new)))
             self.ctx.events.record(job, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}")

@@ -491,7 +491,7 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     found += list(importlib.import_module("storage.controllers.local_recovery").RECONCILERS)
     # ResourceQuota status (SEMANTICS QL5): on its own line so other controllers' additions merge cleanly.
     found += list(importlib.import_module("storage.controllers.resourcequota").RECONCILERS)
-    # Jobs and CronJobs (SEMANTICS J1-J14, CJ1-CJ10).
+    # Jobs and CronJobs (SEMANTICS J1-J15, CJ1-CJ10).
     found += list(importlib.import_module("storage.controllers.job").RECONCILERS)
     found += list(importlib.import_module("storage.controllers.cronjob").RECONCILERS)
     return found

@@ -18,7 +18,7 @@ import structlog
 from storage.api.node_affinity import pod_admits_node
 from storage.api.quota_admission import admit_controller_create
 from storage.api.taints import with_daemon_tolerations
-from storage.controllers.base import Reconciler, Result, defaulted_tolerations, split_key
+from storage.controllers.base import Reconciler, Result, defaulted_tolerations, pod_security_default, split_key
 from storage.controllers.owners import (
     controller_key, controller_ref, is_controlled_by, labels_of, make_controller_ref, publish, selector_matches,
 )
@@ -93,11 +93,11 @@ def deletion_rank(pod: Obj) -> tuple[int, int, int, str]:
 
 
 def admitted_pod(ctx: Any, owner: Obj, pod: Obj) -> Obj:
-    """QL16: a pod this controller creates goes through LimitRanger and ResourceQuota admission, as Kubernetes'
-    controllers create through the API server; a refusal is the owner's FailedCreate event, in Kubernetes'
-    words, and a retry with back-off."""
+    """QL16, PS1: a pod this controller creates goes through LimitRanger, Pod Security and ResourceQuota
+    admission, as Kubernetes' controllers create through the API server; a refusal is the owner's FailedCreate
+    event, in Kubernetes' words, and a retry with back-off."""
     try:
-        return admit_controller_create(ctx.store, "pods", pod)
+        return admit_controller_create(ctx.store, "pods", pod, pod_security_default=pod_security_default(ctx))
     except (Forbidden, TooManyRequests) as err:
         ctx.events.record(owner, "Warning", "FailedCreate", f"Error creating: {err}")
         raise

@@ -304,3 +304,19 @@ def test_j11_the_documented_indexed_job_reverses_one_word_per_index(kubectl: Kub
     words = {i: kubectl("logs", name, "-c", "worker").strip() for i, name in by_index.items()}
     assert words == {"0": "oof", "1": "rab", "2": "zab", "3": "xuq", "4": "zyx"}, words
     kubectl("delete", "job", "indexed-job")
+
+
+def test_j15_the_documented_backoff_limit_per_index_fails_only_the_even_indexes(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", stdin=documented("job-backoff-limit-per-index-example"))
+    kubectl("wait", "--for=condition=failed", "job/job-backoff-limit-per-index-example", "--timeout=150s", timeout=180)
+    status = job(kubectl, "job-backoff-limit-per-index-example")["status"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert (failed["reason"], failed["message"]) == ("FailedIndexes", "Job has failed indexes")
+    assert status["failedIndexes"] == "0,2,4,6,8" and status["completedIndexes"] == "1,3,5,7,9"
+    # Each even index ran twice (its limit is one failure), each odd one once.
+    assert status["failed"] == 10 and status["succeeded"] == 5
+    pods = json.loads(kubectl("get", "pods", "-l", "job-name=job-backoff-limit-per-index-example", "-o", "json"))
+    retries = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"]
+                     for p in pods["items"] if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "0")
+    assert retries == ["0", "1"], retries
+    kubectl("delete", "job", "job-backoff-limit-per-index-example")

@@ -230,3 +230,49 @@ def test_j14_a_success_policy_completes_an_indexed_job_early() -> None:
     plan = calculate_changes(job, pods[::2], NOW)
     assert conditions(plan.status)["Complete"]["reason"] == "SuccessPolicy"
     assert batch.success_policy_rule({"rules": [{"succeededCount": 3}]}, {0, 3}) is None
+
+
+def indexed_failure(name: str, index: int, code: int = 1, finished: float = -100) -> dict[str, Any]:
+    pod = failed_with(name, code, finished=finished)
+    pod["metadata"]["annotations"] = {batch.COMPLETION_INDEX: str(index)}
+    return pod
+
+
+def test_j15_each_index_has_its_own_backoff_limit_and_back_off() -> None:
+    job = a_job(completions=3, parallelism=3, completionMode="Indexed", backoffLimitPerIndex=1,
+                backoffLimit=batch.MAX_INT32)
+    # Index 0 failed once (its back-off passed), index 1 twice (past its limit of 1), index 2 succeeded.
+    pods = [indexed_failure("a", 0, finished=-100), indexed_failure("b", 1, finished=-60),
+            indexed_failure("c", 1, finished=-30), a_pod("d", "Succeeded", index=2)]
+    plan = calculate_changes(job, pods, NOW)
+    assert plan.create == [0] and plan.index_failures == {0: 1, 1: 2}
+    assert plan.status["failedIndexes"] == "1" and plan.status["completedIndexes"] == "2"
+    assert "conditions" not in plan.status
+    # Index 0's replacement is under way; a fresh failure of it waits out 10 s first.
+    fresh = [indexed_failure("a", 0, finished=-4), *pods[1:]]
+    plan = calculate_changes(job, fresh, NOW)
+    assert not plan.create and abs((plan.requeue_after or 0) - 6) < 0.01
+    # Every index succeeded or failed: the job fails, naming the failed indexes.
+    done = [*pods[1:], a_pod("e", "Succeeded", index=0)]
+    plan = calculate_changes(job, done, NOW)
+    assert conditions(plan.status)["FailureTarget"]["reason"] == "FailedIndexes"
+    assert conditions(plan.status)["FailureTarget"]["message"] == "Job has failed indexes"
+
+
+def test_j15_max_failed_indexes_fails_the_job_early() -> None:
+    job = a_job(completions=4, parallelism=4, completionMode="Indexed", backoffLimitPerIndex=0,
+                maxFailedIndexes=1, backoffLimit=batch.MAX_INT32)
+    plan = calculate_changes(job, [indexed_failure("a", 0), indexed_failure("b", 3), a_pod("c", index=1)], NOW)
+    held = conditions(plan.status)
+    assert held["FailureTarget"]["reason"] == "MaxFailedIndexesExceeded"
+    assert [p["metadata"]["name"] for p in plan.delete] == ["c"] and plan.status["failedIndexes"] == "0,3"
+
+
+def test_j15_a_fail_index_rule_fails_only_that_index() -> None:
+    policy = {"rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [7]}}]}
+    job = a_job(completions=2, parallelism=2, completionMode="Indexed", backoffLimitPerIndex=3,
+                backoffLimit=batch.MAX_INT32, podFailurePolicy=policy)
+    plan = calculate_changes(job, [indexed_failure("a", 0, code=7), a_pod("b", index=1)], NOW)
+    assert plan.status["failedIndexes"] == "0" and not plan.create and "conditions" not in plan.status
+    pod = job_pod(job, 1, failures=2)
+    assert pod["metadata"]["annotations"][batch.INDEX_FAILURE_COUNT] == "2"

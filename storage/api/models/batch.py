@@ -1,4 +1,4 @@
-"""``batch/v1`` kinds: Job (SEMANTICS J1–J14) and CronJob (CJ1–CJ10)."""
+"""``batch/v1`` kinds: Job (SEMANTICS J1–J15) and CronJob (CJ1–CJ10)."""
 from __future__ import annotations
 
 from typing import Any
