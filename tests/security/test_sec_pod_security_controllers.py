@@ -80,6 +80,10 @@ def test_ps1_no_workload_controller_makes_a_pod_its_namespace_refuses(cluster: t
 
     wait_for(lambda: len(refused_by()) >= len(workloads()) or None, "a refusal from every controller")
     refusals = [m for m in events(server, "team") if VIOLATION in m]
+    cronjob = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "cj"},
+               "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template("Never")}}}}
+    made = http.post("/apis/batch/v1/namespaces/team/cronjobs", json=cronjob)
+    assert made.status_code == 201 and "would violate PodSecurity" in made.headers.get("warning", "")
     assert any(m.startswith('Error creating: pods "rs-') for m in refusals), refusals
     assert any(m.startswith("create Pod sts-0 in StatefulSet sts failed error: pods \"sts-0\" is forbidden") for m in refusals), refusals
     assert pods(server, "team") == []
