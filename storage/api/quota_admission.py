@@ -14,6 +14,7 @@ import structlog
 
 from storage.api import podsecurity, quota
 from storage.api.registry import ResourceInfo, by_plural
+from storage.api.service_account_token import with_service_account
 from storage.errors import Conflict, Forbidden, NotFound, TooManyRequests
 
 log = structlog.get_logger(__name__)
@@ -146,6 +147,8 @@ def admit_controller_create(store: Any, plural: str, obj: dict[str, Any], *,
     info = by_plural(plural)
     if info is None:
         raise ValueError(f"unknown resource {plural}")
+    if plural == "pods":
+        obj = with_service_account(store, obj)  # PS2: the pod's token, as for any pod
     request = _ControllerCreate(info, obj, store)
     obj = LimitRanger().admit(request)
     if plural == "pods":

@@ -107,3 +107,28 @@ def test_ps1_controllers_follow_the_servers_default_level(tmp_path: Path) -> Non
         server.store.create("jobs", job)  # as the API server would have admitted it with that default
         assert wait_for(lambda: get_or_none(server.store, "jobs", "default", "job") and pods(server, "default") or None,
                         "the job's pod")
+
+
+def test_ps2_controllers_pods_run_as_their_service_account_with_its_token(cluster: tuple[Any, httpx.Client]) -> None:
+    """As any pod through the API server: ``serviceAccountName`` defaulted, the kube-api-access volume mounted,
+    none when the template opts out."""
+    server, http = cluster
+    make_namespace(http, "apps", None)
+    plain = {"containers": [{"name": "c", "image": "busybox"}]}
+    for name, spec_ in (("with", plain), ("without", {**plain, "automountServiceAccountToken": False})):
+        rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name}, "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec_}}}
+        assert http.post("/apis/apps/v1/namespaces/apps/replicasets", json=rs).status_code == 201
+    def by_app() -> dict[str, dict[str, Any]] | None:
+        found = {p["metadata"]["labels"]["app"]: p for p in pods(server, "apps")}
+        return found if len(found) == 2 else None
+
+    made = wait_for(by_app, "both ReplicaSets' pods")
+    with_token, without = made["with"]["spec"], made["without"]["spec"]
+    assert with_token["serviceAccountName"] == without["serviceAccountName"] == "default"
+    [volume] = with_token["volumes"]
+    assert volume["name"].startswith("kube-api-access-") and "projected" in volume
+    assert with_token["containers"][0]["volumeMounts"] == [
+        {"name": volume["name"], "readOnly": True, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+    assert "volumes" not in without and "volumeMounts" not in without["containers"][0]
