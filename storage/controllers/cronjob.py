@@ -22,7 +22,7 @@ from storage.api.cron import cron_expression, latest_run_at_or_before, next_run_
 from storage.api.defaults import apply_defaults
 from storage.api.quota_admission import admit_controller_create
 from storage.api.timestamps import format_time, parse_time
-from storage.controllers.backup_schedule import clock_rate, scaled_clock
+from storage.controllers.backup_schedule import schedule_clock
 from storage.controllers.base import Reconciler, Result, split_key
 from storage.controllers.owners import controller_key, is_controlled_by, make_controller_ref, publish
 from storage.errors import AlreadyExists, Conflict, Forbidden, NotFound, TooManyRequests
@@ -194,13 +194,7 @@ class CronJobReconciler(Reconciler):
     def __init__(self, ctx: Any, clock: Callable[[], datetime] | None = None, rate: float | None = None) -> None:
         super().__init__(ctx)
         # CI1's test hook, shared with BackupSchedules: a faster clock for end-to-end tests only.
-        self.rate = clock_rate() if rate is None else rate
-        if clock is not None:
-            self.clock = clock
-        elif self.rate == 1.0:
-            self.clock = lambda: datetime.now(timezone.utc)
-        else:
-            self.clock = scaled_clock(self.rate)
+        self.rate, self.clock = schedule_clock(clock, rate)
 
     def watches(self) -> dict[str, Callable[[Obj], Iterable[str]]]:
         return {"jobs": lambda job: controller_key(job, "CronJob")}

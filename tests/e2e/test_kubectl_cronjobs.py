@@ -8,7 +8,6 @@ from __future__ import annotations
 import calendar
 import json
 import time
-from pathlib import Path
 from typing import Callable
 
 import pytest

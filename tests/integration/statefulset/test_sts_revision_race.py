@@ -13,27 +13,15 @@ from storage.controllers.events import StoreEventRecorder
 from storage.controllers.manager import InformerCache
 from storage.errors import Conflict
 from sts_harness import Kubelet, pod_names
+from test_sts_controller import sts_manifest as with_claims
 
 Obj = dict[str, Any]
 RESOURCES = ("statefulsets", "pods", "persistentvolumeclaims", "controllerrevisions")
 
 
 def sts_manifest(replicas: int, **spec: Any) -> Obj:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": "nginx",
-            "selector": {"matchLabels": {"app": "nginx"}},
-            "template": {
-                "metadata": {"labels": {"app": "nginx"}},
-                "spec": {"containers": [{"name": "nginx", "image": "nginx:1"}]},
-            },
-            **spec,
-        },
-    }
+    """The other StatefulSet tests' set, without claims."""
+    return with_claims(replicas, volumeClaimTemplates=[], **spec)
 
 
 class Passes:
