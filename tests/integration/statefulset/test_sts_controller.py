@@ -74,7 +74,9 @@ def test_s1_s2_scale_up_is_ordered_and_gated_on_readiness(store, controllers, ku
     assert claim["metadata"]["labels"] == {"app": "nginx"}
     pod = store.get("pods", "default", "web-0")
     assert pod["spec"]["hostname"] == "web-0" and pod["spec"]["subdomain"] == "nginx"
-    assert pod["spec"]["volumes"] == [{"name": "www", "persistentVolumeClaim": {"claimName": "www-web-0"}}]
+    claims, token = pod["spec"]["volumes"]
+    assert claims == {"name": "www", "persistentVolumeClaim": {"claimName": "www-web-0"}}
+    assert token["name"].startswith("kube-api-access-")  # PS2: as any pod, the service account's token
     kubelet.unready("web-0")
     # web-1 must not appear while web-0 is not Ready: the blocker is recorded instead (S7).
     wait_for(lambda: "web-0" in (describe_blocker(store.get("statefulsets", "default", "web"),
