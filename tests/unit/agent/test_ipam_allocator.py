@@ -125,17 +125,19 @@ def test_pf90_a_listened_on_address_is_skipped_and_the_host_sockets_are_read_onc
     readings = []
     real_busy = LoopbackAllocator._busy
     monkeypatch.setattr(LoopbackAllocator, "_busy", lambda self: readings.append(1) or real_busy(self))
-    ips = LoopbackAllocator(tmp_path, NETWORK)
+    # A range of its own: its listeners would take addresses from the other tests of this file, which other
+    # workers run at the same time.
+    ips = LoopbackAllocator(tmp_path, "127.93.19.0/29")
     with socket.socket() as first, socket.socket() as later:
-        first.bind(("127.93.17.1", 0))
+        first.bind(("127.93.19.1", 0))
         first.listen()
-        assert ips.allocate("pod-0") == "127.93.17.2"  # .1 is listened on
-        later.bind(("127.93.17.4", 0))
+        assert ips.allocate("pod-0") == "127.93.19.2"  # .1 is listened on
+        later.bind(("127.93.19.4", 0))
         later.listen()
-        assert ips.allocate("pod-1") == "127.93.17.3"
+        assert ips.allocate("pod-1") == "127.93.19.3"
         assert len(readings) == 1  # one reading for both
         clock[0] += ipam.BUSY_FOR
-        assert ips.allocate("pod-2") == "127.93.17.5"  # read again: .4 is now seen as listened on
+        assert ips.allocate("pod-2") == "127.93.19.5"  # read again: .4 is now seen as listened on
         assert len(readings) == 2
 
 
