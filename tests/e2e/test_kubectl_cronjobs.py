@@ -154,4 +154,8 @@ spec:
     assert ok.strip() == "cronjob.batch/zoned created"
     [row] = [line for line in kubectl("get", "cj").splitlines() if line.startswith("zoned ")]
     assert "0 3 * * *" in row and "Europe/Berlin" in row
+    described = kubectl("describe", "cronjob", "zoned")
+    assert "Schedule:                      0 3 * * *" in described, described
+    assert "Concurrency Policy:            Allow" in described and "Suspend:                       False" in described
+    assert "cronjob.batch/zoned" in kubectl("get", "all")
     kubectl("delete", "cronjob", "zoned")
