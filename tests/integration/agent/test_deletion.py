@@ -432,7 +432,10 @@ def test_l15_a_stopped_pod_loses_its_finalizer_without_a_get_and_a_stale_copy_is
     gets.clear()
     cluster.client.delete("pods", "raced", "default")
     cluster.wait_gone("pods", "raced", "default")
-    assert finalizer_writes == ["409", "ok"] and gets == ["raced"], (finalizer_writes, gets)
+    # The stale copy's write is refused and the agent looks again. Under load its pod loop's own idempotent
+    # pass (which writes from the watched copy) may remove the finalizer first; the retry's GET then finds the
+    # pod gone and writes nothing. Either way one GET, and the pod is gone.
+    assert finalizer_writes in (["409", "ok"], ["409"]) and gets == ["raced"], (finalizer_writes, gets)
 
 
 FREEZER = Path("/sys/fs/cgroup/freezer")
