@@ -97,17 +97,6 @@ def pod_index(pod: Obj) -> int | None:
     return value if value >= 0 else None
 
 
-def job_condition(job: Obj, kind: str) -> Obj | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, dict) and cond.get("type") == kind and cond.get("status") == "True":
-            return cond
-    return None
-
-
-def is_finished(job: Obj) -> bool:
-    return job_condition(job, "Complete") is not None or job_condition(job, "Failed") is not None
-
-
 POD_FAILURE_ACTIONS = ("Count", "FailIndex", "FailJob", "Ignore")
 
 

@@ -606,6 +606,16 @@ def warning_message(policy: LevelVersion, violations: list[Violation]) -> str:
     return f'would violate PodSecurity "{policy}": {describe(violations)}'
 
 
+def namespace_policy(store: Any, namespace: str, default: LevelVersion) -> Policy:
+    """The levels a namespace's labels set, ``default`` for any mode they leave out."""
+    try:
+        labels = (store.get("namespaces", "", namespace).get("metadata") or {}).get("labels") or {}
+    except NotFound:  # objects may live in a namespace nobody created: the default applies
+        labels = {}
+    policy, _ = parse_policy(labels, default)
+    return policy
+
+
 def refusal_for_namespace(store: Any, namespace: str, metadata: Any, spec: Any, default: LevelVersion,
                           name: str) -> str | None:
     """PS1: the 403 message for a new pod that breaks its namespace's ``enforce`` level, or None.
@@ -614,10 +624,6 @@ def refusal_for_namespace(store: Any, namespace: str, metadata: Any, spec: Any, 
     Kubernetes they are created through the API server and so refused there like any pod; a workload's
     template is only warned about when the workload is written.
     """
-    try:
-        labels = ((store.get("namespaces", "", namespace).get("metadata") or {}).get("labels")) or {}
-    except NotFound:  # a namespace nobody created: the default applies, as at the API server
-        labels = {}
-    policy, _ = parse_policy(labels, default)
+    policy = namespace_policy(store, namespace, default)
     found = check_pod(policy.enforce, metadata, spec)
     return forbidden_message("pods", name, policy.enforce, found) if found else None

@@ -153,10 +153,10 @@ def admit_controller_create(store: Any, plural: str, obj: dict[str, Any], *,
     obj = LimitRanger().admit(request)
     if plural == "pods":
         meta = obj.get("metadata") or {}
+        name = str(meta.get("name") or meta.get("generateName") or "")
         refusal = podsecurity.refusal_for_namespace(
             store, str(meta.get("namespace") or "default"), meta, obj.get("spec"),
-            podsecurity.LevelVersion(pod_security_default, podsecurity.LATEST),
-            str(meta.get("name") or meta.get("generateName") or ""))
+            podsecurity.LevelVersion(pod_security_default, podsecurity.LATEST), name)
         if refusal is not None:
-            raise Forbidden(refusal, kind="pods", name=str(meta.get("name") or meta.get("generateName") or ""))
+            raise Forbidden(refusal, kind="pods", name=name)
     return ResourceQuotaAdmission().admit(replace(request, obj=obj))

@@ -200,6 +200,8 @@ def _pod_template(plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         spec = job_template.get("spec") if isinstance(job_template.get("spec"), dict) else {}
     template = spec.get("template")
     return template if isinstance(template, dict) else {}
+
+
 _MAX_EXISTING_POD_WARNINGS = 10
 
 
@@ -264,14 +266,6 @@ class PodSecurity:
             self._evaluate(req, template.get("metadata") or {}, template.get("spec"), enforce=False, old=old)
         return req.obj
 
-    def policy_for(self, store: Store, namespace: str) -> podsecurity.Policy:
-        try:
-            labels = (store.get("namespaces", "", namespace).get("metadata") or {}).get("labels") or {}
-        except NotFound:  # objects may live in a namespace nobody created: the default applies
-            labels = {}
-        policy, _ = podsecurity.parse_policy(labels, self.default)
-        return policy
-
     def _evaluate(self, req: AdmissionRequest, meta: Any, spec: Any, *, enforce: bool,
                   old: tuple[Any, Any] | None) -> None:
         meta = meta if isinstance(meta, dict) else {}
@@ -282,7 +276,7 @@ class PodSecurity:
         obj_meta = req.obj.get("metadata") or {}
         namespace = str(obj_meta.get("namespace") or "default")
         name = str(obj_meta.get("name") or obj_meta.get("generateName") or "")
-        policy = self.policy_for(req.store, namespace)
+        policy = podsecurity.namespace_policy(req.store, namespace, self.default)
         results: dict[podsecurity.LevelVersion, list[podsecurity.Violation]] = {}
 
         def violations(level: podsecurity.LevelVersion) -> list[podsecurity.Violation]:

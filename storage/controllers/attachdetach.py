@@ -38,7 +38,7 @@ from storage.api.ephemeral import claim_names
 from storage.api.node_affinity import volume_in_use_on
 from storage.api.taints import NO_EXECUTE, OUT_OF_SERVICE, node_taints
 from storage.api.timestamps import format_time
-from storage.controllers.base import ControllerOptions, Reconciler, Result
+from storage.controllers.base import Reconciler, Result, controller_options
 from storage.controllers.owners import publish
 from storage.controllers.secrets import store_config_map_reader, store_secret_reader
 from storage.errors import AlreadyExists, Conflict, NotFound
@@ -226,7 +226,7 @@ class AttachDetachReconciler(Reconciler):
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
-        options = getattr(ctx, "options", None) or ControllerOptions()
+        options = controller_options(ctx)
         self.max_wait = options.max_wait_for_unmount
         self._lock = threading.Lock()
         self._undesired: dict[str, dt.datetime] = {}

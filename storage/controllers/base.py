@@ -81,18 +81,22 @@ class ControllerContext:
     options: ControllerOptions = field(default_factory=ControllerOptions)
 
 
+def controller_options(ctx: Any) -> ControllerOptions:
+    """The API server's admission settings the controllers apply themselves (defaults when the context has none)."""
+    return getattr(ctx, "options", None) or ControllerOptions()
+
+
 def defaulted_tolerations(ctx: Any, spec: dict[str, Any]) -> dict[str, Any]:
     """A new pod's spec with DefaultTolerationSeconds applied, as admission does for pods created through
     the API server: controllers write their pods to the store directly."""
-    options = getattr(ctx, "options", None) or ControllerOptions()
+    options = controller_options(ctx)
     return with_default_toleration_seconds(spec, options.default_not_ready_toleration_seconds,
                                            options.default_unreachable_toleration_seconds)
 
 
 def pod_security_default(ctx: Any) -> str:
     """The level the API server gives namespaces without Pod Security labels, for the pods controllers create."""
-    options = getattr(ctx, "options", None) or ControllerOptions()
-    return options.pod_security_default
+    return controller_options(ctx).pod_security_default
 
 
 def object_key(obj: dict[str, Any]) -> str:

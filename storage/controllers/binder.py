@@ -1023,7 +1023,7 @@ class ExpansionController(_Base):
         provisioner = provisioner_registry.get(provisioner_name)
         if provisioner is None:
             self.ctx.events.record(claim, "Normal", "ExternalExpanding",
-                                   f"waiting for an external controller to expand this PVC")
+                                   "waiting for an external controller to expand this PVC")
             return Result()
         request_text = (claim["spec"]["resources"]["requests"])["storage"]
         target = int(requested) if requested == int(requested) else int(requested) + 1

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
-from storage.api import batch
+from storage.api.conditions import is_true
 from storage.api.cron import cron_expression, latest_run_at_or_before, next_run_after, zone
 from storage.api.defaults import apply_defaults
 from storage.api.quota_admission import admit_controller_create
@@ -69,11 +69,7 @@ def job_for(cronjob: Obj, scheduled: datetime, tz: Any) -> Obj:
 
 
 def _finished_type(job: Obj) -> str | None:
-    if batch.job_condition(job, "Complete") is not None:
-        return "Complete"
-    if batch.job_condition(job, "Failed") is not None:
-        return "Failed"
-    return None
+    return next((kind for kind in ("Complete", "Failed") if is_true(job, kind)), None)
 
 
 def _ref(job: Obj) -> Obj:

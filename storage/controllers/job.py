@@ -22,12 +22,11 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from storage.api import batch
+from storage.api.conditions import condition, is_true
 from storage.api.timestamps import format_time, parse_time
 from storage.controllers.base import Reconciler, Result, defaulted_tolerations, split_key
-from storage.controllers.owners import (
-    controller_key, controller_ref, is_controlled_by, labels_of, make_controller_ref, publish, selector_matches,
-)
-from storage.controllers.workloads import admitted_pod, pod_from_template
+from storage.controllers.owners import controller_key, publish
+from storage.controllers.workloads import create_pod, delete_pod, owned_pods, pod_from_template
 from storage.errors import Conflict, NotFound
 
 Obj = dict[str, Any]
@@ -62,11 +61,6 @@ def _terminating(pod: Obj) -> bool:
     return bool(_meta(pod).get("deletionTimestamp"))
 
 
-def _ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 def _finished_at(pod: Obj) -> datetime | None:
     """When a finished pod's last container ended, as the kubelet reports it."""
     status = pod.get("status") or {}
@@ -99,10 +93,6 @@ def _condition(status: Obj, kind: str, value: str, reason: str, message: str, no
     return True
 
 
-def _held(status: Obj, kind: str) -> bool:
-    return any(c.get("type") == kind and c.get("status") == "True" for c in status.get("conditions") or [])
-
-
 def _failure_delay(failed: list[Obj], succeeded: list[Obj], now: datetime) -> float:
     """J6: seconds before a replacement may start, doubling with each failure since the last success (Kubernetes'
     pod failure back-off: 10 s, 20 s, ... at most 10 min)."""
@@ -114,17 +104,58 @@ def _failure_delay(failed: list[Obj], succeeded: list[Obj], now: datetime) -> fl
     return max(0.0, (max(recent) + timedelta(seconds=delay) - now).total_seconds())
 
 
+def _failure(spec: Obj, *, fail_job: str | None, failed: int, restarts: int, failed_indexes: set[int] | None,
+             done: set[int]) -> tuple[str, str] | None:
+    """J5: why the job fails (reason, message), first reason first, as Kubernetes checks them.
+    ``failed_indexes`` is None unless the job has ``backoffLimitPerIndex``."""
+    backoff_limit = int(spec.get("backoffLimit") if spec.get("backoffLimit") is not None else batch.DEFAULT_BACKOFF_LIMIT)
+    on_failure = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") == "OnFailure"
+    if fail_job is not None:
+        return ("PodFailurePolicy", fail_job)
+    if failed > backoff_limit or (on_failure and backoff_limit >= 0 and failed + restarts > backoff_limit and restarts):
+        return ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    if failed_indexes is None:
+        return None
+    if spec.get("maxFailedIndexes") is not None and len(failed_indexes) > int(spec["maxFailedIndexes"]):
+        return ("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes")
+    if failed_indexes and len(done | failed_indexes) >= int(spec.get("completions") or 0):
+        return ("FailedIndexes", "Job has failed indexes")
+    return None
+
+
+def _pods_to_run(job: Obj, *, active: list[Obj], terminating: list[Obj], succeeded: int, done: set[int],
+                 failed_indexes: set[int]) -> tuple[list[int | None], list[Obj]]:
+    """J4: the pods to add now (their completion indexes; None for NonIndexed) and the running ones to remove."""
+    spec = job.get("spec") or {}
+    completions = spec.get("completions")
+    parallelism = int(spec.get("parallelism") if spec.get("parallelism") is not None else 1)
+    replacing = spec.get("podReplacementPolicy") == "Failed" and terminating
+    if batch.is_indexed(job):
+        busy = {batch.pod_index(p) for p in active + (terminating if replacing else [])}
+        wanted = [i for i in range(int(completions or 0)) if i not in done and i not in busy and i not in failed_indexes]
+        surplus = [p for p in active if (i := batch.pod_index(p)) is None or not isinstance(completions, int)
+                   or i >= completions or i in done | failed_indexes]
+        room = parallelism - (len(active) - len(surplus)) - (len(terminating) if replacing else 0)
+        return list(wanted[: max(0, room)]), surplus
+    if completions is None:
+        # J4: after a work queue's first success the running pods finish their share; none is added.
+        want = parallelism if succeeded == 0 else len(active)
+    else:
+        want = min(parallelism, int(completions) - succeeded)
+    have = len(active) + (len(terminating) if replacing else 0)
+    # As Kubernetes: the pods that started last go first.
+    newest = sorted(active, key=lambda p: _meta(p).get("creationTimestamp") or "", reverse=True)
+    return [None] * max(0, want - have), newest[: max(0, have - want)]
+
+
 def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
     """The plan for one job; ``pods`` are the pods it controls."""
     spec = job.get("spec") or {}
     stamp = format_time(now)
-    old = job.get("status") or {}
-    status: Obj = copy.deepcopy(old)
+    status: Obj = copy.deepcopy(job.get("status") or {})
     plan = JobPlan(status=status)
     indexed = batch.is_indexed(job)
     completions = spec.get("completions")
-    parallelism = int(spec.get("parallelism") if spec.get("parallelism") is not None else 1)
-    backoff_limit = int(spec.get("backoffLimit") if spec.get("backoffLimit") is not None else batch.DEFAULT_BACKOFF_LIMIT)
 
     def in_range(pod: Obj) -> bool:
         index = batch.pod_index(pod)
@@ -169,7 +200,7 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
         if per_index is not None:
             status["failedIndexes"] = batch.format_indexes(failed_indexes)
 
-    finished = _held(old, "Complete") or _held(old, "Failed")
+    finished = is_true(job, "Complete") or is_true(job, "Failed")
     if finished:
         plan.delete = list(active)  # J8: a finished job runs nothing
         counts([], terminating + active)
@@ -183,25 +214,14 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
             plan.events.append(("Normal", "Suspended", "Job suspended"))
         counts([], terminating + active)
         return plan
-    if _held(old, "Suspended"):
+    if is_true(job, "Suspended"):
         _condition(status, "Suspended", "False", "JobResumed", "Job resumed", stamp)
         plan.events.append(("Normal", "Resumed", "Job resumed"))
         status["startTime"] = stamp
     status.setdefault("startTime", stamp)
 
-    # J5: why the job fails, first reason first, as Kubernetes checks them.
-    failure: tuple[str, str] | None = None
-    restarts = sum(_restarts(p) for p in active)
-    on_failure = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") == "OnFailure"
-    if fail_job is not None:
-        failure = ("PodFailurePolicy", fail_job)
-    elif failed > backoff_limit or (on_failure and backoff_limit >= 0 and failed + restarts > backoff_limit and restarts):
-        failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
-    elif per_index is not None and spec.get("maxFailedIndexes") is not None \
-            and len(failed_indexes) > int(spec["maxFailedIndexes"]):
-        failure = ("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes")
-    elif per_index is not None and failed_indexes and len(done | failed_indexes) >= int(completions or 0):
-        failure = ("FailedIndexes", "Job has failed indexes")
+    failure = _failure(spec, fail_job=fail_job, failed=failed, restarts=sum(_restarts(p) for p in active),
+                       failed_indexes=failed_indexes if per_index is not None else None, done=done)
     deadline = spec.get("activeDeadlineSeconds")
     started = parse_time(status.get("startTime")) or now
     if failure is None and isinstance(deadline, int):
@@ -223,10 +243,9 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
     else:
         complete = succeeded >= completions
 
-    if failure is not None or _held(old, "FailureTarget"):
-        reason, message = failure or next(
-            ((c.get("reason") or "", c.get("message") or "") for c in old.get("conditions") or []
-             if c.get("type") == "FailureTarget"), ("BackoffLimitExceeded", ""))
+    if failure is not None or is_true(job, "FailureTarget"):
+        target = condition(job, "FailureTarget") or {"reason": "BackoffLimitExceeded"}
+        reason, message = failure or (target.get("reason") or "", target.get("message") or "")
         plan.delete = list(active)
         if _condition(status, "FailureTarget", "True", reason, message, stamp):
             plan.events.append(("Warning", reason, message))
@@ -236,11 +255,11 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
         plan.requeue_after = None
         return plan
 
-    if complete or _held(old, "SuccessCriteriaMet"):
+    if complete or is_true(job, "SuccessCriteriaMet"):
         plan.delete = list(active)
-        for cond in old.get("conditions") or []:
-            if cond.get("type") == "SuccessCriteriaMet" and cond.get("status") == "True":
-                success = (cond.get("reason") or success[0], cond.get("message") or success[1])
+        if is_true(job, "SuccessCriteriaMet"):
+            met = condition(job, "SuccessCriteriaMet") or {}
+            success = (met.get("reason") or success[0], met.get("message") or success[1])
         _condition(status, "SuccessCriteriaMet", "True", *success, stamp)
         if not active and not terminating:
             _condition(status, "Complete", "True", *success, stamp)
@@ -251,28 +270,9 @@ def calculate_changes(job: Obj, pods: list[Obj], now: datetime) -> JobPlan:
         _expiry(job, spec, status, now, plan)
         return plan
 
-    # J4: how many pods should run now.
-    replacing = spec.get("podReplacementPolicy") == "Failed" and terminating
-    if indexed:
-        busy = {batch.pod_index(p) for p in active + (terminating if replacing else [])}
-        wanted_indexes = [i for i in range(int(completions or 0))
-                          if i not in done and i not in busy and i not in failed_indexes]
-        extra = [p for p in active if not in_range(p) or batch.pod_index(p) in done | failed_indexes]
-        plan.delete.extend(extra)
-        room = parallelism - (len(active) - len(extra)) - (len(terminating) if replacing else 0)
-        missing: list[int | None] = list(wanted_indexes[: max(0, room)])
-    else:
-        if completions is None:
-            # J4: after a work queue's first success the running pods finish their share; none is added.
-            want = parallelism if succeeded == 0 else len(active)
-        else:
-            want = min(parallelism, int(completions) - succeeded)
-        have = len(active) + (len(terminating) if replacing else 0)
-        if have > want:
-            # As Kubernetes: the pods that started last go first.
-            newest = sorted(active, key=lambda p: _meta(p).get("creationTimestamp") or "", reverse=True)
-            plan.delete.extend(newest[: have - want])
-        missing = [None] * max(0, want - have)
+    missing, surplus = _pods_to_run(job, active=active, terminating=terminating, succeeded=succeeded, done=done,
+                                    failed_indexes=failed_indexes)
+    plan.delete.extend(surplus)
     if missing and per_index is not None:
         # J15: each index waits out the back-off of its own failures.
         waits = {i: _failure_delay(by_index.get(int(i or 0), []), [], now) for i in missing}
@@ -299,7 +299,7 @@ def _counts(status: Obj, *, active: list[Obj], terminating: list[Obj], succeeded
             status[key] = value
         else:
             status.pop(key, None)
-    status["ready"] = sum(1 for p in active if _ready(p))
+    status["ready"] = sum(1 for p in active if is_true(p, "Ready"))
     status["terminating"] = len(terminating)
     status.setdefault("uncountedTerminatedPods", {})
     if indexed:
@@ -365,10 +365,10 @@ class JobReconciler(Reconciler):
         job = self.ctx.cache.get("jobs", namespace, name)
         if job is None or _meta(job).get("deletionTimestamp"):
             return Result()
-        pods = self._pods(job, namespace)
+        pods = owned_pods(self.ctx, job, (job.get("spec") or {}).get("selector"), "batch/v1", "Job")
         plan = calculate_changes(job, pods, self.clock())
         for pod in plan.delete:
-            self._delete_pod(job, pod)
+            delete_pod(self.ctx, job, pod)
         if plan.status != (job.get("status") or {}):
             updated = copy.deepcopy(job)
             updated["status"] = plan.status
@@ -381,41 +381,13 @@ class JobReconciler(Reconciler):
             failures = plan.index_failures.get(int(index), 0) if per_index and index is not None else None
             new = job_pod(job, index, failures)
             new["spec"] = defaulted_tolerations(self.ctx, new["spec"])
-            created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", admitted_pod(self.ctx, job, new)))
-            self.ctx.events.record(job, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}")
+            create_pod(self.ctx, job, new)
         for type_, reason, message in plan.events:
             self.ctx.events.record(job, type_, reason, message)  # type: ignore[arg-type]
         if plan.expired:
             self._expire(job)
             return Result()
         return Result(requeue_after=plan.requeue_after)
-
-    def _pods(self, job: Obj, namespace: str) -> list[Obj]:
-        """The job's pods; a pod its selector picks that no controller owns is adopted, as Kubernetes does."""
-        selector = (job.get("spec") or {}).get("selector")
-        pods: list[Obj] = []
-        for pod in self.ctx.cache.list("pods", namespace):
-            if is_controlled_by(pod, job):
-                pods.append(pod)
-            elif controller_ref(pod) is None and not _terminating(pod) and selector and selector_matches(selector, labels_of(pod)):
-                adopted = copy.deepcopy(pod)
-                adopted["metadata"].setdefault("ownerReferences", []).append(make_controller_ref(job, "batch/v1", "Job"))
-                try:
-                    pods.append(publish(self.ctx.cache, "pods", self.ctx.store.update("pods", adopted)))
-                except (Conflict, NotFound):
-                    continue
-        return pods
-
-    def _delete_pod(self, job: Obj, pod: Obj) -> None:
-        pmeta = _meta(pod)
-        try:
-            last = self.ctx.store.delete("pods", pmeta.get("namespace", ""), pmeta["name"],
-                                         resource_version=str(pmeta.get("resourceVersion") or "") or None)
-        except (NotFound, Conflict):
-            return
-        if _meta(last).get("finalizers"):
-            publish(self.ctx.cache, "pods", last)  # a removed pod leaves the cache via its DELETED event
-        self.ctx.events.record(job, "Normal", "SuccessfulDelete", f"Deleted pod: {pmeta['name']}")
 
     def _expire(self, job: Obj) -> None:
         meta = _meta(job)

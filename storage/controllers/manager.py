@@ -22,7 +22,7 @@ import structlog
 
 from storage.api.registry import RESOURCES
 from storage.api.selectors import parse_label_selector
-from storage.controllers.base import ControllerContext, ControllerOptions, Reconciler, Result, object_key
+from storage.controllers.base import ControllerContext, ControllerOptions, Reconciler, object_key
 from storage.controllers.events import StoreEventRecorder
 from storage.errors import NotFound, Conflict, Gone, TemporaryError
 from storage.store.base import Store, WatchEvent

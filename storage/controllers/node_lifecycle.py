@@ -60,7 +60,7 @@ from storage.api.taints import (
     PID_PRESSURE, UNREACHABLE, UNSCHEDULABLE, first_toleration, node_taints, pod_tolerations,
 )
 from storage.api.timestamps import format_time, parse_time
-from storage.controllers.base import ControllerOptions, Reconciler, Result
+from storage.controllers.base import ControllerOptions, Reconciler, Result, controller_options
 from storage.controllers.owners import publish
 from storage.errors import Conflict, NotFound
 
@@ -441,7 +441,7 @@ class NodeLifecycleReconciler(Reconciler):
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
-        options = getattr(ctx, "options", None) or ControllerOptions()
+        options = controller_options(ctx)
         config = LifecycleConfig.from_options(options)
         if self.grace_seconds is not None:
             config = LifecycleConfig(self.grace_seconds, config.eviction_rate, config.secondary_eviction_rate,

@@ -28,7 +28,7 @@ from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volum
 from storage.api.selectors import selector_matches
 from storage.api.taints import node_taints, pod_tolerations, tolerates_all
 from storage.api.timestamps import now as _now
-from storage.controllers.base import Reconciler, Result, object_key, split_key
+from storage.controllers.base import Reconciler, Result, split_key
 from storage.controllers.binder_index import (claim_request, find_best_volume_linear, match_candidates, object_class,
                                               volume_capacity)
 from storage.errors import Conflict, NotFound, StowageError

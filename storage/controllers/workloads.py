@@ -102,6 +102,46 @@ def admitted_pod(ctx: Any, owner: Obj, pod: Obj) -> Obj:
         ctx.events.record(owner, "Warning", "FailedCreate", f"Error creating: {err}")
         raise
 
+
+def create_pod(ctx: Any, owner: Obj, pod: Obj) -> Obj:
+    """Admits and writes a new pod of ``owner`` and records SuccessfulCreate; returns the stored pod."""
+    created = publish(ctx.cache, "pods", ctx.store.create("pods", admitted_pod(ctx, owner, pod)))
+    ctx.events.record(owner, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}")
+    return created
+
+
+def delete_pod(ctx: Any, owner: Obj, pod: Obj) -> None:
+    """Deletes the version of ``owner``'s pod that the plan saw and records SuccessfulDelete. A newer pod is a
+    Conflict, which propagates: the owner plans again from it rather than act on what it no longer is."""
+    pmeta = _meta(pod)
+    try:
+        last = ctx.store.delete("pods", pmeta.get("namespace", ""), pmeta["name"],
+                                resource_version=str(pmeta.get("resourceVersion") or "") or None)
+    except NotFound:
+        return
+    if _meta(last).get("finalizers"):
+        publish(ctx.cache, "pods", last)  # a removed pod leaves the cache via its DELETED event
+    ctx.events.record(owner, "Normal", "SuccessfulDelete", f"Deleted pod: {pmeta['name']}")
+
+
+def owned_pods(ctx: Any, owner: Obj, selector: Obj | None, api_version: str, kind: str) -> list[Obj]:
+    """The pods ``owner`` controls in its namespace; a live pod its selector picks that no controller owns is
+    adopted, as Kubernetes does. A Conflict on the adoption propagates, so a pod is never left uncounted (and
+    made again) because another writer touched it first."""
+    pods: list[Obj] = []
+    for pod in ctx.cache.list("pods", _meta(owner).get("namespace", "")):
+        if is_controlled_by(pod, owner):
+            pods.append(pod)
+        elif controller_ref(pod) is None and not _terminating(pod) and selector_matches(selector, labels_of(pod)):
+            adopted = copy.deepcopy(pod)
+            adopted["metadata"].setdefault("ownerReferences", []).append(make_controller_ref(owner, api_version, kind))
+            try:
+                pods.append(publish(ctx.cache, "pods", ctx.store.update("pods", adopted)))
+            except NotFound:
+                continue
+    return pods
+
+
 class _Replicated(Reconciler):
     """Shared logic of ReplicaSet and ReplicationController."""
 
@@ -126,46 +166,24 @@ class _Replicated(Reconciler):
         owner = self.ctx.cache.get(self.primary, namespace, name)
         if owner is None or _meta(owner).get("deletionTimestamp"):
             return Result()
-        selector = self.selector(owner)
-        pods: list[Obj] = []
-        for pod in self.ctx.cache.list("pods", namespace):
-            if is_controlled_by(pod, owner):
-                pods.append(pod)
-            elif controller_ref(pod) is None and not _terminating(pod) and selector_matches(selector, labels_of(pod)):
-                adopted = copy.deepcopy(pod)
-                adopted["metadata"].setdefault("ownerReferences", []).append(
-                    make_controller_ref(owner, self.api_version, self.kind))
-                pods.append(publish(self.ctx.cache, "pods", self.ctx.store.update("pods", adopted)))
+        pods = owned_pods(self.ctx, owner, self.selector(owner), self.api_version, self.kind)
         for pod in pods:
             if _finished(pod) and not _terminating(pod):
-                self._delete(owner, pod)
+                delete_pod(self.ctx, owner, pod)
         active = [p for p in pods if not _finished(p) and not _terminating(p)]
         wanted = int(_spec(owner).get("replicas", 1) if _spec(owner).get("replicas") is not None else 1)
         if len(active) < wanted:
             for _ in range(wanted - len(active)):
                 new = pod_from_template(owner, self.template(owner), self.api_version, self.kind, f"{name}-")
                 new["spec"] = defaulted_tolerations(self.ctx, new["spec"])
-                created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", admitted_pod(self.ctx, owner, new)))
-                active.append(created)
-                self.ctx.events.record(owner, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}")
+                active.append(create_pod(self.ctx, owner, new))
         elif len(active) > wanted:
             doomed = sorted(active, key=deletion_rank)[: len(active) - wanted]
             for pod in doomed:
-                self._delete(owner, pod)
+                delete_pod(self.ctx, owner, pod)
                 active.remove(pod)
         self._write_status(owner, active)
         return Result()
-
-    def _delete(self, owner: Obj, pod: Obj) -> None:
-        pmeta = _meta(pod)
-        try:
-            last = self.ctx.store.delete("pods", pmeta.get("namespace", ""), pmeta["name"],
-                                         resource_version=str(pmeta.get("resourceVersion") or "") or None)
-        except NotFound:
-            return
-        if _meta(last).get("finalizers"):
-            publish(self.ctx.cache, "pods", last)  # a removed pod leaves the cache via its DELETED event
-        self.ctx.events.record(owner, "Normal", "SuccessfulDelete", f"Deleted pod: {pmeta['name']}")
 
     def _write_status(self, owner: Obj, active: list[Obj]) -> None:
         now = self.clock()
@@ -234,35 +252,23 @@ class DaemonSetReconciler(Reconciler):
                 continue
             node = _spec(pod).get("nodeName") or ""
             if node not in eligible or _finished(pod):
-                self._delete(ds, pod)
+                delete_pod(self.ctx, ds, pod)
                 continue
             by_node.setdefault(node, []).append(pod)
         for node, on_node in by_node.items():
             # Keep the oldest; a duplicate comes from a race and must go.
             on_node.sort(key=lambda p: (_meta(p).get("creationTimestamp") or "", _meta(p)["name"]))
             for extra in on_node[1:]:
-                self._delete(ds, extra)
+                delete_pod(self.ctx, ds, extra)
                 on_node.remove(extra)
         for node in sorted(eligible - set(by_node)):
             new = pod_from_template(ds, template, "apps/v1", "DaemonSet", f"{name}-")
             new["spec"]["nodeName"] = node
             # As Kubernetes' DaemonSet controller: a daemon stays through not-ready, unreachable and cordoning.
             new["spec"] = with_daemon_tolerations(new["spec"])
-            created = publish(self.ctx.cache, "pods", self.ctx.store.create("pods", admitted_pod(self.ctx, ds, new)))
-            by_node[node] = [created]
-            self.ctx.events.record(ds, "Normal", "SuccessfulCreate", f"Created pod: {_meta(created)['name']}")
+            by_node[node] = [create_pod(self.ctx, ds, new)]
         self._write_status(ds, len(eligible), [p[0] for p in by_node.values()])
         return Result()
-
-    def _delete(self, ds: Obj, pod: Obj) -> None:
-        pmeta = _meta(pod)
-        try:
-            last = self.ctx.store.delete("pods", pmeta.get("namespace", ""), pmeta["name"])
-        except NotFound:
-            return
-        if _meta(last).get("finalizers"):
-            publish(self.ctx.cache, "pods", last)  # a removed pod leaves the cache via its DELETED event
-        self.ctx.events.record(ds, "Normal", "SuccessfulDelete", f"Deleted pod: {pmeta['name']}")
 
     def _write_status(self, ds: Obj, desired: int, pods: list[Obj]) -> None:
         now = datetime.now(timezone.utc)
