@@ -283,6 +283,13 @@ def _cronjob(obj: dict[str, Any]) -> None:
         _pod_template(job_template["spec"])
 
 
+def _ingress_class(obj: dict[str, Any]) -> None:
+    """Kubernetes' SetDefaults_IngressClass (IN4): parameters without a scope name a cluster-scoped object."""
+    parameters = _dict(obj, "spec").get("parameters")
+    if isinstance(parameters, dict) and parameters.get("scope") is None:
+        parameters["scope"] = "Cluster"
+
+
 def _lease(obj: dict[str, Any]) -> None:
     _dict(obj, "spec")
 
@@ -372,6 +379,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Deployment": _deployment,
     "Job": _job,
     "CronJob": _cronjob,
+    "IngressClass": _ingress_class,
     "Lease": _lease,
     "ReplicationController": _replication_controller,
     "Service": _service,

@@ -20,6 +20,7 @@ __all__ = [
     "is_port_name",
     "is_qualified_name",
     "is_valid_label_value",
+    "is_wildcard_dns1123_subdomain",
     "max_len_error",
     "regex_error",
 ]
@@ -111,6 +112,25 @@ def is_dns1123_subdomain(value: str) -> list[str]:
     return errs
 
 
+WILDCARD_DNS1123_SUBDOMAIN_FMT = "\\*\\." + DNS1123_SUBDOMAIN_FMT
+_WILDCARD_DNS1123_SUBDOMAIN = re.compile(WILDCARD_DNS1123_SUBDOMAIN_FMT)
+_WILDCARD_DNS1123_SUBDOMAIN_MSG = regex_error(
+    "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of "
+    "lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character",
+    WILDCARD_DNS1123_SUBDOMAIN_FMT, "*.example.com",
+)
+
+
+def is_wildcard_dns1123_subdomain(value: str) -> list[str]:
+    """An Ingress host or TLS host such as ``*.example.com``."""
+    errs = []
+    if len(value) > DNS1123_SUBDOMAIN_MAX:
+        errs.append(max_len_error(DNS1123_SUBDOMAIN_MAX))
+    if not _WILDCARD_DNS1123_SUBDOMAIN.fullmatch(value):
+        errs.append(_WILDCARD_DNS1123_SUBDOMAIN_MSG)
+    return errs
+
+
 def is_dns1035_label(value: str) -> list[str]:
     errs = []
     if len(value) > DNS1035_LABEL_MAX:
@@ -191,6 +211,10 @@ def is_path_segment_name(value: str) -> list[str]:
         return [f'may not be \'{value}\'']
     return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
 
+
+# An Ingress's class before ``spec.ingressClassName`` (IN3), and the mark of the default IngressClass (IN6).
+INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+INGRESS_CLASS_DEFAULT_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 
 # The finalizer a node agent puts on the pods it starts, so a deletion waits for their containers to stop.
 NODE_AGENT_FINALIZER = "stowage.io/node-agent"

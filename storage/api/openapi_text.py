@@ -35,6 +35,10 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                    "PersistentVolumeClaim per pod and volume claim template.",
     "DaemonSet": "Runs one copy of a pod on each selected node.",
     "CronJob": "Makes a Job from its template on a cron schedule, keeping a history of finished ones.",
+    "Ingress": "Rules that route external HTTP(S) traffic by host and path to Services; an ingress controller "
+               "carries them out.",
+    "IngressClass": "Names the ingress controller that carries out the Ingresses of this class, with its "
+                    "parameters.",
     "Job": "Runs pods of a template to completion: a number of successful completions, with retries up to a "
            "backoff limit.",
     "ReplicaSet": "Keeps a number of copies of a pod template running, selected by a label selector.",

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from storage.api.age import age, human_duration, object_age, parse_timestamp
+from storage.api.names import INGRESS_CLASS_DEFAULT_ANNOTATION
 from storage.api.storage_class import object_class
 
 Row = list[str]
@@ -528,6 +529,42 @@ def _cronjob_wide(obj: dict[str, Any], now: datetime) -> Row:
     return [*_template_containers({"spec": job_spec}), _selector_text(job_spec.get("selector"))]
 
 
+# kubectl's loadBalancerWidth: a long address list is clipped to this many characters.
+_LOAD_BALANCER_WIDTH = 16
+
+
+def _ingress(obj: dict[str, Any], now: datetime) -> Row:
+    """kubectl's printIngress: the class, up to three hosts (``*`` for none), the addresses a controller
+    reported, and 80 or ``80, 443`` with TLS."""
+    spec = _spec(obj)
+    rules = [r for r in spec.get("rules") or [] if isinstance(r, dict)]
+    hosts = [str(r["host"]) for r in rules if r.get("host")][:3]
+    shown = ",".join(hosts) if hosts else "*"
+    if len(rules) > 3 and len(hosts) == 3:
+        shown += f" + {len(rules) - 3} more..."
+    addresses = sorted({str(i.get("ip") or i.get("hostname")) for i in
+                        ((_status(obj).get("loadBalancer") or {}).get("ingress") or [])
+                        if isinstance(i, dict) and (i.get("ip") or i.get("hostname"))})
+    address = ",".join(addresses)
+    if len(address) > _LOAD_BALANCER_WIDTH:
+        address = address[: _LOAD_BALANCER_WIDTH - 3] + "..."
+    return [_name(obj), str(spec.get("ingressClassName") or "<none>"), shown, address,
+            "80, 443" if spec.get("tls") else "80", object_age(obj, now)]
+
+
+def _ingress_class(obj: dict[str, Any], now: datetime) -> Row:
+    name = _name(obj)
+    if (_meta(obj).get("annotations") or {}).get(INGRESS_CLASS_DEFAULT_ANNOTATION) == "true":
+        name += " (default)"
+    spec = _spec(obj)
+    params = spec.get("parameters")
+    shown = "<none>"
+    if isinstance(params, dict):
+        group = f".{params['apiGroup']}" if params.get("apiGroup") is not None else ""
+        shown = f"{params.get('kind') or ''}{group}/{params.get('name') or ''}"
+    return [name, str(spec.get("controller") or ""), shown, object_age(obj, now)]
+
+
 _WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
@@ -545,6 +582,8 @@ register("CronJob", Columns(
     ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"], _cronjob, _WORKLOAD_WIDE,
     _cronjob_wide, definitions={"SUSPEND": Column("Suspend", "boolean", "Whether new jobs are held back."),
                                 "ACTIVE": Column("Active", "integer", "How many of its jobs are running.")}))
+register("Ingress", Columns(["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], _ingress))
+register("IngressClass", Columns(["NAME", "CONTROLLER", "PARAMETERS", "AGE"], _ingress_class))
 register("Service", Columns(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _svc,
                             ["SELECTOR"], _svc_wide))
 register("Node", Columns(["NAME", "STATUS", "ROLES", "AGE", "VERSION"], _node,

@@ -5,7 +5,7 @@ command line's short names, and the store's resource keys (the plural).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,10 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("Job", "jobs", "job", "batch", "v1", True, ()),
     # SEMANTICS CJ1: jobs on a cron schedule.
     ResourceInfo("CronJob", "cronjobs", "cronjob", "batch", "v1", True, ("cj",)),
+    # SEMANTICS IN1: stored and validated, for whatever ingress controller a cluster runs (none is built in).
+    ResourceInfo("Ingress", "ingresses", "ingress", "networking.k8s.io", "v1", True, ("ing",)),
+    ResourceInfo("IngressClass", "ingressclasses", "ingressclass", "networking.k8s.io", "v1", False, (),
+                 has_status=False),
     ResourceInfo(
         "Lease", "leases", "lease", "coordination.k8s.io", "v1", True, (), has_status=False,
         legacy_api_versions=("coordination.k8s.io/v1beta1",),

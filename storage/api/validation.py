@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import ipaddress
 import json
 import re
 from typing import Any, Callable, Iterable
@@ -31,6 +32,7 @@ from storage.api.modelbase import dump
 from storage.api.models import MODELS
 from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES
 from storage.api.names import (
+    INGRESS_CLASS_ANNOTATION,
     is_config_map_key,
     is_dns1035_label,
     is_dns1123_label,
@@ -39,6 +41,8 @@ from storage.api.names import (
     is_path_segment_name,
     is_qualified_name,
     is_valid_label_value,
+    is_wildcard_dns1123_subdomain,
+    regex_error,
 )
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo, by_kind
@@ -1093,6 +1097,181 @@ def _snapshot_status(errs: _Errors, info: ResourceInfo, status: dict[str, Any]) 
 # --- workloads -----------------------------------------------------------------------------------
 
 
+# --- networking.k8s.io: Ingress, IngressClass (IN1–IN6) ----------------------------------------
+
+_PATH_TYPES = ("Exact", "ImplementationSpecific", "Prefix")
+_INVALID_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F")
+_INVALID_PATH_SUFFIXES = ("/..", "/.")
+_HTTP_PATH_FMT = "[A-Za-z0-9/\\-._~%!$&'()*+,;=:]+"
+_HTTP_PATH = re.compile(_HTTP_PATH_FMT)
+_INGRESS_CLASS_CONTROLLER_MAX = 250
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _ingress(errs: _Errors, obj: dict[str, Any]) -> None:
+    """Kubernetes' ValidateIngressSpec (IN2): a default backend or rules, each path typed and each backend a
+    Service port or a resource, hosts DNS names (a leading ``*.`` allowed), TLS secrets' names."""
+    spec = _d(obj.get("spec"))
+    rules = _l(spec.get("rules"))
+    if not rules and spec.get("defaultBackend") is None:
+        errs.invalid("spec", None, "either `defaultBackend` or `rules` must be specified")
+    if spec.get("defaultBackend") is not None:
+        _ingress_backend(errs, _d(spec["defaultBackend"]), "spec.defaultBackend")
+    for i, rule in enumerate(rules):
+        rule, path = _d(rule), f"spec.rules[{i}]"
+        host = rule.get("host")
+        if isinstance(host, str) and host:
+            if _is_ip(host):
+                errs.invalid(f"{path}.host", host, "must be a DNS name, not an IP address")
+            errs.names(f"{path}.host", host, is_wildcard_dns1123_subdomain if "*" in host else is_dns1123_subdomain)
+        http = rule.get("http")
+        if http is None:
+            continue
+        paths = _l(_d(http).get("paths"))
+        if not paths:
+            errs.required(f"{path}.http.paths")
+        for j, item in enumerate(paths):
+            _ingress_path(errs, _d(item), f"{path}.http.paths[{j}]")
+    for i, tls in enumerate(_l(spec.get("tls"))):
+        tls = _d(tls)
+        for j, host in enumerate(_l(tls.get("hosts"))):
+            if isinstance(host, str):
+                errs.names(f"spec.tls[{i}].hosts[{j}]", host,
+                           is_wildcard_dns1123_subdomain if "*" in host else is_dns1123_subdomain)
+        if tls.get("secretName"):
+            errs.names(f"spec.tls[{i}].secretName", tls["secretName"], is_dns1123_subdomain)
+    if spec.get("ingressClassName") is not None:
+        errs.names("spec.ingressClassName", spec["ingressClassName"], is_dns1123_subdomain)
+
+
+def _ingress_create(errs: _Errors, obj: dict[str, Any]) -> None:
+    """IN3: on create, the class annotation of old and ``ingressClassName`` may not disagree."""
+    annotation = _d(_d(obj.get("metadata")).get("annotations")).get(INGRESS_CLASS_ANNOTATION)
+    name = _d(obj.get("spec")).get("ingressClassName")
+    if annotation is not None and name is not None and annotation != name:
+        errs.invalid(f"annotations.{INGRESS_CLASS_ANNOTATION}", annotation,
+                     "must match `ingressClassName` when both are specified")
+
+
+def _ingress_path(errs: _Errors, item: dict[str, Any], path: str) -> None:
+    kind, value = item.get("pathType"), item.get("path")
+    text = value if isinstance(value, str) else ""
+    if kind is None:
+        errs.required(f"{path}.pathType", "pathType must be specified")
+        return
+    if kind in ("Exact", "Prefix"):
+        if not text.startswith("/"):
+            errs.invalid(f"{path}.path", text, "must be an absolute path")
+        for sequence in _INVALID_PATH_SEQUENCES:
+            if sequence in text:
+                errs.invalid(f"{path}.path", text, f"must not contain '{sequence}'")
+        for suffix in _INVALID_PATH_SUFFIXES:
+            if text.endswith(suffix):
+                errs.invalid(f"{path}.path", text, f"cannot end with '{suffix}'")
+    elif kind == "ImplementationSpecific":
+        if text and not text.startswith("/"):
+            errs.invalid(f"{path}.path", text, "must be an absolute path")
+    else:
+        errs.unsupported(f"{path}.pathType", kind, _PATH_TYPES)
+    _ingress_backend(errs, _d(item.get("backend")), f"{path}.backend")
+
+
+def _ingress_backend(errs: _Errors, backend: dict[str, Any], path: str) -> None:
+    service, resource = backend.get("service"), backend.get("resource")
+    if service is not None and resource is not None:
+        errs.invalid(path, "", "cannot set both resource and service backends")
+    elif resource is not None:
+        resource = _d(resource)
+        if resource.get("apiGroup") is not None:
+            errs.names(f"{path}.resource.apiGroup", resource["apiGroup"], is_dns1123_subdomain)
+        for key in ("kind", "name"):
+            if not resource.get(key):
+                errs.required(f"{path}.resource.{key}")
+            else:
+                errs.names(f"{path}.resource.{key}", resource[key], is_path_segment_name)
+    elif service is not None:
+        service = _d(service)
+        if not service.get("name"):
+            errs.required(f"{path}.service.name")
+        else:
+            errs.names(f"{path}.service.name", service["name"], is_dns1123_label)
+        port = _d(service.get("port"))
+        name, number = port.get("name") or "", port.get("number") or 0
+        if name and number:
+            errs.invalid(path, "", "cannot set both port name & port number")
+        elif name:
+            errs.names(f"{path}.service.port.name", name, is_port_name)
+        elif number:
+            errs.port(f"{path}.service.port.number", number)
+        else:
+            errs.required(path, "port name or number is required")
+    else:
+        errs.invalid(path, "", "resource or service backend is required")
+
+
+def _ingress_status(errs: _Errors, status: dict[str, Any]) -> None:
+    """IN5: what an ingress controller reports: each address an IP or a DNS name that is not an IP."""
+    for i, entry in enumerate(_l(_d(status.get("loadBalancer")).get("ingress"))):
+        entry, path = _d(entry), f"status.loadBalancer.ingress[{i}]"
+        ip, hostname = entry.get("ip"), entry.get("hostname")
+        if isinstance(ip, str) and ip and not _is_ip(ip):
+            errs.invalid(f"{path}.ip", ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
+        if isinstance(hostname, str) and hostname:
+            errs.names(f"{path}.hostname", hostname, is_dns1123_subdomain)
+            if _is_ip(hostname):
+                errs.invalid(f"{path}.hostname", hostname, "must be a DNS name, not an IP address")
+
+
+def _ingress_class(errs: _Errors, obj: dict[str, Any]) -> None:
+    """Kubernetes' ValidateIngressClass (IN4): a domain-prefixed controller name and a parameters reference."""
+    spec = _d(obj.get("spec"))
+    controller = spec.get("controller")
+    text = controller if isinstance(controller, str) else ""
+    if len(text) > _INGRESS_CLASS_CONTROLLER_MAX:
+        errs.too_long("spec.controller", _INGRESS_CLASS_CONTROLLER_MAX)
+    host, _, rest = text.partition("/")
+    if not text:
+        errs.required("spec.controller")
+    elif not host or not rest:
+        errs.invalid("spec.controller", text, 'must be a domain-prefixed path (such as "acme.io/foo")')
+    else:
+        errs.names("spec.controller", host, is_dns1123_subdomain)
+        if not _HTTP_PATH.fullmatch(rest):
+            errs.invalid("spec.controller", rest, regex_error("Invalid path", _HTTP_PATH_FMT))
+    if spec.get("parameters") is None:
+        return
+    params, path = _d(spec["parameters"]), "spec.parameters"
+    if params.get("apiGroup") is not None:
+        errs.names(f"{path}.apiGroup", params["apiGroup"], is_dns1123_subdomain)
+    for key in ("kind", "name"):
+        if not params.get(key):
+            errs.required(f"{path}.{key}")
+        else:
+            errs.names(f"{path}.{key}", params[key], is_path_segment_name)
+    scope = params.get("scope")
+    if scope is None:
+        errs.required(f"{path}.scope")
+    elif scope not in ("Cluster", "Namespace"):
+        errs.unsupported(f"{path}.scope", scope, ("Cluster", "Namespace"))
+    elif scope == "Namespace" and params.get("namespace") is None:
+        errs.required(f"{path}.namespace", "`parameters.scope` is set to 'Namespace'")
+    elif scope == "Namespace":
+        errs.names(f"{path}.namespace", params["namespace"], is_dns1123_label)
+    elif params.get("namespace") is not None:
+        errs.forbidden(f"{path}.namespace", "`parameters.scope` is set to 'Cluster'")
+
+
+def _ingress_class_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    errs.immutable("spec.controller", _d(new.get("spec")).get("controller"), _d(old.get("spec")).get("controller"))
+
+
 def _workload_selector(errs: _Errors, spec: dict[str, Any], what: str) -> Callable[[dict[str, Any]], bool] | None:
     selector = spec.get("selector")
     if selector is None:
@@ -1909,6 +2088,8 @@ _CREATE_RULES: dict[str, _Rule] = {
     "Deployment": _deployment,
     "Job": _job,
     "CronJob": _cronjob,
+    "Ingress": _ingress,
+    "IngressClass": _ingress_class,
     "Lease": _lease,
     "LimitRange": _limit_range,
     "ResourceQuota": _resource_quota,
@@ -1942,6 +2123,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "ReplicaSet": _selector_immutable,
     "Deployment": _selector_immutable,
     "Job": _job_update,
+    "IngressClass": _ingress_class_update,
     "Secret": _immutable_data_update,
     "ConfigMap": _immutable_data_update,
     "ControllerRevision": _controller_revision_update,
@@ -1950,6 +2132,10 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "CertificateSigningRequest": _spec_immutable,
     "VolumeSnapshot": _volume_snapshot_update,
     "VolumeSnapshotContent": _volume_snapshot_content_update,
+}
+# Rules of a create only (an update may keep what they refuse).
+_CREATE_ONLY_RULES: dict[str, _Rule] = {
+    "Ingress": _ingress_create,
 }
 _STATUS_PHASES: dict[str, tuple[str, ...]] = {
     "PersistentVolume": PV_PHASES,
@@ -2060,6 +2246,8 @@ def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str
     create_rule = _CREATE_RULES.get(info.kind)  # a registered kind without rules yet: its model's shape only
     if create_rule is not None:
         create_rule(errs, data)
+    if old is None and info.kind in _CREATE_ONLY_RULES:
+        _CREATE_ONLY_RULES[info.kind](errs, data)
     if old is not None:
         _object_meta_update(errs, data.get("metadata"), old.get("metadata"))
         update_rule = _UPDATE_RULES.get(info.kind)
@@ -2107,6 +2295,8 @@ def validate_status(obj: dict[str, Any], old: dict[str, Any] | None = None) -> d
             errs.non_negative(f"status.{key}", status.get(key))
     if info.kind in ("VolumeSnapshot", "VolumeSnapshotContent"):
         _snapshot_status(errs, info, status)
+    if info.kind == "Ingress":
+        _ingress_status(errs, status)
     if info.kind == "ResourceQuota":
         from storage.api.quota import quota_errors
 

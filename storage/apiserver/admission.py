@@ -10,12 +10,12 @@ also sees ``/status`` writes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 import structlog
 
 from storage.api import podsecurity
-from storage.api.names import PV_PROTECTION, PVC_PROTECTION
+from storage.api.names import INGRESS_CLASS_ANNOTATION, INGRESS_CLASS_DEFAULT_ANNOTATION, PV_PROTECTION, PVC_PROTECTION
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo
 from storage.api.storage_class import explicit_class, object_class
@@ -82,9 +82,15 @@ def is_default_class(sc: dict[str, Any]) -> bool:
     return any(annotations.get(a) == "true" for a in DEFAULT_CLASS_ANNOTATIONS)
 
 
-def pick_default_class(classes: list[dict[str, Any]]) -> str | None:
-    """SEMANTICS P3: newest creationTimestamp among defaults, ties to the smallest name."""
-    defaults = [c for c in classes if is_default_class(c)]
+def is_default_ingress_class(ic: dict[str, Any]) -> bool:
+    return ((ic.get("metadata") or {}).get("annotations") or {}).get(INGRESS_CLASS_DEFAULT_ANNOTATION) == "true"
+
+
+def pick_default_class(classes: list[dict[str, Any]],
+                       is_default: Callable[[dict[str, Any]], bool] = is_default_class) -> str | None:
+    """SEMANTICS P3 (and IN6 for IngressClasses): newest creationTimestamp among defaults, ties to the
+    smallest name."""
+    defaults = [c for c in classes if is_default(c)]
     if not defaults:
         return None
     # RFC 3339 UTC timestamps of one format order as strings; negate by sorting twice (stable).
@@ -110,6 +116,24 @@ class DefaultStorageClass:
         obj = dict(req.obj)
         obj["spec"] = {**(obj.get("spec") or {}), "storageClassName": name}
         return obj
+
+
+class DefaultIngressClass:
+    """SEMANTICS IN6, on create only: an Ingress that names no class, by field or by the old annotation,
+    gets the default IngressClass, as Kubernetes' DefaultIngressClass admission plugin does."""
+
+    def admit(self, req: AdmissionRequest) -> dict[str, Any]:
+        if req.operation != "CREATE" or req.resource.plural != "ingresses":
+            return req.obj
+        spec = req.obj.get("spec") if isinstance(req.obj.get("spec"), dict) else {}
+        annotations = (req.obj.get("metadata") or {}).get("annotations") or {}
+        if spec.get("ingressClassName") is not None or INGRESS_CLASS_ANNOTATION in annotations:
+            return req.obj
+        classes, _ = req.store.list("ingressclasses")
+        name = pick_default_class(classes, is_default_ingress_class)
+        if name is None:
+            return req.obj
+        return {**req.obj, "spec": {**spec, "ingressClassName": name}}
 
 
 class ProtectionFinalizers:
@@ -343,7 +367,7 @@ def default_admission(pod_security_default: str = podsecurity.BASELINE, *,
 
     # Mutating plugins first, Pod Security last: it judges the pod as it will be stored
     # (with the service-account token volume), as Kubernetes' validating phase does.
-    return Admission([DefaultStorageClass(), ProtectionFinalizers(), ClaimResize(), ServiceAccountAdmission(),
+    return Admission([DefaultStorageClass(), DefaultIngressClass(), ProtectionFinalizers(), ClaimResize(), ServiceAccountAdmission(),
                       DefaultTolerationSeconds(not_ready_toleration_seconds, unreachable_toleration_seconds),
                       PodSecurity(pod_security_default),
                       # Kubernetes' order: LimitRanger, then ResourceQuota last, so only a write every other

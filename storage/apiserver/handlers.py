@@ -37,8 +37,10 @@ _STATUS_RESET_ON_CREATE = {"persistentvolumes", "persistentvolumeclaims", "pods"
 # Sets an object's managedFields once it is defaulted and valid: (stored object or None, new object, changed object).
 Record = Callable[[dict[str, Any] | None, dict[str, Any], dict[str, Any]], None]
 
-# A budget's status is what evictions spend: only the disruption controller writes it, never its creator.
-_STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets", "resourcequotas"}
+# As Kubernetes' strategies, a creator's status is dropped: a budget's is what evictions spend, a quota's what
+# its namespace used, a job's what its controller counts (a sent Complete condition would stop it running),
+# an ingress's what its controller reports.
+_STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets", "resourcequotas", "jobs", "cronjobs", "ingresses"}
 # Read-modify-write loops retry this often when a writer races them and the client gave no precondition.
 _MAX_RETRIES = 8
 

@@ -147,3 +147,14 @@ def test_cj2_cj3_cronjob_refusals(http: httpx.Client) -> None:
     always["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"] = "Always"
     assert causes(http.post(CRONJOBS, json=always)) == [
         'spec.jobTemplate.spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"']
+
+
+def test_j1_a_status_sent_with_a_new_job_is_dropped(http: httpx.Client) -> None:
+    """As Kubernetes' job strategy: only the controller writes a job's status; a Complete condition sent by
+    its creator would otherwise keep the job from ever running a pod."""
+    sent = a_job("claims-done")
+    sent["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    made = http.post(JOBS, json=sent)
+    assert made.status_code == 201, made.text
+    assert not made.json().get("status")
+    assert not http.get(f"{JOBS}/claims-done").json().get("status")

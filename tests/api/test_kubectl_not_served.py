@@ -1,11 +1,9 @@
 """What the README's known differences say kubectl meets where Stowage serves less than Kubernetes,
-checked with the real kubectl: ``kubectl debug`` finds ephemeral containers disabled, and
-``kubectl apply --prune`` needs ``--prune-allowlist`` (its default list names Ingress, which is not
-served), with which it prunes."""
+checked with the real kubectl: ``kubectl debug`` finds ephemeral containers disabled; and where the
+README once listed a difference that is gone: ``kubectl apply --prune`` works with its default list."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -16,9 +14,9 @@ from storage.apiserver.server import RunningServer
 from support import kubectl_binary
 
 
-def _kubectl(server: RunningServer, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _kubectl(server: RunningServer, tmp_path: Path, *args: str, version: str = "1.37") -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-    return subprocess.run([kubectl_binary(), "--kubeconfig", str(server.kubeconfig), "--cache-dir", str(tmp_path / "cache"),
+    return subprocess.run([kubectl_binary(version), "--kubeconfig", str(server.kubeconfig), "--cache-dir", str(tmp_path / "cache"),
                            *args], capture_output=True, text=True, timeout=120, env=clean)
 
 
@@ -33,29 +31,55 @@ def test_kubectl_debug_finds_ephemeral_containers_disabled(http: httpx.Client, m
     assert "ephemeral containers are disabled for this cluster" in r.stderr, r.stderr
 
 
-def test_kubectl_apply_prune_needs_an_allowlist_and_prunes_with_one(module_server: RunningServer, tmp_path: Path) -> None:
+def test_kubectl_apply_prune_with_its_default_list_prunes_configmaps_and_ingresses(
+        module_server: RunningServer, tmp_path: Path) -> None:
+    """Every kind of kubectl's default prune list is served (Ingress, IN1, was the last), so a plain
+    ``apply --prune -l`` works and removes what left the set."""
     manifests = tmp_path / "set"
     manifests.mkdir()
+    labels = {"set": "pruned"}
 
     def write(*names: str) -> None:
         for old in manifests.iterdir():
             old.unlink()
         for name in names:
-            (manifests / f"{name}.yaml").write_text(yaml.safe_dump({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": "default", "labels": {"set": "pruned"}}, "data": {"k": "v"}}))
+            (manifests / f"{name}.yaml").write_text(yaml.safe_dump_all([
+                {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": name, "namespace": "default", "labels": labels}, "data": {"k": "v"}},
+                {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                 "metadata": {"name": name, "namespace": "default", "labels": labels},
+                 "spec": {"defaultBackend": {"service": {"name": name, "port": {"number": 80}}}}}]))
 
     write("keep", "drop")
-    assert _kubectl(module_server, tmp_path, "apply", "-f", str(manifests)).returncode == 0
+    applied = _kubectl(module_server, tmp_path, "apply", "-f", str(manifests))
+    assert applied.returncode == 0, applied.stderr
+    assert "ingress.networking.k8s.io/drop created" in applied.stdout, applied.stdout
     write("keep")
-    refused = _kubectl(module_server, tmp_path, "apply", "-f", str(manifests), "-l", "set=pruned", "--prune")
-    # The default list's kinds are looked up in its order; batch/v1's Job (J1) is served now.
-    assert refused.returncode != 0, refused.stderr
-    assert re.search(r'no matches for kind "(CronJob|Ingress)" in version "(batch|networking.k8s.io)/v1"', refused.stderr), \
-        refused.stderr
-    allowed = _kubectl(module_server, tmp_path, "apply", "-f", str(manifests), "-l", "set=pruned", "--prune",
-                       "--prune-allowlist=core/v1/ConfigMap")
+    pruned = _kubectl(module_server, tmp_path, "apply", "-f", str(manifests), "-l", "set=pruned", "--prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "configmap/drop pruned" in pruned.stdout, pruned.stdout
+    assert "ingress.networking.k8s.io/drop pruned" in pruned.stdout, pruned.stdout
+    for kind in ("configmaps", "ingresses"):
+        listed = _kubectl(module_server, tmp_path, "get", kind, "-l", "set=pruned", "-o", "name")
+        assert [n.split("/")[-1] for n in listed.stdout.split()] == ["keep"], listed.stdout
+
+
+def test_kubectl_1_20_apply_prune_needs_its_whitelist_as_against_kubernetes_1_25(module_server: RunningServer,
+                                                                                tmp_path: Path) -> None:
+    """kubectl 1.20's default list names batch/v1beta1 CronJob and extensions/v1beta1 Ingress, which
+    Kubernetes stopped serving in 1.25 and 1.22: it stops as it does there, and prunes with a whitelist."""
+    manifests = tmp_path / "set"
+    manifests.mkdir()
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": "default", "labels": {"set": "old"}}}
+    for name in ("keep20", "drop20"):
+        (manifests / f"{name}.yaml").write_text(yaml.safe_dump({**doc, "metadata": {**doc["metadata"], "name": name}}))
+    assert _kubectl(module_server, tmp_path, "apply", "-f", str(manifests), version="1.20").returncode == 0
+    (manifests / "drop20.yaml").unlink()
+    refused = _kubectl(module_server, tmp_path, "apply", "-f", str(manifests), "-l", "set=old", "--prune",
+                       version="1.20")
+    assert refused.returncode != 0
+    assert 'no matches for kind "CronJob" in version "batch/v1beta1"' in refused.stderr, refused.stderr
+    allowed = _kubectl(module_server, tmp_path, "apply", "-f", str(manifests), "-l", "set=old", "--prune",
+                       "--prune-whitelist=core/v1/ConfigMap", version="1.20")
     assert allowed.returncode == 0, allowed.stderr
-    assert "configmap/drop pruned" in allowed.stdout, allowed.stdout
-    listed = _kubectl(module_server, tmp_path, "get", "configmaps", "-l", "set=pruned", "-o", "name")
-    assert listed.stdout.split() == ["configmap/keep"], listed.stdout
+    assert "configmap/drop20 pruned" in allowed.stdout, allowed.stdout

@@ -71,6 +71,9 @@ SAMPLES: dict[str, dict] = {
     "CronJob": {"metadata": {"name": "t-cj"},
                 "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {
                     **TEMPLATE, "spec": {**TEMPLATE["spec"], "restartPolicy": "Never"}}}}}},
+    "Ingress": {"metadata": {"name": "t-ing"}, "spec": {"rules": [{"host": "t.example.com", "http": {"paths": [
+        {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "t-svc", "port": {"number": 80}}}}]}}]}},
+    "IngressClass": {"metadata": {"name": "t-ingclass"}, "spec": {"controller": "example.com/ingress"}},
     "Job": {"metadata": {"name": "t-job"},
             "spec": {"completions": 2, "template": {**TEMPLATE, "spec": {**TEMPLATE["spec"], "restartPolicy": "Never"}}}},
     "PodDisruptionBudget": {"metadata": {"name": "t-pdb"},
@@ -110,6 +113,8 @@ EXPECTED = {
     "ReplicaSet": "NAME DESIRED CURRENT READY AGE | CONTAINERS IMAGES SELECTOR",
     "ControllerRevision": "NAME CONTROLLER REVISION AGE",
     "Job": "NAME STATUS COMPLETIONS DURATION AGE | CONTAINERS IMAGES SELECTOR",
+    "Ingress": "NAME CLASS HOSTS ADDRESS PORTS AGE",
+    "IngressClass": "NAME CONTROLLER PARAMETERS AGE",
     "CronJob": "NAME SCHEDULE TIMEZONE SUSPEND ACTIVE LAST_SCHEDULE AGE | CONTAINERS IMAGES SELECTOR",
     "Role": "NAME CREATED_AT",
     "ClusterRole": "NAME CREATED_AT",

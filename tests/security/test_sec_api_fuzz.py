@@ -100,6 +100,13 @@ VALID: dict[str, dict[str, Any]] = {
     "CronJob": {"spec": {"schedule": "*/5 * * * *", "timeZone": "Europe/Berlin", "jobTemplate": {"spec": {
         "template": {**_template_spec(), "spec": {**_template_spec()["spec"], "restartPolicy": "OnFailure"}}}}}},
     "Deployment": {"spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": _template_spec()}},
+    "Ingress": {"spec": {"ingressClassName": "nginx", "tls": [{"hosts": ["*.example.com"], "secretName": "tls"}],
+                         "rules": [{"host": "*.example.com", "http": {"paths": [
+                             {"path": "/a", "pathType": "Prefix",
+                              "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+                             {"pathType": "ImplementationSpecific",
+                              "backend": {"resource": {"apiGroup": "k8s.example.com", "kind": "Bucket", "name": "b"}}}]}}]}},
+    "IngressClass": {"spec": {"controller": "example.com/ingress", "parameters": {"kind": "Params", "name": "p"}}},
     "Lease": {"spec": {"holderIdentity": "n", "leaseDurationSeconds": 40}},
     "PodDisruptionBudget": {"spec": {"maxUnavailable": "25%", "selector": {"matchLabels": {"app": "x"}}}},
     "BackupSchedule": {"spec": {"schedule": "*/15 * * * *", "claimSelector": {"matchLabels": {"app": "x"}},

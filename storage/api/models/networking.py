@@ -1,0 +1,96 @@
+"""``networking.k8s.io/v1`` kinds: Ingress and IngressClass (SEMANTICS IN1–IN6).
+
+Stowage stores and validates them as Kubernetes' API server does; like Kubernetes itself it runs no
+ingress controller, so an Ingress's ``status`` is whatever a controller writes there.
+"""
+from __future__ import annotations
+
+from storage.api.modelbase import WireModel
+from storage.api.models.meta import Resource, TypedLocalObjectReference
+
+
+class ServiceBackendPort(WireModel):
+    name: str | None = None
+    number: int | None = None
+
+
+class IngressServiceBackend(WireModel):
+    name: str | None = None
+    port: ServiceBackendPort | None = None
+
+
+class IngressBackend(WireModel):
+    service: IngressServiceBackend | None = None
+    resource: TypedLocalObjectReference | None = None
+
+
+class HTTPIngressPath(WireModel):
+    path: str | None = None
+    path_type: str | None = None
+    backend: IngressBackend | None = None
+
+
+class HTTPIngressRuleValue(WireModel):
+    paths: list[HTTPIngressPath] | None = None
+
+
+class IngressRule(WireModel):
+    host: str | None = None
+    http: HTTPIngressRuleValue | None = None
+
+
+class IngressTLS(WireModel):
+    hosts: list[str] | None = None
+    secret_name: str | None = None
+
+
+class IngressSpec(WireModel):
+    ingress_class_name: str | None = None
+    default_backend: IngressBackend | None = None
+    tls: list[IngressTLS] | None = None
+    rules: list[IngressRule] | None = None
+
+
+class IngressPortStatus(WireModel):
+    port: int | None = None
+    protocol: str | None = None
+    error: str | None = None
+
+
+class IngressLoadBalancerIngress(WireModel):
+    ip: str | None = None
+    hostname: str | None = None
+    ports: list[IngressPortStatus] | None = None
+
+
+class IngressLoadBalancerStatus(WireModel):
+    ingress: list[IngressLoadBalancerIngress] | None = None
+
+
+class IngressStatus(WireModel):
+    load_balancer: IngressLoadBalancerStatus | None = None
+
+
+class Ingress(Resource):
+    spec: IngressSpec | None = None
+    status: IngressStatus | None = None
+
+
+class IngressClassParametersReference(WireModel):
+    api_group: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    scope: str | None = None
+    namespace: str | None = None
+
+
+class IngressClassSpec(WireModel):
+    controller: str | None = None
+    parameters: IngressClassParametersReference | None = None
+
+
+class IngressClass(Resource):
+    spec: IngressClassSpec | None = None
+
+
+__all__ = ["Ingress", "IngressClass"]
