@@ -1,13 +1,15 @@
 """Cron schedules as CronJob reads them, shared by CronJobs (SEMANTICS CJ2) and BackupSchedules (BC13)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-__all__ = ["cron_expression", "latest_run_at_or_before", "next_run_after", "zone"]
+__all__ = ["cron_expression", "every_seconds", "go_duration", "latest_run_at_or_before", "most_recent_run",
+           "next_run_after", "zone"]
 
 # The macros CronJob accepts besides five fields.
 _MACROS = {
@@ -16,8 +18,54 @@ _MACROS = {
 }
 
 
-def cron_expression(text: str) -> str:
-    """Five fields (or a macro) as croniter reads them; ValueError saying what is wrong (BC13)."""
+EVERY = "@every "
+# Go's time.ParseDuration: signed decimal numbers, each with a fraction and a unit.
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)")
+
+
+def go_duration(text: str) -> float:
+    """Seconds in a Go duration (``90s``, ``1h30m``, ``1.5h``); ValueError in Go's words."""
+    rest, sign = text, 1.0
+    if rest[:1] in ("+", "-"):
+        sign, rest = (-1.0 if rest[0] == "-" else 1.0), rest[1:]
+    if rest == "0":
+        return 0.0
+    if not rest:
+        raise ValueError(f'time: invalid duration "{text}"')
+    total = 0.0
+    while rest:
+        match = _GO_PART.match(rest)
+        assert match is not None  # every part of the pattern is optional
+        number, unit = match.group(1), match.group(2)
+        if number in ("", "."):
+            raise ValueError(f'time: invalid duration "{text}"')
+        if not unit:
+            raise ValueError(f'time: missing unit in duration "{text}"')
+        if unit not in _GO_UNITS:
+            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
+        total += float(number) * _GO_UNITS[unit]
+        rest = rest[match.end():]
+    return sign * total
+
+
+def every_seconds(expr: str) -> int | None:
+    """CJ2: the whole seconds between runs of an ``@every <duration>`` schedule (robfig/cron's Every: whole
+    seconds, at least one), or None for a cron expression."""
+    if not expr.startswith(EVERY):
+        return None
+    return max(1, int(go_duration(expr[len(EVERY):])))
+
+
+def cron_expression(text: str, *, every: bool = False) -> str:
+    """Five fields (or a macro) as croniter reads them; ValueError saying what is wrong (BC13). With
+    ``every`` (a CronJob's schedule, CJ2), also ``@every <duration>``, as Kubernetes' cron parser reads it."""
+    if every and text.startswith(EVERY):
+        try:
+            every_seconds(text)
+        except ValueError as exc:
+            raise ValueError(f"failed to parse duration {text}: {exc}") from None
+        return text
     expr = _MACROS.get(text.strip(), text.strip())
     fields = expr.split()
     if len(fields) != 5:
@@ -46,5 +94,33 @@ def latest_run_at_or_before(expr: str, moment: datetime, tz: Any = timezone.utc)
 
 
 def next_run_after(expr: str, moment: datetime, tz: Any = timezone.utc) -> datetime:
+    """The first scheduled time after ``moment``, in UTC; an ``@every`` schedule counts from ``moment`` itself
+    (its whole second), as robfig/cron's ConstantDelaySchedule does."""
+    every = every_seconds(expr)
+    if every is not None:
+        return (moment.replace(microsecond=0) + timedelta(seconds=every)).astimezone(timezone.utc)
     nxt: datetime = croniter(expr, moment.astimezone(tz)).get_next(datetime)
     return nxt.astimezone(timezone.utc)
+
+
+def most_recent_run(expr: str, earliest: datetime, now: datetime, tz: Any = timezone.utc) -> tuple[datetime | None, int]:
+    """Kubernetes' mostRecentScheduleTime (CJ4): the newest scheduled time after ``earliest`` and at most
+    ``now`` (None if none) and about how many were missed since ``earliest``. An ``@every`` schedule's times
+    count from ``earliest`` (the last run, or the creation). ValueError for a schedule whose runs are less
+    than a second apart."""
+    first = next_run_after(expr, earliest, tz)
+    if now < first:
+        return None, 0
+    second = next_run_after(expr, first, tz)
+    if now < second:
+        return first, 1
+    gap = round((second - first).total_seconds())
+    if gap < 1:
+        raise ValueError("time difference between two schedules is less than 1 second")
+    missed = int((now - first).total_seconds()) // gap + 1
+    # From one gap before the estimate, so irregular schedules (30 6-16/4 * * 1-5) are walked exactly.
+    moment = next_run_after(expr, first + timedelta(seconds=(missed - 2) * gap), tz)
+    recent: datetime | None = None
+    while moment <= now:
+        recent, moment = moment, next_run_after(expr, moment, tz)
+    return recent, missed

@@ -1626,7 +1626,7 @@ def _cronjob(errs: _Errors, obj: dict[str, Any]) -> None:
         errs.required("spec.schedule")
     elif isinstance(schedule, str):
         try:
-            cron_expression(schedule)
+            cron_expression(schedule, every=True)
         except ValueError as exc:
             errs.invalid("spec.schedule", schedule, str(exc))
         if "TZ" in schedule:

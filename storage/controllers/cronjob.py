@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from storage.api.conditions import is_true
-from storage.api.cron import cron_expression, latest_run_at_or_before, next_run_after, zone
+from storage.api.cron import cron_expression, most_recent_run, next_run_after, zone
 from storage.api.defaults import apply_defaults
 from storage.api.quota_admission import admit_controller_create
 from storage.api.timestamps import format_time, parse_time
@@ -133,25 +133,22 @@ def calculate_changes(cronjob: Obj, jobs: list[Obj], now: datetime) -> CronPlan:
         plan.events.append(("Warning", "UnknownTimeZone", f"invalid timeZone: {spec.get('timeZone')!r}: {exc}"))
         return plan
     try:
-        expr = cron_expression(str(spec.get("schedule") or ""))
+        expr = cron_expression(str(spec.get("schedule") or ""), every=True)
+        # CJ4: the newest scheduled time after the last one (or the creation), within the starting deadline;
+        # the next look is one schedule after the newest time regardless of the deadline, as Kubernetes'.
+        last = parse_time(status.get("lastScheduleTime")) or parse_time(_meta(cronjob).get("creationTimestamp")) or now
+        newest, missed_since_last = most_recent_run(expr, last, now, tz)
+        deadline = spec.get("startingDeadlineSeconds")
+        earliest = max(last, now - timedelta(seconds=deadline)) if isinstance(deadline, int) else last
+        scheduled, missed = most_recent_run(expr, earliest, now, tz) if earliest != last else (newest, missed_since_last)
     except ValueError as exc:
         plan.events.append(("Warning", "UnparseableSchedule", f"unparseable schedule: {spec.get('schedule')!r} : {exc}"))
         return plan
-
-    next_time = next_run_after(expr, now, tz)
-    plan.requeue_after = max(0.0, (next_time - now).total_seconds())
-    # CJ4: the newest scheduled time after the last one (or the creation), within the starting deadline.
-    earliest = parse_time(status.get("lastScheduleTime")) or parse_time(_meta(cronjob).get("creationTimestamp")) or now
-    deadline = spec.get("startingDeadlineSeconds")
-    if isinstance(deadline, int):
-        earliest = max(earliest, now - timedelta(seconds=deadline))
-    first = next_run_after(expr, earliest, tz)
-    if first > now:
+    base = newest or (last if missed_since_last == 0 else now)
+    plan.requeue_after = max(0.0, (next_run_after(expr, base, tz) - now).total_seconds())
+    if scheduled is None:
         return plan
-    scheduled = latest_run_at_or_before(expr, now, tz)
-    second = next_run_after(expr, first, tz)
-    gap = (second - first).total_seconds()
-    if gap >= 1 and (now - first).total_seconds() // gap + 1 > MANY_MISSED:
+    if missed > MANY_MISSED:
         plan.events.append(("Warning", "TooManyMissedTimes", "too many missed start times. Set or decrease "
                             ".spec.startingDeadlineSeconds or check clock skew"))
     if isinstance(deadline, int) and scheduled + timedelta(seconds=deadline) < now:

@@ -132,6 +132,12 @@ def test_cj2_cj3_cronjob_refusals(http: httpx.Client) -> None:
         'day-of-week), not 6',
         'spec.schedule: Invalid value: "CRON_TZ=UTC 0 * * * *": cannot use TZ or CRON_TZ in schedule, use timeZone '
         'field instead']
+    # CJ2: robfig/cron's @every descriptor with a Go duration, refused in its words when the duration is bad.
+    assert causes(http.post(CRONJOBS, json=a_cronjob("every", schedule="@every 5x"))) == [
+        'spec.schedule: Invalid value: "@every 5x": failed to parse duration @every 5x: time: unknown unit "x" in '
+        'duration "5x"']
+    every = http.post(CRONJOBS, json=a_cronjob("every", schedule="@every 1h30m"))
+    assert every.status_code == 201 and every.json()["spec"]["schedule"] == "@every 1h30m", every.text
     assert causes(http.post(CRONJOBS, json=a_cronjob("zone", timeZone="Local"))) == [
         'spec.timeZone: Invalid value: "Local": timeZone must be an explicit time zone as defined in '
         'https://www.iana.org/time-zones']

@@ -109,3 +109,30 @@ def test_cj9_history_beyond_the_limits_goes_oldest_first() -> None:
 
 def test_cj5_job_names_hold_the_scheduled_minute() -> None:
     assert job_name(a_cronjob(), datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)) == "cj-29941200"
+
+
+def test_cj2_cj4_an_every_schedule_counts_from_the_creation_then_from_the_last_run() -> None:
+    """As robfig/cron's ConstantDelaySchedule under Kubernetes' mostRecentScheduleTime: ``@every 90s`` runs
+    90 s after the creation, then every 90 s after that; missed runs collapse into the newest."""
+    created = -200.0  # NOW - 200 s: runs are due at -110, -20, +70, ...
+    plan = calculate_changes(a_cronjob("@every 90s", created=created), [], NOW)
+    assert plan.scheduled == NOW + timedelta(seconds=-20)
+    assert plan.create is not None and plan.requeue_after == 90 - 20
+    # After that run the next is 90 s after it, not 90 s after now.
+    ran = a_cronjob("@every 90s", created=created)
+    ran["status"] = {"lastScheduleTime": at(-20)}
+    waited = calculate_changes(ran, [], NOW)
+    assert waited.create is None and waited.requeue_after == 70
+    # A long gap: the newest of the missed times runs, once.
+    ran["status"] = {"lastScheduleTime": at(-2000)}
+    late = calculate_changes(ran, [], NOW)
+    assert late.scheduled == NOW + timedelta(seconds=-2000 + 90 * 22) and late.requeue_after == 70
+    # Go's duration forms: fractions are cut to whole seconds, less than a second is one second.
+    assert calculate_changes(a_cronjob("@every 1m30.9s", created=created), [], NOW).scheduled == plan.scheduled
+
+
+def test_cj2_an_every_schedule_with_a_bad_duration_is_an_unparseable_schedule_event() -> None:
+    plan = calculate_changes(a_cronjob("@every 5x"), [], NOW)
+    assert plan.create is None
+    assert plan.events == [("Warning", "UnparseableSchedule", "unparseable schedule: '@every 5x' : failed to parse "
+                            'duration @every 5x: time: unknown unit "x" in duration "5x"')]
