@@ -108,6 +108,28 @@ def test_cj4_kubectl_create_cronjob_runs_on_schedule_and_keeps_three_successes(k
     poll("the cronjob's jobs deleted", lambda: not jobs_of(kubectl, "tick") or None, 60)
 
 
+def test_cj2_cj4_an_every_schedule_runs_at_its_interval(kubectl: Kubectl) -> None:
+    made = kubectl("create", "cronjob", "ev", "--image=busybox", "--schedule=@every 2m", "--", "sh", "-c", "echo every")
+    assert made.strip() == "cronjob.batch/ev created"
+    [row] = [line for line in kubectl("get", "cj").splitlines() if line.startswith("ev ")]
+    assert row.split()[1:3] == ["@every", "2m"], row
+
+    def stamps() -> list[int] | None:
+        found = sorted(calendar.timegm(time.strptime(
+            j["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"], "%Y-%m-%dT%H:%M:%SZ"))
+            for j in jobs_of(kubectl, "ev"))
+        return found if len(found) >= 3 else None
+
+    # 2 minutes of the controller's clock are 6 s here. Runs count from the creation and then from the last
+    # run, not from the wall clock's minutes (a run the controller reached late collapses into the next).
+    created = calendar.timegm(time.strptime(cronjob(kubectl, "ev")["metadata"]["creationTimestamp"],
+                                            "%Y-%m-%dT%H:%M:%SZ"))
+    seen = poll("three runs of @every 2m", stamps, 90)
+    assert len(set(seen)) == len(seen) and all((stamp - created) % 120 == 0 for stamp in seen), (created, seen)
+    kubectl("delete", "cronjob", "ev")
+    poll("its jobs deleted", lambda: not jobs_of(kubectl, "ev") or None, 60)
+
+
 def test_cj8_forbid_keeps_one_run_at_a_time(kubectl: Kubectl) -> None:
     manifest = """
 apiVersion: batch/v1
