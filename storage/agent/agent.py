@@ -40,6 +40,7 @@ from storage.agent.node_lease import renew_lease
 from storage.agent.object_cache import RESOURCES, ReferencedObjects, revision
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import ContainersNotStopped, PodRuntime, StopDeadline
+from storage.agent.runtime.runc import HOST_PRIVATE
 from storage.agent.sa_tokens import ServiceAccountTokenManager, kubernetes_service_env
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
@@ -229,6 +230,8 @@ class NodeAgent:
             thread.start()
             self._threads.append(thread)
         self._start_plugin_watcher()
+        # PF91: the first container start no longer waits for the scan of the host's private files.
+        threading.Thread(target=HOST_PRIVATE.current, name="agent-private-scan", daemon=True).start()
         log.info("agent.started", node=self.node, port=self.port, pools=list(self.pools))
 
     def _start_plugin_watcher(self) -> None:

@@ -127,6 +127,10 @@ class Reconciler(ABC):
         the primary resource and ``watches`` decide which keys."""
         return True
 
+    def warm_up(self) -> None:
+        """Load, in the background at start, what the first reconcile would otherwise load on its critical
+        path (PF91: the scheduler's first placement imported every provisioner's SDK, about 0.4 s)."""
+
     @abstractmethod
     def reconcile(self, key: str) -> Result:
         ...

@@ -440,8 +440,18 @@ class ControllerManager:
     def start_workers(self) -> None:
         for controller in self.controllers:
             controller.start(self._stop)
+        threading.Thread(target=self._warm_up, name="controller-warm-up", daemon=True).start()
         if self.resync_seconds > 0:
             threading.Thread(target=self._resync, name="resync", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        for controller in self.controllers:
+            if self._stop.is_set():
+                return
+            try:
+                controller.reconciler.warm_up()
+            except Exception as exc:  # the first reconcile loads it, and reports, as before
+                log.warning("warm_up_failed", controller=controller.reconciler.name, error=repr(exc))
 
     def _resync(self) -> None:
         """Hand every cached object to its reconciler again, now and then.

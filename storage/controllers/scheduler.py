@@ -586,6 +586,10 @@ class SchedulerReconciler(Reconciler):
         return {"nodes": waiting, "persistentvolumeclaims": waiting,
                 "persistentvolumes": waiting, "storageclasses": waiting, "pods": freed}
 
+    def warm_up(self) -> None:
+        provisioner_registry.all_provisioners()  # every provisioner, with its cloud SDK
+        self._limit_keys()  # every volume plugin
+
     def _limit_keys(self) -> LimitKeys:
         """The plugins' limit keys, with each attaching provisioner's aliases (a CSI driver name) as well."""
         keys = attach_limit_keys()
