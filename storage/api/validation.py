@@ -1188,14 +1188,7 @@ def _ingress_backend(errs: _Errors, backend: dict[str, Any], path: str) -> None:
     if service is not None and resource is not None:
         errs.invalid(path, "", "cannot set both resource and service backends")
     elif resource is not None:
-        resource = _d(resource)
-        if resource.get("apiGroup") is not None:
-            errs.names(f"{path}.resource.apiGroup", resource["apiGroup"], is_dns1123_subdomain)
-        for key in ("kind", "name"):
-            if not resource.get(key):
-                errs.required(f"{path}.resource.{key}")
-            else:
-                errs.names(f"{path}.resource.{key}", resource[key], is_path_segment_name)
+        _typed_local_reference(errs, _d(resource), f"{path}.resource")
     elif service is not None:
         service = _d(service)
         if not service.get("name"):
@@ -1229,6 +1222,17 @@ def _ingress_status(errs: _Errors, status: dict[str, Any]) -> None:
                 errs.invalid(f"{path}.hostname", hostname, "must be a DNS name, not an IP address")
 
 
+def _typed_local_reference(errs: _Errors, ref: dict[str, Any], path: str) -> None:
+    """An Ingress's resource backend or an IngressClass's parameters: an optional API group, a kind and a name."""
+    if ref.get("apiGroup") is not None:
+        errs.names(f"{path}.apiGroup", ref["apiGroup"], is_dns1123_subdomain)
+    for key in ("kind", "name"):
+        if not ref.get(key):
+            errs.required(f"{path}.{key}")
+        else:
+            errs.names(f"{path}.{key}", ref[key], is_path_segment_name)
+
+
 def _ingress_class(errs: _Errors, obj: dict[str, Any]) -> None:
     """Kubernetes' ValidateIngressClass (IN4): a domain-prefixed controller name and a parameters reference."""
     spec = _d(obj.get("spec"))
@@ -1248,13 +1252,7 @@ def _ingress_class(errs: _Errors, obj: dict[str, Any]) -> None:
     if spec.get("parameters") is None:
         return
     params, path = _d(spec["parameters"]), "spec.parameters"
-    if params.get("apiGroup") is not None:
-        errs.names(f"{path}.apiGroup", params["apiGroup"], is_dns1123_subdomain)
-    for key in ("kind", "name"):
-        if not params.get(key):
-            errs.required(f"{path}.{key}")
-        else:
-            errs.names(f"{path}.{key}", params[key], is_path_segment_name)
+    _typed_local_reference(errs, params, path)
     scope = params.get("scope")
     if scope is None:
         errs.required(f"{path}.scope")

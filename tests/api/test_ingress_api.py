@@ -100,6 +100,10 @@ def test_in2_refusals_in_kubernetes_words(http: httpx.Client) -> None:
                         "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"]
     # Nothing was half-written.
     assert http.get(f"{INGRESSES}/bad").status_code == 404
+    resource = {"resource": {"apiGroup": "k8s.example.com", "name": "a/b"}}
+    assert causes(http.post(INGRESSES, json=an_ingress("res", defaultBackend=resource))) == [
+        "spec.defaultBackend.resource.kind: Required value",
+        "spec.defaultBackend.resource.name: Invalid value: \"a/b\": may not contain '/'"]
 
 
 def test_in3_the_old_class_annotation_must_agree_with_the_class_on_create_only(http: httpx.Client) -> None:
