@@ -76,6 +76,9 @@ WATCH_IDLE_TIMEOUT = 45.0
 WATCH_RETRY_INITIAL, WATCH_RETRY_MAX = 0.5, 8.0
 # Seconds without a pod sync before the heap's free pages are handed back (PF45), checked each heartbeat.
 TRIM_AFTER_IDLE = 5.0
+# Registration's tries when the API server drops the connection (a replica dying under it, HA8): every step
+# is a read or a write by name, so it is simply done again, through the replica that answers.
+REGISTER_ATTEMPTS = 6
 
 
 @dataclass(frozen=True)
@@ -400,36 +403,48 @@ class NodeAgent:
         except ImportError:
             pass
         annotations.update(csi_annotations)
+        backoff = Backoff(initial=0.2, maximum=5.0)
         for _attempt in range(10):
             try:
-                node = self.client.get("nodes", self.node)
-            except NotFound:
-                node = None
-            status = self._node_status()
-            try:
-                spec = {"providerID": self.config.provider_id} if self.config.provider_id else {}
-                if node is None:
-                    node = self.client.create({"apiVersion": "v1", "kind": "Node",
-                                               "metadata": {"name": self.node, "labels": labels,
-                                                            **({"annotations": annotations} if annotations else {})},
-                                               "spec": spec})
-                else:
-                    node["metadata"].setdefault("labels", {}).update(labels)
-                    if annotations:
-                        node["metadata"]["annotations"] = {**(node["metadata"].get("annotations") or {}), **annotations}
-                    node["spec"] = {**(node.get("spec") or {}), **spec}
-                    node = self.client.update(node)
-                previous = condition(node, "Ready")
-                if previous and previous.get("status") == "True":
-                    status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
-                node["status"] = status
-                node = self.client.update_status(node)
-                renew_lease(self.client, node, self.node)
-                # Every node has its CSINode, with no drivers too, as the kubelet makes it (CS11).
-                self._write_csi_node(node, csi_drivers or [])
+                self._register_once(labels, annotations, csi_drivers)
                 return
             except Conflict:
                 continue
+            except httpx.TransportError as exc:
+                delay, attempt = backoff.failure("register")
+                if attempt >= REGISTER_ATTEMPTS:
+                    raise
+                log.warning("agent.register_retry", error=str(exc), attempt=attempt, retry_in=round(delay, 2))
+                if self.stop_event.wait(delay):
+                    return
+
+    def _register_once(self, labels: dict[str, str], annotations: dict[str, str], csi_drivers: list[Obj]) -> None:
+        """One pass of registration: the Node, its status, its Lease and its CSINode."""
+        try:
+            node: Obj | None = self.client.get("nodes", self.node)
+        except NotFound:
+            node = None
+        status = self._node_status()
+        spec = {"providerID": self.config.provider_id} if self.config.provider_id else {}
+        if node is None:
+            node = self.client.create({"apiVersion": "v1", "kind": "Node",
+                                       "metadata": {"name": self.node, "labels": labels,
+                                                    **({"annotations": annotations} if annotations else {})},
+                                       "spec": spec})
+        else:
+            node["metadata"].setdefault("labels", {}).update(labels)
+            if annotations:
+                node["metadata"]["annotations"] = {**(node["metadata"].get("annotations") or {}), **annotations}
+            node["spec"] = {**(node.get("spec") or {}), **spec}
+            node = self.client.update(node)
+        previous = condition(node, "Ready")
+        if previous and previous.get("status") == "True":
+            status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
+        node["status"] = status
+        node = self.client.update_status(node)
+        renew_lease(self.client, node, self.node)
+        # Every node has its CSINode, with no drivers too, as the kubelet makes it (CS11).
+        self._write_csi_node(node, csi_drivers or [])
 
     def _write_csi_node(self, node: Obj, drivers: list[Obj]) -> None:
         """The CSINode named after this node, owned by its Node (as kubelet's), listing its CSI drivers (CS11)."""
