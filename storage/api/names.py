@@ -7,6 +7,7 @@ into ``FieldError`` with their own field path.
 from __future__ import annotations
 
 import re
+import secrets
 
 __all__ = [
     "DNS1035_LABEL_FMT",
@@ -210,6 +211,28 @@ def is_path_segment_name(value: str) -> list[str]:
     if value in (".", ".."):
         return [f'may not be \'{value}\'']
     return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
+
+
+# Kubernetes' SimpleNameGenerator: five characters from an alphabet without vowels (no words) and without
+# look-alikes (0/o, 1/l), after a prefix cut so that the whole stays within a DNS label's 63 characters.
+GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+GENERATED_SUFFIX_LENGTH = 5
+MAX_GENERATED_PREFIX = 63 - GENERATED_SUFFIX_LENGTH
+
+
+def generate_name(prefix: str) -> str:
+    """A name for an object sent with ``metadata.generateName``: ``prefix`` (at most 58 characters of it) and a
+    random suffix, as Kubernetes' API server generates it before validating and admitting the object."""
+    return prefix[:MAX_GENERATED_PREFIX] + "".join(
+        secrets.choice(GENERATE_NAME_ALPHABET) for _ in range(GENERATED_SUFFIX_LENGTH))
+
+
+def mask_trailing_dash(prefix: str) -> str:
+    """A ``generateName`` as Kubernetes' name checks see it: a trailing dash (which the suffix follows) is
+    masked. Like apimachinery's maskTrailingDash, the character before the dash goes with it."""
+    if len(prefix) > 1 and prefix.endswith("-"):
+        return prefix[:-2] + "a"
+    return prefix
 
 
 # An Ingress's class before ``spec.ingressClassName`` (IN3), and the mark of the default IngressClass (IN6).

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from storage.api import podsecurity, quota
+from storage.api.names import generate_name
 from storage.api.registry import ResourceInfo, by_plural
 from storage.api.service_account_token import with_service_account
 from storage.errors import Conflict, Forbidden, NotFound, TooManyRequests
@@ -147,6 +148,10 @@ def admit_controller_create(store: Any, plural: str, obj: dict[str, Any], *,
     info = by_plural(plural)
     if info is None:
         raise ValueError(f"unknown resource {plural}")
+    meta = obj.get("metadata") or {}
+    if not meta.get("name") and isinstance(meta.get("generateName"), str) and meta["generateName"]:
+        # As the API server names it before its validating admission: a refusal names the pod it refused.
+        obj = {**obj, "metadata": {**meta, "name": generate_name(meta["generateName"])}}
     if plural == "pods":
         obj = with_service_account(store, obj)  # PS2: the pod's token, as for any pod
     request = _ControllerCreate(info, obj, store)

@@ -42,6 +42,7 @@ from storage.api.names import (
     is_qualified_name,
     is_valid_label_value,
     is_wildcard_dns1123_subdomain,
+    mask_trailing_dash,
     regex_error,
 )
 from storage.api.quantity import parse_quantity
@@ -236,8 +237,13 @@ def _object_meta(errs: _Errors, meta: Any, info: ResourceInfo | None, path: str 
     meta = _d(meta)
     name = meta.get("name")
     check = name_check or (_NAME_CHECK.get(info.kind, is_dns1123_subdomain) if info else is_dns1123_subdomain)
+    generate = meta.get("generateName")
+    if generate and isinstance(generate, str):
+        # Kubernetes checks the prefix as a name whose trailing dash the suffix will follow (ValidateObjectMeta).
+        for message in check(mask_trailing_dash(generate)):
+            errs.invalid(f"{path}.generateName", generate, message)
     if not name:
-        if require_name and not meta.get("generateName"):
+        if require_name and not generate:
             errs.required(f"{path}.name", "name or generateName is required")
     else:
         errs.names(f"{path}.name", name, check)

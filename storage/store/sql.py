@@ -24,7 +24,6 @@ import copy
 import functools
 import hashlib
 import json
-import secrets
 import sqlite3
 import threading
 import time
@@ -55,6 +54,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from storage.api import registry
 from storage.api.batch import generate_selector
 from storage.api.deletion import plan_deletion
+from storage.api.names import generate_name
 from storage.api.timestamps import now as _now
 from storage.errors import AlreadyExists, BadRequest, Conflict, FieldError, Gone, Invalid, NotFound, StowageError, TemporaryError
 from storage.store.base import EventType, ListPage, Store, Watcher, WatchEvent
@@ -71,7 +71,6 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 10.0
 RESTORE_HINT = "stop stowage and restore a backup with `stowage restore FILE`"
 # Compaction runs when a write lands on a multiple of this revision: exactly one writer does it.
 COMPACT_EVERY = 1_000
-GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet: no vowels, no look-alikes
 GENERATE_NAME_ATTEMPTS = 8
 _STORE_OWNED = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
 
@@ -775,7 +774,7 @@ class SqlStore(Store):
                     raise AlreadyExists(f'{_qualified(resource)} "{name}" already exists', kind=resource, name=name) from None
                 for i in generated:  # a generated name collided: draw another suffix, as Kubernetes does
                     ns, _, uid, stored = prepared[i]
-                    stored["metadata"]["name"] = _generated_name(stored["metadata"]["generateName"])
+                    stored["metadata"]["name"] = generate_name(stored["metadata"]["generateName"])
                     prepared[i] = (ns, stored["metadata"]["name"], uid, stored)
         for (namespace, name, _, _), body, revision in zip(prepared, bodies, revisions):
             self._remember(resource, namespace, name, revision, body)
@@ -801,7 +800,7 @@ class SqlStore(Store):
         for owned in _STORE_OWNED:
             meta.pop(owned, None)
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = _generated_name(str(meta["generateName"]))
+            meta["name"] = generate_name(str(meta["generateName"]))
         if not meta.get("name"):
             raise Invalid([FieldError("metadata.name", "Required value", "name or generateName is required")])
         meta["namespace"] = meta.get("namespace") or ""
@@ -1109,10 +1108,6 @@ class SqlStore(Store):
                 self._poller.close()
                 self._poller = None
         self._engine.dispose()
-
-
-def _generated_name(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(GENERATE_NAME_ALPHABET) for _ in range(5))
 
 
 def _merge_update(current: dict[str, Any], incoming: dict[str, Any]) -> tuple[dict[str, Any], str]:
