@@ -19,9 +19,12 @@ DEFAULT_PENDING_DEADLINE = timedelta(hours=24)
 def parse_duration(text: str) -> timedelta:
     """Go's duration syntax (``720h``, ``1h30m``) plus days and weeks (``7d``, ``2w``); ValueError when not one."""
     try:
-        return timedelta(seconds=duration_seconds(text, days=True))
+        seconds = duration_seconds(text.strip(), days=True)
     except ValueError:
-        raise ValueError("must be a duration such as 30m, 24h, 7d or 1h30m") from None
+        seconds = -1.0
+    if seconds < 0:
+        raise ValueError("must be a duration such as 30m, 24h, 7d or 1h30m")
+    return timedelta(seconds=seconds)
 
 
 def snapshot_name(schedule: str, claim: str, at: datetime) -> str:

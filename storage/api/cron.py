@@ -1,14 +1,15 @@
 """Cron schedules as CronJob reads them, shared by CronJobs (SEMANTICS CJ2) and BackupSchedules (BC13)."""
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-__all__ = ["cron_expression", "every_seconds", "go_duration", "latest_run_at_or_before", "most_recent_run",
+from storage.api.durations import duration_seconds
+
+__all__ = ["cron_expression", "every_seconds", "latest_run_at_or_before", "most_recent_run",
            "next_run_after", "zone"]
 
 # The macros CronJob accepts besides five fields.
@@ -19,34 +20,6 @@ _MACROS = {
 
 
 EVERY = "@every "
-# Go's time.ParseDuration: signed decimal numbers, each with a fraction and a unit.
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_GO_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)")
-
-
-def go_duration(text: str) -> float:
-    """Seconds in a Go duration (``90s``, ``1h30m``, ``1.5h``); ValueError in Go's words."""
-    rest, sign = text, 1.0
-    if rest[:1] in ("+", "-"):
-        sign, rest = (-1.0 if rest[0] == "-" else 1.0), rest[1:]
-    if rest == "0":
-        return 0.0
-    if not rest:
-        raise ValueError(f'time: invalid duration "{text}"')
-    total = 0.0
-    while rest:
-        match = _GO_PART.match(rest)
-        assert match is not None  # every part of the pattern is optional
-        number, unit = match.group(1), match.group(2)
-        if number in ("", "."):
-            raise ValueError(f'time: invalid duration "{text}"')
-        if not unit:
-            raise ValueError(f'time: missing unit in duration "{text}"')
-        if unit not in _GO_UNITS:
-            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
-        total += float(number) * _GO_UNITS[unit]
-        rest = rest[match.end():]
-    return sign * total
 
 
 def every_seconds(expr: str) -> int | None:
@@ -54,7 +27,7 @@ def every_seconds(expr: str) -> int | None:
     seconds, at least one), or None for a cron expression."""
     if not expr.startswith(EVERY):
         return None
-    return max(1, int(go_duration(expr[len(EVERY):])))
+    return max(1, int(duration_seconds(expr[len(EVERY):])))
 
 
 def cron_expression(text: str, *, every: bool = False) -> str:

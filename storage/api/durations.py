@@ -1,23 +1,41 @@
-"""Go's duration syntax (``1h30m``, ``90s``, ``500ms``), which kubectl flags and Kubernetes fields use."""
+"""Go's duration syntax (``1h30m``, ``90s``, ``500ms``, ``-1.5h``), which kubectl flags, Kubernetes fields and
+robfig/cron's ``@every`` use: one parser, with Go's time.ParseDuration's error words."""
 from __future__ import annotations
 
 import re
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
-                 "d": 86400.0, "w": 604800.0}
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+             "h": 3600.0}
+# Stowage's own fields (a backup's retention) also take days and weeks, which Go has not.
+_DAY_UNITS = {**_GO_UNITS, "d": 86400.0, "w": 604800.0}
+# A part: a decimal number (with an optional fraction) and its unit, both possibly empty, so that each
+# malformation gets Go's message rather than a generic one.
+_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)")
 
 
 def duration_seconds(text: str, *, days: bool = False) -> float:
-    """Seconds in ``text``: one or more number-unit parts; ``days`` also allows ``d`` and ``w`` (Go has
-    neither). ValueError when ``text`` is not such a duration."""
-    text = text.strip()
-    pos, total = 0, 0.0
-    for match in _PART.finditer(text):
-        if match.start() != pos or (match.group(2) in ("d", "w") and not days):
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if not text or pos != len(text):
-        raise ValueError(f"invalid duration {text!r}")
-    return total
+    """Seconds in the Go duration ``text`` (signed; ``0`` needs no unit); ``days`` also allows ``d`` and ``w``.
+    ValueError in Go's words: ``time: invalid duration "x"``, ``time: missing unit in duration "5"``,
+    ``time: unknown unit "x" in duration "5x"``."""
+    units = _DAY_UNITS if days else _GO_UNITS
+    rest, sign = text, 1.0
+    if rest[:1] in ("+", "-"):
+        sign, rest = (-1.0 if rest[0] == "-" else 1.0), rest[1:]
+    if rest == "0":
+        return 0.0
+    if not rest:
+        raise ValueError(f'time: invalid duration "{text}"')
+    total = 0.0
+    while rest:
+        match = _PART.match(rest)
+        assert match is not None  # every part of the pattern is optional
+        number, unit = match.group(1), match.group(2)
+        if number in ("", "."):
+            raise ValueError(f'time: invalid duration "{text}"')
+        if not unit:
+            raise ValueError(f'time: missing unit in duration "{text}"')
+        if unit not in units:
+            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
+        total += float(number) * units[unit]
+        rest = rest[match.end():]
+    return sign * total

@@ -42,9 +42,12 @@ def parse_duration(value: str, flag: str = "--timeout") -> float:
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
     try:
-        return duration_seconds(text)
+        seconds = duration_seconds(text)
     except ValueError:
         raise CommandError(f'{flag}: invalid duration "{value}": use a number with a unit, e.g. 30s, 5m or 1h') from None
+    if seconds < 0:
+        raise CommandError(f'{flag}: invalid duration "{value}": must not be negative')
+    return seconds
 
 
 def _kind_and_name(args: tuple[str, ...], allowed: tuple[str, ...], verb: str) -> tuple[ResourceInfo, str]:

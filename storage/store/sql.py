@@ -48,7 +48,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from storage.api import registry

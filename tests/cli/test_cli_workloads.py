@@ -186,6 +186,9 @@ def test_rollout_bad_timeout_names_the_flag(cli: Cli) -> None:
     result = cli.run("rollout", "status", "sts", "web", "--timeout", "5 minutes")
     assert result.code == 1
     assert result.err.startswith('error: --timeout: invalid duration "5 minutes"')
+    negative = cli.run("rollout", "status", "sts", "web", "--timeout", "-5s")
+    assert negative.code == 1
+    assert negative.err.startswith('error: --timeout: invalid duration "-5s": must not be negative')
 
 
 # --- history and undo (S4: revisions are kept) --------------------------------
