@@ -161,12 +161,8 @@ class HostPathProvisioner(Provisioner, Snapshotter):
                     raise PermanentError(f"snapshot {source.snapshot_handle!r} does not exist")
                 self._copy_tree(snapshot, temp)
             elif source.driver == BACKUP_DRIVER:
-                # Written by another part of Stowage; imported here so hostPath works without it.
-                try:
-                    from provisioners.backup import restore_tree_from
-                except ImportError as exc:
-                    raise PermanentError(f"provisioner {self.name} cannot restore from {BACKUP_DRIVER}: "
-                                         f"provisioners.backup.restore_tree_from is not available ({exc})") from None
+                # Imported on use: the backup engine stays out of the memory of agents that never restore.
+                from provisioners.backup import restore_tree_from
                 temp.mkdir(parents=True)
                 restore_tree_from(source, req.secrets, temp)
             else:

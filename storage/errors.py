@@ -6,7 +6,7 @@ body that a Kubernetes client expects; the client turns them back.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

@@ -45,7 +45,6 @@ from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, e
 from storage.errors import (
     BadRequest,
     FieldError,
-    Forbidden,
     Gone,
     Invalid,
     MethodNotAllowed,

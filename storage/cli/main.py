@@ -19,7 +19,7 @@ if sys.argv[1:2] == ["agent"]:
 import click
 import httpx
 
-from storage.cli.context import global_options, session
+from storage.cli.context import global_options
 from storage.cli.edits import EditError
 from storage.cli.errors import CommandError, server_error_line, transport_error_line
 from storage.cli.manifests import ManifestError

@@ -21,7 +21,6 @@ from attach_harness import SimulatedDisks, ebs_link  # noqa: E402
 
 from provisioners import registry as provisioner_registry  # noqa: E402
 from provisioners.aws_ebs import AwsEbsProvisioner  # noqa: E402
-from storage.errors import NotFound  # noqa: E402
 
 pytestmark = pytest.mark.root
 

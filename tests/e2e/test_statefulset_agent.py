@@ -16,7 +16,6 @@ import json
 import subprocess
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest

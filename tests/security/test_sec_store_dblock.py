@@ -13,8 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
 
 from sec_store_util import Served, serve_env, start_serve, started  # noqa: F401 (started is a fixture)
 from support import UpProcess, stowage_executable

@@ -11,7 +11,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from sec_store_util import Served, serve_env, start_serve, started  # noqa: F401 (started is a fixture)
 from support import UpProcess, stowage_executable

@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from agent_cluster import Cluster, claim, local_class, pod, wait_until
-from storage.agent.agent import NodeAgent
 from storage.client import Client
 from storage.errors import Forbidden
 

@@ -107,7 +107,7 @@ def test_rbd_claim_written_on_n1_refused_on_n2_then_moves(ceph_cluster: CephClus
 
     cluster.apply(pod("reader", f"grep -q hello-rbd /data/greeting || exit 1; {FOREVER}", claims={"data": "/data"},
                       nodeSelector={"kubernetes.io/hostname": "n2"}))
-    wait_until(lambda: any(f"is used by n1" in str(e.get("message")) for e in cluster.events_for("reader")),
+    wait_until(lambda: any("is used by n1" in str(e.get("message")) for e in cluster.events_for("reader")),
                "n2 refused while n1 holds the image", 60)
     assert cluster.pod("reader").get("status", {}).get("phase") != "Running"
     cluster.client.delete("pods", "writer", "default")

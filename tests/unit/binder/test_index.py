@@ -1,7 +1,6 @@
 """find_best_volume (index) against the Kubernetes scan port, and the B1–B5 rules on their own."""
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

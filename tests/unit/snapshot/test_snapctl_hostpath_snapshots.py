@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
-from provisioners.base import BACKUP_DRIVER, DataSource, ProvisionRequest, SnapshotRequest
+from provisioners.base import DataSource, ProvisionRequest, SnapshotRequest
 from provisioners.hostpath import SNAPSHOT_DIR, HostPathProvisioner
 from provisioners.testing import SnapshotterContract, make_claim, pv_from_result
 from storage.errors import PermanentError
@@ -137,19 +137,3 @@ def test_clone_of_a_foreign_volume_is_refused(tmp_path: Path) -> None:
     foreign = {"metadata": {"name": "pv-x", "annotations": {}}, "spec": {"hostPath": {"path": str(tmp_path / "etc")}}}
     with pytest.raises(PermanentError, match="only its own"):
         _volume(hp, "pvc-c", data_source=DataSource(kind="PersistentVolumeClaim", source_pv=foreign))
-
-
-def test_restore_from_backup_uses_the_backup_module(tmp_path: Path) -> None:
-    """DS19: a backup.stowage.io snapshot is restored through provisioners.backup.restore_tree_from."""
-    try:
-        from provisioners.backup import restore_tree_from  # noqa: F401
-    except ImportError:
-        # Not in this tree yet (the backup helper writes it): the branch must say so, and leave nothing.
-        hp = HostPathProvisioner(tmp_path / "root")
-        source = DataSource(kind="VolumeSnapshot", driver=BACKUP_DRIVER, snapshot_handle="s3://b/p#id", restore_size=1)
-        with pytest.raises(PermanentError, match="restore_tree_from is not available"):
-            _volume(hp, "pvc-d", data_source=source)
-        assert not (tmp_path / "root" / "pvc-d").exists()
-        return
-    pytest.skip("NOTE: provisioners.backup exists: the round trip through a real object store is the backup "
-                "helper's end-to-end test (it needs the backup engine and a store server)")
