@@ -46,6 +46,16 @@ _STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets", "resourcequotas", "jobs", "
 _MAX_RETRIES = 8
 
 
+def _defaulted(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with Kubernetes' defaults. Kubernetes decodes before it defaults: a field of the wrong JSON type
+    that a defaulter reaches first (``template.metadata: "x"``) is the decoder's 400 (K1), not a crash."""
+    try:
+        return apply_defaults(obj)
+    except (AttributeError, TypeError):
+        validate(json_copy(obj))  # raises the decoder's refusal for a body of the wrong shape
+        raise
+
+
 @dataclass(frozen=True)
 class Target:
     """What a request path names."""
@@ -197,7 +207,7 @@ class Handlers:
             # Generated before validation and admission, as Kubernetes' registry does: both then check, and
             # their refusals name, the name the object would get. The store draws another on a collision.
             meta["name"] = generate_name(meta["generateName"])
-        obj = self._checked(apply_defaults(obj), None, t.info)
+        obj = self._checked(_defaulted(obj), None, t.info)
         if applied is not None:
             _set_managed(obj, mf.encode_managed(applied))
         else:
@@ -455,7 +465,7 @@ class Handlers:
                 raise self._conflict(t)
             if t.info.plural == "namespaces":
                 namespaces.keep_spec_finalizers(obj, old)
-            obj = self._checked(apply_defaults(obj), old, t.info)
+            obj = self._checked(_defaulted(obj), old, t.info)
             record(old, obj, changed)
             attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
             obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings,

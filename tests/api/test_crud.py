@@ -98,6 +98,27 @@ def test_invalid_json_is_400(api_server) -> None:
     assert resp.status_code == 400 and resp.json()["reason"] == "BadRequest"
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_k1_a_template_of_the_wrong_shape_is_the_decoders_400_not_a_crash(api_server, method: str) -> None:
+    """Found by the API fuzz test: the ReplicationController defaulter read ``template.metadata`` before the
+    decoder had checked its type, and a string there was a 500."""
+    path = "/api/v1/namespaces/default/replicationcontrollers"
+    rc = {"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rc-shape"},
+          "spec": {"template": {"metadata": {"labels": {"a": "b"}},
+                                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+    if method == "PUT":
+        made = raw(api_server, "POST", path, json=rc)
+        assert made.status_code == 201, made.text
+        rc = made.json()
+        path += "/rc-shape"
+    rc["spec"]["template"]["metadata"] = "x"
+    resp = raw(api_server, method, path, json=rc)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["message"] == (
+        'ReplicationController in version "v1" cannot be handled as a ReplicationController: json: cannot '
+        "unmarshal string into Go struct field PodTemplateSpec.spec.template.metadata of type v1.ObjectMeta")
+
+
 def test_validation_failure_is_422_naming_the_field_and_nothing_is_stored(api_server, client: Client) -> None:
     """Q3: a claim's requests.storage is required."""
     claim = pvc("no-size")
