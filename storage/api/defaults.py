@@ -290,6 +290,14 @@ def _ingress_class(obj: dict[str, Any]) -> None:
         parameters["scope"] = "Cluster"
 
 
+def _endpoint_slice(obj: dict[str, Any]) -> None:
+    """Kubernetes' SetDefaults_EndpointPort: a port without a name has the empty one, without a protocol TCP."""
+    for port in obj.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("name", "")
+            port.setdefault("protocol", "TCP")
+
+
 def _lease(obj: dict[str, Any]) -> None:
     _dict(obj, "spec")
 
@@ -380,6 +388,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Job": _job,
     "CronJob": _cronjob,
     "IngressClass": _ingress_class,
+    "EndpointSlice": _endpoint_slice,
     "Lease": _lease,
     "ReplicationController": _replication_controller,
     "Service": _service,

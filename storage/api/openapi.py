@@ -39,6 +39,7 @@ _MODULE_PACKAGES = {
     "storage.api.models.apps": "io.k8s.api.apps.v1",
     "storage.api.models.batch": "io.k8s.api.batch.v1",
     "storage.api.models.networking": "io.k8s.api.networking.v1",
+    "storage.api.models.discovery": "io.k8s.api.discovery.v1",
     "storage.api.models.storage_kinds": "io.k8s.api.storage.v1",
 }
 

@@ -37,6 +37,8 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "CronJob": "Makes a Job from its template on a cron schedule, keeping a history of finished ones.",
     "Ingress": "Rules that route external HTTP(S) traffic by host and path to Services; an ingress controller "
                "carries them out.",
+    "EndpointSlice": "A set of network endpoints of a Service (addresses, readiness, ports), as the endpoints "
+                     "controller keeps them for a Service with a selector.",
     "IngressClass": "Names the ingress controller that carries out the Ingresses of this class, with its "
                     "parameters.",
     "Job": "Runs pods of a template to completion: a number of successful completions, with retries up to a "

@@ -565,6 +565,25 @@ def _ingress_class(obj: dict[str, Any], now: datetime) -> Row:
     return [name, str(spec.get("controller") or ""), shown, object_age(obj, now)]
 
 
+def _more(shown: list[str], count: int, limit: int = 3) -> str:
+    """kubectl's listWithMoreString: the first ``limit`` entries, then ``+ N more...``; ``<unset>`` for none."""
+    text = ",".join(shown[:limit])
+    if count > limit:
+        return f"{text} + {count - limit} more..."
+    return text or "<unset>"
+
+
+def _endpoint_slice(obj: dict[str, Any], now: datetime) -> Row:
+    """kubectl's printEndpointSlice: up to three ports (a name where the number is unset, else ``*``) and up
+    to three addresses."""
+    ports = [p for p in obj.get("ports") or [] if isinstance(p, dict)]
+    port_texts = [str(p["port"]) if p.get("port") is not None else (str(p["name"]) if p.get("name") is not None
+                                                                      else "*") for p in ports]
+    addresses = [str(a) for e in obj.get("endpoints") or [] if isinstance(e, dict) for a in e.get("addresses") or []]
+    return [_name(obj), str(obj.get("addressType") or ""), _more(port_texts, len(port_texts)),
+            _more(addresses, len(addresses)), object_age(obj, now)]
+
+
 _WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
@@ -584,6 +603,7 @@ register("CronJob", Columns(
                                 "ACTIVE": Column("Active", "integer", "How many of its jobs are running.")}))
 register("Ingress", Columns(["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], _ingress))
 register("IngressClass", Columns(["NAME", "CONTROLLER", "PARAMETERS", "AGE"], _ingress_class))
+register("EndpointSlice", Columns(["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], _endpoint_slice))
 register("Service", Columns(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _svc,
                             ["SELECTOR"], _svc_wide))
 register("Node", Columns(["NAME", "STATUS", "ROLES", "AGE", "VERSION"], _node,
@@ -747,7 +767,7 @@ _COLUMN_NAMES = {
     "MESSAGE": "Message", "SUBOBJECT": "Subobject", "SOURCE": "Source", "FIRST SEEN": "First Seen",
     "COUNT": "Count", "DESIRED": "Desired", "CURRENT": "Current", "UP-TO-DATE": "Up-to-date",
     "AVAILABLE": "Available", "NODE SELECTOR": "Node Selector", "CONTAINERS": "Containers", "IMAGES": "Images",
-    "ENDPOINTS": "Endpoints", "DATA": "Data", "CONTROLLER": "Controller", "REVISION": "Revision",
+    "ENDPOINTS": "Endpoints", "ADDRESSTYPE": "AddressType", "DATA": "Data", "CONTROLLER": "Controller", "REVISION": "Revision",
     "ATTACHER": "Attacher", "PV": "PV", "ATTACHED": "Attached", "HOLDER": "Holder",
     "MIN AVAILABLE": "Min Available", "MAX UNAVAILABLE": "Max Unavailable", "ALLOWED DISRUPTIONS": "Allowed Disruptions",
 }

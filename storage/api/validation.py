@@ -1121,6 +1121,152 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+# --- discovery.k8s.io: EndpointSlice (EPS1–EPS5) ----------------------------------------------------
+
+_ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
+_SLICE_PROTOCOLS = ("SCTP", "TCP", "UDP")
+_LEADING_ZERO_OCTET = re.compile(r"(^|\.)0[0-9]")
+_IP_EXAMPLE = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+
+
+def _parsed_ip(errs: _Errors, path: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """apimachinery's parseIP with strict validation: a leading 0 in an IPv4 octet (which C libraries read
+    as octal) and an IPv4-mapped IPv6 address are refused."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        if "." in value and ":" not in value and _LEADING_ZERO_OCTET.search(value):
+            try:
+                ipaddress.ip_address(".".join(str(int(octet)) for octet in value.split(".")))
+            except ValueError:
+                pass
+            else:
+                errs.invalid(path, value, "must not have leading 0s")
+                return None
+        errs.invalid(path, value, _IP_EXAMPLE)
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        errs.invalid(path, value, "must not be an IPv4-mapped IPv6 address")
+        return None
+    return ip
+
+
+def _endpoint_ip(errs: _Errors, path: str, value: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """Kubernetes' ValidateEndpointIP: an endpoint is never an address no other host can reach."""
+    if ip.is_unspecified:
+        errs.invalid(path, value, f"may not be unspecified ({value})")
+    if ip.is_loopback:
+        errs.invalid(path, value, "may not be in the loopback range (127.0.0.0/8, ::1/128)")
+    if ip.is_link_local:
+        errs.invalid(path, value, "may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+    link_local_multicast = (ip in ipaddress.ip_network("224.0.0.0/24") if ip.version == 4
+                            else ip.packed[0] == 0xFF and ip.packed[1] & 0x0F == 0x02)
+    if link_local_multicast:
+        errs.invalid(path, value, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
+
+
+def _fqdn(errs: _Errors, path: str, value: str) -> None:
+    """apimachinery's IsFullyQualifiedDomainName: a subdomain of at least two labels (a final dot allowed)."""
+    if not value:
+        errs.required(path)
+        return
+    name = value[:-1] if value.endswith(".") else value
+    if messages := is_dns1123_subdomain(name):
+        errs.invalid(path, name, ",".join(messages))
+    elif len(name.split(".")) < 2:
+        errs.invalid(path, name, "should be a domain with at least two segments separated by dots")
+    else:
+        for label in name.split("."):
+            if messages := is_dns1123_label(label):
+                errs.invalid(path, label, ",".join(messages))
+                return
+
+
+def _too_many(errs: _Errors, path: str, items: list[Any], limit: int) -> bool:
+    if len(items) > limit:
+        errs.items.append(FieldError(path, "Too many", f"must have at most {limit} items", len(items), True))
+        return True
+    return False
+
+
+def _endpoint_slice(errs: _Errors, obj: dict[str, Any]) -> None:
+    """Kubernetes' ValidateEndpointSlice: a known address type, at most 1000 endpoints of 1–100 addresses of
+    that type, port names unique DNS labels with a protocol, hints and node names that are names."""
+    address_type = obj.get("addressType")
+    if not address_type:
+        errs.required("addressType")
+    else:
+        errs.enum("addressType", address_type, _ADDRESS_TYPES)
+    ports = _l(obj.get("ports"))
+    if not _too_many(errs, "ports", ports, 20000):
+        seen: list[str] = []
+        for i, port in enumerate(ports):
+            port, path = _d(port), f"ports[{i}]"
+            name = port.get("name") if isinstance(port.get("name"), str) else ""
+            if name:
+                errs.names(f"{path}.name", name, is_dns1123_label)
+            if name in seen:
+                errs.duplicate(f"{path}.name", name)
+            else:
+                seen.append(name)
+            if port.get("protocol") is None:
+                errs.required(f"{path}.protocol")
+            else:
+                errs.enum(f"{path}.protocol", port.get("protocol"), _SLICE_PROTOCOLS)
+            if port.get("appProtocol") is not None:
+                errs.names(f"{path}.appProtocol", port.get("appProtocol"), is_qualified_name)
+    endpoints = _l(obj.get("endpoints"))
+    if _too_many(errs, "endpoints", endpoints, 1000):
+        return
+    for i, endpoint in enumerate(endpoints):
+        endpoint, path = _d(endpoint), f"endpoints[{i}]"
+        addresses = _l(endpoint.get("addresses"))
+        if not addresses:
+            errs.required(f"{path}.addresses", "must contain at least 1 address")
+        else:
+            _too_many(errs, f"{path}.addresses", addresses, 100)
+        for j, address in enumerate(addresses):
+            if not isinstance(address, str):
+                continue
+            at = f"{path}.addresses[{j}]"
+            if address_type == "FQDN":
+                _fqdn(errs, at, address)
+            elif address_type in ("IPv4", "IPv6"):
+                ip = _parsed_ip(errs, at, address)
+                if ip is None:
+                    continue
+                if address_type == "IPv6" and str(ip) != address:
+                    errs.invalid(at, address, f'must be in canonical form ("{ip}")')
+                if ip.version != (4 if address_type == "IPv4" else 6):
+                    errs.invalid(f"{path}.addresses", address, f"must be an {address_type} address")
+                _endpoint_ip(errs, at, address, ip)
+        if isinstance(endpoint.get("nodeName"), str):
+            errs.names(f"{path}.nodeName", endpoint["nodeName"], is_dns1123_subdomain)
+        topology = _d(endpoint.get("deprecatedTopology"))
+        _too_many(errs, f"{path}.deprecatedTopology", list(topology), 16)
+        _labels(errs, f"{path}.deprecatedTopology", topology)
+        if isinstance(endpoint.get("hostname"), str):
+            errs.names(f"{path}.hostname", endpoint["hostname"], is_dns1123_label)
+        hints = _d(endpoint.get("hints"))
+        for key, check in (("forZones", is_valid_label_value), ("forNodes", is_dns1123_subdomain)):
+            entries = _l(hints.get(key))
+            if _too_many(errs, f"{path}.hints.{key}", entries, 8):
+                break
+            names: list[str] = []
+            for k, entry in enumerate(entries):
+                name, at = _d(entry).get("name"), f"{path}.hints.{key}[{k}].name"
+                if name in names:
+                    errs.duplicate(at, name)
+                elif isinstance(name, str):
+                    names.append(name)
+                if isinstance(name, str):
+                    errs.names(at, name, check)
+
+
+def _endpoint_slice_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    errs.immutable("addressType", new.get("addressType"), old.get("addressType"))
+
+
 def _ingress(errs: _Errors, obj: dict[str, Any]) -> None:
     """Kubernetes' ValidateIngressSpec (IN2): a default backend or rules, each path typed and each backend a
     Service port or a resource, hosts DNS names (a leading ``*.`` allowed), TLS secrets' names."""
@@ -2076,6 +2222,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "Pod": _pod,
     "Service": _service,
     "Endpoints": _endpoints,
+    "EndpointSlice": _endpoint_slice,
     "Node": _node,
     "Namespace": _nothing,
     "Secret": _secret,
@@ -2128,6 +2275,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "Deployment": _selector_immutable,
     "Job": _job_update,
     "IngressClass": _ingress_class_update,
+    "EndpointSlice": _endpoint_slice_update,
     "Secret": _immutable_data_update,
     "ConfigMap": _immutable_data_update,
     "ControllerRevision": _controller_revision_update,

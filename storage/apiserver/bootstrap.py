@@ -111,6 +111,7 @@ def cluster_roles() -> list[Obj]:
             _rule(_READ, ["apps"], apps),
             _rule(_READ, ["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
             _rule(_READ, ["networking.k8s.io"], ["ingresses", "ingresses/status"]),
+            _rule(_READ, ["discovery.k8s.io"], ["endpointslices"]),
             _rule(_READ, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
             _rule(_READ, ["snapshot.storage.k8s.io"], ["volumesnapshots", "volumesnapshots/status"]),
         ], labels={AGGREGATE_TO["view"]: "true"}),

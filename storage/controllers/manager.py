@@ -504,6 +504,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     # Jobs and CronJobs (SEMANTICS J1-J15, CJ1-CJ10).
     found += list(importlib.import_module("storage.controllers.job").RECONCILERS)
     found += list(importlib.import_module("storage.controllers.cronjob").RECONCILERS)
+    # EndpointSlices of Services (SEMANTICS EPS1-EPS5).
+    found += list(importlib.import_module("storage.controllers.endpointslices").RECONCILERS)
     return found
 
 

@@ -15,6 +15,7 @@ from storage.api.modelbase import WireModel, dump
 from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
 from storage.api.models.batch import CronJob, Job
 from storage.api.models.networking import Ingress, IngressClass
+from storage.api.models.discovery import EndpointSlice
 from storage.api.models.coordination import Lease
 from storage.api.models.auth_kinds import CertificateSigningRequest, ServiceAccount
 from storage.api.models.core import (
@@ -77,6 +78,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "Deployment": Deployment,
     "Job": Job,
     "CronJob": CronJob,
+    "EndpointSlice": EndpointSlice,
     "Ingress": Ingress,
     "IngressClass": IngressClass,
     "Lease": Lease,
@@ -125,7 +127,7 @@ def from_dict(obj: dict[str, Any]) -> BaseModel:
 
 __all__ = [
     "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
-    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "Ingress", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
+    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "Ingress", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",
     "ReplicationController", "ResourceQuota", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment",
