@@ -155,7 +155,16 @@ def ensure_system_objects(store: Store, host: str, port: int) -> None:
         "subsets": [{"addresses": [{"ip": _endpoint_ip(host)}],
                      "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     }
-    for resource, wanted in (("services", service), ("endpoints", endpoints)):
+    # As kube-apiserver's EndpointsAdapter writes it beside the Endpoints (EPS4: those are not mirrored).
+    endpoint_slice = {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": KUBERNETES_SERVICE, "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": KUBERNETES_SERVICE}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [_endpoint_ip(host)], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    }
+    for resource, wanted in (("services", service), ("endpoints", endpoints), ("endpointslices", endpoint_slice)):
         _upsert(store, resource, wanted)
 
 
@@ -175,8 +184,10 @@ def _upsert(store: Store, resource: str, wanted: Obj) -> None:
         if resource == "services":
             updated["spec"]["ports"] = wanted["spec"]["ports"]
             updated["spec"].pop("selector", None)
-        else:
+        elif resource == "endpoints":
             updated["subsets"] = wanted["subsets"]
+        else:
+            updated["endpoints"], updated["ports"] = wanted["endpoints"], wanted["ports"]
         if updated == current:
             return
         try:

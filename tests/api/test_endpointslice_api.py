@@ -112,3 +112,15 @@ def test_eps1_kubectl_lists_slices_with_its_columns(module_server: RunningServer
     # kubectl's listWithMoreString: three of each, then how many more.
     assert lines[1].startswith("many") and "IPv4" in lines[1], lines
     assert "80,81,82 + 1 more..." in lines[1] and "10.9.0.1,10.9.0.2,10.9.0.3 + 2 more..." in lines[1], lines
+
+
+def test_eps4_the_kubernetes_service_has_the_api_servers_slice(module_server: RunningServer,
+                                                               http: httpx.Client) -> None:
+    """As kube-apiserver writes it beside its Endpoints (which carry skip-mirror, so nothing mirrors them)."""
+    got = http.get(f"{SLICES}/kubernetes")
+    assert got.status_code == 200, got.text
+    port = int(module_server.url.rsplit(":", 1)[1].split("/")[0])
+    assert got.json()["ports"] == [{"name": "https", "port": port, "protocol": "TCP"}]
+    assert got.json()["metadata"]["labels"] == {"kubernetes.io/service-name": "kubernetes"}
+    endpoints = http.get("/api/v1/namespaces/default/endpoints/kubernetes").json()
+    assert got.json()["endpoints"][0]["addresses"] == [endpoints["subsets"][0]["addresses"][0]["ip"]]
