@@ -298,6 +298,11 @@ def _endpoint_slice(obj: dict[str, Any]) -> None:
             port.setdefault("protocol", "TCP")
 
 
+def _priority_class(obj: dict[str, Any]) -> None:
+    """Kubernetes' SetDefaults_PriorityClass (PC1)."""
+    obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
+
+
 def _lease(obj: dict[str, Any]) -> None:
     _dict(obj, "spec")
 
@@ -389,6 +394,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "CronJob": _cronjob,
     "IngressClass": _ingress_class,
     "EndpointSlice": _endpoint_slice,
+    "PriorityClass": _priority_class,
     "Lease": _lease,
     "ReplicationController": _replication_controller,
     "Service": _service,

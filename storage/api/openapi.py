@@ -40,6 +40,7 @@ _MODULE_PACKAGES = {
     "storage.api.models.batch": "io.k8s.api.batch.v1",
     "storage.api.models.networking": "io.k8s.api.networking.v1",
     "storage.api.models.discovery": "io.k8s.api.discovery.v1",
+    "storage.api.models.scheduling": "io.k8s.api.scheduling.v1",
     "storage.api.models.storage_kinds": "io.k8s.api.storage.v1",
 }
 

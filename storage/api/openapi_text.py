@@ -39,6 +39,8 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                "carries them out.",
     "EndpointSlice": "A set of network endpoints of a Service (addresses, readiness, ports), as the endpoints "
                      "controller keeps them for a Service with a selector.",
+    "PriorityClass": "A name for a pod priority: new pods naming it get its value as spec.priority; the "
+                     "global default applies to pods that name none.",
     "IngressClass": "Names the ingress controller that carries out the Ingresses of this class, with its "
                     "parameters.",
     "Job": "Runs pods of a template to completion: a number of successful completions, with retries up to a "

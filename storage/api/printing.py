@@ -584,6 +584,15 @@ def _endpoint_slice(obj: dict[str, Any], now: datetime) -> Row:
             _more(addresses, len(addresses)), object_age(obj, now)]
 
 
+def _priority_class(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(obj.get("value") or 0), "true" if obj.get("globalDefault") is True else "false",
+            object_age(obj, now)]
+
+
+def _priority_class_wide(obj: dict[str, Any], now: datetime) -> Row:
+    return [str(obj.get("preemptionPolicy") or "")]
+
+
 _WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
@@ -604,6 +613,11 @@ register("CronJob", Columns(
 register("Ingress", Columns(["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], _ingress))
 register("IngressClass", Columns(["NAME", "CONTROLLER", "PARAMETERS", "AGE"], _ingress_class))
 register("EndpointSlice", Columns(["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], _endpoint_slice))
+register("PriorityClass", Columns(
+    ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE"], _priority_class, ["PREEMPTIONPOLICY"], _priority_class_wide,
+    definitions={"VALUE": Column("Value", "integer", "The priority pods of this class get."),
+                 "GLOBAL-DEFAULT": Column("Global-Default", "boolean", "Whether pods naming no class get this one."),
+                 "PREEMPTIONPOLICY": Column("PreemptionPolicy", "string", "Whether its pods may preempt others.")}))
 register("Service", Columns(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _svc,
                             ["SELECTOR"], _svc_wide))
 register("Node", Columns(["NAME", "STATUS", "ROLES", "AGE", "VERSION"], _node,

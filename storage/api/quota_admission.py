@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from storage.api import podsecurity, quota
+from storage.api import podsecurity, priority, quota
 from storage.api.names import generate_name
 from storage.api.registry import ResourceInfo, by_plural
 from storage.api.service_account_token import with_service_account
@@ -154,6 +154,7 @@ def admit_controller_create(store: Any, plural: str, obj: dict[str, Any], *,
         obj = {**obj, "metadata": {**meta, "name": generate_name(meta["generateName"])}}
     if plural == "pods":
         obj = with_service_account(store, obj)  # PS2: the pod's token, as for any pod
+        obj = priority.admit_pod_create(store, obj)  # PC3: the class's priority, as for any pod
     request = _ControllerCreate(info, obj, store)
     obj = LimitRanger().admit(request)
     if plural == "pods":

@@ -98,6 +98,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     # SEMANTICS EPS1: the pods behind a Service, written by the endpoints controller next to its Endpoints.
     ResourceInfo("EndpointSlice", "endpointslices", "endpointslice", "discovery.k8s.io", "v1", True, (),
                  has_status=False),
+    # SEMANTICS PC1: pod priorities by name; the two system classes exist in every cluster.
+    ResourceInfo("PriorityClass", "priorityclasses", "priorityclass", "scheduling.k8s.io", "v1", False, ("pc",),
+                 has_status=False),
     ResourceInfo(
         "Lease", "leases", "lease", "coordination.k8s.io", "v1", True, (), has_status=False,
         legacy_api_versions=("coordination.k8s.io/v1beta1",),

@@ -45,6 +45,7 @@ from storage.api.names import (
     mask_trailing_dash,
     regex_error,
 )
+from storage.api.priority import HIGHEST_USER_DEFINABLE_PRIORITY, PREEMPTION_POLICIES, SYSTEM_PREFIX, system_class_error
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo, by_kind
 from storage.errors import BadRequest, FieldError, Invalid
@@ -1267,6 +1268,32 @@ def _endpoint_slice_update(errs: _Errors, new: dict[str, Any], old: dict[str, An
     errs.immutable("addressType", new.get("addressType"), old.get("addressType"))
 
 
+# --- scheduling.k8s.io: PriorityClass (PC1) ------------------------------------------------------------
+
+def _priority_class(errs: _Errors, obj: dict[str, Any]) -> None:
+    """Kubernetes' ValidatePriorityClass: ``system-`` names are the system classes' own, a user's class at
+    most 1000000000, a known preemption policy."""
+    name = str(_d(obj.get("metadata")).get("name") or "")
+    value = obj.get("value") if isinstance(obj.get("value"), int) else 0
+    if name.startswith(SYSTEM_PREFIX):
+        if (why := system_class_error(name, value, obj.get("globalDefault"))) is not None:
+            errs.forbidden("metadata.name", "priority class names with 'system-' prefix are reserved for system "
+                                            f"use only. error: {why}")
+    elif value > HIGHEST_USER_DEFINABLE_PRIORITY:
+        errs.forbidden("value", f"maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE_PRIORITY}")
+    policy = obj.get("preemptionPolicy")
+    if policy == "":
+        errs.required("preemptionPolicy")
+    elif policy is not None:
+        errs.enum("preemptionPolicy", policy, PREEMPTION_POLICIES)
+
+
+def _priority_class_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    if new.get("value") != old.get("value"):
+        errs.forbidden("value", "may not be changed in an update.")
+    errs.immutable("preemptionPolicy", new.get("preemptionPolicy"), old.get("preemptionPolicy"))
+
+
 def _ingress(errs: _Errors, obj: dict[str, Any]) -> None:
     """Kubernetes' ValidateIngressSpec (IN2): a default backend or rules, each path typed and each backend a
     Service port or a resource, hosts DNS names (a leading ``*.`` allowed), TLS secrets' names."""
@@ -2223,6 +2250,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "Service": _service,
     "Endpoints": _endpoints,
     "EndpointSlice": _endpoint_slice,
+    "PriorityClass": _priority_class,
     "Node": _node,
     "Namespace": _nothing,
     "Secret": _secret,
@@ -2276,6 +2304,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "Job": _job_update,
     "IngressClass": _ingress_class_update,
     "EndpointSlice": _endpoint_slice_update,
+    "PriorityClass": _priority_class_update,
     "Secret": _immutable_data_update,
     "ConfigMap": _immutable_data_update,
     "ControllerRevision": _controller_revision_update,

@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal, Protocol, Sequence
 
 import structlog
 
-from storage.api import podsecurity
+from storage.api import podsecurity, priority
 from storage.api.names import INGRESS_CLASS_ANNOTATION, INGRESS_CLASS_DEFAULT_ANNOTATION, PV_PROTECTION, PVC_PROTECTION
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo
@@ -134,6 +134,24 @@ class DefaultIngressClass:
         if name is None:
             return req.obj
         return {**req.obj, "spec": {**spec, "ingressClassName": name}}
+
+
+class Priority:
+    """SEMANTICS PC3, PC4: Kubernetes' Priority admission. A new pod's class becomes its ``spec.priority`` and
+    ``preemptionPolicy``; only one PriorityClass may be the global default. (An update's keeping of the
+    priority comes before validation, in the handler's write.)"""
+
+    def admit(self, req: AdmissionRequest) -> dict[str, Any]:
+        if req.resource.plural == "pods":
+            if req.operation == "CREATE":
+                return priority.admit_pod_create(req.store, req.obj)
+        elif req.resource.plural == "priorityclasses" and req.operation in ("CREATE", "UPDATE"):
+            conflict = priority.default_conflict(req.store, req.obj, creating=req.operation == "CREATE")
+            if conflict is not None:
+                name = str((req.obj.get("metadata") or {}).get("name") or "")
+                raise Forbidden(f'{priority.RESOURCE} "{name}" is forbidden: {conflict}', kind="priorityclasses",
+                                name=name)
+        return req.obj
 
 
 class ProtectionFinalizers:
@@ -368,7 +386,7 @@ def default_admission(pod_security_default: str = podsecurity.BASELINE, *,
     # Mutating plugins first, Pod Security last: it judges the pod as it will be stored
     # (with the service-account token volume), as Kubernetes' validating phase does.
     return Admission([DefaultStorageClass(), DefaultIngressClass(), ProtectionFinalizers(), ClaimResize(), ServiceAccountAdmission(),
-                      DefaultTolerationSeconds(not_ready_toleration_seconds, unreachable_toleration_seconds),
+                      Priority(), DefaultTolerationSeconds(not_ready_toleration_seconds, unreachable_toleration_seconds),
                       PodSecurity(pod_security_default),
                       # Kubernetes' order: LimitRanger, then ResourceQuota last, so only a write every other
                       # plugin let through is charged (QL4, QL7).

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from storage.api import managedfields as mf
+from storage.api import priority
 from storage.api.conversion import convert
 from storage.api.defaults import apply_defaults
 from storage.api.decoding import UndecodableObject
@@ -27,7 +28,7 @@ from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.fieldvalidation import FieldValidation
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
 from storage.errors import (
-    AlreadyExists, BadRequest, Conflict, FieldError, Gone, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge,
+    AlreadyExists, BadRequest, Conflict, FieldError, Forbidden, Gone, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge,
 )
 from storage.store.base import Store
 
@@ -340,6 +341,9 @@ class Handlers:
         plural, ns = t.info.plural, t.store_namespace
         if plural == "namespaces":
             return with_type(t.info, namespaces.delete(self.store, t.name, options, dry_run=dry_run))
+        if plural == "priorityclasses" and t.name in priority.SYSTEM_CLASSES:  # PC2, as Kubernetes' registry
+            raise Forbidden(f'{priority.RESOURCE} "{t.name}" is forbidden: this is a system priority class and '
+                            "cannot be deleted", kind=plural, name=t.name)
         if uid or policy in ("Foreground", "Orphan") or dry_run:
             current = self.store.get(plural, ns, t.name)
             if uid and current["metadata"].get("uid") != uid:
@@ -367,6 +371,8 @@ class Handlers:
         for obj in listed["items"]:
             meta = obj["metadata"]
             one = Target(t.info, meta.get("namespace") or "", meta["name"])
+            if t.info.plural == "priorityclasses" and one.name in priority.SYSTEM_CLASSES:
+                continue  # PC2: kept, where a deletion of one by name is refused
             try:
                 deleted.append(self.delete(one, {k: options[k] for k in ("propagationPolicy", "gracePeriodSeconds") if k in options},
                                            dry_run=dry_run))
@@ -465,6 +471,9 @@ class Handlers:
                 raise self._conflict(t)
             if t.info.plural == "namespaces":
                 namespaces.keep_spec_finalizers(obj, old)
+            elif t.info.plural == "pods":
+                # PC3: Kubernetes' Priority admission, a mutating step its validation then sees.
+                obj = priority.admit_pod_update(obj, old)
             obj = self._checked(_defaulted(obj), old, t.info)
             record(old, obj, changed)
             attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's

@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 
+from storage.api import priority
 from storage.api.defaults import apply_defaults
 from storage.api.namespaces import (
     CONTENT_GUARD, IMMORTAL, SYSTEM_NAMESPACES, TERMINATING, is_terminating, spec_finalizers, terminating_message,
@@ -141,6 +142,11 @@ def ensure_system_objects(store: Store, host: str, port: int) -> None:
                                                                     "labels": {"kubernetes.io/metadata.name": name}}}))
         except AlreadyExists:
             pass
+    for system_class in priority.system_classes():  # PC2: as kube-apiserver's post-start hook makes them
+        try:
+            store.create("priorityclasses", system_class)
+        except AlreadyExists:
+            pass
     labels = {"component": "apiserver", "provider": "kubernetes"}
     service = apply_defaults({
         "apiVersion": "v1", "kind": "Service",
@@ -164,8 +170,18 @@ def ensure_system_objects(store: Store, host: str, port: int) -> None:
         "endpoints": [{"addresses": [_endpoint_ip(host)], "conditions": {"ready": True}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     }
-    for resource, wanted in (("services", service), ("endpoints", endpoints), ("endpointslices", endpoint_slice)):
+    for resource, wanted in (("services", service), ("endpoints", endpoints)):
         _upsert(store, resource, wanted)
+    address = ipaddress.ip_address(_endpoint_ip(host))
+    if address.is_loopback or address.is_link_local:
+        # An address Kubernetes' slice validation refuses (EPS1): a server listening on 127.0.0.1 keeps only
+        # its Endpoints (kubectl 1.37's describe, which reads slices only, shows none for this Service).
+        try:
+            store.delete("endpointslices", "default", KUBERNETES_SERVICE)
+        except NotFound:
+            pass
+    else:
+        _upsert(store, "endpointslices", endpoint_slice)
 
 
 def _upsert(store: Store, resource: str, wanted: Obj) -> None:

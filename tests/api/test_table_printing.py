@@ -74,6 +74,7 @@ SAMPLES: dict[str, dict] = {
     "Ingress": {"metadata": {"name": "t-ing"}, "spec": {"rules": [{"host": "t.example.com", "http": {"paths": [
         {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "t-svc", "port": {"number": 80}}}}]}}]}},
     "IngressClass": {"metadata": {"name": "t-ingclass"}, "spec": {"controller": "example.com/ingress"}},
+    "PriorityClass": {"metadata": {"name": "t-pc"}, "value": 10},
     "EndpointSlice": {"metadata": {"name": "t-eps"}, "addressType": "IPv4",
                       "endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"port": 80}]},
     "Job": {"metadata": {"name": "t-job"},
@@ -118,6 +119,7 @@ EXPECTED = {
     "Ingress": "NAME CLASS HOSTS ADDRESS PORTS AGE",
     "IngressClass": "NAME CONTROLLER PARAMETERS AGE",
     "EndpointSlice": "NAME ADDRESSTYPE PORTS ENDPOINTS AGE",
+    "PriorityClass": "NAME VALUE GLOBAL-DEFAULT AGE | PREEMPTIONPOLICY",
     "CronJob": "NAME SCHEDULE TIMEZONE SUSPEND ACTIVE LAST_SCHEDULE AGE | CONTAINERS IMAGES SELECTOR",
     "Role": "NAME CREATED_AT",
     "ClusterRole": "NAME CREATED_AT",

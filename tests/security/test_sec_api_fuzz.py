@@ -76,6 +76,7 @@ VALID: dict[str, dict[str, Any]] = {
     "Pod": {"spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 80}]}]}},
     "Service": {"spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}},
     "Endpoints": {"subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]},
+    "PriorityClass": {"value": 1000, "description": "batch", "preemptionPolicy": "Never"},
     "EndpointSlice": {"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True},
                                                            "hints": {"forZones": [{"name": "z1"}]}}],
                       "ports": [{"name": "http", "port": 80, "appProtocol": "kubernetes.io/h2c"}]},

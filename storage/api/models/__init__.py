@@ -16,6 +16,7 @@ from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, R
 from storage.api.models.batch import CronJob, Job
 from storage.api.models.networking import Ingress, IngressClass
 from storage.api.models.discovery import EndpointSlice
+from storage.api.models.scheduling import PriorityClass
 from storage.api.models.coordination import Lease
 from storage.api.models.auth_kinds import CertificateSigningRequest, ServiceAccount
 from storage.api.models.core import (
@@ -79,6 +80,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "Job": Job,
     "CronJob": CronJob,
     "EndpointSlice": EndpointSlice,
+    "PriorityClass": PriorityClass,
     "Ingress": Ingress,
     "IngressClass": IngressClass,
     "Lease": Lease,
@@ -127,7 +129,7 @@ def from_dict(obj: dict[str, Any]) -> BaseModel:
 
 __all__ = [
     "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
-    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "Ingress", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
+    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "Ingress", "PriorityClass", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",
     "ReplicationController", "ResourceQuota", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment",
