@@ -216,11 +216,15 @@ def cluster(start_stowage: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def test_members_start_in_ordinal_order_each_after_the_previous_is_ready_S1_S2(cluster: Cluster) -> None:
     stowage, recorder = cluster.stowage, cluster.recorder
     pods = pods_ready(stowage)
-    # The creation of the first incarnation of each member, and the first moment it was Ready.
+    # The creation of the first incarnation of each member, and the first moment it was Ready. The watch
+    # delivers an event a moment after a read can see its change: wait for the record to hold it.
+    def first_ready() -> dict[str, int] | None:
+        found = {name: recorder.first(0, lambda s, n=name: s.name == n and s.ready) for name in MEMBERS}
+        return {n: v for n, v in found.items() if v is not None} if all(v is not None for v in found.values()) else None
+
+    ready = poll("the pod watch to show every member Ready", first_ready, timeout=30)
     created = {name: recorder.first(0, lambda s, n=name: s.type == "ADDED" and s.name == n) for name in MEMBERS}
-    ready = {name: recorder.first(0, lambda s, n=name: s.name == n and s.ready) for name in MEMBERS}
     assert all(v is not None for v in created.values()), created
-    assert all(v is not None for v in ready.values()), ready
     for lower, higher in zip(MEMBERS, MEMBERS[1:]):
         assert ready[lower] < created[higher], (  # type: ignore[operator]
             f"S2: {higher} was created (event {created[higher]}) before {lower} was Ready (event {ready[lower]})")
