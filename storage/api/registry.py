@@ -26,6 +26,8 @@ class ResourceInfo:
     # Served in Kubernetes from a CustomResourceDefinition (the external-snapshotter's, gateway-api's): JSON
     # only, so a protobuf request body for it is refused with 415 and responses are always JSON.
     crd: bool = False
+    # Kubernetes' API lifecycle warning, sent with every request to the resource (APILifecycleDeprecated).
+    deprecation: str = ""
 
     @property
     def api_version(self) -> str:
@@ -48,7 +50,8 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", "", "v1", True, ("pvc",)),
     ResourceInfo("Pod", "pods", "pod", "", "v1", True, ("po",)),
     ResourceInfo("Service", "services", "service", "", "v1", True, ("svc",)),
-    ResourceInfo("Endpoints", "endpoints", "endpoints", "", "v1", True, ("ep",), has_status=False),
+    ResourceInfo("Endpoints", "endpoints", "endpoints", "", "v1", True, ("ep",), has_status=False,
+                 deprecation="v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"),
     ResourceInfo("Node", "nodes", "node", "", "v1", False, ("no",)),
     # No deletecollection, as in Kubernetes: one request must not remove every namespace (default, kube-system).
     ResourceInfo("Namespace", "namespaces", "namespace", "", "v1", False, ("ns",),

@@ -297,7 +297,18 @@ def create_app(
                 parsed = parse_resource_path(f"{parts[1]}/{parts[2]}", parts[3:])
             else:
                 raise _not_found()
-            response = await _serve(request, parsed, user, decision.visible)
+            deprecation = parsed.target.info.deprecation
+            try:
+                response = await _serve(request, parsed, user, decision.visible)
+            except StowageError as e:
+                if not deprecation:
+                    raise
+                # Kubernetes warns on every request to a deprecated resource, refused ones too.
+                log.debug("request failed", method=request.method, path=path, code=e.code, reason=e.reason,
+                          message=e.message)
+                response = _error(e)
+            if deprecation:
+                response.headers.append("Warning", warning_header(deprecation))
             # Method, path and status only: bodies can hold Secret values and never go into a log.
             log.debug("request", method=request.method, path=path, user=user.name, code=response.status_code)
             return response

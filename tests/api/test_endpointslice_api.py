@@ -139,3 +139,28 @@ def test_eps4_the_kubernetes_service_has_the_api_servers_slice(tmp_path: Path) -
         assert store.get("endpoints", "default", "kubernetes")["subsets"][0]["addresses"] == [{"ip": "127.0.0.1"}]
     finally:
         store.close()
+
+
+ENDPOINTS_WARNING = "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"
+
+
+def test_eps1_every_endpoints_request_carries_kubernetes_deprecation_warning(http: httpx.Client) -> None:
+    """Kubernetes 1.33+ marks v1 Endpoints deprecated (APILifecycleDeprecated) and warns on every request to
+    it, refused ones too; EndpointSlices carry no warning."""
+    listed = http.get("/api/v1/namespaces/default/endpoints")
+    missing = http.get("/api/v1/namespaces/default/endpoints/none-such")
+    assert listed.status_code == 200 and missing.status_code == 404
+    for response in (listed, missing):
+        assert response.headers.get_list("warning") == [f'299 - "{ENDPOINTS_WARNING}"'], response.headers
+    assert not http.get(SLICES).headers.get_list("warning")
+
+
+@pytest.mark.parametrize("version", KUBECTL_VERSIONS)
+def test_eps1_kubectl_shows_the_endpoints_deprecation(module_server: RunningServer, tmp_path: Path,
+                                                      version: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    done = subprocess.run([kubectl_binary(version), "--kubeconfig", str(module_server.kubeconfig), "--cache-dir",
+                           str(tmp_path / "cache"), "get", "endpoints", "kubernetes"], capture_output=True, text=True,
+                          timeout=120, env=clean)
+    assert done.returncode == 0, done.stderr
+    assert f"Warning: {ENDPOINTS_WARNING}" in done.stderr and "kubernetes" in done.stdout
