@@ -174,7 +174,10 @@ class InformerCache:
 class WorkQueue:
     """De-duplicating queue: a key waits at most once, and is never handed to two workers at once."""
 
-    def __init__(self, base_delay: float = 0.005, max_delay: float = 300.0) -> None:
+    def __init__(self, base_delay: float = 0.005, max_delay: float = 300.0,
+                 rank: Callable[[str], int] | None = None) -> None:
+        """``rank``: when given, a waiting key of a higher rank is handed out first (FIFO among equals), as
+        Kubernetes' scheduler takes pods of a higher priority first (PC5)."""
         # One lock, two conditions: a key queued wakes one worker (PF80), a timer set wakes the timer thread.
         # With one condition for both, every add woke every worker of the controller and the timer thread
         # (notify_all), and all but one found nothing to do and went back to sleep.
@@ -182,10 +185,16 @@ class WorkQueue:
         self._cond = threading.Condition(self._lock)  # workers wait here for a key
         self._timer_cond = threading.Condition(self._lock)  # the timer thread waits here
         self._queue: deque[str] = deque()
+        self._rank = rank
+        self._ranked: list[tuple[int, int, str]] = []  # (-rank, arrival, key) when ranked
+        # Each waiting key's rank, taken when it was added: ``rank`` reads the informer cache, whose lock is
+        # never taken under this queue's (the informer holds its own while it adds keys here).
+        self._ranks: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._processing: set[str] = set()
         self._failures: dict[str, int] = {}
         self._shutdown = False
+        self._held = False
         self._timers: list[tuple[float, int, str]] = []
         # One pending timer per key, the earliest (as client-go's delaying queue): a key that fails again
         # while its own retry is pending, or is re-queued by events meanwhile, would otherwise gather a
@@ -199,16 +208,43 @@ class WorkQueue:
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._queue)
+            return len(self._queue) + len(self._ranked)
+
+    def _push(self, key: str) -> None:
+        """Queue ``key`` for a worker (the lock held)."""
+        if self._rank is None:
+            self._queue.append(key)
+        else:
+            heapq.heappush(self._ranked, (-self._ranks.get(key, 0), next(self._seq), key))
+        self._cond.notify()
+
+    def _waiting(self) -> bool:
+        return bool(self._queue or self._ranked)
+
+    def hold(self) -> None:
+        """Keys queue up but none is handed out until ``release``: workers wait for the first listing, as
+        Kubernetes' controllers wait for their caches to sync, so a ranked queue orders what was there."""
+        with self._cond:
+            self._held = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def _ranking(self, key: str) -> int | None:
+        return self._rank(key) if self._rank is not None else None
 
     def add(self, key: str) -> None:
+        rank = self._ranking(key)
         with self._cond:
             if self._shutdown or key in self._dirty:
                 return
+            if rank is not None:
+                self._ranks[key] = rank
             self._dirty.add(key)
             if key not in self._processing:
-                self._queue.append(key)
-                self._cond.notify()
+                self._push(key)
 
     def add_after(self, key: str, delay: float) -> None:
         if delay <= 0:
@@ -216,9 +252,12 @@ class WorkQueue:
             return
         import time
 
+        rank = self._ranking(key)
         with self._cond:
             if self._shutdown:
                 return
+            if rank is not None:
+                self._ranks[key] = rank
             due = time.monotonic() + delay
             pending = self._due.get(key)
             if pending is not None and pending <= due:
@@ -256,11 +295,13 @@ class WorkQueue:
 
     def get(self) -> str | None:
         with self._cond:
-            while not self._queue and not self._shutdown:
+            while (self._held or not self._waiting()) and not self._shutdown:
                 self._cond.wait()
             if self._shutdown:
                 return None
-            key = self._queue.popleft()
+            key = self._queue.popleft() if self._queue else heapq.heappop(self._ranked)[2]
+            if key not in self._due:  # a pending retry still needs the rank its add_after took
+                self._ranks.pop(key, None)
             self._processing.add(key)
             self._dirty.discard(key)
             return key
@@ -269,12 +310,11 @@ class WorkQueue:
         with self._cond:
             self._processing.discard(key)
             if key in self._dirty:
-                self._queue.append(key)
-                self._cond.notify()
+                self._push(key)
 
     def idle(self) -> bool:
         with self._cond:
-            return not self._queue and not self._processing and not self._due
+            return not self._waiting() and not self._processing and not self._due
 
     def shutdown(self) -> None:
         with self._cond:
@@ -303,14 +343,14 @@ class WorkQueue:
                 if key not in self._dirty:
                     self._dirty.add(key)
                     if key not in self._processing:
-                        self._queue.append(key)
-                        self._cond.notify()
+                        self._push(key)
 
 
 class _Controller:
     def __init__(self, reconciler: Reconciler, workers: int) -> None:
         self.reconciler = reconciler
-        self.queue = WorkQueue()
+        # A reconciler that orders its keys (the scheduler, by pod priority) defines ``rank(key)``.
+        self.queue = WorkQueue(rank=getattr(reconciler, "rank", None))
         self.workers = workers
         self.watches = reconciler.watches()
         self.threads: list[threading.Thread] = []
@@ -407,10 +447,14 @@ class ControllerManager:
     def _run_informer(self) -> None:
         wanted = set(self.resources)
         failures = 0
+        for controller in self.controllers:
+            controller.queue.hold()
         while not self._stop.is_set():
             try:
                 revision = self._list_all()
                 self.synced.set()
+                for controller in self.controllers:
+                    controller.queue.release()
                 with self.store.watch(None, since=revision) as watcher:
                     failures = 0
                     while not self._stop.is_set():

@@ -565,6 +565,14 @@ class SchedulerReconciler(Reconciler):
         self._unschedulable: set[str] = set()
         self._unschedulable_lock = threading.Lock()
 
+    def rank(self, key: str) -> int:
+        """PC5: pods of a higher ``spec.priority`` are placed first, as Kubernetes' scheduling queue takes
+        them (no preemption: a placed pod is never moved for another)."""
+        namespace, _, name = key.rpartition("/")
+        pod = self.ctx.cache.get("pods", namespace, name)
+        priority = ((pod or {}).get("spec") or {}).get("priority")
+        return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
+
     def _waiting(self) -> list[str]:
         with self._unschedulable_lock:
             return sorted(self._unschedulable)

@@ -79,3 +79,21 @@ def test_pf66_only_pods_waiting_for_a_node_are_looked_at_again(store: Any, monke
         store.create("nodes", _node("n2", {"disk": "ssd"}))
         wait_for(lambda: _node_name(store, "waiting") == "n2", "the waiting pod placed on the new node", 30)
         wait_for(lambda: not list(handlers["persistentvolumeclaims"](claim)), "the placed pod to leave the waiting set", 30)
+
+
+def test_pc5_pods_of_a_higher_priority_are_placed_first(store: Any) -> None:
+    """Kubernetes' scheduling queue takes the highest ``spec.priority`` first: pods waiting together are
+    placed in priority order, whatever order they came in."""
+    from storage.controllers.scheduler import SchedulerReconciler
+
+    store.create("nodes", _node("n1"))
+    names = [f"a-low-{i}" for i in range(6)] + [f"b-high-{i}" for i in range(6)]
+    for name in names:  # the low ones first, and first by name: a FIFO queue would place them first
+        store.create("pods", _pod(name, priority=1000 if "high" in name else 0))
+    with running_controllers(store, [SchedulerReconciler]):
+        for name in names:
+            wait_for(lambda name=name: _node_name(store, name) == "n1", f"{name} on n1", 30)
+    # The binding is each pod's last write here (no agent runs): its revision orders the placements.
+    order = sorted(names, key=lambda n: int(store.get("pods", "default", n)["metadata"]["resourceVersion"]))
+    # Two workers: the last high pod may be placed beside the first low one, never after a second.
+    assert all("high" in n for n in order[:5]), order

@@ -24,6 +24,33 @@ def test_queue_deduplicates_and_never_hands_a_key_to_two_workers():
         q.shutdown()
 
 
+def test_pc5_a_ranked_queue_hands_out_the_highest_rank_first_fifo_among_equals():
+    ranks = {"low-1": 0, "high": 1000, "low-2": 0, "critical": 2000001000, "retry": 5}
+    q = WorkQueue(base_delay=0.001, rank=lambda key: ranks[key])
+    try:
+        for key in ("low-1", "high", "low-2", "critical"):
+            q.add(key)
+        assert len(q) == 4
+        assert [q.get() for _ in range(4)] == ["critical", "high", "low-1", "low-2"]
+        for key in ("low-1", "high", "low-2", "critical"):
+            q.done(key)
+        # A key re-queued while it was processed, or by a timer, keeps its rank.
+        q.add("low-1")
+        assert q.get() == "low-1"
+        q.add("low-1")
+        q.add_after("retry", 0.01)
+        q.done("low-1")
+        got: list[str] = []
+        got.append(q.get() or "")
+        q.done(got[0])
+        got.append(q.get() or "")
+        assert sorted(got) == ["low-1", "retry"]
+        q.done(got[1])
+        assert q.idle()
+    finally:
+        q.shutdown()
+
+
 def test_queue_add_after_and_backoff_deliver_without_polling():
     q = WorkQueue(base_delay=0.001)
     try:
