@@ -303,6 +303,19 @@ def _priority_class(obj: dict[str, Any]) -> None:
     obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
 
 
+def _network_policy(obj: dict[str, Any]) -> None:
+    """Kubernetes' SetDefaults_NetworkPolicy and _NetworkPolicyPort (NP2): a policy naming no types is an
+    Ingress policy, and an Egress one too when it has egress rules; a port's protocol is TCP."""
+    spec = _dict(obj, "spec")
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress", "Egress"] if spec.get("egress") else ["Ingress"]
+    for direction in ("ingress", "egress"):
+        for rule in spec.get(direction) or []:
+            for port in (rule.get("ports") or []) if isinstance(rule, dict) else []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+
+
 def _lease(obj: dict[str, Any]) -> None:
     _dict(obj, "spec")
 
@@ -394,6 +407,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "CronJob": _cronjob,
     "IngressClass": _ingress_class,
     "EndpointSlice": _endpoint_slice,
+    "NetworkPolicy": _network_policy,
     "PriorityClass": _priority_class,
     "Lease": _lease,
     "ReplicationController": _replication_controller,

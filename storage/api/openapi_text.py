@@ -39,6 +39,8 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                "carries them out.",
     "EndpointSlice": "A set of network endpoints of a Service (addresses, readiness, ports), as the endpoints "
                      "controller keeps them for a Service with a selector.",
+    "NetworkPolicy": "Which traffic the selected pods may receive and send; stored and validated, enforced by "
+                     "no component of Stowage's pod network.",
     "PriorityClass": "A name for a pod priority: new pods naming it get its value as spec.priority; the "
                      "global default applies to pods that name none.",
     "IngressClass": "Names the ingress controller that carries out the Ingresses of this class, with its "

@@ -612,6 +612,9 @@ register("CronJob", Columns(
                                 "ACTIVE": Column("Active", "integer", "How many of its jobs are running.")}))
 register("Ingress", Columns(["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], _ingress))
 register("IngressClass", Columns(["NAME", "CONTROLLER", "PARAMETERS", "AGE"], _ingress_class))
+register("NetworkPolicy", Columns(["NAME", "POD-SELECTOR", "AGE"],
+                                 lambda obj, now: [_name(obj), _selector_text(_spec(obj).get("podSelector")),
+                                                   object_age(obj, now)]))
 register("EndpointSlice", Columns(["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], _endpoint_slice))
 register("PriorityClass", Columns(
     ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE"], _priority_class, ["PREEMPTIONPOLICY"], _priority_class_wide,
@@ -781,7 +784,7 @@ _COLUMN_NAMES = {
     "MESSAGE": "Message", "SUBOBJECT": "Subobject", "SOURCE": "Source", "FIRST SEEN": "First Seen",
     "COUNT": "Count", "DESIRED": "Desired", "CURRENT": "Current", "UP-TO-DATE": "Up-to-date",
     "AVAILABLE": "Available", "NODE SELECTOR": "Node Selector", "CONTAINERS": "Containers", "IMAGES": "Images",
-    "ENDPOINTS": "Endpoints", "ADDRESSTYPE": "AddressType", "DATA": "Data", "CONTROLLER": "Controller", "REVISION": "Revision",
+    "ENDPOINTS": "Endpoints", "ADDRESSTYPE": "AddressType", "POD-SELECTOR": "Pod-Selector", "DATA": "Data", "CONTROLLER": "Controller", "REVISION": "Revision",
     "ATTACHER": "Attacher", "PV": "PV", "ATTACHED": "Attached", "HOLDER": "Holder",
     "MIN AVAILABLE": "Min Available", "MAX UNAVAILABLE": "Max Unavailable", "ALLOWED DISRUPTIONS": "Allowed Disruptions",
 }

@@ -98,6 +98,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("Ingress", "ingresses", "ingress", "networking.k8s.io", "v1", True, ("ing",)),
     ResourceInfo("IngressClass", "ingressclasses", "ingressclass", "networking.k8s.io", "v1", False, (),
                  has_status=False),
+    # SEMANTICS NP1: stored and validated; Stowage's pod network enforces none (NP3).
+    ResourceInfo("NetworkPolicy", "networkpolicies", "networkpolicy", "networking.k8s.io", "v1", True, ("netpol",),
+                 has_status=False),
     # SEMANTICS EPS1: the pods behind a Service, written by the endpoints controller next to its Endpoints.
     ResourceInfo("EndpointSlice", "endpointslices", "endpointslice", "discovery.k8s.io", "v1", True, (),
                  has_status=False),

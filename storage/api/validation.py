@@ -1122,6 +1122,99 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+# --- networking.k8s.io: NetworkPolicy (NP1–NP3) -----------------------------------------------------------
+
+_POLICY_TYPES = ("Ingress", "Egress")
+_CIDR_EXAMPLE = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+
+
+def _cidr(errs: _Errors, path: str, value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """apimachinery's parseCIDR with strict validation: leading zeros, IPv4-mapped addresses and host bits
+    beyond the prefix are refused."""
+    if not isinstance(value, str):
+        return None
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        address, _, length = value.partition("/")
+        loose = ".".join(str(int(o)) for o in address.split(".")) if _LEADING_ZERO_OCTET.search(address) and \
+            all(o.isdigit() for o in address.split(".")) else None
+        if loose is not None and length.isdigit():
+            errs.invalid(path, value, "must not have leading 0s in IP or prefix length")
+            return None
+        errs.invalid(path, value, _CIDR_EXAMPLE)
+        return None
+    address, _, length = value.partition("/")
+    if length != str(int(length)):
+        errs.invalid(path, value, "must not have leading 0s in IP or prefix length")
+    elif isinstance(network, ipaddress.IPv6Network) and ipaddress.ip_address(address).ipv4_mapped is not None:
+        errs.invalid(path, value, "must not have an IPv4-mapped IPv6 address")
+    elif ipaddress.ip_address(address) != network.network_address:
+        errs.invalid(path, value, "must not have bits set beyond the prefix length")
+    return network
+
+
+def _network_policy_port(errs: _Errors, path: str, port: dict[str, Any]) -> None:
+    """Kubernetes' ValidateNetworkPolicyPort: a number (with an endPort not below it) or a port name."""
+    if port.get("protocol") is not None:
+        errs.enum(f"{path}.protocol", port.get("protocol"), ("TCP", "UDP", "SCTP"))
+    number, end = port.get("port"), port.get("endPort")
+    if isinstance(number, int) and not isinstance(number, bool):
+        errs.port(f"{path}.port", number)
+        if isinstance(end, int):
+            if end < number:
+                errs.invalid(f"{path}.endPort", end, "must be greater than or equal to `port`")
+            errs.port(f"{path}.endPort", end)
+    elif isinstance(number, str):
+        if end is not None:
+            errs.invalid(f"{path}.endPort", end, "may not be specified when `port` is non-numeric")
+        errs.names(f"{path}.port", number, is_port_name)
+    elif end is not None:
+        errs.invalid(f"{path}.endPort", end, "may not be specified when `port` is not specified")
+
+
+def _network_policy_peer(errs: _Errors, path: str, peer: dict[str, Any]) -> None:
+    """Kubernetes' ValidateNetworkPolicyPeer: a pod and/or namespace selector, or an IP block alone."""
+    for key in ("podSelector", "namespaceSelector"):
+        if peer.get(key) is not None:
+            _label_selector(errs, f"{path}.{key}", peer[key])
+    peers = sum(peer.get(k) is not None for k in ("podSelector", "namespaceSelector", "ipBlock"))
+    block = peer.get("ipBlock")
+    if isinstance(block, dict):
+        at = f"{path}.ipBlock"
+        if not block.get("cidr"):
+            errs.required(f"{at}.cidr")
+        elif (network := _cidr(errs, f"{at}.cidr", block["cidr"])) is not None:
+            for i, text in enumerate(_l(block.get("except"))):
+                excluded = _cidr(errs, f"{at}.except[{i}]", text)
+                if excluded is not None and (excluded.version != network.version or not excluded.subnet_of(network)  # type: ignore[arg-type]
+                                             or excluded.prefixlen <= network.prefixlen):
+                    errs.invalid(f"{at}.except[{i}]", text, "must be a strict subset of `cidr`")
+    if peers == 0:
+        errs.required(path, "must specify a peer")
+    elif peers > 1 and block is not None:
+        errs.forbidden(path, "may not specify both ipBlock and another peer")
+
+
+def _network_policy(errs: _Errors, obj: dict[str, Any]) -> None:
+    """Kubernetes' ValidateNetworkPolicySpec (NP1)."""
+    spec = _d(obj.get("spec"))
+    _label_selector(errs, "spec.podSelector", spec.get("podSelector"))
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for i, rule in enumerate(_l(spec.get(direction))):
+            rule, at = _d(rule), f"spec.{direction}[{i}]"
+            for j, port in enumerate(_l(rule.get("ports"))):
+                _network_policy_port(errs, f"{at}.ports[{j}]", _d(port))
+            for j, peer in enumerate(_l(rule.get(peers))):
+                _network_policy_peer(errs, f"{at}.{peers}[{j}]", _d(peer))
+    types = _l(spec.get("policyTypes"))
+    if len(types) > 2:
+        errs.invalid("spec.policyTypes", types, "may not specify more than two policyTypes")
+        return
+    for i, kind in enumerate(types):
+        errs.enum(f"spec.policyTypes[{i}]", kind, _POLICY_TYPES)
+
+
 # --- discovery.k8s.io: EndpointSlice (EPS1–EPS5) ----------------------------------------------------
 
 _ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
@@ -1153,11 +1246,11 @@ def _parsed_ip(errs: _Errors, path: str, value: str) -> ipaddress.IPv4Address | 
 
 
 def _endpoint_ip(errs: _Errors, path: str, value: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-    """Kubernetes' ValidateEndpointIP: an endpoint is never an address no other host can reach."""
+    """Kubernetes' ValidateEndpointIP, but for loopback addresses: an endpoint is never an address no other
+    host can reach, except that Stowage's pods on a single host have loopback ones (their Endpoints hold
+    them too), so a slice of them is kept (EPS1)."""
     if ip.is_unspecified:
         errs.invalid(path, value, f"may not be unspecified ({value})")
-    if ip.is_loopback:
-        errs.invalid(path, value, "may not be in the loopback range (127.0.0.0/8, ::1/128)")
     if ip.is_link_local:
         errs.invalid(path, value, "may not be in the link-local range (169.254.0.0/16, fe80::/10)")
     link_local_multicast = (ip in ipaddress.ip_network("224.0.0.0/24") if ip.version == 4
@@ -2250,6 +2343,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "Service": _service,
     "Endpoints": _endpoints,
     "EndpointSlice": _endpoint_slice,
+    "NetworkPolicy": _network_policy,
     "PriorityClass": _priority_class,
     "Node": _node,
     "Namespace": _nothing,

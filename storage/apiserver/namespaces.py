@@ -170,18 +170,8 @@ def ensure_system_objects(store: Store, host: str, port: int) -> None:
         "endpoints": [{"addresses": [_endpoint_ip(host)], "conditions": {"ready": True}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     }
-    for resource, wanted in (("services", service), ("endpoints", endpoints)):
+    for resource, wanted in (("services", service), ("endpoints", endpoints), ("endpointslices", endpoint_slice)):
         _upsert(store, resource, wanted)
-    address = ipaddress.ip_address(_endpoint_ip(host))
-    if address.is_loopback or address.is_link_local:
-        # An address Kubernetes' slice validation refuses (EPS1): a server listening on 127.0.0.1 keeps only
-        # its Endpoints (kubectl 1.37's describe, which reads slices only, shows none for this Service).
-        try:
-            store.delete("endpointslices", "default", KUBERNETES_SERVICE)
-        except NotFound:
-            pass
-    else:
-        _upsert(store, "endpointslices", endpoint_slice)
 
 
 def _upsert(store: Store, resource: str, wanted: Obj) -> None:

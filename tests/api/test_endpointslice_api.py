@@ -55,10 +55,10 @@ def test_eps1_a_slice_is_stored_with_kubernetes_defaults(http: httpx.Client) -> 
      ['endpoints[0].addresses[0]: Invalid value: "010.1.2.3": must not have leading 0s']),
     ({"endpoints": [{"addresses": ["2001:db8::1"]}]},
      ['endpoints[0].addresses: Invalid value: "2001:db8::1": must be an IPv4 address']),
-    ({"endpoints": [{"addresses": ["127.0.0.1", "169.254.1.1", "0.0.0.0"]}]},
-     ['endpoints[0].addresses[0]: Invalid value: "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)',
-      'endpoints[0].addresses[1]: Invalid value: "169.254.1.1": may not be in the link-local range (169.254.0.0/16, fe80::/10)',
-      'endpoints[0].addresses[2]: Invalid value: "0.0.0.0": may not be unspecified (0.0.0.0)']),
+    ({"endpoints": [{"addresses": ["169.254.1.1", "0.0.0.0", "224.0.0.5"]}]},
+     ['endpoints[0].addresses[0]: Invalid value: "169.254.1.1": may not be in the link-local range (169.254.0.0/16, fe80::/10)',
+      'endpoints[0].addresses[1]: Invalid value: "0.0.0.0": may not be unspecified (0.0.0.0)',
+      'endpoints[0].addresses[2]: Invalid value: "224.0.0.5": may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)']),
     ({"endpoints": [{"addresses": ["10.1.2.3"], "hostname": "Web_0", "nodeName": "n/1"}]},
      ['endpoints[0].nodeName: Invalid value: "n/1": a lowercase RFC 1123 subdomain must consist of',
       'endpoints[0].hostname: Invalid value: "Web_0": a lowercase RFC 1123 label must consist of']),
@@ -116,29 +116,29 @@ def test_eps1_kubectl_lists_slices_with_its_columns(module_server: RunningServer
 
 
 def test_eps4_the_kubernetes_service_has_the_api_servers_slice(tmp_path: Path) -> None:
-    """As kube-apiserver writes it beside its Endpoints (which carry skip-mirror, so nothing mirrors them),
-    for an address a slice may hold; a loopback one, which slice validation refuses, gets none."""
+    """As kube-apiserver writes it beside its Endpoints (which carry skip-mirror, so nothing mirrors them)."""
     from storage.api.validation import validate
     from storage.apiserver.namespaces import ensure_system_objects
-    from storage.errors import NotFound
     from storage.store import open_store
 
     store = open_store(str(tmp_path / "s.db"))
     try:
-        ensure_system_objects(store, "192.0.2.5", 6443)
-        got = store.get("endpointslices", "default", "kubernetes")
-        assert got["ports"] == [{"name": "https", "port": 6443, "protocol": "TCP"}]
-        assert got["endpoints"] == [{"addresses": ["192.0.2.5"], "conditions": {"ready": True}}]
-        assert got["metadata"]["labels"] == {"kubernetes.io/service-name": "kubernetes"}
-        validate(got)  # what the server writes is what it would accept from a client
-        ensure_system_objects(store, "192.0.2.5", 7443)  # a restart on another port updates it
-        assert store.get("endpointslices", "default", "kubernetes")["ports"][0]["port"] == 7443
-        ensure_system_objects(store, "127.0.0.1", 7443)
-        with pytest.raises(NotFound):
-            store.get("endpointslices", "default", "kubernetes")
-        assert store.get("endpoints", "default", "kubernetes")["subsets"][0]["addresses"] == [{"ip": "127.0.0.1"}]
+        for host, port in (("192.0.2.5", 6443), ("127.0.0.1", 7443)):  # a restart on another address and port
+            ensure_system_objects(store, host, port)
+            got = store.get("endpointslices", "default", "kubernetes")
+            assert got["ports"] == [{"name": "https", "port": port, "protocol": "TCP"}]
+            assert got["endpoints"] == [{"addresses": [host], "conditions": {"ready": True}}]
+            assert got["metadata"]["labels"] == {"kubernetes.io/service-name": "kubernetes"}
+            validate(got)  # what the server writes is what it would accept from a client
     finally:
         store.close()
+
+
+def test_eps1_a_pods_loopback_address_is_kept(http: httpx.Client) -> None:
+    """Stowage's pods on a single host have loopback addresses: a slice of them is stored (Kubernetes refuses
+    loopback endpoints, whose pods never have such addresses)."""
+    made = http.post(SLICES, json=a_slice("loopback", endpoints=[{"addresses": ["127.0.0.7"]}]))
+    assert made.status_code == 201, made.text
 
 
 ENDPOINTS_WARNING = "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from storage.api.modelbase import WireModel, dump
 from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
 from storage.api.models.batch import CronJob, Job
-from storage.api.models.networking import Ingress, IngressClass
+from storage.api.models.networking import Ingress, IngressClass, NetworkPolicy
 from storage.api.models.discovery import EndpointSlice
 from storage.api.models.scheduling import PriorityClass
 from storage.api.models.coordination import Lease
@@ -80,6 +80,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "Job": Job,
     "CronJob": CronJob,
     "EndpointSlice": EndpointSlice,
+    "NetworkPolicy": NetworkPolicy,
     "PriorityClass": PriorityClass,
     "Ingress": Ingress,
     "IngressClass": IngressClass,
@@ -129,7 +130,7 @@ def from_dict(obj: dict[str, Any]) -> BaseModel:
 
 __all__ = [
     "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
-    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "Ingress", "PriorityClass", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
+    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "Ingress", "NetworkPolicy", "PriorityClass", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",
     "ReplicationController", "ResourceQuota", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment",

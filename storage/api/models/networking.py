@@ -1,4 +1,4 @@
-"""``networking.k8s.io/v1`` kinds: Ingress and IngressClass (SEMANTICS IN1–IN6).
+"""``networking.k8s.io/v1`` kinds: Ingress and IngressClass (SEMANTICS IN1–IN6), NetworkPolicy (NP1–NP3).
 
 Stowage stores and validates them as Kubernetes' API server does; like Kubernetes itself it runs no
 ingress controller, so an Ingress's ``status`` is whatever a controller writes there.
@@ -6,7 +6,8 @@ ingress controller, so an Ingress's ``status`` is whatever a controller writes t
 from __future__ import annotations
 
 from storage.api.modelbase import WireModel
-from storage.api.models.meta import Resource, TypedLocalObjectReference
+from storage.api.models.meta import Resource, TypedLocalObjectReference, alias
+from storage.api.selectors import LabelSelector
 
 
 class ServiceBackendPort(WireModel):
@@ -94,3 +95,41 @@ class IngressClass(Resource):
 
 
 __all__ = ["Ingress", "IngressClass"]
+
+
+class IPBlock(WireModel):
+    cidr: str | None = None
+    except_: list[str] | None = alias("except")
+
+
+class NetworkPolicyPeer(WireModel):
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+class NetworkPolicyPort(WireModel):
+    protocol: str | None = None
+    port: int | str | None = None
+    end_port: int | None = None
+
+
+class NetworkPolicyIngressRule(WireModel):
+    ports: list[NetworkPolicyPort] | None = None
+    from_: list[NetworkPolicyPeer] | None = alias("from")
+
+
+class NetworkPolicyEgressRule(WireModel):
+    ports: list[NetworkPolicyPort] | None = None
+    to: list[NetworkPolicyPeer] | None = None
+
+
+class NetworkPolicySpec(WireModel):
+    pod_selector: LabelSelector | None = None
+    ingress: list[NetworkPolicyIngressRule] | None = None
+    egress: list[NetworkPolicyEgressRule] | None = None
+    policy_types: list[str] | None = None
+
+
+class NetworkPolicy(Resource):
+    spec: NetworkPolicySpec | None = None
