@@ -1,7 +1,15 @@
-"""Small object builders shared by the API tests."""
+"""Small object builders and answer readers shared by the API tests."""
 from __future__ import annotations
 
 from typing import Any
+
+import httpx
+
+
+def causes(response: httpx.Response) -> list[str]:
+    """A 422's field errors as ``field: message`` lines, in the order the server gave them."""
+    assert response.status_code == 422, response.text
+    return [f"{c['field']}: {c['message']}" for c in response.json()["details"]["causes"]]
 
 
 def pvc(name: str, namespace: str = "default", size: str = "1Gi", **spec: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from apiobjects import causes
 from storage.apiserver.server import RunningServer
 from support import KUBECTL_VERSIONS, kubectl_binary
 
@@ -24,11 +25,6 @@ def a_slice(name: str, address_type: str = "IPv4", **fields: Any) -> dict[str, A
                             "ports": [{"port": 8080}]}
     body.update(fields)
     return body
-
-
-def causes(response: httpx.Response) -> list[str]:
-    assert response.status_code == 422, response.text
-    return [f"{c['field']}: {c['message']}" for c in response.json()["details"]["causes"]]
 
 
 def test_eps1_a_slice_is_stored_with_kubernetes_defaults(http: httpx.Client) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from apiobjects import causes
+
 INGRESSES = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
 CLASSES = "/apis/networking.k8s.io/v1/ingressclasses"
 
@@ -23,11 +25,6 @@ def a_class(name: str, *, default: bool = False, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
             "metadata": {"name": name, "annotations": annotations},
             "spec": {"controller": "example.com/ingress", **spec}}
-
-
-def causes(response: httpx.Response) -> list[str]:
-    assert response.status_code == 422, response.text
-    return [f"{c['field']}: {c['message']}" for c in response.json()["details"]["causes"]]
 
 
 def test_in1_an_ingress_is_stored_listed_and_its_status_comes_only_from_the_status_subresource(

@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from apiobjects import causes
+
 JOBS = "/apis/batch/v1/namespaces/default/jobs"
 
 
@@ -14,11 +16,6 @@ def a_job(name: str, **spec: Any) -> dict[str, Any]:
                 "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
             "spec": {"template": template, **spec}}
-
-
-def causes(response: httpx.Response) -> list[str]:
-    assert response.status_code == 422, response.text
-    return [f"{c['field']}: {c['message']}" for c in response.json()["details"]["causes"]]
 
 
 def test_j1_j2_defaults_and_a_selector_naming_the_jobs_uid(http: httpx.Client) -> None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import yaml
 
+from apiobjects import causes
 from storage.apiserver.server import RunningServer
 from support import KUBECTL_VERSIONS, kubectl_binary
 
@@ -59,11 +60,6 @@ spec:
 def a_policy(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name},
             "spec": {"podSelector": {}, **spec}}
-
-
-def causes(response: httpx.Response) -> list[str]:
-    assert response.status_code == 422, response.text
-    return [f"{c['field']}: {c['message']}" for c in response.json()["details"]["causes"]]
 
 
 def test_np1_np2_the_documentation_example_and_kubernetes_defaults(http: httpx.Client) -> None:
