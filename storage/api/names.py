@@ -227,6 +227,14 @@ def generate_name(prefix: str) -> str:
         secrets.choice(GENERATE_NAME_ALPHABET) for _ in range(GENERATED_SUFFIX_LENGTH))
 
 
+def fill_generated_name(meta: dict[str, object]) -> None:
+    """Give ``meta`` (an object's own metadata, changed in place) a generated name when it has a
+    ``generateName`` and no name (SEMANTICS K5)."""
+    prefix = meta.get("generateName")
+    if not meta.get("name") and isinstance(prefix, str) and prefix:
+        meta["name"] = generate_name(prefix)
+
+
 def mask_trailing_dash(prefix: str) -> str:
     """A ``generateName`` as Kubernetes' name checks see it: a trailing dash (which the suffix follows) is
     masked. Like apimachinery's maskTrailingDash, the character before the dash goes with it."""

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from storage.api import podsecurity, priority, quota
-from storage.api.names import generate_name
+from storage.api.names import fill_generated_name
 from storage.api.registry import ResourceInfo, by_plural
 from storage.api.service_account_token import with_service_account
 from storage.errors import Conflict, Forbidden, NotFound, TooManyRequests
@@ -148,10 +148,9 @@ def admit_controller_create(store: Any, plural: str, obj: dict[str, Any], *,
     info = by_plural(plural)
     if info is None:
         raise ValueError(f"unknown resource {plural}")
-    meta = obj.get("metadata") or {}
-    if not meta.get("name") and isinstance(meta.get("generateName"), str) and meta["generateName"]:
-        # As the API server names it before its validating admission: a refusal names the pod it refused.
-        obj = {**obj, "metadata": {**meta, "name": generate_name(meta["generateName"])}}
+    # As the API server names it before its validating admission: a refusal names the pod it refused.
+    obj = {**obj, "metadata": dict(obj.get("metadata") or {})}
+    fill_generated_name(obj["metadata"])
     if plural == "pods":
         obj = with_service_account(store, obj)  # PS2: the pod's token, as for any pod
         obj = priority.admit_pod_create(store, obj)  # PC3: the class's priority, as for any pod

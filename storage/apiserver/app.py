@@ -240,6 +240,7 @@ def create_app(
 
     async def endpoint(request: Request) -> Response:
         path = request.scope["path"].rstrip("/") or "/"
+        deprecation = ""  # the resource's lifecycle warning, once the path names a deprecated one
         try:
             if path in _HEALTH:
                 verbose = "verbose" in request.query_params
@@ -298,15 +299,7 @@ def create_app(
             else:
                 raise _not_found()
             deprecation = parsed.target.info.deprecation
-            try:
-                response = await _serve(request, parsed, user, decision.visible)
-            except StowageError as e:
-                if not deprecation:
-                    raise
-                # Kubernetes warns on every request to a deprecated resource, refused ones too.
-                log.debug("request failed", method=request.method, path=path, code=e.code, reason=e.reason,
-                          message=e.message)
-                response = _error(e)
+            response = await _serve(request, parsed, user, decision.visible)
             if deprecation:
                 response.headers.append("Warning", warning_header(deprecation))
             # Method, path and status only: bodies can hold Secret values and never go into a log.
@@ -314,7 +307,10 @@ def create_app(
             return response
         except StowageError as e:
             log.debug("request failed", method=request.method, path=path, code=e.code, reason=e.reason, message=e.message)
-            return _error(e)
+            refused = _error(e)
+            if deprecation:  # Kubernetes warns on every request to a deprecated resource, refused ones too
+                refused.headers.append("Warning", warning_header(deprecation))
+            return refused
         except ClientDisconnect:
             # The client hung up while its body was read: nothing was stored, and there is nobody to
             # answer (the 499 is never sent). Not a server fault, so no error and no traceback.

@@ -19,7 +19,7 @@ from storage.api.decoding import UndecodableObject
 from storage.api.deletion import plan_deletion, requested_grace
 from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, json_copy, depth_message, encoded_size, object_too_large_message
 from storage.api.models import MODELS
-from storage.api.names import generate_name
+from storage.api.names import fill_generated_name
 from storage.api.registry import ResourceInfo
 from storage.api.timestamps import now
 from storage.api.validation import validate, validate_status
@@ -204,10 +204,9 @@ class Handlers:
         meta = obj["metadata"]
         for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
             meta.pop(key, None)
-        if not meta.get("name") and isinstance(meta.get("generateName"), str) and meta["generateName"]:
-            # Generated before validation and admission, as Kubernetes' registry does: both then check, and
-            # their refusals name, the name the object would get. The store draws another on a collision.
-            meta["name"] = generate_name(meta["generateName"])
+        # Generated before validation and admission, as Kubernetes' registry does: both then check, and their
+        # refusals name, the name the object would get. The store draws another on a collision.
+        fill_generated_name(meta)
         obj = self._checked(_defaulted(obj), None, t.info)
         if applied is not None:
             _set_managed(obj, mf.encode_managed(applied))

@@ -568,8 +568,7 @@ class SchedulerReconciler(Reconciler):
     def rank(self, key: str) -> int:
         """PC5: pods of a higher ``spec.priority`` are placed first, as Kubernetes' scheduling queue takes
         them (no preemption: a placed pod is never moved for another)."""
-        namespace, _, name = key.rpartition("/")
-        pod = self.ctx.cache.get("pods", namespace, name)
+        pod = self.ctx.cache.get("pods", *split_key(key))
         priority = ((pod or {}).get("spec") or {}).get("priority")
         return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
 

@@ -54,7 +54,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from storage.api import registry
 from storage.api.batch import generate_selector
 from storage.api.deletion import plan_deletion
-from storage.api.names import generate_name
+from storage.api.names import fill_generated_name, generate_name
 from storage.api.timestamps import now as _now
 from storage.errors import AlreadyExists, BadRequest, Conflict, FieldError, Gone, Invalid, NotFound, StowageError, TemporaryError
 from storage.store.base import EventType, ListPage, Store, Watcher, WatchEvent
@@ -799,8 +799,7 @@ class SqlStore(Store):
         meta = dict(obj.get("metadata") or {})
         for owned in _STORE_OWNED:
             meta.pop(owned, None)
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = generate_name(str(meta["generateName"]))
+        fill_generated_name(meta)
         if not meta.get("name"):
             raise Invalid([FieldError("metadata.name", "Required value", "name or generateName is required")])
         meta["namespace"] = meta.get("namespace") or ""
