@@ -153,6 +153,13 @@ class _Errors:
     def not_found(self, path: str, value: Any) -> None:
         self.items.append(FieldError(path, "Not found", "", value, True))
 
+    def too_many(self, path: str, items: list[Any], limit: int) -> bool:
+        """Kubernetes' field.TooMany when ``items`` has more than ``limit``; whether it had."""
+        if len(items) > limit:
+            self.items.append(FieldError(path, "Too many", f"must have at most {limit} items", len(items), True))
+            return True
+        return False
+
     def too_long(self, path: str, limit: int) -> None:
         self.items.append(FieldError(path, "Too long", f"must have at most {limit} bytes"))
 
@@ -980,8 +987,7 @@ def _schema_items(errs: _Errors, path: str, items: Any, min_items: int, max_item
         return
     if len(items) < min_items:
         errs.invalid(path, len(items), f"{path} in body should have at least {min_items} items")
-    if len(items) > max_items:
-        errs.items.append(FieldError(path, "Too many", f"must have at most {max_items} items", len(items), True))
+    errs.too_many(path, items, max_items)
 
 
 def _exactly_one(errs: _Errors, path: str, holder: dict[str, Any], a: str, b: str, message: str) -> None:
@@ -1114,6 +1120,9 @@ _HTTP_PATH = re.compile(_HTTP_PATH_FMT)
 _INGRESS_CLASS_CONTROLLER_MAX = 250
 
 
+_IP_EXAMPLE = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+
+
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
@@ -1218,9 +1227,7 @@ def _network_policy(errs: _Errors, obj: dict[str, Any]) -> None:
 # --- discovery.k8s.io: EndpointSlice (EPS1–EPS5) ----------------------------------------------------
 
 _ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
-_SLICE_PROTOCOLS = ("SCTP", "TCP", "UDP")
 _LEADING_ZERO_OCTET = re.compile(r"(^|\.)0[0-9]")
-_IP_EXAMPLE = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
 
 
 def _parsed_ip(errs: _Errors, path: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -1276,13 +1283,6 @@ def _fqdn(errs: _Errors, path: str, value: str) -> None:
                 return
 
 
-def _too_many(errs: _Errors, path: str, items: list[Any], limit: int) -> bool:
-    if len(items) > limit:
-        errs.items.append(FieldError(path, "Too many", f"must have at most {limit} items", len(items), True))
-        return True
-    return False
-
-
 def _endpoint_slice(errs: _Errors, obj: dict[str, Any]) -> None:
     """Kubernetes' ValidateEndpointSlice: a known address type, at most 1000 endpoints of 1–100 addresses of
     that type, port names unique DNS labels with a protocol, hints and node names that are names."""
@@ -1292,7 +1292,7 @@ def _endpoint_slice(errs: _Errors, obj: dict[str, Any]) -> None:
     else:
         errs.enum("addressType", address_type, _ADDRESS_TYPES)
     ports = _l(obj.get("ports"))
-    if not _too_many(errs, "ports", ports, 20000):
+    if not errs.too_many("ports", ports, 20000):
         seen: list[str] = []
         for i, port in enumerate(ports):
             port, path = _d(port), f"ports[{i}]"
@@ -1306,11 +1306,11 @@ def _endpoint_slice(errs: _Errors, obj: dict[str, Any]) -> None:
             if port.get("protocol") is None:
                 errs.required(f"{path}.protocol")
             else:
-                errs.enum(f"{path}.protocol", port.get("protocol"), _SLICE_PROTOCOLS)
+                errs.enum(f"{path}.protocol", port.get("protocol"), PROTOCOLS)
             if port.get("appProtocol") is not None:
                 errs.names(f"{path}.appProtocol", port.get("appProtocol"), is_qualified_name)
     endpoints = _l(obj.get("endpoints"))
-    if _too_many(errs, "endpoints", endpoints, 1000):
+    if errs.too_many("endpoints", endpoints, 1000):
         return
     for i, endpoint in enumerate(endpoints):
         endpoint, path = _d(endpoint), f"endpoints[{i}]"
@@ -1318,7 +1318,7 @@ def _endpoint_slice(errs: _Errors, obj: dict[str, Any]) -> None:
         if not addresses:
             errs.required(f"{path}.addresses", "must contain at least 1 address")
         else:
-            _too_many(errs, f"{path}.addresses", addresses, 100)
+            errs.too_many(f"{path}.addresses", addresses, 100)
         for j, address in enumerate(addresses):
             if not isinstance(address, str):
                 continue
@@ -1337,14 +1337,14 @@ def _endpoint_slice(errs: _Errors, obj: dict[str, Any]) -> None:
         if isinstance(endpoint.get("nodeName"), str):
             errs.names(f"{path}.nodeName", endpoint["nodeName"], is_dns1123_subdomain)
         topology = _d(endpoint.get("deprecatedTopology"))
-        _too_many(errs, f"{path}.deprecatedTopology", list(topology), 16)
+        errs.too_many(f"{path}.deprecatedTopology", list(topology), 16)
         _labels(errs, f"{path}.deprecatedTopology", topology)
         if isinstance(endpoint.get("hostname"), str):
             errs.names(f"{path}.hostname", endpoint["hostname"], is_dns1123_label)
         hints = _d(endpoint.get("hints"))
         for key, check in (("forZones", is_valid_label_value), ("forNodes", is_dns1123_subdomain)):
             entries = _l(hints.get(key))
-            if _too_many(errs, f"{path}.hints.{key}", entries, 8):
+            if errs.too_many(f"{path}.hints.{key}", entries, 8):
                 break
             names: list[str] = []
             for k, entry in enumerate(entries):
@@ -1487,7 +1487,7 @@ def _ingress_status(errs: _Errors, status: dict[str, Any]) -> None:
         entry, path = _d(entry), f"status.loadBalancer.ingress[{i}]"
         ip, hostname = entry.get("ip"), entry.get("hostname")
         if isinstance(ip, str) and ip and not _is_ip(ip):
-            errs.invalid(f"{path}.ip", ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
+            errs.invalid(f"{path}.ip", ip, _IP_EXAMPLE)
         if isinstance(hostname, str) and hostname:
             errs.names(f"{path}.hostname", hostname, is_dns1123_subdomain)
             if _is_ip(hostname):
@@ -1715,8 +1715,7 @@ def _job_spec(errs: _Errors, spec: dict[str, Any], path: str, name: Any,
 def _pod_failure_policy(errs: _Errors, spec: dict[str, Any], path: str) -> None:
     """J13, Kubernetes' validatePodFailurePolicy."""
     rules = _l(_d(spec.get("podFailurePolicy")).get("rules"))
-    if len(rules) > 20:
-        errs.items.append(FieldError(f"{path}.rules", "Too many", "must have at most 20 items", len(rules), True))
+    errs.too_many(f"{path}.rules", rules, 20)
     pod_spec = _d(_d(spec.get("template")).get("spec"))
     names = {_d(c).get("name") for key in ("containers", "initContainers") for c in _l(pod_spec.get(key))}
     for i, rule in enumerate(rules):
@@ -1740,9 +1739,7 @@ def _pod_failure_policy(errs: _Errors, spec: dict[str, Any], path: str) -> None:
                 errs.required(f"{ppath}.status", 'valid values: ["False" "True" "Unknown"]')
             else:
                 errs.enum(f"{ppath}.status", status, ("False", "True", "Unknown"))
-        if len(conditions) > 20:
-            errs.items.append(FieldError(f"{rpath}.onPodConditions", "Too many", "must have at most 20 items",
-                                         len(conditions), True))
+        errs.too_many(f"{rpath}.onPodConditions", conditions, 20)
         if exit_codes is not None and conditions:
             errs.items.append(FieldError(rpath, "Invalid value",
                                          "specifying both OnExitCodes and OnPodConditions is not supported"))
@@ -1768,8 +1765,8 @@ def _on_exit_codes(errs: _Errors, requirement: dict[str, Any], path: str, names:
     values = _l(requirement.get("values"))
     if not values:
         errs.invalid(f"{path}.values", values, "at least one value is required")
-    elif len(values) > 255:
-        errs.items.append(FieldError(f"{path}.values", "Too many", "must have at most 255 items", len(values), True))
+    else:
+        errs.too_many(f"{path}.values", values, 255)
     seen: set[Any] = set()
     for j, value in enumerate(values):
         if operator == "In" and value == 0:
@@ -1787,8 +1784,7 @@ def _success_policy(errs: _Errors, spec: dict[str, Any], path: str) -> None:
     completions = spec.get("completions") if isinstance(spec.get("completions"), int) else 0
     if not rules:
         errs.required(f"{path}.rules", "at least one rules must be specified when the successPolicy is specified")
-    if len(rules) > 20:
-        errs.items.append(FieldError(f"{path}.rules", "Too many", "must have at most 20 items", len(rules), True))
+    errs.too_many(f"{path}.rules", rules, 20)
     for i, rule in enumerate(rules):
         rule, rpath = _d(rule), f"{path}.rules[{i}]"
         indexes, count = rule.get("succeededIndexes"), rule.get("succeededCount")
