@@ -372,6 +372,15 @@ def _svc_wide(obj: dict[str, Any], now: datetime) -> Row:
     return [_selector_text(_spec(obj).get("selector"))]
 
 
+def _more(shown: list[str], count: int, limit: int = 3, empty: str = "<unset>") -> str:
+    """kubectl's listWithMoreString: the first ``limit`` of ``count`` entries, then ``+ N more...``; ``empty``
+    for none (kubectl's Endpoints column says ``<none>``)."""
+    text = ",".join(shown[:limit])
+    if count > limit:
+        return f"{text} + {count - limit} more..."
+    return text or empty
+
+
 def _endpoints(obj: dict[str, Any], now: datetime) -> Row:
     shown: list[str] = []
     total = 0
@@ -383,10 +392,7 @@ def _endpoints(obj: dict[str, Any], now: datetime) -> Row:
                 if len(shown) < 3:
                     ip = str(address.get("ip", ""))
                     shown.append(f"{ip}:{port['port']}" if port.get("port") is not None else ip)
-    text = ",".join(shown) or "<none>"
-    if total > len(shown):
-        text += f" + {total - len(shown)} more..."
-    return [_name(obj), text, object_age(obj, now)]
+    return [_name(obj), _more(shown, total, empty="<none>"), object_age(obj, now)]
 
 
 def _namespace(obj: dict[str, Any], now: datetime) -> Row:
@@ -563,14 +569,6 @@ def _ingress_class(obj: dict[str, Any], now: datetime) -> Row:
         group = f".{params['apiGroup']}" if params.get("apiGroup") is not None else ""
         shown = f"{params.get('kind') or ''}{group}/{params.get('name') or ''}"
     return [name, str(spec.get("controller") or ""), shown, object_age(obj, now)]
-
-
-def _more(shown: list[str], count: int, limit: int = 3) -> str:
-    """kubectl's listWithMoreString: the first ``limit`` entries, then ``+ N more...``; ``<unset>`` for none."""
-    text = ",".join(shown[:limit])
-    if count > limit:
-        return f"{text} + {count - limit} more..."
-    return text or "<unset>"
 
 
 def _endpoint_slice(obj: dict[str, Any], now: datetime) -> Row:

@@ -29,9 +29,11 @@ RESOURCE = "priorityclasses.scheduling.k8s.io"
 
 
 class Reader(Protocol):
+    """The store's reads the admission needs."""
+
     def get(self, resource: str, namespace: str, name: str) -> Obj: ...
 
-    def list(self, resource: str, namespace: str | None = None) -> Any: ...
+    def list(self, resource: str, namespace: str | None = None) -> tuple[list[Obj], Any]: ...
 
 
 def system_classes() -> list[Obj]:
@@ -52,14 +54,10 @@ def system_class_error(name: str, value: Any, global_default: Any) -> str | None
     return None
 
 
-def _items(listed: Any) -> list[Obj]:
-    # A store's list answers (items, revision); an informer cache's the items alone.
-    return list(listed[0] if isinstance(listed, tuple) else listed)
-
-
 def default_class(reader: Reader) -> Obj | None:
     """Kubernetes' getDefaultPriorityClass: among the classes marked globalDefault, the lowest value."""
-    defaults = [c for c in _items(reader.list("priorityclasses")) if c.get("globalDefault") is True]
+    classes, _ = reader.list("priorityclasses")
+    defaults = [c for c in classes if c.get("globalDefault") is True]
     return min(defaults, key=lambda c: (int(c.get("value") or 0), c["metadata"]["name"])) if defaults else None
 
 
