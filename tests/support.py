@@ -71,6 +71,15 @@ def kubectl_binary(version: str = "1.37") -> str:
     return str(kubectl_path())
 
 
+def run_kubectl(version: str, kubeconfig: Path, cache_dir: Path, *args: str, stdin: str | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real kubectl of ``version`` against ``kubeconfig`` (its discovery cache under ``cache_dir``), with
+    none of the caller's ``KUBE*`` settings, which could point it at another cluster."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    return subprocess.run([kubectl_binary(version), "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache_dir),
+                           *args], capture_output=True, text=True, timeout=timeout, env=clean, input=stdin)
+
+
 # kubectl commands younger than the oldest kubectl tested, with the release that added each.
 KUBECTL_COMMAND_ADDED = {
     "auth whoami": "1.27",   # `kubectl alpha auth whoami` in 1.26

@@ -2,8 +2,6 @@
 ValidateEndpointSlice refusals in its words, and kubectl's columns with each kubectl the README promises."""
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ import pytest
 
 from apiobjects import causes
 from storage.apiserver.server import RunningServer
-from support import KUBECTL_VERSIONS, kubectl_binary
+from support import KUBECTL_VERSIONS, run_kubectl
 
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
 
@@ -88,11 +86,9 @@ def test_eps1_fqdn_and_ipv6_slices(http: httpx.Client) -> None:
 @pytest.mark.parametrize("version", KUBECTL_VERSIONS)
 def test_eps1_kubectl_lists_slices_with_its_columns(module_server: RunningServer, tmp_path: Path, version: str) -> None:
     namespace = f"eps-{version.replace('.', '')}"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
 
     def kubectl(*args: str) -> str:
-        done = subprocess.run([kubectl_binary(version), "--kubeconfig", str(module_server.kubeconfig), "--cache-dir",
-                               str(tmp_path / "cache"), *args], capture_output=True, text=True, timeout=120, env=clean)
+        done = run_kubectl(version, module_server.kubeconfig, tmp_path / "cache", *args)
         assert done.returncode == 0, (args, done.stderr)
         return done.stdout
 
@@ -154,9 +150,6 @@ def test_eps1_every_endpoints_request_carries_kubernetes_deprecation_warning(htt
 @pytest.mark.parametrize("version", KUBECTL_VERSIONS)
 def test_eps1_kubectl_shows_the_endpoints_deprecation(module_server: RunningServer, tmp_path: Path,
                                                       version: str) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-    done = subprocess.run([kubectl_binary(version), "--kubeconfig", str(module_server.kubeconfig), "--cache-dir",
-                           str(tmp_path / "cache"), "get", "endpoints", "kubernetes"], capture_output=True, text=True,
-                          timeout=120, env=clean)
+    done = run_kubectl(version, module_server.kubeconfig, tmp_path / "cache", "get", "endpoints", "kubernetes")
     assert done.returncode == 0, done.stderr
     assert f"Warning: {ENDPOINTS_WARNING}" in done.stderr and "kubernetes" in done.stdout

@@ -4,8 +4,6 @@ slices are left alone, and the slices go with their Service. kubectl 1.37's ``de
 ``describe ingress`` read them."""
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,7 +13,7 @@ import pytest
 from serverutil import running_server
 from storage.controllers.endpointslices import CONTROLLER, MIRROR_CONTROLLER, EndpointSliceReconciler
 from storage.controllers.gc import GarbageCollector
-from support import KUBECTL_VERSIONS, kubectl_binary, running_controllers, wait_for
+from support import KUBECTL_VERSIONS, run_kubectl, running_controllers, wait_for
 
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
 
@@ -126,12 +124,8 @@ def test_eps2_kubectl_describe_reads_the_slices(cluster: tuple[Any, httpx.Client
                "spec": {"defaultBackend": {"service": {"name": "web", "port": {"name": "http"}}}}}
     assert http.post("/apis/networking.k8s.io/v1/namespaces/default/ingresses", json=ingress).status_code == 201
     wait_for(lambda: conditions(http, "web") or None, "the service's slice")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-
     def describe(*args: str) -> str:
-        done = subprocess.run([kubectl_binary(version), "--kubeconfig", str(server.kubeconfig), "--cache-dir",
-                               str(tmp_path / "cache"), "describe", *args], capture_output=True, text=True,
-                              timeout=120, env=clean)
+        done = run_kubectl(version, server.kubeconfig, tmp_path / "cache", "describe", *args)
         assert done.returncode == 0, (args, done.stderr)
         return done.stdout
 

@@ -4,7 +4,6 @@ prefix was never checked: ``generateName: Bad_`` stored an object named ``Bad_48
 prefix stored a 305-character name, and a refused pod was named by its prefix."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 
 from storage.api.names import GENERATE_NAME_ALPHABET, generate_name, mask_trailing_dash
 from storage.apiserver.server import RunningServer
-from support import KUBECTL_VERSIONS, kubectl_binary
+from support import KUBECTL_VERSIONS, run_kubectl
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 SUFFIX = f"[{GENERATE_NAME_ALPHABET}]{{5}}"
@@ -97,14 +96,11 @@ def test_k5_pod_security_names_the_generated_pod_it_refuses(http: httpx.Client) 
 @pytest.mark.parametrize("version", KUBECTL_VERSIONS)
 def test_k5_kubectl_create_of_a_generate_name_manifest(module_server: RunningServer, tmp_path: Path,
                                                        version: str) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
     prefix = f"kc{version.replace('.', '')}-"
     manifest = yaml.safe_dump(configmap(prefix))
 
     def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([kubectl_binary(version), "--kubeconfig", str(module_server.kubeconfig),
-                               "--cache-dir", str(tmp_path / "cache"), *args], capture_output=True, text=True,
-                              timeout=120, env=clean, input=manifest)
+        return run_kubectl(version, module_server.kubeconfig, tmp_path / "cache", *args, stdin=manifest)
 
     first, second = kubectl("create", "-f", "-"), kubectl("create", "-f", "-")
     assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)

@@ -3,8 +3,6 @@ with Kubernetes' defaults, ValidateNetworkPolicySpec's refusals in its words, an
 describe with each kubectl the README promises."""
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import yaml
 
 from apiobjects import causes
 from storage.apiserver.server import RunningServer
-from support import KUBECTL_VERSIONS, kubectl_binary
+from support import KUBECTL_VERSIONS, run_kubectl
 
 POLICIES = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies"
 
@@ -110,13 +108,10 @@ def test_np1_invalid_policies_are_refused_in_kubernetes_words(http: httpx.Client
 @pytest.mark.parametrize("version", KUBECTL_VERSIONS)
 def test_np1_kubectl_applies_lists_and_describes_policies(module_server: RunningServer, tmp_path: Path,
                                                           version: str) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
     namespace = f"np-{version.replace('.', '')}"
 
     def kubectl(*args: str, stdin: str | None = None) -> str:
-        done = subprocess.run([kubectl_binary(version), "--kubeconfig", str(module_server.kubeconfig), "--cache-dir",
-                               str(tmp_path / "cache"), *args], capture_output=True, text=True, timeout=120, env=clean,
-                              input=stdin)
+        done = run_kubectl(version, module_server.kubeconfig, tmp_path / "cache", *args, stdin=stdin)
         assert done.returncode == 0, (args, done.stderr)
         return done.stdout
 

@@ -3,8 +3,6 @@ classes, ValidatePriorityClass in Kubernetes' words, one global default, and eac
 ``spec.priority``, through the API server, through a controller, and with the real kubectl."""
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,7 +12,7 @@ import pytest
 from serverutil import running_server
 from storage.apiserver.server import RunningServer
 from storage.controllers.workloads import ReplicaSetReconciler
-from support import KUBECTL_VERSIONS, kubectl_binary, running_controllers, wait_for
+from support import KUBECTL_VERSIONS, run_kubectl, running_controllers, wait_for
 
 PCS = "/apis/scheduling.k8s.io/v1/priorityclasses"
 PODS = "/api/v1/namespaces/default/pods"
@@ -145,12 +143,10 @@ def test_pc3_a_controllers_pods_get_their_priority_too(tmp_path: Path) -> None:
 @pytest.mark.parametrize("version", KUBECTL_VERSIONS)
 def test_pc1_kubectl_creates_and_lists_priority_classes(module_server: RunningServer, tmp_path: Path,
                                                         version: str) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
     name = f"kc-{version.replace('.', '')}"
 
     def kubectl(*args: str) -> str:
-        done = subprocess.run([kubectl_binary(version), "--kubeconfig", str(module_server.kubeconfig), "--cache-dir",
-                               str(tmp_path / "cache"), *args], capture_output=True, text=True, timeout=120, env=clean)
+        done = run_kubectl(version, module_server.kubeconfig, tmp_path / "cache", *args)
         assert done.returncode == 0, (args, done.stderr)
         return done.stdout
 
