@@ -119,6 +119,16 @@ def build_subsets(service: Obj, pods: list[Obj]) -> list[Obj]:
     return subsets
 
 
+def services_selecting(cache: Any, pod: Obj) -> list[str]:
+    """The keys of the Services of ``pod``'s namespace whose selector selects it."""
+    namespace = _meta(pod).get("namespace", "")
+    return [
+        f"{namespace}/{_meta(s)['name']}"
+        for s in cache.list("services", namespace)
+        if _spec(s).get("selector") and selector_matches({"matchLabels": _spec(s)["selector"]}, labels_of(pod))
+    ]
+
+
 class EndpointsReconciler(Reconciler):
     name = "endpoints"
     primary = "services"
@@ -127,12 +137,7 @@ class EndpointsReconciler(Reconciler):
         return {"pods": self._pod_keys, "endpoints": lambda ep: [f"{_meta(ep).get('namespace', '')}/{_meta(ep)['name']}"]}
 
     def _pod_keys(self, pod: Obj) -> list[str]:
-        namespace = _meta(pod).get("namespace", "")
-        return [
-            f"{namespace}/{_meta(s)['name']}"
-            for s in self.ctx.cache.list("services", namespace)
-            if _spec(s).get("selector") and selector_matches({"matchLabels": _spec(s)["selector"]}, labels_of(pod))
-        ]
+        return services_selecting(self.ctx.cache, pod)
 
     def reconcile(self, key: str) -> Result:
         namespace, name = split_key(key)

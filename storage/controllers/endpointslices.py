@@ -18,7 +18,9 @@ from typing import Any, Callable, Iterable
 from storage.api.conditions import is_true
 from storage.api.timestamps import now
 from storage.controllers.base import Reconciler, Result, split_key
-from storage.controllers.endpoints import TRIGGER_ANNOTATION, endpoint_address, find_port, is_headless, pod_ip
+from storage.controllers.endpoints import (
+    TRIGGER_ANNOTATION, endpoint_address, find_port, is_headless, pod_ip, services_selecting,
+)
 from storage.controllers.owners import labels_of, make_controller_ref, publish, selector_matches
 from storage.errors import NotFound
 
@@ -191,9 +193,7 @@ class EndpointSliceReconciler(Reconciler):
                 "endpointslices": by_label, "nodes": self._node_keys}
 
     def _pod_keys(self, pod: Obj) -> list[str]:
-        namespace = _meta(pod).get("namespace", "")
-        return [f"{namespace}/{_meta(s)['name']}" for s in self.ctx.cache.list("services", namespace)
-                if _spec(s).get("selector") and selector_matches({"matchLabels": _spec(s)["selector"]}, labels_of(pod))]
+        return services_selecting(self.ctx.cache, pod)
 
     def _node_keys(self, node: Obj) -> list[str]:
         # A node's zone is in its pods' endpoints: only the Services of pods on that node look again.
