@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from storage.agent.runtime import StaticEnvSources
+from support import wait_for
 
 NO_SOURCES = StaticEnvSources({}, {})
 
@@ -44,6 +45,16 @@ def _stop_a_container_that_ends_on_sigterm(harness: Any, name: str) -> tuple[Any
 
     runc._cmd = recorded  # type: ignore[method-assign]
     uid = _running(harness, rt, name, ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
+    # The shell is the container's PID 1, which drops a SIGTERM it has no handler for: stop it only once its
+    # trap is installed (SIGTERM in the process's caught signals), or a loaded host makes it end on SIGKILL.
+    pid = rt.settings.runc.state(f"stowage-{uid}-c")["pid"]
+
+    def trap_installed() -> bool:
+        caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) & (1 << (15 - 1)))
+
+    wait_for(trap_installed, "the container's SIGTERM trap", 30)
     final = rt.kill_pod(uid, 60)
     assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0, "it ended on SIGTERM, not SIGKILL"
     return rt, commands
