@@ -94,6 +94,8 @@ class ProvisionRequest:
     config_maps: ConfigMapReader | None = field(default=None, compare=False, repr=False)
     # Set when the claim names a dataSource: the new volume must hold the source's data before it is Bound.
     data_source: DataSource | None = None
+    # VAC3: the parameters of the VolumeAttributesClass the claim names (CSI's mutable_parameters); empty without.
+    mutable_parameters: dict[str, str] = field(default_factory=dict)
 
     @property
     def parameters(self) -> dict[str, str]:
@@ -177,6 +179,15 @@ class Provisioner(ABC):
     def expand(self, pv: dict[str, Any], new_size: int) -> int:
         """Grow the backend volume to at least ``new_size`` bytes; return the new capacity in bytes."""
         raise NotImplementedError(f"provisioner {self.name} does not support expansion")
+
+    def supports_modify(self) -> bool:
+        """Whether volumes take VolumeAttributesClass parameters (VAC3): at creation and through ``modify``."""
+        return False
+
+    def modify(self, pv: dict[str, Any], parameters: dict[str, str]) -> None:
+        """Apply a VolumeAttributesClass's ``parameters`` to the existing volume (VAC4). ``InfeasibleError``: the
+        backend refuses these parameters; anything else is retried."""
+        raise NotImplementedError(f"provisioner {self.name} does not support VolumeAttributesClasses")
 
     def can_recycle(self, pv: dict[str, Any]) -> bool:
         return False

@@ -215,7 +215,8 @@ class CsiProvisioner(Provisioner, Snapshotter):
             volume = self.client.create_volume(
                 pv, required_bytes=req.requested_bytes, parameters=driver_params, secrets=secrets,
                 capabilities=caps, requisite=[topo] if topo else None, preferred=[topo] if topo else None,
-                snapshot_id=snapshot_id, source_volume_id=source_volume_id)
+                snapshot_id=snapshot_id, source_volume_id=source_volume_id,
+                mutable_parameters=req.mutable_parameters)
         except CsiError as exc:
             raise exc.to_stowage() from None
         source: dict[str, Any] = {"driver": self.name, "volumeHandle": volume.volume_id,
@@ -344,6 +345,23 @@ class CsiProvisioner(Provisioner, Snapshotter):
         except CsiError as exc:
             raise exc.to_stowage() from None
         return max(size, new_size)
+
+    def supports_modify(self) -> bool:
+        # CSI: mutable_parameters are for drivers with MODIFY_VOLUME only (the spec's "SHALL NOT" otherwise).
+        return "MODIFY_VOLUME" in self._caps()
+
+    def modify(self, pv: dict[str, Any], parameters: dict[str, str]) -> None:
+        """VAC4: ControllerModifyVolume with the class's parameters; INVALID_ARGUMENT is InfeasibleError."""
+        handle, src = self._handle(pv)
+        if not self.supports_modify():
+            raise PermanentError(f"CSI driver {self.name} cannot modify volumes (no MODIFY_VOLUME capability)")
+        # external-resizer sends the expansion secret with ControllerModifyVolume too.
+        secrets = _read_secret(src.get("controllerExpandSecretRef"), current_secrets())
+        try:
+            self.client.controller_modify(handle, parameters, secrets=secrets)
+        except CsiError as exc:
+            raise exc.to_stowage() from None
+        log.info("csi_volume_modified", driver=self.name, handle=handle)
 
     def owns(self, pv: dict[str, Any]) -> bool:
         ann = (pv.get("metadata") or {}).get("annotations") or {}

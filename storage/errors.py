@@ -224,6 +224,11 @@ class PermanentError(StowageError):
     code, reason = 500, "InternalError"
 
 
+class InfeasibleError(PermanentError):
+    """The backend refuses the request itself (CSI INVALID_ARGUMENT): asking again with the same input cannot
+    succeed, so a VolumeAttributesClass change is Infeasible until the user names another class (VAC5)."""
+
+
 _BY_CODE_REASON: dict[tuple[int, str], type[StowageError]] = {
     (cls.code, cls.reason): cls
     for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, AlreadyExists, Conflict, Gone, Invalid,

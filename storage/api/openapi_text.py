@@ -14,6 +14,9 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                              "its size, access modes and class.",
     "StorageClass": "Describes a class of storage: which provisioner creates its volumes, with which parameters, "
                     "reclaim policy and binding mode.",
+    "VolumeAttributesClass": "Mutable attributes of CSI volumes by name (IOPS, throughput, ...): a claim names one, "
+                             "the driver gets its parameters when the volume is made and when the claim changes "
+                             "class. driverName and parameters cannot be updated.",
     "VolumeAttachment": "Records the intent to attach a volume to a node, and whether it is attached.",
     "CSIDriver": "Information about a CSI volume driver: whether its volumes are attached, whether it wants pod "
                  "information on mount, and how fsGroup applies. Named after the driver.",
@@ -248,6 +251,14 @@ DESCRIPTIONS: dict[str, str] = {
     "PersistentVolumeClaimStatus.capacity": "The resources of the bound volume.",
     "PersistentVolumeClaimStatus.conditions": "Conditions of the claim, such as Resizing.",
     "PersistentVolumeClaimStatus.allocatedResources": "The resources allocated to the claim during an expansion.",
+    "PersistentVolumeClaimSpec.volumeAttributesClassName": "The VolumeAttributesClass the volume should have (CSI "
+                                                           "volumes only); a bound claim may change it.",
+    "PersistentVolumeClaimStatus.currentVolumeAttributesClassName": "The VolumeAttributesClass applied to the "
+                                                                    "bound volume.",
+    "PersistentVolumeClaimStatus.modifyVolumeStatus": "The change of VolumeAttributesClass under way: its target "
+                                                      "and Pending, InProgress or Infeasible.",
+    "VolumeAttributesClass.driverName": "The CSI driver whose volumes this class applies to. Cannot be updated.",
+    "VolumeAttributesClass.parameters": "The attributes passed to the driver (at least one). Cannot be updated.",
     # StorageClass
     "StorageClass.provisioner": "The provisioner that creates volumes of this class. Cannot be updated.",
     "StorageClass.parameters": "Parameters passed to the provisioner. Cannot be updated.",

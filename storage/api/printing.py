@@ -134,6 +134,7 @@ def _pv(obj: dict[str, Any], now: datetime) -> Row:
         phase,
         claim,
         object_class(obj),
+        _attributes_class(spec),
         str(status.get("reason") or ""),
         object_age(obj, now),
     ]
@@ -155,8 +156,19 @@ def _pvc(obj: dict[str, Any], now: datetime) -> Row:
         str((status.get("capacity") or {}).get("storage", "")),
         access_modes(status.get("accessModes")),
         object_class(obj),
+        _attributes_class(spec),
         object_age(obj, now),
     ]
+
+
+def _attributes_class(spec: dict[str, Any]) -> str:
+    """Kubernetes 1.37's VOLUMEATTRIBUTESCLASS column of volumes and claims: the spec's name, ``<unset>`` without."""
+    name = spec.get("volumeAttributesClassName")
+    return name if isinstance(name, str) else "<unset>"
+
+
+def _vac(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(obj.get("driverName") or ""), object_age(obj, now)]
 
 
 def _sc(obj: dict[str, Any], now: datetime) -> Row:
@@ -292,12 +304,15 @@ def _event(obj: dict[str, Any], now: datetime) -> Row:
 
 
 register("PersistentVolume", Columns(
-    ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "REASON", "AGE"],
+    ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS",
+     "REASON", "AGE"],
     _pv, ["VOLUMEMODE"], _volume_mode,
 ))
 register("PersistentVolumeClaim", Columns(
-    ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"], _pvc, ["VOLUMEMODE"], _volume_mode,
+    ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "AGE"], _pvc,
+    ["VOLUMEMODE"], _volume_mode,
 ))
+register("VolumeAttributesClass", Columns(["NAME", "DRIVERNAME", "AGE"], _vac))
 register("StorageClass", Columns(
     ["NAME", "PROVISIONER", "RECLAIMPOLICY", "VOLUMEBINDINGMODE", "ALLOWVOLUMEEXPANSION", "AGE"], _sc,
 ))
@@ -771,6 +786,7 @@ register("ReferenceGrant", _crd_columns(["NAME", "AGE"], _name_age, []))
 _COLUMN_NAMES = {
     "NAME": "Name", "AGE": "Age", "CAPACITY": "Capacity", "ACCESS MODES": "Access Modes",
     "RECLAIM POLICY": "Reclaim Policy", "STATUS": "Status", "CLAIM": "Claim", "STORAGECLASS": "StorageClass",
+    "VOLUMEATTRIBUTESCLASS": "VolumeAttributesClass", "DRIVERNAME": "DriverName",
     "REASON": "Reason", "VOLUMEMODE": "VolumeMode", "VOLUME": "Volume", "PROVISIONER": "Provisioner",
     "RECLAIMPOLICY": "ReclaimPolicy", "VOLUMEBINDINGMODE": "VolumeBindingMode",
     "ALLOWVOLUMEEXPANSION": "AllowVolumeExpansion", "READY": "Ready", "RESTARTS": "Restarts", "IP": "IP",

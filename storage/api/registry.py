@@ -68,6 +68,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         has_status=False, legacy_api_versions=("storage.k8s.io/v1beta1",),
     ),
     ResourceInfo("VolumeAttachment", "volumeattachments", "volumeattachment", "storage.k8s.io", "v1", False, ()),
+    # SEMANTICS VAC1: a CSI volume's mutable attributes by name (Kubernetes 1.34+ serves v1 only by default).
+    ResourceInfo("VolumeAttributesClass", "volumeattributesclasses", "volumeattributesclass", "storage.k8s.io", "v1",
+                 False, ("vac",), has_status=False),
     ResourceInfo("CSIDriver", "csidrivers", "csidriver", "storage.k8s.io", "v1", False, (), has_status=False),
     ResourceInfo("CSINode", "csinodes", "csinode", "storage.k8s.io", "v1", False, (), has_status=False),
     ResourceInfo(
@@ -150,7 +153,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
 # set it); every other kind starts at 1 and counts changes of everything but status and metadata.
 KINDS_WITHOUT_GENERATION = frozenset({
     "PersistentVolume", "PersistentVolumeClaim", "ConfigMap", "Secret", "Service", "Endpoints", "Namespace",
-    "Node", "Event", "ServiceAccount", "StorageClass", "Lease", "LimitRange", "ResourceQuota",
+    "Node", "Event", "ServiceAccount", "StorageClass", "Lease", "LimitRange", "ResourceQuota", "VolumeAttributesClass",
 })
 
 _BY_KIND = {r.kind: r for r in RESOURCES}

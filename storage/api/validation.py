@@ -721,6 +721,14 @@ def _pv(errs: _Errors, obj: dict[str, Any]) -> None:
     if spec.get("storageClassName"):
         errs.names("spec.storageClassName", spec.get("storageClassName"), is_dns1123_subdomain)
     errs.enum("spec.volumeMode", spec.get("volumeMode"), VOLUME_MODES)
+    vac = spec.get("volumeAttributesClassName")
+    if vac is not None:  # VAC2: a CSI volume's only
+        if vac == "":
+            errs.required("spec.volumeAttributesClassName", "an empty string is disallowed")
+        else:
+            errs.names("spec.volumeAttributesClassName", vac, is_dns1123_subdomain)
+        if spec.get("csi") is None:
+            errs.required("spec.csi", "has to be specified when using volumeAttributesClassName")
     affinity = spec.get("nodeAffinity")
     if affinity is not None:
         required = _d(affinity).get("required")
@@ -739,6 +747,8 @@ def _pv_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
     errs.immutable("spec.volumeMode", ns.get("volumeMode"), os_.get("volumeMode"))
     if os_.get("nodeAffinity") is not None:
         errs.immutable("spec.nodeAffinity", ns.get("nodeAffinity"), os_.get("nodeAffinity"))
+    if os_.get("volumeAttributesClassName") is not None and ns.get("volumeAttributesClassName") is None:
+        errs.forbidden("spec.volumeAttributesClassName", "update from non-nil value to nil is forbidden")
 
 
 def _pvc_spec(errs: _Errors, spec: Any, path: str) -> None:
@@ -759,6 +769,8 @@ def _pvc_spec(errs: _Errors, spec: Any, path: str) -> None:
     errs.enum(f"{path}.volumeMode", spec.get("volumeMode"), VOLUME_MODES)
     if spec.get("volumeName"):
         errs.names(f"{path}.volumeName", spec.get("volumeName"), is_dns1123_subdomain)
+    if spec.get("volumeAttributesClassName"):
+        errs.names(f"{path}.volumeAttributesClassName", spec.get("volumeAttributesClassName"), is_dns1123_subdomain)
     _data_sources(errs, spec, path)
 
 
@@ -817,11 +829,12 @@ def _pvc_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None
     if os_.get("storageClassName") is None:
         new_cmp.pop("storageClassName", None)
         old_cmp.pop("storageClassName", None)
-    if bound:  # P4: a bound claim may change its requests (growth is checked below)
+    if bound:  # P4: a bound claim may change its requests (growth is checked below) and its VAC (VAC4)
         for spec in (new_cmp, old_cmp):
             resources = dict(_d(spec.get("resources")))
             resources.pop("requests", None)
             spec["resources"] = resources
+            spec.pop("volumeAttributesClassName", None)
     if new_cmp != old_cmp:
         errs.forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims")
     new_size = _quantity(_d(_d(ns.get("resources")).get("requests")).get("storage"))
@@ -829,26 +842,24 @@ def _pvc_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None
     if new_size is not None and old_size is not None and new_size < old_size:
         errs.forbidden("spec.resources.requests.storage", "field can not be less than previous value")
     errs.immutable("spec.volumeMode", ns.get("volumeMode"), os_.get("volumeMode"))
+    # VAC4: once a class is applied the claim keeps one; it may change, not go.
+    if (ns.get("volumeAttributesClassName") != os_.get("volumeAttributesClassName")
+            and isinstance(_d(old.get("status")).get("currentVolumeAttributesClassName"), str)):
+        if ns.get("volumeAttributesClassName") is None:
+            errs.forbidden("spec.volumeAttributesClassName",
+                           "update to nil is forbidden when status.currentVolumeAttributesClassName is not nil")
+        elif ns.get("volumeAttributesClassName") == "":
+            errs.forbidden("spec.volumeAttributesClassName",
+                           "update to empty string is forbidden when status.currentVolumeAttributesClassName is not nil")
 
 
 # --- storage classes and attachments --------------------------------------------------------------
 
 
 def _storage_class(errs: _Errors, obj: dict[str, Any]) -> None:
-    provisioner = obj.get("provisioner")
-    if not provisioner:
-        errs.required("provisioner")
-    elif isinstance(provisioner, str):
-        if len(provisioner) > 253:
-            errs.too_long("provisioner", 253)
-        for msg in is_qualified_name(provisioner.lower()):
-            errs.invalid("provisioner", provisioner, msg)
+    _driver_name(errs, obj.get("provisioner"), "provisioner")
     params = _d(obj.get("parameters"))
-    if len(params) > 512:
-        errs.too_long("parameters", 512)
-    for key in params:
-        if not key:
-            errs.invalid("parameters", key, "key must be non-empty")
+    _class_parameters(errs, params, "parameters", allow_empty=True)
     _bench_parameters(errs, obj, params)
     errs.enum("reclaimPolicy", obj.get("reclaimPolicy"), SC_RECLAIM_POLICIES)
     errs.enum("volumeBindingMode", obj.get("volumeBindingMode"), BINDING_MODES)
@@ -861,6 +872,51 @@ def _storage_class(errs: _Errors, obj: dict[str, Any]) -> None:
             errs.names(f"{p}.key", _d(expr).get("key"), is_qualified_name)
             if not _l(_d(expr).get("values")):
                 errs.required(f"{p}.values", "must specify as least one value")
+
+
+def _driver_name(errs: _Errors, name: Any, path: str) -> None:
+    """Kubernetes' validateProvisioner (a StorageClass's provisioner, a VolumeAttributesClass's driverName)."""
+    if not name:
+        errs.required(path)
+    elif isinstance(name, str):
+        if len(name) > 253:
+            errs.too_long(path, 253)
+        for msg in is_qualified_name(name.lower()):
+            errs.invalid(path, name, msg)
+
+
+# Kubernetes' maxProvisionerParameterLen and maxProvisionerParameterSize.
+_MAX_CLASS_PARAMETERS = 512
+_MAX_CLASS_PARAMETER_BYTES = 256 << 10
+
+
+def _class_parameters(errs: _Errors, params: dict[str, Any], path: str, *, allow_empty: bool) -> None:
+    """Kubernetes' validateParameters: at most 512 keys of at most 256 KiB together, none empty."""
+    if len(params) > _MAX_CLASS_PARAMETERS:
+        errs.too_long(path, _MAX_CLASS_PARAMETERS)
+        return
+    size = 0
+    for key, value in params.items():
+        if not key:
+            errs.invalid(path, key, "field can not be empty.")
+        size += len(str(key).encode()) + len(str(value).encode())
+    if size > _MAX_CLASS_PARAMETER_BYTES:
+        errs.too_long(path, _MAX_CLASS_PARAMETER_BYTES)
+    if not allow_empty and not params:
+        errs.required(path, "must contain at least one key/value pair")
+
+
+def _volume_attributes_class(errs: _Errors, obj: dict[str, Any]) -> None:
+    """VAC1: Kubernetes' ValidateVolumeAttributesClass."""
+    _driver_name(errs, obj.get("driverName"), "driverName")
+    _class_parameters(errs, _d(obj.get("parameters")), "parameters", allow_empty=False)
+
+
+def _volume_attributes_class_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    if new.get("driverName") != old.get("driverName"):
+        errs.forbidden("driverName", "updates to driverName are forbidden.")
+    if (new.get("parameters") or {}) != (old.get("parameters") or {}):
+        errs.forbidden("parameters", "updates to parameters are forbidden.")
 
 
 def _bench_parameters(errs: _Errors, obj: dict[str, Any], params: dict[str, Any]) -> None:
@@ -2335,6 +2391,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "PersistentVolume": _pv,
     "PersistentVolumeClaim": _pvc,
     "StorageClass": _storage_class,
+    "VolumeAttributesClass": _volume_attributes_class,
     "Pod": _pod,
     "Service": _service,
     "Endpoints": _endpoints,
@@ -2384,6 +2441,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "PersistentVolume": _pv_update,
     "PersistentVolumeClaim": _pvc_update,
     "StorageClass": _storage_class_update,
+    "VolumeAttributesClass": _volume_attributes_class_update,
     "Pod": _pod_update,
     "VolumeAttachment": _spec_immutable,
     "CSIDriver": _csi_driver_update,

@@ -30,6 +30,8 @@ from storage.api.node_affinity import affinity_hostnames, volume_in_use_on
 from storage.api.quantity import format_quantity
 from storage.api.storage_class import ANN_STORAGE_CLASS
 from storage.api.timestamps import now as _now
+from storage.api.volume_attributes import requested_class as requested_attributes_class
+from storage.api.volume_attributes import volume_class as volume_attributes_class
 from storage.controllers.base import Cache, ControllerContext, Reconciler, Result, split_key
 from storage.controllers.binder_index import (
     VolumeIndex, access_modes, claim_ref, claim_request, contains_all_modes,
@@ -45,6 +47,7 @@ from storage.errors import AlreadyExists, BackendConflict, Conflict, NotFound, S
 log = structlog.get_logger(__name__)
 
 PVS, PVCS, SCS, PODS, NODES = "persistentvolumes", "persistentvolumeclaims", "storageclasses", "pods", "nodes"
+VACS = "volumeattributesclasses"
 
 ANN_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 ANN_BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
@@ -110,6 +113,8 @@ def check_volume_satisfy_claim(volume: dict[str, Any], claim: dict[str, Any]) ->
         return "requested PV is too small"
     if object_class(volume) != object_class(claim):
         return "storageClassName does not match"
+    if volume_attributes_class(volume) != requested_attributes_class(claim):
+        return "volumeAttributesClassName does not match"
     if volume_mode(volume) != volume_mode(claim):
         return "incompatible volumeMode"
     if not contains_all_modes(access_modes(volume), access_modes(claim)):
@@ -278,6 +283,7 @@ class _Base(Reconciler):
         if volume is None:
             new_status.pop("accessModes", None)
             new_status.pop("capacity", None)
+            new_status.pop("currentVolumeAttributesClassName", None)
         else:
             new_status["accessModes"] = list((volume.get("spec") or {}).get("accessModes") or [])
             if status.get("phase") != phase:
@@ -357,6 +363,11 @@ class _Base(Reconciler):
         if old_status.get("phase") != "Bound":
             status["phase"] = "Bound"
             status["capacity"] = dict(vspec.get("capacity") or {})
+            # VAC2: only while binding; afterwards the modify controller owns the field (Kubernetes' rule).
+            if vspec.get("volumeAttributesClassName"):
+                status["currentVolumeAttributesClassName"] = vspec["volumeAttributesClassName"]
+            else:
+                status.pop("currentVolumeAttributesClassName", None)
             changed = True
         if status.get("accessModes") != list(vspec.get("accessModes") or []):
             status["accessModes"] = list(vspec.get("accessModes") or [])
@@ -383,7 +394,13 @@ class ClaimBinder(_Base):
     def watches(self) -> dict[str, Callable[[dict[str, Any]], Iterable[str]]]:
         return {PVS: self._keys_for_volume, SCS: self._keys_for_class, PVCS: self._keys_for_source_claim,
                 "volumesnapshots": self._keys_for_snapshot, "volumesnapshotcontents": self._keys_for_content,
-                "referencegrants": self._keys_for_grant}
+                "referencegrants": self._keys_for_grant, VACS: self._keys_for_attributes_class}
+
+    def _keys_for_attributes_class(self, vac: dict[str, Any]) -> list[str]:
+        """VAC3: a claim waiting for its VolumeAttributesClass to exist provisions once it does."""
+        name = _meta(vac)["name"]
+        return [_key(c) for c in self.ctx.cache.list(PVCS)
+                if is_pending_claim(c) and requested_attributes_class(c) == name]
 
     # DS: a data source's change wakes the claims waiting for it.
     def _keys_for_source_claim(self, claim: dict[str, Any]) -> list[str]:
@@ -634,6 +651,18 @@ class ClaimBinder(_Base):
 
         meta = _meta(claim)
         pv_name = f"pvc-{meta['uid']}"
+        vac_name = requested_attributes_class(claim)
+        mutable: dict[str, str] = {}
+        if vac_name:
+            vac = self.ctx.cache.get(VACS, "", vac_name)
+            refusal = _attributes_refusal(vac_name, vac, provisioner_name, provisioner.supports_modify())
+            if refusal is not None:
+                claim = named()
+                self.ctx.events.record(claim, "Warning", "ProvisioningFailed",
+                                       f'failed to provision volume with StorageClass "{class_name}": {refusal}')
+                self._set_claim_phase(claim, "Pending", None)
+                return Result()  # the class's creation (watches above) or the claim's change retries it
+            mutable = dict((vac or {}).get("parameters") or {})
         existing = self.ctx.cache.get(PVS, "", pv_name) or self._get_live(PVS, "", pv_name)
         if existing is not None:
             # Saved before a crash or by another replica: just finish the binding.
@@ -659,7 +688,8 @@ class ClaimBinder(_Base):
         node = self.ctx.cache.get(NODES, "", selected) if selected else None
         request = ProvisionRequest(volume_name=pv_name, claim=claim, storage_class=storage_class, selected_node=node,
                                    secrets=store_secret_reader(self.ctx.store),
-                                   config_maps=store_config_map_reader(self.ctx.store), data_source=data_source)
+                                   config_maps=store_config_map_reader(self.ctx.store), data_source=data_source,
+                                   mutable_parameters=mutable)
         fault_point("provision:before-backend")
         try:
             result = provisioner.provision(request)
@@ -710,6 +740,8 @@ class ClaimBinder(_Base):
             spec["mountOptions"] = list(storage_class["mountOptions"])
         if result.node_affinity:
             spec["nodeAffinity"] = result.node_affinity
+        if vac_name:
+            spec["volumeAttributesClassName"] = vac_name
         extra_annotations = {ANN_PROVISIONED_OBJECTS: objects_annotation} if objects_annotation else {}
         pv = {
             "apiVersion": "v1", "kind": "PersistentVolume",
@@ -731,6 +763,20 @@ class ClaimBinder(_Base):
         log.info("provisioned", claim=_key(claim), volume=pv_name, provisioner=provisioner_name)
         self._bind(saved, claim, naming)
         return Result()
+
+
+def _attributes_refusal(name: str, vac: dict[str, Any] | None, provisioner_name: str, supports: bool) -> str | None:
+    """VAC3: why a claim naming VolumeAttributesClass ``name`` cannot be provisioned now (external-provisioner's
+    words where it has them), or None."""
+    if vac is None:
+        return f'volumeattributesclass.storage.k8s.io "{name}" not found'
+    driver = str(vac.get("driverName") or "")
+    if driver != provisioner_name:
+        return f"VAC {name} referenced in PVC is for driver {driver} which does not match driver name {provisioner_name}"
+    if not supports:
+        return (f"provisioner {provisioner_name} does not support VolumeAttributesClasses (only CSI drivers with the "
+                "MODIFY_VOLUME capability do)")
+    return None
 
 
 # ------------------------------------------------------------ volumes

@@ -18,6 +18,8 @@ from typing import Any, Iterable
 from storage.api.node_affinity import volume_admits_node
 from storage.api.quantity import parse_quantity
 from storage.api.storage_class import object_class
+from storage.api.volume_attributes import requested_class as requested_attributes_class
+from storage.api.volume_attributes import volume_class
 
 
 # The order Kubernetes prints access modes in (GetAccessModesAsString); used
@@ -168,6 +170,7 @@ def find_matching_volume(claim: Claim, volumes: list[Volume], delay_binding: boo
     requested_class = object_class(claim)
     selector = (claim.get("spec") or {}).get("selector")
     claim_mode = volume_mode(claim)
+    requested_vac = requested_attributes_class(claim)
 
     for volume in volumes:
         bound_here = is_volume_bound_to_claim(volume, claim)
@@ -177,6 +180,8 @@ def find_matching_volume(claim: Claim, volumes: list[Volume], delay_binding: boo
         if volume_qty < requested_qty:
             continue
         if volume_mode(volume) != claim_mode:
+            continue
+        if volume_class(volume) != requested_vac:  # VAC2, before the pre-bound check as in Kubernetes
             continue
         if is_deleting(volume):
             continue
@@ -208,9 +213,10 @@ def match_candidates(claim: Claim, volumes: Iterable[Volume]) -> list[Volume]:
     against a short list instead of every volume once per node."""
     requested_qty = claim_request(claim)
     claim_mode = volume_mode(claim)
+    requested_vac = requested_attributes_class(claim)
     return [v for v in volumes
             if (claim_ref(v) is None or is_volume_bound_to_claim(v, claim)) and volume_capacity(v) >= requested_qty
-            and volume_mode(v) == claim_mode and not is_deleting(v)]
+            and volume_mode(v) == claim_mode and volume_class(v) == requested_vac and not is_deleting(v)]
 
 
 def candidate_mode_sets(requested: Iterable[str], known_sets: Iterable[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -249,6 +255,7 @@ class _Entry:
     modes: tuple[str, ...]
     volume_mode: str
     klass: str
+    vac: str  # spec.volumeAttributesClassName, "" without
     free: bool  # Available, no claimRef, not being deleted
     prebound_to: tuple[str, str] | None  # (namespace, name) of claimRef
     volume: Volume
@@ -280,7 +287,7 @@ class VolumeIndex:
 
     def __init__(self, volumes: Iterable[Volume] = ()) -> None:
         self._entries: dict[str, _Entry] = {}
-        self._free: dict[tuple[str, tuple[str, ...], str], _Bucket] = {}
+        self._free: dict[tuple[str, str, tuple[str, ...], str], _Bucket] = {}
         self._prebound: dict[tuple[str, str], dict[str, _Entry]] = {}
         self._mode_sets: dict[tuple[str, ...], int] = {}
         for volume in volumes:
@@ -311,6 +318,7 @@ class VolumeIndex:
             modes=access_modes(volume),
             volume_mode=volume_mode(volume),
             klass=object_class(volume),
+            vac=volume_class(volume),
             free=ref is None and volume_phase(volume) == "Available" and not is_deleting(volume),
             prebound_to=((ref.get("namespace") or ""), ref.get("name") or "") if ref is not None else None,
             volume=volume,
@@ -318,7 +326,7 @@ class VolumeIndex:
         self._entries[name] = entry
         self._mode_sets[entry.modes] = self._mode_sets.get(entry.modes, 0) + 1
         if entry.free:
-            self._free.setdefault((entry.klass, entry.modes, entry.volume_mode), _Bucket()).add(entry.capacity, name, volume)
+            self._free.setdefault((entry.klass, entry.vac, entry.modes, entry.volume_mode), _Bucket()).add(entry.capacity, name, volume)
         if entry.prebound_to is not None:
             self._prebound.setdefault(entry.prebound_to, {})[name] = entry
 
@@ -334,7 +342,7 @@ class VolumeIndex:
         else:
             del self._mode_sets[entry.modes]
         if entry.free:
-            key = (entry.klass, entry.modes, entry.volume_mode)
+            key = (entry.klass, entry.vac, entry.modes, entry.volume_mode)
             bucket = self._free[key]
             bucket.remove(entry.capacity, name)
             if not bucket.keys:
@@ -352,6 +360,7 @@ def find_best_volume(claim: Claim, index: VolumeIndex, *, delay_binding: bool) -
     requested_qty = claim_request(claim)
     claim_mode = volume_mode(claim)
     requested_class = object_class(claim)
+    requested_vac = requested_attributes_class(claim)
     selector = (claim.get("spec") or {}).get("selector")
     prebound = index._prebound.get((meta.get("namespace") or "", meta.get("name") or ""), {})
 
@@ -365,12 +374,13 @@ def find_best_volume(claim: Claim, index: VolumeIndex, *, delay_binding: bool) -
             volume = entry.volume
             if not is_volume_bound_to_claim(volume, claim):
                 continue
-            if entry.capacity < requested_qty or entry.volume_mode != claim_mode or is_deleting(volume):
+            if (entry.capacity < requested_qty or entry.volume_mode != claim_mode or entry.vac != requested_vac
+                    or is_deleting(volume)):
                 continue
             return volume
         if delay_binding:
             continue
-        bucket = index._free.get((requested_class, modes, claim_mode))
+        bucket = index._free.get((requested_class, requested_vac, modes, claim_mode))
         if bucket is None:
             continue
         start = bisect.bisect_left(bucket.keys, (requested_qty, ""))

@@ -550,6 +550,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     found += list(importlib.import_module("storage.controllers.cronjob").RECONCILERS)
     # EndpointSlices of Services (SEMANTICS EPS1-EPS5).
     found += list(importlib.import_module("storage.controllers.endpointslices").RECONCILERS)
+    # VolumeAttributesClasses: the modify and protection controllers (SEMANTICS VAC4-VAC6).
+    found += list(importlib.import_module("storage.controllers.volume_attributes").RECONCILERS)
     return found
 
 

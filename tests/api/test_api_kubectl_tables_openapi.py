@@ -95,8 +95,8 @@ def test_kubectl_get_wide_explain_apply_and_get_all(kubeconfig: Path, kubectl_ve
     blocks = out.strip().split("\n\n")
     assert len(blocks) == 3, out
     assert blocks[0].splitlines()[0].split() == [
-        "NAME", "CAPACITY", "ACCESS", "MODES", "RECLAIM", "POLICY", "STATUS", "CLAIM", "STORAGECLASS", "REASON",
-        "AGE", "VOLUMEMODE"]
+        "NAME", "CAPACITY", "ACCESS", "MODES", "RECLAIM", "POLICY", "STATUS", "CLAIM", "STORAGECLASS",
+        "VOLUMEATTRIBUTESCLASS", "REASON", "AGE", "VOLUMEMODE"]
     assert blocks[0].splitlines()[1].split()[:3] == ["persistentvolume/kpv", "2Gi", "RWO"]
     assert blocks[1].splitlines()[0].split()[:3] == ["NAME", "STATUS", "VOLUME"]
     assert blocks[1].splitlines()[0].split()[-1] == "VOLUMEMODE"

@@ -41,6 +41,8 @@ SAMPLES: dict[str, dict] = {
     "PersistentVolume": pv("t-pv"),
     "PersistentVolumeClaim": pvc("t-pvc"),
     "StorageClass": storage_class("t-sc"),
+    "VolumeAttributesClass": {"metadata": {"name": "t-vac"}, "driverName": "csi.example.com",
+                              "parameters": {"iops": "3000"}},
     "Pod": {"metadata": {"name": "t-pod"}, "spec": POD_SPEC},
     "Service": {"metadata": {"name": "t-svc"}, "spec": {"selector": {"app": "t"}, "ports": [{"port": 80}]}},
     "Endpoints": {"metadata": {"name": "t-ep"},
@@ -94,9 +96,10 @@ SAMPLES: dict[str, dict] = {
 }
 # kubectl's columns (upper-cased names); the -o wide ones follow "|".
 EXPECTED = {
-    "PersistentVolume": "NAME CAPACITY ACCESS_MODES RECLAIM_POLICY STATUS CLAIM STORAGECLASS REASON AGE | VOLUMEMODE",
-    "PersistentVolumeClaim": "NAME STATUS VOLUME CAPACITY ACCESS_MODES STORAGECLASS AGE | VOLUMEMODE",
+    "PersistentVolume": "NAME CAPACITY ACCESS_MODES RECLAIM_POLICY STATUS CLAIM STORAGECLASS VOLUMEATTRIBUTESCLASS REASON AGE | VOLUMEMODE",
+    "PersistentVolumeClaim": "NAME STATUS VOLUME CAPACITY ACCESS_MODES STORAGECLASS VOLUMEATTRIBUTESCLASS AGE | VOLUMEMODE",
     "StorageClass": "NAME PROVISIONER RECLAIMPOLICY VOLUMEBINDINGMODE ALLOWVOLUMEEXPANSION AGE",
+    "VolumeAttributesClass": "NAME DRIVERNAME AGE",
     "Pod": "NAME READY STATUS RESTARTS AGE | IP NODE NOMINATED_NODE READINESS_GATES",
     "Service": "NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE | SELECTOR",
     "Endpoints": "NAME ENDPOINTS AGE",

@@ -14,8 +14,9 @@ import yaml
 from cliutil import parse_table
 from support import as_from_a_shell, signal_state, stowage_executable
 
-PV_HEADERS = ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "REASON", "AGE"]
-PVC_HEADERS = ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"]
+PV_HEADERS = ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS",
+              "VOLUMEATTRIBUTESCLASS", "REASON", "AGE"]
+PVC_HEADERS = ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "AGE"]
 SC_HEADERS = ["NAME", "PROVISIONER", "RECLAIMPOLICY", "VOLUMEBINDINGMODE", "ALLOWVOLUMEEXPANSION", "AGE"]
 AGE = re.compile(r"^\d+s$")
 
@@ -164,7 +165,8 @@ def test_get_pv_table_with_abbreviated_modes_and_claim(cli, tmp_path) -> None:
     row = rows[0]
     assert AGE.match(row.pop("AGE"))
     assert row == {"NAME": "pv1", "CAPACITY": "2Gi", "ACCESS MODES": "RWO,RWX", "RECLAIM POLICY": "Retain",
-                   "STATUS": "Bound", "CLAIM": "default/data", "STORAGECLASS": "fast", "REASON": ""}
+                   "STATUS": "Bound", "CLAIM": "default/data", "STORAGECLASS": "fast",
+                   "VOLUMEATTRIBUTESCLASS": "<unset>", "REASON": ""}
     wide = parse_table(cli.ok("get", "persistentvolumes", "-o", "wide"), PV_HEADERS + ["VOLUMEMODE"])
     assert wide[0]["VOLUMEMODE"] == "Filesystem"
 
@@ -176,7 +178,8 @@ def test_get_pvc_table_and_all_namespaces(cli, tmp_path) -> None:
     rows = parse_table(cli.ok("get", "pvc"), PVC_HEADERS)
     assert [r.pop("AGE") for r in rows][0].endswith("s")
     assert rows == [{"NAME": "data", "STATUS": "Bound", "VOLUME": "pv1", "CAPACITY": "2Gi",
-                     "ACCESS MODES": "RWO,RWX", "STORAGECLASS": "fast"}]
+                     "ACCESS MODES": "RWO,RWX", "STORAGECLASS": "fast",
+                     "VOLUMEATTRIBUTESCLASS": "<unset>"}]
     everywhere = parse_table(cli.ok("get", "PersistentVolumeClaim", "-A"), ["NAMESPACE", *PVC_HEADERS])
     assert everywhere[0]["NAMESPACE"] == "default" and everywhere[0]["NAME"] == "data"
 

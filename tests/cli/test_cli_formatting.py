@@ -58,7 +58,7 @@ def test_pv_row_uses_beta_class_annotation_rule_b1() -> None:
     }
     headers, rows = tables.table_rows("PersistentVolume", [pv], wide=True, now=NOW)
     assert headers[-1] == "VOLUMEMODE"
-    assert rows == [["pv1", "1Gi", "RWO,RWX", "Retain", "Bound", "default/c1", "slow", "", "5s", "Filesystem"]]
+    assert rows == [["pv1", "1Gi", "RWO,RWX", "Retain", "Bound", "default/c1", "slow", "<unset>", "", "5s", "Filesystem"]]
 
 
 def test_sc_default_marker_requires_exact_true_rule_p3() -> None:

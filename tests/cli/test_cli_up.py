@@ -46,7 +46,8 @@ def _get_pv_names(kubeconfig: str) -> list[str]:
     assert proc.returncode == 0, proc.stderr
     if not proc.stdout:
         return []
-    headers = ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "REASON", "AGE"]
+    headers = ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS",
+               "REASON", "AGE"]
     return [row["NAME"] for row in parse_table(proc.stdout, headers)]
 
 

@@ -97,6 +97,7 @@ VALID: dict[str, dict[str, Any]] = {
                                         "defaultRequest": {"cpu": "100m"}}]}},
     "ResourceQuota": {"spec": {"hard": {"requests.storage": "100Gi", "persistentvolumeclaims": "10"}}},
     "StorageClass": {"provisioner": "stowage.io/local"},
+    "VolumeAttributesClass": {"driverName": "csi.example.com", "parameters": {"iops": "3000"}},
     "VolumeAttachment": {"spec": {"attacher": "stowage.io/local", "nodeName": "n", "source": {"persistentVolumeName": "pv"}}},
     "CSIDriver": {"spec": {"attachRequired": True, "podInfoOnMount": False, "fsGroupPolicy": "File"}},
     "CSINode": {"spec": {"drivers": [{"name": "csi.example.com", "nodeID": "n", "allocatable": {"count": 8}}]}},

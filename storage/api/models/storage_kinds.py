@@ -98,4 +98,12 @@ class CSINode(Resource):
     spec: CSINodeSpec | None = None
 
 
-__all__ = ["CSIDriver", "CSINode", "StorageClass", "VolumeAttachment", "VolumeAttachmentSpec", "VolumeAttachmentStatus"]
+class VolumeAttributesClass(Resource):
+    """Mutable attributes of a CSI volume by name (SEMANTICS VAC1): claims name one, the CSI driver gets its
+    parameters at CreateVolume and ControllerModifyVolume."""
+
+    driver_name: str | None = None
+    parameters: dict[str, str] | None = None
+
+
+__all__ = ["CSIDriver", "CSINode", "StorageClass", "VolumeAttachment", "VolumeAttributesClass", "VolumeAttachmentSpec", "VolumeAttachmentStatus"]

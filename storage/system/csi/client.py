@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import grpc
 import structlog
 
-from storage.errors import PermanentError, TemporaryError
+from storage.errors import InfeasibleError, PermanentError, TemporaryError
 from storage.system.csi import csi_pb2 as pb
 from storage.system.csi import csi_pb2_grpc as pbg
 from storage.system.csi.names import ANN_NODE_IDS, ANN_TOPOLOGY_KEYS  # noqa: F401  (callers import them from here)
@@ -50,6 +50,8 @@ class CsiError(Exception):
     def to_stowage(self) -> Exception:
         if self.code in _RETRY_LATER:
             return TemporaryError(str(self), delay=2.0)
+        if self.code == grpc.StatusCode.INVALID_ARGUMENT:
+            return InfeasibleError(str(self))
         return PermanentError(str(self))
 
 
@@ -213,12 +215,14 @@ class CsiClient:
                       parameters: Mapping[str, str] | None = None, secrets: Mapping[str, str] | None = None,
                       capabilities: list[pb.VolumeCapability] | None = None,
                       requisite: list[dict[str, str]] | None = None, preferred: list[dict[str, str]] | None = None,
-                      snapshot_id: str = "", source_volume_id: str = "") -> pb.Volume:
+                      snapshot_id: str = "", source_volume_id: str = "",
+                      mutable_parameters: Mapping[str, str] | None = None) -> pb.Volume:
         req = pb.CreateVolumeRequest(
             name=name,
             capacity_range=pb.CapacityRange(required_bytes=required_bytes, limit_bytes=limit_bytes),
             volume_capabilities=capabilities or [volume_capability()],
             parameters=dict(parameters or {}), secrets=dict(secrets or {}),
+            mutable_parameters=dict(mutable_parameters or {}),
         )
         if requisite or preferred:
             req.accessibility_requirements.CopyFrom(pb.TopologyRequirement(
@@ -265,6 +269,13 @@ class CsiClient:
             req.volume_capability.CopyFrom(capability)
         resp = self._call("controller", "ControllerExpandVolume", req, secrets=secrets)
         return int(resp.capacity_bytes), bool(resp.node_expansion_required)
+
+    def controller_modify(self, volume_id: str, mutable_parameters: Mapping[str, str], *,
+                          secrets: Mapping[str, str] | None = None) -> None:
+        """ControllerModifyVolume (CSI 1.10+): apply a VolumeAttributesClass's parameters to an existing volume."""
+        self._call("controller", "ControllerModifyVolume", pb.ControllerModifyVolumeRequest(
+            volume_id=volume_id, mutable_parameters=dict(mutable_parameters), secrets=dict(secrets or {})),
+            secrets=secrets)
 
     def create_snapshot(self, source_volume_id: str, name: str, *, parameters: Mapping[str, str] | None = None,
                         secrets: Mapping[str, str] | None = None) -> pb.Snapshot:

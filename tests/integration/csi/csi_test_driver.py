@@ -103,6 +103,8 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
         types = [T.CREATE_DELETE_VOLUME, T.EXPAND_VOLUME, T.CREATE_DELETE_SNAPSHOT, T.LIST_SNAPSHOTS, T.CLONE_VOLUME]
         if self.args.attach:
             types.append(T.PUBLISH_UNPUBLISH_VOLUME)
+        if self.args.accepted_mutable_parameter_names is not None:
+            types.append(T.MODIFY_VOLUME)
         return pb.ControllerGetCapabilitiesResponse(capabilities=[
             pb.ControllerServiceCapability(rpc=pb.ControllerServiceCapability.RPC(type=t)) for t in types])
 
@@ -115,6 +117,7 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
             unknown = sorted(set(request.parameters) - set(filter(None, self.args.parameters.split(","))))
             if unknown:
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown parameters: {', '.join(unknown)}")
+        self._check_mutable(request.mutable_parameters, context)
         mine = {TOPOLOGY_KEY: self.args.nodeid}
         req = request.accessibility_requirements
         if req.requisite and not any(dict(t.segments) == mine for t in req.requisite):
@@ -127,7 +130,8 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
                 if v["size"] < size:
                     _abort(context, grpc.StatusCode.ALREADY_EXISTS, "exists with a smaller size")
             else:
-                v = {"id": str(uuid.uuid4()), "size": size, "parameters": dict(request.parameters)}
+                v = {"id": str(uuid.uuid4()), "size": size, "parameters": dict(request.parameters),
+                     "mutable": dict(request.mutable_parameters)}
                 path = self.state.dir / "volumes" / v["id"]
                 path.mkdir()
                 if request.volume_content_source.HasField("snapshot"):
@@ -193,6 +197,29 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
             found[1]["size"] = max(found[1]["size"], request.capacity_range.required_bytes)
             self.state.save()
             return pb.ControllerExpandVolumeResponse(capacity_bytes=found[1]["size"], node_expansion_required=True)
+
+    def _check_mutable(self, parameters, context) -> None:
+        # As the hostpath driver's --accepted-mutable-parameter-names: any other name is INVALID_ARGUMENT.
+        if not parameters:
+            return
+        if self.args.accepted_mutable_parameter_names is None:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "mutable parameters given to a driver without MODIFY_VOLUME")
+        accepted = set(filter(None, self.args.accepted_mutable_parameter_names.split(",")))
+        unknown = sorted(set(parameters) - accepted)
+        if unknown:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown mutable parameters: {', '.join(unknown)}")
+
+    def ControllerModifyVolume(self, request, context):
+        self._record("ControllerModifyVolume", request)
+        self._check_secret(request, context)
+        self._check_mutable(request.mutable_parameters, context)
+        with self.state.lock:
+            found = self._by_id(request.volume_id)
+            if found is None:
+                _abort(context, grpc.StatusCode.NOT_FOUND, "no such volume")
+            found[1].setdefault("mutable", {}).update(dict(request.mutable_parameters))
+            self.state.save()
+        return pb.ControllerModifyVolumeResponse()
 
     def CreateSnapshot(self, request, context):
         self._record("CreateSnapshot", request)
@@ -338,6 +365,8 @@ def main() -> None:
     ap.add_argument("--max-volumes", type=int, default=0)
     # When given, CreateVolume refuses any other parameter (INVALID_ARGUMENT naming it), as real drivers do.
     ap.add_argument("--parameters", default=None)
+    # When given, the driver has MODIFY_VOLUME and takes these VolumeAttributesClass parameters (comma list).
+    ap.add_argument("--accepted-mutable-parameter-names", default=None)
     args = ap.parse_args()
     sock = args.endpoint.removeprefix("unix://")
     if os.path.exists(sock):

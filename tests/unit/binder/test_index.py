@@ -12,7 +12,7 @@ RWO, ROX, RWX, RWOP = "ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWri
 
 
 def pv(name, size="1Gi", modes=(RWO,), cls="", phase="Available", labels=None, claim_ref=None, mode=None,
-       deleting=False, ann_class=None):
+       deleting=False, ann_class=None, vac=None):
     v = {"metadata": {"name": name, "labels": labels or {}}, "spec": {"capacity": {"storage": size}, "accessModes": list(modes)},
          "status": {"phase": phase}}
     if cls is not None:
@@ -25,10 +25,13 @@ def pv(name, size="1Gi", modes=(RWO,), cls="", phase="Available", labels=None, c
         v["spec"]["volumeMode"] = mode
     if deleting:
         v["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    if vac is not None:
+        v["spec"]["volumeAttributesClassName"] = vac
     return v
 
 
-def pvc(name="c", size="1Gi", modes=(RWO,), cls="", selector=None, mode=None, uid="u1", ns="default", ann_class=None):
+def pvc(name="c", size="1Gi", modes=(RWO,), cls="", selector=None, mode=None, uid="u1", ns="default", ann_class=None,
+        vac=None):
     c = {"metadata": {"name": name, "namespace": ns, "uid": uid},
          "spec": {"accessModes": list(modes), "resources": {"requests": {"storage": size}}}}
     if cls is not None:
@@ -39,6 +42,8 @@ def pvc(name="c", size="1Gi", modes=(RWO,), cls="", selector=None, mode=None, ui
         c["spec"]["selector"] = selector
     if mode:
         c["spec"]["volumeMode"] = mode
+    if vac is not None:
+        c["spec"]["volumeAttributesClassName"] = vac
     return c
 
 
@@ -112,6 +117,20 @@ def test_b4_selector_semantics():
     assert both(pvc(selector={"matchLabels": {"tier": "gold"}}), vols) == "gold"
 
 
+def test_vac2_volume_attributes_class_must_match_even_for_a_prebound_volume():
+    """SEMANTICS VAC2: a claim binds only a volume of the same VolumeAttributesClass (missing and "" are none),
+    and Kubernetes' FindMatchingVolume checks it before the pre-bound shortcut."""
+    vols = [pv("plain", size="1Gi"), pv("fast", size="2Gi", vac="gold"), pv("slow", size="1Gi", vac="silver")]
+    assert both(pvc(vac="gold"), vols) == "fast"
+    assert both(pvc(vac=""), vols) == "plain"
+    assert both(pvc(), vols) == "plain"
+    assert both(pvc(vac="bronze"), vols) is None
+    ref = {"name": "c", "namespace": "default"}
+    assert both(pvc(vac="gold"), [pv("pre", claim_ref=ref, vac="silver")]) is None
+    assert both(pvc(vac="gold"), [pv("pre", claim_ref=ref, vac="gold")]) == "pre"
+    assert [v["metadata"]["name"] for v in match_candidates(pvc(vac="gold"), vols)] == ["fast"]
+
+
 def test_index_follows_updates_and_removals():
     idx = VolumeIndex([pv("a", size="1Gi"), pv("b", size="2Gi")])
     claim = pvc()
@@ -129,6 +148,7 @@ MODE_SETS = [(RWO,), (ROX,), (RWX,), (RWO, ROX), (RWO, RWX), (RWO, ROX, RWX), (R
 SIZES = ["512Mi", "1Gi", "1G", "2Gi", "5Gi", "10Gi", "1536Mi"]
 CLASSES = ["", "gold", "silver"]
 CLAIM_NAMES = ["c1", "c2", "c3"]
+VACS = [None, None, None, "", "gold"]
 
 label_values = st.sampled_from(["a", "b", "c"])
 labels_st = st.dictionaries(st.sampled_from(["tier", "zone", "disk"]), label_values, max_size=3)
@@ -154,7 +174,7 @@ def volume_st(draw, name):
               cls=draw(st.sampled_from(CLASSES + [None])), ann_class=draw(st.sampled_from([None, None, "gold", ""])),
               phase=draw(st.sampled_from(["Available", "Available", "Bound", "Released", "Failed", "Pending"])),
               labels=draw(labels_st), claim_ref=ref, mode=draw(st.sampled_from([None, "Filesystem", "Block"])),
-              deleting=draw(st.booleans()) and draw(st.booleans()))
+              deleting=draw(st.booleans()) and draw(st.booleans()), vac=draw(st.sampled_from(VACS)))
 
 
 @st.composite
@@ -164,7 +184,8 @@ def scenario(draw):
     claim = pvc(name=draw(st.sampled_from(CLAIM_NAMES)), size=draw(st.sampled_from(SIZES)),
                 modes=draw(st.sampled_from(MODE_SETS)), cls=draw(st.sampled_from(CLASSES + [None])),
                 ann_class=draw(st.sampled_from([None, None, "silver"])), selector=draw(selector_st),
-                mode=draw(st.sampled_from([None, "Filesystem", "Block"])), uid=draw(st.sampled_from(["u1", "u2"])))
+                mode=draw(st.sampled_from([None, "Filesystem", "Block"])), uid=draw(st.sampled_from(["u1", "u2"])),
+                vac=draw(st.sampled_from(VACS)))
     return claim, volumes, draw(st.booleans())
 
 
