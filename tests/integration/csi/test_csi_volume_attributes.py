@@ -19,6 +19,7 @@ from csi_drivers import TEST_NAME, start_test_driver, stop_driver  # noqa: E402
 from provisioners import csi as csi_prov  # noqa: E402
 from storage.api.volume_attributes import VAC_PROTECTION  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
+from support import run_kubectl  # noqa: E402
 
 pytestmark = pytest.mark.root
 
@@ -234,3 +235,29 @@ def test_vac4_vac5_the_expand_secret_goes_along_and_a_driver_error_is_retried_in
     # Retried with back-off: the driver sees the call again.
     wait_until(lambda: len([c for c in _calls(driver, "ControllerModifyVolume") if not c["secret_keys"]]) >= 2,
                "a retry")
+
+
+def test_vac4_with_kubectl_patch_describe_and_jsonpath(cluster: Cluster, driver: Path) -> None:
+    """The README's commands with the real kubectl 1.37: a class change with `kubectl patch pvc`, the applied class
+    through `-o jsonpath`, the modify events in `kubectl describe pvc`, the class in `kubectl describe vac`."""
+    cluster.start_controllers()
+    assert cluster.server.kubeconfig is not None
+
+    def kubectl(*args: str) -> str:
+        done = run_kubectl("1.37", cluster.server.kubeconfig, cluster.base / "kubectl-cache", *args)
+        assert done.returncode == 0, (args, done.stderr)
+        return done.stdout
+
+    cluster.apply(csi_class(), vac("fast", iops="3000"), vac("faster", iops="9000"),
+                  with_vac(claim("data", "16Mi", "csi"), "fast"))
+    wait_until(lambda: _claim(cluster, "data")["status"].get("phase") == "Bound", "Bound")
+    applied = "{.status.currentVolumeAttributesClassName}"
+    assert kubectl("get", "pvc", "data", "-o", f"jsonpath={applied}") == "fast"
+    patched = kubectl("patch", "pvc", "data", "-p", '{"spec":{"volumeAttributesClassName":"faster"}}')
+    assert patched.strip() == "persistentvolumeclaim/data patched"
+    wait_until(lambda: kubectl("get", "pvc", "data", "-o", f"jsonpath={applied}") == "faster", "applied")
+    wait_until(lambda: "VolumeModifySuccessful" in kubectl("describe", "pvc", "data"), "describe shows the event")
+    described = kubectl("describe", "pvc", "data")
+    assert "external resizer modified volume data with vac faster successfully" in described
+    vac_text = kubectl("describe", "vac", "faster")
+    assert "DriverName:" in vac_text and TEST_NAME in vac_text and "iops=9000" in vac_text
