@@ -160,6 +160,14 @@ class ProvisionResult:
         return cls("reschedule", message=message)
 
 
+@dataclass(frozen=True)
+class CapacityReport:
+    """SCAP2: what a backend can still provision in one topology segment for one class, in bytes."""
+
+    available: int
+    maximum_volume_size: int | None = None  # the largest single volume, when the backend says
+
+
 class Provisioner(ABC):
     name: ClassVar[str]  # the StorageClass ``provisioner`` value, e.g. "stowage.io/hostpath"
     # Other ``provisioner`` values that select this one (an in-tree name and its CSI driver's name).
@@ -188,6 +196,11 @@ class Provisioner(ABC):
         """Apply a VolumeAttributesClass's ``parameters`` to the existing volume (VAC4). ``InfeasibleError``: the
         backend refuses these parameters; anything else is retried."""
         raise NotImplementedError(f"provisioner {self.name} does not support VolumeAttributesClasses")
+
+    def get_capacity(self, storage_class: dict[str, Any], segment: dict[str, str]) -> CapacityReport | None:
+        """SCAP2: the free capacity for new volumes of ``storage_class`` in topology ``segment`` (node labels);
+        None when this provisioner does not report capacity."""
+        return None
 
     def can_recycle(self, pv: dict[str, Any]) -> bool:
         return False

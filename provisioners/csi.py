@@ -20,6 +20,8 @@ import structlog
 from provisioners.base import (
     ANN_PROVISIONED_BY,
     Attacher,
+    SCHEDULING_PARAMETERS,
+    CapacityReport,
     ProvisionRequest,
     ProvisionResult,
     Provisioner,
@@ -345,6 +347,19 @@ class CsiProvisioner(Provisioner, Snapshotter):
         except CsiError as exc:
             raise exc.to_stowage() from None
         return max(size, new_size)
+
+    def get_capacity(self, storage_class: dict[str, Any], segment: dict[str, str]) -> CapacityReport | None:
+        """SCAP2: GetCapacity with the class's parameters (without csi.storage.k8s.io/ ones, as CreateVolume gets
+        them) and the segment; None for a driver without GET_CAPACITY."""
+        if "GET_CAPACITY" not in self._caps():
+            return None
+        params = {k: v for k, v in (storage_class.get("parameters") or {}).items()
+                  if not k.startswith(P) and k not in SCHEDULING_PARAMETERS}
+        try:
+            available, maximum = self.client.get_capacity(parameters=params, topology=segment)
+        except CsiError as exc:
+            raise exc.to_stowage() from None
+        return CapacityReport(available, maximum)
 
     def supports_modify(self) -> bool:
         # CSI: mutable_parameters are for drivers with MODIFY_VOLUME only (the spec's "SHALL NOT" otherwise).

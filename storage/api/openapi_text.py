@@ -17,6 +17,9 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "VolumeAttributesClass": "Mutable attributes of CSI volumes by name (IOPS, throughput, ...): a claim names one, "
                              "the driver gets its parameters when the volume is made and when the claim changes "
                              "class. driverName and parameters cannot be updated.",
+    "CSIStorageCapacity": "The free capacity a CSI driver reported for one storage class in one topology segment "
+                          "(the nodes nodeTopology selects); the scheduler places pods with new volumes of "
+                          "drivers whose CSIDriver sets storageCapacity where enough is free.",
     "VolumeAttachment": "Records the intent to attach a volume to a node, and whether it is attached.",
     "CSIDriver": "Information about a CSI volume driver: whether its volumes are attached, whether it wants pod "
                  "information on mount, and how fsGroup applies. Named after the driver.",

@@ -167,6 +167,11 @@ def _attributes_class(spec: dict[str, Any]) -> str:
     return name if isinstance(name, str) else "<unset>"
 
 
+def _csi_storage_capacity(obj: dict[str, Any], now: datetime) -> Row:
+    capacity = obj.get("capacity")
+    return [_name(obj), str(obj.get("storageClassName") or ""), str(capacity) if capacity is not None else "<unset>"]
+
+
 def _vac(obj: dict[str, Any], now: datetime) -> Row:
     return [_name(obj), str(obj.get("driverName") or ""), object_age(obj, now)]
 
@@ -313,6 +318,7 @@ register("PersistentVolumeClaim", Columns(
     ["VOLUMEMODE"], _volume_mode,
 ))
 register("VolumeAttributesClass", Columns(["NAME", "DRIVERNAME", "AGE"], _vac))
+register("CSIStorageCapacity", Columns(["NAME", "STORAGECLASSNAME", "CAPACITY"], _csi_storage_capacity))
 register("StorageClass", Columns(
     ["NAME", "PROVISIONER", "RECLAIMPOLICY", "VOLUMEBINDINGMODE", "ALLOWVOLUMEEXPANSION", "AGE"], _sc,
 ))
@@ -786,7 +792,7 @@ register("ReferenceGrant", _crd_columns(["NAME", "AGE"], _name_age, []))
 _COLUMN_NAMES = {
     "NAME": "Name", "AGE": "Age", "CAPACITY": "Capacity", "ACCESS MODES": "Access Modes",
     "RECLAIM POLICY": "Reclaim Policy", "STATUS": "Status", "CLAIM": "Claim", "STORAGECLASS": "StorageClass",
-    "VOLUMEATTRIBUTESCLASS": "VolumeAttributesClass", "DRIVERNAME": "DriverName",
+    "VOLUMEATTRIBUTESCLASS": "VolumeAttributesClass", "DRIVERNAME": "DriverName", "STORAGECLASSNAME": "StorageClassName",
     "REASON": "Reason", "VOLUMEMODE": "VolumeMode", "VOLUME": "Volume", "PROVISIONER": "Provisioner",
     "RECLAIMPOLICY": "ReclaimPolicy", "VOLUMEBINDINGMODE": "VolumeBindingMode",
     "ALLOWVOLUMEEXPANSION": "AllowVolumeExpansion", "READY": "Ready", "RESTARTS": "Restarts", "IP": "IP",

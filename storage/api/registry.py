@@ -73,6 +73,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  False, ("vac",), has_status=False),
     ResourceInfo("CSIDriver", "csidrivers", "csidriver", "storage.k8s.io", "v1", False, (), has_status=False),
     ResourceInfo("CSINode", "csinodes", "csinode", "storage.k8s.io", "v1", False, (), has_status=False),
+    # SEMANTICS SCAP1: a CSI driver's free capacity per class and topology segment, for the scheduler.
+    ResourceInfo("CSIStorageCapacity", "csistoragecapacities", "csistoragecapacity", "storage.k8s.io", "v1", True, (),
+                 has_status=False),
     ResourceInfo(
         "StatefulSet", "statefulsets", "statefulset", "apps", "v1", True, ("sts",),
         legacy_api_versions=("apps/v1beta1", "apps/v1beta2"),
@@ -154,6 +157,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
 KINDS_WITHOUT_GENERATION = frozenset({
     "PersistentVolume", "PersistentVolumeClaim", "ConfigMap", "Secret", "Service", "Endpoints", "Namespace",
     "Node", "Event", "ServiceAccount", "StorageClass", "Lease", "LimitRange", "ResourceQuota", "VolumeAttributesClass",
+    "CSIStorageCapacity",
 })
 
 _BY_KIND = {r.kind: r for r in RESOURCES}

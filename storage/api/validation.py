@@ -975,6 +975,23 @@ def _csi_node(errs: _Errors, obj: dict[str, Any]) -> None:
             errs.invalid(f"spec.drivers[{i}].allocatable.count", count, "must be greater than or equal to 0")
 
 
+def _csi_storage_capacity(errs: _Errors, obj: dict[str, Any]) -> None:
+    """SCAP1: Kubernetes' ValidateCSIStorageCapacity."""
+    if obj.get("nodeTopology") is not None:
+        _label_selector(errs, "nodeTopology", obj.get("nodeTopology"))
+    name = obj.get("storageClassName")
+    errs.names("storageClassName", name if isinstance(name, str) else "", is_dns1123_subdomain)
+    capacity = _quantity(obj.get("capacity")) if obj.get("capacity") is not None else None
+    if capacity is not None and capacity < 0:
+        errs.invalid("capacity", obj.get("capacity"), "must be greater than or equal to 0")
+
+
+def _csi_storage_capacity_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    # The inputs of GetCapacity are immutable; the figures are what changes.
+    errs.immutable("nodeTopology", new.get("nodeTopology"), old.get("nodeTopology"))
+    errs.immutable("storageClassName", new.get("storageClassName"), old.get("storageClassName"))
+
+
 def _csi_driver_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
     # attachRequired, volumeLifecycleModes and fsGroupPolicy are immutable (Kubernetes' ValidateCSIDriverUpdate).
     old_spec, new_spec = _d(old.get("spec")), _d(new.get("spec"))
@@ -2406,6 +2423,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "VolumeAttachment": _volume_attachment,
     "CSIDriver": _csi_driver,
     "CSINode": _csi_node,
+    "CSIStorageCapacity": _csi_storage_capacity,
     "StatefulSet": _statefulset,
     "DaemonSet": _daemonset,
     "ReplicaSet": _replicaset,
@@ -2445,6 +2463,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
     "Pod": _pod_update,
     "VolumeAttachment": _spec_immutable,
     "CSIDriver": _csi_driver_update,
+    "CSIStorageCapacity": _csi_storage_capacity_update,
     "StatefulSet": _statefulset_update,
     "DaemonSet": _selector_immutable,
     "ReplicaSet": _selector_immutable,

@@ -552,6 +552,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     found += list(importlib.import_module("storage.controllers.endpointslices").RECONCILERS)
     # VolumeAttributesClasses: the modify and protection controllers (SEMANTICS VAC4-VAC6).
     found += list(importlib.import_module("storage.controllers.volume_attributes").RECONCILERS)
+    # CSIStorageCapacity objects from drivers' GetCapacity (SEMANTICS SCAP2).
+    found += list(importlib.import_module("storage.controllers.storage_capacity").RECONCILERS)
     return found
 
 

@@ -26,6 +26,7 @@ from storage.api.ephemeral import (claim_names, claim_volumes, ephemeral_claim_n
                                    not_created_for)
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
+from storage.api.storage_capacity import node_has_capacity
 from storage.api.taints import node_taints, pod_tolerations, tolerates_all
 from storage.api.timestamps import now as _now
 from storage.controllers.base import Reconciler, Result, split_key
@@ -76,6 +77,9 @@ class Snapshot:
     # Unbound local-pool claims whose data source (a pool snapshot, a pool volume to clone) lives on one
     # node: (namespace, claim) -> that node (LS18). Empty: no such constraint.
     source_nodes: dict[tuple[str, str], str] = field(default_factory=dict)
+    # SCAP3: the CSIStorageCapacity objects, and the drivers whose CSIDriver sets storageCapacity: true.
+    capacities: list[Obj] = field(default_factory=list)
+    capacity_drivers: frozenset[str] = frozenset()
     # pool_free_bytes' view, built on first use: node -> its local-pool volumes, and node -> the claims
     # sent there but not bound yet. Without it every node of a placement read every volume and claim.
     _on_node: tuple[dict[str, list[Obj]], dict[str, list[tuple[tuple[str, str], Obj]]]] | None = \
@@ -507,6 +511,9 @@ def _node_failure(pod: Obj, node: Obj, snap: Snapshot, nodes_by_name: dict[str, 
         cls = snap.classes.get(object_class(claim)) or {}
         if not _topology_allows(cls, node):
             return R_VOLUME_AFFINITY
+        if cls.get("provisioner") in snap.capacity_drivers and not node_has_capacity(
+                object_class(claim), _request_bytes(claim), node, snap.capacities):
+            return R_NO_STORAGE  # SCAP3: no reported capacity of the class here is large enough
         if cls.get("provisioner") == LOCAL_PROVISIONER:
             needed_local += _request_bytes(claim)
         elif not cls.get("provisioner") or cls.get("provisioner") == "kubernetes.io/no-provisioner":
@@ -590,8 +597,10 @@ class SchedulerReconciler(Reconciler):
             if present is not None and _meta(present).get("uid") == meta.get("uid") and not _is_terminated(present):
                 return []
             return self._waiting()
+        # SCAP3: new or grown capacity may fit a pod that waits for storage.
         return {"nodes": waiting, "persistentvolumeclaims": waiting,
-                "persistentvolumes": waiting, "storageclasses": waiting, "pods": freed}
+                "persistentvolumes": waiting, "storageclasses": waiting, "pods": freed,
+                "csistoragecapacities": waiting, "csidrivers": waiting}
 
     def warm_up(self) -> None:
         provisioner_registry.all_provisioners()  # every provisioner, with its cloud SDK
@@ -625,6 +634,9 @@ class SchedulerReconciler(Reconciler):
             classes={_meta(c).get("name", ""): c for c in cache.list("storageclasses")},
             limit_keys=self._limit_keys(),
             source_nodes=self._source_nodes(mine),
+            capacities=cache.list("csistoragecapacities"),
+            capacity_drivers=frozenset(str(_meta(d).get("name")) for d in cache.list("csidrivers")
+                                       if ((d.get("spec") or {}).get("storageCapacity")) is True),
         )
 
     def _source_nodes(self, claims: list[Obj]) -> dict[tuple[str, str], str]:

@@ -98,6 +98,8 @@ VALID: dict[str, dict[str, Any]] = {
     "ResourceQuota": {"spec": {"hard": {"requests.storage": "100Gi", "persistentvolumeclaims": "10"}}},
     "StorageClass": {"provisioner": "stowage.io/local"},
     "VolumeAttributesClass": {"driverName": "csi.example.com", "parameters": {"iops": "3000"}},
+    "CSIStorageCapacity": {"storageClassName": "fast", "capacity": "10Gi", "maximumVolumeSize": "1Gi",
+                           "nodeTopology": {"matchLabels": {"topology.example.com/zone": "a"}}},
     "VolumeAttachment": {"spec": {"attacher": "stowage.io/local", "nodeName": "n", "source": {"persistentVolumeName": "pv"}}},
     "CSIDriver": {"spec": {"attachRequired": True, "podInfoOnMount": False, "fsGroupPolicy": "File"}},
     "CSINode": {"spec": {"drivers": [{"name": "csi.example.com", "nodeID": "n", "allocatable": {"count": 8}}]}},

@@ -50,7 +50,7 @@ from storage.api.models.pod import Container, PodSpec, PodTemplateSpec
 from storage.api.models.policy import PodDisruptionBudget
 from storage.api.models.backup import BackupSchedule
 from storage.api.models.snapshot import ReferenceGrant, VolumeSnapshot, VolumeSnapshotClass, VolumeSnapshotContent
-from storage.api.models.storage_kinds import CSIDriver, CSINode, StorageClass, VolumeAttachment, VolumeAttributesClass
+from storage.api.models.storage_kinds import CSIDriver, CSINode, CSIStorageCapacity, StorageClass, VolumeAttachment, VolumeAttributesClass
 from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES, Volume
 from storage.api.registry import RESOURCES
 from storage.api.selectors import LabelSelector, LabelSelectorRequirement
@@ -61,6 +61,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "PersistentVolumeClaim": PersistentVolumeClaim,
     "StorageClass": StorageClass,
     "VolumeAttributesClass": VolumeAttributesClass,
+    "CSIStorageCapacity": CSIStorageCapacity,
     "Pod": Pod,
     "Service": Service,
     "Endpoints": Endpoints,
@@ -134,6 +135,6 @@ __all__ = [
     "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "Ingress", "NetworkPolicy", "PriorityClass", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",
-    "ReplicationController", "ResourceQuota", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment", "VolumeAttributesClass",
+    "ReplicationController", "ResourceQuota", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment", "VolumeAttributesClass", "CSIStorageCapacity",
     "WireModel", "from_dict", "to_dict",
 ]

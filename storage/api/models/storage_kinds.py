@@ -4,6 +4,8 @@ from __future__ import annotations
 from storage.api.modelbase import WireModel
 from storage.api.models.core import PersistentVolumeSpec
 from storage.api.models.meta import Resource, alias
+from storage.api.quantity import Quantity
+from storage.api.selectors import LabelSelector
 
 
 class TopologySelectorLabelRequirement(WireModel):
@@ -98,6 +100,16 @@ class CSINode(Resource):
     spec: CSINodeSpec | None = None
 
 
+class CSIStorageCapacity(Resource):
+    """What a CSI driver's GetCapacity reported for one storage class in one topology segment (SEMANTICS SCAP1):
+    written by the capacity controller, read by the scheduler for drivers whose CSIDriver asks for it."""
+
+    node_topology: LabelSelector | None = None
+    storage_class_name: str | None = None
+    capacity: Quantity | None = None
+    maximum_volume_size: Quantity | None = None
+
+
 class VolumeAttributesClass(Resource):
     """Mutable attributes of a CSI volume by name (SEMANTICS VAC1): claims name one, the CSI driver gets its
     parameters at CreateVolume and ControllerModifyVolume."""
@@ -106,4 +118,4 @@ class VolumeAttributesClass(Resource):
     parameters: dict[str, str] | None = None
 
 
-__all__ = ["CSIDriver", "CSINode", "StorageClass", "VolumeAttachment", "VolumeAttributesClass", "VolumeAttachmentSpec", "VolumeAttachmentStatus"]
+__all__ = ["CSIDriver", "CSINode", "CSIStorageCapacity", "StorageClass", "VolumeAttachment", "VolumeAttributesClass", "VolumeAttachmentSpec", "VolumeAttachmentStatus"]

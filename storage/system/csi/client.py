@@ -270,6 +270,16 @@ class CsiClient:
         resp = self._call("controller", "ControllerExpandVolume", req, secrets=secrets)
         return int(resp.capacity_bytes), bool(resp.node_expansion_required)
 
+    def get_capacity(self, *, parameters: Mapping[str, str] | None = None,
+                     topology: Mapping[str, str] | None = None) -> tuple[int, int | None]:
+        """GetCapacity: (available bytes, maximum volume size or None when the driver gives none)."""
+        req = pb.GetCapacityRequest(parameters=dict(parameters or {}))
+        if topology:
+            req.accessible_topology.CopyFrom(pb.Topology(segments=dict(topology)))
+        resp = self._call("controller", "GetCapacity", req)
+        maximum = int(resp.maximum_volume_size.value) if resp.HasField("maximum_volume_size") else None
+        return int(resp.available_capacity), maximum
+
     def controller_modify(self, volume_id: str, mutable_parameters: Mapping[str, str], *,
                           secrets: Mapping[str, str] | None = None) -> None:
         """ControllerModifyVolume (CSI 1.10+): apply a VolumeAttributesClass's parameters to an existing volume."""

@@ -105,6 +105,8 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
             types.append(T.PUBLISH_UNPUBLISH_VOLUME)
         if self.args.accepted_mutable_parameter_names is not None:
             types.append(T.MODIFY_VOLUME)
+        if self.args.capacity is not None:
+            types.append(T.GET_CAPACITY)
         return pb.ControllerGetCapabilitiesResponse(capabilities=[
             pb.ControllerServiceCapability(rpc=pb.ControllerServiceCapability.RPC(type=t)) for t in types])
 
@@ -208,6 +210,20 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
         unknown = sorted(set(parameters) - accepted)
         if unknown:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown mutable parameters: {', '.join(unknown)}")
+
+    def GetCapacity(self, request, context):
+        # What is left of --capacity after the volumes made so far, in this driver's one topology segment.
+        self._record("GetCapacity", request)
+        if self.args.capacity is None:
+            _abort(context, grpc.StatusCode.UNIMPLEMENTED, "no GET_CAPACITY")
+        segment = dict(request.accessible_topology.segments)
+        with self.state.lock:
+            used = sum(v["size"] for v in self.state.data["volumes"].values())
+        free = max(0, self.args.capacity - used) if segment in ({}, {TOPOLOGY_KEY: self.args.nodeid}) else 0
+        resp = pb.GetCapacityResponse(available_capacity=free)
+        if self.args.max_volume_size is not None:
+            resp.maximum_volume_size.value = min(free, self.args.max_volume_size)
+        return resp
 
     def ControllerModifyVolume(self, request, context):
         self._record("ControllerModifyVolume", request)
@@ -367,6 +383,9 @@ def main() -> None:
     ap.add_argument("--parameters", default=None)
     # When given, the driver has MODIFY_VOLUME and takes these VolumeAttributesClass parameters (comma list).
     ap.add_argument("--accepted-mutable-parameter-names", default=None)
+    # When given, the driver has GET_CAPACITY: this many bytes in all, less the volumes made.
+    ap.add_argument("--capacity", type=int, default=None)
+    ap.add_argument("--max-volume-size", type=int, default=None)
     args = ap.parse_args()
     sock = args.endpoint.removeprefix("unix://")
     if os.path.exists(sock):
