@@ -231,6 +231,13 @@ def limit_range_errors(obj: Obj) -> list[tuple[str, str, Any, str]]:
             for res, q in values.items():
                 if q is not None and q < 0:
                     out.append(("invalid", f"{path}.{key}.{res}", raw[key][res], "must be greater than or equal to 0"))
+        if isinstance(kind, str):
+            out += _limit_type_errors(kind, f"{path}.type")
+        names = ("max", "min", "maxLimitRequestRatio") if kind == "Pod" else \
+            ("max", "min", "default", "defaultRequest", "maxLimitRequestRatio")
+        for key in names:
+            for res in raw[key]:
+                out += _limit_resource_errors(str(kind), str(res), f"{path}.{key}[{res}]")
         if kind == "Pod":
             for key in ("default", "defaultRequest"):
                 if raw[key]:
@@ -245,6 +252,48 @@ def limit_range_errors(obj: Obj) -> list[tuple[str, str, Any, str]]:
                 if lo is not None and hi is not None and lo > hi:
                     out.append(("invalid", f"{path}.{field}.{res}", str(raw[field][res]),
                                 f"{lower_words} {raw[lower][res]} is greater than {upper_words} {raw[upper][res]}"))
+    return out
+
+
+# Kubernetes' standardResources and standardContainerResources (hugepages-<size> too, and requests.hugepages-).
+_STANDARD_RESOURCES = frozenset({
+    "cpu", "memory", "ephemeral-storage", "requests.cpu", "requests.memory", "requests.ephemeral-storage",
+    "limits.cpu", "limits.memory", "limits.ephemeral-storage", "pods", "resourcequotas", "services",
+    "replicationcontrollers", "secrets", "configmaps", "persistentvolumeclaims", "storage", "requests.storage",
+    "services.nodeports", "services.loadbalancers"})
+_STANDARD_CONTAINER_RESOURCES = frozenset({"cpu", "memory", "ephemeral-storage"})
+_STANDARD_LIMIT_TYPES = frozenset({"Pod", "Container", "PersistentVolumeClaim"})
+
+
+def _limit_type_errors(kind: str, path: str) -> list[tuple[str, str, Any, str]]:
+    """Kubernetes' validateLimitRangeTypeName."""
+    from storage.api.names import is_qualified_name
+
+    problems = is_qualified_name(kind)
+    if problems:
+        return [("invalid", path, kind, msg) for msg in problems]
+    if "/" not in kind and kind not in _STANDARD_LIMIT_TYPES:
+        return [("invalid", path, kind, "must be a standard limit type or fully qualified")]
+    return []
+
+
+def _limit_resource_errors(kind: str, name: str, path: str) -> list[tuple[str, str, Any, str]]:
+    """Kubernetes' validateLimitRangeResourceName: a qualified name, and without a domain a standard resource (a
+    container one for Pod and Container limits)."""
+    from storage.api.names import is_qualified_name
+
+    problems = is_qualified_name(name)
+    if problems:
+        return [("invalid", path, name, msg) for msg in problems]
+    out: list[tuple[str, str, Any, str]] = []
+    if "/" in name:
+        return out
+    if name not in _STANDARD_RESOURCES and not name.startswith("requests.hugepages-"):
+        out.append(("invalid", path, name, "must be a standard resource type or fully qualified"))
+        if kind not in ("Pod", "Container"):
+            return out
+    if kind in ("Pod", "Container") and name not in _STANDARD_CONTAINER_RESOURCES and not name.startswith("hugepages-"):
+        out.append(("invalid", path, name, "must be a standard resource for containers"))
     return out
 
 

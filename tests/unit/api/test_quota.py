@@ -265,3 +265,22 @@ def test_ql15_usage_is_recomputed_when_it_can_go_down_not_on_creates_or_charges(
     assert reconciler.relevant("resourcequotas", q, raised)
     assert reconciler.relevant("resourcequotas", None, q)
     assert not _reconciler([]).relevant("persistentvolumeclaims", claim, None), "no quota in the namespace"
+
+
+def test_ql6_limit_range_resource_and_type_names_are_kubernetes_ones():
+    """Kubernetes' validateLimitRangeResourceName and validateLimitRangeTypeName: the API fuzz test stored a
+    PersistentVolumeClaim limit on "binaryData", which then refused every claim of the namespace."""
+    from storage.api.quota import limit_range_errors
+
+    found = limit_range_errors({"spec": {"limits": [
+        {"type": "PersistentVolumeClaim", "max": {"storage": "1Gi", "binaryData": "1e300"}},
+        {"type": "Container", "max": {"cpu": "1", "storage": "1Gi", "hugepages-2Mi": "1Gi", "example.com/gpu": "1"}},
+        {"type": "Weird", "max": {"requests.storage": "1Gi"}},
+        {"type": "Pod", "maxLimitRequestRatio": {"memory": "2"}}]}})
+    assert found == [
+        ("invalid", "spec.limits[0].max[binaryData]", "binaryData", "must be a standard resource type or fully qualified"),
+        ("invalid", "spec.limits[1].max[storage]", "storage", "must be a standard resource for containers"),
+        # As Kubernetes 1.37's code has it: hugepages-<size> is a container resource but not a standard one.
+        ("invalid", "spec.limits[1].max[hugepages-2Mi]", "hugepages-2Mi",
+         "must be a standard resource type or fully qualified"),
+        ("invalid", "spec.limits[2].type", "Weird", "must be a standard limit type or fully qualified")]
