@@ -34,6 +34,9 @@ log = structlog.get_logger(__name__)
 DIR_NAME = "kubernetes.io~csi"
 # VolumeContext.data key with the driver's CSIDriver spec ({} when there is none), filled by the agent.
 CSI_DRIVER_DATA_KEY = "csi:driver"
+# VolumeContext.data key with the JSON of the tokens the CSIDriver's tokenRequests ask for (CS21), from the agent.
+CSI_TOKENS_DATA_KEY = "csi:serviceAccount.tokens"
+TOKENS_ATTRIBUTE = "csi.storage.k8s.io/serviceAccount.tokens"
 VOL_DATA = "vol_data.json"
 
 _lock = threading.Lock()
@@ -221,6 +224,15 @@ class CsiPlugin(VolumePlugin):
                           "csi.storage.k8s.io/pod.namespace": ctx.pod_namespace,
                           "csi.storage.k8s.io/pod.uid": ctx.pod_uid,
                           "csi.storage.k8s.io/serviceAccount.name": str(ctx.data.get("serviceAccountName") or "default")})
+        publish_attrs, publish_secrets = dict(attrs), dict(secrets)
+        tokens = ctx.data.get(CSI_TOKENS_DATA_KEY)
+        if tokens:
+            # CS21: NodePublishVolume's only, in its secrets when the driver asks (serviceAccountTokenInSecrets),
+            # else in its volume context, as kubelet passes them.
+            if (ctx.data.get(CSI_DRIVER_DATA_KEY) or {}).get("serviceAccountTokenInSecrets") is True:
+                publish_secrets[TOKENS_ATTRIBUTE] = str(tokens)
+            else:
+                publish_attrs[TOKENS_ATTRIBUTE] = str(tokens)
         from storage.system.csi.client import volume_capability
 
         cap = volume_capability(fs_type=str(spec.get("fsType") or ""),
@@ -241,7 +253,7 @@ class CsiPlugin(VolumePlugin):
                                      "ephemeral": inline})
         mount = ctx.target / "mount"
         self._call(client.node_publish, handle, str(mount), cap, staging_path=staging, readonly=read_only,
-                   publish_context=publish_context, volume_context=attrs, secrets=secrets)
+                   publish_context=publish_context, volume_context=publish_attrs, secrets=publish_secrets)
         log.info("csi_volume_published", driver=driver, handle=handle, target=str(mount))
         return mount
 

@@ -9,6 +9,7 @@ the new token atomically in place. Tokens are never logged.
 from __future__ import annotations
 
 import heapq
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from storage.agent.resolve import VolumeNotReady
 from storage.agent.volume_manager import PodVolumes
 from storage.api.timestamps import parse_time
 from storage.errors import NotFound, StowageError, from_status
+from volume_plugins.csi import CSI_DRIVER_DATA_KEY, CSI_TOKENS_DATA_KEY
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +39,7 @@ MAX_WAIT_SECONDS = 60.0
 class _Issued:
     token: str
     refresh_at: float  # time.time() after which a new token is asked for
+    expiration_timestamp: str = ""  # the TokenRequest status's, as a CSI driver gets it (CS21)
 
 
 class ServiceAccountTokenManager:
@@ -56,10 +59,14 @@ class ServiceAccountTokenManager:
         self._retry: dict[str, float] = {}  # pod uid -> back-off while its service account does not exist
 
     def fill(self, pod: Obj, volumes: PodVolumes) -> None:
-        """Put a current token under ``data["serviceAccountToken"][path]`` of every projected volume asking for one."""
+        """Put a current token under ``data["serviceAccountToken"][path]`` of every projected volume asking for one,
+        and the tokens a CSI volume's driver asks for (CS21) under ``data[CSI_TOKENS_DATA_KEY]``."""
         for request in volumes.volumes:
             for path, audience, expiration in _projections(request.plugin_source):
                 request.data.setdefault("serviceAccountToken", {})[path] = self.token(pod, audience, expiration)
+            token_requests = (request.data.get(CSI_DRIVER_DATA_KEY) or {}).get("tokenRequests")
+            if isinstance(token_requests, list) and token_requests:
+                request.data[CSI_TOKENS_DATA_KEY] = self.csi_tokens(pod, token_requests)
 
     def prefetch(self, pod: Obj) -> None:
         """Get the tokens of a pod that waits for something else (its claims to bind): the kubelet sets up
@@ -75,7 +82,20 @@ class ServiceAccountTokenManager:
                               error=type(exc).__name__)
                     return
 
+    def csi_tokens(self, pod: Obj, requests: list[Obj]) -> str:
+        """CS21, kubelet's podServiceAccountTokenAttrs: a CSIDriver's ``tokenRequests`` as the JSON object of
+        TokenRequest statuses by audience that NodePublishVolume gets (refreshed with the pod's other tokens)."""
+        out: dict[str, dict[str, str]] = {}
+        for request in requests:
+            audience = str(request.get("audience") or "")
+            issued = self._issued(pod, audience, int(request.get("expirationSeconds") or DEFAULT_EXPIRATION))
+            out[audience] = {"token": issued.token, "expirationTimestamp": issued.expiration_timestamp}
+        return json.dumps(out, sort_keys=True)
+
     def token(self, pod: Obj, audience: str, expiration: int) -> str:
+        return self._issued(pod, audience, expiration).token
+
+    def _issued(self, pod: Obj, audience: str, expiration: int) -> _Issued:
         meta = pod.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
@@ -83,7 +103,7 @@ class ServiceAccountTokenManager:
         with self._lock:
             issued = self._tokens.get(key)
         if issued is not None and time.time() < issued.refresh_at:
-            return issued.token
+            return issued
         try:
             fresh = self._request(pod, sa, audience, expiration)
         except VolumeNotReady:
@@ -96,7 +116,7 @@ class ServiceAccountTokenManager:
             self._retry.pop(uid, None)
             self._tokens[key] = fresh
         self._schedule(uid, fresh.refresh_at)
-        return fresh.token
+        return fresh
 
     def forget(self, uid: str) -> None:
         with self._lock:
@@ -182,7 +202,7 @@ class ServiceAccountTokenManager:
         refresh = issued_at + min(lifetime * REFRESH_FRACTION, MAX_REFRESH_SECONDS)
         log.info("service account token issued", pod=f"{namespace}/{meta.get('name')}", serviceaccount=sa,
                  refresh_in_seconds=round(refresh - issued_at))
-        return _Issued(str(status.get("token") or ""), refresh)
+        return _Issued(str(status.get("token") or ""), refresh, str(status.get("expirationTimestamp") or ""))
 
 
 def kubernetes_service_env(pod: Obj, server_url: str) -> Obj:

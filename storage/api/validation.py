@@ -957,6 +957,26 @@ def _csi_driver(errs: _Errors, obj: dict[str, Any]) -> None:
     for i, mode in enumerate(spec.get("volumeLifecycleModes") or []):
         if mode not in _LIFECYCLE_MODES:
             errs.unsupported(f"spec.volumeLifecycleModes[{i}]", mode, _LIFECYCLE_MODES)
+    # CS21: Kubernetes' validateTokenRequests and validateServiceAccountTokenInSecrets.
+    audiences: set[str] = set()
+    requests = _l(spec.get("tokenRequests"))
+    for i, request in enumerate(requests):
+        request = _d(request)
+        audience = str(request.get("audience") or "")
+        if audience in audiences:
+            errs.duplicate(f"spec.tokenRequests[{i}].audience", audience)
+            continue
+        audiences.add(audience)
+        seconds = request.get("expirationSeconds")
+        if isinstance(seconds, int) and seconds < 600:
+            errs.invalid(f"spec.tokenRequests[{i}].expirationSeconds", seconds,
+                         "may not specify a duration less than 10 minutes")
+        elif isinstance(seconds, int) and seconds > 1 << 32:
+            errs.invalid(f"spec.tokenRequests[{i}].expirationSeconds", seconds,
+                         "may not specify a duration larger than 2^32 seconds")
+    if spec.get("serviceAccountTokenInSecrets") is not None and not requests:
+        errs.invalid("spec.serviceAccountTokenInSecrets", spec.get("serviceAccountTokenInSecrets"),
+                     "serviceAccountTokenInSecrets is set but no tokenRequests are specified")
 
 
 def _csi_node(errs: _Errors, obj: dict[str, Any]) -> None:
@@ -993,9 +1013,10 @@ def _csi_storage_capacity_update(errs: _Errors, new: dict[str, Any], old: dict[s
 
 
 def _csi_driver_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
-    # attachRequired, volumeLifecycleModes and fsGroupPolicy are immutable (Kubernetes' ValidateCSIDriverUpdate).
+    # attachRequired and volumeLifecycleModes are immutable (Kubernetes' ValidateCSIDriverUpdate; fsGroupPolicy
+    # has been mutable since Kubernetes 1.29).
     old_spec, new_spec = _d(old.get("spec")), _d(new.get("spec"))
-    for key in ("attachRequired", "fsGroupPolicy", "volumeLifecycleModes"):
+    for key in ("attachRequired", "volumeLifecycleModes"):
         # A driver stored before its defaults were filled in has none: it counts as the default.
         before, after = (side.get(key, CSI_DRIVER_DEFAULTS[key]) for side in (old_spec, new_spec))
         if before != after:

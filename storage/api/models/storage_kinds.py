@@ -71,6 +71,8 @@ class CSIDriverSpec(WireModel):
     token_requests: list[TokenRequest] | None = None
     requires_republish: bool | None = None
     se_linux_mount: bool | None = None
+    # CS21: the tokenRequests' tokens go to NodePublishVolume's secrets instead of its volume context.
+    service_account_token_in_secrets: bool | None = None
 
 
 class CSIDriver(Resource):

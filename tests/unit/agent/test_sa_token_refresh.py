@@ -62,6 +62,37 @@ def test_token_is_reused_until_80_percent_of_its_lifetime_then_renewed(monkeypat
         manager.stop()
 
 
+def test_cs21_csi_tokens_per_audience_are_filled_and_renewed_with_the_pods_other_tokens(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSI volume's driver tokenRequests become the kubelet's JSON of TokenRequest statuses by audience (an empty
+    audience asks for the API server's own), renewed at 80% of their life like a projected token."""
+    import json
+
+    from storage.agent.volume_manager import PodVolumes, VolumeRequest
+    from volume_plugins.csi import CSI_DRIVER_DATA_KEY, CSI_TOKENS_DATA_KEY
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(sa_tokens.time, "time", lambda: clock[0])
+    http = _Http(clock, 1000.0)
+    manager = ServiceAccountTokenManager(_Client(http), lambda uid: None)
+    driver = {"tokenRequests": [{"audience": "vault", "expirationSeconds": 1000}, {"audience": ""}]}
+    request = VolumeRequest("data", {"csi": {"driver": "d"}}, data={CSI_DRIVER_DATA_KEY: driver})
+    plain = VolumeRequest("other", {"csi": {"driver": "e"}}, data={CSI_DRIVER_DATA_KEY: {}})
+    try:
+        manager.fill(POD, PodVolumes("u1", "ns", "p", [request, plain]))
+        tokens = json.loads(request.data[CSI_TOKENS_DATA_KEY])
+        assert sorted(tokens) == ["", "vault"] and CSI_TOKENS_DATA_KEY not in plain.data
+        assert tokens["vault"] == {"token": "token-1", "expirationTimestamp": from_epoch(clock[0] + 1000)}
+        audiences = [body["spec"].get("audiences") for _path, body in http.calls]
+        assert audiences == [["vault"], None]
+        assert [body["spec"]["expirationSeconds"] for _path, body in http.calls] == [1000, 3600]
+        clock[0] += 801
+        manager.fill(POD, PodVolumes("u1", "ns", "p", [request]))
+        assert json.loads(request.data[CSI_TOKENS_DATA_KEY])["vault"]["token"] == "token-3"
+    finally:
+        manager.stop()
+
+
 def test_refresh_marks_the_pod_for_a_sync() -> None:
     clock = [0.0]
     http = _Http(clock, 0.0)  # already at its end: the refresh is due at once

@@ -557,3 +557,24 @@ def test_csi_driver_gets_kubernetes_defaults_and_immutable_values_print_as_json(
     # One stored before its defaults were filled in: the defaulted update changes nothing immutable.
     stored = {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": "x.csi.io"}, "spec": {}}
     validate(copy.deepcopy(driver), stored)
+
+
+def test_cs21_csi_driver_token_requests_are_validated_in_kubernetes_words():
+    def driver(**spec):
+        return {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": "x.csi.io"},
+                "spec": spec}
+    assert messages(driver(tokenRequests=[{"audience": "a"}, {"audience": "a"},
+                                          {"audience": "b", "expirationSeconds": 599},
+                                          {"audience": "c", "expirationSeconds": (1 << 32) + 1}])) == [
+        'spec.tokenRequests[1].audience: Duplicate value: "a"',
+        "spec.tokenRequests[2].expirationSeconds: Invalid value: 599: may not specify a duration less than 10 minutes",
+        "spec.tokenRequests[3].expirationSeconds: Invalid value: 4294967297: may not specify a duration larger "
+        "than 2^32 seconds"]
+    assert messages(driver(serviceAccountTokenInSecrets=True)) == [
+        "spec.serviceAccountTokenInSecrets: Invalid value: true: serviceAccountTokenInSecrets is set but no "
+        "tokenRequests are specified"]
+    validate(driver(tokenRequests=[{"audience": ""}, {"audience": "vault", "expirationSeconds": 600}],
+                    serviceAccountTokenInSecrets=False))
+    # fsGroupPolicy may change (Kubernetes 1.29+); attachRequired may not.
+    old = driver(attachRequired=True, fsGroupPolicy="File")
+    validate(driver(attachRequired=True, fsGroupPolicy="None"), old)
