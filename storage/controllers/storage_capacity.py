@@ -104,8 +104,10 @@ class StorageCapacityController(Reconciler):
         # A node's heartbeat changes its status every few seconds; only its labels place segments.
         if resource == NODES and old is not None and new is not None:
             return _meta(old).get("labels") != _meta(new).get("labels")
-        if resource == PVS and old is not None and new is not None:
-            return False  # a volume's capacity moves when it is made or deleted, not when it is bound
+        if resource == PVS:
+            # Only CSI drivers report capacity, and a volume moves it when it is made or deleted, not bound.
+            volume = new if new is not None else old
+            return (old is None or new is None) and bool(((volume or {}).get("spec") or {}).get("csi"))
         return True
 
     def _all_classes(self, _obj: dict[str, Any]) -> list[str]:

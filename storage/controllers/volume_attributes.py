@@ -97,18 +97,19 @@ class VolumeModifyController(_Base):
     primary = PVCS
 
     def watches(self) -> dict[str, Callable[[dict[str, Any]], Iterable[str]]]:
-        return {VACS: self._keys_for_class, PVS: self._keys_for_volume}
+        return {VACS: self._keys_for_class}
+
+    def relevant(self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+        # Only claims that name a class or carry a change's status: a burst of claims without one costs no
+        # reconcile (binding writes the claim, so a volume's own changes need no watch).
+        if resource == PVCS:
+            return any(o is not None and (requested_class(o) or modify_status(o)) for o in (old, new))
+        return True
 
     def _keys_for_class(self, vac: dict[str, Any]) -> list[str]:
         """A Pending change goes on once its class exists."""
         name = _meta(vac)["name"]
         return [_key(c) for c in self.ctx.cache.list(PVCS) if requested_class(c) == name]
-
-    def _keys_for_volume(self, volume: dict[str, Any]) -> list[str]:
-        ref = claim_ref(volume)
-        if ref is None or not ref.get("name"):
-            return []
-        return [f"{ref.get('namespace') or ''}/{ref['name']}" if ref.get("namespace") else ref["name"]]
 
     def reconcile(self, key: str) -> Result:
         namespace, name = split_key(key)
@@ -229,6 +230,13 @@ class VolumeAttributesClassProtection(Reconciler):
 
     def watches(self) -> dict[str, Callable[[dict[str, Any]], Iterable[str]]]:
         return {PVCS: lambda c: sorted(claim_referenced_classes(c)), PVS: lambda v: sorted(volume_referenced_classes(v))}
+
+    def relevant(self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+        if resource == PVCS:
+            return any(o is not None and claim_referenced_classes(o) for o in (old, new))
+        if resource == PVS:
+            return any(o is not None and volume_referenced_classes(o) for o in (old, new))
+        return True
 
     def reconcile(self, key: str) -> Result:
         vac = self.ctx.cache.get(VACS, "", key)
