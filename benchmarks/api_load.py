@@ -7,6 +7,11 @@ each a keep-alive HTTP/1.1 connection sending one POST per object and
 waiting for the answer, as kubectl and client-go do. Prints creates/s for
 each client count and the HTTPS/HTTP time ratio (issue 9 aims at 1.15x at most).
 
+The floor, in the same run: the same clients against a bare uvicorn + Starlette app (the API server's HTTP
+stack, plain HTTP) that parses each JSON body and answers 201 with it, storing nothing. Its requests/s bound
+what any Python API server on this stack can do on the machine; the ratio floor/Stowage is how much of each
+create is Stowage's own work (authentication, decoding, validation, admission, the store's commit, watches).
+
 usage: python benchmarks/api_load.py [--backend sqlite|postgres] [--count 3000] [--clients 1,4] [--scheme both|https|http]
 """
 from __future__ import annotations
@@ -79,6 +84,52 @@ class ApiServerProcess:
             self._proc.join(10)
 
 
+def floor_process(port_out: Any, stop: Any) -> None:
+    """Child: the bare HTTP stack (uvicorn with the API server's settings, one Starlette route) until ``stop``."""
+    import threading
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from storage.apiserver.server import bind_socket
+
+    async def create(request: Request) -> Response:
+        obj = json.loads(await request.body())
+        obj.setdefault("metadata", {})["uid"] = "00000000-0000-0000-0000-000000000000"
+        return Response(json.dumps(obj), status_code=201, media_type="application/json")
+
+    sock = bind_socket("127.0.0.1", 0)
+    port_out.send(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/api/v1/persistentvolumes", create,
+                                                                    methods=["POST"])]),
+                                           log_level="warning", access_log=False, lifespan="off"))
+    threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True).start()
+    server.run(sockets=[sock])
+
+
+class FloorProcess:
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self._stop = ctx.Event()
+        receive, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=floor_process, args=(send, self._stop), daemon=True)
+        self._proc.start()
+        if not receive.poll(60):
+            self.stop()
+            raise RuntimeError("floor server did not report its port")
+        self.port: int = receive.recv()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(10)
+
+
 def post_all(port: int, token: str, ca_pem: bytes | None, paths_and_bodies: list[tuple[str, bytes]]) -> int:
     """One keep-alive connection, one POST per object, each answer read before the next request."""
     if ca_pem is not None:
@@ -128,6 +179,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--clients", default="1,4")
     parser.add_argument("--scheme", choices=["both", "https", "http"], default="both")
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare HTTP stack's run")
     args = parser.parse_args()
     schemes = ["https", "http"] if args.scheme == "both" else [args.scheme]
     with tempfile.TemporaryDirectory(prefix="stowage-bench-api-") as tmp_name:
@@ -138,6 +190,7 @@ def main() -> None:
 
             pg = PostgresServer().start()
         servers: dict[str, ApiServerProcess] = {}
+        floor = None if args.no_floor else FloorProcess()
         try:
             for scheme in schemes:
                 url = (pg.create_database(f"bench_api_{scheme}") if pg is not None
@@ -153,7 +206,15 @@ def main() -> None:
                 if len(seconds) == 2:
                     print(f"{args.backend:<9} clients {clients}: HTTPS/HTTP time ratio {seconds['https'] / seconds['http']:.2f}x",
                           flush=True)
+                if floor is not None:
+                    objs = [pv(i, f"f{clients}") for i in range(args.count)]
+                    bare = create_through_api(floor.port, "unused", None, objs, clients)
+                    print(f"floor     http  clients {clients}: {args.count / bare:,.0f} requests/s on the bare HTTP stack"
+                          + (f"; Stowage over HTTP takes {seconds['http'] / bare:.1f}x its time" if "http" in seconds
+                             else ""), flush=True)
         finally:
+            if floor is not None:
+                floor.stop()
             for server in servers.values():
                 server.stop()
             if pg is not None:
