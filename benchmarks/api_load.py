@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def serve_process(store_url: str, data_dir: str, port_out: Any, stop: Any, tls: bool) -> None:
+def serve_process(store_url: str, data_dir: str, tls: bool, port_out: Any, stop: Any) -> None:
     """Child: serve ``store_url`` until ``stop`` is set; reports the bound port through ``port_out``."""
     import logging
     import threading
@@ -55,8 +55,30 @@ def serve_process(store_url: str, data_dir: str, port_out: Any, stop: Any, tls: 
         store.close()
 
 
-class ApiServerProcess:
-    """An API server in its own process; ``port`` once started."""
+class ServerProcess:
+    """A server in a spawned process running ``target(*args, port_out, stop)``; ``port`` once it reports it."""
+
+    def __init__(self, target: Any, *args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        self._stop = ctx.Event()
+        receive, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=target, args=(*args, send, self._stop), daemon=True)
+        self._proc.start()
+        if not receive.poll(60):
+            self.stop()
+            raise RuntimeError(f"{target.__name__} did not report its port")
+        self.port: int = receive.recv()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(10)
+
+
+class ApiServerProcess(ServerProcess):
+    """An API server in its own process."""
 
     def __init__(self, store_url: str, data_dir: Path, tls: bool) -> None:
         from storage.apiserver.auth import ensure_admin_token
@@ -66,22 +88,7 @@ class ApiServerProcess:
         self.token = ensure_admin_token(data_dir)
         # The CA the server will use (made here, first, so the clients can trust it).
         self.ca_pem: bytes | None = TLSOptions().prepare(data_dir, "127.0.0.1").pki.ca_pem if tls else None
-        ctx = mp.get_context("spawn")
-        self._stop = ctx.Event()
-        receive, send = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=serve_process, args=(store_url, str(data_dir), send, self._stop, tls), daemon=True)
-        self._proc.start()
-        if not receive.poll(60):
-            self.stop()
-            raise RuntimeError("api server process did not report its port")
-        self.port: int = receive.recv()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._proc.join(30)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(10)
+        super().__init__(serve_process, store_url, str(data_dir), tls)
 
 
 def floor_process(port_out: Any, stop: Any) -> None:
@@ -108,26 +115,6 @@ def floor_process(port_out: Any, stop: Any) -> None:
                                            log_level="warning", access_log=False, lifespan="off"))
     threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True).start()
     server.run(sockets=[sock])
-
-
-class FloorProcess:
-    def __init__(self) -> None:
-        ctx = mp.get_context("spawn")
-        self._stop = ctx.Event()
-        receive, send = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=floor_process, args=(send, self._stop), daemon=True)
-        self._proc.start()
-        if not receive.poll(60):
-            self.stop()
-            raise RuntimeError("floor server did not report its port")
-        self.port: int = receive.recv()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._proc.join(30)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(10)
 
 
 def post_all(port: int, token: str, ca_pem: bytes | None, paths_and_bodies: list[tuple[str, bytes]]) -> int:
@@ -190,7 +177,7 @@ def main() -> None:
 
             pg = PostgresServer().start()
         servers: dict[str, ApiServerProcess] = {}
-        floor = None if args.no_floor else FloorProcess()
+        floor = None if args.no_floor else ServerProcess(floor_process)
         try:
             for scheme in schemes:
                 url = (pg.create_database(f"bench_api_{scheme}") if pg is not None
