@@ -30,6 +30,9 @@ Obj = dict[str, Any]
 REFRESH_FRACTION = 0.8
 MAX_REFRESH_SECONDS = 24 * 3600
 DEFAULT_EXPIRATION = 3600
+# CS22: how often a pod whose CSI driver sets requiresRepublish has NodePublishVolume called again (kubelet's
+# --sync-frequency default).
+REPUBLISH_SECONDS = 60.0
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.5, 30.0
 # The refresher re-reads the clock at least this often, so a wall-clock jump delays a refresh by no more.
 MAX_WAIT_SECONDS = 60.0
@@ -60,13 +63,19 @@ class ServiceAccountTokenManager:
 
     def fill(self, pod: Obj, volumes: PodVolumes) -> None:
         """Put a current token under ``data["serviceAccountToken"][path]`` of every projected volume asking for one,
-        and the tokens a CSI volume's driver asks for (CS21) under ``data[CSI_TOKENS_DATA_KEY]``."""
+        and the tokens a CSI volume's driver asks for (CS21) under ``data[CSI_TOKENS_DATA_KEY]``. A pod with a
+        volume whose driver sets ``requiresRepublish`` is synced again (its volumes set up again, which calls
+        NodePublishVolume) every ``REPUBLISH_SECONDS`` (CS22)."""
+        republish = False
         for request in volumes.volumes:
             for path, audience, expiration in _projections(request.plugin_source):
                 request.data.setdefault("serviceAccountToken", {})[path] = self.token(pod, audience, expiration)
             token_requests = (request.data.get(CSI_DRIVER_DATA_KEY) or {}).get("tokenRequests")
             if isinstance(token_requests, list) and token_requests:
                 request.data[CSI_TOKENS_DATA_KEY] = self.csi_tokens(pod, token_requests)
+            republish = republish or (request.data.get(CSI_DRIVER_DATA_KEY) or {}).get("requiresRepublish") is True
+        if republish:
+            self._schedule(volumes.uid, time.time() + REPUBLISH_SECONDS)
 
     def prefetch(self, pod: Obj) -> None:
         """Get the tokens of a pod that waits for something else (its claims to bind): the kubelet sets up

@@ -1,7 +1,8 @@
 """CSIDriver tokenRequests (SEMANTICS CS21), end to end: the control plane, a real node agent, runc pods and the CSI
 driver written for the tests. NodePublishVolume gets the pod's service-account tokens for the audiences the
 driver asks for, in its volume context or, with serviceAccountTokenInSecrets, in its secrets, as kubelet passes
-them (what the Secrets Store CSI driver and cloud identity drivers read)."""
+them (what the Secrets Store CSI driver and cloud identity drivers read); with requiresRepublish (CS22) the agent
+calls NodePublishVolume again every sync period."""
 from __future__ import annotations
 
 import base64
@@ -89,3 +90,22 @@ def test_cs21_node_publish_gets_the_pods_tokens_for_the_drivers_audiences(cluste
     stages = [c for c in map(json.loads, (driver / "calls.log").read_text().split("\n")[:-1])
               if c["method"] == "NodeStageVolume"]
     assert stages and all(TOKENS not in c["request"].get("volume_context", "") for c in stages)
+
+
+def test_cs22_requires_republish_calls_node_publish_again(cluster: Cluster, driver: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage.agent import sa_tokens
+
+    monkeypatch.setattr(sa_tokens, "REPUBLISH_SECONDS", 0.5)  # kubelet's sync period is a minute
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": TEST_NAME},
+                   "spec": {"attachRequired": False, "requiresRepublish": True,
+                            "tokenRequests": [{"audience": "vault.example.com"}]}},
+                  {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "csi"},
+                   "provisioner": TEST_NAME, "volumeBindingMode": "WaitForFirstConsumer"},
+                  claim("data", "16Mi", "csi"), pod("app", claims={"data": "/data"}))
+    cluster.wait_running("app", timeout=120)
+    first = len(_publishes(driver))
+    wait_until(lambda: len(_publishes(driver)) >= first + 2, "NodePublishVolume called again", timeout=30)
+    assert cluster.pod("app")["status"]["phase"] == "Running"

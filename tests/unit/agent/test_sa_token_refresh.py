@@ -93,6 +93,28 @@ def test_cs21_csi_tokens_per_audience_are_filled_and_renewed_with_the_pods_other
         manager.stop()
 
 
+def test_cs22_a_requires_republish_driver_brings_the_pod_back_every_sync_period(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """requiresRepublish: the pod is synced again (NodePublishVolume called again) every REPUBLISH_SECONDS, as
+    kubelet's sync loop does; a driver without it leaves the pod alone."""
+    from storage.agent.volume_manager import PodVolumes, VolumeRequest
+    from volume_plugins.csi import CSI_DRIVER_DATA_KEY
+
+    monkeypatch.setattr(sa_tokens, "REPUBLISH_SECONDS", 0.05)
+    synced: list[str] = []
+    due = threading.Event()
+    manager = ServiceAccountTokenManager(_Client(_Http([0.0], 600)), lambda uid: (synced.append(uid), due.set()))
+    try:
+        quiet = VolumeRequest("a", {"csi": {"driver": "d"}}, data={CSI_DRIVER_DATA_KEY: {"requiresRepublish": False}})
+        manager.fill(POD, PodVolumes("u0", "ns", "p", [quiet]))
+        republished = VolumeRequest("b", {"csi": {"driver": "e"}}, data={CSI_DRIVER_DATA_KEY: {"requiresRepublish": True}})
+        manager.fill(POD, PodVolumes("u1", "ns", "p", [republished]))
+        assert due.wait(10)
+        assert synced == ["u1"]
+    finally:
+        manager.stop()
+
+
 def test_refresh_marks_the_pod_for_a_sync() -> None:
     clock = [0.0]
     http = _Http(clock, 0.0)  # already at its end: the refresh is due at once
