@@ -172,7 +172,10 @@ class CsiPlugin(VolumePlugin):
 
     def applies_fs_group(self, ctx: VolumeContext) -> bool:
         """CS16: the driver's CSIDriver fsGroupPolicy: File always, None never, ReadWriteOnceWithFSType
-        (the default) when the volume has an fsType and is ReadWriteOnce (inline volumes: an fsType)."""
+        (the default) when the volume has an fsType and is ReadWriteOnce (inline volumes: an fsType). CS23: never
+        when the driver applies it itself (VOLUME_MOUNT_GROUP)."""
+        if self._delegates_fs_group(ctx):
+            return False
         policy = (ctx.data.get(CSI_DRIVER_DATA_KEY) or {}).get("fsGroupPolicy") or "ReadWriteOnceWithFSType"
         if policy == "File":
             return True
@@ -181,6 +184,11 @@ class CsiPlugin(VolumePlugin):
         if not self.spec(ctx.source).get("fsType"):
             return False
         return ctx.pv_name is None or "ReadWriteOnce" in (ctx.source.get("accessModes") or [])
+
+    def _delegates_fs_group(self, ctx: VolumeContext) -> bool:
+        """CS23, kubelet's NodeSupportsVolumeMountGroup: the node service takes the pod's fsGroup itself."""
+        client = node_driver(str(self.spec(ctx.source).get("driver") or ""))
+        return "VOLUME_MOUNT_GROUP" in self._call(client.info).node_capabilities
 
     def needs_attachment(self, ctx: VolumeContext) -> bool:
         """A PV of a driver with PUBLISH_UNPUBLISH_VOLUME waits for its VolumeAttachment (CS7)."""
@@ -235,9 +243,11 @@ class CsiPlugin(VolumePlugin):
                 publish_attrs[TOKENS_ATTRIBUTE] = str(tokens)
         from storage.system.csi.client import volume_capability
 
+        # CS23: the pod's fsGroup goes to a driver with VOLUME_MOUNT_GROUP, in NodeStage and NodePublish, as kubelet.
+        group = str(ctx.fs_group) if ctx.fs_group is not None and "VOLUME_MOUNT_GROUP" in info.node_capabilities else ""
         cap = volume_capability(fs_type=str(spec.get("fsType") or ""),
                                 mount_flags=list(ctx.source.get("mountOptions") or []),
-                                mode=(ctx.source.get("accessModes") or ["ReadWriteOnce"])[0])
+                                mode=(ctx.source.get("accessModes") or ["ReadWriteOnce"])[0], volume_mount_group=group)
         read_only = ctx.read_only or bool(spec.get("readOnly"))
         publish_context = dict(ctx.attachment)
         root = _root_of(ctx.target)

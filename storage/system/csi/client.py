@@ -114,12 +114,14 @@ def access_mode(mode: str) -> int:
 
 
 def volume_capability(*, block: bool = False, fs_type: str = "", mount_flags: list[str] | None = None,
-                      mode: str = "ReadWriteOnce") -> pb.VolumeCapability:
+                      mode: str = "ReadWriteOnce", volume_mount_group: str = "") -> pb.VolumeCapability:
+    """``volume_mount_group``: the pod's fsGroup, for a node service with VOLUME_MOUNT_GROUP (CS23)."""
     cap = pb.VolumeCapability(access_mode=pb.VolumeCapability.AccessMode(mode=access_mode(mode)))
     if block:
         cap.block.CopyFrom(pb.VolumeCapability.BlockVolume())
     else:
-        cap.mount.CopyFrom(pb.VolumeCapability.MountVolume(fs_type=fs_type, mount_flags=list(mount_flags or [])))
+        cap.mount.CopyFrom(pb.VolumeCapability.MountVolume(fs_type=fs_type, mount_flags=list(mount_flags or []),
+                                                           volume_mount_group=volume_mount_group))
     return cap
 
 

@@ -283,11 +283,19 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
         return pb.DeleteSnapshotResponse()
 
     # Node
+    def _apply_mount_group(self, request, path: str) -> None:
+        # A driver with VOLUME_MOUNT_GROUP gives the pod's group the volume's root (a real one mounts with gid=).
+        group = request.volume_capability.mount.volume_mount_group if request.volume_capability.HasField("mount") else ""
+        if group and self.args.volume_mount_group:
+            os.chown(path, -1, int(group))
+            os.chmod(path, 0o2775)
+
     def NodeGetCapabilities(self, request, context):
         T = pb.NodeServiceCapability.RPC.Type
         return pb.NodeGetCapabilitiesResponse(capabilities=[
             pb.NodeServiceCapability(rpc=pb.NodeServiceCapability.RPC(type=t))
-            for t in (T.STAGE_UNSTAGE_VOLUME, T.GET_VOLUME_STATS, T.EXPAND_VOLUME)])
+            for t in (T.STAGE_UNSTAGE_VOLUME, T.GET_VOLUME_STATS, T.EXPAND_VOLUME,
+                      *((T.VOLUME_MOUNT_GROUP,) if self.args.volume_mount_group else ()))])
 
     def NodeGetInfo(self, request, context):
         return pb.NodeGetInfoResponse(node_id=self.args.nodeid, max_volumes_per_node=self.args.max_volumes,
@@ -308,6 +316,7 @@ class Driver(pbg.IdentityServicer, pbg.ControllerServicer, pbg.NodeServicer):
             _abort(context, grpc.StatusCode.NOT_FOUND, "no such volume")
         if not _is_mount(request.staging_target_path):
             self._bind(str(src), request.staging_target_path)
+        self._apply_mount_group(request, request.staging_target_path)
         return pb.NodeStageVolumeResponse()
 
     def NodeUnstageVolume(self, request, context):
@@ -386,6 +395,8 @@ def main() -> None:
     # When given, the driver has GET_CAPACITY: this many bytes in all, less the volumes made.
     ap.add_argument("--capacity", type=int, default=None)
     ap.add_argument("--max-volume-size", type=int, default=None)
+    # The node service has VOLUME_MOUNT_GROUP: it applies the pod's fsGroup to the volume itself.
+    ap.add_argument("--volume-mount-group", action="store_true")
     args = ap.parse_args()
     sock = args.endpoint.removeprefix("unix://")
     if os.path.exists(sock):
