@@ -93,6 +93,10 @@ def test_scap_capacity_objects_follow_the_driver_and_steer_the_scheduler(cluster
     rows = [line.split() for line in done.stdout.splitlines()]
     assert rows[0] == ["NAME", "STORAGECLASSNAME", "CAPACITY"]
     assert [r[1:] for r in rows[1:]] == [["csi", "36Mi"]]
+    described = run_kubectl("1.37", cluster.server.kubeconfig, cluster.base / "kubectl-cache",
+                            "describe", "pod", "wants-big")
+    assert described.returncode == 0, described.stderr
+    assert "node(s) did not have enough free storage" in described.stdout
 
     # SCAP4: a driver that does not ask for capacity scheduling (storageCapacity false) is not held back.
     cluster.client.delete("pods", "wants-small", "default")
