@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -100,3 +101,28 @@ def unmount_under(path: Path) -> None:
     for entry in sorted((e for e in mounts.read_mountinfo() if str(e.mount_point).startswith(str(path) + "/")),
                         key=lambda e: -len(str(e.mount_point))):
         subprocess.run(["umount", "-l", str(entry.mount_point)], check=False)
+
+
+@contextmanager
+def registered_test_driver(tmp_base: Path, *args: str, node: bool = True) -> Iterator[tuple[RunningDriver, Path]]:
+    """The test driver under ``tmp_base/driver`` for a control plane (and, with ``node``, a node agent) in this
+    process: registered as the controller's driver and the node's; yields it and its state directory; at the end
+    unregistered, stopped, and whatever it left mounted under ``tmp_base`` unmounted."""
+    from provisioners import csi as csi_prov
+    from volume_plugins import csi as csi_plugin
+
+    base = tmp_base / "driver"
+    base.mkdir()
+    drv = start_test_driver(base, "n1", *args)
+    if node:
+        csi_plugin.register_node_driver(drv.name, drv.endpoint)
+    csi_prov.register_driver(drv.name, drv.endpoint)
+    try:
+        yield drv, base / "state"
+    finally:
+        csi_prov.unregister_driver(drv.name)
+        if node:
+            csi_plugin.unregister_node_driver(drv.name)
+        stop_driver(drv.proc)
+        if node:
+            unmount_under(tmp_base)

@@ -16,8 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agent_cluster import Cluster, cluster, claim, pod, tmp_base, wait_until  # noqa: E402,F401  (fixtures)
-from csi_drivers import TEST_NAME, start_test_driver, stop_driver, unmount_under  # noqa: E402
-from provisioners import csi as csi_prov  # noqa: E402
+from csi_drivers import TEST_NAME, registered_test_driver  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
 from support import wait_for_text  # noqa: E402
 from storage.system import mounts  # noqa: E402
@@ -30,19 +29,8 @@ SLEEP = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"
 
 @pytest.fixture
 def driver(tmp_base: Path, request: pytest.FixtureRequest):
-    args = getattr(request, "param", ())
-    base = tmp_base / "driver"
-    base.mkdir()
-    drv = start_test_driver(base, "n1", *args)
-    csi_plugin.register_node_driver(drv.name, drv.endpoint)
-    csi_prov.register_driver(drv.name, drv.endpoint)
-    try:
-        yield drv, base / "state"
-    finally:
-        csi_prov.unregister_driver(drv.name)
-        csi_plugin.unregister_node_driver(drv.name)
-        stop_driver(drv.proc)
-        unmount_under(tmp_base)
+    with registered_test_driver(tmp_base, *getattr(request, "param", ())) as running:
+        yield running
 
 
 def _calls(state: Path, method: str) -> list[dict]:

@@ -14,27 +14,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agent_cluster import Cluster, claim, cluster, pod, tmp_base, wait_until  # noqa: E402,F401  (fixtures)
-from csi_drivers import TEST_NAME, start_test_driver, stop_driver, unmount_under  # noqa: E402
-from provisioners import csi as csi_prov  # noqa: E402
-from volume_plugins import csi as csi_plugin  # noqa: E402
+from csi_drivers import TEST_NAME, registered_test_driver  # noqa: E402
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
 def driver(tmp_base: Path):
-    base = tmp_base / "driver"
-    base.mkdir()
-    drv = start_test_driver(base, "n1", "--volume-mount-group")
-    csi_plugin.register_node_driver(drv.name, drv.endpoint)
-    csi_prov.register_driver(drv.name, drv.endpoint)
-    try:
-        yield base / "state"
-    finally:
-        csi_prov.unregister_driver(drv.name)
-        csi_plugin.unregister_node_driver(drv.name)
-        stop_driver(drv.proc)
-        unmount_under(tmp_base)
+    with registered_test_driver(tmp_base, "--volume-mount-group") as (_drv, state):
+        yield state
 
 
 def _calls(state: Path, method: str) -> list[dict]:

@@ -13,11 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agent_cluster import Cluster, claim, cluster, pod, tmp_base, wait_until  # noqa: E402,F401  (fixtures)
-from csi_drivers import TEST_NAME, start_test_driver, stop_driver, unmount_under  # noqa: E402
-from provisioners import csi as csi_prov  # noqa: E402
+from csi_drivers import TEST_NAME, registered_test_driver  # noqa: E402
 from storage.api.quantity import parse_quantity  # noqa: E402
 from support import run_kubectl  # noqa: E402
-from volume_plugins import csi as csi_plugin  # noqa: E402
 
 pytestmark = pytest.mark.root
 
@@ -28,18 +26,8 @@ SEGMENT = {"topology.csi-test.stowage.io/node": "n1"}
 
 @pytest.fixture
 def driver(tmp_base: Path):
-    base = tmp_base / "driver"
-    base.mkdir()
-    drv = start_test_driver(base, "n1", "--capacity", str(100 * MiB))
-    csi_plugin.register_node_driver(drv.name, drv.endpoint)
-    csi_prov.register_driver(drv.name, drv.endpoint)
-    try:
+    with registered_test_driver(tmp_base, "--capacity", str(100 * MiB)) as (drv, _state):
         yield drv
-    finally:
-        csi_prov.unregister_driver(drv.name)
-        csi_plugin.unregister_node_driver(drv.name)
-        stop_driver(drv.proc)
-        unmount_under(tmp_base)
 
 
 def objects(storage_capacity: bool = True) -> list[dict[str, Any]]:

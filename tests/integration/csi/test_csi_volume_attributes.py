@@ -15,8 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agent_cluster import Cluster, claim, cluster, tmp_base, wait_until  # noqa: E402,F401  (fixtures)
-from csi_drivers import TEST_NAME, start_test_driver, stop_driver  # noqa: E402
-from provisioners import csi as csi_prov  # noqa: E402
+from csi_drivers import TEST_NAME, registered_test_driver  # noqa: E402
 from storage.api.volume_attributes import VAC_PROTECTION  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
 from support import run_kubectl  # noqa: E402
@@ -28,16 +27,9 @@ PVCS, PVS, VACS = "persistentvolumeclaims", "persistentvolumes", "volumeattribut
 
 @pytest.fixture
 def driver(tmp_base: Path, request: pytest.FixtureRequest):
-    base = tmp_base / "driver"
-    base.mkdir()
-    drv = start_test_driver(base, "n1", "--accepted-mutable-parameter-names", "iops,throughput",
-                            *getattr(request, "param", ()))
-    csi_prov.register_driver(drv.name, drv.endpoint)
-    try:
-        yield base / "state"
-    finally:
-        csi_prov.unregister_driver(drv.name)
-        stop_driver(drv.proc)
+    with registered_test_driver(tmp_base, "--accepted-mutable-parameter-names", "iops,throughput",
+                                *getattr(request, "param", ()), node=False) as (_drv, state):
+        yield state
 
 
 def _calls(state: Path, method: str) -> list[dict[str, Any]]:
