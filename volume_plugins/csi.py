@@ -244,7 +244,7 @@ class CsiPlugin(VolumePlugin):
         from storage.system.csi.client import volume_capability
 
         # CS23: the pod's fsGroup goes to a driver with VOLUME_MOUNT_GROUP, in NodeStage and NodePublish, as kubelet.
-        group = str(ctx.fs_group) if ctx.fs_group is not None and "VOLUME_MOUNT_GROUP" in info.node_capabilities else ""
+        group = str(ctx.fs_group) if ctx.fs_group is not None and self._delegates_fs_group(ctx) else ""
         cap = volume_capability(fs_type=str(spec.get("fsType") or ""),
                                 mount_flags=list(ctx.source.get("mountOptions") or []),
                                 mode=(ctx.source.get("accessModes") or ["ReadWriteOnce"])[0], volume_mount_group=group)

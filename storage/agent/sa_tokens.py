@@ -70,10 +70,11 @@ class ServiceAccountTokenManager:
         for request in volumes.volumes:
             for path, audience, expiration in _projections(request.plugin_source):
                 request.data.setdefault("serviceAccountToken", {})[path] = self.token(pod, audience, expiration)
-            token_requests = (request.data.get(CSI_DRIVER_DATA_KEY) or {}).get("tokenRequests")
+            driver = request.data.get(CSI_DRIVER_DATA_KEY) or {}
+            token_requests = driver.get("tokenRequests")
             if isinstance(token_requests, list) and token_requests:
                 request.data[CSI_TOKENS_DATA_KEY] = self.csi_tokens(pod, token_requests)
-            republish = republish or (request.data.get(CSI_DRIVER_DATA_KEY) or {}).get("requiresRepublish") is True
+            republish = republish or driver.get("requiresRepublish") is True
         if republish:
             self._schedule(volumes.uid, time.time() + REPUBLISH_SECONDS)
 

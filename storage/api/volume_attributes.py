@@ -55,8 +55,3 @@ def volume_referenced_classes(volume: dict[str, Any]) -> set[str]:
     name = volume_class(volume)
     return {name} if name else set()
 
-
-def wants_modification(claim: dict[str, Any]) -> bool:
-    """VAC4: a claim asks for a class other than the one applied (the first class, or a change)."""
-    requested = requested_class(claim)
-    return bool(requested) and requested != current_class(claim)

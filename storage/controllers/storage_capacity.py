@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Callable, Iterable
 
 import structlog
@@ -36,8 +37,6 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bytes(value: int) -> str:
-    from fractions import Fraction
-
     return format_quantity(Fraction(value), prefer_binary=True)
 
 

@@ -20,7 +20,7 @@ from storage.api.volume_attributes import (
     COND_MODIFY_ERROR, COND_MODIFYING, MODIFY_IN_PROGRESS, MODIFY_INFEASIBLE, MODIFY_PENDING, VAC_PROTECTION,
     claim_referenced_classes, current_class, modify_status, requested_class, volume_referenced_classes,
 )
-from storage.controllers.base import Reconciler, Result, split_key
+from storage.controllers.base import Reconciler, Result, object_key, split_key
 from storage.controllers.binder import PVCS, PVS, VACS, _Base
 from storage.controllers.binder_index import claim_ref, is_deleting
 from storage.controllers.secrets import store_config_map_reader, store_secret_reader
@@ -34,11 +34,6 @@ INFEASIBLE_RETRY_SECONDS = 300.0
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     return obj.get("metadata") or {}
-
-
-def _key(obj: dict[str, Any]) -> str:
-    meta = _meta(obj)
-    return f"{meta.get('namespace') or ''}/{meta['name']}" if meta.get("namespace") else meta["name"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +104,7 @@ class VolumeModifyController(_Base):
     def _keys_for_class(self, vac: dict[str, Any]) -> list[str]:
         """A Pending change goes on once its class exists."""
         name = _meta(vac)["name"]
-        return [_key(c) for c in self.ctx.cache.list(PVCS) if requested_class(c) == name]
+        return [object_key(c) for c in self.ctx.cache.list(PVCS) if requested_class(c) == name]
 
     def reconcile(self, key: str) -> Result:
         namespace, name = split_key(key)
@@ -144,9 +139,14 @@ class VolumeModifyController(_Base):
         return self._modify(claim, volume, provisioner, plan)  # type: ignore[arg-type]
 
     def _set_status(self, claim: dict[str, Any], modify: dict[str, Any] | None,
-                    conditions: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> dict[str, Any]:
+                    conditions: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+                    current: str | None = None) -> dict[str, Any]:
+        """Write the claim's modifyVolumeStatus (``None``: drop it), its conditions as ``conditions`` makes them
+        and, when given, the ``current`` class applied; no write when nothing changes."""
         updated = copy.deepcopy(claim)
         status = updated.setdefault("status", {})
+        if current is not None:
+            status["currentVolumeAttributesClassName"] = current
         if modify is None:
             status.pop("modifyVolumeStatus", None)
         else:
@@ -195,19 +195,10 @@ class VolumeModifyController(_Base):
         updated_volume["spec"]["volumeAttributesClassName"] = plan.target
         if updated_volume != volume:
             self._update(PVS, updated_volume)
-        updated = copy.deepcopy(claim)
-        st = updated.setdefault("status", {})
-        st["currentVolumeAttributesClassName"] = plan.target
-        st.pop("modifyVolumeStatus", None)
-        conditions = _without_modify_conditions(st.get("conditions") or [])
-        if conditions:
-            st["conditions"] = conditions
-        else:
-            st.pop("conditions", None)
-        claim = self._update(PVCS, updated)
+        claim = self._set_status(claim, None, _without_modify_conditions, current=plan.target)
         self.ctx.events.record(claim, "Normal", "VolumeModifySuccessful",
                                f"external resizer modified volume {name} with vac {plan.target} successfully")
-        log.info("volume_modified", claim=_key(claim), volume=_meta(volume).get("name"), vac=plan.target)
+        log.info("volume_modified", claim=object_key(claim), volume=_meta(volume).get("name"), vac=plan.target)
         return Result()
 
 
@@ -229,14 +220,8 @@ class VolumeAttributesClassProtection(Reconciler):
     primary = VACS
 
     def watches(self) -> dict[str, Callable[[dict[str, Any]], Iterable[str]]]:
+        # A claim or volume naming no class maps to no key, so it costs no reconcile.
         return {PVCS: lambda c: sorted(claim_referenced_classes(c)), PVS: lambda v: sorted(volume_referenced_classes(v))}
-
-    def relevant(self, resource: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
-        if resource == PVCS:
-            return any(o is not None and claim_referenced_classes(o) for o in (old, new))
-        if resource == PVS:
-            return any(o is not None and volume_referenced_classes(o) for o in (old, new))
-        return True
 
     def reconcile(self, key: str) -> Result:
         vac = self.ctx.cache.get(VACS, "", key)
