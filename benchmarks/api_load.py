@@ -12,7 +12,12 @@ stack, plain HTTP) that parses each JSON body and answers 201 with it, storing n
 what any Python API server on this stack can do on the machine; the ratio floor/Stowage is how much of each
 create is Stowage's own work (authentication, decoding, validation, admission, the store's commit, watches).
 
+The API servers keep their threads on one CPU, as ``stowage serve`` does by default (PF92); ``--free``
+also runs each with its threads free (``--api-server-cpu none``), right after the pinned one, and prints
+the time ratio free/pinned.
+
 usage: python benchmarks/api_load.py [--backend sqlite|postgres] [--count 3000] [--clients 1,4] [--scheme both|https|http]
+                                     [--free] [--no-floor]
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def serve_process(store_url: str, data_dir: str, tls: bool, port_out: Any, stop: Any) -> None:
+def serve_process(store_url: str, data_dir: str, tls: bool, cpu: int | None, port_out: Any, stop: Any) -> None:
     """Child: serve ``store_url`` until ``stop`` is set; reports the bound port through ``port_out``."""
     import logging
     import threading
@@ -50,7 +55,7 @@ def serve_process(store_url: str, data_dir: str, tls: bool, port_out: Any, stop:
     threading.Thread(target=lambda: (stop.wait(), stop_event.set()), daemon=True).start()
     try:
         serve(store, port=sock.getsockname()[1], data_dir=data_dir, stop_event=stop_event, sock=sock,
-              insecure_http=not tls)
+              insecure_http=not tls, cpu=cpu)
     finally:
         store.close()
 
@@ -80,7 +85,8 @@ class ServerProcess:
 class ApiServerProcess(ServerProcess):
     """An API server in its own process."""
 
-    def __init__(self, store_url: str, data_dir: Path, tls: bool) -> None:
+    def __init__(self, store_url: str, data_dir: Path, tls: bool, cpu: int | None = -1) -> None:
+        """``cpu`` as ``stowage serve --api-server-cpu`` (-1: auto, its default; None: free)."""
         from storage.apiserver.auth import ensure_admin_token
         from storage.apiserver.tls import TLSOptions
 
@@ -88,7 +94,7 @@ class ApiServerProcess(ServerProcess):
         self.token = ensure_admin_token(data_dir)
         # The CA the server will use (made here, first, so the clients can trust it).
         self.ca_pem: bytes | None = TLSOptions().prepare(data_dir, "127.0.0.1").pki.ca_pem if tls else None
-        super().__init__(serve_process, store_url, str(data_dir), tls)
+        super().__init__(serve_process, store_url, str(data_dir), tls, cpu)
 
 
 def floor_process(port_out: Any, stop: Any) -> None:
@@ -167,6 +173,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4")
     parser.add_argument("--scheme", choices=["both", "https", "http"], default="both")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare HTTP stack's run")
+    parser.add_argument("--free", action="store_true",
+                        help="also run each server with its threads free (--api-server-cpu none) and compare")
     args = parser.parse_args()
     schemes = ["https", "http"] if args.scheme == "both" else [args.scheme]
     with tempfile.TemporaryDirectory(prefix="stowage-bench-api-") as tmp_name:
@@ -177,12 +185,17 @@ def main() -> None:
 
             pg = PostgresServer().start()
         servers: dict[str, ApiServerProcess] = {}
+        free: dict[str, ApiServerProcess] = {}
         floor = None if args.no_floor else ServerProcess(floor_process)
         try:
             for scheme in schemes:
                 url = (pg.create_database(f"bench_api_{scheme}") if pg is not None
                        else f"sqlite:///{tmp}/api-{scheme}.db")
                 servers[scheme] = ApiServerProcess(url, tmp / f"api-{scheme}", tls=scheme == "https")
+                if args.free:
+                    url = (pg.create_database(f"bench_api_{scheme}_free") if pg is not None
+                           else f"sqlite:///{tmp}/api-{scheme}-free.db")
+                    free[scheme] = ApiServerProcess(url, tmp / f"api-{scheme}-free", tls=scheme == "https", cpu=None)
             for clients in (int(c) for c in args.clients.split(",")):
                 seconds: dict[str, float] = {}
                 for scheme, server in servers.items():
@@ -190,6 +203,11 @@ def main() -> None:
                     seconds[scheme] = create_through_api(server.port, server.token, server.ca_pem, objs, clients)
                     print(f"{args.backend:<9} {scheme:<5} clients {clients}: {args.count / seconds[scheme]:,.0f} creates/s "
                           f"({args.count} in {seconds[scheme]:.2f} s)", flush=True)
+                    if scheme in free:
+                        other = free[scheme]
+                        loose = create_through_api(other.port, other.token, other.ca_pem, objs, clients)
+                        print(f"{args.backend:<9} {scheme:<5} clients {clients}: {args.count / loose:,.0f} creates/s with the "
+                              f"threads free; free/pinned time ratio {loose / seconds[scheme]:.2f}x", flush=True)
                 if len(seconds) == 2:
                     print(f"{args.backend:<9} clients {clients}: HTTPS/HTTP time ratio {seconds['https'] / seconds['http']:.2f}x",
                           flush=True)
@@ -202,7 +220,7 @@ def main() -> None:
         finally:
             if floor is not None:
                 floor.stop()
-            for server in servers.values():
+            for server in [*servers.values(), *free.values()]:
                 server.stop()
             if pg is not None:
                 pg.stop()

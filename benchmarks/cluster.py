@@ -47,7 +47,8 @@ def running(pod: dict[str, Any]) -> bool:
 class BenchCluster:
     def __init__(self, base: Path, *, local_provisioner: bool = False) -> None:
         self.base = base
-        self._server = running_server(base)
+        # The API server's threads on one CPU, as `stowage up` keeps them by default (PF92).
+        self._server = running_server(base, cpu=-1)
         self.server = self._server.__enter__()
         self.client = self.server.client()
         self.stop = threading.Event()

@@ -18,14 +18,15 @@ from storage.store import open_store
 
 @contextlib.contextmanager
 def running_server(tmp_path: Path, *, admission: Admission | None = None,
-                   host: str = "127.0.0.1", bookmark_interval: float | None = 30.0) -> Iterator[RunningServer]:
+                   host: str = "127.0.0.1", bookmark_interval: float | None = 30.0,
+                   cpu: int | None = None) -> Iterator[RunningServer]:
     data_dir = Path(tmp_path) / "apiserver"
     data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(str(data_dir / "stowage.db"))
     try:
         server = start_in_thread(
             store, host=host, port=0, data_dir=data_dir, admission=admission,
-            kubeconfig=data_dir / "kubeconfig", bookmark_interval=bookmark_interval,
+            kubeconfig=data_dir / "kubeconfig", bookmark_interval=bookmark_interval, cpu=cpu,
         )
         try:
             yield server

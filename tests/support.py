@@ -433,3 +433,25 @@ class UpProcess:
         else:
             self.proc.kill()
         self.proc.wait(timeout=30)
+
+
+def allowed_cpus(pid: int, tid: int | None = None) -> set[int]:
+    """A thread's CPUs as /proc shows them (Cpus_allowed_list: "0-3,6")."""
+    status = Path(f"/proc/{pid}/task/{tid or pid}/status").read_text()
+    listed = next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list:"))
+    cpus: set[int] = set()
+    for part in listed.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def thread_cpus(pid: int) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(task.name)] = allowed_cpus(pid, int(task.name))
+        except (OSError, StopIteration):
+            continue  # a thread that ended meanwhile
+    return out
+

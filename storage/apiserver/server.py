@@ -21,6 +21,7 @@ from storage.apiserver.spdy_upgrade import HttpProtocol
 from storage.apiserver.authn import Authenticator
 from storage.apiserver.satokens import ServiceAccountTokens
 from storage.apiserver.tls import ServerTLS, TLSOptions
+from storage.system.affinity import pin_current_thread
 from storage.system.tlsserver import PeerCertWSProtocol, uvicorn_ssl_options
 from storage.store.base import Store
 
@@ -98,10 +99,15 @@ def serve(
     tls: ServerTLS | None = None,
     insecure_http: bool = False,
     bookmark_interval: float | None = 30.0,
+    cpu: int | None = None,
 ) -> None:
     """Serve until ``stop_event`` is set (or SIGTERM/SIGINT when in the main thread).
 
-    HTTPS with ``tls`` (by default the data dir's cluster PKI); plain HTTP only with ``insecure_http``."""
+    HTTPS with ``tls`` (by default the data dir's cluster PKI); plain HTTP only with ``insecure_http``.
+    ``cpu`` (-1: the least busy one) keeps the calling thread, and so every thread the server starts,
+    on one CPU (PF92); None leaves them free. The calling thread must start no host commands after."""
+    # First: the threads made below (the authorizer's index, the store's pools) inherit the affinity.
+    pin_current_thread(cpu)
     tokens = tokens if tokens is not None else load_token_auth(data_dir)
     tls = tls if tls is not None else TLSOptions().prepare(Path(data_dir), host)
     sa_tokens = ServiceAccountTokens(tls.pki.directory)
@@ -214,8 +220,11 @@ def start_in_thread(
     pod_security_default: str = "baseline",
     tls_options: TLSOptions | None = None,
     bookmark_interval: float | None = 30.0,
+    cpu: int | None = None,
 ) -> RunningServer:
-    """Start serving in a daemon thread; returns once the server accepts connections."""
+    """Start serving in a daemon thread; returns once the server accepts connections.
+
+    ``cpu`` as for ``serve``: it pins that thread only, never the caller's."""
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     token = ensure_admin_token(data)
@@ -232,7 +241,7 @@ def start_in_thread(
         try:
             serve(store, host=host, port=real_port, data_dir=data, stop_event=running._stop, ready=ready,
                   admission=admission, sock=sock, pod_security_default=pod_security_default, tls=tls,
-                  insecure_http=options.insecure_http, bookmark_interval=bookmark_interval)
+                  insecure_http=options.insecure_http, bookmark_interval=bookmark_interval, cpu=cpu)
         except BaseException as e:  # surfaced to the starter, which would otherwise wait forever
             running._errors.append(e)
             ready.set()

@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 
 # Flags a supervisor sets itself for each replica, with whether they take a value.
 _OWN_FLAGS = {"--replicas": True, "--data-dir": True, "--listen": True, "--log-format": True,
-              "-f": True, "--filename": True, "--encryption-provider-config": True}
+              "-f": True, "--filename": True, "--encryption-provider-config": True, "--api-server-cpu": True}
 
 
 def leader_election_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,9 +93,24 @@ def _child_args(argv: list[str]) -> list[str]:
     return out
 
 
+def _replica_cpu(choice: int | None, index: int) -> str:
+    """The ``--api-server-cpu`` of replica ``index``."""
+    from storage.system.affinity import process_cpus
+
+    if choice is None:
+        return "none"
+    if choice >= 0:
+        return str(choice)
+    cpus = sorted(process_cpus())
+    return str(cpus[index % len(cpus)])
+
+
 def run_replicas(count: int, data_dir: str, listen: str, store_url: str | None, encryption_config: str | None,
-                 log_format: str, files: tuple[str, ...] = ()) -> None:
-    """Start ``count`` replicas and supervise them until SIGINT/SIGTERM, which stops them all."""
+                 log_format: str, files: tuple[str, ...] = (), api_server_cpu: int | None = -1) -> None:
+    """Start ``count`` replicas and supervise them until SIGINT/SIGTERM, which stops them all.
+
+    ``api_server_cpu`` as ``--api-server-cpu`` says (-1: auto); with auto the replicas take the allowed
+    CPUs in turn, as each picking the least busy one at start would put them all on the same one."""
     from storage.cli.up import configure_logging, lock_data_dir, parse_listen
     from storage.client.kubeconfig import load_access, write_kubeconfig
     from storage.store.encryption import ensure_config
@@ -151,7 +166,8 @@ def run_replicas(count: int, data_dir: str, listen: str, store_url: str | None, 
                 child_listen = f"{shown}:{port + index if port else 0}"
                 args = [sys.executable, "-m", "storage.cli", "serve", "--data-dir", str(child_dir),
                         "--listen", child_listen, "--log-format", "json",
-                        "--encryption-provider-config", encryption, *passthrough]
+                        "--encryption-provider-config", encryption,
+                        "--api-server-cpu", _replica_cpu(api_server_cpu, index), *passthrough]
                 proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
                 children.append(proc)

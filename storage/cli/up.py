@@ -320,6 +320,7 @@ def start_control_plane(
     host_path_prefixes: tuple[str, ...] = (), encryption_config: str | None = None,
     pod_security_default: str = "baseline", tls_options: Any = None, controller_options: Any = None,
     agent_options: LocalAgentOptions | None = None, leader_election: Any = None,
+    api_server_cpu: int | None = None,
 ) -> ControlPlane:
     from storage.apiserver.admission import default_admission
     from storage.apiserver.server import start_in_thread
@@ -358,7 +359,7 @@ def start_control_plane(
                                       unreachable_toleration_seconds=options.default_unreachable_toleration_seconds)
         server = start_in_thread(store, host=host, port=port, data_dir=data_dir, kubeconfig=kubeconfig,
                                  pod_security_default=pod_security_default, tls_options=tls_options,
-                                 admission=admission)
+                                 admission=admission, cpu=api_server_cpu)
     except ValueError as exc:
         store.close()
         lock.release()
@@ -419,7 +420,8 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
                    log_format: str, with_agent: bool, host_path_prefixes: tuple[str, ...] = (),
                    encryption_config: str | None = None, pod_security_default: str = "baseline",
                    tls_options: Any = None, controller_options: Any = None,
-                   agent_options: LocalAgentOptions | None = None, leader_election: Any = None) -> None:
+                   agent_options: LocalAgentOptions | None = None, leader_election: Any = None,
+                   api_server_cpu: int | None = None) -> None:
     parse_listen(listen)  # a typo should fail before anything is created
     configure_logging(log_format)
     stop = threading.Event()
@@ -428,7 +430,7 @@ def run_foreground(data_dir: str, listen: str, store_url: str | None, files: tup
         plane = start_control_plane(root, listen, store_url, with_agent, stop,
                                     tuple(str(Path(p).expanduser().resolve()) for p in host_path_prefixes),
                                     encryption_config, pod_security_default, tls_options, controller_options,
-                                    agent_options, leader_election)
+                                    agent_options, leader_election, api_server_cpu)
         pid_file = root / "up.pid"
         pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -474,6 +476,11 @@ _common = [
                  help="Also accept client certificates signed by these CAs (the cluster CA is always accepted)."),
     click.option("--insecure-http", is_flag=True, default=False,
                  help="Serve plain HTTP (tokens travel unencrypted; stock kubectl will not send them)."),
+    click.option("--api-server-cpu", default="auto", show_default=True, metavar="auto|none|CPU",
+                 callback=lambda _ctx, _param, value: _api_server_cpu(value),
+                 help="Keep the API server's threads on one CPU: auto picks the least busy one, none leaves them "
+                      "free (they take turns on one interpreter lock, and spreading them only adds wake-ups "
+                      "across CPUs). Pods and host commands are never pinned."),
     click.option("--node-monitor-grace-period", default="40s", show_default=True, metavar="DURATION",
                  help="How long a node's agent may stay silent before the node goes Ready=Unknown."),
     click.option("--node-eviction-rate", type=click.FloatRange(min=0), default=0.1, show_default=True,
@@ -494,6 +501,22 @@ _common = [
                  help="How long a disk stays attached to a not-Ready node that still reports it in use before "
                       "it is detached anyway (Kubernetes' maxWaitForUnmountDuration)."),
 ]
+
+
+def _api_server_cpu(value: str) -> int | None:
+    from storage.system.affinity import parse_cpu_choice, process_cpus
+
+    try:
+        cpu = parse_cpu_choice(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if cpu is not None and cpu >= 0 and cpu not in process_cpus():
+        raise click.BadParameter(f"CPU {cpu} is not one this process may use: {_cpu_list(process_cpus())}")
+    return cpu
+
+
+def _cpu_list(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
 
 
 def _register_csi(controllers: tuple[str, ...], node_drivers: tuple[str, ...] = ()) -> None:
@@ -600,6 +623,7 @@ def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: s
                provider_id: str | None, zone: str | None, csi_drivers: tuple[str, ...] = (),
                volume_plugin_dir: str | None = None, **tls: Any) -> None:
     """Run a local control plane (and node agent) in the foreground until Ctrl-C."""
+    api_server_cpu = tls.pop("api_server_cpu")
     if volume_plugin_dir:  # the node plugin and the in-process FlexVolume attacher read the same directory
         os.environ["STOWAGE_VOLUME_PLUGIN_DIR"] = str(Path(volume_plugin_dir).resolve())
     _register_csi(tls.pop("csi_controllers", ()), csi_drivers)
@@ -608,7 +632,8 @@ def up_command(data_dir: str, listen: str, files: tuple[str, ...], log_format: s
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=True,
                    host_path_prefixes=host_paths, encryption_config=encryption_config,
                    pod_security_default=pod_security_default, tls_options=_tls_options(tls),
-                   controller_options=controller_options, agent_options=agent_options)
+                   controller_options=controller_options, agent_options=agent_options,
+                   api_server_cpu=api_server_cpu)
 
 
 @click.command("serve")
@@ -622,12 +647,14 @@ def serve_command(data_dir: str, listen: str, files: tuple[str, ...], log_format
     """Run the control plane only (API server and controllers), for hosts that run `stowage agent`."""
     replicas = tls.pop("replicas")
     election = leader_election_config(tls, store_url)
+    api_server_cpu = tls.pop("api_server_cpu")
     if replicas > 1:
-        run_replicas(replicas, data_dir, listen, store_url, encryption_config, _log_format(log_format), files)
+        run_replicas(replicas, data_dir, listen, store_url, encryption_config, _log_format(log_format), files,
+                     api_server_cpu)
         return
     _register_csi(tls.pop("csi_controllers", ()))
     controller_options = _controller_options(tls)
     run_foreground(data_dir, listen, store_url, files, _log_format(log_format), with_agent=False,
                    encryption_config=encryption_config, pod_security_default=pod_security_default,
                    tls_options=_tls_options(tls), controller_options=controller_options,
-                   leader_election=election)
+                   leader_election=election, api_server_cpu=api_server_cpu)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import psutil
 
+from storage.system.affinity import process_cpus
+
 # Kubernetes' default hard eviction threshold (memory.available<100Mi) is held back from allocatable.
 EVICTION_RESERVE_MEMORY = 100 * 1024 * 1024
 # ... and nodefs.available<10%.
@@ -14,11 +16,9 @@ EVICTION_RESERVE_DISK_FRACTION = 0.10
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (a cpuset or taskset narrows what os.cpu_count reports)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    """CPUs this process may run on (a cpuset or taskset narrows what os.cpu_count reports), as it
+    started: the API server's threads may have been pinned to one since (PF92)."""
+    return max(1, len(process_cpus()))
 
 
 def total_memory() -> int:

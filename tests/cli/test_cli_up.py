@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 
 from cliutil import parse_table
-from support import UpProcess, stowage_executable
+from support import UpProcess, stowage_executable, thread_cpus
 
 PV = """
 apiVersion: v1
@@ -124,3 +124,47 @@ def test_down_never_signals_a_process_that_only_reuses_a_stale_pid(tmp_path: Pat
     finally:
         bystander.kill()
         bystander.wait()
+
+
+@pytest.mark.parametrize("command", ["up", "serve"])
+def test_a_bad_api_server_cpu_is_refused_by_name_before_anything_is_made(tmp_path: Path, command: str) -> None:
+    """PF92: --api-server-cpu takes auto, none or a CPU this process may use."""
+    outside = max(os.sched_getaffinity(0)) + 1
+    for value, reason in (("first", "invalid CPU 'first': want auto, none or a CPU number"),
+                          (str(outside), f"CPU {outside} is not one this process may use: "
+                                         f"{','.join(str(c) for c in sorted(os.sched_getaffinity(0)))}")):
+        proc = subprocess.run([stowage_executable(), command, "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0",
+                               "--api-server-cpu", value], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert f"Invalid value for '--api-server-cpu': {reason}" in proc.stderr
+        assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_serve_keeps_the_api_server_threads_on_one_cpu_and_leaves_the_rest_free(start_up, tmp_path: Path) -> None:
+    """PF92: the API server's threads (event loop, store threads, the authorizer's index) on the CPU
+    asked for; the main thread and the controllers' threads keep every CPU; with none, nothing is pinned."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("pinning needs a process allowed two CPUs or more; this one has one")
+    chosen = max(cpus)
+    up = start_up("--data-dir", str(tmp_path / "pinned"), "--listen", "127.0.0.1:0", "--api-server-cpu", str(chosen),
+                  command="serve")
+    assert up.wait_for("api server threads pinned")["cpu"] == chosen
+    kubeconfig = up.wait_for("stowage is ready")["kubeconfig"]
+    assert _get_pv_names(kubeconfig) == []  # a request made the store threads
+    threads = thread_cpus(up.proc.pid)
+    pinned = [tid for tid, allowed in threads.items() if allowed == {chosen}]
+    free = [tid for tid, allowed in threads.items() if allowed == cpus]
+    assert len(pinned) >= 3, threads
+    assert up.proc.pid in free and len(free) >= 2, threads  # the main thread and the controllers'
+    assert len(pinned) + len(free) == len(threads), threads
+    assert up.stop() == 0
+
+    loose = start_up("--data-dir", str(tmp_path / "free"), "--listen", "127.0.0.1:0", "--api-server-cpu", "none",
+                     command="serve")
+    kubeconfig = loose.wait_for("stowage is ready")["kubeconfig"]
+    assert _get_pv_names(kubeconfig) == []
+    assert all(allowed == cpus for allowed in thread_cpus(loose.proc.pid).values())
+    assert "api server threads pinned" not in loose.output()
+    assert loose.stop() == 0

@@ -17,7 +17,8 @@ import pytest
 from storage.client import Client
 from storage.errors import NotFound, StowageError
 from storage.system import loop, mounts
-from support import UpProcess, host_tmp_dir, need_programs, need_root, wait_for
+from stowage_e2e import processes_under
+from support import UpProcess, allowed_cpus, host_tmp_dir, need_programs, need_root, thread_cpus, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -72,6 +73,22 @@ def pod_volume(data_dir: Path, pod: Obj, volume: str) -> Path:
     return next((data_dir / "agent" / "pods" / pod["metadata"]["uid"] / "volumes").glob(f"*/{volume}"))
 
 
+def _check_only_the_api_server_is_pinned(up: UpRun, data_dir: Path) -> None:
+    """PF92: `up` keeps its API server's threads on one CPU by default; the pod's processes, the node's
+    CPU capacity and the process's other threads keep every CPU."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        return  # one CPU: nothing is pinned, and nothing can be told apart
+    threads = thread_cpus(up.up.proc.pid)
+    assert sum(1 for allowed in threads.values() if len(allowed) == 1) >= 3, threads
+    assert threads[up.up.proc.pid] == cpus
+    containers = processes_under(data_dir)
+    assert containers, "the pod's processes"
+    assert all(allowed_cpus(pid) == cpus for pid in containers), {pid: allowed_cpus(pid) for pid in containers}
+    node = up.client.list("nodes")[0][0]
+    assert node["status"]["capacity"]["cpu"] == str(len(cpus))
+
+
 def test_quickstart_pod_runs_on_a_real_loop_backed_ext4_volume(up_dir: Path) -> None:
     up = UpRun(up_dir, "-f", "examples/quickstart/")
     try:
@@ -86,6 +103,7 @@ def test_quickstart_pod_runs_on_a_real_loop_backed_ext4_volume(up_dir: Path) -> 
         assert entry.source in backing, (entry.source, backing)
         assert Path(f"/sys/block/{os.path.basename(entry.source)}/loop/dio").read_text().strip() == "1"
         assert (data / "log.txt").read_text().startswith("started on writer at ")
+        _check_only_the_api_server_is_pinned(up, up_dir)
 
         client.delete("pods", "writer", "default")
         client.delete("persistentvolumeclaims", "data", "default")

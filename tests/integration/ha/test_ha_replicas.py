@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from ha_support import ReplicaSet, serve_env, wait_until
-from support import UpProcess, kubectl_binary
+from support import UpProcess, kubectl_binary, thread_cpus
 
 from storage.api.bootstrap_tokens import new_bootstrap_token
 from storage.client import Client
@@ -212,6 +212,12 @@ def test_ha_serve_replicas_and_client_failover(postgres_url: str, tmp_path: Path
         assert len(servers) == 2 and len(set(servers)) == 2
         access = load_access(ready["kubeconfig"])
         assert access.servers == tuple(servers)
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 2:
+            # PF92: with --api-server-cpu auto the replicas' API servers take the CPUs in turn.
+            for index, pid in enumerate(pids):
+                pinned = {frozenset(c) for c in thread_cpus(pid).values() if len(c) == 1}
+                assert pinned == {frozenset({cpus[index % len(cpus)]})}, (index, thread_cpus(pid))
         # The node agent joins through a bootstrap kubeconfig naming both replicas.
         with Client.from_access(access) as client:
             client.create(_configmap("before"))
