@@ -68,6 +68,11 @@ def pin_current_thread(choice: int | None) -> int | None:
     cpu = least_busy_cpu() if choice < 0 else choice
     if cpu not in _PROCESS_CPUS:
         raise ValueError(f"CPU {cpu} is not one this process may use ({sorted(_PROCESS_CPUS)})")
-    os.sched_setaffinity(0, {cpu})
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        # The process's cpuset shrank since it started: the pin is only a speed-up, so serve unpinned.
+        log.warning("api server threads left free: the CPU cannot be set", cpu=cpu, error=exc.strerror)
+        return None
     log.info("api server threads pinned", cpu=cpu)
     return cpu

@@ -118,3 +118,17 @@ def test_replicas_take_the_cpus_in_turn_with_auto_and_pass_an_explicit_choice_th
     # The supervisor sets each replica's CPU itself: the user's flag is not passed on as well.
     assert _child_args(["--api-server-cpu", "3", "--store", "x"]) == ["--store", "x"]
     assert _child_args(["--api-server-cpu=none", "--store", "x"]) == ["--store", "x"]
+
+
+def test_a_cpu_the_kernel_refuses_leaves_the_threads_free_and_the_server_serving(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cpuset that shrank after the process started: sched_setaffinity fails with EINVAL (injected
+    here, as no test can shrink this process's cpuset); the pin is a speed-up, so nothing fails."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("pinning needs a process allowed two CPUs or more; this one has one")
+    def refuse(pid: int, mask: object) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    assert _in_thread(lambda: (affinity.pin_current_thread(max(cpus)), os.sched_getaffinity(0))) == (None, cpus)
