@@ -188,14 +188,15 @@ def main() -> None:
         free: dict[str, ApiServerProcess] = {}
         floor = None if args.no_floor else ServerProcess(floor_process)
         try:
+            def server_on_own_store(scheme: str, name: str, cpu: int | None) -> ApiServerProcess:
+                url = (pg.create_database(f"bench_{name.replace('-', '_')}") if pg is not None
+                       else f"sqlite:///{tmp}/{name}.db")
+                return ApiServerProcess(url, tmp / name, tls=scheme == "https", cpu=cpu)
+
             for scheme in schemes:
-                url = (pg.create_database(f"bench_api_{scheme}") if pg is not None
-                       else f"sqlite:///{tmp}/api-{scheme}.db")
-                servers[scheme] = ApiServerProcess(url, tmp / f"api-{scheme}", tls=scheme == "https")
+                servers[scheme] = server_on_own_store(scheme, f"api-{scheme}", -1)
                 if args.free:
-                    url = (pg.create_database(f"bench_api_{scheme}_free") if pg is not None
-                           else f"sqlite:///{tmp}/api-{scheme}-free.db")
-                    free[scheme] = ApiServerProcess(url, tmp / f"api-{scheme}-free", tls=scheme == "https", cpu=None)
+                    free[scheme] = server_on_own_store(scheme, f"api-{scheme}-free", None)
             for clients in (int(c) for c in args.clients.split(",")):
                 seconds: dict[str, float] = {}
                 for scheme, server in servers.items():

@@ -504,19 +504,15 @@ _common = [
 
 
 def _api_server_cpu(value: str) -> int | None:
-    from storage.system.affinity import parse_cpu_choice, process_cpus
+    from storage.system.affinity import check_allowed, parse_cpu_choice
 
     try:
         cpu = parse_cpu_choice(value)
+        if cpu is not None and cpu >= 0:
+            check_allowed(cpu)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if cpu is not None and cpu >= 0 and cpu not in process_cpus():
-        raise click.BadParameter(f"CPU {cpu} is not one this process may use: {_cpu_list(process_cpus())}")
     return cpu
-
-
-def _cpu_list(cpus: frozenset[int]) -> str:
-    return ",".join(str(c) for c in sorted(cpus))
 
 
 def _register_csi(controllers: tuple[str, ...], node_drivers: tuple[str, ...] = ()) -> None:

@@ -39,6 +39,13 @@ def parse_cpu_choice(text: str) -> int | None:
     return int(value)
 
 
+def check_allowed(cpu: int) -> None:
+    """Raise ValueError, naming the CPUs it may use, for a CPU this process may not use."""
+    if cpu not in _PROCESS_CPUS:
+        allowed = ",".join(str(c) for c in sorted(_PROCESS_CPUS))
+        raise ValueError(f"CPU {cpu} is not one this process may use: {allowed}")
+
+
 def least_busy_cpu(cpus: frozenset[int] | None = None, stat: Path = Path("/proc/stat")) -> int:
     """The allowed CPU with the least busy time since boot (ties to the highest number, as the
     lowest ones take the boot-time and interrupt work)."""
@@ -66,8 +73,7 @@ def pin_current_thread(choice: int | None) -> int | None:
     if choice is None or len(_PROCESS_CPUS) < 2:
         return None
     cpu = least_busy_cpu() if choice < 0 else choice
-    if cpu not in _PROCESS_CPUS:
-        raise ValueError(f"CPU {cpu} is not one this process may use ({sorted(_PROCESS_CPUS)})")
+    check_allowed(cpu)
     try:
         os.sched_setaffinity(0, {cpu})
     except OSError as exc:
