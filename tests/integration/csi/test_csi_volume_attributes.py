@@ -212,7 +212,15 @@ def test_vac4_vac5_the_expand_secret_goes_along_and_a_driver_error_is_retried_in
         _set_vac(cluster, name, "platinum")
     wait_until(lambda: _claim(cluster, "good")["status"].get("currentVolumeAttributesClassName") == "platinum",
                "applied with the expand secret")
-    assert [c["secret_keys"] for c in _calls(driver, "ControllerModifyVolume")][0] == ["token"]
+    # The two claims' calls interleave in either order: each is told apart by its volume's handle.
+    handles = {n: cluster.client.get(PVS, _claim(cluster, n)["spec"]["volumeName"])["spec"]["csi"]["volumeHandle"]
+               for n in ("good", "bad")}
+
+    def keys(name: str) -> list[list[str]]:
+        return [c["secret_keys"] for c in _calls(driver, "ControllerModifyVolume")
+                if c["request"].get("volume_id") == handles[name]]
+
+    assert keys("good") and all(k == ["token"] for k in keys("good"))
 
     def errored() -> dict[str, Any] | None:
         c = _claim(cluster, "bad")
@@ -220,6 +228,7 @@ def test_vac4_vac5_the_expand_secret_goes_along_and_a_driver_error_is_retried_in
         return c if found else None
 
     bad = wait_until(errored, "ModifyVolumeError condition")
+    assert keys("bad") and all(k == [] for k in keys("bad"))
     assert bad["status"]["modifyVolumeStatus"] == {"status": "InProgress", "targetVolumeAttributesClassName": "platinum"}
     assert bad["status"]["currentVolumeAttributesClassName"] == "gold"
     message = next(x for x in bad["status"]["conditions"] if x["type"] == "ModifyVolumeError")["message"]
