@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Literal
 
 import structlog
@@ -16,6 +17,7 @@ import structlog
 from provisioners import registry as provisioner_registry
 from provisioners.base import ANN_PROVISIONED_BY, secrets_available
 from storage.api.timestamps import now as _now
+from storage.api.timestamps import parse_time
 from storage.api.volume_attributes import (
     COND_MODIFY_ERROR, COND_MODIFYING, MODIFY_IN_PROGRESS, MODIFY_INFEASIBLE, MODIFY_PENDING, VAC_PROTECTION,
     claim_referenced_classes, current_class, modify_status, requested_class, volume_referenced_classes,
@@ -28,7 +30,9 @@ from storage.errors import InfeasibleError, NotFound
 
 log = structlog.get_logger(__name__)
 
-# external-resizer's slow set: an Infeasible class is tried again this much later unless the claim changes first.
+# external-resizer's slow set: an Infeasible class is tried again this much later unless the claim asks for another
+# class first. The wait is read from the claim (its ModifyingVolume condition's time), not kept in memory: the
+# controller's own status write is a change of the claim too, and must not start the next attempt.
 INFEASIBLE_RETRY_SECONDS = 300.0
 
 
@@ -42,16 +46,31 @@ class ModifyPlan:
 
     ``none``: nothing to do; ``clear``: the claim asks again for the applied class, so a Pending or Infeasible
     change is dropped (Kubernetes' roll-back); ``pending``: the class does not exist yet; ``infeasible``: the class
-    cannot apply to this volume (``message`` says why); ``modify``: call the driver with ``parameters``."""
+    cannot apply to this volume (``message`` says why); ``wait``: the driver refused this class as infeasible less
+    than ``INFEASIBLE_RETRY_SECONDS`` ago, try again in ``retry_after`` seconds; ``modify``: call the driver with
+    ``parameters``."""
 
-    action: Literal["none", "clear", "pending", "infeasible", "modify"]
+    action: Literal["none", "clear", "pending", "infeasible", "wait", "modify"]
     target: str = ""
     parameters: dict[str, str] | None = None
     message: str = ""
+    retry_after: float = 0.0
+
+
+def _infeasible_for(claim: dict[str, Any], target: str, now: datetime) -> float:
+    """Seconds left of the slow set's wait when ``target`` was found Infeasible for this claim; else 0."""
+    status = modify_status(claim)
+    if status.get("status") != MODIFY_INFEASIBLE or status.get("targetVolumeAttributesClassName") != target:
+        return 0.0
+    conditions = (claim.get("status") or {}).get("conditions") or []
+    since = next((parse_time(c.get("lastTransitionTime")) for c in conditions if c.get("type") == COND_MODIFYING), None)
+    if since is None:
+        return 0.0
+    return max(0.0, INFEASIBLE_RETRY_SECONDS - (now - since).total_seconds())
 
 
 def plan_modify(claim: dict[str, Any], volume: dict[str, Any] | None, vac: dict[str, Any] | None,
-                driver: str, supports_modify: bool) -> ModifyPlan:
+                driver: str, supports_modify: bool, now: datetime | None = None) -> ModifyPlan:
     """VAC4/VAC5 for a Bound claim and its volume; ``driver`` is the volume's CSI driver ("" for others)."""
     if volume is None or (claim.get("status") or {}).get("phase") != "Bound" or is_deleting(claim):
         return ModifyPlan("none")
@@ -69,6 +88,9 @@ def plan_modify(claim: dict[str, Any], volume: dict[str, Any] | None, vac: dict[
     if not supports_modify:
         return ModifyPlan("infeasible", target, message=(
             f"CSI driver {driver} cannot modify volumes (no MODIFY_VOLUME capability)"))
+    left = _infeasible_for(claim, target, now or datetime.now(timezone.utc))
+    if left > 0:
+        return ModifyPlan("wait", target, retry_after=left)
     return ModifyPlan("modify", target, dict(vac.get("parameters") or {}))
 
 
@@ -81,7 +103,14 @@ def _without_modify_conditions(conditions: Iterable[dict[str, Any]]) -> list[dic
 
 
 def _merge_condition(conditions: Iterable[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, Any]]:
-    """external-resizer's MergeModifyVolumeConditionsOfPVC: one condition of each modify type, the newest."""
+    """external-resizer's MergeModifyVolumeConditionsOfPVC: one condition of each modify type, the newest. A
+    condition that says the same again keeps its time: a new time alone would be a write, and the write a new
+    reconcile of the claim."""
+    conditions = list(conditions)
+    same = [c for c in conditions if c.get("type") == new["type"] and c.get("status") == new["status"]
+            and c.get("message") == new["message"]]
+    if same:
+        return conditions
     return [*(c for c in conditions if c.get("type") != new["type"]), new]
 
 
@@ -136,6 +165,8 @@ class VolumeModifyController(_Base):
         if plan.action == "infeasible":
             self._infeasible(claim, plan.target, plan.message)
             return Result(requeue_after=INFEASIBLE_RETRY_SECONDS)
+        if plan.action == "wait":
+            return Result(requeue_after=plan.retry_after)
         return self._modify(claim, volume, provisioner, plan)  # type: ignore[arg-type]
 
     def _set_status(self, claim: dict[str, Any], modify: dict[str, Any] | None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,16 @@ def test_vac5_pending_then_applied_and_infeasible_then_rolled_back(cluster: Clus
     assert infeasible["status"]["currentVolumeAttributesClassName"] == "later"
     failed = [e for e in cluster.events_for("data") if e["reason"] == "VolumeModifyFailed"]
     assert failed and "INVALID_ARGUMENT" in failed[0]["message"]
+    # The slow set: the controller's own status writes do not start another attempt. Before this held, the claim
+    # flipped InProgress/Infeasible on every write it made itself (over a thousand driver calls a second). A
+    # label, a change of the claim that asks for nothing new, is reconciled without calling the driver either.
+    calls, version = len(_calls(driver, "ControllerModifyVolume")), _claim(cluster, "data")["metadata"]["resourceVersion"]
+    time.sleep(1)
+    assert len(_calls(driver, "ControllerModifyVolume")) == calls
+    assert _claim(cluster, "data")["metadata"]["resourceVersion"] == version
+    cluster.client.patch(PVCS, "data", {"metadata": {"labels": {"touched": "yes"}}}, "default")
+    time.sleep(1)
+    assert len(_calls(driver, "ControllerModifyVolume")) == calls
     # A class of another driver never reaches this one.
     cluster.apply(vac("elsewhere", driver="other.csi.example.com", iops="1"))
     _set_vac(cluster, "data", "elsewhere")
