@@ -94,6 +94,22 @@ def plan_modify(claim: dict[str, Any], volume: dict[str, Any] | None, vac: dict[
     return ModifyPlan("modify", target, dict(vac.get("parameters") or {}))
 
 
+def _what_counts(claim: dict[str, Any]) -> tuple[Any, ...]:
+    meta, spec, status = _meta(claim), claim.get("spec") or {}, claim.get("status") or {}
+    return (meta.get("uid"), meta.get("deletionTimestamp"), requested_class(claim), spec.get("volumeName"),
+            status.get("phase"), current_class(claim))
+
+
+def claim_news(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+    """Whether a claim's change is news to the modify controller. Its own writes (modifyVolumeStatus, the
+    conditions) are not: an error whose message differs each time (a cloud's request id) would otherwise be
+    written, and the write would start the next attempt at once, ahead of the back-off or the Infeasible wait.
+    An unchanged object (a relist) counts, as every level-triggered look does."""
+    if old is None or new is None or old == new:
+        return True
+    return _what_counts(old) != _what_counts(new)
+
+
 def _condition(kind: str, message: str) -> dict[str, Any]:
     return {"type": kind, "status": "True", "lastTransitionTime": _now(), "message": message}
 
@@ -127,7 +143,8 @@ class VolumeModifyController(_Base):
         # Only claims that name a class or carry a change's status: a burst of claims without one costs no
         # reconcile (binding writes the claim, so a volume's own changes need no watch).
         if resource == PVCS:
-            return any(o is not None and (requested_class(o) or modify_status(o)) for o in (old, new))
+            return (any(o is not None and (requested_class(o) or modify_status(o)) for o in (old, new))
+                    and claim_news(old, new))
         return True
 
     def _keys_for_class(self, vac: dict[str, Any]) -> list[str]:

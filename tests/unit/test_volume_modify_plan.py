@@ -53,3 +53,18 @@ def test_a_condition_said_again_keeps_its_time_and_a_new_one_replaces_it() -> No
     assert _merge_condition(old, again) == old
     changed = {**again, "message": "in progress"}
     assert _merge_condition(old, changed) == [old[1], changed]
+
+
+def test_the_controllers_own_status_writes_are_no_news() -> None:
+    from storage.controllers.volume_attributes import claim_news
+
+    before = _claim("bogus", "InProgress")
+    errored = {**before, "metadata": {**before["metadata"], "resourceVersion": "9"},
+               "status": {**before["status"], "conditions": [{"type": "ModifyVolumeError", "status": "True",
+                                                               "message": "request id 2"}]}}
+    assert not claim_news(before, errored)
+    asked = {**before, "spec": {**before["spec"], "volumeAttributesClassName": "gold"}}
+    assert claim_news(before, asked)
+    applied = {**before, "status": {**before["status"], "currentVolumeAttributesClassName": "bogus"}}
+    assert claim_news(before, applied)
+    assert claim_news(None, before) and claim_news(before, None) and claim_news(before, before)
