@@ -16,6 +16,7 @@ import structlog
 
 from provisioners import registry as provisioner_registry
 from provisioners.base import ANN_PROVISIONED_BY, secrets_available
+from storage.api.conditions import condition
 from storage.api.timestamps import now as _now
 from storage.api.timestamps import parse_time
 from storage.api.volume_attributes import (
@@ -62,8 +63,8 @@ def _infeasible_for(claim: dict[str, Any], target: str, now: datetime) -> float:
     status = modify_status(claim)
     if status.get("status") != MODIFY_INFEASIBLE or status.get("targetVolumeAttributesClassName") != target:
         return 0.0
-    conditions = (claim.get("status") or {}).get("conditions") or []
-    since = next((parse_time(c.get("lastTransitionTime")) for c in conditions if c.get("type") == COND_MODIFYING), None)
+    modifying = condition(claim, COND_MODIFYING)
+    since = parse_time(modifying.get("lastTransitionTime")) if modifying is not None else None
     if since is None:
         return 0.0
     return max(0.0, INFEASIBLE_RETRY_SECONDS - (now - since).total_seconds())
@@ -123,9 +124,8 @@ def _merge_condition(conditions: Iterable[dict[str, Any]], new: dict[str, Any]) 
     condition that says the same again keeps its time: a new time alone would be a write, and the write a new
     reconcile of the claim."""
     conditions = list(conditions)
-    same = [c for c in conditions if c.get("type") == new["type"] and c.get("status") == new["status"]
-            and c.get("message") == new["message"]]
-    if same:
+    if any(c.get("type") == new["type"] and c.get("status") == new["status"] and c.get("message") == new["message"]
+           for c in conditions):
         return conditions
     return [*(c for c in conditions if c.get("type") != new["type"]), new]
 
