@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import copy
 import json
+import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from storage.api import managedfields as mf
 from storage.api import priority
@@ -43,8 +45,28 @@ Record = Callable[[dict[str, Any] | None, dict[str, Any], dict[str, Any]], None]
 # its namespace used, a job's what its controller counts (a sent Complete condition would stop it running),
 # an ingress's what its controller reports.
 _STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets", "resourcequotas", "jobs", "cronjobs", "ingresses"}
-# Read-modify-write loops retry this often when a writer races them and the client gave no precondition.
-_MAX_RETRIES = 8
+# K6: a read-modify-write without the client's precondition is tried again until it wins, as Kubernetes'
+# GuaranteedUpdate does; each loss means another writer's change went in, so the whole makes progress.
+# After the first few losses a try waits a little (jittered, doubling), so that writers racing each other
+# do not spin in step; past the budget the client gets its 409 and may try again itself.
+_FREE_RETRIES = 8
+_RETRY_WAIT_FIRST = 0.001
+_RETRY_WAIT_MOST = 0.05
+_RETRY_BUDGET_SECONDS = 30.0
+
+
+def _race_attempts() -> Iterator[int]:
+    """The attempts of one read-modify-write; ends (the caller answers 409) after the budget."""
+    deadline = time.monotonic() + _RETRY_BUDGET_SECONDS
+    attempt = 0
+    while True:
+        yield attempt
+        attempt += 1
+        if time.monotonic() >= deadline:
+            return
+        if attempt >= _FREE_RETRIES:
+            ceiling = min(_RETRY_WAIT_MOST, _RETRY_WAIT_FIRST * 2 ** (attempt - _FREE_RETRIES))
+            time.sleep(random.uniform(0, ceiling))
 
 
 def _defaulted(obj: dict[str, Any]) -> dict[str, Any]:
@@ -450,7 +472,7 @@ class Handlers:
     def _write(self, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]], wanted_rv: str | None,
                user: str, dry_run: bool, warnings: list[str] | None, record: Record) -> dict[str, Any]:
         """Read, change, check, write; re-read and retry on a race unless the client set a precondition."""
-        for _ in range(_MAX_RETRIES):
+        for _ in _race_attempts():
             old = self.store.get(t.info.plural, t.store_namespace, t.name)
             obj = changed = change(old)
             meta = obj["metadata"]
@@ -489,7 +511,7 @@ class Handlers:
                       dry_run: bool, user: str, record: Record) -> dict[str, Any]:
         if not t.info.has_status:
             raise NotFound(f"{t.info.plural} has no status subresource")
-        for _ in range(_MAX_RETRIES):
+        for _ in _race_attempts():
             old = self.store.get(t.info.plural, t.store_namespace, t.name)
             changed = change(copy.deepcopy(old))
             obj = copy.deepcopy(old)
