@@ -48,6 +48,7 @@ from storage.api.deletion import stop_window
 from storage.api.ephemeral import claim_names
 from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.names import NODE_AGENT_FINALIZER
+from storage.api.quantity import canonical
 from storage.api.timestamps import now
 from storage.agent.credentials import AgentTLS
 from storage.client import Client
@@ -97,7 +98,9 @@ class AgentConfig:
     zone: str | None = None
     provider_id: str | None = None  # the Node's spec.providerID (aws:///<zone>/<instance>): attachers find the VM by it
     host_ip: str = "127.0.0.1"
-    heartbeat_seconds: float = 10.0
+    heartbeat_seconds: float = 10.0  # the Lease's renewal, and how often the Node status is looked at
+    # The kubelet's nodeStatusReportFrequency: an unchanged Node status is written this often (L17).
+    status_report_seconds: float = 300.0
     host_path_prefixes: tuple[str, ...] = ()
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
@@ -204,6 +207,7 @@ class NodeAgent:
         self._again: set[str] = set()  # pods marked dirty while in flight
         self._last_sync = 0.0  # monotonic end of the last pod sync
         self._last_trim = 0.0  # and of the last heap trim (PF45)
+        self._status_reported: float | None = None  # monotonic time of the last Node status write
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -308,9 +312,12 @@ class NodeAgent:
         stamp = now()
         capacity, allocatable = node_resources(self.data_dir)
         limits = {key: str(n) for key, n in self.attach_limits().items()}
+        # In the API server's canonical form ("1000" is stored as "1k"), so an unchanged status compares equal.
         return {
-            "capacity": {**capacity, "pods": "1000", POOL_RESOURCE: str(total_storage), **limits},
-            "allocatable": {**allocatable, "pods": "1000", POOL_RESOURCE: str(free_storage), **limits},
+            "capacity": {k: canonical(v) for k, v in
+                         {**capacity, "pods": "1000", POOL_RESOURCE: str(total_storage), **limits}.items()},
+            "allocatable": {k: canonical(v) for k, v in
+                            {**allocatable, "pods": "1000", POOL_RESOURCE: str(free_storage), **limits}.items()},
             "conditions": [{
                 "type": "Ready", "status": "True", "reason": "KubeletReady",
                 "message": "stowage agent is posting ready status",
@@ -442,6 +449,7 @@ class NodeAgent:
             status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
         node["status"] = status
         node = self.client.update_status(node)
+        self._status_reported = time.monotonic()
         renew_lease(self.client, node, self.node)
         # Every node has its CSINode, with no drivers too, as the kubelet makes it (CS11).
         self._write_csi_node(node, csi_drivers or [])
@@ -484,6 +492,8 @@ class NodeAgent:
         memory.trim()
 
     def heartbeat_once(self) -> None:
+        """L17, as the kubelet: the Lease is renewed at every beat; the Node status is written when it
+        changed (a condition, the pool's free space, volumes in use, ...) or every ``status_report_seconds``."""
         for _attempt in range(5):
             try:
                 node = self.client.get("nodes", self.node)
@@ -494,9 +504,16 @@ class NodeAgent:
             previous = condition(node, "Ready")
             if previous and previous.get("status") == "True":
                 status["conditions"][0]["lastTransitionTime"] = previous.get("lastTransitionTime", now())
-            node["status"] = {**(node.get("status") or {}), **status}
+            merged = {**(node.get("status") or {}), **status}
+            reported = self._status_reported
+            due = reported is None or time.monotonic() - reported >= self.config.status_report_seconds
+            if not due and _without_heartbeat(merged) == _without_heartbeat(node.get("status") or {}):
+                renew_lease(self.client, node, self.node)
+                return
+            node["status"] = merged
             try:
                 saved = self.client.update_status(node)
+                self._status_reported = time.monotonic()
                 renew_lease(self.client, saved, self.node)
                 return
             except Conflict:
@@ -1445,6 +1462,19 @@ def attached_volume_name(pv: Obj | None, pv_name: str, va: Obj, registry: Plugin
     source = plugin.spec(spec)
     handle = next((str(source[f]) for f in _VOLUME_HANDLE_FIELDS if source.get(f)), pv_name)
     return f"{plugin.name}/{handle}"
+
+
+def _without_heartbeat(status: Obj) -> Any:
+    """A Node status without its conditions' heartbeat times and without empty fields (the API server
+    stores no empty list): what tells a change from a beat."""
+    def pruned(value: Any) -> Any:
+        if isinstance(value, dict):
+            kept = {k: pruned(v) for k, v in value.items() if k != "lastHeartbeatTime"}
+            return {k: v for k, v in kept.items() if v not in (None, [], {})}
+        if isinstance(value, list):
+            return [pruned(v) for v in value]
+        return value
+    return pruned(status)
 
 
 def _spec_fingerprint(pod: Obj) -> str:

@@ -64,7 +64,7 @@ def _check_pod_network(pod_cidr: str, pod_interface: str | None) -> None:
               help="The Node's spec.providerID, as the cloud names this VM (aws:///<zone>/<instance-id>).")
 @click.option("--address", default="127.0.0.1", show_default=True, help="This node's address (the agent listens here).")
 @click.option("--port", default=0, show_default=True, help="The agent's HTTP port (0: any free port).")
-@click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between node status updates.")
+@click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between Lease renewals; the Node status is written when it changes or every 5 minutes.")
 @click.option("--host-path-prefix", "host_paths", multiple=True, help="Host path prefix that hostPath volumes may use (repeatable).")
 @click.option("--pod-cidr", default="127.1.0.0/16", show_default=True,
               help="Range this node's pods take their addresses from: loopback (distinct per node on one host), "

@@ -20,11 +20,16 @@ def test_node_registers_labels_pools_endpoint_and_goes_unknown_without_heartbeat
     assert pools[0]["totalBytes"] == 2 * GiB and pools[0]["freeBytes"] == 2 * GiB
     assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == agent.port
     assert condition(node, "Ready") == "True"
-    # The heartbeat keeps it Ready past the grace period.
-    first_beat = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["lastHeartbeatTime"]
-    wait_until(lambda: next(c for c in cluster.client.get("nodes", "n1")["status"]["conditions"]
-                            if c["type"] == "Ready")["lastHeartbeatTime"] != first_beat, "a heartbeat", timeout=30)
-    assert condition(cluster.client.get("nodes", "n1"), "Ready") == "True"
+    # The Lease's renewals keep it Ready past the grace period (3 s): an unchanged Node status is not
+    # written again at each beat (L17), only the Lease.
+    def renewed() -> str:
+        return cluster.client.get("leases", "n1", "kube-node-lease")["spec"]["renewTime"]
+    written = cluster.client.get("nodes", "n1")["metadata"]["resourceVersion"]
+    renewals = {renewed()}
+    wait_until(lambda: renewals.add(renewed()) or len(renewals) >= 5, "four Lease renewals", timeout=30)
+    node = cluster.client.get("nodes", "n1")
+    assert condition(node, "Ready") == "True"
+    assert node["metadata"]["resourceVersion"] == written, "the unchanged status was written again"
 
     cluster.stop_agent("n1")
     wait_until(lambda: condition(cluster.client.get("nodes", "n1"), "Ready") == "Unknown", "Ready=Unknown", timeout=60)
