@@ -950,6 +950,7 @@ class NodeAgent:
             self._report_waiting(pod, "ContainerCreating", str(exc))
             if isinstance(exc, VolumeNotReady):
                 self.sa_tokens.prefetch(pod)  # PF72: the token is ready when the claims are
+                self._prepare_runtime(pod)
             return
         with self._lock:
             self._waiting.discard(uid)
@@ -981,6 +982,15 @@ class NodeAgent:
         log.debug("agent.pod_synced", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", phase=status.get("phase"),
                   resolve_ms=round((resolved - began) * 1000, 1), volumes_ms=round((mounted - resolved) * 1000, 1),
                   runtime_ms=round((started - mounted) * 1000, 1), status_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def _prepare_runtime(self, pod: Obj) -> None:
+        """PF93: the pod's user namespace while its volumes are made; best effort, as the start makes it
+        itself when this could not."""
+        assert self.runtime is not None
+        try:
+            self.runtime.prepare(pod)
+        except (OSError, RuntimeError) as exc:
+            log.debug("agent.prepare_failed", uid=_meta(pod).get("uid"), error=str(exc))
 
     def _retry_later(self, pod: Obj, fingerprint: str, what: str, error: str) -> None:
         """One log line per back-off step, then the pod's next try after its delay."""

@@ -281,6 +281,12 @@ class PodWorker:
             self._userns = (base, open_userns(base))
         return self._userns
 
+    def take_userns(self, prepared: tuple[int, int] | None) -> None:
+        """A user namespace the runtime made while the pod waited (PF93); used if its range is still the pod's."""
+        if prepared is not None:
+            self.close_userns()
+            self._userns = prepared
+
     def close_userns(self) -> None:
         if self._userns is not None:
             os.close(self._userns[1])

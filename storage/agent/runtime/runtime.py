@@ -16,10 +16,11 @@ from .envvars import EnvSources
 from .hosts import HostEntries
 from .ipam import CLAIMS_DIR, make_allocator
 from .logfile import split_line, stamp_of
+from .oci import uses_user_namespace
 from .orphans import reap_orphans
 from .pod import ContainersNotStopped, PodWorker, Settings, remove_unmounted
 from .runc import Runc
-from .userns import UsernsAllocator
+from .userns import UsernsAllocator, open_userns
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +77,8 @@ class PodRuntime:
         self.on_status_change = on_status_change or (lambda uid: None)
         self._lock = threading.Lock()
         self._pods: dict[str, PodWorker] = {}
+        # PF93: user namespaces (range base, descriptor) made while their pods waited for volumes.
+        self._prepared: dict[str, tuple[int, int]] = {}
         self._adopt()
 
     def _notify(self, uid: str) -> None:
@@ -115,11 +118,37 @@ class PodRuntime:
             new = worker is None
             if worker is None:
                 worker = PodWorker(self.settings, uid, pod, self.ips.allocate(uid), self._notify)
+                worker.take_userns(self._prepared.pop(uid, None))
                 self._pods[uid] = worker
         status = worker.update(pod, volumes, env_sources, hosts or [])
         if new:
             worker.start()
         return status
+
+    def prepare(self, pod: dict[str, Any]) -> None:
+        """PF93: make what a pod's first container start needs and can have before its volumes are
+        ready -- its user namespace (a range of host ids and a helper process, about 2 ms) -- while it
+        waits for them, so that the start, once they are mounted, does not wait for it. Removing the pod
+        gives both back, as for a pod that started."""
+        uid = (pod.get("metadata") or {}).get("uid")
+        if not uid or self.userns is None or not uses_user_namespace(pod):
+            return
+        with self._lock:
+            if uid in self._pods or uid in self._prepared:
+                return
+        base = self.userns.allocate(uid)
+        fd = open_userns(base)
+        with self._lock:
+            if uid in self._pods or uid in self._prepared:  # started, or prepared, meanwhile
+                os.close(fd)
+                return
+            self._prepared[uid] = (base, fd)
+
+    def _drop_prepared(self, uid: str) -> None:
+        with self._lock:
+            prepared = self._prepared.pop(uid, None)
+        if prepared is not None:
+            os.close(prepared[1])
 
     def pod_status(self, uid: str) -> dict[str, Any] | None:
         worker = self._pods.get(uid)
@@ -163,6 +192,7 @@ class PodRuntime:
         if uid in self._pods:
             raise RuntimeError(f"pod {uid} is still running; kill it first")
         pod_dir = self.pods_dir / uid
+        self._drop_prepared(uid)
         if self.userns is not None:
             self.userns.release(uid)  # the range goes back to the pool for the next pod
         address = self.ips.get(uid)
@@ -187,6 +217,10 @@ class PodRuntime:
         with self._lock:
             workers = list(self._pods.values())
             self._pods.clear()
+            prepared = list(self._prepared.values())
+            self._prepared.clear()
+        for _base, fd in prepared:
+            os.close(fd)
         for worker in workers:
             worker.stop_thread()
             with worker.lock:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -339,3 +340,63 @@ def test_pf84_a_pod_whose_exits_are_watched_is_not_looked_at_quickly_after_a_cha
     worker.wake.set()
     unwatched = _looks_within(worker, 1.0)  # still within 5 s of the start
     assert unwatched >= 5, f"{unwatched} looks in 1 s without the watch"
+
+
+def _open_fds() -> set[str]:
+    return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+def test_pf93_a_waiting_pods_user_namespace_is_made_before_its_start_and_used_by_it(harness, monkeypatch) -> None:
+    """PF93: while a pod waits for its volumes, the runtime makes its user namespace (the one its idmapped
+    mounts are made with); the start uses that one (no second helper process), and the container's
+    processes run mapped to the same range."""
+    rt = harness.runtime()
+    if rt.userns is None:
+        pytest.skip("user namespaces are off in this runtime")
+    from storage.agent.runtime import pod as pod_module
+    from storage.agent.runtime import runtime as runtime_module
+
+    made: list[int] = []
+    real_open = runtime_module.open_userns
+
+    def counted(base: int, *args: Any) -> int:
+        made.append(base)
+        return real_open(base, *args)
+
+    monkeypatch.setattr(runtime_module, "open_userns", counted)
+    monkeypatch.setattr(pod_module, "open_userns", counted)
+    pod = _pod("pf93", ["sleep", "1000"])
+    uid = pod["metadata"]["uid"]
+    rt.prepare(pod)
+    rt.prepare(pod)  # a second look while it still waits makes nothing more
+    base = rt.userns.get(uid)
+    assert base is not None and made == [base]
+    assert os.readlink(f"/proc/self/fd/{rt._prepared[uid][1]}").startswith("user:[")
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running", timeout=60)
+    assert made == [base], "the start used the prepared namespace"
+    pid = rt.settings.runc.state(f"stowage-{uid}-c")["pid"]
+    assert Path(f"/proc/{pid}/uid_map").read_text().split()[:2] == ["0", str(base)]
+    rt.kill_pod(uid, 5)
+    rt.remove_pod(uid)
+    assert rt.userns.get(uid) is None
+
+
+def test_pf93_a_pod_removed_while_it_waited_gives_its_range_and_namespace_back(harness) -> None:
+    rt = harness.runtime()
+    if rt.userns is None:
+        pytest.skip("user namespaces are off in this runtime")
+    before = _open_fds()
+    pod = _pod("pf93-gone", ["sleep", "1000"])
+    uid = pod["metadata"]["uid"]
+    rt.prepare(pod)
+    base = rt.userns.get(uid)
+    assert base is not None and _open_fds() - before, "a namespace is held for it"
+    assert rt.kill_pod(uid) is None  # nothing ran
+    rt.remove_pod(uid)
+    assert rt.userns.get(uid) is None and not (rt.userns.claims_dir / str(base)).exists()
+    assert not (_open_fds() - before), "its namespace's descriptor is closed"
+    host_users = _pod("pf93-host", ["sleep", "1000"], hostUsers=True)
+    rt.prepare(host_users)
+    assert rt.userns.get(host_users["metadata"]["uid"]) is None, "a pod on the host's users gets no range"
