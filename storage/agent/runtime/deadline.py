@@ -26,6 +26,11 @@ class StopDeadline:
             self._cond.notify_all()
             return True
 
+    def wake(self) -> None:
+        """Wake the waiters without moving the end: something they wait for besides it has happened."""
+        with self._cond:
+            self._cond.notify_all()
+
     def wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, less if the deadline passes or moves earlier meanwhile."""
         with self._cond:

@@ -400,3 +400,43 @@ def test_pf93_a_pod_removed_while_it_waited_gives_its_range_and_namespace_back(h
     host_users = _pod("pf93-host", ["sleep", "1000"], hostUsers=True)
     rt.prepare(host_users)
     assert rt.userns.get(host_users["metadata"]["uid"]) is None, "a pod on the host's users gets no range"
+
+
+def test_a_prestop_hook_runs_before_sigterm_and_a_container_without_one_gets_no_hook(harness, monkeypatch) -> None:
+    """G1: a container's preStop exec hook runs inside it before its SIGTERM (the container's trap sees what
+    the hook left: exit code 7); a container without a hook is stopped with no hook run at all (before, a
+    thread per container ran a no-op hook, and the stop waited on it up to 50 ms)."""
+    rt = harness.runtime()
+    hooked = _pod("hooked", ["sh", "-c", "trap 'test -f /tmp/hooked && exit 7; exit 0' TERM; "
+                             "while true; do sleep 60 & wait $!; done"])
+    hooked["spec"]["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": ["touch", "/tmp/hooked"]}}}
+    plain = _pod("plain", ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 60 & wait $!; done"])
+    from storage.agent.runtime.pod import PodWorker
+
+    ran: list[str] = []
+    real = PodWorker.pre_stop
+
+    def counted(self: Any, cs: Any, timeout: float) -> None:
+        ran.append(self.pod["metadata"]["name"])
+        real(self, cs, timeout)
+
+    monkeypatch.setattr(PodWorker, "pre_stop", counted)
+    for pod in (hooked, plain):
+        uid = pod["metadata"]["uid"]
+        rt.sync_pod(pod, {}, NO_SOURCES, [])
+        harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running", timeout=60)
+        pid = rt.settings.runc.state(f"stowage-{uid}-c")["pid"]
+
+        def trap_installed() -> bool:
+            caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                          if line.startswith("SigCgt:"))
+            return bool(int(caught.split()[1], 16) & (1 << (15 - 1)))
+
+        wait_for(trap_installed, "the container's SIGTERM trap", 30)
+    final = rt.kill_pod(hooked["metadata"]["uid"], 30)
+    assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 7, "the hook ran before SIGTERM"
+    final = rt.kill_pod(plain["metadata"]["uid"], 30)
+    assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert ran == ["hooked"]
+    for pod in (hooked, plain):
+        rt.remove_pod(pod["metadata"]["uid"])
