@@ -18,10 +18,12 @@ if sys.argv[1:2] == ["agent"]:
 
 import click
 import httpx
+import structlog
 
 from storage.cli.context import global_options
 from storage.cli.edits import EditError
 from storage.cli.errors import CommandError, server_error_line, transport_error_line
+from storage.cli.logging_setup import configure_logging
 from storage.cli.manifests import ManifestError
 from storage.errors import StowageError
 
@@ -82,6 +84,11 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> int:
     server = ""
     try:
+        # Every command logs on stderr at INFO by default (stdout is for its output); up, serve and agent
+        # configure it again with their --log-format. A command run inside one of them (up's apply of
+        # its manifests) keeps what that one chose.
+        if not structlog.is_configured():
+            configure_logging("console")
         with cli.make_context("stowage", list(sys.argv[1:] if argv is None else argv)) as ctx:
             try:
                 cli.invoke(ctx)

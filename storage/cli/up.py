@@ -7,7 +7,6 @@ control plane without the agent, for many hosts sharing one PostgreSQL.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 import threading
@@ -19,12 +18,12 @@ import click
 import structlog
 
 from storage.cli.errors import CommandError
+from storage.cli.logging_setup import configure_logging
 from storage.cli.replicas import leader_election_config, leader_election_options, run_replicas
 from storage.system.signals import stop_on_signals, wait_until_set
 
 DEFAULT_LISTEN = "127.0.0.1:6443"
 DATA_DIR_ENV = "STOWAGE_DATA_DIR"
-LOG_LEVEL_ENV = "STOWAGE_LOG_LEVEL"
 DB_FILE = "stowage.db"
 KUBECONFIG_FILE = "kubeconfig"
 
@@ -46,36 +45,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise CommandError(f"--listen: port must be between 0 and 65535, got {port}")
     return host.strip("[]"), port
-
-
-def configure_logging(fmt: str) -> None:
-    """Structured logs on stderr; JSON for machines, a console renderer for people.
-
-    The level is $STOWAGE_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR; default INFO).
-    """
-    name = os.environ.get(LOG_LEVEL_ENV, "INFO").upper()
-    level = logging.getLevelName(name)
-    if not isinstance(level, int):
-        raise CommandError(f"${LOG_LEVEL_ENV}: unknown level {name!r}: use DEBUG, INFO, WARNING or ERROR")
-    renderer: Any
-    if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        cache_logger_on_first_use=False,
-    )
-    # Libraries (uvicorn, SQLAlchemy) stay at WARNING unless DEBUG is asked for.
-    logging.basicConfig(level=logging.DEBUG if level <= logging.DEBUG else logging.WARNING, stream=sys.stderr, force=True)
 
 
 def _redact(url: str) -> str:

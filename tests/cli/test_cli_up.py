@@ -121,6 +121,11 @@ def test_down_never_signals_a_process_that_only_reuses_a_stale_pid(tmp_path: Pat
         assert proc.returncode == 0, proc.stderr
         assert bystander.poll() is None, "stowage down signalled a process that was not its up"
         assert not (data_dir / "up.pid").exists()
+        # Its stdout is its summary alone; its log lines go to stderr, at INFO (they were printed on stdout,
+        # DEBUG included, as no command but up, serve and agent set up logging).
+        assert proc.stdout.splitlines() == [
+            "stopped 0 pod(s) (0 container(s)), released 0 mount(s) and 0 loop device(s)"], proc.stdout
+        assert "node stopped" in proc.stderr and "[debug" not in proc.stderr, proc.stderr
     finally:
         bystander.kill()
         bystander.wait()

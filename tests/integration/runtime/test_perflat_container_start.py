@@ -32,6 +32,19 @@ def _running(harness: Any, rt: Any, name: str, command: list[str]) -> str:
     return str(uid)
 
 
+def _wait_for_term_trap(rt: Any, uid: str) -> None:
+    """The shell is the container's PID 1, which drops a SIGTERM it has no handler for: stop it only once its
+    trap is installed (SIGTERM in the process's caught signals), or a loaded host makes it end on SIGKILL."""
+    pid = rt.settings.runc.state(f"stowage-{uid}-c")["pid"]
+
+    def trap_installed() -> bool:
+        caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) & (1 << (15 - 1)))
+
+    wait_for(trap_installed, "the container's SIGTERM trap", 30)
+
+
 def _stop_a_container_that_ends_on_sigterm(harness: Any, name: str) -> tuple[Any, list[tuple[str, ...]]]:
     """Start a pod whose container exits 0 on SIGTERM and stop it, recording every runc command (the
     real ones still run); the runtime and the commands."""
@@ -46,16 +59,7 @@ def _stop_a_container_that_ends_on_sigterm(harness: Any, name: str) -> tuple[Any
 
     runc._cmd = recorded  # type: ignore[method-assign]
     uid = _running(harness, rt, name, ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done"])
-    # The shell is the container's PID 1, which drops a SIGTERM it has no handler for: stop it only once its
-    # trap is installed (SIGTERM in the process's caught signals), or a loaded host makes it end on SIGKILL.
-    pid = rt.settings.runc.state(f"stowage-{uid}-c")["pid"]
-
-    def trap_installed() -> bool:
-        caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if line.startswith("SigCgt:"))
-        return bool(int(caught.split()[1], 16) & (1 << (15 - 1)))
-
-    wait_for(trap_installed, "the container's SIGTERM trap", 30)
+    _wait_for_term_trap(rt, uid)
     final = rt.kill_pod(uid, 60)
     assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0, "it ended on SIGTERM, not SIGKILL"
     return rt, commands
@@ -425,14 +429,7 @@ def test_a_prestop_hook_runs_before_sigterm_and_a_container_without_one_gets_no_
         uid = pod["metadata"]["uid"]
         rt.sync_pod(pod, {}, NO_SOURCES, [])
         harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running", timeout=60)
-        pid = rt.settings.runc.state(f"stowage-{uid}-c")["pid"]
-
-        def trap_installed() -> bool:
-            caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                          if line.startswith("SigCgt:"))
-            return bool(int(caught.split()[1], 16) & (1 << (15 - 1)))
-
-        wait_for(trap_installed, "the container's SIGTERM trap", 30)
+        _wait_for_term_trap(rt, uid)
     final = rt.kill_pod(hooked["metadata"]["uid"], 30)
     assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 7, "the hook ran before SIGTERM"
     final = rt.kill_pod(plain["metadata"]["uid"], 30)
