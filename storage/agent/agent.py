@@ -314,10 +314,8 @@ class NodeAgent:
         limits = {key: str(n) for key, n in self.attach_limits().items()}
         # In the API server's canonical form ("1000" is stored as "1k"), so an unchanged status compares equal.
         return {
-            "capacity": {k: canonical(v) for k, v in
-                         {**capacity, "pods": "1000", POOL_RESOURCE: str(total_storage), **limits}.items()},
-            "allocatable": {k: canonical(v) for k, v in
-                            {**allocatable, "pods": "1000", POOL_RESOURCE: str(free_storage), **limits}.items()},
+            "capacity": _canonical({**capacity, "pods": "1000", POOL_RESOURCE: str(total_storage), **limits}),
+            "allocatable": _canonical({**allocatable, "pods": "1000", POOL_RESOURCE: str(free_storage), **limits}),
             "conditions": [{
                 "type": "Ready", "status": "True", "reason": "KubeletReady",
                 "message": "stowage agent is posting ready status",
@@ -1474,17 +1472,21 @@ def attached_volume_name(pv: Obj | None, pv_name: str, va: Obj, registry: Plugin
     return f"{plugin.name}/{handle}"
 
 
+def _canonical(resources: dict[str, str]) -> dict[str, str]:
+    return {name: canonical(quantity) for name, quantity in resources.items()}
+
+
 def _without_heartbeat(status: Obj) -> Any:
-    """A Node status without its conditions' heartbeat times and without empty fields (the API server
+    """A Node status without its timestamps (``_without_times``) and without empty fields (the API server
     stores no empty list): what tells a change from a beat."""
     def pruned(value: Any) -> Any:
         if isinstance(value, dict):
-            kept = {k: pruned(v) for k, v in value.items() if k != "lastHeartbeatTime"}
+            kept = {k: pruned(v) for k, v in value.items()}
             return {k: v for k, v in kept.items() if v not in (None, [], {})}
         if isinstance(value, list):
             return [pruned(v) for v in value]
         return value
-    return pruned(status)
+    return pruned(_without_times(status))
 
 
 def _spec_fingerprint(pod: Obj) -> str:

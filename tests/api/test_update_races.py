@@ -50,111 +50,104 @@ class Rival:
 
 
 @pytest.fixture
-def rival(api_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Rival]]:
+def rival(module_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Rival]]:
+    """Arms a rival on the module's API server (each test uses names of its own); disarmed after the test."""
     def arm(resource: str, name: str, losses: int = LOSSES, status: bool = False) -> Rival:
-        r = Rival(api_server, resource, name, losses, status)
-        monkeypatch.setattr(api_server.store, "get", r.get)
+        r = Rival(module_server, resource, name, losses, status)
+        monkeypatch.setattr(module_server.store, "get", r.get)
         return r
 
     yield arm
 
 
-def http(server: RunningServer) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=60,
-                        verify=server.verify())
-
-
 @pytest.mark.parametrize("version", KUBECTL_VERSIONS)
-def test_k6_kubectl_patch_outlasts_many_lost_races(api_server: RunningServer, rival: Callable[..., Rival],
-                                                    version: str, tmp_path: Path) -> None:
-    with http(api_server) as c:
-        created = c.post("/api/v1/namespaces/default/configmaps", json={
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "contended"}, "data": {"a": "1"}})
-        assert created.status_code == 201, created.text
-        r = rival("configmaps", "contended")
-        assert api_server.kubeconfig is not None
-        patched = run_kubectl(version, api_server.kubeconfig, tmp_path / "cache", "patch", "configmap",
-                              "contended", "--type", "merge", "-p", '{"data":{"b":"2"}}')
-        assert patched.returncode == 0, patched.stderr
-        assert r.writes == LOSSES, "the patch lost every race the rival made"
-        live = c.get("/api/v1/namespaces/default/configmaps/contended").json()
-        # Both writers' changes are in: the patch was applied to the rival's last version, not over it.
-        assert live["data"] == {"a": "1", "b": "2"}
-        assert live["metadata"]["labels"] == {"rival": str(LOSSES)}
+def test_k6_kubectl_patch_outlasts_many_lost_races(module_server: RunningServer, http: httpx.Client,
+                                                    rival: Callable[..., Rival], version: str, tmp_path: Path) -> None:
+    name = f"contended-{version.replace('.', '-')}"
+    path = f"/api/v1/namespaces/default/configmaps/{name}"
+    kubeconfig = module_server.kubeconfig
+    assert kubeconfig is not None
+    created = http.post("/api/v1/namespaces/default/configmaps", json={
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "1"}})
+    assert created.status_code == 201, created.text
+    r = rival("configmaps", name)
+    patched = run_kubectl(version, kubeconfig, tmp_path / "cache", "patch", "configmap", name,
+                          "--type", "merge", "-p", '{"data":{"b":"2"}}')
+    assert patched.returncode == 0, patched.stderr
+    assert r.writes == LOSSES, "the patch lost every race the rival made"
+    live = http.get(path).json()
+    # Both writers' changes are in: the patch was applied to the rival's last version, not over it.
+    assert live["data"] == {"a": "1", "b": "2"}
+    assert live["metadata"]["labels"] == {"rival": str(LOSSES)}
 
-        r = rival("configmaps", "contended")
-        labelled = run_kubectl(version, api_server.kubeconfig, tmp_path / "cache", "label", "configmap",
-                               "contended", "team=storage")
-        assert labelled.returncode == 0, labelled.stderr
-        assert r.writes == LOSSES
-        live = c.get("/api/v1/namespaces/default/configmaps/contended").json()
-        assert live["metadata"]["labels"] == {"rival": str(LOSSES), "team": "storage"}
+    r = rival("configmaps", name)
+    labelled = run_kubectl(version, kubeconfig, tmp_path / "cache", "label", "configmap", name, "team=storage")
+    assert labelled.returncode == 0, labelled.stderr
+    assert r.writes == LOSSES
+    assert http.get(path).json()["metadata"]["labels"] == {"rival": str(LOSSES), "team": "storage"}
 
-        r = rival("configmaps", "contended")
-        manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: contended\ndata:\n  c: '3'\n"
-        applied = run_kubectl(version, api_server.kubeconfig, tmp_path / "cache", "apply", "--server-side",
-                              "--field-manager", "k6", "-f", "-", stdin=manifest)
-        assert applied.returncode == 0, applied.stderr
-        assert r.writes == LOSSES
-        assert c.get("/api/v1/namespaces/default/configmaps/contended").json()["data"]["c"] == "3"
+    r = rival("configmaps", name)
+    manifest = f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  c: '3'\n"
+    applied = run_kubectl(version, kubeconfig, tmp_path / "cache", "apply", "--server-side",
+                          "--field-manager", "k6", "-f", "-", stdin=manifest)
+    assert applied.returncode == 0, applied.stderr
+    assert r.writes == LOSSES
+    assert http.get(path).json()["data"]["c"] == "3"
 
 
-def test_k6_put_without_resource_version_and_status_patch_retry(api_server: RunningServer,
+def test_k6_put_without_resource_version_and_status_patch_retry(http: httpx.Client,
                                                                rival: Callable[..., Rival]) -> None:
-    with http(api_server) as c:
-        claims = "/api/v1/namespaces/default/persistentvolumeclaims"
-        body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
-        assert c.post(claims, json=body).status_code == 201
-        r = rival("persistentvolumeclaims", "data", status=True)
-        patched = c.patch(f"{claims}/data/status", json={"status": {"phase": "Lost"}},
-                          headers={"Content-Type": "application/merge-patch+json"})
-        assert patched.status_code == 200, patched.text
-        assert r.writes == LOSSES
-        status = c.get(f"{claims}/data").json()["status"]
-        assert status["phase"] == "Lost" and status["capacity"] == {"storage": f"{LOSSES}Gi"}
-
-        r = rival("persistentvolumeclaims", "data")
-        replaced = c.put(f"{claims}/data", json={**body, "metadata": {"name": "data", "annotations": {"x": "y"}}})
-        assert replaced.status_code == 200, replaced.text
-        assert r.writes == LOSSES
-        meta = c.get(f"{claims}/data").json()["metadata"]
-        # A PUT without resourceVersion is the whole object the client sent: the rival's label goes, as in
-        # Kubernetes, where an unconditional update replaces what it finds.
-        assert meta["annotations"] == {"x": "y"} and "rival" not in (meta.get("labels") or {})
-
-
-def test_k6_a_precondition_is_409_at_the_first_loss(api_server: RunningServer, rival: Callable[..., Rival]) -> None:
-    with http(api_server) as c:
-        maps = "/api/v1/namespaces/default/configmaps"
-        created = c.post(maps, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "guarded"}})
-        assert created.status_code == 201
-        version = created.json()["metadata"]["resourceVersion"]
-        r = rival("configmaps", "guarded")
-        answer = c.patch(f"{maps}/guarded", json={"metadata": {"resourceVersion": version}, "data": {"b": "2"}},
+    claims = "/api/v1/namespaces/default/persistentvolumeclaims"
+    body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    assert http.post(claims, json=body).status_code == 201
+    r = rival("persistentvolumeclaims", "data", status=True)
+    patched = http.patch(f"{claims}/data/status", json={"status": {"phase": "Lost"}},
                          headers={"Content-Type": "application/merge-patch+json"})
-        assert answer.status_code == 409, answer.text
-        assert "the object has been modified" in answer.json()["message"]
-        assert r.writes == 1, "not tried again: the client asked for that version only"
-        live = c.get(f"{maps}/guarded").json()
-        assert "data" not in live and live["metadata"]["labels"] == {"rival": "1"}
+    assert patched.status_code == 200, patched.text
+    assert r.writes == LOSSES
+    status = http.get(f"{claims}/data").json()["status"]
+    assert status["phase"] == "Lost" and status["capacity"] == {"storage": f"{LOSSES}Gi"}
+
+    r = rival("persistentvolumeclaims", "data")
+    replaced = http.put(f"{claims}/data", json={**body, "metadata": {"name": "data", "annotations": {"x": "y"}}})
+    assert replaced.status_code == 200, replaced.text
+    assert r.writes == LOSSES
+    meta = http.get(f"{claims}/data").json()["metadata"]
+    # A PUT without resourceVersion is the whole object the client sent: the rival's label goes, as in
+    # Kubernetes, where an unconditional update replaces what it finds.
+    assert meta["annotations"] == {"x": "y"} and "rival" not in (meta.get("labels") or {})
 
 
-def test_k6_gives_up_with_409_after_its_budget(api_server: RunningServer, rival: Callable[..., Rival],
+def test_k6_a_precondition_is_409_at_the_first_loss(http: httpx.Client, rival: Callable[..., Rival]) -> None:
+    maps = "/api/v1/namespaces/default/configmaps"
+    created = http.post(maps, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "guarded"}})
+    assert created.status_code == 201
+    version = created.json()["metadata"]["resourceVersion"]
+    r = rival("configmaps", "guarded")
+    answer = http.patch(f"{maps}/guarded", json={"metadata": {"resourceVersion": version}, "data": {"b": "2"}},
+                        headers={"Content-Type": "application/merge-patch+json"})
+    assert answer.status_code == 409, answer.text
+    assert "the object has been modified" in answer.json()["message"]
+    assert r.writes == 1, "not tried again: the client asked for that version only"
+    live = http.get(f"{maps}/guarded").json()
+    assert "data" not in live and live["metadata"]["labels"] == {"rival": "1"}
+
+
+def test_k6_gives_up_with_409_after_its_budget(http: httpx.Client, rival: Callable[..., Rival],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from storage.apiserver import handlers
 
     monkeypatch.setattr(handlers, "_RETRY_BUDGET_SECONDS", 0.3)
-    with http(api_server) as c:
-        maps = "/api/v1/namespaces/default/configmaps"
-        assert c.post(maps, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "busy"}}).status_code == 201
-        r = rival("configmaps", "busy", losses=10**6)
-        answer = c.patch(f"{maps}/busy", json={"data": {"b": "2"}},
-                         headers={"Content-Type": "application/merge-patch+json"})
-        assert answer.status_code == 409, answer.text
-        assert r.writes > handlers._FREE_RETRIES, "it kept trying past the free retries"
-        r.losses = r.writes  # the rival stops: the client's next try wins
-        again = c.patch(f"{maps}/busy", json={"data": {"b": "2"}},
+    maps = "/api/v1/namespaces/default/configmaps"
+    assert http.post(maps, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "busy"}}).status_code == 201
+    r = rival("configmaps", "busy", losses=10**6)
+    answer = http.patch(f"{maps}/busy", json={"data": {"b": "2"}},
                         headers={"Content-Type": "application/merge-patch+json"})
-        assert again.status_code == 200, again.text
-        assert again.json()["data"] == {"b": "2"}
+    assert answer.status_code == 409, answer.text
+    assert r.writes > handlers._FREE_RETRIES, "it kept trying past the free retries"
+    r.losses = r.writes  # the rival stops: the client's next try wins
+    again = http.patch(f"{maps}/busy", json={"data": {"b": "2"}},
+                       headers={"Content-Type": "application/merge-patch+json"})
+    assert again.status_code == 200, again.text
+    assert again.json()["data"] == {"b": "2"}

@@ -282,10 +282,9 @@ class PodWorker:
         return self._userns
 
     def take_userns(self, prepared: tuple[int, int] | None) -> None:
-        """A user namespace the runtime made while the pod waited (PF93); used if its range is still the pod's."""
-        if prepared is not None:
-            self.close_userns()
-            self._userns = prepared
+        """A new worker's user namespace, made by the runtime while the pod waited (PF93); ``_userns_fd`` uses
+        it if its range is still the pod's."""
+        self._userns = prepared
 
     def close_userns(self) -> None:
         if self._userns is not None:
@@ -712,11 +711,11 @@ class PodWorker:
         state = self.s.runc.state(container_id)
         return state is not None and state.get("status") in ("created", "running", "paused")
 
-    def _has_pre_stop(self, name: str) -> bool:
-        return bool(((self._container_spec(name).get("lifecycle") or {}).get("preStop") or {}).get("exec"))
+    def _pre_stop_hook(self, name: str) -> dict[str, Any] | None:
+        return ((self._container_spec(name).get("lifecycle") or {}).get("preStop") or {}).get("exec")
 
     def pre_stop(self, cs: ContainerState, timeout: float) -> None:
-        hook = ((self._container_spec(cs.name).get("lifecycle") or {}).get("preStop") or {}).get("exec")
+        hook = self._pre_stop_hook(cs.name)
         if hook and cs.instance and timeout > 0:
             code, out = self.s.runc.exec(cs.instance.container_id, list(hook.get("command") or []), timeout)
             log.info("preStop hook ran", uid=self.uid, container=cs.name, exit_code=code)
@@ -738,7 +737,7 @@ class PodWorker:
                 finally:
                     deadline.wake()
             hooks = [threading.Thread(target=hook, args=(cs, deadline.remaining()), daemon=True)
-                     for cs in running if self._has_pre_stop(cs.name)]
+                     for cs in running if self._pre_stop_hook(cs.name)]
             for t in hooks:
                 t.start()
             # A hook still running when the period ends (or is cut short) is cut off by the SIGKILL.
