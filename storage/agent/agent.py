@@ -26,7 +26,8 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +42,7 @@ from storage.agent.object_cache import RESOURCES, ReferencedObjects, revision
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import ContainersNotStopped, PodRuntime, StopDeadline
 from storage.agent.runtime.runc import HOST_PRIVATE
-from storage.agent.sa_tokens import ServiceAccountTokenManager, kubernetes_service_env
+from storage.agent.sa_tokens import ServiceAccountTokenManager, asks_for_tokens, kubernetes_service_env
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
 from storage.api.deletion import stop_window
@@ -178,6 +179,11 @@ class NodeAgent:
         # Pods this agent has finished stopping whose API object is not gone yet (its finalizer
         # removal is still on its way back through the watch): they must not be stopped twice.
         self._stopped: set[str] = set()
+        # Of those, the ones whose finalizer removal gave up (it lost every race): each pass
+        # tries again. The others are only waited for: their watched copy still shows the finalizer until
+        # the removal comes back, and writing it again meanwhile costs the pass a round trip that, once
+        # the name is reused (a StatefulSet's next member), is refused.
+        self._unfinalized: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._endpoints: dict[tuple[str, str], Obj] = {}
         self._services: dict[tuple[str, str], Obj] = {}
@@ -201,6 +207,9 @@ class NodeAgent:
         self._reader = _CachedReader(self)
         self.env_sources = ApiEnvSources(self._reader)
         self._sync_pool = ThreadPoolExecutor(max_workers=POD_SYNC_WORKERS, thread_name_prefix="agent-pod-sync")
+        # PF94: what a new pod's start needs is made while its finalizer is written. A pool of its own: a
+        # sync worker waits for it, which on the sync pool itself could wait for ever.
+        self._prefetch_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agent-sa-prefetch")
         self._in_flight: set[str] = set()  # pods a sync worker is on; never two at once for one pod
         self.volume_backoff = Backoff()  # per pod uid: failed volume set-ups and container syncs
         self.events = EventCorrelator()
@@ -269,6 +278,7 @@ class NodeAgent:
             # event; it is a daemon touching nothing but this agent's maps, so don't wait for it.
             thread.join(timeout=0.2 if thread.name in self._watch_threads else 10)
         self._sync_pool.shutdown(wait=True, cancel_futures=True)
+        self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
         if self.runtime is not None:
             self.runtime.close()
         log.info("agent.stopped", node=self.node)
@@ -834,12 +844,16 @@ class NodeAgent:
         active: dict[str, Obj] = {}
         with self._lock:
             self._stopped &= set(pods)
+            self._unfinalized &= self._stopped
             stopped = set(self._stopped)
+            unfinalized = set(self._unfinalized)
             gone, self._gone = self._gone, {}
         for uid, pod in pods.items():
             if uid in stopped:
-                if AGENT_FINALIZER in (_meta(pod).get("finalizers") or []):
-                    self._remove_finalizer(pod)  # idempotent; recovers a removal that gave up
+                if uid in unfinalized and AGENT_FINALIZER in (_meta(pod).get("finalizers") or []):
+                    if self._remove_finalizer(pod):  # idempotent; recovers a removal that gave up
+                        with self._lock:
+                            self._unfinalized.discard(uid)
                 continue
             if _meta(pod).get("deletionTimestamp"):
                 if uid not in self._resolved and uid not in self._stopping:
@@ -854,10 +868,11 @@ class NodeAgent:
                 active[uid] = pod
         with self._lock:
             resolved = list(self._resolved)
-        for uid in resolved + sorted(self.runtime.running_pods()):
+        for uid in resolved + sorted(self.runtime.running_pods() | self.runtime.prepared_pods()):
             if uid not in pods and uid not in self._stopping:
                 # Deleted without our finalizer, force-deleted, or deleted while the agent was
-                # down: its adopted containers must stop too, within what its deletion left it.
+                # down: its adopted containers must stop too, within what its deletion left it. A pod
+                # gone before it started gives back what was prepared for it (PF93, PF94).
                 self._begin_stop(uid, None, gone.get(uid))
         if full:
             self._reconcile_volumes(active)
@@ -938,7 +953,20 @@ class NodeAgent:
         fingerprint = _spec_fingerprint(pod)
         if self.volume_backoff.waiting(uid, fingerprint) > 0:
             return  # backing off: its timer, or a change of what it uses, brings it back
-        if not self._ensure_finalizer(pod):
+        meanwhile: list[Future[None]] = []
+        if AGENT_FINALIZER not in (_meta(pod).get("finalizers") or []):
+            # PF94: a new pod's first sync makes what its start needs and can have before the finalizer
+            # is on (its service-account tokens, its user namespace) while the finalizer is written.
+            snapshot = dict(pod)  # _ensure_finalizer replaces the pod's contents
+            try:
+                if asks_for_tokens(pod):
+                    meanwhile.append(self._prefetch_pool.submit(self.sa_tokens.prefetch, snapshot))
+                meanwhile.append(self._prefetch_pool.submit(self._prepare_runtime, snapshot))
+            except RuntimeError:  # shut down: the agent is stopping
+                return
+        finalized = self._ensure_finalizer(pod)
+        wait_futures(meanwhile)  # neither raises; a token not got is asked for, and reported, below
+        if not finalized:
             return
         try:
             volumes = self._resolve_volumes(pod)
@@ -1135,9 +1163,13 @@ class NodeAgent:
             if pod is not None:
                 if final:
                     self._push_status(pod, final, force=True)
-                self._remove_finalizer(pod)
+                removed = self._remove_finalizer(pod)
+            else:
+                removed = True
             with self._lock:
                 self._stopped.add(uid)
+                if not removed:
+                    self._unfinalized.add(uid)
             self.sa_tokens.forget(uid)
             log.info("agent.pod_stopped", uid=uid)
         except ContainersNotStopped as exc:
@@ -1159,7 +1191,8 @@ class NodeAgent:
     _watch_threads = frozenset({"agent-pods", "agent-endpoints", "agent-services", "agent-claims", "agent-pvs",
                                 "agent-configmaps", "agent-secrets", "agent-attachments"})
 
-    def _remove_finalizer(self, pod: Obj) -> None:
+    def _remove_finalizer(self, pod: Obj) -> bool:
+        """False when it lost every race: the next pass tries again (an API server that fails raises)."""
         namespace, name = _key(pod)
         uid = _meta(pod).get("uid")
         with self._lock:
@@ -1173,23 +1206,24 @@ class NodeAgent:
                 try:
                     fresh = self.client.get("pods", name, namespace)
                 except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
-                    return
+                    return True
                 from_server = True
             meta = _meta(fresh)
             if meta.get("uid") != uid or AGENT_FINALIZER not in (meta.get("finalizers") or []):
                 if from_server:
-                    return
+                    return True
                 fresh = None
                 continue
             finalizers = [f for f in meta.get("finalizers") or [] if f != AGENT_FINALIZER]
             try:
                 self.client.update({**fresh, "metadata": {**meta, "finalizers": finalizers}})
-                return
+                return True
             except Conflict:
                 fresh = None
                 continue
             except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
-                return
+                return True
+        return False
 
     # ---- expansion: the node's half (FileSystemResizePending) -------------------
 

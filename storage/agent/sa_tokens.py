@@ -238,6 +238,11 @@ def kubernetes_service_env(pod: Obj, server_url: str) -> Obj:
     return {**pod, "spec": out}
 
 
+def asks_for_tokens(pod: Obj) -> bool:
+    """Whether any projected volume of ``pod`` holds a service-account token."""
+    return any(_projections(v) for v in (pod.get("spec") or {}).get("volumes") or [])
+
+
 def _projections(source: Obj) -> list[tuple[str, str, int]]:
     """(path, audience, expirationSeconds) of each ``serviceAccountToken`` in a projected volume source."""
     found: list[tuple[str, str, int]] = []

@@ -87,8 +87,20 @@ class ProbeWorker(threading.Thread):
         self.gate = gate
         initial = {"readiness": False, "liveness": True, "startup": None}[kind]
         self.state = ProbeState(initial)
+        self.first_done = threading.Event()  # the first result is in (or the worker ended without one)
+
+    def first_due_now(self) -> bool:
+        """Whether the first probe runs right away: no initial delay, and no startup probe to wait for."""
+        return (not self.first_done.is_set() and (self.gate is None or self.gate.is_set())
+                and float(self.probe.get("initialDelaySeconds") or 0) <= 0)
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.first_done.set()
+
+    def _run(self) -> None:
         if self.gate is not None:
             while not self.gate.wait(0.1):
                 if self.stop_event.is_set():
@@ -117,6 +129,7 @@ class ProbeWorker(threading.Thread):
             if new != self.state.result:
                 self.state.result = new
                 self.on_change(self.kind, bool(new))
+            self.first_done.set()
             if self.kind == "startup" and new:
                 return  # a startup probe stops once it succeeded
             if self.stop_event.wait(period):

@@ -205,6 +205,11 @@ class PodRuntime:
         with self._lock:
             return set(self._pods)
 
+    def prepared_pods(self) -> set[str]:
+        """Uids of pods prepared (PF93) and not started: a pod gone before its start still holds them."""
+        with self._lock:
+            return set(self._prepared)
+
     def update_hosts(self, uid: str, entries: HostEntries) -> bool:
         """Whether the pod's hosts file changed."""
         worker = self._pods.get(uid)

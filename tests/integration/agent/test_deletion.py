@@ -15,7 +15,7 @@ import pytest
 from agent_cluster import Cluster, claim, condition, local_class, pod, wait_until
 from provisioners import registry as provisioner_registry
 from provisioners.hostpath import HostPathProvisioner
-from storage.agent.agent import NodeAgent
+from storage.agent.agent import AGENT_FINALIZER, NodeAgent
 from storage.errors import BackendConflict, Conflict, NotFound
 from storage.system import blockdev, loop, mounts
 from support import kubectl_binary
@@ -436,6 +436,82 @@ def test_l15_a_stopped_pod_loses_its_finalizer_without_a_get_and_a_stale_copy_is
     # pass (which writes from the watched copy) may remove the finalizer first; the retry's GET then finds the
     # pod gone and writes nothing. Either way one GET, and the pod is gone.
     assert finalizer_writes in (["409", "ok"], ["409"]) and gets == ["raced"], (finalizer_writes, gets)
+
+
+class _WatchLag(dict):  # type: ignore[type-arg]
+    """The agent's watched pods, where one pod's finalizer removal and deletion are not delivered yet."""
+
+    def __init__(self, pods: dict, uid: str) -> None:
+        super().__init__(pods)
+        self.uid = uid
+        self.held = True
+
+    def __setitem__(self, key: str, value: dict) -> None:
+        finalizers = (value.get("metadata") or {}).get("finalizers") or []
+        if not (self.held and key == self.uid and AGENT_FINALIZER not in finalizers):
+            super().__setitem__(key, value)
+
+    def pop(self, key: str, *default: object) -> object:
+        if self.held and key == self.uid:
+            return self.get(key, *default)
+        return super().pop(key, *default)
+
+
+def test_l15_a_finalizer_removal_that_went_through_is_not_written_again_and_one_that_gave_up_is(
+        cluster: Cluster) -> None:
+    """L15: once the agent's finalizer removal has gone through, passes that still see the finalizer in
+    the watched copy (the removal not back through the watch yet) write nothing. A StatefulSet's next
+    member takes the name at once, so such a write was refused, and the pass that would start the new
+    member waited for its round trip. A removal that lost every race is tried again by the next pass."""
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    real_update = agent.client.update
+    writes: list[str] = []
+    refuse = [0]
+
+    def counted_update(obj: dict, *args: object, **kwargs: object) -> dict:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind", "Pod") != "Pod" or meta.get("name") != "again" or not meta.get("deletionTimestamp"):
+            return real_update(obj, *args, **kwargs)
+        if refuse[0] > 0:
+            refuse[0] -= 1
+            writes.append("409-injected")
+            raise Conflict("pods", "again", "the object has been modified")
+        try:
+            saved = real_update(obj, *args, **kwargs)
+        except Exception as exc:
+            writes.append(type(exc).__name__)
+            raise
+        writes.append("ok")
+        return saved
+
+    agent.client.update = counted_update  # type: ignore[method-assign]
+    for round_, refused in (("went through", 0), ("gave up", 10)):
+        cluster.apply(pod("again", grace=30))
+        uid = cluster.wait_running("again", ready=True)["metadata"]["uid"]
+        with agent._lock:
+            lag = agent._pods = _WatchLag(agent._pods, uid)
+        writes.clear()
+        refuse[0] = refused
+        cluster.client.delete("pods", "again", "default")
+        wait_until(lambda: uid in agent._stopped, "the agent stops the pod", 60)
+        cluster.wait_gone("pods", "again", "default")
+        full_pass(agent)
+        full_pass(agent)
+        # The watched copy still shows the finalizer: written again only where the removal gave up.
+        assert AGENT_FINALIZER in lag[uid]["metadata"]["finalizers"] and lag[uid]["metadata"]["deletionTimestamp"]
+        if refused:  # the stop's removal lost every race; a pass wrote again (from the held copy: refused if stale)
+            assert writes[:10] == ["409-injected"] * 10 and writes[10:] in (["ok"], ["Conflict", "ok"]), (round_, writes)
+        else:
+            assert writes == ["ok"], (round_, writes)
+        with agent._lock:
+            agent._pods = dict(lag)  # the watch delivers the deletion
+            agent._pods.pop(uid, None)
+            agent.referenced.pod_gone(uid)
+            agent._dirty.add(uid)
+            agent._lock.notify_all()
+        full_pass(agent)
+        assert uid not in agent._stopped and uid not in agent._unfinalized
 
 
 FREEZER = Path("/sys/fs/cgroup/freezer")

@@ -324,6 +324,38 @@ def test_readiness_exec_and_tcp_probes_drive_ready(harness):
     harness.wait(rt, uid, lambda s: condition(s, "Ready") == "False", "Ready to drop")
 
 
+def test_pf95_a_start_reports_its_readiness_probes_first_result_and_waits_no_longer_than_its_bound(harness):
+    """PF95: the status a start returns holds the first result of a readiness probe that runs at once (ready
+    after one exec), so the agent writes Running and Ready in one status; a probe that does not answer holds
+    that status back no longer than FIRST_READINESS_WAIT, and one with an initial delay not at all."""
+    import time
+
+    from storage.agent.runtime.pod import FIRST_READINESS_WAIT
+
+    rt = harness.runtime()
+    pod = make_pod("first", [{"name": "c", "command": SLEEP,
+                              "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 10}}])
+    status = rt.sync_pod(pod, {}, NO_SOURCES, [])
+    assert "running" in cstatus(status, "c")["state"] and cstatus(status, "c")["ready"] is True
+    assert condition(status, "Ready") == "True"
+
+    slow = make_pod("slow", [{"name": "c", "command": SLEEP,
+                              "readinessProbe": {"exec": {"command": ["sleep", "5"]}, "timeoutSeconds": 5,
+                                                 "periodSeconds": 10}}])
+    began = time.monotonic()
+    status = rt.sync_pod(slow, {}, NO_SOURCES, [])
+    waited = time.monotonic() - began
+    assert "running" in cstatus(status, "c")["state"] and cstatus(status, "c")["ready"] is False
+    assert FIRST_READINESS_WAIT <= waited < 3, waited  # the probe itself takes 5 s
+
+    delayed = make_pod("delayed", [{"name": "c", "command": SLEEP,
+                                    "readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": 30}}])
+    status = rt.sync_pod(delayed, {}, NO_SOURCES, [])
+    assert "running" in cstatus(status, "c")["state"] and cstatus(status, "c")["ready"] is False
+    worker = rt._pods[uid_of(delayed)].containers["c"].instance.probes["readiness"]
+    assert not worker.first_done.is_set(), "no probe ran: its first is 30 s away"
+
+
 def test_liveness_failure_restarts_with_growing_back_off(harness):
     """Liveness failure kills the container (SIGTERM ignored by sleep, then SIGKILL) and restarts it
     per restartPolicy Always with back-off doubling from the base."""
