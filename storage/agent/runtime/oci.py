@@ -76,13 +76,27 @@ def capabilities(security: dict[str, Any], available: set[str] | None = None) ->
     return ["CAP_" + c for c in chosen]
 
 
+# The volume types whose contents come from the API (Kubernetes' ReadOnlyAPIDataVolumes, since 1.10): always
+# mounted read-only, readOnly or not. Writable, a pod could change or delete its own configuration or
+# credentials under the agent, and fill the host's disk through them.
+API_DATA_SOURCES = ("configMap", "secret", "downwardAPI", "projected")
+
+
+def api_data_volumes(pod: dict[str, Any]) -> frozenset[str]:
+    """Names of the pod's volumes of an API data type."""
+    return frozenset(str(v.get("name")) for v in (pod.get("spec") or {}).get("volumes") or []
+                     if any(v.get(k) is not None for k in API_DATA_SOURCES))
+
+
 def volume_mounts(container: dict[str, Any], volumes: dict[str, str],
                   staged: list[str | None] | None = None,
-                  stage: Callable[[str, bool], str] | None = None) -> list[dict[str, Any]]:
+                  stage: Callable[[str, bool], str] | None = None,
+                  read_only: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """The container's volume binds. ``staged`` holds, per mount, the source that
     ``subpaths.stage_volume_mounts`` resolved safely (subPath, hostPath); ``stage(source, plain)``
     gives the path runc binds instead of a source (an idmapped copy of it in a user-namespaced
-    pod); ``plain`` asks for no idmap."""
+    pod); ``plain`` asks for no idmap. The volumes named in ``read_only`` are bound read-only
+    whatever the mount says."""
     mounts = []
     for i, vm in enumerate(container.get("volumeMounts") or []):
         field = f"volumeMounts[{i}]"
@@ -101,8 +115,9 @@ def volume_mounts(container: dict[str, Any], volumes: dict[str, str],
         if stage is not None:
             # A staged copy is a detached mount: it receives no propagation from the host.
             source = stage(source, propagation != "rprivate")
-        options = ["rbind", propagation, "ro" if vm.get("readOnly") else "rw"]
-        if vm.get("readOnly"):
+        ro = bool(vm.get("readOnly")) or name in read_only
+        options = ["rbind", propagation, "ro" if ro else "rw"]
+        if ro:
             options += _locked_flags(source)
         mounts.append({"destination": destination, "type": "bind", "source": source, "options": options})
     return mounts
@@ -318,7 +333,7 @@ def build_config(
     if os.path.exists("/etc/resolv.conf"):
         mounts.append({"destination": "/etc/resolv.conf", "type": "bind", "source": os.path.realpath("/etc/resolv.conf"),
                        "options": ["bind", "rprivate", "ro"]})
-    mounts.extend(volume_mounts(container, volumes, staged_mounts, stage))
+    mounts.extend(volume_mounts(container, volumes, staged_mounts, stage, read_only=api_data_volumes(pod)))
 
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}], "pids": {"limit": CONTAINER_PIDS_LIMIT}}
     resources.update(cgroup_limits(container))

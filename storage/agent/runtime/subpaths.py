@@ -20,9 +20,11 @@ import structlog
 
 from storage.errors import PermanentError
 from storage.system import mounts, safepath
+from volume_plugins.atomic_writer import DATA_DIR
 from volume_plugins.host_path import check_type
 
 from .envvars import EnvError, expand
+from .oci import api_data_volumes
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +54,26 @@ def _is_host_path(source: str, pod_dir: Path, host_path_prefixes: list[Path]) ->
     return not inside_pod and safepath.split_under(source, host_path_prefixes) is not None
 
 
-def _open_source(source: str, sub_path: str, field: str, host_path_prefixes: list[Path]) -> int:
+def _through_data(volume_fd: int, sub_path: str) -> str:
+    """A subPath into a ConfigMap, Secret, downward API or projected volume, as the path it names in the
+    volume's current data directory. The atomic writer shows each key as a link ``key -> ..data/key`` and
+    ``..data`` as a link to the timestamped directory, so the key's own path crosses two symbolic links and
+    is refused; the kubelet resolves it (a bind of the key's current file, which, as in Kubernetes, does
+    not follow later updates). Only the writer's own two links are followed: the volume is read-only to
+    every pod (A6), and anything else is left for ``open_beneath`` to refuse."""
+    first, _, rest = sub_path.partition("/")
+    try:
+        key_link = os.readlink(first, dir_fd=volume_fd)
+        data_link = os.readlink(DATA_DIR, dir_fd=volume_fd)
+    except OSError:
+        return sub_path
+    if key_link != f"{DATA_DIR}/{first}" or "/" in data_link or not data_link.startswith("..") or data_link in ("..", DATA_DIR):
+        return sub_path
+    return "/".join(p for p in (data_link, first, rest) if p)
+
+
+def _open_source(source: str, sub_path: str, field: str, host_path_prefixes: list[Path],
+                 api_data: bool = False) -> int:
     if sub_path:
         pure = PurePosixPath(sub_path)
         if pure.is_absolute():
@@ -70,7 +91,7 @@ def _open_source(source: str, sub_path: str, field: str, host_path_prefixes: lis
         return volume_fd
     try:
         try:
-            return safepath.open_beneath(volume_fd, sub_path)
+            return safepath.open_beneath(volume_fd, _through_data(volume_fd, sub_path) if api_data else sub_path)
         except FileNotFoundError:
             # Missing directories are created, as Kubernetes does, each from its parent's fd.
             return safepath.mkdirs_beneath(volume_fd, sub_path, 0o750)
@@ -104,6 +125,7 @@ def stage_volume_mounts(container: dict[str, Any], volumes: dict[str, str], env:
                   for v in ((pod or {}).get("spec") or {}).get("volumes") or [] if v.get("hostPath")}
     unstage_volume_mounts(pod_dir, name)
     lookup = dict(env).get
+    api_data = api_data_volumes(pod or {})
     sources: list[str | None] = []
     try:
         for i, vm in enumerate(container.get("volumeMounts") or []):
@@ -121,7 +143,7 @@ def stage_volume_mounts(container: dict[str, Any], volumes: dict[str, str], env:
             if not sub and not _is_host_path(source, pod_dir, host_path_prefixes):
                 sources.append(None)
                 continue
-            fd = _open_source(source, sub, sub_field, host_path_prefixes)
+            fd = _open_source(source, sub, sub_field, host_path_prefixes, api_data=volume in api_data)
             try:
                 if not sub and host_types.get(volume):
                     try:

@@ -99,6 +99,75 @@ def test_a6_read_only_mount_config_secret_env_and_memory_emptydir(cluster: Clust
     assert entry is not None and entry.fstype == "tmpfs"
 
 
+def test_a6_configmap_secret_downward_api_and_projected_volumes_are_read_only_in_the_container(cluster: Cluster) -> None:
+    """A6, SV11 (Kubernetes' ReadOnlyAPIDataVolumes): a pod cannot write, replace or delete what its ConfigMap, Secret,
+    downward API and projected volumes hold, with readOnly or without; an emptyDir beside them stays writable.
+    The agent's own updates still reach the volume."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rocfg", "namespace": "default"},
+         "data": {"app.conf": "v1"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rosec", "namespace": "default"},
+         "data": {"key": base64.b64encode(b"k").decode()}})
+    checks = " ".join(
+        f"if rm -f {d}/{f} 2>/dev/null || echo x > {d}/new 2>/dev/null; then echo {d}:writable; "
+        f"else echo {d}:refused; fi >> /scratch/out;"
+        for d, f in (("/cfg", "app.conf"), ("/sec", "key"), ("/dapi", "labels"), ("/proj", "app.conf")))
+    script = (f"{checks} echo done >> /scratch/out; "
+              "while [ \"$(cat /cfg/app.conf)\" != v2 ]; do sleep 0.2; done; echo updated >> /scratch/out; "
+              "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done")
+    cluster.apply(pod(
+        "ropod", script,
+        volumes=[{"name": "cfg", "configMap": {"name": "rocfg"}}, {"name": "sec", "secret": {"secretName": "rosec"}},
+                 {"name": "dapi", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                 {"name": "proj", "projected": {"sources": [{"configMap": {"name": "rocfg"}}]}},
+                 {"name": "scratch", "emptyDir": {}}],
+        mounts_=[{"name": "cfg", "mountPath": "/cfg"}, {"name": "sec", "mountPath": "/sec"},
+                 {"name": "dapi", "mountPath": "/dapi"}, {"name": "proj", "mountPath": "/proj"},
+                 {"name": "scratch", "mountPath": "/scratch"}]))
+    uid = cluster.wait_running("ropod")["metadata"]["uid"]
+    out = next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/scratch")) / "out"
+    wait_until(lambda: out.exists() and "done" in out.read_text(), "the pod's report")
+    assert out.read_text().splitlines()[:5] == ["/cfg:refused", "/sec:refused", "/dapi:refused", "/proj:refused", "done"]
+    live = cluster.client.get("configmaps", "rocfg", "default")
+    live["data"]["app.conf"] = "v2"
+    cluster.client.update(live)
+    wait_until(lambda: "updated" in out.read_text(), "the ConfigMap's change seen in the pod", 60)
+
+
+def test_a6_a_subpath_mounts_one_key_of_a_configmap_secret_or_projected_volume(cluster: Cluster) -> None:
+    """SV11, the usual "mount one config file" pattern: a subPath naming a key (or an item's nested path) of a
+    ConfigMap, Secret or projected volume binds that file, as the kubelet does, although the volume shows
+    each key as a link through ``..data``."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "subcfg", "namespace": "default"},
+         "data": {"nginx.conf": "worker_processes 1;", "other": "o"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "subsec", "namespace": "default"},
+         "data": {"tls.key": base64.b64encode(b"KEY").decode()}})
+    script = ("cat /etc/nginx/nginx.conf /etc/app/deep.conf /etc/tls.key /etc/proj.conf > /scratch/out; "
+              "ls /etc/nginx >> /scratch/out; echo done >> /scratch/out; "
+              "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done")
+    cluster.apply(pod(
+        "subpod", script,
+        volumes=[{"name": "cfg", "configMap": {"name": "subcfg"}},
+                 {"name": "items", "configMap": {"name": "subcfg", "items": [{"key": "other", "path": "a/deep.conf"}]}},
+                 {"name": "sec", "secret": {"secretName": "subsec"}},
+                 {"name": "proj", "projected": {"sources": [{"configMap": {"name": "subcfg"}}]}},
+                 {"name": "scratch", "emptyDir": {}}],
+        mounts_=[{"name": "cfg", "mountPath": "/etc/nginx/nginx.conf", "subPath": "nginx.conf"},
+                 {"name": "items", "mountPath": "/etc/app/deep.conf", "subPath": "a/deep.conf"},
+                 {"name": "sec", "mountPath": "/etc/tls.key", "subPath": "tls.key"},
+                 {"name": "proj", "mountPath": "/etc/proj.conf", "subPath": "nginx.conf"},
+                 {"name": "scratch", "mountPath": "/scratch"}]))
+    uid = cluster.wait_running("subpod")["metadata"]["uid"]
+    out = next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/scratch")) / "out"
+    wait_until(lambda: out.exists() and "done" in out.read_text(), "the pod's report")
+    assert out.read_text() == "worker_processes 1;oKEYworker_processes 1;nginx.conf\ndone\n"
+
+
 def test_readiness_probe_gates_ready_and_grace_period_escalates(cluster: Cluster) -> None:
     cluster.start_controllers()
     agent = cluster.add_agent("n1")

@@ -115,6 +115,37 @@ def test_sub_path_is_resolved_under_the_volume_and_escapes_are_refused(harness, 
 
 # ---- environment, identity -------------------------------------------------------------------
 
+def test_a_subpath_into_a_configmap_volume_follows_only_the_atomic_writers_own_links(harness, tmp_path):
+    """A key of a ConfigMap volume is reached through the writer's ``key -> ..data/key`` and ``..data -> ..<time>``
+    links; a link of another shape in such a volume (one a writer never makes), or the same layout in a volume
+    of another type, is refused as any symbolic link in a subPath is."""
+    rt = harness.runtime()
+    vol = tmp_path / "cfg"
+    (vol / "..2026_12_06_00_00_00.1").mkdir(parents=True)
+    (vol / "..2026_12_06_00_00_00.1" / "app.conf").write_text("conf\n")
+    (vol / "..data").symlink_to("..2026_12_06_00_00_00.1")
+    (vol / "app.conf").symlink_to("..data/app.conf")
+    (vol / "rogue").symlink_to(tmp_path)  # not ..data/rogue
+    (vol / "other").symlink_to("..data/app.conf")  # not ..data/other
+    cm = [{"name": "v", "configMap": {"name": "x"}}]
+    ok = make_pod("cm-sub", [{"name": "c", "command": ["sh", "-c", "cat /d > /out/seen"],
+                              "volumeMounts": [{"name": "v", "mountPath": "/d", "subPath": "app.conf"},
+                                               {"name": "o", "mountPath": "/out"}]}],
+                  restartPolicy="Never", volumes=cm + [{"name": "o", "emptyDir": {}}])
+    out = tmp_path / "out"
+    out.mkdir()
+    rt.sync_pod(ok, {"v": str(vol), "o": str(out)}, NO_SOURCES, [])
+    harness.wait(rt, uid_of(ok), lambda s: s["phase"] == "Succeeded", "Succeeded")
+    assert (out / "seen").read_text() == "conf\n"
+    for name, sub, volumes in (("rogue", "rogue/z", cm), ("other", "other", cm),
+                               ("plain", "app.conf", [{"name": "v", "emptyDir": {}}])):
+        bad = make_pod(name, [{"name": "c", "command": SLEEP,
+                               "volumeMounts": [{"name": "v", "mountPath": "/d", "subPath": sub}]}], volumes=volumes)
+        waiting = cstatus(rt.sync_pod(bad, {"v": str(vol)}, NO_SOURCES, []), "c")["state"]["waiting"]
+        assert waiting["reason"] == "CreateContainerConfigError" and "symbolic link" in waiting["message"], (name, waiting)
+    assert not (tmp_path / "z").exists()
+
+
 def test_env_field_refs_config_maps_secrets_env_from_and_expansion(harness):
     rt = harness.runtime()
     sources = StaticEnvSources(
