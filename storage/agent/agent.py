@@ -210,6 +210,7 @@ class NodeAgent:
         # PF94: what a new pod's start needs is made while its finalizer is written. A pool of its own: a
         # sync worker waits for it, which on the sync pool itself could wait for ever.
         self._prefetch_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agent-sa-prefetch")
+        self._private_scan_held = False  # a holder of the periodic scan of the host's private files
         self._in_flight: set[str] = set()  # pods a sync worker is on; never two at once for one pod
         self.volume_backoff = Backoff()  # per pod uid: failed volume set-ups and container syncs
         self.events = EventCorrelator()
@@ -246,8 +247,11 @@ class NodeAgent:
             thread.start()
             self._threads.append(thread)
         self._start_plugin_watcher()
-        # PF91: the first container start no longer waits for the scan of the host's private files.
-        threading.Thread(target=HOST_PRIVATE.current, name="agent-private-scan", daemon=True).start()
+        # PF91: the first container start no longer waits for the scan of the host's private files, made
+        # now and then every minute while the agent runs.
+        if not self._private_scan_held:
+            self._private_scan_held = True
+            HOST_PRIVATE.keep_fresh()
         log.info("agent.started", node=self.node, port=self.port, pools=list(self.pools))
 
     def _start_plugin_watcher(self) -> None:
@@ -279,6 +283,9 @@ class NodeAgent:
             thread.join(timeout=0.2 if thread.name in self._watch_threads else 10)
         self._sync_pool.shutdown(wait=True, cancel_futures=True)
         self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
+        if self._private_scan_held:
+            self._private_scan_held = False
+            HOST_PRIVATE.let_go()
         if self.runtime is not None:
             self.runtime.close()
         log.info("agent.stopped", node=self.node)

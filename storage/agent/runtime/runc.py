@@ -1,6 +1,7 @@
 """runc, run under a small shell shim that outlives the agent and records the exit code."""
 from __future__ import annotations
 
+import collections
 import ctypes
 import dataclasses
 import errno
@@ -13,7 +14,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 import structlog
@@ -211,19 +212,20 @@ WRITABLE_MASKS = {"/root": 0o700, "/home": 0o755}
 # could not read (no o+r) and every directory it could not enter (no o+x) is covered too.
 PRIVATE_SCAN_ROOTS = ("/etc", "/var", "/opt", "/srv", "/usr/local/etc", "/boot")
 PRIVATE_SCAN_SKIP = ("/var/tmp", "/var/run", "/var/lock")  # scratch space (another pod's own /tmp is its own)
-PRIVATE_SCAN_DEPTH = 5
+PRIVATE_SCAN_DEPTH = 16
 PRIVATE_SCAN_BUDGET = 50_000  # entries looked at per scan, so a host with huge trees stays cheap to scan
 
 
 def host_private_paths(roots: tuple[str, ...] = PRIVATE_SCAN_ROOTS, depth: int = PRIVATE_SCAN_DEPTH,
                        budget: int = PRIVATE_SCAN_BUDGET) -> list[str]:
     """Host files without o+r and directories without o+x under ``roots`` (not following links; a
-    private directory is covered whole, not entered)."""
+    private directory is covered whole, not entered). Level by level, so a budget that runs out on a
+    huge tree leaves its deepest levels unscanned, never a shallow one."""
     found: list[str] = []
     left = budget
-    stack: list[tuple[str, int]] = [(r, 0) for r in reversed(roots)]
-    while stack and left > 0:
-        where, level = stack.pop()
+    queue: collections.deque[tuple[str, int]] = collections.deque((r, 0) for r in roots)
+    while queue and left > 0:
+        where, level = queue.popleft()
         try:
             entries = list(os.scandir(where))
         except OSError:
@@ -240,7 +242,7 @@ def host_private_paths(roots: tuple[str, ...] = PRIVATE_SCAN_ROOTS, depth: int =
                 if not st.st_mode & stat.S_IXOTH:
                     found.append(entry.path)
                 elif level + 1 < depth:
-                    stack.append((entry.path, level + 1))
+                    queue.append((entry.path, level + 1))
             elif stat.S_ISREG(st.st_mode) and not st.st_mode & stat.S_IROTH:
                 found.append(entry.path)
     if left <= 0:
@@ -250,14 +252,49 @@ def host_private_paths(roots: tuple[str, ...] = PRIVATE_SCAN_ROOTS, depth: int =
 
 class HostPrivatePaths:
     """``host_private_paths()``, read again in the background once the reading is older than
-    ``max_age`` seconds, so no container start waits for a scan after the first."""
+    ``max_age`` seconds, so no container start waits for a scan after the first. While a node agent
+    runs (``keep_fresh``), a scan is also made every ``max_age`` seconds without waiting for a start to
+    ask: a file made private between two starts is covered in the next pod within that time."""
 
-    def __init__(self, max_age: float = 60.0) -> None:
+    def __init__(self, max_age: float = 60.0, scan: Callable[[], list[str]] | None = None) -> None:
         self.max_age = max_age
+        self._scan = scan or host_private_paths
         self._lock = threading.Lock()
         self._paths: list[str] | None = None
         self._at = 0.0
         self._refreshing = False
+        self._holders = 0
+        self._wake = threading.Condition(self._lock)
+
+    def keep_fresh(self) -> None:
+        """One more holder (a node agent) of the periodic scan, started with the first."""
+        with self._lock:
+            self._holders += 1
+            if self._holders > 1:
+                return
+        threading.Thread(target=self._periodic, name="stowage-private-scan-timer", daemon=True).start()
+
+    def let_go(self) -> None:
+        """The holder no longer needs the periodic scan; it stops with the last."""
+        with self._lock:
+            self._holders = max(0, self._holders - 1)
+            self._wake.notify_all()
+
+    def _periodic(self) -> None:
+        while True:
+            with self._lock:
+                due = self._at + self.max_age - time.monotonic() if self._paths is not None else 0.0
+                if due > 0:
+                    self._wake.wait(due)
+                if self._holders == 0:
+                    return
+                if self._paths is not None and time.monotonic() - self._at < self.max_age:
+                    continue  # a start's refresh came first
+                if self._refreshing:
+                    self._wake.wait(self.max_age)
+                    continue
+                self._refreshing = True
+            self._refresh()
 
     def current(self) -> list[str]:
         with self._lock:
@@ -266,7 +303,7 @@ class HostPrivatePaths:
             if refresh:
                 self._refreshing = True
         if paths is None:
-            paths = host_private_paths()
+            paths = self._scan()
             with self._lock:
                 self._paths, self._at = paths, time.monotonic()
         elif refresh:
@@ -275,12 +312,15 @@ class HostPrivatePaths:
 
     def _refresh(self) -> None:
         try:
-            paths = host_private_paths()
+            paths = self._scan()
             with self._lock:
                 self._paths, self._at = paths, time.monotonic()
+        except Exception as exc:  # the old list stays; the next look tries again
+            log.warning("host scan for private files failed", error=str(exc))
         finally:
             with self._lock:
                 self._refreshing = False
+                self._wake.notify_all()
 
 
 HOST_PRIVATE = HostPrivatePaths()
