@@ -46,7 +46,7 @@ from storage.agent.sa_tokens import ServiceAccountTokenManager, asks_for_tokens,
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
 from storage.api.deletion import stop_window
-from storage.api.ephemeral import claim_names
+from storage.api.ephemeral import claim_names, claim_volumes
 from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.names import NODE_AGENT_FINALIZER
 from storage.api.quantity import canonical
@@ -985,9 +985,21 @@ class NodeAgent:
                 self.sa_tokens.prefetch(pod)  # PF72: the token is ready when the claims are
                 self._prepare_runtime(pod)
             return
+        single = self._read_write_once_pod(pod, volumes)
         with self._lock:
-            self._waiting.discard(uid)
-            self._resolved[uid] = volumes
+            # Checked and taken under one lock: two pods synced at once cannot both take the volume.
+            holder = self._single_writer_holder(uid, single)
+            if holder is None:
+                self._waiting.discard(uid)
+                self._resolved[uid] = volumes
+        if holder is not None:
+            volume, claim_name = single[holder[0]]
+            message = (f'MountVolume.SetUp failed for volume "{volume}" : persistentvolumeclaim "{claim_name}" has '
+                       f'the ReadWriteOncePod access mode and pod "{holder[1]}" on this node uses it')
+            self._retry_later(pod, fingerprint, "volume set-up", message)
+            self._report_waiting(pod, "ContainerCreating", message)
+            self._event(pod, "Warning", "FailedMount", message)
+            return
         resolved = time.monotonic()
         paths, errors = self.volumes.setup_pod(volumes)
         mounted = time.monotonic()
@@ -1015,6 +1027,37 @@ class NodeAgent:
         log.debug("agent.pod_synced", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", phase=status.get("phase"),
                   resolve_ms=round((resolved - began) * 1000, 1), volumes_ms=round((mounted - resolved) * 1000, 1),
                   runtime_ms=round((started - mounted) * 1000, 1), status_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def _read_write_once_pod(self, pod: Obj, volumes: PodVolumes) -> dict[str, tuple[str, str]]:
+        """PV name -> (pod volume, claim) of the pod's claims with the ReadWriteOncePod access mode."""
+        namespace = _meta(pod).get("namespace") or "default"
+        by_volume = {v.name: v.pv_name for v in volumes.volumes if v.pv_name}
+        out: dict[str, tuple[str, str]] = {}
+        for volume in claim_volumes(pod):
+            claim_name = str(((volume.get("persistentVolumeClaim") or {}).get("claimName")) or "")
+            pv_name = by_volume.get(str(volume.get("name") or ""))
+            if not claim_name or not pv_name:
+                continue
+            try:
+                claim = self._reader.get("persistentvolumeclaims", claim_name, namespace)
+            except NotFound:
+                continue
+            if "ReadWriteOncePod" in ((claim.get("spec") or {}).get("accessModes") or []):
+                out[pv_name] = (str(volume.get("name")), claim_name)
+        return out
+
+    def _single_writer_holder(self, uid: str, single: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+        """(PV name, pod) of another pod on this node that has one of ``single`` set up (A8); under the lock.
+        The scheduler keeps a second user off the node; a pod that names its node itself is held here."""
+        if not single:
+            return None
+        for other, had in self._resolved.items():
+            if other == uid:
+                continue
+            for request in had.volumes:
+                if request.pv_name in single:
+                    return request.pv_name, f"{had.namespace}/{had.name}"
+        return None
 
     def _prepare_runtime(self, pod: Obj) -> None:
         """PF93: the pod's user namespace while its volumes are made; best effort, as the start makes it

@@ -168,6 +168,33 @@ def test_a6_a_subpath_mounts_one_key_of_a_configmap_secret_or_projected_volume(c
     assert out.read_text() == "worker_processes 1;oKEYworker_processes 1;nginx.conf\ndone\n"
 
 
+def test_a8_a_pod_naming_its_node_waits_for_a_read_write_once_pod_claim_another_pod_there_holds(
+        cluster: Cluster) -> None:
+    """A8: the scheduler keeps a second user of a ReadWriteOncePod claim off the node; a pod that names its
+    node itself is held by the agent (FailedMount naming the claim and the holder) and starts once the
+    holder is gone."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(local_class(), claim("single", modes=["ReadWriteOncePod"]),
+                  pod("holder", claims={"single": "/v"}))
+    cluster.wait_running("holder")
+    cluster.apply(pod("second", "echo second > /v/who; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
+                      claims={"single": "/v"}, nodeName="n1"))
+    expected = ('MountVolume.SetUp failed for volume "single" : persistentvolumeclaim "single" has the '
+                'ReadWriteOncePod access mode and pod "default/holder" on this node uses it')
+    waiting = cluster.wait_pod("second", lambda p: any(
+        ((c.get("state") or {}).get("waiting") or {}).get("message") == expected
+        for c in (p.get("status") or {}).get("containerStatuses") or []), "the second pod held back")
+    assert waiting["status"]["phase"] == "Pending"
+    wait_until(lambda: any(e.get("reason") == "FailedMount" and e.get("message") == expected
+                           for e in cluster.events_for("second")), "its FailedMount event")
+    cluster.client.delete("pods", "holder", "default")
+    cluster.wait_gone("pods", "holder", "default")
+    uid = cluster.wait_running("second", timeout=120)["metadata"]["uid"]
+    volume = next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/single"))
+    wait_for_text(volume / "who", "second\n", "the second pod's write")
+
+
 def test_readiness_probe_gates_ready_and_grace_period_escalates(cluster: Cluster) -> None:
     cluster.start_controllers()
     agent = cluster.add_agent("n1")
