@@ -360,7 +360,9 @@ def _volume_source(errs: _Errors, holder: dict[str, Any], sources: tuple[str, ..
         if not body.get(field_name):
             errs.required(f"{sp}.{field_name}")
     if source == "hostPath":
-        errs.enum(f"{sp}.type", body.get("type"), HOST_PATH_TYPES)
+        if body.get("path"):  # Kubernetes stops at a missing path
+            _no_backsteps(errs, f"{sp}.path", body.get("path"))
+            errs.enum(f"{sp}.type", body.get("type"), HOST_PATH_TYPES)
     elif source == "nfs":
         nfs_path = body.get("path")
         if isinstance(nfs_path, str) and nfs_path and not nfs_path.startswith("/"):
@@ -373,6 +375,10 @@ def _volume_source(errs: _Errors, holder: dict[str, Any], sources: tuple[str, ..
         medium = body.get("medium")
         if medium and medium not in ("Memory", "HugePages") and not str(medium).startswith("HugePages-"):
             errs.unsupported(f"{sp}.medium", medium, ("", "HugePages", "Memory"))
+        size = body.get("sizeLimit")
+        limit = _quantity(size) if size is not None else None
+        if limit is not None and limit < 0:
+            errs.forbidden(f"{sp}.sizeLimit", "SizeLimit field must be a valid resource quantity")
     elif source == "azureDisk":
         errs.enum(f"{sp}.cachingMode", body.get("cachingMode"), ("None", "ReadOnly", "ReadWrite"))
         errs.enum(f"{sp}.kind", body.get("kind"), ("Dedicated", "Managed", "Shared"))
@@ -386,16 +392,140 @@ def _volume_source(errs: _Errors, holder: dict[str, Any], sources: tuple[str, ..
         directory = body.get("directory")
         if isinstance(directory, str) and ".." in directory.split("/"):
             errs.invalid(f"{sp}.directory", directory, "must not contain '..'")
-    elif source == "csi" and sources is PV_VOLUME_SOURCES:
-        if not body.get("volumeHandle"):
+    elif source == "csi":
+        _csi_driver_name(errs, f"{sp}.driver", body.get("driver"))
+        if sources is PV_VOLUME_SOURCES and not body.get("volumeHandle"):
             errs.required(f"{sp}.volumeHandle")
-    elif source == "downwardAPI":
+    elif source in ("secret", "configMap"):
+        _file_mode(errs, f"{sp}.defaultMode", body.get("defaultMode"))
         for i, item in enumerate(_l(body.get("items"))):
-            _relative_path(errs, f"{sp}.items[{i}].path", _d(item).get("path"), required=True)
+            _key_to_path(errs, item, f"{sp}.items[{i}]")
+    elif source == "downwardAPI":
+        _file_mode(errs, f"{sp}.defaultMode", body.get("defaultMode"))
+        for item in _l(body.get("items")):
+            _downward_api_file(errs, item, sp)
+    elif source == "projected":
+        _file_mode(errs, f"{sp}.defaultMode", body.get("defaultMode"))
+        _projection_sources(errs, body.get("sources"), sp)
     return source
 
 
+# Kubernetes' fileModeErrorMsg: defaultMode and mode of secret, configMap, downwardAPI and projected volumes.
+_FILE_MODE_ERROR = "must be a number between 0 and 0777 (octal), both inclusive"
+# Kubernetes' validContainerResourceFieldPathPrefixesWithDownwardAPIHugePages (env and downwardAPI volumes).
+_HUGEPAGES_RESOURCE_PREFIXES = ("limits.hugepages-", "requests.hugepages-")
+
+
+def _file_mode(errs: _Errors, path: str, mode: Any) -> None:
+    if isinstance(mode, int) and not isinstance(mode, bool) and not 0 <= mode <= 0o777:
+        errs.invalid(path, mode, _FILE_MODE_ERROR)
+
+
+def _csi_driver_name(errs: _Errors, path: str, name: Any) -> None:
+    """Kubernetes' ValidateCSIDriverName (a csi volume's driver); "Required value" comes from _SOURCE_REQUIRED,
+    and as in Kubernetes an empty name is reported again against the subdomain rule."""
+    if name is not None and not isinstance(name, str):
+        return
+    name = name or ""
+    if len(name) > 63:
+        errs.too_long(path, 63)
+    for msg in is_dns1123_subdomain(name.lower()):
+        errs.invalid(path, name, msg)
+
+
+def _key_to_path(errs: _Errors, item: Any, path: str) -> None:
+    """Kubernetes' validateKeyToPath: an item of a secret or configMap volume (or projection)."""
+    item = _d(item)
+    if not item.get("key"):
+        errs.required(f"{path}.key")
+    _local_non_reserved_path(errs, f"{path}.path", item.get("path"), required=True)
+    _file_mode(errs, f"{path}.mode", item.get("mode"))
+
+
+def _downward_api_file(errs: _Errors, item: Any, path: str) -> None:
+    """Kubernetes' validateDownwardAPIVolumeFile. As in Kubernetes, ``path`` is the volume's (or projection's)
+    own path: errors read ``downwardAPI.path``, not ``downwardAPI.items[0].path``."""
+    item = _d(item)
+    _local_non_reserved_path(errs, f"{path}.path", item.get("path"), required=True)
+    field_ref, resource_ref = item.get("fieldRef"), item.get("resourceFieldRef")
+    if field_ref is not None:
+        if resource_ref is not None:
+            errs.invalid(path, "resource", "fieldRef and resourceFieldRef can not be specified simultaneously")
+    elif resource_ref is not None:
+        _resource_field_ref(errs, resource_ref, f"{path}.resourceFieldRef", volume=True)
+    else:
+        errs.required(path, "one of fieldRef and resourceFieldRef is required")
+    _file_mode(errs, f"{path}.mode", item.get("mode"))
+
+
+def _resource_field_ref(errs: _Errors, ref: Any, path: str, *, volume: bool) -> None:
+    """Kubernetes' validateContainerResourceFieldSelector (env valueFrom and downwardAPI volume items)."""
+    ref = _d(ref)
+    resource = ref.get("resource")
+    if volume and not ref.get("containerName"):
+        errs.required(f"{path}.containerName")
+    elif not resource:
+        errs.required(f"{path}.resource")
+    elif resource not in ENV_RESOURCES and not str(resource).startswith(_HUGEPAGES_RESOURCE_PREFIXES):
+        errs.unsupported(f"{path}.resource", resource, ENV_RESOURCES)
+
+
+def _projection_sources(errs: _Errors, sources: Any, path: str) -> None:
+    """Kubernetes' validateProjectionSources; ``path`` is the projected volume's."""
+    paths: set[str] = set()
+
+    def seen(file_path: Any, value: Any) -> None:
+        if isinstance(file_path, str) and file_path:
+            if file_path in paths:
+                errs.invalid(path, value, "conflicting duplicate paths")
+            paths.add(file_path)
+
+    for i, source in enumerate(_l(sources)):
+        source = _d(source)
+        src = f"{path}.sources[{i}]"
+        count = 0
+        for kind in ("secret", "configMap"):
+            if source.get(kind) is None:
+                continue
+            count += 1
+            projection = _d(source[kind])
+            if not projection.get("name"):
+                errs.required(f"{src}.{kind}.name")
+            for j, item in enumerate(_l(projection.get("items"))):
+                _key_to_path(errs, item, f"{src}.{kind}.items[{j}]")
+                seen(_d(item).get("path"), projection.get("name") or "")
+        if source.get("downwardAPI") is not None:
+            count += 1
+            for item in _l(_d(source["downwardAPI"]).get("items")):
+                _downward_api_file(errs, item, f"{src}.downwardAPI")
+                seen(_d(item).get("path"), _d(item).get("path"))
+        if source.get("serviceAccountToken") is not None:
+            count += 1
+            token = _d(source["serviceAccountToken"])
+            seconds = token.get("expirationSeconds")  # unset: Kubernetes defaults it to 3600
+            if isinstance(seconds, int) and not isinstance(seconds, bool):
+                if seconds < 600:
+                    errs.invalid(f"{src}.serviceAccountToken.expirationSeconds", seconds,
+                                 "may not specify a duration less than 10 minutes")
+                if seconds > 1 << 32:
+                    errs.invalid(f"{src}.serviceAccountToken.expirationSeconds", seconds,
+                                 "may not specify a duration larger than 2^32 seconds")
+            # As in Kubernetes, the token's path is reported against the projected volume (``projected.path``).
+            _local_non_reserved_path(errs, f"{path}.path", token.get("path"), required=True)
+        if source.get("clusterTrustBundle") is not None:
+            count += 1
+        if count > 1:
+            errs.forbidden(src, "may not specify more than 1 volume type")
+
+
+def _no_backsteps(errs: _Errors, path: str, value: Any) -> None:
+    """Kubernetes' validatePathNoBacksteps: no '..' element."""
+    if isinstance(value, str) and ".." in value.replace("\\", "/").split("/"):
+        errs.invalid(path, value, "must not contain '..'")
+
+
 def _relative_path(errs: _Errors, path: str, value: Any, required: bool = False) -> None:
+    """Kubernetes' validateLocalDescendingPath (with Required when ``required`` and empty)."""
     if not value:
         if required:
             errs.required(path)
@@ -404,8 +534,14 @@ def _relative_path(errs: _Errors, path: str, value: Any, required: bool = False)
         return
     if value.startswith("/"):
         errs.invalid(path, value, "must be a relative path")
-    if ".." in value.replace("\\", "/").split("/"):
-        errs.invalid(path, value, "must not contain '..'")
+    _no_backsteps(errs, path, value)
+
+
+def _local_non_reserved_path(errs: _Errors, path: str, value: Any, required: bool = False) -> None:
+    """Kubernetes' ValidateLocalNonReservedPath: also not starting with '..' (the atomic writer's ``..data``)."""
+    _relative_path(errs, path, value, required)
+    if isinstance(value, str) and value.startswith("..") and not value.startswith("../"):
+        errs.invalid(path, value, "must not start with '..'")
 
 
 def _pod_volumes(errs: _Errors, volumes: Any, path: str) -> set[str]:
@@ -510,11 +646,7 @@ def _env(errs: _Errors, env: Any, path: str) -> None:
                 errs.unsupported(f"{vp}.fieldRef.fieldPath", fp, ENV_FIELD_PATHS)
         rf = source.get("resourceFieldRef")
         if rf is not None:
-            res = _d(rf).get("resource")
-            if not res:
-                errs.required(f"{vp}.resourceFieldRef.resource")
-            elif res not in ENV_RESOURCES:
-                errs.unsupported(f"{vp}.resourceFieldRef.resource", res, ENV_RESOURCES)
+            _resource_field_ref(errs, rf, f"{vp}.resourceFieldRef", volume=False)
         for ref in ("configMapKeyRef", "secretKeyRef"):
             if source.get(ref) is not None:
                 key = _d(source[ref]).get("key")
