@@ -1373,7 +1373,9 @@ class NodeAgent:
 
     # ---- status ------------------------------------------------------------
 
-    def _push_status(self, pod: Obj, status: Obj, *, force: bool = False) -> None:
+    def _push_status(self, pod: Obj, status: Obj, *, force: bool = False, warn: bool = True) -> None:
+        """``warn``: the kubelet's Warning events for what the status reports new (``_container_warnings``);
+        off for a caller that records its own."""
         uid = _meta(pod).get("uid", "")
         with self._lock:
             push_lock = self._push_locks.setdefault(uid, threading.Lock())
@@ -1381,9 +1383,9 @@ class NodeAgent:
         # worker's status-only push (set off by the echo of the Pending write) used to run at once, both
         # over the same revision, so one of them got a 409, a GET and wrote the same status again.
         with push_lock:
-            self._push_status_locked(pod, uid, status, force)
+            self._push_status_locked(pod, uid, status, force, warn)
 
-    def _push_status_locked(self, pod: Obj, uid: str, status: Obj, force: bool) -> None:
+    def _push_status_locked(self, pod: Obj, uid: str, status: Obj, force: bool, warn: bool) -> None:
         comparable = _without_times(status)
         if not force and self._pushed.get(uid) == comparable and _agrees(self._pods.get(uid), status):
             return
@@ -1406,12 +1408,14 @@ class NodeAgent:
             try:
                 self._remember(self.client.update_status(fresh))
                 self._pushed[uid] = comparable
-                return
             except Conflict:
                 fresh = None
                 continue
             except (NotFound, Forbidden):  # a pod no longer bound here is out of the node's reach
                 return
+            for reason, message in _container_warnings(pod, old, status) if warn else ():
+                self._event(pod, "Warning", reason, message)
+            return
 
     def _remember(self, pod: Obj) -> None:
         """Keep a pod this agent just wrote, unless the watch has brought a newer one already, or its
@@ -1440,7 +1444,7 @@ class NodeAgent:
         }
         uid = _meta(pod).get("uid", "")
         if self._pushed.get(uid) != _without_times(status):
-            self._push_status(pod, status)
+            self._push_status(pod, status, warn=not event)
         if event:
             # Every attempt is an event, as the kubelet's: repeats only bump its count.
             self._event(pod, "Warning", "FailedMount" if "Mount" in message else "Failed", message)
@@ -1628,6 +1632,32 @@ def _no_volumes(pod: Obj) -> PodVolumes:
 
 
 _VOLATILE_META = ("resourceVersion", "managedFields")
+
+
+_FAILED_WAITING = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+
+
+def _container_warnings(pod: Obj, old: Obj, new: Obj) -> list[tuple[str, str]]:
+    """The kubelet's Warning events for what a status write reports new (reason, message): ``Failed`` when a
+    container cannot be made (a missing ConfigMap, a refused mount path) and ``BackOff`` when a crashing
+    container waits for its next start; ``kubectl describe pod`` shows these, not the waiting message."""
+    def waiting(c: Obj) -> Obj:
+        return (c.get("state") or {}).get("waiting") or {}
+
+    before = {c.get("name"): c for c in (old.get("initContainerStatuses") or []) + (old.get("containerStatuses") or [])}
+    namespace, name = _key(pod)
+    out: list[tuple[str, str]] = []
+    for c in (new.get("initContainerStatuses") or []) + (new.get("containerStatuses") or []):
+        now_waiting, was = waiting(c), before.get(c.get("name")) or {}
+        reason = now_waiting.get("reason")
+        if reason in _FAILED_WAITING and (waiting(was).get("reason"), waiting(was).get("message")) != (
+                reason, now_waiting.get("message")):
+            out.append(("Failed", f"Error: {now_waiting.get('message') or reason}"))
+        elif reason == "CrashLoopBackOff" and (waiting(was).get("reason") != reason
+                                               or was.get("restartCount") != c.get("restartCount")):
+            out.append(("BackOff", f"Back-off restarting failed container {c.get('name')} in pod "
+                                   f"{name}_{namespace}({_meta(pod).get('uid', '')})"))
+    return out
 
 
 def _only_status_changed(old: Obj, new: Obj) -> bool:

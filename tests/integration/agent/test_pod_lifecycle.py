@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from agent_cluster import Cluster, claim, condition, local_class, pod, wait_unti
 from storage.agent.agent import AGENT_FINALIZER
 from storage.system import loop, mounts
 from storage.system.pki import client_context
-from support import wait_for_text
+from support import kubectl_binary, wait_for_text
 
 
 def _pv_of(cluster: Cluster, claim_name: str) -> dict:
@@ -193,6 +194,32 @@ def test_a8_a_pod_naming_its_node_waits_for_a_read_write_once_pod_claim_another_
     uid = cluster.wait_running("second", timeout=120)["metadata"]["uid"]
     volume = next((cluster.agent_dir("n1") / "pods" / uid / "volumes").glob("*/single"))
     wait_for_text(volume / "who", "second\n", "the second pod's write")
+
+
+def test_kubectl_describe_shows_why_a_container_cannot_start_or_keeps_crashing(cluster: Cluster) -> None:
+    """L18, the kubelet's Warning events: ``Failed`` (``Error: configmap "nope" not found``) for a container that
+    cannot be made, ``BackOff`` for one that keeps crashing; `kubectl describe pod` lists them (it does not
+    print a waiting container's message)."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(pod("cfgmiss", container={"env": [
+                      {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]}),
+                  pod("crasher", "exit 3"))
+
+    def describe(name: str) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+        env["KUBECONFIG"] = str(cluster.server.kubeconfig)
+        done = subprocess.run([kubectl_binary(), "describe", "pod", name], capture_output=True, text=True,
+                              timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    wait_until(lambda: 'Error: configmap "nope" not found' in describe("cfgmiss"), "the Failed event in describe")
+    assert "Warning  Failed" in describe("cfgmiss")
+    wait_until(lambda: "Back-off restarting failed container main in pod crasher_default" in describe("crasher"),
+               "the BackOff event in describe", 120)
+    failed = [e for e in cluster.events_for("cfgmiss") if e.get("reason") == "Failed"]
+    assert len(failed) == 1, failed  # one per change of what the container waits for, not one per status write
 
 
 def test_readiness_probe_gates_ready_and_grace_period_escalates(cluster: Cluster) -> None:
