@@ -41,6 +41,7 @@ from storage.apiserver.rbac_escalation import CURRENT_USER, RBACEscalation
 from storage.apiserver.ratelimit import FailureLimiter
 from storage.apiserver.satokens import ServiceAccountTokens
 from storage.system.tlsserver import peer_cert_pem
+from storage.apiserver.yamlbody import decode_yaml_body
 from storage.apiserver.watch import WatchFilter, WatchRegistry, WatchResponse, encode_json, line, stream_events, watch_key
 from storage.errors import (
     BadRequest,
@@ -406,7 +407,7 @@ def create_app(
             call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings,  # noqa: E731
                                            fields=fields, manager=manager)
         elif method == "PATCH":
-            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            content_type = _media_type(request)
             # A kind Kubernetes serves from a CRD has no strategic merge patch (VS12).
             accepted = [p for p in PATCH_TYPES if not (t.info.crd and p == STRATEGIC)]
             if content_type not in accepted:
@@ -468,9 +469,10 @@ def create_app(
             manager = _field_manager(request, apply=False)
             body = await _json_body(request, api_version="autoscaling/v1", kind="Scale")
             return lambda: scale.update(handlers, t, body, user=user, dry_run=dry_run, manager=manager)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = _media_type(request)
         if content_type not in PATCH_TYPES:
-            raise BadRequest(f"unsupported patch type {content_type!r}; use one of {', '.join(PATCH_TYPES)}")
+            raise UnsupportedMediaType("the body of the request was in an unknown format - accepted media types "
+                                       f"include: {', '.join(PATCH_TYPES)}")
         manager = _field_manager(request, apply=content_type == APPLY)
         raw = await _read_body(request)
         return lambda: scale.patch(handlers, t, content_type, raw, user=user, dry_run=dry_run, manager=manager)
@@ -572,32 +574,51 @@ def create_app(
     return app
 
 
-# A body format Kubernetes accepts that this server does not read.
-_UNREADABLE = ("application/cbor",)
+YAML_TYPE = "application/yaml"
+
+
+def _unknown_format(crd: bool = False) -> UnsupportedMediaType:
+    """Kubernetes' 415 for an object body in a format the endpoint does not read (a custom resource's reads no
+    protobuf)."""
+    accepted = [JSON_TYPE, YAML_TYPE] + ([] if crd else [k8s_protobuf.MEDIA_TYPE])
+    return UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: "
+                                + ", ".join(accepted))
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 async def _json_body(request: Request, fields: FieldValidation | None = None, *,
                      info: registry.ResourceInfo | None = None, api_version: str = "", kind: str = "") -> Any:
-    """An object body: JSON, or Kubernetes' protobuf decoded into the same JSON form.
+    """An object body: JSON (also when the request names no Content-Type), YAML, or Kubernetes' protobuf,
+    each decoded into the same JSON form; any other Content-Type is Kubernetes' 415.
 
     ``info`` (or ``api_version`` and ``kind``) is what the endpoint serves: a
     protobuf envelope that leaves its type out is taken to hold that, as
     Kubernetes takes it.
     """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _media_type(request)
+    crd = info is not None and info.crd
     if content_type == k8s_protobuf.MEDIA_TYPE:
-        if info is not None and info.crd:
+        if crd:
             # A custom resource's endpoint reads no protobuf at all, whatever the envelope names (VS12).
-            raise UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media types '
-                                       f'include: {JSON_TYPE}, application/yaml')
+            raise _unknown_format(crd=True)
         raw = await _read_body(request)
         if info is not None:
             api_version, kind = info.api_version, info.kind
         # Off the event loop: a body near the size limit takes a while in pure Python.
         return await run_in_threadpool(k8s_protobuf.decode_object, raw, api_version, kind)
-    if content_type in _UNREADABLE:
-        raise UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media types '
-                                   f'include: {JSON_TYPE}, {k8s_protobuf.MEDIA_TYPE}')
+    if content_type == YAML_TYPE:
+        raw = await _read_body(request)
+        # Off the event loop too (a YAML body near the size limit parses for a while); bounded as every YAML
+        # the server reads, and typed as Kubernetes' YAML-to-JSON conversion types it.
+        body = await run_in_threadpool(decode_yaml_body, raw)
+        if fields is not None:
+            fields.note_yaml_duplicates(raw)
+        return body
+    if content_type not in ("", JSON_TYPE):  # CBOR (which Kubernetes also reads) included
+        raise _unknown_format(crd=crd)
     return _decode(await _read_body(request), fields)
 
 

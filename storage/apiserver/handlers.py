@@ -28,6 +28,7 @@ from storage.api.validation import validate, validate_status
 from storage.apiserver import namespaces, paging
 from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.fieldvalidation import FieldValidation
+from storage.apiserver.metatime import check_metadata_times
 from storage.apiserver.patch import APPLY, apply_patch, parse_patch
 from storage.errors import (
     AlreadyExists, BadRequest, Conflict, FieldError, Forbidden, Gone, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge,
@@ -447,6 +448,8 @@ class Handlers:
         if fields is not None:
             fields.check(obj, old)
         meta = _meta(obj)
+        if not info.crd:  # a custom resource's malformed metadata is dropped, not refused, by Kubernetes
+            check_metadata_times(meta, info.kind, api_version)
         if info.namespaced:
             body_ns = meta.get("namespace")
             if body_ns and t.namespace and body_ns != t.namespace:

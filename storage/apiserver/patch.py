@@ -16,7 +16,7 @@ from storage.api.limits import (
 from storage.api.models import MODELS
 from storage.api.patchmeta import patch_meta
 from storage.api.schema import FieldType, model_fields
-from storage.errors import BadRequest, RequestEntityTooLarge
+from storage.errors import BadRequest, RequestEntityTooLarge, StowageError
 
 MERGE = "application/merge-patch+json"
 JSON = "application/json-patch+json"
@@ -57,35 +57,100 @@ def apply_patch(content_type: str, target: dict[str, Any], patch: Any) -> dict[s
     raise BadRequest(f"unsupported patch type {content_type!r}; use one of {', '.join(PATCH_TYPES)}")
 
 
+class JsonPatchNotApplicable(StowageError):
+    """An operation of a well-formed JSON patch does not apply to the object: Kubernetes' 422 (reason
+    Invalid; it sends a generic message, this one names the operation and its path)."""
+
+    code, reason = 422, "Invalid"
+
+
+_OPERATIONS = ("add", "remove", "replace", "move", "copy", "test")
+# JSON's names for the kinds of value a patch operation can wrongly be, as Go's decoder calls them.
+_JSON_KINDS = {str: "string", bool: "bool", int: "number", float: "number", list: "array", type(None): "null"}
+
+
 def _apply_json_patch(target: dict[str, Any], operations: list[Any]) -> Any:
     """RFC 6902, with Kubernetes' guards against amplification.
 
     A ``copy`` duplicates a subtree, so a short list of copies can double an
     object again and again: as Kubernetes does, the operations are counted and
     the bytes copied are bounded, before any copy is made.
+
+    A failing operation is described by its kind and paths only: the library's
+    own messages show the document (a Secret's data, say).
     """
     if len(operations) > MAX_JSON_PATCH_OPERATIONS:
         raise RequestEntityTooLarge(
             f"The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {len(operations)}"
         )
+    for operation in operations:  # Kubernetes decodes the whole patch before applying any of it: a 400
+        if not isinstance(operation, dict):
+            kind = _JSON_KINDS.get(type(operation), "value")
+            raise BadRequest(f"json: cannot unmarshal {kind} into Go value of type jsonpatch.Operation")
     doc: Any = copy.deepcopy(target)
     copied = 0
-    try:
-        for operation in operations:
-            if isinstance(operation, dict) and operation.get("op") == "copy" and isinstance(operation.get("from"), str):
+    for operation in operations:
+        try:
+            if operation.get("op") == "copy" and isinstance(operation.get("from"), str):
                 copied += encoded_size(jsonpointer.resolve_pointer(doc, operation["from"]))
                 if copied > MAX_JSON_PATCH_COPY_BYTES:
                     raise RequestEntityTooLarge(
                         f"json patch: the copy operations copy more than {MAX_JSON_PATCH_COPY_BYTES} bytes (the limit)"
                     )
             doc = jsonpatch.apply_patch(doc, [operation], in_place=True)
-    except jsonpatch.JsonPatchTestFailed:  # its message shows the stored value, maybe a Secret's
-        raise BadRequest("json patch: a test operation failed: the value at its path differs") from None
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
-        raise BadRequest(f"json patch: {e}") from None
-    except (TypeError, AttributeError, KeyError) as e:  # malformed operations the library does not check
-        raise BadRequest(f"json patch: invalid operation: {e!r}") from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, AttributeError,
+                KeyError, IndexError, ValueError) as e:  # the last: malformed operations the library does not check
+            raise JsonPatchNotApplicable(_json_patch_failure(doc, operation, e)) from None
     return doc
+
+
+def _resolves(doc: Any, pointer: Any) -> bool:
+    if not isinstance(pointer, str):
+        return False
+    try:
+        jsonpointer.resolve_pointer(doc, pointer)
+    except (jsonpointer.JsonPointerException, TypeError, KeyError, IndexError, ValueError):
+        return False
+    return True
+
+
+def _parent(pointer: str) -> str:
+    return pointer.rsplit("/", 1)[0] if "/" in pointer else pointer
+
+
+def _json_patch_failure(doc: Any, operation: dict[str, Any], error: Exception) -> str:
+    """evanphx/json-patch's wording (the library Kubernetes applies JSON patches with) for an operation that
+    does not apply: the operation's kind and paths, never a value of the document."""
+    op, path = operation.get("op"), operation.get("path")
+    if op not in _OPERATIONS:
+        return f"Unexpected kind: {op if isinstance(op, str) else 'unknown'}: unknown object type"
+    if not isinstance(path, str):
+        return f"{op} operation failed to decode path: missing value"
+    if op in ("move", "copy"):
+        source = operation.get("from")
+        if not _resolves(doc, source):
+            return f"{op} operation does not apply: doc is missing from path: {source}: missing value"
+        if not _resolves(doc, _parent(path)):
+            return f"{op} operation does not apply: doc is missing destination path: {path}: missing value"
+        return f"error in {op} for path: '{path}': the destination does not accept the value"
+    if op == "test":
+        if isinstance(error, jsonpatch.JsonPatchTestFailed) and _resolves(doc, path):
+            return f"testing value {path} failed: test failed"
+        return f"test operation does not apply: is missing path: {path}: missing value"
+    if isinstance(error, jsonpatch.InvalidJsonPatch) and "value" in str(error):
+        return f"{op} operation for path: '{path}': the operation has no value: missing value"
+    if not _resolves(doc, _parent(path)) or not path.startswith("/"):
+        quoted = f'"{path}"' if op in ("add", "remove") else path
+        return f"{op} operation does not apply: doc is missing path: {quoted}: missing value"
+    key = path.rsplit("/", 1)[-1]
+    parent_is_list = isinstance(jsonpointer.resolve_pointer(doc, _parent(path)), list)
+    if parent_is_list:
+        return f"error in {op} for path: '{path}': Unable to access invalid index: {key}: invalid index referenced"
+    if op == "replace":
+        return f"replace operation does not apply: doc is missing key: {path}: missing value"
+    if op == "remove":
+        return f"error in remove for path: '{path}': Unable to remove nonexistent key: {key}: missing value"
+    return f"error in {op} for path: '{path}': the value cannot be placed there"
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -215,9 +215,10 @@ def test_merge_json_and_strategic_patches(client: Client) -> None:
     assert containers(plain_merge) == [("b", "i4")], "a merge patch replaces lists"
 
 
-def test_bad_json_patch_is_400_and_unknown_patch_type_is_415(api_server, client: Client) -> None:
+def test_bad_json_patch_is_422_and_unknown_patch_type_is_415(api_server, client: Client) -> None:
     client.create(config_map("c"))
-    with pytest.raises(BadRequest):
+    # Kubernetes answers an operation that does not apply with 422 (reason Invalid).
+    with pytest.raises(Invalid):
         client.patch("configmaps", "c", [{"op": "remove", "path": "/data/missing"}], "default", "json")
     resp = raw(api_server, "PATCH", "/api/v1/namespaces/default/configmaps/c", content=b"{}",
                headers={"Content-Type": "text/plain"})
