@@ -49,15 +49,17 @@ from storage.api.deletion import stop_window
 from storage.api.ephemeral import claim_names, claim_volumes
 from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.names import NODE_AGENT_FINALIZER
-from storage.api.quantity import canonical
+from storage.api.quantity import canonical, quantity_value
 from storage.api.timestamps import now
 from storage.agent.credentials import AgentTLS
 from storage.client import Client
 from storage.errors import Conflict, Forbidden, Gone, NotFound, StowageError, TemporaryError
 from storage.system import memory
 from storage.system.host_resources import node_resources
+from storage.system.diskusage import disk_usage
 from storage.system.devices import DeviceResolver
 from volume_plugins.base import DevicePlugin
+from volume_plugins.empty_dir import EmptyDirPlugin
 from volume_plugins.registry import PluginRegistry, default_registry
 
 log = structlog.get_logger(__name__)
@@ -68,6 +70,7 @@ POOL_RESOURCE = "stowage.io/local-storage"
 # Pods set up at once: each waits mostly on mount, mkfs and runc (~80 ms a container start),
 # so a few in parallel keep the cores busy without a thread per pod.
 POD_SYNC_WORKERS = 8
+EMPTY_DIR = EmptyDirPlugin.name.replace("/", "~")  # its directory under pods/<uid>/volumes
 # A pod whose volume set-up failed is tried again after a per-pod exponential back-off
 # (storage.agent.backoff), at once when the pod, or a ConfigMap or Secret it uses, changes.
 LOOP_BACKOFF_MAX = 60.0  # a failing watch or loop waits at most this long between tries
@@ -106,6 +109,9 @@ class AgentConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
     backoff_base: float = 10.0
+    # How often disk-backed emptyDirs are measured against their sizeLimit (the kubelet's eviction
+    # manager looks every 10 s).
+    local_storage_check_seconds: float = 10.0
     pod_ip_range: str = "127.1.0.0/16"
     # The interface on the hosts' shared network that pod addresses are assigned to (MH2); None: the
     # range is loopback and pods are reachable on this host only.
@@ -184,6 +190,8 @@ class NodeAgent:
         # the removal comes back, and writing it again meanwhile costs the pass a round trip that, once
         # the name is reused (a StatefulSet's next member), is refused.
         self._unfinalized: set[str] = set()
+        # Pods evicted by this agent (E17) -> their final status ({} while the eviction is under way).
+        self._evicted: dict[str, Obj] = {}
         self._threads: list[threading.Thread] = []
         self._endpoints: dict[tuple[str, str], Obj] = {}
         self._services: dict[tuple[str, str], Obj] = {}
@@ -242,7 +250,7 @@ class NodeAgent:
                              (self._watch_attachments, "agent-attachments"),
                              (self._watch_configmaps, "agent-configmaps"), (self._watch_secrets, "agent-secrets"),
                              (self._work, "agent-worker"), (self._hosts_work, "agent-hosts"),
-                             (self._heartbeat, "agent-heartbeat")):
+                             (self._heartbeat, "agent-heartbeat"), (self._local_storage, "agent-local-storage")):
             thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -489,6 +497,53 @@ class NodeAgent:
                 return
             except Conflict:
                 continue
+
+    def _local_storage(self) -> None:
+        while not self.stop_event.wait(self.config.local_storage_check_seconds):
+            self.check_empty_dir_limits()
+
+    def check_empty_dir_limits(self) -> None:
+        """E17: a running pod whose disk-backed emptyDir holds more than its ``sizeLimit`` is evicted, as the
+        kubelet's eviction manager does: its containers are killed at once, its volumes released, and it
+        ends Failed with reason Evicted (it is not restarted, whatever its restartPolicy)."""
+        with self._lock:
+            candidates = [(uid, self._pods.get(uid)) for uid, had in self._resolved.items()
+                          if had.volumes and uid not in self._evicted and uid not in self._stopping]
+        for uid, pod in candidates:
+            if pod is None or _meta(pod).get("deletionTimestamp") or _is_finished(pod):
+                continue
+            for volume in (pod.get("spec") or {}).get("volumes") or []:
+                source = volume.get("emptyDir")
+                if not isinstance(source, dict) or source.get("medium") == "Memory" or not source.get("sizeLimit"):
+                    continue
+                try:
+                    limit = quantity_value(source["sizeLimit"])
+                except ValueError:
+                    continue
+                path = self.volumes.pod_dir(uid) / "volumes" / EMPTY_DIR / str(volume.get("name"))
+                if disk_usage(path) > limit:
+                    self._evict(pod, f'Usage of EmptyDir volume "{volume.get("name")}" exceeds the limit '
+                                     f'"{source["sizeLimit"]}". ')
+                    break
+
+    def _evict(self, pod: Obj, message: str) -> None:
+        assert self.runtime is not None
+        uid = _meta(pod).get("uid", "")
+        with self._lock:
+            # A sync worker still on this pod would start what is being killed.
+            while uid in self._in_flight and not self.stop_event.is_set():
+                self._lock.wait(timeout=1.0)
+            self._evicted[uid] = {}
+        log.warning("agent.pod_evicted", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", reason=message)
+        self._event(pod, "Warning", "Evicted", message)
+        final = self.runtime.kill_pod(uid, 0) or {}
+        status = {**final, "phase": "Failed", "reason": "Evicted", "message": message}
+        status["conditions"] = [*(c for c in final.get("conditions") or [] if c.get("type") != "DisruptionTarget"),
+                                {"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                                 "message": message, "lastTransitionTime": now()}]
+        with self._lock:
+            self._evicted[uid] = status
+        self._release_volumes(pod, status)
 
     def _heartbeat(self) -> None:
         while not self.stop_event.wait(self.config.heartbeat_seconds):
@@ -852,6 +907,8 @@ class NodeAgent:
         with self._lock:
             self._stopped &= set(pods)
             self._unfinalized &= self._stopped
+            for gone_uid in [u for u in self._evicted if u not in pods and self._evicted[u]]:
+                del self._evicted[gone_uid]
             stopped = set(self._stopped)
             unfinalized = set(self._unfinalized)
             gone, self._gone = self._gone, {}
@@ -954,6 +1011,12 @@ class NodeAgent:
                 return
         began = time.monotonic()
         finished = self.runtime.pod_status(uid) if uid in self._resolved else None
+        with self._lock:
+            evicted = self._evicted.get(uid)
+        if evicted is not None:
+            if evicted:  # an eviction still under way publishes its own status
+                self._release_volumes(pod, evicted)
+            return
         if _is_finished(pod) or (finished is not None and finished.get("phase") in _FINAL_PHASES):
             self._release_volumes(pod, finished)
             return

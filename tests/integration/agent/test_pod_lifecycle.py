@@ -222,6 +222,40 @@ def test_kubectl_describe_shows_why_a_container_cannot_start_or_keeps_crashing(c
     assert len(failed) == 1, failed  # one per change of what the container waits for, not one per status write
 
 
+def test_e17_a_pod_whose_disk_empty_dir_outgrows_its_size_limit_is_evicted(cluster: Cluster) -> None:
+    """E17 (the kubelet's local storage eviction): 12 MiB written to a disk-backed emptyDir with sizeLimit 10Mi
+    evicts the pod: Failed, reason Evicted, Kubernetes' message, a Warning Evicted event, its containers
+    gone and its volumes released; it is not restarted (restartPolicy Always). A pod under its limit runs on."""
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1", local_storage_check_seconds=0.3)
+    keep = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"
+    scratch = [{"name": "scratch", "emptyDir": {"sizeLimit": "10Mi"}}]
+    mount = [{"name": "scratch", "mountPath": "/scratch"}]
+    cluster.apply(pod("hog", f"dd if=/dev/urandom of=/scratch/big bs=1M count=12 2>/dev/null; {keep}",
+                      volumes=scratch, mounts_=mount),
+                  pod("modest", f"dd if=/dev/urandom of=/scratch/some bs=1M count=4 2>/dev/null; {keep}",
+                      volumes=scratch, mounts_=mount))
+    message = 'Usage of EmptyDir volume "scratch" exceeds the limit "10Mi". '
+    evicted = cluster.wait_pod("hog", lambda p: (p.get("status") or {}).get("reason") == "Evicted", "the eviction", 120)
+    status = evicted["status"]
+    assert status["phase"] == "Failed" and status["message"] == message
+    assert any(c["type"] == "DisruptionTarget" and c["status"] == "True" and c["reason"] == "TerminationByKubelet"
+               for c in status["conditions"])
+    wait_until(lambda: any(e.get("reason") == "Evicted" and e.get("message") == message
+                           for e in cluster.events_for("hog")), "the Evicted event")
+    uid = evicted["metadata"]["uid"]
+    assert agent.runtime is not None
+    wait_until(lambda: not [c for c in agent.runtime.settings.runc.list() if uid in c.get("id", "")],
+               "the evicted pod's containers gone")
+    wait_until(lambda: not (cluster.agent_dir("n1") / "pods" / uid / "volumes").exists()
+               or not any((cluster.agent_dir("n1") / "pods" / uid / "volumes").rglob("big")), "its emptyDir released")
+    agent.check_empty_dir_limits()
+    again = cluster.client.get("pods", "hog", "default")
+    assert again["status"]["phase"] == "Failed", "an evicted pod is not started again"
+    running = cluster.client.get("pods", "modest", "default")
+    assert running["status"]["phase"] == "Running" and not running["status"].get("reason")
+
+
 def test_readiness_probe_gates_ready_and_grace_period_escalates(cluster: Cluster) -> None:
     cluster.start_controllers()
     agent = cluster.add_agent("n1")
