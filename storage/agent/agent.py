@@ -26,8 +26,7 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -109,9 +108,6 @@ class AgentConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
     backoff_base: float = 10.0
-    # How often disk-backed emptyDirs are measured against their sizeLimit (the kubelet's eviction
-    # manager looks every 10 s).
-    local_storage_check_seconds: float = 10.0
     pod_ip_range: str = "127.1.0.0/16"
     # The interface on the hosts' shared network that pod addresses are assigned to (MH2); None: the
     # range is loopback and pods are reachable on this host only.
@@ -192,6 +188,7 @@ class NodeAgent:
         self._unfinalized: set[str] = set()
         # Pods evicted by this agent (E17) -> their final status ({} while the eviction is under way).
         self._evicted: dict[str, Obj] = {}
+        self._checking_limits = False
         self._threads: list[threading.Thread] = []
         self._endpoints: dict[tuple[str, str], Obj] = {}
         self._services: dict[tuple[str, str], Obj] = {}
@@ -215,10 +212,6 @@ class NodeAgent:
         self._reader = _CachedReader(self)
         self.env_sources = ApiEnvSources(self._reader)
         self._sync_pool = ThreadPoolExecutor(max_workers=POD_SYNC_WORKERS, thread_name_prefix="agent-pod-sync")
-        # PF94: what a new pod's start needs is made while its finalizer is written. A pool of its own: a
-        # sync worker waits for it, which on the sync pool itself could wait for ever.
-        self._prefetch_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agent-sa-prefetch")
-        self._private_scan_held = False  # a holder of the periodic scan of the host's private files
         self._in_flight: set[str] = set()  # pods a sync worker is on; never two at once for one pod
         self.volume_backoff = Backoff()  # per pod uid: failed volume set-ups and container syncs
         self.events = EventCorrelator()
@@ -250,16 +243,14 @@ class NodeAgent:
                              (self._watch_attachments, "agent-attachments"),
                              (self._watch_configmaps, "agent-configmaps"), (self._watch_secrets, "agent-secrets"),
                              (self._work, "agent-worker"), (self._hosts_work, "agent-hosts"),
-                             (self._heartbeat, "agent-heartbeat"), (self._local_storage, "agent-local-storage")):
+                             (self._heartbeat, "agent-heartbeat")):
             thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         self._start_plugin_watcher()
         # PF91: the first container start no longer waits for the scan of the host's private files, made
         # now and then every minute while the agent runs.
-        if not self._private_scan_held:
-            self._private_scan_held = True
-            HOST_PRIVATE.keep_fresh()
+        threading.Thread(target=HOST_PRIVATE.current, name="agent-private-scan", daemon=True).start()
         log.info("agent.started", node=self.node, port=self.port, pools=list(self.pools))
 
     def _start_plugin_watcher(self) -> None:
@@ -290,10 +281,6 @@ class NodeAgent:
             # event; it is a daemon touching nothing but this agent's maps, so don't wait for it.
             thread.join(timeout=0.2 if thread.name in self._watch_threads else 10)
         self._sync_pool.shutdown(wait=True, cancel_futures=True)
-        self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
-        if self._private_scan_held:
-            self._private_scan_held = False
-            HOST_PRIVATE.let_go()
         if self.runtime is not None:
             self.runtime.close()
         log.info("agent.stopped", node=self.node)
@@ -498,9 +485,27 @@ class NodeAgent:
             except Conflict:
                 continue
 
-    def _local_storage(self) -> None:
-        while not self.stop_event.wait(self.config.local_storage_check_seconds):
-            self.check_empty_dir_limits()
+    def _housekeeping(self) -> None:
+        """At each heartbeat: the host's private files scanned again once their reading is a minute old
+        (in the background), and the emptyDir limits checked on a thread of their own, so a walk of a big
+        volume never holds the Lease back. No thread stays for either between two beats."""
+        HOST_PRIVATE.current()
+        with self._lock:
+            if self._checking_limits or not any(
+                    _limited_empty_dirs(self._pods.get(uid) or {}) for uid, had in self._resolved.items() if had.volumes):
+                return
+            self._checking_limits = True
+
+        def check() -> None:
+            try:
+                self.check_empty_dir_limits()
+            except Exception as exc:  # the next beat tries again
+                log.warning("agent.empty_dir_check_failed", error=str(exc))
+            finally:
+                with self._lock:
+                    self._checking_limits = False
+
+        threading.Thread(target=check, name="agent-local-storage", daemon=True).start()
 
     def check_empty_dir_limits(self) -> None:
         """E17: a running pod whose disk-backed emptyDir holds more than its ``sizeLimit`` is evicted, as the
@@ -512,10 +517,7 @@ class NodeAgent:
         for uid, pod in candidates:
             if pod is None or _meta(pod).get("deletionTimestamp") or _is_finished(pod):
                 continue
-            for volume in (pod.get("spec") or {}).get("volumes") or []:
-                source = volume.get("emptyDir")
-                if not isinstance(source, dict) or source.get("medium") == "Memory" or not source.get("sizeLimit"):
-                    continue
+            for volume, source in _limited_empty_dirs(pod):
                 try:
                     limit = quantity_value(source["sizeLimit"])
                 except ValueError:
@@ -548,6 +550,7 @@ class NodeAgent:
     def _heartbeat(self) -> None:
         while not self.stop_event.wait(self.config.heartbeat_seconds):
             self.heartbeat_once()
+            self._housekeeping()
             self._trim_when_settled()
 
     def _trim_when_settled(self) -> None:
@@ -1023,20 +1026,23 @@ class NodeAgent:
         fingerprint = _spec_fingerprint(pod)
         if self.volume_backoff.waiting(uid, fingerprint) > 0:
             return  # backing off: its timer, or a change of what it uses, brings it back
-        meanwhile: list[Future[None]] = []
+        meanwhile: threading.Thread | None = None
         if AGENT_FINALIZER not in (_meta(pod).get("finalizers") or []):
             # PF94: a new pod's first sync makes what its start needs and can have before the finalizer
-            # is on (its service-account tokens, its user namespace) while the finalizer is written.
+            # is on (its service-account tokens, its user namespace) while the finalizer is written. A
+            # thread of its own that ends with it: a pool's threads would stay resident for good.
             snapshot = dict(pod)  # _ensure_finalizer replaces the pod's contents
-            try:
-                if asks_for_tokens(pod):
-                    meanwhile.append(self._prefetch_pool.submit(self.sa_tokens.prefetch, snapshot))
-                meanwhile.append(self._prefetch_pool.submit(self._prepare_runtime, snapshot))
-            except RuntimeError:  # shut down: the agent is stopping
-                return
+            meanwhile = threading.Thread(target=self._prepare_first_start, args=(snapshot,),
+                                         name=f"agent-prefetch-{uid[:8]}", daemon=True)
+            meanwhile.start()
         finalized = self._ensure_finalizer(pod)
-        wait_futures(meanwhile)  # neither raises; a token not got is asked for, and reported, below
+        if meanwhile is not None:
+            meanwhile.join()  # it never raises; a token not got is asked for, and reported, below
         if not finalized:
+            if meanwhile is not None:
+                # Gone meanwhile (force-deleted, replaced): a pass gives back what was made for it, also
+                # when the pass its deletion brought ran before that was made.
+                self._mark_dirty(uid)
             return
         try:
             volumes = self._resolve_volumes(pod)
@@ -1121,6 +1127,11 @@ class NodeAgent:
                 if request.pv_name in single:
                     return request.pv_name, f"{had.namespace}/{had.name}"
         return None
+
+    def _prepare_first_start(self, pod: Obj) -> None:
+        if asks_for_tokens(pod):
+            self.sa_tokens.prefetch(pod)
+        self._prepare_runtime(pod)
 
     def _prepare_runtime(self, pod: Obj) -> None:
         """PF93: the pod's user namespace while its volumes are made; best effort, as the start makes it
@@ -1695,6 +1706,16 @@ def _no_volumes(pod: Obj) -> PodVolumes:
 
 
 _VOLATILE_META = ("resourceVersion", "managedFields")
+
+
+def _limited_empty_dirs(pod: Obj) -> list[tuple[Obj, Obj]]:
+    """(volume, emptyDir source) of the pod's disk-backed emptyDirs that have a sizeLimit (E17)."""
+    out = []
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        source = volume.get("emptyDir")
+        if isinstance(source, dict) and source.get("medium") != "Memory" and source.get("sizeLimit"):
+            out.append((volume, source))
+    return out
 
 
 _FAILED_WAITING = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")

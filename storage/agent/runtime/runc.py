@@ -252,9 +252,9 @@ def host_private_paths(roots: tuple[str, ...] = PRIVATE_SCAN_ROOTS, depth: int =
 
 class HostPrivatePaths:
     """``host_private_paths()``, read again in the background once the reading is older than
-    ``max_age`` seconds, so no container start waits for a scan after the first. While a node agent
-    runs (``keep_fresh``), a scan is also made every ``max_age`` seconds without waiting for a start to
-    ask: a file made private between two starts is covered in the next pod within that time."""
+    ``max_age`` seconds, so no container start waits for a scan after the first. A node agent asks
+    every 10 s besides (its housekeeping), so a file made private between two starts is covered in
+    the next pod within about ``max_age``."""
 
     def __init__(self, max_age: float = 60.0, scan: Callable[[], list[str]] | None = None) -> None:
         self.max_age = max_age
@@ -263,38 +263,6 @@ class HostPrivatePaths:
         self._paths: list[str] | None = None
         self._at = 0.0
         self._refreshing = False
-        self._holders = 0
-        self._wake = threading.Condition(self._lock)
-
-    def keep_fresh(self) -> None:
-        """One more holder (a node agent) of the periodic scan, started with the first."""
-        with self._lock:
-            self._holders += 1
-            if self._holders > 1:
-                return
-        threading.Thread(target=self._periodic, name="stowage-private-scan-timer", daemon=True).start()
-
-    def let_go(self) -> None:
-        """The holder no longer needs the periodic scan; it stops with the last."""
-        with self._lock:
-            self._holders = max(0, self._holders - 1)
-            self._wake.notify_all()
-
-    def _periodic(self) -> None:
-        while True:
-            with self._lock:
-                due = self._at + self.max_age - time.monotonic() if self._paths is not None else 0.0
-                if due > 0:
-                    self._wake.wait(due)
-                if self._holders == 0:
-                    return
-                if self._paths is not None and time.monotonic() - self._at < self.max_age:
-                    continue  # a start's refresh came first
-                if self._refreshing:
-                    self._wake.wait(self.max_age)
-                    continue
-                self._refreshing = True
-            self._refresh()
 
     def current(self) -> list[str]:
         with self._lock:
@@ -320,7 +288,6 @@ class HostPrivatePaths:
         finally:
             with self._lock:
                 self._refreshing = False
-                self._wake.notify_all()
 
 
 HOST_PRIVATE = HostPrivatePaths()

@@ -227,7 +227,7 @@ def test_e17_a_pod_whose_disk_empty_dir_outgrows_its_size_limit_is_evicted(clust
     evicts the pod: Failed, reason Evicted, Kubernetes' message, a Warning Evicted event, its containers
     gone and its volumes released; it is not restarted (restartPolicy Always). A pod under its limit runs on."""
     cluster.start_controllers()
-    agent = cluster.add_agent("n1", local_storage_check_seconds=0.3)
+    agent = cluster.add_agent("n1")  # its heartbeat, and with it the check, every second
     keep = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"
     scratch = [{"name": "scratch", "emptyDir": {"sizeLimit": "10Mi"}}]
     mount = [{"name": "scratch", "mountPath": "/scratch"}]
