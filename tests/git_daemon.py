@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from azurite_service import stop_process
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -38,9 +40,4 @@ def git_daemon(base: Path) -> Iterator[str]:
     try:
         yield f"git://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -183,6 +183,13 @@ else:  # pragma: no cover - libyaml is part of the usual PyYAML wheels
     _LOADER = BoundedSafeLoader
 
 
+def yaml_problem(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """(1-based line, what is wrong) of a YAML parse error, for a message of the caller's own form."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return (mark.line + 1 if mark is not None else None), problem
+
+
 def load_yaml_all(text: str | bytes) -> Iterator[Any]:
     """Every document of a YAML stream, safely and within the limits (raises LimitExceeded)."""
     loader = _LOADER(text)

@@ -30,7 +30,7 @@ from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.resolver import BaseResolver
 
-from storage.api.limits import LimitExceeded, _Bounded
+from storage.api.limits import LimitExceeded, _Bounded, yaml_problem
 from storage.errors import BadRequest
 
 _NUMBER_TAG = "tag:stowage,2025:go-number"
@@ -219,9 +219,8 @@ def decode_yaml_body(body: bytes) -> Any:
     except LimitExceeded as e:
         raise BadRequest(f"the request body is not acceptable: {e}") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        line, problem = yaml_problem(e)
+        where = f"line {line}: " if line is not None else ""
         raise BadRequest(f"the request body is not valid YAML: yaml: {where}{problem}") from None
     except (ValueError, RecursionError) as e:
         raise BadRequest(f"error converting YAML to JSON: {e}") from None

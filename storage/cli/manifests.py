@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from storage.api.limits import LimitExceeded, depth_message, json_depth_exceeds, load_yaml_all
+from storage.api.limits import LimitExceeded, depth_message, json_depth_exceeds, load_yaml_all, yaml_problem
 from storage.api.registry import ResourceInfo, by_kind
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -90,9 +90,8 @@ def _load_yaml(text: str, source: str) -> list[Any]:
         except LimitExceeded as exc:
             raise ManifestError(f"error parsing {source} (document {index}): {exc}") from None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            number, problem = yaml_problem(exc)
+            line = f" line {number}" if number is not None else ""
             raise ManifestError(f"error parsing {source} (document {index}):{line} {problem}") from None
         docs.append(doc)
 
