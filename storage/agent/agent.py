@@ -58,7 +58,6 @@ from storage.system.host_resources import node_resources
 from storage.system.diskusage import disk_usage
 from storage.system.devices import DeviceResolver
 from volume_plugins.base import DevicePlugin
-from volume_plugins.empty_dir import EmptyDirPlugin
 from volume_plugins.registry import PluginRegistry, default_registry
 
 log = structlog.get_logger(__name__)
@@ -69,7 +68,6 @@ POOL_RESOURCE = "stowage.io/local-storage"
 # Pods set up at once: each waits mostly on mount, mkfs and runc (~80 ms a container start),
 # so a few in parallel keep the cores busy without a thread per pod.
 POD_SYNC_WORKERS = 8
-EMPTY_DIR = EmptyDirPlugin.name.replace("/", "~")  # its directory under pods/<uid>/volumes
 # A pod whose volume set-up failed is tried again after a per-pod exponential back-off
 # (storage.agent.backoff), at once when the pod, or a ConfigMap or Secret it uses, changes.
 LOOP_BACKOFF_MAX = 60.0  # a failing watch or loop waits at most this long between tries
@@ -522,7 +520,8 @@ class NodeAgent:
                     limit = quantity_value(source["sizeLimit"])
                 except ValueError:
                     continue
-                path = self.volumes.pod_dir(uid) / "volumes" / EMPTY_DIR / str(volume.get("name"))
+                plugin = self.volumes.registry.find({"emptyDir": source})
+                path = self.volumes.volume_path(uid, plugin, str(volume.get("name")))
                 if disk_usage(path) > limit:
                     self._evict(pod, f'Usage of EmptyDir volume "{volume.get("name")}" exceeds the limit '
                                      f'"{source["sizeLimit"]}". ')
