@@ -272,7 +272,9 @@ def test_pf88_a_resync_of_an_unchanged_pod_rewrites_none_of_its_saved_files(harn
     assert {n: after[n] for n in ("volumes.json", "hosts.json")} == {n: inodes[n] for n in ("volumes.json", "hosts.json")}
 
     # The container's end is the worker's own step: only its state is written, and it says so.
-    assert runc_exec(rt, uid, "c", ["touch", "/tmp/stop"])[0] == 0
+    # 137: the container's shell, its pid 1, saw the file and ended before touch itself had exited, and
+    # the kernel killed touch with the pid namespace (seen once under load); the file was made either way.
+    assert runc_exec(rt, uid, "c", ["touch", "/tmp/stop"])[0] in (0, 137)
     harness.wait(rt, uid, lambda s: cstatus(s, "c")["restartCount"] >= 1, "the container ended and restarted")
     final = {name: (state / name).stat().st_ino for name in parts}
     assert final["state.json"] != after["state.json"]
