@@ -11,11 +11,12 @@ import yaml
 from pydantic import BaseModel
 
 from storage.api.limits import (
-    MAX_REQUEST_BYTES, LimitExceeded, depth_message, encoded_size, json_depth_exceeds, load_yaml,
+    MAX_REQUEST_BYTES, LimitExceeded, depth_message, encoded_size, json_depth_exceeds,
 )
 from storage.api.models import MODELS
 from storage.api.patchmeta import patch_meta
 from storage.api.schema import FieldType, model_fields
+from storage.apiserver.yamlbody import decode_yaml_body
 from storage.errors import BadRequest, RequestEntityTooLarge, StowageError
 
 MERGE = "application/merge-patch+json"
@@ -31,8 +32,9 @@ MAX_JSON_PATCH_COPY_BYTES = 3 * MAX_REQUEST_BYTES
 def parse_patch(content_type: str, body: bytes) -> Any:
     try:
         if content_type == APPLY:
-            # Bounded: an apply body is YAML, and YAML aliases can expand a small body into a huge object.
-            return load_yaml(body.decode("utf-8"))
+            # Read as every YAML body is: Kubernetes' implicit types, bounded (aliases can expand a small
+            # body into a huge object).
+            return decode_yaml_body(body)
         if json_depth_exceeds(body):
             raise LimitExceeded(depth_message())
         return orjson.loads(body)

@@ -16,7 +16,8 @@ its own implicit types, neither PyYAML's YAML 1.1 nor YAML 1.2:
 - NaN and infinities cannot be JSON: refused.
 
 Parsing is bounded as every YAML the server reads is (``storage.api.limits``):
-nesting depth and alias expansion. A body holds one document.
+nesting depth and alias expansion. Of a body with several documents only the
+first is read, as go-yaml's ``Unmarshal`` reads it; the rest is not parsed.
 """
 from __future__ import annotations
 
@@ -204,15 +205,13 @@ def _jsonable(value: Any, path: str = "") -> Any:
 
 
 def decode_yaml_body(body: bytes) -> Any:
-    """The single YAML document of a request body as plain JSON values; ``BadRequest`` when it is not one."""
+    """The first YAML document of a request body as plain JSON values; ``BadRequest`` when it is not YAML."""
     if not body.strip():
         raise BadRequest("the request body is empty; send a YAML or JSON object")
     try:
         loader = _Loader(body)
         try:
             value = loader.get_data() if loader.check_data() else None
-            if loader.check_data():
-                raise BadRequest("the request body holds more than one YAML document; send a single object")
         finally:
             loader.dispose()
         return _jsonable(value)
