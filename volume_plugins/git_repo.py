@@ -26,7 +26,7 @@ from volume_plugins.base import VolumeContext, VolumePlugin
 
 
 REMOTE_PROTOCOLS = ("http", "https", "git")
-_REMOTE = re.compile(r"^(?:https?|git)://[^/\s]+", re.IGNORECASE)
+_REMOTE = re.compile(rf"^(?:{'|'.join(REMOTE_PROTOCOLS)})://[^/\s]+", re.IGNORECASE)
 
 
 def check_remote(repository: str) -> None:

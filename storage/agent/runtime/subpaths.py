@@ -60,7 +60,7 @@ def _through_data(volume_fd: int, sub_path: str) -> str:
     ``..data`` as a link to the timestamped directory, so the key's own path crosses two symbolic links and
     is refused; the kubelet resolves it (a bind of the key's current file, which, as in Kubernetes, does
     not follow later updates). Only the writer's own two links are followed: the volume is read-only to
-    every pod (A6), and anything else is left for ``open_beneath`` to refuse."""
+    every pod (SV11), and anything else is left for ``open_beneath`` to refuse."""
     first, _, rest = sub_path.partition("/")
     try:
         key_link = os.readlink(first, dir_fd=volume_fd)
