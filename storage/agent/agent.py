@@ -24,6 +24,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -213,6 +214,10 @@ class NodeAgent:
         self._in_flight: set[str] = set()  # pods a sync worker is on; never two at once for one pod
         self.volume_backoff = Backoff()  # per pod uid: failed volume set-ups and container syncs
         self.events = EventCorrelator()
+        # The kubelet's Normal events (Created, Started, Killing) go out from one thread of their own, as
+        # its event broadcaster's do: a pod's start or stop never waits on their writes. None: stop.
+        self._event_queue: queue.SimpleQueue[tuple[Obj, str, str, str] | None] = queue.SimpleQueue()
+        self._event_writer: threading.Thread | None = None
         self._again: set[str] = set()  # pods marked dirty while in flight
         self._last_sync = 0.0  # monotonic end of the last pod sync
         self._last_trim = 0.0  # and of the last heap trim (PF45)
@@ -229,7 +234,7 @@ class NodeAgent:
                                   pod_interface=self.config.pod_interface, on_status_change=self._status_changed,
                                   backoff_base=self.config.backoff_base,
                                   hidden_paths=(*self.config.private_paths, *(str(p.path) for p in self.config.pools)),
-                                  host_path_prefixes=self.config.host_path_prefixes, on_event=self._event)
+                                  host_path_prefixes=self.config.host_path_prefixes, on_event=self._event_soon)
         from storage.agent.server import start_agent_server
 
         self._server, self.port = start_agent_server(self, self.config.listen_host, self.config.listen_port, self.token,
@@ -270,11 +275,13 @@ class NodeAgent:
         """Stop the agent's loops. Containers keep running: a restarted agent adopts them."""
         self.stop_event.set()
         self.sa_tokens.stop()
+        self._event_queue.put(None)
         with self._lock:
             self._lock.notify_all()
+            threads = list(self._threads)
         if self._server is not None:
             self._server.should_exit = True
-        for thread in self._threads:
+        for thread in threads:
             # A watch thread sits in a long HTTP read and notices the stop only at its next
             # event; it is a daemon touching nothing but this agent's maps, so don't wait for it.
             thread.join(timeout=0.2 if thread.name in self._watch_threads else 10)
@@ -1277,6 +1284,8 @@ class NodeAgent:
             # A sync worker still starting this pod would start containers behind the stop.
             while uid in self._in_flight and not self.stop_event.is_set():
                 self._lock.wait(timeout=1.0)
+        for container in _running_containers(pod):
+            self._event_soon(pod, "Normal", "Killing", f"Stopping container {container}")
         try:
             final = self.runtime.kill_pod(uid, grace)
             with self._lock:
@@ -1488,6 +1497,8 @@ class NodeAgent:
                 return
             for reason, message in _container_warnings(pod, old, status) if warn else ():
                 self._event(pod, "Warning", reason, message)
+            for reason, message in _container_starts(old, status):
+                self._event_soon(pod, "Normal", reason, message)
             return
 
     def _remember(self, pod: Obj) -> None:
@@ -1521,6 +1532,24 @@ class NodeAgent:
         if event:
             # Every attempt is an event, as the kubelet's: repeats only bump its count.
             self._event(pod, "Warning", "FailedMount" if "Mount" in message else "Failed", message)
+
+    def _event_soon(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+        """``_event`` on the events thread, in the order asked."""
+        with self._lock:
+            if self._event_writer is None and not self.stop_event.is_set():
+                self._event_writer = threading.Thread(target=self._write_events, name="agent-events", daemon=True)
+                self._threads.append(self._event_writer)
+                self._event_writer.start()
+        self._event_queue.put((obj, type_, reason, message))
+
+    def _write_events(self) -> None:
+        # A stopping agent drops what is left, as the kubelet's broadcaster does: its API server may be
+        # gone, and each write would hold the stop up.
+        while (item := self._event_queue.get()) is not None and not self.stop_event.is_set():
+            try:
+                self._event(*item)
+            except Exception as exc:  # an event is not worth the thread
+                log.warning("agent.event_failed", error=str(exc))
 
     def _event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         namespace, name = _key(obj)
@@ -1741,6 +1770,34 @@ def _container_warnings(pod: Obj, old: Obj, new: Obj) -> list[tuple[str, str]]:
             out.append(("BackOff", f"Back-off restarting failed container {c.get('name')} in pod "
                                    f"{name}_{namespace}({_meta(pod).get('uid', '')})"))
     return out
+
+
+def _run_started(c: Obj) -> str | None:
+    """When the container's current run started (running, or ended since): one run, one value."""
+    state = c.get("state") or {}
+    return ((state.get("running") or {}).get("startedAt")
+            or (state.get("terminated") or {}).get("startedAt"))
+
+
+def _container_starts(old: Obj, new: Obj) -> list[tuple[str, str]]:
+    """The kubelet's ``Created`` and ``Started`` events for each container run a status write reports
+    first (``kubectl describe pod`` lists them under Events)."""
+    def statuses(status: Obj) -> list[Obj]:
+        return (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+
+    before = {c.get("name"): _run_started(c) for c in statuses(old)}
+    out: list[tuple[str, str]] = []
+    for c in statuses(new):
+        started = _run_started(c)
+        if started and started != before.get(c.get("name")):
+            out += [("Created", f"Created container: {c.get('name')}"), ("Started", f"Started container {c.get('name')}")]
+    return out
+
+
+def _running_containers(pod: Obj | None) -> list[str]:
+    status = (pod or {}).get("status") or {}
+    return [c.get("name") or "" for c in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+            if "running" in (c.get("state") or {})]
 
 
 def _only_status_changed(old: Obj, new: Obj) -> bool:

@@ -48,6 +48,8 @@ IDLE_AFTER = 5.0  # seconds without a status change before a pod is polled slowl
 # no event is seen (a shim that died without its exit file; a grace period cut short).
 START_LOOK_BACKSTOP = 0.1
 STOP_LOOK_INTERVAL = 0.05
+# The kubelet keeps 10 KiB of a probe's output; an event's message gets its start.
+PROBE_EVENT_OUTPUT = 1024
 IDLE_POLL_INTERVAL = 1.0
 # PF95: how long a start's status waits for a readiness probe's first result.
 FIRST_READINESS_WAIT = 0.25
@@ -677,11 +679,13 @@ class PodWorker:
             run = make_probe(probe, spec, inst.container_id, self.pod_ip, self.s.runc)
             worker = ProbeWorker(kind, probe, run, started_mono,
                                  on_change=lambda k, ok, cs=cs, inst=inst: self._probe_changed(cs, inst, k, ok),
-                                 stop=inst.stop, gate=None if kind == "startup" else inst.started_gate)
+                                 stop=inst.stop, gate=None if kind == "startup" else inst.started_gate,
+                                 on_failure=lambda k, out, cs=cs, inst=inst: self._probe_failed(cs, inst, k, out))
             inst.probes[kind] = worker
             worker.start()
 
     def _probe_changed(self, cs: ContainerState, inst: Instance, kind: str, ok: bool) -> None:
+        killing = False
         with self.lock:
             if cs.instance is not inst:
                 return
@@ -691,7 +695,23 @@ class PodWorker:
                 inst.kill_reason = (f"Container {cs.name} failed {kind} probe, will be restarted: "
                                     f"{inst.probes[kind].state.message}".strip())
                 log.info("probe failed, killing container", uid=self.uid, container=cs.name, probe=kind)
+                killing = True
+        if killing:
+            self._pod_event("Normal", "Killing", f"Container {cs.name} failed {kind} probe, will be restarted")
         self.wake.set()
+
+    def _probe_failed(self, cs: ContainerState, inst: Instance, kind: str, output: str) -> None:
+        """The kubelet's ``Unhealthy`` event, at every failed run of a probe (its correlator counts repeats)."""
+        if cs.instance is inst:
+            self._pod_event("Warning", "Unhealthy", f"{kind.capitalize()} probe failed: {output[:PROBE_EVENT_OUTPUT]}")
+
+    def _pod_event(self, type_: str, reason: str, message: str) -> None:
+        if self.s.on_event is None:
+            return
+        try:
+            self.s.on_event(self.pod, type_, reason, message)
+        except Exception:  # an event is advice: it must never stop a probe or a container
+            log.warning("pod.event_failed", uid=self.uid, reason=reason)
 
     # ---- stopping ------------------------------------------------------------------------
     def _stop_instance(self, cs: ContainerState, inst: Instance, grace: float | StopDeadline) -> None:

@@ -55,7 +55,9 @@ def make_probe(probe: dict[str, Any], container: dict[str, Any], container_id: s
                 headers = {h["name"]: h.get("value", "") for h in spec.get("httpHeaders") or []}
                 headers.setdefault("User-Agent", "kube-probe/1.29")
                 response = httpx.get(url, headers=headers, timeout=timeout, verify=False, follow_redirects=False)
-                return 200 <= response.status_code < 400, f"HTTP probe returned {response.status_code}"
+                if 200 <= response.status_code < 400:
+                    return True, ""
+                return False, f"HTTP probe failed with statuscode: {response.status_code}"
             except (httpx.HTTPError, OSError, ValueError) as exc:
                 return False, str(exc)
         return run_http
@@ -76,13 +78,14 @@ class ProbeWorker(threading.Thread):
 
     def __init__(self, kind: str, probe: dict[str, Any], run: ProbeRun, started_monotonic: float,
                  on_change: Callable[[str, bool], None], stop: threading.Event,
-                 gate: threading.Event | None = None) -> None:
+                 gate: threading.Event | None = None, on_failure: Callable[[str, str], None] | None = None) -> None:
         super().__init__(name=f"probe-{kind}", daemon=True)
         self.kind = kind
         self.probe = probe
         self.run_probe = run
         self.started = started_monotonic
         self.on_change = on_change
+        self.on_failure = on_failure  # every failed run, with its output (the kubelet's Unhealthy event)
         self.stop_event = stop
         self.gate = gate
         initial = {"readiness": False, "liveness": True, "startup": None}[kind]
@@ -126,6 +129,8 @@ class ProbeWorker(threading.Thread):
             elif not ok and failures >= failure_threshold:
                 new = False
             self.state.message = message
+            if not ok and self.on_failure is not None:
+                self.on_failure(self.kind, message)
             if new != self.state.result:
                 self.state.result = new
                 self.on_change(self.kind, bool(new))

@@ -222,6 +222,67 @@ def test_kubectl_describe_shows_why_a_container_cannot_start_or_keeps_crashing(c
     assert len(failed) == 1, failed  # one per change of what the container waits for, not one per status write
 
 
+def test_kubectl_describe_lists_created_started_and_killing(cluster: Cluster) -> None:
+    """L19, the kubelet's Normal events: ``Created`` and ``Started`` once for each container's run (the init
+    container's too), however many status writes follow; ``Killing`` for the running container when the pod
+    is deleted; `kubectl describe pod` lists them."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(pod("events", initContainers=[{"name": "prep", "image": "debian:12", "command": ["true"]}],
+                      container={"readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}))
+    cluster.wait_pod("events", lambda p: condition(p, "Ready") == "True", "Ready", 120)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env["KUBECONFIG"] = str(cluster.server.kubeconfig)
+
+    def normal() -> list[tuple[str, str]]:
+        return sorted((e["reason"], e["message"]) for e in cluster.events_for("events") if e.get("type") == "Normal"
+                      and e.get("reason") != "Scheduled")
+
+    expected = sorted([("Created", "Created container: prep"), ("Started", "Started container prep"),
+                       ("Created", "Created container: main"), ("Started", "Started container main")])
+    wait_until(lambda: normal() == expected, "Created and Started for both containers")
+    wait_until(lambda: "Started container main" in subprocess.run(
+        [kubectl_binary(), "describe", "pod", "events"], capture_output=True, text=True, timeout=60, env=env).stdout,
+        "the Started event in describe")
+    assert all(int(e.get("count") or 1) == 1 for e in cluster.events_for("events") if e.get("type") == "Normal")
+
+    cluster.client.delete("pods", "events", "default")
+    cluster.wait_gone("pods", "events", "default")
+    wait_until(lambda: ("Killing", "Stopping container main") in normal(), "the Killing event")
+    assert normal() == sorted(expected + [("Killing", "Stopping container main")])
+
+
+def test_kubectl_describe_lists_failed_probes_and_the_liveness_kill(cluster: Cluster) -> None:
+    """L19: a Warning ``Unhealthy`` `<Kind> probe failed: <output>` for failed probe runs (repeats counted on one
+    event), and a Normal ``Killing`` when a failed liveness probe restarts the container."""
+    cluster.start_controllers()
+    cluster.add_agent("n1")
+    cluster.apply(pod("sick", container={
+        "readinessProbe": {"exec": {"command": ["sh", "-c", "echo not ready; exit 1"]}, "periodSeconds": 1},
+        "livenessProbe": {"exec": {"command": ["sh", "-c", "echo gone wrong; exit 1"]}, "periodSeconds": 1,
+                          "failureThreshold": 2}}))
+
+    def said(type_: str, reason: str, start: str) -> list[dict]:
+        return [e for e in cluster.events_for("sick") if e.get("type") == type_ and e.get("reason") == reason
+                and str(e.get("message", "")).startswith(start)]
+
+    wait_until(lambda: said("Warning", "Unhealthy", "Readiness probe failed: not ready"), "the readiness probe's event")
+    wait_until(lambda: said("Warning", "Unhealthy", "Liveness probe failed: gone wrong"), "the liveness probe's event")
+    wait_until(lambda: said("Normal", "Killing", "Container main failed liveness probe, will be restarted"),
+               "the liveness kill's event", 60)
+    wait_until(lambda: any(int(e.get("count") or 1) >= 3 for e in said("Warning", "Unhealthy", "Readiness")),
+               "repeats counted on the readiness probe's event", 60)
+    cluster.wait_pod("sick", lambda p: any(c.get("restartCount", 0) >= 1 for c in p["status"].get("containerStatuses") or []),
+                     "a restart", 60)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env["KUBECONFIG"] = str(cluster.server.kubeconfig)
+    shown = subprocess.run([kubectl_binary(), "describe", "pod", "sick"], capture_output=True, text=True,
+                           timeout=60, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "Liveness probe failed: gone wrong" in shown.stdout and "Warning  Unhealthy" in shown.stdout, shown.stdout
+
+
 def test_e17_a_pod_whose_disk_empty_dir_outgrows_its_size_limit_is_evicted(cluster: Cluster) -> None:
     """E17 (the kubelet's local storage eviction): 12 MiB written to a disk-backed emptyDir with sizeLimit 10Mi
     evicts the pod: Failed, reason Evicted, Kubernetes' message, a Warning Evicted event, its containers
