@@ -12,8 +12,10 @@ from typing import Any
 # line) and structlog (for pretty tracebacks) import rich and pygments when they are installed, about
 # 5 MiB resident that the agent never uses; marked absent here, before either is imported, both fall
 # back as they do where the packages are missing. Every other command keeps them (bench draws with rich).
+# PF96: the same for trio, which httpcore imports when it is installed for its async locks (3.4 MiB; the
+# agent's HTTP is synchronous), and watchfiles, which uvicorn imports for its reloader (0.7 MiB).
 if sys.argv[1:2] == ["agent"]:
-    for _optional in ("rich", "pygments"):
+    for _optional in ("rich", "pygments", "trio", "watchfiles"):
         sys.modules.setdefault(_optional, None)  # type: ignore[assignment]
 
 import click

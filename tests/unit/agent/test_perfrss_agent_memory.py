@@ -72,6 +72,8 @@ def test_agent_start_path_does_not_import_grpc_or_cloud_sdks() -> None:
 
 # The agent's process after start-up, then a logged exception through the console renderer.
 AGENT_LOGS = AGENT_PATH.replace("print(json.dumps(sorted(sys.modules)))", """
+import httpx
+httpx.Client().close()  # a client's transport imports httpcore, and httpcore trio where it is installed
 import structlog
 from storage.cli.up import configure_logging
 configure_logging("console")
@@ -92,11 +94,12 @@ def _modules_and_log(*argv: str) -> tuple[list[str], str]:
 
 
 def test_agent_process_leaves_out_rich_and_pygments() -> None:
-    """PF60: under `stowage agent`, httpx's and structlog's optional rich and pygments are not loaded, and
-    an exception is still logged whole (structlog's plain traceback); other commands keep rich (bench)."""
+    """PF60, PF96: under `stowage agent`, httpx's and structlog's optional rich and pygments, httpcore's trio
+    and uvicorn's watchfiles are not loaded (where installed), and an exception is still logged whole
+    (structlog's plain traceback); other commands keep rich (bench)."""
     modules, log = _modules_and_log("agent")
-    assert [m for m in modules if m.split(".")[0] in ("rich", "pygments")] == []
-    assert "httpx" in modules and "structlog" in modules
+    assert [m for m in modules if m.split(".")[0] in ("rich", "pygments", "trio", "watchfiles")] == []
+    assert {"httpx", "httpcore", "structlog", "uvicorn", "uvicorn.supervisors"} <= set(modules)
     assert "sync.failed" in log and "Traceback (most recent call last)" in log and "ValueError: boom" in log
     modules, log = _modules_and_log("bench")
     assert "rich" in modules and "ValueError: boom" in log
