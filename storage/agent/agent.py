@@ -41,7 +41,7 @@ from storage.agent.node_lease import renew_lease
 from storage.agent.object_cache import RESOURCES, ReferencedObjects, revision
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import ContainersNotStopped, PodRuntime, StopDeadline
-from storage.agent.runtime.runc import HOST_PRIVATE
+from storage.agent.runtime.runc import CONTAINER_LOG_MAX_BYTES, HOST_PRIVATE
 from storage.agent.sa_tokens import ServiceAccountTokenManager, asks_for_tokens, kubernetes_service_env
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
@@ -107,6 +107,7 @@ class AgentConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
     backoff_base: float = 10.0
+    container_log_max_bytes: int = CONTAINER_LOG_MAX_BYTES  # SV12; the kubelet's containerLogMaxSize
     pod_ip_range: str = "127.1.0.0/16"
     # The interface on the hosts' shared network that pod addresses are assigned to (MH2); None: the
     # range is loopback and pods are reachable on this host only.
@@ -233,6 +234,7 @@ class NodeAgent:
                                   ip_range=self.config.pod_ip_range,
                                   pod_interface=self.config.pod_interface, on_status_change=self._status_changed,
                                   backoff_base=self.config.backoff_base,
+                                  container_log_max_bytes=self.config.container_log_max_bytes,
                                   hidden_paths=(*self.config.private_paths, *(str(p.path) for p in self.config.pools)),
                                   host_path_prefixes=self.config.host_path_prefixes, on_event=self._event_soon)
         from storage.agent.server import start_agent_server

@@ -82,13 +82,16 @@ def _check_pod_network(pod_cidr: str, pod_interface: str | None) -> None:
                    "/usr/libexec/kubernetes/kubelet-plugins/volume/exec).")
 @click.option("--csi-driver", "csi_drivers", multiple=True, metavar="DRIVER=unix:///PATH",
               help="A CSI driver's Node service on this host (repeatable).")
+@click.option("--container-log-max-size", default="10Mi", show_default=True, metavar="QUANTITY",
+              help="A container's log is rotated past this size, the previous file kept beside it (as the "
+                   "kubelet's flag of that name; 0: never).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubeconfig: str | None,
                   data_dir: str | None, pools: tuple[str, ...], provider_id: str | None,
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
                   host_paths: tuple[str, ...], pod_cidr: str, dev_disk_dir: str, attach_limits: tuple[str, ...],
                   log_format: str, volume_plugin_dir: str | None = None, csi_drivers: tuple[str, ...] = (),
-                  pod_interface: str | None = None) -> None:
+                  pod_interface: str | None = None, container_log_max_size: str = "10Mi") -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
     from storage.system.memory import limit_arenas
 
@@ -113,6 +116,7 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
         os.environ["STOWAGE_VOLUME_PLUGIN_DIR"] = str(Path(volume_plugin_dir).resolve())
     limits = parse_attach_limits(attach_limits)
     _check_pod_network(pod_cidr, pod_interface)
+    log_max_bytes = _log_max_bytes(container_log_max_size)
     configure_logging(log_format)
     root = Path(data_dir) if data_dir else Path(default_data_dir()) / "agent"
     try:
@@ -147,7 +151,8 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
                          labels=_pairs(labels, "--label"), zone=zone, provider_id=provider_id, host_ip=address, listen_host=address,
                          listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths,
                          pod_ip_range=pod_cidr, pod_interface=pod_interface, tls=creds.tls, dev_disk_dir=Path(dev_disk_dir), attach_limits=limits,
-                         private_paths=(default_data_dir(), *([kubeconfig] if kubeconfig else [])))
+                         private_paths=(default_data_dir(), *([kubeconfig] if kubeconfig else [])),
+                         container_log_max_bytes=log_max_bytes)
     stop = threading.Event()
     from storage.system.dirlock import DirLocked
 
@@ -230,3 +235,16 @@ def down_command(data_dir: str, grace: float) -> None:
     if any(left.values()):
         lines = [f"  {what.replace('_', ' ')}: {', '.join(items)}" for what, items in left.items() if items]
         raise CommandError("these could not be released (still in use?):\n" + "\n".join(lines))
+
+
+def _log_max_bytes(value: str) -> int:
+    from storage.api.quantity import parse_quantity
+
+    try:
+        size = parse_quantity(value)
+    except ValueError:
+        size = -1
+    if size < 0 or size != int(size):
+        raise CommandError(f'--container-log-max-size: Invalid value: "{value}": must be a whole, non-negative '
+                           "number of bytes (10Mi, 50M, 0)")
+    return int(size)

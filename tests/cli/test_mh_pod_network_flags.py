@@ -28,6 +28,12 @@ def test_mh6_a_routable_range_needs_an_interface_and_the_interface_must_exist(cl
         make_allocator(Path("/nonexistent"), "10.9.1.0/24")
 
 
+def test_sv12_a_bad_container_log_size_is_refused_before_anything_starts(cli) -> None:  # type: ignore[no-untyped-def]
+    for value in ("abc", "-1", "1.5"):
+        result = cli.run("agent", "--container-log-max-size", value, kubeconfig=False)
+        assert result.code != 0 and f'--container-log-max-size: Invalid value: "{value}"' in result.err, result.err
+
+
 @pytest.fixture
 def dummy_netns() -> str:
     need_root("network namespaces")

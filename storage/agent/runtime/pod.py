@@ -35,7 +35,7 @@ from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .logfile import split_line
 from .oci import add_block_devices, block_device_sources, build_config, uses_user_namespace
 from .probes import ProbeWorker, make_probe
-from .runc import HOST_PRIVATE, HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
+from .runc import CONTAINER_LOG_MAX_BYTES, HOST_PRIVATE, HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
 from .subpaths import release_staged, stage_volume_mounts
 from .orphans import OWNER_FILE
 from .userns import UsernsAllocator, open_userns, stage_bind
@@ -67,6 +67,7 @@ class Settings:
     backoff_max: float = 300.0
     backoff_reset: float = 600.0
     scratch_size: str = "256m"
+    log_max_bytes: int = CONTAINER_LOG_MAX_BYTES  # SV12: each container log rotates past this (0: never)
     poll_interval: float = 0.1
     # Container roots and staged volumes: outside the data dir, whose modes keep a pod's
     # unprivileged root from walking to them (runc mounts them from inside the user namespace).
@@ -560,9 +561,11 @@ class PodWorker:
         (cdir / "config.json").write_bytes(orjson.dumps(config))
         container_id = self._runc_id(cs.name)
         log_path = self.dir / "logs" / cs.name / f"{restart}.log"
+        _drop_old_logs(log_path.parent, restart)
         started_wall = time.time()
         proc = self.s.runc.start(container_id, cdir, log_path, cdir / "exit",
-                                 stdin_path=cdir / "stdin" if spec.get("stdin") else None)
+                                 stdin_path=cdir / "stdin" if spec.get("stdin") else None,
+                                 log_max_bytes=self.s.log_max_bytes)
         try:
             created = psutil.Process(proc.pid).create_time()
         except psutil.Error:
@@ -940,3 +943,16 @@ def _stager(staged: Path, userns_fd: int, not_idmapped: list[str] | None = None)
         return str(target)
 
     return stage
+
+
+def _drop_old_logs(directory: Path, restart: int) -> None:
+    """SV12: only the previous run's log stays beside the new one (what `logs --previous` shows), as the
+    kubelet keeps one dead container's: a crash-looping container's runs do not pile up on the disk."""
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        run = entry.name.split(".", 1)[0]
+        if run.isdigit() and int(run) < restart - 1 and entry.name.startswith(f"{run}.log"):
+            entry.unlink(missing_ok=True)

@@ -28,6 +28,9 @@ from .userns import detach, stage_bind
 
 log = structlog.get_logger(__name__)
 
+# The kubelet's containerLogMaxSize default (10Mi): a container's log is rotated past it.
+CONTAINER_LOG_MAX_BYTES = 10 << 20
+
 # A runc command that only reads or signals (state, list, kill, delete) takes milliseconds; one still
 # running after this is stuck (CF13).
 RUNC_TIMEOUT = 30.0
@@ -36,13 +39,21 @@ RUNC_TIMEOUT = 30.0
 # status atomically; it runs in its own session so an agent restart leaves it alone.
 # Each line of output is stamped with the time it was written (RFC 3339, UTC), so the
 # log can be cut by time (sinceSeconds) and shown with timestamps after an agent restart.
+# SV12: past the log's size limit the file is moved to <log>.1 (the one before it dropped) and a
+# new one begun, as the kubelet rotates at containerLogMaxSize: a chatty or hostile container
+# cannot fill the node's disk. Sizes are counted in bytes (LC_ALL=C), from the file's size at start.
 _SHIM = r'''
-export TZ=UTC0
-exit_file=$1; shift
+export TZ=UTC0 LC_ALL=C
+exit_file=$1 log=$2 max=$3 size=$4; shift 4
 stamp() {
   while IFS= read -r line || [ -n "$line" ]; do
     t=$EPOCHREALTIME
     printf '%(%Y-%m-%dT%H:%M:%S)T.%s000Z %s\n' "${t%.*}" "${t#*.}" "$line"
+    size=$((size + ${#line} + 32))
+    if ((max > 0 && size > max)); then
+      mv -f -- "$log" "$log.1" && exec >>"$log"
+      size=0
+    fi
   done
 }
 "$@" 2>&1 | stamp
@@ -71,9 +82,10 @@ class Runc:
         return [self.binary, "--root", str(self.root), *args]
 
     def start(self, container_id: str, bundle: Path, log_path: Path, exit_path: Path,
-              stdin_path: Path | None = None) -> subprocess.Popen[bytes]:
+              stdin_path: Path | None = None, log_max_bytes: int = CONTAINER_LOG_MAX_BYTES) -> subprocess.Popen[bytes]:
         """``stdin_path``: a FIFO made here and held open by the shim for the container's stdin
-        (``stdin: true``), so ``attach`` can write to it while the container runs."""
+        (``stdin: true``), so ``attach`` can write to it while the container runs. ``log_max_bytes``:
+        the log's size limit (0: none)."""
         if (self.root / container_id).exists():
             # What a crashed start left (PF4): runc keeps each container's state in <root>/<id>,
             # so without that directory there is nothing to delete and no process to spawn.
@@ -89,8 +101,8 @@ class Runc:
         try:
             with open(log_path, "ab") as out:
                 return subprocess.Popen(
-                    ["/bin/bash", "-c", _SHIM, "stowage-shim", str(exit_path),
-                     *self._cmd("run", "--bundle", str(bundle), container_id)],
+                    ["/bin/bash", "-c", _SHIM, "stowage-shim", str(exit_path), str(log_path), str(log_max_bytes),
+                     str(os.fstat(out.fileno()).st_size), *self._cmd("run", "--bundle", str(bundle), container_id)],
                     stdin=stdin, stdout=out, stderr=out,
                     start_new_session=True, close_fds=True, cwd=str(bundle),
                 )

@@ -19,7 +19,7 @@ from .logfile import split_line, stamp_of
 from .oci import uses_user_namespace
 from .orphans import reap_orphans
 from .pod import ContainersNotStopped, PodWorker, Settings, remove_unmounted
-from .runc import Runc
+from .runc import CONTAINER_LOG_MAX_BYTES, Runc
 from .userns import UsernsAllocator, open_userns
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,7 @@ class PodRuntime:
         backoff_max: float = 300.0,
         runc_binary: str = "runc",
         scratch_size: str = "256m",
+        container_log_max_bytes: int = CONTAINER_LOG_MAX_BYTES,
         run_dir: Path = Path("/run/stowage"),
         hidden_paths: tuple[str, ...] = (),
         user_namespaces: bool = True,
@@ -70,6 +71,7 @@ class PodRuntime:
         self.settings = Settings(runc=Runc(self.data_dir / "runc", runc_binary), data_dir=self.data_dir,
                                  host_ip=host_ip, node_name=node_name, backoff_base=backoff_base,
                                  backoff_max=backoff_max, scratch_size=scratch_size, run_dir=run_dir,
+                                 log_max_bytes=container_log_max_bytes,
                                  userns=self.userns, hidden=tuple(hidden_paths),
                                  host_path_prefixes=[Path(os.path.realpath(p)) for p in host_path_prefixes],
                                  on_event=on_event, exits=EntryWatcher("agent-container-exits"))
@@ -286,7 +288,8 @@ class PodRuntime:
     def _read(self, uid: str, container: str, path: Path, follow: bool, tail: int | None,
               cutoff: bytes | None = None, stop: threading.Event | None = None) -> Iterator[bytes]:
         restart = int(path.stem)
-        with open(path, "rb") as f:
+        f = open(path, "rb")
+        try:
             lines = f.read().split(b"\n")
             partial = lines.pop()
             if cutoff is not None:
@@ -309,6 +312,16 @@ class PodRuntime:
                         partial = parts.pop()
                         yield from parts
                         continue
+                    newer = _rotated(f, path)
+                    if newer is not None:
+                        # SV12: the shim moved this file aside and began a new one; the old one gets no
+                        # write after the move, so what it holds now is all of it.
+                        parts = (partial + f.read()).split(b"\n")
+                        partial = parts.pop()
+                        yield from parts
+                        f.close()
+                        f = newer
+                        continue
                     worker = self._pods.get(uid)
                     if worker is None or not worker.is_running(container, restart):
                         rest = partial + f.read()
@@ -318,3 +331,15 @@ class PodRuntime:
                         return
                     # The backstop: the worker's own notice of the end, and ``stop``, wake no watch.
                     watch.wait(LOG_FOLLOW_BACKSTOP)
+        finally:
+            f.close()
+
+
+def _rotated(f: Any, path: Path) -> Any:
+    """The log file now at ``path``, opened, when it is not the one ``f`` reads (rotated); else None."""
+    try:
+        if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+            return None
+        return open(path, "rb")
+    except FileNotFoundError:  # between the move and the new file's creation
+        return None

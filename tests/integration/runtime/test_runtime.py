@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -406,7 +407,9 @@ def test_liveness_failure_restarts_with_growing_back_off(harness):
     assert any(m and m.startswith("back-off 0.3s") for m in messages)
     assert any(m and m.startswith("back-off 0.6s") for m in messages)
     assert status["phase"] == "Running"
-    assert {p.name for p in (rt.data_dir / "pods" / uid / "logs" / "c").iterdir()} >= {"0.log", "1.log", "2.log"}
+    # Each run had its own log; only the latest two stay (SV12).
+    runs = sorted(int(p.name.split(".")[0]) for p in (rt.data_dir / "pods" / uid / "logs" / "c").iterdir())
+    assert runs[-1] >= 3 and set(runs) <= {runs[-1] - 1, runs[-1]}, runs
 
 
 @pytest.mark.parametrize("policy, script, phase, restarts", [
@@ -495,6 +498,63 @@ def test_logs_tail_follow_and_previous(harness):
     harness.wait(rt, uid_of(crash), lambda s: s["phase"] == "Succeeded", "Succeeded")
     assert list(rt.logs(uid_of(crash), "c")) == ["run1"]
     assert list(rt.logs(uid_of(crash), "c", previous=True)) == ["run0"]
+
+
+def test_sv12_a_container_log_rotates_at_its_limit_and_a_follower_reads_on(harness):
+    """SV12: past its size limit a container's log is moved to <run>.log.1 and a new one begun (the kubelet's
+    containerLogMaxSize), so a chatty container cannot fill the node's disk; a follower reads every line across
+    the rotations; `logs` shows the current file."""
+    limit = 64 << 10
+    rt = harness.runtime(container_log_max_bytes=limit)
+    pad = "x" * 90
+    script = (f"pad={pad}; echo ready; until [ -e /tmp/go ]; do sleep 0.05; done; "
+              "i=0; while [ $i -lt 3000 ]; do echo line$i-$pad; i=$((i+1)); done; exec sleep 1000")
+    pod = make_pod("chatty", [{"name": "c", "command": ["sh", "-c", script]}])
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: "running" in cstatus(s, "c")["state"], "running")
+    followed: list[str] = []
+    first = threading.Event()
+    done = threading.Event()
+    stop = threading.Event()
+
+    def follow() -> None:
+        for line in rt.logs(uid, "c", follow=True, stop=stop):
+            followed.append(line)
+            first.set()
+            if line.startswith("line2999-"):
+                done.set()
+                return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    try:
+        assert first.wait(30), "the follower's first line"
+        assert runc_exec(rt, uid, "c", ["touch", "/tmp/go"])[0] == 0
+        assert done.wait(120), f"the follower stopped at {followed[-1:]}"
+    finally:
+        stop.set()
+    assert followed == ["ready"] + [f"line{i}-{pad}" for i in range(3000)]
+    logs = rt.pods_dir / uid / "logs" / "c"
+    assert sorted(p.name for p in logs.iterdir()) == ["0.log", "0.log.1"]
+    line_bytes = len(f"line2999-{pad}") + 32
+    assert all(p.stat().st_size <= limit + line_bytes for p in logs.iterdir())
+    current = list(rt.logs(uid, "c"))
+    assert current[-1] == f"line2999-{pad}" and len(current) < 1000
+
+
+def test_sv12_only_the_previous_runs_log_stays(harness):
+    """SV12: each start drops the logs of runs before the previous one (the kubelet keeps one dead container)."""
+    rt = harness.runtime()
+    crash = make_pod("runs", [{"name": "c", "command": ["sh", "-c", "n=$(ls /v | wc -l); touch /v/$n; echo run$n; [ $n -ge 3 ]"],
+                               "volumeMounts": [{"name": "v", "mountPath": "/v"}]}], restartPolicy="OnFailure")
+    vol = rt.data_dir / "runs-vol"
+    vol.mkdir()
+    rt.sync_pod(crash, {"v": str(vol)}, NO_SOURCES, [])
+    harness.wait(rt, uid_of(crash), lambda s: s["phase"] == "Succeeded", "Succeeded", timeout=120)
+    assert sorted(p.name for p in (rt.pods_dir / uid_of(crash) / "logs" / "c").iterdir()) == ["2.log", "3.log"]
+    assert list(rt.logs(uid_of(crash), "c")) == ["run3"]
+    assert list(rt.logs(uid_of(crash), "c", previous=True)) == ["run2"]
 
 
 def test_restarted_runtime_adopts_running_containers_without_restarting_them(harness):
