@@ -1059,8 +1059,7 @@ class NodeAgent:
                 self._waiting.add(uid)
             self._report_waiting(pod, "ContainerCreating", str(exc))
             if isinstance(exc, VolumeNotReady):
-                self.sa_tokens.prefetch(pod)  # PF72: the token is ready when the claims are
-                self._prepare_runtime(pod)
+                self._prepare_first_start(pod)  # PF72, PF93: the token and namespace ready when the claims are
             return
         single = self._read_write_once_pod(pod, volumes)
         with self._lock:
@@ -1137,6 +1136,7 @@ class NodeAgent:
         return None
 
     def _prepare_first_start(self, pod: Obj) -> None:
+        """What a start needs that its volumes do not: the service-account tokens and the user namespace."""
         if asks_for_tokens(pod):
             self.sa_tokens.prefetch(pod)
         self._prepare_runtime(pod)
