@@ -289,6 +289,7 @@ class PodRuntime:
               cutoff: bytes | None = None, stop: threading.Event | None = None) -> Iterator[bytes]:
         restart = int(path.stem)
         f = open(path, "rb")
+        pending: list[Any] = []  # log files opened after a rotation, read once ``f`` is done
         try:
             lines = f.read().split(b"\n")
             partial = lines.pop()
@@ -315,12 +316,19 @@ class PodRuntime:
                     newer = _rotated(f, path)
                     if newer is not None:
                         # SV12: the shim moved this file aside and began a new one; the old one gets no
-                        # write after the move, so what it holds now is all of it.
-                        parts = (partial + f.read()).split(b"\n")
-                        partial = parts.pop()
-                        yield from parts
-                        f.close()
-                        f = newer
+                        # write after the move, so what it holds now is all of it. A reader that fell a
+                        # whole file behind finds the one it missed at <log>.1 (more than that is gone).
+                        missed = _rotated(f, path.with_name(path.name + ".1"))
+                        if missed is not None and _same_file(missed, newer):
+                            missed.close()  # the new file itself was moved aside since: read from it as usual
+                            missed = None
+                        pending = [following for following in (missed, newer) if following is not None]
+                        while pending:
+                            parts = (partial + f.read()).split(b"\n")
+                            partial = parts.pop()
+                            yield from parts
+                            f.close()
+                            f = pending.pop(0)
                         continue
                     worker = self._pods.get(uid)
                     if worker is None or not worker.is_running(container, restart):
@@ -332,7 +340,8 @@ class PodRuntime:
                     # The backstop: the worker's own notice of the end, and ``stop``, wake no watch.
                     watch.wait(LOG_FOLLOW_BACKSTOP)
         finally:
-            f.close()
+            for opened in [f, *pending]:
+                opened.close()
 
 
 def _rotated(f: Any, path: Path) -> Any:
@@ -343,3 +352,7 @@ def _rotated(f: Any, path: Path) -> Any:
         return open(path, "rb")
     except FileNotFoundError:  # between the move and the new file's creation
         return None
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    return bool(os.fstat(a.fileno()).st_ino == os.fstat(b.fileno()).st_ino)
