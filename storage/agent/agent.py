@@ -1758,10 +1758,10 @@ def _container_warnings(pod: Obj, old: Obj, new: Obj) -> list[tuple[str, str]]:
     def waiting(c: Obj) -> Obj:
         return (c.get("state") or {}).get("waiting") or {}
 
-    before = {c.get("name"): c for c in (old.get("initContainerStatuses") or []) + (old.get("containerStatuses") or [])}
+    before = {c.get("name"): c for c in _container_statuses(old)}
     namespace, name = _key(pod)
     out: list[tuple[str, str]] = []
-    for c in (new.get("initContainerStatuses") or []) + (new.get("containerStatuses") or []):
+    for c in _container_statuses(new):
         now_waiting, was = waiting(c), before.get(c.get("name")) or {}
         reason = now_waiting.get("reason")
         if reason in _FAILED_WAITING and (waiting(was).get("reason"), waiting(was).get("message")) != (
@@ -1784,12 +1784,9 @@ def _run_started(c: Obj) -> str | None:
 def _container_starts(old: Obj, new: Obj) -> list[tuple[str, str]]:
     """The kubelet's ``Created`` and ``Started`` events for each container run a status write reports
     first (``kubectl describe pod`` lists them under Events)."""
-    def statuses(status: Obj) -> list[Obj]:
-        return (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
-
-    before = {c.get("name"): _run_started(c) for c in statuses(old)}
+    before = {c.get("name"): _run_started(c) for c in _container_statuses(old)}
     out: list[tuple[str, str]] = []
-    for c in statuses(new):
+    for c in _container_statuses(new):
         started = _run_started(c)
         if started and started != before.get(c.get("name")):
             out += [("Created", f"Created container: {c.get('name')}"), ("Started", f"Started container {c.get('name')}")]
@@ -1797,9 +1794,13 @@ def _container_starts(old: Obj, new: Obj) -> list[tuple[str, str]]:
 
 
 def _running_containers(pod: Obj | None) -> list[str]:
-    status = (pod or {}).get("status") or {}
-    return [c.get("name") or "" for c in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    return [c.get("name") or "" for c in _container_statuses((pod or {}).get("status") or {})
             if "running" in (c.get("state") or {})]
+
+
+def _container_statuses(status: Obj) -> list[Obj]:
+    """A pod status's init containers' statuses, then its containers'."""
+    return (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
 
 
 def _only_status_changed(old: Obj, new: Obj) -> bool:

@@ -265,13 +265,10 @@ class PodWorker:
             return
         self._warned_not_idmapped.update(names)
         listed = ", ".join(f'"{n}"' for n in names)
-        try:
-            self.s.on_event(self.pod, "Warning", "VolumeNotIdmapped",
-                            f"volume {listed} cannot be idmapped into the pod's user namespace (its filesystem, "
-                            "such as FUSE or NFS, does not support it): its files keep their host owners, so the "
-                            "pod may not change files another pod wrote; set hostUsers: true to share them")
-        except Exception:  # an event is advice: it must never stop a container start
-            log.exception("pod.event_failed", uid=self.uid, reason="VolumeNotIdmapped")
+        self._pod_event("Warning", "VolumeNotIdmapped",
+                        f"volume {listed} cannot be idmapped into the pod's user namespace (its filesystem, "
+                        "such as FUSE or NFS, does not support it): its files keep their host owners, so the "
+                        "pod may not change files another pod wrote; set hostUsers: true to share them")
 
     def _hidden_paths(self) -> list[str]:
         paths = [*self.s.hidden, str(self.s.data_dir), str(self.s.run_dir)]
@@ -713,8 +710,8 @@ class PodWorker:
             return
         try:
             self.s.on_event(self.pod, type_, reason, message)
-        except Exception:  # an event is advice: it must never stop a probe or a container
-            log.warning("pod.event_failed", uid=self.uid, reason=reason)
+        except Exception:  # an event is advice: it must never stop a container start, a probe or a stop
+            log.exception("pod.event_failed", uid=self.uid, reason=reason)
 
     # ---- stopping ------------------------------------------------------------------------
     def _stop_instance(self, cs: ContainerState, inst: Instance, grace: float | StopDeadline) -> None:
