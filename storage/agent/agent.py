@@ -497,6 +497,10 @@ class NodeAgent:
         (in the background), and the emptyDir limits checked on a thread of their own, so a walk of a big
         volume never holds the Lease back. No thread stays for either between two beats."""
         HOST_PRIVATE.current()
+        try:
+            self.volumes.collect_pending()
+        except StowageError as exc:  # logged by the volume manager; the next beat tries again
+            log.debug("agent.collect_pending_failed", error=str(exc))
         with self._lock:
             if self._checking_limits or not any(
                     _limited_empty_dirs(self._pods.get(uid) or {}) for uid, had in self._resolved.items() if had.volumes):

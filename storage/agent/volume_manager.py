@@ -187,6 +187,8 @@ class VolumeManager:
         self._node_lock = _NodeLock()
         self._pod_locks = _KeyedLocks()
         self._global_locks = _KeyedLocks()
+        # Global mounts whose unmount failed once their last pod left (guarded by _devices_lock).
+        self._uncollected: set[str] = set()
 
     # ---- paths ---------------------------------------------------------
 
@@ -285,6 +287,9 @@ class VolumeManager:
         self._collect_global_mounts(wanted_globals)
         with self._devices_lock:
             self._devices = devices
+            # The pass collected every global mount no pod wants; one it could not unmount is still in the
+            # table, where the next pass finds it again.
+            self._uncollected.clear()
         return result
 
     # ---- one pod -----------------------------------------------------------
@@ -305,10 +310,7 @@ class VolumeManager:
         with self._node_lock.shared():
             with self._pod_locks(uid):
                 released = self._teardown_pod(uid, mounts.MountTable.read())
-            for unique in released:
-                if self._collect_global(unique):
-                    with self._devices_lock:
-                        self._devices.pop(unique, None)
+            self._collect_released(released)
         self._pod_locks.drop(uid)
 
     def release_pod_volumes(self, uid: str) -> None:
@@ -322,10 +324,10 @@ class VolumeManager:
                 table = mounts.MountTable.read()
                 released = self._globals_bound_by(pod, table)
                 self._remove_stale_volumes(uid, set(), errors, table)
-            for unique in released:
-                if self._collect_global(unique):
-                    with self._devices_lock:
-                        self._devices.pop(unique, None)
+            try:
+                self._collect_released(released)
+            except StowageError as exc:
+                errors["global mounts"] = str(exc)
         if errors:
             raise StowageError("; ".join(f"{k}: {v}" for k, v in sorted(errors.items())))
 
@@ -538,6 +540,37 @@ class VolumeManager:
         shutil.rmtree(pod)
         return released
 
+    def collect_pending(self) -> None:
+        """Try again the node-wide mounts whose unmount failed after their last pod left (the agent's
+        heartbeat calls this): once the pod's directory is gone, nothing else would name them."""
+        with self._devices_lock:
+            if not self._uncollected:
+                return
+        with self._node_lock.shared():
+            self._collect_released(set())
+
+    def _collect_released(self, released: set[str]) -> None:
+        """Unmount the global mounts that ``released`` (and every earlier failure) named and no pod path
+        binds any more. A failure is kept for the next call and raised once all were tried."""
+        with self._devices_lock:
+            names = sorted(released | self._uncollected)
+        failed: dict[str, str] = {}
+        for unique in names:
+            try:
+                gone = self._collect_global(unique)
+            except Exception as exc:  # EBUSY from a process still in the mount, a driver's error, ...
+                failed[unique] = str(exc) if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
+                log.warning("global_mount.collect_failed", volume=unique, error=failed[unique])
+                continue
+            with self._devices_lock:
+                self._uncollected.discard(unique)
+                if gone:
+                    self._devices.pop(unique, None)
+        if failed:
+            with self._devices_lock:
+                self._uncollected.update(failed)
+            raise StowageError("; ".join(f"unmounting {k}: {v}" for k, v in sorted(failed.items())))
+
     def _collect_global(self, unique: str) -> bool:
         """Unmount one global mount when no pod path binds it any more. True when it is gone."""
         with self._global_locks(unique):
@@ -618,9 +651,15 @@ class VolumeManager:
             _, global_name = self._split_global(entry.mount_point)
             if global_name != pv_name:
                 continue
-            if entry.source.startswith("/dev/loop"):
-                loop.refresh_capacity(entry.source, executor=self.executor)
-            resize_filesystem(entry.source, entry.mount_point, entry.fstype, executor=self.executor)
+            # An online resize holds the mount point open: a teardown's unmount of it waits rather than
+            # failing with EBUSY. Under the lock, the mount is looked up again (it may just have gone).
+            plugin_name = self._split_global(entry.mount_point)[0]
+            with self._global_locks(f"{plugin_name}/{global_name}"):
+                if not any(e.source == entry.source for e in mounts.MountTable.read().at(entry.mount_point)):
+                    return False
+                if entry.source.startswith("/dev/loop"):
+                    loop.refresh_capacity(entry.source, executor=self.executor)
+                resize_filesystem(entry.source, entry.mount_point, entry.fstype, executor=self.executor)
             log.info("volume.resized", pv=pv_name, device=entry.source)
             return True
         return False

@@ -1,11 +1,16 @@
 """Per-pod volume operations: setup_pod / teardown_pod touch only their pod (A5), concurrently."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
+import pytest
+
 from storage.agent.pool import Pool
+from storage.agent import volume_manager
 from storage.agent.volume_manager import PodVolumes, VolumeManager, VolumeRequest
+from storage.errors import StowageError
 from storage.system import mounts
 from volume_plugins.registry import default_registry
 
@@ -129,3 +134,106 @@ def test_pf81_a_pods_setup_and_recheck_answer_from_scans_of_one_table(node_tmp: 
     assert mounts.is_mount_point(paths["data"])
     vm.teardown_pod("uid-q")
     assert not mounts.mounts_under(node_tmp / "kubelet")
+
+
+def test_a5g_a_global_mount_whose_unmount_failed_is_collected_by_a_later_teardown_or_beat(node_tmp: Path) -> None:
+    """A5g: the pod's last user left while something still held the node-wide mount open (EBUSY). Its pod directory is
+    gone by then, so nothing would name that mount again: the volume manager keeps it and tries again at the next
+    teardown (the retried stop) and at the agent's heartbeat (collect_pending)."""
+    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
+    pool.create("pv-busy", 32 * MiB, "ext4")
+    pool.create("pv-beat", 32 * MiB, "ext4")
+    vm = VolumeManager(node_tmp / "kubelet", default_registry())
+    for uid, pv in (("uid-busy", "pv-busy"), ("uid-beat", "pv-beat")):
+        _paths, errors = vm.setup_pod(PodVolumes(uid, "ns", uid, [claim(pool, pv)]))
+        assert errors == {}
+    busy = node_tmp / GLOBAL / "pv-busy"
+    beat = node_tmp / GLOBAL / "pv-beat"
+
+    holders = [os.open(busy / "lost+found", os.O_RDONLY), os.open(beat / "lost+found", os.O_RDONLY)]
+    try:
+        for uid in ("uid-busy", "uid-beat"):
+            with pytest.raises(StowageError, match="unmounting kubernetes.io/local-volume/pv-"):
+                vm.teardown_pod(uid)
+            assert not (node_tmp / "kubelet/pods" / uid).exists()
+        assert mounts.is_mount_point(busy) and mounts.is_mount_point(beat)
+        # Still held: the retry fails again and forgets nothing.
+        with pytest.raises(StowageError):
+            vm.collect_pending()
+        assert mounts.is_mount_point(busy) and mounts.is_mount_point(beat)
+    finally:
+        for fd in holders:
+            os.close(fd)
+
+    vm.teardown_pod("uid-busy")  # the retried stop: its pod directory is long gone
+    assert not busy.exists() and not beat.exists()
+    assert vm.volumes_in_use() == []
+    vm.collect_pending()  # nothing left: a no-op
+    assert not mounts.mounts_under(node_tmp / "kubelet")
+
+
+def test_a5g_the_heartbeat_retry_alone_collects_a_leftover_global_mount(node_tmp: Path) -> None:
+    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
+    pool.create("pv-left", 32 * MiB, "ext4")
+    vm = VolumeManager(node_tmp / "kubelet", default_registry())
+    _paths, errors = vm.setup_pod(PodVolumes("uid-left", "ns", "left", [claim(pool, "pv-left")]))
+    assert errors == {}
+    left = node_tmp / GLOBAL / "pv-left"
+    holder = os.open(left / "lost+found", os.O_RDONLY)
+    try:
+        with pytest.raises(StowageError, match="pv-left"):
+            vm.teardown_pod("uid-left")
+    finally:
+        os.close(holder)
+    assert mounts.is_mount_point(left)
+
+    vm.collect_pending()
+
+    assert not left.exists() and vm.volumes_in_use() == []
+    assert not mounts.mounts_under(node_tmp / "kubelet")
+
+
+def test_a5g_a_teardown_waits_for_an_online_resize_of_its_global_mount(node_tmp: Path, monkeypatch) -> None:
+    """A5g: resize2fs holds the mount point open while it grows a mounted filesystem. The pod's stop that comes
+    meanwhile waits for it and then unmounts, instead of failing with EBUSY."""
+    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
+    pool.create("pv-grow", 32 * MiB, "ext4")
+    vm = VolumeManager(node_tmp / "kubelet", default_registry())
+    _paths, errors = vm.setup_pod(PodVolumes("uid-grow", "ns", "grow", [claim(pool, "pv-grow")]))
+    assert errors == {}
+    grow = node_tmp / GLOBAL / "pv-grow"
+    resizing, release = threading.Event(), threading.Event()
+    real_resize = volume_manager.resize_filesystem
+
+    def slow_resize(device: str, mount_point: str, fstype: str, **kwargs) -> None:
+        held = os.open(Path(mount_point) / "lost+found", os.O_RDONLY)  # what resize2fs -M does to the mount
+        try:
+            resizing.set()
+            release.wait(30)
+            real_resize(device, mount_point, fstype, **kwargs)
+        finally:
+            os.close(held)
+
+    monkeypatch.setattr(volume_manager, "resize_filesystem", slow_resize)
+    resized: list[bool] = []
+    resizer = threading.Thread(target=lambda: resized.append(vm.finish_resize("pv-grow")))
+    resizer.start()
+    assert resizing.wait(30)
+    outcome: list[BaseException | None] = []
+
+    def stop() -> None:
+        try:
+            vm.teardown_pod("uid-grow")
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the assertion below names it
+            outcome.append(exc)
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    stopper.join(0.5)
+    assert stopper.is_alive() and mounts.is_mount_point(grow)  # waiting on the resize, not failed
+    release.set()
+    resizer.join(30)
+    stopper.join(30)
+    assert resized == [True] and outcome == [None]
+    assert not grow.exists() and not mounts.mounts_under(node_tmp / "kubelet")
