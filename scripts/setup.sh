@@ -84,6 +84,22 @@ if [[ $extras == *dev* && -x $GO && ! -x .cache/go/bin/mock-driver ]]; then
     || echo "setup: could not build the CSI mock driver; the CSI driver tests will be skipped" >&2
   rm -rf "$gotmp"
 fi
+# The external-snapshotter's CustomResourceDefinitions, as a cluster installs them before any CSI snapshot
+# (client/config/crd of github.com/kubernetes-csi/external-snapshotter/client/v8), from the Go module proxy
+# into .cache/crds: the CRD tests apply them unchanged with kubectl.
+SNAPSHOTTER_VERSION=v8.7.0
+SNAPSHOTTER_CRDS=.cache/crds/external-snapshotter-$SNAPSHOTTER_VERSION
+if [[ $extras == *dev* && -x $GO && ! -f $SNAPSHOTTER_CRDS/kustomization.yaml ]]; then
+  echo "setup: fetching the external-snapshotter $SNAPSHOTTER_VERSION CRDs (Go module proxy)"
+  snapdir=$("$GO" mod download -json "github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOTTER_VERSION" \
+            | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin).get("Dir", ""))') || snapdir=""
+  if [[ -n $snapdir && -d $snapdir/config/crd ]]; then
+    mkdir -p "$SNAPSHOTTER_CRDS.tmp" && cp "$snapdir"/config/crd/*.yaml "$SNAPSHOTTER_CRDS.tmp/" \
+      && chmod -R u+w "$SNAPSHOTTER_CRDS.tmp" && rm -rf "$SNAPSHOTTER_CRDS" && mv "$SNAPSHOTTER_CRDS.tmp" "$SNAPSHOTTER_CRDS"
+  else
+    echo "setup: could not fetch the external-snapshotter CRDs; their test will be skipped" >&2
+  fi
+fi
 # Apache Cassandra for examples/cassandra (the real ring of tests/e2e/test_cassandra_real.py): the
 # server jar org.apache.cassandra:cassandra-all and its runtime dependencies from Maven Central,
 # through Maven (scripts/cassandra/pom.xml), into /opt/stowage/cassandra/lib: a fixed place, as a

@@ -1803,8 +1803,9 @@ def _running_containers(pod: Obj | None) -> list[str]:
 
 
 def _container_statuses(status: Obj) -> list[Obj]:
-    """A pod status's init containers' statuses, then its containers'."""
-    return (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    """A pod status's init containers' statuses, then its containers', then its ephemeral containers'."""
+    return ((status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+            + (status.get("ephemeralContainerStatuses") or []))
 
 
 def _only_status_changed(old: Obj, new: Obj) -> bool:

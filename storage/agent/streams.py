@@ -81,11 +81,12 @@ def _container_name(pod: dict[str, Any], name: str, wanted: str) -> str:
     spec = pod.get("spec") or {}
     containers = [c.get("name", "") for c in spec.get("containers") or []]
     init = [c.get("name", "") for c in spec.get("initContainers") or []]
+    ephemeral = [c.get("name", "") for c in spec.get("ephemeralContainers") or []]
     if not wanted:
         if len(containers) != 1:
             raise BadRequest(f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]")
         return containers[0]
-    if wanted not in containers and wanted not in init:
+    if wanted not in containers and wanted not in init and wanted not in ephemeral:
         raise BadRequest(f"container {wanted} is not valid for pod {name}")
     return wanted
 

@@ -12,6 +12,7 @@ import base64
 
 from typing import Any, Callable
 
+from storage.api import crd
 from storage.api.batch import DEFAULT_BACKOFF_LIMIT, MAX_INT32
 from storage.api.conversion import convert
 from storage.api.models.volumes import POD_VOLUME_SOURCES
@@ -121,7 +122,7 @@ def _pod_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("enableServiceLinks", True)
-    for key in ("initContainers", "containers"):
+    for key in ("initContainers", "containers", "ephemeralContainers"):
         for c in _each_dict(spec.get(key)):
             _container(c)
     for v in _each_dict(spec.get("volumes")):
@@ -394,6 +395,7 @@ def _limit_range(obj: dict[str, Any]) -> None:
 
 
 _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "CustomResourceDefinition": crd.apply_defaults,
     "PersistentVolume": _pv,
     "PersistentVolumeClaim": _pvc,
     "StorageClass": _storage_class,

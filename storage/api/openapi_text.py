@@ -49,6 +49,11 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                      "no component of Stowage's pod network.",
     "PriorityClass": "A name for a pod priority: new pods naming it get its value as spec.priority; the "
                      "global default applies to pods that name none.",
+    "CustomResourceDefinition": "Defines a kind served by the API. Stowage accepts the definitions of the kinds it "
+                                "serves built in (the snapshot API, ReferenceGrant, BackupSchedule) and refuses "
+                                "any other.",
+    "CustomResourceDefinitionSpec": "The group, names, scope and versions of the kind defined.",
+    "CustomResourceValidation": "The schema of one version of the kind.",
     "IngressClass": "Names the ingress controller that carries out the Ingresses of this class, with its "
                     "parameters.",
     "Job": "Runs pods of a template to completion: a number of successful completions, with retries up to a "
@@ -63,6 +68,9 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "PersistentVolumeClaimStatus": "The current state of a claim: its phase and what the bound volume provides.",
     "PodSpec": "The specification of a pod: its containers, volumes and scheduling constraints.",
     "Container": "A single application container that runs within a pod.",
+    "EphemeralContainer": "A container added to a running pod for debugging (kubectl debug), through the pod's "
+                          "ephemeralcontainers subresource. It runs once and is never restarted; it may not have "
+                          "ports, probes, lifecycle hooks or resources.",
     "Volume": "A named volume in a pod that any container in the pod may mount.",
     "Quantity": "A fixed-point number with a suffix: binary (Ki, Mi, Gi, Ti, Pi, Ei), decimal SI (m, k, M, G, T, "
                 "P, E) or a decimal exponent (e3). 1Gi is 1073741824, 500m is 0.5.",
@@ -276,6 +284,9 @@ DESCRIPTIONS: dict[str, str] = {
     "Pod.status": "The most recently observed state of the pod. Read-only.",
     "PodSpec.containers": "The containers of the pod. At least one. Cannot be updated.",
     "PodSpec.initContainers": "Containers that run to completion, in order, before the app containers start.",
+    "PodSpec.ephemeralContainers": "Debugging containers added to the running pod through its ephemeralcontainers "
+                                   "subresource (kubectl debug). Cannot be set on create nor changed by an update "
+                                   "of the pod.",
     "PodSpec.volumes": "Volumes the pod's containers may mount.",
     "PodSpec.nodeName": "The node the pod runs on; set by the scheduler, or by the user to bypass it.",
     "PodSpec.nodeSelector": "Labels a node must have for the pod to be scheduled on it.",
@@ -343,6 +354,14 @@ DESCRIPTIONS: dict[str, str] = {
     "Container.envFrom": "Sources of environment variables (every key of a ConfigMap or Secret).",
     "Container.stdin": "Keep a stdin buffer open for the container.",
     "Container.tty": "Allocate a TTY for the container.",
+    "CustomResourceDefinitionSpec.group": "The API group of the kind: a DNS domain with at least one dot.",
+    "CustomResourceDefinitionSpec.names": "The plural, singular, kind, list kind, short names and categories.",
+    "CustomResourceDefinitionSpec.scope": "Namespaced or Cluster. Cannot be changed.",
+    "CustomResourceDefinitionSpec.versions": "The versions served; exactly one is the storage version.",
+    "CustomResourceValidation.openAPIV3Schema": "The OpenAPI v3 schema of the kind's objects.",
+    "EphemeralContainer.targetContainerName": "The container (of containers or initContainers) whose process, IPC "
+                                              "and UTS namespaces this one joins, so that it sees that container's "
+                                              "processes.",
     "VolumeMount.name": "The name of the pod volume to mount.",
     "VolumeMount.mountPath": "Where in the container the volume is mounted; must not contain ':'.",
     "VolumeMount.subPath": "A path within the volume to mount instead of its root.",

@@ -673,6 +673,7 @@ register("LimitRange", Columns(["NAME", "CREATED AT"], _created_at))
 # kubectl's columns for the RBAC kinds, service accounts and certificate requests.
 register("Role", Columns(["NAME", "CREATED AT"], _created_at))
 register("ClusterRole", Columns(["NAME", "CREATED AT"], _created_at))
+register("CustomResourceDefinition", Columns(["NAME", "CREATED AT"], _created_at))
 register("RoleBinding", Columns(["NAME", "ROLE", "AGE"], _binding, ["USERS", "GROUPS", "SERVICEACCOUNTS"], _binding_wide))
 register("ClusterRoleBinding", Columns(["NAME", "ROLE", "AGE"], _binding, ["USERS", "GROUPS", "SERVICEACCOUNTS"],
                                        _binding_wide))

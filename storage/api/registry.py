@@ -26,6 +26,9 @@ class ResourceInfo:
     # Served in Kubernetes from a CustomResourceDefinition (the external-snapshotter's, gateway-api's): JSON
     # only, so a protobuf request body for it is refused with 415 and responses are always JSON.
     crd: bool = False
+    # No protobuf message here (a built-in kind whose message Stowage does not carry): a protobuf body is a 415
+    # naming JSON and YAML, as for a kind served from a CRD.
+    json_only: bool = False
     # Kubernetes' API lifecycle warning, sent with every request to the resource (APILifecycleDeprecated).
     deprecation: str = ""
 
@@ -36,6 +39,10 @@ class ResourceInfo:
     @property
     def group_version(self) -> str:
         return self.api_version
+
+    @property
+    def reads_protobuf(self) -> bool:
+        return not (self.crd or self.json_only)
 
     def accepts(self, api_version: str) -> bool:
         return api_version == self.api_version or api_version in self.legacy_api_versions
@@ -147,6 +154,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("VolumeSnapshotClass", "volumesnapshotclasses", "volumesnapshotclass", SNAPSHOT_GROUP, "v1", False,
                  ("vsclass", "vsclasses"), has_status=False, legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",),
                  crd=True),
+    # Only the definitions of kinds served here are accepted (CRD1): installing the snapshot CRDs works unchanged.
+    ResourceInfo("CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition",
+                 "apiextensions.k8s.io", "v1", False, ("crd", "crds"), json_only=True),
     ResourceInfo("ReferenceGrant", "referencegrants", "referencegrant", "gateway.networking.k8s.io", "v1beta1", True,
                  ("refgrant",), has_status=False, legacy_api_versions=("gateway.networking.k8s.io/v1alpha2",),
                  crd=True),

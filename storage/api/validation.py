@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
-from storage.api import batch
+from storage.api import batch, crd
 from storage.api.bench_figures import BenchParameterError, parse_requirements
 from storage.api.conversion import convert
 from storage.api.cron import cron_expression, zone
@@ -733,6 +733,27 @@ def _container(errs: _Errors, c: Any, path: str, volumes: set[str], seen: set[st
     errs.enum(f"{path}.terminationMessagePolicy", c.get("terminationMessagePolicy"), TERMINATION_MESSAGE_POLICIES)
 
 
+# What an ephemeral container may not have (Kubernetes' validateEphemeralContainers): it runs once, for
+# debugging, with no ports, probes, hooks or resources of its own.
+_EPHEMERAL_FORBIDDEN = ("lifecycle", "livenessProbe", "ports", "readinessProbe", "resizePolicy", "resources",
+                        "restartPolicy", "startupProbe")
+
+
+def _ephemeral_container(errs: _Errors, c: dict[str, Any], path: str, volumes: set[str], seen: set[str],
+                         targets: set[str]) -> None:
+    _container(errs, {k: v for k, v in c.items() if k not in _EPHEMERAL_FORBIDDEN and k != "targetContainerName"},
+               path, volumes, seen, init=False)
+    for key in _EPHEMERAL_FORBIDDEN:
+        if c.get(key) not in (None, [], {}):
+            errs.forbidden(f"{path}.{key}", "cannot be set for an Ephemeral Container")
+    target = c.get("targetContainerName")
+    if target and target not in targets:
+        errs.not_found(f"{path}.targetContainerName", target)
+    for i, mount in enumerate(_l(c.get("volumeMounts"))):
+        if _d(mount).get("subPath"):
+            errs.forbidden(f"{path}.volumeMounts[{i}].subPath", "cannot be set for an Ephemeral Container")
+
+
 def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, ...] = RESTART_POLICIES,
               extra_volumes: frozenset[str] = frozenset()) -> None:
     spec = _d(spec)
@@ -745,6 +766,9 @@ def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, 
         _container(errs, c, f"{path}.initContainers[{i}]", volumes, seen, init=True)
     for i, c in enumerate(containers):
         _container(errs, c, f"{path}.containers[{i}]", volumes, seen, init=False)
+    targets = {str(_d(c).get("name")) for c in _l(spec.get("initContainers")) + containers if _d(c).get("name")}
+    for i, c in enumerate(_l(spec.get("ephemeralContainers"))):
+        _ephemeral_container(errs, _d(c), f"{path}.ephemeralContainers[{i}]", volumes, seen, targets)
     errs.enum(f"{path}.restartPolicy", spec.get("restartPolicy"), restart_policies)
     errs.enum(f"{path}.dnsPolicy", spec.get("dnsPolicy"), DNS_POLICIES)
     errs.non_negative(f"{path}.terminationGracePeriodSeconds", spec.get("terminationGracePeriodSeconds"))
@@ -815,6 +839,8 @@ def _pod_template(errs: _Errors, template: Any, path: str, selector_check: Calla
     if selector_check is not None and not selector_check(labels):
         errs.invalid(f"{path}.metadata.labels", labels, "`selector` does not match template `labels`")
     _pod_spec(errs, template.get("spec"), f"{path}.spec", restart_policies, extra_volumes)
+    if _l(_d(template.get("spec")).get("ephemeralContainers")):
+        errs.forbidden(f"{path}.spec.ephemeralContainers", "ephemeral containers not allowed in pod template")
     if _d(template.get("spec")).get("activeDeadlineSeconds") is not None:
         errs.forbidden(f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported")
 
@@ -2254,6 +2280,74 @@ def _pod(errs: _Errors, obj: dict[str, Any]) -> None:
     _pod_spec(errs, obj.get("spec"), "spec")
 
 
+def _custom_resource_definition(errs: _Errors, obj: dict[str, Any]) -> None:
+    """CRD1-CRD2: Kubernetes' own rules for a definition, then whether it defines a kind served here."""
+    spec = _d(obj.get("spec"))
+    names = _d(spec.get("names"))
+    group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
+    if not group:
+        errs.required("spec.group")
+    elif "." not in str(group):
+        errs.invalid("spec.group", group, "should be a domain with at least one dot")
+    if not plural:
+        errs.required("spec.names.plural")
+    if not kind:
+        errs.required("spec.names.kind")
+    name = _d(obj.get("metadata")).get("name")
+    if group and plural and name != f"{plural}.{group}":
+        errs.invalid("metadata.name", name, 'must be spec.names.plural+"."+spec.group')
+    if not spec.get("scope"):
+        errs.required("spec.scope")
+    else:
+        errs.enum("spec.scope", spec.get("scope"), ("Cluster", "Namespaced"))
+    versions = [_d(v) for v in _l(spec.get("versions"))]
+    if sum(1 for v in versions if v.get("storage")) != 1:
+        errs.invalid("spec.versions", json.dumps(versions)[:200], "must have exactly one version marked as storage version")
+    seen: set[str] = set()
+    for i, version in enumerate(versions):
+        vname = version.get("name")
+        if not vname:
+            errs.required(f"spec.versions[{i}].name")
+        elif vname in seen:
+            errs.duplicate(f"spec.versions[{i}].name", vname)
+        seen.add(str(vname))
+        if not _d(version.get("schema")).get("openAPIV3Schema"):
+            errs.required(f"spec.versions[{i}].schema.openAPIV3Schema", "schemas are required")
+    if errs.items:
+        return
+    problem = crd.served_kind_problem(obj)
+    if problem is not None:
+        errs.forbidden(problem[0], f"{problem[2]} (got {problem[1]})")
+
+
+def _crd_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    errs.immutable("spec.scope", _d(new.get("spec")).get("scope"), _d(old.get("spec")).get("scope"))
+
+
+def _pod_create(errs: _Errors, obj: dict[str, Any]) -> None:
+    if _l(_d(obj.get("spec")).get("ephemeralContainers")):
+        errs.forbidden("spec.ephemeralContainers", "cannot be set on create")
+
+
+def validate_ephemeral_containers_update(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """A write of ``pods/ephemeralcontainers`` (Kubernetes' ValidatePodEphemeralContainersUpdate): containers
+    may be added, never changed or removed; the pod's own rules check the new ones."""
+    errs = _Errors()
+    new_list = [_d(c) for c in _l(_d(new.get("spec")).get("ephemeralContainers"))]
+    by_name = {str(c.get("name")): (i, c) for i, c in enumerate(new_list)}
+    for c in _l(_d(old.get("spec")).get("ephemeralContainers")):
+        c = _d(c)
+        name = str(c.get("name"))
+        if name not in by_name:
+            errs.forbidden("spec.ephemeralContainers", f'existing ephemeral containers "{name}" may not be removed')
+        elif by_name[name][1] != c:
+            errs.forbidden(f"spec.ephemeralContainers[{by_name[name][0]}]",
+                           f'existing ephemeral containers "{name}" may not be changed')
+    if errs.items:
+        meta = _d(new.get("metadata"))
+        raise Invalid(errs.items, kind="Pod", name=str(meta.get("name") or ""))
+
+
 _POD_MUTABLE_MESSAGE = (
     "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,"
     "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),"
@@ -2266,7 +2360,8 @@ def _pod_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None
         out = dict(spec)
         for key in ("containers", "initContainers"):
             out[key] = [{k: v for k, v in _d(c).items() if k != "image"} for c in _l(spec.get(key))]
-        for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
+        # ephemeralContainers: their own subresource's rules (validate_ephemeral_containers_update).
+        for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "ephemeralContainers"):
             out.pop(key, None)
         if not keep_node:
             out.pop("nodeName", None)
@@ -2558,6 +2653,7 @@ _Rule = Callable[[_Errors, dict[str, Any]], None]
 _UpdateRule = Callable[[_Errors, dict[str, Any], dict[str, Any]], None]
 
 _CREATE_RULES: dict[str, _Rule] = {
+    "CustomResourceDefinition": _custom_resource_definition,
     "PersistentVolume": _pv,
     "PersistentVolumeClaim": _pvc,
     "StorageClass": _storage_class,
@@ -2609,6 +2705,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ReferenceGrant": _reference_grant,
 }
 _UPDATE_RULES: dict[str, _UpdateRule] = {
+    "CustomResourceDefinition": _crd_update,
     "PersistentVolume": _pv_update,
     "PersistentVolumeClaim": _pvc_update,
     "StorageClass": _storage_class_update,
@@ -2637,6 +2734,7 @@ _UPDATE_RULES: dict[str, _UpdateRule] = {
 # Rules of a create only (an update may keep what they refuse).
 _CREATE_ONLY_RULES: dict[str, _Rule] = {
     "Ingress": _ingress_create,
+    "Pod": _pod_create,
 }
 _STATUS_PHASES: dict[str, tuple[str, ...]] = {
     "PersistentVolume": PV_PHASES,

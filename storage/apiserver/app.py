@@ -144,7 +144,7 @@ def _has_subresource(info: registry.ResourceInfo, subresource: str) -> bool:
         return info.has_status
     if subresource == "scale":
         return info.plural in scale.SCALABLE
-    if subresource == "eviction":
+    if subresource in ("eviction", "ephemeralcontainers"):
         return info.plural == "pods"
     return subresource == "finalize" and info.plural == "namespaces"
 
@@ -599,10 +599,11 @@ async def _json_body(request: Request, fields: FieldValidation | None = None, *,
     Kubernetes takes it.
     """
     content_type = _media_type(request)
-    crd = info is not None and info.crd
+    crd = info is not None and not info.reads_protobuf
     if content_type == k8s_protobuf.MEDIA_TYPE:
         if crd:
-            # A custom resource's endpoint reads no protobuf at all, whatever the envelope names (VS12).
+            # A custom resource's endpoint reads no protobuf at all, whatever the envelope names (VS12); nor does
+            # that of a kind whose message is not carried here (CustomResourceDefinition).
             raise _unknown_format(crd=True)
         raw = await _read_body(request)
         if info is not None:

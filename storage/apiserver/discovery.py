@@ -105,6 +105,8 @@ def api_resource_list(group_version: str) -> dict[str, Any] | None:
         if r.kind == "Pod":  # what kubectl drain looks for before it evicts rather than deletes
             resources.append({"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
                               "version": "v1", "kind": "Eviction", "verbs": ["create"]})
+            resources.append({"name": "pods/ephemeralcontainers", "singularName": "", "namespaced": True,
+                              "kind": "Pod", "verbs": ["get", "patch", "update"]})
         if r.has_status:
             resources.append(
                 {"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": STATUS_VERBS}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
+from storage.api import crd
 from storage.api import managedfields as mf
 from storage.api import priority
 from storage.api.conversion import convert
@@ -24,7 +25,7 @@ from storage.api.models import MODELS
 from storage.api.names import fill_generated_name
 from storage.api.registry import ResourceInfo
 from storage.api.timestamps import now
-from storage.api.validation import validate, validate_status
+from storage.api.validation import validate, validate_ephemeral_containers_update, validate_status
 from storage.apiserver import namespaces, paging
 from storage.apiserver.admission import Admission, AdmissionRequest
 from storage.apiserver.fieldvalidation import FieldValidation
@@ -117,6 +118,10 @@ def with_type(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
     if obj.get("kind") != info.kind or obj.get("apiVersion") != info.api_version:
         obj = {**obj, "kind": info.kind, "apiVersion": info.api_version}
     return obj
+
+
+# The pods subresource ``kubectl debug`` writes its ephemeral containers through.
+EPHEMERAL = "ephemeralcontainers"
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -224,6 +229,8 @@ class Handlers:
                 obj["status"]["lastPhaseTransitionTime"] = now()
         elif t.info.plural in _STATUS_DROPPED_ON_CREATE:
             obj.pop("status", None)
+        elif t.info.plural == "customresourcedefinitions":
+            obj["status"] = crd.initial_status(obj, now())  # CRD1: the kind it defines is served already
         meta = obj["metadata"]
         for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
             meta.pop(key, None)
@@ -259,6 +266,8 @@ class Handlers:
         record = self._updater(t, manager, via)
         if t.subresource == "status":
             return self._write_status(t, lambda old: obj, wanted_rv, dry_run, user, record)
+        if t.subresource == EPHEMERAL:
+            return self._write_ephemeral(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings, record)
         return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings, record)
 
     def patch(self, t: Target, content_type: str, body: bytes, *, user: str = "", dry_run: bool = False,
@@ -289,6 +298,8 @@ class Handlers:
         try:
             if t.subresource == "status":
                 return self._write_status(t, patched, wanted_rv, dry_run, user, record)
+            if t.subresource == EPHEMERAL:
+                return self._write_ephemeral(t, patched, wanted_rv, user, dry_run, warnings, record)
             return self._write(t, patched, wanted_rv, user, dry_run, warnings, record)
         except UndecodableObject as e:
             # Kubernetes decodes the patched object after patching: its refusal is the patch's 422 (K1).
@@ -345,6 +356,8 @@ class Handlers:
         wanted_rv = meta.get("resourceVersion") or None
         if t.subresource == "status":
             return self._write_status(t, change, wanted_rv, dry_run, user, record), False
+        if t.subresource == EPHEMERAL:
+            return self._write_ephemeral(t, change, wanted_rv, user, dry_run, warnings, record), False
         return self._write(t, change, wanted_rv, user, dry_run, warnings, record), False
 
     def delete(self, t: Target, options: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
@@ -496,9 +509,20 @@ class Handlers:
             if t.info.plural == "namespaces":
                 namespaces.keep_spec_finalizers(obj, old)
             elif t.info.plural == "pods":
+                # EC3: ephemeral containers are written only through pods/ephemeralcontainers; what a write of
+                # the pod itself says of them is dropped, as its status is.
+                kept = (old.get("spec") or {}).get("ephemeralContainers")
+                if isinstance(obj.get("spec"), dict):
+                    if kept:
+                        obj["spec"]["ephemeralContainers"] = copy.deepcopy(kept)
+                    else:
+                        obj["spec"].pop("ephemeralContainers", None)
                 # PC3: Kubernetes' Priority admission, a mutating step its validation then sees.
                 obj = priority.admit_pod_update(obj, old)
             obj = self._checked(_defaulted(obj), old, t.info)
+            if t.info.plural == "pods" and (old.get("spec") or {}).get("ephemeralContainers"):
+                # Exactly as stored, not defaulted again: a node's finalizer write must change nothing else.
+                obj["spec"]["ephemeralContainers"] = copy.deepcopy(old["spec"]["ephemeralContainers"])
             record(old, obj, changed)
             attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
             obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings,
@@ -535,6 +559,40 @@ class Handlers:
             obj = self.admission.admit_status(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user))
             saved = self._save(t, obj, wanted_rv, dry_run)
             if saved is not None:
+                return saved
+        raise self._conflict(t)
+
+    def _write_ephemeral(self, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]], wanted_rv: str | None,
+                         user: str, dry_run: bool, warnings: list[str] | None, record: Record) -> dict[str, Any]:
+        """``pods/ephemeralcontainers`` (``kubectl debug``): of what the write sends, only
+        ``spec.ephemeralContainers`` is taken. Containers may be added, never changed or removed; each new
+        one passes the pod's container rules and Pod Security, as in Kubernetes."""
+        for _ in _race_attempts():
+            old = self.store.get(t.info.plural, t.store_namespace, t.name)
+            changed = change(copy.deepcopy(old))
+            wanted = (changed.get("spec") or {}).get("ephemeralContainers") if isinstance(changed.get("spec"), dict) else None
+            if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
+                raise self._conflict(t)
+            obj = copy.deepcopy(old)
+            if wanted:
+                obj["spec"]["ephemeralContainers"] = wanted
+            else:
+                obj["spec"].pop("ephemeralContainers", None)
+            validate_ephemeral_containers_update(obj, old)
+            # The pod's update rules would refuse any change to its spec: they are checked against the old
+            # pod with the new list in place, so only the new containers' own rules apply to them.
+            obj = _defaulted(obj)
+            baseline = copy.deepcopy(old)
+            baseline["spec"]["ephemeralContainers"] = copy.deepcopy(obj["spec"].get("ephemeralContainers") or [])
+            obj = self._checked(obj, baseline, t.info)
+            record(old, obj, changed)
+            attempt_warnings: list[str] = []
+            obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings,
+                                                        dry_run=dry_run))
+            saved = self._save(t, obj, wanted_rv, dry_run)
+            if saved is not None:
+                if warnings is not None:
+                    warnings.extend(attempt_warnings)
                 return saved
         raise self._conflict(t)
 

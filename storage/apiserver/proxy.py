@@ -111,6 +111,7 @@ def resolve_container(pod: dict[str, Any], wanted: str) -> str:
     spec = pod.get("spec") or {}
     containers = [c.get("name", "") for c in spec.get("containers") or []]
     init = [c.get("name", "") for c in spec.get("initContainers") or []]
+    ephemeral = [c.get("name", "") for c in spec.get("ephemeralContainers") or []]
     if not wanted:
         if len(containers) == 1:
             return containers[0]
@@ -118,8 +119,10 @@ def resolve_container(pod: dict[str, Any], wanted: str) -> str:
         message = f"a container name must be specified for pod {name}, choose one of: [{choices}]"
         if init:
             message += f" or one of the init containers: [{' '.join(init)}]"
+        if ephemeral:
+            message += f" or one of the ephemeral containers: [{' '.join(ephemeral)}]"
         raise BadRequest(message)
-    if wanted not in containers and wanted not in init:
+    if wanted not in containers and wanted not in init and wanted not in ephemeral:
         raise BadRequest(f"container {wanted} is not valid for pod {name}")
     return wanted
 

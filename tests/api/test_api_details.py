@@ -20,8 +20,8 @@ def test_every_404_is_a_status_with_details(api_server) -> None:
     assert missing["details"] == {"name": "nothere", "kind": "persistentvolumes"}
     grouped = call(api_server, "GET", "/apis/apps/v1/namespaces/default/statefulsets/nothere").json()
     assert grouped["details"] == {"name": "nothere", "kind": "statefulsets", "group": "apps"}
-    # No such resource (kubectl debug asks for pods/ephemeralcontainers): details present, name empty.
-    for path in ("/api/v1/namespaces/default/pods/p/ephemeralcontainers", "/apis/nothing/v1/things", "/nowhere"):
+    # No such resource or subresource: details present, name empty.
+    for path in ("/api/v1/namespaces/default/pods/p/nothing", "/apis/nothing/v1/things", "/nowhere"):
         status = call(api_server, "GET", path).json()
         assert status["kind"] == "Status" and status["code"] == 404 and status["details"] == {}, path
 

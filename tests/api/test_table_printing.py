@@ -78,6 +78,10 @@ SAMPLES: dict[str, dict] = {
     "Ingress": {"metadata": {"name": "t-ing"}, "spec": {"rules": [{"host": "t.example.com", "http": {"paths": [
         {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "t-svc", "port": {"number": 80}}}}]}}]}},
     "IngressClass": {"metadata": {"name": "t-ingclass"}, "spec": {"controller": "example.com/ingress"}},
+    "CustomResourceDefinition": {"metadata": {"name": "volumesnapshotclasses.snapshot.storage.k8s.io"}, "spec": {
+        "group": "snapshot.storage.k8s.io", "scope": "Cluster",
+        "names": {"plural": "volumesnapshotclasses", "kind": "VolumeSnapshotClass"},
+        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": "object"}}}]}},
     "PriorityClass": {"metadata": {"name": "t-pc"}, "value": 10},
     "NetworkPolicy": {"metadata": {"name": "t-np"}, "spec": {"podSelector": {"matchLabels": {"role": "db"}}}},
     "EndpointSlice": {"metadata": {"name": "t-eps"}, "addressType": "IPv4",
@@ -131,6 +135,7 @@ EXPECTED = {
     "CronJob": "NAME SCHEDULE TIMEZONE SUSPEND ACTIVE LAST_SCHEDULE AGE | CONTAINERS IMAGES SELECTOR",
     "Role": "NAME CREATED_AT",
     "ClusterRole": "NAME CREATED_AT",
+    "CustomResourceDefinition": "NAME CREATED_AT",
     "RoleBinding": "NAME ROLE AGE | USERS GROUPS SERVICEACCOUNTS",
     "ClusterRoleBinding": "NAME ROLE AGE | USERS GROUPS SERVICEACCOUNTS",
     "ServiceAccount": "NAME SECRETS AGE",

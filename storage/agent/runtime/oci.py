@@ -377,3 +377,19 @@ def build_config(
     if not host_network:
         config["hostname"] = hostname
     return config
+
+
+# EC2: what an ephemeral container shares with the container it targets (``kubectl debug --target``): its
+# processes (pid), and the IPC and UTS namespaces Stowage gives each container where Kubernetes gives them to
+# the pod. A user-namespaced pod's target is joined in its user namespace too, whose id map is the pod's.
+_TARGET_SHARED = ("pid", "ipc", "uts", "user")
+
+
+def join_target(config: dict[str, Any], pid: int) -> None:
+    """Point ``config``'s own pid, IPC, UTS (and user) namespaces at those of the process ``pid``. The id
+    maps stay: runc checks a joined user namespace against them, and the target's are the pod's."""
+    linux = config["linux"]
+    for ns in linux["namespaces"]:
+        if ns["type"] in _TARGET_SHARED:
+            ns["path"] = f"/proc/{pid}/ns/{ns['type']}"
+

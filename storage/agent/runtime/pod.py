@@ -33,7 +33,7 @@ from . import hosts as hostsfile
 from .deadline import StopDeadline
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .logfile import split_line
-from .oci import add_block_devices, block_device_sources, build_config, uses_user_namespace
+from .oci import add_block_devices, block_device_sources, build_config, join_target, uses_user_namespace
 from .probes import ProbeWorker, make_probe
 from .runc import CONTAINER_LOG_MAX_BYTES, HOST_PRIVATE, HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
 from .subpaths import release_staged, stage_volume_mounts
@@ -233,7 +233,7 @@ class PodWorker:
         return list((self.pod.get("spec") or {}).get(key) or [])
 
     def _container_spec(self, name: str) -> dict[str, Any]:
-        for c in self._specs("initContainers") + self._specs("containers"):
+        for c in self._specs("initContainers") + self._specs("containers") + self._specs("ephemeralContainers"):
             if c.get("name") == name:
                 return c
         return {}
@@ -241,7 +241,7 @@ class PodWorker:
     def _ensure_container_states(self) -> None:
         for c in self._specs("initContainers"):
             self.containers.setdefault(c["name"], ContainerState(c["name"], init=True))
-        for c in self._specs("containers"):
+        for c in self._specs("containers") + self._specs("ephemeralContainers"):
             self.containers.setdefault(c["name"], ContainerState(c["name"], init=False))
 
     def _policy(self) -> str:
@@ -406,6 +406,12 @@ class PodWorker:
             self._observe(cs, spec, policy)
             if not cs.final and cs.instance is None:
                 self._maybe_start(cs, spec)
+        # EC1: an ephemeral container runs once (never restarted), after the pod's init containers.
+        for spec in self._specs("ephemeralContainers"):
+            cs = self.containers[spec["name"]]
+            self._observe(cs, spec, "Never")
+            if not cs.final and cs.instance is None:
+                self._maybe_start(cs, spec)
 
     # ---- one container -------------------------------------------------------------------
     def _exit_code(self, cs: ContainerState) -> tuple[int, float] | None:
@@ -540,6 +546,8 @@ class PodWorker:
                                   hostname=hostsfile.pod_hostname(self.pod), hosts_file=hosts_file,
                                   userns_base=userns[0] if userns else None, rootfs=str(rootfs), stage=stage,
                                   staged_mounts=safe_sources)
+            if spec.get("targetContainerName"):
+                join_target(config, self._target_pid(str(spec["targetContainerName"])))
             devices = block_device_sources(self.pod, spec, self.volumes)
             mount_rootfs(cdir, self.s.scratch_size, rootfs, userns_fd=userns[1] if userns else None,
                          base=userns[0] if userns else 0, hidden=self._hidden_paths())
@@ -586,6 +594,16 @@ class PodWorker:
         self._start_probes(cs, spec, adopted=False)
         log.info("container started", uid=self.uid, container=cs.name, restart=restart, runc_id=container_id)
         self.save_state()
+
+    def _target_pid(self, name: str) -> int:
+        """EC2: the host pid of the running container an ephemeral container targets (its namespaces are
+        joined). OSError (a CreateContainerError, tried again) while the target is not running."""
+        target = self.containers.get(name)
+        state = self.s.runc.state(target.instance.container_id) if target and target.instance else None
+        pid = int((state or {}).get("pid") or 0)
+        if not pid or (state or {}).get("status") != "running":
+            raise OSError(f'target container "{name}" is not running')
+        return pid
 
     def _adopt_unrecorded(self, cs: ContainerState, spec: dict[str, Any]) -> bool:
         """A5: an agent killed after runc began running a container but before it saved that it had
@@ -846,6 +864,7 @@ class PodWorker:
     def status(self) -> dict[str, Any]:
         inits = [self._container_status(c) for c in self._specs("initContainers")]
         apps = [self._container_status(c) for c in self._specs("containers")]
+        ephemeral = [self._container_status(c) for c in self._specs("ephemeralContainers")]
         init_states = [self.containers[c["name"]] for c in self._specs("initContainers")]
         initialized = all(cs.succeeded for cs in init_states)
         init_failed = any(cs.final and not cs.succeeded for cs in init_states)
@@ -875,6 +894,8 @@ class PodWorker:
         }
         if inits:
             status["initContainerStatuses"] = inits
+        if ephemeral:  # never ready and never counted for the phase or the pod's conditions
+            status["ephemeralContainerStatuses"] = ephemeral
         return status
 
     def _phase(self, apps: list[dict[str, Any]], initialized: bool, init_failed: bool) -> str:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from storage.api.modelbase import WireModel, dump
 from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
 from storage.api.models.batch import CronJob, Job
+from storage.api.models.apiextensions import CustomResourceDefinition
 from storage.api.models.networking import Ingress, IngressClass, NetworkPolicy
 from storage.api.models.discovery import EndpointSlice
 from storage.api.models.scheduling import PriorityClass
@@ -86,6 +87,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "PriorityClass": PriorityClass,
     "Ingress": Ingress,
     "IngressClass": IngressClass,
+    "CustomResourceDefinition": CustomResourceDefinition,
     "Lease": Lease,
     "LimitRange": LimitRange,
     "ResourceQuota": ResourceQuota,

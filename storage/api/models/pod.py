@@ -204,6 +204,12 @@ class Container(WireModel):
     tty: bool | None = None
 
 
+class EphemeralContainer(Container):
+    """A container added to a running pod through ``pods/ephemeralcontainers`` (``kubectl debug``)."""
+
+    target_container_name: str | None = None
+
+
 class NodeSelectorRequirement(WireModel):
     key: str | None = None
     operator: str | None = None
@@ -282,7 +288,7 @@ class PodSpec(WireModel):
     volumes: list[Volume] | None = None
     init_containers: list[Container] | None = None
     containers: list[Container] | None = None
-    ephemeral_containers: list[Container] | None = None
+    ephemeral_containers: list[EphemeralContainer] | None = None
     restart_policy: str | None = None
     termination_grace_period_seconds: int | None = None
     active_deadline_seconds: int | None = None

@@ -1,0 +1,121 @@
+"""``kubectl debug`` with the real kubectl against real runc pods (SEMANTICS EC1-EC5): an ephemeral container
+runs once beside the pod's containers, in the process, IPC and UTS namespaces of the container it targets;
+``-i`` attaches to it; ``logs -c`` and ``describe`` show it; Pod Security refuses kubectl's default profile
+under baseline, as Kubernetes does; the pod's deletion stops it with the pod."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_cluster import Cluster
+from storage.agent.agent import NodeAgent
+from support import kubectl_binary, wait_for
+
+
+@pytest.fixture
+def node(cluster: Cluster) -> NodeAgent:
+    cluster.start_controllers()
+    return cluster.add_agent("n1")
+
+
+@pytest.fixture
+def kubeconfig(cluster: Cluster) -> Path:
+    assert cluster.server.kubeconfig is not None
+    return cluster.server.kubeconfig
+
+
+def kubectl(kubeconfig: Path, *args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env["KUBECONFIG"] = str(kubeconfig)
+    return subprocess.run([kubectl_binary(), *args], input=input, capture_output=True, timeout=timeout, env=env)
+
+
+def run_pod(cluster: Cluster, name: str) -> dict[str, Any]:
+    cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                   "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 1, "containers": [
+                       {"name": "main", "image": "debian:12", "command": ["sh", "-c", "exec sleep 1000"]}]}})
+    return cluster.wait_running(name)
+
+
+def ephemeral_status(cluster: Cluster, pod: str, name: str) -> dict[str, Any] | None:
+    statuses = (cluster.client.get("pods", pod, "default").get("status") or {}).get("ephemeralContainerStatuses") or []
+    return next((s for s in statuses if s["name"] == name), None)
+
+
+def terminated(cluster: Cluster, pod: str, name: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        status = ephemeral_status(cluster, pod, name)
+        return (status or {}).get("state", {}).get("terminated")
+    return wait_for(done, timeout=60, what=f"ephemeral container {name} to end")
+
+
+def test_ec1_kubectl_debug_targets_a_container_and_sees_its_processes(cluster: Cluster, node: NodeAgent,
+                                                                       kubeconfig: Path) -> None:
+    run_pod(cluster, "app")
+
+    done = kubectl(kubeconfig, "debug", "app", "--profile=baseline", "--image=busybox", "--target=main", "-c", "peek",
+                   "--", "sh", "-c", 'tr "\\0" " " < /proc/1/cmdline; echo; hostname; readlink /proc/self')
+    assert done.returncode == 0, done.stderr
+
+    state = terminated(cluster, "app", "peek")
+    assert state["exitCode"] == 0 and state["reason"] == "Completed"
+    logs = kubectl(kubeconfig, "logs", "app", "-c", "peek")
+    assert logs.returncode == 0, logs.stderr
+    cmdline, hostname, own_pid = logs.stdout.decode().splitlines()
+    assert cmdline.strip() == "sleep 1000"  # pid 1 of the target's pid namespace
+    assert hostname == "app"  # the target's UTS namespace
+    assert int(own_pid) > 1  # a process in that namespace, not its first one
+    pod = cluster.client.get("pods", "app", "default")
+    assert pod["status"]["phase"] == "Running"
+    assert all(c["status"] == "True" for c in pod["status"]["conditions"] if c["type"] in ("Ready", "ContainersReady"))
+    status = ephemeral_status(cluster, "app", "peek")
+    assert status is not None and status["ready"] is False and status["restartCount"] == 0
+    described = kubectl(kubeconfig, "describe", "pod", "app").stdout.decode()
+    assert "Ephemeral Containers:" in described and "peek:" in described
+    reasons = wait_for(lambda: {(e["reason"], e["message"]) for e in cluster.events_for("app")} & {
+        ("Started", "Started container peek")}, timeout=30, what="the Started event of the ephemeral container")
+    assert reasons
+    # Not restarted: it stays terminated.
+    time.sleep(1.5)
+    assert ephemeral_status(cluster, "app", "peek")["state"].get("terminated", {}).get("exitCode") == 0
+
+
+def test_ec1_kubectl_debug_i_attaches_to_the_new_container(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
+    run_pod(cluster, "app")
+
+    done = kubectl(kubeconfig, "debug", "-i", "app", "--profile=baseline", "--image=busybox", "--target=main",
+                   "-c", "shell", "--", "sh", input=b"echo from-stdin; tr '\\0' ' ' < /proc/1/cmdline; echo; exit 3\n")
+
+    assert b"from-stdin" in done.stdout and b"sleep 1000" in done.stdout, (done.stdout, done.stderr)
+    assert terminated(cluster, "app", "shell")["exitCode"] == 3
+
+
+def test_ec5_kubectl_debugs_default_profile_is_refused_under_baseline(cluster: Cluster, node: NodeAgent,
+                                                                      kubeconfig: Path) -> None:
+    run_pod(cluster, "app")
+    done = kubectl(kubeconfig, "debug", "app", "--image=busybox", "--target=main", "--", "true")
+    assert done.returncode != 0
+    assert b'violates PodSecurity "baseline:latest"' in done.stderr and b"SYS_PTRACE" in done.stderr
+    assert "ephemeralContainers" not in cluster.client.get("pods", "app", "default")["spec"]
+
+
+def test_ec1_a_running_ephemeral_container_stops_with_its_pod(cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
+    uid = run_pod(cluster, "app")["metadata"]["uid"]
+    done = kubectl(kubeconfig, "debug", "app", "--profile=baseline", "--image=busybox", "--target=main", "-c", "stay",
+                   "--", "sleep", "1000")
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: "running" in ((ephemeral_status(cluster, "app", "stay") or {}).get("state") or {}),
+             timeout=60, what="the ephemeral container to run")
+
+    deleted = kubectl(kubeconfig, "delete", "pod", "app", "--wait", "--timeout=60s")
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert node.runtime is not None and uid not in node.runtime.running_pods()
+    listed = subprocess.run(["runc", "--root", str(node.runtime.settings.runc.root), "list", "-q"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert not [c for c in listed if uid in c]
