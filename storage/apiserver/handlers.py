@@ -524,13 +524,8 @@ class Handlers:
                 # Exactly as stored, not defaulted again: a node's finalizer write must change nothing else.
                 obj["spec"]["ephemeralContainers"] = copy.deepcopy(old["spec"]["ephemeralContainers"])
             record(old, obj, changed)
-            attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
-            obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings,
-                                                        dry_run=dry_run))
-            saved = self._save(t, obj, wanted_rv, dry_run)
+            saved = self._admit_and_save(t, obj, old, user, wanted_rv, dry_run, warnings)
             if saved is not None:
-                if warnings is not None:
-                    warnings.extend(attempt_warnings)
                 return saved
         raise self._conflict(t)
 
@@ -586,15 +581,21 @@ class Handlers:
             baseline["spec"]["ephemeralContainers"] = copy.deepcopy(obj["spec"].get("ephemeralContainers") or [])
             obj = self._checked(obj, baseline, t.info)
             record(old, obj, changed)
-            attempt_warnings: list[str] = []
-            obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings,
-                                                        dry_run=dry_run))
-            saved = self._save(t, obj, wanted_rv, dry_run)
+            saved = self._admit_and_save(t, obj, old, user, wanted_rv, dry_run, warnings)
             if saved is not None:
-                if warnings is not None:
-                    warnings.extend(attempt_warnings)
                 return saved
         raise self._conflict(t)
+
+    def _admit_and_save(self, t: Target, obj: dict[str, Any], old: dict[str, Any], user: str, wanted_rv: str | None,
+                        dry_run: bool, warnings: list[str] | None) -> dict[str, Any] | None:
+        """An update's admission and store write; None when it lost a race the caller should retry."""
+        attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
+        obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings,
+                                                    dry_run=dry_run))
+        saved = self._save(t, obj, wanted_rv, dry_run)
+        if saved is not None and warnings is not None:
+            warnings.extend(attempt_warnings)
+        return saved
 
     def _save(self, t: Target, obj: dict[str, Any], wanted_rv: str | None, dry_run: bool) -> dict[str, Any] | None:
         """Store an update; None when it lost a race the caller should retry (no precondition given)."""
