@@ -1056,6 +1056,13 @@ class NodeAgent:
                 # when the pass its deletion brought ran before that was made.
                 self._mark_dirty(uid)
             return
+        sandbox_problem = self._runtime_handler_problem(uid, pod)
+        if sandbox_problem is not None:
+            message = f"Failed to create pod sandbox: {sandbox_problem}"
+            self._retry_later(pod, fingerprint, "pod sandbox", message)
+            self._report_waiting(pod, "ContainerCreating", message)
+            self._event(pod, "Warning", "FailedCreatePodSandBox", message)
+            return
         try:
             volumes = self._resolve_volumes(pod)
         except (VolumeNotReady, StowageError) as exc:
@@ -1107,6 +1114,24 @@ class NodeAgent:
         log.debug("agent.pod_synced", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", phase=status.get("phase"),
                   resolve_ms=round((resolved - began) * 1000, 1), volumes_ms=round((mounted - resolved) * 1000, 1),
                   runtime_ms=round((started - mounted) * 1000, 1), status_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def _runtime_handler_problem(self, uid: str, pod: Obj) -> str | None:
+        """RC3: why the pod's RuntimeClass cannot run here, as the kubelet says it (None: it can). The agent's
+        only runtime handler is runc; a class naming another (kata, gvisor) leaves the pod waiting, as a
+        kubelet whose runtime has no such handler does. Asked before the pod's first start only: a running
+        one (adopted after a restart) keeps running whatever became of its class."""
+        name = (pod.get("spec") or {}).get("runtimeClassName")
+        assert self.runtime is not None
+        if not name or uid in self._resolved or self.runtime.pod_status(uid) is not None:
+            return None
+        try:
+            runtime_class = self.client.get("runtimeclasses", str(name))
+        except NotFound:
+            return f'RuntimeClass "{name}" not found'
+        handler = str(runtime_class.get("handler") or "")
+        if handler != RUNTIME_HANDLER:
+            return f'no runtime for "{handler}" is configured'
+        return None
 
     def _read_write_once_pod(self, pod: Obj, volumes: PodVolumes) -> dict[str, tuple[str, str]]:
         """PV name -> (pod volume, claim) of the pod's claims with the ReadWriteOncePod access mode."""
@@ -1622,6 +1647,10 @@ class NodeAgent:
                 if _key(pod) == (namespace, name):
                     return uid
         raise NotFound(f'pods "{name}" not found on node {self.node}')
+
+
+# The one runtime handler of Stowage's agents: a RuntimeClass names it to run a pod here (RC3).
+RUNTIME_HANDLER = "runc"
 
 
 class _CachedReader:

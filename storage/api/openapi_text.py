@@ -49,6 +49,9 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                      "no component of Stowage's pod network.",
     "PriorityClass": "A name for a pod priority: new pods naming it get its value as spec.priority; the "
                      "global default applies to pods that name none.",
+    "RuntimeClass": "A container runtime handler a pod may name (runtimeClassName), with the pod overhead and "
+                    "scheduling constraints the RuntimeClass admission adds to each pod that names it. Stowage's "
+                    "agents have one handler, runc.",
     "CustomResourceDefinition": "Defines a kind served by the API. Stowage accepts the definitions of the kinds it "
                                 "serves built in (the snapshot API, ReferenceGrant, BackupSchedule) and refuses "
                                 "any other.",

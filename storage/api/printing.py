@@ -579,6 +579,10 @@ def _ingress(obj: dict[str, Any], now: datetime) -> Row:
             "80, 443" if spec.get("tls") else "80", object_age(obj, now)]
 
 
+def _runtime_class(obj: dict[str, Any], now: datetime) -> Row:
+    return [_name(obj), str(obj.get("handler") or ""), object_age(obj, now)]
+
+
 def _ingress_class(obj: dict[str, Any], now: datetime) -> Row:
     name = _name(obj)
     if (_meta(obj).get("annotations") or {}).get(INGRESS_CLASS_DEFAULT_ANNOTATION) == "true":
@@ -674,6 +678,7 @@ register("LimitRange", Columns(["NAME", "CREATED AT"], _created_at))
 register("Role", Columns(["NAME", "CREATED AT"], _created_at))
 register("ClusterRole", Columns(["NAME", "CREATED AT"], _created_at))
 register("CustomResourceDefinition", Columns(["NAME", "CREATED AT"], _created_at))
+register("RuntimeClass", Columns(["NAME", "HANDLER", "AGE"], _runtime_class))
 register("RoleBinding", Columns(["NAME", "ROLE", "AGE"], _binding, ["USERS", "GROUPS", "SERVICEACCOUNTS"], _binding_wide))
 register("ClusterRoleBinding", Columns(["NAME", "ROLE", "AGE"], _binding, ["USERS", "GROUPS", "SERVICEACCOUNTS"],
                                        _binding_wide))

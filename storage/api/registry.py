@@ -154,6 +154,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("VolumeSnapshotClass", "volumesnapshotclasses", "volumesnapshotclass", SNAPSHOT_GROUP, "v1", False,
                  ("vsclass", "vsclasses"), has_status=False, legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",),
                  crd=True),
+    # RC1: the runtime handler a pod names (Stowage's agents have one, runc); no protobuf message carried here.
+    ResourceInfo("RuntimeClass", "runtimeclasses", "runtimeclass", "node.k8s.io", "v1", False, (), has_status=False,
+                 json_only=True),
     # Only the definitions of kinds served here are accepted (CRD1): installing the snapshot CRDs works unchanged.
     ResourceInfo("CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition",
                  "apiextensions.k8s.io", "v1", False, ("crd", "crds"), json_only=True),

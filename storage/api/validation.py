@@ -784,21 +784,7 @@ def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, 
     security = _d(spec.get("securityContext"))
     errs.non_negative(f"{path}.securityContext.fsGroup", security.get("fsGroup"))
     errs.enum(f"{path}.securityContext.fsGroupChangePolicy", security.get("fsGroupChangePolicy"), ("Always", "OnRootMismatch"))
-    for i, tol in enumerate(_l(spec.get("tolerations"))):
-        tol = _d(tol)
-        p = f"{path}.tolerations[{i}]"
-        errs.enum(f"{p}.operator", tol.get("operator"), TOLERATION_OPERATORS)
-        if tol.get("operator") == "Exists" and tol.get("value"):
-            errs.invalid(f"{p}.operator", tol.get("value"), "value must be empty when `operator` is 'Exists'")
-        if not tol.get("key") and tol.get("operator") != "Exists":
-            errs.invalid(f"{p}.operator", tol.get("operator") or "",
-                         'operator must be Exists when `key` is empty, which means "match all values and all keys"')
-        if tol.get("tolerationSeconds") is not None and tol.get("effect") != "NoExecute":
-            errs.invalid(f"{p}.effect", tol.get("effect") or "", "effect must be 'NoExecute' when `tolerationSeconds` is set")
-        if tol.get("effect"):
-            errs.enum(f"{p}.effect", tol.get("effect"), TAINT_EFFECTS)
-        if tol.get("key"):
-            errs.names(f"{p}.key", tol.get("key"), is_qualified_name)
+    _tolerations(errs, spec.get("tolerations"), f"{path}.tolerations")
     affinity = _d(spec.get("affinity"))
     node_aff = _d(affinity.get("nodeAffinity"))
     required = node_aff.get("requiredDuringSchedulingIgnoredDuringExecution")
@@ -815,6 +801,24 @@ def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, 
             if isinstance(weight, int) and not 1 <= weight <= 100:
                 errs.invalid(f"{p}.weight", weight, "must be in the range 1-100")
             _affinity_term(errs, _d(_d(wterm).get("podAffinityTerm")), f"{p}.podAffinityTerm")
+
+
+def _tolerations(errs: _Errors, tolerations: Any, path: str) -> None:
+    for i, tol in enumerate(_l(tolerations)):
+        tol = _d(tol)
+        p = f"{path}[{i}]"
+        errs.enum(f"{p}.operator", tol.get("operator"), TOLERATION_OPERATORS)
+        if tol.get("operator") == "Exists" and tol.get("value"):
+            errs.invalid(f"{p}.operator", tol.get("value"), "value must be empty when `operator` is 'Exists'")
+        if not tol.get("key") and tol.get("operator") != "Exists":
+            errs.invalid(f"{p}.operator", tol.get("operator") or "",
+                         'operator must be Exists when `key` is empty, which means "match all values and all keys"')
+        if tol.get("tolerationSeconds") is not None and tol.get("effect") != "NoExecute":
+            errs.invalid(f"{p}.effect", tol.get("effect") or "", "effect must be 'NoExecute' when `tolerationSeconds` is set")
+        if tol.get("effect"):
+            errs.enum(f"{p}.effect", tol.get("effect"), TAINT_EFFECTS)
+        if tol.get("key"):
+            errs.names(f"{p}.key", tol.get("key"), is_qualified_name)
 
 
 def _affinity_term(errs: _Errors, term: dict[str, Any], path: str) -> None:
@@ -2324,6 +2328,26 @@ def _crd_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None
     errs.immutable("spec.scope", _d(new.get("spec")).get("scope"), _d(old.get("spec")).get("scope"))
 
 
+def _runtime_class(errs: _Errors, obj: dict[str, Any]) -> None:
+    """RC1: Kubernetes' ValidateRuntimeClass."""
+    handler = obj.get("handler")
+    if not handler:
+        errs.required("handler")
+    else:
+        errs.names("handler", handler, is_dns1123_label)
+    for name, value in _d(_d(obj.get("overhead")).get("podFixed")).items():
+        q = _quantity(value)
+        if q is not None and q < 0:
+            errs.invalid(f"overhead.podFixed.{name}", value, "must be greater than or equal to 0")
+    scheduling = _d(obj.get("scheduling"))
+    _labels(errs, "scheduling.nodeSelector", scheduling.get("nodeSelector"))
+    _tolerations(errs, scheduling.get("tolerations"), "scheduling.tolerations")
+
+
+def _runtime_class_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    errs.immutable("handler", new.get("handler"), old.get("handler"))
+
+
 def _pod_create(errs: _Errors, obj: dict[str, Any]) -> None:
     if _l(_d(obj.get("spec")).get("ephemeralContainers")):
         errs.forbidden("spec.ephemeralContainers", "cannot be set on create")
@@ -2654,6 +2678,7 @@ _UpdateRule = Callable[[_Errors, dict[str, Any], dict[str, Any]], None]
 
 _CREATE_RULES: dict[str, _Rule] = {
     "CustomResourceDefinition": _custom_resource_definition,
+    "RuntimeClass": _runtime_class,
     "PersistentVolume": _pv,
     "PersistentVolumeClaim": _pvc,
     "StorageClass": _storage_class,
@@ -2706,6 +2731,7 @@ _CREATE_RULES: dict[str, _Rule] = {
 }
 _UPDATE_RULES: dict[str, _UpdateRule] = {
     "CustomResourceDefinition": _crd_update,
+    "RuntimeClass": _runtime_class_update,
     "PersistentVolume": _pv_update,
     "PersistentVolumeClaim": _pvc_update,
     "StorageClass": _storage_class_update,

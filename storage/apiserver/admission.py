@@ -154,6 +154,63 @@ class Priority:
         return req.obj
 
 
+class RuntimeClassAdmission:
+    """SEMANTICS RC2: Kubernetes' RuntimeClass admission. A new pod that names a RuntimeClass gets its overhead
+    (``spec.overhead``, which the pod may set only to that same value) and its scheduling constraints (its node
+    selector merged in, a conflicting key refused; its tolerations added); a class that does not exist refuses
+    the pod."""
+
+    def admit(self, req: AdmissionRequest) -> dict[str, Any]:
+        if req.operation != "CREATE" or req.resource.plural != "pods" or not isinstance(req.obj.get("spec"), dict):
+            return req.obj
+        spec = dict(req.obj["spec"])
+        name = str((req.obj.get("metadata") or {}).get("name") or "")
+        class_name = spec.get("runtimeClassName")
+        runtime_class: dict[str, Any] | None = None
+        if class_name:
+            try:
+                runtime_class = req.store.get("runtimeclasses", "", str(class_name))
+            except NotFound:
+                raise self._refused(name, f'pod rejected: RuntimeClass "{class_name}" not found') from None
+        overhead = ((runtime_class or {}).get("overhead") or {}).get("podFixed")
+        if overhead is not None:
+            if spec.get("overhead") and not _same_quantities(spec["overhead"], overhead):
+                raise self._refused(name, "pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead")
+            spec["overhead"] = dict(overhead)
+        elif spec.get("overhead"):
+            raise self._refused(name, "pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead")
+        scheduling = (runtime_class or {}).get("scheduling") or {}
+        selector = dict(spec.get("nodeSelector") or {})
+        for key, value in (scheduling.get("nodeSelector") or {}).items():
+            if key in selector and selector[key] != value:
+                raise self._refused(name, f"conflict: runtimeClass.scheduling.nodeSelector[{key}] = {value}; "
+                                          f"pod.spec.nodeSelector[{key}] = {selector[key]}")
+            selector[key] = value
+        if selector:
+            spec["nodeSelector"] = selector
+        tolerations = list(spec.get("tolerations") or [])
+        for toleration in scheduling.get("tolerations") or []:
+            if toleration not in tolerations:
+                tolerations.append(toleration)
+        if tolerations:
+            spec["tolerations"] = tolerations
+        return {**req.obj, "spec": spec}
+
+    @staticmethod
+    def _refused(name: str, reason: str) -> Forbidden:
+        return Forbidden(f'pods "{name}" is forbidden: {reason}', kind="pods", name=name)
+
+
+def _same_quantities(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal resource lists, as Kubernetes' semantic equality compares quantities (``1`` is ``1000m``)."""
+    if set(a) != set(b):
+        return False
+    try:
+        return all(parse_quantity(str(a[k])) == parse_quantity(str(b[k])) for k in a)
+    except ValueError:
+        return False
+
+
 class ProtectionFinalizers:
     """SEMANTICS B11: claims and volumes carry a protection finalizer from birth."""
 
@@ -387,7 +444,7 @@ def default_admission(pod_security_default: str = podsecurity.BASELINE, *,
     # (with the service-account token volume), as Kubernetes' validating phase does.
     return Admission([DefaultStorageClass(), DefaultIngressClass(), ProtectionFinalizers(), ClaimResize(), ServiceAccountAdmission(),
                       Priority(), DefaultTolerationSeconds(not_ready_toleration_seconds, unreachable_toleration_seconds),
-                      PodSecurity(pod_security_default),
+                      RuntimeClassAdmission(), PodSecurity(pod_security_default),
                       # Kubernetes' order: LimitRanger, then ResourceQuota last, so only a write every other
                       # plugin let through is charged (QL4, QL7).
                       LimitRanger(), ResourceQuotaAdmission()])

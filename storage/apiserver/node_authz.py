@@ -50,6 +50,8 @@ NODE_RULES: tuple[Rule, ...] = (
     # Evictions of its own pods only: the eviction endpoint checks the pod's node (NodeRestriction).
     _rule(("create",), ("",), ("pods/eviction",)),
     _rule(_READ, ("storage.k8s.io",), ("storageclasses",)),
+    # RC3: the handler of a pod's RuntimeClass (Kubernetes' NodeRules).
+    _rule(_READ, ("node.k8s.io",), ("runtimeclasses",)),
     _rule(("create",), ("",), ("serviceaccounts/token",)),
     _rule(("get",), ("storage.k8s.io",), ("volumeattachments",)),
     # CSI (Kubernetes' NodeRules): read drivers' CSIDriver objects; write its own CSINode (checked below).

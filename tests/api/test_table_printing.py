@@ -78,6 +78,7 @@ SAMPLES: dict[str, dict] = {
     "Ingress": {"metadata": {"name": "t-ing"}, "spec": {"rules": [{"host": "t.example.com", "http": {"paths": [
         {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "t-svc", "port": {"number": 80}}}}]}}]}},
     "IngressClass": {"metadata": {"name": "t-ingclass"}, "spec": {"controller": "example.com/ingress"}},
+    "RuntimeClass": {"metadata": {"name": "t-rc"}, "handler": "runc"},
     "CustomResourceDefinition": {"metadata": {"name": "volumesnapshotclasses.snapshot.storage.k8s.io"}, "spec": {
         "group": "snapshot.storage.k8s.io", "scope": "Cluster",
         "names": {"plural": "volumesnapshotclasses", "kind": "VolumeSnapshotClass"},
@@ -136,6 +137,7 @@ EXPECTED = {
     "Role": "NAME CREATED_AT",
     "ClusterRole": "NAME CREATED_AT",
     "CustomResourceDefinition": "NAME CREATED_AT",
+    "RuntimeClass": "NAME HANDLER AGE",
     "RoleBinding": "NAME ROLE AGE | USERS GROUPS SERVICEACCOUNTS",
     "ClusterRoleBinding": "NAME ROLE AGE | USERS GROUPS SERVICEACCOUNTS",
     "ServiceAccount": "NAME SECRETS AGE",

@@ -16,6 +16,7 @@ from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, R
 from storage.api.models.batch import CronJob, Job
 from storage.api.models.apiextensions import CustomResourceDefinition
 from storage.api.models.networking import Ingress, IngressClass, NetworkPolicy
+from storage.api.models.node_runtime import RuntimeClass
 from storage.api.models.discovery import EndpointSlice
 from storage.api.models.scheduling import PriorityClass
 from storage.api.models.coordination import Lease
@@ -88,6 +89,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "Ingress": Ingress,
     "IngressClass": IngressClass,
     "CustomResourceDefinition": CustomResourceDefinition,
+    "RuntimeClass": RuntimeClass,
     "Lease": Lease,
     "LimitRange": LimitRange,
     "ResourceQuota": ResourceQuota,
