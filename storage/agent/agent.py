@@ -1122,7 +1122,7 @@ class NodeAgent:
         one (adopted after a restart) keeps running whatever became of its class."""
         name = (pod.get("spec") or {}).get("runtimeClassName")
         assert self.runtime is not None
-        if not name or uid in self._resolved or self.runtime.pod_status(uid) is not None:
+        if not name or uid in self._resolved or uid in self.runtime.running_pods():
             return None
         try:
             runtime_class = self.client.get("runtimeclasses", str(name))

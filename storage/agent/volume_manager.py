@@ -153,6 +153,11 @@ class _DeviceMountFailed(StowageError):
     """Formatting or mounting a device at its global path failed (the kubelet's MountDevice step)."""
 
 
+def _error_text(exc: Exception) -> str:
+    """A failure as the pod's or the log's message: our own errors say it all, others name their type."""
+    return str(exc) if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
+
+
 def _check_name(value: str, field_name: str) -> str:
     if not _SAFE.match(value or ""):
         raise BadRequest(f'{field_name}: Invalid value: "{value}": must be a DNS-style name (letters, digits, "-", ".", "_")')
@@ -358,7 +363,7 @@ class VolumeManager:
                 if unique:
                     used[unique] = device or ""
             except Exception as exc:  # one bad volume must not block the pod's others
-                message = str(exc) if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
+                message = _error_text(exc)
                 if isinstance(exc, _DeviceMountFailed):
                     # The kubelet's wording for the node-wide mount of a device (its events show it).
                     message = f'MountVolume.MountDevice failed for volume "{req.pv_name or req.name}" : {message}'
@@ -559,7 +564,7 @@ class VolumeManager:
             try:
                 gone = self._collect_global(unique)
             except Exception as exc:  # EBUSY from a process still in the mount, a driver's error, ...
-                failed[unique] = str(exc) if isinstance(exc, StowageError) else f"{type(exc).__name__}: {exc}"
+                failed[unique] = _error_text(exc)
                 log.warning("global_mount.collect_failed", volume=unique, error=failed[unique])
                 continue
             with self._devices_lock:
@@ -648,12 +653,11 @@ class VolumeManager:
         False when the volume is not mounted on this node (the resize waits for the next mount)."""
         _check_name(pv_name, "volume")
         for entry in self._global_mounts():
-            _, global_name = self._split_global(entry.mount_point)
+            plugin_name, global_name = self._split_global(entry.mount_point)
             if global_name != pv_name:
                 continue
             # An online resize holds the mount point open: a teardown's unmount of it waits rather than
             # failing with EBUSY. Under the lock, the mount is looked up again (it may just have gone).
-            plugin_name = self._split_global(entry.mount_point)[0]
             with self._global_locks(f"{plugin_name}/{global_name}"):
                 if not any(e.source == entry.source for e in mounts.MountTable.read().at(entry.mount_point)):
                     return False

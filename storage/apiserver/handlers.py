@@ -124,6 +124,18 @@ def with_type(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
 EPHEMERAL = "ephemeralcontainers"
 
 
+def _keep_ephemeral(obj: dict[str, Any], old: dict[str, Any]) -> None:
+    """EC3: ephemeral containers are written only through pods/ephemeralcontainers; what a write of the pod
+    itself says of them is replaced by what is stored, as its status is."""
+    kept = (old.get("spec") or {}).get("ephemeralContainers")
+    if not isinstance(obj.get("spec"), dict):
+        return
+    if kept:
+        obj["spec"]["ephemeralContainers"] = copy.deepcopy(kept)
+    else:
+        obj["spec"].pop("ephemeralContainers", None)
+
+
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata")
     if meta is None:
@@ -509,20 +521,13 @@ class Handlers:
             if t.info.plural == "namespaces":
                 namespaces.keep_spec_finalizers(obj, old)
             elif t.info.plural == "pods":
-                # EC3: ephemeral containers are written only through pods/ephemeralcontainers; what a write of
-                # the pod itself says of them is dropped, as its status is.
-                kept = (old.get("spec") or {}).get("ephemeralContainers")
-                if isinstance(obj.get("spec"), dict):
-                    if kept:
-                        obj["spec"]["ephemeralContainers"] = copy.deepcopy(kept)
-                    else:
-                        obj["spec"].pop("ephemeralContainers", None)
+                _keep_ephemeral(obj, old)
                 # PC3: Kubernetes' Priority admission, a mutating step its validation then sees.
                 obj = priority.admit_pod_update(obj, old)
             obj = self._checked(_defaulted(obj), old, t.info)
-            if t.info.plural == "pods" and (old.get("spec") or {}).get("ephemeralContainers"):
-                # Exactly as stored, not defaulted again: a node's finalizer write must change nothing else.
-                obj["spec"]["ephemeralContainers"] = copy.deepcopy(old["spec"]["ephemeralContainers"])
+            if t.info.plural == "pods":
+                # As stored, not defaulted again: a node's finalizer write must change nothing else.
+                _keep_ephemeral(obj, old)
             record(old, obj, changed)
             saved = self._admit_and_save(t, obj, old, user, wanted_rv, dry_run, warnings)
             if saved is not None:

@@ -136,19 +136,22 @@ def test_pf81_a_pods_setup_and_recheck_answer_from_scans_of_one_table(node_tmp: 
     assert not mounts.mounts_under(node_tmp / "kubelet")
 
 
+def _pods_on_own_volumes(node_tmp: Path, *names: str) -> tuple[VolumeManager, list[Path]]:
+    """For each name, pod "uid-NAME" set up on its own ext4 volume "pv-NAME"; the volumes' node-wide mounts."""
+    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
+    vm = VolumeManager(node_tmp / "kubelet", default_registry())
+    for name in names:
+        pool.create(f"pv-{name}", 32 * MiB, "ext4")
+        _paths, errors = vm.setup_pod(PodVolumes(f"uid-{name}", "ns", name, [claim(pool, f"pv-{name}")]))
+        assert errors == {}
+    return vm, [node_tmp / GLOBAL / f"pv-{name}" for name in names]
+
+
 def test_a5g_a_global_mount_whose_unmount_failed_is_collected_by_a_later_teardown_or_beat(node_tmp: Path) -> None:
     """A5g: the pod's last user left while something still held the node-wide mount open (EBUSY). Its pod directory is
     gone by then, so nothing would name that mount again: the volume manager keeps it and tries again at the next
     teardown (the retried stop) and at the agent's heartbeat (collect_pending)."""
-    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
-    pool.create("pv-busy", 32 * MiB, "ext4")
-    pool.create("pv-beat", 32 * MiB, "ext4")
-    vm = VolumeManager(node_tmp / "kubelet", default_registry())
-    for uid, pv in (("uid-busy", "pv-busy"), ("uid-beat", "pv-beat")):
-        _paths, errors = vm.setup_pod(PodVolumes(uid, "ns", uid, [claim(pool, pv)]))
-        assert errors == {}
-    busy = node_tmp / GLOBAL / "pv-busy"
-    beat = node_tmp / GLOBAL / "pv-beat"
+    vm, (busy, beat) = _pods_on_own_volumes(node_tmp, "busy", "beat")
 
     holders = [os.open(busy / "lost+found", os.O_RDONLY), os.open(beat / "lost+found", os.O_RDONLY)]
     try:
@@ -173,12 +176,7 @@ def test_a5g_a_global_mount_whose_unmount_failed_is_collected_by_a_later_teardow
 
 
 def test_a5g_the_heartbeat_retry_alone_collects_a_leftover_global_mount(node_tmp: Path) -> None:
-    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
-    pool.create("pv-left", 32 * MiB, "ext4")
-    vm = VolumeManager(node_tmp / "kubelet", default_registry())
-    _paths, errors = vm.setup_pod(PodVolumes("uid-left", "ns", "left", [claim(pool, "pv-left")]))
-    assert errors == {}
-    left = node_tmp / GLOBAL / "pv-left"
+    vm, (left,) = _pods_on_own_volumes(node_tmp, "left")
     holder = os.open(left / "lost+found", os.O_RDONLY)
     try:
         with pytest.raises(StowageError, match="pv-left"):
@@ -196,12 +194,7 @@ def test_a5g_the_heartbeat_retry_alone_collects_a_leftover_global_mount(node_tmp
 def test_a5g_a_teardown_waits_for_an_online_resize_of_its_global_mount(node_tmp: Path, monkeypatch) -> None:
     """A5g: resize2fs holds the mount point open while it grows a mounted filesystem. The pod's stop that comes
     meanwhile waits for it and then unmounts, instead of failing with EBUSY."""
-    pool = Pool(node_tmp / "pool", capacity=256 * MiB)
-    pool.create("pv-grow", 32 * MiB, "ext4")
-    vm = VolumeManager(node_tmp / "kubelet", default_registry())
-    _paths, errors = vm.setup_pod(PodVolumes("uid-grow", "ns", "grow", [claim(pool, "pv-grow")]))
-    assert errors == {}
-    grow = node_tmp / GLOBAL / "pv-grow"
+    vm, (grow,) = _pods_on_own_volumes(node_tmp, "grow")
     resizing, release = threading.Event(), threading.Event()
     real_resize = volume_manager.resize_filesystem
 
