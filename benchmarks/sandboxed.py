@@ -20,7 +20,7 @@ from typing import Any
 # Appended: put first, the repository would shadow the benchmarks' own modules for a script importing this.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from storage.agent.runtime.oci import capabilities
+from storage.agent.runtime.oci import blkio_home, capabilities
 from storage.agent.runtime.seccomp import runtime_default
 
 # libseccomp's seccomp.h
@@ -98,10 +98,16 @@ class BlockIOGroup:
                                "enabled in the root's cgroup.subtree_control)")
         self.path = parent / f"stowage-bench-overhead-{os.getpid()}"
         self.path.mkdir()
+        # PF97: on cgroup v1 a pod's processes stay in the agent's blkio group, the host's here; on v2 a
+        # pod has a group of its own for every controller.
+        self.pods_share_host_group = blkio_home() is not None
 
     def wrap(self, argv: list[str], seccomp: bool) -> list[str]:
-        """``argv`` run from inside the group, with the pod's seccomp filter or without."""
-        return [sys.executable, str(Path(__file__).resolve()), "--cgroup-procs", str(self.path / "cgroup.procs"),
+        """``argv`` run from inside the group, or (``seccomp``) under the pod's seccomp filter from the group a
+        pod's I/O is issued from: the host's on cgroup v1 (PF97), this one on v2."""
+        join = not (seccomp and self.pods_share_host_group)
+        return [sys.executable, str(Path(__file__).resolve()),
+                *(["--cgroup-procs", str(self.path / "cgroup.procs")] if join else []),
                 *(["--seccomp"] if seccomp else []), "--", *argv]
 
     def close(self) -> None:

@@ -782,6 +782,10 @@ def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, 
         errs.names(f"{path}.nodeName", spec.get("nodeName"), is_dns1123_subdomain)
     _labels(errs, f"{path}.nodeSelector", spec.get("nodeSelector"))
     security = _d(spec.get("securityContext"))
+    if spec.get("shareProcessNamespace") is True and spec.get("hostPID") is True:
+        # Kubernetes' internal API keeps the field in the pod's security context, and its path says so.
+        errs.invalid(f"{path}.securityContext.shareProcessNamespace", True,
+                     "ShareProcessNamespace and HostPID cannot both be enabled")
     errs.non_negative(f"{path}.securityContext.fsGroup", security.get("fsGroup"))
     errs.enum(f"{path}.securityContext.fsGroupChangePolicy", security.get("fsGroupChangePolicy"), ("Always", "OnRootMismatch"))
     _tolerations(errs, spec.get("tolerations"), f"{path}.tolerations")

@@ -82,6 +82,11 @@ def test_bn36_the_cgroup_control_runs_fio_from_its_own_block_io_cgroup_and_remov
                               text=True, timeout=60, check=True).stdout
         name = "/" + group.path.name
         assert any(line.split(":")[1] in ("blkio", "") and line.split(":")[2] == name for line in seen.splitlines()), seen
+        # The filter's side runs from the group a pod's I/O comes from: on cgroup v1 the host's (PF97).
+        filtered = subprocess.run(group.wrap(["cat", "/proc/self/cgroup"], seccomp=True), env=ENV, capture_output=True,
+                                  text=True, timeout=60, check=True).stdout
+        in_group = any(line.split(":")[1] in ("blkio", "") and line.split(":")[2] == name for line in filtered.splitlines())
+        assert in_group is not group.pods_share_host_group, filtered
     finally:
         group.close()
     assert not group.path.exists()
@@ -100,8 +105,9 @@ def _traces() -> tuple[set[str], set[str], set[str]]:
 @pytest.mark.slow
 def test_bn36_the_overhead_benchmark_with_controls_splits_the_ratio(tmp_path: Path) -> None:
     """BN36: a one-round run on a tmpfs pool records, per job, bench and direct fio plus both controls in
-    every pair, and the three ratios (cgroup ÷ direct, seccomp ÷ cgroup, bench ÷ seccomp) whose product
-    is bench ÷ direct within a round; the run leaves no mount, loop device or cgroup behind."""
+    every pair, and the ratios whose product is bench ÷ direct within a round: seccomp ÷ direct and
+    bench ÷ seccomp where a pod's I/O comes from the host's blkio group (cgroup v1, PF97), else cgroup ÷
+    direct, seccomp ÷ cgroup and bench ÷ seccomp; the run leaves no mount, loop device or cgroup behind."""
     need_root("loop devices, mounts, cgroups and runc containers")
     need_programs("runc", "losetup", "mkfs.ext4", "fio")
     before = _traces()
@@ -116,7 +122,11 @@ def test_bn36_the_overhead_benchmark_with_controls_splits_the_ratio(tmp_path: Pa
     assert set(pair) == {"bench", "direct", "cgroup", "seccomp"}, pair
     assert all(side["write_iops"] > 0 for side in pair.values()), pair
     split = result["controls"]["randwrite-iops"]["write_iops"]
-    product = split["cgroup_over_direct"] * split["seccomp_over_cgroup"] * split["bench_over_seccomp"]
+    if result["pod_blkio_group"] == "host":
+        product = split["seccomp_over_direct"] * split["bench_over_seccomp"]
+    else:
+        assert result["pod_blkio_group"] == "own"
+        product = split["cgroup_over_direct"] * split["seccomp_over_cgroup"] * split["bench_over_seccomp"]
     assert product == pytest.approx(result["ratios"]["randwrite-iops"]["write_iops"], rel=1e-9)
     assert result["order"]["randwrite-iops"] == ["BDCS"]
     assert _traces() == before

@@ -54,6 +54,26 @@ IDLE_POLL_INTERVAL = 1.0
 # PF95: how long a start's status waits for a readiness probe's first result.
 FIRST_READINESS_WAIT = 0.25
 
+# SP1: a pod with ``shareProcessNamespace`` gets a sandbox, what the pause container is on Kubernetes: the first
+# process of the pod's one process namespace, which every container then joins (with its IPC and UTS
+# namespaces, as Kubernetes shares those per pod). A container's end or restart then leaves the others
+# running, where the namespace of a container's own first process would die with it. A dot is not allowed in
+# a container's name (a DNS label), so the sandbox's name is never one of the pod's own.
+SANDBOX = "stowage.sandbox"
+SANDBOX_SPEC: dict[str, Any] = {
+    "name": SANDBOX, "image": "",
+    # As PID 1 it also reaps the processes the pod's containers leave behind (the shell's wait takes any child).
+    "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 86400 & wait $!; done"],
+    # pause's own user; nothing it needs calls for more.
+    "securityContext": {"runAsUser": 65535, "runAsGroup": 65535, "runAsNonRoot": True, "readOnlyRootFilesystem": True,
+                        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+}
+
+
+def shares_process_namespace(pod: dict[str, Any]) -> bool:
+    spec = pod.get("spec") or {}
+    return spec.get("shareProcessNamespace") is True and not spec.get("hostPID")
+
 
 @dataclass
 class Settings:
@@ -233,12 +253,16 @@ class PodWorker:
         return list((self.pod.get("spec") or {}).get(key) or [])
 
     def _container_spec(self, name: str) -> dict[str, Any]:
+        if name == SANDBOX:
+            return SANDBOX_SPEC
         for c in self._specs("initContainers") + self._specs("containers") + self._specs("ephemeralContainers"):
             if c.get("name") == name:
                 return c
         return {}
 
     def _ensure_container_states(self) -> None:
+        if shares_process_namespace(self.pod):
+            self.containers.setdefault(SANDBOX, ContainerState(SANDBOX, init=False))
         for c in self._specs("initContainers"):
             self.containers.setdefault(c["name"], ContainerState(c["name"], init=True))
         for c in self._specs("containers") + self._specs("ephemeralContainers"):
@@ -391,6 +415,13 @@ class PodWorker:
 
     def _step(self) -> None:
         policy = self._policy()
+        if shares_process_namespace(self.pod):
+            sandbox = self.containers[SANDBOX]
+            self._observe(sandbox, SANDBOX_SPEC, "Always")
+            if sandbox.instance is None:
+                self._maybe_start(sandbox, SANDBOX_SPEC)
+            if sandbox.instance is None:
+                return  # SP1: nothing of the pod runs outside its process namespace
         for spec in self._specs("initContainers"):
             cs = self.containers[spec["name"]]
             if cs.succeeded:
@@ -548,6 +579,8 @@ class PodWorker:
                                   staged_mounts=safe_sources)
             if spec.get("targetContainerName"):
                 join_target(config, self._target_pid(str(spec["targetContainerName"])))
+            elif cs.name != SANDBOX and shares_process_namespace(self.pod):
+                join_target(config, self._target_pid(SANDBOX))
             devices = block_device_sources(self.pod, spec, self.volumes)
             mount_rootfs(cdir, self.s.scratch_size, rootfs, userns_fd=userns[1] if userns else None,
                          base=userns[0] if userns else 0, hidden=self._hidden_paths())
@@ -781,6 +814,9 @@ class PodWorker:
             running = [cs for cs in self.containers.values() if cs.instance is not None]
             for cs in running:
                 cs.instance.stop.set()  # type: ignore[union-attr]
+            # SP1: the sandbox's end kills every process left in its namespace: it goes after the containers.
+            sandbox = next((cs for cs in running if cs.name == SANDBOX), None)
+            containers = [cs for cs in running if cs is not sandbox]
             # Only containers with a preStop hook get a thread, and a hook's end wakes the wait below: a
             # no-op thread still alive at the wait's first look held every plain stop up to 50 ms.
             def hook(cs: ContainerState, timeout: float) -> None:
@@ -789,17 +825,19 @@ class PodWorker:
                 finally:
                     deadline.wake()
             hooks = [threading.Thread(target=hook, args=(cs, deadline.remaining()), daemon=True)
-                     for cs in running if self._pre_stop_hook(cs.name)]
+                     for cs in containers if self._pre_stop_hook(cs.name)]
             for t in hooks:
                 t.start()
             # A hook still running when the period ends (or is cut short) is cut off by the SIGKILL.
             while any(t.is_alive() for t in hooks) and deadline.remaining() > 0:
                 deadline.wait(0.05)
-            stops = [threading.Thread(target=self._stop_instance, args=(cs, cs.instance, deadline)) for cs in running]
+            stops = [threading.Thread(target=self._stop_instance, args=(cs, cs.instance, deadline)) for cs in containers]
             for t in stops:
                 t.start()
             for t in stops:
                 t.join()
+            if sandbox is not None and sandbox.instance is not None:
+                self._stop_instance(sandbox, sandbox.instance, deadline)
             for cs in running:
                 self._observe(cs, self._container_spec(cs.name), "Never")
             # G1a: a container still alive after the SIGKILLs keeps its root, its volumes and the pod's

@@ -5,7 +5,9 @@ under baseline, as Kubernetes does; the pod's deletion stops it with the pod."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -119,3 +121,59 @@ def test_ec1_a_running_ephemeral_container_stops_with_its_pod(cluster: Cluster, 
     listed = subprocess.run(["runc", "--root", str(node.runtime.settings.runc.root), "list", "-q"],
                             capture_output=True, text=True, check=True).stdout.split()
     assert not [c for c in listed if uid in c]
+
+
+def test_kubectl_debug_copy_to_runs_a_copy_with_a_debug_container_beside_the_original(
+        cluster: Cluster, node: NodeAgent, kubeconfig: Path) -> None:
+    """``kubectl debug --copy-to`` creates a new pod: the original's containers plus the debug container, the
+    process namespace shared (kubectl's default for a copy), scheduled anew; the original runs on untouched."""
+    original = run_pod(cluster, "app")
+
+    done = kubectl(kubeconfig, "debug", "app", "--copy-to=app-debug", "--profile=baseline", "--image=busybox",
+                   "-c", "debugger", "--", "sh", "-c", "ps -o args; sleep 1000")
+
+    assert done.returncode == 0, done.stderr
+    copy = cluster.wait_running("app-debug", timeout=120)
+    assert [c["name"] for c in copy["spec"]["containers"]] == ["main", "debugger"]
+    assert copy["spec"]["shareProcessNamespace"] is True and copy["spec"]["nodeName"] == "n1"
+    logs = wait_for(lambda: (lambda out: out if b"ps -o args" in out else None)(
+        kubectl(kubeconfig, "logs", "app-debug", "-c", "debugger").stdout), timeout=30, what="the debugger's ps")
+    # The copy's main container's process, seen from the debug container: the namespace is shared.
+    assert "sleep 1000" in [line.strip() for line in logs.decode().splitlines()], logs
+    after = cluster.client.get("pods", "app", "default")
+    assert after["metadata"]["uid"] == original["metadata"]["uid"] and after["status"]["phase"] == "Running"
+    assert [c["name"] for c in after["spec"]["containers"]] == ["main"]
+
+
+def test_kubectl_debug_node_runs_on_that_node_with_its_root_at_host(cluster: Cluster, kubeconfig: Path) -> None:
+    """``kubectl debug node/NAME`` creates a pod bound to the node, in the host's pid and network namespaces,
+    with the host's root at /host. Pod Security refuses it under baseline, as Kubernetes does; in a
+    namespace labelled privileged it runs on an agent whose hostPath allowlist holds "/" (Stowage's agent
+    mounts no host path outside its ``--host-path-prefix`` list)."""
+    cluster.start_controllers()
+    cluster.add_agent("n1", host_path_prefixes=("/",))
+    refused = kubectl(kubeconfig, "debug", "node/n1", "--image=busybox", "--profile=general", "--", "true")
+    assert refused.returncode != 0 and b'violates PodSecurity "baseline:latest"' in refused.stderr, refused.stderr
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "ops", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})
+    marker = Path(tempfile.mkdtemp(prefix="stowage-debug-node-")) / "marker"
+    marker.write_text("on the host\n")
+    try:
+        done = kubectl(kubeconfig, "debug", "node/n1", "-n", "ops", "--image=busybox", "--profile=general",
+                       "--", "sh", "-c", f"cat /host{marker}; tr '\\0' ' ' < /proc/1/cmdline; echo; sleep 1000")
+        assert done.returncode == 0, done.stderr
+        pods, _ = cluster.client.list("pods", "ops")
+        (pod,) = pods
+        name = pod["metadata"]["name"]
+        assert name.startswith("node-debugger-n1-") and pod["spec"]["nodeName"] == "n1"
+        assert pod["spec"]["hostPID"] is True and pod["spec"]["hostNetwork"] is True
+        cluster.wait_pod(name, lambda p: (p.get("status") or {}).get("phase") == "Running", "Running", 120,
+                         namespace="ops")
+        logs = wait_for(lambda: (lambda out: out if out.count(b"\n") >= 2 else None)(
+            kubectl(kubeconfig, "logs", "-n", "ops", name).stdout), timeout=30, what="the debug pod's output")
+        lines = logs.decode().splitlines()
+        assert lines[0] == "on the host", logs
+        assert lines[1].strip() == Path("/proc/1/cmdline").read_text().replace("\0", " ").strip(), logs  # the host's init
+    finally:
+        kubectl(kubeconfig, "delete", "pods", "--all", "-n", "ops", "--wait", "--timeout=60s")
+        shutil.rmtree(marker.parent)

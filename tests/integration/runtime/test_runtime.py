@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from storage.agent.runtime import StaticEnvSources
+from support import wait_for
 
 SLEEP = ["sleep", "1000"]
 
@@ -477,6 +478,54 @@ def test_graceful_stop_escalates_to_sigkill_for_a_sigterm_ignoring_sleep(harness
     assert terminated(final, "c")["exitCode"] == 0
 
 
+def _cmdlines(rt: Any, uid: str, container: str) -> dict[int, str]:
+    """Every process the container sees: pid -> command line."""
+    script = 'for p in /proc/[0-9]*; do printf "%s %s\\n" "${p#/proc/}" "$(tr "\\0" " " < $p/cmdline)"; done'
+    code, out = runc_exec(rt, uid, container, ["/bin/sh", "-c", script])
+    assert code == 0, out
+    return {int(pid): cmd.strip() for pid, _, cmd in (line.partition(" ") for line in out.splitlines()) if cmd.strip()}
+
+
+def test_sp1_share_process_namespace_one_namespace_under_a_sandbox_that_outlives_a_containers_restart(harness):
+    """SP1: with shareProcessNamespace the containers see each other's processes, and PID 1 is the pod's
+    sandbox (Kubernetes' pause), not a container: a container that ends and restarts leaves the others
+    running. The pod's stop ends the containers first (each its own exit code), then the sandbox."""
+    from storage.agent.runtime.pod import SANDBOX
+    rt = harness.runtime()
+    pod = make_pod("shared", [{"name": "a", "command": ["sleep", "1001"]},
+                              {"name": "b", "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 1002 & wait $!"]}],
+                   shareProcessNamespace=True)
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: all("running" in c["state"] for c in s["containerStatuses"]), "both running")
+    seen = _cmdlines(rt, uid, "b")
+    assert "sleep 1001" in seen.values() and "sleep 1002" in seen.values(), seen
+    assert seen[1].startswith("/bin/sh -c trap 'exit 0' TERM; while :; do sleep 86400"), seen
+    assert [c["name"] for c in rt.sync_pod(pod, {}, NO_SOURCES, [])["containerStatuses"]] == ["a", "b"]
+    b_pid = rt.settings.runc.state(f"stowage-{uid}-b")["pid"]
+
+    assert rt.settings.runc.kill(f"stowage-{uid}-a", "KILL")
+    harness.wait(rt, uid, lambda s: cstatus(s, "a")["restartCount"] == 1 and "running" in cstatus(s, "a")["state"],
+                 "a restarted")
+    assert rt.settings.runc.state(f"stowage-{uid}-b")["pid"] == b_pid  # b never stopped
+    assert "sleep 1001" in _cmdlines(rt, uid, "b").values()  # the new a is in the same namespace
+
+    final = rt.kill_pod(uid, 30)
+    assert terminated(final, "a")["exitCode"] == 143  # not PID 1 of its namespace, sleep dies of the SIGTERM
+    assert terminated(final, "b")["exitCode"] == 0  # its own TERM trap, not the sandbox's end
+    assert rt.settings.runc.state(f"stowage-{uid}-{SANDBOX}") is None
+
+
+def test_sp1_without_share_process_namespace_each_container_is_its_own_pid_1(harness):
+    rt = harness.runtime()
+    pod = make_pod("apart", [{"name": "a", "command": ["sleep", "1001"]}, {"name": "b", "command": ["sleep", "1002"]}])
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: all("running" in c["state"] for c in s["containerStatuses"]), "both running")
+    assert _cmdlines(rt, uid, "b")[1] == "sleep 1002" and "sleep 1001" not in _cmdlines(rt, uid, "b").values()
+    rt.kill_pod(uid, 0)
+
+
 def test_logs_tail_follow_and_previous(harness):
     rt = harness.runtime()
     pod = make_pod("logs", [{"name": "c", "command": ["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done; echo err >&2"]}],
@@ -704,6 +753,32 @@ def test_cpu_limits_requests_and_a_pids_limit_are_applied(harness):
     assert int(_cgroup_file(pid, "cpu", "cpu.shares").read_text()) == 102
     assert int(_cgroup_file(pid, "pids", "pids.max").read_text()) == CONTAINER_PIDS_LIMIT
     assert int(_cgroup_file(pid, "memory", "memory.limit_in_bytes").read_text()) == 64 * 1024 * 1024
+
+
+def _blkio_group(pid: int) -> str:
+    return next(line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                if "blkio" in line.split(":", 2)[1].split(","))
+
+
+def test_pf97_a_pods_processes_stay_in_the_agents_blkio_group_and_keep_their_own_other_groups(harness):
+    """PF97: on cgroup v1, the container's processes (the first and those it forks) are in the agent's own
+    blkio group, not a group of the container's: Stowage sets no per-pod I/O limit, and a loop device
+    serves every group but the root through a worker of its own. Its memory and pids groups stay its own,
+    with its limits."""
+    from storage.agent.runtime.oci import blkio_home
+    if blkio_home() is None:
+        pytest.skip("no cgroup v1 blkio hierarchy here (cgroup v2 has no hierarchy of its own for I/O)")
+    rt = harness.runtime()
+    pod = make_pod("blkio", [{"name": "c", "command": ["/bin/sh", "-c", "sleep 1000 & wait"],
+                              "resources": {"limits": {"memory": "64Mi"}}}])
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid_of(pod), lambda s: s["phase"] == "Running", "Running")
+    pid = rt.settings.runc.state(f"stowage-{uid_of(pod)}-c")["pid"]
+    child = wait_for(lambda: psutil.Process(pid).children(), timeout=10, what="the forked sleep")[0].pid
+    ours = _blkio_group(os.getpid())
+    assert _blkio_group(pid) == ours and _blkio_group(child) == ours
+    assert int(_cgroup_file(child, "memory", "memory.limit_in_bytes").read_text()) == 64 * 1024 * 1024
+    assert _cgroup_file(pid, "memory", "x").parent != _cgroup_file(os.getpid(), "memory", "x").parent
 
 
 def test_a_fork_bomb_stops_at_the_pids_limit(harness):
