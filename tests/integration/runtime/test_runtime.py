@@ -516,6 +516,35 @@ def test_sp1_share_process_namespace_one_namespace_under_a_sandbox_that_outlives
     assert rt.settings.runc.state(f"stowage-{uid}-{SANDBOX}") is None
 
 
+def test_sp1_a_restarted_runtime_adopts_the_sandbox_and_its_containers_without_restarting_them(harness):
+    """SP1 across an agent restart: the sandbox and the containers in its namespace run on untouched, and a
+    container that ends afterwards starts again in the same namespace."""
+    from storage.agent.runtime.pod import SANDBOX
+    rt = harness.runtime("agent")
+    pod = make_pod("shared", [{"name": "a", "command": ["sleep", "1001"]}, {"name": "b", "command": ["sleep", "1002"]}],
+                   shareProcessNamespace=True)
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: all("running" in c["state"] for c in s["containerStatuses"]), "both running")
+    pids = {n: rt.settings.runc.state(f"stowage-{uid}-{n}")["pid"] for n in ("a", "b", SANDBOX)}
+    rt.close()
+
+    again = harness.runtime("agent")
+    assert again.running_pods() == {uid}
+    status = again.pod_status(uid)
+    assert [c["name"] for c in status["containerStatuses"]] == ["a", "b"]
+    assert all("running" in c["state"] and c["restartCount"] == 0 for c in status["containerStatuses"])
+    assert {n: again.settings.runc.state(f"stowage-{uid}-{n}")["pid"] for n in pids} == pids
+    again.sync_pod(pod, {}, NO_SOURCES, [])
+    assert again.settings.runc.kill(f"stowage-{uid}-b", "KILL")
+    harness.wait(again, uid, lambda s: cstatus(s, "b")["restartCount"] == 1 and "running" in cstatus(s, "b")["state"],
+                 "b restarted")
+    assert again.settings.runc.state(f"stowage-{uid}-{SANDBOX}")["pid"] == pids[SANDBOX]
+    assert "sleep 1002" in _cmdlines(again, uid, "a").values()
+    again.kill_pod(uid, 0)
+    assert again.settings.runc.state(f"stowage-{uid}-{SANDBOX}") is None
+
+
 def test_sp1_without_share_process_namespace_each_container_is_its_own_pid_1(harness):
     rt = harness.runtime()
     pod = make_pod("apart", [{"name": "a", "command": ["sleep", "1001"]}, {"name": "b", "command": ["sleep", "1002"]}])
