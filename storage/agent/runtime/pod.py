@@ -417,6 +417,12 @@ class PodWorker:
         policy = self._policy()
         if shares_process_namespace(self.pod):
             sandbox = self.containers[SANDBOX]
+            if self.status()["phase"] in ("Succeeded", "Failed"):
+                # SP1: nothing will run in a finished pod's namespace again; the kubelet stops its sandbox too.
+                if sandbox.instance is not None:
+                    self._stop_instance(sandbox, sandbox.instance, 1.0)
+                    self._observe(sandbox, SANDBOX_SPEC, "Never")
+                return
             self._observe(sandbox, SANDBOX_SPEC, "Always")
             if sandbox.instance is None:
                 self._maybe_start(sandbox, SANDBOX_SPEC)

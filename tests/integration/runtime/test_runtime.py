@@ -545,6 +545,23 @@ def test_sp1_a_restarted_runtime_adopts_the_sandbox_and_its_containers_without_r
     assert again.settings.runc.state(f"stowage-{uid}-{SANDBOX}") is None
 
 
+def test_sp1_a_finished_pods_sandbox_is_stopped(harness):
+    """SP1: once every container has ended for good (the pod Succeeded or Failed) the sandbox goes too, as the
+    kubelet stops a finished pod's sandbox; it is not started again."""
+    from storage.agent.runtime.pod import SANDBOX
+    rt = harness.runtime()
+    pod = make_pod("job", [{"name": "c", "command": ["sh", "-c", "exit 3"]}], shareProcessNamespace=True,
+                   restartPolicy="Never")
+    uid = uid_of(pod)
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    status = harness.wait(rt, uid, lambda s: s["phase"] == "Failed", "Failed")
+    assert terminated(status, "c")["exitCode"] == 3
+    wait_for(lambda: rt.settings.runc.state(f"stowage-{uid}-{SANDBOX}") is None, timeout=10, what="the sandbox to stop")
+    assert rt.sync_pod(pod, {}, NO_SOURCES, [])["phase"] == "Failed"
+    assert rt.settings.runc.state(f"stowage-{uid}-{SANDBOX}") is None
+    rt.kill_pod(uid, 0)
+
+
 def test_sp1_without_share_process_namespace_each_container_is_its_own_pid_1(harness):
     rt = harness.runtime()
     pod = make_pod("apart", [{"name": "a", "command": ["sleep", "1001"]}, {"name": "b", "command": ["sleep", "1002"]}])
