@@ -18,26 +18,16 @@ import psutil
 
 from storage.api.ephemeral import claim_volumes
 from storage.api.timestamps import now as now_iso
+from storage.system.cgroups import CGROUP_ROOT, cgroup_paths
 
 if TYPE_CHECKING:
     from storage.agent.agent import NodeAgent
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 WINDOW_SECONDS = 0.5  # the shortest window a first rate is measured over
 STALE_SECONDS = 60.0  # an older reading says little about the present rate
 
 _lock = threading.Lock()
 _previous: dict[str, tuple[float, int]] = {}  # key -> (monotonic time, cumulative cpu ns)
-
-
-def _cgroup_paths(pid: int) -> dict[str, str]:
-    """Controller -> cgroup path of a process ("" for the unified hierarchy)."""
-    paths: dict[str, str] = {}
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        for controller in controllers.split(",") if controllers else [""]:
-            paths[controller] = path
-    return paths
 
 
 def _read_int(path: Path) -> int | None:
@@ -62,7 +52,7 @@ def _stat(path: Path) -> dict[str, int]:
 def cgroup_usage(pid: int) -> tuple[int, int] | None:
     """(cumulative CPU nanoseconds, memory working set bytes) of the cgroup ``pid`` is in."""
     try:
-        paths = _cgroup_paths(pid)
+        paths = cgroup_paths(pid)
     except OSError:
         return None
     cpu = memory = None

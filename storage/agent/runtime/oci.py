@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from storage.api.ephemeral import claim_volumes
+from storage.system.cgroups import CGROUP_ROOT, cgroup_paths
 
 from .envvars import EnvError
 from .seccomp import runtime_default
@@ -394,19 +395,11 @@ def blkio_home() -> Path | None:
     (benchmarks/sandboxed.py's cgroup control). The pod's cpu, memory, pids, devices and freezer groups
     are its own as before."""
     try:
-        own = next((line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
-                    if "blkio" in line.split(":", 2)[1].split(",")), None)
-        if own is None:
-            return None
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            fields = line.split()
-            dash = fields.index("-")
-            if fields[dash + 1] == "cgroup" and "blkio" in fields[dash + 3].split(","):
-                procs = Path(fields[4]) / own.lstrip("/") / "cgroup.procs"
-                return procs if procs.exists() else None
+        own = cgroup_paths("self").get("blkio")
     except (OSError, ValueError):
         return None
-    return None
+    procs = CGROUP_ROOT / "blkio" / own.lstrip("/") / "cgroup.procs" if own is not None else None
+    return procs if procs is not None and procs.exists() else None
 
 
 def stay_in_blkio_hook(procs: Path) -> dict[str, Any]:

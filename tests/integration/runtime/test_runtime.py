@@ -801,11 +801,6 @@ def test_cpu_limits_requests_and_a_pids_limit_are_applied(harness):
     assert int(_cgroup_file(pid, "memory", "memory.limit_in_bytes").read_text()) == 64 * 1024 * 1024
 
 
-def _blkio_group(pid: int) -> str:
-    return next(line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-                if "blkio" in line.split(":", 2)[1].split(","))
-
-
 def test_pf97_a_pods_processes_stay_in_the_agents_blkio_group_and_keep_their_own_other_groups(harness):
     """PF97: on cgroup v1, the container's processes (the first and those it forks) are in the agent's own
     blkio group, not a group of the container's: Stowage sets no per-pod I/O limit, and a loop device
@@ -821,8 +816,8 @@ def test_pf97_a_pods_processes_stay_in_the_agents_blkio_group_and_keep_their_own
     harness.wait(rt, uid_of(pod), lambda s: s["phase"] == "Running", "Running")
     pid = rt.settings.runc.state(f"stowage-{uid_of(pod)}-c")["pid"]
     child = wait_for(lambda: psutil.Process(pid).children(), timeout=10, what="the forked sleep")[0].pid
-    ours = _blkio_group(os.getpid())
-    assert _blkio_group(pid) == ours and _blkio_group(child) == ours
+    ours = _cgroup_file(os.getpid(), "blkio", "cgroup.procs")
+    assert _cgroup_file(pid, "blkio", "cgroup.procs") == ours and _cgroup_file(child, "blkio", "cgroup.procs") == ours
     assert int(_cgroup_file(child, "memory", "memory.limit_in_bytes").read_text()) == 64 * 1024 * 1024
     assert _cgroup_file(pid, "memory", "x").parent != _cgroup_file(os.getpid(), "memory", "x").parent
 
