@@ -567,16 +567,23 @@ def _pod_volumes(errs: _Errors, volumes: Any, path: str) -> set[str]:
 # --- pods ----------------------------------------------------------------------------------
 
 
+def _resource_quantity(errs: _Errors, path: str, name: str, value: Any) -> Any:
+    """One entry of a resource list (limits, requests, a pod's overhead): a qualified name and a quantity not
+    below 0. Its value, or None when it does not parse."""
+    q = _quantity(value)
+    errs.names(path, name, is_qualified_name)
+    if q is not None and q < 0:
+        errs.invalid(path, value, "must be greater than or equal to 0")
+    return q
+
+
 def _resources(errs: _Errors, resources: Any, path: str) -> None:
     resources = _d(resources)
     limits = _d(resources.get("limits"))
     for section in ("limits", "requests"):
         for name, value in _d(resources.get(section)).items():
-            q = _quantity(value)
             p = f"{path}.{section}.{name}"
-            errs.names(p, name, is_qualified_name)
-            if q is not None and q < 0:
-                errs.invalid(p, value, "must be greater than or equal to 0")
+            q = _resource_quantity(errs, p, name, value)
             if section == "requests" and q is not None and name in limits:
                 limit = _quantity(limits[name])
                 if limit is not None and q > limit:
@@ -2340,9 +2347,7 @@ def _runtime_class(errs: _Errors, obj: dict[str, Any]) -> None:
     else:
         errs.names("handler", handler, is_dns1123_label)
     for name, value in _d(_d(obj.get("overhead")).get("podFixed")).items():
-        q = _quantity(value)
-        if q is not None and q < 0:
-            errs.invalid(f"overhead.podFixed.{name}", value, "must be greater than or equal to 0")
+        _resource_quantity(errs, f"overhead.podFixed.{name}", name, value)
     scheduling = _d(obj.get("scheduling"))
     _labels(errs, "scheduling.nodeSelector", scheduling.get("nodeSelector"))
     _tolerations(errs, scheduling.get("tolerations"), "scheduling.tolerations")

@@ -39,6 +39,10 @@ def test_rc1_a_class_needs_a_dns_label_handler_that_never_changes(http: httpx.Cl
     assert "a lowercase RFC 1123 label" in _causes(resp)[0][1]
     resp = http.post(RCS, json=_class("rc-neg", overhead={"podFixed": {"cpu": "-1"}}))
     assert _causes(resp) == [("overhead.podFixed.cpu", 'Invalid value: "-1": must be greater than or equal to 0')]
+    # As a container's limits: a resource's name is a qualified name (Kubernetes' ValidateOverhead).
+    resp = http.post(RCS, json=_class("rc-name", overhead={"podFixed": {"not a name!": "1"}}))
+    assert resp.status_code == 422 and _causes(resp)[0][0] == "overhead.podFixed.not a name!"
+    assert "name part must consist of" in _causes(resp)[0][1]
     resp = http.post(RCS, json=_class("rc-tol", scheduling={"tolerations": [{"operator": "Equal"}]}))
     assert resp.status_code == 422 and _causes(resp)[0][0] == "scheduling.tolerations[0].operator"
 
