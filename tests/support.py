@@ -308,10 +308,18 @@ def cleanup_tree(base: Path) -> None:
 
     clean_host_under(base)
     shutil.rmtree(base, ignore_errors=True)
-    if base.exists():  # an agent thread still winding down wrote into it: once more
+    reap_orphans(RUN_DIR, only_under=base)
+    # What is still there was pinned a moment longer: a mount point busy until a killed agent's last child
+    # exited, a directory an agent thread winding down wrote into, or one the orphans' reaping released. A CI
+    # run once left such empty directories behind; look again with back-off until it is gone.
+    deadline = time.monotonic() + 10.0
+    delay = 0.05
+    while base.exists() and time.monotonic() < deadline:
         clean_host_under(base)
         shutil.rmtree(base, ignore_errors=True)
-    reap_orphans(RUN_DIR, only_under=base)
+        if base.exists():
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 
@@ -344,6 +352,15 @@ def host_tmp_dir(prefix: str) -> Iterator[Path]:
         cleanup_tree(base)
         assert not mounts.mounts_under(base), f"mounts left behind under {base}"
         assert not _loops_gone_under(base), f"loop devices left behind under {base}"
+        assert not base.exists(), f"{base} left behind: {_tree(base)}"
+
+
+def _tree(base: Path) -> list[str]:
+    """What is left under ``base``, for a failure message."""
+    try:
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*"))[:50]
+    except OSError as exc:
+        return [f"(unreadable: {exc})"]
 
 
 def _loops_gone_under(base: Path, timeout: float = 10.0) -> dict[str, str]:

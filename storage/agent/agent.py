@@ -1316,7 +1316,7 @@ class NodeAgent:
             while uid in self._in_flight and not self.stop_event.is_set():
                 self._lock.wait(timeout=1.0)
         for container in _running_containers(pod):
-            self._event_soon(pod, "Normal", "Killing", f"Stopping container {container}")
+            self._event_soon(pod, "Normal", "Killing", f"Stopping container {container}", f"spec.containers{{{container}}}")
         try:
             final = self.runtime.kill_pod(uid, grace)
             with self._lock:
@@ -1528,8 +1528,8 @@ class NodeAgent:
                 return
             for reason, message in _container_warnings(pod, old, status) if warn else ():
                 self._event(pod, "Warning", reason, message)
-            for reason, message in _container_starts(old, status):
-                self._event_soon(pod, "Normal", reason, message)
+            for reason, message, field_path in _container_starts(old, status):
+                self._event_soon(pod, "Normal", reason, message, field_path)
             return
 
     def _remember(self, pod: Obj) -> None:
@@ -1564,14 +1564,14 @@ class NodeAgent:
             # Every attempt is an event, as the kubelet's: repeats only bump its count.
             self._event(pod, "Warning", "FailedMount" if "Mount" in message else "Failed", message)
 
-    def _event_soon(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+    def _event_soon(self, obj: Obj, type_: str, reason: str, message: str, field_path: str = "") -> None:
         """``_event`` on the events thread, in the order asked."""
         with self._lock:
             if self._event_writer is None and not self.stop_event.is_set():
                 self._event_writer = threading.Thread(target=self._write_events, name="agent-events", daemon=True)
                 self._threads.append(self._event_writer)
                 self._event_writer.start()
-        self._event_queue.put((obj, type_, reason, message))
+        self._event_queue.put((obj, type_, reason, message, field_path))
 
     def _write_events(self) -> None:
         # A stopping agent drops what is left, as the kubelet's broadcaster does: its API server may be
@@ -1582,14 +1582,19 @@ class NodeAgent:
             except Exception as exc:  # an event is not worth the thread
                 log.warning("agent.event_failed", error=str(exc))
 
-    def _event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+    def _event(self, obj: Obj, type_: str, reason: str, message: str, field_path: str = "") -> None:
+        """``field_path`` names the container an event is about (``spec.containers{main}``), as the kubelet's
+        do: two containers' events with the same words are two events, not one seen twice."""
         namespace, name = _key(obj)
         stamp = now()
+        involved = {"kind": obj.get("kind", "Pod"), "name": name, "namespace": namespace,
+                    "uid": _meta(obj).get("uid"), "apiVersion": "v1"}
+        if field_path:
+            involved["fieldPath"] = field_path
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"namespace": namespace},
-            "involvedObject": {"kind": obj.get("kind", "Pod"), "name": name, "namespace": namespace,
-                               "uid": _meta(obj).get("uid"), "apiVersion": "v1"},
+            "involvedObject": involved,
             "reason": reason, "message": message, "type": type_, "count": 1,
             "firstTimestamp": stamp, "lastTimestamp": stamp,
             "source": {"component": "stowage-agent", "host": self.node},
@@ -1814,15 +1819,25 @@ def _run_started(c: Obj) -> str | None:
             or (state.get("terminated") or {}).get("startedAt"))
 
 
-def _container_starts(old: Obj, new: Obj) -> list[tuple[str, str]]:
-    """The kubelet's ``Created`` and ``Started`` events for each container run a status write reports
-    first (``kubectl describe pod`` lists them under Events)."""
+# Where each list of container statuses has its containers in the pod's spec (an event's fieldPath).
+_STATUS_FIELDS = (("initContainerStatuses", "initContainers"), ("containerStatuses", "containers"),
+                  ("ephemeralContainerStatuses", "ephemeralContainers"))
+
+
+def _container_starts(old: Obj, new: Obj) -> list[tuple[str, str, str]]:
+    """The kubelet's ``Pulled``, ``Created`` and ``Started`` events, with the container's field path, for each
+    container run a status write reports first (``kubectl describe pod`` lists them under Events). A container
+    runs on the host's own files, so its image is always present: the kubelet's words for an image it did not
+    need to pull."""
     before = {c.get("name"): _run_started(c) for c in _container_statuses(old)}
-    out: list[tuple[str, str]] = []
-    for c in _container_statuses(new):
-        started = _run_started(c)
-        if started and started != before.get(c.get("name")):
-            out += [("Created", f"Created container: {c.get('name')}"), ("Started", f"Started container {c.get('name')}")]
+    out: list[tuple[str, str, str]] = []
+    for status_key, spec_key in _STATUS_FIELDS:
+        for c in new.get(status_key) or []:
+            name, started = c.get("name"), _run_started(c)
+            if started and started != before.get(name):
+                path = f"spec.{spec_key}{{{name}}}"
+                out += [("Pulled", f'Container image "{c.get("image") or ""}" already present on machine', path),
+                        ("Created", f"Created container: {name}", path), ("Started", f"Started container {name}", path)]
     return out
 
 

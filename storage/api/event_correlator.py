@@ -49,7 +49,10 @@ def aggregate_key(event: Obj) -> tuple[str, ...]:
 
 
 def event_key(event: Obj) -> tuple[str, ...]:
-    return (*aggregate_key(event), str(event.get("message", "")))
+    """What makes an event a repeat of another: all of it but the times, the container it is about included
+    (client-go's getEventKey has the involved object's fieldPath)."""
+    return (*aggregate_key(event), str((event.get("involvedObject") or {}).get("fieldPath", "")),
+            str(event.get("message", "")))
 
 
 @dataclass

@@ -96,7 +96,8 @@ class Settings:
     hidden: tuple[str, ...] = ()  # host paths no container may see (data dirs, pools)
     host_path_prefixes: list[Path] = field(default_factory=list)  # resolved; hostPath sources are re-checked beneath them
     # Records an Event on a pod: (pod, type, reason, message). None: events are not recorded.
-    on_event: Callable[[dict[str, Any], str, str, str], None] | None = None
+    # (pod, type, reason, message, the container's fieldPath or "")
+    on_event: Callable[[dict[str, Any], str, str, str, str], None] | None = None
     # PF77: wakes a pod's worker when one of its containers ends. None: ends are seen at the next look.
     exits: EntryWatcher | None = None
 
@@ -148,6 +149,11 @@ class ContainerState:
         return {"restartCount": self.restart_count, "lastTerminated": self.last_terminated, "final": self.final,
                 "succeeded": self.succeeded, "nextStart": self.next_start, "backoffExp": self.backoff_exp,
                 "instance": self.instance.to_json() if self.instance else None}
+
+
+def _field_path(cs: ContainerState) -> str:
+    """The container's place in the pod's spec, as the kubelet's events name it."""
+    return f"spec.{'initContainers' if cs.init else 'containers'}{{{cs.name}}}"
 
 
 class PodWorker:
@@ -754,19 +760,21 @@ class PodWorker:
                 log.info("probe failed, killing container", uid=self.uid, container=cs.name, probe=kind)
                 killing = True
         if killing:
-            self._pod_event("Normal", "Killing", f"Container {cs.name} failed {kind} probe, will be restarted")
+            self._pod_event("Normal", "Killing", f"Container {cs.name} failed {kind} probe, will be restarted",
+                            _field_path(cs))
         self.wake.set()
 
     def _probe_failed(self, cs: ContainerState, inst: Instance, kind: str, output: str) -> None:
         """The kubelet's ``Unhealthy`` event, at every failed run of a probe (its correlator counts repeats)."""
         if cs.instance is inst:
-            self._pod_event("Warning", "Unhealthy", f"{kind.capitalize()} probe failed: {output[:PROBE_EVENT_OUTPUT]}")
+            self._pod_event("Warning", "Unhealthy", f"{kind.capitalize()} probe failed: {output[:PROBE_EVENT_OUTPUT]}",
+                            _field_path(cs))
 
-    def _pod_event(self, type_: str, reason: str, message: str) -> None:
+    def _pod_event(self, type_: str, reason: str, message: str, field_path: str = "") -> None:
         if self.s.on_event is None:
             return
         try:
-            self.s.on_event(self.pod, type_, reason, message)
+            self.s.on_event(self.pod, type_, reason, message, field_path)
         except Exception:  # an event is advice: it must never stop a container start, a probe or a stop
             log.exception("pod.event_failed", uid=self.uid, reason=reason)
 

@@ -55,7 +55,7 @@ class PodRuntime:
         hidden_paths: tuple[str, ...] = (),
         user_namespaces: bool = True,
         host_path_prefixes: tuple[str, ...] | list[str] = (),
-        on_event: Callable[[dict[str, Any], str, str, str], None] | None = None,
+        on_event: Callable[[dict[str, Any], str, str, str, str], None] | None = None,
     ) -> None:
         """``hidden_paths``: host paths no container may see besides the data dir (the control
         plane's data dir, pools); ``user_namespaces=False`` runs every pod with the host's users."""

@@ -223,9 +223,9 @@ def test_kubectl_describe_shows_why_a_container_cannot_start_or_keeps_crashing(c
 
 
 def test_kubectl_describe_lists_created_started_and_killing(cluster: Cluster) -> None:
-    """L19, the kubelet's Normal events: ``Created`` and ``Started`` once for each container's run (the init
-    container's too), however many status writes follow; ``Killing`` for the running container when the pod
-    is deleted; `kubectl describe pod` lists them."""
+    """L19, the kubelet's Normal events: ``Pulled`` (the image already present), ``Created`` and ``Started``
+    once for each container's run (the init container's too), however many status writes follow; ``Killing``
+    for the running container when the pod is deleted; `kubectl describe pod` lists them."""
     cluster.start_controllers()
     cluster.add_agent("n1")
     cluster.apply(pod("events", initContainers=[{"name": "prep", "image": "debian:12", "command": ["true"]}],
@@ -239,13 +239,20 @@ def test_kubectl_describe_lists_created_started_and_killing(cluster: Cluster) ->
         return sorted((e["reason"], e["message"]) for e in cluster.events_for("events") if e.get("type") == "Normal"
                       and e.get("reason") != "Scheduled")
 
-    expected = sorted([("Created", "Created container: prep"), ("Started", "Started container prep"),
-                       ("Created", "Created container: main"), ("Started", "Started container main")])
-    wait_until(lambda: normal() == expected, "Created and Started for both containers")
+    pulled = ("Pulled", 'Container image "debian:12" already present on machine')
+    expected = sorted([pulled, ("Created", "Created container: prep"), ("Started", "Started container prep"),
+                       pulled, ("Created", "Created container: main"), ("Started", "Started container main")])
+    wait_until(lambda: normal() == expected, "Pulled, Created and Started for both containers")
     wait_until(lambda: "Started container main" in subprocess.run(
         [kubectl_binary(), "describe", "pod", "events"], capture_output=True, text=True, timeout=60, env=env).stdout,
         "the Started event in describe")
+    described = subprocess.run([kubectl_binary(), "describe", "pod", "events"], capture_output=True, text=True,
+                               timeout=60, env=env).stdout
+    assert 'Pulled     ' in described and 'Container image "debian:12" already present on machine' in described, described
     assert all(int(e.get("count") or 1) == 1 for e in cluster.events_for("events") if e.get("type") == "Normal")
+    assert sorted((e["reason"], e["involvedObject"].get("fieldPath")) for e in cluster.events_for("events")
+                  if e.get("reason") == "Pulled") == [("Pulled", "spec.containers{main}"),
+                                                      ("Pulled", "spec.initContainers{prep}")]
 
     cluster.client.delete("pods", "events", "default")
     cluster.wait_gone("pods", "events", "default")

@@ -78,6 +78,17 @@ def test_repeats_update_one_event_and_a_deleted_one_is_written_anew() -> None:
     assert [e["count"] for e in sink.items.values()] == [1]
 
 
+def test_the_same_words_about_two_containers_are_two_events() -> None:
+    """client-go's event key has the involved object's fieldPath: the kubelet's ``Pulled`` for an init
+    container and for the main one read the same, and each is an event of its own, not a repeat."""
+    c, sink = EventCorrelator(clock=Clock()), FakeEvents()
+    for path in ("spec.initContainers{prep}", "spec.containers{main}", "spec.containers{main}"):
+        e = event('Container image "debian:12" already present on machine', reason="Pulled")
+        sink.write(c, {**e, "involvedObject": {**e["involvedObject"], "fieldPath": path}})
+    assert sorted((e["involvedObject"]["fieldPath"], e["count"]) for e in sink.items.values()) == [
+        ("spec.containers{main}", 2), ("spec.initContainers{prep}", 1)]
+
+
 def test_similar_events_are_combined_after_ten_messages() -> None:
     c, sink = EventCorrelator(clock=Clock()), FakeEvents()
     for i in range(15):
