@@ -11,7 +11,13 @@ set +e
 # ganesha, tgtd) or of one module-scoped fixture in one worker (tests/conftest.py), so each starts once.
 # STOWAGE_TEST_WORKERS=0 runs everything in this one process.
 workers=${STOWAGE_TEST_WORKERS:-4}
-python3 -m pytest -p no:cacheprovider -q -rsfE --timeout=600 --durations=30 -n "$workers" --dist loadgroup "$@"
+# The tests' temp directories (pool images, backups: over a GB in a run) live in one directory of this run's
+# own, removed at its end, instead of pytest's default /tmp/pytest-of-<user>, which keeps the last three
+# runs'. --one-file-system: a mount a failed test left is never removed through, and its directory stays.
+basetemp=$(mktemp -d "${TMPDIR:-/tmp}/stowage-tests.XXXXXX")
+trap 'rm -rf --one-file-system "$basetemp"' EXIT
+python3 -m pytest -p no:cacheprovider -q -rsfE --timeout=600 --durations=30 -n "$workers" --dist loadgroup \
+    --basetemp "$basetemp/run" "$@"
 rc=$?
 set -e
 # pytest's "no tests collected" (5) is a failure of the suite, not a pass.

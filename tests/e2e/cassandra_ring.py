@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -61,12 +62,14 @@ def member_pid(ring: Ring, name: str) -> int | None:
 
 def nodetool(ring: Ring, name: str, *args: str) -> str:
     """The example's bin/nodetool against member ``name``'s JMX (127.0.0.1:7199+N), run in the
-    member's network namespace (its host's)."""
+    member's network namespace (its host's). Its history file goes to a directory of the call's own,
+    not to the machine's /tmp."""
     pid = poll(f"the Cassandra JVM of {name}", lambda: member_pid(ring, name), 60)
     port = 7199 + int(name.rsplit("-", 1)[1])
-    result = subprocess.run(["nsenter", "-t", str(pid), "-n", "sh", str(NODETOOL), "-p", str(port), *args],
-                            capture_output=True, text=True, timeout=120, check=False,
-                            env={"PATH": "/usr/bin:/bin"})
+    with tempfile.TemporaryDirectory(prefix="stowage-nodetool-") as home:
+        result = subprocess.run(["nsenter", "-t", str(pid), "-n", "sh", str(NODETOOL), "-p", str(port), *args],
+                                capture_output=True, text=True, timeout=120, check=False,
+                                env={"PATH": "/usr/bin:/bin", "NODETOOL_HOME": home})
     assert result.returncode == 0, f"nodetool {' '.join(args)} on {name}: {result.stdout}\n{result.stderr}"
     return result.stdout
 

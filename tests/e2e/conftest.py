@@ -6,8 +6,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from stowage_e2e import Stowage, force_clean
-from support import cleanup_tree, need_programs, need_root
+from stowage_e2e import Stowage, remove_data_dir
+from support import need_programs, need_root
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,6 @@ def start_stowage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         for stowage in started:
             problems += stowage.stop()
         for data_dir in data_dirs:  # a start that failed half-way still gets cleaned
-            problems += force_clean(data_dir)
-            # The stopped agent's pods still hold user-namespace claims in the machine-wide run dir:
-            # removing the data dir releases them, and the reap deletes the claim files.
-            cleanup_tree(data_dir)
+            problems += remove_data_dir(data_dir)
         if problems:
             pytest.fail("teardown found leftovers (cleaned up by force):\n" + "\n".join(problems))

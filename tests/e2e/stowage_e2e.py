@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 import pytest
 
 from storage.client import Client
-from support import UpProcess, clean_host_under, stowage_executable, wait_for
+from support import UpProcess, clean_host_under, cleanup_tree, stowage_executable, wait_for
 
 T = TypeVar("T")
 STARTUP_TIMEOUT = 180.0
@@ -194,6 +194,15 @@ class Stowage:
 
 def force_clean(root: Path) -> list[str]:
     return [f"{leftover} under the data dir after stop" for leftover in clean_host_under(root)]
+
+
+def remove_data_dir(root: Path) -> list[str]:
+    """A test's last word on a data dir: ``force_clean``, then the directory goes, and with it the
+    user-namespace claims and container bundles its pods hold in the machine-wide run directory (kept
+    across `stowage down`, for the next `up` to restart its pods with the same ids)."""
+    problems = force_clean(root)
+    cleanup_tree(root)
+    return problems
 
 
 def is_ready(pod: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 
 from ceph_service import SCRIPT, CephCluster  # noqa: E402
-from stowage_e2e import Stowage, force_clean, poll  # noqa: E402
+from stowage_e2e import Stowage, poll, remove_data_dir  # noqa: E402
 from support import need_programs, need_root  # noqa: E402
 
 pytestmark = pytest.mark.root
@@ -39,7 +39,7 @@ def stowage(tmp_path: Path, ceph_cluster: CephCluster) -> Iterator[Stowage]:
         up.wait_started()
         yield up
     finally:
-        problems = up.stop() + force_clean(data_dir)
+        problems = up.stop() + remove_data_dir(data_dir)
         assert not problems, problems
 
 

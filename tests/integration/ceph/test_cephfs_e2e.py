@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 
 from cephfs_testutil import auth_users, force_unmount_under, subvolumes, sweep  # noqa: E402
 from ceph_service import CephCluster  # noqa: E402
-from stowage_e2e import Stowage, force_clean, poll  # noqa: E402
+from stowage_e2e import Stowage, poll, remove_data_dir  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
 from support import need_programs, need_root, wait_for_text  # noqa: E402
 from volume_plugins.cephfs import ceph_fuse_pids, mounts_at  # noqa: E402
@@ -44,7 +44,7 @@ def stowage(ceph_cluster: CephCluster, tmp_path_factory: pytest.TempPathFactory)
     finally:
         problems += up.stop()
         force_unmount_under(data_dir)
-        problems += force_clean(data_dir)
+        problems += remove_data_dir(data_dir)
         sweep(ceph_cluster)
         if saved is None:
             os.environ.pop("STOWAGE_CEPHFS_STATE_DIR", None)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 
 from ceph_service import CephCluster  # noqa: E402
 from rbd_support import ADMIN_SECRET, USER_SECRET, Images, images, in_tree_class, rbd_pool  # noqa: E402,F401
-from stowage_e2e import Stowage, force_clean, poll  # noqa: E402
+from stowage_e2e import Stowage, poll, remove_data_dir  # noqa: E402
 from support import need_programs, need_root  # noqa: E402
 
 pytestmark = pytest.mark.root
@@ -55,7 +55,7 @@ def stowage(tmp_path: Path, ceph_cluster: CephCluster, rbd_pool: str) -> Iterato
         up.wait_started()
         yield up
     finally:
-        problems = up.stop() + force_clean(data_dir)
+        problems = up.stop() + remove_data_dir(data_dir)
         assert not problems, problems
 
 

@@ -19,7 +19,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 
 from gluster_service import Glusterd  # noqa: E402
-from stowage_e2e import Stowage, force_clean, poll  # noqa: E402
+from stowage_e2e import Stowage, poll, remove_data_dir  # noqa: E402
 from storage.errors import NotFound  # noqa: E402
 from support import need_programs  # noqa: E402
 
@@ -72,7 +72,7 @@ def stowage(glusterd: Glusterd, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # FUSE first: a client left stopped by a failed test would hang `stowage down`.
         for pid in _fuse_pids(data_dir):
             os.kill(pid, signal.SIGCONT)
-        problems = up.stop() + force_clean(data_dir)
+        problems = up.stop() + remove_data_dir(data_dir)
         for volume in glusterd.volumes():
             if volume.startswith("pvc-"):
                 problems.append(f"gluster volume {volume} left")

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 
 from provisioners.iscsi_tgt import parse_target_show  # noqa: E402
-from stowage_e2e import Stowage, force_clean, poll  # noqa: E402
+from stowage_e2e import Stowage, poll, remove_data_dir  # noqa: E402
 from support import need_programs, need_root  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -25,7 +25,7 @@ def stowage_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     need_programs("runc", "losetup", "mkfs.ext4", "nsenter")
     data_dir = tmp_path_factory.mktemp("stowage-iscsi")
     yield data_dir
-    force_clean(data_dir)
+    remove_data_dir(data_dir)
 
 
 def _manifests(tgt: Any, luns: Path) -> list[dict[str, Any]]:

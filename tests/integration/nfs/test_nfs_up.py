@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 
-from stowage_e2e import Stowage, force_clean, poll  # noqa: E402
+from stowage_e2e import Stowage, poll, remove_data_dir  # noqa: E402
 from support import need_programs, need_root  # noqa: E402
 from volume_plugins.nfs import NO_CLIENT, nfs_supported  # noqa: E402
 
@@ -51,7 +51,7 @@ def stowage(tmp_path_factory: pytest.TempPathFactory, ganesha, share: Path,
         yield up
     finally:
         problems += up.stop()
-        problems += force_clean(data_dir)
+        problems += remove_data_dir(data_dir)
         if problems:
             pytest.fail("teardown found leftovers (cleaned up by force):\n" + "\n".join(problems))
 
