@@ -307,7 +307,7 @@ def test_ssa_kubectl_apply_server_side_conflicts_force_and_label_removal(server:
 
 # ---- the official Python client -----------------------------------------------------------------
 
-def test_ssa_kubernetes_python_client_applies(server: RunningServer) -> None:
+def test_ssa_kubernetes_python_client_applies(server: RunningServer, tmp_path: Path) -> None:
     """SSA2, SSA5, SSA6 through CoreV1Api (content type and field_manager) and the dynamic client."""
     api_client = k8s_config.new_client_from_config(config_file=str(server.kubeconfig))
     try:
@@ -318,7 +318,8 @@ def test_ssa_kubernetes_python_client_applies(server: RunningServer) -> None:
         assert made.data == {"a": "1"}
         assert [(m.manager, m.operation) for m in made.metadata.managed_fields] == [("py-client", "Apply")]
 
-        dyn = k8s_dynamic.DynamicClient(api_client)
+        # Its discovery cache goes in the test's own directory (by default a file in the machine's /tmp).
+        dyn = k8s_dynamic.DynamicClient(api_client, cache_file=str(tmp_path / "discovery.json"))
         cms = dyn.resources.get(api_version="v1", kind="ConfigMap")
         with pytest.raises(k8s_dynamic.exceptions.ConflictError) as info:
             dyn.server_side_apply(cms, body=config_map("py-ssa", {"a": "2"}), namespace="default",
