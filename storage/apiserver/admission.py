@@ -62,10 +62,14 @@ class Admission:
         self.plugins = list(plugins)
 
     def admit(self, req: AdmissionRequest) -> dict[str, Any]:
-        obj = req.obj
         for plugin in self.plugins:
-            obj = plugin.admit(replace(req, obj=obj))
-        return obj
+            obj = plugin.admit(req)
+            # A new request only when a plugin gave back another object: most pass the kinds they do not
+            # judge through as they came, and a dataclass copy for each of them was about a tenth of a
+            # create's CPU in the API server (PF98).
+            if obj is not req.obj:
+                req = replace(req, obj=obj)
+        return req.obj
 
     def admit_status(self, req: AdmissionRequest) -> dict[str, Any]:
         """A ``/status`` write, seen by the plugins that check those (``admit_status``)."""
