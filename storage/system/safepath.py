@@ -35,6 +35,8 @@ _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "arm64": 437}.get(platform.machin
 
 MS_BIND = 0x1000
 MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -204,6 +206,20 @@ def bind_fd(fd: int, target: str | os.PathLike[str], *, recursive: bool = True) 
     if _libc.mount(fd_path(fd).encode(), os.fsencode(Path(target)), None, flags, None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"bind mount of fd {fd} at {target}: {os.strerror(err)}")
+
+
+def set_propagation(target: str | os.PathLike[str], kind: int) -> None:
+    """Make the mount at ``target`` and every mount beneath it ``MS_SLAVE`` or ``MS_PRIVATE``.
+
+    Why it matters for a recursive bind: the copy of a shared mount joins the original's peer group,
+    and unmounting a submount of the copy then unmounts the original's submount at the same place too
+    (an unmount propagates to the peers of the parent). A slave still receives the host's mounts but
+    sends nothing back; a private copy neither receives nor sends."""
+    if kind not in (MS_SLAVE, MS_PRIVATE):
+        raise ValueError(f"propagation {kind:#x}: MS_SLAVE or MS_PRIVATE only")
+    if _libc.mount(None, os.fsencode(Path(target)), None, kind | MS_REC, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"propagation of {target}: {os.strerror(err)}")
 
 
 def split_under(path: str, prefixes: list[Path]) -> tuple[Path, str] | None:

@@ -104,13 +104,25 @@ def _open_source(source: str, sub_path: str, field: str, host_path_prefixes: lis
         os.close(volume_fd)
 
 
-def _stage(fd: int, target: Path) -> None:
+def _stage(fd: int, target: Path, *, bidirectional: bool) -> None:
+    """A recursive bind of what ``fd`` holds at ``target``, made a slave of the host's mounts at once (SV13):
+    as a peer, every later unmount beneath the copy (the container's end, `stowage down`) would unmount the
+    host's own mount at the same place, such as a network namespace's file under /run/netns or another
+    pod's volume, for a hostPath of / or /run. A slave still receives the host's new mounts, which
+    HostToContainer needs. Bidirectional keeps the copy a peer, as its container's mounts must reach the
+    host: ``unstage_volume_mounts`` makes it private before unmounting it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         target.mkdir(exist_ok=True)
     else:
         target.touch(mode=0o600, exist_ok=True)
     safepath.bind_fd(fd, target)
+    if bidirectional:
+        return
+    try:
+        safepath.set_propagation(target, safepath.MS_SLAVE)
+    except OSError:
+        safepath.set_propagation(target, safepath.MS_PRIVATE)  # still no way back to the host
 
 
 def stage_volume_mounts(container: dict[str, Any], volumes: dict[str, str], env: list[tuple[str, str]], *,
@@ -151,7 +163,7 @@ def stage_volume_mounts(container: dict[str, Any], volumes: dict[str, str], env:
                     except PermanentError as exc:
                         raise MountRefused(f"{field}: {exc}") from None
                 target = staging_dir(pod_dir, name) / str(i)
-                _stage(fd, target)
+                _stage(fd, target, bidirectional=vm.get("mountPropagation") == "Bidirectional")
             finally:
                 os.close(fd)
             sources.append(str(target))
@@ -166,6 +178,10 @@ def unstage_volume_mounts(pod_dir: Path, container: str) -> None:
     directory = staging_dir(pod_dir, container)
     if not directory.exists():
         return
+    for entry in sorted(directory.iterdir()):
+        if mounts.is_mount_point(entry):
+            # Private first, a Bidirectional copy too: its unmounts must not reach the host's mounts (SV13).
+            safepath.set_propagation(entry, safepath.MS_PRIVATE)
     mounts.unmount_all_under(directory)
     for entry in sorted(directory.iterdir()):
         if mounts.is_mount_point(entry):

@@ -1,0 +1,72 @@
+"""SV13: a hostPath staged for a container is a recursive copy of the host's mounts beneath it; unmounting
+that copy must never unmount the host's own mounts.
+
+The hazard, reproduced here on a tree of the test's own: a shared mount ("the host's /run") with a childless
+submount ("a network namespace's file", "another pod's volume"). A recursive bind of a shared mount joins its
+peer group, and an unmount beneath the copy propagates to the peers of its parent, so the container's end
+(``unstage_volume_mounts``) used to unmount the original submount as well. In a CI run a `kubectl debug node/`
+pod (hostPath /) took the network namespaces of another test's hosts with it that way.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from storage.agent.runtime.subpaths import stage_volume_mounts, staging_dir, unstage_volume_mounts
+from storage.system import mounts
+from support import host_tmp_dir, need_root
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def shared_tree() -> Iterator[tuple[Path, Path, Path]]:
+    """(base, the shared "host" mount, its childless submount), all under a temp dir of the test's own."""
+    need_root("mounts and their propagation")
+    with host_tmp_dir("stowage-staged-") as base:
+        host = base / "host"
+        host.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "stowage-staged-host", str(host)], check=True)
+        subprocess.run(["mount", "--make-shared", str(host)], check=True)
+        child = host / "netns-file"
+        child.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "stowage-staged-child", str(child)], check=True)
+        (child / "marker").write_text("still here")
+        yield base, host, child
+
+
+def _container(propagation: str | None) -> dict:
+    mount = {"name": "host", "mountPath": "/host"}
+    if propagation:
+        mount["mountPropagation"] = propagation
+    return {"name": "main", "volumeMounts": [mount]}
+
+
+@pytest.mark.parametrize("propagation", [None, "HostToContainer", "Bidirectional"])
+def test_sv13_unstaging_a_host_path_leaves_the_hosts_mounts_beneath_it(
+        shared_tree: tuple[Path, Path, Path], propagation: str | None) -> None:
+    base, host, child = shared_tree
+    pod_dir = base / "pod"
+    pod_dir.mkdir()
+    staged = stage_volume_mounts(_container(propagation), {"host": str(host)}, [], pod_dir=pod_dir,
+                                 host_path_prefixes=[base])
+    assert staged[0] is not None
+    copy = Path(staged[0])
+    assert (copy / "netns-file" / "marker").read_text() == "still here", "the staged copy is recursive"
+    if propagation != "Bidirectional":
+        # A slave of the host's mounts: a mount made on the host later still shows in the copy.
+        late = host / "late"
+        late.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "stowage-staged-late", str(late)], check=True)
+        assert mounts.is_mount_point(copy / "late"), "the copy receives the host's new mounts"
+
+    unstage_volume_mounts(pod_dir, "main")
+
+    assert not staging_dir(pod_dir, "main").exists()
+    assert mounts.is_mount_point(child), "unmounting the copy unmounted the host's own submount"
+    assert (child / "marker").read_text() == "still here"
+    if propagation != "Bidirectional":
+        assert mounts.is_mount_point(host / "late")
