@@ -41,6 +41,7 @@ from storage.agent.node_lease import renew_lease
 from storage.agent.object_cache import RESOURCES, ReferencedObjects, revision
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import ContainersNotStopped, PodRuntime, StopDeadline
+from storage.agent.runtime.pod import container_field_path
 from storage.agent.runtime.runc import CONTAINER_LOG_MAX_BYTES, HOST_PRIVATE
 from storage.agent.sa_tokens import ServiceAccountTokenManager, asks_for_tokens, kubernetes_service_env
 from storage.agent.volume_manager import PodVolumes, VolumeManager
@@ -1316,7 +1317,8 @@ class NodeAgent:
             while uid in self._in_flight and not self.stop_event.is_set():
                 self._lock.wait(timeout=1.0)
         for container in _running_containers(pod):
-            self._event_soon(pod, "Normal", "Killing", f"Stopping container {container}", f"spec.containers{{{container}}}")
+            self._event_soon(pod, "Normal", "Killing", f"Stopping container {container}",
+                             container_field_path("containers", container))
         try:
             final = self.runtime.kill_pod(uid, grace)
             with self._lock:
@@ -1835,7 +1837,7 @@ def _container_starts(old: Obj, new: Obj) -> list[tuple[str, str, str]]:
         for c in new.get(status_key) or []:
             name, started = c.get("name"), _run_started(c)
             if started and started != before.get(name):
-                path = f"spec.{spec_key}{{{name}}}"
+                path = container_field_path(spec_key, name)
                 out += [("Pulled", f'Container image "{c.get("image") or ""}" already present on machine', path),
                         ("Created", f"Created container: {name}", path), ("Started", f"Started container {name}", path)]
     return out
@@ -1848,8 +1850,7 @@ def _running_containers(pod: Obj | None) -> list[str]:
 
 def _container_statuses(status: Obj) -> list[Obj]:
     """A pod status's init containers' statuses, then its containers', then its ephemeral containers'."""
-    return ((status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
-            + (status.get("ephemeralContainerStatuses") or []))
+    return [c for status_key, _ in _STATUS_FIELDS for c in status.get(status_key) or []]
 
 
 def _only_status_changed(old: Obj, new: Obj) -> bool:

@@ -151,9 +151,13 @@ class ContainerState:
                 "instance": self.instance.to_json() if self.instance else None}
 
 
+def container_field_path(spec_list: str, name: str) -> str:
+    """A container's place in the pod's spec (``spec.containers{main}``), as the kubelet's events name it."""
+    return f"spec.{spec_list}{{{name}}}"
+
+
 def _field_path(cs: ContainerState) -> str:
-    """The container's place in the pod's spec, as the kubelet's events name it."""
-    return f"spec.{'initContainers' if cs.init else 'containers'}{{{cs.name}}}"
+    return container_field_path("initContainers" if cs.init else "containers", cs.name)
 
 
 class PodWorker:

@@ -117,12 +117,8 @@ def _stage(fd: int, target: Path, *, bidirectional: bool) -> None:
     else:
         target.touch(mode=0o600, exist_ok=True)
     safepath.bind_fd(fd, target)
-    if bidirectional:
-        return
-    try:
+    if not bidirectional:
         safepath.set_propagation(target, safepath.MS_SLAVE)
-    except OSError:
-        safepath.set_propagation(target, safepath.MS_PRIVATE)  # still no way back to the host
 
 
 def stage_volume_mounts(container: dict[str, Any], volumes: dict[str, str], env: list[tuple[str, str]], *,
@@ -178,10 +174,15 @@ def unstage_volume_mounts(pod_dir: Path, container: str) -> None:
     directory = staging_dir(pod_dir, container)
     if not directory.exists():
         return
-    for entry in sorted(directory.iterdir()):
-        if mounts.is_mount_point(entry):
-            # Private first, a Bidirectional copy too: its unmounts must not reach the host's mounts (SV13).
+    for entry in directory.iterdir():
+        # Private first, a Bidirectional copy too: its unmounts must not reach the host's mounts (SV13).
+        # EINVAL: not a mount point (a stage that failed before its bind), nothing to change; asked of the
+        # kernel rather than of the mount table, which unmount_all_under reads next anyway.
+        try:
             safepath.set_propagation(entry, safepath.MS_PRIVATE)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
     mounts.unmount_all_under(directory)
     for entry in sorted(directory.iterdir()):
         if mounts.is_mount_point(entry):
