@@ -308,18 +308,18 @@ def cleanup_tree(base: Path) -> None:
 
     clean_host_under(base)
     shutil.rmtree(base, ignore_errors=True)
-    reap_orphans(RUN_DIR, only_under=base)
     # What is still there was pinned a moment longer: a mount point busy until a killed agent's last child
-    # exited, a directory an agent thread winding down wrote into, or one the orphans' reaping released. A CI
-    # run once left such empty directories behind; look again with back-off until it is gone.
+    # exited, or a directory an agent thread winding down wrote into. A CI run once left such empty
+    # directories behind; look again with back-off until it is gone.
     deadline = time.monotonic() + 10.0
     delay = 0.05
     while base.exists() and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
         clean_host_under(base)
         shutil.rmtree(base, ignore_errors=True)
-        if base.exists():
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    # Last: a claim is an orphan only once the pod directory it names is gone.
+    reap_orphans(RUN_DIR, only_under=base)
 
 
 
