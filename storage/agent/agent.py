@@ -1316,9 +1316,9 @@ class NodeAgent:
             # A sync worker still starting this pod would start containers behind the stop.
             while uid in self._in_flight and not self.stop_event.is_set():
                 self._lock.wait(timeout=1.0)
-        for container in _running_containers(pod):
+        for spec_key, container in _running_containers(pod):
             self._event_soon(pod, "Normal", "Killing", f"Stopping container {container}",
-                             container_field_path("containers", container))
+                             container_field_path(spec_key, container))
         try:
             final = self.runtime.kill_pod(uid, grace)
             with self._lock:
@@ -1843,9 +1843,12 @@ def _container_starts(old: Obj, new: Obj) -> list[tuple[str, str, str]]:
     return out
 
 
-def _running_containers(pod: Obj | None) -> list[str]:
-    return [c.get("name") or "" for c in _container_statuses((pod or {}).get("status") or {})
-            if "running" in (c.get("state") or {})]
+def _running_containers(pod: Obj | None) -> list[tuple[str, str]]:
+    """(the spec list it is in, its name) of each running container: an ephemeral one's events name
+    ``spec.ephemeralContainers{...}``, as the kubelet's do."""
+    status = (pod or {}).get("status") or {}
+    return [(spec_key, c.get("name") or "") for status_key, spec_key in _STATUS_FIELDS
+            for c in status.get(status_key) or [] if "running" in (c.get("state") or {})]
 
 
 def _container_statuses(status: Obj) -> list[Obj]:

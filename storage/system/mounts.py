@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import structlog
 
+from storage.system import safepath
 from storage.system.executor import Executor, default_executor
 
 log = structlog.get_logger(__name__)
@@ -454,10 +455,32 @@ def unmount_fuse(path: str | os.PathLike[str], timeout: float = 5.0, *, executor
     raise RuntimeError(f"FUSE mount {point} would not unmount")
 
 
+def isolate_tree(entries: Sequence[MountEntry]) -> None:
+    """Make private each of ``entries`` that is the parent of another of them (SEMANTICS SV13).
+
+    An unmount propagates to the peers of the unmounted mount's parent. When that parent is a
+    recursive copy still in the peer group of its original (a Bidirectional hostPath staged by an
+    agent that died before unstaging it, or a pod's bind of a shared node-wide mount), unmounting
+    the copy's submounts would unmount the original's at the same places: the host's, or another
+    pod's. A parent about to be removed with its children has nobody to tell, so it goes private
+    first. A mount whose parent lies outside ``entries`` is untouched, so its own unmount still
+    reaches the slaves that receive from that parent. A mount gone meanwhile needs nothing."""
+    ids = {e.mount_id for e in entries}
+    parents = {e.parent_id for e in entries if e.parent_id in ids and e.parent_id != e.mount_id}
+    for entry in entries:
+        if entry.mount_id not in parents:
+            continue
+        try:
+            safepath.set_propagation(entry.mount_point, safepath.MS_PRIVATE)
+        except OSError as exc:
+            log.info("mount.isolate_skipped", target=entry.mount_point, error=str(exc))
+
+
 def unmount_entries(entries: Sequence[MountEntry], *, executor: Executor | None = None) -> bool:
     """Unmount the given mounts in order (as ``MountTable.under`` returns them), without
     re-reading the table between them. False when one would not go: the caller then falls
     back to ``unmount_all_under``, which re-reads after each unmount."""
+    isolate_tree(entries)
     for entry in entries:
         try:
             unmount(entry.mount_point, executor=executor, fstype=entry.fstype)
@@ -469,6 +492,7 @@ def unmount_entries(entries: Sequence[MountEntry], *, executor: Executor | None 
 
 def unmount_all_under(prefix: str | os.PathLike[str], *, executor: Executor | None = None) -> None:
     """Unmount everything at or under ``prefix``, deepest first, stacked mounts included."""
+    isolate_tree(mounts_under(prefix))
     # Re-read after each unmount: stacked mounts and propagation change the table.
     for _ in range(1000):
         found = mounts_under(prefix)

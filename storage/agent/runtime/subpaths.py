@@ -174,15 +174,8 @@ def unstage_volume_mounts(pod_dir: Path, container: str) -> None:
     directory = staging_dir(pod_dir, container)
     if not directory.exists():
         return
-    for entry in directory.iterdir():
-        # Private first, a Bidirectional copy too: its unmounts must not reach the host's mounts (SV13).
-        # EINVAL: not a mount point (a stage that failed before its bind), nothing to change; asked of the
-        # kernel rather than of the mount table, which unmount_all_under reads next anyway.
-        try:
-            safepath.set_propagation(entry, safepath.MS_PRIVATE)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
+    # unmount_all_under makes each copy private before its submounts go, a Bidirectional copy too, so
+    # their unmounts never reach the host's mounts (SV13).
     mounts.unmount_all_under(directory)
     for entry in sorted(directory.iterdir()):
         if mounts.is_mount_point(entry):

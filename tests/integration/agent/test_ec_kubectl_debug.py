@@ -121,6 +121,15 @@ def test_ec1_a_running_ephemeral_container_stops_with_its_pod(cluster: Cluster, 
     listed = subprocess.run(["runc", "--root", str(node.runtime.settings.runc.root), "list", "-q"],
                             capture_output=True, text=True, check=True).stdout.split()
     assert not [c for c in listed if uid in c]
+    # The kubelet's Killing event names each container where the spec has it: the ephemeral one under
+    # spec.ephemeralContainers, not spec.containers.
+    def killing_events() -> list[tuple[str, str]]:
+        return sorted((e["message"], e["involvedObject"].get("fieldPath"))
+                      for e in cluster.events_for("app") if e.get("reason") == "Killing")
+    wait_for(lambda: len(killing_events()) >= 2, timeout=30, what="a Killing event for each container")
+    killing = killing_events()
+    assert killing == [("Stopping container main", "spec.containers{main}"),
+                       ("Stopping container stay", "spec.ephemeralContainers{stay}")]
 
 
 def test_kubectl_debug_copy_to_runs_a_copy_with_a_debug_container_beside_the_original(

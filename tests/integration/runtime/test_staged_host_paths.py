@@ -16,6 +16,7 @@ from typing import Iterator
 import pytest
 
 from storage.agent.runtime.subpaths import stage_volume_mounts, staging_dir, unstage_volume_mounts
+from storage.agent.teardown import stop_node
 from storage.system import mounts
 from support import host_tmp_dir, need_root
 
@@ -70,3 +71,52 @@ def test_sv13_unstaging_a_host_path_leaves_the_hosts_mounts_beneath_it(
     assert (child / "marker").read_text() == "still here"
     if propagation != "Bidirectional":
         assert mounts.is_mount_point(host / "late")
+
+
+def _teardown_by(way: str, pod_dir: Path, data_dir: Path) -> None:
+    if way == "unmount_all_under":  # the volume manager's last sweep of a pod, a test's cleanup
+        mounts.unmount_all_under(pod_dir)
+    elif way == "unmount_entries":  # the volume manager's teardown of a pod's mounts from one table read
+        assert mounts.unmount_entries(mounts.mounts_under(pod_dir))
+    else:  # `stowage down`
+        result = stop_node(data_dir, data_dir / "agent", grace_seconds=1)
+        assert result["left"]["mounts"] == []
+
+
+@pytest.mark.parametrize("way", ["unmount_all_under", "unmount_entries", "stop_node"])
+def test_sv13_a_bidirectional_copy_left_by_a_dead_agent_is_removed_without_reaching_the_host(
+        shared_tree: tuple[Path, Path, Path], way: str) -> None:
+    """The agent died between a Bidirectional container's staging and its end, so nobody unstaged the copy,
+    which is still a peer of the host's mounts. Whatever removes it later (the restarted agent's teardown of
+    the pod, or `stowage down`) unmounts it deepest first, and must not take the host's submount with it."""
+    base, host, child = shared_tree
+    data_dir = base / "data"
+    pod_dir = data_dir / "pods" / "uid-1"
+    pod_dir.mkdir(parents=True)
+    staged = stage_volume_mounts(_container("Bidirectional"), {"host": str(host)}, [], pod_dir=pod_dir,
+                                 host_path_prefixes=[base])
+    copy = Path(str(staged[0]))
+    assert mounts.is_mount_point(copy / "netns-file")
+
+    _teardown_by(way, pod_dir, data_dir)
+
+    assert mounts.mounts_under(pod_dir) == []
+    assert mounts.is_mount_point(child), f"{way} unmounted the host's own submount through the staged copy"
+    assert (child / "marker").read_text() == "still here"
+
+
+def test_sv13_a_pods_bind_of_a_shared_node_mount_is_removed_without_reaching_the_other_pods(
+        shared_tree: tuple[Path, Path, Path]) -> None:
+    """The same hazard without hostPath: a recursive bind of a shared node-wide mount (another pod still
+    uses its submount) is a peer of it, so unmounting the bind's submount used to unmount the original's."""
+    base, host, child = shared_tree
+    pod_dir = base / "pod"
+    target = pod_dir / "volumes" / "v"
+    target.mkdir(parents=True)
+    subprocess.run(["mount", "--rbind", str(host), str(target)], check=True)
+    assert mounts.is_mount_point(target / "netns-file")
+
+    mounts.unmount_all_under(pod_dir)
+
+    assert mounts.mounts_under(pod_dir) == []
+    assert mounts.is_mount_point(child), "the pod's teardown unmounted the node-wide mount's submount"
