@@ -4,6 +4,7 @@ volumes (A1), and devices holding another filesystem (A4)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import threading
@@ -25,11 +26,11 @@ STUBBORN = "trap '' TERM; while true; do sleep 1; done"  # ignores SIGTERM: only
 IMMEDIATE = b"Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated."
 
 
-def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[bytes]:
+def kubectl(cluster: Cluster, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
     env["KUBECONFIG"] = str(cluster.server.kubeconfig)
     # The timeout is far below the pods' 600 s grace: a deletion that waits it out fails here.
-    return subprocess.run([kubectl_binary(), *args], capture_output=True, timeout=120, env=env)
+    return subprocess.run([kubectl_binary(), *args], input=input, capture_output=True, timeout=120, env=env)
 
 
 def containers_of(agent: NodeAgent, uid: str) -> list[dict]:
@@ -580,3 +581,62 @@ def _sid(pid: int) -> int | None:
         return os.getsid(pid)
     except OSError:
         return None
+
+
+def test_b13_a_retained_pool_volume_is_reclaimed_the_kubernetes_way_with_kubectl(cluster: Cluster) -> None:
+    """A local volume whose class says Retain keeps its pool volume when its claim and then the
+    PersistentVolume object go, as Kubernetes keeps a Retain volume's disk (B13). The administrator gets it
+    back as on Kubernetes, from the manifest saved before the deletion: recreated without its claimRef, a new
+    claim binds it with its data; recreated with ``persistentVolumeReclaimPolicy: Delete`` and its claimRef
+    (a claim that is gone), it is Released at once and its provisioner deletes it, pool volume included."""
+    cluster.start_controllers()
+    agent = cluster.add_agent("n1")
+    pool = agent.pools["default"]
+    retain = {**local_class("keep"), "reclaimPolicy": "Retain"}
+    cluster.apply(retain, claim("data", storage_class="keep"),
+                  pod("writer", "echo kept > /data/f; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
+                      claims={"data": "/data"}))
+    cluster.wait_running("writer")
+    name = cluster.client.get("persistentvolumeclaims", "data", "default")["spec"]["volumeName"]
+    saved = kubectl(cluster, "get", "pv", name, "-o", "json")
+    assert saved.returncode == 0, saved.stderr
+    manifest = json.loads(saved.stdout)
+    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+        manifest["metadata"].pop(key, None)
+    manifest.pop("status", None)
+    assert manifest["spec"]["claimRef"]["uid"]
+
+    def release_and_delete_the_object(claim_name: str, pod_name: str) -> None:
+        cluster.client.delete("pods", pod_name, "default")
+        cluster.wait_gone("pods", pod_name, "default")
+        cluster.client.delete("persistentvolumeclaims", claim_name, "default")
+        cluster.wait_gone("persistentvolumeclaims", claim_name, "default")
+        wait_until(lambda: cluster.client.get("persistentvolumes", name)["status"].get("phase") == "Released",
+                   "the Retain volume to be Released")
+        deleted = kubectl(cluster, "delete", "pv", name, "--wait", "--timeout=60s")
+        assert deleted.returncode == 0, deleted.stderr
+        full_pass(agent)
+        assert pool.get(name) is not None, "a Retain volume's pool volume went with its object"
+
+    release_and_delete_the_object("data", "writer")
+
+    # Recreated without its claimRef: Available, and a new claim naming it gets the data.
+    reused = {**manifest, "spec": {k: v for k, v in manifest["spec"].items() if k != "claimRef"}}
+    created = kubectl(cluster, "create", "-f", "-", input=json.dumps(reused).encode())
+    assert created.returncode == 0, created.stderr
+    again = claim("again", storage_class="keep")
+    again["spec"]["volumeName"] = name
+    cluster.apply(again, pod("reader", "cat /data/f; trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
+                             claims={"again": "/data"}))
+    cluster.wait_running("reader")
+    wait_until(lambda: kubectl(cluster, "logs", "reader").stdout == b"kept\n", "the reader to print the kept data")
+
+    release_and_delete_the_object("again", "reader")
+
+    # Recreated with Delete and the claimRef of a claim that is gone: reclaimed, pool volume included.
+    reclaim = {**manifest, "spec": {**manifest["spec"], "persistentVolumeReclaimPolicy": "Delete"}}
+    created = kubectl(cluster, "create", "-f", "-", input=json.dumps(reclaim).encode())
+    assert created.returncode == 0, created.stderr
+    cluster.wait_gone("persistentvolumes", name)
+    wait_until(lambda: pool.get(name) is None, "the pool volume to be deleted")
+    wait_until(lambda: not paths_named(cluster.pool_dir("n1"), name), "the pool volume's files to be gone")
