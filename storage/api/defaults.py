@@ -413,6 +413,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "PriorityClass": _priority_class,
     "Lease": _lease,
     "ReplicationController": _replication_controller,
+    "PodTemplate": _pod_template,  # PT1: the template is at the top level
     "Service": _service,
     "Endpoints": _endpoints,
     "Secret": _secret,

@@ -49,6 +49,8 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                      "no component of Stowage's pod network.",
     "PriorityClass": "A name for a pod priority: new pods naming it get its value as spec.priority; the "
                      "global default applies to pods that name none.",
+    "PodTemplate": "A pod template stored on its own, for tools that read one by name; no controller of "
+                   "Stowage acts on it.",
     "RuntimeClass": "A container runtime handler a pod may name (runtimeClassName), with the pod overhead and "
                     "scheduling constraints the RuntimeClass admission adds to each pod that names it. Stowage's "
                     "agents have one handler, runc.",

@@ -617,6 +617,17 @@ def _priority_class_wide(obj: dict[str, Any], now: datetime) -> Row:
 
 
 _WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
+def _pod_template_row(obj: dict[str, Any], now: datetime) -> Row:
+    """kubectl's printPodTemplate: the template's containers, their images and the pod labels (PT1)."""
+    template = obj.get("template") or {}
+    containers = [c for c in (template.get("spec") or {}).get("containers") or [] if isinstance(c, dict)]
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    return [_name(obj), ",".join(str(c.get("name", "")) for c in containers),
+            ",".join(str(c.get("image", "")) for c in containers),
+            ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"]
+
+
+register("PodTemplate", Columns(["NAME", "CONTAINERS", "IMAGES", "POD LABELS"], _pod_template_row))
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
 register("ReplicationController", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
@@ -809,7 +820,7 @@ _COLUMN_NAMES = {
     "READINESS GATES": "Readiness Gates", "LAST SEEN": "Last Seen", "OBJECT": "Object",
     "MESSAGE": "Message", "SUBOBJECT": "Subobject", "SOURCE": "Source", "FIRST SEEN": "First Seen",
     "COUNT": "Count", "DESIRED": "Desired", "CURRENT": "Current", "UP-TO-DATE": "Up-to-date",
-    "AVAILABLE": "Available", "NODE SELECTOR": "Node Selector", "CONTAINERS": "Containers", "IMAGES": "Images",
+    "AVAILABLE": "Available", "NODE SELECTOR": "Node Selector", "CONTAINERS": "Containers", "IMAGES": "Images", "POD LABELS": "Pod Labels",
     "ENDPOINTS": "Endpoints", "ADDRESSTYPE": "AddressType", "POD-SELECTOR": "Pod-Selector", "DATA": "Data", "CONTROLLER": "Controller", "REVISION": "Revision",
     "ATTACHER": "Attacher", "PV": "PV", "ATTACHED": "Attached", "HOLDER": "Holder",
     "MIN AVAILABLE": "Min Available", "MAX UNAVAILABLE": "Max Unavailable", "ALLOWED DISRUPTIONS": "Allowed Disruptions",

@@ -154,6 +154,8 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("VolumeSnapshotClass", "volumesnapshotclasses", "volumesnapshotclass", SNAPSHOT_GROUP, "v1", False,
                  ("vsclass", "vsclasses"), has_status=False, legacy_api_versions=(f"{SNAPSHOT_GROUP}/v1beta1",),
                  crd=True),
+    # PT1: a stored pod template; no controller reads it. No protobuf message carried here.
+    ResourceInfo("PodTemplate", "podtemplates", "podtemplate", "", "v1", True, (), has_status=False, json_only=True),
     # RC1: the runtime handler a pod names (Stowage's agents have one, runc); no protobuf message carried here.
     ResourceInfo("RuntimeClass", "runtimeclasses", "runtimeclass", "node.k8s.io", "v1", False, (), has_status=False,
                  json_only=True),

@@ -846,6 +846,15 @@ def _pod_template(errs: _Errors, template: Any, path: str, selector_check: Calla
     if template is None:
         errs.required(path)
         return
+    _pod_template_spec(errs, template, path, selector_check, restart_policies, extra_volumes)
+    if _d(_d(template).get("spec")).get("activeDeadlineSeconds") is not None:
+        errs.forbidden(f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported")
+
+
+def _pod_template_spec(errs: _Errors, template: Any, path: str,
+                       selector_check: Callable[[dict[str, Any]], bool] | None, restart_policies: tuple[str, ...],
+                       extra_volumes: frozenset[str] = frozenset()) -> None:
+    """Kubernetes' ValidatePodTemplateSpec: labels, annotations, the pod spec, no ephemeral containers."""
     template = _d(template)
     meta = _d(template.get("metadata"))
     _labels(errs, f"{path}.metadata.labels", meta.get("labels"))
@@ -856,8 +865,6 @@ def _pod_template(errs: _Errors, template: Any, path: str, selector_check: Calla
     _pod_spec(errs, template.get("spec"), f"{path}.spec", restart_policies, extra_volumes)
     if _l(_d(template.get("spec")).get("ephemeralContainers")):
         errs.forbidden(f"{path}.spec.ephemeralContainers", "ephemeral containers not allowed in pod template")
-    if _d(template.get("spec")).get("activeDeadlineSeconds") is not None:
-        errs.forbidden(f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported")
 
 
 # --- persistent volumes and claims --------------------------------------------------------------------
@@ -2339,6 +2346,12 @@ def _crd_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None
     errs.immutable("spec.scope", _d(new.get("spec")).get("scope"), _d(old.get("spec")).get("scope"))
 
 
+def _pod_template_object(errs: _Errors, obj: dict[str, Any]) -> None:
+    """PT1: Kubernetes' ValidatePodTemplate. Any restart policy is allowed (a template of a workload
+    narrows it there); the template is required, as its pod spec's containers are."""
+    _pod_template_spec(errs, obj.get("template"), "template", None, RESTART_POLICIES)
+
+
 def _runtime_class(errs: _Errors, obj: dict[str, Any]) -> None:
     """RC1: Kubernetes' ValidateRuntimeClass."""
     handler = obj.get("handler")
@@ -2688,6 +2701,7 @@ _UpdateRule = Callable[[_Errors, dict[str, Any], dict[str, Any]], None]
 _CREATE_RULES: dict[str, _Rule] = {
     "CustomResourceDefinition": _custom_resource_definition,
     "RuntimeClass": _runtime_class,
+    "PodTemplate": _pod_template_object,
     "PersistentVolume": _pv,
     "PersistentVolumeClaim": _pvc,
     "StorageClass": _storage_class,

@@ -53,6 +53,9 @@ SAMPLES: dict[str, dict] = {
     "Namespace": {"metadata": {"name": "t-ns"}},
     "Secret": {"metadata": {"name": "t-secret"}, "data": {"k": "dg=="}},
     "ConfigMap": {"metadata": {"name": "t-cm"}, "data": {"a": "1", "b": "2"}},
+    "PodTemplate": {"metadata": {"name": "t-podtemplate"}, "template": {
+        "metadata": {"labels": {"app": "web", "tier": "db"}},
+        "spec": {"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "debian:12"}]}}},
     # QL1: kubectl's columns for quotas and limit ranges.
     "ResourceQuota": {"metadata": {"name": "t-quota"}, "spec": {"hard": {"requests.storage": "1Gi"}}},
     "LimitRange": {"metadata": {"name": "t-limits"},
@@ -116,6 +119,7 @@ EXPECTED = {
     "BackupSchedule": "NAME SCHEDULE SUSPEND ACTIVE LAST_SCHEDULE AGE",  # CronJob's (BC14)
     "Secret": "NAME TYPE DATA AGE",
     "ConfigMap": "NAME DATA AGE",
+    "PodTemplate": "NAME CONTAINERS IMAGES POD_LABELS",
     "ResourceQuota": "NAME AGE REQUEST LIMIT",
     "LimitRange": "NAME CREATED_AT",
     "Event": "LAST_SEEN TYPE REASON OBJECT MESSAGE | SUBOBJECT SOURCE FIRST_SEEN COUNT NAME",

@@ -73,6 +73,7 @@ def _template_spec() -> dict[str, Any]:
 # Kinds whose objects may have one name only: a definition is named <plural>.<group> of a kind served here (CRD2).
 FIXED_NAMES = {"CustomResourceDefinition": "volumesnapshotclasses.snapshot.storage.k8s.io"}
 VALID: dict[str, dict[str, Any]] = {
+    "PodTemplate": {"template": _template_spec()},
     "RuntimeClass": {"handler": "runc", "overhead": {"podFixed": {"cpu": "100m"}},
                      "scheduling": {"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "k", "operator": "Exists"}]}},
     "CustomResourceDefinition": {"spec": {

@@ -206,6 +206,12 @@ class Secret(Resource):
     immutable: bool | None = None
 
 
+class PodTemplate(Resource):
+    """PT1: a pod template stored on its own (``template`` at the top level, no spec or status)."""
+
+    template: PodTemplateSpec | None = None
+
+
 class ConfigMap(Resource):
     data: dict[str, str] | None = None
     binary_data: dict[str, str] | None = None
