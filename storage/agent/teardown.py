@@ -52,7 +52,11 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
                 log.warning("down.delete_failed", container=container_id, error=str(exc))
     containers_left = _live_containers(runc)
 
-    mounts_before = {(m.mount_id, m.mount_point) for m in mounts.mounts_under(data_dir)}
+    found = mounts.mounts_under(data_dir)
+    mounts_before = {(m.mount_id, m.mount_point) for m in found}
+    # Before any unmount: a FUSE submount of a Bidirectional copy left by a dead agent must not take the
+    # host's own FUSE mount (and perhaps its daemon) with it (SV13).
+    mounts.isolate_tree(found)
     # FUSE mounts first, each bounded in time: a hung daemon (GlusterFS, GF7) must not stall `down`.
     for entry in mounts.mounts_under(data_dir):
         if entry.fstype.startswith("fuse"):

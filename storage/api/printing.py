@@ -352,7 +352,12 @@ def _selector_text(selector: Any) -> str:
 
 
 def _template_containers(obj: dict[str, Any]) -> Row:
-    containers = ((_spec(obj).get("template") or {}).get("spec") or {}).get("containers") or []
+    return _containers_and_images(_spec(obj).get("template"))
+
+
+def _containers_and_images(template: Any) -> Row:
+    """A pod template's container names and their images, each comma-separated, as kubectl prints them."""
+    containers = [c for c in ((template or {}).get("spec") or {}).get("containers") or [] if isinstance(c, dict)]
     return [",".join(str(c.get("name", "")) for c in containers), ",".join(str(c.get("image", "")) for c in containers)]
 
 
@@ -616,17 +621,15 @@ def _priority_class_wide(obj: dict[str, Any], now: datetime) -> Row:
     return [str(obj.get("preemptionPolicy") or "")]
 
 
-_WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 def _pod_template_row(obj: dict[str, Any], now: datetime) -> Row:
     """kubectl's printPodTemplate: the template's containers, their images and the pod labels (PT1)."""
     template = obj.get("template") or {}
-    containers = [c for c in (template.get("spec") or {}).get("containers") or [] if isinstance(c, dict)]
     labels = (template.get("metadata") or {}).get("labels") or {}
-    return [_name(obj), ",".join(str(c.get("name", "")) for c in containers),
-            ",".join(str(c.get("image", "")) for c in containers),
+    return [_name(obj), *_containers_and_images(template),
             ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"]
 
 
+_WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 register("PodTemplate", Columns(["NAME", "CONTAINERS", "IMAGES", "POD LABELS"], _pod_template_row))
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
@@ -820,7 +823,8 @@ _COLUMN_NAMES = {
     "READINESS GATES": "Readiness Gates", "LAST SEEN": "Last Seen", "OBJECT": "Object",
     "MESSAGE": "Message", "SUBOBJECT": "Subobject", "SOURCE": "Source", "FIRST SEEN": "First Seen",
     "COUNT": "Count", "DESIRED": "Desired", "CURRENT": "Current", "UP-TO-DATE": "Up-to-date",
-    "AVAILABLE": "Available", "NODE SELECTOR": "Node Selector", "CONTAINERS": "Containers", "IMAGES": "Images", "POD LABELS": "Pod Labels",
+    "AVAILABLE": "Available", "NODE SELECTOR": "Node Selector", "CONTAINERS": "Containers", "IMAGES": "Images",
+    "POD LABELS": "Pod Labels",
     "ENDPOINTS": "Endpoints", "ADDRESSTYPE": "AddressType", "POD-SELECTOR": "Pod-Selector", "DATA": "Data", "CONTROLLER": "Controller", "REVISION": "Revision",
     "ATTACHER": "Attacher", "PV": "PV", "ATTACHED": "Attached", "HOLDER": "Holder",
     "MIN AVAILABLE": "Min Available", "MAX UNAVAILABLE": "Max Unavailable", "ALLOWED DISRUPTIONS": "Allowed Disruptions",

@@ -463,8 +463,9 @@ def isolate_tree(entries: Sequence[MountEntry]) -> None:
     agent that died before unstaging it, or a pod's bind of a shared node-wide mount), unmounting
     the copy's submounts would unmount the original's at the same places: the host's, or another
     pod's. A parent about to be removed with its children has nobody to tell, so it goes private
-    first. A mount whose parent lies outside ``entries`` is untouched, so its own unmount still
-    reaches the slaves that receive from that parent. A mount gone meanwhile needs nothing."""
+    first. The unmount of a top mount of the tree follows its parent outside the tree, whose
+    propagation is unchanged: the copies that receive from that parent still lose it. A mount gone
+    meanwhile needs nothing."""
     ids = {e.mount_id for e in entries}
     parents = {e.parent_id for e in entries if e.parent_id in ids and e.parent_id != e.mount_id}
     for entry in entries:
