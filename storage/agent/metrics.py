@@ -9,6 +9,7 @@ figure the kubelet and ``kubectl top`` use.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -18,11 +19,15 @@ import psutil
 
 from storage.api.ephemeral import claim_volumes
 from storage.api.timestamps import now as now_iso
+from storage.system import mounts
 from storage.system.cgroups import CGROUP_ROOT, cgroup_paths
 
 if TYPE_CHECKING:
     from storage.agent.agent import NodeAgent
 
+# Filesystems whose statfs waits on a server or a daemon, which may not answer (GF7): a summary must never
+# hang on one, so their usage is left out (a CSI driver's is asked of the driver, which answers or fails).
+REMOTE_FILESYSTEMS = ("fuse", "nfs", "ceph", "cifs", "smb3", "glusterfs", "9p")
 WINDOW_SECONDS = 0.5  # the shortest window a first rate is measured over
 STALE_SECONDS = 60.0  # an older reading says little about the present rate
 
@@ -153,8 +158,49 @@ def csi_volume_stats(pod_dir: Path, pod: dict[str, Any], stamp: str) -> list[dic
     return out
 
 
+def mounted_volume_stats(pod_dir: Path, pod: dict[str, Any], stamp: str,
+                         by_point: dict[str, mounts.MountEntry]) -> list[dict[str, Any]]:
+    """The pod's volumes that have a mount of their own on a local filesystem (a claim's local or
+    block-backed volume, a Memory emptyDir, a projected or Secret volume), as /stats/summary's
+    ``volume`` entries: statfs of the mount, as the kubelet's MetricsStatFS reports, with ``pvcRef``
+    for a claim. ``by_point``: the node's mounts by mount point. A volume without a mount of its own
+    (an emptyDir on the node's disk) is left out, as are network and FUSE filesystems
+    (``REMOTE_FILESYSTEMS``); CSI volumes come from ``csi_volume_stats``."""
+    try:
+        from volume_plugins.csi import DIR_NAME as CSI_DIR
+    except ImportError:
+        CSI_DIR = ""
+    claims = {v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName") for v in claim_volumes(pod)}
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    out: list[dict[str, Any]] = []
+    for plugin_dir in sorted((pod_dir / "volumes").glob("*")):
+        if plugin_dir.name == CSI_DIR:
+            continue
+        try:
+            targets = sorted(plugin_dir.iterdir())
+        except OSError:  # the pod torn down meanwhile
+            continue
+        for target in targets:
+            # Found in the table without a stat of the target itself: a hung FUSE daemon would block it.
+            entry = by_point.get(mounts.real_without_stat(target))
+            if entry is None or entry.fstype.split(".")[0] in REMOTE_FILESYSTEMS:
+                continue
+            try:
+                fs = os.statvfs(target)
+            except OSError:  # unmounted meanwhile
+                continue
+            item: dict[str, Any] = {
+                "name": target.name, "time": stamp, "capacityBytes": fs.f_blocks * fs.f_frsize,
+                "availableBytes": fs.f_bavail * fs.f_frsize, "usedBytes": (fs.f_blocks - fs.f_bfree) * fs.f_frsize,
+                "inodes": fs.f_files, "inodesFree": fs.f_ffree, "inodesUsed": fs.f_files - fs.f_ffree}
+            if claims.get(target.name):
+                item["pvcRef"] = {"name": claims[target.name], "namespace": namespace}
+            out.append(item)
+    return out
+
+
 def summary(agent: "NodeAgent") -> dict[str, Any]:
-    """The node's and each running container's CPU rate and working set."""
+    """The node's and each running container's CPU rate and working set, and each pod's volume usage."""
     runtime = agent.runtime
     assert runtime is not None
     readers: dict[str, Any] = {"node": _node_usage}
@@ -177,6 +223,7 @@ def summary(agent: "NodeAgent") -> dict[str, Any]:
         cpu, memory = rates[key]
         return {"cpu": {"time": stamp, "usageNanoCores": cpu}, "memory": {"time": stamp, "workingSetBytes": memory}}
 
+    by_point = {e.mount_point: e for e in mounts.read_mountinfo()} if pods else {}
     out_pods = []
     for uid, (pod, running) in pods.items():
         meta = pod.get("metadata") or {}
@@ -184,7 +231,8 @@ def summary(agent: "NodeAgent") -> dict[str, Any]:
         if containers:
             entry: dict[str, Any] = {"podRef": {"name": meta.get("name", ""), "namespace": meta.get("namespace", ""),
                                                 "uid": uid}, "containers": containers}
-            volumes = csi_volume_stats(agent.data_dir / "pods" / uid, pod, stamp)
+            pod_dir = agent.data_dir / "pods" / uid
+            volumes = csi_volume_stats(pod_dir, pod, stamp) + mounted_volume_stats(pod_dir, pod, stamp, by_point)
             if volumes:
                 entry["volume"] = volumes
             out_pods.append(entry)

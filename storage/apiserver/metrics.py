@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from storage.api.selectors import parse_label_selector
 from storage.apiserver import proxy
-from storage.errors import MethodNotAllowed, NotFound, StowageError
+from storage.errors import MethodNotAllowed, NotFound, StowageError, TemporaryError
 from storage.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -48,6 +48,33 @@ def discovery_documents() -> dict[str, dict[str, Any]]:
             f"/apis/{GROUP_VERSION}": resource_list()}
 
 
+# What ``nodes/NAME/proxy/...`` reaches on a node's agent: its /stats/summary only (the kubelet's proxy
+# reaches every kubelet path, exec and the pods' files included; nothing else is served here).
+NODE_PROXY_PATHS = frozenset({"stats/summary"})
+
+
+def node_proxy_target(parts: list[str]) -> tuple[str, str] | None:
+    """(node, path on its agent) when ``parts`` is ``/api/v1/nodes/NAME/proxy/PATH``."""
+    if len(parts) > 5 and parts[:3] == ["api", "v1", "nodes"] and parts[3] and parts[4] == "proxy":
+        return parts[3], "/".join(parts[5:])
+    return None
+
+
+async def node_proxy(store: Store, method: str, node_name: str, path: str,
+                     agent_tls: ssl.SSLContext | None) -> dict[str, Any]:
+    """``kubectl get --raw /api/v1/nodes/NAME/proxy/stats/summary``: the node agent's summary, asked as the
+    server itself (the user was authorized for ``nodes/proxy``), as the kubelet's is reached in Kubernetes."""
+    if method != "GET":
+        raise MethodNotAllowed(f"{method} is not supported on nodes/proxy")
+    if path not in NODE_PROXY_PATHS:
+        raise NotFound(f"nodes/proxy: the node agent serves {', '.join(sorted(NODE_PROXY_PATHS))} only, not {path}")
+    node = await run_in_threadpool(store.get, "nodes", "", node_name)  # NotFound: nodes "x" not found
+    summaries = await _scrape([node], agent_tls, "/" + path)
+    if not summaries:
+        raise TemporaryError(f"error trying to reach the agent of node {node_name}")
+    return summaries[0]
+
+
 def is_metrics_path(parts: list[str]) -> bool:
     return parts[:3] == PREFIX and len(parts) > 3
 
@@ -64,14 +91,15 @@ def _window(summary: dict[str, Any]) -> str:
     return str(summary.get("window") or "1s")
 
 
-async def _scrape(nodes: list[dict[str, Any]], agent_tls: ssl.SSLContext | None) -> list[dict[str, Any]]:
+async def _scrape(nodes: list[dict[str, Any]], agent_tls: ssl.SSLContext | None,
+                  path: str = "/stats/summary") -> list[dict[str, Any]]:
     # The server asks agents as itself (its agent-client certificate), never with a user's credential.
     headers: dict[str, str] = {}
     async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, verify=agent_tls if agent_tls is not None else True) as client:
         async def one(node: dict[str, Any]) -> dict[str, Any] | None:
             name = (node.get("metadata") or {}).get("name", "")
             try:
-                response = await client.get(proxy.agent_address(node) + "/stats/summary", headers=headers)
+                response = await client.get(proxy.agent_address(node) + path, headers=headers)
                 response.raise_for_status()
                 return response.json()  # type: ignore[no-any-return]
             except (httpx.HTTPError, StowageError, ValueError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.stream import stream as k8s_stream
 
-from agent_cluster import Cluster
+from agent_cluster import Cluster, claim, local_class
+from agent_cluster import pod as claim_pod
 from storage.agent.agent import NodeAgent
 
 from support import kubectl_binary, wait_for
@@ -322,3 +324,40 @@ def test_metrics_api_and_kubectl_top(cluster: Cluster, node: NodeAgent, kubeconf
     top_node = kubectl(kubeconfig, "top", "node", "--no-headers")
     assert top_node.returncode == 0, top_node.stderr
     assert top_node.stdout.decode().split()[0] == "n1"
+
+
+def test_node_proxy_stats_summary_reports_a_claims_usage_with_kubectl(cluster: Cluster, node: NodeAgent,
+                                                                      kubeconfig: Path) -> None:
+    """``kubectl get --raw /api/v1/nodes/NAME/proxy/stats/summary`` returns the node agent's summary, whose pod
+    entries carry each mounted volume's usage as the kubelet's do (statfs of its mount; ``pvcRef`` for a claim),
+    which is what alerts on a filling claim read. Only that path is proxied; ``nodes/proxy`` is authorized."""
+    cluster.apply(local_class(), claim("data", size="64Mi"),
+                  claim_pod("filler", "head -c 10485760 /dev/zero > /data/blob; sync; touch /data/done; "
+                                      "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
+                            claims={"data": "/data"}))
+    cluster.wait_running("filler")
+
+    def data_volume() -> dict[str, Any] | None:
+        raw = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/stats/summary")
+        assert raw.returncode == 0, raw.stderr
+        summary = json.loads(raw.stdout)
+        assert summary["node"]["nodeName"] == "n1"
+        entry = next((p for p in summary["pods"] if p["podRef"]["name"] == "filler"), None)
+        volume = next((v for v in (entry or {}).get("volume") or [] if v["name"] == "data"), None)
+        return volume if volume is not None and volume["usedBytes"] >= 10 << 20 else None
+
+    volume = wait_for(data_volume, "the claim's usage to include the 10 MiB written")
+    assert volume["pvcRef"] == {"name": "data", "namespace": "default"}
+    assert 48 << 20 < volume["capacityBytes"] <= 64 << 20  # a 64 MiB ext4 volume, less its metadata
+    assert volume["availableBytes"] <= volume["capacityBytes"] - volume["usedBytes"]
+    assert volume["inodes"] > volume["inodesFree"] > 0 and volume["inodesUsed"] == volume["inodes"] - volume["inodesFree"]
+
+    other = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/pods")
+    assert other.returncode != 0 and b"serves stats/summary only" in other.stderr
+    posted = kubectl(kubeconfig, "create", "--raw", "/api/v1/nodes/n1/proxy/stats/summary", "-f", "-", input=b"{}")
+    assert posted.returncode != 0 and b"POST is not supported on nodes/proxy" in posted.stderr, posted.stderr
+    missing = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/nope/proxy/stats/summary")
+    assert missing.returncode != 0 and b'nodes "nope" not found' in missing.stderr
+    denied = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/stats/summary", "--as=alice")
+    assert denied.returncode != 0
+    assert b'User "alice" cannot get resource "nodes/proxy"' in denied.stderr, denied.stderr
