@@ -223,7 +223,7 @@ def summary(agent: "NodeAgent") -> dict[str, Any]:
         cpu, memory = rates[key]
         return {"cpu": {"time": stamp, "usageNanoCores": cpu}, "memory": {"time": stamp, "workingSetBytes": memory}}
 
-    by_point = {e.mount_point: e for e in mounts.read_mountinfo()} if pods else {}
+    by_point = _mounts_by_point() if pods else {}
     out_pods = []
     for uid, (pod, running) in pods.items():
         meta = pod.get("metadata") or {}
@@ -231,9 +231,70 @@ def summary(agent: "NodeAgent") -> dict[str, Any]:
         if containers:
             entry: dict[str, Any] = {"podRef": {"name": meta.get("name", ""), "namespace": meta.get("namespace", ""),
                                                 "uid": uid}, "containers": containers}
-            pod_dir = agent.data_dir / "pods" / uid
-            volumes = csi_volume_stats(pod_dir, pod, stamp) + mounted_volume_stats(pod_dir, pod, stamp, by_point)
+            volumes = _volume_stats(agent, uid, pod, stamp, by_point)
             if volumes:
                 entry["volume"] = volumes
             out_pods.append(entry)
     return {"node": {"nodeName": agent.node, **usage("node")}, "pods": out_pods, "window": f"{WINDOW_SECONDS}s"}
+
+
+def _mounts_by_point() -> dict[str, mounts.MountEntry]:
+    """The node's mounts by mount point, the top one of a stack."""
+    return {e.mount_point: e for e in mounts.read_mountinfo()}
+
+
+def _volume_stats(agent: "NodeAgent", uid: str, pod: dict[str, Any], stamp: str,
+                  by_point: dict[str, mounts.MountEntry]) -> list[dict[str, Any]]:
+    pod_dir = agent.data_dir / "pods" / uid
+    return csi_volume_stats(pod_dir, pod, stamp) + mounted_volume_stats(pod_dir, pod, stamp, by_point)
+
+
+# The kubelet's volume gauges (its /metrics), from the summary's fields of each claim's volume.
+_VOLUME_GAUGES = (
+    ("kubelet_volume_stats_capacity_bytes", "Capacity in bytes of the volume", "capacityBytes"),
+    ("kubelet_volume_stats_available_bytes", "Number of available bytes in the volume", "availableBytes"),
+    ("kubelet_volume_stats_used_bytes", "Number of used bytes in the volume", "usedBytes"),
+    ("kubelet_volume_stats_inodes", "Maximum number of inodes in the volume", "inodes"),
+    ("kubelet_volume_stats_inodes_free", "Number of free inodes in the volume", "inodesFree"),
+    ("kubelet_volume_stats_inodes_used", "Number of used inodes in the volume", "inodesUsed"),
+)
+
+
+class _VolumeCollector:
+    """A prometheus_client collector of the claims mounted for the node's running pods, read at each scrape."""
+
+    def __init__(self, agent: "NodeAgent") -> None:
+        self.agent = agent
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        runtime = self.agent.runtime
+        assert runtime is not None
+        stamp = now_iso()
+        by_point = _mounts_by_point()
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for uid in sorted(runtime.running_pods()):
+            pod = self.agent._pods.get(uid) or {}
+            for volume in _volume_stats(self.agent, uid, pod, stamp, by_point):
+                ref = volume.get("pvcRef")
+                if ref:  # a claim two pods mount is one series, as the kubelet reports it
+                    seen.setdefault((ref["namespace"], ref["name"]), volume)
+        for name, help_text, field in _VOLUME_GAUGES:
+            family = GaugeMetricFamily(name, help_text, labels=["namespace", "persistentvolumeclaim"])
+            for (namespace, claim), volume in sorted(seen.items()):
+                if volume.get(field) is not None:
+                    family.add_metric([namespace, claim], float(volume[field]))
+            yield family
+
+
+def prometheus_text(agent: "NodeAgent") -> tuple[bytes, str]:
+    """(body, content type) of the agent's ``/metrics``: the kubelet's ``kubelet_volume_stats_*`` gauges for
+    each claim mounted for a running pod (labels ``namespace`` and ``persistentvolumeclaim``), in the
+    Prometheus text format. The library is loaded at the first scrape: an agent nobody scrapes does not
+    carry it (the agent's memory aim)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_VolumeCollector(agent))  # type: ignore[arg-type]
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -240,6 +240,12 @@ def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> St
             return JSONResponse(await run_in_threadpool(metrics.summary, agent))
         return await guarded(request, run)
 
+    async def prometheus_metrics(request: Request) -> Response:
+        async def run() -> Response:
+            body, content_type = await run_in_threadpool(metrics.prometheus_text, agent)
+            return Response(body, media_type=content_type)
+        return await guarded(request, run)
+
     return Starlette(routes=[
         Route("/healthz", healthz),
         Route("/volumes", create_volume, methods=["POST"]),
@@ -256,6 +262,7 @@ def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> St
         WebSocketRoute("/pods/{namespace}/{name}/attach", streaming(streams.attach_ws)),
         WebSocketRoute("/pods/{namespace}/{name}/portforward", streaming(portforward.portforward_ws)),
         Route("/stats/summary", stats_summary),
+        Route("/metrics", prometheus_metrics),
     ])
 
 

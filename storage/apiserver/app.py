@@ -290,7 +290,8 @@ def create_app(
                 return await run_in_threadpool(streams.check_plain_request, store, *pod_sub, request.query_params)
             node_proxy = metrics.node_proxy_target(parts)
             if node_proxy is not None:
-                return _json(await metrics.node_proxy(store, request.method, *node_proxy, agent_tls))
+                body, content_type = await metrics.node_proxy(store, request.method, *node_proxy, agent_tls)
+                return Response(body, media_type=content_type)
             if metrics.is_metrics_path(parts):
                 return _json(await metrics.serve(store, request.method, parts, request.query_params, agent_tls))
             special = await _identity(request, parts, user)

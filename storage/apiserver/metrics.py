@@ -48,9 +48,9 @@ def discovery_documents() -> dict[str, dict[str, Any]]:
             f"/apis/{GROUP_VERSION}": resource_list()}
 
 
-# What ``nodes/NAME/proxy/...`` reaches on a node's agent: its /stats/summary only (the kubelet's proxy
-# reaches every kubelet path, exec and the pods' files included; nothing else is served here).
-NODE_PROXY_PATHS = frozenset({"stats/summary"})
+# What ``nodes/NAME/proxy/...`` reaches on a node's agent: its /stats/summary and /metrics only (the
+# kubelet's proxy reaches every kubelet path, exec and the pods' files included; nothing else is served here).
+NODE_PROXY_PATHS = frozenset({"stats/summary", "metrics"})
 
 
 def node_proxy_target(parts: list[str]) -> tuple[str, str] | None:
@@ -61,18 +61,24 @@ def node_proxy_target(parts: list[str]) -> tuple[str, str] | None:
 
 
 async def node_proxy(store: Store, method: str, node_name: str, path: str,
-                     agent_tls: ssl.SSLContext | None) -> dict[str, Any]:
-    """``kubectl get --raw /api/v1/nodes/NAME/proxy/stats/summary``: the node agent's summary, asked as the
-    server itself (the user was authorized for ``nodes/proxy``), as the kubelet's is reached in Kubernetes."""
+                     agent_tls: ssl.SSLContext | None) -> tuple[bytes, str]:
+    """(body, content type) of ``kubectl get --raw /api/v1/nodes/NAME/proxy/{stats/summary,metrics}``: the node
+    agent's answer, asked as the server itself (the user was authorized for ``nodes/proxy``), as the
+    kubelet's is reached in Kubernetes."""
     if method != "GET":
         raise MethodNotAllowed(f"{method} is not supported on nodes/proxy")
     if path not in NODE_PROXY_PATHS:
-        raise NotFound(f"nodes/proxy: the node agent serves {', '.join(sorted(NODE_PROXY_PATHS))} only, not {path}")
+        raise NotFound(f"nodes/proxy: the node agent serves {' and '.join(sorted(NODE_PROXY_PATHS))} only, "
+                       f"not {path}")
     node = await run_in_threadpool(store.get, "nodes", "", node_name)  # NotFound: nodes "x" not found
-    summaries = await _scrape([node], agent_tls, "/" + path)
-    if not summaries:
-        raise TemporaryError(f"error trying to reach the agent of node {node_name}")
-    return summaries[0]
+    async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, verify=agent_tls if agent_tls is not None else True) as client:
+        try:
+            response = await client.get(f"{proxy.agent_address(node)}/{path}")
+            response.raise_for_status()
+        except (httpx.HTTPError, StowageError) as exc:
+            log.warning("nodes/proxy: node agent did not answer", node=node_name, error=str(exc))
+            raise TemporaryError(f"error trying to reach the agent of node {node_name}") from None
+    return response.content, response.headers.get("content-type", "application/json")
 
 
 def is_metrics_path(parts: list[str]) -> bool:
@@ -91,15 +97,14 @@ def _window(summary: dict[str, Any]) -> str:
     return str(summary.get("window") or "1s")
 
 
-async def _scrape(nodes: list[dict[str, Any]], agent_tls: ssl.SSLContext | None,
-                  path: str = "/stats/summary") -> list[dict[str, Any]]:
+async def _scrape(nodes: list[dict[str, Any]], agent_tls: ssl.SSLContext | None) -> list[dict[str, Any]]:
     # The server asks agents as itself (its agent-client certificate), never with a user's credential.
     headers: dict[str, str] = {}
     async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, verify=agent_tls if agent_tls is not None else True) as client:
         async def one(node: dict[str, Any]) -> dict[str, Any] | None:
             name = (node.get("metadata") or {}).get("name", "")
             try:
-                response = await client.get(proxy.agent_address(node) + path, headers=headers)
+                response = await client.get(proxy.agent_address(node) + "/stats/summary", headers=headers)
                 response.raise_for_status()
                 return response.json()  # type: ignore[no-any-return]
             except (httpx.HTTPError, StowageError, ValueError) as exc:

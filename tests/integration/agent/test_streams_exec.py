@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.stream import stream as k8s_stream
@@ -326,11 +327,12 @@ def test_metrics_api_and_kubectl_top(cluster: Cluster, node: NodeAgent, kubeconf
     assert top_node.stdout.decode().split()[0] == "n1"
 
 
-def test_node_proxy_stats_summary_reports_a_claims_usage_with_kubectl(cluster: Cluster, node: NodeAgent,
+def test_node_proxy_stats_summary_and_metrics_report_a_claims_usage_with_kubectl(cluster: Cluster, node: NodeAgent,
                                                                       kubeconfig: Path) -> None:
-    """``kubectl get --raw /api/v1/nodes/NAME/proxy/stats/summary`` returns the node agent's summary, whose pod
-    entries carry each mounted volume's usage as the kubelet's do (statfs of its mount; ``pvcRef`` for a claim),
-    which is what alerts on a filling claim read. Only that path is proxied; ``nodes/proxy`` is authorized."""
+    """N6: ``kubectl get --raw /api/v1/nodes/NAME/proxy/stats/summary`` returns the node agent's summary, whose
+    pod entries carry each mounted volume's usage as the kubelet's do (statfs of its mount; ``pvcRef`` for a
+    claim), and ``.../proxy/metrics`` the kubelet's ``kubelet_volume_stats_*`` gauges, which alerts on a
+    filling claim read. Only those two paths are proxied; ``nodes/proxy`` is authorized."""
     cluster.apply(local_class(), claim("data", size="64Mi"),
                   claim_pod("filler", "head -c 10485760 /dev/zero > /data/blob; sync; touch /data/done; "
                                       "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
@@ -352,8 +354,21 @@ def test_node_proxy_stats_summary_reports_a_claims_usage_with_kubectl(cluster: C
     assert volume["availableBytes"] <= volume["capacityBytes"] - volume["usedBytes"]
     assert volume["inodes"] > volume["inodesFree"] > 0 and volume["inodesUsed"] == volume["inodes"] - volume["inodesFree"]
 
+    # The kubelet's gauges for the claim, in the Prometheus text format (read with Prometheus' own parser).
+    scraped = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/metrics")
+    assert scraped.returncode == 0, scraped.stderr
+    gauges = {(sample.name, sample.labels.get("namespace"), sample.labels.get("persistentvolumeclaim")): sample.value
+              for family in text_string_to_metric_families(scraped.stdout.decode()) for sample in family.samples}
+    claim_key = ("default", "data")
+    assert gauges[("kubelet_volume_stats_capacity_bytes", *claim_key)] == volume["capacityBytes"]
+    assert gauges[("kubelet_volume_stats_used_bytes", *claim_key)] >= 10 << 20
+    assert gauges[("kubelet_volume_stats_available_bytes", *claim_key)] > 0
+    assert gauges[("kubelet_volume_stats_inodes", *claim_key)] == volume["inodes"]
+    assert gauges[("kubelet_volume_stats_inodes_used", *claim_key)] >= 1
+    assert gauges[("kubelet_volume_stats_inodes_free", *claim_key)] > 0
+
     other = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/pods")
-    assert other.returncode != 0 and b"serves stats/summary only" in other.stderr
+    assert other.returncode != 0 and b"serves metrics and stats/summary only" in other.stderr
     posted = kubectl(kubeconfig, "create", "--raw", "/api/v1/nodes/n1/proxy/stats/summary", "-f", "-", input=b"{}")
     assert posted.returncode != 0 and b"POST is not supported on nodes/proxy" in posted.stderr, posted.stderr
     missing = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/nope/proxy/stats/summary")
