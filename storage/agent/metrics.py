@@ -129,6 +129,13 @@ def _init_pid(agent: "NodeAgent", container_id: str) -> int | None:
         return int(state["pid"]) if state and state.get("pid") else None
 
 
+def _claim_refs(pod: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Volume name -> the ``pvcRef`` of its claim, for the pod's claim volumes (generated ephemeral ones too)."""
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    claims = {v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName") for v in claim_volumes(pod)}
+    return {name: {"name": claim, "namespace": namespace} for name, claim in claims.items() if name and claim}
+
+
 def csi_volume_stats(pod_dir: Path, pod: dict[str, Any], stamp: str) -> list[dict[str, Any]]:
     """The pod's CSI volumes as /stats/summary's ``volume`` entries, from the drivers' NodeGetVolumeStats
     (with ``pvcRef`` for claims, as the kubelet reports claim usage). A driver that fails is left out."""
@@ -136,9 +143,7 @@ def csi_volume_stats(pod_dir: Path, pod: dict[str, Any], stamp: str) -> list[dic
         from volume_plugins.csi import DIR_NAME, CsiPlugin
     except ImportError:
         return []
-    claims = {v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName")
-              for v in claim_volumes(pod)}
-    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    refs = _claim_refs(pod)
     out: list[dict[str, Any]] = []
     for target in sorted((pod_dir / "volumes" / DIR_NAME).glob("*")):
         try:
@@ -152,8 +157,8 @@ def csi_volume_stats(pod_dir: Path, pod: dict[str, Any], stamp: str) -> list[dic
                                  "inodes": usage.total_inodes, "inodesUsed": usage.used_inodes,
                                  "inodesFree": usage.available_inodes}
         entry = {k: v for k, v in entry.items() if v is not None}
-        if claims.get(target.name):
-            entry["pvcRef"] = {"name": claims[target.name], "namespace": namespace}
+        if target.name in refs:
+            entry["pvcRef"] = refs[target.name]
         out.append(entry)
     return out
 
@@ -170,8 +175,7 @@ def mounted_volume_stats(pod_dir: Path, pod: dict[str, Any], stamp: str,
         from volume_plugins.csi import DIR_NAME as CSI_DIR
     except ImportError:
         CSI_DIR = ""
-    claims = {v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName") for v in claim_volumes(pod)}
-    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    refs = _claim_refs(pod)
     out: list[dict[str, Any]] = []
     for plugin_dir in sorted((pod_dir / "volumes").glob("*")):
         if plugin_dir.name == CSI_DIR:
@@ -193,8 +197,8 @@ def mounted_volume_stats(pod_dir: Path, pod: dict[str, Any], stamp: str,
                 "name": target.name, "time": stamp, "capacityBytes": fs.f_blocks * fs.f_frsize,
                 "availableBytes": fs.f_bavail * fs.f_frsize, "usedBytes": (fs.f_blocks - fs.f_bfree) * fs.f_frsize,
                 "inodes": fs.f_files, "inodesFree": fs.f_ffree, "inodesUsed": fs.f_files - fs.f_ffree}
-            if claims.get(target.name):
-                item["pvcRef"] = {"name": claims[target.name], "namespace": namespace}
+            if target.name in refs:
+                item["pvcRef"] = refs[target.name]
             out.append(item)
     return out
 

@@ -58,7 +58,7 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
     # host's own FUSE mount (and perhaps its daemon) with it (SV13).
     mounts.isolate_tree(found)
     # FUSE mounts first, each bounded in time: a hung daemon (GlusterFS, GF7) must not stall `down`.
-    for entry in mounts.mounts_under(data_dir):
+    for entry in found:
         if entry.fstype.startswith("fuse"):
             try:
                 mounts.unmount_fuse(entry.mount_point)

@@ -493,12 +493,13 @@ def unmount_entries(entries: Sequence[MountEntry], *, executor: Executor | None 
 
 def unmount_all_under(prefix: str | os.PathLike[str], *, executor: Executor | None = None) -> None:
     """Unmount everything at or under ``prefix``, deepest first, stacked mounts included."""
-    isolate_tree(mounts_under(prefix))
     # Re-read after each unmount: stacked mounts and propagation change the table.
-    for _ in range(1000):
+    for attempt in range(1000):
         found = mounts_under(prefix)
         if not found:
             return
+        if attempt == 0:
+            isolate_tree(found)
         unmount(found[0].mount_point, executor=executor, fstype=found[0].fstype)
     raise RuntimeError(f"mounts under {prefix} keep reappearing")
 

@@ -110,7 +110,8 @@ def _stage(fd: int, target: Path, *, bidirectional: bool) -> None:
     host's own mount at the same place, such as a network namespace's file under /run/netns or another
     pod's volume, for a hostPath of / or /run. A slave still receives the host's new mounts, which
     HostToContainer needs. Bidirectional keeps the copy a peer, as its container's mounts must reach the
-    host: ``unstage_volume_mounts`` makes it private before unmounting it."""
+    host: whatever removes it (``mounts.unmount_all_under``, ``unmount_entries``) makes it private first
+    (``mounts.isolate_tree``)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         target.mkdir(exist_ok=True)
