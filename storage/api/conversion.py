@@ -1,4 +1,4 @@
-"""Legacy apiVersions (``apps/v1beta1``, ``extensions/v1beta1``, ``storage.k8s.io/v1beta1``) to the served one.
+"""Legacy apiVersions (``apps/v1beta1``, ``extensions/v1beta1``, ``autoscaling/v1``, ...) to the served one.
 
 Older versions implied things the served version states explicitly: a
 missing selector meant "the template's labels", and the update strategy of
@@ -40,6 +40,10 @@ def convert(obj: dict[str, Any]) -> dict[str, Any]:
         return out
     spec = dict(spec)
     out["spec"] = spec
+    if (kind, version) == ("HorizontalPodAutoscaler", "autoscaling/v1"):
+        _hpa_from_v1(spec)
+        if isinstance(obj.get("status"), dict):
+            out["status"] = _hpa_status_from_v1(dict(obj["status"]))
     if kind in _SELECTOR_FROM_TEMPLATE and not spec.get("selector"):
         template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
         labels = (template.get("metadata") or {}).get("labels") if isinstance(template.get("metadata"), dict) else None
@@ -48,3 +52,20 @@ def convert(obj: dict[str, Any]) -> dict[str, Any]:
     if (kind, version) in _ON_DELETE_BY_DEFAULT and not spec.get("updateStrategy"):
         spec["updateStrategy"] = {"type": "OnDelete"}
     return out
+
+
+def _hpa_from_v1(spec: dict[str, Any]) -> None:
+    """HPA1: autoscaling/v1's one CPU target is v2's Resource metric (Kubernetes' conversion). Without it v1
+    meant "the default policy", which v2's defaulting fills in (cpu at 80%)."""
+    percent = spec.pop("targetCPUUtilizationPercentage", None)
+    if percent is not None and not spec.get("metrics"):
+        spec["metrics"] = [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": percent}}}]
+
+
+def _hpa_status_from_v1(status: dict[str, Any]) -> dict[str, Any]:
+    percent = status.pop("currentCPUUtilizationPercentage", None)
+    if percent is not None and not status.get("currentMetrics"):
+        status["currentMetrics"] = [{"type": "Resource", "resource": {
+            "name": "cpu", "current": {"averageUtilization": percent}}}]
+    return status

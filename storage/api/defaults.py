@@ -9,6 +9,7 @@ missing; nothing present is changed.
 from __future__ import annotations
 
 import base64
+import copy
 
 from typing import Any, Callable
 
@@ -394,6 +395,34 @@ def _limit_range(obj: dict[str, Any]) -> None:
         obj["spec"]["limits"] = [limit_range_item_defaults(i) if isinstance(i, dict) else i for i in limits]
 
 
+# HPA1: Kubernetes' GenerateHPAScaleUpRules / GenerateHPAScaleDownRules, field by field.
+_HPA_SCALE_UP: dict[str, Any] = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
+    {"type": "Pods", "value": 4, "periodSeconds": 15}, {"type": "Percent", "value": 100, "periodSeconds": 15}]}
+_HPA_SCALE_DOWN: dict[str, Any] = {"stabilizationWindowSeconds": 300, "selectPolicy": "Max", "policies": [
+    {"type": "Percent", "value": 100, "periodSeconds": 15}]}
+_HPA_DEFAULT_CPU_UTILIZATION = 80
+
+
+def _horizontal_pod_autoscaler(obj: dict[str, Any]) -> None:
+    """HPA1: Kubernetes' SetDefaults_HorizontalPodAutoscaler (autoscaling/v2). A behavior's missing rules
+    are Kubernetes' own; a rule set's missing fields are filled one by one, so a writer who sets only
+    scaleDown.stabilizationWindowSeconds keeps it and gets the default policies."""
+    spec = _dict(obj, "spec")
+    if spec.get("minReplicas") is None:
+        spec["minReplicas"] = 1
+    if not spec.get("metrics"):
+        spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": _HPA_DEFAULT_CPU_UTILIZATION}}}]
+    behavior = spec.get("behavior")
+    if not isinstance(behavior, dict):
+        return
+    for key, defaults in (("scaleUp", _HPA_SCALE_UP), ("scaleDown", _HPA_SCALE_DOWN)):
+        rules = _dict(behavior, key)
+        for field, value in defaults.items():
+            if rules.get(field) is None:
+                rules[field] = copy.deepcopy(value)
+
+
 _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "CustomResourceDefinition": crd.apply_defaults,
     "PersistentVolume": _pv,
@@ -422,6 +451,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "RoleBinding": _binding,
     "ClusterRoleBinding": _binding,
     "LimitRange": _limit_range,
+    "HorizontalPodAutoscaler": _horizontal_pod_autoscaler,
 }
 
 

@@ -49,6 +49,24 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                      "no component of Stowage's pod network.",
     "PriorityClass": "A name for a pod priority: new pods naming it get its value as spec.priority; the "
                      "global default applies to pods that name none.",
+    "HorizontalPodAutoscaler": "Scales a workload (its scale subresource) between minReplicas and maxReplicas "
+                               "to keep the metrics at their targets. Stowage stores and validates it as "
+                               "Kubernetes does; an autoscaling/v1 object is converted to autoscaling/v2.",
+    "HorizontalPodAutoscalerSpec": "The scale target, the replica bounds, the metrics to hold at their targets "
+                                   "and how fast to scale up and down.",
+    "HorizontalPodAutoscalerStatus": "What the autoscaler last observed: the replicas, each metric's current "
+                                     "value and the conditions.",
+    "CrossVersionObjectReference": "An object by apiVersion, kind and name, in the autoscaler's namespace.",
+    "MetricSpec": "One metric to scale on: its type (Resource, ContainerResource, Pods, Object or External) and "
+                  "exactly the member of that name.",
+    "MetricTarget": "The target of a metric: type Utilization (averageUtilization, a percentage of the pods' "
+                    "requests), AverageValue (averageValue per pod) or Value (value).",
+    "HorizontalPodAutoscalerBehavior": "How fast to scale up (scaleUp) and down (scaleDown); a missing direction "
+                                       "gets Kubernetes' default rules.",
+    "HPAScalingRules": "The rules of one direction: a stabilization window, the policies that limit each step "
+                       "and which of them applies (selectPolicy).",
+    "HPAScalingPolicy": "At most value pods (Pods) or value percent of the current replicas (Percent) per "
+                        "periodSeconds.",
     "PodTemplate": "A pod template stored on its own, for tools that read one by name; no controller of "
                    "Stowage acts on it.",
     "RuntimeClass": "A container runtime handler a pod may name (runtimeClassName), with the pod overhead and "
@@ -121,6 +139,32 @@ KIND_DESCRIPTIONS: dict[str, str] = {
 }
 
 DESCRIPTIONS: dict[str, str] = {
+    # HorizontalPodAutoscaler (HPA1, HPA2)
+    "HorizontalPodAutoscalerSpec.scaleTargetRef": "The workload to scale (apiVersion, kind and name); it must "
+                                                  "serve the scale subresource.",
+    "HorizontalPodAutoscalerSpec.minReplicas": "The lower limit of replicas; defaults to 1, and must be at "
+                                               "least 1.",
+    "HorizontalPodAutoscalerSpec.maxReplicas": "The upper limit of replicas; not less than minReplicas.",
+    "HorizontalPodAutoscalerSpec.metrics": "The metrics to hold at their targets; the desired replicas are the "
+                                           "largest any metric asks for. Defaults to CPU at 80% utilization.",
+    "HorizontalPodAutoscalerSpec.behavior": "How fast to scale in each direction; when set, missing rules and "
+                                            "fields get Kubernetes' defaults.",
+    "HorizontalPodAutoscalerStatus.observedGeneration": "The generation of the autoscaler the status is for.",
+    "HorizontalPodAutoscalerStatus.lastScaleTime": "When the autoscaler last changed the number of replicas.",
+    "HorizontalPodAutoscalerStatus.currentReplicas": "The replicas of the scale target when last observed.",
+    "HorizontalPodAutoscalerStatus.desiredReplicas": "The replicas the autoscaler last asked for.",
+    "HorizontalPodAutoscalerStatus.currentMetrics": "Each metric's last measured value, in the order of "
+                                                    "spec.metrics.",
+    "HPAScalingRules.stabilizationWindowSeconds": "How many seconds of past recommendations to consider "
+                                                  "(0 to 3600); defaults to 0 up and 300 down.",
+    "HPAScalingRules.selectPolicy": "Which policy applies: Max (the largest change, default), Min, or Disabled "
+                                    "(no scaling in this direction).",
+    "HPAScalingRules.policies": "The limits of one step; at least one.",
+    "HPAScalingRules.tolerance": "The relative difference between the metric and its target below which the "
+                                 "autoscaler does not scale.",
+    "HPAScalingPolicy.periodSeconds": "The window the policy limits, 1 to 1800 seconds.",
+    "MetricTarget.averageUtilization": "The target average utilization, as a percentage of the pods' requests "
+                                       "(Resource and ContainerResource metrics).",
     # PodDisruptionBudget and Eviction
     "PodDisruptionBudgetSpec.minAvailable": "The number (or percentage of the controllers' replicas) of selected "
                                             "pods that must stay available after an eviction. Exclusive with "

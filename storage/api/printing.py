@@ -629,8 +629,64 @@ def _pod_template_row(obj: dict[str, Any], now: datetime) -> Row:
             ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"]
 
 
+def _quantity_text(value: Any) -> str:
+    return "<nil>" if value is None else str(value)  # Go's (*Quantity).String() of a nil pointer
+
+
+def _hpa_metric(spec: dict[str, Any], status: dict[str, Any] | None) -> str:
+    """One metric of kubectl's formatHPAMetrics: ``current/target``, ``<unknown>`` before the controller has
+    measured it; an average of an object or external metric says ``(avg)``, a (container) resource metric is
+    prefixed with its resource name."""
+    kind = spec.get("type")
+    member = {"External": "external", "Pods": "pods", "Object": "object", "Resource": "resource",
+              "ContainerResource": "containerResource"}.get(str(kind))
+    if member is None:
+        return "<unknown type>"
+    source = spec.get(member) or {}
+    target = source.get("target") or {}
+    measured = isinstance(status, dict) and isinstance(status.get(member), dict)
+    current = (status or {}).get(member, {}).get("current") or {} if measured else {}
+    if member == "pods":
+        now = _quantity_text(current.get("averageValue")) if measured else "<unknown>"
+        return f"{now}/{_quantity_text(target.get('averageValue'))}"
+    if member in ("external", "object"):
+        if target.get("averageValue") is not None:
+            now = _quantity_text(current["averageValue"]) if current.get("averageValue") is not None else "<unknown>"
+            return f"{now}/{_quantity_text(target['averageValue'])} (avg)"
+        now = _quantity_text(current.get("value")) if measured else "<unknown>"
+        return f"{now}/{_quantity_text(target.get('value'))}"
+    name = str(source.get("name") or "")
+    if target.get("averageValue") is not None:
+        now = _quantity_text(current.get("averageValue")) if measured else "<unknown>"
+        return f"{name}: {now}/{_quantity_text(target['averageValue'])}"
+    now = f"{current['averageUtilization']}%" if current.get("averageUtilization") is not None else "<unknown>"
+    wanted = f"{target['averageUtilization']}%" if target.get("averageUtilization") is not None else "<auto>"
+    return f"{name}: {now}/{wanted}"
+
+
+def _hpa_row(obj: dict[str, Any], now: datetime) -> Row:
+    """kubectl's printHorizontalPodAutoscaler (HPA1): status.currentMetrics is matched to spec.metrics by
+    position, as there; two metrics are shown, then ``+ N more...``."""
+    spec, status = _spec(obj), _status(obj)
+    ref = spec.get("scaleTargetRef") or {}
+    metrics = [m for m in spec.get("metrics") or [] if isinstance(m, dict)]
+    current = [m for m in status.get("currentMetrics") or [] if isinstance(m, dict)]
+    shown = [_hpa_metric(m, current[i] if i < len(current) else None) for i, m in enumerate(metrics)]
+    targets = ", ".join(shown[:2]) + (f" + {len(shown) - 2} more..." if len(shown) > 2 else "") or "<none>"
+    min_pods = str(spec["minReplicas"]) if spec.get("minReplicas") is not None else "<unset>"
+    return [_name(obj), f"{ref.get('kind') or ''}/{ref.get('name') or ''}", targets, min_pods,
+            _count(spec.get("maxReplicas")), _count(status.get("currentReplicas")), object_age(obj, now)]
+
+
 _WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
 register("PodTemplate", Columns(["NAME", "CONTAINERS", "IMAGES", "POD LABELS"], _pod_template_row))
+register("HorizontalPodAutoscaler", Columns(
+    ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"], _hpa_row,
+    definitions={"REFERENCE": Column("Reference", "string", "The scale target: its kind and name."),
+                 "TARGETS": Column("Targets", "string", "Each metric's current value and target."),
+                 "MINPODS": Column("MinPods", "string", "The lower limit of replicas."),
+                 "MAXPODS": Column("MaxPods", "string", "The upper limit of replicas."),
+                 "REPLICAS": Column("Replicas", "string", "The current number of replicas.")}))
 register("ReplicaSet", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,
                                _WORKLOAD_WIDE, _replicated_wide))
 register("ReplicationController", Columns(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], _replicated,

@@ -144,6 +144,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  "certificates.k8s.io", "v1", False, ("csr",)),
     ResourceInfo("PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", "policy", "v1", True,
                  ("pdb",)),
+    # SEMANTICS HPA1: stored, defaulted and validated as Kubernetes does; an autoscaling/v1 body is converted.
+    ResourceInfo("HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", "autoscaling",
+                 "v2", True, ("hpa",), legacy_api_versions=("autoscaling/v1",)),
     # Stowage's own kind (SEMANTICS BC12): snapshots of claims on a cron schedule, with retention.
     ResourceInfo("BackupSchedule", "backupschedules", "backupschedule", "backup.stowage.io", "v1alpha1", True,
                  ("bsched",), crd=True),

@@ -2275,6 +2275,166 @@ def _pod_disruption_budget(errs: _Errors, obj: dict[str, Any]) -> None:
     errs.enum("spec.unhealthyPodEvictionPolicy", spec.get("unhealthyPodEvictionPolicy"), UNHEALTHY_POD_EVICTION_POLICIES)
 
 
+# --- autoscaling/v2 HorizontalPodAutoscaler (HPA2) ----------------------------------------------------
+
+HPA_METRIC_SOURCE_TYPES = ("ContainerResource", "External", "Object", "Pods", "Resource")
+HPA_METRIC_TARGET_TYPES = ("Utilization", "Value", "AverageValue")
+HPA_SELECT_POLICIES = ("Disabled", "Max", "Min")
+HPA_SCALING_POLICY_TYPES = ("Percent", "Pods")
+_HPA_MAX_STABILIZATION_WINDOW_SECONDS = 3600
+_HPA_MAX_PERIOD_SECONDS = 1800
+# The member of a MetricSpec each type names, in the order Kubernetes' validateMetricSpec looks at them.
+_HPA_METRIC_MEMBERS = {"Object": "object", "External": "external", "Pods": "pods", "Resource": "resource",
+                       "ContainerResource": "containerResource"}
+
+
+def _int32(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _cross_version_reference(errs: _Errors, ref: Any, path: str) -> None:
+    """Kubernetes' ValidateCrossVersionObjectReference: kind and name required, each a valid path segment."""
+    ref = _d(ref)
+    for key in ("kind", "name"):
+        if not ref.get(key):
+            errs.required(f"{path}.{key}")
+        else:
+            errs.names(f"{path}.{key}", ref[key], is_path_segment_name)
+
+
+def _metric_identifier(errs: _Errors, metric: Any, path: str) -> None:
+    name = _d(metric).get("name")
+    if not name:
+        errs.required(f"{path}.name", "must specify a metric name")
+    else:
+        errs.names(f"{path}.name", name, is_path_segment_name)
+
+
+def _metric_target(errs: _Errors, target: dict[str, Any], path: str) -> None:
+    kind = target.get("type")
+    if not kind:
+        errs.required(f"{path}.type", "must specify a metric target type")
+    if kind not in HPA_METRIC_TARGET_TYPES:
+        errs.invalid(f"{path}.type", kind or "", "must be either Utilization, Value, or AverageValue")
+    for key in ("value", "averageValue"):
+        q = _quantity(target.get(key)) if target.get(key) is not None else None
+        if q is not None and q <= 0:
+            errs.invalid(f"{path}.{key}", target[key], "must be positive")
+    utilization = _int32(target.get("averageUtilization"))
+    if utilization is not None and utilization < 1:
+        errs.invalid(f"{path}.averageUtilization", utilization, "must be greater than 0")
+
+
+def _utilization_or_average(errs: _Errors, target: dict[str, Any], path: str) -> None:
+    """A (container) resource metric's target: a utilization or an average value, not both."""
+    if target.get("averageUtilization") is None and target.get("averageValue") is None:
+        errs.required(f"{path}.averageUtilization", "must set either a target raw value or a target utilization")
+    if target.get("averageUtilization") is not None and target.get("averageValue") is not None:
+        errs.forbidden(f"{path}.averageValue", "may not set both a target raw value and a target utilization")
+
+
+def _metric_source(errs: _Errors, member: str, source: dict[str, Any], path: str) -> None:
+    target = _d(source.get("target"))
+    if member in ("resource", "containerResource"):
+        if not source.get("name"):
+            errs.required(f"{path}.name", "must specify a resource name")
+        if member == "containerResource":
+            if not source.get("container"):
+                errs.required(f"{path}.container", "must specify a container")
+            else:
+                errs.names(f"{path}.container", source["container"], is_dns1123_label)
+        _metric_target(errs, target, f"{path}.target")
+        _utilization_or_average(errs, target, f"{path}.target")
+        return
+    if member == "object":
+        _cross_version_reference(errs, source.get("describedObject"), f"{path}.describedObject")
+    _metric_identifier(errs, source.get("metric"), f"{path}.metric")
+    _metric_target(errs, target, f"{path}.target")
+    value, average = target.get("value"), target.get("averageValue")
+    if member == "pods" and average is None:
+        errs.required(f"{path}.target.averageValue", "must specify a positive target averageValue")
+    elif member == "object" and value is None and average is None:
+        errs.required(f"{path}.target.averageValue", "must set either a target value or averageValue")
+    elif member == "external":
+        if value is None and average is None:
+            errs.required(f"{path}.target.averageValue",
+                          "must set either a target value for metric or a per-pod target")
+        if value is not None and average is not None:
+            errs.forbidden(f"{path}.target.value", "may not set both a target value for metric and a per-pod target")
+
+
+def _metric_spec(errs: _Errors, metric: Any, path: str) -> None:
+    """Kubernetes' validateMetricSpec: a known type, its member set (only the first member present is checked
+    further, as there) and no other member."""
+    metric = _d(metric)
+    kind = metric.get("type")
+    if not kind:
+        errs.required(f"{path}.type", "must specify a metric source type")
+    if kind not in HPA_METRIC_SOURCE_TYPES:
+        errs.unsupported(f"{path}.type", kind or "", HPA_METRIC_SOURCE_TYPES)
+    present = [m for m in _HPA_METRIC_MEMBERS.values() if metric.get(m) is not None]
+    if present:
+        _metric_source(errs, present[0], _d(metric[present[0]]), f"{path}.{present[0]}")
+    expected = _HPA_METRIC_MEMBERS.get(kind) if isinstance(kind, str) else None
+    if expected is not None and expected not in present:
+        errs.required(f"{path}.{expected}", "must populate information for the given metric source")
+    if len(present) != 1:
+        for member in sorted(m for m in present if m != expected):
+            errs.forbidden(f"{path}.{member}", "must populate the given metric source only")
+
+
+def _scaling_rules(errs: _Errors, rules: Any, path: str) -> None:
+    """Kubernetes' validateScalingRules and validateScalingPolicy."""
+    if rules is None:
+        return
+    rules = _d(rules)
+    window = _int32(rules.get("stabilizationWindowSeconds"))
+    if window is not None and window < 0:
+        errs.invalid(f"{path}.stabilizationWindowSeconds", window, "must be greater than or equal to zero")
+    if window is not None and window > _HPA_MAX_STABILIZATION_WINDOW_SECONDS:
+        errs.invalid(f"{path}.stabilizationWindowSeconds", window,
+                     f"must be less than or equal to {_HPA_MAX_STABILIZATION_WINDOW_SECONDS}")
+    errs.enum(f"{path}.selectPolicy", rules.get("selectPolicy"), HPA_SELECT_POLICIES)
+    policies = _l(rules.get("policies"))
+    if not policies:
+        errs.required(f"{path}.policies", "must specify at least one Policy")
+    for i, policy in enumerate(policies):
+        policy, p = _d(policy), f"{path}.policies[{i}]"
+        if policy.get("type") not in HPA_SCALING_POLICY_TYPES:
+            errs.unsupported(f"{p}.type", policy.get("type") or "", HPA_SCALING_POLICY_TYPES)
+        value, period = _int32(policy.get("value")) or 0, _int32(policy.get("periodSeconds")) or 0
+        if value <= 0:
+            errs.invalid(f"{p}.value", value, "must be greater than zero")
+        if period <= 0:
+            errs.invalid(f"{p}.periodSeconds", period, "must be greater than zero")
+        if period > _HPA_MAX_PERIOD_SECONDS:
+            errs.invalid(f"{p}.periodSeconds", period, f"must be less than or equal to {_HPA_MAX_PERIOD_SECONDS}")
+    tolerance = _quantity(rules["tolerance"]) if rules.get("tolerance") is not None else None
+    if tolerance is not None and tolerance < 0:
+        errs.invalid(f"{path}.tolerance", rules["tolerance"], "must be greater than or equal to zero")
+
+
+def _horizontal_pod_autoscaler(errs: _Errors, obj: dict[str, Any]) -> None:
+    """HPA2: Kubernetes' ValidateHorizontalPodAutoscaler. minReplicas 0 needs the alpha HPAScaleToZero gate,
+    which Stowage does not have: it is refused."""
+    spec = _d(obj.get("spec"))
+    min_replicas = _int32(spec.get("minReplicas"))
+    max_replicas = _int32(spec.get("maxReplicas")) or 0  # Go's zero value when absent
+    if min_replicas is not None and min_replicas < 1:
+        errs.invalid("spec.minReplicas", min_replicas, "must be greater than or equal to 1")
+    if max_replicas < 1:
+        errs.invalid("spec.maxReplicas", max_replicas, "must be greater than 0")
+    if min_replicas is not None and max_replicas < min_replicas:
+        errs.invalid("spec.maxReplicas", max_replicas, "must be greater than or equal to `minReplicas`")
+    _cross_version_reference(errs, spec.get("scaleTargetRef"), "spec.scaleTargetRef")
+    for i, metric in enumerate(_l(spec.get("metrics"))):
+        _metric_spec(errs, metric, f"spec.metrics[{i}]")
+    behavior = spec.get("behavior")
+    if behavior is not None:
+        _scaling_rules(errs, _d(behavior).get("scaleUp"), "spec.behavior.scaleUp")
+        _scaling_rules(errs, _d(behavior).get("scaleDown"), "spec.behavior.scaleDown")
+
+
 def _replication_controller(errs: _Errors, obj: dict[str, Any]) -> None:
     spec = _d(obj.get("spec"))
     errs.non_negative("spec.replicas", spec.get("replicas"))
@@ -2747,6 +2907,7 @@ _CREATE_RULES: dict[str, _Rule] = {
     "ServiceAccount": _nothing,
     "CertificateSigningRequest": _csr,
     "PodDisruptionBudget": _pod_disruption_budget,
+    "HorizontalPodAutoscaler": _horizontal_pod_autoscaler,
     "VolumeSnapshot": _volume_snapshot,
     "VolumeSnapshotContent": _volume_snapshot_content,
     "VolumeSnapshotClass": _volume_snapshot_class,
@@ -2940,6 +3101,9 @@ def validate_status(obj: dict[str, Any], old: dict[str, Any] | None = None) -> d
         errs.enum("status.phase", status.get("phase"), phases)
     if info.kind == "PodDisruptionBudget":
         for key in ("disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods"):
+            errs.non_negative(f"status.{key}", status.get(key))
+    if info.kind == "HorizontalPodAutoscaler":  # Kubernetes' ValidateHorizontalPodAutoscalerStatusUpdate
+        for key in ("currentReplicas", "desiredReplicas"):
             errs.non_negative(f"status.{key}", status.get(key))
     if info.kind in ("VolumeSnapshot", "VolumeSnapshotContent"):
         _snapshot_status(errs, info, status)

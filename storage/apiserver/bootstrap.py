@@ -96,6 +96,7 @@ def cluster_roles() -> list[Obj]:
             _rule(["create"], [""], ["serviceaccounts/token"]),
             _rule(_WRITE, ["apps"], [r for r in apps if not r.endswith("/status") and r != "controllerrevisions"]),
             _rule(_WRITE, ["batch"], ["cronjobs", "jobs"]),
+            _rule(_WRITE, ["autoscaling"], ["horizontalpodautoscalers"]),
             _rule(_WRITE, ["networking.k8s.io"], ["ingresses", "networkpolicies"]),
             _rule(_WRITE, ["policy"], ["poddisruptionbudgets"]),
             # VS14: a namespace's users take and delete snapshots of their claims; contents and classes are
@@ -110,6 +111,7 @@ def cluster_roles() -> list[Obj]:
             _rule(_READ, [""], ["limitranges", "resourcequotas", "resourcequotas/status"]),
             _rule(_READ, ["apps"], apps),
             _rule(_READ, ["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
+            _rule(_READ, ["autoscaling"], ["horizontalpodautoscalers", "horizontalpodautoscalers/status"]),
             _rule(_READ, ["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"]),
             _rule(_READ, ["discovery.k8s.io"], ["endpointslices"]),
             _rule(_READ, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),

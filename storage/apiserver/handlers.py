@@ -45,8 +45,9 @@ Record = Callable[[dict[str, Any] | None, dict[str, Any], dict[str, Any]], None]
 
 # As Kubernetes' strategies, a creator's status is dropped: a budget's is what evictions spend, a quota's what
 # its namespace used, a job's what its controller counts (a sent Complete condition would stop it running),
-# an ingress's what its controller reports.
-_STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets", "resourcequotas", "jobs", "cronjobs", "ingresses"}
+# an ingress's what its controller reports, an autoscaler's what its controller measured (HPA1).
+_STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets", "resourcequotas", "jobs", "cronjobs", "ingresses",
+                             "horizontalpodautoscalers"}
 # K6: a read-modify-write without the client's precondition is tried again until it wins, as Kubernetes'
 # GuaranteedUpdate does; each loss means another writer's change went in, so the whole makes progress.
 # After the first few losses a try waits a little (jittered, doubling), so that writers racing each other

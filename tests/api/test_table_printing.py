@@ -94,6 +94,9 @@ SAMPLES: dict[str, dict] = {
             "spec": {"completions": 2, "template": {**TEMPLATE, "spec": {**TEMPLATE["spec"], "restartPolicy": "Never"}}}},
     "PodDisruptionBudget": {"metadata": {"name": "t-pdb"},
                             "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "t"}}}},
+    # HPA1: kubectl's columns for autoscalers.
+    "HorizontalPodAutoscaler": {"metadata": {"name": "t-hpa"}, "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "t-deploy"}, "maxReplicas": 3}},
     "VolumeSnapshot": {"metadata": {"name": "t-vs"},
                        "spec": {"source": {"persistentVolumeClaimName": "t-pvc"}, "volumeSnapshotClassName": "t-vsc"}},
     "VolumeSnapshotContent": {"metadata": {"name": "t-vscontent"}, "spec": {
@@ -147,6 +150,7 @@ EXPECTED = {
     "ServiceAccount": "NAME SECRETS AGE",
     "CertificateSigningRequest": "NAME AGE SIGNERNAME REQUESTOR REQUESTEDDURATION CONDITION",
     "PodDisruptionBudget": "NAME MIN_AVAILABLE MAX_UNAVAILABLE ALLOWED_DISRUPTIONS AGE",
+    "HorizontalPodAutoscaler": "NAME REFERENCE TARGETS MINPODS MAXPODS REPLICAS AGE",
     # The external-snapshotter's and gateway-api's CRDs' additionalPrinterColumns (VS11).
     "VolumeSnapshot": "NAME READYTOUSE SOURCEPVC SOURCESNAPSHOTCONTENT RESTORESIZE SNAPSHOTCLASS SNAPSHOTCONTENT "
                       "CREATIONTIME AGE",

@@ -74,6 +74,14 @@ def _template_spec() -> dict[str, Any]:
 FIXED_NAMES = {"CustomResourceDefinition": "volumesnapshotclasses.snapshot.storage.k8s.io"}
 VALID: dict[str, dict[str, Any]] = {
     "PodTemplate": {"template": _template_spec()},
+    "HorizontalPodAutoscaler": {"spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "minReplicas": 1,
+        "maxReplicas": 5, "metrics": [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}},
+            {"type": "Pods", "pods": {"metric": {"name": "packets-per-second"},
+                                      "target": {"type": "AverageValue", "averageValue": "1k"}}}],
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60, "selectPolicy": "Min",
+                                   "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}},
     "RuntimeClass": {"handler": "runc", "overhead": {"podFixed": {"cpu": "100m"}},
                      "scheduling": {"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "k", "operator": "Exists"}]}},
     "CustomResourceDefinition": {"spec": {
@@ -580,7 +588,7 @@ def test_protobuf_hostile_envelopes_are_4xx(figures: Api) -> None:
     assert figures.request("POST", revision, deep, _PROTOBUF).status_code == 400
     huge = envelope("v1", "ConfigMap", field(1, field(1, b"big")) + field(2, field(1, b"k") + field(2, b"v" * 3 * MiB)))
     assert figures.request("POST", collection(registry.by_kind("ConfigMap")), huge, _PROTOBUF).status_code == 413  # type: ignore[arg-type]
-    hpa = envelope("autoscaling/v2", "HorizontalPodAutoscaler", field(1, field(1, b"h")))
+    hpa = envelope("autoscaling/v1", "HorizontalPodAutoscaler", field(1, field(1, b"h")))  # served as v2 only
     assert figures.request("POST", collection(registry.by_kind("ConfigMap")), hpa, _PROTOBUF).status_code == 415  # type: ignore[arg-type]
     # A served kind's body sent to another kind's endpoint is a 400 naming both.
     job = envelope("batch/v1", "Job", field(1, field(1, b"j")))

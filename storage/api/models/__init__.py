@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from storage.api.modelbase import WireModel, dump
 from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
+from storage.api.models.autoscaling import HorizontalPodAutoscaler
 from storage.api.models.batch import CronJob, Job
 from storage.api.models.apiextensions import CustomResourceDefinition
 from storage.api.models.networking import Ingress, IngressClass, NetworkPolicy
@@ -107,6 +108,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "ServiceAccount": ServiceAccount,
     "CertificateSigningRequest": CertificateSigningRequest,
     "PodDisruptionBudget": PodDisruptionBudget,
+    "HorizontalPodAutoscaler": HorizontalPodAutoscaler,
     "BackupSchedule": BackupSchedule,
     "VolumeSnapshot": VolumeSnapshot,
     "VolumeSnapshotContent": VolumeSnapshotContent,
@@ -138,7 +140,7 @@ def from_dict(obj: dict[str, Any]) -> BaseModel:
 
 __all__ = [
     "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
-    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "Ingress", "NetworkPolicy", "PriorityClass", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
+    "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "PriorityClass", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",
     "ReplicationController", "ResourceQuota", "Secret", "Service", "StatefulSet", "StorageClass", "Volume", "VolumeAttachment", "VolumeAttributesClass", "CSIStorageCapacity",
