@@ -114,6 +114,42 @@ async def _scrape(nodes: list[dict[str, Any]], agent_tls: ssl.SSLContext | None)
     return [r for r in results if r is not None]
 
 
+def pod_usage(store: Store, agent_tls: ssl.SSLContext | None, pods: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The usage of ``pods`` by uid, from their nodes' agents, for the autoscaler (HPA4): ``{"containers":
+    {name: {"cpu": millicores, "memory": bytes x 1000}}, "timestamp": RFC 3339, "window": seconds}``, the
+    milli-values Kubernetes' resource metrics client hands its autoscaler. Synchronous: the controllers'
+    workers are threads. A node whose agent does not answer leaves its pods out (they count as missing)."""
+    wanted: dict[str, set[str]] = {}
+    for pod in pods:
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        uid = (pod.get("metadata") or {}).get("uid")
+        if node_name and uid:
+            wanted.setdefault(str(node_name), set()).add(str(uid))
+    out: dict[str, dict[str, Any]] = {}
+    with httpx.Client(timeout=SCRAPE_TIMEOUT, verify=agent_tls if agent_tls is not None else True) as client:
+        for node_name, uids in sorted(wanted.items()):
+            try:
+                node = store.get("nodes", "", node_name)
+                response = client.get(proxy.agent_address(node) + "/stats/summary")
+                response.raise_for_status()
+                summary = response.json()
+                window = float(str(summary.get("window") or "1s").rstrip("s"))
+            except (httpx.HTTPError, StowageError, ValueError) as exc:
+                log.warning("autoscaler: node agent did not answer", node=node_name, error=str(exc))
+                continue
+            for entry in summary.get("pods") or []:
+                uid = (entry.get("podRef") or {}).get("uid")
+                containers = entry.get("containers") or []
+                if uid not in uids or not containers:
+                    continue
+                out[uid] = {"timestamp": (containers[0].get("cpu") or {}).get("time"), "window": window,
+                            "containers": {c.get("name", ""): {
+                                "cpu": int((c.get("cpu") or {}).get("usageNanoCores", 0)) // 1_000_000,
+                                "memory": int((c.get("memory") or {}).get("workingSetBytes", 0)) * 1000}
+                                for c in containers}}
+    return out
+
+
 def node_metrics(summary: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     usage = summary.get("node") or {}
     meta = node.get("metadata") or {}

@@ -6,6 +6,7 @@ control plane without the agent, for many hosts sharing one PostgreSQL.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -131,6 +132,16 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
     return body
 
 
+def _agent_tls(server: Any) -> Any:
+    """How the control plane calls node agents: TLS with the API server's agent-client certificate."""
+    tls = server.tls.pki.agent_client_context() if getattr(server, "tls", None) is not None else None
+    if tls is None and getattr(server, "data_dir", None) is not None:
+        from storage.apiserver.tls import load_or_create_pki
+
+        tls = load_or_create_pki(server.data_dir).agent_client_context()
+    return tls
+
+
 def _register_local_provisioner(store: Any, server: Any) -> None:
     """The local provisioner calls agents as the control plane: TLS, with the API server's agent-client cert."""
     from provisioners import registry
@@ -143,12 +154,7 @@ def _register_local_provisioner(store: Any, server: Any) -> None:
         except NotFound:
             return None
 
-    tls = server.tls.pki.agent_client_context() if getattr(server, "tls", None) is not None else None
-    if tls is None and getattr(server, "data_dir", None) is not None:
-        from storage.apiserver.tls import load_or_create_pki
-
-        tls = load_or_create_pki(server.data_dir).agent_client_context()
-    local = LocalProvisioner(nodes=node_lookup, tls=tls)
+    local = LocalProvisioner(nodes=node_lookup, tls=_agent_tls(server))
     registry.register(local)
     # Backups (LS21) reach agents through the local provisioner and look for a volume's node among all.
     from provisioners.backup import BackupSnapshotter
@@ -345,6 +351,10 @@ def start_control_plane(
     plane = ControlPlane(store, server, server_url, kubeconfig, stop, [], lock)
     try:
         _register_local_provisioner(store, server)
+        # The autoscaler reads the pods' usage from the agents, as the API server's metrics API does (HPA4).
+        from storage.apiserver.metrics import pod_usage
+
+        options = replace(options, pod_usage=functools.partial(pod_usage, store, _agent_tls(server)))
         plane.threads += _start_controllers(store, stop, options, leader_election)
         if with_agent:
             plane.threads += _start_local_agent(store, server_url, data_dir, stop, host_path_prefixes, agent_options)
@@ -469,6 +479,11 @@ _common = [
                  metavar="DURATION",
                  help="How long a disk stays attached to a not-Ready node that still reports it in use before "
                       "it is detached anyway (Kubernetes' maxWaitForUnmountDuration)."),
+    click.option("--horizontal-pod-autoscaler-sync-period", "hpa_sync_period", default="15s", show_default=True,
+                 metavar="DURATION", help="How often each HorizontalPodAutoscaler is evaluated."),
+    click.option("--horizontal-pod-autoscaler-downscale-stabilization", "hpa_downscale_stabilization", default="5m",
+                 show_default=True, metavar="DURATION",
+                 help="How far back an autoscaler looks for a higher recommendation before it scales down."),
 ]
 
 
@@ -533,9 +548,18 @@ def _controller_options(kwargs: dict[str, Any]) -> Any:
     max_wait = parse_duration(kwargs.pop("max_wait_for_unmount"), "--attach-detach-max-wait-for-unmount")
     if max_wait <= 0:
         raise CommandError("--attach-detach-max-wait-for-unmount: must be greater than zero")
+    hpa_sync = parse_duration(kwargs.pop("hpa_sync_period"), "--horizontal-pod-autoscaler-sync-period")
+    if hpa_sync <= 0:
+        raise CommandError("--horizontal-pod-autoscaler-sync-period: must be greater than zero")
+    hpa_window = parse_duration(kwargs.pop("hpa_downscale_stabilization"),
+                                "--horizontal-pod-autoscaler-downscale-stabilization")
+    if hpa_window < 0:
+        raise CommandError("--horizontal-pod-autoscaler-downscale-stabilization: must not be negative")
     return ControllerOptions(
         node_monitor_grace_period=grace,
         max_wait_for_unmount=max_wait,
+        hpa_sync_period=hpa_sync,
+        hpa_downscale_stabilization=hpa_window,
         node_eviction_rate=kwargs.pop("node_eviction_rate"),
         secondary_node_eviction_rate=kwargs.pop("secondary_node_eviction_rate"),
         unhealthy_zone_threshold=kwargs.pop("unhealthy_zone_threshold"),

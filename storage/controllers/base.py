@@ -71,6 +71,12 @@ class ControllerOptions:
     # The API server's --pod-security-default: the Pod Security level of namespaces without labels, which
     # the pods controllers write themselves are held to as well (PS1).
     pod_security_default: str = "baseline"
+    # --horizontal-pod-autoscaler-sync-period and --horizontal-pod-autoscaler-downscale-stabilization (HPA3).
+    hpa_sync_period: float = 15.0
+    hpa_downscale_stabilization: float = 300.0
+    # The pods' resource usage for the autoscaler: pods -> PodSample by pod uid (storage.controllers.hpa),
+    # read from the node agents as metrics-server would. None: no usage, so no Resource metric is valid.
+    pod_usage: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
 
 
 @dataclass

@@ -554,6 +554,8 @@ def _default_reconcilers() -> list[type[Reconciler]]:
     found += list(importlib.import_module("storage.controllers.volume_attributes").RECONCILERS)
     # CSIStorageCapacity objects from drivers' GetCapacity (SEMANTICS SCAP2).
     found += list(importlib.import_module("storage.controllers.storage_capacity").RECONCILERS)
+    # HorizontalPodAutoscalers (SEMANTICS HPA3-HPA7).
+    found += list(importlib.import_module("storage.controllers.hpa").RECONCILERS)
     return found
 
 

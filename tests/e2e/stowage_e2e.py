@@ -116,13 +116,14 @@ def find_pids(root: Path, match: Callable[[int], bool]) -> list[int]:
 class Stowage:
     """A running ``stowage up --data-dir DIR --listen 127.0.0.1:0 -f FILES``."""
 
-    def __init__(self, data_dir: Path, files: list[Path], extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, files: list[Path], extra_env: dict[str, str] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
         env.update(extra_env or {})
         self.up = UpProcess("up", ["--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
-                                   *[a for f in files for a in ("-f", str(f))]],
+                                   *[a for f in files for a in ("-f", str(f))], *extra_args],
                             env, timeout=STARTUP_TIMEOUT, new_session=True)
         self.kubeconfig = data_dir / "kubeconfig"
         self.api: Client | None = None
