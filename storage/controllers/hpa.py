@@ -80,7 +80,8 @@ class Plan:
 
 
 class MetricError(Exception):
-    """A metric that gave no proposal; ``reason`` is the condition and event reason Kubernetes uses."""
+    """A metric that gave no proposal; ``reason`` is the condition and event reason Kubernetes uses (empty
+    inside the replica calculator, whose caller knows which kind of metric failed)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -139,8 +140,7 @@ def _requests(pods: list[Obj], resource: str, container: str) -> dict[str, int]:
                 continue
             value = ((c.get("resources") or {}).get("requests") or {}).get(resource)
             if value is None:
-                raise MetricError("FailedGetResourceMetric" if not container else "FailedGetContainerResourceMetric",
-                                  f"missing request for {resource} in container {c.get('name')} of Pod "
+                raise MetricError("", f"missing request for {resource} in container {c.get('name')} of Pod "
                                   f"{_meta(pod).get('name')}")
             total += parse_quantity(value)
         out[_meta(pod).get("name", "")] = math.ceil(total * 1000)
@@ -156,7 +156,7 @@ def _utilization_ratio(usage: dict[str, int], requests: dict[str, int], target: 
             requested += requests[name]
             entries += 1
     if requested == 0:
-        raise MetricError("FailedGetResourceMetric", "no metrics returned matched known pods")
+        raise MetricError("", "no metrics returned matched known pods")
     utilization = used * 100 // requested
     return utilization / target, utilization, used // entries
 
@@ -184,27 +184,28 @@ def replicas_for_resource(current: int, pods: list[Obj], samples: dict[str, PodS
             usage[name] = sum(c.get(resource, 0) for c in sample.containers.values())
     by_name = {_meta(p).get("name", ""): samples[_meta(p).get("uid", "")] for p in pods
                if _meta(p).get("uid", "") in samples}
-    if not pods:
-        raise MetricError("FailedGetResourceMetric", "no pods returned by selector while calculating replica count")
+    if not usage:
+        raise MetricError("", f"unable to get metrics for resource {resource}: no metrics returned from resource "
+                              "metrics API")
     ready, unready, missing, ignored = _group_pods(pods, usage, by_name, resource, now)
     for name in unready | ignored:
         usage.pop(name, None)
     if not usage:
-        raise MetricError("FailedGetResourceMetric",
-                          f"unable to get metrics for resource {resource}: no metrics returned from resource metrics "
-                          "API (pods might be unready)")
+        raise MetricError("", "did not receive metrics for targeted pods (pods might be unready)")
     kept = [p for p in pods if _meta(p).get("name", "") not in ignored]
     requests = _requests(kept, resource, container)
     utilization_target = target.get("averageUtilization")
     if target.get("type") == "Utilization" and not isinstance(utilization_target, int):
-        raise MetricError("FailedGetResourceMetric", "the target has no averageUtilization")
+        raise MetricError("", "invalid resource metric source: neither an average utilization target nor an "
+                              "average value (usage) target was set")
     if target.get("type") == "Utilization":
         ratio, utilization, raw = _utilization_ratio(usage, requests, int(utilization_target))
         status: Obj = {"averageUtilization": utilization, "averageValue": _milli_text(raw)}
     else:
         target_value = math.ceil(parse_quantity(target.get("averageValue") or 0) * 1000)
         if target_value <= 0:
-            raise MetricError("FailedGetResourceMetric", "the target average value must be greater than zero")
+            raise MetricError("", "invalid resource metric source: neither an average utilization target nor an "
+                                  "average value (usage) target was set")
         ratio, raw = _value_ratio(usage, target_value)
         status = {"averageValue": _milli_text(raw)}
     scale_up_with_unready = bool(unready) and ratio > 1.0
@@ -383,11 +384,17 @@ def _proposal(metric: Obj, current: int, pods: list[Obj], samples: dict[str, Pod
     member = metric.get("resource") if kind == "Resource" else metric.get("containerResource")
     member = member or {}
     resource, container = str(member.get("name") or ""), str(member.get("container") or "")
-    if samples is None:
-        raise MetricError("FailedGetResourceMetric" if kind == "Resource" else "FailedGetContainerResourceMetric",
-                          f"unable to get metrics for resource {resource}: no node agent's usage is available")
-    proposal, current_status = replicas_for_resource(current, pods, samples, resource, container,
-                                                     member.get("target") or {}, now)
+    target = member.get("target") or {}
+    reason = "FailedGetResourceMetric" if kind == "Resource" else "FailedGetContainerResourceMetric"
+    try:
+        if samples is None:
+            raise MetricError(reason, f"unable to get metrics for resource {resource}: no metrics returned from "
+                                      "resource metrics API")
+        proposal, current_status = replicas_for_resource(current, pods, samples, resource, container, target, now)
+    except MetricError as exc:
+        # Kubernetes' words: the calculator's error wrapped by what was being read.
+        what = "usage" if target.get("type") == "AverageValue" else "utilization"
+        raise MetricError(reason, f"failed to get {resource} {what}: {exc}") from None
     status_member: Obj = {"name": resource, "current": current_status}
     if container:
         status_member["container"] = container
@@ -452,6 +459,7 @@ def calculate_changes(hpa: Obj, target: Obj | None, target_error: str, pods: lis
             try:
                 replicas, metric_status = _proposal(metric, current, pods, samples, now)
             except MetricError as exc:
+                events.append(("Warning", exc.reason, str(exc)))  # every evaluation, as Kubernetes records them
                 errors.append(exc)
                 # An empty entry keeps the statuses in the metrics' order, which kubectl's columns rely on.
                 metric_statuses.append({"type": ""})
@@ -465,7 +473,6 @@ def calculate_changes(hpa: Obj, target: Obj | None, target_error: str, pods: lis
             first = errors[0]
             _set_condition(status, old, "ScalingActive", "False", first.reason,
                            f"the HPA was unable to compute the replica count: {first}", now)
-            events.append(("Warning", first.reason, str(first)))
             events.append(("Warning", "FailedComputeMetricsReplicas",
                            f"invalid metrics ({len(errors)} invalid out of {total}), first error is: {first}"))
             status["currentReplicas"] = current

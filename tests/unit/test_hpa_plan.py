@@ -137,9 +137,14 @@ def test_a_container_without_a_request_stops_scaling():
     plan = run(hpa(), 2, [pod("a", cpu=None)], {"uid-a": sample(500)})
     assert plan.replicas is None
     assert cond(plan.status, "ScalingActive") == ("False", "FailedGetResourceMetric")
-    messages = [e[2] for e in plan.events]
-    assert "missing request for cpu in container c of Pod a" in messages
-    assert any(m.startswith("invalid metrics (1 invalid out of 1), first error is: missing request") for m in messages)
+    assert plan.events == [
+        ("Warning", "FailedGetResourceMetric", "failed to get cpu utilization: missing request for cpu in container c "
+                                               "of Pod a"),
+        ("Warning", "FailedComputeMetricsReplicas", "invalid metrics (1 invalid out of 1), first error is: failed to "
+                                                    "get cpu utilization: missing request for cpu in container c of Pod a")]
+    assert next(c for c in plan.status["conditions"] if c["type"] == "ScalingActive")["message"] == (
+        "the HPA was unable to compute the replica count: failed to get cpu utilization: missing request for cpu "
+        "in container c of Pod a")
 
 
 def test_no_usage_source_is_reported():
@@ -147,6 +152,26 @@ def test_no_usage_source_is_reported():
     assert plan.replicas is None
     status, reason = cond(plan.status, "ScalingActive")
     assert (status, reason) == ("False", "FailedGetResourceMetric")
+    assert plan.events[0] == ("Warning", "FailedGetResourceMetric", "failed to get cpu utilization: unable to get "
+                              "metrics for resource cpu: no metrics returned from resource metrics API")
+
+
+def test_only_unready_pods_give_no_figure():
+    plan = run(hpa(), 2, [pod("a", ready=False)], {"uid-a": sample(500)})
+    assert plan.replicas is None
+    assert plan.events[0][2] == ("failed to get cpu utilization: did not receive metrics for targeted pods "
+                                 "(pods might be unready)")
+
+
+def test_an_invalid_metric_is_reported_even_when_another_scales():
+    """HPA7: Kubernetes records a Warning for each invalid metric at every evaluation."""
+    memory = {"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization",
+                                                                            "averageUtilization": 60}}}
+    cpu = hpa()["spec"]["metrics"][0]
+    plan = run(hpa(metrics=[cpu, memory]), 2, [pod("a"), pod("b")], {"uid-a": sample(200), "uid-b": sample(200)})
+    assert plan.replicas == 4
+    assert ("Warning", "FailedGetResourceMetric", "failed to get memory utilization: missing request for memory in "
+                                                  "container c of Pod a") in plan.events
 
 
 def test_an_absent_target_cannot_be_scaled():
