@@ -548,10 +548,11 @@ def _controller_options(kwargs: dict[str, Any]) -> Any:
     max_wait = parse_duration(kwargs.pop("max_wait_for_unmount"), "--attach-detach-max-wait-for-unmount")
     if max_wait <= 0:
         raise CommandError("--attach-detach-max-wait-for-unmount: must be greater than zero")
-    hpa_sync = parse_duration(kwargs.pop("hpa_sync_period"), "--horizontal-pod-autoscaler-sync-period")
+    # Absent when a caller builds the options without the autoscaler's flags: kube-controller-manager's defaults.
+    hpa_sync = parse_duration(kwargs.pop("hpa_sync_period", "15s"), "--horizontal-pod-autoscaler-sync-period")
     if hpa_sync <= 0:
         raise CommandError("--horizontal-pod-autoscaler-sync-period: must be greater than zero")
-    hpa_window = parse_duration(kwargs.pop("hpa_downscale_stabilization"),
+    hpa_window = parse_duration(kwargs.pop("hpa_downscale_stabilization", "5m"),
                                 "--horizontal-pod-autoscaler-downscale-stabilization")
     if hpa_window < 0:
         raise CommandError("--horizontal-pod-autoscaler-downscale-stabilization: must not be negative")

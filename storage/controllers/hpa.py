@@ -32,12 +32,16 @@ from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any, Callable, Literal
 
+import structlog
+
 from storage.api.conditions import condition as pod_condition
 from storage.api.quantity import format_quantity, parse_quantity
 from storage.api.timestamps import format_time, parse_time
 from storage.controllers.base import Reconciler, Result, controller_options, split_key
 from storage.controllers.owners import labels_of, publish, selector_matches
 from storage.errors import Conflict
+
+log = structlog.get_logger(__name__)
 
 Obj = dict[str, Any]
 EventSpec = tuple[Literal["Normal", "Warning"], str, str]
@@ -192,13 +196,16 @@ def replicas_for_resource(current: int, pods: list[Obj], samples: dict[str, PodS
         usage.pop(name, None)
     if not usage:
         raise MetricError("", "did not receive metrics for targeted pods (pods might be unready)")
-    kept = [p for p in pods if _meta(p).get("name", "") not in ignored]
-    requests = _requests(kept, resource, container)
+    # As Kubernetes' controller, the field that is set decides, not the target's type; only a utilization
+    # needs the pods' requests.
+    by_value = target.get("averageValue") is not None
     utilization_target = target.get("averageUtilization")
-    if target.get("type") == "Utilization" and not isinstance(utilization_target, int):
+    if not by_value and not isinstance(utilization_target, int):
         raise MetricError("", "invalid resource metric source: neither an average utilization target nor an "
                               "average value (usage) target was set")
-    if target.get("type") == "Utilization":
+    requests: dict[str, int] = {}
+    if not by_value:
+        requests = _requests([p for p in pods if _meta(p).get("name", "") not in ignored], resource, container)
         ratio, utilization, raw = _utilization_ratio(usage, requests, int(utilization_target))
         status: Obj = {"averageUtilization": utilization, "averageValue": _milli_text(raw)}
     else:
@@ -214,13 +221,18 @@ def replicas_for_resource(current: int, pods: list[Obj], samples: dict[str, PodS
             return current, status
         return math.ceil(ratio * ready), status
     if missing:
-        fill = requests if target.get("type") == "Utilization" else {n: target_value for n in missing}
+        if not by_value:
+            # On a scale-down a missing pod is taken to use its request, or the target when that is higher.
+            fallback = max(100, int(utilization_target))
+            fill = {n: requests.get(n, 0) * fallback // 100 for n in missing}
+        else:
+            fill = {n: target_value for n in missing}
         for name in missing:
-            usage[name] = fill.get(name, 0) if ratio < 1.0 else 0
+            usage[name] = fill[name] if ratio < 1.0 else 0
     if scale_up_with_unready:
         for name in unready:
             usage[name] = 0
-    if target.get("type") == "Utilization":
+    if not by_value:
         new_ratio, _, _ = _utilization_ratio(usage, requests, int(utilization_target))
     else:
         new_ratio, _ = _value_ratio(usage, target_value)
@@ -249,33 +261,23 @@ def _changed_in(events: list[tuple[datetime, int]], period: int, now: datetime) 
     return sum(change for when, change in events if when > cutoff)
 
 
-def _scale_up_limit(current: int, history: History, rules: Obj, now: datetime) -> int:
+def _rate_limit(current: int, history: History, rules: Obj, now: datetime, up: bool) -> int:
+    """The most (``up``) or fewest replicas a behavior's policies allow now, each policy counted from the size
+    at the start of its period (the current size less the recent scale events)."""
     if rules.get("selectPolicy") == "Disabled":
         return current
-    pick = min if rules.get("selectPolicy") == "Min" else max
+    # "Max" selects the policy allowing the largest change: the highest count up, the lowest down.
+    pick = max if (rules.get("selectPolicy") != "Min") == up else min
     result: int | None = None
     for policy in rules.get("policies") or []:
         period = int(policy.get("periodSeconds") or 0)
         start = (current - _changed_in(history.scale_up_events, period, now)
                  + _changed_in(history.scale_down_events, period, now))
         value = int(policy.get("value") or 0)
-        proposed = start + value if policy.get("type") == "Pods" else math.ceil(start * (1 + value / 100))
-        result = proposed if result is None else pick(result, proposed)
-    return current if result is None else result
-
-
-def _scale_down_limit(current: int, history: History, rules: Obj, now: datetime) -> int:
-    if rules.get("selectPolicy") == "Disabled":
-        return current
-    # "Max" is the policy that allows the largest change, which for a scale-down is the smallest count.
-    pick = max if rules.get("selectPolicy") == "Min" else min
-    result: int | None = None
-    for policy in rules.get("policies") or []:
-        period = int(policy.get("periodSeconds") or 0)
-        start = (current - _changed_in(history.scale_up_events, period, now)
-                 + _changed_in(history.scale_down_events, period, now))
-        value = int(policy.get("value") or 0)
-        proposed = start - value if policy.get("type") == "Pods" else int(start * (1 - value / 100))
+        if policy.get("type") == "Pods":
+            proposed = start + value if up else start - value
+        else:
+            proposed = math.ceil(start * (1 + value / 100)) if up else int(start * (1 - value / 100))
         result = proposed if result is None else pick(result, proposed)
     return current if result is None else result
 
@@ -311,10 +313,10 @@ def normalize(current: int, proposal: int, hpa: Obj, history: History, now: date
             desired, reason, message = stabilized, "DesiredWithinRange", "the desired count is within the acceptable range"
         conditions.append(("ScalingLimited", "False" if desired == stabilized else "True", reason, message))
         return desired, conditions
-    up = {**_DEFAULT_UP, **(behavior.get("scaleUp") or {})}
-    down = {**_DEFAULT_DOWN, "stabilizationWindowSeconds": int(downscale_window), **(behavior.get("scaleDown") or {})}
-    up_cutoff = now - timedelta(seconds=int(up.get("stabilizationWindowSeconds") or 0))
-    down_cutoff = now - timedelta(seconds=int(down.get("stabilizationWindowSeconds") or 0))
+    up_rules = {**_DEFAULT_UP, **(behavior.get("scaleUp") or {})}
+    down_rules = {**_DEFAULT_DOWN, "stabilizationWindowSeconds": int(downscale_window), **(behavior.get("scaleDown") or {})}
+    up_cutoff = now - timedelta(seconds=int(up_rules.get("stabilizationWindowSeconds") or 0))
+    down_cutoff = now - timedelta(seconds=int(down_rules.get("stabilizationWindowSeconds") or 0))
     up_rec = min([proposal] + [r for when, r in history.recommendations if when > up_cutoff])
     down_rec = max([proposal] + [r for when, r in history.recommendations if when > down_cutoff])
     stabilized = min(max(current, up_rec), down_rec)
@@ -330,7 +332,7 @@ def normalize(current: int, proposal: int, hpa: Obj, history: History, now: date
                            "recommendation"))
     desired, reason, message = stabilized, "DesiredWithinRange", "the desired count is within the acceptable range"
     if stabilized > current:
-        limit = max(_scale_up_limit(current, history, up, now), current)
+        limit = max(_rate_limit(current, history, up_rules, now, up=True), current)
         if limit < high:
             ceiling, ceiling_reason, ceiling_message = limit, "ScaleUpLimit", \
                 "the desired replica count is increasing faster than the maximum scale rate"
@@ -340,7 +342,7 @@ def normalize(current: int, proposal: int, hpa: Obj, history: History, now: date
         if stabilized > ceiling:
             desired, reason, message = ceiling, ceiling_reason, ceiling_message
     elif stabilized < current:
-        limit = min(_scale_down_limit(current, history, down, now), current)
+        limit = min(_rate_limit(current, history, down_rules, now, up=False), current)
         if limit > low:
             floor, floor_reason, floor_message = limit, "ScaleDownLimit", \
                 "the desired replica count is decreasing faster than the maximum scale rate"
@@ -369,7 +371,7 @@ def _metric_name(metric: Obj) -> str:
 def _utilization_word(metric: Obj) -> str:
     member = metric.get("resource") or metric.get("containerResource") or {}
     target = member.get("target") or {}
-    suffix = " utilization (percentage of request)" if target.get("type") == "Utilization" else ""
+    suffix = "" if target.get("averageValue") is not None else " utilization (percentage of request)"
     return f"{_metric_name(metric)}{suffix}"
 
 
@@ -393,7 +395,7 @@ def _proposal(metric: Obj, current: int, pods: list[Obj], samples: dict[str, Pod
         proposal, current_status = replicas_for_resource(current, pods, samples, resource, container, target, now)
     except MetricError as exc:
         # Kubernetes' words: the calculator's error wrapped by what was being read.
-        what = "usage" if target.get("type") == "AverageValue" else "utilization"
+        what = "usage" if target.get("averageValue") is not None else "utilization"
         raise MetricError(reason, f"failed to get {resource} {what}: {exc}") from None
     status_member: Obj = {"name": resource, "current": current_status}
     if container:
@@ -607,6 +609,8 @@ class HorizontalPodAutoscalerReconciler(Reconciler):
                                        f"New size: {plan.replicas}; error: {exc}")
                 self._write_status(hpa, plan.status)
                 raise
+            log.info("autoscaler rescaled its target", hpa=key, target=f"{resource}/{ref.get('name')}",
+                     replicas_before=before, replicas=plan.replicas)
             with self._lock:
                 change = plan.replicas - before
                 (history.scale_up_events if change > 0 else history.scale_down_events).append((now, abs(change)))

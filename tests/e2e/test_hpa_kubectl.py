@@ -21,25 +21,17 @@ from support import kubectl_binary
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 # A loop held to 200m by its CPU limit, against a 100m request: 200% of request, four times a 50% target.
-DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: burn, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: burn}}
-  template:
-    metadata: {labels: {app: burn}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: debian:12
-        command: [/bin/sh, -c, "trap 'exit 0' TERM; while :; do :; done"]
-        resources:
-          requests: {cpu: 100m}
-          limits: {cpu: 200m}
-"""
+BURN = {"name": "main", "image": "debian:12", "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do :; done"],
+        "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "200m"}}}
+
+
+def workload(kind: str, name: str, **spec: Any) -> str:
+    """A one-replica Deployment or StatefulSet of ``BURN`` (``spec`` added), as JSON for ``kubectl apply -f -``."""
+    template = {"metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [dict(BURN)]}}
+    return json.dumps({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template,
+                                **spec}})
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +40,15 @@ def stowage(start_stowage: Callable[..., Stowage]) -> Stowage:
                                    "--horizontal-pod-autoscaler-downscale-stabilization", "0s"))
 
 
-def kubectl(stowage: Stowage, *args: str, input: str | None = None) -> str:
+def run_kubectl(stowage: Stowage, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
     env["KUBECONFIG"] = str(stowage.kubeconfig)
-    result = subprocess.run([kubectl_binary(), *args], input=input, capture_output=True, text=True, timeout=120,
-                            env=env)
+    return subprocess.run([kubectl_binary(), *args], input=input, capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def kubectl(stowage: Stowage, *args: str, input: str | None = None) -> str:
+    result = run_kubectl(stowage, *args, input=input)
     assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
     return result.stdout
 
@@ -66,7 +62,7 @@ def replicas(stowage: Stowage) -> int:
 
 
 def test_kubectl_autoscale_scales_a_deployment_up_and_down(stowage: Stowage, tmp_path: Path) -> None:
-    kubectl(stowage, "apply", "-f", "-", input=DEPLOYMENT)
+    kubectl(stowage, "apply", "-f", "-", input=workload("Deployment", "burn"))
     try:
         out = kubectl(stowage, "autoscale", "deployment", "burn", "--min", "1", "--max", "3", "--cpu-percent", "50")
         assert "horizontalpodautoscaler.autoscaling/burn autoscaled" in out
@@ -107,52 +103,24 @@ def test_kubectl_autoscale_scales_a_deployment_up_and_down(stowage: Stowage, tmp
         described = kubectl(stowage, "describe", "hpa", "burn")
         assert "All metrics below target" in described
     finally:
-        subprocess.run([kubectl_binary(), "delete", "hpa,deployment", "burn", "--ignore-not-found", "--wait=false"],
-                       env={**{k: v for k, v in os.environ.items() if not k.startswith("KUBE")},
-                            "KUBECONFIG": str(stowage.kubeconfig)}, capture_output=True, timeout=60)
+        run_kubectl(stowage, "delete", "hpa,deployment", "burn", "--ignore-not-found", "--wait=false")
 
 
-STATEFULSET = """
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: hpa-local}
-provisioner: stowage.io/local
-volumeBindingMode: WaitForFirstConsumer
-reclaimPolicy: Delete
-parameters: {fsType: ext4}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: burnsts, namespace: default}
-spec:
-  replicas: 1
-  serviceName: burnsts
-  selector: {matchLabels: {app: burnsts}}
-  template:
-    metadata: {labels: {app: burnsts}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: debian:12
-        command: [/bin/sh, -c, "trap 'exit 0' TERM; while :; do :; done"]
-        resources:
-          requests: {cpu: 100m}
-          limits: {cpu: 200m}
-        volumeMounts: [{name: data, mountPath: /data}]
-  volumeClaimTemplates:
-  - metadata: {name: data}
-    spec:
-      accessModes: [ReadWriteOnce]
-      storageClassName: hpa-local
-      resources: {requests: {storage: 16Mi}}
-"""
+LOCAL_CLASS = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "hpa-local"},
+               "provisioner": "stowage.io/local", "volumeBindingMode": "WaitForFirstConsumer",
+               "reclaimPolicy": "Delete", "parameters": {"fsType": "ext4"}}
+CLAIM_TEMPLATE = {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                                                        "storageClassName": "hpa-local",
+                                                        "resources": {"requests": {"storage": "16Mi"}}}}
 
 
 def test_an_autoscaled_statefulset_gets_a_claim_for_each_new_member(stowage: Stowage) -> None:
     """HPA3: a StatefulSet is a scale target like a Deployment; the member the autoscaler adds gets its own
     claim from the volume claim templates, bound and mounted."""
-    kubectl(stowage, "apply", "-f", "-", input=STATEFULSET)
+    kubectl(stowage, "apply", "-f", "-", input=json.dumps(LOCAL_CLASS))
+    sts = json.loads(workload("StatefulSet", "burnsts", serviceName="burnsts", volumeClaimTemplates=[CLAIM_TEMPLATE]))
+    sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    kubectl(stowage, "apply", "-f", "-", input=json.dumps(sts))
     try:
         kubectl(stowage, "autoscale", "statefulset", "burnsts", "--min", "1", "--max", "2", "--cpu-percent", "50")
 
@@ -166,8 +134,5 @@ def test_an_autoscaled_statefulset_gets_a_claim_for_each_new_member(stowage: Sto
         hpa_status = json.loads(kubectl(stowage, "get", "hpa", "burnsts", "-o", "json"))["status"]
         assert hpa_status["currentReplicas"] in (1, 2) and hpa_status["desiredReplicas"] == 2
     finally:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("KUBE")}, "KUBECONFIG": str(stowage.kubeconfig)}
-        subprocess.run([kubectl_binary(), "delete", "hpa,statefulset", "burnsts", "--ignore-not-found"], env=env,
-                       capture_output=True, timeout=120)
-        subprocess.run([kubectl_binary(), "delete", "pvc", "data-burnsts-0", "data-burnsts-1", "--ignore-not-found"],
-                       env=env, capture_output=True, timeout=120)
+        run_kubectl(stowage, "delete", "hpa,statefulset", "burnsts", "--ignore-not-found")
+        run_kubectl(stowage, "delete", "pvc", "data-burnsts-0", "data-burnsts-1", "--ignore-not-found")

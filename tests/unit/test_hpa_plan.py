@@ -198,7 +198,7 @@ def test_average_value_of_memory():
     """HPA4: an AverageValue target compares the pods' mean usage with the value."""
     metric = {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue",
                                                                             "averageValue": "100Mi"}}}
-    pods = [pod("a", memory="64Mi"), pod("b", memory="64Mi")]
+    pods = [pod("a"), pod("b")]  # no memory request: an average value needs none
     mib = 1024 * 1024
     plan = run(hpa(metrics=[metric]), 2, pods, {"uid-a": sample(0, 300 * mib), "uid-b": sample(0, 300 * mib)})
     assert plan.recommendation == 6
@@ -394,3 +394,30 @@ def test_reconciler_writes_the_target_with_its_resource_version(world):
     reconciler.reconcile("default/web")
     after = store.get("deployments", "default", "web")
     assert after["spec"]["replicas"] == 4 and after["metadata"]["labels"]["touched"] == "yes"
+
+
+def test_a_missing_pod_counts_at_the_target_when_it_is_above_its_request():
+    """HPA4: against a 200% target, a missing pod is taken at 200% on a scale-down: (20 + 200) / 200 = 110%
+    of the pods' requests, 0.55 of the target; ceil(0.55 x 2) = 2, so the count stays."""
+    plan = run(hpa(target=200), 2, [pod("a"), pod("b")], {"uid-a": sample(20)})
+    assert plan.replicas is None and plan.recommendation == 2
+
+
+def test_the_autoscalers_flags_are_kube_controller_managers():
+    """HPA3: --horizontal-pod-autoscaler-sync-period and --horizontal-pod-autoscaler-downscale-stabilization
+    take Go durations; a bad one is refused naming the flag."""
+    from storage.cli.errors import CommandError
+    from storage.cli.up import _controller_options
+
+    base = {"node_monitor_grace_period": "40s", "max_wait_for_unmount": "6m", "node_eviction_rate": 0.1,
+            "secondary_node_eviction_rate": 0.01, "unhealthy_zone_threshold": 0.55,
+            "large_cluster_size_threshold": 50, "default_not_ready_toleration_seconds": 300,
+            "default_unreachable_toleration_seconds": 300}
+    options = _controller_options({**base, "hpa_sync_period": "2s", "hpa_downscale_stabilization": "1m30s"})
+    assert (options.hpa_sync_period, options.hpa_downscale_stabilization) == (2.0, 90.0)
+    defaults = _controller_options(dict(base))
+    assert (defaults.hpa_sync_period, defaults.hpa_downscale_stabilization) == (15.0, 300.0)
+    with pytest.raises(CommandError, match="--horizontal-pod-autoscaler-sync-period"):
+        _controller_options({**base, "hpa_sync_period": "0s"})
+    with pytest.raises(CommandError, match="--horizontal-pod-autoscaler-downscale-stabilization"):
+        _controller_options({**base, "hpa_downscale_stabilization": "soon"})
