@@ -42,7 +42,7 @@ from storage.agent.object_cache import RESOURCES, ReferencedObjects, revision
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
 from storage.agent.runtime import ContainersNotStopped, PodRuntime, StopDeadline
 from storage.agent.runtime.pod import container_field_path
-from storage.agent.runtime.runc import CONTAINER_LOG_MAX_BYTES, HOST_PRIVATE
+from storage.agent.runtime.runc import CONTAINER_LOG_MAX_BYTES, CONTAINER_LOG_MAX_FILES, HOST_PRIVATE
 from storage.agent.sa_tokens import ServiceAccountTokenManager, asks_for_tokens, kubernetes_service_env
 from storage.agent.volume_manager import PodVolumes, VolumeManager
 from storage.api.conditions import condition
@@ -109,6 +109,7 @@ class AgentConfig:
     listen_port: int = 0
     backoff_base: float = 10.0
     container_log_max_bytes: int = CONTAINER_LOG_MAX_BYTES  # SV12; the kubelet's containerLogMaxSize
+    container_log_max_files: int = CONTAINER_LOG_MAX_FILES  # SV12; the kubelet's containerLogMaxFiles
     pod_ip_range: str = "127.1.0.0/16"
     # The interface on the hosts' shared network that pod addresses are assigned to (MH2); None: the
     # range is loopback and pods are reachable on this host only.
@@ -236,6 +237,7 @@ class NodeAgent:
                                   pod_interface=self.config.pod_interface, on_status_change=self._status_changed,
                                   backoff_base=self.config.backoff_base,
                                   container_log_max_bytes=self.config.container_log_max_bytes,
+                                  container_log_max_files=self.config.container_log_max_files,
                                   hidden_paths=(*self.config.private_paths, *(str(p.path) for p in self.config.pools)),
                                   host_path_prefixes=self.config.host_path_prefixes, on_event=self._event_soon)
         from storage.agent.server import start_agent_server

@@ -83,15 +83,17 @@ def _check_pod_network(pod_cidr: str, pod_interface: str | None) -> None:
 @click.option("--csi-driver", "csi_drivers", multiple=True, metavar="DRIVER=unix:///PATH",
               help="A CSI driver's Node service on this host (repeatable).")
 @click.option("--container-log-max-size", default="10Mi", show_default=True, metavar="QUANTITY",
-              help="A container's log is rotated past this size, the previous file kept beside it (as the "
-                   "kubelet's flag of that name; 0: never).")
+              help="A container's log is rotated past this size (as the kubelet's flag of that name; 0: never).")
+@click.option("--container-log-max-files", type=click.IntRange(min=2), default=5, show_default=True,
+              help="How many files of a container's log are kept, the current one included (the kubelet's flag).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubeconfig: str | None,
                   data_dir: str | None, pools: tuple[str, ...], provider_id: str | None,
                   labels: tuple[str, ...], zone: str | None, address: str, port: int, heartbeat: float,
                   host_paths: tuple[str, ...], pod_cidr: str, dev_disk_dir: str, attach_limits: tuple[str, ...],
                   log_format: str, volume_plugin_dir: str | None = None, csi_drivers: tuple[str, ...] = (),
-                  pod_interface: str | None = None, container_log_max_size: str = "10Mi") -> None:
+                  pod_interface: str | None = None, container_log_max_size: str = "10Mi",
+                  container_log_max_files: int = 5) -> None:
     """Run the node agent in the foreground until Ctrl-C or SIGTERM."""
     from storage.system.memory import limit_arenas
 
@@ -152,7 +154,7 @@ def agent_command(node_name: str | None, kubeconfig: str | None, bootstrap_kubec
                          listen_port=port, heartbeat_seconds=heartbeat, host_path_prefixes=host_paths,
                          pod_ip_range=pod_cidr, pod_interface=pod_interface, tls=creds.tls, dev_disk_dir=Path(dev_disk_dir), attach_limits=limits,
                          private_paths=(default_data_dir(), *([kubeconfig] if kubeconfig else [])),
-                         container_log_max_bytes=log_max_bytes)
+                         container_log_max_bytes=log_max_bytes, container_log_max_files=container_log_max_files)
     stop = threading.Event()
     from storage.system.dirlock import DirLocked
 

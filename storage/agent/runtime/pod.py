@@ -35,7 +35,7 @@ from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .logfile import split_line
 from .oci import add_block_devices, block_device_sources, build_config, join_target, uses_user_namespace
 from .probes import ProbeWorker, make_probe
-from .runc import CONTAINER_LOG_MAX_BYTES, HOST_PRIVATE, HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
+from .runc import CONTAINER_LOG_MAX_BYTES, CONTAINER_LOG_MAX_FILES, HOST_PRIVATE, HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
 from .subpaths import release_staged, stage_volume_mounts
 from .orphans import OWNER_FILE
 from .userns import UsernsAllocator, open_userns, stage_bind
@@ -88,6 +88,7 @@ class Settings:
     backoff_reset: float = 600.0
     scratch_size: str = "256m"
     log_max_bytes: int = CONTAINER_LOG_MAX_BYTES  # SV12: each container log rotates past this (0: never)
+    log_max_files: int = CONTAINER_LOG_MAX_FILES  # SV12: the files of a container's log kept, the current one included
     poll_interval: float = 0.1
     # Container roots and staged volumes: outside the data dir, whose modes keep a pod's
     # unprivileged root from walking to them (runc mounts them from inside the user namespace).
@@ -619,7 +620,7 @@ class PodWorker:
         started_wall = time.time()
         proc = self.s.runc.start(container_id, cdir, log_path, cdir / "exit",
                                  stdin_path=cdir / "stdin" if spec.get("stdin") else None,
-                                 log_max_bytes=self.s.log_max_bytes)
+                                 log_max_bytes=self.s.log_max_bytes, log_max_files=self.s.log_max_files)
         try:
             created = psutil.Process(proc.pid).create_time()
         except psutil.Error:

@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 # The kubelet's containerLogMaxSize default (10Mi): a container's log is rotated past it.
 CONTAINER_LOG_MAX_BYTES = 10 << 20
+# The kubelet's containerLogMaxFiles default: the current file and four rotated ones are kept.
+CONTAINER_LOG_MAX_FILES = 5
 
 # A runc command that only reads or signals (state, list, kill, delete) takes milliseconds; one still
 # running after this is stuck (CF13).
@@ -39,18 +41,22 @@ RUNC_TIMEOUT = 30.0
 # status atomically; it runs in its own session so an agent restart leaves it alone.
 # Each line of output is stamped with the time it was written (RFC 3339, UTC), so the
 # log can be cut by time (sinceSeconds) and shown with timestamps after an agent restart.
-# SV12: past the log's size limit the file is moved to <log>.1 (the one before it dropped) and a
-# new one begun, as the kubelet rotates at containerLogMaxSize: a chatty or hostile container
-# cannot fill the node's disk. Sizes are counted in bytes (LC_ALL=C), from the file's size at start.
+# SV12: past the log's size limit the file is moved to <log>.1, the older ones shifted to <log>.2 ...
+# and the oldest of the files kept dropped, and a new one begun, as the kubelet rotates at
+# containerLogMaxSize and keeps containerLogMaxFiles: a chatty or hostile container cannot fill the
+# node's disk. Sizes are counted in bytes (LC_ALL=C), from the file's size at start.
 _SHIM = r'''
 export TZ=UTC0 LC_ALL=C
-exit_file=$1 log=$2 max=$3 size=$4; shift 4
+exit_file=$1 log=$2 max=$3 size=$4 files=$5; shift 5
 stamp() {
   while IFS= read -r line || [ -n "$line" ]; do
     t=$EPOCHREALTIME
     printf '%(%Y-%m-%dT%H:%M:%S)T.%s000Z %s\n' "${t%.*}" "${t#*.}" "$line"
     size=$((size + ${#line} + 32))
     if ((max > 0 && size > max)); then
+      for ((i = files - 1; i > 1; i--)); do
+        [ -e "$log.$((i - 1))" ] && mv -f -- "$log.$((i - 1))" "$log.$i"
+      done
       mv -f -- "$log" "$log.1" && exec >>"$log"
       size=0
     fi
@@ -82,10 +88,11 @@ class Runc:
         return [self.binary, "--root", str(self.root), *args]
 
     def start(self, container_id: str, bundle: Path, log_path: Path, exit_path: Path,
-              stdin_path: Path | None = None, log_max_bytes: int = CONTAINER_LOG_MAX_BYTES) -> subprocess.Popen[bytes]:
+              stdin_path: Path | None = None, log_max_bytes: int = CONTAINER_LOG_MAX_BYTES,
+              log_max_files: int = CONTAINER_LOG_MAX_FILES) -> subprocess.Popen[bytes]:
         """``stdin_path``: a FIFO made here and held open by the shim for the container's stdin
         (``stdin: true``), so ``attach`` can write to it while the container runs. ``log_max_bytes``:
-        the log's size limit (0: none)."""
+        the log's size limit (0: none); ``log_max_files``: how many files of it are kept (at least 2)."""
         if (self.root / container_id).exists():
             # What a crashed start left (PF4): runc keeps each container's state in <root>/<id>,
             # so without that directory there is nothing to delete and no process to spawn.
@@ -102,7 +109,8 @@ class Runc:
             with open(log_path, "ab") as out:
                 return subprocess.Popen(
                     ["/bin/bash", "-c", _SHIM, "stowage-shim", str(exit_path), str(log_path), str(log_max_bytes),
-                     str(os.fstat(out.fileno()).st_size), *self._cmd("run", "--bundle", str(bundle), container_id)],
+                     str(os.fstat(out.fileno()).st_size), str(max(2, log_max_files)),
+                     *self._cmd("run", "--bundle", str(bundle), container_id)],
                     stdin=stdin, stdout=out, stderr=out,
                     start_new_session=True, close_fds=True, cwd=str(bundle),
                 )

@@ -19,7 +19,7 @@ from .logfile import split_line, stamp_of
 from .oci import uses_user_namespace
 from .orphans import reap_orphans
 from .pod import ContainersNotStopped, PodWorker, Settings, remove_unmounted
-from .runc import CONTAINER_LOG_MAX_BYTES, Runc
+from .runc import CONTAINER_LOG_MAX_BYTES, CONTAINER_LOG_MAX_FILES, Runc
 from .userns import UsernsAllocator, open_userns
 
 log = structlog.get_logger(__name__)
@@ -51,6 +51,7 @@ class PodRuntime:
         runc_binary: str = "runc",
         scratch_size: str = "256m",
         container_log_max_bytes: int = CONTAINER_LOG_MAX_BYTES,
+        container_log_max_files: int = CONTAINER_LOG_MAX_FILES,
         run_dir: Path = Path("/run/stowage"),
         hidden_paths: tuple[str, ...] = (),
         user_namespaces: bool = True,
@@ -71,7 +72,7 @@ class PodRuntime:
         self.settings = Settings(runc=Runc(self.data_dir / "runc", runc_binary), data_dir=self.data_dir,
                                  host_ip=host_ip, node_name=node_name, backoff_base=backoff_base,
                                  backoff_max=backoff_max, scratch_size=scratch_size, run_dir=run_dir,
-                                 log_max_bytes=container_log_max_bytes,
+                                 log_max_bytes=container_log_max_bytes, log_max_files=container_log_max_files,
                                  userns=self.userns, hidden=tuple(hidden_paths),
                                  host_path_prefixes=[Path(os.path.realpath(p)) for p in host_path_prefixes],
                                  on_event=on_event, exits=EntryWatcher("agent-container-exits"))

@@ -596,11 +596,12 @@ def test_logs_tail_follow_and_previous(harness):
 
 
 def test_sv12_a_container_log_rotates_at_its_limit_and_a_follower_reads_on(harness):
-    """SV12: past its size limit a container's log is moved to <run>.log.1 and a new one begun (the kubelet's
-    containerLogMaxSize), so a chatty container cannot fill the node's disk; a follower reads every line across
+    """SV12: past its size limit a container's log is moved to <run>.log.1, the older files shifted and the
+    oldest of the kept number dropped, and a new one begun (the kubelet's containerLogMaxSize and
+    containerLogMaxFiles), so a chatty container cannot fill the node's disk; a follower reads every line across
     the rotations; `logs` shows the current file."""
     limit = 128 << 10
-    rt = harness.runtime(container_log_max_bytes=limit)
+    rt = harness.runtime(container_log_max_bytes=limit, container_log_max_files=3)
     pad = "x" * 90
     # About 650 KB/s at most, a file every 0.2 s: a follower may fall a whole file behind (a CI run's load held
     # one up that long) and still read every line, from <run>.log.1.
@@ -634,9 +635,15 @@ def test_sv12_a_container_log_rotates_at_its_limit_and_a_follower_reads_on(harne
         stop.set()
     assert followed == ["ready"] + [f"line{i}-{pad}" for i in range(4000)]
     logs = rt.pods_dir / uid / "logs" / "c"
-    assert sorted(p.name for p in logs.iterdir()) == ["0.log", "0.log.1"]
+    # About 520 KB in 128 KiB files: three rotations, so the first file was dropped and three are kept.
+    assert sorted(p.name for p in logs.iterdir()) == ["0.log", "0.log.1", "0.log.2"]
     line_bytes = len(f"line3999-{pad}") + 32
     assert all(p.stat().st_size <= limit + line_bytes for p in logs.iterdir())
+    # Oldest to newest, the kept files hold one unbroken run of lines that ends with the last one.
+    kept = [line.split(" ", 1)[1] for name in ("0.log.2", "0.log.1", "0.log")
+            for line in (logs / name).read_text().splitlines()]
+    first_kept = int(kept[0].split("-")[0].removeprefix("line"))
+    assert first_kept > 0 and kept == [f"line{i}-{pad}" for i in range(first_kept, 4000)]
     current = list(rt.logs(uid, "c"))
     assert current[-1] == f"line3999-{pad}" and len(current) < 1100
 
