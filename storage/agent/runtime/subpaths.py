@@ -175,8 +175,20 @@ def unstage_volume_mounts(pod_dir: Path, container: str) -> None:
     directory = staging_dir(pod_dir, container)
     if not directory.exists():
         return
-    # unmount_all_under makes each copy private before its submounts go, a Bidirectional copy too, so
-    # their unmounts never reach the host's mounts (SV13).
+    # A staged copy of a tree (the host's "/" for `kubectl debug node/`) holds a copy of every mount
+    # beneath it, and each copied mount point stays busy on the host while it exists: the host cannot
+    # remove a network namespace's file, say. Made private, so that no unmount in it reaches the host's
+    # mounts (SV13), each copy is detached whole in one step; unmounted deepest first, one reading of
+    # the mount table per mount, a large one lingered for seconds.
+    staged = mounts.mounts_under(directory)
+    ids = {e.mount_id for e in staged}
+    for point in sorted({e.mount_point for e in staged if e.parent_id not in ids}):
+        try:
+            safepath.set_propagation(point, safepath.MS_PRIVATE)
+            mounts.unmount(point, lazy=True)
+        except Exception as exc:  # gone meanwhile, or busy: the pass below decides
+            log.info("subpath.detach_skipped", target=point, error=str(exc))
+    # Whatever is left (a mount stacked on a staged one), deepest first, each tree made private first.
     mounts.unmount_all_under(directory)
     for entry in sorted(directory.iterdir()):
         if mounts.is_mount_point(entry):

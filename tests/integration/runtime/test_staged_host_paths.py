@@ -120,3 +120,35 @@ def test_sv13_a_pods_bind_of_a_shared_node_mount_is_removed_without_reaching_the
 
     assert mounts.mounts_under(pod_dir) == []
     assert mounts.is_mount_point(child), "the pod's teardown unmounted the node-wide mount's submount"
+
+
+def test_sv13_a_staged_tree_is_detached_in_one_step(shared_tree: tuple[Path, Path, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A staged copy of a tree with many mounts (the host's "/" for `kubectl debug node/`) goes with one lazy
+    detach once private, not one unmount per copied mount: while the copy lingers, each copied mount point is
+    busy on the host (in a CI run, another test's `ip netns del` could not remove its namespace's file
+    during a debug pod's teardown). The host's mounts beneath stay."""
+    base, host, child = shared_tree
+    for i in range(12):  # more of the host's mounts beneath the tree
+        sub = host / f"more-{i}"
+        sub.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", f"stowage-staged-more-{i}", str(sub)], check=True)
+    pod_dir = base / "pod"
+    pod_dir.mkdir()
+    staged = stage_volume_mounts(_container("HostToContainer"), {"host": str(host)}, [], pod_dir=pod_dir,
+                                 host_path_prefixes=[base])
+    copy = Path(staged[0])
+    assert len(mounts.mounts_under(copy)) == 14
+    calls: list[tuple[str, bool]] = []
+    real_unmount = mounts.unmount
+
+    def counting(path, lazy=False, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((str(path), lazy))
+        return real_unmount(path, lazy, **kwargs)
+
+    monkeypatch.setattr(mounts, "unmount", counting)
+    unstage_volume_mounts(pod_dir, "main")
+    assert calls == [(str(copy), True)]
+    assert not staging_dir(pod_dir, "main").exists()
+    assert mounts.is_mount_point(child) and (child / "marker").read_text() == "still here"
+    assert all(mounts.is_mount_point(host / f"more-{i}") for i in range(12))
