@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from storage.api.age import age, human_duration, object_age, parse_timestamp
+from storage.api.models.autoscaling import METRIC_SOURCE_MEMBERS
 from storage.api.names import INGRESS_CLASS_DEFAULT_ANNOTATION
 from storage.api.storage_class import object_class
 
@@ -638,8 +639,7 @@ def _hpa_metric(spec: dict[str, Any], status: dict[str, Any] | None) -> str:
     measured it; an average of an object or external metric says ``(avg)``, a (container) resource metric is
     prefixed with its resource name."""
     kind = spec.get("type")
-    member = {"External": "external", "Pods": "pods", "Object": "object", "Resource": "resource",
-              "ContainerResource": "containerResource"}.get(str(kind))
+    member = METRIC_SOURCE_MEMBERS.get(str(kind))
     if member is None:
         return "<unknown type>"
     source = spec.get(member) or {}

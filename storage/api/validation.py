@@ -30,6 +30,7 @@ from storage.api.disruption import UNHEALTHY_POD_EVICTION_POLICIES as _UNHEALTHY
 from storage.api.k8s_protobuf import root_message
 from storage.api.modelbase import dump
 from storage.api.models import MODELS
+from storage.api.models.autoscaling import METRIC_SOURCE_MEMBERS
 from storage.api.models.volumes import POD_VOLUME_SOURCES, PV_VOLUME_SOURCES
 from storage.api.names import (
     INGRESS_CLASS_ANNOTATION,
@@ -2283,9 +2284,6 @@ HPA_SELECT_POLICIES = ("Disabled", "Max", "Min")
 HPA_SCALING_POLICY_TYPES = ("Percent", "Pods")
 _HPA_MAX_STABILIZATION_WINDOW_SECONDS = 3600
 _HPA_MAX_PERIOD_SECONDS = 1800
-# The member of a MetricSpec each type names, in the order Kubernetes' validateMetricSpec looks at them.
-_HPA_METRIC_MEMBERS = {"Object": "object", "External": "external", "Pods": "pods", "Resource": "resource",
-                       "ContainerResource": "containerResource"}
 
 
 def _int32(value: Any) -> int | None:
@@ -2372,10 +2370,10 @@ def _metric_spec(errs: _Errors, metric: Any, path: str) -> None:
         errs.required(f"{path}.type", "must specify a metric source type")
     if kind not in HPA_METRIC_SOURCE_TYPES:
         errs.unsupported(f"{path}.type", kind or "", HPA_METRIC_SOURCE_TYPES)
-    present = [m for m in _HPA_METRIC_MEMBERS.values() if metric.get(m) is not None]
+    present = [m for m in METRIC_SOURCE_MEMBERS.values() if metric.get(m) is not None]
     if present:
         _metric_source(errs, present[0], _d(metric[present[0]]), f"{path}.{present[0]}")
-    expected = _HPA_METRIC_MEMBERS.get(kind) if isinstance(kind, str) else None
+    expected = METRIC_SOURCE_MEMBERS.get(kind) if isinstance(kind, str) else None
     if expected is not None and expected not in present:
         errs.required(f"{path}.{expected}", "must populate information for the given metric source")
     if len(present) != 1:

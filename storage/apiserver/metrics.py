@@ -114,39 +114,40 @@ async def _scrape(nodes: list[dict[str, Any]], agent_tls: ssl.SSLContext | None)
     return [r for r in results if r is not None]
 
 
+def _nodes_of(store: Store, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The nodes the pods run on, those that still exist."""
+    nodes = []
+    for node_name in sorted({(p.get("spec") or {}).get("nodeName") for p in pods} - {None, ""}):  # type: ignore[type-var]
+        try:
+            nodes.append(store.get("nodes", "", node_name))
+        except NotFound:
+            continue
+    return nodes
+
+
 def pod_usage(store: Store, agent_tls: ssl.SSLContext | None, pods: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The usage of ``pods`` by uid, from their nodes' agents, for the autoscaler (HPA4): ``{"containers":
     {name: {"cpu": millicores, "memory": bytes x 1000}}, "timestamp": RFC 3339, "window": seconds}``, the
-    milli-values Kubernetes' resource metrics client hands its autoscaler. Synchronous: the controllers'
-    workers are threads. A node whose agent does not answer leaves its pods out (they count as missing)."""
-    wanted: dict[str, set[str]] = {}
-    for pod in pods:
-        node_name = (pod.get("spec") or {}).get("nodeName")
-        uid = (pod.get("metadata") or {}).get("uid")
-        if node_name and uid:
-            wanted.setdefault(str(node_name), set()).add(str(uid))
+    milli-values Kubernetes' resource metrics client hands its autoscaler. Called from a controller's worker
+    thread, which has no event loop of its own. A node whose agent does not answer leaves its pods out (they
+    count as missing)."""
+    uids = {(p.get("metadata") or {}).get("uid") for p in pods}
     out: dict[str, dict[str, Any]] = {}
-    with httpx.Client(timeout=SCRAPE_TIMEOUT, verify=agent_tls if agent_tls is not None else True) as client:
-        for node_name, uids in sorted(wanted.items()):
-            try:
-                node = store.get("nodes", "", node_name)
-                response = client.get(proxy.agent_address(node) + "/stats/summary")
-                response.raise_for_status()
-                summary = response.json()
-                window = float(str(summary.get("window") or "1s").rstrip("s"))
-            except (httpx.HTTPError, StowageError, ValueError) as exc:
-                log.warning("autoscaler: node agent did not answer", node=node_name, error=str(exc))
+    for summary in asyncio.run(_scrape(_nodes_of(store, pods), agent_tls)):
+        try:
+            window = float(_window(summary).rstrip("s"))
+        except ValueError:
+            window = 1.0
+        for entry in summary.get("pods") or []:
+            uid = (entry.get("podRef") or {}).get("uid")
+            containers = entry.get("containers") or []
+            if uid not in uids or not containers:
                 continue
-            for entry in summary.get("pods") or []:
-                uid = (entry.get("podRef") or {}).get("uid")
-                containers = entry.get("containers") or []
-                if uid not in uids or not containers:
-                    continue
-                out[uid] = {"timestamp": (containers[0].get("cpu") or {}).get("time"), "window": window,
-                            "containers": {c.get("name", ""): {
-                                "cpu": int((c.get("cpu") or {}).get("usageNanoCores", 0)) // 1_000_000,
-                                "memory": int((c.get("memory") or {}).get("workingSetBytes", 0)) * 1000}
-                                for c in containers}}
+            out[uid] = {"timestamp": (containers[0].get("cpu") or {}).get("time"), "window": window,
+                        "containers": {c.get("name", ""): {
+                            "cpu": int((c.get("cpu") or {}).get("usageNanoCores", 0)) // 1_000_000,
+                            "memory": int((c.get("memory") or {}).get("workingSetBytes", 0)) * 1000}
+                            for c in containers}}
     return out
 
 
@@ -226,13 +227,7 @@ async def _pods(store: Store, namespace: str, name: str, matches: Any, agent_tls
         items, _ = await run_in_threadpool(store.list, "pods", namespace or None, None, None)
         pods = [p for p in items if matches((p.get("metadata") or {}).get("labels") or {})]
     by_uid = {(p.get("metadata") or {}).get("uid"): p for p in pods}
-    node_names = {(p.get("spec") or {}).get("nodeName") for p in pods} - {None, ""}
-    nodes = []
-    for node_name in sorted(node_names):  # type: ignore[type-var]
-        try:
-            nodes.append(await run_in_threadpool(store.get, "nodes", "", node_name))
-        except NotFound:
-            continue
+    nodes = await run_in_threadpool(_nodes_of, store, pods)
     out = []
     for summary in await _scrape(nodes, agent_tls):
         for entry in summary.get("pods") or []:

@@ -35,7 +35,10 @@ from typing import Any, Callable, Literal
 import structlog
 
 from storage.api.conditions import condition as pod_condition
+from storage.api.models.autoscaling import METRIC_SOURCE_MEMBERS
 from storage.api.quantity import format_quantity, parse_quantity
+from storage.api.registry import ResourceInfo, by_kind
+from storage.api.scale import SCALABLE
 from storage.api.timestamps import format_time, parse_time
 from storage.controllers.base import Reconciler, Result, controller_options, split_key
 from storage.controllers.owners import labels_of, publish, selector_matches
@@ -53,9 +56,6 @@ CPU_INITIALIZATION_PERIOD = timedelta(minutes=5)
 DELAY_OF_INITIAL_READINESS = timedelta(seconds=30)
 SCALE_UP_LIMIT_FACTOR = 2.0
 SCALE_UP_LIMIT_MINIMUM = 4.0
-# The kinds with a /scale subresource, by (group, kind).
-TARGETS = {("apps", "Deployment"): "deployments", ("apps", "StatefulSet"): "statefulsets",
-           ("apps", "ReplicaSet"): "replicasets", ("", "ReplicationController"): "replicationcontrollers"}
 
 
 @dataclass(frozen=True)
@@ -175,19 +175,19 @@ def replicas_for_resource(current: int, pods: list[Obj], samples: dict[str, PodS
                           tolerance: float = TOLERANCE) -> tuple[int, Obj]:
     """(proposed replicas, the metric's ``current`` status) for a Resource or ContainerResource metric."""
     usage: dict[str, int] = {}
+    by_name: dict[str, PodSample] = {}
     for pod in pods:
         name = _meta(pod).get("name", "")
         sample = samples.get(_meta(pod).get("uid", ""))
         if sample is None:
             continue
+        by_name[name] = sample
         if container:
             if container not in sample.containers:
                 continue
             usage[name] = sample.containers[container].get(resource, 0)
         else:
             usage[name] = sum(c.get(resource, 0) for c in sample.containers.values())
-    by_name = {_meta(p).get("name", ""): samples[_meta(p).get("uid", "")] for p in pods
-               if _meta(p).get("uid", "") in samples}
     if not usage:
         raise MetricError("", f"unable to get metrics for resource {resource}: no metrics returned from resource "
                               "metrics API")
@@ -359,12 +359,11 @@ def normalize(current: int, proposal: int, hpa: Obj, history: History, now: date
 
 def _metric_name(metric: Obj) -> str:
     kind = metric.get("type")
+    member = metric.get(METRIC_SOURCE_MEMBERS.get(str(kind), "")) or {}
     if kind == "Resource":
-        return f"{(metric.get('resource') or {}).get('name')} resource"
+        return f"{member.get('name')} resource"
     if kind == "ContainerResource":
-        member = metric.get("containerResource") or {}
         return f"{member.get('name')} container resource"
-    member = metric.get(str(kind or "")[:1].lower() + str(kind or "")[1:]) or {}
     return f"{str(kind).lower()} metric {(member.get('metric') or {}).get('name')}"
 
 
@@ -383,8 +382,8 @@ def _proposal(metric: Obj, current: int, pods: list[Obj], samples: dict[str, Pod
                   "External": "FailedGetExternalMetric"}.get(str(kind), "InvalidMetricSourceType")
         api = "external.metrics.k8s.io" if kind == "External" else "custom.metrics.k8s.io"
         raise MetricError(reason, f"unable to get {_metric_name(metric)}: no {api} API is served")
-    member = metric.get("resource") if kind == "Resource" else metric.get("containerResource")
-    member = member or {}
+    key = METRIC_SOURCE_MEMBERS[kind]
+    member = metric.get(key) or {}
     resource, container = str(member.get("name") or ""), str(member.get("container") or "")
     target = member.get("target") or {}
     reason = "FailedGetResourceMetric" if kind == "Resource" else "FailedGetContainerResourceMetric"
@@ -400,7 +399,6 @@ def _proposal(metric: Obj, current: int, pods: list[Obj], samples: dict[str, Pod
     status_member: Obj = {"name": resource, "current": current_status}
     if container:
         status_member["container"] = container
-    key = "resource" if kind == "Resource" else "containerResource"
     return proposal, {"type": kind, key: status_member}
 
 
@@ -510,12 +508,14 @@ def calculate_changes(hpa: Obj, target: Obj | None, target_error: str, pods: lis
 
 # --- the reconciler --------------------------------------------------------------------------------------
 
-def _target_resource(ref: Obj) -> str | None:
+def _target(ref: Obj) -> ResourceInfo | None:
+    """The served resource of a scale target reference, when it has a /scale subresource."""
     api_version = str(ref.get("apiVersion") or "")
     group = api_version.split("/", 1)[0] if "/" in api_version else ""
     if group == "extensions":  # Kubernetes' scale client still maps the old group's workloads to apps
         group = "apps"
-    return TARGETS.get((group, str(ref.get("kind") or "")))
+    info = by_kind(str(ref.get("kind") or ""))
+    return info if info is not None and info.group == group and info.plural in SCALABLE else None
 
 
 def _samples(raw: dict[str, Any], now: datetime) -> dict[str, PodSample]:
@@ -566,16 +566,18 @@ class HorizontalPodAutoscalerReconciler(Reconciler):
                 self._history.pop(key, None)  # a new object of the same name starts afresh
             history = self._history.setdefault(key, History())
         ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
-        resource = _target_resource(ref)
+        info = _target(ref)
+        resource: str | None = None
         target: Obj | None = None
         error = ""
-        if resource is None:
+        if info is None:
             error = f"unable to determine resource for scale target reference: {ref.get('apiVersion')}, " \
                     f"Kind={ref.get('kind')}"
         else:
+            resource = info.plural
             target = self.ctx.cache.get(resource, namespace, str(ref.get("name") or ""))
             if target is None:
-                qualified = resource if resource == "replicationcontrollers" else f"{resource}.apps"
+                qualified = f"{resource}.{info.group}" if info.group else resource
                 error = f'{qualified} "{ref.get("name")}" not found'
         pods: list[Obj] = []
         samples: dict[str, PodSample] | None = None

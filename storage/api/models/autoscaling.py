@@ -1,4 +1,5 @@
-"""``autoscaling/v2`` kinds: the HorizontalPodAutoscaler (SEMANTICS HPA1), stored without a controller here.
+"""``autoscaling/v2`` kinds: the HorizontalPodAutoscaler (SEMANTICS HPA1); its controller is
+``storage.controllers.hpa``.
 
 Field names and nesting are Kubernetes' autoscaling/v2 types; an autoscaling/v1 body is converted to this
 form on input (``storage.api.conversion``).
@@ -9,6 +10,11 @@ from storage.api.modelbase import WireModel
 from storage.api.models.meta import Resource
 from storage.api.quantity import Quantity
 from storage.api.selectors import LabelSelector
+
+# Each metric type (of a MetricSpec and a MetricStatus) and the member of that name, in the order
+# Kubernetes' validateMetricSpec looks at them.
+METRIC_SOURCE_MEMBERS = {"Object": "object", "External": "external", "Pods": "pods", "Resource": "resource",
+                         "ContainerResource": "containerResource"}
 
 
 class CrossVersionObjectReference(WireModel):
@@ -156,7 +162,7 @@ class HorizontalPodAutoscaler(Resource):
 
 
 __all__ = [
-    "ContainerResourceMetricSource", "CrossVersionObjectReference", "ExternalMetricSource", "HPAScalingPolicy",
+    "METRIC_SOURCE_MEMBERS", "ContainerResourceMetricSource", "CrossVersionObjectReference", "ExternalMetricSource", "HPAScalingPolicy",
     "HPAScalingRules", "HorizontalPodAutoscaler", "HorizontalPodAutoscalerBehavior",
     "HorizontalPodAutoscalerCondition", "HorizontalPodAutoscalerSpec", "HorizontalPodAutoscalerStatus",
     "MetricIdentifier", "MetricSpec", "MetricStatus", "MetricTarget", "MetricValueStatus", "ObjectMetricSource",
