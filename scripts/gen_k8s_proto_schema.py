@@ -304,7 +304,9 @@ def main() -> None:
     kinds: dict[str, str] = {}
     # Kinds served from a CustomResourceDefinition in Kubernetes have no protobuf form, and Stowage carries no
     # message for its json_only kinds (a CustomResourceDefinition's is not even in k8s.io/api): JSON only.
-    roots = [(r.api_version, r.kind) for r in registry.RESOURCES if r.reads_protobuf] + list(EXTRA_ROOTS)
+    roots = [(r.api_version, r.kind) for r in registry.RESOURCES if r.reads_protobuf]
+    roots += [(gv, r.kind) for r in registry.RESOURCES if r.reads_protobuf for gv in r.also_served]
+    roots += list(EXTRA_ROOTS)
     for api_version, kind in roots:
         message = kind_message(packages, api_version, kind)
         gen.visit(message)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.api import autoscaling_v1
 from storage.api.registry import by_kind
 
-__all__ = ["convert"]
+__all__ = ["convert", "to_version"]
 
 _SELECTOR_FROM_TEMPLATE = {"StatefulSet", "DaemonSet", "ReplicaSet", "Deployment"}
 _ON_DELETE_BY_DEFAULT = {("StatefulSet", "apps/v1beta1"), ("DaemonSet", "extensions/v1beta1")}
@@ -35,15 +36,13 @@ def convert(obj: dict[str, Any]) -> dict[str, Any]:
     out["apiVersion"] = info.api_version
     if not version or version not in info.legacy_api_versions:
         return out
+    if (kind, version) == ("HorizontalPodAutoscaler", autoscaling_v1.V1):
+        return autoscaling_v1.to_v2(out)
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         return out
     spec = dict(spec)
     out["spec"] = spec
-    if (kind, version) == ("HorizontalPodAutoscaler", "autoscaling/v1"):
-        _hpa_from_v1(spec)
-        if isinstance(obj.get("status"), dict):
-            out["status"] = _hpa_status_from_v1(dict(obj["status"]))
     if kind in _SELECTOR_FROM_TEMPLATE and not spec.get("selector"):
         template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
         labels = (template.get("metadata") or {}).get("labels") if isinstance(template.get("metadata"), dict) else None
@@ -54,18 +53,11 @@ def convert(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _hpa_from_v1(spec: dict[str, Any]) -> None:
-    """HPA1: autoscaling/v1's one CPU target is v2's Resource metric (Kubernetes' conversion). Without it v1
-    meant "the default policy", which v2's defaulting fills in (cpu at 80%)."""
-    percent = spec.pop("targetCPUUtilizationPercentage", None)
-    if percent is not None and not spec.get("metrics"):
-        spec["metrics"] = [{"type": "Resource", "resource": {
-            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": percent}}}]
-
-
-def _hpa_status_from_v1(status: dict[str, Any]) -> dict[str, Any]:
-    percent = status.pop("currentCPUUtilizationPercentage", None)
-    if percent is not None and not status.get("currentMetrics"):
-        status["currentMetrics"] = [{"type": "Resource", "resource": {
-            "name": "cpu", "current": {"averageUtilization": percent}}}]
-    return status
+def to_version(obj: dict[str, Any], api_version: str) -> dict[str, Any]:
+    """A stored object (in the served version) as ``api_version``, one of the versions its kind is also
+    served at, shows it. Never mutates ``obj``."""
+    if obj.get("apiVersion") == api_version:
+        return obj
+    if obj.get("kind") == "HorizontalPodAutoscaler" and api_version == autoscaling_v1.V1:
+        return autoscaling_v1.from_v2(obj)
+    return {**obj, "apiVersion": api_version}

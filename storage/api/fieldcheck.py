@@ -11,15 +11,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from storage.api.models import MODELS
+from storage.api.models import MODELS, OLDER_VERSION_MODELS
 from storage.api.schema import FieldType, model_fields
 
 __all__ = ["prune_unknown", "unknown_fields"]
 
 
 def unknown_fields(obj: dict[str, Any]) -> list[str]:
-    """Paths (``spec.containers[0].foo``) of every undeclared field of ``obj``, by its ``kind``."""
-    model = MODELS.get(str(obj.get("kind")))
+    """Paths (``spec.containers[0].foo``) of every undeclared field of ``obj``, by its ``kind`` (and its
+    ``apiVersion``, for a kind also served at an older version)."""
+    model = _model(obj)
     if model is None:
         return []
     out: list[str] = []
@@ -29,12 +30,17 @@ def unknown_fields(obj: dict[str, Any]) -> list[str]:
 
 def prune_unknown(obj: dict[str, Any]) -> list[str]:
     """Remove every undeclared field from ``obj`` in place; returns their paths."""
-    model = MODELS.get(str(obj.get("kind")))
+    model = _model(obj)
     if model is None:
         return []
     out: list[str] = []
     _walk_model(obj, model, "", out, prune=True)
     return out
+
+
+def _model(obj: dict[str, Any]) -> type[BaseModel] | None:
+    kind = str(obj.get("kind"))
+    return OLDER_VERSION_MODELS.get((str(obj.get("apiVersion")), kind)) or MODELS.get(kind)
 
 
 def _join(prefix: str, key: str) -> str:

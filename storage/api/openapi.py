@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel
 
 from storage.api import validation as v
-from storage.api.models import MODELS
+from storage.api.models import MODELS, OLDER_VERSION_MODELS
 from storage.api.models.policy import Eviction
 from storage.api.openapi_text import DESCRIPTIONS, KIND_DESCRIPTIONS
 from storage.api.patchmeta import list_map_keys, patch_meta
@@ -43,6 +43,8 @@ _MODULE_PACKAGES = {
     "storage.api.models.scheduling": "io.k8s.api.scheduling.v1",
     "storage.api.models.storage_kinds": "io.k8s.api.storage.v1",
 }
+# Modules of an older version's types (HPA8), whose names are the stored version's too: named by module first.
+_OLDER_VERSION_PACKAGES = {"storage.api.models.autoscaling_v1": "io.k8s.api.autoscaling.v1"}
 
 # Values a field may take, as the validation rules enforce them (model class, wire field) -> values.
 ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -148,6 +150,8 @@ def definition_name(model: type[BaseModel]) -> str:
     name = model.__name__
     if name in _META_CLASSES:
         return f"{META}.{name}"
+    if model.__module__ in _OLDER_VERSION_PACKAGES:
+        return f"{_OLDER_VERSION_PACKAGES[model.__module__]}.{name}"
     info = next((r for r in RESOURCES if r.kind == name), None)
     if info is not None:
         return f"{_package(info.group)}.{info.version}.{name}"
@@ -177,6 +181,16 @@ def _package(group: str) -> str:
     if group.endswith(".k8s.io"):
         return "io.k8s.api." + group[: -len(".k8s.io")]
     return "io.k8s.api." + group
+
+
+def _model(info: ResourceInfo) -> type[BaseModel]:
+    """The kind's model at the version ``info`` serves (``ResourceInfo.at_version`` for an older one)."""
+    return OLDER_VERSION_MODELS.get((info.api_version, info.kind)) or MODELS[info.kind]
+
+
+def _served() -> list[ResourceInfo]:
+    """Every resource at every version it is served at."""
+    return [*RESOURCES, *(r.at_version(gv) for r in RESOURCES for gv in r.also_served)]
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -330,9 +344,8 @@ def definitions() -> dict[str, dict[str, Any]]:
     defs = _common_definitions()
     todo: list[type[BaseModel]] = []
     done: set[type[BaseModel]] = set()
-    for info in RESOURCES:
-        model = MODELS[info.kind]
-        todo.append(model)
+    for info in _served():
+        todo.append(_model(info))
     todo.append(Eviction)
     while todo:
         model = todo.pop()
@@ -343,8 +356,8 @@ def definitions() -> dict[str, dict[str, Any]]:
             continue
         defs[definition_name(model)] = _model_schema(model, todo)
     defs[definition_name(Eviction)]["x-kubernetes-group-version-kind"] = [EVICTION_GVK]
-    for info in RESOURCES:
-        name = definition_name(MODELS[info.kind])
+    for info in _served():
+        name = definition_name(_model(info))
         kind_def = defs[name]
         kind_def["x-kubernetes-group-version-kind"] = _gvk(info)
         for field in ("apiVersion", "kind"):
@@ -436,7 +449,7 @@ def _op_name(verb: str, info: ResourceInfo, namespaced: bool, suffix: str = "") 
 def resource_paths(info: ResourceInfo) -> dict[str, Any]:
     """The Swagger 2.0 paths of one resource."""
     base = "/api/v1" if not info.group else f"/apis/{info.group}/{info.version}"
-    kind_ref = definition_name(MODELS[info.kind])
+    kind_ref = definition_name(_model(info))
     list_ref = kind_ref + "List"
     name_param = _param("name", f"name of the {info.kind}", where="path")
     ns_param = _param("namespace", "object name and auth scope, such as for teams and projects", where="path")
@@ -493,7 +506,7 @@ def _info() -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def v2_document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    for info in RESOURCES:
+    for info in _served():
         paths.update(resource_paths(info))
     return {
         "swagger": "2.0",

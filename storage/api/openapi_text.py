@@ -51,11 +51,12 @@ KIND_DESCRIPTIONS: dict[str, str] = {
                      "global default applies to pods that name none.",
     "HorizontalPodAutoscaler": "Scales a workload (its scale subresource) between minReplicas and maxReplicas "
                                "to keep the metrics at their targets. Stowage stores and validates it as "
-                               "Kubernetes does; an autoscaling/v1 object is converted to autoscaling/v2.",
-    "HorizontalPodAutoscalerSpec": "The scale target, the replica bounds, the metrics to hold at their targets "
-                                   "and how fast to scale up and down.",
+                               "Kubernetes does, as autoscaling/v2; autoscaling/v1 is served too, converted as "
+                               "Kubernetes converts it (what v1 has no field for is kept in annotations).",
+    "HorizontalPodAutoscalerSpec": "The scale target, the replica bounds, and the targets to hold (autoscaling/v1: "
+                                   "the CPU utilization; v2: metrics, and how fast to scale up and down).",
     "HorizontalPodAutoscalerStatus": "What the autoscaler last observed: the replicas, each metric's current "
-                                     "value and the conditions.",
+                                     "value (autoscaling/v1: the CPU utilization) and the conditions.",
     "CrossVersionObjectReference": "An object by apiVersion, kind and name, in the autoscaler's namespace.",
     "MetricSpec": "One metric to scale on: its type (Resource, ContainerResource, Pods, Object or External) and "
                   "exactly the member of that name.",
@@ -155,6 +156,12 @@ DESCRIPTIONS: dict[str, str] = {
     "HorizontalPodAutoscalerStatus.desiredReplicas": "The replicas the autoscaler last asked for.",
     "HorizontalPodAutoscalerStatus.currentMetrics": "Each metric's last measured value, in the order of "
                                                     "spec.metrics.",
+    "HorizontalPodAutoscalerSpec.targetCPUUtilizationPercentage": "autoscaling/v1: the pods' average CPU use to "
+                                                                  "hold, as a percentage of their requests; "
+                                                                  "defaults to 80.",
+    "HorizontalPodAutoscalerStatus.currentCPUUtilizationPercentage": "autoscaling/v1: the pods' average CPU use "
+                                                                     "last measured, as a percentage of their "
+                                                                     "requests.",
     "HPAScalingRules.stabilizationWindowSeconds": "How many seconds of past recommendations to consider "
                                                   "(0 to 3600); defaults to 0 up and 300 down.",
     "HPAScalingRules.selectPolicy": "Which policy applies: Max (the largest change, default), Min, or Disabled "

@@ -5,6 +5,7 @@ command line's short names, and the store's resource keys (the plural).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -20,6 +21,9 @@ class ResourceInfo:
     has_status: bool = True
     # apiVersions accepted on input and converted to the served one.
     legacy_api_versions: tuple[str, ...] = ()
+    # Of those, the ones also served at their own paths, as Kubernetes serves autoscaling/v1 beside v2: the
+    # object is stored in the served version and converted on the way out (storage.api.conversion).
+    also_served: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
     # False for create-only reviews the API server answers itself (SubjectAccessReview, ...): never stored.
     stored: bool = True
@@ -46,6 +50,16 @@ class ResourceInfo:
 
     def accepts(self, api_version: str) -> bool:
         return api_version == self.api_version or api_version in self.legacy_api_versions
+
+    def serves(self, api_version: str) -> bool:
+        return api_version == self.api_version or api_version in self.also_served
+
+    def at_version(self, api_version: str) -> ResourceInfo:
+        """This resource as served at ``api_version`` (one it ``serves``): the same kind and names, that
+        group-version's version."""
+        if api_version == self.api_version:
+            return self
+        return dataclasses.replace(self, version=api_version.rpartition("/")[2], also_served=())
 
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -144,9 +158,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  "certificates.k8s.io", "v1", False, ("csr",)),
     ResourceInfo("PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", "policy", "v1", True,
                  ("pdb",)),
-    # SEMANTICS HPA1: stored, defaulted and validated as Kubernetes does; an autoscaling/v1 body is converted.
+    # SEMANTICS HPA1: stored, defaulted and validated as Kubernetes does; HPA8: autoscaling/v1 served too.
     ResourceInfo("HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", "autoscaling",
-                 "v2", True, ("hpa",), legacy_api_versions=("autoscaling/v1",)),
+                 "v2", True, ("hpa",), legacy_api_versions=("autoscaling/v1",), also_served=("autoscaling/v1",)),
     # Stowage's own kind (SEMANTICS BC12): snapshots of claims on a cron schedule, with retention.
     ResourceInfo("BackupSchedule", "backupschedules", "backupschedule", "backup.stowage.io", "v1alpha1", True,
                  ("bsched",), crd=True),
@@ -210,8 +224,12 @@ def stored_resources() -> list[ResourceInfo]:
 
 
 def groups() -> dict[str, list[ResourceInfo]]:
-    """Served resources by group/version ("v1", "apps/v1", "storage.k8s.io/v1")."""
+    """Served resources by group/version ("v1", "apps/v1", "storage.k8s.io/v1"). A resource also served at an
+    older version is listed there too, as ``at_version`` gives it; a group's preferred version comes first."""
     out: dict[str, list[ResourceInfo]] = {}
     for r in RESOURCES:
         out.setdefault(r.api_version, []).append(r)
+    for r in RESOURCES:
+        for gv in r.also_served:
+            out.setdefault(gv, []).append(r.at_version(gv))
     return out

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from storage.api import k8s_protobuf, managedfields, registry
+from storage.api.conversion import to_version
 from storage.api.limits import MAX_REQUEST_BYTES, depth_message, json_depth_exceeds, request_too_large_message
 from storage.api.selectors import check_field_selector, parse_field_selector, parse_label_selector
 from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, paging, proxy, rendering, scale,
@@ -124,7 +125,7 @@ def parse_resource_path(group_version: str, rest: list[str]) -> _Parsed:
     if not rest or len(rest) > 3 or not all(rest):
         raise _not_found()
     info = registry.by_plural(rest[0])
-    if info is None or info.api_version != group_version:
+    if info is None or not info.serves(group_version):
         raise _not_found()
     if namespace is not None and not info.namespaced:
         raise _not_found()
@@ -136,7 +137,8 @@ def parse_resource_path(group_version: str, rest: list[str]) -> _Parsed:
         raise _not_found()
     if info.namespaced and name and namespace is None:
         raise _not_found()  # a namespaced object is only reachable under its namespace
-    return _Parsed(Target(info, namespace, name, subresource), watch_prefix)
+    version = group_version if group_version != info.api_version else ""
+    return _Parsed(Target(info, namespace, name, subresource, version), watch_prefix)
 
 
 def _has_subresource(info: registry.ResourceInfo, subresource: str) -> bool:
@@ -147,6 +149,24 @@ def _has_subresource(info: registry.ResourceInfo, subresource: str) -> bool:
     if subresource in ("eviction", "ephemeralcontainers"):
         return info.plural == "pods"
     return subresource == "finalize" and info.plural == "namespaces"
+
+
+def _in_version(t: Target) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """HPA8: what a request to an older version's path gets back, its objects and lists in that version.
+    Tables and metadata-only forms are built from the stored version and pass unchanged."""
+    version = t.version
+    if not version:
+        return None
+    kind, list_kind = t.info.kind, t.info.kind + "List"
+
+    def view(obj: dict[str, Any]) -> dict[str, Any]:
+        if obj.get("kind") == kind:
+            return to_version(obj, version)
+        if obj.get("kind") == list_kind:
+            return {**obj, "apiVersion": version, "items": [to_version(o, version) for o in obj.get("items") or []]}
+        return obj
+
+    return view
 
 
 def _truthy(value: str | None) -> bool:
@@ -382,7 +402,7 @@ def create_app(
                                                   visible=visible), query)
             elif method == "POST":
                 manager = _field_manager(request, apply=False)
-                body = await _json_body(request, fields, info=t.info)
+                body = await _json_body(request, fields, info=t.info, api_version=t.version)
                 call = lambda: handlers.create(t, body, user=user, dry_run=dry_run, warnings=warnings,  # noqa: E731
                                                fields=fields, manager=manager)
                 status = 201
@@ -407,7 +427,7 @@ def create_app(
             call = lambda: rendering.render_one(render, t.info, handlers.get(t), query)  # noqa: E731
         elif method == "PUT":
             manager = _field_manager(request, apply=False)
-            body = await _json_body(request, fields, info=t.info)
+            body = await _json_body(request, fields, info=t.info, api_version=t.version)
             call = lambda: handlers.update(t, body, user=user, dry_run=dry_run, warnings=warnings,  # noqa: E731
                                            fields=fields, manager=manager)
         elif method == "PATCH":
@@ -447,7 +467,9 @@ def create_app(
         # anyio's to_thread with its limiter and cancel scopes).
         # The request's context goes along: admission reads the caller from a context variable.
         context = contextvars.copy_context()
-        payload = await asyncio.get_running_loop().run_in_executor(executor, context.run, lambda: encode_json(call()))
+        view = _in_version(t)
+        payload = await asyncio.get_running_loop().run_in_executor(
+            executor, context.run, (lambda: encode_json(call())) if view is None else (lambda: encode_json(view(call()))))
         if created and created[0]:
             status = 201
         response = Response(payload, status_code=status, media_type=render.content_type)
@@ -534,7 +556,8 @@ def create_app(
         events = stream_events(
             t.info, watcher, initial, revision, flt, watches, timeout,
             bookmark_interval if _truthy(query.get("allowWatchBookmarks")) else None,
-            knows_all=since is None or initial_events, transform=rendering.watch_transform(render, t.info, query),
+            knows_all=since is None or initial_events,
+            transform=rendering.watch_transform(render, t.info, query) or _in_version(t),
             initial_events_end=initial_events,
             selected_at_start=selected_at_start[0] if selected_at_start else None,
         )
@@ -610,8 +633,8 @@ async def _json_body(request: Request, fields: FieldValidation | None = None, *,
             # that of a kind whose message is not carried here (CustomResourceDefinition).
             raise _unknown_format(crd=True)
         raw = await _read_body(request)
-        if info is not None:
-            api_version, kind = info.api_version, info.kind
+        if info is not None:  # an older version's path (HPA8) names its version in ``api_version``
+            api_version, kind = api_version or info.api_version, info.kind
         # Off the event loop: a body near the size limit takes a while in pure Python.
         return await run_in_threadpool(k8s_protobuf.decode_object, raw, api_version, kind)
     if content_type == YAML_TYPE:

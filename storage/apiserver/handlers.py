@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 from storage.api import crd
 from storage.api import managedfields as mf
 from storage.api import priority
-from storage.api.conversion import convert
+from storage.api.conversion import convert, to_version
 from storage.api.defaults import apply_defaults
 from storage.api.decoding import UndecodableObject
 from storage.api.deletion import plan_deletion, requested_grace
@@ -90,6 +90,9 @@ class Target:
     namespace: str | None  # None: all namespaces (lists and watches only); "" for cluster-scoped objects
     name: str = ""
     subresource: str = ""
+    # The path's apiVersion when it is not the served one (``info.also_served``): bodies in that version are
+    # converted on input by ``_normalize``, and patches apply to the object as that version shows it.
+    version: str = ""
 
     @property
     def store_namespace(self) -> str:
@@ -298,7 +301,8 @@ class Handlers:
         last: list[dict[str, Any]] = []
 
         def patched(old: dict[str, Any]) -> dict[str, Any]:
-            new = apply_patch(content_type, old, patch)
+            # HPA8: a patch sent to an older version's path is written against that version's fields.
+            new = apply_patch(content_type, to_version(with_type(t.info, old), t.version) if t.version else old, patch)
             if not isinstance(new, dict):
                 raise BadRequest("the patch must leave an object")
             last[:] = [new]
@@ -466,13 +470,13 @@ class Handlers:
         kind = obj.get("kind") or info.kind
         if kind != info.kind:
             raise BadRequest(f"the kind {kind!r} of the body does not match the resource {info.plural!r} (kind {info.kind!r})")
-        api_version = obj.get("apiVersion") or info.api_version
+        api_version = obj.get("apiVersion") or t.version or info.api_version
         if not info.accepts(api_version):
             raise BadRequest(f"apiVersion: {api_version!r} is not served for {info.kind}; use {info.api_version!r}")
         obj["kind"], obj["apiVersion"] = info.kind, api_version
-        obj = convert(obj)  # legacy versions imply fields the served version states explicitly
-        if fields is not None:
+        if fields is not None:  # in the body's own version: autoscaling/v1 has fields v2 lacks, and v2 others
             fields.check(obj, old)
+        obj = convert(obj)  # legacy versions imply fields the served version states explicitly
         meta = _meta(obj)
         if not info.crd:  # a custom resource's malformed metadata is dropped, not refused, by Kubernetes
             check_metadata_times(meta, info.kind, api_version)

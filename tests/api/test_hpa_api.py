@@ -86,8 +86,7 @@ def test_hpa1_kubectl_autoscale_posts_protobuf_and_gets_kubectls_columns(kubectl
         kubectl("delete", "hpa", "web", "--ignore-not-found")
 
 
-# An autoscaling/v1 object. Only autoscaling/v2 is served (discovery names no v1), so kubectl cannot map a v1
-# manifest for apply; a client that posts v1 to the v2 collection gets it converted.
+# An autoscaling/v1 object, posted to the v2 collection: converted. (v1's own paths: test_hpa_v1_api.py.)
 V1_OBJECT = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "v1-cpu"},
              "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "php-apache"},
                       "minReplicas": 1, "maxReplicas": 10, "targetCPUUtilizationPercentage": 50}}

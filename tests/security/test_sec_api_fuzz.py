@@ -588,8 +588,8 @@ def test_protobuf_hostile_envelopes_are_4xx(figures: Api) -> None:
     assert figures.request("POST", revision, deep, _PROTOBUF).status_code == 400
     huge = envelope("v1", "ConfigMap", field(1, field(1, b"big")) + field(2, field(1, b"k") + field(2, b"v" * 3 * MiB)))
     assert figures.request("POST", collection(registry.by_kind("ConfigMap")), huge, _PROTOBUF).status_code == 413  # type: ignore[arg-type]
-    hpa = envelope("autoscaling/v1", "HorizontalPodAutoscaler", field(1, field(1, b"h")))  # served as v2 only
-    assert figures.request("POST", collection(registry.by_kind("ConfigMap")), hpa, _PROTOBUF).status_code == 415  # type: ignore[arg-type]
+    cron = envelope("batch/v1beta1", "CronJob", field(1, field(1, b"c")))  # served as batch/v1 only
+    assert figures.request("POST", collection(registry.by_kind("ConfigMap")), cron, _PROTOBUF).status_code == 415  # type: ignore[arg-type]
     # A served kind's body sent to another kind's endpoint is a 400 naming both.
     job = envelope("batch/v1", "Job", field(1, field(1, b"j")))
     wrong = figures.request("POST", collection(registry.by_kind("ConfigMap")), job, _PROTOBUF)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from storage.api.modelbase import WireModel, dump
 from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
+from storage.api.models import autoscaling_v1
 from storage.api.models.autoscaling import HorizontalPodAutoscaler
 from storage.api.models.batch import CronJob, Job
 from storage.api.models.apiextensions import CustomResourceDefinition
@@ -119,6 +120,14 @@ MODELS: dict[str, type[BaseModel]] = {
 _missing = {r.kind for r in RESOURCES} - set(MODELS)
 assert not _missing, f"registry kinds without a model: {_missing}"
 
+# The form of a kind at an older version it is also served at (HPA8), for the OpenAPI documents only: objects
+# are always validated in the stored version's model above.
+OLDER_VERSION_MODELS: dict[tuple[str, str], type[BaseModel]] = {
+    ("autoscaling/v1", "HorizontalPodAutoscaler"): autoscaling_v1.HorizontalPodAutoscaler,
+}
+_missing_older = {(gv, r.kind) for r in RESOURCES for gv in r.also_served} - set(OLDER_VERSION_MODELS)
+assert not _missing_older, f"older served versions without a model: {_missing_older}"
+
 
 def to_dict(model: BaseModel) -> dict[str, Any]:
     """The wire form of a model."""
@@ -139,7 +148,7 @@ def from_dict(obj: dict[str, Any]) -> BaseModel:
 
 
 __all__ = [
-    "MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
+    "MODELS", "OLDER_VERSION_MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
     "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "PriorityClass", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",

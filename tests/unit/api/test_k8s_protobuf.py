@@ -34,12 +34,13 @@ def test_every_served_kind_has_a_message() -> None:
     crds = [r for r in registry.RESOURCES if not r.reads_protobuf]  # and CustomResourceDefinition (json_only)
     assert built_in and crds
     assert all(known(r.api_version, r.kind) for r in built_in)
+    assert all(known(gv, r.kind) for r in built_in for gv in r.also_served)  # HPA8: autoscaling/v1 too
     assert not any(known(r.api_version, r.kind) for r in crds)
     for info in crds:
         with pytest.raises(UnsupportedMediaType):
             decode_object(envelope(info.api_version, info.kind, field(1, field(1, b"x"))))
     assert known("authentication.k8s.io/v1", "TokenRequest") and known("autoscaling/v1", "Scale")
-    assert not known("apps/v1beta1", "Deployment") and not known("autoscaling/v1", "HorizontalPodAutoscaler")
+    assert not known("apps/v1beta1", "Deployment") and known("autoscaling/v1", "HorizontalPodAutoscaler")
     assert known("batch/v1", "Job")
 
 
@@ -136,7 +137,7 @@ def test_malformed_bodies_are_400_naming_the_problem(body: bytes, problem: str) 
 
 def test_unknown_kind_is_415_and_defaults_come_from_the_endpoint() -> None:
     with pytest.raises(UnsupportedMediaType):
-        decode_object(envelope("autoscaling/v1", "HorizontalPodAutoscaler", b""))
+        decode_object(envelope("batch/v1beta1", "CronJob", b""))
     with pytest.raises(UnsupportedMediaType):
         decode_object(envelope("apps/v1beta1", "Deployment", b""))
     # An envelope without typeMeta holds what the endpoint serves, as Kubernetes assumes.
