@@ -50,7 +50,8 @@ from storage.api.deletion import stop_window
 from storage.api.ephemeral import claim_names, claim_volumes
 from storage.api.event_correlator import EventCorrelator, write_event
 from storage.api.names import NODE_AGENT_FINALIZER
-from storage.api.quantity import canonical, quantity_value
+from storage.api.durations import go_duration
+from storage.api.quantity import canonical, format_quantity, quantity_value
 from storage.api.timestamps import now
 from storage.agent.credentials import AgentTLS
 from storage.client import Client
@@ -336,8 +337,9 @@ class NodeAgent:
         limits = {key: str(n) for key, n in self.attach_limits().items()}
         # In the API server's canonical form ("1000" is stored as "1k"), so an unchanged status compares equal.
         return {
-            "capacity": _canonical({**capacity, "pods": "1000", POOL_RESOURCE: str(total_storage), **limits}),
-            "allocatable": _canonical({**allocatable, "pods": "1000", POOL_RESOURCE: str(free_storage), **limits}),
+            "capacity": _canonical({**capacity, "pods": str(MAX_PODS), POOL_RESOURCE: str(total_storage), **limits}),
+            "allocatable": _canonical({**allocatable, "pods": str(MAX_PODS), POOL_RESOURCE: str(free_storage),
+                                       **limits}),
             "conditions": [{
                 "type": "Ready", "status": "True", "reason": "KubeletReady",
                 "message": "stowage agent is posting ready status",
@@ -1650,6 +1652,28 @@ class NodeAgent:
         with self._lock:
             return set(self._pods)
 
+    def pod_list(self) -> Obj:
+        """The kubelet's ``/pods``: the pods this agent takes as bound to its node, as it last saw them."""
+        with self._lock:
+            pods = sorted(self._pods.values(), key=_key)
+        return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods}
+
+    def kubelet_configuration(self) -> Obj:
+        """The kubelet's ``/configz``: the settings of this agent that are the kubelet's, under its field names
+        (``kubectl get --raw /api/v1/nodes/NAME/proxy/configz``)."""
+        c = self.config
+        return {"kubeletconfig": {
+            "address": c.listen_host,
+            "port": self.port,
+            "nodeStatusUpdateFrequency": go_duration(round(c.heartbeat_seconds * 1e9)),
+            "nodeStatusReportFrequency": go_duration(round(c.status_report_seconds * 1e9)),
+            "containerLogMaxSize": format_quantity(c.container_log_max_bytes, prefer_binary=True),
+            "containerLogMaxFiles": c.container_log_max_files,
+            "podCIDR": c.pod_ip_range,
+            "maxPods": MAX_PODS,
+            "registerNode": True,
+        }}
+
     def pod_uid(self, namespace: str, name: str) -> str:
         with self._lock:
             for uid, pod in self._pods.items():
@@ -1657,6 +1681,9 @@ class NodeAgent:
                     return uid
         raise NotFound(f'pods "{name}" not found on node {self.node}')
 
+
+# The node's pod capacity (the kubelet's maxPods, there 110 by default): the agent's limit is memory, not a count.
+MAX_PODS = 1000
 
 # The one runtime handler of Stowage's agents: a RuntimeClass names it to run a pod here (RC3).
 RUNTIME_HANDLER = "runc"

@@ -209,17 +209,10 @@ def summary(agent: "NodeAgent") -> dict[str, Any]:
     assert runtime is not None
     readers: dict[str, Any] = {"node": _node_usage}
     pods: dict[str, tuple[dict[str, Any], list[str]]] = {}
-    for uid in sorted(runtime.running_pods()):
-        pod = agent._pods.get(uid) or {}
-        names = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
-        running = []
-        for name in names:
-            process = runtime.container_process(uid, name)
-            pid = _init_pid(agent, process[0]) if process is not None else None
-            if pid is not None:
-                readers[f"{uid}/{name}"] = lambda pid=pid: cgroup_usage(pid)
-                running.append(name)
-        pods[uid] = (pod, running)
+    for uid, pod, containers in _running_containers(agent):
+        for name, pid in containers:
+            readers[f"{uid}/{name}"] = lambda pid=pid: cgroup_usage(pid)
+        pods[uid] = (pod, [name for name, _ in containers])
     rates = _rates(readers)
     stamp = now_iso()
 
@@ -240,6 +233,24 @@ def summary(agent: "NodeAgent") -> dict[str, Any]:
                 entry["volume"] = volumes
             out_pods.append(entry)
     return {"node": {"nodeName": agent.node, **usage("node")}, "pods": out_pods, "window": f"{WINDOW_SECONDS}s"}
+
+
+def _running_containers(agent: "NodeAgent") -> list[tuple[str, dict[str, Any], list[tuple[str, int]]]]:
+    """(uid, pod as last seen, [(container, its init pid)]) of each running pod, by uid."""
+    runtime = agent.runtime
+    assert runtime is not None
+    out = []
+    for uid in sorted(runtime.running_pods()):
+        pod = agent._pods.get(uid) or {}
+        running = []
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            name = container.get("name", "")
+            process = runtime.container_process(uid, name)
+            pid = _init_pid(agent, process[0]) if process is not None else None
+            if pid is not None:
+                running.append((name, pid))
+        out.append((uid, pod, running))
+    return out
 
 
 def _mounts_by_point() -> dict[str, mounts.MountEntry]:
@@ -301,4 +312,64 @@ def prometheus_text(agent: "NodeAgent") -> tuple[bytes, str]:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_VolumeCollector(agent))  # type: ignore[arg-type]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _ResourceCollector:
+    """The kubelet's resource metrics (its ``/metrics/resource``, what metrics-server scrapes): cumulative CPU
+    seconds and the working set of the node, of each running pod (the sum of its containers) and of each
+    container, read at each scrape; ``scrape_error`` is 1 when a container's cgroup could not be read."""
+
+    def __init__(self, agent: "NodeAgent") -> None:
+        self.agent = agent
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        node_cpu = CounterMetricFamily("node_cpu_usage_seconds", "Cumulative cpu time consumed by the node in "
+                                       "core-seconds")
+        node_memory = GaugeMetricFamily("node_memory_working_set_bytes", "Current working set of the node in bytes")
+        pod_cpu = CounterMetricFamily("pod_cpu_usage_seconds", "Cumulative cpu time consumed by the pod in "
+                                      "core-seconds", labels=["namespace", "pod"])
+        pod_memory = GaugeMetricFamily("pod_memory_working_set_bytes", "Current working set of the pod in bytes",
+                                       labels=["namespace", "pod"])
+        labels = ["container", "namespace", "pod"]
+        container_cpu = CounterMetricFamily("container_cpu_usage_seconds", "Cumulative cpu time consumed by the "
+                                            "container in core-seconds", labels=labels)
+        container_memory = GaugeMetricFamily("container_memory_working_set_bytes", "Current working set of the "
+                                             "container in bytes", labels=labels)
+        cpu_ns, memory = _node_usage()
+        node_cpu.add_metric([], cpu_ns / 1e9)
+        node_memory.add_metric([], float(memory))
+        failed = 0
+        for _uid, pod, containers in _running_containers(self.agent):
+            meta = pod.get("metadata") or {}
+            namespace, name = meta.get("namespace", ""), meta.get("name", "")
+            total_cpu = total_memory = 0
+            measured = False
+            for container, pid in containers:
+                usage = cgroup_usage(pid)
+                if usage is None:
+                    failed = 1  # gone between the listing and the read, or unreadable
+                    continue
+                measured = True
+                container_cpu.add_metric([container, namespace, name], usage[0] / 1e9)
+                container_memory.add_metric([container, namespace, name], float(usage[1]))
+                total_cpu += usage[0]
+                total_memory += usage[1]
+            if measured:
+                pod_cpu.add_metric([namespace, name], total_cpu / 1e9)
+                pod_memory.add_metric([namespace, name], float(total_memory))
+        scrape_error = GaugeMetricFamily("scrape_error", "1 if there was an error while getting container "
+                                         "metrics, 0 otherwise")
+        scrape_error.add_metric([], float(failed))
+        yield from (container_cpu, container_memory, node_cpu, node_memory, pod_cpu, pod_memory, scrape_error)
+
+
+def resource_metrics_text(agent: "NodeAgent") -> tuple[bytes, str]:
+    """(body, content type) of the agent's ``/metrics/resource``, in the Prometheus text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ResourceCollector(agent))  # type: ignore[arg-type]
     return generate_latest(registry), CONTENT_TYPE_LATEST

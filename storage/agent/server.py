@@ -246,8 +246,27 @@ def build_app(agent: "NodeAgent", token: str | None, *, tls: bool = False) -> St
             return Response(body, media_type=content_type)
         return await guarded(request, run)
 
+    async def resource_metrics(request: Request) -> Response:
+        async def run() -> Response:
+            body, content_type = await run_in_threadpool(metrics.resource_metrics_text, agent)
+            return Response(body, media_type=content_type)
+        return await guarded(request, run)
+
+    async def pod_list(request: Request) -> Response:
+        async def run() -> Response:
+            return JSONResponse(agent.pod_list())
+        return await guarded(request, run)
+
+    async def configz(request: Request) -> Response:
+        async def run() -> Response:
+            return JSONResponse(agent.kubelet_configuration())
+        return await guarded(request, run)
+
     return Starlette(routes=[
         Route("/healthz", healthz),
+        Route("/pods", pod_list),
+        Route("/configz", configz),
+        Route("/metrics/resource", resource_metrics),
         Route("/volumes", create_volume, methods=["POST"]),
         Route("/volumes/{name}", delete_volume, methods=["DELETE"]),
         Route("/snapshots", create_snapshot, methods=["POST"]),

@@ -39,3 +39,30 @@ def duration_seconds(text: str, *, days: bool = False) -> float:
         total += float(number) * units[unit]
         rest = rest[match.end():]
     return sign * total
+
+
+def go_duration(nanos: int) -> str:
+    """Go's ``time.Duration.String``: "1h2m3.5s", "1.5ms", "0s"."""
+    if nanos == 0:
+        return "0s"
+    sign, n = ("-", -nanos) if nanos < 0 else ("", nanos)
+    if n < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if n >= size:
+                return sign + _decimal(n, size) + unit
+    hours, rest = divmod(n, 3600 * 1_000_000_000)
+    minutes, rest = divmod(rest, 60 * 1_000_000_000)
+    text = _decimal(rest, 1_000_000_000) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{sign}{minutes}m{text}"
+    return sign + text
+
+
+def _decimal(n: int, unit: int) -> str:
+    whole, frac = divmod(n, unit)
+    if not frac:
+        return str(whole)
+    digits = len(str(unit)) - 1
+    return f"{whole}." + f"{frac:0{digits}d}".rstrip("0")

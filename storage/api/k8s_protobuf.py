@@ -35,6 +35,7 @@ from typing import Any, Iterator
 
 import orjson
 
+from storage.api.durations import go_duration
 from storage.api.limits import MAX_DEPTH, MAX_REQUEST_BYTES, depth_message, json_depth_exceeds
 from storage.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
@@ -392,7 +393,7 @@ class _Decoder:
             nanos = _signed(_int(parts.get(2, 0), path), 32) if kind == "@microtime" else 0
             return _timestamp(seconds, nanos, kind == "@microtime", path)
         if kind == "@duration":
-            return _go_duration(_signed(_int(parts.get(1, 0), path), 64))
+            return go_duration(_signed(_int(parts.get(1, 0), path), 64))
         if kind == "@quantity":
             text = parts.get(1)
             # Go parses the text (and writes it back canonical): the JSON path's validation judges it instead.
@@ -491,33 +492,6 @@ def _timestamp(seconds: int, nanos: int, micro: bool, path: str) -> str | None:
     if micro:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _go_duration(nanos: int) -> str:
-    """Go's ``time.Duration.String``: "1h2m3.5s", "1.5ms", "0s"."""
-    if nanos == 0:
-        return "0s"
-    sign, n = ("-", -nanos) if nanos < 0 else ("", nanos)
-    if n < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if n >= size:
-                return sign + _decimal(n, size) + unit
-    hours, rest = divmod(n, 3600 * 1_000_000_000)
-    minutes, rest = divmod(rest, 60 * 1_000_000_000)
-    text = _decimal(rest, 1_000_000_000) + "s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{text}"
-    if minutes:
-        return f"{sign}{minutes}m{text}"
-    return sign + text
-
-
-def _decimal(n: int, unit: int) -> str:
-    whole, frac = divmod(n, unit)
-    if not frac:
-        return str(whole)
-    digits = len(str(unit)) - 1
-    return f"{whole}." + f"{frac:0{digits}d}".rstrip("0")
 
 
 def _embedded_json(raw: bytes, path: str) -> Any:

@@ -50,7 +50,8 @@ def discovery_documents() -> dict[str, dict[str, Any]]:
 
 # What ``nodes/NAME/proxy/...`` reaches on a node's agent: its /stats/summary and /metrics only (the
 # kubelet's proxy reaches every kubelet path, exec and the pods' files included; nothing else is served here).
-NODE_PROXY_PATHS = frozenset({"stats/summary", "metrics"})
+# The kubelet paths the agent answers the same way; read-only, none reaching a pod's processes or files.
+NODE_PROXY_PATHS = frozenset({"stats/summary", "metrics", "metrics/resource", "pods", "configz", "healthz"})
 
 
 def node_proxy_target(parts: list[str]) -> tuple[str, str] | None:
@@ -62,13 +63,13 @@ def node_proxy_target(parts: list[str]) -> tuple[str, str] | None:
 
 async def node_proxy(store: Store, method: str, node_name: str, path: str,
                      agent_tls: ssl.SSLContext | None) -> tuple[bytes, str]:
-    """(body, content type) of ``kubectl get --raw /api/v1/nodes/NAME/proxy/{stats/summary,metrics}``: the node
+    """(body, content type) of ``kubectl get --raw /api/v1/nodes/NAME/proxy/PATH`` (``NODE_PROXY_PATHS``): the node
     agent's answer, asked as the server itself (the user was authorized for ``nodes/proxy``), as the
     kubelet's is reached in Kubernetes."""
     if method != "GET":
         raise MethodNotAllowed(f"{method} is not supported on nodes/proxy")
     if path not in NODE_PROXY_PATHS:
-        raise NotFound(f"nodes/proxy: the node agent serves {' and '.join(sorted(NODE_PROXY_PATHS))} only, "
+        raise NotFound(f"nodes/proxy: the node agent serves {', '.join(sorted(NODE_PROXY_PATHS))} only, "
                        f"not {path}")
     node = await run_in_threadpool(store.get, "nodes", "", node_name)  # NotFound: nodes "x" not found
     async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT, verify=agent_tls if agent_tls is not None else True) as client:

@@ -332,7 +332,7 @@ def test_node_proxy_stats_summary_and_metrics_report_a_claims_usage_with_kubectl
     """N6: ``kubectl get --raw /api/v1/nodes/NAME/proxy/stats/summary`` returns the node agent's summary, whose
     pod entries carry each mounted volume's usage as the kubelet's do (statfs of its mount; ``pvcRef`` for a
     claim), and ``.../proxy/metrics`` the kubelet's ``kubelet_volume_stats_*`` gauges, which alerts on a
-    filling claim read. Only those two paths are proxied; ``nodes/proxy`` is authorized."""
+    filling claim read. No path that reaches a pod's processes is proxied; ``nodes/proxy`` is authorized."""
     cluster.apply(local_class(), claim("data", size="64Mi"),
                   claim_pod("filler", "head -c 10485760 /dev/zero > /data/blob; sync; touch /data/done; "
                                       "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
@@ -367,8 +367,9 @@ def test_node_proxy_stats_summary_and_metrics_report_a_claims_usage_with_kubectl
     assert gauges[("kubelet_volume_stats_inodes_used", *claim_key)] >= 1
     assert gauges[("kubelet_volume_stats_inodes_free", *claim_key)] > 0
 
-    other = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/pods")
-    assert other.returncode != 0 and b"serves metrics and stats/summary only" in other.stderr
+    other = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/run/default/filler/c")
+    assert other.returncode != 0, other.stdout
+    assert b"serves configz, healthz, metrics, metrics/resource, pods, stats/summary only" in other.stderr, other.stderr
     posted = kubectl(kubeconfig, "create", "--raw", "/api/v1/nodes/n1/proxy/stats/summary", "-f", "-", input=b"{}")
     assert posted.returncode != 0 and b"POST is not supported on nodes/proxy" in posted.stderr, posted.stderr
     missing = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/nope/proxy/stats/summary")
@@ -376,3 +377,47 @@ def test_node_proxy_stats_summary_and_metrics_report_a_claims_usage_with_kubectl
     denied = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/stats/summary", "--as=alice")
     assert denied.returncode != 0
     assert b'User "alice" cannot get resource "nodes/proxy"' in denied.stderr, denied.stderr
+
+
+def test_node_proxy_pods_configz_healthz_and_resource_metrics_with_kubectl(cluster: Cluster, node: NodeAgent,
+                                                                          kubeconfig: Path) -> None:
+    """N6: the kubelet's other read-only paths through ``nodes/NAME/proxy``: ``healthz``; ``pods`` (the pods the
+    agent runs, as a PodList); ``configz`` (its settings under the kubelet's field names); ``metrics/resource``
+    (what metrics-server scrapes: cumulative CPU seconds and working sets of the node, each pod and each
+    container, read here with Prometheus' own parser)."""
+    run_pod(cluster, "spinner", ["sh", "-c", "trap 'exit 0' TERM; while true; do i=0; while [ $i -lt 20000 ]; "
+                                             "do i=$((i+1)); done; sleep 0.2 & wait $!; done"])
+
+    health = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/healthz")
+    assert health.returncode == 0 and health.stdout == b"ok", health.stderr
+
+    listed = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/pods")
+    assert listed.returncode == 0, listed.stderr
+    pods = json.loads(listed.stdout)
+    assert pods["kind"] == "PodList"
+    spinner = next(p for p in pods["items"] if p["metadata"]["name"] == "spinner")
+    assert spinner["spec"]["nodeName"] == "n1" and spinner["metadata"]["namespace"] == "default"
+
+    configz = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/configz")
+    assert configz.returncode == 0, configz.stderr
+    config = json.loads(configz.stdout)["kubeletconfig"]
+    assert config["containerLogMaxFiles"] == node.config.container_log_max_files
+    assert config["containerLogMaxSize"] == "10Mi" and config["maxPods"] == 1000
+    assert config["nodeStatusReportFrequency"] == "5m0s" and config["port"] == node.port
+
+    def resource_samples() -> dict[tuple[str, str, str], float] | None:
+        raw = kubectl(kubeconfig, "get", "--raw", "/api/v1/nodes/n1/proxy/metrics/resource")
+        assert raw.returncode == 0, raw.stderr
+        samples = {(s.name, s.labels.get("pod", ""), s.labels.get("container", "")): s.value
+                   for family in text_string_to_metric_families(raw.stdout.decode()) for s in family.samples}
+        cpu = samples.get(("container_cpu_usage_seconds_total", "spinner", "main"), 0.0)
+        return samples if cpu > 0.05 else None
+
+    samples = wait_for(resource_samples, "the spinner's CPU time to show in /metrics/resource")
+    assert samples[("container_memory_working_set_bytes", "spinner", "main")] > 0
+    assert samples[("pod_cpu_usage_seconds_total", "spinner", "")] >= samples[("container_cpu_usage_seconds_total",
+                                                                                 "spinner", "main")]
+    assert samples[("pod_memory_working_set_bytes", "spinner", "")] > 0
+    assert samples[("node_cpu_usage_seconds_total", "", "")] > samples[("pod_cpu_usage_seconds_total", "spinner", "")]
+    assert samples[("node_memory_working_set_bytes", "", "")] > 0
+    assert samples[("scrape_error", "", "")] == 0
