@@ -216,12 +216,17 @@ def _metric_status_from_v1(m: Obj) -> Obj:
     return out
 
 
-def _decoded_list(annotations: Obj, key: str) -> list[Obj] | None:
-    """An annotation's JSON list of objects; None when absent or unreadable (Kubernetes ignores those)."""
+def _decoded(annotations: Obj, key: str) -> Any:
+    """An annotation's JSON; None when absent or unreadable (Kubernetes ignores those). A client's annotation
+    can nest deeper than the parser's recursion limit: that is unreadable too, never a server error."""
     try:
-        value = json.loads(annotations[key])
-    except (KeyError, TypeError, ValueError):
+        return json.loads(annotations[key])
+    except (KeyError, TypeError, ValueError, RecursionError):
         return None
+
+
+def _decoded_list(annotations: Obj, key: str) -> list[Obj] | None:
+    value = _decoded(annotations, key)
     return value if isinstance(value, list) and all(isinstance(v, dict) for v in value) else None
 
 
@@ -230,7 +235,10 @@ def to_v2(obj: Obj) -> Obj:
 
     ``targetCPUUtilizationPercentage`` becomes a cpu Utilization metric, after the metrics of the annotation;
     the annotations' current metrics, conditions and behavior are restored, and the four annotations dropped.
-    Without any target v1 meant "the default policy", which v2's defaulting fills in (cpu at 80%)."""
+    Without any target v1 meant "the default policy", which v2's defaulting fills in (cpu at 80%). A spec,
+    status or metadata that is not an object is left as it is, for validation to refuse."""
+    if any(obj.get(k) is not None and not isinstance(obj.get(k), dict) for k in ("spec", "status", "metadata")):
+        return obj
     spec = dict(_d(obj.get("spec")))
     meta = dict(_d(obj.get("metadata")))
     annotations = _d(meta.get("annotations"))
@@ -243,10 +251,7 @@ def to_v2(obj: Obj) -> Obj:
             "type": "Utilization", "averageUtilization": percent}}})
     if metrics and not spec.get("metrics"):
         spec["metrics"] = metrics
-    try:
-        behavior = json.loads(annotations[BEHAVIOR])
-    except (KeyError, TypeError, ValueError):
-        behavior = None
+    behavior = _decoded(annotations, BEHAVIOR)
     if isinstance(behavior, dict) and "behavior" not in spec:
         spec["behavior"] = behavior
     out = {**obj, "spec": spec}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Callable
@@ -109,6 +110,13 @@ def test_hpa8_kubectl_applies_a_v1_manifest_and_its_changes(kubectl: Kubectl, ku
         assert diffed.returncode == 0, diffed.stdout + diffed.stderr
         table = kubectl("get", "hpa", name)
         assert "cpu: <unknown>/70%" in table.stdout, table.stdout
+        described = kubectl("describe", "hpa", name)
+        assert described.returncode == 0, described.stderr
+        if kubectl_version == "1.20":  # it knows autoscaling/v1 and v2beta2, not v2: it describes the v1 form
+            assert re.search(r"Target CPU utilization:\s+70%", described.stdout), described.stdout
+        else:
+            assert re.search(r"resource cpu on pods\s+\(as a percentage of request\):\s+<unknown> / 70%",
+                             described.stdout), described.stdout
     finally:
         kubectl("delete", "-f", str(manifest), "--ignore-not-found")
 

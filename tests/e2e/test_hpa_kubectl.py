@@ -20,7 +20,10 @@ from support import kubectl_binary
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-# A loop held to 200m by its CPU limit, against a 100m request: 200% of request, four times a 50% target.
+# A loop held to 200m by its CPU limit, against a 100m request: 200% of request on an idle node. The targets
+# are 5%: on a contended node the loop gets the small share its request buys (a CI machine at load 7 gave it
+# 17m, 17%), still more than three times the target, so the scale-up does not depend on the machine's load.
+TARGET = 5
 BURN = {"name": "main", "image": "debian:12", "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do :; done"],
         "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "200m"}}}
 
@@ -64,16 +67,17 @@ def replicas(stowage: Stowage) -> int:
 def test_kubectl_autoscale_scales_a_deployment_up_and_down(stowage: Stowage, tmp_path: Path) -> None:
     kubectl(stowage, "apply", "-f", "-", input=workload("Deployment", "burn"))
     try:
-        out = kubectl(stowage, "autoscale", "deployment", "burn", "--min", "1", "--max", "3", "--cpu-percent", "50")
+        out = kubectl(stowage, "autoscale", "deployment", "burn", "--min", "1", "--max", "3", "--cpu-percent",
+                      str(TARGET))
         assert "horizontalpodautoscaler.autoscaling/burn autoscaled" in out
 
-        # Up: 200% against 50% asks for 4; maxReplicas holds it at 3.
+        # Up: over three times the target asks for 4 or more; maxReplicas holds it at 3.
         poll("the deployment scaled to 3", lambda: replicas(stowage) == 3, 120, interval=1,
              diagnose=lambda: kubectl(stowage, "describe", "hpa", "burn"))
         status = poll("the autoscaler's status", lambda: (s := hpa(stowage)["status"]).get("currentMetrics") and s, 60)
         cpu = status["currentMetrics"][0]
         assert cpu["type"] == "Resource" and cpu["resource"]["name"] == "cpu"
-        assert cpu["resource"]["current"]["averageUtilization"] > 55
+        assert cpu["resource"]["current"]["averageUtilization"] > TARGET
         assert status["desiredReplicas"] == 3 and status["lastScaleTime"]
         conditions = {c["type"]: c for c in status["conditions"]}
         assert conditions["ScalingActive"]["status"] == "True"
@@ -84,7 +88,7 @@ def test_kubectl_autoscale_scales_a_deployment_up_and_down(stowage: Stowage, tmp
         header, row = table.splitlines()[:2]
         assert header.split() == ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"]
         assert row.split()[:2] == ["burn", "Deployment/burn"]
-        assert "/50%" in row and "<unknown>" not in row
+        assert f"/{TARGET}%" in row and "<unknown>" not in row
 
         events = json.loads(kubectl(stowage, "get", "events", "--field-selector",
                                     "involvedObject.name=burn,involvedObject.kind=HorizontalPodAutoscaler",
@@ -94,7 +98,8 @@ def test_kubectl_autoscale_scales_a_deployment_up_and_down(stowage: Stowage, tmp
         assert "cpu resource utilization (percentage of request) above target" in " ".join(
             e["message"] for e in events if e["reason"] == "SuccessfulRescale")
 
-        # Down: idle pods use ~0% of their request; with no stabilization window it goes to minReplicas.
+        # Down: idle pods use ~0% of their request (under 90% of the target: beyond the tolerance); with no
+        # stabilization window it goes to minReplicas.
         kubectl(stowage, "patch", "deployment", "burn", "--type", "json", "-p", json.dumps([
             {"op": "replace", "path": "/spec/template/spec/containers/0/command",
              "value": ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done"]}]))
@@ -122,7 +127,8 @@ def test_an_autoscaled_statefulset_gets_a_claim_for_each_new_member(stowage: Sto
     sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
     kubectl(stowage, "apply", "-f", "-", input=json.dumps(sts))
     try:
-        kubectl(stowage, "autoscale", "statefulset", "burnsts", "--min", "1", "--max", "2", "--cpu-percent", "50")
+        kubectl(stowage, "autoscale", "statefulset", "burnsts", "--min", "1", "--max", "2", "--cpu-percent",
+                str(TARGET))
 
         def scaled() -> bool:
             sts = json.loads(kubectl(stowage, "get", "statefulset", "burnsts", "-o", "json"))

@@ -121,10 +121,20 @@ def test_hpa8_annotations_are_only_what_the_conversion_wrote() -> None:
     assert v1["metadata"]["annotations"] == {"team": "a"}
 
     sent = {**v1, "metadata": {**v1["metadata"], "annotations": {
-        "team": "a", autoscaling_v1.METRICS: "not json", autoscaling_v1.BEHAVIOR: "[1]"}}}
+        "team": "a", autoscaling_v1.METRICS: "not json", autoscaling_v1.BEHAVIOR: "[1]",
+        # deeper than Python's parser recurses: unreadable, not a server error
+        autoscaling_v1.CONDITIONS: "[" * 200_000}}, "status": {"currentReplicas": 1}}
     back = convert(sent)
     assert back["metadata"]["annotations"] == {"team": "a"}
     assert back["spec"]["metrics"] == [V2_METRICS[1]] and "behavior" not in back["spec"]
+    assert "conditions" not in back["status"]
+
+
+def test_hpa8_a_malformed_v1_body_is_left_for_validation() -> None:
+    """A spec that is not an object is not turned into an empty one: validation refuses it, naming it."""
+    sent = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "x"},
+            "spec": "everything"}
+    assert convert(sent)["spec"] == "everything"
 
 
 def test_hpa8_v1_target_kinds_read_as_kubernetes_reads_them() -> None:
