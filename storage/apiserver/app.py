@@ -258,6 +258,14 @@ def create_app(
     group_list["groups"].append(metrics.api_group())
     static["/apis"] = orjson.dumps(group_list)
     static.update({path: orjson.dumps(doc) for path, doc in metrics.discovery_documents().items()})
+    # The same, aggregated: /api and /apis answer it to clients that ask for it (kubectl since 1.26).
+    resource_lists = {gv: discovery.api_resource_list(gv) for gv in registry.groups()}
+    resource_lists[metrics.GROUP_VERSION] = metrics.resource_list()
+    named = [(g["name"], [v["version"] for v in g["versions"]]) for g in group_list["groups"]]
+    aggregated: dict[tuple[str, str], bytes] = {}
+    for version in discovery.AGGREGATED_VERSIONS:
+        aggregated["/api", version] = orjson.dumps(discovery.aggregated_list([("", ["v1"])], resource_lists, version))
+        aggregated["/apis", version] = orjson.dumps(discovery.aggregated_list(named, resource_lists, version))
 
     async def endpoint(request: Request) -> Response:
         path = request.scope["path"].rstrip("/") or "/"
@@ -298,6 +306,10 @@ def create_app(
             if path in static:
                 if request.method != "GET":
                     raise MethodNotAllowed(f"{request.method} is not supported on {path}")
+                wanted = discovery.aggregated_version(request.headers.get("accept")) if path in ("/api", "/apis") \
+                    else None
+                if wanted is not None:
+                    return Response(aggregated[path, wanted], media_type=discovery.aggregated_content_type(wanted))
                 return Response(static[path], media_type=JSON_TYPE)
             parts = path.split("/")[1:]
             pod_sub = proxy.pod_subresource_target(parts)

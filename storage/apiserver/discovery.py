@@ -10,6 +10,7 @@ from typing import Any
 
 from storage.api.registry import ResourceInfo, groups
 from storage.api.scale import SCALABLE
+from storage.apiserver.rendering import parse_accept
 
 GIT_VERSION = "v1.30.0-stowage"
 STATUS_VERBS = ["get", "patch", "update"]
@@ -118,3 +119,63 @@ def api_resource_list(group_version: str) -> dict[str, Any] | None:
             resources.append({"name": "namespaces/finalize", "singularName": "", "namespaced": False,
                               "kind": "Namespace", "verbs": ["update"]})
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
+
+
+# --- aggregated discovery (apidiscovery.k8s.io): every group's resources in one document -------------------
+# kubectl and client-go since 1.26 ask /api and /apis for it first (Accept names it, plain JSON as the
+# fallback); with it a cold discovery cache costs two requests instead of one per group-version.
+AGGREGATED_GROUP = "apidiscovery.k8s.io"
+AGGREGATED_KIND = "APIGroupDiscoveryList"
+AGGREGATED_VERSIONS = ("v2", "v2beta1")
+
+
+def aggregated_version(accept: str | None) -> str | None:
+    """The apidiscovery version to answer in ("v2", "v2beta1"), or None for the legacy documents: the first
+    alternative of the Accept header that the server can produce wins, as for every other read."""
+    for m in parse_accept(accept):
+        if m.type not in ("application/json", "application/*", "*/*"):
+            continue
+        if m.params.get("as") is None:
+            return None
+        if (m.params.get("as") == AGGREGATED_KIND and m.params.get("g") == AGGREGATED_GROUP
+                and m.params.get("v") in AGGREGATED_VERSIONS):
+            return m.params["v"]
+    return None
+
+
+def aggregated_content_type(version: str) -> str:
+    return f"application/json;g={AGGREGATED_GROUP};v={version};as={AGGREGATED_KIND}"
+
+
+def _aggregated_resources(resource_list: dict[str, Any]) -> list[dict[str, Any]]:
+    """A legacy APIResourceList's resources in aggregated form: each subresource under its parent, every
+    response kind with its group and version spelled out."""
+    group, _, version = str(resource_list["groupVersion"]).rpartition("/")
+    out: dict[str, dict[str, Any]] = {}
+    for r in resource_list["resources"]:
+        kind = {"group": r.get("group", group), "version": r.get("version", version), "kind": r["kind"]}
+        parent, _, sub = str(r["name"]).partition("/")
+        if not sub:
+            entry: dict[str, Any] = {"resource": parent, "responseKind": kind,
+                                     "scope": "Namespaced" if r["namespaced"] else "Cluster",
+                                     "singularResource": r["singularName"], "verbs": list(r["verbs"])}
+            for field in ("shortNames", "categories"):
+                if r.get(field):
+                    entry[field] = list(r[field])
+            out[parent] = entry
+        else:
+            out[parent].setdefault("subresources", []).append(
+                {"subresource": sub, "responseKind": kind, "verbs": list(r["verbs"])})
+    return list(out.values())
+
+
+def aggregated_list(groups: list[tuple[str, list[str]]], resource_lists: dict[str, dict[str, Any]],
+                    version: str) -> dict[str, Any]:
+    """The APIGroupDiscoveryList of ``groups`` (name, its versions preferred first; "" is the core group),
+    from the legacy resource list of each group-version."""
+    items = []
+    for name, versions in groups:
+        items.append({"metadata": {"name": name, "creationTimestamp": None}, "versions": [
+            {"version": v, "resources": _aggregated_resources(resource_lists[f"{name}/{v}" if name else v]),
+             "freshness": "Current"} for v in versions]})
+    return {"kind": AGGREGATED_KIND, "apiVersion": f"{AGGREGATED_GROUP}/{version}", "metadata": {}, "items": items}

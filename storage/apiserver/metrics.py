@@ -48,9 +48,8 @@ def discovery_documents() -> dict[str, dict[str, Any]]:
             f"/apis/{GROUP_VERSION}": resource_list()}
 
 
-# What ``nodes/NAME/proxy/...`` reaches on a node's agent: its /stats/summary and /metrics only (the
-# kubelet's proxy reaches every kubelet path, exec and the pods' files included; nothing else is served here).
-# The kubelet paths the agent answers the same way; read-only, none reaching a pod's processes or files.
+# What ``nodes/NAME/proxy/...`` reaches on a node's agent: the kubelet paths the agent answers the same way,
+# all read-only (the kubelet's proxy reaches every kubelet path, exec and the pods' files included).
 NODE_PROXY_PATHS = frozenset({"stats/summary", "metrics", "metrics/resource", "pods", "configz", "healthz"})
 
 
