@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from storage.api.models import MODELS, OLDER_VERSION_MODELS
+from storage.api.models import model_at
 from storage.api.schema import FieldType, model_fields
 
 __all__ = ["prune_unknown", "unknown_fields"]
@@ -39,8 +39,7 @@ def prune_unknown(obj: dict[str, Any]) -> list[str]:
 
 
 def _model(obj: dict[str, Any]) -> type[BaseModel] | None:
-    kind = str(obj.get("kind"))
-    return OLDER_VERSION_MODELS.get((str(obj.get("apiVersion")), kind)) or MODELS.get(kind)
+    return model_at(str(obj.get("apiVersion")), str(obj.get("kind")))
 
 
 def _join(prefix: str, key: str) -> str:

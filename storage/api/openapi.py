@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel
 
 from storage.api import validation as v
-from storage.api.models import MODELS, OLDER_VERSION_MODELS
+from storage.api.models import MODELS, OLDER_VERSION_MODELS, model_at
 from storage.api.models.policy import Eviction
 from storage.api.openapi_text import DESCRIPTIONS, KIND_DESCRIPTIONS
 from storage.api.patchmeta import list_map_keys, patch_meta
@@ -43,8 +43,6 @@ _MODULE_PACKAGES = {
     "storage.api.models.scheduling": "io.k8s.api.scheduling.v1",
     "storage.api.models.storage_kinds": "io.k8s.api.storage.v1",
 }
-# Modules of an older version's types (HPA8), whose names are the stored version's too: named by module first.
-_OLDER_VERSION_PACKAGES = {"storage.api.models.autoscaling_v1": "io.k8s.api.autoscaling.v1"}
 
 # Values a field may take, as the validation rules enforce them (model class, wire field) -> values.
 ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -183,9 +181,17 @@ def _package(group: str) -> str:
     return "io.k8s.api." + group
 
 
+# Modules of an older version's types (HPA8), whose names are the stored version's too: named by module first,
+# in the package of the group-version they serve.
+_OLDER_VERSION_PACKAGES = {model.__module__: f"{_package(gv.rpartition('/')[0])}.{gv.rpartition('/')[2]}"
+                           for (gv, _), model in OLDER_VERSION_MODELS.items()}
+
+
 def _model(info: ResourceInfo) -> type[BaseModel]:
     """The kind's model at the version ``info`` serves (``ResourceInfo.at_version`` for an older one)."""
-    return OLDER_VERSION_MODELS.get((info.api_version, info.kind)) or MODELS[info.kind]
+    model = model_at(info.api_version, info.kind)
+    assert model is not None  # storage.api.models checks every served kind has one
+    return model
 
 
 def _served() -> list[ResourceInfo]:

@@ -129,6 +129,11 @@ _missing_older = {(gv, r.kind) for r in RESOURCES for gv in r.also_served} - set
 assert not _missing_older, f"older served versions without a model: {_missing_older}"
 
 
+def model_at(api_version: str, kind: str) -> type[BaseModel] | None:
+    """The model of ``kind`` as ``api_version`` shows it: an older served version's, else the stored one."""
+    return OLDER_VERSION_MODELS.get((api_version, kind)) or MODELS.get(kind)
+
+
 def to_dict(model: BaseModel) -> dict[str, Any]:
     """The wire form of a model."""
     return dump(model)
@@ -148,7 +153,7 @@ def from_dict(obj: dict[str, Any]) -> BaseModel:
 
 
 __all__ = [
-    "MODELS", "OLDER_VERSION_MODELS", "POD_VOLUME_SOURCES", "PV_VOLUME_SOURCES",
+    "MODELS", "OLDER_VERSION_MODELS", "POD_VOLUME_SOURCES", "model_at", "PV_VOLUME_SOURCES",
     "CSIDriver", "CSINode", "ConfigMap", "Container", "ControllerRevision", "DaemonSet", "CronJob", "Deployment", "EndpointSlice", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "PriorityClass", "IngressClass", "Job", "Lease", "LimitRange", "Endpoints", "Event", "LabelSelector",
     "LabelSelectorRequirement", "Namespace", "Node", "ObjectMeta", "ObjectReference", "OwnerReference",
     "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodDisruptionBudget", "PodSpec", "PodTemplateSpec", "ReplicaSet",
