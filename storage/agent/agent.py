@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 import queue
 import threading
 import time
@@ -40,6 +39,8 @@ from storage.agent.pool import Pool
 from storage.agent.node_lease import renew_lease
 from storage.agent.object_cache import RESOURCES, ReferencedObjects, revision
 from storage.agent.resolve import ApiEnvSources, VolumeNotReady, pod_with_service_env, resolve_pod_volumes
+from storage.agent.node_info import node_info, well_known_labels
+from storage.agent.runtime import apparmor
 from storage.agent.runtime import ContainersNotStopped, PodRuntime, StopDeadline
 from storage.agent.runtime.pod import container_field_path
 from storage.agent.runtime.runc import CONTAINER_LOG_MAX_BYTES, CONTAINER_LOG_MAX_FILES, HOST_PRIVATE
@@ -348,8 +349,7 @@ class NodeAgent:
             "addresses": [{"type": "InternalIP", "address": self.config.host_ip},
                           {"type": "Hostname", "address": self.node}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
-            "nodeInfo": {"kubeletVersion": "v1.30.0-stowage", "operatingSystem": "linux",
-                         "architecture": os.uname().machine, "containerRuntimeVersion": "runc"},
+            "nodeInfo": node_info(),
             "storagePools": pools,
             "volumesInUse": self.volumes.volumes_in_use(),
             "volumesAttached": self._volumes_attached(),
@@ -418,7 +418,7 @@ class NodeAgent:
         return out
 
     def register(self) -> None:
-        labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", **self.config.labels}
+        labels = {**well_known_labels(self.node), **self.config.labels}
         annotations = self.plugin_annotations()
         if self.config.zone:
             labels["topology.kubernetes.io/zone"] = self.config.zone
@@ -1061,6 +1061,10 @@ class NodeAgent:
                 # when the pass its deletion brought ran before that was made.
                 self._mark_dirty(uid)
             return
+        refusal = self._admission_refusal(uid, pod)
+        if refusal is not None:
+            self._refuse(pod, *refusal)
+            return
         sandbox_problem = self._runtime_handler_problem(uid, pod)
         if sandbox_problem is not None:
             message = f"Failed to create pod sandbox: {sandbox_problem}"
@@ -1119,6 +1123,24 @@ class NodeAgent:
         log.debug("agent.pod_synced", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", phase=status.get("phase"),
                   resolve_ms=round((resolved - began) * 1000, 1), volumes_ms=round((mounted - resolved) * 1000, 1),
                   runtime_ms=round((started - mounted) * 1000, 1), status_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def _admission_refusal(self, uid: str, pod: Obj) -> tuple[str, str] | None:
+        """(reason, message) when the kubelet's admission would refuse the pod on this node (AA2: AppArmor
+        it cannot enforce). Asked before the pod's first start only, as the kubelet admits a pod once."""
+        assert self.runtime is not None
+        if uid in self._resolved or uid in self.runtime.running_pods():
+            return None
+        problem = apparmor.admission_problem(pod)
+        return ("AppArmor", problem) if problem is not None else None
+
+    def _refuse(self, pod: Obj, reason: str, message: str) -> None:
+        """The pod fails without starting, for good: phase Failed with the reason, and a Warning event."""
+        status = {"phase": "Failed", "reason": reason, "message": message}
+        with self._lock:
+            self._evicted[_meta(pod).get("uid", "")] = status  # never started again, and its status kept
+        log.warning("agent.pod_refused", pod=f"{_key(pod)[0]}/{_key(pod)[1]}", reason=reason)
+        self._event(pod, "Warning", reason, message)
+        self._release_volumes(pod, status)
 
     def _runtime_handler_problem(self, uid: str, pod: Obj) -> str | None:
         """RC3: why the pod's RuntimeClass cannot run here, as the kubelet says it (None: it can). The agent's
@@ -1534,8 +1556,8 @@ class NodeAgent:
                 return
             for reason, message in _container_warnings(pod, old, status) if warn else ():
                 self._event(pod, "Warning", reason, message)
-            for reason, message, field_path in _container_starts(old, status):
-                self._event_soon(pod, "Normal", reason, message, field_path)
+            # CT3: Pulled, Created and Started are recorded by each start itself (PodWorker._start_events): a
+            # status write can report several restarts at once, and the diff of two writes saw only one.
             return
 
     def _remember(self, pod: Obj) -> None:
@@ -1843,33 +1865,9 @@ def _container_warnings(pod: Obj, old: Obj, new: Obj) -> list[tuple[str, str]]:
     return out
 
 
-def _run_started(c: Obj) -> str | None:
-    """When the container's current run started (running, or ended since): one run, one value."""
-    state = c.get("state") or {}
-    return ((state.get("running") or {}).get("startedAt")
-            or (state.get("terminated") or {}).get("startedAt"))
-
-
 # Where each list of container statuses has its containers in the pod's spec (an event's fieldPath).
 _STATUS_FIELDS = (("initContainerStatuses", "initContainers"), ("containerStatuses", "containers"),
                   ("ephemeralContainerStatuses", "ephemeralContainers"))
-
-
-def _container_starts(old: Obj, new: Obj) -> list[tuple[str, str, str]]:
-    """The kubelet's ``Pulled``, ``Created`` and ``Started`` events, with the container's field path, for each
-    container run a status write reports first (``kubectl describe pod`` lists them under Events). A container
-    runs on the host's own files, so its image is always present: the kubelet's words for an image it did not
-    need to pull."""
-    before = {c.get("name"): _run_started(c) for c in _container_statuses(old)}
-    out: list[tuple[str, str, str]] = []
-    for status_key, spec_key in _STATUS_FIELDS:
-        for c in new.get(status_key) or []:
-            name, started = c.get("name"), _run_started(c)
-            if started and started != before.get(name):
-                path = container_field_path(spec_key, name)
-                out += [("Pulled", f'Container image "{c.get("image") or ""}" already present on machine', path),
-                        ("Created", f"Created container: {name}", path), ("Started", f"Started container {name}", path)]
-    return out
 
 
 def _running_containers(pod: Obj | None) -> list[tuple[str, str]]:

@@ -308,10 +308,16 @@ def prometheus_text(agent: "NodeAgent") -> tuple[bytes, str]:
     each claim mounted for a running pod (labels ``namespace`` and ``persistentvolumeclaim``), in the
     Prometheus text format. The library is loaded at the first scrape: an agent nobody scrapes does not
     carry it (the agent's memory aim)."""
+    return _exposition(_VolumeCollector(agent))
+
+
+def _exposition(collector: object) -> tuple[bytes, str]:
+    """(body, content type) of one collector's metrics in the Prometheus text format, from a registry of its
+    own: a scrape reads the cgroups and mounts at that moment, and nothing is kept between scrapes."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_VolumeCollector(agent))  # type: ignore[arg-type]
+    registry.register(collector)  # type: ignore[arg-type]
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -368,8 +374,4 @@ class _ResourceCollector:
 
 def resource_metrics_text(agent: "NodeAgent") -> tuple[bytes, str]:
     """(body, content type) of the agent's ``/metrics/resource``, in the Prometheus text format."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ResourceCollector(agent))  # type: ignore[arg-type]
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return _exposition(_ResourceCollector(agent))

@@ -31,6 +31,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from tty import setraw
 from typing import TYPE_CHECKING, Any, Iterator
 
 import orjson
@@ -276,6 +277,11 @@ async def _exec_pipes(ch: ChannelSocket, argv: list[str], want_stdin: bool, want
 
 async def _exec_tty(ch: ChannelSocket, argv: list[str], want_stdin: bool) -> None:
     master, slave = pty.openpty()
+    # CT4: our terminal only carries bytes between the client and runc, which copies them to the container's own
+    # terminal: raw from the start, as containerd copies a stream straight to the container's console. Cooked (as a
+    # new pty is) until runc made it raw, it echoed what came first (a byte arriving with the session showed twice,
+    # once from each terminal) and turned \r into \n.
+    setraw(slave, termios.TCSANOW)
     try:
         proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, close_fds=True)
     finally:

@@ -191,29 +191,112 @@ def _sc(obj: dict[str, Any], now: datetime) -> Row:
     ]
 
 
-def pod_status(obj: dict[str, Any]) -> str:
-    status = _status(obj)
-    if _meta(obj).get("deletionTimestamp"):
-        return "Terminating"
-    reason = status.get("reason")
-    for cs in status.get("containerStatuses") or []:
+@dataclass
+class _PodSummary:
+    ready: int
+    total: int
+    reason: str
+    restarts: int
+    last_restart: datetime | None
+
+
+def _sidecar_names(spec: dict[str, Any]) -> set[str]:
+    """Restartable init containers (sidecars): counted with the pod's containers, as kubectl counts them."""
+    return {str(c.get("name")) for c in spec.get("initContainers") or [] if isinstance(c, dict)
+            and c.get("restartPolicy") == "Always"}
+
+
+def _later(current: datetime | None, state: Any) -> datetime | None:
+    finished = parse_timestamp(((state or {}).get("terminated") or {}).get("finishedAt"))
+    return finished if finished is not None and (current is None or finished > current) else current
+
+
+def _terminated_reason(terminated: dict[str, Any], prefix: str = "") -> str:
+    if terminated.get("reason"):
+        return prefix + str(terminated["reason"])
+    if terminated.get("signal"):
+        return f"{prefix}Signal:{terminated['signal']}"
+    return f"{prefix}ExitCode:{terminated.get('exitCode', 0)}"
+
+
+def _pod_summary(obj: dict[str, Any]) -> _PodSummary:
+    """Kubernetes' printPod: READY, STATUS and RESTARTS from the phase, the init containers in order (the first
+    not done names the state: ``Init:1/2``, ``Init:CrashLoopBackOff``), then the containers."""
+    spec, status = _spec(obj), _status(obj)
+    sidecars = _sidecar_names(spec)
+    total = len(spec.get("containers") or []) + len(sidecars)
+    phase = status.get("phase")
+    reason = str(status.get("reason") or phase or "Pending")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "SchedulingGated":
+            reason = "SchedulingGated"
+    ready = restarts = sidecar_restarts = 0
+    last_restart: datetime | None = None
+    last_sidecar_restart: datetime | None = None
+    initializing = False
+    init_count = len(spec.get("initContainers") or [])
+    for i, cs in enumerate(status.get("initContainerStatuses") or []):
         state = cs.get("state") or {}
-        waiting = (state.get("waiting") or {}).get("reason")
-        terminated = (state.get("terminated") or {}).get("reason")
-        if waiting:
-            reason = waiting
-        elif terminated and status.get("phase") not in ("Running",):
-            reason = terminated
-    return str(reason or status.get("phase") or "Pending")
+        restarts += int(cs.get("restartCount") or 0)
+        last_restart = _later(last_restart, cs.get("lastState"))
+        sidecar = cs.get("name") in sidecars
+        if sidecar:
+            sidecar_restarts += int(cs.get("restartCount") or 0)
+            last_sidecar_restart = _later(last_sidecar_restart, cs.get("lastState"))
+        terminated, waiting = state.get("terminated"), state.get("waiting") or {}
+        if terminated is not None and int(terminated.get("exitCode") or 0) == 0:
+            continue
+        if sidecar and cs.get("started"):
+            ready += 1 if cs.get("ready") else 0
+            continue
+        if terminated is not None:
+            reason = _terminated_reason(terminated, "Init:")
+        elif waiting.get("reason") and waiting.get("reason") != "PodInitializing":
+            reason = f"Init:{waiting['reason']}"
+        else:
+            reason = f"Init:{i}/{init_count}"
+        initializing = True
+        break
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True"
+                      for c in status.get("conditions") or [])
+    if not initializing or initialized:
+        restarts, last_restart = sidecar_restarts, last_sidecar_restart
+        running = False
+        for cs in reversed(status.get("containerStatuses") or []):
+            state = cs.get("state") or {}
+            restarts += int(cs.get("restartCount") or 0)
+            last_restart = _later(last_restart, cs.get("lastState"))
+            waiting, terminated = state.get("waiting") or {}, state.get("terminated")
+            if waiting.get("reason"):
+                reason = str(waiting["reason"])
+            elif terminated is not None:
+                reason = _terminated_reason(terminated)
+            elif cs.get("ready") and state.get("running") is not None:
+                running = True
+                ready += 1
+        if reason == "Completed" and running:
+            pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                            for c in status.get("conditions") or [])
+            reason = "Running" if pod_ready else "NotReady"
+    if _meta(obj).get("deletionTimestamp"):
+        if status.get("reason") == "NodeLost":
+            reason = "Unknown"
+        elif phase not in ("Succeeded", "Failed"):
+            reason = "Terminating"
+    return _PodSummary(ready, total, reason, restarts, last_restart)
+
+
+def pod_status(obj: dict[str, Any]) -> str:
+    return _pod_summary(obj).reason
 
 
 def _pod(obj: dict[str, Any], now: datetime) -> Row:
-    status = _status(obj)
-    statuses = status.get("containerStatuses") or []
-    total = len(_spec(obj).get("containers") or []) or len(statuses)
-    ready = sum(1 for cs in statuses if cs.get("ready"))
-    restarts = sum(int(cs.get("restartCount") or 0) for cs in statuses)
-    return [str(_meta(obj).get("name", "")), f"{ready}/{total}", pod_status(obj), str(restarts), object_age(obj, now)]
+    summary = _pod_summary(obj)
+    restarts = str(summary.restarts)
+    if summary.restarts and summary.last_restart is not None:
+        restarts += f" ({human_duration((now - summary.last_restart).total_seconds())} ago)"
+    return [str(_meta(obj).get("name", "")), f"{summary.ready}/{summary.total}", summary.reason, restarts,
+            object_age(obj, now)]
 
 
 def _pod_wide(obj: dict[str, Any], now: datetime) -> Row:
@@ -244,14 +327,30 @@ def _svc_ports(spec: dict[str, Any]) -> str:
     return ",".join(ports) or "<none>"
 
 
+def _external_ip(obj: dict[str, Any]) -> str:
+    """kubectl's EXTERNAL-IP (getServiceExternalIP): a LoadBalancer's ingress addresses, ``<pending>`` until it
+    has one; an ExternalName service's name."""
+    spec = _spec(obj)
+    external = [str(ip) for ip in spec.get("externalIPs") or []]
+    kind = spec.get("type") or "ClusterIP"
+    if kind == "ExternalName":
+        return str(spec.get("externalName") or "")
+    if kind != "LoadBalancer":
+        return ",".join(external) or "<none>"
+    ingress = ((_status(obj).get("loadBalancer") or {}).get("ingress")) or []
+    balancers = ",".join(str(i.get("ip") or i.get("hostname") or "") for i in ingress if isinstance(i, dict))
+    if len(balancers) > 16:
+        balancers = balancers[:13] + "..."
+    return ",".join(x for x in (balancers, *external) if x) or "<pending>"
+
+
 def _svc(obj: dict[str, Any], now: datetime) -> Row:
     spec = _spec(obj)
-    external = spec.get("externalIPs") or []
     return [
         str(_meta(obj).get("name", "")),
         str(spec.get("type") or "ClusterIP"),
         str(spec.get("clusterIP") or "<none>"),
-        ",".join(external) or "<none>",
+        _external_ip(obj),
         _svc_ports(spec),
         object_age(obj, now),
     ]
@@ -508,13 +607,18 @@ def _service_account(obj: dict[str, Any], now: datetime) -> Row:
 
 
 def _csr(obj: dict[str, Any], now: datetime) -> Row:
+    """kubectl's printCertificateSigningRequest (SEMANTICS CSR4): Denied, else Approved, else Pending; then
+    ",Failed" and ",Issued"; the requested duration as a human duration (86400 seconds: 24h)."""
     spec = _spec(obj)
-    conditions = [str(c.get("type")) for c in _status(obj).get("conditions") or [] if c.get("status", "True") == "True"]
+    types = {str(c.get("type")) for c in _status(obj).get("conditions") or [] if isinstance(c, dict)}
+    shown = "Denied" if "Denied" in types else "Approved" if "Approved" in types else "Pending"
+    if "Failed" in types:
+        shown += ",Failed"
     if _status(obj).get("certificate"):
-        conditions.append("Issued")
+        shown += ",Issued"
     duration = spec.get("expirationSeconds")
-    return [_name(obj), object_age(obj, now), str(spec.get("signerName") or ""), str(spec.get("username") or ""),
-            f"{duration}s" if duration else "<none>", ",".join(conditions) or "Pending"]
+    return [_name(obj), object_age(obj, now), str(spec.get("signerName") or "<none>"), str(spec.get("username") or ""),
+            human_duration(duration) if isinstance(duration, int) else "<none>", shown]
 
 
 def _pod_disruption_budget(obj: dict[str, Any], now: datetime) -> Row:

@@ -728,15 +728,25 @@ def _container(errs: _Errors, c: Any, path: str, volumes: set[str], seen: set[st
         if not dev.get("devicePath"):
             errs.required(f"{path}.volumeDevices[{i}].devicePath")
     _resources(errs, c.get("resources"), f"{path}.resources")
+    # SD1: a container's own restartPolicy is for init containers only, and only Always (a sidecar, which
+    # runs beside the others and so may have probes and hooks); Kubernetes' words.
+    if init:
+        errs.enum(f"{path}.restartPolicy", c.get("restartPolicy"), ("Always",))
+    elif c.get("restartPolicy") is not None:
+        errs.forbidden(f"{path}.restartPolicy", "may not be set for non-init containers")
+    regular_init = init and c.get("restartPolicy") != "Always"
     for probe, liveness_like in (("livenessProbe", True), ("readinessProbe", False), ("startupProbe", True)):
-        if init and c.get(probe) is not None and c.get("restartPolicy") != "Always":
-            errs.forbidden(f"{path}.{probe}", "may not be set for init containers")
+        if regular_init and c.get(probe) is not None:
+            errs.forbidden(f"{path}.{probe}", "may not be set for init containers without restartPolicy=Always")
             continue
         _probe(errs, c.get(probe), f"{path}.{probe}", liveness_like)
-    lifecycle = _d(c.get("lifecycle"))
-    for hook in ("postStart", "preStop"):
-        if lifecycle.get(hook) is not None:
-            _handler(errs, _d(lifecycle[hook]), f"{path}.lifecycle.{hook}")
+    if regular_init and c.get("lifecycle") is not None:
+        errs.forbidden(f"{path}.lifecycle", "may not be set for init containers without restartPolicy=Always")
+    else:
+        lifecycle = _d(c.get("lifecycle"))
+        for hook in ("postStart", "preStop"):
+            if lifecycle.get(hook) is not None:
+                _handler(errs, _d(lifecycle[hook]), f"{path}.lifecycle.{hook}")
     errs.enum(f"{path}.imagePullPolicy", c.get("imagePullPolicy"), PULL_POLICIES)
     errs.enum(f"{path}.terminationMessagePolicy", c.get("terminationMessagePolicy"), TERMINATION_MESSAGE_POLICIES)
 
@@ -789,6 +799,13 @@ def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, 
     if spec.get("nodeName"):
         errs.names(f"{path}.nodeName", spec.get("nodeName"), is_dns1123_subdomain)
     _labels(errs, f"{path}.nodeSelector", spec.get("nodeSelector"))
+    gates: set[Any] = set()
+    for i, gate in enumerate(_l(spec.get("schedulingGates"))):  # SG1
+        name = _d(gate).get("name")
+        errs.names(f"{path}.schedulingGates[{i}]", name or "", is_qualified_name)
+        if name in gates:
+            errs.duplicate(f"{path}.schedulingGates[{i}]", name)
+        gates.add(name)
     security = _d(spec.get("securityContext"))
     if spec.get("shareProcessNamespace") is True and spec.get("hostPID") is True:
         # Kubernetes' internal API keeps the field in the pod's security context, and its path says so.
@@ -2529,8 +2546,11 @@ def _runtime_class_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any
 
 
 def _pod_create(errs: _Errors, obj: dict[str, Any]) -> None:
-    if _l(_d(obj.get("spec")).get("ephemeralContainers")):
+    spec = _d(obj.get("spec"))
+    if _l(spec.get("ephemeralContainers")):
         errs.forbidden("spec.ephemeralContainers", "cannot be set on create")
+    if _l(spec.get("schedulingGates")) and spec.get("nodeName"):  # SG1: a gated pod is not placed
+        errs.forbidden("spec.nodeName", "cannot be set until all schedulingGates have been cleared")
 
 
 def validate_ephemeral_containers_update(new: dict[str, Any], old: dict[str, Any]) -> None:
@@ -2559,6 +2579,14 @@ _POD_MUTABLE_MESSAGE = (
 )
 
 
+def _as_in(new: dict[str, Any], old: dict[str, Any], key: str) -> dict[str, Any]:
+    """``new`` with ``key`` as ``old`` has it (or lacks it): a field checked on its own, left out of the rest."""
+    out = {k: v for k, v in new.items() if k != key}
+    if key in old:
+        out[key] = old[key]
+    return out
+
+
 def _pod_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
     def stripped(spec: dict[str, Any], keep_node: bool) -> dict[str, Any]:
         out = dict(spec)
@@ -2572,6 +2600,22 @@ def _pod_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None
         return out
 
     ns, os_ = _d(new.get("spec")), _d(old.get("spec"))
+    # SG2: gates may only be removed; while the pod is gated its node selector may gain entries (Kubernetes'
+    # mutable scheduling directives), so whoever lifts a gate can say where the pod may go first.
+    old_gates = [_d(g).get("name") for g in _l(os_.get("schedulingGates"))]
+    for i, gate in enumerate(_l(ns.get("schedulingGates"))):
+        if _d(gate).get("name") not in old_gates:
+            errs.forbidden(f"spec.schedulingGates[{i}].name",
+                           f"only deletion is allowed, but found new scheduling gate '{_d(gate).get('name')}'")
+    ns = _as_in(ns, os_, "schedulingGates")
+    if old_gates:
+        old_selector, new_selector = _d(os_.get("nodeSelector")), _d(ns.get("nodeSelector"))
+        if any(new_selector.get(k) != v for k, v in old_selector.items()):
+            errs.invalid("spec.nodeSelector", new_selector,
+                         "only additions to spec.nodeSelector are allowed (no mutations or deletions)")
+        ns = _as_in(ns, os_, "nodeSelector")
+        if ns.get("nodeName"):
+            errs.forbidden("spec.nodeName", "cannot be set until all schedulingGates have been cleared")
     # The scheduler places a pod by setting nodeName once.
     placed = bool(os_.get("nodeName"))
     if stripped(ns, placed) != stripped(os_, placed):
@@ -2615,7 +2659,33 @@ def _service(errs: _Errors, obj: dict[str, Any]) -> None:
         errs.port_or_name(f"{p}.targetPort", port.get("targetPort"))
         if port.get("nodePort") is not None:
             errs.port(f"{p}.nodePort", port.get("nodePort"))
+    _service_node_ports(errs, spec, ports)
     _labels(errs, "spec.selector", spec.get("selector"))
+
+
+def _service_node_ports(errs: _Errors, spec: dict[str, Any], ports: list[Any]) -> None:
+    """Kubernetes' ValidateService on node ports (K7); the range and who holds a port are the allocator's."""
+    stype = spec.get("type")
+    seen: set[tuple[Any, Any]] = set()
+    for i, port in enumerate(ports):
+        port = _d(port)
+        node_port = port.get("nodePort")
+        if not node_port:
+            continue
+        if stype == "ClusterIP":
+            errs.forbidden(f"spec.ports[{i}].nodePort", "may not be used when `type` is 'ClusterIP'")
+        key = (port.get("protocol"), node_port)
+        if key in seen:
+            errs.duplicate(f"spec.ports[{i}].nodePort", node_port)
+        seen.add(key)
+    if spec.get("allocateLoadBalancerNodePorts") is not None and stype != "LoadBalancer":
+        errs.forbidden("spec.allocateLoadBalancerNodePorts", "may only be used when `type` is 'LoadBalancer'")
+    health = spec.get("healthCheckNodePort")
+    if health and not (stype == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"):
+        errs.invalid("spec.healthCheckNodePort", health,
+                     "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")
+    elif health is not None:
+        errs.port("spec.healthCheckNodePort", health)
 
 
 def _endpoints(errs: _Errors, obj: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal, Protocol, Sequence
 
 import structlog
 
-from storage.api import podsecurity, priority
+from storage.api import object_warnings, podsecurity, priority
 from storage.api.names import INGRESS_CLASS_ANNOTATION, INGRESS_CLASS_DEFAULT_ANNOTATION, PV_PROTECTION, PVC_PROTECTION
 from storage.api.quantity import parse_quantity
 from storage.api.registry import ResourceInfo
@@ -213,6 +213,16 @@ def _same_quantities(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return all(parse_quantity(str(a[k])) == parse_quantity(str(b[k])) for k in a)
     except ValueError:
         return False
+
+
+class ObjectWarnings:
+    """SEMANTICS WN1-WN4: the warnings Kubernetes' registry adds to a write it accepts (deprecated fields and
+    annotations, likely mistakes), on the object as admission's mutating plugins left it."""
+
+    def admit(self, req: AdmissionRequest) -> dict[str, Any]:
+        if req.operation in ("CREATE", "UPDATE"):
+            req.warnings.extend(object_warnings.warnings_for(req.resource.kind, req.obj, req.old))
+        return req.obj
 
 
 class ProtectionFinalizers:
@@ -448,7 +458,7 @@ def default_admission(pod_security_default: str = podsecurity.BASELINE, *,
     # (with the service-account token volume), as Kubernetes' validating phase does.
     return Admission([DefaultStorageClass(), DefaultIngressClass(), ProtectionFinalizers(), ClaimResize(), ServiceAccountAdmission(),
                       Priority(), DefaultTolerationSeconds(not_ready_toleration_seconds, unreachable_toleration_seconds),
-                      RuntimeClassAdmission(), PodSecurity(pod_security_default),
+                      RuntimeClassAdmission(), ObjectWarnings(), PodSecurity(pod_security_default),
                       # Kubernetes' order: LimitRanger, then ResourceQuota last, so only a write every other
                       # plugin let through is charged (QL4, QL7).
                       LimitRanger(), ResourceQuotaAdmission()])

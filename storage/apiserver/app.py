@@ -28,7 +28,7 @@ from storage.api.selectors import check_field_selector, parse_field_selector, pa
 from storage.apiserver import (discovery, metrics, namespaces, openapi_endpoint, paging, proxy, rendering, scale,
                                streams)
 from storage.apiserver.admission import Admission, default_admission
-from storage.apiserver import identity
+from storage.apiserver import csr_approval, identity
 from storage.apiserver.auth import TokenAuth, User
 from storage.apiserver.authn import Authenticator
 from storage.apiserver.authz import Authorization, answer_review, authenticated, impersonated, request_attributes
@@ -36,7 +36,7 @@ from storage.apiserver.eviction import EvictionHandler
 from storage.apiserver.fieldvalidation import FieldValidation, warning_header
 from storage.apiserver.handlers import Handlers, Target, with_type
 from storage.apiserver.node_authz import NodeRestriction
-from storage.apiserver.patch import APPLY, PATCH_TYPES, STRATEGIC, parse_patch
+from storage.apiserver.patch import APPLY, PATCH_TYPES, STRATEGIC, apply_patch, parse_patch
 from storage.apiserver.rbac import ALLOW, MASTERS
 from storage.apiserver.rbac_escalation import CURRENT_USER, RBACEscalation
 from storage.apiserver.ratelimit import FailureLimiter
@@ -148,6 +148,8 @@ def _has_subresource(info: registry.ResourceInfo, subresource: str) -> bool:
         return info.plural in scale.SCALABLE
     if subresource in ("eviction", "ephemeralcontainers"):
         return info.plural == "pods"
+    if subresource == csr_approval.APPROVAL:
+        return info.plural == "certificatesigningrequests"
     return subresource == "finalize" and info.plural == "namespaces"
 
 
@@ -430,6 +432,8 @@ def create_app(
             call = await _scale_call(request, t, user, dry_run)
         elif t.subresource == "eviction":
             return await _evict(request, t, user, dry_run)
+        elif t.subresource == csr_approval.APPROVAL and method in ("PUT", "PATCH"):
+            call = await _approval_call(request, t, who, dry_run)
         elif t.subresource == "finalize":
             if method != "PUT":
                 raise MethodNotAllowed(f"{method} is not supported on namespaces/finalize")
@@ -499,6 +503,24 @@ def create_app(
         result, code = await asyncio.get_running_loop().run_in_executor(
             executor, context.run, lambda: evictions.evict(t.store_namespace, t.name, body, user=user, dry_run=dry_run))
         return _json(result, code)
+
+    async def _approval_call(request: Request, t: Target, who: User, dry_run: bool) -> Callable[[], dict[str, Any]]:
+        """CSR1: ``kubectl certificate approve|deny`` (a PUT of the object); a merge, JSON or strategic patch too."""
+        manager = _field_manager(request, apply=False)
+        change: Callable[[dict[str, Any]], Any]
+        if request.method == "PUT":
+            body = await _json_body(request, info=t.info)
+            change = lambda old: body  # noqa: E731
+        else:
+            content_type = _media_type(request)
+            accepted = [p for p in PATCH_TYPES if p != APPLY]
+            if content_type not in accepted:
+                raise UnsupportedMediaType("the body of the request was in an unknown format - accepted media types "
+                                           f"include: {', '.join(accepted)}")
+            patch_body = parse_patch(content_type, await _read_body(request))
+            change = lambda old: apply_patch(content_type, old, patch_body)  # noqa: E731
+        return lambda: csr_approval.write(handlers, authz, cluster_pki, t, change, user=who, dry_run=dry_run,  # noqa: E731
+                                          manager=manager)
 
     async def _scale_call(request: Request, t: Target, user: str, dry_run: bool) -> Callable[[], dict[str, Any]]:
         if request.method == "GET":

@@ -130,6 +130,11 @@ def cluster_roles() -> list[Obj]:
         ]),
         # Not bound by default (the Node authorizer grants a node these rules itself), as in Kubernetes.
         _role("system:node", copy.deepcopy(NODE_RULE_DICTS)),
+        # CSR3: bind it to let someone approve users' client certificate requests (unbound, as in Kubernetes).
+        _role("system:certificates.k8s.io:kube-apiserver-client-approver", [
+            {**_rule(["approve"], ["certificates.k8s.io"], ["signers"]),
+             "resourceNames": ["kubernetes.io/kube-apiserver-client"]},
+        ]),
     ]
 
 

@@ -108,6 +108,9 @@ def api_resource_list(group_version: str) -> dict[str, Any] | None:
                               "version": "v1", "kind": "Eviction", "verbs": ["create"]})
             resources.append({"name": "pods/ephemeralcontainers", "singularName": "", "namespaced": True,
                               "kind": "Pod", "verbs": ["get", "patch", "update"]})
+        if r.kind == "CertificateSigningRequest":  # CSR1: kubectl certificate approve|deny writes here
+            resources.append({"name": "certificatesigningrequests/approval", "singularName": "", "namespaced": False,
+                              "kind": r.kind, "verbs": STATUS_VERBS})
         if r.has_status:
             resources.append(
                 {"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": STATUS_VERBS}

@@ -9,13 +9,14 @@ import copy
 import json
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from storage.api import crd
 from storage.api import managedfields as mf
-from storage.api import priority
+from storage.api import nodeports, priority, scheduling_gates
 from storage.api.conversion import convert, to_version
 from storage.api.defaults import apply_defaults
 from storage.api.decoding import UndecodableObject
@@ -23,7 +24,7 @@ from storage.api.deletion import plan_deletion, requested_grace
 from storage.api.limits import MAX_OBJECT_BYTES, depth_exceeds, json_copy, depth_message, encoded_size, object_too_large_message
 from storage.api.models import MODELS
 from storage.api.names import fill_generated_name
-from storage.api.registry import ResourceInfo
+from storage.api.registry import KINDS_WITHOUT_GENERATION, ResourceInfo
 from storage.api.timestamps import now
 from storage.api.validation import validate, validate_ephemeral_containers_update, validate_status
 from storage.apiserver import namespaces, paging
@@ -164,6 +165,17 @@ def _set_managed(obj: dict[str, Any], entries: list[dict[str, Any]] | None) -> N
         meta.pop("managedFields", None)
 
 
+def _as_dry_run(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
+    """A dry-run create's answer as kube-apiserver gives it (K9): what the store would add (uid,
+    creationTimestamp, generation), but no resourceVersion, since nothing was stored."""
+    meta = obj["metadata"]
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = now()
+    if info.kind not in KINDS_WITHOUT_GENERATION:
+        meta["generation"] = 1
+    return obj
+
+
 def _check_size(obj: dict[str, Any]) -> None:
     """Nothing over etcd's request limit is stored, whichever way it was built (body, patch, defaults)."""
     size = encoded_size(obj)
@@ -243,6 +255,8 @@ class Handlers:
             obj["status"] = {"phase": "Pending"}
             if t.info.plural == "persistentvolumes":
                 obj["status"]["lastPhaseTransitionTime"] = now()
+            elif t.info.plural == "pods":
+                scheduling_gates.on_create(obj)
         elif t.info.plural in _STATUS_DROPPED_ON_CREATE:
             obj.pop("status", None)
         elif t.info.plural == "customresourcedefinitions":
@@ -264,8 +278,12 @@ class Handlers:
         )
         _check_size(obj)
         namespaces.check_create(self.store, t.info, obj)
+        if t.info.plural == "services":
+            # K7: node ports are given last, after admission, as Kubernetes' registry allocates them.
+            with nodeports.reserved(self.store, obj, None, dry_run=dry_run):
+                return _as_dry_run(t.info, obj) if dry_run else with_type(t.info, self.store.create(t.info.plural, obj))
         if dry_run:
-            return obj
+            return _as_dry_run(t.info, obj)
         return with_type(t.info, self.store.create(t.info.plural, obj))
 
     def update(self, t: Target, body: Any, *, user: str = "", dry_run: bool = False,
@@ -529,7 +547,10 @@ class Handlers:
                 _keep_ephemeral(obj, old)
                 # PC3: Kubernetes' Priority admission, a mutating step its validation then sees.
                 obj = priority.admit_pod_update(obj, old)
-            obj = self._checked(_defaulted(obj), old, t.info)
+            obj = _defaulted(obj)
+            if t.info.plural == "services":
+                nodeports.prepare_update(obj, old)  # K7: kept, or dropped with the type that needed them
+            obj = self._checked(obj, old, t.info)
             if t.info.plural == "pods":
                 # As stored, not defaulted again: a node's finalizer write must change nothing else.
                 _keep_ephemeral(obj, old)
@@ -602,7 +623,11 @@ class Handlers:
         attempt_warnings: list[str] = []  # a retried attempt's warnings replace the lost one's
         obj = self.admission.admit(AdmissionRequest("UPDATE", t.info, obj, old, self.store, user, attempt_warnings,
                                                     dry_run=dry_run))
-        saved = self._save(t, obj, wanted_rv, dry_run)
+        if t.info.plural == "services":
+            with nodeports.reserved(self.store, obj, old, dry_run=dry_run):  # K7
+                saved = self._save(t, obj, wanted_rv, dry_run)
+        else:
+            saved = self._save(t, obj, wanted_rv, dry_run)
         if saved is not None and warnings is not None:
             warnings.extend(attempt_warnings)
         return saved

@@ -73,9 +73,11 @@ class ClusterPKI:
         cert = pki.sign(self.ca_cert, self._ca_key, key.public_key(), name, server=True, sans=sans, days=days)
         return pki.cert_pem(cert), pki.key_pem(key)
 
-    def sign_csr(self, info: pki.CsrInfo, *, client: bool, server: bool, days: int) -> bytes:
+    def sign_csr(self, info: pki.CsrInfo, *, client: bool, server: bool, days: int,
+                 lifetime: datetime.timedelta | None = None) -> bytes:
         cert = pki.sign(self.ca_cert, self._ca_key, info.public_key, info.common_name, info.organizations,
-                        client=client, server=server, sans=(*info.dns_names, *info.ip_addresses), days=days)
+                        client=client, server=server, sans=(*info.dns_names, *info.ip_addresses), days=days,
+                        lifetime=lifetime)
         return pki.cert_pem(cert)
 
     def agent_client_context(self) -> ssl.SSLContext:

@@ -26,6 +26,7 @@ from storage.api.ephemeral import (claim_names, claim_volumes, ephemeral_claim_n
                                    not_created_for)
 from storage.api.node_affinity import affinity_hostnames, pod_admits_node, volume_admits_node
 from storage.api.selectors import selector_matches
+from storage.api.scheduling_gates import gated
 from storage.api.storage_capacity import node_has_capacity
 from storage.api.taints import node_taints, pod_tolerations, tolerates_all
 from storage.api.timestamps import now as _now
@@ -554,9 +555,9 @@ def _ours(pod: Obj) -> bool:
 
 
 def _wants_a_node(pod: Obj | None) -> bool:
-    """A live pod of this scheduler without a node."""
+    """A live pod of this scheduler without a node, and not held back by a scheduling gate (SG3)."""
     return (pod is not None and not _meta(pod).get("deletionTimestamp") and not _is_terminated(pod)
-            and _ours(pod) and not (pod.get("spec") or {}).get("nodeName"))
+            and _ours(pod) and not (pod.get("spec") or {}).get("nodeName") and not gated(pod))
 
 
 class SchedulerReconciler(Reconciler):
@@ -704,8 +705,8 @@ class SchedulerReconciler(Reconciler):
         if pod is None or _meta(pod).get("deletionTimestamp") or _is_terminated(pod):
             return Result()
         spec = pod.get("spec") or {}
-        if not _ours(pod):
-            return Result()
+        if not _ours(pod) or gated(pod):
+            return Result()  # SG3: the update that removes the last gate brings the pod back
         snap = self._snapshot(pod)
         if spec.get("nodeName"):
             # Placed by hand: still give its late-bound claims their node (Kubernetes leaves them stuck).

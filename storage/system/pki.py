@@ -18,7 +18,7 @@ from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
@@ -115,8 +115,10 @@ def sign(
     client: bool = False,
     sans: Iterable[str] = (),
     days: int = LEAF_DAYS,
+    lifetime: datetime.timedelta | None = None,
 ) -> x509.Certificate:
-    """A leaf certificate for ``public_key``; ``server`` and ``client`` choose its extended key usage."""
+    """A leaf certificate for ``public_key``; ``server`` and ``client`` choose its extended key usage.
+    ``lifetime``, when given, is how long it is valid from now (instead of ``days``)."""
     usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
     if not usages:
         raise ValueError("a certificate must be for a server, a client or both")
@@ -125,7 +127,8 @@ def sign(
         x509.CertificateBuilder()
         .subject_name(_name(common_name, organizations)).issuer_name(ca_cert.subject)
         .public_key(public_key).serial_number(x509.random_serial_number())
-        .not_valid_before(now - _CLOCK_SKEW).not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(now + (lifetime if lifetime is not None else datetime.timedelta(days=days)))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
                                      crl_sign=False, content_commitment=False, data_encipherment=False,
@@ -154,11 +157,14 @@ class CsrInfo:
     organizations: tuple[str, ...]
     dns_names: tuple[str, ...]
     ip_addresses: tuple[str, ...]
-    public_key: ec.EllipticCurvePublicKey
+    public_key: ec.EllipticCurvePublicKey  # or, with ``any_key``, an RSA or Ed25519 one
 
 
-def parse_csr(pem: bytes) -> CsrInfo:
-    """The request's subject and SANs; ValueError when it is malformed, badly signed or not an EC P-256 key."""
+def parse_csr(pem: bytes, *, any_key: bool = False) -> CsrInfo:
+    """The request's subject and SANs; ValueError when it is malformed, badly signed or not an EC P-256 key.
+
+    ``any_key``: also RSA (2048 bits or more), the other NIST curves and Ed25519, the keys Kubernetes' signers
+    take (a user following Kubernetes' documentation makes an RSA key with openssl)."""
     try:
         csr = x509.load_pem_x509_csr(pem)
     except ValueError:
@@ -166,7 +172,13 @@ def parse_csr(pem: bytes) -> CsrInfo:
     if not csr.is_signature_valid:
         raise ValueError("the request's signature does not match its public key")
     key = csr.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+    if any_key and isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise ValueError("the request's RSA key must be at least 2048 bits")
+    elif any_key and (isinstance(key, ed25519.Ed25519PublicKey) or (
+            isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in ("secp256r1", "secp384r1", "secp521r1"))):
+        pass
+    elif not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise ValueError("the request's key must be an ECDSA P-256 key")
     cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     orgs = tuple(str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))

@@ -287,6 +287,11 @@ def test_delete_collection(api_server, client: Client) -> None:
 def test_dry_run_stores_nothing(api_server, client: Client) -> None:
     resp = raw(api_server, "POST", "/api/v1/namespaces/default/configmaps?dryRun=All", json=config_map("d"))
     assert resp.status_code == 201
+    # K9: the answer carries what the store would add, as kube-apiserver's dry run does, but no
+    # resourceVersion (kubectl create --dry-run=server -o yaml shows uid and creationTimestamp).
+    meta = resp.json()["metadata"]
+    assert meta["uid"] and meta["creationTimestamp"] and "generation" not in meta  # none for ConfigMaps
+    assert "resourceVersion" not in meta
     with pytest.raises(NotFound):
         client.get("configmaps", "d", "default")
 

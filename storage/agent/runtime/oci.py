@@ -16,6 +16,7 @@ from typing import Any, Callable
 from storage.api.ephemeral import claim_volumes
 from storage.system.cgroups import CGROUP_ROOT, cgroup_paths
 
+from .apparmor import process_profile
 from .envvars import EnvError
 from .seccomp import runtime_default
 from .userns import RANGE_SIZE as USERNS_SIZE
@@ -289,10 +290,12 @@ def build_config(
     rootfs: str = "rootfs",
     stage: Callable[[str, bool], str] | None = None,
     staged_mounts: list[str | None] | None = None,
+    memory_group: Path | None = None,
 ) -> dict[str, Any]:
     """config.json of one container. ``userns_base``: the first host id of the pod's user
     namespace (None: the host's users); ``stage`` maps a volume's host path to what runc binds;
-    ``staged_mounts``: per volume mount, its safely resolved source (subPath, hostPath)."""
+    ``staged_mounts``: per volume mount, its safely resolved source (subPath, hostPath);
+    ``memory_group``: the agent's memory group the container's processes go to (CT1, ``memcg``)."""
     spec = pod.get("spec") or {}
     pod_security = spec.get("securityContext") or {}
     security = container.get("securityContext") or {}
@@ -378,9 +381,13 @@ def build_config(
     }
     if not host_network:
         config["hostname"] = hostname
+    apparmor = process_profile(pod, container)
+    if apparmor is not None:
+        config["process"]["apparmorProfile"] = apparmor  # AA3
     blkio = blkio_home()
-    if blkio is not None:
-        config["hooks"] = {"createRuntime": [stay_in_blkio_hook(blkio)]}
+    groups = [p for p in (blkio, memory_group / "cgroup.procs" if memory_group is not None else None) if p is not None]
+    if groups:
+        config["hooks"] = {"createRuntime": [join_groups_hook(groups)]}
     return config
 
 
@@ -402,14 +409,21 @@ def blkio_home() -> Path | None:
     return procs if procs is not None and procs.exists() else None
 
 
-def stay_in_blkio_hook(procs: Path) -> dict[str, Any]:
-    """An OCI createRuntime hook that moves the container's first process into ``procs``' group, after runc
-    has placed it in the container's own groups and before the container's command starts, so every process
+def join_groups_hook(procs: list[Path]) -> dict[str, Any]:
+    """An OCI createRuntime hook that moves the container's first process into each of ``procs``' groups, after
+    runc has placed it in the container's own groups and before the container's command starts, so every process
     of the container is there from the start (runc has no setting to leave one hierarchy out). runc hands a
     hook the container's state on stdin, its ``pid`` among it. A failure leaves the process in the
-    container's own blkio group: slower I/O on a loop device, nothing else."""
-    script = r'IFS= read -r state || :; pid=${state#*\"pid\":}; pid=${pid%%[,\}]*}; echo "$pid" > "$1" 2>/dev/null || :'
-    return {"path": "/bin/sh", "args": ["sh", "-c", script, "stay-in-blkio", str(procs)], "timeout": 10}
+    container's own group of that hierarchy: for blkio slower I/O on a loop device (PF97), for memory an OOM
+    kill reported as ``Error`` (CT1), nothing else."""
+    script = (r'IFS= read -r state || :; pid=${state#*\"pid\":}; pid=${pid%%[,\}]*}; '
+              r'for procs; do echo "$pid" > "$procs" 2>/dev/null || :; done')
+    return {"path": "/bin/sh", "args": ["sh", "-c", script, "join-groups", *map(str, procs)], "timeout": 10}
+
+
+def stay_in_blkio_hook(procs: Path) -> dict[str, Any]:
+    """PF97's hook alone: the container's first process into the agent's blkio group."""
+    return join_groups_hook([procs])
 
 
 # EC2: what an ephemeral container shares with the container it targets (``kubectl debug --target``): its

@@ -20,6 +20,7 @@ import structlog
 
 from storage.system.mounts import MountTable
 
+from . import memcg
 from .ipam import CLAIMS_DIR, holds_address
 from .runc import unmount_rootfs
 from .userns import holds_range
@@ -53,6 +54,7 @@ def reap_orphans(run_dir: Path, *, only_under: Path | None = None) -> list[str]:
         if MountTable.read().under(bundle):
             log.warning("orphan_bundle_still_mounted", bundle=str(bundle))
             continue
+        _remove_memory_group(bundle)
         shutil.rmtree(bundle, ignore_errors=True)
         removed.append(str(bundle))
     for claims, holds in ((Path(run_dir) / "userns", holds_range), (Path(run_dir) / CLAIMS_DIR, holds_address)):
@@ -63,6 +65,16 @@ def reap_orphans(run_dir: Path, *, only_under: Path | None = None) -> list[str]:
     if removed:
         log.info("orphans_reaped", count=len(removed))
     return removed
+
+
+def _remove_memory_group(bundle: Path) -> None:
+    """CT1: the agent's memory group of the bundle's last run (its processes are gone with the pod)."""
+    try:
+        group = (bundle / memcg.BUNDLE_FILE).read_text().strip()
+    except OSError:
+        return
+    if group:
+        memcg.remove(Path(group))
 
 
 def _reap_claims(claims: Path, only_under: Path | None, holds: Callable[[Path, str], bool]) -> list[str]:

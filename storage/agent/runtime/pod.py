@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -30,11 +31,13 @@ from storage.system.fswatch import DirWatch, EntryWatcher
 from storage.system.mounts import mounts_under
 
 from . import hosts as hostsfile
+from . import memcg
 from .deadline import StopDeadline
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .logfile import split_line
-from .oci import add_block_devices, block_device_sources, build_config, join_target, uses_user_namespace
+from .oci import add_block_devices, block_device_sources, build_config, cgroup_limits, join_target, uses_user_namespace
 from .probes import ProbeWorker, make_probe
+from .sidecars import any_regular_started, incomplete_inits, is_sidecar, next_sidecar_to_stop, regular_containers_done
 from .runc import CONTAINER_LOG_MAX_BYTES, CONTAINER_LOG_MAX_FILES, HOST_PRIVATE, HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
 from .subpaths import release_staged, stage_volume_mounts
 from .orphans import OWNER_FILE
@@ -53,6 +56,14 @@ PROBE_EVENT_OUTPUT = 1024
 IDLE_POLL_INTERVAL = 1.0
 # PF95: how long a start's status waits for a readiness probe's first result.
 FIRST_READINESS_WAIT = 0.25
+# CT2: the kubelet's limits on a termination message (pkg/kubelet/container): the last 4 KiB of the file a
+# container wrote; with FallbackToLogsOnError, the first 2 KiB of its log's last 80 lines; and 12 KiB per pod,
+# split evenly over its containers and init containers.
+TERMINATION_MESSAGE_MAX = 4096
+TERMINATION_LOG_MAX = 2048
+TERMINATION_LOG_LINES = 80
+POD_TERMINATION_MESSAGES_MAX = 12 * 1024
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 # SP1: a pod with ``shareProcessNamespace`` gets a sandbox, what the pause container is on Kubernetes: the first
 # process of the pod's one process namespace, which every container then joins (with its IPC and UTS
@@ -141,6 +152,8 @@ class ContainerState:
     last_terminated: dict[str, Any] | None = None
     final: bool = False  # terminated and will not run again
     succeeded: bool = False  # init containers: completed with exit 0
+    sidecar: bool = False  # SD1: an init container with restartPolicy Always
+    started_once: bool = False  # SD2: a sidecar that has started no longer holds up the init containers after it
     next_start: float = 0.0  # wall clock
     backoff_exp: int = 0
     waiting_reason: str = "ContainerCreating"
@@ -148,7 +161,8 @@ class ContainerState:
 
     def to_json(self) -> dict[str, Any]:
         return {"restartCount": self.restart_count, "lastTerminated": self.last_terminated, "final": self.final,
-                "succeeded": self.succeeded, "nextStart": self.next_start, "backoffExp": self.backoff_exp,
+                "succeeded": self.succeeded, "startedOnce": self.started_once,
+                "nextStart": self.next_start, "backoffExp": self.backoff_exp,
                 "instance": self.instance.to_json() if self.instance else None}
 
 
@@ -189,6 +203,8 @@ class PodWorker:
         self._userns: tuple[int, int] | None = None  # (base, namespace fd) for idmapped mounts
         self._warned_not_idmapped: set[str] = set()  # volumes the pod was told of (once each)
         self._written: dict[str, str] = {}  # part file -> the text this worker last wrote there
+        # SD4: the one grace period the sidecars of a pod whose other containers are done stop within.
+        self._sidecars_deadline: StopDeadline | None = None
         self.thread = threading.Thread(target=self._loop, name=f"pod-{uid[:8]}", daemon=True)
 
     # ---- persistence -------------------------------------------------------------------
@@ -249,6 +265,7 @@ class PodWorker:
             cs.restart_count = saved["restartCount"]
             cs.last_terminated = saved["lastTerminated"]
             cs.final, cs.succeeded = saved["final"], saved["succeeded"]
+            cs.started_once = bool(saved.get("startedOnce"))  # absent in what an older agent saved
             cs.next_start, cs.backoff_exp = saved["nextStart"], saved["backoffExp"]
             inst = saved.get("instance")
             if inst:
@@ -275,7 +292,7 @@ class PodWorker:
         if shares_process_namespace(self.pod):
             self.containers.setdefault(SANDBOX, ContainerState(SANDBOX, init=False))
         for c in self._specs("initContainers"):
-            self.containers.setdefault(c["name"], ContainerState(c["name"], init=True))
+            self.containers.setdefault(c["name"], ContainerState(c["name"], init=True, sidecar=is_sidecar(c)))
         for c in self._specs("containers") + self._specs("ephemeralContainers"):
             self.containers.setdefault(c["name"], ContainerState(c["name"], init=False))
 
@@ -439,8 +456,23 @@ class PodWorker:
                 self._maybe_start(sandbox, SANDBOX_SPEC)
             if sandbox.instance is None:
                 return  # SP1: nothing of the pod runs outside its process namespace
+        done = self._regular_containers_done(policy)
+        if done:
+            self._stop_sidecars()
         for spec in self._specs("initContainers"):
             cs = self.containers[spec["name"]]
+            if cs.sidecar:
+                if done:
+                    continue  # SD4: stopping, never started again
+                # SD3: restarted whenever it ends, whatever the pod's restartPolicy (with the back-off).
+                self._observe(cs, spec, "Always")
+                if not cs.final and cs.instance is None:
+                    self._maybe_start(cs, spec)
+                if cs.instance is not None and cs.instance.started_gate.is_set():
+                    cs.started_once = True
+                if cs.started_once:
+                    continue  # SD2: started, it runs on beside the containers after it
+                return
             if cs.succeeded:
                 continue
             self._observe(cs, spec, "OnFailure" if policy == "Always" else policy)
@@ -460,6 +492,36 @@ class PodWorker:
             self._observe(cs, spec, "Never")
             if not cs.final and cs.instance is None:
                 self._maybe_start(cs, spec)
+
+    def _regular_containers_done(self, policy: str) -> bool:
+        """SD4: every container but the sidecars has ended for good."""
+        init_failed = any(cs.final and not cs.succeeded for cs in self._regular_init_states())
+        apps_final = [self.containers[c["name"]].final for c in self._specs("containers")]
+        return regular_containers_done(policy, init_failed, apps_final)
+
+    def _regular_init_states(self) -> list[ContainerState]:
+        return [cs for c in self._specs("initContainers") for cs in (self.containers[c["name"]],) if not cs.sidecar]
+
+    def _stop_sidecars(self) -> None:
+        """SD4: the sidecars of a pod whose other containers are done stop, the last declared first, each once
+        the ones after it have ended, all within one grace period. Each stop runs on a thread of its own (its
+        end wakes the worker), so a sidecar that ignores SIGTERM does not hold the worker for its grace."""
+        sidecars = [(spec, self.containers[spec["name"]]) for spec in self._specs("initContainers") if is_sidecar(spec)]
+        for spec, cs in sidecars:
+            self._observe(cs, spec, "Never")
+            if cs.instance is None and cs.last_terminated is not None:
+                cs.final = True  # one waiting out its back-off does not start again
+        name = next_sidecar_to_stop([(cs.name, cs.instance is not None) for _, cs in sidecars])
+        cs = self.containers[name] if name is not None else None
+        if cs is None or cs.instance is None or cs.instance.killing:
+            return
+        cs.instance.killing = True
+        if self._sidecars_deadline is None:
+            self._sidecars_deadline = StopDeadline(self._grace())
+        log.info("stopping sidecar: the pod's other containers are done", uid=self.uid, container=cs.name)
+        self._pod_event("Normal", "Killing", f"Stopping container {cs.name}", _field_path(cs))
+        threading.Thread(target=self._stop_instance, args=(cs, cs.instance, self._sidecars_deadline),
+                         daemon=True).start()
 
     # ---- one container -------------------------------------------------------------------
     def _exit_code(self, cs: ContainerState) -> tuple[int, float] | None:
@@ -502,21 +564,27 @@ class PodWorker:
             return
         code, finished = result
         inst.stop.set()
+        # CT1: an OOM kill in the container's memory group, read before the group goes in the teardown.
         reason = "Completed" if code == 0 else ("OOMKilled" if self._oom_killed(cs) else "Error")
         message = inst.kill_reason
-        if inst.never_ran or (code != 0 and time.time() - inst.started_wall < 0.5 and not message):
-            message = self._log_tail(cs.name, inst.restart)
+        # runc's own error (the command could not be started) is the runtime's message, as containerd's is. Not
+        # any run that ended before the start was seen (``never_ran``): a quick one's log is its own (CT2).
+        runc_error = self._runc_error(cs.name, inst.restart) if code != 0 else ""
+        if runc_error:
+            message = runc_error
+        else:  # CT2: what the container wrote, joined to the runtime's message as the kubelet joins them
+            written = self._termination_message(cs.name, spec, inst.restart, code)
+            message = f"{message}: {written}" if message and written else message or written
         cs.last_terminated = {"exitCode": code, "reason": reason, "startedAt": inst.started_at,
                               "finishedAt": iso(finished), "containerID": f"runc://{inst.container_id}"}
         if message:
             cs.last_terminated["message"] = message
-        if code >= 128:
-            cs.last_terminated["signal"] = code - 128
+        # CT1: no ``signal``: the kubelet never fills it (CRI reports a signalled end as exit code 128+n).
         self._teardown(cs.name)
         cs.instance = None
         ran_for = finished - inst.started_wall
         restart = policy == "Always" or (policy == "OnFailure" and code != 0)
-        if cs.init and code == 0:
+        if cs.init and not cs.sidecar and code == 0:
             cs.succeeded, restart = True, False
         log.info("container exited", uid=self.uid, container=cs.name, exit_code=code, restart=restart)
         if not restart:
@@ -532,15 +600,71 @@ class PodWorker:
                               f"pod={(self.pod.get('metadata') or {}).get('name')}_"
                               f"{(self.pod.get('metadata') or {}).get('namespace', 'default')}({self.uid})")
 
-    def _oom_killed(self, cs: ContainerState) -> bool:
-        return False  # the memory cgroup is gone with the container; see the runtime docs
-
-    def _log_tail(self, name: str, restart: int) -> str:
+    def _memory_group(self, name: str) -> Path | None:
+        """CT1: the agent's memory group of the container's current run, as its start recorded it."""
         try:
-            raw = (self.dir / "logs" / name / f"{restart}.log").read_bytes().strip().splitlines()
-            return split_line(raw[-1])[1].decode("utf-8", "replace")[:512] if raw else ""
+            text = (self._container_dir(name) / memcg.BUNDLE_FILE).read_text().strip()
         except OSError:
+            return None
+        return Path(text) if text else None
+
+    def _oom_killed(self, cs: ContainerState) -> bool:
+        """CT1: the kernel OOM-killed a process of the run (the count of its memory group, which runc's
+        removal of its own group at the exit does not touch)."""
+        group = self._memory_group(cs.name)
+        return group is not None and memcg.oom_kills(group) > 0
+
+    def _termination_log(self, name: str) -> Path:
+        """CT2: the host file bound at the container's terminationMessagePath, made empty at each start."""
+        return self._container_dir(name) / "termination-log"
+
+    def _termination_message(self, name: str, spec: dict[str, Any], restart: int, code: int) -> str:
+        """CT2: the kubelet's message of a run that ended: the last 4 KiB of the file it wrote at its
+        terminationMessagePath; with ``FallbackToLogsOnError``, when that is empty (or there is no path) and the
+        run failed, the first 2 KiB of its log's last 80 lines. Never its log under the default ``File``."""
+        fallback = spec.get("terminationMessagePolicy") == "FallbackToLogsOnError" and code != 0
+        data = b""
+        if spec.get("terminationMessagePath", DEFAULT_TERMINATION_MESSAGE_PATH):
+            try:
+                with open(self._termination_log(name), "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(max(0, size - TERMINATION_MESSAGE_MAX))
+                    data = f.read(TERMINATION_MESSAGE_MAX)
+            except OSError:
+                data = b""
+        if not data and fallback:
+            data = self._log_lines(name, restart, TERMINATION_LOG_LINES)[:TERMINATION_LOG_MAX]
+        return data.decode("utf-8", "replace")
+
+    def _log_lines(self, name: str, restart: int, lines: int) -> bytes:
+        """The text of a run's last ``lines`` log lines (stdout and stderr as written, without the stamps)."""
+        path = self.dir / "logs" / name / f"{restart}.log"
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                window = 64 * 1024
+                while True:  # enough of the end for ``lines`` lines, or the whole file
+                    f.seek(max(0, size - window))
+                    raw = f.read()
+                    if size <= window or raw.count(b"\n") > lines:
+                        break
+                    window *= 4
+        except OSError:
+            return b""
+        kept = raw.split(b"\n")
+        if size > window:
+            kept = kept[1:]  # the first piece may be a line cut in two
+        if kept and kept[-1] == b"":
+            kept.pop()
+        return b"".join(split_line(line)[1] + b"\n" for line in kept[-lines:])
+
+    def _runc_error(self, name: str, restart: int) -> str:
+        """What `runc run` said when it could not start the command (the run's last log line), else ""."""
+        last = self._log_lines(name, restart, 1).rstrip(b"\n")
+        found = _RUNC_FAILED.fullmatch(last)
+        if found is None:
             return ""
+        return found.group(1).replace(b'\\"', b'"').decode("utf-8", "replace")[:512]
 
     def _grace(self) -> float:
         value = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds")
@@ -590,10 +714,27 @@ class PodWorker:
             stage = _stager(staged, userns[1], not_idmapped) if userns is not None else None
             if stage is not None:
                 hosts_file = Path(stage(str(hosts_file), False))
+            old_group = self._memory_group(cs.name)
+            if old_group is not None:
+                memcg.remove(old_group)
+            memory_group = memcg.prepare(self._runc_id(cs.name), (cgroup_limits(spec).get("memory") or {}).get("limit"))
+            (cdir / memcg.BUNDLE_FILE).write_text(f"{memory_group}\n" if memory_group is not None else "")
+            # Named in the bundle too, so an orphan bundle's reaping removes it (a killed agent's pods).
+            (bundle / memcg.BUNDLE_FILE).write_text(f"{memory_group}\n" if memory_group is not None else "")
+            message_path = str(spec.get("terminationMessagePath", DEFAULT_TERMINATION_MESSAGE_PATH) or "")
+            termination_log = self._termination_log(cs.name)
+            if message_path:  # CT2: a new empty file for each run, writable by the container's user
+                termination_log.write_bytes(b"")
+                os.chmod(termination_log, 0o666)
+                if stage is not None:
+                    termination_log = Path(stage(str(termination_log), False))
             config = build_config(pod=self.pod, container=spec, argv=argv, env=env, volumes=self.volumes,
                                   hostname=hostsfile.pod_hostname(self.pod), hosts_file=hosts_file,
                                   userns_base=userns[0] if userns else None, rootfs=str(rootfs), stage=stage,
-                                  staged_mounts=safe_sources)
+                                  staged_mounts=safe_sources, memory_group=memory_group)
+            if message_path:  # after the volumes, as the kubelet adds it
+                config["mounts"].append({"destination": message_path, "type": "bind", "source": str(termination_log),
+                                         "options": ["bind", "rprivate", "rw"]})
             if spec.get("targetContainerName"):
                 join_target(config, self._target_pid(str(spec["targetContainerName"])))
             elif cs.name != SANDBOX and shares_process_namespace(self.pod):
@@ -644,6 +785,20 @@ class PodWorker:
         self._start_probes(cs, spec, adopted=False)
         log.info("container started", uid=self.uid, container=cs.name, restart=restart, runc_id=container_id)
         self.save_state()
+        self._start_events(cs, spec)
+
+    def _start_events(self, cs: ContainerState, spec: dict[str, Any]) -> None:
+        """L19/CT3: the kubelet's ``Pulled``, ``Created`` and ``Started`` at every start of a container, restarts
+        included, recorded by the start itself: the event correlator counts the repeats up (same reason and
+        message: one event, ``count`` + 1). A container runs on the host's own files, so its image is always
+        present: the kubelet's words for an image it did not need to pull. Not the sandbox's (SP1)."""
+        if cs.name == SANDBOX:
+            return
+        ephemeral = any(c.get("name") == cs.name for c in self._specs("ephemeralContainers"))
+        path = container_field_path("ephemeralContainers", cs.name) if ephemeral else _field_path(cs)
+        self._pod_event("Normal", "Pulled", f'Container image "{spec.get("image") or ""}" already present on machine', path)
+        self._pod_event("Normal", "Created", f"Created container: {cs.name}", path)
+        self._pod_event("Normal", "Started", f"Started container {cs.name}", path)
 
     def _target_pid(self, name: str) -> int:
         """EC2: the host pid of the running container an ephemeral container targets (its namespaces are
@@ -742,7 +897,7 @@ class PodWorker:
             inst.started_gate.set()  # a container that was running before the restart has started
         for kind in ("startup", "liveness", "readiness"):
             probe = spec.get(f"{kind}Probe")
-            if not probe or cs.init or (adopted and kind == "startup"):
+            if not probe or (cs.init and not cs.sidecar) or (adopted and kind == "startup"):
                 continue
             run = make_probe(probe, spec, inst.container_id, self.pod_ip, self.s.runc)
             worker = ProbeWorker(kind, probe, run, started_mono,
@@ -811,6 +966,10 @@ class PodWorker:
                     break
         self.wake.set()
 
+    def _sidecar_stop_order(self) -> list[str]:
+        """SD5: the pod's sidecars, the last declared first."""
+        return [str(c["name"]) for c in reversed(self._specs("initContainers")) if is_sidecar(c)]
+
     def _runc_running(self, container_id: str) -> bool:
         state = self.s.runc.state(container_id)
         return state is not None and state.get("status") in ("created", "running", "paused")
@@ -836,6 +995,9 @@ class PodWorker:
             # SP1: the sandbox's end kills every process left in its namespace: it goes after the containers.
             sandbox = next((cs for cs in running if cs.name == SANDBOX), None)
             containers = [cs for cs in running if cs is not sandbox]
+            # SD5: the sidecars get their SIGTERM once the other containers have ended, the last declared first.
+            sidecars = [self.containers[name] for name in self._sidecar_stop_order()
+                        if self.containers[name].instance is not None]
             # Only containers with a preStop hook get a thread, and a hook's end wakes the wait below: a
             # no-op thread still alive at the wait's first look held every plain stop up to 50 ms.
             def hook(cs: ContainerState, timeout: float) -> None:
@@ -850,11 +1012,15 @@ class PodWorker:
             # A hook still running when the period ends (or is cut short) is cut off by the SIGKILL.
             while any(t.is_alive() for t in hooks) and deadline.remaining() > 0:
                 deadline.wait(0.05)
-            stops = [threading.Thread(target=self._stop_instance, args=(cs, cs.instance, deadline)) for cs in containers]
+            stops = [threading.Thread(target=self._stop_instance, args=(cs, cs.instance, deadline))
+                     for cs in containers if not cs.sidecar]
             for t in stops:
                 t.start()
             for t in stops:
                 t.join()
+            for cs in sidecars:
+                if cs.instance is not None:
+                    self._stop_instance(cs, cs.instance, deadline)
             if sandbox is not None and sandbox.instance is not None:
                 self._stop_instance(sandbox, sandbox.instance, deadline)
             for cs in running:
@@ -878,6 +1044,9 @@ class PodWorker:
         if not cdir.exists():
             return
         self.s.runc.delete(self._runc_id(name))
+        group = self._memory_group(name)
+        if group is not None and memcg.remove(group):
+            (cdir / memcg.BUNDLE_FILE).unlink(missing_ok=True)
         bundle = self._bundle_dir(name)
         unmount_rootfs(cdir, bundle / "rootfs")
         for path in (cdir / "rootfs", cdir / "scratch", cdir / "lower", bundle):
@@ -885,6 +1054,22 @@ class PodWorker:
         (cdir / "config.json").unlink(missing_ok=True)
 
     # ---- status --------------------------------------------------------------------------
+    def _message_budget(self) -> int:
+        """CT2: the bytes of termination message each container status may carry (the kubelet's 12 KiB per pod,
+        split over its containers and init containers)."""
+        return POD_TERMINATION_MESSAGES_MAX // max(1, len(self._specs("containers")) + len(self._specs("initContainers")))
+
+    def _terminated(self, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A terminated state as the status shows it: its message cut to the pod's budget (CT2)."""
+        message = (state or {}).get("message")
+        if not message:
+            return state
+        raw = str(message).encode()
+        budget = self._message_budget()
+        if len(raw) <= budget:
+            return state
+        return {**state, "message": raw[:budget].decode("utf-8", "ignore")}  # type: ignore[dict-item]
+
     def _container_status(self, spec: dict[str, Any]) -> dict[str, Any]:
         cs = self.containers[spec["name"]]
         inst = cs.instance
@@ -896,13 +1081,15 @@ class PodWorker:
             started = inst.started_gate.is_set()
             status["started"] = started
             readiness = inst.probes.get("readiness")
-            status["ready"] = started and not cs.init and (readiness is None or readiness.state.result is True)
+            # SD3: a sidecar is ready as a regular container is; a regular init container never is while it runs.
+            status["ready"] = (started and (not cs.init or cs.sidecar)
+                               and (readiness is None or readiness.state.result is True))
             if cs.last_terminated:
-                status["lastState"] = {"terminated": cs.last_terminated}
+                status["lastState"] = {"terminated": self._terminated(cs.last_terminated)}
             else:
                 status["lastState"] = {}
         elif cs.final or (cs.succeeded and cs.last_terminated):
-            status["state"] = {"terminated": cs.last_terminated or {"exitCode": 0, "reason": "Completed"}}
+            status["state"] = {"terminated": self._terminated(cs.last_terminated) or {"exitCode": 0, "reason": "Completed"}}
             status["containerID"] = (cs.last_terminated or {}).get("containerID", "")
             status["lastState"] = {}
         else:
@@ -910,7 +1097,7 @@ class PodWorker:
             if cs.waiting_message:
                 waiting["message"] = cs.waiting_message
             status["state"] = {"waiting": waiting}
-            status["lastState"] = {"terminated": cs.last_terminated} if cs.last_terminated else {}
+            status["lastState"] = {"terminated": self._terminated(cs.last_terminated)} if cs.last_terminated else {}
         return status
 
     def _set_condition(self, kind: str, value: bool) -> None:
@@ -919,14 +1106,24 @@ class PodWorker:
             self.conditions[kind] = (text, now_iso())
 
     def status(self) -> dict[str, Any]:
-        inits = [self._container_status(c) for c in self._specs("initContainers")]
+        init_specs = self._specs("initContainers")
+        inits = [self._container_status(c) for c in init_specs]
         apps = [self._container_status(c) for c in self._specs("containers")]
         ephemeral = [self._container_status(c) for c in self._specs("ephemeralContainers")]
-        init_states = [self.containers[c["name"]] for c in self._specs("initContainers")]
-        initialized = all(cs.succeeded for cs in init_states)
-        init_failed = any(cs.final and not cs.succeeded for cs in init_states)
-        phase = self._phase(apps, initialized, init_failed)
-        containers_ready = initialized and bool(apps) and all(s["ready"] for s in apps)
+        sidecar_states = [self.containers[c["name"]] for c in init_specs if is_sidecar(c)]
+        # SD2: the pod's start goes on once every regular init container completed and every sidecar started.
+        sequence_done = (all(cs.succeeded for cs in self._regular_init_states())
+                         and all(cs.started_once or (cs.instance is not None and cs.instance.started_gate.is_set())
+                                 for cs in sidecar_states))
+        init_failed = any(cs.final and not cs.succeeded for cs in self._regular_init_states())
+        sidecars_running = sum(cs.instance is not None for cs in sidecar_states)
+        phase = self._phase(apps, sequence_done, init_failed, sidecars_running)
+        # SD2: Initialized as the kubelet says it: each init container done now, or a regular container has run.
+        pending = incomplete_inits(init_specs, inits)
+        initialized = sequence_done and (not pending or any_regular_started(apps))
+        # SD3: the sidecars' readiness counts for the pod's, listed before the containers', as the kubelet does.
+        readied = [s for c, s in zip(init_specs, inits) if is_sidecar(c)] + apps
+        containers_ready = initialized and bool(apps) and all(s["ready"] for s in readied)
         self._set_condition("PodScheduled", True)
         self._set_condition("Initialized", initialized)
         self._set_condition("ContainersReady", containers_ready)
@@ -936,11 +1133,10 @@ class PodWorker:
             value, when = self.conditions[kind]
             cond = {"type": kind, "status": value, "lastTransitionTime": when}  # no null: the API drops them
             if value == "False" and kind in ("Ready", "ContainersReady"):
-                not_ready = [s["name"] for s in apps if not s["ready"]]
+                not_ready = [s["name"] for s in readied if not s["ready"]]
                 cond["reason"] = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
                 cond["message"] = f"containers with unready status: [{' '.join(not_ready)}]"
             elif value == "False" and kind == "Initialized":
-                pending = [s["name"] for s in inits if "terminated" not in s["state"] or s["state"]["terminated"]["exitCode"] != 0]
                 cond["reason"] = "ContainersNotInitialized"
                 cond["message"] = f"containers with incomplete status: [{' '.join(pending)}]"
             conditions.append(cond)
@@ -955,9 +1151,11 @@ class PodWorker:
             status["ephemeralContainerStatuses"] = ephemeral
         return status
 
-    def _phase(self, apps: list[dict[str, Any]], initialized: bool, init_failed: bool) -> str:
+    def _phase(self, apps: list[dict[str, Any]], initialized: bool, init_failed: bool, sidecars_running: int = 0) -> str:
+        """SD4: the regular containers decide the phase (a sidecar's exit code never counts), and a pod with a
+        sidecar still running is not finished yet: its volumes are released at the final phase (A1)."""
         if init_failed:
-            return "Failed"
+            return "Pending" if sidecars_running else "Failed"
         if not initialized:
             return "Pending"
         pending = running = succeeded = failed = 0
@@ -976,11 +1174,15 @@ class PodWorker:
                 pending += 1
         if pending:
             return "Pending"
-        if running:
+        if running or sidecars_running:
             return "Running"
         if failed:
             return "Failed"
         return "Succeeded" if succeeded else "Pending"
+
+
+# runc 1.1's report of a start that failed (logrus text on its stderr, in the container's log).
+_RUNC_FAILED = re.compile(rb'time="[^"]*" level=error msg="runc run failed: (.*)"')
 
 
 def _volume_names(volumes: dict[str, str], container: dict[str, Any], staged_mounts: list[str | None],

@@ -1,6 +1,9 @@
 """Node registration, heartbeats, NotReady, and two agents on one machine (B8)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from agent_cluster import GiB, Cluster, claim, condition, local_class, pod, wait_until
 from storage.controllers.base import ControllerOptions
 from storage.system import loop
@@ -15,6 +18,15 @@ def test_node_registers_labels_pools_endpoint_and_goes_unknown_without_heartbeat
     assert labels["kubernetes.io/hostname"] == "n1"
     assert labels["topology.kubernetes.io/zone"] == "zone-a"
     assert labels["disk"] == "ssd"
+    # N7: the kubelet's well-known labels and machine facts, with Go's architecture name.
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    assert (labels["kubernetes.io/arch"], labels["kubernetes.io/os"]) == (arch, "linux")
+    assert (labels["beta.kubernetes.io/arch"], labels["beta.kubernetes.io/os"]) == (arch, "linux")
+    info = node["status"]["nodeInfo"]
+    assert info["architecture"] == arch and info["kernelVersion"] == os.uname().release
+    assert info["bootID"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert info["osImage"] and info["osImage"] != "Linux"
+    assert info["containerRuntimeVersion"].startswith("runc://") and info["containerRuntimeVersion"] != "runc://unknown"
     pools = node["status"]["storagePools"]
     assert [p["name"] for p in pools] == ["default"]
     assert pools[0]["totalBytes"] == 2 * GiB and pools[0]["freeBytes"] == 2 * GiB

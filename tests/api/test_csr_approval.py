@@ -1,0 +1,258 @@
+"""Kubernetes' "normal user" certificate flow with the real kubectl: a user's CSR for
+``kubernetes.io/kube-apiserver-client``, ``kubectl certificate approve|deny`` through the ``/approval``
+subresource, the certificate signed by the cluster CA, and that certificate authenticating as its CN with its
+O as groups (SEMANTICS CSR1-CSR4)."""
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from storage.apiserver.server import RunningServer
+from storage.system import pki
+from support import kubectl_binary
+
+CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
+BASE = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+
+
+def _kubectl(kubeconfig: Path, tmp_path: Path, *args: str, stdin: str | None = None,
+             ok: bool = True) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    done = subprocess.run([kubectl_binary(), "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache"),
+                           *args], capture_output=True, text=True, timeout=120, env=clean, input=stdin)
+    if ok:
+        assert done.returncode == 0, (args, done.stderr)
+    return done
+
+
+def _openssl_request(tmp_path: Path, name: str, subject: str) -> tuple[Path, bytes]:
+    """As Kubernetes' documentation: ``openssl genrsa`` and ``openssl req``; (key file, CSR PEM)."""
+    key = tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    done = subprocess.run(["openssl", "req", "-new", "-key", str(key), "-subj", subject], check=True,
+                          capture_output=True)
+    return key, done.stdout
+
+
+def _ec_request(common_name: str, org: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                         x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM)
+
+
+def _csr(name: str, request: bytes, usages: list[str] | None = None, seconds: int = 86400) -> dict[str, Any]:
+    return {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {"name": name},
+            "spec": {"request": base64.b64encode(request).decode(), "signerName": CLIENT_SIGNER,
+                     "expirationSeconds": seconds, "usages": usages or ["client auth"]}}
+
+
+def _row(server: RunningServer, tmp_path: Path, name: str) -> list[str]:
+    lines = _kubectl(server.kubeconfig, tmp_path, "get", "csr", name).stdout.strip().splitlines()
+    assert lines[0].split() == ["NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"]
+    return lines[1].split()
+
+
+def test_discovery_lists_the_approval_subresource(http: httpx.Client) -> None:
+    """CSR1: kubectl finds certificatesigningrequests/approval (verbs get, patch, update), as Kubernetes lists it."""
+    resources = {r["name"]: r for r in http.get("/apis/certificates.k8s.io/v1").json()["resources"]}
+    assert resources["certificatesigningrequests/approval"]["verbs"] == ["get", "patch", "update"]
+    assert resources["certificatesigningrequests/approval"]["kind"] == "CertificateSigningRequest"
+    assert "certificatesigningrequests/status" in resources
+
+
+def test_kubectl_approve_issues_a_client_certificate_that_authenticates_as_the_user(
+        module_server: RunningServer, tmp_path: Path) -> None:
+    """CSR1, CSR4: Kubernetes' documented flow, step by step, with an openssl RSA key."""
+    key, request = _openssl_request(tmp_path, "jane", "/CN=jane/O=dev")
+    _kubectl(module_server.kubeconfig, tmp_path, "create", "-f", "-", stdin=yaml.safe_dump(_csr("jane", request)))
+    row = _row(module_server, tmp_path, "jane")
+    assert row[2] == CLIENT_SIGNER and row[-2:] == ["24h", "Pending"]
+
+    done = _kubectl(module_server.kubeconfig, tmp_path, "certificate", "approve", "jane")
+    assert "certificatesigningrequest.certificates.k8s.io/jane approved" in done.stdout
+    assert _row(module_server, tmp_path, "jane")[-1] == "Approved,Issued"
+
+    encoded = _kubectl(module_server.kubeconfig, tmp_path, "get", "csr", "jane", "-o",
+                       "jsonpath={.status.certificate}").stdout
+    crt = tmp_path / "jane.crt"
+    crt.write_bytes(base64.b64decode(encoded))
+    cert = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "jane"
+    assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == ["dev"]
+    ca = x509.load_pem_x509_certificate(module_server.ca_pem or b"")
+    assert cert.issuer == ca.subject
+    cert.verify_directly_issued_by(ca)
+    lifetime = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(hours=23) < lifetime <= datetime.timedelta(hours=24)  # min(expirationSeconds, 1 year)
+    stored = json.loads(_kubectl(module_server.kubeconfig, tmp_path, "get", "csr", "jane", "-o", "json").stdout)
+    approved = [c for c in stored["status"]["conditions"] if c["type"] == "Approved"]
+    assert approved and approved[0]["reason"] == "KubectlApprove" and approved[0]["lastTransitionTime"]
+
+    # The documentation's kubeconfig for the new user: the CA, the issued certificate and the user's own key.
+    kubeconfig = tmp_path / "jane.kubeconfig"
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(module_server.ca_pem or b"")
+    for args in (("config", "set-cluster", "stowage", f"--server={module_server.url}",
+                  f"--certificate-authority={ca_file}", "--embed-certs=true"),
+                 ("config", "set-credentials", "jane", f"--client-key={key}", f"--client-certificate={crt}",
+                  "--embed-certs=true"),
+                 ("config", "set-context", "jane", "--cluster=stowage", "--user=jane"),
+                 ("config", "use-context", "jane")):
+        _kubectl(kubeconfig, tmp_path, *args)
+    whoami = json.loads(_kubectl(kubeconfig, tmp_path, "auth", "whoami", "-o", "json").stdout)
+    assert whoami["status"]["userInfo"]["username"] == "jane"
+    assert "dev" in whoami["status"]["userInfo"]["groups"]
+    # Authenticated, and nothing more: jane has no RBAC grants yet.
+    refused = _kubectl(kubeconfig, tmp_path, "get", "pods", ok=False)
+    assert refused.returncode != 0 and 'User "jane" cannot list resource "pods"' in refused.stderr
+
+
+def test_kubectl_deny_issues_nothing_and_an_approval_after_a_denial_is_refused(
+        module_server: RunningServer, http: httpx.Client, tmp_path: Path) -> None:
+    """CSR2: Denied stays Denied: no certificate; adding Approved (422) or swapping Denied for it (422) fails."""
+    assert http.post(BASE, json=_csr("deny-me", _ec_request("mallory", "dev"))).status_code == 201
+    done = _kubectl(module_server.kubeconfig, tmp_path, "certificate", "deny", "deny-me")
+    assert "certificatesigningrequest.certificates.k8s.io/deny-me denied" in done.stdout
+    assert _row(module_server, tmp_path, "deny-me")[-1] == "Denied"
+    current = http.get(f"{BASE}/deny-me").json()
+    assert "certificate" not in current["status"]
+    # kubectl refuses by itself; the server refuses too.
+    again = _kubectl(module_server.kubeconfig, tmp_path, "certificate", "approve", "deny-me", ok=False)
+    assert again.returncode != 0 and "already Denied" in again.stderr
+
+    both = json.loads(json.dumps(current))
+    both["status"]["conditions"].append({"type": "Approved", "status": "True", "reason": "Sneaky"})
+    refused = http.put(f"{BASE}/deny-me/approval", json=both)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["message"] == (
+        'CertificateSigningRequest.certificates.k8s.io "deny-me" is invalid: status.conditions[1].type: '
+        'Invalid value: "Approved": Approved and Denied conditions are mutually exclusive')
+    assert refused.json()["details"]["group"] == "certificates.k8s.io"
+
+    swapped = json.loads(json.dumps(current))
+    swapped["status"]["conditions"] = [{"type": "Approved", "status": "True", "reason": "Sneaky"}]
+    refused = http.put(f"{BASE}/deny-me/approval", json=swapped)
+    assert refused.status_code == 422
+    assert 'updates may not remove a condition of type "Denied"' in refused.json()["message"]
+    merge = http.patch(f"{BASE}/deny-me/approval", content=json.dumps({"status": {"conditions": []}}),
+                       headers={"Content-Type": "application/merge-patch+json"})
+    assert merge.status_code == 422
+    final = http.get(f"{BASE}/deny-me").json()
+    assert [c["type"] for c in final["status"]["conditions"]] == ["Denied"] and "certificate" not in final["status"]
+
+
+def test_approval_needs_approve_on_the_signer(module_server: RunningServer, http: httpx.Client) -> None:
+    """CSR3: update on certificatesigningrequests/approval is not enough: verb approve on signers, named by the
+    signer or ``<domain>/*``; else Kubernetes' 403."""
+    assert module_server.tls is not None
+    cert, key = module_server.tls.pki.issue_client("bob", ("approvers",))
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    assert http.post(f"{rbac}/clusterroles", json={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "csr-updater"},
+        "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests",
+                                                                        "certificatesigningrequests/approval"],
+                   "verbs": ["get", "list", "update"]}]}).status_code == 201
+    for role in ("csr-updater",):
+        assert http.post(f"{rbac}/clusterrolebindings", json={
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": f"bob-{role}"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]}).status_code == 201
+    assert http.post(BASE, json=_csr("for-bob", _ec_request("carol", "dev"))).status_code == 201
+    with httpx.Client(base_url=module_server.url, verify=pki.client_context(module_server.ca_pem, cert, key),
+                      timeout=60) as bob:
+        current = bob.get(f"{BASE}/for-bob").json()
+        current["status"] = {"conditions": [{"type": "Approved", "status": "True", "reason": "Bob"}]}
+        refused = bob.put(f"{BASE}/for-bob/approval", json=current)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["message"] == (
+            'certificatesigningrequests.certificates.k8s.io "for-bob" is forbidden: user not permitted to approve '
+            f'requests with signerName "{CLIENT_SIGNER}"')
+        assert "conditions" not in (http.get(f"{BASE}/for-bob").json().get("status") or {})
+        # The default approver role (unbound, as in Kubernetes) names the signer: bound, bob may approve.
+        assert http.post(f"{rbac}/clusterrolebindings", json={
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "bob-approver"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "system:certificates.k8s.io:kube-apiserver-client-approver"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]}).status_code == 201
+        done = bob.put(f"{BASE}/for-bob/approval", json=current)
+        assert done.status_code == 200, done.text
+        assert done.json()["status"]["certificate"]
+        # Without update on the subresource itself the request never gets that far (RBAC's own 403).
+        assert http.delete(f"{rbac}/clusterrolebindings/bob-csr-updater").status_code == 200
+        other = http.post(BASE, json=_csr("for-bob-2", _ec_request("dave", "dev")))
+        assert other.status_code == 201
+        body = other.json()
+        body["status"] = {"conditions": [{"type": "Approved", "status": "True"}]}
+        refused = bob.put(f"{BASE}/for-bob-2/approval", json=body)
+        assert refused.status_code == 403 and "certificatesigningrequests/approval" in refused.json()["message"]
+
+
+def test_the_approval_subresource_changes_only_the_conditions(http: httpx.Client) -> None:
+    """CSR1: spec, labels and status.certificate sent to /approval are ignored; only the conditions are taken,
+    given lastUpdateTime and lastTransitionTime when the writer left them out."""
+    created = http.post(BASE, json=_csr("only-conditions", _ec_request("erin", "dev"))).json()
+    body = json.loads(json.dumps(created))
+    body["metadata"]["labels"] = {"x": "y"}
+    body["spec"]["signerName"] = "example.com/other"
+    body["spec"]["usages"] = ["server auth"]
+    body["spec"]["username"] = "system:admin"
+    body["status"] = {"certificate": base64.b64encode(b"not a certificate").decode(),
+                      "conditions": [{"type": "Denied", "status": "True", "reason": "Nope", "message": "no"}]}
+    done = http.put(f"{BASE}/only-conditions/approval", json=body)
+    assert done.status_code == 200, done.text
+    stored = http.get(f"{BASE}/only-conditions").json()
+    assert stored["spec"] == created["spec"]
+    assert "labels" not in stored["metadata"]
+    assert "certificate" not in stored["status"]
+    [denied] = stored["status"]["conditions"]
+    assert denied["type"] == "Denied" and denied["lastUpdateTime"] and denied["lastTransitionTime"]
+    managers = {(m["manager"], m.get("subresource")) for m in stored["metadata"].get("managedFields") or []}
+    assert any(sub == "approval" for _, sub in managers), managers
+    # A stale resourceVersion is a conflict, as for any update.
+    body["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"]
+    assert http.put(f"{BASE}/only-conditions/approval", json=body).status_code == 409
+
+
+def test_a_request_whose_usages_do_not_fit_the_signer_fails(module_server: RunningServer, http: httpx.Client,
+                                                             tmp_path: Path) -> None:
+    """CSR4: approved, but server auth is no client usage: a Failed condition, no certificate; a request longer
+    than a year gets a year."""
+    request = _ec_request("frank", "dev")
+    assert http.post(BASE, json=_csr("wrong-usage", request, ["client auth", "server auth"])).status_code == 201
+    _kubectl(module_server.kubeconfig, tmp_path, "certificate", "approve", "wrong-usage")
+    stored = http.get(f"{BASE}/wrong-usage").json()
+    failed = [c for c in stored["status"]["conditions"] if c["type"] == "Failed"]
+    assert failed and failed[0]["reason"] == "SignerValidationFailure"
+    assert failed[0]["message"] == "invalid usage for client certificate: server auth"
+    assert "certificate" not in stored["status"]
+    assert _row(module_server, tmp_path, "wrong-usage")[-1] == "Approved,Failed"
+
+    assert http.post(BASE, json=_csr("long", _ec_request("gina", "dev"), seconds=5 * 365 * 86400)).status_code == 201
+    _kubectl(module_server.kubeconfig, tmp_path, "certificate", "approve", "long")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(http.get(f"{BASE}/long").json()["status"]["certificate"]))
+    lifetime = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(days=364) < lifetime <= datetime.timedelta(days=365)
+
+
+@pytest.mark.parametrize("seconds,shown", [(600, "10m"), (86400, "24h"), (7 * 86400, "7d")])
+def test_kubectl_prints_the_requested_duration_as_kubernetes_does(module_server: RunningServer, http: httpx.Client,
+                                                                  tmp_path: Path, seconds: int, shown: str) -> None:
+    """CSR4: REQUESTEDDURATION is a human duration."""
+    name = f"duration-{seconds}"
+    assert http.post(BASE, json=_csr(name, _ec_request("h", "dev"), seconds=seconds)).status_code == 201
+    assert _row(module_server, tmp_path, name)[-2:] == [shown, "Pending"]
