@@ -28,11 +28,17 @@ if TYPE_CHECKING:
 # Filesystems whose statfs waits on a server or a daemon, which may not answer (GF7): a summary must never
 # hang on one, so their usage is left out (a CSI driver's is asked of the driver, which answers or fails).
 REMOTE_FILESYSTEMS = ("fuse", "nfs", "ceph", "cifs", "smb3", "glusterfs", "9p")
-WINDOW_SECONDS = 0.5  # the shortest window a first rate is measured over
+WINDOW_SECONDS = 0.5  # the window a rate is measured over when no earlier reading will do
+# N8: two readings closer than this mostly measure what happened between two requests (kubectl starting, the
+# API server answering it), not the node's load: a rate needs an earlier reading at least this old, as
+# metrics-server's scrapes are 15 s apart; else it is measured now over WINDOW_SECONDS.
+MIN_WINDOW_SECONDS = 10.0
 STALE_SECONDS = 60.0  # an older reading says little about the present rate
 
 _lock = threading.Lock()
-_previous: dict[str, tuple[float, int]] = {}  # key -> (monotonic time, cumulative cpu ns)
+# key -> readings (monotonic time, cumulative cpu ns), oldest first, at least MIN_WINDOW_SECONDS / 4 apart and
+# none older than STALE_SECONDS: enough to find one of the right age without keeping one per request.
+_history: dict[str, list[tuple[float, int]]] = {}
 
 
 def _read_int(path: Path) -> int | None:
@@ -89,33 +95,53 @@ def _node_usage() -> tuple[int, int]:
     return int(busy * 1e9), int(vm.total - vm.available)
 
 
-def _rates(readers: dict[str, Any]) -> dict[str, tuple[int, int]]:
+def _baseline(samples: list[tuple[float, int]], at: float) -> tuple[float, int] | None:
+    """The newest reading at least MIN_WINDOW_SECONDS and less than STALE_SECONDS before ``at``."""
+    for sample in reversed(samples):
+        if MIN_WINDOW_SECONDS <= at - sample[0] < STALE_SECONDS:
+            return sample
+    return None
+
+
+def _remember(key: str, at: float, cpu: int) -> None:
+    samples = [s for s in _history.get(key, []) if at - s[0] < STALE_SECONDS]
+    if not samples or at - samples[-1][0] >= MIN_WINDOW_SECONDS / 4:
+        samples.append((at, cpu))
+    _history[key] = samples
+
+
+def _rates(readers: dict[str, Any]) -> tuple[dict[str, tuple[int, int]], float]:
     """key -> (nanocores, working set bytes) for each reader (a function giving cumulative cpu ns
-    and memory, or None when the thing is gone)."""
+    and memory, or None when the thing is gone), and the node's window in seconds."""
     first: dict[str, tuple[float, int, int]] = {}
     for key, read in readers.items():
         value = read()
         if value is not None:
             first[key] = (time.monotonic(), *value)
     with _lock:
-        fresh = {k: _previous[k] for k in first
-                 if k in _previous and WINDOW_SECONDS / 5 < first[k][0] - _previous[k][0] < STALE_SECONDS}
-    missing = [k for k in first if k not in fresh]
+        base = {k: b for k in first if (b := _baseline(_history.get(k, []), first[k][0])) is not None}
+    missing = [k for k in first if k not in base]
     if missing:
         time.sleep(WINDOW_SECONDS)  # a rate needs two readings; this is the measuring window
         for key in missing:
-            fresh[key] = (first[key][0], first[key][1])
+            base[key] = (first[key][0], first[key][1])
             value = readers[key]()
             if value is not None:
                 first[key] = (time.monotonic(), *value)
     out: dict[str, tuple[int, int]] = {}
+    window = WINDOW_SECONDS
     with _lock:
         for key, (at, cpu, memory) in first.items():
-            before_at, before_cpu = fresh[key]
+            before_at, before_cpu = base[key]
             elapsed = at - before_at
             out[key] = (max(0, int((cpu - before_cpu) / elapsed)) if elapsed > 0 else 0, memory)
-            _previous[key] = (at, cpu)
-    return out
+            if key == "node":
+                window = elapsed
+            _remember(key, at, cpu)
+        now = time.monotonic()
+        for gone in [k for k, v in _history.items() if k not in readers and (not v or now - v[-1][0] >= STALE_SECONDS)]:
+            del _history[gone]  # a container that stopped: its readings would never be asked for again
+    return out, window
 
 
 def _init_pid(agent: "NodeAgent", container_id: str) -> int | None:
@@ -213,7 +239,7 @@ def summary(agent: "NodeAgent") -> dict[str, Any]:
         for name, pid in containers:
             readers[f"{uid}/{name}"] = lambda pid=pid: cgroup_usage(pid)
         pods[uid] = (pod, [name for name, _ in containers])
-    rates = _rates(readers)
+    rates, window = _rates(readers)
     stamp = now_iso()
 
     def usage(key: str) -> dict[str, Any]:
@@ -232,7 +258,7 @@ def summary(agent: "NodeAgent") -> dict[str, Any]:
             if volumes:
                 entry["volume"] = volumes
             out_pods.append(entry)
-    return {"node": {"nodeName": agent.node, **usage("node")}, "pods": out_pods, "window": f"{WINDOW_SECONDS}s"}
+    return {"node": {"nodeName": agent.node, **usage("node")}, "pods": out_pods, "window": f"{window:.3f}s"}
 
 
 def _running_containers(agent: "NodeAgent") -> list[tuple[str, dict[str, Any], list[tuple[str, int]]]]:

@@ -664,8 +664,38 @@ def _env(errs: _Errors, env: Any, path: str) -> None:
                     errs.names(f"{vp}.{ref}.key", key, is_config_map_key)
 
 
+_PROFILE_TYPES = ("Unconfined", "RuntimeDefault", "Localhost")
+
+
+def _security_profiles(errs: _Errors, security: dict[str, Any], path: str) -> None:
+    """AA4: Kubernetes' validateSeccompProfileField and validateAppArmorProfileField on a pod's or a
+    container's security context (``path``)."""
+    for field, what in (("seccompProfile", "seccomp"), ("appArmorProfile", "AppArmor")):
+        profile = security.get(field)
+        if profile is None:
+            continue
+        here = f"{path}.{field}"
+        profile = _d(profile)
+        kind, localhost = profile.get("type"), profile.get("localhostProfile")
+        if not kind:
+            errs.required(f"{here}.type", f"type is required when {field} is set")
+        else:
+            errs.enum(f"{here}.type", kind, _PROFILE_TYPES)
+        if kind == "Localhost":
+            if localhost is None or (isinstance(localhost, str) and not localhost.strip()):
+                errs.required(f"{here}.localhostProfile", f"must be set when {what} type is Localhost")
+            elif isinstance(localhost, str) and what == "AppArmor" and localhost != localhost.strip():
+                errs.invalid(f"{here}.localhostProfile", localhost, "must not be padded with whitespace")
+            elif isinstance(localhost, str) and what == "seccomp" and (localhost.startswith("/") or ".." in localhost.split("/")):
+                errs.invalid(f"{here}.localhostProfile", localhost,
+                             "must be a relative path" if localhost.startswith("/") else "must not contain '..'")
+        elif kind in _PROFILE_TYPES and localhost is not None:
+            errs.invalid(f"{here}.localhostProfile", localhost, f"can only be set when {what} type is Localhost")
+
+
 def _container(errs: _Errors, c: Any, path: str, volumes: set[str], seen: set[str], init: bool) -> None:
     c = _d(c)
+    _security_profiles(errs, _d(c.get("securityContext")), f"{path}.securityContext")
     name = c.get("name")
     if not name:
         errs.required(f"{path}.name")
@@ -812,6 +842,7 @@ def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, 
         errs.invalid(f"{path}.securityContext.shareProcessNamespace", True,
                      "ShareProcessNamespace and HostPID cannot both be enabled")
     errs.non_negative(f"{path}.securityContext.fsGroup", security.get("fsGroup"))
+    _security_profiles(errs, security, f"{path}.securityContext")
     errs.enum(f"{path}.securityContext.fsGroupChangePolicy", security.get("fsGroupChangePolicy"), ("Always", "OnRootMismatch"))
     _tolerations(errs, spec.get("tolerations"), f"{path}.tolerations")
     affinity = _d(spec.get("affinity"))
@@ -2475,6 +2506,25 @@ def _selector_immutable(errs: _Errors, new: dict[str, Any], old: dict[str, Any])
 
 def _pod(errs: _Errors, obj: dict[str, Any]) -> None:
     _pod_spec(errs, obj.get("spec"), "spec")
+    _apparmor_annotations(errs, _d(_d(obj.get("metadata")).get("annotations")), _d(obj.get("spec")))
+
+
+_APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+
+
+def _apparmor_annotations(errs: _Errors, annotations: dict[str, Any], spec: dict[str, Any]) -> None:
+    """AA4: Kubernetes' ValidateAppArmorPodAnnotations: each per-container annotation names a container of the
+    pod and a profile in the annotation's form."""
+    names = {_d(c).get("name") for key in ("initContainers", "containers", "ephemeralContainers")
+             for c in _l(spec.get(key))}
+    for key, value in sorted(annotations.items()):
+        if not key.startswith(_APPARMOR_ANNOTATION):
+            continue
+        container = key.removeprefix(_APPARMOR_ANNOTATION)
+        if container not in names:
+            errs.invalid(f"metadata.annotations[{key}]", container, "container not found")
+        if value not in ("", "runtime/default", "unconfined") and not str(value).startswith("localhost/"):
+            errs.invalid(f"metadata.annotations[{key}]", value, f'invalid AppArmor profile name: "{value}"')
 
 
 def _custom_resource_definition(errs: _Errors, obj: dict[str, Any]) -> None:

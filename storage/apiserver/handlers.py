@@ -176,6 +176,22 @@ def _as_dry_run(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+_APPROVAL_CONDITIONS = ("Approved", "Denied")
+
+
+def _keep_approval(obj: dict[str, Any], old: dict[str, Any]) -> None:
+    """CSR5: a ``/status`` write neither adds nor removes an Approved or Denied condition (only ``/approval``
+    may), as Kubernetes' status strategy keeps them: the stored ones stay, the written ones are dropped."""
+    written = [c for c in (obj.get("status") or {}).get("conditions") or []
+               if not (isinstance(c, dict) and c.get("type") in _APPROVAL_CONDITIONS)]
+    kept = [c for c in (old.get("status") or {}).get("conditions") or []
+            if isinstance(c, dict) and c.get("type") in _APPROVAL_CONDITIONS]
+    if written or kept:
+        obj.setdefault("status", {})["conditions"] = written + kept
+    elif isinstance(obj.get("status"), dict):
+        obj["status"].pop("conditions", None)
+
+
 def _check_size(obj: dict[str, Any]) -> None:
     """Nothing over etcd's request limit is stored, whichever way it was built (body, patch, defaults)."""
     size = encoded_size(obj)
@@ -299,7 +315,8 @@ class Handlers:
         wanted_rv = obj["metadata"].get("resourceVersion") or None
         record = self._updater(t, manager, via)
         if t.subresource == "status":
-            return self._write_status(t, lambda old: obj, wanted_rv, dry_run, user, record)
+            return self._write_status(t, lambda old: obj, wanted_rv, dry_run, user, record,
+                                      approval=via == "approval")
         if t.subresource == EPHEMERAL:
             return self._write_ephemeral(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings, record)
         return self._write(t, lambda old: copy.deepcopy(obj), wanted_rv, user, dry_run, warnings, record)
@@ -561,7 +578,9 @@ class Handlers:
         raise self._conflict(t)
 
     def _write_status(self, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]], wanted_rv: str | None,
-                      dry_run: bool, user: str, record: Record) -> dict[str, Any]:
+                      dry_run: bool, user: str, record: Record, *, approval: bool = False) -> dict[str, Any]:
+        """``approval``: the write comes through a CSR's ``/approval`` (CSR1), the only way to change whether it
+        is approved or denied."""
         if not t.info.has_status:
             raise NotFound(f"{t.info.plural} has no status subresource")
         for _ in _race_attempts():
@@ -576,6 +595,8 @@ class Handlers:
                 raise self._conflict(t)
             if t.info.plural == "persistentvolumes":
                 _stamp_phase_transition(obj, old)
+            elif t.info.plural == "certificatesigningrequests" and not approval:
+                _keep_approval(obj, old)
             try:
                 result = validate_status(obj, old)
             except Invalid as e:

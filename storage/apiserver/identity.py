@@ -18,7 +18,7 @@ from storage.api.timestamps import from_epoch, now
 from storage.apiserver.auth import User
 from storage.apiserver.satokens import (API_AUDIENCE, DEFAULT_EXPIRATION, MAX_EXPIRATION, MIN_EXPIRATION,
                                         ServiceAccountTokens)
-from storage.errors import BadRequest, NotFound
+from storage.errors import BadRequest, Conflict
 from storage.system import pki
 
 log = structlog.get_logger(__name__)
@@ -71,17 +71,18 @@ def request_token(store: Any, tokens: ServiceAccountTokens, namespace: str, name
         if not isinstance(ref, dict) or ref.get("kind") != "Pod":
             raise BadRequest(f'spec.boundObjectRef.kind: Unsupported value: "{(ref or {}).get("kind")}": '
                              'supported values: "Pod"')
-        try:
-            pod = store.get("pods", namespace, str(ref.get("name") or ""))
-        except NotFound:
-            raise BadRequest(f'spec.boundObjectRef.name: Not found: "{ref.get("name")}"') from None
+        # Kubernetes' TokenREST answers, word for word: the pod's own 404, a 400 for another service account,
+        # a 409 for a uid that is not the pod's (deleted and made again).
+        pod = store.get("pods", namespace, str(ref.get("name") or ""))
         pod_meta = pod.get("metadata") or {}
-        if ref.get("uid") and ref["uid"] != pod_meta.get("uid"):
-            raise BadRequest(f'spec.boundObjectRef.uid: Invalid value: "{ref["uid"]}": does not match the pod\'s uid')
         pod_sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         if pod_sa != name:
-            raise BadRequest(f'spec.boundObjectRef: Invalid value: pod "{pod_meta.get("name")}" runs as service '
-                             f'account "{pod_sa}", not "{name}"')
+            raise BadRequest(f'cannot bind token for serviceaccount "{name}" to pod running with different '
+                             f'serviceaccount name.')
+        if ref.get("uid") and ref["uid"] != pod_meta.get("uid"):
+            raise Conflict(f'Operation cannot be fulfilled on Pod "{pod_meta.get("name")}": the UID in the bound '
+                           f'object reference ({ref["uid"]}) does not match the UID in record. The object might '
+                           f'have been deleted and then recreated', kind="Pod", name=str(pod_meta.get("name")))
     sa_uid = (sa.get("metadata") or {}).get("uid", "")
     token, exp = tokens.issue(namespace, name, sa_uid, audiences=list(audiences), expiration=expiration, pod=pod)
     bound = None

@@ -15,3 +15,50 @@ def cgroup_paths(pid: int | str) -> dict[str, str]:
         for controller in controllers.split(",") if controllers else [""]:
             paths[controller] = path
     return paths
+
+
+def _hierarchy_dirs(own: dict[str, str], root: Path) -> list[Path]:
+    """The directory of ``own``'s group in each hierarchy it names (cgroup v1 controllers, named hierarchies
+    such as ``name=systemd``, the unified one), once each (``cpu`` and ``cpuacct`` often share one mount)."""
+    seen: dict[Path, None] = {}
+    for controller, path in own.items():
+        if controller == "":
+            names = ["unified", ""]  # a hybrid host mounts it under unified/; a v2-only host at the root
+        elif controller.startswith("name="):
+            names = [controller.removeprefix("name=")]
+        else:
+            names = [controller]
+        for name in names:
+            mount = root / name if name else root
+            if (mount / "cgroup.procs").exists():
+                seen.setdefault((mount / path.lstrip("/")).resolve(), None)
+                break
+    return list(seen)
+
+
+def remove_child_groups(name: str, *, wait: float = 1.0, own: dict[str, str] | None = None,
+                        root: Path = CGROUP_ROOT) -> list[Path]:
+    """rmdir the group ``name`` under this process's own group in every hierarchy, where it exists: what runc
+    left of a container it started (runc's default cgroup path is ``<its own group>/<container id>``) when
+    its own removal gave up while the container's last processes were still being reaped (runc tries for
+    0.15 s). A group still busy after ``wait`` is left, and returned."""
+    import errno
+    import os
+    import time
+
+    busy: list[Path] = []
+    deadline = time.monotonic() + wait
+    for base in _hierarchy_dirs(own if own is not None else cgroup_paths("self"), root):
+        group = base / name
+        while True:
+            try:
+                os.rmdir(group)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    busy.append(group)
+                    break
+            time.sleep(0.02)
+    return busy

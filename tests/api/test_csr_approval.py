@@ -228,6 +228,29 @@ def test_the_approval_subresource_changes_only_the_conditions(http: httpx.Client
     assert http.put(f"{BASE}/only-conditions/approval", json=body).status_code == 409
 
 
+def test_the_status_subresource_cannot_approve_or_deny(http: httpx.Client) -> None:
+    """CSR5: an Approved or Denied condition written through /status is dropped, and a stored one stays:
+    only /approval, with its `approve` check, decides. Nothing is signed."""
+    created = http.post(BASE, json=_csr("status-approve", _ec_request("frank", "dev"))).json()
+    body = json.loads(json.dumps(created))
+    body["status"] = {"conditions": [{"type": "Approved", "status": "True", "reason": "ByStatus", "message": "m"},
+                                     {"type": "Failed", "status": "True", "reason": "Other", "message": "m"}]}
+    done = http.put(f"{BASE}/status-approve/status", json=body)
+    assert done.status_code == 200, done.text
+    stored = http.get(f"{BASE}/status-approve").json()
+    assert [c["type"] for c in stored["status"]["conditions"]] == ["Failed"]
+    assert "certificate" not in stored["status"]
+
+    denied = http.get(f"{BASE}/status-approve").json()
+    denied["status"]["conditions"].append({"type": "Denied", "status": "True", "reason": "No", "message": "no"})
+    assert http.put(f"{BASE}/status-approve/approval", json=denied).status_code == 200
+    cleared = http.get(f"{BASE}/status-approve").json()
+    cleared["status"]["conditions"] = []
+    assert http.put(f"{BASE}/status-approve/status", json=cleared).status_code == 200
+    # Failed is an ordinary status condition here (this write removed it); Denied stays.
+    assert [c["type"] for c in http.get(f"{BASE}/status-approve").json()["status"]["conditions"]] == ["Denied"]
+
+
 def test_a_request_whose_usages_do_not_fit_the_signer_fails(module_server: RunningServer, http: httpx.Client,
                                                              tmp_path: Path) -> None:
     """CSR4: approved, but server auth is no client usage: a Failed condition, no certificate; a request longer

@@ -243,8 +243,18 @@ def test_token_request_rejects_bad_input_with_field_names(server: RunningServer)
     _sa_and_pod(server.client())
     short = request_token(server, "app", {"spec": {"expirationSeconds": 10}})
     assert short.status_code == 400 and "spec.expirationSeconds" in short.json()["message"]
+    # A bound object that is not there, or not the pod's service account, or another uid: Kubernetes'
+    # TokenREST answers (404 of the pod, 400, 409), so kubectl create token prints the same.
     wrong_pod = request_token(server, "app", {"spec": {"boundObjectRef": {"kind": "Pod", "name": "nope"}}})
-    assert wrong_pod.status_code == 400 and "spec.boundObjectRef.name" in wrong_pod.json()["message"]
+    assert wrong_pod.status_code == 404 and wrong_pod.json()["message"] == 'pods "nope" not found'
+    server.client().create({"apiVersion": "v1", "kind": "ServiceAccount",
+                            "metadata": {"name": "other", "namespace": "default"}})
+    other = request_token(server, "other", {"spec": {"boundObjectRef": {"kind": "Pod", "name": "app-pod"}}})
+    assert other.status_code == 400 and other.json()["message"] == (
+        'cannot bind token for serviceaccount "other" to pod running with different serviceaccount name.')
+    stale = request_token(server, "app", {"spec": {"boundObjectRef": {"kind": "Pod", "name": "app-pod",
+                                                                      "uid": "00000000-0000-0000-0000-000000000000"}}})
+    assert stale.status_code == 409 and "does not match the UID in record" in stale.json()["message"]
     missing = request_token(server, "ghost", {"spec": {}})
     assert missing.status_code == 404
 

@@ -26,6 +26,7 @@ import structlog
 from storage.api.timestamps import from_epoch as iso
 from storage.api.timestamps import now as now_iso
 from storage.errors import TemporaryError
+from storage.system.cgroups import remove_child_groups
 from storage.system.durable import write_atomically
 from storage.system.fswatch import DirWatch, EntryWatcher
 from storage.system.mounts import mounts_under
@@ -1044,6 +1045,9 @@ class PodWorker:
         if not cdir.exists():
             return
         self.s.runc.delete(self._runc_id(name))
+        # runc gives up removing its groups of the container after 0.15 s; under load a container's last
+        # processes can take longer to be reaped, and nothing else would remove what it left (CT5).
+        remove_child_groups(self._runc_id(name))
         group = self._memory_group(name)
         if group is not None and memcg.remove(group):
             (cdir / memcg.BUNDLE_FILE).unlink(missing_ok=True)
