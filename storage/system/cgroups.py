@@ -2,6 +2,7 @@
 /sys/fs/cgroup, or the unified v2 hierarchy there)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -15,6 +16,24 @@ def cgroup_paths(pid: int | str) -> dict[str, str]:
         for controller in controllers.split(",") if controllers else [""]:
             paths[controller] = path
     return paths
+
+
+@functools.cache
+def own_v1_group(controller: str) -> Path | None:
+    """This process's group in the cgroup v1 hierarchy of ``controller`` (``blkio``, ``memory``), or None (cgroup
+    v2, or that hierarchy not mounted). The agent never moves itself, so it is read once."""
+    try:
+        own = cgroup_paths("self").get(controller)
+    except (OSError, ValueError):
+        return None
+    group = CGROUP_ROOT / controller / own.lstrip("/") if own is not None else None
+    return group if group is not None and (group / "cgroup.procs").exists() else None
+
+
+@functools.cache
+def _own_hierarchy_dirs() -> tuple[Path, ...]:
+    """This process's group in every hierarchy, read once: asked at every container's end (CT5)."""
+    return tuple(_hierarchy_dirs(cgroup_paths("self"), CGROUP_ROOT))
 
 
 def _hierarchy_dirs(own: dict[str, str], root: Path) -> list[Path]:
@@ -48,7 +67,7 @@ def remove_child_groups(name: str, *, wait: float = 1.0, own: dict[str, str] | N
 
     busy: list[Path] = []
     deadline = time.monotonic() + wait
-    for base in _hierarchy_dirs(own if own is not None else cgroup_paths("self"), root):
+    for base in _hierarchy_dirs(own, root) if own is not None else _own_hierarchy_dirs():
         group = base / name
         while True:
             try:

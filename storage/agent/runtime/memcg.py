@@ -15,14 +15,13 @@ Anything that fails here leaves the process in runc's group, limited as before: 
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import time
 from pathlib import Path
 
 import structlog
 
-from storage.system.cgroups import CGROUP_ROOT, cgroup_paths
+from storage.system.cgroups import own_v1_group
 
 log = structlog.get_logger(__name__)
 
@@ -31,17 +30,10 @@ SUFFIX = ".oom"
 BUNDLE_FILE = "memory-group"
 
 
-@functools.cache
 def own_memory_group() -> Path | None:
     """This process's group in the cgroup v1 memory hierarchy, or None (cgroup v2, no memory hierarchy)."""
-    try:
-        own = cgroup_paths("self").get("memory")
-    except (OSError, ValueError):
-        return None
-    if own is None:
-        return None
-    group = CGROUP_ROOT / "memory" / own.lstrip("/")
-    return group if (group / "memory.oom_control").exists() else None
+    group = own_v1_group("memory")
+    return group if group is not None and (group / "memory.oom_control").exists() else None
 
 
 def group_of(container_id: str) -> Path | None:

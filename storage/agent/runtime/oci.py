@@ -5,7 +5,6 @@ recorded, and the container runs the host's programs with its own writable layer
 """
 from __future__ import annotations
 
-import functools
 import os
 import resource
 import stat
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from storage.api.ephemeral import claim_volumes
-from storage.system.cgroups import CGROUP_ROOT, cgroup_paths
+from storage.system.cgroups import own_v1_group
 
 from .apparmor import process_profile
 from .envvars import EnvError
@@ -391,7 +390,6 @@ def build_config(
     return config
 
 
-@functools.cache
 def blkio_home() -> Path | None:
     """The ``cgroup.procs`` of the agent's own group in a cgroup v1 blkio hierarchy, or None (cgroup v2, or
     no blkio hierarchy mounted).
@@ -401,12 +399,8 @@ def blkio_home() -> Path | None:
     than the root through a worker of its own that charges the group, 3-8% of 4 KiB IOPS measured here
     (benchmarks/sandboxed.py's cgroup control). The pod's cpu, memory, pids, devices and freezer groups
     are its own as before."""
-    try:
-        own = cgroup_paths("self").get("blkio")
-    except (OSError, ValueError):
-        return None
-    procs = CGROUP_ROOT / "blkio" / own.lstrip("/") / "cgroup.procs" if own is not None else None
-    return procs if procs is not None and procs.exists() else None
+    group = own_v1_group("blkio")
+    return group / "cgroup.procs" if group is not None else None
 
 
 def join_groups_hook(procs: list[Path]) -> dict[str, Any]:
