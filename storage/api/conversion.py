@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.api import autoscaling_v1
+from storage.api import autoscaling_v1, events_v1
 from storage.api.registry import by_kind
 
 __all__ = ["convert", "to_version"]
@@ -38,6 +38,8 @@ def convert(obj: dict[str, Any]) -> dict[str, Any]:
         return out
     if (kind, version) == ("HorizontalPodAutoscaler", autoscaling_v1.V1):
         return autoscaling_v1.to_v2(out)
+    if (kind, version) == ("Event", events_v1.V1):
+        return events_v1.to_core(obj)
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         return out
@@ -60,4 +62,6 @@ def to_version(obj: dict[str, Any], api_version: str) -> dict[str, Any]:
         return obj
     if obj.get("kind") == "HorizontalPodAutoscaler" and api_version == autoscaling_v1.V1:
         return autoscaling_v1.from_v2(obj)
+    if obj.get("kind") == "Event" and api_version == events_v1.V1:
+        return events_v1.from_core(obj)
     return {**obj, "apiVersion": api_version}

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import structlog
 
+from storage.api import retry
 from storage.errors import AlreadyExists, Conflict, FieldError, Invalid, NotFound, StowageError, TooManyRequests
 
 log = structlog.get_logger(__name__)
@@ -32,6 +33,7 @@ ALLOC_RESOURCE, ALLOC_NAME = "rangeallocations", "servicenodeports"
 # A write takes milliseconds; a claim this old belongs to a server that died before dropping it.
 CLAIM_SECONDS = 120.0
 MAX_ATTEMPTS = 64
+FREE_ATTEMPTS = 4
 
 NOT_IN_RANGE = f"provided port is not in the valid range. The range of valid ports is {RANGE_TEXT}"
 TAKEN = "provided port is already allocated"
@@ -231,11 +233,6 @@ def _write(store: Any, alloc: dict[str, Any] | None, claims: dict[str, dict[str,
         store.update(ALLOC_RESOURCE, {**alloc, "claims": claims})
 
 
-def _wait(attempt: int) -> None:
-    if attempt >= 4:
-        time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** (attempt - 4))))
-
-
 @contextlib.contextmanager
 def reserved(store: Any, svc: dict[str, Any], old: dict[str, Any] | None, *, dry_run: bool = False) -> Iterator[None]:
     """Give ``svc`` (about to be created, or to replace ``old``) its node ports, and hold the new ones
@@ -249,8 +246,7 @@ def reserved(store: Any, svc: dict[str, Any], old: dict[str, Any] | None, *, dry
         return
     owner, token = _key(svc), uuid.uuid4().hex
     claimed: set[int] = set()
-    for attempt in range(MAX_ATTEMPTS):
-        _wait(attempt)
+    for _ in retry.attempts(free=FREE_ATTEMPTS, limit=MAX_ATTEMPTS):
         alloc = _read(store)  # before the Services: see the module's docstring
         services, _ = store.list("services")
         now = time.time()
@@ -309,8 +305,7 @@ def _new_ports_wanted(svc: dict[str, Any], old: dict[str, Any]) -> bool:
 
 def _release(store: Any, token: str) -> None:
     """Drop this write's claims: its Service is stored (and shows them) or was not (and needs none)."""
-    for attempt in range(MAX_ATTEMPTS):
-        _wait(attempt)
+    for _ in retry.attempts(free=FREE_ATTEMPTS, limit=MAX_ATTEMPTS):
         alloc = _read(store)
         claims = _claims(alloc)
         kept = {p: c for p, c in claims.items() if c.get("token") != token}

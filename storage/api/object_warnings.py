@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from storage.api.quantity import canonical, parse_quantity
+from storage.api.validation import _d, _l
 
 DEPRECATED_NODE_LABELS = {
     "beta.kubernetes.io/arch": 'deprecated since v1.14; use "kubernetes.io/arch" instead',
@@ -66,14 +67,6 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     "ReplicationController": ("spec", "template"),
     "CronJob": ("spec", "jobTemplate", "spec", "template"),
 }
-
-
-def _d(x: Any) -> dict[str, Any]:
-    return x if isinstance(x, dict) else {}
-
-
-def _l(x: Any) -> list[Any]:
-    return x if isinstance(x, list) else []
 
 
 def _at(obj: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -59,7 +59,8 @@ class ResourceInfo:
         group-version's version."""
         if api_version == self.api_version:
             return self
-        return dataclasses.replace(self, version=api_version.rpartition("/")[2], also_served=())
+        group, _, version = api_version.rpartition("/")
+        return dataclasses.replace(self, group=group, version=version, also_served=())
 
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -79,7 +80,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     ResourceInfo("Secret", "secrets", "secret", "", "v1", True, (), has_status=False),
     ResourceInfo("ConfigMap", "configmaps", "configmap", "", "v1", True, ("cm",), has_status=False),
-    ResourceInfo("Event", "events", "event", "", "v1", True, ("ev",), has_status=False),
+    # EVT1: events.k8s.io/v1 is another view of the same objects, as in Kubernetes (one store, two groups).
+    ResourceInfo("Event", "events", "event", "", "v1", True, ("ev",), has_status=False,
+                 legacy_api_versions=("events.k8s.io/v1",), also_served=("events.k8s.io/v1",)),
     ResourceInfo("ReplicationController", "replicationcontrollers", "replicationcontroller", "", "v1", True, ("rc",)),
     # SEMANTICS QL1: a namespace's per-object limits (no status in Kubernetes) and its total quotas.
     ResourceInfo("LimitRange", "limitranges", "limitrange", "", "v1", True, ("limits",), has_status=False),
@@ -214,7 +217,10 @@ def by_name(name: str) -> ResourceInfo | None:
     if "." in key:  # "statefulsets.apps", "storageclasses.storage.k8s.io"
         base, _, group = key.partition(".")
         info = _BY_ANY_NAME.get(base)
-        return info if info is not None and info.group == group else None
+        if info is None or info.group == group:
+            return info
+        # A view of the kind served in another group ("events.events.k8s.io"): that group's form.
+        return next((info.at_version(gv) for gv in info.also_served if gv.rpartition("/")[0] == group), None)
     return _BY_ANY_NAME.get(key)
 
 

@@ -304,9 +304,21 @@ class FieldRequirement:
         return ".".join(self.path)
 
 
+# Selectable fields whose value Kubernetes takes from elsewhere in the object (its kinds' ToSelectableFields):
+# a job's successful count is its succeeded, and v1 clients' spec.host is a pod's spec.nodeName.
+_FIELD_VALUE_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("status", "successful"): ("status", "succeeded"),
+    ("spec", "host"): ("spec", "nodeName"),
+}
+
+
 def _field_text(obj: Mapping[str, Any], path: tuple[str, ...]) -> str:
+    if path == ("source",):  # an event's: its source's component, else (the newer recorder's) its reporter
+        source = obj.get("source")
+        component = source.get("component") if isinstance(source, Mapping) else None
+        return str(component or obj.get("reportingComponent") or "")
     cur: Any = obj
-    for part in path:
+    for part in _FIELD_VALUE_PATHS.get(path, path):
         if not isinstance(cur, Mapping):
             return ""
         cur = cur.get(part)
@@ -397,30 +409,38 @@ def parse_field_selector(text: str | None) -> FieldSelector:
 FieldPredicate = Callable[[Mapping[str, Any]], bool]
 
 
-# The fields each kind's API accepts in a field selector besides metadata.name and metadata.namespace
-# (Kubernetes' per-kind field label conversion functions); anything else is a 400 there and here.
+# The fields a kind's API accepts in a field selector: the kinds with a field label conversion function of
+# their own in Kubernetes take exactly these (a cluster-scoped one's without metadata.namespace), every other
+# kind metadata.name and metadata.namespace; anything else is a 400 there and here.
 _COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 FIELD_SELECTABLE: dict[str, tuple[str, ...]] = {
-    "pods": ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-             "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs", "status.nominatedNodeName"),
-    "events": ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
-               "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
-               "reason", "reportingComponent", "source", "type"),
-    "nodes": ("spec.unschedulable",),
-    "namespaces": ("status.phase",),
-    "secrets": ("type",),
-    "replicationcontrollers": ("status.replicas",),
-    "replicasets": ("status.replicas",),
-    "services": ("spec.clusterIP", "spec.type"),
-    "certificatesigningrequests": ("spec.signerName",),
+    "pods": (*_COMMON_FIELDS, "spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+             "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs", "status.nominatedNodeName",
+             "spec.host"),
+    "events": (*_COMMON_FIELDS, "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+               "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+               "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"),
+    "nodes": ("metadata.name", "spec.unschedulable"),
+    "namespaces": ("metadata.name", "status.phase"),
+    "secrets": (*_COMMON_FIELDS, "type"),
+    "replicationcontrollers": (*_COMMON_FIELDS, "status.replicas"),
+    "replicasets": (*_COMMON_FIELDS, "status.replicas"),
+    "jobs": (*_COMMON_FIELDS, "status.successful"),
+    "services": (*_COMMON_FIELDS, "spec.clusterIP", "spec.type"),
+    "certificatesigningrequests": ("metadata.name", "spec.signerName"),
 }
 
 
 def check_field_selector(resource: str, text: str | None) -> None:
-    """A ``BadRequest`` naming the first field ``resource``'s API does not select on, in Kubernetes' words."""
-    allowed = _COMMON_FIELDS + FIELD_SELECTABLE.get(resource, ())
+    """A ``BadRequest`` naming the first field ``resource``'s API does not select on, in Kubernetes' words:
+    its kind's own conversion function's, else the default one's."""
+    own = FIELD_SELECTABLE.get(resource)
+    allowed = own or _COMMON_FIELDS
     for req in parse_field_selector(text).requirements:
         field_path = ".".join(req.path)
-        if field_path not in allowed:
-            shown = ", ".join(f'"{f}"' for f in allowed)
-            raise BadRequest(f'"{field_path}" is not a known field selector: only {shown}')
+        if field_path in allowed:
+            continue
+        if own is not None:
+            raise BadRequest(f"field label not supported: {field_path}")
+        shown = ", ".join(f'"{f}"' for f in allowed)
+        raise BadRequest(f'"{field_path}" is not a known field selector: only {shown}')

@@ -25,6 +25,7 @@ from storage.api.bench_figures import BenchParameterError, parse_requirements
 from storage.api.conversion import convert
 from storage.api.cron import cron_expression, zone
 from storage.api.decoding import UndecodableObject, decode_error
+from storage.api.events_v1 import V1 as EVENTS_V1
 from storage.api.defaults import CSI_DRIVER_DEFAULTS, normalize_data_sources
 from storage.api.disruption import UNHEALTHY_POD_EVICTION_POLICIES as _UNHEALTHY_POD_EVICTION_POLICIES
 from storage.api.k8s_protobuf import root_message
@@ -2850,12 +2851,72 @@ def _quota_name(name: str) -> list[str]:
     return is_qualified_name(name)
 
 
-def _event(errs: _Errors, obj: dict[str, Any]) -> None:
+def _event(errs: _Errors, obj: dict[str, Any], request_version: str = "v1") -> None:
+    """Kubernetes' legacyValidateEvent, which every write passes whatever its group: an event with an
+    ``eventTime`` is one of the new recorder's, whose reporter, action and reason must be given."""
     involved = _d(obj.get("involvedObject"))
-    ns = _d(obj.get("metadata")).get("namespace")
-    if involved.get("namespace") and ns and involved.get("namespace") != ns:
-        errs.invalid("involvedObject.namespace", involved.get("namespace"), "does not match event.namespace")
-    errs.enum("type", obj.get("type") or None, ("Normal", "Warning"))
+    ns = _d(obj.get("metadata")).get("namespace") or ""
+    involved_ns = involved.get("namespace") or ""
+    if not obj.get("eventTime"):
+        if (ns not in ("", "default") if not involved_ns else involved_ns != ns):
+            errs.invalid("involvedObject.namespace", involved_ns, "does not match event.namespace")
+    else:
+        if not involved_ns and ns not in ("default", "kube-system"):
+            errs.invalid("involvedObject.namespace", involved_ns, "does not match event.namespace")
+        reporter_path = "reportingComponent" if request_version == "v1" else "reportingController"
+        reporter = obj.get("reportingComponent") or ""
+        if not reporter:
+            errs.required(reporter_path)
+        errs.names(reporter_path, reporter, is_qualified_name)
+        for path, limit in (("reportingInstance", 128), ("action", 128), ("reason", 128)):
+            value = obj.get(path) or ""
+            if not value:
+                errs.required(path)
+            if isinstance(value, str) and len(value) > limit:
+                errs.invalid(path, "", f"can have at most {limit} characters")
+        message = obj.get("message") or ""
+        if isinstance(message, str) and len(message) > 1024:
+            errs.invalid("message", "", "can have at most 1024 characters")
+    if request_version == "v1":  # events.k8s.io/v1 checks the type its own way (_event_v1_create)
+        errs.enum("type", obj.get("type") or None, ("Normal", "Warning"))
+
+
+def _event_series(errs: _Errors, obj: dict[str, Any]) -> None:
+    series = obj.get("series")
+    if isinstance(series, dict):
+        count = series.get("count")
+        if not isinstance(count, int) or count < 2:
+            errs.invalid("series.count", "", "should be at least 2")
+        if not series.get("lastObservedTime"):
+            errs.required("series.lastObservedTime")
+
+
+def _event_v1_create(errs: _Errors, obj: dict[str, Any]) -> None:
+    """EVT2: Kubernetes' strict rules for an event created through events.k8s.io/v1 (the deprecated fields
+    of the old recorder must be left unset there), checked on the stored form under the newer names."""
+    _event_series(errs, obj)
+    if not obj.get("eventTime"):
+        errs.required("eventTime")
+    if obj.get("type") not in ("Normal", "Warning"):
+        errs.invalid("type", "", f"has invalid value: {obj.get('type') or ''}")
+    for core, newer in (("firstTimestamp", "deprecatedFirstTimestamp"), ("lastTimestamp", "deprecatedLastTimestamp"),
+                        ("count", "deprecatedCount")):
+        if obj.get(core):
+            errs.invalid(newer, "", "needs to be unset")
+    source = _d(obj.get("source"))
+    if source.get("component") or source.get("host"):
+        errs.invalid("deprecatedSource", "", "needs to be unset")
+
+
+def _event_v1_update(errs: _Errors, new: dict[str, Any], old: dict[str, Any]) -> None:
+    """EVT2: through events.k8s.io/v1 only an event's series (and metadata) may change; the paths are
+    Kubernetes' own, in the stored form's names."""
+    if new.get("series") != old.get("series"):
+        _event_series(errs, new)
+    for path in ("involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count",
+                 "type", "eventTime", "action", "related", "reportingComponent", "reportingInstance"):
+        shown = "reportingController" if path == "reportingComponent" else path
+        errs.immutable(shown, new.get(path), old.get(path))
 
 
 def _controller_revision(errs: _Errors, obj: dict[str, Any]) -> None:
@@ -3160,17 +3221,27 @@ def _name(obj: dict[str, Any]) -> str:
     return str(meta.get("name") or meta.get("generateName") or "")
 
 
-def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+def validate(obj: dict[str, Any], old: dict[str, Any] | None = None, *, request_version: str = "") -> dict[str, Any]:
     """The normalized object (served apiVersion, canonical quantities), or ``Invalid`` with every field error.
 
     ``old`` is the stored object on update: immutability rules then apply.
+    ``request_version``: the group-version of the request's path when it is not the stored one (an Event
+    written through events.k8s.io/v1 meets that group's stricter rules, EVT2).
     Raises ``BadRequest`` for an unknown kind or apiVersion.
     """
     info = _resource_info(obj)
     errs = _Errors()
     out, data = _normalize(obj, info, errs)
     _object_meta(errs, data.get("metadata"), info)
-    create_rule = _CREATE_RULES.get(info.kind)  # a registered kind without rules yet: its model's shape only
+    if info.kind == "Event" and request_version == EVENTS_V1:
+        _event(errs, data, request_version)
+        if old is None:
+            _event_v1_create(errs, data)
+        else:
+            _event_v1_update(errs, data, old)
+        create_rule = None
+    else:
+        create_rule = _CREATE_RULES.get(info.kind)  # a registered kind without rules yet: its model's shape only
     if create_rule is not None:
         create_rule(errs, data)
     if old is None and info.kind in _CREATE_ONLY_RULES:

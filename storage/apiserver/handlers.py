@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import random
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 from storage.api import crd
 from storage.api import managedfields as mf
-from storage.api import nodeports, priority, scheduling_gates
+from storage.api import nodeports, priority, retry, scheduling_gates
 from storage.api.conversion import convert, to_version
 from storage.api.defaults import apply_defaults
 from storage.api.decoding import UndecodableObject
@@ -50,27 +48,14 @@ Record = Callable[[dict[str, Any] | None, dict[str, Any], dict[str, Any]], None]
 _STATUS_DROPPED_ON_CREATE = {"poddisruptionbudgets", "resourcequotas", "jobs", "cronjobs", "ingresses",
                              "horizontalpodautoscalers"}
 # K6: a read-modify-write without the client's precondition is tried again until it wins, as Kubernetes'
-# GuaranteedUpdate does; each loss means another writer's change went in, so the whole makes progress.
-# After the first few losses a try waits a little (jittered, doubling), so that writers racing each other
-# do not spin in step; past the budget the client gets its 409 and may try again itself.
+# GuaranteedUpdate does (storage.api.retry); past the budget the client gets its 409 and may try again itself.
 _FREE_RETRIES = 8
-_RETRY_WAIT_FIRST = 0.001
-_RETRY_WAIT_MOST = 0.05
 _RETRY_BUDGET_SECONDS = 30.0
 
 
 def _race_attempts() -> Iterator[int]:
     """The attempts of one read-modify-write; ends (the caller answers 409) after the budget."""
-    deadline = time.monotonic() + _RETRY_BUDGET_SECONDS
-    attempt = 0
-    while True:
-        yield attempt
-        attempt += 1
-        if time.monotonic() >= deadline:
-            return
-        if attempt >= _FREE_RETRIES:
-            ceiling = min(_RETRY_WAIT_MOST, _RETRY_WAIT_FIRST * 2 ** (attempt - _FREE_RETRIES))
-            time.sleep(random.uniform(0, ceiling))
+    return retry.attempts(free=_FREE_RETRIES, budget_seconds=_RETRY_BUDGET_SECONDS)
 
 
 def _defaulted(obj: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +268,7 @@ class Handlers:
         # Generated before validation and admission, as Kubernetes' registry does: both then check, and their
         # refusals name, the name the object would get. The store draws another on a collision.
         fill_generated_name(meta)
-        obj = self._checked(_defaulted(obj), None, t.info)
+        obj = self._checked(_defaulted(obj), None, t.info, t.version)
         if applied is not None:
             _set_managed(obj, mf.encode_managed(applied))
         else:
@@ -524,9 +509,10 @@ class Handlers:
             meta.pop("namespace", None)
         return obj
 
-    def _checked(self, obj: dict[str, Any], old: dict[str, Any] | None, info: ResourceInfo) -> dict[str, Any]:
+    def _checked(self, obj: dict[str, Any], old: dict[str, Any] | None, info: ResourceInfo,
+                 version: str = "") -> dict[str, Any]:
         try:
-            result = validate(obj, old)
+            result = validate(obj, old, request_version=version)
         except Invalid as e:
             raise self._named(e, obj, info) from None
         return result if result is not None else obj
@@ -567,7 +553,7 @@ class Handlers:
             obj = _defaulted(obj)
             if t.info.plural == "services":
                 nodeports.prepare_update(obj, old)  # K7: kept, or dropped with the type that needed them
-            obj = self._checked(obj, old, t.info)
+            obj = self._checked(obj, old, t.info, t.version)
             if t.info.plural == "pods":
                 # As stored, not defaulted again: a node's finalizer write must change nothing else.
                 _keep_ephemeral(obj, old)

@@ -38,7 +38,8 @@ from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
 from .logfile import split_line
 from .oci import add_block_devices, block_device_sources, build_config, cgroup_limits, join_target, uses_user_namespace
 from .probes import ProbeWorker, make_probe
-from .sidecars import any_regular_started, incomplete_inits, is_sidecar, next_sidecar_to_stop, regular_containers_done
+from .sidecars import (any_regular_started, incomplete_inits, is_sidecar, next_sidecar_to_stop, regular_containers_done,
+                       stop_order)
 from .runc import CONTAINER_LOG_MAX_BYTES, CONTAINER_LOG_MAX_FILES, HOST_PRIVATE, HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
 from .subpaths import release_staged, stage_volume_mounts
 from .orphans import OWNER_FILE
@@ -507,7 +508,7 @@ class PodWorker:
         """SD4: the sidecars of a pod whose other containers are done stop, the last declared first, each once
         the ones after it have ended, all within one grace period. Each stop runs on a thread of its own (its
         end wakes the worker), so a sidecar that ignores SIGTERM does not hold the worker for its grace."""
-        sidecars = [(spec, self.containers[spec["name"]]) for spec in self._specs("initContainers") if is_sidecar(spec)]
+        sidecars = self._sidecars()
         for spec, cs in sidecars:
             self._observe(cs, spec, "Never")
             if cs.instance is None and cs.last_terminated is not None:
@@ -967,9 +968,13 @@ class PodWorker:
                     break
         self.wake.set()
 
+    def _sidecars(self) -> list[tuple[dict[str, Any], ContainerState]]:
+        """The pod's sidecars (spec, state), in the spec's order."""
+        return [(spec, self.containers[spec["name"]]) for spec in self._specs("initContainers") if is_sidecar(spec)]
+
     def _sidecar_stop_order(self) -> list[str]:
-        """SD5: the pod's sidecars, the last declared first."""
-        return [str(c["name"]) for c in reversed(self._specs("initContainers")) if is_sidecar(c)]
+        """SD5: the pod's running sidecars, the last declared first."""
+        return stop_order([(str(spec["name"]), cs.instance is not None) for spec, cs in self._sidecars()])
 
     def _runc_running(self, container_id: str) -> bool:
         state = self.s.runc.state(container_id)
@@ -997,8 +1002,7 @@ class PodWorker:
             sandbox = next((cs for cs in running if cs.name == SANDBOX), None)
             containers = [cs for cs in running if cs is not sandbox]
             # SD5: the sidecars get their SIGTERM once the other containers have ended, the last declared first.
-            sidecars = [self.containers[name] for name in self._sidecar_stop_order()
-                        if self.containers[name].instance is not None]
+            sidecars = [self.containers[name] for name in self._sidecar_stop_order()]
             # Only containers with a preStop hook get a thread, and a hook's end wakes the wait below: a
             # no-op thread still alive at the wait's first look held every plain stop up to 50 ms.
             def hook(cs: ContainerState, timeout: float) -> None:

@@ -48,11 +48,15 @@ def regular_containers_done(policy: str, init_failed: bool, apps_final: list[boo
     return policy != "Always" and bool(apps_final) and all(apps_final)
 
 
+def stop_order(sidecars: list[tuple[str, bool]]) -> list[str]:
+    """SD5: the running sidecars in the order they stop, the reverse of their order in the spec, so that a
+    sidecar a later one uses (a proxy, a log shipper) outlives it. ``sidecars``: (name, running) in the
+    spec's order."""
+    return [name for name, running in reversed(sidecars) if running]
+
+
 def next_sidecar_to_stop(sidecars: list[tuple[str, bool]]) -> str | None:
-    """SD4, SD5: sidecars stop one at a time in the reverse of their order in the spec, each once the ones
-    declared after it have ended, so that a sidecar a later one uses (a proxy, a log shipper) outlives it.
+    """SD4, SD5: sidecars stop one at a time, each once the ones declared after it have ended (``stop_order``).
     ``sidecars``: (name, running) in the spec's order; None when none runs."""
-    for name, running in reversed(sidecars):
-        if running:
-            return name
-    return None
+    order = stop_order(sidecars)
+    return order[0] if order else None

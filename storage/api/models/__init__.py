@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from storage.api.modelbase import WireModel, dump
 from storage.api.models.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
-from storage.api.models import autoscaling_v1
+from storage.api.models import autoscaling_v1, events_v1
 from storage.api.models.autoscaling import HorizontalPodAutoscaler
 from storage.api.models.batch import CronJob, Job
 from storage.api.models.apiextensions import CustomResourceDefinition
@@ -120,10 +120,11 @@ MODELS: dict[str, type[BaseModel]] = {
 _missing = {r.kind for r in RESOURCES} - set(MODELS)
 assert not _missing, f"registry kinds without a model: {_missing}"
 
-# The form of a kind at an older version it is also served at (HPA8), for the OpenAPI documents only: objects
-# are always validated in the stored version's model above.
+# The form of a kind at another version it is also served at (HPA8, EVT1), for the OpenAPI documents and the
+# unknown-field check only: objects are always validated in the stored version's model above.
 OLDER_VERSION_MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("autoscaling/v1", "HorizontalPodAutoscaler"): autoscaling_v1.HorizontalPodAutoscaler,
+    ("events.k8s.io/v1", "Event"): events_v1.Event,
 }
 _missing_older = {(gv, r.kind) for r in RESOURCES for gv in r.also_served} - set(OLDER_VERSION_MODELS)
 assert not _missing_older, f"older served versions without a model: {_missing_older}"

@@ -336,11 +336,15 @@ def test_a4_a_device_holding_another_filesystem_is_never_formatted_nor_mounted(c
 
 
 def _recorded(outcomes: list[str], write: Callable[..., dict], *args: object, **kwargs: object) -> dict:
-    """``write(*args, **kwargs)``, noting "ok" or "409" in ``outcomes``."""
+    """``write(*args, **kwargs)``, noting "ok", "409" or the name of any other error in ``outcomes`` (a
+    timeout or a 5xx under load must show in the assertion's message, not as a write that never was)."""
     try:
         saved = write(*args, **kwargs)
     except Conflict:
         outcomes.append("409")
+        raise
+    except Exception as exc:
+        outcomes.append(type(exc).__name__)
         raise
     outcomes.append("ok")
     return saved

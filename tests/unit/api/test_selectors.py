@@ -140,3 +140,16 @@ def test_field_selector_missing_field_is_empty_string_and_escapes():
 def test_field_selector_errors_are_bad_requests(text):
     with pytest.raises(BadRequest):
         parse_field_selector(text)
+
+
+def test_field_values_kubernetes_takes_from_elsewhere() -> None:
+    """An event's source is its component (else its reporter), a job's status.successful its succeeded, spec.host a pod's node
+    (Kubernetes' ToSelectableFields and its v1 pods' field label conversion)."""
+    from storage.api.selectors import parse_field_selector
+
+    event = {"source": {"component": "kubelet", "host": "n1"}}
+    assert parse_field_selector("source=kubelet").matches(event)
+    assert not parse_field_selector("source=n1").matches(event)
+    assert parse_field_selector("source=example.com/c").matches({"reportingComponent": "example.com/c"})
+    assert parse_field_selector("status.successful=3").matches({"status": {"succeeded": 3}})
+    assert parse_field_selector("spec.host=n1").matches({"spec": {"nodeName": "n1"}})
