@@ -1,10 +1,10 @@
 """``certificatesigningrequests/<name>/approval`` (``kubectl certificate approve|deny``) and the signing of
-approved ``kubernetes.io/kube-apiserver-client`` requests (SEMANTICS CSR1-CSR4).
+approved requests for the ``kubernetes.io/kube-apiserver-client`` and kubelet signers (SEMANTICS CSR1-CSR6).
 
 Kubernetes splits this between the API server (the approval subresource, its strategy and validation, the
 CertificateApproval admission plugin) and kube-controller-manager's csrsigning controller. Here the API
 server holds the cluster CA's key (it already signs node CSRs when they are created, ``identity``), so an
-approved client request is signed in the same request, right after the approval is stored: a second write
+approved request is signed in the same request, right after the approval is stored: a second write
 of the status, by the signer, as the controller would make it. No controller process needs the CA key.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import structlog
 from storage.api.timestamps import now
 from storage.apiserver.auth import User
 from storage.apiserver.handlers import Handlers, Target
+from storage.apiserver.identity import NODE_CLIENT_SIGNER, NODE_PREFIX, NODE_SERVING_SIGNER, NODES_GROUP
 from storage.apiserver.rbac import MASTERS, Attributes
 from storage.errors import BadRequest, Conflict, FieldError, Forbidden, Invalid
 from storage.system import pki
@@ -30,6 +31,8 @@ APPROVAL = "approval"
 APPROVAL_VERBS = ["get", "patch", "update"]
 APPROVED, DENIED, FAILED = "Approved", "Denied", "Failed"
 CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
+# The signers kube-controller-manager's csrsigning controller runs, and so the API server here (CSR4, CSR6).
+SIGNERS = (CLIENT_SIGNER, NODE_CLIENT_SIGNER, NODE_SERVING_SIGNER)
 GROUP = "certificates.k8s.io"
 # kube-controller-manager's --cluster-signing-duration default (8760h): the longest certificate it issues.
 MAX_CLIENT_SECONDS = 365 * 24 * 3600
@@ -203,29 +206,74 @@ def lifetime(spec: Obj) -> datetime.timedelta:
     return datetime.timedelta(seconds=max(MIN_CLIENT_SECONDS, min(seconds, MAX_CLIENT_SECONDS)))
 
 
+def _usages_error(usages: set[str], with_rsa: tuple[str, ...]) -> str | None:
+    """Kubernetes' kubelet signers take exactly ``with_rsa`` or it without key encipherment (non-RSA keys)."""
+    without_rsa = set(with_rsa) - {"key encipherment"}
+    if usages != set(with_rsa) and usages != without_rsa:
+        return f"usages did not match [{' '.join(sorted(with_rsa))}]"
+    return None
+
+
+def kubelet_client_error(info: pki.CsrInfo, usages: set[str]) -> str | None:
+    """Kubernetes' ValidateKubeletClientCSR, the kube-apiserver-client-kubelet signer's check (CSR6)."""
+    if info.organizations != (NODES_GROUP,):
+        return "subject organization is not system:nodes"
+    for sans, kind in ((info.dns_names, "DNS"), (info.emails, "Email"), (info.ip_addresses, "IP"),
+                       (info.uris, "URI")):
+        if sans:
+            return f"{kind} subjectAltNames are not allowed"
+    if not info.common_name.startswith(NODE_PREFIX):
+        return f"subject common name does not begin with '{NODE_PREFIX}'"
+    return _usages_error(usages, ("client auth", "digital signature", "key encipherment"))
+
+
+def kubelet_serving_error(info: pki.CsrInfo, usages: set[str]) -> str | None:
+    """Kubernetes' ValidateKubeletServingCSR, the kubelet-serving signer's check (CSR6)."""
+    if info.organizations != (NODES_GROUP,):
+        return "subject organization is not system:nodes"
+    if not info.dns_names and not info.ip_addresses:
+        return "DNS or IP subjectAltName is required"
+    if info.emails:
+        return "Email subjectAltNames are not allowed"
+    if info.uris:
+        return "URI subjectAltNames are not allowed"
+    problem = _usages_error(usages, ("digital signature", "key encipherment", "server auth"))
+    if problem is not None:
+        return problem
+    if not info.common_name.startswith(NODE_PREFIX):
+        return f"subject common name does not begin with '{NODE_PREFIX}'"
+    return None
+
+
 def signed_status(cluster: Any, csr: Obj) -> Obj | None:
     """The status the signer writes for ``csr``: its certificate, or a Failed condition when the request does
-    not fit the signer; None when there is nothing to do (not approved, failed or issued already, another
-    signer)."""
+    not fit the signer; None when there is nothing to do (not approved, failed or issued already, a signer
+    this cluster does not run)."""
     spec = csr.get("spec") or {}
     status = dict(csr.get("status") or {})
-    if spec.get("signerName") != CLIENT_SIGNER or not has_true(csr, APPROVED) or has_true(csr, FAILED) \
-            or status.get("certificate"):
+    signer = spec.get("signerName")
+    if signer not in SIGNERS or not has_true(csr, APPROVED) or has_true(csr, FAILED) or status.get("certificate"):
         return None
-    problem = client_usage_error(list(spec.get("usages") or []))
+    usages = [u for u in spec.get("usages") or [] if isinstance(u, str)]
+    problem = client_usage_error(usages) if signer == CLIENT_SIGNER else None
     info = None
     if problem is None:
         try:
             info = pki.parse_csr(base64.b64decode(spec.get("request") or ""), any_key=True)
         except ValueError as e:
             problem = f"unable to parse csr: {e}"
+    if info is not None and signer == NODE_CLIENT_SIGNER:
+        problem = kubelet_client_error(info, set(usages))
+    elif info is not None and signer == NODE_SERVING_SIGNER:
+        problem = kubelet_serving_error(info, set(usages))
     if problem is not None or info is None:
         stamp = now()
         status["conditions"] = [*_conditions(csr), {
             "type": FAILED, "status": "True", "reason": "SignerValidationFailure", "message": problem,
             "lastUpdateTime": stamp, "lastTransitionTime": stamp}]
         return status
-    cert = cluster.sign_csr(info, client=True, server=False, days=1, lifetime=lifetime(spec))
+    server = signer == NODE_SERVING_SIGNER
+    cert = cluster.sign_csr(info, client=not server, server=server, days=1, lifetime=lifetime(spec))
     status["certificate"] = base64.b64encode(cert).decode("ascii")
     return status
 

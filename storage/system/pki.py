@@ -158,6 +158,9 @@ class CsrInfo:
     dns_names: tuple[str, ...]
     ip_addresses: tuple[str, ...]
     public_key: ec.EllipticCurvePublicKey  # or, with ``any_key``, an RSA or Ed25519 one
+    # SANs no signer here puts in a certificate: the kubelet signers refuse a request that has them.
+    emails: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
 
 
 def parse_csr(pem: bytes, *, any_key: bool = False) -> CsrInfo:
@@ -184,13 +187,17 @@ def parse_csr(pem: bytes, *, any_key: bool = False) -> CsrInfo:
     orgs = tuple(str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
     dns: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns = tuple(san.get_values_for_type(x509.DNSName))
         ips = tuple(str(i) for i in san.get_values_for_type(x509.IPAddress))
+        emails = tuple(san.get_values_for_type(x509.RFC822Name))
+        uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
     except x509.ExtensionNotFound:
         pass
-    return CsrInfo(str(cns[0].value) if cns else "", orgs, dns, ips, key)
+    return CsrInfo(str(cns[0].value) if cns else "", orgs, dns, ips, key, emails, uris)
 
 
 def identity(cert: x509.Certificate) -> tuple[str, tuple[str, ...]]:

@@ -1,7 +1,7 @@
 """Kubernetes' "normal user" certificate flow with the real kubectl: a user's CSR for
 ``kubernetes.io/kube-apiserver-client``, ``kubectl certificate approve|deny`` through the ``/approval``
 subresource, the certificate signed by the cluster CA, and that certificate authenticating as its CN with its
-O as groups (SEMANTICS CSR1-CSR4)."""
+O as groups (SEMANTICS CSR1-CSR4); and the kubelet signers' requests approved by hand (CSR6)."""
 from __future__ import annotations
 
 import base64
@@ -279,3 +279,73 @@ def test_kubectl_prints_the_requested_duration_as_kubernetes_does(module_server:
     name = f"duration-{seconds}"
     assert http.post(BASE, json=_csr(name, _ec_request("h", "dev"), seconds=seconds)).status_code == 201
     assert _row(module_server, tmp_path, name)[-2:] == [shown, "Pending"]
+
+
+def _node_csr(name: str, request: bytes, signer: str, usages: list[str]) -> dict[str, Any]:
+    return {**_csr(name, request, usages), "spec": {**_csr(name, request, usages)["spec"], "signerName": signer}}
+
+
+def test_kubectl_approve_signs_the_kubelet_signers_requests_as_kube_controller_manager_does(
+        module_server: RunningServer, http: httpx.Client, tmp_path: Path) -> None:
+    """CSR6: a node's client or serving request that nothing approved by itself (here the admin asked, not
+    the node) is signed once approved by hand, after the csrsigning controller's checks; one that fails them
+    gets a Failed condition in its words, and no certificate."""
+    client_signer, serving_signer = "kubernetes.io/kube-apiserver-client-kubelet", "kubernetes.io/kubelet-serving"
+    key, request = _openssl_request(tmp_path, "n9", "/O=system:nodes/CN=system:node:n9")
+    usages = ["digital signature", "key encipherment", "client auth"]
+    _kubectl(module_server.kubeconfig, tmp_path, "create", "-f", "-",
+             stdin=yaml.safe_dump(_node_csr("node-n9", request, client_signer, usages)))
+    assert _row(module_server, tmp_path, "node-n9")[-1] == "Pending"  # the admin is not the node: not auto-approved
+    _kubectl(module_server.kubeconfig, tmp_path, "certificate", "approve", "node-n9")
+    assert _row(module_server, tmp_path, "node-n9")[-1] == "Approved,Issued"
+    crt = tmp_path / "n9.crt"
+    crt.write_bytes(base64.b64decode(http.get(f"{BASE}/node-n9").json()["status"]["certificate"]))
+    kubeconfig = tmp_path / "n9.kubeconfig"
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(module_server.ca_pem or b"")
+    for args in (("config", "set-cluster", "stowage", f"--server={module_server.url}",
+                  f"--certificate-authority={ca_file}", "--embed-certs=true"),
+                 ("config", "set-credentials", "n9", f"--client-key={key}", f"--client-certificate={crt}",
+                  "--embed-certs=true"),
+                 ("config", "set-context", "n9", "--cluster=stowage", "--user=n9"),
+                 ("config", "use-context", "n9")):
+        _kubectl(kubeconfig, tmp_path, *args)
+    whoami = json.loads(_kubectl(kubeconfig, tmp_path, "auth", "whoami", "-o", "json").stdout)
+    assert whoami["status"]["userInfo"]["username"] == "system:node:n9"
+    assert "system:nodes" in whoami["status"]["userInfo"]["groups"]
+
+    # A serving request: the node's names in the certificate, for server auth only.
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    serving = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                                        x509.NameAttribute(NameOID.COMMON_NAME, "system:node:n9")]))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName("n9.example")]), critical=False)
+               .sign(server_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    assert http.post(BASE, json=_node_csr("serving-n9", serving, serving_signer,
+                                          ["digital signature", "server auth"])).status_code == 201
+    _kubectl(module_server.kubeconfig, tmp_path, "certificate", "approve", "serving-n9")
+    cert = x509.load_pem_x509_certificate(
+        base64.b64decode(http.get(f"{BASE}/serving-n9").json()["status"]["certificate"]))
+    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == ["n9.example"]
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+
+    # What the kubelet signers refuse, in their words.
+    refused = {
+        "wrong-org": (_ec_request("system:node:n9", "dev"), client_signer, usages,
+                      "subject organization is not system:nodes"),
+        "wrong-cn": (_ec_request("n9", "system:nodes"), client_signer, usages,
+                     "subject common name does not begin with 'system:node:'"),
+        "wrong-usages": (_ec_request("system:node:n9", "system:nodes"), client_signer, ["client auth"],
+                         "usages did not match [client auth digital signature key encipherment]"),
+        "no-names": (_ec_request("system:node:n9", "system:nodes"), serving_signer,
+                     ["digital signature", "server auth"], "DNS or IP subjectAltName is required"),
+    }
+    for name, (req, signer, wanted, message) in refused.items():
+        assert http.post(BASE, json=_node_csr(name, req, signer, wanted)).status_code == 201
+        _kubectl(module_server.kubeconfig, tmp_path, "certificate", "approve", name)
+        stored = http.get(f"{BASE}/{name}").json()
+        failed = [c for c in stored["status"]["conditions"] if c["type"] == "Failed"]
+        assert failed and (failed[0]["reason"], failed[0]["message"]) == ("SignerValidationFailure", message), name
+        assert "certificate" not in stored["status"]
