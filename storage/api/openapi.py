@@ -527,6 +527,12 @@ def v2_document() -> dict[str, Any]:
 
 # --- OpenAPI 3 ------------------------------------------------------------------------------------
 
+# The types Kubernetes' OpenAPI 3 documents give as a oneOf (their OpenAPIV3OneOfTypes), with no type of
+# their own: kubectl explain then names them (limits <map[string]Quantity>, maxSurge <IntOrString>) where a
+# plain "string" would be shown instead.
+_V3_ONE_OF = {QUANTITY: ("string", "number"), INT_OR_STRING: ("integer", "string")}
+
+
 def _v3_schema(schema: Any, in_schema: bool = False) -> Any:
     """Swagger 2.0 schema -> OpenAPI 3.0: components refs; inside a schema every ref is wrapped in allOf,
     as Kubernetes writes them (kubectl explain then names the referenced type)."""
@@ -612,6 +618,10 @@ def v3_document(group_version: str) -> dict[str, Any] | None:
             needed.add(ref)
             frontier.append(ref)
     schemas = {name: _v3_schema(defs[name], in_schema=True) for name in sorted(needed)}
+    for name, one_of in _V3_ONE_OF.items():
+        if name in schemas:
+            schema = {k: val for k, val in schemas[name].items() if k != "type"}
+            schemas[name] = {**schema, "oneOf": [{"type": t} for t in one_of]}
     return {
         "openapi": "3.0.0",
         "info": _info(),

@@ -114,6 +114,13 @@ def test_kubectl_get_wide_explain_apply_and_get_all(kubeconfig: Path, kubectl_ve
     assert "persistentVolumeReclaimPolicy" in explained and "accessModes" in explained
     policy = run("explain", "pv.spec.persistentVolumeReclaimPolicy").stdout
     assert "Retain" in policy and "Delete" in policy
+    # Quantities and int-or-strings are named as Kubernetes' OpenAPI 3 documents make kubectl name them
+    # (a oneOf with no type of its own); 1.20's OpenAPI 2 shows their type, string, there as here.
+    resources = run("explain", "pod.spec.containers.resources").stdout
+    strategy = run("explain", "deployment.spec.strategy.rollingUpdate").stdout
+    quantity, int_or_string = ("string", "string") if kubectl_version == "1.20" else ("Quantity", "IntOrString")
+    assert re.search(rf"^\s+limits\s+<map\[string\]{quantity}>$", resources, re.M), resources
+    assert re.search(rf"^\s+maxSurge\s+<{int_or_string}>$", strategy, re.M), strategy
 
     # Validation by default: an unknown field is refused, by the server (current kubectl sends
     # fieldValidation=Strict) or by 1.20 itself, before anything reaches the server.

@@ -97,6 +97,10 @@ def test_v3_index_and_group_documents(api_server) -> None:
             patches = [item["patch"] for item in doc["paths"].values()
                        if "patch" in item and item["patch"]["x-kubernetes-group-version-kind"]["kind"] == info.kind]
             assert patches and all(any(p["name"] == "fieldValidation" for p in op["parameters"]) for op in patches)
+        schemas = doc["components"]["schemas"]
+        if "io.k8s.apimachinery.pkg.api.resource.Quantity" in schemas:  # a oneOf, as Kubernetes' documents
+            quantity = schemas["io.k8s.apimachinery.pkg.api.resource.Quantity"]
+            assert "type" not in quantity and quantity["oneOf"] == [{"type": "string"}, {"type": "number"}]
         # Only the schemas this group reaches (apps/v1 reaches core's PersistentVolumeClaim, as Kubernetes').
         assert not any(g == "storage.k8s.io" for (g, _, _) in gvks) or gv == "storage.k8s.io/v1"
 
