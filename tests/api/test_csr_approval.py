@@ -61,6 +61,22 @@ def _csr(name: str, request: bytes, usages: list[str] | None = None, seconds: in
                      "expirationSeconds": seconds, "usages": usages or ["client auth"]}}
 
 
+def _user_kubeconfig(server: RunningServer, tmp_path: Path, user: str, key: Path, crt: Path) -> Path:
+    """The documentation's kubeconfig for a new user: the CA, the issued certificate and the user's own key,
+    written with kubectl config."""
+    kubeconfig = tmp_path / f"{user}.kubeconfig"
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(server.ca_pem or b"")
+    for args in (("config", "set-cluster", "stowage", f"--server={server.url}", f"--certificate-authority={ca_file}",
+                  "--embed-certs=true"),
+                 ("config", "set-credentials", user, f"--client-key={key}", f"--client-certificate={crt}",
+                  "--embed-certs=true"),
+                 ("config", "set-context", user, "--cluster=stowage", f"--user={user}"),
+                 ("config", "use-context", user)):
+        _kubectl(kubeconfig, tmp_path, *args)
+    return kubeconfig
+
+
 def _row(server: RunningServer, tmp_path: Path, name: str) -> list[str]:
     lines = _kubectl(server.kubeconfig, tmp_path, "get", "csr", name).stdout.strip().splitlines()
     assert lines[0].split() == ["NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"]
@@ -103,17 +119,7 @@ def test_kubectl_approve_issues_a_client_certificate_that_authenticates_as_the_u
     approved = [c for c in stored["status"]["conditions"] if c["type"] == "Approved"]
     assert approved and approved[0]["reason"] == "KubectlApprove" and approved[0]["lastTransitionTime"]
 
-    # The documentation's kubeconfig for the new user: the CA, the issued certificate and the user's own key.
-    kubeconfig = tmp_path / "jane.kubeconfig"
-    ca_file = tmp_path / "ca.crt"
-    ca_file.write_bytes(module_server.ca_pem or b"")
-    for args in (("config", "set-cluster", "stowage", f"--server={module_server.url}",
-                  f"--certificate-authority={ca_file}", "--embed-certs=true"),
-                 ("config", "set-credentials", "jane", f"--client-key={key}", f"--client-certificate={crt}",
-                  "--embed-certs=true"),
-                 ("config", "set-context", "jane", "--cluster=stowage", "--user=jane"),
-                 ("config", "use-context", "jane")):
-        _kubectl(kubeconfig, tmp_path, *args)
+    kubeconfig = _user_kubeconfig(module_server, tmp_path, "jane", key, crt)
     whoami = json.loads(_kubectl(kubeconfig, tmp_path, "auth", "whoami", "-o", "json").stdout)
     assert whoami["status"]["userInfo"]["username"] == "jane"
     assert "dev" in whoami["status"]["userInfo"]["groups"]
@@ -300,16 +306,7 @@ def test_kubectl_approve_signs_the_kubelet_signers_requests_as_kube_controller_m
     assert _row(module_server, tmp_path, "node-n9")[-1] == "Approved,Issued"
     crt = tmp_path / "n9.crt"
     crt.write_bytes(base64.b64decode(http.get(f"{BASE}/node-n9").json()["status"]["certificate"]))
-    kubeconfig = tmp_path / "n9.kubeconfig"
-    ca_file = tmp_path / "ca.crt"
-    ca_file.write_bytes(module_server.ca_pem or b"")
-    for args in (("config", "set-cluster", "stowage", f"--server={module_server.url}",
-                  f"--certificate-authority={ca_file}", "--embed-certs=true"),
-                 ("config", "set-credentials", "n9", f"--client-key={key}", f"--client-certificate={crt}",
-                  "--embed-certs=true"),
-                 ("config", "set-context", "n9", "--cluster=stowage", "--user=n9"),
-                 ("config", "use-context", "n9")):
-        _kubectl(kubeconfig, tmp_path, *args)
+    kubeconfig = _user_kubeconfig(module_server, tmp_path, "n9", key, crt)
     whoami = json.loads(_kubectl(kubeconfig, tmp_path, "auth", "whoami", "-o", "json").stdout)
     assert whoami["status"]["userInfo"]["username"] == "system:node:n9"
     assert "system:nodes" in whoami["status"]["userInfo"]["groups"]
