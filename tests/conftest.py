@@ -187,3 +187,28 @@ class _GroupSuffix:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_GroupSuffix(), "stowage-xdist-group-suffix")
+
+
+def _controller(config: pytest.Config) -> bool:
+    """The process that runs the whole session: the xdist controller, or the only process without xdist."""
+    return not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _controller(session.config):
+        import machine_paths
+
+        session.config.stash[_MACHINE_PATHS] = machine_paths.snapshot()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # In the controller only, after every worker has ended: a worker's own end would pull run dirs out from
+    # under the tests the other workers still run.
+    before = session.config.stash.get(_MACHINE_PATHS, None)
+    if _controller(session.config) and before is not None:
+        import machine_paths
+
+        machine_paths.restore(before)
+
+
+_MACHINE_PATHS = pytest.StashKey[dict[str, bool]]()

@@ -609,6 +609,23 @@ def _probe(errs: _Errors, probe: Any, path: str, liveness_like: bool) -> None:
         errs.invalid(f"{path}.successThreshold", success, "must be 1")
 
 
+def _lifecycle_handler(errs: _Errors, handler: dict[str, Any], path: str, grace: Any) -> None:
+    """LH4: Kubernetes' validateHandler for a hook: exactly one handler type, and a sleep of more than 0 seconds
+    and no more than the pod's grace period (Kubernetes 1.30, which does not allow 0)."""
+    kinds = [k for k in ("exec", "httpGet", "tcpSocket", "sleep") if handler.get(k) is not None]
+    if not kinds:
+        errs.required(path, "must specify a handler type")
+    for extra in kinds[1:]:
+        errs.forbidden(f"{path}.{extra}", "may not specify more than 1 handler type")
+    _handler(errs, handler, path)
+    sleep = handler.get("sleep")
+    seconds = _d(sleep).get("seconds") if sleep is not None else None
+    if isinstance(seconds, int) and not isinstance(seconds, bool) and isinstance(grace, int) and (
+            seconds <= 0 or seconds > grace):
+        errs.invalid(f"{path}.sleep", seconds,
+                     f"must be greater than 0 and less than terminationGracePeriodSeconds ({grace})")
+
+
 def _handler(errs: _Errors, handler: dict[str, Any], path: str) -> None:
     if "exec" in handler and handler["exec"] is not None and not _d(handler["exec"]).get("command"):
         errs.required(f"{path}.exec.command")
@@ -694,7 +711,9 @@ def _security_profiles(errs: _Errors, security: dict[str, Any], path: str) -> No
             errs.invalid(f"{here}.localhostProfile", localhost, f"can only be set when {what} type is Localhost")
 
 
-def _container(errs: _Errors, c: Any, path: str, volumes: set[str], seen: set[str], init: bool) -> None:
+def _container(errs: _Errors, c: Any, path: str, volumes: set[str], seen: set[str], init: bool,
+               grace: Any = None) -> None:
+    """``grace``: the pod's terminationGracePeriodSeconds, which bounds a sleep hook (LH4)."""
     c = _d(c)
     _security_profiles(errs, _d(c.get("securityContext")), f"{path}.securityContext")
     name = c.get("name")
@@ -777,7 +796,7 @@ def _container(errs: _Errors, c: Any, path: str, volumes: set[str], seen: set[st
         lifecycle = _d(c.get("lifecycle"))
         for hook in ("postStart", "preStop"):
             if lifecycle.get(hook) is not None:
-                _handler(errs, _d(lifecycle[hook]), f"{path}.lifecycle.{hook}")
+                _lifecycle_handler(errs, _d(lifecycle[hook]), f"{path}.lifecycle.{hook}", grace)
     errs.enum(f"{path}.imagePullPolicy", c.get("imagePullPolicy"), PULL_POLICIES)
     errs.enum(f"{path}.terminationMessagePolicy", c.get("terminationMessagePolicy"), TERMINATION_MESSAGE_POLICIES)
 
@@ -811,10 +830,11 @@ def _pod_spec(errs: _Errors, spec: Any, path: str, restart_policies: tuple[str, 
     containers = _l(spec.get("containers"))
     if not containers:
         errs.required(f"{path}.containers")
+    grace = spec.get("terminationGracePeriodSeconds", 30)
     for i, c in enumerate(_l(spec.get("initContainers"))):
-        _container(errs, c, f"{path}.initContainers[{i}]", volumes, seen, init=True)
+        _container(errs, c, f"{path}.initContainers[{i}]", volumes, seen, init=True, grace=grace)
     for i, c in enumerate(containers):
-        _container(errs, c, f"{path}.containers[{i}]", volumes, seen, init=False)
+        _container(errs, c, f"{path}.containers[{i}]", volumes, seen, init=False, grace=grace)
     targets = {str(_d(c).get("name")) for c in _l(spec.get("initContainers")) + containers if _d(c).get("name")}
     for i, c in enumerate(_l(spec.get("ephemeralContainers"))):
         _ephemeral_container(errs, _d(c), f"{path}.ephemeralContainers[{i}]", volumes, seen, targets)

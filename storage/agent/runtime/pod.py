@@ -35,6 +35,7 @@ from . import hosts as hostsfile
 from . import memcg
 from .deadline import StopDeadline
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
+from .hooks import handler_of, run_handler
 from .logfile import split_line
 from .oci import add_block_devices, block_device_sources, build_config, cgroup_limits, join_target, uses_user_namespace
 from .probes import ProbeWorker, make_probe
@@ -139,6 +140,7 @@ class Instance:
     killing: bool = False
     never_ran: bool = False
     exit_watched: bool = False  # its exit file wakes the worker (PF77), so no quick looks are needed (PF84)
+    hooking: bool = False  # LH1: its postStart hook runs; until it ends the container counts as being created
 
     def to_json(self) -> dict[str, Any]:
         return {"restart": self.restart, "containerID": self.container_id, "startedAt": self.started_at,
@@ -488,6 +490,8 @@ class PodWorker:
             self._observe(cs, spec, policy)
             if not cs.final and cs.instance is None:
                 self._maybe_start(cs, spec)
+            if cs.instance is not None and cs.instance.hooking:
+                return  # LH1: the kubelet starts the containers after this one once its postStart hook is done
         # EC1: an ephemeral container runs once (never restarted), after the pod's init containers.
         for spec in self._specs("ephemeralContainers"):
             cs = self.containers[spec["name"]]
@@ -782,12 +786,44 @@ class PodWorker:
             cs.restart_count = restart
         cs.instance = inst
         cs.waiting_reason = cs.waiting_message = ""
-        if not spec.get("startupProbe"):
-            inst.started_gate.set()
-        self._start_probes(cs, spec, adopted=False)
         log.info("container started", uid=self.uid, container=cs.name, restart=restart, runc_id=container_id)
         self.save_state()
         self._start_events(cs, spec)
+        hook = handler_of(spec, "postStart")
+        if hook is None or inst.never_ran:
+            self._after_start(cs, spec, inst)
+            return
+        # LH1: the hook runs in a thread of its own, outside the worker's lock, so that a hook that never ends
+        # cannot hold up the pod's stop; the worker starts nothing after this container meanwhile.
+        inst.hooking = True
+        threading.Thread(target=self._post_start, args=(cs, spec, inst, hook), name=f"poststart-{cs.name}"[:15],
+                         daemon=True).start()
+
+    def _after_start(self, cs: ContainerState, spec: dict[str, Any], inst: Instance) -> None:
+        """A started container (its postStart hook done) begins to count as started and to be probed."""
+        if not spec.get("startupProbe"):
+            inst.started_gate.set()
+        self._start_probes(cs, spec, adopted=False)
+
+    def _post_start(self, cs: ContainerState, spec: dict[str, Any], inst: Instance, hook: dict[str, Any]) -> None:
+        """LH1/LH2: the kubelet runs a container's postStart hook right after its start; a hook that fails has
+        its container killed (``FailedPostStartHook``), which restarts as its restartPolicy says."""
+        try:
+            failure = run_handler(hook, container=spec, pod=self.pod, container_id=inst.container_id,
+                                  pod_ip=self.pod_ip, runc=self.s.runc, timeout=None, stop=inst.stop)
+        except Exception as exc:  # the container must not be left counted as being created for good
+            failure = f"Cannot run handler: {exc}"
+        if failure is not None and not inst.stop.is_set():
+            path = _field_path(cs)
+            log.info("postStart hook failed", uid=self.uid, container=cs.name)
+            self._pod_event("Warning", "FailedPostStartHook", failure, path)
+            self._pod_event("Normal", "Killing", "FailedPostStartHook", path)
+            self._stop_instance(cs, inst, self._grace())
+        with self.lock:
+            inst.hooking = False
+            if failure is None and cs.instance is inst and not inst.stop.is_set():
+                self._after_start(cs, spec, inst)
+        self.wake.set()
 
     def _start_events(self, cs: ContainerState, spec: dict[str, Any]) -> None:
         """L19/CT3: the kubelet's ``Pulled``, ``Created`` and ``Started`` at every start of a container, restarts
@@ -981,13 +1017,21 @@ class PodWorker:
         return state is not None and state.get("status") in ("created", "running", "paused")
 
     def _pre_stop_hook(self, name: str) -> dict[str, Any] | None:
-        return ((self._container_spec(name).get("lifecycle") or {}).get("preStop") or {}).get("exec")
+        return handler_of(self._container_spec(name), "preStop")
 
     def pre_stop(self, cs: ContainerState, timeout: float) -> None:
+        """LH3: the container's preStop hook (exec, httpGet or sleep) within what is left of the grace period;
+        a failure is the kubelet's ``FailedPreStopHook`` event, and the stop goes on."""
         hook = self._pre_stop_hook(cs.name)
-        if hook and cs.instance and timeout > 0:
-            code, out = self.s.runc.exec(cs.instance.container_id, list(hook.get("command") or []), timeout)
-            log.info("preStop hook ran", uid=self.uid, container=cs.name, exit_code=code)
+        inst = cs.instance
+        if hook is None or inst is None or timeout <= 0:
+            return
+        failure = run_handler(hook, container=self._container_spec(cs.name), pod=self.pod,
+                              container_id=inst.container_id, pod_ip=self.pod_ip, runc=self.s.runc, timeout=timeout,
+                              stop=threading.Event())
+        log.info("preStop hook ran", uid=self.uid, container=cs.name, failed=failure is not None)
+        if failure is not None:
+            self._pod_event("Warning", "FailedPreStopHook", failure, _field_path(cs))
 
     def kill_all(self, grace: float | StopDeadline) -> None:
         """Stop every container (preStop hooks, then SIGTERM, SIGKILL when the grace period ends) and
@@ -1083,7 +1127,11 @@ class PodWorker:
         inst = cs.instance
         status: dict[str, Any] = {"name": cs.name, "image": spec.get("image", ""), "imageID": "",
                                   "restartCount": cs.restart_count, "ready": False, "started": False}
-        if inst is not None:
+        if inst is not None and inst.hooking:
+            # LH1: the kubelet writes no status while a container's postStart hook runs: it is still being created.
+            status["state"] = {"waiting": {"reason": "ContainerCreating"}}
+            status["lastState"] = {"terminated": self._terminated(cs.last_terminated)} if cs.last_terminated else {}
+        elif inst is not None:
             status["containerID"] = f"runc://{inst.container_id}"
             status["state"] = {"running": {"startedAt": inst.started_at}}
             started = inst.started_gate.is_set()

@@ -193,16 +193,24 @@ class Runc:
             return
         self._run("delete", "--force", container_id)
 
-    def exec(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, bytes]:
-        """Run argv inside the container; (-1, reason) on timeout."""
+    def exec(self, container_id: str, argv: list[str], timeout: float | None) -> tuple[int, bytes]:
+        """Run argv inside the container, its stdout and stderr together; (-1, reason) on timeout."""
+        code, out, _ = self._exec(container_id, argv, timeout, subprocess.STDOUT)
+        return code, out
+
+    def exec_split(self, container_id: str, argv: list[str], timeout: float | None) -> tuple[int, bytes, bytes]:
+        """``exec`` with stdout and stderr apart (``timeout`` None: until it ends, or its container does)."""
+        return self._exec(container_id, argv, timeout, subprocess.PIPE)
+
+    def _exec(self, container_id: str, argv: list[str], timeout: float | None, stderr: int) -> tuple[int, bytes, bytes]:
         proc = subprocess.Popen(self._cmd("exec", container_id, *argv), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_bounded(proc, self._cmd("exec", container_id), group=True)
-            return -1, b"command timed out"
-        return proc.returncode, out
+            return -1, b"command timed out", b""
+        return proc.returncode, out, err or b""
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
