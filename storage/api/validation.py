@@ -596,12 +596,7 @@ def _probe(errs: _Errors, probe: Any, path: str, liveness_like: bool) -> None:
     if probe is None:
         return
     probe = _d(probe)
-    handlers = [h for h in ("exec", "httpGet", "tcpSocket", "grpc") if probe.get(h) is not None]
-    if not handlers:
-        errs.required(path, "must specify a handler type")
-    for extra in handlers[1:]:
-        errs.forbidden(f"{path}.{extra}", "may not specify more than 1 handler type")
-    _handler(errs, probe, path)
+    _one_handler(errs, probe, path, ("exec", "httpGet", "tcpSocket", "grpc"))
     for key in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"):
         errs.non_negative(f"{path}.{key}", probe.get(key))
     success = probe.get("successThreshold")
@@ -612,18 +607,23 @@ def _probe(errs: _Errors, probe: Any, path: str, liveness_like: bool) -> None:
 def _lifecycle_handler(errs: _Errors, handler: dict[str, Any], path: str, grace: Any) -> None:
     """LH4: Kubernetes' validateHandler for a hook: exactly one handler type, and a sleep of more than 0 seconds
     and no more than the pod's grace period (Kubernetes 1.30, which does not allow 0)."""
-    kinds = [k for k in ("exec", "httpGet", "tcpSocket", "sleep") if handler.get(k) is not None]
-    if not kinds:
-        errs.required(path, "must specify a handler type")
-    for extra in kinds[1:]:
-        errs.forbidden(f"{path}.{extra}", "may not specify more than 1 handler type")
-    _handler(errs, handler, path)
+    _one_handler(errs, handler, path, ("exec", "httpGet", "tcpSocket", "sleep"))
     sleep = handler.get("sleep")
     seconds = _d(sleep).get("seconds") if sleep is not None else None
     if isinstance(seconds, int) and not isinstance(seconds, bool) and isinstance(grace, int) and (
             seconds <= 0 or seconds > grace):
         errs.invalid(f"{path}.sleep", seconds,
                      f"must be greater than 0 and less than terminationGracePeriodSeconds ({grace})")
+
+
+def _one_handler(errs: _Errors, handler: dict[str, Any], path: str, kinds: tuple[str, ...]) -> None:
+    """Kubernetes' validateHandler: exactly one of ``kinds`` (a probe's or a hook's), then that handler's rules."""
+    given = [k for k in kinds if handler.get(k) is not None]
+    if not given:
+        errs.required(path, "must specify a handler type")
+    for extra in given[1:]:
+        errs.forbidden(f"{path}.{extra}", "may not specify more than 1 handler type")
+    _handler(errs, handler, path)
 
 
 def _handler(errs: _Errors, handler: dict[str, Any], path: str) -> None:
