@@ -17,6 +17,7 @@ from storage.agent.runtime import PodRuntime
 from storage.agent.runtime.runc import Runc
 from storage.errors import StowageError
 from storage.system import loop, mounts
+from storage.system.cgroups import remove_child_groups
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,8 @@ def stop_node(data_dir: Path, agent_dir: Path, grace_seconds: float = 10.0) -> d
                 runc.delete(container_id)
             except StowageError as exc:  # a stuck runc (CF13): reported under "left", the rest goes on
                 log.warning("down.delete_failed", container=container_id, error=str(exc))
+                continue
+            remove_child_groups(container_id)  # what runc's own removal gave up on (CT5)
     containers_left = _live_containers(runc)
 
     found = mounts.mounts_under(data_dir)

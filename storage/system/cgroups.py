@@ -55,7 +55,7 @@ def _hierarchy_dirs(own: dict[str, str], root: Path) -> list[Path]:
     return list(seen)
 
 
-def remove_child_groups(name: str, *, wait: float = 1.0, own: dict[str, str] | None = None,
+def remove_child_groups(name: str, *, wait: float = 5.0, own: dict[str, str] | None = None,
                         root: Path = CGROUP_ROOT) -> list[Path]:
     """rmdir the group ``name`` under this process's own group in every hierarchy, where it exists: what runc
     left of a container it started (runc's default cgroup path is ``<its own group>/<container id>``) when

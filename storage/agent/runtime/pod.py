@@ -1090,12 +1090,16 @@ class PodWorker:
     def _teardown(self, name: str) -> None:
         release_staged(self.dir, name)
         cdir = self._container_dir(name)
+        if cdir.exists():
+            self.s.runc.delete(self._runc_id(name))
+        # runc gives up removing its groups of the container after 0.15 s; under load a container's last
+        # processes (a JVM's threads) can take longer to be reaped, and nothing else would remove what it
+        # left (CT5). Also when the container's directory is gone already: its groups may not be.
+        left = remove_child_groups(self._runc_id(name))
+        if left:
+            log.warning("container cgroups left busy", uid=self.uid, container=name, groups=[str(g) for g in left])
         if not cdir.exists():
             return
-        self.s.runc.delete(self._runc_id(name))
-        # runc gives up removing its groups of the container after 0.15 s; under load a container's last
-        # processes can take longer to be reaped, and nothing else would remove what it left (CT5).
-        remove_child_groups(self._runc_id(name))
         group = self._memory_group(name)
         if group is not None and memcg.remove(group):
             (cdir / memcg.BUNDLE_FILE).unlink(missing_ok=True)
