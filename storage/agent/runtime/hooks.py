@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from .probes import resolve_port
+from .probes import http_get_target
 from .runc import Runc
 
 __all__ = ["handler_of", "pod_name", "run_handler"]
@@ -59,11 +59,7 @@ def run_handler(handler: dict[str, Any], *, container: dict[str, Any], pod: dict
         spec = handler["httpGet"] or {}
         path = str(spec.get("path") or "")
         try:
-            port = resolve_port(spec.get("port"), container)
-            scheme = str(spec.get("scheme") or "HTTP").lower()
-            url = f"{scheme}://{spec.get('host') or pod_ip}:{port}{path if path.startswith('/') else '/' + path}"
-            headers = {h["name"]: h.get("value", "") for h in spec.get("httpHeaders") or [] if isinstance(h, dict)}
-            headers.setdefault("User-Agent", HTTP_USER_AGENT)
+            url, headers = http_get_target(spec, container, pod_ip, HTTP_USER_AGENT)
             # The kubelet reads no status code of a hook's answer: only a request that fails is a failure.
             httpx.get(url, headers=headers, timeout=timeout if timeout is not None else 10.0, verify=False,
                       follow_redirects=False)

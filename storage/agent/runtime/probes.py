@@ -23,6 +23,20 @@ def resolve_port(port: Any, container: dict[str, Any]) -> int:
     raise ValueError(f"port: Invalid value: {port!r}: no container port with that name")
 
 
+def http_get_target(spec: dict[str, Any], container: dict[str, Any], pod_ip: str,
+                    user_agent: str) -> tuple[str, dict[str, str]]:
+    """The URL and headers of an ``httpGet`` action (a probe's or a lifecycle hook's): its host, else the pod's
+    address; its port by number or by the container's port name; ``user_agent`` unless its headers name one.
+    ValueError for a port name the container does not have."""
+    port = resolve_port(spec.get("port"), container)
+    scheme = str(spec.get("scheme") or "HTTP").lower()
+    path = str(spec.get("path") or "/")
+    url = f"{scheme}://{spec.get('host') or pod_ip}:{port}{path if path.startswith('/') else '/' + path}"
+    headers = {h["name"]: h.get("value", "") for h in spec.get("httpHeaders") or [] if isinstance(h, dict)}
+    headers.setdefault("User-Agent", user_agent)
+    return url, headers
+
+
 def make_probe(probe: dict[str, Any], container: dict[str, Any], container_id: str, pod_ip: str, runc: Runc) -> ProbeRun:
     timeout = float(probe.get("timeoutSeconds") or 1)
     if "exec" in probe:
@@ -48,12 +62,7 @@ def make_probe(probe: dict[str, Any], container: dict[str, Any], container_id: s
 
         def run_http() -> tuple[bool, str]:
             try:
-                port = resolve_port(spec.get("port"), container)
-                scheme = str(spec.get("scheme") or "HTTP").lower()
-                path = spec.get("path") or "/"
-                url = f"{scheme}://{spec.get('host') or pod_ip}:{port}{path if path.startswith('/') else '/' + path}"
-                headers = {h["name"]: h.get("value", "") for h in spec.get("httpHeaders") or []}
-                headers.setdefault("User-Agent", "kube-probe/1.29")
+                url, headers = http_get_target(spec, container, pod_ip, "kube-probe/1.29")
                 response = httpx.get(url, headers=headers, timeout=timeout, verify=False, follow_redirects=False)
                 if 200 <= response.status_code < 400:
                     return True, ""
