@@ -1,8 +1,9 @@
 """Container lifecycle hooks (postStart, preStop) run as the kubelet's handler runner runs them (SEMANTICS LH).
 
 A handler is an ``exec`` in the container (``runc exec``), an ``httpGet`` to the pod (or its ``host``), or a
-``sleep``. Its failure is reported in the kubelet's words, which the agent puts in a ``FailedPostStartHook`` or
-``FailedPreStopHook`` event.
+``sleep``. A ``tcpSocket`` handler passes validation (kept for old manifests) but the kubelet cannot run it: it
+fails as the kubelet's "invalid handler". A failure is described in the kubelet's words; that text may hold what
+the hook printed, so it goes only into the container's status (LH5), never into an event or a log line.
 """
 from __future__ import annotations
 
@@ -14,18 +15,26 @@ import httpx
 from .probes import http_get_target
 from .runc import Runc
 
-__all__ = ["handler_of", "pod_name", "run_handler"]
+__all__ = ["handler_kind", "handler_of", "pod_name", "run_handler"]
 
 HTTP_USER_AGENT = "kube-lifecycle/1.30"
+HANDLER_KINDS = ("exec", "httpGet", "sleep", "tcpSocket")
 
 
 def handler_of(container: dict[str, Any], hook: str) -> dict[str, Any] | None:
-    """The container's ``lifecycle.<hook>`` when it names a handler the kubelet runs (exec, httpGet, sleep)."""
+    """The container's ``lifecycle.<hook>`` when it names a handler (exec, httpGet, sleep, or tcpSocket, which
+    the kubelet tries and fails)."""
     lifecycle = container.get("lifecycle")
     handler = lifecycle.get(hook) if isinstance(lifecycle, dict) else None
     if not isinstance(handler, dict):
         return None
-    return handler if any(handler.get(kind) is not None for kind in ("exec", "httpGet", "sleep")) else None
+    return handler if any(handler.get(kind) is not None for kind in HANDLER_KINDS) else None
+
+
+def handler_kind(handler: dict[str, Any]) -> str:
+    """The handler's type (``exec``, ``httpGet``, ``sleep`` or ``tcpSocket``), for logs that must not carry its
+    output."""
+    return next((kind for kind in HANDLER_KINDS if handler.get(kind) is not None), "")
 
 
 def pod_name(pod: dict[str, Any]) -> str:
@@ -67,9 +76,22 @@ def run_handler(handler: dict[str, Any], *, container: dict[str, Any], pod: dict
         except (httpx.HTTPError, OSError, ValueError) as exc:
             return (f"HTTP lifecycle hook ({path}) for Container {_quoted(name)} in Pod {_quoted(where)} failed - "
                     f"error: {exc}")
+    if handler.get("sleep") is None:
+        # The kubelet's handler runner knows no tcpSocket action: "Cannot run handler", with Go's %v of the handler.
+        return f"Cannot run handler: invalid handler: {_go_handler(handler)}"
     seconds = int((handler.get("sleep") or {}).get("seconds") or 0)
     stop.wait(seconds if timeout is None else min(seconds, timeout))
     return None
+
+
+def _go_handler(handler: dict[str, Any]) -> str:
+    """gogo-protobuf's String() of a v1.LifecycleHandler whose only action is tcpSocket."""
+    tcp = handler.get("tcpSocket") or {}
+    port = tcp.get("port")
+    # intstr.IntOrString's %v: {Type IntVal StrVal}, Type 0 for a number and 1 for a name.
+    go_port = f"{{1 0 {port}}}" if isinstance(port, str) else f"{{0 {port if port is not None else 0} }}"
+    return (f"&LifecycleHandler{{Exec:nil,HTTPGet:nil,TCPSocket:&TCPSocketAction{{Port:{go_port},"
+            f"Host:{tcp.get('host') or ''},}},Sleep:nil,}}")
 
 
 def _quoted(text: str) -> str:

@@ -35,7 +35,7 @@ from . import hosts as hostsfile
 from . import memcg
 from .deadline import StopDeadline
 from .envvars import EnvContext, EnvError, EnvSources, command_line, resolve_env
-from .hooks import handler_of, run_handler
+from .hooks import handler_kind, handler_of, run_handler
 from .logfile import split_line
 from .oci import add_block_devices, block_device_sources, build_config, cgroup_limits, join_target, uses_user_namespace
 from .probes import ProbeWorker, make_probe
@@ -141,6 +141,7 @@ class Instance:
     never_ran: bool = False
     exit_watched: bool = False  # its exit file wakes the worker (PF77), so no quick looks are needed (PF84)
     hooking: bool = False  # LH1: its postStart hook runs; until it ends the container counts as being created
+    hook_failure: str = ""  # LH5: the kubelet's message for its failed postStart hook
 
     def to_json(self) -> dict[str, Any]:
         return {"restart": self.restart, "containerID": self.container_id, "startedAt": self.started_at,
@@ -601,6 +602,12 @@ class PodWorker:
         delay = 0.0 if cs.backoff_exp == 0 else min(self.s.backoff_base * 2 ** (cs.backoff_exp - 1), self.s.backoff_max)
         cs.backoff_exp += 1
         cs.next_start = finished + delay
+        if delay == 0 and inst.hook_failure:
+            # LH5: the kubelet's reason cache: a start that failed in its postStart hook and is not backed off
+            # waits with the hook's error until its next relist (about a second) starts it again.
+            cs.waiting_reason, cs.waiting_message = "PostStartHookError", inst.hook_failure
+            cs.next_start = finished + IDLE_POLL_INTERVAL
+            return
         cs.waiting_reason = "CrashLoopBackOff"
         cs.waiting_message = (f"back-off {delay:g}s restarting failed container={cs.name} "
                               f"pod={(self.pod.get('metadata') or {}).get('name')}_"
@@ -815,8 +822,11 @@ class PodWorker:
             failure = f"Cannot run handler: {exc}"
         if failure is not None and not inst.stop.is_set():
             path = _field_path(cs)
-            log.info("postStart hook failed", uid=self.uid, container=cs.name)
-            self._pod_event("Warning", "FailedPostStartHook", failure, path)
+            # LH5: what the hook printed may be a secret: the event says only that it failed, as the kubelet's
+            # does; the whole message is the container's waiting message until its restart.
+            log.info("postStart hook failed", uid=self.uid, container=cs.name, handler=handler_kind(hook))
+            inst.hook_failure = failure
+            self._pod_event("Warning", "FailedPostStartHook", "PostStartHook failed", path)
             self._pod_event("Normal", "Killing", "FailedPostStartHook", path)
             self._stop_instance(cs, inst, self._grace())
         with self.lock:
@@ -1029,9 +1039,10 @@ class PodWorker:
         failure = run_handler(hook, container=self._container_spec(cs.name), pod=self.pod,
                               container_id=inst.container_id, pod_ip=self.pod_ip, runc=self.s.runc, timeout=timeout,
                               stop=threading.Event())
-        log.info("preStop hook ran", uid=self.uid, container=cs.name, failed=failure is not None)
+        log.info("preStop hook ran", uid=self.uid, container=cs.name, handler=handler_kind(hook), failed=failure is not None)
         if failure is not None:
-            self._pod_event("Warning", "FailedPreStopHook", failure, _field_path(cs))
+            # LH5: not the message, which may carry what the hook printed (the kubelet's words).
+            self._pod_event("Warning", "FailedPreStopHook", "PreStopHook failed", _field_path(cs))
 
     def kill_all(self, grace: float | StopDeadline) -> None:
         """Stop every container (preStop hooks, then SIGTERM, SIGKILL when the grace period ends) and

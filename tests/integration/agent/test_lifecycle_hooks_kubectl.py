@@ -1,7 +1,8 @@
 """SEMANTICS LH1-LH2 with the real kubectl on a real agent: Kubernetes' documented lifecycle example
 (kubernetes/website content/en/examples/pods/lifecycle-events.yaml, its postStart hook verbatim; the container
 gets a command, as images are names only here) writes its message before the pod is Running, and a postStart
-hook that fails shows as the kubelet's FailedPostStartHook event in kubectl describe."""
+hook that fails shows as the kubelet's FailedPostStartHook event in kubectl describe, without what it printed
+(LH5)."""
 from __future__ import annotations
 
 from agent_cluster import Cluster, wait_until
@@ -55,15 +56,15 @@ def test_lh1_lh2_the_documented_post_start_hook_and_a_failing_one(cluster: Clust
     assert kubectl(kubeconfig, "exec", "lifecycle-demo", "--", "cat", "/usr/share/message") == (
         "Hello from the postStart handler\n")
 
-    wanted = 'failed - error: command \'sh -c echo no database >&2; exit 1\' exited with 1: no database'
-    wait_until(lambda: wanted in kubectl(kubeconfig, "describe", "pod", "hook-fails"),
+    # LH5: the event says only that the hook failed; what the hook wrote to stderr is in no event.
+    wait_until(lambda: "PostStartHook failed" in kubectl(kubeconfig, "describe", "pod", "hook-fails"),
                "the FailedPostStartHook event in kubectl describe", 120)
     described = kubectl(kubeconfig, "describe", "pod", "hook-fails")
-    assert "FailedPostStartHook" in described and 'Exec lifecycle hook ([sh -c echo no database >&2; exit 1])' in (
-        described)
+    assert "FailedPostStartHook" in described and "no database" not in described
     events = kubectl(kubeconfig, "get", "events", "--field-selector", "reason=Killing,involvedObject.name=hook-fails",
                      "-o", "jsonpath={.items[*].message}")
     assert "FailedPostStartHook" in events.split()
+    assert "no database" not in kubectl(kubeconfig, "get", "events", "-o", "yaml")
     # Restarted as restartPolicy Always says, its hook failing again each time.
     wait_until(lambda: int(kubectl(kubeconfig, "get", "pod", "hook-fails", "-o",
                                    "jsonpath={.status.containerStatuses[0].restartCount}") or 0) >= 1,

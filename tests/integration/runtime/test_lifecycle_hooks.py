@@ -1,4 +1,4 @@
-"""SEMANTICS LH1-LH3: containers' postStart and preStop hooks (exec, httpGet, sleep) as the kubelet runs them,
+"""SEMANTICS LH1-LH3, LH5: containers' postStart and preStop hooks (exec, httpGet, sleep) as the kubelet runs them,
 against real runc: a postStart hook runs right after its container starts and before the containers after it,
 the container counts as being created until it is done, and one that fails has its container killed and
 restarted with the kubelet's events; preStop hooks of every kind run inside the grace period."""
@@ -113,26 +113,61 @@ def test_lh2_a_failed_post_start_kills_its_container_with_the_kubelets_events(ha
     rt.sync_pod(pod, {}, NO_SOURCES, [])
     failed = harness.wait(rt, uid, lambda s: s["phase"] == "Failed", "the pod Failed (restartPolicy Never)", timeout=60)
     assert failed["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
-    meta = pod["metadata"]
-    assert events.of("FailedPostStartHook") == [(
-        "Warning", "FailedPostStartHook",
-        f'Exec lifecycle hook ([sh -c echo broken; echo why >&2; exit 3]) for Container "c" in Pod '
-        f'"post-start-fails_default({meta["uid"]})" failed - error: command \'sh -c echo broken; echo why >&2; '
-        f'exit 3\' exited with 3: why\n, message: "broken\\nwhy\\n"', "spec.containers{c}")]
+    # LH5: the event says only that the hook failed (the kubelet's words): what it printed may be a secret.
+    assert events.of("FailedPostStartHook") == [("Warning", "FailedPostStartHook", "PostStartHook failed",
+                                                 "spec.containers{c}")]
     assert ("Normal", "Killing", "FailedPostStartHook", "spec.containers{c}") in events.items
+    assert not [e for e in events.items if "broken" in e[2] or "why" in e[2]]
     rt.kill_pod(uid, 5)
     rt.remove_pod(uid)
 
-    # With restartPolicy Always the killed container is started again (and its hook runs again).
-    pod = _pod("post-start-restarts", [_container("c", LOOP, {"postStart": {"exec": {"command": ["false"]}}})])
+    # With restartPolicy Always the killed container is started again (and its hook runs again). Until its first
+    # restart it waits with the hook's whole error, as the kubelet's reason cache shows it (LH5).
+    pod = _pod("post-start-restarts", [_container("c", LOOP, {"postStart": {"exec": {"command": [
+        "sh", "-c", "echo token-1234; exit 4"]}}})])
     uid = pod["metadata"]["uid"]
     rt.sync_pod(pod, {}, NO_SOURCES, [])
     harness.wait(rt, uid, lambda s: s["containerStatuses"][0]["restartCount"] >= 1, "a restart", timeout=60)
     deadline = time.monotonic() + 60
-    while len([e for e in events.of("FailedPostStartHook") if "post-start-restarts" in e[2]]) < 2:
+    while len(events.of("FailedPostStartHook")) < 3:
         assert time.monotonic() < deadline, "the restarted container's hook did not run (and fail) again"
         time.sleep(0.1)
+    waiting = [c["state"]["waiting"] for u, st in list(harness.events) if u == uid and st
+               for c in st["containerStatuses"] if "waiting" in c["state"]]
+    hook_errors = [w for w in waiting if w["reason"] == "PostStartHookError"]
+    assert hook_errors and hook_errors[0]["message"] == (
+        f'Exec lifecycle hook ([sh -c echo token-1234; exit 4]) for Container "c" in Pod '
+        f'"post-start-restarts_default({uid})" failed - error: command \'sh -c echo token-1234; exit 4\' exited '
+        f'with 4: , message: "token-1234\\n"')
+    assert not [e for e in events.items if "token-1234" in e[2]]
     rt.kill_pod(uid, 5)
+    rt.remove_pod(uid)
+
+
+def test_lh5_a_tcp_socket_hook_is_the_kubelets_invalid_handler(harness: Any) -> None:
+    """A tcpSocket action passes validation (kept for old manifests), but the kubelet cannot run it as a hook:
+    a postStart one fails and kills its container, a preStop one fails and the stop goes on."""
+    events = _Events()
+    rt = harness.runtime(on_event=events)
+    pod = _pod("tcp-hook", [{**_container("c", "", {"postStart": {"tcpSocket": {"port": 8080}}}),
+                             "command": ["sleep", "3600"]}], restartPolicy="Never", terminationGracePeriodSeconds=1)
+    uid = pod["metadata"]["uid"]
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    failed = harness.wait(rt, uid, lambda s: s["phase"] == "Failed", "the pod Failed (restartPolicy Never)", timeout=60)
+    assert failed["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+    assert events.of("FailedPostStartHook") == [("Warning", "FailedPostStartHook", "PostStartHook failed",
+                                                 "spec.containers{c}")]
+    rt.kill_pod(uid, 5)
+    rt.remove_pod(uid)
+
+    pod = _pod("tcp-pre-stop", [_container("c", LOOP, {"preStop": {"tcpSocket": {"port": "http"}}})])
+    uid = pod["metadata"]["uid"]
+    rt.sync_pod(pod, {}, NO_SOURCES, [])
+    harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running", timeout=60)
+    final = rt.kill_pod(uid, 5)
+    assert final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert events.of("FailedPreStopHook") == [("Warning", "FailedPreStopHook", "PreStopHook failed",
+                                               "spec.containers{c}")]
     rt.remove_pod(uid)
 
 
@@ -160,10 +195,8 @@ def test_lh3_http_and_sleep_hooks(harness: Any, hits: tuple[int, list[str]]) -> 
     rt.sync_pod(refused, {}, NO_SOURCES, [])
     harness.wait(rt, uid, lambda s: s["phase"] == "Running", "the pod Running", timeout=60)
     rt.kill_pod(uid, 5)
-    [(type_, _, message, path)] = events.of("FailedPreStopHook")
-    assert type_ == "Warning" and path == "spec.containers{c}"
-    assert message.startswith(f'HTTP lifecycle hook (/x) for Container "c" in Pod "http-refused_default({uid})" '
-                              "failed - error: ")
+    assert events.of("FailedPreStopHook") == [("Warning", "FailedPreStopHook", "PreStopHook failed",
+                                               "spec.containers{c}")]
     rt.remove_pod(uid)
 
     sleepy = _pod("sleep-hook", [_container("c", LOOP, {"preStop": {"sleep": {"seconds": 2}}})])
