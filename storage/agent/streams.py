@@ -10,6 +10,10 @@ untouched, as kube-apiserver relays to the kubelet.
 env, working directory, capabilities, no-new-privileges, rlimits) and joins its
 namespaces, cgroup and seccomp filter. With ``tty=true`` runc is given a pty of
 ours: runc copies between it and the container's own pty, resizes follow ours.
+A command that runc cannot start (not found, not executable) ends the session
+with containerd's InternalError, as on a kubelet, not with runc's exit code 255:
+runc writes its pid file only once the command runs, and until then what comes
+on stderr may be runc's own error (CT6).
 
 ``attach`` follows the running instance's log from its end (containers run
 detached with their output in the log file) and writes stdin into the FIFO the
@@ -23,9 +27,12 @@ import fcntl
 import json
 import os
 import pty
+import re
+import secrets
 import signal
 import struct
 import subprocess
+import tempfile
 import termios
 import threading
 import time
@@ -165,11 +172,13 @@ class ChannelSocket:
 
 
 def exit_status(exit_code: int | None, message: str = "") -> dict[str, Any]:
-    """The metav1.Status ending a v4/v5 session: Success, or the exit code as client-go reads it."""
+    """The metav1.Status ending a v4/v5 session: Success, the exit code as client-go reads it, or (no exit
+    code) apierrors.NewInternalError of ``message``, which kubectl prints as ``error: Internal error ...``."""
     if exit_code == 0:
         return {"metadata": {}, "status": "Success"}
     if exit_code is None:
-        return {"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"}
+        return {"metadata": {}, "status": "Failure", "message": f"Internal error occurred: {message}",
+                "reason": "InternalError", "details": {"causes": [{"message": message}]}, "code": 500}
     return {
         "metadata": {}, "status": "Failure",
         "message": message or f"command terminated with non-zero exit code: exit status {exit_code}",
@@ -237,25 +246,81 @@ async def exec_ws(agent: "NodeAgent", ws: WebSocket) -> None:
     if channels is None:
         return
     runc = agent.runtime.settings.runc
-    argv = runc._cmd("exec", *(["--tty"] if tty else []), running[0], *command)
     log.info("exec", pod=f"{namespace}/{name}", container=container, tty=tty)
-    if tty:
-        await _exec_tty(channels, argv, want_stdin)
-    else:
-        await _exec_pipes(channels, argv, want_stdin, want_stdout, want_stderr)
+    with tempfile.TemporaryDirectory(prefix="stowage-exec-") as scratch:
+        start = ExecStart(Path(scratch) / "pid")
+        argv = runc._cmd("exec", "--pid-file", str(start.pid_file), *(["--tty"] if tty else []), running[0], *command)
+        if tty:
+            await _exec_tty(channels, argv, want_stdin, start)
+        else:
+            await _exec_pipes(channels, argv, want_stdin, want_stdout, want_stderr, start)
+
+
+# runc's own error, as logrus writes it to runc's stderr: time="..." level=error msg="exec failed: ..."
+_RUNC_ERROR = re.compile(rb'time="[^"]*" level=error msg="((?:[^"\\]|\\.)*)"')
+_RUNC_ERROR_PREFIX = b'time="'
+
+
+class ExecStart:
+    """CT6: tells runc's failure to start the command from the command's own output. runc writes its pid file
+    once the command runs; until then, stderr that may still become runc's error line is held back."""
+
+    def __init__(self, pid_file: Path) -> None:
+        self.pid_file = pid_file
+        self.held = bytearray()
+        self.passing = False  # the command's own output: everything goes through
+
+    def stderr(self, chunk: bytes) -> bytes:
+        """What of the stderr read so far may go to the client now."""
+        if self.passing:
+            return chunk
+        self.held += chunk
+        head = bytes(self.held[:len(_RUNC_ERROR_PREFIX)])
+        if self.pid_file.exists() or not _RUNC_ERROR_PREFIX.startswith(head):
+            self.passing = True
+            out = bytes(self.held)
+            self.held.clear()
+            return out
+        return b""
+
+    def failure(self) -> str | None:
+        """Once runc has ended: containerd's words for a command that never started, else None."""
+        if self.passing or self.pid_file.exists():
+            return None
+        found = _RUNC_ERROR.search(bytes(self.held))
+        if found is None:
+            return None
+        try:
+            error = json.loads(b'"' + found.group(1) + b'"')  # logrus quotes as Go does; JSON reads the usual escapes
+        except ValueError:
+            error = found.group(1).decode("utf-8", "replace")
+        # containerd names its exec process by a random 64-hex id; the CRI server and the kubelet wrap its error.
+        return (f"error executing command in container: failed to exec in container: failed to start exec "
+                f'"{secrets.token_hex(32)}": OCI runtime exec failed: {error}: unknown')
+
+    def rest(self) -> bytes:
+        """Held stderr that turned out to be the command's (runc ended without an error line of its own)."""
+        out = bytes(self.held)
+        self.held.clear()
+        return out
 
 
 async def _exec_pipes(ch: ChannelSocket, argv: list[str], want_stdin: bool, want_stdout: bool,
-                      want_stderr: bool) -> None:
+                      want_stderr: bool, start: ExecStart) -> None:
     pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+    # stderr is read even when the client does not want it: runc's own error comes there (CT6).
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=pipe if want_stdin else devnull, stdout=pipe if want_stdout else devnull,
-        stderr=pipe if want_stderr else devnull, start_new_session=True)
+        stderr=pipe, start_new_session=True)
 
     async def pump(reader: asyncio.StreamReader | None, channel: int) -> None:
         if reader is None:
             return
         while chunk := await reader.read(READ_SIZE):
+            if channel == STDERR:
+                chunk = start.stderr(chunk)
+                if not chunk or not want_stderr:
+                    continue
             await ch.send(channel, chunk)
 
     async def close_stdin() -> None:
@@ -272,10 +337,16 @@ async def _exec_pipes(ch: ChannelSocket, argv: list[str], want_stdin: bool, want
         elif channel == CLOSE and payload[:1] == bytes([STDIN]):
             await close_stdin()
 
-    await _run_session(ch, proc.pid, [pump(proc.stdout, STDOUT), pump(proc.stderr, STDERR)], on_input, proc.wait)
+    async def flush_held() -> None:
+        rest = start.rest() if start.failure() is None else b""
+        if rest and want_stderr:
+            await ch.send(STDERR, rest)
+
+    await _run_session(ch, proc.pid, [pump(proc.stdout, STDOUT), pump(proc.stderr, STDERR)], on_input, proc.wait,
+                       start=start, before_status=flush_held)
 
 
-async def _exec_tty(ch: ChannelSocket, argv: list[str], want_stdin: bool) -> None:
+async def _exec_tty(ch: ChannelSocket, argv: list[str], want_stdin: bool, start: ExecStart) -> None:
     master, slave = pty.openpty()
     # CT4: our terminal only carries bytes between the client and runc, which copies them to the container's own
     # terminal: raw from the start, as containerd copies a stream straight to the container's console. Cooked (as a
@@ -283,9 +354,14 @@ async def _exec_tty(ch: ChannelSocket, argv: list[str], want_stdin: bool) -> Non
     # once from each terminal) and turned \r into \n.
     setraw(slave, termios.TCSANOW)
     try:
-        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, close_fds=True)
+        # runc's own stderr is not the command's (which comes through the container's terminal): a pipe of its own,
+        # for its error when it cannot start the command (CT6).
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=subprocess.PIPE, start_new_session=True,
+                                close_fds=True)
     finally:
         os.close(slave)
+    assert proc.stderr is not None
+    runc_stderr = proc.stderr
     loop = asyncio.get_running_loop()
     writer_lock = threading.Lock()
 
@@ -314,15 +390,27 @@ async def _exec_tty(ch: ChannelSocket, argv: list[str], want_stdin: bool) -> Non
         elif channel == CLOSE and payload[:1] == bytes([STDIN]):
             await loop.run_in_executor(None, write_master, b"\x04")  # end of input on a terminal
 
+    async def runc_errors() -> None:
+        while chunk := await loop.run_in_executor(None, runc_stderr.read1, READ_SIZE):
+            start.held += chunk
+
+    async def show_runc_warnings() -> None:
+        if start.failure() is None and (rest := start.rest()):
+            await ch.send(STDOUT, rest)  # what runc said beside a command that ran: on the terminal, as before
+
     try:
-        await _run_session(ch, proc.pid, [pump()], on_input, lambda: loop.run_in_executor(None, proc.wait))
+        await _run_session(ch, proc.pid, [pump(), runc_errors()], on_input,
+                           lambda: loop.run_in_executor(None, proc.wait), start=start, before_status=show_runc_warnings)
     finally:
         os.close(master)
+        runc_stderr.close()
 
 
-async def _run_session(ch: ChannelSocket, pid: int, pumps: list[Any], on_input: Any, wait: Any) -> None:
+async def _run_session(ch: ChannelSocket, pid: int, pumps: list[Any], on_input: Any, wait: Any, *,
+                       start: ExecStart | None = None, before_status: Any = None) -> None:
     """Feed client input to ``on_input`` while the output pumps run; when the process ends,
-    send its status. A client that goes away ends the process."""
+    send its status (for an exec, runc's failure to start the command: ``start``). A client that goes
+    away ends the process."""
 
     async def receive() -> None:
         while True:
@@ -353,6 +441,13 @@ async def _run_session(ch: ChannelSocket, pid: int, pumps: list[Any], on_input: 
     receiver.cancel()
     with contextlib.suppress(BaseException):
         await receiver
+    if before_status is not None:
+        await before_status()
+    failure = start.failure() if start is not None else None
+    if failure is not None:
+        log.info("exec could not start its command", exit_code=code)
+        await ch.finish(None, failure)
+        return
     await ch.finish(code)
 
 

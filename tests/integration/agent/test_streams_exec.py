@@ -97,7 +97,10 @@ def test_exec_with_the_kubernetes_client_stdout_stderr_and_exit_code(cluster: Cl
     sneaky = k8s_stream(core.connect_get_namespaced_pod_exec, "shell", "default", command=["--user", "0", "id", "-u"],
                         stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
     sneaky.run_forever(timeout=60)
-    assert sneaky.read_stdout() == "" and sneaky.returncode != 0
+    assert sneaky.read_stdout() == ""
+    status = json.loads(sneaky.read_channel(3))  # CT6: runc could not start "--user": containerd's InternalError
+    assert status["reason"] == "InternalError" and status["code"] == 500
+    assert 'exec: "--user": executable file not found in $PATH: unknown' in status["message"]
     ok = k8s_stream(core.connect_get_namespaced_pod_exec, "shell", "default", command=["true"],
                     stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
     ok.run_forever(timeout=60)
@@ -150,6 +153,36 @@ def test_exec_errors_are_statuses(cluster: Cluster, node: NodeAgent, kubeconfig:
     run_pod(cluster, "shell", ["sleep", "1d"])
     wrong = kubectl(kubeconfig, "exec", "shell", "-c", "other", "--", "true")
     assert b"container other is not valid for pod shell" in wrong.stderr
+
+
+def test_ct6_a_command_that_cannot_start_is_containerds_internal_error(cluster: Cluster, node: NodeAgent,
+                                                                       kubeconfig: Path) -> None:
+    """CT6: a command runc cannot start ends kubectl exec as on a containerd node: `error: Internal error occurred:
+    ... OCI runtime exec failed: ...: unknown`, exit code 1, nothing on stdout; a command that ran and exited 255
+    still gives 255 and its own output, with or without a terminal."""
+    run_pod(cluster, "shell", ["sleep", "1d"])
+    for command, error in ((["nosuch"], 'exec: "nosuch": executable file not found in $PATH'),
+                           (["/nosuch"], 'exec: "/nosuch": stat /nosuch: no such file or directory'),
+                           (["/etc/passwd"], 'exec: "/etc/passwd": permission denied')):
+        done = kubectl(kubeconfig, "exec", "shell", "--", *command)
+        assert done.returncode == 1, done
+        assert done.stdout == b""
+        line = done.stderr.decode().strip()
+        assert line.startswith("error: Internal error occurred: error executing command in container: failed to exec "
+                               'in container: failed to start exec "'), line
+        assert line.endswith(f'": OCI runtime exec failed: exec failed: unable to start container process: {error}: '
+                             "unknown"), line
+    ran = kubectl(kubeconfig, "exec", "shell", "--", "sh", "-c", """echo 'time="x' >&2; echo out; exit 255""")
+    assert (ran.returncode, ran.stdout) == (255, b"out\n") and ran.stderr.startswith(b'time="x\n'), ran
+    if shutil.which("script") is None:
+        pytest.skip("script (util-linux) is not installed")
+    command = f"{kubectl_binary()} exec -it shell -- nosuch"
+    done = subprocess.run(["script", "-qec", command, "/dev/null"], input=b"", capture_output=True, timeout=120,
+                          env=kubectl_env(kubeconfig))
+    out = done.stdout.replace(b"\r", b"")
+    assert done.returncode == 1, out
+    assert b'OCI runtime exec failed: exec failed: unable to start container process: exec: "nosuch": executable ' \
+           b"file not found in $PATH: unknown" in out, out
 
 
 # ---- attach --------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""The pure parts of the pod streams: SPDY framing, the channel protocol's final status, log lines."""
+"""The pure parts of the pod streams: SPDY framing, the channel protocol's final status (CT6), log lines."""
 from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 from storage.api import spdy
 from storage.agent.runtime.logfile import split_line, stamp_of
-from storage.agent.streams import _limited, exit_status
+from storage.agent.streams import ExecStart, _limited, exit_status
 
 
 def _client_syn_stream(deflate: "zlib._Compress", stream_id: int, headers: dict[str, str], fin: bool = False) -> bytes:
@@ -46,6 +47,32 @@ def test_exit_status_as_client_go_reads_it() -> None:
     failed = exit_status(3)
     assert failed["status"] == "Failure" and failed["reason"] == "NonZeroExitCode"
     assert failed["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+    # CT6: no exit code: apierrors.NewInternalError, whose message kubectl prints after "error: ".
+    assert exit_status(None, "boom") == {"metadata": {}, "status": "Failure", "message": "Internal error occurred: boom",
+                                         "reason": "InternalError", "details": {"causes": [{"message": "boom"}]},
+                                         "code": 500}
+
+
+def test_ct6_runc_s_own_error_is_told_from_the_commands_stderr(tmp_path: Path) -> None:
+    line = b'time="2026-12-07T06:48:25Z" level=error msg="exec failed: unable to start container process: exec: ' \
+           b'\\"nosuch\\": executable file not found in $PATH"\n'
+    start = ExecStart(tmp_path / "pid")
+    assert start.stderr(line[:10]) == b"" and start.stderr(line[10:]) == b""  # held: it may be runc's error
+    failure = start.failure()
+    assert failure is not None and failure.startswith(
+        'error executing command in container: failed to exec in container: failed to start exec "')
+    assert failure.endswith('": OCI runtime exec failed: exec failed: unable to start container process: exec: '
+                            '"nosuch": executable file not found in $PATH: unknown')
+    # The command's own stderr goes through at once when it cannot be runc's line, or once the pid file is there.
+    other = ExecStart(tmp_path / "pid")
+    assert other.stderr(b"oops\n") == b"oops\n" and other.stderr(b'time="') == b'time="' and other.failure() is None
+    started = ExecStart(tmp_path / "pid")
+    assert started.stderr(b'time="1"') == b""
+    (tmp_path / "pid").write_text("42")
+    assert started.stderr(b" more\n") == b'time="1" more\n' and started.failure() is None
+    held = ExecStart(tmp_path / "none")
+    assert held.stderr(b'time="1" level=info msg="x"\n') == b"" and held.failure() is None
+    assert held.rest() == b'time="1" level=info msg="x"\n'
 
 
 def test_log_lines_and_stamps() -> None:
