@@ -310,6 +310,13 @@ _FIELD_VALUE_PATHS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("status", "successful"): ("status", "succeeded"),
     ("spec", "host"): ("spec", "nodeName"),
 }
+# FS3: what ToSelectableFields gives for a Go bool or int field the object leaves out (its zero value, printed).
+_FIELD_ZERO_VALUES: dict[tuple[str, ...], str] = {
+    ("spec", "hostNetwork"): "false",  # a pod's
+    ("spec", "unschedulable"): "false",  # a node's
+    ("status", "replicas"): "0",  # a replica set's or a replication controller's
+    ("status", "successful"): "0",  # a job's
+}
 
 
 def _field_text(obj: Mapping[str, Any], path: tuple[str, ...]) -> str:
@@ -317,13 +324,22 @@ def _field_text(obj: Mapping[str, Any], path: tuple[str, ...]) -> str:
         source = obj.get("source")
         component = source.get("component") if isinstance(source, Mapping) else None
         return str(component or obj.get("reportingComponent") or "")
+    if path[0] == "status" and path[1:] in (("podIP",), ("podIPs",)):
+        # FS3: a pod's podIP is its first podIPs entry; status.podIPs passes the conversion function but is not
+        # among the selectable fields, so its value is always empty.
+        status = obj.get("status")
+        if path[1] == "podIPs" or not isinstance(status, Mapping):
+            return ""
+        ips = status.get("podIPs")
+        first = ips[0] if isinstance(ips, list) and ips and isinstance(ips[0], Mapping) else None
+        return str(first.get("ip") or "") if first is not None else str(status.get("podIP") or "")
     cur: Any = obj
     for part in _FIELD_VALUE_PATHS.get(path, path):
         if not isinstance(cur, Mapping):
-            return ""
+            return _FIELD_ZERO_VALUES.get(path, "")
         cur = cur.get(part)
         if cur is None:
-            return ""
+            return _FIELD_ZERO_VALUES.get(path, "")
     if isinstance(cur, bool):
         return "true" if cur else "false"
     return cur if isinstance(cur, str) else str(cur)

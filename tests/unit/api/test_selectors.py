@@ -153,3 +153,21 @@ def test_field_values_kubernetes_takes_from_elsewhere() -> None:
     assert parse_field_selector("source=example.com/c").matches({"reportingComponent": "example.com/c"})
     assert parse_field_selector("status.successful=3").matches({"status": {"succeeded": 3}})
     assert parse_field_selector("spec.host=n1").matches({"spec": {"nodeName": "n1"}})
+
+
+def test_fs3_zero_values_and_a_pods_ips() -> None:
+    """SEMANTICS FS3: a Go bool or int field left out compares as its zero value printed; a pod's status.podIP
+    is its first podIPs entry, and status.podIPs is never a selectable field's value (always empty)."""
+    from storage.api.selectors import parse_field_selector
+
+    assert parse_field_selector("spec.hostNetwork=false").matches({"spec": {}})
+    assert parse_field_selector("spec.unschedulable=false").matches({"metadata": {"name": "n"}})
+    assert parse_field_selector("status.replicas=0").matches({"status": {}})
+    assert parse_field_selector("status.successful=0").matches({})
+    assert not parse_field_selector("spec.hostNetwork=false").matches({"spec": {"hostNetwork": True}})
+    pod = {"status": {"podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}]}}
+    assert parse_field_selector("status.podIP=10.0.0.1").matches(pod)
+    assert not parse_field_selector("status.podIP=fd00::1").matches(pod)
+    assert parse_field_selector("status.podIP=10.0.0.2").matches({"status": {"podIP": "10.0.0.2"}})
+    assert parse_field_selector("status.podIPs=").matches(pod)
+    assert not parse_field_selector("status.podIPs=10.0.0.1").matches(pod)
