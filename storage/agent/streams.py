@@ -247,7 +247,8 @@ async def exec_ws(agent: "NodeAgent", ws: WebSocket) -> None:
         return
     runc = agent.runtime.settings.runc
     log.info("exec", pod=f"{namespace}/{name}", container=container, tty=tty)
-    with tempfile.TemporaryDirectory(prefix="stowage-exec-") as scratch:
+    # runc's pid file goes in the agent's own data directory: nothing of a session is left in the host's /tmp.
+    with tempfile.TemporaryDirectory(prefix="exec-", dir=agent.runtime.data_dir) as scratch:
         start = ExecStart(Path(scratch) / "pid")
         argv = runc._cmd("exec", "--pid-file", str(start.pid_file), *(["--tty"] if tty else []), running[0], *command)
         if tty:
