@@ -102,20 +102,26 @@ def test_lh1_post_start_runs_after_the_start_and_before_the_next_container(harne
     rt.remove_pod(uid)
 
 
-def test_lh2_a_failed_post_start_kills_its_container_with_the_kubelets_events(harness: Any) -> None:
-    events = _Events()
-    rt = harness.runtime(on_event=events)
+def _post_start_kills_a_never_pod(harness: Any, rt: Any, events: _Events, name: str, hook: dict[str, Any]) -> str:
+    """A restartPolicy Never pod whose postStart ``hook`` fails: its container is killed (137) and the pod Failed,
+    with the kubelet's FailedPostStartHook event, which says only that the hook failed (LH5). Its uid."""
     # sleep, as PID 1, has no handler for the kill's SIGTERM: it ends on the SIGKILL after the grace period.
-    pod = _pod("post-start-fails", [{**_container("c", ""), "command": ["sleep", "3600"], "lifecycle": {
-        "postStart": {"exec": {"command": ["sh", "-c", "echo broken; echo why >&2; exit 3"]}}}}],
-        restartPolicy="Never", terminationGracePeriodSeconds=1)
+    pod = _pod(name, [{**_container("c", "", {"postStart": hook}), "command": ["sleep", "3600"]}],
+               restartPolicy="Never", terminationGracePeriodSeconds=1)
     uid = pod["metadata"]["uid"]
     rt.sync_pod(pod, {}, NO_SOURCES, [])
     failed = harness.wait(rt, uid, lambda s: s["phase"] == "Failed", "the pod Failed (restartPolicy Never)", timeout=60)
     assert failed["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
-    # LH5: the event says only that the hook failed (the kubelet's words): what it printed may be a secret.
     assert events.of("FailedPostStartHook") == [("Warning", "FailedPostStartHook", "PostStartHook failed",
                                                  "spec.containers{c}")]
+    return uid
+
+
+def test_lh2_a_failed_post_start_kills_its_container_with_the_kubelets_events(harness: Any) -> None:
+    events = _Events()
+    rt = harness.runtime(on_event=events)
+    uid = _post_start_kills_a_never_pod(harness, rt, events, "post-start-fails", {
+        "exec": {"command": ["sh", "-c", "echo broken; echo why >&2; exit 3"]}})
     assert ("Normal", "Killing", "FailedPostStartHook", "spec.containers{c}") in events.items
     assert not [e for e in events.items if "broken" in e[2] or "why" in e[2]]
     rt.kill_pod(uid, 5)
@@ -149,14 +155,7 @@ def test_lh5_a_tcp_socket_hook_is_the_kubelets_invalid_handler(harness: Any) -> 
     a postStart one fails and kills its container, a preStop one fails and the stop goes on."""
     events = _Events()
     rt = harness.runtime(on_event=events)
-    pod = _pod("tcp-hook", [{**_container("c", "", {"postStart": {"tcpSocket": {"port": 8080}}}),
-                             "command": ["sleep", "3600"]}], restartPolicy="Never", terminationGracePeriodSeconds=1)
-    uid = pod["metadata"]["uid"]
-    rt.sync_pod(pod, {}, NO_SOURCES, [])
-    failed = harness.wait(rt, uid, lambda s: s["phase"] == "Failed", "the pod Failed (restartPolicy Never)", timeout=60)
-    assert failed["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
-    assert events.of("FailedPostStartHook") == [("Warning", "FailedPostStartHook", "PostStartHook failed",
-                                                 "spec.containers{c}")]
+    uid = _post_start_kills_a_never_pod(harness, rt, events, "tcp-hook", {"tcpSocket": {"port": 8080}})
     rt.kill_pod(uid, 5)
     rt.remove_pod(uid)
 
