@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from storage.apiserver.server import RunningServer
 from storage.system import pki
-from support import kubectl_binary
+from support import kubectl_binary, wait_for
 
 CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
 BASE = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
@@ -200,6 +200,18 @@ def test_approval_needs_approve_on_the_signer(module_server: RunningServer, http
         assert done.json()["status"]["certificate"]
         # Without update on the subresource itself the request never gets that far (RBAC's own 403).
         assert http.delete(f"{rbac}/clusterrolebindings/bob-csr-updater").status_code == 200
+
+        def revoked() -> bool:
+            # A revocation reaches the authorizer's watch-fed index a moment later, as Kubernetes' RBAC informers'
+            # does (only a denial waits for the index to catch up): wait until bob's own review says so.
+            review = bob.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", json={
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"group": "certificates.k8s.io", "resource": "certificatesigningrequests",
+                                                "subresource": "approval", "verb": "update", "name": "for-bob-2"}}})
+            assert review.status_code == 201, review.text
+            return not review.json()["status"]["allowed"]
+
+        wait_for(revoked, "the removed binding out of the authorizer's index", 30)
         other = http.post(BASE, json=_csr("for-bob-2", _ec_request("dave", "dev")))
         assert other.status_code == 201
         body = other.json()
