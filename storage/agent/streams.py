@@ -27,7 +27,6 @@ import fcntl
 import json
 import os
 import pty
-import re
 import secrets
 import signal
 import struct
@@ -48,6 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket
 
+from storage.agent.runtime.runc import ERROR_LINE, ERROR_LINE_START
 from storage.api.timestamps import parse_time
 from storage.errors import BadRequest, NotFound, StowageError
 
@@ -257,11 +257,6 @@ async def exec_ws(agent: "NodeAgent", ws: WebSocket) -> None:
             await _exec_pipes(channels, argv, want_stdin, want_stdout, want_stderr, start)
 
 
-# runc's own error, as logrus writes it to runc's stderr: time="..." level=error msg="exec failed: ..."
-_RUNC_ERROR = re.compile(rb'time="[^"]*" level=error msg="((?:[^"\\]|\\.)*)"')
-_RUNC_ERROR_PREFIX = b'time="'
-
-
 class ExecStart:
     """CT6: tells runc's failure to start the command from the command's own output. runc writes its pid file
     once the command runs; until then, stderr that may still become runc's error line is held back."""
@@ -276,8 +271,8 @@ class ExecStart:
         if self.passing:
             return chunk
         self.held += chunk
-        head = bytes(self.held[:len(_RUNC_ERROR_PREFIX)])
-        if self.pid_file.exists() or not _RUNC_ERROR_PREFIX.startswith(head):
+        head = bytes(self.held[:len(ERROR_LINE_START)])
+        if self.pid_file.exists() or not ERROR_LINE_START.startswith(head):
             self.passing = True
             out = bytes(self.held)
             self.held.clear()
@@ -288,7 +283,7 @@ class ExecStart:
         """Once runc has ended: containerd's words for a command that never started, else None."""
         if self.passing or self.pid_file.exists():
             return None
-        found = _RUNC_ERROR.search(bytes(self.held))
+        found = ERROR_LINE.search(bytes(self.held))  # runc's "exec failed: ..."
         if found is None:
             return None
         try:
@@ -338,13 +333,8 @@ async def _exec_pipes(ch: ChannelSocket, argv: list[str], want_stdin: bool, want
         elif channel == CLOSE and payload[:1] == bytes([STDIN]):
             await close_stdin()
 
-    async def flush_held() -> None:
-        rest = start.rest() if start.failure() is None else b""
-        if rest and want_stderr:
-            await ch.send(STDERR, rest)
-
     await _run_session(ch, proc.pid, [pump(proc.stdout, STDOUT), pump(proc.stderr, STDERR)], on_input, proc.wait,
-                       start=start, before_status=flush_held)
+                       start=start, held_to=STDERR if want_stderr else None)
 
 
 async def _exec_tty(ch: ChannelSocket, argv: list[str], want_stdin: bool, start: ExecStart) -> None:
@@ -395,23 +385,21 @@ async def _exec_tty(ch: ChannelSocket, argv: list[str], want_stdin: bool, start:
         while chunk := await loop.run_in_executor(None, runc_stderr.read1, READ_SIZE):
             start.held += chunk
 
-    async def show_runc_warnings() -> None:
-        if start.failure() is None and (rest := start.rest()):
-            await ch.send(STDOUT, rest)  # what runc said beside a command that ran: on the terminal, as before
-
     try:
+        # What runc said beside a command that ran goes on the terminal, as it did before it had a pipe of its own.
         await _run_session(ch, proc.pid, [pump(), runc_errors()], on_input,
-                           lambda: loop.run_in_executor(None, proc.wait), start=start, before_status=show_runc_warnings)
+                           lambda: loop.run_in_executor(None, proc.wait), start=start, held_to=STDOUT)
     finally:
         os.close(master)
         runc_stderr.close()
 
 
 async def _run_session(ch: ChannelSocket, pid: int, pumps: list[Any], on_input: Any, wait: Any, *,
-                       start: ExecStart | None = None, before_status: Any = None) -> None:
+                       start: ExecStart | None = None, held_to: int | None = None) -> None:
     """Feed client input to ``on_input`` while the output pumps run; when the process ends,
-    send its status (for an exec, runc's failure to start the command: ``start``). A client that goes
-    away ends the process."""
+    send its status. A client that goes away ends the process. For an exec (``start``): runc's failure
+    to start the command is the status; else the stderr ``start`` still holds goes out on ``held_to``
+    (None: nowhere, the client did not ask for it)."""
 
     async def receive() -> None:
         while True:
@@ -442,13 +430,14 @@ async def _run_session(ch: ChannelSocket, pid: int, pumps: list[Any], on_input: 
     receiver.cancel()
     with contextlib.suppress(BaseException):
         await receiver
-    if before_status is not None:
-        await before_status()
-    failure = start.failure() if start is not None else None
-    if failure is not None:
-        log.info("exec could not start its command", exit_code=code)
-        await ch.finish(None, failure)
-        return
+    if start is not None:
+        failure = start.failure()
+        if failure is not None:
+            log.info("exec could not start its command", exit_code=code)
+            await ch.finish(None, failure)
+            return
+        if held_to is not None and (rest := start.rest()):
+            await ch.send(held_to, rest)
     await ch.finish(code)
 
 

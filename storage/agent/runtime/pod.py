@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import threading
@@ -41,7 +40,8 @@ from .oci import add_block_devices, block_device_sources, build_config, cgroup_l
 from .probes import ProbeWorker, make_probe
 from .sidecars import (any_regular_started, incomplete_inits, is_sidecar, next_sidecar_to_stop, regular_containers_done,
                        stop_order)
-from .runc import CONTAINER_LOG_MAX_BYTES, CONTAINER_LOG_MAX_FILES, HOST_PRIVATE, HOST_SECRETS, Runc, make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs
+from .runc import (CONTAINER_LOG_MAX_BYTES, CONTAINER_LOG_MAX_FILES, ERROR_LINE, HOST_PRIVATE, HOST_SECRETS, Runc,
+                   make_device_nodes, mount_rootfs, release_rootfs, unmount_rootfs)
 from .subpaths import release_staged, stage_volume_mounts
 from .orphans import OWNER_FILE
 from .userns import UsernsAllocator, open_userns, stage_bind
@@ -674,10 +674,10 @@ class PodWorker:
     def _runc_error(self, name: str, restart: int) -> str:
         """What `runc run` said when it could not start the command (the run's last log line), else ""."""
         last = self._log_lines(name, restart, 1).rstrip(b"\n")
-        found = _RUNC_FAILED.fullmatch(last)
-        if found is None:
+        found = ERROR_LINE.fullmatch(last)
+        if found is None or not found.group(1).startswith(_RUN_FAILED):
             return ""
-        return found.group(1).replace(b'\\"', b'"').decode("utf-8", "replace")[:512]
+        return found.group(1)[len(_RUN_FAILED):].replace(b'\\"', b'"').decode("utf-8", "replace")[:512]
 
     def _grace(self) -> float:
         value = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds")
@@ -1252,8 +1252,8 @@ class PodWorker:
         return "Succeeded" if succeeded else "Pending"
 
 
-# runc 1.1's report of a start that failed (logrus text on its stderr, in the container's log).
-_RUNC_FAILED = re.compile(rb'time="[^"]*" level=error msg="runc run failed: (.*)"')
+# How runc 1.1's error line (runc.ERROR_LINE, on its stderr, in the container's log) reports a start that failed.
+_RUN_FAILED = b"runc run failed: "
 
 
 def _volume_names(volumes: dict[str, str], container: dict[str, Any], staged_mounts: list[str | None],

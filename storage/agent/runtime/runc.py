@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import shutil
 import signal as signal_module
 import stat
@@ -36,6 +37,9 @@ CONTAINER_LOG_MAX_FILES = 5
 # A runc command that only reads or signals (state, list, kill, delete) takes milliseconds; one still
 # running after this is stuck (CF13).
 RUNC_TIMEOUT = 30.0
+# runc's own errors, as logrus writes them to its stderr: time="..." level=error msg="<the message, Go-quoted>".
+ERROR_LINE = re.compile(rb'time="[^"]*" level=error msg="((?:[^"\\]|\\.)*)"')
+ERROR_LINE_START = b'time="'
 
 # The shim waits for `runc run` (which waits for the container) and writes the exit
 # status atomically; it runs in its own session so an agent restart leaves it alone.
