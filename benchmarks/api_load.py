@@ -16,8 +16,14 @@ The API servers keep their threads on one CPU, as ``stowage serve`` does by defa
 also runs each with its threads free (``--api-server-cpu none``), right after the pinned one, and prints
 the time ratio free/pinned.
 
+``--profile DIR`` (needs py-spy) samples each Stowage API server (the pinned ones) while the clients'
+creates run, only while a thread holds the GIL (its Python CPU; SQLite's statements and the kernel's
+work are not in it), and prints its top functions by self and total time; the raw stacks and the
+summaries are written into DIR. Each run also prints the server process's CPU seconds (user and
+kernel) against the run's wall time: whether the one process is saturated.
+
 usage: python benchmarks/api_load.py [--backend sqlite|postgres] [--count 3000] [--clients 1,4] [--scheme both|https|http]
-                                     [--free] [--no-floor]
+                                     [--free] [--no-floor] [--profile DIR]
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -73,6 +81,11 @@ class ServerProcess:
             self.stop()
             raise RuntimeError(f"{target.__name__} did not report its port")
         self.port: int = receive.recv()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc.pid is not None, "started in __init__"
+        return self._proc.pid
 
     def stop(self) -> None:
         self._stop.set()
@@ -175,7 +188,15 @@ def main() -> None:
     parser.add_argument("--no-floor", action="store_true", help="skip the bare HTTP stack's run")
     parser.add_argument("--free", action="store_true",
                         help="also run each server with its threads free (--api-server-cpu none) and compare")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="sample the API servers with py-spy while the creates run; stacks and summaries here")
     args = parser.parse_args()
+    if args.profile is not None:
+        from spy import missing
+
+        problem = missing()
+        if problem is not None:
+            raise SystemExit(problem)
     schemes = ["https", "http"] if args.scheme == "both" else [args.scheme]
     with tempfile.TemporaryDirectory(prefix="stowage-bench-api-") as tmp_name:
         tmp = Path(tmp_name)
@@ -197,13 +218,23 @@ def main() -> None:
                 servers[scheme] = server_on_own_store(scheme, f"api-{scheme}", -1)
                 if args.free:
                     free[scheme] = server_on_own_store(scheme, f"api-{scheme}-free", None)
+            sampler = None
+            if args.profile is not None:
+                from spy import Sampler
+
+                # 200/s: one run of creates lasts seconds.
+                sampler = Sampler(args.profile, {f"api-{scheme}": server.pid for scheme, server in servers.items()}, 200)
             for clients in (int(c) for c in args.clients.split(",")):
                 seconds: dict[str, float] = {}
                 for scheme, server in servers.items():
                     objs = [pv(i, f"c{clients}") for i in range(args.count)]
+                    before = psutil.Process(server.pid).cpu_times()
                     seconds[scheme] = create_through_api(server.port, server.token, server.ca_pem, objs, clients)
+                    after = psutil.Process(server.pid).cpu_times()
+                    user, kernel = after.user - before.user, after.system - before.system
                     print(f"{args.backend:<9} {scheme:<5} clients {clients}: {args.count / seconds[scheme]:,.0f} creates/s "
-                          f"({args.count} in {seconds[scheme]:.2f} s)", flush=True)
+                          f"({args.count} in {seconds[scheme]:.2f} s; the server's CPU {user:.2f} s user + {kernel:.2f} s "
+                          f"kernel, {100 * (user + kernel) / seconds[scheme]:.0f}% of one core)", flush=True)
                     if scheme in free:
                         other = free[scheme]
                         loose = create_through_api(other.port, other.token, other.ca_pem, objs, clients)
@@ -218,6 +249,8 @@ def main() -> None:
                     print(f"floor     http  clients {clients}: {args.count / bare:,.0f} requests/s on the bare HTTP stack"
                           + (f"; Stowage over HTTP takes {seconds['http'] / bare:.1f}x its time" if "http" in seconds
                              else ""), flush=True)
+            if sampler is not None:
+                sampler.finish()
         finally:
             if floor is not None:
                 floor.stop()

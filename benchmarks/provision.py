@@ -6,7 +6,10 @@
     bind mount, and a runc container (overlay of / on a tmpfs, as the agent's
     runtime does) running a shell; the ratio of medians over several rounds. The raw
     container is ``runc spec``'s: no user namespace and no seccomp filter, which the
-    agent's pods have (RuntimeDefault costs runc about 7 ms per start here, PF71).
+    agent's pods have (RuntimeDefault costs runc about 7 ms per start here, PF71). Where the time
+    goes is printed beside the ratio: the bare side's steps (the volume, the mounts, the container),
+    and when Stowage's stages were reached (both creates returned, the claim's node selected, its PV
+    created, the claim Bound, the pod Running), medians over the rounds.
 (b) N claims + N pods created at once: seconds until all claims are Bound and
     until all pods are Running, and each pod's start-up latency (its create call returning -> the
     watch showing it Running, both on this process's clock) as p50/p99. Against it, in the same run
@@ -49,9 +52,10 @@ import psutil  # noqa: E402
 
 from agent_memory import measure_agent_memory  # noqa: E402
 from cluster import LOOP, BenchCluster, quiet_logs, running  # noqa: E402
-from raw_volume import GiB, create_volume, mount_pod_root, run, runc_bundle, wait  # noqa: E402
+from raw_volume import GiB, create_volume, make_device, mount_pod_root, run, runc_bundle, wait  # noqa: E402
 from storage.agent.agent import POD_SYNC_WORKERS  # noqa: E402
 from storage.system import mounts  # noqa: E402
+from spy import Sampler, missing  # noqa: E402
 from support import cleanup_tree  # noqa: E402
 
 
@@ -69,19 +73,25 @@ def _bundle(work: Path) -> tuple[Path, Path, Path, Path]:
     return image, mnt, bind, scratch
 
 
-def raw_once(base: Path, i: int) -> float:
+def raw_once(base: Path, i: int) -> tuple[float, dict[str, float]]:
+    """Seconds for the bare sequence, and where they went: the volume (truncate, losetup, mkfs), the
+    mounts and the container (``runc run -d`` until ``runc state`` says running), each in seconds."""
     work = base / f"raw{i}"
     image, mnt, bind, scratch = _bundle(work)
     rootfs = work / "bundle" / "rootfs"
     root = work / "runc"
     start = time.perf_counter()
-    create_volume(image, mnt)
+    device = make_device(image)
+    made = time.perf_counter()
+    run("mount", device, str(mnt))
     mount_pod_root(mnt, bind, scratch, rootfs)
+    mounted = time.perf_counter()
     # Detached, the container inherits runc's stdio: give it none, or a captured pipe never closes.
     subprocess.run(["runc", "--root", str(root), "run", "-d", "--bundle", str(work / "bundle"), f"raw{i}"],
                    check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait(lambda: json.loads(run("runc", "--root", str(root), "state", f"raw{i}"))["status"] == "running", "raw container")
-    return time.perf_counter() - start
+    end = time.perf_counter()
+    return end - start, {"volume": made - start, "mounts": mounted - made, "runc": end - mounted}
 
 
 # ---- (b) the raw baseline: N volumes and containers by a pool as wide as the agent's ----------
@@ -113,18 +123,20 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class RunningWatch:
-    """Watches on pods and claims: when (this clock) each pod was first seen scheduled and Running, and
-    each claim first seen with its selected node and Bound -- the stages of a pod's start-up."""
+    """Watches on pods, claims and volumes: when (this clock) each pod was first seen scheduled and
+    Running, each claim first seen with its selected node and Bound, and its volume first seen -- the
+    stages of a pod's start-up."""
 
     def __init__(self, bench: "Bench") -> None:
-        self.clients = [bench.server.client(), bench.server.client()]
+        self.clients = [bench.server.client(), bench.server.client(), bench.server.client()]
         self.seen: dict[str, float] = {}  # pod Running
         self.scheduled: dict[str, float] = {}  # pod spec.nodeName
         self.selected: dict[str, float] = {}  # claim's selected-node annotation
+        self.provisioned: dict[str, float] = {}  # the claim's PV created (by claimRef's name)
         self.bound: dict[str, float] = {}  # claim Bound
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(c, r), daemon=True)
-                        for c, r in zip(self.clients, ("pods", "persistentvolumeclaims"))]
+                        for c, r in zip(self.clients, ("pods", "persistentvolumeclaims", "persistentvolumes"))]
         for t in self.threads:
             t.start()
 
@@ -136,6 +148,10 @@ class RunningWatch:
                 self.scheduled.setdefault(name, now)
             if running(obj):
                 self.seen.setdefault(name, now)
+        elif resource == "persistentvolumes":
+            claim = (obj.get("spec") or {}).get("claimRef") or {}
+            if claim.get("name"):
+                self.provisioned.setdefault(claim["name"], now)
         else:
             if "volume.kubernetes.io/selected-node" in ((obj.get("metadata") or {}).get("annotations") or {}):
                 self.selected.setdefault(name, now)
@@ -148,7 +164,8 @@ class RunningWatch:
         revision: str | None = None
         while not self.stop.is_set():
             try:
-                for event in client.watch(resource, "default", resource_version=revision, timeout=5):  # type: ignore[attr-defined]
+                namespace = None if resource == "persistentvolumes" else "default"
+                for event in client.watch(resource, namespace, resource_version=revision, timeout=5):  # type: ignore[attr-defined]
                     obj = event.get("object") or {}
                     revision = (obj.get("metadata") or {}).get("resourceVersion") or revision
                     self._observe(resource, obj)
@@ -178,61 +195,10 @@ class RunningWatch:
         ])
 
 
-class Profiles:
-    """py-spy sampling (every thread, only while it holds the GIL: the Python CPU) of the agent and of this process while the
-    burst runs; ``finish`` writes the collapsed stacks and prints each one's top entries (self and total)."""
-
-    def __init__(self, out: Path, bench: "Bench") -> None:
-        spy = shutil.which("py-spy")
-        assert spy is not None, "main checks for py-spy before any set-up"
-        assert bench.agent is not None
-        self.out = out
-        self.targets = {"agent": bench.agent.pid, "control-plane": os.getpid()}
-        self.procs = {name: subprocess.Popen([spy, "record", "--nonblocking", "--gil", "--rate", "50",
-                                              "--format", "raw",
-                                              "-o", str(out / f"{name}.txt"), "-p", str(pid)],
-                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                      for name, pid in self.targets.items()}
-
-    def finish(self) -> None:
-        import signal as _signal
-
-        for proc in self.procs.values():
-            proc.send_signal(_signal.SIGINT)
-        for name, proc in self.procs.items():
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            print(summarize_stacks(self.out / f"{name}.txt", name), flush=True)
-
-
-def summarize_stacks(path: Path, name: str, top: int = 15) -> str:
-    """Top functions by samples spent in them (self) and under them (total) from py-spy's raw output."""
-    if not path.exists():
-        return f"[profile {name}] no samples written"
-    own: dict[str, int] = {}
-    under: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        total += n
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")" if " (" in f else f
-                  for f in stack.split(";")]
-        own[frames[-1]] = own.get(frames[-1], 0) + n
-        for f in set(frames):
-            under[f] = under.get(f, 0) + n
-    lines = [f"[profile {name}] {total} samples (50/s, holding the GIL, all threads)", "  self:"]
-    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
-    lines.append("  total:")
-    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in sorted(under.items(), key=lambda kv: -kv[1])[:top]
-              if not f.startswith(("<module>", "_bootstrap", "run (threading", "_worker (thread"))]
-    (path.with_suffix(".summary.txt")).write_text("\n".join(lines) + "\n")
-    return "\n".join(lines)
+def profiles(out: Path, bench: "Bench") -> Sampler:
+    """py-spy of the agent process and of this process (the control plane) while the burst runs."""
+    assert bench.agent is not None
+    return Sampler(out, {"agent": bench.agent.pid, "control-plane": os.getpid()})
 
 
 # ---- the cluster under test -----------------------------------------------------------------
@@ -253,19 +219,28 @@ class Bench(BenchCluster):
         super().claim_and_pod(name, "local", size=size)
 
 
-def stowage_once(bench: Bench, i: int, watch: RunningWatch) -> float:
+def stowage_once(bench: Bench, i: int, watch: RunningWatch) -> tuple[float, dict[str, float]]:
     """One claim and pod; the clock stops when the watch shows the pod Running. (Until 2026-12-03 it
     stopped at the first GET every 20 ms that showed it Running, which added about 10 ms on average
-    to Stowage's side only: the raw side's first ``runc state`` already finds its container running.)"""
+    to Stowage's side only: the raw side's first ``runc state`` already finds its container running.)
+    Also returns when each stage was reached, in seconds from the start: both creates returned, the
+    claim's node selected (the scheduler), its PV created (the provisioner: the volume made on the node),
+    the claim Bound (the binder)."""
     name = f"single-{i}"
     start = time.perf_counter()
     bench.claim_and_pod(name, "1Gi")
+    created = time.perf_counter()
     wait(lambda: name in watch.seen, "the pod Running", interval=0.005)
     elapsed = watch.seen[name] - start
     assert running(bench.client.get("pods", name, "default")), "the pod is Running by a fresh read too"
     entry = mounts.top_mount(bench.pod_volume(name))
     assert entry is not None and entry.fstype == "ext4", "the volume is mounted"
-    return elapsed
+    return elapsed, {"created": created - start, "selected": watch.selected[name] - start,
+                     "PV created": watch.provisioned[name] - start, "bound": watch.bound[name] - start}
+
+
+def medians_ms(splits: list[dict[str, float]]) -> str:
+    return ", ".join(f"{k} {1000 * statistics.median(s[k] for s in splits):.0f}" for k in splits[0])
 
 
 def main() -> int:
@@ -282,9 +257,9 @@ def main() -> int:
         print("needs root (loop devices, mounts, runc)")
         return 2
     if args.profile is not None:
-        if shutil.which("py-spy") is None:
-            # Before any set-up: found missing after the bare runs, it left nothing to show for them.
-            print("--profile needs py-spy: pip install -e '.[profile]'")
+        problem = missing()
+        if problem is not None:
+            print(problem)
             return 2
         args.profile.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="stowage-bench-"))
@@ -298,17 +273,21 @@ def main() -> int:
             return 0
         if args.only_burst:
             args.rounds = 0
-        raw = [raw_once(base, i) for i in range(args.rounds)]
+        raw_runs = [raw_once(base, i) for i in range(args.rounds)]
+        raw = [t for t, _ in raw_runs]
         cleanup_raw = [p for p in base.iterdir()]
         for p in cleanup_raw:
             cleanup_tree(p)
         bench = Bench(base / "cluster")
         bench.start_agent(pool_bytes=max(4, args.rounds + 1) * GiB + args.burst * 16 * (1 << 20))
-        ours = []
+        ours: list[float] = []
+        stages: list[dict[str, float]] = []
         single_watch = RunningWatch(bench)
         try:
             for i in range(args.rounds):
-                ours.append(stowage_once(bench, i, single_watch))
+                elapsed, reached = stowage_once(bench, i, single_watch)
+                ours.append(elapsed)
+                stages.append(reached)
         finally:
             single_watch.close()
         bench.delete_all()
@@ -316,6 +295,10 @@ def main() -> int:
             print(f"(a) claim+pod to Running with a new 1Gi ext4 volume: stowage median {statistics.median(ours):.3f}s "
               f"(runs {', '.join(f'{t:.3f}' for t in ours)}); raw commands with runc median {statistics.median(raw):.3f}s; "
                   f"ratio {statistics.median(ours) / statistics.median(raw):.2f}x (aim <= 1.3x)", flush=True)
+            # Where the time goes: the bare side's steps, and when Stowage's stages were reached.
+            print(f"    raw steps, medians in ms: {medians_ms([split for _, split in raw_runs])}", flush=True)
+            print(f"    stowage stages reached, medians in ms after the start: {medians_ms(stages)}, "
+                  f"Running {1000 * statistics.median(ours):.0f}", flush=True)
 
         n = args.burst
         if n <= 0:
@@ -329,7 +312,7 @@ def main() -> int:
         watch = RunningWatch(bench)
         agent_proc = psutil.Process(bench.agent.pid)  # type: ignore[union-attr]
         cpu0 = (agent_proc.cpu_times(), psutil.Process().cpu_times())
-        profiler = Profiles(args.profile, bench) if args.profile else None
+        profiler = profiles(args.profile, bench) if args.profile else None
         created_at: dict[str, float] = {}
         start = time.perf_counter()
         for i in range(n):

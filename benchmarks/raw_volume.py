@@ -17,7 +17,7 @@ from storage.errors import NotFound
 
 GiB = 1 << 30
 
-__all__ = ["GiB", "create_volume", "mount_pod_root", "run", "wait"]
+__all__ = ["GiB", "create_volume", "make_device", "mount_pod_root", "run", "wait"]
 
 
 def run(*argv: str) -> str:
@@ -39,11 +39,17 @@ def wait(predicate: Callable[[], Any], what: str, timeout: float = 600.0, interv
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def create_volume(image: Path, mount_point: Path, size: int = GiB) -> str:
-    """truncate, losetup --direct-io=on, mkfs.ext4, mount; the loop device."""
+def make_device(image: Path, size: int = GiB) -> str:
+    """truncate, losetup --direct-io=on, mkfs.ext4; the loop device."""
     run("truncate", "-s", str(size), str(image))
     device = run("losetup", "--find", "--show", "--direct-io=on", str(image))
     run("mkfs.ext4", "-q", device)
+    return device
+
+
+def create_volume(image: Path, mount_point: Path, size: int = GiB) -> str:
+    """``make_device``, then mount it; the loop device."""
+    device = make_device(image, size)
     run("mount", device, str(mount_point))
     return device
 
