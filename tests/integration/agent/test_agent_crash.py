@@ -139,7 +139,13 @@ def test_a5_sigkill_between_the_container_start_and_its_record_then_restart_adop
     pid_file.write_text(str(first.pid))
     wait_until(lambda: _node_ready(cluster), "node n1 registered", timeout=60)
     cluster.apply(local_class(), claim("data"), pod("once", "date >> /data/boots; " + LOOPING, claims={"data": "/data"}))
-    first.wait(timeout=120)
+    try:
+        first.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        # Once under a full CI run the agent never came to run the container within the two minutes, and the
+        # failure said nothing of why: say where the agent and the pod were.
+        raise AssertionError(f"the agent never ran runc (wrapper fired: {fired.exists()}); pod status: "
+                             f"{json.dumps(cluster.pod('once').get('status'))}; agent log:\n{cluster.agent_log('n1')}") from None
     assert fired.exists(), cluster.agent_log("n1")
     wait_until(lambda: list(_runc_state(cluster, "n1").values()) == ["running"], "the container to run on its own")
     (cid, _), = _runc_state(cluster, "n1").items()
