@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from spy import Sampler, missing
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -191,12 +192,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None,
                         help="sample the API servers with py-spy while the creates run; stacks and summaries here")
     args = parser.parse_args()
-    if args.profile is not None:
-        from spy import missing
-
-        problem = missing()
-        if problem is not None:
-            raise SystemExit(problem)
+    if args.profile is not None and (problem := missing()) is not None:
+        raise SystemExit(problem)
     schemes = ["https", "http"] if args.scheme == "both" else [args.scheme]
     with tempfile.TemporaryDirectory(prefix="stowage-bench-api-") as tmp_name:
         tmp = Path(tmp_name)
@@ -218,12 +215,9 @@ def main() -> None:
                 servers[scheme] = server_on_own_store(scheme, f"api-{scheme}", -1)
                 if args.free:
                     free[scheme] = server_on_own_store(scheme, f"api-{scheme}-free", None)
-            sampler = None
-            if args.profile is not None:
-                from spy import Sampler
-
-                # 200/s: one run of creates lasts seconds.
-                sampler = Sampler(args.profile, {f"api-{scheme}": server.pid for scheme, server in servers.items()}, 200)
+            # 200/s: one run of creates lasts seconds.
+            sampler = (Sampler(args.profile, {f"api-{scheme}": server.pid for scheme, server in servers.items()}, 200)
+                       if args.profile is not None else None)
             for clients in (int(c) for c in args.clients.split(",")):
                 seconds: dict[str, float] = {}
                 for scheme, server in servers.items():

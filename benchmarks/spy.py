@@ -1,7 +1,7 @@
 """py-spy sampling of the benchmarks' processes, and the summary of where their Python CPU went.
 
-``Sampler`` records every thread of some processes that is not idle (by default only while it holds the
-GIL: Python CPU, not waiting) into raw collapsed stacks; ``finish`` stops it and prints each process's
+``Sampler`` records every thread of some processes, only while a thread holds the GIL (so the samples
+are Python CPU, not waiting), into raw collapsed stacks; ``finish`` stops it and prints each process's
 top functions by self time and by total time. Used by ``provision.py --profile`` (the burst's agent and
 control plane) and ``api_load.py --profile`` (the API server under the clients' creates).
 """
@@ -27,18 +27,17 @@ def missing() -> str | None:
 
 class Sampler:
     """py-spy on ``targets`` (name -> pid) from construction until ``finish``; writes ``<name>.txt``
-    (raw stacks) and ``<name>.summary.txt`` into ``out``. ``gil``: only threads holding the GIL (Python
-    CPU); without it, every thread py-spy finds running, also in C code that let the GIL go (SQLite's
-    statements, ``json``, the ssl module), which is where an API server spends much of a create."""
+    (raw stacks) and ``<name>.summary.txt`` into ``out``. Only GIL-held samples: without ``--gil``, py-spy
+    here counts threads idle in a queue's wait as running. C code that lets the GIL go (SQLite's
+    statements, the ssl module) is therefore not in the samples."""
 
-    def __init__(self, out: Path, targets: dict[str, int], rate: int = RATE, *, gil: bool = True) -> None:
+    def __init__(self, out: Path, targets: dict[str, int], rate: int = RATE) -> None:
         spy = shutil.which("py-spy")
         assert spy is not None, "the caller checks missing() before any set-up"
         out.mkdir(parents=True, exist_ok=True)
         self.out = out
         self.rate = rate
-        self.what = "holding the GIL" if gil else "running, with or without the GIL"
-        self.procs = {name: subprocess.Popen([spy, "record", "--nonblocking", *(["--gil"] if gil else []), "--rate", str(rate),
+        self.procs = {name: subprocess.Popen([spy, "record", "--nonblocking", "--gil", "--rate", str(rate),
                                               "--format", "raw", "-o", str(out / f"{name}.txt"), "-p", str(pid)],
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                       for name, pid in targets.items()}
@@ -52,7 +51,7 @@ class Sampler:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            print(summarize_stacks(self.out / f"{name}.txt", name, f"{self.rate}/s, {self.what}"), flush=True)
+            print(summarize_stacks(self.out / f"{name}.txt", name, self.rate), flush=True)
 
 
 def _frame(f: str) -> str:
@@ -63,7 +62,7 @@ def _frame(f: str) -> str:
     return f"{func} ({where.split(':')[0].rsplit('/', 1)[-1]})"
 
 
-def summarize_stacks(path: Path, name: str, how: str, top: int = 15) -> str:
+def summarize_stacks(path: Path, name: str, rate: int, top: int = 15) -> str:
     """Top functions by samples spent in them (self) and under them (total) from py-spy's raw output."""
     if not path.exists():
         return f"[profile {name}] no samples written"
@@ -82,10 +81,10 @@ def summarize_stacks(path: Path, name: str, how: str, top: int = 15) -> str:
             under[f] = under.get(f, 0) + n
     if total == 0:
         return f"[profile {name}] no samples"
-    lines = [f"[profile {name}] {total} samples ({how}, all threads)", "  self:"]
+    lines = [f"[profile {name}] {total} samples ({rate}/s, holding the GIL, all threads)", "  self:"]
     lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
     lines.append("  total:")
     lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in sorted(under.items(), key=lambda kv: -kv[1])
-              if f.partition(" (")[0] not in PLUMBING and not f.startswith("process ")][:top]
+              if f.partition(" (")[0] not in PLUMBING][:top]
     path.with_suffix(".summary.txt").write_text("\n".join(lines) + "\n")
     return "\n".join(lines)
